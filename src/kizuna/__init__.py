@@ -1,0 +1,66 @@
+"""kizuna (絆, "bond"): CLIP-style image-text models to train, evaluate, adapt, inspect and serve.
+
+    import kizuna
+    model = kizuna.create_model("ViT-B-32")            # a preset, or a checkpoint path
+    preprocess = kizuna.get_preprocess(model)
+    tokenizer = kizuna.get_tokenizer(model)
+    img = model.encode_image(preprocess(pil_image)[None], normalize=True)
+    txt = model.encode_text(tokenizer(["a photo of a dog."]), normalize=True)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+from .models.checkpoint import CheckpointError, load_model, save_model  # noqa: E402
+from .models.clip import ClipConfig, ClipModel  # noqa: E402
+from .models.presets import clip_config, list_models, vit_config  # noqa: E402
+from .models.vit import VisionConfig, VisionTransformer, resample_pos_embed  # noqa: E402
+
+
+def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bool = False, **overrides):
+    """A preset name ("ViT-B-32", "siglip-B-16", ...) builds a fresh model; a path loads a checkpoint
+    (kizuna, OpenAI state dict or Hugging Face folder) with its own config and preprocessing."""
+    if Path(name_or_path).exists():
+        if overrides:
+            raise ValueError("config overrides apply to presets only; a checkpoint carries its own config")
+        return load_model(name_or_path, image_size=image_size, allow_jit=allow_jit)
+    cfg = clip_config(name_or_path, **overrides)
+    if image_size is not None:
+        cfg.vision.image_size = image_size
+        cfg.preprocess["image_size"] = image_size
+    return ClipModel(cfg)
+
+
+def create_vit(variant: str, image_size: int = 224, num_classes: int = 0, **overrides) -> VisionTransformer:
+    """A supervised ViT: "B/16", "S/16", "hybrid-S/1", ..."""
+    return VisionTransformer(vit_config(variant, image_size=image_size, num_classes=num_classes, **overrides))
+
+
+def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
+    """The evaluation (or training) image transform a model was built with."""
+    from .data.transforms import Preprocess, preprocess_from_config
+
+    if model_or_cfg is None:
+        return Preprocess()
+    cfg = model_or_cfg.cfg.preprocess if hasattr(model_or_cfg, "cfg") else model_or_cfg
+    return preprocess_from_config(cfg, train=train, **train_overrides)
+
+
+def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
+    """The tokenizer a model was trained with (from its config), or one by name ("clip_bpe")."""
+    from .data.tokenizer import get_tokenizer as _get, tokenizer_from_config
+
+    if hasattr(model_or_cfg, "cfg") and hasattr(model_or_cfg.cfg, "tokenizer"):
+        return tokenizer_from_config(model_or_cfg.cfg.tokenizer)
+    if isinstance(model_or_cfg, dict):
+        return tokenizer_from_config(model_or_cfg)
+    return _get(model_or_cfg, context_length=context_length or 77)
+
+
+__all__ = [
+    "CheckpointError", "ClipConfig", "ClipModel", "VisionConfig", "VisionTransformer", "clip_config",
+    "create_model", "create_vit", "get_preprocess", "get_tokenizer", "list_models", "load_model",
+    "resample_pos_embed", "save_model", "vit_config",
+]

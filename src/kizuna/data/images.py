@@ -1,0 +1,46 @@
+"""Opening images with errors that name the file, and decoding bytes from shards."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names it and says why."""
+
+
+def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = None) -> Image.Image:
+    """Decode fully (so truncation is found here, not later in a transform).
+
+    ``draft_size`` lets JPEG decode at a reduced scale when the target is much smaller (draft mode).
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file (format not recognised)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+    return img
+
+
+def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    return decode_image(path.read_bytes(), str(path), draft_size)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())

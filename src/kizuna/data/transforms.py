@@ -1,0 +1,149 @@
+"""Image preprocessing without torchvision.
+
+Evaluation: RGB -> resize the shortest side (bicubic) -> centre crop -> [0, 1] -> normalise.
+Training: RGB -> random resized crop (scale 0.9-1.0 by default) -> optional flip / colour jitter ->
+normalise. Training transforms take an explicit ``random.Random`` so a resumed run draws the same
+crops (see ``PairDataset``), instead of reading hidden global RNG state.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. Transparent pixels are composited onto white (as HF's convert_rgb does),
+    so a logo with a transparent background does not turn into black noise; CMYK, 16-bit and palette
+    images go through PIL's converters."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size else 1.0
+        arr = (arr / (hi if hi > 0 else 1.0) * 255.0).round().astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = ((arr - lo) / ((hi - lo) or 1.0) * 255.0).round().astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def _size_pair(size) -> tuple[int, int]:
+    """(height, width) from an int or a pair."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize_shortest(img: Image.Image, size: int, interpolation=Image.BICUBIC) -> Image.Image:
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return img
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return img.resize((new_w, new_h), interpolation)
+
+
+def center_crop(img: Image.Image, size) -> Image.Image:
+    th, tw = _size_pair(size)
+    w, h = img.size
+    if w < tw or h < th:  # pad small images (as torchvision does) rather than fail
+        img = ImageOps.pad(img, (max(w, tw), max(h, th)), color=(0, 0, 0), centering=(0.5, 0.5))
+        w, h = img.size
+    left = int(round((w - tw) / 2.0))
+    top = int(round((h - th) / 2.0))
+    return img.crop((left, top, left + tw, top + th))
+
+
+def to_tensor(img: Image.Image, mean, std) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.uint8)
+    x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+@dataclass
+class Preprocess:
+    """Evaluation preprocessing, built from a checkpoint's ``preprocess`` config."""
+
+    image_size: int | list = 224
+    mean: list = field(default_factory=lambda: [0.48145466, 0.4578275, 0.40821073])
+    std: list = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"  # "shortest" (resize + centre crop) | "squash" (resize to size)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = to_rgb(img)
+        h, w = _size_pair(self.image_size)
+        interp = INTERPOLATION[self.interpolation]
+        if self.resize_mode == "squash":
+            img = img.resize((w, h), interp) if img.size != (w, h) else img
+        else:
+            img = center_crop(resize_shortest(img, min(h, w), interp), (h, w))
+        return to_tensor(img, self.mean, self.std)
+
+
+@dataclass
+class TrainTransform:
+    """Random resized crop + optional flip and colour jitter; randomness from the ``rng`` passed in."""
+
+    image_size: int | list = 224
+    mean: list = field(default_factory=lambda: [0.48145466, 0.4578275, 0.40821073])
+    std: list = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
+    interpolation: str = "bicubic"
+    scale: tuple = (0.9, 1.0)
+    ratio: tuple = (3 / 4, 4 / 3)
+    hflip: float = 0.0
+    color_jitter: float = 0.0  # strength for brightness, contrast and saturation
+    needs_rng = True
+
+    def crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
+        area = width * height
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                left = rng.randint(0, width - w)
+                top = rng.randint(0, height - h)
+                return left, top, left + w, top + h
+        side = min(width, height)  # fall back to a centre crop
+        left, top = (width - side) // 2, (height - side) // 2
+        return left, top, left + side, top + side
+
+    def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        rng = rng or random.Random()
+        img = to_rgb(img)
+        h, w = _size_pair(self.image_size)
+        img = img.resize((w, h), INTERPOLATION[self.interpolation], box=self.crop_box(*img.size, rng))
+        if self.hflip and rng.random() < self.hflip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if self.color_jitter:
+            j = self.color_jitter
+            for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+                img = enhancer(img).enhance(rng.uniform(max(0.0, 1 - j), 1 + j))
+        return to_tensor(img, self.mean, self.std)
+
+
+def preprocess_from_config(cfg: dict, train: bool = False, **train_overrides):
+    if train:
+        keys = ("image_size", "mean", "std", "interpolation")
+        return TrainTransform(**{k: cfg[k] for k in keys if k in cfg}, **train_overrides)
+    return Preprocess(**cfg)

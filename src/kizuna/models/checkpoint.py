@@ -1,0 +1,190 @@
+"""Saving and loading models.
+
+kizuna's own format is safetensors with the full config (model, preprocessing, tokenizer) stored in
+the file's metadata, optionally beside a ``config.json`` in a folder. Foreign checkpoints (OpenAI
+state dicts, Hugging Face CLIP/SigLIP folders) are converted at load time. Nothing here unpickles
+arbitrary objects: ``.pt`` files go through ``torch.load(weights_only=True)``, and TorchScript
+archives (which run code) are refused unless ``allow_jit=True``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .clip import ClipConfig, ClipModel
+from .vit import VisionConfig, VisionTransformer, resample_pos_embed
+
+FORMAT_KEY = "kizuna"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
+
+
+def atomic_write(path: str | Path, write_fn) -> None:
+    """Write through a temp file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_record(model: nn.Module) -> dict:
+    if isinstance(model, ClipModel):
+        return {"kind": "clip", "config": model.cfg.to_dict()}
+    if isinstance(model, VisionTransformer):
+        return {"kind": "vit", "config": model.cfg.to_dict()}
+    raise TypeError(f"cannot save a {type(model).__name__}; expected ClipModel or VisionTransformer")
+
+
+def model_from_record(record: dict) -> nn.Module:
+    kind = record.get("kind")
+    if kind == "clip":
+        return ClipModel(ClipConfig.from_dict(record["config"]))
+    if kind == "vit":
+        return VisionTransformer(VisionConfig(**record["config"]))
+    raise CheckpointError(f"unknown model kind {kind!r} in checkpoint config")
+
+
+def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
+    """Save to ``path``: a ``.safetensors`` file, or a folder holding model.safetensors + config.json."""
+    path = Path(path)
+    record = model_record(model)
+    if extra:
+        record["extra"] = extra
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {FORMAT_KEY: json.dumps(record)}
+    if path.suffix == ".safetensors":
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write(path / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(json.dumps({FORMAT_KEY: record}, indent=2)))
+    return path
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
+    """Load every tensor or fail with one error listing missing, unexpected and mis-shaped ones."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshaped = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state_dict)
+        if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                parts.append(f"{len(items)} {label} [{shown}]")
+        raise CheckpointError(f"{source}: checkpoint does not fit the model: " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    return meta, tensors
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in z.namelist())
+
+
+def _load_torch_file(path: Path, allow_jit: bool) -> dict:
+    if _is_torchscript(path):
+        if not allow_jit:
+            raise CheckpointError(
+                f"{path}: is a TorchScript (JIT) archive, which executes code when loaded; "
+                "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
+            )
+        return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return obj
+
+
+def load_model(
+    path: str | Path, image_size: int | None = None, allow_jit: bool = False, map_location: str = "cpu"
+) -> nn.Module:
+    """Load a kizuna, OpenAI or Hugging Face checkpoint; the format is detected from the files.
+
+    ``image_size`` rebuilds the model at another resolution, resampling its position embeddings.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.exists():
+            raise CheckpointError(f"{path}: folder has no config.json (expected a kizuna or Hugging Face model)")
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{cfg_file}: invalid JSON ({e})") from None
+        if FORMAT_KEY in cfg:
+            record = cfg[FORMAT_KEY]
+            _, tensors = _read_safetensors(path / "model.safetensors")
+        else:
+            from .convert_hf import hf_folder_to_kizuna
+
+            record, tensors = hf_folder_to_kizuna(path)
+    elif path.suffix == ".safetensors":
+        meta, tensors = _read_safetensors(path)
+        if FORMAT_KEY not in meta:
+            raise CheckpointError(f"{path}: safetensors file without kizuna metadata; save it with kizuna.save_model")
+        record = json.loads(meta[FORMAT_KEY])
+    else:
+        from .convert_openai import openai_to_kizuna
+
+        record, tensors = openai_to_kizuna(_load_torch_file(path, allow_jit), source=str(path))
+    if image_size is not None:
+        record, tensors = _change_resolution(record, tensors, image_size)
+    model = model_from_record(record)
+    load_state_dict_strict(model, tensors, str(path))
+    return model.to(map_location).eval()
+
+
+def _change_resolution(record: dict, tensors: dict, image_size: int) -> tuple[dict, dict]:
+    """Rebuild the config at ``image_size`` and resample the stored position embeddings to match."""
+    record = json.loads(json.dumps(record))
+    vcfg = record["config"]["vision"] if record["kind"] == "clip" else record["config"]
+    old = VisionConfig(**vcfg)
+    vcfg["image_size"] = image_size
+    new = VisionConfig(**vcfg)
+    if record["kind"] == "clip":
+        record["config"]["preprocess"]["image_size"] = image_size
+    key = "visual.pos_embed" if record["kind"] == "clip" else "pos_embed"
+    tensors = dict(tensors)
+    tensors[key] = resample_pos_embed(tensors[key], new.grid, old.grid, old.num_prefix_tokens)
+    return record, tensors

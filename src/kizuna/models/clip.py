@@ -1,0 +1,130 @@
+"""Two-tower image-text model (CLIP, Radford et al.; SigLIP, Zhai et al.).
+
+image -> ViT -> projection \
+                             > L2-normalise -> logits = exp(t) * I T^T (+ b for SigLIP)
+text  -> Transformer -> projection /
+
+The config carries the preprocessing and the tokenizer so a saved model reloads with exactly the
+inputs it was trained on (no silent QuickGELU/GELU or mean/std mismatches).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import clip_loss, siglip_loss
+from .text import TextConfig, TextTransformer
+from .vit import VisionConfig, VisionTransformer
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ClipConfig:
+    embed_dim: int = 512
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    loss: str = "clip"  # "clip" | "siglip"
+    init_logit_scale: float = math.log(1 / 0.07)
+    init_logit_bias: float | None = None  # SigLIP: -10
+    max_logit_scale: float | None = math.log(100)  # CLIP clamps exp(t) at 100
+    preprocess: dict = field(default_factory=dict)
+    tokenizer: dict = field(default_factory=lambda: {"type": "clip_bpe", "context_length": 77})
+    name: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.vision, dict):
+            self.vision = VisionConfig(**self.vision)
+        if isinstance(self.text, dict):
+            self.text = TextConfig(**self.text)
+        if self.loss not in ("clip", "siglip"):
+            raise ValueError(f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        if not self.preprocess:
+            size = self.vision.image_size
+            self.preprocess = {
+                "image_size": size if isinstance(size, int) else list(size),
+                "mean": list(OPENAI_MEAN),
+                "std": list(OPENAI_STD),
+                "interpolation": "bicubic",
+                "resize_mode": "shortest",
+            }
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClipConfig":
+        return cls(**copy.deepcopy(d))
+
+
+class ClipModel(nn.Module):
+    def __init__(self, cfg: ClipConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.visual = VisionTransformer(cfg.vision)
+        self.text = TextTransformer(cfg.text)
+        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
+        self.logit_bias = (
+            nn.Parameter(torch.tensor(float(cfg.init_logit_bias))) if cfg.init_logit_bias is not None else None
+        )
+
+    # ----- the familiar API -------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        x = self.visual(images)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        x = self.text(tokens)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def scale(self) -> torch.Tensor:
+        """exp(t), with t clamped at max_logit_scale (ln 100 for CLIP)."""
+        t = self.logit_scale
+        if self.cfg.max_logit_scale is not None:
+            t = t.clamp(max=self.cfg.max_logit_scale)
+        return t.exp()
+
+    def bias(self) -> torch.Tensor | float:
+        return self.logit_bias if self.logit_bias is not None else 0.0
+
+    def forward(self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None) -> dict:
+        out = {"logit_scale": self.scale(), "logit_bias": self.logit_bias}
+        if images is not None:
+            out["image_features"] = self.encode_image(images, normalize=True)
+        if tokens is not None:
+            out["text_features"] = self.encode_text(tokens, normalize=True)
+        return out
+
+    def logits(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits_per_image [Ni, Nt], logits_per_text [Nt, Ni])."""
+        out = self(images, tokens)
+        logits_per_image = out["logit_scale"] * out["image_features"] @ out["text_features"].T + self.bias()
+        return logits_per_image, logits_per_image.T
+
+    def loss(self, out: dict) -> torch.Tensor:
+        img, txt = out["image_features"], out["text_features"]
+        if self.cfg.loss == "siglip":
+            return siglip_loss(img, txt, out["logit_scale"], out["logit_bias"])
+        return clip_loss(img, txt, out["logit_scale"])
+
+    # ----- training helpers -------------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.visual.set_grad_checkpointing(enable)
+        self.text.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"logit_scale", "logit_bias"}
+        names |= {f"visual.{n}" for n in self.visual.no_weight_decay()}
+        names |= {f"text.{n}" for n in self.text.no_weight_decay()}
+        return names
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        s = self.cfg.vision.image_size
+        return (s, s) if isinstance(s, int) else tuple(s)

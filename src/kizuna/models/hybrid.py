@@ -1,0 +1,45 @@
+"""The ViT paper's hybrid: a small ResNet whose feature map is embedded with patch size 1.
+
+Each stage halves the resolution, so a ``stem_channels`` list of length s gives a stride of 2**s.
+GroupNorm instead of BatchNorm (as BiT, the paper's ResNet) so the stem behaves the same at any batch
+size and under gradient accumulation.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, c // 4) or 1, c)
+
+
+class ResidualStage(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False)
+        self.norm1 = _norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.norm2 = _norm(cout)
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=False), _norm(cout))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.norm1(self.conv1(x)))
+        h = self.norm2(self.conv2(h))
+        return self.act(h + self.shortcut(x))
+
+
+class ResNetStem(nn.Module):
+    def __init__(self, channels: list[int]):
+        super().__init__()
+        c0 = channels[0]
+        self.conv = nn.Sequential(nn.Conv2d(3, c0, 3, padding=1, bias=False), _norm(c0), nn.ReLU(inplace=True))
+        stages, cin = [], c0
+        for c in channels:
+            stages.append(ResidualStage(cin, c))
+            cin = c
+        self.stages = nn.Sequential(*stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.conv(x))

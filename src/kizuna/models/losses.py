@@ -1,0 +1,52 @@
+"""Contrastive losses: CLIP's symmetric cross-entropy and SigLIP's pairwise sigmoid loss.
+
+Both take the *local* features and, optionally, the features of the whole global batch, so the
+distributed trainer reuses them unchanged: each rank scores its n rows against all N columns (the
+"local loss" form), which gives the same gradients as one process over the concatenated batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    all_image_features: torch.Tensor | None = None,
+    all_text_features: torch.Tensor | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """(CE(s * I T^T, diag) + CE(s * T I^T, diag)) / 2 on L2-normalised features.
+
+    ``logit_scale`` is the multiplier s (already exponentiated). With ``all_*`` given, the local
+    rows [offset, offset + n) of the global batch are scored against every global column.
+    """
+    all_img = image_features if all_image_features is None else all_image_features
+    all_txt = text_features if all_text_features is None else all_text_features
+    logits_per_image = logit_scale * image_features @ all_txt.T
+    logits_per_text = logit_scale * text_features @ all_img.T
+    labels = torch.arange(image_features.shape[0], device=image_features.device) + offset
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+def siglip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    negatives_only: bool = False,
+) -> torch.Tensor:
+    """-sum_ij log sigmoid(z_ij * (s * I_i . T_j + b)) / B with z = 2*eye - 1 (Zhai et al.).
+
+    Summed over the B x B matrix and divided by the number of images B (a mean would make the loss
+    ~B times too small). ``negatives_only`` scores a text chunk from another rank, where every pair
+    is negative; the caller adds those terms and keeps dividing by its own B.
+    """
+    logits = logit_scale * image_features @ text_features.T + logit_bias
+    if negatives_only:
+        labels = -torch.ones_like(logits)
+    else:
+        labels = 2 * torch.eye(logits.shape[0], logits.shape[1], device=logits.device, dtype=logits.dtype) - 1
+    return -F.logsigmoid(labels * logits).sum() / image_features.shape[0]

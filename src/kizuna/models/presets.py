@@ -1,0 +1,120 @@
+"""One registry of named models.
+
+ViT variants decode from strings as in big_vision: "B/16" = Base width/depth/heads, 16 px patches.
+Two-tower presets follow OpenCLIP's names ("ViT-B-32", "ViT-L-14", ...); "ViT-B/32" is accepted too.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+from .clip import ClipConfig
+from .text import TextConfig
+from .vit import VisionConfig
+
+# name: (width, depth, heads, mlp_dim) — the ViT paper's Table 1, plus tiny sizes for tests and demos.
+VIT_SIZES = {
+    "mu": (64, 2, 2, 256),
+    "Ti": (192, 12, 3, 768),
+    "S": (384, 12, 6, 1536),
+    "M": (512, 12, 8, 2048),
+    "B": (768, 12, 12, 3072),
+    "L": (1024, 24, 16, 4096),
+    "H": (1280, 32, 16, 5120),
+}
+
+# Text towers paired with each image-tower size in CLIP/OpenCLIP: (width, depth, heads, embed_dim).
+CLIP_TEXT = {
+    "mu": (64, 2, 2, 32),
+    "Ti": (256, 12, 4, 256),
+    "S": (384, 12, 6, 384),
+    "M": (512, 12, 8, 512),
+    "B": (512, 12, 8, 512),
+    "L": (768, 12, 12, 768),
+    "H": (1024, 24, 16, 1024),
+}
+
+_VARIANT = re.compile(r"^(?P<size>mu|Ti|S|M|B|L|H)/(?P<patch>\d+)$")
+
+
+def decode_variant(variant: str) -> dict:
+    """"B/16" -> dict(width=768, depth=12, heads=12, mlp_dim=3072, patch_size=16)."""
+    m = _VARIANT.match(variant)
+    if not m:
+        raise ValueError(f"unknown ViT variant {variant!r}; expected SIZE/PATCH with SIZE in {list(VIT_SIZES)}")
+    width, depth, heads, mlp = VIT_SIZES[m["size"]]
+    return dict(width=width, depth=depth, heads=heads, mlp_dim=mlp, patch_size=int(m["patch"]))
+
+
+def vit_config(variant: str, image_size: int = 224, num_classes: int = 0, **overrides) -> VisionConfig:
+    """A supervised ViT as in the paper: "B/16", or "hybrid-S/1" for the ResNet-stem hybrid."""
+    stem = "patch"
+    if variant.startswith("hybrid-"):
+        stem, variant = "resnet", variant[len("hybrid-") :]
+    cfg = dict(decode_variant(variant), image_size=image_size, num_classes=num_classes, stem=stem)
+    cfg.update(overrides)
+    return VisionConfig(**cfg)
+
+
+def _clip_preset(size: str, patch: int, image_size: int = 224, act: str = "gelu") -> ClipConfig:
+    width, depth, heads, embed = CLIP_TEXT[size]
+    vision = VisionConfig(
+        **decode_variant(f"{size}/{patch}"),
+        image_size=image_size,
+        act=act,
+        eps=1e-5,
+        norm_pre=True,
+        patch_bias=False,
+        output_dim=embed,
+    )
+    text = TextConfig(width=width, depth=depth, heads=heads, mlp_dim=4 * width, act=act, output_dim=embed)
+    return ClipConfig(embed_dim=embed, vision=vision, text=text)
+
+
+def _siglip_preset(size: str, patch: int, image_size: int = 224) -> ClipConfig:
+    v = decode_variant(f"{size}/{patch}")
+    vision = VisionConfig(**v, image_size=image_size, act="gelu_tanh", eps=1e-6, class_token=False, pool="map")
+    text = TextConfig(
+        width=v["width"], depth=v["depth"], heads=v["heads"], mlp_dim=v["mlp_dim"], act="gelu_tanh", eps=1e-6,
+        causal=False, pool="last", output_dim=v["width"], proj_bias=True, context_length=64,
+    )
+    return ClipConfig(
+        embed_dim=v["width"], vision=vision, text=text, loss="siglip",
+        init_logit_scale=math.log(10), init_logit_bias=-10.0, max_logit_scale=None,
+        preprocess={"image_size": image_size, "mean": [0.5] * 3, "std": [0.5] * 3,
+                    "interpolation": "bicubic", "resize_mode": "squash"},
+        tokenizer={"type": "clip_bpe", "context_length": 64},
+    )
+
+
+def _registry() -> dict:
+    reg = {}
+    for size, patches, res in [("B", (32, 16), 224), ("L", (14,), 224), ("H", (14,), 224),
+                               ("S", (32, 16), 224), ("M", (32, 16), 224), ("Ti", (16,), 224), ("mu", (8,), 32)]:
+        for p in patches:
+            reg[f"ViT-{size}-{p}"] = lambda s=size, p=p, r=res: _clip_preset(s, p, r)
+            reg[f"ViT-{size}-{p}-quickgelu"] = lambda s=size, p=p, r=res: _clip_preset(s, p, r, "quick_gelu")
+    reg["ViT-L-14-336"] = lambda: _clip_preset("L", 14, 336)
+    reg["siglip-B-16"] = lambda: _siglip_preset("B", 16)
+    reg["siglip-mu-8"] = lambda: _siglip_preset("mu", 8, 32)
+    return reg
+
+
+CLIP_PRESETS = _registry()
+
+
+def list_models() -> list[str]:
+    return sorted(CLIP_PRESETS)
+
+
+def clip_config(name: str, **overrides) -> ClipConfig:
+    key = name.replace("/", "-")
+    if key not in CLIP_PRESETS:
+        raise ValueError(f"unknown model {name!r}; known presets: {', '.join(list_models())} (or pass a checkpoint path)")
+    cfg = CLIP_PRESETS[key]()
+    cfg.name = key
+    for k, v in overrides.items():
+        if not hasattr(cfg, k):
+            raise ValueError(f"unknown ClipConfig field {k!r}")
+        setattr(cfg, k, v)
+    return cfg

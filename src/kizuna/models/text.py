@@ -1,0 +1,97 @@
+"""Text Transformer (CLIP's text tower).
+
+Token + learned position embeddings -> pre-LN blocks (causal for CLIP, bidirectional for SigLIP) ->
+final LayerNorm -> the feature at the end-of-text token (CLIP) or the last position (SigLIP) ->
+linear projection into the joint space.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .layers import Transformer
+
+
+@dataclass
+class TextConfig:
+    vocab_size: int = 49408
+    context_length: int = 77
+    width: int = 512
+    depth: int = 12
+    heads: int = 8
+    mlp_dim: int = 2048
+    act: str = "gelu"
+    eps: float = 1e-5
+    causal: bool = True
+    pool: str = "eot"  # "eot" (first end-of-text token) | "argmax" (highest id, OpenAI) | "last"
+    eot_token_id: int = 49407
+    output_dim: int | None = 512
+    proj_bias: bool = False
+
+    def __post_init__(self):
+        if self.pool not in ("eot", "argmax", "last"):
+            raise ValueError(f"text pool must be 'eot', 'argmax' or 'last', got {self.pool!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TextTransformer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.width
+        self.token_embed = nn.Embedding(cfg.vocab_size, D)
+        self.pos_embed = nn.Parameter(torch.zeros(cfg.context_length, D))
+        self.transformer = Transformer(D, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.act, cfg.eps)
+        self.norm = nn.LayerNorm(D, eps=cfg.eps)
+        self.proj = nn.Linear(D, cfg.output_dim, bias=cfg.proj_bias) if cfg.output_dim else None
+        self.init_weights()
+
+    def init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.01)
+        if self.proj is not None:
+            nn.init.normal_(self.proj.weight, std=self.cfg.width**-0.5)
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.transformer.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    def check_tokens(self, tokens: torch.Tensor):
+        if tokens.dim() != 2:
+            raise ValueError(f"expected token ids of shape [B, T], got {tuple(tokens.shape)}")
+        if tokens.shape[1] > self.cfg.context_length:
+            raise ValueError(
+                f"token sequence of length {tokens.shape[1]} exceeds the model's context length "
+                f"{self.cfg.context_length}; tokenize with context_length={self.cfg.context_length}"
+            )
+
+    def pool_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pool == "argmax":
+            return tokens.argmax(dim=-1)
+        if self.cfg.pool == "last":
+            return torch.full((tokens.shape[0],), tokens.shape[1] - 1, device=tokens.device, dtype=torch.long)
+        is_eot = tokens == self.cfg.eot_token_id
+        # A sequence without an end-of-text token (truncated by hand) pools at its last position.
+        return torch.where(is_eot.any(dim=-1), is_eot.int().argmax(dim=-1), tokens.shape[1] - 1)
+
+    def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.check_tokens(tokens)
+        x = self.token_embed(tokens) + self.pos_embed[: tokens.shape[1]]
+        x, _, _ = self.transformer(x, causal=self.cfg.causal)
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(tokens)
+        pooled = x[torch.arange(x.shape[0], device=x.device), self.pool_positions(tokens)]
+        return self.proj(pooled) if self.proj is not None else pooled

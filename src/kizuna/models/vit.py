@@ -1,0 +1,247 @@
+"""Vision Transformer (Dosovitskiy et al., "An Image is Worth 16x16 Words").
+
+    z0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1};   z_l = MLP(LN(z'_l)) + z'_l;   y = LN(z_L^0)
+
+The patch embedding E is a linear projection of flattened patches, written as a strided conv.
+CLIP's variant adds a LayerNorm before the blocks (``norm_pre``), drops the patch bias and
+projects the pooled feature into the joint space (``output_dim``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import AttentionPool, Transformer
+
+
+def _pair(x) -> tuple[int, int]:
+    return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
+
+
+@dataclass
+class VisionConfig:
+    image_size: int | tuple[int, int] = 224
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_dim: int = 3072
+    act: str = "gelu"
+    eps: float = 1e-6
+    class_token: bool = True
+    pool: str = "cls"  # "cls" | "gap" | "map"
+    norm_pre: bool = False
+    patch_bias: bool = True
+    output_dim: int | None = None  # projection into the joint space (no bias), CLIP only
+    num_classes: int = 0  # classification head (zero-initialised), supervised ViT only
+    stem: str = "patch"  # "patch" | "resnet" (the paper's hybrid)
+    stem_channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+
+    def __post_init__(self):
+        if isinstance(self.image_size, list):
+            self.image_size = tuple(self.image_size)
+        if self.pool not in ("cls", "gap", "map"):
+            raise ValueError(f"vision pool must be 'cls', 'gap' or 'map', got {self.pool!r}")
+        if self.pool == "cls" and not self.class_token:
+            raise ValueError("pool='cls' needs class_token=True")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = _pair(self.image_size)
+        stride = self.patch_size * (self.stem_stride if self.stem != "patch" else 1)
+        return h // stride, w // stride
+
+    @property
+    def stem_stride(self) -> int:
+        return 2 ** len(self.stem_channels) if self.stem == "resnet" else 1
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 if self.class_token else 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resample_pos_embed(
+    pos_embed: torch.Tensor,
+    new_grid: tuple[int, int],
+    old_grid: tuple[int, int] | None = None,
+    num_prefix_tokens: int = 1,
+    mode: str = "bicubic",
+    antialias: bool = False,
+) -> torch.Tensor:
+    """Resample learned position embeddings [1, prefix + h*w, D] (or [prefix + h*w, D]) to a new grid.
+
+    The prefix (class) token is kept aside and the patch part is interpolated in 2-D, as the ViT paper
+    does for fine-tuning at a higher resolution. The same size returns the input tensor itself.
+    Defaults (bicubic, no antialias, align_corners=False) match HF's ``interpolate_pos_encoding``.
+    """
+    squeeze = pos_embed.dim() == 2
+    pe = pos_embed.unsqueeze(0) if squeeze else pos_embed
+    n_patch = pe.shape[1] - num_prefix_tokens
+    if old_grid is None:
+        side = int(math.isqrt(n_patch))
+        if side * side != n_patch:
+            raise ValueError(f"cannot infer a square grid from {n_patch} position embeddings; pass old_grid")
+        old_grid = (side, side)
+    new_grid = _pair(new_grid)
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed
+    if old_grid[0] * old_grid[1] != n_patch:
+        raise ValueError(f"old grid {old_grid} does not hold {n_patch} position embeddings")
+    prefix, patch = pe[:, :num_prefix_tokens], pe[:, num_prefix_tokens:]
+    dim = pe.shape[-1]
+    orig_dtype = patch.dtype
+    patch = patch.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2).float()
+    patch = F.interpolate(patch, size=new_grid, mode=mode, antialias=antialias, align_corners=False)
+    patch = patch.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(orig_dtype)
+    out = torch.cat([prefix, patch], dim=1)
+    return out[0] if squeeze else out
+
+
+class PatchEmbed(nn.Module):
+    """Linear projection of flattened P x P patches, as a conv with kernel = stride = P."""
+
+    def __init__(self, patch_size: int, in_chans: int, width: int, bias: bool):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, width, kernel_size=patch_size, stride=patch_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.width
+        if cfg.stem == "patch":
+            self.stem = None
+            self.patch_embed = PatchEmbed(cfg.patch_size, 3, D, cfg.patch_bias)
+        elif cfg.stem == "resnet":
+            from .hybrid import ResNetStem
+
+            self.stem = ResNetStem(cfg.stem_channels)
+            self.patch_embed = PatchEmbed(cfg.patch_size, cfg.stem_channels[-1], D, cfg.patch_bias)
+        else:
+            raise ValueError(f"unknown stem {cfg.stem!r}; choose 'patch' or 'resnet'")
+        gh, gw = cfg.grid
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_prefix_tokens + gh * gw, D))
+        self.norm_pre = nn.LayerNorm(D, eps=cfg.eps) if cfg.norm_pre else nn.Identity()
+        self.transformer = Transformer(D, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.act, cfg.eps)
+        self.norm = nn.LayerNorm(D, eps=cfg.eps)
+        self.attn_pool = AttentionPool(D, cfg.heads, cfg.mlp_dim, cfg.act, cfg.eps) if cfg.pool == "map" else None
+        self.proj = nn.Linear(D, cfg.output_dim, bias=False) if cfg.output_dim else None
+        self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes else None
+        # FLIP: fraction of patch tokens dropped at random while training (0 = off).
+        self.patch_dropout = 0.0
+        self.init_weights()
+
+    # ----- initialisation -------------------------------------------------------------------
+    def init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.trunc_normal_(w.view(w.shape[0], -1), std=math.sqrt(1.0 / w[0].numel()))
+        nn.init.normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+        if self.proj is not None:
+            nn.init.normal_(self.proj.weight, std=self.cfg.width**-0.5)
+        if self.head is not None:
+            # The paper zero-initialises the classification head (also when fine-tuning).
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def reset_classifier(self, num_classes: int):
+        """Drop the head and attach a zero-initialised one for a new label set."""
+        self.cfg.num_classes = num_classes
+        self.head = nn.Linear(self.cfg.width, num_classes) if num_classes else None
+        if self.head is not None:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            self.head.to(self.pos_embed.device)
+
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.transformer.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token", "attn_pool.probe"}
+
+    # ----- forward --------------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image -> tokens with position embeddings (resampled if the input grid differs)."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(x.shape)}")
+        if self.stem is not None:
+            x = self.stem(x)
+        x = self.patch_embed(x)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
+        pos = resample_pos_embed(self.pos_embed, grid, self.cfg.grid, self.cfg.num_prefix_tokens)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + pos.to(x.dtype)
+        if self.training and self.patch_dropout > 0:
+            x = self._drop_patches(x)
+        return self.norm_pre(x), grid
+
+    def _drop_patches(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.cfg.num_prefix_tokens
+        B, T, D = x.shape
+        n = T - p
+        keep = max(1, int(round(n * (1.0 - self.patch_dropout))))
+        idx = torch.rand(B, n, device=x.device).argsort(dim=1)[:, :keep]
+        patches = x[:, p:].gather(1, idx.unsqueeze(-1).expand(-1, -1, D))
+        return torch.cat([x[:, :p], patches], dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens after the final LayerNorm, [B, prefix + N, D]."""
+        x, _ = self.embed(x)
+        x, _, _ = self.transformer(x)
+        return self.norm(x)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pool == "cls":
+            return tokens[:, 0]
+        if self.cfg.pool == "gap":
+            return tokens[:, self.cfg.num_prefix_tokens :].mean(dim=1)
+        return self.attn_pool(tokens)
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pooled = self.pool(tokens)
+        if pre_logits:
+            return pooled
+        if self.head is not None:
+            return self.head(pooled)
+        return self.proj(pooled) if self.proj is not None else pooled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self, x: torch.Tensor, return_attention: bool = True
+    ) -> dict[str, object]:
+        """Every block's tokens (and attention maps [B, heads, T, T]) for analysis."""
+        x, grid = self.embed(x)
+        x, tokens, attentions = self.transformer(x, return_tokens=True, return_attention=return_attention)
+        x = self.norm(x)
+        return {
+            "tokens": tokens,
+            "attentions": attentions,
+            "features": x,
+            "pooled": self.pool(x),
+            "grid": grid,
+            "num_prefix_tokens": self.cfg.num_prefix_tokens,
+        }
