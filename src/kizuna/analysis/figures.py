@@ -1,0 +1,353 @@
+"""Figures for model inspection (ViT paper Fig. 6/7, CLIP-style prediction panels).
+
+Everything is drawn on :class:`matplotlib.figure.Figure` objects rendered with the Agg
+canvas: pyplot is never imported, so no global backend is switched, no window opens and
+nothing leaks between calls. Every ``plot_*`` function writes a PNG (parent folders are
+created) and returns its path as a :class:`pathlib.Path`.
+
+Inputs are plain tensors / arrays, e.g. from :mod:`kizuna.analysis.attention`,
+:mod:`kizuna.analysis.position` and :mod:`kizuna.analysis.filters`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from .attention import grid_mean_pairwise_distance, upsample_map
+
+__all__ = [
+    "plot_filter_components",
+    "plot_position_similarity",
+    "plot_attention_distance",
+    "plot_attention_overlay",
+    "plot_prediction_panel",
+]
+
+DPI = 120
+_TRUE_COLOR = "#2ca02c"
+_OTHER_COLOR = "#7f9fbf"
+
+
+def _np(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _to_image(image: Any) -> np.ndarray:
+    """PIL image / HxWx3 / HxW / CxHxW (tensor or array) -> float HxWx3 in [0, 1]."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image
+        arr = np.asarray(image.convert("RGB"))
+    else:
+        arr = _np(image)
+        if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+            arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"image must be HxWx3, HxW or CxHxW, got shape {arr.shape}")
+    arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    else:
+        out = arr.astype(np.float32)
+        if out.size and out.max() > 1.0 + 1e-6:  # 0..255 floats
+            out = out / 255.0
+    return np.clip(out, 0.0, 1.0)
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=fig.dpi, format="png", facecolor="white")
+    return p
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def plot_filter_components(
+    components: Any,
+    path: str | os.PathLike[str],
+    explained_variance: Any | None = None,
+    ncols: int = 7,
+    title: str = "Principal components of the patch-embedding filters",
+) -> Path:
+    """Grid of PCA components ``[k, C, P, P]`` (ViT Fig. 7 left; 28 comps -> 4 x 7).
+
+    Each component is min-max scaled on its own (the sign and scale of a principal
+    component are arbitrary), shown as RGB for ``C == 3``, greyscale for ``C == 1`` and as
+    the channel mean otherwise. ``explained_variance`` (``[k]`` ratios from
+    :func:`~kizuna.analysis.filters.patch_filter_pca`) adds a percentage under each tile.
+    """
+    comps = _np(components).astype(np.float64)
+    if comps.ndim != 4:
+        raise ValueError(f"components must be [k, C, P, P], got shape {comps.shape}")
+    k, C = comps.shape[:2]
+    evr = None if explained_variance is None else _np(explained_variance).astype(float)
+    ncols = max(1, min(ncols, k))
+    nrows = math.ceil(k / ncols)
+    fig = Figure(figsize=(1.25 * ncols + 0.4, 1.35 * nrows + 0.9), dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= k:
+            ax.set_axis_off()
+            continue
+        c = comps[i]
+        lo, hi = c.min(), c.max()
+        c = (c - lo) / (hi - lo) if hi > lo else np.full_like(c, 0.5)
+        if C == 3:
+            ax.imshow(np.moveaxis(c, 0, -1), interpolation="nearest")
+        else:
+            ax.imshow(c.mean(axis=0), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        label = f"PC {i + 1}"
+        if evr is not None and i < len(evr):
+            label += f" ({100 * evr[i]:.1f}%)"
+        ax.set_xlabel(label, fontsize=8)
+    sub = "RGB" if C == 3 else ("greyscale" if C == 1 else f"mean of {C} channels")
+    if evr is not None:
+        sub += f"; first {k} explain {100 * float(np.sum(evr[:k])):.1f}% of the variance"
+    fig.suptitle(f"{title}\n({sub}, each component min-max scaled)", fontsize=10)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- position
+
+
+def plot_position_similarity(
+    sim: Any,
+    grid: int | Sequence[int],
+    path: str | os.PathLike[str],
+    title: str = "Position embedding similarity",
+    vmin: float | None = -1.0,
+    vmax: float | None = 1.0,
+    cmap: str = "viridis",
+) -> Path:
+    """ViT Fig. 7 (centre): one small heatmap per patch position.
+
+    ``sim`` is ``[h*w, h, w]`` from :func:`~kizuna.analysis.position.position_similarity`.
+    The tile at (row ``r``, column ``c``) shows the cosine similarity of that patch's
+    position embedding with every other patch's. Tiles are drawn as one mosaic (fast even
+    for 14 x 14 or larger grids) separated by thin white gaps, with one shared colour bar.
+    ``vmin``/``vmax`` default to the full cosine range ``[-1, 1]``; pass ``None`` to fit
+    the data.
+    """
+    h, w = (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
+    s = _np(sim).astype(np.float64)
+    if s.shape == (h * w, h * w):
+        s = s.reshape(h * w, h, w)
+    if s.shape != (h * w, h, w):
+        raise ValueError(f"sim must be [{h * w}, {h}, {w}], got shape {s.shape}")
+    gap = 1 if max(h, w) > 1 else 0
+    H, W = h * h + (h - 1) * gap, w * w + (w - 1) * gap
+    mosaic = np.full((H, W), np.nan)
+    for i in range(h * w):
+        r, c = divmod(i, w)
+        y0, x0 = r * (h + gap), c * (w + gap)
+        mosaic[y0 : y0 + h, x0 : x0 + w] = s[i]
+    cm = colormaps[cmap].with_extremes(bad="white")
+    side, aspect = 6.4, W / H  # the mosaic fits a side x side box; margins for labels
+    figsize = (side * min(1.0, aspect) + 1.6, side * min(1.0, 1.0 / aspect) + 0.9)
+    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(mosaic, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
+    step_r = max(1, math.ceil(h / 16))
+    step_c = max(1, math.ceil(w / 16))
+    ax.set_yticks([r * (h + gap) + (h - 1) / 2 for r in range(0, h, step_r)])
+    ax.set_yticklabels([str(r + 1) for r in range(0, h, step_r)])
+    ax.set_xticks([c * (w + gap) + (w - 1) / 2 for c in range(0, w, step_c)])
+    ax.set_xticklabels([str(c + 1) for c in range(0, w, step_c)])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlabel("Input patch column")
+    ax.set_ylabel("Input patch row")
+    ax.set_title(title)
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.set_label("Cosine similarity")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def plot_attention_distance(
+    distances: Sequence[Any] | Any,
+    patch_size: int,
+    image_size: int | Sequence[int],
+    path: str | os.PathLike[str],
+    title: str = "Mean attention distance per head",
+    show_uniform: bool = True,
+) -> Path:
+    """ViT Fig. 7 (right): x = network depth (layer), y = mean attention distance
+    (pixels), one dot per head, coloured by head index.
+
+    ``distances`` is a list (one per layer) of ``[heads]`` tensors, e.g. from
+    :func:`~kizuna.analysis.attention.attention_distance_by_layer`, or an ``[L, H]``
+    array. With ``show_uniform`` a dashed line marks what uniform attention over the
+    ``image_size / patch_size`` grid would give.
+    """
+    if isinstance(distances, (torch.Tensor, np.ndarray)):
+        arr = _np(distances)
+        layers = [arr[i].reshape(-1) for i in range(arr.shape[0])] if arr.ndim == 2 else [arr.reshape(-1)]
+    else:
+        layers = [_np(d).astype(np.float64).reshape(-1) for d in distances]
+    if not layers:
+        raise ValueError("distances is empty")
+    ih, iw = (image_size, image_size) if isinstance(image_size, int) else map(int, image_size)
+    grid = (ih // patch_size, iw // patch_size)
+    max_heads = max(len(d) for d in layers)
+    cmap = colormaps["tab20" if max_heads > 10 else "tab10"]
+    fig = Figure(figsize=(6.4 if max_heads <= 16 else 5.6, 4.4), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    for h in range(max_heads):
+        xs = [li + 1 for li, d in enumerate(layers) if h < len(d)]
+        ys = [d[h] for d in layers if h < len(d)]
+        ax.scatter(xs, ys, s=22, color=cmap(h % cmap.N), label=f"Head {h + 1}", alpha=0.9,
+                   edgecolors="none")
+    ymax = max(float(np.nanmax(d)) if len(d) else 0.0 for d in layers)
+    if show_uniform:
+        u = grid_mean_pairwise_distance(grid, patch_size)
+        ax.axhline(u, color="0.4", ls="--", lw=1, label="uniform attention")
+        ymax = max(ymax, u)
+    ax.set_ylim(0, max(ymax * 1.08, patch_size))
+    L = len(layers)
+    ax.set_xlim(0.4, L + 0.6)
+    step = max(1, math.ceil(L / 16))
+    ax.set_xticks(range(1, L + 1, step))
+    ax.set_xlabel("Network depth (layer)")
+    ax.set_ylabel("Mean attention distance (pixels)")
+    ax.set_title(f"{title}\n(image {ih}x{iw}, patch {patch_size})", fontsize=10)
+    ax.grid(alpha=0.3)
+    if max_heads <= 16:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def plot_attention_overlay(
+    image: Any,
+    maps: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    alpha: float = 0.55,
+    cmap: str = "jet",
+    normalize: bool = True,
+    title: str | None = None,
+) -> Path:
+    """The input image followed by one overlay per map (e.g. rollout, last-layer heads).
+
+    Each ``[h, w]`` map is upsampled bilinearly to the image size, min-max scaled to
+    ``[0, 1]`` when ``normalize`` (so maps of different scales are comparable), and drawn
+    over the image with a colour bar.
+    """
+    img = _to_image(image)
+    H, W = img.shape[:2]
+    n = 1 + len(maps)
+    panel = 3.0
+    fig = Figure(figsize=(panel * n + 0.5 * len(maps), panel + 0.7), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    axes[0].imshow(img)
+    axes[0].set_title("Input")
+    axes[0].set_axis_off()
+    for ax, (name, m) in zip(axes[1:], maps.items()):
+        t = torch.as_tensor(_np(m), dtype=torch.float32)
+        while t.dim() > 2 and t.shape[0] == 1:
+            t = t[0]
+        if t.dim() != 2:
+            raise ValueError(f"map {name!r} must be [h, w], got shape {tuple(t.shape)}")
+        up = upsample_map(t, (H, W)).numpy()
+        if normalize:
+            lo, hi = float(up.min()), float(up.max())
+            up = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+            vmin, vmax = 0.0, 1.0
+        else:
+            vmin, vmax = float(up.min()), float(up.max())
+        ax.imshow(img)
+        im = ax.imshow(up, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
+        ax.set_title(str(name))
+        ax.set_axis_off()
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        cb.set_label("relative attention" if normalize else "attention", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def plot_prediction_panel(
+    image: Any,
+    labels: Sequence[str],
+    probs: Sequence[float] | Any,
+    path: str | os.PathLike[str],
+    true_label: str | None = None,
+    top_k: int = 5,
+    title: str | None = None,
+) -> Path:
+    """CLIP-paper style panel: the image on the left, a horizontal bar chart of the top-k
+    class probabilities on the right (highest on top), the true label's bar in green.
+
+    ``labels``/``probs`` need not be sorted or truncated; the ``top_k`` most probable are
+    shown. When ``true_label`` is given its rank is reported (also when it is not among
+    the bars).
+    """
+    p = _np(probs).astype(np.float64).reshape(-1)
+    labels = [str(s) for s in labels]
+    if len(labels) != len(p):
+        raise ValueError(f"{len(labels)} labels but {len(p)} probabilities")
+    if not labels:
+        raise ValueError("labels is empty")
+    order = np.argsort(-p, kind="stable")
+    top = order[: max(1, top_k)]
+    img = _to_image(image)
+    fig = Figure(figsize=(8.0, 3.4), dpi=DPI, layout="constrained")
+    gs = fig.add_gridspec(1, 2, width_ratios=[1.0, 1.35])
+    ax_img = fig.add_subplot(gs[0, 0])
+    ax_img.imshow(img)
+    ax_img.set_axis_off()
+    if true_label is not None:
+        ax_img.set_title(textwrap.shorten(f"true: {true_label}", 48), fontsize=10)
+    ax = fig.add_subplot(gs[0, 1])
+    ys = np.arange(len(top))[::-1]  # highest probability on top
+    names = [labels[i] for i in top]
+    vals = [p[i] for i in top]
+    colors = [_TRUE_COLOR if (true_label is not None and n == true_label) else _OTHER_COLOR for n in names]
+    ax.barh(ys, vals, color=colors, height=0.7)
+    for y, v in zip(ys, vals):
+        ax.text(min(v, 1.0) + 0.01, y, f"{100 * v:.1f}%", va="center", fontsize=8)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([textwrap.shorten(n, 32) for n in names], fontsize=9)
+    for tick, c in zip(ax.get_yticklabels(), colors):
+        if c == _TRUE_COLOR:
+            tick.set_color(_TRUE_COLOR)
+            tick.set_fontweight("bold")
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("Probability")
+    ax.spines[["top", "right"]].set_visible(False)
+    head = title or f"Top-{len(top)} predictions"
+    if true_label is not None:
+        if true_label in labels:
+            rank = next(r for r, i in enumerate(order, 1) if labels[i] == true_label)
+            head += f" (true label rank {rank})"
+        else:
+            head += " (true label not among the classes)"
+    ax.set_title(head, fontsize=10)
+    return _save(fig, path)
+

@@ -1,0 +1,67 @@
+"""The `kizuna` command line.
+
+Each subcommand lives in its own module with two functions, ``add_arguments(parser)`` and
+``run(args)``; this file only wires them up and turns expected errors into one clear line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS = {
+    "info": ("kizuna.apps.info", "print a model's config, parameter count and FLOPs"),
+    "zeroshot": ("kizuna.apps.zeroshot", "classify images against free-text labels"),
+    "embed": ("kizuna.apps.embed", "write embeddings of a folder of images or a text file"),
+    "train": ("kizuna.train.cli", "train a CLIP/SigLIP model (contrastive)"),
+    "demo": ("kizuna.train.demo", "train a small CLIP on the built-in shapes world and report (CPU, minutes)"),
+    "eval": ("kizuna.eval.cli", "evaluate: zero-shot, retrieval, linear probe, few-shot, probes, suites"),
+    "vit": ("kizuna.train.vit_cli", "supervised ViT: train, fine-tune"),
+    "analyze": ("kizuna.analysis.cli", "figures of what a ViT learned (filters, positions, attention)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kizuna",
+        description="kizuna (絆): CLIP-style image-text models — train, evaluate, adapt, inspect.",
+        epilog="Run `kizuna COMMAND --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("kizuna"):
+                continue  # a command whose module is not part of this build
+            raise
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    from kizuna.data.images import ImageError
+    from kizuna.models.checkpoint import CheckpointError
+
+    try:
+        result = args._run(args)
+    except (ImageError, CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"kizuna {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kizuna {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Helpers shared by the command-line tools."""
+from __future__ import annotations
+
+import torch
+
+
+def add_model_argument(parser, required: bool = True):
+    parser.add_argument("--model", required=required,
+                        help="checkpoint path (kizuna folder/.safetensors, OpenAI .pt, HF folder) or preset name")
+    parser.add_argument("--allow-jit", action="store_true",
+                        help="allow loading TorchScript archives (they execute code: trusted files only)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model_from_args(args):
+    import kizuna
+
+    model = kizuna.create_model(args.model, allow_jit=getattr(args, "allow_jit", False))
+    return model.to(args.device).eval()
+
+
+def format_table(rows: list[list], headers: list[str]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in cells)])

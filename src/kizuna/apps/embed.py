@@ -1,0 +1,123 @@
+"""Write L2-normalised embeddings of a folder of images or a text file (one text per line).
+
+  kizuna embed --model runs/demo/final --images photos/ --out photos.npy
+  kizuna embed --model runs/demo/final --texts captions.txt --out captions.parquet
+
+`.npy` holds a float32 [N, D] array (a `.txt` beside it lists the inputs in row order); `.parquet`
+holds one row per input with its path/text and embedding. Corrupt images are skipped and counted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kizuna.apps.common import add_model_argument, load_model_from_args
+
+
+def add_arguments(p):
+    add_model_argument(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder of images (searched recursively)")
+    src.add_argument("--texts", help="text file, one text per line")
+    p.add_argument("--out", required=True, help="output file: .npy or .parquet")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+
+
+class _ImageFiles:
+    def __init__(self, paths, preprocess):
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from kizuna.data.images import ImageError, load_image
+
+        try:
+            return i, self.preprocess(load_image(self.paths[i])), ""
+        except ImageError as e:
+            return i, None, str(e)
+
+
+def _collate(items):
+    import torch
+
+    ok = [(i, x) for i, x, _ in items if x is not None]
+    errors = [e for _, x, e in items if x is None]
+    idx = [i for i, _ in ok]
+    return idx, (torch.stack([x for _, x in ok]) if ok else None), errors
+
+
+def embed_images(model, folder, batch_size=64, workers=2, device="cpu"):
+    import torch
+    from tqdm import tqdm
+
+    import kizuna
+    from kizuna.data.images import list_images
+
+    paths = list_images(folder)
+    if not paths:
+        raise ValueError(f"{folder}: no images found (extensions .jpg .png .webp ...)")
+    ds = _ImageFiles(paths, kizuna.get_preprocess(model))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    kept, chunks, errors = [], [], []
+    with torch.inference_mode():
+        for idx, batch, errs in tqdm(loader, desc="embedding images", unit="batch"):
+            errors += errs
+            if batch is not None:
+                chunks.append(model.encode_image(batch.to(device), normalize=True).float().cpu())
+                kept += idx
+    if not chunks:
+        raise ValueError(f"{folder}: none of the {len(paths)} images could be read ({errors[0]})")
+    return [str(paths[i]) for i in kept], torch.cat(chunks).numpy(), errors
+
+
+def embed_texts(model, path, batch_size=256, device="cpu"):
+    from tqdm import tqdm
+
+    import kizuna
+    from kizuna.eval.zeroshot import encode_texts
+
+    texts = [t for t in Path(path).read_text(encoding="utf-8").splitlines() if t.strip()]
+    if not texts:
+        raise ValueError(f"{path}: no non-empty lines")
+    tokenizer = kizuna.get_tokenizer(model)
+    chunks = [encode_texts(model, tokenizer, texts[i : i + batch_size], batch_size, device).cpu()
+              for i in tqdm(range(0, len(texts), batch_size), desc="embedding texts", unit="batch")]
+    import torch
+
+    return texts, torch.cat(chunks).numpy()
+
+
+def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, emb.astype(np.float32))
+        out.with_suffix(".txt").write_text("\n".join(n.replace("\n", " ") for n in names) + "\n")
+    elif out.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({column: names, "embedding": list(emb.astype(np.float32))})
+        pq.write_table(table, out)
+    else:
+        raise ValueError(f"{out}: output must end in .npy or .parquet")
+
+
+def run(args):
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".parquet"):
+        raise ValueError(f"{out}: output must end in .npy or .parquet")
+    model = load_model_from_args(args)
+    if args.images:
+        names, emb, errors = embed_images(model, args.images, args.batch_size, args.workers, args.device)
+        write_embeddings(out, names, emb, "path")
+        print(f"wrote {emb.shape[0]} image embeddings of dim {emb.shape[1]} to {out}")
+        if errors:
+            print(f"skipped {len(errors)} unreadable image(s), e.g. {errors[0]}")
+    else:
+        names, emb = embed_texts(model, args.texts, args.batch_size, args.device)
+        write_embeddings(out, names, emb, "text")
+        print(f"wrote {emb.shape[0]} text embeddings of dim {emb.shape[1]} to {out}")

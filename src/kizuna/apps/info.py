@@ -1,0 +1,51 @@
+"""Print a model's configuration, parameter counts and FLOPs per image / per text.
+
+  kizuna info ViT-B-32
+  kizuna info runs/demo/checkpoints/best
+"""
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(p):
+    p.add_argument("model", help="preset name, checkpoint path, or `list` to print the presets")
+    p.add_argument("--allow-jit", action="store_true", help="allow TorchScript archives (trusted files only)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def summarize(model) -> dict:
+    from kizuna.models.clip import ClipModel
+    from kizuna.models.flops import clip_flops, vision_flops
+
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    if isinstance(model, ClipModel):
+        flops = clip_flops(model.cfg) if model.cfg.vision.stem == "patch" else {}
+        return {
+            "name": model.cfg.name, "kind": "clip", "loss": model.cfg.loss,
+            "params": {"image": count(model.visual), "text": count(model.text), "total": count(model)},
+            "gflops": {k: round(v / 1e9, 3) for k, v in flops.items()},
+            "config": model.cfg.to_dict(),
+        }
+    flops = vision_flops(model.cfg) if model.cfg.stem == "patch" else None
+    return {"kind": "vit", "params": {"total": count(model)},
+            "gflops": {"image": round(flops / 1e9, 3)} if flops else {}, "config": model.cfg.to_dict()}
+
+
+def run(args):
+    import kizuna
+
+    if args.model == "list":
+        print("\n".join(kizuna.list_models()))
+        return
+    model = kizuna.create_model(args.model, allow_jit=args.allow_jit)
+    info = summarize(model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"model: {args.model}  ({info['kind']}{', loss ' + info['loss'] if 'loss' in info else ''})")
+    print("params: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in info["params"].items()))
+    if info["gflops"]:
+        print("GFLOPs: " + ", ".join(f"{k} {v:.2f}" for k, v in info["gflops"].items()) + "  (2 x MACs, one image / one text)")
+    print("config:")
+    print(json.dumps(info["config"], indent=2))

@@ -1,0 +1,46 @@
+"""Classify one or more images against labels you type, and print a ranked table.
+
+  kizuna zeroshot --model runs/demo/final --image a.jpg --labels "cat,dog,car"
+  kizuna zeroshot --model ViT-B-32 --image a.jpg b.png --labels labels.txt --template "a photo of a {c}."
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kizuna.apps.common import add_model_argument, format_table, load_model_from_args
+
+
+def add_arguments(p):
+    add_model_argument(p)
+    p.add_argument("--image", nargs="+", required=True, help="image file(s)")
+    p.add_argument("--labels", required=True, help="comma-separated labels, or a text file with one per line")
+    p.add_argument("--template", action="append", default=None,
+                   help="prompt template with {c} (repeatable; default: 'a photo of a {c}.')")
+    p.add_argument("--top", type=int, default=5, help="rows to print per image")
+
+
+def parse_labels(spec: str) -> list[str]:
+    path = Path(spec)
+    labels = path.read_text().splitlines() if path.is_file() else spec.split(",")
+    labels = [label.strip() for label in labels if label.strip()]
+    if not labels:
+        raise ValueError(f"no labels in {spec!r}")
+    return labels
+
+
+def run(args):
+    import torch
+
+    import kizuna
+    from kizuna.data.images import load_image
+    from kizuna.eval.zeroshot import ZeroShotClassifier
+
+    labels = parse_labels(args.labels)
+    images = [load_image(p) for p in args.image]  # fail on a bad file before loading the model
+    model = load_model_from_args(args)
+    preprocess = kizuna.get_preprocess(model)
+    clf = ZeroShotClassifier(model, kizuna.get_tokenizer(model), labels, args.template or ["a photo of a {c}."])
+    batch = torch.stack([preprocess(im) for im in images]).to(args.device)
+    for path, ranked in zip(args.image, clf.topk(batch, k=args.top)):
+        print(f"\n{path}")
+        print(format_table([[lbl, f"{p * 100:.2f}%"] for lbl, p in ranked], ["label", "probability"]))

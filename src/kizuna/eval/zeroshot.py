@@ -1,0 +1,74 @@
+"""Zero-shot classification (CLIP paper, Sec. 3.1.4).
+
+A class's weight is the mean of its L2-normalised text embeddings over the prompt templates,
+renormalised; an image's scores are its normalised embedding against those weights.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Template = str | Callable[[str], str]
+
+
+def fill_template(template: Template, classname: str) -> str:
+    if callable(template):
+        return template(classname)
+    if "{c}" in template:
+        return template.replace("{c}", classname)
+    if "{}" in template:
+        return template.format(classname)
+    raise ValueError(f"template {template!r} has no '{{c}}' placeholder for the class name")
+
+
+@torch.inference_mode()
+def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256, device=None) -> torch.Tensor:
+    """L2-normalised text embeddings [N, D], in batches."""
+    device = device or next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tokens = tokenizer(list(texts[i : i + batch_size])).to(device)
+        out.append(model.encode_text(tokens, normalize=True).float())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.inference_mode()
+def build_classifier(
+    model, tokenizer, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {c}.",),
+    batch_size: int = 256, device=None,
+) -> torch.Tensor:
+    """Class weights [C, D]: normalised mean over templates of normalised text embeddings."""
+    if not classnames:
+        raise ValueError("no class names given")
+    if not templates:
+        raise ValueError("no prompt templates given")
+    texts = [fill_template(t, c) for c in classnames for t in templates]
+    emb = encode_texts(model, tokenizer, texts, batch_size, device)
+    emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)
+    return F.normalize(emb, dim=-1)
+
+
+class ZeroShotClassifier:
+    """Scores images against class weights; probabilities as the model was trained (softmax for CLIP,
+    per-class sigmoid for SigLIP)."""
+
+    def __init__(self, model, tokenizer, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {c}.",)):
+        self.model = model
+        self.classnames = list(classnames)
+        self.weights = build_classifier(model, tokenizer, classnames, templates)
+
+    @torch.inference_mode()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()
+        return self.model.scale().float() * img @ self.weights.T + self.model.bias()
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(images)
+        return torch.sigmoid(logits) if self.model.cfg.loss == "siglip" else logits.softmax(dim=-1)
+
+    def topk(self, images: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        probs = self.predict_proba(images)
+        values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        return [[(self.classnames[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]

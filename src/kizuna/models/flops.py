@@ -1,0 +1,57 @@
+"""Analytic FLOP counts (2 x multiply-accumulates of every matmul/conv), for `kizuna info` and MFU.
+
+Element-wise work (softmax, LayerNorm, GELU) is left out, as in the usual MFU convention; the tests
+check these counts against a hand count and against torch's FlopCounterMode.
+"""
+from __future__ import annotations
+
+from .clip import ClipConfig
+from .text import TextConfig
+from .vit import VisionConfig
+
+
+def _transformer_flops(tokens: int, width: int, depth: int, mlp_dim: int) -> int:
+    T, D = tokens, width
+    per_block = 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D + 2 * 2 * T * D * mlp_dim
+    return depth * per_block
+
+
+def vision_flops(cfg: VisionConfig, image_size=None) -> int:
+    if image_size is not None:
+        cfg = VisionConfig(**{**cfg.to_dict(), "image_size": image_size})
+    gh, gw = cfg.grid
+    n = gh * gw
+    if cfg.stem != "patch":
+        raise ValueError("analytic FLOPs are implemented for patch stems only; use measured_flops()")
+    flops = 2 * n * (3 * cfg.patch_size**2) * cfg.width
+    flops += _transformer_flops(n + cfg.num_prefix_tokens, cfg.width, cfg.depth, cfg.mlp_dim)
+    if cfg.pool == "map":
+        T, D = n + cfg.num_prefix_tokens, cfg.width
+        flops += 2 * D * D + 2 * T * D * 2 * D + 2 * 2 * T * D + 2 * D * D + 2 * 2 * D * cfg.mlp_dim
+    if cfg.output_dim:
+        flops += 2 * cfg.width * cfg.output_dim
+    if cfg.num_classes:
+        flops += 2 * cfg.width * cfg.num_classes
+    return flops
+
+
+def text_flops(cfg: TextConfig, context_length: int | None = None) -> int:
+    T = context_length or cfg.context_length
+    flops = _transformer_flops(T, cfg.width, cfg.depth, cfg.mlp_dim)
+    if cfg.output_dim:
+        flops += 2 * cfg.width * cfg.output_dim
+    return flops
+
+
+def clip_flops(cfg: ClipConfig) -> dict[str, int]:
+    img, txt = vision_flops(cfg.vision), text_flops(cfg.text)
+    return {"image": img, "text": txt, "total": img + txt}
+
+
+def measured_flops(fn, *args) -> int:
+    """FLOPs of one call as counted by torch's FlopCounterMode (matmuls, convs, SDPA)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return counter.get_total_flops()

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kizuna.analysis.attention import attention_rollout, cls_rollout_map
+from kizuna.analysis.figures import (
+    DPI,
+    plot_attention_distance,
+    plot_attention_overlay,
+    plot_filter_components,
+    plot_position_similarity,
+    plot_prediction_panel,
+)
+from kizuna.analysis.filters import patch_filter_pca
+from kizuna.analysis.position import position_similarity, sincos_2d_position_embedding
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path, min_bytes=5_000):
+    assert path.exists()
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    assert min_bytes < len(data) < 3_000_000
+    with Image.open(path) as im:
+        w, h = im.size
+    assert 300 <= w <= 3000 and 200 <= h <= 3000
+    return w, h
+
+
+@pytest.fixture(scope="module")
+def image():
+    y, x = np.mgrid[0:64, 0:64]
+    rgb = np.stack([x * 4, y * 4, np.full_like(x, 128)], -1).astype(np.uint8)
+    return Image.fromarray(rgb)
+
+
+def test_plot_filter_components(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    comps, ratio = patch_filter_pca(torch.randn(64, 3, 4, 4, generator=g), k=14)
+    out = plot_filter_components(comps, tmp_path / "sub" / "pca.png", explained_variance=ratio)
+    assert out == tmp_path / "sub" / "pca.png"
+    _check_png(out)
+    # greyscale filters too
+    comps1, _ = patch_filter_pca(torch.randn(32, 1, 4, 4, generator=g), k=5)
+    _check_png(plot_filter_components(comps1, tmp_path / "pca1.png"))
+
+
+def test_plot_position_similarity_dimensions(tmp_path):
+    grid = (4, 4)
+    sim = position_similarity(sincos_2d_position_embedding(grid, 32, num_prefix=1), grid)
+    out = plot_position_similarity(sim, grid, str(tmp_path / "pos.png"))
+    w, h = _check_png(out)
+    # fixed size: the mosaic fits a 6.4 in box, plus 1.6 in (colour bar) x 0.9 in (title)
+    assert (w, h) == (round(8.0 * DPI), round(7.3 * DPI))
+    # non-square grids keep square tiles: a wide grid gives a wide, shorter figure
+    wide = plot_position_similarity(
+        position_similarity(torch.randn(1 + 3 * 6, 16), (3, 6)), (3, 6), tmp_path / "wide.png"
+    )
+    w2, h2 = _check_png(wide)
+    assert w2 == w and h2 < h
+
+
+def test_plot_attention_distance(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    dists = [torch.rand(4, generator=g) * 20 * (i + 1) for i in range(6)]
+    _check_png(plot_attention_distance(dists, patch_size=16, image_size=96, path=tmp_path / "d.png"))
+    _check_png(plot_attention_distance(torch.stack(dists), 16, (96, 128), tmp_path / "d2.png"))
+
+
+def test_plot_attention_overlay(tmp_path, image):
+    h = w = 4
+    T = 1 + h * w
+    att = [torch.randn(1, 2, T, T, generator=torch.Generator().manual_seed(s)).softmax(-1) for s in range(2)]
+    rollout = cls_rollout_map(attention_rollout(att), (h, w))[0]
+    maps = {"rollout": rollout, "head 1": att[-1][0, 0, 0, 1:].reshape(h, w)}
+    _check_png(plot_attention_overlay(image, maps, tmp_path / "ov.png"))
+    # array and CHW-tensor inputs
+    arr = np.array(image)
+    _check_png(plot_attention_overlay(arr, {"m": rollout.numpy()}, tmp_path / "ov2.png"))
+    chw = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+    _check_png(plot_attention_overlay(chw, {"m": rollout[None]}, tmp_path / "ov3.png"))
+
+
+def test_plot_prediction_panel(tmp_path, image):
+    labels = ["cat", "dog", "a very long label that will need to be shortened somewhere", "car", "tree", "boat"]
+    probs = [0.05, 0.6, 0.1, 0.2, 0.03, 0.02]
+    _check_png(plot_prediction_panel(image, labels, probs, tmp_path / "p.png", true_label="car"))
+    # true label outside the top-5 and no true label at all
+    _check_png(plot_prediction_panel(image, labels, torch.tensor(probs), tmp_path / "p2.png", true_label="boat"))
+    _check_png(plot_prediction_panel(image, labels, probs, tmp_path / "p3.png"))
+    with pytest.raises(ValueError):
+        plot_prediction_panel(image, labels[:2], probs, tmp_path / "bad.png")
+
+
+def test_figures_do_not_import_pyplot():
+    # figures draw on Figure/Agg directly: importing them must not load pyplot (global
+    # backend state, GUI windows). Checked in a fresh interpreter.
+    import subprocess
+    import sys
+
+    code = "import sys, kizuna.analysis.figures; assert 'matplotlib.pyplot' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,0 +1,140 @@
+import pytest
+import torch
+
+import kizuna
+from kizuna.models.presets import VIT_SIZES, list_models
+from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
+
+
+def tiny_vit(**kw) -> VisionTransformer:
+    cfg = dict(image_size=32, patch_size=8, width=32, depth=2, heads=2, mlp_dim=64)
+    cfg.update(kw)
+    return VisionTransformer(VisionConfig(**cfg))
+
+
+def test_patch_embedding_is_linear_projection_of_flattened_patches():
+    vit = tiny_vit()
+    x = torch.randn(2, 3, 32, 32)
+    conv = vit.patch_embed(x).flatten(2).transpose(1, 2)  # [B, N, D]
+    patches = x.unfold(2, 8, 8).unfold(3, 8, 8)  # [B, C, 4, 4, 8, 8]
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, 16, 3 * 64)
+    w = vit.patch_embed.proj.weight.reshape(32, -1)
+    torch.testing.assert_close(conv, patches @ w.T + vit.patch_embed.proj.bias, atol=1e-5, rtol=1e-5)
+
+
+def test_head_is_zero_initialised_and_reset_classifier():
+    vit = tiny_vit(num_classes=10)
+    assert torch.all(vit.head.weight == 0) and torch.all(vit.head.bias == 0)
+    assert torch.all(vit(torch.randn(2, 3, 32, 32)) == 0)
+    vit.head.weight.data.normal_()
+    vit.reset_classifier(5)
+    assert vit.head.weight.shape == (5, 32) and torch.all(vit.head.weight == 0)
+
+
+@pytest.mark.parametrize("pool,cls", [("cls", True), ("gap", True), ("gap", False), ("map", False)])
+def test_pooling_options(pool, cls):
+    vit = tiny_vit(pool=pool, class_token=cls)
+    assert vit(torch.randn(3, 3, 32, 32)).shape == (3, 32)
+
+
+def test_sdpa_matches_plain_attention():
+    torch.manual_seed(0)
+    vit = tiny_vit().eval()
+    x = torch.randn(2, 3, 32, 32)
+    fast = vit(x)
+    for m in vit.modules():
+        if hasattr(m, "use_sdpa"):
+            m.use_sdpa = False
+    torch.testing.assert_close(vit(x), fast, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_same_outputs_and_grads():
+    torch.manual_seed(0)
+    vit = tiny_vit().train()
+    x = torch.randn(2, 3, 32, 32)
+    out1 = vit(x)
+    out1.square().sum().backward()
+    g1 = {n: p.grad.clone() for n, p in vit.named_parameters()}
+    vit.zero_grad()
+    vit.set_grad_checkpointing(True)
+    out2 = vit(x)
+    out2.square().sum().backward()
+    torch.testing.assert_close(out2, out1, atol=1e-6, rtol=1e-6)
+    for n, p in vit.named_parameters():
+        torch.testing.assert_close(p.grad, g1[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_intermediates_return_every_block_and_attention():
+    vit = tiny_vit(depth=3).eval()
+    out = vit.forward_intermediates(torch.randn(2, 3, 32, 32))
+    assert len(out["tokens"]) == 3 and len(out["attentions"]) == 3
+    a = out["attentions"][0]
+    assert a.shape == (2, 2, 17, 17)
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 2, 17))
+    torch.testing.assert_close(out["pooled"], vit.forward_head(out["features"], pre_logits=True))
+
+
+def test_resample_same_size_returns_identical_tensor():
+    pe = torch.randn(1, 50, 16)
+    assert resample_pos_embed(pe, (7, 7)) is pe
+
+
+def test_resample_7_to_14_then_forward():
+    vit = tiny_vit(image_size=56, patch_size=8)  # 7x7 grid
+    pe = resample_pos_embed(vit.pos_embed.data, (14, 14))
+    assert pe.shape == (1, 1 + 196, 32)
+    torch.testing.assert_close(pe[:, :1], vit.pos_embed.data[:, :1])  # class token kept aside
+    big = tiny_vit(image_size=112, patch_size=8)
+    big.pos_embed.data.copy_(pe)
+    assert big(torch.randn(1, 3, 112, 112)).shape == (1, 32)
+    # dynamic: the 56-px model takes a 112-px input by resampling on the fly, with the same result
+    big.load_state_dict(vit.state_dict() | {"pos_embed": pe})
+    x = torch.randn(1, 3, 112, 112)
+    torch.testing.assert_close(vit.eval()(x), big.eval()(x))
+
+
+def test_resample_non_square_grid():
+    pe = torch.randn(1, 1 + 4 * 6, 8)
+    out = resample_pos_embed(pe, (8, 3), old_grid=(4, 6))
+    assert out.shape == (1, 1 + 24, 8)
+    vit = tiny_vit(image_size=(32, 48))
+    assert vit.cfg.grid == (4, 6) and vit(torch.randn(1, 3, 32, 48)).shape == (1, 32)
+
+
+def test_patch_dropout_only_in_training():
+    vit = tiny_vit()
+    vit.patch_dropout = 0.5
+    x = torch.randn(2, 3, 32, 32)
+    vit.train()
+    tokens, _ = vit.embed(x)
+    assert tokens.shape[1] == 1 + 8
+    vit.eval()
+    tokens, _ = vit.embed(x)
+    assert tokens.shape[1] == 1 + 16
+
+
+def test_hybrid_stem_embeds_feature_map_with_patch_size_one():
+    vit = kizuna.create_vit("hybrid-mu/1", image_size=32, num_classes=10, stem_channels=[16, 32])
+    assert vit.cfg.grid == (8, 8) and vit.pos_embed.shape[1] == 65
+    vit.head.weight.data.normal_()
+    vit(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(p.grad is not None for p in vit.parameters())
+
+
+@pytest.mark.parametrize("size", [s for s in VIT_SIZES])
+def test_vit_variants_decode_and_train_at_tiny_width(size):
+    cfg = kizuna.vit_config(f"{size}/8", image_size=16, num_classes=3)
+    ref = dict(width=cfg.width, depth=cfg.depth, heads=cfg.heads)
+    expected = {"Ti": (192, 12, 3), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "H": (1280, 32, 16)}
+    if size in expected:
+        assert (ref["width"], ref["depth"], ref["heads"]) == expected[size]
+    small = VisionTransformer(VisionConfig(**{**cfg.to_dict(), "width": 8 * cfg.heads, "depth": 2, "mlp_dim": 16 * cfg.heads}))
+    small.head.weight.data.normal_()
+    small(torch.randn(2, 3, 16, 16)).sum().backward()
+    missing = [n for n, p in small.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_bad_image_shape_is_clear():
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        tiny_vit()(torch.randn(2, 1, 32, 32))
