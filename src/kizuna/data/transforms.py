@@ -124,9 +124,16 @@ class TrainTransform:
                 left = rng.randint(0, width - w)
                 top = rng.randint(0, height - h)
                 return left, top, left + w, top + h
-        side = min(width, height)  # fall back to a centre crop
-        left, top = (width - side) // 2, (height - side) // 2
-        return left, top, left + side, top + side
+        # Fall back (as torchvision does) to the largest centre crop whose aspect is within ``ratio``.
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            w, h = width, int(round(width / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            w, h = int(round(height * self.ratio[1])), height
+        else:
+            w, h = width, height
+        left, top = (width - w) // 2, (height - h) // 2
+        return left, top, left + w, top + h
 
     def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
         rng = rng or random.Random()

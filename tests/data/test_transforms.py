@@ -1,0 +1,85 @@
+import io
+import random
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kizuna.data.images import ImageError, decode_image, load_image
+from kizuna.data.transforms import Preprocess, TrainTransform, to_rgb
+
+
+def jpeg_bytes(w=40, h=30, color=(200, 10, 10)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "I;16", "1", "F"])
+def test_every_mode_becomes_rgb(mode):
+    img = Image.new("RGB", (20, 10), (10, 120, 240)).convert(mode)
+    out = Preprocess(image_size=16)(img)
+    assert out.shape == (3, 16, 16) and torch.isfinite(out).all()
+
+
+def test_transparent_pixels_become_white():
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert to_rgb(img).getpixel((0, 0)) == (255, 255, 255)
+    pal = Image.new("P", (4, 4), 0)
+    pal.putpalette([0, 0, 0] * 256)
+    pal.info["transparency"] = 0
+    assert to_rgb(pal).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_resize_shortest_then_center_crop():
+    img = Image.new("RGB", (300, 200))
+    img.paste((255, 0, 0), (0, 0, 40, 200))  # a red band on the left edge is cropped away
+    x = Preprocess(image_size=100, mean=[0, 0, 0], std=[1, 1, 1])(img)
+    assert x.shape == (3, 100, 100)
+    assert x[0, :, 0].max() < 0.05  # after resizing to 150x100 and cropping 25 px off each side
+
+
+def test_matches_hf_clip_image_processor(shared_dir):
+    transformers = pytest.importorskip("transformers")
+    proc = transformers.CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    with tarfile.open(shared_dir / "data/flickr8k/test/000000.tar") as tar:
+        jpgs = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")][:3]
+    imgs = [decode_image(b) for b in jpgs] + [Image.new("RGB", (320, 240), (30, 60, 90))]
+    ours = torch.stack([Preprocess(image_size=224)(im) for im in imgs])
+    theirs = proc(images=imgs, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_train_transform_is_reproducible_from_rng_and_varies():
+    img = Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 80, 3), dtype=np.uint8))
+    t = TrainTransform(image_size=32, hflip=0.5, color_jitter=0.2)
+    a = t(img, random.Random(1))
+    b = t(img, random.Random(1))
+    c = t(img, random.Random(2))
+    assert a.shape == (3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_train_crop_respects_scale():
+    t = TrainTransform(scale=(0.9, 1.0))
+    rng = random.Random(0)
+    for _ in range(200):
+        l, tp, r, b = t.crop_box(100, 80, rng)
+        assert 0 <= l < r <= 100 and 0 <= tp < b <= 80
+        assert (r - l) * (b - tp) >= 0.85 * 8000
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "empty file"), (b"hello, not an image", "not an image"),
+                                            (jpeg_bytes()[:200], "corrupt or truncated")])
+def test_bad_image_files_give_one_line_error_naming_the_file(tmp_path, content, reason):
+    p = tmp_path / "photo.jpg"
+    p.write_bytes(content)
+    with pytest.raises(ImageError) as e:
+        load_image(p)
+    assert str(p) in str(e.value) and reason in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_image_file(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.png")
