@@ -68,7 +68,12 @@ class ClipModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.visual = VisionTransformer(cfg.vision)
-        self.text = TextTransformer(cfg.text)
+        if cfg.text.kind == "minilm":
+            from .minilm import MiniLMTextTower
+
+            self.text = MiniLMTextTower(cfg.embed_dim)
+        else:
+            self.text = TextTransformer(cfg.text)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.logit_bias = (
             nn.Parameter(torch.tensor(float(cfg.init_logit_bias))) if cfg.init_logit_bias is not None else None

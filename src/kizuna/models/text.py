@@ -29,6 +29,7 @@ class TextConfig:
     eot_token_id: int = 49407
     output_dim: int | None = 512
     proj_bias: bool = False
+    kind: str = "transformer"  # "transformer" | "minilm" (pretrained sentence encoder, see minilm.py)
 
     def __post_init__(self):
         if self.pool not in ("eot", "argmax", "last"):

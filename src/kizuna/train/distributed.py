@@ -1,0 +1,121 @@
+"""Distributed helpers for `torchrun`: process-group set-up, differentiable gathers and exchanges,
+and the distributed forms of the CLIP and SigLIP losses.
+
+CLIP: every rank gathers all features *with gradient* and scores its own n rows against the N
+columns (the local-loss form, memory n x N instead of N x N). SigLIP: text chunks travel round the
+ring of ranks one neighbour at a time, so no rank ever holds every text feature at once.
+With DDP averaging gradients over ranks, both equal one process on the concatenated batch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from kizuna.models.losses import clip_loss, siglip_loss
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Read torchrun's environment; NCCL on GPU, gloo on CPU. A plain `python` run is world size 1."""
+    want_cuda = torch.cuda.is_available() if device in (None, "auto") else str(device).startswith("cuda")
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        dev = torch.device("cuda" if want_cuda else "cpu")
+        return DistInfo(device=dev)
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    if want_cuda:
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if want_cuda else "gloo")
+    return DistInfo(rank, world, local, dev)
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' tensors concatenated; the backward sums gradients and returns each rank its slice."""
+    import torch.distributed.nn.functional as dnn
+
+    return torch.cat(dnn.all_gather(x), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+class _NeighbourExchange(torch.autograd.Function):
+    """Send ``x`` to rank+1 and receive from rank-1 (mod world); gradients flow back the other way."""
+
+    @staticmethod
+    def forward(ctx, x, to_rank: int, from_rank: int):
+        ctx.to_rank, ctx.from_rank = to_rank, from_rank
+        recv = torch.empty_like(x)
+        ops = [dist.P2POp(dist.isend, x.contiguous(), to_rank), dist.P2POp(dist.irecv, recv, from_rank)]
+        for req in dist.batch_isend_irecv(ops):
+            req.wait()
+        return recv
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _NeighbourExchange.apply(grad.contiguous(), ctx.from_rank, ctx.to_rank), None, None
+
+
+def neighbour_exchange(x: torch.Tensor) -> torch.Tensor:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    return _NeighbourExchange.apply(x, (rank + 1) % world, (rank - 1) % world)
+
+
+def distributed_clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return clip_loss(img, txt, scale)
+    all_img, all_txt = gather_with_grad(img), gather_with_grad(txt)
+    return clip_loss(img, txt, scale, all_img, all_txt, offset=dist.get_rank() * img.shape[0])
+
+
+def distributed_siglip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    loss = siglip_loss(img, txt, scale, bias)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return loss
+    chunk = txt
+    for _ in range(dist.get_world_size() - 1):
+        chunk = neighbour_exchange(chunk)
+        loss = loss + siglip_loss(img, chunk, scale, bias, negatives_only=True)
+    return loss
+
+
+def contrastive_loss(kind: str, img, txt, scale, bias=None) -> torch.Tensor:
+    if kind == "siglip":
+        return distributed_siglip_loss(img, txt, scale, bias)
+    return distributed_clip_loss(img, txt, scale)
+
+
+def barrier():
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(x)
+    return x

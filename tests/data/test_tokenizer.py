@@ -1,0 +1,302 @@
+"""Tokenizer tests: OpenAI CLIP BPE parity (plain-Python reference + HF CLIPTokenizer), API, trained BPE."""
+
+from __future__ import annotations
+
+import gzip
+import html
+import itertools
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import regex
+import torch
+
+from kizuna.data.tokenizer import (
+    ClipTokenizer,
+    TrainedBpeTokenizer,
+    get_tokenizer,
+    load_tokenizer,
+    tokenizer_from_config,
+    train_bpe_tokenizer,
+)
+
+try:
+    import ftfy
+except ImportError:  # pragma: no cover
+    ftfy = None
+
+VOCAB_GZ = Path(__file__).resolve().parents[2] / "src" / "kizuna" / "data" / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+SOT, EOT = 49406, 49407
+N_MERGES = 49152 - 256 - 2
+DOG = [49406, 320, 1125, 539, 320, 1929, 269, 49407]
+# Texts that exercise cleaning and byte fallback, plus ones that must be truncated at 77.
+EXTRA_TEXTS = [
+    "a photo of a dog.",
+    "  A   Photo\tOF\n a DOG!!  ",
+    "Tom &amp;amp; Jerry &lt;3 it's THEY'RE we'll I'd you've I'm",
+    "Café naïve — “quoted” 東京 🙂 ½ x²  ñandú <|endoftext|> inside",
+    "numbers 1234567 and 3.14159 and 1,000,000",
+    " ".join(("A black dog is running through the grass with a red ball in its mouth . " * 20).split()[:200]),
+    " ".join(["dog"] * 200),
+    " ".join(["a brown dog is running through the snow ."] * 25),  # ~200 words, with punctuation
+]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/OpenAI byte->symbol table (local copy, independent of the code under test)."""
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _clip_vocab_and_merges() -> tuple[list[str], list[str]]:
+    merges = gzip.decompress(VOCAB_GZ.read_bytes()).decode("utf-8").split("\n")[1 : N_MERGES + 1]
+    symbols = list(_bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
+    return vocab + ["<|startoftext|>", "<|endoftext|>"], merges
+
+
+class OpenAIReference:
+    """OpenAI's `simple_tokenizer` algorithm in plain Python. transformers 5 no longer ships a slow Python
+    CLIPTokenizer (its CLIPTokenizer is `tokenizers`-backed), so this is the independent ground truth."""
+
+    def __init__(self):
+        vocab, merges = _clip_vocab_and_merges()
+        self.encoder = {t: i for i, t in enumerate(vocab)}
+        self.ranks = {tuple(m.split()): i for i, m in enumerate(merges)}
+        self.b2u = _bytes_to_unicode()
+        self.pat = regex.compile(
+            r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+            regex.IGNORECASE,
+        )
+        self.cache = {"<|startoftext|>": ["<|startoftext|>"], "<|endoftext|>": ["<|endoftext|>"]}
+
+    def bpe(self, token: str) -> list[str]:
+        if token not in self.cache:
+            word = list(token[:-1]) + [token[-1] + "</w>"]
+            while len(word) > 1:
+                best = min(zip(word, word[1:]), key=lambda p: self.ranks.get(p, float("inf")))
+                if best not in self.ranks:
+                    break
+                merged, i = [], 0
+                while i < len(word):
+                    if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                        merged.append(word[i] + word[i + 1])
+                        i += 2
+                    else:
+                        merged.append(word[i])
+                        i += 1
+                word = merged
+            self.cache[token] = word
+        return self.cache[token]
+
+    def encode(self, text: str) -> list[int]:
+        if ftfy is not None:
+            text = ftfy.fix_text(text)
+        text = html.unescape(html.unescape(text)).strip()
+        text = regex.sub(r"\s+", " ", text).strip().lower()
+        ids = []
+        for piece in self.pat.findall(text):
+            ids += [self.encoder[t] for t in self.bpe("".join(self.b2u[b] for b in piece.encode("utf-8")))]
+        return ids
+
+    def tokenize(self, text: str, context_length: int = 77) -> list[int]:
+        """`clip.tokenize(text, truncate=True)[0]` as a list."""
+        tokens = [SOT] + self.encode(text) + [EOT]
+        if len(tokens) > context_length:
+            tokens = tokens[:context_length]
+            tokens[-1] = EOT
+        return tokens + [0] * (context_length - len(tokens))
+
+
+def _shared_root() -> Path:
+    env = os.environ.get("KIZUNA_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def _flickr8k_captions() -> list[str]:
+    root = _shared_root() / "data" / "flickr8k"
+    tars = sorted(root.glob("*/*.tar"))
+    if not tars:
+        pytest.skip(f"Flickr8k shards not found under {root} (set KIZUNA_SHARED to the shared folder)")
+    captions = []
+    for path in tars:
+        with tarfile.open(path) as tf:
+            for member in tf:
+                if member.name.endswith(".txt"):
+                    captions += tf.extractfile(member).read().decode("utf-8").splitlines()
+    return captions
+
+
+def _small_corpus() -> list[str]:
+    """A few hundred caption-like sentences, no shared data needed."""
+    subjects = ["a dog", "two dogs", "a little girl", "a man in a red shirt", "the brown horse", "a woman"]
+    verbs = ["runs through", "is jumping over", "walks along", "plays in", "sits near"]
+    places = ["the grass", "a sandy beach", "the snow", "a wooden fence", "the water", "a busy street"]
+    endings = ["", " .", " at night", " with a ball"]
+    return [f"{s} {v} {p}{e}" for s, v, p, e in itertools.product(subjects, verbs, places, endings)]
+
+
+@pytest.fixture(scope="module")
+def tok() -> ClipTokenizer:
+    return ClipTokenizer()
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedBpeTokenizer:
+    return train_bpe_tokenizer(_small_corpus(), vocab_size=1000, min_frequency=2)
+
+
+# ---------------------------------------------------------------------------------------- parity
+@pytest.mark.shared_data
+def test_matches_openai_reference_and_hf_on_all_flickr8k(tok, tmp_path):
+    captions = _flickr8k_captions()
+    assert len(captions) == 40455
+    texts = captions + EXTRA_TEXTS
+    ours = tok(texts)
+    assert ours.shape == (len(texts), 77) and ours.dtype == torch.long
+
+    ref = OpenAIReference()
+    expected = torch.tensor([ref.tokenize(t) for t in texts])
+    mismatched = torch.nonzero((ours != expected).any(1)).flatten().tolist()
+    assert not mismatched, f"{len(mismatched)} texts differ from OpenAI's algorithm, first: {texts[mismatched[0]]!r}"
+    long_rows = expected[-3:]
+    assert (long_rows[:, 76] == EOT).all() and (long_rows != 0).all()  # the long cases did truncate
+
+    # HF CLIPTokenizer from vocab.json + merges.txt written the way OpenAI/HF derive them.
+    transformers = pytest.importorskip("transformers")
+    vocab, merges = _clip_vocab_and_merges()
+    (tmp_path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    hf = transformers.CLIPTokenizer.from_pretrained(str(tmp_path))
+    keep = [i for i, t in enumerate(texts) if t.isascii() and html.unescape(t) == t]  # HF: no ftfy/html cleaning
+    hf_out = hf([texts[i] for i in keep], padding="max_length", truncation=True, max_length=77)
+    hf_ids = torch.tensor(hf_out["input_ids"])
+    # HF pads with EOT, OpenAI with 0: keep everything up to the first EOT after SOT, zero the rest.
+    first_eot = (hf_ids == EOT).int().argmax(1, keepdim=True)
+    hf_ids = torch.where(torch.arange(77) <= first_eot, hf_ids, torch.zeros_like(hf_ids))
+    assert len(keep) == 40455 + 6 and torch.equal(hf_ids, ours[keep])
+    assert (hf_ids[-3:, 76] == EOT).all()  # HF's truncation also keeps EOT last
+
+
+def test_openai_reference_on_hard_texts(tok):
+    ref = OpenAIReference()
+    for text in EXTRA_TEXTS:
+        assert tok(text)[0].tolist() == ref.tokenize(text), text
+
+
+def test_photo_of_a_dog(tok):
+    ids = tok("a photo of a dog.")
+    assert ids.shape == (1, 77) and ids.dtype == torch.long
+    assert ids[0, :8].tolist() == DOG and not ids[0, 8:].any()
+    assert tok.encode("a photo of a dog.") == DOG[1:-1]
+    assert (tok.vocab_size, tok.context_length, tok.sot_token_id, tok.eot_token_id, tok.pad_token_id) == (
+        49408, 77, SOT, EOT, 0)
+
+
+def test_cleaning_matches_openai(tok):
+    assert tok("  A   Photo\tOF\n a DOG.  ").tolist() == tok("a photo of a dog.").tolist()
+    assert tok.encode("tom &amp;amp; jerry") == tok.encode("tom & jerry")  # html-unescaped twice
+
+
+def test_truncation_keeps_eot(tok):
+    long = " ".join(["a dog runs on the beach ."] * 40)
+    row = tok(long)[0]
+    assert row[0] == SOT and row[76] == EOT and (row != 0).all()
+    assert row[1:76].tolist() == tok.encode(long)[:75]
+    short = tok([long, "a dog"], context_length=10)
+    assert short.shape == (2, 10) and short[0, 9] == EOT and short[1, :4].tolist() == [SOT, 320, 1929, EOT]
+
+
+def test_errors(tok):
+    with pytest.raises(ValueError, match=r"^empty text at index 1\b"):
+        tok(["a dog", "  \n\t "])
+    with pytest.raises(ValueError, match="empty text at index 0"):
+        tok("")
+    long = "the quick brown fox " * 30
+    with pytest.raises(ValueError, match=r"index 2 is 122 tokens long.*context length 77") as err:
+        tok(["a", "b", long], on_overflow="error")
+    assert "the quick brown fox" in str(err.value) and len(str(err.value)) < 200 and "\n" not in str(err.value)
+    assert tok([long], context_length=122, on_overflow="error")[0, 121] == EOT  # fits exactly
+    with pytest.raises(TypeError, match="int"):
+        tok(123)
+    with pytest.raises(TypeError, match=r"texts\[1\].*bytes"):
+        tok(["a", b"b"])
+    with pytest.raises(ValueError, match="on_overflow"):
+        tok("a", on_overflow="drop")
+
+
+def test_decode(tok):
+    assert tok.decode(tok("a photo of a dog.")[0]) == "a photo of a dog ."
+    assert tok.decode(tok.encode("Café 東京 🙂")) == "café 東京 🙂"
+    assert tok.decode(DOG, skip_special_tokens=False).startswith("<|startoftext|>")
+
+
+def test_batch_equals_single(tok):
+    texts = ["a dog", "A cat sits on a mat.", "two birds"]
+    assert torch.equal(tok(texts), torch.cat([tok(t) for t in texts]))
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+
+
+def test_config_and_factory(tok, tmp_path):
+    cfg = tok.to_config()
+    assert json.loads(json.dumps(cfg)) == {"type": "clip_bpe", "context_length": 77}
+    for made in (tokenizer_from_config(cfg), get_tokenizer("clip_bpe"), get_tokenizer("openai"), get_tokenizer(cfg)):
+        assert isinstance(made, ClipTokenizer) and made("a photo of a dog.")[0, :8].tolist() == DOG
+    assert get_tokenizer("openai", context_length=32)("a dog").shape == (1, 32)
+    assert tokenizer_from_config({"type": "openai", "context_length": 16}).context_length == 16
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        get_tokenizer("gpt2")
+    with pytest.raises(ValueError, match="unknown tokenizer type"):
+        tokenizer_from_config({"type": "wordpiece"})
+
+
+# ------------------------------------------------------------------------------------- trained BPE
+def test_trained_vocab_layout(trained):
+    assert 514 < trained.vocab_size <= 1000
+    assert trained.eot_token_id == trained.vocab_size - 1 and trained.sot_token_id == trained.vocab_size - 2
+    ids = trained(["a dog runs through the grass", "the brown horse sits near a wooden fence ."])
+    eot_pos = (ids == trained.eot_token_id).int().argmax(1)
+    assert torch.equal(ids.argmax(1), eot_pos)  # argmax pooling finds EOT
+    assert len(trained.encode("a dog runs through the grass")) < len("a dog runs through the grass")  # merges learned
+
+
+def test_trained_round_trip(trained):
+    for text in ["a dog runs through the grass", "a woman plays in the snow with a ball", "zebra 東京 café 🙂"]:
+        ids = trained.encode(text)
+        assert trained.decode(ids) == text  # unseen characters fall back to byte symbols
+        assert trained.decode(trained(text)[0]) == text
+    punct = "Two dogs, one ball!"
+    assert trained.encode(trained.decode(trained.encode(punct))) == trained.encode(punct)
+    with pytest.raises(ValueError, match="empty text at index 0"):
+        trained(" ")
+
+
+def test_trained_save_load_and_config(trained, tmp_path):
+    texts = ["a dog runs through the grass", "two dogs sit near the water .", "unseen words: quixotic jazz"]
+    expected = trained(texts)
+    trained.save(tmp_path / "tok.json")
+    assert torch.equal(TrainedBpeTokenizer.load(tmp_path / "tok.json")(texts), expected)
+    assert torch.equal(get_tokenizer(tmp_path / "tok.json")(texts), expected)
+    assert torch.equal(get_tokenizer(str(tmp_path / "tok.json"))(texts), expected)
+
+    cfg = json.loads(json.dumps(trained.to_config()))
+    assert cfg["type"] == "trained_bpe" and cfg["context_length"] == 77 and isinstance(cfg["tokenizer_json"], str)
+    rebuilt = tokenizer_from_config(cfg)
+    assert isinstance(rebuilt, TrainedBpeTokenizer) and torch.equal(rebuilt(texts), expected)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert torch.equal(load_tokenizer(tmp_path / "cfg.json")(texts), expected)
+    assert get_tokenizer(cfg, context_length=20)(texts).shape == (3, 20)
+
+
+def test_train_rejects_tiny_vocab():
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_bpe_tokenizer(["a dog"], vocab_size=100)
