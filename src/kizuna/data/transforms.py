@@ -136,7 +136,7 @@ class TrainTransform:
         return left, top, left + w, top + h
 
     def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
-        rng = rng or random.Random()
+        rng = rng or random  # the module's global RNG, which PairDataset seeds per sample
         img = to_rgb(img)
         h, w = _size_pair(self.image_size)
         img = img.resize((w, h), INTERPOLATION[self.interpolation], box=self.crop_box(*img.size, rng))

@@ -98,12 +98,19 @@ class ClipModel(nn.Module):
     def bias(self) -> torch.Tensor | float:
         return self.logit_bias if self.logit_bias is not None else 0.0
 
-    def forward(self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None) -> dict:
+    def forward(
+        self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+        text_embeddings: torch.Tensor | None = None,
+    ) -> dict:
+        """Normalised features and the logit scale/bias. ``text_embeddings`` replaces ``tokens`` when a
+        locked pretrained text tower's outputs are cached (only the projection runs)."""
         out = {"logit_scale": self.scale(), "logit_bias": self.logit_bias}
         if images is not None:
             out["image_features"] = self.encode_image(images, normalize=True)
         if tokens is not None:
             out["text_features"] = self.encode_text(tokens, normalize=True)
+        elif text_embeddings is not None:
+            out["text_features"] = F.normalize(self.text.proj(text_embeddings), dim=-1)
         return out
 
     def logits(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,36 @@
+"""Train a CLIP or SigLIP model contrastively on image-text pairs.
+
+Every option of kizuna.train.config.TrainConfig is a flag; a --config file sets several at once and
+flags override it. Multi-GPU / multi-process: launch the same command with torchrun.
+
+  kizuna train --config demo                                  # the built-in shapes world
+  kizuna train --config flickr8k --out runs/f8k               # ../shared/data/flickr8k
+  kizuna train --config flickr8k --loss siglip --out runs/f8k-siglip
+  kizuna train --config flickr8k_minilm                       # locked pretrained MiniLM text tower
+  kizuna train --config flickr8k --resume latest --out runs/f8k   # continue a killed run exactly
+  torchrun --nproc_per_node 2 -m kizuna.apps.cli train --config demo --device cpu
+"""
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(p):
+    from .config import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args):
+    from .config import config_from_args
+    from .contrastive import train
+
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    metrics = train(cfg)
+    if metrics:
+        print(json.dumps(metrics, indent=2))
+    return 0

@@ -1,0 +1,362 @@
+"""The contrastive trainer (CLIP / SigLIP / LiT / FLIP), one process or many under `torchrun`.
+
+One optimizer step:
+  1. take the global batch's local share (n = batch_size / world) and split it into accum_steps
+     micro-batches;
+  2. accum_steps == 1: forward, distributed loss (all ranks' features), backward;
+     accum_steps > 1 (GradCache, Gao et al. 2021): forward every micro-batch without a graph, compute
+     the loss on the cached features of the *full* batch, backpropagate to those features, then
+     re-forward each micro-batch with its RNG state restored and push the cached feature gradients
+     through it. Negatives are the full batch, memory that of one micro-batch;
+  3. clip gradients, AdamW, cosine schedule, clamp the logit scale at ln 100.
+Everything a resumed run needs (model, optimizer, scheduler, RNG, data position) is checkpointed.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import kizuna
+from kizuna.models.checkpoint import load_model
+from kizuna.models.clip import ClipConfig, ClipModel
+
+from .checkpointing import CheckpointManager, rng_state, set_rng_state
+from .config import TrainConfig
+from .data import build_dataset, build_loader
+from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
+from .logging import MetricLogger
+from .optim import make_optimizer, make_scheduler
+from .towers import lock_tower
+
+
+def _deep_update(base: dict, overrides: dict) -> dict:
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def model_config(cfg: TrainConfig) -> ClipConfig:
+    """The ClipConfig a fresh run starts from: preset + overrides + loss/tower/tokenizer choices."""
+    d = kizuna.clip_config(cfg.model).to_dict()
+    _deep_update(d, copy.deepcopy(cfg.model_overrides))
+    if cfg.loss == "siglip" and d["loss"] != "siglip":
+        d.update(loss="siglip", init_logit_scale=math.log(10), init_logit_bias=-10.0, max_logit_scale=None)
+    elif cfg.loss == "clip" and d["loss"] != "clip":
+        d.update(loss="clip", init_logit_scale=math.log(1 / 0.07), init_logit_bias=None, max_logit_scale=math.log(100))
+    if cfg.context_length:
+        d["text"]["context_length"] = cfg.context_length
+        d["tokenizer"]["context_length"] = cfg.context_length
+    if cfg.text_tower == "minilm":
+        d["text"].update(kind="minilm", output_dim=d["embed_dim"])
+        d["tokenizer"] = {"type": "minilm", "context_length": cfg.context_length or 64}
+    if cfg.data == "synthetic":
+        size = cfg.synthetic_image_size
+        d["vision"]["image_size"] = size
+        d["preprocess"]["image_size"] = size
+    d["preprocess"]["image_size"] = d["vision"]["image_size"]
+    return ClipConfig.from_dict(d)
+
+
+class ContrastiveTrainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.dist: DistInfo = init_distributed(cfg.device)
+        self.device = self.dist.device
+        self.out = Path(cfg.out)
+        if cfg.batch_size % (self.dist.world_size * cfg.accum_steps):
+            raise ValueError(
+                f"batch_size {cfg.batch_size} must be divisible by world_size x accum_steps "
+                f"({self.dist.world_size} x {cfg.accum_steps})"
+            )
+        self.per_rank_batch = cfg.batch_size // self.dist.world_size
+        torch.manual_seed(cfg.seed)
+        self.ckpt = CheckpointManager(self.out, keep_last=cfg.keep_last, metric=cfg.best_metric or None)
+        self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
+
+        # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
+        if self.resume_from is not None:
+            model = load_model(self.resume_from)
+        elif Path(cfg.model).exists():
+            model = load_model(cfg.model)
+        else:
+            mcfg = model_config(cfg)
+            if cfg.tokenizer == "train":
+                mcfg = self._train_tokenizer(mcfg)
+            elif cfg.tokenizer not in ("model", ""):
+                mcfg.tokenizer = {"type": cfg.tokenizer, "context_length": mcfg.text.context_length}
+            model = ClipModel(mcfg)
+        self.model: ClipModel = model.to(self.device).train()
+        self.tokenizer = kizuna.get_tokenizer(self.model)
+        self.dataset, _ = build_dataset(cfg, self.model.cfg.preprocess, train=True)
+        self.loader, self.sampler = build_loader(cfg, self.dataset, self.per_rank_batch, self.dist.rank, self.dist.world_size)
+        self.steps_per_epoch = len(self.sampler)
+        self.total_steps = cfg.steps or max(1, int(math.ceil(cfg.epochs * self.steps_per_epoch)))
+
+        self._configure_model()
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        self.ddp = None
+        if self.dist.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.forward_model = torch.compile(self.ddp or self.model) if cfg.compile and hasattr(torch, "compile") else (self.ddp or self.model)
+        self.text_cache: dict[str, torch.Tensor] = {}
+        self.step, self.epoch = 0, 0
+        self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
+        if self.resume_from is not None:
+            self._resume()
+
+    # ----- set-up ------------------------------------------------------------------------------
+    def _train_tokenizer(self, mcfg: ClipConfig) -> ClipConfig:
+        from kizuna.data.tokenizer import train_bpe_tokenizer
+
+        _, captions = build_dataset(self.cfg, mcfg.preprocess, train=True)
+        ctx = self.cfg.context_length or mcfg.text.context_length
+        tok = train_bpe_tokenizer(captions(50_000), vocab_size=self.cfg.tokenizer_vocab_size, context_length=ctx)
+        mcfg.tokenizer = tok.to_config()
+        mcfg.text.vocab_size = tok.vocab_size
+        mcfg.text.eot_token_id = tok.eot_token_id
+        mcfg.text.context_length = ctx
+        return mcfg
+
+    def _configure_model(self):
+        cfg = self.cfg
+        self.model.visual.patch_dropout = cfg.patch_dropout
+        if cfg.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        if cfg.lock_image:
+            lock_tower(self.model.visual, cfg.lock_image_unlocked_blocks)
+        if cfg.lock_text:
+            if self.model.cfg.text.kind == "minilm":  # the pretrained encoder is locked; its projection trains
+                for p in self.model.text.encoder.parameters():
+                    p.requires_grad_(False)
+                self.model.text.encoder.eval()
+            else:
+                lock_tower(self.model.text, cfg.lock_text_unlocked_blocks)
+
+    @property
+    def cached_text(self) -> bool:
+        """A locked MiniLM encoder is run once per caption; its outputs are cached."""
+        return self.cfg.lock_text and self.model.cfg.text.kind == "minilm"
+
+    def autocast(self):
+        precision = self.cfg.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if precision != "fp32":
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        return contextlib.nullcontext()
+
+    # ----- one step ----------------------------------------------------------------------------
+    def _text_inputs(self, captions: list[str]) -> dict:
+        if not self.cached_text:
+            return {"tokens": self.tokenizer(captions).to(self.device)}
+        missing = sorted({c for c in captions if c not in self.text_cache})
+        if missing:
+            with torch.no_grad():
+                tokens = self.tokenizer(missing).to(self.device)
+                emb = self.model.text.sentence_embeddings(tokens).float().cpu()
+            self.text_cache.update(zip(missing, emb))
+        return {"text_embeddings": torch.stack([self.text_cache[c] for c in captions]).to(self.device)}
+
+    def _loss(self, out: dict) -> torch.Tensor:
+        return contrastive_loss(self.model.cfg.loss, out["image_features"].float(), out["text_features"].float(),
+                                out["logit_scale"].float(), None if out["logit_bias"] is None else out["logit_bias"].float())
+
+    def train_step(self, images: torch.Tensor, captions: list[str]) -> float:
+        images = images.to(self.device, non_blocking=True)
+        text = self._text_inputs(captions)
+        k = self.cfg.accum_steps
+        if k == 1:
+            with self.autocast():
+                out = self.forward_model(images, **text)
+            loss = self._loss(out)
+            loss.backward()
+        else:
+            loss = self._grad_cache_step(images, text, k)
+        if self.cfg.grad_clip:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.model.cfg.max_logit_scale is not None:
+            with torch.no_grad():
+                self.model.logit_scale.clamp_(max=self.model.cfg.max_logit_scale)
+        return float(loss.detach())
+
+    def _grad_cache_step(self, images, text: dict, k: int) -> torch.Tensor:
+        key = next(iter(text))
+        img_chunks, txt_chunks = images.chunk(k), text[key].chunk(k)
+        rng_states, feats_i, feats_t = [], [], []
+        with torch.no_grad():
+            for xi, xt in zip(img_chunks, txt_chunks):
+                rng_states.append(torch.get_rng_state())
+                with self.autocast():
+                    out = self.model(xi, **{key: xt})
+                feats_i.append(out["image_features"].float())
+                feats_t.append(out["text_features"].float())
+        all_i = torch.cat(feats_i).requires_grad_(True)
+        all_t = torch.cat(feats_t).requires_grad_(True)
+        scale = self.model.scale().detach().float().requires_grad_(True)
+        bias = self.model.logit_bias.detach().float().requires_grad_(True) if self.model.logit_bias is not None else None
+        loss = contrastive_loss(self.model.cfg.loss, all_i, all_t, scale, bias)
+        loss.backward()
+        grads_i, grads_t = all_i.grad.chunk(k), all_t.grad.chunk(k)
+        end_state = torch.get_rng_state()
+        for j, (xi, xt) in enumerate(zip(img_chunks, txt_chunks)):
+            torch.set_rng_state(rng_states[j])  # same patch-dropout draws as the cached pass
+            sync = self.ddp.no_sync() if (self.ddp is not None and j < k - 1) else contextlib.nullcontext()
+            with sync:
+                with self.autocast():
+                    out = self.forward_model(xi, **{key: xt})
+                surrogate = (out["image_features"].float() * grads_i[j]).sum() + (out["text_features"].float() * grads_t[j]).sum()
+                if j == 0:  # the logit scale/bias gradients, routed through the (DDP) forward once
+                    surrogate = surrogate + out["logit_scale"].float() * scale.grad
+                    if bias is not None:
+                        surrogate = surrogate + out["logit_bias"].float() * bias.grad
+                surrogate.backward()
+        torch.set_rng_state(end_state)
+        return loss.detach()
+
+    # ----- evaluation ----------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        state = torch.get_rng_state()  # evaluation must not shift the training RNG stream
+        self.model.eval()
+        metrics = {}
+        try:
+            if cfg.eval_zeroshot == "synthetic" or (cfg.data == "synthetic" and not cfg.eval_zeroshot):
+                if self.dist.is_main:
+                    from .evaluation import synthetic_probe_metrics
+
+                    metrics.update(synthetic_probe_metrics(self.model, self.tokenizer, n_per_task=cfg.eval_max_samples or 200))
+            elif cfg.eval_zeroshot or cfg.eval_retrieval:
+                from kizuna.eval.training import evaluate_for_training
+
+                metrics.update(evaluate_for_training(
+                    self.model, self.tokenizer, kizuna.get_preprocess(self.model),
+                    cfg.eval_zeroshot or None, cfg.eval_retrieval or None, max_samples=cfg.eval_max_samples,
+                ))
+        finally:
+            self.model.train()
+            self._configure_model_modes()
+            torch.set_rng_state(state)
+        return metrics
+
+    def _configure_model_modes(self):
+        """model.train() undoes eval() on locked towers; put them back."""
+        if self.cfg.lock_image and self.cfg.lock_image_unlocked_blocks <= 0:
+            self.model.visual.eval()
+        if self.cfg.lock_text and self.model.cfg.text.kind == "minilm":
+            self.model.text.encoder.eval()
+        elif self.cfg.lock_text and self.cfg.lock_text_unlocked_blocks <= 0:
+            self.model.text.eval()
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def save(self, metrics: dict | None = None):
+        if self.dist.is_main:
+            state = {
+                "step": self.step, "epoch": self.epoch,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": None, "rng": rng_state(), "data": self.loader.state_dict(),
+                "train_config": self.cfg.to_dict(),
+            }
+            self.ckpt.save(self.step, self.model, state, metrics)
+        barrier()
+
+    def _resume(self):
+        state = self.ckpt.load_into(self.resume_from, self.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.loader.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        self._truncate_metrics(self.step)
+        if self.dist.is_main:
+            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
+
+    def _truncate_metrics(self, step: int):
+        """Drop log lines written after the checkpoint by the run that was killed."""
+        path = self.logger.path
+        if self.dist.is_main and path.exists():
+            import json
+
+            lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in lines))
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg = self.cfg
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
+                   disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
+        last_metrics: dict = {}
+        window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+        while self.step < self.total_steps:
+            self.sampler.set_epoch(self.epoch)
+            rng = torch.get_rng_state()
+            iterator = iter(self.loader)  # DataLoader draws a base seed from the global RNG: put it back
+            torch.set_rng_state(rng)
+            for batch in iterator:
+                if self.step >= self.total_steps:
+                    break
+                if len(batch["captions"]) == 0:
+                    continue
+                loss = self.train_step(batch["images"], batch["captions"])
+                self.step += 1
+                window_loss, window_n = window_loss + loss, window_n + 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {
+                        "loss": window_loss / window_n, "logit_scale": float(self.model.scale()),
+                        "lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
+                        "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9),
+                    }
+                    if self.model.logit_bias is not None:
+                        record["logit_bias"] = float(self.model.logit_bias)
+                    self.logger.log(self.step, record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}",
+                                    lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
+                    window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+                last = self.step == self.total_steps
+                metrics = None
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                    metrics = self.evaluate()
+                    if metrics:
+                        self.logger.log(self.step, metrics, kind="eval")
+                        last_metrics = metrics
+                if (cfg.save_every and self.step % cfg.save_every == 0) or last:
+                    self.save(metrics)
+            else:
+                report = self.loader.report()
+                if self.dist.is_main and self.loader.skips.total:
+                    bar.write(f"epoch {self.epoch}: {report}")
+                    self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
+                        f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
+                self.epoch += 1
+                continue
+            break
+        bar.close()
+        self.logger.close()
+        return last_metrics
+
+
+def train(cfg: TrainConfig) -> dict:
+    return ContrastiveTrainer(cfg).train()
