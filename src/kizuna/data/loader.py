@@ -1,0 +1,176 @@
+"""DataLoader wiring: batch collation with skip accounting, and a resumable loader wrapper.
+
+Public API
+----------
+``make_loader(dataset, sampler, num_workers=0, collate=None, *, pin_memory=None,
+prefetch_factor=2, persistent_workers=True, timeout=0, worker_init_fn=None,
+multiprocessing_context=None) -> Loader``
+    a :class:`torch.utils.data.DataLoader` driven by ``sampler`` as its ``batch_sampler``.
+    ``collate`` defaults to ``Collate(tokenizer=dataset.tokenizer)``. ``pin_memory`` defaults to
+    ``torch.cuda.is_available()``; ``prefetch_factor`` / ``persistent_workers`` only apply with
+    workers.
+``Loader``
+    iterate it once per epoch (after ``sampler.set_epoch(e)``); ``len(loader)`` = batches per
+    epoch; ``loader.skips`` is the :class:`~kizuna.data.sources.SkipCounter` of the current /
+    last epoch (load-time skips from all workers), ``loader.total_skips`` accumulates over epochs,
+    ``loader.report()`` gives the end-of-epoch line, e.g. ``"skipped 3 samples: corrupt_image=2,
+    empty_caption=1 (e.g. key 000000012 in shard x.tar)"``. ``state_dict()`` /
+    ``load_state_dict()`` are the sampler's, counting only batches already handed to the caller
+    (not the ones prefetched by workers).
+``Collate(tokenizer=None, max_examples=3)``
+    list of samples -> batch dict (below); ``None`` samples are dropped and counted.
+
+A batch is a dict::
+
+    {
+      "images":   Tensor [B, ...]   stacked transform outputs (torch.empty(0) when B == 0),
+      "captions": list[str | None]  one caption per sample (None for label-only samples),
+      "text":     Tensor [B, L]     only when a tokenizer is given: tokenizer(captions); a
+                                    caption it rejects (ValueError) drops that sample as
+                                    "bad_caption",
+      "labels":   LongTensor [B]    class index, -1 where the sample has none,
+      "keys":     list[str]         sample keys (shard key / CSV path / folder-relative stem),
+      "indices":  LongTensor [B]    positions in the SampleIndex,
+      "epoch":    int | None,       "position": int | None   (sampler epoch, batch number),
+      "skipped":  dict[str, int]    reason -> samples of this batch dropped at load time,
+      "skip_examples": dict[str, list[str]]   reason -> first few locations,
+    }
+
+``B`` can be smaller than the sampler's batch size (skipped samples, ``drop_last=False`` tail) and
+even 0; the training loop should skip empty batches but must still iterate them, so that skip
+counts and the resume position stay right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .sampler import EpochSampler
+from .sources import SkipCounter
+
+__all__ = ["Collate", "Loader", "make_loader"]
+
+
+class Collate:
+    def __init__(self, tokenizer: Callable | None = None, max_examples: int = 3):
+        self.tokenizer = tokenizer
+        self.max_examples = max_examples
+
+    def __call__(self, samples: Sequence[dict | None]) -> dict[str, Any]:
+        skips = SkipCounter(max_examples=self.max_examples)
+        carried = getattr(samples, "skips", None)
+        if carried is not None:
+            skips.update(carried)
+        items = [s for s in samples if s is not None]
+        # Datasets without __getitems__ return bare Nones; count them rather than lose them.
+        skips.add("unknown", n=len(samples) - len(items) - (carried.total if carried else 0))
+        text = None
+        if self.tokenizer is not None and items:
+            items, text = self._tokenize(items, skips)
+        if items:
+            first = items[0]["image"]
+            if isinstance(first, torch.Tensor):
+                images = torch.stack([s["image"] for s in items])
+            else:
+                images = torch.utils.data.default_collate([s["image"] for s in items])
+        else:
+            images = torch.empty(0)
+        captions = [s.get("caption") for s in items]
+        batch: dict[str, Any] = {
+            "images": images,
+            "captions": captions,
+            "labels": torch.tensor([s.get("label", -1) for s in items], dtype=torch.long),
+            "keys": [s.get("key") for s in items],
+            "indices": torch.tensor([s.get("index", -1) for s in items], dtype=torch.long),
+            "epoch": getattr(samples, "epoch", None),
+            "position": getattr(samples, "position", None),
+            "skipped": skips.as_dict(),
+            "skip_examples": {k: list(v) for k, v in skips.examples.items()},
+        }
+        if text is not None:
+            batch["text"] = text
+        return batch
+
+    def _tokenize(self, items: list[dict], skips: SkipCounter) -> tuple[list[dict], Any]:
+        captions = [s.get("caption") for s in items]
+        if any(c is None for c in captions):
+            raise ValueError("tokenizer given but some samples have no caption; "
+                             "build the index with require='caption'")
+        try:
+            return items, self.tokenizer(captions)
+        except ValueError:
+            pass
+        # One untokenizable caption (e.g. nothing left after text cleaning) must not kill a worker
+        # and with it the run: retry one by one and drop the offenders.
+        kept, rows = [], []
+        for s in items:
+            try:
+                rows.append(self.tokenizer([s["caption"]]))
+            except ValueError:
+                skips.add("bad_caption", f"key {s.get('key')} (sample {s.get('index')})")
+                continue
+            kept.append(s)
+        return kept, (torch.cat(rows) if rows else None)
+
+
+class Loader:
+    """Thin wrapper over a DataLoader that aggregates skips and tracks the delivered position."""
+
+    def __init__(self, dataloader: torch.utils.data.DataLoader, sampler: EpochSampler):
+        self.dataloader = dataloader
+        self.sampler = sampler
+        self.dataset = dataloader.dataset
+        self.skips = SkipCounter()
+        self.total_skips = SkipCounter()
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.skips = SkipCounter()
+        for batch in self.dataloader:
+            if isinstance(batch, dict):
+                skipped = batch.get("skipped") or {}
+                if skipped:
+                    self.skips.update(skipped, batch.get("skip_examples"))
+                    self.total_skips.update(skipped, batch.get("skip_examples"))
+                if batch.get("position") is not None and hasattr(self.sampler, "_mark_delivered"):
+                    self.sampler._mark_delivered(batch["epoch"], batch["position"])
+            yield batch
+
+    def report(self) -> str:
+        return self.skips.report()
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
+                collate: Callable | None = None, *, pin_memory: bool | None = None,
+                prefetch_factor: int | None = 2, persistent_workers: bool = True,
+                timeout: float = 0, worker_init_fn: Callable | None = None,
+                multiprocessing_context=None) -> Loader:
+    if collate is None:
+        collate = Collate(tokenizer=getattr(dataset, "tokenizer", None))
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    workers = num_workers > 0
+    dl = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor if workers else None,
+        persistent_workers=persistent_workers and workers,
+        timeout=timeout,
+        worker_init_fn=worker_init_fn,
+        multiprocessing_context=multiprocessing_context if workers else None,
+    )
+    return Loader(dl, sampler)

@@ -1,0 +1,210 @@
+"""Seeded, resumable, rank-aware batch sampler.
+
+``EpochSampler`` is a *batch* sampler (pass it as ``batch_sampler=``; :func:`kizuna.data.loader.
+make_loader` does). Each epoch is one permutation of ``range(num_samples)`` drawn from
+``(seed, epoch)`` - identical on every rank - and cut into global batches of
+``batch_size * world_size``; step ``s`` of rank ``r`` is ``perm[(s*W + r)*B : (s*W + r + 1)*B]``.
+Hence the ranks' batches are disjoint and together cover each sample of the epoch exactly once, and
+the global batch at step ``s`` does not depend on ``world_size`` (only on ``B*W``).
+
+``drop_last=True``: the ``num_samples % (B*W)`` samples at the tail of the permutation are dropped -
+the same samples on every rank, different ones each epoch; see ``num_dropped`` /
+``dropped_indices()``. ``drop_last=False``: the tail is spread over the ranks as one last, smaller
+batch (``tail[r::W]``); a rank whose share is empty still gets an (empty) last batch, so every rank
+runs the same number of steps (a DDP requirement); the collate function turns it into a batch of
+size 0.
+
+``resampled=True``: sampling with replacement, batch ``b`` of epoch ``e`` on rank ``r`` drawn from
+``(seed, e, r, b)``; infinite unless ``steps_per_epoch`` is given. Any batch can be computed
+directly, so resumption costs nothing.
+
+Resumption: ``state_dict() -> {"epoch", "batches_consumed", ...config}``; a fresh sampler given
+``load_state_dict(state)`` continues at the next batch. ``set_epoch(e)`` starts epoch ``e`` from its
+first batch, except right after ``load_state_dict`` for the loaded epoch, where it keeps the
+position - so the usual ``for e in range(start, E): sampler.set_epoch(e)`` loop resumes exactly,
+whether the checkpoint was taken mid-epoch or at its end. Iterating again without ``set_epoch``
+replays the same epoch from the start (as torch samplers do).
+
+When iterated directly, ``batches_consumed`` counts batches handed out. Through a DataLoader the
+sampler runs ahead of the training loop (prefetch); :class:`kizuna.data.loader.Loader` therefore
+overwrites the position with the batches actually delivered (batches carry ``epoch`` and
+``position``).
+
+Public API
+----------
+``EpochSampler(num_samples, batch_size, rank=0, world_size=1, seed=0, shuffle=True,
+drop_last=True, *, resampled=False, steps_per_epoch=None, with_epoch=True)``
+    ``iter`` -> :class:`IndexBatch` lists of ``(sample_index, epoch)`` tuples (plain ``int`` with
+    ``with_epoch=False``), each list tagged with ``.epoch`` and ``.position`` (batch number within
+    the epoch). ``len`` = batches per epoch for this rank (``TypeError`` when infinite).
+    ``set_epoch(e)``, ``epoch``, ``batches_consumed``, ``batches_remaining``, ``batch(epoch, b)``,
+    ``permutation(epoch)``, ``num_dropped``, ``dropped_indices(epoch=None)``, ``state_dict()``,
+    ``load_state_dict(state)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["EpochSampler", "IndexBatch"]
+
+_M64 = (1 << 64) - 1
+_CONFIG_KEYS = ("num_samples", "batch_size", "world_size", "seed", "shuffle", "drop_last",
+                "resampled", "steps_per_epoch")
+
+
+class IndexBatch(list):
+    """A list of sample keys tagged with the epoch and the batch's position within it. Being a
+    list subclass it pickles with its attributes through the DataLoader's index queue."""
+
+    epoch: int = 0
+    position: int = 0
+
+
+def _rng(*words: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([w & _M64 for w in words])))
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, shuffle: bool = True, drop_last: bool = True, *,
+                 resampled: bool = False, steps_per_epoch: int | None = None,
+                 with_epoch: bool = True):
+        if num_samples < 0 or batch_size <= 0 or world_size <= 0:
+            raise ValueError("need num_samples >= 0, batch_size > 0, world_size > 0")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        if resampled and num_samples == 0:
+            raise ValueError("resampled mode needs num_samples > 0")
+        if steps_per_epoch is not None and not resampled:
+            raise ValueError("steps_per_epoch only applies to resampled=True")
+        self.num_samples = int(num_samples)
+        self.batch_size = int(batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.seed = int(seed)
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.resampled = bool(resampled)
+        self.steps_per_epoch = steps_per_epoch
+        self.with_epoch = with_epoch
+        self._epoch = 0
+        self._consumed = 0
+        self._resume = False  # a loaded position is waiting for its epoch to be iterated
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ epoch layout
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def _global(self) -> int:
+        return self.batch_size * self.world_size
+
+    @property
+    def _full_steps(self) -> int:
+        return self.num_samples // self._global
+
+    def __len__(self) -> int:
+        if self.resampled:
+            if self.steps_per_epoch is None:
+                raise TypeError("an infinite resampled EpochSampler has no length")
+            return self.steps_per_epoch
+        tail = self.num_samples - self._full_steps * self._global
+        return self._full_steps + (1 if tail and not self.drop_last else 0)
+
+    @property
+    def num_dropped(self) -> int:
+        if self.resampled or not self.drop_last:
+            return 0
+        return self.num_samples - self._full_steps * self._global
+
+    def permutation(self, epoch: int | None = None) -> np.ndarray:
+        epoch = self._epoch if epoch is None else epoch
+        if self._perm is None or self._perm[0] != epoch:
+            if self.shuffle:
+                perm = _rng(self.seed, epoch).permutation(self.num_samples)
+            else:
+                perm = np.arange(self.num_samples)
+            self._perm = (epoch, perm)
+        return self._perm[1]
+
+    def dropped_indices(self, epoch: int | None = None) -> list[int]:
+        """Samples left out of ``epoch`` by ``drop_last`` (identical on every rank)."""
+        if not self.num_dropped:
+            return []
+        return self.permutation(epoch)[self._full_steps * self._global:].tolist()
+
+    def batch(self, epoch: int, b: int) -> list[int]:
+        """Sample indices of batch ``b`` of ``epoch`` for this rank (random access)."""
+        if self.resampled:
+            if self.steps_per_epoch is not None and not 0 <= b < self.steps_per_epoch:
+                raise IndexError(b)
+            draw = _rng(self.seed, epoch, self.rank, b, 0x5EED)
+            return draw.integers(0, self.num_samples, size=self.batch_size).tolist()
+        if not 0 <= b < len(self):
+            raise IndexError(f"batch {b} out of range for {len(self)} batches")
+        perm = self.permutation(epoch)
+        if b < self._full_steps:
+            start = (b * self.world_size + self.rank) * self.batch_size
+            return perm[start:start + self.batch_size].tolist()
+        return perm[self._full_steps * self._global:][self.rank::self.world_size].tolist()
+
+    # ------------------------------------------------------------------ iteration / state
+    def set_epoch(self, epoch: int) -> None:
+        epoch = int(epoch)
+        if self._resume and epoch == self._epoch:
+            return
+        self._epoch, self._consumed, self._resume = epoch, 0, False
+
+    @property
+    def batches_consumed(self) -> int:
+        return self._consumed
+
+    @property
+    def batches_remaining(self) -> int:
+        return len(self) - self._consumed
+
+    def __iter__(self) -> Iterator[IndexBatch]:
+        # Decided eagerly (not inside the generator) so the position is fixed when iter() is called.
+        start = self._consumed if self._resume else 0
+        self._resume = False
+        self._consumed = start
+        return self._generate(self._epoch, start)
+
+    def _generate(self, epoch: int, start: int) -> Iterator[IndexBatch]:
+        stop = None if (self.resampled and self.steps_per_epoch is None) else len(self)
+        steps = itertools.count(start) if stop is None else range(start, stop)
+        for b in steps:
+            ids = self.batch(epoch, b)
+            out = IndexBatch([(i, epoch) for i in ids] if self.with_epoch else ids)
+            out.epoch, out.position = epoch, b
+            if epoch == self._epoch:
+                self._consumed = b + 1
+            yield out
+
+    def _mark_delivered(self, epoch: int, position: int) -> None:
+        """Called by the Loader for every batch it hands to the training loop."""
+        if epoch == self._epoch:
+            self._consumed = position + 1
+
+    def state_dict(self) -> dict:
+        state = {k: getattr(self, k) for k in _CONFIG_KEYS}
+        state.update(epoch=self._epoch, batches_consumed=self._consumed, rank=self.rank)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        # rank may differ: all ranks share (epoch, batches_consumed), so rank 0's state serves all.
+        diff = {k: (state[k], getattr(self, k)) for k in _CONFIG_KEYS
+                if k in state and state[k] != getattr(self, k)}
+        if diff:
+            raise ValueError("sampler state does not match this sampler (saved, current): "
+                             + ", ".join(f"{k}={v[0]!r}/{v[1]!r}" for k, v in diff.items()))
+        consumed = int(state["batches_consumed"])
+        if consumed < 0 or (not (self.resampled and self.steps_per_epoch is None)
+                            and consumed > len(self)):
+            raise ValueError(f"batches_consumed={consumed} out of range")
+        self._epoch, self._consumed, self._resume = int(state["epoch"]), consumed, True

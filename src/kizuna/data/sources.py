@@ -1,0 +1,748 @@
+"""Image-caption sources as one map-style index, and the dataset that decodes them.
+
+Every source is turned into a :class:`SampleIndex` once, up front: a columnar list of every usable
+sample with where its image bytes live (tar member offset/size, or a file path) and its captions /
+class label. Random access is then one positioned read plus a JPEG decode, which is what makes exact
+resumption, per-rank slicing and exactly-once epochs (see :mod:`kizuna.data.sampler`) possible;
+streaming readers cannot seek.
+
+Sources
+-------
+* WebDataset tar shards as img2dataset / CLIP_benchmark write them: ``KEY.jpg|jpeg|png|webp`` with
+  ``KEY.txt`` (one caption, or several separated by newlines - all are kept) and/or ``KEY.cls``
+  (class index); ``KEY.json`` is ignored.
+* CSV/TSV files with an image-path column and a caption column (``filepath``/``title`` by default,
+  as OpenCLIP), relative paths resolved against the CSV's folder.
+* A folder of images with side-car captions (``a.jpg`` + ``a.txt``, optional ``a.cls``), recursive.
+
+Spec syntax (:func:`expand_spec` / :func:`resolve_spec`)
+------------------------------------------------------
+``"train/{000000..000002}.tar"`` (zero-padded or ``{0..9}`` ranges, ``{a,b}`` alternatives, several
+braces), specs joined by ``"::"`` or given as a list/tuple, shell globs (``shards/*.tar``), a
+directory holding ``*.tar`` (sorted; if it has ``nshards.txt`` the count is checked and the
+``%06d.tar`` / ``%d.tar`` names are used), a directory without tars (image folder), a ``.csv`` /
+``.tsv`` file. ``~`` is expanded. A missing path raises :class:`FileNotFoundError` - a silently
+missing shard would change the epoch.
+
+Public API
+----------
+``build_index(spec, *, require="any", image_column="filepath", caption_column="title",
+label_column=None, sep=None, cache_dir=None, check_files=True) -> SampleIndex``
+    ``require``: ``"caption"`` (skip samples without a non-blank caption), ``"label"`` (skip
+    samples without a valid ``.cls``/label column), ``"any"`` (caption or label), ``"image"``
+    (keep every readable image). ``cache_dir``: folder for the per-shard JSON tar index (keyed by
+    real path + mtime + size); default ``$KIZUNA_INDEX_CACHE`` if set, else in-memory only.
+    Samples dropped while indexing are counted in ``index.skips`` by reason: ``missing_image``,
+    ``empty_image`` (zero bytes), ``missing_caption``, ``empty_caption``, ``missing_label``,
+    ``bad_label``, ``truncated`` (partial sample at the cut of a damaged tar; the shard is named in
+    a one-time :class:`RuntimeWarning` and listed in ``index.damaged``). Whole samples lost past
+    the cut (or past a corrupt header) cannot be counted: nothing says how many there were.
+``SampleIndex``
+    ``len(index)``; ``index[i] -> SampleRef(source, kind, key, offset, size, path, captions,
+    label)``; ``index.where(i)`` (``"key 000000012 in shard x.tar"``); ``index.read_bytes(i)``;
+    columns ``keys``, ``captions`` (tuples, ``()`` when none), ``labels`` (int64, ``-1`` none),
+    ``source_ids``, ``offsets``/``sizes`` (int64, ``-1`` for file samples), ``paths``,
+    ``sources``; ``num_captions``; ``skips``; ``damaged``; ``summary()``.
+    ``SampleIndex.concat([...])`` joins indices.
+``PairDataset(index, transform=None, tokenizer=None, caption_sampling="random", seed=0, *,
+draft_size=None, seed_transform=True)``
+    ``ds[i]`` or ``ds[(i, epoch)]`` -> ``{"image": transform(PIL RGB), "caption": str | None,
+    "label": int, "key": str, "index": int}`` or ``None`` for an undecodable image (counted in
+    ``ds.skips`` as ``corrupt_image`` / ``image_too_large`` / ``read_error``). The caption is
+    ``captions[0]`` (``"first"``) or a pick that is a pure function of (seed, epoch, index)
+    (``"random"``), and with ``seed_transform`` the torch and ``random`` RNGs are seeded from the
+    same triple around ``transform`` (a transform with ``needs_rng = True`` is instead called as
+    ``transform(img, rng=random.Random(...))``) - so a resumed run, or any number of workers, sees
+    the very same pairs and augmentations. ``draft_size`` lets the JPEG decoder downscale by 1/2,
+    1/4 or 1/8 while keeping both sides >= ``draft_size`` (much faster for large photos); set it to
+    what the transform needs (for a random resized crop, allow for the crop's zoom). ``transform=None`` gives a ``uint8`` CHW tensor. ``ds.__getitems__`` is the
+    batched path used by :func:`kizuna.data.loader.make_loader`: it carries skip reasons to the
+    collate function instead of ``ds.skips`` (worker copies of ``ds`` are invisible to the
+    trainer). The tokenizer is not applied per sample; the loader's collate uses it per batch.
+``SkipCounter``
+    reason -> count plus the first few example locations; ``add``, ``update``, ``total``,
+    ``report()`` -> ``"skipped 3 samples: corrupt_image=2, empty_caption=1 (e.g. key 000000012 in
+    shard x.tar)"``.
+``decode_image(data, draft_size=None) -> PIL.Image``, ``expand_braces(pattern)``,
+``expand_spec(spec)``, ``resolve_spec(spec)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import os
+import random
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .tar_index import IMAGE_EXTS, index_tar, parse_captions, parse_label, read_range
+
+__all__ = [
+    "PairDataset",
+    "SampleIndex",
+    "SampleRef",
+    "SkipCounter",
+    "build_index",
+    "decode_image",
+    "expand_braces",
+    "expand_spec",
+    "resolve_spec",
+]
+
+_REQUIRE = ("any", "caption", "label", "image")
+_FILE_IMAGE_EXTS = tuple("." + e for e in IMAGE_EXTS)
+
+
+# ----------------------------------------------------------------------------------- skip counts
+class SkipCounter:
+    """Counts of skipped samples by reason, with the first few locations of each reason."""
+
+    def __init__(self, counts: Mapping[str, int] | None = None,
+                 examples: Mapping[str, Sequence[str]] | None = None, max_examples: int = 3):
+        self.max_examples = max_examples
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
+        if counts:
+            self.update(counts, examples)
+
+    def add(self, reason: str, where: str | None = None, n: int = 1) -> None:
+        if n <= 0:
+            return
+        self.counts[reason] = self.counts.get(reason, 0) + n
+        if where is not None:
+            ex = self.examples.setdefault(reason, [])
+            if len(ex) < self.max_examples:
+                ex.append(where)
+
+    def update(self, other: "SkipCounter | Mapping[str, int]",
+               examples: Mapping[str, Sequence[str]] | None = None) -> None:
+        if isinstance(other, SkipCounter):
+            counts, examples = other.counts, other.examples
+        else:
+            counts, examples = other, examples or {}
+        for reason, n in counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + int(n)
+            ex = self.examples.setdefault(reason, [])
+            for w in examples.get(reason, ()):
+                if len(ex) >= self.max_examples:
+                    break
+                ex.append(w)
+            if not ex:
+                del self.examples[reason]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __getitem__(self, reason: str) -> int:
+        return self.counts.get(reason, 0)
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SkipCounter):
+            return self.counts == other.counts
+        if isinstance(other, Mapping):
+            return self.counts == dict(other)
+        return NotImplemented
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self.examples.clear()
+
+    def report(self, noun: str = "samples") -> str:
+        if not self.counts:
+            return f"skipped 0 {noun}"
+        order = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        text = f"skipped {self.total} {noun}: " + ", ".join(f"{r}={n}" for r, n in order)
+        example = next((self.examples[r][0] for r, _ in order if self.examples.get(r)), None)
+        return text + (f" (e.g. {example})" if example else "")
+
+    __str__ = report
+
+    def __repr__(self) -> str:
+        return f"SkipCounter({self.counts!r})"
+
+
+# ----------------------------------------------------------------------------------- spec parsing
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?")
+
+
+def _range_items(a: str, b: str, step: str | None) -> list[str]:
+    lo, hi = int(a), int(b)
+    st = abs(int(step)) if step else 1
+    st = st or 1
+    padded = any(len(s.lstrip("-")) > 1 and s.lstrip("-").startswith("0") for s in (a, b))
+    width = max(len(a), len(b)) if padded else 0
+    seq = range(lo, hi + 1, st) if lo <= hi else range(lo, hi - 1, -st)
+    return [f"{i:0{width}d}" for i in seq]
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Bash-style brace expansion: ``{000..002}``, ``{0..9}``, ``{0..8..2}``, ``{a,b}``, nested.
+    Braces that are neither a range nor a list stay literal, as in bash."""
+    search = 0
+    while True:
+        start = pattern.find("{", search)
+        if start < 0:
+            return [pattern]
+        depth, commas, end = 0, [], -1
+        for j in range(start, len(pattern)):
+            c = pattern[j]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    end = j
+                    break
+            elif c == "," and depth == 1:
+                commas.append(j)
+        if end < 0:
+            return [pattern]
+        body = pattern[start + 1 : end]
+        rng = _RANGE.fullmatch(body)
+        if commas:
+            cuts = [start] + commas + [end]
+            items = [pattern[a + 1 : b] for a, b in zip(cuts, cuts[1:])]
+        elif rng:
+            items = _range_items(*rng.groups())
+        else:
+            search = start + 1
+            continue
+        head, tail = pattern[:start], pattern[end + 1 :]
+        return [x for it in items for x in expand_braces(head + it + tail)]
+
+
+def _split_specs(spec: Any) -> list[str]:
+    if isinstance(spec, (list, tuple)):
+        parts: list[str] = []
+        for s in spec:
+            parts.extend(_split_specs(s))
+        return parts
+    spec = os.fspath(spec)
+    return [s for s in spec.split("::") if s.strip()]
+
+
+def expand_spec(spec: Any) -> list[str]:
+    """Spec -> concrete paths (shards, CSV files, folders), in order; globs sorted."""
+    paths: list[str] = []
+    for part in _split_specs(spec):
+        for p in expand_braces(os.path.expanduser(part.strip())):
+            if any(c in p for c in "*?[") and not os.path.exists(p):
+                hits = sorted(glob.glob(p))
+                if not hits:
+                    raise FileNotFoundError(f"no files match {p!r}")
+                paths.extend(hits)
+            else:
+                paths.append(p)
+    return paths
+
+
+def _shards_in_dir(d: str) -> list[str]:
+    nfile = os.path.join(d, "nshards.txt")
+    tars = sorted(f for f in os.listdir(d) if f.endswith(".tar"))
+    if os.path.isfile(nfile):
+        with open(nfile) as f:
+            n = int(f.read().strip())
+        for fmt in ("{:06d}.tar", "{:d}.tar"):
+            names = [fmt.format(i) for i in range(n)]
+            if all(os.path.isfile(os.path.join(d, x)) for x in names):
+                return [os.path.join(d, x) for x in names]
+        raise FileNotFoundError(
+            f"{nfile} says {n} shards but {d} has {len(tars)} tar files named neither "
+            f"000000.tar.. nor 0.tar..")
+    return [os.path.join(d, f) for f in tars]
+
+
+def resolve_spec(spec: Any) -> list[tuple[str, str]]:
+    """Spec -> ``[(kind, path)]`` with kind ``"tar"``, ``"csv"`` or ``"folder"``."""
+    out: list[tuple[str, str]] = []
+    for p in expand_spec(spec):
+        if os.path.isdir(p):
+            tars = _shards_in_dir(p)
+            if tars:
+                out.extend(("tar", t) for t in tars)
+            else:
+                out.append(("folder", p))
+        elif not os.path.exists(p):
+            raise FileNotFoundError(f"data source not found: {p}")
+        elif p.endswith(".tar"):
+            out.append(("tar", p))
+        elif p.lower().endswith((".csv", ".tsv")):
+            out.append(("csv", p))
+        else:
+            raise ValueError(f"unsupported data source {p!r} (expected .tar, .csv, .tsv or a folder)")
+    return out
+
+
+# ----------------------------------------------------------------------------------- the index
+class SampleRef(NamedTuple):
+    source: str
+    kind: str
+    key: str
+    offset: int
+    size: int
+    path: str | None
+    captions: tuple[str, ...]
+    label: int
+
+
+class SampleIndex:
+    """Columnar, picklable list of every usable sample (see module docstring)."""
+
+    def __init__(self, sources: list[str], kinds: list[str], source_ids: np.ndarray, keys: list[str],
+                 offsets: np.ndarray, sizes: np.ndarray, paths: list[str | None],
+                 captions: list[tuple[str, ...]], labels: np.ndarray,
+                 skips: SkipCounter | None = None, damaged: list[str] | None = None):
+        n = len(keys)
+        if not (len(source_ids) == len(offsets) == len(sizes) == len(paths) == len(captions)
+                == len(labels) == n):
+            raise ValueError("SampleIndex columns differ in length")
+        self.sources, self.kinds = sources, kinds
+        self.source_ids = np.asarray(source_ids, dtype=np.int32)
+        self.keys = keys
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.paths = paths
+        self.captions = captions
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.skips = skips if skips is not None else SkipCounter()
+        self.damaged = damaged or []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> SampleRef:
+        sid = int(self.source_ids[i])
+        return SampleRef(self.sources[sid], self.kinds[sid], self.keys[i], int(self.offsets[i]),
+                         int(self.sizes[i]), self.paths[i], self.captions[i], int(self.labels[i]))
+
+    @property
+    def num_captions(self) -> int:
+        return sum(len(c) for c in self.captions)
+
+    @property
+    def has_captions(self) -> bool:
+        return any(self.captions)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool((self.labels >= 0).any()) if len(self) else False
+
+    def where(self, i: int) -> str:
+        sid = int(self.source_ids[i])
+        return _where(self.kinds[sid], self.keys[i], self.sources[sid])
+
+    def read_bytes(self, i: int) -> bytes:
+        if self.offsets[i] >= 0:
+            fd = os.open(self.sources[int(self.source_ids[i])], os.O_RDONLY)
+            try:
+                return read_range(fd, int(self.offsets[i]), int(self.sizes[i]))
+            finally:
+                os.close(fd)
+        with open(self.paths[i], "rb") as f:
+            return f.read()
+
+    def summary(self) -> str:
+        text = (f"{len(self)} samples ({self.num_captions} captions) from {len(self.sources)} "
+                f"source(s)")
+        if self.skips:
+            text += "; index " + self.skips.report()
+        if self.damaged:
+            text += f"; damaged shards: {', '.join(self.damaged)}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"SampleIndex({self.summary()})"
+
+    @classmethod
+    def concat(cls, parts: Sequence["SampleIndex"]) -> "SampleIndex":
+        b = _Builder()
+        for part in parts:
+            base = len(b.sources)
+            b.sources.extend(part.sources)
+            b.kinds.extend(part.kinds)
+            b.source_ids.extend((part.source_ids + base).tolist())
+            b.keys.extend(part.keys)
+            b.offsets.extend(part.offsets.tolist())
+            b.sizes.extend(part.sizes.tolist())
+            b.paths.extend(part.paths)
+            b.captions.extend(part.captions)
+            b.labels.extend(part.labels.tolist())
+            b.skips.update(part.skips)
+            b.damaged.extend(part.damaged)
+        return b.build()
+
+
+def _where(kind: str, key: str, source: str) -> str:
+    if kind == "tar":
+        return f"key {key} in shard {source}"
+    if kind == "csv":
+        return f"{key} in {source}"
+    return f"{key} in folder {source}"
+
+
+class _Builder:
+    def __init__(self):
+        self.sources: list[str] = []
+        self.kinds: list[str] = []
+        self.source_ids: list[int] = []
+        self.keys: list[str] = []
+        self.offsets: list[int] = []
+        self.sizes: list[int] = []
+        self.paths: list[str | None] = []
+        self.captions: list[tuple[str, ...]] = []
+        self.labels: list[int] = []
+        self.skips = SkipCounter()
+        self.damaged: list[str] = []
+
+    def source(self, kind: str, path: str) -> int:
+        self.sources.append(path)
+        self.kinds.append(kind)
+        return len(self.sources) - 1
+
+    def add(self, sid: int, key: str, offset: int, size: int, path: str | None,
+            captions: tuple[str, ...] | None, label: int) -> None:
+        self.source_ids.append(sid)
+        self.keys.append(key)
+        self.offsets.append(offset)
+        self.sizes.append(size)
+        self.paths.append(path)
+        self.captions.append(captions or ())
+        self.labels.append(label if label >= 0 else -1)
+
+    def build(self) -> SampleIndex:
+        return SampleIndex(self.sources, self.kinds, np.array(self.source_ids, dtype=np.int32),
+                           self.keys, np.array(self.offsets, dtype=np.int64),
+                           np.array(self.sizes, dtype=np.int64), self.paths, self.captions,
+                           np.array(self.labels, dtype=np.int64), self.skips, self.damaged)
+
+
+def _reject(captions: tuple[str, ...] | None, label: int, require: str) -> str | None:
+    """Why a sample fails ``require`` (None when it is usable). label: -1 none, -2 unparsable."""
+    if require == "image":
+        return None
+    if require == "caption":
+        if captions is None:
+            return "missing_caption"
+        return None if captions else "empty_caption"
+    if require == "label":
+        return None if label >= 0 else ("bad_label" if label == -2 else "missing_label")
+    if captions or label >= 0:
+        return None
+    if captions == ():
+        return "empty_caption"
+    return "bad_label" if label == -2 else "missing_caption"
+
+
+def _add_tar(b: _Builder, path: str, require: str, cache_dir) -> None:
+    shard = index_tar(path, cache_dir=cache_dir)
+    sid = b.source("tar", path)
+    for reason, n in shard.skipped.items():
+        where = [_where("tar", k, path) for k in shard.skip_keys.get(reason, [])]
+        b.skips.update({reason: n}, {reason: where})
+    if shard.truncated:
+        b.damaged.append(path)
+    for key, off, size, caps, label in zip(shard.keys, shard.offsets, shard.sizes, shard.captions,
+                                           shard.labels):
+        reason = _reject(caps, label, require)
+        if reason is not None:
+            b.skips.add(reason, _where("tar", key, path))
+            continue
+        b.add(sid, key, off, size, None, caps, label)
+
+
+def _add_csv(b: _Builder, path: str, require: str, image_column: str, caption_column: str,
+             label_column: str | None, sep: str | None, check_files: bool) -> None:
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="", encoding="utf-8") as f:
+        if sep is None:
+            # OpenCLIP's default is tab even for ".csv"; sniff the header instead of trusting the name.
+            head = f.readline()
+            f.seek(0)
+            sep = "\t" if "\t" in head else ","
+        reader = csv.DictReader(f, delimiter=sep)
+        cols = reader.fieldnames or []
+        wanted = [image_column] + ([caption_column] if require in ("any", "caption") else [])
+        wanted += [label_column] if label_column else []
+        missing = [c for c in wanted if c not in cols]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; columns are {cols}")
+        sid = b.source("csv", path)
+        for row_no, row in enumerate(reader, start=2):  # row 1 is the header
+            rel = (row.get(image_column) or "").strip()
+            key = f"row {row_no} ({rel})" if rel else f"row {row_no}"
+            if not rel:
+                b.skips.add("missing_image", _where("csv", key, path))
+                continue
+            img = rel if os.path.isabs(rel) else os.path.join(base, rel)
+            if check_files:
+                try:
+                    size = os.path.getsize(img)
+                except OSError:
+                    b.skips.add("missing_image", _where("csv", key, path))
+                    continue
+                if size == 0:
+                    b.skips.add("empty_image", _where("csv", key, path))
+                    continue
+            else:
+                size = -1
+            text = row.get(caption_column) if caption_column in cols else None
+            caps = None if text is None else ((text.strip(),) if text.strip() else ())
+            label = -1
+            if label_column:
+                label = parse_label(row.get(label_column) or "")
+            reason = _reject(caps, label, require)
+            if reason is not None:
+                b.skips.add(reason, _where("csv", key, path))
+                continue
+            b.add(sid, rel, -1, size, img, caps, label)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _add_folder(b: _Builder, root: str, require: str) -> None:
+    sid = b.source("folder", root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()  # os.walk order is filesystem order; sorting makes the index reproducible
+        for name in sorted(filenames):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in _FILE_IMAGE_EXTS:
+                continue
+            img = os.path.join(dirpath, name)
+            key = os.path.relpath(os.path.join(dirpath, stem), root).replace(os.sep, "/")
+            size = os.path.getsize(img)
+            if size == 0:
+                b.skips.add("empty_image", _where("folder", key, root))
+                continue
+            text = _read_text(os.path.join(dirpath, stem + ".txt"))
+            caps = None if text is None else parse_captions(text)
+            cls = _read_text(os.path.join(dirpath, stem + ".cls"))
+            label = -1 if cls is None else parse_label(cls)
+            reason = _reject(caps, label, require)
+            if reason is not None:
+                b.skips.add(reason, _where("folder", key, root))
+                continue
+            b.add(sid, key, -1, size, img, caps, label)
+
+
+def build_index(spec: Any, *, require: str = "any", image_column: str = "filepath",
+                caption_column: str = "title", label_column: str | None = None,
+                sep: str | None = None, cache_dir: str | os.PathLike | None = None,
+                check_files: bool = True) -> SampleIndex:
+    """Index every sample of ``spec`` (see module docstring for spec syntax and skip reasons)."""
+    if require not in _REQUIRE:
+        raise ValueError(f"require must be one of {_REQUIRE}, got {require!r}")
+    if cache_dir is None:
+        cache_dir = os.environ.get("KIZUNA_INDEX_CACHE") or None
+    b = _Builder()
+    for kind, path in resolve_spec(spec):
+        if kind == "tar":
+            _add_tar(b, path, require, cache_dir)
+        elif kind == "csv":
+            _add_csv(b, path, require, image_column, caption_column, label_column, sep, check_files)
+        else:
+            _add_folder(b, path, require)
+    return b.build()
+
+
+# ----------------------------------------------------------------------------------- decoding
+_M64 = (1 << 64) - 1
+
+
+def _mix64(*xs: int) -> int:
+    """splitmix64 over a tuple: a cheap, well-mixed, platform-independent hash of small ints."""
+    h = 0x9E3779B97F4A7C15
+    for x in xs:
+        h = ((h ^ (int(x) & _M64)) + 0x9E3779B97F4A7C15) & _M64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+        h ^= h >> 31
+    return h
+
+
+def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
+    """Bytes -> fully loaded RGB image (raises on corrupt data, including truncated JPEGs)."""
+    img = Image.open(io.BytesIO(data))
+    if draft_size and img.format == "JPEG":
+        img.draft("RGB", (draft_size, draft_size))
+    if img.mode in ("P", "LA", "PA") or (img.mode != "RGBA" and "transparency" in img.info):
+        img = img.convert("RGBA")  # via RGBA so palette transparency does not warn
+    if img.mode == "RGB":
+        img.load()  # convert() would copy; load() still surfaces truncated/corrupt data here
+        return img
+    return img.convert("RGB")
+
+
+def _to_uint8_chw(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+class _SeededRNG:
+    """Seed torch's CPU RNG and ``random`` for one call, then restore them (the trainer's RNG
+    stream must not depend on how many samples were decoded in-process)."""
+
+    __slots__ = ("seed", "_torch", "_py")
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self._torch = torch.get_rng_state()
+        self._py = random.getstate()
+        # default_generator.manual_seed, not torch.manual_seed: the latter also (re)seeds every
+        # accelerator and costs ~100 us per call, as much as decoding a small JPEG.
+        torch.default_generator.manual_seed(self.seed & ((1 << 63) - 1))
+        random.seed(self.seed)
+
+    def __exit__(self, *exc):
+        torch.set_rng_state(self._torch)
+        random.setstate(self._py)
+
+
+class _Fetched(list):
+    """A batch of samples (None for skipped ones) that also carries why they were skipped and the
+    sampler position, from the worker to the collate function."""
+
+    skips: SkipCounter
+    epoch: int | None = None
+    position: int | None = None
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Map-style image-caption(-label) dataset over a :class:`SampleIndex` (see module docstring)."""
+
+    _MAX_OPEN = 64  # shard file descriptors kept open per process
+
+    def __init__(self, index: SampleIndex | Any, transform: Callable | None = None,
+                 tokenizer: Callable | None = None, caption_sampling: str = "random", seed: int = 0,
+                 *, draft_size: int | None = None, seed_transform: bool = True):
+        if caption_sampling not in ("random", "first"):
+            raise ValueError(f"caption_sampling must be 'random' or 'first', got {caption_sampling!r}")
+        self.index = index if isinstance(index, SampleIndex) else build_index(index)
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.caption_sampling = caption_sampling
+        self.seed = int(seed)
+        self.draft_size = draft_size
+        self.seed_transform = seed_transform
+        self.skips = SkipCounter()
+        self._fds: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_fds"] = {}  # descriptors are per process
+        return state
+
+    def __del__(self):
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            if len(self._fds) >= self._MAX_OPEN:
+                old = next(iter(self._fds))
+                os.close(self._fds.pop(old))
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def _read(self, i: int) -> bytes:
+        idx = self.index
+        off = int(idx.offsets[i])
+        if off >= 0:
+            size = int(idx.sizes[i])
+            data = read_range(self._fd(idx.sources[int(idx.source_ids[i])]), off, size)
+            if len(data) != size:
+                raise OSError(f"short read: {len(data)} of {size} bytes")
+            return data
+        with open(idx.paths[i], "rb") as f:
+            return f.read()
+
+    def caption_for(self, i: int, epoch: int = 0) -> str | None:
+        caps = self.index.captions[i]
+        if not caps:
+            return None
+        if self.caption_sampling == "first" or len(caps) == 1:
+            return caps[0]
+        return caps[_mix64(self.seed, epoch, i, 0) % len(caps)]
+
+    @staticmethod
+    def _parse_key(key) -> tuple[int, int]:
+        if isinstance(key, tuple):
+            i, epoch = key
+        else:
+            i, epoch = key, 0
+        return int(i), int(epoch)
+
+    def _load(self, key) -> tuple[dict | None, str | None, str | None]:
+        """-> (item, skip_reason, where)."""
+        i, epoch = self._parse_key(key)
+        if not 0 <= i < len(self.index):
+            raise IndexError(f"sample index {i} out of range for {len(self.index)} samples")
+        try:
+            data = self._read(i)
+        except OSError:
+            return None, "read_error", self.index.where(i)
+        try:
+            img = decode_image(data, self.draft_size)
+        except Image.DecompressionBombError:
+            return None, "image_too_large", self.index.where(i)
+        except Exception:  # PIL raises many types for bad data (OSError, SyntaxError, ValueError...)
+            return None, "corrupt_image", self.index.where(i)
+        if self.transform is None:
+            image = _to_uint8_chw(img)
+        elif self.seed_transform and getattr(self.transform, "needs_rng", False):
+            # Transforms that take their randomness explicitly (kizuna.data.transforms.TrainTransform)
+            # get a private generator: no global RNG state to save and restore.
+            image = self.transform(img, rng=random.Random(_mix64(self.seed, epoch, i, 1)))
+        elif self.seed_transform:
+            with _SeededRNG(_mix64(self.seed, epoch, i, 1)):
+                image = self.transform(img)
+        else:
+            image = self.transform(img)
+        item = {"image": image, "caption": self.caption_for(i, epoch),
+                "label": int(self.index.labels[i]), "key": self.index.keys[i], "index": i}
+        return item, None, None
+
+    def __getitem__(self, key) -> dict | None:
+        item, reason, where = self._load(key)
+        if item is None:
+            self.skips.add(reason, where)
+        return item
+
+    def __getitems__(self, keys: Sequence) -> _Fetched:
+        out = _Fetched()
+        out.skips = SkipCounter()
+        out.epoch = getattr(keys, "epoch", None)
+        out.position = getattr(keys, "position", None)
+        for key in keys:
+            item, reason, where = self._load(key)
+            if item is None:
+                out.skips.add(reason, where)
+            out.append(item)
+        return out

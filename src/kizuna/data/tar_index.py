@@ -1,0 +1,285 @@
+"""Seekable index of WebDataset tar shards.
+
+A shard is scanned once with :mod:`tarfile` (headers only, plus the tiny ``.txt``/``.cls`` members);
+afterwards every image is read with one positioned read (``os.pread(fd, size, offset_data)``), so a
+map-style dataset can jump to any sample without re-scanning the archive.
+
+Members are grouped into samples the way WebDataset does it: the key is the member path up to the
+first dot of its basename (``dir/000012.jpg`` -> key ``dir/000012``, extension ``jpg``), and a
+sample is a run of *adjacent* members with the same key.
+
+Public API
+----------
+``IMAGE_EXTS``
+    image extensions recognised, in order of preference when a sample has several.
+``split_key(name) -> (key, ext)``
+    WebDataset key/extension split (extension lower-cased).
+``parse_captions(text) -> tuple[str, ...]``
+    ``.txt`` payload -> captions: ``str.splitlines()`` (CLIP_benchmark retrieval layout), each
+    stripped, blank lines dropped.
+``parse_label(text) -> int``
+    ``.cls`` payload -> class index; ``-2`` when it is not an integer.
+``TarShardIndex``
+    per-shard result (columnar lists, one entry per sample that has a readable image):
+    ``keys``, ``offsets``/``sizes`` of the image member, ``image_exts``,
+    ``captions`` (``None``: no ``.txt`` member; ``()``: ``.txt`` present but blank),
+    ``labels`` (``-1``: no ``.cls``; ``-2``: unparsable ``.cls``),
+    ``skipped`` (reason -> count for groups dropped at this level: ``missing_image``,
+    ``empty_image``, ``truncated``) with ``skip_keys`` (reason -> first few keys),
+    ``truncated`` / ``detail`` (why the scan stopped early), ``num_members``.
+``index_tar(path, cache_dir=None) -> TarShardIndex``
+    scan (or fetch from the in-memory / optional on-disk JSON cache, keyed by real path, mtime and
+    size). A truncated or corrupt shard is indexed up to the damage and warned about once per
+    process, naming the shard.
+``read_range(fd, offset, size) -> bytes``
+    positioned read that never moves a shared file offset (safe after ``fork``).
+``clear_cache()``
+    drop the in-memory cache (tests; long-lived processes that rewrite shards in place).
+
+Caption/label *requirements* are not applied here (the cache must not depend on them): the caller
+(:func:`kizuna.data.sources.build_index`) decides what an empty or missing caption means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+import threading
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "IMAGE_EXTS",
+    "TarShardIndex",
+    "clear_cache",
+    "index_tar",
+    "parse_captions",
+    "parse_label",
+    "read_range",
+    "split_key",
+]
+
+IMAGE_EXTS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+_CAPTION_EXT = "txt"
+_LABEL_EXT = "cls"
+_BLOCK = 512
+# Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
+_CACHE_VERSION = 1
+_MAX_KEY_EXAMPLES = 3
+
+_memory_cache: dict[tuple[str, int, int], "TarShardIndex"] = {}
+_warned: set[tuple[str, int, int]] = set()
+_lock = threading.Lock()
+
+
+@dataclass
+class TarShardIndex:
+    path: str
+    keys: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    image_exts: list[str] = field(default_factory=list)
+    captions: list[tuple[str, ...] | None] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    skip_keys: dict[str, list[str]] = field(default_factory=dict)
+    truncated: bool = False
+    detail: str = ""
+    num_members: int = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _skip(self, reason: str, key: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        examples = self.skip_keys.setdefault(reason, [])
+        if len(examples) < _MAX_KEY_EXAMPLES:
+            examples.append(key)
+
+
+def split_key(name: str) -> tuple[str, str]:
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    if dot < 0:
+        return name, ""
+    return name[:dot], name[dot + 1 :].lower()
+
+
+def parse_captions(text: str) -> tuple[str, ...]:
+    return tuple(c for c in (line.strip() for line in text.splitlines()) if c)
+
+
+def parse_label(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return -2
+    return value if value >= 0 else -2
+
+
+def read_range(fd: int, offset: int, size: int) -> bytes:
+    if hasattr(os, "pread"):
+        data = os.pread(fd, size, offset)
+        # pread may return short on some filesystems without being at EOF; loop until done or EOF.
+        while len(data) < size:
+            more = os.pread(fd, size - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
+        return data
+    with os.fdopen(os.dup(fd), "rb") as f:  # pragma: no cover - non-POSIX fallback
+        f.seek(offset)
+        return f.read(size)
+
+
+def clear_cache() -> None:
+    with _lock:
+        _memory_cache.clear()
+
+
+def _fingerprint(path: str) -> tuple[str, int, int]:
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return real, st.st_mtime_ns, st.st_size
+
+
+def _cache_file(cache_dir: str | os.PathLike, real: str) -> Path:
+    digest = hashlib.sha1(real.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return Path(cache_dir).expanduser() / f"{digest}.json"
+
+
+def _load_disk(cache_dir, fp: tuple[str, int, int], path: str) -> TarShardIndex | None:
+    file = _cache_file(cache_dir, fp[0])
+    try:
+        with open(file, encoding="utf-8") as f:
+            blob = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if blob.get("version") != _CACHE_VERSION or blob.get("fingerprint") != list(fp):
+        return None
+    data = blob["index"]
+    data["path"] = path
+    data["captions"] = [None if c is None else tuple(c) for c in data["captions"]]
+    try:
+        return TarShardIndex(**data)
+    except TypeError:
+        return None
+
+
+def _save_disk(cache_dir, fp: tuple[str, int, int], idx: TarShardIndex) -> None:
+    file = _cache_file(cache_dir, fp[0])
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        # Write-then-rename so concurrent ranks never read a half-written cache file.
+        fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": _CACHE_VERSION, "fingerprint": list(fp), "index": asdict(idx)}, f)
+        os.replace(tmp, file)
+    except OSError as e:
+        warnings.warn(f"could not write tar index cache {file}: {e}", RuntimeWarning, stacklevel=3)
+
+
+def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> TarShardIndex:
+    path = os.fspath(path)
+    fp = _fingerprint(path)
+    with _lock:
+        idx = _memory_cache.get(fp)
+    if idx is None and cache_dir is not None:
+        idx = _load_disk(cache_dir, fp, path)
+    if idx is None:
+        idx = _scan(path, fp[2])
+        if cache_dir is not None:
+            _save_disk(cache_dir, fp, idx)
+    with _lock:
+        _memory_cache[fp] = idx
+        first_time = fp not in _warned
+        _warned.add(fp)
+    if idx.truncated and first_time:
+        warnings.warn(
+            f"tar shard {path} is truncated or corrupt ({idx.detail}); indexed {len(idx)} samples, "
+            f"skipped {idx.skipped.get('truncated', 0)} partial sample(s) at the damage",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return idx
+
+
+def _scan(path: str, file_size: int) -> TarShardIndex:
+    out = TarShardIndex(path=path)
+    with open(path, "rb") as raw:
+        fd = raw.fileno()
+        try:
+            tf = tarfile.open(fileobj=raw, mode="r:")
+        except tarfile.TarError as e:
+            out.truncated = True
+            out.detail = f"not a readable uncompressed tar: {e}"
+            return out
+
+        group_key: str | None = None
+        group: dict[str, tarfile.TarInfo] = {}
+        stop_detail = ""
+        try:
+            for member in tf:
+                out.num_members += 1
+                if not member.isreg():
+                    continue
+                key, ext = split_key(member.name)
+                if key != group_key:
+                    if group_key is not None:
+                        _flush(out, fd, group_key, group, file_size, last=False)
+                    group_key, group = key, {}
+                group[ext] = member
+        except tarfile.TarError as e:
+            stop_detail = f"scan stopped at byte {tf.offset}: {e}"
+        end = tf.offset
+        tail = read_range(fd, end, _BLOCK)
+        clean_end = len(tail) == _BLOCK and tail.count(0) == _BLOCK and not stop_detail
+        if not clean_end:
+            out.truncated = True
+            if stop_detail:
+                out.detail = stop_detail
+            elif end >= file_size:
+                out.detail = f"archive ends at byte {file_size} without an end-of-archive marker"
+            else:
+                out.detail = f"invalid header at byte {end}; the rest of the shard is unreadable"
+        if group_key is not None:
+            _flush(out, fd, group_key, group, file_size, last=out.truncated)
+    return out
+
+
+def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, last: bool) -> None:
+    # Members cut off by truncation can only be at the very end, but checking every group is cheap.
+    readable = {ext: m for ext, m in group.items() if m.offset_data + m.size <= file_size}
+    if last and len(readable) < len(group):
+        out._skip("truncated", key)
+        return
+    image_ext = next((e for e in IMAGE_EXTS if e in readable), None)
+    if image_ext is None:
+        out._skip("truncated" if last else "missing_image", key)
+        return
+    image = readable[image_ext]
+    if image.size == 0:
+        out._skip("empty_image", key)
+        return
+    captions = None
+    if _CAPTION_EXT in readable:
+        m = readable[_CAPTION_EXT]
+        captions = parse_captions(read_range(fd, m.offset_data, m.size).decode("utf-8", "replace"))
+    label = -1
+    if _LABEL_EXT in readable:
+        m = readable[_LABEL_EXT]
+        label = parse_label(read_range(fd, m.offset_data, m.size).decode("ascii", "replace"))
+    if last and captions is None and label == -1:
+        # In a damaged shard a lone image at the cut most likely lost its text member to the cut.
+        out._skip("truncated", key)
+        return
+    out.keys.append(key)
+    out.offsets.append(image.offset_data)
+    out.sizes.append(image.size)
+    out.image_exts.append(image_ext)
+    out.captions.append(captions)
+    out.labels.append(label)

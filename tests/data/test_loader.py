@@ -1,0 +1,111 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shards import make_pair_shard, pair_members, random_crop, to_tensor, write_tar  # noqa: E402
+
+from kizuna.data.loader import Collate, make_loader  # noqa: E402
+from kizuna.data.sampler import EpochSampler  # noqa: E402
+from kizuna.data.sources import PairDataset, build_index  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    caps = [[f"c{i} a", f"c{i} b", f"c{i} c"] for i in range(12)]
+    members = pair_members([f"{i:09d}" for i in range(12)], caps)
+    members[12:12] = [("000000099.jpg", b"garbage" * 10), ("000000099.txt", b"corrupt")]
+    write_tar(root / "000000.tar", members)
+    make_pair_shard(root / "000001.tar", 12, 9)
+    idx = build_index(f"{root}/{{000000..000001}}.tar")
+    assert len(idx) == 22
+    return idx
+
+
+def run_epoch(loader, epoch):
+    loader.sampler.set_epoch(epoch)
+    return [b for b in loader]
+
+
+def summary(batches):
+    return [(b["keys"], b["captions"], b["indices"].tolist(), b["position"]) for b in batches]
+
+
+def test_workers_give_the_same_batches_and_report_skips(index):
+    results = {}
+    for workers in (0, 2):
+        ds = PairDataset(index, random_crop, seed=9)  # random augmentation + random caption pick
+        loader = make_loader(ds, EpochSampler(len(ds), 4, seed=1, drop_last=False), workers)
+        assert not loader.dataloader.pin_memory  # CPU only here
+        assert loader.dataloader.persistent_workers == (workers > 0)
+        batches = run_epoch(loader, 1)
+        results[workers] = (batches, loader.skips.as_dict(), loader.report())
+        batches2 = run_epoch(loader, 2)  # a second epoch through the same (persistent) workers
+        results[workers] += (summary(batches2),)
+        del loader
+
+    (b0, skips0, report0, e2_0), (b2, skips2, report2, e2_2) = results[0], results[2]
+    assert summary(b0) == summary(b2)
+    for x, y in zip(b0, b2):
+        assert torch.equal(x["images"], y["images"])
+    assert e2_0 == e2_2 and e2_0 != summary(b0)
+    assert skips0 == skips2 == {"corrupt_image": 1}
+    assert report2.startswith("skipped 1 samples: corrupt_image=1 (e.g. key 000000099 in shard ")
+    keys = [k for b in b0 for k in b["keys"]]
+    assert sorted(keys) == [f"{i:09d}" for i in range(21)]  # exactly once, the corrupt one dropped
+    assert sum(b["skipped"].get("corrupt_image", 0) for b in b0) == 1
+    assert {b["images"].shape[1:] for b in b0} == {(3, 8, 8)}
+
+
+def test_resume_through_prefetching_workers(index):
+    def loader_for(workers):
+        ds = PairDataset(index, to_tensor, seed=2)
+        return make_loader(ds, EpochSampler(len(ds), 3, seed=4), workers, prefetch_factor=2)
+
+    ref = summary(run_epoch(loader_for(0), 3))
+    loader = loader_for(2)
+    loader.sampler.set_epoch(3)
+    it = iter(loader)
+    head = [next(it) for _ in range(2)]
+    state = loader.state_dict()
+    # the workers have already asked the sampler for more batches than the loop has seen
+    assert (state["epoch"], state["batches_consumed"]) == (3, 2)
+    del it, loader
+
+    resumed = loader_for(0)
+    resumed.load_state_dict(state)
+    rest = run_epoch(resumed, 3)
+    assert summary(head) + summary(rest) == ref
+    assert len(ref) == len(resumed) == 22 // 3
+
+
+def test_collate_tokenizes_and_keeps_empty_batches(index):
+    def tokenizer(texts):
+        return torch.tensor([[len(t), 0] for t in texts])
+
+    ds = PairDataset(index, to_tensor, tokenizer=tokenizer, caption_sampling="first")
+    collate = Collate(tokenizer=ds.tokenizer)
+    bad = index.keys.index("000000099")
+    batch = collate(ds.__getitems__([(0, 0), (bad, 0), (1, 0)]))
+    assert batch["keys"] == ["000000000", "000000001"]
+    assert batch["captions"] == ["c0 a", "c1 a"]
+    assert batch["text"].tolist() == [[4, 0], [4, 0]]
+    assert batch["images"].shape == (2, 3, 8, 8) and batch["labels"].tolist() == [-1, -1]
+    assert batch["skipped"] == {"corrupt_image": 1}
+
+    empty = collate(ds.__getitems__([(bad, 0)]))
+    assert empty["images"].numel() == 0 and empty["keys"] == [] and "text" not in empty
+    assert empty["skipped"] == {"corrupt_image": 1}
+    assert Collate()([None, ds[0]])["skipped"] == {"unknown": 1}  # a dataset without __getitems__
+
+    def picky(texts):
+        if any(t.startswith("c1 ") for t in texts):
+            raise ValueError("nothing left after cleaning")
+        return tokenizer(texts)
+
+    batch = Collate(tokenizer=picky)(ds.__getitems__([(0, 0), (1, 0), (2, 0)]))
+    assert batch["keys"] == ["000000000", "000000002"] and batch["text"].shape == (2, 2)
+    assert batch["skipped"] == {"bad_caption": 1}

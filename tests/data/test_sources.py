@@ -1,0 +1,292 @@
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shards import (  # noqa: E402
+    color_of,
+    image_bytes,
+    make_folder,
+    make_pair_shard,
+    make_shard_dir,
+    member_offset,
+    pair_members,
+    to_tensor,
+    truncate,
+    write_csv,
+    write_tar,
+)
+
+from kizuna.data import tar_index  # noqa: E402
+from kizuna.data.sources import (  # noqa: E402
+    PairDataset,
+    SkipCounter,
+    build_index,
+    expand_braces,
+    resolve_spec,
+)
+
+
+def test_expand_braces():
+    assert expand_braces("d/{000000..000002}.tar") == [f"d/{i:06d}.tar" for i in range(3)]
+    assert expand_braces("{0..10}.tar")[-2:] == ["9.tar", "10.tar"]
+    assert expand_braces("{8..11}") == ["8", "9", "10", "11"]
+    assert expand_braces("{08..11}") == ["08", "09", "10", "11"]
+    assert expand_braces("{0..6..3}") == ["0", "3", "6"]
+    assert expand_braces("{2..0}") == ["2", "1", "0"]
+    assert expand_braces("{a,b}/{0..1}") == ["a/0", "a/1", "b/0", "b/1"]
+    assert expand_braces("x{a,{b,c}}") == ["xa", "xb", "xc"]
+    assert expand_braces("plain{}/lit{x}") == ["plain{}/lit{x}"]
+
+
+def test_spec_forms_agree(tmp_path):
+    make_shard_dir(tmp_path / "padded", 3, 4, nshards_file=True)
+    make_shard_dir(tmp_path / "plain", 3, 4, nshards_file=True, names="{:d}.tar")
+    p = tmp_path / "padded"
+    expected = [f"{i:09d}" for i in range(12)]
+    specs = [
+        f"{p}/{{000000..000002}}.tar",
+        f"{p}/000000.tar::{p}/{{000001..000002}}.tar",
+        [str(p / "000000.tar"), f"{p}/{{000001,000002}}.tar"],
+        str(p),
+        f"{p}/*.tar",
+        f"{tmp_path}/plain/{{0..2}}.tar",
+        str(tmp_path / "plain"),
+    ]
+    for spec in specs:
+        idx = build_index(spec)
+        assert idx.keys == expected, spec
+        assert [c for c in idx.captions] == [(f"caption {k}",) for k in expected]
+        assert not idx.skips
+    assert [k for k, _ in resolve_spec(str(p))] == ["tar"] * 3
+
+    with pytest.raises(FileNotFoundError):
+        build_index(f"{p}/{{000000..000003}}.tar")  # a missing shard must not shrink the epoch
+    (p / "nshards.txt").write_text("5")
+    with pytest.raises(FileNotFoundError, match="nshards.txt"):
+        build_index(str(p))
+
+
+def test_multi_caption_txt_and_deterministic_sampling(tmp_path):
+    caps = [["a dog", "a brown dog", "", "  dog on grass  "], "single"]
+    write_tar(tmp_path / "s.tar", pair_members(["000000000", "000000001"], caps))
+    idx = build_index(str(tmp_path / "s.tar"), require="caption")
+    assert idx.captions == [("a dog", "a brown dog", "dog on grass"), ("single",)]
+    assert idx.num_captions == 4
+
+    first = PairDataset(idx, to_tensor, caption_sampling="first")
+    assert first[0]["caption"] == "a dog"
+    ds = PairDataset(idx, to_tensor, seed=3)
+    again = PairDataset(idx, to_tensor, seed=3)
+    picks = [ds[(0, e)]["caption"] for e in range(30)]
+    assert picks == [again[(0, e)]["caption"] for e in range(30)]  # pure function of (seed, epoch, i)
+    assert set(picks) == set(idx.captions[0])  # every caption gets its turn over epochs
+    assert ds[(1, 7)]["caption"] == "single"
+    assert ds[0]["caption"] == ds[(0, 0)]["caption"]
+
+
+def test_augmentation_randomness_is_a_function_of_sample_and_epoch(tmp_path):
+    make_pair_shard(tmp_path / "s.tar", 0, 3)
+    idx = build_index(str(tmp_path / "s.tar"))
+
+    class ExplicitRng:  # the kizuna.data.transforms.TrainTransform protocol
+        needs_rng = True
+
+        def __call__(self, img, rng=None):
+            return torch.tensor([rng.random()])
+
+    def torch_random(img):
+        return torch.rand(2)
+
+    for transform in (ExplicitRng(), torch_random):
+        a, b = PairDataset(idx, transform, seed=1), PairDataset(idx, transform, seed=1)
+        torch.manual_seed(0)
+        first = a[(2, 5)]["image"]
+        b[(0, 5)], b[(1, 5)]  # other samples decoded in between change nothing
+        assert torch.equal(b[(2, 5)]["image"], first)
+        assert not torch.equal(a[(2, 6)]["image"], first)
+        assert not torch.equal(a[(1, 5)]["image"], first)
+    state = torch.get_rng_state()
+    PairDataset(idx, torch_random)[0]
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG stream is left alone
+
+
+def test_classification_shard_labels(tmp_path):
+    members = []
+    for i in range(4):
+        members += [(f"{i:09d}.cls", str(i % 3).encode()), (f"{i:09d}.jpg", image_bytes(color_of(i)))]
+    members += [("000000004.cls", b"cat"), ("000000004.jpg", image_bytes())]
+    write_tar(tmp_path / "c.tar", members)
+    idx = build_index(str(tmp_path / "c.tar"))
+    assert idx.labels.tolist() == [0, 1, 2, 0]
+    assert idx.has_labels and not idx.has_captions
+    assert idx.skips == {"bad_label": 1}
+    item = PairDataset(idx)[2]
+    assert item["label"] == 2 and item["caption"] is None
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 8, 8)
+    assert build_index(str(tmp_path / "c.tar"), require="caption").skips == {"missing_caption": 5}
+
+
+def test_random_access_reads_the_right_member(tmp_path):
+    keys = [f"{i:09d}" for i in range(20)]
+    write_tar(tmp_path / "p.tar", pair_members(keys[:10], fmt="png"))
+    write_tar(tmp_path / "w.tar", pair_members(keys[10:], fmt="webp"))
+    idx = build_index(f"{tmp_path}/p.tar::{tmp_path}/w.tar")
+    ds = PairDataset(idx, to_tensor)
+    for i in (13, 2, 19, 0, 7):
+        x = ds[i]["image"]
+        got = (x[:, 4, 4] * 255).round().tolist()
+        assert got == pytest.approx(list(color_of(i)), abs=6), i
+        assert ds[i]["key"] == keys[i]
+
+
+def test_csv_and_tsv_sources(tmp_path):
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        (tmp_path / "img" / f"{i}.jpg").write_bytes(image_bytes(color_of(i)))
+    (tmp_path / "img" / "empty.jpg").write_bytes(b"")
+    rows = [("img/0.jpg", "zero"), ("img/1.jpg", "  "), ("img/nope.jpg", "missing"),
+            ("img/2.jpg", "two"), ("img/empty.jpg", "empty file"), ("", "no path")]
+    write_csv(tmp_path / "train.csv", rows)
+    idx = build_index(str(tmp_path / "train.csv"))
+    assert idx.keys == ["img/0.jpg", "img/2.jpg"]
+    assert idx.captions == [("zero",), ("two",)]
+    assert idx.skips == {"empty_caption": 1, "missing_image": 2, "empty_image": 1}
+    assert "row 4 (img/nope.jpg)" in idx.skips.examples["missing_image"][0]
+    ds = PairDataset(idx, to_tensor)
+    assert ds[1]["caption"] == "two"
+    assert (ds[1]["image"][:, 0, 0] * 255).round().tolist() == pytest.approx(list(color_of(2)), abs=6)
+
+    sub = tmp_path / "meta"
+    sub.mkdir()
+    write_csv(sub / "x.tsv", [(str(tmp_path / "img/1.jpg"), "abs one", "4")], sep="\t",
+              header=("image", "text", "y"))
+    idx = build_index(str(sub / "x.tsv"), image_column="image", caption_column="text",
+                      label_column="y")
+    assert idx.captions == [("abs one",)] and idx.labels.tolist() == [4]
+    with pytest.raises(ValueError, match="missing column"):
+        build_index(str(sub / "x.tsv"))
+
+
+def test_folder_source(tmp_path):
+    make_folder(tmp_path / "imgs", 5)
+    (tmp_path / "imgs" / "b" / "nocap.png").write_bytes(image_bytes(fmt="PNG"))
+    (tmp_path / "imgs" / "b" / "blank.png").write_bytes(image_bytes(fmt="PNG"))
+    (tmp_path / "imgs" / "b" / "blank.txt").write_text("\n  \n")
+    idx = build_index(str(tmp_path / "imgs"))
+    assert idx.keys == ["a/img1", "a/img3", "b/img0", "b/img2", "b/img4"]
+    assert idx.captions[0] == ("folder caption 1", "second 1")
+    assert idx.skips == {"missing_caption": 1, "empty_caption": 1}
+    assert PairDataset(idx, to_tensor, caption_sampling="first")[4]["caption"] == "folder caption 4"
+
+
+def test_bad_samples_are_skipped_and_counted_exactly(tmp_path):
+    good = pair_members([f"{i:09d}" for i in range(4)])
+    bad = [
+        ("000000010.jpg", b"\xff\xd8\xff\xe0 definitely not a jpeg" * 4),  # corrupt: fails at decode
+        ("000000010.txt", b"corrupt"),
+        ("000000011.jpg", b""),  # zero-byte image
+        ("000000011.txt", b"zero"),
+        ("000000012.jpg", image_bytes()),  # caption missing
+        ("000000012.json", b"{}"),
+        ("000000013.jpg", image_bytes()),
+        ("000000013.txt", b" \n "),  # blank caption
+        ("000000014.txt", b"orphan caption"),  # no image member
+        ("000000015.jpg", image_bytes()[:40]),  # truncated JPEG data: fails at decode
+        ("000000015.txt", b"half a jpeg"),
+    ]
+    write_tar(tmp_path / "bad.tar", good[:6] + bad + good[6:])
+    cut = tmp_path / "cut.tar"
+    make_pair_shard(cut, 100, 5)
+    off, size = member_offset(cut, "000000103.jpg")
+    truncate(cut, off + size // 2)  # 3 whole samples survive, sample 103 is cut mid-image
+
+    tar_index.clear_cache()
+    with pytest.warns(RuntimeWarning, match="cut.tar"):
+        idx = build_index(f"{tmp_path}/{{bad,cut}}.tar", require="caption")
+    assert idx.skips == {"empty_image": 1, "missing_caption": 1, "empty_caption": 1,
+                         "missing_image": 1, "truncated": 1}
+    assert idx.skips.examples["missing_caption"] == [f"key 000000012 in shard {tmp_path}/bad.tar"]
+    assert idx.damaged == [f"{tmp_path}/cut.tar"]
+    assert len(idx) == 4 + 2 + 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the damaged shard is reported once per process
+        build_index(str(cut))
+
+    ds = PairDataset(idx, to_tensor)
+    items = [ds[(i, 0)] for i in range(len(ds))]
+    assert sum(x is None for x in items) == 2
+    assert ds.skips == {"corrupt_image": 2}
+    assert sorted(x["key"] for x in items if x) == [f"{i:09d}" for i in (0, 1, 2, 3, 100, 101, 102)]
+    assert "corrupt_image=2" in ds.skips.report()
+    assert ds.skips.report().startswith("skipped 2 samples: corrupt_image=2 (e.g. key 000000010 in shard")
+
+
+def test_tar_index_disk_cache(tmp_path):
+    shard = tmp_path / "s.tar"
+    make_pair_shard(shard, 0, 3, captions=[["x", "y"], "b", "c"])
+    cache = tmp_path / "cache"
+    tar_index.clear_cache()
+    a = build_index(str(shard), cache_dir=cache)
+    files = list(cache.glob("*.json"))
+    assert len(files) == 1
+    tar_index.clear_cache()
+    b = build_index(str(shard), cache_dir=cache)
+    assert (b.keys, b.captions, b.offsets.tolist()) == (a.keys, a.captions, a.offsets.tolist())
+
+    make_pair_shard(shard, 0, 4)  # rewritten in place: size and mtime change, cache is stale
+    os.utime(shard, ns=(1, 1))
+    tar_index.clear_cache()
+    assert len(build_index(str(shard), cache_dir=cache)) == 4
+
+
+def test_jpeg_draft_decodes_smaller(tmp_path):
+    write_tar(tmp_path / "big.tar", [("000000000.jpg", image_bytes(size=(256, 192))),
+                                     ("000000000.txt", b"big")])
+    idx = build_index(str(tmp_path / "big.tar"))
+    size_of = lambda img: img.size  # noqa: E731
+    assert PairDataset(idx, size_of)[0]["image"] == (256, 192)
+    assert PairDataset(idx, size_of, draft_size=64)[0]["image"] == (128, 96)  # 1/2: both sides >= 64
+    assert PairDataset(idx, size_of, draft_size=24)[0]["image"] == (32, 24)  # 1/8
+
+
+def test_skip_counter_merging():
+    a = SkipCounter()
+    a.add("corrupt_image", "key 1 in shard x.tar")
+    a.add("empty_caption", "key 2 in shard x.tar")
+    a.add("corrupt_image", "key 3 in shard x.tar")
+    b = SkipCounter({"corrupt_image": 1, "read_error": 4})
+    b.update(a)
+    assert b == {"corrupt_image": 3, "empty_caption": 1, "read_error": 4}
+    assert b.total == 8 and b["nothing"] == 0
+    assert a.report() == ("skipped 3 samples: corrupt_image=2, empty_caption=1 "
+                          "(e.g. key 1 in shard x.tar)")
+
+
+def _shared_root() -> Path:
+    env = os.environ.get("KIZUNA_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
+
+
+@pytest.mark.shared_data
+def test_shared_flickr8k_and_cifar10():
+    data = _shared_root() / "data"
+    flickr, cifar = data / "flickr8k" / "train", data / "cifar10" / "test"
+    if not (flickr / "nshards.txt").is_file() or not (cifar / "nshards.txt").is_file():
+        pytest.skip(f"shared data not found under {data} (set KIZUNA_SHARED to the shared/ folder)")
+
+    idx = build_index(str(flickr), require="caption")
+    assert len(idx) == 6091 and idx.num_captions == 30455
+    assert all(len(c) == 5 for c in idx.captions) and not idx.skips
+    assert idx.keys[0] == "000000000" and idx.keys[-1] == "000006090"
+    item = PairDataset(idx, to_tensor, caption_sampling="first")[(6090, 0)]
+    assert item["image"].shape == (3, 128, 128) and item["caption"] == idx.captions[6090][0]
+
+    cls = build_index(f"{cifar}/{{000000..000001}}.tar", require="label")
+    assert len(cls) == 10000 and not cls.skips
+    assert sorted(cls.labels.tolist()) == sorted(list(range(10)) * 1000)
+    assert PairDataset(cls, to_tensor)[9999]["image"].shape == (3, 32, 32)
