@@ -137,15 +137,20 @@ class Loader:
                 if skipped:
                     self.skips.update(skipped, batch.get("skip_examples"))
                     self.total_skips.update(skipped, batch.get("skip_examples"))
-                if batch.get("position") is not None and hasattr(self.sampler, "_mark_delivered"):
-                    self.sampler._mark_delivered(batch["epoch"], batch["position"])
+                if batch.get("position") is not None:
+                    # The sampler runs ahead of us (worker prefetch); remember what was handed out.
+                    self._delivered = (batch["epoch"], batch["position"] + 1)
             yield batch
 
     def report(self) -> str:
         return self.skips.report()
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        state = self.sampler.state_dict()
+        delivered = getattr(self, "_delivered", None)
+        if delivered is not None and delivered[0] == state["epoch"]:
+            state["batches_consumed"] = delivered[1]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
@@ -155,7 +160,7 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
                 collate: Callable | None = None, *, pin_memory: bool | None = None,
                 prefetch_factor: int | None = 2, persistent_workers: bool = True,
                 timeout: float = 0, worker_init_fn: Callable | None = None,
-                multiprocessing_context=None) -> Loader:
+                multiprocessing_context=None, generator: torch.Generator | None = None) -> Loader:
     if collate is None:
         collate = Collate(tokenizer=getattr(dataset, "tokenizer", None))
     if pin_memory is None:
@@ -172,5 +177,9 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         timeout=timeout,
         worker_init_fn=worker_init_fn,
         multiprocessing_context=multiprocessing_context if workers else None,
+        # Its own generator: otherwise every iter() draws a worker base seed from the global torch
+        # RNG, and a resumed run (which calls iter() at a different point) would drift from the
+        # uninterrupted one. Samples are seeded per (seed, epoch, index) anyway.
+        generator=generator if generator is not None else torch.Generator().manual_seed(0),
     )
     return Loader(dl, sampler)

@@ -170,8 +170,9 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[IndexBatch]:
         # Decided eagerly (not inside the generator) so the position is fixed when iter() is called.
+        # The resume flag is cleared only once a batch is produced: DataLoader calls iter() twice
+        # when it starts workers (__init__ and _reset), and the second call must resume as well.
         start = self._consumed if self._resume else 0
-        self._resume = False
         self._consumed = start
         return self._generate(self._epoch, start)
 
@@ -179,6 +180,7 @@ class EpochSampler(torch.utils.data.Sampler):
         stop = None if (self.resampled and self.steps_per_epoch is None) else len(self)
         steps = itertools.count(start) if stop is None else range(start, stop)
         for b in steps:
+            self._resume = False
             ids = self.batch(epoch, b)
             out = IndexBatch([(i, epoch) for i in ids] if self.with_epoch else ids)
             out.epoch, out.position = epoch, b

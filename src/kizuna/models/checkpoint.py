@@ -170,7 +170,11 @@ def load_model(
         record, tensors = openai_to_kizuna(_load_torch_file(path, allow_jit), source=str(path))
     if image_size is not None:
         record, tensors = _change_resolution(record, tensors, image_size)
-    model = model_from_record(record)
+    # Every tensor comes from the checkpoint, so skip the random init (seconds for a ViT-B): build on the
+    # meta device, allocate uninitialised memory, then copy (load_state_dict_strict checks that all arrive).
+    with torch.device("meta"):
+        model = model_from_record(record)
+    model = model.to_empty(device="cpu")
     load_state_dict_strict(model, tensors, str(path))
     return model.to(map_location).eval()
 

@@ -278,7 +278,7 @@ def _encoder_from_hf(take, hf: str, ours: str, depth: int, out: dict):
             out[f"{o}.attn.qkv.{p}"] = torch.cat([take(f"{h}.self_attn.{x}_proj.{p}") for x in "qkv"])
 
 
-def _norm(take, hf: str, ours: str, out: dict):
+def _take_wb(take, hf: str, ours: str, out: dict):
     for p in _WB:
         out[f"{ours}.{p}"] = take(f"{hf}.{p}")
 
@@ -290,9 +290,9 @@ def _clip_tensors(take, c: ClipConfig) -> dict:
     out["visual.cls_token"] = take(f"{v}.embeddings.class_embedding").reshape(1, 1, D)
     out["visual.patch_embed.proj.weight"] = take(f"{v}.embeddings.patch_embedding.weight")
     out["visual.pos_embed"] = take(f"{v}.embeddings.position_embedding.weight").unsqueeze(0)
-    _norm(take, f"{v}.pre_layrnorm", "visual.norm_pre", out)
+    _take_wb(take, f"{v}.pre_layrnorm", "visual.norm_pre", out)
     _encoder_from_hf(take, v, "visual", c.vision.depth, out)
-    _norm(take, f"{v}.post_layernorm", "visual.norm", out)
+    _take_wb(take, f"{v}.post_layernorm", "visual.norm", out)
     out["visual.proj.weight"] = take("visual_projection.weight")
     _text_from_hf(take, c, out)
     out["text.proj.weight"] = take("text_projection.weight")
@@ -305,7 +305,7 @@ def _text_from_hf(take, c: ClipConfig, out: dict):
     out["text.token_embed.weight"] = take(f"{t}.embeddings.token_embedding.weight")
     out["text.pos_embed"] = take(f"{t}.embeddings.position_embedding.weight")
     _encoder_from_hf(take, t, "text", c.text.depth, out)
-    _norm(take, f"{t}.final_layer_norm", "text.norm", out)
+    _take_wb(take, f"{t}.final_layer_norm", "text.norm", out)
 
 
 def _siglip_tensors(take, c: ClipConfig) -> dict:
@@ -316,16 +316,16 @@ def _siglip_tensors(take, c: ClipConfig) -> dict:
         out[f"visual.patch_embed.proj.{p}"] = take(f"{v}.embeddings.patch_embedding.{p}")
     out["visual.pos_embed"] = take(f"{v}.embeddings.position_embedding.weight").unsqueeze(0)
     _encoder_from_hf(take, v, "visual", c.vision.depth, out)
-    _norm(take, f"{v}.post_layernorm", "visual.norm", out)
+    _take_wb(take, f"{v}.post_layernorm", "visual.norm", out)
     h, o = f"{v}.head", "visual.attn_pool"
     out[f"{o}.probe"] = take(f"{h}.probe").reshape(1, 1, D)
     w, b = take(f"{h}.attention.in_proj_weight"), take(f"{h}.attention.in_proj_bias")
-    out[f"{o}.q.weight"], out[f"{o}.kv.weight"] = w[:D], w[D:]
-    out[f"{o}.q.bias"], out[f"{o}.kv.bias"] = b[:D], b[D:]
+    out[f"{o}.q.weight"], out[f"{o}.kv.weight"] = w[:D].clone(), w[D:].clone()
+    out[f"{o}.q.bias"], out[f"{o}.kv.bias"] = b[:D].clone(), b[D:].clone()
     for a, b_ in (("attention.out_proj", "proj"), ("layernorm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
-        _norm(take, f"{h}.{a}", f"{o}.{b_}", out)
+        _take_wb(take, f"{h}.{a}", f"{o}.{b_}", out)
     _text_from_hf(take, c, out)
-    _norm(take, "text_model.head", "text.proj", out)
+    _take_wb(take, "text_model.head", "text.proj", out)
     out["logit_scale"] = take("logit_scale").reshape(())
     out["logit_bias"] = take("logit_bias").reshape(())
     return out
@@ -397,7 +397,7 @@ def _encoder_to_hf(sd: dict, ours: str, hf: str, depth: int, out: dict):
                 out[f"{h}.self_attn.{x}_proj.{p}"] = part
 
 
-def _copy(sd: dict, ours: str, hf: str, out: dict):
+def _put_wb(sd: dict, ours: str, hf: str, out: dict):
     for p in _WB:
         out[f"{hf}.{p}"] = sd[f"{ours}.{p}"]
 
@@ -406,7 +406,7 @@ def _text_to_hf(sd: dict, c: ClipConfig, out: dict):
     out["text_model.embeddings.token_embedding.weight"] = sd["text.token_embed.weight"]
     out["text_model.embeddings.position_embedding.weight"] = sd["text.pos_embed"]
     _encoder_to_hf(sd, "text", "text_model", c.text.depth, out)
-    _copy(sd, "text.norm", "text_model.final_layer_norm", out)
+    _put_wb(sd, "text.norm", "text_model.final_layer_norm", out)
 
 
 def _tower_config(tc) -> dict:
@@ -500,9 +500,9 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
         "text_projection.weight": sd["text.proj.weight"],
         "logit_scale": sd["logit_scale"].reshape(()),
     }
-    _copy(sd, "visual.norm_pre", "vision_model.pre_layrnorm", out)
+    _put_wb(sd, "visual.norm_pre", "vision_model.pre_layrnorm", out)
     _encoder_to_hf(sd, "visual", "vision_model", v.depth, out)
-    _copy(sd, "visual.norm", "vision_model.post_layernorm", out)
+    _put_wb(sd, "visual.norm", "vision_model.post_layernorm", out)
     _text_to_hf(sd, c, out)
 
     text_cfg = dict(_tower_config(t), model_type="clip_text_model", vocab_size=t.vocab_size,
@@ -561,13 +561,13 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
         "logit_scale": sd["logit_scale"].reshape(1),
         "logit_bias": sd["logit_bias"].reshape(1),
     }
-    _copy(sd, "visual.patch_embed.proj", "vision_model.embeddings.patch_embedding", out)
+    _put_wb(sd, "visual.patch_embed.proj", "vision_model.embeddings.patch_embedding", out)
     _encoder_to_hf(sd, "visual", "vision_model", v.depth, out)
-    _copy(sd, "visual.norm", "vision_model.post_layernorm", out)
+    _put_wb(sd, "visual.norm", "vision_model.post_layernorm", out)
     for a, b in (("attention.out_proj", "proj"), ("layernorm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
-        _copy(sd, f"visual.attn_pool.{b}", f"vision_model.head.{a}", out)
+        _put_wb(sd, f"visual.attn_pool.{b}", f"vision_model.head.{a}", out)
     _text_to_hf(sd, c, out)
-    _copy(sd, "text.proj", "text_model.head", out)
+    _put_wb(sd, "text.proj", "text_model.head", out)
 
     text_cfg = dict(_tower_config(t), model_type="siglip_text_model", vocab_size=t.vocab_size,
                     max_position_embeddings=t.context_length, projection_size=t.output_dim,

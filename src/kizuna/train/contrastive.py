@@ -117,6 +117,11 @@ class ContrastiveTrainer:
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
         if self.resume_from is not None:
             self._resume()
+        index = getattr(self.dataset, "index", None)
+        if index is not None and index.skips and self.dist.is_main:
+            print(f"data: {len(index)} usable samples; while indexing {index.skips.report()}")
+            self.logger.log(self.step, {"index_skipped": index.skips.total, **{
+                f"index_skipped/{k}": v for k, v in index.skips.as_dict().items()}}, kind="data")
 
     # ----- set-up ------------------------------------------------------------------------------
     def _train_tokenizer(self, mcfg: ClipConfig) -> ClipConfig:
@@ -310,10 +315,7 @@ class ContrastiveTrainer:
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
-            rng = torch.get_rng_state()
-            iterator = iter(self.loader)  # DataLoader draws a base seed from the global RNG: put it back
-            torch.set_rng_state(rng)
-            for batch in iterator:
+            for batch in self.loader:
                 if self.step >= self.total_steps:
                     break
                 if len(batch["captions"]) == 0:
@@ -325,12 +327,12 @@ class ContrastiveTrainer:
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     record = {
-                        "loss": window_loss / window_n, "logit_scale": float(self.model.scale()),
+                        "loss": window_loss / window_n, "logit_scale": float(self.model.scale().detach()),
                         "lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
                         "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9),
                     }
                     if self.model.logit_bias is not None:
-                        record["logit_bias"] = float(self.model.logit_bias)
+                        record["logit_bias"] = float(self.model.logit_bias.detach())
                     self.logger.log(self.step, record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}",
                                     lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from kizuna.data.loader import Collate, make_loader
 from kizuna.data.sampler import EpochSampler
-from kizuna.data.sources import PairDataset, build_index
+from kizuna.data.sources import PairDataset, SkipCounter, _Fetched, build_index
 from kizuna.data.synthetic import SyntheticWorld
 from kizuna.data.transforms import preprocess_from_config
 
@@ -29,6 +29,13 @@ class SyntheticPairs:
         n = epoch * self.length + i
         image, caption = self.world[n]
         return {"image": self.transform(image), "caption": caption, "key": f"synthetic-{n}", "index": i}
+
+    def __getitems__(self, keys):
+        """Batched fetch that keeps the sampler's (epoch, position) tags for the resumable Loader."""
+        out = _Fetched(self[k] for k in keys)
+        out.skips = SkipCounter()
+        out.epoch, out.position = getattr(keys, "epoch", None), getattr(keys, "position", None)
+        return out
 
     def captions(self, n: int) -> list[str]:
         return [self.world.sample_meta(i).caption for i in range(n)]

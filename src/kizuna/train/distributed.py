@@ -52,9 +52,13 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """All ranks' tensors concatenated; the backward sums gradients and returns each rank its slice."""
+    import warnings
+
     import torch.distributed.nn.functional as dnn
 
-    return torch.cat(dnn.all_gather(x), dim=0)
+    with warnings.catch_warnings():  # deprecated in favour of a private API; still the public one
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(dnn.all_gather(x), dim=0)
 
 
 @torch.no_grad()

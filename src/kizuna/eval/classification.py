@@ -1,0 +1,288 @@
+"""Zero-shot classification with prompt ensembles (CLIP paper, Sec. 3.1.4).
+
+    ds = load_dataset("/data/cifar10", split="test")
+    res = evaluate_zeroshot(model, tokenizer, ds)            # ZeroShotResult
+    res.metrics    # {"acc1", "acc5", "mean_per_class_recall"} as fractions (CLIP_benchmark names)
+    print(res.table()); res.plot_confusion("confusion.png")
+
+A class's weight is the normalised mean over the templates of the normalised text embeddings of
+``template.format(classname)``; an image is assigned the class with the highest cosine similarity.
+Ranking uses the cosine similarities themselves (the logit scale and SigLIP bias do not change the
+order); ties go to the lower class index (stable sort), deterministically.
+
+Class embeddings are cached in memory, keyed by the text tower's identity and weights version (any
+in-place update, e.g. an optimizer step, invalidates it), the tokenizer, the class names and the
+templates; ``cache_dir`` adds an on-disk ``.pt`` cache keyed by a SHA-256 of the text tower's weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kizuna.data.sources import SkipCounter
+
+from .encode import content_hash, dist_info, encode_images, encode_texts_sharded, is_main, model_fingerprint
+from .zeroshot import fill_template
+
+__all__ = [
+    "ZeroShotResult", "class_embeddings", "classify_features", "clear_class_cache", "evaluate_zeroshot",
+    "plot_confusion", "rank_classes",
+]
+
+_MEMORY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_MEMORY_CACHE_SIZE = 32
+_CACHE_VERSION = 1
+
+
+def clear_class_cache() -> None:
+    _MEMORY_CACHE.clear()
+
+
+def _tokenizer_id(tokenizer) -> str:
+    try:
+        return json.dumps(tokenizer.to_config(), sort_keys=True, default=str)
+    except Exception:  # noqa: BLE001 - any tokenizer without a config: identity is the object
+        return f"{type(tokenizer).__qualname__}@{id(tokenizer)}"
+
+
+def _text_module(model):
+    return getattr(model, "text", model)
+
+
+def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Sequence[str], batch_size: int = 256,
+                     device=None, cache: bool = True, cache_dir: str | os.PathLike | None = None,
+                     progress: bool = False, encode_text_fn=None) -> torch.Tensor:
+    """Zero-shot class weights ``[C, D]`` (float32, CPU): batched (and sharded under torchrun) text
+    encoding of every ``template x class`` prompt, averaged over templates. Equals
+    :func:`kizuna.eval.zeroshot.build_classifier`."""
+    classnames, templates = list(classnames), list(templates)
+    if not classnames:
+        raise ValueError("no class names given")
+    if not templates:
+        raise ValueError("no prompt templates given")
+    cacheable = cache and encode_text_fn is None and not any(callable(t) for t in templates)
+    key = None
+    if cacheable:
+        key = (model_fingerprint(_text_module(model)), _tokenizer_id(tokenizer), tuple(classnames), tuple(templates))
+        hit = _MEMORY_CACHE.get(key)
+        if hit is not None:
+            _MEMORY_CACHE.move_to_end(key)
+            return hit.clone()
+    path = None
+    if cacheable and cache_dir is not None:
+        digest = hashlib.sha256(json.dumps([_CACHE_VERSION, _tokenizer_id(tokenizer), classnames, templates]).encode())
+        digest.update(content_hash(_text_module(model)).encode())
+        path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
+        have = path.is_file()
+        if dist_info()[1] > 1:  # every rank must take the same branch (the miss branch all-gathers)
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(have)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            have = bool(flag.item())
+        if have:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            weights = stored["weights"].float()
+            _remember(key, weights)
+            return weights.clone()
+    texts = [fill_template(t, c) for c in classnames for t in templates]
+    enc = encode_texts_sharded(model, tokenizer, texts, batch_size=batch_size, device=device, progress=progress,
+                               desc="encoding class prompts", encode_fn=encode_text_fn)
+    if not bool(enc.valid.all()):
+        bad = texts[int((~enc.valid).nonzero()[0])]
+        raise ValueError(f"the tokenizer rejected the prompt {bad!r} (empty class name or template?)")
+    emb = enc.features.view(len(classnames), len(templates), -1).mean(dim=1)
+    weights = F.normalize(emb, dim=-1)
+    if key is not None:
+        _remember(key, weights)
+    if path is not None and is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"weights": weights, "classnames": classnames, "templates": templates}, tmp)
+        os.replace(tmp, path)
+    return weights
+
+
+def _remember(key, weights: torch.Tensor) -> None:
+    _MEMORY_CACHE[key] = weights.clone()
+    while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
+        _MEMORY_CACHE.popitem(last=False)
+
+
+def rank_classes(scores: torch.Tensor, k: int, chunk: int = 8192) -> torch.Tensor:
+    """Top-k class indices per row, ties to the lower index (stable descending sort)."""
+    k = min(k, scores.shape[1])
+    out = [torch.sort(scores[i : i + chunk], dim=1, descending=True, stable=True).indices[:, :k]
+           for i in range(0, scores.shape[0], chunk)]
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------------- results
+@dataclass
+class ZeroShotResult:
+    metrics: dict[str, float]
+    classnames: list[str]
+    confusion: np.ndarray  # [C, C] counts, rows = true class, columns = predicted
+    predictions: torch.Tensor  # [N] top-1 class (-1 for skipped images)
+    topk: torch.Tensor  # [N, k]
+    labels: torch.Tensor  # [N]
+    valid: torch.Tensor  # [N] bool
+    keys: list[str] = field(default_factory=list)
+    scores: torch.Tensor | None = None  # [N, C] cosine similarities (keep_scores=True)
+    skipped: SkipCounter = field(default_factory=SkipCounter)
+    templates: list[str] = field(default_factory=list)
+    dataset: str = ""
+
+    @property
+    def n(self) -> int:
+        return int(self.valid.sum())
+
+    @property
+    def per_class(self) -> list[dict]:
+        cm = self.confusion
+        rows = []
+        for c, name in enumerate(self.classnames):
+            n, correct, predicted = int(cm[c].sum()), int(cm[c, c]), int(cm[:, c].sum())
+            wrong = cm[c].copy()
+            wrong[c] = 0
+            j = int(wrong.argmax()) if wrong.sum() else -1
+            rows.append({"class": name, "n": n, "correct": correct,
+                         "recall": correct / n if n else float("nan"),
+                         "precision": correct / predicted if predicted else float("nan"),
+                         "most_confused_with": self.classnames[j] if j >= 0 else "",
+                         "confused_count": int(wrong[j]) if j >= 0 else 0})
+        return rows
+
+    def table(self, max_rows: int = 60) -> str:
+        from kizuna.apps.common import format_table
+
+        rows = [[r["class"], r["n"], f"{100 * r['recall']:.1f}" if r["n"] else "-",
+                 f"{100 * r['precision']:.1f}" if r["precision"] == r["precision"] else "-",
+                 f"{r['most_confused_with']} ({r['confused_count']})" if r["most_confused_with"] else ""]
+                for r in self.per_class]
+        if len(rows) > max_rows:
+            rows = sorted(rows, key=lambda r: float(r[2]) if r[2] != "-" else 1e9)[:max_rows]
+        return format_table(rows, ["class", "n", "recall %", "precision %", "most confused with (count)"])
+
+    def summary(self) -> str:
+        m = self.metrics
+        s = (f"zero-shot {self.dataset}: top-1 {100 * m['acc1']:.2f}%  top-5 {100 * m['acc5']:.2f}%  "
+             f"mean per-class recall {100 * m['mean_per_class_recall']:.2f}%  ({self.n} images, "
+             f"{len(self.classnames)} classes, {len(self.templates)} templates)")
+        return s + (f"; {self.skipped.report()}" if self.skipped else "")
+
+    def to_dict(self, with_confusion: bool = True) -> dict:
+        d = {"metrics": self.metrics, "n": self.n, "num_classes": len(self.classnames),
+             "num_templates": len(self.templates), "skipped": self.skipped.as_dict(),
+             "skip_report": self.skipped.report() if self.skipped else "",
+             "per_class": self.per_class}
+        if with_confusion and len(self.classnames) <= 200:
+            d["confusion"] = self.confusion.tolist()
+        return d
+
+    def plot_confusion(self, path, **kw) -> Path:
+        return plot_confusion(self.confusion, self.classnames, path,
+                              title=f"{self.dataset} zero-shot, top-1 {100 * self.metrics['acc1']:.1f}%", **kw)
+
+
+def classify_features(image_features: torch.Tensor, labels, class_weights: torch.Tensor, classnames: Sequence[str],
+                      valid: torch.Tensor | None = None, k: int = 5, keep_scores: bool = False,
+                      keys: Sequence[str] = (), skipped: SkipCounter | None = None, templates=(),
+                      dataset: str = "") -> ZeroShotResult:
+    """Metrics from normalised image features ``[N, D]`` and class weights ``[C, D]``."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    n, c = image_features.shape[0], class_weights.shape[0]
+    valid = torch.ones(n, dtype=torch.bool) if valid is None else valid.bool()
+    scores = image_features.float() @ class_weights.float().T
+    top = rank_classes(scores, k)
+    pred = top[:, 0].clone() if top.numel() else torch.full((n,), -1, dtype=torch.long)
+    pred[~valid] = -1
+    v = valid.nonzero().squeeze(1)
+    y, p = labels[v], pred[v]
+    cm = np.zeros((c, c), dtype=np.int64)
+    np.add.at(cm, (y.numpy(), p.numpy()), 1)
+    if len(v):
+        acc1 = float((p == y).double().mean())
+        acc5 = float((top[v] == y[:, None]).any(dim=1).double().mean())
+        per = cm.diagonal() / np.maximum(cm.sum(1), 1)
+        present = cm.sum(1) > 0
+        mpcr = float(per[present].mean())
+    else:
+        acc1 = acc5 = mpcr = float("nan")
+    metrics = {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": mpcr}
+    if k != 5:
+        metrics[f"acc{k}"] = metrics.pop("acc5")
+    return ZeroShotResult(metrics, list(classnames), cm, pred, top, labels, valid, list(keys),
+                          scores if keep_scores else None, skipped or SkipCounter(), list(templates), dataset)
+
+
+def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | None = None, transform=None,
+                      batch_size: int = 64, text_batch_size: int = 256, device=None, num_workers: int = 0,
+                      progress: bool = True, cache_dir=None, keep_scores: bool = False,
+                      image_features=None) -> ZeroShotResult:
+    """Zero-shot top-1/top-5/mean per-class recall of ``model`` on a classification
+    :class:`~kizuna.eval.datasets.EvalDataset`. ``image_features`` (an
+    :class:`~kizuna.eval.encode.ImageFeatures`) skips the image encoding (e.g. reused for a probe)."""
+    if dataset.task != "classification":
+        raise ValueError(f"{dataset.name} is a {dataset.task} dataset; zero-shot classification needs class labels")
+    model = getattr(model, "module", model)
+    templates = list(templates or dataset.templates or ("a photo of a {c}.",))
+    weights = class_embeddings(model, tokenizer, dataset.classnames, templates, batch_size=text_batch_size,
+                               device=device, cache_dir=cache_dir, progress=progress)
+    feats = image_features or encode_images(model, dataset, transform=transform, batch_size=batch_size, device=device,
+                                            num_workers=num_workers, progress=progress,
+                                            desc=f"zero-shot {dataset.name}")
+    skipped = SkipCounter()
+    skipped.update(dataset.skips)
+    skipped.update(feats.skips)
+    return classify_features(feats.features, dataset.labels, weights, dataset.classnames, valid=feats.valid,
+                             keep_scores=keep_scores, keys=dataset.keys, skipped=skipped, templates=templates,
+                             dataset=dataset.name)
+
+
+# ----------------------------------------------------------------------------------- plot
+def plot_confusion(confusion: np.ndarray, classnames: Sequence[str], path, title: str = "", normalize: bool = True,
+                   max_annotated: int = 25, max_ticks: int = 60) -> Path:
+    """Confusion matrix as a heat map (rows: true class, normalised to recall; columns: predicted).
+    Cells are annotated up to ``max_annotated`` classes; tick labels shown up to ``max_ticks``."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, nothing to close
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    c = cm.shape[0]
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    side = float(min(max(6.0, 0.42 * c + 3.0), 28.0))
+    fig = Figure(figsize=(side + 1.2, side), dpi=110)
+    ax = fig.subplots()
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class" if normalize else "count")
+    if c <= max_ticks:
+        fs = max(5, min(10, int(300 / max(c, 1))))
+        ax.set_xticks(range(c), [str(n) for n in classnames], rotation=60, ha="right", rotation_mode="anchor",
+                      fontsize=fs)
+        ax.set_yticks(range(c), [str(n) for n in classnames], fontsize=fs)
+    if c <= max_annotated:
+        fs = max(5, min(9, int(220 / max(c, 1))))
+        for i in range(c):
+            for j in range(c):
+                if cm[i, j]:
+                    dark = shown[i, j] > (0.55 if normalize else 0.55 * shown.max())
+                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=fs,
+                            color="white" if dark else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

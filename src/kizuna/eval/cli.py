@@ -1,0 +1,178 @@
+"""Evaluate CLIP models: zero-shot classification, retrieval, linear/few-shot probes, robustness probes, suites.
+
+  kizuna eval zeroshot     --model M --dataset DIR [--split test] [--dataset-name cifar10] [--templates FILE] [--out DIR]
+  kizuna eval retrieval    --model M --dataset DIR [--split test] [--out DIR]
+  kizuna eval linear-probe --model M --dataset DIR [--few-shot 1,2,4,8,16] [--seeds 3] [--out DIR]
+  kizuna eval probes       --model M --dataset DIR [--severities 1,3,5] [--out DIR]
+  kizuna eval suite FILE   [--out DIR]
+
+DIR is a CLIP_benchmark WebDataset folder (split folders train/ test/ with 000000.tar.. shards,
+classnames.txt, zeroshot_classification_templates.txt; dataset_type.txt "retrieval" for retrieval
+sets), an ImageFolder tree (one folder per class) or a CSV file (image path + label or caption column).
+Class names and templates missing from the dataset come from the bundled CLIP_benchmark lists by
+--dataset-name (default: the folder's name).
+
+Results are printed as tables; with --out they are also written as results.json (CLIP_benchmark's
+record fields), results.md and plots. Under torchrun (torchrun --nproc_per_node N -m kizuna.apps.cli
+eval ...) the encoding is sharded over the ranks and gives the same numbers as one process.
+See docs/EVALUATION.md for what each metric means.
+"""
+from __future__ import annotations
+
+import argparse
+
+from kizuna.apps.common import add_model_argument
+
+
+def _ints(s: str) -> list[int]:
+    s = (s or "").strip().lower()
+    if s in ("", "none", "0", "off"):
+        return []
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _common(p, dataset_required: bool = True, classification: bool = True):
+    add_model_argument(p)
+    p.add_argument("--dataset", required=dataset_required,
+                   help="dataset folder (CLIP_benchmark WebDataset root, ImageFolder tree) or CSV file")
+    p.add_argument("--split", default=None,
+                   help="split folder to evaluate (default: test, else val/validation, else the folder itself)")
+    p.add_argument("--dataset-name", default=None,
+                   help="CLIP_benchmark key for bundled class names/templates, e.g. cifar10 (default: folder name)")
+    if classification:
+        p.add_argument("--templates", default=None,
+                       help="prompt templates: .txt (one per line, with {c}) or CLIP_benchmark-style .json")
+        p.add_argument("--classnames", default=None, help="class names file, one per line in label order")
+        p.add_argument("--cache-dir", default=None, help="folder for an on-disk cache of class embeddings (.pt)")
+    p.add_argument("--max-samples", type=int, default=0, help="evaluate the first N images only (0 = all)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    p.add_argument("--image-column", default="filepath", help="CSV: image path column")
+    p.add_argument("--label-column", default="label", help="CSV: class index or class name column")
+    p.add_argument("--caption-column", default="title", help="CSV: caption column (retrieval)")
+    p.add_argument("--name", default=None, help="model label in the report (default: config name or path)")
+    p.add_argument("--out", default=None, help="write results.json, results.md and plots here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="eval_command", metavar="TASK")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    z = sub.add_parser("zeroshot", formatter_class=fmt, help="zero-shot classification (top-1/top-5/per-class)",
+                       description="Zero-shot classification with a prompt ensemble: top-1, top-5, mean per-class "
+                                   "recall, a per-class table and a confusion-matrix plot.")
+    _common(z)
+
+    r = sub.add_parser("retrieval", formatter_class=fmt, help="image<->text retrieval R@1/5/10, median rank",
+                       description="Image->text and text->image retrieval with several captions per image: "
+                                   "R@1/5/10 and median rank, computed in chunks (exact).")
+    _common(r, classification=False)
+    r.add_argument("--query-chunk", type=int, default=1024, help="queries per similarity block")
+
+    lp = sub.add_parser("linear-probe", formatter_class=fmt,
+                        help="linear probe + few-shot on frozen features, vs zero-shot",
+                        description="Multinomial logistic regression on frozen image features (L-BFGS, L2 "
+                                    "chosen on a validation split carved from train), few-shot probes with k "
+                                    "examples per class (mean +- std over seeds), compared with zero-shot in a "
+                                    "table and a plot.")
+    _common(lp)
+    lp.add_argument("--train-split", default="train", help="split to fit the probe on (default train)")
+    lp.add_argument("--few-shot", type=_ints, default=[1, 2, 4, 8, 16],
+                    help="shots per class, comma-separated (default 1,2,4,8,16; 'none' to skip)")
+    lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
+    lp.add_argument("--max-train-samples", type=int, default=0, help="use the first N training images (0 = all)")
+    lp.add_argument("--no-zeroshot", action="store_true", help="skip the zero-shot comparison")
+
+    pr = sub.add_parser("probes", formatter_class=fmt,
+                        help="robustness (blur/noise/JPEG/contrast), typographic attack, relation swap",
+                        description="Zero-shot accuracy under blur, noise, JPEG and contrast shifts; a typographic "
+                                    "attack (a wrong class name written on each image); Winoground-style relation-"
+                                    "swap scores on synthetic scenes.")
+    _common(pr, dataset_required=False)
+    pr.add_argument("--severities", type=_ints, default=[1, 3, 5], help="corruption severities 1..5 (default 1,3,5)")
+    pr.add_argument("--corruptions", default=None,
+                    help="comma-separated subset of gaussian_blur,gaussian_noise,jpeg,contrast (default all)")
+    pr.add_argument("--no-robustness", action="store_true")
+    pr.add_argument("--no-typographic", action="store_true")
+    pr.add_argument("--no-relation-swap", action="store_true")
+    pr.add_argument("--relation-groups", type=int, default=100, help="relation-swap groups (default 100)")
+
+    s = sub.add_parser("suite", formatter_class=fmt, help="run a suite file of (model, dataset, task) runs",
+                       description=_suite_doc())
+    s.add_argument("file", help="suite file: .json or .py (see below)")
+    s.add_argument("--out", default=None, help="output folder (overrides the file's 'out')")
+    s.add_argument("--device", default=None, help="device for every run (default: cuda if available)")
+    s.add_argument("--no-progress", action="store_true")
+
+
+def _suite_doc() -> str:
+    from . import suite
+
+    return suite.__doc__ or ""
+
+
+def _entry(args, task) -> dict:
+    e = {"model": args.model, "dataset": args.dataset, "task": task, "split": args.split,
+         "dataset_name": args.dataset_name, "max_samples": args.max_samples, "batch_size": args.batch_size,
+         "num_workers": args.num_workers, "device": args.device, "image_column": args.image_column,
+         "label_column": args.label_column, "caption_column": args.caption_column, "allow_jit": args.allow_jit}
+    for k in ("templates", "classnames", "cache_dir"):
+        if getattr(args, k, None) is not None:
+            e[k] = getattr(args, k)
+    if args.name:
+        e["name"] = args.name
+    return e
+
+
+def run(args):
+    from kizuna.train.distributed import init_distributed
+
+    from .suite import run_entry, run_suite, write_results
+    from .encode import is_main
+
+    cmd = getattr(args, "eval_command", None)
+    if not cmd:
+        raise ValueError("choose a task: zeroshot, retrieval, linear-probe, probes or suite (see kizuna eval --help)")
+    info = init_distributed(getattr(args, "device", None))
+    progress = not args.no_progress
+    if cmd == "suite":
+        device = args.device
+        if info.enabled:
+            device = str(info.device)
+        run_suite(args.file, out_dir=args.out, device=device, progress=progress)
+        return 0
+    if info.enabled:
+        args.device = str(info.device)
+    if cmd == "zeroshot":
+        entries = [_entry(args, ["zeroshot_classification"])]
+    elif cmd == "retrieval":
+        entries = [_entry(args, ["zeroshot_retrieval"])]
+    elif cmd == "linear-probe":
+        e = _entry(args, ["linear_probe"])
+        e.update(train_split=args.train_split, few_shot=args.few_shot, seeds=args.seeds,
+                 zeroshot=not args.no_zeroshot)
+        entries = [e]
+        if args.max_train_samples:
+            e["max_train_samples"] = args.max_train_samples
+    else:  # probes
+        tasks = ([] if args.no_robustness or not args.dataset else ["robustness"]) + \
+                ([] if args.no_typographic or not args.dataset else ["typographic"]) + \
+                ([] if args.no_relation_swap else ["relation_swap"])
+        if not tasks:
+            raise ValueError("nothing to do: every probe is switched off (or --dataset is missing)")
+        e = _entry(args, tasks)
+        e.update(severities=args.severities, relation_groups=args.relation_groups)
+        if args.corruptions:
+            e["corruptions"] = [c.strip() for c in args.corruptions.split(",") if c.strip()]
+        entries = [e]
+    records = []
+    for e in entries:
+        records += run_entry(e, out_dir=args.out, progress=progress)
+    if args.out and is_main():
+        path = write_results(records, args.out)
+        print(f"\nwrote {path} and {path.with_name('results.md')}")
+    return 0

@@ -1,0 +1,487 @@
+"""Evaluation datasets: CLIP_benchmark WebDataset folders, ImageFolder trees and CSV files.
+
+    ds = load_dataset("/data/cifar10", split="test")          # classification, 10 classes
+    ds = load_dataset("/data/flickr8k", split="test")         # retrieval, 5 captions per image
+    ds.task, len(ds), ds.classnames, ds.templates, ds.skips
+
+Layouts
+-------
+* **CLIP_benchmark WebDataset** (``convert_dataset`` / ``build_wds_dataset``): a dataset root with
+  split folders (``train/``, ``test/``, ...) holding shards ``000000.tar``.. or ``0.tar``.. (and
+  ``nshards.txt``). Classification samples are ``KEY.jpg|webp|png`` + ``KEY.cls`` (class index);
+  retrieval samples ``KEY.jpg`` + ``KEY.txt`` (captions, one per line). ``classnames.txt`` and
+  ``zeroshot_classification_templates.txt`` sit in the root (or the split folder);
+  ``dataset_type.txt`` says ``retrieval`` (absent means classification).
+* **ImageFolder**: ``ROOT[/split]/<class>/*.jpg``; classes are the sorted folder names (as
+  torchvision), displayed as the folder name with ``_`` -> space unless ``classnames.txt`` or a
+  bundled list gives nicer names.
+* **Side-car folder**: ``KEY.jpg`` + ``KEY.cls`` / ``KEY.txt`` files (CLIP_benchmark layout unpacked).
+* **CSV/TSV**: an image-path column (``filepath``) and a label column (``label``: class index or
+  class name) for classification, or a caption column (``title``) for retrieval (rows with the same
+  image are one image with several captions).
+
+Indexing is :func:`kizuna.data.sources.build_index`; decoding is
+:class:`kizuna.data.sources.PairDataset`. Both count what they drop, and the result reports it.
+
+Class names and templates
+-------------------------
+Class names: ``classnames=`` (list or file) > ``classnames.txt`` in the split folder or root >
+the bundled CLIP_benchmark ``en_classnames.json`` entry for the dataset name (``dataset_name=``, else
+the root folder name, ``wds_`` prefix dropped) > folder names (ImageFolder). None of these -> a
+:class:`DatasetError` naming the file it looked for and what to do.
+Templates: ``templates=`` (list, .txt with one per line, or .json) >
+``zeroshot_classification_templates.txt`` > bundled ``en_zeroshot_classification_templates.json``
+entry > ``["a photo of a {c}."]``.
+
+Bad data
+--------
+A corrupt image is a counted skip (``corrupt_image``) reported with the result; a sample without a
+usable label or caption is a counted skip at indexing time; a class index outside
+``0..len(classnames)-1`` raises :class:`DatasetError` naming the sample (never a silently wrong
+accuracy).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter, build_index
+
+__all__ = [
+    "DatasetError", "EvalDataset", "bundled_classnames", "bundled_templates", "find_split", "load_dataset",
+    "read_lines", "read_templates",
+]
+
+SPLIT_NAMES = ("test", "val", "validation", "valid", "train", "dev")
+CLASSNAMES_FILE = "classnames.txt"
+TEMPLATES_FILE = "zeroshot_classification_templates.txt"
+DEFAULT_TEMPLATES = ("a photo of a {c}.",)
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+# torchvision's names; CLIP_benchmark's en_classnames.json has no "cifar10" entry (it reads them
+# from torchvision), so a bare cifar10 folder without classnames.txt still works.
+_BUILTIN_CLASSNAMES = {
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be evaluated as given; the message names the file or sample."""
+
+
+# ----------------------------------------------------------------------------------- bundled assets
+def _asset_json(name: str) -> dict:
+    return json.loads(resources.files("kizuna.data").joinpath("assets", name).read_text(encoding="utf-8"))
+
+
+def _name_variants(name: str) -> list[str]:
+    base = name.strip().lower().rstrip("/")
+    base = base.split("/")[-1]
+    out = [base]
+    for prefix in ("wds_", "wds-", "vtab_", "vtab-", "tfds_"):
+        if base.startswith(prefix):
+            out.append(base[len(prefix):])
+    out += [v.replace("-", "_") for v in out] + [v.replace("_", "-") for v in out]
+    return list(dict.fromkeys(out))
+
+
+def bundled_classnames(dataset_name: str | None) -> list[str] | None:
+    if not dataset_name:
+        return None
+    table = _asset_json("en_classnames.json")
+    for v in _name_variants(dataset_name):
+        if v in table:
+            return list(table[v])
+        if v in _BUILTIN_CLASSNAMES:
+            return list(_BUILTIN_CLASSNAMES[v])
+    return None
+
+
+def bundled_templates(dataset_name: str | None) -> list[str] | None:
+    if not dataset_name:
+        return None
+    table = _asset_json("en_zeroshot_classification_templates.json")
+    for v in _name_variants(dataset_name):
+        if v in table:
+            return list(table[v])
+    return None
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    text = Path(path).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_templates(spec, dataset_name: str | None = None) -> list[str]:
+    """Templates from a list, a .txt file (one per line) or a .json file (a list, or a dict keyed
+    by dataset name as CLIP_benchmark's)."""
+    if isinstance(spec, (list, tuple)):
+        out = list(spec)
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise DatasetError(f"templates file {path} not found")
+        if path.suffix == ".json":
+            obj = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(obj, dict):
+                key = next((v for v in _name_variants(dataset_name or "") if v in obj), None)
+                if key is None:
+                    raise DatasetError(f"{path} has no templates for dataset {dataset_name!r} "
+                                       f"(keys: {', '.join(sorted(obj))})")
+                obj = obj[key]
+            out = list(obj)
+        else:
+            out = read_lines(path)
+    if not out:
+        raise DatasetError(f"no templates in {spec!r}")
+    for t in out:
+        if not callable(t) and "{c}" not in t and "{}" not in t:
+            raise DatasetError(f"template {t!r} has no '{{c}}' placeholder for the class name")
+    return out
+
+
+# ----------------------------------------------------------------------------------- the dataset
+@dataclass
+class EvalDataset:
+    """An indexed evaluation split. ``positions`` are the rows of ``index`` evaluated, in order."""
+
+    name: str
+    task: str  # "classification" | "retrieval"
+    root: str
+    split: str | None
+    source: str
+    layout: str  # "wds" | "imagefolder" | "folder" | "csv"
+    index: SampleIndex
+    positions: np.ndarray
+    classnames: list[str] | None = None
+    templates: list[str] | None = None
+    classnames_source: str = ""
+    templates_source: str = ""
+    skips: SkipCounter = field(default_factory=SkipCounter)
+    labels_override: np.ndarray | None = None  # per index row (ImageFolder, CSV class names)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def labels(self) -> np.ndarray:
+        col = self.labels_override if self.labels_override is not None else self.index.labels
+        return np.asarray(col)[self.positions]
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.index.keys[i] for i in self.positions]
+
+    @property
+    def captions(self) -> list[tuple[str, ...]]:
+        return [self.index.captions[i] for i in self.positions]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames or ())
+
+    def where(self, k: int) -> str:
+        return self.index.where(int(self.positions[k]))
+
+    def pair_dataset(self, transform=None, seed_transform: bool = False, seed: int = 0) -> PairDataset:
+        ds = PairDataset(self.index, transform=transform, caption_sampling="first", seed=seed,
+                         seed_transform=seed_transform)
+        if self.labels_override is not None:
+            ds.index = _with_labels(self.index, self.labels_override)
+        return ds
+
+    def subset(self, k: np.ndarray | list[int]) -> "EvalDataset":
+        """The same dataset restricted to positions ``k`` (indices into this dataset)."""
+        import copy
+
+        out = copy.copy(self)
+        out.positions = self.positions[np.asarray(k, dtype=np.int64)]
+        return out
+
+    def describe(self) -> str:
+        what = f"{self.num_classes} classes" if self.task == "classification" else \
+            f"{sum(len(c) for c in self.captions)} captions"
+        skipped = f"; {self.skips.report()}" if self.skips else ""
+        return f"{self.name} [{self.split or '-'}] {self.task}: {len(self)} images, {what} ({self.layout} {self.source}){skipped}"
+
+
+def _with_labels(index: SampleIndex, labels: np.ndarray) -> SampleIndex:
+    return SampleIndex(index.sources, index.kinds, index.source_ids, index.keys, index.offsets, index.sizes,
+                       index.paths, index.captions, np.asarray(labels, dtype=np.int64), index.skips,
+                       index.damaged)
+
+
+# ----------------------------------------------------------------------------------- layout detection
+def _has_data(d: Path) -> bool:
+    if not d.is_dir():
+        return False
+    for p in d.iterdir():
+        if p.suffix in (".tar",) or p.name == "nshards.txt" or p.suffix.lower() in _IMAGE_EXTS:
+            return True
+        if p.is_dir():
+            return True
+    return False
+
+
+def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
+    """-> (folder to index, split name). ``split=None`` picks test, then val/validation, if present."""
+    present = [s for s in SPLIT_NAMES if (root / s).is_dir() and _has_data(root / s)]
+    if split:
+        if (root / split).is_dir():
+            return root / split, split
+        if present:
+            raise DatasetError(f"{root} has no split {split!r} (splits found: {', '.join(present)})")
+        return root, None  # a dataset without split folders: the folder is the split
+    for s in ("test", "val", "validation", "valid", "dev"):
+        if s in present:
+            return root / s, s
+    if present:
+        return root / present[0], present[0]
+    return root, None
+
+
+def _dataset_type(*dirs: Path) -> str | None:
+    for d in dirs:
+        f = d / "dataset_type.txt"
+        if f.is_file():
+            t = f.read_text().strip().lower()
+            if t in ("zeroshot_classification", "classification"):
+                return "classification"
+            if t == "retrieval":
+                return "retrieval"
+            raise DatasetError(f"{f} says {t!r}; supported: classification, retrieval")
+    return None
+
+
+def _is_tar_dir(d: Path) -> bool:
+    return (d / "nshards.txt").is_file() or any(p.suffix == ".tar" for p in d.iterdir())
+
+
+def _class_dirs(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _has_sidecars(d: Path) -> bool:
+    return any(p.suffix in (".cls", ".txt") and p.name not in (CLASSNAMES_FILE, TEMPLATES_FILE, "dataset_type.txt")
+               for p in d.iterdir())
+
+
+# ----------------------------------------------------------------------------------- loading
+def load_dataset(path, split: str | None = None, *, task: str | None = None, dataset_name: str | None = None,
+                 classnames=None, templates=None, max_samples: int = 0, image_column: str = "filepath",
+                 label_column: str = "label", caption_column: str = "title",
+                 cache_dir: str | os.PathLike | None = None) -> EvalDataset:
+    """Index an evaluation split (see the module docstring). ``task``: ``"classification"`` /
+    ``"retrieval"`` (default: ``dataset_type.txt``, else what the samples carry). ``max_samples``: keep
+    the first N usable samples (0 = all)."""
+    if task not in (None, "classification", "retrieval"):
+        raise ValueError(f"task must be 'classification' or 'retrieval', got {task!r}")
+    path = Path(os.path.expanduser(str(path)))
+    if not path.exists():
+        raise FileNotFoundError(f"dataset not found: {path}")
+    if path.is_file():
+        if path.suffix.lower() not in (".csv", ".tsv"):
+            raise DatasetError(f"{path}: expected a dataset folder or a .csv/.tsv file")
+        root, data, split_name = path.parent, path, split
+    else:
+        data, split_name = find_split(path, split)
+        root = path
+    name = dataset_name or root.name
+    task = task or _dataset_type(data if data.is_dir() else root, root)
+
+    labels_override = None
+    folder_classes: list[str] | None = None
+    if data.is_file():
+        layout = "csv"
+        index, task, labels_override, csv_classes = _index_csv(
+            data, task, image_column, label_column, caption_column, classnames, root, name, cache_dir)
+        folder_classes = csv_classes
+    elif _is_tar_dir(data):
+        layout = "wds"
+        index = build_index(str(data), require=_require(task), cache_dir=cache_dir)
+    elif _has_sidecars(data) or not _class_dirs(data):
+        layout = "folder"
+        index = build_index(str(data), require=_require(task))
+    else:
+        layout = "imagefolder"
+        if task == "retrieval":
+            raise DatasetError(f"{data} looks like an ImageFolder tree (one folder per class), "
+                               f"which is a classification layout; retrieval needs KEY.jpg + KEY.txt captions")
+        task = "classification"
+        dirs = _class_dirs(data)
+        index = build_index(str(data), require="image")
+        folder_names = [d.name for d in dirs]
+        pos = {n: k for k, n in enumerate(folder_names)}
+        labels_override = np.array([pos.get(k.split("/")[0], -1) if "/" in k else -1 for k in index.keys],
+                                   dtype=np.int64)
+        loose = int((labels_override < 0).sum())
+        if loose:
+            index.skips.add("image_outside_class_folder", n=loose)
+        folder_classes = [n.replace("_", " ") for n in folder_names]
+
+    if len(index) == 0 and not index.skips:
+        raise DatasetError(f"no images found in {data}")
+    if task is None:
+        has_labels = index.has_labels if labels_override is None else bool((labels_override >= 0).any())
+        task = "classification" if has_labels else "retrieval" if index.has_captions else None
+        if task is None:
+            raise DatasetError(f"{data}: samples carry neither class labels (.cls) nor captions (.txt); "
+                               f"{index.skips.report()}")
+
+    skips = SkipCounter()
+    skips.update(index.skips)
+    labels_col = labels_override if labels_override is not None else index.labels
+    if task == "classification":
+        keep = np.flatnonzero(np.asarray(labels_col) >= 0)
+        dropped = len(index) - len(keep)
+        if dropped:
+            skips.add("missing_label", index.where(int(np.flatnonzero(np.asarray(labels_col) < 0)[0])), n=dropped)
+    else:
+        has = np.array([len(c) > 0 for c in index.captions], dtype=bool)
+        keep = np.flatnonzero(has)
+        if len(index) - len(keep):
+            skips.add("missing_caption", index.where(int(np.flatnonzero(~has)[0])), n=len(index) - len(keep))
+    if max_samples and max_samples > 0:
+        keep = keep[:max_samples]
+    if len(keep) == 0:
+        raise DatasetError(f"{data}: no usable {task} samples ({skips.report()})")
+
+    ds = EvalDataset(name=name, task=task, root=str(root), split=split_name, source=str(data), layout=layout,
+                     index=index, positions=keep.astype(np.int64), skips=skips, labels_override=labels_override)
+    if task == "classification":
+        ds.classnames, ds.classnames_source = _resolve_classnames(
+            classnames, data if data.is_dir() else root, root, name, folder_classes, layout)
+        _check_labels(ds)
+        ds.templates, ds.templates_source = _resolve_templates(templates, data if data.is_dir() else root, root, name)
+    return ds
+
+
+def _require(task: str | None) -> str:
+    return {"classification": "label", "retrieval": "caption"}.get(task or "", "any")
+
+
+def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes, layout) -> tuple[list[str], str]:
+    if spec is not None:
+        if isinstance(spec, (list, tuple)):
+            out, src = list(spec), "given list"
+        else:
+            p = Path(spec)
+            if not p.is_file():
+                raise DatasetError(f"class names file {p} not found")
+            out, src = read_lines(p), str(p)
+        if not out:
+            raise DatasetError(f"no class names in {src}")
+        return out, src
+    for d in dict.fromkeys([data, root]):
+        f = d / CLASSNAMES_FILE
+        if f.is_file():
+            out = read_lines(f)
+            if not out:
+                raise DatasetError(f"{f} is empty: it needs one class name per line, in label order")
+            return out, str(f)
+    if layout == "csv" and folder_classes:
+        return folder_classes, "CSV label values (sorted)"
+    bundled = bundled_classnames(name)
+    if bundled is not None and (folder_classes is None or len(bundled) == len(folder_classes)):
+        return bundled, f"bundled CLIP_benchmark classnames[{name!r}]"
+    if folder_classes:
+        return folder_classes, "folder names"
+    raise DatasetError(
+        f"no class names for dataset {name!r}: expected {root / CLASSNAMES_FILE} (one class name per line, "
+        f"in label order, line k = class index k). Create that file, pass classnames=[...] / "
+        f"--classnames FILE, or --dataset-name KEY to use a bundled CLIP_benchmark list "
+        f"(e.g. {', '.join(sorted(_asset_json('en_classnames.json'))[:6])}, cifar10, ...)")
+
+
+def _resolve_templates(spec, data: Path, root: Path, name: str) -> tuple[list[str], str]:
+    if spec is not None:
+        return read_templates(spec, name), (str(spec) if not isinstance(spec, (list, tuple)) else "given list")
+    for d in dict.fromkeys([data, root]):
+        f = d / TEMPLATES_FILE
+        if f.is_file():
+            return read_templates(f), str(f)
+    bundled = bundled_templates(name)
+    if bundled is not None:
+        return bundled, f"bundled CLIP_benchmark templates[{name!r}]"
+    return list(DEFAULT_TEMPLATES), "default"
+
+
+def _check_labels(ds: EvalDataset) -> None:
+    labels = ds.labels
+    n = len(ds.classnames)
+    bad = np.flatnonzero(labels >= n)
+    if len(bad):
+        k = int(bad[0])
+        raise DatasetError(
+            f"class index {int(labels[k])} of {ds.where(k)} is out of range: the dataset has {n} class names "
+            f"(from {ds.classnames_source}), so indices must be 0..{n - 1}"
+            + (f"; {len(bad)} samples are affected" if len(bad) > 1 else "")
+            + ". Fix the label or the class names file.")
+
+
+def _index_csv(path: Path, task, image_column, label_column, caption_column, classnames, root, name, cache_dir):
+    """-> (index, task, labels_override, class names from the label column or None)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        head = f.readline()
+        sep = "\t" if "\t" in head or path.suffix.lower() == ".tsv" else ","
+        f.seek(0)
+        reader = csv.DictReader(f, delimiter=sep)
+        cols = reader.fieldnames or []
+        if image_column not in cols:
+            raise DatasetError(f"{path}: no image column {image_column!r}; columns are {cols}")
+        if task is None:
+            task = "classification" if label_column in cols else "retrieval" if caption_column in cols else None
+        if task is None:
+            raise DatasetError(f"{path}: needs a label column {label_column!r} (classification) or a caption "
+                               f"column {caption_column!r} (retrieval); columns are {cols}")
+        values = [row.get(label_column, "") for row in reader] if task == "classification" else []
+    if task == "retrieval":
+        index = build_index(str(path), require="caption", image_column=image_column,
+                            caption_column=caption_column, sep=sep)
+        return _group_captions(index), task, None, None
+    if label_column not in cols:
+        raise DatasetError(f"{path}: no label column {label_column!r}; columns are {cols}")
+    numeric = all(v.strip().lstrip("-").isdigit() for v in values if v.strip())
+    if numeric:
+        index = build_index(str(path), require="label", image_column=image_column, label_column=label_column,
+                            caption_column=caption_column, sep=sep)
+        return index, task, None, None
+    # Class names in the label column: index with the names as "captions", then map them.
+    index = build_index(str(path), require="image", image_column=image_column, caption_column=label_column, sep=sep)
+    names = list(classnames) if isinstance(classnames, (list, tuple)) else \
+        read_lines(classnames) if classnames else None
+    if names is None and (root / CLASSNAMES_FILE).is_file():
+        names = read_lines(root / CLASSNAMES_FILE)
+    if names is None:
+        names = sorted({c[0] for c in index.captions if c})
+    pos = {n: k for k, n in enumerate(names)}
+    labels = np.full(len(index), -1, dtype=np.int64)
+    for i, caps in enumerate(index.captions):
+        if not caps:
+            continue
+        if caps[0] not in pos:
+            raise DatasetError(f"class {caps[0]!r} of {index.where(i)} is not one of the {len(names)} class names "
+                               f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
+        labels[i] = pos[caps[0]]
+    index.captions = [()] * len(index)
+    return index, task, labels, names
+
+
+def _group_captions(index: SampleIndex) -> SampleIndex:
+    """CSV retrieval: one row per caption -> one sample per image with all its captions."""
+    first: dict[str, int] = {}
+    caps: dict[str, list[str]] = {}
+    for i, p in enumerate(index.paths):
+        first.setdefault(p, i)
+        caps.setdefault(p, []).extend(index.captions[i])
+    rows = sorted(first.values())
+    sel = np.asarray(rows, dtype=np.int64)
+    return SampleIndex(index.sources, index.kinds, index.source_ids[sel], [index.keys[i] for i in rows],
+                       index.offsets[sel], index.sizes[sel], [index.paths[i] for i in rows],
+                       [tuple(caps[index.paths[i]]) for i in rows], index.labels[sel], index.skips, index.damaged)

@@ -1,0 +1,267 @@
+"""Feature extraction for evaluation: batched, with progress bars, optionally sharded over ranks.
+
+Under ``torch.distributed`` (``torchrun``) every rank encodes a disjoint contiguous shard of the
+items and the features are gathered (:func:`kizuna.train.distributed.gather_no_grad`, padded to
+equal length), so every rank ends up with the same full feature matrix and computes the same
+metrics. Shards are cut on the *global batch grid* (rank ``r`` gets batches
+``[r*B/W, (r+1)*B/W)`` of the single-process run), so each batch the model sees is the very batch a
+single process would see - the features, and hence the metrics, are identical to one process.
+
+Public API
+----------
+``dist_info() -> (rank, world_size)``; ``is_main()``.
+``shard_bounds(n, batch_size, world_size) -> list[(start, end)]`` one contiguous range per rank.
+``gather_shards(x, bounds)``: each rank's ``x`` (rows ``bounds[rank]``) -> the full ``[n, ...]``.
+``encode_images(model, dataset, transform=None, batch_size=64, device=None, num_workers=0,
+progress=True, desc=...) -> ImageFeatures(features, valid, skips)`` for an
+:class:`~kizuna.eval.datasets.EvalDataset`; undecodable images are counted skips (``valid`` False,
+zero features), never a crash.
+``encode_texts_sharded(model, tokenizer, texts, batch_size=256, device=None, progress=False)
+-> TextFeatures(features, valid, skips)``: L2-normalised text embeddings; a text the tokenizer
+rejects is a counted ``bad_caption`` skip.
+``model_fingerprint(module)``: cheap in-memory identity (object id, parameter storage and version
+counters - changes whenever the weights are updated in place), ``content_hash(module)``: SHA-256 of
+the parameters (for on-disk caches).
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from kizuna.data.sources import SkipCounter
+
+__all__ = [
+    "ImageFeatures", "TextFeatures", "content_hash", "dist_info", "encode_images", "encode_texts_sharded",
+    "gather_object", "gather_shards", "is_main", "model_fingerprint", "progress_bar", "shard_bounds",
+]
+
+
+# ----------------------------------------------------------------------------------- distribution
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return dist_info()[0] == 0
+
+
+def shard_bounds(n: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, end)`` per rank, cut on multiples of ``batch_size`` (the batch grid of a
+    single process) and as balanced as whole batches allow."""
+    nb = -(-n // batch_size) if n else 0
+    out = []
+    for r in range(world_size):
+        b0, b1 = r * nb // world_size, (r + 1) * nb // world_size
+        out.append((min(b0 * batch_size, n), min(b1 * batch_size, n)))
+    return out
+
+
+def gather_shards(x: torch.Tensor, bounds: list[tuple[int, int]]) -> torch.Tensor:
+    """Concatenate every rank's rows (rank r holds ``bounds[r]``); padded to equal length for the
+    all-gather, since ``gather_no_grad`` needs equal shapes."""
+    rank, world = dist_info()
+    if world == 1:
+        return x
+    from kizuna.train.distributed import gather_no_grad
+
+    longest = max(e - s for s, e in bounds)
+    n_local = bounds[rank][1] - bounds[rank][0]
+    if x.shape[0] != n_local:
+        raise ValueError(f"rank {rank} has {x.shape[0]} rows, expected {n_local}")
+    pad = x.new_zeros((longest - n_local, *x.shape[1:]))
+    dtype = x.dtype
+    y = torch.cat([x, pad]) if longest > n_local else x
+    if y.dtype == torch.bool:  # gloo does not all-gather bool
+        y = y.to(torch.uint8)
+    backend = dist.get_backend()
+    dev = y.device
+    if backend == "nccl" and dev.type != "cuda":
+        y = y.cuda()
+    elif backend == "gloo" and dev.type != "cpu":
+        y = y.cpu()
+    g = gather_no_grad(y).to(dev)
+    parts = [g[r * longest : r * longest + (e - s)] for r, (s, e) in enumerate(bounds)]
+    return torch.cat(parts).to(dtype)
+
+
+def gather_object(obj) -> list:
+    rank, world = dist_info()
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _merge_skips(skips: SkipCounter) -> SkipCounter:
+    if dist_info()[1] == 1:
+        return skips
+    merged = SkipCounter()
+    for counts, examples in gather_object((skips.counts, skips.examples)):
+        merged.update(counts, examples)
+    return merged
+
+
+def progress_bar(iterable=None, total=None, desc=None, enabled=True):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not (enabled and is_main()), leave=False,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------------- identity
+def model_fingerprint(module: torch.nn.Module) -> tuple:
+    """In-memory identity of a module's current weights: changes when any parameter is updated in
+    place (optimizer steps, ``load_state_dict``), moved or replaced."""
+    return (id(module),) + tuple((p.data_ptr(), p._version, tuple(p.shape), str(p.dtype))
+                                 for p in module.parameters())
+
+
+def content_hash(module: torch.nn.Module, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        t = t.detach().cpu().contiguous()
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------- images
+@dataclass
+class ImageFeatures:
+    features: torch.Tensor  # [N, D] float32, CPU; zero rows where not valid
+    valid: torch.Tensor  # [N] bool: image decoded and encoded
+    skips: SkipCounter  # load-time skips (corrupt_image, read_error, ...)
+
+
+def _device_of(model, device):
+    if device is not None:
+        return torch.device(device)
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@torch.inference_mode()
+def encode_images(model, dataset, transform=None, batch_size: int = 64, device=None, num_workers: int = 0,
+                  progress: bool = True, desc: str = "encoding images", normalize: bool = True,
+                  seed_transform: bool = False, seed: int = 0, encode_fn=None) -> ImageFeatures:
+    """Encode every image of ``dataset`` (an :class:`~kizuna.eval.datasets.EvalDataset`).
+
+    ``transform`` defaults to the model's evaluation preprocessing. ``seed_transform``: seed the RNGs
+    per sample from ``(seed, index)`` around the transform (random corruptions). ``encode_fn(images)``
+    replaces ``model.encode_image`` (e.g. a transformers model in tests).
+    """
+    from kizuna.data.loader import Collate
+
+    if transform is None:
+        import kizuna
+
+        transform = kizuna.get_preprocess(model)
+    device = _device_of(model, device)
+    rank, world = dist_info()
+    n = len(dataset)
+    bounds = shard_bounds(n, batch_size, world)
+    start, end = bounds[rank]
+    pair_ds = dataset.pair_dataset(transform, seed_transform=seed_transform, seed=seed)
+    rows = dataset.positions[start:end].tolist()
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    loader = torch.utils.data.DataLoader(pair_ds, batch_sampler=batches, num_workers=num_workers,
+                                         collate_fn=Collate())
+    row_to_local = {r: k for k, r in enumerate(rows)}
+    feats: torch.Tensor | None = None
+    valid = torch.zeros(len(rows), dtype=torch.bool)
+    skips = SkipCounter()
+    encode = encode_fn or (lambda x: model.encode_image(x, normalize=False))
+    for batch in progress_bar(loader, total=len(batches), desc=desc, enabled=progress):
+        if batch["skipped"]:
+            skips.update(batch["skipped"], batch["skip_examples"])
+        if batch["images"].numel() == 0:
+            continue
+        out = encode(batch["images"].to(device)).float()
+        if normalize:
+            out = F.normalize(out, dim=-1)
+        out = out.cpu()
+        if feats is None:
+            feats = torch.zeros(len(rows), out.shape[1])
+        local = torch.tensor([row_to_local[int(i)] for i in batch["indices"]])
+        feats[local] = out
+        valid[local] = True
+    # A rank with an empty shard (or only corrupt images) still has to learn the feature width.
+    dim = feats.shape[1] if feats is not None else -1
+    if world > 1:
+        dim = max(gather_object(dim))
+    if feats is None:
+        feats = torch.zeros(len(rows), max(dim, 0))
+    feats = gather_shards(feats, bounds)
+    valid = gather_shards(valid, bounds)
+    return ImageFeatures(feats, valid, _merge_skips(skips))
+
+
+# ----------------------------------------------------------------------------------- texts
+@dataclass
+class TextFeatures:
+    features: torch.Tensor  # [M, D] float32 CPU, L2-normalised; zero rows where not valid
+    valid: torch.Tensor  # [M] bool
+    skips: SkipCounter  # bad_caption: rejected by the tokenizer
+
+
+def _tokenize(tokenizer, texts: list[str], skips: SkipCounter, offset: int):
+    """-> (tokens of the accepted texts, local positions accepted)."""
+    try:
+        return tokenizer(texts), list(range(len(texts)))
+    except ValueError:
+        pass
+    rows, ok = [], []
+    for k, t in enumerate(texts):
+        try:
+            rows.append(tokenizer([t]))
+            ok.append(k)
+        except ValueError:
+            skips.add("bad_caption", f"text {offset + k} ({t[:40]!r})")
+    return (torch.cat(rows) if rows else None), ok
+
+
+@torch.inference_mode()
+def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=None, progress: bool = False,
+                         desc: str = "encoding texts", encode_fn=None) -> TextFeatures:
+    device = _device_of(model, device)
+    texts = list(texts)
+    rank, world = dist_info()
+    bounds = shard_bounds(len(texts), batch_size, world)
+    start, end = bounds[rank]
+    encode = encode_fn or (lambda t: model.encode_text(t, normalize=False))
+    skips = SkipCounter()
+    feats, valid = None, torch.zeros(end - start, dtype=torch.bool)
+    steps = range(start, end, batch_size)
+    for i in progress_bar(steps, total=len(steps), desc=desc, enabled=progress):
+        chunk = texts[i : min(i + batch_size, end)]
+        tokens, ok = _tokenize(tokenizer, chunk, skips, i)
+        if tokens is None:
+            continue
+        out = F.normalize(encode(tokens.to(device)).float(), dim=-1).cpu()
+        if feats is None:
+            feats = torch.zeros(end - start, out.shape[1])
+        local = torch.tensor(ok) + (i - start)
+        feats[local] = out
+        valid[local] = True
+    dim = feats.shape[1] if feats is not None else -1
+    if world > 1:
+        dim = max(gather_object(dim))
+    if feats is None:
+        feats = torch.zeros(end - start, max(dim, 0))
+    return TextFeatures(gather_shards(feats, bounds), gather_shards(valid, bounds), _merge_skips(skips))
+
+
+def as_numpy_labels(labels) -> np.ndarray:
+    return np.asarray(labels, dtype=np.int64)

@@ -1,0 +1,302 @@
+"""Linear probes on frozen features, full and few-shot (CLIP paper, Sec. 3.2 and Fig. 6-7).
+
+    train = load_dataset(root, split="train"); test = load_dataset(root, split="test")
+    res = evaluate_linear_probe(model, train, test, few_shot=(1, 2, 4, 8, 16), seeds=3,
+                                zeroshot_acc=zs.metrics["acc1"])
+    print(res.table()); res.plot("zeroshot_vs_probe.png")
+
+The classifier is multinomial logistic regression fitted in torch, full batch with L-BFGS (strong
+Wolfe line search) in float64 on the CPU, minimising
+
+    mean_i cross_entropy(W x_i + b, y_i) + (lambda / 2) * ||W||^2        (the bias is not penalised)
+
+which is scikit-learn's ``LogisticRegression(C=1 / (lambda * n))`` objective. lambda is chosen as the
+CLIP paper does, by a sweep on a validation split carved from the training data (stratified, 20% by
+default): a log-spaced coarse grid, then a finer grid around the best value; the probe is then refitted
+on the whole training set with the chosen lambda.
+
+Few-shot: for k in (1, 2, 4, 8, 16), ``k`` images per class are drawn from the training split for each
+seed; lambda is chosen on a disjoint validation draw of (up to) ``k`` images per class, and the probe is
+fitted on the k shots only. Reported as mean +- std over seeds. Features are L2-normalised image
+embeddings (the same the zero-shot classifier scores).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .encode import encode_images
+
+__all__ = [
+    "LinearProbe", "ProbeResult", "evaluate_linear_probe", "few_shot_indices", "fit_logistic_regression",
+    "linear_probe_from_features", "plot_zeroshot_vs_probe", "select_l2", "stratified_split",
+]
+
+COARSE_GRID = tuple(10.0 ** e for e in range(-6, 1))  # 1e-6 .. 1 (features have unit norm)
+FEW_SHOT = (1, 2, 4, 8, 16)
+
+
+@dataclass
+class LinearProbe:
+    weight: torch.Tensor  # [C, D]
+    bias: torch.Tensor  # [C]
+    l2: float
+    iterations: int = 0
+    loss: float = float("nan")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.weight.dtype) @ self.weight.T + self.bias
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x).argmax(dim=1)
+
+    def accuracy(self, x: torch.Tensor, y) -> float:
+        y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        return float((self.predict(x) == y).double().mean()) if len(y) else float("nan")
+
+
+def fit_logistic_regression(x: torch.Tensor, y, num_classes: int, l2: float, max_iter: int = 1000,
+                            tol: float = 1e-7, init: LinearProbe | None = None,
+                            dtype: torch.dtype = torch.float64) -> LinearProbe:
+    """Multinomial logistic regression, full-batch L-BFGS (see module doc for the objective).
+    ``tol``: stop when the largest gradient entry is below it. The gradient is written out by hand
+    (no autograd graph per evaluation): the fits are small and many (lambda sweeps, few-shot seeds)."""
+    x = x.detach().to("cpu", dtype)
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    n, d = x.shape
+    if n == 0:
+        raise ValueError("no training samples")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(f"labels must be in 0..{num_classes - 1}")
+    onehot = F.one_hot(y, num_classes).to(dtype)
+    w = torch.zeros(num_classes, d, dtype=dtype) if init is None else init.weight.clone().to(dtype)
+    b = torch.zeros(num_classes, dtype=dtype) if init is None else init.bias.clone().to(dtype)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, max_eval=int(max_iter * 1.25),
+                            tolerance_grad=tol, tolerance_change=1e-12, history_size=20,
+                            line_search_fn="strong_wolfe")
+    state = {"loss": float("nan")}
+
+    def closure():
+        logits = torch.addmm(b, x, w.T)
+        logp = torch.log_softmax(logits, dim=1)
+        loss = -(logp * onehot).sum() / n + 0.5 * l2 * float((w * w).sum())
+        g = (logp.exp() - onehot) / n  # d loss / d logits
+        w.grad = g.T @ x + l2 * w
+        b.grad = g.sum(0)
+        state["loss"] = float(loss)
+        return loss
+
+    threads = torch.get_num_threads()
+    small = n * d * num_classes < 2_000_000  # tiny problems: threads only add sync overhead
+    if small:
+        torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            opt.step(closure)
+    finally:
+        if small:
+            torch.set_num_threads(threads)
+    iters = int(opt.state[opt._params[0]].get("n_iter", 0))
+    return LinearProbe(w.clone(), b.clone(), float(l2), iters, state["loss"])
+
+
+def stratified_split(y, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices), ``val_fraction`` of every class (at least one sample of a
+    class with >= 2 samples) held out; sorted."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    tr, va = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * val_fraction))
+        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1) if len(idx) >= 2 else 0
+        va.extend(idx[:k])
+        tr.extend(idx[k:])
+    return np.sort(np.asarray(tr, dtype=np.int64)), np.sort(np.asarray(va, dtype=np.int64))
+
+
+def few_shot_indices(y, k: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """``k`` indices per class (fewer where a class has fewer), drawn with ``seed``, sorted."""
+    y = np.asarray(y)
+    rng = np.random.default_rng([seed, k])
+    excluded = np.zeros(len(y), dtype=bool)
+    if exclude is not None and len(exclude):
+        excluded[exclude] = True
+    out = []
+    for c in np.unique(y):
+        idx = np.flatnonzero((y == c) & ~excluded)
+        out.extend(rng.permutation(idx)[:k])
+    return np.sort(np.asarray(out, dtype=np.int64))
+
+
+def select_l2(x_tr, y_tr, x_va, y_va, num_classes: int, grid: Sequence[float] = COARSE_GRID, refine: bool = True,
+              max_iter: int = 1000) -> tuple[float, list[tuple[float, float]]]:
+    """lambda with the best validation accuracy (ties: the larger lambda) and the sweep ``[(lambda, acc)]``.
+    Runs from strong to weak regularisation, warm-starting each fit from the previous one."""
+    sweep: dict[float, float] = {}
+    init = None
+    for lam in sorted(grid, reverse=True):
+        init = fit_logistic_regression(x_tr, y_tr, num_classes, lam, max_iter=max_iter, init=init)
+        sweep[lam] = init.accuracy(x_va, y_va)
+    best = max(sorted(sweep, reverse=True), key=lambda lam: sweep[lam])
+    if refine and len(grid) > 1:
+        ratio = math.sqrt(sorted(grid)[1] / sorted(grid)[0])  # half a grid step
+        for lam in (best * ratio, best / ratio):
+            if lam not in sweep:
+                sweep[lam] = fit_logistic_regression(x_tr, y_tr, num_classes, lam, max_iter=max_iter).accuracy(x_va, y_va)
+        best = max(sorted(sweep, reverse=True), key=lambda lam: sweep[lam])
+    return best, sorted(sweep.items())
+
+
+@dataclass
+class ProbeResult:
+    metrics: dict[str, float]  # lp_acc1, zeroshot_acc1, fewshot_{k}_mean/_std, ...
+    l2: float
+    sweep: list[tuple[float, float]]
+    few_shot: dict[int, list[float]] = field(default_factory=dict)  # k -> accuracy per seed
+    zeroshot_acc: float | None = None
+    num_classes: int = 0
+    num_train: int = 0
+    num_test: int = 0
+    dataset: str = ""
+
+    def table(self) -> str:
+        from kizuna.apps.common import format_table
+
+        rows = []
+        if self.zeroshot_acc is not None:
+            rows.append(["zero-shot", "-", f"{100 * self.zeroshot_acc:.2f}", ""])
+        for k, accs in sorted(self.few_shot.items()):
+            a = np.asarray(accs)
+            rows.append([f"linear probe, {k}-shot", len(a), f"{100 * a.mean():.2f}", f"{100 * a.std():.2f}"])
+        rows.append([f"linear probe, all ({self.num_train})", 1, f"{100 * self.metrics['lp_acc1']:.2f}", ""])
+        text = format_table(rows, ["classifier", "seeds", "top-1 %", "std %"])
+        eff = self.metrics.get("zeroshot_matches_k_shot")
+        if eff is not None and eff == eff:
+            text += f"\nzero-shot matches a {eff:.1f}-shot linear probe (log-linear interpolation)"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "l2": self.l2, "sweep": [list(s) for s in self.sweep],
+                "few_shot": {str(k): v for k, v in self.few_shot.items()}, "num_classes": self.num_classes,
+                "num_train": self.num_train, "num_test": self.num_test}
+
+    def plot(self, path, title: str | None = None) -> Path:
+        return plot_zeroshot_vs_probe(self, path, title=title)
+
+
+def _matching_shots(few: dict[int, list[float]], target: float) -> float:
+    """k (log2-interpolated) at which the mean few-shot accuracy first reaches ``target``."""
+    ks = sorted(few)
+    means = [float(np.mean(few[k])) for k in ks]
+    if not ks or target is None:
+        return float("nan")
+    if means[0] >= target:
+        return float(ks[0])  # matched by the fewest shots tried (or fewer)
+    for (k0, m0), (k1, m1) in zip(zip(ks, means), zip(ks[1:], means[1:])):
+        if m1 >= target > m0:
+            t = (target - m0) / (m1 - m0)
+            return float(2 ** (math.log2(k0) + t * (math.log2(k1) - math.log2(k0))))
+    return float("inf")
+
+
+def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: int, *,
+                               few_shot: Sequence[int] = FEW_SHOT, seeds: int = 3, val_fraction: float = 0.2,
+                               grid: Sequence[float] = COARSE_GRID, zeroshot_acc: float | None = None, seed: int = 0,
+                               max_iter: int = 1000, dataset: str = "") -> ProbeResult:
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    x_train, x_test = torch.as_tensor(x_train).double(), torch.as_tensor(x_test).double()
+    tr, va = stratified_split(y_train, val_fraction, seed)
+    if len(va) == 0:
+        raise ValueError("too few training samples to carve a validation split (need >= 2 per class)")
+    l2, sweep = select_l2(x_train[tr], y_train[tr], x_train[va], y_train[va], num_classes, grid, max_iter=max_iter)
+    probe = fit_logistic_regression(x_train, y_train, num_classes, l2, max_iter=max_iter)
+    metrics = {"lp_acc1": probe.accuracy(x_test, y_test), "lp_l2": l2,
+               "lp_C": 1.0 / (l2 * len(y_train))}
+    few: dict[int, list[float]] = {}
+    for k in few_shot:
+        accs = []
+        for s in range(seeds):
+            shots = few_shot_indices(y_train, k, seed=seed * 1000 + s)
+            val = few_shot_indices(y_train, k, seed=seed * 1000 + s + 500, exclude=shots)
+            lam = select_l2(x_train[shots], y_train[shots], x_train[val], y_train[val], num_classes, grid,
+                            refine=False, max_iter=max_iter)[0] if len(val) else 1e-3
+            accs.append(fit_logistic_regression(x_train[shots], y_train[shots], num_classes, lam,
+                                                max_iter=max_iter).accuracy(x_test, y_test))
+        few[k] = accs
+        metrics[f"fewshot_{k}_acc1_mean"] = float(np.mean(accs))
+        metrics[f"fewshot_{k}_acc1_std"] = float(np.std(accs))
+    if zeroshot_acc is not None:
+        metrics["zeroshot_acc1"] = float(zeroshot_acc)
+        if few:
+            metrics["zeroshot_matches_k_shot"] = _matching_shots(few, zeroshot_acc)
+    return ProbeResult(metrics, l2, sweep, few, zeroshot_acc, num_classes, len(y_train), len(y_test), dataset)
+
+
+def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_SHOT, seeds: int = 3,
+                          zeroshot_acc: float | None = None, batch_size: int = 64, device=None, num_workers: int = 0,
+                          progress: bool = True, val_fraction: float = 0.2, grid: Sequence[float] = COARSE_GRID,
+                          seed: int = 0, train_features=None, test_features=None) -> ProbeResult:
+    """Frozen-feature linear probe (and few-shot probes) of ``model`` from a train and a test
+    :class:`~kizuna.eval.datasets.EvalDataset` of the same classification dataset. Under torchrun the
+    encoding is sharded; every rank then fits the same probes (deterministic), so all agree."""
+    if train.task != "classification" or test.task != "classification":
+        raise ValueError("the linear probe needs classification datasets (class labels)")
+    model = getattr(model, "module", model)
+    ftr = train_features or encode_images(model, train, batch_size=batch_size, device=device, num_workers=num_workers,
+                                          progress=progress, desc=f"linear probe {train.name}: train")
+    fte = test_features or encode_images(model, test, batch_size=batch_size, device=device, num_workers=num_workers,
+                                         progress=progress, desc=f"linear probe {test.name}: test")
+    ytr, yte = train.labels, test.labels
+    mtr, mte = ftr.valid.numpy(), fte.valid.numpy()
+    res = linear_probe_from_features(ftr.features[ftr.valid], ytr[mtr], fte.features[fte.valid], yte[mte],
+                                     max(train.num_classes, test.num_classes), few_shot=few_shot, seeds=seeds,
+                                     val_fraction=val_fraction, grid=grid, zeroshot_acc=zeroshot_acc, seed=seed,
+                                     dataset=test.name)
+    return res
+
+
+def plot_zeroshot_vs_probe(result: ProbeResult | Sequence[ProbeResult], path, labels: Sequence[str] | None = None,
+                           title: str | None = None) -> Path:
+    """Top-1 accuracy against labelled examples per class (log2 axis) with mean +- std bands, the full
+    linear probe as a dotted line and zero-shot as a dashed horizontal line (CLIP paper, Fig. 6)."""
+    from matplotlib.figure import Figure
+
+    results = [result] if isinstance(result, ProbeResult) else list(result)
+    labels = list(labels) if labels else [r.dataset or f"model {i}" for i, r in enumerate(results)]
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.subplots()
+    for i, (r, name) in enumerate(zip(results, labels)):
+        color = f"C{i}"
+        ks = sorted(r.few_shot)
+        if ks:
+            m = np.array([np.mean(r.few_shot[k]) for k in ks]) * 100
+            s = np.array([np.std(r.few_shot[k]) for k in ks]) * 100
+            ax.plot(ks, m, "o-", color=color, label=f"{name}: few-shot linear probe")
+            ax.fill_between(ks, m - s, m + s, color=color, alpha=0.18, linewidth=0)
+        ax.axhline(100 * r.metrics["lp_acc1"], color=color, linestyle=":", linewidth=1.4,
+                   label=f"{name}: linear probe, all {r.num_train} ({100 * r.metrics['lp_acc1']:.1f}%)")
+        if r.zeroshot_acc is not None:
+            ax.axhline(100 * r.zeroshot_acc, color=color, linestyle="--", linewidth=1.8,
+                       label=f"{name}: zero-shot ({100 * r.zeroshot_acc:.1f}%)")
+    all_k = sorted({k for r in results for k in r.few_shot})
+    if all_k:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_k, [str(k) for k in all_k])
+    ax.set_xlabel("labelled training examples per class")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title or "zero-shot vs linear probe")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

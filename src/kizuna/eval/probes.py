@@ -1,0 +1,406 @@
+"""Probes of what zero-shot accuracy hides: robustness, typographic attacks, relation swaps.
+
+Robustness (:func:`evaluate_robustness`)
+    Zero-shot accuracy under synthetic distribution shifts, each at a few severities (ImageNet-C
+    parameters, applied at the model's input resolution after resize + centre crop): Gaussian blur
+    (sigma 1/2/3/4/6 px at 224 px, scaled with the resolution), Gaussian noise (std 0.08 .. 0.38 of
+    the [0, 1] range), JPEG re-encoding (quality 25 .. 7) and contrast reduction (to 0.4 .. 0.05 of
+    the original). Noise is seeded per image, so runs repeat exactly. The table lists clean
+    accuracy against shifted accuracy, the drop, and the share of clean accuracy kept; the
+    "effective robustness" of Taori et al. (2020) is the shifted accuracy above what a baseline
+    trend predicts from clean accuracy - :func:`effective_robustness` computes it given a baseline
+    fit (slope, intercept in logit space), e.g. one fitted over several models of a suite.
+
+Typographic attack (:func:`typographic_attack`)
+    A wrong class name, chosen per image with a fixed seed, is written onto the image (white text
+    with a black outline on the lower part, PIL's scalable default font). Reported: clean and attacked
+    accuracy, the drop, and ``follow_rate`` - the share of predictions equal to the written class
+    (CLIP reads: Goh et al. 2021, "Multimodal neurons").
+
+Relation swap, Winoground-style (:func:`winoground_scores`, :func:`relation_swap_probe`)
+    Groups of two images and two captions that differ only in the order of the words ("a red circle
+    left of a blue square" / "a blue square left of a red circle"). Given the 2x2 similarity
+    ``s[image, caption]`` of a group (correct pairs on the diagonal): text score = both images pick
+    their caption (``s00 > s01 and s11 > s10``), image score = both captions pick their image
+    (``s00 > s10 and s11 > s01``), group score = both. Strict ``>``: ties fail. Chance: 25%, 25%, 16.7%.
+    Data: :func:`kizuna.data.synthetic.make_probes` ``relation_swap`` pairs.
+"""
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+
+from kizuna.data.sources import SkipCounter
+
+from .classification import class_embeddings, classify_features
+from .encode import dist_info, encode_images, gather_shards, progress_bar, shard_bounds
+
+__all__ = [
+    "CORRUPTIONS", "RobustnessResult", "TypographicResult", "corrupt", "effective_robustness",
+    "evaluate_robustness", "relation_swap_probe", "render_text", "typographic_attack", "winoground_scores",
+]
+
+
+# ----------------------------------------------------------------------------------- corruptions
+def _blur(img: Image.Image, severity: int, rng: random.Random) -> Image.Image:
+    sigma = (1, 2, 3, 4, 6)[severity - 1] * min(img.size) / 224
+    return img.filter(ImageFilter.GaussianBlur(radius=sigma))
+
+
+def _noise(img: Image.Image, severity: int, rng: random.Random) -> Image.Image:
+    std = (0.08, 0.12, 0.18, 0.26, 0.38)[severity - 1]
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    gen = np.random.default_rng(rng.getrandbits(64))
+    x = np.clip(x + gen.normal(0.0, std, size=x.shape).astype(np.float32), 0.0, 1.0)
+    return Image.fromarray((x * 255.0 + 0.5).astype(np.uint8), "RGB")
+
+
+def _jpeg(img: Image.Image, severity: int, rng: random.Random) -> Image.Image:
+    quality = (25, 18, 15, 10, 7)[severity - 1]
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    out = Image.open(buf)
+    out.load()
+    return out.convert("RGB")
+
+
+def _contrast(img: Image.Image, severity: int, rng: random.Random) -> Image.Image:
+    c = (0.4, 0.3, 0.2, 0.1, 0.05)[severity - 1]
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    mean = x.mean(axis=(0, 1), keepdims=True)
+    x = np.clip((x - mean) * c + mean, 0.0, 1.0)
+    return Image.fromarray((x * 255.0 + 0.5).astype(np.uint8), "RGB")
+
+
+CORRUPTIONS: dict[str, Callable[[Image.Image, int, random.Random], Image.Image]] = {
+    "gaussian_blur": _blur, "gaussian_noise": _noise, "jpeg": _jpeg, "contrast": _contrast,
+}
+
+
+def corrupt(img: Image.Image, name: str, severity: int, rng: random.Random | None = None) -> Image.Image:
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})")
+    if not 1 <= severity <= 5:
+        raise ValueError(f"severity must be 1..5, got {severity}")
+    return CORRUPTIONS[name](img.convert("RGB"), severity, rng or random.Random(0))
+
+
+class _ImageOpTransform:
+    """preprocess(op(geometry(img))): the op runs at the model's input resolution when ``preprocess``
+    is kizuna's :class:`~kizuna.data.transforms.Preprocess`, else on the raw image."""
+
+    def __init__(self, preprocess, op: Callable[[Image.Image], Image.Image]):
+        self.preprocess, self.op = preprocess, op
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        from kizuna.data.transforms import INTERPOLATION, Preprocess, _size_pair, center_crop, resize_shortest, to_rgb, to_tensor
+
+        p = self.preprocess
+        if isinstance(p, Preprocess):
+            img = to_rgb(img)
+            h, w = _size_pair(p.image_size)
+            interp = INTERPOLATION[p.interpolation]
+            if p.resize_mode == "squash":
+                img = img.resize((w, h), interp) if img.size != (w, h) else img
+            else:
+                img = center_crop(resize_shortest(img, min(h, w), interp), (h, w))
+            return to_tensor(self.op(img), p.mean, p.std)
+        return p(self.op(img.convert("RGB")))
+
+
+class _CorruptOp:
+    def __init__(self, name: str, severity: int):
+        self.name, self.severity = name, severity
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        # PairDataset seeds `random` per sample (seed_transform=True): noise repeats exactly.
+        return corrupt(img, self.name, self.severity, random.Random(random.getrandbits(64)))
+
+
+# ----------------------------------------------------------------------------------- robustness
+def effective_robustness(clean_acc: float, shifted_acc: float, baseline: tuple[float, float]) -> float:
+    """Shifted accuracy minus the baseline's prediction ``sigmoid(slope * logit(clean) + intercept)``."""
+    eps = 1e-6
+    c = min(max(clean_acc, eps), 1 - eps)
+    pred = 1 / (1 + math.exp(-(baseline[0] * math.log(c / (1 - c)) + baseline[1])))
+    return shifted_acc - pred
+
+
+@dataclass
+class RobustnessResult:
+    clean_acc: float
+    rows: list[dict]  # {"corruption", "severity", "acc", "drop", "relative"}
+    skipped: SkipCounter = field(default_factory=SkipCounter)
+    dataset: str = ""
+    n: int = 0
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        m = {"clean_acc1": self.clean_acc}
+        for r in self.rows:
+            m[f"{r['corruption']}_s{r['severity']}_acc1"] = r["acc"]
+        by = {}
+        for r in self.rows:
+            by.setdefault(r["corruption"], []).append(r["acc"])
+        for name, accs in by.items():
+            m[f"{name}_acc1"] = float(np.mean(accs))
+        m["shifted_acc1"] = float(np.mean([r["acc"] for r in self.rows])) if self.rows else float("nan")
+        m["shifted_drop"] = self.clean_acc - m["shifted_acc1"]
+        return m
+
+    def table(self) -> str:
+        from kizuna.apps.common import format_table
+
+        rows = [["clean", "-", f"{100 * self.clean_acc:.2f}", "", ""]]
+        for r in self.rows:
+            rows.append([r["corruption"], r["severity"], f"{100 * r['acc']:.2f}", f"{100 * r['drop']:+.2f}",
+                         f"{100 * r['relative']:.0f}%"])
+        m = self.metrics
+        rows.append(["all shifts (mean)", "-", f"{100 * m['shifted_acc1']:.2f}", f"{100 * m['shifted_drop']:+.2f}",
+                     f"{100 * m['shifted_acc1'] / max(self.clean_acc, 1e-12):.0f}%"])
+        return format_table(rows, ["shift", "severity", "top-1 %", "drop (points)", "kept"])
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "rows": self.rows, "n": self.n, "skipped": self.skipped.as_dict()}
+
+    def plot(self, path):
+        from pathlib import Path
+
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.0, 4.0), dpi=120)
+        ax = fig.subplots()
+        by: dict[str, list[tuple[int, float]]] = {}
+        for r in self.rows:
+            by.setdefault(r["corruption"], []).append((r["severity"], r["acc"]))
+        for i, (name, pts) in enumerate(by.items()):
+            pts.sort()
+            ax.plot([0] + [p[0] for p in pts], [100 * self.clean_acc] + [100 * p[1] for p in pts], "o-",
+                    color=f"C{i}", label=name)
+        ax.axhline(100 * self.clean_acc, color="k", linestyle="--", linewidth=1, label="clean")
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylabel("zero-shot top-1 (%)")
+        ax.set_title(f"{self.dataset}: accuracy under distribution shift")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        return path
+
+
+def _weights(model, tokenizer, dataset, templates, cache_dir):
+    return class_embeddings(model, tokenizer, dataset.classnames, list(templates or dataset.templates),
+                            cache_dir=cache_dir)
+
+
+def evaluate_robustness(model, tokenizer, dataset, *, corruptions: Sequence[str] = tuple(CORRUPTIONS),
+                        severities: Sequence[int] = (1, 3, 5), templates=None, batch_size: int = 64, device=None,
+                        num_workers: int = 0, progress: bool = True, seed: int = 0, cache_dir=None,
+                        clean_features=None) -> RobustnessResult:
+    import kizuna
+
+    model = getattr(model, "module", model)
+    pre = kizuna.get_preprocess(model)
+    weights = _weights(model, tokenizer, dataset, templates, cache_dir)
+    clean = clean_features or encode_images(model, dataset, transform=pre, batch_size=batch_size, device=device,
+                                            num_workers=num_workers, progress=progress, desc="robustness: clean")
+    labels = dataset.labels
+    skipped = SkipCounter()
+    skipped.update(dataset.skips)
+    skipped.update(clean.skips)
+    clean_res = classify_features(clean.features, labels, weights, dataset.classnames, valid=clean.valid)
+    rows = []
+    for name in corruptions:
+        for s in severities:
+            tf = _ImageOpTransform(pre, _CorruptOp(name, s))
+            f = encode_images(model, dataset, transform=tf, batch_size=batch_size, device=device,
+                              num_workers=num_workers, progress=progress, desc=f"robustness: {name} s{s}",
+                              seed_transform=True, seed=seed)
+            # compare on the same images: those that decoded (corrupt files fail in both passes)
+            acc = classify_features(f.features, labels, weights, dataset.classnames, valid=f.valid & clean.valid
+                                    ).metrics["acc1"]
+            rows.append({"corruption": name, "severity": int(s), "acc": acc, "drop": clean_res.metrics["acc1"] - acc,
+                         "relative": acc / max(clean_res.metrics["acc1"], 1e-12)})
+    return RobustnessResult(clean_res.metrics["acc1"], rows, skipped, dataset.name, clean_res.n)
+
+
+# ----------------------------------------------------------------------------------- typographic
+@lru_cache(maxsize=16)
+def _font(px: int):
+    try:
+        return ImageFont.load_default(size=px)
+    except (TypeError, ImportError, OSError, AttributeError):
+        return ImageFont.load_default()
+
+
+def render_text(img: Image.Image, text: str, height_fraction: float = 0.16) -> Image.Image:
+    """Write ``text`` in white with a black outline, centred horizontally on the lower part of the image;
+    the font shrinks until the word fits the width."""
+    img = img.convert("RGB").copy()
+    w, h = img.size
+    draw = ImageDraw.Draw(img)
+    px = max(6, int(h * height_fraction))
+    while True:
+        font = _font(px)
+        box = draw.textbbox((0, 0), text, font=font, stroke_width=max(1, px // 8))
+        tw, th = box[2] - box[0], box[3] - box[1]
+        if tw <= w * 0.94 or px <= 6:
+            break
+        px = max(6, int(px * 0.85))
+    x = (w - tw) / 2 - box[0]
+    y = h * 0.78 - th / 2 - box[1]
+    draw.text((x, y), text, font=font, fill=(255, 255, 255), stroke_width=max(1, px // 8), stroke_fill=(0, 0, 0))
+    return img
+
+
+def _wrong_classes(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    offsets = rng.integers(1, num_classes, size=len(labels))
+    return (labels + offsets) % num_classes
+
+
+class _TextOp:
+    """Writes one word on every image (picklable, for DataLoader workers)."""
+
+    def __init__(self, word: str):
+        self.word = word
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return render_text(img, self.word)
+
+
+@dataclass
+class TypographicResult:
+    metrics: dict[str, float]  # clean_acc1, attacked_acc1, drop, follow_rate, follow_rate_of_correct
+    written: np.ndarray  # class written on each image
+    predictions: torch.Tensor
+    dataset: str = ""
+
+    def table(self) -> str:
+        from kizuna.apps.common import format_table
+
+        m = self.metrics
+        rows = [["clean", f"{100 * m['clean_acc1']:.2f}", "-"],
+                ["wrong class name written on the image", f"{100 * m['attacked_acc1']:.2f}",
+                 f"{100 * m['follow_rate']:.2f}"]]
+        return (format_table(rows, ["images", "top-1 %", "predicts the written word %"])
+                + f"\naccuracy drop {100 * m['drop']:.2f} points; of the images classified correctly when clean, "
+                  f"{100 * m['follow_rate_of_correct']:.1f}% switch to the written word")
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics}
+
+
+def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size: int = 64, device=None,
+                       num_workers: int = 0, progress: bool = True, seed: int = 0, cache_dir=None,
+                       clean_features=None) -> TypographicResult:
+    """Write a wrong class name onto every image and measure how often the model follows the word."""
+    import kizuna
+
+    model = getattr(model, "module", model)
+    pre = kizuna.get_preprocess(model)
+    weights = _weights(model, tokenizer, dataset, templates, cache_dir)
+    labels = dataset.labels
+    c = dataset.num_classes
+    if c < 2:
+        raise ValueError("the typographic attack needs at least two classes")
+    written = _wrong_classes(labels, c, seed)
+    clean = clean_features or encode_images(model, dataset, transform=pre, batch_size=batch_size, device=device,
+                                            num_workers=num_workers, progress=progress, desc="typographic: clean")
+    # One pass per written class keeps the transform a plain picklable object (DataLoader workers).
+    n = len(dataset)
+    feats = torch.zeros_like(clean.features)
+    valid = torch.zeros(n, dtype=torch.bool)
+    for k in progress_bar(range(c), desc="typographic: attacked", enabled=progress):
+        sel = np.flatnonzero(written == k)
+        if len(sel) == 0:
+            continue
+        sub = dataset.subset(sel)
+        f = encode_images(model, sub, transform=_ImageOpTransform(pre, _TextOp(dataset.classnames[k])),
+                          batch_size=batch_size, device=device, num_workers=num_workers, progress=False)
+        feats[torch.as_tensor(sel)] = f.features
+        valid[torch.as_tensor(sel)] = f.valid
+    ok = valid & clean.valid
+    clean_res = classify_features(clean.features, labels, weights, dataset.classnames, valid=ok)
+    att = classify_features(feats, labels, weights, dataset.classnames, valid=ok)
+    v = ok.numpy()
+    pred = att.predictions.numpy()
+    follows = pred[v] == written[v]
+    was_right = clean_res.predictions.numpy()[v] == labels[v]
+    metrics = {"clean_acc1": clean_res.metrics["acc1"], "attacked_acc1": att.metrics["acc1"],
+               "drop": clean_res.metrics["acc1"] - att.metrics["acc1"],
+               "follow_rate": float(follows.mean()) if len(follows) else float("nan"),
+               "follow_rate_of_correct": float(follows[was_right].mean()) if was_right.any() else float("nan")}
+    return TypographicResult(metrics, written, att.predictions, dataset.name)
+
+
+# ----------------------------------------------------------------------------------- Winoground
+def winoground_scores(sims: torch.Tensor) -> dict[str, float]:
+    """Text / image / group scores from ``sims [G, 2, 2]`` (``sims[g, i, c]``: image i vs caption c;
+    caption c describes image c)."""
+    s = torch.as_tensor(sims, dtype=torch.float64)
+    if s.dim() != 3 or s.shape[1:] != (2, 2):
+        raise ValueError(f"expected similarities of shape [G, 2, 2], got {tuple(s.shape)}")
+    text = (s[:, 0, 0] > s[:, 0, 1]) & (s[:, 1, 1] > s[:, 1, 0])
+    image = (s[:, 0, 0] > s[:, 1, 0]) & (s[:, 1, 1] > s[:, 0, 1])
+    group = text & image
+    g = max(len(s), 1)
+    return {"text_score": float(text.sum()) / g, "image_score": float(image.sum()) / g,
+            "group_score": float(group.sum()) / g, "groups": float(len(s))}
+
+
+@torch.inference_mode()
+def _encode_pil(model, images: list[Image.Image], transform, batch_size: int, device) -> torch.Tensor:
+    """Normalised embeddings of in-memory images, sharded across ranks like :func:`encode_images`."""
+    rank, world = dist_info()
+    bounds = shard_bounds(len(images), batch_size, world)
+    s0, s1 = bounds[rank]
+    device = device or next(model.parameters()).device
+    out = []
+    for i in range(s0, s1, batch_size):
+        x = torch.stack([transform(im) for im in images[i : min(i + batch_size, s1)]]).to(device)
+        out.append(F.normalize(model.encode_image(x).float(), dim=-1).cpu())
+    dim = model.cfg.embed_dim if hasattr(model, "cfg") else None
+    local = torch.cat(out) if out else torch.zeros(0, dim or 0)
+    return gather_shards(local, bounds)
+
+
+def relation_swap_probe(model, tokenizer, *, n_groups: int = 100, seed: int = 1, image_size: int = 64,
+                        batch_size: int = 64, device=None, probes=None) -> dict[str, float]:
+    """Winoground-style scores on the synthetic ``relation_swap`` pairs (:mod:`kizuna.data.synthetic`),
+    plus plain two-way caption accuracy (``caption_acc``)."""
+    import kizuna
+    from kizuna.data.synthetic import make_probes
+
+    from .encode import encode_texts_sharded
+
+    model = getattr(model, "module", model)
+    p = probes or make_probes(seed=seed, image_size=image_size, n_per_task=2 * n_groups,
+                              tasks=["relation_swap"])["relation_swap"]
+    pre = kizuna.get_preprocess(model)
+    img = _encode_pil(model, p.images, pre, batch_size, device)
+    texts = sorted({t for i in range(len(p)) for t in p.candidates_for(i)})
+    txt = encode_texts_sharded(model, tokenizer, texts, device=device).features
+    where = {t: k for k, t in enumerate(texts)}
+    sims = img @ txt.T
+    groups = []
+    for a, b in p.groups:
+        ca = where[p.candidates_for(a)[p.labels[a]]]
+        cb = where[p.candidates_for(b)[p.labels[b]]]
+        groups.append(sims[[a, b]][:, [ca, cb]])
+    out = winoground_scores(torch.stack(groups))
+    correct = [int(sims[i, [where[t] for t in p.candidates_for(i)]].argmax()) == p.labels[i] for i in range(len(p))]
+    out["caption_acc"] = float(np.mean(correct))
+    return out

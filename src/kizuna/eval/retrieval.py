@@ -1,0 +1,212 @@
+"""Image-text retrieval: R@1/5/10 and median rank in both directions, several captions per image.
+
+    ds = load_dataset("/data/flickr8k", split="test")
+    res = evaluate_retrieval(model, tokenizer, ds)
+    res.metrics["image_to_text_R@1"], res.metrics["text_to_image_median_rank"]
+
+Definitions (ranks are 0-based internally, reported 1-based for the median):
+
+* text -> image: each caption is a query over all images; its rank is the position of its own image.
+* image -> text: each image is a query over all captions; its rank is the position of the *first*
+  of its captions (any correct caption counts, as in CLIP_benchmark).
+* R@K: share of queries with rank < K. Median rank: median of (rank + 1).
+* Ties: the ranking is a stable descending sort, so among equal similarities the lower index comes
+  first. The rank of the correct item is then ``#{wrong: s > s*} + #{wrong: s == s* and index <
+  index*}``, where ``s*`` is the best correct score and ``index*`` the lowest index achieving it.
+
+:func:`retrieval_ranks` computes exactly that in blocks of ``query_chunk x key_chunk``: for each
+chunk of queries it first reads the correct items' scores out of the blocks that contain them, then
+counts, block by block, the wrong items ranked above. Only the ranks are kept, so a 100k x 500k
+similarity matrix never exists; the result equals :func:`full_matrix_ranks` (the whole matrix,
+``torch.sort(stable=True)``) whenever the block products equal the full product's entries (always
+for exactly representable values; for arbitrary floats up to last-bit rounding of the matmul).
+
+CLIP_benchmark's names are included as aliases: ``text_retrieval_recall@K`` (image -> text) and
+``image_retrieval_recall@K`` (text -> image).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from kizuna.data.sources import SkipCounter
+
+from .encode import encode_images, encode_texts_sharded
+
+__all__ = ["RetrievalResult", "evaluate_retrieval", "full_matrix_ranks", "retrieval_metrics", "retrieval_ranks",
+           "retrieval_from_features"]
+
+KS = (1, 5, 10)
+
+
+def _positives_csr(text_to_image: torch.Tensor, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions grouped by image: (ptr [Ni+1], caption indices sorted by image then index)."""
+    order = torch.sort(text_to_image, stable=True).indices
+    counts = torch.bincount(text_to_image, minlength=n_images)
+    ptr = torch.zeros(n_images + 1, dtype=torch.long)
+    ptr[1:] = torch.cumsum(counts, 0)
+    return ptr, order
+
+
+@torch.no_grad()
+def _chunked_ranks(queries: torch.Tensor, keys: torch.Tensor, pos_query: torch.Tensor, pos_key: torch.Tensor,
+                   query_chunk: int, key_chunk: int) -> torch.Tensor:
+    """Rank of the best positive for every query; positives given as (query, key) pairs sorted by query."""
+    nq, nk = queries.shape[0], keys.shape[0]
+    ranks = torch.full((nq,), -1, dtype=torch.long)
+    # pair boundaries per query chunk (pos_query is sorted)
+    bounds = torch.searchsorted(pos_query, torch.arange(0, nq + query_chunk, query_chunk).clamp(max=nq))
+    for ci, q0 in enumerate(range(0, nq, query_chunk)):
+        q1 = min(q0 + query_chunk, nq)
+        q = queries[q0:q1]
+        p0, p1 = int(bounds[ci]), int(bounds[ci + 1])
+        pq, pk = pos_query[p0:p1] - q0, pos_key[p0:p1]
+        m = q1 - q0
+        if p1 == p0:
+            continue
+        # 1) the correct items' scores, read from the very blocks the counting pass computes
+        values = torch.empty(p1 - p0, dtype=queries.dtype)
+        blocks = torch.div(pk, key_chunk, rounding_mode="floor")
+        for b in torch.unique(blocks).tolist():
+            k0 = b * key_chunk
+            s = q @ keys[k0 : min(k0 + key_chunk, nk)].T
+            sel = (blocks == b).nonzero().squeeze(1)
+            values[sel] = s[pq[sel], pk[sel] - k0]
+        best = torch.full((m,), float("-inf"), dtype=queries.dtype).scatter_reduce(0, pq, values, "amax")
+        at_best = values == best[pq]
+        first = torch.full((m,), nk, dtype=torch.long).scatter_reduce(0, pq[at_best], pk[at_best], "amin")
+        has = torch.zeros(m, dtype=torch.bool)
+        has[pq] = True
+        # 2) count the items ranked above the first correct one, block by block
+        above = torch.zeros(m, dtype=torch.long)
+        for k0 in range(0, nk, key_chunk):
+            s = q @ keys[k0 : min(k0 + key_chunk, nk)].T
+            idx = torch.arange(k0, k0 + s.shape[1])
+            bcol = best[:, None]
+            above += (s > bcol).sum(1) + ((s == bcol) & (idx[None, :] < first[:, None])).sum(1)
+        ranks[q0:q1] = torch.where(has, above, torch.full_like(above, -1))
+    return ranks
+
+
+def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image,
+                    query_chunk: int = 1024, key_chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image->text ranks [Ni], text->image ranks [Nt]), 0-based, computed in blocks (module doc).
+    An image with no caption gets rank -1 (excluded by :func:`retrieval_metrics`)."""
+    img, txt = image_features.float(), text_features.float()
+    t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
+    ni, nt = img.shape[0], txt.shape[0]
+    if t2i.shape[0] != nt:
+        raise ValueError(f"text_to_image has {t2i.shape[0]} entries for {nt} texts")
+    if nt and (int(t2i.min()) < 0 or int(t2i.max()) >= ni):
+        raise ValueError("text_to_image refers to an image outside 0..N-1")
+    ptr, order = _positives_csr(t2i, ni)
+    counts = ptr[1:] - ptr[:-1]
+    pos_q_i2t = torch.repeat_interleave(torch.arange(ni), counts)
+    i2t = _chunked_ranks(img, txt, pos_q_i2t, order, query_chunk, key_chunk)
+    t2i_r = _chunked_ranks(txt, img, torch.arange(nt), t2i, query_chunk, key_chunk)
+    return i2t, t2i_r
+
+
+def full_matrix_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: the whole similarity matrix, stable descending sort, position of the first correct item."""
+    img, txt = image_features.float(), text_features.float()
+    t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
+    sim = img @ txt.T  # [Ni, Nt]
+    order_i2t = torch.sort(sim, dim=1, descending=True, stable=True).indices
+    correct = t2i[order_i2t] == torch.arange(img.shape[0])[:, None]
+    i2t = torch.where(correct.any(1), correct.float().argmax(1), torch.full((img.shape[0],), -1)).long()
+    order_t2i = torch.sort(sim.T, dim=1, descending=True, stable=True).indices
+    t2i_r = (order_t2i == t2i[:, None]).float().argmax(1).long()
+    return i2t, t2i_r
+
+
+def retrieval_metrics(i2t_ranks: torch.Tensor, t2i_ranks: torch.Tensor, ks=KS) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, r in (("image_to_text", i2t_ranks), ("text_to_image", t2i_ranks)):
+        r = r[r >= 0].double()
+        for k in ks:
+            out[f"{name}_R@{k}"] = float((r < k).double().mean()) if len(r) else float("nan")
+        out[f"{name}_median_rank"] = float(np.median(r.numpy() + 1)) if len(r) else float("nan")
+        out[f"{name}_mean_rank"] = float(r.mean() + 1) if len(r) else float("nan")
+    for k in ks:  # CLIP_benchmark's names
+        out[f"text_retrieval_recall@{k}"] = out[f"image_to_text_R@{k}"]
+        out[f"image_retrieval_recall@{k}"] = out[f"text_to_image_R@{k}"]
+    return out
+
+
+@dataclass
+class RetrievalResult:
+    metrics: dict[str, float]
+    image_to_text_ranks: torch.Tensor  # [Ni] 0-based
+    text_to_image_ranks: torch.Tensor  # [Nt] 0-based
+    text_to_image: torch.Tensor  # [Nt] image of each caption
+    num_images: int = 0
+    num_texts: int = 0
+    skipped: SkipCounter = field(default_factory=SkipCounter)
+    dataset: str = ""
+
+    def summary(self) -> str:
+        m = self.metrics
+        s = (f"retrieval {self.dataset} ({self.num_images} images, {self.num_texts} captions):\n"
+             f"  image->text  R@1 {100 * m['image_to_text_R@1']:.2f}  R@5 {100 * m['image_to_text_R@5']:.2f}  "
+             f"R@10 {100 * m['image_to_text_R@10']:.2f}  median rank {m['image_to_text_median_rank']:g}\n"
+             f"  text->image  R@1 {100 * m['text_to_image_R@1']:.2f}  R@5 {100 * m['text_to_image_R@5']:.2f}  "
+             f"R@10 {100 * m['text_to_image_R@10']:.2f}  median rank {m['text_to_image_median_rank']:g}")
+        return s + (f"\n  {self.skipped.report()}" if self.skipped else "")
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "num_images": self.num_images, "num_texts": self.num_texts,
+                "skipped": self.skipped.as_dict(), "skip_report": self.skipped.report() if self.skipped else ""}
+
+
+def retrieval_from_features(image_features, text_features, text_to_image, image_valid=None, text_valid=None,
+                            query_chunk: int = 1024, key_chunk: int = 16384, skipped=None,
+                            dataset: str = "") -> RetrievalResult:
+    """Drop unusable images (with their captions) and rejected captions, then rank."""
+    t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
+    ni = image_features.shape[0]
+    iv = torch.ones(ni, dtype=torch.bool) if image_valid is None else image_valid.bool()
+    tv = torch.ones(len(t2i), dtype=torch.bool) if text_valid is None else text_valid.bool()
+    tv = tv & iv[t2i]
+    skipped = skipped or SkipCounter()
+    captionless = iv.clone()
+    captionless[t2i[tv]] = False
+    if int(captionless.sum()):
+        skipped.add("image_without_usable_caption", n=int(captionless.sum()))
+    iv = iv & ~captionless
+    new_id = torch.cumsum(iv.long(), 0) - 1
+    img = image_features[iv]
+    txt = text_features[tv]
+    mapping = new_id[t2i[tv]]
+    i2t, t2i_r = retrieval_ranks(img, txt, mapping, query_chunk=query_chunk, key_chunk=key_chunk)
+    return RetrievalResult(retrieval_metrics(i2t, t2i_r), i2t, t2i_r, mapping, int(iv.sum()), int(tv.sum()),
+                           skipped, dataset)
+
+
+def evaluate_retrieval(model, tokenizer, dataset, *, transform=None, batch_size: int = 64,
+                       text_batch_size: int = 256, device=None, num_workers: int = 0, progress: bool = True,
+                       query_chunk: int = 1024, key_chunk: int = 16384, image_features=None) -> RetrievalResult:
+    """R@1/5/10 and median rank both ways on a retrieval :class:`~kizuna.eval.datasets.EvalDataset`
+    (images and captions encoded in batches, sharded under torchrun)."""
+    if dataset.task != "retrieval":
+        raise ValueError(f"{dataset.name} is a {dataset.task} dataset; retrieval needs captions")
+    model = getattr(model, "module", model)
+    captions = dataset.captions
+    texts = [t for caps in captions for t in caps]
+    text_to_image = torch.repeat_interleave(torch.arange(len(captions)),
+                                            torch.tensor([len(c) for c in captions], dtype=torch.long))
+    feats = image_features or encode_images(model, dataset, transform=transform, batch_size=batch_size,
+                                            device=device, num_workers=num_workers, progress=progress,
+                                            desc=f"retrieval {dataset.name}: images")
+    tf = encode_texts_sharded(model, tokenizer, texts, batch_size=text_batch_size, device=device, progress=progress,
+                              desc=f"retrieval {dataset.name}: captions")
+    skipped = SkipCounter()
+    skipped.update(dataset.skips)
+    skipped.update(feats.skips)
+    skipped.update(tf.skips)
+    return retrieval_from_features(feats.features, tf.features, text_to_image, feats.valid, tf.valid,
+                                   query_chunk=query_chunk, key_chunk=key_chunk, skipped=skipped,
+                                   dataset=dataset.name)

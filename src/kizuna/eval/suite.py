@@ -1,0 +1,377 @@
+"""Evaluation suites: many (model, dataset, task) runs, one JSON + Markdown report with plots.
+
+A suite file is JSON or a ``.py`` file:
+
+    {"out": "eval_results",                                 # optional; --out overrides
+     "defaults": {"split": "test", "batch_size": 64},        # optional; merged into every run
+     "runs": [
+       {"model": "runs/demo/final", "dataset": "/data/cifar10", "task": "zeroshot_classification"},
+       {"model": "runs/demo/final", "dataset": "/data/flickr8k", "task": "zeroshot_retrieval"},
+       {"model": "ViT-B-32", "dataset": "/data/cifar10", "task": ["linear_probe", "probes"],
+        "few_shot": [1, 4, 16], "seeds": 2, "max_samples": 2000}
+     ]}
+
+(a bare JSON list of runs also works). A ``.py`` file defines ``SUITE`` (that dict or list) or a
+function ``suite()`` returning it - handy for loops over models or datasets.
+
+Tasks: ``zeroshot_classification`` (alias ``zeroshot``), ``zeroshot_retrieval`` (``retrieval``),
+``linear_probe`` (``linear-probe``; includes few-shot and the zero-shot comparison), ``robustness``,
+``typographic``, ``relation_swap`` and ``probes`` (= the last three). Run keys: ``model``, ``dataset``,
+``task``, and optionally ``name`` / ``pretrained`` (labels in the report), ``split``, ``train_split``,
+``dataset_name``, ``templates``, ``classnames``, ``max_samples``, ``max_train_samples``, ``batch_size``, ``num_workers``,
+``device``, ``few_shot``, ``seeds``, ``corruptions``, ``severities``, ``relation_groups``,
+``cache_dir``, ``image_column``, ``label_column``, ``caption_column``.
+
+Output in ``out``: ``results.json`` - a list of records with CLIP_benchmark's fields
+``{"dataset", "model", "pretrained", "task", "metrics", "language": "en"}`` (plus ``details``: split,
+counts, skips, per-class table...), ``results.md`` - one Markdown table per task, and the plots
+(confusion matrices, zero-shot vs linear probe, robustness curves).
+
+Under ``torchrun`` every rank runs the suite; encoding is sharded and gathered, so all ranks compute
+identical metrics, and rank 0 alone writes and prints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import runpy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .encode import is_main
+
+__all__ = ["TASK_ALIASES", "load_suite", "markdown_report", "run_entry", "run_suite", "write_results"]
+
+TASK_ALIASES = {
+    "zeroshot_classification": "zeroshot_classification", "zeroshot": "zeroshot_classification",
+    "classification": "zeroshot_classification",
+    "zeroshot_retrieval": "zeroshot_retrieval", "retrieval": "zeroshot_retrieval",
+    "linear_probe": "linear_probe", "linear-probe": "linear_probe", "few_shot": "linear_probe",
+    "robustness": "robustness", "typographic": "typographic", "relation_swap": "relation_swap",
+    "winoground": "relation_swap", "probes": "probes",
+}
+# Columns of the Markdown tables, per task (other metrics stay in the JSON).
+TABLE_COLUMNS = {
+    "zeroshot_classification": ["acc1", "acc5", "mean_per_class_recall"],
+    "zeroshot_retrieval": ["image_to_text_R@1", "image_to_text_R@5", "image_to_text_R@10", "text_to_image_R@1",
+                           "text_to_image_R@5", "text_to_image_R@10", "image_to_text_median_rank",
+                           "text_to_image_median_rank"],
+    "linear_probe": ["zeroshot_acc1"] + [f"fewshot_{k}_acc1_mean" for k in (1, 2, 4, 8, 16)] + ["lp_acc1"],
+    "robustness": ["clean_acc1", "gaussian_blur_acc1", "gaussian_noise_acc1", "jpeg_acc1", "contrast_acc1",
+                   "shifted_acc1", "shifted_drop"],
+    "typographic": ["clean_acc1", "attacked_acc1", "drop", "follow_rate", "follow_rate_of_correct"],
+    "relation_swap": ["text_score", "image_score", "group_score", "caption_acc"],
+}
+_RANK_METRICS = ("median_rank", "mean_rank", "lp_l2", "lp_C", "groups", "zeroshot_matches_k_shot")
+
+
+# ----------------------------------------------------------------------------------- suite files
+def load_suite(path) -> dict:
+    """-> ``{"out": str | None, "runs": [dict, ...]}`` with defaults merged and tasks normalised."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"suite file not found: {path}")
+    if path.suffix == ".py":
+        ns = runpy.run_path(str(path))
+        if "suite" in ns and callable(ns["suite"]):
+            obj = ns["suite"]()
+        elif "SUITE" in ns:
+            obj = ns["SUITE"]
+        else:
+            raise ValueError(f"{path}: define SUITE = [...] (or {{'runs': [...]}}) or a function suite()")
+    else:
+        try:
+            obj = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if isinstance(obj, list):
+        obj = {"runs": obj}
+    if not isinstance(obj, dict) or not isinstance(obj.get("runs"), list):
+        raise ValueError(f"{path}: expected a list of runs or an object with a 'runs' list")
+    defaults = dict(obj.get("defaults") or {})
+    runs = []
+    for i, run in enumerate(obj["runs"]):
+        if not isinstance(run, dict):
+            raise ValueError(f"{path}: run {i} is not an object")
+        r = {**defaults, **run}
+        missing = [k for k in ("model", "task") if k not in r]
+        if missing:
+            raise ValueError(f"{path}: run {i} lacks {', '.join(missing)}")
+        tasks = r["task"] if isinstance(r["task"], list) else [r["task"]]
+        for t in tasks:
+            if t not in TASK_ALIASES:
+                raise ValueError(f"{path}: run {i}: unknown task {t!r} (known: {', '.join(sorted(TASK_ALIASES))})")
+        r["task"] = [TASK_ALIASES[t] for t in tasks]
+        if "dataset" not in r and any(t != "relation_swap" for t in r["task"]):
+            raise ValueError(f"{path}: run {i} lacks 'dataset'")
+        runs.append(r)
+    return {"out": obj.get("out"), "runs": runs}
+
+
+# ----------------------------------------------------------------------------------- running
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)).strip("_")[-60:] or "x"
+
+
+def _finite(x):
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+class _Context:
+    """Models and datasets loaded once per suite."""
+
+    def __init__(self, device=None):
+        self.device = device
+        self.models: dict = {}
+        self.datasets: dict = {}
+        self.features: dict = {}
+
+    def model(self, spec: str, device, allow_jit: bool = False):
+        key = (spec, str(device))
+        if key not in self.models:
+            import kizuna
+
+            m = kizuna.create_model(spec, allow_jit=allow_jit).to(device).eval()
+            self.models[key] = (m, kizuna.get_tokenizer(m))
+        return self.models[key]
+
+    def dataset(self, r: dict, split: str | None, task: str | None, max_samples: int | None = None):
+        from .datasets import load_dataset
+
+        max_samples = int((r.get("max_samples") if max_samples is None else max_samples) or 0)
+        key = (str(r["dataset"]), split, task, r.get("dataset_name"), json.dumps(r.get("classnames")),
+               json.dumps(r.get("templates")), max_samples)
+        if key not in self.datasets:
+            self.datasets[key] = load_dataset(
+                r["dataset"], split=split, task=task, dataset_name=r.get("dataset_name"),
+                classnames=r.get("classnames"), templates=r.get("templates"), max_samples=max_samples,
+                image_column=r.get("image_column", "filepath"), label_column=r.get("label_column", "label"),
+                caption_column=r.get("caption_column", "title"), cache_dir=r.get("index_cache_dir"))
+        return self.datasets[key]
+
+
+def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details: dict) -> dict:
+    spec = str(r["model"])
+    pretrained = r.get("pretrained")
+    if pretrained is None:
+        pretrained = spec if Path(spec).exists() else "random_init"
+    name = r.get("name") or (model.cfg.name if getattr(model.cfg, "name", "") else spec)
+    return _finite({"dataset": dataset_name, "model": name, "pretrained": pretrained, "task": task,
+                    "metrics": metrics, "language": "en", "details": details})
+
+
+def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool = True,
+              echo: Callable[[str], None] | None = print) -> list[dict]:
+    """Evaluate one run (all its tasks); returns its records, writes plots to ``out_dir``."""
+    import torch
+
+    from .classification import evaluate_zeroshot
+    from .encode import encode_images
+    from .linear_probe import evaluate_linear_probe
+    from .probes import evaluate_robustness, relation_swap_probe, typographic_attack
+    from .retrieval import evaluate_retrieval
+
+    ctx = ctx or _Context()
+    say = echo if (echo and is_main()) else (lambda s: None)
+    device = r.get("device") or ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = ctx.model(str(r["model"]), device, bool(r.get("allow_jit", False)))
+    bs, nw = int(r.get("batch_size", 64)), int(r.get("num_workers", 0))
+    out_dir = Path(out_dir) if out_dir else None
+    tasks = list(r["task"])
+    if "probes" in tasks:
+        i = tasks.index("probes")
+        tasks[i : i + 1] = ["robustness", "typographic", "relation_swap"]
+    records = []
+    stem = _slug(r.get("name") or Path(str(r["model"])).name)
+    common = dict(batch_size=bs, device=device, num_workers=nw, progress=progress)
+    split = r.get("split")
+    clean_cache: dict = {}
+
+    def clean_features(ds):
+        k = id(ds)
+        if k not in clean_cache:
+            clean_cache[k] = encode_images(model, ds, desc=f"{ds.name}: images", **common)
+        return clean_cache[k]
+
+    zs_acc: dict = {}
+    for task in tasks:
+        t0 = time.time()
+        if task == "zeroshot_classification":
+            ds = ctx.dataset(r, split, "classification")
+            say(ds.describe())
+            res = evaluate_zeroshot(model, tokenizer, ds, cache_dir=r.get("cache_dir"), image_features=clean_features(ds),
+                                    **common)
+            zs_acc[id(ds)] = res.metrics["acc1"]
+            say(res.summary())
+            say(res.table())
+            details = {"split": ds.split, **res.to_dict(), "templates_source": ds.templates_source,
+                       "classnames_source": ds.classnames_source}
+            details.pop("metrics")
+            if out_dir and is_main():
+                p = res.plot_confusion(out_dir / f"{stem}__{_slug(ds.name)}__confusion.png")
+                details["plots"] = [p.name]
+            metrics = res.metrics
+            name = ds.name
+        elif task == "zeroshot_retrieval":
+            ds = ctx.dataset(r, split, "retrieval")
+            say(ds.describe())
+            res = evaluate_retrieval(model, tokenizer, ds, image_features=clean_features(ds), **common)
+            say(res.summary())
+            details = {"split": ds.split, **res.to_dict()}
+            details.pop("metrics")
+            metrics, name = res.metrics, ds.name
+        elif task == "linear_probe":
+            train = ctx.dataset(r, r.get("train_split", "train"), "classification",
+                                max_samples=r.get("max_train_samples", r.get("max_samples")))
+            test = ctx.dataset(r, split, "classification")
+            if test.source == train.source:
+                raise ValueError(f"{r['dataset']}: the linear probe needs separate train and test splits "
+                                 f"(found only {test.source})")
+            say(f"train: {train.describe()}\ntest:  {test.describe()}")
+            if id(test) not in zs_acc and r.get("zeroshot", True):
+                zs_acc[id(test)] = evaluate_zeroshot(model, tokenizer, test, image_features=clean_features(test),
+                                                     batch_size=bs, device=device, progress=progress).metrics["acc1"]
+            few = r.get("few_shot", [1, 2, 4, 8, 16])
+            if isinstance(few, str):
+                few = [int(k) for k in few.split(",") if k.strip()]
+            res = evaluate_linear_probe(model, train, test, few_shot=few, seeds=int(r.get("seeds", 3)),
+                                        zeroshot_acc=zs_acc.get(id(test)), test_features=clean_features(test),
+                                        **common)
+            say(res.table())
+            details = {"split": test.split, "train_split": train.split, **res.to_dict()}
+            details.pop("metrics")
+            if out_dir and is_main():
+                p = res.plot(out_dir / f"{stem}__{_slug(test.name)}__zeroshot_vs_probe.png",
+                             title=f"{r.get('name') or r['model']} on {test.name}")
+                details["plots"] = [p.name]
+            metrics, name = res.metrics, test.name
+        elif task == "robustness":
+            ds = ctx.dataset(r, split, "classification")
+            sev = r.get("severities", [1, 3, 5])
+            corr = r.get("corruptions") or None
+            kw = {"corruptions": corr} if corr else {}
+            res = evaluate_robustness(model, tokenizer, ds, severities=[int(s) for s in sev],
+                                      clean_features=clean_features(ds), cache_dir=r.get("cache_dir"), **kw, **common)
+            say(f"robustness on {ds.name} ({res.n} images):\n{res.table()}")
+            details = {"split": ds.split, **res.to_dict()}
+            details.pop("metrics")
+            if out_dir and is_main():
+                p = res.plot(out_dir / f"{stem}__{_slug(ds.name)}__robustness.png")
+                details["plots"] = [p.name]
+            metrics, name = res.metrics, ds.name
+        elif task == "typographic":
+            ds = ctx.dataset(r, split, "classification")
+            res = typographic_attack(model, tokenizer, ds, clean_features=clean_features(ds),
+                                     cache_dir=r.get("cache_dir"), **common)
+            say(f"typographic attack on {ds.name}:\n{res.table()}")
+            metrics, name, details = res.metrics, ds.name, {"split": ds.split}
+        elif task == "relation_swap":
+            metrics = relation_swap_probe(model, tokenizer, n_groups=int(r.get("relation_groups", 100)),
+                                          batch_size=bs, device=device)
+            say(f"relation swap (Winoground-style, {int(metrics['groups'])} groups): text {100 * metrics['text_score']:.1f}%  "
+                f"image {100 * metrics['image_score']:.1f}%  group {100 * metrics['group_score']:.1f}%  "
+                f"(chance 25 / 25 / 16.7)")
+            name, details = "synthetic_relation_swap", {}
+        else:  # pragma: no cover - load_suite validated the names
+            raise ValueError(f"unknown task {task!r}")
+        details["seconds"] = round(time.time() - t0, 2)
+        records.append(_record(r, model, name, task, dict(metrics), details))
+    return records
+
+
+def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
+              echo: Callable[[str], None] | None = print) -> list[dict]:
+    """Run every entry of a suite file (or an already loaded ``{"runs": [...]}``) and write the report."""
+    suite = load_suite(path_or_suite) if not isinstance(path_or_suite, dict) else path_or_suite
+    out_dir = out_dir or suite.get("out")
+    ctx = _Context(device)
+    records: list[dict] = []
+    for i, r in enumerate(suite["runs"]):
+        if echo and is_main():
+            echo(f"\n=== [{i + 1}/{len(suite['runs'])}] {r['model']} | {r.get('dataset', '-')} | {', '.join(r['task'])}")
+        records += run_entry(r, ctx, out_dir=out_dir, progress=progress, echo=echo)
+    if out_dir and is_main():
+        write_results(records, out_dir)
+        if echo:
+            echo(f"\nwrote {Path(out_dir) / 'results.json'} and {Path(out_dir) / 'results.md'}")
+    return records
+
+
+# ----------------------------------------------------------------------------------- reports
+def _fmt(key: str, v) -> str:
+    if v is None:
+        return "-"
+    if any(key.endswith(s) for s in _RANK_METRICS):
+        return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+    return f"{100 * v:.2f}" if isinstance(v, (int, float)) else str(v)
+
+
+def markdown_report(records: list[dict]) -> str:
+    """One table per task; accuracies and recalls in %, ranks as numbers."""
+    lines = ["# Evaluation results", ""]
+    for task in dict.fromkeys(r["task"] for r in records):
+        recs = [r for r in records if r["task"] == task]
+        preferred = TABLE_COLUMNS.get(task, [])
+        present = set().union(*(r["metrics"] for r in recs))
+        cols = [c for c in preferred if c in present] or sorted(present)[:10]
+        lines += [f"## {task}", "", "| model | pretrained | dataset | " + " | ".join(cols) + " |",
+                  "|" + "---|" * (3 + len(cols))]
+        for r in recs:
+            cells = [str(r["model"]), str(r["pretrained"]), str(r["dataset"])]
+            cells += [_fmt(c, r["metrics"].get(c)) for c in cols]
+            lines.append("| " + " | ".join(cells) + " |")
+        plots = [p for r in recs for p in r.get("details", {}).get("plots", [])]
+        if plots:
+            lines += [""] + [f"![{p}]({p})" for p in plots]
+        lines.append("")
+    lines.append("Accuracies and recalls in %; ranks 1-based. Full metrics in results.json.")
+    return "\n".join(lines) + "\n"
+
+
+def _robustness_scatter(records: list[dict], path: Path) -> Path | None:
+    pts = [(r["metrics"].get("clean_acc1"), r["metrics"].get("shifted_acc1"), f"{r['model']} / {r['dataset']}")
+           for r in records if r["task"] == "robustness"]
+    pts = [p for p in pts if p[0] is not None and p[1] is not None]
+    if len(pts) < 2:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 5.0), dpi=120)
+    ax = fig.subplots()
+    for i, (c, s, label) in enumerate(pts):
+        ax.scatter([100 * c], [100 * s], color=f"C{i % 10}", label=label, s=30)
+    hi = max(100 * max(max(p[0], p[1]) for p in pts), 1) * 1.05
+    ax.plot([0, hi], [0, hi], "k--", linewidth=1, label="y = x (no drop)")
+    ax.set_xlabel("clean top-1 (%)")
+    ax.set_ylabel("shifted top-1, mean over shifts (%)")
+    ax.set_title("clean vs shifted accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def write_results(records: list[dict], out_dir) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    p = _robustness_scatter(records, out / "robustness_scatter.png")
+    text = markdown_report(records)
+    if p is not None:
+        text += f"\n![clean vs shifted]({p.name})\n"
+    (out / "results.json").write_text(json.dumps(records, indent=2, allow_nan=False) + "\n")
+    (out / "results.md").write_text(text)
+    return out / "results.json"

@@ -1,0 +1,68 @@
+"""Evaluation during training: flat metric names for the trainer's log.
+
+    metrics = evaluate_for_training(model, tokenizer, preprocess, "/data/cifar10", "/data/flickr8k",
+                                    max_samples=1000)
+    # {"zeroshot/top1": 0.41, "zeroshot/top5": ..., "zeroshot/mean_per_class_recall": ...,
+    #  "retrieval/image_to_text_R@1": ..., "retrieval/text_to_image_R@10": ...,
+    #  "retrieval/image_to_text_median_rank": ..., ...}
+
+Runs on one process, or sharded over every rank when ``torch.distributed`` is initialised (call it
+on *all* ranks: they take part in the feature all-gathers and all return the same dict). The datasets
+are indexed once per process and reused; class embeddings are recomputed only when the text tower's
+weights changed since the last call.
+"""
+from __future__ import annotations
+
+import os
+
+from .classification import evaluate_zeroshot
+from .datasets import EvalDataset, load_dataset
+from .retrieval import evaluate_retrieval
+
+__all__ = ["evaluate_for_training"]
+
+_DATASETS: dict[tuple, EvalDataset] = {}
+
+
+def _dataset(path: str, task: str, split: str | None, max_samples: int) -> EvalDataset:
+    key = (os.path.abspath(os.path.expanduser(str(path))), task, split, int(max_samples or 0))
+    ds = _DATASETS.get(key)
+    if ds is None:
+        ds = _DATASETS[key] = load_dataset(path, split=split, task=task, max_samples=max_samples)
+    return ds
+
+
+def evaluate_for_training(model, tokenizer, preprocess, zeroshot_dir: str | None, retrieval_dir: str | None,
+                          max_samples: int = 0, split: str | None = None, batch_size: int = 64, device=None,
+                          progress: bool = False, num_workers: int = 0) -> dict[str, float]:
+    """Zero-shot classification and/or retrieval metrics (fractions, ranks 1-based) with flat names.
+
+    ``split=None``: the dataset's ``test`` split, else ``val``/``validation`` (whichever exists), else
+    the folder itself. ``max_samples``: first N images of each dataset (0 = all)."""
+    model = getattr(model, "module", model)
+    was_training = model.training
+    model.eval()
+    out: dict[str, float] = {}
+    try:
+        if zeroshot_dir:
+            ds = _dataset(zeroshot_dir, "classification", split, max_samples)
+            r = evaluate_zeroshot(model, tokenizer, ds, transform=preprocess, batch_size=batch_size, device=device,
+                                  progress=progress, num_workers=num_workers)
+            out["zeroshot/top1"] = r.metrics["acc1"]
+            out["zeroshot/top5"] = r.metrics["acc5"] if "acc5" in r.metrics else r.metrics["acc1"]
+            out["zeroshot/mean_per_class_recall"] = r.metrics["mean_per_class_recall"]
+            if r.skipped:
+                out["zeroshot/skipped"] = float(r.skipped.total)
+        if retrieval_dir:
+            ds = _dataset(retrieval_dir, "retrieval", split, max_samples)
+            r = evaluate_retrieval(model, tokenizer, ds, transform=preprocess, batch_size=batch_size, device=device,
+                                   progress=progress, num_workers=num_workers)
+            for direction in ("image_to_text", "text_to_image"):
+                for k in (1, 5, 10):
+                    out[f"retrieval/{direction}_R@{k}"] = r.metrics[f"{direction}_R@{k}"]
+                out[f"retrieval/{direction}_median_rank"] = r.metrics[f"{direction}_median_rank"]
+            if r.skipped:
+                out["retrieval/skipped"] = float(r.skipped.total)
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,204 @@
+"""OpenAI CLIP state dicts (also OpenCLIP's ViT checkpoints) <-> kizuna.
+
+    record, tensors = openai_to_kizuna(torch.load("ViT-B-32.pt", weights_only=True), "ViT-B-32.pt")
+    state_dict = kizuna_to_openai(model)
+
+The layout stores no config; everything is read off the shapes, as OpenAI's ``build_model`` does:
+width and patch size from ``visual.conv1``, the grid from ``visual.positional_embedding``, depth by
+counting ``resblocks``, heads = width // 64, the joint size from ``text_projection``. OpenAI trained
+with QuickGELU, so that is the default; OpenCLIP's non-"quickgelu" models need ``act="gelu"``.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from .checkpoint import CheckpointError
+from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
+from .text import TextConfig
+from .vit import VisionConfig
+
+HEAD_WIDTH = 64  # OpenAI: heads = width // 64 in both towers
+# Extra entries in OpenAI's JIT archives: model attributes, not weights.
+_NOT_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
+# (OpenAI name inside resblocks.{i}, kizuna name inside blocks.{i}); in_proj_{weight,bias} apart.
+_BLOCK_NAMES = (("ln_1", "norm1"), ("ln_2", "norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"),
+                ("attn.out_proj", "attn.proj"))
+_WB = ("weight", "bias")
+
+
+def _depth(sd: dict, prefix: str, source: str) -> int:
+    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    idx = {int(m.group(1)) for k in sd if (m := pat.match(k))}
+    if not idx:
+        raise CheckpointError(f"{source}: no {prefix}.N blocks found")
+    if idx != set(range(len(idx))):
+        raise CheckpointError(f"{source}: {prefix} blocks are not numbered 0..{len(idx) - 1}: {sorted(idx)}")
+    return len(idx)
+
+
+def _take_blocks(take, src: str, dst: str, depth: int, out: dict):
+    for i in range(depth):
+        s, d = f"{src}.{i}", f"{dst}.{i}"
+        for a, b in _BLOCK_NAMES:
+            for p in _WB:
+                out[f"{d}.{b}.{p}"] = take(f"{s}.{a}.{p}")
+        for p in _WB:
+            out[f"{d}.attn.qkv.{p}"] = take(f"{s}.attn.in_proj_{p}")
+
+
+def openai_to_kizuna(
+    state_dict: dict,
+    source: str = "<state dict>",
+    act: str = "quick_gelu",
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+) -> tuple[dict, dict]:
+    """An OpenAI-layout CLIP state dict -> (record, kizuna-named tensors) for ``load_model``.
+
+    ``act`` and the head counts cannot be read off the weights; the defaults are OpenAI's.
+    """
+    sd = {k: v for k, v in state_dict.items() if k not in _NOT_WEIGHTS}
+    if sd and all(k.startswith("module.") for k in sd):  # saved from DistributedDataParallel
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    if any(k.startswith(("visual.layer1.", "visual.attnpool.")) for k in sd):
+        raise CheckpointError(f"{source}: ResNet image towers are not supported yet (only ViT image towers load)")
+    needed = ("visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.proj",
+              "token_embedding.weight", "positional_embedding", "text_projection")
+    if not all(k in sd for k in needed):
+        shown = ", ".join(sorted(sd)[:6]) or "nothing"
+        raise CheckpointError(
+            f"{source}: not an OpenAI CLIP (ViT) state dict: expected {', '.join(needed)}; found {shown}"
+            + (", ..." if len(sd) > 6 else "")
+        )
+    try:
+        record = {"kind": "clip", "config": _infer_config(sd, source, act, vision_heads, text_heads).to_dict()}
+    except (KeyError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: cannot infer the architecture from the tensor shapes ({e})") from None
+
+    cfg = record["config"]
+
+    def take(name: str) -> torch.Tensor:
+        try:
+            return sd.pop(name)
+        except KeyError:
+            raise CheckpointError(f"{source}: tensor {name!r} is missing") from None
+
+    out = {}
+    width = cfg["vision"]["width"]
+    out["visual.patch_embed.proj.weight"] = take("visual.conv1.weight")
+    out["visual.cls_token"] = take("visual.class_embedding").reshape(1, 1, width)
+    out["visual.pos_embed"] = take("visual.positional_embedding").unsqueeze(0)
+    for p in _WB:
+        out[f"visual.norm_pre.{p}"] = take(f"visual.ln_pre.{p}")
+        out[f"visual.norm.{p}"] = take(f"visual.ln_post.{p}")
+        out[f"text.norm.{p}"] = take(f"ln_final.{p}")
+    _take_blocks(take, "visual.transformer.resblocks", "visual.transformer.blocks", cfg["vision"]["depth"], out)
+    out["visual.proj.weight"] = take("visual.proj").T.contiguous()
+    out["text.token_embed.weight"] = take("token_embedding.weight")
+    out["text.pos_embed"] = take("positional_embedding")
+    _take_blocks(take, "transformer.resblocks", "text.transformer.blocks", cfg["text"]["depth"], out)
+    out["text.proj.weight"] = take("text_projection").T.contiguous()
+    out["logit_scale"] = take("logit_scale").reshape(()) if "logit_scale" in sd else torch.tensor(math.log(100))
+    sd.pop("attn_mask", None)  # OpenCLIP versions that saved the causal mask buffer
+    if sd:
+        left = sorted(sd)
+        raise CheckpointError(
+            f"{source}: tensors the OpenAI layout does not have: {', '.join(left[:8])}"
+            + (f", ... ({len(left)} in all)" if len(left) > 8 else "")
+        )
+    cfg["init_logit_scale"] = float(out["logit_scale"])
+    return record, out
+
+
+def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> ClipConfig:
+    conv = sd["visual.conv1.weight"]
+    width, patch = conv.shape[0], conv.shape[-1]
+    n_pos = sd["visual.positional_embedding"].shape[0] - 1
+    grid = math.isqrt(n_pos)
+    if grid * grid != n_pos:
+        raise CheckpointError(f"{source}: visual.positional_embedding holds {n_pos} patch positions, not a square grid")
+    embed = sd["text_projection"].shape[1]
+    if sd["visual.proj"].shape != (width, embed):
+        raise CheckpointError(
+            f"{source}: visual.proj is {tuple(sd['visual.proj'].shape)}, expected ({width}, {embed})"
+        )
+    vision = VisionConfig(
+        image_size=grid * patch, patch_size=patch, width=width,
+        depth=_depth(sd, "visual.transformer.resblocks", source), heads=vision_heads or width // HEAD_WIDTH,
+        mlp_dim=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0], act=act, eps=1e-5,
+        class_token=True, pool="cls", norm_pre=True, patch_bias=False, output_dim=embed,
+    )
+    vocab, twidth = sd["token_embedding.weight"].shape
+    ctx = sd["positional_embedding"].shape[0]
+    text = TextConfig(
+        vocab_size=vocab, context_length=ctx, width=twidth, depth=_depth(sd, "transformer.resblocks", source),
+        heads=text_heads or twidth // HEAD_WIDTH, mlp_dim=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        act=act, eps=1e-5, causal=True, pool="argmax", eot_token_id=vocab - 1, output_dim=embed, proj_bias=False,
+    )
+    return ClipConfig(
+        embed_dim=embed, vision=vision, text=text, loss="clip",
+        preprocess={"image_size": vision.image_size, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
+                    "interpolation": "bicubic", "resize_mode": "shortest"},
+        tokenizer={"type": "clip_bpe", "context_length": ctx},
+    )
+
+
+def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
+    """The inverse of ``openai_to_kizuna``: a state dict in OpenAI's layout.
+
+    The layout cannot say how many heads or which activation a model has; a reader assumes
+    width // 64 heads and QuickGELU. ``strict`` (default) refuses models where that would be wrong.
+    """
+    c = model.cfg
+    v, t = c.vision, c.text
+    problems = []
+    if not v.class_token or v.pool != "cls" or not v.norm_pre or v.patch_bias or v.stem != "patch" or v.num_classes:
+        problems.append("the image tower must be a CLIP ViT (class token, pre-LayerNorm, no patch bias, no head)")
+    if not v.output_dim or v.output_dim != t.output_dim:
+        problems.append("both towers need a projection to one size")
+    if not t.causal or t.pool not in ("eot", "argmax") or t.proj_bias:
+        problems.append("the text tower must be causal, pooled at end-of-text, with a bias-free projection")
+    if model.logit_bias is not None:
+        problems.append("the layout has no logit bias")
+    h, w = (v.image_size, v.image_size) if isinstance(v.image_size, int) else v.image_size
+    if h != w:
+        problems.append("the layout implies a square image")
+    if strict:
+        for tower, tc in (("vision", v), ("text", t)):
+            if tc.heads != tc.width // HEAD_WIDTH:
+                problems.append(f"{tower} has {tc.heads} heads, a reader infers width // 64 = {tc.width // HEAD_WIDTH}")
+            if tc.act != "quick_gelu":
+                problems.append(f"{tower} activation is {tc.act!r}, a reader assumes QuickGELU")
+    if problems:
+        raise ValueError("OpenAI CLIP layout cannot express this model: " + "; ".join(problems))
+
+    sd = {k: x.detach() for k, x in model.state_dict().items()}
+    out = {
+        "visual.conv1.weight": sd["visual.patch_embed.proj.weight"],
+        "visual.class_embedding": sd["visual.cls_token"].reshape(-1),
+        "visual.positional_embedding": sd["visual.pos_embed"][0],
+        "visual.proj": sd["visual.proj.weight"].T.contiguous(),
+        "token_embedding.weight": sd["text.token_embed.weight"],
+        "positional_embedding": sd["text.pos_embed"],
+        "text_projection": sd["text.proj.weight"].T.contiguous(),
+        "logit_scale": sd["logit_scale"].reshape(()),
+    }
+    for p in _WB:
+        out[f"visual.ln_pre.{p}"] = sd[f"visual.norm_pre.{p}"]
+        out[f"visual.ln_post.{p}"] = sd[f"visual.norm.{p}"]
+        out[f"ln_final.{p}"] = sd[f"text.norm.{p}"]
+    for src, dst, depth in (("visual.transformer.blocks", "visual.transformer.resblocks", v.depth),
+                            ("text.transformer.blocks", "transformer.resblocks", t.depth)):
+        for i in range(depth):
+            s, d = f"{src}.{i}", f"{dst}.{i}"
+            for a, b in _BLOCK_NAMES:
+                for p in _WB:
+                    out[f"{d}.{a}.{p}"] = sd[f"{s}.{b}.{p}"]
+            for p in _WB:
+                out[f"{d}.attn.in_proj_{p}"] = sd[f"{s}.attn.qkv.{p}"]
+    return out

@@ -1,0 +1,506 @@
+"""Interoperability: Hugging Face CLIP/SigLIP folders and OpenAI state dicts load into kizuna (and export
+back) with the same numbers, on real images and captions where the shared data is present."""
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import kizuna
+from kizuna.data.images import decode_image
+from kizuna.models.checkpoint import CheckpointError, load_state_dict_strict, save_model
+from kizuna.models.clip import ClipConfig, ClipModel
+from kizuna.models.convert_hf import export_hf_clip, export_hf_siglip, hf_folder_to_kizuna
+from kizuna.models.convert_openai import kizuna_to_openai, openai_to_kizuna
+from kizuna.models.presets import clip_config
+from kizuna.models.text import TextConfig
+from kizuna.models.vit import VisionConfig
+
+transformers = pytest.importorskip("transformers")
+
+SHARED = Path(os.environ.get("KIZUNA_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
+FLICKR = SHARED / "data/flickr8k/test/000000.tar"
+TOL = dict(atol=1e-5, rtol=1e-5)
+SYNTHETIC_CAPTIONS = ["a photo of a dog.", "two children play football on the grass .", "a red car"]
+
+
+# ----- inputs ---------------------------------------------------------------------------------------
+def real_samples(n_images: int = 2) -> tuple[list[Image.Image], list[str]]:
+    images, captions = {}, {}
+    with tarfile.open(FLICKR) as tar:
+        for m in tar:
+            key, _, ext = m.name.rpartition(".")
+            if ext == "jpg" and len(images) < n_images:
+                images[key] = decode_image(tar.extractfile(m).read(), m.name)
+            elif ext == "txt" and len(captions) < n_images:
+                captions[key] = tar.extractfile(m).read().decode().splitlines()
+            if len(images) == len(captions) == n_images:
+                break
+    # First caption of each image plus one more: a 2 x 3 logit matrix.
+    texts = [c[0] for c in captions.values()] + [next(iter(captions.values()))[1]]
+    return list(images.values()), texts
+
+
+def synthetic_samples() -> tuple[list[Image.Image], list[str]]:
+    rng = np.random.RandomState(0)
+    images = [Image.fromarray(rng.randint(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((240, 320), (300, 200))]
+    return images, SYNTHETIC_CAPTIONS
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """Real Flickr8k images and captions when the shared data is present, else synthetic ones."""
+    return real_samples() if FLICKR.is_file() else synthetic_samples()
+
+
+@pytest.fixture(params=[pytest.param("real", marks=pytest.mark.shared_data), "synthetic"])
+def samples_any(request):
+    if request.param == "real":
+        if not FLICKR.is_file():
+            pytest.skip(f"real data not found at {FLICKR} (set KIZUNA_SHARED to its location)")
+        return real_samples()
+    return synthetic_samples()
+
+
+def inputs(model, samples, image_size=None):
+    images, texts = samples
+    pre = kizuna.get_preprocess(model)
+    if image_size is not None:
+        pre = kizuna.get_preprocess({**model.cfg.preprocess, "image_size": image_size})
+    return torch.stack([pre(im) for im in images]), kizuna.get_tokenizer(model)(texts)
+
+
+# ----- Hugging Face reference models ------------------------------------------------------------
+def _jitter(model: nn.Module, seed: int):
+    """Init leaves LayerNorms at 1/0 and biases at 0, where a swapped name would go unnoticed; perturb
+    those 1-D tensors (matrices are random already)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "logit" not in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def _build(cls, cfg, folder: Path, seed: int):
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    _jitter(model, seed)
+    model.save_pretrained(folder)
+    return model, folder
+
+
+@pytest.fixture(scope="module")
+def hf_b32(tmp_path_factory):
+    """A randomly initialised HF CLIPModel with OpenAI ViT-B/32's exact shape."""
+    cfg = transformers.CLIPConfig(
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                           patch_size=32, image_size=224, hidden_act="quick_gelu"),
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                         hidden_act="quick_gelu"),
+        projection_dim=512,
+    )
+    model, folder = _build(transformers.CLIPModel, cfg, tmp_path_factory.mktemp("hf") / "b32", 0)
+    yield model, folder
+    shutil.rmtree(folder)  # 600 MB; pytest keeps the last runs' temp folders
+
+
+@pytest.fixture(scope="module")
+def k_b32(hf_b32):
+    return kizuna.create_model(str(hf_b32[1]))
+
+
+@pytest.fixture(scope="module")
+def b32_io(hf_b32, k_b32, samples):
+    """(pixels, tokens, HF outputs, kizuna outputs) for the ViT-B/32 pair, computed once."""
+    pixels, tokens = inputs(k_b32, samples)
+    return pixels, tokens, hf_outputs(hf_b32[0], pixels, tokens), kizuna_outputs(k_b32, pixels, tokens)
+
+
+@pytest.fixture(scope="module")
+def hf_tiny_clip(tmp_path_factory):
+    cfg = transformers.CLIPConfig(
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                           patch_size=8, image_size=32, hidden_act="quick_gelu"),
+        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                         hidden_act="gelu"),
+        projection_dim=32,
+    )
+    return _build(transformers.CLIPModel, cfg, tmp_path_factory.mktemp("hf") / "tiny_clip", 1)
+
+
+@pytest.fixture(scope="module")
+def hf_tiny_siglip(tmp_path_factory):
+    cfg = transformers.SiglipConfig(
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                           patch_size=8, image_size=32),
+        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                         vocab_size=49408),  # CLIP BPE ids of real captions can be fed
+    )
+    return _build(transformers.SiglipModel, cfg, tmp_path_factory.mktemp("hf") / "tiny_siglip", 2)
+
+
+def _pooled(out):
+    return out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5.x | 4.x
+
+
+@torch.no_grad()
+def hf_outputs(hf, pixels, tokens) -> dict:
+    out = hf(input_ids=tokens, pixel_values=pixels)
+    return {
+        "image": _pooled(hf.get_image_features(pixel_values=pixels)),
+        "text": _pooled(hf.get_text_features(input_ids=tokens)),
+        "image_normed": out.image_embeds,
+        "text_normed": out.text_embeds,
+        "logits_per_image": out.logits_per_image,
+        "logits_per_text": out.logits_per_text,
+    }
+
+
+@torch.no_grad()
+def kizuna_outputs(k: ClipModel, pixels, tokens) -> dict:
+    logits_per_image, logits_per_text = k.logits(pixels, tokens)
+    image, text = k.encode_image(pixels), k.encode_text(tokens)
+    return {
+        "image": image,
+        "text": text,
+        "image_normed": F.normalize(image, dim=-1),
+        "text_normed": F.normalize(text, dim=-1),
+        "logits_per_image": logits_per_image,
+        "logits_per_text": logits_per_text,
+    }
+
+
+def assert_close_outputs(ours: dict, theirs: dict, tol=TOL):
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def assert_same_numbers(k: ClipModel, hf, pixels, tokens, tol=TOL):
+    assert_close_outputs(kizuna_outputs(k, pixels, tokens), hf_outputs(hf, pixels, tokens), tol)
+
+
+def assert_same_tensors(a: nn.Module, b: nn.Module):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+
+
+# ----- Hugging Face -> kizuna ---------------------------------------------------------------------
+def test_hf_clip_b32_matches_transformers(hf_b32, k_b32, b32_io):
+    hf, _ = hf_b32
+    v, t = k_b32.cfg.vision, k_b32.cfg.text
+    assert (v.width, v.depth, v.heads, v.patch_size, v.image_size, v.act) == (768, 12, 12, 32, 224, "quick_gelu")
+    assert (t.width, t.depth, t.heads, t.context_length, t.pool, t.eot_token_id) == (512, 12, 8, 77, "eot", 49407)
+    assert k_b32.cfg.embed_dim == 512 and k_b32.cfg.tokenizer == {"type": "clip_bpe", "context_length": 77}
+    assert sum(p.numel() for p in k_b32.parameters()) == sum(p.numel() for p in hf.parameters())
+    pixels, tokens, theirs, ours = b32_io
+    assert pixels.shape == (2, 3, 224, 224) and tokens.shape == (3, 77)
+    assert_close_outputs(ours, theirs)
+
+
+def test_hf_tiny_clip_matches_transformers(hf_tiny_clip, samples_any):
+    hf, folder = hf_tiny_clip
+    k = kizuna.create_model(str(folder))
+    assert (k.cfg.vision.act, k.cfg.text.act) == ("quick_gelu", "gelu")
+    assert_same_numbers(k, hf, *inputs(k, samples_any))
+
+
+def test_hf_siglip_matches_transformers(hf_tiny_siglip, samples_any):
+    hf, folder = hf_tiny_siglip
+    k = kizuna.create_model(str(folder))
+    c = k.cfg
+    assert c.loss == "siglip" and c.vision.pool == "map" and not c.vision.class_token and not c.vision.norm_pre
+    assert not c.text.causal and c.text.pool == "last" and c.text.proj_bias and c.max_logit_scale is None
+    assert c.preprocess["resize_mode"] == "squash" and c.preprocess["mean"] == [0.5] * 3
+    assert c.tokenizer == {"type": "clip_bpe", "context_length": 64}
+    assert k.logit_bias.item() == hf.logit_bias.item()
+    pixels, tokens = inputs(k, samples_any)
+    assert tokens.shape == (3, 64)
+    assert_same_numbers(k, hf, pixels, tokens)
+
+
+def test_hf_siglip_sentencepiece_vocab_is_recorded_as_unavailable(hf_tiny_siglip, tmp_path):
+    cfg = json.loads((hf_tiny_siglip[1] / "config.json").read_text())
+    cfg["text_config"]["vocab_size"] = 32000  # SigLIP's own sentencepiece vocabulary
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "model.safetensors").symlink_to(hf_tiny_siglip[1] / "model.safetensors")
+    record, _ = hf_folder_to_kizuna(tmp_path)
+    assert record["config"]["tokenizer"]["type"] == "unavailable"
+    assert "sentencepiece" in record["config"]["tokenizer"]["note"]
+
+
+def test_hf_eos_token_2_means_argmax_pooling(hf_tiny_clip, tmp_path, samples):
+    """Configs written before transformers PR #24773 say eos_token_id=2, and HF pools at argmax(ids)."""
+    hf, folder = hf_tiny_clip
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["text_config"]["eos_token_id"] = 2
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "model.safetensors").symlink_to(folder / "model.safetensors")
+    k = kizuna.create_model(str(tmp_path))
+    assert k.cfg.text.pool == "argmax"
+    old = transformers.CLIPModel.from_pretrained(tmp_path).eval()
+    _, tokens = inputs(k, samples)
+    tokens[tokens == 49407] = 0  # no EOT: argmax pools at SOT (49406), first-EOT pooling would not
+    with torch.no_grad():
+        torch.testing.assert_close(k.encode_text(tokens), _pooled(old.get_text_features(input_ids=tokens)), **TOL)
+
+
+def test_hf_sharded_and_bin_weights(hf_tiny_clip, tmp_path):
+    hf, folder = hf_tiny_clip
+    ref = kizuna.create_model(str(folder))
+    sharded = tmp_path / "sharded"
+    hf.save_pretrained(sharded, max_shard_size="5MB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    assert_same_tensors(kizuna.create_model(str(sharded)), ref)
+    binary = tmp_path / "bin"
+    binary.mkdir()
+    (binary / "config.json").write_text((folder / "config.json").read_text())
+    sd = dict(hf.state_dict())
+    sd["text_model.embeddings.position_ids"] = torch.arange(77)[None]  # older transformers saved these
+    torch.save(sd, binary / "pytorch_model.bin")
+    assert_same_tensors(kizuna.create_model(str(binary)), ref)
+
+
+def test_hf_preprocessor_config_is_read(hf_tiny_clip, tmp_path):
+    _, folder = hf_tiny_clip
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / f).symlink_to(folder / f)
+    proc = transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=2,
+        image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6],
+    )
+    proc.save_pretrained(tmp_path)
+    record, _ = hf_folder_to_kizuna(tmp_path)
+    pre = record["config"]["preprocess"]
+    assert pre == {"image_size": 32, "mean": pytest.approx([0.1, 0.2, 0.3]), "std": pytest.approx([0.4, 0.5, 0.6]),
+                   "interpolation": "bilinear", "resize_mode": "shortest"}
+
+
+# ----- kizuna -> Hugging Face ---------------------------------------------------------------------
+def _export_roundtrip(k: ClipModel, export, hf_cls, folder: Path, samples, io=None):
+    """Export, load with transformers (no missing/unexpected keys, same numbers), reload into kizuna."""
+    export(k, folder)
+    hf, info = hf_cls.from_pretrained(folder, output_loading_info=True)
+    hf.eval()
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info.get("mismatched_keys")
+    if io is None:
+        assert_same_numbers(k, hf, *inputs(k, samples))
+    else:
+        pixels, tokens, _, ours = io
+        assert_close_outputs(ours, hf_outputs(hf, pixels, tokens))
+    back = kizuna.load_model(folder)
+    assert_same_tensors(back, k)
+    for part in ("vision", "text"):
+        assert getattr(back.cfg, part) == getattr(k.cfg, part)
+    assert back.cfg.preprocess == k.cfg.preprocess and back.cfg.tokenizer == k.cfg.tokenizer
+    return hf, back
+
+
+def test_export_hf_clip_b32(k_b32, b32_io, tmp_path, samples):
+    _export_roundtrip(k_b32, export_hf_clip, transformers.CLIPModel, tmp_path, samples, io=b32_io)
+    # The exported preprocessing config makes HF's image processor produce kizuna's pixels.
+    proc = transformers.CLIPImageProcessor.from_pretrained(tmp_path)
+    theirs = proc(images=samples[0], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(b32_io[0], theirs, **TOL)
+    (tmp_path / "model.safetensors").unlink()
+
+
+@pytest.mark.parametrize("preset", ["ViT-mu-8", "ViT-mu-8-quickgelu"])
+def test_export_hf_clip_native_preset(preset, tmp_path, samples):
+    torch.manual_seed(3)
+    k = kizuna.create_model(preset).eval()
+    _jitter(k, 3)
+    _export_roundtrip(k, export_hf_clip, transformers.CLIPModel, tmp_path, samples)
+
+
+def test_export_hf_siglip(hf_tiny_siglip, tmp_path, samples):
+    k = kizuna.create_model(str(hf_tiny_siglip[1]))
+    _export_roundtrip(k, export_hf_siglip, transformers.SiglipModel, tmp_path / "from_hf", samples)
+    torch.manual_seed(4)
+    native = kizuna.create_model("siglip-mu-8").eval()
+    _jitter(native, 4)
+    _export_roundtrip(native, export_hf_siglip, transformers.SiglipModel, tmp_path / "native", samples)
+
+
+def test_export_refuses_what_hf_cannot_express(tmp_path):
+    siglip = kizuna.create_model("siglip-mu-8")
+    with pytest.raises(ValueError, match="class token"):
+        export_hf_clip(siglip, tmp_path)
+    cfg = clip_config("ViT-mu-8")
+    cfg.vision.norm_pre = False
+    with pytest.raises(ValueError, match="pre_layrnorm"):
+        export_hf_clip(ClipModel(cfg), tmp_path)
+    with pytest.raises(ValueError, match="MAP head"):
+        export_hf_siglip(kizuna.create_model("ViT-mu-8"), tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+# ----- OpenAI layout --------------------------------------------------------------------------------
+def test_openai_layout_roundtrip_b32(k_b32, b32_io, tmp_path):
+    sd = kizuna_to_openai(k_b32)
+    assert sd["visual.proj"].shape == (768, 512) and sd["text_projection"].shape == (512, 512)
+    assert sd["visual.class_embedding"].shape == (768,) and sd["visual.positional_embedding"].shape == (50, 768)
+    assert sd["visual.transformer.resblocks.0.attn.in_proj_weight"].shape == (3 * 768, 768)
+    # OpenAI's JIT archives also hold these model attributes; they must be dropped, not refused.
+    sd.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    path = tmp_path / "x.pt"
+    torch.save(sd, path)
+    k = kizuna.create_model(str(path))
+    v, t = k.cfg.vision, k.cfg.text
+    assert (v.width, v.depth, v.heads, v.patch_size, v.image_size, v.act) == (768, 12, 12, 32, 224, "quick_gelu")
+    assert (t.width, t.depth, t.heads, t.context_length, t.vocab_size) == (512, 12, 8, 77, 49408)
+    path.unlink()
+    assert_same_tensors(k, k_b32)
+    pixels, tokens, theirs, _ = b32_io
+    assert_close_outputs(kizuna_outputs(k, pixels, tokens), theirs)
+
+
+def test_kizuna_to_openai_refuses_heads_a_reader_would_misread(hf_tiny_clip, samples):
+    k = kizuna.create_model(str(hf_tiny_clip[1]))  # 64 wide with 2 heads: OpenAI would infer 1
+    with pytest.raises(ValueError, match="width // 64"):
+        kizuna_to_openai(k)
+    record, tensors = openai_to_kizuna(kizuna_to_openai(k, strict=False), "tiny", vision_heads=2, text_heads=2)
+    record["config"]["text"]["act"] = "gelu"  # the layout cannot say; this tiny model's text tower uses GELU
+    back = ClipModel(ClipConfig.from_dict(record["config"])).eval()
+    load_state_dict_strict(back, tensors, "tiny")
+    assert_same_tensors(back, k)
+    pixels, tokens = inputs(k, samples)
+    with torch.no_grad():
+        torch.testing.assert_close(back.logits(pixels, tokens)[0], k.logits(pixels, tokens)[0], **TOL)
+
+
+class _Holder(nn.Module):
+    """Parameters only, under OpenAI's names: stands in for a TorchScript CLIP archive."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _scripted(sd: dict) -> torch.jit.ScriptModule:
+    root = _Holder()
+    for name, t in sd.items():
+        *path, leaf = name.split(".")
+        m = root
+        for p in path:
+            if p not in m._modules:
+                m.add_module(p, nn.Module())
+            m = m._modules[p]
+        m.register_parameter(leaf, nn.Parameter(t.clone(), requires_grad=False))
+    return torch.jit.script(root)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.* warn that TorchScript is deprecated
+def test_torchscript_refused_unless_allowed(tmp_path):
+    cfg = ClipConfig(
+        embed_dim=32,
+        vision=VisionConfig(image_size=32, patch_size=8, width=64, depth=1, heads=1, mlp_dim=128, act="quick_gelu",
+                            eps=1e-5, norm_pre=True, patch_bias=False, output_dim=32),
+        text=TextConfig(context_length=16, width=64, depth=1, heads=1, mlp_dim=128, act="quick_gelu", output_dim=32),
+    )
+    k = ClipModel(cfg).eval()
+    sd = kizuna_to_openai(k)
+    sd["input_resolution"] = torch.tensor(32)
+    path = tmp_path / "ViT-tiny.pt"
+    torch.jit.save(_scripted(sd), str(path))
+    with pytest.raises(CheckpointError, match=r"TorchScript.*allow_jit") as e:
+        kizuna.create_model(str(path))
+    assert str(path) in str(e.value)
+    assert_same_tensors(kizuna.create_model(str(path), allow_jit=True), k)
+
+
+# ----- position-embedding resampling ----------------------------------------------------------------
+@pytest.mark.parametrize("which", ["clip", "siglip"])
+def test_resampled_pos_embed_matches_hf_interpolation(which, hf_tiny_clip, hf_tiny_siglip, samples):
+    hf, folder = hf_tiny_clip if which == "clip" else hf_tiny_siglip
+    k = kizuna.create_model(str(folder))
+    pixels, _ = inputs(k, samples, image_size=48)  # trained at 32 (4x4 grid), evaluated at 48 (6x6)
+    with torch.no_grad():
+        dynamic = k.encode_image(pixels)
+        theirs = _pooled(hf.get_image_features(pixel_values=pixels, interpolate_pos_encoding=True))
+        torch.testing.assert_close(dynamic, theirs, atol=1e-4, rtol=1e-4)
+        k48 = kizuna.load_model(folder, image_size=48)  # resampled once, at load time
+        assert k48.cfg.vision.image_size == 48 and k48.cfg.preprocess["image_size"] == 48
+        assert k48.visual.pos_embed.shape[1] == k.cfg.vision.num_prefix_tokens + 36
+        torch.testing.assert_close(k48.encode_image(pixels), dynamic, atol=1e-6, rtol=1e-6)
+
+
+# ----- errors ---------------------------------------------------------------------------------------------
+def test_wrong_architecture_gives_one_error_listing_everything(tmp_path):
+    path = save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "mu.safetensors")
+    tensors = load_file(path)
+    with pytest.raises(CheckpointError) as e:
+        load_state_dict_strict(kizuna.create_model("siglip-mu-8"), tensors, str(path))
+    msg = str(e.value)
+    assert str(path) in msg
+    assert "16 missing [logit_bias, text.proj.bias, visual.attn_pool" in msg
+    assert "4 unexpected [visual.cls_token, visual.norm_pre.bias" in msg
+    assert "mis-shaped [text.pos_embed: checkpoint (77, 64) vs model (64, 64)" in msg
+
+
+def test_hf_folder_errors_name_the_path(hf_tiny_clip, tmp_path):
+    _, folder = hf_tiny_clip
+    good_cfg = (folder / "config.json").read_text()
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{not json")
+    (corrupt / "model.safetensors").symlink_to(folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match="config.json.*invalid JSON|config.json.*JSON") as e:
+        kizuna.create_model(str(corrupt))
+    assert str(corrupt) in str(e.value)
+
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(good_cfg)
+    with pytest.raises(CheckpointError, match="no weights found") as e:
+        kizuna.create_model(str(no_weights))
+    assert str(no_weights) in str(e.value)
+
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "config.json").write_text(good_cfg)
+    (truncated / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="safetensors") as e:
+        kizuna.create_model(str(truncated))
+    assert str(truncated / "model.safetensors") in str(e.value)
+
+    missing_tensor = tmp_path / "missing_tensor"
+    missing_tensor.mkdir()
+    (missing_tensor / "config.json").write_text(good_cfg)
+    sd = load_file(folder / "model.safetensors")
+    del sd["vision_model.encoder.layers.1.self_attn.k_proj.bias"]
+    save_file(sd, missing_tensor / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"layers\.1\.self_attn\.k_proj\.bias.*missing"):
+        kizuna.create_model(str(missing_tensor))
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="model_type 'bert' is not supported") as e:
+        kizuna.create_model(str(bert))
+    assert str(bert) in str(e.value)
+
+
+def test_openai_layout_errors_name_the_file(tmp_path):
+    resnet = tmp_path / "RN50.pt"
+    torch.save({"visual.conv1.weight": torch.zeros(32, 3, 3, 3), "visual.layer1.0.conv1.weight": torch.zeros(1),
+                "token_embedding.weight": torch.zeros(10, 8)}, resnet)
+    with pytest.raises(CheckpointError, match="ResNet image towers are not supported yet") as e:
+        kizuna.create_model(str(resnet))
+    assert str(resnet) in str(e.value)
+
+    other = tmp_path / "other.bin"
+    torch.save({"encoder.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(CheckpointError, match="not an OpenAI CLIP") as e:
+        kizuna.create_model(str(other))
+    assert str(other) in str(e.value)

@@ -1,0 +1,54 @@
+"""Run under torchrun (2 processes, gloo): distributed CLIP/SigLIP loss and gradients vs one process
+on the concatenated batch. Writes a JSON verdict per rank to argv[1]."""
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+import kizuna
+from kizuna.models.losses import clip_loss, siglip_loss
+from kizuna.train.distributed import contrastive_loss, init_distributed
+
+out_dir = sys.argv[1]
+info = init_distributed("cpu")
+rank, world = info.rank, info.world_size
+results = {}
+for loss_kind, preset in (("clip", "ViT-mu-8"), ("siglip", "siglip-mu-8")):
+    torch.manual_seed(0)
+    model = kizuna.create_model(preset)
+    N = 8
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(N, 3, 32, 32, generator=g)
+    ctx = model.cfg.text.context_length
+    tokens = torch.randint(1, 49000, (N, ctx), generator=g)
+    tokens[:, 6] = 49407
+    # reference: one process, whole batch
+    out = model(images, tokens)
+    if loss_kind == "clip":
+        ref = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
+    else:
+        ref = siglip_loss(out["image_features"], out["text_features"], out["logit_scale"], out["logit_bias"])
+    ref.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    # distributed: this rank's half, gathered / exchanged features
+    n = N // world
+    sl = slice(rank * n, (rank + 1) * n)
+    out = model(images[sl], tokens[sl])
+    loss = contrastive_loss(loss_kind, out["image_features"], out["text_features"], out["logit_scale"], out["logit_bias"])
+    loss.backward()
+    mean_loss = loss.detach().clone()
+    dist.all_reduce(mean_loss)
+    mean_loss /= world
+    max_err = 0.0
+    for name, p in model.named_parameters():
+        grad = p.grad.clone()
+        dist.all_reduce(grad)  # what DDP does: average over ranks
+        grad /= world
+        max_err = max(max_err, (grad - ref_grads[name]).abs().max().item())
+    results[loss_kind] = {"loss": mean_loss.item(), "ref_loss": ref.item(), "max_grad_err": max_err}
+with open(f"{out_dir}/rank{rank}.json", "w") as f:
+    json.dump(results, f)
+dist.barrier()
+dist.destroy_process_group()

@@ -1,0 +1,28 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def torchrun(script: Path, *args, nproc=2, timeout=240):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1] / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--master_port", str(29500 + os.getpid() % 1000), str(script), *map(str, args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_distributed_losses_equal_single_process(tmp_path):
+    torchrun(HERE / "_dist_loss_worker.py", tmp_path)
+    for rank in (0, 1):
+        res = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for kind in ("clip", "siglip"):
+            r = res[kind]
+            assert r["loss"] == pytest.approx(r["ref_loss"], abs=1e-5), (kind, r)
+            assert r["max_grad_err"] < 1e-5, (kind, r)

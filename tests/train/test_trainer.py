@@ -1,0 +1,89 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+from _tiny import tiny_config  # noqa: E402
+
+from kizuna.train.contrastive import ContrastiveTrainer  # noqa: E402
+from kizuna.train.logging import read_metrics  # noqa: E402
+
+
+def batch_of(trainer, n=16):
+    items = [trainer.dataset[(i, 0)] for i in range(n)]
+    return torch.stack([it["image"] for it in items]), [it["caption"] for it in items]
+
+
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_grad_cache_accumulation_equals_one_big_batch(tmp_path, loss):
+    grads = []
+    for k in (1, 4):
+        torch.manual_seed(0)
+        tr = ContrastiveTrainer(tiny_config(tmp_path / f"k{k}", accum_steps=k, loss=loss))
+        images, captions = batch_of(tr)
+        text = {"tokens": tr.tokenizer(captions)}
+        if k == 1:
+            out = tr.model(images, **text)
+            tr._loss(out).backward()
+        else:
+            tr._grad_cache_step(images, text, k)
+        grads.append({n: p.grad.clone() for n, p in tr.model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_training_reduces_loss_and_logs(tmp_path):
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=12, save_every=6, keep_last=1, best_metric="probe/colour"))
+    tr.train()
+    rows = read_metrics(tmp_path / "metrics.jsonl", "train")
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert all(r["logit_scale"] <= 100.0 + 1e-4 for r in rows)
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert ckpts == ["step_0000012"]  # keep_last=1
+    assert (tmp_path / "checkpoints" / "best" / "model.safetensors").exists()
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "step_0000012"
+    assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_locked_image_tower_stays_bit_identical(tmp_path):
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=3, lock_image=True))
+    before_img = {n: p.detach().clone() for n, p in tr.model.visual.named_parameters()}
+    before_txt = {n: p.detach().clone() for n, p in tr.model.text.named_parameters()}
+    tr.train()
+    for n, p in tr.model.visual.named_parameters():
+        assert torch.equal(p, before_img[n]), n
+    assert any(not torch.equal(p, before_txt[n]) for n, p in tr.model.text.named_parameters())
+
+
+def test_lock_all_but_last_block(tmp_path):
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=2, lock_text=True, lock_text_unlocked_blocks=1))
+    blocks = tr.model.text.transformer.blocks
+    first = {n: p.detach().clone() for n, p in blocks[0].named_parameters()}
+    last = {n: p.detach().clone() for n, p in blocks[-1].named_parameters()}
+    emb = tr.model.text.token_embed.weight.detach().clone()
+    tr.train()
+    assert all(torch.equal(p, first[n]) for n, p in blocks[0].named_parameters())
+    assert torch.equal(tr.model.text.token_embed.weight, emb)
+    assert any(not torch.equal(p, last[n]) for n, p in blocks[-1].named_parameters())
+
+
+def test_shard_with_bad_members_trains_on_and_reports(tmp_path, capsys):
+    import _shards
+
+    members = _shards.pair_members([f"{i:04d}" for i in range(20)], captions=[f"a photo number {i}" for i in range(20)])
+    members = [(n, b) for n, b in members if n not in ("0003.txt",)]  # missing caption
+    members = [(n, b"not a jpeg" if n == "0005.jpg" else (b"" if n == "0007.txt" else b)) for n, b in members]
+    shard = _shards.write_tar(tmp_path / "data" / "000000.tar", members)
+    tr = ContrastiveTrainer(tiny_config(tmp_path / "run", data=str(shard), batch_size=4, steps=0, epochs=1,
+                                        model_overrides={"vision": {"image_size": 32}}))
+    tr.train()
+    out = capsys.readouterr().out
+    assert "missing_caption=1" in out and "empty_caption=1" in out
+    data = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
+    assert any(r.get("skipped/corrupt_image") == 1 for r in data)
+    assert any(r.get("index_skipped") == 2 for r in data)
