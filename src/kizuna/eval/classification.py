@@ -70,18 +70,20 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
     if not templates:
         raise ValueError("no prompt templates given")
     cacheable = cache and encode_text_fn is None and not any(callable(t) for t in templates)
-    key = None
+    key = path = None
     if cacheable:
         key = (model_fingerprint(_text_module(model)), _tokenizer_id(tokenizer), tuple(classnames), tuple(templates))
+        if cache_dir is not None:
+            digest = hashlib.sha256(json.dumps([_CACHE_VERSION, _tokenizer_id(tokenizer), classnames, templates]).encode())
+            digest.update(content_hash(_text_module(model)).encode())
+            path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
         hit = _MEMORY_CACHE.get(key)
         if hit is not None:
             _MEMORY_CACHE.move_to_end(key)
+            if path is not None and not path.is_file():
+                _save(path, hit, classnames, templates)
             return hit.clone()
-    path = None
-    if cacheable and cache_dir is not None:
-        digest = hashlib.sha256(json.dumps([_CACHE_VERSION, _tokenizer_id(tokenizer), classnames, templates]).encode())
-        digest.update(content_hash(_text_module(model)).encode())
-        path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
+    if path is not None:
         have = path.is_file()
         if dist_info()[1] > 1:  # every rank must take the same branch (the miss branch all-gathers)
             import torch.distributed as dist
@@ -104,12 +106,18 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
     weights = F.normalize(emb, dim=-1)
     if key is not None:
         _remember(key, weights)
-    if path is not None and is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"weights": weights, "classnames": classnames, "templates": templates}, tmp)
-        os.replace(tmp, path)
+    if path is not None:
+        _save(path, weights, classnames, templates)
     return weights
+
+
+def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
+    if not is_main():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"weights": weights, "classnames": list(classnames), "templates": list(templates)}, tmp)
+    os.replace(tmp, path)
 
 
 def _remember(key, weights: torch.Tensor) -> None:

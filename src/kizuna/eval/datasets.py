@@ -241,8 +241,9 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     for s in ("test", "val", "validation", "valid", "dev"):
         if s in present:
             return root / s, s
-    if present:
-        return root / present[0], present[0]
+    if present:  # only training data: evaluating on it must be asked for
+        raise DatasetError(f"{root} has no test or validation split (found: {', '.join(present)}); "
+                           f"pass split= / --split {present[0]} to evaluate on it anyway")
     return root, None
 
 

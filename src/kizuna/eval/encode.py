@@ -29,7 +29,6 @@ import hashlib
 import sys
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -261,7 +260,3 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
     if feats is None:
         feats = torch.zeros(end - start, max(dim, 0))
     return TextFeatures(gather_shards(feats, bounds), gather_shards(valid, bounds), _merge_skips(skips))
-
-
-def as_numpy_labels(labels) -> np.ndarray:
-    return np.asarray(labels, dtype=np.int64)

@@ -62,7 +62,7 @@ class LinearProbe:
 
 
 def fit_logistic_regression(x: torch.Tensor, y, num_classes: int, l2: float, max_iter: int = 1000,
-                            tol: float = 1e-7, init: LinearProbe | None = None,
+                            tol: float = 1e-6, init: LinearProbe | None = None,
                             dtype: torch.dtype = torch.float64) -> LinearProbe:
     """Multinomial logistic regression, full-batch L-BFGS (see module doc for the objective).
     ``tol``: stop when the largest gradient entry is below it. The gradient is written out by hand
@@ -137,20 +137,22 @@ def few_shot_indices(y, k: int, seed: int, exclude: np.ndarray | None = None) ->
 
 
 def select_l2(x_tr, y_tr, x_va, y_va, num_classes: int, grid: Sequence[float] = COARSE_GRID, refine: bool = True,
-              max_iter: int = 1000) -> tuple[float, list[tuple[float, float]]]:
+              max_iter: int = 300, tol: float = 1e-5) -> tuple[float, list[tuple[float, float]]]:
     """lambda with the best validation accuracy (ties: the larger lambda) and the sweep ``[(lambda, acc)]``.
-    Runs from strong to weak regularisation, warm-starting each fit from the previous one."""
+    Runs from strong to weak regularisation, warm-starting each fit from the previous one; the sweep's
+    fits stop earlier (``max_iter``, ``tol``) than the final one."""
     sweep: dict[float, float] = {}
     init = None
     for lam in sorted(grid, reverse=True):
-        init = fit_logistic_regression(x_tr, y_tr, num_classes, lam, max_iter=max_iter, init=init)
+        init = fit_logistic_regression(x_tr, y_tr, num_classes, lam, max_iter=max_iter, tol=tol, init=init)
         sweep[lam] = init.accuracy(x_va, y_va)
     best = max(sorted(sweep, reverse=True), key=lambda lam: sweep[lam])
     if refine and len(grid) > 1:
         ratio = math.sqrt(sorted(grid)[1] / sorted(grid)[0])  # half a grid step
         for lam in (best * ratio, best / ratio):
             if lam not in sweep:
-                sweep[lam] = fit_logistic_regression(x_tr, y_tr, num_classes, lam, max_iter=max_iter).accuracy(x_va, y_va)
+                sweep[lam] = fit_logistic_regression(x_tr, y_tr, num_classes, lam, max_iter=max_iter,
+                                                     tol=tol).accuracy(x_va, y_va)
         best = max(sorted(sweep, reverse=True), key=lambda lam: sweep[lam])
     return best, sorted(sweep.items())
 
@@ -179,8 +181,14 @@ class ProbeResult:
         rows.append([f"linear probe, all ({self.num_train})", 1, f"{100 * self.metrics['lp_acc1']:.2f}", ""])
         text = format_table(rows, ["classifier", "seeds", "top-1 %", "std %"])
         eff = self.metrics.get("zeroshot_matches_k_shot")
-        if eff is not None and eff == eff:
-            text += f"\nzero-shot matches a {eff:.1f}-shot linear probe (log-linear interpolation)"
+        ks = sorted(self.few_shot)
+        if eff is not None and eff == eff and ks and self.zeroshot_acc is not None:
+            if eff == float("inf"):
+                text += f"\nzero-shot beats every few-shot linear probe tried (up to {ks[-1]} per class)"
+            elif eff <= ks[0] and np.mean(self.few_shot[ks[0]]) > self.zeroshot_acc:
+                text += f"\nzero-shot is below even the {ks[0]}-shot linear probe"
+            else:
+                text += f"\nzero-shot matches a {eff:.1f}-shot linear probe (interpolated on log2 k)"
         return text
 
     def to_dict(self) -> dict:
@@ -216,7 +224,7 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     tr, va = stratified_split(y_train, val_fraction, seed)
     if len(va) == 0:
         raise ValueError("too few training samples to carve a validation split (need >= 2 per class)")
-    l2, sweep = select_l2(x_train[tr], y_train[tr], x_train[va], y_train[va], num_classes, grid, max_iter=max_iter)
+    l2, sweep = select_l2(x_train[tr], y_train[tr], x_train[va], y_train[va], num_classes, grid)
     probe = fit_logistic_regression(x_train, y_train, num_classes, l2, max_iter=max_iter)
     metrics = {"lp_acc1": probe.accuracy(x_test, y_test), "lp_l2": l2,
                "lp_C": 1.0 / (l2 * len(y_train))}
@@ -227,7 +235,7 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
             shots = few_shot_indices(y_train, k, seed=seed * 1000 + s)
             val = few_shot_indices(y_train, k, seed=seed * 1000 + s + 500, exclude=shots)
             lam = select_l2(x_train[shots], y_train[shots], x_train[val], y_train[val], num_classes, grid,
-                            refine=False, max_iter=max_iter)[0] if len(val) else 1e-3
+                            refine=False)[0] if len(val) else 1e-3
             accs.append(fit_logistic_regression(x_train[shots], y_train[shots], num_classes, lam,
                                                 max_iter=max_iter).accuracy(x_test, y_test))
         few[k] = accs

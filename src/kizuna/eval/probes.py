@@ -37,7 +37,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from kizuna.data.sources import SkipCounter
 
@@ -103,12 +103,13 @@ class _ImageOpTransform:
         self.preprocess, self.op = preprocess, op
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        from kizuna.data.transforms import INTERPOLATION, Preprocess, _size_pair, center_crop, resize_shortest, to_rgb, to_tensor
+        from kizuna.data.transforms import INTERPOLATION, Preprocess, center_crop, resize_shortest, to_rgb, to_tensor
 
         p = self.preprocess
         if isinstance(p, Preprocess):
             img = to_rgb(img)
-            h, w = _size_pair(p.image_size)
+            size = p.image_size
+            h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
             interp = INTERPOLATION[p.interpolation]
             if p.resize_mode == "squash":
                 img = img.resize((w, h), interp) if img.size != (w, h) else img

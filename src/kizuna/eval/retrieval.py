@@ -55,46 +55,51 @@ def _chunked_ranks(queries: torch.Tensor, keys: torch.Tensor, pos_query: torch.T
                    query_chunk: int, key_chunk: int) -> torch.Tensor:
     """Rank of the best positive for every query; positives given as (query, key) pairs sorted by query."""
     nq, nk = queries.shape[0], keys.shape[0]
+    dev = queries.device
     ranks = torch.full((nq,), -1, dtype=torch.long)
     # pair boundaries per query chunk (pos_query is sorted)
-    bounds = torch.searchsorted(pos_query, torch.arange(0, nq + query_chunk, query_chunk).clamp(max=nq))
+    bounds = torch.searchsorted(pos_query, torch.arange(0, nq + query_chunk, query_chunk).clamp(max=nq)).tolist()
+    pos_query, pos_key = pos_query.to(dev), pos_key.to(dev)
     for ci, q0 in enumerate(range(0, nq, query_chunk)):
         q1 = min(q0 + query_chunk, nq)
         q = queries[q0:q1]
-        p0, p1 = int(bounds[ci]), int(bounds[ci + 1])
+        p0, p1 = bounds[ci], bounds[ci + 1]
         pq, pk = pos_query[p0:p1] - q0, pos_key[p0:p1]
         m = q1 - q0
         if p1 == p0:
             continue
         # 1) the correct items' scores, read from the very blocks the counting pass computes
-        values = torch.empty(p1 - p0, dtype=queries.dtype)
+        values = torch.empty(p1 - p0, dtype=queries.dtype, device=dev)
         blocks = torch.div(pk, key_chunk, rounding_mode="floor")
         for b in torch.unique(blocks).tolist():
             k0 = b * key_chunk
             s = q @ keys[k0 : min(k0 + key_chunk, nk)].T
             sel = (blocks == b).nonzero().squeeze(1)
             values[sel] = s[pq[sel], pk[sel] - k0]
-        best = torch.full((m,), float("-inf"), dtype=queries.dtype).scatter_reduce(0, pq, values, "amax")
+        best = torch.full((m,), float("-inf"), dtype=queries.dtype, device=dev).scatter_reduce(0, pq, values, "amax")
         at_best = values == best[pq]
-        first = torch.full((m,), nk, dtype=torch.long).scatter_reduce(0, pq[at_best], pk[at_best], "amin")
-        has = torch.zeros(m, dtype=torch.bool)
+        first = torch.full((m,), nk, dtype=torch.long, device=dev).scatter_reduce(0, pq[at_best], pk[at_best], "amin")
+        has = torch.zeros(m, dtype=torch.bool, device=dev)
         has[pq] = True
         # 2) count the items ranked above the first correct one, block by block
-        above = torch.zeros(m, dtype=torch.long)
+        above = torch.zeros(m, dtype=torch.long, device=dev)
         for k0 in range(0, nk, key_chunk):
             s = q @ keys[k0 : min(k0 + key_chunk, nk)].T
-            idx = torch.arange(k0, k0 + s.shape[1])
+            idx = torch.arange(k0, k0 + s.shape[1], device=dev)
             bcol = best[:, None]
             above += (s > bcol).sum(1) + ((s == bcol) & (idx[None, :] < first[:, None])).sum(1)
-        ranks[q0:q1] = torch.where(has, above, torch.full_like(above, -1))
+        ranks[q0:q1] = torch.where(has, above, torch.full_like(above, -1)).cpu()
     return ranks
 
 
 def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image,
-                    query_chunk: int = 1024, key_chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image->text ranks [Ni], text->image ranks [Nt]), 0-based, computed in blocks (module doc).
-    An image with no caption gets rank -1 (excluded by :func:`retrieval_metrics`)."""
+                    query_chunk: int = 1024, key_chunk: int = 16384, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image->text ranks [Ni], text->image ranks [Nt]), 0-based, computed in blocks (module doc) on
+    ``device`` (default: where the features are). An image with no caption gets rank -1 (excluded by
+    :func:`retrieval_metrics`). Ranks are returned on the CPU."""
     img, txt = image_features.float(), text_features.float()
+    if device is not None:
+        img, txt = img.to(device), txt.to(device)
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
     ni, nt = img.shape[0], txt.shape[0]
     if t2i.shape[0] != nt:
@@ -103,7 +108,7 @@ def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, t
         raise ValueError("text_to_image refers to an image outside 0..N-1")
     ptr, order = _positives_csr(t2i, ni)
     counts = ptr[1:] - ptr[:-1]
-    pos_q_i2t = torch.repeat_interleave(torch.arange(ni), counts)
+    pos_q_i2t = torch.repeat_interleave(torch.arange(ni), counts)  # CPU bookkeeping, moved per block
     i2t = _chunked_ranks(img, txt, pos_q_i2t, order, query_chunk, key_chunk)
     t2i_r = _chunked_ranks(txt, img, torch.arange(nt), t2i, query_chunk, key_chunk)
     return i2t, t2i_r
@@ -164,7 +169,7 @@ class RetrievalResult:
 
 def retrieval_from_features(image_features, text_features, text_to_image, image_valid=None, text_valid=None,
                             query_chunk: int = 1024, key_chunk: int = 16384, skipped=None,
-                            dataset: str = "") -> RetrievalResult:
+                            dataset: str = "", device=None) -> RetrievalResult:
     """Drop unusable images (with their captions) and rejected captions, then rank."""
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
     ni = image_features.shape[0]
@@ -181,7 +186,7 @@ def retrieval_from_features(image_features, text_features, text_to_image, image_
     img = image_features[iv]
     txt = text_features[tv]
     mapping = new_id[t2i[tv]]
-    i2t, t2i_r = retrieval_ranks(img, txt, mapping, query_chunk=query_chunk, key_chunk=key_chunk)
+    i2t, t2i_r = retrieval_ranks(img, txt, mapping, query_chunk=query_chunk, key_chunk=key_chunk, device=device)
     return RetrievalResult(retrieval_metrics(i2t, t2i_r), i2t, t2i_r, mapping, int(iv.sum()), int(tv.sum()),
                            skipped, dataset)
 
@@ -209,4 +214,4 @@ def evaluate_retrieval(model, tokenizer, dataset, *, transform=None, batch_size:
     skipped.update(tf.skips)
     return retrieval_from_features(feats.features, tf.features, text_to_image, feats.valid, tf.valid,
                                    query_chunk=query_chunk, key_chunk=key_chunk, skipped=skipped,
-                                   dataset=dataset.name)
+                                   dataset=dataset.name, device=device or next(model.parameters()).device)

@@ -1,0 +1,111 @@
+"""Figures and numbers of what a ViT learned (ViT paper Fig. 6/7, CLIP prediction panels).
+
+MODEL is any ViT or CLIP checkpoint kizuna loads (a `kizuna vit train` run's OUT/model or
+OUT/checkpoints/best, a CLIP run, an OpenAI .pt, a Hugging Face folder); for CLIP the image tower
+is analysed. Every action writes PNG figure(s) plus a JSON of the numbers to --out.
+
+  kizuna analyze filters MODEL --out fig/            # PCA of patch-embedding filters (Fig. 7 left)
+  kizuna analyze positions MODEL --out fig/          # position-embedding similarity (Fig. 7 centre)
+  kizuna analyze attention-distance MODEL --images DIR_OR_SHARDS --out fig/   # Fig. 7 right
+  kizuna analyze rollout MODEL --image a.jpg --out fig/                       # Fig. 6
+  kizuna analyze predict MODEL --image a.jpg --labels "cat,dog,car" --out fig/  # CLIP panel
+  kizuna analyze all MODEL --images DIR --image a.jpg --labels labels.txt --out fig/
+
+Numbers: filters.json (explained variance per component), positions.json (row/column similarity
+score: `row_column_ratio` > 1 means rows and columns show up in the embeddings),
+attention_distance.json (mean attention distance in pixels per layer and head, with the
+uniform-attention level), rollout.json (the rollout map), predict.json (class probabilities);
+`all` also writes report.json with every section.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+ACTIONS = {
+    "filters": "PCA of the patch-embedding filters",
+    "positions": "cosine similarity of the position embeddings, row/column score",
+    "attention-distance": "mean attention distance per layer and head over a set of images",
+    "rollout": "attention rollout over one image",
+    "predict": "prediction panel for one image (CLIP zero-shot, or a supervised ViT's head)",
+    "all": "every figure that applies, plus report.json",
+}
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="analyze_command", metavar="ACTION")
+    for name, help_text in ACTIONS.items():
+        a = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        a.add_argument("model", help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
+        a.add_argument("--out", default="analysis", help="folder for the PNGs and JSON (default: analysis)")
+        a.add_argument("--device", default="cpu")
+        a.add_argument("--allow-jit", action="store_true", help="allow TorchScript checkpoints (trusted files only)")
+        if name in ("filters", "all"):
+            a.add_argument("--components", type=int, default=28, help="principal components to show (default 28)")
+        if name in ("attention-distance", "all"):
+            a.add_argument("--images", nargs="+", required=name == "attention-distance",
+                           help="image files, folders or shard specs (all: default shapes-world scenes)")
+            a.add_argument("--max-images", type=int, default=32, help="images used (default 32)")
+        if name in ("rollout", "predict", "all"):
+            a.add_argument("--image", required=name in ("rollout", "predict"),
+                           help="one image (all: default the first of --images)")
+        if name in ("rollout", "all"):
+            a.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"])
+            a.add_argument("--discard-ratio", type=float, default=0.0,
+                           help="drop this share of the weakest attention per row before rollout")
+        if name in ("predict", "all"):
+            a.add_argument("--labels", help="comma-separated class names or a file with one per line "
+                                            "(CLIP: the classes to score; ViT: its classes in order)")
+            a.add_argument("--template", action="append", default=None,
+                           help="CLIP prompt template with {c} (repeatable; default 'a photo of a {c}.')")
+            a.add_argument("--true-label", default=None, help="highlight this label in the panel")
+            a.add_argument("--top", type=int, default=5)
+    p.set_defaults(_analyze_parser=p)
+
+
+def _one_image(args, target):
+    from kizuna.data.images import load_image
+
+    return target.preprocess(load_image(args.image)), str(args.image)
+
+
+def run(args):
+    if not getattr(args, "analyze_command", None):
+        args._analyze_parser.print_help()
+        return 2
+    from kizuna.apps.zeroshot import parse_labels
+
+    from . import report as R
+
+    target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit)
+    cmd = args.analyze_command
+    labels = parse_labels(args.labels) if getattr(args, "labels", None) else None
+    if cmd == "filters":
+        numbers = R.filters_report(target, args.out, args.components)
+    elif cmd == "positions":
+        numbers = R.positions_report(target, args.out)
+    elif cmd == "attention-distance":
+        images, _ = R.load_images(args.images, target.preprocess, args.max_images)
+        numbers = R.attention_distance_report(target, images, args.out, images_source=" ".join(args.images))
+    elif cmd == "rollout":
+        x, name = _one_image(args, target)
+        numbers = R.rollout_report(target, x, args.out, args.head_fusion, args.discard_ratio, name)
+    elif cmd == "predict":
+        x, name = _one_image(args, target)
+        numbers = R.predict_report(target, x, args.out, labels, args.template, args.true_label, args.top, name)
+    else:
+        images = R.load_images(args.images, target.preprocess, args.max_images) if args.images else None
+        image = _one_image(args, target) if args.image else None
+        numbers = R.full_report(target, args.out, images=images, image=image, labels=labels,
+                                templates=args.template, true_label=args.true_label, components=args.components,
+                                head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
+                                images_source=" ".join(args.images) if args.images else "")
+    summary = {k: v for k, v in numbers.items() if not isinstance(v, (list, dict))}
+    if cmd == "all":
+        summary = {"figures": numbers["figures"],
+                   "row_column_ratio": numbers["positions"]["row_column_ratio"],
+                   "attention_distance_per_layer": numbers["attention_distance"]["per_layer_mean"]}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}")
+    return 0

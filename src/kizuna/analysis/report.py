@@ -1,0 +1,389 @@
+"""From a model to figures and numbers: what a ViT (or a CLIP image tower) has learned.
+
+    target = load_target("runs/cifar-s4/model")                 # ViT, CLIP, OpenAI .pt, HF folder
+    numbers = full_report(target, "analysis/", images=load_images(["photos/"], target.preprocess))
+
+Each ``*_report`` function writes one PNG and one JSON file (same stem) to ``out`` and returns the
+JSON's content:
+
+=====================  ============================  ===================================================
+report                 figure                        numbers
+=====================  ============================  ===================================================
+filters_report         ``filters.png`` (Fig. 7 left)   explained-variance ratio of each principal component
+positions_report       ``positions.png`` (centre)      row/column similarity score (``ratio`` > 1: rows and
+                                                     columns are visible in the embeddings)
+attention_distance_    ``attention_distance.png``     mean attention distance (pixels) per layer and head,
+report                 (Fig. 7 right)                 per-layer mean/min/max, the uniform-attention level
+rollout_report         ``rollout.png`` (Fig. 6)       the class-token rollout map over the patch grid
+predict_report         ``predict.png`` (CLIP Fig. 21)  the class probabilities (zero-shot for CLIP, the
+                                                     classifier head for a supervised ViT)
+=====================  ============================  ===================================================
+
+:func:`full_report` runs all that apply and also writes ``report.json`` with every section.
+For the hybrid (ResNet-stem) ViT the "filters" are those of the stem's first 3x3 convolution (its
+patch embedding is a 1x1 projection of feature maps, which has no pixel filters), and attention
+distances are in input pixels (one patch = ``patch_size * stem stride`` pixels).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .attention import (
+    attention_distance_by_layer,
+    attention_rollout,
+    cls_rollout_map,
+    grid_mean_pairwise_distance,
+    last_layer_cls_attention,
+)
+from .figures import (
+    plot_attention_distance,
+    plot_attention_overlay,
+    plot_filter_components,
+    plot_position_similarity,
+    plot_prediction_panel,
+)
+from .filters import patch_filter_pca
+from .position import position_similarity, row_column_score
+
+__all__ = [
+    "AnalysisTarget", "attention_distance_report", "filters_report", "full_report", "load_images",
+    "load_target", "positions_report", "predict_report", "read_extra", "rollout_report",
+]
+
+SECTIONS = ("filters", "positions", "attention_distance", "rollout", "predict")
+
+
+@dataclass
+class AnalysisTarget:
+    """The image tower to inspect, with what is needed to feed it."""
+
+    vit: Any  # kizuna.models.vit.VisionTransformer
+    kind: str  # "vit" | "clip"
+    model: nn.Module  # the whole model (the ViT itself, or the ClipModel)
+    preprocess: Any  # kizuna.data.transforms.Preprocess
+    source: str
+    classnames: list[str] | None = None  # a supervised ViT's class names, when saved with the model
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        s = self.vit.cfg.image_size
+        return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+    @property
+    def pixels_per_patch(self) -> int:
+        cfg = self.vit.cfg
+        return cfg.patch_size * (cfg.stem_stride if cfg.stem != "patch" else 1)
+
+    def describe(self) -> dict:
+        cfg = self.vit.cfg
+        return {
+            "source": self.source, "kind": self.kind, "image_size": list(self.image_size),
+            "patch_size": cfg.patch_size, "pixels_per_patch": self.pixels_per_patch, "grid": list(cfg.grid),
+            "width": cfg.width, "depth": cfg.depth, "heads": cfg.heads, "stem": cfg.stem, "pool": cfg.pool,
+            "class_token": cfg.class_token, "num_classes": cfg.num_classes,
+            "parameters": sum(p.numel() for p in self.vit.parameters()),
+        }
+
+
+def read_extra(path: str | Path) -> dict:
+    """The ``extra`` record kizuna.save_model stored with a model (``{}`` when none or not kizuna)."""
+    from kizuna.models.checkpoint import FORMAT_KEY
+
+    path = Path(path)
+    try:
+        if path.is_dir() and (path / "config.json").is_file():
+            record = json.loads((path / "config.json").read_text()).get(FORMAT_KEY, {})
+        elif path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                record = json.loads((f.metadata() or {}).get(FORMAT_KEY, "{}"))
+        else:
+            return {}
+    except (OSError, ValueError):
+        return {}
+    return dict(record.get("extra") or {})
+
+
+def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = False) -> AnalysisTarget:
+    """A checkpoint path (or CLIP preset name, or a model object) -> :class:`AnalysisTarget`."""
+    import kizuna
+    from kizuna.data.transforms import Preprocess
+    from kizuna.models.clip import ClipModel
+    from kizuna.models.vit import VisionTransformer
+
+    extra: dict = {}
+    source = "<model>"
+    if isinstance(model, (str, Path)):
+        source = str(model)
+        obj = kizuna.create_model(str(model), allow_jit=allow_jit)
+        extra = read_extra(model)
+    else:
+        obj = model
+    obj = obj.to(device).eval()
+    if isinstance(obj, ClipModel):
+        return AnalysisTarget(obj.visual, "clip", obj, kizuna.get_preprocess(obj), source, extra=extra)
+    if isinstance(obj, VisionTransformer):
+        pre = extra.get("preprocess")
+        if not pre:
+            from kizuna.train.supervised import vit_preprocess
+
+            pre = vit_preprocess(obj.cfg.image_size)
+        names = extra.get("classnames")
+        return AnalysisTarget(obj, "vit", obj, Preprocess(**pre), source,
+                              classnames=list(names) if names else None, extra=extra)
+    raise ValueError(f"{source}: cannot analyse a {type(obj).__name__}; expected a ViT or a CLIP model")
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _clean(x):
+    """JSON-safe: tensors to lists, NaN/inf to None."""
+    if isinstance(x, torch.Tensor):
+        return _clean(x.detach().cpu().tolist())
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    return x
+
+
+def _write(out: Path, name: str, numbers: dict) -> dict:
+    numbers = _clean(numbers)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(numbers, indent=2))
+    return numbers
+
+
+def _device(target: AnalysisTarget) -> torch.device:
+    return next(target.vit.parameters()).device
+
+
+def _display(target: AnalysisTarget, x: torch.Tensor) -> torch.Tensor:
+    """A preprocessed [3, H, W] tensor back to [H, W, 3] in [0, 1] (the crop the model saw)."""
+    mean = torch.tensor(target.preprocess.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(target.preprocess.std, dtype=torch.float32).view(3, 1, 1)
+    return (x.detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0)
+
+
+def load_images(specs: Sequence[str], preprocess, max_images: int = 32) -> tuple[torch.Tensor, list[str]]:
+    """Image files, folders (recursive) or shard specs -> ([N, 3, H, W] preprocessed, names), the
+    first ``max_images`` in order; undecodable images are skipped."""
+    from kizuna.data.images import IMAGE_EXTENSIONS, load_image
+    from kizuna.data.sources import PairDataset, build_index
+
+    tensors, names = [], []
+    for spec in specs:
+        if len(tensors) >= max_images:
+            break
+        p = Path(spec)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            tensors.append(preprocess(load_image(p)))
+            names.append(str(p))
+            continue
+        index = build_index(spec, require="image")
+        ds = PairDataset(index, preprocess, caption_sampling="first", seed_transform=False)
+        for i in range(len(ds)):
+            if len(tensors) >= max_images:
+                break
+            item = ds[i]
+            if item is not None:
+                tensors.append(item["image"])
+                names.append(index.where(i))
+    if not tensors:
+        raise ValueError(f"no readable images in {', '.join(map(str, specs))}")
+    return torch.stack(tensors), names
+
+
+def synthetic_images(target: AnalysisTarget, n: int = 16) -> tuple[torch.Tensor, list[str]]:
+    """Scenes of the built-in shapes world (a stand-in when no images are given)."""
+    from kizuna.data.synthetic import SyntheticWorld
+
+    world = SyntheticWorld(seed=0, image_size=max(target.image_size), split="val", length=n)
+    return torch.stack([target.preprocess(world[i][0]) for i in range(n)]), [f"synthetic-{i}" for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------- reports
+def filters_report(target: AnalysisTarget, out: str | Path, components: int = 28) -> dict:
+    """PCA of the patch-embedding filters (ViT Fig. 7 left) -> filters.png / filters.json."""
+    out = Path(out)
+    vit = target.vit
+    if vit.stem is not None:
+        weight, of = vit.stem.conv[0].weight, "stem.conv.0 (first 3x3 convolution of the hybrid's ResNet stem)"
+    else:
+        weight, of = vit.patch_embed.proj.weight, "patch_embed.proj (linear patch embedding)"
+    comps, evr = patch_filter_pca(weight.detach().float().cpu(), k=components)
+    title = "Principal components of the " + ("stem filters" if vit.stem is not None else "patch-embedding filters")
+    plot_filter_components(comps, out / "filters.png", explained_variance=evr, title=title)
+    return _write(out, "filters", {
+        "filters_of": of, "filter_shape": list(weight.shape[1:]), "num_filters": int(weight.shape[0]),
+        "components": int(comps.shape[0]), "explained_variance_ratio": evr,
+        "explained_variance_total": float(evr.sum()), "figure": "filters.png",
+    })
+
+
+def positions_report(target: AnalysisTarget, out: str | Path) -> dict:
+    """Cosine similarity of position embeddings (ViT Fig. 7 centre) -> positions.png / .json."""
+    out = Path(out)
+    cfg = target.vit.cfg
+    grid = cfg.grid
+    sim = position_similarity(target.vit.pos_embed.detach().float().cpu(), grid, cfg.num_prefix_tokens)
+    score = row_column_score(sim, grid)
+    plot_position_similarity(sim, grid, out / "positions.png",
+                             title=f"Position embedding similarity ({grid[0]}x{grid[1]} patches)")
+    # similarity as a function of 2-D offset (how quickly it falls off with distance)
+    h, w = grid
+    n = h * w
+    s = sim.reshape(n, n).double()
+    r = torch.arange(h).repeat_interleave(w)
+    c = torch.arange(w).repeat(h)
+    dist = ((r[:, None] - r[None]).abs() + (c[:, None] - c[None]).abs())
+    by_distance = [float(s[dist == d].mean()) for d in range(1, int(dist.max()) + 1)]
+    return _write(out, "positions", {
+        "grid": list(grid), "num_prefix_tokens": cfg.num_prefix_tokens, "row_column": score,
+        "row_column_ratio": score["ratio"], "similarity_by_manhattan_distance": by_distance,
+        "figure": "positions.png",
+    })
+
+
+@torch.no_grad()
+def _attentions(target: AnalysisTarget, images: torch.Tensor, chunk: int = 16):
+    """Per-block attention for all images, computed in chunks: yields (attentions, grid, batch)."""
+    dev = _device(target)
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].to(dev)
+        inter = target.vit.forward_intermediates(x, return_attention=True)
+        yield [a.float().cpu() for a in inter["attentions"]], inter["grid"], inter["num_prefix_tokens"], len(x)
+
+
+def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out: str | Path,
+                              images_source: str = "") -> dict:
+    """Mean attention distance per layer and head (ViT Fig. 7 right) -> attention_distance.png/.json."""
+    out = Path(out)
+    px = target.pixels_per_patch
+    total, count, grid = None, 0, None
+    for attns, grid, prefix, b in _attentions(target, images):
+        d = torch.stack(attention_distance_by_layer(attns, grid, px, prefix)).double()  # [L, H]
+        total = d * b if total is None else total + d * b
+        count += b
+    per_head = (total / count).float()
+    image_px = (grid[0] * px, grid[1] * px)
+    plot_attention_distance(list(per_head), px, image_px, out / "attention_distance.png")
+    return _write(out, "attention_distance", {
+        "pixels_per_patch": px, "image_size": list(image_px), "grid": list(grid), "num_images": count,
+        "images_source": images_source, "per_head": per_head, "per_layer_mean": per_head.mean(dim=1),
+        "per_layer_min": per_head.amin(dim=1), "per_layer_max": per_head.amax(dim=1),
+        "uniform_reference": grid_mean_pairwise_distance(grid, px), "figure": "attention_distance.png",
+    })
+
+
+@torch.no_grad()
+def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path, head_fusion: str = "mean",
+                   discard_ratio: float = 0.0, image_name: str = "") -> dict:
+    """Attention rollout (Abnar & Zuidema; ViT Fig. 6) for one preprocessed image -> rollout.png/.json.
+
+    With a class token the map is its row of the rollout; without one (GAP / MAP pooling) it is the
+    mean over all output tokens of the flow from each input patch.
+    """
+    out = Path(out)
+    x = image if image.dim() == 4 else image[None]
+    x = x[:1]
+    (attns, grid, prefix, _), = list(_attentions(target, x))
+    roll = attention_rollout(attns, head_fusion=head_fusion, discard_ratio=discard_ratio)
+    if prefix >= 1:
+        rmap = cls_rollout_map(roll, grid, prefix)[0]
+        maps = {"attention rollout": rmap,
+                "last layer, class token (mean of heads)": last_layer_cls_attention(attns, grid, prefix)[0].mean(0)}
+    else:
+        rmap = roll[0, :, :].mean(dim=0).reshape(grid)
+        maps = {"attention rollout (mean over tokens)": rmap}
+    plot_attention_overlay(_display(target, x[0]), maps, out / "rollout.png",
+                           title=f"Attention rollout ({head_fusion} over heads, discard {discard_ratio:g})")
+    peak = int(rmap.flatten().argmax())
+    numbers = {"image": image_name, "grid": list(grid), "head_fusion": head_fusion, "discard_ratio": discard_ratio,
+               "class_token": prefix >= 1, "rollout_map": rmap, "peak_patch": [peak // grid[1], peak % grid[1]],
+               "figure": "rollout.png"}
+    if target.kind == "vit" and target.vit.head is not None:
+        probs = target.vit(x.to(_device(target))).float().softmax(-1)[0].cpu()
+        k = int(probs.argmax())
+        numbers["prediction"] = {"class": k, "probability": float(probs[k]),
+                                 "label": target.classnames[k] if target.classnames and k < len(target.classnames) else None}
+    return _write(out, "rollout", numbers)
+
+
+@torch.no_grad()
+def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path, labels: Sequence[str] | None = None,
+                   templates: Sequence[str] | None = None, true_label: str | None = None, top_k: int = 5,
+                   image_name: str = "") -> dict:
+    """The CLIP-paper prediction panel -> predict.png / predict.json.
+
+    CLIP: zero-shot over ``labels`` with ``templates`` (default "a photo of a {c}."). A supervised
+    ViT with a classifier head: softmax over its classes, named by ``labels`` (in class order) or the
+    class names saved with the model.
+    """
+    import kizuna
+    from kizuna.eval.zeroshot import ZeroShotClassifier
+
+    out = Path(out)
+    x = (image if image.dim() == 4 else image[None])[:1].to(_device(target))
+    if target.kind == "clip":
+        if not labels:
+            raise ValueError("predict needs --labels for a CLIP model (the classes to score)")
+        templates = list(templates or ["a photo of a {c}."])
+        clf = ZeroShotClassifier(target.model, kizuna.get_tokenizer(target.model), list(labels), templates)
+        probs = clf.predict_proba(x)[0].float().cpu()
+        method = "zero-shot (" + ("sigmoid" if target.model.cfg.loss == "siglip" else "softmax") + ")"
+    else:
+        if target.vit.head is None:
+            raise ValueError(f"{target.source}: a ViT without a classifier head cannot predict; "
+                             "use a CLIP model or a supervised ViT")
+        n = target.vit.cfg.num_classes
+        labels = list(labels) if labels else (target.classnames or [str(i) for i in range(n)])
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} labels given but the classifier has {n} classes (give them in class order)")
+        probs = target.vit(x).float().softmax(-1)[0].cpu()
+        templates, method = None, "classifier head (softmax)"
+    plot_prediction_panel(_display(target, x[0]), labels, probs, out / "predict.png", true_label=true_label,
+                          top_k=top_k)
+    order = probs.argsort(descending=True).tolist()
+    return _write(out, "predict", {
+        "image": image_name, "method": method, "labels": list(labels), "templates": templates, "probs": probs,
+        "top": [[labels[i], float(probs[i])] for i in order[:top_k]], "true_label": true_label,
+        "figure": "predict.png",
+    })
+
+
+def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Tensor, list[str]] | None = None,
+                image: tuple[torch.Tensor, str] | None = None, labels: Sequence[str] | None = None,
+                templates: Sequence[str] | None = None, true_label: str | None = None, components: int = 28,
+                head_fusion: str = "mean", discard_ratio: float = 0.0, images_source: str = "") -> dict:
+    """Every report that applies -> the figures, one JSON each, and ``report.json`` with all of them.
+
+    ``images`` (for attention distances) default to scenes of the shapes world; ``image`` (for
+    rollout and prediction) defaults to the first of ``images``. ``predict`` runs for CLIP when
+    ``labels`` are given, and for a supervised ViT with a head.
+    """
+    out = Path(out)
+    if images is None:
+        images = synthetic_images(target)
+        images_source = images_source or "synthetic shapes world (no --images given)"
+    if image is None:
+        image = (images[0][0], images[1][0])
+    report: dict = {"model": target.describe()}
+    report["filters"] = filters_report(target, out, components)
+    report["positions"] = positions_report(target, out)
+    report["attention_distance"] = attention_distance_report(target, images[0], out, images_source)
+    report["rollout"] = rollout_report(target, image[0], out, head_fusion, discard_ratio, image[1])
+    if (target.kind == "clip" and labels) or (target.kind == "vit" and target.vit.head is not None):
+        report["predict"] = predict_report(target, image[0], out, labels, templates, true_label, image_name=image[1])
+    report["figures"] = sorted(p.name for p in out.glob("*.png"))
+    return _write(out, "report", report)

@@ -1,0 +1,570 @@
+"""Supervised image classification with a Vision Transformer (Dosovitskiy et al., 2021).
+
+    cfg = SupervisedConfig(model="S/4", image_size=32, data="/data/cifar10/train",
+                           val_data="/data/cifar10/test", epochs=30, out="runs/cifar-s4")
+    metrics = SupervisedTrainer(cfg).train()     # {"val_top1": ..., "val_loss": ...}
+
+Data: anything :func:`kizuna.eval.datasets.load_dataset` reads as a classification split -
+CLIP_benchmark WebDataset shards (``KEY.jpg`` + ``KEY.cls``), an ImageFolder tree (one folder per
+class), a side-car folder (``KEY.jpg`` + ``KEY.cls``) or a CSV with a label column. A dataset root
+with split folders takes ``data_split`` / ``val_split``. ``subset_fraction`` keeps a fixed,
+class-stratified share of the training set (nested: the 10% subset is inside the 30% one).
+
+One optimizer step: per-sample augmentation (crop, flip, RandAugment; seeded per (seed, epoch,
+sample)), optional Mixup / CutMix (seeded per (seed, step, rank)), soft-target cross-entropy with
+label smoothing, backward, gradient clipping, AdamW (or SGD with momentum for fine-tuning), cosine
+schedule with linear warmup. bf16 autocast on GPU, fp32 on CPU. Everything a resumed run needs
+(model, optimizer, scheduler, RNG, data position) is checkpointed, so a resumed run is
+bit-identical to an uninterrupted one.
+
+Fine-tuning (``init=CHECKPOINT``): a ViT (or a CLIP model's image tower) is loaded, optionally at a
+new ``image_size``, and gets a fresh zero-initialised classifier. ``pos_embed`` says how the
+learned position embeddings meet the new patch grid:
+
+* ``"interpolate"`` (the paper's method, Sec. 3.2): 2-D bicubic resampling of the patch-position
+  grid, class-token embedding kept (:func:`kizuna.models.vit.resample_pos_embed`);
+* ``"sequence"`` (the ablation, ``--no-pos-interp``): the embedding table is reused by *sequence
+  index*, as if the longer token sequence were just a longer 1-D sequence - rows ``0..T_old-1``
+  kept, rows past the old table zero (or the table truncated when the grid shrinks). Every patch
+  of the first ``w_old`` ... positions thus gets an embedding learned for another 2-D location,
+  which is exactly why the paper says pre-trained embeddings "may no longer be meaningful";
+* ``"grid"``: patch ``(r, c)`` keeps the embedding it had at ``(r, c)`` on the old grid (the image
+  corner keeps its meaning, the rest of the grid gets zeros).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kizuna
+from kizuna.data.augment import ClassificationTrainTransform
+from kizuna.data.loader import Collate, make_loader
+from kizuna.data.sampler import EpochSampler
+from kizuna.data.sources import PairDataset, SampleIndex
+from kizuna.data.transforms import Preprocess
+from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_model
+from kizuna.models.clip import ClipModel
+from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
+
+from .checkpointing import CheckpointManager, rng_state, set_rng_state
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from .logging import MetricLogger
+from .optim import make_optimizer, make_scheduler, param_groups
+
+__all__ = [
+    "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "load_for_finetune",
+    "load_classification", "make_supervised_config", "mix_batch", "soft_cross_entropy", "stratified_subset",
+    "train_supervised", "vit_preprocess",
+]
+
+# The big_vision convention for supervised ViTs: pixels scaled to [-1, 1].
+VIT_MEAN = [0.5, 0.5, 0.5]
+VIT_STD = [0.5, 0.5, 0.5]
+POS_EMBED_MODES = ("interpolate", "sequence", "grid")
+
+
+@dataclass
+class SupervisedConfig:
+    # model
+    model: str = "S/4"  # ViT variant: "Ti/16", "S/4", "B/16", "hybrid-S/1", "mu/4" (tiny), ...
+    model_overrides: dict = field(default_factory=dict)  # VisionConfig fields, e.g. {"depth": 6, "pool": "gap"}
+    image_size: int = 32  # 0 = the checkpoint's own (fine-tuning)
+    init: str = ""  # checkpoint to fine-tune (kizuna ViT or CLIP folder/.safetensors); "" = train from scratch
+    reset_head: bool = True  # fine-tuning: new zero-initialised classifier (always when the class count differs)
+    pos_embed: str = "interpolate"  # fine-tuning at a new resolution: "interpolate" | "sequence" | "grid"
+    # data
+    data: str = ""  # training split: shards folder, dataset root, ImageFolder tree, side-car folder or CSV
+    data_split: str = "train"  # split folder used when `data` is a dataset root
+    val_data: str = ""  # evaluation split ("" = no evaluation)
+    val_split: str = ""  # "" = test, then val/validation
+    classnames: str = ""  # class names file (one per line, in label order); "" = found with the data
+    subset_fraction: float = 1.0  # share of the training set, class-stratified and nested
+    subset_seed: int = 0
+    val_max_samples: int = 0  # 0 = all
+    workers: int = 2
+    # augmentation
+    crop: str = "pad"  # "pad" (CIFAR pad-and-crop) | "rrc" (random resized crop) | "none"
+    crop_padding: int = 4
+    crop_scale: tuple = (0.08, 1.0)  # random resized crop only
+    hflip: float = 0.5
+    randaug_ops: int = 0  # RandAugment N (0 = off)
+    randaug_magnitude: float = 9.0  # RandAugment M (0..10)
+    mixup: float = 0.0  # Beta(alpha, alpha) for Mixup (0 = off)
+    cutmix: float = 0.0  # Beta(alpha, alpha) for CutMix (0 = off); with both, each batch picks one
+    mix_prob: float = 1.0  # share of batches mixed when mixup/cutmix are on
+    label_smoothing: float = 0.0
+    # optimisation
+    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum; the paper's fine-tuning optimizer)
+    batch_size: int = 128  # global batch (all ranks)
+    steps: int = 0  # total optimizer steps; 0 = derive from epochs
+    epochs: float = 30.0
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.0
+    warmup_steps: int = 500
+    weight_decay: float = 0.05
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.9  # SGD only
+    grad_clip: float = 1.0
+    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "fp32" | "bf16"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # CPU threads for torch (0 = torch's default)
+    # evaluation during training
+    eval_every: int = 0  # steps; 0 = only at the end
+    eval_batch_size: int = 256
+    # output
+    out: str = "runs/vit"
+    save_every: int = 0  # steps; 0 = only at the end
+    keep_last: int = 2
+    log_every: int = 20
+    resume: str = ""  # "latest" or a checkpoint folder
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedConfig:
+    fields = {f.name for f in dataclasses.fields(SupervisedConfig)}
+    merged = {**(base or {}), **overrides}
+    unknown = sorted(set(merged) - fields)
+    if unknown:
+        raise ValueError(f"unknown ViT training option(s): {', '.join(unknown)}")
+    cfg = SupervisedConfig(**merged)
+    if cfg.pos_embed not in POS_EMBED_MODES:
+        raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {cfg.pos_embed!r}")
+    if cfg.optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+    if not 0.0 < cfg.subset_fraction <= 1.0:
+        raise ValueError(f"subset_fraction must be in (0, 1], got {cfg.subset_fraction}")
+    return cfg
+
+
+def vit_preprocess(image_size) -> dict:
+    """The evaluation preprocessing a supervised kizuna ViT expects (stored with the final model)."""
+    return {"image_size": image_size, "mean": list(VIT_MEAN), "std": list(VIT_STD),
+            "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+# ----------------------------------------------------------------------------------- data
+def _take(index: SampleIndex, rows: np.ndarray, labels: np.ndarray) -> SampleIndex:
+    """A new index holding ``rows`` of ``index`` (in order) with the given labels."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return SampleIndex(index.sources, index.kinds, index.source_ids[rows], [index.keys[i] for i in rows],
+                       index.offsets[rows], index.sizes[rows], [index.paths[i] for i in rows],
+                       [index.captions[i] for i in rows], np.asarray(labels, dtype=np.int64),
+                       index.skips, index.damaged)
+
+
+def load_classification(path: str, split: str | None = None, classnames: str | list | None = None,
+                        max_samples: int = 0):
+    """-> (SampleIndex with one row per usable sample, class names, EvalDataset).
+
+    Class names: ``classnames`` > those :func:`~kizuna.eval.datasets.load_dataset` finds (the split
+    folder, the dataset root, bundled lists, ImageFolder names) > ``classnames.txt`` in the parent
+    folder (so ``--data cifar10/train`` works) > ``"0"``, ``"1"``, ... from the labels present.
+    """
+    from kizuna.data.sources import build_index
+    from kizuna.eval.datasets import DatasetError, find_split, load_dataset
+
+    kw = dict(task="classification", max_samples=max_samples)
+    try:
+        ds = load_dataset(path, split or None, classnames=classnames or None, **kw)
+    except DatasetError as e:
+        if classnames or "no class names" not in str(e):
+            raise
+        folder, _ = find_split(Path(path), split or None)
+        parent = folder.parent / "classnames.txt"
+        if parent.is_file():
+            names = str(parent)
+        else:
+            labels = build_index(str(folder), require="label").labels
+            names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+        ds = load_dataset(path, split or None, classnames=names, **kw)
+    index = _take(ds.index, ds.positions, ds.labels)
+    return index, list(ds.classnames), ds
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Sorted rows keeping ``round(fraction * n_c)`` (at least 1) samples of every class ``c``.
+
+    Each class's rows are shuffled once by ``seed`` and the first ones kept, so for one seed a
+    smaller fraction is always a subset of a larger one.
+    """
+    labels = np.asarray(labels)
+    if fraction >= 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        perm = rng.permutation(len(rows))
+        keep.append(rows[perm[: max(1, int(round(fraction * len(rows))))]])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------- model
+def adapt_pos_embed(pos_embed: torch.Tensor, old_grid, new_grid, num_prefix: int = 1,
+                    mode: str = "interpolate") -> torch.Tensor:
+    """Position embeddings ``[1, prefix + h*w, D]`` of ``old_grid`` made to fit ``new_grid``
+    (modes as in the module docstring). The prefix (class-token) rows are always kept."""
+    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    if mode == "interpolate":
+        return resample_pos_embed(pos_embed, new_grid, old_grid, num_prefix)
+    _, T, D = pos_embed.shape
+    new_T = num_prefix + new_grid[0] * new_grid[1]
+    out = torch.zeros(1, new_T, D, dtype=pos_embed.dtype, device=pos_embed.device)
+    if mode == "sequence":
+        n = min(T, new_T)
+        out[:, :n] = pos_embed[:, :n]
+        return out
+    if mode == "grid":
+        out[:, :num_prefix] = pos_embed[:, :num_prefix]
+        old = pos_embed[:, num_prefix:].reshape(1, old_grid[0], old_grid[1], D)
+        new = out[:, num_prefix:].view(1, new_grid[0], new_grid[1], D)
+        h, w = min(old_grid[0], new_grid[0]), min(old_grid[1], new_grid[1])
+        new[:, :h, :w] = old[:, :h, :w]
+        return out
+    raise ValueError(f"pos_embed mode must be one of {POS_EMBED_MODES}, got {mode!r}")
+
+
+def _image_tower(model: nn.Module, source: str) -> VisionTransformer:
+    if isinstance(model, ClipModel):
+        vit = model.visual
+        vit.proj = None  # the joint-space projection is not used by a classifier
+        vit.cfg.output_dim = None
+        return vit
+    if isinstance(model, VisionTransformer):
+        return model
+    raise ValueError(f"{source}: expected a ViT or CLIP checkpoint, got a {type(model).__name__}")
+
+
+def load_for_finetune(path: str, num_classes: int, image_size: int | None = None,
+                      pos_embed: str = "interpolate", reset_head: bool = True) -> VisionTransformer:
+    """A ViT (or CLIP image tower) from ``path`` at ``image_size`` with a head for ``num_classes``.
+
+    ``pos_embed="interpolate"`` goes through ``kizuna.load_model(path, image_size=...)`` (2-D
+    interpolation); ``"sequence"`` / ``"grid"`` rebuild the model at the new size and place the old
+    table as described in :func:`adapt_pos_embed`. The head is zero-initialised
+    (``reset_classifier``) unless ``reset_head=False`` and the class count is unchanged.
+    """
+    if pos_embed not in POS_EMBED_MODES:
+        raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {pos_embed!r}")
+    vit = _image_tower(load_model(path), path)
+    same_size = not image_size or VisionConfig(**{**vit.cfg.to_dict(), "image_size": image_size}).grid == vit.cfg.grid
+    if not same_size:
+        if pos_embed == "interpolate":
+            vit = _image_tower(load_model(path, image_size=image_size), path)
+        else:
+            new_cfg = VisionConfig(**{**vit.cfg.to_dict(), "image_size": image_size})
+            state = dict(vit.state_dict())
+            state["pos_embed"] = adapt_pos_embed(state["pos_embed"], vit.cfg.grid, new_cfg.grid,
+                                                 vit.cfg.num_prefix_tokens, pos_embed)
+            new = VisionTransformer(new_cfg)
+            load_state_dict_strict(new, state, path)
+            vit = new
+    elif image_size:
+        vit.cfg.image_size = image_size
+    if reset_head or vit.cfg.num_classes != num_classes:
+        vit.reset_classifier(num_classes)
+    return vit
+
+
+# ----------------------------------------------------------------------------------- loss / mixing
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``-sum_k t_k log softmax(logits)_k`` (targets are distributions)."""
+    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
+
+
+def smooth_targets(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    t = F.one_hot(labels, num_classes).float()
+    return t * (1.0 - smoothing) + smoothing / num_classes if smoothing else t
+
+
+def mix_batch(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator, mixup: float = 0.0,
+              cutmix: float = 0.0, prob: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Mixup (Zhang et al., 2018) or CutMix (Yun et al., 2019) with the batch reversed as partner.
+
+    ``rng`` draws whether to mix, which method, lambda ~ Beta(alpha, alpha) and the CutMix box;
+    with both on, each batch picks one with equal odds. For CutMix lambda is corrected to the
+    box's actual area. Returns (images, targets, {"method": ..., "lam": ...}).
+    """
+    if (mixup <= 0 and cutmix <= 0) or len(images) < 2 or rng.random() >= prob:
+        return images, targets, {"method": "none", "lam": 1.0}
+    use_cutmix = cutmix > 0 and (mixup <= 0 or rng.random() < 0.5)
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(rng.beta(alpha, alpha))
+    partner = images.flip(0)
+    if use_cutmix:
+        H, W = images.shape[-2:]
+        cut = math.sqrt(1.0 - lam)
+        ch, cw = int(H * cut), int(W * cut)
+        cy, cx = int(rng.integers(H)), int(rng.integers(W))
+        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, H)
+        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, W)
+        images = images.clone()
+        images[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / float(H * W)
+    else:
+        images = images * lam + partner * (1.0 - lam)
+    targets = targets * lam + targets.flip(0) * (1.0 - lam)
+    return images, targets, {"method": "cutmix" if use_cutmix else "mixup", "lam": lam}
+
+
+# ----------------------------------------------------------------------------------- the trainer
+class SupervisedTrainer:
+    def __init__(self, cfg: SupervisedConfig):
+        self.cfg = cfg
+        if not cfg.data:
+            raise ValueError("no training data: pass --data (shards folder, dataset root, ImageFolder tree or CSV)")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.dist: DistInfo = init_distributed(cfg.device)
+        self.device = self.dist.device
+        self.out = Path(cfg.out)
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size {self.dist.world_size}")
+        self.per_rank_batch = cfg.batch_size // self.dist.world_size
+        torch.manual_seed(cfg.seed)
+        self.ckpt = CheckpointManager(self.out, keep_last=cfg.keep_last, metric="val_top1" if cfg.val_data else None)
+        self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
+
+        # data first: the class count sizes the head
+        index, self.classnames, _ = load_classification(cfg.data, cfg.data_split, cfg.classnames or None)
+        self.full_train_size = len(index)
+        rows = stratified_subset(index.labels, cfg.subset_fraction, cfg.subset_seed)
+        self.train_index = _take(index, rows, index.labels[rows])
+        if len(self.train_index) == 0:
+            raise ValueError(f"{cfg.data}: no labelled training samples")
+        self.num_classes = len(self.classnames)
+
+        # model: the checkpoint being resumed, a checkpoint to fine-tune, or a fresh preset
+        if self.resume_from is not None:
+            model = _image_tower(load_model(self.resume_from), str(self.resume_from))
+        elif cfg.init:
+            model = load_for_finetune(cfg.init, self.num_classes, cfg.image_size or None, cfg.pos_embed, cfg.reset_head)
+        else:
+            if Path(cfg.model).exists():
+                raise ValueError(f"--model {cfg.model} is a checkpoint; fine-tune it with `kizuna vit finetune` (--init)")
+            model = kizuna.create_vit(cfg.model, image_size=cfg.image_size or 224, num_classes=self.num_classes,
+                                      **cfg.model_overrides)
+        if model.head is None or model.cfg.num_classes != self.num_classes:
+            raise ValueError(f"model has {model.cfg.num_classes} classes but the data has {self.num_classes}")
+        self.model: VisionTransformer = model.to(self.device).train()
+        if cfg.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        size = self.model.cfg.image_size
+        self.image_size = size if isinstance(size, int) else list(size)
+        self.preprocess_cfg = vit_preprocess(self.image_size)
+
+        # loaders
+        self.transform = ClassificationTrainTransform(
+            image_size=self.image_size, mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding,
+            scale=tuple(cfg.crop_scale), hflip=cfg.hflip, randaug_ops=cfg.randaug_ops,
+            randaug_magnitude=cfg.randaug_magnitude)
+        side = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
+        draft = side * 2 if cfg.crop == "rrc" else side
+        self.dataset = PairDataset(self.train_index, self.transform, caption_sampling="first", seed=cfg.seed,
+                                   draft_size=draft)
+        self.sampler = EpochSampler(len(self.dataset), self.per_rank_batch, rank=self.dist.rank,
+                                    world_size=self.dist.world_size, seed=cfg.seed)
+        if len(self.sampler) == 0:
+            raise ValueError(f"{cfg.data}: {len(self.dataset)} samples do not fill one global batch of "
+                             f"{cfg.batch_size}; lower --batch-size")
+        self.loader = make_loader(self.dataset, self.sampler, num_workers=cfg.workers, collate=Collate())
+        self.val_loader = self.val_sampler = None
+        if cfg.val_data:
+            vindex, vnames, _ = load_classification(cfg.val_data, cfg.val_split or None,
+                                                    cfg.classnames or self.classnames, cfg.val_max_samples)
+            vset = PairDataset(vindex, Preprocess(**self.preprocess_cfg), caption_sampling="first",
+                               seed_transform=False, draft_size=side)
+            self.val_sampler = EpochSampler(len(vset), max(1, cfg.eval_batch_size // self.dist.world_size),
+                                            rank=self.dist.rank, world_size=self.dist.world_size, shuffle=False,
+                                            drop_last=False)
+            self.val_loader = make_loader(vset, self.val_sampler, num_workers=min(cfg.workers, 2), collate=Collate())
+            self.val_size = len(vset)
+        self.steps_per_epoch = len(self.sampler)
+        self.total_steps = cfg.steps or max(1, int(math.ceil(cfg.epochs * self.steps_per_epoch)))
+
+        # optimisation
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
+                                             momentum=cfg.momentum)
+        else:
+            self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        self.ddp = None
+        if self.dist.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        base = self.ddp or self.model
+        self.forward_model = torch.compile(base) if cfg.compile and hasattr(torch, "compile") else base
+        self.step, self.epoch = 0, 0
+        self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
+        if self.resume_from is not None:
+            self._resume()
+        if self.dist.is_main and cfg.progress:
+            n = len(self.train_index)
+            share = f" ({cfg.subset_fraction:g} of {self.full_train_size})" if cfg.subset_fraction < 1 else ""
+            print(f"data: {n} training images{share}, {self.num_classes} classes"
+                  + (f", {self.val_size} validation images" if self.val_loader else "")
+                  + f"; {self.steps_per_epoch} steps/epoch, {self.total_steps} steps")
+
+    # ----- one step ----------------------------------------------------------------------------
+    def autocast(self):
+        precision = self.cfg.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if precision != "fp32":
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        return contextlib.nullcontext()
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        cfg = self.cfg
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        targets = smooth_targets(labels, self.num_classes, cfg.label_smoothing)
+        rng = np.random.default_rng([cfg.seed, self.step, self.dist.rank, 0x3117])
+        images, targets, _ = mix_batch(images, targets, rng, cfg.mixup, cfg.cutmix, cfg.mix_prob)
+        with self.autocast():
+            logits = self.forward_model(images)
+        loss = soft_cross_entropy(logits, targets)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        correct = int((logits.detach().argmax(-1) == labels).sum())
+        return float(loss.detach()), correct
+
+    # ----- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        if self.val_loader is None:
+            return {}
+        self.model.eval()
+        stats = torch.zeros(3, dtype=torch.float64, device=self.device)  # correct, count, loss sum
+        try:
+            self.val_sampler.set_epoch(0)
+            for batch in self.val_loader:
+                if len(batch["labels"]) == 0:
+                    continue
+                x = batch["images"].to(self.device, non_blocking=True)
+                y = batch["labels"].to(self.device, non_blocking=True)
+                with self.autocast():
+                    logits = self.model(x)
+                stats[0] += (logits.argmax(-1) == y).sum()
+                stats[1] += len(y)
+                stats[2] += F.cross_entropy(logits.float(), y, reduction="sum")
+        finally:
+            self.model.train()
+        all_reduce_sum(stats)
+        n = max(float(stats[1]), 1.0)
+        return {"val_top1": float(stats[0]) / n, "val_loss": float(stats[2]) / n, "val_samples": int(stats[1])}
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def save(self, metrics: dict | None = None):
+        if self.dist.is_main:
+            state = {
+                "step": self.step, "epoch": self.epoch,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(), "data": self.loader.state_dict(), "train_config": self.cfg.to_dict(),
+            }
+            self.ckpt.save(self.step, self.model, state, metrics)
+        barrier()
+
+    def export(self, metrics: dict) -> Path:
+        """OUT/model: the final model with its preprocessing and class names (for `kizuna analyze`)."""
+        path = self.out / "model"
+        if self.dist.is_main:
+            save_model(self.model, path, extra={
+                "step": self.step, "metrics": metrics, "preprocess": self.preprocess_cfg,
+                "classnames": self.classnames, "task": "classification"})
+        barrier()
+        return path
+
+    def _resume(self):
+        state = self.ckpt.load_into(self.resume_from, self.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.loader.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        path = self.logger.path
+        if self.dist.is_main and path.exists():  # drop log lines the killed run wrote after the checkpoint
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+            path.write_text("".join(ln + "\n" for ln in lines))
+        if self.dist.is_main and self.cfg.progress:
+            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg = self.cfg
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="vit", unit="step",
+                   disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
+        last_metrics: dict = {}
+        w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
+        while self.step < self.total_steps:
+            self.sampler.set_epoch(self.epoch)
+            for batch in self.loader:
+                if self.step >= self.total_steps:
+                    break
+                if len(batch["labels"]) == 0:
+                    continue
+                loss, correct = self.train_step(batch["images"], batch["labels"])
+                self.step += 1
+                w_loss, w_correct, w_n, w_steps = w_loss + loss, w_correct + correct, w_n + len(batch["labels"]), w_steps + 1
+                bar.update(1)
+                last = self.step == self.total_steps
+                if self.step % cfg.log_every == 0 or last:
+                    elapsed = time.perf_counter() - w_start
+                    record = {"loss": w_loss / w_steps, "train_top1": w_correct / max(w_n, 1),
+                              "lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
+                              "samples_per_s": w_n * self.dist.world_size / max(elapsed, 1e-9)}
+                    self.logger.log(self.step, record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.3f}",
+                                    lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
+                    w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
+                metrics = None
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                    metrics = self.evaluate()
+                    if metrics:
+                        self.logger.log(self.step, metrics, kind="eval")
+                        last_metrics = metrics
+                        bar.write(f"step {self.step}: val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}")
+                if (cfg.save_every and self.step % cfg.save_every == 0) or last:
+                    self.save(metrics)
+            else:
+                if self.dist.is_main and self.loader.skips.total:
+                    bar.write(f"epoch {self.epoch}: {self.loader.report()}")
+                    self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
+                        f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
+                self.epoch += 1
+                continue
+            break
+        bar.close()
+        self.export(last_metrics)
+        self.logger.close()
+        return last_metrics
+
+
+def train_supervised(cfg: SupervisedConfig) -> dict:
+    return SupervisedTrainer(cfg).train()

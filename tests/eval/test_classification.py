@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _evalhelpers import classification_wds
+
+import kizuna
+from kizuna.eval.classification import (
+    class_embeddings, classify_features, clear_class_cache, evaluate_zeroshot, rank_classes,
+)
+from kizuna.eval.datasets import load_dataset
+from kizuna.eval.zeroshot import build_classifier, fill_template
+
+CLASSES = ["cat", "dog", "car", "tree", "boat", "bird"]
+
+
+def _pixels(model, ds):
+    pre = kizuna.get_preprocess(model)
+    pair = ds.pair_dataset(pre)
+    return torch.stack([pair[int(i)]["image"] for i in ds.positions])
+
+
+def _hf_feats(out):
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def test_zeroshot_equals_transformers(tmp_path, tiny_hf, tiny):
+    folder, hf = tiny_hf
+    model, tok = tiny
+    root = classification_wds(tmp_path / "ds", n=24, classnames=CLASSES,
+                              templates=["a photo of a {c}.", "a blurry photo of the {c}.", "art of a {c}."])
+    ds = load_dataset(root)
+    res = evaluate_zeroshot(model, tok, ds, batch_size=5, progress=False, keep_scores=True)
+
+    # the same thing, computed with transformers on the same pixels and kizuna's token ids
+    with torch.no_grad():
+        img = F.normalize(_hf_feats(hf.get_image_features(pixel_values=_pixels(model, ds))), dim=-1)
+        texts = [fill_template(t, c) for c in ds.classnames for t in ds.templates]
+        txt = F.normalize(_hf_feats(hf.get_text_features(input_ids=tok(texts))), dim=-1)
+    w = F.normalize(txt.view(len(CLASSES), 3, -1).mean(1), dim=-1)
+    scores = img @ w.T
+    torch.testing.assert_close(res.scores, scores, atol=1e-5, rtol=1e-5)
+    assert res.predictions.tolist() == scores.argmax(1).tolist()
+    labels = torch.as_tensor(ds.labels)
+    assert res.metrics["acc1"] == pytest.approx(float((scores.argmax(1) == labels).double().mean()))
+    top5 = scores.topk(5, dim=1).indices
+    assert res.metrics["acc5"] == pytest.approx(float((top5 == labels[:, None]).any(1).double().mean()))
+    assert res.n == 24 and not res.skipped
+
+
+def test_class_embeddings_match_build_classifier_and_cache(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    clear_class_cache()
+    templates = ["a photo of a {c}.", "a {c}."]
+    w = class_embeddings(model, tok, CLASSES, templates, batch_size=5)
+    torch.testing.assert_close(w, build_classifier(model, tok, CLASSES, templates), atol=1e-6, rtol=1e-6)
+    calls = []
+    orig = model.encode_text
+    monkeypatch.setattr(model, "encode_text", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    assert torch.equal(class_embeddings(model, tok, CLASSES, templates), w)  # memory hit
+    assert not calls
+    class_embeddings(model, tok, CLASSES, templates[:1])  # other templates: a miss
+    assert calls
+    # on-disk cache: written once, then read by a "new process" (empty memory cache)
+    calls.clear()
+    class_embeddings(model, tok, CLASSES, templates, cache_dir=tmp_path / "cache")
+    files = list((tmp_path / "cache").glob("*.pt"))
+    assert len(files) == 1
+    clear_class_cache()
+    w2 = class_embeddings(model, tok, CLASSES, templates, cache_dir=tmp_path / "cache")
+    assert torch.equal(w2, w) and not calls
+
+
+def test_cache_invalidated_by_weight_update(tiny_hf):
+    model = kizuna.create_model(str(tiny_hf[0])).eval()
+    tok = kizuna.get_tokenizer(model)
+    w0 = class_embeddings(model, tok, CLASSES, ["a {c}."])
+    with torch.no_grad():
+        for p in model.text.parameters():  # an in-place "optimizer step"
+            p.add_(0.05 * torch.randn_like(p))
+    w1 = class_embeddings(model, tok, CLASSES, ["a {c}."])
+    assert not torch.allclose(w0, w1)
+    torch.testing.assert_close(w1, build_classifier(model, tok, CLASSES, ["a {c}."]), atol=1e-6, rtol=1e-6)
+
+
+def test_metrics_per_class_and_confusion(tmp_path):
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = torch.Generator().manual_seed(0)
+    w = F.normalize(torch.randn(4, 8, generator=rng), dim=-1)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    img = F.normalize(w[labels] + 0.9 * torch.randn(10, 8, generator=rng), dim=-1)
+    res = classify_features(img, labels, w, ["a", "b", "c", "d"], k=2)
+    pred = (img @ w.T).argmax(1)
+    assert res.metrics["acc1"] == pytest.approx(float((pred == labels).double().mean()))
+    assert res.metrics["mean_per_class_recall"] == pytest.approx(balanced_accuracy_score(labels, pred))
+    assert "acc2" in res.metrics
+    assert res.confusion.sum() == 10 and np.trace(res.confusion) == int((pred == labels).sum())
+    assert [r["n"] for r in res.per_class] == [3, 2, 4, 1]
+    assert "recall %" in res.table()
+    png = res.plot_confusion(tmp_path / "cm.png")
+    assert png.stat().st_size > 5000
+
+
+def test_ties_go_to_the_lower_class_index():
+    scores = torch.tensor([[0.5, 0.9, 0.9, 0.1], [0.2, 0.2, 0.2, 0.2]])
+    assert rank_classes(scores, 3).tolist() == [[1, 2, 0], [0, 1, 2]]
+
+
+def test_corrupt_image_is_a_counted_skip(tmp_path, tiny):
+    model, tok = tiny
+    root = classification_wds(tmp_path / "c", n=8, corrupt=(3,))
+    res = evaluate_zeroshot(model, tok, load_dataset(root), progress=False)
+    assert res.n == 7 and res.skipped["corrupt_image"] == 1
+    assert res.predictions[3] == -1 and "corrupt_image=1" in res.summary()
+    assert "000000003" in res.skipped.report()

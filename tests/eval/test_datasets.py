@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+from _evalhelpers import CLASSES, classification_wds, image_folder, noise_image, retrieval_wds
+
+from kizuna.eval.datasets import DatasetError, bundled_classnames, bundled_templates, load_dataset
+
+
+def test_wds_classification_layout(tmp_path):
+    root = classification_wds(tmp_path / "ds", n=7, shards=2)
+    ds = load_dataset(root)  # split defaults to test
+    assert (ds.task, ds.split, ds.layout, len(ds)) == ("classification", "test", "wds", 7)
+    assert ds.classnames == CLASSES and ds.classnames_source.endswith("classnames.txt")
+    assert ds.templates == ["a photo of a {c}.", "a picture of the {c}."]
+    assert ds.labels.tolist() == [i % 3 for i in range(7)]
+    assert ds.keys[0] == "000000000" and not ds.skips
+
+
+def test_unpadded_shard_names_and_split_choice(tmp_path):
+    root = classification_wds(tmp_path / "ds", n=5, shards=2, names="plain", split="val")
+    ds = load_dataset(root)  # no test/: falls back to val
+    assert ds.split == "val" and len(ds) == 5
+    with pytest.raises(DatasetError, match="no split 'test'.*val"):
+        load_dataset(root, split="test")
+    only_train = classification_wds(tmp_path / "tr", n=3, split="train")
+    with pytest.raises(DatasetError, match="no test or validation split.*--split train"):
+        load_dataset(only_train)
+    assert load_dataset(only_train, split="train").split == "train"
+
+
+def test_retrieval_layout(tmp_path):
+    root = retrieval_wds(tmp_path / "ret", n=6)
+    ds = load_dataset(root, split="test")
+    assert ds.task == "retrieval" and ds.classnames is None
+    assert [len(c) for c in ds.captions] == [5, 3, 1, 2, 5, 3]
+
+
+def test_image_folder_tree(tmp_path):
+    root = image_folder(tmp_path / "imgs", per_class=2)
+    ds = load_dataset(root)
+    assert ds.layout == "imagefolder" and ds.task == "classification"
+    assert ds.classnames == ["golden retriever", "tabby cat"]
+    assert ds.labels.tolist() == [0, 0, 1, 1]
+    # a classnames.txt next to the folders wins over folder names
+    (root / "classnames.txt").write_text("retriever\ncat\n")
+    assert load_dataset(root).classnames == ["retriever", "cat"]
+
+
+def test_csv_with_indices_and_with_names(tmp_path):
+    for i in range(4):
+        (tmp_path / f"{i}.png").write_bytes(noise_image(i))
+    (tmp_path / "idx.csv").write_text("filepath,label\n" + "".join(f"{i}.png,{i % 2}\n" for i in range(4)))
+    (tmp_path / "classnames.txt").write_text("apple\npear\n")
+    ds = load_dataset(tmp_path / "idx.csv")
+    assert ds.layout == "csv" and ds.labels.tolist() == [0, 1, 0, 1] and ds.classnames == ["apple", "pear"]
+    (tmp_path / "classnames.txt").unlink()
+    (tmp_path / "names.csv").write_text("filepath,label\n0.png,pear\n1.png,apple\n2.png,pear\n")
+    ds = load_dataset(tmp_path / "names.csv")
+    assert ds.classnames == ["apple", "pear"] and ds.labels.tolist() == [1, 0, 1]
+    (tmp_path / "cap.csv").write_text("filepath,title\n0.png,a b\n0.png,c d\n1.png,e f\n")
+    ds = load_dataset(tmp_path / "cap.csv")
+    assert ds.task == "retrieval" and ds.captions == [("a b", "c d"), ("e f",)]
+
+
+def test_bundled_classnames_and_templates(tmp_path):
+    assert bundled_classnames("cifar10")[:2] == ["airplane", "automobile"]
+    assert bundled_classnames("wds_mnist")[0] == "0"
+    assert len(bundled_templates("cifar10")) == 18
+    root = classification_wds(tmp_path / "c10", n=10, labels=range(10), write_classnames=False, templates=None)
+    ds = load_dataset(root, dataset_name="cifar10")
+    assert ds.classnames[9] == "truck" and len(ds.templates) == 18
+    assert "bundled" in ds.classnames_source and "bundled" in ds.templates_source
+
+
+def test_missing_classnames_is_a_clear_error(tmp_path):
+    root = classification_wds(tmp_path / "noname", n=4, write_classnames=False)
+    with pytest.raises(DatasetError) as e:
+        load_dataset(root)
+    msg = str(e.value)
+    assert str(root / "classnames.txt") in msg and "--dataset-name" in msg and "--classnames" in msg
+
+
+def test_out_of_range_class_index_names_the_sample(tmp_path):
+    root = classification_wds(tmp_path / "oor", n=6, labels=[0, 1, 2, 0, 7, 1])
+    with pytest.raises(DatasetError, match=r"class index 7 of key 000000004 in shard .*000001\.tar.*0\.\.2"):
+        load_dataset(root)
+
+
+def test_unparsable_label_is_a_counted_skip(tmp_path):
+    root = classification_wds(tmp_path / "bad", n=6, labels=[0, 1, 2, 0, "x", 1])
+    ds = load_dataset(root)
+    assert len(ds) == 5 and ds.skips["bad_label"] == 1
+
+
+def test_max_samples_and_subset(tmp_path):
+    ds = load_dataset(classification_wds(tmp_path / "m", n=9), max_samples=4)
+    assert len(ds) == 4 and ds.keys == [f"{i:09d}" for i in range(4)]
+    sub = ds.subset([1, 3])
+    assert sub.keys == ["000000001", "000000003"] and sub.labels.tolist() == [1, 0]
+
+
+@pytest.mark.shared_data
+def test_shared_datasets_work_out_of_the_box(shared_dir):
+    data = shared_dir / "data"
+    c10 = load_dataset(data / "cifar10", max_samples=50)
+    assert c10.task == "classification" and c10.split == "test" and c10.num_classes == 10
+    assert c10.classnames[0] == "airplane" and len(c10.templates) == 18
+    assert set(np.unique(c10.labels)) <= set(range(10))
+    fl = load_dataset(data / "flickr8k", max_samples=20)
+    assert fl.task == "retrieval" and fl.split == "test"
+    assert all(len(c) == 5 for c in fl.captions)

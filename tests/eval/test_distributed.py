@@ -1,0 +1,63 @@
+"""Sharded evaluation over 2 gloo processes (launched as torchrun would) equals one process."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from _dist_worker import evaluate_all
+from _evalhelpers import classification_wds, retrieval_wds
+
+from kizuna.eval.encode import shard_bounds
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_shard_bounds_follow_the_batch_grid():
+    assert shard_bounds(13, 3, 2) == [(0, 6), (6, 13)]
+    assert shard_bounds(13, 3, 1) == [(0, 13)]
+    assert shard_bounds(2, 4, 2) == [(0, 0), (0, 2)]  # an empty shard
+    b = shard_bounds(100, 7, 3)
+    assert b[0][0] == 0 and b[-1][1] == 100 and all(x[1] == y[0] for x, y in zip(b, b[1:]))
+    assert all(s % 7 == 0 for s, _ in b)
+
+
+def test_two_processes_equal_one(tmp_path, tiny_hf):
+    cls = classification_wds(tmp_path / "cls", n=13, split="test", corrupt=(7,))  # 5 batches of 3: 6 + 7 images
+    classification_wds(tmp_path / "cls", n=10, split="train", seed=5)
+    ret = retrieval_wds(tmp_path / "ret", n=7, corrupt=(1,))
+    args = [str(tiny_hf[0]), str(cls), str(ret)]
+    port = str(_free_port())
+    worker = Path(__file__).with_name("_dist_worker.py")
+    procs = []
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, str(worker), *args, str(tmp_path / f"rank{rank}.pt")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    logs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=240)
+        logs.append(out.decode(errors="replace")[-3000:])
+    assert all(p.returncode == 0 for p in procs), "\n---\n".join(logs)
+
+    single = evaluate_all(*args)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for res in ranks:
+        assert res["zs_metrics"] == single["zs_metrics"]
+        assert torch.equal(res["zs_pred"], single["zs_pred"])
+        torch.testing.assert_close(res["zs_scores"], single["zs_scores"], atol=1e-6, rtol=0)
+        assert res["zs_skipped"] == single["zs_skipped"] == {"corrupt_image": 1}
+        assert res["ret_metrics"] == single["ret_metrics"]
+        assert torch.equal(res["i2t"], single["i2t"]) and torch.equal(res["t2i"], single["t2i"])
+        assert res["lp"] == single["lp"]
+        assert res["rob"] == single["rob"]
+        assert res["rel"] == single["rel"]
+        assert res["train"] == single["train"]

@@ -1,0 +1,116 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+from _evalhelpers import classification_wds
+from PIL import Image
+
+import kizuna
+from kizuna.eval.datasets import load_dataset
+from kizuna.eval.probes import (
+    CORRUPTIONS, corrupt, evaluate_robustness, relation_swap_probe, render_text, typographic_attack,
+    winoground_scores,
+)
+
+
+def test_winoground_scores_by_hand():
+    sims = torch.tensor([
+        [[0.9, 0.1], [0.2, 0.8]],  # both right: text, image, group
+        [[0.9, 0.1], [0.95, 0.8]],  # text ok (0.9>0.1, 0.8>0.95? no) -> text fails; image: 0.9>0.95 no
+        [[0.5, 0.4], [0.3, 0.6]],  # text ok, image ok (0.5>0.3, 0.6>0.4)
+        [[0.5, 0.5], [0.1, 0.9]],  # tie in text -> text fails; image ok
+    ])
+    s = winoground_scores(sims)
+    assert s == {"text_score": 0.5, "image_score": 0.75, "group_score": 0.5, "groups": 4.0}
+    with pytest.raises(ValueError):
+        winoground_scores(torch.zeros(3, 2, 3))
+
+
+def test_relation_swap_matches_synthetic_evaluate_probes(tiny):
+    from kizuna.data.synthetic import evaluate_probes, make_probes
+
+    model, tok = tiny
+    probes = make_probes(seed=3, n_per_task=24, tasks=["relation_swap"])
+    pre = kizuna.get_preprocess(model)
+    with torch.no_grad():
+        ref = evaluate_probes(probes, lambda ims: model.encode_image(torch.stack([pre(i) for i in ims])),
+                              lambda ts: model.encode_text(tok(ts)))
+    ours = relation_swap_probe(model, tok, probes=probes["relation_swap"], batch_size=5)
+    assert ours["groups"] == 12
+    for k in ("text_score", "image_score", "group_score"):
+        assert ours[k] == pytest.approx(ref[f"relation_swap/{k}"])
+    assert ours["caption_acc"] == pytest.approx(ref["relation_swap"])
+
+
+def test_corruptions_are_deterministic_and_get_worse():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).resize((128, 128), Image.BICUBIC)
+    ref = np.asarray(img, dtype=np.float32)
+    for name in CORRUPTIONS:
+        a = corrupt(img, name, 3, random.Random(5))
+        assert a.size == img.size and a.mode == "RGB"
+        assert np.array_equal(np.asarray(a), np.asarray(corrupt(img, name, 3, random.Random(5))))
+        d1 = np.abs(np.asarray(corrupt(img, name, 1, random.Random(5)), dtype=np.float32) - ref).mean()
+        d5 = np.abs(np.asarray(corrupt(img, name, 5, random.Random(5)), dtype=np.float32) - ref).mean()
+        assert 0 < d1 < d5, name
+    with pytest.raises(ValueError):
+        corrupt(img, "fog", 1)
+
+
+def test_render_text_writes_on_the_lower_part():
+    img = Image.new("RGB", (96, 96), (90, 120, 60))
+    out = np.asarray(render_text(img, "automobile")).astype(int)
+    diff = np.abs(out - np.asarray(img).astype(int)).sum(-1) > 0
+    assert diff[60:].sum() > 50 and diff[:40].sum() == 0
+    assert diff.any(axis=0)[:5].sum() == 0  # the long word was shrunk to fit the width
+
+
+def test_robustness_and_typographic_on_a_tiny_dataset(tmp_path, tiny):
+    model, tok = tiny
+    ds = load_dataset(classification_wds(tmp_path / "d", n=12, corrupt=(5,)))
+    r = evaluate_robustness(model, tok, ds, corruptions=["gaussian_noise", "contrast"], severities=(1, 5),
+                            progress=False, batch_size=8)
+    assert [(x["corruption"], x["severity"]) for x in r.rows] == [
+        ("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 1), ("contrast", 5)]
+    assert r.n == 11 and r.skipped["corrupt_image"] == 1
+    again = evaluate_robustness(model, tok, ds, corruptions=["gaussian_noise"], severities=(5,), progress=False)
+    assert again.rows[0]["acc"] == r.rows[1]["acc"]  # seeded noise
+    m = r.metrics
+    assert m["shifted_acc1"] == pytest.approx(np.mean([x["acc"] for x in r.rows]))
+    assert "all shifts" in r.table()
+    t = typographic_attack(model, tok, ds, progress=False, batch_size=8)
+    labels = ds.labels
+    assert (t.written != labels).all() and t.written.max() < 3
+    assert 0 <= t.metrics["follow_rate"] <= 1 - t.metrics["attacked_acc1"] + 1e-9
+    assert t.metrics["drop"] == pytest.approx(t.metrics["clean_acc1"] - t.metrics["attacked_acc1"])
+
+
+def test_typographic_follow_rate_counts_the_written_word(tmp_path, tiny, monkeypatch):
+    """With an image encoder that 'reads' (features = the class embedding of the written word), every
+    prediction follows the word: follow_rate 1, attacked accuracy 0."""
+    from kizuna.eval import probes as P
+    from kizuna.eval.classification import class_embeddings
+
+    model, tok = tiny
+    ds = load_dataset(classification_wds(tmp_path / "d", n=9))
+    w = class_embeddings(model, tok, ds.classnames, ds.templates)
+    current = {}
+
+    class Reader(P._TextOp):
+        def __call__(self, img):
+            current["word"] = self.word
+            return super().__call__(img)
+
+    monkeypatch.setattr(P, "_TextOp", Reader)
+    orig = model.encode_image
+
+    def encode_image(x, normalize=False):
+        if "word" in current:
+            return w[ds.classnames.index(current["word"])].expand(len(x), -1).clone()
+        return orig(x, normalize=normalize)
+
+    monkeypatch.setattr(model, "encode_image", encode_image)
+    t = typographic_attack(model, tok, ds, progress=False, batch_size=100)
+    assert t.metrics["follow_rate"] == 1.0 and t.metrics["attacked_acc1"] == 0.0
+    assert t.predictions.tolist() == t.written.tolist()

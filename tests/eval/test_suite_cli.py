@@ -1,0 +1,136 @@
+import json
+
+import pytest
+from _evalhelpers import classification_wds, retrieval_wds
+
+from kizuna.apps.cli import main
+from kizuna.eval.classification import evaluate_zeroshot
+from kizuna.eval.datasets import load_dataset
+from kizuna.eval.suite import load_suite, markdown_report, run_suite
+from kizuna.eval.training import evaluate_for_training
+
+CB_FIELDS = {"dataset", "model", "pretrained", "task", "metrics", "language"}
+
+
+@pytest.fixture
+def data(tmp_path):
+    cls = classification_wds(tmp_path / "cls", n=10, split="train")
+    classification_wds(tmp_path / "cls", n=8, split="test", seed=3)
+    ret = retrieval_wds(tmp_path / "ret", n=6)
+    return cls, ret
+
+
+def test_json_suite_writes_records_table_and_plots(tmp_path, tiny_hf, data):
+    cls, ret = data
+    suite = {"defaults": {"batch_size": 4},
+             "runs": [{"model": str(tiny_hf[0]), "name": "tiny", "dataset": str(cls), "task": ["zeroshot", "linear_probe"],
+                       "few_shot": [1, 2], "seeds": 1},
+                      {"model": str(tiny_hf[0]), "dataset": str(ret), "task": "retrieval", "pretrained": "none"}]}
+    f = tmp_path / "suite.json"
+    f.write_text(json.dumps(suite))
+    out = tmp_path / "out"
+    records = run_suite(f, out_dir=out, progress=False, echo=None)
+    assert [r["task"] for r in records] == ["zeroshot_classification", "linear_probe", "zeroshot_retrieval"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == records
+    for r in saved:
+        assert CB_FIELDS <= set(r) and r["language"] == "en"
+    assert saved[0]["model"] == "tiny" and saved[0]["dataset"] == "cls" and saved[2]["pretrained"] == "none"
+    assert set(saved[0]["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert saved[1]["metrics"]["zeroshot_acc1"] == saved[0]["metrics"]["acc1"]
+    assert "image_retrieval_recall@5" in saved[2]["metrics"]
+    md = (out / "results.md").read_text()
+    assert "## zeroshot_classification" in md and "| tiny |" in md and "## zeroshot_retrieval" in md
+    assert (out / "tiny__cls__confusion.png").is_file() and (out / "tiny__cls__zeroshot_vs_probe.png").is_file()
+
+
+def test_py_suite_and_validation(tmp_path):
+    f = tmp_path / "s.py"
+    f.write_text("def suite():\n    return [{'model': m, 'dataset': 'd', 'task': 'zeroshot'} for m in ('a', 'b')]\n")
+    s = load_suite(f)
+    assert [r["model"] for r in s["runs"]] == ["a", "b"] and s["runs"][0]["task"] == ["zeroshot_classification"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"model": "a", "dataset": "d", "task": "colouring"}]))
+    with pytest.raises(ValueError, match="unknown task 'colouring'"):
+        load_suite(bad)
+    rec = [{"dataset": "d", "model": "m", "pretrained": "p", "task": "zeroshot_retrieval",
+            "metrics": {"image_to_text_R@1": 0.5, "image_to_text_median_rank": 3.0}, "language": "en"}]
+    md = markdown_report(rec)
+    assert "| m | p | d | 50.00 | 3 |" in md
+
+
+def test_cli_zeroshot_prints_and_saves(tmp_path, tiny_hf, data, capsys):
+    cls, _ = data
+    out = tmp_path / "o"
+    rc = main(["eval", "zeroshot", "--model", str(tiny_hf[0]), "--dataset", str(cls), "--out", str(out),
+               "--no-progress", "--batch-size", "3"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "zero-shot cls: top-1" in text and "most confused with" in text
+    rec = json.loads((out / "results.json").read_text())
+    assert rec[0]["task"] == "zeroshot_classification" and rec[0]["details"]["n"] == 8
+
+
+def test_cli_templates_file_and_suite_command(tmp_path, tiny_hf, data, capsys):
+    cls, ret = data
+    tpl = tmp_path / "t.txt"
+    tpl.write_text("itap of a {c}.\n")
+    out = tmp_path / "o"
+    assert main(["eval", "zeroshot", "--model", str(tiny_hf[0]), "--dataset", str(cls), "--templates", str(tpl),
+                 "--out", str(out), "--no-progress"]) == 0
+    rec = json.loads((out / "results.json").read_text())[0]
+    assert rec["details"]["num_templates"] == 1 and rec["details"]["templates_source"] == str(tpl)
+    f = tmp_path / "s.py"
+    f.write_text(f"SUITE = {{'runs': [{{'model': {str(tiny_hf[0])!r}, 'dataset': {str(ret)!r}, 'task': 'retrieval'}}]}}\n")
+    assert main(["eval", "suite", str(f), "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+    assert "text->image" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s" / "results.json").read_text())[0]["task"] == "zeroshot_retrieval"
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, tiny_hf, capsys):
+    root = classification_wds(tmp_path / "nonames", n=4, write_classnames=False)
+    rc = main(["eval", "zeroshot", "--model", str(tiny_hf[0]), "--dataset", str(root), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "classnames.txt" in err and "--dataset-name" in err
+
+
+def test_cli_help_explains(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("zeroshot", "retrieval", "linear-probe", "probes", "suite", "torchrun"):
+        assert word in text
+    with pytest.raises(SystemExit):
+        main(["eval", "linear-probe", "--help"])
+    assert "--few-shot" in capsys.readouterr().out
+
+
+def test_evaluate_for_training_flat_names(tiny, data):
+    import kizuna
+
+    model, tok = tiny
+    cls, ret = data
+    model.train()
+    m = evaluate_for_training(model, tok, kizuna.get_preprocess(model), str(cls), str(ret), max_samples=6)
+    assert model.training  # mode restored
+    for k in ("zeroshot/top1", "zeroshot/top5", "zeroshot/mean_per_class_recall", "retrieval/image_to_text_R@1",
+              "retrieval/image_to_text_R@5", "retrieval/text_to_image_R@10", "retrieval/text_to_image_median_rank"):
+        assert isinstance(m[k], float), k
+    model.eval()
+    direct = evaluate_zeroshot(model, tok, load_dataset(cls, max_samples=6), progress=False)
+    assert m["zeroshot/top1"] == direct.metrics["acc1"]
+    assert evaluate_for_training(model, tok, kizuna.get_preprocess(model), None, None) == {}
+
+
+@pytest.mark.shared_data
+def test_cli_on_shared_data(shared_dir, tiny_hf, tmp_path, capsys):
+    data = shared_dir / "data"
+    rc = main(["eval", "zeroshot", "--model", str(tiny_hf[0]), "--dataset", str(data / "cifar10"),
+               "--max-samples", "64", "--no-progress", "--batch-size", "32"])
+    assert rc == 0 and "18 templates" in capsys.readouterr().out
+    rc = main(["eval", "retrieval", "--model", str(tiny_hf[0]), "--dataset", str(data / "flickr8k"),
+               "--max-samples", "40", "--no-progress", "--out", str(tmp_path / "r")])
+    assert rc == 0
+    rec = json.loads((tmp_path / "r" / "results.json").read_text())[0]
+    assert rec["dataset"] == "flickr8k" and rec["details"]["num_texts"] == 200

@@ -1,0 +1,208 @@
+"""Supervised ViT training and fine-tuning on a tiny generated classification set."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import kizuna
+from kizuna.apps.cli import main
+from kizuna.train.logging import read_metrics
+from kizuna.train.supervised import (
+    SupervisedTrainer,
+    adapt_pos_embed,
+    load_for_finetune,
+    make_supervised_config,
+    mix_batch,
+    stratified_subset,
+)
+from kizuna.models.vit import resample_pos_embed
+
+CLASSES = ["red", "green", "blue", "grey"]
+COLOURS = [(200, 40, 40), (40, 190, 40), (40, 40, 200), (128, 128, 128)]
+TINY = {"width": 32, "mlp_dim": 64, "depth": 2, "heads": 2}
+
+
+def _jpeg(label: int, i: int, size: int = 16) -> bytes:
+    rng = np.random.default_rng(i)
+    arr = np.clip(np.array(COLOURS[label])[None, None] + rng.normal(0, 20, (size, size, 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8)).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _shard(path: Path, start: int, n: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(start, start + n):
+            label = i % len(CLASSES)
+            for name, data in ((f"{i:09d}.cls", str(label).encode()), (f"{i:09d}.jpg", _jpeg(label, i))):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), 0
+                tf.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("colours")
+    _shard(root / "train" / "000000.tar", 0, 48)
+    _shard(root / "test" / "000000.tar", 1000, 16)
+    (root / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
+def _cfg(root: Path | None, out: Path, **kw):
+    base = dict(model="mu/4", model_overrides=dict(TINY), image_size=16, data=str(root / "train") if root else "",
+                val_data=str(root / "test") if root else "", batch_size=16, steps=6, workers=0, warmup_steps=2, lr=3e-3,
+                weight_decay=0.0, out=str(out), progress=False, log_every=1, threads=1, crop_padding=2)
+    base.update(kw)
+    return make_supervised_config(**base)
+
+
+def test_cli_train_reduces_loss(data, tmp_path):
+    out = tmp_path / "run"
+    rc = main(["vit", "train", "--data", str(data / "train"), "--val-data", str(data / "test"),
+               "--model", "mu/4", "--model-overrides", json.dumps(TINY), "--image-size", "16",
+               "--batch-size", "16", "--steps", "24", "--lr", "3e-3", "--warmup-steps", "2", "--workers", "0",
+               "--threads", "1", "--log-every", "1", "--progress", "false", "--out", str(out)])
+    assert rc == 0
+    rows = read_metrics(out / "metrics.jsonl", "train")
+    assert len(rows) == 24
+    first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
+    assert first == pytest.approx(np.log(4), abs=0.05)  # zero-initialised head: uniform predictions
+    assert last < first - 0.3
+    ev = read_metrics(out / "metrics.jsonl", "eval")[-1]
+    assert ev["val_samples"] == 16 and ev["val_top1"] > 0.5
+    model = kizuna.load_model(out / "model")
+    assert model.cfg.num_classes == 4 and model.cfg.width == 32
+    extra = json.loads((out / "model" / "config.json").read_text())["kizuna"]["extra"]
+    assert extra["classnames"] == CLASSES and extra["preprocess"]["mean"] == [0.5, 0.5, 0.5]
+    assert (out / "checkpoints" / "best").is_dir()
+
+
+def test_resume_is_bit_exact(data, tmp_path):
+    aug = dict(randaug_ops=2, randaug_magnitude=7, mixup=0.4, cutmix=1.0, label_smoothing=0.1, crop="rrc",
+               crop_scale=(0.5, 1.0), keep_last=10, save_every=2, val_data="")
+    full = SupervisedTrainer(_cfg(data, tmp_path / "a", **aug))
+    full.train()
+    ckpt = tmp_path / "a" / "checkpoints" / "step_0000002"
+    assert (ckpt / "train_state.pt").exists()
+    resumed = SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(ckpt), **aug))
+    assert resumed.step == 2  # mid-epoch (3 batches per epoch)
+    resumed.train()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and training moved the parameters at all
+    start = kizuna.load_model(ckpt).state_dict()
+    assert not torch.equal(start["head.weight"], a["head.weight"])
+
+
+def test_finetune_higher_resolution(data, tmp_path):
+    src = kizuna.create_vit("mu/4", image_size=16, num_classes=7, **TINY)
+    with torch.no_grad():
+        src.head.weight.normal_()
+    kizuna.save_model(src, tmp_path / "pre")
+    ft = load_for_finetune(str(tmp_path / "pre"), num_classes=4, image_size=32)
+    assert ft.cfg.image_size == 32 and ft.cfg.grid == (8, 8) and ft.pos_embed.shape == (1, 65, 32)
+    assert torch.count_nonzero(ft.head.weight) == 0 and torch.count_nonzero(ft.head.bias) == 0
+    assert ft.head.weight.shape == (4, 32)
+    assert torch.allclose(ft.pos_embed, resample_pos_embed(src.pos_embed, (8, 8), (4, 4), 1))
+    for (k, v), w in zip(ft.transformer.state_dict().items(), src.transformer.state_dict().values()):
+        assert torch.equal(v, w), k
+    seq = load_for_finetune(str(tmp_path / "pre"), num_classes=4, image_size=32, pos_embed="sequence")
+    assert torch.equal(seq.pos_embed[:, :17], src.pos_embed) and torch.count_nonzero(seq.pos_embed[:, 17:]) == 0
+    # through the CLI: two steps at 32 px without interpolation
+    out = tmp_path / "ft"
+    rc = main(["vit", "finetune", str(tmp_path / "pre"), "--data", str(data / "train"), "--image-size", "32",
+               "--no-pos-interp", "--steps", "2", "--batch-size", "16", "--workers", "0", "--threads", "1",
+               "--progress", "false", "--out", str(out)])
+    assert rc == 0
+    model = kizuna.load_model(out / "model")
+    assert model.cfg.image_size == 32 and model.cfg.num_classes == 4
+    latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+    cfg = json.loads((latest / "config.json").read_text())
+    assert cfg["kizuna"]["config"]["image_size"] == 32
+
+
+def test_adapt_pos_embed_modes():
+    pe = torch.arange(1 * 5 * 2, dtype=torch.float32).view(1, 5, 2)  # class + 2x2
+    grid = adapt_pos_embed(pe, (2, 2), (3, 3), 1, "grid")
+    g = grid[0, 1:].view(3, 3, 2)
+    assert torch.equal(grid[0, 0], pe[0, 0]) and torch.equal(g[:2, :2].reshape(4, 2), pe[0, 1:])
+    assert torch.count_nonzero(g[2]) == 0 and torch.count_nonzero(g[:, 2]) == 0
+    seq = adapt_pos_embed(pe, (2, 2), (1, 1), 1, "sequence")  # shrinking truncates
+    assert torch.equal(seq, pe[:, :2])
+    with pytest.raises(ValueError):
+        adapt_pos_embed(pe, (2, 2), (3, 3), 1, "nearest")
+
+
+def test_hybrid_trains(data, tmp_path):
+    cfg = _cfg(data, tmp_path / "h", model="hybrid-mu/1", steps=3, val_data="",
+               model_overrides={**TINY, "depth": 1, "stem_channels": [8, 16]})
+    t = SupervisedTrainer(cfg)
+    assert t.model.stem is not None and t.model.cfg.grid == (4, 4)
+    t.train()
+    rows = read_metrics(tmp_path / "h" / "metrics.jsonl", "train")
+    assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)
+    assert kizuna.load_model(tmp_path / "h" / "model").cfg.stem == "resnet"
+
+
+def test_stratified_subset_is_nested_and_balanced():
+    labels = np.repeat(np.arange(5), 40)
+    ten = stratified_subset(labels, 0.1, seed=0)
+    thirty = stratified_subset(labels, 0.3, seed=0)
+    assert np.bincount(labels[ten]).tolist() == [4] * 5 and np.bincount(labels[thirty]).tolist() == [12] * 5
+    assert set(ten) <= set(thirty)
+    assert np.array_equal(ten, stratified_subset(labels, 0.1, seed=0))
+    assert not np.array_equal(ten, stratified_subset(labels, 0.1, seed=1))
+    assert len(stratified_subset(labels, 1.0)) == 200
+
+
+def test_subset_fraction_in_trainer(data, tmp_path):
+    t = SupervisedTrainer(_cfg(data, tmp_path / "s", subset_fraction=0.5, val_data="", batch_size=8))
+    assert len(t.train_index) == 24 and np.bincount(t.train_index.labels).tolist() == [6] * 4
+
+
+def test_mix_batch():
+    x = torch.randn(4, 3, 8, 8)
+    t = torch.eye(4)
+    a = mix_batch(x, t, np.random.default_rng(1), mixup=0.5, cutmix=1.0)
+    b = mix_batch(x, t, np.random.default_rng(1), mixup=0.5, cutmix=1.0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+    assert torch.allclose(a[1].sum(-1), torch.ones(4))
+    for seed in range(6):
+        xi, ti, info = mix_batch(x, t, np.random.default_rng(seed), cutmix=1.0)
+        assert info["method"] == "cutmix"
+        changed = (xi != x).any(dim=1).float().mean(dim=(1, 2))  # share of pixels from the partner
+        assert torch.allclose(changed, torch.full((4,), 1 - info["lam"]), atol=1e-6)
+    same = mix_batch(x, t, np.random.default_rng(0))
+    assert same[2]["method"] == "none" and same[0] is x
+
+
+def test_imagefolder_and_dataset_root(data, tmp_path):
+    from kizuna.train.supervised import load_classification
+
+    tree = tmp_path / "tree"
+    for i in range(12):
+        label = i % 3
+        d = tree / ["cat", "dog", "hot_dog"][label]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i}.jpg").write_bytes(_jpeg(label, i))
+    index, names, _ = load_classification(str(tree), "train")
+    assert names == ["cat", "dog", "hot dog"] and len(index) == 12
+    assert sorted(np.bincount(index.labels).tolist()) == [4, 4, 4]
+    t = SupervisedTrainer(_cfg(None, tmp_path / "if", data=str(tree), val_data=str(tree), batch_size=4, steps=1))
+    assert t.num_classes == 3 and t.train()["val_samples"] == 12
+    # a dataset root picks its split folders; a bare split folder finds classnames.txt one level up
+    root_index, root_names, _ = load_classification(str(data), "train")
+    split_index, split_names, _ = load_classification(str(data / "train"), "train")
+    assert root_names == split_names == CLASSES and len(root_index) == len(split_index) == 48
+    assert len(load_classification(str(data), None)[0]) == 16  # default split: test
