@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import kizuna
-from kizuna.models.presets import VIT_SIZES, list_models
+from kizuna.models.presets import VIT_SIZES
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
 

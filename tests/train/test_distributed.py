@@ -11,10 +11,14 @@ HERE = Path(__file__).parent
 
 def torchrun(script: Path, *args, nproc=2, timeout=240):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1] / "src")}
+    logs = Path(args[0]) / "logs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--log-dir", str(logs), "--redirects", "3",
            "--master_port", str(29500 + os.getpid() % 1000), str(script), *map(str, args)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if proc.returncode != 0:  # show what each rank printed, not only the launcher's summary
+        rank_logs = "".join(f"\n--- {p}\n" + p.read_text()[-2000:] for p in sorted(logs.rglob("std*.log")))
+        raise AssertionError(proc.stderr[-1500:] + rank_logs)
     return proc
 
 

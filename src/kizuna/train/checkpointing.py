@@ -11,7 +11,6 @@ values only and is read with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil

@@ -113,20 +113,28 @@ def _parse_value(kind, text: str):
     return kind(text)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (``--lr``, ``--lock-image``, ...), default None = not given."""
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig, defaults: dict | None = None,
+                         skip: tuple = ()) -> None:
+    """One flag per field of ``config_cls`` (``--lr``, ``--lock-image``, ...), default None = not given.
+    ``defaults`` only changes the help text (e.g. a subcommand's own defaults); ``skip`` leaves fields out."""
     parser.add_argument("--config", help="config name (see kizuna/train/configs) or path to a config .py file")
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(defaults, f.name)
-        kind = type(value)
+    base = config_cls()
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        value = (defaults or {}).get(f.name, getattr(base, f.name))
+        kind = type(getattr(base, f.name))
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(),
                             type=lambda s, k=kind: _parse_value(k, s),
                             help=f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)})")
 
 
+def given_arguments(args: argparse.Namespace, config_cls=TrainConfig) -> dict:
+    """The fields of ``config_cls`` set on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if getattr(args, f.name, None) is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     base = load_config_file(args.config) if getattr(args, "config", None) else {}
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    return make_config(base, **given)
+    return make_config(base, **given_arguments(args))

@@ -75,9 +75,9 @@ class _NeighbourExchange(torch.autograd.Function):
     def forward(ctx, x, to_rank: int, from_rank: int):
         ctx.to_rank, ctx.from_rank = to_rank, from_rank
         recv = torch.empty_like(x)
-        ops = [dist.P2POp(dist.isend, x.contiguous(), to_rank), dist.P2POp(dist.irecv, recv, from_rank)]
-        for req in dist.batch_isend_irecv(ops):
-            req.wait()
+        send = dist.isend(x.contiguous(), to_rank)
+        dist.recv(recv, from_rank)
+        send.wait()
         return recv
 
     @staticmethod

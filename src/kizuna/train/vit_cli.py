@@ -23,7 +23,6 @@ the old table reused by sequence index, zero rows appended / rows cut). See docs
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 
@@ -34,21 +33,10 @@ FINETUNE_DEFAULTS = dict(optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_step
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, defaults: dict, skip: tuple = ()) -> None:
-    """One flag per SupervisedConfig field (default None = not given), as train/config.py does."""
-    from .config import _parse_value
+    from .config import add_config_arguments
     from .supervised import SupervisedConfig
 
-    parser.add_argument("--config", help="path to a config .py file whose get_config() returns a dict of options")
-    base = SupervisedConfig()
-    for f in dataclasses.fields(SupervisedConfig):
-        if f.name in skip:
-            continue
-        value = defaults.get(f.name, getattr(base, f.name))
-        kind = type(getattr(base, f.name))
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(),
-                            type=lambda s, k=kind: _parse_value(k, s),
-                            help=f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)})")
+    add_config_arguments(parser, SupervisedConfig, defaults, skip)
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -70,14 +58,13 @@ def add_arguments(p):
 
 
 def config_from_args(args):
-    from .config import load_config_file
+    from .config import given_arguments, load_config_file
     from .supervised import SupervisedConfig, make_supervised_config
 
     base = dict(FINETUNE_DEFAULTS) if args.vit_command == "finetune" else {}
     if getattr(args, "config", None):
         base.update(load_config_file(args.config))
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SupervisedConfig)
-             if getattr(args, f.name, None) is not None}
+    given = given_arguments(args, SupervisedConfig)
     if args.vit_command == "finetune":
         given["init"] = args.checkpoint
         if args.no_pos_interp:

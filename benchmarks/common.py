@@ -1,0 +1,278 @@
+"""Shared pieces of the benchmark suite: interleaved timing, machine description, data and model set-up,
+Markdown tables.
+
+Timing rules (every benchmark follows them):
+  * each figure is the median over >= 5 timed runs, after warm-up runs that are not counted;
+  * contenders are measured alternately in the same process (A, B, A, B, ...), so a change in machine
+    load (the machine may be shared) hits both alike; the ratio is taken of the two medians;
+  * everything is fp32 on the CPU with torch's default (all-core) thread count unless a section says
+    otherwise.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import shutil
+import statistics
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("KIZUNA_SHARED", REPO.parent / "shared"))
+FLICKR = SHARED / "data" / "flickr8k"
+
+
+# ================================================================================================
+# Run settings
+# ================================================================================================
+@dataclass
+class Settings:
+    quick: bool = False  # tiny sizes for the smoke test: the numbers are not measurements
+    reps: int = 5  # timed runs per figure (>= 5)
+    warmup: int = 2  # untimed runs per contender before timing
+    log: Callable[[str], None] = print
+    extra: dict = field(default_factory=dict)  # results of earlier benchmarks in this process
+
+    @classmethod
+    def make(cls, quick: bool, log=print) -> "Settings":
+        return cls(quick=quick, reps=5, warmup=1 if quick else 2, log=log)
+
+
+# ================================================================================================
+# Timing
+# ================================================================================================
+@dataclass
+class Timing:
+    """Seconds per call of one contender, one entry per timed run."""
+
+    runs: list[float]
+    items: int = 1  # items (images, texts, captions...) processed per call
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    @property
+    def rate(self) -> float:
+        """Items per second at the median time."""
+        return self.items / self.median
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the timed runs: how noisy the figure is."""
+        return (max(self.runs) - min(self.runs)) / self.median
+
+    def as_dict(self) -> dict:
+        return {"runs_s": [round(r, 6) for r in self.runs], "median_s": round(self.median, 6),
+                "items_per_call": self.items, "items_per_s": round(self.rate, 3), "spread": round(self.spread, 4)}
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], reps: int, warmup: int, inner: int = 1,
+                items: int | dict[str, int] = 1) -> dict[str, Timing]:
+    """Time each contender ``reps`` times, alternating between them: A, B, A, B, ...
+
+    Every contender first runs ``warmup`` untimed calls (also alternating). A timed run is ``inner``
+    consecutive calls; its time is the mean per call. ``items`` is what one call processes (for rates).
+    """
+    if reps < 5:
+        raise ValueError(f"reps must be >= 5 (got {reps}): every figure is a median over >= 5 runs")
+    names = list(contenders)
+    for _ in range(warmup):
+        for n in names:
+            contenders[n]()
+    runs: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(reps):
+        for n in names:
+            fn = contenders[n]
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            runs[n].append((time.perf_counter() - t0) / inner)
+    per = items if isinstance(items, dict) else {n: items for n in names}
+    return {n: Timing(runs[n], per[n]) for n in names}
+
+
+def inner_for(fn: Callable[[], Any], target_s: float = 0.5, max_inner: int = 50) -> int:
+    """How many calls make a timed run of about ``target_s`` (short calls are noisy on their own)."""
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    return int(max(1, min(max_inner, round(target_s / max(dt, 1e-6)))))
+
+
+# ================================================================================================
+# The machine
+# ================================================================================================
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine_info() -> dict:
+    import numpy
+
+    info = {
+        "cpu_model": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        info["transformers"] = None
+    try:
+        import tokenizers
+
+        info["tokenizers"] = tokenizers.__version__
+    except ImportError:
+        info["tokenizers"] = None
+    try:
+        mem = Path("/proc/meminfo").read_text().split("\n")[0].split()
+        info["memory_gib"] = round(int(mem[1]) / 2**20, 1)
+    except (OSError, IndexError, ValueError):
+        pass
+    return info
+
+
+# ================================================================================================
+# Data
+# ================================================================================================
+def flickr_shards() -> list[Path]:
+    return sorted(FLICKR.glob("*/*.tar")) if FLICKR.is_dir() else []
+
+
+def flickr_captions() -> list[str]:
+    """All Flickr8k captions (40,455): the ``.txt`` members of every shard, one caption per line."""
+    captions: list[str] = []
+    for shard in flickr_shards():
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                if m.isfile() and m.name.endswith(".txt"):
+                    text = tar.extractfile(m).read().decode("utf-8")
+                    captions.extend(line.strip() for line in text.split("\n") if line.strip())
+    return captions
+
+
+def synthetic_captions(n: int, seed: int = 0) -> list[str]:
+    """Caption-like English strings for machines without the shared data."""
+    import random
+
+    rng = random.Random(seed)
+    words = ("a dog runs on the grass while two children play with a red ball near the water in a park "
+             "man woman black white wearing shirt street city snow mountain bike riding jumps over").split()
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(6, 18))) + " ." for _ in range(n)]
+
+
+def caption_source() -> tuple[list[str], str]:
+    caps = flickr_captions()
+    if caps:
+        return caps, f"Flickr8k ({len(caps):,} captions from {FLICKR})"
+    return synthetic_captions(40455), "synthetic captions (shared Flickr8k data not found)"
+
+
+# ================================================================================================
+# Models with identical weights
+# ================================================================================================
+SHAPES = {
+    # OpenAI's ViT-B/32 and ViT-B/16 (text tower: 12 x 512, 8 heads; QuickGELU as OpenAI trained them).
+    "ViT-B/32": dict(patch_size=32),
+    "ViT-B/16": dict(patch_size=16),
+}
+
+
+def hf_clip_config(variant: str):
+    import transformers
+
+    return transformers.CLIPConfig(
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                           image_size=224, hidden_act="quick_gelu", **SHAPES[variant]),
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                         max_position_embeddings=77, hidden_act="quick_gelu"),
+        projection_dim=512,
+    )
+
+
+def build_pair(variant: str, seed: int = 0):
+    """(kizuna ClipModel, transformers CLIPModel) with identical random weights, both in eval mode.
+
+    A random-init HF ``CLIPModel`` is saved with ``save_pretrained`` and loaded by ``kizuna.create_model``
+    (the path the interop tests check for identical numbers). HF keeps its default attention
+    implementation; ``hf.config._attn_implementation`` says which it is.
+    """
+    import transformers
+
+    import kizuna
+
+    torch.manual_seed(seed)
+    hf = transformers.CLIPModel(hf_clip_config(variant)).eval()
+    tmp = Path(tempfile.mkdtemp(prefix="kizuna-bench-"))
+    try:
+        hf.save_pretrained(tmp)
+        k = kizuna.create_model(str(tmp)).eval()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return k, hf
+
+
+def hf_attention(hf) -> str:
+    return str(getattr(hf.config, "_attn_implementation", None) or getattr(
+        hf.config.vision_config, "_attn_implementation", "unknown"))
+
+
+def pooled(out) -> torch.Tensor:
+    """transformers 5.x returns a model output from get_*_features; 4.x a tensor."""
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+# ================================================================================================
+# Markdown
+# ================================================================================================
+def md_table(headers: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    align = align or ("l" + "r" * (len(headers) - 1))
+    sep = ["---:" if a == "r" else ":---:" if a == "c" else "---" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    """A rate with about ``digits`` significant figures and thousands separators."""
+    if x is None:
+        return "-"
+    if x >= 10 ** digits:
+        return f"{x:,.0f}"
+    return f"{x:.{max(0, digits - 1 - int(__import__('math').floor(__import__('math').log10(max(abs(x), 1e-12)))))}f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x"
