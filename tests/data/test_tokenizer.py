@@ -300,3 +300,25 @@ def test_trained_save_load_and_config(trained, tmp_path):
 def test_train_rejects_tiny_vocab():
     with pytest.raises(ValueError, match="vocab_size"):
         train_bpe_tokenizer(["a dog"], vocab_size=100)
+
+
+def test_ascii_fast_path_cleans_exactly_like_ftfy():
+    """clean_text skips ftfy for plain ASCII; random printable strings (with control characters,
+    entities and odd whitespace) must clean exactly as with ftfy always on."""
+    import html
+    import random
+    import re
+    import string
+
+    ftfy = pytest.importorskip("ftfy")
+    from kizuna.data.tokenizer import clean_text
+
+    def reference(t):
+        t = html.unescape(html.unescape(ftfy.fix_text(t))).strip()
+        return re.sub(r"\s+", " ", t).strip().lower()
+
+    rng = random.Random(0)
+    alphabet = string.printable + "\x00\x07\x1b\x7f&;"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(5000)]
+    texts += ["a &amp;amp;lt; b", "caf\u00e9 \u201cquoted\u201d", "tab\tand\r\nnewline", "\x1b[31mred\x1b[0m"]
+    assert [clean_text(t) for t in texts] == [reference(t) for t in texts]

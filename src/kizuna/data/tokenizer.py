@@ -81,9 +81,14 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+# Printable ASCII (plus tab/newline/CR) without '&': ftfy.fix_text provably leaves it unchanged up to
+# whitespace, which is collapsed below anyway, so it can skip ftfy (most of the cleaning time).
+_FTFY_NOOP = _re.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
+
+
 def clean_text(text: str) -> str:
     """OpenAI's cleaning: ftfy (if installed), html-unescape twice, collapse whitespace, strip, lower-case."""
-    if ftfy is not None:
+    if ftfy is not None and not _FTFY_NOOP.fullmatch(text):
         text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return _WHITESPACE.sub(" ", text).strip().lower()
