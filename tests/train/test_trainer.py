@@ -87,3 +87,10 @@ def test_shard_with_bad_members_trains_on_and_reports(tmp_path, capsys):
     data = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
     assert any(r.get("skipped/corrupt_image") == 1 for r in data)
     assert any(r.get("index_skipped") == 2 for r in data)
+
+
+def test_time_limit_stops_saves_and_evaluates(tmp_path):
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=1000, time_limit_minutes=1e-4))
+    metrics = tr.train()
+    assert 1 <= tr.step < 1000 and metrics
+    assert (tmp_path / "checkpoints" / f"step_{tr.step:07d}").is_dir()

@@ -388,7 +388,7 @@ def _shape_points(shape: str, r: float) -> list[tuple[float, float]]:
 
 
 @lru_cache(maxsize=16)
-def _font(px: int):
+def default_font(px: int):
     # Pillow >= 10.1 ships a scalable default font; older or FreeType-less builds only have
     # the fixed ~11 px bitmap font, which is still legible at 64 px.
     try:
@@ -410,7 +410,7 @@ def render_scene(meta: SceneMeta, image_size: int = 64) -> Image.Image:
         else:
             draw.polygon(_rot(_shape_points(o.shape, r), cx, cy, o.angle), fill=o.rgb)
     if meta.word:
-        font = _font(max(6, round(FONT_FRACTION * S)))
+        font = default_font(max(6, round(FONT_FRACTION * S)))
         l, t, rgt, b = draw.textbbox((0, 0), meta.word, font=font)
         w = rgt - l
         free = max(0.0, (S - w) / 2 - 0.02 * S)  # keep the word fully inside the image

@@ -32,14 +32,14 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
 
 from kizuna.data.sources import SkipCounter
+from kizuna.data.synthetic import default_font
 
 from .classification import class_embeddings, classify_features
 from .encode import dist_info, encode_images, gather_shards, progress_bar, shard_bounds
@@ -238,14 +238,6 @@ def evaluate_robustness(model, tokenizer, dataset, *, corruptions: Sequence[str]
 
 
 # ----------------------------------------------------------------------------------- typographic
-@lru_cache(maxsize=16)
-def _font(px: int):
-    try:
-        return ImageFont.load_default(size=px)
-    except (TypeError, ImportError, OSError, AttributeError):
-        return ImageFont.load_default()
-
-
 def render_text(img: Image.Image, text: str, height_fraction: float = 0.16) -> Image.Image:
     """Write ``text`` in white with a black outline, centred horizontally on the lower part of the image;
     the font shrinks until the word fits the width."""
@@ -254,7 +246,7 @@ def render_text(img: Image.Image, text: str, height_fraction: float = 0.16) -> I
     draw = ImageDraw.Draw(img)
     px = max(6, int(h * height_fraction))
     while True:
-        font = _font(px)
+        font = default_font(px)
         box = draw.textbbox((0, 0), text, font=font, stroke_width=max(1, px // 8))
         tw, th = box[2] - box[0], box[3] - box[1]
         if tw <= w * 0.94 or px <= 6:

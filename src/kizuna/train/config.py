@@ -73,6 +73,7 @@ class TrainConfig:
     keep_last: int = 2
     log_every: int = 10
     resume: str = ""  # "latest" or a checkpoint folder
+    time_limit_minutes: float = 0.0  # stop (evaluate, save) once training has run this long; 0 = no limit
     progress: bool = True
 
     def to_dict(self) -> dict:

@@ -29,9 +29,9 @@ from kizuna.models.clip import ClipConfig, ClipModel
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
 from .config import TrainConfig
 from .data import build_dataset, build_loader
-from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
+from .distributed import DistInfo, all_reduce_sum, barrier, contrastive_loss, init_distributed
 from .logging import MetricLogger
-from .optim import make_optimizer, make_scheduler
+from .optim import autocast_for, make_optimizer, make_scheduler
 from .towers import lock_tower
 
 
@@ -157,14 +157,7 @@ class ContrastiveTrainer:
         return self.cfg.lock_text and self.model.cfg.text.kind == "minilm"
 
     def autocast(self):
-        precision = self.cfg.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        if precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        if precision != "fp32":
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-        return contextlib.nullcontext()
+        return autocast_for(self.cfg.precision, self.device)
 
     # ----- one step ----------------------------------------------------------------------------
     def _text_inputs(self, captions: list[str]) -> dict:
@@ -304,6 +297,11 @@ class ContrastiveTrainer:
             lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
             path.write_text("".join(line + "\n" for line in lines))
 
+    def _time_is_up(self, deadline: float) -> bool:
+        """Ranks must agree, or one would wait forever in the next collective."""
+        up = torch.tensor([1.0 if time.perf_counter() > deadline else 0.0], device=self.device)
+        return bool(all_reduce_sum(up).item() > 0)
+
     # ----- the loop ----------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
@@ -313,6 +311,7 @@ class ContrastiveTrainer:
                    disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
         last_metrics: dict = {}
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+        deadline = time.perf_counter() + cfg.time_limit_minutes * 60 if cfg.time_limit_minutes else None
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
             for batch in self.loader:
@@ -337,6 +336,10 @@ class ContrastiveTrainer:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}",
                                     lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
                     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+                if deadline is not None and self._time_is_up(deadline) and self.step < self.total_steps:
+                    bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {self.step}/{self.total_steps}; "
+                              "evaluating and saving")
+                    self.total_steps = self.step
                 last = self.step == self.total_steps
                 metrics = None
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:

@@ -1,9 +1,11 @@
-"""AdamW with weight decay on matrices only, and a cosine schedule with linear warmup.
+"""AdamW with weight decay on matrices only, a cosine schedule with linear warmup, and the precision
+context (bf16 autocast on GPU, fp32 on CPU).
 
 Shared by the contrastive and the supervised trainers.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -38,3 +40,14 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int, min_ratio: float =
 
 def make_scheduler(optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total_steps, warmup_steps, min_ratio))
+
+
+def autocast_for(precision: str, device: torch.device):
+    """"auto" = bf16 autocast on GPU, fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    return contextlib.nullcontext()

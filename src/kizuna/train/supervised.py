@@ -33,7 +33,6 @@ learned position embeddings meet the new patch grid:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -59,7 +58,7 @@ from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embe
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
-from .optim import make_optimizer, make_scheduler, param_groups
+from .optim import autocast_for, make_optimizer, make_scheduler, param_groups
 
 __all__ = [
     "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "load_for_finetune",
@@ -425,14 +424,7 @@ class SupervisedTrainer:
 
     # ----- one step ----------------------------------------------------------------------------
     def autocast(self):
-        precision = self.cfg.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        if precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        if precision != "fp32":
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-        return contextlib.nullcontext()
+        return autocast_for(self.cfg.precision, self.device)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         cfg = self.cfg

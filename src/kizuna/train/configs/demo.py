@@ -24,6 +24,7 @@ def get_config():
         warmup_steps=50,
         weight_decay=0.1,
         steps=400,
+        time_limit_minutes=8.0,  # keeps `make demo` within ~10 minutes on a slow or busy machine
         workers=1,
         eval_every=100,
         eval_max_samples=100,

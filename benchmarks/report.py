@@ -1,0 +1,93 @@
+"""results.json -> BENCHMARKS.md."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .common import REPO, md_table
+
+ORDER = ["encode", "utilization", "train_step", "tokenizer", "dataloading", "profile"]
+ANALYSIS = Path(__file__).with_name("analysis.md")
+
+METHOD = """\
+- Every figure is the **median of 5 timed runs** after 2 untimed warm-up runs per contender (1 with
+  `--quick`). A timed run of a fast call (batch 1) repeats it until the run lasts about a second and
+  reports the mean per call.
+- Contenders are timed **alternately in one process** (kizuna, HF, kizuna, HF, ...), so load from
+  other processes hits both alike; ratios are ratios of the two medians. "spread" is
+  (max - min) / median of the timed runs.
+- fp32 on the CPU, torch's default thread count (all cores), `torch.inference_mode()` for encoding.
+- kizuna and Hugging Face `transformers.CLIPModel` hold **identical weights**: a random-init
+  `CLIPModel` with OpenAI's ViT-B shape (QuickGELU, as OpenAI trained it) is saved with
+  `save_pretrained` and loaded with `kizuna.create_model(folder)`; the largest output difference is
+  reported. HF runs with its default attention implementation (reported; `sdpa`)."""
+
+
+def _load_note(sec: dict) -> str:
+    lb, la = sec.get("load_before") or [], sec.get("load_after") or []
+    f = lambda x: " / ".join(f"{v:.2f}" for v in x) if x else "?"
+    return f"load average (1/5/15 min) {f(lb)} before, {f(la)} after"
+
+
+def _section(sec: dict) -> str:
+    head = f"## {sec.get('title', sec['name'])}"
+    quick = "\n\n> **--quick smoke run: tiny sizes, these figures are not measurements.**" if sec.get("quick") else ""
+    meta = (f"`{sec['command']}` (section `{sec['name']}`), started {sec['started']}, took "
+            f"{sec['duration_s']:.0f} s; {sec.get('threads', '?')} torch threads; {_load_note(sec)}.")
+    parts = [head + quick, meta, sec.get("md", "")]
+    if sec.get("notes"):
+        parts.append("\n".join(f"- {n}" for n in sec["notes"]))
+    return "\n\n".join(p for p in parts if p)
+
+
+def render(results: dict, json_path: Path | None = None) -> str:
+    sections = results.get("sections", {})
+    run = results.get("full_run") or results.get("last_run") or {}
+    m = run.get("machine", {})
+    out = ["# kizuna benchmarks"]
+    json_rel = os.path.relpath(json_path, REPO) if json_path else "benchmarks/results.json"
+    if results.get("full_run"):
+        fr = results["full_run"]
+        out.append(
+            f"Produced by `{fr['command']}` (what `make bench` runs) on {fr['started']}; the whole suite took "
+            f"{fr['duration_s'] / 60:.1f} min. Raw numbers (every timed run) are in `{json_rel}`."
+        )
+    else:
+        out.append(f"Raw numbers (every timed run) are in `{json_rel}`.")
+    later = [s for s in sections.values() if results.get("full_run") and s.get("command") != results["full_run"]["command"]]
+    if later:
+        out.append("Sections re-measured after the full run carry their own command below: "
+                   + ", ".join(f"`{s['name']}`" for s in later) + ".")
+
+    rows = [
+        ["CPU", f"{m.get('cpu_model', '?')} ({m.get('cpu_capability', '?')} kernels in torch)"],
+        ["cores", f"{m.get('usable_cores', '?')} usable ({m.get('logical_cores', '?')} logical)"],
+        ["memory", f"{m.get('memory_gib', '?')} GiB"],
+        ["torch", f"{m.get('torch', '?')}, {m.get('torch_threads', '?')} intra-op threads, oneDNN (mkldnn) "
+                  f"{'available' if m.get('mkldnn') else 'absent'}"],
+        ["transformers / tokenizers", f"{m.get('transformers', '?')} / {m.get('tokenizers', '?')}"],
+        ["python / numpy", f"{m.get('python', '?')} / {m.get('numpy', '?')}"],
+        ["load average (1/5/15 min)", f"{run.get('load_before', '?')} at the start, {run.get('load_after', '?')} at the end"],
+    ]
+    out.append("## Machine\n\n" + md_table(["", ""], rows, align="ll"))
+    lb = max((run.get("load_before") or [0])[:1] + (run.get("load_after") or [0])[:1])
+    cores = m.get("usable_cores") or 1
+    out.append(
+        f"> **The machine is shared.** Other jobs (test suites, builds of other engineers) may have been running "
+        f"during the measurements: the 1-minute load average reached {lb:.2f} on {cores} cores. Absolute rates "
+        f"are therefore pessimistic and noisy (see each table's spread); the kizuna/HF ratios are more robust "
+        f"because the contenders were interleaved. Per-section load averages are given below."
+    )
+    out.append("## Method\n\n" + METHOD)
+
+    targets = [t for name in ORDER if name in sections for t in sections[name].get("targets", [])]
+    if targets:
+        trows = [[t["target"], t["value"], "met" if t["met"] else "**missed**"] for t in targets]
+        out.append("## Targets\n\n" + md_table(["target", "measured", ""], trows, align="lrl"))
+
+    for name in ORDER:
+        if name in sections:
+            out.append(_section(sections[name]))
+    if ANALYSIS.is_file():
+        out.append(ANALYSIS.read_text().strip())
+    return "\n\n".join(out) + "\n"
