@@ -1,4 +1,4 @@
-"""python -m benchmarks [--quick] [--only NAME,...] [--out BENCHMARKS.md] [--json benchmarks/results.json]
+"""python -m benchmarks [--quick] [--only NAME,...] [--out BENCHMARKS.md] [--json benchmarks/results.json] [--render]
 
 Runs the selected sections in one process, then writes the Markdown report and the JSON results. With
 ``--only`` the other sections already in the JSON file are kept (each carries its own command, time
@@ -21,9 +21,11 @@ import torch
 from .common import REPO, Settings, load_average, machine_info
 
 # Run order: cheap and load-sensitive first; `utilization` reuses `encode`'s timings when both run.
-SECTIONS = ["tokenizer", "encode", "utilization", "train_step", "dataloading", "profile"]
+SECTIONS = ["tokenizer", "encode", "utilization", "train_step", "train_throughput", "dataloading", "eval_throughput",
+            "profile"]
 MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utilization",
-           "train_step": "train_step", "dataloading": "dataloading", "profile": "profile"}
+           "train_step": "train_step", "train_throughput": "train_throughput", "dataloading": "dataloading",
+           "eval_throughput": "eval_throughput", "profile": "profile"}
 
 
 def _command(argv: list[str]) -> str:
@@ -42,6 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="BENCHMARKS.md", help="Markdown report (default: BENCHMARKS.md)")
     p.add_argument("--json", default=None,
                    help="JSON results (default: benchmarks/results.json, or next to --out when --out is elsewhere)")
+    p.add_argument("--render", action="store_true",
+                   help="only re-write the Markdown report from the JSON results (no measurement)")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
@@ -61,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     command = _command(argv)
     settings = Settings.make(args.quick, log=lambda m: print(m, flush=True))
     json_path, out_path = Path(args.json), Path(args.out)
+
+    if args.render:
+        from .report import render
+
+        out_path.write_text(render(json.loads(json_path.read_text()), json_path))
+        settings.log(f"wrote {out_path} from {json_path}")
+        return 0
 
     results: dict = {"sections": {}}
     if json_path.is_file():

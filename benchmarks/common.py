@@ -10,6 +10,7 @@ Timing rules (every benchmark follows them):
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -27,6 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KIZUNA_SHARED", REPO.parent / "shared"))
 FLICKR = SHARED / "data" / "flickr8k"
+CIFAR10 = SHARED / "data" / "cifar10"
 
 
 # ================================================================================================
@@ -106,6 +108,50 @@ def inner_for(fn: Callable[[], Any], target_s: float = 0.5, max_inner: int = 50)
     fn()
     dt = time.perf_counter() - t0
     return int(max(1, min(max_inner, round(target_s / max(dt, 1e-6)))))
+
+
+# ================================================================================================
+# kizuna's oneDNN switch
+# ================================================================================================
+MKL_LABEL = "kizuna, oneDNN off (MKL F.linear)"
+
+
+def onednn_in_use() -> bool:
+    """Whether kizuna as shipped runs its CPU fp32 GEMMs on oneDNN here (``kizuna.models.layers.ONEDNN``:
+    the op exists and passed its start-up check, and ``KIZUNA_ONEDNN`` is not 0)."""
+    from kizuna.models import layers
+
+    return bool(layers.ONEDNN)
+
+
+def onednn_matmul():
+    """``torch.ops.mkldnn._linear_pointwise`` (oneDNN's matmul, what kizuna's linears call), or None."""
+    from kizuna.models import layers
+
+    return layers._LP
+
+
+@contextlib.contextmanager
+def onednn_off():
+    """kizuna with its oneDNN linears switched off for the duration: ``kizuna.models.layers.ONEDNN`` (read
+    at call time) is set to False, so every linear is plain ``F.linear`` (MKL sgemm for fp32 on the CPU)
+    and blocks take the unfused path; the previous value is restored afterwards."""
+    from kizuna.models import layers
+
+    saved = layers.ONEDNN
+    layers.ONEDNN = False
+    try:
+        yield
+    finally:
+        layers.ONEDNN = saved
+
+
+def without_onednn(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` wrapped so every call runs inside :func:`onednn_off` (for ``interleaved``)."""
+    def call():
+        with onednn_off():
+            return fn()
+    return call
 
 
 # ================================================================================================
@@ -263,16 +309,3 @@ def md_table(headers: list[str], rows: list[list[Any]], align: str | None = None
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    """A rate with about ``digits`` significant figures and thousands separators."""
-    if x is None:
-        return "-"
-    if x >= 10 ** digits:
-        return f"{x:,.0f}"
-    return f"{x:.{max(0, digits - 1 - int(__import__('math').floor(__import__('math').log10(max(abs(x), 1e-12)))))}f}"
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x"

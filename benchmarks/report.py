@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .common import REPO, md_table
 
-ORDER = ["encode", "utilization", "train_step", "tokenizer", "dataloading", "profile"]
+ORDER = ["encode", "utilization", "train_step", "train_throughput", "tokenizer", "dataloading", "eval_throughput",
+         "profile"]
 ANALYSIS = Path(__file__).with_name("analysis.md")
 
 METHOD = """\
@@ -49,7 +50,8 @@ def render(results: dict, json_path: Path | None = None) -> str:
     if results.get("full_run"):
         fr = results["full_run"]
         out.append(
-            f"Produced by `{fr['command']}` (what `make bench` runs) on {fr['started']}; the whole suite took "
+            f"Produced by `{fr['command']}`"
+            f"{' (what `make bench` runs)' if fr['command'].strip().endswith('-m benchmarks') else ''} on {fr['started']}; the whole suite took "
             f"{fr['duration_s'] / 60:.1f} min. Raw numbers (every timed run) are in `{json_rel}`."
         )
     else:

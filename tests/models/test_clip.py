@@ -19,7 +19,7 @@ def shrink(cfg: ClipConfig) -> ClipConfig:
     t.width, t.depth, t.mlp_dim, t.context_length = 8 * t.heads, 1, 16 * t.heads, 12
     v.output_dim = v.output_dim and 16
     t.output_dim = 16 if v.output_dim else v.width
-    cfg.embed_dim = 16
+    cfg.embed_dim = t.output_dim
     return ClipConfig.from_dict(cfg.to_dict())
 
 

@@ -174,7 +174,12 @@ def load_model(
     # meta device, allocate uninitialised memory, then copy (load_state_dict_strict checks that all arrive).
     with torch.device("meta"):
         model = model_from_record(record)
-    model = model.to_empty(device="cpu")
+    if any(m._non_persistent_buffers_set for m in model.modules()):
+        # Such buffers (e.g. BERT's position_ids in the MiniLM tower) are not in the checkpoint, so
+        # they need their real initial values: build the slow way.
+        model = model_from_record(record)
+    else:
+        model = model.to_empty(device="cpu")
     load_state_dict_strict(model, tensors, str(path))
     return model.to(map_location).eval()
 

@@ -45,6 +45,15 @@ class ClipConfig:
             self.text = TextConfig(**self.text)
         if self.loss not in ("clip", "siglip"):
             raise ValueError(f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        # Both towers must land in the same embed_dim-wide joint space (a mismatch would otherwise be a
+        # shape error deep inside the first matmul, or a silently narrower space than configured).
+        vision_dim = self.vision.output_dim or self.vision.width
+        text_dim = self.embed_dim if self.text.kind == "minilm" else (self.text.output_dim or self.text.width)
+        if not vision_dim == text_dim == self.embed_dim:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} disagrees with the towers' outputs (vision.output_dim -> {vision_dim}, "
+                f"text.output_dim -> {text_dim}); set vision.output_dim and text.output_dim to embed_dim"
+            )
         if not self.preprocess:
             size = self.vision.image_size
             self.preprocess = {

@@ -49,12 +49,20 @@ class MiniLMTokenizer:
 class MiniLMTextTower(nn.Module):
     def __init__(self, output_dim: int):
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
 
-        self.encoder = AutoModel.from_pretrained(minilm_path())
+        # Built from the packaged config only: a kizuna checkpoint brings its own weights (and may be
+        # built on the meta device); a fresh run calls load_pretrained_weights().
+        self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(minilm_path()))
         self.width = self.encoder.config.hidden_size
         self.proj = nn.Linear(self.width, output_dim, bias=False)
         nn.init.normal_(self.proj.weight, std=self.width**-0.5)
+
+    def load_pretrained_weights(self) -> None:
+        from transformers import AutoModel
+
+        pretrained = AutoModel.from_pretrained(minilm_path())
+        self.encoder.load_state_dict(pretrained.state_dict())
 
     def set_grad_checkpointing(self, enable: bool = True):
         if enable:

@@ -48,6 +48,10 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
     """The ClipConfig a fresh run starts from: preset + overrides + loss/tower/tokenizer choices."""
     d = kizuna.clip_config(cfg.model).to_dict()
     _deep_update(d, copy.deepcopy(cfg.model_overrides))
+    if "embed_dim" in cfg.model_overrides:  # a new joint width: the towers' projections follow it
+        for tower in ("vision", "text"):
+            if "output_dim" not in cfg.model_overrides.get(tower, {}) and d[tower].get("output_dim"):
+                d[tower]["output_dim"] = d["embed_dim"]
     if cfg.loss == "siglip" and d["loss"] != "siglip":
         d.update(loss="siglip", init_logit_scale=math.log(10), init_logit_bias=-10.0, max_logit_scale=None)
     elif cfg.loss == "clip" and d["loss"] != "clip":
@@ -96,6 +100,8 @@ class ContrastiveTrainer:
             elif cfg.tokenizer not in ("model", ""):
                 mcfg.tokenizer = {"type": cfg.tokenizer, "context_length": mcfg.text.context_length}
             model = ClipModel(mcfg)
+            if mcfg.text.kind == "minilm":
+                model.text.load_pretrained_weights()
         self.model: ClipModel = model.to(self.device).train()
         self.tokenizer = kizuna.get_tokenizer(self.model)
         self.dataset, _ = build_dataset(cfg, self.model.cfg.preprocess, train=True)

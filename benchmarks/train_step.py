@@ -1,0 +1,96 @@
+"""One full training step: forward, CLIP loss, backward, AdamW step — kizuna vs HF ``CLIPModel``.
+
+Both start from identical weights (ViT-B/32, OpenAI shape), in train mode, fp32, and use the same loss
+(``kizuna.models.losses.clip_loss`` on the normalised features and exp(logit_scale)) and the same
+optimizer (``kizuna.train.optim.make_optimizer``: AdamW, weight decay on matrices). The step is what
+``ContrastiveTrainer.train_step`` does without gradient clipping and the scheduler.
+
+"kizuna" is kizuna as shipped: on the CPU in fp32 its linears run on oneDNN, forward and input-gradient
+GEMMs (the weight-gradient GEMM stays on ``torch.mm``; no block fusion while training). A third
+contender, a copy of the same model with its own optimizer, runs every step inside ``common.onednn_off``
+(``kizuna.models.layers.ONEDNN = False``: plain ``F.linear``, MKL sgemm), interleaved with the others.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .common import MKL_LABEL, Settings, build_pair, caption_source, interleaved, md_table, onednn_in_use, onednn_off
+
+NAME = "train_step"
+TITLE = "Training step vs Hugging Face CLIPModel"
+TARGET = 1.2
+LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": "kizuna oneDNN off"}
+
+
+def run(s: Settings) -> dict:
+    from kizuna.data.tokenizer import ClipTokenizer
+    from kizuna.models.losses import clip_loss
+    from kizuna.train.optim import make_optimizer
+
+    batch = 4 if s.quick else 32
+    variant = "ViT-B/32"
+    s.log(f"[train_step] building {variant}, batch {batch}")
+    k, hf = build_pair(variant)
+    captions, source = caption_source()
+    tokens = ClipTokenizer(77)(captions[:batch])
+    pixels = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    models = {"kizuna": k, "hf": hf, "kizuna_mkl": copy.deepcopy(k)}
+    opts = {}
+    for name, m in models.items():
+        m.train()
+        opts[name] = make_optimizer(m, lr=1e-5, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6)
+
+    def kizuna_step(m, opt):
+        out = m(pixels, tokens)
+        loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def mkl_step():
+        with onednn_off():
+            return kizuna_step(models["kizuna_mkl"], opts["kizuna_mkl"])
+
+    def hf_step():
+        out = hf(input_ids=tokens, pixel_values=pixels)
+        loss = clip_loss(out.image_embeds, out.text_embeds, hf.logit_scale.exp())
+        loss.backward()
+        opts["hf"].step()
+        opts["hf"].zero_grad(set_to_none=True)
+        return loss.detach()
+
+    # Same loss at the first step (identical weights and inputs); the models then drift apart only by
+    # floating-point rounding, which does not change the work.
+    first = {"kizuna": float(kizuna_step(k, opts["kizuna"])), "hf": float(hf_step()), "kizuna_mkl": float(mkl_step())}
+    fns = {"kizuna": lambda: kizuna_step(k, opts["kizuna"]), "hf": hf_step, "kizuna_mkl": mkl_step}
+    t = interleaved(fns, s.reps, max(0, s.warmup - 1), items=batch)  # the loss check above was a warm-up step
+    r = t["kizuna"].rate / t["hf"].rate
+    m = t["kizuna_mkl"]
+    rows = [[variant, batch, f"{t['kizuna'].rate:.2f}", f"{t['hf'].rate:.2f}", f"**{r:.2f}x**",
+             f"{m.rate:.2f} ({m.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / m.rate:.2f}x",
+             f"{t['kizuna'].median:.2f} / {t['hf'].median:.2f} / {m.median:.2f}",
+             f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%}"]]
+    table = md_table(["model", "batch", "kizuna images/s", "HF images/s", "kizuna ÷ HF",
+                      f"{MKL_LABEL} images/s (÷ HF)", "kizuna ÷ oneDNN off", "s per step kizuna / HF / oneDNN off",
+                      "spread kizuna / HF / oneDNN off"], rows, align="lrrrrrrrr")
+    notes = [
+        f"Batch {batch} image-text pairs (random 224x224 pixels, 77-token Flickr8k captions from {source}); "
+        "an image/s figure counts one pair as one image.",
+        "First-step loss (identical weights, same inputs): " + ", ".join(
+            f"{LABELS[n]} {v:.6f}" for n, v in first.items()) + ".",
+        "\"kizuna\" is kizuna as shipped (CPU fp32 linears on oneDNN, forward and input-gradient GEMMs); "
+        f"\"{MKL_LABEL}\" is a copy of the same model, with its own optimizer, stepped with "
+        "`kizuna.models.layers.ONEDNN = False` (plain `F.linear`, MKL sgemm), interleaved with the others: "
+        "\"kizuna ÷ oneDNN off\" is what the oneDNN choice is worth for training."
+        + ("" if onednn_in_use() else " (oneDNN is not in use on this machine, so both kizuna contenders run F.linear.)"),
+        "HF with its default attention (`sdpa`), dropout 0 (CLIP's config), no gradient checkpointing on either side.",
+    ]
+    targets = [{"target": f"train step: kizuna >= {TARGET}x HF, {variant} batch {batch}", "value": f"{r:.2f}x",
+                "met": r >= TARGET}]
+    return {"title": TITLE, "md": table, "notes": notes, "targets": targets,
+            "data": {"variant": variant, "batch": batch, "ratio": round(r, 4),
+                     "ratio_onednn_vs_mkl": round(t["kizuna"].rate / m.rate, 4), "first_loss": first,
+                     "timings": {n: v.as_dict() for n, v in t.items()}}}

@@ -1,0 +1,91 @@
+"""The benchmark suite still runs: `python -m benchmarks --quick --only ...` into a temporary report.
+
+No timing assertions; this only guards against the benchmark code rotting (renamed APIs, broken report).
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("KIZUNA_SHARED", REPO.parent / "shared"))  # as benchmarks/common.py finds it
+
+
+def _run_bench(tmp_path, only: str, timeout: int, **env_extra) -> tuple[str, dict]:
+    out, js = tmp_path / "B.md", tmp_path / "b.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", only, "--out", str(out), "--json", str(js)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out.read_text(), json.loads(js.read_text())["sections"]
+
+
+def test_quick_tokenizer_benchmark_writes_a_table_with_a_ratio(tmp_path):
+    out, js = tmp_path / "BENCH.md", tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "tokenizer", "--out", str(out), "--json", str(js)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    md = out.read_text()
+    assert "## Tokenizer throughput" in md
+    assert "--quick smoke run" in md
+    # A Markdown table whose header names the ratio column, with kizuna's row carrying a ratio.
+    lines = md.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| tokenizer |"))
+    assert "kizuna ÷ this" in lines[header]
+    assert set(lines[header + 1].replace("|", "").split()) <= {"---", "---:", ":---:"}
+    rows = [line for line in lines[header + 2:] if line.startswith("|")]
+    assert any("kizuna" in r and r.rstrip(" |").split("|")[-2].strip().endswith("x") for r in rows)
+    assert any("HF" in r for r in rows) and any("plain-Python" in r for r in rows)
+    data = json.loads(js.read_text())
+    sec = data["sections"]["tokenizer"]
+    assert sec["data"]["ratio_vs_hf"] > 0 and sec["data"]["ratio_vs_python"] > 0
+    assert all(len(t["runs_s"]) >= 5 for t in sec["data"]["timings"].values())
+    assert sec["command"].endswith("--json " + str(js)) or "--only tokenizer" in sec["command"]
+
+
+def _rate_cells(md: str, title: str, column: str) -> list[float]:
+    """The numbers in column ``column`` of the first table after ``## title``."""
+    lines = md.split("## " + title, 1)[1].split("\n## ", 1)[0].splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| what |"))
+    cols = [c.strip() for c in lines[header].strip("|").split("|")]
+    k = cols.index(column)
+    rows = [line for line in lines[header + 2:] if line.startswith("|")]
+    return [float(r.strip("|").split("|")[k].strip().replace(",", "")) for r in rows]
+
+
+def test_quick_train_and_eval_throughput_benchmarks_report_rates(tmp_path):
+    # One torch thread: with two OpenMP threads on a busy 2-core machine every op waits at its barrier for
+    # a descheduled thread (measured: a demo-model step 20x slower), and this test checks plumbing, not speed.
+    md, data = _run_bench(tmp_path, "train_throughput,eval_throughput", timeout=300, OMP_NUM_THREADS="1")
+
+    assert "## Training throughput" in md
+    rates = _rate_cells(md, "Training throughput", "samples/s")
+    assert len(rates) == 2 and all(r > 0 for r in rates)  # the trainer's and the bare step's
+    tr = data["train_throughput"]["data"]
+    assert tr["trainer_samples_per_s"] > 0 and tr["trainer_step_rates"]
+    assert len(tr["bare_step"]["runs_s"]) >= 5
+
+    assert "## Zero-shot evaluation throughput" in md
+    ev = data["eval_throughput"]["data"]
+    if not (SHARED / "data" / "cifar10" / "test").is_dir():  # no shared data here: the section says it skipped
+        assert ev.get("skipped") and "Skipped:" in md.split("## Zero-shot evaluation throughput", 1)[1]
+        return
+    rates = _rate_cells(md, "Zero-shot evaluation throughput", "images/s")
+    assert len(rates) == 3 and all(r > 0 for r in rates)  # end-to-end with 0 and 2 workers, encode-only
+    assert set(ev["timings"]) == {"e2e_0w", "e2e_2w", "encode"}
+    assert all(len(t["runs_s"]) >= 5 for t in ev["timings"].values())
+    assert 0 <= ev["acc1"] <= 1
+
+
+def test_eval_throughput_skips_cleanly_without_the_shared_data(tmp_path):
+    md, data = _run_bench(tmp_path, "eval_throughput", timeout=120, KIZUNA_SHARED=str(tmp_path / "no-shared"))
+    sec = data["eval_throughput"]
+    assert sec["data"] == {"skipped": True} and sec["targets"] == []
+    body = md.split("## Zero-shot evaluation throughput", 1)[1]
+    assert "Skipped:" in body and "cifar10" in body
