@@ -346,3 +346,49 @@ def test_random_and_constant_encoders_are_at_chance(probes):
     assert const["relation_swap"] == 0.5  # ties pick index 0; labels within a group differ
     for k in ("text_score", "image_score", "group_score"):
         assert const[f"relation_swap/{k}"] == 0.0  # ties never count as a win
+
+
+# ----------------------------------------------------------------------------- hard-negative twins
+
+
+def test_hard_negative_twin_changes_exactly_one_attribute_and_one_word():
+    world = SyntheticWorld(seed=3, split="train", length=2000)
+    held, twins = set(HELDOUT_PAIRS), 0
+    for i in range(400):
+        meta, twin = world.sample_meta(i), world.hard_negative_meta(i)
+        if meta.kind != "single":
+            assert twin is None
+            continue
+        twins += 1
+        (c0, s0), (c1, s1) = meta.pairs[0], twin.pairs[0]
+        assert (c0 == c1) != (s0 == s1), (meta.caption, twin.caption)  # exactly one attribute differs
+        assert (c1, s1) not in held  # a twin never shows a held-out pair
+        a, b = meta.objects[0], twin.objects[0]
+        assert (a.size, a.x, a.y, a.r, twin.position) == (b.size, b.x, b.y, b.r, meta.position)
+        # Same template: the captions differ in one word (plus the article before it).
+        diff = [(x, y) for x, y in zip(meta.caption.split(), twin.caption.split()) if x != y]
+        assert len(meta.caption.split()) == len(twin.caption.split()), (meta.caption, twin.caption)
+        assert [d for d in diff if d[0] not in ("a", "an")] in ([(s0, s1)], [(s0 + ".", s1 + ".")],
+                                                                [(c0, c1)]), (meta.caption, twin.caption)
+    assert twins > 150
+    assert world.hard_negative_meta(7) == world.hard_negative_meta(7)  # deterministic
+
+
+def test_hard_negative_batches_put_twins_next_to_their_scene():
+    from kizuna.train.data import SyntheticPairs
+
+    def to_tensor(img):
+        return torch.zeros(1)
+
+    plain = SyntheticPairs(1000, 32, to_tensor, seed=0)
+    twinned = SyntheticPairs(1000, 32, to_tensor, seed=0, hard_negatives=True)
+    keys = [(i, 0) for i in range(64)]
+    a, b = plain.__getitems__(keys), twinned.__getitems__(keys)
+    assert [x["caption"] for x in a[0::2]] == [x["caption"] for x in b[0::2]]  # even slots unchanged
+    n_twins = 0
+    for j in range(1, 64, 2):
+        twin = twinned.world.hard_negative_meta(j - 1)
+        assert b[j]["caption"] == (twin.caption if twin else a[j]["caption"])
+        assert b[j]["index"] == j  # the slot's own index: epoch accounting is unchanged
+        n_twins += twin is not None
+    assert n_twins >= 8

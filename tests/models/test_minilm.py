@@ -31,3 +31,23 @@ def test_minilm_text_tower_is_pretrained_and_roundtrips(tmp_path):
     loaded = kizuna.load_model(tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_text(tokens), a)
+
+
+def test_trimming_all_padding_columns_leaves_embeddings_unchanged():
+    model = kizuna.ClipModel(model_config(make_config(model="ViT-mu-8", text_tower="minilm", data="synthetic",
+                                                      synthetic_image_size=32))).eval()
+    model.text.load_pretrained_weights()
+    tokens = kizuna.get_tokenizer(model)(["a dog", "a brown dog runs across the green grass near a lake"])
+    assert tokens.shape[-1] == 64 and int(tokens[:, 1].sum(dim=1).max()) < 20
+    seen = []
+    hook = model.text.encoder.register_forward_hook(lambda mod, args, kw, out: seen.append(kw["input_ids"].shape[1]),
+                                                    with_kwargs=True)
+    with torch.no_grad():
+        trimmed = model.text.sentence_embeddings(tokens)
+        hook.remove()
+        ids, mask = tokens[:, 0], tokens[:, 1]
+        hidden = model.text.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # all 64 columns
+        m = mask.unsqueeze(-1).float()
+        full = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+    assert seen == [int(mask.sum(dim=1).max())]  # the encoder ran on the used columns only
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)

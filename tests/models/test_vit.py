@@ -121,6 +121,27 @@ def test_hybrid_stem_embeds_feature_map_with_patch_size_one():
     assert all(p.grad is not None for p in vit.parameters())
 
 
+def test_conv_stem_pools_between_convs_and_sets_the_grid():
+    vit = kizuna.create_vit("mu/1", image_size=48, num_classes=6, stem="conv", stem_channels=[8, 16, 16, 32],
+                            class_token=False, pool="max")
+    convs = [m for m in vit.stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in vit.stem.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 16, 32] and len(pools) == 3
+    assert vit.cfg.stem_stride == 8 and vit.cfg.grid == (6, 6) and vit.pos_embed.shape[1] == 36
+    assert vit.stem(torch.randn(1, 3, 48, 48)).shape == (1, 32, 6, 6)
+    vit.head.weight.data.normal_()
+    vit(torch.randn(2, 3, 48, 48)).sum().backward()
+    assert all(p.grad is not None for p in vit.parameters())
+
+
+def test_max_pool_is_the_channelwise_max_over_patch_tokens():
+    vit = kizuna.create_vit("mu/8", image_size=32, num_classes=0, class_token=False, pool="max").eval()
+    tokens = vit.forward_features(torch.randn(2, 3, 32, 32))
+    assert torch.equal(vit.pool(tokens), tokens.max(dim=1).values)
+    with pytest.raises(ValueError, match="'max'"):
+        VisionConfig(pool="sum")
+
+
 @pytest.mark.parametrize("size", [s for s in VIT_SIZES])
 def test_vit_variants_decode_and_train_at_tiny_width(size):
     cfg = kizuna.vit_config(f"{size}/8", image_size=16, num_classes=3)

@@ -218,7 +218,8 @@ def filters_report(target: AnalysisTarget, out: str | Path, components: int = 28
     out = Path(out)
     vit = target.vit
     if vit.stem is not None:
-        weight, of = vit.stem.conv[0].weight, "stem.conv.0 (first 3x3 convolution of the hybrid's ResNet stem)"
+        name, first = next((n, m) for n, m in vit.stem.named_modules() if isinstance(m, torch.nn.Conv2d))
+        weight, of = first.weight, f"stem.{name} (first 3x3 convolution of the hybrid's {vit.cfg.stem} stem)"
     else:
         weight, of = vit.patch_embed.proj.weight, "patch_embed.proj (linear patch embedding)"
     comps, evr = patch_filter_pca(weight.detach().float().cpu(), k=components)

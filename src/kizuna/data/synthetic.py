@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable, Sequence
@@ -217,8 +218,12 @@ _POSITION_PHRASE = {
 }
 
 
-def _sample_single(rng: random.Random, pairs: Sequence[tuple[str, str]]) -> SceneMeta:
-    pair = rng.choice(pairs)
+def _sample_single(rng: random.Random, pairs: Sequence[tuple[str, str]],
+                   pair: tuple[str, str] | None = None) -> SceneMeta:
+    # The draw is made even when ``pair`` is forced, so a twin (see SyntheticWorld.hard_negative_meta)
+    # consumes the same random stream and keeps the original's size, caption template and position.
+    drawn = rng.choice(pairs)
+    pair = pair or drawn
     colour, shape = pair
     size = rng.choice(("small", "large"))
     r = rng.uniform(*SIZE_RANGES[size])
@@ -496,10 +501,33 @@ class SyntheticWorld(torch.utils.data.Dataset):
         kind = next((k for k, c in zip(self._kinds, self._cum) if u < c), self._kinds[-1])
         return _SAMPLERS[kind](rng, self._pairs)
 
-    def __getitem__(self, i: int):
+    def hard_negative_meta(self, i: int) -> SceneMeta | None:
+        """The hard-negative twin of sample ``i``: the same single-object scene (size, position,
+        caption template) with one attribute changed - the shape when the caption names it, else the
+        colour - so its caption differs from the original's in exactly that word. ``None`` for
+        scenes with several objects or words. The new colour x shape pair is one this split may draw
+        (held-out pairs stay held out)."""
         meta = self.sample_meta(i)
+        if meta.kind != "single":
+            return None
+        colour, shape = meta.pairs[0]
+        choose = random.Random(f"kizuna-twin:{self.seed}:{self.split}:{self._index(i)}")
+        if re.search(rf"\b{shape}\b", meta.caption):
+            options = [(colour, s) for s in self.shapes if s != shape and (colour, s) in self._pairs]
+        else:
+            options = [(c, shape) for c in self.colours if c != colour and (c, shape) in self._pairs]
+        if not options:
+            return None
+        rng = random.Random(f"kizuna-world:{self.seed}:{self.split}:{self._index(i)}")
+        rng.random()  # the scene-kind draw of sample_meta
+        return _sample_single(rng, self._pairs, pair=choose.choice(options))
+
+    def render(self, meta: SceneMeta):
         img = render_scene(meta, self.image_size)
         return (self.transform(img) if self.transform else img), meta.caption
+
+    def __getitem__(self, i: int):
+        return self.render(self.sample_meta(i))
 
     def __repr__(self) -> str:
         return (f"SyntheticWorld(seed={self.seed}, image_size={self.image_size}, "

@@ -1,8 +1,14 @@
-"""The ViT paper's hybrid: a small ResNet whose feature map is embedded with patch size 1.
+"""Convolutional stems for the ViT paper's hybrid: a small CNN whose feature map is embedded with patch size 1.
 
-Each stage halves the resolution, so a ``stem_channels`` list of length s gives a stride of 2**s.
-GroupNorm instead of BatchNorm (as BiT, the paper's ResNet) so the stem behaves the same at any batch
-size and under gradient accumulation.
+``ResNetStem`` (``stem="resnet"``, the paper's choice): every stage is a residual block that halves the
+resolution, so a ``stem_channels`` list of length s gives a stride of 2**s. GroupNorm instead of
+BatchNorm (as BiT, the paper's ResNet) so the stem behaves the same at any batch size and under
+gradient accumulation.
+
+``ConvStem`` (``stem="conv"``): plain 3x3 conv + ReLU layers with a 2x2 max-pool between them, so a
+list of length s gives a stride of 2**(s-1). No normalisation. On the built-in shapes world this is
+the stem that learns object shape within a CPU demo's budget under contrastive training (the ResNet
+stem and the plain ViT stay near chance on shape for the first thousand steps; docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -43,3 +49,18 @@ class ResNetStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.conv(x))
+
+
+class ConvStem(nn.Module):
+    def __init__(self, channels: list[int]):
+        super().__init__()
+        layers, cin = [], 3
+        for i, c in enumerate(channels):
+            if i:
+                layers.append(nn.MaxPool2d(2))
+            layers += [nn.Conv2d(cin, c, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = c
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

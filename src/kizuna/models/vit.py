@@ -34,19 +34,19 @@ class VisionConfig:
     act: str = "gelu"
     eps: float = 1e-6
     class_token: bool = True
-    pool: str = "cls"  # "cls" | "gap" | "map"
+    pool: str = "cls"  # "cls" | "gap" (mean of patch tokens) | "max" (per-channel max) | "map" (attention pool)
     norm_pre: bool = False
     patch_bias: bool = True
     output_dim: int | None = None  # projection into the joint space (no bias), CLIP only
     num_classes: int = 0  # classification head (zero-initialised), supervised ViT only
-    stem: str = "patch"  # "patch" | "resnet" (the paper's hybrid)
+    stem: str = "patch"  # "patch" | "resnet" (the paper's hybrid) | "conv" (conv+ReLU+max-pool stem, models/hybrid.py)
     stem_channels: list[int] = field(default_factory=lambda: [64, 128, 256])
 
     def __post_init__(self):
         if isinstance(self.image_size, list):
             self.image_size = tuple(self.image_size)
-        if self.pool not in ("cls", "gap", "map"):
-            raise ValueError(f"vision pool must be 'cls', 'gap' or 'map', got {self.pool!r}")
+        if self.pool not in ("cls", "gap", "max", "map"):
+            raise ValueError(f"vision pool must be 'cls', 'gap', 'max' or 'map', got {self.pool!r}")
         if self.pool == "cls" and not self.class_token:
             raise ValueError("pool='cls' needs class_token=True")
 
@@ -58,7 +58,11 @@ class VisionConfig:
 
     @property
     def stem_stride(self) -> int:
-        return 2 ** len(self.stem_channels) if self.stem == "resnet" else 1
+        if self.stem == "resnet":
+            return 2 ** len(self.stem_channels)
+        if self.stem == "conv":
+            return 2 ** (len(self.stem_channels) - 1)
+        return 1
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -125,13 +129,13 @@ class VisionTransformer(nn.Module):
         if cfg.stem == "patch":
             self.stem = None
             self.patch_embed = PatchEmbed(cfg.patch_size, 3, D, cfg.patch_bias)
-        elif cfg.stem == "resnet":
-            from .hybrid import ResNetStem
+        elif cfg.stem in ("resnet", "conv"):
+            from .hybrid import ConvStem, ResNetStem
 
-            self.stem = ResNetStem(cfg.stem_channels)
+            self.stem = (ResNetStem if cfg.stem == "resnet" else ConvStem)(cfg.stem_channels)
             self.patch_embed = PatchEmbed(cfg.patch_size, cfg.stem_channels[-1], D, cfg.patch_bias)
         else:
-            raise ValueError(f"unknown stem {cfg.stem!r}; choose 'patch' or 'resnet'")
+            raise ValueError(f"unknown stem {cfg.stem!r}; choose 'patch', 'resnet' or 'conv'")
         gh, gw = cfg.grid
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_prefix_tokens + gh * gw, D))
@@ -217,6 +221,9 @@ class VisionTransformer(nn.Module):
             return tokens[:, 0]
         if self.cfg.pool == "gap":
             return tokens[:, self.cfg.num_prefix_tokens :].mean(dim=1)
+        if self.cfg.pool == "max":
+            # A small object on a large background survives a max; a mean dilutes it by the area ratio.
+            return tokens[:, self.cfg.num_prefix_tokens :].amax(dim=1)
         return self.attn_pool(tokens)
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

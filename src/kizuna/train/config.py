@@ -33,6 +33,7 @@ class TrainConfig:
     csv_caption_key: str = "title"
     synthetic_image_size: int = 64
     synthetic_length: int = 200_000
+    synthetic_hard_negatives: bool = False  # pair each single-object scene with its shape/colour-swapped twin
     workers: int = 2
     resampled: bool = False
     aug_scale: tuple = (0.9, 1.0)
@@ -93,9 +94,22 @@ def load_config_file(name_or_path: str) -> dict:
     return module.get_config()
 
 
+def deep_merge(base: dict, update: dict) -> dict:
+    """``update`` over ``base``, recursing into nested dicts (so one leaf can be changed alone)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def make_config(base: dict | None = None, **overrides) -> TrainConfig:
+    """A config file's dict with flags on top. ``model_overrides`` merges key by key, so
+    ``--model-overrides '{"vision": {"depth": 2}}'`` keeps the config's other vision and text fields."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    merged = {**(base or {}), **overrides}
+    base = dict(base or {})
+    if isinstance(base.get("model_overrides"), dict) and isinstance(overrides.get("model_overrides"), dict):
+        overrides = {**overrides, "model_overrides": deep_merge(base["model_overrides"], overrides["model_overrides"])}
+    merged = {**base, **overrides}
     unknown = sorted(set(merged) - fields)
     if unknown:
         raise ValueError(f"unknown training option(s): {', '.join(unknown)}")

@@ -27,7 +27,7 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
-from .config import TrainConfig
+from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, contrastive_loss, init_distributed
 from .logging import MetricLogger
@@ -35,19 +35,10 @@ from .optim import autocast_for, make_optimizer, make_scheduler
 from .towers import lock_tower
 
 
-def _deep_update(base: dict, overrides: dict) -> dict:
-    for k, v in overrides.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
 def model_config(cfg: TrainConfig) -> ClipConfig:
     """The ClipConfig a fresh run starts from: preset + overrides + loss/tower/tokenizer choices."""
     d = kizuna.clip_config(cfg.model).to_dict()
-    _deep_update(d, copy.deepcopy(cfg.model_overrides))
+    d = deep_merge(d, copy.deepcopy(cfg.model_overrides))
     if "embed_dim" in cfg.model_overrides:  # a new joint width: the towers' projections follow it
         for tower in ("vision", "text"):
             if "output_dim" not in cfg.model_overrides.get(tower, {}) and d[tower].get("output_dim"):

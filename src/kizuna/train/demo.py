@@ -47,7 +47,9 @@ def run(args):
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     cfg = make_config(load_config_file("demo"), **overrides)
-    print(f"kizuna demo: training a {cfg.model_overrides['vision']['depth']}-layer ViT + "
+    from .report import describe_image_tower
+
+    print(f"kizuna demo: training a {describe_image_tower(cfg.model_overrides['vision'])} + "
           f"{cfg.model_overrides['text']['depth']}-layer text Transformer on the shapes world "
           f"({cfg.steps} steps x {cfg.batch_size} pairs) on {'GPU' if torch.cuda.is_available() else 'CPU'}")
     start = time.perf_counter()

@@ -8,6 +8,16 @@ import torch
 from .logging import read_metrics
 
 
+
+def describe_image_tower(vision: dict) -> str:
+    """'2-layer ViT (width 128, patch 8)' or '1-layer hybrid ViT (conv stem 32-64-128, width 128, max pooling)'."""
+    depth, width = vision.get("depth"), vision.get("width")
+    stem = vision.get("stem", "patch")
+    if stem == "patch":
+        return f"{depth}-layer ViT (width {width}, patch {vision.get('patch_size')})"
+    channels = "-".join(str(c) for c in vision.get("stem_channels", []))
+    return f"{depth}-layer hybrid ViT ({stem} stem {channels}, width {width}, {vision.get('pool', 'cls')} pooling)"
+
 def _figure(figsize):
     from matplotlib.figure import Figure
 
@@ -95,9 +105,8 @@ def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: f
 
     text = [
         "# kizuna demo report", "",
-        f"A CLIP with a {cfg.model_overrides['vision']['depth']}-layer ViT "
-        f"(width {cfg.model_overrides['vision']['width']}, patch {cfg.model_overrides['vision']['patch_size']}, "
-        f"{cfg.synthetic_image_size} px) and a {cfg.model_overrides['text']['depth']}-layer text Transformer, "
+        f"A CLIP with a {describe_image_tower(cfg.model_overrides['vision'])} at {cfg.synthetic_image_size} px "
+        f"and a {cfg.model_overrides['text']['depth']}-layer text Transformer, "
         f"trained from scratch for {cfg.steps} steps of {cfg.batch_size} pairs on the built-in shapes world.",
         f"Training took {train_seconds / 60:.1f} min on {platform.processor() or platform.machine()} "
         f"({torch.get_num_threads()} threads), median {sorted(sps)[len(sps) // 2]:.0f} pairs/s.", "",
