@@ -493,10 +493,13 @@ class SyntheticWorld(torch.utils.data.Dataset):
             raise IndexError(i)
         return i
 
+    def _scene_rng(self, i: int) -> random.Random:
+        # One stream per sample: sample_meta and hard_negative_meta must draw from the same one.
+        return random.Random(f"kizuna-world:{self.seed}:{self.split}:{self._index(i)}")
+
     def sample_meta(self, i: int) -> SceneMeta:
         """The scene description (objects, caption, word, ...) of sample ``i``, without rendering."""
-        i = self._index(i)
-        rng = random.Random(f"kizuna-world:{self.seed}:{self.split}:{i}")
+        rng = self._scene_rng(i)
         u = rng.random()
         kind = next((k for k, c in zip(self._kinds, self._cum) if u < c), self._kinds[-1])
         return _SAMPLERS[kind](rng, self._pairs)
@@ -518,7 +521,7 @@ class SyntheticWorld(torch.utils.data.Dataset):
             options = [(c, shape) for c in self.colours if c != colour and (c, shape) in self._pairs]
         if not options:
             return None
-        rng = random.Random(f"kizuna-world:{self.seed}:{self.split}:{self._index(i)}")
+        rng = self._scene_rng(i)
         rng.random()  # the scene-kind draw of sample_meta
         return _sample_single(rng, self._pairs, pair=choose.choice(options))
 

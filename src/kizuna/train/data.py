@@ -19,8 +19,9 @@ class SyntheticPairs:
     ``hard_negatives``: in every batch, the sample after a single-object scene is replaced by that
     scene's twin (same scene with its shape, or its colour, changed; see
     ``SyntheticWorld.hard_negative_meta``), so the contrastive loss must tell the two apart.
-    Without twins, a colour-only solution explains most of a random batch (1 in 8 negatives shares
-    the colour), which leaves shape to be learned very late."""
+    The idea: without twins a colour-only solution explains most of a random batch (1 in 8
+    negatives shares the colour). Measured on the demo, twins alone did not make shape learnable
+    (docs/RESULTS.md), so they are off by default."""
 
     def __init__(self, length: int, image_size: int, transform, seed: int = 0, hard_negatives: bool = False):
         self.length = length
@@ -31,17 +32,20 @@ class SyntheticPairs:
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, key):
+    def _scene(self, key) -> tuple[int, int]:
+        """(slot i, scene index in the world) of a sampler key ``i`` or ``(i, epoch)``."""
         i, epoch = key if isinstance(key, tuple) else (key, 0)
-        n = epoch * self.length + i
+        return i, epoch * self.length + i
+
+    def __getitem__(self, key):
+        i, n = self._scene(key)
         image, caption = self.world[n]
         return {"image": self.transform(image), "caption": caption, "key": f"synthetic-{n}", "index": i}
 
     def _twin(self, key, of):
         """The hard-negative twin of sample ``of`` (a key), in the slot of sample ``key``."""
-        i, epoch = key if isinstance(key, tuple) else (key, 0)
-        j, of_epoch = of if isinstance(of, tuple) else (of, 0)
-        n = of_epoch * self.length + j
+        i, _ = self._scene(key)
+        _, n = self._scene(of)
         meta = self.world.hard_negative_meta(n)
         if meta is None:
             return None
