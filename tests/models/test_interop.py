@@ -340,6 +340,10 @@ def test_export_refuses_what_hf_cannot_express(tmp_path):
     cfg.vision.norm_pre = False
     with pytest.raises(ValueError, match="pre_layrnorm"):
         export_hf_clip(ClipModel(cfg), tmp_path)
+    cfg = clip_config("ViT-mu-8")
+    cfg.vision.norm_after_pool = True
+    with pytest.raises(ValueError, match="norm_after_pool"):
+        export_hf_clip(ClipModel(cfg), tmp_path)
     with pytest.raises(ValueError, match="MAP head"):
         export_hf_siglip(kizuna.create_model("ViT-mu-8"), tmp_path)
     assert not (tmp_path / "model.safetensors").exists()

@@ -142,6 +142,19 @@ def test_max_pool_is_the_channelwise_max_over_patch_tokens():
         VisionConfig(pool="sum")
 
 
+def test_norm_after_pool_normalises_the_pooled_feature_not_the_tokens():
+    x = torch.randn(2, 3, 32, 32)
+    before = kizuna.create_vit("mu/8", image_size=32, num_classes=0, class_token=False, pool="max").eval()
+    after = kizuna.create_vit("mu/8", image_size=32, num_classes=0, class_token=False, pool="max",
+                              norm_after_pool=True).eval()
+    after.load_state_dict(before.state_dict())  # same parameters: only the order of LayerNorm and pooling differs
+    raw = after.forward_features(x)
+    assert torch.allclose(before.forward_features(x), before.norm(raw), atol=1e-6)
+    assert torch.allclose(after.pool(raw), after.norm(raw.max(dim=1).values), atol=1e-6)
+    assert not torch.allclose(after(x), before(x), atol=1e-3)
+    assert torch.allclose(after.forward_intermediates(x)["pooled"], after.pool(raw), atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [s for s in VIT_SIZES])
 def test_vit_variants_decode_and_train_at_tiny_width(size):
     cfg = kizuna.vit_config(f"{size}/8", image_size=16, num_classes=3)

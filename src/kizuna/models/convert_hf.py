@@ -475,6 +475,8 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
         problems.append("the patch embedding has a bias, HF CLIP's has none")
     if v.stem != "patch" or v.num_classes:
         problems.append("hybrid stems and classification heads are not part of HF CLIP")
+    if v.norm_after_pool:
+        problems.append("norm_after_pool=True, HF CLIP normalises the class token before pooling")
     if not v.output_dim or v.output_dim != t.output_dim:
         problems.append(f"both towers need a projection to one size (vision {v.output_dim}, text {t.output_dim})")
     if not t.causal:
@@ -537,8 +539,8 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
         problems.append("vision norm_pre=True, HF SigLIP has no pre-LayerNorm")
     if not v.patch_bias:
         problems.append("the patch embedding has no bias, HF SigLIP's has one")
-    if v.output_dim or v.stem != "patch" or v.num_classes:
-        problems.append("the image tower must end at the MAP head (no projection, stem or classifier)")
+    if v.output_dim or v.stem != "patch" or v.num_classes or v.norm_after_pool:
+        problems.append("the image tower must end at the MAP head (no projection, stem, classifier or norm_after_pool)")
     if t.causal or t.pool != "last":
         problems.append("the text tower must be bidirectional and pooled at the last position")
     if not t.proj_bias or t.output_dim != v.width:

@@ -157,7 +157,8 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
     c = model.cfg
     v, t = c.vision, c.text
     problems = []
-    if not v.class_token or v.pool != "cls" or not v.norm_pre or v.patch_bias or v.stem != "patch" or v.num_classes:
+    if (not v.class_token or v.pool != "cls" or not v.norm_pre or v.patch_bias or v.stem != "patch" or v.num_classes
+            or v.norm_after_pool):
         problems.append("the image tower must be a CLIP ViT (class token, pre-LayerNorm, no patch bias, no head)")
     if not v.output_dim or v.output_dim != t.output_dim:
         problems.append("both towers need a projection to one size")

@@ -36,6 +36,9 @@ class VisionConfig:
     class_token: bool = True
     pool: str = "cls"  # "cls" | "gap" (mean of patch tokens) | "max" (per-channel max) | "map" (attention pool)
     norm_pre: bool = False
+    # timm's fc_norm: apply the final LayerNorm to the pooled feature instead of to every token. With
+    # max pooling this matters: normalising each token first blows up near-constant background tokens.
+    norm_after_pool: bool = False
     patch_bias: bool = True
     output_dim: int | None = None  # projection into the joint space (no bias), CLIP only
     num_classes: int = 0  # classification head (zero-initialised), supervised ViT only
@@ -211,12 +214,17 @@ class VisionTransformer(nn.Module):
         return torch.cat([x[:, :p], patches], dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Tokens after the final LayerNorm, [B, prefix + N, D]."""
+        """Tokens after the final LayerNorm (before it with ``norm_after_pool``), [B, prefix + N, D]."""
         x, _ = self.embed(x)
         x, _, _ = self.transformer(x)
-        return self.norm(x)
+        return x if self.cfg.norm_after_pool else self.norm(x)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``forward_features`` tokens -> one feature per image (LayerNormed last with ``norm_after_pool``)."""
+        pooled = self._pool(tokens)
+        return self.norm(pooled) if self.cfg.norm_after_pool else pooled
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.cfg.pool == "cls":
             return tokens[:, 0]
         if self.cfg.pool == "gap":
@@ -243,7 +251,8 @@ class VisionTransformer(nn.Module):
         """Every block's tokens (and attention maps [B, heads, T, T]) for analysis."""
         x, grid = self.embed(x)
         x, tokens, attentions = self.transformer(x, return_tokens=True, return_attention=return_attention)
-        x = self.norm(x)
+        if not self.cfg.norm_after_pool:
+            x = self.norm(x)
         return {
             "tokens": tokens,
             "attentions": attentions,
