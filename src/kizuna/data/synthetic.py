@@ -493,16 +493,19 @@ class SyntheticWorld(torch.utils.data.Dataset):
             raise IndexError(i)
         return i
 
-    def _scene_rng(self, i: int) -> random.Random:
-        # One stream per sample: sample_meta and hard_negative_meta must draw from the same one.
-        return random.Random(f"kizuna-world:{self.seed}:{self.split}:{self._index(i)}")
+    def _draw_meta(self, i: int, single_pair: tuple[str, str] | None = None) -> SceneMeta:
+        # One random stream per sample. With ``single_pair`` the scene kind is drawn (and ignored) all
+        # the same, so the single-object scene that follows gets the same size, position and template.
+        rng = random.Random(f"kizuna-world:{self.seed}:{self.split}:{self._index(i)}")
+        u = rng.random()
+        if single_pair is not None:
+            return _sample_single(rng, self._pairs, pair=single_pair)
+        kind = next((k for k, c in zip(self._kinds, self._cum) if u < c), self._kinds[-1])
+        return _SAMPLERS[kind](rng, self._pairs)
 
     def sample_meta(self, i: int) -> SceneMeta:
         """The scene description (objects, caption, word, ...) of sample ``i``, without rendering."""
-        rng = self._scene_rng(i)
-        u = rng.random()
-        kind = next((k for k, c in zip(self._kinds, self._cum) if u < c), self._kinds[-1])
-        return _SAMPLERS[kind](rng, self._pairs)
+        return self._draw_meta(i)
 
     def hard_negative_meta(self, i: int) -> SceneMeta | None:
         """The hard-negative twin of sample ``i``: the same single-object scene (size, position,
@@ -521,9 +524,7 @@ class SyntheticWorld(torch.utils.data.Dataset):
             options = [(c, shape) for c in self.colours if c != colour and (c, shape) in self._pairs]
         if not options:
             return None
-        rng = self._scene_rng(i)
-        rng.random()  # the scene-kind draw of sample_meta
-        return _sample_single(rng, self._pairs, pair=choose.choice(options))
+        return self._draw_meta(i, single_pair=choose.choice(options))
 
     def render(self, meta: SceneMeta):
         img = render_scene(meta, self.image_size)

@@ -8,7 +8,6 @@ import torch
 from .logging import read_metrics
 
 
-
 def describe_image_tower(vision: dict) -> str:
     """'2-layer ViT (width 128, patch 8)' or '1-layer hybrid ViT (conv stem 32-64-128, width 128, max pooling)'."""
     depth, width = vision.get("depth"), vision.get("width")
@@ -17,6 +16,7 @@ def describe_image_tower(vision: dict) -> str:
         return f"{depth}-layer ViT (width {width}, patch {vision.get('patch_size')})"
     channels = "-".join(str(c) for c in vision.get("stem_channels", []))
     return f"{depth}-layer hybrid ViT ({stem} stem {channels}, width {width}, {vision.get('pool', 'cls')} pooling)"
+
 
 def _figure(figsize):
     from matplotlib.figure import Figure
