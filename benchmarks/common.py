@@ -146,6 +146,35 @@ def onednn_off():
         layers.ONEDNN = saved
 
 
+PAD_LABEL = "kizuna, padding kept"
+
+
+@contextlib.contextmanager
+def padding_kept(model):
+    """``model``'s text tower with its padding trim off for the duration: every call runs all the
+    positions of the token batch (77 here), as HF does; the previous setting is restored afterwards."""
+    text = model.text
+    saved = text.trim_padding
+    text.trim_padding = False
+    try:
+        yield
+    finally:
+        text.trim_padding = saved
+
+
+def with_padding(fn: Callable[[], Any], model) -> Callable[[], Any]:
+    """``fn`` wrapped so every call runs inside :func:`padding_kept` (for ``interleaved``)."""
+    def call():
+        with padding_kept(model):
+            return fn()
+    return call
+
+
+def positions_run(model, tokens) -> int:
+    """How many of the batch's token positions kizuna's text tower runs: up to its last end-of-text."""
+    return int(model.text.pool_positions(tokens).max()) + 1
+
+
 def without_onednn(fn: Callable[[], Any]) -> Callable[[], Any]:
     """``fn`` wrapped so every call runs inside :func:`onednn_off` (for ``interleaved``)."""
     def call():

@@ -11,18 +11,23 @@ activation and residual adds into the GEMMs (``kizuna.models.layers``). A third 
 model instance called with that switched off (``common.onednn_off``: ``kizuna.models.layers.ONEDNN =
 False``, so every linear is plain ``F.linear``, i.e. MKL sgemm); it is timed in the same interleaving and
 shows what the oneDNN choice is worth.
+
+For texts a fourth contender is the same instance with its padding trim off (``common.padding_kept``):
+kizuna's causal text tower runs a batch only up to its last end-of-text token (the positions after
+it cannot change the pooled feature), HF runs all 77; the column shows what the trim is worth.
 """
 from __future__ import annotations
 
 import torch
 
-from .common import (MKL_LABEL, Settings, build_pair, caption_source, hf_attention, inner_for, interleaved, md_table,
-                     onednn_in_use, onednn_off, pooled, without_onednn)
+from .common import (MKL_LABEL, PAD_LABEL, Settings, build_pair, caption_source, hf_attention, inner_for, interleaved,
+                     md_table, onednn_in_use, onednn_off, padding_kept, pooled, positions_run, with_padding,
+                     without_onednn)
 
 NAME = "encode"
 TITLE = "Encoding throughput vs Hugging Face CLIPModel"
 TARGET = 1.2
-LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": MKL_LABEL}
+LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": MKL_LABEL, "kizuna_pad": PAD_LABEL}
 
 
 def _texts(n: int) -> torch.Tensor:
@@ -59,6 +64,10 @@ def run(s: Settings) -> dict:
                 di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
                 dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
             parity.append((variant, "kizuna_mkl", di, dt))
+            with padding_kept(k):
+                dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
+            parity.append((variant, "kizuna_pad", None, dt))
+            kept = {b: positions_run(k, tokens[:b]) for b in batches}
             for tower in towers:
                 for b in batches:
                     if tower == "image":
@@ -70,7 +79,7 @@ def run(s: Settings) -> dict:
                         x = tokens[:b]
                         kfn = lambda x=x: k.encode_text(x)
                         fns = {"kizuna": kfn, "hf": lambda x=x: pooled(hf.get_text_features(input_ids=x)),
-                               "kizuna_mkl": without_onednn(kfn)}
+                               "kizuna_mkl": without_onednn(kfn), "kizuna_pad": with_padding(kfn, k)}
                     inner = inner_for(fns["hf"], 1.0) if b == 1 else 1
                     s.log(f"[encode] {variant} {tower} batch {b} ({inner} call(s) per timed run)")
                     t = interleaved(fns, s.reps, s.warmup, inner=inner, items=b)
@@ -81,9 +90,13 @@ def run(s: Settings) -> dict:
                     m = t["kizuna_mkl"]
                     row += [f"{m.rate:.2f} ({m.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / m.rate:.2f}x",
                             f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%}"]
+                    p = t.get("kizuna_pad")
+                    row += [f"{p.rate:.2f} ({p.rate / t['hf'].rate:.2f}x), {kept[b]} of {x.shape[1]} positions run "
+                            "with the trim" if p else "-"]
                     rows.append(row)
                     data.append({"variant": variant, "tower": tower, "batch": b, "inner": inner, "ratio": round(r, 4),
                                  "ratio_onednn_vs_mkl": round(t["kizuna"].rate / m.rate, 4),
+                                 "positions_run": kept[b] if tower == "text" else None,
                                  "timings": {n: v.as_dict() for n, v in t.items()}})
                     if b == big:
                         targets.append({"target": f"encode: kizuna >= {TARGET}x HF, {variant} {tower} batch {b}",
@@ -91,15 +104,19 @@ def run(s: Settings) -> dict:
         del k, hf  # frees this pair before the next one is built
 
     headers = ["model", "input", "batch", "kizuna", "HF", "kizuna ÷ HF", f"{MKL_LABEL} (÷ HF)",
-               "kizuna ÷ oneDNN off", "spread kizuna / HF / oneDNN off"]
-    table = md_table(headers, rows, align="llrrrrrrr")
+               "kizuna ÷ oneDNN off", "spread kizuna / HF / oneDNN off", f"{PAD_LABEL} (÷ HF)"]
+    table = md_table(headers, rows, align="llrrrrrrrr")
     ptable = md_table(
         ["model", "contender", "max abs diff vs HF, image features", "max abs diff vs HF, text features"],
-        [[v, LABELS[n], f"{di:.1e}", f"{dt:.1e}"] for v, n, di, dt in parity], align="llrr")
+        [[v, LABELS[n], "-" if di is None else f"{di:.1e}", f"{dt:.1e}"] for v, n, di, dt in parity], align="llrr")
     notes = [
         f"HF attention implementation: `{attn}` (HF's default, left as is); kizuna uses "
         "`F.scaled_dot_product_attention` too.",
         f"Texts: 77-token batches from {source}. Images: random 224x224 pixel tensors.",
+        "kizuna's causal text tower runs a batch only up to its last end-of-text token (`TextTransformer."
+        "trim_padding`: the positions after it cannot change the pooled feature, so the output is the same, see "
+        f"the parity table); HF runs all 77. \"{PAD_LABEL}\" is the same instance with the trim off, "
+        "interleaved with the others: the image-tower rows and that column compare like with like.",
         "Rates in items per second (median of the timed runs); batch-1 runs repeat the call to last about 1 s.",
         "\"kizuna\" is kizuna as shipped: CPU fp32 linears on oneDNN (`torch.ops.mkldnn._linear_pointwise`), "
         "bias/activation/residual fused into the GEMMs of each block at inference. "

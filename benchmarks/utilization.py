@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from .common import MKL_LABEL, Settings, interleaved, md_table, onednn_matmul, without_onednn
+from .common import MKL_LABEL, Settings, interleaved, md_table, onednn_matmul, positions_run, without_onednn
 
 NAME = "utilization"
 TITLE = "Utilisation of the fp32 matmul peak"
@@ -74,6 +74,7 @@ def _own_encode(s: Settings) -> list[dict]:
         for tower in ("image", "text"):
             if f"{tower}/kizuna" in t:
                 rows.append({"variant": v, "tower": tower, "batch": b,
+                             "positions_run": positions_run(k, tokens) if tower == "text" else None,
                              "timings": {n: t[f"{tower}/{n}"].as_dict() for n in ("kizuna", "kizuna_mkl")}})
     return rows
 
@@ -92,19 +93,22 @@ def run(s: Settings) -> dict:
     p_best = max(p_mkl, p_dnn or 0.0)
     best_name = "oneDNN matmul" if p_dnn and p_dnn > p_mkl else "torch.mm"
 
-    flops = {}
-    for v in ("ViT-B/32", "ViT-B/16"):
-        cfg = kizuna.clip_config(v.replace("/", "-"))
-        flops[(v, "image")] = vision_flops(cfg.vision)
-        flops[(v, "text")] = text_flops(cfg.text)
+    def flops_per_item(r, contender: str) -> int:
+        # Texts: the FLOPs of the positions a contender runs. kizuna's trim stops at the batch's last
+        # end-of-text; counting the skipped padding would inflate its figure. HF runs all 77.
+        cfg = kizuna.clip_config(r["variant"].replace("/", "-"))
+        if r["tower"] == "image":
+            return vision_flops(cfg.vision)
+        trimmed = contender in ("kizuna", "kizuna_mkl") and r.get("positions_run")
+        return text_flops(cfg.text, context_length=r["positions_run"] if trimmed else cfg.text.context_length)
 
     big = max(r["batch"] for r in rows)
     table, data, targets = [], [], []
     for r in rows:
         if r["batch"] != big:
             continue
-        f = flops[(r["variant"], r["tower"])]
         for name in [n for n in LABELS if n in r["timings"]]:
+            f = flops_per_item(r, name)
             tm = r["timings"][name]
             achieved = f * tm["items_per_s"] / 1e9
             u_mkl, u_dnn, u_best = achieved / p_mkl, (achieved / p_dnn if p_dnn else None), achieved / p_best

@@ -322,3 +322,53 @@ def test_ascii_fast_path_cleans_exactly_like_ftfy():
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(5000)]
     texts += ["a &amp;amp;lt; b", "caf\u00e9 \u201cquoted\u201d", "tab\tand\r\nnewline", "\x1b[31mred\x1b[0m"]
     assert [clean_text(t) for t in texts] == [reference(t) for t in texts]
+
+
+def test_word_cache_gives_the_rust_ids_on_random_and_special_texts(tok, monkeypatch):
+    """ASCII texts are split in Python and encoded piece by piece from a cache; every text must get the ids
+    of the Rust BPE on the whole text: random ASCII (control characters, case, digits, contractions, runs of
+    punctuation), special-token strings, non-ASCII, and a batch that mixes them."""
+    import random
+
+    import kizuna.data.tokenizer as ktok
+
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in range(128)] + ["'s", "'t", "'re", "'LL", "<|", "|>", "  "] * 8
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(3000)]
+    texts += ["a <|endoftext|> b", "<|startoftext|>x", "caf\u00e9 na\u00efve", "\x1c\x1dsep\x1f", "'s'S'sss 12ab3"]
+    fresh = ClipTokenizer(77)
+    assert fresh._pieces == {}  # kizuna's own layout: the cache is on
+    assert fresh._encode_cleaned(texts) == fresh._encode_rust(texts)
+    assert fresh._encode_cleaned(texts) == fresh._encode_rust(texts)  # warm cache, same ids
+    monkeypatch.setattr(ktok, "_PIECE_CACHE_LIMIT", 10)
+    fresh._encode_cleaned(texts[:50])
+    assert len(fresh._pieces) <= 10 + len({p for t in texts[:50] for p in ktok._ASCII_SPLIT.findall(t)})
+    assert fresh._encode_cleaned(texts[:50]) == fresh._encode_rust(texts[:50])
+    assert len(fresh._pieces) < 200  # it was cleared before growing further
+
+
+def test_ascii_whitespace_matches_the_regex_module():
+    """OpenAI collapses whitespace with `regex`'s \\s, which (unlike the stdlib's) leaves \\x1c-\\x1f alone;
+    the ASCII path must do the same."""
+    import random
+
+    from kizuna.data.tokenizer import clean_text
+
+    def reference(t):
+        t = html.unescape(html.unescape(ftfy.fix_text(t) if ftfy else t)).strip()
+        return regex.sub(r"\s+", " ", t).strip().lower()
+
+    rng = random.Random(1)
+    texts = ["".join(rng.choice("ab \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85&amp;") for _ in range(rng.randint(0, 20)))
+             for _ in range(3000)]
+    assert [clean_text(t) for t in texts] == [reference(t) for t in texts]
+
+
+def test_word_cache_is_off_for_a_tokenizer_that_splits_differently(tmp_path):
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import BPE
+
+    other = Tokenizer(BPE(vocab={"a": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}, merges=[]))
+    other.pre_tokenizer = pre_tokenizers.Whitespace()
+    other.add_special_tokens(["<|startoftext|>", "<|endoftext|>"])
+    assert TrainedBpeTokenizer(other)._pieces is None

@@ -106,6 +106,49 @@ def test_text_is_causal_and_pools_at_eot():
     assert not torch.allclose(model.encode_text(t3)[0], a[0])
 
 
+def _positions_run(model, t) -> int:
+    seen = []
+    hook = model.text.transformer.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
+    model.encode_text(t)
+    hook.remove()
+    return seen[0]
+
+
+def test_padding_trim_runs_to_the_last_eot_and_changes_nothing():
+    torch.manual_seed(0)
+    model = kizuna.create_model("ViT-mu-8")
+    t = tokens(ctx=77, eot_at=(4, 7, 11))
+    assert _positions_run(model, t) == 12  # the longest sequence: EOT at index 11
+    model.text.trim_padding = False
+    assert _positions_run(model, t) == 77
+    full = model.encode_text(t)
+    full.square().sum().backward()
+    grads_full = {n: p.grad.clone() for n, p in model.text.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.text.trim_padding = True
+    trimmed = model.encode_text(t)
+    trimmed.square().sum().backward()
+    torch.testing.assert_close(trimmed, full, atol=1e-6, rtol=1e-5)
+    for name, p in model.text.named_parameters():
+        ref = grads_full[name]
+        tol = 1e-4 * float(ref.abs().max())  # summation order differs; a wrong trim differs at O(1)
+        if name == "pos_embed":  # rows past the trim get no gradient either way
+            torch.testing.assert_close(p.grad[:12], ref[:12], atol=tol, rtol=0)
+            assert float(ref[12:].abs().max()) == 0.0
+        elif p.grad is not None:
+            torch.testing.assert_close(p.grad, ref, atol=tol, rtol=0)
+    # A sequence without an end-of-text token pools at the last position: nothing is cut.
+    no_eot = t.clone()
+    no_eot[1] = 5
+    assert _positions_run(model, no_eot) == 77
+
+
+def test_bidirectional_text_tower_is_never_trimmed():
+    model = kizuna.create_model("siglip-mu-8")
+    t = tokens(ctx=model.text.cfg.context_length, eot_at=(4, 7, 11))
+    assert _positions_run(model, t) == model.text.cfg.context_length
+
+
 def test_text_longer_than_context_is_clear():
     model = kizuna.create_model("ViT-mu-8")
     with pytest.raises(ValueError, match="exceeds the model's context length 77"):
@@ -165,6 +208,9 @@ def test_flops_match_hand_count_and_torch_counter():
         if hasattr(m, "use_sdpa"):
             m.use_sdpa = False
     assert measured_flops(model.encode_image, torch.randn(1, 3, 32, 32)) == vision_flops(v)
-    assert measured_flops(model.encode_text, tokens(1, 77)) == text_flops(t)
+    one = tokens(1, 77)  # end-of-text at index 4: the trimmed tower runs 5 positions
+    assert measured_flops(model.encode_text, one) == text_flops(t, context_length=5)
+    model.text.trim_padding = False
+    assert measured_flops(model.encode_text, one) == text_flops(t)
     b32 = kizuna.clip_config("ViT-B-32")
     assert abs((vision_flops(b32.vision) + text_flops(b32.text)) / 1e9 - 14.78) < 0.01  # OpenCLIP's profile

@@ -19,8 +19,10 @@ from __future__ import annotations
 import functools
 import gzip
 import html
+import itertools
 import json
 import os
+import re as _stdre
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -65,6 +67,12 @@ _NUM_CLIP_MERGES = 49152 - 256 - 2  # 48,894: the merges OpenAI uses out of the 
 # OpenAI compiles it with IGNORECASE; the text is lower-cased before, so that changes nothing.
 _SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 _WHITESPACE = _re.compile(r"\s+")
+# The same patterns for pure-ASCII text in the stdlib `re`, which has no Unicode property lookups and is
+# ~3x faster: on ASCII, \p{L} is [A-Za-z], \p{N} is [0-9] and `regex`'s \s is [\t\n\v\f\r ] (the stdlib's
+# also takes \x1c-\x1f). Tested against `regex` and the Rust split.
+_ASCII_WHITESPACE = _stdre.compile(r"[\t\n\x0b\x0c\r ]+" if _re is not _stdre else r"\s+")
+_ASCII_SPLIT = _stdre.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[A-Za-z]+|[0-9]|[^\t\n\x0b\x0c\r A-Za-z0-9]+")
+_PIECE_CACHE_LIMIT = 200_000  # pieces (words); cleared when full, so memory stays bounded
 _OVERFLOW_MODES = ("truncate", "error")
 
 
@@ -83,7 +91,7 @@ def bytes_to_unicode() -> dict[int, str]:
 
 # Printable ASCII (plus tab/newline/CR) without '&': ftfy.fix_text provably leaves it unchanged up to
 # whitespace, which is collapsed below anyway, so it can skip ftfy (most of the cleaning time).
-_FTFY_NOOP = _re.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
+_FTFY_NOOP = _stdre.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
 
 
 def clean_text(text: str) -> str:
@@ -91,7 +99,7 @@ def clean_text(text: str) -> str:
     if ftfy is not None and not _FTFY_NOOP.fullmatch(text):
         text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
-    return _WHITESPACE.sub(" ", text).strip().lower()
+    return (_ASCII_WHITESPACE if text.isascii() else _WHITESPACE).sub(" ", text).strip().lower()
 
 
 def _snippet(text: str, limit: int = 60) -> str:
@@ -142,6 +150,18 @@ def _openai_tokenizer() -> Tokenizer:
     return _build_tokenizer(_clip_layout_vocab(merges), merges)
 
 
+def _is_kizuna_layout(tokenizer: Tokenizer) -> bool:
+    """True if `tokenizer` splits like `_pre_tokenizer()`, has no normaliser and only SOT/EOT as added
+    tokens: then encoding piece by piece gives exactly its ids (a JSON loaded from elsewhere may not)."""
+    try:
+        added = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
+        return (tokenizer.normalizer is None and added <= {SOT_TOKEN, EOT_TOKEN}
+                and tokenizer.pre_tokenizer is not None
+                and tokenizer.pre_tokenizer.__getstate__() == _pre_tokenizer().__getstate__())
+    except AttributeError:  # an older `tokenizers` without these accessors: keep the plain path
+        return False
+
+
 class BpeTokenizer:
     """Shared call API of the CLIP-style BPE tokenizers; subclasses only build `self.tokenizer`."""
 
@@ -157,6 +177,9 @@ class BpeTokenizer:
         if self.sot_token_id is None or self.eot_token_id is None:
             raise ValueError(f"tokenizer lacks the special tokens {SOT_TOKEN} / {EOT_TOKEN}")
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        # Word-level cache in front of the Rust BPE for ASCII texts (see `_encode_cleaned`); only for
+        # tokenizers built the way kizuna builds them, where it provably gives the same ids.
+        self._pieces: dict[str, list[int]] | None = {} if _is_kizuna_layout(tokenizer) else None
 
     # -- encoding -------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -175,9 +198,30 @@ class BpeTokenizer:
                 raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
         return [clean_text(t) for t in texts]
 
-    def _encode_cleaned(self, cleaned: list[str]) -> list[list[int]]:
+    def _encode_rust(self, texts: list[str]) -> list[list[int]]:
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)  # fast: no offsets
-        return [e.ids for e in encode(cleaned, add_special_tokens=False)]
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+    def _encode_cleaned(self, cleaned: list[str]) -> list[list[int]]:
+        """BPE works on each piece of the pre-tokenizer's split on its own, so a text's ids are its
+        pieces' ids in order. For ASCII texts the split runs here (stdlib `re`) and each distinct piece
+        goes through the Rust BPE once, then comes from a dict: captions reuse a small vocabulary of
+        words, and this is ~2x faster than the Rust call per text. Non-ASCII texts and texts that may hold
+        a special-token string go to Rust whole."""
+        cache = self._pieces
+        if cache is None:
+            return self._encode_rust(cleaned)
+        if len(cache) > _PIECE_CACHE_LIMIT:
+            cache.clear()
+        split = _ASCII_SPLIT.findall
+        pieces = [split(t) if t.isascii() and "<|" not in t else None for t in cleaned]
+        missing = list({p for ps in pieces if ps is not None for p in ps if p not in cache})
+        if missing:
+            cache.update(zip(missing, self._encode_rust(missing)))
+        slow = [i for i, ps in enumerate(pieces) if ps is None]
+        slow_ids = dict(zip(slow, self._encode_rust([cleaned[i] for i in slow]))) if slow else {}
+        get, chain = cache.__getitem__, itertools.chain.from_iterable
+        return [slow_ids[i] if ps is None else list(chain(map(get, ps))) for i, ps in enumerate(pieces)]
 
     def __call__(
         self, texts: str | Sequence[str], context_length: int | None = None, on_overflow: str = "truncate"
