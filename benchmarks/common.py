@@ -171,8 +171,8 @@ def with_padding(fn: Callable[[], Any], model) -> Callable[[], Any]:
 
 
 def positions_run(model, tokens) -> int:
-    """How many of the batch's token positions kizuna's text tower runs: up to its last end-of-text."""
-    return int(model.text.pool_positions(tokens).max()) + 1
+    """How many of the batch's token positions kizuna's text tower runs (its own rule)."""
+    return model.text.positions_run(tokens)
 
 
 def without_onednn(fn: Callable[[], Any]) -> Callable[[], Any]:

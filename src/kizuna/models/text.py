@@ -100,13 +100,18 @@ class TextTransformer(nn.Module):
         x, _, _ = self.transformer(x, causal=self.cfg.causal)
         return self.norm(x)
 
+    def positions_run(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> int:
+        """How many of the batch's positions ``forward`` runs: up to the last pooled position when the
+        padding trim applies (causal tower, pooled at EOT/argmax), else all of them."""
+        if not (self.trim_padding and self.cfg.causal and self.cfg.pool != "last" and len(tokens)):
+            return tokens.shape[1]
+        positions = self.pool_positions(tokens) if positions is None else positions
+        return int(positions.max()) + 1
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         self.check_tokens(tokens)
         positions = self.pool_positions(tokens)
-        if self.trim_padding and self.cfg.causal and self.cfg.pool != "last" and len(tokens):
-            keep = int(positions.max()) + 1
-            if keep < tokens.shape[1]:
-                tokens = tokens[:, :keep]
+        tokens = tokens[:, : self.positions_run(tokens, positions)]
         x = self.forward_features(tokens)
         pooled = x[torch.arange(x.shape[0], device=x.device), positions]
         return self.proj(pooled) if self.proj is not None else pooled
