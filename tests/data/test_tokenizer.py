@@ -325,26 +325,50 @@ def test_ascii_fast_path_cleans_exactly_like_ftfy():
 
 
 def test_word_cache_gives_the_rust_ids_on_random_and_special_texts(tok, monkeypatch):
-    """ASCII texts are split in Python and encoded piece by piece from a cache; every text must get the ids
-    of the Rust BPE on the whole text: random ASCII (control characters, case, digits, contractions, runs of
-    punctuation), special-token strings, non-ASCII, and a batch that mixes them."""
+    """Plain ASCII texts are joined, split on whitespace in Python and encoded chunk by chunk from a cache;
+    every text must get the ids of the Rust BPE on the whole cleaned text: random ASCII (control characters,
+    case, digits, contractions, runs of punctuation, odd whitespace), special-token strings, non-ASCII, and
+    batches that mix them, in a fresh and a warm cache, and after the cache was cleared."""
     import random
 
     import kizuna.data.tokenizer as ktok
+    from kizuna.data.tokenizer import clean_text
 
     rng = random.Random(0)
     alphabet = [chr(c) for c in range(128)] + ["'s", "'t", "'re", "'LL", "<|", "|>", "  "] * 8
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(3000)]
+    # mostly plain texts (the fast path): printable ASCII and tab/newline/CR, no '&'
+    plain = [chr(c) for c in range(32, 127) if chr(c) != "&"] + ["\t", "\n", "\r", "'S", "'ve", "   "] * 4
+    texts += ["".join(rng.choice(plain) for _ in range(rng.randint(1, 40))) for _ in range(3000)]
     texts += ["a <|endoftext|> b", "<|startoftext|>x", "caf\u00e9 na\u00efve", "\x1c\x1dsep\x1f", "'s'S'sss 12ab3"]
+    assert sum(bool(ktok._PLAIN_TEXT.fullmatch(t)) for t in texts) > 3000  # the fast path is exercised
     fresh = ClipTokenizer(77)
-    assert fresh._pieces == {}  # kizuna's own layout: the cache is on
-    assert fresh._encode_cleaned(texts) == fresh._encode_rust(texts)
-    assert fresh._encode_cleaned(texts) == fresh._encode_rust(texts)  # warm cache, same ids
-    monkeypatch.setattr(ktok, "_PIECE_CACHE_LIMIT", 10)
-    fresh._encode_cleaned(texts[:50])
-    assert len(fresh._pieces) <= 10 + len({p for t in texts[:50] for p in ktok._ASCII_SPLIT.findall(t)})
-    assert fresh._encode_cleaned(texts[:50]) == fresh._encode_rust(texts[:50])
-    assert len(fresh._pieces) < 200  # it was cleared before growing further
+    assert fresh._words is not None and len(fresh._words) == 0  # kizuna's own layout: the cache is on
+    expected = fresh._encode_rust([clean_text(t) for t in texts])
+    assert fresh.encode_batch(texts) == expected
+    assert fresh.encode_batch(texts) == expected  # warm cache, same ids
+    assert fresh.encode_batch(texts[::-1]) == expected[::-1]
+    assert [fresh.encode(t) for t in texts[:200]] == expected[:200]  # one text per call
+    monkeypatch.setattr(ktok, "_WORD_CACHE_LIMIT", 10)
+    fresh.encode_batch(texts[:50])
+    assert fresh.encode_batch(texts[:50]) == expected[:50]
+    assert len(fresh._words) < 500  # it was cleared before growing further
+
+
+def test_call_matches_a_per_text_reference_with_truncation(tok):
+    """The batched tensor fill (numpy scatter) against building each row by hand: short, long (truncated so
+    EOT stays last) and mixed plain / non-plain texts, at several context lengths."""
+    import random
+
+    rng = random.Random(3)
+    words = ["a", "dog", "runs", "on", "the", "beach", "caf\u00e9", "&amp;", "12", "!!", "it's"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(300)]
+    for ctx in (2, 5, 16, 77):
+        out = tok(texts, context_length=ctx)
+        for i, t in enumerate(texts):
+            ids = tok.encode(t)[: ctx - 2]
+            row = [tok.sot_token_id, *ids, tok.eot_token_id] + [0] * (ctx - 2 - len(ids))
+            assert out[i].tolist() == row, (ctx, i, t)
 
 
 def test_ascii_whitespace_matches_the_regex_module():
@@ -371,4 +395,19 @@ def test_word_cache_is_off_for_a_tokenizer_that_splits_differently(tmp_path):
     other = Tokenizer(BPE(vocab={"a": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}, merges=[]))
     other.pre_tokenizer = pre_tokenizers.Whitespace()
     other.add_special_tokens(["<|startoftext|>", "<|endoftext|>"])
-    assert TrainedBpeTokenizer(other)._pieces is None
+    assert TrainedBpeTokenizer(other)._words is None
+
+
+def test_empty_inputs_and_the_cache_off(tok):
+    """An empty batch, and a tokenizer with its word cache off, take the same paths' edge cases."""
+    assert tok.encode_batch([]) == []
+    assert tok([]).shape == (0, 77)
+    off = ClipTokenizer(77)
+    off._words = None
+    texts = ["A dog.", "caf\u00e9", "two  words"]
+    assert off.encode_batch(texts) == tok.encode_batch(texts)
+    assert torch.equal(off(texts), tok(texts))
+    with pytest.raises(ValueError, match="index 1"):
+        off(["a", "   "])
+    with pytest.raises(ValueError, match="index 1"):
+        tok(["a", " \t "])

@@ -72,7 +72,7 @@ _WHITESPACE = _re.compile(r"\s+")
 # also takes \x1c-\x1f). Tested against `regex` and the Rust split.
 _ASCII_WHITESPACE = _stdre.compile(r"[\t\n\x0b\x0c\r ]+" if _re is not _stdre else r"\s+")
 _ASCII_SPLIT = _stdre.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[A-Za-z]+|[0-9]|[^\t\n\x0b\x0c\r A-Za-z0-9]+")
-_PIECE_CACHE_LIMIT = 200_000  # pieces (words); cleared when full, so memory stays bounded
+_WORD_CACHE_LIMIT = 200_000  # chunks (words with their punctuation); cleared when full: bounded memory
 _OVERFLOW_MODES = ("truncate", "error")
 
 
@@ -92,6 +92,10 @@ def bytes_to_unicode() -> dict[int, str]:
 # Printable ASCII (plus tab/newline/CR) without '&': ftfy.fix_text provably leaves it unchanged up to
 # whitespace, which is collapsed below anyway, so it can skip ftfy (most of the cleaning time).
 _FTFY_NOOP = _stdre.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
+# A "plain" text is such ASCII and holds no special-token string: its cleaning is only lower-casing (the
+# split drops whitespace anyway), and its only whitespace (space, \t, \n, \r) is what `str.split()` and
+# the split pattern agree on, so it can take the batched word-cache path of `BpeTokenizer._encode_plain`.
+_PLAIN_TEXT = _FTFY_NOOP
 
 
 def clean_text(text: str) -> str:
@@ -162,6 +166,57 @@ def _is_kizuna_layout(tokenizer: Tokenizer) -> bool:
         return False
 
 
+def _ragged_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of `arange(s, s + n)` for each (s, n) pair, without a Python loop."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
+
+
+class _ChunkIds:
+    """Token ids of whitespace-free chunks of text, stored flat so many lookups are one numpy gather.
+
+    The word cache of `BpeTokenizer`: `index[chunk]` is a row; row r's ids are
+    `ids[start[r] : start[r] + length[r]]`. Arrays grow by doubling, so adding rows is amortised O(1).
+    Row 0 is the empty separator that marks text boundaries in a joined batch.
+    """
+
+    SEPARATOR = "\x00"  # never in a text the fast path takes (see `_PLAIN_TEXT`), so never a real chunk
+
+    def __init__(self):
+        self.index: dict[str, int] = {self.SEPARATOR: 0}
+        self.start = np.zeros(1024, dtype=np.int64)
+        self.length = np.zeros(1024, dtype=np.int64)
+        self.ids = np.zeros(4096, dtype=np.int64)
+        self.n_ids = 0
+
+    def __len__(self) -> int:
+        return len(self.index) - 1
+
+    @staticmethod
+    def _fit(a: np.ndarray, size: int) -> np.ndarray:
+        if size <= len(a):
+            return a
+        out = np.zeros(max(size, 2 * len(a)), dtype=a.dtype)
+        out[: len(a)] = a
+        return out
+
+    def add(self, chunks: list[str], ids: list[list[int]]) -> None:
+        rows, lengths = len(self.index), np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        self.start, self.length = self._fit(self.start, rows + len(chunks)), self._fit(self.length, rows + len(chunks))
+        self.length[rows : rows + len(chunks)] = lengths
+        self.start[rows : rows + len(chunks)] = self.n_ids + np.cumsum(lengths) - lengths
+        total = int(lengths.sum())
+        self.ids = self._fit(self.ids, self.n_ids + total)
+        self.ids[self.n_ids : self.n_ids + total] = np.fromiter(itertools.chain.from_iterable(ids), np.int64, total)
+        self.n_ids += total
+        self.index.update(zip(chunks, range(rows, rows + len(chunks))))
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(all ids of `rows` in order, each row's length)."""
+        lengths = self.length[rows]
+        return self.ids[_ragged_positions(self.start[rows], lengths)], lengths
+
+
 class BpeTokenizer:
     """Shared call API of the CLIP-style BPE tokenizers; subclasses only build `self.tokenizer`."""
 
@@ -177,9 +232,9 @@ class BpeTokenizer:
         if self.sot_token_id is None or self.eot_token_id is None:
             raise ValueError(f"tokenizer lacks the special tokens {SOT_TOKEN} / {EOT_TOKEN}")
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-        # Word-level cache in front of the Rust BPE for ASCII texts (see `_encode_cleaned`); only for
+        # Word cache in front of the Rust BPE for plain ASCII texts (see `_encode_plain`); only for
         # tokenizers built the way kizuna builds them, where it provably gives the same ids.
-        self._pieces: dict[str, list[int]] | None = {} if _is_kizuna_layout(tokenizer) else None
+        self._words: _ChunkIds | None = _ChunkIds() if _is_kizuna_layout(tokenizer) else None
 
     # -- encoding -------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -187,41 +242,75 @@ class BpeTokenizer:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of many texts (cleaned in Python, BPE in parallel in Rust); no start/end tokens."""
-        return self._encode_cleaned(self._clean_all(texts))
-
-    def _clean_all(self, texts: Sequence[str]) -> list[str]:
-        if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
-        return [clean_text(t) for t in texts]
+        """Token ids of many texts (cleaned as OpenAI does, BPE in Rust behind a word cache); no start/end
+        tokens, no truncation."""
+        ids, lengths = self._encode_texts(texts)
+        return [a.tolist() for a in np.split(ids, np.cumsum(lengths)[:-1])] if len(lengths) else []
 
     def _encode_rust(self, texts: list[str]) -> list[list[int]]:
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)  # fast: no offsets
         return [e.ids for e in encode(texts, add_special_tokens=False)]
 
-    def _encode_cleaned(self, cleaned: list[str]) -> list[list[int]]:
-        """BPE works on each piece of the pre-tokenizer's split on its own, so a text's ids are its
-        pieces' ids in order. For ASCII texts the split runs here (stdlib `re`) and each distinct piece
-        goes through the Rust BPE once, then comes from a dict: captions reuse a small vocabulary of
-        words, and this is ~2x faster than the Rust call per text. Non-ASCII texts and texts that may hold
-        a special-token string go to Rust whole."""
-        cache = self._pieces
-        if cache is None:
-            return self._encode_rust(cleaned)
-        if len(cache) > _PIECE_CACHE_LIMIT:
-            cache.clear()
-        split = _ASCII_SPLIT.findall
-        pieces = [split(t) if t.isascii() and "<|" not in t else None for t in cleaned]
-        missing = list({p for ps in pieces if ps is not None for p in ps if p not in cache})
-        if missing:
-            cache.update(zip(missing, self._encode_rust(missing)))
-        slow = [i for i, ps in enumerate(pieces) if ps is None]
-        slow_ids = dict(zip(slow, self._encode_rust([cleaned[i] for i in slow]))) if slow else {}
-        get, chain = cache.__getitem__, itertools.chain.from_iterable
-        return [slow_ids[i] if ps is None else list(chain(map(get, ps))) for i, ps in enumerate(pieces)]
+    def _encode_texts(self, texts: Sequence[str], require_text: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(the ids of all `texts` back to back, each text's id count). Plain texts go through the batched
+        word cache, the others are cleaned one by one (ftfy, html) and encoded whole in Rust. With
+        `require_text`, a text with nothing left after cleaning raises ValueError."""
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        plain = [] if self._words is None else [
+            i for i, t in enumerate(texts) if _PLAIN_TEXT.fullmatch(t) and "<|" not in t]
+        if len(plain) == len(texts):  # the common case: nothing to merge
+            ids, lengths = self._encode_plain(list(texts))
+            empty = np.flatnonzero(lengths == 0)
+        else:
+            plain_set = set(plain)
+            other = [i for i in range(len(texts)) if i not in plain_set]
+            cleaned = [clean_text(texts[i]) for i in other]
+            other_ids = self._encode_rust(cleaned)
+            other_len = np.fromiter(map(len, other_ids), dtype=np.int64, count=len(other))
+            flat_other = np.fromiter(itertools.chain.from_iterable(other_ids), np.int64, int(other_len.sum()))
+            flat_plain, plain_len = self._encode_plain([texts[i] for i in plain])
+            lengths = np.zeros(len(texts), dtype=np.int64)
+            lengths[plain], lengths[other] = plain_len, other_len
+            ids = np.empty(int(lengths.sum()), dtype=np.int64)
+            starts = np.cumsum(lengths) - lengths
+            for rows, flat, n in ((plain, flat_plain, plain_len), (other, flat_other, other_len)):
+                ids[_ragged_positions(starts[rows], n)] = flat
+            empty = sorted([plain[i] for i in np.flatnonzero(plain_len == 0)]
+                           + [other[k] for k, c in enumerate(cleaned) if not c])
+        if require_text and len(empty):
+            i = int(empty[0])
+            raise ValueError(f"empty text at index {i}: {_snippet(texts[i])} has nothing left after cleaning")
+        return ids, lengths
+
+    def _encode_plain(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of plain texts (see `_PLAIN_TEXT`) as in `_encode_texts`. BPE works on each piece of the
+        pre-tokenizer's split on its own, and no piece crosses whitespace, so a text's ids are the ids of
+        its whitespace-separated chunks in order. The batch is joined with a separator chunk, lower-cased
+        and split in one C call each; every distinct chunk is split and BPE-encoded once, then comes from
+        the cache, and the ids are gathered in numpy. Captions reuse a small vocabulary of words."""
+        if not texts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        words = self._words
+        if len(words) > _WORD_CACHE_LIMIT:
+            words = self._words = _ChunkIds()
+        chunks = f" {_ChunkIds.SEPARATOR} ".join(texts).lower().split()
+        try:
+            rows = list(map(words.index.__getitem__, chunks))
+        except KeyError:  # new words: encode each distinct one once
+            new = list(set(chunks).difference(words.index))
+            pieces = [_ASCII_SPLIT.findall(c) for c in new]
+            distinct = list({p for ps in pieces for p in ps})
+            piece_ids = dict(zip(distinct, self._encode_rust(distinct)))
+            words.add(new, [list(itertools.chain.from_iterable(map(piece_ids.__getitem__, ps))) for ps in pieces])
+            rows = list(map(words.index.__getitem__, chunks))
+        rows = np.asarray(rows, dtype=np.int64)
+        ids, chunk_len = words.gather(rows)
+        text_of_chunk = np.cumsum(rows == 0)  # a separator starts the next text
+        return ids, np.bincount(text_of_chunk, weights=chunk_len, minlength=len(texts)).astype(np.int64)
 
     def __call__(
         self, texts: str | Sequence[str], context_length: int | None = None, on_overflow: str = "truncate"
@@ -237,23 +326,20 @@ class BpeTokenizer:
             raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
         if isinstance(texts, str):
             texts = [texts]
-        cleaned = self._clean_all(texts)
-        for i, t in enumerate(cleaned):
-            if not t:
-                raise ValueError(f"empty text at index {i}: {_snippet(texts[i])} has nothing left after cleaning")
-        out = np.zeros((len(cleaned), ctx), dtype=np.int64)
+        ids, lengths = self._encode_texts(texts, require_text=True)
+        too_long = np.flatnonzero(lengths > ctx - 2)
+        if on_overflow == "error" and len(too_long):
+            i = int(too_long[0])
+            raise ValueError(f"text at index {i} is {lengths[i] + 2} tokens long (with start/end), over the "
+                             f"context length {ctx}: {_snippet(texts[i])}")
+        n = len(lengths)
+        kept = np.minimum(lengths, ctx - 2)
+        out = np.zeros((n, ctx), dtype=np.int64)
         out[:, 0] = self.sot_token_id
-        for i, ids in enumerate(self._encode_cleaned(cleaned)):
-            n = len(ids) + 2
-            if n > ctx:
-                if on_overflow == "error":
-                    raise ValueError(
-                        f"text at index {i} is {n} tokens long (with start/end), over the context length {ctx}: "
-                        f"{_snippet(texts[i])}"
-                    )
-                ids, n = ids[: ctx - 2], ctx
-            out[i, 1 : n - 1] = ids
-            out[i, n - 1] = self.eot_token_id
+        starts = np.repeat(np.cumsum(lengths) - lengths, kept)  # where each kept id's text starts in `ids`
+        source = _ragged_positions(np.cumsum(lengths) - lengths, kept)  # the first `kept` ids of each text
+        out[np.repeat(np.arange(n), kept), 1 + source - starts] = ids[source]
+        out[np.arange(n), kept + 1] = self.eot_token_id
         return torch.from_numpy(out)
 
     # -- decoding -------------------------------------------------------------------------------
