@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         section = mod.run(settings)
         section.update(name=name, command=command, started=started, duration_s=round(time.perf_counter() - t0, 1),
                        load_before=load_before, load_after=load_average(), quick=args.quick,
-                       threads=torch.get_num_threads())
+                       threads=torch.get_num_threads(), machine=run_info["machine"])
         settings.extra[name] = section
         results["sections"][name] = section
         settings.log(f"   {name} done in {section['duration_s']:.0f} s (load average {section['load_after']})")

@@ -30,12 +30,28 @@ def _load_note(sec: dict) -> str:
     return f"load average (1/5/15 min) {f(lb)} before, {f(la)} after"
 
 
-def _section(sec: dict) -> str:
+# What must match for two sections' figures to be comparable (same machine kind and software).
+_MACHINE_KEYS = ("cpu_model", "cpu_capability", "usable_cores", "torch", "torch_threads")
+
+
+def _machine_note(sec: dict, machine: dict) -> str:
+    """A warning when a section was measured on another machine than the one the report describes."""
+    own = sec.get("machine")
+    if not own or not machine:
+        return ""
+    differs = [f"{k} {own.get(k)!s} (not {machine.get(k)!s})" for k in _MACHINE_KEYS if own.get(k) != machine.get(k)]
+    if not differs:
+        return ""
+    return ("\n\n> **Measured on a different machine** from the one described at the top: "
+            + ", ".join(differs) + ". Compare its figures with other sections' only as ratios.")
+
+
+def _section(sec: dict, machine: dict | None = None) -> str:
     head = f"## {sec.get('title', sec['name'])}"
     quick = "\n\n> **--quick smoke run: tiny sizes, these figures are not measurements.**" if sec.get("quick") else ""
     meta = (f"`{sec['command']}` (section `{sec['name']}`), started {sec['started']}, took "
             f"{sec['duration_s']:.0f} s; {sec.get('threads', '?')} torch threads; {_load_note(sec)}.")
-    parts = [head + quick, meta, sec.get("md", "")]
+    parts = [head + quick + _machine_note(sec, machine or {}), meta, sec.get("md", "")]
     if sec.get("notes"):
         parts.append("\n".join(f"- {n}" for n in sec["notes"]))
     return "\n\n".join(p for p in parts if p)
@@ -89,7 +105,7 @@ def render(results: dict, json_path: Path | None = None) -> str:
 
     for name in ORDER:
         if name in sections:
-            out.append(_section(sections[name]))
+            out.append(_section(sections[name], m))
     if ANALYSIS.is_file():
         out.append(ANALYSIS.read_text().strip())
     return "\n\n".join(out) + "\n"

@@ -89,3 +89,19 @@ def test_eval_throughput_skips_cleanly_without_the_shared_data(tmp_path):
     assert sec["data"] == {"skipped": True} and sec["targets"] == []
     body = md.split("## Zero-shot evaluation throughput", 1)[1]
     assert "Skipped:" in body and "cifar10" in body
+
+
+def test_report_flags_a_section_measured_on_another_machine():
+    """A section re-measured with --only on a different machine must say so (its rates are not comparable)."""
+    from benchmarks.report import render
+
+    machine = {"cpu_model": "AMD EPYC", "cpu_capability": "AVX2", "usable_cores": 2, "torch": "2.13.0",
+               "torch_threads": 2}
+    section = {"name": "tokenizer", "title": "Tokenizer throughput", "command": "python -m benchmarks --only tokenizer",
+               "started": "now", "duration_s": 1.0, "md": "table", "machine": machine}
+    run = {"command": "python -m benchmarks", "started": "then", "duration_s": 60.0, "machine": machine}
+    same = render({"sections": {"tokenizer": section}, "full_run": run})
+    assert "different machine" not in same
+    other = {**section, "machine": {**machine, "cpu_capability": "AVX512"}}
+    text = render({"sections": {"tokenizer": other}, "full_run": run})
+    assert "Measured on a different machine" in text and "cpu_capability AVX512 (not AVX2)" in text
