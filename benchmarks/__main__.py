@@ -22,10 +22,10 @@ from .common import REPO, Settings, load_average, machine_info
 
 # Run order: cheap and load-sensitive first; `utilization` reuses `encode`'s timings when both run.
 SECTIONS = ["tokenizer", "encode", "utilization", "train_step", "train_throughput", "dataloading", "eval_throughput",
-            "profile"]
+            "profile", "gpu_train_step"]
 MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utilization",
            "train_step": "train_step", "train_throughput": "train_throughput", "dataloading": "dataloading",
-           "eval_throughput": "eval_throughput", "profile": "profile"}
+           "eval_throughput": "eval_throughput", "profile": "profile", "gpu_train_step": "gpu_train_step"}
 
 
 def _command(argv: list[str]) -> str:

@@ -105,3 +105,23 @@ def test_report_flags_a_section_measured_on_another_machine():
     other = {**section, "machine": {**machine, "cpu_capability": "AVX512"}}
     text = render({"sections": {"tokenizer": other}, "full_run": run})
     assert "Measured on a different machine" in text and "cpu_capability AVX512 (not AVX2)" in text
+
+
+def test_gpu_train_step_records_a_skip_without_cuda_and_smoke_runs_on_cpu(tmp_path, monkeypatch):
+    """Without CUDA the GPU section says it was not run (no figures); with --quick it runs a tiny model on
+    the CPU, and the padding-trimmed step has the same first-step loss as the padding-kept one."""
+    import torch
+
+    from benchmarks import gpu_train_step
+    from benchmarks.common import Settings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    skipped = gpu_train_step.run(Settings.make(quick=False, log=lambda m: None))
+    assert skipped["targets"] == [] and "Not run" in skipped["md"] and "no CUDA" in skipped["data"]["skipped"]
+
+    ran = gpu_train_step.run(Settings.make(quick=True, log=lambda m: None))
+    loss = ran["data"]["first_loss"]
+    assert set(ran["data"]["timings"]) >= {"kizuna", "kizuna_pad"}
+    assert abs(loss["kizuna"] - loss["kizuna_pad"]) < 1e-5
+    assert ran["data"]["positions_run"] < 77 and "| kizuna |" in ran["md"]
+    assert ran["targets"] == []  # a CPU smoke run checks no GPU target

@@ -1,0 +1,208 @@
+"""GPU training step: kizuna's ViT-B/16 CLIP at 224 px in bf16 vs OpenCLIP's, and model-FLOPs utilisation.
+
+Runs only where CUDA is available (a lent GPU machine); elsewhere the section records that it was not
+run. With ``--quick`` and no GPU it runs a tiny model on the CPU in fp32, so the code path is tested.
+
+Contenders, interleaved in one process, same batch of random 224 px images and Flickr8k captions:
+
+- ``kizuna``: ``kizuna.create_model("ViT-B-16")``, bf16 autocast (the trainer's ``precision="auto"`` on
+  GPU), fused AdamW, ``clip_loss``; the text tower runs up to the batch's last end-of-text token;
+- ``kizuna, padding kept``: the same with ``trim_padding`` off (all 77 positions, like OpenCLIP);
+- ``kizuna, torch.compile``: the first contender compiled (compilation happens in the warm-up runs);
+- ``OpenCLIP``: ``open_clip.create_model("ViT-B-16")`` (if the package imports), the same autocast, the
+  same optimizer and the same loss function on its outputs.
+
+MFU = (3 x forward FLOPs of the positions each contender runs, from ``kizuna.models.flops``) x steps/s
+÷ the measured bf16 matmul peak (``torch.mm`` on square matrices, best size).
+
+On the device machine (OpenCLIP travels as a wheel; the GPU image has torch and torchvision)::
+
+    python -m benchmarks --only gpu_train_step --out BENCHMARKS.md
+    # environment: KIZUNA_GPU_BATCH (default 256), KIZUNA_GPU_COMPILE=0 to skip the compiled contender
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+
+import torch
+
+from .common import PAD_LABEL, Settings, caption_source, interleaved, md_table
+
+NAME = "gpu_train_step"
+TITLE = "GPU training step: ViT-B/16 CLIP, bf16, vs OpenCLIP"
+TARGET_SPEED = 1.0  # kizuna images/s >= OpenCLIP's
+TARGET_MFU = 0.45  # of the measured bf16 matmul peak
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, sizes=(4096, 8192), reps: int = 5, inner: int = 10):
+    """Best GFLOP/s of ``torch.mm`` on square matrices, per size: {n: GFLOP/s}."""
+    out = {}
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        torch.mm(a, b)
+        _sync(device)
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                torch.mm(a, b)
+            _sync(device)
+            best = min(best, (time.perf_counter() - t0) / inner)
+        out[n] = 2 * n**3 / best / 1e9
+        del a, b
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _open_clip():
+    try:
+        import open_clip  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means "not available here"
+        return None, f"{type(e).__name__}: {e}"
+    return open_clip, None
+
+
+def _skipped(reason: str) -> dict:
+    return {"title": TITLE, "md": f"**Not run:** {reason}. Run `python -m benchmarks --only {NAME}` on a "
+                                  "machine with a CUDA GPU (see the module docstring).",
+            "notes": [], "targets": [], "data": {"skipped": reason}}
+
+
+def run(s: Settings) -> dict:
+    import kizuna
+    from kizuna.data.tokenizer import ClipTokenizer
+    from kizuna.models.flops import text_flops, vision_flops
+    from kizuna.models.losses import clip_loss
+    from kizuna.train.optim import autocast_for, make_optimizer
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not s.quick:
+        return _skipped("no CUDA device on this machine")
+    device = torch.device("cuda" if cuda else "cpu")
+    precision = "bf16" if cuda else "fp32"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    name = "ViT-B-16" if not s.quick else "ViT-mu-8"
+    batch = int(os.environ.get("KIZUNA_GPU_BATCH", 256)) if not s.quick else 4
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (loss, optimizer) as OpenCLIP's trainer
+        torch.backends.cudnn.allow_tf32 = True
+
+    s.log(f"[{NAME}] {name} on {device} ({precision}), batch {batch}")
+    torch.manual_seed(0)
+    models = {"kizuna": kizuna.create_model(name).to(device).train()}
+    size = models["kizuna"].cfg.vision.image_size
+    size = size if isinstance(size, int) else size[0]
+    models["kizuna_pad"] = copy.deepcopy(models["kizuna"])
+    models["kizuna_pad"].text.trim_padding = False
+    open_clip, oc_error = _open_clip()
+    if open_clip is not None:
+        oc_name = "ViT-B-16" if not s.quick else "ViT-B-32"  # OpenCLIP has no tiny preset; --quick only smoke-tests
+        models["open_clip"] = open_clip.create_model(oc_name, pretrained=None).to(device).train()
+
+    captions, source = caption_source()
+    tokens = ClipTokenizer(77)((captions * (batch // len(captions) + 1))[:batch]).to(device)
+    images = torch.randn(batch, 3, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
+    oc_images = images
+    if "open_clip" in models:
+        oc_size = models["open_clip"].visual.image_size
+        oc_size = oc_size if isinstance(oc_size, int) else oc_size[0]
+        if oc_size != size:
+            oc_images = torch.randn(batch, 3, oc_size, oc_size, device=device)
+    opts = {n: make_optimizer(m, lr=1e-5, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6) for n, m in models.items()}
+
+    def kizuna_step(model, opt):
+        with autocast_for(precision, device):
+            out = model(images, tokens)
+            loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        return loss.detach()
+
+    def open_clip_step():
+        model, opt = models["open_clip"], opts["open_clip"]
+        with autocast_for(precision, device):
+            out = model(oc_images, tokens)
+            if isinstance(out, dict):
+                img, txt, scale = out["image_features"], out["text_features"], out["logit_scale"]
+            else:
+                img, txt, scale = out[0], out[1], out[2]
+            loss = clip_loss(img, txt, scale)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        return loss.detach()
+
+    contenders = {"kizuna": lambda: kizuna_step(models["kizuna"], opts["kizuna"]),
+                  "kizuna_pad": lambda: kizuna_step(models["kizuna_pad"], opts["kizuna_pad"])}
+    compile_note = "not run (KIZUNA_GPU_COMPILE=0 or torch.compile unavailable)"
+    if cuda and os.environ.get("KIZUNA_GPU_COMPILE", "1") != "0" and hasattr(torch, "compile"):
+        models["kizuna_compiled"] = copy.deepcopy(models["kizuna"])
+        opts["kizuna_compiled"] = make_optimizer(models["kizuna_compiled"], lr=1e-5, weight_decay=0.2,
+                                                 betas=(0.9, 0.98), eps=1e-6)
+        compiled = torch.compile(models["kizuna_compiled"])
+        contenders["kizuna_compiled"] = lambda: kizuna_step(compiled, opts["kizuna_compiled"])
+        compile_note = "compiled in the warm-up runs (not timed)"
+    if "open_clip" in models:
+        contenders["open_clip"] = open_clip_step
+    first_loss = {n: float(f()) for n, f in contenders.items()}  # also the first warm-up (and compile)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    t = interleaved(contenders, s.reps, s.warmup, items=batch)
+    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+
+    peaks = matmul_peak(device, dtype, sizes=(256, 512) if s.quick else (4096, 8192))
+    peak = max(peaks.values())
+    cfg = models["kizuna"].cfg
+    img_flops = vision_flops(cfg.vision)
+    kept = models["kizuna"].text.positions_run(tokens)
+    fwd = {"kizuna": img_flops + text_flops(cfg.text, kept), "kizuna_pad": img_flops + text_flops(cfg.text, 77)}
+    fwd["kizuna_compiled"] = fwd["kizuna"]
+    fwd["open_clip"] = fwd["kizuna_pad"]  # same architecture (ViT-B/16, 77 positions) outside --quick
+    labels = {"kizuna": "kizuna", "kizuna_pad": PAD_LABEL, "kizuna_compiled": "kizuna, torch.compile",
+              "open_clip": "OpenCLIP"}
+    ref = t.get("open_clip")
+    rows, mfu = [], {}
+    for n, r in t.items():
+        mfu[n] = 3 * fwd[n] * r.rate / (peak * 1e9)
+        rows.append([labels[n], f"{r.rate:,.1f}", f"{r.median * 1e3:.1f}",
+                     f"{r.rate / ref.rate:.2f}x" if ref else "-", f"{mfu[n]:.1%}", f"{r.spread:.0%}",
+                     f"{first_loss[n]:.6f}"])
+    table = md_table(["contender", "images/s", "ms per step", "÷ OpenCLIP", "MFU (bf16 peak)" if cuda else
+                      "MFU (fp32 peak)", "spread", "first-step loss"], rows)
+    peak_table = md_table(["n (square)", f"torch.mm {dtype} GFLOP/s"], [[str(n), f"{v:,.0f}"] for n, v in peaks.items()])
+    best_kizuna = max((n for n in t if n.startswith("kizuna") and n != "kizuna_pad"), key=lambda n: t[n].rate)
+    targets = []
+    if cuda and not s.quick:
+        if ref:
+            ratio = t[best_kizuna].rate / ref.rate
+            targets.append({"target": "GPU: ViT-B/16 training >= 1.0x OpenCLIP images/s", "value": f"{ratio:.2f}x",
+                            "met": ratio >= TARGET_SPEED})
+        targets.append({"target": "GPU: ViT-B/16 training >= 45% bf16 MFU", "value": f"{mfu[best_kizuna]:.0%}",
+                        "met": mfu[best_kizuna] >= TARGET_MFU})
+    gpu = torch.cuda.get_device_name(device) if cuda else "CPU (--quick smoke run, fp32)"
+    notes = [
+        f"Device: {gpu}; torch {torch.__version__}; batch {batch} at {size} px; captions from {source} "
+        f"({kept} of 77 positions run with the trim); peak memory {peak_mem:.1f} GiB." if peak_mem is not None else
+        f"Device: {gpu}; batch {batch} at {size} px; captions from {source} ({kept} of 77 positions run with the trim).",
+        f"Matmul peak {peak:,.0f} GFLOP/s (best size). MFU counts 3x the forward FLOPs of the positions each "
+        f"contender runs: {fwd['kizuna'] / 1e9:.1f} GFLOP per pair with the trim, {fwd['kizuna_pad'] / 1e9:.1f} with 77.",
+        f"torch.compile: {compile_note}. The best kizuna contender ({labels[best_kizuna]}) is the one checked "
+        "against the targets.",
+        "OpenCLIP: " + ("`open_clip.create_model('ViT-B-16', pretrained=None)`, the same autocast, optimizer and "
+                        "loss function." if "open_clip" in models else f"not available here ({oc_error})."),
+    ]
+    return {"title": TITLE, "md": "\n\n".join([table, peak_table]), "notes": notes, "targets": targets,
+            "data": {"device": gpu, "batch": batch, "image_size": size, "positions_run": kept,
+                     "timings": {n: r.as_dict() for n, r in t.items()}, "mfu": {n: round(v, 4) for n, v in mfu.items()},
+                     "matmul_peak_gflops": {str(n): round(v, 1) for n, v in peaks.items()},
+                     "first_loss": first_loss, "peak_memory_gib": peak_mem, "open_clip_error": oc_error}}
