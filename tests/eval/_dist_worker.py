@@ -2,6 +2,7 @@
 
     python _dist_worker.py MODEL_DIR CLS_DIR RET_DIR OUT_FILE
 """
+import os
 import sys
 
 import torch
@@ -40,4 +41,7 @@ if __name__ == "__main__":
     assert info.world_size > 1
     res = evaluate_all(*sys.argv[1:4])
     torch.save(res, sys.argv[4])
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter finalisation, where gloo's threads can abort the process (see the loss worker)
