@@ -175,6 +175,29 @@ def positions_run(model, tokens) -> int:
     return model.text.positions_run(tokens)
 
 
+def step_optimizer(model):
+    """The optimizer every training-step contender gets: kizuna's AdamW (decay on matrices), CLIP's betas/eps."""
+    from kizuna.train.optim import make_optimizer
+
+    return make_optimizer(model, lr=1e-5, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6)
+
+
+def clip_train_step(features: Callable[[], tuple], opt, autocast=None, sync: Callable[[], None] | None = None):
+    """One contrastive training step, the same for every contender: ``features()`` gives (image features,
+    text features, exp(logit scale)) under ``autocast``, then CLIP loss, backward, optimizer step and
+    zeroed gradients; ``sync`` waits for an asynchronous device before the time is taken."""
+    from kizuna.models.losses import clip_loss
+
+    with autocast if autocast is not None else contextlib.nullcontext():
+        loss = clip_loss(*features())
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if sync is not None:
+        sync()
+    return loss.detach()
+
+
 def without_onednn(fn: Callable[[], Any]) -> Callable[[], Any]:
     """``fn`` wrapped so every call runs inside :func:`onednn_off` (for ``interleaved``)."""
     def call():

@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from .common import PAD_LABEL, Settings, caption_source, interleaved, md_table
+from .common import PAD_LABEL, Settings, caption_source, clip_train_step, interleaved, md_table, step_optimizer
 
 NAME = "gpu_train_step"
 TITLE = "GPU training step: ViT-B/16 CLIP, bf16, vs OpenCLIP"
@@ -79,8 +79,7 @@ def run(s: Settings) -> dict:
     import kizuna
     from kizuna.data.tokenizer import ClipTokenizer
     from kizuna.models.flops import text_flops, vision_flops
-    from kizuna.models.losses import clip_loss
-    from kizuna.train.optim import autocast_for, make_optimizer
+    from kizuna.train.optim import autocast_for
 
     cuda = torch.cuda.is_available()
     if not cuda and not s.quick:
@@ -115,40 +114,29 @@ def run(s: Settings) -> dict:
         oc_size = oc_size if isinstance(oc_size, int) else oc_size[0]
         if oc_size != size:
             oc_images = torch.randn(batch, 3, oc_size, oc_size, device=device)
-    opts = {n: make_optimizer(m, lr=1e-5, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6) for n, m in models.items()}
+    opts = {n: step_optimizer(m) for n, m in models.items()}
+
+    def step(features, opt):
+        return clip_train_step(features, opt, autocast_for(precision, device), lambda: _sync(device))
 
     def kizuna_step(model, opt):
-        with autocast_for(precision, device):
+        def features():
             out = model(images, tokens)
-            loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
-        return loss.detach()
+            return out["image_features"], out["text_features"], out["logit_scale"]
+        return step(features, opt)
 
     def open_clip_step():
-        model, opt = models["open_clip"], opts["open_clip"]
-        with autocast_for(precision, device):
-            out = model(oc_images, tokens)
-            if isinstance(out, dict):
-                img, txt, scale = out["image_features"], out["text_features"], out["logit_scale"]
-            else:
-                img, txt, scale = out[0], out[1], out[2]
-            loss = clip_loss(img, txt, scale)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
-        return loss.detach()
+        def features():
+            out = models["open_clip"](oc_images, tokens)  # a dict or (image, text, exp(logit scale), ...)
+            return (out["image_features"], out["text_features"], out["logit_scale"]) if isinstance(out, dict) else out[:3]
+        return step(features, opts["open_clip"])
 
     contenders = {"kizuna": lambda: kizuna_step(models["kizuna"], opts["kizuna"]),
                   "kizuna_pad": lambda: kizuna_step(models["kizuna_pad"], opts["kizuna_pad"])}
     compile_note = "not run (KIZUNA_GPU_COMPILE=0 or torch.compile unavailable)"
     if cuda and os.environ.get("KIZUNA_GPU_COMPILE", "1") != "0" and hasattr(torch, "compile"):
         models["kizuna_compiled"] = copy.deepcopy(models["kizuna"])
-        opts["kizuna_compiled"] = make_optimizer(models["kizuna_compiled"], lr=1e-5, weight_decay=0.2,
-                                                 betas=(0.9, 0.98), eps=1e-6)
+        opts["kizuna_compiled"] = step_optimizer(models["kizuna_compiled"])
         compiled = torch.compile(models["kizuna_compiled"])
         contenders["kizuna_compiled"] = lambda: kizuna_step(compiled, opts["kizuna_compiled"])
         compile_note = "compiled in the warm-up runs (not timed)"

@@ -18,8 +18,8 @@ import copy
 
 import torch
 
-from .common import (MKL_LABEL, PAD_LABEL, Settings, build_pair, caption_source, interleaved, md_table, onednn_in_use,
-                     onednn_off, positions_run)
+from .common import (MKL_LABEL, PAD_LABEL, Settings, build_pair, caption_source, clip_train_step, interleaved, md_table,
+                     onednn_in_use, onednn_off, positions_run, step_optimizer)
 
 NAME = "train_step"
 TITLE = "Training step vs Hugging Face CLIPModel"
@@ -29,8 +29,6 @@ LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": "kizuna oneDNN off", "ki
 
 def run(s: Settings) -> dict:
     from kizuna.data.tokenizer import ClipTokenizer
-    from kizuna.models.losses import clip_loss
-    from kizuna.train.optim import make_optimizer
 
     batch = 4 if s.quick else 32
     variant = "ViT-B/32"
@@ -45,27 +43,23 @@ def run(s: Settings) -> dict:
     opts = {}
     for name, m in models.items():
         m.train()
-        opts[name] = make_optimizer(m, lr=1e-5, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6)
+        opts[name] = step_optimizer(m)
 
     def kizuna_step(m, opt):
-        out = m(pixels, tokens)
-        loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        def features():
+            out = m(pixels, tokens)
+            return out["image_features"], out["text_features"], out["logit_scale"]
+        return clip_train_step(features, opt)
 
     def mkl_step():
         with onednn_off():
             return kizuna_step(models["kizuna_mkl"], opts["kizuna_mkl"])
 
     def hf_step():
-        out = hf(input_ids=tokens, pixel_values=pixels)
-        loss = clip_loss(out.image_embeds, out.text_embeds, hf.logit_scale.exp())
-        loss.backward()
-        opts["hf"].step()
-        opts["hf"].zero_grad(set_to_none=True)
-        return loss.detach()
+        def features():
+            out = hf(input_ids=tokens, pixel_values=pixels)
+            return out.image_embeds, out.text_embeds, hf.logit_scale.exp()
+        return clip_train_step(features, opts["hf"])
 
     # Same loss at the first step (identical weights and inputs); the models then drift apart only by
     # floating-point rounding, which does not change the work.

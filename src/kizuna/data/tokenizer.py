@@ -172,6 +172,12 @@ def _ragged_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
 
 
+def _flatten(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(all ids back to back, each list's length) of a list of id lists."""
+    lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+    return np.fromiter(itertools.chain.from_iterable(id_lists), np.int64, int(lengths.sum())), lengths
+
+
 class _ChunkIds:
     """Token ids of whitespace-free chunks of text, stored flat so many lookups are one numpy gather.
 
@@ -201,14 +207,13 @@ class _ChunkIds:
         return out
 
     def add(self, chunks: list[str], ids: list[list[int]]) -> None:
-        rows, lengths = len(self.index), np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        rows, (flat, lengths) = len(self.index), _flatten(ids)
         self.start, self.length = self._fit(self.start, rows + len(chunks)), self._fit(self.length, rows + len(chunks))
         self.length[rows : rows + len(chunks)] = lengths
         self.start[rows : rows + len(chunks)] = self.n_ids + np.cumsum(lengths) - lengths
-        total = int(lengths.sum())
-        self.ids = self._fit(self.ids, self.n_ids + total)
-        self.ids[self.n_ids : self.n_ids + total] = np.fromiter(itertools.chain.from_iterable(ids), np.int64, total)
-        self.n_ids += total
+        self.ids = self._fit(self.ids, self.n_ids + len(flat))
+        self.ids[self.n_ids : self.n_ids + len(flat)] = flat
+        self.n_ids += len(flat)
         self.index.update(zip(chunks, range(rows, rows + len(chunks))))
 
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -269,9 +274,7 @@ class BpeTokenizer:
             plain_set = set(plain)
             other = [i for i in range(len(texts)) if i not in plain_set]
             cleaned = [clean_text(texts[i]) for i in other]
-            other_ids = self._encode_rust(cleaned)
-            other_len = np.fromiter(map(len, other_ids), dtype=np.int64, count=len(other))
-            flat_other = np.fromiter(itertools.chain.from_iterable(other_ids), np.int64, int(other_len.sum()))
+            flat_other, other_len = _flatten(self._encode_rust(cleaned))
             flat_plain, plain_len = self._encode_plain([texts[i] for i in plain])
             lengths = np.zeros(len(texts), dtype=np.int64)
             lengths[plain], lengths[other] = plain_len, other_len
@@ -336,9 +339,9 @@ class BpeTokenizer:
         kept = np.minimum(lengths, ctx - 2)
         out = np.zeros((n, ctx), dtype=np.int64)
         out[:, 0] = self.sot_token_id
-        starts = np.repeat(np.cumsum(lengths) - lengths, kept)  # where each kept id's text starts in `ids`
-        source = _ragged_positions(np.cumsum(lengths) - lengths, kept)  # the first `kept` ids of each text
-        out[np.repeat(np.arange(n), kept), 1 + source - starts] = ids[source]
+        text_start = np.cumsum(lengths) - lengths  # where each text's ids start in `ids`
+        source = _ragged_positions(text_start, kept)  # the first `kept` ids of each text
+        out[np.repeat(np.arange(n), kept), 1 + source - np.repeat(text_start, kept)] = ids[source]
         out[np.arange(n), kept + 1] = self.eot_token_id
         return torch.from_numpy(out)
 
