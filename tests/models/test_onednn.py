@@ -78,3 +78,29 @@ def test_training_step_gradients_match_the_mkl_path(monkeypatch):
     mkl = grads()
     for a, b in zip(onednn, mkl):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu", "gelu_tanh"])
+def test_activation_fused_or_in_place_gives_the_same_block(monkeypatch, act, fuse):
+    """fc1's activation as a oneDNN post-op (AVX-512 default) or in place after the GEMM (AVX2 default)."""
+    monkeypatch.setattr(layers, "FUSE_ACTIVATION", fuse)
+    torch.manual_seed(3)
+    block = layers.Block(32, 4, 96, act=act).eval()
+    for p in block.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        fused, _ = block(x)
+        ref, _ = block(x, return_attention=True)
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_activation_placement_follows_the_isa_unless_forced(monkeypatch):
+    monkeypatch.delenv("KIZUNA_FUSE_ACTIVATION", raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert layers._fuse_activation_default()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not layers._fuse_activation_default()
+    monkeypatch.setenv("KIZUNA_FUSE_ACTIVATION", "1")
+    assert layers._fuse_activation_default()

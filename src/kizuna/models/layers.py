@@ -60,6 +60,24 @@ ONEDNN = _onednn_works()
 _QUICK = 1.702
 
 
+def _fuse_activation_default() -> bool:
+    """Whether fc1's activation runs inside oneDNN's GEMM (a post-op) or in place right after it.
+
+    A post-op is applied in the GEMM's inner loop. With AVX-512's 32 vector registers that is the cheap
+    choice (kizuna's inference path was built and benchmarked so on an AVX-512 EPYC). With AVX2's 16 it
+    slowed ViT-B/16's fc1 (6,304 x 768 -> 3,072) on a Zen 2 EPYC from 203 ms to 254 ms (SiLU, for
+    QuickGELU) and 261 ms (GELU), while the in-place activation afterwards costs ~10 ms (the benchmark
+    section ``fusion``, docs/benchmarks/AVX2.md). ``KIZUNA_FUSE_ACTIVATION=0/1`` overrides.
+    """
+    forced = os.environ.get("KIZUNA_FUSE_ACTIVATION")
+    if forced is not None:
+        return forced != "0"
+    return "AVX512" in torch.backends.cpu.get_cpu_capability()
+
+
+FUSE_ACTIVATION = _fuse_activation_default()
+
+
 def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     # Not under a dispatch mode (FlopCounterMode, FakeTensorMode: they know aten::addmm, not oneDNN) nor
     # while torch.compile traces (Inductor lowers F.linear to oneDNN itself).
@@ -116,7 +134,8 @@ def make_activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
 
 
-# Activations a block can fuse into fc1 (name -> oneDNN GELU algorithm; QuickGELU goes through SiLU).
+# Activations a block can fuse into fc1 (name -> GELU approximation, oneDNN's and aten's spelling alike;
+# QuickGELU goes through SiLU).
 _FUSED_ACTS = {"gelu": "none", "gelu_tanh": "tanh", "quick_gelu": ""}
 
 
@@ -191,21 +210,62 @@ class Block(nn.Module):
         return (_onednn_ok(x, a.qkv.weight) and a.use_sdpa and m.act_name in _FUSED_ACTS and not hooked
                 and not _needs_grad(x, *self.parameters()))
 
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """The block's output at a few positions only, ``[B, k, D]`` for ``rows`` ``[B, k]`` (token indices).
+
+        A pooled model reads one token of its last block (the class token, the end-of-text token): the
+        other rows of that block's attention output, projection and MLP are never used. Keys and values
+        still come from every token; a causal query at position p sees keys 0..p. Same numbers as
+        ``forward(x)[rows]`` up to float rounding, for outputs and gradients alike.
+        """
+        a = self.attn
+        B, T, C = x.shape
+        pick = lambda t: t.gather(1, rows.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # noqa: E731
+        h = self.norm1(x)
+        q = linear(pick(h), a.qkv.weight[:C], a.qkv.bias[:C]).view(B, -1, a.heads, a.head_dim).transpose(1, 2)
+        kv = linear(h, a.qkv.weight[C:], a.qkv.bias[C:]).view(B, T, 2, a.heads, a.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        mask = None
+        if causal:  # query at position p attends to keys 0..p: [B, 1, k, T]
+            mask = (torch.arange(T, device=x.device) <= rows.unsqueeze(-1)).unsqueeze(1)
+        if a.use_sdpa:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:  # the materialised reference, as in Attention.forward
+            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(a.head_dim))
+            out = (scores if mask is None else scores.masked_fill(~mask, float("-inf"))).softmax(dim=-1) @ v
+        out = out.transpose(1, 2).reshape(B, -1, C)
+        x = pick(x)
+        if self._fusable(x):
+            return self._mlp_fused(_LP_BINARY(out, x, a.proj.weight, a.proj.bias, "add"))
+        x = x + a.proj(out)
+        return x + self.mlp(self.norm2(x))
+
     def _forward_fused(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
         """Inference on oneDNN: qkv + bias, proj + bias + residual, fc1 + bias + activation, fc2 + bias +
         residual are single GEMM calls (same numbers as the unfused path up to float rounding)."""
-        a, m, n2 = self.attn, self.mlp, self.norm2
+        a = self.attn
         B, T, C = x.shape
         qkv = _LP(self.norm1(x), a.qkv.weight, a.qkv.bias, "none", [], "")
         q, k, v = qkv.view(B, T, 3, a.heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         h = F.scaled_dot_product_attention(q, k, v, is_causal=causal).transpose(1, 2).reshape(B, T, C)
-        x = _LP_BINARY(h, x, a.proj.weight, a.proj.bias, "add")
+        return self._mlp_fused(_LP_BINARY(h, x, a.proj.weight, a.proj.bias, "add"))
+
+    def _mlp_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + mlp(norm2(x))`` on oneDNN: fc1 with its activation, fc2 with the residual add."""
+        m, n2 = self.mlp, self.norm2
         if m.act_name == "quick_gelu":
             # x * sigmoid(1.702 x) == silu(1.702 x) / 1.702; the 1.702 goes into LayerNorm's affine and fc1's bias.
             y = F.layer_norm(x, n2.normalized_shape, n2.weight * _QUICK, n2.bias * _QUICK, n2.eps)
-            h = _LP(y, m.fc1.weight, m.fc1.bias * _QUICK, "swish", [], "").mul_(1.0 / _QUICK)
-        else:
+            if FUSE_ACTIVATION:
+                h = _LP(y, m.fc1.weight, m.fc1.bias * _QUICK, "swish", [], "")
+            else:
+                h = F.silu(_LP(y, m.fc1.weight, m.fc1.bias * _QUICK, "none", [], ""), inplace=True)
+            h = h.mul_(1.0 / _QUICK)
+        elif FUSE_ACTIVATION:
             h = _LP(n2(x), m.fc1.weight, m.fc1.bias, "gelu", [], _FUSED_ACTS[m.act_name])
+        else:
+            h = torch.ops.aten.gelu_(_LP(n2(x), m.fc1.weight, m.fc1.bias, "none", [], ""),
+                                     approximate=_FUSED_ACTS[m.act_name])
         return _LP_BINARY(h, x, m.fc2.weight, m.fc2.bias, "add")
 
 
@@ -223,9 +283,22 @@ class Transformer(nn.Module):
         causal: bool = False,
         return_tokens: bool = False,
         return_attention: bool = False,
+        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """``rows`` ([B, k] token indices): the last block computes only these positions
+        (:meth:`Block.forward_rows`) and the output is ``[B, k, D]``; for pooled outputs."""
+        if rows is not None and not (return_tokens or return_attention) and len(self.blocks):
+            x, _, _ = self._run(self.blocks[:-1], x, causal)
+            last = self.blocks[-1]
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(last.forward_rows, x, rows, causal, use_reentrant=False)
+                return x, [], []
+            return last.forward_rows(x, rows, causal), [], []
+        return self._run(self.blocks, x, causal, return_tokens, return_attention)
+
+    def _run(self, blocks, x, causal, return_tokens=False, return_attention=False):
         tokens, attentions = [], []
-        for block in self.blocks:
+        for block in blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled() and not return_attention:
                 x, attn = torch.utils.checkpoint.checkpoint(block, x, causal, False, use_reentrant=False)
             else:
