@@ -207,8 +207,16 @@ def test_flops_match_hand_count_and_torch_counter():
     for m in model.modules():  # the counter sees matmuls, not the fused SDPA kernel on CPU
         if hasattr(m, "use_sdpa"):
             m.use_sdpa = False
+    # kizuna runs the last block for the pooled token only; the model's FLOPs count it whole
+    pruned_block = 2 * T * D * 2 * D + 2 * D * D + 4 * T * D + 2 * D * D + 4 * D * M
+    assert vision_flops(v, pruned=True) == hand - (2 * T * D * 3 * D + 4 * T * T * D + 2 * T * D * D
+                                                   + 4 * T * D * M) + pruned_block
+    assert measured_flops(model.encode_image, torch.randn(1, 3, 32, 32)) == vision_flops(v, pruned=True)
+    model.visual.prune_last_block = False
     assert measured_flops(model.encode_image, torch.randn(1, 3, 32, 32)) == vision_flops(v)
     one = tokens(1, 77)  # end-of-text at index 4: the trimmed tower runs 5 positions
+    assert measured_flops(model.encode_text, one) == text_flops(t, context_length=5, pruned=True)
+    model.text.prune_last_block = False
     assert measured_flops(model.encode_text, one) == text_flops(t, context_length=5)
     model.text.trim_padding = False
     assert measured_flops(model.encode_text, one) == text_flops(t)

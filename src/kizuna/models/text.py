@@ -8,7 +8,8 @@ With causal attention the feature at position p depends on tokens 0..p only, so 
 the last end-of-text token of a batch cannot change the pooled output. ``forward`` therefore cuts
 the batch to that length before running the blocks (``trim_padding``): Flickr8k captions are about
 15 tokens of CLIP's 77, so this is most of the text tower's cost. SigLIP's bidirectional tower
-pools at the last position and is never trimmed.
+pools at the last position and is never trimmed. Likewise only the pooled token is read from the last
+block, so that block runs for it alone (``prune_last_block``; keys and values still use every token).
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ class TextTransformer(nn.Module):
         self.proj = nn.Linear(D, cfg.output_dim, bias=cfg.proj_bias) if cfg.output_dim else None
         # Exact for causal towers (see the module docstring); off only to measure what it saves.
         self.trim_padding = True
+        # The last block runs for the pooled token only (exact: no other row of it is read); same switch.
+        self.prune_last_block = True
         self.init_weights()
 
     def init_weights(self):
@@ -94,10 +97,12 @@ class TextTransformer(nn.Module):
         # A sequence without an end-of-text token (truncated by hand) pools at its last position.
         return torch.where(is_eot.any(dim=-1), is_eot.int().argmax(dim=-1), tokens.shape[1] - 1)
 
-    def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         self.check_tokens(tokens)
-        x = self.token_embed(tokens) + self.pos_embed[: tokens.shape[1]]
-        x, _, _ = self.transformer(x, causal=self.cfg.causal)
+        return self.token_embed(tokens) + self.pos_embed[: tokens.shape[1]]
+
+    def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        x, _, _ = self.transformer(self.embed(tokens), causal=self.cfg.causal)
         return self.norm(x)
 
     def positions_run(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> int:
@@ -112,6 +117,10 @@ class TextTransformer(nn.Module):
         self.check_tokens(tokens)
         positions = self.pool_positions(tokens)
         tokens = tokens[:, : self.positions_run(tokens, positions)]
-        x = self.forward_features(tokens)
-        pooled = x[torch.arange(x.shape[0], device=x.device), positions]
+        if self.prune_last_block:
+            x, _, _ = self.transformer(self.embed(tokens), causal=self.cfg.causal, rows=positions.unsqueeze(1))
+            pooled = self.norm(x[:, 0])
+        else:
+            x = self.forward_features(tokens)
+            pooled = x[torch.arange(x.shape[0], device=x.device), positions]
         return self.proj(pooled) if self.proj is not None else pooled

@@ -150,6 +150,9 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes else None
         # FLIP: fraction of patch tokens dropped at random while training (0 = off).
         self.patch_dropout = 0.0
+        # With class-token pooling, forward() runs the last block for the class token only (exact: the
+        # other tokens' last-block outputs are never read). Off only to measure what it saves.
+        self.prune_last_block = True
         self.init_weights()
 
     # ----- initialisation -------------------------------------------------------------------
@@ -243,6 +246,11 @@ class VisionTransformer(nn.Module):
         return self.proj(pooled) if self.proj is not None else pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prune_last_block and self.cfg.pool == "cls":
+            x, _ = self.embed(x)
+            rows = torch.zeros(x.shape[0], 1, dtype=torch.long, device=x.device)
+            x, _, _ = self.transformer(x, rows=rows)  # [B, 1, D]: the class token after the last block
+            return self.forward_head(x if self.cfg.norm_after_pool else self.norm(x))
         return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
