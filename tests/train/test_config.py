@@ -28,3 +28,29 @@ def test_demo_config_builds_the_hybrid_tower_it_documents():
 def test_unknown_option_is_named():
     with pytest.raises(ValueError, match="unknown training option.*bogus"):
         make_config({}, bogus=1)
+
+
+@pytest.mark.parametrize("name, grid, params", [("vit_cifar10", (8, 8), 0.68e6), ("vit_cifar10_gpu", (8, 8), 5.1e6)])
+def test_vit_configs_build_the_models_they_document(name, grid, params):
+    import kizuna
+    from kizuna.train.supervised import make_supervised_config
+
+    cfg = make_supervised_config(load_config_file(name))
+    assert cfg.time_budget_minutes > 0 and cfg.data.endswith("cifar10/train") and cfg.val_data.endswith("cifar10/test")
+    vit = kizuna.create_vit(cfg.model, image_size=cfg.image_size, num_classes=10, **cfg.model_overrides)
+    assert vit.cfg.grid == grid
+    assert sum(p.numel() for p in vit.parameters()) == pytest.approx(params, rel=0.02)
+
+
+def test_every_config_flag_has_its_comment_as_help():
+    import argparse
+
+    from kizuna.train.config import TrainConfig, add_config_arguments, field_help
+
+    explain = field_help(TrainConfig)
+    assert explain["time_budget_minutes"].startswith("plan the steps") and explain["lock_image"] == "LiT"
+    assert "resume" in explain and "progress" not in explain  # a field without a comment has no text
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    help_text = " ".join(p.format_help().split())
+    assert "--time-budget-minutes FLOAT plan the steps so the schedule ends in this time" in help_text

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,44 @@ def test_imagefolder_and_dataset_root(data, tmp_path):
     split_index, split_names, _ = load_classification(str(data / "train"), "train")
     assert root_names == split_names == CLASSES and len(root_index) == len(split_index) == 48
     assert len(load_classification(str(data), None)[0]) == 16  # default split: test
+
+
+def test_time_budget_plans_the_length_and_the_schedule_ends_on_it(data, tmp_path):
+    """A budgeted run measures its step time after the warm-up, fixes its length once (logged as a "plan"
+    record, after a timed evaluation) and its cosine schedule ends exactly at that length."""
+    from kizuna.train.budget import SKIP_FIRST
+
+    cfg = _cfg(data, tmp_path / "b", steps=0, epochs=1.0, time_budget_minutes=0.15, batch_size=8, warmup_steps=4,
+               save_every=5, keep_last=50, log_every=1)
+    t = SupervisedTrainer(cfg)
+    assert not t.planned
+    t0 = time.perf_counter()
+    t.train()
+    wall = time.perf_counter() - t0
+    plans = read_metrics(tmp_path / "b" / "metrics.jsonl", "plan")
+    assert len(plans) == 1
+    plan = plans[0]
+    # the first step is a boundary, not timed, and so is the first step after each checkpoint (a pause)
+    assert plan["step"] == SKIP_FIRST + t.budget.calibrate_steps + 1 + (plan["step"] - 1) // 5
+    assert t.step == t.total_steps == plan["total_steps"] > plan["step"]
+    assert plan["eval_seconds"] > 0  # an evaluation was timed at the plan (validation data is given)
+    evals = read_metrics(tmp_path / "b" / "metrics.jsonl", "eval")
+    assert evals[0]["step"] == plan["step"] and evals[-1]["step"] == t.step
+    train = read_metrics(tmp_path / "b" / "metrics.jsonl", "train")
+    assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the cosine reached its end at the planned step
+    assert max(r["lr"] for r in train) == pytest.approx(cfg.lr)
+    assert wall < 0.15 * 60 + 30  # loose: the plan aims at 9 s; a loaded CI machine may lag behind it
+
+    # a run resumed after the plan keeps the planned length, whatever its own pace
+    ckpts = sorted(p for p in (tmp_path / "b" / "checkpoints").glob("step_*") if int(p.name[5:]) > plan["step"])
+    resumed = SupervisedTrainer(_cfg(data, tmp_path / "c", steps=0, time_budget_minutes=5.0, batch_size=8,
+                                     warmup_steps=4, resume=str(ckpts[0])))
+    assert resumed.planned and resumed.total_steps == plan["total_steps"]
+
+
+def test_time_limit_stops_evaluates_and_exports(data, tmp_path):
+    t = SupervisedTrainer(_cfg(data, tmp_path / "l", steps=10_000, time_limit_minutes=1e-4))
+    metrics = t.train()
+    assert t.step < 10_000 and t.total_steps == t.step
+    assert metrics["val_samples"] == 16  # evaluated at the stop
+    assert (tmp_path / "l" / "model").is_dir() and (tmp_path / "l" / "checkpoints" / "best").is_dir()

@@ -94,3 +94,16 @@ def test_time_limit_stops_saves_and_evaluates(tmp_path):
     metrics = tr.train()
     assert 1 <= tr.step < 1000 and metrics
     assert (tmp_path / "checkpoints" / f"step_{tr.step:07d}").is_dir()
+
+
+def test_time_budget_plans_a_contrastive_run(tmp_path):
+    """The contrastive trainer shares the time budget (kizuna.train.budget): one plan after the warm-up,
+    the planned length is where the run and its cosine schedule end."""
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=0, time_budget_minutes=0.1, warmup_steps=3))
+    assert not tr.planned
+    tr.train()
+    plans = read_metrics(tmp_path / "metrics.jsonl", "plan")
+    assert len(plans) == 1 and tr.planned
+    assert tr.step == tr.total_steps == plans[0]["total_steps"] > plans[0]["step"] >= 3
+    rows = read_metrics(tmp_path / "metrics.jsonl", "train")
+    assert rows[-1]["step"] == tr.step and rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -74,7 +74,8 @@ class TrainConfig:
     keep_last: int = 2
     log_every: int = 10
     resume: str = ""  # "latest" or a checkpoint folder
-    time_limit_minutes: float = 0.0  # stop (evaluate, save) once training has run this long; 0 = no limit
+    time_limit_minutes: float = 0.0  # hard stop: evaluate, save and end once training has run this long; 0 = none
+    time_budget_minutes: float = 0.0  # plan the steps so the schedule ends in this time (`steps` caps it); 0 = off
     progress: bool = True
 
     def to_dict(self) -> dict:
@@ -128,12 +129,26 @@ def _parse_value(kind, text: str):
     return kind(text)
 
 
+def field_help(config_cls) -> dict[str, str]:
+    """The comment after each field of a config dataclass: its --help text."""
+    import inspect
+    import re
+
+    try:
+        lines = inspect.getsource(config_cls).splitlines()
+    except (OSError, TypeError):  # no source (frozen app): the flags still work, only without explanations
+        return {}
+    field_line = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
+    return {m.group(1): m.group(2).strip() for m in map(field_line.match, lines) if m}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig, defaults: dict | None = None,
                          skip: tuple = ()) -> None:
     """One flag per field of ``config_cls`` (``--lr``, ``--lock-image``, ...), default None = not given.
     ``defaults`` only changes the help text (e.g. a subcommand's own defaults); ``skip`` leaves fields out."""
     parser.add_argument("--config", help="config name (see kizuna/train/configs) or path to a config .py file")
     base = config_cls()
+    explain = field_help(config_cls)
     for f in dataclasses.fields(config_cls):
         if f.name in skip:
             continue
@@ -142,7 +157,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(),
                             type=lambda s, k=kind: _parse_value(k, s),
-                            help=f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)})")
+                            help=(explain.get(f.name, "") + " " if explain.get(f.name) else "")
+                            + f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)})")
 
 
 def given_arguments(args: argparse.Namespace, config_cls=TrainConfig) -> dict:

@@ -26,10 +26,11 @@ import kizuna
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
+from .budget import TimeBudget, initial_length, plan_run
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
-from .distributed import DistInfo, all_reduce_sum, barrier, contrastive_loss, init_distributed
+from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
 from .logging import MetricLogger
 from .optim import autocast_for, make_optimizer, make_scheduler
 from .towers import lock_tower
@@ -98,11 +99,12 @@ class ContrastiveTrainer:
         self.dataset, _ = build_dataset(cfg, self.model.cfg.preprocess, train=True)
         self.loader, self.sampler = build_loader(cfg, self.dataset, self.per_rank_batch, self.dist.rank, self.dist.world_size)
         self.steps_per_epoch = len(self.sampler)
-        self.total_steps = cfg.steps or max(1, int(math.ceil(cfg.epochs * self.steps_per_epoch)))
+        self.total_steps, self.planned = initial_length(cfg, self.steps_per_epoch)
+        self.budget = TimeBudget(cfg.time_limit_minutes, cfg.time_budget_minutes)
 
         self._configure_model()
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
-        self.scheduler = make_scheduler(self.optimizer, self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        self.scheduler = make_scheduler(self.optimizer, lambda: self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
         self.ddp = None
         if self.dist.enabled:
             self.ddp = nn.parallel.DistributedDataParallel(
@@ -269,7 +271,7 @@ class ContrastiveTrainer:
                 "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": None, "rng": rng_state(), "data": self.loader.state_dict(),
-                "train_config": self.cfg.to_dict(),
+                "train_config": self.cfg.to_dict(), "total_steps": self.total_steps, "planned": self.planned,
             }
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
@@ -279,6 +281,8 @@ class ContrastiveTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        if state.get("planned") and self.cfg.time_budget_minutes:  # keep the length the budget gave the run
+            self.total_steps, self.planned = int(state["total_steps"]), True
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         self._truncate_metrics(self.step)
@@ -294,21 +298,17 @@ class ContrastiveTrainer:
             lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
             path.write_text("".join(line + "\n" for line in lines))
 
-    def _time_is_up(self, deadline: float) -> bool:
-        """Ranks must agree, or one would wait forever in the next collective."""
-        up = torch.tensor([1.0 if time.perf_counter() > deadline else 0.0], device=self.device)
-        return bool(all_reduce_sum(up).item() > 0)
-
     # ----- the loop ----------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
         from tqdm import tqdm
 
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
+        bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc="training", unit="step",
                    disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
         last_metrics: dict = {}
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-        deadline = time.perf_counter() + cfg.time_limit_minutes * 60 if cfg.time_limit_minutes else None
+        budget = self.budget
+        budget.restart()
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
             for batch in self.loader:
@@ -318,8 +318,11 @@ class ContrastiveTrainer:
                     continue
                 loss = self.train_step(batch["images"], batch["captions"])
                 self.step += 1
+                budget.step_done()
                 window_loss, window_n = window_loss + loss, window_n + 1
                 bar.update(1)
+                if not self.planned and budget.ready_to_plan(self.step, cfg.warmup_steps):
+                    last_metrics = plan_run(self, bar) or last_metrics
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     record = {
@@ -333,7 +336,7 @@ class ContrastiveTrainer:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}",
                                     lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
                     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-                if deadline is not None and self._time_is_up(deadline) and self.step < self.total_steps:
+                if budget.time_is_up(self.device) and self.step < self.total_steps:
                     bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {self.step}/{self.total_steps}; "
                               "evaluating and saving")
                     self.total_steps = self.step
@@ -346,6 +349,8 @@ class ContrastiveTrainer:
                         last_metrics = metrics
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                     self.save(metrics)
+                if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
+                    budget.pause()  # evaluation and checkpoints are not step time
             else:
                 report = self.loader.report()
                 if self.dist.is_main and self.loader.skips.total:

@@ -38,8 +38,11 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int, min_ratio: float =
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_scheduler(optimizer, total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total_steps, warmup_steps, min_ratio))
+def make_scheduler(optimizer, total_steps, warmup_steps: int, min_ratio: float = 0.0):
+    """Cosine with linear warm-up. ``total_steps`` is an int, or a function returning it at every step (a
+    run sized by a time budget learns its length only after the warm-up: :mod:`kizuna.train.budget`)."""
+    total = total_steps if callable(total_steps) else (lambda: total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total(), warmup_steps, min_ratio))
 
 
 def autocast_for(precision: str, device: torch.device):

@@ -55,6 +55,7 @@ from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_mo
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
+from .budget import TimeBudget, initial_length, plan_run
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
@@ -124,6 +125,9 @@ class SupervisedConfig:
     # evaluation during training
     eval_every: int = 0  # steps; 0 = only at the end
     eval_batch_size: int = 256
+    # wall clock (kizuna.train.budget)
+    time_budget_minutes: float = 0.0  # plan the steps so the schedule ends in this time (`steps` caps it); 0 = off
+    time_limit_minutes: float = 0.0  # hard stop: evaluate, save and end once training has run this long; 0 = none
     # output
     out: str = "runs/vit"
     save_every: int = 0  # steps; 0 = only at the end
@@ -396,7 +400,8 @@ class SupervisedTrainer:
             self.val_loader = make_loader(vset, self.val_sampler, num_workers=min(cfg.workers, 2), collate=Collate())
             self.val_size = len(vset)
         self.steps_per_epoch = len(self.sampler)
-        self.total_steps = cfg.steps or max(1, int(math.ceil(cfg.epochs * self.steps_per_epoch)))
+        self.total_steps, self.planned = initial_length(cfg, self.steps_per_epoch)
+        self.budget = TimeBudget(cfg.time_limit_minutes, cfg.time_budget_minutes)
 
         # optimisation
         if cfg.optimizer == "sgd":
@@ -404,7 +409,7 @@ class SupervisedTrainer:
                                              momentum=cfg.momentum)
         else:
             self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
-        self.scheduler = make_scheduler(self.optimizer, self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        self.scheduler = make_scheduler(self.optimizer, lambda: self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
         self.ddp = None
         if self.dist.enabled:
             self.ddp = nn.parallel.DistributedDataParallel(
@@ -418,9 +423,12 @@ class SupervisedTrainer:
         if self.dist.is_main and cfg.progress:
             n = len(self.train_index)
             share = f" ({cfg.subset_fraction:g} of {self.full_train_size})" if cfg.subset_fraction < 1 else ""
+            length = (f"{self.total_steps} steps" if self.planned else
+                      f"steps planned after the warm-up to end within {cfg.time_budget_minutes:g} min"
+                      + (f" (at most {cfg.steps})" if cfg.steps else ""))
             print(f"data: {n} training images{share}, {self.num_classes} classes"
                   + (f", {self.val_size} validation images" if self.val_loader else "")
-                  + f"; {self.steps_per_epoch} steps/epoch, {self.total_steps} steps")
+                  + f"; {self.steps_per_epoch} steps/epoch, {length}")
 
     # ----- one step ----------------------------------------------------------------------------
     def autocast(self):
@@ -477,6 +485,7 @@ class SupervisedTrainer:
                 "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "data": self.loader.state_dict(), "train_config": self.cfg.to_dict(),
+                "total_steps": self.total_steps, "planned": self.planned,
             }
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
@@ -496,6 +505,8 @@ class SupervisedTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        if state.get("planned") and self.cfg.time_budget_minutes:  # keep the length the budget gave the run
+            self.total_steps, self.planned = int(state["total_steps"]), True
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         path = self.logger.path
@@ -510,10 +521,12 @@ class SupervisedTrainer:
         cfg = self.cfg
         from tqdm import tqdm
 
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="vit", unit="step",
+        bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc="vit", unit="step",
                    disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
         last_metrics: dict = {}
         w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
+        budget = self.budget
+        budget.restart()
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
             for batch in self.loader:
@@ -523,8 +536,15 @@ class SupervisedTrainer:
                     continue
                 loss, correct = self.train_step(batch["images"], batch["labels"])
                 self.step += 1
+                budget.step_done()
                 w_loss, w_correct, w_n, w_steps = w_loss + loss, w_correct + correct, w_n + len(batch["labels"]), w_steps + 1
                 bar.update(1)
+                if not self.planned and budget.ready_to_plan(self.step, cfg.warmup_steps):
+                    last_metrics = plan_run(self, bar) or last_metrics
+                if budget.time_is_up(self.device) and self.step < self.total_steps:
+                    bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {self.step}"
+                              f"/{self.total_steps}; evaluating and saving")
+                    self.total_steps = self.step
                 last = self.step == self.total_steps
                 if self.step % cfg.log_every == 0 or last:
                     elapsed = time.perf_counter() - w_start
@@ -544,6 +564,8 @@ class SupervisedTrainer:
                         bar.write(f"step {self.step}: val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}")
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                     self.save(metrics)
+                if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
+                    budget.pause()  # evaluation and checkpoints are not step time
             else:
                 if self.dist.is_main and self.loader.skips.total:
                     bar.write(f"epoch {self.epoch}: {self.loader.report()}")

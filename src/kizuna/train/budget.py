@@ -1,0 +1,144 @@
+"""Wall-clock control of a training loop: a hard time limit, and a time budget that sizes the run.
+
+A **time limit** stops a run early: it evaluates, saves and ends at the next step after the limit. The
+learning-rate schedule is cut where it stands, so a run stopped halfway ends at a high learning rate.
+
+A **time budget** instead decides how many steps the run gets, so that its schedule *ends* on time (the
+point of Li et al., "Budgeted Training", ICLR 2020: a schedule that decays to its end within the budget
+beats a longer one that is cut off). The first steps are timed; once the warm-up is over (and at least
+``calibrate_steps`` steps after the first few, which carry one-off costs such as worker start-up, cuDNN
+autotuning or compilation), the trainer calls :meth:`TimeBudget.plan`::
+
+    steps left = (budget - time spent - final evaluation - margin) / (seconds per step + evaluation share)
+
+and the cosine schedule is stretched or shrunk to the new total. Until then the schedule is in its
+warm-up (or just past it, where a cosine is flat), so the change of total is continuous. The planned total
+is checkpointed: a resumed run keeps it. In distributed runs every rank takes the smallest plan (the
+slowest rank sets the pace) and agrees on the limit, or one rank would wait forever in a collective.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .distributed import all_reduce_sum
+
+__all__ = ["TimeBudget", "initial_length", "plan_run"]
+
+SKIP_FIRST = 3  # steps whose duration says more about start-up than about the run
+UNPLANNED = 10**9  # stands in for the length of a budgeted run until it is planned
+
+
+@dataclass
+class TimeBudget:
+    limit_minutes: float = 0.0  # hard stop; 0 = none
+    budget_minutes: float = 0.0  # size the run to end its schedule in this time; 0 = off
+    calibrate_steps: int = 20  # timed steps the plan is based on (after the first SKIP_FIRST)
+    margin: float = 0.03  # share of the budget kept free for what the plan cannot see (checkpoints, jitter)
+    start: float = field(default_factory=time.perf_counter)
+    step_times: list = field(default_factory=list)
+    _last: float | None = None
+
+    def __post_init__(self):
+        if self.limit_minutes < 0 or self.budget_minutes < 0:
+            raise ValueError("time limit and time budget must be >= 0 minutes")
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def restart(self) -> None:
+        """The clock starts at the training loop, not at set-up (model building, indexing)."""
+        self.start, self._last, self.step_times = time.perf_counter(), None, []
+
+    def step_done(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.step_times.append(now - self._last)
+        self._last = now
+
+    def pause(self) -> None:
+        """Evaluation and checkpoints happen between steps: do not count them as step time."""
+        self._last = None
+
+    # ----- the hard limit -------------------------------------------------------------------------
+    def time_is_up(self, device: torch.device) -> bool:
+        """Whether the limit has passed, agreed by all ranks (any rank past it stops them all)."""
+        if not self.limit_minutes:
+            return False
+        up = torch.tensor([1.0 if self.elapsed > self.limit_minutes * 60 else 0.0], device=device)
+        return bool(all_reduce_sum(up).item() > 0)
+
+    # ----- the budget -------------------------------------------------------------------------------
+    def ready_to_plan(self, step: int, warmup_steps: int) -> bool:
+        return bool(self.budget_minutes) and step >= warmup_steps and len(self.step_times) >= (
+            SKIP_FIRST + self.calibrate_steps)
+
+    def seconds_per_step(self) -> float:
+        """Median of the timed steps after the first few (robust to a slow batch or a GC pause)."""
+        times = self.step_times[SKIP_FIRST:] or self.step_times
+        return statistics.median(times)
+
+    def plan(self, step: int, cap: int = 0, eval_seconds: float = 0.0, eval_every: int = 0,
+             device: torch.device | None = None) -> dict:
+        """The total number of steps that ends training within the budget (see the module docstring).
+
+        ``eval_seconds``: what one evaluation costs (0 without one); it is paid once at the end and every
+        ``eval_every`` steps on the way. ``cap`` (> 0) bounds the total from above. Returns the plan as a
+        dict for the log: ``total_steps``, ``seconds_per_step``, ``eval_seconds``, ``remaining_s``.
+        """
+        per_step = self.seconds_per_step()
+        remaining = self.budget_minutes * 60 * (1 - self.margin) - self.elapsed - eval_seconds
+        per_step_all = per_step + (eval_seconds / eval_every if eval_every else 0.0)
+        left = max(1, math.floor(remaining / per_step_all)) if remaining > 0 else 1
+        total = step + left
+        if cap:
+            total = min(total, cap)
+        total = max(total, step + 1)
+        if device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([float(total)], device=device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+            total = int(t.item())
+        return {"total_steps": int(total), "seconds_per_step": per_step, "eval_seconds": eval_seconds,
+                "remaining_s": remaining, "budget_minutes": self.budget_minutes, "planned_at_step": step}
+
+
+def initial_length(cfg, steps_per_epoch: int) -> tuple[int, bool]:
+    """(total steps, planned) at the start of a run: from ``steps`` or ``epochs``, or, with a time budget,
+    open (``steps`` as a cap, else :data:`UNPLANNED`) until :func:`plan_run` fixes it. The schedule reads
+    the total only after its warm-up, and the plan comes right after the warm-up."""
+    if cfg.time_budget_minutes:
+        return cfg.steps or UNPLANNED, False
+    return cfg.steps or max(1, int(math.ceil(cfg.epochs * steps_per_epoch))), True
+
+
+def plan_run(trainer, bar=None) -> dict:
+    """Fix a trainer's length from its measured step time (the budget's plan); both trainers call this.
+
+    ``trainer`` has ``cfg`` (``time_budget_minutes``, ``steps``, ``eval_every``), ``budget``, ``step``,
+    ``total_steps``, ``planned``, ``steps_per_epoch``, ``device``, ``logger`` and ``evaluate()``. One
+    evaluation is run and timed here and logged as usual, so the plan can leave room for the evaluations
+    still to come. Returns that evaluation's metrics ({} when the trainer has nothing to evaluate).
+    """
+    cfg = trainer.cfg
+    t0 = time.perf_counter()
+    metrics = trainer.evaluate()
+    eval_s = time.perf_counter() - t0 if metrics else 0.0
+    if metrics:
+        trainer.logger.log(trainer.step, metrics, kind="eval")
+    plan = trainer.budget.plan(trainer.step, cap=cfg.steps, eval_seconds=eval_s, eval_every=cfg.eval_every,
+                               device=trainer.device)
+    trainer.total_steps, trainer.planned = plan["total_steps"], True
+    trainer.logger.log(trainer.step, plan, kind="plan")
+    if bar is not None:
+        bar.total = trainer.total_steps
+        bar.refresh()
+        bar.write(f"time budget {cfg.time_budget_minutes:g} min: {plan['seconds_per_step'] * 1e3:.0f} ms per step"
+                  + (f", {eval_s:.1f} s per evaluation" if metrics else "")
+                  + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
+    trainer.budget.pause()
+    return metrics
