@@ -21,9 +21,9 @@ import torch
 from .common import REPO, Settings, load_average, machine_info
 
 # Run order: cheap and load-sensitive first; `utilization` reuses `encode`'s timings when both run.
-SECTIONS = ["tokenizer", "encode", "utilization", "train_step", "train_throughput", "dataloading", "eval_throughput",
-            "profile", "gpu_train_step"]
-MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utilization",
+SECTIONS = ["tokenizer", "encode", "utilization", "fusion", "train_step", "train_throughput", "dataloading",
+            "eval_throughput", "profile", "gpu_train_step"]
+MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utilization", "fusion": "fusion",
            "train_step": "train_step", "train_throughput": "train_throughput", "dataloading": "dataloading",
            "eval_throughput": "eval_throughput", "profile": "profile", "gpu_train_step": "gpu_train_step"}
 
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         section = mod.run(settings)
         section.update(name=name, command=command, started=started, duration_s=round(time.perf_counter() - t0, 1),
                        load_before=load_before, load_after=load_average(), quick=args.quick,
-                       threads=torch.get_num_threads(), machine=run_info["machine"])
+                       threads=torch.get_num_threads(), machine=run_info["machine"], reps=settings.reps,
+                       max_reps=settings.max_reps)
         settings.extra[name] = section
         results["sections"][name] = section
         settings.log(f"   {name} done in {section['duration_s']:.0f} s (load average {section['load_after']})")

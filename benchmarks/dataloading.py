@@ -51,7 +51,7 @@ def run(s: Settings) -> dict:
 
     fns = {f"{size}px/{w}w": (lambda key=(size, w): one_pass(key)) for size, w in loaders}
     s.log(f"[dataloading] {len(fns)} configurations x {s.reps} passes over {n} images")
-    t = interleaved(fns, s.reps, 1, items=n)
+    t = interleaved(fns, s.reps, 1, items=n, max_reps=s.max_reps)
     loaders.clear()  # shuts the worker processes down
 
     rows, data = [], []

@@ -15,19 +15,25 @@ shows what the oneDNN choice is worth.
 For texts a fourth contender is the same instance with its padding trim off (``common.padding_kept``):
 kizuna's causal text tower runs a batch only up to its last end-of-text token (the positions after
 it cannot change the pooled feature), HF runs all 77; the column shows what the trim is worth.
+
+One more contender, on both towers, is the same instance with its last block run for every token
+(``common.last_block_full``): a pooled tower reads one token of its last block (the class token, the
+end-of-text token), so kizuna runs that block's query, attention, projection and MLP for that token only
+(``Block.forward_rows``; keys and values still for all tokens). The column shows what that is worth.
 """
 from __future__ import annotations
 
 import torch
 
-from .common import (MKL_LABEL, PAD_LABEL, Settings, build_pair, caption_source, hf_attention, inner_for, interleaved,
-                     md_table, onednn_in_use, onednn_off, padding_kept, pooled, positions_run, with_padding,
-                     without_onednn)
+from .common import (FULL_LABEL, MKL_LABEL, PAD_LABEL, Settings, build_pair, caption_source, hf_attention, inner_for,
+                     interleaved, last_block_full, md_table, onednn_in_use, onednn_off, padding_kept, pooled,
+                     positions_run, with_padding, within, without_onednn)
 
 NAME = "encode"
 TITLE = "Encoding throughput vs Hugging Face CLIPModel"
 TARGET = 1.2
-LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": MKL_LABEL, "kizuna_pad": PAD_LABEL}
+LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": MKL_LABEL, "kizuna_pad": PAD_LABEL,
+          "kizuna_full": FULL_LABEL}
 
 
 def _texts(n: int) -> torch.Tensor:
@@ -67,6 +73,10 @@ def run(s: Settings) -> dict:
             with padding_kept(k):
                 dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
             parity.append((variant, "kizuna_pad", None, dt))
+            with last_block_full(k):
+                di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
+                dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
+            parity.append((variant, "kizuna_full", di, dt))
             kept = {b: positions_run(k, tokens[:b]) for b in batches}
             for tower in towers:
                 for b in batches:
@@ -74,15 +84,16 @@ def run(s: Settings) -> dict:
                         x = pixels[:b]
                         kfn = lambda x=x: k.encode_image(x)
                         fns = {"kizuna": kfn, "hf": lambda x=x: pooled(hf.get_image_features(pixel_values=x)),
-                               "kizuna_mkl": without_onednn(kfn)}
+                               "kizuna_mkl": without_onednn(kfn), "kizuna_full": within(last_block_full, kfn, k)}
                     else:
                         x = tokens[:b]
                         kfn = lambda x=x: k.encode_text(x)
                         fns = {"kizuna": kfn, "hf": lambda x=x: pooled(hf.get_text_features(input_ids=x)),
-                               "kizuna_mkl": without_onednn(kfn), "kizuna_pad": with_padding(kfn, k)}
+                               "kizuna_mkl": without_onednn(kfn), "kizuna_pad": with_padding(kfn, k),
+                               "kizuna_full": within(last_block_full, kfn, k)}
                     inner = inner_for(fns["hf"], 1.0) if b == 1 else 1
                     s.log(f"[encode] {variant} {tower} batch {b} ({inner} call(s) per timed run)")
-                    t = interleaved(fns, s.reps, s.warmup, inner=inner, items=b)
+                    t = interleaved(fns, s.reps, s.warmup, inner=inner, items=b, max_reps=s.max_reps)
                     r = t["kizuna"].rate / t["hf"].rate
                     unit = "images/s" if tower == "image" else "texts/s"
                     row = [variant, f"{tower} ({unit})", b, f"{t['kizuna'].rate:.2f}", f"{t['hf'].rate:.2f}",
@@ -93,9 +104,12 @@ def run(s: Settings) -> dict:
                     p = t.get("kizuna_pad")
                     row += [f"{p.rate:.2f} ({p.rate / t['hf'].rate:.2f}x), {kept[b]} of {x.shape[1]} positions run "
                             "with the trim" if p else "-"]
+                    f = t["kizuna_full"]
+                    row += [f"{f.rate:.2f} ({f.rate / t['hf'].rate:.2f}x); pruning worth {t['kizuna'].rate / f.rate:.2f}x"]
                     rows.append(row)
                     data.append({"variant": variant, "tower": tower, "batch": b, "inner": inner, "ratio": round(r, 4),
                                  "ratio_onednn_vs_mkl": round(t["kizuna"].rate / m.rate, 4),
+                                 "ratio_pruned_vs_full": round(t["kizuna"].rate / f.rate, 4),
                                  "positions_run": kept[b] if tower == "text" else None,
                                  "timings": {n: v.as_dict() for n, v in t.items()}})
                     if b == big:
@@ -104,8 +118,8 @@ def run(s: Settings) -> dict:
         del k, hf  # frees this pair before the next one is built
 
     headers = ["model", "input", "batch", "kizuna", "HF", "kizuna ÷ HF", f"{MKL_LABEL} (÷ HF)",
-               "kizuna ÷ oneDNN off", "spread kizuna / HF / oneDNN off", f"{PAD_LABEL} (÷ HF)"]
-    table = md_table(headers, rows, align="llrrrrrrrr")
+               "kizuna ÷ oneDNN off", "spread kizuna / HF / oneDNN off", f"{PAD_LABEL} (÷ HF)", f"{FULL_LABEL} (÷ HF)"]
+    table = md_table(headers, rows, align="llrrrrrrrrr")
     ptable = md_table(
         ["model", "contender", "max abs diff vs HF, image features", "max abs diff vs HF, text features"],
         [[v, LABELS[n], "-" if di is None else f"{di:.1e}", f"{dt:.1e}"] for v, n, di, dt in parity], align="llrr")
@@ -118,6 +132,9 @@ def run(s: Settings) -> dict:
         f"the parity table); HF runs all 77. \"{PAD_LABEL}\" is the same instance with the trim off, "
         "interleaved with the others: the image-tower rows and that column compare like with like.",
         "Rates in items per second (median of the timed runs); batch-1 runs repeat the call to last about 1 s.",
+        f"\"{FULL_LABEL}\" is the same instance with `prune_last_block` off on both towers: the last block runs for "
+        "every token, as HF runs it; kizuna as shipped runs it for the pooled token only (exact, see the parity "
+        "table). \"pruning worth\" is kizuna over that contender.",
         "\"kizuna\" is kizuna as shipped: CPU fp32 linears on oneDNN (`torch.ops.mkldnn._linear_pointwise`), "
         "bias/activation/residual fused into the GEMMs of each block at inference. "
         f"\"{MKL_LABEL}\" is the same model instance called with `kizuna.models.layers.ONEDNN = False` "

@@ -97,7 +97,8 @@ def run(s: Settings) -> dict:
     fns = {f"e2e_{w}w": end_to_end(ds, w) for w in WORKERS}
     fns["encode"] = encode_only
     s.log(f"[eval_throughput] {len(fns)} contenders x {s.reps} runs, interleaved")
-    t = interleaved(fns, s.reps, 1, items={**{f"e2e_{w}w": n for w in WORKERS}, "encode": n_enc})
+    t = interleaved(fns, s.reps, 1, items={**{f"e2e_{w}w": n for w in WORKERS}, "encode": n_enc},
+                    max_reps=s.max_reps)
 
     enc = t["encode"]
     rows = []

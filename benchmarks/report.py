@@ -6,13 +6,23 @@ from pathlib import Path
 
 from .common import REPO, md_table
 
-ORDER = ["encode", "utilization", "train_step", "gpu_train_step", "train_throughput", "tokenizer", "dataloading", "eval_throughput",
+ORDER = ["encode", "utilization", "fusion", "train_step", "gpu_train_step", "train_throughput", "tokenizer", "dataloading", "eval_throughput",
          "profile"]
-ANALYSIS = Path(__file__).with_name("analysis.md")
+ANALYSIS = Path(__file__).with_name("analysis.md")  # the hand-written findings of BENCHMARKS.md
+
+
+def analysis_path(json_path: Path | None) -> Path:
+    """The hand-written findings that go with a report: ``benchmarks/analysis.md`` for BENCHMARKS.md,
+    ``NAME-analysis.md`` beside ``NAME.json`` for a report written elsewhere (another machine's run), so
+    one machine's findings never end up under another machine's figures."""
+    default = REPO / "benchmarks" / "results.json"
+    if json_path is None or Path(json_path).resolve() == default.resolve():
+        return ANALYSIS
+    return Path(json_path).with_name(Path(json_path).stem + "-analysis.md")
 
 METHOD = """\
 - Every figure is the **median of 5 timed runs** after 2 untimed warm-up runs per contender (1 with
-  `--quick`). A timed run of a fast call (batch 1) repeats it until the run lasts about a second and
+  `--quick`).{extension} A timed run of a fast call (batch 1) repeats it until the run lasts about a second and
   reports the mean per call.
 - Contenders are timed **alternately in one process** (kizuna, HF, kizuna, HF, ...), so load from
   other processes hits both alike; ratios are ratios of the two medians. "spread" is
@@ -22,6 +32,20 @@ METHOD = """\
   `CLIPModel` with OpenAI's ViT-B shape (QuickGELU, as OpenAI trained it) is saved with
   `save_pretrained` and loaded with `kizuna.create_model(folder)`; the largest output difference is
   reported. HF runs with its default attention implementation (reported; `sdpa`)."""
+EXTENSION = """
+  When a contender's runs still disagree after dropping its fastest and slowest (the middle runs spread
+  by more than 25% of the median: a burst of load on the shared machine hit two runs), whole rounds are
+  added, up to **{max_reps} runs**{which}; the JSON file lists every run."""
+
+
+def method(sections: dict) -> str:
+    """The method paragraph; the extra-rounds rule only where sections were measured with it."""
+    extended = [s for s in sections.values() if (s.get("max_reps") or 0) > (s.get("reps") or 5)]
+    if not extended:
+        return METHOD.format(extension="")
+    which = "" if len(extended) == len(sections) else (
+        " (sections " + ", ".join(f"`{s['name']}`" for s in extended) + "; the others were measured before this rule)")
+    return METHOD.format(extension=EXTENSION.format(max_reps=max(s["max_reps"] for s in extended), which=which))
 
 
 def _load_note(sec: dict) -> str:
@@ -96,7 +120,7 @@ def render(results: dict, json_path: Path | None = None) -> str:
         f"are therefore pessimistic and noisy (see each table's spread); the kizuna/HF ratios are more robust "
         f"because the contenders were interleaved. Per-section load averages are given below."
     )
-    out.append("## Method\n\n" + METHOD)
+    out.append("## Method\n\n" + method(sections))
 
     targets = [t for name in ORDER if name in sections for t in sections[name].get("targets", [])]
     if targets:
@@ -106,6 +130,7 @@ def render(results: dict, json_path: Path | None = None) -> str:
     for name in ORDER:
         if name in sections:
             out.append(_section(sections[name], m))
-    if ANALYSIS.is_file():
-        out.append(ANALYSIS.read_text().strip())
+    analysis = analysis_path(json_path)
+    if analysis.is_file():
+        out.append(analysis.read_text().strip())
     return "\n\n".join(out) + "\n"

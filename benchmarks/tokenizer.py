@@ -221,7 +221,7 @@ def run(s: Settings) -> dict:
         "kizuna_no_ftfy": patched(ftfy=None),  # cleaning without ftfy
         "ftfy_only": lambda: [ftfy.fix_text(t) for t in captions],
     }
-    t = interleaved(contenders, s.reps, s.warmup, items=n)
+    t = interleaved(contenders, s.reps, s.warmup, items=n, max_reps=s.max_reps)
 
     # Do they agree? (ids up to and including EOT: HF pads with EOT, OpenAI/kizuna with 0)
     a, b, c = kz(captions), contenders["hf_fast"](), py(captions)

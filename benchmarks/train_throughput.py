@@ -10,7 +10,7 @@ worker start-up, first allocations).
 
 The second row is the bare step on the trainer's own model (same config, same tokenizer vocabulary):
 forward, CLIP loss, backward, gradient clipping and AdamW on random images and pre-tokenized captions,
-timed with ``common.interleaved`` (median of 5 timed runs). The gap between the two is the trainer's
+timed with ``common.interleaved`` (median of 5 to 9 timed runs). The gap between the two is the trainer's
 overhead (data, tokenisation, logging) over the compute.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def run(s: Settings) -> dict:
             return loss.detach()
 
         s.log(f"[train_throughput] bare step, batch {batch}")
-        t = interleaved({"bare": bare_step}, s.reps, s.warmup, items=batch)["bare"]
+        t = interleaved({"bare": bare_step}, s.reps, s.warmup, items=batch, max_reps=s.max_reps)["bare"]
         n_params = sum(p.numel() for p in model.parameters())
         mcfg = model.cfg
         del trainer, model, opt
@@ -119,7 +119,7 @@ def run(s: Settings) -> dict:
         f"Trainer overhead over the compute-only step: {overhead:.0%} of the trainer's step time "
         f"({batch / tr_rate:.3f} s vs {t.median:.3f} s per step).",
         "The two rows are measured one after the other in the same process, not interleaved (the trainer "
-        "figure is the median over the steps of one run, the bare step the median of 5 timed runs after warm-up); "
+        "figure is the median over the steps of one run, the bare step the median of 5 to 9 timed runs after warm-up); "
         "see the load averages above. kizuna as shipped: CPU fp32 linears on oneDNN.",
     ]
     return {"title": TITLE, "md": table, "notes": notes, "targets": [],

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 5 and 6, run on a lent GPU machine from the repository root:
+#
+#   bash benchmarks/device/run.sh cifar   # issue 5: CIFAR-10 from scratch, hybrid and plain ViT side by side
+#   bash benchmarks/device/run.sh bench   # issue 6: ViT-B/16 bf16 training step vs OpenCLIP, MFU
+#   bash benchmarks/device/run.sh smoke   # the same two at toy sizes, to check the set-up (8 files back,
+#                                         # no figures; 3.4 min on 2 CPU cores, seconds on a GPU machine)
+#
+# It expects .device/ from prepare.sh (carried by the device tool) and writes what should come back into
+# $OUT (at most 8 files). See README.md beside it for the device tool's call and the time it costs.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+WHAT=${1:-smoke}
+OUT=${OUT:-/tmp/kizuna-device-out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}  # the device's python3 holds torch; here: PYTHON=.venv/bin/python
+
+# set-up: carried wheels into a private site folder, the shared data into /tmp/shared
+if [ -d .device/wheels ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .device/wheels/*.whl || exit 1
+fi
+export PYTHONPATH="$PWD/src:$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [ -f .device/shared.tar.gz ]; then
+    mkdir -p /tmp/shared && tar xzf .device/shared.tar.gz -C /tmp/shared && export KIZUNA_SHARED=/tmp/shared
+fi
+export KIZUNA_SHARED=${KIZUNA_SHARED:-../shared}
+"$PY" - <<'PYEOF' | tee "$OUT/machine.txt"
+import os, torch, kizuna
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA"
+print(f"torch {torch.__version__}, {gpu}, {os.cpu_count()} CPUs, kizuna from {kizuna.__file__}")
+PYEOF
+[ $? -eq 0 ] || { echo "kizuna does not import with $PY" >&2; exit 1; }
+
+cifar() {  # $1 = extra flags for a quick run
+    local quick=${1:-}
+    # Two runs share the GPU (each uses a fraction of it at this size) and split the CPU cores for
+    # their loaders: the hybrid of the config and a plain ViT with 4-px patches (width 384, depth 7).
+    local cpus; cpus=$(nproc); local w=$(( cpus > 4 ? cpus / 2 - 1 : 1 ))
+    "$PY" -m kizuna.apps.cli vit train --config vit_cifar10_gpu --workers "$w" --progress false \
+        --out /tmp/runs/c10-hybrid $quick > "$OUT/c10-hybrid.log" 2>&1 &
+    local a=$!
+    "$PY" -m kizuna.apps.cli vit train --config vit_cifar10_gpu --workers "$w" --progress false \
+        --model S/4 --model-overrides '{"depth": 7}' --out /tmp/runs/c10-vit $quick > "$OUT/c10-vit.log" 2>&1 &
+    local b=$!
+    wait $a; local ra=$?; wait $b; local rb=$?
+    for r in hybrid vit; do
+        cp "/tmp/runs/c10-$r/metrics.jsonl" "$OUT/c10-$r.metrics.jsonl" 2>/dev/null || true
+    done
+    # Issue 5 (b): does a ViT trained for many epochs learn local attention in its low layers? The figures
+    # and numbers of the plain ViT (report.json holds every section's numbers).
+    if [ $rb -eq 0 ]; then
+        "$PY" -m kizuna.apps.cli analyze all /tmp/runs/c10-vit/model --images "$KIZUNA_SHARED/data/cifar10/test" \
+            --max-images 64 --out /tmp/fig-vit > /dev/null 2>&1 \
+            && cp /tmp/fig-vit/report.json "$OUT/c10-vit.analysis.json" \
+            && { [ -n "$quick" ] || cp /tmp/fig-vit/attention_distance.png /tmp/fig-vit/positions.png "$OUT/"; }
+    fi
+    echo "cifar: hybrid exit $ra, vit exit $rb"
+    [ $ra -eq 0 ] && [ $rb -eq 0 ]
+}
+
+bench() {  # $1 = --quick for a smoke run
+    # Start from the committed results so the returned results.json is the whole suite with this section
+    # added (`--only` keeps the other sections); back here: cp it to benchmarks/ and `--render`.
+    cp benchmarks/results.json "$OUT/results.json"
+    "$PY" -m benchmarks --only gpu_train_step ${1:-} --out "$OUT/BENCHMARKS.md" --json "$OUT/results.json"
+}
+
+case "$WHAT" in
+    cifar) cifar ;;
+    bench) bench ;;
+    smoke) cifar "--time-budget-minutes 0.3 --warmup-steps 5 --subset-fraction 0.1 --val-max-samples 1000 \
+                  --batch-size 64 --eval-batch-size 250" \
+           && bench --quick ;;
+    *) echo "usage: $0 cifar|bench|smoke" >&2; exit 2 ;;
+esac
