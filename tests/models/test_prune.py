@@ -85,3 +85,14 @@ def test_supervised_vit_logits_and_grad_checkpointing():
     torch.testing.assert_close(pruned, full, atol=1e-5, rtol=1e-5)
     pruned.sum().backward()  # checkpointed pruned block backpropagates
     assert vit.transformer.blocks[-1].mlp.fc1.weight.grad is not None
+
+
+def test_a_hook_on_the_last_block_sees_its_full_output():
+    torch.manual_seed(3)
+    vit = _randomise(kizuna.create_vit("mu/4", image_size=16, num_classes=5), 0.1).eval()
+    seen = []
+    vit.transformer.blocks[-1].register_forward_hook(lambda mod, args, out: seen.append(out[0].shape))
+    x = torch.randn(2, 3, 16, 16)
+    pruned, full = _both(vit, lambda: vit(x))
+    assert seen == [(2, 17, 64), (2, 17, 64)]  # both calls ran the whole block
+    torch.testing.assert_close(pruned, full, atol=1e-5, rtol=1e-5)

@@ -286,10 +286,14 @@ class Transformer(nn.Module):
         rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """``rows`` ([B, k] token indices): the last block computes only these positions
-        (:meth:`Block.forward_rows`) and the output is ``[B, k, D]``; for pooled outputs."""
-        if rows is not None and not (return_tokens or return_attention) and len(self.blocks):
+        (:meth:`Block.forward_rows`) and the output is ``[B, k, D]``; for pooled outputs. Not while hooks
+        watch the last block (they expect its full output), then the output is ``x[rows]`` of the full run."""
+        last = self.blocks[-1] if len(self.blocks) else None
+        if rows is not None and last is not None and (last._forward_hooks or last._forward_pre_hooks):
+            x, _, _ = self._run(self.blocks, x, causal)
+            return x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1])), [], []
+        if rows is not None and not (return_tokens or return_attention) and last is not None:
             x, _, _ = self._run(self.blocks[:-1], x, causal)
-            last = self.blocks[-1]
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(last.forward_rows, x, rows, causal, use_reentrant=False)
                 return x, [], []
