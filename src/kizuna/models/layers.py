@@ -220,9 +220,8 @@ class Block(nn.Module):
         """
         a = self.attn
         B, T, C = x.shape
-        pick = lambda t: t.gather(1, rows.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # noqa: E731
         h = self.norm1(x)
-        q = linear(pick(h), a.qkv.weight[:C], a.qkv.bias[:C]).view(B, -1, a.heads, a.head_dim).transpose(1, 2)
+        q = linear(gather_rows(h, rows), a.qkv.weight[:C], a.qkv.bias[:C]).view(B, -1, a.heads, a.head_dim).transpose(1, 2)
         kv = linear(h, a.qkv.weight[C:], a.qkv.bias[C:]).view(B, T, 2, a.heads, a.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         mask = None
@@ -234,7 +233,7 @@ class Block(nn.Module):
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(a.head_dim))
             out = (scores if mask is None else scores.masked_fill(~mask, float("-inf"))).softmax(dim=-1) @ v
         out = out.transpose(1, 2).reshape(B, -1, C)
-        x = pick(x)
+        x = gather_rows(x, rows)
         if self._fusable(x):
             return self._mlp_fused(_LP_BINARY(out, x, a.proj.weight, a.proj.bias, "add"))
         x = x + a.proj(out)
@@ -269,6 +268,11 @@ class Block(nn.Module):
         return _LP_BINARY(h, x, m.fc2.weight, m.fc2.bias, "add")
 
 
+def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x[b, rows[b, i]]`` for tokens ``x`` [B, T, D] and indices ``rows`` [B, k] -> [B, k, D]."""
+    return x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 class Transformer(nn.Module):
     """A stack of blocks with optional per-block gradient checkpointing and intermediates."""
 
@@ -291,7 +295,7 @@ class Transformer(nn.Module):
         last = self.blocks[-1] if len(self.blocks) else None
         if rows is not None and last is not None and (last._forward_hooks or last._forward_pre_hooks):
             x, _, _ = self._run(self.blocks, x, causal)
-            return x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1])), [], []
+            return gather_rows(x, rows), [], []
         if rows is not None and not (return_tokens or return_attention) and last is not None:
             x, _, _ = self._run(self.blocks[:-1], x, causal)
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():

@@ -27,7 +27,7 @@ import torch
 
 from .distributed import all_reduce_sum
 
-__all__ = ["TimeBudget", "initial_length", "plan_run"]
+__all__ = ["TimeBudget", "after_step", "initial_length", "length_state", "plan_run", "restore_length"]
 
 SKIP_FIRST = 3  # steps whose duration says more about start-up than about the run
 UNPLANNED = 10**9  # stands in for the length of a budgeted run until it is planned
@@ -142,3 +142,31 @@ def plan_run(trainer, bar=None) -> dict:
                   + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
     trainer.budget.pause()
     return metrics
+
+
+def after_step(trainer, bar=None) -> dict:
+    """Both trainers call this after every optimizer step: it times the step, plans the run's length once
+    the budget is ready to, and ends the run at the hard limit (``total_steps`` set to the current step,
+    so the loop evaluates, saves and stops). Returns the plan's evaluation metrics ({} otherwise)."""
+    budget, cfg = trainer.budget, trainer.cfg
+    budget.step_done()
+    metrics = {}
+    if not trainer.planned and budget.ready_to_plan(trainer.step, cfg.warmup_steps):
+        metrics = plan_run(trainer, bar)
+    if budget.time_is_up(trainer.device) and trainer.step < trainer.total_steps:
+        if bar is not None:
+            bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {trainer.step}"
+                      f"/{trainer.total_steps}; evaluating and saving")
+        trainer.total_steps = trainer.step
+    return metrics
+
+
+def length_state(trainer) -> dict:
+    """What a checkpoint keeps of the run's length."""
+    return {"total_steps": trainer.total_steps, "planned": trainer.planned}
+
+
+def restore_length(trainer, state: dict) -> None:
+    """A run resumed after its plan keeps the length the budget gave it."""
+    if state.get("planned") and trainer.cfg.time_budget_minutes:
+        trainer.total_steps, trainer.planned = int(state["total_steps"]), True

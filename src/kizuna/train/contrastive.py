@@ -26,7 +26,7 @@ import kizuna
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
-from .budget import TimeBudget, initial_length, plan_run
+from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
@@ -271,7 +271,7 @@ class ContrastiveTrainer:
                 "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": None, "rng": rng_state(), "data": self.loader.state_dict(),
-                "train_config": self.cfg.to_dict(), "total_steps": self.total_steps, "planned": self.planned,
+                "train_config": self.cfg.to_dict(), **length_state(self),
             }
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
@@ -281,8 +281,7 @@ class ContrastiveTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        if state.get("planned") and self.cfg.time_budget_minutes:  # keep the length the budget gave the run
-            self.total_steps, self.planned = int(state["total_steps"]), True
+        restore_length(self, state)
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         self._truncate_metrics(self.step)
@@ -318,11 +317,9 @@ class ContrastiveTrainer:
                     continue
                 loss = self.train_step(batch["images"], batch["captions"])
                 self.step += 1
-                budget.step_done()
                 window_loss, window_n = window_loss + loss, window_n + 1
                 bar.update(1)
-                if not self.planned and budget.ready_to_plan(self.step, cfg.warmup_steps):
-                    last_metrics = plan_run(self, bar) or last_metrics
+                last_metrics = after_step(self, bar) or last_metrics
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     record = {
@@ -336,10 +333,6 @@ class ContrastiveTrainer:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}",
                                     lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
                     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-                if budget.time_is_up(self.device) and self.step < self.total_steps:
-                    bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {self.step}/{self.total_steps}; "
-                              "evaluating and saving")
-                    self.total_steps = self.step
                 last = self.step == self.total_steps
                 metrics = None
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:

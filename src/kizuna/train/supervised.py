@@ -55,7 +55,7 @@ from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_mo
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .budget import TimeBudget, initial_length, plan_run
+from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
@@ -485,7 +485,7 @@ class SupervisedTrainer:
                 "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "data": self.loader.state_dict(), "train_config": self.cfg.to_dict(),
-                "total_steps": self.total_steps, "planned": self.planned,
+                **length_state(self),
             }
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
@@ -505,8 +505,7 @@ class SupervisedTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        if state.get("planned") and self.cfg.time_budget_minutes:  # keep the length the budget gave the run
-            self.total_steps, self.planned = int(state["total_steps"]), True
+        restore_length(self, state)
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         path = self.logger.path
@@ -536,15 +535,9 @@ class SupervisedTrainer:
                     continue
                 loss, correct = self.train_step(batch["images"], batch["labels"])
                 self.step += 1
-                budget.step_done()
                 w_loss, w_correct, w_n, w_steps = w_loss + loss, w_correct + correct, w_n + len(batch["labels"]), w_steps + 1
                 bar.update(1)
-                if not self.planned and budget.ready_to_plan(self.step, cfg.warmup_steps):
-                    last_metrics = plan_run(self, bar) or last_metrics
-                if budget.time_is_up(self.device) and self.step < self.total_steps:
-                    bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {self.step}"
-                              f"/{self.total_steps}; evaluating and saving")
-                    self.total_steps = self.step
+                last_metrics = after_step(self, bar) or last_metrics
                 last = self.step == self.total_steps
                 if self.step % cfg.log_every == 0 or last:
                     elapsed = time.perf_counter() - w_start
