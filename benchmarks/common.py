@@ -206,11 +206,6 @@ def within(context: Callable[[Any], Any], fn: Callable[[], Any], model) -> Calla
     return call
 
 
-def with_padding(fn: Callable[[], Any], model) -> Callable[[], Any]:
-    """``fn`` wrapped so every call runs inside :func:`padding_kept` (for ``interleaved``)."""
-    return within(padding_kept, fn, model)
-
-
 def positions_run(model, tokens) -> int:
     """How many of the batch's token positions kizuna's text tower runs (its own rule)."""
     return model.text.positions_run(tokens)

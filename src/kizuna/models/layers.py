@@ -221,7 +221,8 @@ class Block(nn.Module):
         a = self.attn
         B, T, C = x.shape
         h = self.norm1(x)
-        q = linear(gather_rows(h, rows), a.qkv.weight[:C], a.qkv.bias[:C]).view(B, -1, a.heads, a.head_dim).transpose(1, 2)
+        q = linear(gather_rows(h, rows), a.qkv.weight[:C], a.qkv.bias[:C])
+        q = q.view(B, -1, a.heads, a.head_dim).transpose(1, 2)
         kv = linear(h, a.qkv.weight[C:], a.qkv.bias[C:]).view(B, T, 2, a.heads, a.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         mask = None
