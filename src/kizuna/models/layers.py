@@ -79,11 +79,16 @@ FUSE_ACTIVATION = _fuse_activation_default()
 
 
 def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    # Not under a dispatch mode (FlopCounterMode, FakeTensorMode: they know aten::addmm, not oneDNN) nor
-    # while torch.compile traces (Inductor lowers F.linear to oneDNN itself).
+    # Not while torch.compile traces (Inductor lowers F.linear to oneDNN itself, and cannot lower oneDNN's
+    # op with trainable weights) nor under a dispatch mode (FlopCounterMode, FakeTensorMode: they know
+    # aten::addmm, not oneDNN). is_compiling() comes first: Dynamo folds it to True and so never traces
+    # _get_current_dispatch_mode, which it cannot (a graph break, after which the check ran eagerly and
+    # said yes, and Inductor failed on the oneDNN op).
+    if torch.compiler.is_compiling():
+        return False
     return (ONEDNN and torch.backends.mkldnn.enabled and x.device.type == "cpu"
             and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and _get_current_dispatch_mode() is None and not torch.compiler.is_compiling())
+            and _get_current_dispatch_mode() is None)
 
 
 def _needs_grad(*tensors) -> bool:

@@ -107,7 +107,11 @@ class TextTransformer(nn.Module):
 
     def positions_run(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> int:
         """How many of the batch's positions ``forward`` runs: up to the last pooled position when the
-        padding trim applies (causal tower, pooled at EOT/argmax), else all of them."""
+        padding trim applies (causal tower, pooled at EOT/argmax), else all of them. Not under
+        torch.compile: the trimmed length depends on the data, so a graph would be recompiled (or broken)
+        for every batch; a compiled tower runs the whole, static length."""
+        if torch.compiler.is_compiling():
+            return tokens.shape[1]
         if not (self.trim_padding and self.cfg.causal and self.cfg.pool != "last" and len(tokens)):
             return tokens.shape[1]
         positions = self.pool_positions(tokens) if positions is None else positions

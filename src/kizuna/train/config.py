@@ -58,7 +58,7 @@ class TrainConfig:
     lock_image_unlocked_blocks: int = 0
     lock_text: bool = False
     lock_text_unlocked_blocks: int = 0
-    compile: bool = False
+    compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU threads for torch (0 = torch's default)

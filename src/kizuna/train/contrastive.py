@@ -28,6 +28,7 @@ from kizuna.models.clip import ClipConfig, ClipModel
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
+from .compiling import compiled_or_eager
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
 from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
@@ -110,7 +111,7 @@ class ContrastiveTrainer:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.forward_model = torch.compile(self.ddp or self.model) if cfg.compile and hasattr(torch, "compile") else (self.ddp or self.model)
+        self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
         self.text_cache: dict[str, torch.Tensor] = {}
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)

@@ -57,6 +57,7 @@ from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embe
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
 from .checkpointing import CheckpointManager, rng_state, set_rng_state
+from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
 from .optim import autocast_for, make_optimizer, make_scheduler, param_groups
@@ -118,7 +119,7 @@ class SupervisedConfig:
     grad_clip: float = 1.0
     precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "fp32" | "bf16"
     grad_checkpointing: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU threads for torch (0 = torch's default)
@@ -414,8 +415,7 @@ class SupervisedTrainer:
         if self.dist.enabled:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        base = self.ddp or self.model
-        self.forward_model = torch.compile(base) if cfg.compile and hasattr(torch, "compile") else base
+        self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
         if self.resume_from is not None:

@@ -1,0 +1,133 @@
+"""torch.compile of kizuna's models: the towers trace without graph breaks and train like eager mode.
+
+The oneDNN linear (kizuna.models.layers) is eager-only: under Dynamo it must step aside for F.linear,
+which Inductor lowers itself. It once did not (the check graph-broke and then ran eagerly), and
+`--compile` training crashed inside Inductor.
+"""
+import os
+import shutil
+
+import pytest
+import torch
+
+import kizuna
+from kizuna.models import layers
+
+
+def _inductor_available() -> bool:
+    """torch.compile with Inductor, which on CPU builds C++ (a compiler on PATH)."""
+    try:
+        import torch._inductor  # noqa: F401
+    except Exception:
+        return False
+    compilers = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
+    return hasattr(torch, "compile") and any(c and shutil.which(c) for c in compilers)
+
+
+needs_inductor = pytest.mark.skipif(not _inductor_available(),
+                                    reason="torch.compile with Inductor needs a C++ compiler on PATH (g++, clang++ or $CXX)")
+
+
+def test_onednn_check_steps_aside_while_compiling():
+    seen = []
+
+    def probe(x):
+        seen.append(layers._onednn_ok(x, x))
+        return x + 1
+
+    torch._dynamo.reset()
+    out = torch.compile(probe, backend="eager", fullgraph=True)(torch.randn(2, 2))
+    assert out.shape == (2, 2) and seen == [False]  # traced once, with the oneDNN path off
+    assert layers._onednn_ok(torch.randn(2, 2), torch.randn(2, 2)) == layers.ONEDNN  # eager: unchanged
+
+
+@needs_inductor
+def test_compiled_vit_training_step_matches_eager():
+    torch.manual_seed(0)
+    model = kizuna.create_vit("mu/4", image_size=16, num_classes=5, width=32, depth=2, heads=2, mlp_dim=64)
+    images, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+
+    def loss_and_grads(fn):
+        model.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(fn(images), labels)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    ref_loss, ref_grads = loss_and_grads(model)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)  # fullgraph: a graph break fails the test
+    loss, grads = loss_and_grads(compiled)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+@needs_inductor
+def test_compiled_clip_loss_matches_eager():
+    """Both towers (the text tower's causal mask and pruned end-of-text block included) in one graph."""
+    torch.manual_seed(1)
+    model = kizuna.create_model("ViT-mu-8")
+    images = torch.randn(3, 3, 32, 32)
+    tokens = torch.randint(1, 400, (3, 16))
+    tokens[:, 9] = model.text.cfg.eot_token_id
+
+    def loss_of(fn):
+        model.zero_grad(set_to_none=True)
+        out = fn(images, tokens)
+        logits = out["image_features"] @ out["text_features"].t() * out["logit_scale"]
+        loss = torch.nn.functional.cross_entropy(logits, torch.arange(3))
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    ref_loss, ref_grads = loss_of(model)
+    torch._dynamo.reset()
+    loss, grads = loss_of(torch.compile(model, fullgraph=True))
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    assert len(grads) == len(ref_grads)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+class _FakeInductorError(RuntimeError):
+    pass
+
+
+_FakeInductorError.__module__ = "torch._inductor.exc"
+
+
+def test_trainer_compile_falls_back_to_eager_on_a_compiler_error(monkeypatch):
+    from kizuna.train.compiling import CompiledOrEager, compiled_or_eager
+
+    model = torch.nn.Linear(3, 2)
+    calls = []
+
+    def broken_compile(module):
+        def run(*args):
+            calls.append("compiled")
+            raise _FakeInductorError("LoweringException: mkldnn._linear_pointwise\nmore lines")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    assert compiled_or_eager(model, False) is model
+    forward = compiled_or_eager(model, True)
+    assert isinstance(forward, CompiledOrEager)
+    x = torch.randn(4, 3)
+    with pytest.warns(RuntimeWarning, match="eager mode"):
+        out = forward(x)
+    torch.testing.assert_close(out, model(x))
+    assert "LoweringException" in forward.fallback_reason and "more lines" not in forward.fallback_reason
+    forward(x)  # later calls go straight to eager mode
+    assert calls == ["compiled"]
+
+
+def test_trainer_compile_does_not_swallow_model_errors(monkeypatch):
+    from kizuna.train.compiling import compiled_or_eager
+
+    def compile_that_runs_eagerly(module):
+        return module
+
+    monkeypatch.setattr(torch, "compile", compile_that_runs_eagerly)
+    forward = compiled_or_eager(torch.nn.Linear(3, 2), True)
+    with pytest.raises(RuntimeError, match="shapes"):
+        forward(torch.randn(4, 5))  # the model's own error, raised once, not hidden as a compiler failure
+    assert forward.fallback_reason is None
