@@ -10,12 +10,15 @@ is analysed. Every action writes PNG figure(s) plus a JSON of the numbers to --o
   kizuna analyze rollout MODEL --image a.jpg --out fig/                       # Fig. 6
   kizuna analyze predict MODEL --image a.jpg --labels "cat,dog,car" --out fig/  # CLIP panel
   kizuna analyze all MODEL --images DIR --image a.jpg --labels labels.txt --out fig/
+  kizuna analyze over-training RUN --images DIR --out fig/   # every RUN/checkpoints/step_* against the step
 
 Numbers: filters.json (explained variance per component), positions.json (row/column similarity
 score: `row_column_ratio` > 1 means rows and columns show up in the embeddings),
 attention_distance.json (mean attention distance in pixels per layer and head, with the
 uniform-attention level), rollout.json (the rollout map), predict.json (class probabilities);
-`all` also writes report.json with every section.
+`all` also writes report.json with every section; over_training.json has, per checkpoint, the
+per-layer attention distances, their slope against depth (> 0: grows with depth), the row/column
+ratio and the validation accuracy saved with it.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ ACTIONS = {
     "rollout": "attention rollout over one image",
     "predict": "prediction panel for one image (CLIP zero-shot, or a supervised ViT's head)",
     "all": "every figure that applies, plus report.json",
+    "over-training": "attention distance, position structure and accuracy at every checkpoint of a run",
 }
 
 
@@ -37,14 +41,18 @@ def add_arguments(p):
     for name, help_text in ACTIONS.items():
         a = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        a.add_argument("model", help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
+        if name == "over-training":
+            a.add_argument("model", metavar="run", help="a training run's OUT folder (its checkpoints/step_* are "
+                                                      "analysed; keep them with --keep-last)")
+        else:
+            a.add_argument("model", help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
         a.add_argument("--out", default="analysis", help="folder for the PNGs and JSON (default: analysis)")
         a.add_argument("--device", default="cpu")
         a.add_argument("--allow-jit", action="store_true", help="allow TorchScript checkpoints (trusted files only)")
         if name in ("filters", "all"):
             a.add_argument("--components", type=int, default=28, help="principal components to show (default 28)")
-        if name in ("attention-distance", "all"):
-            a.add_argument("--images", nargs="+", required=name == "attention-distance",
+        if name in ("attention-distance", "all", "over-training"):
+            a.add_argument("--images", nargs="+", required=name != "all",
                            help="image files, folders or shard specs (all: default shapes-world scenes)")
             a.add_argument("--max-images", type=int, default=32, help="images used (default 32)")
         if name in ("rollout", "predict", "all"):
@@ -78,6 +86,17 @@ def run(args):
 
     from . import report as R
 
+    if args.analyze_command == "over-training":
+        from .over_training import over_training_report
+
+        numbers = over_training_report(args.model, args.images, args.out, args.max_images, args.device)
+        for row in numbers["checkpoints"]:
+            layers = ", ".join(f"{d:.1f}" for d in row["per_layer_mean"])
+            print(f"step {row['step']}: attention distance per layer {layers} px (slope {row['depth_slope']:+.2f} "
+                  f"px/layer), row/column ratio {row['row_column_ratio']:.3f}, {numbers['metric']} "
+                  f"{row[numbers['metric']]}")
+        print(f"uniform attention: {numbers['uniform_reference']:.1f} px; wrote {args.out}")
+        return 0
     target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit)
     cmd = args.analyze_command
     labels = parse_labels(args.labels) if getattr(args, "labels", None) else None

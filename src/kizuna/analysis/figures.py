@@ -28,6 +28,7 @@ __all__ = [
     "plot_filter_components",
     "plot_position_similarity",
     "plot_attention_distance",
+    "plot_over_training",
     "plot_attention_overlay",
     "plot_prediction_panel",
 ]
@@ -237,6 +238,57 @@ def plot_attention_distance(
     ax.grid(alpha=0.3)
     if max_heads <= 16:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def plot_over_training(
+    steps: Sequence[int],
+    per_layer: Any,
+    uniform: float,
+    path: str | os.PathLike[str],
+    row_column_ratio: Sequence[float] | None = None,
+    metric: Sequence[float | None] | None = None,
+    metric_name: str = "val_top1",
+    title: str = "What the ViT learns over training",
+) -> Path:
+    """Left: mean attention distance of every layer (one line each, light = first layer) against the
+    training step, with the uniform-attention level dashed. Right (when given): the position
+    embeddings' row/column ratio against the step, and ``metric`` on a second axis."""
+    arr = _np(per_layer).astype(np.float64)
+    if arr.ndim != 2 or arr.shape[0] != len(steps) or not len(steps):
+        raise ValueError(f"per_layer must be [checkpoints, layers] with one row per step, got {arr.shape}")
+    L = arr.shape[1]
+    right = row_column_ratio is not None
+    fig = Figure(figsize=(11.5 if right else 6.4, 4.4), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 2 if right else 1, squeeze=False)[0]
+    ax = axes[0]
+    cmap = colormaps["viridis"]
+    for li in range(L):
+        ax.plot(steps, arr[:, li], marker="o", ms=3, lw=1.4, color=cmap(0.9 - 0.8 * li / max(L - 1, 1)),
+                label=f"Layer {li + 1}")
+    ax.axhline(uniform, color="0.4", ls="--", lw=1, label="uniform attention")
+    ax.set_ylim(0, max(float(np.nanmax(arr)), uniform) * 1.08)
+    ax.set_xlabel("Training step")
+    ax.set_ylabel("Mean attention distance (pixels)")
+    ax.set_title("Mean attention distance per layer", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if L > 8 else 1, loc="lower left", frameon=False)
+    if right:
+        ax = axes[1]
+        ax.plot(steps, list(row_column_ratio), marker="s", ms=3, color="#d62728", label="row/column ratio")
+        ax.axhline(1.0, color="#d62728", ls=":", lw=1)
+        ax.set_ylim(min(0.9, *row_column_ratio), max(1.1, *row_column_ratio) * 1.05)
+        ax.set_xlabel("Training step")
+        ax.set_ylabel("Position embeddings: row/column ratio", color="#d62728")
+        ax.set_title("Position embeddings and accuracy", fontsize=10)
+        ax.grid(alpha=0.3)
+        if metric is not None and any(m is not None for m in metric):
+            twin = ax.twinx()
+            pts = [(s, m) for s, m in zip(steps, metric) if m is not None]
+            twin.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color="#1f77b4")
+            twin.set_ylim(0, max(p[1] for p in pts) * 1.1 or 1.0)
+            twin.set_ylabel(metric_name, color="#1f77b4")
+    fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 

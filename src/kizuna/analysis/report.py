@@ -232,12 +232,17 @@ def filters_report(target: AnalysisTarget, out: str | Path, components: int = 28
     })
 
 
+def _position_similarity(target: AnalysisTarget) -> torch.Tensor:
+    cfg = target.vit.cfg
+    return position_similarity(target.vit.pos_embed.detach().float().cpu(), cfg.grid, cfg.num_prefix_tokens)
+
+
 def positions_report(target: AnalysisTarget, out: str | Path) -> dict:
     """Cosine similarity of position embeddings (ViT Fig. 7 centre) -> positions.png / .json."""
     out = Path(out)
     cfg = target.vit.cfg
     grid = cfg.grid
-    sim = position_similarity(target.vit.pos_embed.detach().float().cpu(), grid, cfg.num_prefix_tokens)
+    sim = _position_similarity(target)
     score = row_column_score(sim, grid)
     plot_position_similarity(sim, grid, out / "positions.png",
                              title=f"Position embedding similarity ({grid[0]}x{grid[1]} patches)")
@@ -266,17 +271,23 @@ def _attentions(target: AnalysisTarget, images: torch.Tensor, chunk: int = 16):
         yield [a.float().cpu() for a in inter["attentions"]], inter["grid"], inter["num_prefix_tokens"], len(x)
 
 
-def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out: str | Path,
-                              images_source: str = "") -> dict:
-    """Mean attention distance per layer and head (ViT Fig. 7 right) -> attention_distance.png/.json."""
-    out = Path(out)
+def mean_attention_distance(target: AnalysisTarget, images: torch.Tensor) -> tuple[torch.Tensor, tuple, int]:
+    """-> (mean attention distance in pixels per layer and head [L, H] over the images, grid, pixels/patch)."""
     px = target.pixels_per_patch
     total, count, grid = None, 0, None
     for attns, grid, prefix, b in _attentions(target, images):
         d = torch.stack(attention_distance_by_layer(attns, grid, px, prefix)).double()  # [L, H]
         total = d * b if total is None else total + d * b
         count += b
-    per_head = (total / count).float()
+    return (total / count).float(), tuple(grid), px
+
+
+def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out: str | Path,
+                              images_source: str = "") -> dict:
+    """Mean attention distance per layer and head (ViT Fig. 7 right) -> attention_distance.png/.json."""
+    out = Path(out)
+    per_head, grid, px = mean_attention_distance(target, images)
+    count = len(images)
     image_px = (grid[0] * px, grid[1] * px)
     plot_attention_distance(list(per_head), px, image_px, out / "attention_distance.png")
     return _write(out, "attention_distance", {

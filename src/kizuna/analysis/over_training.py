@@ -1,0 +1,91 @@
+"""How what a ViT learns changes over a run: the analysis of every checkpoint a training run kept.
+
+The ViT paper's Fig. 7 (right) is of a converged model. Whether its findings appear at a small scale
+is partly a question of *when*: a single model cannot tell "not learned yet" from "not learned at
+all". This report measures, for each ``OUT/checkpoints/step_*`` of a run, the per-layer mean
+attention distance (over the same images), the position embeddings' row/column score and the
+validation accuracy stored with the checkpoint, and draws them against the training step.
+
+  kizuna analyze over-training runs/c10-long --images ../shared/data/cifar10/test --max-images 64 --out fig/
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .attention import grid_mean_pairwise_distance
+from .figures import plot_over_training
+from .position import row_column_score
+from .report import _position_similarity, _write, load_images, load_target, mean_attention_distance, read_extra
+
+__all__ = ["find_checkpoints", "over_training_report"]
+
+_STEP = re.compile(r"^step_(\d+)$")
+
+
+def find_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every kept checkpoint of a run folder (``RUN/checkpoints/step_*``, or a
+    ``checkpoints`` folder itself), in step order."""
+    run = Path(run)
+    folder = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir()
+                   if p.is_dir() and (m := _STEP.match(p.name))) if folder.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"{run}: no checkpoints (expected {folder}/step_*); train with --save-every N "
+                                "and --keep-last large enough to keep the steps to compare")
+    return found
+
+
+def over_training_report(run: str | Path, image_specs: Sequence[str], out: str | Path, max_images: int = 32,
+                         device: str = "cpu", metric: str = "val_top1") -> dict:
+    """-> over_training.png / over_training.json: per checkpoint, the mean attention distance of every
+    layer (mean, min and max over heads), the position row/column ratio and ``metric`` (when the
+    checkpoint was saved with it)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    checkpoints = find_checkpoints(run)
+    images = grid = px = None
+    rows = []
+    for step, path in tqdm(checkpoints, desc="checkpoints", unit="ckpt"):
+        target = load_target(str(path), device=device)
+        if images is None:  # one image set for all: the run's preprocessing is the same throughout
+            images, _ = load_images(image_specs, target.preprocess, max_images)
+        per_head, step_grid, step_px = mean_attention_distance(target, images)
+        if grid is not None and (step_grid, step_px) != (grid, px):
+            raise ValueError(f"{path}: patch grid {step_grid} x {step_px} px differs from the run's first "
+                             f"checkpoint ({grid} x {px} px); compare checkpoints of one run")
+        grid, px = step_grid, step_px
+        value = (read_extra(path).get("metrics") or {}).get(metric)
+        rows.append({"step": step, "checkpoint": str(path), "per_layer_mean": per_head.mean(dim=1),
+                     "per_layer_min": per_head.amin(dim=1), "per_layer_max": per_head.amax(dim=1),
+                     "depth_slope": _slope(per_head.mean(dim=1)),
+                     "row_column_ratio": row_column_score(_position_similarity(target), grid)["ratio"],
+                     metric: value})
+    uniform = grid_mean_pairwise_distance(grid, px)
+    steps = [r["step"] for r in rows]
+    per_layer = torch.stack([r["per_layer_mean"] for r in rows])  # [checkpoints, layers]
+    plot_over_training(steps, per_layer, uniform, out / "over_training.png",
+                       row_column_ratio=[r["row_column_ratio"] for r in rows],
+                       metric=[r[metric] for r in rows], metric_name=metric,
+                       title=f"{Path(run).name}: what the ViT learns over training "
+                             f"({len(images)} images, {grid[0]}x{grid[1]} patches of {px} px)")
+    return _write(out, "over_training", {
+        "run": str(run), "images_source": " ".join(map(str, image_specs)), "num_images": len(images),
+        "grid": list(grid), "pixels_per_patch": px, "uniform_reference": uniform, "metric": metric,
+        "checkpoints": rows, "figure": "over_training.png",
+    })
+
+
+def _slope(per_layer: torch.Tensor) -> float:
+    """Least-squares slope of mean attention distance against layer index, in pixels per layer: the
+    ViT paper's finding (b) is a positive slope (local low layers, global high ones)."""
+    y = per_layer.double()
+    x = torch.arange(len(y), dtype=torch.float64)
+    if len(y) < 2:
+        return float("nan")
+    x = x - x.mean()
+    return float((x * (y - y.mean())).sum() / (x * x).sum())

@@ -1,0 +1,96 @@
+"""`kizuna analyze over-training`: every checkpoint of a run, against the step."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import kizuna
+from kizuna.analysis.attention import grid_mean_pairwise_distance
+from kizuna.analysis.over_training import _slope, find_checkpoints, over_training_report
+from kizuna.analysis.report import attention_distance_report, load_images, load_target, positions_report
+from kizuna.apps.cli import main
+from kizuna.train.checkpointing import CheckpointManager
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"im{i}.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run with three checkpoints: step 20 has all-zero queries and keys (uniform attention, known
+    distance), steps 100 and 1000 random weights; 100 and 1000 were saved with a validation accuracy."""
+    out = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = kizuna.create_vit("mu/4", image_size=16, num_classes=3, width=32, depth=3, heads=2, mlp_dim=64)
+    manager = CheckpointManager(out, keep_last=10, metric="val_top1")
+    with torch.no_grad():
+        saved = {n: p.clone() for n, p in model.named_parameters()}
+        for block in model.transformer.blocks:
+            block.attn.qkv.weight[:64].zero_()  # q and k rows: scores are all 0
+            block.attn.qkv.bias[:64].zero_()
+    manager.save(20, model, {"step": 20})
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(saved[n])
+    manager.save(1000, model, {"step": 1000}, metrics={"val_top1": 0.5})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    manager.save(100, model, {"step": 100}, metrics={"val_top1": 0.25})
+    return out
+
+
+def test_find_checkpoints_in_step_order(run, tmp_path):
+    steps = [s for s, _ in find_checkpoints(run)]
+    assert steps == [20, 100, 1000]
+    assert [s for s, _ in find_checkpoints(run / "checkpoints")] == steps
+    with pytest.raises(FileNotFoundError, match="--keep-last"):
+        find_checkpoints(tmp_path)
+
+
+def test_report_matches_single_checkpoint_analyses(run, images, tmp_path):
+    rep = over_training_report(run, [str(images)], tmp_path / "ot", max_images=6)
+    assert (tmp_path / "ot" / "over_training.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "ot" / "over_training.json").read_text()) == rep
+    rows = rep["checkpoints"]
+    assert [r["step"] for r in rows] == [20, 100, 1000]
+    assert [r["val_top1"] for r in rows] == [None, 0.25, 0.5]
+    uniform = grid_mean_pairwise_distance((4, 4), 4)
+    assert rep["uniform_reference"] == pytest.approx(uniform) and rep["grid"] == [4, 4]
+    # step 20: zero queries and keys attend uniformly, in every layer
+    np.testing.assert_allclose(rows[0]["per_layer_mean"], [uniform] * 3, rtol=1e-5)
+    assert rows[0]["depth_slope"] == pytest.approx(0.0, abs=1e-4)
+    # the other steps: what the one-model reports give for that checkpoint
+    for row in rows[1:]:
+        target = load_target(row["checkpoint"])
+        x, _ = load_images([str(images)], target.preprocess, 6)
+        single = attention_distance_report(target, x, tmp_path / f"s{row['step']}")
+        np.testing.assert_allclose(row["per_layer_mean"], single["per_layer_mean"], rtol=1e-5)
+        np.testing.assert_allclose(row["per_layer_min"], single["per_layer_min"], rtol=1e-5)
+        assert row["depth_slope"] == pytest.approx(_slope(torch.tensor(single["per_layer_mean"])))
+        assert row["row_column_ratio"] == pytest.approx(positions_report(target, tmp_path / "p")["row_column_ratio"])
+    assert rows[1]["per_layer_mean"] != rows[2]["per_layer_mean"]
+
+
+def test_depth_slope():
+    assert _slope(torch.tensor([2.0, 4.0, 6.0, 8.0])) == pytest.approx(2.0)
+    assert _slope(torch.tensor([5.0, 5.0, 5.0])) == pytest.approx(0.0)
+    assert _slope(torch.tensor([9.0, 6.0])) == pytest.approx(-3.0)
+
+
+def test_cli(run, images, tmp_path, capsys):
+    assert main(["analyze", "over-training", str(run), "--images", str(images), "--max-images", "3",
+                 "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert "step 20:" in printed and "step 1000:" in printed and "val_top1 0.5" in printed
+    assert (tmp_path / "cli" / "over_training.json").exists()
