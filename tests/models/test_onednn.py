@@ -104,3 +104,21 @@ def test_activation_placement_follows_the_isa_unless_forced(monkeypatch):
     assert not layers._fuse_activation_default()
     monkeypatch.setenv("KIZUNA_FUSE_ACTIVATION", "1")
     assert layers._fuse_activation_default()
+
+
+def test_cpu_autocast_takes_the_plain_path():
+    """Under CPU bf16 autocast the GEMMs are autocast's (bf16), the fused block is not used, and a
+    block runs (it once mixed oneDNN's fp32 GEMM with SDPA's bf16 output and raised)."""
+    torch.manual_seed(4)
+    block = layers.Block(32, 4, 64).eval()
+    lin = layers.Linear(32, 16)
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not block._fusable(x)
+        assert lin(x).dtype == torch.bfloat16  # as F.linear under autocast
+        out, _ = block(x)
+        ref, _ = block(x, return_attention=True)  # the materialised reference path
+    assert torch.isfinite(out.float()).all()
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0.05)
+    with torch.no_grad():
+        assert block._fusable(x)  # and back on oneDNN outside autocast

@@ -84,11 +84,20 @@ def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     # aten::addmm, not oneDNN). is_compiling() comes first: Dynamo folds it to True and so never traces
     # _get_current_dispatch_mode, which it cannot (a graph break, after which the check ran eagerly and
     # said yes, and Inductor failed on the oneDNN op).
+    # Nor under CPU autocast: oneDNN's op is not on autocast's lists, so it would run in fp32 and meet
+    # the bf16 outputs of the ops that are (SDPA), a dtype clash; F.linear is cast as autocast says.
     if torch.compiler.is_compiling():
         return False
     return (ONEDNN and torch.backends.mkldnn.enabled and x.device.type == "cpu"
             and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and _get_current_dispatch_mode() is None)
+            and not _cpu_autocast() and _get_current_dispatch_mode() is None)
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 def _needs_grad(*tensors) -> bool:
