@@ -6,23 +6,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import kizuna
 from kizuna.analysis.attention import grid_mean_pairwise_distance
 from kizuna.analysis.over_training import _slope, find_checkpoints, over_training_report
 from kizuna.analysis.report import attention_distance_report, load_images, load_target, positions_report
 from kizuna.apps.cli import main
+
 from kizuna.train.checkpointing import CheckpointManager
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    d = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"im{i}.png")
-    return d
+def images(tmp_path_factory, write_noise_images):
+    return write_noise_images(tmp_path_factory.mktemp("imgs"), 6, 16)
 
 
 @pytest.fixture(scope="module")

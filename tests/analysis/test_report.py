@@ -7,22 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import kizuna
 from kizuna.analysis.report import filters_report, load_target, positions_report
 from kizuna.apps.cli import main
 
+
 FIGURES = ["attention_distance.png", "filters.png", "positions.png", "predict.png", "rollout.png"]
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d / f"im{i}.png")
-    return d
+def images(tmp_path_factory, write_noise_images) -> Path:
+    return write_noise_images(tmp_path_factory.mktemp("imgs"), 4, 40)
 
 
 @pytest.fixture(scope="module")

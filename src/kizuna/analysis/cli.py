@@ -48,7 +48,8 @@ def add_arguments(p):
             a.add_argument("model", help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
         a.add_argument("--out", default="analysis", help="folder for the PNGs and JSON (default: analysis)")
         a.add_argument("--device", default="cpu")
-        a.add_argument("--allow-jit", action="store_true", help="allow TorchScript checkpoints (trusted files only)")
+        if name != "over-training":  # a run's checkpoints are kizuna's own format, never TorchScript
+            a.add_argument("--allow-jit", action="store_true", help="allow TorchScript checkpoints (trusted files only)")
         if name in ("filters", "all"):
             a.add_argument("--components", type=int, default=28, help="principal components to show (default 28)")
         if name in ("attention-distance", "all", "over-training"):

@@ -19,7 +19,8 @@ import torch
 from .attention import grid_mean_pairwise_distance
 from .figures import plot_over_training
 from .position import row_column_score
-from .report import _position_similarity, _write, load_images, load_target, mean_attention_distance, read_extra
+from .report import (_position_similarity, _write, attention_distance_per_head, load_images, load_target,
+                     read_extra)
 
 __all__ = ["find_checkpoints", "over_training_report"]
 
@@ -54,15 +55,16 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
         target = load_target(str(path), device=device)
         if images is None:  # one image set for all: the run's preprocessing is the same throughout
             images, _ = load_images(image_specs, target.preprocess, max_images)
-        per_head, step_grid, step_px = mean_attention_distance(target, images)
+        per_head, step_grid, step_px = attention_distance_per_head(target, images)
         if grid is not None and (step_grid, step_px) != (grid, px):
             raise ValueError(f"{path}: patch grid {step_grid} x {step_px} px differs from the run's first "
                              f"checkpoint ({grid} x {px} px); compare checkpoints of one run")
         grid, px = step_grid, step_px
         value = (read_extra(path).get("metrics") or {}).get(metric)
-        rows.append({"step": step, "checkpoint": str(path), "per_layer_mean": per_head.mean(dim=1),
+        per_layer_mean = per_head.mean(dim=1)
+        rows.append({"step": step, "checkpoint": str(path), "per_layer_mean": per_layer_mean,
                      "per_layer_min": per_head.amin(dim=1), "per_layer_max": per_head.amax(dim=1),
-                     "depth_slope": _slope(per_head.mean(dim=1)),
+                     "depth_slope": _slope(per_layer_mean),
                      "row_column_ratio": row_column_score(_position_similarity(target), grid)["ratio"],
                      metric: value})
     uniform = grid_mean_pairwise_distance(grid, px)
@@ -83,9 +85,9 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
 def _slope(per_layer: torch.Tensor) -> float:
     """Least-squares slope of mean attention distance against layer index, in pixels per layer: the
     ViT paper's finding (b) is a positive slope (local low layers, global high ones)."""
+    if len(per_layer) < 2:
+        return float("nan")
     y = per_layer.double()
     x = torch.arange(len(y), dtype=torch.float64)
-    if len(y) < 2:
-        return float("nan")
     x = x - x.mean()
     return float((x * (y - y.mean())).sum() / (x * x).sum())

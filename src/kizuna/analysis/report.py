@@ -271,7 +271,7 @@ def _attentions(target: AnalysisTarget, images: torch.Tensor, chunk: int = 16):
         yield [a.float().cpu() for a in inter["attentions"]], inter["grid"], inter["num_prefix_tokens"], len(x)
 
 
-def mean_attention_distance(target: AnalysisTarget, images: torch.Tensor) -> tuple[torch.Tensor, tuple, int]:
+def attention_distance_per_head(target: AnalysisTarget, images: torch.Tensor) -> tuple[torch.Tensor, tuple, int]:
     """-> (mean attention distance in pixels per layer and head [L, H] over the images, grid, pixels/patch)."""
     px = target.pixels_per_patch
     total, count, grid = None, 0, None
@@ -286,7 +286,7 @@ def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out:
                               images_source: str = "") -> dict:
     """Mean attention distance per layer and head (ViT Fig. 7 right) -> attention_distance.png/.json."""
     out = Path(out)
-    per_head, grid, px = mean_attention_distance(target, images)
+    per_head, grid, px = attention_distance_per_head(target, images)
     count = len(images)
     image_px = (grid[0] * px, grid[1] * px)
     plot_attention_distance(list(per_head), px, image_px, out / "attention_distance.png")
