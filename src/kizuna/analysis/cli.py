@@ -11,6 +11,7 @@ is analysed. Every action writes PNG figure(s) plus a JSON of the numbers to --o
   kizuna analyze predict MODEL --image a.jpg --labels "cat,dog,car" --out fig/  # CLIP panel
   kizuna analyze all MODEL --images DIR --image a.jpg --labels labels.txt --out fig/
   kizuna analyze over-training RUN --images DIR --out fig/   # every RUN/checkpoints/step_* against the step
+  kizuna analyze compare-runs RUN RUN ... --panel-by subset_fraction --group-by model --out fig/
 
 Numbers: filters.json (explained variance per component), positions.json (row/column similarity
 score: `row_column_ratio` > 1 means rows and columns show up in the embeddings),
@@ -18,7 +19,10 @@ attention_distance.json (mean attention distance in pixels per layer and head, w
 uniform-attention level), rollout.json (the rollout map), predict.json (class probabilities);
 `all` also writes report.json with every section; over_training.json has, per checkpoint, the
 per-layer attention distances, their slope against depth (> 0: grows with depth), the row/column
-ratio and the validation accuracy saved with it.
+ratio and the validation accuracy saved with it. runs.json (compare-runs) has, per run, the final and best
+validation accuracy, the final training accuracy and the gap between them, and the settings the runs
+differ in (from each run's saved train_config); with --group-by the mean and spread over the runs that
+share those settings.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ ACTIONS = {
     "predict": "prediction panel for one image (CLIP zero-shot, or a supervised ViT's head)",
     "all": "every figure that applies, plus report.json",
     "over-training": "attention distance, position structure and accuracy at every checkpoint of a run",
+    "compare-runs": "accuracy curves and final numbers of several training runs side by side (from their logs)",
 }
 
 
@@ -41,6 +46,17 @@ def add_arguments(p):
     for name, help_text in ACTIONS.items():
         a = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == "compare-runs":
+            a.add_argument("runs", nargs="+", metavar="run", help="training runs' OUT folders (their metrics.jsonl)")
+            a.add_argument("--out", default="analysis", help="folder for runs.png and runs.json (default: analysis)")
+            a.add_argument("--metric", default="val_top1", help="the eval rows' metric to compare (default val_top1)")
+            a.add_argument("--labels", help="comma-separated names for the runs, in order (default: folder names)")
+            a.add_argument("--panel-by", help="one panel per value of this train_config setting, e.g. subset_fraction")
+            a.add_argument("--group-by", default="", help="comma-separated settings; runs sharing them are "
+                                                          "averaged (e.g. model,subset_fraction over seeds)")
+            a.add_argument("--train-window", type=int, default=5,
+                           help="final train accuracy = mean of this many last logged values (default 5)")
+            continue
         if name == "over-training":
             a.add_argument("model", metavar="run", help="a training run's OUT folder (its checkpoints/step_* are "
                                                       "analysed; keep them with --keep-last)")
@@ -87,6 +103,15 @@ def run(args):
 
     from . import report as R
 
+    if args.analyze_command == "compare-runs":
+        from .runs import compare_runs, format_table
+
+        labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+        group_by = [x.strip() for x in args.group_by.split(",") if x.strip()]
+        numbers = compare_runs(args.runs, args.out, args.metric, labels, args.panel_by, group_by, args.train_window)
+        print(format_table(numbers))
+        print(f"settings that differ: {', '.join(numbers['differing_settings']) or 'none'}; wrote {args.out}")
+        return 0
     if args.analyze_command == "over-training":
         from .over_training import over_training_report
 

@@ -403,3 +403,45 @@ def plot_prediction_panel(
     ax.set_title(head, fontsize=10)
     return _save(fig, path)
 
+
+
+# --------------------------------------------------------------------------- runs side by side
+
+
+def plot_runs(
+    panels: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike[str],
+    metric_name: str = "val_top1",
+    title: str = "Runs side by side",
+) -> Path:
+    """One panel per key of ``panels`` (its title; "" for a single untitled panel), each with its runs'
+    validation metric against the step (solid, markers) and training accuracy (dashed, same colour).
+    A run is a mapping with ``label``, ``eval_steps``, ``eval`` and optionally ``train_steps``/``train_top1``."""
+    if not panels or not any(panels.values()):
+        raise ValueError("plot_runs needs at least one run")
+    n = len(panels)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(5.2 * cols, 4.0 * rows + 0.4), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colours = colormaps["tab10"]
+    top = max(max(r["eval"]) for runs in panels.values() for r in runs)
+    top = max([top] + [max(r["train_top1"]) for runs in panels.values() for r in runs if r.get("train_top1")])
+    for ax, (panel, runs) in zip(axes, panels.items()):
+        for i, r in enumerate(runs):
+            c = colours(i % 10)
+            ax.plot(r["eval_steps"], r["eval"], marker="o", ms=3.5, lw=1.6, color=c,
+                    label=f"{r['label']} (final {r['eval'][-1]:.3f})")
+            if r.get("train_top1"):
+                ax.plot(r["train_steps"], r["train_top1"], ls="--", lw=1.0, alpha=0.7, color=c)
+        ax.set_ylim(0, min(1.02, top * 1.1) if top <= 1.0 else top * 1.1)
+        ax.set_xlabel("Training step")
+        ax.set_ylabel(f"{metric_name} (solid), train accuracy (dashed)")
+        if panel:
+            ax.set_title(panel, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right", frameon=False)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 
@@ -14,6 +15,11 @@ class MetricLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size:
+            with self.path.open("rb+") as f:  # a run killed mid-write: end its partial line so the next record stays whole
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -39,8 +45,21 @@ class MetricLogger:
 
 
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict]:
+    """The records of a metrics.jsonl ([] when there is none), optionally of one ``kind``. A run killed
+    mid-write can leave a truncated line (and a resumed run appends after it): lines that are not JSON
+    are skipped with a warning naming the file and line, so the rest of the run stays readable."""
     path = Path(path)
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if kind is None or r.get("kind") == kind]
+    rows, bad = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} line(s) that are not JSON (line {', '.join(map(str, bad[:5]))}"
+                      f"{', ...' if len(bad) > 5 else ''}); a run killed mid-write leaves one", stacklevel=2)
+    return [r for r in rows if isinstance(r, dict) and (kind is None or r.get("kind") == kind)]

@@ -1,0 +1,166 @@
+"""Several training runs side by side, from their logs: accuracy curves and a table of final numbers.
+
+A study (the ViT paper's hybrid-vs-plain data scaling, a learning-rate sweep, seeds) is a set of runs
+that differ in a few settings. This reads each ``RUN/metrics.jsonl`` (the "train" and "eval" rows
+both trainers write) and the ``train_config`` saved in the run's newest checkpoint, finds the settings
+that differ between the runs, and writes
+
+- ``runs.png``: the validation metric against the step (solid, markers) and the training accuracy
+  (dashed, same colour) for every run; with ``panel_by`` one panel per value of that setting (e.g.
+  ``subset_fraction``), so that runs to be compared share an axis;
+- ``runs.json``: per run the final and best validation metric (and its step), the final training
+  accuracy (mean of the last ``train_window`` logged values), the train-minus-validation gap, the
+  logged wall time, and the differing settings; with ``group_by`` also the mean and spread of the
+  final metric over runs that share those settings (seeds).
+
+  kizuna analyze compare-runs runs/vit-0.1-s0 runs/hyb-0.1-s0 ... --panel-by subset_fraction --out fig/
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import mean, pstdev
+from typing import Sequence
+
+import torch
+
+from kizuna.train.logging import read_metrics
+
+__all__ = ["load_run", "compare_runs"]
+
+# Settings that differ between any two runs without telling them apart as an experiment.
+_IGNORED = {"out", "resume", "progress", "config", "log_every", "save_every", "keep_last", "eval_every", "threads",
+            "workers", "device"}
+
+
+def _train_config(run: Path) -> dict:
+    """The ``train_config`` saved with the run's newest checkpoint ({} when there is none)."""
+    folder = run / "checkpoints"
+    latest = folder / "latest"
+    candidates = []
+    if latest.is_file():
+        candidates.append(folder / latest.read_text().strip())
+    if folder.is_dir():
+        candidates += sorted((p for p in folder.glob("step_*") if p.is_dir()), reverse=True)
+    for ckpt in candidates:
+        state_file = ckpt / "train_state.pt"
+        if state_file.is_file():
+            try:
+                state = torch.load(state_file, map_location="cpu", weights_only=True)
+            except Exception as e:  # a damaged state file must not hide the run's curves
+                raise ValueError(f"{state_file}: cannot be read as a kizuna training state ({e})") from e
+            return dict(state.get("train_config") or {})
+    return {}
+
+
+def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5) -> dict:
+    """One run's curves and summary numbers (see the module docstring)."""
+    run = Path(run)
+    log = run / "metrics.jsonl"
+    if not log.is_file():
+        raise FileNotFoundError(f"{run}: no metrics.jsonl (expected {log}); pass the --out folder of a kizuna "
+                                "train or kizuna vit train run")
+    # A resumed run logs again the steps after its checkpoint: the last record of a (kind, step) wins.
+    latest = {(r.get("kind"), r.get("step")): r for r in read_metrics(log) if isinstance(r.get("step"), int)}
+    rows = sorted(latest.values(), key=lambda r: r["step"])
+    evals = [r for r in rows if r.get("kind") == "eval" and metric in r]
+    if not evals:
+        keys = sorted({k for r in rows if r.get("kind") == "eval" for k in r} - {"kind", "step", "time"})
+        raise ValueError(f"{log}: no eval rows with {metric!r}" +
+                         (f"; its eval rows have: {', '.join(keys)}" if keys else " (the run logged no evaluation)"))
+    train = [r for r in rows if r.get("kind") == "train" and "train_top1" in r]
+    times = [r["time"] for r in rows if "time" in r]
+    best = max(evals, key=lambda r: r[metric])
+    final_train = mean(r["train_top1"] for r in train[-train_window:]) if train else None
+    final = evals[-1][metric]
+    return {
+        "run": str(run),
+        "eval_steps": [r["step"] for r in evals],
+        "eval": [r[metric] for r in evals],
+        "train_steps": [r["step"] for r in train],
+        "train_top1": [r["train_top1"] for r in train],
+        "final": final,
+        "final_step": evals[-1]["step"],
+        "best": best[metric],
+        "best_step": best["step"],
+        "final_train_top1": final_train,
+        "generalisation_gap": None if final_train is None else final_train - final,
+        "wall_minutes_logged": (max(times) - min(times)) / 60 if len(times) > 1 else None,
+        "config": _train_config(run),
+    }
+
+
+def _differing(configs: list[dict]) -> list[str]:
+    keys = sorted(set().union(*configs) - _IGNORED) if configs else []
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val_top1",
+                 labels: Sequence[str] | None = None, panel_by: str | None = None,
+                 group_by: Sequence[str] = (), train_window: int = 5, title: str | None = None) -> dict:
+    """-> runs.png / runs.json for ``runs`` (see the module docstring). ``labels`` name the runs in the
+    figure (default: the run folders' names)."""
+    from .figures import plot_runs
+    from .report import _write
+
+    if not runs:
+        raise ValueError("compare-runs needs at least one run folder")
+    if labels is not None and len(labels) != len(runs):
+        raise ValueError(f"--labels gave {len(labels)} names for {len(runs)} runs")
+    loaded = [load_run(r, metric, train_window) for r in runs]
+    for i, r in enumerate(loaded):
+        r["label"] = labels[i] if labels else Path(r["run"]).name
+    differing = _differing([r["config"] for r in loaded])
+    for key in ([panel_by] if panel_by else []) + list(group_by):
+        missing = [r["run"] for r in loaded if key not in r["config"]]
+        if missing:
+            raise ValueError(f"setting {key!r} is not in the saved train_config of {', '.join(missing)} "
+                             "(runs without checkpoints have none; the settings the runs differ in are: "
+                             f"{', '.join(differing) or 'none'})")
+    for r in loaded:
+        r["settings"] = {k: r["config"].get(k) for k in differing}
+    groups = []
+    if group_by:
+        keyed: dict[str, list[dict]] = {}
+        for r in loaded:
+            keyed.setdefault(json.dumps({k: r["config"][k] for k in group_by}, sort_keys=True), []).append(r)
+        for key, members in keyed.items():
+            finals = [m["final"] for m in members]
+            groups.append({"settings": json.loads(key), "runs": [m["label"] for m in members],
+                           f"mean_final_{metric}": mean(finals), f"std_final_{metric}": pstdev(finals),
+                           f"min_final_{metric}": min(finals), f"max_final_{metric}": max(finals)})
+    panels: dict[str, list[dict]] = {}
+    for r in loaded:
+        panels.setdefault(f"{panel_by} = {_short(r['config'][panel_by])}" if panel_by else "", []).append(r)
+    out = Path(out)
+    figure = plot_runs(panels, out / "runs.png", metric_name=metric,
+                       title=title or f"{len(loaded)} runs: {metric} (solid) and training accuracy (dashed)")
+    numbers = {
+        "metric": metric,
+        "differing_settings": differing,
+        "runs": [{k: v for k, v in r.items() if k != "config"} for r in loaded],
+        "groups": groups,
+        "figures": [str(figure)],
+    }
+    return _write(out, "runs", numbers)
+
+
+def format_table(numbers: dict) -> str:
+    """A plain-text table of the runs' final numbers (what the CLI prints)."""
+    metric = numbers["metric"]
+    lines = [f"{'run':<28} {'final ' + metric:>16} {'best (step)':>18} {'train acc':>10} {'gap':>7}"]
+    for r in numbers["runs"]:
+        train = "-" if r["final_train_top1"] is None else f"{r['final_train_top1']:.3f}"
+        gap = "-" if r["generalisation_gap"] is None else f"{r['generalisation_gap']:+.3f}"
+        best = f"{r['best']:.4f} ({r['best_step']})"
+        lines.append(f"{r['label'][:28]:<28} {r['final']:>16.4f} {best:>18} {train:>10} {gap:>7}")
+    for g in numbers["groups"]:
+        m, s = g[f"mean_final_{metric}"], g[f"std_final_{metric}"]
+        lines.append(f"group {json.dumps(g['settings'], sort_keys=True)}: mean {m:.4f} +- {s:.4f} over "
+                     f"{len(g['runs'])} runs")
+    return "\n".join(lines)

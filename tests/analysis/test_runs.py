@@ -1,0 +1,118 @@
+"""`kizuna analyze compare-runs`: several runs' logs side by side."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import kizuna
+from kizuna.analysis.runs import compare_runs, load_run
+from kizuna.apps.cli import main
+from kizuna.train.checkpointing import CheckpointManager
+from kizuna.train.logging import MetricLogger
+
+
+def _write_run(folder, evals, trains, config=None, model=None):
+    """A run folder with metrics.jsonl (eval rows: (step, val_top1), train rows: (step, train_top1))
+    and, when ``config`` is given, one checkpoint whose train_state holds it."""
+    folder.mkdir(parents=True)
+    rows = [{"kind": "train", "step": s, "time": 1000.0 + s, "loss": 1.0, "train_top1": a} for s, a in trains]
+    rows += [{"kind": "eval", "step": s, "time": 1000.5 + s, "val_top1": a, "val_loss": 1.0} for s, a in evals]
+    rows.sort(key=lambda r: (r["step"], r["kind"] == "eval"))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if config is not None:
+        CheckpointManager(folder, keep_last=2).save(evals[-1][0], model, {"step": evals[-1][0],
+                                                                          "train_config": config})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return kizuna.create_vit("mu/4", image_size=8, num_classes=2, width=16, depth=1, heads=2, mlp_dim=32)
+
+
+@pytest.fixture()
+def study(tmp_path, tiny_model):
+    """Four runs: two models x two data fractions, plus a second seed of one of them."""
+    base = {"model": "mu/4", "subset_fraction": 0.1, "seed": 0, "lr": 0.002, "out": "x", "threads": 1}
+    runs = {
+        "vit-0.1": ([(50, 0.30), (100, 0.40)], [(20, 0.2), (40, 0.5), (60, 0.6), (80, 0.8), (100, 0.9)], {}),
+        "hyb-0.1": ([(50, 0.35), (100, 0.50)], [(20, 0.3), (40, 0.5), (60, 0.6), (80, 0.6), (100, 0.7)],
+                    {"model": "hybrid-mu/1"}),
+        "hyb-0.1-s1": ([(50, 0.45), (100, 0.40)], [(20, 0.3), (40, 0.5), (60, 0.6), (80, 0.6), (100, 0.6)],
+                       {"model": "hybrid-mu/1", "seed": 1}),
+        "vit-1.0": ([(50, 0.33), (100, 0.52)], [(20, 0.2), (40, 0.3), (60, 0.4), (80, 0.5), (100, 0.5)],
+                    {"subset_fraction": 1.0, "out": "y"}),
+    }
+    return [_write_run(tmp_path / name, ev, tr, {**base, **cfg}, tiny_model) for name, (ev, tr, cfg) in runs.items()]
+
+
+def test_load_run_numbers_follow_the_log(study):
+    r = load_run(study[2])
+    assert r["final"] == 0.40 and r["final_step"] == 100
+    assert r["best"] == 0.45 and r["best_step"] == 50  # best is not the last
+    assert r["final_train_top1"] == pytest.approx((0.3 + 0.5 + 0.6 + 0.6 + 0.6) / 5)
+    assert r["generalisation_gap"] == pytest.approx(r["final_train_top1"] - 0.40)
+    assert r["wall_minutes_logged"] == pytest.approx((1100.5 - 1020.0) / 60)
+    assert r["config"]["model"] == "hybrid-mu/1" and r["config"]["seed"] == 1
+    assert load_run(study[0], train_window=1)["final_train_top1"] == pytest.approx(0.9)
+
+
+def test_compare_runs_finds_differing_settings_groups_and_panels(study, tmp_path):
+    out = tmp_path / "fig"
+    numbers = compare_runs(study, out, panel_by="subset_fraction", group_by=["model", "subset_fraction"])
+    # "out" and "threads" differ or not but never tell an experiment apart; lr is equal everywhere
+    assert numbers["differing_settings"] == ["model", "seed", "subset_fraction"]
+    assert [r["label"] for r in numbers["runs"]] == ["vit-0.1", "hyb-0.1", "hyb-0.1-s1", "vit-1.0"]
+    assert numbers["runs"][3]["settings"] == {"model": "mu/4", "seed": 0, "subset_fraction": 1.0}
+    groups = {(g["settings"]["model"], g["settings"]["subset_fraction"]): g for g in numbers["groups"]}
+    assert set(groups) == {("mu/4", 0.1), ("hybrid-mu/1", 0.1), ("mu/4", 1.0)}
+    hybrid = groups[("hybrid-mu/1", 0.1)]
+    assert hybrid["runs"] == ["hyb-0.1", "hyb-0.1-s1"]
+    assert hybrid["mean_final_val_top1"] == pytest.approx(0.45)
+    assert hybrid["std_final_val_top1"] == pytest.approx(0.05)
+    assert (out / "runs.png").stat().st_size > 10_000
+    assert json.loads((out / "runs.json").read_text())["groups"] == numbers["groups"]
+
+
+def test_compare_runs_errors_name_the_file_and_what_to_do(study, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        compare_runs([tmp_path / "nothing-here"], tmp_path / "o")
+    with pytest.raises(ValueError, match="no eval rows with 'recall'; its eval rows have: val_loss, val_top1"):
+        compare_runs(study[:1], tmp_path / "o", metric="recall")
+    with pytest.raises(ValueError, match="2 names for 4 runs"):
+        compare_runs(study, tmp_path / "o", labels=["a", "b"])
+    bare = _write_run(tmp_path / "no-ckpt", [(10, 0.1)], [(10, 0.2)])
+    with pytest.raises(ValueError, match="subset_fraction.*no-ckpt"):
+        compare_runs([study[0], bare], tmp_path / "o", panel_by="subset_fraction")
+
+
+def test_a_killed_and_resumed_run_reads_as_one_curve(tmp_path):
+    """Killed mid-write at step 30 (a truncated line), resumed from the step-20 checkpoint: steps 30
+    and 40 are logged again after the broken line, and the second record of a step is the one kept."""
+    run = tmp_path / "resumed"
+    run.mkdir()
+    rows = [{"kind": "eval", "step": 10, "val_top1": 0.1}, {"kind": "eval", "step": 20, "val_top1": 0.2},
+            {"kind": "eval", "step": 30, "val_top1": 0.25}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"kind": "eval", "st')
+    resumed = MetricLogger(run, tensorboard=False)  # what the resumed trainer opens
+    resumed.log(30, {"val_top1": 0.3}, kind="eval")
+    resumed.log(40, {"val_top1": 0.4}, kind="eval")
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: skipped 1 line\(s\) that are not JSON \(line 4\)"):
+        r = load_run(run)
+    assert r["eval_steps"] == [10, 20, 30, 40]
+    assert r["eval"] == [0.1, 0.2, 0.3, 0.4]
+
+
+def test_cli_prints_a_table_and_exits_cleanly_on_bad_input(study, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["analyze", "compare-runs", *map(str, study), "--panel-by", "subset_fraction",
+            "--group-by", "model,subset_fraction", "--labels", "a,b,c,d", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "settings that differ: model, seed, subset_fraction" in printed
+    assert "mean 0.4500 +- 0.0500 over 2 runs" in printed
+    assert (out / "runs.png").exists()
+    assert main(["analyze", "compare-runs", str(tmp_path / "missing"), "--out", str(out)]) != 0
+    assert "no metrics.jsonl" in capsys.readouterr().err
