@@ -81,6 +81,8 @@ def test_compare_runs_errors_name_the_file_and_what_to_do(study, tmp_path):
         compare_runs([tmp_path / "nothing-here"], tmp_path / "o")
     with pytest.raises(ValueError, match="no eval rows with 'recall'; its eval rows have: val_loss, val_top1"):
         compare_runs(study[:1], tmp_path / "o", metric="recall")
+    with pytest.raises(ValueError, match="'learning_rate' is not in the saved train_config.*differ in are: model"):
+        compare_runs(study, tmp_path / "o", colour_by="learning_rate")
     with pytest.raises(ValueError, match="2 names for 4 runs"):
         compare_runs(study, tmp_path / "o", labels=["a", "b"])
     bare = _write_run(tmp_path / "no-ckpt", [(10, 0.1)], [(10, 0.2)])
@@ -108,7 +110,7 @@ def test_a_killed_and_resumed_run_reads_as_one_curve(tmp_path):
 def test_cli_prints_a_table_and_exits_cleanly_on_bad_input(study, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["analyze", "compare-runs", *map(str, study), "--panel-by", "subset_fraction",
-            "--group-by", "model,subset_fraction", "--labels", "a,b,c,d", "--out", str(out)]
+            "--group-by", "model,subset_fraction", "--colour-by", "model", "--labels", "a,b,c,d", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "settings that differ: model, seed, subset_fraction" in printed

@@ -11,7 +11,7 @@ is analysed. Every action writes PNG figure(s) plus a JSON of the numbers to --o
   kizuna analyze predict MODEL --image a.jpg --labels "cat,dog,car" --out fig/  # CLIP panel
   kizuna analyze all MODEL --images DIR --image a.jpg --labels labels.txt --out fig/
   kizuna analyze over-training RUN --images DIR --out fig/   # every RUN/checkpoints/step_* against the step
-  kizuna analyze compare-runs RUN RUN ... --panel-by subset_fraction --group-by model --out fig/
+  kizuna analyze compare-runs RUN RUN ... --panel-by subset_fraction --colour-by model --out fig/
 
 Numbers: filters.json (explained variance per component), positions.json (row/column similarity
 score: `row_column_ratio` > 1 means rows and columns show up in the embeddings),
@@ -52,6 +52,7 @@ def add_arguments(p):
             a.add_argument("--metric", default="val_top1", help="the eval rows' metric to compare (default val_top1)")
             a.add_argument("--labels", help="comma-separated names for the runs, in order (default: folder names)")
             a.add_argument("--panel-by", help="one panel per value of this train_config setting, e.g. subset_fraction")
+            a.add_argument("--colour-by", help="runs with the same value of this setting share a colour (e.g. model)")
             a.add_argument("--group-by", default="", help="comma-separated settings; runs sharing them are "
                                                           "averaged (e.g. model,subset_fraction over seeds)")
             a.add_argument("--train-window", type=int, default=5,
@@ -108,7 +109,8 @@ def run(args):
 
         labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
         group_by = [x.strip() for x in args.group_by.split(",") if x.strip()]
-        numbers = compare_runs(args.runs, args.out, args.metric, labels, args.panel_by, group_by, args.train_window)
+        numbers = compare_runs(args.runs, args.out, args.metric, labels, args.panel_by, group_by, args.train_window,
+                               colour_by=args.colour_by)
         print(format_table(numbers))
         print(f"settings that differ: {', '.join(numbers['differing_settings']) or 'none'}; wrote {args.out}")
         return 0

@@ -416,7 +416,8 @@ def plot_runs(
 ) -> Path:
     """One panel per key of ``panels`` (its title; "" for a single untitled panel), each with its runs'
     validation metric against the step (solid, markers) and training accuracy (dashed, same colour).
-    A run is a mapping with ``label``, ``eval_steps``, ``eval`` and optionally ``train_steps``/``train_top1``."""
+    A run is a mapping with ``label``, ``eval_steps``, ``eval`` and optionally ``train_steps``/``train_top1``
+    and ``colour_key`` (runs with the same key share a colour in every panel, e.g. the same model)."""
     if not panels or not any(panels.values()):
         raise ValueError("plot_runs needs at least one run")
     n = len(panels)
@@ -427,9 +428,10 @@ def plot_runs(
     colours = colormaps["tab10"]
     top = max(max(r["eval"]) for runs in panels.values() for r in runs)
     top = max([top] + [max(r["train_top1"]) for runs in panels.values() for r in runs if r.get("train_top1")])
+    keys = list(dict.fromkeys(r["colour_key"] for runs in panels.values() for r in runs if "colour_key" in r))
     for ax, (panel, runs) in zip(axes, panels.items()):
         for i, r in enumerate(runs):
-            c = colours(i % 10)
+            c = colours((keys.index(r["colour_key"]) if "colour_key" in r else i) % 10)
             ax.plot(r["eval_steps"], r["eval"], marker="o", ms=3.5, lw=1.6, color=c,
                     label=f"{r['label']} (final {r['eval'][-1]:.3f})")
             if r.get("train_top1"):

@@ -102,9 +102,11 @@ def _short(value) -> str:
 
 def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val_top1",
                  labels: Sequence[str] | None = None, panel_by: str | None = None,
-                 group_by: Sequence[str] = (), train_window: int = 5, title: str | None = None) -> dict:
+                 group_by: Sequence[str] = (), train_window: int = 5, title: str | None = None,
+                 colour_by: str | None = None) -> dict:
     """-> runs.png / runs.json for ``runs`` (see the module docstring). ``labels`` name the runs in the
-    figure (default: the run folders' names)."""
+    figure (default: the run folders' names); runs with the same value of the setting ``colour_by``
+    share a colour."""
     from .figures import plot_runs
     from .report import _write
 
@@ -116,7 +118,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     for i, r in enumerate(loaded):
         r["label"] = labels[i] if labels else Path(r["run"]).name
     differing = _differing([r["config"] for r in loaded])
-    for key in ([panel_by] if panel_by else []) + list(group_by):
+    for key in [k for k in (panel_by, colour_by) if k] + list(group_by):
         missing = [r["run"] for r in loaded if key not in r["config"]]
         if missing:
             raise ValueError(f"setting {key!r} is not in the saved train_config of {', '.join(missing)} "
@@ -124,6 +126,8 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
                              f"{', '.join(differing) or 'none'})")
     for r in loaded:
         r["settings"] = {k: r["config"].get(k) for k in differing}
+        if colour_by:
+            r["colour_key"] = json.dumps(r["config"][colour_by], sort_keys=True)
     groups = []
     if group_by:
         keyed: dict[str, list[dict]] = {}
@@ -143,7 +147,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     numbers = {
         "metric": metric,
         "differing_settings": differing,
-        "runs": [{k: v for k, v in r.items() if k != "config"} for r in loaded],
+        "runs": [{k: v for k, v in r.items() if k not in ("config", "colour_key")} for r in loaded],
         "groups": groups,
         "figures": [str(figure)],
     }
