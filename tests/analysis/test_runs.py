@@ -118,3 +118,13 @@ def test_cli_prints_a_table_and_exits_cleanly_on_bad_input(study, tmp_path, caps
     assert (out / "runs.png").exists()
     assert main(["analyze", "compare-runs", str(tmp_path / "missing"), "--out", str(out)]) != 0
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_train_config_json_is_preferred_over_the_checkpoint(study):
+    """A run folder's train_config.json (written when training starts) wins over the checkpoint's copy."""
+    (study[0] / "train_config.json").write_text(json.dumps({"model": "mu/4", "subset_fraction": 0.5}))
+    assert load_run(study[0])["config"] == {"model": "mu/4", "subset_fraction": 0.5}
+    (study[0] / "train_config.json").write_text("{oops")
+    with pytest.raises(ValueError, match="train_config.json: not JSON"):
+        load_run(study[0])
+

@@ -80,6 +80,8 @@ def test_cli_train_reduces_loss(data, tmp_path):
     assert last < first - 0.3
     ev = read_metrics(out / "metrics.jsonl", "eval")[-1]
     assert ev["val_samples"] == 16 and ev["val_top1"] > 0.5
+    settings = json.loads((out / "train_config.json").read_text())  # the run folder says what it ran
+    assert settings["steps"] == 24 and settings["model_overrides"] == TINY and settings["out"] == str(out)
     model = kizuna.load_model(out / "model")
     assert model.cfg.num_classes == 4 and model.cfg.width == 32
     extra = json.loads((out / "model" / "config.json").read_text())["kizuna"]["extra"]

@@ -1,3 +1,4 @@
+import json
 import sys
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def test_training_reduces_loss_and_logs(tmp_path):
     tr.train()
     rows = read_metrics(tmp_path / "metrics.jsonl", "train")
     assert [r["step"] for r in rows] == list(range(1, 13))
+    assert json.loads((tmp_path / "train_config.json").read_text())["best_metric"] == "probe/colour"
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert all(r["logit_scale"] <= 100.0 + 1e-4 for r in rows)
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))

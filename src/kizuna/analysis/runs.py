@@ -2,7 +2,8 @@
 
 A study (the ViT paper's hybrid-vs-plain data scaling, a learning-rate sweep, seeds) is a set of runs
 that differ in a few settings. This reads each ``RUN/metrics.jsonl`` (the "train" and "eval" rows
-both trainers write) and the ``train_config`` saved in the run's newest checkpoint, finds the settings
+both trainers write) and the run's settings (``RUN/train_config.json``, or for older runs the
+``train_config`` saved in its newest checkpoint), finds the settings
 that differ between the runs, and writes
 
 - ``runs.png``: the validation metric against the step (solid, markers) and the training accuracy
@@ -34,7 +35,14 @@ _IGNORED = {"out", "resume", "progress", "config", "log_every", "save_every", "k
 
 
 def _train_config(run: Path) -> dict:
-    """The ``train_config`` saved with the run's newest checkpoint ({} when there is none)."""
+    """The run's settings: ``RUN/train_config.json`` (written when training starts), else the
+    ``train_config`` saved with its newest checkpoint (runs from before that file), else {}."""
+    written = run / "train_config.json"
+    if written.is_file():
+        try:
+            return json.loads(written.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{written}: not JSON ({e.msg}, line {e.lineno})") from e
     folder = run / "checkpoints"
     latest = folder / "latest"
     candidates = []

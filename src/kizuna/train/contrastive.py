@@ -115,6 +115,7 @@ class ContrastiveTrainer:
         self.text_cache: dict[str, torch.Tensor] = {}
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
+        self.logger.write_config(cfg.to_dict())
         if self.resume_from is not None:
             self._resume()
         index = getattr(self.dataset, "index", None)

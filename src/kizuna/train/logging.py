@@ -1,4 +1,5 @@
-"""Metrics to JSONL (one object per line) and TensorBoard, from the main process only."""
+"""Metrics to JSONL (one object per line) and TensorBoard, and the run's settings to train_config.json,
+from the main process only."""
 from __future__ import annotations
 
 import json
@@ -27,6 +28,16 @@ class MetricLogger:
                 self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
             except ImportError:  # tensorboard is optional; JSONL is always written
                 self.tb = None
+
+    def write_config(self, config: dict) -> None:
+        """OUT/train_config.json: the settings this run (or its latest resumption) was started with, so a
+        run folder says what it ran (``kizuna analyze compare-runs`` reads it)."""
+        if not self.enabled:
+            return
+        from kizuna.models.checkpoint import atomic_write
+
+        text = json.dumps(config, indent=2, sort_keys=True, default=str)
+        atomic_write(self.path.parent / "train_config.json", lambda tmp: Path(tmp).write_text(text))
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         if not self.enabled:

@@ -418,6 +418,7 @@ class SupervisedTrainer:
         self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
+        self.logger.write_config(cfg.to_dict())
         if self.resume_from is not None:
             self._resume()
         if self.dist.is_main and cfg.progress:
