@@ -8,6 +8,12 @@ from kizuna.models import layers
 pytestmark = pytest.mark.skipif(not layers.ONEDNN, reason="oneDNN linear op unavailable in this torch build")
 
 
+@pytest.fixture(autouse=True)
+def onednn_for_training_too(monkeypatch):
+    """Intel CPUs train on F.linear by default (ONEDNN_TRAIN); the oneDNN training path is tested on every machine."""
+    monkeypatch.setattr(layers, "ONEDNN_TRAIN", True)
+
+
 def test_linear_forward_and_gradients_match_f_linear():
     torch.manual_seed(0)
     lin = layers.Linear(24, 40)
@@ -122,3 +128,32 @@ def test_cpu_autocast_takes_the_plain_path():
     torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0.05)
     with torch.no_grad():
         assert block._fusable(x)  # and back on oneDNN outside autocast
+
+
+def test_training_linears_follow_the_cpu_vendor_unless_forced(monkeypatch):
+    monkeypatch.delenv("KIZUNA_ONEDNN_TRAIN", raising=False)
+    assert layers.cpu_vendor("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t: avx512f\n") == "GenuineIntel"
+    assert layers.cpu_vendor("no vendor line\n") == ""
+    assert not layers._onednn_train_default("GenuineIntel")  # MKL's AVX-512 GEMM is the faster one there
+    assert layers._onednn_train_default("AuthenticAMD")
+    assert layers._onednn_train_default("")
+    monkeypatch.setenv("KIZUNA_ONEDNN_TRAIN", "1")
+    assert layers._onednn_train_default("GenuineIntel")
+    monkeypatch.setenv("KIZUNA_ONEDNN_TRAIN", "0")
+    assert not layers._onednn_train_default("AuthenticAMD")
+
+
+def test_training_on_f_linear_when_onednn_train_is_off(monkeypatch):
+    """With ONEDNN_TRAIN off, a graph-building call goes to F.linear; inference still runs on oneDNN."""
+    torch.manual_seed(0)
+    lin = layers.Linear(8, 4)
+    x = torch.randn(2, 8)
+    assert type(lin(x).grad_fn).__name__ == "_OneDNNLinearBackward"
+    monkeypatch.setattr(layers, "ONEDNN_TRAIN", False)
+    assert type(lin(x).grad_fn).__name__ == "AddmmBackward0"
+    calls = []
+    monkeypatch.setattr(layers, "_LP", lambda *a: calls.append(1) or F.linear(a[0], a[1], a[2]))
+    with torch.no_grad():
+        lin(x)
+    assert calls == [1]
+

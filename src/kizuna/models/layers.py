@@ -8,6 +8,8 @@ On the CPU in fp32 the GEMMs run on oneDNN (``torch.ops.mkldnn._linear_pointwise
 lowers ``nn.Linear`` to) rather than ``F.linear``, whose fp32 path is MKL's sgemm: MKL takes its slow
 non-AVX-512 path on non-Intel CPUs (AMD EPYC: ~100 vs ~215 GFLOP/s). Without an autograd graph a block
 also fuses bias, activation and residual adds into the GEMMs. ``KIZUNA_ONEDNN=0`` switches this off.
+On Intel CPUs training (an autograd graph) uses ``F.linear``: MKL's AVX-512 GEMM is the faster one there
+(``ONEDNN_TRAIN``).
 """
 from __future__ import annotations
 
@@ -78,6 +80,38 @@ def _fuse_activation_default() -> bool:
 FUSE_ACTIVATION = _fuse_activation_default()
 
 
+def cpu_vendor(cpuinfo: str | None = None) -> str:
+    """The CPU's vendor_id ("GenuineIntel", "AuthenticAMD", ...) from /proc/cpuinfo; "" when unknown."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read(65536)
+        except OSError:
+            return ""
+    for line in cpuinfo.splitlines():
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _onednn_train_default(vendor: str | None = None) -> bool:
+    """Whether training (an autograd graph) runs its linears on oneDNN too, or on ``F.linear`` (MKL).
+
+    On AMD, MKL's sgemm takes its slow non-AVX-512 path, so oneDNN wins for training as for inference.
+    On Intel, MKL uses AVX-512 and its GEMM is the faster one (396 vs 356 GFLOP/s peak on a 2-core Xeon),
+    and without an autograd graph there is nothing to fuse: the ViT-B/32 training step ran 1.14x faster
+    on MKL there (docs/benchmarks/XEON.md). Inference keeps oneDNN everywhere (its fusion still wins).
+    ``KIZUNA_ONEDNN_TRAIN=0/1`` overrides.
+    """
+    forced = os.environ.get("KIZUNA_ONEDNN_TRAIN")
+    if forced is not None:
+        return forced != "0"
+    return (cpu_vendor() if vendor is None else vendor) != "GenuineIntel"
+
+
+ONEDNN_TRAIN = _onednn_train_default()
+
+
 def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     # Not while torch.compile traces (Inductor lowers F.linear to oneDNN itself, and cannot lower oneDNN's
     # op with trainable weights) nor under a dispatch mode (FlopCounterMode, FakeTensorMode: they know
@@ -128,9 +162,10 @@ class _OneDNNLinear(torch.autograd.Function):
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, on oneDNN for CPU fp32 tensors."""
     if _onednn_ok(x, weight):
-        if _needs_grad(x, weight, bias):
+        if not _needs_grad(x, weight, bias):
+            return _LP(x, weight, bias, "none", [], "")
+        if ONEDNN_TRAIN:
             return _OneDNNLinear.apply(x, weight, bias)
-        return _LP(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 
