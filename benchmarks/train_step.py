@@ -18,6 +18,8 @@ import copy
 
 import torch
 
+from kizuna.models import layers
+
 from .common import (MKL_LABEL, PAD_LABEL, Settings, build_pair, caption_source, clip_train_step, interleaved, md_table,
                      onednn_in_use, onednn_off, positions_run, step_optimizer)
 
@@ -89,7 +91,10 @@ def run(s: Settings) -> dict:
         f"\"{MKL_LABEL}\" is a copy of the same model, with its own optimizer, stepped with "
         "`kizuna.models.layers.ONEDNN = False` (plain `F.linear`, MKL sgemm), interleaved with the others: "
         "\"kizuna ÷ oneDNN off\" is what the oneDNN choice is worth for training."
-        + ("" if onednn_in_use() else " (oneDNN is not in use on this machine, so both kizuna contenders run F.linear.)"),
+        + ("" if onednn_in_use() else " (oneDNN is not in use on this machine, so both kizuna contenders run F.linear.)")
+        + ("" if layers.ONEDNN_TRAIN else " On this CPU (Intel) kizuna as shipped trains on `F.linear` too "
+           "(`kizuna.models.layers.ONEDNN_TRAIN` is off: MKL's AVX-512 GEMM is the faster one), so the two "
+           "kizuna contenders run the same path."),
         "HF with its default attention (`sdpa`), dropout 0 (CLIP's config), no gradient checkpointing on either side.",
         f"kizuna's causal text tower runs the batch up to its last end-of-text token, {kept} of the 77 positions "
         "here (`TextTransformer.trim_padding`; exact, the positions after it cannot reach the pooled feature: same "
