@@ -246,13 +246,9 @@ def without_onednn(fn: Callable[[], Any]) -> Callable[[], Any]:
 # The machine
 # ================================================================================================
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from kizuna.models.layers import cpu_info
+
+    return cpu_info("model name") or platform.processor() or "unknown"
 
 
 def load_average() -> list[float]:

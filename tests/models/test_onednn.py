@@ -132,8 +132,8 @@ def test_cpu_autocast_takes_the_plain_path():
 
 def test_training_linears_follow_the_cpu_vendor_unless_forced(monkeypatch):
     monkeypatch.delenv("KIZUNA_ONEDNN_TRAIN", raising=False)
-    assert layers.cpu_vendor("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t: avx512f\n") == "GenuineIntel"
-    assert layers.cpu_vendor("no vendor line\n") == ""
+    assert layers.cpu_info("vendor_id", "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t: avx512f\n") == "GenuineIntel"
+    assert layers.cpu_info("vendor_id", "no vendor line\n") == ""
     assert not layers._onednn_train_default("GenuineIntel")  # MKL's AVX-512 GEMM is the faster one there
     assert layers._onednn_train_default("AuthenticAMD")
     assert layers._onednn_train_default("")

@@ -50,7 +50,8 @@ def add_arguments(p):
             a.add_argument("runs", nargs="+", metavar="run", help="training runs' OUT folders (their metrics.jsonl)")
             a.add_argument("--out", default="analysis", help="folder for runs.png and runs.json (default: analysis)")
             a.add_argument("--metric", default="val_top1", help="the eval rows' metric to compare (default val_top1)")
-            a.add_argument("--labels", help="comma-separated names for the runs, in order (default: folder names)")
+            a.add_argument("--labels", help="comma-separated names for the runs, in order, or a file with one per line "
+                                             "(default: folder names)")
             a.add_argument("--panel-by", help="one panel per value of this train_config setting, e.g. subset_fraction")
             a.add_argument("--colour-by", help="runs with the same value of this setting share a colour (e.g. model)")
             a.add_argument("--group-by", default="", help="comma-separated settings; runs sharing them are "
@@ -107,7 +108,7 @@ def run(args):
     if args.analyze_command == "compare-runs":
         from .runs import compare_runs, format_table
 
-        labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+        labels = parse_labels(args.labels) if args.labels else None
         group_by = [x.strip() for x in args.group_by.split(",") if x.strip()]
         numbers = compare_runs(args.runs, args.out, args.metric, labels, args.panel_by, group_by, args.train_window,
                                colour_by=args.colour_by)

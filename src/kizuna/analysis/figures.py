@@ -404,7 +404,6 @@ def plot_prediction_panel(
     return _save(fig, path)
 
 
-
 # --------------------------------------------------------------------------- runs side by side
 
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import torch
 
+from kizuna.train.checkpointing import CheckpointManager
 from kizuna.train.logging import read_metrics
 
 __all__ = ["load_run", "compare_runs"]
@@ -43,22 +44,15 @@ def _train_config(run: Path) -> dict:
             return json.loads(written.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{written}: not JSON ({e.msg}, line {e.lineno})") from e
-    folder = run / "checkpoints"
-    latest = folder / "latest"
-    candidates = []
-    if latest.is_file():
-        candidates.append(folder / latest.read_text().strip())
-    if folder.is_dir():
-        candidates += sorted((p for p in folder.glob("step_*") if p.is_dir()), reverse=True)
-    for ckpt in candidates:
-        state_file = ckpt / "train_state.pt"
-        if state_file.is_file():
-            try:
-                state = torch.load(state_file, map_location="cpu", weights_only=True)
-            except Exception as e:  # a damaged state file must not hide the run's curves
-                raise ValueError(f"{state_file}: cannot be read as a kizuna training state ({e})") from e
-            return dict(state.get("train_config") or {})
-    return {}
+    ckpt = CheckpointManager(run).latest()
+    state_file = ckpt / "train_state.pt" if ckpt is not None else None
+    if state_file is None or not state_file.is_file():
+        return {}
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged state file must not pass for a run without settings
+        raise ValueError(f"{state_file}: cannot be read as a kizuna training state ({e})") from e
+    return dict(state.get("train_config") or {})
 
 
 def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5) -> dict:
@@ -130,7 +124,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
         missing = [r["run"] for r in loaded if key not in r["config"]]
         if missing:
             raise ValueError(f"setting {key!r} is not in the saved train_config of {', '.join(missing)} "
-                             "(runs without checkpoints have none; the settings the runs differ in are: "
+                             "(runs with neither train_config.json nor a checkpoint have none; the settings the runs differ in are: "
                              f"{', '.join(differing) or 'none'})")
     for r in loaded:
         r["settings"] = {k: r["config"].get(k) for k in differing}

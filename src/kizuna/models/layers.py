@@ -80,8 +80,8 @@ def _fuse_activation_default() -> bool:
 FUSE_ACTIVATION = _fuse_activation_default()
 
 
-def cpu_vendor(cpuinfo: str | None = None) -> str:
-    """The CPU's vendor_id ("GenuineIntel", "AuthenticAMD", ...) from /proc/cpuinfo; "" when unknown."""
+def cpu_info(field: str, cpuinfo: str | None = None) -> str:
+    """A field of /proc/cpuinfo ("vendor_id": "GenuineIntel", "AuthenticAMD", ...; "model name"); "" when unknown."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo") as f:
@@ -89,7 +89,7 @@ def cpu_vendor(cpuinfo: str | None = None) -> str:
         except OSError:
             return ""
     for line in cpuinfo.splitlines():
-        if line.startswith("vendor_id"):
+        if line.startswith(field):
             return line.split(":", 1)[1].strip()
     return ""
 
@@ -106,7 +106,7 @@ def _onednn_train_default(vendor: str | None = None) -> bool:
     forced = os.environ.get("KIZUNA_ONEDNN_TRAIN")
     if forced is not None:
         return forced != "0"
-    return (cpu_vendor() if vendor is None else vendor) != "GenuineIntel"
+    return (cpu_info("vendor_id") if vendor is None else vendor) != "GenuineIntel"
 
 
 ONEDNN_TRAIN = _onednn_train_default()
