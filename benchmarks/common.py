@@ -133,39 +133,81 @@ def inner_for(fn: Callable[[], Any], target_s: float = 0.5, max_inner: int = 50)
 
 
 # ================================================================================================
-# kizuna's oneDNN switch
+# kizuna's GEMM library and fusion switch
 # ================================================================================================
-MKL_LABEL = "kizuna, oneDNN off (MKL F.linear)"
+PLAIN_LABEL = "kizuna, plain F.linear (unfused)"
+GEMM_NAMES = {"onednn": "oneDNN (`torch.ops.mkldnn._linear_pointwise`)", "mkl": "MKL (`torch.addmm`)"}
 
 
-def onednn_in_use() -> bool:
-    """Whether kizuna as shipped runs its CPU fp32 GEMMs on oneDNN here (``kizuna.models.layers.ONEDNN``:
-    the op exists and passed its start-up check, and ``KIZUNA_ONEDNN`` is not 0)."""
+def shipped_gemm() -> str:
+    """The library kizuna as shipped runs its CPU fp32 GEMMs on here (``kizuna.models.layers.GEMM``: oneDNN
+    on AMD, MKL on Intel or where the oneDNN op is unavailable; ``KIZUNA_GEMM`` overrides)."""
     from kizuna.models import layers
 
-    return bool(layers.ONEDNN)
+    return layers.GEMM
+
+
+def shipped_note() -> str:
+    """One sentence on what "kizuna as shipped" runs on this machine."""
+    from kizuna.models import layers
+
+    small = (f" (blocks of fewer than {layers.MKL_MIN_ROWS} rows, batch x tokens, on oneDNN: "
+             "`layers.MKL_MIN_ROWS`)" if shipped_gemm() == "mkl" and layers.ONEDNN and layers.MKL_MIN_ROWS else "")
+    return (f"\"kizuna\" is kizuna as shipped: CPU fp32 linears on {GEMM_NAMES[shipped_gemm()]}{small} "
+            f"(`kizuna.models.layers.GEMM`, chosen by CPU vendor), bias/activation/residual fused into the GEMMs "
+            "of each block at inference.")
 
 
 def onednn_matmul():
-    """``torch.ops.mkldnn._linear_pointwise`` (oneDNN's matmul, what kizuna's linears call), or None."""
+    """``torch.ops.mkldnn._linear_pointwise`` (oneDNN's matmul, what kizuna's linears call on AMD), or None."""
     from kizuna.models import layers
 
     return layers._LP
 
 
 @contextlib.contextmanager
-def onednn_off():
-    """kizuna with its oneDNN linears switched off for the duration: ``kizuna.models.layers.ONEDNN`` (read
-    at call time) is set to False, so every linear is plain ``F.linear`` (MKL sgemm for fp32 on the CPU)
-    and blocks take the unfused path; the previous value is restored afterwards."""
+def plain_linears():
+    """kizuna as a plain PyTorch model for the duration: every linear is ``F.linear`` (MKL sgemm for fp32
+    on the CPU; ``kizuna.models.layers.GEMM = "mkl"``) and blocks take the unfused path
+    (``layers.FUSE = False``): what kizuna's GEMM and fusion choices are measured against. The previous
+    values are restored afterwards."""
     from kizuna.models import layers
 
-    saved = layers.ONEDNN
-    layers.ONEDNN = False
+    saved = layers.GEMM, layers.FUSE
+    layers.GEMM, layers.FUSE = "mkl", False
     try:
         yield
     finally:
-        layers.ONEDNN = saved
+        layers.GEMM, layers.FUSE = saved
+
+
+def other_label() -> str:
+    """The label of kizuna on the library it does not ship with here (see :func:`other_gemm`)."""
+    other = "mkl" if shipped_gemm() == "onednn" else "onednn"
+    return f"kizuna on {'MKL' if other == 'mkl' else 'oneDNN'}, fused"
+
+
+@contextlib.contextmanager
+def other_gemm():
+    """kizuna on the GEMM library it does not ship with on this machine, still fused, for the duration: what
+    the choice of library alone is worth. Needs a working oneDNN op (:func:`onednn_usable`)."""
+    from kizuna.models import layers
+
+    saved = layers.GEMM, layers.MKL_MIN_ROWS
+    layers.GEMM = "mkl" if saved[0] == "onednn" else "onednn"
+    layers.MKL_MIN_ROWS = 0  # on MKL at every size (as shipped, small MKL blocks run on oneDNN)
+    try:
+        yield
+    finally:
+        layers.GEMM, layers.MKL_MIN_ROWS = saved
+
+
+def onednn_usable() -> bool:
+    """Whether kizuna can run its linears on oneDNN here (``kizuna.models.layers.ONEDNN``: the op exists,
+    passed its start-up check, and ``KIZUNA_ONEDNN`` is not 0)."""
+    from kizuna.models import layers
+
+    return bool(layers.ONEDNN)
 
 
 PAD_LABEL = "kizuna, padding kept"
@@ -234,10 +276,10 @@ def clip_train_step(features: Callable[[], tuple], opt, autocast=None, sync: Cal
     return loss.detach()
 
 
-def without_onednn(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn`` wrapped so every call runs inside :func:`onednn_off` (for ``interleaved``)."""
+def with_plain_linears(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` wrapped so every call runs inside :func:`plain_linears` (for ``interleaved``)."""
     def call():
-        with onednn_off():
+        with plain_linears():
             return fn()
     return call
 

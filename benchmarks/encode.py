@@ -5,12 +5,13 @@ random pixel tensors (preprocessing excluded: it is the same work for both); tex
 of real Flickr8k captions tokenized by kizuna (synthetic captions if the shared data is absent). The text
 tower of ViT-B/16 has the same shape as ViT-B/32's, so texts are measured once, on the B/32 pair.
 
-"kizuna" is kizuna as shipped: on the CPU in fp32 its linears run on oneDNN
-(``torch.ops.mkldnn._linear_pointwise``) and, without an autograd graph, each block fuses bias,
-activation and residual adds into the GEMMs (``kizuna.models.layers``). A third contender is the *same*
-model instance called with that switched off (``common.onednn_off``: ``kizuna.models.layers.ONEDNN =
-False``, so every linear is plain ``F.linear``, i.e. MKL sgemm); it is timed in the same interleaving and
-shows what the oneDNN choice is worth.
+"kizuna" is kizuna as shipped: on the CPU in fp32 its linears run on the GEMM library chosen for the CPU
+(``kizuna.models.layers.GEMM``: oneDNN on AMD, MKL on Intel) and, without an autograd graph, each block
+fuses bias, activation and residual adds into the GEMMs. A third contender is the *same* model instance
+as a plain PyTorch model (``common.plain_linears``: every linear is ``F.linear``, i.e. MKL sgemm, blocks
+unfused); it is timed in the same interleaving and shows what kizuna's GEMM and fusion choices are worth
+together. A fourth (where the oneDNN op exists) is the same instance on the other library, still fused
+(``common.other_gemm``): what the choice of library alone is worth on this machine.
 
 For texts a fourth contender is the same instance with its padding trim off (``common.padding_kept``):
 kizuna's causal text tower runs a batch only up to its last end-of-text token (the positions after
@@ -25,15 +26,15 @@ from __future__ import annotations
 
 import torch
 
-from .common import (FULL_LABEL, MKL_LABEL, PAD_LABEL, Settings, build_pair, caption_source, hf_attention, inner_for,
-                     interleaved, last_block_full, md_table, onednn_in_use, onednn_off, padding_kept, pooled,
-                     positions_run, within, without_onednn)
+from .common import (FULL_LABEL, PAD_LABEL, PLAIN_LABEL, Settings, build_pair, caption_source, hf_attention,
+                     inner_for, interleaved, last_block_full, md_table, onednn_usable, other_gemm, other_label,
+                     padding_kept, plain_linears, pooled, positions_run, shipped_note, within, with_plain_linears)
 
 NAME = "encode"
 TITLE = "Encoding throughput vs Hugging Face CLIPModel"
 TARGET = 1.2
-LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": MKL_LABEL, "kizuna_pad": PAD_LABEL,
-          "kizuna_full": FULL_LABEL}
+LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": PLAIN_LABEL, "kizuna_pad": PAD_LABEL,
+          "kizuna_full": FULL_LABEL, "kizuna_other": other_label()}
 
 
 def _texts(n: int) -> torch.Tensor:
@@ -51,7 +52,7 @@ def run(s: Settings) -> dict:
     tokens = _texts(big)
     g = torch.Generator().manual_seed(0)
     pixels = torch.randn(big, 3, 224, 224, generator=g)
-    dnn = onednn_in_use()
+    both = onednn_usable()  # the other library can run here
 
     rows, data, targets, parity = [], [], [], []
     attn = "?"
@@ -66,10 +67,15 @@ def run(s: Settings) -> dict:
             di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
             dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
             parity.append((variant, "kizuna", di, dt))
-            with onednn_off():
+            with plain_linears():
                 di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
                 dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
             parity.append((variant, "kizuna_mkl", di, dt))
+            if both:
+                with other_gemm():
+                    di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
+                    dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
+                parity.append((variant, "kizuna_other", di, dt))
             with padding_kept(k):
                 dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
             parity.append((variant, "kizuna_pad", None, dt))
@@ -84,13 +90,15 @@ def run(s: Settings) -> dict:
                         x = pixels[:b]
                         kfn = lambda x=x: k.encode_image(x)
                         fns = {"kizuna": kfn, "hf": lambda x=x: pooled(hf.get_image_features(pixel_values=x)),
-                               "kizuna_mkl": without_onednn(kfn), "kizuna_full": within(last_block_full, kfn, k)}
+                               "kizuna_mkl": with_plain_linears(kfn), "kizuna_full": within(last_block_full, kfn, k)}
                     else:
                         x = tokens[:b]
                         kfn = lambda x=x: k.encode_text(x)
                         fns = {"kizuna": kfn, "hf": lambda x=x: pooled(hf.get_text_features(input_ids=x)),
-                               "kizuna_mkl": without_onednn(kfn), "kizuna_pad": within(padding_kept, kfn, k),
+                               "kizuna_mkl": with_plain_linears(kfn), "kizuna_pad": within(padding_kept, kfn, k),
                                "kizuna_full": within(last_block_full, kfn, k)}
+                    if both:
+                        fns["kizuna_other"] = within(lambda _: other_gemm(), kfn, k)
                     inner = inner_for(fns["hf"], 1.0) if b == 1 else 1
                     s.log(f"[encode] {variant} {tower} batch {b} ({inner} call(s) per timed run)")
                     t = interleaved(fns, s.reps, s.warmup, inner=inner, items=b, max_reps=s.max_reps)
@@ -106,9 +114,13 @@ def run(s: Settings) -> dict:
                             "with the trim" if p else "-"]
                     f = t["kizuna_full"]
                     row += [f"{f.rate:.2f} ({f.rate / t['hf'].rate:.2f}x); pruning worth {t['kizuna'].rate / f.rate:.2f}x"]
+                    o = t.get("kizuna_other")
+                    row += [f"{o.rate:.2f} ({o.rate / t['hf'].rate:.2f}x); kizuna ÷ it {t['kizuna'].rate / o.rate:.2f}x"
+                            if o else "-"]
                     rows.append(row)
                     data.append({"variant": variant, "tower": tower, "batch": b, "inner": inner, "ratio": round(r, 4),
-                                 "ratio_onednn_vs_mkl": round(t["kizuna"].rate / m.rate, 4),
+                                 "ratio_onednn_vs_mkl": round(t["kizuna"].rate / m.rate, 4),  # shipped / plain
+                                 "ratio_vs_other_gemm": round(t["kizuna"].rate / o.rate, 4) if o else None,
                                  "ratio_pruned_vs_full": round(t["kizuna"].rate / f.rate, 4),
                                  "positions_run": kept[b] if tower == "text" else None,
                                  "timings": {n: v.as_dict() for n, v in t.items()}})
@@ -117,9 +129,10 @@ def run(s: Settings) -> dict:
                                         "value": f"{r:.2f}x", "met": r >= TARGET})
         del k, hf  # frees this pair before the next one is built
 
-    headers = ["model", "input", "batch", "kizuna", "HF", "kizuna ÷ HF", f"{MKL_LABEL} (÷ HF)",
-               "kizuna ÷ oneDNN off", "spread kizuna / HF / oneDNN off", f"{PAD_LABEL} (÷ HF)", f"{FULL_LABEL} (÷ HF)"]
-    table = md_table(headers, rows, align="llrrrrrrrrr")
+    headers = ["model", "input", "batch", "kizuna", "HF", "kizuna ÷ HF", f"{PLAIN_LABEL} (÷ HF)",
+               "kizuna ÷ plain", "spread kizuna / HF / plain", f"{PAD_LABEL} (÷ HF)", f"{FULL_LABEL} (÷ HF)",
+               f"{other_label()} (÷ HF)"]
+    table = md_table(headers, rows, align="llrrrrrrrrrr")
     ptable = md_table(
         ["model", "contender", "max abs diff vs HF, image features", "max abs diff vs HF, text features"],
         [[v, LABELS[n], "-" if di is None else f"{di:.1e}", f"{dt:.1e}"] for v, n, di, dt in parity], align="llrr")
@@ -135,14 +148,13 @@ def run(s: Settings) -> dict:
         f"\"{FULL_LABEL}\" is the same instance with `prune_last_block` off on both towers: the last block runs for "
         "every token, as HF runs it; kizuna as shipped runs it for the pooled token only (exact, see the parity "
         "table). \"pruning worth\" is kizuna over that contender.",
-        "\"kizuna\" is kizuna as shipped: CPU fp32 linears on oneDNN (`torch.ops.mkldnn._linear_pointwise`), "
-        "bias/activation/residual fused into the GEMMs of each block at inference. "
-        f"\"{MKL_LABEL}\" is the same model instance called with `kizuna.models.layers.ONEDNN = False` "
-        "(plain `F.linear`, MKL sgemm, unfused blocks: kizuna before the oneDNN change), interleaved with the "
-        "others; \"kizuna ÷ oneDNN off\" is what the oneDNN choice is worth. The parity table shows both compute "
-        "HF's numbers."
-        + ("" if dnn else " (oneDNN is not in use on this machine (`kizuna.models.layers.ONEDNN` is False), so both "
-                          "kizuna columns run the same F.linear code.)"),
+        shipped_note() + f" \"{PLAIN_LABEL}\" is the same model instance as a plain PyTorch model "
+        "(`common.plain_linears`: `F.linear`, MKL sgemm, unfused blocks, as HF runs), interleaved with the others; "
+        "\"kizuna ÷ plain\" is what kizuna's GEMM and fusion choices are worth together. "
+        + (f"\"{other_label()}\" is the same instance on the other GEMM library, still fused: \"kizuna ÷ it\" is "
+           "what the choice of library alone is worth here. " if both else "(oneDNN is unavailable here "
+           "(`kizuna.models.layers.ONEDNN` is False), so there is no other library to compare.) ")
+        + "The parity table shows every contender computes HF's numbers.",
     ]
     return {"title": TITLE, "md": table + "\n\nSame numbers (identical weights):\n\n" + ptable, "notes": notes,
             "targets": targets, "data": {"rows": data, "attn_implementation": attn,

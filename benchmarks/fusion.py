@@ -58,7 +58,7 @@ def run(s: Settings) -> dict:
         f"from torch's CPU capability `{torch.backends.cpu.get_cpu_capability()}`; `KIZUNA_FUSE_ACTIVATION=0/1` "
         "overrides).",
         "\"fused ÷ in place\" > 1 means the post-op costs more than a separate in-place pass over the output. "
-        "Both give the same numbers (checked here to 1e-4, and in tests/models/test_onednn.py for whole blocks).",
+        "Both give the same numbers (checked here to 1e-4, and in tests/models/test_gemm.py for whole blocks).",
     ]
     return {"title": TITLE, "md": table, "notes": notes, "targets": [],
             "data": {"shapes": data, "fuse_activation": bool(layers.FUSE_ACTIVATION)}}

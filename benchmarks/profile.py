@@ -1,8 +1,8 @@
-"""Where the time goes: ``torch.profiler`` over one batch-32 encode of kizuna, HF and kizuna with oneDNN off.
+"""Where the time goes: ``torch.profiler`` over one batch-32 encode of kizuna, HF and kizuna as a plain model.
 
-"kizuna" is kizuna as shipped (CPU fp32: oneDNN linears, bias/activation/residual fused into the GEMMs at
-inference); "kizuna, oneDNN off" is the same model instance called inside ``common.onednn_off``
-(``kizuna.models.layers.ONEDNN = False``: plain ``F.linear`` on MKL, unfused blocks).
+"kizuna" is kizuna as shipped (CPU fp32: linears on the library ``kizuna.models.layers.GEMM`` chose,
+bias/activation/residual fused into the GEMMs at inference); "kizuna, plain F.linear (unfused)" is the same
+model instance called inside ``common.plain_linears`` (``F.linear`` on MKL, unfused blocks).
 
 Top operators by self CPU time, plus minor page faults per call (fresh large allocations from the OS
 are zero-filled on first touch; this shows up inside the ops that first write a buffer).
@@ -14,7 +14,7 @@ import resource
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .common import MKL_LABEL, Settings, build_pair, caption_source, md_table, onednn_in_use, pooled, without_onednn
+from .common import PLAIN_LABEL, Settings, build_pair, caption_source, md_table, pooled, shipped_gemm, with_plain_linears
 
 NAME = "profile"
 TITLE = "Profile (torch.profiler, one batch-32 call after warm-up)"
@@ -50,7 +50,7 @@ def run(s: Settings) -> dict:
             fns = {"kizuna": kfn,
                    "HF": ((lambda: pooled(hf.get_image_features(pixel_values=pixels))) if tower == "image"
                           else (lambda: pooled(hf.get_text_features(input_ids=tokens)))),
-                   MKL_LABEL: without_onednn(kfn)}
+                   PLAIN_LABEL: with_plain_linears(kfn)}
             res = {}
             for name, fn in fns.items():
                 s.log(f"[profile] {tower} {name}")
@@ -75,10 +75,12 @@ def run(s: Settings) -> dict:
             data[tower] = {n: {"ops": res[n][0][:20], "total_ms": res[n][1], "minor_faults": res[n][2]} for n in names}
     notes = [
         "Profiled times include the profiler's overhead and the machine's load; read the shares, not the totals.",
-        "`aten::addmm` is the GEMM of every `F.linear` (MKL sgemm: HF, and kizuna with oneDNN off); its bias is "
-        "first broadcast-copied into the output (`aten::copy_`). `mkldnn::_linear_pointwise` is oneDNN's GEMM "
-        "with the bias, activation and residual add fused: what kizuna as shipped runs"
-        + ("." if onednn_in_use() else " where oneDNN is in use (it is not on this machine: "
-                                        "`kizuna.models.layers.ONEDNN` is False)."),
+        "`aten::addmm` is the GEMM of every `F.linear` (MKL sgemm: HF, and kizuna as a plain model); its bias is "
+        "first broadcast-copied into the output (`aten::copy_`). "
+        + ("kizuna as shipped runs oneDNN here: `mkldnn::_linear_pointwise` is its GEMM with the bias, activation "
+           "and residual add fused." if shipped_gemm() == "onednn" else
+           "kizuna as shipped runs MKL here: `aten::addmm` for qkv and fc1 (into buffers reused across blocks, so "
+           "fewer page faults), `aten::addmm_` for proj and fc2 (accumulating into the residual plus bias), "
+           "the activation in place (`aten::silu_`)."),
     ]
     return {"title": TITLE, "md": "\n\n".join(parts), "notes": notes, "targets": [], "data": data}

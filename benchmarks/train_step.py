@@ -5,10 +5,11 @@ Both start from identical weights (ViT-B/32, OpenAI shape), in train mode, fp32,
 optimizer (``kizuna.train.optim.make_optimizer``: AdamW, weight decay on matrices). The step is what
 ``ContrastiveTrainer.train_step`` does without gradient clipping and the scheduler.
 
-"kizuna" is kizuna as shipped: on the CPU in fp32 its linears run on oneDNN, forward and input-gradient
-GEMMs (the weight-gradient GEMM stays on ``torch.mm``; no block fusion while training). A third
-contender, a copy of the same model with its own optimizer, runs every step inside ``common.onednn_off``
-(``kizuna.models.layers.ONEDNN = False``: plain ``F.linear``, MKL sgemm), interleaved with the others.
+"kizuna" is kizuna as shipped: on the CPU in fp32 its linears run on the library chosen for the CPU
+(``kizuna.models.layers.GEMM``): on oneDNN (AMD) the forward and input-gradient GEMMs (the weight-gradient
+GEMM stays on ``torch.mm``), on MKL (Intel) plain ``F.linear``; no block fusion while training. A third
+contender, a copy of the same model with its own optimizer, runs every step inside ``common.plain_linears``
+(plain ``F.linear``, MKL sgemm), interleaved with the others.
 A fourth, another copy, has its text tower's padding trim off (``TextTransformer.trim_padding``): it
 runs all 77 positions as HF does, where kizuna stops at the batch's last end-of-text token.
 """
@@ -18,15 +19,13 @@ import copy
 
 import torch
 
-from kizuna.models import layers
-
-from .common import (MKL_LABEL, PAD_LABEL, Settings, build_pair, caption_source, clip_train_step, interleaved, md_table,
-                     onednn_in_use, onednn_off, positions_run, step_optimizer)
+from .common import (GEMM_NAMES, PAD_LABEL, PLAIN_LABEL, Settings, build_pair, caption_source, clip_train_step,
+                     interleaved, md_table, plain_linears, positions_run, shipped_gemm, step_optimizer)
 
 NAME = "train_step"
 TITLE = "Training step vs Hugging Face CLIPModel"
 TARGET = 1.2
-LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": "kizuna oneDNN off", "kizuna_pad": PAD_LABEL}
+LABELS = {"kizuna": "kizuna", "hf": "HF", "kizuna_mkl": "kizuna plain", "kizuna_pad": PAD_LABEL}
 
 
 def run(s: Settings) -> dict:
@@ -54,7 +53,7 @@ def run(s: Settings) -> dict:
         return clip_train_step(features, opt)
 
     def mkl_step():
-        with onednn_off():
+        with plain_linears():
             return kizuna_step(models["kizuna_mkl"], opts["kizuna_mkl"])
 
     def hf_step():
@@ -79,22 +78,21 @@ def run(s: Settings) -> dict:
              f"{t['kizuna'].median:.2f} / {t['hf'].median:.2f} / {m.median:.2f} / {p.median:.2f}",
              f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%} / {p.spread:.0%}"]]
     table = md_table(["model", "batch", "kizuna images/s", "HF images/s", "kizuna ÷ HF",
-                      f"{MKL_LABEL} images/s (÷ HF)", "kizuna ÷ oneDNN off", f"{PAD_LABEL} images/s (÷ HF)",
-                      "kizuna ÷ padding kept", "s per step kizuna / HF / oneDNN off / padding kept",
-                      "spread kizuna / HF / oneDNN off / padding kept"], rows, align="lrrrrrrrrrr")
+                      f"{PLAIN_LABEL} images/s (÷ HF)", "kizuna ÷ plain", f"{PAD_LABEL} images/s (÷ HF)",
+                      "kizuna ÷ padding kept", "s per step kizuna / HF / plain / padding kept",
+                      "spread kizuna / HF / plain / padding kept"], rows, align="lrrrrrrrrrr")
     notes = [
         f"Batch {batch} image-text pairs (random 224x224 pixels, 77-token Flickr8k captions from {source}); "
         "an image/s figure counts one pair as one image.",
         "First-step loss (identical weights, same inputs): " + ", ".join(
             f"{LABELS[n]} {v:.6f}" for n, v in first.items()) + ".",
-        "\"kizuna\" is kizuna as shipped (CPU fp32 linears on oneDNN, forward and input-gradient GEMMs); "
-        f"\"{MKL_LABEL}\" is a copy of the same model, with its own optimizer, stepped with "
-        "`kizuna.models.layers.ONEDNN = False` (plain `F.linear`, MKL sgemm), interleaved with the others: "
-        "\"kizuna ÷ oneDNN off\" is what the oneDNN choice is worth for training."
-        + ("" if onednn_in_use() else " (oneDNN is not in use on this machine, so both kizuna contenders run F.linear.)")
-        + ("" if layers.ONEDNN_TRAIN else " On this CPU (Intel) kizuna as shipped trains on `F.linear` too "
-           "(`kizuna.models.layers.ONEDNN_TRAIN` is off: MKL's AVX-512 GEMM is the faster one), so the two "
-           "kizuna contenders run the same path."),
+        f"\"kizuna\" is kizuna as shipped (CPU fp32 linears on {GEMM_NAMES[shipped_gemm()]}, "
+        "`kizuna.models.layers.GEMM`, chosen by CPU vendor); "
+        f"\"{PLAIN_LABEL}\" is a copy of the same model, with its own optimizer, stepped inside "
+        "`common.plain_linears` (plain `F.linear`, MKL sgemm), interleaved with the others: "
+        "\"kizuna ÷ plain\" is what the GEMM choice is worth for training (training does not fuse)."
+        + (" On this CPU kizuna as shipped trains on MKL too (MKL's AVX-512 GEMM is the faster one on Intel), "
+           "so the two kizuna contenders run the same path." if shipped_gemm() == "mkl" else ""),
         "HF with its default attention (`sdpa`), dropout 0 (CLIP's config), no gradient checkpointing on either side.",
         f"kizuna's causal text tower runs the batch up to its last end-of-text token, {kept} of the 77 positions "
         "here (`TextTransformer.trim_padding`; exact, the positions after it cannot reach the pooled feature: same "

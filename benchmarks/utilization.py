@@ -6,9 +6,9 @@ batch 32, taken from the ``encode`` section of the same run (or measured here wh
 
 Two peaks are measured, each the best of several large square matmuls (2048-4096) on all threads:
 ``torch.mm`` (fp32 ``mm`` goes to MKL, which does not use AVX-512 on non-Intel CPUs) and oneDNN's matmul
-(``torch.ops.mkldnn._linear_pointwise``, what kizuna's linears call; same sizes). Utilisation is given
-against both, for kizuna as shipped (oneDNN linears on CPU fp32), kizuna with oneDNN off (MKL
-``F.linear``) and HF. The target is checked against the *higher* of the two peaks: that is the machine's
+(``torch.ops.mkldnn._linear_pointwise``, what kizuna's linears call on AMD; same sizes). Utilisation is
+given against both, for kizuna as shipped (linears on ``kizuna.models.layers.GEMM``'s library, fused
+blocks), kizuna as a plain model (MKL ``F.linear``, unfused) and HF. The target is checked against the *higher* of the two peaks: that is the machine's
 real fp32 matmul peak.
 """
 from __future__ import annotations
@@ -17,12 +17,12 @@ import time
 
 import torch
 
-from .common import MKL_LABEL, Settings, interleaved, md_table, onednn_matmul, positions_run, without_onednn
+from .common import PLAIN_LABEL, Settings, interleaved, md_table, onednn_matmul, positions_run, shipped_note, with_plain_linears
 
 NAME = "utilization"
 TITLE = "Utilisation of the fp32 matmul peak"
 TARGET = 0.5
-LABELS = {"kizuna": "kizuna", "kizuna_mkl": MKL_LABEL, "hf": "HF"}
+LABELS = {"kizuna": "kizuna", "kizuna_mkl": PLAIN_LABEL, "hf": "HF"}
 
 
 def _best_gflops(fn, n: int, tries: int) -> float:
@@ -52,7 +52,7 @@ def measure_peak(sizes=(2048, 3072, 4096), tries: int = 5) -> dict:
 
 
 def _own_encode(s: Settings) -> list[dict]:
-    """kizuna-only timings at batch 32 (as shipped and with oneDNN off) when ``encode`` did not run here."""
+    """kizuna-only timings at batch 32 (as shipped and as a plain model) when ``encode`` did not run here."""
     from .common import build_pair, caption_source
     from kizuna.data.tokenizer import ClipTokenizer
 
@@ -66,10 +66,10 @@ def _own_encode(s: Settings) -> list[dict]:
         del hf
         with torch.inference_mode():
             fns = {"image/kizuna": lambda: k.encode_image(pixels)}
-            fns["image/kizuna_mkl"] = without_onednn(fns["image/kizuna"])
+            fns["image/kizuna_mkl"] = with_plain_linears(fns["image/kizuna"])
             if v == "ViT-B/32":
                 fns["text/kizuna"] = lambda: k.encode_text(tokens)
-                fns["text/kizuna_mkl"] = without_onednn(fns["text/kizuna"])
+                fns["text/kizuna_mkl"] = with_plain_linears(fns["text/kizuna"])
             t = interleaved(fns, s.reps, s.warmup, items=b, max_reps=s.max_reps)
         for tower in ("image", "text"):
             if f"{tower}/kizuna" in t:
@@ -154,14 +154,14 @@ def run(s: Settings) -> dict:
         "too: both then describe the machine when no neighbour disturbed it (on a shared virtual machine the "
         "median run can fall in a slow period that the peak's best run missed, or the other way round; a "
         "median-run encoder over a best-run peak mixes the two). The last column gives the median-run figure.",
-        "Encoder rates: " + ("measured here (kizuna as shipped and with oneDNN off, no HF; `encode` did not run "
+        "Encoder rates: " + ("measured here (kizuna as shipped and as a plain model, no HF; `encode` did not run "
                              "in this process)." if own else
                              "the `encode` section's timed runs from this run."),
         f"The target is checked against the higher of the two measured peaks ({best_name}, {p_best:.1f} GFLOP/s, "
         "in bold): that is the machine's real fp32 matmul peak. Against the lower peak utilisation would look "
         "better than it is (a slow GEMM backend lowers the bar).",
-        "\"kizuna\" is kizuna as shipped (CPU fp32 linears on oneDNN, fused blocks at inference); "
-        f"\"{MKL_LABEL}\" is the same model with `kizuna.models.layers.ONEDNN = False` (plain `F.linear`).",
+        shipped_note() + f" \"{PLAIN_LABEL}\" is the same model inside `common.plain_linears` (plain `F.linear`, "
+        "unfused blocks).",
     ]
     return {"title": TITLE, "md": ptab + "\n\n" + utab, "notes": notes, "targets": targets,
             "data": {"peak_gflops": {"mkl_mm": peak["mkl_mm"], "onednn": peak["onednn"]},

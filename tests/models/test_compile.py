@@ -1,6 +1,6 @@
 """torch.compile of kizuna's models: the towers trace without graph breaks and train like eager mode.
 
-The oneDNN linear (kizuna.models.layers) is eager-only: under Dynamo it must step aside for F.linear,
+The oneDNN linear and the fused blocks (kizuna.models.layers) are eager-only: under Dynamo it must step aside for F.linear,
 which Inductor lowers itself. It once did not (the check graph-broke and then ran eagerly), and
 `--compile` training crashed inside Inductor.
 """
@@ -32,13 +32,13 @@ def test_onednn_check_steps_aside_while_compiling():
     seen = []
 
     def probe(x):
-        seen.append(layers._onednn_ok(x, x))
+        seen.append(layers._fast_path_ok(x, x))
         return x + 1
 
     torch._dynamo.reset()
     out = torch.compile(probe, backend="eager", fullgraph=True)(torch.randn(2, 2))
-    assert out.shape == (2, 2) and seen == [False]  # traced once, with the oneDNN path off
-    assert layers._onednn_ok(torch.randn(2, 2), torch.randn(2, 2)) == layers.ONEDNN  # eager: unchanged
+    assert out.shape == (2, 2) and seen == [False]  # traced once, with the oneDNN / fused path off
+    assert layers._fast_path_ok(torch.randn(2, 2), torch.randn(2, 2))  # eager: on
 
 
 @needs_inductor

@@ -4,12 +4,16 @@ A block is two lines, as in the ViT paper: ``x = x + attn(norm1(x))``, ``x = x +
 Attention uses one fused qkv projection and ``F.scaled_dot_product_attention``; a plain path that
 materialises the attention matrix exists for analysis (attention maps) and as a numerical reference.
 
-On the CPU in fp32 the GEMMs run on oneDNN (``torch.ops.mkldnn._linear_pointwise``, the op Inductor
-lowers ``nn.Linear`` to) rather than ``F.linear``, whose fp32 path is MKL's sgemm: MKL takes its slow
-non-AVX-512 path on non-Intel CPUs (AMD EPYC: ~100 vs ~215 GFLOP/s). Without an autograd graph a block
-also fuses bias, activation and residual adds into the GEMMs. ``KIZUNA_ONEDNN=0`` switches this off.
-On Intel CPUs training (an autograd graph) uses ``F.linear``: MKL's AVX-512 GEMM is the faster one there
-(``ONEDNN_TRAIN``).
+On the CPU in fp32 the GEMMs run on the faster of two libraries (``GEMM``). On AMD that is oneDNN
+(``torch.ops.mkldnn._linear_pointwise``, the op Inductor lowers ``nn.Linear`` to): ``F.linear``'s fp32
+path is MKL's sgemm, which takes its slow non-AVX-512 path on non-Intel CPUs (AMD EPYC: ~100 vs ~215
+GFLOP/s). On Intel it is MKL (``torch.addmm``), the faster one there (a 2-core Xeon: 333 vs 283 GFLOP/s
+for ViT-B/16's qkv and fc1). Without an autograd graph a block also fuses bias, activation and residual
+adds into the GEMMs (``FUSE``): oneDNN as post-ops, MKL by accumulating into a tensor that already
+holds bias or residual (``addmm_``), with fc1's activation in place and the large qkv/fc1 outputs
+written into buffers reused from block to block (a fresh 77 MB tensor costs ~15 ms of page faults).
+``KIZUNA_GEMM=onednn|mkl`` picks the library, ``KIZUNA_FUSE=0`` switches fusion off,
+``KIZUNA_ONEDNN=0`` keeps oneDNN out entirely.
 """
 from __future__ import annotations
 
@@ -94,37 +98,57 @@ def cpu_info(field: str, cpuinfo: str | None = None) -> str:
     return ""
 
 
-def _onednn_train_default(vendor: str | None = None) -> bool:
-    """Whether training (an autograd graph) runs its linears on oneDNN too, or on ``F.linear`` (MKL).
+GEMM_LIBRARIES = ("onednn", "mkl")
 
-    On AMD, MKL's sgemm takes its slow non-AVX-512 path, so oneDNN wins for training as for inference.
-    On Intel, MKL uses AVX-512 and its GEMM is the faster one (396 vs 356 GFLOP/s peak on a 2-core Xeon),
-    and without an autograd graph there is nothing to fuse: the ViT-B/32 training step ran 1.14x faster
-    on MKL there (docs/benchmarks/XEON.md). Inference keeps oneDNN everywhere (its fusion still wins).
-    ``KIZUNA_ONEDNN_TRAIN=0/1`` overrides.
+
+def _gemm_default(vendor: str | None = None, onednn: bool | None = None) -> str:
+    """The library that runs CPU fp32 linears, for training and inference alike: "onednn" or "mkl".
+
+    On AMD, MKL's sgemm takes its slow non-AVX-512 path, so oneDNN wins. On Intel, MKL uses AVX-512 and
+    is the faster one (docs/benchmarks/XEON.md: the ViT-B/32 training step 1.14x faster on MKL, ViT-B/16
+    image encoding 1.10x). MKL too where the oneDNN op is unavailable. ``KIZUNA_GEMM=onednn|mkl`` overrides.
     """
-    forced = os.environ.get("KIZUNA_ONEDNN_TRAIN")
-    if forced is not None:
-        return forced != "0"
-    return (cpu_info("vendor_id") if vendor is None else vendor) != "GenuineIntel"
+    forced = os.environ.get("KIZUNA_GEMM")
+    if forced:
+        if forced not in GEMM_LIBRARIES:
+            raise ValueError(f"KIZUNA_GEMM={forced!r}: choose one of {', '.join(GEMM_LIBRARIES)}")
+        return forced
+    if not (ONEDNN if onednn is None else onednn):
+        return "mkl"
+    return "mkl" if (cpu_info("vendor_id") if vendor is None else vendor) == "GenuineIntel" else "onednn"
 
 
-ONEDNN_TRAIN = _onednn_train_default()
+GEMM = _gemm_default()
+# Where MKL is the library, a fused inference block with fewer rows (batch x tokens) than this runs on oneDNN:
+# at 16-200 rows oneDNN's block was 1.06-1.16x faster on the Xeon (a ViT-B/16 image: 197 rows), from ~800
+# rows MKL's 1.10x (docs/benchmarks/XEON.md). ``KIZUNA_MKL_MIN_ROWS`` overrides (0: MKL at every size).
+MKL_MIN_ROWS = int(os.environ.get("KIZUNA_MKL_MIN_ROWS", "512"))
+# Inference blocks fuse bias, activation and residual adds into their GEMMs (see Block._forward_fused).
+FUSE = os.environ.get("KIZUNA_FUSE", "1") != "0"
 
 
-def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    # Not while torch.compile traces (Inductor lowers F.linear to oneDNN itself, and cannot lower oneDNN's
-    # op with trainable weights) nor under a dispatch mode (FlopCounterMode, FakeTensorMode: they know
-    # aten::addmm, not oneDNN). is_compiling() comes first: Dynamo folds it to True and so never traces
-    # _get_current_dispatch_mode, which it cannot (a graph break, after which the check ran eagerly and
-    # said yes, and Inductor failed on the oneDNN op).
-    # Nor under CPU autocast: oneDNN's op is not on autocast's lists, so it would run in fp32 and meet
-    # the bf16 outputs of the ops that are (SDPA), a dtype clash; F.linear is cast as autocast says.
+def _fast_path_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a CPU fp32 call may leave ``F.linear`` (for oneDNN, or for a fused MKL block).
+
+    Not while torch.compile traces (Inductor lowers F.linear to oneDNN itself, and cannot lower oneDNN's
+    op with trainable weights) nor under a dispatch mode (FlopCounterMode, FakeTensorMode: they know
+    aten::addmm, not oneDNN). is_compiling() comes first: Dynamo folds it to True and so never traces
+    _get_current_dispatch_mode, which it cannot (a graph break, after which the check ran eagerly and
+    said yes, and Inductor failed on the oneDNN op).
+    Nor under CPU autocast: oneDNN's op is not on autocast's lists, so it would run in fp32 and meet
+    the bf16 outputs of the ops that are (SDPA), a dtype clash; F.linear is cast as autocast says.
+    """
     if torch.compiler.is_compiling():
         return False
-    return (ONEDNN and torch.backends.mkldnn.enabled and x.device.type == "cpu"
-            and x.dtype == torch.float32 and weight.dtype == torch.float32
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not _cpu_autocast() and _get_current_dispatch_mode() is None)
+
+
+def _onednn_ok(x: torch.Tensor, weight: torch.Tensor, library: str | None = None) -> bool:
+    """Whether this call may run on oneDNN: it is the chosen library (``library``, by default ``GEMM``),
+    works here, and the call may leave F.linear."""
+    return ((library or GEMM) == "onednn" and ONEDNN and torch.backends.mkldnn.enabled
+            and _fast_path_ok(x, weight))
 
 
 def _cpu_autocast() -> bool:
@@ -160,12 +184,11 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, on oneDNN for CPU fp32 tensors."""
+    """``F.linear``, on oneDNN for CPU fp32 tensors where oneDNN is the chosen library (``GEMM``)."""
     if _onednn_ok(x, weight):
         if not _needs_grad(x, weight, bias):
             return _LP(x, weight, bias, "none", [], "")
-        if ONEDNN_TRAIN:
-            return _OneDNNLinear.apply(x, weight, bias)
+        return _OneDNNLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
@@ -244,10 +267,13 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, act)
 
     def forward(
-        self, x: torch.Tensor, causal: bool = False, return_attention: bool = False
+        self, x: torch.Tensor, causal: bool = False, return_attention: bool = False,
+        workspace: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``workspace``: a dict the fused path keeps its large scratch buffers in, shared by the blocks of
+        one forward pass (:class:`Transformer` passes one), so they are allocated once, not per block."""
         if not return_attention and self._fusable(x):
-            return self._forward_fused(x, causal), None
+            return self._forward_fused(x, causal, workspace), None
         h, attn = self.attn(self.norm1(x), causal=causal, return_attention=return_attention)
         x = x + h
         x = x + self.mlp(self.norm2(x))
@@ -255,9 +281,12 @@ class Block(nn.Module):
 
     def _fusable(self, x: torch.Tensor) -> bool:
         a, m = self.attn, self.mlp
+        if not (FUSE and a.use_sdpa and m.act_name in _FUSED_ACTS):
+            return False
+        if _block_gemm(x, a.qkv.weight) is None:
+            return False
         hooked = any(mod._forward_hooks or mod._forward_pre_hooks for mod in (a, m, self.norm1, self.norm2))
-        return (_onednn_ok(x, a.qkv.weight) and a.use_sdpa and m.act_name in _FUSED_ACTS and not hooked
-                and not _needs_grad(x, *self.parameters()))
+        return not hooked and not _needs_grad(x, *self.parameters())
 
     def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """The block's output at a few positions only, ``[B, k, D]`` for ``rows`` ``[B, k]`` (token indices).
@@ -285,37 +314,91 @@ class Block(nn.Module):
         out = out.transpose(1, 2).reshape(B, -1, C)
         x = gather_rows(x, rows)
         if self._fusable(x):
-            return self._mlp_fused(_LP_BINARY(out, x, a.proj.weight, a.proj.bias, "add"))
+            lib = _block_gemm(x, a.proj.weight)
+            return self._mlp_fused(_linear_add(out, x, a.proj.weight, a.proj.bias, lib), lib)
         x = x + a.proj(out)
         return x + self.mlp(self.norm2(x))
 
-    def _forward_fused(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
-        """Inference on oneDNN: qkv + bias, proj + bias + residual, fc1 + bias + activation, fc2 + bias +
-        residual are single GEMM calls (same numbers as the unfused path up to float rounding)."""
+    def _forward_fused(self, x: torch.Tensor, causal: bool, workspace: dict | None = None) -> torch.Tensor:
+        """Inference with fused GEMMs: qkv + bias, proj + bias + residual, fc1 + bias + activation, fc2 + bias +
+        residual are one GEMM call each (same numbers as the unfused path up to float rounding)."""
         a = self.attn
         B, T, C = x.shape
-        qkv = _LP(self.norm1(x), a.qkv.weight, a.qkv.bias, "none", [], "")
+        lib = _block_gemm(x, a.qkv.weight)
+        qkv = _linear_act(self.norm1(x), a.qkv.weight, a.qkv.bias, lib,
+                          out=_scratch(workspace, "qkv", x, 3 * C, lib))
         q, k, v = qkv.view(B, T, 3, a.heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         h = F.scaled_dot_product_attention(q, k, v, is_causal=causal).transpose(1, 2).reshape(B, T, C)
-        return self._mlp_fused(_LP_BINARY(h, x, a.proj.weight, a.proj.bias, "add"))
+        return self._mlp_fused(_linear_add(h, x, a.proj.weight, a.proj.bias, lib), lib, workspace)
 
-    def _mlp_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + mlp(norm2(x))`` on oneDNN: fc1 with its activation, fc2 with the residual add."""
+    def _mlp_fused(self, x: torch.Tensor, lib: str, workspace: dict | None = None) -> torch.Tensor:
+        """``x + mlp(norm2(x))`` with fc1 and its activation, then fc2 with the residual add, one GEMM call each."""
         m, n2 = self.mlp, self.norm2
+        out = _scratch(workspace, "hidden", x, m.fc1.weight.shape[0], lib)
+        w2 = m.fc2.weight
         if m.act_name == "quick_gelu":
-            # x * sigmoid(1.702 x) == silu(1.702 x) / 1.702; the 1.702 goes into LayerNorm's affine and fc1's bias.
+            # x * sigmoid(1.702 x) == silu(1.702 x) / 1.702; the 1.702 goes into LayerNorm's affine and fc1's
+            # bias, the 1 / 1.702 into whichever is smaller, the activations or fc2's weight.
             y = F.layer_norm(x, n2.normalized_shape, n2.weight * _QUICK, n2.bias * _QUICK, n2.eps)
-            if FUSE_ACTIVATION:
-                h = _LP(y, m.fc1.weight, m.fc1.bias * _QUICK, "swish", [], "")
+            h = _linear_act(y, m.fc1.weight, m.fc1.bias * _QUICK, lib, "swish", out=out)
+            if h.numel() > w2.numel():
+                w2 = w2 * (1.0 / _QUICK)
             else:
-                h = F.silu(_LP(y, m.fc1.weight, m.fc1.bias * _QUICK, "none", [], ""), inplace=True)
-            h = h.mul_(1.0 / _QUICK)
-        elif FUSE_ACTIVATION:
-            h = _LP(n2(x), m.fc1.weight, m.fc1.bias, "gelu", [], _FUSED_ACTS[m.act_name])
+                h = h.mul_(1.0 / _QUICK)
         else:
-            h = torch.ops.aten.gelu_(_LP(n2(x), m.fc1.weight, m.fc1.bias, "none", [], ""),
-                                     approximate=_FUSED_ACTS[m.act_name])
-        return _LP_BINARY(h, x, m.fc2.weight, m.fc2.bias, "add")
+            h = _linear_act(n2(x), m.fc1.weight, m.fc1.bias, lib, "gelu", _FUSED_ACTS[m.act_name], out=out)
+        return _linear_add(h, x, w2, m.fc2.bias, lib)
+
+
+def _block_gemm(x: torch.Tensor, weight: torch.Tensor) -> str | None:
+    """The library a fused inference block runs on for input ``x``, or None when it may not fuse (see
+    ``_fast_path_ok``): ``GEMM``, except that small MKL blocks (fewer than ``MKL_MIN_ROWS`` rows) go to oneDNN."""
+    if GEMM == "onednn" or x.numel() // max(x.shape[-1], 1) < MKL_MIN_ROWS:
+        if _onednn_ok(x, weight, library="onednn"):
+            return "onednn"
+    if GEMM == "mkl" and _fast_path_ok(x, weight):
+        return "mkl"
+    return None
+
+
+def _scratch(workspace: dict | None, name: str, x: torch.Tensor, features: int, lib: str) -> torch.Tensor | None:
+    """A ``[rows of x, features]`` buffer from ``workspace``, reused while the shape stays; None without one.
+    Only MKL writes into it (oneDNN's op allocates its own output)."""
+    if workspace is None or lib != "mkl":
+        return None
+    shape = (x.numel() // x.shape[-1], features)
+    buf = workspace.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != x.dtype or buf.device != x.device:
+        buf = workspace[name] = x.new_empty(shape)
+    return buf
+
+
+def _linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, lib: str, act: str | None = None,
+                approximate: str = "none", out: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(x W^T + b)`` for the fused inference path on ``lib`` ("onednn" or "mkl"); ``act`` is None, "swish"
+    or "gelu" (with ``approximate``). oneDNN applies it as a post-op where that is cheap
+    (``FUSE_ACTIVATION``), otherwise it runs in place. MKL writes into ``out`` when given (see ``_scratch``)."""
+    if lib == "onednn":
+        if act is not None and FUSE_ACTIVATION:
+            return _LP(x, weight, bias, act, [], approximate if act == "gelu" else "")
+        y = _LP(x, weight, bias, "none", [], "")
+    else:
+        y = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight.t(), out=out).view(*x.shape[:-1], -1)
+    if act == "swish":
+        return F.silu(y, inplace=True)
+    if act == "gelu":
+        return torch.ops.aten.gelu_(y, approximate=approximate)
+    return y
+
+
+def _linear_add(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                lib: str) -> torch.Tensor:
+    """``residual + x W^T + b`` in one GEMM call on ``lib``, as a new tensor (callers may keep ``residual``)."""
+    if lib == "onednn":
+        return _LP_BINARY(x, residual, weight, bias, "add")
+    y = torch.add(residual, bias).contiguous()  # MKL accumulates into it: beta = 1
+    y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), weight.t())
+    return y
 
 
 def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -356,11 +439,12 @@ class Transformer(nn.Module):
 
     def _run(self, blocks, x, causal, return_tokens=False, return_attention=False):
         tokens, attentions = [], []
+        workspace = {}  # the fused blocks' scratch buffers, shared for this pass only
         for block in blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled() and not return_attention:
                 x, attn = torch.utils.checkpoint.checkpoint(block, x, causal, False, use_reentrant=False)
             else:
-                x, attn = block(x, causal=causal, return_attention=return_attention)
+                x, attn = block(x, causal=causal, return_attention=return_attention, workspace=workspace)
             if return_tokens:
                 tokens.append(x)
             if return_attention:

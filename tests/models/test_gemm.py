@@ -1,0 +1,247 @@
+"""The CPU fp32 GEMM paths (oneDNN, and MKL with fused blocks) compute what F.linear and the unfused block compute.
+
+Both libraries are tested on every machine (where the oneDNN op exists): ``layers.GEMM`` picks one by the
+CPU vendor, and a path only one kind of machine takes by default must not rot on the others.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kizuna.models import layers
+
+needs_onednn = pytest.mark.skipif(not layers.ONEDNN, reason="oneDNN linear op unavailable in this torch build")
+LIBRARIES = [pytest.param("onednn", marks=needs_onednn), "mkl"]
+
+
+@pytest.fixture(params=LIBRARIES)
+def gemm(request, monkeypatch):
+    """Run the test with ``layers.GEMM`` set to each library (MKL at every size: the tests' blocks are small)."""
+    monkeypatch.setattr(layers, "GEMM", request.param)
+    monkeypatch.setattr(layers, "MKL_MIN_ROWS", 0)
+    return request.param
+
+
+def _random_block(seed: int, act: str = "gelu", dim: int = 32, heads: int = 4, mlp_dim: int = 96) -> layers.Block:
+    torch.manual_seed(seed)
+    block = layers.Block(dim, heads, mlp_dim, act=act).eval()
+    for p in block.parameters():  # non-trivial LayerNorm affine and biases
+        p.data.normal_(0, 0.3)
+    return block
+
+
+def test_linear_forward_and_gradients_match_f_linear(gemm):
+    torch.manual_seed(0)
+    lin = layers.Linear(24, 40)
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y = lin(x)
+    y_ref = F.linear(x_ref, lin.weight, lin.bias)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(y)
+    gw, gb, gx = torch.autograd.grad(y, (lin.weight, lin.bias, x), g)
+    gw_ref, gb_ref, gx_ref = torch.autograd.grad(y_ref, (lin.weight, lin.bias, x_ref), g)
+    for a, b in ((gw, gw_ref), (gb, gb_ref), (gx, gx_ref)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_linear_on_a_non_contiguous_input(gemm):
+    torch.manual_seed(1)
+    lin = layers.Linear(16, 8)
+    x = torch.randn(16, 5, 4).permute(2, 1, 0)  # [4, 5, 16], not contiguous
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu", "gelu_tanh"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("tokens", [9, 40])  # QuickGELU's 1/1.702 goes into the activations (9) or fc2's weight (40)
+def test_fused_block_equals_the_unfused_block(gemm, act, causal, tokens):
+    block = _random_block(2, act)
+    x = torch.randn(2, tokens, 32)
+    with torch.no_grad():
+        assert block._fusable(x)
+        fused, _ = block(x, causal=causal, workspace={})
+        # return_attention takes the plain (unfused, materialised-attention) path: the reference
+        ref, attn = block(x, causal=causal, return_attention=True)
+    assert attn is not None
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_stack_keeps_every_block_output_intact(gemm):
+    """The fused blocks share scratch buffers within a pass; the outputs they hand back (kept by
+    ``return_tokens``) must be their own, equal to the unfused stack's block by block."""
+    torch.manual_seed(5)
+    stack = layers.Transformer(32, 3, 4, 96, "quick_gelu", 1e-5).eval()
+    for p in stack.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.randn(2, 40, 32)
+    x_before = x.clone()
+    with torch.no_grad():
+        out, tokens, _ = stack(x, return_tokens=True)
+        ref, ref_tokens, attentions = stack(x, return_tokens=True, return_attention=True)  # unfused
+    assert len(attentions) == 3 and torch.equal(x, x_before)
+    assert len({t.data_ptr() for t in tokens}) == 3
+    for t, r in zip(tokens, ref_tokens):
+        torch.testing.assert_close(t, r, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_mkl_scratch_buffers_are_reused_across_blocks_and_resized(monkeypatch):
+    monkeypatch.setattr(layers, "GEMM", "mkl")
+    monkeypatch.setattr(layers, "MKL_MIN_ROWS", 0)
+    block = _random_block(6)
+    workspace = {}
+    with torch.no_grad():
+        block(torch.randn(2, 9, 32), workspace=workspace)
+        assert workspace["qkv"].shape == (18, 96) and workspace["hidden"].shape == (18, 96)
+        ptrs = {k: v.data_ptr() for k, v in workspace.items()}
+        block(torch.randn(2, 9, 32), workspace=workspace)
+        assert {k: v.data_ptr() for k, v in workspace.items()} == ptrs  # same buffers, not new ones
+        block(torch.randn(3, 5, 32), workspace=workspace)
+        assert workspace["qkv"].shape == (15, 96)
+    assert layers._scratch({}, "qkv", torch.randn(2, 3, 4), 12, "onednn") is None  # oneDNN allocates its own output
+    assert layers._scratch(None, "qkv", torch.randn(2, 3, 4), 12, "mkl") is None
+
+
+def test_small_mkl_blocks_run_on_onednn(monkeypatch):
+    """Where MKL is the library, blocks under MKL_MIN_ROWS rows (batch x tokens) take oneDNN when it works."""
+    monkeypatch.setattr(layers, "GEMM", "mkl")
+    monkeypatch.setattr(layers, "MKL_MIN_ROWS", 64)
+    w = torch.randn(96, 32)
+    small, large = torch.randn(2, 31, 32), torch.randn(2, 32, 32)
+    assert layers._block_gemm(small, w) == ("onednn" if layers.ONEDNN else "mkl")
+    assert layers._block_gemm(large, w) == "mkl"
+    monkeypatch.setattr(layers, "ONEDNN", False)
+    assert layers._block_gemm(small, w) == "mkl"
+    monkeypatch.setattr(layers, "GEMM", "onednn")
+    assert layers._block_gemm(large, w) is None  # oneDNN chosen but unavailable: unfused
+
+
+def test_mkl_residual_add_leaves_the_residual_alone():
+    torch.manual_seed(7)
+    x, w, b = torch.randn(2, 5, 16), torch.randn(8, 16), torch.randn(8)
+    residual = torch.randn(8, 5, 2).permute(2, 1, 0)  # [2, 5, 8], not contiguous
+    kept = residual.clone()
+    out = layers._linear_add(x, residual, w, b, "mkl")
+    torch.testing.assert_close(out, kept + F.linear(x, w, b), atol=1e-5, rtol=1e-5)
+    assert torch.equal(residual, kept)
+
+
+def test_fused_path_is_not_taken_with_grad_hooks_or_off(monkeypatch, gemm):
+    block = layers.Block(16, 2, 32)
+    x = torch.randn(1, 4, 16)
+    assert not block._fusable(x)  # parameters require grad and grad mode is on
+    with torch.no_grad():
+        assert block._fusable(x)
+        handle = block.mlp.register_forward_hook(lambda *a: None)
+        assert not block._fusable(x)
+        handle.remove()
+        monkeypatch.setattr(layers, "FUSE", False)
+        assert not block._fusable(x)
+        monkeypatch.setattr(layers, "FUSE", True)
+        monkeypatch.setattr(layers, "ONEDNN", False)
+        assert block._fusable(x) == (gemm == "mkl")  # MKL's fused path needs no oneDNN
+        lin = layers.Linear(16, 3)
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias))
+
+
+@needs_onednn
+def test_training_step_gradients_match_the_f_linear_path(monkeypatch):
+    torch.manual_seed(3)
+    block = layers.Block(32, 4, 64, act="quick_gelu")
+    x = torch.randn(2, 6, 32)
+
+    def grads():
+        block.zero_grad()
+        out, _ = block(x, causal=True)
+        out.square().sum().backward()
+        return [p.grad.clone() for p in block.parameters()]
+
+    monkeypatch.setattr(layers, "GEMM", "onednn")
+    onednn = grads()
+    monkeypatch.setattr(layers, "GEMM", "mkl")
+    mkl = grads()
+    for a, b in zip(onednn, mkl):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu", "gelu_tanh"])
+def test_activation_fused_or_in_place_gives_the_same_block(monkeypatch, act, fuse):
+    """fc1's activation as a oneDNN post-op (AVX-512 default) or in place after the GEMM (AVX2 default)."""
+    monkeypatch.setattr(layers, "GEMM", "onednn")
+    monkeypatch.setattr(layers, "FUSE_ACTIVATION", fuse)
+    block = _random_block(3, act)
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        fused, _ = block(x)
+        ref, _ = block(x, return_attention=True)
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_activation_placement_follows_the_isa_unless_forced(monkeypatch):
+    monkeypatch.delenv("KIZUNA_FUSE_ACTIVATION", raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert layers._fuse_activation_default()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not layers._fuse_activation_default()
+    monkeypatch.setenv("KIZUNA_FUSE_ACTIVATION", "1")
+    assert layers._fuse_activation_default()
+
+
+def test_cpu_autocast_takes_the_plain_path(gemm):
+    """Under CPU bf16 autocast the GEMMs are autocast's (bf16), the fused block is not used, and a
+    block runs (it once mixed oneDNN's fp32 GEMM with SDPA's bf16 output and raised)."""
+    torch.manual_seed(4)
+    block = layers.Block(32, 4, 64).eval()
+    lin = layers.Linear(32, 16)
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not block._fusable(x)
+        assert lin(x).dtype == torch.bfloat16  # as F.linear under autocast
+        out, _ = block(x)
+        ref, _ = block(x, return_attention=True)  # the materialised reference path
+    assert torch.isfinite(out.float()).all()
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0.05)
+    with torch.no_grad():
+        assert block._fusable(x)  # and back on the fused path outside autocast
+
+
+def test_gemm_library_follows_the_cpu_vendor_unless_forced(monkeypatch):
+    monkeypatch.delenv("KIZUNA_GEMM", raising=False)
+    assert layers.cpu_info("vendor_id", "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t: avx512f\n") == "GenuineIntel"
+    assert layers.cpu_info("vendor_id", "no vendor line\n") == ""
+    assert layers._gemm_default("GenuineIntel", onednn=True) == "mkl"  # MKL's AVX-512 GEMM is the faster one there
+    assert layers._gemm_default("AuthenticAMD", onednn=True) == "onednn"
+    assert layers._gemm_default("", onednn=True) == "onednn"
+    assert layers._gemm_default("AuthenticAMD", onednn=False) == "mkl"  # no oneDNN op in this torch
+    monkeypatch.setenv("KIZUNA_GEMM", "onednn")
+    assert layers._gemm_default("GenuineIntel", onednn=True) == "onednn"
+    monkeypatch.setenv("KIZUNA_GEMM", "mkl")
+    assert layers._gemm_default("AuthenticAMD", onednn=True) == "mkl"
+    monkeypatch.setenv("KIZUNA_GEMM", "openblas")
+    with pytest.raises(ValueError, match="KIZUNA_GEMM='openblas'.*onednn, mkl"):
+        layers._gemm_default("AuthenticAMD", onednn=True)
+
+
+@needs_onednn
+def test_linears_go_where_gemm_says(monkeypatch):
+    """oneDNN: a graph-building call through its autograd function, inference straight to the op;
+    MKL: ``F.linear`` (aten::addmm) for both."""
+    torch.manual_seed(0)
+    lin = layers.Linear(8, 4)
+    x = torch.randn(2, 8)
+    calls = []
+    real_lp = layers._LP
+    monkeypatch.setattr(layers, "_LP", lambda *a: calls.append(1) or real_lp(*a))
+    monkeypatch.setattr(layers, "GEMM", "onednn")
+    assert type(lin(x).grad_fn).__name__ == "_OneDNNLinearBackward"
+    with torch.no_grad():
+        lin(x)
+    assert len(calls) == 2
+    monkeypatch.setattr(layers, "GEMM", "mkl")
+    assert type(lin(x).grad_fn).__name__ == "AddmmBackward0"
+    with torch.no_grad():
+        lin(x)
+    assert len(calls) == 2
