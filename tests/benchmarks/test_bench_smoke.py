@@ -125,3 +125,19 @@ def test_gpu_train_step_records_a_skip_without_cuda_and_smoke_runs_on_cpu(tmp_pa
     assert abs(loss["kizuna"] - loss["kizuna_pad"]) < 1e-5
     assert ran["data"]["positions_run"] < 77 and "| kizuna |" in ran["md"]
     assert ran["targets"] == []  # a CPU smoke run checks no GPU target
+
+
+def test_quick_gemm_library_benchmark_compares_both_libraries_per_row_count(tmp_path):
+    from kizuna.models import layers
+
+    md, sections = _run_bench(tmp_path, "gemm_library", timeout=180)
+    sec = sections["gemm_library"]
+    if not layers.ONEDNN:
+        assert sec["data"]["skipped"]
+        return
+    assert "oneDNN ÷ MKL" in md and "kizuna as shipped here" in md
+    rows = sec["data"]["rows"]
+    assert [r["rows"] for r in rows] == [10, 80]
+    for r in rows:
+        assert r["mkl_speedup"] > 0 and r["shipped"] in ("onednn", "mkl")
+        assert all(len(t["runs_s"]) >= 5 for t in r["timings"].values())
