@@ -245,3 +245,14 @@ def test_linears_go_where_gemm_says(monkeypatch):
     with torch.no_grad():
         lin(x)
     assert len(calls) == 2
+
+
+def test_row_threshold_from_the_environment(monkeypatch):
+    monkeypatch.delenv("KIZUNA_MKL_MIN_ROWS", raising=False)
+    assert layers._env_rows("KIZUNA_MKL_MIN_ROWS", 512) == 512
+    monkeypatch.setenv("KIZUNA_MKL_MIN_ROWS", "0")
+    assert layers._env_rows("KIZUNA_MKL_MIN_ROWS", 512) == 0
+    for bad in ("many", "-3"):
+        monkeypatch.setenv("KIZUNA_MKL_MIN_ROWS", bad)
+        with pytest.raises(ValueError, match=f"KIZUNA_MKL_MIN_ROWS='{bad}': give a row count >= 0"):
+            layers._env_rows("KIZUNA_MKL_MIN_ROWS", 512)

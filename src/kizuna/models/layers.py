@@ -106,7 +106,7 @@ def _gemm_default(vendor: str | None = None, onednn: bool | None = None) -> str:
 
     On AMD, MKL's sgemm takes its slow non-AVX-512 path, so oneDNN wins. On Intel, MKL uses AVX-512 and
     is the faster one (docs/benchmarks/XEON.md: the ViT-B/32 training step 1.14x faster on MKL, ViT-B/16
-    image encoding 1.10x). MKL too where the oneDNN op is unavailable. ``KIZUNA_GEMM=onednn|mkl`` overrides.
+    image encoding 1.11x). MKL too where the oneDNN op is unavailable. ``KIZUNA_GEMM=onednn|mkl`` overrides.
     """
     forced = os.environ.get("KIZUNA_GEMM")
     if forced:
@@ -119,10 +119,24 @@ def _gemm_default(vendor: str | None = None, onednn: bool | None = None) -> str:
 
 
 GEMM = _gemm_default()
+
+
+def _env_rows(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
+    try:
+        rows = int(value)
+    except ValueError:
+        rows = -1
+    if rows < 0:
+        raise ValueError(f"{name}={value!r}: give a row count >= 0 (default {default})")
+    return rows
+
+
 # Where MKL is the library, a fused inference block with fewer rows (batch x tokens) than this runs on oneDNN:
-# at 16-200 rows oneDNN's block was 1.06-1.16x faster on the Xeon (a ViT-B/16 image: 197 rows), from ~800
-# rows MKL's 1.10x (docs/benchmarks/XEON.md). ``KIZUNA_MKL_MIN_ROWS`` overrides (0: MKL at every size).
-MKL_MIN_ROWS = int(os.environ.get("KIZUNA_MKL_MIN_ROWS", "512"))
+# on the Xeon oneDNN's block was as fast or up to 1.15x faster up to ~400 rows (a ViT-B/16 image is 197),
+# MKL's 1.06x faster at 1,600 rows and 1.13x at 6,304 (section gemm_library, docs/benchmarks/XEON.md).
+# ``KIZUNA_MKL_MIN_ROWS`` overrides (0: MKL at every size).
+MKL_MIN_ROWS = _env_rows("KIZUNA_MKL_MIN_ROWS", 512)
 # Inference blocks fuse bias, activation and residual adds into their GEMMs (see Block._forward_fused).
 FUSE = os.environ.get("KIZUNA_FUSE", "1") != "0"
 
