@@ -151,7 +151,7 @@ def shipped_note() -> str:
     """One sentence on what "kizuna as shipped" runs on this machine."""
     from kizuna.models import layers
 
-    small = (f" (blocks of fewer than {layers.MKL_MIN_ROWS} rows, batch x tokens, on oneDNN: "
+    small = (f" (inference of fewer than {layers.MKL_MIN_ROWS} rows, batch x tokens, on oneDNN: "
              "`layers.MKL_MIN_ROWS`)" if shipped_gemm() == "mkl" and layers.ONEDNN and layers.MKL_MIN_ROWS else "")
     return (f"\"kizuna\" is kizuna as shipped: CPU fp32 linears on {GEMM_NAMES[shipped_gemm()]}{small} "
             f"(`kizuna.models.layers.GEMM`, chosen by CPU vendor), bias/activation/residual fused into the GEMMs "

@@ -7,7 +7,8 @@ the size: ``layers.GEMM`` is chosen by CPU vendor, and where it is MKL, blocks o
 ``layers.MKL_MIN_ROWS`` rows run on oneDNN. This section measures the whole block (QuickGELU, as OpenAI's
 ViT-B) both ways, interleaved, at the row counts of ViT-B/32 and ViT-B/16 images (50 and 197 tokens,
 width 768) and of the text tower (22 tokens after the padding trim, width 512, causal), so that rule can
-be checked on any machine.
+be checked on any machine. A second table does the same for a plain linear (bias only, no autograd graph),
+which follows the same rule outside the blocks (heads, pooling, the pruned last block's query).
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def run(s: Settings) -> dict:
                 data.append({"width": width, "tokens": tokens, "batch": batch, "rows": m_rows, "causal": causal,
                              "mkl_speedup": round(ratio, 4), "shipped": shipped,
                              "timings": {n: v.as_dict() for n, v in t.items()}})
+        lin_rows, lin_data = _plain_linears(s, layers, saved)
     finally:
         layers.GEMM, layers.MKL_MIN_ROWS = saved
     table = md_table(["width", "tokens", "batch", "rows", "oneDNN, ms per block", "MKL, ms per block",
@@ -68,9 +70,43 @@ def run(s: Settings) -> dict:
                      rows, align="rrrrrrrrl")
     notes = [
         f"kizuna as shipped here: `layers.GEMM` = `{saved[0]}` (chosen by CPU vendor; `KIZUNA_GEMM` overrides)"
-        + (f", blocks under {saved[1]} rows on oneDNN (`layers.MKL_MIN_ROWS`, `KIZUNA_MKL_MIN_ROWS`)."
+        + (f", inference under {saved[1]} rows on oneDNN (`layers.MKL_MIN_ROWS`, `KIZUNA_MKL_MIN_ROWS`)."
            if saved[0] == "mkl" else "."),
         "One random-init pre-LN block with QuickGELU, `torch.inference_mode()`, the fused path (the numbers of "
         "both libraries agree to 1e-4, checked here; whole blocks are tested in tests/models/test_gemm.py).",
     ]
-    return {"title": TITLE, "md": table, "notes": notes, "targets": [], "data": {"rows": data}}
+    lin_table = md_table(["in -> out features", "rows", "oneDNN, ms", "MKL (`F.linear`), ms",
+                          "oneDNN ÷ MKL (time; > 1: MKL faster)", "kizuna as shipped here"], lin_rows, align="lrrrrl")
+    return {"title": TITLE, "md": table + "\n\nPlain linear (`layers.linear` without an autograd graph):\n\n" + lin_table,
+            "notes": notes, "targets": [], "data": {"rows": data, "linear": lin_data}}
+
+
+def _plain_linears(s: Settings, layers, saved) -> tuple[list, list]:
+    shapes = [(64, 256)] if s.quick else [(768, 2304), (3072, 768)]
+    counts = [10, 80] if s.quick else [16, 50, 197, 400, 1600]
+    rows, data = [], []
+    g = torch.Generator().manual_seed(0)
+    for k, n in shapes:
+        w, b = torch.randn(n, k, generator=g) * k**-0.5, torch.randn(n, generator=g)
+        for m in counts:
+            x = torch.randn(m, k, generator=g)
+
+            def on(lib):
+                def call():
+                    layers.GEMM = lib
+                    return layers.linear(x, w, b)
+                return call
+
+            fns = {"onednn": on("onednn"), "mkl": on("mkl")}
+            with torch.inference_mode():
+                torch.testing.assert_close(fns["onednn"](), fns["mkl"](), atol=1e-4, rtol=1e-4)
+                inner = inner_for(fns["onednn"], 0.2)
+                s.log(f"[{NAME}] linear {k} -> {n}, {m} rows ({inner} calls per run)")
+                t = interleaved(fns, s.reps, s.warmup, inner=inner, max_reps=s.max_reps)
+            ratio = t["onednn"].median / t["mkl"].median
+            shipped = "onednn" if saved[0] == "onednn" or m < saved[1] else "mkl"
+            rows.append([f"{k} -> {n}", m, f"{t['onednn'].median * 1e3:.3f}", f"{t['mkl'].median * 1e3:.3f}",
+                         f"**{ratio:.2f}x**", "MKL" if shipped == "mkl" else "oneDNN"])
+            data.append({"in": k, "out": n, "rows": m, "mkl_speedup": round(ratio, 4), "shipped": shipped,
+                         "timings": {name: v.as_dict() for name, v in t.items()}})
+    return rows, data

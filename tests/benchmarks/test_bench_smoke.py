@@ -137,7 +137,7 @@ def test_quick_gemm_library_benchmark_compares_both_libraries_per_row_count(tmp_
         return
     assert "oneDNN ÷ MKL" in md and "kizuna as shipped here" in md
     rows = sec["data"]["rows"]
-    assert [r["rows"] for r in rows] == [10, 80]
+    assert [r["rows"] for r in rows] == [10, 80] and [r["rows"] for r in sec["data"]["linear"]] == [10, 80]
     for r in rows:
         assert r["mkl_speedup"] > 0 and r["shipped"] in ("onednn", "mkl")
         assert all(len(t["runs_s"]) >= 5 for t in r["timings"].values())

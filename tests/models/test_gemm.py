@@ -228,7 +228,7 @@ def test_gemm_library_follows_the_cpu_vendor_unless_forced(monkeypatch):
 @needs_onednn
 def test_linears_go_where_gemm_says(monkeypatch):
     """oneDNN: a graph-building call through its autograd function, inference straight to the op;
-    MKL: ``F.linear`` (aten::addmm) for both."""
+    MKL: ``F.linear`` (aten::addmm) for both, except inference under MKL_MIN_ROWS rows (on oneDNN)."""
     torch.manual_seed(0)
     lin = layers.Linear(8, 4)
     x = torch.randn(2, 8)
@@ -241,10 +241,17 @@ def test_linears_go_where_gemm_says(monkeypatch):
         lin(x)
     assert len(calls) == 2
     monkeypatch.setattr(layers, "GEMM", "mkl")
+    monkeypatch.setattr(layers, "MKL_MIN_ROWS", 0)
     assert type(lin(x).grad_fn).__name__ == "AddmmBackward0"
     with torch.no_grad():
         lin(x)
     assert len(calls) == 2
+    monkeypatch.setattr(layers, "MKL_MIN_ROWS", 3)  # inference under 3 rows: oneDNN; training stays on MKL
+    with torch.no_grad():
+        lin(x)
+        lin(torch.randn(3, 8))
+    assert len(calls) == 3
+    assert type(lin(x).grad_fn).__name__ == "AddmmBackward0"
 
 
 def test_row_threshold_from_the_environment(monkeypatch):

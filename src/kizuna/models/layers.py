@@ -132,9 +132,10 @@ def _env_rows(name: str, default: int) -> int:
     return rows
 
 
-# Where MKL is the library, a fused inference block with fewer rows (batch x tokens) than this runs on oneDNN:
-# on the Xeon oneDNN's block was as fast or up to 1.15x faster up to ~400 rows (a ViT-B/16 image is 197),
-# MKL's 1.06x faster at 1,600 rows and 1.13x at 6,304 (section gemm_library, docs/benchmarks/XEON.md).
+# Where MKL is the library, inference with fewer rows (batch x tokens) than this runs on oneDNN: on the Xeon
+# oneDNN's fused block was as fast or up to 1.15x faster up to ~400 rows (a ViT-B/16 image is 197), MKL's
+# 1.06x faster at 1,600 rows and 1.13x at 6,304 (section gemm_library, docs/benchmarks/XEON.md); a plain
+# linear up to 1.29x faster on oneDNN at 16-197 rows, even from 400.
 # ``KIZUNA_MKL_MIN_ROWS`` overrides (0: MKL at every size).
 MKL_MIN_ROWS = _env_rows("KIZUNA_MKL_MIN_ROWS", 512)
 # Inference blocks fuse bias, activation and residual adds into their GEMMs (see Block._forward_fused).
@@ -198,10 +199,11 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, on oneDNN for CPU fp32 tensors where oneDNN is the chosen library (``GEMM``)."""
-    if _onednn_ok(x, weight):
-        if not _needs_grad(x, weight, bias):
+    """``F.linear``, on oneDNN for CPU fp32 tensors where oneDNN is the library (``_inference_library``)."""
+    if not _needs_grad(x, weight, bias):
+        if _onednn_ok(x, weight, _inference_library(x)):
             return _LP(x, weight, bias, "none", [], "")
+    elif _onednn_ok(x, weight):
         return _OneDNNLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 
@@ -364,12 +366,19 @@ class Block(nn.Module):
         return _linear_add(h, x, w2, m.fc2.bias, lib)
 
 
+def _inference_library(x: torch.Tensor) -> str:
+    """The library for an inference call (no autograd graph) on ``x``: ``GEMM``, except that where that is
+    MKL, calls of fewer than ``MKL_MIN_ROWS`` rows go to oneDNN (if it works here), the faster one there."""
+    if GEMM == "mkl" and x.numel() // max(x.shape[-1], 1) < MKL_MIN_ROWS:
+        return "onednn"
+    return GEMM
+
+
 def _block_gemm(x: torch.Tensor, weight: torch.Tensor) -> str | None:
-    """The library a fused inference block runs on for input ``x``, or None when it may not fuse (see
-    ``_fast_path_ok``): ``GEMM``, except that small MKL blocks (fewer than ``MKL_MIN_ROWS`` rows) go to oneDNN."""
-    if GEMM == "onednn" or x.numel() // max(x.shape[-1], 1) < MKL_MIN_ROWS:
-        if _onednn_ok(x, weight, library="onednn"):
-            return "onednn"
+    """The library a fused inference block runs on for input ``x`` (``_inference_library``, MKL where oneDNN
+    does not work), or None when it may not fuse (see ``_fast_path_ok``)."""
+    if _onednn_ok(x, weight, _inference_library(x)):
+        return "onednn"
     if GEMM == "mkl" and _fast_path_ok(x, weight):
         return "mkl"
     return None
