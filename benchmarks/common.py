@@ -173,12 +173,12 @@ def plain_linears():
     values are restored afterwards."""
     from kizuna.models import layers
 
-    saved = layers.GEMM, layers.FUSE
-    layers.GEMM, layers.FUSE = "mkl", False
+    saved = layers.GEMM, layers.FUSE, layers.MKL_MIN_ROWS
+    layers.GEMM, layers.FUSE, layers.MKL_MIN_ROWS = "mkl", False, 0  # MKL at every size, even batch 1
     try:
         yield
     finally:
-        layers.GEMM, layers.FUSE = saved
+        layers.GEMM, layers.FUSE, layers.MKL_MIN_ROWS = saved
 
 
 def other_label() -> str:

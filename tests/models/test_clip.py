@@ -155,6 +155,20 @@ def test_text_longer_than_context_is_clear():
         model.encode_text(torch.zeros(1, 78, dtype=torch.long))
 
 
+def test_token_ids_outside_the_vocabulary_or_not_integers_are_clear():
+    model = kizuna.create_model("ViT-mu-8")
+    vocab = model.text.cfg.vocab_size
+    bad = tokens()
+    bad[1, 2] = vocab
+    with pytest.raises(ValueError, match=f"token id {vocab} is outside the model's vocabulary \\(0..{vocab - 1}\\)"):
+        model.encode_text(bad)
+    bad[1, 2] = -1
+    with pytest.raises(ValueError, match="token id -1 is outside"):
+        model.encode_text(bad)
+    with pytest.raises(ValueError, match="expected integer token ids, got torch.float32"):
+        model.encode_text(tokens().float())
+
+
 def test_save_load_roundtrip_carries_config(tmp_path):
     torch.manual_seed(0)
     model = kizuna.create_model("ViT-mu-8-quickgelu", preprocess={"image_size": 32, "mean": [0.1] * 3, "std": [0.2] * 3,

@@ -82,11 +82,23 @@ class TextTransformer(nn.Module):
     def check_tokens(self, tokens: torch.Tensor):
         if tokens.dim() != 2:
             raise ValueError(f"expected token ids of shape [B, T], got {tuple(tokens.shape)}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise ValueError(f"expected integer token ids, got {tokens.dtype}; tokenize the text first "
+                             "(kizuna.get_tokenizer / the model's tokenizer)")
         if tokens.shape[1] > self.cfg.context_length:
             raise ValueError(
                 f"token sequence of length {tokens.shape[1]} exceeds the model's context length "
                 f"{self.cfg.context_length}; tokenize with context_length={self.cfg.context_length}"
             )
+        # Out-of-range ids would fail deep inside nn.Embedding ("index out of range in self"). Not while
+        # compiling: a data-dependent check would break the graph.
+        if tokens.numel() and not torch.compiler.is_compiling():
+            lo, hi = int(tokens.min()), int(tokens.max())
+            if lo < 0 or hi >= self.cfg.vocab_size:
+                raise ValueError(
+                    f"token id {lo if lo < 0 else hi} is outside the model's vocabulary (0..{self.cfg.vocab_size - 1}); "
+                    "tokenize with the model's own tokenizer (a different vocabulary gives different ids)"
+                )
 
     def pool_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.cfg.pool == "argmax":
@@ -98,10 +110,11 @@ class TextTransformer(nn.Module):
         return torch.where(is_eot.any(dim=-1), is_eot.int().argmax(dim=-1), tokens.shape[1] - 1)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.check_tokens(tokens)
+        """Token + position embeddings of ``tokens`` already checked by :meth:`check_tokens` (the callers do)."""
         return self.token_embed(tokens) + self.pos_embed[: tokens.shape[1]]
 
     def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.check_tokens(tokens)
         x, _, _ = self.transformer(self.embed(tokens), causal=self.cfg.causal)
         return self.norm(x)
 
