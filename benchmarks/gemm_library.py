@@ -39,22 +39,11 @@ def run(s: Settings) -> dict:
             for batch in batches:
                 x = torch.randn(batch, tokens, width)
                 workspace: dict = {}
-
-                def on(lib):
-                    def call():
-                        layers.GEMM = lib
-                        return block(x, causal=causal, workspace=workspace)[0]
-                    return call
-
-                fns = {"onednn": on("onednn"), "mkl": on("mkl")}
-                with torch.inference_mode():
-                    torch.testing.assert_close(fns["onednn"](), fns["mkl"](), atol=1e-4, rtol=1e-4)
-                    inner = inner_for(fns["onednn"], 0.3)
-                    s.log(f"[{NAME}] width {width}, {batch} x {tokens} = {batch * tokens} rows ({inner} calls per run)")
-                    t = interleaved(fns, s.reps, s.warmup, inner=inner, max_reps=s.max_reps)
+                t = _both_libraries(s, layers, lambda: block(x, causal=causal, workspace=workspace)[0],
+                                    f"width {width}, {batch} x {tokens} = {batch * tokens} rows", 0.3)
                 m_rows = batch * tokens
                 ratio = t["onednn"].median / t["mkl"].median
-                shipped = "onednn" if saved[0] == "onednn" or m_rows < saved[1] else "mkl"
+                shipped = _shipped(saved, m_rows)
                 rows.append([width, tokens, batch, m_rows, f"{t['onednn'].median * 1e3:.2f}",
                              f"{t['mkl'].median * 1e3:.2f}", f"**{ratio:.2f}x**",
                              f"{t['onednn'].spread:.0%} / {t['mkl'].spread:.0%}",
@@ -81,6 +70,28 @@ def run(s: Settings) -> dict:
             "notes": notes, "targets": [], "data": {"rows": data, "linear": lin_data}}
 
 
+def _both_libraries(s: Settings, layers, compute, what: str, target_s: float) -> dict:
+    """Timings of ``compute()`` with ``layers.GEMM`` set to oneDNN and to MKL, interleaved, once both are
+    checked to give the same numbers."""
+    def on(lib):
+        def call():
+            layers.GEMM = lib
+            return compute()
+        return call
+
+    fns = {"onednn": on("onednn"), "mkl": on("mkl")}
+    with torch.inference_mode():
+        torch.testing.assert_close(fns["onednn"](), fns["mkl"](), atol=1e-4, rtol=1e-4)
+        inner = inner_for(fns["onednn"], target_s)
+        s.log(f"[{NAME}] {what} ({inner} calls per run)")
+        return interleaved(fns, s.reps, s.warmup, inner=inner, max_reps=s.max_reps)
+
+
+def _shipped(saved: tuple[str, int], rows: int) -> str:
+    """The library kizuna as shipped picks for an inference call of ``rows`` rows (``saved``: GEMM, MKL_MIN_ROWS)."""
+    return "onednn" if saved[0] == "onednn" or rows < saved[1] else "mkl"
+
+
 def _plain_linears(s: Settings, layers, saved) -> tuple[list, list]:
     shapes = [(64, 256)] if s.quick else [(768, 2304), (3072, 768)]
     counts = [10, 80] if s.quick else [16, 50, 197, 400, 1600]
@@ -90,21 +101,9 @@ def _plain_linears(s: Settings, layers, saved) -> tuple[list, list]:
         w, b = torch.randn(n, k, generator=g) * k**-0.5, torch.randn(n, generator=g)
         for m in counts:
             x = torch.randn(m, k, generator=g)
-
-            def on(lib):
-                def call():
-                    layers.GEMM = lib
-                    return layers.linear(x, w, b)
-                return call
-
-            fns = {"onednn": on("onednn"), "mkl": on("mkl")}
-            with torch.inference_mode():
-                torch.testing.assert_close(fns["onednn"](), fns["mkl"](), atol=1e-4, rtol=1e-4)
-                inner = inner_for(fns["onednn"], 0.2)
-                s.log(f"[{NAME}] linear {k} -> {n}, {m} rows ({inner} calls per run)")
-                t = interleaved(fns, s.reps, s.warmup, inner=inner, max_reps=s.max_reps)
+            t = _both_libraries(s, layers, lambda: layers.linear(x, w, b), f"linear {k} -> {n}, {m} rows", 0.2)
             ratio = t["onednn"].median / t["mkl"].median
-            shipped = "onednn" if saved[0] == "onednn" or m < saved[1] else "mkl"
+            shipped = _shipped(saved, m)
             rows.append([f"{k} -> {n}", m, f"{t['onednn'].median * 1e3:.3f}", f"{t['mkl'].median * 1e3:.3f}",
                          f"**{ratio:.2f}x**", "MKL" if shipped == "mkl" else "oneDNN"])
             data.append({"in": k, "out": n, "rows": m, "mkl_speedup": round(ratio, 4), "shipped": shipped,
