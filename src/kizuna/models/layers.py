@@ -135,7 +135,7 @@ def _env_rows(name: str, default: int) -> int:
 # Where MKL is the library, inference with fewer rows (batch x tokens) than this runs on oneDNN: on the Xeon
 # oneDNN's fused block was as fast or up to 1.15x faster up to ~400 rows (a ViT-B/16 image is 197), MKL's
 # 1.06x faster at 1,600 rows and 1.13x at 6,304 (section gemm_library, docs/benchmarks/XEON.md); a plain
-# linear up to 1.29x faster on oneDNN at 16-197 rows, even from 400.
+# linear up to 1.16x faster on oneDNN at 16-197 rows, even at 400.
 # ``KIZUNA_MKL_MIN_ROWS`` overrides (0: MKL at every size).
 MKL_MIN_ROWS = _env_rows("KIZUNA_MKL_MIN_ROWS", 512)
 # Inference blocks fuse bias, activation and residual adds into their GEMMs (see Block._forward_fused).
