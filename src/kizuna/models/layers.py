@@ -7,11 +7,11 @@ materialises the attention matrix exists for analysis (attention maps) and as a 
 On the CPU in fp32 the GEMMs run on the faster of two libraries (``GEMM``). On AMD that is oneDNN
 (``torch.ops.mkldnn._linear_pointwise``, the op Inductor lowers ``nn.Linear`` to): ``F.linear``'s fp32
 path is MKL's sgemm, which takes its slow non-AVX-512 path on non-Intel CPUs (AMD EPYC: ~100 vs ~215
-GFLOP/s). On Intel it is MKL (``torch.addmm``), the faster one there (a 2-core Xeon: 333 vs 283 GFLOP/s
-for ViT-B/16's qkv and fc1). Without an autograd graph a block also fuses bias, activation and residual
+GFLOP/s). On Intel it is MKL (``torch.addmm``), the faster one there (a 2-core Xeon: matmul peak 365-404
+vs 330-349 GFLOP/s, docs/benchmarks/XEON.md). Without an autograd graph a block also fuses bias, activation and residual
 adds into the GEMMs (``FUSE``): oneDNN as post-ops, MKL by accumulating into a tensor that already
 holds bias or residual (``addmm_``), with fc1's activation in place and the large qkv/fc1 outputs
-written into buffers reused from block to block (a fresh 77 MB tensor costs ~15 ms of page faults).
+written into buffers reused from block to block (a fresh tensor that large is page-faulted in each time).
 ``KIZUNA_GEMM=onednn|mkl`` picks the library, ``KIZUNA_FUSE=0`` switches fusion off,
 ``KIZUNA_ONEDNN=0`` keeps oneDNN out entirely.
 """
