@@ -288,21 +288,27 @@ class Block(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``workspace``: a dict the fused path keeps its large scratch buffers in, shared by the blocks of
         one forward pass (:class:`Transformer` passes one), so they are allocated once, not per block."""
-        if not return_attention and self._fusable(x):
-            return self._forward_fused(x, causal, workspace), None
+        lib = None if return_attention else self._fused_library(x)
+        if lib is not None:
+            return self._forward_fused(x, causal, lib, workspace), None
         h, attn = self.attn(self.norm1(x), causal=causal, return_attention=return_attention)
         x = x + h
         x = x + self.mlp(self.norm2(x))
         return x, attn
 
     def _fusable(self, x: torch.Tensor) -> bool:
+        return self._fused_library(x) is not None
+
+    def _fused_library(self, x: torch.Tensor) -> str | None:
+        """The library the fused inference path runs this block on for input ``x`` (``_block_gemm``), or None
+        when the block must run unfused (fusion off, hooks watching, an autograd graph, ...)."""
         a, m = self.attn, self.mlp
         if not (FUSE and a.use_sdpa and m.act_name in _FUSED_ACTS):
-            return False
-        if _block_gemm(x, a.qkv.weight) is None:
-            return False
+            return None
         hooked = any(mod._forward_hooks or mod._forward_pre_hooks for mod in (a, m, self.norm1, self.norm2))
-        return not hooked and not _needs_grad(x, *self.parameters())
+        if hooked or _needs_grad(x, *self.parameters()):
+            return None
+        return _block_gemm(x, a.qkv.weight)
 
     def forward_rows(self, x: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """The block's output at a few positions only, ``[B, k, D]`` for ``rows`` ``[B, k]`` (token indices).
@@ -329,18 +335,17 @@ class Block(nn.Module):
             out = (scores if mask is None else scores.masked_fill(~mask, float("-inf"))).softmax(dim=-1) @ v
         out = out.transpose(1, 2).reshape(B, -1, C)
         x = gather_rows(x, rows)
-        if self._fusable(x):
-            lib = _block_gemm(x, a.proj.weight)
+        lib = self._fused_library(x)
+        if lib is not None:
             return self._mlp_fused(_linear_add(out, x, a.proj.weight, a.proj.bias, lib), lib)
         x = x + a.proj(out)
         return x + self.mlp(self.norm2(x))
 
-    def _forward_fused(self, x: torch.Tensor, causal: bool, workspace: dict | None = None) -> torch.Tensor:
+    def _forward_fused(self, x: torch.Tensor, causal: bool, lib: str, workspace: dict | None = None) -> torch.Tensor:
         """Inference with fused GEMMs: qkv + bias, proj + bias + residual, fc1 + bias + activation, fc2 + bias +
         residual are one GEMM call each (same numbers as the unfused path up to float rounding)."""
         a = self.attn
         B, T, C = x.shape
-        lib = _block_gemm(x, a.qkv.weight)
         qkv = _linear_act(self.norm1(x), a.qkv.weight, a.qkv.bias, lib,
                           out=_scratch(workspace, "qkv", x, 3 * C, lib))
         q, k, v = qkv.view(B, T, 3, a.heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
@@ -366,12 +371,14 @@ class Block(nn.Module):
         return _linear_add(h, x, w2, m.fc2.bias, lib)
 
 
+def inference_library(rows: int) -> str:
+    """The library for an inference call (no autograd graph) of ``rows`` rows: ``GEMM``, except that where
+    that is MKL, calls of fewer than ``MKL_MIN_ROWS`` rows go to oneDNN (if it works here), the faster one there."""
+    return "onednn" if GEMM == "mkl" and rows < MKL_MIN_ROWS else GEMM
+
+
 def _inference_library(x: torch.Tensor) -> str:
-    """The library for an inference call (no autograd graph) on ``x``: ``GEMM``, except that where that is
-    MKL, calls of fewer than ``MKL_MIN_ROWS`` rows go to oneDNN (if it works here), the faster one there."""
-    if GEMM == "mkl" and x.numel() // max(x.shape[-1], 1) < MKL_MIN_ROWS:
-        return "onednn"
-    return GEMM
+    return inference_library(x.numel() // max(x.shape[-1], 1))
 
 
 def _block_gemm(x: torch.Tensor, weight: torch.Tensor) -> str | None:

@@ -90,10 +90,10 @@ class TextTransformer(nn.Module):
                 f"token sequence of length {tokens.shape[1]} exceeds the model's context length "
                 f"{self.cfg.context_length}; tokenize with context_length={self.cfg.context_length}"
             )
-        # Out-of-range ids would fail deep inside nn.Embedding ("index out of range in self"). Not while
-        # compiling: a data-dependent check would break the graph.
+        # Out-of-range ids would fail deep inside nn.Embedding ("index out of range in self"). One reduction
+        # and one read-back. Not while compiling: a data-dependent check would break the graph.
         if tokens.numel() and not torch.compiler.is_compiling():
-            lo, hi = int(tokens.min()), int(tokens.max())
+            lo, hi = torch.stack(torch.aminmax(tokens)).tolist()
             if lo < 0 or hi >= self.cfg.vocab_size:
                 raise ValueError(
                     f"token id {lo if lo < 0 else hi} is outside the model's vocabulary (0..{self.cfg.vocab_size - 1}); "
@@ -115,6 +115,9 @@ class TextTransformer(nn.Module):
 
     def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
         self.check_tokens(tokens)
+        return self._features(tokens)
+
+    def _features(self, tokens: torch.Tensor) -> torch.Tensor:
         x, _, _ = self.transformer(self.embed(tokens), causal=self.cfg.causal)
         return self.norm(x)
 
@@ -138,6 +141,6 @@ class TextTransformer(nn.Module):
             x, _, _ = self.transformer(self.embed(tokens), causal=self.cfg.causal, rows=positions.unsqueeze(1))
             pooled = self.norm(x[:, 0])
         else:
-            x = self.forward_features(tokens)
+            x = self._features(tokens)  # checked above
             pooled = x[torch.arange(x.shape[0], device=x.device), positions]
         return self.proj(pooled) if self.proj is not None else pooled
