@@ -181,10 +181,14 @@ def plain_linears():
         layers.GEMM, layers.FUSE, layers.MKL_MIN_ROWS = saved
 
 
+def other_library() -> str:
+    """The GEMM library kizuna does not ship with on this machine."""
+    return "mkl" if shipped_gemm() == "onednn" else "onednn"
+
+
 def other_label() -> str:
     """The label of kizuna on the library it does not ship with here (see :func:`other_gemm`)."""
-    other = "mkl" if shipped_gemm() == "onednn" else "onednn"
-    return f"kizuna on {'MKL' if other == 'mkl' else 'oneDNN'}, fused"
+    return f"kizuna on {'MKL' if other_library() == 'mkl' else 'oneDNN'}, fused"
 
 
 @contextlib.contextmanager
@@ -194,7 +198,7 @@ def other_gemm():
     from kizuna.models import layers
 
     saved = layers.GEMM, layers.MKL_MIN_ROWS
-    layers.GEMM = "mkl" if saved[0] == "onednn" else "onednn"
+    layers.GEMM = other_library()
     layers.MKL_MIN_ROWS = 0  # on MKL at every size (as shipped, small MKL blocks run on oneDNN)
     try:
         yield

@@ -24,6 +24,8 @@ end-of-text token), so kizuna runs that block's query, attention, projection and
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .common import (FULL_LABEL, PAD_LABEL, PLAIN_LABEL, Settings, build_pair, caption_source, hf_attention,
@@ -64,25 +66,20 @@ def run(s: Settings) -> dict:
         with torch.inference_mode():
             ref_i = pooled(hf.get_image_features(pixel_values=pixels[:2]))
             ref_t = pooled(hf.get_text_features(input_ids=tokens[:2]))
-            di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
-            dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
-            parity.append((variant, "kizuna", di, dt))
-            with plain_linears():
-                di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
-                dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
-            parity.append((variant, "kizuna_mkl", di, dt))
-            if both:
-                with other_gemm():
-                    di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
+
+            def check(name, context, image=True):
+                """Largest differences from HF's features of ``k`` inside ``context`` (images too unless not ``image``)."""
+                with context:
+                    di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item() if image else None
                     dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
-                parity.append((variant, "kizuna_other", di, dt))
-            with padding_kept(k):
-                dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
-            parity.append((variant, "kizuna_pad", None, dt))
-            with last_block_full(k):
-                di = (k.encode_image(pixels[:2]) - ref_i).abs().max().item()
-                dt = (k.encode_text(tokens[:2]) - ref_t).abs().max().item()
-            parity.append((variant, "kizuna_full", di, dt))
+                parity.append((variant, name, di, dt))
+
+            check("kizuna", contextlib.nullcontext())
+            check("kizuna_mkl", plain_linears())
+            if both:
+                check("kizuna_other", other_gemm())
+            check("kizuna_pad", padding_kept(k), image=False)
+            check("kizuna_full", last_block_full(k))
             kept = {b: positions_run(k, tokens[:b]) for b in batches}
             for tower in towers:
                 for b in batches:
