@@ -54,7 +54,7 @@ def test_linear_on_a_non_contiguous_input(gemm):
 
 @pytest.mark.parametrize("act", ["gelu", "quick_gelu", "gelu_tanh"])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("tokens", [9, 40])  # QuickGELU's 1/1.702 goes into the activations (9) or fc2's weight (40)
+@pytest.mark.parametrize("tokens", [9, 40])  # on oneDNN QuickGELU's 1/1.702 scales the activations (9) or fc2's weight (40)
 def test_fused_block_equals_the_unfused_block(gemm, act, causal, tokens):
     block = _random_block(2, act)
     x = torch.randn(2, tokens, 32)
@@ -125,6 +125,18 @@ def test_mkl_residual_add_leaves_the_residual_alone():
     out = layers._linear_add(x, residual, w, b, "mkl")
     torch.testing.assert_close(out, kept + F.linear(x, w, b), atol=1e-5, rtol=1e-5)
     assert torch.equal(residual, kept)
+
+
+@pytest.mark.parametrize("lib", LIBRARIES)
+@pytest.mark.parametrize("rows", [3, 40])  # oneDNN scales the activations (3 x 16 < 8 x 16) or the weight (40)
+def test_scaled_residual_add_leaves_its_inputs_alone(lib, rows):
+    torch.manual_seed(8)
+    x, w, b, residual = torch.randn(1, rows, 16), torch.randn(8, 16), torch.randn(8), torch.randn(1, rows, 8)
+    kept = [t.clone() for t in (x, w, residual)]
+    with torch.no_grad():
+        out = layers._linear_add(x, residual, w, b, lib, scale=0.25)
+    torch.testing.assert_close(out, residual + 0.25 * (x @ w.t()) + b, atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(t, k) for t, k in zip((x, w, residual), kept))
 
 
 def test_fused_path_is_not_taken_with_grad_hooks_or_off(monkeypatch, gemm):

@@ -359,15 +359,11 @@ class Block(nn.Module):
         w2 = m.fc2.weight
         if m.act_name == "quick_gelu":
             # x * sigmoid(1.702 x) == silu(1.702 x) / 1.702; the 1.702 goes into LayerNorm's affine and fc1's
-            # bias, the 1 / 1.702 into whichever is smaller, the activations or fc2's weight.
+            # bias (768 numbers each), the 1 / 1.702 into fc2's GEMM (see _linear_add).
             y = F.layer_norm(x, n2.normalized_shape, n2.weight * _QUICK, n2.bias * _QUICK, n2.eps)
             h = _linear_act(y, m.fc1.weight, m.fc1.bias * _QUICK, lib, "swish", out=out)
-            if h.numel() > w2.numel():
-                w2 = w2 * (1.0 / _QUICK)
-            else:
-                h = h.mul_(1.0 / _QUICK)
-        else:
-            h = _linear_act(n2(x), m.fc1.weight, m.fc1.bias, lib, "gelu", _FUSED_ACTS[m.act_name], out=out)
+            return _linear_add(h, x, w2, m.fc2.bias, lib, scale=1.0 / _QUICK)
+        h = _linear_act(n2(x), m.fc1.weight, m.fc1.bias, lib, "gelu", _FUSED_ACTS[m.act_name], out=out)
         return _linear_add(h, x, w2, m.fc2.bias, lib)
 
 
@@ -422,12 +418,19 @@ def _linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, lib: 
 
 
 def _linear_add(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                lib: str) -> torch.Tensor:
-    """``residual + x W^T + b`` in one GEMM call on ``lib``, as a new tensor (callers may keep ``residual``)."""
+                lib: str, scale: float = 1.0) -> torch.Tensor:
+    """``residual + scale * x W^T + b`` in one GEMM call on ``lib``, as a new tensor (callers may keep
+    ``residual``). MKL's GEMM takes ``scale`` as its alpha, for free; oneDNN's op has no alpha, so there it
+    multiplies the smaller of ``x`` and ``weight`` (a temporary copy, not in place: ``x`` may be reused)."""
     if lib == "onednn":
+        if scale != 1.0:
+            if x.numel() > weight.numel():
+                weight = weight * scale
+            else:
+                x = x * scale
         return _LP_BINARY(x, residual, weight, bias, "add")
     y = torch.add(residual, bias).contiguous()  # MKL accumulates into it: beta = 1
-    y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), weight.t())
+    y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), weight.t(), alpha=scale)
     return y
 
 
