@@ -29,8 +29,15 @@ MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utiliza
            "eval_throughput": "eval_throughput", "profile": "profile", "gpu_train_step": "gpu_train_step"}
 
 
-def _command(argv: list[str]) -> str:
-    return " ".join([".venv/bin/python -m benchmarks"] + [shlex.quote(a) for a in argv])
+# Environment variables that change what is measured (kizuna's switches, glibc's allocator, the BLAS and
+# OpenMP libraries): a run that set any of them records them in its command, so the command reproduces it.
+MEASURED_ENV = ("KIZUNA_", "MALLOC_", "OMP_", "MKL_", "DNNL_", "ONEDNN_", "KMP_", "LD_PRELOAD")
+
+
+def _command(argv: list[str], environ: dict[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(environ.items()) if k.startswith(MEASURED_ENV)]
+    return " ".join(env + [".venv/bin/python -m benchmarks"] + [shlex.quote(a) for a in argv])
 
 
 def _now() -> str:

@@ -58,6 +58,13 @@ class Timing:
 
     runs: list[float]
     items: int = 1  # items (images, texts, captions...) processed per call
+    faults: list[float] = field(default_factory=list)  # minor page faults per call, one entry per timed run
+
+    @property
+    def faults_per_call(self) -> float | None:
+        """Median minor page faults per call (fresh memory from the OS, zero-filled on first touch: a cost
+        that depends on the allocator's state, not on the model); None where it cannot be read."""
+        return statistics.median(self.faults) if self.faults else None
 
     @property
     def median(self) -> float:
@@ -75,7 +82,17 @@ class Timing:
 
     def as_dict(self) -> dict:
         return {"runs_s": [round(r, 6) for r in self.runs], "median_s": round(self.median, 6),
-                "items_per_call": self.items, "items_per_s": round(self.rate, 3), "spread": round(self.spread, 4)}
+                "items_per_call": self.items, "items_per_s": round(self.rate, 3), "spread": round(self.spread, 4),
+                "minor_faults_per_call": self.faults_per_call}
+
+
+def minor_faults() -> int | None:
+    """Minor page faults of this process so far (None where ``resource`` does not exist, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 NOISY = 0.25  # a contender whose middle runs differ by more than this share of their median is "noisy"
@@ -109,19 +126,23 @@ def interleaved(contenders: dict[str, Callable[[], Any]], reps: int, warmup: int
         for n in names:
             contenders[n]()
     runs: dict[str, list[float]] = {n: [] for n in names}
+    faults: dict[str, list[float]] = {n: [] for n in names}
     while True:
         for n in names:
             fn = contenders[n]
             gc.collect()
+            f0 = minor_faults()
             t0 = time.perf_counter()
             for _ in range(inner):
                 fn()
             runs[n].append((time.perf_counter() - t0) / inner)
+            if f0 is not None:
+                faults[n].append((minor_faults() - f0) / inner)
         done = len(runs[names[0]])
         if done >= max_reps or (done >= reps and not any(_noisy(r) for r in runs.values())):
             break
     per = items if isinstance(items, dict) else {n: items for n in names}
-    return {n: Timing(runs[n], per[n]) for n in names}
+    return {n: Timing(runs[n], per[n], faults[n]) for n in names}
 
 
 def inner_for(fn: Callable[[], Any], target_s: float = 0.5, max_inner: int = 50) -> int:

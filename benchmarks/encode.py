@@ -46,6 +46,11 @@ def _texts(n: int) -> torch.Tensor:
     return ClipTokenizer(77)(captions[:n])
 
 
+def _faults(t) -> str:
+    f = t.faults_per_call
+    return "-" if f is None else f"{f:,.0f}"
+
+
 def run(s: Settings) -> dict:
     variants = ["ViT-B/32"] if s.quick else ["ViT-B/32", "ViT-B/16"]
     batches = [1, 4] if s.quick else [1, 32]
@@ -105,7 +110,8 @@ def run(s: Settings) -> dict:
                            f"**{r:.2f}x**"]
                     m = t["kizuna_mkl"]
                     row += [f"{m.rate:.2f} ({m.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / m.rate:.2f}x",
-                            f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%}"]
+                            f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%}",
+                            " / ".join(_faults(t[n]) for n in ("kizuna", "hf"))]
                     p = t.get("kizuna_pad")
                     row += [f"{p.rate:.2f} ({p.rate / t['hf'].rate:.2f}x), {kept[b]} of {x.shape[1]} positions run "
                             "with the trim" if p else "-"]
@@ -127,9 +133,9 @@ def run(s: Settings) -> dict:
         del k, hf  # frees this pair before the next one is built
 
     headers = ["model", "input", "batch", "kizuna", "HF", "kizuna ÷ HF", f"{PLAIN_LABEL} (÷ HF)",
-               "kizuna ÷ plain", "spread kizuna / HF / plain", f"{PAD_LABEL} (÷ HF)", f"{FULL_LABEL} (÷ HF)",
+               "kizuna ÷ plain", "spread kizuna / HF / plain", "page faults per call kizuna / HF", f"{PAD_LABEL} (÷ HF)", f"{FULL_LABEL} (÷ HF)",
                f"{other_label()} (÷ HF)"]
-    table = md_table(headers, rows, align="llrrrrrrrrrr")
+    table = md_table(headers, rows, align="llrrrrrrrrrrr")
     ptable = md_table(
         ["model", "contender", "max abs diff vs HF, image features", "max abs diff vs HF, text features"],
         [[v, LABELS[n], "-" if di is None else f"{di:.1e}", f"{dt:.1e}"] for v, n, di, dt in parity], align="llrr")
@@ -142,6 +148,9 @@ def run(s: Settings) -> dict:
         f"the parity table); HF runs all 77. \"{PAD_LABEL}\" is the same instance with the trim off, "
         "interleaved with the others: the image-tower rows and that column compare like with like.",
         "Rates in items per second (median of the timed runs); batch-1 runs repeat the call to last about 1 s.",
+        "Page faults: median minor page faults per call. A large fresh buffer is zero-filled by the OS on first "
+        "touch, and whether a call gets fresh memory depends on where glibc's allocator stands in this process "
+        "rather than on the model. kizuna reuses its large buffers (`layers._scratch`); HF allocates per call.",
         f"\"{FULL_LABEL}\" is the same instance with `prune_last_block` off on both towers: the last block runs for "
         "every token, as HF runs it; kizuna as shipped runs it for the pooled token only (exact, see the parity "
         "table). \"pruning worth\" is kizuna over that contender.",

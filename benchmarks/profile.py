@@ -9,12 +9,11 @@ are zero-filled on first touch; this shows up inside the ops that first write a 
 """
 from __future__ import annotations
 
-import resource
-
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .common import PLAIN_LABEL, Settings, build_pair, caption_source, md_table, pooled, shipped_gemm, with_plain_linears
+from .common import (PLAIN_LABEL, Settings, build_pair, caption_source, md_table, minor_faults, pooled, shipped_gemm,
+                     with_plain_linears)
 
 NAME = "profile"
 TITLE = "Profile (torch.profiler, one batch-32 call after warm-up)"
@@ -24,10 +23,10 @@ TOP = 8
 def _profile(fn) -> tuple[list[dict], float, int]:
     fn()
     fn()
-    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    r0 = minor_faults()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+    faults = None if r0 is None else minor_faults() - r0
     ev = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in ev)
     ev.sort(key=lambda e: -e.self_cpu_time_total)
@@ -69,7 +68,7 @@ def run(s: Settings) -> dict:
                     row.append(f"{o['self_ms']:.0f} ms ({o['share']:.0%}, {o['calls']}x)" if o else "-")
                 rows.append(row)
             rows.append(["**total self CPU**"] + [f"**{res[n][1]:.0f} ms**" for n in names])
-            rows.append(["minor page faults per call"] + [f"{res[n][2]:,}" for n in names])
+            rows.append(["minor page faults per call"] + ["-" if res[n][2] is None else f"{res[n][2]:,}" for n in names])
             parts.append(f"**{tower} tower, ViT-B/32, batch {b}**\n\n"
                          + md_table(["operator (self time, share, calls)"] + names, rows, align="l" + "r" * len(names)))
             data[tower] = {n: {"ops": res[n][0][:20], "total_ms": res[n][1], "minor_faults": res[n][2]} for n in names}

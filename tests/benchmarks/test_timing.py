@@ -61,3 +61,30 @@ def test_rounds_stop_at_max_reps_and_a_noisy_contender_extends_all(clock):
 def test_fewer_than_five_runs_is_refused():
     with pytest.raises(ValueError, match=">= 5"):
         common.interleaved({"x": lambda: None}, reps=3, warmup=0)
+
+
+def test_page_faults_are_counted_per_call_for_each_contender(clock, monkeypatch):
+    faults = {"n": 0}
+    monkeypatch.setattr(common, "minor_faults", lambda: faults["n"])
+    a = clock.contender([1.0] * 20)
+
+    def faulty():  # 300 fresh pages per call
+        faults["n"] += 300
+        a()
+
+    t = common.interleaved({"faulty": faulty, "clean": clock.contender([1.0] * 20)}, reps=5, warmup=1, inner=2)
+    assert t["faulty"].faults_per_call == 300 and t["clean"].faults_per_call == 0
+    assert t["faulty"].as_dict()["minor_faults_per_call"] == 300
+    monkeypatch.setattr(common, "minor_faults", lambda: None)  # no `resource` module (Windows)
+    t = common.interleaved({"a": clock.contender([1.0] * 10)}, reps=5, warmup=0)
+    assert t["a"].faults_per_call is None
+
+
+def test_recorded_command_carries_the_settings_that_change_measurements():
+    from benchmarks.__main__ import _command
+
+    env = {"KIZUNA_GEMM": "onednn", "MALLOC_TRIM_THRESHOLD_": "4294967296", "HOME": "/root", "PATH": "/bin"}
+    cmd = _command(["--only", "encode"], env)
+    assert cmd == ("KIZUNA_GEMM=onednn MALLOC_TRIM_THRESHOLD_=4294967296 "
+                   ".venv/bin/python -m benchmarks --only encode")
+    assert _command(["--render"], {"HOME": "/root"}) == ".venv/bin/python -m benchmarks --render"
