@@ -133,8 +133,8 @@ def run(s: Settings) -> dict:
         del k, hf  # frees this pair before the next one is built
 
     headers = ["model", "input", "batch", "kizuna", "HF", "kizuna ÷ HF", f"{PLAIN_LABEL} (÷ HF)",
-               "kizuna ÷ plain", "spread kizuna / HF / plain", "page faults per call kizuna / HF", f"{PAD_LABEL} (÷ HF)", f"{FULL_LABEL} (÷ HF)",
-               f"{other_label()} (÷ HF)"]
+               "kizuna ÷ plain", "spread kizuna / HF / plain", "page faults per call kizuna / HF", f"{PAD_LABEL} (÷ HF)",
+               f"{FULL_LABEL} (÷ HF)", f"{other_label()} (÷ HF)"]
     table = md_table(headers, rows, align="llrrrrrrrrrrr")
     ptable = md_table(
         ["model", "contender", "max abs diff vs HF, image features", "max abs diff vs HF, text features"],

@@ -20,7 +20,7 @@ TITLE = "Profile (torch.profiler, one batch-32 call after warm-up)"
 TOP = 8
 
 
-def _profile(fn) -> tuple[list[dict], float, int]:
+def _profile(fn) -> tuple[list[dict], float, int | None]:
     fn()
     fn()
     r0 = minor_faults()
@@ -68,7 +68,8 @@ def run(s: Settings) -> dict:
                     row.append(f"{o['self_ms']:.0f} ms ({o['share']:.0%}, {o['calls']}x)" if o else "-")
                 rows.append(row)
             rows.append(["**total self CPU**"] + [f"**{res[n][1]:.0f} ms**" for n in names])
-            rows.append(["minor page faults per call"] + ["-" if res[n][2] is None else f"{res[n][2]:,}" for n in names])
+            rows.append(["minor page faults per call"]
+                        + ["-" if res[n][2] is None else f"{res[n][2]:,}" for n in names])
             parts.append(f"**{tower} tower, ViT-B/32, batch {b}**\n\n"
                          + md_table(["operator (self time, share, calls)"] + names, rows, align="l" + "r" * len(names)))
             data[tower] = {n: {"ops": res[n][0][:20], "total_ms": res[n][1], "minor_faults": res[n][2]} for n in names}
