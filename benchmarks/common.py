@@ -86,6 +86,11 @@ class Timing:
                 "minor_faults_per_call": self.faults_per_call}
 
 
+def faults_text(t: Timing) -> str:
+    """A table cell: ``t``'s median minor page faults per call, "-" where they could not be read."""
+    return "-" if t.faults_per_call is None else f"{t.faults_per_call:,.0f}"
+
+
 def minor_faults() -> int | None:
     """Minor page faults of this process so far (None where ``resource`` does not exist, e.g. Windows)."""
     try:

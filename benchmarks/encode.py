@@ -28,9 +28,10 @@ import contextlib
 
 import torch
 
-from .common import (FULL_LABEL, PAD_LABEL, PLAIN_LABEL, Settings, build_pair, caption_source, hf_attention,
-                     inner_for, interleaved, last_block_full, md_table, onednn_usable, other_gemm, other_label,
-                     padding_kept, plain_linears, pooled, positions_run, shipped_note, within, with_plain_linears)
+from .common import (FULL_LABEL, PAD_LABEL, PLAIN_LABEL, Settings, build_pair, caption_source, faults_text,
+                     hf_attention, inner_for, interleaved, last_block_full, md_table, onednn_usable, other_gemm,
+                     other_label, padding_kept, plain_linears, pooled, positions_run, shipped_note, within,
+                     with_plain_linears)
 
 NAME = "encode"
 TITLE = "Encoding throughput vs Hugging Face CLIPModel"
@@ -44,11 +45,6 @@ def _texts(n: int) -> torch.Tensor:
 
     captions, _ = caption_source()
     return ClipTokenizer(77)(captions[:n])
-
-
-def _faults(t) -> str:
-    f = t.faults_per_call
-    return "-" if f is None else f"{f:,.0f}"
 
 
 def run(s: Settings) -> dict:
@@ -111,7 +107,7 @@ def run(s: Settings) -> dict:
                     m = t["kizuna_mkl"]
                     row += [f"{m.rate:.2f} ({m.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / m.rate:.2f}x",
                             f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%}",
-                            " / ".join(_faults(t[n]) for n in ("kizuna", "hf"))]
+                            " / ".join(faults_text(t[n]) for n in ("kizuna", "hf"))]
                     p = t.get("kizuna_pad")
                     row += [f"{p.rate:.2f} ({p.rate / t['hf'].rate:.2f}x), {kept[b]} of {x.shape[1]} positions run "
                             "with the trim" if p else "-"]

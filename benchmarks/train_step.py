@@ -20,7 +20,7 @@ import copy
 import torch
 
 from .common import (GEMM_NAMES, PAD_LABEL, PLAIN_LABEL, Settings, build_pair, caption_source, clip_train_step,
-                     interleaved, md_table, plain_linears, positions_run, shipped_gemm, step_optimizer)
+                     faults_text, interleaved, md_table, plain_linears, positions_run, shipped_gemm, step_optimizer)
 
 NAME = "train_step"
 TITLE = "Training step vs Hugging Face CLIPModel"
@@ -76,11 +76,13 @@ def run(s: Settings) -> dict:
              f"{m.rate:.2f} ({m.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / m.rate:.2f}x",
              f"{p.rate:.2f} ({p.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / p.rate:.2f}x",
              f"{t['kizuna'].median:.2f} / {t['hf'].median:.2f} / {m.median:.2f} / {p.median:.2f}",
-             f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%} / {p.spread:.0%}"]]
+             f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%} / {p.spread:.0%}",
+             " / ".join(faults_text(t[n]) for n in ("kizuna", "hf", "kizuna_mkl", "kizuna_pad"))]]
     table = md_table(["model", "batch", "kizuna images/s", "HF images/s", "kizuna ÷ HF",
                       f"{PLAIN_LABEL} images/s (÷ HF)", "kizuna ÷ plain", f"{PAD_LABEL} images/s (÷ HF)",
                       "kizuna ÷ padding kept", "s per step kizuna / HF / plain / padding kept",
-                      "spread kizuna / HF / plain / padding kept"], rows, align="lrrrrrrrrrr")
+                      "spread kizuna / HF / plain / padding kept",
+                      "page faults per step kizuna / HF / plain / padding kept"], rows, align="lrrrrrrrrrrr")
     notes = [
         f"Batch {batch} image-text pairs (random 224x224 pixels, 77-token Flickr8k captions from {source}); "
         "an image/s figure counts one pair as one image.",
@@ -94,6 +96,8 @@ def run(s: Settings) -> dict:
         + (" On this CPU kizuna as shipped trains on MKL too (MKL's AVX-512 GEMM is the faster one on Intel), "
            "so the two kizuna contenders run the same path." if shipped_gemm() == "mkl" else ""),
         "HF with its default attention (`sdpa`), dropout 0 (CLIP's config), no gradient checkpointing on either side.",
+        "Page faults: median minor page faults per step (fresh memory from the OS, zero-filled on first touch; how "
+        "many a step takes depends on glibc's allocator state in this process, see docs/PERFORMANCE.md).",
         f"kizuna's causal text tower runs the batch up to its last end-of-text token, {kept} of the 77 positions "
         "here (`TextTransformer.trim_padding`; exact, the positions after it cannot reach the pooled feature: same "
         f"first-step loss). \"{PAD_LABEL}\" is a third copy with the trim off, running all 77 like HF: "

@@ -141,3 +141,18 @@ def test_quick_gemm_library_benchmark_compares_both_libraries_per_row_count(tmp_
     for r in rows:
         assert r["mkl_speedup"] > 0 and r["shipped"] in ("onednn", "mkl")
         assert all(len(t["runs_s"]) >= 5 for t in r["timings"].values())
+
+
+def test_quick_allocator_benchmark_runs_each_mode_in_its_own_children(tmp_path):
+    from kizuna.train.memory import _glibc
+
+    md, sections = _run_bench(tmp_path, "allocator", timeout=240)
+    data = sections["allocator"]["data"]
+    if _glibc() is None:
+        assert data == {} and "Not measured" in md
+        return
+    assert "Kept ÷ default" in md and "page faults per step" in md
+    assert data["ratio_kept_vs_default"] > 0
+    for mode, children in data["children"].items():
+        assert len(children) == 2 and all(len(c["times_s"]) == 3 for c in children)
+        assert all(c["kept"] is (mode == "kept") for c in children)  # the setting took effect in the kept children only

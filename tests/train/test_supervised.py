@@ -250,3 +250,13 @@ def test_time_limit_stops_evaluates_and_exports(data, tmp_path):
     assert t.step < 10_000 and t.total_steps == t.step
     assert metrics["val_samples"] == 16  # evaluated at the stop
     assert (tmp_path / "l" / "model").is_dir() and (tmp_path / "l" / "checkpoints" / "best").is_dir()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keeps_freed_memory_on_the_cpu_unless_told_not_to(data, tmp_path, monkeypatch, keep):
+    from kizuna.train import supervised
+
+    calls = []
+    monkeypatch.setattr(supervised, "keep_freed_memory", lambda: calls.append(1) or True)
+    SupervisedTrainer(_cfg(data, tmp_path / "m", keep_freed_memory=keep, device="cpu"))
+    assert calls == ([1] if keep else [])

@@ -62,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU threads for torch (0 = torch's default)
+    keep_freed_memory: bool = True  # CPU: keep freed memory (glibc) so steps need not page-fault it in again (kizuna.train.memory)
     # evaluation during training
     eval_every: int = 0  # steps; 0 = only at the end
     eval_zeroshot: str = ""  # classification dataset folder (CLIP_benchmark layout), "synthetic" for the probes

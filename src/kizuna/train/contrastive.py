@@ -33,6 +33,7 @@ from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
 from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
 from .logging import MetricLogger
+from .memory import keep_freed_memory
 from .optim import autocast_for, make_optimizer, make_scheduler
 from .towers import lock_tower
 
@@ -70,6 +71,8 @@ class ContrastiveTrainer:
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device
+        if self.device.type == "cpu" and cfg.keep_freed_memory:
+            keep_freed_memory()
         self.out = Path(cfg.out)
         if cfg.batch_size % (self.dist.world_size * cfg.accum_steps):
             raise ValueError(

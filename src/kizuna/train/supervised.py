@@ -60,6 +60,7 @@ from .checkpointing import CheckpointManager, rng_state, set_rng_state
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
+from .memory import keep_freed_memory
 from .optim import autocast_for, make_optimizer, make_scheduler, param_groups
 
 __all__ = [
@@ -123,6 +124,7 @@ class SupervisedConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU threads for torch (0 = torch's default)
+    keep_freed_memory: bool = True  # CPU: keep freed memory (glibc) so steps need not page-fault it in again (kizuna.train.memory)
     # evaluation during training
     eval_every: int = 0  # steps; 0 = only at the end
     eval_batch_size: int = 256
@@ -338,6 +340,8 @@ class SupervisedTrainer:
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device
+        if self.device.type == "cpu" and cfg.keep_freed_memory:
+            keep_freed_memory()
         self.out = Path(cfg.out)
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size {self.dist.world_size}")

@@ -1,0 +1,59 @@
+"""kizuna.train.memory: on glibc, freed memory stays in the process, so a step does not page-fault it in again."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kizuna.train import memory
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny import tiny_config  # noqa: E402
+
+needs_glibc = pytest.mark.skipif(memory._glibc() is None, reason="glibc's mallopt is needed (Linux with glibc)")
+
+# A "step" allocates and fills a 64 MB tensor, then frees it; page faults of steps 2-4 (the process's own,
+# in a fresh interpreter so this test's settings do not leak into the suite's process).
+PROBE = textwrap.dedent("""
+    import resource, sys, torch
+    from kizuna.train.memory import keep_freed_memory
+    kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+    def step():
+        torch.empty(16 * 2**20).fill_(1.0)  # 64 MB, over glibc's largest mmap threshold
+    step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        step()
+    print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
+""")
+
+
+def _faults_per_step(mode: str) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True).stdout
+    kept, faults = out.split()
+    return kept, int(faults)
+
+
+@needs_glibc
+def test_freed_memory_is_not_faulted_in_again():
+    kept, faults_kept = _faults_per_step("keep")
+    _, faults_default = _faults_per_step("default")
+    assert kept == "True"
+    assert faults_default > 10_000  # 16,384 pages of 4 KB, zero-filled by the OS at every step
+    assert faults_kept < 500
+
+
+def test_nothing_changes_without_glibc(monkeypatch):
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    assert memory.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_trainers_keep_freed_memory_on_the_cpu_unless_told_not_to(tmp_path, monkeypatch, keep):
+    from kizuna.train import contrastive
+
+    calls = []
+    monkeypatch.setattr(contrastive, "keep_freed_memory", lambda: calls.append(1) or True)
+    contrastive.ContrastiveTrainer(tiny_config(tmp_path, keep_freed_memory=keep, device="cpu"))
+    assert calls == ([1] if keep else [])
