@@ -36,7 +36,7 @@ def _child(mode: str, preset: str, batch: int, steps: int) -> dict:
     from kizuna.data.tokenizer import ClipTokenizer
     from kizuna.train.memory import keep_freed_memory
 
-    from .common import caption_source, clip_train_step, step_optimizer
+    from .common import caption_source, clip_train_step, minor_faults, step_optimizer
 
     kept = keep_freed_memory() if mode == "kept" else False
     torch.manual_seed(0)
@@ -54,11 +54,11 @@ def _child(mode: str, preset: str, batch: int, steps: int) -> dict:
         clip_train_step(features, opt)
     times, faults = [], []
     for _ in range(steps):
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        f0 = minor_faults()
         t0 = time.perf_counter()
         clip_train_step(features, opt)
         times.append(time.perf_counter() - t0)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        faults.append(minor_faults() - f0)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     return {"mode": mode, "kept": kept, "times_s": times, "faults": faults, "peak_rss_gib": round(peak_gib, 2)}
 
