@@ -412,9 +412,18 @@ SHAPES = {
 }
 
 
+# A two-block model at width 64 and 64 px: for --quick smoke runs of sections that need no ViT-B.
+TINY = "tiny"
+
+
 def hf_clip_config(variant: str):
     import transformers
 
+    if variant == TINY:
+        small = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                     hidden_act="quick_gelu")
+        return transformers.CLIPConfig(vision_config=dict(image_size=64, patch_size=16, **small),
+                                       text_config=dict(max_position_embeddings=77, **small), projection_dim=64)
     return transformers.CLIPConfig(
         vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                            image_size=224, hidden_act="quick_gelu", **SHAPES[variant]),

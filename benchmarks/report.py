@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .common import REPO, md_table
 
-ORDER = ["encode", "utilization", "fusion", "gemm_library", "train_step", "allocator", "gpu_train_step", "train_throughput", "tokenizer", "dataloading", "eval_throughput",
+ORDER = ["encode", "utilization", "fusion", "gemm_library", "train_step", "allocator", "bf16", "gpu_train_step", "train_throughput", "tokenizer", "dataloading", "eval_throughput",
          "profile"]
 ANALYSIS = Path(__file__).with_name("analysis.md")  # the hand-written findings of BENCHMARKS.md
 
@@ -27,7 +27,7 @@ METHOD = """\
 - Contenders are timed **alternately in one process** (kizuna, HF, kizuna, HF, ...), so load from
   other processes hits both alike; ratios are ratios of the two medians. "spread" is
   (max - min) / median of the timed runs.
-- fp32 on the CPU, torch's default thread count (all cores), `torch.inference_mode()` for encoding.
+- fp32 on the CPU (except in the `bf16` section), torch's default thread count (all cores), `torch.inference_mode()` for encoding.
 - kizuna and Hugging Face `transformers.CLIPModel` hold **identical weights**: a random-init
   `CLIPModel` with OpenAI's ViT-B shape (QuickGELU, as OpenAI trained it) is saved with
   `save_pretrained` and loaded with `kizuna.create_model(folder)`; the largest output difference is

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 __version__ = "0.1.0"
 
 from .models.checkpoint import CheckpointError, load_model, save_model  # noqa: E402
@@ -19,18 +21,31 @@ from .models.presets import clip_config, list_models, vit_config  # noqa: E402
 from .models.vit import VisionConfig, VisionTransformer, resample_pos_embed  # noqa: E402
 
 
-def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bool = False, **overrides):
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bool = False,
+                 precision: str = "fp32", **overrides):
     """A preset name ("ViT-B-32", "siglip-B-16", ...) builds a fresh model; a path loads a checkpoint
-    (kizuna, OpenAI state dict or Hugging Face folder) with its own config and preprocessing."""
+    (kizuna, OpenAI state dict or Hugging Face folder) with its own config and preprocessing.
+
+    ``precision``: "fp32", or "bf16" for a model whose weights are bfloat16 - for inference (train with
+    fp32 weights and autocast, the trainers' ``precision``). On a CPU with AMX it encodes about 3x faster than
+    fp32, and its features agree with fp32's to a cosine of about 0.9999 (docs/PERFORMANCE.md); it still
+    takes float32 pixels."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if Path(name_or_path).exists():
         if overrides:
             raise ValueError("config overrides apply to presets only; a checkpoint carries its own config")
-        return load_model(name_or_path, image_size=image_size, allow_jit=allow_jit)
-    cfg = clip_config(name_or_path, **overrides)
-    if image_size is not None:
-        cfg.vision.image_size = image_size
-        cfg.preprocess["image_size"] = image_size
-    return ClipModel(cfg)
+        model = load_model(name_or_path, image_size=image_size, allow_jit=allow_jit)
+    else:
+        cfg = clip_config(name_or_path, **overrides)
+        if image_size is not None:
+            cfg.vision.image_size = image_size
+            cfg.preprocess["image_size"] = image_size
+        model = ClipModel(cfg)
+    return model.to(PRECISIONS[precision]) if precision != "fp32" else model
 
 
 def create_vit(variant: str, image_size: int = 224, num_classes: int = 0, **overrides) -> VisionTransformer:
@@ -60,7 +75,7 @@ def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
 
 
 __all__ = [
-    "CheckpointError", "ClipConfig", "ClipModel", "VisionConfig", "VisionTransformer", "clip_config",
+    "PRECISIONS", "CheckpointError", "ClipConfig", "ClipModel", "VisionConfig", "VisionTransformer", "clip_config",
     "create_model", "create_vit", "get_preprocess", "get_tokenizer", "list_models", "load_model",
     "resample_pos_embed", "save_model", "vit_config",
 ]

@@ -156,3 +156,18 @@ def test_quick_allocator_benchmark_runs_each_mode_in_its_own_children(tmp_path):
     for mode, children in data["children"].items():
         assert len(children) == 2 and all(len(c["times_s"]) == 3 for c in children)
         assert all(c["kept"] is (mode == "kept") for c in children)  # the setting took effect in the kept children only
+
+
+def test_quick_bf16_benchmark_times_where_bf16_is_native_and_says_why_not_elsewhere(tmp_path):
+    md, sections = _run_bench(tmp_path, "bf16", timeout=240)
+    data = sections["bf16"]["data"]
+    assert data["peak_fp32"] > 0 and data["peak_bf16"] > 0 and "torch.mm bf16 GFLOP/s" in md
+    if not data["native"]:
+        assert "bf16 is not native on this CPU" in md and data["encode"] == [] and data["train_step"] is None
+        return
+    assert [(r["variant"], r["tower"]) for r in data["encode"]] == [("tiny", "image"), ("tiny", "text")]
+    for r in data["encode"]:
+        assert r["ratio_vs_hf_bf16"] > 0 and all(len(t["runs_s"]) >= 5 for t in r["timings"].values())
+    assert data["train_step"]["ratio_vs_hf_bf16"] > 0
+    # bf16 features stay close to fp32's (kizuna and HF alike): the cast and the fused bf16 path are right.
+    assert all(p["min_cosine_vs_hf_fp32"] > 0.99 for p in data["parity"])

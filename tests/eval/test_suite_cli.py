@@ -71,6 +71,19 @@ def test_cli_zeroshot_prints_and_saves(tmp_path, tiny_hf, data, capsys):
     assert rec[0]["task"] == "zeroshot_classification" and rec[0]["details"]["n"] == 8
 
 
+def test_cli_bf16_precision_evaluates_and_records_it(tmp_path, tiny_hf, data):
+    """``--precision bf16`` loads the model in bf16; every metric is computed (features come back as float32)
+    and the record says which precision made it. Retrieval exercises the text tower in bf16 too."""
+    cls, ret = data
+    for task, dataset in (("zeroshot", cls), ("retrieval", ret)):
+        out = tmp_path / task
+        assert main(["eval", task, "--model", str(tiny_hf[0]), "--dataset", str(dataset), "--out", str(out),
+                     "--precision", "bf16", "--no-progress"]) == 0
+        rec = json.loads((out / "results.json").read_text())[0]
+        assert rec["details"]["precision"] == "bf16"
+        assert rec["metrics"] and all(v == v for v in rec["metrics"].values())  # finite, no NaN
+
+
 def test_cli_templates_file_and_suite_command(tmp_path, tiny_hf, data, capsys):
     cls, ret = data
     tpl = tmp_path / "t.txt"

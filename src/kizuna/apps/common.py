@@ -10,12 +10,16 @@ def add_model_argument(parser, required: bool = True):
     parser.add_argument("--allow-jit", action="store_true",
                         help="allow loading TorchScript archives (they execute code: trusted files only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="weights and activations: fp32 (default), or bf16 - about 3x faster on CPUs with AMX "
+                             "(recent Intel Xeons) and on GPUs, features within a cosine of ~0.9999 of fp32's")
 
 
 def load_model_from_args(args):
     import kizuna
 
-    model = kizuna.create_model(args.model, allow_jit=getattr(args, "allow_jit", False))
+    model = kizuna.create_model(args.model, allow_jit=getattr(args, "allow_jit", False),
+                                precision=getattr(args, "precision", "fp32"))
     return model.to(args.device).eval()
 
 

@@ -119,7 +119,8 @@ def _entry(args, task) -> dict:
     e = {"model": args.model, "dataset": args.dataset, "task": task, "split": args.split,
          "dataset_name": args.dataset_name, "max_samples": args.max_samples, "batch_size": args.batch_size,
          "num_workers": args.num_workers, "device": args.device, "image_column": args.image_column,
-         "label_column": args.label_column, "caption_column": args.caption_column, "allow_jit": args.allow_jit}
+         "label_column": args.label_column, "caption_column": args.caption_column, "allow_jit": args.allow_jit,
+         "precision": args.precision}
     for k in ("templates", "classnames", "cache_dir"):
         if getattr(args, k, None) is not None:
             e[k] = getattr(args, k)

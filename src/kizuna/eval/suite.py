@@ -19,7 +19,7 @@ Tasks: ``zeroshot_classification`` (alias ``zeroshot``), ``zeroshot_retrieval`` 
 ``typographic``, ``relation_swap`` and ``probes`` (= the last three). Run keys: ``model``, ``dataset``,
 ``task``, and optionally ``name`` / ``pretrained`` (labels in the report), ``split``, ``train_split``,
 ``dataset_name``, ``templates``, ``classnames``, ``max_samples``, ``max_train_samples``, ``batch_size``, ``num_workers``,
-``device``, ``few_shot``, ``seeds``, ``corruptions``, ``severities``, ``relation_groups``,
+``device``, ``precision`` ("fp32" or "bf16"), ``few_shot``, ``seeds``, ``corruptions``, ``severities``, ``relation_groups``,
 ``cache_dir``, ``image_column``, ``label_column``, ``caption_column``.
 
 Output in ``out``: ``results.json`` - a list of records with CLIP_benchmark's fields
@@ -139,12 +139,12 @@ class _Context:
         self.datasets: dict = {}
         self.features: dict = {}
 
-    def model(self, spec: str, device, allow_jit: bool = False):
-        key = (spec, str(device))
+    def model(self, spec: str, device, allow_jit: bool = False, precision: str = "fp32"):
+        key = (spec, str(device), precision)
         if key not in self.models:
             import kizuna
 
-            m = kizuna.create_model(spec, allow_jit=allow_jit).to(device).eval()
+            m = kizuna.create_model(spec, allow_jit=allow_jit, precision=precision).to(device).eval()
             self.models[key] = (m, kizuna.get_tokenizer(m))
         return self.models[key]
 
@@ -169,6 +169,7 @@ def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details
     if pretrained is None:
         pretrained = spec if Path(spec).exists() else "random_init"
     name = r.get("name") or (model.cfg.name if getattr(model.cfg, "name", "") else spec)
+    details = {**details, "precision": r.get("precision", "fp32")}
     return _finite({"dataset": dataset_name, "model": name, "pretrained": pretrained, "task": task,
                     "metrics": metrics, "language": "en", "details": details})
 
@@ -187,7 +188,7 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
     ctx = ctx or _Context()
     say = echo if (echo and is_main()) else (lambda s: None)
     device = r.get("device") or ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = ctx.model(str(r["model"]), device, bool(r.get("allow_jit", False)))
+    model, tokenizer = ctx.model(str(r["model"]), device, bool(r.get("allow_jit", False)), r.get("precision", "fp32"))
     bs, nw = int(r.get("batch_size", 64)), int(r.get("num_workers", 0))
     out_dir = Path(out_dir) if out_dir else None
     tasks = list(r["task"])

@@ -194,6 +194,10 @@ class VisionTransformer(nn.Module):
         """Image -> tokens with position embeddings (resampled if the input grid differs)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(x.shape)}")
+        # Pixels come as float32 from every transform; a bf16 model (``model.to(torch.bfloat16)``) takes them
+        # in its own dtype. Under autocast the weights stay float32 and so do the pixels.
+        first = self.stem if self.stem is not None else self.patch_embed
+        x = x.to(next(first.parameters()).dtype)
         if self.stem is not None:
             x = self.stem(x)
         x = self.patch_embed(x)
