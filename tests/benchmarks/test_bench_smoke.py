@@ -171,3 +171,5 @@ def test_quick_bf16_benchmark_times_where_bf16_is_native_and_says_why_not_elsewh
     assert data["train_step"]["ratio_vs_hf_bf16"] > 0
     # bf16 features stay close to fp32's (kizuna and HF alike): the cast and the fused bf16 path are right.
     assert all(p["min_cosine_vs_hf_fp32"] > 0.99 for p in data["parity"])
+    minilm = data["pretrained_minilm"]
+    assert "skipped" in minilm or (minilm["min_cosine"] > 0.99 and minilm["neighbour_agreement"] > 0.9)

@@ -275,3 +275,38 @@ def test_row_threshold_from_the_environment(monkeypatch):
         monkeypatch.setenv("KIZUNA_MKL_MIN_ROWS", bad)
         with pytest.raises(ValueError, match=f"KIZUNA_MKL_MIN_ROWS='{bad}': give a row count >= 0"):
             layers._env_rows("KIZUNA_MKL_MIN_ROWS", 512)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cpu_training_attention_materialised_gives_sdpas_outputs_and_gradients(monkeypatch, causal):
+    """CPU training runs short attention materialised (``layers.MATERIALISED_TRAINING_KEYS``): the same loss and
+    gradients as SDPA, for whole blocks and for the pruned last block (``forward_rows``, a causal key mask)."""
+    torch.manual_seed(4)
+    stack = layers.Transformer(32, 2, 4, 64, "quick_gelu", 1e-5)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    rows = torch.tensor([[8], [5]])
+
+    def run():
+        stack.zero_grad()
+        x.grad = None
+        out, _, _ = stack(x, causal=causal, rows=rows)
+        out.square().sum().backward()
+        return [out.detach(), x.grad.clone()] + [p.grad.clone() for p in stack.parameters()]
+
+    assert layers._materialise_for_training(torch.randn(1, 1, 9, 8, requires_grad=True), torch.randn(1, 1, 9, 8))
+    materialised = run()
+    monkeypatch.setattr(layers, "MATERIALISED_TRAINING_KEYS", {})  # SDPA everywhere
+    assert not layers._materialise_for_training(torch.randn(1, 1, 9, 8, requires_grad=True), torch.randn(1, 1, 9, 8))
+    sdpa = run()
+    for a, b in zip(materialised, sdpa):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_is_materialised_only_for_short_cpu_training():
+    q = torch.randn(1, 2, 50, 8, requires_grad=True)
+    long_k = torch.randn(1, 2, layers.MATERIALISED_TRAINING_KEYS[torch.float32] + 1, 8)
+    assert layers._materialise_for_training(q, q)
+    assert not layers._materialise_for_training(q, long_k)  # flash's backward is faster on long sequences
+    with torch.no_grad():
+        assert not layers._materialise_for_training(q, q)  # inference keeps SDPA
+    assert layers._materialise_for_training(q.detach().bfloat16().requires_grad_(), long_k.bfloat16())

@@ -22,6 +22,26 @@ def test_patch_embedding_is_linear_projection_of_flattened_patches():
     torch.testing.assert_close(conv, patches @ w.T + vit.patch_embed.proj.bias, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("size,patch,bias", [(32, 8, True), (35, 8, False), (12, 1, True)])
+def test_patch_embedding_equals_the_conv_whose_weights_it_holds(size, patch, bias):
+    """The reshape + GEMM computes what the checkpoint's conv (kernel = stride = P) computes, gradients included;
+    rows and columns past the last whole patch (35 px at P = 8) are dropped, as the conv drops them."""
+    from kizuna.models.vit import PatchEmbed
+
+    torch.manual_seed(0)
+    pe = PatchEmbed(patch, 3, 16, bias)
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out = pe(x)
+    ref = torch.nn.functional.conv2d(x_ref, pe.proj.weight, pe.proj.bias, stride=patch)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, [x, pe.proj.weight], g)
+    ref_grads = torch.autograd.grad(ref, [x_ref, pe.proj.weight], g)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_head_is_zero_initialised_and_reset_classifier():
     vit = tiny_vit(num_classes=10)
     assert torch.all(vit.head.weight == 0) and torch.all(vit.head.bias == 0)
