@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from kizuna.train.optim import make_optimizer, param_groups
+from kizuna.train import optim
+from kizuna.train.optim import autocast_for, make_optimizer, param_groups, resolve_precision
 
 
 class _Net(nn.Module):
@@ -72,3 +73,27 @@ def test_optimizer_state_round_trips_between_fused_and_unfused():
     _steps(plain, [p for p in twin.parameters() if p.requires_grad], n=2, seed=7)
     for a, b in zip(net.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_auto_precision_is_bf16_where_the_hardware_does_bf16(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", gpu) == "bf16"
+    monkeypatch.setattr(optim, "cpu_bf16_native", lambda: True)  # a CPU with AMX
+    assert resolve_precision("auto", cpu) == "bf16"
+    with autocast_for("auto", cpu):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(optim, "cpu_bf16_native", lambda: False)  # AMD, older Intel: bf16 is emulated there
+    assert resolve_precision("auto", cpu) == "fp32"
+    with autocast_for("auto", cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    assert resolve_precision("fp32", gpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+        resolve_precision("fp16", cpu)
+
+
+def test_cpu_bf16_native_follows_amx(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not optim.cpu_bf16_native()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert optim.cpu_bf16_native() == bool(torch.backends.mkldnn.is_available()
+                                           and torch.ops.mkldnn._is_mkldnn_bf16_supported())

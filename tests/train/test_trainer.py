@@ -11,6 +11,7 @@ from _tiny import tiny_config  # noqa: E402
 
 from kizuna.train.contrastive import ContrastiveTrainer  # noqa: E402
 from kizuna.train.logging import read_metrics  # noqa: E402
+from kizuna.train.optim import resolve_precision  # noqa: E402
 
 
 def batch_of(trainer, n=16):
@@ -23,7 +24,8 @@ def test_grad_cache_accumulation_equals_one_big_batch(tmp_path, loss):
     grads = []
     for k in (1, 4):
         torch.manual_seed(0)
-        tr = ContrastiveTrainer(tiny_config(tmp_path / f"k{k}", accum_steps=k, loss=loss))
+        # fp32: the k = 1 reference runs the model directly, outside the trainer's autocast
+        tr = ContrastiveTrainer(tiny_config(tmp_path / f"k{k}", accum_steps=k, loss=loss, precision="fp32"))
         images, captions = batch_of(tr)
         text = {"tokens": tr.tokenizer(captions)}
         if k == 1:
@@ -42,7 +44,9 @@ def test_training_reduces_loss_and_logs(tmp_path):
     tr.train()
     rows = read_metrics(tmp_path / "metrics.jsonl", "train")
     assert [r["step"] for r in rows] == list(range(1, 13))
-    assert json.loads((tmp_path / "train_config.json").read_text())["best_metric"] == "probe/colour"
+    written = json.loads((tmp_path / "train_config.json").read_text())
+    assert written["best_metric"] == "probe/colour" and written["precision"] == "auto"
+    assert written["precision_used"] == resolve_precision("auto", torch.device("cpu"))  # what auto meant here
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert all(r["logit_scale"] <= 100.0 + 1e-4 for r in rows)
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))

@@ -34,7 +34,7 @@ from .data import build_dataset, build_loader
 from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import autocast_for, make_optimizer, make_scheduler
+from .optim import autocast_for, make_optimizer, make_scheduler, resolve_precision
 from .towers import lock_tower
 
 
@@ -118,7 +118,8 @@ class ContrastiveTrainer:
         self.text_cache: dict[str, torch.Tensor] = {}
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
-        self.logger.write_config(cfg.to_dict())
+        # The precision "auto" resolved to on this machine, next to the settings.
+        self.logger.write_config({**cfg.to_dict(), "precision_used": resolve_precision(cfg.precision, self.device)})
         if self.resume_from is not None:
             self._resume()
         index = getattr(self.dataset, "index", None)

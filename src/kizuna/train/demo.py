@@ -30,6 +30,8 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the demo config's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+                   help="training precision (default: the config's, auto)")
     p.add_argument("--probe-size", type=int, default=500, help="held-out scenes per probe in the final evaluation")
     p.add_argument("--no-progress", action="store_true")
 
@@ -46,6 +48,8 @@ def run(args):
         overrides["steps"] = args.steps
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
+    if args.precision:
+        overrides["precision"] = args.precision
     cfg = make_config(load_config_file("demo"), **overrides)
     from .report import describe_image_tower
 

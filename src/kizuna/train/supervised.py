@@ -61,7 +61,7 @@ from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import autocast_for, make_optimizer, make_scheduler, param_groups
+from .optim import autocast_for, make_optimizer, make_scheduler, param_groups, resolve_precision
 
 __all__ = [
     "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "load_for_finetune",
@@ -118,7 +118,7 @@ class SupervisedConfig:
     eps: float = 1e-8
     momentum: float = 0.9  # SGD only
     grad_clip: float = 1.0
-    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "fp32" | "bf16"
+    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX, else fp32) | "fp32" | "bf16"
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
     seed: int = 0
@@ -422,7 +422,8 @@ class SupervisedTrainer:
         self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
-        self.logger.write_config(cfg.to_dict())
+        # The precision "auto" resolved to on this machine, next to the settings.
+        self.logger.write_config({**cfg.to_dict(), "precision_used": resolve_precision(cfg.precision, self.device)})
         if self.resume_from is not None:
             self._resume()
         if self.dist.is_main and cfg.progress:
