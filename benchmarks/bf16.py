@@ -7,7 +7,7 @@ measures what that is worth, against HF ``CLIPModel`` in the same precision and 
 - encoding, batch 32, ``torch.inference_mode()``: each model cast with ``.to(torch.bfloat16)`` (what
   ``--precision bf16`` does in kizuna's evaluation and apps, and HF's ``torch_dtype=torch.bfloat16``);
   contenders kizuna bf16 (fused blocks on oneDNN, ``kizuna.models.layers.ONEDNN_BF16``), HF bf16, the
-  same kizuna bf16 model unfused (``common.plain_linears``), and kizuna fp32 as shipped;
+  same kizuna bf16 model unfused (``common.plain_linears``), and kizuna fp32 (as shipped for inference);
 - a ViT-B/32 training step at batch 32 (forward, CLIP loss, backward, AdamW), fp32 weights under
   ``torch.autocast("cpu", torch.bfloat16)`` (``--precision bf16`` in the trainers) for kizuna and HF, and
   kizuna's fp32 step;
@@ -174,7 +174,8 @@ def run(s: Settings) -> dict:
         "Encoding: both models cast to bf16 (`.to(torch.bfloat16)`); kizuna takes float32 pixels and casts them "
         "itself, HF's pixels are cast before the call. Same weights, same inputs.",
         "Training step: fp32 weights and AdamW, forward and loss under `torch.autocast('cpu', torch.bfloat16)`, "
-        "as the trainers' `--precision bf16` runs them. The fp32 row is kizuna as shipped (`--precision fp32`).",
+        "as the trainers' `--precision bf16` runs them (and `auto`, on a CPU with AMX). The fp32 row is "
+        "`--precision fp32`, kizuna's default on CPUs without AMX.",
         "The min cosine compares each contender's features with HF's fp32 features of the same weights.",
         "Pretrained weights: the sentence embeddings of the packaged all-MiniLM-L6-v2 (a Hugging Face BERT "
         "encoder, mean-pooled) for Flickr8k captions, 256 per batch, fp32 against a bf16 copy: their cosine, and "

@@ -13,7 +13,7 @@ class-stratified share of the training set (nested: the 10% subset is inside the
 One optimizer step: per-sample augmentation (crop, flip, RandAugment; seeded per (seed, epoch,
 sample)), optional Mixup / CutMix (seeded per (seed, step, rank)), soft-target cross-entropy with
 label smoothing, backward, gradient clipping, AdamW (or SGD with momentum for fine-tuning), cosine
-schedule with linear warmup. bf16 autocast on GPU, fp32 on CPU. Everything a resumed run needs
+schedule with linear warmup. bf16 autocast on GPU and AMX CPUs, else fp32. Everything a resumed run needs
 (model, optimizer, scheduler, RNG, data position) is checkpointed, so a resumed run is
 bit-identical to an uninterrupted one.
 
