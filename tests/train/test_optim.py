@@ -97,3 +97,13 @@ def test_cpu_bf16_native_follows_amx(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert optim.cpu_bf16_native() == bool(torch.backends.mkldnn.is_available()
                                            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_bf16_on_a_cpu_without_amx_gets_a_note(monkeypatch):
+    from kizuna.train.optim import bf16_note
+
+    monkeypatch.setattr(optim, "cpu_bf16_native", lambda: False)
+    assert "emulated" in bf16_note("bf16", torch.device("cpu")) and "--precision fp32" in bf16_note("bf16", "cpu")
+    assert bf16_note("fp32", "cpu") is None and bf16_note("auto", "cpu") is None  # auto picks fp32 there itself
+    monkeypatch.setattr(optim, "cpu_bf16_native", lambda: True)
+    assert bf16_note("bf16", "cpu") is None

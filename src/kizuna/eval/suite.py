@@ -36,6 +36,7 @@ import json
 import math
 import re
 import runpy
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,13 @@ class _Context:
         if key not in self.models:
             import kizuna
 
+            import torch
+
+            from kizuna.train.optim import bf16_note
+
+            note = bf16_note(precision, torch.device(device))
+            if note and is_main():
+                print(note, file=sys.stderr)
             m = kizuna.create_model(spec, allow_jit=allow_jit, precision=precision).to(device).eval()
             self.models[key] = (m, kizuna.get_tokenizer(m))
         return self.models[key]

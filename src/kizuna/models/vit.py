@@ -114,9 +114,10 @@ def resample_pos_embed(
 
 class PatchEmbed(nn.Module):
     """Linear projection of flattened P x P patches. The weight is a conv's (kernel = stride = P), as in every
-    ViT checkpoint, but it runs as a reshape and one GEMM: the same numbers, and a much cheaper backward. On a
-    2-core Xeon, ViT-B/32's patch embedding at batch 32 took 83 ms forward and backward as a conv and 62 ms as
-    a GEMM in fp32; under bf16 autocast 405 ms against 27 ms (oneDNN's bf16 conv weight gradient is slow)."""
+    ViT checkpoint, but on the CPU it runs as a reshape and one GEMM: the same numbers, and a much cheaper
+    backward. On a 2-core Xeon, ViT-B/32's patch embedding at batch 32 took 83 ms forward and backward as a
+    conv and 62 ms as a GEMM in fp32; under bf16 autocast 405 ms against 27 ms (oneDNN's bf16 conv weight
+    gradient is slow)."""
 
     def __init__(self, patch_size: int, in_chans: int, width: int, bias: bool):
         super().__init__()
@@ -124,8 +125,11 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, width, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> [B, width, H // P, W // P] (a view of [B, tokens, width]; rows and columns past
-        the last whole patch are dropped, as the conv drops them)."""
+        """[B, C, H, W] -> [B, width, H // P, W // P] (on the CPU a view of [B, tokens, width]; rows and
+        columns past the last whole patch are dropped, as the conv drops them). Other devices keep the conv:
+        the GEMM form was measured on the CPU only."""
+        if x.device.type != "cpu":
+            return self.proj(x)
         p = self.patch_size
         B, C, H, W = x.shape
         gh, gw = H // p, W // p

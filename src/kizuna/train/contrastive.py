@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from .data import build_dataset, build_loader
 from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import autocast_for, make_optimizer, make_scheduler, resolve_precision
+from .optim import autocast_for, bf16_note, make_optimizer, make_scheduler, resolve_precision
 from .towers import lock_tower
 
 
@@ -73,6 +74,10 @@ class ContrastiveTrainer:
         self.device = self.dist.device
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
+        resolve_precision(cfg.precision, self.device)  # an unknown precision fails here, before any work
+        note = bf16_note(cfg.precision, self.device)
+        if note and self.dist.is_main:
+            print(note, file=sys.stderr)
         self.out = Path(cfg.out)
         if cfg.batch_size % (self.dist.world_size * cfg.accum_steps):
             raise ValueError(

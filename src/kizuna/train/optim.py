@@ -79,6 +79,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def bf16_note(precision: str, device: torch.device) -> str | None:
+    """A one-line note when bf16 was asked for on a CPU that only emulates it (slower than fp32), else None."""
+    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu_bf16_native():
+        return ("note: bf16 on this CPU is emulated (no AMX) and runs slower than fp32; "
+                "--precision fp32 (or auto, for training) is the faster choice here")
+    return None
+
+
 def autocast_for(precision: str, device: torch.device):
     """bf16 autocast or nothing, as :func:`resolve_precision` resolves ``precision``; weights and the
     optimizer stay fp32 either way."""

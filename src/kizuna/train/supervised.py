@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import autocast_for, make_optimizer, make_scheduler, param_groups, resolve_precision
+from .optim import autocast_for, bf16_note, make_optimizer, make_scheduler, param_groups, resolve_precision
 
 __all__ = [
     "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "load_for_finetune",
@@ -342,6 +343,10 @@ class SupervisedTrainer:
         self.device = self.dist.device
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
+        resolve_precision(cfg.precision, self.device)  # an unknown precision fails here, before any work
+        note = bf16_note(cfg.precision, self.device)
+        if note and self.dist.is_main:
+            print(note, file=sys.stderr)
         self.out = Path(cfg.out)
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size {self.dist.world_size}")
