@@ -281,6 +281,7 @@ def test_row_threshold_from_the_environment(monkeypatch):
 def test_cpu_training_attention_materialised_gives_sdpas_outputs_and_gradients(monkeypatch, causal):
     """CPU training runs short attention materialised (``layers.MATERIALISED_TRAINING_KEYS``): the same loss and
     gradients as SDPA, for whole blocks and for the pruned last block (``forward_rows``, a causal key mask)."""
+    monkeypatch.setattr(layers, "MATERIALISED_TRAINING_KEYS", {torch.float32: 80})  # Intel's default
     torch.manual_seed(4)
     stack = layers.Transformer(32, 2, 4, 64, "quick_gelu", 1e-5)
     x = torch.randn(2, 9, 32, requires_grad=True)
@@ -302,7 +303,8 @@ def test_cpu_training_attention_materialised_gives_sdpas_outputs_and_gradients(m
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_attention_is_materialised_only_for_short_cpu_training():
+def test_attention_is_materialised_only_for_short_cpu_training(monkeypatch):
+    monkeypatch.setattr(layers, "MATERIALISED_TRAINING_KEYS", {torch.float32: 80, torch.bfloat16: 200})
     q = torch.randn(1, 2, 50, 8, requires_grad=True)
     long_k = torch.randn(1, 2, layers.MATERIALISED_TRAINING_KEYS[torch.float32] + 1, 8)
     assert layers._materialise_for_training(q, q)
@@ -310,3 +312,11 @@ def test_attention_is_materialised_only_for_short_cpu_training():
     with torch.no_grad():
         assert not layers._materialise_for_training(q, q)  # inference keeps SDPA
     assert layers._materialise_for_training(q.detach().bfloat16().requires_grad_(), long_k.bfloat16())
+
+
+def test_the_training_attention_and_patch_gemm_rules_hold_on_intel_only():
+    """Measured on a Xeon; other CPUs keep SDPA and the patch conv until measured there."""
+    from kizuna.models import vit
+
+    assert layers.INTEL == (layers.cpu_info("vendor_id") == "GenuineIntel")
+    assert bool(layers.MATERIALISED_TRAINING_KEYS) == layers.INTEL and vit.PATCH_GEMM == layers.INTEL

@@ -23,11 +23,14 @@ def test_patch_embedding_is_linear_projection_of_flattened_patches():
 
 
 @pytest.mark.parametrize("size,patch,bias", [(32, 8, True), (35, 8, False), (12, 1, True)])
-def test_patch_embedding_equals_the_conv_whose_weights_it_holds(size, patch, bias):
+@pytest.mark.parametrize("gemm", [True, False])
+def test_patch_embedding_equals_the_conv_whose_weights_it_holds(size, patch, bias, gemm, monkeypatch):
     """The reshape + GEMM computes what the checkpoint's conv (kernel = stride = P) computes, gradients included;
     rows and columns past the last whole patch (35 px at P = 8) are dropped, as the conv drops them."""
+    from kizuna.models import vit
     from kizuna.models.vit import PatchEmbed
 
+    monkeypatch.setattr(vit, "PATCH_GEMM", gemm)  # Intel's path and everyone else's
     torch.manual_seed(0)
     pe = PatchEmbed(patch, 3, 16, bias)
     x = torch.randn(2, 3, size, size, requires_grad=True)

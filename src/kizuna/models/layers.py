@@ -259,7 +259,10 @@ class Mlp(nn.Module):
 # Forward and backward on a 2-core Xeon (batch 32, head dim 64), flash vs materialised: fp32 17.4 vs 11.0 ms at
 # 50 keys, 18.3 vs 15.1 at 77, but 24.6 vs 25.4 at 96 (head dim 32) and 107 vs 170 at 197; bf16 46 vs 8.7 ms at
 # 50 keys, 43 vs 10 at 77, 127 vs 68 at 197. Inference keeps SDPA: its forward was as fast or faster.
-MATERIALISED_TRAINING_KEYS = {torch.float32: 80, torch.bfloat16: 200}
+# Measured on Intel only: other CPUs keep SDPA until measured there (on AMD the batched matmuls would run on
+# MKL's non-AVX-512 path).
+INTEL = cpu_info("vendor_id") == "GenuineIntel"
+MATERIALISED_TRAINING_KEYS = {torch.float32: 80, torch.bfloat16: 200} if INTEL else {}
 
 
 def _materialise_for_training(q: torch.Tensor, k: torch.Tensor) -> bool:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import AttentionPool, Transformer
+from .layers import INTEL, AttentionPool, Transformer
 
 
 def _pair(x) -> tuple[int, int]:
@@ -112,6 +112,9 @@ def resample_pos_embed(
     return out[0] if squeeze else out
 
 
+PATCH_GEMM = INTEL  # see PatchEmbed.forward
+
+
 class PatchEmbed(nn.Module):
     """Linear projection of flattened P x P patches. The weight is a conv's (kernel = stride = P), as in every
     ViT checkpoint, but on the CPU it runs as a reshape and one GEMM: the same numbers, and a much cheaper
@@ -127,8 +130,9 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, width, H // P, W // P] (on the CPU a view of [B, tokens, width]; rows and
         columns past the last whole patch are dropped, as the conv drops them). Other devices keep the conv:
-        the GEMM form was measured on the CPU only."""
-        if x.device.type != "cpu":
+        the GEMM form was measured on an Intel CPU only (``PATCH_GEMM``; on AMD the conv runs on oneDNN and
+        F.linear on MKL's slower non-AVX-512 path, so AMD keeps the conv until measured there)."""
+        if x.device.type != "cpu" or not PATCH_GEMM:
             return self.proj(x)
         p = self.patch_size
         B, C, H, W = x.shape
