@@ -13,7 +13,7 @@ adds into the GEMMs (``FUSE``): oneDNN as post-ops, MKL by accumulating into a t
 holds bias or residual (``addmm_``), with fc1's activation in place and the large qkv/fc1 outputs
 written into buffers reused from block to block (a fresh tensor that large is page-faulted in each time).
 A bf16 model (``model.to(torch.bfloat16)``) fuses its inference blocks on oneDNN where the CPU does bf16
-natively (``ONEDNN_BF16``: AVX-512 BF16 or AMX), about 3x faster than fp32 on a Xeon with AMX
+natively (``ONEDNN_BF16``: AVX-512 BF16 or AMX), about 4x faster than fp32 for images on a Xeon with AMX
 (docs/PERFORMANCE.md). ``KIZUNA_GEMM=onednn|mkl`` picks the fp32 library, ``KIZUNA_FUSE=0`` switches
 fusion off, ``KIZUNA_ONEDNN=0`` keeps oneDNN out entirely.
 """
