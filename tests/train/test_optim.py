@@ -106,4 +106,5 @@ def test_bf16_on_a_cpu_without_amx_gets_a_note(monkeypatch):
     assert "emulated" in bf16_note("bf16", torch.device("cpu")) and "--precision fp32" in bf16_note("bf16", "cpu")
     assert bf16_note("fp32", "cpu") is None and bf16_note("auto", "cpu") is None  # auto picks fp32 there itself
     monkeypatch.setattr(optim, "cpu_bf16_native", lambda: True)
-    assert bf16_note("bf16", "cpu") is None
+    assert bf16_note("bf16", "cpu") is None and bf16_note("fp32", "cpu") is None
+    assert "bf16 autocast (auto: this CPU has AMX)" in bf16_note("auto", "cpu")  # says why a run is in bf16

@@ -80,10 +80,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def bf16_note(precision: str, device: torch.device) -> str | None:
-    """A one-line note when bf16 was asked for on a CPU that only emulates it (slower than fp32), else None."""
-    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu_bf16_native():
+    """A one-line note for the user, else None: when bf16 was asked for on a CPU that only emulates it
+    (slower than fp32), and when "auto" chose bf16 on a CPU (so a run's numbers differ from an fp32 machine's)."""
+    on_cpu = torch.device(device).type == "cpu"
+    if precision == "bf16" and on_cpu and not cpu_bf16_native():
         return ("note: bf16 on this CPU is emulated (no AMX) and runs slower than fp32; "
                 "--precision fp32 (or auto, for training) is the faster choice here")
+    if precision == "auto" and on_cpu and resolve_precision(precision, torch.device(device)) == "bf16":
+        return "precision: bf16 autocast (auto: this CPU has AMX); --precision fp32 trains in fp32"
     return None
 
 
