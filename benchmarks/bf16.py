@@ -34,19 +34,14 @@ NATIVE = 1.5  # bf16 peak / fp32 peak above which bf16 counts as native here
 
 
 def _peak(dtype: torch.dtype, sizes, tries: int) -> dict[int, float]:
-    import time
+    """torch.mm GFLOP/s in ``dtype`` per square size, best of ``tries`` (as ``utilization``'s fp32 peak)."""
+    from .utilization import _best_gflops
 
-    out = {}
     g = torch.Generator().manual_seed(0)
+    out = {}
     for n in sizes:
         a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
-        torch.mm(a, b)
-        best = float("inf")
-        for _ in range(tries):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
-        out[n] = 2 * n**3 / best / 1e9
+        out[n] = _best_gflops(lambda: torch.mm(a, b), n, tries)
     return out
 
 
@@ -174,8 +169,7 @@ def run(s: Settings) -> dict:
         "Encoding: both models cast to bf16 (`.to(torch.bfloat16)`); kizuna takes float32 pixels and casts them "
         "itself, HF's pixels are cast before the call. Same weights, same inputs.",
         "Training step: fp32 weights and AdamW, forward and loss under `torch.autocast('cpu', torch.bfloat16)`, "
-        "as the trainers' `--precision bf16` runs them (and `auto`, on a CPU with AMX). The fp32 row is "
-        "`--precision fp32`, kizuna's default on CPUs without AMX.",
+        "as the trainers' `--precision bf16` runs them. The fp32 row is `--precision fp32`, the CPU default.",
         "The min cosine compares each contender's features with HF's fp32 features of the same weights.",
         "Pretrained weights: the sentence embeddings of the packaged all-MiniLM-L6-v2 (a Hugging Face BERT "
         "encoder, mean-pooled) for Flickr8k captions, 256 per batch, fp32 against a bf16 copy: their cosine, and "

@@ -17,14 +17,10 @@ def add_model_argument(parser, required: bool = True):
 
 
 def load_model_from_args(args):
-    import sys
-
     import kizuna
-    from kizuna.train.optim import bf16_note
+    from kizuna.train.optim import announce_precision
 
-    note = bf16_note(getattr(args, "precision", "fp32"), torch.device(args.device))
-    if note:
-        print(note, file=sys.stderr)
+    announce_precision(getattr(args, "precision", "fp32"), torch.device(args.device))
     model = kizuna.create_model(args.model, allow_jit=getattr(args, "allow_jit", False),
                                 precision=getattr(args, "precision", "fp32"))
     return model.to(args.device).eval()

@@ -36,7 +36,6 @@ import json
 import math
 import re
 import runpy
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,15 +142,12 @@ class _Context:
     def model(self, spec: str, device, allow_jit: bool = False, precision: str = "fp32"):
         key = (spec, str(device), precision)
         if key not in self.models:
-            import kizuna
-
             import torch
 
-            from kizuna.train.optim import bf16_note
+            import kizuna
+            from kizuna.train.optim import announce_precision
 
-            note = bf16_note(precision, torch.device(device))
-            if note and is_main():
-                print(note, file=sys.stderr)
+            announce_precision(precision, torch.device(device), is_main())
             m = kizuna.create_model(spec, allow_jit=allow_jit, precision=precision).to(device).eval()
             self.models[key] = (m, kizuna.get_tokenizer(m))
         return self.models[key]

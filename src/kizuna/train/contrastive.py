@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from .data import build_dataset, build_loader
 from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import autocast_for, bf16_note, make_optimizer, make_scheduler, resolve_precision
+from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler
 from .towers import lock_tower
 
 
@@ -74,10 +73,7 @@ class ContrastiveTrainer:
         self.device = self.dist.device
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
-        resolve_precision(cfg.precision, self.device)  # an unknown precision fails here, before any work
-        note = bf16_note(cfg.precision, self.device)
-        if note and self.dist.is_main:
-            print(note, file=sys.stderr)
+        self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
         self.out = Path(cfg.out)
         if cfg.batch_size % (self.dist.world_size * cfg.accum_steps):
             raise ValueError(
@@ -124,7 +120,7 @@ class ContrastiveTrainer:
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
         # The precision "auto" resolved to on this machine, next to the settings.
-        self.logger.write_config({**cfg.to_dict(), "precision_used": resolve_precision(cfg.precision, self.device)})
+        self.logger.write_config({**cfg.to_dict(), "precision_used": self.precision})
         if self.resume_from is not None:
             self._resume()
         index = getattr(self.dataset, "index", None)
@@ -167,7 +163,7 @@ class ContrastiveTrainer:
         return self.cfg.lock_text and self.model.cfg.text.kind == "minilm"
 
     def autocast(self):
-        return autocast_for(self.cfg.precision, self.device)
+        return autocast_for(self.precision, self.device)
 
     # ----- one step ----------------------------------------------------------------------------
     def _text_inputs(self, captions: list[str]) -> dict:

@@ -1,5 +1,5 @@
 """AdamW with weight decay on matrices only, a cosine schedule with linear warmup, and the precision
-context (bf16 autocast on GPU and on CPUs with AMX, fp32 elsewhere).
+context (bf16 autocast on GPU, fp32 on CPU unless asked).
 
 Shared by the contrastive and the supervised trainers.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 
 import torch
 from torch import nn
@@ -55,9 +56,10 @@ def make_scheduler(optimizer, total_steps, warmup_steps: int, min_ratio: float =
 def cpu_bf16_native() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AMX: Intel Xeons since Sapphire Rapids).
 
-    There bf16 autocast trains faster than fp32 at every size these configs use (a 2-core Xeon: the `demo`
-    config 1.47x, `flickr8k` 1.56x, `vit_cifar10` 1.39x, a ViT-B/32 CLIP step 2.6x; the demo's held-out
-    accuracies the same, docs/TRAINING.md). Elsewhere bf16 matmuls are emulated and slower than fp32."""
+    There bf16 autocast trains faster than fp32 (a 2-core Xeon: the `demo` config 1.42x, `flickr8k` 1.56x,
+    `vit_cifar10` 1.39x, a ViT-B/32 CLIP step 2.6x), but ``auto`` keeps fp32 on the CPU: over two seeds
+    of the `flickr8k` config, bf16 ended 2.2 points lower in image->text R@10 (docs/TRAINING.md).
+    Elsewhere bf16 matmuls are emulated and slower than fp32."""
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     try:
         return bool(is_amx is not None and is_amx() and torch.backends.mkldnn.is_available()
@@ -70,25 +72,30 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> "bf16" on a GPU and on a CPU with native bf16 (:func:`cpu_bf16_native`), else "fp32"."""
+    """"auto" -> "bf16" on a GPU, "fp32" on the CPU (see :func:`cpu_bf16_native` for why, even with AMX)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     if precision == "auto":
-        native = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
-        return "bf16" if native else "fp32"
+        return "bf16" if device.type == "cuda" else "fp32"
     return precision
 
 
 def bf16_note(precision: str, device: torch.device) -> str | None:
-    """A one-line note for the user, else None: when bf16 was asked for on a CPU that only emulates it
-    (slower than fp32), and when "auto" chose bf16 on a CPU (so a run's numbers differ from an fp32 machine's)."""
-    on_cpu = torch.device(device).type == "cpu"
-    if precision == "bf16" and on_cpu and not cpu_bf16_native():
+    """A one-line note when bf16 was asked for on a CPU that only emulates it (slower than fp32), else None."""
+    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu_bf16_native():
         return ("note: bf16 on this CPU is emulated (no AMX) and runs slower than fp32; "
-                "--precision fp32 (or auto, for training) is the faster choice here")
-    if precision == "auto" and on_cpu and resolve_precision(precision, torch.device(device)) == "bf16":
-        return "precision: bf16 autocast (auto: this CPU has AMX); --precision fp32 trains in fp32"
+                "--precision fp32 (or auto) is the faster choice here")
     return None
+
+
+def announce_precision(precision: str, device: torch.device, is_main: bool = True) -> str:
+    """At the start of a trainer or an inference command: the precision ``precision`` resolves to here (an
+    unknown one fails now, before any work), with :func:`bf16_note`'s line on stderr from the main process."""
+    resolved = resolve_precision(precision, device)
+    note = bf16_note(precision, device)
+    if note and is_main:
+        print(note, file=sys.stderr)
+    return resolved
 
 
 def autocast_for(precision: str, device: torch.device):

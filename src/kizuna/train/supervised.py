@@ -13,7 +13,7 @@ class-stratified share of the training set (nested: the 10% subset is inside the
 One optimizer step: per-sample augmentation (crop, flip, RandAugment; seeded per (seed, epoch,
 sample)), optional Mixup / CutMix (seeded per (seed, step, rank)), soft-target cross-entropy with
 label smoothing, backward, gradient clipping, AdamW (or SGD with momentum for fine-tuning), cosine
-schedule with linear warmup. bf16 autocast on GPU and AMX CPUs, else fp32. Everything a resumed run needs
+schedule with linear warmup. bf16 autocast on GPU, fp32 on CPU unless asked. Everything a resumed run needs
 (model, optimizer, scheduler, RNG, data position) is checkpointed, so a resumed run is
 bit-identical to an uninterrupted one.
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,7 @@ from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import autocast_for, bf16_note, make_optimizer, make_scheduler, param_groups, resolve_precision
+from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups
 
 __all__ = [
     "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "load_for_finetune",
@@ -119,7 +118,7 @@ class SupervisedConfig:
     eps: float = 1e-8
     momentum: float = 0.9  # SGD only
     grad_clip: float = 1.0
-    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX, else fp32) | "fp32" | "bf16"
+    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "fp32" | "bf16" (fast on CPUs with AMX)
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
     seed: int = 0
@@ -343,10 +342,7 @@ class SupervisedTrainer:
         self.device = self.dist.device
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
-        resolve_precision(cfg.precision, self.device)  # an unknown precision fails here, before any work
-        note = bf16_note(cfg.precision, self.device)
-        if note and self.dist.is_main:
-            print(note, file=sys.stderr)
+        self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
         self.out = Path(cfg.out)
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size {self.dist.world_size}")
@@ -428,7 +424,7 @@ class SupervisedTrainer:
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
         # The precision "auto" resolved to on this machine, next to the settings.
-        self.logger.write_config({**cfg.to_dict(), "precision_used": resolve_precision(cfg.precision, self.device)})
+        self.logger.write_config({**cfg.to_dict(), "precision_used": self.precision})
         if self.resume_from is not None:
             self._resume()
         if self.dist.is_main and cfg.progress:
@@ -443,7 +439,7 @@ class SupervisedTrainer:
 
     # ----- one step ----------------------------------------------------------------------------
     def autocast(self):
-        return autocast_for(self.cfg.precision, self.device)
+        return autocast_for(self.precision, self.device)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         cfg = self.cfg
