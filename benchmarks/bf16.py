@@ -224,7 +224,9 @@ def _train_step(s: Settings, k32, hf32, pixels, tokens) -> dict:
     for name, m in models.items():
         m.train()
         opts[name] = step_optimizer(m)
-    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    from kizuna.train.optim import autocast_for
+
+    bf16 = lambda: autocast_for("bf16", torch.device("cpu"))  # the trainers' own context for --precision bf16
 
     def kizuna_step(name, autocast):
         m = models[name]

@@ -10,7 +10,9 @@ def add_model_argument(parser, required: bool = True):
     parser.add_argument("--allow-jit", action="store_true",
                         help="allow loading TorchScript archives (they execute code: trusted files only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    from kizuna import PRECISIONS
+
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                         help="weights and activations: fp32 (default), or bf16 - on a CPU with AMX (recent Intel Xeons) "
                              "images encode ~4x and texts ~2.5x faster, features within a cosine of ~0.9999 of "
                              "fp32's; on CPUs without AMX bf16 is slower than fp32")

@@ -30,7 +30,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the demo config's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+    from .optim import PRECISIONS
+
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="training precision (default: the config's, auto)")
     p.add_argument("--probe-size", type=int, default=500, help="held-out scenes per probe in the final evaluation")
     p.add_argument("--no-progress", action="store_true")
