@@ -169,7 +169,7 @@ def run(s: Settings) -> dict:
         "Encoding: both models cast to bf16 (`.to(torch.bfloat16)`); kizuna takes float32 pixels and casts them "
         "itself, HF's pixels are cast before the call. Same weights, same inputs.",
         "Training step: fp32 weights and AdamW, forward and loss under `torch.autocast('cpu', torch.bfloat16)`, "
-        "as the trainers' `--precision bf16` runs them. The fp32 row is `--precision fp32`, the CPU default.",
+        "as the trainers' `--precision bf16` runs them. The fp32 row is `--precision fp32`, the default on CPUs without AMX.",
         "The min cosine compares each contender's features with HF's fp32 features of the same weights.",
         "Pretrained weights: the sentence embeddings of the packaged all-MiniLM-L6-v2 (a Hugging Face BERT "
         "encoder, mean-pooled) for Flickr8k captions, 256 per batch, fp32 against a bf16 copy: their cosine, and "

@@ -195,3 +195,21 @@ def test_vit_variants_decode_and_train_at_tiny_width(size):
 def test_bad_image_shape_is_clear():
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         tiny_vit()(torch.randn(2, 1, 32, 32))
+
+
+@pytest.mark.parametrize("kw", [dict(class_token=False, pool="gap"), dict(stem="conv", stem_channels=[8, 16],
+                                                                          patch_size=1, class_token=False, pool="gap")])
+def test_residual_stream_stays_fp32_under_autocast_and_bf16_in_a_bf16_model(kw):
+    """Autocast runs the patch embedding (or stem) in bf16; without a class token to promote it, the tokens would
+    carry bf16 through every residual add. They take the fp32 position embedding's dtype instead, as on GPU
+    autocast and as the text tower's do; a bf16 model keeps bf16 throughout."""
+    vit = tiny_vit(**kw)
+    seen = []
+    vit.transformer.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = vit(torch.randn(2, 3, 32, 32))
+    assert seen == [torch.float32]
+    assert pooled.dtype == torch.float32  # the pooled tokens; autocast'd matmuls elsewhere are still bf16
+    vit.to(torch.bfloat16)
+    vit(torch.randn(2, 3, 32, 32))
+    assert seen[-1] == torch.bfloat16

@@ -227,7 +227,9 @@ class VisionTransformer(nn.Module):
         pos = resample_pos_embed(self.pos_embed, grid, self.cfg.grid, self.cfg.num_prefix_tokens)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + pos.to(x.dtype)
+        # The residual stream takes the position embedding's dtype: float32 under autocast (the stem's bf16
+        # output is promoted here, as the text tower's is by its embedding), bf16 in a bf16 model.
+        x = x.to(pos.dtype) + pos
         if self.training and self.patch_dropout > 0:
             x = self._drop_patches(x)
         return self.norm_pre(x), grid

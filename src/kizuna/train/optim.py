@@ -1,5 +1,5 @@
 """AdamW with weight decay on matrices only, a cosine schedule with linear warmup, and the precision
-context (bf16 autocast on GPU, fp32 on CPU unless asked).
+context (bf16 autocast on GPU and on CPUs with AMX, fp32 elsewhere unless asked).
 
 Shared by the contrastive and the supervised trainers.
 """
@@ -56,10 +56,10 @@ def make_scheduler(optimizer, total_steps, warmup_steps: int, min_ratio: float =
 def cpu_bf16_native() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AMX: Intel Xeons since Sapphire Rapids).
 
-    There bf16 autocast trains faster than fp32 (a 2-core Xeon: the `demo` config 1.42x, `flickr8k` 1.56x,
-    `vit_cifar10` 1.39x, a ViT-B/32 CLIP step 2.6x), but ``auto`` keeps fp32 on the CPU: over two seeds
-    of the `flickr8k` config, bf16 ended 2.2 points lower in image->text R@10 (docs/TRAINING.md).
-    Elsewhere bf16 matmuls are emulated and slower than fp32."""
+    There bf16 autocast trains faster than fp32 (a 2-core Xeon: the `flickr8k` config 1.48x, a ViT-B/32
+    CLIP step 2.6x) and learns as well: over three seeds of `flickr8k`, Flickr8k test R@10 within 0.2
+    points of fp32 in both directions (docs/TRAINING.md), so ``auto`` picks it there. Elsewhere bf16
+    matmuls are emulated and slower than fp32."""
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     try:
         return bool(is_amx is not None and is_amx() and torch.backends.mkldnn.is_available()
@@ -72,19 +72,24 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> "bf16" on a GPU, "fp32" on the CPU (see :func:`cpu_bf16_native` for why, even with AMX)."""
+    """"auto" -> "bf16" on a GPU and on a CPU with native bf16 (:func:`cpu_bf16_native`), else "fp32"."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
+        return "bf16" if native else "fp32"
     return precision
 
 
 def bf16_note(precision: str, device: torch.device) -> str | None:
-    """A one-line note when bf16 was asked for on a CPU that only emulates it (slower than fp32), else None."""
-    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu_bf16_native():
+    """A one-line note for the user, else None: when bf16 was asked for on a CPU that only emulates it
+    (slower than fp32), and when "auto" chose bf16 on a CPU (so a run's numbers differ from an fp32 machine's)."""
+    on_cpu = torch.device(device).type == "cpu"
+    if precision == "bf16" and on_cpu and not cpu_bf16_native():
         return ("note: bf16 on this CPU is emulated (no AMX) and runs slower than fp32; "
                 "--precision fp32 (or auto) is the faster choice here")
+    if precision == "auto" and on_cpu and resolve_precision(precision, torch.device(device)) == "bf16":
+        return "precision: bf16 autocast (auto: this CPU has AMX); --precision fp32 trains in fp32"
     return None
 
 

@@ -13,9 +13,9 @@ class-stratified share of the training set (nested: the 10% subset is inside the
 One optimizer step: per-sample augmentation (crop, flip, RandAugment; seeded per (seed, epoch,
 sample)), optional Mixup / CutMix (seeded per (seed, step, rank)), soft-target cross-entropy with
 label smoothing, backward, gradient clipping, AdamW (or SGD with momentum for fine-tuning), cosine
-schedule with linear warmup. bf16 autocast on GPU, fp32 on CPU unless asked. Everything a resumed run needs
-(model, optimizer, scheduler, RNG, data position) is checkpointed, so a resumed run is
-bit-identical to an uninterrupted one.
+schedule with linear warmup. bf16 autocast on GPU and on CPUs with AMX, fp32 elsewhere unless asked.
+Everything a resumed run needs (model, optimizer, scheduler, RNG, data position) is checkpointed, so a
+resumed run is bit-identical to an uninterrupted one.
 
 Fine-tuning (``init=CHECKPOINT``): a ViT (or a CLIP model's image tower) is loaded, optionally at a
 new ``image_size``, and gets a fresh zero-initialised classifier. ``pos_embed`` says how the
@@ -118,7 +118,7 @@ class SupervisedConfig:
     eps: float = 1e-8
     momentum: float = 0.9  # SGD only
     grad_clip: float = 1.0
-    precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "fp32" | "bf16" (fast on CPUs with AMX)
+    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX, else fp32) | "fp32" | "bf16"
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
     seed: int = 0

@@ -32,7 +32,9 @@ def get_config():
         lr=1e-3,
         warmup_steps=50,
         weight_decay=0.2,
-        steps=780,  # ~16 epochs; sized so the run ends near 28 minutes alone on 2 cores (~63 pairs/s, docs/RESULTS.md)
+        # ~16 epochs; sized to end near 28 minutes alone on the 2-core AMD machine when it was chosen (~63 pairs/s,
+        # docs/RESULTS.md). A 2-core Xeon with AMX now runs it in about 5 min (bf16) or 9 (fp32), docs/TRAINING.md.
+        steps=780,
         time_limit_minutes=29.5,
         threads=2,
         workers=0,  # decoding 64-px crops in the main process costs ~6% of a step; a worker would compete for a core
