@@ -6,7 +6,7 @@ from _evalhelpers import classification_wds
 
 import kizuna
 from kizuna.eval.classification import (
-    class_embeddings, classify_features, clear_class_cache, evaluate_zeroshot, rank_classes,
+    class_embeddings, classify_features, classify_scores, clear_class_cache, evaluate_zeroshot, rank_classes,
 )
 from kizuna.eval.datasets import load_dataset
 from kizuna.eval.zeroshot import build_classifier, fill_template
@@ -100,6 +100,24 @@ def test_metrics_per_class_and_confusion(tmp_path):
     assert "recall %" in res.table()
     png = res.plot_confusion(tmp_path / "cm.png")
     assert png.stat().st_size > 5000
+
+
+def test_classifier_scores_add_the_loss_over_the_decoded_images():
+    rng = torch.Generator().manual_seed(1)
+    logits = torch.randn(9, 3, generator=rng)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    valid = torch.tensor([True] * 7 + [False, True])  # row 7 did not decode
+    res = classify_scores(logits, labels, ["x", "y", "z"], valid=valid, method="classifier")
+    v = valid.nonzero().squeeze(1)
+    assert res.metrics["loss"] == pytest.approx(float(F.cross_entropy(logits[v], labels[v])))
+    assert res.metrics["acc1"] == pytest.approx(float((logits[v].argmax(1) == labels[v]).double().mean()))
+    assert res.metrics["acc5"] == 1.0 and res.n == 8 and int(res.predictions[7]) == -1
+    assert res.summary().startswith("classifier") and "templates" not in res.summary()
+    assert res.to_dict()["method"] == "classifier" and "num_templates" not in res.to_dict()
+    # zero-shot results carry no loss (cosine similarities are not logits)
+    assert "loss" not in classify_scores(logits, labels, ["x", "y", "z"]).metrics
+    with pytest.raises(ValueError, match="9 rows of scores but 8 labels"):
+        classify_scores(logits, labels[:8], ["x", "y", "z"])
 
 
 def test_ties_go_to_the_lower_class_index():

@@ -71,6 +71,17 @@ def test_bundled_classnames_and_templates(tmp_path):
     assert "bundled" in ds.classnames_source and "bundled" in ds.templates_source
 
 
+def test_a_split_folder_given_directly_takes_the_dataset_from_its_parent(tmp_path):
+    root = classification_wds(tmp_path / "mine", n=5, split="test")
+    ds = load_dataset(root / "test")  # e.g. cifar10/test, as `kizuna vit train --val-data` takes it
+    assert (ds.name, ds.split, len(ds)) == ("mine", "test", 5)
+    assert ds.classnames == CLASSES and ds.classnames_source == str(root / "classnames.txt")
+    assert ds.templates == ["a photo of a {c}.", "a picture of the {c}."]
+    # the parent's name picks the bundled lists when the root has none
+    c10 = classification_wds(tmp_path / "cifar10", n=10, labels=range(10), write_classnames=False, templates=None)
+    assert load_dataset(c10 / "test").classnames[9] == "truck"
+
+
 def test_missing_classnames_is_a_clear_error(tmp_path):
     root = classification_wds(tmp_path / "noname", n=4, write_classnames=False)
     with pytest.raises(DatasetError) as e:

@@ -260,3 +260,40 @@ def test_keeps_freed_memory_on_the_cpu_unless_told_not_to(data, tmp_path, monkey
     monkeypatch.setattr(supervised, "keep_freed_memory", lambda: calls.append(1) or True)
     SupervisedTrainer(_cfg(data, tmp_path / "m", keep_freed_memory=keep, device="cpu"))
     assert calls == ([1] if keep else [])
+
+
+def test_vit_eval_reproduces_the_trainers_evaluation_and_counts_corrupt_images(data, tmp_path):
+    out = tmp_path / "run"
+    metrics = SupervisedTrainer(_cfg(data, out, steps=12, precision="fp32")).train()  # eval defaults to fp32
+    rc = main(["vit", "eval", str(out / "model"), "--data", str(data / "test"), "--no-progress", "--threads", "1",
+               "--out", str(tmp_path / "ev")])
+    assert rc == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["n"] == metrics["val_samples"] == 16 and res["split"] == "test"
+    assert res["metrics"]["acc1"] == pytest.approx(metrics["val_top1"], abs=1e-9)
+    assert res["metrics"]["loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
+    assert sum(r["n"] for r in res["per_class"]) == 16 and len(res["confusion"]) == 4
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 5000
+    # a corrupt image is skipped and counted, the rest are still evaluated
+    bad = tmp_path / "bad"
+    _shard(bad / "test" / "000000.tar", 1000, 16)
+    with tarfile.open(bad / "test" / "000001.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, blob in (("zzz.cls", b"0"), ("zzz.jpg", b"not a jpeg")):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    (bad / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    main(["vit", "eval", str(out / "model"), "--data", str(bad), "--no-progress", "--out", str(tmp_path / "ev2")])
+    res2 = json.loads((tmp_path / "ev2" / "results.json").read_text())
+    assert res2["n"] == 16 and sum(res2["skipped"].values()) == 1
+    assert res2["metrics"]["acc1"] == res["metrics"]["acc1"]
+
+
+def test_vit_eval_refuses_a_model_that_does_not_fit_the_data(data, tmp_path, capsys):
+    other = kizuna.create_vit("mu/4", image_size=16, num_classes=7, **TINY)
+    kizuna.save_model(other, tmp_path / "seven")
+    assert main(["vit", "eval", str(tmp_path / "seven"), "--data", str(data), "--no-progress"]) == 2
+    assert "model has 7 classes but colours" in capsys.readouterr().err
+    kizuna.save_model(kizuna.create_vit("mu/4", image_size=16, **TINY), tmp_path / "headless")
+    assert main(["vit", "eval", str(tmp_path / "headless"), "--data", str(data), "--no-progress"]) == 2
+    assert "no classification head" in capsys.readouterr().err

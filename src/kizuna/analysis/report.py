@@ -27,13 +27,14 @@ distances are in input pixels (one patch = ``patch_size * stem stride`` pixels).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from kizuna.apps.common import json_safe
 
 from .attention import (
     attention_distance_by_layer,
@@ -144,21 +145,8 @@ def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = F
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _clean(x):
-    """JSON-safe: tensors to lists, NaN/inf to None."""
-    if isinstance(x, torch.Tensor):
-        return _clean(x.detach().cpu().tolist())
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    return x
-
-
 def _write(out: Path, name: str, numbers: dict) -> dict:
-    numbers = _clean(numbers)
+    numbers = json_safe(numbers)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(numbers, indent=2))
     return numbers

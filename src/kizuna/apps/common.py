@@ -1,7 +1,27 @@
 """Helpers shared by the command-line tools."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
+
+
+def json_safe(x):
+    """A JSON-writable copy of ``x``: tensors and numpy values to Python numbers and lists, dict keys to
+    strings, NaN/inf to None (strict JSON has no NaN, e.g. the recall of a class with no images)."""
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return json_safe(x.tolist() if isinstance(x, np.ndarray) else x.detach().cpu().tolist())
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 def add_model_argument(parser, required: bool = True):

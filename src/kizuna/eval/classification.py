@@ -1,9 +1,11 @@
 """Zero-shot classification with prompt ensembles (CLIP paper, Sec. 3.1.4).
 
     ds = load_dataset("/data/cifar10", split="test")
-    res = evaluate_zeroshot(model, tokenizer, ds)            # ZeroShotResult
+    res = evaluate_zeroshot(model, tokenizer, ds)            # ClassificationResult
     res.metrics    # {"acc1", "acc5", "mean_per_class_recall"} as fractions (CLIP_benchmark names)
     print(res.table()); res.plot_confusion("confusion.png")
+
+    res = evaluate_classifier(vit, ds)                       # a trained classifier's own head, same result type
 
 A class's weight is the normalised mean over the templates of the normalised text embeddings of
 ``template.format(classname)``; an image is assigned the class with the highest cosine similarity.
@@ -34,8 +36,8 @@ from .encode import content_hash, dist_info, encode_images, encode_texts_sharded
 from .zeroshot import fill_template
 
 __all__ = [
-    "ZeroShotResult", "class_embeddings", "classify_features", "clear_class_cache", "evaluate_zeroshot",
-    "plot_confusion", "rank_classes",
+    "ClassificationResult", "ZeroShotResult", "class_embeddings", "classify_features", "classify_scores",
+    "clear_class_cache", "evaluate_classifier", "evaluate_zeroshot", "plot_confusion", "rank_classes",
 ]
 
 _MEMORY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
@@ -136,7 +138,7 @@ def rank_classes(scores: torch.Tensor, k: int, chunk: int = 8192) -> torch.Tenso
 
 # ----------------------------------------------------------------------------------- results
 @dataclass
-class ZeroShotResult:
+class ClassificationResult:
     metrics: dict[str, float]
     classnames: list[str]
     confusion: np.ndarray  # [C, C] counts, rows = true class, columns = predicted
@@ -145,10 +147,11 @@ class ZeroShotResult:
     labels: torch.Tensor  # [N]
     valid: torch.Tensor  # [N] bool
     keys: list[str] = field(default_factory=list)
-    scores: torch.Tensor | None = None  # [N, C] cosine similarities (keep_scores=True)
+    scores: torch.Tensor | None = None  # [N, C] cosine similarities, or a classifier's logits (keep_scores=True)
     skipped: SkipCounter = field(default_factory=SkipCounter)
     templates: list[str] = field(default_factory=list)
     dataset: str = ""
+    method: str = "zero-shot"  # or "classifier": a model's own head (evaluate_classifier)
 
     @property
     def n(self) -> int:
@@ -183,14 +186,18 @@ class ZeroShotResult:
 
     def summary(self) -> str:
         m = self.metrics
-        s = (f"zero-shot {self.dataset}: top-1 {100 * m['acc1']:.2f}%  top-5 {100 * m['acc5']:.2f}%  "
-             f"mean per-class recall {100 * m['mean_per_class_recall']:.2f}%  ({self.n} images, "
-             f"{len(self.classnames)} classes, {len(self.templates)} templates)")
+        k = next((key for key in m if key.startswith("acc") and key != "acc1"), "acc5")
+        loss = f"  loss {m['loss']:.4f}" if "loss" in m else ""
+        prompts = f", {len(self.templates)} templates" if self.method == "zero-shot" else ""
+        s = (f"{self.method} {self.dataset}: top-1 {100 * m['acc1']:.2f}%  top-{k[3:]} {100 * m[k]:.2f}%  "
+             f"mean per-class recall {100 * m['mean_per_class_recall']:.2f}%{loss}  ({self.n} images, "
+             f"{len(self.classnames)} classes{prompts})")
         return s + (f"; {self.skipped.report()}" if self.skipped else "")
 
     def to_dict(self, with_confusion: bool = True) -> dict:
         d = {"metrics": self.metrics, "n": self.n, "num_classes": len(self.classnames),
-             "num_templates": len(self.templates), "skipped": self.skipped.as_dict(),
+             **({"num_templates": len(self.templates)} if self.method == "zero-shot" else {"method": self.method}),
+             "skipped": self.skipped.as_dict(),
              "skip_report": self.skipped.report() if self.skipped else "",
              "per_class": self.per_class}
         if with_confusion and len(self.classnames) <= 200:
@@ -199,18 +206,34 @@ class ZeroShotResult:
 
     def plot_confusion(self, path, **kw) -> Path:
         return plot_confusion(self.confusion, self.classnames, path,
-                              title=f"{self.dataset} zero-shot, top-1 {100 * self.metrics['acc1']:.1f}%", **kw)
+                              title=f"{self.dataset} {self.method}, top-1 {100 * self.metrics['acc1']:.1f}%", **kw)
+
+
+ZeroShotResult = ClassificationResult  # the name it had before classifiers shared it
 
 
 def classify_features(image_features: torch.Tensor, labels, class_weights: torch.Tensor, classnames: Sequence[str],
                       valid: torch.Tensor | None = None, k: int = 5, keep_scores: bool = False,
                       keys: Sequence[str] = (), skipped: SkipCounter | None = None, templates=(),
-                      dataset: str = "") -> ZeroShotResult:
+                      dataset: str = "") -> ClassificationResult:
     """Metrics from normalised image features ``[N, D]`` and class weights ``[C, D]``."""
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    n, c = image_features.shape[0], class_weights.shape[0]
-    valid = torch.ones(n, dtype=torch.bool) if valid is None else valid.bool()
     scores = image_features.float() @ class_weights.float().T
+    return classify_scores(scores, labels, classnames, valid=valid, k=k, keep_scores=keep_scores, keys=keys,
+                           skipped=skipped, templates=templates, dataset=dataset)
+
+
+def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], valid: torch.Tensor | None = None,
+                    k: int = 5, keep_scores: bool = False, keys: Sequence[str] = (),
+                    skipped: SkipCounter | None = None, templates=(), dataset: str = "",
+                    method: str = "zero-shot") -> ClassificationResult:
+    """Metrics from class scores ``[N, C]`` (similarities or logits; the highest wins). For a classifier
+    (``method="classifier"``) the scores are logits and the metrics add the mean cross-entropy ``loss``."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    scores = scores.float()
+    n, c = scores.shape
+    if len(labels) != n:
+        raise ValueError(f"{n} rows of scores but {len(labels)} labels")
+    valid = torch.ones(n, dtype=torch.bool) if valid is None else valid.bool()
     top = rank_classes(scores, k)
     pred = top[:, 0].clone() if top.numel() else torch.full((n,), -1, dtype=torch.long)
     pred[~valid] = -1
@@ -229,14 +252,17 @@ def classify_features(image_features: torch.Tensor, labels, class_weights: torch
     metrics = {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": mpcr}
     if k != 5:
         metrics[f"acc{k}"] = metrics.pop("acc5")
-    return ZeroShotResult(metrics, list(classnames), cm, pred, top, labels, valid, list(keys),
-                          scores if keep_scores else None, skipped or SkipCounter(), list(templates), dataset)
+    if method == "classifier":
+        metrics["loss"] = float(F.cross_entropy(scores[v], y)) if len(v) else float("nan")
+    return ClassificationResult(metrics, list(classnames), cm, pred, top, labels, valid, list(keys),
+                          scores if keep_scores else None, skipped or SkipCounter(), list(templates), dataset,
+                          method)
 
 
 def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | None = None, transform=None,
                       batch_size: int = 64, text_batch_size: int = 256, device=None, num_workers: int = 0,
                       progress: bool = True, cache_dir=None, keep_scores: bool = False,
-                      image_features=None) -> ZeroShotResult:
+                      image_features=None) -> ClassificationResult:
     """Zero-shot top-1/top-5/mean per-class recall of ``model`` on a classification
     :class:`~kizuna.eval.datasets.EvalDataset`. ``image_features`` (an
     :class:`~kizuna.eval.encode.ImageFeatures`) skips the image encoding (e.g. reused for a probe)."""
@@ -255,6 +281,37 @@ def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | N
     return classify_features(feats.features, dataset.labels, weights, dataset.classnames, valid=feats.valid,
                              keep_scores=keep_scores, keys=dataset.keys, skipped=skipped, templates=templates,
                              dataset=dataset.name)
+
+
+def evaluate_classifier(model, dataset, *, transform=None, batch_size: int = 128, device=None, num_workers: int = 0,
+                        progress: bool = True, keep_scores: bool = False) -> ClassificationResult:
+    """Top-1/top-5/mean per-class recall and loss of a classifier's own head (``model(images)`` are
+    logits, e.g. a ViT from ``kizuna vit train``) on a classification
+    :class:`~kizuna.eval.datasets.EvalDataset`; images that do not decode are skipped and counted. The
+    dataset's labels must index the model's classes. Sharded under torchrun like the zero-shot path."""
+    if dataset.task != "classification":
+        raise ValueError(f"{dataset.name} is a {dataset.task} dataset; a classifier needs class labels")
+    model = getattr(model, "module", model)
+    num_classes = getattr(getattr(model, "cfg", None), "num_classes", None)
+    if not num_classes:
+        raise ValueError("the model has no classification head (num_classes 0); evaluate a CLIP model or a "
+                         "headless ViT with zero-shot or a linear probe instead (kizuna eval)")
+    if num_classes != len(dataset.classnames):
+        raise ValueError(f"the model has {num_classes} classes but {dataset.name} has {len(dataset.classnames)}")
+    if transform is None and not hasattr(getattr(model, "cfg", None), "preprocess"):
+        from kizuna.data.transforms import Preprocess
+        from kizuna.train.supervised import vit_preprocess
+
+        transform = Preprocess(**vit_preprocess(model.cfg.image_size))  # what `kizuna vit train` evaluates with
+    logits = encode_images(model, dataset, transform=transform, batch_size=batch_size, device=device,
+                           num_workers=num_workers, progress=progress, desc=f"classifying {dataset.name}",
+                           normalize=False, encode_fn=model)
+    skipped = SkipCounter()
+    skipped.update(dataset.skips)
+    skipped.update(logits.skips)
+    return classify_scores(logits.features, dataset.labels, dataset.classnames, valid=logits.valid,
+                           keep_scores=keep_scores, keys=dataset.keys, skipped=skipped, dataset=dataset.name,
+                           method="classifier")
 
 
 # ----------------------------------------------------------------------------------- plot

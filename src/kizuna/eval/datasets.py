@@ -290,6 +290,11 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         if path.suffix.lower() not in (".csv", ".tsv"):
             raise DatasetError(f"{path}: expected a dataset folder or a .csv/.tsv file")
         root, data, split_name = path.parent, path, split
+    elif split is None and path.name in SPLIT_NAMES and _has_data(path) and \
+            not any((path / s).is_dir() for s in SPLIT_NAMES):
+        # a split folder given directly (cifar10/test): the dataset is its parent, which holds
+        # classnames.txt and the templates and names the bundled lists
+        root, data, split_name = path.parent, path, path.name
     else:
         data, split_name = find_split(path, split)
         root = path

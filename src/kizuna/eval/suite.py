@@ -33,14 +33,13 @@ identical metrics, and rank 0 alone writes and prints.
 from __future__ import annotations
 
 import json
-import math
 import re
 import runpy
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+from kizuna.apps.common import json_safe
 
 from .encode import is_main
 
@@ -117,19 +116,6 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)).strip("_")[-60:] or "x"
 
 
-def _finite(x):
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 class _Context:
     """Models and datasets loaded once per suite."""
 
@@ -174,7 +160,7 @@ def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details
         pretrained = spec if Path(spec).exists() else "random_init"
     name = r.get("name") or (model.cfg.name if getattr(model.cfg, "name", "") else spec)
     details = {**details, "precision": r.get("precision", "fp32")}
-    return _finite({"dataset": dataset_name, "model": name, "pretrained": pretrained, "task": task,
+    return json_safe({"dataset": dataset_name, "model": name, "pretrained": pretrained, "task": task,
                     "metrics": metrics, "language": "en", "details": details})
 
 

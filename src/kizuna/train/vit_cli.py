@@ -1,4 +1,4 @@
-"""Train a Vision Transformer on labelled images, or fine-tune one (ViT paper, Dosovitskiy et al.).
+"""Train a Vision Transformer on labelled images, fine-tune one, or evaluate it (ViT paper, Dosovitskiy et al.).
 
 Every field of kizuna.train.supervised.SupervisedConfig is a flag; `--config FILE.py` (a module with
 get_config() -> dict) sets several at once and flags override it. Data: CLIP_benchmark
@@ -13,6 +13,7 @@ classification shards (KEY.jpg + KEY.cls), a dataset root with split folders, an
   kizuna vit train ... --resume latest                                        # continue a killed run
   kizuna vit finetune runs/cifar-s4/model --data ... --val-data ... --image-size 64 --out runs/ft64
   kizuna vit finetune runs/cifar-s4/model ... --image-size 64 --no-pos-interp --out runs/ft64-noint
+  kizuna vit eval runs/cifar-s4/model --data ../shared/data/cifar10 --split test --out runs/cifar-s4/eval
   torchrun --nproc_per_node 2 -m kizuna.apps.cli vit train ... --device cpu
 
 Fine-tuning defaults follow the paper: SGD with momentum 0.9, no weight decay, gradient clipping at
@@ -54,7 +55,38 @@ def add_arguments(p):
     f.add_argument("--no-pos-interp", action="store_true",
                    help="ablation: reuse the position-embedding table by sequence index (= --pos-embed sequence)")
     _add_config_flags(f, FINETUNE_DEFAULTS, skip=("init", "model", "model_overrides"))
+    e = sub.add_parser("eval", help="evaluate a trained ViT's own head: top-1/top-5, per-class table, confusion",
+                       description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("checkpoint", help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
+    e.add_argument("--data", required=True,
+                   help="labelled images: a CLIP_benchmark folder (root or split folder), ImageFolder tree or CSV")
+    e.add_argument("--split", default=None, help="split folder (default: test, else val/validation, else the folder)")
+    e.add_argument("--classnames", default=None, help="class names file, one per line in label order")
+    e.add_argument("--max-samples", type=int, default=0, help="evaluate the first N images only (0 = all)")
+    e.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
+    e.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    e.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    e.add_argument("--image-column", default="filepath", help="CSV: image path column")
+    e.add_argument("--label-column", default="label", help="CSV: class index or class name column")
+    e.add_argument("--out", default=None, help="write results.json, results.md and confusion.png here")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from kizuna import PRECISIONS
+
+    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    e.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                   help="weights and activations: fp32 (default) or bf16 (fast on GPUs and CPUs with AMX)")
     p.set_defaults(_vit_parser=p)
+
+
+EVAL_DOC = """Evaluate a trained classifier (`kizuna vit train` / `vit finetune`) with its own head on labelled
+images: top-1, top-5, mean per-class recall, cross-entropy loss, a per-class table (recall, precision,
+most-confused class) and a confusion-matrix plot. Images that do not decode are skipped and counted.
+The data's labels must index the model's classes in order; a differing class list is reported.
+
+  kizuna vit eval runs/c10-vit/model --data ../shared/data/cifar10 --split test
+  kizuna vit eval runs/c10-vit/model --data ../shared/data/cifar10/test --precision bf16 --out runs/c10-vit/eval
+  torchrun --nproc_per_node 2 -m kizuna.apps.cli vit eval ... --device cpu    # sharded, same numbers
+"""
 
 
 def config_from_args(args):
@@ -74,10 +106,69 @@ def config_from_args(args):
     return make_supervised_config(base, **given)
 
 
+def evaluate(args) -> int:
+    """`kizuna vit eval`: load, classify, print the summary and table, write results with --out."""
+    from pathlib import Path
+
+    import torch
+
+    import kizuna
+    from kizuna.analysis.report import read_extra
+    from kizuna.apps.common import json_safe
+    from kizuna.data.transforms import Preprocess
+    from kizuna.eval.classification import evaluate_classifier
+    from kizuna.eval.datasets import load_dataset
+    from kizuna.eval.encode import is_main
+    from kizuna.models.vit import VisionTransformer
+
+    from .distributed import init_distributed
+    from .optim import announce_precision
+    from .supervised import vit_preprocess
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = init_distributed(args.device)
+    device = info.device
+    announce_precision(args.precision, device, info.is_main)
+    model = kizuna.create_model(args.checkpoint, precision=args.precision)
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"{args.checkpoint}: a {type(model).__name__}, not a ViT classifier; "
+                         f"evaluate CLIP models with `kizuna eval zeroshot`")
+    model = model.to(device).eval()
+    extra = read_extra(args.checkpoint)
+    transform = Preprocess(**(extra.get("preprocess") or vit_preprocess(model.cfg.image_size)))
+    dataset = load_dataset(args.data, args.split, task="classification", classnames=args.classnames,
+                           max_samples=args.max_samples, image_column=args.image_column,
+                           label_column=args.label_column)
+    trained_on = extra.get("classnames")
+    if trained_on and list(trained_on) != list(dataset.classnames) and info.is_main:
+        print(f"note: the model was trained on the classes {trained_on}, the data names {dataset.classnames}; "
+              "labels are matched by index")
+    result = evaluate_classifier(model, dataset, transform=transform, batch_size=args.batch_size, device=device,
+                                 num_workers=args.num_workers, progress=not args.no_progress)
+    if not is_main():
+        return 0
+    print(result.summary())
+    print(result.table())
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"model": str(args.checkpoint), "dataset": str(args.data), "split": dataset.split,
+                  "precision": args.precision, **result.to_dict()}
+        (out / "results.json").write_text(json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
+        (out / "results.md").write_text(f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
+                                        f"```\n{result.table()}\n```\n")
+        result.plot_confusion(out / "confusion.png")
+        print(f"wrote {out / 'results.json'}, results.md and confusion.png")
+    return 0
+
+
 def run(args):
     if not getattr(args, "vit_command", None):
         args._vit_parser.print_help()
         return 2
+    if args.vit_command == "eval":
+        return evaluate(args)
     from .supervised import train_supervised
 
     cfg = config_from_args(args)

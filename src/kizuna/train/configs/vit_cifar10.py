@@ -16,7 +16,8 @@ SHARED = os.environ.get("KIZUNA_SHARED", "../shared")
 def get_config():
     return dict(
         # 0.68 M parameters: 8x8 patches of 4 px, width 96, depth 6. Wider or deeper models see fewer
-        # epochs in the same 30 minutes and ended lower (docs/VIT.md).
+        # epochs in the same 30 minutes and ended lower (docs/VIT.md); width 192 at this lr did not
+        # leave chance in its first 1,800 steps (docs/RESULTS.md).
         model="mu/4",
         model_overrides={"width": 96, "depth": 6, "heads": 3, "mlp_dim": 384},
         image_size=32,
