@@ -10,7 +10,7 @@ import torch
 
 def evaluate_all(model_dir: str, cls_dir: str, ret_dir: str) -> dict:
     import kizuna
-    from kizuna.eval.classification import evaluate_zeroshot
+    from kizuna.eval.classification import evaluate_classifier, evaluate_zeroshot
     from kizuna.eval.datasets import load_dataset
     from kizuna.eval.linear_probe import evaluate_linear_probe
     from kizuna.eval.probes import evaluate_robustness, relation_swap_probe
@@ -28,7 +28,13 @@ def evaluate_all(model_dir: str, cls_dir: str, ret_dir: str) -> dict:
                               progress=False)
     rel = relation_swap_probe(model, tok, n_groups=5, batch_size=3)
     train_metrics = evaluate_for_training(model, tok, kizuna.get_preprocess(model), cls_dir, ret_dir, batch_size=3)
-    return {"zs_metrics": zs.metrics, "zs_pred": zs.predictions, "zs_scores": zs.scores,
+    torch.manual_seed(0)  # the same random classifier in every process
+    vit = kizuna.create_vit("mu/4", image_size=16, num_classes=len(test.classnames), width=32, depth=1, heads=2,
+                            mlp_dim=64).eval()
+    torch.nn.init.normal_(vit.head.weight)  # the head starts at zero, which would make every prediction class 0
+    cl = evaluate_classifier(vit, test, batch_size=3, progress=False, keep_scores=True)
+    return {"cl_metrics": cl.metrics, "cl_scores": cl.scores, "cl_skipped": cl.skipped.as_dict(),
+            "zs_metrics": zs.metrics, "zs_pred": zs.predictions, "zs_scores": zs.scores,
             "zs_skipped": zs.skipped.as_dict(), "ret_metrics": ret.metrics, "i2t": ret.image_to_text_ranks,
             "t2i": ret.text_to_image_ranks, "lp": lp.metrics, "rob": rob.metrics, "rel": rel, "train": train_metrics}
 

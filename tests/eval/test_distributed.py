@@ -61,3 +61,6 @@ def test_two_processes_equal_one(tmp_path, tiny_hf):
         assert res["rob"] == single["rob"]
         assert res["rel"] == single["rel"]
         assert res["train"] == single["train"]
+        assert res["cl_metrics"] == single["cl_metrics"] and res["cl_skipped"] == {"corrupt_image": 1}
+        torch.testing.assert_close(res["cl_scores"], single["cl_scores"], atol=1e-6, rtol=0)
+    assert len(set(single["cl_scores"].argmax(1).tolist())) > 1  # the classifier is not constant
