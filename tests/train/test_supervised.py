@@ -22,6 +22,7 @@ from kizuna.train.supervised import (
     make_supervised_config,
     mix_batch,
     stratified_subset,
+    vit_preprocess,
 )
 from kizuna.models.vit import resample_pos_embed
 
@@ -287,6 +288,28 @@ def test_vit_eval_reproduces_the_trainers_evaluation_and_counts_corrupt_images(d
     res2 = json.loads((tmp_path / "ev2" / "results.json").read_text())
     assert res2["n"] == 16 and sum(res2["skipped"].values()) == 1
     assert res2["metrics"]["acc1"] == res["metrics"]["acc1"]
+
+
+def test_vit_eval_at_another_resolution_interpolates_the_position_embeddings(data, tmp_path):
+    from kizuna.data.transforms import Preprocess
+    from kizuna.eval.classification import evaluate_classifier
+    from kizuna.eval.datasets import load_dataset
+
+    torch.manual_seed(0)
+    vit = kizuna.create_vit("mu/4", image_size=16, num_classes=4, **TINY)
+    torch.nn.init.normal_(vit.head.weight)
+    kizuna.save_model(vit, tmp_path / "m16")
+    assert main(["vit", "eval", str(tmp_path / "m16"), "--data", str(data), "--image-size", "32", "--no-progress",
+                 "--threads", "1", "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["image_size"] == 32
+    # the same as loading at 32 px (2-D interpolated table, 8x8 grid) and classifying 32-px inputs
+    big = kizuna.load_model(tmp_path / "m16", image_size=32)
+    assert big.pos_embed.shape[1] == 65
+    pre = Preprocess(**vit_preprocess(32))
+    ref = evaluate_classifier(big, load_dataset(data), transform=pre, progress=False)
+    assert res["metrics"]["loss"] == pytest.approx(ref.metrics["loss"], rel=1e-5)
+    assert res["metrics"]["acc1"] == ref.metrics["acc1"]
 
 
 def test_vit_eval_refuses_a_model_that_does_not_fit_the_data(data, tmp_path, capsys):

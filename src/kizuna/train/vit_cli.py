@@ -62,6 +62,9 @@ def add_arguments(p):
                    help="labelled images: a CLIP_benchmark folder (root or split folder), ImageFolder tree or CSV")
     e.add_argument("--split", default=None, help="split folder (default: test, else val/validation, else the folder)")
     e.add_argument("--classnames", default=None, help="class names file, one per line in label order")
+    e.add_argument("--image-size", type=int, default=0,
+                   help="evaluate at another resolution: the position embeddings are interpolated in 2-D, as "
+                        "`vit finetune` does, but nothing is trained (0 = the model's own size)")
     e.add_argument("--max-samples", type=int, default=0, help="evaluate the first N images only (0 = all)")
     e.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
     e.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
@@ -85,6 +88,7 @@ The data's labels must index the model's classes in order; a differing class lis
 
   kizuna vit eval runs/c10-vit/model --data ../shared/data/cifar10 --split test
   kizuna vit eval runs/c10-vit/model --data ../shared/data/cifar10/test --precision bf16 --out runs/c10-vit/eval
+  kizuna vit eval runs/c10-vit/model --data ../shared/data/cifar10/test --image-size 48   # transfer, no training
   torchrun --nproc_per_node 2 -m kizuna.apps.cli vit eval ... --device cpu    # sharded, same numbers
 """
 
@@ -130,13 +134,14 @@ def evaluate(args) -> int:
     info = init_distributed(args.device)
     device = info.device
     announce_precision(args.precision, device, info.is_main)
-    model = kizuna.create_model(args.checkpoint, precision=args.precision)
+    model = kizuna.create_model(args.checkpoint, image_size=args.image_size or None, precision=args.precision)
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"{args.checkpoint}: a {type(model).__name__}, not a ViT classifier; "
                          f"evaluate CLIP models with `kizuna eval zeroshot`")
     model = model.to(device).eval()
     extra = read_extra(args.checkpoint)
-    transform = Preprocess(**(extra.get("preprocess") or vit_preprocess(model.cfg.image_size)))
+    stored = extra.get("preprocess") or vit_preprocess(model.cfg.image_size)
+    transform = Preprocess(**{**stored, "image_size": model.cfg.image_size})  # --image-size resizes the input too
     dataset = load_dataset(args.data, args.split, task="classification", classnames=args.classnames,
                            max_samples=args.max_samples, image_column=args.image_column,
                            label_column=args.label_column)
@@ -154,7 +159,7 @@ def evaluate(args) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         record = {"model": str(args.checkpoint), "dataset": str(args.data), "split": dataset.split,
-                  "precision": args.precision, **result.to_dict()}
+                  "precision": args.precision, "image_size": model.cfg.image_size, **result.to_dict()}
         (out / "results.json").write_text(json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
         (out / "results.md").write_text(f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
                                         f"```\n{result.table()}\n```\n")
