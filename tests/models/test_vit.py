@@ -136,6 +136,28 @@ def test_patch_dropout_only_in_training():
     assert tokens.shape[1] == 1 + 16
 
 
+def test_resnet_stem_normalises_in_fp32_under_autocast_and_in_bf16_in_a_bf16_model():
+    """CPU autocast runs group_norm in its input's dtype (CUDA's in fp32), so the stem's statistics would come
+    from bf16 convolution outputs; the stem's GroupNorms compute in their float32 parameters' dtype instead."""
+    vit = kizuna.create_vit("hybrid-mu/1", image_size=32, num_classes=10, stem_channels=[16, 32])
+    norms = [m for m in vit.stem.modules() if isinstance(m, torch.nn.GroupNorm)]
+    seen = []
+    for m in norms:
+        m.register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        vit(x)
+    assert len(seen) == len(norms) == 7
+    assert {o for _, o in seen} == {torch.float32} and torch.bfloat16 in {i for i, _ in seen}
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the whole stem agrees with fp32 to bf16 rounding
+        close = vit.stem(x).float()
+    ref = vit.stem(x)
+    assert torch.nn.functional.cosine_similarity(close.flatten(1), ref.flatten(1)).min() > 0.999
+    seen.clear()
+    vit.to(torch.bfloat16)(x)
+    assert {o for _, o in seen} == {torch.bfloat16}
+
+
 def test_hybrid_stem_embeds_feature_map_with_patch_size_one():
     vit = kizuna.create_vit("hybrid-mu/1", image_size=32, num_classes=10, stem_channels=[16, 32])
     assert vit.cfg.grid == (8, 8) and vit.pos_embed.shape[1] == 65
