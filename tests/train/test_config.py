@@ -30,7 +30,8 @@ def test_unknown_option_is_named():
         make_config({}, bogus=1)
 
 
-@pytest.mark.parametrize("name, grid, params", [("vit_cifar10", (8, 8), 0.68e6), ("vit_cifar10_gpu", (8, 8), 5.1e6)])
+@pytest.mark.parametrize("name, grid, params", [("vit_cifar10", (8, 8), 0.68e6), ("vit_cifar10_hybrid", (8, 8), 0.76e6),
+                                                ("vit_cifar10_gpu", (8, 8), 5.1e6)])
 def test_vit_configs_build_the_models_they_document(name, grid, params):
     import kizuna
     from kizuna.train.supervised import make_supervised_config
