@@ -255,8 +255,8 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if method == "classifier":
         metrics["loss"] = float(F.cross_entropy(scores[v], y)) if len(v) else float("nan")
     return ClassificationResult(metrics, list(classnames), cm, pred, top, labels, valid, list(keys),
-                          scores if keep_scores else None, skipped or SkipCounter(), list(templates), dataset,
-                          method)
+                                scores if keep_scores else None, skipped or SkipCounter(), list(templates), dataset,
+                                method)
 
 
 def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | None = None, transform=None,
@@ -298,7 +298,7 @@ def evaluate_classifier(model, dataset, *, transform=None, batch_size: int = 128
                          "headless ViT with zero-shot or a linear probe instead (kizuna eval)")
     if num_classes != len(dataset.classnames):
         raise ValueError(f"the model has {num_classes} classes but {dataset.name} has {len(dataset.classnames)}")
-    if transform is None and not hasattr(getattr(model, "cfg", None), "preprocess"):
+    if transform is None:
         from kizuna.data.transforms import Preprocess
         from kizuna.train.supervised import vit_preprocess
 

@@ -161,7 +161,7 @@ def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details
     name = r.get("name") or (model.cfg.name if getattr(model.cfg, "name", "") else spec)
     details = {**details, "precision": r.get("precision", "fp32")}
     return json_safe({"dataset": dataset_name, "model": name, "pretrained": pretrained, "task": task,
-                    "metrics": metrics, "language": "en", "details": details})
+                      "metrics": metrics, "language": "en", "details": details})
 
 
 def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool = True,

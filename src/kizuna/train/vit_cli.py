@@ -127,7 +127,6 @@ def evaluate(args) -> int:
 
     from .distributed import init_distributed
     from .optim import announce_precision
-    from .supervised import vit_preprocess
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,8 +139,8 @@ def evaluate(args) -> int:
                          f"evaluate CLIP models with `kizuna eval zeroshot`")
     model = model.to(device).eval()
     extra = read_extra(args.checkpoint)
-    stored = extra.get("preprocess") or vit_preprocess(model.cfg.image_size)
-    transform = Preprocess(**{**stored, "image_size": model.cfg.image_size})  # --image-size resizes the input too
+    stored = extra.get("preprocess")  # without one, evaluate_classifier uses the trainer's (vit_preprocess)
+    transform = Preprocess(**{**stored, "image_size": model.cfg.image_size}) if stored else None  # --image-size too
     dataset = load_dataset(args.data, args.split, task="classification", classnames=args.classnames,
                            max_samples=args.max_samples, image_column=args.image_column,
                            label_column=args.label_column)

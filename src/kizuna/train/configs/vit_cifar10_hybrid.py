@@ -14,9 +14,10 @@ from kizuna.train.configs.vit_cifar10 import get_config as plain_vit_config
 
 
 def get_config():
+    plain = plain_vit_config()
     return dict(
-        plain_vit_config(),
+        plain,
         model="hybrid-mu/1",
-        model_overrides={"width": 96, "depth": 6, "heads": 3, "mlp_dim": 384, "stem_channels": [32, 64]},
+        model_overrides={**plain["model_overrides"], "stem_channels": [32, 64]},  # the same Transformer
         out="runs/c10-hybrid",
     )
