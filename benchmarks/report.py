@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .common import REPO, md_table
 
-ORDER = ["encode", "utilization", "fusion", "gemm_library", "train_step", "allocator", "bf16", "gpu_train_step", "train_throughput", "tokenizer", "dataloading", "eval_throughput",
+ORDER = ["encode", "utilization", "fusion", "gemm_library", "cpu_switches", "train_step", "allocator", "bf16", "gpu_train_step", "train_throughput", "tokenizer", "dataloading", "eval_throughput",
          "profile"]
 ANALYSIS = Path(__file__).with_name("analysis.md")  # the hand-written findings of BENCHMARKS.md
 

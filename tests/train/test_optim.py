@@ -91,12 +91,13 @@ def test_auto_precision_is_bf16_where_the_hardware_does_bf16(monkeypatch):
         resolve_precision("fp16", cpu)
 
 
-def test_cpu_bf16_native_follows_amx(monkeypatch):
+def test_cpu_bf16_native_follows_amx_and_avx512_bf16(monkeypatch):
+    onednn_bf16 = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert not optim.cpu_bf16_native()
+    assert not optim.cpu_bf16_native({"avx2", "avx512f"})  # AVX-512 without BF16 emulates it
+    assert optim.cpu_bf16_native({"avx512f", "avx512_bf16"}) == onednn_bf16  # Zen 4, Cooper Lake
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert optim.cpu_bf16_native() == bool(torch.backends.mkldnn.is_available()
-                                           and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert optim.cpu_bf16_native(set()) == onednn_bf16
 
 
 def test_bf16_on_a_cpu_without_amx_gets_a_note(monkeypatch):
@@ -107,4 +108,4 @@ def test_bf16_on_a_cpu_without_amx_gets_a_note(monkeypatch):
     assert bf16_note("fp32", "cpu") is None and bf16_note("auto", "cpu") is None  # auto picks fp32 there
     monkeypatch.setattr(optim, "cpu_bf16_native", lambda: True)
     assert bf16_note("bf16", "cpu") is None and bf16_note("fp32", "cpu") is None
-    assert "bf16 autocast (auto: this CPU has AMX)" in bf16_note("auto", "cpu")  # says why a run is in bf16
+    assert "bf16 autocast (auto: this CPU does bf16 in hardware)" in bf16_note("auto", "cpu")  # says why a run is in bf16

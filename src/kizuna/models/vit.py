@@ -10,13 +10,14 @@ projects the pooled feature into the joint space (``output_dim``).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import INTEL, AttentionPool, Transformer
+from .layers import INTEL, AttentionPool, Transformer, linear
 
 
 def _pair(x) -> tuple[int, int]:
@@ -112,15 +113,39 @@ def resample_pos_embed(
     return out[0] if squeeze else out
 
 
-PATCH_GEMM = INTEL  # see PatchEmbed.forward
+def _patch_gemm_default() -> bool:
+    """Whether CPU patch embeddings run as one GEMM (``patch_gemm``) rather than as the conv. Yes on Intel
+    and on AMD with AVX-512, where it was measured faster forward and backward (section ``cpu_switches``,
+    BENCHMARKS.md); other CPUs keep the conv until measured there. ``KIZUNA_PATCH_GEMM=0/1`` overrides."""
+    forced = os.environ.get("KIZUNA_PATCH_GEMM")
+    if forced is not None:
+        return forced != "0"
+    return INTEL
+
+
+PATCH_GEMM = _patch_gemm_default()
+
+
+def patch_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride=P)`` for a [width, C, P, P] kernel, as a reshape and one GEMM
+    (``layers.linear``: oneDNN or MKL as ``layers.GEMM`` says). Rows and columns past the last whole patch
+    are dropped, as the conv drops them. Returns [B, width, H // P, W // P], a view of [B, tokens, width]."""
+    p = weight.shape[-1]
+    B, C, H, W = x.shape
+    gh, gw = H // p, W // p
+    if (gh * p, gw * p) != (H, W):
+        x = x[:, :, : gh * p, : gw * p]
+    patches = x.reshape(B, C, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(B, gh * gw, C * p * p)
+    tokens = linear(patches, weight.reshape(weight.shape[0], -1), bias)
+    return tokens.transpose(1, 2).reshape(B, weight.shape[0], gh, gw)
 
 
 class PatchEmbed(nn.Module):
     """Linear projection of flattened P x P patches. The weight is a conv's (kernel = stride = P), as in every
-    ViT checkpoint, but on the CPU it runs as a reshape and one GEMM: the same numbers, and a much cheaper
-    backward. On a 2-core Xeon, ViT-B/32's patch embedding at batch 32 took 83 ms forward and backward as a
-    conv and 62 ms as a GEMM in fp32; under bf16 autocast 405 ms against 27 ms (oneDNN's bf16 conv weight
-    gradient is slow)."""
+    ViT checkpoint, but on the CPU it runs as a reshape and one GEMM (``patch_gemm``): the same numbers, and a
+    much cheaper backward. On a 2-core Xeon, ViT-B/32's patch embedding at batch 32 took 83 ms forward and
+    backward as a conv and 62 ms as a GEMM in fp32; under bf16 autocast 405 ms against 27 ms (oneDNN's bf16
+    conv weight gradient is slow)."""
 
     def __init__(self, patch_size: int, in_chans: int, width: int, bias: bool):
         super().__init__()
@@ -128,21 +153,11 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, width, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> [B, width, H // P, W // P] (on the CPU a view of [B, tokens, width]; rows and
-        columns past the last whole patch are dropped, as the conv drops them). Other devices keep the conv:
-        the GEMM form was measured on an Intel CPU only (``PATCH_GEMM``; on AMD the conv runs on oneDNN and
-        F.linear on MKL's slower non-AVX-512 path, so AMD keeps the conv until measured there)."""
+        """[B, C, H, W] -> [B, width, H // P, W // P]. Other devices, and CPUs where the GEMM form was not
+        measured faster (``PATCH_GEMM``), keep the conv."""
         if x.device.type != "cpu" or not PATCH_GEMM:
             return self.proj(x)
-        p = self.patch_size
-        B, C, H, W = x.shape
-        gh, gw = H // p, W // p
-        if (gh * p, gw * p) != (H, W):
-            x = x[:, :, : gh * p, : gw * p]
-        patches = x.reshape(B, C, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(B, gh * gw, C * p * p)
-        w = self.proj.weight
-        tokens = F.linear(patches, w.reshape(w.shape[0], -1), self.proj.bias)
-        return tokens.transpose(1, 2).reshape(B, w.shape[0], gh, gw)
+        return patch_gemm(x, self.proj.weight, self.proj.bias)
 
 
 class VisionTransformer(nn.Module):

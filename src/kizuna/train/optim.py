@@ -1,5 +1,5 @@
 """AdamW with weight decay on matrices only, a cosine schedule with linear warmup, and the precision
-context (bf16 autocast on GPU and on CPUs with AMX, fp32 elsewhere unless asked).
+context (bf16 autocast on GPU and on CPUs with native bf16, AMX or AVX-512 BF16; fp32 elsewhere unless asked).
 
 Shared by the contrastive and the supervised trainers.
 """
@@ -53,17 +53,24 @@ def make_scheduler(optimizer, total_steps, warmup_steps: int, min_ratio: float =
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total(), warmup_steps, min_ratio))
 
 
-def cpu_bf16_native() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AMX: Intel Xeons since Sapphire Rapids).
+def cpu_bf16_native(flags: set[str] | None = None) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware: AMX (Intel Xeons since Sapphire Rapids) or
+    AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake). ``flags``: the CPU's /proc/cpuinfo flags (read
+    when None).
 
-    There bf16 autocast trains faster than fp32 (a 2-core Xeon: the `flickr8k` config 1.48x, a ViT-B/32
-    CLIP step 2.6x) and learns as well: over three seeds of `flickr8k`, Flickr8k test R@10 within 0.2
-    points of fp32 in both directions (docs/TRAINING.md), so ``auto`` picks it there. Elsewhere bf16
-    matmuls are emulated and slower than fp32."""
+    There bf16 autocast trains faster than fp32 and learns as well, so ``auto`` picks it. A 2-core Xeon with
+    AMX: the `flickr8k` config 1.48x, a ViT-B/32 CLIP step 2.6x; over three seeds of `flickr8k`, Flickr8k
+    test R@10 within 0.2 points of fp32 in both directions (docs/TRAINING.md). A 2-core Zen 4 EPYC (AVX-512
+    BF16): `vit_cifar10` 2.2x, `demo` 1.3x, a ViT-B/32 CLIP step 1.75x (docs/PERFORMANCE.md). Elsewhere
+    bf16 matmuls are emulated and slower than fp32."""
+    if flags is None:
+        from kizuna.models.layers import cpu_info
+
+        flags = set(cpu_info("flags").split())
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     try:
-        return bool(is_amx is not None and is_amx() and torch.backends.mkldnn.is_available()
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        hardware = bool(is_amx is not None and is_amx()) or bool({"avx512_bf16", "amx_bf16"} & flags)
+        return hardware and torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
@@ -86,10 +93,10 @@ def bf16_note(precision: str, device: torch.device) -> str | None:
     (slower than fp32), and when "auto" chose bf16 on a CPU (so a run's numbers differ from an fp32 machine's)."""
     on_cpu = torch.device(device).type == "cpu"
     if precision == "bf16" and on_cpu and not cpu_bf16_native():
-        return ("note: bf16 on this CPU is emulated (no AMX) and runs slower than fp32; "
+        return ("note: bf16 on this CPU is emulated (no AMX or AVX-512 BF16) and runs slower than fp32; "
                 "--precision fp32 (or auto) is the faster choice here")
     if precision == "auto" and on_cpu and resolve_precision(precision, torch.device(device)) == "bf16":
-        return "precision: bf16 autocast (auto: this CPU has AMX); --precision fp32 trains in fp32"
+        return "precision: bf16 autocast (auto: this CPU does bf16 in hardware); --precision fp32 trains in fp32"
     return None
 
 
