@@ -27,7 +27,7 @@ from .common import (TINY, Settings, build_pair, caption_source, clip_train_step
                      step_optimizer, with_plain_linears)
 
 NAME = "bf16"
-TITLE = "bf16 on the CPU (AMX) vs Hugging Face CLIPModel in bf16"
+TITLE = "bf16 on the CPU (AMX, AVX-512 BF16) vs Hugging Face CLIPModel in bf16"
 LABELS = {"kizuna": "kizuna bf16", "hf": "HF bf16", "kizuna_plain": "kizuna bf16, unfused",
           "kizuna_fp32": "kizuna fp32"}
 NATIVE = 1.5  # bf16 peak / fp32 peak above which bf16 counts as native here
@@ -169,7 +169,7 @@ def run(s: Settings) -> dict:
         "Encoding: both models cast to bf16 (`.to(torch.bfloat16)`); kizuna takes float32 pixels and casts them "
         "itself, HF's pixels are cast before the call. Same weights, same inputs.",
         "Training step: fp32 weights and AdamW, forward and loss under `torch.autocast('cpu', torch.bfloat16)`, "
-        "as the trainers' `--precision bf16` runs them. The fp32 row is `--precision fp32`, the default on CPUs without AMX.",
+        "as the trainers' `--precision bf16` runs them. The fp32 row is `--precision fp32`, the default on CPUs without bf16 in hardware (AMX, AVX-512 BF16).",
         "The min cosine compares each contender's features with HF's fp32 features of the same weights.",
         "Pretrained weights: the sentence embeddings of the packaged all-MiniLM-L6-v2 (a Hugging Face BERT "
         "encoder, mean-pooled) for Flickr8k captions, 256 per batch, fp32 against a bf16 copy: their cosine, and "

@@ -73,11 +73,14 @@ def run(s: Settings) -> dict:
         opt = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
         loss_kind = model.cfg.loss
 
+        precision = trainer.precision  # what the trainer's `auto` resolved to here: the bare step runs the same
+
         def bare_step():
-            out = model(images, tokens=tokens)
-            bias = None if out["logit_bias"] is None else out["logit_bias"].float()
-            loss = contrastive_loss(loss_kind, out["image_features"].float(), out["text_features"].float(),
-                                    out["logit_scale"].float(), bias)
+            with trainer.autocast():
+                out = model(images, tokens=tokens)
+                bias = None if out["logit_bias"] is None else out["logit_bias"].float()
+                loss = contrastive_loss(loss_kind, out["image_features"].float(), out["text_features"].float(),
+                                        out["logit_scale"].float(), bias)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], cfg.grad_clip)
@@ -107,7 +110,7 @@ def run(s: Settings) -> dict:
     notes = [
         f"Demo model: image tower {v.width} wide x {v.depth} blocks, patch {v.patch_size} at {size[0]}x{size[1]} px; "
         f"text tower {tx.width} x {tx.depth}, context {tx.context_length}, vocabulary {tx.vocab_size} (the BPE "
-        f"tokenizer the demo trains first); {n_params / 1e6:.1f} M parameters; fp32, {torch.get_num_threads()} "
+        f"tokenizer the demo trains first); {n_params / 1e6:.1f} M parameters; {precision} (the trainer's `auto` here, the bare step alike), {torch.get_num_threads()} "
         f"torch threads.",
         f"Trainer run: {cfg.steps} steps of batch {cfg.batch_size}" + (" (--quick: the demo trains at batch 256)"
                                                                         if s.quick else " (the demo's batch)")
@@ -123,7 +126,8 @@ def run(s: Settings) -> dict:
         "see the load averages above. kizuna as shipped: CPU fp32 linears on oneDNN.",
     ]
     return {"title": TITLE, "md": table, "notes": notes, "targets": [],
-            "data": {"steps": cfg.steps, "batch": batch, "warmup_steps_skipped": skip, "workers": cfg.workers,
+            "data": {"steps": cfg.steps, "batch": batch, "precision": precision, "warmup_steps_skipped": skip,
+                     "workers": cfg.workers,
                      "trainer_samples_per_s": round(tr_rate, 3), "trainer_spread": round(tr_spread, 4),
                      "trainer_step_rates": [round(r, 3) for r in rates],
                      "trainer_all_records": [{"step": r["step"], "samples_per_s": r["samples_per_s"]} for r in logged],

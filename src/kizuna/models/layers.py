@@ -42,6 +42,12 @@ ACTIVATIONS = {
 }
 
 
+def env_switch(name: str, default: bool) -> bool:
+    """A kizuna on/off switch from the environment: ``name=0`` is off, any other value on, unset ``default``."""
+    value = os.environ.get(name)
+    return default if value is None else value != "0"
+
+
 # ----- oneDNN linears (CPU fp32) ---------------------------------------------------------------------
 _LP = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
 _LP_BINARY = getattr(_LP, "binary", None) if _LP is not None else None
@@ -50,7 +56,7 @@ _LP_BINARY = getattr(_LP, "binary", None) if _LP is not None else None
 def _onednn_works(dtype: torch.dtype = torch.float32) -> bool:
     """The private op exists *and* computes ``F.linear`` in ``dtype`` (its signature has changed between
     torch releases before): checked once on a tiny input, so a torch without it falls back instead of failing."""
-    if _LP is None or _LP_BINARY is None or os.environ.get("KIZUNA_ONEDNN", "1") == "0":
+    if _LP is None or _LP_BINARY is None or not env_switch("KIZUNA_ONEDNN", True):
         return False
     try:
         g = torch.Generator().manual_seed(0)
@@ -85,10 +91,7 @@ def _fuse_activation_default() -> bool:
     QuickGELU) and 261 ms (GELU), while the in-place activation afterwards costs ~10 ms (the benchmark
     section ``fusion``, docs/benchmarks/AVX2.md). ``KIZUNA_FUSE_ACTIVATION=0/1`` overrides.
     """
-    forced = os.environ.get("KIZUNA_FUSE_ACTIVATION")
-    if forced is not None:
-        return forced != "0"
-    return "AVX512" in torch.backends.cpu.get_cpu_capability()
+    return env_switch("KIZUNA_FUSE_ACTIVATION", "AVX512" in torch.backends.cpu.get_cpu_capability())
 
 
 FUSE_ACTIVATION = _fuse_activation_default()
@@ -149,7 +152,7 @@ def _env_rows(name: str, default: int) -> int:
 # ``KIZUNA_MKL_MIN_ROWS`` overrides (0: MKL at every size).
 MKL_MIN_ROWS = _env_rows("KIZUNA_MKL_MIN_ROWS", 512)
 # Inference blocks fuse bias, activation and residual adds into their GEMMs (see Block._forward_fused).
-FUSE = os.environ.get("KIZUNA_FUSE", "1") != "0"
+FUSE = env_switch("KIZUNA_FUSE", True)
 
 
 def _fast_path_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -267,8 +270,7 @@ INTEL = cpu_info("vendor_id") == "GenuineIntel"
 
 
 def _materialised_keys_default() -> dict:
-    forced = os.environ.get("KIZUNA_MATERIALISED_ATTENTION")
-    on = "AVX512" in torch.backends.cpu.get_cpu_capability() if forced is None else forced != "0"
+    on = env_switch("KIZUNA_MATERIALISED_ATTENTION", "AVX512" in torch.backends.cpu.get_cpu_capability())
     return {torch.float32: 80, torch.bfloat16: 200} if on else {}
 
 

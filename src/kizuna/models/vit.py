@@ -10,14 +10,13 @@ projects the pooled feature into the joint space (``output_dim``).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import INTEL, AttentionPool, Transformer, linear
+from .layers import INTEL, AttentionPool, Transformer, env_switch, linear
 
 
 def _pair(x) -> tuple[int, int]:
@@ -117,10 +116,7 @@ def _patch_gemm_default() -> bool:
     """Whether CPU patch embeddings run as one GEMM (``patch_gemm``) rather than as the conv. Yes on Intel
     and on AMD with AVX-512, where it was measured faster forward and backward (section ``cpu_switches``,
     BENCHMARKS.md); other CPUs keep the conv until measured there. ``KIZUNA_PATCH_GEMM=0/1`` overrides."""
-    forced = os.environ.get("KIZUNA_PATCH_GEMM")
-    if forced is not None:
-        return forced != "0"
-    return INTEL
+    return env_switch("KIZUNA_PATCH_GEMM", INTEL)
 
 
 PATCH_GEMM = _patch_gemm_default()

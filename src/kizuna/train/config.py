@@ -51,7 +51,7 @@ class TrainConfig:
     betas: tuple = (0.9, 0.98)
     eps: float = 1e-6
     grad_clip: float = 1.0
-    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX, else fp32) | "fp32" | "bf16"
+    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
     grad_checkpointing: bool = False
     patch_dropout: float = 0.0  # FLIP: fraction of patches dropped while training
     lock_image: bool = False  # LiT

@@ -13,7 +13,7 @@ class-stratified share of the training set (nested: the 10% subset is inside the
 One optimizer step: per-sample augmentation (crop, flip, RandAugment; seeded per (seed, epoch,
 sample)), optional Mixup / CutMix (seeded per (seed, step, rank)), soft-target cross-entropy with
 label smoothing, backward, gradient clipping, AdamW (or SGD with momentum for fine-tuning), cosine
-schedule with linear warmup. bf16 autocast on GPU and on CPUs with AMX, fp32 elsewhere unless asked.
+schedule with linear warmup. bf16 autocast on GPU and on CPUs with AMX or AVX-512 BF16, fp32 elsewhere unless asked.
 Everything a resumed run needs (model, optimizer, scheduler, RNG, data position) is checkpointed, so a
 resumed run is bit-identical to an uninterrupted one.
 
@@ -118,7 +118,7 @@ class SupervisedConfig:
     eps: float = 1e-8
     momentum: float = 0.9  # SGD only
     grad_clip: float = 1.0
-    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX, else fp32) | "fp32" | "bf16"
+    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
     grad_checkpointing: bool = False
     compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
     seed: int = 0

@@ -77,7 +77,7 @@ def add_arguments(p):
 
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     e.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
-                   help="weights and activations: fp32 (default) or bf16 (fast on GPUs and CPUs with AMX)")
+                   help="weights and activations: fp32 (default) or bf16 (fast on GPUs and on CPUs with AMX or AVX-512 BF16)")
     p.set_defaults(_vit_parser=p)
 
 
