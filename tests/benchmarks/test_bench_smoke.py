@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("KIZUNA_SHARED", REPO.parent / "shared"))  # as benchmarks/common.py finds it
 
@@ -70,6 +72,9 @@ def test_quick_train_and_eval_throughput_benchmarks_report_rates(tmp_path):
     tr = data["train_throughput"]["data"]
     assert tr["trainer_samples_per_s"] > 0 and tr["trainer_step_rates"]
     assert len(tr["bare_step"]["runs_s"]) >= 5
+    from kizuna.train.optim import resolve_precision  # the bare step runs in the precision the trainer's auto chose
+
+    assert tr["precision"] == resolve_precision("auto", torch.device("cpu"))
 
     assert "## Zero-shot evaluation throughput" in md
     ev = data["eval_throughput"]["data"]
@@ -141,6 +146,20 @@ def test_quick_gemm_library_benchmark_compares_both_libraries_per_row_count(tmp_
     for r in rows:
         assert r["mkl_speedup"] > 0 and r["shipped"] in ("onednn", "mkl")
         assert all(len(t["runs_s"]) >= 5 for t in r["timings"].values())
+
+
+def test_quick_cpu_switches_benchmark_times_both_forms_of_each_switch(tmp_path):
+    from kizuna.models import layers, vit
+
+    md, sections = _run_bench(tmp_path, "cpu_switches", timeout=180)
+    data = sections["cpu_switches"]["data"]
+    assert "GEMM / materialised, ms" in md and "KIZUNA_MATERIALISED_ATTENTION" in md
+    assert set(data["timings"]) == {f"{op} tiny {dtype}" for op in ("patch", "attention")
+                                    for dtype in ("torch.float32", "torch.bfloat16")}
+    for name, t in data["timings"].items():
+        forms = {"conv", "gemm"} if name.startswith("patch") else {"sdpa", "materialised"}
+        assert set(t) == forms and all(len(r["runs_s"]) >= 5 for r in t.values())
+    assert data["patch_gemm"] == vit.PATCH_GEMM and bool(data["materialised_keys"]) == bool(layers.MATERIALISED_TRAINING_KEYS)
 
 
 def test_quick_allocator_benchmark_runs_each_mode_in_its_own_children(tmp_path):
