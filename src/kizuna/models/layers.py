@@ -261,9 +261,9 @@ class Mlp(nn.Module):
 # up to this many keys, and SDPA's flash kernel above: flash's CPU backward is slow at short sequences.
 # Forward and backward on a 2-core Xeon (batch 32, head dim 64), flash vs materialised: fp32 17.4 vs 11.0 ms at
 # 50 keys, 18.3 vs 15.1 at 77, but 24.6 vs 25.4 at 96 (head dim 32) and 107 vs 170 at 197; bf16 46 vs 8.7 ms at
-# 50 keys, 43 vs 10 at 77, 127 vs 68 at 197. On a 2-core Zen 4 EPYC (AVX-512; section ``cpu_switches``):
-# fp32 15.5 vs 13.2 ms at 50 keys, even at 65 and 77, 166 vs 400 at 197; bf16 50 vs 12 ms at 50 keys, 61 vs 16
-# at 77, 227 vs 221 at 197. Inference keeps SDPA: its forward was as fast or faster.
+# 50 keys, 43 vs 10 at 77, 127 vs 68 at 197. On a 2-core Zen 4 EPYC (AVX-512; section ``cpu_switches``): fp32
+# within noise at 22-77 keys (materialised 0.88-1.23x as fast over three runs), 143 vs 293 ms at 197; bf16 52 vs
+# 12 ms at 50 keys, 59 vs 16 at 77, 215 vs 146 at 197. Inference keeps SDPA: its forward was as fast or faster.
 # Measured on CPUs with AVX-512 (Intel and AMD) only: others (AVX2) keep SDPA until measured there.
 # ``KIZUNA_MATERIALISED_ATTENTION=0/1`` overrides.
 INTEL = cpu_info("vendor_id") == "GenuineIntel"

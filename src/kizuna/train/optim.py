@@ -61,8 +61,8 @@ def cpu_bf16_native(flags: set[str] | None = None) -> bool:
     There bf16 autocast trains faster than fp32 and learns as well, so ``auto`` picks it. A 2-core Xeon with
     AMX: the `flickr8k` config 1.48x, a ViT-B/32 CLIP step 2.6x; over three seeds of `flickr8k`, Flickr8k
     test R@10 within 0.2 points of fp32 in both directions (docs/TRAINING.md). A 2-core Zen 4 EPYC (AVX-512
-    BF16): `vit_cifar10` 2.2x, `demo` 1.3x, a ViT-B/32 CLIP step 1.75x (docs/PERFORMANCE.md). Elsewhere
-    bf16 matmuls are emulated and slower than fp32."""
+    BF16): the `demo` and `flickr8k` configs 1.5x, `vit_cifar10` 1.3x, a ViT-B/32 CLIP step 1.76x
+    (docs/TRAINING.md). Elsewhere bf16 matmuls are emulated and slower than fp32."""
     if flags is None:
         from kizuna.models.layers import cpu_info
 
