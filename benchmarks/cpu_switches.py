@@ -43,6 +43,25 @@ def _attention_cases(s: Settings):
             ("text (77, causal)", 32, 8, 77, 64, True), ("ViT-B/16", 32, 12, 197, 64, False)]
 
 
+def _compare(s: Settings, rows: list, data: dict, op: str, key: str, name: str, dtype: torch.dtype,
+             forms: dict) -> None:
+    """Check that both forms (name -> a call doing one forward and backward, returning the output) agree,
+    time them interleaved, and add a table row (first form's ms, second's, first ÷ second) and the timings."""
+    (first, a), (second, b) = forms.items()
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(b().float(), a().float(), atol=tol, rtol=tol)
+    s.log(f"[{NAME}] {op} of {name}, {str(dtype)[6:]}")
+    t = interleaved(forms, s.reps, s.warmup, max_reps=s.max_reps)
+    ms = {k: v.median * 1e3 for k, v in t.items()}
+    rows.append([op, name, str(dtype)[6:], f"{ms[first]:.1f}", f"{ms[second]:.1f}", f"**{ms[first] / ms[second]:.2f}x**"])
+    data[f"{key} {name} {dtype}"] = {k: v.as_dict() for k, v in t.items()}
+
+
+def _backward(y: torch.Tensor) -> torch.Tensor:
+    y.float().square().mean().backward()
+    return y
+
+
 def _patch(s: Settings, rows: list, data: dict) -> None:
     from kizuna.models.vit import patch_gemm
 
@@ -52,23 +71,17 @@ def _patch(s: Settings, rows: list, data: dict) -> None:
         w = (torch.randn(width, chans, p, p, generator=g) * (chans * p * p) ** -0.5).requires_grad_()
         b = torch.zeros(width, requires_grad=True)
         for dtype in (torch.float32, torch.bfloat16):
-            def step(form):
-                def call():
-                    with _autocast(dtype):
-                        y = F.conv2d(x, w, b, stride=p) if form == "conv" else patch_gemm(x, w, b)
-                    y.float().square().mean().backward()
-                    return y
-                return call
+            def conv():
+                with _autocast(dtype):
+                    y = F.conv2d(x, w, b, stride=p)
+                return _backward(y)
 
-            conv, gemm = step("conv"), step("gemm")
-            tol = 1e-4 if dtype == torch.float32 else 3e-2
-            torch.testing.assert_close(gemm().float(), conv().float(), atol=tol, rtol=tol)
-            s.log(f"[{NAME}] patch embedding of {name}, {str(dtype)[6:]}")
-            t = interleaved({"conv": conv, "gemm": gemm}, s.reps, s.warmup, max_reps=s.max_reps)
-            ms = {k: v.median * 1e3 for k, v in t.items()}
-            rows.append(["patch embedding", name, str(dtype)[6:], f"{ms['conv']:.1f}", f"{ms['gemm']:.1f}",
-                         f"**{ms['conv'] / ms['gemm']:.2f}x**"])
-            data[f"patch {name} {dtype}"] = {k: v.as_dict() for k, v in t.items()}
+            def gemm():
+                with _autocast(dtype):
+                    y = patch_gemm(x, w, b)
+                return _backward(y)
+
+            _compare(s, rows, data, "patch embedding", "patch", name, dtype, {"conv": conv, "gemm": gemm})
 
 
 def _attention(s: Settings, rows: list, data: dict) -> None:
@@ -78,26 +91,10 @@ def _attention(s: Settings, rows: list, data: dict) -> None:
         for dtype in (torch.float32, torch.bfloat16):
             g = torch.Generator().manual_seed(0)
             q, k, v = (torch.randn(batch, heads, keys, hd, generator=g).to(dtype).requires_grad_() for _ in range(3))
-
-            def step(form):
-                def call():
-                    if form == "sdpa":
-                        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-                    else:
-                        y = materialised_attention(q, k, v, causal=causal)[0]
-                    y.float().square().mean().backward()
-                    return y
-                return call
-
-            sdpa, mat = step("sdpa"), step("materialised")
-            tol = 1e-4 if dtype == torch.float32 else 3e-2
-            torch.testing.assert_close(mat().float(), sdpa().float(), atol=tol, rtol=tol)
-            s.log(f"[{NAME}] attention of {name}, {str(dtype)[6:]}")
-            t = interleaved({"sdpa": sdpa, "materialised": mat}, s.reps, s.warmup, max_reps=s.max_reps)
-            ms = {k: v.median * 1e3 for k, v in t.items()}
-            rows.append([f"attention, {keys} keys", name, str(dtype)[6:], f"{ms['sdpa']:.1f}",
-                         f"{ms['materialised']:.1f}", f"**{ms['sdpa'] / ms['materialised']:.2f}x**"])
-            data[f"attention {name} {dtype}"] = {k: v.as_dict() for k, v in t.items()}
+            sdpa = lambda: _backward(F.scaled_dot_product_attention(q, k, v, is_causal=causal))  # noqa: E731
+            mat = lambda: _backward(materialised_attention(q, k, v, causal=causal)[0])  # noqa: E731
+            _compare(s, rows, data, f"attention, {keys} keys", "attention", name, dtype,
+                     {"sdpa": sdpa, "materialised": mat})
 
 
 def run(s: Settings) -> dict:
