@@ -142,7 +142,22 @@ def run(s: Settings) -> dict:
         compile_note = "compiled in the warm-up runs (not timed)"
     if "open_clip" in models:
         contenders["open_clip"] = open_clip_step
-    first_loss = {n: float(f()) for n, f in contenders.items()}  # also the first warm-up (and compile)
+    # The first step is also the first warm-up (and the compile). A contender other than plain kizuna that
+    # fails in it (a compiler error, an OpenCLIP version mismatch) is dropped with the reason in the notes,
+    # so one failure on a machine that is lent for minutes does not cost the whole section.
+    first_loss, dropped = {}, {}
+    for n in list(contenders):
+        try:
+            first_loss[n] = float(contenders[n]())
+        except Exception as e:  # noqa: BLE001 - reported below; plain kizuna's failures are re-raised
+            if n == "kizuna":
+                raise
+            dropped[n] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            s.log(f"[{NAME}] {n} dropped: {dropped[n]}")
+            del contenders[n]
+            models.pop(n, None), opts.pop(n, None)
+    if "kizuna_compiled" in dropped:
+        compile_note = f"failed in its first step ({dropped['kizuna_compiled']}); not timed"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     t = interleaved(contenders, s.reps, s.warmup, items=batch, max_reps=s.max_reps)
@@ -191,10 +206,13 @@ def run(s: Settings) -> dict:
         f"torch.compile: {compile_note}. The best kizuna contender ({labels[best_kizuna]}) is the one checked "
         "against the targets.",
         "OpenCLIP: " + ("`open_clip.create_model('ViT-B-16', pretrained=None)`, the same autocast, optimizer and "
-                        "loss function." if "open_clip" in models else f"not available here ({oc_error})."),
+                        "loss function." if "open_clip" in models else
+                        f"failed in its first step ({dropped['open_clip']})." if "open_clip" in dropped else
+                        f"not available here ({oc_error})."),
     ]
     return {"title": TITLE, "md": "\n\n".join([table, peak_table]), "notes": notes, "targets": targets,
             "data": {"device": gpu, "batch": batch, "image_size": size, "positions_run": kept,
                      "timings": {n: r.as_dict() for n, r in t.items()}, "mfu": {n: round(v, 4) for n, v in mfu.items()},
                      "matmul_peak_gflops": {str(n): round(v, 1) for n, v in peaks.items()},
-                     "first_loss": first_loss, "peak_memory_gib": peak_mem, "open_clip_error": oc_error}}
+                     "first_loss": first_loss, "peak_memory_gib": peak_mem, "open_clip_error": oc_error,
+                     "dropped": dropped}}

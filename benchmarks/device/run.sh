@@ -5,12 +5,15 @@
 #   bash benchmarks/device/run.sh bench   # issue 6: ViT-B/16 bf16 training step vs OpenCLIP, MFU
 #   bash benchmarks/device/run.sh smoke   # the same two at toy sizes, to check the set-up (8 files back,
 #                                         # no figures; 3.4 min on 2 CPU cores, seconds on a GPU machine)
+#   bash benchmarks/device/run.sh smoke-cifar bench   # several in turn; smoke-cifar runs the CIFAR path at toy
+#                                         # sizes into separate folders (smoke-*), so a later full run cannot
+#                                         # resume from it on the same warm machine
+#   CIFAR_FLAGS="--time-budget-minutes 6" bash benchmarks/device/run.sh cifar   # extra flags for both runs
 #
 # It expects .device/ from prepare.sh (carried by the device tool) and writes what should come back into
 # $OUT (at most 8 files). See README.md beside it for the device tool's call and the time it costs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-WHAT=${1:-smoke}
 OUT=${OUT:-/tmp/kizuna-device-out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}  # the device's python3 holds torch; here: PYTHON=.venv/bin/python
@@ -38,22 +41,23 @@ cifar() {  # $1 = extra flags for a quick run
     # their loaders: the hybrid of the config and a plain ViT with 4-px patches (width 384, depth 7).
     local cpus; cpus=$(nproc); local w=$(( cpus > 4 ? cpus / 2 - 1 : 1 ))
     "$PY" -m kizuna.apps.cli vit train --config vit_cifar10_gpu --workers "$w" --progress false \
-        --out /tmp/runs/c10-hybrid $quick > "$OUT/c10-hybrid.log" 2>&1 &
+        --out /tmp/runs/${OUT_PREFIX:-}c10-hybrid $quick > "$OUT/${OUT_PREFIX:-}c10-hybrid.log" 2>&1 &
     local a=$!
     "$PY" -m kizuna.apps.cli vit train --config vit_cifar10_gpu --workers "$w" --progress false \
-        --model S/4 --model-overrides '{"depth": 7}' --out /tmp/runs/c10-vit $quick > "$OUT/c10-vit.log" 2>&1 &
+        --model S/4 --model-overrides '{"depth": 7}' --out /tmp/runs/${OUT_PREFIX:-}c10-vit $quick > "$OUT/${OUT_PREFIX:-}c10-vit.log" 2>&1 &
     local b=$!
     wait $a; local ra=$?; wait $b; local rb=$?
+    # (a smoke run's logs say enough: its metrics stay behind, to keep within the 8 files that come back)
     for r in hybrid vit; do
-        cp "/tmp/runs/c10-$r/metrics.jsonl" "$OUT/c10-$r.metrics.jsonl" 2>/dev/null || true
+        [ -n "${OUT_PREFIX:-}" ] || cp "/tmp/runs/${OUT_PREFIX:-}c10-$r/metrics.jsonl" "$OUT/${OUT_PREFIX:-}c10-$r.metrics.jsonl" 2>/dev/null || true
     done
     # Issue 5 (b): does a ViT trained for many epochs learn local attention in its low layers? The figures
     # and numbers of the plain ViT (report.json holds every section's numbers).
     if [ $rb -eq 0 ]; then
-        "$PY" -m kizuna.apps.cli analyze all /tmp/runs/c10-vit/model --images "$KIZUNA_SHARED/data/cifar10/test" \
-            --max-images 64 --out /tmp/fig-vit > /dev/null 2>&1 \
-            && cp /tmp/fig-vit/report.json "$OUT/c10-vit.analysis.json" \
-            && { [ -n "$quick" ] || cp /tmp/fig-vit/attention_distance.png /tmp/fig-vit/positions.png "$OUT/"; }
+        "$PY" -m kizuna.apps.cli analyze all /tmp/runs/${OUT_PREFIX:-}c10-vit/model --images "$KIZUNA_SHARED/data/cifar10/test" \
+            --max-images 64 --out /tmp/${OUT_PREFIX:-}fig-vit > /dev/null 2>&1 \
+            && cp /tmp/${OUT_PREFIX:-}fig-vit/report.json "$OUT/${OUT_PREFIX:-}c10-vit.analysis.json" \
+            && { [ -n "${OUT_PREFIX:-}" ] || cp /tmp/${OUT_PREFIX:-}fig-vit/attention_distance.png /tmp/${OUT_PREFIX:-}fig-vit/positions.png "$OUT/"; }
     fi
     echo "cifar: hybrid exit $ra, vit exit $rb"
     [ $ra -eq 0 ] && [ $rb -eq 0 ]
@@ -63,14 +67,22 @@ bench() {  # $1 = --quick for a smoke run
     # Start from the committed results so the returned results.json is the whole suite with this section
     # added (`--only` keeps the other sections); back here: cp it to benchmarks/ and `--render`.
     cp benchmarks/results.json "$OUT/results.json"
-    "$PY" -m benchmarks --only gpu_train_step ${1:-} --out "$OUT/BENCHMARKS.md" --json "$OUT/results.json"
+    # bounded, so a slow compile cannot eat the time of what runs after it in the same call
+    timeout "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks --only gpu_train_step ${1:-} --out "$OUT/BENCHMARKS.md" \
+        --json "$OUT/results.json" 2>&1 | tee "$OUT/bench.log" | grep -v '%|'
+    return "${PIPESTATUS[0]}"
 }
 
-case "$WHAT" in
-    cifar) cifar ;;
-    bench) bench ;;
-    smoke) cifar "--time-budget-minutes 0.3 --warmup-steps 5 --subset-fraction 0.1 --val-max-samples 1000 \
-                  --batch-size 64 --eval-batch-size 250" \
-           && bench --quick ;;
-    *) echo "usage: $0 cifar|bench|smoke" >&2; exit 2 ;;
-esac
+QUICK_CIFAR="--time-budget-minutes 0.3 --warmup-steps 5 --subset-fraction 0.1 --val-max-samples 1000 \
+             --batch-size 64 --eval-batch-size 250"
+status=0
+for WHAT in "${@:-smoke}"; do
+    case "$WHAT" in
+        cifar) cifar "${CIFAR_FLAGS:-}" || status=1 ;;
+        bench) bench || status=1 ;;
+        smoke-cifar) OUT_PREFIX=smoke- cifar "$QUICK_CIFAR" || status=1 ;;
+        smoke) { OUT_PREFIX=smoke- cifar "$QUICK_CIFAR" && bench --quick; } || status=1 ;;
+        *) echo "usage: $0 cifar|bench|smoke|smoke-cifar ... (several run in turn)" >&2; exit 2 ;;
+    esac
+done
+exit $status
