@@ -34,10 +34,12 @@ MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utiliza
 MEASURED_ENV = ("KIZUNA_", "MALLOC_", "OMP_", "MKL_", "DNNL_", "ONEDNN_", "KMP_", "LD_PRELOAD")
 
 
-def _command(argv: list[str], environ: dict[str, str] | None = None) -> str:
+def _command(argv: list[str], environ: dict[str, str] | None = None, executable: str | None = None) -> str:
     environ = os.environ if environ is None else environ
     env = [f"{k}={shlex.quote(v)}" for k, v in sorted(environ.items()) if k.startswith(MEASURED_ENV)]
-    return " ".join(env + [".venv/bin/python -m benchmarks"] + [shlex.quote(a) for a in argv])
+    # the project's virtual environment here; a machine without one (a lent GPU's python3) says so
+    python = ".venv/bin/python" if ".venv" in Path(executable or sys.executable).parts else "python3"
+    return " ".join(env + [f"{python} -m benchmarks"] + [shlex.quote(a) for a in argv])
 
 
 def _now() -> str:

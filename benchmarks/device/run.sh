@@ -39,12 +39,15 @@ cifar() {  # $1 = extra flags for a quick run
     local quick=${1:-}
     # Two runs share the GPU (each uses a fraction of it at this size) and split the CPU cores for
     # their loaders: the hybrid of the config and a plain ViT with 4-px patches (width 384, depth 7).
+    # The plain ViT diverged at the hybrid's lr 2e-3 on the H200 (2026-12-04, docs/RESULTS.md): it gets
+    # 2e-3 x 96/384 = 5e-4 (the width-96 CPU recipe's rate, Adam's rate scaled as 1/width; DeiT's
+    # 5e-4 x batch/512 too).
     local cpus; cpus=$(nproc); local w=$(( cpus > 4 ? cpus / 2 - 1 : 1 ))
     "$PY" -m kizuna.apps.cli vit train --config vit_cifar10_gpu --workers "$w" --progress false \
         --out /tmp/runs/${OUT_PREFIX:-}c10-hybrid $quick > "$OUT/${OUT_PREFIX:-}c10-hybrid.log" 2>&1 &
     local a=$!
     "$PY" -m kizuna.apps.cli vit train --config vit_cifar10_gpu --workers "$w" --progress false \
-        --model S/4 --model-overrides '{"depth": 7}' --out /tmp/runs/${OUT_PREFIX:-}c10-vit $quick > "$OUT/${OUT_PREFIX:-}c10-vit.log" 2>&1 &
+        --model S/4 --model-overrides '{"depth": 7}' --lr 5e-4 --out /tmp/runs/${OUT_PREFIX:-}c10-vit $quick > "$OUT/${OUT_PREFIX:-}c10-vit.log" 2>&1 &
     local b=$!
     wait $a; local ra=$?; wait $b; local rb=$?
     # (a smoke run's logs say enough: its metrics stay behind, to keep within the 8 files that come back)

@@ -87,4 +87,5 @@ def test_recorded_command_carries_the_settings_that_change_measurements():
     cmd = _command(["--only", "encode"], env)
     assert cmd == ("KIZUNA_GEMM=onednn MALLOC_TRIM_THRESHOLD_=4294967296 "
                    ".venv/bin/python -m benchmarks --only encode")
-    assert _command(["--render"], {"HOME": "/root"}) == ".venv/bin/python -m benchmarks --render"
+    assert _command(["--render"], {"HOME": "/root"}, "/w/.venv/bin/python") == ".venv/bin/python -m benchmarks --render"
+    assert _command(["--render"], {}, "/opt/torch/bin/python3") == "python3 -m benchmarks --render"  # a lent GPU

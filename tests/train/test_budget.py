@@ -46,6 +46,31 @@ def test_plan_fills_the_budget_with_steps_and_evaluations(clock):
     assert b.plan(step=8, cap=20)["total_steps"] == 20  # `steps` caps a budgeted run
 
 
+def test_bursty_steps_are_planned_at_their_mean_so_the_run_ends_on_time(clock):
+    """A loader-bound run: three quick steps on prefetched batches, then one that waits for the workers.
+    The budget is spent at the mean (0.2 s), not the median (0.1 s): planned on the median, the run would
+    take 1.7x its budget."""
+    pattern = [0.1, 0.1, 0.1, 0.5]
+    b = TimeBudget(budget_minutes=1.0, margin=0.0, calibrate_steps=40)
+    b.restart()
+    b.step_done()
+    _steps(b, clock, [0.1] * SKIP_FIRST + pattern * 10)
+    assert b.seconds_per_step() == pytest.approx(0.2)
+    plan = b.plan(step=43)
+    _steps(b, clock, (pattern * 1000)[:plan["total_steps"] - 43])  # the rest of the run at the same pace
+    assert 60 - 0.5 <= b.elapsed <= 60 + 1e-9
+
+
+def test_an_isolated_pause_among_hundreds_of_steps_does_not_shorten_the_run(clock):
+    b = TimeBudget(budget_minutes=1.0, calibrate_steps=200)
+    b.restart()
+    b.step_done()
+    _steps(b, clock, [0.1] * (SKIP_FIRST + 150) + [5.0] + [0.1] * 49)  # one 5-s pause (a GC, a checkpoint)
+    assert b.seconds_per_step() == pytest.approx(0.1)
+    _steps(b, clock, [5.0, 5.0])  # three among 203: a pace, not an accident
+    assert b.seconds_per_step() > 0.1
+
+
 def test_plan_never_goes_backwards_and_the_margin_is_kept(clock):
     b = TimeBudget(budget_minutes=0.1, margin=0.1, calibrate_steps=1)
     b.restart()
