@@ -5,11 +5,11 @@
 
 Issue 5 asks for >= 85% test top-1 within 10 minutes on a lent GPU. First run on an H200 (2026-12-04, a
 6-minute budget, the two runs above side by side, docs/RESULTS.md "On a GPU"): the hybrid reached 82.95%
-in 212 epochs, its loaders setting the pace with the GPU mostly idle; the plain ViT diverged at this lr
+in 212 epochs, the CPU-side loaders setting the pace (9% of the GPU's bf16 peak); the plain ViT diverged at this lr
 (2e-3), hence its --lr 5e-4. benchmarks/device/README.md has the script that runs both.
 Sizing: the hybrid's stem (two residual stages, stride 4) turns a 32-px image into an 8x8 grid, like
-4-px patches; with the 6-block Transformer of width 256 it has 5.1 M parameters and costs 0.69 GFLOP
-per image forward (torch's FLOP counter), ~2.1 GFLOP per image per training step: a few TFLOP per
+4-px patches; with the 6-block Transformer of width 256 it has 5.1 M parameters and costs 0.63 GFLOP
+per image forward (torch's FLOP counter, 2026-12-04), ~1.9 GFLOP per image per training step: a few TFLOP per
 second of images, far below what an H100/H200 does; at this size the GPU waits
 for the loader (PIL RandAugment in worker processes, ~1,300 images/s each on one core), so the epochs
 that fit are set by `workers`. The time budget plans the length after the warm-up from the measured
