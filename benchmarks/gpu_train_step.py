@@ -18,13 +18,15 @@ MFU = (3 x forward FLOPs of the positions each contender runs, from ``kizuna.mod
 On the device machine (OpenCLIP travels as a wheel; the GPU image has torch and torchvision)::
 
     python -m benchmarks --only gpu_train_step --out BENCHMARKS.md
-    # environment: KIZUNA_GPU_BATCH (default 256), KIZUNA_GPU_COMPILE=0 to skip the compiled contender
+    # environment: KIZUNA_GPU_BATCH (default 256), KIZUNA_GPU_COMPILE=0 to skip the compiled contender,
+    # KIZUNA_GPU_PROFILE=FILE to write a torch.profiler table of the fastest kizuna contender's step there
 """
 from __future__ import annotations
 
 import copy
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -54,6 +56,26 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, sizes=(4096, 8192), re
         out[n] = 2 * n**3 / best / 1e9
         del a, b
     return out
+
+
+def profile_table(step, path: str, cuda: bool, steps: int = 3, rows: int = 40) -> None:
+    """``steps`` calls of ``step`` under torch.profiler; the ops that took the most device time (CPU time
+    without CUDA) as a table in ``path``. A lease of a GPU is short: the table comes back with the
+    benchmark, so where the time goes can be read without another call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+    table = None
+    for key in (("self_device_time_total", "self_cuda_time_total") if cuda else ("self_cpu_time_total",)):
+        try:  # torch renamed cuda_* to device_* in 2.x; either may be the one this version sorts by
+            table = prof.key_averages().table(sort_by=key, row_limit=rows)
+            break
+        except (KeyError, AttributeError, ValueError):
+            continue
+    Path(path).write_text(f"{steps} steps; sorted by {key}\n{table}\n")
 
 
 def _sync(device: torch.device) -> None:
@@ -186,6 +208,9 @@ def run(s: Settings) -> dict:
                       "MFU (fp32 peak)", "spread", "first-step loss"], rows)
     peak_table = md_table(["n (square)", f"torch.mm {dtype} GFLOP/s"], [[str(n), f"{v:,.0f}"] for n, v in peaks.items()])
     best_kizuna = max((n for n in t if n.startswith("kizuna") and n != "kizuna_pad"), key=lambda n: t[n].rate)
+    profile_path = os.environ.get("KIZUNA_GPU_PROFILE")
+    if profile_path:
+        profile_table(contenders[best_kizuna], profile_path, cuda)
     targets = []
     if cuda and not s.quick:
         if ref:

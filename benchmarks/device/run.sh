@@ -71,7 +71,8 @@ bench() {  # $1 = --quick for a smoke run
     # added (`--only` keeps the other sections); back here: cp it to benchmarks/ and `--render`.
     cp benchmarks/results.json "$OUT/results.json"
     # bounded, so a slow compile cannot eat the time of what runs after it in the same call
-    timeout "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks --only gpu_train_step ${1:-} --out "$OUT/BENCHMARKS.md" \
+    # and a torch.profiler table of the fastest kizuna step comes back with it (the MFU gap, issue 6)
+    KIZUNA_GPU_PROFILE="$OUT/gpu_profile.txt" timeout "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks --only gpu_train_step ${1:-} --out "$OUT/BENCHMARKS.md" \
         --json "$OUT/results.json" 2>&1 | tee "$OUT/bench.log" | grep -v '%|'
     return "${PIPESTATUS[0]}"
 }

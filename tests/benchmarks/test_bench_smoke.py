@@ -124,12 +124,26 @@ def test_gpu_train_step_records_a_skip_without_cuda_and_smoke_runs_on_cpu(tmp_pa
     skipped = gpu_train_step.run(Settings.make(quick=False, log=lambda m: None))
     assert skipped["targets"] == [] and "Not run" in skipped["md"] and "no CUDA" in skipped["data"]["skipped"]
 
+    # a reference that fails its first step is dropped with the reason, not the whole section
+    class Broken(torch.nn.Module):
+        visual = type("Visual", (), {"image_size": 64})()
+
+        def forward(self, *args):
+            raise RuntimeError("planted failure")
+
+    monkeypatch.setattr(gpu_train_step, "_open_clip", lambda: (type("OC", (), {
+        "create_model": staticmethod(lambda *a, **k: Broken())}), None))
+    monkeypatch.setenv("KIZUNA_GPU_PROFILE", str(tmp_path / "profile.txt"))
     ran = gpu_train_step.run(Settings.make(quick=True, log=lambda m: None))
     loss = ran["data"]["first_loss"]
-    assert set(ran["data"]["timings"]) >= {"kizuna", "kizuna_pad"}
+    assert set(ran["data"]["timings"]) == {"kizuna", "kizuna_pad"}
+    assert ran["data"]["dropped"] == {"open_clip": "RuntimeError: planted failure"}
+    assert "OpenCLIP: failed in its first step (RuntimeError: planted failure)" in ran["notes"][-1]
     assert abs(loss["kizuna"] - loss["kizuna_pad"]) < 1e-5
     assert ran["data"]["positions_run"] < 77 and "| kizuna |" in ran["md"]
     assert ran["targets"] == []  # a CPU smoke run checks no GPU target
+    table = (tmp_path / "profile.txt").read_text()  # KIZUNA_GPU_PROFILE: where the step's time goes
+    assert "3 steps" in table and "aten::" in table
 
 
 def test_quick_gemm_library_benchmark_compares_both_libraries_per_row_count(tmp_path):
