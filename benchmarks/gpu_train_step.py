@@ -177,7 +177,8 @@ def run(s: Settings) -> dict:
             dropped[n] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             s.log(f"[{NAME}] {n} dropped: {dropped[n]}")
             del contenders[n]
-            models.pop(n, None), opts.pop(n, None)
+            models.pop(n, None)
+            opts.pop(n, None)
     if "kizuna_compiled" in dropped:
         compile_note = f"failed in its first step ({dropped['kizuna_compiled']}); not timed"
     if cuda:

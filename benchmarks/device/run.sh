@@ -35,8 +35,8 @@ print(f"torch {torch.__version__}, {gpu}, {os.cpu_count()} CPUs, kizuna from {ki
 PYEOF
 [ $? -eq 0 ] || { echo "kizuna does not import with $PY" >&2; exit 1; }
 
-cifar() {  # $1 = extra flags for a quick run
-    local quick=${1:-}
+cifar() {  # $1 = extra flags for both runs; OUT_PREFIX (smoke-) keeps a smoke run's folders and files apart
+    local quick=${1:-} pre=${OUT_PREFIX:-}
     # Two runs share the GPU (each uses a fraction of it at this size) and split the CPU cores for
     # their loaders: the hybrid of the config and a plain ViT with 4-px patches (width 384, depth 7).
     # The plain ViT diverged at the hybrid's lr 2e-3 on the H200 (2026-12-04, docs/RESULTS.md): it gets
@@ -44,23 +44,23 @@ cifar() {  # $1 = extra flags for a quick run
     # 5e-4 x batch/512 too).
     local cpus; cpus=$(nproc); local w=$(( cpus > 4 ? cpus / 2 - 1 : 1 ))
     "$PY" -m kizuna.apps.cli vit train --config vit_cifar10_gpu --workers "$w" --progress false \
-        --out /tmp/runs/${OUT_PREFIX:-}c10-hybrid $quick > "$OUT/${OUT_PREFIX:-}c10-hybrid.log" 2>&1 &
+        --out /tmp/runs/${pre}c10-hybrid $quick > "$OUT/${pre}c10-hybrid.log" 2>&1 &
     local a=$!
     "$PY" -m kizuna.apps.cli vit train --config vit_cifar10_gpu --workers "$w" --progress false \
-        --model S/4 --model-overrides '{"depth": 7}' --lr 5e-4 --out /tmp/runs/${OUT_PREFIX:-}c10-vit $quick > "$OUT/${OUT_PREFIX:-}c10-vit.log" 2>&1 &
+        --model S/4 --model-overrides '{"depth": 7}' --lr 5e-4 --out /tmp/runs/${pre}c10-vit $quick > "$OUT/${pre}c10-vit.log" 2>&1 &
     local b=$!
     wait $a; local ra=$?; wait $b; local rb=$?
     # (a smoke run's logs say enough: its metrics stay behind, to keep within the 8 files that come back)
     for r in hybrid vit; do
-        [ -n "${OUT_PREFIX:-}" ] || cp "/tmp/runs/${OUT_PREFIX:-}c10-$r/metrics.jsonl" "$OUT/${OUT_PREFIX:-}c10-$r.metrics.jsonl" 2>/dev/null || true
+        [ -n "$pre" ] || cp "/tmp/runs/${pre}c10-$r/metrics.jsonl" "$OUT/${pre}c10-$r.metrics.jsonl" 2>/dev/null || true
     done
     # Issue 5 (b): does a ViT trained for many epochs learn local attention in its low layers? The figures
     # and numbers of the plain ViT (report.json holds every section's numbers).
     if [ $rb -eq 0 ]; then
-        "$PY" -m kizuna.apps.cli analyze all /tmp/runs/${OUT_PREFIX:-}c10-vit/model --images "$KIZUNA_SHARED/data/cifar10/test" \
-            --max-images 64 --out /tmp/${OUT_PREFIX:-}fig-vit > /dev/null 2>&1 \
-            && cp /tmp/${OUT_PREFIX:-}fig-vit/report.json "$OUT/${OUT_PREFIX:-}c10-vit.analysis.json" \
-            && { [ -n "${OUT_PREFIX:-}" ] || cp /tmp/${OUT_PREFIX:-}fig-vit/attention_distance.png /tmp/${OUT_PREFIX:-}fig-vit/positions.png "$OUT/"; }
+        "$PY" -m kizuna.apps.cli analyze all /tmp/runs/${pre}c10-vit/model --images "$KIZUNA_SHARED/data/cifar10/test" \
+            --max-images 64 --out /tmp/${pre}fig-vit > /dev/null 2>&1 \
+            && cp /tmp/${pre}fig-vit/report.json "$OUT/${pre}c10-vit.analysis.json" \
+            && { [ -n "$pre" ] || cp /tmp/${pre}fig-vit/attention_distance.png /tmp/${pre}fig-vit/positions.png "$OUT/"; }
     fi
     echo "cifar: hybrid exit $ra, vit exit $rb"
     [ $ra -eq 0 ] && [ $rb -eq 0 ]

@@ -84,7 +84,7 @@ def test_recorded_command_carries_the_settings_that_change_measurements():
     from benchmarks.__main__ import _command
 
     env = {"KIZUNA_GEMM": "onednn", "MALLOC_TRIM_THRESHOLD_": "4294967296", "HOME": "/root", "PATH": "/bin"}
-    cmd = _command(["--only", "encode"], env)
+    cmd = _command(["--only", "encode"], env, "/w/.venv/bin/python")
     assert cmd == ("KIZUNA_GEMM=onednn MALLOC_TRIM_THRESHOLD_=4294967296 "
                    ".venv/bin/python -m benchmarks --only encode")
     assert _command(["--render"], {"HOME": "/root"}, "/w/.venv/bin/python") == ".venv/bin/python -m benchmarks --render"
