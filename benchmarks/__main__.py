@@ -22,10 +22,11 @@ from .common import REPO, Settings, load_average, machine_info
 
 # Run order: cheap and load-sensitive first; `utilization` reuses `encode`'s timings when both run.
 SECTIONS = ["tokenizer", "encode", "utilization", "fusion", "gemm_library", "cpu_switches", "train_step", "allocator", "bf16", "train_throughput",
-            "dataloading", "eval_throughput", "profile", "gpu_train_step"]
+            "dataloading", "cifar_augment", "eval_throughput", "profile", "gpu_train_step"]
 MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utilization", "fusion": "fusion",
            "gemm_library": "gemm_library", "cpu_switches": "cpu_switches",
            "train_step": "train_step", "allocator": "allocator", "bf16": "bf16", "train_throughput": "train_throughput", "dataloading": "dataloading",
+           "cifar_augment": "cifar_augment",
            "eval_throughput": "eval_throughput", "profile": "profile", "gpu_train_step": "gpu_train_step"}
 
 

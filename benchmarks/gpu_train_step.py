@@ -19,7 +19,8 @@ On the device machine (OpenCLIP travels as a wheel; the GPU image has torch and 
 
     python -m benchmarks --only gpu_train_step --out BENCHMARKS.md
     # environment: KIZUNA_GPU_BATCH (default 256), KIZUNA_GPU_COMPILE=0 to skip the compiled contender,
-    # KIZUNA_GPU_PROFILE=FILE to write a torch.profiler table of the fastest kizuna contender's step there
+    # KIZUNA_GPU_PROFILE=FILE to write a torch.profiler table of the fastest kizuna contender's step there,
+    # KIZUNA_GPU_COMPILE_MODE (e.g. max-autotune; default: torch.compile's own) for the compiled contender
 """
 from __future__ import annotations
 
@@ -159,9 +160,10 @@ def run(s: Settings) -> dict:
     if cuda and os.environ.get("KIZUNA_GPU_COMPILE", "1") != "0" and hasattr(torch, "compile"):
         models["kizuna_compiled"] = copy.deepcopy(models["kizuna"])
         opts["kizuna_compiled"] = step_optimizer(models["kizuna_compiled"])
-        compiled = torch.compile(models["kizuna_compiled"])
+        mode = os.environ.get("KIZUNA_GPU_COMPILE_MODE") or None
+        compiled = torch.compile(models["kizuna_compiled"], mode=mode)
         contenders["kizuna_compiled"] = lambda: kizuna_step(compiled, opts["kizuna_compiled"])
-        compile_note = "compiled in the warm-up runs (not timed)"
+        compile_note = f"compiled in the warm-up runs (not timed), mode {mode or 'default'}"
     if "open_clip" in models:
         contenders["open_clip"] = open_clip_step
     # The first step is also the first warm-up (and the compile). A contender other than plain kizuna that

@@ -206,3 +206,16 @@ def test_quick_bf16_benchmark_times_where_bf16_is_native_and_says_why_not_elsewh
     assert all(p["min_cosine_vs_hf_fp32"] > 0.99 for p in data["parity"])
     minilm = data["pretrained_minilm"]
     assert "skipped" in minilm or (minilm["min_cosine"] > 0.99 and minilm["neighbour_agreement"] > 0.9)
+
+
+def test_quick_cifar_augment_benchmark_compares_pil_with_batches(tmp_path):
+    md, data = _run_bench(tmp_path, "cifar_augment", timeout=300, OMP_NUM_THREADS="1")
+    sec = data["cifar_augment"]["data"]
+    if not (SHARED / "data" / "cifar10" / "train").is_dir():  # no shared data here: the section says it skipped
+        assert sec["skipped"] and "Skipped" in md
+        return
+    assert "## CIFAR-10 augmentation" in md and "batched on the CPU" in md
+    assert sec["decoded"] == sec["images"] and sec["decode_s"] > 0
+    timings = sec["timings"]
+    assert {"PIL, one process", "batched on the CPU"} <= set(timings)
+    assert all(len(t["runs_s"]) >= 5 and t["items_per_s"] > 0 for t in timings.values())

@@ -50,6 +50,18 @@ def _shard(path: Path, start: int, n: int) -> None:
                 tf.addfile(info, io.BytesIO(data))
 
 
+def _with_a_corrupt_image(root: Path, split: str, start: int, n: int) -> Path:
+    """A dataset root whose ``split`` holds ``n`` good samples and, in a second shard, one that is not a JPEG."""
+    _shard(root / split / "000000.tar", start, n)
+    with tarfile.open(root / split / "000001.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, blob in (("zzz.cls", b"0"), ("zzz.jpg", b"not a jpeg")):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    (root / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("colours")
@@ -157,6 +169,41 @@ def test_hybrid_trains(data, tmp_path):
     rows = read_metrics(tmp_path / "h" / "metrics.jsonl", "train")
     assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)
     assert kizuna.load_model(tmp_path / "h" / "model").cfg.stem == "resnet"
+
+
+def test_device_augmentation_learns_and_resumes_bit_exact(data, tmp_path):
+    aug = dict(augment_on="device", randaug_ops=2, randaug_magnitude=7, mixup=0.4, cutmix=1.0, label_smoothing=0.1,
+               keep_last=10, save_every=2, val_data="", steps=6)
+    full = SupervisedTrainer(_cfg(data, tmp_path / "a", **aug))
+    assert full.loader.decoded.images.shape == (48, 3, 16, 16) and len(full.loader) == 3
+    full.train()
+    resumed = SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(tmp_path / "a" / "checkpoints" / "step_0000002"),
+                                     **aug))
+    assert resumed.step == 2
+    resumed.train()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # it learns the colours as the PIL path does (24 steps, crop and flip: RandAugment's colour ops would
+    # hide the only signal of this data; the loss starts at log 4)
+    out = tmp_path / "learn"
+    SupervisedTrainer(_cfg(data, out, augment_on="device", steps=24)).train()
+    rows = read_metrics(out / "metrics.jsonl", "train")
+    assert np.mean([r["loss"] for r in rows[-3:]]) < np.log(4) - 0.3
+    assert read_metrics(out / "metrics.jsonl", "eval")[-1]["val_top1"] > 0.5
+
+
+def test_device_augmentation_counts_corrupt_images_and_refuses_rrc(data, tmp_path):
+    bad = _with_a_corrupt_image(tmp_path / "bad", "train", 0, 32)
+    t = SupervisedTrainer(_cfg(bad, tmp_path / "run", augment_on="device", val_data="", steps=2))
+    assert len(t.train_index) == 33 and len(t.loader.decoded.labels) == 32
+    t.train()
+    logged = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
+    assert logged and logged[0]["skipped"] == 1 and logged[0]["skipped/corrupt_image"] == 1
+    with pytest.raises(ValueError, match="rrc"):
+        SupervisedTrainer(_cfg(data, tmp_path / "rrc", augment_on="device", crop="rrc"))
+    with pytest.raises(ValueError, match="augment_on"):
+        _cfg(data, tmp_path / "x", augment_on="gpu")
 
 
 def test_stratified_subset_is_nested_and_balanced():
@@ -276,14 +323,7 @@ def test_vit_eval_reproduces_the_trainers_evaluation_and_counts_corrupt_images(d
     assert sum(r["n"] for r in res["per_class"]) == 16 and len(res["confusion"]) == 4
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 5000
     # a corrupt image is skipped and counted, the rest are still evaluated
-    bad = tmp_path / "bad"
-    _shard(bad / "test" / "000000.tar", 1000, 16)
-    with tarfile.open(bad / "test" / "000001.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
-        for name, blob in (("zzz.cls", b"0"), ("zzz.jpg", b"not a jpeg")):
-            info = tarfile.TarInfo(name)
-            info.size = len(blob)
-            tf.addfile(info, io.BytesIO(blob))
-    (bad / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    bad = _with_a_corrupt_image(tmp_path / "bad", "test", 1000, 16)
     main(["vit", "eval", str(out / "model"), "--data", str(bad), "--no-progress", "--out", str(tmp_path / "ev2")])
     res2 = json.loads((tmp_path / "ev2" / "results.json").read_text())
     assert res2["n"] == 16 and sum(res2["skipped"].values()) == 1

@@ -11,7 +11,9 @@ with split folders takes ``data_split`` / ``val_split``. ``subset_fraction`` kee
 class-stratified share of the training set (nested: the 10% subset is inside the 30% one).
 
 One optimizer step: per-sample augmentation (crop, flip, RandAugment; seeded per (seed, epoch,
-sample)), optional Mixup / CutMix (seeded per (seed, step, rank)), soft-target cross-entropy with
+sample)) in the loader's processes, or with ``augment_on="device"`` the same ops on whole batches of
+the once-decoded training set on the training device (seeded per (seed, epoch, batch, rank);
+:mod:`kizuna.data.batch_augment`), optional Mixup / CutMix (seeded per (seed, step, rank)), soft-target cross-entropy with
 label smoothing, backward, gradient clipping, AdamW (or SGD with momentum for fine-tuning), cosine
 schedule with linear warmup. bf16 autocast on GPU and on CPUs with AMX or AVX-512 BF16, fp32 elsewhere unless asked.
 Everything a resumed run needs (model, optimizer, scheduler, RNG, data position) is checkpointed, so a
@@ -47,6 +49,7 @@ from torch import nn
 
 import kizuna
 from kizuna.data.augment import ClassificationTrainTransform
+from kizuna.data.batch_augment import BatchAugment, TensorBatches, decode_images
 from kizuna.data.loader import Collate, make_loader
 from kizuna.data.sampler import EpochSampler
 from kizuna.data.sources import PairDataset, SampleIndex
@@ -105,6 +108,7 @@ class SupervisedConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha) for CutMix (0 = off); with both, each batch picks one
     mix_prob: float = 1.0  # share of batches mixed when mixup/cutmix are on
     label_smoothing: float = 0.0
+    augment_on: str = "loader"  # "loader" (PIL in worker processes) | "device" (decode once, augment batches on the training device; crop pad/none)
     # optimisation
     optimizer: str = "adamw"  # "adamw" | "sgd" (momentum; the paper's fine-tuning optimizer)
     batch_size: int = 128  # global batch (all ranks)
@@ -154,6 +158,8 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {cfg.pos_embed!r}")
     if cfg.optimizer not in ("adamw", "sgd"):
         raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+    if cfg.augment_on not in ("loader", "device"):
+        raise ValueError(f"augment_on must be 'loader' or 'device', got {cfg.augment_on!r}")
     if not 0.0 < cfg.subset_fraction <= 1.0:
         raise ValueError(f"subset_fraction must be in (0, 1], got {cfg.subset_fraction}")
     return cfg
@@ -385,15 +391,15 @@ class SupervisedTrainer:
             scale=tuple(cfg.crop_scale), hflip=cfg.hflip, randaug_ops=cfg.randaug_ops,
             randaug_magnitude=cfg.randaug_magnitude)
         side = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
-        draft = side * 2 if cfg.crop == "rrc" else side
-        self.dataset = PairDataset(self.train_index, self.transform, caption_sampling="first", seed=cfg.seed,
-                                   draft_size=draft)
-        self.sampler = EpochSampler(len(self.dataset), self.per_rank_batch, rank=self.dist.rank,
-                                    world_size=self.dist.world_size, seed=cfg.seed)
-        if len(self.sampler) == 0:
-            raise ValueError(f"{cfg.data}: {len(self.dataset)} samples do not fill one global batch of "
-                             f"{cfg.batch_size}; lower --batch-size")
-        self.loader = make_loader(self.dataset, self.sampler, num_workers=cfg.workers, collate=Collate())
+        self.decode_skips = None
+        if cfg.augment_on == "device":
+            self.loader, self.sampler = self._device_batches()
+        else:
+            draft = side * 2 if cfg.crop == "rrc" else side
+            self.dataset = PairDataset(self.train_index, self.transform, caption_sampling="first", seed=cfg.seed,
+                                       draft_size=draft)
+            self.sampler = self._train_sampler(len(self.dataset))
+            self.loader = make_loader(self.dataset, self.sampler, num_workers=cfg.workers, collate=Collate())
         self.val_loader = self.val_sampler = None
         if cfg.val_data:
             vindex, vnames, _ = load_classification(cfg.val_data, cfg.val_split or None,
@@ -427,6 +433,9 @@ class SupervisedTrainer:
         self.logger.write_config({**cfg.to_dict(), "precision_used": self.precision})
         if self.resume_from is not None:
             self._resume()
+        elif self.decode_skips is not None:
+            self.logger.log(0, {"skipped": self.decode_skips.total, **{
+                f"skipped/{k}": v for k, v in self.decode_skips.as_dict().items()}}, kind="data")
         if self.dist.is_main and cfg.progress:
             n = len(self.train_index)
             share = f" ({cfg.subset_fraction:g} of {self.full_train_size})" if cfg.subset_fraction < 1 else ""
@@ -436,6 +445,28 @@ class SupervisedTrainer:
             print(f"data: {n} training images{share}, {self.num_classes} classes"
                   + (f", {self.val_size} validation images" if self.val_loader else "")
                   + f"; {self.steps_per_epoch} steps/epoch, {length}")
+
+    def _train_sampler(self, n: int) -> EpochSampler:
+        sampler = EpochSampler(n, self.per_rank_batch, rank=self.dist.rank, world_size=self.dist.world_size,
+                               seed=self.cfg.seed)
+        if len(sampler) == 0:
+            raise ValueError(f"{self.cfg.data}: {n} samples do not fill one global batch of "
+                             f"{self.cfg.batch_size}; lower --batch-size")
+        return sampler
+
+    def _device_batches(self) -> tuple[TensorBatches, EpochSampler]:
+        """augment_on="device": the training set decoded once onto the device, augmented per batch there."""
+        cfg = self.cfg
+        augment = BatchAugment(mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding, hflip=cfg.hflip,
+                               randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude)
+        show = self.dist.is_main and cfg.progress
+        decoded = decode_images(self.train_index, self.image_size, self.device, cfg.workers, progress=show)
+        if decoded.skips.total:
+            self.decode_skips = decoded.skips
+            if show:
+                print(f"decoding the training set: {decoded.skips.report()}")
+        sampler = self._train_sampler(len(decoded.labels))
+        return TensorBatches(decoded, sampler, augment, seed=cfg.seed, rank=self.dist.rank), sampler
 
     # ----- one step ----------------------------------------------------------------------------
     def autocast(self):
