@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 # `kizuna vit finetune` defaults (the paper's fine-tuning recipe, scaled to small runs).
 FINETUNE_DEFAULTS = dict(optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_steps=100, epochs=10.0,
@@ -55,6 +56,19 @@ def add_arguments(p):
     f.add_argument("--no-pos-interp", action="store_true",
                    help="ablation: reuse the position-embedding table by sequence index (= --pos-embed sequence)")
     _add_config_flags(f, FINETUNE_DEFAULTS, skip=("init", "model", "model_overrides"))
+    a = sub.add_parser("augment", help="show what the training recipe does to images (PNG grid + pixel statistics)",
+                       description="The first training images through the recipe's augmentation, both paths: the "
+                                   "PIL loader and the device batches (--augment-on device). Writes OUT/augment.png "
+                                   "(one row per image: the original, then --draws of each path) and "
+                                   "OUT/augment.json (pixel statistics of both paths over --stats-images images, "
+                                   "which should agree). Takes the training flags and --config.\n\n"
+                                   "  kizuna vit augment --config vit_cifar10_gpu --out fig/augment",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("--images", type=int, default=8, help="images in the grid (default 8)")
+    a.add_argument("--draws", type=int, default=4, help="draws of each path per image (default 4)")
+    a.add_argument("--stats-images", type=int, default=512,
+                   help="images for the pixel statistics, one draw each (default 512)")
+    _add_config_flags(a, {"out": "runs/augment"}, skip=("init", "reset_head", "pos_embed"))
     e = sub.add_parser("eval", help="evaluate a trained ViT's own head: top-1/top-5, per-class table, confusion",
                        description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("checkpoint", help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
@@ -112,7 +126,6 @@ def config_from_args(args):
 
 def evaluate(args) -> int:
     """`kizuna vit eval`: load, classify, print the summary and table, write results with --out."""
-    from pathlib import Path
 
     import torch
 
@@ -167,12 +180,33 @@ def evaluate(args) -> int:
     return 0
 
 
+def augment(args) -> int:
+    """`kizuna vit augment`: the recipe's augmentation as a figure and numbers."""
+    from kizuna.analysis.augmentation import preview_augmentation
+
+    cfg = config_from_args(args)
+    if not cfg.data:
+        raise ValueError("no images: pass --data (or a --config that names them)")
+    record = preview_augmentation(cfg, cfg.out, args.images, args.draws, args.stats_images, seed=cfg.seed)
+    for path in ("original", "loader", "device"):
+        st = record[path]
+        if st:
+            print(f"{path:9s} mean {st['mean']:6.1f}  std {st['std']:5.1f}  grey fill {st['grey_fill']:.3f}  "
+                  f"black {st['black']:.3f}  ({st['images']} images)")
+    if record.get("device_note"):
+        print(record["device_note"])
+    print(f"wrote {record['figure']} and {Path(cfg.out) / 'augment.json'}")
+    return 0
+
+
 def run(args):
     if not getattr(args, "vit_command", None):
         args._vit_parser.print_help()
         return 2
     if args.vit_command == "eval":
         return evaluate(args)
+    if args.vit_command == "augment":
+        return augment(args)
     from .supervised import train_supervised
 
     cfg = config_from_args(args)
