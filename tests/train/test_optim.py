@@ -109,3 +109,17 @@ def test_bf16_on_a_cpu_without_amx_gets_a_note(monkeypatch):
     monkeypatch.setattr(optim, "cpu_bf16_native", lambda: True)
     assert bf16_note("bf16", "cpu") is None and bf16_note("fp32", "cpu") is None
     assert "bf16 autocast (auto: this CPU does bf16 in hardware)" in bf16_note("auto", "cpu")  # says why a run is in bf16
+
+
+def test_tune_for_training_lets_cudnn_pick_its_algorithms_on_cuda_only():
+    from kizuna.train.optim import tune_for_training
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        tune_for_training(torch.device("cpu"))
+        assert torch.backends.cudnn.benchmark is False
+        tune_for_training(torch.device("cuda"))  # only sets a flag: runs without a GPU
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before

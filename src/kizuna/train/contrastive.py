@@ -34,7 +34,7 @@ from .data import build_dataset, build_loader
 from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler
+from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, tune_for_training
 from .towers import lock_tower
 
 
@@ -74,6 +74,7 @@ class ContrastiveTrainer:
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
         self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
+        tune_for_training(self.device)
         self.out = Path(cfg.out)
         if cfg.batch_size % (self.dist.world_size * cfg.accum_steps):
             raise ValueError(

@@ -110,6 +110,15 @@ def announce_precision(precision: str, device: torch.device, is_main: bool = Tru
     return resolved
 
 
+def tune_for_training(device: torch.device) -> None:
+    """Backend settings for a training run on ``device``. On CUDA: cuDNN times its convolution algorithms
+    once per input shape and keeps the fastest (a trainer's shapes are fixed, so this pays at the first
+    steps; the hybrid and conv stems are convolutions). Bitwise-identical reruns on a GPU were never
+    promised (cuDNN's weight gradients use atomics); on the CPU nothing changes."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def autocast_for(precision: str, device: torch.device):
     """bf16 autocast or nothing, as :func:`resolve_precision` resolves ``precision``; weights and the
     optimizer stay fp32 either way."""

@@ -64,7 +64,7 @@ from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups
+from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups, tune_for_training
 
 __all__ = [
     "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "load_for_finetune",
@@ -108,7 +108,7 @@ class SupervisedConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha) for CutMix (0 = off); with both, each batch picks one
     mix_prob: float = 1.0  # share of batches mixed when mixup/cutmix are on
     label_smoothing: float = 0.0
-    augment_on: str = "loader"  # "loader" (PIL in worker processes) | "device" (decode once, augment batches on the training device; crop pad/none)
+    augment_on: str = "loader"  # "loader" (PIL per image in worker processes) | "device" (images decoded once onto the training device, whole batches augmented on it)
     # optimisation
     optimizer: str = "adamw"  # "adamw" | "sgd" (momentum; the paper's fine-tuning optimizer)
     batch_size: int = 128  # global batch (all ranks)
@@ -349,6 +349,7 @@ class SupervisedTrainer:
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
         self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
+        tune_for_training(self.device)
         self.out = Path(cfg.out)
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size {self.dist.world_size}")
