@@ -9,7 +9,7 @@
 #   bash benchmarks/device/run.sh smoke-cifar bench   # several in turn; smoke-cifar runs the CIFAR path at toy
 #                                         # sizes into separate folders (smoke-*), so a later full run cannot
 #                                         # resume from it on the same warm machine
-#   CIFAR_FLAGS="--time-budget-minutes 6" bash benchmarks/device/run.sh cifar   # extra flags for both runs
+#   CIFAR_FLAGS="--time-budget-minutes 7.5 --time-limit-minutes 8.2" bash benchmarks/device/run.sh cifar   # flags for all runs
 #
 # It expects .device/ from prepare.sh (carried by the device tool) and writes what should come back into
 # $OUT (at most 8 files). See README.md beside it for the device tool's call and the time it costs.
@@ -43,18 +43,19 @@ cifar() {  # $1 = extra flags for all runs; OUT_PREFIX (smoke-) keeps a smoke ru
     # loaders held both runs at ~11,000 images/s and the GPU at 9% of its peak):
     #   hybrid - the config as it is (the 82.95% model of the first run, now with more epochs);
     #   wide   - the same stem under a wider, deeper Transformer (width 384, depth 8: 14.6 M parameters,
-    #            1.78 GFLOP forward, 2.8x the hybrid), at lr 1e-3 (the 1/width rule from 2e-3 at 256, rounded down),
-    #            compiled (torch.compile gave a CLIP step 1.42x on the H200; eager again if it fails; the
-    #            budget counts the compile, so it cannot overrun);
+    #            1.78 GFLOP forward, 2.8x the hybrid), at lr 1e-3 (the 1/width rule from 2e-3 at 256, rounded down);
     #   vit    - a plain ViT with 4-px patches (width 384, depth 7) at 2e-3 x 96/384 = 5e-4 (it diverged at
     #            the hybrid's 2e-3 on the H200; the width-96 CPU recipe's rate with Adam's rate scaled as 1/width).
-    # Workers only decode the training set once and feed the evaluations.
+    # Workers only decode the training set once and feed the evaluations. All three run eagerly: each plans
+    # its length from the pace it measures while the others run, so none may change its own pace after the
+    # others planned (a compile of one minute in one of them would: the others would plan on a GPU it is not
+    # yet using, then slow down and overrun). CIFAR_FLAGS should carry a hard --time-limit-minutes too.
     local cpus; cpus=$(nproc); local w=$(( cpus > 8 ? cpus / 4 : 1 ))
     local common=(--config vit_cifar10_gpu --workers "$w" --progress false)
     "$PY" -m kizuna.apps.cli vit train "${common[@]}" --out /tmp/runs/${pre}c10-hybrid $quick \
         > "$OUT/${pre}c10-hybrid.log" 2>&1 &
     local a=$!
-    "$PY" -m kizuna.apps.cli vit train "${common[@]}" --lr 1e-3 --warmup-steps 500 --compile true \
+    "$PY" -m kizuna.apps.cli vit train "${common[@]}" --lr 1e-3 --warmup-steps 500 \
         --model-overrides '{"stem_channels": [64, 128], "width": 384, "depth": 8, "heads": 6, "mlp_dim": 1536}' \
         --out /tmp/runs/${pre}c10-wide $quick > "$OUT/${pre}c10-wide.log" 2>&1 &
     local b=$!
