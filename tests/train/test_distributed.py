@@ -30,3 +30,23 @@ def test_distributed_losses_equal_single_process(tmp_path):
             r = res[kind]
             assert r["loss"] == pytest.approx(r["ref_loss"], abs=1e-5), (kind, r)
             assert r["max_grad_err"] < 1e-5, (kind, r)
+
+
+def test_supervised_ddp_with_device_augmentation(tmp_path):
+    """Two gloo ranks train a tiny ViT with batches augmented in-process: the run ends, both ranks took
+    disjoint halves of every global batch, and the model it exports is the one both ranks hold."""
+    sys.path.insert(0, str(HERE))
+    from test_supervised import CLASSES, _shard  # the tiny colour shards
+
+    data = tmp_path / "data"
+    _shard(data / "train" / "000000.tar", 0, 32)
+    _shard(data / "test" / "000000.tar", 1000, 8)
+    (data / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    out = tmp_path / "run"
+    torchrun(HERE / "_dist_vit_worker.py", tmp_path, data, out)
+    ranks = [json.loads((tmp_path / f"vit_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 4
+    seen = [set(r["first_batch"]) for r in ranks]
+    assert len(seen[0]) == len(seen[1]) == 4 and not seen[0] & seen[1]  # batch 8 = 2 ranks x 4, disjoint
+    assert ranks[0]["param_sum"] == pytest.approx(ranks[1]["param_sum"], abs=1e-6)  # DDP kept them equal
+    assert ranks[0]["metrics"]["val_samples"] == 8

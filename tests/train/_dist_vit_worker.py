@@ -1,0 +1,22 @@
+"""Run under torchrun (2 processes, gloo): supervised ViT training with augment_on="device".
+argv: OUT_DIR DATA RUN_DIR. Writes vit_rank{r}.json with what the test checks."""
+import json
+import sys
+
+import torch
+
+from kizuna.train.supervised import SupervisedTrainer, make_supervised_config
+
+out_dir, data, run = sys.argv[1:4]
+cfg = make_supervised_config(model="mu/4", model_overrides={"width": 32, "mlp_dim": 64, "depth": 2, "heads": 2},
+                             image_size=16, data=f"{data}/train", val_data=f"{data}/test", batch_size=8, steps=4,
+                             workers=0, warmup_steps=1, out=run, progress=False, device="cpu", augment_on="device",
+                             randaug_ops=2, crop_padding=2)
+trainer = SupervisedTrainer(cfg)
+trainer.sampler.set_epoch(0)
+first = next(iter(trainer.sampler))
+metrics = trainer.train()
+record = {"steps": trainer.step, "first_batch": [k[0] if isinstance(k, tuple) else k for k in first],
+          "param_sum": float(sum(p.double().sum() for p in trainer.model.parameters())), "metrics": metrics}
+with open(f"{out_dir}/vit_rank{trainer.dist.rank}.json", "w") as f:
+    json.dump(record, f)
