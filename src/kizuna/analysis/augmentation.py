@@ -21,28 +21,12 @@ from PIL import Image
 __all__ = ["augmentation_samples", "pixel_stats", "plot_augmentations", "preview_augmentation"]
 
 
-def _paths(cfg):
-    from kizuna.data.augment import ClassificationTrainTransform
-    from kizuna.data.batch_augment import BatchAugment
-    from kizuna.train.supervised import VIT_MEAN, VIT_STD
-
-    loader = ClassificationTrainTransform(
-        image_size=cfg.image_size, mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding,
-        scale=tuple(cfg.crop_scale), hflip=cfg.hflip, randaug_ops=cfg.randaug_ops,
-        randaug_magnitude=cfg.randaug_magnitude)
-    device = None
-    if cfg.crop in ("pad", "none"):  # a random resized crop has no device path
-        device = BatchAugment(mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding, hflip=cfg.hflip,
-                              randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude)
-    return loader, device
-
-
 def augmentation_samples(cfg, n_images: int = 8, draws: int = 4, seed: int = 0) -> dict:
     """``{"original": uint8 [n, H, W, 3], "loader": [draws, n, H, W, 3], "device": same or None,
     "labels": [...], "classnames": [...]}`` for the first ``n_images`` training images of ``cfg``."""
     from kizuna.data.batch_augment import batch_generator, decode_images
     from kizuna.data.sources import PairDataset
-    from kizuna.train.supervised import _take, load_classification
+    from kizuna.train.supervised import _take, augmentations, load_classification
 
     if not cfg.image_size:
         raise ValueError("--image-size is needed to preview the augmentation (0 means 'the checkpoint's own')")
@@ -56,7 +40,7 @@ def augmentation_samples(cfg, n_images: int = 8, draws: int = 4, seed: int = 0) 
         raise ValueError(f"{cfg.data}: {n - len(decoded.labels)} of the first {n} images do not decode "
                          f"({decoded.skips.report()})")
     full = PairDataset(first, None, caption_sampling="first", seed_transform=False)  # what the loader starts from
-    loader, device = _paths(cfg)
+    loader, device = augmentations(cfg, cfg.image_size)
     out = {"original": decoded.images.permute(0, 2, 3, 1).numpy(), "labels": decoded.labels.tolist(),
            "classnames": list(classnames), "device": None}
     out["loader"] = np.stack([np.stack([

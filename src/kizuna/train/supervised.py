@@ -67,7 +67,7 @@ from .memory import keep_freed_memory
 from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups, tune_for_training
 
 __all__ = [
-    "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "load_for_finetune",
+    "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "augmentations", "load_for_finetune",
     "load_classification", "make_supervised_config", "mix_batch", "soft_cross_entropy", "stratified_subset",
     "train_supervised", "vit_preprocess",
 ]
@@ -169,6 +169,20 @@ def vit_preprocess(image_size) -> dict:
     """The evaluation preprocessing a supervised kizuna ViT expects (stored with the final model)."""
     return {"image_size": image_size, "mean": list(VIT_MEAN), "std": list(VIT_STD),
             "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+def augmentations(cfg: SupervisedConfig, image_size) -> tuple[ClassificationTrainTransform, BatchAugment | None]:
+    """The recipe of ``cfg`` both ways: the loader's per-image PIL transform, and the device's batch
+    transform (None for a random resized crop, which needs the full-size image)."""
+    loader = ClassificationTrainTransform(
+        image_size=image_size, mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding,
+        scale=tuple(cfg.crop_scale), hflip=cfg.hflip, randaug_ops=cfg.randaug_ops,
+        randaug_magnitude=cfg.randaug_magnitude)
+    device = None
+    if cfg.crop in ("pad", "none"):
+        device = BatchAugment(mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding, hflip=cfg.hflip,
+                              randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude)
+    return loader, device
 
 
 # ----------------------------------------------------------------------------------- data
@@ -387,10 +401,7 @@ class SupervisedTrainer:
         self.preprocess_cfg = vit_preprocess(self.image_size)
 
         # loaders
-        self.transform = ClassificationTrainTransform(
-            image_size=self.image_size, mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding,
-            scale=tuple(cfg.crop_scale), hflip=cfg.hflip, randaug_ops=cfg.randaug_ops,
-            randaug_magnitude=cfg.randaug_magnitude)
+        self.transform, self.batch_augment = augmentations(cfg, self.image_size)
         side = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
         self.decode_skips = None
         if cfg.augment_on == "device":
@@ -458,8 +469,9 @@ class SupervisedTrainer:
     def _device_batches(self) -> tuple[TensorBatches, EpochSampler]:
         """augment_on="device": the training set decoded once onto the device, augmented per batch there."""
         cfg = self.cfg
-        augment = BatchAugment(mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding, hflip=cfg.hflip,
-                               randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude)
+        if self.batch_augment is None:
+            raise ValueError(f"--augment-on device crops with 'pad' or 'none', got --crop {cfg.crop}; a random "
+                             "resized crop needs the full-size image: use --augment-on loader")
         show = self.dist.is_main and cfg.progress
         decoded = decode_images(self.train_index, self.image_size, self.device, cfg.workers, progress=show)
         if decoded.skips.total:
@@ -467,7 +479,7 @@ class SupervisedTrainer:
             if show:
                 print(f"decoding the training set: {decoded.skips.report()}")
         sampler = self._train_sampler(len(decoded.labels))
-        return TensorBatches(decoded, sampler, augment, seed=cfg.seed, rank=self.dist.rank), sampler
+        return TensorBatches(decoded, sampler, self.batch_augment, seed=cfg.seed, rank=self.dist.rank), sampler
 
     # ----- one step ----------------------------------------------------------------------------
     def autocast(self):
