@@ -9,7 +9,7 @@
 #   bash benchmarks/device/run.sh smoke-cifar bench   # several in turn; smoke-cifar runs the CIFAR path at toy
 #                                         # sizes into separate folders (smoke-*), so a later full run cannot
 #                                         # resume from it on the same warm machine
-#   CIFAR_FLAGS="--time-budget-minutes 7.5 --time-limit-minutes 8.2" bash benchmarks/device/run.sh cifar   # flags for all runs
+#   CIFAR_FLAGS="--time-budget-minutes 7 --time-limit-minutes 7.7" bash benchmarks/device/run.sh cifar   # flags for all runs
 #
 # It expects .device/ from prepare.sh (carried by the device tool) and writes what should come back into
 # $OUT (at most 8 files). See README.md beside it for the device tool's call and the time it costs.
