@@ -162,8 +162,9 @@ def after_step(trainer, bar=None) -> dict:
         metrics = plan_run(trainer, bar)
     if budget.time_is_up(trainer.device) and trainer.step < trainer.total_steps:
         if bar is not None:
-            bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {trainer.step}"
-                      f"/{trainer.total_steps}; evaluating and saving")
+            of = f"/{trainer.total_steps}" if trainer.planned else " (before the budget planned the run)"
+            bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {trainer.step}{of}; "
+                      "evaluating and saving")
         trainer.total_steps = trainer.step
     return metrics
 
