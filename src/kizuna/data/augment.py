@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from .transforms import INTERPOLATION, TrainTransform, _size_pair, center_crop, resize_shortest, to_rgb, to_tensor
+from .transforms import INTERPOLATION, TrainTransform, _size_pair, fit_shortest, to_rgb, to_tensor
 
 __all__ = [
     "OPS",
@@ -187,11 +187,10 @@ class ClassificationTrainTransform:
 
     def _crop(self, img: Image.Image, rng) -> Image.Image:
         h, w = _size_pair(self.image_size)
-        interp = INTERPOLATION[self.interpolation]
         if self.crop == "rrc":
             rrc = TrainTransform(image_size=self.image_size, scale=tuple(self.scale), ratio=tuple(self.ratio))
-            return img.resize((w, h), interp, box=rrc.crop_box(*img.size, rng))
-        img = center_crop(resize_shortest(img, min(h, w), interp), (h, w)) if img.size != (w, h) else img
+            return img.resize((w, h), INTERPOLATION[self.interpolation], box=rrc.crop_box(*img.size, rng))
+        img = fit_shortest(img, (h, w), self.interpolation)
         if self.crop == "none" or self.padding <= 0:
             return img
         p = int(self.padding)

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from .augment import FILL, MAX_LEVEL, OPS
-from .sampler import EpochSampler
+from .sampler import EpochSampler, _rng
 from .sources import SkipCounter
-from .transforms import _size_pair
+from .transforms import _size_pair, fit_shortest
 
 __all__ = ["BatchAugment", "DecodedImages", "TensorBatches", "batch_generator", "decode_images"]
 
@@ -301,8 +301,7 @@ class BatchAugment:
 
 def batch_generator(device: torch.device, *words: int) -> torch.Generator:
     """A torch generator on ``device`` seeded from the integers ``words`` (e.g. seed, epoch, batch, rank)."""
-    seed = int(np.random.SeedSequence([int(w) & ((1 << 64) - 1) for w in words]).generate_state(1, np.uint64)[0])
-    return torch.Generator(device=device).manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(int(_rng(*words).integers(0, 2**63)))
 
 
 # ----------------------------------------------------------------------------------- decoding and batching
@@ -323,12 +322,7 @@ class _DecodeOnly:
         self.interpolation = interpolation
 
     def __call__(self, img) -> torch.Tensor:
-        from .transforms import INTERPOLATION, center_crop, resize_shortest, to_rgb
-
-        h, w = self.size
-        img = to_rgb(img)
-        if img.size != (w, h):
-            img = center_crop(resize_shortest(img, min(h, w), INTERPOLATION[self.interpolation]), (h, w))
+        img = fit_shortest(img, self.size, self.interpolation)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 

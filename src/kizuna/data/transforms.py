@@ -69,6 +69,16 @@ def center_crop(img: Image.Image, size) -> Image.Image:
     return img.crop((left, top, left + tw, top + th))
 
 
+def fit_shortest(img: Image.Image, size, interpolation: str = "bicubic") -> Image.Image:
+    """RGB, the shortest side resized to fit ``size`` (an int or (height, width)), then centre-cropped to it;
+    an image already that size is returned as it is."""
+    h, w = _size_pair(size)
+    img = to_rgb(img)
+    if img.size == (w, h):
+        return img
+    return center_crop(resize_shortest(img, min(h, w), INTERPOLATION[interpolation]), (h, w))
+
+
 def to_tensor(img: Image.Image, mean, std) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.uint8)
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
@@ -88,13 +98,12 @@ class Preprocess:
     resize_mode: str = "shortest"  # "shortest" (resize + centre crop) | "squash" (resize to size)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = to_rgb(img)
-        h, w = _size_pair(self.image_size)
-        interp = INTERPOLATION[self.interpolation]
         if self.resize_mode == "squash":
-            img = img.resize((w, h), interp) if img.size != (w, h) else img
+            h, w = _size_pair(self.image_size)
+            img = to_rgb(img)
+            img = img.resize((w, h), INTERPOLATION[self.interpolation]) if img.size != (w, h) else img
         else:
-            img = center_crop(resize_shortest(img, min(h, w), interp), (h, w))
+            img = fit_shortest(img, self.image_size, self.interpolation)
         return to_tensor(img, self.mean, self.std)
 
 
