@@ -27,10 +27,9 @@ BATCH = 512
 
 
 def run(s: Settings) -> dict:
-    from kizuna.data.augment import ClassificationTrainTransform
-    from kizuna.data.batch_augment import BatchAugment, batch_generator, decode_images
+    from kizuna.data.batch_augment import batch_generator, decode_images
     from kizuna.data.sources import PairDataset
-    from kizuna.train.supervised import VIT_MEAN, VIT_STD, load_classification
+    from kizuna.train.supervised import _take, augmentations, load_classification, make_supervised_config
 
     split = CIFAR10 / "train"
     if not split.is_dir():
@@ -38,15 +37,10 @@ def run(s: Settings) -> dict:
                 "targets": [], "data": {"skipped": True}}
     index, _, _ = load_classification(str(split))
     n = BATCH if s.quick else 4 * BATCH
-    recipe = dict(randaug_ops=2, randaug_magnitude=9.0)
-    pil = PairDataset(index, ClassificationTrainTransform(image_size=32, mean=VIT_MEAN, std=VIT_STD, **recipe),
-                      caption_sampling="first", seed=0, draft_size=32)
-    batched = BatchAugment(mean=VIT_MEAN, std=VIT_STD, **recipe)
-    sub = index if not s.quick else None
-    if s.quick:  # decode only what is timed
-        from kizuna.train.supervised import _take
-
-        sub = _take(index, list(range(n)), index.labels[:n])
+    # the trainer's two paths for the recipe (the rest of SupervisedConfig's defaults: pad 4, flip 0.5)
+    transform, batched = augmentations(make_supervised_config(randaug_ops=2, randaug_magnitude=9.0), 32)
+    pil = PairDataset(index, transform, caption_sampling="first", seed=0, draft_size=32)
+    sub = _take(index, list(range(n)), index.labels[:n]) if s.quick else index  # quick: decode only what is timed
     t0 = time.perf_counter()
     decoded = decode_images(sub, 32, workers=0)
     decode_s = time.perf_counter() - t0
