@@ -104,9 +104,9 @@ def preview_augmentation(cfg, out, n_images: int = 8, draws: int = 4, stats_imag
     statistics of one draw of each path over ``stats_images`` images); returns the JSON's content."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    recipe = (f"crop {cfg.crop} (padding {cfg.crop_padding}), flip {cfg.hflip:g}, RandAugment "
-              f"{cfg.randaug_ops} ops at magnitude {cfg.randaug_magnitude:g}" if cfg.randaug_ops else
-              f"crop {cfg.crop} (padding {cfg.crop_padding}), flip {cfg.hflip:g}, no RandAugment")
+    randaug = (f"RandAugment {cfg.randaug_ops} ops at magnitude {cfg.randaug_magnitude:g}" if cfg.randaug_ops
+               else "no RandAugment")
+    recipe = f"crop {cfg.crop} (padding {cfg.crop_padding}), flip {cfg.hflip:g}, {randaug}"
     shown = augmentation_samples(cfg, n_images, draws, seed)
     figure = plot_augmentations(shown, out / "augment.png", f"{cfg.data}: {recipe}")
     many = augmentation_samples(cfg, stats_images, 1, seed + 1)
