@@ -59,43 +59,62 @@ def _level(magnitude: float) -> float:
     return min(max(float(magnitude), 0.0), MAX_LEVEL) / MAX_LEVEL
 
 
+# The strength of each op at the top magnitude (timm's table); both augmentation paths read it here.
+MAX_STRENGTH = {"rotate": 30.0, "shear_x": 0.3, "shear_y": 0.3, "translate_x": 0.45, "translate_y": 0.45,
+                "brightness": 0.9, "contrast": 0.9, "color": 0.9}
+
+
+def strength(name: str, magnitude: float) -> float:
+    """Op ``name``'s unsigned strength at ``magnitude``: degrees, shear factor, share of the side, or
+    enhance offset (see the table above)."""
+    return MAX_STRENGTH[name] * _level(magnitude)
+
+
+def posterize_bits(magnitude: float) -> int:
+    return max(1, 8 - int(round(4 * _level(magnitude))))
+
+
+def solarize_threshold(magnitude: float) -> int:
+    return int(round(256 - 256 * _level(magnitude)))
+
+
 def _rotate(img, m, rng):
-    return img.rotate(_signed(30.0 * _level(m), rng), resample=Image.BILINEAR, fillcolor=FILL)
+    return img.rotate(_signed(strength("rotate", m), rng), resample=Image.BILINEAR, fillcolor=FILL)
 
 
 def _shear_x(img, m, rng):
-    s = _signed(0.3 * _level(m), rng)
+    s = _signed(strength("shear_x", m), rng)
     return img.transform(img.size, Image.AFFINE, (1, s, 0, 0, 1, 0), resample=Image.BILINEAR, fillcolor=FILL)
 
 
 def _shear_y(img, m, rng):
-    s = _signed(0.3 * _level(m), rng)
+    s = _signed(strength("shear_y", m), rng)
     return img.transform(img.size, Image.AFFINE, (1, 0, 0, s, 1, 0), resample=Image.BILINEAR, fillcolor=FILL)
 
 
 def _translate_x(img, m, rng):
-    dx = _signed(0.45 * _level(m), rng) * img.size[0]
+    dx = _signed(strength("translate_x", m), rng) * img.size[0]
     return img.transform(img.size, Image.AFFINE, (1, 0, dx, 0, 1, 0), resample=Image.BILINEAR, fillcolor=FILL)
 
 
 def _translate_y(img, m, rng):
-    dy = _signed(0.45 * _level(m), rng) * img.size[1]
+    dy = _signed(strength("translate_y", m), rng) * img.size[1]
     return img.transform(img.size, Image.AFFINE, (1, 0, 0, 0, 1, dy), resample=Image.BILINEAR, fillcolor=FILL)
 
 
-def _enhance(cls):
+def _enhance(cls, name):
     def op(img, m, rng):
-        return cls(img).enhance(max(0.0, 1.0 + _signed(0.9 * _level(m), rng)))
+        return cls(img).enhance(max(0.0, 1.0 + _signed(strength(name, m), rng)))
 
     return op
 
 
 def _posterize(img, m, rng):
-    return ImageOps.posterize(img, max(1, 8 - int(round(4 * _level(m)))))
+    return ImageOps.posterize(img, posterize_bits(m))
 
 
 def _solarize(img, m, rng):
-    return ImageOps.solarize(img, int(round(256 - 256 * _level(m))))
+    return ImageOps.solarize(img, solarize_threshold(m))
 
 
 def _autocontrast(img, m, rng):
@@ -112,9 +131,9 @@ OPS: dict[str, Callable] = {
     "shear_y": _shear_y,
     "translate_x": _translate_x,
     "translate_y": _translate_y,
-    "brightness": _enhance(ImageEnhance.Brightness),
-    "contrast": _enhance(ImageEnhance.Contrast),
-    "color": _enhance(ImageEnhance.Color),
+    "brightness": _enhance(ImageEnhance.Brightness, "brightness"),
+    "contrast": _enhance(ImageEnhance.Contrast, "contrast"),
+    "color": _enhance(ImageEnhance.Color, "color"),
     "posterize": _posterize,
     "solarize": _solarize,
     "autocontrast": _autocontrast,

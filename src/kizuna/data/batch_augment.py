@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import FILL, MAX_LEVEL, OPS
+from .augment import FILL, OPS, posterize_bits, solarize_threshold, strength
 from .sampler import EpochSampler, _rng
 from .sources import SkipCounter
 from .transforms import _size_pair, fit_shortest
@@ -44,10 +44,6 @@ __all__ = ["BatchAugment", "DecodedImages", "TensorBatches", "batch_generator", 
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 _GREY = float(FILL[0])
-
-
-def _level(magnitude: float) -> float:
-    return min(max(float(magnitude), 0.0), MAX_LEVEL) / MAX_LEVEL
 
 
 # ----------------------------------------------------------------------------------- Pillow's arithmetic
@@ -185,11 +181,10 @@ def warp(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def op_strength(name: str, magnitude: float, sign: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The signed strength of op ``name`` at ``magnitude`` (augment.py's table), one per sample."""
-    lv = _level(magnitude)
-    base = {"rotate": 30.0 * lv, "shear_x": 0.3 * lv, "shear_y": 0.3 * lv, "translate_x": 0.45 * lv * width,
-            "translate_y": 0.45 * lv * height, "brightness": 0.9 * lv, "contrast": 0.9 * lv, "color": 0.9 * lv}
-    return sign.to(torch.float64) * base[name]  # float64: Pillow gets Python floats
+    """The signed strength of op ``name`` at ``magnitude`` (augment.py's table), one per sample; the
+    translations in pixels."""
+    base = strength(name, magnitude) * {"translate_x": width, "translate_y": height}.get(name, 1)
+    return sign.to(torch.float64) * base  # float64: Pillow gets Python floats
 
 
 def apply_op_batch(x: torch.Tensor, name: str, magnitude: float, sign: torch.Tensor | None = None) -> torch.Tensor:
@@ -206,9 +201,9 @@ def apply_op_batch(x: torch.Tensor, name: str, magnitude: float, sign: torch.Ten
         factor = (1.0 + op_strength(name, magnitude, sign, H, W)).clamp(min=0.0)
         return {"brightness": _brightness, "contrast": _contrast, "color": _color}[name](x, factor)
     if name == "posterize":
-        return _posterize(x, max(1, 8 - int(round(4 * _level(magnitude)))))
+        return _posterize(x, posterize_bits(magnitude))
     if name == "solarize":
-        return _solarize(x, int(round(256 - 256 * _level(magnitude))))
+        return _solarize(x, solarize_threshold(magnitude))
     return _autocontrast(x) if name == "autocontrast" else _equalize(x)
 
 
