@@ -106,3 +106,77 @@ def test_limit(clock):
     assert not TimeBudget().time_is_up(torch.device("cpu"))  # no limit set
     with pytest.raises(ValueError):
         TimeBudget(budget_minutes=-1)
+
+
+class _Log:
+    def __init__(self):
+        self.rows = []
+
+    def log(self, step, values, kind="train"):
+        self.rows.append({"kind": kind, "step": step, **values})
+
+
+def _budgeted_run(clock, pace, budget_minutes=10.0, warmup_steps=30, eval_seconds=0.0, eval_every=0):
+    """Drives ``after_step`` as both trainers do (a step, then the call) with steps of ``pace(step)``
+    seconds and an evaluation of ``eval_seconds`` at the plan, every ``eval_every`` steps and at the end.
+    Returns (seconds the run took, the trainer, the logged rows)."""
+    from types import SimpleNamespace
+
+    budget = TimeBudget(budget_minutes=budget_minutes, calibrate_steps=20)
+
+    def evaluate():
+        clock.now += eval_seconds
+        return {"val_top1": 0.5} if eval_seconds else {}
+
+    cfg = SimpleNamespace(warmup_steps=warmup_steps, steps=0, eval_every=eval_every,
+                          time_budget_minutes=budget_minutes, time_limit_minutes=0.0)
+    trainer = SimpleNamespace(cfg=cfg, budget=budget, step=0, total_steps=budget_mod.UNPLANNED, planned=False,
+                              steps_per_epoch=100, device=torch.device("cpu"), logger=_Log(), evaluate=evaluate)
+    budget.restart()
+    budget.step_done()
+    while trainer.step < trainer.total_steps:
+        clock.now += pace(trainer.step)
+        trainer.step += 1
+        budget_mod.after_step(trainer)
+        if eval_every and trainer.step % eval_every == 0 and trainer.step < trainer.total_steps:
+            evaluate()
+            budget.pause()
+    evaluate()  # the final one
+    return budget.elapsed, trainer, trainer.logger.rows
+
+
+@pytest.mark.parametrize("before, after", [(0.30, 0.25), (0.20, 0.26)], ids=["quicker", "slower"])
+def test_the_plan_is_corrected_when_the_pace_changes_after_it(clock, monkeypatch, before, after):
+    """The Zen 4's 27-min runs: steps 5-15% quicker after the plan than the ones it timed, so the run ended
+    minutes early (or slower, and it overran). Corrected at 10/25/40% of the way, it ends on time; planned
+    once, it does not. Evaluations (2 s every 200 steps) are part of what the correction sees."""
+    target = 10 * 60 * (1 - TimeBudget.margin)
+    pace = lambda step: before if step < 100 else after  # noqa: E731  (the plan comes at step 30)
+    took, trainer, rows = _budgeted_run(clock, pace, eval_seconds=2.0, eval_every=200)
+    plan = [r for r in rows if r["kind"] == "plan"]
+    replans = [r for r in rows if r["kind"] == "replan"]
+    assert len(plan) == 1 and plan[0]["step"] == 30
+    assert len(replans) == len(budget_mod.REPLAN_AT)
+    first_total = plan[0]["total_steps"]
+    assert [r["step"] for r in replans] == [30 + round(s * (first_total - 30)) for s in budget_mod.REPLAN_AT]
+    assert trainer.step == trainer.total_steps == replans[-1]["total_steps"]
+    assert replans[0]["seconds_per_step"] == pytest.approx(  # since the plan, the change and an evaluation
+        (70 * before + (replans[0]["step"] - 100) * after) / (replans[0]["step"] - 31), rel=0.01)
+    assert replans[-1]["seconds_per_step"] == pytest.approx(after)  # since the last correction
+    assert abs(took - target) < 2 * after + 2.0  # on time: within a step and an evaluation
+
+    monkeypatch.setattr(budget_mod, "REPLAN_AT", ())  # the same run planned once
+    clock.now = 100.0
+    took_once, _, rows_once = _budgeted_run(clock, pace, eval_seconds=2.0, eval_every=200)
+    assert not [r for r in rows_once if r["kind"] == "replan"]
+    assert abs(took_once - target) > 0.1 * target  # 16% early or 25% late
+
+
+def test_a_run_with_no_plan_of_its_own_is_not_corrected(clock):
+    """A run resumed after its plan keeps its checkpoint's length: its budget never planned, so it holds no
+    corrections (its clock restarted at the resume and knows nothing of the time spent before)."""
+    b = TimeBudget(budget_minutes=1.0, calibrate_steps=1)
+    b.restart()
+    b.step_done()
+    _steps(b, clock, [0.5] * 50)
+    assert b.replan_steps == [] and all(b.replan(step) is None for step in range(100))

@@ -352,7 +352,9 @@ def decode_images(index, image_size, device: torch.device | str = "cpu", workers
             bar.update(len(rows) + sum(batch["skipped"].values()))
     rows = np.flatnonzero(kept)
     labels = torch.from_numpy(np.asarray(index.labels)[rows].astype(np.int64))
-    return DecodedImages(images[torch.from_numpy(rows)].to(device), labels.to(device), rows, loader.total_skips)
+    if len(rows) < len(index):  # drop the rows of corrupt images (a copy, only then)
+        images = images[torch.from_numpy(rows)]
+    return DecodedImages(images.to(device), labels.to(device), rows, loader.total_skips)
 
 
 class TensorBatches:
