@@ -206,6 +206,30 @@ def test_device_augmentation_counts_corrupt_images_and_refuses_rrc(data, tmp_pat
         _cfg(data, tmp_path / "x", augment_on="gpu")
 
 
+def _all_corrupt(root: Path, n: int) -> Path:
+    (root / "train").mkdir(parents=True)
+    with tarfile.open(root / "train" / "000000.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(n):
+            for name, blob in ((f"{i:05d}.cls", b"0"), (f"{i:05d}.jpg", b"not a jpeg")):
+                info = tarfile.TarInfo(name)
+                info.size = len(blob)
+                tf.addfile(info, io.BytesIO(blob))
+    (root / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
+def test_a_training_set_with_no_image_that_decodes_is_an_error(tmp_path):
+    """Both paths stop with the skip report: the loader's after one epoch of empty batches (it used to go
+    round them for ever), the device path at decoding (it used to say "lower --batch-size")."""
+    bad = _all_corrupt(tmp_path / "bad", 40)
+    with pytest.raises(ValueError, match=r"none of its 40 training images decoded.*corrupt_image=40"):
+        SupervisedTrainer(_cfg(bad, tmp_path / "d", augment_on="device", val_data=""))
+    t = SupervisedTrainer(_cfg(bad, tmp_path / "l", augment_on="loader", val_data=""))
+    with pytest.raises(ValueError, match=r"a whole epoch \(2 batches\) gave no usable sample.*corrupt_image=32"):
+        t.train()
+    assert t.step == 0
+
+
 def test_stratified_subset_is_nested_and_balanced():
     labels = np.repeat(np.arange(5), 40)
     ten = stratified_subset(labels, 0.1, seed=0)

@@ -114,3 +114,19 @@ def test_time_budget_plans_a_contrastive_run(tmp_path):
     assert tr.step == tr.total_steps == (replans or plans)[-1]["total_steps"] > plans[0]["step"] >= 3
     rows = read_metrics(tmp_path / "metrics.jsonl", "train")
     assert rows[-1]["step"] == tr.step and rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_shard_whose_every_image_is_corrupt_is_an_error_not_an_endless_loop(tmp_path):
+    """Every sample skipped: each epoch hands out empty batches, and the loop used to go round them for
+    ever (tens of thousands of epochs a minute). Now the first such epoch ends the run with the report."""
+    import _shards
+
+    members = _shards.pair_members([f"{i:04d}" for i in range(8)], captions=[f"a photo number {i}" for i in range(8)])
+    members = [(n, b"not a jpeg" if n.endswith(".jpg") else b) for n, b in members]
+    shard = _shards.write_tar(tmp_path / "data" / "000000.tar", members)
+    tr = ContrastiveTrainer(tiny_config(tmp_path / "run", data=str(shard), batch_size=4, steps=5,
+                                        model_overrides={"vision": {"image_size": 32}}))
+    with pytest.raises(ValueError, match=r"000000\.tar: a whole epoch \(2 batches\) gave no usable sample.*"
+                                         r"corrupt_image=8"):
+        tr.train()
+    assert tr.step == 0 and tr.epoch == 0

@@ -156,6 +156,15 @@ class Loader:
         self.sampler.load_state_dict(state)
 
 
+def check_epoch_gave_samples(source: str, batches: int, steps: int, report: str) -> None:
+    """Raise when an epoch handed out ``batches`` batches and the training loop could take no step from
+    them: every sample was skipped (all images corrupt, say), and the loop would go round empty epochs
+    for ever. An epoch with no batch at all (a run resumed at its very end) is not an error."""
+    if batches and not steps:
+        raise ValueError(f"{source}: a whole epoch ({batches} batches) gave no usable sample: {report}. "
+                         "Every sample was skipped; check the files the report names")
+
+
 def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
                 collate: Callable | None = None, *, pin_memory: bool | None = None,
                 prefetch_factor: int | None = 2, persistent_workers: bool = True,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import kizuna
+from kizuna.data.loader import check_epoch_gave_samples
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
@@ -318,11 +319,14 @@ class ContrastiveTrainer:
         budget.restart()
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
+            epoch_batches = epoch_steps = 0
             for batch in self.loader:
                 if self.step >= self.total_steps:
                     break
+                epoch_batches += 1
                 if len(batch["captions"]) == 0:
                     continue
+                epoch_steps += 1
                 loss = self.train_step(batch["images"], batch["captions"])
                 self.step += 1
                 window_loss, window_n = window_loss + loss, window_n + 1
@@ -358,6 +362,7 @@ class ContrastiveTrainer:
                     bar.write(f"epoch {self.epoch}: {report}")
                     self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
                         f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
+                check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
                 self.epoch += 1
                 continue
             break

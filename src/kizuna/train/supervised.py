@@ -50,7 +50,7 @@ from torch import nn
 import kizuna
 from kizuna.data.augment import ClassificationTrainTransform
 from kizuna.data.batch_augment import BatchAugment, TensorBatches, decode_images
-from kizuna.data.loader import Collate, make_loader
+from kizuna.data.loader import Collate, check_epoch_gave_samples, make_loader
 from kizuna.data.sampler import EpochSampler
 from kizuna.data.sources import PairDataset, SampleIndex
 from kizuna.data.transforms import Preprocess
@@ -474,6 +474,9 @@ class SupervisedTrainer:
                              "resized crop needs the full-size image: use --augment-on loader")
         show = self.dist.is_main and cfg.progress
         decoded = decode_images(self.train_index, self.image_size, self.device, cfg.workers, progress=show)
+        if not len(decoded.labels):
+            raise ValueError(f"{cfg.data}: none of its {len(self.train_index)} training images decoded: "
+                             f"{decoded.skips.report()}. Check the files the report names")
         if decoded.skips.total:
             self.decode_skips = decoded.skips
             if show:
@@ -579,11 +582,14 @@ class SupervisedTrainer:
         budget.restart()
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
+            epoch_batches = epoch_steps = 0
             for batch in self.loader:
                 if self.step >= self.total_steps:
                     break
+                epoch_batches += 1
                 if len(batch["labels"]) == 0:
                     continue
+                epoch_steps += 1
                 loss, correct = self.train_step(batch["images"], batch["labels"])
                 self.step += 1
                 w_loss, w_correct, w_n, w_steps = w_loss + loss, w_correct + correct, w_n + len(batch["labels"]), w_steps + 1
@@ -615,6 +621,7 @@ class SupervisedTrainer:
                     bar.write(f"epoch {self.epoch}: {self.loader.report()}")
                     self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
                         f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
+                check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
                 self.epoch += 1
                 continue
             break
