@@ -90,6 +90,15 @@ def test_missing_classnames_is_a_clear_error(tmp_path):
     assert str(root / "classnames.txt") in msg and "--dataset-name" in msg and "--classnames" in msg
 
 
+def test_a_path_that_is_no_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset not found: .*nowhere"):
+        load_dataset(tmp_path / "nowhere")
+    (tmp_path / "notes.txt").write_text("hello")
+    for path in (tmp_path / "notes.txt", "/dev/null"):  # a file of another kind; a device (was a traceback)
+        with pytest.raises(DatasetError, match="expected a dataset folder or a .csv/.tsv file"):
+            load_dataset(path)
+
+
 def test_out_of_range_class_index_names_the_sample(tmp_path):
     root = classification_wds(tmp_path / "oor", n=6, labels=[0, 1, 2, 0, 7, 1])
     with pytest.raises(DatasetError, match=r"class index 7 of key 000000004 in shard .*000001\.tar.*0\.\.2"):

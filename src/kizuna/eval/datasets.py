@@ -286,8 +286,8 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     path = Path(os.path.expanduser(str(path)))
     if not path.exists():
         raise FileNotFoundError(f"dataset not found: {path}")
-    if path.is_file():
-        if path.suffix.lower() not in (".csv", ".tsv"):
+    if not path.is_dir():  # a file, or a device/pipe such as /dev/null
+        if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
             raise DatasetError(f"{path}: expected a dataset folder or a .csv/.tsv file")
         root, data, split_name = path.parent, path, split
     elif split is None and path.name in SPLIT_NAMES and _has_data(path) and \
