@@ -30,6 +30,30 @@ def test_unknown_option_is_named():
         make_config({}, bogus=1)
 
 
+def test_a_config_that_is_no_python_file_or_has_no_get_config_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("lr = 1\n")
+    (tmp_path / "empty.py").write_text("lr = 1\n")
+    with pytest.raises(ValueError, match="notes.txt.*expected a Python file"):
+        load_config_file(str(tmp_path / "notes.txt"))
+    with pytest.raises(ValueError, match="empty.py.*defines no get_config"):
+        load_config_file(str(tmp_path / "empty.py"))
+    with pytest.raises(FileNotFoundError, match="built-in configs: .*vit_cifar10"):
+        load_config_file("nonesuch")
+
+
+def test_a_flag_that_takes_json_says_what_it_expected():
+    import argparse
+
+    from kizuna.train.config import _parse_value
+
+    assert _parse_value(dict, '{"depth": 2}') == {"depth": 2}
+    assert _parse_value(tuple, "0.5,0.25") == (0.5, 0.25)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a JSON object.*'{bad'"):
+        _parse_value(dict, "{bad")
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated numbers, got '1,x'"):
+        _parse_value(tuple, "1,x")
+
+
 @pytest.mark.parametrize("name, grid, params", [("vit_cifar10", (8, 8), 0.68e6), ("vit_cifar10_hybrid", (8, 8), 0.76e6),
                                                 ("vit_cifar10_gpu", (8, 8), 5.1e6)])
 def test_vit_configs_build_the_models_they_document(name, grid, params):

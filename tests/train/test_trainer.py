@@ -130,3 +130,25 @@ def test_a_shard_whose_every_image_is_corrupt_is_an_error_not_an_endless_loop(tm
                                          r"corrupt_image=8"):
         tr.train()
     assert tr.step == 0 and tr.epoch == 0
+
+
+def test_the_latest_pointer_can_be_passed_where_a_checkpoint_folder_is_expected(tmp_path):
+    """checkpoints/latest is a text file naming the newest step folder; passed as a model or to --resume
+    it stands for that folder (it was read as a torch file: "pop from empty list")."""
+    from kizuna.models.checkpoint import CheckpointError, follow_latest, load_model
+    from kizuna.train.checkpointing import CheckpointManager
+
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=2))
+    tr.train()
+    pointer = tmp_path / "checkpoints" / "latest"
+    newest = tmp_path / "checkpoints" / "step_0000002"
+    assert pointer.read_text().strip() == newest.name and follow_latest(pointer) == newest
+    loaded = load_model(pointer)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, tr.model.state_dict()[k]), k
+    assert CheckpointManager(tmp_path / "checkpoints").resolve(str(pointer)) == newest
+    assert follow_latest(tmp_path / "metrics.jsonl") == tmp_path / "metrics.jsonl"  # other files unchanged
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "latest").write_text("step_9999999")  # names no folder: reported as it is
+    with pytest.raises(CheckpointError, match="stray/latest"):
+        load_model(tmp_path / "stray" / "latest")

@@ -134,6 +134,17 @@ def _load_torch_file(path: Path, allow_jit: bool) -> dict:
     return obj
 
 
+def follow_latest(path: str | Path) -> Path:
+    """A trainer's ``checkpoints/latest`` is a small text file naming its newest checkpoint folder: the
+    folder it names (when it exists), so a user can pass the pointer itself; any other path unchanged."""
+    path = Path(path)
+    if path.name == "latest" and path.is_file() and path.stat().st_size < 256:
+        target = path.parent / path.read_text(errors="replace").strip()
+        if target.name and target.is_dir():
+            return target
+    return path
+
+
 def load_model(
     path: str | Path, image_size: int | None = None, allow_jit: bool = False, map_location: str = "cpu"
 ) -> nn.Module:
@@ -141,7 +152,7 @@ def load_model(
 
     ``image_size`` rebuilds the model at another resolution, resampling its position embeddings.
     """
-    path = Path(path)
+    path = follow_latest(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kizuna.models.checkpoint import atomic_write, load_model, load_state_dict_strict, save_model
+from kizuna.models.checkpoint import atomic_write, follow_latest, load_model, load_state_dict_strict, save_model
 
 
 def rng_state() -> dict:
@@ -98,7 +98,7 @@ class CheckpointManager:
 
     def resolve(self, resume: str) -> Path:
         """"latest" or a checkpoint folder path."""
-        path = self.latest() if resume == "latest" else Path(resume)
+        path = self.latest() if resume == "latest" else follow_latest(resume)
         if path is None:
             raise FileNotFoundError(f"--resume latest: no checkpoint under {self.dir}")
         if not (path / "train_state.pt").exists():

@@ -90,9 +90,13 @@ def load_config_file(name_or_path: str) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
         raise FileNotFoundError(f"config {name_or_path!r} not found (built-in configs: {', '.join(known)})")
+    if path.suffix != ".py" or not path.is_file():
+        raise ValueError(f"config {str(path)!r}: expected a Python file (.py) that defines get_config() -> dict")
     spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"config {str(path)!r} defines no get_config() -> dict")
     return module.get_config()
 
 
@@ -126,7 +130,11 @@ def _parse_value(kind, text: str):
             return False
         raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
     if kind in (dict, tuple, list):
-        return json.loads(text) if text.strip().startswith(("{", "[")) else tuple(float(x) for x in text.split(","))
+        try:
+            return json.loads(text) if text.strip().startswith(("{", "[")) else tuple(float(x) for x in text.split(","))
+        except ValueError as e:  # JSONDecodeError is one
+            want = "a JSON object, e.g. '{\"depth\": 2}'" if kind is dict else "JSON or comma-separated numbers"
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r} ({e})") from None
     return kind(text)
 
 
