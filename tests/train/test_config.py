@@ -28,6 +28,11 @@ def test_demo_config_builds_the_hybrid_tower_it_documents():
 def test_unknown_option_is_named():
     with pytest.raises(ValueError, match="unknown training option.*bogus"):
         make_config({}, bogus=1)
+    # a value outside a field's choices (both used to train a CLIP run silently)
+    with pytest.raises(ValueError, match="loss must be 'clip' or 'siglip', got 'sigmoid'"):
+        make_config({}, loss="sigmoid")
+    with pytest.raises(ValueError, match="text_tower must be 'model' or 'minilm', got 'bert'"):
+        make_config({}, text_tower="bert")
 
 
 def test_a_config_that_is_no_python_file_or_has_no_get_config_is_named(tmp_path):

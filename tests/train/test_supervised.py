@@ -218,6 +218,17 @@ def _all_corrupt(root: Path, n: int) -> Path:
     return root
 
 
+def test_bad_paths_on_the_command_line_are_one_line_errors(data, tmp_path, capsys):
+    """An --out below a file, a text file given as the config or a JSON flag that does not parse: exit
+    code 2 and one line naming the path (an --out below a file was a NotADirectoryError traceback)."""
+    (tmp_path / "file").write_text("x")
+    common = ["vit", "train", "--data", str(data / "train"), "--batch-size", "16", "--steps", "1", "--progress", "false"]
+    assert main([*common, "--out", str(tmp_path / "file" / "run")]) == 2
+    assert "kizuna vit: error: [Errno 20] Not a directory" in capsys.readouterr().err
+    assert main([*common, "--config", str(tmp_path / "file"), "--out", str(tmp_path / "r")]) == 2
+    assert "expected a Python file (.py)" in capsys.readouterr().err
+
+
 def test_a_training_set_with_no_image_that_decodes_is_an_error(tmp_path):
     """Both paths stop with the skip report: the loader's after one epoch of empty batches (it used to go
     round them for ever), the device path at decoding (it used to say "lower --batch-size")."""

@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = args._run(args)
-    except (ImageError, CheckpointError, ValueError, FileNotFoundError) as e:
+    # A bad path the user gave (missing, a file where a folder belongs, not writable) is a one-line error;
+    # other OSErrors (a full disk, a failing device) keep their traceback.
+    except (ImageError, CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            FileExistsError, PermissionError) as e:
         print(f"kizuna {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

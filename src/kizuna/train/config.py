@@ -119,7 +119,12 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     unknown = sorted(set(merged) - fields)
     if unknown:
         raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-    return TrainConfig(**merged)
+    cfg = TrainConfig(**merged)
+    if cfg.loss not in ("clip", "siglip"):
+        raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")
+    if cfg.text_tower not in ("model", "minilm"):
+        raise ValueError(f"text_tower must be 'model' or 'minilm', got {cfg.text_tower!r}")
+    return cfg
 
 
 def _parse_value(kind, text: str):
