@@ -121,6 +121,26 @@ def test_resume_is_bit_exact(data, tmp_path):
     assert not torch.equal(start["head.weight"], a["head.weight"])
 
 
+def test_resume_refuses_another_model_and_names_an_earlier_checkpoint_when_one_is_damaged(data, tmp_path):
+    """A resumed run continues with the checkpoint's model: a flag asking for another one is refused, not
+    ignored. A damaged train_state.pt is named, with the checkpoint to resume from instead."""
+    from kizuna.models.checkpoint import CheckpointError
+
+    SupervisedTrainer(_cfg(data, tmp_path / "a", keep_last=10, save_every=2, val_data="")).train()
+    latest = tmp_path / "a" / "checkpoints" / "step_0000006"
+    other = dict(TINY, width=48)
+    with pytest.raises(ValueError, match=r"model_overrides=.*'width': 48.*would be ignored"):
+        SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), model_overrides=other))
+    with pytest.raises(ValueError, match=r"image_size=24 \(the run has 16\)"):
+        SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), image_size=24))
+    resumed = SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), steps=8))  # the same settings
+    assert resumed.step == 6
+    (latest / "train_state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"step_0000006/train_state.pt: cannot be read.*damaged.*"
+                                              r"--resume .*step_0000004"):
+        SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest)))
+
+
 def test_finetune_higher_resolution(data, tmp_path):
     src = kizuna.create_vit("mu/4", image_size=16, num_classes=7, **TINY)
     with torch.no_grad():

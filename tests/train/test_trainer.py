@@ -152,3 +152,11 @@ def test_the_latest_pointer_can_be_passed_where_a_checkpoint_folder_is_expected(
     (tmp_path / "stray" / "latest").write_text("step_9999999")  # names no folder: reported as it is
     with pytest.raises(CheckpointError, match="stray/latest"):
         load_model(tmp_path / "stray" / "latest")
+
+
+def test_a_contrastive_resume_refuses_another_loss(tmp_path):
+    """The CLIP trainer shares the check: resuming a CLIP run with --loss siglip would have kept CLIP's loss."""
+    ContrastiveTrainer(tiny_config(tmp_path / "a", steps=2)).train()
+    with pytest.raises(ValueError, match=r"loss='siglip' \(the run has 'clip'\) would be ignored"):
+        ContrastiveTrainer(tiny_config(tmp_path / "b", steps=4, loss="siglip",
+                                       resume=str(tmp_path / "a" / "checkpoints" / "step_0000002")))

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kizuna.models.checkpoint import atomic_write, follow_latest, load_model, load_state_dict_strict, save_model
+from kizuna.models.checkpoint import (CheckpointError, atomic_write, follow_latest, load_model, load_state_dict_strict,
+                                     save_model)
 
 
 def rng_state() -> dict:
@@ -108,6 +109,30 @@ class CheckpointManager:
     def load_into(self, path: Path, model) -> dict:
         saved = load_model(path)
         load_state_dict_strict(model, saved.state_dict(), str(path))
-        state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or overwritten: unpickling fails with anything from EOFError to KeyError
+            earlier = sorted(p for p in path.parent.glob("step_*") if p.is_dir() and p.name < path.name)
+            why = (str(e).strip().splitlines() or [""])[0][:120]  # torch's first line; the rest is advice for pickles
+            raise CheckpointError(
+                f"{path / 'train_state.pt'}: cannot be read ({type(e).__name__}: {why}); this checkpoint is damaged. "
+                + (f"Resume from an earlier one: --resume {earlier[-1]}" if earlier else
+                   "No earlier checkpoint is left; start the run again")) from None
         self.best_value = state.get("best_value")
         return state
+
+
+def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path) -> None:
+    """A resumed run continues with the checkpoint's own model, so a flag that asks for another one would be
+    ignored without a word: refuse it. A field at its default counts as not given (a resume need not repeat
+    the run's flags), so a flag that asks for the default itself goes unnoticed; ``saved`` is the checkpoint's
+    ``train_config``."""
+    import dataclasses
+
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(cfg)}
+    changed = [f"{name}={getattr(cfg, name)!r} (the run has {saved[name]!r})" for name in fields
+               if name in saved and getattr(cfg, name) != saved[name] and getattr(cfg, name) != defaults[name]]
+    if changed:
+        raise ValueError(f"--resume {path}: the run continues with its own model, so " + "; ".join(changed)
+                         + " would be ignored. Drop the flag, or start a new run in another --out")

@@ -28,7 +28,7 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
-from .checkpointing import CheckpointManager, rng_state, set_rng_state
+from .checkpointing import CheckpointManager, check_resume_settings, rng_state, set_rng_state
 from .compiling import compiled_or_eager
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
@@ -37,6 +37,10 @@ from .logging import MetricLogger
 from .memory import keep_freed_memory
 from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, tune_for_training
 from .towers import lock_tower
+
+# Settings that make the model and its tokenizer: a resumed run continues with the checkpoint's.
+RESUME_FIXED = ("model", "model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length",
+                "synthetic_image_size")
 
 
 def model_config(cfg: TrainConfig) -> ClipConfig:
@@ -287,6 +291,7 @@ class ContrastiveTrainer:
 
     def _resume(self):
         state = self.ckpt.load_into(self.resume_from, self.model)
+        check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])

@@ -59,12 +59,15 @@ from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
-from .checkpointing import CheckpointManager, rng_state, set_rng_state
+from .checkpointing import CheckpointManager, check_resume_settings, rng_state, set_rng_state
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
 from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups, tune_for_training
+
+# Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
+RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "pos_embed", "reset_head")
 
 __all__ = [
     "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "augmentations", "load_for_finetune",
@@ -556,6 +559,7 @@ class SupervisedTrainer:
 
     def _resume(self):
         state = self.ckpt.load_into(self.resume_from, self.model)
+        check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
