@@ -105,3 +105,16 @@ def write_csv(path: Path, rows: list[tuple[str, str]], sep=",", header=("filepat
         w.writerow(header)
         w.writerows(rows)
 
+
+def bomb_png(side: int = 20000) -> bytes:
+    """A valid 1x1 PNG whose header claims ``side`` x ``side`` pixels (Pillow refuses it at open)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", side, side)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)

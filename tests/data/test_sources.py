@@ -8,6 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shards import (  # noqa: E402
+    bomb_png,
     color_of,
     image_bytes,
     make_folder,
@@ -198,6 +199,8 @@ def test_bad_samples_are_skipped_and_counted_exactly(tmp_path):
         ("000000014.txt", b"orphan caption"),  # no image member
         ("000000015.jpg", image_bytes()[:40]),  # truncated JPEG data: fails at decode
         ("000000015.txt", b"half a jpeg"),
+        ("000000016.png", bomb_png()),  # 80 bytes that claim 20000 x 20000 pixels: refused, not decoded
+        ("000000016.txt", b"a decompression bomb"),
     ]
     write_tar(tmp_path / "bad.tar", good[:6] + bad + good[6:])
     cut = tmp_path / "cut.tar"
@@ -212,18 +215,18 @@ def test_bad_samples_are_skipped_and_counted_exactly(tmp_path):
                          "missing_image": 1, "truncated": 1}
     assert idx.skips.examples["missing_caption"] == [f"key 000000012 in shard {tmp_path}/bad.tar"]
     assert idx.damaged == [f"{tmp_path}/cut.tar"]
-    assert len(idx) == 4 + 2 + 3
+    assert len(idx) == 4 + 3 + 3
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the damaged shard is reported once per process
         build_index(str(cut))
 
     ds = PairDataset(idx, to_tensor)
     items = [ds[(i, 0)] for i in range(len(ds))]
-    assert sum(x is None for x in items) == 2
-    assert ds.skips == {"corrupt_image": 2}
+    assert sum(x is None for x in items) == 3
+    assert ds.skips == {"corrupt_image": 2, "image_too_large": 1}
     assert sorted(x["key"] for x in items if x) == [f"{i:09d}" for i in (0, 1, 2, 3, 100, 101, 102)]
     assert "corrupt_image=2" in ds.skips.report()
-    assert ds.skips.report().startswith("skipped 2 samples: corrupt_image=2 (e.g. key 000000010 in shard")
+    assert ds.skips.report().startswith("skipped 3 samples: corrupt_image=2, image_too_large=1 (e.g. key 000000010 in shard")
 
 
 def test_tar_index_disk_cache(tmp_path):

@@ -80,6 +80,19 @@ def test_bad_image_files_give_one_line_error_naming_the_file(tmp_path, content, 
     assert str(p) in str(e.value) and reason in str(e.value) and "\n" not in str(e.value)
 
 
+def test_an_image_past_pillows_pixel_limit_is_a_one_line_error(tmp_path):
+    """A decompression bomb (a few bytes claiming gigapixels) was a DecompressionBombError traceback."""
+    from _shards import bomb_png
+
+    from kizuna.data.images import ImageTooLarge
+
+    p = tmp_path / "bomb.png"
+    p.write_bytes(bomb_png())
+    with pytest.raises(ImageTooLarge, match="bomb.png: too large to decode safely.*MAX_IMAGE_PIXELS") as e:
+        load_image(p)
+    assert isinstance(e.value, ImageError) and "\n" not in str(e.value)
+
+
 def test_missing_image_file(tmp_path):
     with pytest.raises(ImageError, match="no such file"):
         load_image(tmp_path / "nope.png")

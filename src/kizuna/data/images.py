@@ -13,6 +13,10 @@ class ImageError(ValueError):
     """An image that cannot be used; the message names it and says why."""
 
 
+class ImageTooLarge(ImageError):
+    """More pixels than Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, twice over)."""
+
+
 def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = None) -> Image.Image:
     """Decode fully (so truncation is found here, not later in a transform).
 
@@ -27,6 +31,9 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
         img.load()
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (format not recognised)") from None
+    except Image.DecompressionBombError as e:  # a few KB of PNG can claim gigapixels: refused before decoding
+        raise ImageTooLarge(f"{name}: too large to decode safely ({e}). Resize it, or raise "
+                            "PIL.Image.MAX_IMAGE_PIXELS in your own script if you trust the file") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     return img

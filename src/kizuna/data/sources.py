@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import os
 import random
 import re
@@ -82,6 +81,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import images
 from .tar_index import IMAGE_EXTS, index_tar, parse_captions, parse_label, read_range
 
 __all__ = [
@@ -579,11 +579,10 @@ def _mix64(*xs: int) -> int:
     return h
 
 
-def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
-    """Bytes -> fully loaded RGB image (raises on corrupt data, including truncated JPEGs)."""
-    img = Image.open(io.BytesIO(data))
-    if draft_size and img.format == "JPEG":
-        img.draft("RGB", (draft_size, draft_size))
+def decode_image(data: bytes, draft_size: int | None = None, name: str = "<bytes>") -> Image.Image:
+    """Bytes -> fully loaded RGB image. Raises :class:`~kizuna.data.images.ImageError` on corrupt data,
+    truncated JPEGs included (:class:`~kizuna.data.images.ImageTooLarge` past Pillow's pixel limit)."""
+    img = images.decode_image(data, name, draft_size)
     if img.mode in ("P", "LA", "PA") or (img.mode != "RGBA" and "transparency" in img.info):
         img = img.convert("RGBA")  # via RGBA so palette transparency does not warn
     if img.mode == "RGB":
@@ -710,7 +709,7 @@ class PairDataset(torch.utils.data.Dataset):
             return None, "read_error", self.index.where(i)
         try:
             img = decode_image(data, self.draft_size)
-        except Image.DecompressionBombError:
+        except images.ImageTooLarge:
             return None, "image_too_large", self.index.where(i)
         except Exception:  # PIL raises many types for bad data (OSError, SyntaxError, ValueError...)
             return None, "corrupt_image", self.index.where(i)
