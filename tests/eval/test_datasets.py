@@ -99,6 +99,16 @@ def test_a_path_that_is_no_dataset_is_a_clear_error(tmp_path):
             load_dataset(path)
 
 
+def test_text_lists_are_stripped_lines_and_non_utf8_is_named(tmp_path):
+    from kizuna.eval.datasets import read_lines
+
+    (tmp_path / "names.txt").write_text(" cat \n\n  \ndog\n", encoding="utf-8")
+    assert read_lines(tmp_path / "names.txt") == ["cat", "dog"]
+    (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin1.txt: not UTF-8 text \(byte 3"):
+        read_lines(tmp_path / "latin1.txt")
+
+
 def test_out_of_range_class_index_names_the_sample(tmp_path):
     root = classification_wds(tmp_path / "oor", n=6, labels=[0, 1, 2, 0, 7, 1])
     with pytest.raises(DatasetError, match=r"class index 7 of key 000000004 in shard .*000001\.tar.*0\.\.2"):

@@ -141,6 +141,22 @@ def test_resume_refuses_another_model_and_names_an_earlier_checkpoint_when_one_i
         SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest)))
 
 
+def test_resume_after_a_torn_log_line_reads_as_one_run(data, tmp_path):
+    """A run killed mid-write leaves half a JSON line in metrics.jsonl; resuming used to fail on it
+    (JSONDecodeError). The records after the checkpoint and the torn line are dropped."""
+    out = tmp_path / "run"
+    SupervisedTrainer(_cfg(data, out, keep_last=10, save_every=2, val_data="")).train()
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "step": 7, "lo')  # the kill
+    t = SupervisedTrainer(_cfg(data, out, keep_last=10, save_every=2, val_data="",
+                               resume=str(out / "checkpoints" / "step_0000004")))
+    t.train()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]  # every line is JSON again
+    train_steps = [r["step"] for r in rows if r["kind"] == "train"]
+    assert train_steps == list(range(1, 7))  # 1-4 from the first run, 5-6 resumed, nothing twice
+
+
 def test_finetune_higher_resolution(data, tmp_path):
     src = kizuna.create_vit("mu/4", image_size=16, num_classes=7, **TINY)
     with torch.no_grad():

@@ -80,7 +80,9 @@ def embed_texts(model, path, batch_size=256, device="cpu"):
     import kizuna
     from kizuna.eval.zeroshot import encode_texts
 
-    texts = [t for t in Path(path).read_text(encoding="utf-8").splitlines() if t.strip()]
+    from kizuna.eval.datasets import read_lines
+
+    texts = read_lines(path)
     if not texts:
         raise ValueError(f"{path}: no non-empty lines")
     tokenizer = kizuna.get_tokenizer(model)

@@ -20,9 +20,10 @@ def add_arguments(p):
 
 
 def parse_labels(spec: str) -> list[str]:
+    from kizuna.eval.datasets import read_lines
+
     path = Path(spec)
-    labels = path.read_text().splitlines() if path.is_file() else spec.split(",")
-    labels = [label.strip() for label in labels if label.strip()]
+    labels = read_lines(path) if path.is_file() else [label.strip() for label in spec.split(",") if label.strip()]
     if not labels:
         raise ValueError(f"no labels in {spec!r}")
     return labels

@@ -114,7 +114,11 @@ def bundled_templates(dataset_name: str | None) -> list[str] | None:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    text = Path(path).read_text(encoding="utf-8")
+    """The non-blank lines of a UTF-8 text file, stripped (class names, templates, labels, texts to embed)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -298,18 +298,9 @@ class ContrastiveTrainer:
         restore_length(self, state)
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
-        self._truncate_metrics(self.step)
+        self.logger.drop_after(self.step)
         if self.dist.is_main:
             print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
-
-    def _truncate_metrics(self, step: int):
-        """Drop log lines written after the checkpoint by the run that was killed."""
-        path = self.logger.path
-        if self.dist.is_main and path.exists():
-            import json
-
-            lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in lines))
 
     # ----- the loop ----------------------------------------------------------------------------
     def train(self) -> dict:

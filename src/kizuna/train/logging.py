@@ -39,6 +39,23 @@ class MetricLogger:
         text = json.dumps(config, indent=2, sort_keys=True, default=str)
         atomic_write(self.path.parent / "train_config.json", lambda tmp: Path(tmp).write_text(text))
 
+    def drop_after(self, step: int) -> None:
+        """A resumed run: drop the records the killed run wrote after its checkpoint at ``step``, and any line
+        it tore mid-write (not JSON), so the log reads as one uninterrupted run. Rewritten atomically."""
+        if not (self.enabled and self.path.exists()):
+            return
+        from kizuna.models.checkpoint import atomic_write
+
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line + "\n")
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(kept)))
+
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         if not self.enabled:
             return

@@ -36,7 +36,6 @@ learned position embeddings meet the new patch grid:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -566,10 +565,7 @@ class SupervisedTrainer:
         restore_length(self, state)
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
-        path = self.logger.path
-        if self.dist.is_main and path.exists():  # drop log lines the killed run wrote after the checkpoint
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
-            path.write_text("".join(ln + "\n" for ln in lines))
+        self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
         if self.dist.is_main and self.cfg.progress:
             print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
 
