@@ -132,3 +132,13 @@ def test_corrupt_image_is_a_counted_skip(tmp_path, tiny):
     assert res.n == 7 and res.skipped["corrupt_image"] == 1
     assert res.predictions[3] == -1 and "corrupt_image=1" in res.summary()
     assert "000000003" in res.skipped.report()
+
+
+def test_a_split_with_no_usable_image_is_an_error_with_the_report(tmp_path, tiny):
+    """It was a shape error deep in the classifier ("mat1 and mat2 shapes cannot be multiplied")."""
+    from kizuna.eval.datasets import DatasetError
+
+    model, tok = tiny
+    root = classification_wds(tmp_path / "c", n=4, corrupt=(0, 1, 2, 3))
+    with pytest.raises(DatasetError, match=r"none of its 4 images could be used: .*corrupt_image=4"):
+        evaluate_zeroshot(model, tok, load_dataset(root), progress=False)

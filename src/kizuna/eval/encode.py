@@ -204,7 +204,12 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
         feats = torch.zeros(len(rows), max(dim, 0))
     feats = gather_shards(feats, bounds)
     valid = gather_shards(valid, bounds)
-    return ImageFeatures(feats, valid, _merge_skips(skips))
+    skips = _merge_skips(skips)
+    if n and not bool(valid.any()):  # every rank sees the gathered mask, so all raise together
+        from .datasets import DatasetError
+
+        raise DatasetError(f"{dataset.source}: none of its {n} images could be used: {skips.report()}")
+    return ImageFeatures(feats, valid, skips)
 
 
 # ----------------------------------------------------------------------------------- texts
