@@ -16,3 +16,31 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"real data not found at {SHARED}/data (set KIZUNA_SHARED to its location)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def caption_corpus() -> list[str]:
+    """Real English text that ships with kizuna: CLIP_benchmark's class names under their templates."""
+    import json
+    from importlib import resources
+
+    assets = resources.files("kizuna.data").joinpath("assets")
+    names = json.loads(assets.joinpath("en_classnames.json").read_text(encoding="utf-8"))
+    templates = json.loads(assets.joinpath("en_zeroshot_classification_templates.json").read_text(encoding="utf-8"))
+    return [t.replace("{c}", c) for key in sorted(names) for c in names[key]
+            for t in templates.get(key, ["a photo of a {c}."])[:3]]
+
+
+@pytest.fixture(scope="session")
+def spiece_model(caption_corpus) -> bytes:
+    """A small sentencepiece unigram model laid out as SigLIP's (pad 0, </s> 1, <unk> 2, no dummy prefix),
+    trained here on text kizuna ships: the real spiece.model cannot be downloaded in CI."""
+    import io
+
+    spm = pytest.importorskip("sentencepiece")
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(caption_corpus), model_writer=buf, vocab_size=400, model_type="unigram",
+        add_dummy_prefix=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
+        unk_piece="<unk>", minloglevel=2)
+    return buf.getvalue()

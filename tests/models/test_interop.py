@@ -239,6 +239,42 @@ def test_hf_siglip_sentencepiece_vocab_is_recorded_as_unavailable(hf_tiny_siglip
     assert "sentencepiece" in record["config"]["tokenizer"]["note"]
 
 
+def test_hf_siglip_folder_with_its_spiece_model_tokenizes_and_encodes_as_transformers(hf_tiny_siglip, spiece_model,
+                                                                                     caption_corpus, tmp_path):
+    """An HF SigLIP folder as the hub ships it (spiece.model + tokenizer_config.json): kizuna's ids equal
+    SiglipTokenizer's and its text features equal get_text_features, end to end from strings. The
+    tokenizer travels inside kizuna's config, and export writes the same spiece.model back."""
+    pytest.importorskip("sentencepiece")
+    hf, src = hf_tiny_siglip
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        (folder / name).symlink_to(src / name)
+    (folder / "spiece.model").write_bytes(spiece_model)
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 64, "do_lower_case": true}')
+    try:
+        hf_tok = transformers.SiglipTokenizer.from_pretrained(folder)
+    except ImportError as e:
+        pytest.skip(f"transformers.SiglipTokenizer unavailable: {e}")
+    k = kizuna.load_model(folder).eval()
+    assert k.cfg.tokenizer["type"] == "sentencepiece"
+    texts = ["A photo of a Dog.", "two cats, sleeping!"] + caption_corpus[:30]
+    ids = kizuna.get_tokenizer(k)(texts)
+    ref = hf_tok(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")["input_ids"]
+    assert torch.equal(ids, ref)
+    with torch.no_grad():
+        torch.testing.assert_close(k.encode_text(ids), _pooled(hf.get_text_features(input_ids=ref)), **TOL)
+    from kizuna.apps.info import summarize
+
+    assert summarize(k)["config"]["tokenizer"]["model"].endswith("characters>")  # `kizuna info` stays short
+    kizuna.save_model(k, tmp_path / "kizuna")  # a kizuna copy keeps the tokenizer
+    assert torch.equal(kizuna.get_tokenizer(kizuna.load_model(tmp_path / "kizuna"))(texts), ids)
+    export_hf_siglip(k, tmp_path / "back")
+    assert (tmp_path / "back" / "spiece.model").read_bytes() == spiece_model
+    assert torch.equal(transformers.SiglipTokenizer.from_pretrained(tmp_path / "back")(
+        texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")["input_ids"], ids)
+
+
 def test_hf_eos_token_2_means_argmax_pooling(hf_tiny_clip, tmp_path, samples):
     """Configs written before transformers PR #24773 say eos_token_id=2, and HF pools at argmax(ids)."""
     hf, folder = hf_tiny_clip

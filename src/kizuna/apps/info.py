@@ -14,6 +14,16 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
+def _brief(config: dict) -> dict:
+    """The config with the tokenizer's embedded vocabulary (a trained BPE's JSON, SigLIP's sentencepiece
+    model: up to megabytes) replaced by its size; the full config is the checkpoint's config.json."""
+    tok = config.get("tokenizer")
+    if isinstance(tok, dict):
+        config = {**config, "tokenizer": {k: f"<{len(v):,} characters>" if k in ("tokenizer_json", "model")
+                                          and isinstance(v, str) else v for k, v in tok.items()}}
+    return config
+
+
 def summarize(model) -> dict:
     from kizuna.models.clip import ClipModel
     from kizuna.models.flops import clip_flops, vision_flops
@@ -25,7 +35,7 @@ def summarize(model) -> dict:
             "name": model.cfg.name, "kind": "clip", "loss": model.cfg.loss,
             "params": {"image": count(model.visual), "text": count(model.text), "total": count(model)},
             "gflops": {k: round(v / 1e9, 3) for k, v in flops.items()},
-            "config": model.cfg.to_dict(),
+            "config": _brief(model.cfg.to_dict()),
         }
     flops = vision_flops(model.cfg) if model.cfg.stem == "patch" else None
     return {"kind": "vit", "params": {"total": count(model)},

@@ -451,9 +451,14 @@ def tokenizer_from_config(cfg: dict[str, Any]) -> BpeTokenizer:
         from kizuna.models.minilm import MiniLMTokenizer
 
         return MiniLMTokenizer(ctx)
+    if kind == "sentencepiece":  # SigLIP's (kizuna.data.siglip_tokenizer)
+        from .siglip_tokenizer import SiglipTokenizer
+
+        return SiglipTokenizer.from_config(cfg)
     if kind == "unavailable":
         raise ValueError(f"this checkpoint's tokenizer is not bundled with kizuna: {cfg.get('note', '')}")
-    raise ValueError(f"unknown tokenizer type {kind!r}; expected 'clip_bpe', 'openai', 'trained_bpe' or 'minilm'")
+    raise ValueError(f"unknown tokenizer type {kind!r}; expected 'clip_bpe', 'openai', 'trained_bpe', 'minilm' "
+                     "or 'sentencepiece'")
 
 
 def get_tokenizer(

@@ -259,7 +259,7 @@ def _siglip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) ->
     tokenizer = (
         {"type": "clip_bpe", "context_length": ctx}
         if text.vocab_size == 49408
-        else {"type": "unavailable", "note": "SigLIP sentencepiece tokenizer not bundled"}
+        else {"type": "unavailable", "note": "SigLIP's sentencepiece tokenizer: the folder has no spiece.model"}
     )
     return ClipConfig(
         embed_dim=width, vision=vision, text=text, loss="siglip", init_logit_scale=math.log(10),
@@ -356,6 +356,10 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
             raise
         raise CheckpointError(f"{cfg_file}: cannot build a model from this config ({type(e).__name__}: {e})") from None
     c.name = folder.name
+    if model_type == "siglip":  # the folder's own sentencepiece model, when it ships one (HF's spiece.model)
+        from kizuna.data.siglip_tokenizer import siglip_tokenizer_config
+
+        c.tokenizer = siglip_tokenizer_config(folder, c.text.context_length) or c.tokenizer
     take = _Taker(read_hf_weights(folder), source)
     tensors = _clip_tensors(take, c) if model_type == "clip" else _siglip_tensors(take, c)
     take.finish()
@@ -528,8 +532,9 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
 
 def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
     """Write an HF ``SiglipModel`` folder (no class token, MAP head, bidirectional text pooled at the last
-    position with a biased head, logit scale and bias). Other models raise ``ValueError``. The tokenizer
-    is not written: HF SigLIP expects its sentencepiece tokenizer; kizuna's config names the one used."""
+    position with a biased head, logit scale and bias). Other models raise ``ValueError``. A sentencepiece
+    tokenizer (read from an HF folder) is written back as ``spiece.model`` + ``tokenizer_config.json``; any
+    other tokenizer is not (HF SigLIP expects sentencepiece; kizuna's config names the one used)."""
     c = model.cfg
     v, t = c.vision, c.text
     problems: list[str] = []
@@ -585,4 +590,14 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
         "vision_config": vision_cfg,
     }
     pre = _hf_preprocess(c.preprocess, "SiglipImageProcessor")
-    return _write_folder(Path(folder), config, out, pre)
+    folder = _write_folder(Path(folder), config, out, pre)
+    tok = c.tokenizer or {}
+    if tok.get("type") == "sentencepiece":
+        import base64
+
+        settings = {"tokenizer_class": "SiglipTokenizer", "model_max_length": t.context_length,
+                    "do_lower_case": tok.get("lower", True), "eos_token": tok.get("eos", "</s>"),
+                    "pad_token": tok.get("pad", "</s>"), "unk_token": tok.get("unk", "<unk>")}
+        atomic_write(folder / "spiece.model", lambda tmp: Path(tmp).write_bytes(base64.b64decode(tok["model"])))
+        atomic_write(folder / "tokenizer_config.json", lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)))
+    return folder

@@ -1,0 +1,147 @@
+"""SigLIP's text tokenizer: a sentencepiece model, with the text canonicalised as big_vision does.
+
+Hugging Face SigLIP folders ship it as ``spiece.model`` (read by ``SiglipTokenizer``, which needs the
+``sentencepiece`` package). kizuna reads the same file, so an HF SigLIP checkpoint zero-shots,
+retrieves and draws its prediction panel in kizuna with the ids it was trained on:
+
+1. canonicalise: lower-case (``do_lower_case``), drop ASCII punctuation, collapse whitespace, strip;
+2. encode ``"<unk>" + "▁" + text`` with sentencepiece and drop the pieces of ``<unk>``: the models are
+   built without sentencepiece's dummy prefix, so this is how a text gets its leading word boundary
+   (the "▁" is put before canonicalising, as HF does, so a leading space survives as "▁ ");
+3. append EOS (``</s>``), cut to the context length keeping EOS last, pad with the pad token (``</s>``
+   again) to the full context length: SigLIP's text tower pools the *last* position, so every text
+   fills the context.
+
+The model file travels inside the kizuna config (base64, as a trained BPE travels as its JSON), so a
+checkpoint saved by kizuna keeps its tokenizer. Tested against ``transformers.SiglipTokenizer``.
+A literal special token inside a text (``"</s>"`` typed by a user) is tokenised as plain text here,
+where HF would split it out; kizuna's other tokenizers do the same.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["SiglipTokenizer", "siglip_tokenizer_config"]
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_WORD_BOUNDARY = "\u2581"  # sentencepiece's "▁"
+
+
+def _sentencepiece():
+    try:
+        import sentencepiece
+    except ImportError:
+        raise ImportError("SigLIP's tokenizer needs the sentencepiece package: pip install 'kizuna[siglip]' "
+                          "(or pip install sentencepiece)") from None
+    return sentencepiece
+
+
+def _token(value, default: str) -> str:
+    """A special token from tokenizer_config.json: a string, or an AddedToken dict with "content"."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else default
+
+
+def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str, Any] | None:
+    """The kizuna tokenizer config of an HF SigLIP folder (None when it has no ``spiece.model``)."""
+    folder = Path(folder)
+    model_file = folder / "spiece.model"
+    if not model_file.is_file():
+        return None
+    settings: dict = {}
+    config_file = folder / "tokenizer_config.json"
+    if config_file.is_file():
+        try:
+            settings = json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{config_file}: not readable JSON ({e})") from None
+    return {
+        "type": "sentencepiece",
+        "context_length": int(context_length),
+        "lower": bool(settings.get("do_lower_case", True)),
+        "eos": _token(settings.get("eos_token"), "</s>"),
+        "pad": _token(settings.get("pad_token"), "</s>"),
+        "unk": _token(settings.get("unk_token"), "<unk>"),
+        "model": base64.b64encode(model_file.read_bytes()).decode("ascii"),
+    }
+
+
+class SiglipTokenizer:
+    """``tokenizer(texts) -> LongTensor [N, context_length]``: ``[ids..., EOS, PAD, PAD, ...]``."""
+
+    def __init__(self, model_proto: bytes, context_length: int = 64, lower: bool = True, eos: str = "</s>",
+                 pad: str = "</s>", unk: str = "<unk>"):
+        if context_length < 1:
+            raise ValueError(f"context_length must be >= 1 (room for the end token), got {context_length}")
+        self.sp = _sentencepiece().SentencePieceProcessor(model_proto=model_proto)
+        self._proto = model_proto
+        self.context_length = int(context_length)
+        self.lower, self.eos, self.pad, self.unk = lower, eos, pad, unk
+        ids = {name: self.sp.piece_to_id(piece) for name, piece in (("eos", eos), ("pad", pad), ("unk", unk))}
+        if self.sp.id_to_piece(ids["eos"]) != eos or self.sp.id_to_piece(ids["pad"]) != pad:
+            raise ValueError(f"the sentencepiece model has no piece {eos!r} or {pad!r} for end and padding")
+        self.eot_token_id, self.pad_token_id = ids["eos"], ids["pad"]
+        self.vocab_size = self.sp.get_piece_size()
+        self._unk_pieces = len(self.sp.encode(unk))
+
+    def canonicalize(self, text: str) -> str:
+        if self.lower:
+            text = text.lower()
+        return re.sub(r"\s+", " ", text.translate(_PUNCTUATION)).strip()
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of one text, without EOS and without truncation."""
+        text = self.canonicalize(_WORD_BOUNDARY + text.replace(_WORD_BOUNDARY, " "))
+        return self.sp.encode(self.unk + text)[self._unk_pieces:]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None,
+                 on_overflow: str = "truncate") -> torch.LongTensor:
+        ctx = self.context_length if context_length is None else int(context_length)
+        if on_overflow not in ("truncate", "error"):
+            raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = np.full((len(texts), ctx), self.pad_token_id, dtype=np.int64)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"empty text at index {i}")
+            ids = self.encode(text)
+            if len(ids) + 1 > ctx and on_overflow == "error":
+                raise ValueError(f"text at index {i} is {len(ids) + 1} tokens long (with the end token), over "
+                                 f"the context length {ctx}: {text[:60]!r}")
+            ids = ids[: ctx - 1] + [self.eot_token_id]
+            out[i, : len(ids)] = ids
+        return torch.from_numpy(out)
+
+    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        if skip_special_tokens and self.eot_token_id in ids:
+            ids = ids[: ids.index(self.eot_token_id)]
+        return self.sp.decode(ids)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "sentencepiece", "context_length": self.context_length, "lower": self.lower,
+                "eos": self.eos, "pad": self.pad, "unk": self.unk,
+                "model": base64.b64encode(self._proto).decode("ascii")}
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> SiglipTokenizer:
+        if "model" not in cfg:
+            raise ValueError("sentencepiece tokenizer config lacks 'model' (the base64 spiece.model)")
+        return cls(base64.b64decode(cfg["model"]), int(cfg.get("context_length", 64)), bool(cfg.get("lower", True)),
+                   cfg.get("eos", "</s>"), cfg.get("pad", "</s>"), cfg.get("unk", "<unk>"))
+
+    def __repr__(self) -> str:
+        return f"SiglipTokenizer(vocab_size={self.vocab_size}, context_length={self.context_length})"

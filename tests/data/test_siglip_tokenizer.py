@@ -1,0 +1,63 @@
+"""SigLIP's sentencepiece tokenizer against transformers' SiglipTokenizer (the reference), on a model
+trained in the session (tests/conftest.py: spiece_model)."""
+import pytest
+import torch
+
+pytest.importorskip("sentencepiece")
+transformers = pytest.importorskip("transformers")
+
+from kizuna.data.siglip_tokenizer import SiglipTokenizer, siglip_tokenizer_config  # noqa: E402
+from kizuna.data.tokenizer import get_tokenizer  # noqa: E402
+
+TRICKY = ["A photo of a dog.", " hello  world ", "Two dogs, playing! In the SNOW?", "UPPER lower MiXeD",
+          "émoji 😀 and ✓ unicode", "tabs\tand\nnewlines", "a " * 100, "x", "!!!", "don't stop",
+          "\u2581weird\u2581boundary", "numbers 123 4.5", "end with space ", "  leading", "a-b_c/d", "Ünïcödé çafé"]
+
+
+@pytest.fixture(scope="module")
+def hf_and_ours(spiece_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("spm") / "spiece.model"
+    path.write_bytes(spiece_model)
+    try:
+        hf = transformers.SiglipTokenizer(vocab_file=str(path))
+    except ImportError as e:  # transformers' tokenizer also needs protobuf
+        pytest.skip(f"transformers.SiglipTokenizer unavailable: {e}")
+    return hf, SiglipTokenizer(spiece_model, context_length=64)
+
+
+def test_ids_equal_transformers_siglip_tokenizer(hf_and_ours, caption_corpus):
+    """Padded to the context (SigLIP pools the last position), EOS last, punctuation and case dropped."""
+    hf, ours = hf_and_ours
+    texts = TRICKY + caption_corpus[::7]
+    ref = hf(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")["input_ids"]
+    got = ours(texts)
+    assert got.shape == ref.shape == (len(texts), 64) and got.dtype == torch.long
+    mismatched = [t for t, a, b in zip(texts, ref, got) if not torch.equal(a, b)]
+    assert not mismatched, mismatched[:5]
+    assert ours.eot_token_id == hf.eos_token_id and ours.pad_token_id == hf.pad_token_id == 1
+    long = ours(["a " * 100])[0]  # cut so that EOS stays last, no padding left
+    assert long[-1] == ours.eot_token_id and (long != ours.pad_token_id).sum() >= 63 - 1
+
+
+def test_canonicalisation_and_refusals(hf_and_ours):
+    _, ours = hf_and_ours
+    assert ours.canonicalize("  Hello,   World!! ") == "hello world"
+    assert torch.equal(ours(["A DOG."]), ours(["a dog"]))  # case and punctuation do not reach the ids
+    assert ours.decode(ours(["a photo of a dog"])[0]) == "a photo of a dog"
+    with pytest.raises(ValueError, match="empty text at index 1"):
+        ours(["fine", "  "])
+    with pytest.raises(ValueError, match="over the context length 4"):
+        ours(["a photo of a dog"], context_length=4, on_overflow="error")
+
+
+def test_config_round_trip_and_hf_folder_settings(spiece_model, tmp_path):
+    (tmp_path / "spiece.model").write_bytes(spiece_model)
+    (tmp_path / "tokenizer_config.json").write_text(
+        '{"do_lower_case": false, "eos_token": {"content": "</s>", "special": true}, "model_max_length": 64}')
+    cfg = siglip_tokenizer_config(tmp_path, 16)
+    assert cfg["type"] == "sentencepiece" and cfg["context_length"] == 16 and cfg["lower"] is False
+    tok = get_tokenizer(cfg)
+    assert isinstance(tok, SiglipTokenizer) and tok.context_length == 16 and not tok.lower
+    assert torch.equal(get_tokenizer(tok.to_config())(["Mixed Case"]), tok(["Mixed Case"]))
+    assert not torch.equal(tok(["Mixed Case"]), tok(["mixed case"]))  # do_lower_case false is kept
+    assert siglip_tokenizer_config(tmp_path / "nowhere", 16) is None
