@@ -17,10 +17,11 @@ warm-up (or just past it, where a cosine is flat), so the change of total is con
 The pace after the plan is not always the pace the plan saw: the first steps of a run are slower
 (allocator, caches, a first epoch), other jobs start or stop on a shared machine or GPU. So the plan is
 **corrected** at :data:`REPLAN_AT` (10, 25 and 40% of the steps it planned): the same formula with the
-real elapsed time and the pace of the steps since the last plan or correction. Early in a cosine a change of total moves the
-learning rate little (a 10% longer run at 40% of the way raises it by 8% of its value there), and
-none is made in the second half. On a 2-core Zen 4, 27-min runs planned once ended 5.6% and 11.6% early
-(the device-augmented hybrid and plain ViT) or 4% late (the hybrid with loaders).
+real elapsed time and the pace of the steps since the last plan or correction. Early in a cosine a
+change of total moves the learning rate little (a 10% longer run at 40% of the way raises it by 8% of
+its value there), and none is made in the second half. On a 2-core Zen 4, 27-min runs planned once
+ended 5.6% and 11.6% early (the device-augmented hybrid and plain ViT) or 4% late (the hybrid with
+loaders); the plain ViT corrected ended 3.9% early (docs/RESULTS.md).
 
 The planned total is checkpointed: a resumed run keeps the total of its checkpoint and does not correct
 it (its clock restarted, so its elapsed time says nothing of the time spent before). In distributed runs
@@ -200,7 +201,7 @@ def after_step(trainer, bar=None) -> dict:
         trainer.logger.log(trainer.step, plan, kind="replan")
         if bar is not None:
             bar.total = trainer.total_steps
-            bar.write(f"time budget: {plan['seconds_per_step'] * 1e3:.0f} ms per step since the plan -> "
+            bar.write(f"time budget: {plan['seconds_per_step'] * 1e3:.0f} ms per step lately -> "
                       f"{trainer.total_steps} steps (was {before})")
     if budget.time_is_up(trainer.device) and trainer.step < trainer.total_steps:
         if bar is not None:

@@ -11,6 +11,7 @@ values only and is read with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -127,8 +128,6 @@ def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path)
     ignored without a word: refuse it. A field at its default counts as not given (a resume need not repeat
     the run's flags), so a flag that asks for the default itself goes unnoticed; ``saved`` is the checkpoint's
     ``train_config``."""
-    import dataclasses
-
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 for f in dataclasses.fields(cfg)}
     changed = [f"{name}={getattr(cfg, name)!r} (the run has {saved[name]!r})" for name in fields
