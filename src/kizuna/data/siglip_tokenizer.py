@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .tokenizer import _OVERFLOW_MODES
+
 __all__ = ["SiglipTokenizer", "siglip_tokenizer_config"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -52,6 +54,11 @@ def _token(value, default: str) -> str:
     return value if isinstance(value, str) and value else default
 
 
+def _config(model: bytes, context_length: int, lower: bool, eos: str, pad: str, unk: str) -> dict[str, Any]:
+    return {"type": "sentencepiece", "context_length": int(context_length), "lower": bool(lower), "eos": eos,
+            "pad": pad, "unk": unk, "model": base64.b64encode(model).decode("ascii")}
+
+
 def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str, Any] | None:
     """The kizuna tokenizer config of an HF SigLIP folder (None when it has no ``spiece.model``)."""
     folder = Path(folder)
@@ -65,15 +72,9 @@ def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str
             settings = json.loads(config_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{config_file}: not readable JSON ({e})") from None
-    return {
-        "type": "sentencepiece",
-        "context_length": int(context_length),
-        "lower": bool(settings.get("do_lower_case", True)),
-        "eos": _token(settings.get("eos_token"), "</s>"),
-        "pad": _token(settings.get("pad_token"), "</s>"),
-        "unk": _token(settings.get("unk_token"), "<unk>"),
-        "model": base64.b64encode(model_file.read_bytes()).decode("ascii"),
-    }
+    return _config(model_file.read_bytes(), context_length, settings.get("do_lower_case", True),
+                   _token(settings.get("eos_token"), "</s>"), _token(settings.get("pad_token"), "</s>"),
+                   _token(settings.get("unk_token"), "<unk>"))
 
 
 class SiglipTokenizer:
@@ -87,10 +88,9 @@ class SiglipTokenizer:
         self._proto = model_proto
         self.context_length = int(context_length)
         self.lower, self.eos, self.pad, self.unk = lower, eos, pad, unk
-        ids = {name: self.sp.piece_to_id(piece) for name, piece in (("eos", eos), ("pad", pad), ("unk", unk))}
-        if self.sp.id_to_piece(ids["eos"]) != eos or self.sp.id_to_piece(ids["pad"]) != pad:
+        self.eot_token_id, self.pad_token_id = self.sp.piece_to_id(eos), self.sp.piece_to_id(pad)
+        if self.sp.id_to_piece(self.eot_token_id) != eos or self.sp.id_to_piece(self.pad_token_id) != pad:
             raise ValueError(f"the sentencepiece model has no piece {eos!r} or {pad!r} for end and padding")
-        self.eot_token_id, self.pad_token_id = ids["eos"], ids["pad"]
         self.vocab_size = self.sp.get_piece_size()
         self._unk_pieces = len(self.sp.encode(unk))
 
@@ -110,8 +110,8 @@ class SiglipTokenizer:
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None,
                  on_overflow: str = "truncate") -> torch.LongTensor:
         ctx = self.context_length if context_length is None else int(context_length)
-        if on_overflow not in ("truncate", "error"):
-            raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
+        if on_overflow not in _OVERFLOW_MODES:
+            raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
         texts = [texts] if isinstance(texts, str) else list(texts)
         out = np.full((len(texts), ctx), self.pad_token_id, dtype=np.int64)
         for i, text in enumerate(texts):
@@ -132,9 +132,7 @@ class SiglipTokenizer:
         return self.sp.decode(ids)
 
     def to_config(self) -> dict[str, Any]:
-        return {"type": "sentencepiece", "context_length": self.context_length, "lower": self.lower,
-                "eos": self.eos, "pad": self.pad, "unk": self.unk,
-                "model": base64.b64encode(self._proto).decode("ascii")}
+        return _config(self._proto, self.context_length, self.lower, self.eos, self.pad, self.unk)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> SiglipTokenizer:
