@@ -1,5 +1,6 @@
 """Run under torchrun (2 processes, gloo): supervised ViT training with augment_on="device".
-argv: OUT_DIR DATA RUN_DIR. Writes vit_rank{r}.json with what the test checks."""
+argv: OUT_DIR DATA RUN_DIR [budget]. With "budget" the run is sized by a 9-second time budget (planned,
+then corrected, through all_reduce) instead of 4 steps. Writes vit_rank{r}.json with what the test checks."""
 import json
 import sys
 
@@ -8,15 +9,16 @@ import torch
 from kizuna.train.supervised import SupervisedTrainer, make_supervised_config
 
 out_dir, data, run = sys.argv[1:4]
+length = {"steps": 0, "epochs": 1e6, "time_budget_minutes": 0.15} if sys.argv[4:] == ["budget"] else {"steps": 4}
 cfg = make_supervised_config(model="mu/4", model_overrides={"width": 32, "mlp_dim": 64, "depth": 2, "heads": 2},
-                             image_size=16, data=f"{data}/train", val_data=f"{data}/test", batch_size=8, steps=4,
+                             image_size=16, data=f"{data}/train", val_data=f"{data}/test", batch_size=8,
                              workers=0, warmup_steps=1, out=run, progress=False, device="cpu", augment_on="device",
-                             randaug_ops=2, crop_padding=2)
+                             randaug_ops=2, crop_padding=2, **length)
 trainer = SupervisedTrainer(cfg)
 trainer.sampler.set_epoch(0)
 first = next(iter(trainer.sampler))
 metrics = trainer.train()
-record = {"steps": trainer.step, "first_batch": [k[0] if isinstance(k, tuple) else k for k in first],
+record = {"steps": trainer.step, "total_steps": trainer.total_steps, "first_batch": [k[0] if isinstance(k, tuple) else k for k in first],
           "param_sum": float(sum(p.double().sum() for p in trainer.model.parameters())), "metrics": metrics}
 with open(f"{out_dir}/vit_rank{trainer.dist.rank}.json", "w") as f:
     json.dump(record, f)

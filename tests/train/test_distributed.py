@@ -32,16 +32,21 @@ def test_distributed_losses_equal_single_process(tmp_path):
             assert r["max_grad_err"] < 1e-5, (kind, r)
 
 
+def _colour_data(root: Path) -> Path:
+    """The tiny colour shards of test_supervised: 32 training and 8 test images of 4 classes."""
+    sys.path.insert(0, str(HERE))
+    from test_supervised import CLASSES, _shard
+
+    _shard(root / "train" / "000000.tar", 0, 32)
+    _shard(root / "test" / "000000.tar", 1000, 8)
+    (root / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
 def test_supervised_ddp_with_device_augmentation(tmp_path):
     """Two gloo ranks train a tiny ViT with batches augmented in-process: the run ends, both ranks took
     disjoint halves of every global batch, and the model it exports is the one both ranks hold."""
-    sys.path.insert(0, str(HERE))
-    from test_supervised import CLASSES, _shard  # the tiny colour shards
-
-    data = tmp_path / "data"
-    _shard(data / "train" / "000000.tar", 0, 32)
-    _shard(data / "test" / "000000.tar", 1000, 8)
-    (data / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    data = _colour_data(tmp_path / "data")
     out = tmp_path / "run"
     torchrun(HERE / "_dist_vit_worker.py", tmp_path, data, out)
     ranks = [json.loads((tmp_path / f"vit_rank{r}.json").read_text()) for r in (0, 1)]
@@ -50,3 +55,21 @@ def test_supervised_ddp_with_device_augmentation(tmp_path):
     assert len(seen[0]) == len(seen[1]) == 4 and not seen[0] & seen[1]  # batch 8 = 2 ranks x 4, disjoint
     assert ranks[0]["param_sum"] == pytest.approx(ranks[1]["param_sum"], abs=1e-6)  # DDP kept them equal
     assert ranks[0]["metrics"]["val_samples"] == 8
+
+
+def test_a_budgeted_run_plans_and_corrects_alike_on_every_rank(tmp_path):
+    """The plan and its corrections reduce through all_reduce(MIN) at the same steps on both ranks: a
+    rank that planned or corrected alone would hang the other in the collective (the launcher's
+    timeout would fail the test). Both end at the same step, the schedule's end."""
+    from kizuna.train.logging import read_metrics
+
+    data = _colour_data(tmp_path / "data")
+    out = tmp_path / "run"
+    torchrun(HERE / "_dist_vit_worker.py", tmp_path, data, out, "budget")
+    ranks = [json.loads((tmp_path / f"vit_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == ranks[0]["total_steps"] == ranks[1]["total_steps"] > 30
+    assert ranks[0]["param_sum"] == pytest.approx(ranks[1]["param_sum"], abs=1e-6)
+    plans = read_metrics(out / "metrics.jsonl", "plan")
+    replans = read_metrics(out / "metrics.jsonl", "replan")
+    assert len(plans) == 1 and 1 <= len(replans) <= 3
+    assert replans[-1]["total_steps"] == ranks[0]["steps"]
