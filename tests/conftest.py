@@ -31,16 +31,27 @@ def caption_corpus() -> list[str]:
             for t in templates.get(key, ["a photo of a {c}."])[:3]]
 
 
-@pytest.fixture(scope="session")
-def spiece_model(caption_corpus) -> bytes:
-    """A small sentencepiece unigram model laid out as SigLIP's (pad 0, </s> 1, <unk> 2, no dummy prefix),
-    trained here on text kizuna ships: the real spiece.model cannot be downloaded in CI."""
+def train_spiece(corpus: list[str], add_dummy_prefix: bool = False) -> bytes:
+    """A small sentencepiece unigram model laid out as SigLIP's (pad 0, </s> 1, <unk> 2; SigLIP's has no
+    dummy prefix), trained here on ``corpus``: the real spiece.model cannot be downloaded in CI."""
     import io
 
     spm = pytest.importorskip("sentencepiece")
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(caption_corpus), model_writer=buf, vocab_size=400, model_type="unigram",
-        add_dummy_prefix=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
-        unk_piece="<unk>", minloglevel=2)
+        sentence_iterator=iter(corpus), model_writer=buf, vocab_size=400, model_type="unigram",
+        add_dummy_prefix=add_dummy_prefix, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>",
+        eos_piece="</s>", unk_piece="<unk>", minloglevel=2)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def spiece_model(caption_corpus) -> bytes:
+    """SigLIP's layout trained on the text kizuna ships (see train_spiece)."""
+    return train_spiece(caption_corpus)
+
+
+@pytest.fixture(scope="session", params=[False, True], ids=["no-dummy-prefix", "dummy-prefix"])
+def spiece_models(request, caption_corpus) -> bytes:
+    """The same with and without sentencepiece's dummy prefix: the tokenizer must match HF on both."""
+    return train_spiece(caption_corpus, add_dummy_prefix=request.param)

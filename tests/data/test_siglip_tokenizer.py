@@ -14,15 +14,15 @@ TRICKY = ["A photo of a dog.", " hello  world ", "Two dogs, playing! In the SNOW
           "\u2581weird\u2581boundary", "numbers 123 4.5", "end with space ", "  leading", "a-b_c/d", "Ünïcödé çafé"]
 
 
-@pytest.fixture(scope="module")
-def hf_and_ours(spiece_model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("spm") / "spiece.model"
-    path.write_bytes(spiece_model)
+@pytest.fixture
+def hf_and_ours(spiece_models, tmp_path):
+    path = tmp_path / "spiece.model"
+    path.write_bytes(spiece_models)
     try:
         hf = transformers.SiglipTokenizer(vocab_file=str(path))
     except ImportError as e:  # transformers' tokenizer also needs protobuf
         pytest.skip(f"transformers.SiglipTokenizer unavailable: {e}")
-    return hf, SiglipTokenizer(spiece_model, context_length=64)
+    return hf, SiglipTokenizer(spiece_models, context_length=64)
 
 
 def test_ids_equal_transformers_siglip_tokenizer(hf_and_ours, caption_corpus):
