@@ -32,7 +32,7 @@ import torch
 
 from .tokenizer import _OVERFLOW_MODES
 
-__all__ = ["SiglipTokenizer", "siglip_tokenizer_config"]
+__all__ = ["SiglipTokenizer", "siglip_tokenizer_config", "write_hf_tokenizer"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WORD_BOUNDARY = "\u2581"  # sentencepiece's "▁"
@@ -75,6 +75,19 @@ def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str
     return _config(model_file.read_bytes(), context_length, settings.get("do_lower_case", True),
                    _token(settings.get("eos_token"), "</s>"), _token(settings.get("pad_token"), "</s>"),
                    _token(settings.get("unk_token"), "<unk>"))
+
+
+def write_hf_tokenizer(cfg: dict[str, Any], folder: str | Path) -> None:
+    """The inverse of :func:`siglip_tokenizer_config`: ``spiece.model`` + ``tokenizer_config.json`` in an HF
+    SigLIP folder, from a kizuna sentencepiece tokenizer config."""
+    from kizuna.models.checkpoint import atomic_write
+
+    folder = Path(folder)
+    settings = {"tokenizer_class": "SiglipTokenizer", "model_max_length": int(cfg.get("context_length", 64)),
+                "do_lower_case": cfg.get("lower", True), "eos_token": cfg.get("eos", "</s>"),
+                "pad_token": cfg.get("pad", "</s>"), "unk_token": cfg.get("unk", "<unk>")}
+    atomic_write(folder / "spiece.model", lambda tmp: Path(tmp).write_bytes(base64.b64decode(cfg["model"])))
+    atomic_write(folder / "tokenizer_config.json", lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)))
 
 
 class SiglipTokenizer:

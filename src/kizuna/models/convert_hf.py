@@ -591,13 +591,8 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
     }
     pre = _hf_preprocess(c.preprocess, "SiglipImageProcessor")
     folder = _write_folder(Path(folder), config, out, pre)
-    tok = c.tokenizer or {}
-    if tok.get("type") == "sentencepiece":
-        import base64
+    if (c.tokenizer or {}).get("type") == "sentencepiece":
+        from kizuna.data.siglip_tokenizer import write_hf_tokenizer
 
-        settings = {"tokenizer_class": "SiglipTokenizer", "model_max_length": t.context_length,
-                    "do_lower_case": tok.get("lower", True), "eos_token": tok.get("eos", "</s>"),
-                    "pad_token": tok.get("pad", "</s>"), "unk_token": tok.get("unk", "<unk>")}
-        atomic_write(folder / "spiece.model", lambda tmp: Path(tmp).write_bytes(base64.b64decode(tok["model"])))
-        atomic_write(folder / "tokenizer_config.json", lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)))
+        write_hf_tokenizer({**c.tokenizer, "context_length": t.context_length}, folder)
     return folder

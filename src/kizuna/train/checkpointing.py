@@ -93,8 +93,8 @@ class CheckpointManager:
 
     def latest(self) -> Path | None:
         marker = self.dir / "latest"
-        if marker.exists() and (self.dir / marker.read_text().strip()).is_dir():
-            return self.dir / marker.read_text().strip()
+        if (named := follow_latest(marker)) != marker:  # the folder the marker names, when it exists
+            return named
         steps = sorted(p for p in self.dir.glob("step_*") if p.is_dir())
         return steps[-1] if steps else None
 
