@@ -214,6 +214,19 @@ def test_vit_variants_decode_and_train_at_tiny_width(size):
     assert not missing
 
 
+def test_a_patch_size_that_does_not_divide_the_image_is_named():
+    """S/5 at 32 px sees a 6x6 grid of 30 px: the last two rows and columns of pixels are dropped, so say so."""
+    with pytest.warns(UserWarning, match=r"image_size 32x32 is not a multiple of patch_size 5: the patch grid is "
+                                         r"6x6 and the last 2 pixel rows and 2 columns are never seen"):
+        vit = tiny_vit(patch_size=5)
+    assert vit(torch.randn(1, 3, 32, 32)).shape[0] == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_vit(patch_size=8, image_size=(32, 16))  # divides: nothing to say
+
+
 def test_bad_image_shape_is_clear():
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         tiny_vit()(torch.randn(2, 1, 32, 32))

@@ -73,3 +73,35 @@ def test_a_budgeted_run_plans_and_corrects_alike_on_every_rank(tmp_path):
     replans = read_metrics(out / "metrics.jsonl", "replan")
     assert len(plans) == 1 and 1 <= len(replans) <= 3
     assert replans[-1]["total_steps"] == ranks[0]["steps"]
+
+
+def test_ranks_whose_batches_lose_different_samples_stay_in_step(tmp_path):
+    """Every third image is corrupt, so the two ranks' halves of a batch shrink by different amounts (some to
+    nothing). Before, the CLIP loss's all_gather failed on unequal shapes and a rank with an empty batch
+    skipped a step the other waited on. Each rank now trims to the smaller batch: both trainers end, at
+    the same step on both ranks, with the same parameters, and count what was trimmed as rank_balance."""
+    import io
+    import tarfile
+
+    sys.path.insert(0, str(HERE))
+    from test_supervised import CLASSES, _jpeg
+
+    shard = tmp_path / "data" / "train" / "000000.tar"
+    shard.parent.mkdir(parents=True)
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(48):
+            label = i % len(CLASSES)
+            image = b"not a jpeg" if i % 3 == 0 else _jpeg(label, i)
+            for name, blob in ((f"{i:05d}.jpg", image), (f"{i:05d}.cls", str(label).encode()),
+                               (f"{i:05d}.txt", f"a {CLASSES[label]} square".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(blob)
+                tf.addfile(info, io.BytesIO(blob))
+    torchrun(HERE / "_dist_corrupt_worker.py", tmp_path, tmp_path / "data", timeout=300)
+    ranks = [json.loads((tmp_path / f"corrupt_rank{r}.json").read_text()) for r in (0, 1)]
+    for name in ("vit", "clip"):
+        a, b = ranks[0][name], ranks[1][name]
+        assert a["steps"] == b["steps"] == 12, name
+        assert a["param_sum"] == pytest.approx(b["param_sum"], abs=1e-6), name
+        assert a["skips"]["corrupt_image"] > 0 and a["skips"]["corrupt_image"] + b["skips"]["corrupt_image"] >= 12 * 8 // 3 - 2
+        assert a["skips"].get("rank_balance", 0) + b["skips"].get("rank_balance", 0) > 0, (name, a, b)

@@ -121,7 +121,7 @@ def test_resume_is_bit_exact(data, tmp_path):
     assert not torch.equal(start["head.weight"], a["head.weight"])
 
 
-def test_resume_refuses_another_model_and_names_an_earlier_checkpoint_when_one_is_damaged(data, tmp_path):
+def test_resume_refuses_another_model_and_names_an_earlier_checkpoint_when_one_is_damaged(data, tmp_path, capsys):
     """A resumed run continues with the checkpoint's model: a flag asking for another one is refused, not
     ignored. A damaged train_state.pt is named, with the checkpoint to resume from instead."""
     from kizuna.models.checkpoint import CheckpointError
@@ -135,6 +135,22 @@ def test_resume_refuses_another_model_and_names_an_earlier_checkpoint_when_one_i
         SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), image_size=24))
     resumed = SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), steps=8))  # the same settings
     assert resumed.step == 6
+    # A flag that asks for the default model (S/4) on a mu/4 run: from Python it cannot be told from no
+    # flag, but the command line says which fields it names, and so it is refused.
+    with pytest.raises(ValueError, match=r"model='S/4' \(the run has 'mu/4'\)"):
+        SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), model="S/4"), named=frozenset({"model"}))
+    cli = ["vit", "train", "--out", str(tmp_path / "c"), "--resume"]
+    assert main([*cli, str(latest), "--model", "S/4"]) == 2
+    assert "model='S/4' (the run has 'mu/4')" in capsys.readouterr().err
+    # --resume and --out alone continue the run as it was started (data, model, recipe, schedule), to the
+    # same parameters as the run that was not interrupted
+    assert main([*cli, str(latest.parent / "step_0000004"), "--model", "mu/4"]) == 0  # its own model: fine
+    out = capsys.readouterr().out
+    assert "the run's own settings where the command line names none: " in out and "'crop_padding'" not in out
+    assert f"data={str(data / 'train')!r}" in out and "steps=6" in out
+    done = kizuna.load_model(tmp_path / "c" / "checkpoints" / "step_0000006").state_dict()
+    for k, v in kizuna.load_model(latest).state_dict().items():
+        assert torch.equal(v, done[k]), k
     (latest / "train_state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"step_0000006/train_state.pt: cannot be read.*damaged.*"
                                               r"--resume .*step_0000004"):

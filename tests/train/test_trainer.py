@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -160,3 +161,33 @@ def test_a_contrastive_resume_refuses_another_loss(tmp_path):
     with pytest.raises(ValueError, match=r"loss='siglip' \(the run has 'clip'\) would be ignored"):
         ContrastiveTrainer(tiny_config(tmp_path / "b", steps=4, loss="siglip",
                                        resume=str(tmp_path / "a" / "checkpoints" / "step_0000002")))
+    # --loss clip is the default: refused only because the command line names it
+    siglip = tiny_config(tmp_path / "s", steps=2, loss="siglip")
+    ContrastiveTrainer(siglip).train()
+    again = dataclasses.replace(siglip, loss="clip", out=str(tmp_path / "t"),
+                                resume=str(tmp_path / "s" / "checkpoints" / "step_0000002"))
+    assert ContrastiveTrainer(again).step == 2  # from Python: clip is the default, so "not given"
+    with pytest.raises(ValueError, match=r"loss='clip' \(the run has 'siglip'\) would be ignored"):
+        ContrastiveTrainer(again, named=frozenset({"loss", "out", "resume"}))
+
+
+def test_a_command_line_resume_needs_only_the_run_folder(tmp_path, capsys):
+    """`kizuna train --out RUN --resume latest` continues RUN with its own settings; before, every flag left
+    off fell back to its default (here the synthetic world's 64-px images and a batch of 256)."""
+    from kizuna.apps.cli import main
+
+    flags = ["--model", "ViT-mu-8", "--synthetic-image-size", "32", "--synthetic-length", "512", "--batch-size",
+             "16", "--steps", "4", "--save-every", "2", "--warmup-steps", "2", "--context-length", "24",
+             "--workers", "0", "--threads", "1", "--progress", "false", "--eval-max-samples", "4", "--log-every", "1"]
+    assert main(["train", *flags, "--steps", "2", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "latest", "--steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic_image_size=32" in out and "batch_size=16" in out and "resumed from" in out
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "train")] == [1, 2, 3, 4]
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "latest", "--lr", "1e-4", "--print-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)  # what that resume would run with
+    assert shown["synthetic_image_size"] == 32 and shown["steps"] == 4 and shown["lr"] == 1e-4
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "latest", "--loss", "clip",
+                 "--model", "ViT-B-32"]) == 2  # named: refused, though ViT-B-32 was never the run's
+    assert "model='ViT-B-32' (the run has 'ViT-mu-8')" in capsys.readouterr().err

@@ -51,7 +51,7 @@ import torch
 from .sampler import EpochSampler
 from .sources import SkipCounter
 
-__all__ = ["Collate", "Loader", "make_loader"]
+__all__ = ["Collate", "Loader", "make_loader", "trim_batch"]
 
 
 class Collate:
@@ -114,6 +114,16 @@ class Collate:
                 continue
             kept.append(s)
         return kept, (torch.cat(rows) if rows else None)
+
+
+def trim_batch(batch: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` samples of a collated batch (every per-sample entry cut alike)."""
+    size = len(batch["labels"])
+
+    def per_sample(v) -> bool:
+        return (isinstance(v, list) or isinstance(v, torch.Tensor) and v.dim() > 0) and len(v) == size
+
+    return {k: v[:n] if per_sample(v) else v for k, v in batch.items()}
 
 
 class Loader:

@@ -52,6 +52,13 @@ class VisionConfig:
             raise ValueError(f"vision pool must be 'cls', 'gap', 'max' or 'map', got {self.pool!r}")
         if self.pool == "cls" and not self.class_token:
             raise ValueError("pool='cls' needs class_token=True")
+        h, w = _pair(self.image_size)
+        if self.stem == "patch" and (h % self.patch_size or w % self.patch_size):
+            import warnings
+
+            warnings.warn(f"image_size {h}x{w} is not a multiple of patch_size {self.patch_size}: the patch grid is "
+                          f"{self.grid[0]}x{self.grid[1]} and the last {h % self.patch_size} pixel rows and "
+                          f"{w % self.patch_size} columns are never seen (as in timm and HF)", stacklevel=3)
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -110,28 +110,53 @@ class CheckpointManager:
     def load_into(self, path: Path, model) -> dict:
         saved = load_model(path)
         load_state_dict_strict(model, saved.state_dict(), str(path))
-        try:
-            state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated or overwritten: unpickling fails with anything from EOFError to KeyError
-            earlier = sorted(p for p in path.parent.glob("step_*") if p.is_dir() and p.name < path.name)
-            why = (str(e).strip().splitlines() or [""])[0][:120]  # torch's first line; the rest is advice for pickles
-            raise CheckpointError(
-                f"{path / 'train_state.pt'}: cannot be read ({type(e).__name__}: {why}); this checkpoint is damaged. "
-                + (f"Resume from an earlier one: --resume {earlier[-1]}" if earlier else
-                   "No earlier checkpoint is left; start the run again")) from None
+        state = read_train_state(path)
         self.best_value = state.get("best_value")
         return state
 
 
-def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path) -> None:
+def read_train_state(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint's ``train_state.pt`` (``mmap``: its tensors are mapped, not read, for a look at the
+    settings); a damaged one is named with the earlier checkpoint to resume from."""
+    try:
+        return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated or overwritten: unpickling fails with anything from EOFError to KeyError
+        earlier = sorted(p for p in path.parent.glob("step_*") if p.is_dir() and p.name < path.name)
+        why = (str(e).strip().splitlines() or [""])[0][:120]  # torch's first line; the rest is advice for pickles
+        raise CheckpointError(
+            f"{path / 'train_state.pt'}: cannot be read ({type(e).__name__}: {why}); this checkpoint is damaged. "
+            + (f"Resume from an earlier one: --resume {earlier[-1]}" if earlier else
+               "No earlier checkpoint is left; start the run again")) from None
+
+
+def resumed_config(cfg, named: frozenset[str] | None):
+    """A resume from the command line continues the run with its own settings: the checkpoint's
+    ``train_config``, with only what the command line names on top, so ``--resume latest --out RUN`` alone
+    continues RUN as it was started (without this, a flag left off would have fallen back to its default:
+    another augmentation, another schedule). Returns the config and the names of the settings taken from
+    the checkpoint that differ from ``cfg``. From Python (``named`` None) ``cfg`` is used as it is."""
+    if named is None or not cfg.resume:
+        return cfg, []
+    saved = read_train_state(CheckpointManager(cfg.out).resolve(cfg.resume), mmap=True).get("train_config") or {}
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    restored = {k: v for k, v in saved.items() if k in fields and k not in named and k != "resume"}
+    return dataclasses.replace(cfg, **restored), sorted(k for k, v in restored.items() if getattr(cfg, k) != v)
+
+
+def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,
+                          named: frozenset[str] | None = None) -> None:
     """A resumed run continues with the checkpoint's own model, so a flag that asks for another one would be
-    ignored without a word: refuse it. A field at its default counts as not given (a resume need not repeat
-    the run's flags), so a flag that asks for the default itself goes unnoticed; ``saved`` is the checkpoint's
-    ``train_config``."""
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(cfg)}
+    ignored without a word: refuse it. ``named`` is the fields the command line named (its flags and its
+    --config file's keys; :func:`kizuna.train.config.named_fields`): those are checked whatever their value,
+    so ``--model S/4`` on a run of another model is refused even though S/4 is the default. Without it (a
+    config built in Python) a field at its default counts as not given, as a resume need not repeat the
+    run's flags. ``saved`` is the checkpoint's ``train_config``."""
+    if named is None:
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(cfg)}
+        named = frozenset(name for name in fields if getattr(cfg, name) != defaults[name])
     changed = [f"{name}={getattr(cfg, name)!r} (the run has {saved[name]!r})" for name in fields
-               if name in saved and getattr(cfg, name) != saved[name] and getattr(cfg, name) != defaults[name]]
+               if name in named and name in saved and getattr(cfg, name) != saved[name]]
     if changed:
         raise ValueError(f"--resume {path}: the run continues with its own model, so " + "; ".join(changed)
                          + " would be ignored. Drop the flag, or start a new run in another --out")

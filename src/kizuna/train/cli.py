@@ -7,7 +7,7 @@ flags override it. Multi-GPU / multi-process: launch the same command with torch
   kizuna train --config flickr8k --out runs/f8k               # ../shared/data/flickr8k
   kizuna train --config flickr8k --loss siglip --out runs/f8k-siglip
   kizuna train --config flickr8k_minilm                       # locked pretrained MiniLM text tower
-  kizuna train --config flickr8k --resume latest --out runs/f8k   # continue a killed run exactly
+  kizuna train --out runs/f8k --resume latest                 # continue a killed run exactly, as it was started
   torchrun --nproc_per_node 2 -m kizuna.apps.cli train --config demo --device cpu
 """
 from __future__ import annotations
@@ -23,14 +23,15 @@ def add_arguments(p):
 
 
 def run(args):
-    from .config import config_from_args
+    from .checkpointing import resumed_config
+    from .config import config_from_args, named_fields
     from .contrastive import train
 
     cfg = config_from_args(args)
-    if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
+    if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
+        print(json.dumps(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
         return 0
-    metrics = train(cfg)
+    metrics = train(cfg, named_fields(args))
     if metrics:
         print(json.dumps(metrics, indent=2))
     return 0

@@ -74,7 +74,7 @@ class TrainConfig:
     save_every: int = 0  # steps; 0 = only at the end
     keep_last: int = 2
     log_every: int = 10
-    resume: str = ""  # "latest" or a checkpoint folder
+    resume: str = ""  # "latest" (in --out) or a checkpoint folder; the run's own settings, unless a flag is given
     time_limit_minutes: float = 0.0  # hard stop: evaluate, save and end once training has run this long; 0 = none
     time_budget_minutes: float = 0.0  # plan the steps so the schedule ends in this time (`steps` caps it); 0 = off
     progress: bool = True
@@ -178,6 +178,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
 def given_arguments(args: argparse.Namespace, config_cls=TrainConfig) -> dict:
     """The fields of ``config_cls`` set on the command line."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if getattr(args, f.name, None) is not None}
+
+
+def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict | None = None) -> frozenset[str]:
+    """The fields a command line names: its flags (``given``, if a subcommand adds its own) and the keys of
+    its --config file, not the defaults. A resumed run refuses any of them that differs from the
+    checkpoint's (kizuna.train.checkpointing.check_resume_settings)."""
+    names = set(given_arguments(args, config_cls) if given is None else given)
+    if getattr(args, "config", None):
+        names |= set(load_config_file(args.config))
+    return frozenset(names)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

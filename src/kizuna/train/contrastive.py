@@ -28,11 +28,11 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
-from .checkpointing import CheckpointManager, check_resume_settings, rng_state, set_rng_state
+from .checkpointing import CheckpointManager, check_resume_settings, resumed_config, rng_state, set_rng_state
 from .compiling import compiled_or_eager
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
-from .distributed import DistInfo, barrier, contrastive_loss, init_distributed
+from .distributed import DistInfo, barrier, contrastive_loss, even_batch, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
 from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, tune_for_training
@@ -70,8 +70,13 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
 
 
 class ContrastiveTrainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, named: frozenset[str] | None = None):
+        """``named``: the fields the command line set (kizuna.train.config.named_fields). A resume takes the
+        others from the checkpoint and refuses a named one that asks for another model. None (a config built
+        in Python): ``cfg`` as it is, and a non-default field counts as named."""
+        cfg, restored = resumed_config(cfg, named)
         self.cfg = cfg
+        self.named = named
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
@@ -79,6 +84,9 @@ class ContrastiveTrainer:
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
         self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
+        if restored and self.dist.is_main:
+            print(f"--resume {cfg.resume}: the run's own settings where the command line names none: "
+                  + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in restored))
         tune_for_training(self.device)
         self.out = Path(cfg.out)
         if cfg.batch_size % (self.dist.world_size * cfg.accum_steps):
@@ -291,7 +299,7 @@ class ContrastiveTrainer:
 
     def _resume(self):
         state = self.ckpt.load_into(self.resume_from, self.model)
-        check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from)
+        check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from, self.named)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
@@ -320,6 +328,7 @@ class ContrastiveTrainer:
                 if self.step >= self.total_steps:
                     break
                 epoch_batches += 1
+                batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
                 if len(batch["captions"]) == 0:
                     continue
                 epoch_steps += 1
@@ -367,5 +376,5 @@ class ContrastiveTrainer:
         return last_metrics
 
 
-def train(cfg: TrainConfig) -> dict:
-    return ContrastiveTrainer(cfg).train()
+def train(cfg: TrainConfig, named: frozenset[str] | None = None) -> dict:
+    return ContrastiveTrainer(cfg, named).train()

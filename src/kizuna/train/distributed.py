@@ -114,6 +114,27 @@ def contrastive_loss(kind: str, img, txt, scale, bias=None) -> torch.Tensor:
     return distributed_clip_loss(img, txt, scale)
 
 
+def even_batch(batch: dict, skips: list, device: torch.device) -> dict:
+    """Trim this rank's batch to the smallest batch of any rank. Samples that fail to load shrink one
+    rank's batch and not the others': the CLIP loss's all_gather needs equal shapes, and a rank left with
+    an empty batch would skip a step whose collectives the other ranks then wait on for ever. Trimmed,
+    every rank takes a step of the same size, or all skip it together. The samples dropped to match are
+    counted as ``rank_balance`` in each of ``skips`` (SkipCounters). One process: ``batch`` as it is."""
+    from kizuna.data.loader import trim_batch
+
+    n = len(batch["labels"])
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return batch
+    smallest = torch.tensor([n], device=device)
+    dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+    keep = int(smallest.item())
+    if keep == n:
+        return batch
+    for counter in skips:
+        counter.add("rank_balance", n=n - keep)
+    return trim_batch(batch, keep)
+
+
 def barrier():
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -58,9 +58,9 @@ from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
-from .checkpointing import CheckpointManager, check_resume_settings, rng_state, set_rng_state
+from .checkpointing import CheckpointManager, check_resume_settings, resumed_config, rng_state, set_rng_state
 from .compiling import compiled_or_eager
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
 from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups, tune_for_training
@@ -142,7 +142,7 @@ class SupervisedConfig:
     save_every: int = 0  # steps; 0 = only at the end
     keep_last: int = 2
     log_every: int = 20
-    resume: str = ""  # "latest" or a checkpoint folder
+    resume: str = ""  # "latest" (in --out) or a checkpoint folder; the run's own settings, unless a flag is given
     progress: bool = True
 
     def to_dict(self) -> dict:
@@ -354,8 +354,13 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Genera
 
 # ----------------------------------------------------------------------------------- the trainer
 class SupervisedTrainer:
-    def __init__(self, cfg: SupervisedConfig):
+    def __init__(self, cfg: SupervisedConfig, named: frozenset[str] | None = None):
+        """``named``: the fields the command line set (kizuna.train.config.named_fields). A resume takes the
+        others from the checkpoint and refuses a named one that asks for another model. None (a config built
+        in Python): ``cfg`` as it is, and a non-default field counts as named."""
+        cfg, restored = resumed_config(cfg, named)
         self.cfg = cfg
+        self.named = named
         if not cfg.data:
             raise ValueError("no training data: pass --data (shards folder, dataset root, ImageFolder tree or CSV)")
         if cfg.threads:
@@ -365,6 +370,9 @@ class SupervisedTrainer:
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
         self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
+        if restored and self.dist.is_main:
+            print(f"--resume {cfg.resume}: the run's own settings where the command line names none: "
+                  + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in restored))
         tune_for_training(self.device)
         self.out = Path(cfg.out)
         if cfg.batch_size % self.dist.world_size:
@@ -558,7 +566,7 @@ class SupervisedTrainer:
 
     def _resume(self):
         state = self.ckpt.load_into(self.resume_from, self.model)
-        check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from)
+        check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from, self.named)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
@@ -587,6 +595,7 @@ class SupervisedTrainer:
                 if self.step >= self.total_steps:
                     break
                 epoch_batches += 1
+                batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
                 if len(batch["labels"]) == 0:
                     continue
                 epoch_steps += 1
@@ -631,5 +640,5 @@ class SupervisedTrainer:
         return last_metrics
 
 
-def train_supervised(cfg: SupervisedConfig) -> dict:
-    return SupervisedTrainer(cfg).train()
+def train_supervised(cfg: SupervisedConfig, named: frozenset[str] | None = None) -> dict:
+    return SupervisedTrainer(cfg, named).train()

@@ -10,7 +10,7 @@ classification shards (KEY.jpg + KEY.cls), a dataset root with split folders, an
   kizuna vit train ... --model hybrid-S/1 --model-overrides '{"stem_channels": [64, 128]}'
   kizuna vit train ... --subset-fraction 0.1 --out runs/cifar-s4-10pct      # data-scaling study
   kizuna vit train ... --randaug-ops 2 --randaug-magnitude 9 --mixup 0.8 --cutmix 1.0 --label-smoothing 0.1
-  kizuna vit train ... --resume latest                                        # continue a killed run
+  kizuna vit train --out runs/cifar-s4 --resume latest                        # continue a killed run as started
   kizuna vit finetune runs/cifar-s4/model --data ... --val-data ... --image-size 64 --out runs/ft64
   kizuna vit finetune runs/cifar-s4/model ... --image-size 64 --no-pos-interp --out runs/ft64-noint
   kizuna vit eval runs/cifar-s4/model --data ../shared/data/cifar10 --split test --out runs/cifar-s4/eval
@@ -107,13 +107,11 @@ The data's labels must index the model's classes in order; a differing class lis
 """
 
 
-def config_from_args(args):
-    from .config import given_arguments, load_config_file
-    from .supervised import SupervisedConfig, make_supervised_config
+def _given(args) -> dict:
+    """The flags given, with finetune's checkpoint argument and --no-pos-interp as the fields they set."""
+    from .config import given_arguments
+    from .supervised import SupervisedConfig
 
-    base = dict(FINETUNE_DEFAULTS) if args.vit_command == "finetune" else {}
-    if getattr(args, "config", None):
-        base.update(load_config_file(args.config))
     given = given_arguments(args, SupervisedConfig)
     if args.vit_command == "finetune":
         given["init"] = args.checkpoint
@@ -121,7 +119,25 @@ def config_from_args(args):
             if given.get("pos_embed", "sequence") != "sequence":
                 raise ValueError("--no-pos-interp contradicts --pos-embed " + given["pos_embed"])
             given["pos_embed"] = "sequence"
-    return make_supervised_config(base, **given)
+    return given
+
+
+def config_from_args(args):
+    from .config import load_config_file
+    from .supervised import make_supervised_config
+
+    base = dict(FINETUNE_DEFAULTS) if args.vit_command == "finetune" else {}
+    if getattr(args, "config", None):
+        base.update(load_config_file(args.config))
+    return make_supervised_config(base, **_given(args))
+
+
+def named_fields(args) -> frozenset[str]:
+    """What the command line names: flags, finetune's checkpoint, --config keys (not finetune's defaults)."""
+    from .config import named_fields as named
+    from .supervised import SupervisedConfig
+
+    return named(args, SupervisedConfig, _given(args))
 
 
 def evaluate(args) -> int:
@@ -207,13 +223,14 @@ def run(args):
         return evaluate(args)
     if args.vit_command == "augment":
         return augment(args)
+    from .checkpointing import resumed_config
     from .supervised import train_supervised
 
     cfg = config_from_args(args)
-    if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
+    if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
+        print(json.dumps(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
         return 0
-    metrics = train_supervised(cfg)
+    metrics = train_supervised(cfg, named_fields(args))
     if metrics and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(metrics, indent=2))
     return 0
