@@ -105,3 +105,14 @@ def test_ranks_whose_batches_lose_different_samples_stay_in_step(tmp_path):
         assert a["param_sum"] == pytest.approx(b["param_sum"], abs=1e-6), name
         assert a["skips"]["corrupt_image"] > 0 and a["skips"]["corrupt_image"] + b["skips"]["corrupt_image"] >= 12 * 8 // 3 - 2
         assert a["skips"].get("rank_balance", 0) + b["skips"].get("rank_balance", 0) > 0, (name, a, b)
+
+
+def test_grad_cache_accumulation_under_ddp_equals_the_whole_batch(tmp_path):
+    """accum_steps 2 on two ranks trains to the parameters of accum_steps 1, for CLIP and SigLIP. Before, the
+    logit scale's gradient went through the first chunk, which DDP does not sync, so the synced backward
+    left it unused and the next step failed ("Expected to have finished reduction")."""
+    torchrun(HERE / "_dist_accum_worker.py", tmp_path, timeout=300)
+    for rank in (0, 1):
+        res = json.loads((tmp_path / f"accum_rank{rank}.json").read_text())
+        for loss in ("clip", "siglip"):
+            assert res[loss]["max_diff"] < 1e-5, (rank, loss, res)

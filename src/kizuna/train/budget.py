@@ -180,9 +180,10 @@ def plan_run(trainer, bar=None) -> dict:
     if bar is not None:
         bar.total = trainer.total_steps
         bar.refresh()
-        bar.write(f"time budget {cfg.time_budget_minutes:g} min: {plan['seconds_per_step'] * 1e3:.0f} ms per step"
-                  + (f", {eval_s:.1f} s per evaluation" if metrics else "")
-                  + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
+        if trainer.dist.is_main:  # every rank has a bar (hidden but for rank 0); one line per run
+            bar.write(f"time budget {cfg.time_budget_minutes:g} min: {plan['seconds_per_step'] * 1e3:.0f} ms per step"
+                      + (f", {eval_s:.1f} s per evaluation" if metrics else "")
+                      + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
     trainer.budget.pause()
     return metrics
 
@@ -201,10 +202,11 @@ def after_step(trainer, bar=None) -> dict:
         trainer.logger.log(trainer.step, plan, kind="replan")
         if bar is not None:
             bar.total = trainer.total_steps
+        if bar is not None and trainer.dist.is_main:
             bar.write(f"time budget: {plan['seconds_per_step'] * 1e3:.0f} ms per step lately -> "
                       f"{trainer.total_steps} steps (was {before})")
     if budget.time_is_up(trainer.device) and trainer.step < trainer.total_steps:
-        if bar is not None:
+        if bar is not None and trainer.dist.is_main:
             of = f"/{trainer.total_steps}" if trainer.planned else " (before the budget planned the run)"
             bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {trainer.step}{of}; "
                       "evaluating and saving")

@@ -243,7 +243,8 @@ class ContrastiveTrainer:
                 with self.autocast():
                     out = self.forward_model(xi, **{key: xt})
                 surrogate = (out["image_features"].float() * grads_i[j]).sum() + (out["text_features"].float() * grads_t[j]).sum()
-                if j == 0:  # the logit scale/bias gradients, routed through the (DDP) forward once
+                if j == k - 1:  # the logit scale/bias gradients, routed through the forward once: the last,
+                    # the one DDP syncs, which must use every parameter or the reduction never completes
                     surrogate = surrogate + out["logit_scale"].float() * scale.grad
                     if bias is not None:
                         surrogate = surrogate + out["logit_bias"].float() * bias.grad

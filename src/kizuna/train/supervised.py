@@ -620,7 +620,8 @@ class SupervisedTrainer:
                     if metrics:
                         self.logger.log(self.step, metrics, kind="eval")
                         last_metrics = metrics
-                        bar.write(f"step {self.step}: val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}")
+                        if self.dist.is_main:
+                            bar.write(f"step {self.step}: val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}")
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                     self.save(metrics)
                 if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
