@@ -46,11 +46,13 @@ def test_json_suite_writes_records_table_and_plots(tmp_path, tiny_hf, data):
 
 def test_py_suite_and_validation(tmp_path):
     f = tmp_path / "s.py"
-    f.write_text("def suite():\n    return [{'model': m, 'dataset': 'd', 'task': 'zeroshot'} for m in ('a', 'b')]\n")
+    d = tmp_path / "d"
+    d.mkdir()
+    f.write_text(f"def suite():\n    return [{{'model': m, 'dataset': {str(d)!r}, 'task': 'zeroshot'}} for m in ('a', 'b')]\n")
     s = load_suite(f)
     assert [r["model"] for r in s["runs"]] == ["a", "b"] and s["runs"][0]["task"] == ["zeroshot_classification"]
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"model": "a", "dataset": "d", "task": "colouring"}]))
+    bad.write_text(json.dumps([{"model": "a", "dataset": str(d), "task": "colouring"}]))
     with pytest.raises(ValueError, match="unknown task 'colouring'"):
         load_suite(bad)
     rec = [{"dataset": "d", "model": "m", "pretrained": "p", "task": "zeroshot_retrieval",

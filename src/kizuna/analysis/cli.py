@@ -42,6 +42,8 @@ ACTIONS = {
 
 
 def add_arguments(p):
+    from kizuna.apps.common import device_name
+
     sub = p.add_subparsers(dest="analyze_command", metavar="ACTION")
     for name, help_text in ACTIONS.items():
         a = sub.add_parser(name, help=help_text, description=help_text,
@@ -65,7 +67,7 @@ def add_arguments(p):
         else:
             a.add_argument("model", help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
         a.add_argument("--out", default="analysis", help="folder for the PNGs and JSON (default: analysis)")
-        a.add_argument("--device", default="cpu")
+        a.add_argument("--device", type=device_name, default="cpu", help="cpu (default), cuda or cuda:N")
         if name != "over-training":  # a run's checkpoints are kizuna's own format, never TorchScript
             a.add_argument("--allow-jit", action="store_true", help="allow TorchScript checkpoints (trusted files only)")
         if name in ("filters", "all"):

@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kizuna {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kizuna info X | head`: the reader left; say nothing more (Python's advice)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return int(result or 0)
 
 

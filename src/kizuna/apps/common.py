@@ -24,12 +24,28 @@ def json_safe(x):
     return x
 
 
+def device_name(text: str) -> str:
+    """``--device``: a torch device this machine has (argparse turns the error into a one-line message)."""
+    import argparse
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device (cpu, cuda, cuda:0, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA GPU here (torch {torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return text
+
+
 def add_model_argument(parser, required: bool = True):
     parser.add_argument("--model", required=required,
                         help="checkpoint path (kizuna folder/.safetensors, OpenAI .pt, HF folder) or preset name")
     parser.add_argument("--allow-jit", action="store_true",
                         help="allow loading TorchScript archives (they execute code: trusted files only)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda where there is a GPU, else cpu)")
     from kizuna import PRECISIONS
 
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",

@@ -112,6 +112,12 @@ def run(args):
     out = Path(args.out)
     if out.suffix not in (".npy", ".parquet"):
         raise ValueError(f"{out}: output must end in .npy or .parquet")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    rows = out.with_suffix(".txt")  # a .npy's row list
+    if out.suffix == ".npy" and args.texts and rows.resolve() == Path(args.texts).resolve():
+        raise ValueError(f"--out {out} would write its list of rows to {rows}, which is the input --texts; "
+                         f"choose another --out (e.g. {out.with_name(out.stem + '_emb.npy')})")
     model = load_model_from_args(args)
     if args.images:
         names, emb, errors = embed_images(model, args.images, args.batch_size, args.workers, args.device)

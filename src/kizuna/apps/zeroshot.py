@@ -36,6 +36,8 @@ def run(args):
     from kizuna.data.images import load_image
     from kizuna.eval.zeroshot import ZeroShotClassifier
 
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
     labels = parse_labels(args.labels)
     images = [load_image(p) for p in args.image]  # fail on a bad file before loading the model
     model = load_model_from_args(args)

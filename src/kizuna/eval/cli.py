@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from kizuna.apps.common import add_model_argument
+from kizuna.apps.common import add_model_argument, device_name
 
 
 def _ints(s: str) -> list[int]:
@@ -84,7 +84,8 @@ def add_arguments(p):
     lp.add_argument("--few-shot", type=_ints, default=[1, 2, 4, 8, 16],
                     help="shots per class, comma-separated (default 1,2,4,8,16; 'none' to skip)")
     lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
-    lp.add_argument("--max-train-samples", type=int, default=0, help="use the first N training images (0 = all)")
+    lp.add_argument("--max-train-samples", type=int, default=0,
+                    help="use the first N training images (0 = as many as --max-samples, which 0 makes all)")
     lp.add_argument("--no-zeroshot", action="store_true", help="skip the zero-shot comparison")
 
     pr = sub.add_parser("probes", formatter_class=fmt,
@@ -105,7 +106,7 @@ def add_arguments(p):
                        description=_suite_doc())
     s.add_argument("file", help="suite file: .json or .py (see below)")
     s.add_argument("--out", default=None, help="output folder (overrides the file's 'out')")
-    s.add_argument("--device", default=None, help="device for every run (default: cuda if available)")
+    s.add_argument("--device", type=device_name, default=None, help="device for every run (default: cuda if available)")
     s.add_argument("--no-progress", action="store_true")
 
 
@@ -132,7 +133,7 @@ def _entry(args, task) -> dict:
 def run(args):
     from kizuna.train.distributed import init_distributed
 
-    from .suite import run_entry, run_suite, write_results
+    from .suite import check_run_values, run_entry, run_suite, write_results
     from .encode import is_main
 
     cmd = getattr(args, "eval_command", None)
@@ -151,7 +152,7 @@ def run(args):
     if cmd == "zeroshot":
         entries = [_entry(args, ["zeroshot_classification"])]
     elif cmd == "retrieval":
-        entries = [_entry(args, ["zeroshot_retrieval"])]
+        entries = [{**_entry(args, ["zeroshot_retrieval"]), "query_chunk": args.query_chunk}]
     elif cmd == "linear-probe":
         e = _entry(args, ["linear_probe"])
         e.update(train_split=args.train_split, few_shot=args.few_shot, seeds=args.seeds,
@@ -172,6 +173,7 @@ def run(args):
         entries = [e]
     records = []
     for e in entries:
+        check_run_values(e, f"kizuna eval {cmd}")
         records += run_entry(e, out_dir=args.out, progress=progress)
     if args.out and is_main():
         path = write_results(records, args.out)

@@ -145,8 +145,18 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
     if not out:
         raise DatasetError(f"no templates in {spec!r}")
     for t in out:
-        if not callable(t) and "{c}" not in t and "{}" not in t:
+        if callable(t):
+            continue
+        if not isinstance(t, str):
+            raise DatasetError(f"template {t!r} in {spec!r} is not text")
+        if "{c}" not in t and "{}" not in t:
             raise DatasetError(f"template {t!r} has no '{{c}}' placeholder for the class name")
+        if "{c}" not in t:  # filled with str.format (fill_template): other braces must be doubled
+            try:
+                t.format("x")
+            except (KeyError, IndexError, ValueError) as e:
+                raise DatasetError(f"template {t!r}: with {{}} for the class name, other braces must be doubled "
+                                   f"({type(e).__name__}: {e}); or write {{c}} for the class name") from None
     return out
 
 
@@ -233,9 +243,17 @@ def _has_data(d: Path) -> bool:
     return False
 
 
+def _holds_images(d: Path) -> bool:
+    return any(p.suffix.lower() in _IMAGE_EXTS for p in d.iterdir())
+
+
 def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
-    """-> (folder to index, split name). ``split=None`` picks test, then val/validation, if present."""
+    """-> (folder to index, split name). ``split=None`` picks test, then val/validation, if present.
+    A folder named like a split is a class of an ImageFolder tree when it sits beside class folders
+    (other folders of images): CIFAR-100 has a class "train"."""
     present = [s for s in SPLIT_NAMES if (root / s).is_dir() and _has_data(root / s)]
+    if present and any(d.name not in SPLIT_NAMES and _holds_images(d) for d in _class_dirs(root)):
+        present = []
     if split:
         if (root / split).is_dir():
             return root / split, split
@@ -273,8 +291,32 @@ def _class_dirs(d: Path) -> list[Path]:
 
 
 def _has_sidecars(d: Path) -> bool:
-    return any(p.suffix in (".cls", ".txt") and p.name not in (CLASSNAMES_FILE, TEMPLATES_FILE, "dataset_type.txt")
-               for p in d.iterdir())
+    """KEY.cls / KEY.txt beside KEY.jpg; a README.txt or LICENSE.txt at an ImageFolder root is not one."""
+    files = [p for p in d.iterdir() if p.is_file()]
+    image_stems = {p.stem for p in files if p.suffix.lower() in _IMAGE_EXTS}
+    return any(p.suffix in (".cls", ".txt") and p.stem in image_stems for p in files)
+
+
+def _folder_class_order(dirs: list[Path]) -> list[Path]:
+    """Class folders in label order: sorted by name (torchvision's order), or by number when every name is
+    one ("0".."99" would sort as 0, 1, 10, 11, ... and pair the classes with the wrong names)."""
+    if dirs and all(d.name.isdigit() for d in dirs):
+        return sorted(dirs, key=lambda d: int(d.name))
+    return dirs
+
+
+def _plain(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def _bundled_fits_folders(bundled: list[str], folders: list[str]) -> bool:
+    """Bundled names label the folders by position. Safe when no folder is named after a bundled class
+    (ImageNet's wnid folders, numbered folders), or when every folder that is sits at that class's
+    position; not when, say, folders plane, car, bird, ... sort into another order than the list."""
+    if len(bundled) != len(folders):
+        return False
+    position = {_plain(b): k for k, b in enumerate(bundled)}
+    return all(position.get(_plain(f), k) == k for k, f in enumerate(folders))
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -324,7 +366,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
             raise DatasetError(f"{data} looks like an ImageFolder tree (one folder per class), "
                                f"which is a classification layout; retrieval needs KEY.jpg + KEY.txt captions")
         task = "classification"
-        dirs = _class_dirs(data)
+        dirs = _folder_class_order(_class_dirs(data))
         index = build_index(str(data), require="image")
         folder_names = [d.name for d in dirs]
         pos = {n: k for k, n in enumerate(folder_names)}
@@ -398,7 +440,7 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
     if layout == "csv" and folder_classes:
         return folder_classes, "CSV label values (sorted)"
     bundled = bundled_classnames(name)
-    if bundled is not None and (folder_classes is None or len(bundled) == len(folder_classes)):
+    if bundled is not None and (folder_classes is None or _bundled_fits_folders(bundled, folder_classes)):
         return bundled, f"bundled CLIP_benchmark classnames[{name!r}]"
     if folder_classes:
         return folder_classes, "folder names"

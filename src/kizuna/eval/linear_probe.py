@@ -168,6 +168,7 @@ class ProbeResult:
     num_train: int = 0
     num_test: int = 0
     dataset: str = ""
+    notes: list[str] = field(default_factory=list)  # few-shot sizes skipped, and why
 
     def table(self) -> str:
         from kizuna.apps.common import format_table
@@ -189,12 +190,12 @@ class ProbeResult:
                 text += f"\nzero-shot is below even the {ks[0]}-shot linear probe"
             else:
                 text += f"\nzero-shot matches a {eff:.1f}-shot linear probe (interpolated on log2 k)"
-        return text
+        return "\n".join([text, *self.notes])
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "l2": self.l2, "sweep": [list(s) for s in self.sweep],
                 "few_shot": {str(k): v for k, v in self.few_shot.items()}, "num_classes": self.num_classes,
-                "num_train": self.num_train, "num_test": self.num_test}
+                "num_train": self.num_train, "num_test": self.num_test, "notes": list(self.notes)}
 
     def plot(self, path, title: str | None = None) -> Path:
         return plot_zeroshot_vs_probe(self, path, title=title)
@@ -229,7 +230,13 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     metrics = {"lp_acc1": probe.accuracy(x_test, y_test), "lp_l2": l2,
                "lp_C": 1.0 / (l2 * len(y_train))}
     few: dict[int, list[float]] = {}
+    counts = np.bincount(y_train, minlength=num_classes)
+    present = counts[counts > 0]
+    notes = []
     for k in few_shot:
+        if k > present.min():  # not k-shot: some class would give all it has, and it would be called k-shot
+            notes.append(f"{k}-shot skipped: a class has only {int(present.min())} training images")
+            continue
         accs = []
         for s in range(seeds):
             shots = few_shot_indices(y_train, k, seed=seed * 1000 + s)
@@ -245,7 +252,24 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
         metrics["zeroshot_acc1"] = float(zeroshot_acc)
         if few:
             metrics["zeroshot_matches_k_shot"] = _matching_shots(few, zeroshot_acc)
-    return ProbeResult(metrics, l2, sweep, few, zeroshot_acc, num_classes, len(y_train), len(y_test), dataset)
+    return ProbeResult(metrics, l2, sweep, few, zeroshot_acc, num_classes, len(y_train), len(y_test), dataset, notes)
+
+
+def _test_labels_in_train_order(train, test) -> np.ndarray:
+    """The test labels as indices into the training split's classes. Two ImageFolder splits number their
+    classes by their own folders: a test split without one of the classes numbers the rest differently,
+    and the probe would score every image against another class's label."""
+    if list(train.classnames or ()) == list(test.classnames or ()):
+        return test.labels
+    where = {name: k for k, name in enumerate(train.classnames)}
+    missing = [name for name in test.classnames if name not in where]
+    if missing:
+        from .datasets import DatasetError
+
+        raise DatasetError(f"the test split ({test.source}) has classes the training split ({train.source}) lacks: "
+                           f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the probe cannot "
+                           "predict them")
+    return np.array([where[name] for name in test.classnames], dtype=np.int64)[test.labels]
 
 
 def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_SHOT, seeds: int = 3,
@@ -262,7 +286,7 @@ def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_S
                                           progress=progress, desc=f"linear probe {train.name}: train")
     fte = test_features or encode_images(model, test, batch_size=batch_size, device=device, num_workers=num_workers,
                                          progress=progress, desc=f"linear probe {test.name}: test")
-    ytr, yte = train.labels, test.labels
+    ytr, yte = train.labels, _test_labels_in_train_order(train, test)
     mtr, mte = ftr.valid.numpy(), fte.valid.numpy()
     res = linear_probe_from_features(ftr.features[ftr.valid], ytr[mtr], fte.features[fte.valid], yte[mte],
                                      max(train.num_classes, test.num_classes), few_shot=few_shot, seeds=seeds,

@@ -33,6 +33,7 @@ identical metrics, and rank 0 alone writes and prints.
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
 import time
@@ -43,7 +44,7 @@ from kizuna.apps.common import json_safe
 
 from .encode import is_main
 
-__all__ = ["TASK_ALIASES", "load_suite", "markdown_report", "run_entry", "run_suite", "write_results"]
+__all__ = ["TASK_ALIASES", "check_run_values", "load_suite", "markdown_report", "run_entry", "run_suite", "write_results"]
 
 TASK_ALIASES = {
     "zeroshot_classification": "zeroshot_classification", "zeroshot": "zeroshot_classification",
@@ -65,6 +66,12 @@ TABLE_COLUMNS = {
     "typographic": ["clean_acc1", "attacked_acc1", "drop", "follow_rate", "follow_rate_of_correct"],
     "relation_swap": ["text_score", "image_score", "group_score", "caption_acc"],
 }
+# Every key a run may hold (a misspelt one is an error, not a silently ignored setting).
+RUN_KEYS = frozenset({
+    "model", "dataset", "task", "name", "pretrained", "split", "train_split", "dataset_name", "templates", "classnames",
+    "max_samples", "max_train_samples", "batch_size", "num_workers", "device", "precision", "few_shot", "seeds",
+    "corruptions", "severities", "relation_groups", "cache_dir", "index_cache_dir", "image_column", "label_column",
+    "caption_column", "allow_jit", "zeroshot", "query_chunk"})
 _RANK_METRICS = ("median_rank", "mean_rank", "lp_l2", "lp_C", "groups", "zeroshot_matches_k_shot")
 
 
@@ -91,12 +98,21 @@ def load_suite(path) -> dict:
         obj = {"runs": obj}
     if not isinstance(obj, dict) or not isinstance(obj.get("runs"), list):
         raise ValueError(f"{path}: expected a list of runs or an object with a 'runs' list")
+    unknown = sorted(set(obj) - {"out", "defaults", "runs"})
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))} "
+                         "(known: out, defaults, runs)")
     defaults = dict(obj.get("defaults") or {})
     runs = []
     for i, run in enumerate(obj["runs"]):
         if not isinstance(run, dict):
             raise ValueError(f"{path}: run {i} is not an object")
         r = {**defaults, **run}
+        unknown = sorted(set(r) - RUN_KEYS)
+        if unknown:
+            raise ValueError(f"{path}: run {i}: unknown key(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(sorted(RUN_KEYS))})")
+        check_run_values(r, f"{path}: run {i}")
         missing = [k for k in ("model", "task") if k not in r]
         if missing:
             raise ValueError(f"{path}: run {i} lacks {', '.join(missing)}")
@@ -107,8 +123,39 @@ def load_suite(path) -> dict:
         r["task"] = [TASK_ALIASES[t] for t in tasks]
         if "dataset" not in r and any(t != "relation_swap" for t in r["task"]):
             raise ValueError(f"{path}: run {i} lacks 'dataset'")
+        if "dataset" in r and not Path(os.path.expanduser(str(r["dataset"]))).exists():  # before any run starts
+            raise FileNotFoundError(f"{path}: run {i}: dataset not found: {r['dataset']}")
         runs.append(r)
     return {"out": obj.get("out"), "runs": runs}
+
+
+def _as_list(value, cast=int) -> list:
+    """A run's list setting given as a list, one number, or a comma-separated string ("1,3,5")."""
+    if isinstance(value, str):
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return [cast(v) for v in value]
+    return [cast(value)]
+
+
+def check_run_values(r: dict, where: str) -> None:
+    """Normalise the list settings and refuse values that would fail deep inside a task or give NaN."""
+    try:
+        for key in ("few_shot", "severities"):
+            if key in r:
+                r[key] = _as_list(r[key])
+        if r.get("corruptions"):
+            r["corruptions"] = _as_list(r["corruptions"], str)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: few_shot and severities take integers ({e})") from None
+    positive = {"batch_size": 1, "seeds": 1, "relation_groups": 1, "query_chunk": 1}
+    for key, least in positive.items():
+        if key in r and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < least):
+            raise ValueError(f"{where}: {key} must be an integer >= {least}, got {r[key]!r}")
+    if any(k < 1 for k in r.get("few_shot", [])):
+        raise ValueError(f"{where}: few_shot takes examples per class >= 1, got {r['few_shot']}")
+    if "severities" in r and (not r["severities"] or any(not 1 <= v <= 5 for v in r["severities"])):
+        raise ValueError(f"{where}: severities are 1..5, got {r['severities']}")
 
 
 # ----------------------------------------------------------------------------------- running
@@ -124,6 +171,17 @@ class _Context:
         self.models: dict = {}
         self.datasets: dict = {}
         self.features: dict = {}
+        self.plots: set[Path] = set()
+
+    def plot_path(self, out_dir: Path, name: str) -> Path:
+        """``out_dir/name``, numbered when an earlier run of the suite wrote a plot of that name."""
+        stem, suffix, n = Path(name).stem, Path(name).suffix, 1
+        path = out_dir / name
+        while path in self.plots:
+            n += 1
+            path = out_dir / f"{stem}_{n}{suffix}"
+        self.plots.add(path)
+        return path
 
     def model(self, spec: str, device, allow_jit: bool = False, precision: str = "fp32"):
         key = (spec, str(device), precision)
@@ -143,7 +201,8 @@ class _Context:
 
         max_samples = int((r.get("max_samples") if max_samples is None else max_samples) or 0)
         key = (str(r["dataset"]), split, task, r.get("dataset_name"), json.dumps(r.get("classnames")),
-               json.dumps(r.get("templates")), max_samples)
+               json.dumps(r.get("templates")), max_samples, r.get("image_column"), r.get("label_column"),
+               r.get("caption_column"), r.get("index_cache_dir"))
         if key not in self.datasets:
             self.datasets[key] = load_dataset(
                 r["dataset"], split=split, task=task, dataset_name=r.get("dataset_name"),
@@ -197,6 +256,11 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             clean_cache[k] = encode_images(model, ds, desc=f"{ds.name}: images", **common)
         return clean_cache[k]
 
+    if "typographic" in tasks:  # fail before the other tasks' work, not after it
+        ds = ctx.dataset(r, split, "classification")
+        if ds.num_classes < 2:
+            raise ValueError(f"{ds.name}: the typographic attack needs at least two classes (it writes a wrong "
+                             f"class name on each image); this dataset has {ds.num_classes}")
     zs_acc: dict = {}
     for task in tasks:
         t0 = time.time()
@@ -212,14 +276,15 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
                        "classnames_source": ds.classnames_source}
             details.pop("metrics")
             if out_dir and is_main():
-                p = res.plot_confusion(out_dir / f"{stem}__{_slug(ds.name)}__confusion.png")
+                p = res.plot_confusion(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__confusion.png"))
                 details["plots"] = [p.name]
             metrics = res.metrics
             name = ds.name
         elif task == "zeroshot_retrieval":
             ds = ctx.dataset(r, split, "retrieval")
             say(ds.describe())
-            res = evaluate_retrieval(model, tokenizer, ds, image_features=clean_features(ds), **common)
+            res = evaluate_retrieval(model, tokenizer, ds, image_features=clean_features(ds),
+                                     query_chunk=int(r.get("query_chunk", 1024)), **common)
             say(res.summary())
             details = {"split": ds.split, **res.to_dict()}
             details.pop("metrics")
@@ -236,8 +301,6 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
                 zs_acc[id(test)] = evaluate_zeroshot(model, tokenizer, test, image_features=clean_features(test),
                                                      batch_size=bs, device=device, progress=progress).metrics["acc1"]
             few = r.get("few_shot", [1, 2, 4, 8, 16])
-            if isinstance(few, str):
-                few = [int(k) for k in few.split(",") if k.strip()]
             res = evaluate_linear_probe(model, train, test, few_shot=few, seeds=int(r.get("seeds", 3)),
                                         zeroshot_acc=zs_acc.get(id(test)), test_features=clean_features(test),
                                         **common)
@@ -245,7 +308,7 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             details = {"split": test.split, "train_split": train.split, **res.to_dict()}
             details.pop("metrics")
             if out_dir and is_main():
-                p = res.plot(out_dir / f"{stem}__{_slug(test.name)}__zeroshot_vs_probe.png",
+                p = res.plot(ctx.plot_path(out_dir, f"{stem}__{_slug(test.name)}__zeroshot_vs_probe.png"),
                              title=f"{r.get('name') or r['model']} on {test.name}")
                 details["plots"] = [p.name]
             metrics, name = res.metrics, test.name
@@ -260,7 +323,7 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             details = {"split": ds.split, **res.to_dict()}
             details.pop("metrics")
             if out_dir and is_main():
-                p = res.plot(out_dir / f"{stem}__{_slug(ds.name)}__robustness.png")
+                p = res.plot(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__robustness.png"))
                 details["plots"] = [p.name]
             metrics, name = res.metrics, ds.name
         elif task == "typographic":
@@ -294,6 +357,8 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
         if echo and is_main():
             echo(f"\n=== [{i + 1}/{len(suite['runs'])}] {r['model']} | {r.get('dataset', '-')} | {', '.join(r['task'])}")
         records += run_entry(r, ctx, out_dir=out_dir, progress=progress, echo=echo)
+        if out_dir and is_main():  # after every run: a later run that fails keeps the finished ones
+            write_results(records, out_dir)
     if out_dir and is_main():
         write_results(records, out_dir)
         if echo:

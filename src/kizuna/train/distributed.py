@@ -36,6 +36,10 @@ class DistInfo:
 def init_distributed(device: str | None = None) -> DistInfo:
     """Read torchrun's environment; NCCL on GPU, gloo on CPU. A plain `python` run is world size 1."""
     want_cuda = torch.cuda.is_available() if device in (None, "auto") else str(device).startswith("cuda")
+    if want_cuda and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU here (torch {torch.__version__}); use --device cpu or auto")
+    if device not in (None, "auto") and not str(device).startswith(("cuda", "cpu")):
+        raise ValueError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         dev = torch.device("cuda" if want_cuda else "cpu")
         return DistInfo(device=dev)

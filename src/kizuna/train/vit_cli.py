@@ -43,6 +43,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: dict, skip: tup
 
 
 def add_arguments(p):
+    from kizuna.apps.common import device_name
+
     sub = p.add_subparsers(dest="vit_command", metavar="ACTION")
     t = sub.add_parser("train", help="train a ViT from scratch on labelled images",
                        description=__doc__,
@@ -89,7 +91,7 @@ def add_arguments(p):
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     from kizuna import PRECISIONS
 
-    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    e.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     e.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                    help="weights and activations: fp32 (default) or bf16 (fast on GPUs and on CPUs with AMX or AVX-512 BF16)")
     p.set_defaults(_vit_parser=p)

@@ -1,0 +1,171 @@
+"""Inputs that used to give wrong numbers, lose work or end in a traceback (a bug hunt of 2026-12-04):
+each test fails on the code before its fix."""
+import json
+
+import numpy as np
+import pytest
+from _evalhelpers import classification_wds, image_folder, noise_image
+
+from kizuna.apps.cli import main
+from kizuna.eval.datasets import DatasetError, load_dataset, read_templates
+from kizuna.eval.suite import check_run_values, load_suite, run_suite
+
+CIFAR_ORDER = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_bundled_names_label_folders_only_where_the_folder_names_agree(tmp_path):
+    """A folder tree called cifar10 with its own folder names (plane, car, bird, ...) sorts into another order
+    than the bundled list: pairing by position called bird/ "airplane". The folder names win there; folders
+    that name no bundled class (numbers, wnids) still take the bundled names by position, numbers in
+    numeric order (0, 1, 2, ..., 10, not 0, 1, 10, 11)."""
+    mine = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    ds = load_dataset(image_folder(tmp_path / "a" / "cifar10", per_class=1, classes=mine))
+    assert ds.classnames == sorted(mine) and ds.classnames_source == "folder names"
+    assert ds.classnames[ds.labels[ds.keys.index("bird/img0")]] == "bird"
+    ds = load_dataset(image_folder(tmp_path / "b" / "cifar10", per_class=1, classes=CIFAR_ORDER))
+    assert ds.classnames == CIFAR_ORDER and ds.classnames_source.startswith("bundled")
+    numbered = image_folder(tmp_path / "c" / "cifar10", per_class=1, classes=[str(k) for k in range(10)])
+    ds = load_dataset(numbered)
+    assert ds.classnames == CIFAR_ORDER  # bundled, by position
+    assert [ds.classnames[y] for y in ds.labels] == [CIFAR_ORDER[int(k.split("/")[0])] for k in ds.keys]
+    many = image_folder(tmp_path / "d" / "counts", per_class=1, classes=[str(k) for k in range(12)])
+    ds = load_dataset(many)
+    assert ds.classnames == [str(k) for k in range(12)]
+    assert all(ds.classnames[y] == k.split("/")[0] for y, k in zip(ds.labels, ds.keys))
+
+
+def test_a_class_named_train_and_a_stray_text_file_leave_an_image_folder_one(tmp_path):
+    """CIFAR-100 has a class "train": beside other class folders it is a class, not a split. A README.txt
+    at the root is not a side-car caption file."""
+    root = image_folder(tmp_path / "vehicles", per_class=2, classes=["bus", "car", "train"])
+    ds = load_dataset(root)
+    assert ds.layout == "imagefolder" and ds.classnames == ["bus", "car", "train"] and len(ds) == 6
+    (root / "README.txt").write_text("photos of vehicles\n")
+    ds = load_dataset(root)
+    assert ds.layout == "imagefolder" and len(ds) == 6 and not ds.skips
+    split_root = classification_wds(tmp_path / "splits", n=4, split="train")  # real splits still are splits
+    with pytest.raises(DatasetError, match="--split train"):
+        load_dataset(split_root)
+
+
+def test_the_linear_probe_scores_test_labels_by_class_name(tmp_path, tiny):
+    """A test split without one of the training classes numbered the rest by its own folders: "bird" was
+    label 2 in train and 1 in test. Test labels are now mapped into the training classes by name, and a
+    test class the training split lacks is an error."""
+    from kizuna.eval.linear_probe import _test_labels_in_train_order, evaluate_linear_probe
+
+    train = load_dataset(image_folder(tmp_path / "tr", per_class=3, classes=["airplane", "automobile", "bird"]))
+    test = load_dataset(image_folder(tmp_path / "te", per_class=2, classes=["airplane", "bird"]))
+    assert test.labels.tolist() == [0, 0, 1, 1]
+    assert _test_labels_in_train_order(train, test).tolist() == [0, 0, 2, 2]
+    model, _ = tiny
+    res = evaluate_linear_probe(model, train, test, few_shot=[], seeds=1, progress=False)
+    assert 0.0 <= res.metrics["lp_acc1"] <= 1.0
+    res = evaluate_linear_probe(model, train, test, few_shot=[1, 3, 4], seeds=1, progress=False)
+    assert sorted(res.few_shot) == [1, 3] and "fewshot_4_acc1_mean" not in res.metrics  # 3 images a class
+    assert res.notes == ["4-shot skipped: a class has only 3 training images"] and res.notes[0] in res.table()
+    odd = load_dataset(image_folder(tmp_path / "odd", per_class=1, classes=["airplane", "zebra"]))
+    with pytest.raises(DatasetError, match="classes the training split .* lacks: zebra"):
+        _test_labels_in_train_order(train, odd)
+
+
+def test_templates_that_cannot_be_filled_are_named(tmp_path):
+    with pytest.raises(DatasetError, match=r"other braces must be doubled"):
+        read_templates(["a photo of {} in {style}"])
+    assert read_templates(["a {c} in {style}", "a {{literal}} {}"])  # {c} is replaced, not formatted
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(["a photo of {c}", 5]))
+    with pytest.raises(DatasetError, match="5 .* is not text"):
+        read_templates(f)
+
+
+def test_run_values_are_checked_and_normalised():
+    r = {"few_shot": 2, "severities": "1,3", "corruptions": "jpeg,contrast"}
+    check_run_values(r, "run 0")
+    assert r == {"few_shot": [2], "severities": [1, 3], "corruptions": ["jpeg", "contrast"]}
+    for bad, what in (({"seeds": 0}, "seeds"), ({"batch_size": 0}, "batch_size"), ({"relation_groups": 0}, "relation_groups"),
+                      ({"severities": []}, "severities"), ({"severities": [0]}, "severities"),
+                      ({"few_shot": [0, 2]}, "few_shot"), ({"query_chunk": 0}, "query_chunk")):
+        with pytest.raises(ValueError, match=f"run 0: {what}"):
+            check_run_values(bad, "run 0")
+
+
+def test_a_suite_refuses_unknown_keys_and_missing_datasets_before_it_starts(tmp_path):
+    d = image_folder(tmp_path / "d", per_class=1)
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"defaults": {"batchsize": 8}, "runs": [{"model": "m", "dataset": str(d), "task": "zeroshot"}]}))
+    with pytest.raises(ValueError, match="run 0: unknown key.*'batchsize'"):
+        load_suite(f)
+    f.write_text(json.dumps({"default": {}, "runs": []}))
+    with pytest.raises(ValueError, match="unknown top-level key.*'default'"):
+        load_suite(f)
+    f.write_text(json.dumps([{"model": "m", "dataset": str(d), "task": "zeroshot"},
+                             {"model": "m", "dataset": str(tmp_path / "nowhere"), "task": "zeroshot"}]))
+    with pytest.raises(FileNotFoundError, match="run 1: dataset not found"):
+        load_suite(f)
+
+
+def test_a_suite_keeps_finished_runs_tells_csv_columns_apart_and_names_plots_apart(tmp_path, tiny_hf):
+    """Results are written after every run, so a later failure keeps them; two runs on one CSV with other
+    label columns are two datasets (they shared one); two confusion plots of one name no longer overwrite."""
+    for i in range(6):
+        (tmp_path / f"{i}.png").write_bytes(noise_image(i))
+    (tmp_path / "d.csv").write_text("filepath,label,kind\n" + "".join(
+        f"{i}.png,{['apple', 'pear', 'fig'][i % 3]},{['fruit', 'tree'][i % 2]}\n" for i in range(6)))
+    run = {"model": str(tiny_hf[0]), "dataset": str(tmp_path / "d.csv"), "task": "zeroshot", "batch_size": 4}
+    suite = {"runs": [run, {**run, "label_column": "kind"}, {**run, "model": "no-such-model"}]}
+    out = tmp_path / "out"
+    (tmp_path / "s.json").write_text(json.dumps(suite))
+    with pytest.raises(Exception, match="no-such-model"):
+        run_suite(tmp_path / "s.json", out_dir=out, progress=False, echo=None)
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["details"]["num_classes"] for r in saved] == [3, 2]
+    plots = [r["details"]["plots"][0] for r in saved]
+    assert len(set(plots)) == 2 and all((out / p).is_file() for p in plots)
+
+
+def test_cli_refusals_are_one_line(tmp_path, tiny_hf, capsys):
+    model = str(tiny_hf[0])
+    one = image_folder(tmp_path / "one", per_class=2, classes=["cat"])
+    assert main(["eval", "probes", "--model", model, "--dataset", str(one), "--no-relation-swap", "--out",
+                 str(tmp_path / "o"), "--no-progress"]) == 2  # before the robustness work, not after it
+    assert "needs at least two classes" in capsys.readouterr().err
+    assert main(["eval", "linear-probe", "--model", model, "--dataset", str(one), "--seeds", "0"]) == 2
+    assert "seeds must be an integer >= 1" in capsys.readouterr().err
+    assert main(["eval", "zeroshot", "--model", model, "--dataset", str(one), "--batch-size", "0"]) == 2
+    assert "batch_size must be an integer >= 1" in capsys.readouterr().err
+    img = tmp_path / "one" / "cat" / "img0.png"
+    assert main(["zeroshot", "--model", model, "--image", str(img), "--labels", "a,b", "--top", "0"]) == 2
+    assert "--top must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["zeroshot", "--model", model, "--image", str(img), "--labels", "a,b", "--device", "gpu7"])
+    assert e.value.code == 2 and "'gpu7' is not a device" in capsys.readouterr().err
+
+
+def test_retrieval_passes_its_query_chunk(tmp_path, tiny_hf, monkeypatch):
+    from _evalhelpers import retrieval_wds
+
+    import kizuna.eval.retrieval as retrieval
+
+    seen = {}
+    real = retrieval.evaluate_retrieval
+
+    def spy(*a, **kw):
+        seen["query_chunk"] = kw.get("query_chunk")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(retrieval, "evaluate_retrieval", spy)
+    ret = retrieval_wds(tmp_path / "ret", n=6)
+    assert main(["eval", "retrieval", "--model", str(tiny_hf[0]), "--dataset", str(ret), "--query-chunk", "3",
+                 "--no-progress"]) == 0
+    assert seen["query_chunk"] == 3
+
+
+def test_embed_does_not_overwrite_its_own_input(tmp_path, tiny_hf, capsys):
+    texts = tmp_path / "c.txt"
+    texts.write_text("a dog\n\n  a cat  \n")
+    assert main(["embed", "--model", str(tiny_hf[0]), "--texts", str(texts), "--out", str(tmp_path / "c.npy")]) == 2
+    assert "which is the input --texts" in capsys.readouterr().err
+    assert texts.read_text() == "a dog\n\n  a cat  \n"
+    assert main(["embed", "--model", str(tiny_hf[0]), "--texts", str(texts), "--out", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape[0] == 2
