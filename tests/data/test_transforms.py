@@ -1,6 +1,8 @@
 import io
 import random
+import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +41,18 @@ def test_resize_shortest_then_center_crop():
     x = Preprocess(image_size=100, mean=[0, 0, 0], std=[1, 1, 1])(img)
     assert x.shape == (3, 100, 100)
     assert x[0, :, 0].max() < 0.05  # after resizing to 150x100 and cropping 25 px off each side
+
+
+@pytest.mark.parametrize("w,h", [(128, 128), (300, 100), (100, 300), (48, 32), (20, 10)])
+def test_a_non_square_size_is_covered_then_cropped_never_padded(w, h):
+    """A 32x48 (height x width) model: the image is scaled until it covers 32x48, then centre-cropped. The
+    short side alone scaled a square photo to 32x32 and padded 8 black columns each side."""
+    x = Preprocess(image_size=(32, 48), mean=[0, 0, 0], std=[1, 1, 1])(Image.new("RGB", (w, h), "white"))
+    assert x.shape == (3, 32, 48) and x.min() > 0.99  # white everywhere: no padding
+    band = Image.new("RGB", (96, 96), "white")
+    band.paste((0, 0, 0), (0, 0, 96, 20))  # a black band along the top is cropped away, and only it
+    y = Preprocess(image_size=(32, 48), mean=[0, 0, 0], std=[1, 1, 1])(band)
+    assert y[:, 0].max() < 0.5 < y[:, 16].min()
 
 
 def test_matches_hf_clip_image_processor(shared_dir):
@@ -82,6 +96,7 @@ def test_bad_image_files_give_one_line_error_naming_the_file(tmp_path, content, 
 
 def test_an_image_past_pillows_pixel_limit_is_a_one_line_error(tmp_path):
     """A decompression bomb (a few bytes claiming gigapixels) was a DecompressionBombError traceback."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the file alone, not only the suite
     from _shards import bomb_png
 
     from kizuna.data.images import ImageTooLarge

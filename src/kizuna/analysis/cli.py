@@ -41,6 +41,21 @@ ACTIONS = {
 }
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _number(value, spec: str) -> str:
+    """A number for the summary lines; "n/a" for one the JSON holds as null (a slope of one layer)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def add_arguments(p):
     from kizuna.apps.common import device_name
 
@@ -58,8 +73,11 @@ def add_arguments(p):
             a.add_argument("--colour-by", help="runs with the same value of this setting share a colour (e.g. model)")
             a.add_argument("--group-by", default="", help="comma-separated settings; runs sharing them are "
                                                           "averaged (e.g. model,subset_fraction over seeds)")
-            a.add_argument("--train-window", type=int, default=5,
+            a.add_argument("--train-window", type=_at_least_one, default=5,
                            help="final train accuracy = mean of this many last logged values (default 5)")
+            a.add_argument("--mode", choices=["auto", "max", "min"], default="auto",
+                           help="which end of the metric is best: auto (default) takes the lowest for a loss, "
+                                "error or rank, else the highest")
             continue
         if name == "over-training":
             a.add_argument("model", metavar="run", help="a training run's OUT folder (its checkpoints/step_* are "
@@ -75,7 +93,7 @@ def add_arguments(p):
         if name in ("attention-distance", "all", "over-training"):
             a.add_argument("--images", nargs="+", required=name != "all",
                            help="image files, folders or shard specs (all: default shapes-world scenes)")
-            a.add_argument("--max-images", type=int, default=32, help="images used (default 32)")
+            a.add_argument("--max-images", type=_at_least_one, default=32, help="images used (default 32)")
         if name in ("rollout", "predict", "all"):
             a.add_argument("--image", required=name in ("rollout", "predict"),
                            help="one image (all: default the first of --images)")
@@ -89,7 +107,7 @@ def add_arguments(p):
             a.add_argument("--template", action="append", default=None,
                            help="CLIP prompt template with {c} (repeatable; default 'a photo of a {c}.')")
             a.add_argument("--true-label", default=None, help="highlight this label in the panel")
-            a.add_argument("--top", type=int, default=5)
+            a.add_argument("--top", type=_at_least_one, default=5, help="classes in the panel (default 5)")
     p.set_defaults(_analyze_parser=p)
 
 
@@ -113,7 +131,7 @@ def run(args):
         labels = parse_labels(args.labels) if args.labels else None
         group_by = [x.strip() for x in args.group_by.split(",") if x.strip()]
         numbers = compare_runs(args.runs, args.out, args.metric, labels, args.panel_by, group_by, args.train_window,
-                               colour_by=args.colour_by)
+                               colour_by=args.colour_by, mode=args.mode)
         print(format_table(numbers))
         print(f"settings that differ: {', '.join(numbers['differing_settings']) or 'none'}; wrote {args.out}")
         return 0
@@ -123,9 +141,9 @@ def run(args):
         numbers = over_training_report(args.model, args.images, args.out, args.max_images, args.device)
         for row in numbers["checkpoints"]:
             layers = ", ".join(f"{d:.1f}" for d in row["per_layer_mean"])
-            print(f"step {row['step']}: attention distance per layer {layers} px (slope {row['depth_slope']:+.2f} "
-                  f"px/layer), row/column ratio {row['row_column_ratio']:.3f}, {numbers['metric']} "
-                  f"{row[numbers['metric']]}")
+            print(f"step {row['step']}: attention distance per layer {layers} px (slope "
+                  f"{_number(row['depth_slope'], '+.2f')} px/layer), row/column ratio "
+                  f"{_number(row['row_column_ratio'], '.3f')}, {numbers['metric']} {row[numbers['metric']]}")
         print(f"uniform attention: {numbers['uniform_reference']:.1f} px; wrote {args.out}")
         return 0
     target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit)
@@ -147,7 +165,7 @@ def run(args):
     else:
         images = R.load_images(args.images, target.preprocess, args.max_images) if args.images else None
         image = _one_image(args, target) if args.image else None
-        numbers = R.full_report(target, args.out, images=images, image=image, labels=labels,
+        numbers = R.full_report(target, args.out, images=images, image=image, labels=labels, top_k=args.top,
                                 templates=args.template, true_label=args.true_label, components=args.components,
                                 head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
                                 images_source=" ".join(args.images) if args.images else "")

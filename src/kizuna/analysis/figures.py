@@ -277,7 +277,8 @@ def plot_over_training(
         ax = axes[1]
         ax.plot(steps, list(row_column_ratio), marker="s", ms=3, color="#d62728", label="row/column ratio")
         ax.axhline(1.0, color="#d62728", ls=":", lw=1)
-        ax.set_ylim(min(0.9, *row_column_ratio), max(1.1, *row_column_ratio) * 1.05)
+        ratios = [v for v in row_column_ratio if v is not None and math.isfinite(v)]  # none for a 1xN grid
+        ax.set_ylim(min([0.9, *ratios]), max([1.1, *ratios]) * 1.05)
         ax.set_xlabel("Training step")
         ax.set_ylabel("Position embeddings: row/column ratio", color="#d62728")
         ax.set_title("Position embeddings and accuracy", fontsize=10)
@@ -425,8 +426,9 @@ def plot_runs(
     fig = Figure(figsize=(5.2 * cols, 4.0 * rows + 0.4), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colours = colormaps["tab10"]
-    top = max(max(r["eval"]) for runs in panels.values() for r in runs)
-    top = max([top] + [max(r["train_top1"]) for runs in panels.values() for r in runs if r.get("train_top1")])
+    shown = [v for runs in panels.values() for r in runs for v in [*r["eval"], *(r.get("train_top1") or [])]
+             if v is not None and math.isfinite(v)]  # a diverged run's NaN is a gap in its curve
+    top = max(shown, default=1.0)
     keys = list(dict.fromkeys(r["colour_key"] for runs in panels.values() for r in runs if "colour_key" in r))
     for ax, (panel, runs) in zip(axes, panels.items()):
         for i, r in enumerate(runs):

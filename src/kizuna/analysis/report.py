@@ -291,26 +291,29 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
                    discard_ratio: float = 0.0, image_name: str = "") -> dict:
     """Attention rollout (Abnar & Zuidema; ViT Fig. 6) for one preprocessed image -> rollout.png/.json.
 
-    With a class token the map is its row of the rollout; without one (GAP / MAP pooling) it is the
-    mean over all output tokens of the flow from each input patch.
+    A model that pools its class token (``pool="cls"``): the map is that token's row of the rollout.
+    Otherwise (GAP / MAP / max pooling, with or without a class token) the output is made from the patch
+    tokens, so the map is the mean over the patch tokens of the flow from each input patch; a class token
+    that is carried along but never pooled does not stand for the output.
     """
     out = Path(out)
     x = image if image.dim() == 4 else image[None]
     x = x[:1]
     (attns, grid, prefix, _), = list(_attentions(target, x))
     roll = attention_rollout(attns, head_fusion=head_fusion, discard_ratio=discard_ratio)
-    if prefix >= 1:
+    pooled_token = prefix >= 1 and target.vit.cfg.pool == "cls"
+    if pooled_token:
         rmap = cls_rollout_map(roll, grid, prefix)[0]
         maps = {"attention rollout": rmap,
                 "last layer, class token (mean of heads)": last_layer_cls_attention(attns, grid, prefix)[0].mean(0)}
     else:
-        rmap = roll[0, :, :].mean(dim=0).reshape(grid)
-        maps = {"attention rollout (mean over tokens)": rmap}
+        rmap = roll[0, prefix:, prefix:].mean(dim=0).reshape(grid)
+        maps = {"attention rollout (mean over patch tokens)": rmap}
     plot_attention_overlay(_display(target, x[0]), maps, out / "rollout.png",
                            title=f"Attention rollout ({head_fusion} over heads, discard {discard_ratio:g})")
     peak = int(rmap.flatten().argmax())
     numbers = {"image": image_name, "grid": list(grid), "head_fusion": head_fusion, "discard_ratio": discard_ratio,
-               "class_token": prefix >= 1, "rollout_map": rmap, "peak_patch": [peak // grid[1], peak % grid[1]],
+               "class_token": pooled_token, "pool": target.vit.cfg.pool, "rollout_map": rmap, "peak_patch": [peak // grid[1], peak % grid[1]],
                "figure": "rollout.png"}
     if target.kind == "vit" and target.vit.head is not None:
         probs = target.vit(x.to(_device(target))).float().softmax(-1)[0].cpu()
@@ -365,7 +368,7 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
 def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Tensor, list[str]] | None = None,
                 image: tuple[torch.Tensor, str] | None = None, labels: Sequence[str] | None = None,
                 templates: Sequence[str] | None = None, true_label: str | None = None, components: int = 28,
-                head_fusion: str = "mean", discard_ratio: float = 0.0, images_source: str = "") -> dict:
+                head_fusion: str = "mean", discard_ratio: float = 0.0, images_source: str = "", top_k: int = 5) -> dict:
     """Every report that applies -> the figures, one JSON each, and ``report.json`` with all of them.
 
     ``images`` (for attention distances) default to scenes of the shapes world; ``image`` (for
@@ -384,6 +387,7 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     report["attention_distance"] = attention_distance_report(target, images[0], out, images_source)
     report["rollout"] = rollout_report(target, image[0], out, head_fusion, discard_ratio, image[1])
     if (target.kind == "clip" and labels) or (target.kind == "vit" and target.vit.head is not None):
-        report["predict"] = predict_report(target, image[0], out, labels, templates, true_label, image_name=image[1])
+        report["predict"] = predict_report(target, image[0], out, labels, templates, true_label, top_k=top_k,
+                                           image_name=image[1])
     report["figures"] = sorted(p.name for p in out.glob("*.png"))
     return _write(out, "report", report)

@@ -19,6 +19,7 @@ that differ between the runs, and writes
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from statistics import mean, pstdev
 from typing import Sequence
@@ -55,8 +56,26 @@ def _train_config(run: Path) -> dict:
     return dict(state.get("train_config") or {})
 
 
-def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5) -> dict:
-    """One run's curves and summary numbers (see the module docstring)."""
+def _value(x) -> float:
+    """A logged number as a float; NaN for a diverged run's NaN or a null."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
+
+
+def lower_is_better(metric: str, mode: str = "auto") -> bool:
+    """``mode`` "min" / "max", or "auto": the lowest is best for a loss, an error or a rank."""
+    if mode not in ("auto", "max", "min"):
+        raise ValueError(f"mode must be auto, max or min, got {mode!r}")
+    if mode != "auto":
+        return mode == "min"
+    name = metric.lower()
+    return "loss" in name or "error" in name or name.endswith("rank")
+
+
+def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, mode: str = "auto") -> dict:
+    """One run's curves and summary numbers (see the module docstring). A NaN or null value (a run that
+    diverged) stays in the curve and may be the final value; the best is taken over the finite ones."""
+    if train_window < 1:
+        raise ValueError(f"train_window must be >= 1, got {train_window}")
     run = Path(run)
     log = run / "metrics.jsonl"
     if not log.is_file():
@@ -72,21 +91,26 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5) -
                          (f"; its eval rows have: {', '.join(keys)}" if keys else " (the run logged no evaluation)"))
     train = [r for r in rows if r.get("kind") == "train" and "train_top1" in r]
     times = [r["time"] for r in rows if "time" in r]
-    best = max(evals, key=lambda r: r[metric])
-    final_train = mean(r["train_top1"] for r in train[-train_window:]) if train else None
-    final = evals[-1][metric]
+    values = [_value(r[metric]) for r in evals]
+    finite = [(v, r["step"]) for v, r in zip(values, evals) if math.isfinite(v)]
+    lowest = lower_is_better(metric, mode)
+    best = (min if lowest else max)(finite, key=lambda p: p[0]) if finite else (math.nan, None)
+    window = [v for v in (_value(r["train_top1"]) for r in train[-train_window:]) if math.isfinite(v)]
+    final_train = mean(window) if window else None
+    final = values[-1]
     return {
         "run": str(run),
         "eval_steps": [r["step"] for r in evals],
-        "eval": [r[metric] for r in evals],
+        "eval": values,
         "train_steps": [r["step"] for r in train],
-        "train_top1": [r["train_top1"] for r in train],
+        "train_top1": [_value(r["train_top1"]) for r in train],
         "final": final,
         "final_step": evals[-1]["step"],
-        "best": best[metric],
-        "best_step": best["step"],
+        "best": best[0],
+        "best_step": best[1],
+        "lower_is_better": lowest,
         "final_train_top1": final_train,
-        "generalisation_gap": None if final_train is None else final_train - final,
+        "generalisation_gap": None if final_train is None or not math.isfinite(final) else final_train - final,
         "wall_minutes_logged": (max(times) - min(times)) / 60 if len(times) > 1 else None,
         "config": _train_config(run),
     }
@@ -105,7 +129,7 @@ def _short(value) -> str:
 def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val_top1",
                  labels: Sequence[str] | None = None, panel_by: str | None = None,
                  group_by: Sequence[str] = (), train_window: int = 5, title: str | None = None,
-                 colour_by: str | None = None) -> dict:
+                 colour_by: str | None = None, mode: str = "auto") -> dict:
     """-> runs.png / runs.json for ``runs`` (see the module docstring). ``labels`` name the runs in the
     figure (default: the run folders' names); runs with the same value of the setting ``colour_by``
     share a colour."""
@@ -116,7 +140,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
         raise ValueError("compare-runs needs at least one run folder")
     if labels is not None and len(labels) != len(runs):
         raise ValueError(f"--labels gave {len(labels)} names for {len(runs)} runs")
-    loaded = [load_run(r, metric, train_window) for r in runs]
+    loaded = [load_run(r, metric, train_window, mode) for r in runs]
     for i, r in enumerate(loaded):
         r["label"] = labels[i] if labels else Path(r["run"]).name
     differing = _differing([r["config"] for r in loaded])
@@ -159,14 +183,17 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
 def format_table(numbers: dict) -> str:
     """A plain-text table of the runs' final numbers (what the CLI prints)."""
     metric = numbers["metric"]
-    lines = [f"{'run':<28} {'final ' + metric:>16} {'best (step)':>18} {'train acc':>10} {'gap':>7}"]
+    lowest = numbers["runs"] and numbers["runs"][0].get("lower_is_better")
+    lines = [f"{'run':<28} {'final ' + metric:>16} {('lowest' if lowest else 'best') + ' (step)':>18} "
+             f"{'train acc':>10} {'gap':>7}"]
     for r in numbers["runs"]:
         train = "-" if r["final_train_top1"] is None else f"{r['final_train_top1']:.3f}"
         gap = "-" if r["generalisation_gap"] is None else f"{r['generalisation_gap']:+.3f}"
-        best = f"{r['best']:.4f} ({r['best_step']})"
-        lines.append(f"{r['label'][:28]:<28} {r['final']:>16.4f} {best:>18} {train:>10} {gap:>7}")
+        best = f"{r['best']:.4f} ({r['best_step']})" if r["best_step"] is not None else "-"
+        final = "nan" if r["final"] is None else f"{r['final']:.4f}"  # None: NaN in the log (runs.json is strict JSON)
+        lines.append(f"{r['label'][:28]:<28} {final:>16} {best:>18} {train:>10} {gap:>7}")
     for g in numbers["groups"]:
-        m, s = g[f"mean_final_{metric}"], g[f"std_final_{metric}"]
-        lines.append(f"group {json.dumps(g['settings'], sort_keys=True)}: mean {m:.4f} +- {s:.4f} over "
-                     f"{len(g['runs'])} runs")
+        m, s = (g[f"{k}_final_{metric}"] for k in ("mean", "std"))
+        spread = "nan (a run's final value is NaN)" if m is None or s is None else f"{m:.4f} +- {s:.4f}"
+        lines.append(f"group {json.dumps(g['settings'], sort_keys=True)}: mean {spread} over {len(g['runs'])} runs")
     return "\n".join(lines)

@@ -70,13 +70,21 @@ def center_crop(img: Image.Image, size) -> Image.Image:
 
 
 def fit_shortest(img: Image.Image, size, interpolation: str = "bicubic") -> Image.Image:
-    """RGB, the shortest side resized to fit ``size`` (an int or (height, width)), then centre-cropped to it;
-    an image already that size is returned as it is."""
+    """RGB, resized (keeping its aspect) until it covers ``size`` (an int or (height, width)), then
+    centre-cropped to it; an image already that size is returned as it is. For a square size this is the
+    shortest side resized to it (CLIP's Resize + CenterCrop). For a non-square one the short side alone
+    would not do: a square photo for a 32x48 model came out 32x32 and was padded with black columns."""
     h, w = _size_pair(size)
     img = to_rgb(img)
     if img.size == (w, h):
         return img
-    return center_crop(resize_shortest(img, min(h, w), INTERPOLATION[interpolation]), (h, w))
+    interp = INTERPOLATION[interpolation]
+    if h == w:
+        return center_crop(resize_shortest(img, h, interp), (h, w))
+    iw, ih = img.size
+    scale = max(h / ih, w / iw)
+    cover = (max(w, round(iw * scale)), max(h, round(ih * scale)))
+    return center_crop(img if cover == img.size else img.resize(cover, interp), (h, w))
 
 
 def to_tensor(img: Image.Image, mean, std) -> torch.Tensor:

@@ -344,7 +344,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     else:
         data, split_name = find_split(path, split)
         root = path
-    name = dataset_name or root.name
+    name = dataset_name or Path(os.path.abspath(root)).name  # "x.csv" from its own folder: that folder's name
     task = task or _dataset_type(data if data.is_dir() else root, root)
 
     labels_override = None

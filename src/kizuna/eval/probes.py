@@ -103,7 +103,7 @@ class _ImageOpTransform:
         self.preprocess, self.op = preprocess, op
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        from kizuna.data.transforms import INTERPOLATION, Preprocess, center_crop, resize_shortest, to_rgb, to_tensor
+        from kizuna.data.transforms import INTERPOLATION, Preprocess, fit_shortest, to_rgb, to_tensor
 
         p = self.preprocess
         if isinstance(p, Preprocess):
@@ -114,7 +114,7 @@ class _ImageOpTransform:
             if p.resize_mode == "squash":
                 img = img.resize((w, h), interp) if img.size != (w, h) else img
             else:
-                img = center_crop(resize_shortest(img, min(h, w), interp), (h, w))
+                img = fit_shortest(img, (h, w), p.interpolation)
             return to_tensor(self.op(img), p.mean, p.std)
         return p(self.op(img.convert("RGB")))
 
