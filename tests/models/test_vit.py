@@ -225,6 +225,9 @@ def test_a_patch_size_that_does_not_divide_the_image_is_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tiny_vit(patch_size=8, image_size=(32, 16))  # divides: nothing to say
+        tiny_vit(patch_size=1, image_size=32, stem="conv", stem_channels=[8, 16])
+    with pytest.warns(UserWarning, match=r"not a multiple of the conv stem's stride x patch_size = 2.*resized on every"):
+        tiny_vit(patch_size=1, image_size=31, stem="conv", stem_channels=[8, 16])
 
 
 def test_bad_image_shape_is_clear():

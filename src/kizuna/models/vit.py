@@ -53,12 +53,19 @@ class VisionConfig:
         if self.pool == "cls" and not self.class_token:
             raise ValueError("pool='cls' needs class_token=True")
         h, w = _pair(self.image_size)
-        if self.stem == "patch" and (h % self.patch_size or w % self.patch_size):
+        stride = self.patch_size * self.stem_stride
+        if h % stride or w % stride:
             import warnings
 
-            warnings.warn(f"image_size {h}x{w} is not a multiple of patch_size {self.patch_size}: the patch grid is "
-                          f"{self.grid[0]}x{self.grid[1]} and the last {h % self.patch_size} pixel rows and "
-                          f"{w % self.patch_size} columns are never seen (as in timm and HF)", stacklevel=3)
+            if self.stem == "patch":
+                warnings.warn(f"image_size {h}x{w} is not a multiple of patch_size {stride}: the patch grid is "
+                              f"{self.grid[0]}x{self.grid[1]} and the last {h % stride} pixel rows and {w % stride} "
+                              "columns are never seen (as in timm and HF)", stacklevel=3)
+            else:  # the stem's padded strided convolutions round up, the configured grid rounds down
+                warnings.warn(f"image_size {h}x{w} is not a multiple of the {self.stem} stem's stride x patch_size "
+                              f"= {stride}: its feature map is larger than the {self.grid[0]}x{self.grid[1]} grid of "
+                              "position embeddings, which are resized on every forward pass; use a multiple of "
+                              f"{stride}", stacklevel=3)
 
     @property
     def grid(self) -> tuple[int, int]:
