@@ -57,6 +57,9 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu"):
     import kizuna
     from kizuna.data.images import list_images
 
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"--images {folder}: " + ("a file; --images takes a folder (searched recursively)"
+                                                         if Path(folder).exists() else "no such folder"))
     paths = list_images(folder)
     if not paths:
         raise ValueError(f"{folder}: no images found (extensions .jpg .png .webp ...)")

@@ -46,7 +46,7 @@ def run(args):
     import kizuna
 
     if args.model == "list":
-        print("\n".join(kizuna.list_models()))
+        print(json.dumps(kizuna.list_models()) if args.json else "\n".join(kizuna.list_models()))
         return
     model = kizuna.create_model(args.model, allow_jit=args.allow_jit)
     info = summarize(model)
