@@ -238,6 +238,9 @@ def test_decode(tok):
     assert tok.decode(tok("a photo of a dog.")[0]) == "a photo of a dog ."
     assert tok.decode(tok.encode("Café 東京 🙂")) == "café 東京 🙂"
     assert tok.decode(DOG, skip_special_tokens=False).startswith("<|startoftext|>")
+    for bad in ([-1], [49408], [320, 99999]):  # an overflow inside Rust, or silently nothing
+        with pytest.raises(ValueError, match="outside the vocabulary 0..49407"):
+            tok.decode(bad)
 
 
 def test_batch_equals_single(tok):

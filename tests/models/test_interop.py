@@ -322,6 +322,40 @@ def test_hf_preprocessor_config_is_read(hf_tiny_clip, tmp_path):
                    "interpolation": "bilinear", "resize_mode": "shortest"}
 
 
+def test_hf_resize_larger_than_the_crop_matches_transformers_and_exports_back(hf_tiny_clip, tmp_path):
+    """``size.shortest_edge`` 40 and ``crop_size`` 32 (timm's crop_pct 0.8): kizuna resized the short side
+    straight to 32, so its pixels differed from HF's by up to 2.5. It keeps the ratio (``crop_pct``), which
+    follows an --image-size change, and writes shortest_edge back on export."""
+    _, folder = hf_tiny_clip
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / f).symlink_to(folder / f)
+    proc = transformers.CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})
+    proc.save_pretrained(tmp_path)
+    model = kizuna.load_model(tmp_path)
+    assert model.cfg.preprocess["crop_pct"] == pytest.approx(0.8)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((240, 320), (97, 41), (32, 32))]
+    ours = torch.stack([kizuna.get_preprocess(model)(im) for im in images])
+    theirs = proc(images=images, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    export_hf_clip(model, tmp_path / "back")
+    again = transformers.CLIPImageProcessor.from_pretrained(tmp_path / "back")
+    assert again.size["shortest_edge"] == 40 and again.crop_size == {"height": 32, "width": 32}
+
+
+def test_hf_channels_other_than_rgb_and_gelu_python(hf_tiny_clip, tmp_path):
+    config = json.loads((hf_tiny_clip[1] / "config.json").read_text())
+    config["vision_config"]["num_channels"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").symlink_to(hf_tiny_clip[1] / "model.safetensors")
+    with pytest.raises(CheckpointError, match="takes 1-channel images"):
+        kizuna.load_model(tmp_path)
+    config["vision_config"]["num_channels"] = 3
+    config["vision_config"]["hidden_act"] = config["text_config"]["hidden_act"] = "gelu_python"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert kizuna.load_model(tmp_path).cfg.vision.act == "gelu"
+
+
 # ----- kizuna -> Hugging Face ---------------------------------------------------------------------
 def _export_roundtrip(k: ClipModel, export, hf_cls, folder: Path, samples, io=None):
     """Export, load with transformers (no missing/unexpected keys, same numbers), reload into kizuna."""

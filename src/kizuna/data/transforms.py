@@ -69,20 +69,22 @@ def center_crop(img: Image.Image, size) -> Image.Image:
     return img.crop((left, top, left + tw, top + th))
 
 
-def fit_shortest(img: Image.Image, size, interpolation: str = "bicubic") -> Image.Image:
-    """RGB, resized (keeping its aspect) until it covers ``size`` (an int or (height, width)), then
-    centre-cropped to it; an image already that size is returned as it is. For a square size this is the
-    shortest side resized to it (CLIP's Resize + CenterCrop). For a non-square one the short side alone
-    would not do: a square photo for a 32x48 model came out 32x32 and was padded with black columns."""
+def fit_shortest(img: Image.Image, size, interpolation: str = "bicubic", crop_pct: float = 1.0) -> Image.Image:
+    """RGB, resized (keeping its aspect) until it covers ``size`` (an int or (height, width)) divided by
+    ``crop_pct``, then centre-cropped to ``size``; at ``crop_pct`` 1 an image already that size is returned
+    as it is. For a square size this is the shortest side resized to ``size / crop_pct`` (CLIP's Resize +
+    CenterCrop; HF's ``shortest_edge`` above ``crop_size``, timm's crop_pct). For a non-square size the
+    short side alone would not do: a square photo for a 32x48 model came out 32x32 and was padded with
+    black columns."""
     h, w = _size_pair(size)
     img = to_rgb(img)
-    if img.size == (w, h):
+    if img.size == (w, h) and crop_pct == 1.0:
         return img
     interp = INTERPOLATION[interpolation]
     if h == w:
-        return center_crop(resize_shortest(img, h, interp), (h, w))
+        return center_crop(resize_shortest(img, round(h / crop_pct), interp), (h, w))
     iw, ih = img.size
-    scale = max(h / ih, w / iw)
+    scale = max(h / ih, w / iw) / crop_pct
     cover = (max(w, round(iw * scale)), max(h, round(ih * scale)))
     return center_crop(img if cover == img.size else img.resize(cover, interp), (h, w))
 
@@ -104,6 +106,11 @@ class Preprocess:
     std: list = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"  # "shortest" (resize + centre crop) | "squash" (resize to size)
+    crop_pct: float = 1.0  # "shortest": resize to image_size / crop_pct first (HF shortest_edge 256 for a 224 crop: 0.875)
+
+    def __post_init__(self):
+        if not 0.0 < float(self.crop_pct) <= 1.0:
+            raise ValueError(f"preprocess crop_pct must be in (0, 1], got {self.crop_pct!r}")
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         if self.resize_mode == "squash":
@@ -111,7 +118,7 @@ class Preprocess:
             img = to_rgb(img)
             img = img.resize((w, h), INTERPOLATION[self.interpolation]) if img.size != (w, h) else img
         else:
-            img = fit_shortest(img, self.image_size, self.interpolation)
+            img = fit_shortest(img, self.image_size, self.interpolation, self.crop_pct)
         return to_tensor(img, self.mean, self.std)
 
 

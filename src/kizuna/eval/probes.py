@@ -114,7 +114,7 @@ class _ImageOpTransform:
             if p.resize_mode == "squash":
                 img = img.resize((w, h), interp) if img.size != (w, h) else img
             else:
-                img = fit_shortest(img, (h, w), p.interpolation)
+                img = fit_shortest(img, (h, w), p.interpolation, p.crop_pct)
             return to_tensor(self.op(img), p.mean, p.std)
         return p(self.op(img.convert("RGB")))
 

@@ -28,6 +28,7 @@ from .vit import VisionConfig
 HF_ACTS = {
     "quick_gelu": "quick_gelu",
     "gelu": "gelu",
+    "gelu_python": "gelu",  # the same erf GELU, written out in Python
     "gelu_pytorch_tanh": "gelu_tanh",
     "gelu_new": "gelu_tanh",
     "gelu_fast": "gelu_tanh",
@@ -202,10 +203,21 @@ def preprocess_from_hf(pp: dict | None, model_type: str, image_size) -> dict:
         out["resize_mode"] = "shortest"
     if hw is not None:
         out["image_size"] = hw[0] if hw[0] == hw[1] else list(hw)
+    edge = pp.get("size", {}).get("shortest_edge") if isinstance(pp.get("size"), dict) else None
+    if crop and hw is not None and edge and int(edge) > min(hw):  # resized larger than the crop (timm's crop_pct)
+        out["crop_pct"] = min(hw) / int(edge)
     return out
 
 
+def _check_channels(v: dict, source: str) -> None:
+    channels = int(v.get("num_channels", 3))
+    if channels != 3:
+        raise CheckpointError(f"{source}: the vision tower takes {channels}-channel images (num_channels); kizuna's "
+                              "towers take RGB (3 channels)")
+
+
 def _clip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) -> ClipConfig:
+    _check_channels(v, source)
     embed = int(cfg.get("projection_dim") or 512)
     eos = t.get("eos_token_id")
     eos = eos[0] if isinstance(eos, list) and eos else eos
@@ -232,6 +244,7 @@ def _clip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) -> C
 
 
 def _siglip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) -> ClipConfig:
+    _check_channels(v, source)
     if not v.get("vision_use_head", True):
         raise CheckpointError(f"{source}: SigLIP vision tower without its attention-pool head is not supported")
     width = v["hidden_size"]
@@ -441,7 +454,8 @@ def _hf_preprocess(pre: dict, processor: str) -> dict:
     if squash:
         out.update(do_center_crop=False, size={"height": h, "width": w})
     else:
-        out.update(do_center_crop=True, size={"shortest_edge": min(h, w)}, crop_size={"height": h, "width": w})
+        edge = round(min(h, w) / float(pre.get("crop_pct", 1.0)))
+        out.update(do_center_crop=True, size={"shortest_edge": edge}, crop_size={"height": h, "width": w})
     return out
 
 
