@@ -62,9 +62,12 @@ def clip_flops(cfg: ClipConfig) -> dict[str, int]:
 
 
 def measured_flops(fn, *args) -> int:
-    """FLOPs of one call as counted by torch's FlopCounterMode (matmuls, convs, SDPA)."""
+    """FLOPs of one call as counted by torch's FlopCounterMode (matmuls, convs, attention). Attention runs
+    on SDPA's math backend here: FlopCounterMode has no count for the CPU's fused kernel, which it would
+    add as zero (ViT-mu-8's image tower came out 3% low under no_grad, the SigLIP pool's head missing)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         fn(*args)
     return counter.get_total_flops()

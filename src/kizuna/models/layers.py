@@ -560,7 +560,9 @@ class AttentionPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         hd = C // self.heads
-        q = self.q(self.probe.expand(B, -1, -1)).view(B, 1, self.heads, hd).transpose(1, 2)
+        # repeat, not expand: under no_grad an expanded view of the parameter requires grad with no grad_fn,
+        # which torch's module tracker (FlopCounterMode) cannot handle; B x C values cost nothing
+        q = self.q(self.probe.repeat(B, 1, 1)).view(B, 1, self.heads, hd).transpose(1, 2)
         k, v = self.kv(x).view(B, T, 2, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, 1, C)
         out = self.proj(out)
