@@ -452,3 +452,25 @@ def test_vit_eval_refuses_a_model_that_does_not_fit_the_data(data, tmp_path, cap
     kizuna.save_model(kizuna.create_vit("mu/4", image_size=16, **TINY), tmp_path / "headless")
     assert main(["vit", "eval", str(tmp_path / "headless"), "--data", str(data), "--no-progress"]) == 2
     assert "no classification head" in capsys.readouterr().err
+
+
+def test_a_finished_run_resumed_keeps_its_model_and_a_clip_tower_keeps_its_normalisation(data, tmp_path, capsys):
+    """Resuming a finished run rewrote OUT/model with empty metrics. Fine-tuning a CLIP image tower fed it
+    kizuna's ViT normalisation (mean = std = 0.5) instead of the CLIP mean/std its weights were trained on."""
+    from kizuna.train.supervised import source_normalisation
+
+    out = tmp_path / "done"
+    SupervisedTrainer(_cfg(data, out, save_every=3)).train()
+    before = json.loads((out / "model" / "config.json").read_text())
+    assert before["kizuna"]["extra"]["metrics"]["val_top1"] >= 0
+    assert SupervisedTrainer(_cfg(data, out, resume="latest")).train() == {}
+    assert json.loads((out / "model" / "config.json").read_text()) == before
+
+    clip = kizuna.create_model("ViT-mu-8", image_size=16)
+    kizuna.save_model(clip, tmp_path / "clip")
+    mean, std = source_normalisation(str(tmp_path / "clip"))
+    assert mean == pytest.approx(clip.cfg.preprocess["mean"]) and std == pytest.approx(clip.cfg.preprocess["std"])
+    assert source_normalisation(str(out / "model")) == ([0.5] * 3, [0.5] * 3)
+    ft = SupervisedTrainer(_cfg(data, tmp_path / "ft", init=str(tmp_path / "clip"), model_overrides={}, steps=2))
+    assert ft.preprocess_cfg["mean"] == pytest.approx(clip.cfg.preprocess["mean"])
+    assert ft.transform.mean == pytest.approx(clip.cfg.preprocess["mean"])

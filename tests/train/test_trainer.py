@@ -191,3 +191,49 @@ def test_a_command_line_resume_needs_only_the_run_folder(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "run"), "--resume", "latest", "--loss", "clip",
                  "--model", "ViT-B-32"]) == 2  # named: refused, though ViT-B-32 was never the run's
     assert "model='ViT-B-32' (the run has 'ViT-mu-8')" in capsys.readouterr().err
+
+
+def test_best_follows_every_evaluation_and_knows_which_end_is_best(tmp_path):
+    """best/ was updated only where an evaluation and a checkpoint coincided (with --eval-every and no
+    --save-every: always the last step), and always kept the highest value (the worst loss or rank)."""
+    import warnings
+
+    from kizuna.models.checkpoint import load_model  # noqa: F401 - the folder must load
+    from kizuna.train.checkpointing import CheckpointManager
+
+    tr = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=4, eval_every=1, save_every=0,
+                                        best_metric="probe/shape"))
+    tr.train()
+    shape = {r["step"]: r["probe/shape"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "eval")}
+    best_step = max(shape, key=lambda s: (shape[s], -s))
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "best" / "config.json").read_text())["kizuna"]["extra"]
+    assert saved["step"] == best_step and saved["metrics"]["probe/shape"] == shape[best_step]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*")) == ["step_0000004"]
+
+    model = tr.model
+    m = CheckpointManager(tmp_path / "m", metric="val_loss")
+    assert m.mode == "min" and CheckpointManager(tmp_path / "m", metric="val_top1").mode == "max"
+    assert [m.update_best(s, model, {"val_loss": v}) for s, v in ((1, 2.0), (2, 1.0), (3, 1.5), (4, float("nan")))] \
+        == [True, True, False, False]
+    assert m.best_value == 1.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not CheckpointManager(tmp_path / "x", metric="probe/shapee").update_best(1, model, {"probe/shape": 1.0})
+    assert any("'probe/shapee' is not among" in str(w.message) for w in caught)
+
+
+def test_settings_that_would_do_nothing_or_lose_the_run_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="keep_last must be >= 1"):
+        tiny_config(tmp_path, keep_last=0)  # it pruned the final checkpoint and left `latest` naming nothing
+    with pytest.raises(ValueError, match="--lock-image-unlocked-blocks 1 does nothing without --lock-image true"):
+        tiny_config(tmp_path, lock_image_unlocked_blocks=1)
+    with pytest.raises(ValueError, match="best_mode must be"):
+        tiny_config(tmp_path, best_mode="lowest")
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
+    ContrastiveTrainer(tiny_config(tmp_path / "run", steps=2)).train()
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=2, resume="latest"))
+    assert again.train() == {} and "the run is complete (2 of 2 steps)" in capsys.readouterr().out
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from kizuna.train.checkpointing import CheckpointManager
+from kizuna.train.checkpointing import CheckpointManager, lower_is_better
 from kizuna.train.logging import read_metrics
 
 __all__ = ["load_run", "compare_runs"]
@@ -59,16 +59,6 @@ def _train_config(run: Path) -> dict:
 def _value(x) -> float:
     """A logged number as a float; NaN for a diverged run's NaN or a null."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
-
-
-def lower_is_better(metric: str, mode: str = "auto") -> bool:
-    """``mode`` "min" / "max", or "auto": the lowest is best for a loss, an error or a rank."""
-    if mode not in ("auto", "max", "min"):
-        raise ValueError(f"mode must be auto, max or min, got {mode!r}")
-    if mode != "auto":
-        return mode == "min"
-    name = metric.lower()
-    return "loss" in name or "error" in name or name.endswith("rank")
 
 
 def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, mode: str = "auto") -> dict:

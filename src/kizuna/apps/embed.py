@@ -1,7 +1,7 @@
 """Write L2-normalised embeddings of a folder of images or a text file (one text per line).
 
-  kizuna embed --model runs/demo/final --images photos/ --out photos.npy
-  kizuna embed --model runs/demo/final --texts captions.txt --out captions.parquet
+  kizuna embed --model runs/demo/checkpoints/best --images photos/ --out photos.npy
+  kizuna embed --model runs/demo/checkpoints/best --texts captions.txt --out captions.parquet
 
 `.npy` holds a float32 [N, D] array (a `.txt` beside it lists the inputs in row order); `.parquet`
 holds one row per input with its path/text and embedding. Corrupt images are skipped and counted.

@@ -1,6 +1,6 @@
 """Classify one or more images against labels you type, and print a ranked table.
 
-  kizuna zeroshot --model runs/demo/final --image a.jpg --labels "cat,dog,car"
+  kizuna zeroshot --model runs/demo/checkpoints/best --image a.jpg --labels "cat,dog,car"
   kizuna zeroshot --model ViT-B-32 --image a.jpg b.png --labels labels.txt --template "a photo of a {c}."
 """
 from __future__ import annotations

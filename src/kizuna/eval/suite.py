@@ -5,8 +5,8 @@ A suite file is JSON or a ``.py`` file:
     {"out": "eval_results",                                 # optional; --out overrides
      "defaults": {"split": "test", "batch_size": 64},        # optional; merged into every run
      "runs": [
-       {"model": "runs/demo/final", "dataset": "/data/cifar10", "task": "zeroshot_classification"},
-       {"model": "runs/demo/final", "dataset": "/data/flickr8k", "task": "zeroshot_retrieval"},
+       {"model": "runs/demo/checkpoints/best", "dataset": "/data/cifar10", "task": "zeroshot_classification"},
+       {"model": "runs/demo/checkpoints/best", "dataset": "/data/flickr8k", "task": "zeroshot_retrieval"},
        {"model": "ViT-B-32", "dataset": "/data/cifar10", "task": ["linear_probe", "probes"],
         "few_shot": [1, 4, 16], "seeds": 2, "max_samples": 2000}
      ]}

@@ -48,12 +48,27 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def lower_is_better(metric: str, mode: str = "auto") -> bool:
+    """``mode`` "min" / "max", or "auto": the lowest is best for a loss, an error or a rank."""
+    if mode not in ("auto", "max", "min"):
+        raise ValueError(f"mode must be auto, max or min, got {mode!r}")
+    if mode != "auto":
+        return mode == "min"
+    name = metric.lower()
+    return "loss" in name or "error" in name or name.endswith("rank")
+
+
 class CheckpointManager:
-    def __init__(self, out_dir: str | Path, keep_last: int = 2, metric: str | None = None, mode: str = "max"):
+    def __init__(self, out_dir: str | Path, keep_last: int = 2, metric: str | None = None, mode: str = "auto"):
+        """``mode``: which end of ``metric`` is best; "auto" takes the lowest for a loss, error or rank."""
+        if keep_last < 1:  # 0 pruned the final checkpoint too, leaving `latest` naming nothing
+            raise ValueError(f"keep_last must be >= 1 (the newest checkpoint is always kept), got {keep_last}")
         self.dir = Path(out_dir) / "checkpoints"
         self.keep_last = keep_last
-        self.metric, self.mode = metric, mode
+        self.metric = metric
+        self.mode = ("min" if lower_is_better(metric, mode) else "max") if metric else "max"
         self.best_value: float | None = None
+        self._warned_missing = False
 
     def _is_better(self, value: float) -> bool:
         if self.best_value is None:
@@ -75,16 +90,36 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name))
-        value = (metrics or {}).get(self.metric) if self.metric else None
-        if value is not None and self._is_better(value):
-            self.best_value = float(value)
-            best_tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".best."))
-            save_model(model, best_tmp, extra={"step": step, "metrics": metrics, "best_metric": self.metric})
-            if (self.dir / "best").exists():
-                shutil.rmtree(self.dir / "best")
-            os.replace(best_tmp, self.dir / "best")
+        self.update_best(step, model, metrics)
         self._prune()
         return final
+
+    def update_best(self, step: int, model, metrics: dict | None) -> bool:
+        """``best/`` := ``model`` when ``metrics`` improve on the best so far. Called after every evaluation,
+        not only those that coincide with a checkpoint (with --eval-every and no --save-every, best/ was
+        always the last step). Returns whether it was written."""
+        if not self.metric or not metrics:
+            return False
+        value = metrics.get(self.metric)
+        if value is None:
+            if not self._warned_missing:
+                import warnings
+
+                warnings.warn(f"best metric {self.metric!r} is not among the evaluation's metrics "
+                              f"({', '.join(sorted(metrics))}); no best/ checkpoint is kept", RuntimeWarning)
+                self._warned_missing = True
+            return False
+        if value != value or not self._is_better(value):  # NaN is never best
+            return False
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.best_value = float(value)
+        best_tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".best."))
+        save_model(model, best_tmp, extra={"step": step, "metrics": metrics, "best_metric": self.metric,
+                                           "best_mode": self.mode})
+        if (self.dir / "best").exists():
+            shutil.rmtree(self.dir / "best")
+        os.replace(best_tmp, self.dir / "best")
+        return True
 
     def _prune(self):
         steps = sorted(p for p in self.dir.glob("step_*") if p.is_dir())

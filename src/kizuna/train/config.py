@@ -68,7 +68,8 @@ class TrainConfig:
     eval_zeroshot: str = ""  # classification dataset folder (CLIP_benchmark layout), "synthetic" for the probes
     eval_retrieval: str = ""  # retrieval dataset folder
     eval_max_samples: int = 0  # 0 = all
-    best_metric: str = ""  # metric name that picks the "best" checkpoint
+    best_metric: str = ""  # metric name that picks the "best" checkpoint (best/ after any evaluation that beats it)
+    best_mode: str = "auto"  # "auto" (lowest for a loss, error or rank, else highest) | "max" | "min"
     # output
     out: str = "runs/train"
     save_every: int = 0  # steps; 0 = only at the end
@@ -124,7 +125,21 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")
     if cfg.text_tower not in ("model", "minilm"):
         raise ValueError(f"text_tower must be 'model' or 'minilm', got {cfg.text_tower!r}")
+    if cfg.best_mode not in ("auto", "max", "min"):
+        raise ValueError(f"best_mode must be 'auto', 'max' or 'min', got {cfg.best_mode!r}")
+    check_common(cfg)
     return cfg
+
+
+def check_common(cfg) -> None:
+    """Checks both trainers' configs share: values that would otherwise do nothing or lose the run."""
+    if cfg.keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1 (the newest checkpoint is always kept), got {cfg.keep_last}")
+    for tower in ("image", "text"):
+        unlocked = getattr(cfg, f"lock_{tower}_unlocked_blocks", 0)
+        if unlocked and not getattr(cfg, f"lock_{tower}", False):
+            raise ValueError(f"--lock-{tower}-unlocked-blocks {unlocked} does nothing without --lock-{tower} true "
+                             f"(it says how many of the locked tower's last blocks still train)")
 
 
 def _parse_value(kind, text: str):

@@ -96,7 +96,8 @@ class ContrastiveTrainer:
             )
         self.per_rank_batch = cfg.batch_size // self.dist.world_size
         torch.manual_seed(cfg.seed)
-        self.ckpt = CheckpointManager(self.out, keep_last=cfg.keep_last, metric=cfg.best_metric or None)
+        self.ckpt = CheckpointManager(self.out, keep_last=cfg.keep_last, metric=cfg.best_metric or None,
+                                      mode=cfg.best_mode)
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
 
         # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
@@ -314,6 +315,12 @@ class ContrastiveTrainer:
     # ----- the loop ----------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
+        if self.resume_from is not None and self.step >= self.total_steps:  # nothing left: keep what it wrote
+            if self.dist.is_main:
+                print(f"--resume {self.resume_from}: the run is complete ({self.step} of {self.total_steps} steps); "
+                      "nothing to train. Resume with a larger --steps to extend it")
+            self.logger.close()
+            return {}
         from tqdm import tqdm
 
         bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc="training", unit="step",
@@ -352,7 +359,7 @@ class ContrastiveTrainer:
                                     lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
                     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
                 last = self.step == self.total_steps
-                metrics = None
+                metrics, paused_at = None, time.perf_counter()
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     metrics = self.evaluate()
                     if metrics:
@@ -360,8 +367,11 @@ class ContrastiveTrainer:
                         last_metrics = metrics
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                     self.save(metrics)
+                elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
+                    self.ckpt.update_best(self.step, self.model, metrics)
                 if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
                     budget.pause()  # evaluation and checkpoints are not step time
+                    window_start += time.perf_counter() - paused_at  # nor samples/s time
             else:
                 report = self.loader.report()
                 if self.dist.is_main and self.loader.skips.total:

@@ -60,6 +60,7 @@ from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embe
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
 from .checkpointing import CheckpointManager, check_resume_settings, resumed_config, rng_state, set_rng_state
 from .compiling import compiled_or_eager
+from .config import check_common
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
@@ -70,6 +71,7 @@ RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "pos_embed", "
 
 __all__ = [
     "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "augmentations", "load_for_finetune",
+    "source_normalisation",
     "load_classification", "make_supervised_config", "mix_batch", "soft_cross_entropy", "stratified_subset",
     "train_supervised", "vit_preprocess",
 ]
@@ -164,25 +166,50 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
         raise ValueError(f"augment_on must be 'loader' or 'device', got {cfg.augment_on!r}")
     if not 0.0 < cfg.subset_fraction <= 1.0:
         raise ValueError(f"subset_fraction must be in (0, 1], got {cfg.subset_fraction}")
+    check_common(cfg)
     return cfg
 
 
-def vit_preprocess(image_size) -> dict:
+def vit_preprocess(image_size, mean=VIT_MEAN, std=VIT_STD) -> dict:
     """The evaluation preprocessing a supervised kizuna ViT expects (stored with the final model)."""
-    return {"image_size": image_size, "mean": list(VIT_MEAN), "std": list(VIT_STD),
+    return {"image_size": image_size, "mean": list(mean), "std": list(std),
             "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
-def augmentations(cfg: SupervisedConfig, image_size) -> tuple[ClassificationTrainTransform, BatchAugment | None]:
+def source_normalisation(path: str | None) -> tuple[list, list]:
+    """The pixel mean and std a checkpoint to fine-tune was trained with: a CLIP tower's (OpenAI's 0.48/0.27)
+    or a ViT's stored preprocessing; kizuna's ViT default (0.5/0.5) for a fresh model. Fine-tuning a CLIP
+    tower on 0.5/0.5 fed it inputs at about half the scale its weights expect."""
+    if not path:
+        return list(VIT_MEAN), list(VIT_STD)
+    if not Path(path).exists():
+        import warnings
+
+        warnings.warn(f"{path} (the checkpoint the run was fine-tuned from) is gone: normalising with kizuna's "
+                      "ViT default mean/std 0.5", RuntimeWarning)
+        return list(VIT_MEAN), list(VIT_STD)
+    from kizuna.analysis.report import read_extra
+
+    stored = read_extra(path).get("preprocess")
+    if stored is None:
+        model = load_model(path)
+        stored = model.cfg.preprocess if isinstance(model, ClipModel) else None
+    if not stored:
+        return list(VIT_MEAN), list(VIT_STD)
+    return list(stored.get("mean", VIT_MEAN)), list(stored.get("std", VIT_STD))
+
+
+def augmentations(cfg: SupervisedConfig, image_size, mean=VIT_MEAN,
+                  std=VIT_STD) -> tuple[ClassificationTrainTransform, BatchAugment | None]:
     """The recipe of ``cfg`` both ways: the loader's per-image PIL transform, and the device's batch
     transform (None for a random resized crop, which needs the full-size image)."""
     loader = ClassificationTrainTransform(
-        image_size=image_size, mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding,
+        image_size=image_size, mean=mean, std=std, crop=cfg.crop, padding=cfg.crop_padding,
         scale=tuple(cfg.crop_scale), hflip=cfg.hflip, randaug_ops=cfg.randaug_ops,
         randaug_magnitude=cfg.randaug_magnitude)
     device = None
     if cfg.crop in ("pad", "none"):
-        device = BatchAugment(mean=VIT_MEAN, std=VIT_STD, crop=cfg.crop, padding=cfg.crop_padding, hflip=cfg.hflip,
+        device = BatchAugment(mean=mean, std=std, crop=cfg.crop, padding=cfg.crop_padding, hflip=cfg.hflip,
                               randaug_ops=cfg.randaug_ops, randaug_magnitude=cfg.randaug_magnitude)
     return loader, device
 
@@ -408,10 +435,11 @@ class SupervisedTrainer:
             self.model.set_grad_checkpointing(True)
         size = self.model.cfg.image_size
         self.image_size = size if isinstance(size, int) else list(size)
-        self.preprocess_cfg = vit_preprocess(self.image_size)
+        mean, std = source_normalisation(cfg.init)  # a fine-tuned model keeps the inputs it learned on
+        self.preprocess_cfg = vit_preprocess(self.image_size, mean, std)
 
         # loaders
-        self.transform, self.batch_augment = augmentations(cfg, self.image_size)
+        self.transform, self.batch_augment = augmentations(cfg, self.image_size, mean, std)
         side = self.image_size if isinstance(self.image_size, int) else max(self.image_size)
         self.decode_skips = None
         if cfg.augment_on == "device":
@@ -580,6 +608,12 @@ class SupervisedTrainer:
     # ----- the loop ----------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
+        if self.resume_from is not None and self.step >= self.total_steps:  # nothing left: keep what it wrote
+            if self.dist.is_main:
+                print(f"--resume {self.resume_from}: the run is complete ({self.step} of {self.total_steps} steps); "
+                      "nothing to train. Resume with a larger --steps to extend it")
+            self.logger.close()
+            return {}
         from tqdm import tqdm
 
         bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc="vit", unit="step",
@@ -614,7 +648,7 @@ class SupervisedTrainer:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.3f}",
                                     lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
                     w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
-                metrics = None
+                metrics, paused_at = None, time.perf_counter()
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     metrics = self.evaluate()
                     if metrics:
@@ -624,8 +658,11 @@ class SupervisedTrainer:
                             bar.write(f"step {self.step}: val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}")
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                     self.save(metrics)
+                elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
+                    self.ckpt.update_best(self.step, self.model, metrics)
                 if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
                     budget.pause()  # evaluation and checkpoints are not step time
+                    w_start += time.perf_counter() - paused_at  # nor samples/s time
             else:
                 if self.dist.is_main and self.loader.skips.total:
                     bar.write(f"epoch {self.epoch}: {self.loader.report()}")
