@@ -80,6 +80,10 @@ def test_resume_through_prefetching_workers(index):
     rest = run_epoch(resumed, 3)
     assert summary(head) + summary(rest) == ref
     assert len(ref) == len(resumed) == 22 // 3
+    # a loader that has delivered batches, then loads a checkpoint, reports the loaded position (it kept
+    # reporting the batches it had delivered before the load)
+    resumed.load_state_dict(state)
+    assert (resumed.state_dict()["epoch"], resumed.state_dict()["batches_consumed"]) == (3, 2)
 
 
 def test_collate_tokenizes_and_keeps_empty_batches(index):

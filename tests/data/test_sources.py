@@ -293,3 +293,51 @@ def test_shared_flickr8k_and_cifar10():
     assert len(cls) == 10000 and not cls.skips
     assert sorted(cls.labels.tolist()) == sorted(list(range(10)) * 1000)
     assert PairDataset(cls, to_tensor)[9999]["image"].shape == (3, 32, 32)
+
+
+def test_inputs_that_mispaired_crashed_or_dropped_shards(tmp_path):
+    """From a bug hunt of the data layer: each case failed before its fix."""
+    # a member name repeated within a sample: the second image silently replaced the first
+    red, green = image_bytes((255, 0, 0), fmt="PNG"), image_bytes((0, 255, 0), fmt="PNG")
+    write_tar(tmp_path / "dup.tar", [("000.png", red), ("000.txt", b"a red square"), ("000.png", green),
+                                     ("001.png", green), ("001.txt", b"a green square")])
+    index = build_index(str(tmp_path / "dup.tar"))
+    assert index.keys == ["001"] and index.skips["duplicate_member"] == 1
+    # nshards.txt that undercounts the tars dropped the rest without a word; junk in it was a bare int() error
+    shards = tmp_path / "shards"
+    make_shard_dir(shards, 3, 2)
+    (shards / "nshards.txt").write_text("2")
+    with pytest.raises(ValueError, match="nshards.txt says 2 shards but .* holds 3 .tar files"):
+        resolve_spec(str(shards))
+    (shards / "nshards.txt").write_text("three")
+    with pytest.raises(ValueError, match="nshards.txt: expected the number of shards"):
+        resolve_spec(str(shards))
+    # CSV: Excel's byte-order mark, a caption past csv's 128 KiB field limit, Latin-1 bytes
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(image_bytes())
+    (tmp_path / "bom.csv").write_text("\ufefffilepath,title\nimgs/a.jpg,red\n", encoding="utf-8")
+    assert build_index(str(tmp_path / "bom.csv")).captions == [("red",)]
+    (tmp_path / "long.csv").write_text("filepath,title\nimgs/a.jpg," + "x" * 200_000 + "\n")
+    assert len(build_index(str(tmp_path / "long.csv")).captions[0][0]) == 200_000
+    (tmp_path / "latin.csv").write_bytes("filepath,title\nimgs/a.jpg,café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.csv: not UTF-8 text"):
+        build_index(str(tmp_path / "latin.csv"))
+    # a broken symlink in an image folder crashed the walk; a folder named like a side-car too
+    os.symlink(tmp_path / "nowhere.jpg", folder / "b.jpg")
+    (folder / "a.txt").mkdir()
+    index = build_index(str(folder), require="image")
+    assert index.keys == ["a"] and index.skips["missing_image"] == 1
+
+
+def test_sixteen_bit_and_float_images_keep_their_intensity():
+    """A 16-bit grey of 30000 became white (scaled by the image's own maximum); a float image of 0.5 black."""
+    import numpy as np
+    from PIL import Image
+
+    from kizuna.data.transforms import to_rgb
+
+    grey = np.asarray(to_rgb(Image.fromarray(np.full((4, 4), 30000, np.uint16))))
+    assert abs(int(grey[0, 0, 0]) - round(30000 / 65535 * 255)) <= 1
+    half = np.asarray(to_rgb(Image.fromarray(np.full((4, 4), 0.5, np.float32), "F")))
+    assert abs(int(half[0, 0, 0]) - 128) <= 1

@@ -164,6 +164,7 @@ class Loader:
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+        self._delivered = None  # the position of batches handed out before this load means nothing now
 
 
 def check_epoch_gave_samples(source: str, batches: int, steps: int, report: str) -> None:

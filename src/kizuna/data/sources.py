@@ -255,7 +255,13 @@ def _shards_in_dir(d: str) -> list[str]:
     tars = sorted(f for f in os.listdir(d) if f.endswith(".tar"))
     if os.path.isfile(nfile):
         with open(nfile) as f:
-            n = int(f.read().strip())
+            text = f.read().strip()
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{nfile}: expected the number of shards (a whole number >= 1), got {text!r}")
+        n = int(text)
+        if n < len(tars):  # the rest would be dropped without a word (more is a missing shard, below)
+            raise ValueError(f"{nfile} says {n} shards but {d} holds {len(tars)} .tar files; fix the count "
+                             "or the folder")
         for fmt in ("{:06d}.tar", "{:d}.tar"):
             names = [fmt.format(i) for i in range(n)]
             if all(os.path.isfile(os.path.join(d, x)) for x in names):
@@ -467,55 +473,64 @@ def _add_tar(b: _Builder, path: str, require: str, cache_dir) -> None:
 def _add_csv(b: _Builder, path: str, require: str, image_column: str, caption_column: str,
              label_column: str | None, sep: str | None, check_files: bool) -> None:
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8") as f:
-        if sep is None:
-            # OpenCLIP's default is tab even for ".csv"; sniff the header instead of trusting the name.
-            head = f.readline()
-            f.seek(0)
-            sep = "\t" if "\t" in head else ","
-        reader = csv.DictReader(f, delimiter=sep)
-        cols = reader.fieldnames or []
-        wanted = [image_column] + ([caption_column] if require in ("any", "caption") else [])
-        wanted += [label_column] if label_column else []
-        missing = [c for c in wanted if c not in cols]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; columns are {cols}")
-        sid = b.source("csv", path)
-        for row_no, row in enumerate(reader, start=2):  # row 1 is the header
-            rel = (row.get(image_column) or "").strip()
-            key = f"row {row_no} ({rel})" if rel else f"row {row_no}"
-            if not rel:
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))  # long captions: the 128 KiB default raised
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
+            _read_csv(b, f, path, base, require, image_column, caption_column, label_column, sep, check_files)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+
+
+def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: str, caption_column: str,
+              label_column: str | None, sep: str | None, check_files: bool) -> None:
+    if sep is None:
+        # OpenCLIP's default is tab even for ".csv"; sniff the header instead of trusting the name.
+        head = f.readline()
+        f.seek(0)
+        sep = "\t" if "\t" in head else ","
+    reader = csv.DictReader(f, delimiter=sep)
+    cols = reader.fieldnames or []
+    wanted = [image_column] + ([caption_column] if require in ("any", "caption") else [])
+    wanted += [label_column] if label_column else []
+    missing = [c for c in wanted if c not in cols]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; columns are {cols}")
+    sid = b.source("csv", path)
+    for row_no, row in enumerate(reader, start=2):  # row 1 is the header
+        rel = (row.get(image_column) or "").strip()
+        key = f"row {row_no} ({rel})" if rel else f"row {row_no}"
+        if not rel:
+            b.skips.add("missing_image", _where("csv", key, path))
+            continue
+        img = rel if os.path.isabs(rel) else os.path.join(base, rel)
+        if check_files:
+            try:
+                size = os.path.getsize(img)
+            except OSError:
                 b.skips.add("missing_image", _where("csv", key, path))
                 continue
-            img = rel if os.path.isabs(rel) else os.path.join(base, rel)
-            if check_files:
-                try:
-                    size = os.path.getsize(img)
-                except OSError:
-                    b.skips.add("missing_image", _where("csv", key, path))
-                    continue
-                if size == 0:
-                    b.skips.add("empty_image", _where("csv", key, path))
-                    continue
-            else:
-                size = -1
-            text = row.get(caption_column) if caption_column in cols else None
-            caps = None if text is None else ((text.strip(),) if text.strip() else ())
-            label = -1
-            if label_column:
-                label = parse_label(row.get(label_column) or "")
-            reason = _reject(caps, label, require)
-            if reason is not None:
-                b.skips.add(reason, _where("csv", key, path))
+            if size == 0:
+                b.skips.add("empty_image", _where("csv", key, path))
                 continue
-            b.add(sid, rel, -1, size, img, caps, label)
+        else:
+            size = -1
+        text = row.get(caption_column) if caption_column in cols else None
+        caps = None if text is None else ((text.strip(),) if text.strip() else ())
+        label = -1
+        if label_column:
+            label = parse_label(row.get(label_column) or "")
+        reason = _reject(caps, label, require)
+        if reason is not None:
+            b.skips.add(reason, _where("csv", key, path))
+            continue
+        b.add(sid, rel, -1, size, img, caps, label)
 
 
 def _read_text(path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
             return f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return None
 
 
@@ -529,7 +544,11 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
                 continue
             img = os.path.join(dirpath, name)
             key = os.path.relpath(os.path.join(dirpath, stem), root).replace(os.sep, "/")
-            size = os.path.getsize(img)
+            try:
+                size = os.path.getsize(img)
+            except OSError:  # a broken symlink, or the file went while we walked
+                b.skips.add("missing_image", _where("folder", key, root))
+                continue
             if size == 0:
                 b.skips.add("empty_image", _where("folder", key, root))
                 continue

@@ -221,6 +221,7 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
 
         group_key: str | None = None
         group: dict[str, tarfile.TarInfo] = {}
+        duplicate = False
         stop_detail = ""
         try:
             for member in tf:
@@ -230,8 +231,9 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
                 key, ext = split_key(member.name)
                 if key != group_key:
                     if group_key is not None:
-                        _flush(out, fd, group_key, group, file_size, last=False)
-                    group_key, group = key, {}
+                        _flush(out, fd, group_key, group, file_size, last=False, duplicate=duplicate)
+                    group_key, group, duplicate = key, {}, False
+                duplicate = duplicate or ext in group  # "000.png" twice: which one the caption means is unknown
                 group[ext] = member
         except tarfile.TarError as e:
             stop_detail = f"scan stopped at byte {tf.offset}: {e}"
@@ -247,11 +249,15 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
             else:
                 out.detail = f"invalid header at byte {end}; the rest of the shard is unreadable"
         if group_key is not None:
-            _flush(out, fd, group_key, group, file_size, last=out.truncated)
+            _flush(out, fd, group_key, group, file_size, last=out.truncated, duplicate=duplicate)
     return out
 
 
-def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, last: bool) -> None:
+def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, last: bool,
+           duplicate: bool = False) -> None:
+    if duplicate:  # a member name repeated within the sample: pairing either copy could be wrong
+        out._skip("duplicate_member", key)
+        return
     # Members cut off by truncation can only be at the very end, but checking every group is cheap.
     readable = {ext: m for ext, m in group.items() if m.offset_data + m.size <= file_size}
     if last and len(readable) < len(group):

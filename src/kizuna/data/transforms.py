@@ -31,13 +31,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit samples scale by the bit depth (30000 is a mid grey, whatever else the image holds);
+        # only 32-bit values past 16 bits fall back to the image's own maximum
         arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() if arr.size else 1.0
-        arr = (arr / (hi if hi > 0 else 1.0) * 255.0).round().astype(np.uint8)
+        hi = arr.max() if arr.size else 0.0
+        arr = (np.clip(arr, 0, None) / (65535.0 if hi <= 65535 else hi) * 255.0).round().astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
+        if 0.0 <= lo and hi <= 1.0:  # the usual float image: 0..1 intensities (a constant 0.5 was black)
+            lo, hi = 0.0, 1.0
         arr = ((arr - lo) / ((hi - lo) or 1.0) * 255.0).round().astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
     return img.convert("RGB")
