@@ -178,3 +178,14 @@ def test_embed_names_a_file_or_missing_folder_and_info_lists_as_json(tmp_path, t
         assert what in capsys.readouterr().err
     assert main(["info", "list", "--json"]) == 0
     assert "ViT-B-32" in json.loads(capsys.readouterr().out)
+
+
+def test_info_says_when_it_has_no_flop_count(tmp_path, capsys):
+    import kizuna
+    from kizuna.models.clip import ClipModel
+
+    cfg = kizuna.clip_config("ViT-mu-8")
+    cfg.vision.stem, cfg.vision.patch_size, cfg.vision.stem_channels = "conv", 1, [8, 16]
+    kizuna.save_model(ClipModel(cfg), tmp_path / "conv")
+    assert main(["info", str(tmp_path / "conv")]) == 0
+    assert "GFLOPs: not counted for a conv or ResNet stem" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Print a model's configuration, parameter counts and FLOPs per image / per text.
+"""Print a model's configuration, parameter counts and FLOPs per image / per text (patch-embedding ViTs;
+a conv or ResNet stem has no analytic count, and the line says so).
 
   kizuna info ViT-B-32
   kizuna info runs/demo/checkpoints/best
@@ -57,5 +58,8 @@ def run(args):
     print("params: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in info["params"].items()))
     if info["gflops"]:
         print("GFLOPs: " + ", ".join(f"{k} {v:.2f}" for k, v in info["gflops"].items()) + "  (2 x MACs, one image / one text)")
+    else:  # said, not left out: a conv or ResNet stem has no analytic count
+        print("GFLOPs: not counted for a conv or ResNet stem; kizuna.models.flops.measured_flops(model.encode_image, "
+              "x) counts one forward")
     print("config:")
     print(json.dumps(info["config"], indent=2))

@@ -20,7 +20,8 @@ Tasks: ``zeroshot_classification`` (alias ``zeroshot``), ``zeroshot_retrieval`` 
 ``task``, and optionally ``name`` / ``pretrained`` (labels in the report), ``split``, ``train_split``,
 ``dataset_name``, ``templates``, ``classnames``, ``max_samples``, ``max_train_samples``, ``batch_size``, ``num_workers``,
 ``device``, ``precision`` ("fp32" or "bf16"), ``few_shot``, ``seeds``, ``corruptions``, ``severities``, ``relation_groups``,
-``cache_dir``, ``image_column``, ``label_column``, ``caption_column``.
+``cache_dir``, ``index_cache_dir``, ``query_chunk``, ``image_column``, ``label_column``, ``caption_column``,
+``zeroshot`` (false: no zero-shot comparison in the linear probe), ``allow_jit``. Any other key is an error.
 
 Output in ``out``: ``results.json`` - a list of records with CLIP_benchmark's fields
 ``{"dataset", "model", "pretrained", "task", "metrics", "language": "en"}`` (plus ``details``: split,
