@@ -55,7 +55,7 @@ from .position import position_similarity, row_column_score
 
 __all__ = [
     "AnalysisTarget", "attention_distance_report", "filters_report", "full_report", "load_images",
-    "load_target", "positions_report", "predict_report", "read_extra", "rollout_report",
+    "load_target", "positions_report", "predict_report", "read_extra", "read_record", "rollout_report",
 ]
 
 SECTIONS = ("filters", "positions", "attention_distance", "rollout", "predict")
@@ -96,6 +96,12 @@ class AnalysisTarget:
 
 def read_extra(path: str | Path) -> dict:
     """The ``extra`` record kizuna.save_model stored with a model (``{}`` when none or not kizuna)."""
+    return dict(read_record(path).get("extra") or {})
+
+
+def read_record(path: str | Path) -> dict:
+    """The record kizuna.save_model wrote beside the weights (its ``config`` and ``extra``), read without
+    the weights; ``{}`` for a file or folder of another format."""
     from kizuna.models.checkpoint import FORMAT_KEY
 
     path = Path(path)
@@ -111,7 +117,7 @@ def read_extra(path: str | Path) -> dict:
             return {}
     except (OSError, ValueError):
         return {}
-    return dict(record.get("extra") or {})
+    return dict(record)
 
 
 def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = False) -> AnalysisTarget:

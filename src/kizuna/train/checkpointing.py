@@ -195,3 +195,15 @@ def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,
     if changed:
         raise ValueError(f"--resume {path}: the run continues with its own model, so " + "; ".join(changed)
                          + " would be ignored. Drop the flag, or start a new run in another --out")
+
+
+def resumed_at_the_end(trainer) -> bool:
+    """Both trainers ask this first: a resume of a finished run has nothing to train, and must leave the
+    run's files as they are (the ViT trainer rewrote OUT/model with empty metrics)."""
+    if trainer.resume_from is None or trainer.step < trainer.total_steps:
+        return False
+    if trainer.dist.is_main:
+        print(f"--resume {trainer.resume_from}: the run is complete ({trainer.step} of {trainer.total_steps} steps); "
+              "nothing to train. Resume with a larger --steps to extend it")
+    trainer.logger.close()
+    return True

@@ -28,7 +28,8 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
-from .checkpointing import CheckpointManager, check_resume_settings, resumed_config, rng_state, set_rng_state
+from .checkpointing import (CheckpointManager, check_resume_settings, resumed_at_the_end, resumed_config,
+                            rng_state, set_rng_state)
 from .compiling import compiled_or_eager
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
@@ -315,11 +316,7 @@ class ContrastiveTrainer:
     # ----- the loop ----------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
-        if self.resume_from is not None and self.step >= self.total_steps:  # nothing left: keep what it wrote
-            if self.dist.is_main:
-                print(f"--resume {self.resume_from}: the run is complete ({self.step} of {self.total_steps} steps); "
-                      "nothing to train. Resume with a larger --steps to extend it")
-            self.logger.close()
+        if resumed_at_the_end(self):
             return {}
         from tqdm import tqdm
 

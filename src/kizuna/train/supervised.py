@@ -58,7 +58,8 @@ from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
-from .checkpointing import CheckpointManager, check_resume_settings, resumed_config, rng_state, set_rng_state
+from .checkpointing import (CheckpointManager, check_resume_settings, resumed_at_the_end, resumed_config,
+                            rng_state, set_rng_state)
 from .compiling import compiled_or_eager
 from .config import check_common
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
@@ -188,10 +189,11 @@ def source_normalisation(path: str | None) -> tuple[list, list]:
         warnings.warn(f"{path} (the checkpoint the run was fine-tuned from) is gone: normalising with kizuna's "
                       "ViT default mean/std 0.5", RuntimeWarning)
         return list(VIT_MEAN), list(VIT_STD)
-    from kizuna.analysis.report import read_extra
+    from kizuna.analysis.report import read_record
 
-    stored = read_extra(path).get("preprocess")
-    if stored is None:
+    record = read_record(path)  # a kizuna file: its config and extra, without reading the weights again
+    stored = (record.get("extra") or {}).get("preprocess") or (record.get("config") or {}).get("preprocess")
+    if not record:  # an HF folder or an OpenAI file: the loader knows their preprocessing
         model = load_model(path)
         stored = model.cfg.preprocess if isinstance(model, ClipModel) else None
     if not stored:
@@ -608,11 +610,7 @@ class SupervisedTrainer:
     # ----- the loop ----------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
-        if self.resume_from is not None and self.step >= self.total_steps:  # nothing left: keep what it wrote
-            if self.dist.is_main:
-                print(f"--resume {self.resume_from}: the run is complete ({self.step} of {self.total_steps} steps); "
-                      "nothing to train. Resume with a larger --steps to extend it")
-            self.logger.close()
+        if resumed_at_the_end(self):
             return {}
         from tqdm import tqdm
 
