@@ -197,6 +197,13 @@ def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,
                          + " would be ignored. Drop the flag, or start a new run in another --out")
 
 
+def announce_restored(cfg, restored: list[str]) -> None:
+    """Say which settings a resume took from the checkpoint (the names :func:`resumed_config` returns)."""
+    if restored:
+        print(f"--resume {cfg.resume}: the run's own settings where the command line names none: "
+              + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in restored))
+
+
 def resumed_at_the_end(trainer) -> bool:
     """Both trainers ask this first: a resume of a finished run has nothing to train, and must leave the
     run's files as they are (the ViT trainer rewrote OUT/model with empty metrics)."""

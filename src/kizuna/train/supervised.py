@@ -58,8 +58,8 @@ from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
-from .checkpointing import (CheckpointManager, check_resume_settings, resumed_at_the_end, resumed_config,
-                            rng_state, set_rng_state)
+from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, resumed_at_the_end,
+                            resumed_config, rng_state, set_rng_state)
 from .compiling import compiled_or_eager
 from .config import check_common
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
@@ -399,9 +399,8 @@ class SupervisedTrainer:
         if self.device.type == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
         self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
-        if restored and self.dist.is_main:
-            print(f"--resume {cfg.resume}: the run's own settings where the command line names none: "
-                  + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in restored))
+        if self.dist.is_main:
+            announce_restored(cfg, restored)
         tune_for_training(self.device)
         self.out = Path(cfg.out)
         if cfg.batch_size % self.dist.world_size:
