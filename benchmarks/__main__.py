@@ -1,8 +1,23 @@
-"""python -m benchmarks [--quick] [--only NAME,...] [--out BENCHMARKS.md] [--json benchmarks/results.json] [--render]
+"""python -m benchmarks [--quick] [--only NAME,...] [--out BENCHMARKS.md] [--json benchmarks/results.json]
+                       [--render] [--merge OTHER.json]
 
 Runs the selected sections in one process, then writes the Markdown report and the JSON results. With
 ``--only`` the other sections already in the JSON file are kept (each carries its own command, time
 and machine load), so a single section can be re-measured without redoing the rest.
+
+What a run never does to the JSON file:
+
+- replace a measured section with a skip (a GPU section on a machine without CUDA, a section whose data
+  or library is missing here) or with a ``--quick`` smoke run: the measured section stays, and the
+  console says so;
+- replace the CPU machine's figures with a lent GPU machine's: a section that is not GPU-only, measured
+  where CUDA is available, is stored under ``NAME@gpu`` (see ``section_key``);
+- start afresh from a file it cannot read: it stops and names the file. It writes the file atomically
+  (a temporary file beside it, then ``os.replace``), after every section, so a run that is killed keeps
+  the sections it finished.
+
+``--merge OTHER.json`` takes the sections of another copy of the file (what a lent GPU machine returned)
+that are new here or measured later, then re-renders the report; nothing is measured.
 """
 from __future__ import annotations
 
@@ -43,6 +58,95 @@ def _command(argv: list[str], environ: dict[str, str] | None = None, executable:
     return " ".join(env + [f"{python} -m benchmarks"] + [shlex.quote(a) for a in argv])
 
 
+# Where CUDA is available, a section that is not GPU-only is stored under NAME + this suffix: the lent GPU
+# machines' CPUs and GPUs are other machines than the one the CPU report describes, and their figures must
+# sit beside that machine's, not replace them.
+GPU_MACHINE_SUFFIX = "@gpu"
+
+
+def section_key(name: str, module, cuda_available: bool) -> str:
+    """The key a section's result is stored under in the JSON file: its name, or ``NAME@gpu`` for a section
+    measured on a machine with CUDA unless the section is GPU-only (``GPU_SECTION = True`` in its module,
+    e.g. ``gpu_train_step``: its figures are a GPU's wherever it runs)."""
+    if cuda_available and not getattr(module, "GPU_SECTION", False):
+        return name + GPU_MACHINE_SUFFIX
+    return name
+
+
+def not_measured(section: dict) -> str | None:
+    """Why ``section`` holds no figures worth keeping (a skip or a --quick smoke run); None for a measurement."""
+    skipped = (section.get("data") or {}).get("skipped")
+    if skipped:
+        return f"a skip ({skipped})" if isinstance(skipped, str) else "a skip"
+    if section.get("quick"):
+        return "a --quick smoke run"
+    return None
+
+
+def store_section(results: dict, key: str, section: dict, log) -> bool:
+    """Puts ``section`` into ``results`` under ``key`` unless it is not a measurement and would replace one:
+    a machine without CUDA must not erase the GPU figures, nor a smoke run the real ones. Returns whether
+    it was stored."""
+    old = results["sections"].get(key)
+    why = not_measured(section)
+    if old is not None and why and not not_measured(old):
+        log(f"   {key}: this run's result is {why}, so the section measured {old.get('started', '?')} by "
+            f"`{old.get('command', '?')}` is kept")
+        return False
+    results["sections"][key] = section
+    return True
+
+
+def load_results(path: Path) -> dict:
+    """The results recorded in ``path`` (none yet where it does not exist). A file that cannot be read as
+    results stops the run: starting afresh would drop every section this run does not re-measure."""
+    if not path.exists():
+        return {"sections": {}}
+    restore = (f"It holds the recorded sections, so it is left as it is: restore it (e.g. `git checkout -- {path}`) "
+               "or pass --json with another file to start afresh.")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: {path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
+                         + restore) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: cannot read {path} ({e}). " + restore) from None
+    if not isinstance(results, dict) or not isinstance(results.get("sections", {}), dict):
+        raise SystemExit(f"error: {path} is JSON but not benchmark results (no \"sections\" object). " + restore)
+    results.setdefault("sections", {})
+    return results
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a run
+    killed mid-write (run.sh bounds runs with `timeout`) leaves the old file whole, never a truncated one."""
+    from kizuna.models.checkpoint import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_results(path: Path, results: dict) -> None:
+    write_atomically(path, json.dumps(results, indent=1, default=str) + "\n")
+
+
+def merge_results(results: dict, other: dict, log) -> list[str]:
+    """Takes into ``results`` the sections of ``other`` (another copy of the file, e.g. the one a lent GPU
+    machine returned) that are new here or were measured later than ours; a skip or smoke run never replaces
+    a measurement. Returns the keys taken."""
+    taken = []
+    for key, theirs in other["sections"].items():
+        ours = results["sections"].get(key)
+        if ours == theirs:
+            continue
+        if ours is not None and not (theirs.get("started", "") > ours.get("started", "")):
+            log(f"   {key}: kept ours (measured {ours.get('started', '?')}, theirs {theirs.get('started', '?')})")
+            continue
+        if store_section(results, key, theirs, log):
+            log(f"   {key}: taken (measured {theirs.get('started', '?')} by `{theirs.get('command', '?')}`)")
+            taken.append(key)
+    return taken
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -57,6 +161,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="JSON results (default: benchmarks/results.json, or next to --out when --out is elsewhere)")
     p.add_argument("--render", action="store_true",
                    help="only re-write the Markdown report from the JSON results (no measurement)")
+    p.add_argument("--merge", default=None, metavar="OTHER.json",
+                   help="take the sections of another results file that are new or measured later (e.g. the file a "
+                        "lent GPU machine returned) into the JSON results, then re-write the report; no measurement")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
@@ -77,24 +184,31 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.make(args.quick, log=lambda m: print(m, flush=True))
     json_path, out_path = Path(args.json), Path(args.out)
 
-    if args.render:
+    if args.render or args.merge:
         from .report import render
 
-        out_path.write_text(render(json.loads(json_path.read_text()), json_path))
+        results = load_results(json_path)
+        if args.merge:
+            other_path = Path(args.merge)
+            if not other_path.is_file():
+                raise SystemExit(f"error: --merge {other_path}: no such file")
+            settings.log(f"merging {other_path} into {json_path}")
+            taken = merge_results(results, load_results(other_path), settings.log)
+            if taken:
+                save_results(json_path, results)
+            settings.log(f"took {len(taken)} section(s) from {other_path}")
+        if not results["sections"]:
+            raise SystemExit(f"error: no recorded sections in {json_path}: nothing to render (run the suite first)")
+        write_atomically(out_path, render(results, json_path))
         settings.log(f"wrote {out_path} from {json_path}")
         return 0
 
-    results: dict = {"sections": {}}
-    if json_path.is_file():
-        try:
-            results = json.loads(json_path.read_text())
-            results.setdefault("sections", {})
-        except (OSError, json.JSONDecodeError):
-            results = {"sections": {}}
+    results = load_results(json_path)
+    cuda_available = torch.cuda.is_available()
 
     run_started = time.perf_counter()
     run_info = {"command": command, "started": _now(), "load_before": load_average(), "machine": machine_info(),
-                "sections": args.names, "quick": args.quick}
+                "sections": args.names, "quick": args.quick, "kept_previous": []}
     settings.log(f"machine: {run_info['machine']['cpu_model']}, {run_info['machine']['usable_cores']} cores, "
                  f"torch {torch.__version__} with {torch.get_num_threads()} threads; load {run_info['load_before']}")
     for name in args.names:
@@ -107,8 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                        threads=torch.get_num_threads(), machine=run_info["machine"], reps=settings.reps,
                        max_reps=settings.max_reps)
         settings.extra[name] = section
-        results["sections"][name] = section
-        settings.log(f"   {name} done in {section['duration_s']:.0f} s (load average {section['load_after']})")
+        key = section_key(name, mod, cuda_available)
+        settings.log(f"   {name} done in {section['duration_s']:.0f} s (load average {section['load_after']})"
+                     + (f"; stored as {key} (measured on a machine with CUDA)" if key != name else ""))
+        if store_section(results, key, section, settings.log):
+            save_results(json_path, results)  # now, so a run killed later keeps this section
+        else:
+            run_info["kept_previous"].append(key)
     run_info.update(duration_s=round(time.perf_counter() - run_started, 1), load_after=load_average())
     results["last_run"] = run_info
     if set(args.names) == set(SECTIONS):
@@ -116,9 +235,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .report import render
 
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    out_path.write_text(render(results, json_path))
+    save_results(json_path, results)
+    write_atomically(out_path, render(results, json_path))
     settings.log(f"wrote {out_path} and {json_path} in {run_info['duration_s']:.0f} s")
     return 0
 

@@ -77,7 +77,7 @@ def run(s: Settings) -> dict:
 
     if _glibc() is None:
         return {"title": TITLE, "md": "Not measured: this process does not run on glibc (`kizuna.train.memory`).",
-                "notes": [], "targets": [], "data": {}}
+                "notes": [], "targets": [], "data": {"skipped": "not on glibc"}}
     preset, batch, steps, rounds = ("ViT-mu-8", 8, 3, 2) if s.quick else ("ViT-B-32", 32, 3, 3)
     children = {m: [] for m in MODES}
     for r in range(rounds):

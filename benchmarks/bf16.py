@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import (TINY, Settings, build_pair, caption_source, clip_train_step, faults_text, interleaved, md_table, pooled,
-                     step_optimizer, with_plain_linears)
+                     spread_text, step_optimizer, with_plain_linears)
 
 NAME = "bf16"
 TITLE = "bf16 on the CPU (AMX, AVX-512 BF16) vs Hugging Face CLIPModel in bf16"
@@ -112,7 +112,7 @@ def run(s: Settings) -> dict:
                 rows.append([variant, f"{tower} ({unit})", batch, f"{t['kizuna'].rate:.1f}", f"{t['hf'].rate:.1f}",
                              f"**{r:.2f}x**", f"{t['kizuna_plain'].rate:.1f} ({t['kizuna'].rate / t['kizuna_plain'].rate:.2f}x)",
                              f"{t['kizuna_fp32'].rate:.1f} (**{t['kizuna'].rate / t['kizuna_fp32'].rate:.2f}x**)",
-                             " / ".join(f"{t[n].spread:.0%}" for n in ("kizuna", "hf")),
+                             " / ".join(spread_text(t[n]) for n in ("kizuna", "hf")),
                              " / ".join(faults_text(t[n]) for n in ("kizuna", "hf"))])
                 # FLOPs each contender runs: kizuna prunes its last block to the pooled token and trims texts
                 # to the batch's last end-of-text token (as in `utilization`); HF runs everything.

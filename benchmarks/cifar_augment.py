@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from .common import CIFAR10, Settings, interleaved, md_table
+from .common import CIFAR10, Settings, interleaved, md_table, spread_text
 
 NAME = "cifar_augment"
 TITLE = "CIFAR-10 augmentation: PIL in loader processes vs batches on the device"
@@ -68,7 +68,7 @@ def run(s: Settings) -> dict:
     s.log(f"[cifar_augment] {len(fns)} contenders x {s.reps} runs over {n} images")
     t = interleaved(fns, s.reps, s.warmup, items=n, max_reps=s.max_reps)
     base = t["PIL, one process"].rate
-    rows = [[name, f"{r.rate:,.0f}", f"{r.rate / base:.1f}x", f"{r.spread:.0%}"] for name, r in t.items()]
+    rows = [[name, f"{r.rate:,.0f}", f"{r.rate / base:.1f}x", spread_text(r)] for name, r in t.items()]
     table = md_table(["contender", "images/s", "vs PIL, one process", "spread"], rows, align="lrrr")
     cpu_threads = torch.get_num_threads()
     cores = os.cpu_count() or 1

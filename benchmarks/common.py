@@ -3,7 +3,8 @@ Markdown tables.
 
 Timing rules (every benchmark follows them):
   * each figure is the median over >= 5 timed runs, after warm-up runs that are not counted; when the
-    middle runs of a contender still disagree by more than 25%, whole rounds are added (up to 9);
+    middle runs of a contender still disagree by more than 25%, whole rounds are added (up to 9), and a
+    timing still that noisy when they run out is marked "(noisy)" in its table (``spread_text``);
   * contenders are measured alternately in the same process (A, B, A, B, ...), so a change in machine
     load (the machine may be shared) hits both alike; the ratio is taken of the two medians;
   * everything is fp32 on the CPU with torch's default (all-core) thread count unless a section says
@@ -80,10 +81,21 @@ class Timing:
         """(max - min) / median of the timed runs: how noisy the figure is."""
         return (max(self.runs) - min(self.runs)) / self.median
 
+    @property
+    def noisy(self) -> bool:
+        """Whether the runs were still noisy (:func:`_noisy`) when timing stopped: extra rounds ran out, or the
+        section allowed none. Such a median is less certain than the others; the tables mark it."""
+        return _noisy(self.runs)
+
     def as_dict(self) -> dict:
         return {"runs_s": [round(r, 6) for r in self.runs], "median_s": round(self.median, 6),
                 "items_per_call": self.items, "items_per_s": round(self.rate, 3), "spread": round(self.spread, 4),
-                "minor_faults_per_call": self.faults_per_call}
+                "noisy": self.noisy, "minor_faults_per_call": self.faults_per_call}
+
+
+def spread_text(t: Timing) -> str:
+    """A table cell: ``t``'s spread, marked "noisy" where its middle runs still disagreed at the end."""
+    return f"{t.spread:.0%}" + (" (noisy)" if t.noisy else "")
 
 
 def faults_text(t: Timing) -> str:

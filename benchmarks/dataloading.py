@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import FLICKR, Settings, interleaved, md_table
+from .common import FLICKR, Settings, interleaved, md_table, spread_text
 
 NAME = "dataloading"
 TITLE = "Data loading (decode + augment)"
@@ -60,7 +60,7 @@ def run(s: Settings) -> dict:
         for w in workers:
             r = t[f"{size}px/{w}w"]
             per = r.rate / max(1, w)
-            rows.append([f"{size}x{size}", w, f"{r.rate:,.0f}", f"{per:,.0f}", f"{r.rate / base:.2f}x", f"{r.spread:.0%}"])
+            rows.append([f"{size}x{size}", w, f"{r.rate:,.0f}", f"{per:,.0f}", f"{r.rate / base:.2f}x", spread_text(r)])
             data.append({"size": size, "workers": w, "timing": r.as_dict(), "per_worker": per})
     table = md_table(["output", "num_workers", "images/s", "images/s per worker (main process if 0)",
                       "vs 0 workers", "spread"], rows, align="lrrrrr")

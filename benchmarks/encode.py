@@ -30,7 +30,7 @@ import torch
 
 from .common import (FULL_LABEL, PAD_LABEL, PLAIN_LABEL, Settings, build_pair, caption_source, faults_text,
                      hf_attention, inner_for, interleaved, last_block_full, md_table, onednn_usable, other_gemm,
-                     other_label, padding_kept, plain_linears, pooled, positions_run, shipped_note, within,
+                     other_label, padding_kept, plain_linears, pooled, positions_run, shipped_note, spread_text, within,
                      with_plain_linears)
 
 NAME = "encode"
@@ -106,7 +106,7 @@ def run(s: Settings) -> dict:
                            f"**{r:.2f}x**"]
                     m = t["kizuna_mkl"]
                     row += [f"{m.rate:.2f} ({m.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / m.rate:.2f}x",
-                            f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%}",
+                            " / ".join(spread_text(x) for x in (t["kizuna"], t["hf"], m)),
                             " / ".join(faults_text(t[n]) for n in ("kizuna", "hf"))]
                     p = t.get("kizuna_pad")
                     row += [f"{p.rate:.2f} ({p.rate / t['hf'].rate:.2f}x), {kept[b]} of {x.shape[1]} positions run "

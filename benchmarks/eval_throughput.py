@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from .common import CIFAR10, Settings, interleaved, md_table
+from .common import CIFAR10, Settings, interleaved, md_table, shipped_note, spread_text
 
 NAME = "eval_throughput"
 TITLE = "Zero-shot evaluation throughput (CIFAR-10 test, demo model)"
@@ -105,9 +105,9 @@ def run(s: Settings) -> dict:
     for w in WORKERS:
         r = t[f"e2e_{w}w"]
         rows.append(["end-to-end `evaluate_zeroshot` (decode + preprocess + encode + classify)", w, f"{n:,}",
-                     f"{r.rate:,.0f}", f"{r.median:.2f}", f"{r.rate / enc.rate:.2f}", f"{r.spread:.0%}"])
+                     f"{r.rate:,.0f}", f"{r.median:.2f}", f"{r.rate / enc.rate:.2f}", spread_text(r)])
     rows.append(["image tower only: `encode_image` on preprocessed tensors", "-", f"{n_enc:,}", f"{enc.rate:,.0f}",
-                 f"{enc.median:.2f}", "1.00", f"{enc.spread:.0%}"])
+                 f"{enc.median:.2f}", "1.00", spread_text(enc)])
     table = md_table(["what", "num_workers", "images", "images/s", "s per pass", "÷ encode-only", "spread"], rows,
                      align="lrrrrrr")
     res = last.get((n, 0))
@@ -131,7 +131,7 @@ def run(s: Settings) -> dict:
         "cleared first, so the 180 prompts are encoded in every run. \"÷ encode-only\" is the end-to-end rate "
         "over the image tower's own rate: the share of the time spent encoding images.",
         f"{torch.get_num_threads()} torch threads; worker processes compete with the main process for the "
-        "same cores. kizuna as shipped (CPU fp32 linears on oneDNN, fused blocks at inference).",
+        "same cores. " + shipped_note(),
     ]
     data = {"images": n, "indexed": n_full, "subset_used": subset_used, "probe_pass_s": probe_s,
             "batch": BATCH, "encode_images": n_enc, "acc1": None if res is None else res.metrics["acc1"],

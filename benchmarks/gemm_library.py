@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import Settings, inner_for, interleaved, md_table, onednn_usable
+from .common import Settings, inner_for, interleaved, md_table, onednn_usable, spread_text
 
 NAME = "gemm_library"
 TITLE = "Fused block on oneDNN vs MKL, by token rows"
@@ -46,7 +46,7 @@ def run(s: Settings) -> dict:
                              "timings": {n: v.as_dict() for n, v in t.items()}})
                 rows.append([width, tokens, batch, batch * tokens, f"{t['onednn'].median * 1e3:.2f}",
                              f"{t['mkl'].median * 1e3:.2f}", f"**{data[-1]['mkl_speedup']:.2f}x**",
-                             f"{t['onednn'].spread:.0%} / {t['mkl'].spread:.0%}"])
+                             f"{spread_text(t['onednn'])} / {spread_text(t['mkl'])}"])
         lin_rows, lin_data = _plain_linears(s, layers)
     finally:
         layers.GEMM, layers.MKL_MIN_ROWS = saved

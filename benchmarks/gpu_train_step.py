@@ -13,7 +13,10 @@ Contenders, interleaved in one process, same batch of random 224 px images and F
   same optimizer and the same loss function on its outputs.
 
 MFU = (3 x forward FLOPs of the positions each contender runs, from ``kizuna.models.flops``) x steps/s
-÷ the measured bf16 matmul peak (``torch.mm`` on square matrices, best size).
+÷ the measured bf16 matmul peak (``torch.mm`` on square matrices, best size). The target verdict takes
+these FLOPs (kizuna's trimmed text and pruned last blocks: fewer FLOPs, so a lower MFU than the usual
+"model FLOPs" count); the table and the target row also give MFU on the model's FLOPs (77 positions,
+every block whole, as OpenCLIP runs it). See :func:`target_rows`.
 
 On the device machine (OpenCLIP travels as a wheel; the GPU image has torch and torchvision)::
 
@@ -31,12 +34,59 @@ from pathlib import Path
 
 import torch
 
-from .common import PAD_LABEL, Settings, caption_source, clip_train_step, interleaved, md_table, step_optimizer
+from .common import (PAD_LABEL, Settings, caption_source, clip_train_step, interleaved, md_table, spread_text,
+                     step_optimizer)
 
 NAME = "gpu_train_step"
 TITLE = "GPU training step: ViT-B/16 CLIP, bf16, vs OpenCLIP"
 TARGET_SPEED = 1.0  # kizuna images/s >= OpenCLIP's
 TARGET_MFU = 0.45  # of the measured bf16 matmul peak
+# Its figures are a GPU's wherever it runs, so the suite stores it under its own name on any machine (a CPU
+# section measured on a machine with CUDA is stored apart, see benchmarks/__main__.py `section_key`).
+GPU_SECTION = True
+LABELS = {"kizuna": "kizuna", "kizuna_pad": PAD_LABEL, "kizuna_compiled": "kizuna, torch.compile",
+          "open_clip": "OpenCLIP"}
+
+
+def fastest_kizuna(rates: dict[str, float]) -> str:
+    """The kizuna contender checked against the targets: the faster of plain and compiled kizuna (the
+    padding-kept copy is a comparison, not a way kizuna trains)."""
+    return max((n for n in rates if n.startswith("kizuna") and n != "kizuna_pad"), key=rates.get)
+
+
+def target_rows(data: dict, quick: bool = False) -> list[dict]:
+    """The GPU target rows, from a section's recorded ``data`` alone: the report re-derives them when it
+    renders, so their wording follows this code without another lease of a GPU.
+
+    Speed: the verdict compares the fastest kizuna contender (compiled, where torch.compile ran) with eager
+    OpenCLIP, as the section was designed; the row adds eager kizuna vs eager OpenCLIP, the like-for-like
+    ratio. MFU: the verdict counts the FLOPs kizuna runs (trimmed text, last blocks for the pooled tokens
+    only), the stricter figure; the row adds MFU on the model's FLOPs (77 positions, every block whole: the
+    usual definition, and what OpenCLIP runs). Sections recorded before the FLOP counts were stored get
+    them back from their MFU, rate and peak; the model's count is then OpenCLIP's.
+    """
+    timings = data.get("timings") or {}
+    if quick or "kizuna" not in timings:
+        return []
+    rates = {n: t["items_per_s"] for n, t in timings.items()}
+    best = fastest_kizuna(rates)
+    peak = max(data["matmul_peak_gflops"].values())  # GFLOP/s
+    run_gflops = data.get("forward_gflops") or {n: data["mfu"][n] * peak / (3 * rates[n]) for n in rates}
+    model_gflops = data.get("model_forward_gflops") or run_gflops.get("open_clip")
+    rows = []
+    if "open_clip" in rates:
+        ratio = rates[best] / rates["open_clip"]
+        eager = f"; eager vs eager {rates['kizuna'] / rates['open_clip']:.2f}x" if best != "kizuna" else ""
+        rows.append({"target": f"GPU: ViT-B/16 training >= {TARGET_SPEED:.1f}x OpenCLIP images/s (verdict: "
+                               f"{LABELS[best]} vs eager OpenCLIP)",
+                     "value": f"{ratio:.2f}x{eager}", "met": ratio >= TARGET_SPEED})
+    mfu = data["mfu"][best]
+    on_model = (f"; {3 * model_gflops * rates[best] / peak:.1%} on the model's {model_gflops:.1f} GFLOP"
+                if model_gflops else "")
+    rows.append({"target": f"GPU: ViT-B/16 training >= {TARGET_MFU:.0%} bf16 MFU (verdict: on the FLOPs kizuna "
+                           f"runs, {run_gflops[best]:.1f} GFLOP per image-text pair)",
+                 "value": f"{mfu:.1%}{on_model}", "met": mfu >= TARGET_MFU})
+    return rows
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, sizes=(4096, 8192), reps: int = 5, inner: int = 10):
@@ -198,30 +248,22 @@ def run(s: Settings) -> dict:
     fwd["kizuna_compiled"] = fwd["kizuna"]
     # same architecture (ViT-B/16, 77 positions) outside --quick, every block whole
     fwd["open_clip"] = vision_flops(cfg.vision) + text_flops(cfg.text, 77)
-    labels = {"kizuna": "kizuna", "kizuna_pad": PAD_LABEL, "kizuna_compiled": "kizuna, torch.compile",
-              "open_clip": "OpenCLIP"}
+    model_fwd = vision_flops(cfg.vision) + text_flops(cfg.text)  # the model's FLOPs: 77 positions, blocks whole
     ref = t.get("open_clip")
     rows, mfu = [], {}
     for n, r in t.items():
         mfu[n] = 3 * fwd[n] * r.rate / (peak * 1e9)
-        rows.append([labels[n], f"{r.rate:,.1f}", f"{r.median * 1e3:.1f}",
-                     f"{r.rate / ref.rate:.2f}x" if ref else "-", f"{mfu[n]:.1%}", f"{r.spread:.0%}",
-                     f"{first_loss[n]:.6f}"])
-    table = md_table(["contender", "images/s", "ms per step", "÷ OpenCLIP", "MFU (bf16 peak)" if cuda else
-                      "MFU (fp32 peak)", "spread", "first-step loss"], rows)
+        rows.append([LABELS[n], f"{r.rate:,.1f}", f"{r.median * 1e3:.1f}",
+                     f"{r.rate / ref.rate:.2f}x" if ref else "-", f"{mfu[n]:.1%}",
+                     f"{3 * model_fwd * r.rate / (peak * 1e9):.1%}", spread_text(r), f"{first_loss[n]:.6f}"])
+    peak_name = "bf16 peak" if cuda else "fp32 peak"
+    table = md_table(["contender", "images/s", "ms per step", "÷ OpenCLIP", f"MFU ({peak_name}, FLOPs run)",
+                      f"MFU ({peak_name}, model FLOPs)", "spread", "first-step loss"], rows)
     peak_table = md_table(["n (square)", f"torch.mm {dtype} GFLOP/s"], [[str(n), f"{v:,.0f}"] for n, v in peaks.items()])
-    best_kizuna = max((n for n in t if n.startswith("kizuna") and n != "kizuna_pad"), key=lambda n: t[n].rate)
+    best_kizuna = fastest_kizuna({n: r.rate for n, r in t.items()})
     profile_path = os.environ.get("KIZUNA_GPU_PROFILE")
     if profile_path:
         profile_table(contenders[best_kizuna], profile_path, cuda)
-    targets = []
-    if cuda and not s.quick:
-        if ref:
-            ratio = t[best_kizuna].rate / ref.rate
-            targets.append({"target": "GPU: ViT-B/16 training >= 1.0x OpenCLIP images/s", "value": f"{ratio:.2f}x",
-                            "met": ratio >= TARGET_SPEED})
-        targets.append({"target": "GPU: ViT-B/16 training >= 45% bf16 MFU", "value": f"{mfu[best_kizuna]:.0%}",
-                        "met": mfu[best_kizuna] >= TARGET_MFU})
     gpu = torch.cuda.get_device_name(device) if cuda else "CPU (--quick smoke run, fp32)"
     notes = [
         f"Device: {gpu}; torch {torch.__version__}; batch {batch} at {size} px; captions from {source} "
@@ -230,17 +272,21 @@ def run(s: Settings) -> dict:
         f"Matmul peak {peak:,.0f} GFLOP/s (best size). MFU counts 3x the forward FLOPs each contender runs: "
         f"{fwd['kizuna'] / 1e9:.1f} GFLOP per pair with the trim, {fwd['kizuna_pad'] / 1e9:.1f} with 77 positions "
         f"(kizuna's last blocks for the pooled tokens only), {fwd['open_clip'] / 1e9:.1f} for OpenCLIP (every block "
-        "whole).",
-        f"torch.compile: {compile_note}. The best kizuna contender ({labels[best_kizuna]}) is the one checked "
-        "against the targets.",
+        f"whole). \"model FLOPs\" counts every contender at the model's {model_fwd / 1e9:.1f} GFLOP per pair "
+        "(77 positions, every block whole), the usual definition of MFU; the MFU target's verdict takes the "
+        "FLOPs run, the stricter of the two for kizuna.",
+        f"torch.compile: {compile_note}. The best kizuna contender ({LABELS[best_kizuna]}) is the one checked "
+        "against the targets (the speed target: against eager OpenCLIP; the target row also gives eager kizuna's "
+        "ratio).",
         "OpenCLIP: " + ("`open_clip.create_model('ViT-B-16', pretrained=None)`, the same autocast, optimizer and "
                         "loss function." if "open_clip" in models else
                         f"failed in its first step ({dropped['open_clip']})." if "open_clip" in dropped else
                         f"not available here ({oc_error})."),
     ]
-    return {"title": TITLE, "md": "\n\n".join([table, peak_table]), "notes": notes, "targets": targets,
-            "data": {"device": gpu, "batch": batch, "image_size": size, "positions_run": kept,
-                     "timings": {n: r.as_dict() for n, r in t.items()}, "mfu": {n: round(v, 4) for n, v in mfu.items()},
-                     "matmul_peak_gflops": {str(n): round(v, 1) for n, v in peaks.items()},
-                     "first_loss": first_loss, "peak_memory_gib": peak_mem, "open_clip_error": oc_error,
-                     "dropped": dropped}}
+    data = {"device": gpu, "batch": batch, "image_size": size, "positions_run": kept,
+            "timings": {n: r.as_dict() for n, r in t.items()}, "mfu": {n: round(v, 4) for n, v in mfu.items()},
+            "forward_gflops": {n: round(fwd[n] / 1e9, 4) for n in t}, "model_forward_gflops": round(model_fwd / 1e9, 4),
+            "matmul_peak_gflops": {str(n): round(v, 1) for n, v in peaks.items()},
+            "first_loss": first_loss, "peak_memory_gib": peak_mem, "open_clip_error": oc_error, "dropped": dropped}
+    return {"title": TITLE, "md": "\n\n".join([table, peak_table]), "notes": notes,
+            "targets": target_rows(data, quick=s.quick), "data": data}

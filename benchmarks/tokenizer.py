@@ -20,7 +20,7 @@ from pathlib import Path
 import regex as re
 import torch
 
-from .common import Settings, caption_source, interleaved, md_table
+from .common import Settings, caption_source, interleaved, md_table, spread_text
 
 NAME = "tokenizer"
 TITLE = "Tokenizer throughput"
@@ -249,7 +249,7 @@ def run(s: Settings) -> dict:
     }
     for name, label in labels.items():
         r = t[name]
-        rows.append([label, f"{r.rate:,.0f}", f"{r.median:.3f}", f"{k.rate / r.rate:.2f}x", f"{r.spread:.0%}"])
+        rows.append([label, f"{r.rate:,.0f}", f"{r.median:.3f}", f"{k.rate / r.rate:.2f}x", spread_text(r)])
     table = md_table(["tokenizer", "captions/s", f"s per {n:,}", "kizuna ÷ this (speed ratio)", "spread"], rows)
 
     # ftfy's share: time with ftfy minus time without it, over the time with it.

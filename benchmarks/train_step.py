@@ -20,7 +20,8 @@ import copy
 import torch
 
 from .common import (GEMM_NAMES, PAD_LABEL, PLAIN_LABEL, Settings, build_pair, caption_source, clip_train_step,
-                     faults_text, interleaved, md_table, plain_linears, positions_run, shipped_gemm, step_optimizer)
+                     faults_text, interleaved, md_table, plain_linears, positions_run, shipped_gemm, spread_text,
+                     step_optimizer)
 
 NAME = "train_step"
 TITLE = "Training step vs Hugging Face CLIPModel"
@@ -76,7 +77,7 @@ def run(s: Settings) -> dict:
              f"{m.rate:.2f} ({m.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / m.rate:.2f}x",
              f"{p.rate:.2f} ({p.rate / t['hf'].rate:.2f}x)", f"{t['kizuna'].rate / p.rate:.2f}x",
              f"{t['kizuna'].median:.2f} / {t['hf'].median:.2f} / {m.median:.2f} / {p.median:.2f}",
-             f"{t['kizuna'].spread:.0%} / {t['hf'].spread:.0%} / {m.spread:.0%} / {p.spread:.0%}",
+             " / ".join(spread_text(x) for x in (t["kizuna"], t["hf"], m, p)),
              " / ".join(faults_text(t[n]) for n in ("kizuna", "hf", "kizuna_mkl", "kizuna_pad"))]]
     table = md_table(["model", "batch", "kizuna images/s", "HF images/s", "kizuna ÷ HF",
                       f"{PLAIN_LABEL} images/s (÷ HF)", "kizuna ÷ plain", f"{PAD_LABEL} images/s (÷ HF)",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .common import Settings, interleaved, md_table
+from .common import GEMM_NAMES, Settings, interleaved, md_table, shipped_gemm, spread_text
 
 NAME = "train_throughput"
 TITLE = "Training throughput: contrastive trainer (demo config) vs the bare step"
@@ -97,12 +97,13 @@ def run(s: Settings) -> dict:
         tmp.cleanup()
 
     ratio = tr_rate / t.rate
+    gemm = shipped_gemm()
     rows = [
         ["`ContrastiveTrainer.train()`: data (render, collate) + tokenisation + step; `samples_per_s` from "
          f"metrics.jsonl, median of steps {skip + 1}..{cfg.steps}", batch, f"{tr_rate:,.1f}",
          f"{batch / tr_rate:.3f}", f"{ratio:.2f}x", f"{tr_spread:.0%}"],
         ["bare step: forward + CLIP loss + backward + grad clip + AdamW (random images, pre-tokenized captions)",
-         batch, f"{t.rate:,.1f}", f"{t.median:.3f}", "1.00x", f"{t.spread:.0%}"],
+         batch, f"{t.rate:,.1f}", f"{t.median:.3f}", "1.00x", spread_text(t)],
     ]
     table = md_table(["what", "batch", "samples/s", "s per step", "÷ bare step", "spread"], rows, align="lrrrrr")
     overhead = max(0.0, 1 - ratio)
@@ -123,10 +124,13 @@ def run(s: Settings) -> dict:
         f"({batch / tr_rate:.3f} s vs {t.median:.3f} s per step).",
         "The two rows are measured one after the other in the same process, not interleaved (the trainer "
         "figure is the median over the steps of one run, the bare step the median of 5 to 9 timed runs after warm-up); "
-        "see the load averages above. kizuna as shipped: CPU fp32 linears on oneDNN.",
+        "see the load averages above.",
+        f"kizuna as shipped, training in {precision}: `kizuna.models.layers.GEMM` is `{gemm}` here, so its CPU fp32 "
+        f"linears run on {GEMM_NAMES[gemm]} (chosen by CPU vendor; `KIZUNA_GEMM` overrides); no block fusion while "
+        "training.",
     ]
     return {"title": TITLE, "md": table, "notes": notes, "targets": [],
-            "data": {"steps": cfg.steps, "batch": batch, "precision": precision, "warmup_steps_skipped": skip,
+            "data": {"steps": cfg.steps, "batch": batch, "precision": precision, "gemm": gemm, "warmup_steps_skipped": skip,
                      "workers": cfg.workers,
                      "trainer_samples_per_s": round(tr_rate, 3), "trainer_spread": round(tr_spread, 4),
                      "trainer_step_rates": [round(r, 3) for r in rates],

@@ -10,6 +10,7 @@
 #                                         # sizes into separate folders (smoke-*), so a later full run cannot
 #                                         # resume from it on the same warm machine
 #   CIFAR_FLAGS="--time-budget-minutes 7 --time-limit-minutes 7.7" bash benchmarks/device/run.sh cifar   # flags for all runs
+#   BENCH_TIMEOUT=200 AUGMENT_TIMEOUT=60 bash benchmarks/device/run.sh bench   # bounds of its two benchmark runs, s
 #
 # It expects .device/ from prepare.sh (carried by the device tool) and writes what should come back into
 # $OUT (at most 8 files). See README.md beside it for the device tool's call and the time it costs.
@@ -26,7 +27,11 @@ if [ -d .device/wheels ]; then
 fi
 export PYTHONPATH="$PWD/src:$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ -f .device/shared.tar.gz ]; then
-    mkdir -p /tmp/shared && tar xzf .device/shared.tar.gz -C /tmp/shared && export KIZUNA_SHARED=/tmp/shared
+    if mkdir -p /tmp/shared && tar xzf .device/shared.tar.gz -C /tmp/shared; then
+        export KIZUNA_SHARED=/tmp/shared
+    else  # say so: the runs below would otherwise fail later on data that is simply missing
+        echo "warning: could not unpack .device/shared.tar.gz; using ${KIZUNA_SHARED:-../shared}" >&2
+    fi
 fi
 export KIZUNA_SHARED=${KIZUNA_SHARED:-../shared}
 "$PY" - <<'PYEOF' | tee "$OUT/machine.txt"
@@ -50,6 +55,9 @@ cifar() {  # $1 = extra flags for all runs; OUT_PREFIX (smoke-) keeps a smoke ru
     # its length from the pace it measures while the others run, so none may change its own pace after the
     # others planned (a compile of one minute in one of them would: the others would plan on a GPU it is not
     # yet using, then slow down and overrun). CIFAR_FLAGS should carry a hard --time-limit-minutes too.
+    # A warm machine keeps /tmp between calls: without this a second call would resume the first's runs
+    # (or find them finished) instead of training afresh.
+    rm -rf /tmp/runs/${pre}c10-hybrid /tmp/runs/${pre}c10-wide /tmp/runs/${pre}c10-vit /tmp/${pre}fig-vit
     local cpus; cpus=$(nproc); local w=$(( cpus > 8 ? cpus / 4 : 1 ))
     local common=(--config vit_cifar10_gpu --workers "$w" --progress false)
     "$PY" -m kizuna.apps.cli vit train "${common[@]}" --out /tmp/runs/${pre}c10-hybrid $quick \
@@ -85,18 +93,22 @@ cifar() {  # $1 = extra flags for all runs; OUT_PREFIX (smoke-) keeps a smoke ru
 }
 
 bench() {  # $1 = --quick for a smoke run
-    # Start from the committed results so the returned results.json is the whole suite with this section
-    # added (`--only` keeps the other sections); back here: cp it to benchmarks/ and `--render`.
-    cp benchmarks/results.json "$OUT/results.json"
-    # bounded, so a slow compile cannot eat the time of what runs after it in the same call
-    # and a torch.profiler table of the fastest kizuna step comes back with it (the MFU gap, issue 6)
-    KIZUNA_GPU_PROFILE="$OUT/gpu_profile.txt" timeout "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks --only gpu_train_step ${1:-} --out "$OUT/BENCHMARKS.md" \
+    # Start from the committed results so the returned results.json is the whole suite with these sections
+    # added (`--only` keeps the other sections); back here: `python -m benchmarks --merge` it (README.md).
+    # A smoke run starts from nothing instead: a --quick result never replaces a measured section.
+    rm -f "$OUT/results.json"
+    [ -n "${1:-}" ] || cp benchmarks/results.json "$OUT/results.json"
+    # bounded, so a slow compile cannot eat the time of what runs after it in the same call (-k: a run that
+    # ignores the TERM is killed 10 s later), and a torch.profiler table of the fastest kizuna step comes
+    # back with it (the MFU gap, issue 6)
+    KIZUNA_GPU_PROFILE="$OUT/gpu_profile.txt" timeout -k 10 "${BENCH_TIMEOUT:-300}" "$PY" -m benchmarks --only gpu_train_step ${1:-} --out "$OUT/BENCHMARKS.md" \
         --json "$OUT/results.json" 2>&1 | tee "$OUT/bench.log" | grep -v '%|'
     local rb=${PIPESTATUS[0]}
     # then the augmentation on this machine's CPU and GPU (issue 5's pace), into the same results; its own run,
-    # so that a failure here cannot cost the step's figures
-    timeout 120 "$PY" -m benchmarks --only cifar_augment ${1:-} --out "$OUT/BENCHMARKS.md" --json "$OUT/results.json" \
-        2>&1 | tee -a "$OUT/bench.log" | grep -v '%|'
+    # so that a failure here cannot cost the step's figures. Measured where CUDA is, it is stored as
+    # cifar_augment@gpu, beside (not over) the CPU machine's cifar_augment.
+    timeout -k 10 "${AUGMENT_TIMEOUT:-120}" "$PY" -m benchmarks --only cifar_augment ${1:-} --out "$OUT/BENCHMARKS.md" \
+        --json "$OUT/results.json" 2>&1 | tee -a "$OUT/bench.log" | grep -v '%|'
     local ra=${PIPESTATUS[0]}
     [ "$rb" -eq 0 ] && [ "$ra" -eq 0 ]
 }

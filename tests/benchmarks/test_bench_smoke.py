@@ -75,6 +75,11 @@ def test_quick_train_and_eval_throughput_benchmarks_report_rates(tmp_path):
     from kizuna.train.optim import resolve_precision  # the bare step runs in the precision the trainer's auto chose
 
     assert tr["precision"] == resolve_precision("auto", torch.device("cpu"))
+    from kizuna.models import layers
+
+    # the notes say which GEMM library kizuna's linears run on here, not a hardcoded one
+    assert tr["gemm"] == layers.GEMM
+    assert f"`kizuna.models.layers.GEMM` is `{layers.GEMM}` here" in " ".join(data["train_throughput"]["notes"])
 
     assert "## Zero-shot evaluation throughput" in md
     ev = data["eval_throughput"]["data"]
@@ -86,6 +91,9 @@ def test_quick_train_and_eval_throughput_benchmarks_report_rates(tmp_path):
     assert set(ev["timings"]) == {"e2e_0w", "e2e_2w", "encode"}
     assert all(len(t["runs_s"]) >= 5 for t in ev["timings"].values())
     assert 0 <= ev["acc1"] <= 1
+    from benchmarks.common import shipped_note
+
+    assert shipped_note() in " ".join(data["eval_throughput"]["notes"])
 
 
 def test_eval_throughput_skips_cleanly_without_the_shared_data(tmp_path):
@@ -182,7 +190,7 @@ def test_quick_allocator_benchmark_runs_each_mode_in_its_own_children(tmp_path):
     md, sections = _run_bench(tmp_path, "allocator", timeout=240)
     data = sections["allocator"]["data"]
     if _glibc() is None:
-        assert data == {} and "Not measured" in md
+        assert data == {"skipped": "not on glibc"} and "Not measured" in md
         return
     assert "Kept ÷ default" in md and "page faults per step" in md
     assert data["ratio_kept_vs_default"] > 0

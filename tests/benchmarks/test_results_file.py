@@ -1,0 +1,248 @@
+"""What the suite does to benchmarks/results.json and what the report says about it.
+
+Every test works on a copy of the committed results (or on small synthetic ones) in a temporary folder and
+measures nothing slow: the sections that run here are skips or stand-ins.
+"""
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import benchmarks.__main__ as bench_main
+from benchmarks import cifar_augment, encode, gpu_train_step
+from benchmarks.common import Timing, spread_text
+from benchmarks.report import method, noisy_timings, render
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results.json"
+
+
+@pytest.fixture
+def results_copy(tmp_path):
+    path = tmp_path / "results.json"
+    shutil.copy(RESULTS, path)
+    return path
+
+
+def _sections(path: Path) -> dict:
+    return json.loads(path.read_text())["sections"]
+
+
+def _run(path: Path, *argv: str) -> int:
+    return bench_main.main([*argv, "--out", str(path.with_suffix(".md")), "--json", str(path)])
+
+
+# ------------------------------------------------------------------------------------------------
+# A run must not erase what it did not measure
+# ------------------------------------------------------------------------------------------------
+def test_a_run_without_cuda_keeps_the_measured_gpu_section(results_copy, monkeypatch, capsys):
+    measured = _sections(results_copy)["gpu_train_step"]
+    assert measured["targets"], "the committed results hold the H200's GPU section"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    assert _run(results_copy, "--only", "gpu_train_step") == 0
+
+    assert _sections(results_copy)["gpu_train_step"] == measured
+    assert json.loads(results_copy.read_text())["last_run"]["kept_previous"] == ["gpu_train_step"]
+    assert "GPU: ViT-B/16 training >= 1.0x OpenCLIP images/s" in results_copy.with_suffix(".md").read_text()
+    out = capsys.readouterr().out
+    assert "gpu_train_step: this run's result is a skip (no CUDA device on this machine)" in out
+    assert "is kept" in out
+
+
+def test_a_skip_or_smoke_run_never_replaces_a_measurement_but_a_measurement_does():
+    measured = {"name": "x", "started": "2026-01-01 00:00:00 UTC", "command": "c", "data": {"timings": {}}}
+    results = {"sections": {"x": measured}}
+    log = []
+    assert not bench_main.store_section(results, "x", {"name": "x", "data": {"skipped": True}}, log.append)
+    assert not bench_main.store_section(results, "x", {"name": "x", "quick": True, "data": {}}, log.append)
+    assert results["sections"]["x"] is measured and len(log) == 2
+    newer = {**measured, "started": "2026-02-01 00:00:00 UTC"}
+    assert bench_main.store_section(results, "x", newer, log.append)
+    assert results["sections"]["x"] is newer
+    # a skip where nothing was measured is recorded (the report says the section did not run)
+    assert bench_main.store_section(results, "y", {"name": "y", "data": {"skipped": "why"}}, log.append)
+
+
+def test_a_cpu_section_measured_where_cuda_is_is_stored_beside_the_cpu_machines(results_copy, monkeypatch):
+    cpu_figures = _sections(results_copy)["cifar_augment"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cifar_augment, "run", lambda s: {"title": cifar_augment.TITLE, "md": "GPU MACHINE TABLE",
+                                                         "notes": [], "targets": [], "data": {"images": 1}})
+
+    assert _run(results_copy, "--only", "cifar_augment") == 0
+
+    sections = _sections(results_copy)
+    assert sections["cifar_augment"] == cpu_figures
+    assert sections["cifar_augment@gpu"]["md"] == "GPU MACHINE TABLE"
+    assert sections["cifar_augment@gpu"]["name"] == "cifar_augment"
+    md = results_copy.with_suffix(".md").read_text()
+    assert "(on a GPU machine)" in md and "stored as `cifar_augment@gpu`" in md
+    # the GPU machine's section comes right after the CPU machine's
+    assert md.index("GPU MACHINE TABLE") > md.index("## " + cifar_augment.TITLE + "\n")
+
+
+def test_only_sections_that_are_not_gpu_only_are_keyed_by_machine_kind():
+    assert bench_main.section_key("cifar_augment", cifar_augment, cuda_available=True) == "cifar_augment@gpu"
+    assert bench_main.section_key("encode", encode, cuda_available=True) == "encode@gpu"
+    assert bench_main.section_key("gpu_train_step", gpu_train_step, cuda_available=True) == "gpu_train_step"
+    assert bench_main.section_key("cifar_augment", cifar_augment, cuda_available=False) == "cifar_augment"
+
+
+def test_merge_takes_new_and_later_sections_only(results_copy, tmp_path, capsys):
+    theirs = json.loads(results_copy.read_text())
+    ours_before = copy.deepcopy(theirs["sections"])
+    theirs["sections"]["cifar_augment@gpu"] = {**theirs["sections"]["cifar_augment"], "md": "FROM THE GPU MACHINE"}
+    theirs["sections"]["tokenizer"] = {**theirs["sections"]["tokenizer"], "started": "2000-01-01 00:00:00 UTC",
+                                       "md": "OLDER"}
+    theirs["sections"]["encode"] = {**theirs["sections"]["encode"], "started": "2099-01-01 00:00:00 UTC",
+                                    "data": {"skipped": True}, "md": "SKIPPED LATER"}
+    theirs["sections"]["profile"] = {**theirs["sections"]["profile"], "started": "2099-01-01 00:00:00 UTC",
+                                     "md": "MEASURED LATER"}
+    other = tmp_path / "returned.json"
+    other.write_text(json.dumps(theirs))
+
+    assert bench_main.main(["--merge", str(other), "--json", str(results_copy),
+                            "--out", str(results_copy.with_suffix(".md"))]) == 0
+
+    merged = _sections(results_copy)
+    assert merged["cifar_augment@gpu"]["md"] == "FROM THE GPU MACHINE"
+    assert merged["profile"]["md"] == "MEASURED LATER"
+    assert merged["tokenizer"] == ours_before["tokenizer"]  # ours is the later measurement
+    assert merged["encode"] == ours_before["encode"]  # a skip never replaces a measurement
+    assert "FROM THE GPU MACHINE" in results_copy.with_suffix(".md").read_text()
+    assert "took 2 section(s)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# The file itself
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [("--only", "gpu_train_step"), ("--render",)])
+def test_a_corrupt_results_file_stops_with_an_error_naming_it_and_is_left_alone(results_copy, argv):
+    truncated = RESULTS.read_bytes()[: RESULTS.stat().st_size // 2]  # a write cut off half-way
+    results_copy.write_bytes(truncated)
+    with pytest.raises(SystemExit) as stop:
+        _run(results_copy, *argv)
+    message = str(stop.value.code)
+    assert str(results_copy) in message and "not valid JSON" in message and "git checkout" in message
+    assert results_copy.read_bytes() == truncated
+
+
+def test_results_that_are_not_an_object_of_sections_are_refused(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not benchmark results"):
+        bench_main.load_results(path)
+
+
+def test_results_are_written_through_a_temporary_file_and_os_replace(results_copy, monkeypatch):
+    replaced = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        replaced.append((Path(src).parent, Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bench_main.os, "replace", spy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _run(results_copy, "--only", "gpu_train_step") == 0
+    assert (results_copy.parent, results_copy) in replaced  # the temporary file sat beside the target
+
+    # a write that fails before the replace leaves the old file whole and no temporary file behind
+    before = results_copy.read_bytes()
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bench_main.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        bench_main.save_results(results_copy, {"sections": {}})
+    assert results_copy.read_bytes() == before
+    assert sorted(p.name for p in results_copy.parent.iterdir()) == sorted(
+        [results_copy.name, results_copy.with_suffix(".md").name])
+
+
+# ------------------------------------------------------------------------------------------------
+# The committed report
+# ------------------------------------------------------------------------------------------------
+def test_the_committed_report_is_what_rendering_the_committed_results_gives():
+    """BENCHMARKS.md is generated: after a change to results.json, analysis.md or the report code, run
+    `.venv/bin/python -m benchmarks --render`."""
+    rendered = render(json.loads(RESULTS.read_text()), RESULTS)
+    assert (REPO / "BENCHMARKS.md").read_text() == rendered
+
+
+def test_gpu_target_rows_give_both_definitions_and_keep_the_stricter_verdict():
+    data = json.loads(RESULTS.read_text())["sections"]["gpu_train_step"]["data"]
+    speed, mfu = gpu_train_step.target_rows(data)
+    # compiled kizuna vs eager OpenCLIP decides; eager vs eager is given beside it
+    assert "kizuna, torch.compile vs eager OpenCLIP" in speed["target"]
+    assert speed["value"] == "1.61x; eager vs eager 1.14x" and speed["met"]
+    # MFU on the FLOPs kizuna runs decides (missed); on the model's FLOPs it would pass, and the row says so
+    assert "on the FLOPs kizuna runs, 34.9 GFLOP" in mfu["target"]
+    assert mfu["value"] == "40.4%; 47.6% on the model's 41.1 GFLOP" and mfu["met"] is False
+    # a section that stored its FLOP counts uses them rather than deriving them
+    stored = {**data, "forward_gflops": {n: 30.0 for n in data["timings"]}, "model_forward_gflops": 60.0}
+    _, mfu = gpu_train_step.target_rows(stored)
+    assert mfu["value"].endswith("on the model's 60.0 GFLOP") and "30.0 GFLOP" in mfu["target"]
+    assert gpu_train_step.target_rows(data, quick=True) == []
+
+
+def _section(name: str, **extra) -> dict:
+    machine = {"cpu_model": "AMD EPYC", "cpu_capability": "AVX2", "usable_cores": 2, "torch": "2.13.0",
+               "torch_threads": 2}
+    return {"name": name, "title": name.title(), "command": "python -m benchmarks", "started": "now",
+            "duration_s": 1.0, "md": "table", "machine": machine, "reps": 5, "max_reps": 9, **extra}
+
+
+def _run_info(**extra) -> dict:
+    return {"command": "python -m benchmarks", "started": "then", "duration_s": 60.0,
+            "machine": _section("x")["machine"], **extra}
+
+
+def test_quick_targets_get_no_verdict_and_method_does_not_call_them_old():
+    target = {"target": "encode: kizuna >= 1.2x HF, tiny batch 4", "value": "3.00x", "met": True}
+    sections = {"encode": _section("encode", quick=True, max_reps=5, targets=[target]),
+                "tokenizer": _section("tokenizer")}
+    text = render({"sections": sections, "full_run": _run_info()})
+    row = next(line for line in text.splitlines() if line.startswith("| encode: kizuna"))
+    assert "no verdict: `--quick` smoke run" in row and "| met |" not in row
+    assert "measured before this rule" not in text
+    assert "`--quick` smoke runs (`encode`), always 5 runs" in text
+
+
+def test_the_load_banner_takes_the_highest_load_any_section_recorded():
+    sections = {"tokenizer": _section("tokenizer", load_before=[5.0, 1.0, 1.0], load_after=[0.5, 0.5, 0.5])}
+    text = render({"sections": sections, "full_run": _run_info(load_before=[1.0, 1.0, 1.0], load_after=[0.8, 1, 1])})
+    assert "the 1-minute load average reached 5.00 on 2 cores" in text
+    # another machine's load says nothing of this one's
+    other = _section("gpu_train_step", load_before=[9.0, 1, 1], machine={"cpu_model": "Xeon"})
+    text = render({"sections": {**sections, "gpu_train_step": other}, "full_run": _run_info()})
+    assert "reached 5.00" in text
+
+
+def test_method_names_the_sections_that_depart_from_the_default_timing():
+    text = method({n: _section(n) for n in ("encode", "bf16", "dataloading", "eval_throughput", "train_step")})
+    assert "`dataloading` runs 1" in text and "`eval_throughput` runs 1" in text
+    assert "`bf16` runs 1 before its training step" in text and "`bf16`'s training step, always 5 runs" in text
+    assert "one HF call, timed cold before the warm-up" in text
+    assert "until the run lasts about a second" not in text
+    assert "`gpu_train_step`" not in text  # only the sections at hand
+    old = method({"tokenizer": {**_section("tokenizer"), "max_reps": None}, "encode": _section("encode")})
+    assert "`tokenizer`, measured before this rule" in old
+
+
+def test_timings_still_noisy_at_the_end_are_flagged_in_tables_and_report():
+    quiet, noisy = [1.0, 1.0, 1.1, 1.0, 1.05], [1.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]
+    assert spread_text(Timing(quiet)) == "10%" and spread_text(Timing(noisy)) == "150% (noisy)"
+    assert Timing(noisy).as_dict()["noisy"] is True
+    data = {"rows": [{"variant": "ViT-B/32", "tower": "text", "batch": 32,
+                      "timings": {"kizuna": {"runs_s": noisy}, "hf": {"runs_s": quiet}}}],
+            "bare_step": {"runs_s": noisy}}
+    assert [name for name, _ in noisy_timings(data)] == ["ViT-B/32 text batch 32 · kizuna", "bare_step"]
+    text = render({"sections": {"encode": _section("encode", data=data)}, "full_run": _run_info()})
+    assert "> **Noisy**" in text and "ViT-B/32 text batch 32 · kizuna (spread 150%)" in text
