@@ -109,3 +109,16 @@ def test_hybrid_filters_use_the_stem(tmp_path):
     assert f["filters_of"].startswith("stem.conv.0") and f["filter_shape"] == [3, 3, 3]
     p = positions_report(target, tmp_path)
     assert p["grid"] == [4, 4] and target.pixels_per_patch == 4
+
+
+def test_all_lists_only_the_figures_it_wrote(clip_path, images, tmp_path):
+    """A second `analyze all` into the same --out, this time without --labels (so no prediction), listed the
+    first run's predict.png as one of its figures: the list came from every PNG in the folder."""
+    out = tmp_path / "again"
+    assert main(["analyze", "all", str(clip_path), "--images", str(images), "--labels", "cat,dog",
+                 "--out", str(out)]) == 0
+    assert "predict.png" in _json(out / "report.json")["figures"]
+    assert main(["analyze", "all", str(clip_path), "--images", str(images), "--out", str(out)]) == 0
+    rep = _json(out / "report.json")
+    assert "predict" not in rep and (out / "predict.png").is_file()  # left over from the first run
+    assert rep["figures"] == [f for f in FIGURES if f != "predict.png"]

@@ -395,5 +395,8 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     if (target.kind == "clip" and labels) or (target.kind == "vit" and target.vit.head is not None):
         report["predict"] = predict_report(target, image[0], out, labels, templates, true_label, top_k=top_k,
                                            image_name=image[1])
-    report["figures"] = sorted(p.name for p in out.glob("*.png"))
+    # the figures this call wrote, named by each section; not every PNG in OUT (an earlier run into the same
+    # folder may have left e.g. predict.png, which this one did not make)
+    report["figures"] = sorted(section["figure"] for section in report.values()
+                               if isinstance(section, dict) and section.get("figure"))
     return _write(out, "report", report)

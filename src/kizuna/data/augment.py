@@ -1,8 +1,20 @@
 """Image-classification augmentation with PIL: RandAugment and the supervised ViT's training transform.
 
 RandAugment (Cubuk et al., 2020): for every image, ``num_ops`` operations are drawn uniformly (with
-replacement) from a fixed set and applied with one shared magnitude ``M`` on a 0..10 scale. The
-magnitude maps to an op's strength as in timm's ``rand_augment_transform`` (``_MAX_LEVEL = 10``):
+replacement) from a fixed set and applied with one shared magnitude ``M`` on a 0..10 scale (values
+outside it are clamped to it); every op grows stronger with ``M``.
+
+For the geometric ops, the enhance ops and solarize, ``M`` maps to strength as in timm's *increasing*
+RandAugment (``rand_augment_transform`` with ``inc1``, ``_MAX_LEVEL = 10``). Without ``inc1``, timm's
+ops differ: the enhance factor is ``0.1 + 1.8 * M/10`` with no random sign, and solarize and posterize
+get weaker as ``M`` grows.
+
+Posterize follows neither of timm's: kizuna keeps ``8 - round(4 * M/10)`` bits, from 8 at M=0 down to
+4 at M=9 and M=10. That is the 4..8-bit range of the AutoAugment paper, growing stronger with ``M``,
+and it equals torchvision's ``RandAugment`` posterize with ``M/10`` in place of
+``magnitude / (num_magnitude_bins - 1)``. At M=9, timm's ``PosterizeIncreasing`` keeps
+``4 - int(4 * M/10)`` = 1 bit and its ``Posterize`` keeps ``int(4 * M/10)`` = 3, so a timm recipe at the
+same ``M`` posterizes much harder.
 
 =============  =================================================  =================
 op             strength at magnitude M                            random sign
@@ -13,8 +25,8 @@ translate_x/y  ``0.45 * M/10`` of the image side                  yes
 brightness     enhance factor ``1 ± 0.9 * M/10``                  yes
 contrast       same                                               yes
 color          same (saturation)                                  yes
-posterize      keep ``8 - round(4 * M/10)`` bits (at least 1)      no
-solarize       invert pixels above ``256 - 256 * M/10``            no
+posterize      keep ``8 - round(4 * M/10)`` bits (8 down to 4)    no
+solarize       invert pixels above ``round(256 - 256 * M/10)``    no
 autocontrast   (no magnitude)                                     no
 equalize       (no magnitude)                                     no
 =============  =================================================  =================
@@ -59,7 +71,7 @@ def _level(magnitude: float) -> float:
     return min(max(float(magnitude), 0.0), MAX_LEVEL) / MAX_LEVEL
 
 
-# The strength of each op at the top magnitude (timm's table); both augmentation paths read it here.
+# The strength of each op at the top magnitude (timm's increasing ops); both augmentation paths read it here.
 MAX_STRENGTH = {"rotate": 30.0, "shear_x": 0.3, "shear_y": 0.3, "translate_x": 0.45, "translate_y": 0.45,
                 "brightness": 0.9, "contrast": 0.9, "color": 0.9}
 
@@ -71,6 +83,7 @@ def strength(name: str, magnitude: float) -> float:
 
 
 def posterize_bits(magnitude: float) -> int:
+    """Bits kept: 8 at M=0 down to 4 at M=10 (torchvision's mapping, not timm's; see the module docstring)."""
     return max(1, 8 - int(round(4 * _level(magnitude))))
 
 

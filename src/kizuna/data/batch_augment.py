@@ -9,7 +9,7 @@ images/s per core. On a GPU a small model trains far faster than that: the first
   counted) into one ``uint8`` tensor ``[N, 3, H, W]`` at the training size - CIFAR-10's 25,000
   images are 77 MB - and moves it to the device;
 * :class:`BatchAugment` applies the same recipe as :class:`~kizuna.data.augment.ClassificationTrainTransform`
-  (pad-and-crop, horizontal flip, RandAugment with timm's magnitudes) to a batch at once: crops by
+  (pad-and-crop, horizontal flip, RandAugment at the PIL path's magnitudes) to a batch at once: crops by
   gathering, geometric ops by one ``grid_sample`` per RandAugment slot, point ops on the samples that
   drew them;
 * :class:`TensorBatches` is the loader: it cuts the tensor into the batches of an

@@ -59,19 +59,24 @@ def run(args):
           f"{cfg.model_overrides['text']['depth']}-layer text Transformer on the shapes world "
           f"({cfg.steps} steps x {cfg.batch_size} pairs) on {'GPU' if torch.cuda.is_available() else 'CPU'}")
     start = time.perf_counter()
-    trainer = ContrastiveTrainer(cfg)
+    trainer = ContrastiveTrainer(cfg)  # a fresh run: an earlier demo's metrics.jsonl in OUT is set aside
     trainer.train()
     train_seconds = time.perf_counter() - start
+    stopped_by_time_limit = getattr(trainer, "length_before_limit", None) is not None  # set where the limit cut it
     model, tokenizer = trainer.model.eval(), trainer.tokenizer
     final = synthetic_probe_metrics(model, tokenizer, n_per_task=args.probe_size)
     out = Path(cfg.out)
-    (out / "final_metrics.json").write_text(json.dumps({"train_seconds": train_seconds, **final}, indent=2))
-    from kizuna.train.report import write_demo_report
+    (out / "final_metrics.json").write_text(json.dumps({"train_seconds": train_seconds, "steps_run": trainer.step,
+                                                         "stopped_by_time_limit": stopped_by_time_limit, **final},
+                                                        indent=2))
+    from kizuna.train.report import describe_length, write_demo_report
 
-    report = write_demo_report(out, model, tokenizer, final, train_seconds, cfg)
+    report = write_demo_report(out, model, tokenizer, final, train_seconds, cfg, steps_run=trainer.step,
+                               stopped_by_time_limit=stopped_by_time_limit)
     print()
     print(format_probe_table(final))
-    print(f"\ntrained in {train_seconds / 60:.1f} min; report: {report}")
+    print(f"\ntrained {describe_length(cfg, trainer.step, stopped_by_time_limit)} in {train_seconds / 60:.1f} min; "
+          f"report: {report}")
     return 0
 
 

@@ -1,5 +1,11 @@
 """Metrics to JSONL (one object per line) and TensorBoard, and the run's settings to train_config.json,
-from the main process only."""
+from the main process only.
+
+A resumed run appends to its OUT/metrics.jsonl (after :meth:`MetricLogger.drop_after`), so the log reads
+as one run. A fresh run into a folder that already holds a metrics.jsonl starts a new one
+(``MetricLogger(..., fresh=True)``): the earlier run's log is moved to ``metrics.jsonl.prev`` rather
+than deleted, and readers of the folder (plots, reports, ``kizuna analyze compare-runs``) see one run.
+"""
 from __future__ import annotations
 
 import json
@@ -8,14 +14,36 @@ import warnings
 from pathlib import Path
 
 
+PREVIOUS_SUFFIX = ".prev"
+
+
+def set_aside_previous_log(out_dir: str | Path) -> Path | None:
+    """Move OUT/metrics.jsonl of an earlier run to OUT/metrics.jsonl.prev (replacing an older .prev), so a
+    fresh run into the same folder starts an empty log instead of appending to that run's records (the
+    demo report then plotted both runs as one curve that jumped back to step 10). Returns where the old
+    log went, or None when there was none."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not (path.is_file() and path.stat().st_size):
+        return None
+    previous = path.with_name(path.name + PREVIOUS_SUFFIX)
+    path.replace(previous)
+    print(f"{path} held an earlier run's records: moved to {previous.name}; this run starts a new log")
+    return previous
+
+
 class MetricLogger:
-    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True, fresh: bool = False):
+        """``fresh``: this run starts from scratch (not a resume), so an existing OUT/metrics.jsonl belongs
+        to an earlier run and is set aside (:func:`set_aside_previous_log`). The default, False, appends
+        to it, which a resumed run needs (it then calls :meth:`drop_after`)."""
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self.tb = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            set_aside_previous_log(out_dir)
         if self.path.is_file() and self.path.stat().st_size:
             with self.path.open("rb+") as f:  # a run killed mid-write: end its partial line so the next record stays whole
                 f.seek(-1, 2)

@@ -87,30 +87,75 @@ def plot_predictions(model, tokenizer, path: Path, n: int = 4, seed: int = 7) ->
     return path
 
 
-def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: float, cfg) -> Path:
-    from .demo import format_probe_table
+def device_name(model) -> str:
+    """The hardware the model ran on: the GPU's name, or the CPU model from /proc/cpuinfo (platform.processor()
+    gives only the architecture, "x86_64", on Linux)."""
+    import platform
+
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from kizuna.models.layers import cpu_info
+
+    cpu = cpu_info("model name") or platform.processor() or platform.machine() or "an unknown CPU"
+    return f"{cpu} ({_count(torch.get_num_threads(), 'thread')})"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def describe_length(cfg, steps_run: int, stopped_by_time_limit: bool) -> str:
+    """'400 steps', or, for a run the time limit ended early, '127 steps (stopped by the 8-min time limit;
+    400 were configured)'."""
+    text = _count(steps_run, "step")
+    if stopped_by_time_limit:
+        text += f" (stopped by the {cfg.time_limit_minutes:g}-min time limit; {cfg.steps} were configured)"
+    elif cfg.steps and steps_run != cfg.steps:
+        text += f" ({cfg.steps} were configured)"
+    return text
+
+
+def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: float, cfg,
+                      steps_run: int | None = None, stopped_by_time_limit: bool = False) -> Path:
+    """OUT/REPORT.md with its figures. ``steps_run``: the optimizer steps actually taken (the trainer's
+    ``step``); by default the last logged training step, which the trainers log at the run's end even when
+    the time limit ends it early. ``stopped_by_time_limit``: say that the limit cut the run short."""
+    from .demo import PROBE_ROWS, format_probe_table
 
     out = Path(out)
     rows = read_metrics(out / "metrics.jsonl", "train")
     evals = read_metrics(out / "metrics.jsonl", "eval")
-    figs = [
-        plot_loss(rows, out / "loss.png"),
-        plot_eval(evals, [("probe/shape", "shape"), ("probe/colour", "colour"),
-                          ("probe/unseen_combos", "unseen colour x shape"), ("probe/counting", "counting")],
-                  out / "zeroshot_over_training.png"),
-        plot_predictions(model, tokenizer, out / "predictions.png"),
-    ]
-    sps = [r["samples_per_s"] for r in rows[1:]] or [0]
-    import platform
-
+    if steps_run is None:
+        steps_run = rows[-1]["step"] if rows else 0
+    figs = []
+    if rows:
+        figs.append(plot_loss(rows, out / "loss.png"))
+    if evals:
+        figs.append(plot_eval(evals, [("probe/shape", "shape"), ("probe/colour", "colour"),
+                                      ("probe/unseen_combos", "unseen colour x shape"), ("probe/counting", "counting")],
+                              out / "zeroshot_over_training.png"))
+    figs.append(plot_predictions(model, tokenizer, out / "predictions.png"))
+    # the first logging window includes warm-up (compilation, first allocations): leave it out when there are more
+    rates = sorted(r["samples_per_s"] for r in (rows[1:] or rows) if "samples_per_s" in r)
+    speed = (f", median {rates[len(rates) // 2]:.0f} pairs/s" if rates
+             else "; no training steps were logged in metrics.jsonl, so there is no loss curve or throughput")
+    probe_table = format_probe_table(final)
+    results = (["```", probe_table, "```"] if any(f"probe/{key}" in final for key, _ in PROBE_ROWS)
+               else ["No held-out results were given to the report."])
     text = [
         "# kizuna demo report", "",
         f"A CLIP with a {describe_image_tower(cfg.model_overrides['vision'])} at {cfg.synthetic_image_size} px "
         f"and a {cfg.model_overrides['text']['depth']}-layer text Transformer, "
-        f"trained from scratch for {cfg.steps} steps of {cfg.batch_size} pairs on the built-in shapes world.",
-        f"Training took {train_seconds / 60:.1f} min on {platform.processor() or platform.machine()} "
-        f"({torch.get_num_threads()} threads), median {sorted(sps)[len(sps) // 2]:.0f} pairs/s.", "",
-        "## Held-out evaluation", "", "```", format_probe_table(final), "```", "",
+        f"trained from scratch on the built-in shapes world, {cfg.batch_size} pairs a step, for "
+        f"{describe_length(cfg, steps_run, stopped_by_time_limit)}.",
+        f"Set-up and training took {_duration(train_seconds)} (tokenizer training and the evaluations and "
+        f"checkpoints during training included) on {device_name(model)}{speed}.", "",
+        "## Held-out evaluation", "", *results, "",
         "Colour x shape pairs in the 'never seen' row are absent from every training image; the model must "
         "compose the colour and the shape it learned separately. Counting, relation swap and the typographic "
         "attack are findings, not targets: CLIP-style models are known to count poorly, to treat captions "

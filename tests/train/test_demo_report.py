@@ -1,0 +1,83 @@
+"""`kizuna demo`'s REPORT.md says what ran: the steps taken (the config's time limit can stop the run early),
+this run's records only, the CPU model, and no made-up throughput when nothing was logged."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+import kizuna
+import kizuna.models.layers as layers
+import kizuna.train.config as train_config
+from kizuna.train import demo
+from kizuna.train.config import load_config_file, make_config
+from kizuna.train.logging import read_metrics
+from kizuna.train.report import write_demo_report
+
+
+@pytest.fixture
+def tiny_demo_config(monkeypatch):
+    """The demo config, shrunk to seconds, with a time limit that stops it after its first step."""
+    real = train_config.load_config_file
+
+    def load(name):
+        base = real(name)
+        base.update(synthetic_image_size=32, synthetic_length=256, batch_size=8, steps=40, time_limit_minutes=1e-4,
+                    tokenizer_vocab_size=600, workers=0, eval_every=0, save_every=0, eval_max_samples=4,
+                    log_every=1, warmup_steps=2)
+        return base
+
+    monkeypatch.setattr(train_config, "load_config_file", load)
+
+
+def _run_demo(out) -> int:
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    return demo.run(parser.parse_args(["--out", str(out), "--probe-size", "4", "--no-progress", "--threads", "1"]))
+
+
+def test_the_report_gives_the_steps_run_and_only_this_run(tiny_demo_config, tmp_path):
+    """It said 'trained from scratch for 40 steps' (cfg.steps) when the time limit stopped the run at step 1,
+    and a second demo into the same --out appended to the first one's metrics.jsonl."""
+    out = tmp_path / "demo"
+    for _ in range(2):
+        assert _run_demo(out) == 0
+    report = (out / "REPORT.md").read_text()
+    assert "for 40 steps" not in report
+    final = json.loads((out / "final_metrics.json").read_text())
+    steps = final["steps_run"]  # 1 on a CPU; a fast machine may fit another step into the 6 ms
+    assert 1 <= steps < 40 and final["stopped_by_time_limit"] is True
+    assert f"for {steps} step{'s' * (steps > 1)} (stopped by the 0.0001-min time limit; 40 were configured)" in report
+    # this run's records only (one per step at log_every=1); the first run's were moved aside
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl", "train")] == list(range(1, steps + 1))
+    assert read_metrics(out / "metrics.jsonl.prev", "train")[0]["step"] == 1
+
+
+def test_a_report_without_logged_steps_says_so(tmp_path, monkeypatch):
+    """No metrics.jsonl: it printed 'median 0 pairs/s' and an empty results table, and named the machine
+    'x86_64' (platform.processor()) rather than its CPU model."""
+    monkeypatch.setattr(layers, "cpu_info", lambda field, cpuinfo=None: "Test CPU 9000" if field == "model name" else "")
+    torch.manual_seed(0)
+    model = kizuna.create_model("ViT-mu-8").eval()
+    cfg = make_config(load_config_file("demo"), out=str(tmp_path))
+    report = write_demo_report(tmp_path, model, kizuna.get_tokenizer(model), {}, 30.0, cfg).read_text()
+    assert "pairs/s" not in report and "no training steps were logged" in report
+    assert "No held-out results" in report and "```" not in report
+    assert "on Test CPU 9000 (" in report and "took 30 s" in report
+    assert "for 0 steps (400 were configured)" in report
+    assert "(loss.png)" not in report and "(predictions.png)" in report
+
+
+def test_the_steps_run_default_to_the_last_logged_step(tmp_path):
+    rows = [{"kind": "train", "step": s, "loss": 1.0, "samples_per_s": 100.0 + s} for s in (10, 20, 27)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)
+    model = kizuna.create_model("ViT-mu-8").eval()
+    cfg = make_config(load_config_file("demo"), out=str(tmp_path))
+    report = write_demo_report(tmp_path, model, kizuna.get_tokenizer(model), {"probe/shape": 0.5}, 90.0,
+                               cfg).read_text()
+    assert "for 27 steps (400 were configured)" in report
+    assert "median 127 pairs/s" in report  # of the windows after the first
+    assert "shape zero-shot top-1" in report and "took 1.5 min" in report
