@@ -6,6 +6,7 @@ which Inductor lowers itself. It once did not (the check graph-broke and then ra
 """
 import os
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -131,3 +132,62 @@ def test_trainer_compile_does_not_swallow_model_errors(monkeypatch):
     with pytest.raises(RuntimeError, match="shapes"):
         forward(torch.randn(4, 5))  # the model's own error, raised once, not hidden as a compiler failure
     assert forward.fallback_reason is None
+
+
+class _FakeDynamoWrappedError(RuntimeError):
+    pass
+
+
+_FakeDynamoWrappedError.__module__ = "torch._dynamo.exc"  # how Dynamo reports a model's own error while tracing
+
+
+def test_an_input_error_wrapped_by_dynamo_keeps_compiling_on(monkeypatch):
+    from kizuna.train.compiling import compiled_or_eager
+
+    compiled_calls = []
+
+    def compile_that_wraps_errors(module):
+        def run(x):
+            compiled_calls.append(x.shape)
+            try:
+                return module(x)
+            except RuntimeError as error:
+                raise _FakeDynamoWrappedError(f"RuntimeError when making fake tensor call: {error}") from error
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_that_wraps_errors)
+    forward = compiled_or_eager(torch.nn.Linear(3, 2), True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "training continues in eager mode"
+        with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+            forward(torch.randn(4, 5))
+    assert forward.fallback_reason is None
+    forward(torch.randn(4, 3))  # a good batch later still runs compiled
+    assert len(compiled_calls) == 2
+
+
+def test_a_backward_graph_the_compiler_cannot_lower_falls_back_in_the_forward(monkeypatch):
+    """AOTAutograd lowers the backward lazily, inside loss.backward(), unless told otherwise; a failure there
+    would escape the fallback and end the run."""
+    import torch._inductor.compile_fx as compile_fx
+
+    from kizuna.train.compiling import compiled_or_eager
+
+    lower = compile_fx._compile_fx_inner
+
+    def fail_on_backward(gm, example_inputs, **kwargs):
+        if kwargs.get("is_backward"):
+            raise RuntimeError("simulated lowering failure in the backward graph")
+        return lower(gm, example_inputs, **kwargs)
+
+    monkeypatch.setattr(compile_fx, "_compile_fx_inner", fail_on_backward)
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU(), torch.nn.Linear(4, 1))
+    forward = compiled_or_eager(model, True)
+    x = torch.randn(3, 4)
+    with pytest.warns(RuntimeWarning, match="eager mode"):
+        out = forward(x)
+    out.sum().backward()  # eager graph: no compiler left to fail here
+    assert "backward" in forward.fallback_reason
+    assert all(p.grad is not None for p in model.parameters())
+    torch._dynamo.reset()

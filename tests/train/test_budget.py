@@ -89,11 +89,44 @@ def test_pause_keeps_evaluations_out_of_the_step_time(clock):
     b.restart()
     b.step_done()
     _steps(b, clock, [0.2] * 4)
+    clock.now += 30.0  # an evaluation, after which the trainers call pause()
     b.pause()
-    clock.now += 30.0  # an evaluation
-    b.step_done()  # the first step boundary after it starts a new interval
-    _steps(b, clock, [0.2] * 2)
+    _steps(b, clock, [0.2] * 2)  # the step after it is timed from the pause's end
     assert max(b.step_times) == pytest.approx(0.2) and len(b.step_times) == 6
+
+
+def test_a_run_that_evaluates_after_every_step_is_still_planned(clock):
+    """--eval-every 1: every step follows a pause. They were all left untimed, so the run was never planned
+    and ran on to its cap (or for ever)."""
+    took, trainer, rows = _budgeted_run(clock, lambda step: 0.5, budget_minutes=1.0, warmup_steps=0,
+                                        eval_seconds=0.1, eval_every=1)
+    assert [r["step"] for r in rows if r["kind"] == "plan"] == [SKIP_FIRST + 20]
+    assert trainer.planned and 50 < took <= 60
+
+
+def test_a_budget_shorter_than_the_warmup_is_planned_inside_it(clock, capsys):
+    """Planned only after a 200-step warm-up of 1-s steps, a 1-min budget took 201 s at the peak rate."""
+    took, trainer, rows = _budgeted_run(clock, lambda step: 1.0, budget_minutes=1.0, warmup_steps=200)
+    plan = [r for r in rows if r["kind"] == "plan"]
+    assert len(plan) == 1 and plan[0]["step"] < 60 and trainer.step < 200
+    assert took <= 60 + 1.0
+    assert "inside its warm-up of 200 steps" in capsys.readouterr().err
+
+
+def test_a_budget_spent_before_its_plan_ends_the_run(clock):
+    """Steps so slow that the calibration steps alone overrun the budget: the run ends at the next step."""
+    took, trainer, rows = _budgeted_run(clock, lambda step: 10.0, budget_minutes=1.0, warmup_steps=0)
+    assert [r["kind"] for r in rows].count("plan") == 1 and trainer.step == trainer.total_steps <= 7
+    assert took <= 60 + 10.0
+
+
+def test_a_plan_at_the_capped_last_step_ends_there(clock):
+    b = TimeBudget(budget_minutes=10.0, calibrate_steps=1)
+    b.restart()
+    b.step_done()
+    _steps(b, clock, [0.1] * 24)
+    assert b.plan(step=24, cap=24)["total_steps"] == 24  # was 25: one step past --steps
+    assert b.plan(step=20, cap=24)["total_steps"] == 24
 
 
 def test_limit(clock):
@@ -131,7 +164,8 @@ def _budgeted_run(clock, pace, budget_minutes=10.0, warmup_steps=30, eval_second
     cfg = SimpleNamespace(warmup_steps=warmup_steps, steps=0, eval_every=eval_every,
                           time_budget_minutes=budget_minutes, time_limit_minutes=0.0)
     trainer = SimpleNamespace(cfg=cfg, budget=budget, step=0, total_steps=budget_mod.UNPLANNED, planned=False,
-                              steps_per_epoch=100, device=torch.device("cpu"), logger=_Log(), evaluate=evaluate)
+                              steps_per_epoch=100, device=torch.device("cpu"), logger=_Log(), evaluate=evaluate,
+                              dist=SimpleNamespace(is_main=True))
     budget.restart()
     budget.step_done()
     while trainer.step < trainer.total_steps:
@@ -180,3 +214,29 @@ def test_a_run_with_no_plan_of_its_own_is_not_corrected(clock):
     b.step_done()
     _steps(b, clock, [0.5] * 50)
     assert b.replan_steps == [] and all(b.replan(step) is None for step in range(100))
+
+
+def test_a_run_killed_before_its_plan_resumes_with_the_budget_it_has_left(clock):
+    """Its clock restarts with the resume: before, the plan to come had the whole budget again."""
+    from types import SimpleNamespace
+
+    def resumed(budget_minutes, saved_budget):
+        cfg = SimpleNamespace(time_budget_minutes=budget_minutes, steps=0)
+        trainer = SimpleNamespace(cfg=cfg, budget=TimeBudget(budget_minutes=budget_minutes, margin=0.0), step=10,
+                                  total_steps=budget_mod.UNPLANNED, planned=False)
+        state = {"total_steps": budget_mod.UNPLANNED, "planned": False, "budget_seconds_spent": 25.0,
+                 "train_config": {"time_budget_minutes": saved_budget, "steps": 0}}
+        budget_mod.restore_length(trainer, state)
+        return trainer
+
+    same = resumed(1.0, 1.0)
+    assert same.budget.usable_seconds == pytest.approx(35.0) and not same.planned
+    same.budget.restart()
+    same.budget.step_done()
+    _steps(same.budget, clock, [1.0] * 5)
+    assert same.budget.plan(step=15)["total_steps"] == 15 + 30  # 35 s left, 5 spent since the resume
+    assert resumed(2.0, 1.0).budget.usable_seconds == pytest.approx(120.0)  # a new budget: the time for the rest
+    # what a checkpoint keeps: the budget spent so far, across resumes
+    clock.now += 10.0
+    state = budget_mod.length_state(SimpleNamespace(total_steps=45, planned=True, budget=same.budget))
+    assert state["budget_seconds_spent"] == pytest.approx(25.0 + 15.0)

@@ -12,7 +12,7 @@ from _tiny import tiny_config  # noqa: E402
 
 from kizuna.train.contrastive import ContrastiveTrainer  # noqa: E402
 from kizuna.train.logging import read_metrics  # noqa: E402
-from kizuna.train.optim import resolve_precision  # noqa: E402
+from kizuna.train.optim import cosine_lr, resolve_precision  # noqa: E402
 
 
 def batch_of(trainer, n=16):
@@ -114,7 +114,9 @@ def test_time_budget_plans_a_contrastive_run(tmp_path):
     replans = read_metrics(tmp_path / "metrics.jsonl", "replan")  # corrections on the way, if any
     assert tr.step == tr.total_steps == (replans or plans)[-1]["total_steps"] > plans[0]["step"] >= 3
     rows = read_metrics(tmp_path / "metrics.jsonl", "train")
-    assert rows[-1]["step"] == tr.step and rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    # the log has the rate each update used: the cosine's last step, as planned
+    assert rows[-1]["step"] == tr.step
+    assert rows[-1]["lr"] == pytest.approx(tr.cfg.lr * cosine_lr(tr.step - 1, tr.step, tr.cfg.warmup_steps))
 
 
 def test_a_shard_whose_every_image_is_corrupt_is_an_error_not_an_endless_loop(tmp_path):
@@ -237,3 +239,64 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
     again = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=2, resume="latest"))
     assert again.train() == {} and "the run is complete (2 of 2 steps)" in capsys.readouterr().out
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_to_the_end_of_its_plan(tmp_path, monkeypatch):
+    """The limit's stop was saved as the plan: the resumed run called itself complete, even with --steps."""
+    from kizuna.train import budget as budget_mod
+
+    trainers = []
+    monkeypatch.setattr(budget_mod.TimeBudget, "time_is_up", lambda self, device: trainers[-1].step >= 30)
+    cfg = tiny_config(tmp_path, steps=0, warmup_steps=0, time_budget_minutes=10.0, time_limit_minutes=10.0,
+                      batch_size=8, log_every=100)
+    trainers.append(ContrastiveTrainer(cfg))
+    trainers[0].train()
+    plan = read_metrics(tmp_path / "metrics.jsonl", "plan")[0]
+    assert trainers[0].step == 30 < plan["total_steps"]
+    monkeypatch.undo()
+    resumed = ContrastiveTrainer(tiny_config(tmp_path, resume="latest"), named=frozenset({"out", "resume"}))
+    assert resumed.step == 30 and resumed.total_steps == plan["total_steps"] and resumed.planned
+    # another --steps (the budget's cap) plans the rest anew, up to it
+    capped = ContrastiveTrainer(dataclasses.replace(resumed.cfg, steps=36), named=frozenset({"out", "resume", "steps"}))
+    assert capped.total_steps == 36 and not capped.planned
+    capped.train()
+    assert capped.step == 36
+
+
+def test_an_evaluation_at_the_plan_is_not_repeated_and_may_be_the_best(tmp_path):
+    """The plan's evaluation fell on an --eval-every step: two evaluations were logged at one step, and the
+    plan's never reached best/."""
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=30, warmup_steps=0, time_budget_minutes=10.0,
+                                        eval_every=24, batch_size=8, log_every=100, best_metric="probe/shape"))
+    tr.train()
+    plan_step = read_metrics(tmp_path / "metrics.jsonl", "plan")[0]["step"]
+    shape = {r["step"]: r["probe/shape"] for r in read_metrics(tmp_path / "metrics.jsonl", "eval")}
+    assert plan_step == 24 and sorted(shape) == [24, 30]
+    saved = json.loads((tmp_path / "checkpoints" / "best" / "config.json").read_text())["kizuna"]["extra"]
+    assert saved["step"] == max(shape, key=lambda s: (shape[s], -s))
+
+
+def test_a_resume_given_another_lr_and_weight_decay_uses_them(tmp_path):
+    """The optimizer's saved state carried the old rate and decay; config.json showed the new ones."""
+    from kizuna.train.optim import cosine_lr
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=4, warmup_steps=2, lr=1e-3, weight_decay=0.2)).train()
+    cfg = tiny_config(tmp_path, steps=8, warmup_steps=2, lr=1e-2, weight_decay=0.05, betas=(0.8, 0.9),
+                      resume=str(tmp_path / "checkpoints" / "step_0000004"))
+    tr = ContrastiveTrainer(cfg, named=frozenset({"out", "resume", "steps", "lr", "weight_decay", "betas"}))
+    decayed, plain = tr.optimizer.param_groups
+    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0 and decayed["betas"] == (0.8, 0.9)
+    assert tr.scheduler.base_lrs == [1e-2, 1e-2]
+    assert decayed["lr"] == pytest.approx(1e-2 * cosine_lr(4, 8, 2))  # the schedule goes on from step 4
+    tr.train()
+    rows = read_metrics(tmp_path / "metrics.jsonl", "train")
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert rows[4]["lr"] == pytest.approx(1e-2 * cosine_lr(4, 8, 2))  # step 5 used the new base rate
+    # a resume that changes nothing keeps the saved settings (the config came from the checkpoint)
+    same = ContrastiveTrainer(tiny_config(tmp_path, resume="latest"), named=frozenset({"out", "resume"}))
+    assert same.optimizer.param_groups[0]["weight_decay"] == 0.05 and same.scheduler.base_lrs == [1e-2, 1e-2]
+
+
+def test_a_warmup_that_fills_the_run_is_warned_about(tmp_path, capsys):
+    ContrastiveTrainer(tiny_config(tmp_path, steps=3, warmup_steps=5)).train()
+    assert "the warm-up (5 steps) lasts the whole run (3 steps)" in capsys.readouterr().err

@@ -125,7 +125,7 @@ def stratified_split(y, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.nd
 def few_shot_indices(y, k: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
     """``k`` indices per class (fewer where a class has fewer), drawn with ``seed``, sorted."""
     y = np.asarray(y)
-    rng = np.random.default_rng([seed, k])
+    rng = np.random.default_rng([seed % 2**64, k])  # numpy refuses seeds < 0
     excluded = np.zeros(len(y), dtype=bool)
     if exclude is not None and len(exclude):
         excluded[exclude] = True

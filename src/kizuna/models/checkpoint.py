@@ -29,14 +29,42 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
 
 
+def process_umask() -> int:
+    """The process's umask, read without setting it (os.umask would, for a moment, in every thread); the
+    usual 022 where /proc does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions a rewritten ``path`` keeps: its own, or a new file's under the process's umask."""
+    return path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~process_umask()
+
+
+def make_temp_folder(parent: Path, prefix: str) -> Path:
+    """A folder to fill and then rename into place, with a new folder's permissions (mkdtemp's are 0700)."""
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(folder, 0o777 & ~process_umask())
+    return folder
+
+
 def atomic_write(path: str | Path, write_fn) -> None:
-    """Write through a temp file in the same folder, then rename: a crash never leaves half a file."""
+    """Write through a temp file in the same folder, then rename: a crash never leaves half a file. The file
+    gets the permissions it had, or a new file's (the temp file's own are private to its owner)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write_fn(tmp)
+        if os.path.isfile(tmp):
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -78,8 +106,18 @@ def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) ->
     return path
 
 
+def drop_retired_keys(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` less the tensors older kizuna versions saved for parts a module no longer has (the
+    module lists them, relative to itself, in ``retired_state_dict_keys``, e.g. the MiniLM tower's BERT
+    pooler), so those checkpoints still load strictly."""
+    retired = {f"{name}.{key}" if name else key for name, module in model.named_modules()
+               for key in getattr(module, "retired_state_dict_keys", ())}
+    return {k: v for k, v in state_dict.items() if k not in retired} if retired else state_dict
+
+
 def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
     """Load every tensor or fail with one error listing missing, unexpected and mis-shaped ones."""
+    state_dict = drop_retired_keys(model, state_dict)
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))

@@ -24,7 +24,12 @@ ended 5.6% and 11.6% early (the device-augmented hybrid and plain ViT) or 4% lat
 loaders); the plain ViT corrected ended 3.9% early (docs/RESULTS.md).
 
 The planned total is checkpointed: a resumed run keeps the total of its checkpoint and does not correct
-it (its clock restarted, so its elapsed time says nothing of the time spent before). In distributed runs
+it (its clock restarted, so its elapsed time says nothing of the time spent before). A time limit's stop
+is not a plan: a run it cut short resumes to the end of its plan; a run killed before its plan resumes with
+the budget it has left (:attr:`TimeBudget.spent_before`). A resume that changes the budget (then
+the time for the rest of the run) or the ``--steps`` cap plans anew (:func:`restore_length`). A budget too
+short for the warm-up is planned before the warm-up ends (the run then ends inside it, with a warning),
+and a budget spent before its plan ends the run at the next step. In distributed runs
 every rank takes the smallest plan (the slowest rank sets the pace), corrections happen at the same steps
 everywhere, and all ranks agree on the limit, or one rank would wait forever in a collective.
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -40,7 +46,7 @@ import torch
 from .distributed import all_reduce_sum
 
 __all__ = ["REPLAN_AT", "TimeBudget", "after_step", "initial_length", "length_state", "plan_run",
-           "restore_length"]
+           "restore_length", "warn_if_warmup_fills_the_run"]
 
 SKIP_FIRST = 3  # steps whose duration says more about start-up than about the run
 REPLAN_AT = (0.1, 0.25, 0.4)  # shares of the planned steps (after the plan) at which the plan is corrected
@@ -56,6 +62,7 @@ class TimeBudget:
     start: float = field(default_factory=time.perf_counter)
     step_times: list = field(default_factory=list)
     replan_steps: list = field(default_factory=list)  # steps at which the plan is corrected (set by the plan)
+    spent_before: float = 0.0  # seconds of this budget a killed run spent before the checkpoint it resumed from
     _last: float | None = None
     _planned_with: dict = field(default_factory=dict)  # the first plan's arguments and first timed step
 
@@ -78,8 +85,10 @@ class TimeBudget:
         self._last = now
 
     def pause(self) -> None:
-        """Evaluation and checkpoints happen between steps: do not count them as step time."""
-        self._last = None
+        """Called after an evaluation or a checkpoint, which happen between steps: the next step is timed
+        from here, so the pause is not step time (and a step after every pause is still timed: a run that
+        evaluates every step must be planned too)."""
+        self._last = time.perf_counter()
 
     # ----- the hard limit -------------------------------------------------------------------------
     def time_is_up(self, device: torch.device) -> bool:
@@ -90,9 +99,23 @@ class TimeBudget:
         return bool(all_reduce_sum(up).item() > 0)
 
     # ----- the budget -------------------------------------------------------------------------------
+    @property
+    def usable_seconds(self) -> float:
+        """What the plan may fill from the clock's start: the budget less the margin and the time an earlier,
+        killed part of the run spent (resumed before its plan, it had the whole budget again)."""
+        return self.budget_minutes * 60 * (1 - self.margin) - self.spent_before
+
     def ready_to_plan(self, step: int, warmup_steps: int) -> bool:
-        return bool(self.budget_minutes) and step >= warmup_steps and len(self.step_times) >= (
-            SKIP_FIRST + self.calibrate_steps)
+        """After the warm-up and the calibration steps; or before, when the warm-up itself would not fit
+        in the budget (the plan then ends the run inside its warm-up, and says so), or when the budget is
+        spent already (slow first steps: the plan ends the run at the next step)."""
+        if not self.budget_minutes or not self.step_times:
+            return False
+        if self.elapsed >= self.usable_seconds:
+            return True
+        if len(self.step_times) < SKIP_FIRST + self.calibrate_steps:
+            return False
+        return step >= warmup_steps or self.elapsed + (warmup_steps - step) * self.seconds_per_step() > self.usable_seconds
 
     def seconds_per_step(self, first: int = SKIP_FIRST) -> float:
         """Mean of the timed steps from the ``first``-th on (by default all but the first few), the slowest
@@ -117,13 +140,12 @@ class TimeBudget:
         """
         first_plan = not self._planned_with
         per_step = self.seconds_per_step(SKIP_FIRST if first_plan else self._planned_with["first_timed"])
-        remaining = self.budget_minutes * 60 * (1 - self.margin) - self.elapsed - eval_seconds
+        remaining = self.usable_seconds - self.elapsed - eval_seconds
         per_step_all = per_step + (eval_seconds / eval_every if eval_every else 0.0)
         left = max(1, math.floor(remaining / per_step_all)) if remaining > 0 else 1
-        total = step + left
+        total = max(step + left, step + 1)
         if cap:
-            total = min(total, cap)
-        total = max(total, step + 1)
+            total = min(total, max(cap, step))  # planned at the cap's own step: the run ends there
         if device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
             t = torch.tensor([float(total)], device=device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
@@ -184,6 +206,10 @@ def plan_run(trainer, bar=None) -> dict:
             bar.write(f"time budget {cfg.time_budget_minutes:g} min: {plan['seconds_per_step'] * 1e3:.0f} ms per step"
                       + (f", {eval_s:.1f} s per evaluation" if metrics else "")
                       + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
+    if trainer.total_steps <= cfg.warmup_steps and trainer.dist.is_main:
+        print(f"warning: the time budget of {cfg.time_budget_minutes:g} min ends the run at step {trainer.total_steps}, "
+              f"inside its warm-up of {cfg.warmup_steps} steps: the learning rate never reaches its peak or decays. "
+              "Lower --warmup-steps or raise --time-budget-minutes", file=sys.stderr)
     trainer.budget.pause()
     return metrics
 
@@ -210,16 +236,47 @@ def after_step(trainer, bar=None) -> dict:
             of = f"/{trainer.total_steps}" if trainer.planned else " (before the budget planned the run)"
             bar.write(f"time limit of {cfg.time_limit_minutes:g} min reached at step {trainer.step}{of}; "
                       "evaluating and saving")
+        trainer.length_before_limit = trainer.total_steps  # the plan, for a resume to continue
         trainer.total_steps = trainer.step
     return metrics
 
 
+def warn_if_warmup_fills_the_run(trainer) -> None:
+    """A warm-up as long as a run of known length leaves no room for the cosine (``vit finetune``'s default
+    100 steps do on a dataset of under ~1,300 images at batch 128 and 10 epochs)."""
+    cfg = trainer.cfg
+    if trainer.planned and cfg.warmup_steps >= trainer.total_steps and trainer.dist.is_main:
+        print(f"warning: the warm-up ({cfg.warmup_steps} steps) lasts the whole run ({trainer.total_steps} steps): "
+              "the learning rate never decays" + (" and never reaches --lr" if cfg.warmup_steps > trainer.total_steps else "")
+              + ". Lower --warmup-steps", file=sys.stderr)
+
+
 def length_state(trainer) -> dict:
-    """What a checkpoint keeps of the run's length."""
-    return {"total_steps": trainer.total_steps, "planned": trainer.planned}
+    """What a checkpoint keeps of the run's length: the planned length, not a time limit's cut (a resumed
+    run continues to the end of its plan)."""
+    return {"total_steps": getattr(trainer, "length_before_limit", None) or trainer.total_steps,
+            "planned": trainer.planned, "budget_seconds_spent": trainer.budget.spent_before + trainer.budget.elapsed}
+
+
+RELENGTH = ("steps", "time_budget_minutes")  # changed on a resume, they plan a budgeted run's length anew
 
 
 def restore_length(trainer, state: dict) -> None:
-    """A run resumed after its plan keeps the length the budget gave it."""
-    if state.get("planned") and trainer.cfg.time_budget_minutes:
-        trainer.total_steps, trainer.planned = int(state["total_steps"]), True
+    """A run resumed after its plan keeps the length the budget gave it (also when a time limit stopped it
+    early). A resume that changes ``--time-budget-minutes`` (then the time for the rest of the run) or the
+    ``--steps`` cap plans the rest anew; until that plan the saved length holds, or, for a finished run being
+    extended, a length just past the calibration steps (its learning rate stays at the end of its cosine)."""
+    if not trainer.cfg.time_budget_minutes:
+        return
+    saved_total, saved_cfg = int(state.get("total_steps", 0)), state.get("train_config", {})
+    changed = [f for f in RELENGTH if f in saved_cfg and getattr(trainer.cfg, f) != saved_cfg[f]]
+    if not state.get("planned"):  # killed before its plan: the plan to come leaves out the time spent
+        if not changed:
+            trainer.budget.spent_before = float(state.get("budget_seconds_spent", 0.0))
+        return
+    if not changed:
+        trainer.total_steps, trainer.planned = saved_total, True
+        return
+    interim = max(saved_total, trainer.step + SKIP_FIRST + trainer.budget.calibrate_steps + 1)
+    trainer.total_steps = min(interim, trainer.cfg.steps) if trainer.cfg.steps else interim
+    trainer.planned = False

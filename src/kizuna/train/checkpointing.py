@@ -15,14 +15,13 @@ import dataclasses
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from kizuna.models.checkpoint import (CheckpointError, atomic_write, follow_latest, load_model, load_state_dict_strict,
-                                     save_model)
+                                     make_temp_folder, save_model)
 
 
 def rng_state() -> dict:
@@ -78,7 +77,7 @@ class CheckpointManager:
     def save(self, step: int, model, train_state: dict, metrics: dict | None = None) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / f"step_{step:07d}"
-        tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=f".{final.name}."))
+        tmp = make_temp_folder(self.dir, f".{final.name}.")
         try:
             save_model(model, tmp, extra={"step": step, "metrics": metrics or {}})
             train_state = dict(train_state, best_value=self.best_value)
@@ -113,7 +112,7 @@ class CheckpointManager:
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
         self.best_value = float(value)
-        best_tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".best."))
+        best_tmp = make_temp_folder(self.dir, ".best.")
         save_model(model, best_tmp, extra={"step": step, "metrics": metrics, "best_metric": self.metric,
                                            "best_mode": self.mode})
         if (self.dir / "best").exists():
@@ -211,6 +210,7 @@ def resumed_at_the_end(trainer) -> bool:
         return False
     if trainer.dist.is_main:
         print(f"--resume {trainer.resume_from}: the run is complete ({trainer.step} of {trainer.total_steps} steps); "
-              "nothing to train. Resume with a larger --steps to extend it")
+              "nothing to train. Resume with a larger --steps to extend it (a run sized by a time budget: or with "
+              "another --time-budget-minutes, the time for the rest)")
     trainer.logger.close()
     return True

@@ -2,14 +2,17 @@
 
 torch.compile fails late: a missing C++ compiler or an op Inductor cannot lower shows up in the first
 forward, deep inside torch. A run asked to compile should then train eagerly, saying why, rather than
-die. Errors from the model itself (bad input) are not compiler errors: they are re-raised by the eager
-call that follows.
+die. The backward graph is compiled in that same first forward (AOTAutograd otherwise lowers it lazily,
+inside ``loss.backward()``, where no wrapper sees its failure). Errors from the model itself (bad input)
+are not compiler errors, though Dynamo wraps them in its own exception types: the eager call that
+follows raises them, and compiling stays on.
 
 Measured (docs/TRAINING.md, "Compiling"): on CPU kizuna's eager path with oneDNN GEMMs is faster than
 Inductor's code for the small ViTs of the CIFAR recipe, so compiling is off by default.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -32,15 +35,33 @@ class CompiledOrEager:
     def __call__(self, *args, **kwargs):
         if self.fallback_reason is None:
             try:
-                return self.compiled(*args, **kwargs)
+                with _backward_compiled_with_forward():
+                    return self.compiled(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - only compiler errors are swallowed, below
                 if not _is_compiler_error(error):
                     raise
-                first_line = (str(error).strip().splitlines() or [""])[0][:300]
-                self.fallback_reason = f"{type(error).__name__}: {first_line}"
+                out = self.module(*args, **kwargs)  # raises here when the input, not the compiler, was at fault
+                self.fallback_reason = f"{type(error).__name__}: {_headline(error)}"
                 warnings.warn(f"torch.compile failed ({self.fallback_reason}); training continues in eager mode",
                               RuntimeWarning, stacklevel=2)
+                return out
         return self.module(*args, **kwargs)
+
+
+def _headline(error: BaseException) -> str:
+    """The error's first line, with the next when the first only introduces it ("backend='inductor' raised:")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    head = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")
+    return head[:300]
+
+
+def _backward_compiled_with_forward():
+    """AOTAutograd's switch to lower the backward graph when the forward is compiled (a private setting of
+    recent torch; a no-op context where this torch has no such switch)."""
+    config = getattr(getattr(torch, "_functorch", None), "config", None)
+    if config is None or not hasattr(config, "force_non_lazy_backward_lowering"):
+        return contextlib.nullcontext()
+    return config.patch(force_non_lazy_backward_lowering=True)
 
 
 def compiled_or_eager(module: nn.Module, enabled: bool):

@@ -27,7 +27,7 @@ from kizuna.data.loader import check_epoch_gave_samples
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
-from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
+from .budget import TimeBudget, after_step, initial_length, length_state, restore_length, warn_if_warmup_fills_the_run
 from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, resumed_at_the_end,
                             resumed_config, rng_state, set_rng_state)
 from .compiling import compiled_or_eager
@@ -36,7 +36,8 @@ from .data import build_dataset, build_loader
 from .distributed import DistInfo, barrier, contrastive_loss, even_batch, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, tune_for_training
+from .optim import (announce_precision, autocast_for, make_optimizer, make_scheduler, tune_for_training,
+                    use_config_settings)
 from .towers import lock_tower
 
 # Settings that make the model and its tokenizer: a resumed run continues with the checkpoint's.
@@ -133,7 +134,7 @@ class ContrastiveTrainer:
         self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
         self.text_cache: dict[str, torch.Tensor] = {}
         self.step, self.epoch = 0, 0
-        self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
+        self.logger = MetricLogger(self.out, enabled=self.dist.is_main, fresh=self.resume_from is None)
         # The precision "auto" resolved to on this machine, next to the settings.
         self.logger.write_config({**cfg.to_dict(), "precision_used": self.precision})
         if self.resume_from is not None:
@@ -166,6 +167,9 @@ class ContrastiveTrainer:
             lock_tower(self.model.visual, cfg.lock_image_unlocked_blocks)
         if cfg.lock_text:
             if self.model.cfg.text.kind == "minilm":  # the pretrained encoder is locked; its projection trains
+                if cfg.lock_text_unlocked_blocks:  # a MiniLM checkpoint given as --model: the config check missed it
+                    raise ValueError(f"--lock-text-unlocked-blocks {cfg.lock_text_unlocked_blocks}: the MiniLM text "
+                                     "tower is locked whole (its encoder's outputs are cached); pass 0")
                 for p in self.model.text.encoder.parameters():
                     p.requires_grad_(False)
                 self.model.text.encoder.eval()
@@ -210,6 +214,7 @@ class ContrastiveTrainer:
         if self.cfg.grad_clip:
             params = [p for p in self.model.parameters() if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this update used, for the log
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -304,6 +309,8 @@ class ContrastiveTrainer:
         check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from, self.named)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
+                            betas=tuple(self.cfg.betas), eps=self.cfg.eps)
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         restore_length(self, state)
         self.loader.load_state_dict(state["data"])
@@ -317,6 +324,7 @@ class ContrastiveTrainer:
         cfg = self.cfg
         if resumed_at_the_end(self):
             return {}
+        warn_if_warmup_fills_the_run(self)
         from tqdm import tqdm
 
         bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc="training", unit="step",
@@ -340,12 +348,15 @@ class ContrastiveTrainer:
                 self.step += 1
                 window_loss, window_n = window_loss + loss, window_n + 1
                 bar.update(1)
-                last_metrics = after_step(self, bar) or last_metrics
+                planned_at = time.perf_counter()
+                plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
+                if plan_metrics:
+                    window_start += time.perf_counter() - planned_at  # not samples/s time
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     record = {
                         "loss": window_loss / window_n, "logit_scale": float(self.model.scale().detach()),
-                        "lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
+                        "lr": self.step_lr, "epoch": self.epoch,
                         "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9),
                     }
                     if self.model.logit_bias is not None:
@@ -356,7 +367,9 @@ class ContrastiveTrainer:
                     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
                 last = self.step == self.total_steps
                 metrics, paused_at = None, time.perf_counter()
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
+                    metrics = last_metrics = plan_metrics
+                elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     metrics = self.evaluate()
                     if metrics:
                         self.logger.log(self.step, metrics, kind="eval")

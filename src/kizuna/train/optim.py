@@ -53,6 +53,28 @@ def make_scheduler(optimizer, total_steps, warmup_steps: int, min_ratio: float =
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total(), warmup_steps, min_ratio))
 
 
+def use_config_settings(optimizer, scheduler, lr: float, weight_decay: float, **settings) -> None:
+    """After a resume loaded an optimizer's and a scheduler's state: the run's learning rate, weight decay and
+    ``settings`` (betas, eps, momentum) instead of the checkpoint's. The state carries the saved ones, so a
+    resume given another --lr or --weight-decay went on with the old values while its config.json showed the
+    new. A resume that changes nothing sets what was saved (the config came from the checkpoint).
+
+    Group 0 is the decayed one (:func:`param_groups`); the rate now is the new base times the schedule's
+    multiplier at the step reached, so the schedule goes on from where it stood."""
+    for i, group in enumerate(optimizer.param_groups):
+        group["initial_lr"] = lr
+        if i == 0:
+            group["weight_decay"] = weight_decay
+        for key, value in settings.items():
+            if key in group:
+                group[key] = value
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    rates = [lr * multiplier(scheduler.last_epoch) for multiplier in scheduler.lr_lambdas]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates
+
+
 def cpu_bf16_native(flags: set[str] | None = None) -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware: AMX (Intel Xeons since Sapphire Rapids) or
     AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake). ``flags``: the CPU's /proc/cpuinfo flags (read

@@ -57,7 +57,7 @@ from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_mo
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .budget import TimeBudget, after_step, initial_length, length_state, restore_length
+from .budget import TimeBudget, after_step, initial_length, length_state, restore_length, warn_if_warmup_fills_the_run
 from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, resumed_at_the_end,
                             resumed_config, rng_state, set_rng_state)
 from .compiling import compiled_or_eager
@@ -65,7 +65,8 @@ from .config import check_common
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
-from .optim import announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups, tune_for_training
+from .optim import (announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups, tune_for_training,
+                    use_config_settings)
 
 # Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
 RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "pos_embed", "reset_head")
@@ -167,8 +168,32 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
         raise ValueError(f"augment_on must be 'loader' or 'device', got {cfg.augment_on!r}")
     if not 0.0 < cfg.subset_fraction <= 1.0:
         raise ValueError(f"subset_fraction must be in (0, 1], got {cfg.subset_fraction}")
+    check_augmentation(cfg)
     check_common(cfg)
     return cfg
+
+
+def check_augmentation(cfg: SupervisedConfig) -> None:
+    """The recipe's values, before any data is read: out of range they silently switched a feature off or on,
+    or failed later inside a loader worker (one --crop-scale number), and a label smoothing above 1 made
+    negative targets, a loss without a lower bound that trains away from the true class."""
+    def need(ok: bool, flag: str, what: str, value) -> None:
+        if not ok:
+            raise ValueError(f"--{flag.replace('_', '-')} must be {what}, got {value!r}")
+
+    need(cfg.crop in ("pad", "rrc", "none"), "crop", "pad, rrc or none", cfg.crop)
+    need(0.0 <= cfg.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", cfg.label_smoothing)
+    for name in ("mixup", "cutmix"):
+        need(getattr(cfg, name) >= 0, name, ">= 0 (the Beta distribution's alpha; 0 = off)", getattr(cfg, name))
+    for name in ("mix_prob", "hflip"):
+        need(0.0 <= getattr(cfg, name) <= 1.0, name, "a probability in [0, 1]", getattr(cfg, name))
+    need(cfg.randaug_ops >= 0, "randaug_ops", ">= 0 (0 = off)", cfg.randaug_ops)
+    need(0.0 <= cfg.randaug_magnitude <= 10.0, "randaug_magnitude",
+         "in [0, 10] (the RandAugment paper's scale; torchvision's 0..30 is three times it)", cfg.randaug_magnitude)
+    need(cfg.crop_padding >= 0, "crop_padding", ">= 0", cfg.crop_padding)
+    scale = tuple(cfg.crop_scale) if isinstance(cfg.crop_scale, (list, tuple)) else (cfg.crop_scale,)
+    need(len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0, "crop_scale",
+         "two area shares LOW,HIGH with 0 < LOW <= HIGH <= 1, e.g. 0.08,1", cfg.crop_scale)
 
 
 def vit_preprocess(image_size, mean=VIT_MEAN, std=VIT_STD) -> dict:
@@ -446,7 +471,9 @@ class SupervisedTrainer:
         if cfg.augment_on == "device":
             self.loader, self.sampler = self._device_batches()
         else:
-            draft = side * 2 if cfg.crop == "rrc" else side
+            # JPEGs decode at a reduced size that still covers the crop: a random resized crop of the smallest
+            # area share s spans sqrt(s) of the side, so the image must be side / sqrt(s) across
+            draft = math.ceil(side / math.sqrt(cfg.crop_scale[0])) if cfg.crop == "rrc" else side
             self.dataset = PairDataset(self.train_index, self.transform, caption_sampling="first", seed=cfg.seed,
                                        draft_size=draft)
             self.sampler = self._train_sampler(len(self.dataset))
@@ -479,7 +506,7 @@ class SupervisedTrainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
         self.step, self.epoch = 0, 0
-        self.logger = MetricLogger(self.out, enabled=self.dist.is_main)
+        self.logger = MetricLogger(self.out, enabled=self.dist.is_main, fresh=self.resume_from is None)
         # The precision "auto" resolved to on this machine, next to the settings.
         self.logger.write_config({**cfg.to_dict(), "precision_used": self.precision})
         if self.resume_from is not None:
@@ -532,7 +559,7 @@ class SupervisedTrainer:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         targets = smooth_targets(labels, self.num_classes, cfg.label_smoothing)
-        rng = np.random.default_rng([cfg.seed, self.step, self.dist.rank, 0x3117])
+        rng = np.random.default_rng([cfg.seed % 2**64, self.step, self.dist.rank, 0x3117])  # numpy refuses seeds < 0
         images, targets, _ = mix_batch(images, targets, rng, cfg.mixup, cfg.cutmix, cfg.mix_prob)
         with self.autocast():
             logits = self.forward_model(images)
@@ -540,6 +567,7 @@ class SupervisedTrainer:
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], cfg.grad_clip)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this update used, for the log
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -598,6 +626,9 @@ class SupervisedTrainer:
         check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from, self.named)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
+                            **({"momentum": self.cfg.momentum} if self.cfg.optimizer == "sgd" else
+                               {"betas": tuple(self.cfg.betas), "eps": self.cfg.eps}))
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         restore_length(self, state)
         self.loader.load_state_dict(state["data"])
@@ -611,6 +642,7 @@ class SupervisedTrainer:
         cfg = self.cfg
         if resumed_at_the_end(self):
             return {}
+        warn_if_warmup_fills_the_run(self)
         from tqdm import tqdm
 
         bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc="vit", unit="step",
@@ -634,19 +666,24 @@ class SupervisedTrainer:
                 self.step += 1
                 w_loss, w_correct, w_n, w_steps = w_loss + loss, w_correct + correct, w_n + len(batch["labels"]), w_steps + 1
                 bar.update(1)
-                last_metrics = after_step(self, bar) or last_metrics
+                planned_at = time.perf_counter()
+                plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
+                if plan_metrics:
+                    w_start += time.perf_counter() - planned_at  # not samples/s time
                 last = self.step == self.total_steps
                 if self.step % cfg.log_every == 0 or last:
                     elapsed = time.perf_counter() - w_start
                     record = {"loss": w_loss / w_steps, "train_top1": w_correct / max(w_n, 1),
-                              "lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch,
+                              "lr": self.step_lr, "epoch": self.epoch,
                               "samples_per_s": w_n * self.dist.world_size / max(elapsed, 1e-9)}
                     self.logger.log(self.step, record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.3f}",
                                     lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
                     w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
                 metrics, paused_at = None, time.perf_counter()
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
+                    metrics = last_metrics = plan_metrics
+                elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                     metrics = self.evaluate()
                     if metrics:
                         self.logger.log(self.step, metrics, kind="eval")
