@@ -44,6 +44,24 @@ def test_linear_forward_and_gradients_match_f_linear(gemm):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_second_derivatives_through_the_linear_match_f_linear(gemm):
+    """A gradient penalty (create_graph=True) differentiates the input gradient again: oneDNN's op has no
+    derivative, and the weight's second-order gradient came out as zeros, silently."""
+    torch.manual_seed(0)
+    lin = layers.Linear(24, 40)
+    x = torch.randn(3, 7, 24, requires_grad=True)
+
+    def penalty_grads(forward):
+        (gx,) = torch.autograd.grad(forward(x).square().sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), (lin.weight, lin.bias))
+
+    ours = penalty_grads(lin)
+    reference = penalty_grads(lambda t: F.linear(t, lin.weight, lin.bias))
+    assert ours[0].norm() > 0
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_linear_on_a_non_contiguous_input(gemm):
     torch.manual_seed(1)
     lin = layers.Linear(16, 8)

@@ -226,8 +226,21 @@ def test_a_patch_size_that_does_not_divide_the_image_is_named():
         warnings.simplefilter("error")
         tiny_vit(patch_size=8, image_size=(32, 16))  # divides: nothing to say
         tiny_vit(patch_size=1, image_size=32, stem="conv", stem_channels=[8, 16])
-    with pytest.warns(UserWarning, match=r"not a multiple of the conv stem's stride x patch_size = 2.*resized on every"):
-        tiny_vit(patch_size=1, image_size=31, stem="conv", stem_channels=[8, 16])
+    # the conv stem's max-pool rounds down as the grid does: 15x15 features, the last pixel row unseen
+    with pytest.warns(UserWarning, match=r"not a multiple of the conv stem's stride x patch_size = 2: the patch "
+                                         r"grid is 15x15 and the last 1 pixel rows and 1 columns are never seen"):
+        conv = tiny_vit(patch_size=1, image_size=31, stem="conv", stem_channels=[8, 16])
+    assert tuple(conv.embed(torch.randn(1, 3, 31, 31))[1]) == (15, 15)  # the grid: no resampling
+    # the ResNet stem's padded stride-2 convolutions round up: 16x16 features for a 15x15 grid
+    with pytest.warns(UserWarning, match=r"resnet stem's stride x patch_size = 2.*larger than the 15x15 grid"):
+        tiny_vit(patch_size=1, image_size=31, stem="resnet", stem_channels=[8])
+
+
+@pytest.mark.parametrize("channels", [[18], [30], [136], [200]])
+def test_the_resnet_stem_builds_with_any_channel_count(channels):
+    """GroupNorm needs groups that divide the channels: min(32, c // 4) groups failed for these."""
+    vit = tiny_vit(patch_size=1, image_size=16, stem="resnet", stem_channels=channels)
+    assert vit(torch.randn(1, 3, 16, 16)).shape[0] == 1
 
 
 def test_bad_image_shape_is_clear():
@@ -251,3 +264,56 @@ def test_residual_stream_stays_fp32_under_autocast_and_bf16_in_a_bf16_model(kw):
     vit.to(torch.bfloat16)
     vit(torch.randn(2, 3, 32, 32))
     assert seen[-1] == torch.bfloat16
+
+
+@pytest.mark.parametrize("where", ["blocks.0.mlp.fc1", "blocks.1.attn.qkv", "blocks.1.mlp.act"])
+def test_a_forward_hook_inside_a_block_is_honoured_without_gradients(where):
+    """The fused inference path ran a block's GEMMs itself and looked for hooks only on the block's
+    attention, MLP and norms: a hook on fc1 that zeroes its output changed nothing under no_grad, and the
+    pooled last block (class-token row only) skipped hooks on its qkv."""
+    torch.manual_seed(0)
+    model = VisionTransformer(VisionConfig(image_size=16, patch_size=4, width=32, depth=2, heads=2, num_classes=3)).eval()
+    torch.nn.init.normal_(model.head.weight)  # zero-initialised: every input would give the same logits
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    calls = []
+
+    def zero(module, args, output):
+        calls.append(tuple(output.shape))
+        return torch.zeros_like(output)
+
+    handle = model.get_submodule(where.replace("blocks", "transformer.blocks")).register_forward_hook(zero)
+    try:
+        with torch.no_grad():
+            hooked = model(x)
+        reference = model(x)  # with gradients: the unfused path, which calls every module
+    finally:
+        handle.remove()
+    assert calls and calls[0][:2] == (2, 17)  # every token of both images went through the hook
+    assert not torch.allclose(hooked, before)
+    torch.testing.assert_close(hooked, reference.detach())
+
+
+def test_a_new_head_takes_the_models_dtype():
+    model = VisionTransformer(VisionConfig(image_size=16, patch_size=4, width=32, depth=1, heads=2, num_classes=3))
+    model = model.to(torch.bfloat16)
+    model.reset_classifier(5)
+    assert model.head.weight.dtype == torch.bfloat16
+    assert model(torch.randn(1, 3, 16, 16, dtype=torch.bfloat16)).shape == (1, 5)  # was a dtype mismatch
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(heads=0), "heads must be a positive int"),
+    (dict(patch_size=0), "patch_size must be a positive int"),
+    (dict(depth=-1), "depth must be a positive int"),
+    (dict(width=30, heads=4), "width 30 is not divisible by heads 4"),
+    (dict(image_size="16"), "image_size must be an int or two ints"),
+    (dict(image_size=4), "smaller than one patch"),
+    (dict(stem="vgg"), "stem must be"),
+])
+def test_vision_configs_that_cannot_build_a_model_are_refused(kw, message):
+    """They failed with a ZeroDivisionError deep inside, built a model with no blocks that trained anyway
+    (depth -1), or read "16" as a 1x6 image."""
+    with pytest.raises(ValueError, match=message):
+        tiny_vit(**kw)

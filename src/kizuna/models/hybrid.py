@@ -29,7 +29,10 @@ class GroupNorm32(nn.GroupNorm):
 
 
 def _norm(c: int) -> nn.GroupNorm:
-    return GroupNorm32(min(32, c // 4) or 1, c)
+    """GroupNorm with up to 32 groups of at least 4 channels: the most groups that divide ``c`` (GroupNorm
+    needs that), so any channel count builds (18 or 200 failed with ``min(32, c // 4)`` groups)."""
+    most = max(1, min(32, c // 4))
+    return GroupNorm32(next(g for g in range(most, 0, -1) if c % g == 0), c)
 
 
 class ResidualStage(nn.Module):

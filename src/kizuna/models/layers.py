@@ -195,6 +195,14 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def watched(module: nn.Module) -> bool:
+    """Whether a forward hook is registered on ``module`` or any module inside it. The fused and row-only
+    paths skip the inner modules' calls, so they must step aside for a hook on, say, ``mlp.fc1`` as much as
+    for one on the block. Global hooks (``register_module_forward_hook``: profilers, FLOP counters that
+    attribute work to modules) do not count: they measure the path that runs, and must not change it."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
 class _OneDNNLinear(torch.autograd.Function):
     """y = x W^T + b; the forward and the input-gradient GEMMs run on oneDNN."""
 
@@ -208,7 +216,12 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         g2, x2 = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-        gx = _LP(g2, weight.t(), None, "none", [], "").view(x.shape) if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[0]:
+            gx = None
+        elif torch.is_grad_enabled():  # create_graph=True (a second derivative): oneDNN's op has no derivative
+            gx = grad @ weight  # and gave zeros there, silently; torch's matmul has one
+        else:
+            gx = _LP(g2, weight.t(), None, "none", [], "").view(x.shape)
         # The weight gradient stays on torch.mm: oneDNN would first copy both transposed operands into
         # contiguous memory (measured 2-3x slower for this GEMM on a Zen 3 CPU).
         gw = g2.t() @ x2 if ctx.needs_input_grad[1] else None
@@ -361,8 +374,7 @@ class Block(nn.Module):
         a, m = self.attn, self.mlp
         if not (FUSE and a.use_sdpa and m.act_name in _FUSED_ACTS):
             return None
-        hooked = any(mod._forward_hooks or mod._forward_pre_hooks for mod in (a, m, self.norm1, self.norm2))
-        if hooked or _needs_grad(x, *self.parameters()):
+        if watched(self) or _needs_grad(x, *self.parameters()):
             return None
         return _block_gemm(x, a.qkv.weight)
 
@@ -518,7 +530,7 @@ class Transformer(nn.Module):
         (:meth:`Block.forward_rows`) and the output is ``[B, k, D]``; for pooled outputs. Not while hooks
         watch the last block (they expect its full output), then the output is ``x[rows]`` of the full run."""
         last = self.blocks[-1] if len(self.blocks) else None
-        if rows is not None and last is not None and (last._forward_hooks or last._forward_pre_hooks):
+        if rows is not None and last is not None and watched(last):
             x, _, _ = self._run(self.blocks, x, causal)
             return gather_rows(x, rows), [], []
         if rows is not None and not (return_tokens or return_attention) and last is not None:

@@ -48,6 +48,7 @@ class VisionConfig:
     def __post_init__(self):
         if isinstance(self.image_size, list):
             self.image_size = tuple(self.image_size)
+        self._check_sizes()
         if self.pool not in ("cls", "gap", "max", "map"):
             raise ValueError(f"vision pool must be 'cls', 'gap', 'max' or 'map', got {self.pool!r}")
         if self.pool == "cls" and not self.class_token:
@@ -57,15 +58,35 @@ class VisionConfig:
         if h % stride or w % stride:
             import warnings
 
-            if self.stem == "patch":
-                warnings.warn(f"image_size {h}x{w} is not a multiple of patch_size {stride}: the patch grid is "
+            if self.stem != "resnet":  # patches and the conv stem's max-pools round down, as the grid does
+                what = "patch_size" if self.stem == "patch" else f"the {self.stem} stem's stride x patch_size ="
+                warnings.warn(f"image_size {h}x{w} is not a multiple of {what} {stride}: the patch grid is "
                               f"{self.grid[0]}x{self.grid[1]} and the last {h % stride} pixel rows and {w % stride} "
                               "columns are never seen (as in timm and HF)", stacklevel=3)
-            else:  # the stem's padded strided convolutions round up, the configured grid rounds down
+            else:  # the ResNet stem's padded strided convolutions round up, the configured grid rounds down
                 warnings.warn(f"image_size {h}x{w} is not a multiple of the {self.stem} stem's stride x patch_size "
                               f"= {stride}: its feature map is larger than the {self.grid[0]}x{self.grid[1]} grid of "
                               "position embeddings, which are resized on every forward pass; use a multiple of "
                               f"{stride}", stacklevel=3)
+
+    def _check_sizes(self) -> None:
+        """Sizes that would otherwise fail deep inside the model (a division by zero, a 0x0 grid) or build a
+        model with no blocks that trains anyway."""
+        size = self.image_size
+        if not (isinstance(size, int) or (isinstance(size, tuple) and len(size) == 2
+                                          and all(isinstance(s, int) for s in size))) or isinstance(size, bool):
+            raise ValueError(f"vision image_size must be an int or two ints (height, width), got {size!r}")
+        for name in ("patch_size", "width", "depth", "heads", "mlp_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"vision {name} must be a positive int, got {value!r}")
+        if self.width % self.heads:
+            raise ValueError(f"vision width {self.width} is not divisible by heads {self.heads}")
+        if self.stem not in ("patch", "resnet", "conv"):
+            raise ValueError(f"vision stem must be 'patch', 'resnet' or 'conv', got {self.stem!r}")
+        if min(self.grid) < 1:
+            raise ValueError(f"vision image_size {size} is smaller than one patch ({self.patch_size * self.stem_stride} "
+                             "pixels with the stem's stride)")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -228,7 +249,7 @@ class VisionTransformer(nn.Module):
         if self.head is not None:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
-            self.head.to(self.pos_embed.device)
+            self.head.to(device=self.pos_embed.device, dtype=self.pos_embed.dtype)
 
     def set_grad_checkpointing(self, enable: bool = True):
         self.transformer.grad_checkpointing = enable
