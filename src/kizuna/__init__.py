@@ -65,13 +65,17 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
 
 
 def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
-    """The tokenizer a model was trained with (from its config), or one by name ("clip_bpe")."""
+    """The tokenizer a model was trained with (from its config), or one by name ("clip_bpe").
+    ``context_length`` replaces the config's (the model's positions bound it: longer fails in the tower)."""
     from .data.tokenizer import get_tokenizer as _get, tokenizer_from_config
 
+    config = None
     if hasattr(model_or_cfg, "cfg") and hasattr(model_or_cfg.cfg, "tokenizer"):
-        return tokenizer_from_config(model_or_cfg.cfg.tokenizer)
-    if isinstance(model_or_cfg, dict):
-        return tokenizer_from_config(model_or_cfg)
+        config = model_or_cfg.cfg.tokenizer
+    elif isinstance(model_or_cfg, dict):
+        config = model_or_cfg
+    if config is not None:
+        return tokenizer_from_config(config if context_length is None else {**config, "context_length": context_length})
     return _get(model_or_cfg, context_length=context_length or 77)
 
 

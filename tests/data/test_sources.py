@@ -341,3 +341,32 @@ def test_sixteen_bit_and_float_images_keep_their_intensity():
     assert abs(int(grey[0, 0, 0]) - round(30000 / 65535 * 255)) <= 1
     half = np.asarray(to_rgb(Image.fromarray(np.full((4, 4), 0.5, np.float32), "F")))
     assert abs(int(half[0, 0, 0]) - 128) <= 1
+
+
+def test_captions_that_clean_to_nothing_are_dropped_at_indexing(tmp_path):
+    """"&nbsp;" is not blank, but the tokenizer's cleaning (html-unescape, whitespace) leaves nothing, and
+    the tokenizer then stopped the training run at that batch, again on every resume."""
+    from kizuna.data.tokenizer import ClipTokenizer
+
+    members = [("000.jpg", image_bytes()), ("000.txt", b"a red thing\n&nbsp;\n"),
+               ("001.jpg", image_bytes()), ("001.txt", b"&nbsp;"),
+               ("002.jpg", image_bytes()), ("002.txt", b"two green dots")]
+    write_tar(tmp_path / "shard.tar", members)
+    idx = build_index(str(tmp_path / "shard.tar"))
+    assert idx.keys == ["000", "002"] and idx.captions == [("a red thing",), ("two green dots",)]
+    assert idx.skips == {"empty_caption": 1}
+    ClipTokenizer()([c for caps in idx.captions for c in caps])  # every caption tokenizes
+    write_csv(tmp_path / "x.csv", [(str(tmp_path / "a.jpg"), "&nbsp;")], header=("filepath", "title"))
+    (tmp_path / "a.jpg").write_bytes(image_bytes())
+    assert build_index(str(tmp_path / "x.csv")).skips == {"empty_caption": 1}
+
+
+def test_no_usable_training_pair_names_why(tmp_path):
+    from types import SimpleNamespace
+
+    from kizuna.train.data import build_dataset
+
+    write_csv(tmp_path / "x.csv", [(str(tmp_path / "gone.jpg"), "a caption")])
+    cfg = SimpleNamespace(data=str(tmp_path / "x.csv"), csv_image_key="filepath", csv_caption_key="title")
+    with pytest.raises(ValueError, match="no usable image-caption samples found .skipped 1 samples: missing_image=1"):
+        build_dataset(cfg, {"image_size": 32})

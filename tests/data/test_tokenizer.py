@@ -414,3 +414,24 @@ def test_empty_inputs_and_the_cache_off(tok):
         off(["a", "   "])
     with pytest.raises(ValueError, match="index 1"):
         tok(["a", " \t "])
+
+
+def test_training_a_tokenizer_twice_on_one_corpus_gives_the_same_merges(shared_dir):
+    """The BPE trainer created the `</w>` symbols in hash-map order, which broke ties between equally frequent
+    pairs: four trainings on these captions gave four different merge lists (and two DDP ranks, which each
+    trained their own, different token ids for one text)."""
+    from kizuna.data.sources import build_index
+
+    index = build_index(str(shared_dir / "data" / "flickr8k" / "train"), require="caption")
+    captions = [c for caps in index.captions[:2000] for c in caps]
+    trained = [train_bpe_tokenizer(captions, vocab_size=4096).tokenizer.to_str() for _ in range(3)]
+    assert trained[0] == trained[1] == trained[2]
+
+
+def test_get_tokenizer_of_a_model_takes_another_context_length():
+    """It returned the model's own (77) whatever was asked."""
+    import kizuna
+
+    model = kizuna.create_model("ViT-mu-8")
+    assert kizuna.get_tokenizer(model, context_length=8)(["a photo of a dog on the beach at sunset"]).shape == (1, 8)
+    assert kizuna.get_tokenizer(model)(["a dog"]).shape[1] == model.cfg.tokenizer["context_length"]

@@ -81,6 +81,17 @@ def test_cache_invalidated_by_weight_update(tiny_hf):
     w1 = class_embeddings(model, tok, CLASSES, ["a {c}."])
     assert not torch.allclose(w0, w1)
     torch.testing.assert_close(w1, build_classifier(model, tok, CLASSES, ["a {c}."]), atol=1e-6, rtol=1e-6)
+    # the trainers' fused AdamW updates weights without bumping their version counters: the cache keyed on
+    # those alone handed every evaluation during training the first one's class embeddings
+    params = [p for p in model.text.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=0.05, fused=True)
+    versions = [p._version for p in params]
+    sum(p.square().sum() for p in params).backward()
+    optimizer.step()
+    assert [p._version for p in params] == versions  # what made the cache stale
+    w2 = class_embeddings(model, tok, CLASSES, ["a {c}."])
+    assert not torch.allclose(w1, w2)
+    torch.testing.assert_close(w2, build_classifier(model, tok, CLASSES, ["a {c}."]), atol=1e-6, rtol=1e-6)
 
 
 def test_metrics_per_class_and_confusion(tmp_path):
@@ -142,3 +153,13 @@ def test_a_split_with_no_usable_image_is_an_error_with_the_report(tmp_path, tiny
     root = classification_wds(tmp_path / "c", n=4, corrupt=(0, 1, 2, 3))
     with pytest.raises(DatasetError, match=r"none of its 4 images could be used: .*corrupt_image=4"):
         evaluate_zeroshot(model, tok, load_dataset(root), progress=False)
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning(tiny, tmp_path):
+    """Raised on rank 0 alone, the error left the other ranks waiting in their next collective."""
+    model, tok = tiny
+    clear_class_cache()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.warns(RuntimeWarning, match="could not write the class-embedding cache"):
+        w = class_embeddings(model, tok, CLASSES, ["a {c}."], cache_dir=tmp_path / "file" / "cache")
+    torch.testing.assert_close(w, build_classifier(model, tok, CLASSES, ["a {c}."]), atol=1e-6, rtol=1e-6)

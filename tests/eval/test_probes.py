@@ -114,3 +114,27 @@ def test_typographic_follow_rate_counts_the_written_word(tmp_path, tiny, monkeyp
     t = typographic_attack(model, tok, ds, progress=False, batch_size=100)
     assert t.metrics["follow_rate"] == 1.0 and t.metrics["attacked_acc1"] == 0.0
     assert t.predictions.tolist() == t.written.tolist()
+
+
+def test_typographic_attack_when_every_image_of_a_written_class_is_corrupt(tmp_path, tiny):
+    """Each written class is encoded as its own subset; one made only of corrupt images stopped the probe
+    ("none of its 1 images could be used")."""
+    from kizuna.eval.probes import _wrong_classes
+
+    model, tok = tiny
+    labels = [0, 1, 2, 0, 1, 2]
+    written = _wrong_classes(np.array(labels), 3, 0)
+    only = [i for i in range(6) if written[i] == written[0]]  # every image that gets image 0's word
+    ds = load_dataset(classification_wds(tmp_path / "d", n=6, labels=labels, corrupt=tuple(only)))
+    t = typographic_attack(model, tok, ds, progress=False, batch_size=4)
+    assert 0 <= t.metrics["attacked_acc1"] <= 1
+
+
+def test_an_empty_dataset_is_a_clear_error(tmp_path, tiny):
+    from kizuna.eval.datasets import DatasetError
+    from kizuna.eval.encode import encode_images
+
+    model, _ = tiny
+    ds = load_dataset(classification_wds(tmp_path / "d", n=4))
+    with pytest.raises(DatasetError, match="no images to encode"):
+        encode_images(model, ds.subset(np.array([], dtype=np.int64)), progress=False)

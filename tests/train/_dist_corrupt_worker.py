@@ -22,6 +22,7 @@ record = {}
 for name, trainer in runs.items():
     trainer.train()
     record[name] = {"steps": trainer.step, "skips": trainer.loader.total_skips.as_dict(),
-                    "param_sum": float(sum(p.double().sum() for p in trainer.model.parameters()))}
+                    "param_sum": float(sum(p.double().sum() for p in trainer.model.parameters())),
+                    "tokenizer": json.dumps(getattr(trainer.model.cfg, "tokenizer", None), sort_keys=True)}
 with open(f"{out_dir}/corrupt_rank{runs['vit'].dist.rank}.json", "w") as f:
     json.dump(record, f)

@@ -106,7 +106,8 @@ def test_unlocked_text_blocks_are_refused_with_the_minilm_tower(tmp_path):
     from kizuna.train.contrastive import ContrastiveTrainer
 
     kizuna.save_model(_minilm_model(), tmp_path / "minilm")
-    cfg = tiny_config(tmp_path / "run", model=str(tmp_path / "minilm"), lock_text=True, lock_text_unlocked_blocks=2)
+    cfg = tiny_config(tmp_path / "run", model=str(tmp_path / "minilm"), lock_text=True, lock_text_unlocked_blocks=2,
+                      context_length=0)
     with pytest.raises(ValueError, match="MiniLM text tower is locked whole"):
         ContrastiveTrainer(cfg)
 

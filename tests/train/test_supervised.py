@@ -478,9 +478,25 @@ def test_a_finished_run_resumed_keeps_its_model_and_a_clip_tower_keeps_its_norma
     mean, std = source_normalisation(str(tmp_path / "clip"))
     assert mean == pytest.approx(clip.cfg.preprocess["mean"]) and std == pytest.approx(clip.cfg.preprocess["std"])
     assert source_normalisation(str(out / "model")) == ([0.5] * 3, [0.5] * 3)
-    ft = SupervisedTrainer(_cfg(data, tmp_path / "ft", init=str(tmp_path / "clip"), model_overrides={}, steps=2))
+    ft = SupervisedTrainer(_cfg(data, tmp_path / "ft", init=str(tmp_path / "clip"), model_overrides={}, steps=2,
+                                save_every=1))
     assert ft.preprocess_cfg["mean"] == pytest.approx(clip.cfg.preprocess["mean"])
     assert ft.transform.mean == pytest.approx(clip.cfg.preprocess["mean"])
+    ft.train()
+    # every checkpoint carries what OUT/model does: `vit eval` or a fine-tune of checkpoints/best read
+    # CLIP's mean/std and the class names from it, and a resume needs the init checkpoint no more
+    final = json.loads((tmp_path / "ft" / "model" / "config.json").read_text())["kizuna"]["extra"]
+    for folder in ("step_0000001", "step_0000002", "best"):
+        extra = json.loads((tmp_path / "ft" / "checkpoints" / folder / "config.json").read_text())["kizuna"]["extra"]
+        assert extra["preprocess"] == final["preprocess"] and extra["classnames"] == final["classnames"] == CLASSES
+    assert source_normalisation(str(tmp_path / "ft" / "checkpoints" / "best"))[0] == pytest.approx(
+        clip.cfg.preprocess["mean"])
+    import shutil
+
+    shutil.rmtree(tmp_path / "clip")
+    resumed = SupervisedTrainer(_cfg(data, tmp_path / "ft", init=str(tmp_path / "clip"), model_overrides={}, steps=3,
+                                     resume=str(tmp_path / "ft" / "checkpoints" / "step_0000001")))
+    assert resumed.transform.mean == pytest.approx(clip.cfg.preprocess["mean"])
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -507,3 +523,12 @@ def test_a_negative_seed_trains(data, tmp_path):
     """numpy refuses negative seeds: the mixing generator failed at the first step, after data and model."""
     t = SupervisedTrainer(_cfg(data, tmp_path / "neg", seed=-1, steps=2, mixup=0.8))
     assert t.train()["val_samples"] == 16
+
+
+def test_model_overrides_name_vision_config_fields(tmp_path):
+    with pytest.raises(ValueError, match="unknown VisionConfig field.*depht"):
+        _cfg(None, tmp_path, model_overrides={"depht": 2})
+    with pytest.raises(ValueError, match="image_size is set by --image-size"):
+        _cfg(None, tmp_path, model_overrides={"image_size": 64})
+    with pytest.raises(ValueError, match="num_classes is set by the data"):
+        _cfg(None, tmp_path, model_overrides={"num_classes": 3})

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import kizuna
+
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 from _tiny import tiny_config  # noqa: E402
@@ -231,6 +233,15 @@ def test_settings_that_would_do_nothing_or_lose_the_run_are_refused(tmp_path):
         tiny_config(tmp_path, lock_image_unlocked_blocks=1)
     with pytest.raises(ValueError, match="best_mode must be"):
         tiny_config(tmp_path, best_mode="lowest")
+    for share in (1.5, -0.1):
+        with pytest.raises(ValueError, match="--patch-dropout is the share of patches dropped"):
+            tiny_config(tmp_path, patch_dropout=share)
+    with pytest.raises(ValueError, match="--tokenizer must be model .the model's own., clip_bpe or train"):
+        tiny_config(tmp_path, tokenizer="trained_bpe")
+    with pytest.raises(ValueError, match="MiniLM text tower reads its own WordPiece ids"):
+        tiny_config(tmp_path, tokenizer="train", text_tower="minilm")
+    with pytest.raises(ValueError, match="the tokenizer has 49408 ids but the text tower embeds 1000"):
+        ContrastiveTrainer(tiny_config(tmp_path, tokenizer="clip_bpe", model_overrides={"text": {"vocab_size": 1000}}))
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
@@ -300,3 +311,39 @@ def test_a_resume_given_another_lr_and_weight_decay_uses_them(tmp_path):
 def test_a_warmup_that_fills_the_run_is_warned_about(tmp_path, capsys):
     ContrastiveTrainer(tiny_config(tmp_path, steps=3, warmup_steps=5)).train()
     assert "the warm-up (5 steps) lasts the whole run (3 steps)" in capsys.readouterr().err
+
+
+def test_a_best_checkpoint_picked_on_the_test_split_is_warned_about(tmp_path, capsys):
+    from kizuna.train.contrastive import warn_if_best_is_picked_on_test
+
+    for split in ("test", "val"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        (tmp_path / "data" / split / "000000.tar").write_bytes(b"")
+    warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data"),
+                                               best_metric="retrieval/text_to_image_R@1"))
+    assert "picks best/ on the test split" in capsys.readouterr().err
+    warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data"), eval_split="val",
+                                               best_metric="retrieval/text_to_image_R@1"))
+    warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data")))  # no best/
+    assert capsys.readouterr().err == ""
+
+
+def test_flags_a_checkpoint_given_as_model_decides_are_refused(tmp_path):
+    """--model CHECKPOINT brings its own tokenizer, context length and loss: --tokenizer train or --loss
+    siglip were ignored without a word."""
+    tr = ContrastiveTrainer(tiny_config(tmp_path / "a", steps=1))
+    tr.train()
+    kizuna.save_model(tr.model, tmp_path / "start")
+    for flags in ({"loss": "siglip"}, {"tokenizer": "train"}, {"context_length": 16}):
+        with pytest.raises(ValueError, match=f"--{next(iter(flags)).replace('_', '-')} would be ignored"):
+            ContrastiveTrainer(tiny_config(tmp_path / "b", model=str(tmp_path / "start"), **{"context_length": 0, **flags}))
+    again = ContrastiveTrainer(tiny_config(tmp_path / "c", model=str(tmp_path / "start"), context_length=0, steps=1))
+    assert again.model.cfg.text.context_length == tr.model.cfg.text.context_length
+
+
+def test_retrieval_is_evaluated_beside_the_synthetic_probes(tmp_path, shared_dir):
+    """With --data synthetic the probes ran and --eval-retrieval was skipped without a word."""
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=1, eval_retrieval=str(shared_dir / "data" / "flickr8k"),
+                                        eval_split="val", eval_max_samples=8))
+    metrics = tr.train()
+    assert "retrieval/text_to_image_R@1" in metrics and any(k.startswith("probe/") for k in metrics)

@@ -436,6 +436,17 @@ class _Builder:
                            np.array(self.labels, dtype=np.int64), self.skips, self.damaged)
 
 
+def _with_text(captions: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The captions that keep some text after the tokenizers' cleaning (html-unescape, whitespace): "&nbsp;"
+    is not blank but cleans to nothing, and the tokenizer then stopped the run at its batch, again on every
+    resume. A sample left with none is an ``empty_caption`` skip."""
+    if not captions:
+        return captions
+    from kizuna.data.tokenizer import clean_text
+
+    return tuple(c for c in captions if clean_text(c))
+
+
 def _reject(captions: tuple[str, ...] | None, label: int, require: str) -> str | None:
     """Why a sample fails ``require`` (None when it is usable). label: -1 none, -2 unparsable."""
     if require == "image":
@@ -463,6 +474,7 @@ def _add_tar(b: _Builder, path: str, require: str, cache_dir) -> None:
         b.damaged.append(path)
     for key, off, size, caps, label in zip(shard.keys, shard.offsets, shard.sizes, shard.captions,
                                            shard.labels):
+        caps = _with_text(caps)
         reason = _reject(caps, label, require)
         if reason is not None:
             b.skips.add(reason, _where("tar", key, path))
@@ -515,7 +527,7 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
         else:
             size = -1
         text = row.get(caption_column) if caption_column in cols else None
-        caps = None if text is None else ((text.strip(),) if text.strip() else ())
+        caps = None if text is None else _with_text((text.strip(),) if text.strip() else ())
         label = -1
         if label_column:
             label = parse_label(row.get(label_column) or "")
@@ -553,7 +565,7 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
                 b.skips.add("empty_image", _where("folder", key, root))
                 continue
             text = _read_text(os.path.join(dirpath, stem + ".txt"))
-            caps = None if text is None else parse_captions(text)
+            caps = None if text is None else _with_text(parse_captions(text))
             cls = _read_text(os.path.join(dirpath, stem + ".cls"))
             label = -1 if cls is None else parse_label(cls)
             reason = _reject(caps, label, require)

@@ -423,11 +423,14 @@ def train_bpe_tokenizer(
         raise ValueError(f"vocab_size must be >= 514 (512 byte symbols + 2 special tokens), got {vocab_size}")
     probe = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix=_SUFFIX))
     probe.pre_tokenizer = _pre_tokenizer()
-    # The trainer's own alphabet has at most 512 symbols, so this yields at least n_merges merges.
+    # The trainer's own alphabet has at most 512 symbols, so this yields at least n_merges merges. The 256
+    # `</w>` forms are given up front, in a fixed order: the trainer otherwise creates them in hash-map order,
+    # which breaks ties between equally frequent pairs, so two trainings on one corpus gave different merges
+    # (huggingface/tokenizers#1794) - and two DDP ranks different token ids.
     trainer = BpeTrainer(
         vocab_size=n_merges + 2 * 256,
         min_frequency=min_frequency,
-        special_tokens=[],
+        special_tokens=sorted(symbol + _SUFFIX for symbol in pre_tokenizers.ByteLevel.alphabet()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         end_of_word_suffix=_SUFFIX,
         show_progress=False,

@@ -114,12 +114,22 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
 
 
 def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
+    """Rank 0 writes the cache. A cache that cannot be written is a warning, not an error: raised on rank 0
+    alone it left the other ranks waiting in their next collective."""
     if not is_main():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"weights": weights, "classnames": list(classnames), "templates": list(templates)}, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"weights": weights, "classnames": list(classnames), "templates": list(templates)}, tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        import warnings
+
+        warnings.warn(f"could not write the class-embedding cache {path} ({error}); going on without it",
+                      RuntimeWarning, stacklevel=2)
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
 
 
 def _remember(key, weights: torch.Tensor) -> None:

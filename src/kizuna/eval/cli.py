@@ -131,15 +131,21 @@ def _entry(args, task) -> dict:
 
 
 def run(args):
-    from kizuna.train.distributed import init_distributed
-
-    from .suite import check_run_values, run_entry, run_suite, write_results
-    from .encode import is_main
+    from kizuna.train.distributed import finish_distributed, init_distributed
 
     cmd = getattr(args, "eval_command", None)
     if not cmd:
         raise ValueError("choose a task: zeroshot, retrieval, linear-probe, probes or suite (see kizuna eval --help)")
     info = init_distributed(getattr(args, "device", None))
+    code = _run(args, cmd, info)
+    finish_distributed()  # under torchrun: after rank 0 wrote the results
+    return code
+
+
+def _run(args, cmd, info):
+    from .suite import check_run_values, run_entry, run_suite, write_results
+    from .encode import is_main
+
     progress = not args.no_progress
     if cmd == "suite":
         device = args.device

@@ -68,6 +68,9 @@ class CheckpointManager:
         self.mode = ("min" if lower_is_better(metric, mode) else "max") if metric else "max"
         self.best_value: float | None = None
         self._warned_missing = False
+        # saved with every step folder and best/ (the supervised trainer's preprocessing and class names), so
+        # each loads, evaluates and fine-tunes as the final model does
+        self.model_extra: dict = {}
 
     def _is_better(self, value: float) -> bool:
         if self.best_value is None:
@@ -79,7 +82,7 @@ class CheckpointManager:
         final = self.dir / f"step_{step:07d}"
         tmp = make_temp_folder(self.dir, f".{final.name}.")
         try:
-            save_model(model, tmp, extra={"step": step, "metrics": metrics or {}})
+            save_model(model, tmp, extra={**self.model_extra, "step": step, "metrics": metrics or {}})
             train_state = dict(train_state, best_value=self.best_value)
             torch.save(train_state, tmp / "train_state.pt")
             if final.exists():
@@ -113,7 +116,7 @@ class CheckpointManager:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.best_value = float(value)
         best_tmp = make_temp_folder(self.dir, ".best.")
-        save_model(model, best_tmp, extra={"step": step, "metrics": metrics, "best_metric": self.metric,
+        save_model(model, best_tmp, extra={**self.model_extra, "step": step, "metrics": metrics, "best_metric": self.metric,
                                            "best_mode": self.mode})
         if (self.dir / "best").exists():
             shutil.rmtree(self.dir / "best")

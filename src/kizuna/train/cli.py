@@ -13,6 +13,7 @@ flags override it. Multi-GPU / multi-process: launch the same command with torch
 from __future__ import annotations
 
 import json
+import os
 
 
 def add_arguments(p):
@@ -31,7 +32,10 @@ def run(args):
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
         print(json.dumps(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
         return 0
+    from .distributed import finish_distributed
+
     metrics = train(cfg, named_fields(args))
-    if metrics:
+    if metrics and int(os.environ.get("RANK", "0")) == 0:  # once, not once per rank
         print(json.dumps(metrics, indent=2))
+    finish_distributed()
     return 0

@@ -68,6 +68,7 @@ class TrainConfig:
     eval_zeroshot: str = ""  # classification dataset folder (CLIP_benchmark layout), "synthetic" for the probes
     eval_retrieval: str = ""  # retrieval dataset folder
     eval_max_samples: int = 0  # 0 = all
+    eval_split: str = ""  # split of those folders ("" = test, else val/validation); pick best/ on "val", not test
     best_metric: str = ""  # metric name that picks the "best" checkpoint (best/ after any evaluation that beats it)
     best_mode: str = "auto"  # "auto" (lowest for a loss, error or rank, else highest) | "max" | "min"
     # output
@@ -127,6 +128,14 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         raise ValueError(f"text_tower must be 'model' or 'minilm', got {cfg.text_tower!r}")
     if cfg.best_mode not in ("auto", "max", "min"):
         raise ValueError(f"best_mode must be 'auto', 'max' or 'min', got {cfg.best_mode!r}")
+    if cfg.tokenizer not in ("model", "", "clip_bpe", "train"):
+        raise ValueError(f"--tokenizer must be model (the model's own), clip_bpe or train, got {cfg.tokenizer!r}")
+    if cfg.text_tower == "minilm" and cfg.tokenizer not in ("model", ""):
+        raise ValueError(f"--tokenizer {cfg.tokenizer}: the MiniLM text tower reads its own WordPiece ids; "
+                         "drop --tokenizer (or use --text-tower model)")
+    if not 0.0 <= cfg.patch_dropout < 1.0:  # 1.5 kept one patch per image, a negative share none were dropped
+        raise ValueError(f"--patch-dropout is the share of patches dropped while training, in [0, 1); got "
+                         f"{cfg.patch_dropout}")
     check_common(cfg)
     return cfg
 

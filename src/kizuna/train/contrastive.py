@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -33,13 +34,15 @@ from .checkpointing import (CheckpointManager, announce_restored, check_resume_s
 from .compiling import compiled_or_eager
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
-from .distributed import DistInfo, barrier, contrastive_loss, even_batch, init_distributed
+from .distributed import DistInfo, barrier, contrastive_loss, even_batch, from_rank0, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory
 from .optim import (announce_precision, autocast_for, make_optimizer, make_scheduler, tune_for_training,
                     use_config_settings)
 from .towers import lock_tower
 
+# What a checkpoint given as --model decides (the model's own config and tokenizer).
+CHECKPOINT_FIXED = ("model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length")
 # Settings that make the model and its tokenizer: a resumed run continues with the checkpoint's.
 RESUME_FIXED = ("model", "model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length",
                 "synthetic_image_size")
@@ -105,6 +108,7 @@ class ContrastiveTrainer:
         if self.resume_from is not None:
             model = load_model(self.resume_from)
         elif Path(cfg.model).exists():
+            refuse_settings_a_checkpoint_fixes(cfg, self.named)
             model = load_model(cfg.model)
         else:
             mcfg = model_config(cfg)
@@ -117,6 +121,11 @@ class ContrastiveTrainer:
                 model.text.load_pretrained_weights()
         self.model: ClipModel = model.to(self.device).train()
         self.tokenizer = kizuna.get_tokenizer(self.model)
+        ids, embeddings = getattr(self.tokenizer, "vocab_size", 0), self.model.cfg.text.vocab_size
+        if self.model.cfg.text.kind != "minilm" and ids > embeddings:  # failed at step 1, deep in an embedding
+            raise ValueError(f"the tokenizer has {ids} ids but the text tower embeds {embeddings}: give the text "
+                             f"tower vocab_size >= {ids} (--model-overrides '{{\"text\": {{\"vocab_size\": {ids}}}}}') "
+                             "or --tokenizer train")
         self.dataset, _ = build_dataset(cfg, self.model.cfg.preprocess, train=True)
         self.loader, self.sampler = build_loader(cfg, self.dataset, self.per_rank_batch, self.dist.rank, self.dist.world_size)
         self.steps_per_epoch = len(self.sampler)
@@ -139,6 +148,8 @@ class ContrastiveTrainer:
         self.logger.write_config({**cfg.to_dict(), "precision_used": self.precision})
         if self.resume_from is not None:
             self._resume()
+        if self.dist.is_main:
+            warn_if_best_is_picked_on_test(cfg)
         index = getattr(self.dataset, "index", None)
         if index is not None and index.skips and self.dist.is_main:
             print(f"data: {len(index)} usable samples; while indexing {index.skips.report()}")
@@ -147,11 +158,17 @@ class ContrastiveTrainer:
 
     # ----- set-up ------------------------------------------------------------------------------
     def _train_tokenizer(self, mcfg: ClipConfig) -> ClipConfig:
-        from kizuna.data.tokenizer import train_bpe_tokenizer
+        from kizuna.data.tokenizer import tokenizer_from_config, train_bpe_tokenizer
 
-        _, captions = build_dataset(self.cfg, mcfg.preprocess, train=True)
         ctx = self.cfg.context_length or mcfg.text.context_length
-        tok = train_bpe_tokenizer(captions(50_000), vocab_size=self.cfg.tokenizer_vocab_size, context_length=ctx)
+
+        def train():
+            _, captions = build_dataset(self.cfg, mcfg.preprocess, train=True)
+            return train_bpe_tokenizer(captions(50_000), vocab_size=self.cfg.tokenizer_vocab_size,
+                                       context_length=ctx).to_config()
+
+        # trained once, on rank 0, and sent to the others: the same ids everywhere, and the work done once
+        tok = tokenizer_from_config(from_rank0(train))
         mcfg.tokenizer = tok.to_config()
         mcfg.text.vocab_size = tok.vocab_size
         mcfg.text.eot_token_id = tok.eot_token_id
@@ -270,12 +287,14 @@ class ContrastiveTrainer:
                     from .evaluation import synthetic_probe_metrics
 
                     metrics.update(synthetic_probe_metrics(self.model, self.tokenizer, n_per_task=cfg.eval_max_samples or 200))
-            elif cfg.eval_zeroshot or cfg.eval_retrieval:
+            zeroshot = "" if cfg.eval_zeroshot == "synthetic" else cfg.eval_zeroshot
+            if zeroshot or cfg.eval_retrieval:  # beside the probes too (it was skipped on synthetic data)
                 from kizuna.eval.training import evaluate_for_training
 
                 metrics.update(evaluate_for_training(
                     self.model, self.tokenizer, kizuna.get_preprocess(self.model),
-                    cfg.eval_zeroshot or None, cfg.eval_retrieval or None, max_samples=cfg.eval_max_samples,
+                    zeroshot or None, cfg.eval_retrieval or None, max_samples=cfg.eval_max_samples,
+                    split=cfg.eval_split or None,
                 ))
         finally:
             self.model.train()
@@ -394,6 +413,40 @@ class ContrastiveTrainer:
         bar.close()
         self.logger.close()
         return last_metrics
+
+
+def refuse_settings_a_checkpoint_fixes(cfg: TrainConfig, named: frozenset[str] | None) -> None:
+    """Training from a checkpoint given as --model keeps its towers, tokenizer and loss: flags asking for
+    others were ignored without a word. ``named`` as for a resume (None: a non-default value counts)."""
+    if named is None:
+        defaults = TrainConfig()
+        named = frozenset(f for f in CHECKPOINT_FIXED if getattr(cfg, f) != getattr(defaults, f))
+    given = [f"--{f.replace('_', '-')}" for f in CHECKPOINT_FIXED if f in named]
+    if given:
+        raise ValueError(f"--model {cfg.model} is a checkpoint: it brings its own towers, tokenizer and loss, so "
+                         f"{', '.join(given)} would be ignored. Drop the flag(s), or start from a preset name")
+
+
+def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:
+    """best/ chosen by a metric measured on the test split is tuned on the test set: its test numbers are
+    no longer a held-out estimate. Said once at the start, with the way out."""
+    from kizuna.eval.datasets import DatasetError, find_split
+
+    if not cfg.best_metric or cfg.eval_split:
+        return
+    for folder in (cfg.eval_zeroshot, cfg.eval_retrieval):
+        if not folder or folder == "synthetic":
+            continue
+        path = Path(folder).expanduser()
+        try:
+            split = path.name if path.name == "test" else find_split(path, None)[1]
+        except (DatasetError, OSError):
+            continue
+        if split == "test":
+            print(f"warning: --best-metric {cfg.best_metric} picks best/ on the test split of {folder}, so best/'s "
+                  "test numbers are no longer held out; pass --eval-split val (where the data has one)",
+                  file=sys.stderr)
+            return
 
 
 def train(cfg: TrainConfig, named: frozenset[str] | None = None) -> dict:

@@ -76,7 +76,8 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
         return ds, lambda n: ds.captions(n)
     index = build_index(cfg.data, require="caption", image_column=cfg.csv_image_key, caption_column=cfg.csv_caption_key)
     if len(index) == 0:
-        raise ValueError(f"{cfg.data}: no usable image-caption samples found")
+        why = f" ({index.skips.report()})" if index.skips else ""
+        raise ValueError(f"{cfg.data}: no usable image-caption samples found{why}")
     transform = preprocess_from_config(
         preprocess_cfg, train=train, scale=tuple(cfg.aug_scale), hflip=cfg.aug_hflip, color_jitter=cfg.aug_color_jitter,
     )

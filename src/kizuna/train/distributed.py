@@ -144,6 +144,25 @@ def barrier():
         dist.barrier()
 
 
+def finish_distributed() -> None:
+    """The end of a command under torchrun: every rank waits for the others (rank 0 may still be writing
+    results), then the process group is taken down. Left to the interpreter's exit, one rank's gloo could
+    abort mid-teardown ("terminate called without an active exception") and fail a finished run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def from_rank0(make):
+    """``make()`` on rank 0, its (picklable) result on every rank: work whose result must be the same
+    everywhere, such as a trained tokenizer (two ranks' token ids must mean the same text)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return make()
+    box = [make() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x)

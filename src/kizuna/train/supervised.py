@@ -169,8 +169,26 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
     if not 0.0 < cfg.subset_fraction <= 1.0:
         raise ValueError(f"subset_fraction must be in (0, 1], got {cfg.subset_fraction}")
     check_augmentation(cfg)
+    check_model_overrides(cfg.model_overrides)
     check_common(cfg)
     return cfg
+
+
+def check_model_overrides(overrides: dict) -> None:
+    """--model-overrides names VisionConfig fields; the image size and the class count have flags of their own
+    (and the class count comes from the data). A wrong key failed as a TypeError deep in model building."""
+    from kizuna.models.vit import VisionConfig
+
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--model-overrides must be a JSON object of VisionConfig fields, got {overrides!r}")
+    fields = {f.name for f in dataclasses.fields(VisionConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"--model-overrides: unknown VisionConfig field(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(fields - {'image_size', 'num_classes'}))})")
+    owned = {"image_size": "--image-size", "num_classes": "the data's class count"}
+    for key in sorted(set(overrides) & set(owned)):
+        raise ValueError(f"--model-overrides: {key} is set by {owned[key]}, not by an override")
 
 
 def check_augmentation(cfg: SupervisedConfig) -> None:
@@ -202,10 +220,17 @@ def vit_preprocess(image_size, mean=VIT_MEAN, std=VIT_STD) -> dict:
             "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
-def source_normalisation(path: str | None) -> tuple[list, list]:
+def source_normalisation(path: str | None, resumed: str | Path | None = None) -> tuple[list, list]:
     """The pixel mean and std a checkpoint to fine-tune was trained with: a CLIP tower's (OpenAI's 0.48/0.27)
     or a ViT's stored preprocessing; kizuna's ViT default (0.5/0.5) for a fresh model. Fine-tuning a CLIP
-    tower on 0.5/0.5 fed it inputs at about half the scale its weights expect."""
+    tower on 0.5/0.5 fed it inputs at about half the scale its weights expect. ``resumed``: the checkpoint a
+    run resumes from, whose stored preprocessing wins (checkpoints written before it was stored have none)."""
+    if resumed is not None:
+        from kizuna.analysis.report import read_record
+
+        stored = (read_record(resumed).get("extra") or {}).get("preprocess")
+        if stored:
+            return list(stored.get("mean", VIT_MEAN)), list(stored.get("std", VIT_STD))
     if not path:
         return list(VIT_MEAN), list(VIT_STD)
     if not Path(path).exists():
@@ -461,8 +486,10 @@ class SupervisedTrainer:
             self.model.set_grad_checkpointing(True)
         size = self.model.cfg.image_size
         self.image_size = size if isinstance(size, int) else list(size)
-        mean, std = source_normalisation(cfg.init)  # a fine-tuned model keeps the inputs it learned on
+        mean, std = source_normalisation(cfg.init, self.resume_from)  # a fine-tuned model keeps its inputs
         self.preprocess_cfg = vit_preprocess(self.image_size, mean, std)
+        self.ckpt.model_extra = {"preprocess": self.preprocess_cfg, "classnames": self.classnames,
+                                 "task": "classification"}
 
         # loaders
         self.transform, self.batch_augment = augmentations(cfg, self.image_size, mean, std)
@@ -615,9 +642,7 @@ class SupervisedTrainer:
         """OUT/model: the final model with its preprocessing and class names (for `kizuna analyze`)."""
         path = self.out / "model"
         if self.dist.is_main:
-            save_model(self.model, path, extra={
-                "step": self.step, "metrics": metrics, "preprocess": self.preprocess_cfg,
-                "classnames": self.classnames, "task": "classification"})
+            save_model(self.model, path, extra={**self.ckpt.model_extra, "step": self.step, "metrics": metrics})
         barrier()
         return path
 

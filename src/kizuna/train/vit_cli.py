@@ -232,7 +232,10 @@ def run(args):
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
         print(json.dumps(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
         return 0
+    from .distributed import finish_distributed
+
     metrics = train_supervised(cfg, named_fields(args))
     if metrics and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(metrics, indent=2))
+    finish_distributed()
     return 0
