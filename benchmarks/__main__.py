@@ -147,6 +147,25 @@ def merge_results(results: dict, other: dict, log) -> list[str]:
     return taken
 
 
+def code_version() -> str:
+    """The commit the figures were measured at ("+changes" when the tree differed from it), so a figure can be
+    told from one measured before a change to the code it times; "unknown" outside a git checkout."""
+    import subprocess
+
+    def git(*argv):
+        return subprocess.run(["git", *argv], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                              timeout=10)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -208,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run_started = time.perf_counter()
     run_info = {"command": command, "started": _now(), "load_before": load_average(), "machine": machine_info(),
-                "sections": args.names, "quick": args.quick, "kept_previous": []}
+                "sections": args.names, "quick": args.quick, "kept_previous": [], "code": code_version()}
     settings.log(f"machine: {run_info['machine']['cpu_model']}, {run_info['machine']['usable_cores']} cores, "
                  f"torch {torch.__version__} with {torch.get_num_threads()} threads; load {run_info['load_before']}")
     for name in args.names:
@@ -219,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         section.update(name=name, command=command, started=started, duration_s=round(time.perf_counter() - t0, 1),
                        load_before=load_before, load_after=load_average(), quick=args.quick,
                        threads=torch.get_num_threads(), machine=run_info["machine"], reps=settings.reps,
-                       max_reps=settings.max_reps)
+                       max_reps=settings.max_reps, code=run_info["code"])
         settings.extra[name] = section
         key = section_key(name, mod, cuda_available)
         settings.log(f"   {name} done in {section['duration_s']:.0f} s (load average {section['load_after']})"

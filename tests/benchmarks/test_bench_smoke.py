@@ -49,6 +49,7 @@ def test_quick_tokenizer_benchmark_writes_a_table_with_a_ratio(tmp_path):
     assert sec["data"]["ratio_vs_hf"] > 0 and sec["data"]["ratio_vs_python"] > 0
     assert all(len(t["runs_s"]) >= 5 for t in sec["data"]["timings"].values())
     assert sec["command"].endswith("--json " + str(js)) or "--only tokenizer" in sec["command"]
+    assert sec["code"] == data["last_run"]["code"] and sec["code"] != ""  # the commit the figures belong to
 
 
 def _rate_cells(md: str, title: str, column: str) -> list[float]:

@@ -246,3 +246,15 @@ def test_timings_still_noisy_at_the_end_are_flagged_in_tables_and_report():
     assert [name for name, _ in noisy_timings(data)] == ["ViT-B/32 text batch 32 · kizuna", "bare_step"]
     text = render({"sections": {"encode": _section("encode", data=data)}, "full_run": _run_info()})
     assert "> **Noisy**" in text and "ViT-B/32 text batch 32 · kizuna (spread 150%)" in text
+
+
+def test_each_section_records_the_code_it_measured(results_copy, monkeypatch):
+    """A figure measured before a change to the code it times could not be told from one after it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench_main, "code_version", lambda: "abc1234+changes")
+    sections_before = _sections(results_copy)
+    assert _run(results_copy, "--only", "gpu_train_step") == 0  # a skip: the measured section is kept as it was
+    assert _sections(results_copy) == sections_before
+    assert json.loads(results_copy.read_text())["last_run"]["code"] == "abc1234+changes"
+    head = bench_main.code_version()
+    assert head == "unknown" or len(head.split("+")[0]) >= 7

@@ -138,3 +138,14 @@ def test_an_empty_dataset_is_a_clear_error(tmp_path, tiny):
     ds = load_dataset(classification_wds(tmp_path / "d", n=4))
     with pytest.raises(DatasetError, match="no images to encode"):
         encode_images(model, ds.subset(np.array([], dtype=np.int64)), progress=False)
+
+
+def test_a_subset_naming_an_image_twice_encodes_both(tmp_path, tiny):
+    from kizuna.eval.encode import encode_images
+
+    model, _ = tiny
+    ds = load_dataset(classification_wds(tmp_path / "d", n=4, corrupt=(2,)))
+    enc = encode_images(model, ds.subset(np.array([0, 0, 1, 2, 1])), progress=False, batch_size=2)
+    assert enc.valid.tolist() == [True, True, True, False, True]  # the first 0 was left empty, uncounted
+    torch.testing.assert_close(enc.features[0], enc.features[1])
+    torch.testing.assert_close(enc.features[2], enc.features[4])

@@ -347,3 +347,15 @@ def test_retrieval_is_evaluated_beside_the_synthetic_probes(tmp_path, shared_dir
                                         eval_split="val", eval_max_samples=8))
     metrics = tr.train()
     assert "retrieval/text_to_image_R@1" in metrics and any(k.startswith("probe/") for k in metrics)
+
+
+def test_logged_losses_of_a_resumed_run_equal_the_uninterrupted_ones(tmp_path):
+    """The running loss average is not checkpointed: with --log-every 3 and a checkpoint at step 2, the
+    resumed run's step-3 record averaged one step where the uninterrupted one averaged three."""
+    kw = dict(steps=6, log_every=3, save_every=2, keep_last=5)
+    ContrastiveTrainer(tiny_config(tmp_path / "a", **kw)).train()
+    ContrastiveTrainer(tiny_config(tmp_path / "b", resume=str(tmp_path / "a" / "checkpoints" / "step_0000002"),
+                                   **kw)).train()
+    a, b = (read_metrics(tmp_path / run / "metrics.jsonl", "train") for run in ("a", "b"))
+    assert [r["step"] for r in a] == [2, 3, 4, 6]  # a record at every checkpoint too
+    assert [(r["step"], r["loss"]) for r in a if r["step"] > 2] == [(r["step"], r["loss"]) for r in b]

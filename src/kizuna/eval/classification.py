@@ -263,7 +263,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if k != 5:
         metrics[f"acc{k}"] = metrics.pop("acc5")
     if method == "classifier":
-        metrics["loss"] = float(F.cross_entropy(scores[v], y)) if len(v) else float("nan")
+        metrics["loss"] = float(F.cross_entropy(scores[v].detach(), y)) if len(v) else float("nan")
     return ClassificationResult(metrics, list(classnames), cm, pred, top, labels, valid, list(keys),
                                 scores if keep_scores else None, skipped or SkipCounter(), list(templates), dataset,
                                 method)

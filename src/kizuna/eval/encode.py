@@ -159,6 +159,18 @@ def _device_of(model, device):
         return torch.device("cpu")
 
 
+def _positions_in_batch(rows: list[int], kept: list[int], offset: int) -> list[int]:
+    """Where each sample the collate kept (dataset rows, in order; corrupt ones dropped) sits in the shard: a
+    subset may name one row twice, and a row -> position map gave both copies one slot and lost the other."""
+    positions, j = [], 0
+    for row in kept:
+        while rows[j] != row:
+            j += 1
+        positions.append(offset + j)
+        j += 1
+    return positions
+
+
 @torch.inference_mode()
 def encode_images(model, dataset, transform=None, batch_size: int = 64, device=None, num_workers: int = 0,
                   progress: bool = True, desc: str = "encoding images", normalize: bool = True,
@@ -190,12 +202,11 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     loader = torch.utils.data.DataLoader(pair_ds, batch_sampler=batches, num_workers=num_workers,
                                          collate_fn=Collate())
-    row_to_local = {r: k for k, r in enumerate(rows)}
     feats: torch.Tensor | None = None
     valid = torch.zeros(len(rows), dtype=torch.bool)
     skips = SkipCounter()
     encode = encode_fn or (lambda x: model.encode_image(x, normalize=False))
-    for batch in progress_bar(loader, total=len(batches), desc=desc, enabled=progress):
+    for b, batch in enumerate(progress_bar(loader, total=len(batches), desc=desc, enabled=progress)):
         if batch["skipped"]:
             skips.update(batch["skipped"], batch["skip_examples"])
         if batch["images"].numel() == 0:
@@ -206,7 +217,7 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
         out = out.cpu()
         if feats is None:
             feats = torch.zeros(len(rows), out.shape[1])
-        local = torch.tensor([row_to_local[int(i)] for i in batch["indices"]])
+        local = torch.tensor(_positions_in_batch(batches[b], batch["indices"].tolist(), b * batch_size))
         feats[local] = out
         valid[local] = True
     # A rank with an empty shard (or only corrupt images) still has to learn the feature width.

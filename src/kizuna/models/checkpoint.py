@@ -59,7 +59,8 @@ def atomic_write(path: str | Path, write_fn) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the name shortened so that a target near the file-name limit (255) still has a temp name under it
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
     os.close(fd)
     try:
         write_fn(tmp)
@@ -177,9 +178,10 @@ def follow_latest(path: str | Path) -> Path:
     folder it names (when it exists), so a user can pass the pointer itself; any other path unchanged."""
     path = Path(path)
     if path.name == "latest" and path.is_file() and path.stat().st_size < 256:
-        target = path.parent / path.read_text(errors="replace").strip()
-        if target.name and target.is_dir():
-            return target
+        name = path.read_text(errors="replace").strip()
+        # a folder beside it, by name: an empty or "." pointer (a torn write) named the checkpoints folder
+        if name and name not in (".", "..") and "/" not in name and (path.parent / name).is_dir():
+            return path.parent / name
     return path
 
 
@@ -199,8 +201,10 @@ def load_model(
             raise CheckpointError(f"{path}: folder has no config.json (expected a kizuna or Hugging Face model)")
         try:
             cfg = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{cfg_file}: invalid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{cfg_file}: expected a JSON object, got {type(cfg).__name__}")
         if FORMAT_KEY in cfg:
             record = cfg[FORMAT_KEY]
             _, tensors = _read_safetensors(path / "model.safetensors")
@@ -212,23 +216,32 @@ def load_model(
         meta, tensors = _read_safetensors(path)
         if FORMAT_KEY not in meta:
             raise CheckpointError(f"{path}: safetensors file without kizuna metadata; save it with kizuna.save_model")
-        record = json.loads(meta[FORMAT_KEY])
+        try:
+            record = json.loads(meta[FORMAT_KEY])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: its kizuna metadata is not valid JSON ({e})") from None
     else:
         from .convert_openai import openai_to_kizuna
 
         record, tensors = openai_to_kizuna(_load_torch_file(path, allow_jit), source=str(path))
-    if image_size is not None:
-        record, tensors = _change_resolution(record, tensors, image_size)
-    # Every tensor comes from the checkpoint, so skip the random init (seconds for a ViT-B): build on the
-    # meta device, allocate uninitialised memory, then copy (load_state_dict_strict checks that all arrive).
-    with torch.device("meta"):
-        model = model_from_record(record)
-    if any(m._non_persistent_buffers_set for m in model.modules()):
-        # Such buffers (e.g. BERT's position_ids in the MiniLM tower) are not in the checkpoint, so
-        # they need their real initial values: build the slow way.
-        model = model_from_record(record)
-    else:
-        model = model.to_empty(device="cpu")
+    try:
+        if image_size is not None:
+            record, tensors = _change_resolution(record, tensors, image_size)
+        # Every tensor comes from the checkpoint, so skip the random init (seconds for a ViT-B): build on the
+        # meta device, allocate uninitialised memory, then copy (load_state_dict_strict checks that all arrive).
+        with torch.device("meta"):
+            model = model_from_record(record)
+        if any(m._non_persistent_buffers_set for m in model.modules()):
+            # Such buffers (e.g. BERT's position_ids in the MiniLM tower) are not in the checkpoint, so
+            # they need their real initial values: build the slow way.
+            model = model_from_record(record)
+        else:
+            model = model.to_empty(device="cpu")
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except (TypeError, KeyError, AttributeError, ValueError) as e:  # a record from another version, or damaged
+        raise CheckpointError(f"{path}: its kizuna record does not describe a model this kizuna builds "
+                              f"({type(e).__name__}: {e}); it may come from another kizuna version") from None
     load_state_dict_strict(model, tensors, str(path))
     return model.to(map_location).eval()
 

@@ -79,27 +79,46 @@ class CheckpointManager:
 
     def save(self, step: int, model, train_state: dict, metrics: dict | None = None) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # best/ first, so the train_state below holds this step's best value: written before, a resume from
+        # a step that was the new best restored the previous best and let a worse model replace best/
+        self.update_best(step, model, metrics)
         final = self.dir / f"step_{step:07d}"
         tmp = make_temp_folder(self.dir, f".{final.name}.")
         try:
             save_model(model, tmp, extra={**self.model_extra, "step": step, "metrics": metrics or {}})
-            train_state = dict(train_state, best_value=self.best_value)
-            torch.save(train_state, tmp / "train_state.pt")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            torch.save(dict(train_state, best_value=self.best_value), tmp / "train_state.pt")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self._swap_in(tmp, final)
         atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name))
-        self.update_best(step, model, metrics)
-        self._prune()
+        self._prune(keep=final)
         return final
+
+    def _swap_in(self, tmp: Path, final: Path) -> None:
+        """Rename the filled ``tmp`` to ``final``; an existing ``final`` (the same step saved again) is moved
+        aside first and deleted only once the new one is in place (deleted first, a failed rename left none)."""
+        if not final.exists():
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return
+        old = make_temp_folder(self.dir, f".{final.name}.old.")
+        os.replace(final, old)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(old, final)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
     def update_best(self, step: int, model, metrics: dict | None) -> bool:
         """``best/`` := ``model`` when ``metrics`` improve on the best so far. Called after every evaluation,
         not only those that coincide with a checkpoint (with --eval-every and no --save-every, best/ was
-        always the last step). Returns whether it was written."""
+        always the last step). Returns whether it was written; the best value changes only once it was."""
         if not self.metric or not metrics:
             return False
         value = metrics.get(self.metric)
@@ -114,25 +133,62 @@ class CheckpointManager:
         if value != value or not self._is_better(value):  # NaN is never best
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.best_value = float(value)
         best_tmp = make_temp_folder(self.dir, ".best.")
-        save_model(model, best_tmp, extra={**self.model_extra, "step": step, "metrics": metrics, "best_metric": self.metric,
-                                           "best_mode": self.mode})
-        if (self.dir / "best").exists():
-            shutil.rmtree(self.dir / "best")
-        os.replace(best_tmp, self.dir / "best")
+        try:
+            save_model(model, best_tmp, extra={**self.model_extra, "step": step, "metrics": metrics,
+                                               "best_metric": self.metric, "best_mode": self.mode})
+        except BaseException:
+            shutil.rmtree(best_tmp, ignore_errors=True)
+            raise
+        self._swap_in(best_tmp, self.dir / "best")
+        self.best_value = float(value)
         return True
 
-    def _prune(self):
-        steps = sorted(p for p in self.dir.glob("step_*") if p.is_dir())
-        for old in steps[: max(0, len(steps) - self.keep_last)]:
+    def step_folders(self) -> list[Path]:
+        """This run's checkpoint folders, oldest first by step number (a name sort put step_10000000 before
+        step_9999999); other folders and files in checkpoints/ are not checkpoints."""
+        steps = [p for p in self.dir.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+        return sorted(steps, key=lambda p: int(p.name[5:]))
+
+    def _prune(self, keep: Path) -> None:
+        """Keep ``keep`` (just written) and the newest ``keep_last - 1`` before it. Later steps (left by a
+        run resumed from an earlier checkpoint) are not deleted, and not counted: the checkpoint just written
+        was deleted when they were. Temp folders of saves a kill interrupted are removed."""
+        step = int(keep.name[5:])
+        older = [p for p in self.step_folders() if int(p.name[5:]) < step]
+        for old in older[: max(0, len(older) - (self.keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
+        for stray in self.dir.glob(".step_*"):
+            if stray.is_dir():
+                shutil.rmtree(stray, ignore_errors=True)
+        for stray in self.dir.glob(".best.*"):
+            if stray.is_dir():
+                shutil.rmtree(stray, ignore_errors=True)
+
+    def set_aside_earlier_run(self) -> Path | None:
+        """A fresh run (not a resume) into an --out that holds checkpoints: they are an earlier run's, and
+        mixed with this one's they were pruned against it (this run's first checkpoint was the one deleted) and
+        `--resume latest` could pick theirs. Moved to checkpoints.prev (replacing an older one), as
+        metrics.jsonl goes to metrics.jsonl.prev. Returns where they went, or None."""
+        if not (self.dir.is_dir() and (self.step_folders() or (self.dir / "best").is_dir())):
+            return None
+        previous = self.dir.with_name(self.dir.name + ".prev")
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(self.dir, previous)
+        print(f"{self.dir} held an earlier run's checkpoints: moved to {previous.name}; this run starts afresh")
+        return previous
 
     def latest(self) -> Path | None:
         marker = self.dir / "latest"
         if (named := follow_latest(marker)) != marker:  # the folder the marker names, when it exists
             return named
-        steps = sorted(p for p in self.dir.glob("step_*") if p.is_dir())
+        steps = self.step_folders()
+        if steps and marker.is_file():
+            import warnings
+
+            warnings.warn(f"{marker} names {marker.read_text(errors='replace').strip()!r}, which is not a checkpoint "
+                          f"folder; taking the newest, {steps[-1].name}", RuntimeWarning, stacklevel=2)
         return steps[-1] if steps else None
 
     def resolve(self, resume: str) -> Path:
@@ -156,9 +212,14 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
     """A checkpoint's ``train_state.pt`` (``mmap``: its tensors are mapped, not read, for a look at the
     settings); a damaged one is named with the earlier checkpoint to resume from."""
     try:
-        return torch.load(path / "train_state.pt", map_location="cpu", weights_only=True, mmap=mmap)
+        state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True, mmap=mmap)
+        if not isinstance(state, dict):
+            raise TypeError(f"a {type(state).__name__}, not the dict a trainer saves")
+        return state
     except Exception as e:  # truncated or overwritten: unpickling fails with anything from EOFError to KeyError
-        earlier = sorted(p for p in path.parent.glob("step_*") if p.is_dir() and p.name < path.name)
+        earlier = sorted((p for p in path.parent.glob("step_*") if p.is_dir() and p.name[5:].isdigit()
+                          and path.name[5:].isdigit() and int(p.name[5:]) < int(path.name[5:])),
+                         key=lambda p: int(p.name[5:]))
         why = (str(e).strip().splitlines() or [""])[0][:120]  # torch's first line; the rest is advice for pickles
         raise CheckpointError(
             f"{path / 'train_state.pt'}: cannot be read ({type(e).__name__}: {why}); this checkpoint is damaged. "

@@ -103,6 +103,8 @@ class ContrastiveTrainer:
         self.ckpt = CheckpointManager(self.out, keep_last=cfg.keep_last, metric=cfg.best_metric or None,
                                       mode=cfg.best_mode)
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
+        if self.resume_from is None and self.dist.is_main:  # a fresh run: earlier checkpoints here are not its own
+            self.ckpt.set_aside_earlier_run()
 
         # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
         if self.resume_from is not None:
@@ -246,7 +248,7 @@ class ContrastiveTrainer:
         rng_states, feats_i, feats_t = [], [], []
         with torch.no_grad():
             for xi, xt in zip(img_chunks, txt_chunks):
-                rng_states.append(torch.get_rng_state())
+                rng_states.append(_rng_states(self.device))
                 with self.autocast():
                     out = self.model(xi, **{key: xt})
                 feats_i.append(out["image_features"].float())
@@ -258,9 +260,9 @@ class ContrastiveTrainer:
         loss = contrastive_loss(self.model.cfg.loss, all_i, all_t, scale, bias)
         loss.backward()
         grads_i, grads_t = all_i.grad.chunk(k), all_t.grad.chunk(k)
-        end_state = torch.get_rng_state()
+        end_state = _rng_states(self.device)
         for j, (xi, xt) in enumerate(zip(img_chunks, txt_chunks)):
-            torch.set_rng_state(rng_states[j])  # same patch-dropout draws as the cached pass
+            _set_rng_states(rng_states[j], self.device)  # same patch-dropout draws as the cached pass
             sync = self.ddp.no_sync() if (self.ddp is not None and j < k - 1) else contextlib.nullcontext()
             with sync:
                 with self.autocast():
@@ -272,7 +274,7 @@ class ContrastiveTrainer:
                     if bias is not None:
                         surrogate = surrogate + out["logit_bias"].float() * bias.grad
                 surrogate.backward()
-        torch.set_rng_state(end_state)
+        _set_rng_states(end_state, self.device)
         return loss.detach()
 
     # ----- evaluation ----------------------------------------------------------------------------
@@ -320,6 +322,12 @@ class ContrastiveTrainer:
                 "scaler": None, "rng": rng_state(), "data": self.loader.state_dict(),
                 "train_config": self.cfg.to_dict(), **length_state(self),
             }
+            if self.cached_text and self.text_cache:
+                # A caption's cached embedding depends (to float rounding) on the batch it was first encoded
+                # in; re-encoded after a resume in other batches, it moved the run off its uninterrupted path.
+                captions = list(self.text_cache)
+                state["text_cache"] = {"captions": captions,
+                                       "embeddings": torch.stack([self.text_cache[c] for c in captions])}
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
 
@@ -334,6 +342,9 @@ class ContrastiveTrainer:
         restore_length(self, state)
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
+        cache = state.get("text_cache")
+        if self.cached_text and cache:
+            self.text_cache = dict(zip(cache["captions"], cache["embeddings"].unbind(0)))
         self.logger.drop_after(self.step)
         if self.dist.is_main:
             print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
@@ -371,7 +382,9 @@ class ContrastiveTrainer:
                 plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
                 if plan_metrics:
                     window_start += time.perf_counter() - planned_at  # not samples/s time
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                # also at a checkpoint: the running averages are not saved, so a resume starts its window there
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps or (
+                        cfg.save_every and self.step % cfg.save_every == 0):
                     elapsed = time.perf_counter() - window_start
                     record = {
                         "loss": window_loss / window_n, "logit_scale": float(self.model.scale().detach()),
@@ -413,6 +426,19 @@ class ContrastiveTrainer:
         bar.close()
         self.logger.close()
         return last_metrics
+
+
+def _rng_states(device: torch.device) -> tuple:
+    """The generators a forward pass may draw from (patch dropout): the CPU's, and on a GPU the device's own
+    (torch.rand on a CUDA tensor draws there; restoring only the CPU's gave GradCache's second pass other
+    patch masks than its first, and wrong gradients)."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_states(states: tuple, device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if states[1] is not None:
+        torch.cuda.set_rng_state(states[1], device)
 
 
 def refuse_settings_a_checkpoint_fixes(cfg: TrainConfig, named: frozenset[str] | None) -> None:

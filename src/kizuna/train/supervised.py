@@ -459,6 +459,8 @@ class SupervisedTrainer:
         torch.manual_seed(cfg.seed)
         self.ckpt = CheckpointManager(self.out, keep_last=cfg.keep_last, metric="val_top1" if cfg.val_data else None)
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
+        if self.resume_from is None and self.dist.is_main:  # a fresh run: earlier checkpoints here are not its own
+            self.ckpt.set_aside_earlier_run()
 
         # data first: the class count sizes the head
         index, self.classnames, _ = load_classification(cfg.data, cfg.data_split, cfg.classnames or None)
@@ -696,7 +698,8 @@ class SupervisedTrainer:
                 if plan_metrics:
                     w_start += time.perf_counter() - planned_at  # not samples/s time
                 last = self.step == self.total_steps
-                if self.step % cfg.log_every == 0 or last:
+                # also at a checkpoint: the running averages are not saved, so a resume starts its window there
+                if self.step % cfg.log_every == 0 or last or (cfg.save_every and self.step % cfg.save_every == 0):
                     elapsed = time.perf_counter() - w_start
                     record = {"loss": w_loss / w_steps, "train_top1": w_correct / max(w_n, 1),
                               "lr": self.step_lr, "epoch": self.epoch,
