@@ -189,3 +189,30 @@ def test_info_says_when_it_has_no_flop_count(tmp_path, capsys):
     kizuna.save_model(ClipModel(cfg), tmp_path / "conv")
     assert main(["info", str(tmp_path / "conv")]) == 0
     assert "GFLOPs: not counted for a conv or ResNet stem" in capsys.readouterr().out
+
+
+def test_a_vit_classifier_given_to_an_image_text_command_is_named(tmp_path, capsys):
+    """zeroshot and embed failed with an AttributeError traceback, eval commands with a page-long module dump."""
+    import kizuna
+    from kizuna.models.vit import VisionConfig, VisionTransformer
+
+    kizuna.save_model(VisionTransformer(VisionConfig(image_size=16, patch_size=4, width=16, depth=1, heads=2,
+                                                     num_classes=3)), tmp_path / "vit")
+    one = image_folder(tmp_path / "one", per_class=2, classes=["cat", "dog"])
+    img = tmp_path / "one" / "cat" / "img0.png"
+    for argv in (["zeroshot", "--image", str(img), "--labels", "a,b"], ["embed", "--images", str(one), "--out",
+                                                                         str(tmp_path / "e.npy")],
+                 ["eval", "zeroshot", "--dataset", str(one), "--no-progress"]):
+        assert main([*argv[:2], "--model", str(tmp_path / "vit"), *argv[2:]] if argv[0] == "eval" else
+                    [argv[0], "--model", str(tmp_path / "vit"), *argv[1:]]) == 2, argv
+        err = capsys.readouterr().err
+        assert "is a VisionTransformer: an image classifier without a text tower" in err and "kizuna vit eval" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 3
+
+
+def test_a_preset_name_says_its_weights_are_random(tmp_path, capsys):
+    one = image_folder(tmp_path / "one", per_class=1, classes=["cat"])
+    assert main(["zeroshot", "--model", "ViT-mu-8", "--image", str(tmp_path / "one" / "cat" / "img0.png"),
+                 "--labels", "a,b"]) == 0
+    assert "ViT-mu-8 is a preset name: its weights are random" in capsys.readouterr().err
+    assert one.is_dir()

@@ -236,6 +236,14 @@ def test_settings_that_would_do_nothing_or_lose_the_run_are_refused(tmp_path):
     for share in (1.5, -0.1):
         with pytest.raises(ValueError, match="--patch-dropout is the share of patches dropped"):
             tiny_config(tmp_path, patch_dropout=share)
+    for flags, message in (({"betas": (0.9,)}, "--betas must be two numbers"), ({"log_every": 0}, "--log-every must be"),
+                           ({"accum_steps": 0}, "--accum-steps must be"), ({"threads": -1}, "--threads must be >= 0"),
+                           ({"steps": -5}, "--steps must be >= 0"), ({"steps": 0, "epochs": 0}, "--epochs must be > 0"),
+                           ({"batch_size": 0}, "--batch-size must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message):  # they failed deep inside, or trained nothing
+            tiny_config(tmp_path, **flags)
+    with pytest.raises(ValueError, match="--model-overrides .*unexpected keyword argument 'depht'"):
+        ContrastiveTrainer(tiny_config(tmp_path, model_overrides={"vision": {"depht": 4}}))
     with pytest.raises(ValueError, match="--tokenizer must be model .the model's own., clip_bpe or train"):
         tiny_config(tmp_path, tokenizer="trained_bpe")
     with pytest.raises(ValueError, match="MiniLM text tower reads its own WordPiece ids"):
@@ -359,3 +367,33 @@ def test_logged_losses_of_a_resumed_run_equal_the_uninterrupted_ones(tmp_path):
     a, b = (read_metrics(tmp_path / run / "metrics.jsonl", "train") for run in ("a", "b"))
     assert [r["step"] for r in a] == [2, 3, 4, 6]  # a record at every checkpoint too
     assert [(r["step"], r["loss"]) for r in a if r["step"] > 2] == [(r["step"], r["loss"]) for r in b]
+
+
+def test_ctrl_c_stops_after_the_step_and_saves_a_checkpoint_to_resume(tmp_path):
+    """Ctrl-C ended a run with nothing saved since its last checkpoint (with --save-every 0: nothing)."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    flags = ["--model", "ViT-mu-8", "--synthetic-image-size", "32", "--synthetic-length", "512", "--batch-size", "16",
+             "--steps", "100000", "--warmup-steps", "2", "--context-length", "24", "--workers", "0", "--threads", "1",
+             "--progress", "false", "--eval-max-samples", "4", "--log-every", "1", "--precision", "fp32"]
+    proc = subprocess.Popen([sys.executable, "-m", "kizuna.apps.cli", "train", *flags, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "metrics.jsonl").is_file():
+            time.sleep(0.2)
+        time.sleep(1.0)  # a few steps in
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "continue with --out" in err
+    saved = sorted((out / "checkpoints").glob("step_*"))
+    assert len(saved) == 1 and (saved[0] / "train_state.pt").is_file()
+    step = int(saved[0].name[5:])
+    resumed = ContrastiveTrainer(tiny_config(out, resume="latest", steps=step + 1))
+    assert resumed.step == step

@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from kizuna.apps.common import at_least_one
+
 ACTIONS = {
     "filters": "PCA of the patch-embedding filters",
     "positions": "cosine similarity of the position embeddings, row/column score",
@@ -39,16 +41,6 @@ ACTIONS = {
     "over-training": "attention distance, position structure and accuracy at every checkpoint of a run",
     "compare-runs": "accuracy curves and final numbers of several training runs side by side (from their logs)",
 }
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _number(value, spec: str) -> str:
@@ -73,7 +65,7 @@ def add_arguments(p):
             a.add_argument("--colour-by", help="runs with the same value of this setting share a colour (e.g. model)")
             a.add_argument("--group-by", default="", help="comma-separated settings; runs sharing them are "
                                                           "averaged (e.g. model,subset_fraction over seeds)")
-            a.add_argument("--train-window", type=_at_least_one, default=5,
+            a.add_argument("--train-window", type=at_least_one, default=5,
                            help="final train accuracy = mean of this many last logged values (default 5)")
             a.add_argument("--mode", choices=["auto", "max", "min"], default="auto",
                            help="which end of the metric is best: auto (default) takes the lowest for a loss, "
@@ -93,7 +85,7 @@ def add_arguments(p):
         if name in ("attention-distance", "all", "over-training"):
             a.add_argument("--images", nargs="+", required=name != "all",
                            help="image files, folders or shard specs (all: default shapes-world scenes)")
-            a.add_argument("--max-images", type=_at_least_one, default=32, help="images used (default 32)")
+            a.add_argument("--max-images", type=at_least_one, default=32, help="images used (default 32)")
         if name in ("rollout", "predict", "all"):
             a.add_argument("--image", required=name in ("rollout", "predict"),
                            help="one image (all: default the first of --images)")
@@ -107,7 +99,7 @@ def add_arguments(p):
             a.add_argument("--template", action="append", default=None,
                            help="CLIP prompt template with {c} (repeatable; default 'a photo of a {c}.')")
             a.add_argument("--true-label", default=None, help="highlight this label in the panel")
-            a.add_argument("--top", type=_at_least_one, default=5, help="classes in the panel (default 5)")
+            a.add_argument("--top", type=at_least_one, default=5, help="classes in the panel (default 5)")
     p.set_defaults(_analyze_parser=p)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
@@ -54,6 +55,19 @@ def add_model_argument(parser, required: bool = True):
                              "within a cosine of ~0.9999 of fp32's; on CPUs with neither bf16 is slower than fp32")
 
 
+def at_least_one(text: str) -> int:
+    """argparse type of a count that must be >= 1 (a 0 emptied a grid, or silently meant "the default")."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def load_model_from_args(args):
     import kizuna
     from kizuna.train.optim import announce_precision
@@ -61,7 +75,26 @@ def load_model_from_args(args):
     announce_precision(getattr(args, "precision", "fp32"), torch.device(args.device))
     model = kizuna.create_model(args.model, allow_jit=getattr(args, "allow_jit", False),
                                 precision=getattr(args, "precision", "fp32"))
-    return model.to(args.device).eval()
+    return checked_clip_model(model, args.model).to(args.device).eval()
+
+
+def checked_clip_model(model, spec: str, *, is_main: bool = True):
+    """``model`` when it is an image-text model. A supervised ViT (no text tower) failed deep inside with an
+    AttributeError or a page-long module dump; a preset name builds untrained weights, which classify with
+    confident-looking nonsense, so that is said (once, from the main process)."""
+    from pathlib import Path
+
+    import kizuna
+
+    if not isinstance(model, kizuna.ClipModel):
+        raise ValueError(f"{spec} is a {type(model).__name__}: an image classifier without a text tower. This "
+                         f"command needs an image-text (CLIP/SigLIP) model; evaluate a ViT with "
+                         f"`kizuna vit eval {spec} --data ...`")
+    if not Path(str(spec)).exists() and is_main:
+        print(f"note: {spec} is a preset name: its weights are random (kizuna downloads nothing); pass a trained "
+              "checkpoint (a folder, .safetensors, OpenAI .pt or Hugging Face folder) for meaningful results",
+              file=sys.stderr)
+    return model
 
 
 def format_table(rows: list[list], headers: list[str]) -> str:

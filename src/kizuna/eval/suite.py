@@ -193,7 +193,10 @@ class _Context:
             from kizuna.train.optim import announce_precision
 
             announce_precision(precision, torch.device(device), is_main())
-            m = kizuna.create_model(spec, allow_jit=allow_jit, precision=precision).to(device).eval()
+            from kizuna.apps.common import checked_clip_model
+
+            m = kizuna.create_model(spec, allow_jit=allow_jit, precision=precision)
+            m = checked_clip_model(m, spec, is_main=is_main()).to(device).eval()
             self.models[key] = (m, kizuna.get_tokenizer(m))
         return self.models[key]
 

@@ -267,6 +267,57 @@ def announce_restored(cfg, restored: list[str]) -> None:
               + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in restored))
 
 
+class StopOnInterrupt:
+    """Within the training loop, the first Ctrl-C (SIGINT) asks the loop to stop after the step it is in and
+    save a checkpoint (:func:`stop_and_save`); a second one interrupts at once. Before, Ctrl-C ended a run
+    with nothing saved since its last checkpoint (with the default --save-every 0, nothing at all).
+
+    Only in the main thread of a single process: under torchrun the ranks would stop at different steps and
+    wait for one another in a collective, so there Ctrl-C interrupts as before."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.requested, self._previous = enabled, False, None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+        import sys
+
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+
+def stop_and_save(trainer, bar=None) -> None:
+    """The end of a run stopped by Ctrl-C: save where it stands (no evaluation: the data loaders' workers got
+    the Ctrl-C too), say how to continue, and raise KeyboardInterrupt (the command line exits with 130)."""
+    import sys
+
+    trainer.save(None)
+    if bar is not None:
+        bar.close()
+    trainer.logger.close()
+    print(f"stopped at step {trainer.step}: saved {trainer.ckpt.dir / f'step_{trainer.step:07d}'}; continue with "
+          f"--out {trainer.cfg.out} --resume latest", file=sys.stderr)
+    raise KeyboardInterrupt
+
+
 def resumed_at_the_end(trainer) -> bool:
     """Both trainers ask this first: a resume of a finished run has nothing to train, and must leave the
     run's files as they are (the ViT trainer rewrote OUT/model with empty metrics)."""

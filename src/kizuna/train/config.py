@@ -141,7 +141,27 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
 
 
 def check_common(cfg) -> None:
-    """Checks both trainers' configs share: values that would otherwise do nothing or lose the run."""
+    """Checks both trainers' configs share: values that would otherwise do nothing or lose the run, or fail
+    deep inside (a division by zero at the first log line, an IndexError in the optimizer)."""
+    def need(ok: bool, flag: str, what: str, value) -> None:
+        if not ok:
+            raise ValueError(f"--{flag.replace('_', '-')} must be {what}, got {value!r}")
+
+    for name in ("batch_size", "log_every", "accum_steps"):
+        if hasattr(cfg, name):
+            need(isinstance(getattr(cfg, name), int) and getattr(cfg, name) >= 1, name, "an integer >= 1",
+                 getattr(cfg, name))
+    for name in ("steps", "warmup_steps", "eval_every", "save_every", "workers", "threads", "eval_max_samples",
+                 "val_max_samples"):
+        if hasattr(cfg, name):
+            need(getattr(cfg, name) >= 0, name, ">= 0", getattr(cfg, name))
+    need(cfg.lr > 0, "lr", "> 0", cfg.lr)
+    need(cfg.weight_decay >= 0, "weight_decay", ">= 0", cfg.weight_decay)
+    betas = tuple(cfg.betas) if isinstance(cfg.betas, (list, tuple)) else (cfg.betas,)
+    need(len(betas) == 2 and all(0 <= b < 1 for b in betas), "betas", "two numbers in [0, 1), e.g. 0.9,0.98",
+         cfg.betas)
+    if not cfg.steps and not cfg.time_budget_minutes:
+        need(cfg.epochs > 0, "epochs", "> 0 when --steps is 0 and there is no --time-budget-minutes", cfg.epochs)
     if cfg.keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 (the newest checkpoint is always kept), got {cfg.keep_last}")
     for tower in ("image", "text"):

@@ -29,8 +29,8 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length, warn_if_warmup_fills_the_run
-from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, resumed_at_the_end,
-                            resumed_config, rng_state, set_rng_state)
+from .checkpointing import (CheckpointManager, StopOnInterrupt, announce_restored, check_resume_settings,
+                            resumed_at_the_end, resumed_config, rng_state, set_rng_state, stop_and_save)
 from .compiling import compiled_or_eager
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
@@ -71,7 +71,11 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
         d["vision"]["image_size"] = size
         d["preprocess"]["image_size"] = size
     d["preprocess"]["image_size"] = d["vision"]["image_size"]
-    return ClipConfig.from_dict(d)
+    try:
+        return ClipConfig.from_dict(d)
+    except TypeError as e:  # a key the config classes do not have, e.g. {"vision": {"depht": 4}}
+        raise ValueError(f"--model-overrides {cfg.model_overrides}: {e} (the fields are those of "
+                         f"kizuna.ClipConfig and its vision/text parts; `kizuna info {cfg.model}` shows them)") from None
 
 
 class ContrastiveTrainer:
@@ -108,10 +112,10 @@ class ContrastiveTrainer:
 
         # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
         if self.resume_from is not None:
-            model = load_model(self.resume_from)
+            model = _clip_or_error(load_model(self.resume_from), str(self.resume_from))
         elif Path(cfg.model).exists():
             refuse_settings_a_checkpoint_fixes(cfg, self.named)
-            model = load_model(cfg.model)
+            model = _clip_or_error(load_model(cfg.model), cfg.model)
         else:
             mcfg = model_config(cfg)
             if cfg.tokenizer == "train":
@@ -363,69 +367,79 @@ class ContrastiveTrainer:
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
         budget = self.budget
         budget.restart()
-        while self.step < self.total_steps:
-            self.sampler.set_epoch(self.epoch)
-            epoch_batches = epoch_steps = 0
-            for batch in self.loader:
-                if self.step >= self.total_steps:
-                    break
-                epoch_batches += 1
-                batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
-                if len(batch["captions"]) == 0:
+        with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
+            while self.step < self.total_steps:
+                self.sampler.set_epoch(self.epoch)
+                epoch_batches = epoch_steps = 0
+                for batch in self.loader:
+                    if self.step >= self.total_steps:
+                        break
+                    epoch_batches += 1
+                    batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
+                    if len(batch["captions"]) == 0:
+                        continue
+                    epoch_steps += 1
+                    loss = self.train_step(batch["images"], batch["captions"])
+                    self.step += 1
+                    window_loss, window_n = window_loss + loss, window_n + 1
+                    bar.update(1)
+                    planned_at = time.perf_counter()
+                    plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
+                    if plan_metrics:
+                        window_start += time.perf_counter() - planned_at  # not samples/s time
+                    # also at a checkpoint: the running averages are not saved, so a resume starts its window there
+                    if self.step % cfg.log_every == 0 or self.step == self.total_steps or (
+                            cfg.save_every and self.step % cfg.save_every == 0):
+                        elapsed = time.perf_counter() - window_start
+                        record = {
+                            "loss": window_loss / window_n, "logit_scale": float(self.model.scale().detach()),
+                            "lr": self.step_lr, "epoch": self.epoch,
+                            "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9),
+                        }
+                        if self.model.logit_bias is not None:
+                            record["logit_bias"] = float(self.model.logit_bias.detach())
+                        self.logger.log(self.step, record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}",
+                                        lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
+                        window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+                    if stop.requested:
+                        stop_and_save(self, bar)
+                    last = self.step == self.total_steps
+                    metrics, paused_at = None, time.perf_counter()
+                    if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
+                        metrics = last_metrics = plan_metrics
+                    elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                        metrics = self.evaluate()
+                        if metrics:
+                            self.logger.log(self.step, metrics, kind="eval")
+                            last_metrics = metrics
+                    if (cfg.save_every and self.step % cfg.save_every == 0) or last:
+                        self.save(metrics)
+                    elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
+                        self.ckpt.update_best(self.step, self.model, metrics)
+                    if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
+                        budget.pause()  # evaluation and checkpoints are not step time
+                        window_start += time.perf_counter() - paused_at  # nor samples/s time
+                else:
+                    report = self.loader.report()
+                    if self.dist.is_main and self.loader.skips.total:
+                        bar.write(f"epoch {self.epoch}: {report}")
+                        self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
+                            f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
+                    check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
+                    self.epoch += 1
                     continue
-                epoch_steps += 1
-                loss = self.train_step(batch["images"], batch["captions"])
-                self.step += 1
-                window_loss, window_n = window_loss + loss, window_n + 1
-                bar.update(1)
-                planned_at = time.perf_counter()
-                plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
-                if plan_metrics:
-                    window_start += time.perf_counter() - planned_at  # not samples/s time
-                # also at a checkpoint: the running averages are not saved, so a resume starts its window there
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps or (
-                        cfg.save_every and self.step % cfg.save_every == 0):
-                    elapsed = time.perf_counter() - window_start
-                    record = {
-                        "loss": window_loss / window_n, "logit_scale": float(self.model.scale().detach()),
-                        "lr": self.step_lr, "epoch": self.epoch,
-                        "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9),
-                    }
-                    if self.model.logit_bias is not None:
-                        record["logit_bias"] = float(self.model.logit_bias.detach())
-                    self.logger.log(self.step, record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}",
-                                    lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
-                    window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-                last = self.step == self.total_steps
-                metrics, paused_at = None, time.perf_counter()
-                if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
-                    metrics = last_metrics = plan_metrics
-                elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                    metrics = self.evaluate()
-                    if metrics:
-                        self.logger.log(self.step, metrics, kind="eval")
-                        last_metrics = metrics
-                if (cfg.save_every and self.step % cfg.save_every == 0) or last:
-                    self.save(metrics)
-                elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
-                    self.ckpt.update_best(self.step, self.model, metrics)
-                if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
-                    budget.pause()  # evaluation and checkpoints are not step time
-                    window_start += time.perf_counter() - paused_at  # nor samples/s time
-            else:
-                report = self.loader.report()
-                if self.dist.is_main and self.loader.skips.total:
-                    bar.write(f"epoch {self.epoch}: {report}")
-                    self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
-                        f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
-                check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
-                self.epoch += 1
-                continue
-            break
+                break
         bar.close()
         self.logger.close()
         return last_metrics
+
+
+def _clip_or_error(model, source: str) -> ClipModel:
+    if not isinstance(model, ClipModel):
+        raise ValueError(f"{source} is a {type(model).__name__} (an image classifier, no text tower): "
+                         "`kizuna train` trains image-text models; train or resume a ViT with `kizuna vit train`")
+    return model
 
 
 def _rng_states(device: torch.device) -> tuple:

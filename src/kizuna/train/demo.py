@@ -26,15 +26,19 @@ PROBE_ROWS = [
 
 
 def add_arguments(p):
+    from kizuna.apps.common import at_least_one
+
     p.add_argument("--out", default="runs/demo", help="output folder (checkpoints, metrics, report)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the demo config's)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=at_least_one, default=None, help="optimizer steps (default: the demo config's)")
+    p.add_argument("--batch-size", type=at_least_one, default=None, help="image-caption pairs per step (default: "
+                   "the demo config's)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     from .optim import PRECISIONS
 
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="training precision (default: the config's, auto)")
-    p.add_argument("--probe-size", type=int, default=500, help="held-out scenes per probe in the final evaluation")
+    p.add_argument("--probe-size", type=at_least_one, default=500,
+                   help="held-out scenes per probe in the final evaluation")
     p.add_argument("--no-progress", action="store_true")
 
 

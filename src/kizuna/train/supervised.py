@@ -58,8 +58,8 @@ from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
 from .budget import TimeBudget, after_step, initial_length, length_state, restore_length, warn_if_warmup_fills_the_run
-from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, resumed_at_the_end,
-                            resumed_config, rng_state, set_rng_state)
+from .checkpointing import (CheckpointManager, StopOnInterrupt, announce_restored, check_resume_settings,
+                            resumed_at_the_end, resumed_config, rng_state, set_rng_state, stop_and_save)
 from .compiling import compiled_or_eager
 from .config import check_common
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
@@ -678,62 +678,65 @@ class SupervisedTrainer:
         w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
         budget = self.budget
         budget.restart()
-        while self.step < self.total_steps:
-            self.sampler.set_epoch(self.epoch)
-            epoch_batches = epoch_steps = 0
-            for batch in self.loader:
-                if self.step >= self.total_steps:
-                    break
-                epoch_batches += 1
-                batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
-                if len(batch["labels"]) == 0:
+        with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
+            while self.step < self.total_steps:
+                self.sampler.set_epoch(self.epoch)
+                epoch_batches = epoch_steps = 0
+                for batch in self.loader:
+                    if self.step >= self.total_steps:
+                        break
+                    epoch_batches += 1
+                    batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
+                    if len(batch["labels"]) == 0:
+                        continue
+                    epoch_steps += 1
+                    loss, correct = self.train_step(batch["images"], batch["labels"])
+                    self.step += 1
+                    w_loss, w_correct, w_n, w_steps = w_loss + loss, w_correct + correct, w_n + len(batch["labels"]), w_steps + 1
+                    bar.update(1)
+                    planned_at = time.perf_counter()
+                    plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
+                    if plan_metrics:
+                        w_start += time.perf_counter() - planned_at  # not samples/s time
+                    if stop.requested:
+                        stop_and_save(self, bar)
+                    last = self.step == self.total_steps
+                    # also at a checkpoint: the running averages are not saved, so a resume starts its window there
+                    if self.step % cfg.log_every == 0 or last or (cfg.save_every and self.step % cfg.save_every == 0):
+                        elapsed = time.perf_counter() - w_start
+                        record = {"loss": w_loss / w_steps, "train_top1": w_correct / max(w_n, 1),
+                                  "lr": self.step_lr, "epoch": self.epoch,
+                                  "samples_per_s": w_n * self.dist.world_size / max(elapsed, 1e-9)}
+                        self.logger.log(self.step, record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.3f}",
+                                        lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
+                        w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
+                    metrics, paused_at = None, time.perf_counter()
+                    if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
+                        metrics = last_metrics = plan_metrics
+                    elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                        metrics = self.evaluate()
+                        if metrics:
+                            self.logger.log(self.step, metrics, kind="eval")
+                            last_metrics = metrics
+                            if self.dist.is_main:
+                                bar.write(f"step {self.step}: val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}")
+                    if (cfg.save_every and self.step % cfg.save_every == 0) or last:
+                        self.save(metrics)
+                    elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
+                        self.ckpt.update_best(self.step, self.model, metrics)
+                    if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
+                        budget.pause()  # evaluation and checkpoints are not step time
+                        w_start += time.perf_counter() - paused_at  # nor samples/s time
+                else:
+                    if self.dist.is_main and self.loader.skips.total:
+                        bar.write(f"epoch {self.epoch}: {self.loader.report()}")
+                        self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
+                            f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
+                    check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
+                    self.epoch += 1
                     continue
-                epoch_steps += 1
-                loss, correct = self.train_step(batch["images"], batch["labels"])
-                self.step += 1
-                w_loss, w_correct, w_n, w_steps = w_loss + loss, w_correct + correct, w_n + len(batch["labels"]), w_steps + 1
-                bar.update(1)
-                planned_at = time.perf_counter()
-                plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
-                if plan_metrics:
-                    w_start += time.perf_counter() - planned_at  # not samples/s time
-                last = self.step == self.total_steps
-                # also at a checkpoint: the running averages are not saved, so a resume starts its window there
-                if self.step % cfg.log_every == 0 or last or (cfg.save_every and self.step % cfg.save_every == 0):
-                    elapsed = time.perf_counter() - w_start
-                    record = {"loss": w_loss / w_steps, "train_top1": w_correct / max(w_n, 1),
-                              "lr": self.step_lr, "epoch": self.epoch,
-                              "samples_per_s": w_n * self.dist.world_size / max(elapsed, 1e-9)}
-                    self.logger.log(self.step, record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.3f}",
-                                    lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
-                    w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
-                metrics, paused_at = None, time.perf_counter()
-                if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
-                    metrics = last_metrics = plan_metrics
-                elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                    metrics = self.evaluate()
-                    if metrics:
-                        self.logger.log(self.step, metrics, kind="eval")
-                        last_metrics = metrics
-                        if self.dist.is_main:
-                            bar.write(f"step {self.step}: val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}")
-                if (cfg.save_every and self.step % cfg.save_every == 0) or last:
-                    self.save(metrics)
-                elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
-                    self.ckpt.update_best(self.step, self.model, metrics)
-                if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
-                    budget.pause()  # evaluation and checkpoints are not step time
-                    w_start += time.perf_counter() - paused_at  # nor samples/s time
-            else:
-                if self.dist.is_main and self.loader.skips.total:
-                    bar.write(f"epoch {self.epoch}: {self.loader.report()}")
-                    self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
-                        f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
-                check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
-                self.epoch += 1
-                continue
-            break
+                break
         bar.close()
         self.export(last_metrics)
         self.logger.close()
