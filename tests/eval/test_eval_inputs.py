@@ -99,9 +99,14 @@ def test_a_suite_refuses_unknown_keys_and_missing_datasets_before_it_starts(tmp_
     f.write_text(json.dumps({"default": {}, "runs": []}))
     with pytest.raises(ValueError, match="unknown top-level key.*'default'"):
         load_suite(f)
-    f.write_text(json.dumps([{"model": "m", "dataset": str(d), "task": "zeroshot"},
-                             {"model": "m", "dataset": str(tmp_path / "nowhere"), "task": "zeroshot"}]))
+    f.write_text(json.dumps([{"model": "ViT-mu-8", "dataset": str(d), "task": "zeroshot"},
+                             {"model": "ViT-mu-8", "dataset": str(tmp_path / "nowhere"), "task": "zeroshot"}]))
     with pytest.raises(FileNotFoundError, match="run 1: dataset not found"):
+        load_suite(f)
+    # a model path with a typo stopped the suite after the runs before it
+    f.write_text(json.dumps([{"model": "ViT-mu-8", "dataset": str(d), "task": "zeroshot"},
+                             {"model": str(tmp_path / "runs" / "modle"), "dataset": str(d), "task": "zeroshot"}]))
+    with pytest.raises(ValueError, match="run 1: .*modle: no such checkpoint"):
         load_suite(f)
 
 
@@ -113,10 +118,10 @@ def test_a_suite_keeps_finished_runs_tells_csv_columns_apart_and_names_plots_apa
     (tmp_path / "d.csv").write_text("filepath,label,kind\n" + "".join(
         f"{i}.png,{['apple', 'pear', 'fig'][i % 3]},{['fruit', 'tree'][i % 2]}\n" for i in range(6)))
     run = {"model": str(tiny_hf[0]), "dataset": str(tmp_path / "d.csv"), "task": "zeroshot", "batch_size": 4}
-    suite = {"runs": [run, {**run, "label_column": "kind"}, {**run, "model": "no-such-model"}]}
+    suite = {"runs": [run, {**run, "label_column": "kind"}, {**run, "label_column": "no_such_column"}]}
     out = tmp_path / "out"
     (tmp_path / "s.json").write_text(json.dumps(suite))
-    with pytest.raises(Exception, match="no-such-model"):
+    with pytest.raises(Exception, match="no_such_column"):
         run_suite(tmp_path / "s.json", out_dir=out, progress=False, echo=None)
     saved = json.loads((out / "results.json").read_text())
     assert [r["details"]["num_classes"] for r in saved] == [3, 2]
@@ -216,3 +221,14 @@ def test_a_preset_name_says_its_weights_are_random(tmp_path, capsys):
                  "--labels", "a,b"]) == 0
     assert "ViT-mu-8 is a preset name: its weights are random" in capsys.readouterr().err
     assert one.is_dir()
+
+
+def test_a_labels_file_that_is_not_there_is_not_a_label():
+    """--labels lables.txt (a typo) classified against the one label "lables.txt", at 100%."""
+    from kizuna.apps.zeroshot import parse_labels
+
+    with pytest.raises(ValueError, match="--labels lables.txt: no such file"):
+        parse_labels("lables.txt")
+    with pytest.raises(ValueError, match="repeated label"):
+        parse_labels("cat,dog,cat")
+    assert parse_labels("cat, dog") == ["cat", "dog"]

@@ -48,11 +48,11 @@ def test_py_suite_and_validation(tmp_path):
     f = tmp_path / "s.py"
     d = tmp_path / "d"
     d.mkdir()
-    f.write_text(f"def suite():\n    return [{{'model': m, 'dataset': {str(d)!r}, 'task': 'zeroshot'}} for m in ('a', 'b')]\n")
+    f.write_text(f"def suite():\n    return [{{'model': m, 'dataset': {str(d)!r}, 'task': 'zeroshot'}} for m in ('ViT-mu-8', 'siglip-mu-8')]\n")
     s = load_suite(f)
-    assert [r["model"] for r in s["runs"]] == ["a", "b"] and s["runs"][0]["task"] == ["zeroshot_classification"]
+    assert [r["model"] for r in s["runs"]] == ["ViT-mu-8", "siglip-mu-8"] and s["runs"][0]["task"] == ["zeroshot_classification"]
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"model": "a", "dataset": str(d), "task": "colouring"}]))
+    bad.write_text(json.dumps([{"model": "ViT-mu-8", "dataset": str(d), "task": "colouring"}]))
     with pytest.raises(ValueError, match="unknown task 'colouring'"):
         load_suite(bad)
     rec = [{"dataset": "d", "model": "m", "pretrained": "p", "task": "zeroshot_retrieval",

@@ -257,3 +257,12 @@ def test_contrastive_logits_stay_float32_under_bf16_autocast(loss):
         under_autocast = fn()
     assert under_autocast.dtype == torch.float32
     torch.testing.assert_close(under_autocast, ref, atol=1e-6, rtol=1e-6)
+
+
+def test_a_name_that_is_no_preset_and_no_file_says_which_it_looks_like():
+    from kizuna.models.presets import clip_config
+
+    with pytest.raises(ValueError, match=r"unknown model 'ViT-mu8' \(did you mean ViT-mu-8\?\)"):
+        clip_config("ViT-mu8")
+    with pytest.raises(ValueError, match="runs/x/model: no such checkpoint"):
+        kizuna.create_model("runs/x/model")

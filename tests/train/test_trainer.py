@@ -397,3 +397,14 @@ def test_ctrl_c_stops_after_the_step_and_saves_a_checkpoint_to_resume(tmp_path):
     step = int(saved[0].name[5:])
     resumed = ContrastiveTrainer(tiny_config(out, resume="latest", steps=step + 1))
     assert resumed.step == step
+
+
+def test_a_run_of_the_other_trainer_is_named_on_resume(tmp_path, capsys):
+    from kizuna.apps.cli import main
+
+    ContrastiveTrainer(tiny_config(tmp_path / "clip", steps=1)).train()
+    assert main(["vit", "train", "--out", str(tmp_path / "clip"), "--resume", "latest"]) == 2
+    err = capsys.readouterr().err
+    assert "a checkpoint of `kizuna train`" in err and "resume it with `kizuna train`" in err
+    assert main(["train", "--config", "vit_cifar10", "--steps", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "they are `kizuna vit train` options" in capsys.readouterr().err

@@ -23,7 +23,12 @@ def parse_labels(spec: str) -> list[str]:
     from kizuna.eval.datasets import read_lines
 
     path = Path(spec)
+    if not path.is_file() and "," not in spec and path.suffix.lower() in (".txt", ".csv", ".tsv", ".lst"):
+        raise ValueError(f"--labels {spec}: no such file (labels are comma-separated, or a file with one per line)")
     labels = read_lines(path) if path.is_file() else [label.strip() for label in spec.split(",") if label.strip()]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:  # two rows of one class would split its probability between them
+        raise ValueError(f"--labels: repeated label(s) {', '.join(map(repr, repeated))}")
     if not labels:
         raise ValueError(f"no labels in {spec!r}")
     return labels

@@ -126,6 +126,12 @@ def load_suite(path) -> dict:
             raise ValueError(f"{path}: run {i} lacks 'dataset'")
         if "dataset" in r and not Path(os.path.expanduser(str(r["dataset"]))).exists():  # before any run starts
             raise FileNotFoundError(f"{path}: run {i}: dataset not found: {r['dataset']}")
+        model = str(r["model"])
+        if not Path(os.path.expanduser(model)).exists():  # a preset name, or a path with a typo: say so now
+            from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
+
+            if model.replace("/", "-") not in CLIP_PRESETS:
+                raise ValueError(f"{path}: run {i}: {unknown_model_message(model)}")
         runs.append(r)
     return {"out": obj.get("out"), "runs": runs}
 

@@ -107,10 +107,27 @@ def list_models() -> list[str]:
     return sorted(CLIP_PRESETS)
 
 
+def unknown_model_message(name: str) -> str:
+    """A name that is neither a preset nor an existing path: a preset misspelt (the closest preset names, case
+    and separators ignored), or a path that is not there."""
+    import difflib
+
+    canon = {k.lower().replace("-", "").replace("/", ""): k for k in CLIP_PRESETS}
+    close = difflib.get_close_matches(name.lower().replace("-", "").replace("/", ""), list(canon), n=3, cutoff=0.75)
+    if close:
+        return (f"unknown model {name!r} (did you mean {', '.join(canon[c] for c in close)}?); "
+                "`kizuna info list` names every preset")
+    if any(c in name for c in "/.~\\"):
+        return (f"{name}: no such checkpoint (file or folder), and not a preset name; `kizuna info list` names "
+                "the presets")
+    return (f"unknown model {name!r}. Known presets: {', '.join(list_models())} (or pass a checkpoint: a folder, "
+            ".safetensors, OpenAI .pt or Hugging Face folder)")
+
+
 def clip_config(name: str, **overrides) -> ClipConfig:
     key = name.replace("/", "-")
     if key not in CLIP_PRESETS:
-        raise ValueError(f"unknown model {name!r}; known presets: {', '.join(list_models())} (or pass a checkpoint path)")
+        raise ValueError(unknown_model_message(name))
     cfg = CLIP_PRESETS[key]()
     cfg.name = key
     for k, v in overrides.items():

@@ -235,8 +235,14 @@ def resumed_config(cfg, named: frozenset[str] | None):
     the checkpoint that differ from ``cfg``. From Python (``named`` None) ``cfg`` is used as it is."""
     if named is None or not cfg.resume:
         return cfg, []
-    saved = read_train_state(CheckpointManager(cfg.out).resolve(cfg.resume), mmap=True).get("train_config") or {}
+    path = CheckpointManager(cfg.out).resolve(cfg.resume)
+    saved = read_train_state(path, mmap=True).get("train_config") or {}
     fields = {f.name for f in dataclasses.fields(cfg)}
+    foreign = sorted(set(saved) - fields)
+    if len(foreign) > 3:  # a run of the other trainer: its settings mean nothing here
+        other = "`kizuna vit train`" if "label_smoothing" in saved else "`kizuna train`"
+        raise ValueError(f"--resume {path}: a checkpoint of {other}, which has settings this trainer does not "
+                         f"({', '.join(foreign[:5])}, ...); resume it with {other}")
     restored = {k: v for k, v in saved.items() if k in fields and k not in named and k != "resume"}
     return dataclasses.replace(cfg, **restored), sorted(k for k, v in restored.items() if getattr(cfg, k) != v)
 

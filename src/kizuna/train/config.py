@@ -120,7 +120,11 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     merged = {**base, **overrides}
     unknown = sorted(set(merged) - fields)
     if unknown:
-        raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        from kizuna.train.supervised import SupervisedConfig
+
+        vit = set(unknown) <= {f.name for f in dataclasses.fields(SupervisedConfig)}
+        raise ValueError(f"unknown training option(s): {', '.join(unknown)}"
+                         + ("; they are `kizuna vit train` options (a ViT config given to `kizuna train`?)" if vit else ""))
     cfg = TrainConfig(**merged)
     if cfg.loss not in ("clip", "siglip"):
         raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")

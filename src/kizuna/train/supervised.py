@@ -158,7 +158,11 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
     merged = {**(base or {}), **overrides}
     unknown = sorted(set(merged) - fields)
     if unknown:
-        raise ValueError(f"unknown ViT training option(s): {', '.join(unknown)}")
+        from kizuna.train.config import TrainConfig
+
+        clip = set(unknown) <= {f.name for f in dataclasses.fields(TrainConfig)}
+        raise ValueError(f"unknown ViT training option(s): {', '.join(unknown)}"
+                         + ("; they are `kizuna train` options (a CLIP config given to `kizuna vit`?)" if clip else ""))
     cfg = SupervisedConfig(**merged)
     if cfg.pos_embed not in POS_EMBED_MODES:
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {cfg.pos_embed!r}")
