@@ -73,6 +73,8 @@ def test_all_on_clip(clip_path, images, tmp_path):
     pred = rep["predict"]
     assert pred["labels"] == ["cat", "dog", "car"] and abs(sum(pred["probs"]) - 1) < 1e-5
     assert pred["method"].startswith("zero-shot") and pred["true_label"] == "dog"
+    assert main(["analyze", "predict", str(clip_path), "--image", str(images / "im0.png"), "--labels", "cat,dog",
+                 "--true-label", "horse", "--out", str(tmp_path / "p")]) == 2  # not a label: refused
 
 
 def test_single_actions_on_clip(clip_path, images, tmp_path):

@@ -244,6 +244,9 @@ def test_settings_that_would_do_nothing_or_lose_the_run_are_refused(tmp_path):
             tiny_config(tmp_path, **flags)
     with pytest.raises(ValueError, match="--model-overrides .*unexpected keyword argument 'depht'"):
         ContrastiveTrainer(tiny_config(tmp_path, model_overrides={"vision": {"depht": 4}}))
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="--out .*a_file is a file; give a folder"):
+        tiny_config(tmp_path / "a_file")
     with pytest.raises(ValueError, match="--tokenizer must be model .the model's own., clip_bpe or train"):
         tiny_config(tmp_path, tokenizer="trained_bpe")
     with pytest.raises(ValueError, match="MiniLM text tower reads its own WordPiece ids"):
@@ -408,3 +411,19 @@ def test_a_run_of_the_other_trainer_is_named_on_resume(tmp_path, capsys):
     assert "a checkpoint of `kizuna train`" in err and "resume it with `kizuna train`" in err
     assert main(["train", "--config", "vit_cifar10", "--steps", "1", "--out", str(tmp_path / "x")]) == 2
     assert "they are `kizuna vit train` options" in capsys.readouterr().err
+
+
+def test_cli_type_errors_name_the_flag_and_the_version_is_shown(tmp_path, capsys):
+    from kizuna.apps.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--steps", "abc"])
+    assert "argument --steps: expected a whole number, got 'abc'" in capsys.readouterr().err  # was "invalid <lambda>"
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("kizuna ")
+    flags = ["--model", "ViT-mu-8", "--synthetic-image-size", "32", "--synthetic-length", "64", "--batch-size", "16",
+             "--steps", "1", "--warmup-steps", "0", "--context-length", "24", "--workers", "0", "--threads", "1",
+             "--progress", "false", "--eval-max-samples", "4", "--out", str(tmp_path / "run")]
+    assert main(["train", *flags]) == 0
+    assert f"checkpoints: {tmp_path / 'run'}/checkpoints/latest" in capsys.readouterr().err

@@ -361,6 +361,9 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
             raise ValueError(f"{len(labels)} labels given but the classifier has {n} classes (give them in class order)")
         probs = target.vit(x).float().softmax(-1)[0].cpu()
         templates, method = None, "classifier head (softmax)"
+    if true_label is not None and true_label not in labels:  # its rank would be reported as if it were scored
+        raise ValueError(f"--true-label {true_label!r} is not among the labels ({', '.join(list(labels)[:10])}"
+                         f"{', ...' if len(labels) > 10 else ''})")
     plot_prediction_panel(_display(target, x[0]), labels, probs, out / "predict.png", true_label=true_label,
                           top_k=top_k)
     order = probs.argsort(descending=True).tolist()

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="kizuna (絆): CLIP-style image-text models — train, evaluate, adapt, inspect.",
         epilog="Run `kizuna COMMAND --help` for a command's options.",
     )
+    from kizuna import __version__
+
+    parser.add_argument("--version", action="version", version=f"kizuna {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:

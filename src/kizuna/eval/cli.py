@@ -20,6 +20,7 @@ See docs/EVALUATION.md for what each metric means.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kizuna.apps.common import add_model_argument, device_name
 
@@ -82,7 +83,7 @@ def add_arguments(p):
     _common(lp)
     lp.add_argument("--train-split", default="train", help="split to fit the probe on (default train)")
     lp.add_argument("--few-shot", type=_ints, default=[1, 2, 4, 8, 16],
-                    help="shots per class, comma-separated (default 1,2,4,8,16; 'none' to skip)")
+                    help="shots per class, comma-separated (default 1,2,4,8,16; 'none' or 0 to skip)")
     lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
     lp.add_argument("--max-train-samples", type=int, default=0,
                     help="use the first N training images (0 = as many as --max-samples, which 0 makes all)")
@@ -136,6 +137,9 @@ def run(args):
     cmd = getattr(args, "eval_command", None)
     if not cmd:
         raise ValueError("choose a task: zeroshot, retrieval, linear-probe, probes or suite (see kizuna eval --help)")
+    out = getattr(args, "out", None)
+    if out and Path(out).expanduser().is_file():  # found only after the whole evaluation, before
+        raise ValueError(f"--out {out} is a file; give a folder for the results")
     info = init_distributed(getattr(args, "device", None))
     code = _run(args, cmd, info)
     finish_distributed()  # under torchrun: after rank 0 wrote the results

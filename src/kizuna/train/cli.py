@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 
 def add_arguments(p):
@@ -35,7 +36,9 @@ def run(args):
     from .distributed import finish_distributed
 
     metrics = train(cfg, named_fields(args))
-    if metrics and int(os.environ.get("RANK", "0")) == 0:  # once, not once per rank
-        print(json.dumps(metrics, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # once, not once per rank
+        if metrics:
+            print(json.dumps(metrics, indent=2))
+        print(f"checkpoints: {cfg.out}/checkpoints/latest (evaluate or resume from it)", file=sys.stderr)
     finish_distributed()
     return 0

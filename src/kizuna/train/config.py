@@ -166,6 +166,8 @@ def check_common(cfg) -> None:
          cfg.betas)
     if not cfg.steps and not cfg.time_budget_minutes:
         need(cfg.epochs > 0, "epochs", "> 0 when --steps is 0 and there is no --time-budget-minutes", cfg.epochs)
+    if cfg.out and Path(cfg.out).expanduser().is_file():
+        raise ValueError(f"--out {cfg.out} is a file; give a folder for the run")
     if cfg.keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 (the newest checkpoint is always kept), got {cfg.keep_last}")
     for tower in ("image", "text"):
@@ -205,7 +207,11 @@ def _parse_value(kind, text: str):
         except ValueError as e:  # JSONDecodeError is one
             want = "a JSON object, e.g. '{\"depth\": 2}'" if kind is dict else "JSON or comma-separated numbers"
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r} ({e})") from None
-    return kind(text)
+    try:
+        return kind(text)
+    except ValueError:  # argparse said "invalid <lambda> value"
+        raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else kind.__name__}, "
+                                         f"got {text!r}") from None
 
 
 def field_help(config_cls) -> dict[str, str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 # `kizuna vit finetune` defaults (the paper's fine-tuning recipe, scaled to small runs).
@@ -235,7 +236,10 @@ def run(args):
     from .distributed import finish_distributed
 
     metrics = train_supervised(cfg, named_fields(args))
-    if metrics and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(metrics, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:
+        if metrics:
+            print(json.dumps(metrics, indent=2))
+        print(f"model: {cfg.out}/model (kizuna vit eval / analyze take it); checkpoints: {cfg.out}/checkpoints/latest",
+              file=sys.stderr)
     finish_distributed()
     return 0
