@@ -240,3 +240,26 @@ def test_a_run_killed_before_its_plan_resumes_with_the_budget_it_has_left(clock)
     clock.now += 10.0
     state = budget_mod.length_state(SimpleNamespace(total_steps=45, planned=True, budget=same.budget))
     assert state["budget_seconds_spent"] == pytest.approx(25.0 + 15.0)
+
+
+def test_corrections_price_evaluations_at_those_since_the_plan(clock):
+    """The plan times one evaluation, the run's first, with its one-off costs (workers starting, a validation
+    set decoded once); the corrections priced every evaluation still to come at it, and ended the run early."""
+    b = TimeBudget(budget_minutes=10.0, margin=0.0, calibrate_steps=5)
+    b.restart()
+    b.step_done()
+    _steps(b, clock, [1.0] * (SKIP_FIRST + 5))
+    clock.now += 30.0  # the first evaluation, at the plan
+    first = b.plan(step=8, eval_seconds=30.0, eval_every=10)
+    b.pause()
+    for _ in range(3):
+        _steps(b, clock, [1.0] * 10)
+        b.evaluation_took(3.0)
+        clock.now += 3.0
+        b.pause()
+    import math
+
+    corrected = b.replan(b.replan_steps[0]) if b.replan_steps else None
+    assert first["eval_seconds"] == 30.0 and corrected is not None and corrected["eval_seconds"] == 3.0
+    per_step = 1.0 + 3.0 / 10  # a step and its share of the evaluations, priced at 3 s, not 30
+    assert corrected["total_steps"] - corrected["planned_at_step"] == math.floor(corrected["remaining_s"] / per_step)

@@ -63,6 +63,7 @@ class TimeBudget:
     step_times: list = field(default_factory=list)
     replan_steps: list = field(default_factory=list)  # steps at which the plan is corrected (set by the plan)
     spent_before: float = 0.0  # seconds of this budget a killed run spent before the checkpoint it resumed from
+    eval_times: list = field(default_factory=list)  # the evaluations' durations since the plan (corrections read them)
     _last: float | None = None
     _planned_with: dict = field(default_factory=dict)  # the first plan's arguments and first timed step
 
@@ -83,6 +84,13 @@ class TimeBudget:
         if self._last is not None:
             self.step_times.append(now - self._last)
         self._last = now
+
+    def evaluation_took(self, seconds: float) -> None:
+        """An evaluation's duration, for the corrections: the plan timed only its own, the first of the run,
+        which carries one-off costs (loader workers starting, a validation set decoded once) and made the
+        evaluations still to come look dearer than they are."""
+        if self._planned_with:
+            self.eval_times.append(seconds)
 
     def pause(self) -> None:
         """Called after an evaluation or a checkpoint, which happen between steps: the next step is timed
@@ -161,13 +169,16 @@ class TimeBudget:
     def replan(self, step: int, device: torch.device | None = None) -> dict | None:
         """The corrected plan when ``step`` is one of :attr:`replan_steps` (else None): the first plan's
         formula with the elapsed time now and the pace of the steps timed since the last plan or correction
-        (the recent pace, hundreds of steps); the final evaluation's cost is the one measured at the plan."""
+        (the recent pace, hundreds of steps); an evaluation costs the median of those since the plan (the
+        plan's own, the run's first, carried one-off costs), or the plan's when there were none yet."""
         if step not in self.replan_steps:
             return None
         self.replan_steps.remove(step)
         w = self._planned_with
-        plan = self.plan(step, cap=w["cap"], eval_seconds=w["eval_seconds"], eval_every=w["eval_every"],
-                         device=device)
+        eval_seconds = w["eval_seconds"]
+        if self.eval_times and eval_seconds:  # the median: one slow evaluation is not the pace
+            eval_seconds = statistics.median(self.eval_times[-5:])
+        plan = self.plan(step, cap=w["cap"], eval_seconds=eval_seconds, eval_every=w["eval_every"], device=device)
         w["first_timed"] = len(self.step_times)  # the next correction reads the pace from here on
         return plan
 

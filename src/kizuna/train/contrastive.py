@@ -410,6 +410,7 @@ class ContrastiveTrainer:
                         metrics = last_metrics = plan_metrics
                     elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                         metrics = self.evaluate()
+                        budget.evaluation_took(time.perf_counter() - paused_at)
                         if metrics:
                             self.logger.log(self.step, metrics, kind="eval")
                             last_metrics = metrics
