@@ -113,3 +113,32 @@ def test_collate_tokenizes_and_keeps_empty_batches(index):
     batch = Collate(tokenizer=picky)(ds.__getitems__([(0, 0), (1, 0), (2, 0)]))
     assert batch["keys"] == ["000000000", "000000002"] and batch["text"].shape == (2, 2)
     assert batch["skipped"] == {"bad_caption": 1}
+
+
+def test_a_resumed_epoch_reports_the_skips_from_before_its_checkpoint(index):
+    """The skip counters were not in the loader's state: an epoch resumed after its corrupt image reported
+    nothing skipped, and the run's log missed that epoch's report."""
+    def loader_for():
+        ds = PairDataset(index, to_tensor, seed=2)
+        return make_loader(ds, EpochSampler(len(ds), 4, seed=1, drop_last=False), 0)
+
+    whole = loader_for()
+    run_epoch(whole, 1)
+    assert whole.skips.as_dict() == {"corrupt_image": 1}
+    first = loader_for()
+    first.sampler.set_epoch(1)
+    it = iter(first)
+    seen = []
+    while not seen or not seen[-1]["skipped"]:  # up to the batch that held the corrupt image
+        seen.append(next(it))
+    state = first.state_dict()
+    resumed = loader_for()
+    resumed.load_state_dict(state)
+    run_epoch(resumed, 1)
+    assert resumed.skips.as_dict() == resumed.total_skips.as_dict() == {"corrupt_image": 1}
+    # at an epoch's end its skips are reported right after the checkpoint: a resume there does not repeat them
+    end = loader_for()
+    run_epoch(end, 1)
+    at_end = loader_for()
+    at_end.load_state_dict(end.state_dict())
+    assert run_epoch(at_end, 1) == [] and at_end.skips.total == 0 and at_end.total_skips.total == 1

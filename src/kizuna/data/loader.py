@@ -141,6 +141,9 @@ class Loader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.skips = SkipCounter()
+        resumed, self._resumed_epoch_skips = getattr(self, "_resumed_epoch_skips", None), None
+        if resumed:  # the part of this epoch before the checkpoint, so its report counts the whole epoch
+            self.skips.update(resumed)
         for batch in self.dataloader:
             if isinstance(batch, dict):
                 skipped = batch.get("skipped") or {}
@@ -156,15 +159,23 @@ class Loader:
         return self.skips.report()
 
     def state_dict(self) -> dict:
+        """The sampler's position, and the skips counted so far (a resumed run's reports go on counting from
+        them). At an epoch's end its skips are left out: the trainer reports them right after this checkpoint,
+        and a resume there would report them a second time."""
         state = self.sampler.state_dict()
         delivered = getattr(self, "_delivered", None)
         if delivered is not None and delivered[0] == state["epoch"]:
             state["batches_consumed"] = delivered[1]
+        finished = state["batches_consumed"] >= len(self.sampler)
+        state["skips"] = {"total": dict(self.total_skips.counts), "epoch": {} if finished else dict(self.skips.counts)}
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
         self._delivered = None  # the position of batches handed out before this load means nothing now
+        skips = state.get("skips") or {}  # checkpoints written before skips were saved have none
+        self.total_skips = SkipCounter(skips.get("total") or {})
+        self._resumed_epoch_skips = dict(skips.get("epoch") or {}) or None
 
 
 def check_epoch_gave_samples(source: str, batches: int, steps: int, report: str) -> None:
