@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .tokenizer import _OVERFLOW_MODES
+from .tokenizer import checked_texts
 
 __all__ = ["SiglipTokenizer", "siglip_tokenizer_config", "write_hf_tokenizer"]
 
@@ -160,16 +160,9 @@ class SiglipTokenizer:
         ctx = self.context_length if context_length is None else int(context_length)
         if ctx < 1:
             raise ValueError(f"context_length must be >= 1 (room for the end token), got {ctx}")
-        if on_overflow not in _OVERFLOW_MODES:
-            raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
-        if isinstance(texts, str):
-            texts = [texts]
-        elif isinstance(texts, bytes) or not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        texts = checked_texts(texts, on_overflow)
         out = np.full((len(texts), ctx), self.pad_token_id, dtype=np.int64)
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is not text: expected a str, got {type(text).__name__}")
             if not text.strip():
                 raise ValueError(f"empty text at index {i}")
             ids = self.encode(text)

@@ -113,6 +113,21 @@ def clean_text(text: str) -> str:
     return (_ASCII_WHITESPACE if text.isascii() else _WHITESPACE).sub(" ", text).strip().lower()
 
 
+def checked_texts(texts, on_overflow: str) -> list[str]:
+    """The input checks every tokenizer's ``__call__`` shares: a known ``on_overflow`` mode, and ``texts`` as
+    one str or a list/tuple of str (bytes, None or a number is named, not tokenized)."""
+    if on_overflow not in _OVERFLOW_MODES:
+        raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, bytes) or not isinstance(texts, (list, tuple)):
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is not text: expected a str, got {type(t).__name__}")
+    return list(texts)
+
+
 def _snippet(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
@@ -332,10 +347,7 @@ class BpeTokenizer:
         ctx = self.context_length if context_length is None else int(context_length)
         if ctx < 2:
             raise ValueError(f"context_length must be >= 2 (room for start and end tokens), got {ctx}")
-        if on_overflow not in _OVERFLOW_MODES:
-            raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = checked_texts(texts, on_overflow)
         ids, lengths = self._encode_texts(texts, require_text=True)
         too_long = np.flatnonzero(lengths > ctx - 2)
         if on_overflow == "error" and len(too_long):

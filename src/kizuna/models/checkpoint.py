@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,6 +28,17 @@ FORMAT_KEY = "kizuna"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
+
+
+def move_aside(path: Path, what: str) -> Path:
+    """``path`` (a file or folder an earlier run left) renamed to ``path.prev``, replacing an older one, with
+    a line saying so; a fresh run then starts with its own, not mixed into the earlier run's."""
+    previous = path.with_name(path.name + ".prev")
+    if previous.is_dir() and not previous.is_symlink():
+        shutil.rmtree(previous)
+    os.replace(path, previous)
+    print(f"{path} held an earlier run's {what}: moved to {previous.name}; this run starts afresh")
+    return previous
 
 
 def process_umask() -> int:

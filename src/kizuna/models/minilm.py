@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kizuna.data.tokenizer import _OVERFLOW_MODES
+from kizuna.data.tokenizer import checked_texts
 
 # all-MiniLM-L6-v2's max_position_embeddings: the longest token sequence (with [CLS] and [SEP]) it can
 # take. A constant, so that a training config is checked without loading the package; the tower checks
@@ -64,15 +64,8 @@ class MiniLMTokenizer:
         (as kizuna's other tokenizers do)."""
         L = self.context_length if context_length is None else int(context_length)
         check_context_length(L)
-        if on_overflow not in _OVERFLOW_MODES:
-            raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
-        if isinstance(texts, str):
-            texts = [texts]
-        elif isinstance(texts, bytes) or not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        texts = checked_texts(texts, on_overflow)
         for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is not text: expected a str, got {type(t).__name__}")
             if not t.strip():
                 raise ValueError(f"empty text at index {i}")
         if on_overflow == "error":

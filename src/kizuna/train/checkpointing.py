@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kizuna.models.checkpoint import (CheckpointError, atomic_write, follow_latest, load_model, load_state_dict_strict,
-                                     make_temp_folder, save_model)
+                                     make_temp_folder, move_aside, save_model)
 
 
 def rng_state() -> dict:
@@ -172,12 +172,7 @@ class CheckpointManager:
         metrics.jsonl goes to metrics.jsonl.prev. Returns where they went, or None."""
         if not (self.dir.is_dir() and (self.step_folders() or (self.dir / "best").is_dir())):
             return None
-        previous = self.dir.with_name(self.dir.name + ".prev")
-        if previous.exists():
-            shutil.rmtree(previous)
-        os.replace(self.dir, previous)
-        print(f"{self.dir} held an earlier run's checkpoints: moved to {previous.name}; this run starts afresh")
-        return previous
+        return move_aside(self.dir, "checkpoints")
 
     def latest(self) -> Path | None:
         marker = self.dir / "latest"

@@ -14,21 +14,17 @@ import warnings
 from pathlib import Path
 
 
-PREVIOUS_SUFFIX = ".prev"
-
-
 def set_aside_previous_log(out_dir: str | Path) -> Path | None:
     """Move OUT/metrics.jsonl of an earlier run to OUT/metrics.jsonl.prev (replacing an older .prev), so a
     fresh run into the same folder starts an empty log instead of appending to that run's records (the
     demo report then plotted both runs as one curve that jumped back to step 10). Returns where the old
     log went, or None when there was none."""
+    from kizuna.models.checkpoint import move_aside
+
     path = Path(out_dir) / "metrics.jsonl"
     if not (path.is_file() and path.stat().st_size):
         return None
-    previous = path.with_name(path.name + PREVIOUS_SUFFIX)
-    path.replace(previous)
-    print(f"{path} held an earlier run's records: moved to {previous.name}; this run starts a new log")
-    return previous
+    return move_aside(path, "records")
 
 
 class MetricLogger:
