@@ -123,7 +123,8 @@ class TimeBudget:
             return True
         if len(self.step_times) < SKIP_FIRST + self.calibrate_steps:
             return False
-        return step >= warmup_steps or self.elapsed + (warmup_steps - step) * self.seconds_per_step() > self.usable_seconds
+        warmup_left = max(0, warmup_steps - step) * self.seconds_per_step()
+        return step >= warmup_steps or self.elapsed + warmup_left > self.usable_seconds
 
     def seconds_per_step(self, first: int = SKIP_FIRST) -> float:
         """Mean of the timed steps from the ``first``-th on (by default all but the first few), the slowest
@@ -151,7 +152,7 @@ class TimeBudget:
         remaining = self.usable_seconds - self.elapsed - eval_seconds
         per_step_all = per_step + (eval_seconds / eval_every if eval_every else 0.0)
         left = max(1, math.floor(remaining / per_step_all)) if remaining > 0 else 1
-        total = max(step + left, step + 1)
+        total = step + left
         if cap:
             total = min(total, max(cap, step))  # planned at the cap's own step: the run ends there
         if device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
