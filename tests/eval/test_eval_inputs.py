@@ -232,3 +232,11 @@ def test_a_labels_file_that_is_not_there_is_not_a_label():
     with pytest.raises(ValueError, match="repeated label"):
         parse_labels("cat,dog,cat")
     assert parse_labels("cat, dog") == ["cat", "dog"]
+
+
+def test_embed_says_how_many_texts_it_cut(tmp_path, capsys):
+    """Texts over the context length were embedded cut, without a word."""
+    texts = tmp_path / "t.txt"
+    texts.write_text("a dog\n" + " ".join(["word"] * 200) + "\n")
+    assert main(["embed", "--model", "ViT-mu-8", "--texts", str(texts), "--out", str(tmp_path / "e.npy")]) == 0
+    assert "note: 1 of 2 texts are longer than the model's 77 tokens" in capsys.readouterr().err

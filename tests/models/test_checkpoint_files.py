@@ -193,3 +193,18 @@ def test_a_train_state_that_is_not_a_dict_is_named(tmp_path):
     torch.save([1, 2], tmp_path / "step_0000002" / "train_state.pt")
     with pytest.raises(CheckpointError, match="train_state.pt: cannot be read .TypeError: a list"):
         read_train_state(tmp_path / "step_0000002")
+
+
+def test_an_unreadable_weights_file_is_not_reported_as_missing(tmp_path, monkeypatch):
+    """safetensors reports a file it may not read as "No such file or directory". (Simulated: the tests run
+    as root here, who reads any file.)"""
+    import kizuna
+    from kizuna.models import checkpoint
+    from kizuna.models.checkpoint import CheckpointError, save_model
+
+    save_model(_tiny_vit(), tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    real_access = os.access
+    monkeypatch.setattr(checkpoint.os, "access", lambda p, mode: False if Path(p) == weights else real_access(p, mode))
+    with pytest.raises(CheckpointError, match="model.safetensors: permission denied"):
+        kizuna.load_model(tmp_path / "m")

@@ -89,6 +89,14 @@ def embed_texts(model, path, batch_size=256, device="cpu"):
     if not texts:
         raise ValueError(f"{path}: no non-empty lines")
     tokenizer = kizuna.get_tokenizer(model)
+    count = getattr(tokenizer, "encode_batch", None)  # CLIP's BPE: ids without start/end tokens
+    if count is not None:
+        cut = sum(len(ids) + 2 > tokenizer.context_length for ids in count(texts))
+        if cut:
+            import sys
+
+            print(f"note: {cut} of {len(texts)} texts are longer than the model's {tokenizer.context_length} tokens; "
+                  "they are embedded cut to that length", file=sys.stderr)
     chunks = [encode_texts(model, tokenizer, texts[i : i + batch_size], batch_size, device).cpu()
               for i in tqdm(range(0, len(texts), batch_size), desc="embedding texts", unit="batch")]
     import torch

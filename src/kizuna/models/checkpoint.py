@@ -150,6 +150,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> N
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    if path.is_file() and not os.access(path, os.R_OK):  # safetensors reports it as "No such file or directory"
+        raise CheckpointError(f"{path}: permission denied (the file is there, but this user cannot read it)")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
