@@ -307,14 +307,20 @@ def test_hf_sharded_and_bin_weights(hf_tiny_clip, tmp_path):
     assert_same_tensors(kizuna.create_model(str(binary)), ref)
 
 
-def test_hf_preprocessor_config_is_read(hf_tiny_clip, tmp_path):
-    _, folder = hf_tiny_clip
+def _weights_and_a_processor(hf_tiny_clip, folder: Path):
+    """``folder`` with the tiny HF CLIP's config and weights (links), and an image processor of non-default
+    settings to save there as each test needs."""
+    _, source = hf_tiny_clip
     for f in ("config.json", "model.safetensors"):
-        (tmp_path / f).symlink_to(folder / f)
-    proc = transformers.CLIPImageProcessor(
+        (folder / f).symlink_to(source / f)
+    return transformers.CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=2,
         image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6],
     )
+
+
+def test_hf_preprocessor_config_is_read(hf_tiny_clip, tmp_path):
+    proc = _weights_and_a_processor(hf_tiny_clip, tmp_path)
     proc.save_pretrained(tmp_path)
     record, _ = hf_folder_to_kizuna(tmp_path)
     pre = record["config"]["preprocess"]
@@ -336,13 +342,7 @@ def _pixels_equal_transformers(model, folder: Path):
 def test_hf_processor_config_json_is_read(hf_tiny_clip, tmp_path):
     """transformers 5 saves a whole processor's image settings only in processor_config.json["image_processor"]
     (no preprocessor_config.json); kizuna read the defaults instead."""
-    _, folder = hf_tiny_clip
-    for f in ("config.json", "model.safetensors"):
-        (tmp_path / f).symlink_to(folder / f)
-    proc = transformers.CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=2,
-        image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6],
-    )
+    proc = _weights_and_a_processor(hf_tiny_clip, tmp_path)
     (tmp_path / "processor_config.json").write_text(
         json.dumps({"image_processor": proc.to_dict(), "processor_class": "CLIPProcessor"}))
     model = kizuna.load_model(tmp_path)
