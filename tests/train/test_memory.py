@@ -51,9 +51,9 @@ def test_nothing_changes_without_glibc(monkeypatch):
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_trainers_keep_freed_memory_on_the_cpu_unless_told_not_to(tmp_path, monkeypatch, keep):
-    from kizuna.train import contrastive
+    from kizuna.train import contrastive, trainer
 
     calls = []
-    monkeypatch.setattr(contrastive, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append(1) or True)
     contrastive.ContrastiveTrainer(tiny_config(tmp_path, keep_freed_memory=keep, device="cpu"))
     assert calls == ([1] if keep else [])

@@ -401,10 +401,10 @@ def test_time_limit_stops_evaluates_and_exports(data, tmp_path):
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_keeps_freed_memory_on_the_cpu_unless_told_not_to(data, tmp_path, monkeypatch, keep):
-    from kizuna.train import supervised
+    from kizuna.train import trainer
 
     calls = []
-    monkeypatch.setattr(supervised, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append(1) or True)
     SupervisedTrainer(_cfg(data, tmp_path / "m", keep_freed_memory=keep, device="cpu"))
     assert calls == ([1] if keep else [])
 

@@ -402,6 +402,30 @@ def test_ctrl_c_stops_after_the_step_and_saves_a_checkpoint_to_resume(tmp_path):
     assert resumed.step == step
 
 
+def test_a_ctrl_c_checkpoint_logs_the_steps_since_the_last_record(tmp_path):
+    """The loop logs at every checkpoint, the one Ctrl-C saves too: its steps since the last record were lost
+    (with --log-every 5, a stop at step 3 left no record of steps 1-3), as the window is not saved."""
+    import signal
+
+    trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=10, log_every=5))
+    losses, fit = [], trainer.fit_batch
+
+    def fit_and_interrupt(batch):
+        numbers = fit(batch)
+        losses.append(numbers["loss"])
+        if len(losses) == 3:
+            signal.raise_signal(signal.SIGINT)  # handled by the loop: stop after this step
+        return numbers
+
+    trainer.fit_batch = fit_and_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    records = read_metrics(tmp_path / "metrics.jsonl", "train")
+    assert [r["step"] for r in records] == [3]
+    assert records[0]["loss"] == pytest.approx(sum(losses) / 3)
+    assert (tmp_path / "checkpoints" / "step_0000003" / "train_state.pt").is_file()
+
+
 def test_a_run_of_the_other_trainer_is_named_on_resume(tmp_path, capsys):
     from kizuna.apps.cli import main
 

@@ -17,29 +17,21 @@ import contextlib
 import copy
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import kizuna
-from kizuna.data.loader import check_epoch_gave_samples
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
-from .budget import TimeBudget, after_step, initial_length, length_state, restore_length, warn_if_warmup_fills_the_run
-from .checkpointing import (CheckpointManager, StopOnInterrupt, announce_restored, check_resume_settings,
-                            resumed_at_the_end, resumed_config, rng_state, set_rng_state, stop_and_save)
-from .compiling import compiled_or_eager
+from .budget import TimeBudget, initial_length
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
-from .distributed import DistInfo, barrier, contrastive_loss, even_batch, from_rank0, init_distributed
-from .logging import MetricLogger
-from .memory import keep_freed_memory
-from .optim import (announce_precision, autocast_for, make_optimizer, make_scheduler, tune_for_training,
-                    use_config_settings)
+from .distributed import contrastive_loss, from_rank0
+from .optim import make_optimizer
 from .towers import lock_tower
+from .trainer import Trainer
 
 # What a checkpoint given as --model decides (the model's own config and tokenizer).
 CHECKPOINT_FIXED = ("model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length")
@@ -78,37 +70,13 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
                          f"kizuna.ClipConfig and its vision/text parts; `kizuna info {cfg.model}` shows them)") from None
 
 
-class ContrastiveTrainer:
+class ContrastiveTrainer(Trainer):
+    resume_fixed = RESUME_FIXED
+    batch_key = "captions"
+
     def __init__(self, cfg: TrainConfig, named: frozenset[str] | None = None):
-        """``named``: the fields the command line set (kizuna.train.config.named_fields). A resume takes the
-        others from the checkpoint and refuses a named one that asks for another model. None (a config built
-        in Python): ``cfg`` as it is, and a non-default field counts as named."""
-        cfg, restored = resumed_config(cfg, named)
-        self.cfg = cfg
-        self.named = named
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.dist: DistInfo = init_distributed(cfg.device)
-        self.device = self.dist.device
-        if self.device.type == "cpu" and cfg.keep_freed_memory:
-            keep_freed_memory()
-        self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
-        if self.dist.is_main:
-            announce_restored(cfg, restored)
-        tune_for_training(self.device)
-        self.out = Path(cfg.out)
-        if cfg.batch_size % (self.dist.world_size * cfg.accum_steps):
-            raise ValueError(
-                f"batch_size {cfg.batch_size} must be divisible by world_size x accum_steps "
-                f"({self.dist.world_size} x {cfg.accum_steps})"
-            )
-        self.per_rank_batch = cfg.batch_size // self.dist.world_size
-        torch.manual_seed(cfg.seed)
-        self.ckpt = CheckpointManager(self.out, keep_last=cfg.keep_last, metric=cfg.best_metric or None,
-                                      mode=cfg.best_mode)
-        self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
-        if self.resume_from is None and self.dist.is_main:  # a fresh run: earlier checkpoints here are not its own
-            self.ckpt.set_aside_earlier_run()
+        """``named``: the fields the command line set (kizuna.train.config.named_fields); see Trainer.start."""
+        cfg = self.start(cfg, named)
 
         # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
         if self.resume_from is not None:
@@ -139,21 +107,9 @@ class ContrastiveTrainer:
         self.budget = TimeBudget(cfg.time_limit_minutes, cfg.time_budget_minutes)
 
         self._configure_model()
-        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
-        self.scheduler = make_scheduler(self.optimizer, lambda: self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
-        self.ddp = None
-        if self.dist.enabled:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
         self.text_cache: dict[str, torch.Tensor] = {}
-        self.step, self.epoch = 0, 0
-        self.logger = MetricLogger(self.out, enabled=self.dist.is_main, fresh=self.resume_from is None)
-        # The precision "auto" resolved to on this machine, next to the settings.
-        self.logger.write_config({**cfg.to_dict(), "precision_used": self.precision})
-        if self.resume_from is not None:
-            self._resume()
+        self.prepare_optimisation(make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps))
+        self.open_log()
         if self.dist.is_main:
             warn_if_best_is_picked_on_test(cfg)
         index = getattr(self.dataset, "index", None)
@@ -163,6 +119,15 @@ class ContrastiveTrainer:
                 f"index_skipped/{k}": v for k, v in index.skips.as_dict().items()}}, kind="data")
 
     # ----- set-up ------------------------------------------------------------------------------
+    def best_metric(self, cfg: TrainConfig) -> tuple[str | None, str]:
+        return cfg.best_metric or None, cfg.best_mode
+
+    def check_config(self, cfg: TrainConfig) -> None:
+        parts = self.dist.world_size * cfg.accum_steps
+        if cfg.batch_size % parts:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size x accum_steps "
+                             f"({self.dist.world_size} x {cfg.accum_steps})")
+
     def _train_tokenizer(self, mcfg: ClipConfig) -> ClipConfig:
         from kizuna.data.tokenizer import tokenizer_from_config, train_bpe_tokenizer
 
@@ -204,9 +169,6 @@ class ContrastiveTrainer:
         """A locked MiniLM encoder is run once per caption; its outputs are cached."""
         return self.cfg.lock_text and self.model.cfg.text.kind == "minilm"
 
-    def autocast(self):
-        return autocast_for(self.precision, self.device)
-
     # ----- one step ----------------------------------------------------------------------------
     def _text_inputs(self, captions: list[str]) -> dict:
         if not self.cached_text:
@@ -222,6 +184,15 @@ class ContrastiveTrainer:
     def _loss(self, out: dict) -> torch.Tensor:
         return contrastive_loss(self.model.cfg.loss, out["image_features"].float(), out["text_features"].float(),
                                 out["logit_scale"].float(), None if out["logit_bias"] is None else out["logit_bias"].float())
+
+    def fit_batch(self, batch: dict) -> dict[str, float]:
+        return {"loss": self.train_step(batch["images"], batch["captions"]), "samples": len(batch["captions"])}
+
+    def window_record(self, sums: dict[str, float], steps: int) -> tuple[dict, dict]:
+        record = {"logit_scale": float(self.model.scale().detach())}
+        if self.model.logit_bias is not None:
+            record["logit_bias"] = float(self.model.logit_bias.detach())
+        return record, {"scale": f"{record['logit_scale']:.1f}"}
 
     def train_step(self, images: torch.Tensor, captions: list[str]) -> float:
         images = images.to(self.device, non_blocking=True)
@@ -318,122 +289,19 @@ class ContrastiveTrainer:
             self.model.text.eval()
 
     # ----- checkpoints -------------------------------------------------------------------------
-    def save(self, metrics: dict | None = None):
-        if self.dist.is_main:
-            state = {
-                "step": self.step, "epoch": self.epoch,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": None, "rng": rng_state(), "data": self.loader.state_dict(),
-                "train_config": self.cfg.to_dict(), **length_state(self),
-            }
-            if self.cached_text and self.text_cache:
-                # A caption's cached embedding depends (to float rounding) on the batch it was first encoded
-                # in; re-encoded after a resume in other batches, it moved the run off its uninterrupted path.
-                captions = list(self.text_cache)
-                state["text_cache"] = {"captions": captions,
-                                       "embeddings": torch.stack([self.text_cache[c] for c in captions])}
-            self.ckpt.save(self.step, self.model, state, metrics)
-        barrier()
+    def extra_train_state(self) -> dict:
+        if not (self.cached_text and self.text_cache):
+            return {}
+        # A caption's cached embedding depends (to float rounding) on the batch it was first encoded in;
+        # re-encoded after a resume in other batches, it moved the run off its uninterrupted path.
+        captions = list(self.text_cache)
+        return {"text_cache": {"captions": captions,
+                               "embeddings": torch.stack([self.text_cache[c] for c in captions])}}
 
-    def _resume(self):
-        state = self.ckpt.load_into(self.resume_from, self.model)
-        check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from, self.named)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
-                            betas=tuple(self.cfg.betas), eps=self.cfg.eps)
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        restore_length(self, state)
-        self.loader.load_state_dict(state["data"])
-        set_rng_state(state["rng"])
+    def restore_extra_train_state(self, state: dict) -> None:
         cache = state.get("text_cache")
         if self.cached_text and cache:
             self.text_cache = dict(zip(cache["captions"], cache["embeddings"].unbind(0)))
-        self.logger.drop_after(self.step)
-        if self.dist.is_main:
-            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
-
-    # ----- the loop ----------------------------------------------------------------------------
-    def train(self) -> dict:
-        cfg = self.cfg
-        if resumed_at_the_end(self):
-            return {}
-        warn_if_warmup_fills_the_run(self)
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc="training", unit="step",
-                   disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
-        last_metrics: dict = {}
-        window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-        budget = self.budget
-        budget.restart()
-        with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
-            while self.step < self.total_steps:
-                self.sampler.set_epoch(self.epoch)
-                epoch_batches = epoch_steps = 0
-                for batch in self.loader:
-                    if self.step >= self.total_steps:
-                        break
-                    epoch_batches += 1
-                    batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
-                    if len(batch["captions"]) == 0:
-                        continue
-                    epoch_steps += 1
-                    loss = self.train_step(batch["images"], batch["captions"])
-                    self.step += 1
-                    window_loss, window_n = window_loss + loss, window_n + 1
-                    bar.update(1)
-                    planned_at = time.perf_counter()
-                    plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
-                    if plan_metrics:
-                        window_start += time.perf_counter() - planned_at  # not samples/s time
-                    # also at a checkpoint: the running averages are not saved, so a resume starts its window there
-                    if self.step % cfg.log_every == 0 or self.step == self.total_steps or (
-                            cfg.save_every and self.step % cfg.save_every == 0):
-                        elapsed = time.perf_counter() - window_start
-                        record = {
-                            "loss": window_loss / window_n, "logit_scale": float(self.model.scale().detach()),
-                            "lr": self.step_lr, "epoch": self.epoch,
-                            "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9),
-                        }
-                        if self.model.logit_bias is not None:
-                            record["logit_bias"] = float(self.model.logit_bias.detach())
-                        self.logger.log(self.step, record)
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", scale=f"{record['logit_scale']:.1f}",
-                                        lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
-                        window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-                    if stop.requested:
-                        stop_and_save(self, bar)
-                    last = self.step == self.total_steps
-                    metrics, paused_at = None, time.perf_counter()
-                    if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
-                        metrics = last_metrics = plan_metrics
-                    elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                        metrics = self.evaluate()
-                        budget.evaluation_took(time.perf_counter() - paused_at)
-                        if metrics:
-                            self.logger.log(self.step, metrics, kind="eval")
-                            last_metrics = metrics
-                    if (cfg.save_every and self.step % cfg.save_every == 0) or last:
-                        self.save(metrics)
-                    elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
-                        self.ckpt.update_best(self.step, self.model, metrics)
-                    if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
-                        budget.pause()  # evaluation and checkpoints are not step time
-                        window_start += time.perf_counter() - paused_at  # nor samples/s time
-                else:
-                    report = self.loader.report()
-                    if self.dist.is_main and self.loader.skips.total:
-                        bar.write(f"epoch {self.epoch}: {report}")
-                        self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
-                            f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
-                    check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
-                    self.epoch += 1
-                    continue
-                break
-        bar.close()
-        self.logger.close()
-        return last_metrics
 
 
 def _clip_or_error(model, source: str) -> ClipModel:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +48,7 @@ from torch import nn
 import kizuna
 from kizuna.data.augment import ClassificationTrainTransform
 from kizuna.data.batch_augment import BatchAugment, TensorBatches, decode_images
-from kizuna.data.loader import Collate, check_epoch_gave_samples, make_loader
+from kizuna.data.loader import Collate, make_loader
 from kizuna.data.sampler import EpochSampler
 from kizuna.data.sources import PairDataset, SampleIndex
 from kizuna.data.transforms import Preprocess
@@ -57,16 +56,11 @@ from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_mo
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .budget import TimeBudget, after_step, initial_length, length_state, restore_length, warn_if_warmup_fills_the_run
-from .checkpointing import (CheckpointManager, StopOnInterrupt, announce_restored, check_resume_settings,
-                            resumed_at_the_end, resumed_config, rng_state, set_rng_state, stop_and_save)
-from .compiling import compiled_or_eager
+from .budget import TimeBudget, initial_length
 from .config import check_common
-from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
-from .logging import MetricLogger
-from .memory import keep_freed_memory
-from .optim import (announce_precision, autocast_for, make_optimizer, make_scheduler, param_groups, tune_for_training,
-                    use_config_settings)
+from .distributed import all_reduce_sum, barrier
+from .optim import make_optimizer, param_groups
+from .trainer import Trainer
 
 # Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
 RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "pos_embed", "reset_head")
@@ -436,35 +430,14 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Genera
 
 
 # ----------------------------------------------------------------------------------- the trainer
-class SupervisedTrainer:
+class SupervisedTrainer(Trainer):
+    resume_fixed = RESUME_FIXED
+    batch_key = "labels"
+    bar_label = "vit"
+
     def __init__(self, cfg: SupervisedConfig, named: frozenset[str] | None = None):
-        """``named``: the fields the command line set (kizuna.train.config.named_fields). A resume takes the
-        others from the checkpoint and refuses a named one that asks for another model. None (a config built
-        in Python): ``cfg`` as it is, and a non-default field counts as named."""
-        cfg, restored = resumed_config(cfg, named)
-        self.cfg = cfg
-        self.named = named
-        if not cfg.data:
-            raise ValueError("no training data: pass --data (shards folder, dataset root, ImageFolder tree or CSV)")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.dist: DistInfo = init_distributed(cfg.device)
-        self.device = self.dist.device
-        if self.device.type == "cpu" and cfg.keep_freed_memory:
-            keep_freed_memory()
-        self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
-        if self.dist.is_main:
-            announce_restored(cfg, restored)
-        tune_for_training(self.device)
-        self.out = Path(cfg.out)
-        if cfg.batch_size % self.dist.world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size {self.dist.world_size}")
-        self.per_rank_batch = cfg.batch_size // self.dist.world_size
-        torch.manual_seed(cfg.seed)
-        self.ckpt = CheckpointManager(self.out, keep_last=cfg.keep_last, metric="val_top1" if cfg.val_data else None)
-        self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
-        if self.resume_from is None and self.dist.is_main:  # a fresh run: earlier checkpoints here are not its own
-            self.ckpt.set_aside_earlier_run()
+        """``named``: the fields the command line set (kizuna.train.config.named_fields); see Trainer.start."""
+        cfg = self.start(cfg, named)
 
         # data first: the class count sizes the head
         index, self.classnames, _ = load_classification(cfg.data, cfg.data_split, cfg.classnames or None)
@@ -528,23 +501,12 @@ class SupervisedTrainer:
 
         # optimisation
         if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
-                                             momentum=cfg.momentum)
+            optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
         else:
-            self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
-        self.scheduler = make_scheduler(self.optimizer, lambda: self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
-        self.ddp = None
-        if self.dist.enabled:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
-        self.step, self.epoch = 0, 0
-        self.logger = MetricLogger(self.out, enabled=self.dist.is_main, fresh=self.resume_from is None)
-        # The precision "auto" resolved to on this machine, next to the settings.
-        self.logger.write_config({**cfg.to_dict(), "precision_used": self.precision})
-        if self.resume_from is not None:
-            self._resume()
-        elif self.decode_skips is not None:
+            optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
+        self.prepare_optimisation(optimizer)
+        self.open_log()
+        if self.resume_from is None and self.decode_skips is not None:
             self.logger.log(0, {"skipped": self.decode_skips.total, **{
                 f"skipped/{k}": v for k, v in self.decode_skips.as_dict().items()}}, kind="data")
         if self.dist.is_main and cfg.progress:
@@ -556,6 +518,14 @@ class SupervisedTrainer:
             print(f"data: {n} training images{share}, {self.num_classes} classes"
                   + (f", {self.val_size} validation images" if self.val_loader else "")
                   + f"; {self.steps_per_epoch} steps/epoch, {length}")
+
+    def best_metric(self, cfg: SupervisedConfig) -> tuple[str | None, str]:
+        return ("val_top1" if cfg.val_data else None), "auto"
+
+    def check_config(self, cfg: SupervisedConfig) -> None:
+        if not cfg.data:
+            raise ValueError("no training data: pass --data (shards folder, dataset root, ImageFolder tree or CSV)")
+        super().check_config(cfg)
 
     def _train_sampler(self, n: int) -> EpochSampler:
         sampler = EpochSampler(n, self.per_rank_batch, rank=self.dist.rank, world_size=self.dist.world_size,
@@ -584,8 +554,16 @@ class SupervisedTrainer:
         return TensorBatches(decoded, sampler, self.batch_augment, seed=cfg.seed, rank=self.dist.rank), sampler
 
     # ----- one step ----------------------------------------------------------------------------
-    def autocast(self):
-        return autocast_for(self.precision, self.device)
+    def fit_batch(self, batch: dict) -> dict[str, float]:
+        loss, correct = self.train_step(batch["images"], batch["labels"])
+        return {"loss": loss, "correct": correct, "samples": len(batch["labels"])}
+
+    def window_record(self, sums: dict[str, float], steps: int) -> tuple[dict, dict]:
+        top1 = sums["correct"] / max(sums["samples"], 1)
+        return {"train_top1": top1}, {"acc": f"{top1:.3f}"}
+
+    def evaluation_line(self, metrics: dict) -> str:
+        return f"val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}"
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         cfg = self.cfg
@@ -633,16 +611,8 @@ class SupervisedTrainer:
         return {"val_top1": float(stats[0]) / n, "val_loss": float(stats[2]) / n, "val_samples": int(stats[1])}
 
     # ----- checkpoints -------------------------------------------------------------------------
-    def save(self, metrics: dict | None = None):
-        if self.dist.is_main:
-            state = {
-                "step": self.step, "epoch": self.epoch,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(), "data": self.loader.state_dict(), "train_config": self.cfg.to_dict(),
-                **length_state(self),
-            }
-            self.ckpt.save(self.step, self.model, state, metrics)
-        barrier()
+    def optimizer_settings(self) -> dict:
+        return {"momentum": self.cfg.momentum} if self.cfg.optimizer == "sgd" else super().optimizer_settings()
 
     def export(self, metrics: dict) -> Path:
         """OUT/model: the final model with its preprocessing and class names (for `kizuna analyze`)."""
@@ -652,100 +622,8 @@ class SupervisedTrainer:
         barrier()
         return path
 
-    def _resume(self):
-        state = self.ckpt.load_into(self.resume_from, self.model)
-        check_resume_settings(state.get("train_config", {}), self.cfg, RESUME_FIXED, self.resume_from, self.named)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
-                            **({"momentum": self.cfg.momentum} if self.cfg.optimizer == "sgd" else
-                               {"betas": tuple(self.cfg.betas), "eps": self.cfg.eps}))
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        restore_length(self, state)
-        self.loader.load_state_dict(state["data"])
-        set_rng_state(state["rng"])
-        self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
-        if self.dist.is_main and self.cfg.progress:
-            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
-
-    # ----- the loop ----------------------------------------------------------------------------
-    def train(self) -> dict:
-        cfg = self.cfg
-        if resumed_at_the_end(self):
-            return {}
-        warn_if_warmup_fills_the_run(self)
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc="vit", unit="step",
-                   disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
-        last_metrics: dict = {}
-        w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
-        budget = self.budget
-        budget.restart()
-        with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
-            while self.step < self.total_steps:
-                self.sampler.set_epoch(self.epoch)
-                epoch_batches = epoch_steps = 0
-                for batch in self.loader:
-                    if self.step >= self.total_steps:
-                        break
-                    epoch_batches += 1
-                    batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
-                    if len(batch["labels"]) == 0:
-                        continue
-                    epoch_steps += 1
-                    loss, correct = self.train_step(batch["images"], batch["labels"])
-                    self.step += 1
-                    w_loss, w_correct, w_n, w_steps = w_loss + loss, w_correct + correct, w_n + len(batch["labels"]), w_steps + 1
-                    bar.update(1)
-                    planned_at = time.perf_counter()
-                    plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
-                    if plan_metrics:
-                        w_start += time.perf_counter() - planned_at  # not samples/s time
-                    if stop.requested:
-                        stop_and_save(self, bar)
-                    last = self.step == self.total_steps
-                    # also at a checkpoint: the running averages are not saved, so a resume starts its window there
-                    if self.step % cfg.log_every == 0 or last or (cfg.save_every and self.step % cfg.save_every == 0):
-                        elapsed = time.perf_counter() - w_start
-                        record = {"loss": w_loss / w_steps, "train_top1": w_correct / max(w_n, 1),
-                                  "lr": self.step_lr, "epoch": self.epoch,
-                                  "samples_per_s": w_n * self.dist.world_size / max(elapsed, 1e-9)}
-                        self.logger.log(self.step, record)
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_top1']:.3f}",
-                                        lr=f"{record['lr']:.2e}", sps=f"{record['samples_per_s']:.0f}")
-                        w_loss, w_correct, w_n, w_steps, w_start = 0.0, 0, 0, 0, time.perf_counter()
-                    metrics, paused_at = None, time.perf_counter()
-                    if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
-                        metrics = last_metrics = plan_metrics
-                    elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                        metrics = self.evaluate()
-                        budget.evaluation_took(time.perf_counter() - paused_at)
-                        if metrics:
-                            self.logger.log(self.step, metrics, kind="eval")
-                            last_metrics = metrics
-                            if self.dist.is_main:
-                                bar.write(f"step {self.step}: val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}")
-                    if (cfg.save_every and self.step % cfg.save_every == 0) or last:
-                        self.save(metrics)
-                    elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
-                        self.ckpt.update_best(self.step, self.model, metrics)
-                    if metrics is not None or (cfg.save_every and self.step % cfg.save_every == 0):
-                        budget.pause()  # evaluation and checkpoints are not step time
-                        w_start += time.perf_counter() - paused_at  # nor samples/s time
-                else:
-                    if self.dist.is_main and self.loader.skips.total:
-                        bar.write(f"epoch {self.epoch}: {self.loader.report()}")
-                        self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
-                            f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
-                    check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
-                    self.epoch += 1
-                    continue
-                break
-        bar.close()
-        self.export(last_metrics)
-        self.logger.close()
-        return last_metrics
+    def finish(self, metrics: dict) -> None:
+        self.export(metrics)
 
 
 def train_supervised(cfg: SupervisedConfig, named: frozenset[str] | None = None) -> dict:

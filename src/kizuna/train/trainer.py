@@ -1,0 +1,332 @@
+"""What the two trainers share: a run's set-up, its checkpoint state, its resume, and the loop.
+
+:class:`~kizuna.train.contrastive.ContrastiveTrainer` (image-text pairs) and
+:class:`~kizuna.train.supervised.SupervisedTrainer` (labelled images) differ in their model, data, step
+and evaluation; everything around those is here, written once:
+
+    __init__        start(cfg): resumed settings, processes, precision, checkpoints, an earlier run set aside
+                    ... the trainer builds its model, data and optimizer ...
+                    prepare_optimisation(optimizer): schedule, DDP, torch.compile
+                    open_log(): metrics.jsonl, config.json, the resume
+    train()         the loop: steps, log records, the time budget, evaluation, checkpoints, best/, Ctrl-C
+
+A trainer supplies ``fit_batch`` (one optimizer step on a loader batch; returns numbers summed into the
+log window: ``loss`` and ``samples``, and its own), ``window_record`` (its fields of a log record),
+``evaluate``, and where it has them ``extra_train_state`` / ``restore_extra_train_state`` (state of its
+own that a resume needs), ``optimizer_settings`` and ``finish``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kizuna.data.loader import check_epoch_gave_samples
+
+from .budget import after_step, length_state, restore_length, warn_if_warmup_fills_the_run
+from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, resumed_config, rng_state,
+                            set_rng_state)
+from .compiling import compiled_or_eager
+from .distributed import DistInfo, barrier, even_batch, init_distributed
+from .logging import MetricLogger
+from .memory import keep_freed_memory
+from .optim import announce_precision, autocast_for, make_scheduler, tune_for_training, use_config_settings
+
+
+class Trainer(ABC):
+    #: settings that make the model: a resume continues with the checkpoint's, so the command line may not change them
+    resume_fixed: tuple[str, ...] = ()
+    #: the batch field that holds one entry per sample ("captions", "labels")
+    batch_key = "images"
+    #: the progress bar's label
+    bar_label = "training"
+
+    # ----- set-up ------------------------------------------------------------------------------
+    def start(self, cfg, named: frozenset[str] | None):
+        """Returns the run's config. ``named``: the fields the command line set
+        (kizuna.train.config.named_fields). A resume takes the others from the checkpoint and refuses a named
+        one that asks for another model. None (a config built in Python): ``cfg`` as it is, and a non-default
+        field counts as named."""
+        cfg, restored = resumed_config(cfg, named)
+        self.cfg, self.named = cfg, named
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.dist: DistInfo = init_distributed(cfg.device)
+        self.device = self.dist.device
+        self.check_config(cfg)
+        if self.device.type == "cpu" and cfg.keep_freed_memory:
+            keep_freed_memory()
+        self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
+        if self.dist.is_main:
+            announce_restored(cfg, restored)
+        tune_for_training(self.device)
+        self.out = Path(cfg.out)
+        self.per_rank_batch = cfg.batch_size // self.dist.world_size
+        torch.manual_seed(cfg.seed)
+        self.ckpt = CheckpointManager(self.out, cfg.keep_last, *self.best_metric(cfg))
+        self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
+        if self.resume_from is None and self.dist.is_main:  # a fresh run: earlier checkpoints here are not its own
+            self.ckpt.set_aside_earlier_run()
+        return cfg
+
+    def best_metric(self, cfg) -> tuple[str | None, str]:
+        """The evaluation metric that picks best/ (None: no best/), and which end of it is best."""
+        return None, "auto"
+
+    def check_config(self, cfg) -> None:
+        """Refuse settings this trainer cannot run, once the process group (and so the world size) is known."""
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size {self.dist.world_size}")
+
+    def prepare_optimisation(self, optimizer: torch.optim.Optimizer) -> None:
+        """The cosine schedule (its length read when it is needed: a time budget plans it later), DDP, compile."""
+        cfg = self.cfg
+        self.optimizer = optimizer
+        self.scheduler = make_scheduler(optimizer, lambda: self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        self.ddp = None
+        if self.dist.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
+
+    def open_log(self) -> None:
+        """metrics.jsonl and config.json (with the precision "auto" resolved to here); then the resume, if any."""
+        self.step, self.epoch = 0, 0
+        self.logger = MetricLogger(self.out, enabled=self.dist.is_main, fresh=self.resume_from is None)
+        self.logger.write_config({**self.cfg.to_dict(), "precision_used": self.precision})
+        if self.resume_from is not None:
+            self._resume()
+
+    def autocast(self):
+        return autocast_for(self.precision, self.device)
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def extra_train_state(self) -> dict:
+        return {}
+
+    def restore_extra_train_state(self, state: dict) -> None:
+        pass
+
+    def optimizer_settings(self) -> dict:
+        """The optimizer's settings a resume takes from the command line (its saved state would override them)."""
+        return {"betas": tuple(self.cfg.betas), "eps": self.cfg.eps}
+
+    def save(self, metrics: dict | None = None) -> None:
+        if self.dist.is_main:
+            state = {
+                "step": self.step, "epoch": self.epoch,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(), "data": self.loader.state_dict(), "train_config": self.cfg.to_dict(),
+                **length_state(self), **self.extra_train_state(),
+            }
+            self.ckpt.save(self.step, self.model, state, metrics)
+        barrier()
+
+    def _resume(self) -> None:
+        state = self.ckpt.load_into(self.resume_from, self.model)
+        check_resume_settings(state.get("train_config", {}), self.cfg, self.resume_fixed, self.resume_from, self.named)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
+                            **self.optimizer_settings())
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        restore_length(self, state)
+        self.loader.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        self.restore_extra_train_state(state)
+        self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
+        if self.dist.is_main:
+            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
+
+    # ----- the loop ----------------------------------------------------------------------------
+    @abstractmethod
+    def fit_batch(self, batch: dict) -> dict[str, float]:
+        """One optimizer step on a loader batch (evened across ranks, not empty)."""
+
+    @abstractmethod
+    def evaluate(self) -> dict:
+        """Metrics for the log and best/ ({} when there is nothing to evaluate on)."""
+
+    def window_record(self, sums: dict[str, float], steps: int) -> tuple[dict, dict]:
+        """This trainer's fields of a log record from the window's summed ``fit_batch`` numbers, and the
+        short ones for the progress bar."""
+        return {}, {}
+
+    def evaluation_line(self, metrics: dict) -> str | None:
+        return None
+
+    def finish(self, metrics: dict) -> None:
+        """After the last step (not when a resume found the run complete)."""
+
+    def train(self) -> dict:
+        if resumed_at_the_end(self):
+            return {}
+        metrics = self._loop()
+        self.finish(metrics)
+        return metrics
+
+    def _loop(self) -> dict:
+        cfg, budget = self.cfg, self.budget
+        warn_if_warmup_fills_the_run(self)
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc=self.bar_label,
+                   unit="step", disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
+        window = LogWindow()
+        last_metrics: dict = {}
+        budget.restart()
+        with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
+            while self.step < self.total_steps:
+                self.sampler.set_epoch(self.epoch)
+                epoch_batches = epoch_steps = 0
+                for batch in self.loader:
+                    if self.step >= self.total_steps:
+                        break
+                    epoch_batches += 1
+                    batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
+                    if len(batch[self.batch_key]) == 0:
+                        continue
+                    epoch_steps += 1
+                    window.add(self.fit_batch(batch))
+                    self.step += 1
+                    bar.update(1)
+                    planned_at = time.perf_counter()
+                    plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
+                    if plan_metrics:
+                        window.exclude(time.perf_counter() - planned_at)  # not samples/s time
+                    last = self.step == self.total_steps
+                    saving = bool(cfg.save_every and self.step % cfg.save_every == 0)
+                    # also at every checkpoint (a Ctrl-C's too): the window is not saved, so a resume starts a new one
+                    if self.step % cfg.log_every == 0 or last or saving or stop.requested:
+                        self._log_window(window, bar)
+                    if stop.requested:
+                        stop_and_save(self, bar)
+                    metrics, paused_at = None, time.perf_counter()
+                    if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
+                        metrics = last_metrics = plan_metrics
+                    elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                        metrics = self.evaluate()
+                        budget.evaluation_took(time.perf_counter() - paused_at)
+                        if metrics:
+                            self.logger.log(self.step, metrics, kind="eval")
+                            last_metrics = metrics
+                            line = self.evaluation_line(metrics)
+                            if line and self.dist.is_main:
+                                bar.write(f"step {self.step}: {line}")
+                    if saving or last:
+                        self.save(metrics)
+                    elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
+                        self.ckpt.update_best(self.step, self.model, metrics)
+                    if metrics is not None or saving:
+                        budget.pause()  # evaluation and checkpoints are not step time
+                        window.exclude(time.perf_counter() - paused_at)  # nor samples/s time
+                else:
+                    if self.dist.is_main and self.loader.skips.total:
+                        bar.write(f"epoch {self.epoch}: {self.loader.report()}")
+                        self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
+                            f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
+                    check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
+                    self.epoch += 1
+                    continue
+                break
+        bar.close()
+        self.logger.close()
+        return last_metrics
+
+    def _log_window(self, window: "LogWindow", bar) -> None:
+        own, short = self.window_record(window.sums, window.steps)
+        record = {"loss": window.sums["loss"] / window.steps, **own, "lr": self.step_lr, "epoch": self.epoch,
+                  "samples_per_s": window.sums["samples"] * self.dist.world_size / max(window.elapsed(), 1e-9)}
+        self.logger.log(self.step, record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", **short, lr=f"{record['lr']:.2e}",
+                        sps=f"{record['samples_per_s']:.0f}")
+        window.reset()
+
+
+class LogWindow:
+    """The steps since the last log record: ``fit_batch``'s numbers summed, and the training time they took
+    (evaluations and checkpoints taken out, so samples/s is the training rate)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, numbers: dict[str, float]) -> None:
+        for key, value in numbers.items():
+            self.sums[key] = self.sums.get(key, 0) + value
+        self.steps += 1
+
+    def exclude(self, seconds: float) -> None:
+        self.start += seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+class StopOnInterrupt:
+    """Within the training loop, the first Ctrl-C (SIGINT) asks the loop to stop after the step it is in and
+    save a checkpoint (:func:`stop_and_save`); a second one interrupts at once. Before, Ctrl-C ended a run
+    with nothing saved since its last checkpoint (with the default --save-every 0, nothing at all).
+
+    Only in the main thread of a single process: under torchrun the ranks would stop at different steps and
+    wait for one another in a collective, so there Ctrl-C interrupts as before."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.requested, self._previous = enabled, False, None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+
+def stop_and_save(trainer: Trainer, bar=None) -> None:
+    """The end of a run stopped by Ctrl-C: save where it stands (no evaluation: the data loaders' workers got
+    the Ctrl-C too), say how to continue, and raise KeyboardInterrupt (the command line exits with 130)."""
+    trainer.save(None)
+    if bar is not None:
+        bar.close()
+    trainer.logger.close()
+    print(f"stopped at step {trainer.step}: saved {trainer.ckpt.dir / f'step_{trainer.step:07d}'}; continue with "
+          f"--out {trainer.cfg.out} --resume latest", file=sys.stderr)
+    raise KeyboardInterrupt
+
+
+def resumed_at_the_end(trainer: Trainer) -> bool:
+    """A resume of a finished run has nothing to train, and must leave the run's files as they are (the ViT
+    trainer rewrote OUT/model with empty metrics)."""
+    if trainer.resume_from is None or trainer.step < trainer.total_steps:
+        return False
+    if trainer.dist.is_main:
+        print(f"--resume {trainer.resume_from}: the run is complete ({trainer.step} of {trainer.total_steps} steps); "
+              "nothing to train. Resume with a larger --steps to extend it (a run sized by a time budget: or with "
+              "another --time-budget-minutes, the time for the rest)")
+    trainer.logger.close()
+    return True
