@@ -49,14 +49,14 @@ def test_a_config_that_is_no_python_file_or_has_no_get_config_is_named(tmp_path)
 def test_a_flag_that_takes_json_says_what_it_expected():
     import argparse
 
-    from kizuna.train.config import _parse_value
+    from kizuna.train.config import parse_flag_value
 
-    assert _parse_value(dict, '{"depth": 2}') == {"depth": 2}
-    assert _parse_value(tuple, "0.5,0.25") == (0.5, 0.25)
+    assert parse_flag_value(dict, '{"depth": 2}') == {"depth": 2}
+    assert parse_flag_value(tuple, "0.5,0.25") == (0.5, 0.25)
     with pytest.raises(argparse.ArgumentTypeError, match="expected a JSON object.*'{bad'"):
-        _parse_value(dict, "{bad")
+        parse_flag_value(dict, "{bad")
     with pytest.raises(argparse.ArgumentTypeError, match="comma-separated numbers, got '1,x'"):
-        _parse_value(tuple, "1,x")
+        parse_flag_value(tuple, "1,x")
 
 
 @pytest.mark.parametrize("name, grid, params", [("vit_cifar10", (8, 8), 0.68e6), ("vit_cifar10_hybrid", (8, 8), 0.76e6),

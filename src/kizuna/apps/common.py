@@ -55,6 +55,16 @@ def add_model_argument(parser, required: bool = True):
                              "within a cosine of ~0.9999 of fp32's; on CPUs with neither bf16 is slower than fp32")
 
 
+def add_progress_argument(parser, help: str = "no progress bar") -> None:
+    """``--no-progress``, and the training commands' spelling ``--progress true|false`` (both set
+    ``args.no_progress``): a user who learnt one on `kizuna train` got "unrecognized arguments" here."""
+    from kizuna.train.config import parse_flag_value
+
+    parser.add_argument("--no-progress", action="store_true", help=help)
+    parser.add_argument("--progress", dest="no_progress", metavar="BOOL", type=lambda s: not parse_flag_value(bool, s),
+                        help="true|false: the same as --no-progress when false (the training commands' spelling)")
+
+
 def at_least_one(text: str) -> int:
     """argparse type of a count that must be >= 1 (a 0 emptied a grid, or silently meant "the default")."""
     import argparse

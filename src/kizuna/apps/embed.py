@@ -22,7 +22,7 @@ def add_arguments(p):
     src.add_argument("--texts", help="text file, one text per line")
     p.add_argument("--out", required=True, help="output file: .npy or .parquet")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--workers", "--num-workers", type=int, default=2, help="image decoding processes")
 
 
 class _ImageFiles:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kizuna.apps.common import add_model_argument, device_name
+from kizuna.apps.common import add_model_argument, add_progress_argument, device_name
 
 
 def _ints(s: str) -> list[int]:
@@ -50,13 +50,13 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
         p.add_argument("--cache-dir", default=None, help="folder for an on-disk cache of class embeddings (.pt)")
     p.add_argument("--max-samples", type=int, default=0, help="evaluate the first N images only (0 = all)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    p.add_argument("--num-workers", "--workers", type=int, default=0, help="DataLoader worker processes for decoding")
     p.add_argument("--image-column", default="filepath", help="CSV: image path column")
     p.add_argument("--label-column", default="label", help="CSV: class index or class name column")
     p.add_argument("--caption-column", default="title", help="CSV: caption column (retrieval)")
     p.add_argument("--name", default=None, help="model label in the report (default: config name or path)")
     p.add_argument("--out", default=None, help="write results.json, results.md and plots here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(p, "no progress bars")
 
 
 def add_arguments(p):
@@ -95,7 +95,8 @@ def add_arguments(p):
                                     "attack (a wrong class name written on each image); Winoground-style relation-"
                                     "swap scores on synthetic scenes.")
     _common(pr, dataset_required=False)
-    pr.add_argument("--severities", type=_ints, default=[1, 3, 5], help="corruption severities 1..5 (default 1,3,5)")
+    pr.add_argument("--severities", type=_ints, default=None,
+                    help="corruption severities 1..5 (default 1,3,5); the robustness probe, which needs --dataset")
     pr.add_argument("--corruptions", default=None,
                     help="comma-separated subset of gaussian_blur,gaussian_noise,jpeg,contrast (default all)")
     pr.add_argument("--no-robustness", action="store_true")
@@ -108,7 +109,7 @@ def add_arguments(p):
     s.add_argument("file", help="suite file: .json or .py (see below)")
     s.add_argument("--out", default=None, help="output folder (overrides the file's 'out')")
     s.add_argument("--device", type=device_name, default=None, help="device for every run (default: cuda if available)")
-    s.add_argument("--no-progress", action="store_true")
+    add_progress_argument(s, "no progress bars")
 
 
 def _suite_doc() -> str:
@@ -171,13 +172,17 @@ def _run(args, cmd, info):
         if args.max_train_samples:
             e["max_train_samples"] = args.max_train_samples
     else:  # probes
+        if not args.dataset and (args.severities is not None or args.corruptions):
+            # they shape the robustness probe, which runs on --dataset's images: without it they did nothing
+            raise ValueError("--severities / --corruptions set the robustness probe, which runs on the images of "
+                             "--dataset: pass --dataset DIR (without it only the relation-swap probe runs)")
         tasks = ([] if args.no_robustness or not args.dataset else ["robustness"]) + \
                 ([] if args.no_typographic or not args.dataset else ["typographic"]) + \
                 ([] if args.no_relation_swap else ["relation_swap"])
         if not tasks:
             raise ValueError("nothing to do: every probe is switched off (or --dataset is missing)")
         e = _entry(args, tasks)
-        e.update(severities=args.severities, relation_groups=args.relation_groups)
+        e.update(severities=args.severities or [1, 3, 5], relation_groups=args.relation_groups)
         if args.corruptions:
             e["corruptions"] = [c.strip() for c in args.corruptions.split(",") if c.strip()]
         entries = [e]

@@ -194,7 +194,7 @@ def check_minilm(cfg) -> None:
                          f"--text-tower minilm (its max_position_embeddings); use at most {MAX_CONTEXT_LENGTH}")
 
 
-def _parse_value(kind, text: str):
+def parse_flag_value(kind, text: str):
     if kind is bool:
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -227,6 +227,10 @@ def field_help(config_cls) -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in map(field_line.match, lines) if m}
 
 
+# Other spellings of a config field's flag: the evaluation commands say --num-workers.
+FLAG_ALIASES = {"workers": ("--num-workers",)}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig, defaults: dict | None = None,
                          skip: tuple = ()) -> None:
     """One flag per field of ``config_cls`` (``--lr``, ``--lock-image``, ...), default None = not given.
@@ -239,11 +243,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
             continue
         value = (defaults or {}).get(f.name, getattr(base, f.name))
         kind = type(getattr(base, f.name))
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, default=None, metavar=kind.__name__.upper(),
-                            type=lambda s, k=kind: _parse_value(k, s),
+        flags = ["--" + f.name.replace("_", "-"), *FLAG_ALIASES.get(f.name, ())]
+        parser.add_argument(*flags, dest=f.name, default=None, metavar=kind.__name__.upper(),
+                            type=lambda s, k=kind: parse_flag_value(k, s),
                             help=(explain.get(f.name, "") + " " if explain.get(f.name) else "")
                             + f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)})")
+        if kind is bool and f.name == "progress":  # the evaluation commands' spelling, accepted here too
+            parser.add_argument("--no-progress", dest=f.name, action="store_const", const=False,
+                                help="no progress bar (= --progress false)")
 
 
 def given_arguments(args: argparse.Namespace, config_cls=TrainConfig) -> dict:

@@ -26,7 +26,7 @@ PROBE_ROWS = [
 
 
 def add_arguments(p):
-    from kizuna.apps.common import at_least_one
+    from kizuna.apps.common import add_progress_argument, at_least_one
 
     p.add_argument("--out", default="runs/demo", help="output folder (checkpoints, metrics, report)")
     p.add_argument("--steps", type=at_least_one, default=None, help="optimizer steps (default: the demo config's)")
@@ -39,7 +39,7 @@ def add_arguments(p):
                    help="training precision (default: the config's, auto)")
     p.add_argument("--probe-size", type=at_least_one, default=500,
                    help="held-out scenes per probe in the final evaluation")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress_argument(p)
 
 
 def run(args):

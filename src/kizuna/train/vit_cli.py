@@ -24,6 +24,7 @@ the old table reused by sequence index, zero rows appended / rows cut). See docs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -33,6 +34,10 @@ from pathlib import Path
 FINETUNE_DEFAULTS = dict(optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_steps=100, epochs=10.0,
                          image_size=0, randaug_ops=0, mixup=0.0, cutmix=0.0, label_smoothing=0.0,
                          out="runs/vit-finetune")
+# The SupervisedConfig fields `vit augment` reads: the data, the augmentation recipe, where to write.
+AUGMENT_FIELDS = ("data", "data_split", "classnames", "subset_fraction", "subset_seed", "image_size", "crop",
+                  "crop_scale", "crop_padding", "hflip", "randaug_ops", "randaug_magnitude", "mixup", "cutmix",
+                  "mix_prob", "label_smoothing", "seed", "out")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, defaults: dict, skip: tuple = ()) -> None:
@@ -44,7 +49,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: dict, skip: tup
 
 
 def add_arguments(p):
-    from kizuna.apps.common import device_name
+    from kizuna.apps.common import add_progress_argument, device_name
 
     sub = p.add_subparsers(dest="vit_command", metavar="ACTION")
     t = sub.add_parser("train", help="train a ViT from scratch on labelled images",
@@ -71,7 +76,12 @@ def add_arguments(p):
     a.add_argument("--draws", type=int, default=4, help="draws of each path per image (default 4)")
     a.add_argument("--stats-images", type=int, default=512,
                    help="images for the pixel statistics, one draw each (default 512)")
-    _add_config_flags(a, {"out": "runs/augment"}, skip=("init", "reset_head", "pos_embed"))
+    from .supervised import SupervisedConfig
+
+    # only the settings the preview acts on: the other training flags were accepted and ignored (a --config
+    # file may still hold them all)
+    _add_config_flags(a, {"out": "runs/augment"},
+                      skip=tuple(f.name for f in dataclasses.fields(SupervisedConfig) if f.name not in AUGMENT_FIELDS))
     e = sub.add_parser("eval", help="evaluate a trained ViT's own head: top-1/top-5, per-class table, confusion",
                        description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("checkpoint", help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
@@ -84,12 +94,12 @@ def add_arguments(p):
                         "`vit finetune` does, but nothing is trained (0 = the model's own size)")
     e.add_argument("--max-samples", type=int, default=0, help="evaluate the first N images only (0 = all)")
     e.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
-    e.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    e.add_argument("--num-workers", "--workers", type=int, default=0, help="DataLoader worker processes for decoding")
     e.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     e.add_argument("--image-column", default="filepath", help="CSV: image path column")
     e.add_argument("--label-column", default="label", help="CSV: class index or class name column")
     e.add_argument("--out", default=None, help="write results.json, results.md and confusion.png here")
-    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(e)
     from kizuna import PRECISIONS
 
     e.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
