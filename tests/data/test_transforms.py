@@ -111,3 +111,34 @@ def test_an_image_past_pillows_pixel_limit_is_a_one_line_error(tmp_path):
 def test_missing_image_file(tmp_path):
     with pytest.raises(ImageError, match="no such file"):
         load_image(tmp_path / "nope.png")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("draft", [None, 8])
+def test_a_cameras_exif_orientation_is_applied_as_hf_load_image_does(fmt, draft):
+    """A photo stored on its side with orientation 6 (rotate 90 clockwise to view) was read on its side."""
+    from PIL import ImageOps
+
+    stored = Image.new("RGB", (32, 16), (0, 0, 0))
+    stored.paste((255, 0, 0), (0, 0, 8, 16))  # red on the stored left edge: the viewed top, once rotated
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+    img = decode_image(buf.getvalue(), "photo", draft_size=draft)
+    assert img.size == ((16, 32) if draft is None or fmt != "JPEG" else (8, 16))  # JPEG drafts at 1/2
+    top, bottom = np.asarray(img.convert("RGB"))[[1, -2], img.width // 2].astype(int)
+    assert top[0] > 200 and bottom[0] < 60  # upright: red on top
+    reference = ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue())))  # HF's load_image
+    if draft is None:
+        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(reference.convert("RGB")))
+
+
+def test_an_image_without_orientation_is_not_copied():
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    img = Image.open(io.BytesIO(buf.getvalue()))
+    img.load()
+    from kizuna.data.images import upright
+
+    assert upright(img) is img

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -36,6 +36,25 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
                             "PIL.Image.MAX_IMAGE_PIXELS in your own script if you trust the file") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+    return upright(img)
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: a camera's EXIF orientation tag applied, as HF's
+    ``transformers.image_utils.load_image`` does (a phone photo held upright is stored on its side with
+    orientation 6; read raw, a model saw it rotated). Images without the tag (all of ../shared's) are
+    returned as they are."""
+    if "exif" not in img.info and img.format != "TIFF":  # no EXIF block: nothing to parse
+        return img
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a malformed EXIF block does not make the pixels unusable
+        return img
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(img)
     return img
 
 
