@@ -370,3 +370,20 @@ def test_no_usable_training_pair_names_why(tmp_path):
     cfg = SimpleNamespace(data=str(tmp_path / "x.csv"), csv_image_key="filepath", csv_caption_key="title")
     with pytest.raises(ValueError, match="no usable image-caption samples found .skipped 1 samples: missing_image=1"):
         build_dataset(cfg, {"image_size": 32})
+
+
+def test_captions_in_a_legacy_encoding_keep_their_letters(tmp_path):
+    """A caption file saved as Windows-1252 / Latin-1 ("café" is b"caf\\xe9") became "caf\\ufffd"; a UTF-8 one
+    with a byte-order mark kept the mark in its first caption (tar members)."""
+    members = [("000.jpg", image_bytes()), ("000.txt", "un café à Zürich".encode("cp1252")),
+               ("001.jpg", image_bytes()), ("001.txt", "\ufeffnaïve “quotes”".encode("utf-8")),
+               ("002.jpg", image_bytes()), ("002.txt", "“smart quotes” – dash".encode("cp1252"))]
+    write_tar(tmp_path / "shard.tar", members)
+    expected = [("un café à Zürich",), ("naïve “quotes”",), ("“smart quotes” – dash",)]
+    assert build_index(str(tmp_path / "shard.tar")).captions == expected
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for key, data in zip(("000", "001", "002"), (m[1] for m in members[1::2])):
+        (folder / f"{key}.jpg").write_bytes(image_bytes())
+        (folder / f"{key}.txt").write_bytes(data)
+    assert build_index(str(folder)).captions == expected

@@ -82,7 +82,7 @@ import torch
 from PIL import Image
 
 from . import images
-from .tar_index import IMAGE_EXTS, index_tar, parse_captions, parse_label, read_range
+from .tar_index import IMAGE_EXTS, decode_text, index_tar, parse_captions, parse_label, read_range
 
 __all__ = [
     "PairDataset",
@@ -540,8 +540,8 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
 
 def _read_text(path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as f:
-            return f.read()
+        with open(path, "rb") as f:
+            return decode_text(f.read())
     except (FileNotFoundError, IsADirectoryError):
         return None
 

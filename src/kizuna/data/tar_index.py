@@ -57,6 +57,7 @@ __all__ = [
     "TarShardIndex",
     "clear_cache",
     "index_tar",
+    "decode_text",
     "parse_captions",
     "parse_label",
     "read_range",
@@ -68,7 +69,7 @@ _CAPTION_EXT = "txt"
 _LABEL_EXT = "cls"
 _BLOCK = 512
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes)
 _MAX_KEY_EXAMPLES = 3
 
 _memory_cache: dict[tuple[str, int, int], "TarShardIndex"] = {}
@@ -107,6 +108,16 @@ def split_key(name: str) -> tuple[str, str]:
     if dot < 0:
         return name, ""
     return name[:dot], name[dot + 1 :].lower()
+
+
+def decode_text(data: bytes) -> str:
+    """A caption file's bytes as text: UTF-8 (a byte-order mark dropped), or else Windows-1252, the legacy
+    encoding such files are most often in (it reads Latin-1's letters too). Decoding invalid UTF-8 with
+    replacement turned every accented letter into U+FFFD ("caf\ufffd" for "café")."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")  # five byte values are unassigned there
 
 
 def parse_captions(text: str) -> tuple[str, ...]:
@@ -274,7 +285,7 @@ def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, l
     captions = None
     if _CAPTION_EXT in readable:
         m = readable[_CAPTION_EXT]
-        captions = parse_captions(read_range(fd, m.offset_data, m.size).decode("utf-8", "replace"))
+        captions = parse_captions(decode_text(read_range(fd, m.offset_data, m.size)))
     label = -1
     if _LABEL_EXT in readable:
         m = readable[_LABEL_EXT]
