@@ -387,3 +387,20 @@ def test_captions_in_a_legacy_encoding_keep_their_letters(tmp_path):
         (folder / f"{key}.jpg").write_bytes(image_bytes())
         (folder / f"{key}.txt").write_bytes(data)
     assert build_index(str(folder)).captions == expected
+
+
+def test_a_folder_keeps_one_image_per_name_as_a_tar_sample_does(tmp_path):
+    """"dup.jpg" and "dup.png" were two samples under the key "dup", both paired with "dup.txt"."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("dup.png", "dup.jpg", "dup.webp", "solo.png"):
+        (folder / name).write_bytes(image_bytes(fmt="PNG" if name.endswith(".png") else "JPEG"))
+    (folder / "dup.txt").write_text("one caption")
+    (folder / "solo.txt").write_text("another")
+    idx = build_index(str(folder))
+    assert idx.keys == ["dup", "solo"] and [Path(p).name for p in idx.paths] == ["dup.jpg", "solo.png"]
+    assert idx.skips == {"duplicate_key": 2}
+    assert "dup.png (beside dup.jpg) in folder" in idx.skips.report()
+    members = [("dup.jpg", image_bytes()), ("dup.png", image_bytes(fmt="PNG")), ("dup.txt", b"one caption")]
+    write_tar(tmp_path / "shard.tar", members)
+    assert build_index(str(tmp_path / "shard.tar")).keys == ["dup"]  # the same choice

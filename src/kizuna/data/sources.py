@@ -34,7 +34,8 @@ label_column=None, sep=None, cache_dir=None, check_files=True) -> SampleIndex``
     real path + mtime + size); default ``$KIZUNA_INDEX_CACHE`` if set, else in-memory only.
     Samples dropped while indexing are counted in ``index.skips`` by reason: ``missing_image``,
     ``empty_image`` (zero bytes), ``missing_caption``, ``empty_caption``, ``missing_label``,
-    ``bad_label``, ``truncated`` (partial sample at the cut of a damaged tar; the shard is named in
+    ``bad_label``, ``duplicate_key`` (a folder's second image of one name, e.g. ``a.png`` beside
+    ``a.jpg``: the one a tar sample would use is kept), ``truncated`` (partial sample at the cut of a damaged tar; the shard is named in
     a one-time :class:`RuntimeWarning` and listed in ``index.damaged``). Whole samples lost past
     the cut (or past a corrupt header) cannot be counted: nothing says how many there were.
 ``SampleIndex``
@@ -550,12 +551,24 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
     sid = b.source("folder", root)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()  # os.walk order is filesystem order; sorting makes the index reproducible
+        # one image per stem, as a tar sample has (its first by IMAGE_EXTS): "dup.jpg" and "dup.png" were two
+        # samples under one key, both paired with "dup.txt"
+        chosen: dict[str, str] = {}
+        for name in filenames:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in _FILE_IMAGE_EXTS and (
+                    stem not in chosen or _FILE_IMAGE_EXTS.index(ext.lower()) < _FILE_IMAGE_EXTS.index(
+                        os.path.splitext(chosen[stem])[1].lower())):
+                chosen[stem] = name
         for name in sorted(filenames):
             stem, ext = os.path.splitext(name)
             if ext.lower() not in _FILE_IMAGE_EXTS:
                 continue
             img = os.path.join(dirpath, name)
             key = os.path.relpath(os.path.join(dirpath, stem), root).replace(os.sep, "/")
+            if chosen[stem] != name:
+                b.skips.add("duplicate_key", _where("folder", f"{key}{ext} (beside {chosen[stem]})", root))
+                continue
             try:
                 size = os.path.getsize(img)
             except OSError:  # a broken symlink, or the file went while we walked
