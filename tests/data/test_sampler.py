@@ -7,7 +7,7 @@ from kizuna.data.sampler import EpochSampler, IndexBatch
 
 
 def ids(batch):
-    return [i for i, _ in batch]
+    return [key[0] for key in batch]
 
 
 def epoch_batches(sampler, epoch):

@@ -404,3 +404,33 @@ def test_a_folder_keeps_one_image_per_name_as_a_tar_sample_does(tmp_path):
     members = [("dup.jpg", image_bytes()), ("dup.png", image_bytes(fmt="PNG")), ("dup.txt", b"one caption")]
     write_tar(tmp_path / "shard.tar", members)
     assert build_index(str(tmp_path / "shard.tar")).keys == ["dup"]  # the same choice
+
+
+def test_a_sample_drawn_twice_in_a_resampled_epoch_gets_its_own_caption_and_augmentation(tmp_path):
+    """Seeded by (seed, epoch, index) alone, both draws got the same caption and the same crop."""
+    from kizuna.data.sampler import EpochSampler
+
+    caps = [[f"caption {k}" for k in range(8)]] * 2
+    write_tar(tmp_path / "s.tar", pair_members(["000000000", "000000001"], caps))
+    idx = build_index(str(tmp_path / "s.tar"))
+
+    class ExplicitRng:
+        needs_rng = True
+
+        def __call__(self, img, rng=None):
+            return torch.tensor([rng.random()])
+
+    ds = PairDataset(idx, ExplicitRng(), seed=2)
+    sampler = EpochSampler(2, 16, seed=0, resampled=True, steps_per_epoch=2)
+    sampler.set_epoch(3)
+    keys = [key for batch in sampler for key in batch]
+    assert [key[2] for key in keys] == list(range(32))  # the draw number, unique in the epoch
+    draws_of_0 = [ds[key] for key in keys if key[0] == 0]
+    assert len(draws_of_0) > 5
+    assert len({float(item["image"]) for item in draws_of_0}) == len(draws_of_0)
+    assert len({item["caption"] for item in draws_of_0}) > 1
+    assert ds[keys[0]]["caption"] == ds[keys[0]]["caption"]  # still a pure function of the key
+    assert ds[(0, 3)]["image"].equal(PairDataset(idx, ExplicitRng(), seed=2)[(0, 3)]["image"])
+    ranks = [EpochSampler(2, 16, rank=r, world_size=2, seed=0, resampled=True, steps_per_epoch=1) for r in (0, 1)]
+    drawn = [key[2] for s in ranks for batch in s for key in batch]
+    assert sorted(drawn) == list(range(32))  # draw numbers do not repeat across ranks

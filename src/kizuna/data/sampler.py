@@ -34,8 +34,9 @@ Public API
 ----------
 ``EpochSampler(num_samples, batch_size, rank=0, world_size=1, seed=0, shuffle=True,
 drop_last=True, *, resampled=False, steps_per_epoch=None, with_epoch=True)``
-    ``iter`` -> :class:`IndexBatch` lists of ``(sample_index, epoch)`` tuples (plain ``int`` with
-    ``with_epoch=False``), each list tagged with ``.epoch`` and ``.position`` (batch number within
+    ``iter`` -> :class:`IndexBatch` lists of ``(sample_index, epoch)`` tuples (resampled:
+    ``(sample_index, epoch, draw)``, ``draw`` the draw's number in the epoch across ranks, so a sample
+    drawn twice is seeded twice; plain ``int`` with ``with_epoch=False``), each list tagged with ``.epoch`` and ``.position`` (batch number within
     the epoch). ``len`` = batches per epoch for this rank (``TypeError`` when infinite).
     ``set_epoch(e)``, ``epoch``, ``batches_consumed``, ``batches_remaining``, ``batch(epoch, b)``,
     ``permutation(epoch)``, ``num_dropped``, ``dropped_indices(epoch=None)``, ``state_dict()``,
@@ -182,7 +183,13 @@ class EpochSampler(torch.utils.data.Sampler):
         for b in steps:
             self._resume = False
             ids = self.batch(epoch, b)
-            out = IndexBatch([(i, epoch) for i in ids] if self.with_epoch else ids)
+            if not self.with_epoch:
+                out = IndexBatch(ids)
+            elif self.resampled:  # a sample drawn twice in an epoch: each draw gets its own caption and augmentation
+                first = (b * self.world_size + self.rank) * self.batch_size
+                out = IndexBatch([(i, epoch, first + j) for j, i in enumerate(ids)])
+            else:
+                out = IndexBatch([(i, epoch) for i in ids])
             out.epoch, out.position = epoch, b
             if epoch == self._epoch:
                 self._consumed = b + 1

@@ -47,11 +47,11 @@ label_column=None, sep=None, cache_dir=None, check_files=True) -> SampleIndex``
     ``SampleIndex.concat([...])`` joins indices.
 ``PairDataset(index, transform=None, tokenizer=None, caption_sampling="random", seed=0, *,
 draft_size=None, seed_transform=True)``
-    ``ds[i]`` or ``ds[(i, epoch)]`` -> ``{"image": transform(PIL RGB), "caption": str | None,
-    "label": int, "key": str, "index": int}`` or ``None`` for an undecodable image (counted in
-    ``ds.skips`` as ``corrupt_image`` / ``image_too_large`` / ``read_error``). The caption is
-    ``captions[0]`` (``"first"``) or a pick that is a pure function of (seed, epoch, index)
-    (``"random"``), and with ``seed_transform`` the torch and ``random`` RNGs are seeded from the
+    ``ds[i]``, ``ds[(i, epoch)]`` or ``ds[(i, epoch, draw)]`` (resampled) -> ``{"image": transform(PIL
+    RGB), "caption": str | None, "label": int, "key": str, "index": int}`` or ``None`` for an
+    undecodable image (counted in ``ds.skips`` as ``corrupt_image`` / ``image_too_large`` /
+    ``read_error``). The caption is ``captions[0]`` (``"first"``) or a pick that is a pure function of
+    (seed, epoch, index[, draw]) (``"random"``), and with ``seed_transform`` the torch and ``random`` RNGs are seeded from the
     same triple around ``transform`` (a transform with ``needs_rng = True`` is instead called as
     ``transform(img, rng=random.Random(...))``) - so a resumed run, or any number of workers, sees
     the very same pairs and augmentations. ``draft_size`` lets the JPEG decoder downscale by 1/2,
@@ -726,25 +726,31 @@ class PairDataset(torch.utils.data.Dataset):
         with open(idx.paths[i], "rb") as f:
             return f.read()
 
-    def caption_for(self, i: int, epoch: int = 0) -> str | None:
+    def caption_for(self, i: int, epoch: int = 0, draw: int | None = None) -> str | None:
         caps = self.index.captions[i]
         if not caps:
             return None
         if self.caption_sampling == "first" or len(caps) == 1:
             return caps[0]
-        return caps[_mix64(self.seed, epoch, i, 0) % len(caps)]
+        return caps[self._seed(epoch, i, 0, draw) % len(caps)]
+
+    def _seed(self, epoch: int, i: int, purpose: int, draw: int | None) -> int:
+        # a resampled draw (keys with a draw number) mixes it in: the same sample twice in an epoch got
+        # the same caption and the same augmentation
+        return _mix64(self.seed, epoch, i, purpose) if draw is None else _mix64(self.seed, epoch, i, purpose, draw)
 
     @staticmethod
-    def _parse_key(key) -> tuple[int, int]:
-        if isinstance(key, tuple):
-            i, epoch = key
-        else:
-            i, epoch = key, 0
-        return int(i), int(epoch)
+    def _parse_key(key) -> tuple[int, int, int | None]:
+        """``i``, ``(i, epoch)`` or a resampled ``(i, epoch, draw)``."""
+        if not isinstance(key, tuple):
+            return int(key), 0, None
+        if len(key) == 3:
+            return int(key[0]), int(key[1]), int(key[2])
+        return int(key[0]), int(key[1]), None
 
     def _load(self, key) -> tuple[dict | None, str | None, str | None]:
         """-> (item, skip_reason, where)."""
-        i, epoch = self._parse_key(key)
+        i, epoch, draw = self._parse_key(key)
         if not 0 <= i < len(self.index):
             raise IndexError(f"sample index {i} out of range for {len(self.index)} samples")
         try:
@@ -762,13 +768,13 @@ class PairDataset(torch.utils.data.Dataset):
         elif self.seed_transform and getattr(self.transform, "needs_rng", False):
             # Transforms that take their randomness explicitly (kizuna.data.transforms.TrainTransform)
             # get a private generator: no global RNG state to save and restore.
-            image = self.transform(img, rng=random.Random(_mix64(self.seed, epoch, i, 1)))
+            image = self.transform(img, rng=random.Random(self._seed(epoch, i, 1, draw)))
         elif self.seed_transform:
-            with _SeededRNG(_mix64(self.seed, epoch, i, 1)):
+            with _SeededRNG(self._seed(epoch, i, 1, draw)):
                 image = self.transform(img)
         else:
             image = self.transform(img)
-        item = {"image": image, "caption": self.caption_for(i, epoch),
+        item = {"image": image, "caption": self.caption_for(i, epoch, draw),
                 "label": int(self.index.labels[i]), "key": self.index.keys[i], "index": i}
         return item, None, None
 

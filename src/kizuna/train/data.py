@@ -33,8 +33,9 @@ class SyntheticPairs:
         return self.length
 
     def _scene(self, key) -> tuple[int, int]:
-        """(slot i, scene index in the world) of a sampler key ``i`` or ``(i, epoch)``."""
-        i, epoch = key if isinstance(key, tuple) else (key, 0)
+        """(slot i, scene index in the world) of a sampler key ``i``, ``(i, epoch)`` or ``(i, epoch, draw)``
+        (a scene drawn twice is the same scene: the world is already endless)."""
+        i, epoch = key[:2] if isinstance(key, tuple) else (key, 0)
         return i, epoch * self.length + i
 
     def __getitem__(self, key):
