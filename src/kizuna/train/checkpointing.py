@@ -1,7 +1,7 @@
 """Training checkpoints: atomic, complete, and enough to resume a killed run exactly.
 
     OUT/checkpoints/step_000120/  model.safetensors + config.json (a loadable kizuna model)
-                                  train_state.pt (optimizer, scheduler, scaler, RNG, data position)
+                                  train_state.pt (optimizer, scheduler, RNG, data position)
     OUT/checkpoints/latest        name of the newest complete checkpoint
     OUT/checkpoints/best/         a copy of the best one by the chosen metric
 

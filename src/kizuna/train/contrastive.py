@@ -25,7 +25,6 @@ import kizuna
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 
-from .budget import TimeBudget, initial_length
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
 from .distributed import contrastive_loss, from_rank0
@@ -102,10 +101,6 @@ class ContrastiveTrainer(Trainer):
                              "or --tokenizer train")
         self.dataset, _ = build_dataset(cfg, self.model.cfg.preprocess, train=True)
         self.loader, self.sampler = build_loader(cfg, self.dataset, self.per_rank_batch, self.dist.rank, self.dist.world_size)
-        self.steps_per_epoch = len(self.sampler)
-        self.total_steps, self.planned = initial_length(cfg, self.steps_per_epoch)
-        self.budget = TimeBudget(cfg.time_limit_minutes, cfg.time_budget_minutes)
-
         self._configure_model()
         self.text_cache: dict[str, torch.Tensor] = {}
         self.prepare_optimisation(make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps))
@@ -115,8 +110,7 @@ class ContrastiveTrainer(Trainer):
         index = getattr(self.dataset, "index", None)
         if index is not None and index.skips and self.dist.is_main:
             print(f"data: {len(index)} usable samples; while indexing {index.skips.report()}")
-            self.logger.log(self.step, {"index_skipped": index.skips.total, **{
-                f"index_skipped/{k}": v for k, v in index.skips.as_dict().items()}}, kind="data")
+            self.log_skips(index.skips, "index_skipped")
 
     # ----- set-up ------------------------------------------------------------------------------
     def best_metric(self, cfg: TrainConfig) -> tuple[str | None, str]:
@@ -188,7 +182,7 @@ class ContrastiveTrainer(Trainer):
     def fit_batch(self, batch: dict) -> dict[str, float]:
         return {"loss": self.train_step(batch["images"], batch["captions"]), "samples": len(batch["captions"])}
 
-    def window_record(self, sums: dict[str, float], steps: int) -> tuple[dict, dict]:
+    def window_record(self, sums: dict[str, float]) -> tuple[dict, dict]:
         record = {"logit_scale": float(self.model.scale().detach())}
         if self.model.logit_bias is not None:
             record["logit_bias"] = float(self.model.logit_bias.detach())
@@ -205,13 +199,7 @@ class ContrastiveTrainer(Trainer):
             loss.backward()
         else:
             loss = self._grad_cache_step(images, text, k)
-        if self.cfg.grad_clip:
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this update used, for the log
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.apply_gradients()
         if self.model.cfg.max_logit_scale is not None:
             with torch.no_grad():
                 self.model.logit_scale.clamp_(max=self.model.cfg.max_logit_scale)

@@ -56,7 +56,6 @@ from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_mo
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .budget import TimeBudget, initial_length
 from .config import check_common
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
@@ -495,10 +494,6 @@ class SupervisedTrainer(Trainer):
                                             drop_last=False)
             self.val_loader = make_loader(vset, self.val_sampler, num_workers=min(cfg.workers, 2), collate=Collate())
             self.val_size = len(vset)
-        self.steps_per_epoch = len(self.sampler)
-        self.total_steps, self.planned = initial_length(cfg, self.steps_per_epoch)
-        self.budget = TimeBudget(cfg.time_limit_minutes, cfg.time_budget_minutes)
-
         # optimisation
         if cfg.optimizer == "sgd":
             optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
@@ -507,8 +502,7 @@ class SupervisedTrainer(Trainer):
         self.prepare_optimisation(optimizer)
         self.open_log()
         if self.resume_from is None and self.decode_skips is not None:
-            self.logger.log(0, {"skipped": self.decode_skips.total, **{
-                f"skipped/{k}": v for k, v in self.decode_skips.as_dict().items()}}, kind="data")
+            self.log_skips(self.decode_skips, step=0)
         if self.dist.is_main and cfg.progress:
             n = len(self.train_index)
             share = f" ({cfg.subset_fraction:g} of {self.full_train_size})" if cfg.subset_fraction < 1 else ""
@@ -558,7 +552,7 @@ class SupervisedTrainer(Trainer):
         loss, correct = self.train_step(batch["images"], batch["labels"])
         return {"loss": loss, "correct": correct, "samples": len(batch["labels"])}
 
-    def window_record(self, sums: dict[str, float], steps: int) -> tuple[dict, dict]:
+    def window_record(self, sums: dict[str, float]) -> tuple[dict, dict]:
         top1 = sums["correct"] / max(sums["samples"], 1)
         return {"train_top1": top1}, {"acc": f"{top1:.3f}"}
 
@@ -576,12 +570,7 @@ class SupervisedTrainer(Trainer):
             logits = self.forward_model(images)
         loss = soft_cross_entropy(logits, targets)
         loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], cfg.grad_clip)
-        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this update used, for the log
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.apply_gradients()
         correct = int((logits.detach().argmax(-1) == labels).sum())
         return float(loss.detach()), correct
 

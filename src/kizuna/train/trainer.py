@@ -5,13 +5,13 @@
 and evaluation; everything around those is here, written once:
 
     __init__        start(cfg): resumed settings, processes, precision, checkpoints, an earlier run set aside
-                    ... the trainer builds its model, data and optimizer ...
-                    prepare_optimisation(optimizer): schedule, DDP, torch.compile
+                    ... the trainer builds its model, data (self.loader, self.sampler) and optimizer ...
+                    prepare_optimisation(optimizer): run length, time budget, schedule, DDP, torch.compile
                     open_log(): metrics.jsonl, config.json, the resume
     train()         the loop: steps, log records, the time budget, evaluation, checkpoints, best/, Ctrl-C
 
-A trainer supplies ``fit_batch`` (one optimizer step on a loader batch; returns numbers summed into the
-log window: ``loss`` and ``samples``, and its own), ``window_record`` (its fields of a log record),
+A trainer supplies ``fit_batch`` (one optimizer step on a loader batch, ending in ``apply_gradients()``;
+returns numbers summed into the log window: ``loss`` and ``samples``, and its own), ``window_record`` (its fields of a log record),
 ``evaluate``, and where it has them ``extra_train_state`` / ``restore_extra_train_state`` (state of its
 own that a resume needs), ``optimizer_settings`` and ``finish``.
 """
@@ -27,7 +27,8 @@ from torch import nn
 
 from kizuna.data.loader import check_epoch_gave_samples
 
-from .budget import after_step, length_state, restore_length, warn_if_warmup_fills_the_run
+from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
+                     warn_if_warmup_fills_the_run)
 from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, resumed_config, rng_state,
                             set_rng_state)
 from .compiling import compiled_or_eager
@@ -41,7 +42,7 @@ class Trainer(ABC):
     #: settings that make the model: a resume continues with the checkpoint's, so the command line may not change them
     resume_fixed: tuple[str, ...] = ()
     #: the batch field that holds one entry per sample ("captions", "labels")
-    batch_key = "images"
+    batch_key: str
     #: the progress bar's label
     bar_label = "training"
 
@@ -83,8 +84,12 @@ class Trainer(ABC):
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size {self.dist.world_size}")
 
     def prepare_optimisation(self, optimizer: torch.optim.Optimizer) -> None:
-        """The cosine schedule (its length read when it is needed: a time budget plans it later), DDP, compile."""
+        """Once ``self.sampler`` and ``self.model`` are built: the run's length (from --steps / --epochs, or
+        planned later by a time budget), the cosine schedule over it, DDP, torch.compile."""
         cfg = self.cfg
+        self.steps_per_epoch = len(self.sampler)
+        self.total_steps, self.planned = initial_length(cfg, self.steps_per_epoch)
+        self.budget = TimeBudget(cfg.time_limit_minutes, cfg.time_budget_minutes)
         self.optimizer = optimizer
         self.scheduler = make_scheduler(optimizer, lambda: self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
         self.ddp = None
@@ -104,6 +109,22 @@ class Trainer(ABC):
     def autocast(self):
         return autocast_for(self.precision, self.device)
 
+    def apply_gradients(self) -> None:
+        """The end of every step: clip, update, advance the schedule, clear. ``step_lr`` keeps the rate this
+        update used, for the log (the scheduler has moved on to the next step's by the time it is written)."""
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
+                                           self.cfg.grad_clip)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def log_skips(self, skips, name: str = "skipped", step: int | None = None) -> None:
+        """A data record of the samples ``skips`` (a SkipCounter) counts: the total and one field per reason."""
+        self.logger.log(self.step if step is None else step, {name: skips.total, **{
+            f"{name}/{reason}": n for reason, n in skips.as_dict().items()}}, kind="data")
+
     # ----- checkpoints -------------------------------------------------------------------------
     def extra_train_state(self) -> dict:
         return {}
@@ -118,10 +139,10 @@ class Trainer(ABC):
     def save(self, metrics: dict | None = None) -> None:
         if self.dist.is_main:
             state = {
-                "step": self.step, "epoch": self.epoch,
+                **self.extra_train_state(), "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "data": self.loader.state_dict(), "train_config": self.cfg.to_dict(),
-                **length_state(self), **self.extra_train_state(),
+                **length_state(self),
             }
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
@@ -151,7 +172,7 @@ class Trainer(ABC):
     def evaluate(self) -> dict:
         """Metrics for the log and best/ ({} when there is nothing to evaluate on)."""
 
-    def window_record(self, sums: dict[str, float], steps: int) -> tuple[dict, dict]:
+    def window_record(self, sums: dict[str, float]) -> tuple[dict, dict]:
         """This trainer's fields of a log record from the window's summed ``fit_batch`` numbers, and the
         short ones for the progress bar."""
         return {}, {}
@@ -227,8 +248,7 @@ class Trainer(ABC):
                 else:
                     if self.dist.is_main and self.loader.skips.total:
                         bar.write(f"epoch {self.epoch}: {self.loader.report()}")
-                        self.logger.log(self.step, {"skipped": self.loader.skips.total, **{
-                            f"skipped/{k}": v for k, v in self.loader.skips.as_dict().items()}}, kind="data")
+                        self.log_skips(self.loader.skips)
                     check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
                     self.epoch += 1
                     continue
@@ -238,7 +258,7 @@ class Trainer(ABC):
         return last_metrics
 
     def _log_window(self, window: "LogWindow", bar) -> None:
-        own, short = self.window_record(window.sums, window.steps)
+        own, short = self.window_record(window.sums)
         record = {"loss": window.sums["loss"] / window.steps, **own, "lr": self.step_lr, "epoch": self.epoch,
                   "samples_per_s": window.sums["samples"] * self.dist.world_size / max(window.elapsed(), 1e-9)}
         self.logger.log(self.step, record)
