@@ -217,6 +217,8 @@ def test_best_follows_every_evaluation_and_knows_which_end_is_best(tmp_path):
     model = tr.model
     m = CheckpointManager(tmp_path / "m", metric="val_loss")
     assert m.mode == "min" and CheckpointManager(tmp_path / "m", metric="val_top1").mode == "max"
+    # the share of answers a written word fooled: picked as the highest, best/ was the most fooled model
+    assert CheckpointManager(tmp_path / "m", metric="probe/typographic/attack_rate").mode == "min"
     assert [m.update_best(s, model, {"val_loss": v}) for s, v in ((1, 2.0), (2, 1.0), (3, 1.5), (4, float("nan")))] \
         == [True, True, False, False]
     assert m.best_value == 1.0

@@ -48,13 +48,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def lower_is_better(metric: str, mode: str = "auto") -> bool:
-    """``mode`` "min" / "max", or "auto": the lowest is best for a loss, an error or a rank."""
+    """``mode`` "min" / "max", or "auto": the lowest is best for a loss, an error, a rank or the typographic
+    probe's attack rate (the share of answers that follow a written word: picked as highest, best/ was
+    the model most fooled)."""
     if mode not in ("auto", "max", "min"):
         raise ValueError(f"mode must be auto, max or min, got {mode!r}")
     if mode != "auto":
         return mode == "min"
     name = metric.lower()
-    return "loss" in name or "error" in name or name.endswith("rank")
+    return "loss" in name or "error" in name or name.endswith("rank") or name.endswith("attack_rate")
 
 
 class CheckpointManager:
