@@ -89,4 +89,48 @@ def test_cli(run, images, tmp_path, capsys):
                  "--out", str(tmp_path / "cli")]) == 0
     printed = capsys.readouterr().out
     assert "step 20:" in printed and "step 1000:" in printed and "val_top1 0.5" in printed
+    assert printed.count("val_top1 n/a") == 1  # step 20 was saved without it ("None" before)
     assert (tmp_path / "cli" / "over_training.json").exists()
+
+
+@pytest.mark.filterwarnings("ignore:image_size 30x30 is not a multiple")  # the point of the test
+def test_hybrid_whose_token_grid_is_not_its_position_grid(images, tmp_path):
+    """A stride-4 ResNet stem at 30 px gives 8x8 tokens but a 7x7 position table (resampled in the forward
+    pass): the row/column score was given the token grid and crashed ("sim must be [64, 8, 8] ...")."""
+    manager = CheckpointManager(tmp_path / "run", keep_last=5)
+    for step in (1, 2):
+        torch.manual_seed(step)
+        model = kizuna.create_vit("hybrid-mu/1", image_size=30, num_classes=10, stem_channels=[8, 8])
+        assert model.cfg.grid == (7, 7)
+        manager.save(step, model, {"step": step}, metrics={"val_top1": 0.1 * step})
+    rep = over_training_report(tmp_path / "run", [str(images)], tmp_path / "ot", max_images=2)
+    assert rep["grid"] == [8, 8]
+    for row in rep["checkpoints"]:
+        target = load_target(row["checkpoint"])
+        assert row["row_column_ratio"] == pytest.approx(positions_report(target, tmp_path / "p")["row_column_ratio"])
+
+
+def test_metric_flag_and_a_metric_no_checkpoint_has(images, tmp_path, capsys):
+    """A CLIP run's checkpoints hold e.g. zeroshot/top1, not val_top1: the report printed "val_top1 None" for
+    every step and drew no accuracy. Now --metric picks the metric, and one no checkpoint has is an error
+    that names the ones they have."""
+    manager = CheckpointManager(tmp_path / "clip", keep_last=5)
+    model = kizuna.create_vit("mu/4", image_size=16, num_classes=3, width=32, depth=1, heads=2, mlp_dim=64)
+    manager.save(10, model, {"step": 10})
+    manager.save(20, model, {"step": 20}, metrics={"zeroshot/top1": 0.25, "probe/shape": 0.5})
+    base = ["analyze", "over-training", str(tmp_path / "clip"), "--images", str(images), "--max-images", "2"]
+    assert main([*base, "--out", str(tmp_path / "a")]) != 0
+    assert ("no checkpoint was saved with the metric 'val_top1'; they have: probe/shape, zeroshot/top1 "
+            "(pass one of these with --metric)") in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # checked before any checkpoint is analysed
+    assert main([*base, "--metric", "zeroshot/top1", "--out", str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out
+    assert "step 10:" in printed and "zeroshot/top1 n/a" in printed and "zeroshot/top1 0.25" in printed
+    saved = json.loads((tmp_path / "b" / "over_training.json").read_text())
+    assert saved["metric"] == "zeroshot/top1" and [r["zeroshot/top1"] for r in saved["checkpoints"]] == [None, 0.25]
+    # checkpoints saved without any metrics: the attention analysis still runs, and says there is no curve
+    bare = CheckpointManager(tmp_path / "bare", keep_last=5)
+    bare.save(5, model, {"step": 5})
+    assert main(["analyze", "over-training", str(tmp_path / "bare"), "--images", str(images), "--max-images", "2",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert "no checkpoint was saved with any metrics, so there is no val_top1 curve" in capsys.readouterr().out

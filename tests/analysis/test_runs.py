@@ -128,3 +128,52 @@ def test_train_config_json_is_preferred_over_the_checkpoint(study):
     with pytest.raises(ValueError, match="train_config.json: not JSON"):
         load_run(study[0])
 
+
+
+def test_the_gap_is_only_for_an_accuracy(study, tmp_path, capsys):
+    """--metric val_loss reported "train accuracy minus loss" as the generalisation gap: it is null now for a
+    metric that is not an accuracy (a loss, an error, a rank), "-" in the table."""
+    assert load_run(study[0], "val_loss")["generalisation_gap"] is None
+    assert load_run(study[0], "val_top1")["generalisation_gap"] == pytest.approx(0.6 - 0.40)
+    assert main(["analyze", "compare-runs", *map(str, study[:2]), "--metric", "val_loss",
+                 "--out", str(tmp_path / "loss")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert all(line.split()[-1] == "-" for line in table[1:3])
+    saved = json.loads((tmp_path / "loss" / "runs.json").read_text())
+    assert [r["generalisation_gap"] for r in saved["runs"]] == [None, None]
+    assert [r["final_train_top1"] is not None for r in saved["runs"]] == [True, True]  # still reported
+
+
+@pytest.mark.parametrize("text", ['["x"]', "null", "3"])
+def test_train_config_that_is_not_an_object_names_the_file(study, text):
+    """Valid JSON but not an object gave "AttributeError: 'list' object has no attribute 'get'", naming no file."""
+    (study[0] / "train_config.json").write_text(text)
+    with pytest.raises(ValueError, match=r"train_config.json: the run's settings must be a JSON object"):
+        load_run(study[0])
+
+
+def test_checkpoint_train_config_that_is_not_an_object_names_the_file(tmp_path, tiny_model):
+    run = _write_run(tmp_path / "listy", [(10, 0.1)], [(10, 0.2)], config=["model", "mu/4"], model=tiny_model)
+    with pytest.raises(ValueError, match=r"train_state.pt \(its train_config\): the run's settings must be a JSON "
+                                         r"object.*train_config.json"):
+        load_run(run)
+    bare = _write_run(tmp_path / "none", [(10, 0.1)], [(10, 0.2)], config=None)
+    assert load_run(bare)["config"] == {}  # no settings saved at all is still a run without settings
+
+
+def test_whole_float_steps_count_and_other_steps_are_named(tmp_path):
+    """A log whose steps are floats (10.0, as a tool that rewrites JSON numbers leaves them) was read as "the
+    run logged no evaluation"; a step that is not a whole number is skipped with a warning naming it."""
+    run = tmp_path / "floats"
+    run.mkdir()
+    rows = [{"kind": "train", "step": 10.0, "train_top1": 0.5}, {"kind": "eval", "step": 10.0, "val_top1": 0.2},
+            {"kind": "eval", "step": 15.5, "val_top1": 0.9}, {"kind": "eval", "step": 20, "val_top1": 0.3}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match=r"skipped 1 row\(s\) whose step is not a whole number \(eval step 15.5\)"):
+        r = load_run(run)
+    assert r["eval_steps"] == [10, 20] and r["eval"] == [0.2, 0.3] and r["train_steps"] == [10]
+    assert all(type(s) is int for s in r["eval_steps"] + r["train_steps"] + [r["final_step"], r["best_step"]])
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": "10", "val_top1": 0.2}) + "\n")
+    with pytest.warns(UserWarning, match='eval step "10"'), \
+            pytest.raises(ValueError, match=r"1 eval row\(s\) were skipped: their step is not a whole number"):
+        load_run(run)

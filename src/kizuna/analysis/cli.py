@@ -19,7 +19,7 @@ attention_distance.json (mean attention distance in pixels per layer and head, w
 uniform-attention level), rollout.json (the rollout map), predict.json (class probabilities);
 `all` also writes report.json with every section; over_training.json has, per checkpoint, the
 per-layer attention distances, their slope against depth (> 0: grows with depth), the row/column
-ratio and the validation accuracy saved with it. runs.json (compare-runs) has, per run, the final and best
+ratio and the validation accuracy saved with it (--metric picks another saved metric). runs.json (compare-runs) has, per run, the final and best
 validation accuracy, the final training accuracy and the gap between them, and the settings the runs
 differ in (from each run's saved train_config); with --group-by the mean and spread over the runs that
 share those settings.
@@ -74,6 +74,10 @@ def add_arguments(p):
         if name == "over-training":
             a.add_argument("model", metavar="run", help="a training run's OUT folder (its checkpoints/step_* are "
                                                       "analysed; keep them with --keep-last)")
+            a.add_argument("--metric", default="val_top1",
+                           help="the metric saved with each checkpoint to draw against the step (default "
+                                "val_top1; a CLIP run saves e.g. zeroshot/top1). A name no checkpoint has is an "
+                                "error that lists the ones they have; a checkpoint without it shows n/a")
         else:
             a.add_argument("model", help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
         a.add_argument("--out", default="analysis", help="folder for the PNGs and JSON (default: analysis)")
@@ -130,12 +134,16 @@ def run(args):
     if args.analyze_command == "over-training":
         from .over_training import over_training_report
 
-        numbers = over_training_report(args.model, args.images, args.out, args.max_images, args.device)
+        numbers = over_training_report(args.model, args.images, args.out, args.max_images, args.device,
+                                       args.metric)
+        metric = numbers["metric"]
         for row in numbers["checkpoints"]:
             layers = ", ".join(f"{d:.1f}" for d in row["per_layer_mean"])
             print(f"step {row['step']}: attention distance per layer {layers} px (slope "
                   f"{_number(row['depth_slope'], '+.2f')} px/layer), row/column ratio "
-                  f"{_number(row['row_column_ratio'], '.3f')}, {numbers['metric']} {row[numbers['metric']]}")
+                  f"{_number(row['row_column_ratio'], '.3f')}, {metric} {_number(row[metric], '')}")
+        if all(row[metric] is None for row in numbers["checkpoints"]):
+            print(f"no checkpoint was saved with any metrics, so there is no {metric} curve")
         print(f"uniform attention: {numbers['uniform_reference']:.1f} px; wrote {args.out}")
         return 0
     target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit)

@@ -44,14 +44,22 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
                          device: str = "cpu", metric: str = "val_top1") -> dict:
     """-> over_training.png / over_training.json: per checkpoint, the mean attention distance of every
     layer (mean, min and max over heads), the position row/column ratio and ``metric`` (when the
-    checkpoint was saved with it)."""
+    checkpoint was saved with it; null otherwise). A ``metric`` that no checkpoint has while they have
+    others (a CLIP run saves e.g. ``zeroshot/top1``, not ``val_top1``) is a ValueError naming those."""
     from tqdm import tqdm
 
     out = Path(out)
     checkpoints = find_checkpoints(run)
+    # checked before any model is loaded: a wrong metric name gave a report with no accuracy at all
+    saved = [read_extra(path).get("metrics") or {} for _, path in checkpoints]
+    if not any(metric in m for m in saved):
+        others = sorted({k for m in saved for k in m})
+        if others:
+            raise ValueError(f"{run}: no checkpoint was saved with the metric {metric!r}; they have: "
+                             f"{', '.join(others)} (pass one of these with --metric)")
     images = grid = px = None
     rows = []
-    for step, path in tqdm(checkpoints, desc="checkpoints", unit="ckpt"):
+    for (step, path), metrics in tqdm(list(zip(checkpoints, saved)), desc="checkpoints", unit="ckpt"):
         target = load_target(str(path), device=device)
         if images is None:  # one image set for all: the run's preprocessing is the same throughout
             images, _ = load_images(image_specs, target.preprocess, max_images)
@@ -60,13 +68,16 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
             raise ValueError(f"{path}: patch grid {step_grid} x {step_px} px differs from the run's first "
                              f"checkpoint ({grid} x {px} px); compare checkpoints of one run")
         grid, px = step_grid, step_px
-        value = (read_extra(path).get("metrics") or {}).get(metric)
         per_layer_mean = per_head.mean(dim=1)
         rows.append({"step": step, "checkpoint": str(path), "per_layer_mean": per_layer_mean,
                      "per_layer_min": per_head.amin(dim=1), "per_layer_max": per_head.amax(dim=1),
                      "depth_slope": _slope(per_layer_mean),
-                     "row_column_ratio": row_column_score(_position_similarity(target), grid)["ratio"],
-                     metric: value})
+                     # the position table's own grid (as positions_report): a hybrid's token grid need
+                     # not be it (a stride-4 ResNet stem at 30 px gives 8x8 tokens; its 7x7 table is
+                     # resampled in the forward pass)
+                     "row_column_ratio": row_column_score(_position_similarity(target),
+                                                          target.vit.cfg.grid)["ratio"],
+                     metric: metrics.get(metric)})
     uniform = grid_mean_pairwise_distance(grid, px)
     steps = [r["step"] for r in rows]
     per_layer = torch.stack([r["per_layer_mean"] for r in rows])  # [checkpoints, layers]

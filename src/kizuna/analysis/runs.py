@@ -10,9 +10,10 @@ that differ between the runs, and writes
   (dashed, same colour) for every run; with ``panel_by`` one panel per value of that setting (e.g.
   ``subset_fraction``), so that runs to be compared share an axis;
 - ``runs.json``: per run the final and best validation metric (and its step), the final training
-  accuracy (mean of the last ``train_window`` logged values), the train-minus-validation gap, the
-  logged wall time, and the differing settings; with ``group_by`` also the mean and spread of the
-  final metric over runs that share those settings (seeds).
+  accuracy (mean of the last ``train_window`` logged values), the train-minus-validation gap (null for
+  a metric that is not an accuracy: train accuracy minus a loss is no gap), the logged wall time, and
+  the differing settings; with ``group_by`` also the mean and spread of the final metric over runs
+  that share those settings (seeds).
 
   kizuna analyze compare-runs runs/vit-0.1-s0 runs/hyb-0.1-s0 ... --panel-by subset_fraction --out fig/
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from statistics import mean, pstdev
 from typing import Sequence
@@ -42,9 +44,10 @@ def _train_config(run: Path) -> dict:
     written = run / "train_config.json"
     if written.is_file():
         try:
-            return json.loads(written.read_text())
+            config = json.loads(written.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{written}: not JSON ({e.msg}, line {e.lineno})") from e
+        return _settings(config, written, "fix it, or delete it to use the newest checkpoint's train_config")
     ckpt = CheckpointManager(run).latest()
     state_file = ckpt / "train_state.pt" if ckpt is not None else None
     if state_file is None or not state_file.is_file():
@@ -53,7 +56,37 @@ def _train_config(run: Path) -> dict:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged state file must not pass for a run without settings
         raise ValueError(f"{state_file}: cannot be read as a kizuna training state ({e})") from e
-    return dict(state.get("train_config") or {})
+    if not isinstance(state, dict):
+        raise ValueError(f"{state_file}: not a kizuna training state (a {type(state).__name__}, not a dict)")
+    config = state.get("train_config")
+    return {} if config is None else _settings(config, f"{state_file} (its train_config)",
+                                               "write the settings to RUN/train_config.json, which is read first")
+
+
+def _settings(config, source, what_to_do: str) -> dict:
+    """``config`` when it is an object of settings; anything else (a list, null, a number) is a ValueError
+    naming ``source`` (it failed later as "'list' object has no attribute 'get'", naming no file)."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: the run's settings must be a JSON object ({{\"model\": ..., ...}}), got a "
+                         f"{type(config).__name__}: {_short(config)}; {what_to_do}")
+    return config
+
+
+def _step(x) -> int | None:
+    """A logged step as an int: an int, or a whole float (10.0: a log rewritten by a tool that stores numbers
+    as floats); None for anything else (10.5, a string, null, true)."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return x
+    return int(x) if isinstance(x, float) and x.is_integer() else None
+
+
+def _accuracy_like(metric: str) -> bool:
+    """Whether ``metric`` is an accuracy, so that final train accuracy minus it is a generalisation gap
+    (train accuracy minus a loss or a rank is no number at all)."""
+    name = metric.lower()
+    return not lower_is_better(metric) and name.endswith(("top1", "acc", "accuracy"))
 
 
 def _value(x) -> float:
@@ -71,14 +104,25 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
     if not log.is_file():
         raise FileNotFoundError(f"{run}: no metrics.jsonl (expected {log}); pass the --out folder of a kizuna "
                                 "train or kizuna vit train run")
+    records = read_metrics(log)
+    # train and eval rows whose step is not a whole number cannot be placed on the curve: named, not dropped silently
+    unusable = [r for r in records if r.get("kind") in ("train", "eval") and _step(r.get("step")) is None]
+    if unusable:
+        shown = ", ".join(f"{r['kind']} step {json.dumps(r.get('step'))}" for r in unusable[:5])
+        warnings.warn(f"{log}: skipped {len(unusable)} row(s) whose step is not a whole number ({shown}"
+                      f"{', ...' if len(unusable) > 5 else ''})", stacklevel=2)
     # A resumed run logs again the steps after its checkpoint: the last record of a (kind, step) wins.
-    latest = {(r.get("kind"), r.get("step")): r for r in read_metrics(log) if isinstance(r.get("step"), int)}
+    latest = {(r.get("kind"), _step(r.get("step"))): {**r, "step": _step(r.get("step"))}
+              for r in records if _step(r.get("step")) is not None}
     rows = sorted(latest.values(), key=lambda r: r["step"])
     evals = [r for r in rows if r.get("kind") == "eval" and metric in r]
     if not evals:
         keys = sorted({k for r in rows if r.get("kind") == "eval" for k in r} - {"kind", "step", "time"})
+        skipped = sum(r.get("kind") == "eval" for r in unusable)
         raise ValueError(f"{log}: no eval rows with {metric!r}" +
-                         (f"; its eval rows have: {', '.join(keys)}" if keys else " (the run logged no evaluation)"))
+                         (f"; its eval rows have: {', '.join(keys)}" if keys else
+                          f" ({skipped} eval row(s) were skipped: their step is not a whole number)" if skipped else
+                          " (the run logged no evaluation)"))
     train = [r for r in rows if r.get("kind") == "train" and "train_top1" in r]
     times = [r["time"] for r in rows if "time" in r]
     values = [_value(r[metric]) for r in evals]
@@ -100,7 +144,9 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
         "best_step": best[1],
         "lower_is_better": lowest,
         "final_train_top1": final_train,
-        "generalisation_gap": None if final_train is None or not math.isfinite(final) else final_train - final,
+        # train accuracy minus validation accuracy; None for a metric that is not an accuracy (a loss, a rank)
+        "generalisation_gap": (final_train - final if final_train is not None and math.isfinite(final)
+                               and _accuracy_like(metric) else None),
         "wall_minutes_logged": (max(times) - min(times)) / 60 if len(times) > 1 else None,
         "config": _train_config(run),
     }
