@@ -434,3 +434,20 @@ def test_a_sample_drawn_twice_in_a_resampled_epoch_gets_its_own_caption_and_augm
     ranks = [EpochSampler(2, 16, rank=r, world_size=2, seed=0, resampled=True, steps_per_epoch=1) for r in (0, 1)]
     drawn = [key[2] for s in ranks for batch in s for key in batch]
     assert sorted(drawn) == list(range(32))  # draw numbers do not repeat across ranks
+
+
+def test_unpadded_shard_names_in_a_folder_are_in_numeric_order(tmp_path):
+    """Sorted as text, 0.tar, 1.tar, 10.tar, 11.tar, 2.tar, ...: "the first N samples" came from shards 0, 1, 10, 11."""
+    plain = tmp_path / "plain"
+    make_shard_dir(plain, 12, 1, names="{}.tar")
+    order = [str(plain / f"{s}.tar") for s in range(12)]
+    assert [p for _, p in resolve_spec(str(plain))] == order
+    assert build_index(str(plain)).keys == [f"{i:09d}" for i in range(12)]
+    assert [p for _, p in resolve_spec(f"{plain}/{{0..11}}.tar")] == order  # brace expansion: unchanged
+    (plain / "nshards.txt").write_text("12")
+    assert [p for _, p in resolve_spec(str(plain))] == order  # nshards.txt: unchanged
+    mixed = tmp_path / "mixed"
+    make_shard_dir(mixed, 3, 1, names="part-{}.tar")
+    make_pair_shard(mixed / "part-01.tar", 50, 1)  # ties on the number: the name decides, every time
+    assert [os.path.basename(p) for _, p in resolve_spec(str(mixed))] == \
+        ["part-0.tar", "part-01.tar", "part-1.tar", "part-2.tar"]

@@ -138,3 +138,93 @@ def test_shared_datasets_work_out_of_the_box(shared_dir):
     fl = load_dataset(data / "flickr8k", max_samples=20)
     assert fl.task == "retrieval" and fl.split == "test"
     assert all(len(c) == 5 for c in fl.captions)
+
+
+def test_a_split_folder_with_an_explicit_split_is_that_split_of_its_parent(tmp_path):
+    """cifar10/test --split test failed ("no class names for dataset 'test'"); --split train silently
+    evaluated the test images as dataset "test", split None, with the default template."""
+    root = classification_wds(tmp_path / "mine", n=5, split="test")
+    classification_wds(tmp_path / "mine", n=3, split="train", seed=1)
+    ds = load_dataset(root / "test", split="test")
+    assert (ds.name, ds.split, ds.source, len(ds)) == ("mine", "test", str(root / "test"), 5)
+    assert ds.classnames == CLASSES and ds.templates == ["a photo of a {c}.", "a picture of the {c}."]
+    ds = load_dataset(root / "test", split="train")  # that split of the same dataset, not these images
+    assert (ds.name, ds.split, ds.source, len(ds)) == ("mine", "train", str(root / "train"), 3)
+    assert ds.classnames == CLASSES and len(ds.templates) == 2
+    with pytest.raises(DatasetError, match=r"'test' split of .*mine, which has no split 'val' \(splits found: "
+                                           r"test, train\); pass --split test"):
+        load_dataset(root / "test", split="val")
+    c10 = classification_wds(tmp_path / "cifar10", n=10, labels=range(10), write_classnames=False, templates=None)
+    ds = load_dataset(c10 / "test", split="test")  # the parent's name still picks the bundled lists
+    assert ds.name == "cifar10" and ds.classnames[9] == "truck" and len(ds.templates) == 18
+
+
+def test_a_damaged_shard_is_a_counted_skip_and_named(tmp_path, tiny):
+    """A shard cut between samples dropped them with a once-per-process warning only: results.json had
+    details.skipped == {}."""
+    import tarfile
+    import warnings
+
+    from kizuna.eval.classification import evaluate_zeroshot
+
+    root = classification_wds(tmp_path / "cut", n=6, shards=2)
+    shard = root / "test" / "000001.tar"
+    with tarfile.open(shard) as tf:
+        cut = tf.getmember("000000005.cls").offset  # samples 3 and 4 survive whole; 5 is lost
+    with open(shard, "r+b") as f:
+        f.truncate(cut)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ds = load_dataset(root)
+    assert len(ds) == 5 and ds.skips == {"damaged_shard": 1}
+    assert ds.skips.examples["damaged_shard"] == [str(shard)]
+    assert "damaged_shard=1" in ds.describe() and f"damaged shards (samples past the damage are missing): {shard}" \
+        in ds.describe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # already warned: the count must not depend on it
+        again = load_dataset(root)
+    assert again.skips == {"damaged_shard": 1}
+    model, tok = tiny
+    res = evaluate_zeroshot(model, tok, ds, progress=False).to_dict()  # what the suite writes in details
+    assert res["skipped"] == {"damaged_shard": 1} and str(shard) in res["skip_report"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    """Notepad's UTF-8 BOM made the first class "\\ufeffcat", changing its prompt embedding."""
+    from kizuna.eval.datasets import read_lines, read_templates
+
+    root = classification_wds(tmp_path / "bom", n=3, write_classnames=False, templates=None)
+    (root / "classnames.txt").write_text("cat\ndog\ncar\n", encoding="utf-8-sig")
+    (root / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n", encoding="utf-8-sig")
+    ds = load_dataset(root)
+    assert ds.classnames == CLASSES and ds.templates == ["a photo of a {c}."]
+    (tmp_path / "t.json").write_text('["a {c}."]', encoding="utf-8-sig")
+    assert read_templates(tmp_path / "t.json") == ["a {c}."]
+    (tmp_path / "bad.txt").write_bytes("\ufeffcafé\n".encode("utf-8")[:-3] + b"\xe9\n")
+    with pytest.raises(DatasetError, match=r"bad.txt: not UTF-8 text \(byte 6"):  # the file's offset
+        read_lines(tmp_path / "bad.txt")
+    for i in range(2):
+        (tmp_path / f"{i}.png").write_bytes(noise_image(i))
+    (tmp_path / "excel.csv").write_text("filepath,label\n0.png,1\n1.png,0\n", encoding="utf-8-sig")
+    assert load_dataset(tmp_path / "excel.csv", classnames=["a", "b"]).labels.tolist() == [1, 0]
+
+
+def test_a_template_without_a_placeholder_names_the_file_and_line(tmp_path):
+    from kizuna.eval.datasets import read_templates
+
+    f = tmp_path / "t.txt"
+    f.write_text("a photo of a {c}.\n\na photo of a thing.\n")
+    with pytest.raises(DatasetError, match=r"t\.txt, line 3: template 'a photo of a thing\.' has no '\{c\}' "
+                                           r"placeholder .*add \{c\} where the class name goes"):
+        read_templates(f)
+    with pytest.raises(DatasetError, match=r"given templates \(item 2\): template 'x' has no"):
+        read_templates(["a {c}", "x"])
+
+
+@pytest.mark.shared_data
+def test_shared_cifar10_split_folder_with_an_explicit_split(shared_dir):
+    c10 = shared_dir / "data" / "cifar10"
+    ds = load_dataset(c10 / "test", split="test", max_samples=5)
+    assert (ds.name, ds.split, ds.classnames[0], len(ds.templates)) == ("cifar10", "test", "airplane", 18)
+    ds = load_dataset(c10 / "test", split="train", max_samples=5)
+    assert (ds.name, ds.split, ds.source) == ("cifar10", "train", str(c10 / "train"))

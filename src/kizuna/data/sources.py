@@ -253,7 +253,15 @@ def expand_spec(spec: Any) -> list[str]:
 
 def _shards_in_dir(d: str) -> list[str]:
     nfile = os.path.join(d, "nshards.txt")
-    tars = sorted(f for f in os.listdir(d) if f.endswith(".tar"))
+
+    def natural(name: str) -> tuple:
+        # Digit runs compared as numbers: unpadded 0.tar, 1.tar, 2.tar, ..., 10.tar (as text 10.tar came
+        # before 2.tar, and "the first N samples" came from shards 0, 1, 10, 11). re.split alternates
+        # text and digits, so each position compares like with like; the name breaks ties (01 vs 1).
+        parts = re.split(r"(\d+)", name)
+        return tuple(int(p) if k % 2 else p for k, p in enumerate(parts)), name
+
+    tars = sorted((f for f in os.listdir(d) if f.endswith(".tar")), key=natural)
     if os.path.isfile(nfile):
         with open(nfile) as f:
             text = f.read().strip()

@@ -11,7 +11,9 @@ Layouts
   ``nshards.txt``). Classification samples are ``KEY.jpg|webp|png`` + ``KEY.cls`` (class index);
   retrieval samples ``KEY.jpg`` + ``KEY.txt`` (captions, one per line). ``classnames.txt`` and
   ``zeroshot_classification_templates.txt`` sit in the root (or the split folder);
-  ``dataset_type.txt`` says ``retrieval`` (absent means classification).
+  ``dataset_type.txt`` says ``retrieval`` (absent means classification). A split folder given directly
+  (``cifar10/test``) is that split of its parent dataset; ``split=`` another name takes the parent's
+  folder of that name (``cifar10/train``), or is an error when it has none.
 * **ImageFolder**: ``ROOT[/split]/<class>/*.jpg``; classes are the sorted folder names (as
   torchvision), displayed as the folder name with ``_`` -> space unless ``classnames.txt`` or a
   bundled list gives nicer names.
@@ -29,6 +31,7 @@ Class names: ``classnames=`` (list or file) > ``classnames.txt`` in the split fo
 the bundled CLIP_benchmark ``en_classnames.json`` entry for the dataset name (``dataset_name=``, else
 the root folder name, ``wds_`` prefix dropped) > folder names (ImageFolder). None of these -> a
 :class:`DatasetError` naming the file it looked for and what to do.
+Text files are UTF-8; a byte-order mark is dropped.
 Templates: ``templates=`` (list, .txt with one per line, or .json) >
 ``zeroshot_classification_templates.txt`` > bundled ``en_zeroshot_classification_templates.json``
 entry > ``["a photo of a {c}."]``.
@@ -36,7 +39,9 @@ entry > ``["a photo of a {c}."]``.
 Bad data
 --------
 A corrupt image is a counted skip (``corrupt_image``) reported with the result; a sample without a
-usable label or caption is a counted skip at indexing time; a class index outside
+usable label or caption is a counted skip at indexing time; a truncated or corrupt tar shard is a
+``damaged_shard`` skip naming the shard (the samples past the damage cannot be counted) and is named
+in ``describe()``; a class index outside
 ``0..len(classnames)-1`` raises :class:`DatasetError` naming the sample (never a silently wrong
 accuracy).
 """
@@ -113,13 +118,22 @@ def bundled_templates(dataset_name: str | None) -> list[str] | None:
     return None
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """The non-blank lines of a UTF-8 text file, stripped (class names, templates, labels, texts to embed)."""
+def _numbered_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-blank lines of a UTF-8 text file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_bytes().decode("utf-8")  # bytes, so the error's offset is the file's
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    # Notepad's byte-order mark is no text: kept, it became part of the first class name or template
+    # ("\ufeffairplane") and changed that class's prompt embedding.
+    text = text.removeprefix("\ufeff")
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The non-blank lines of a UTF-8 text file (a byte-order mark dropped), stripped (class names,
+    templates, labels, texts to embed)."""
+    return [line for _, line in _numbered_lines(path)]
 
 
 def read_templates(spec, dataset_name: str | None = None) -> list[str]:
@@ -127,12 +141,13 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
     by dataset name as CLIP_benchmark's)."""
     if isinstance(spec, (list, tuple)):
         out = list(spec)
+        places = [f"the given templates (item {k + 1})" for k in range(len(out))]
     else:
         path = Path(spec)
         if not path.is_file():
             raise DatasetError(f"templates file {path} not found")
         if path.suffix == ".json":
-            obj = json.loads(path.read_text(encoding="utf-8"))
+            obj = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no JSON
             if isinstance(obj, dict):
                 key = next((v for v in _name_variants(dataset_name or "") if v in obj), None)
                 if key is None:
@@ -140,23 +155,27 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
                                        f"(keys: {', '.join(sorted(obj))})")
                 obj = obj[key]
             out = list(obj)
+            places = [f"{path} (item {k + 1})" for k in range(len(out))]
         else:
-            out = read_lines(path)
+            numbered = _numbered_lines(path)
+            out = [t for _, t in numbered]
+            places = [f"{path}, line {n}" for n, _ in numbered]
     if not out:
         raise DatasetError(f"no templates in {spec!r}")
-    for t in out:
+    for t, place in zip(out, places):
         if callable(t):
             continue
         if not isinstance(t, str):
-            raise DatasetError(f"template {t!r} in {spec!r} is not text")
+            raise DatasetError(f"template {t!r} in {place} is not text")
         if "{c}" not in t and "{}" not in t:
-            raise DatasetError(f"template {t!r} has no '{{c}}' placeholder for the class name")
+            raise DatasetError(f"{place}: template {t!r} has no '{{c}}' placeholder for the class name; "
+                               f"add {{c}} where the class name goes (e.g. 'a photo of a {{c}}.')")
         if "{c}" not in t:  # filled with str.format (fill_template): other braces must be doubled
             try:
                 t.format("x")
             except (KeyError, IndexError, ValueError) as e:
-                raise DatasetError(f"template {t!r}: with {{}} for the class name, other braces must be doubled "
-                                   f"({type(e).__name__}: {e}); or write {{c}} for the class name") from None
+                raise DatasetError(f"{place}: template {t!r}: with {{}} for the class name, other braces must be "
+                                   f"doubled ({type(e).__name__}: {e}); or write {{c}} for the class name") from None
     return out
 
 
@@ -222,6 +241,8 @@ class EvalDataset:
         what = f"{self.num_classes} classes" if self.task == "classification" else \
             f"{sum(len(c) for c in self.captions)} captions"
         skipped = f"; {self.skips.report()}" if self.skips else ""
+        if self.index.damaged:  # the skip report shows one example; name every damaged shard
+            skipped += f"; damaged shards (samples past the damage are missing): {', '.join(self.index.damaged)}"
         return f"{self.name} [{self.split or '-'}] {self.task}: {len(self)} images, {what} ({self.layout} {self.source}){skipped}"
 
 
@@ -336,11 +357,19 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
             raise DatasetError(f"{path}: expected a dataset folder or a .csv/.tsv file")
         root, data, split_name = path.parent, path, split
-    elif split is None and path.name in SPLIT_NAMES and _has_data(path) and \
-            not any((path / s).is_dir() for s in SPLIT_NAMES):
+    elif path.name in SPLIT_NAMES and _has_data(path) and not any((path / s).is_dir() for s in SPLIT_NAMES):
         # a split folder given directly (cifar10/test): the dataset is its parent, which holds
         # classnames.txt and the templates and names the bundled lists
-        root, data, split_name = path.parent, path, path.name
+        root = path.parent
+        if split is None or split == path.name:
+            data, split_name = path, path.name
+        elif (root / split).is_dir():  # cifar10/test with split="train": cifar10/train, not these images
+            data, split_name = root / split, split
+        else:  # never these images under another split's name
+            found = [s for s in SPLIT_NAMES if (root / s).is_dir() and _has_data(root / s)]
+            raise DatasetError(f"{path} is the {path.name!r} split of {root}, which has no split {split!r} "
+                               f"(splits found: {', '.join(found)}); pass --split {path.name}, or the folder "
+                               f"that holds split {split!r}")
     else:
         data, split_name = find_split(path, split)
         root = path
@@ -377,17 +406,22 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
             index.skips.add("image_outside_class_folder", n=loose)
         folder_classes = [n.replace("_", " ") for n in folder_names]
 
-    if len(index) == 0 and not index.skips:
+    if len(index) == 0 and not index.skips and not index.damaged:  # a damaged shard is reported below
         raise DatasetError(f"no images found in {data}")
+
+    skips = SkipCounter()
+    skips.update(index.skips)
+    # A truncated/corrupt shard lost every sample past the damage, and nothing says how many: count the
+    # shard itself, so the result's skip counts (results.json details.skipped, the printed summary) name it.
+    for shard in index.damaged:
+        skips.add("damaged_shard", shard)
     if task is None:
         has_labels = index.has_labels if labels_override is None else bool((labels_override >= 0).any())
         task = "classification" if has_labels else "retrieval" if index.has_captions else None
         if task is None:
             raise DatasetError(f"{data}: samples carry neither class labels (.cls) nor captions (.txt); "
-                               f"{index.skips.report()}")
+                               f"{skips.report()}")
 
-    skips = SkipCounter()
-    skips.update(index.skips)
     labels_col = labels_override if labels_override is not None else index.labels
     if task == "classification":
         keep = np.flatnonzero(np.asarray(labels_col) >= 0)
@@ -479,7 +513,7 @@ def _check_labels(ds: EvalDataset) -> None:
 
 def _index_csv(path: Path, task, image_column, label_column, caption_column, classnames, root, name, cache_dir):
     """-> (index, task, labels_override, class names from the label column or None)."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark, as build_index
         head = f.readline()
         sep = "\t" if "\t" in head or path.suffix.lower() == ".tsv" else ","
         f.seek(0)
