@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -122,7 +124,7 @@ def test_classifier_scores_add_the_loss_over_the_decoded_images():
     v = valid.nonzero().squeeze(1)
     assert res.metrics["loss"] == pytest.approx(float(F.cross_entropy(logits[v], labels[v])))
     assert res.metrics["acc1"] == pytest.approx(float((logits[v].argmax(1) == labels[v]).double().mean()))
-    assert res.metrics["acc5"] == 1.0 and res.n == 8 and int(res.predictions[7]) == -1
+    assert math.isnan(res.metrics["acc5"]) and res.n == 8 and int(res.predictions[7]) == -1  # 3 classes: no top-5
     assert res.summary().startswith("classifier") and "templates" not in res.summary()
     assert res.to_dict()["method"] == "classifier" and "num_templates" not in res.to_dict()
     # zero-shot results carry no loss (cosine similarities are not logits)
@@ -163,3 +165,47 @@ def test_a_cache_that_cannot_be_written_is_a_warning(tiny, tmp_path):
     with pytest.warns(RuntimeWarning, match="could not write the class-embedding cache"):
         w = class_embeddings(model, tok, CLASSES, ["a {c}."], cache_dir=tmp_path / "file" / "cache")
     torch.testing.assert_close(w, build_classifier(model, tok, CLASSES, ["a {c}."]), atol=1e-6, rtol=1e-6)
+
+
+def test_top_k_of_fewer_than_k_classes_is_nan_and_shown_as_such():
+    """acc5 of a 3-class dataset was 1.0 (k clipped to the number of classes) and printed as "top-5 100.00%";
+    CLIP_benchmark reports NaN there. It is null in the JSON and "-" / "n/a" in the tables."""
+    import json
+
+    from kizuna.apps.common import json_safe
+    from kizuna.eval.suite import markdown_report
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    scores = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    res = classify_scores(scores, labels, ["x", "y", "z"])
+    assert math.isnan(res.metrics["acc5"]) and not math.isnan(res.metrics["acc1"])
+    assert "top-5 n/a" in res.summary() and "nan" not in res.summary()
+    assert json.loads(json.dumps(json_safe(res.to_dict()), allow_nan=False))["metrics"]["acc5"] is None
+    assert classify_scores(scores, labels, ["x", "y", "z"], k=2).metrics["acc2"] == pytest.approx(
+        float((scores.topk(2).indices == labels[:, None]).any(1).double().mean()))
+    assert math.isnan(classify_scores(scores, labels, ["x", "y", "z"], k=4).metrics["acc4"])
+    six = classify_scores(torch.randn(6, 6), labels, list("abcdef"))
+    assert 0.0 <= six.metrics["acc5"] <= 1.0  # enough classes: a number
+    rec = {"dataset": "d", "model": "m", "pretrained": "p", "task": "zeroshot_classification", "language": "en",
+           "metrics": {"acc1": 0.5, "acc5": float("nan"), "mean_per_class_recall": 0.5}}
+    assert "| m | p | d | 50.00 | - | 50.00 |" in markdown_report([rec])  # NaN in memory, too
+    assert "| m | p | d | 50.00 | - | 50.00 |" in markdown_report([json_safe(rec)])
+
+
+def test_zeroshot_classifier_topk_breaks_ties_to_the_lower_index(tiny, monkeypatch):
+    """probs.topk ordered five tied labels 2, 4, 3, 0, 1; rank_classes (the evaluation) orders them 0..4."""
+    from kizuna.eval.zeroshot import ZeroShotClassifier
+
+    model, tok = tiny
+    clf = ZeroShotClassifier(model, tok, ["a", "b", "c", "d", "e"])
+    monkeypatch.setattr(clf, "predict_proba", lambda images: torch.full((1, 5), 0.2))
+    assert [name for name, _ in clf.topk(torch.zeros(1, 3, 32, 32), k=5)[0]] == ["a", "b", "c", "d", "e"]
+    assert [name for name, _ in clf.topk(torch.zeros(1, 3, 32, 32), k=2)[0]] == ["a", "b"]
+
+
+def test_a_template_that_cannot_be_filled_is_named():
+    """"a {} in {style}" ended in a bare KeyError: 'style' from str.format."""
+    with pytest.raises(ValueError, match=r"template 'a \{\} in \{style\}' cannot be filled .*write \{c\}"):
+        fill_template("a {} in {style}", "cat")
+    assert fill_template("a {} in {{braces}}", "cat") == "a cat in {braces}"
+    assert fill_template("a {c} in {style}", "cat") == "a cat in {style}"

@@ -83,9 +83,13 @@ def test_run_values_are_checked_and_normalised():
     r = {"few_shot": 2, "severities": "1,3", "corruptions": "jpeg,contrast"}
     check_run_values(r, "run 0")
     assert r == {"few_shot": [2], "severities": [1, 3], "corruptions": ["jpeg", "contrast"]}
+    check_run_values({"max_samples": 0, "max_train_samples": None}, "run 0")  # 0 and None: all
     for bad, what in (({"seeds": 0}, "seeds"), ({"batch_size": 0}, "batch_size"), ({"relation_groups": 0}, "relation_groups"),
                       ({"severities": []}, "severities"), ({"severities": [0]}, "severities"),
-                      ({"few_shot": [0, 2]}, "few_shot"), ({"query_chunk": 0}, "query_chunk")):
+                      ({"few_shot": [0, 2]}, "few_shot"), ({"query_chunk": 0}, "query_chunk"),
+                      ({"max_samples": -5}, "max_samples must be an integer >= 0"),
+                      ({"max_train_samples": -1}, "max_train_samples"), ({"max_samples": 2.5}, "max_samples"),
+                      ({"corruptions": "jpeg,fog"}, r"unknown corruption\(s\) 'fog'")):
         with pytest.raises(ValueError, match=f"run 0: {what}"):
             check_run_values(bad, "run 0")
 
@@ -240,3 +244,68 @@ def test_embed_says_how_many_texts_it_cut(tmp_path, capsys):
     texts.write_text("a dog\n" + " ".join(["word"] * 200) + "\n")
     assert main(["embed", "--model", "ViT-mu-8", "--texts", str(texts), "--out", str(tmp_path / "e.npy")]) == 0
     assert "note: 1 of 2 texts are longer than the model's 77 tokens" in capsys.readouterr().err
+
+
+def test_negative_sample_counts_are_refused_by_the_cli(tmp_path, capsys):
+    """--max-samples -5 silently meant "all"."""
+    one = image_folder(tmp_path / "one", per_class=1, classes=["cat", "dog"])
+    for argv in (["zeroshot", "--max-samples", "-5"], ["linear-probe", "--max-train-samples", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            main(["eval", argv[0], "--model", "ViT-mu-8", "--dataset", str(one), *argv[1:]])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {argv[1]}: expected an integer >= 0 (0 = all), got {argv[2][1:] and int(argv[2])}" in err
+
+
+def test_unknown_corruptions_are_refused_before_the_model_or_any_image_is_touched(tmp_path, monkeypatch, capsys):
+    import kizuna.eval.encode as encode
+    import kizuna.eval.suite as suite
+
+    def nothing(*a, **k):
+        raise AssertionError("started work before checking --corruptions")
+
+    monkeypatch.setattr(encode, "encode_images", nothing)
+    monkeypatch.setattr(suite._Context, "model", nothing)
+    one = image_folder(tmp_path / "one", per_class=1, classes=["cat", "dog"])
+    assert main(["eval", "probes", "--model", "ViT-mu-8", "--dataset", str(one), "--corruptions", "jpeg,foo",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown corruption(s) 'foo' (known: gaussian_blur, gaussian_noise, jpeg, contrast)" in err
+
+
+def test_the_linear_probe_command_passes_its_cache_dir_to_the_zeroshot_comparison(tmp_path, tiny_hf):
+    """--cache-dir was accepted by `kizuna eval linear-probe` and then not used."""
+    root = classification_wds(tmp_path / "d", n=8, split="train")
+    classification_wds(tmp_path / "d", n=6, split="test", seed=3)
+    cache = tmp_path / "cache"
+    assert main(["eval", "linear-probe", "--model", str(tiny_hf[0]), "--dataset", str(root), "--few-shot", "none",
+                 "--cache-dir", str(cache), "--no-progress"]) == 0
+    assert len(list(cache.glob("classes-*.pt"))) == 1
+
+
+def test_the_typographic_record_has_its_image_count_and_skips(tmp_path, tiny_hf, capsys):
+    root = classification_wds(tmp_path / "d", n=6, corrupt=(2,))
+    out = tmp_path / "o"
+    assert main(["eval", "probes", "--model", str(tiny_hf[0]), "--dataset", str(root), "--no-robustness",
+                 "--no-relation-swap", "--out", str(out), "--no-progress"]) == 0
+    assert "typographic attack on d (5 images; skipped 1 samples: corrupt_image=1" in capsys.readouterr().out
+    rec = json.loads((out / "results.json").read_text())[0]
+    assert rec["task"] == "typographic" and rec["details"]["n"] == 5
+    assert rec["details"]["skipped"] == {"corrupt_image": 1}
+
+
+def test_a_zeroshot_template_that_cannot_be_filled_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    """`kizuna zeroshot --template "a {} in {style}"` loaded the model, then ended in a KeyError traceback."""
+    import kizuna.apps.zeroshot as app
+
+    def no_model(args):
+        raise AssertionError("loaded the model before checking --template")
+
+    monkeypatch.setattr(app, "load_model_from_args", no_model)
+    (tmp_path / "a.png").write_bytes(noise_image(0))
+    for template in ("a {} in {style}", "a photo"):
+        assert main(["zeroshot", "--model", "ViT-mu-8", "--image", str(tmp_path / "a.png"), "--labels", "cat,dog",
+                     "--template", "a photo of a {c}.", "--template", template]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("kizuna zeroshot: error: --template") and repr(template) in err and "{c}" in err
+        assert "Traceback" not in err

@@ -77,6 +77,26 @@ def test_linear_probe_on_model_features(tmp_path, tiny):
     assert res.num_train == 30 and res.num_test == 12 and 0.0 <= res.metrics["lp_acc1"] <= 1.0
 
 
+
+def test_linear_probe_counts_the_images_it_left_out(tmp_path, tiny):
+    """The train and test skip counters were thrown away: a probe on 29 of 30 images said nothing."""
+    import json
+
+    from kizuna.apps.common import json_safe
+
+    model, _ = tiny
+    root = classification_wds(tmp_path / "d", n=30, split="train", corrupt=(4,))
+    classification_wds(tmp_path / "d", n=12, split="test", seed=7, corrupt=(1, 2))
+    train, test = load_dataset(root, split="train"), load_dataset(root, split="test")
+    res = evaluate_linear_probe(model, train, test, few_shot=(), seeds=1, progress=False, batch_size=16)
+    assert res.num_train == 29 and res.num_test == 10
+    assert res.train_skipped["corrupt_image"] == 1 and res.test_skipped["corrupt_image"] == 2
+    d = json.loads(json.dumps(json_safe(res.to_dict())))
+    assert d["train_skipped"] == {"corrupt_image": 1} and d["test_skipped"] == {"corrupt_image": 2}
+    assert "train: skipped 1 images: corrupt_image=1" in res.table()
+    assert "test: skipped 2 images: corrupt_image=2" in res.table()
+
+
 @pytest.mark.shared_data
 def test_probe_on_real_cifar_features_matches_sklearn(shared_dir, tiny):
     """Real features of the tiny model on a few hundred CIFAR-10 images."""

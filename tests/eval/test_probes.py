@@ -84,6 +84,9 @@ def test_robustness_and_typographic_on_a_tiny_dataset(tmp_path, tiny):
     assert (t.written != labels).all() and t.written.max() < 3
     assert 0 <= t.metrics["follow_rate"] <= 1 - t.metrics["attacked_acc1"] + 1e-9
     assert t.metrics["drop"] == pytest.approx(t.metrics["clean_acc1"] - t.metrics["attacked_acc1"])
+    # the record had no image count or skips, unlike the robustness one
+    assert t.n == 11 and t.skipped["corrupt_image"] == 1
+    assert t.to_dict()["n"] == 11 and t.to_dict()["skipped"] == {"corrupt_image": 1}
 
 
 def test_typographic_follow_rate_counts_the_written_word(tmp_path, tiny, monkeypatch):
@@ -149,3 +152,20 @@ def test_a_subset_naming_an_image_twice_encodes_both(tmp_path, tiny):
     assert enc.valid.tolist() == [True, True, True, False, True]  # the first 0 was left empty, uncounted
     torch.testing.assert_close(enc.features[0], enc.features[1])
     torch.testing.assert_close(enc.features[2], enc.features[4])
+
+
+def test_unknown_corruptions_are_refused_before_any_encoding(tmp_path, tiny, monkeypatch):
+    """A misspelt corruption stopped the probe only after the clean pass had been encoded."""
+    from kizuna.eval import probes as P
+
+    model, tok = tiny
+    ds = load_dataset(classification_wds(tmp_path / "d", n=4))
+
+    def no_encoding(*a, **k):
+        raise AssertionError("encoded images before checking the corruption names")
+
+    monkeypatch.setattr(P, "encode_images", no_encoding)
+    with pytest.raises(ValueError, match=r"unknown corruption\(s\) 'fog' \(known: gaussian_blur"):
+        evaluate_robustness(model, tok, ds, corruptions=["jpeg", "fog"], progress=False)
+    with pytest.raises(ValueError, match="severities are 1..5"):
+        evaluate_robustness(model, tok, ds, corruptions=["jpeg"], severities=(6,), progress=False)

@@ -37,10 +37,14 @@ def test_json_suite_writes_records_table_and_plots(tmp_path, tiny_hf, data):
         assert CB_FIELDS <= set(r) and r["language"] == "en"
     assert saved[0]["model"] == "tiny" and saved[0]["dataset"] == "cls" and saved[2]["pretrained"] == "none"
     assert set(saved[0]["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert saved[0]["metrics"]["acc5"] is None  # 3 classes: no top-5 (CLIP_benchmark's NaN), not 100%
+    assert saved[1]["details"]["train_skipped"] == {} and saved[1]["details"]["test_skipped"] == {}
     assert saved[1]["metrics"]["zeroshot_acc1"] == saved[0]["metrics"]["acc1"]
     assert "image_retrieval_recall@5" in saved[2]["metrics"]
     md = (out / "results.md").read_text()
     assert "## zeroshot_classification" in md and "| tiny |" in md and "## zeroshot_retrieval" in md
+    row = next(line for line in md.splitlines() if line.startswith("| tiny |"))
+    assert row.split(" | ")[4] == "-"  # acc5 column
     assert (out / "tiny__cls__confusion.png").is_file() and (out / "tiny__cls__zeroshot_vs_probe.png").is_file()
 
 
@@ -69,6 +73,7 @@ def test_cli_zeroshot_prints_and_saves(tmp_path, tiny_hf, data, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "zero-shot cls: top-1" in text and "most confused with" in text
+    assert "top-5 n/a" in text  # 3 classes; it printed "top-5 100.00%"
     rec = json.loads((out / "results.json").read_text())
     assert rec[0]["task"] == "zeroshot_classification" and rec[0]["details"]["n"] == 8
 
@@ -129,9 +134,11 @@ def test_evaluate_for_training_flat_names(tiny, data):
     model.train()
     m = evaluate_for_training(model, tok, kizuna.get_preprocess(model), str(cls), str(ret), max_samples=6)
     assert model.training  # mode restored
-    for k in ("zeroshot/top1", "zeroshot/top5", "zeroshot/mean_per_class_recall", "retrieval/image_to_text_R@1",
+    for k in ("zeroshot/top1", "zeroshot/mean_per_class_recall", "retrieval/image_to_text_R@1",
               "retrieval/image_to_text_R@5", "retrieval/text_to_image_R@10", "retrieval/text_to_image_median_rank"):
         assert isinstance(m[k], float), k
+    # three classes: no top-5 (NaN, which no best/ could pick), rather than a top-5 that is always 1
+    assert "zeroshot/top5" not in m
     model.eval()
     direct = evaluate_zeroshot(model, tok, load_dataset(cls, max_samples=6), progress=False)
     assert m["zeroshot/top1"] == direct.metrics["acc1"]

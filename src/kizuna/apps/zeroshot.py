@@ -34,6 +34,17 @@ def parse_labels(spec: str) -> list[str]:
     return labels
 
 
+def parse_templates(templates: list[str] | None) -> list[str]:
+    """The --template values, checked before the model loads: "a {} in {style}" ended in a KeyError
+    traceback from filling the prompts, after the model had loaded."""
+    from kizuna.eval.datasets import DatasetError, read_templates
+
+    try:
+        return read_templates(templates or ["a photo of a {c}."])
+    except DatasetError as e:
+        raise ValueError(f"--template: {e}") from None
+
+
 def run(args):
     import torch
 
@@ -44,10 +55,11 @@ def run(args):
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     labels = parse_labels(args.labels)
+    templates = parse_templates(args.template)
     images = [load_image(p) for p in args.image]  # fail on a bad file before loading the model
     model = load_model_from_args(args)
     preprocess = kizuna.get_preprocess(model)
-    clf = ZeroShotClassifier(model, kizuna.get_tokenizer(model), labels, args.template or ["a photo of a {c}."])
+    clf = ZeroShotClassifier(model, kizuna.get_tokenizer(model), labels, templates)
     batch = torch.stack([preprocess(im) for im in images]).to(args.device)
     for path, ranked in zip(args.image, clf.topk(batch, k=args.top)):
         print(f"\n{path}")

@@ -2,7 +2,8 @@
 
     ds = load_dataset("/data/cifar10", split="test")
     res = evaluate_zeroshot(model, tokenizer, ds)            # ClassificationResult
-    res.metrics    # {"acc1", "acc5", "mean_per_class_recall"} as fractions (CLIP_benchmark names)
+    res.metrics    # {"acc1", "acc5", "mean_per_class_recall"} as fractions (CLIP_benchmark names);
+                   # acc5 is NaN (JSON null) for fewer than 5 classes, as CLIP_benchmark reports it
     print(res.table()); res.plot_confusion("confusion.png")
 
     res = evaluate_classifier(vit, ds)                       # a trained classifier's own head, same result type
@@ -199,8 +200,8 @@ class ClassificationResult:
         k = next((key for key in m if key.startswith("acc") and key != "acc1"), "acc5")
         loss = f"  loss {m['loss']:.4f}" if "loss" in m else ""
         prompts = f", {len(self.templates)} templates" if self.method == "zero-shot" else ""
-        s = (f"{self.method} {self.dataset}: top-1 {100 * m['acc1']:.2f}%  top-{k[3:]} {100 * m[k]:.2f}%  "
-             f"mean per-class recall {100 * m['mean_per_class_recall']:.2f}%{loss}  ({self.n} images, "
+        s = (f"{self.method} {self.dataset}: top-1 {_pct(m['acc1'])}  top-{k[3:]} {_pct(m[k])}  "
+             f"mean per-class recall {_pct(m['mean_per_class_recall'])}{loss}  ({self.n} images, "
              f"{len(self.classnames)} classes{prompts})")
         return s + (f"; {self.skipped.report()}" if self.skipped else "")
 
@@ -220,6 +221,11 @@ class ClassificationResult:
 
 
 ZeroShotResult = ClassificationResult  # the name it had before classifiers shared it
+
+
+def _pct(v: float) -> str:
+    """A fraction as a percentage; NaN (top-5 of fewer than 5 classes) as "n/a", not "nan%"."""
+    return f"{100 * v:.2f}%" if v == v else "n/a"
 
 
 def classify_features(image_features: torch.Tensor, labels, class_weights: torch.Tensor, classnames: Sequence[str],
@@ -253,7 +259,8 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     np.add.at(cm, (y.numpy(), p.numpy()), 1)
     if len(v):
         acc1 = float((p == y).double().mean())
-        acc5 = float((top[v] == y[:, None]).any(dim=1).double().mean())
+        # CLIP_benchmark: top-k of fewer than k classes is NaN, not a trivial 100% (JSON null, "n/a" in tables)
+        acc5 = float((top[v] == y[:, None]).any(dim=1).double().mean()) if k <= c else float("nan")
         per = cm.diagonal() / np.maximum(cm.sum(1), 1)
         present = cm.sum(1) > 0
         mpcr = float(per[present].mean())

@@ -35,6 +35,17 @@ def _ints(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
 
 
+def _count(s: str) -> int:
+    """--max-samples / --max-train-samples: an integer >= 0 (0 = all); -5 silently meant "all"."""
+    try:
+        n = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = all), got {s!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = all), got {n}")
+    return n
+
+
 def _common(p, dataset_required: bool = True, classification: bool = True):
     add_model_argument(p)
     p.add_argument("--dataset", required=dataset_required,
@@ -48,7 +59,7 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
                        help="prompt templates: .txt (one per line, with {c}) or CLIP_benchmark-style .json")
         p.add_argument("--classnames", default=None, help="class names file, one per line in label order")
         p.add_argument("--cache-dir", default=None, help="folder for an on-disk cache of class embeddings (.pt)")
-    p.add_argument("--max-samples", type=int, default=0, help="evaluate the first N images only (0 = all)")
+    p.add_argument("--max-samples", type=_count, default=0, help="evaluate the first N images only (0 = all)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--num-workers", "--workers", type=int, default=0, help="DataLoader worker processes for decoding")
     p.add_argument("--image-column", default="filepath", help="CSV: image path column")
@@ -85,7 +96,7 @@ def add_arguments(p):
     lp.add_argument("--few-shot", type=_ints, default=[1, 2, 4, 8, 16],
                     help="shots per class, comma-separated (default 1,2,4,8,16; 'none' or 0 to skip)")
     lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
-    lp.add_argument("--max-train-samples", type=int, default=0,
+    lp.add_argument("--max-train-samples", type=_count, default=0,
                     help="use the first N training images (0 = as many as --max-samples, which 0 makes all)")
     lp.add_argument("--no-zeroshot", action="store_true", help="skip the zero-shot comparison")
 

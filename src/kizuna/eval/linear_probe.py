@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kizuna.data.sources import SkipCounter
+
 from .encode import encode_images
 
 __all__ = [
@@ -169,6 +171,8 @@ class ProbeResult:
     num_test: int = 0
     dataset: str = ""
     notes: list[str] = field(default_factory=list)  # few-shot sizes skipped, and why
+    train_skipped: SkipCounter = field(default_factory=SkipCounter)  # images left out (corrupt, unreadable)
+    test_skipped: SkipCounter = field(default_factory=SkipCounter)
 
     def table(self) -> str:
         from kizuna.apps.common import format_table
@@ -190,12 +194,15 @@ class ProbeResult:
                 text += f"\nzero-shot is below even the {ks[0]}-shot linear probe"
             else:
                 text += f"\nzero-shot matches a {eff:.1f}-shot linear probe (interpolated on log2 k)"
-        return "\n".join([text, *self.notes])
+        skips = [f"{split}: {c.report('images')}" for split, c in (("train", self.train_skipped),
+                                                                  ("test", self.test_skipped)) if c]
+        return "\n".join([text, *self.notes, *skips])
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "l2": self.l2, "sweep": [list(s) for s in self.sweep],
                 "few_shot": {str(k): v for k, v in self.few_shot.items()}, "num_classes": self.num_classes,
-                "num_train": self.num_train, "num_test": self.num_test, "notes": list(self.notes)}
+                "num_train": self.num_train, "num_test": self.num_test, "notes": list(self.notes),
+                "train_skipped": self.train_skipped.as_dict(), "test_skipped": self.test_skipped.as_dict()}
 
     def plot(self, path, title: str | None = None) -> Path:
         return plot_zeroshot_vs_probe(self, path, title=title)
@@ -292,6 +299,9 @@ def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_S
                                      max(train.num_classes, test.num_classes), few_shot=few_shot, seeds=seeds,
                                      val_fraction=val_fraction, grid=grid, zeroshot_acc=zeroshot_acc, seed=seed,
                                      dataset=test.name)
+    for counter, ds, feats in ((res.train_skipped, train, ftr), (res.test_skipped, test, fte)):
+        counter.update(ds.skips)  # the images the probe left out, as the zero-shot result counts them
+        counter.update(feats.skips)
     return res
 
 

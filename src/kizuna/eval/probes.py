@@ -212,6 +212,11 @@ def evaluate_robustness(model, tokenizer, dataset, *, corruptions: Sequence[str]
                         clean_features=None) -> RobustnessResult:
     import kizuna
 
+    unknown = [name for name in corruptions if name not in CORRUPTIONS]  # before the clean pass, not after it
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {', '.join(map(repr, unknown))} (known: {', '.join(CORRUPTIONS)})")
+    if any(not 1 <= int(s) <= 5 for s in severities):
+        raise ValueError(f"severities are 1..5, got {list(severities)}")
     model = getattr(model, "module", model)
     pre = kizuna.get_preprocess(model)
     weights = _weights(model, tokenizer, dataset, templates, cache_dir)
@@ -280,6 +285,8 @@ class TypographicResult:
     written: np.ndarray  # class written on each image
     predictions: torch.Tensor
     dataset: str = ""
+    n: int = 0  # images scored (decoded clean and attacked)
+    skipped: SkipCounter = field(default_factory=SkipCounter)
 
     def table(self) -> str:
         from kizuna.apps.common import format_table
@@ -293,7 +300,7 @@ class TypographicResult:
                   f"{100 * m['follow_rate_of_correct']:.1f}% switch to the written word")
 
     def to_dict(self) -> dict:
-        return {"metrics": self.metrics}
+        return {"metrics": self.metrics, "n": self.n, "skipped": self.skipped.as_dict()}  # as RobustnessResult
 
 
 def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size: int = 64, device=None,
@@ -337,7 +344,10 @@ def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size:
                "drop": clean_res.metrics["acc1"] - att.metrics["acc1"],
                "follow_rate": float(follows.mean()) if len(follows) else float("nan"),
                "follow_rate_of_correct": float(follows[was_right].mean()) if was_right.any() else float("nan")}
-    return TypographicResult(metrics, written, att.predictions, dataset.name)
+    skipped = SkipCounter()
+    skipped.update(dataset.skips)
+    skipped.update(clean.skips)
+    return TypographicResult(metrics, written, att.predictions, dataset.name, int(ok.sum()), skipped)
 
 
 # ----------------------------------------------------------------------------------- Winoground

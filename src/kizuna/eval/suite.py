@@ -159,6 +159,16 @@ def check_run_values(r: dict, where: str) -> None:
     for key, least in positive.items():
         if key in r and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < least):
             raise ValueError(f"{where}: {key} must be an integer >= {least}, got {r[key]!r}")
+    for key in ("max_samples", "max_train_samples"):  # None and 0 mean all; a negative count meant all too
+        if r.get(key) is not None and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < 0):
+            raise ValueError(f"{where}: {key} must be an integer >= 0 (0 = all), got {r[key]!r}")
+    if r.get("corruptions"):  # a misspelt name stopped the run only after the clean images were encoded
+        from .probes import CORRUPTIONS
+
+        unknown = [c for c in r["corruptions"] if c not in CORRUPTIONS]
+        if unknown:
+            raise ValueError(f"{where}: unknown corruption(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(CORRUPTIONS)})")
     if any(k < 1 for k in r.get("few_shot", [])):
         raise ValueError(f"{where}: few_shot takes examples per class >= 1, got {r['few_shot']}")
     if "severities" in r and (not r["severities"] or any(not 1 <= v <= 5 for v in r["severities"])):
@@ -309,7 +319,8 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             say(f"train: {train.describe()}\ntest:  {test.describe()}")
             if id(test) not in zs_acc and r.get("zeroshot", True):
                 zs_acc[id(test)] = evaluate_zeroshot(model, tokenizer, test, image_features=clean_features(test),
-                                                     batch_size=bs, device=device, progress=progress).metrics["acc1"]
+                                                     cache_dir=r.get("cache_dir"), batch_size=bs, device=device,
+                                                     progress=progress).metrics["acc1"]
             few = r.get("few_shot", [1, 2, 4, 8, 16])
             res = evaluate_linear_probe(model, train, test, few_shot=few, seeds=int(r.get("seeds", 3)),
                                         zeroshot_acc=zs_acc.get(id(test)), test_features=clean_features(test),
@@ -340,8 +351,11 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             ds = ctx.dataset(r, split, "classification")
             res = typographic_attack(model, tokenizer, ds, clean_features=clean_features(ds),
                                      cache_dir=r.get("cache_dir"), **common)
-            say(f"typographic attack on {ds.name}:\n{res.table()}")
-            metrics, name, details = res.metrics, ds.name, {"split": ds.split}
+            skips = f"; {res.skipped.report()}" if res.skipped else ""
+            say(f"typographic attack on {ds.name} ({res.n} images{skips}):\n{res.table()}")
+            details = {"split": ds.split, **res.to_dict()}
+            details.pop("metrics")
+            metrics, name = res.metrics, ds.name
         elif task == "relation_swap":
             metrics = relation_swap_probe(model, tokenizer, n_groups=int(r.get("relation_groups", 100)),
                                           batch_size=bs, device=device)
@@ -378,7 +392,7 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
 
 # ----------------------------------------------------------------------------------- reports
 def _fmt(key: str, v) -> str:
-    if v is None:
+    if v is None or (isinstance(v, float) and v != v):  # NaN (e.g. acc5 of < 5 classes; null in the JSON)
         return "-"
     if any(key.endswith(s) for s in _RANK_METRICS):
         return f"{v:g}" if isinstance(v, (int, float)) else str(v)

@@ -49,7 +49,9 @@ def evaluate_for_training(model, tokenizer, preprocess, zeroshot_dir: str | None
             r = evaluate_zeroshot(model, tokenizer, ds, transform=preprocess, batch_size=batch_size, device=device,
                                   progress=progress, num_workers=num_workers)
             out["zeroshot/top1"] = r.metrics["acc1"]
-            out["zeroshot/top5"] = r.metrics["acc5"] if "acc5" in r.metrics else r.metrics["acc1"]
+            top5 = r.metrics.get("acc5", float("nan"))
+            if top5 == top5:  # NaN with fewer than 5 classes: left out of the log, as no best/ could pick it
+                out["zeroshot/top5"] = top5
             out["zeroshot/mean_per_class_recall"] = r.metrics["mean_per_class_recall"]
             if r.skipped:
                 out["zeroshot/skipped"] = float(r.skipped.total)

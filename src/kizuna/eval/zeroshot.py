@@ -19,7 +19,11 @@ def fill_template(template: Template, classname: str) -> str:
     if "{c}" in template:
         return template.replace("{c}", classname)
     if "{}" in template:
-        return template.format(classname)
+        try:
+            return template.format(classname)
+        except (KeyError, IndexError, ValueError) as e:  # "a {} in {style}": a KeyError traceback, unnamed
+            raise ValueError(f"template {template!r} cannot be filled ({type(e).__name__}: {e}): write {{c}} (or "
+                             "{}) for the class name and double any other braces ({{ }})") from None
     raise ValueError(f"template {template!r} has no '{{c}}' placeholder for the class name")
 
 
@@ -70,5 +74,7 @@ class ZeroShotClassifier:
 
     def topk(self, images: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
         probs = self.predict_proba(images)
-        values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        # ties to the lower class index, as rank_classes (Tensor.topk orders tied values arbitrarily)
+        values, indices = (t[:, : min(k, probs.shape[-1])] for t in torch.sort(probs, dim=-1, descending=True,
+                                                                               stable=True))
         return [[(self.classnames[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
