@@ -102,3 +102,64 @@ def test_figures_do_not_import_pyplot():
 
     code = "import sys, kizuna.analysis.figures; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- bug hunt: geometry and text
+def _keep_figure(monkeypatch):
+    """Record the Figure each plot_* function saves, to look at what it drew."""
+    import kizuna.analysis.figures as F
+
+    figures, save = [], F._save
+    monkeypatch.setattr(F, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    return figures
+
+
+def test_overlay_covers_only_the_pixels_the_grid_saw(tmp_path, monkeypatch):
+    """A 36 px image of 8 px patches is a 4x4 grid over 32x32 px; the map was stretched over all 36 px
+    (patch (0, 3), columns 24-31, was drawn at columns 27-35)."""
+    m = torch.zeros(4, 4)
+    m[0, 3] = 1.0
+    figures = _keep_figure(monkeypatch)
+    _check_png(plot_attention_overlay(np.zeros((36, 36, 3)), {"m": m}, tmp_path / "ov.png", patch_size=8))
+    up = figures[-1].axes[1].get_images()[1].get_array()  # the overlay drawn over the image
+    assert up.shape == (36, 36)
+    assert up.mask[32:].all() and up.mask[:, 32:].all() and not up.mask[:32, :32].any()  # uncovered: transparent
+    assert up[:8, :32].argmax(axis=1).min() >= 24  # the patch's peak stays in its own columns
+    assert up[4, 24:32].min() > up[4, :16].max()
+    # without patch_size (any other map) the whole image is covered, as before
+    plot_attention_overlay(np.zeros((36, 36, 3)), {"m": m}, tmp_path / "ov2.png")
+    assert not np.ma.getmaskarray(figures[-1].axes[1].get_images()[1].get_array()).any()
+
+
+def test_overlay_titles_clear_the_colour_bars(tmp_path, monkeypatch, image):
+    """rollout.png's "last layer, class token (mean of heads)" ran into the previous panel's colour bar."""
+    figures = _keep_figure(monkeypatch)
+    maps = {"attention rollout": torch.rand(4, 4), "last layer, class token (mean of heads)": torch.rand(4, 4)}
+    plot_attention_overlay(image, maps, tmp_path / "ov.png", title="Attention rollout (mean over heads, discard 0)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[-1]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out again, as savefig did
+    renderer = canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    bars = [ax for ax in fig.axes if not ax.get_images()]
+    for left_bar, right in zip(bars, panels[2:]):
+        bar_right = left_bar.get_tightbbox(renderer).x1  # with its label
+        assert right.title.get_window_extent(renderer).x0 > bar_right
+
+
+def test_attention_distance_figure_of_a_hybrid(tmp_path, monkeypatch):
+    """A hybrid's tokens are stem features: "patch 4" read as a 4 px patch size; and a 30 px image of a
+    stride-4 ResNet stem has an 8x8 grid (rounded up), not 30 // 4 = 7."""
+    from kizuna.analysis.attention import grid_mean_pairwise_distance
+
+    figures = _keep_figure(monkeypatch)
+    dists = torch.rand(2, 3) * 10
+    plot_attention_distance(dists, 4, 30, tmp_path / "d.png", grid=(8, 8), stem=True)
+    ax = figures[-1].axes[0]
+    assert "4 px per token" in ax.get_title() and "image 30x30" in ax.get_title() and "patch" not in ax.get_title()
+    uniform = [line for line in ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert uniform.get_ydata()[0] == pytest.approx(grid_mean_pairwise_distance((8, 8), 4))
+    plot_attention_distance(dists, 16, 96, tmp_path / "p.png")
+    assert "patch 16" in figures[-1].axes[0].get_title()  # a plain ViT's tokens are patches

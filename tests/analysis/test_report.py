@@ -124,3 +124,129 @@ def test_all_lists_only_the_figures_it_wrote(clip_path, images, tmp_path):
     rep = _json(out / "report.json")
     assert "predict" not in rep and (out / "predict.png").is_file()  # left over from the first run
     assert rep["figures"] == [f for f in FIGURES if f != "predict.png"]
+
+
+# ------------------------------------------------------------------ bug hunt: sizes, skips, memory, options
+def test_hybrid_attention_distance_off_a_multiple_reports_the_input_size(tmp_path):
+    """A 30 px hybrid (stride 4) reported image_size [32, 32] (grid * pitch): the input is 30 px. The ResNet
+    stem's padded stride-2 convolutions round its grid up to 8x8 with token centres 4 px apart (0, 4, ... 28),
+    so the pitch stays 4 px and the uniform level is that of an 8x8 grid of 4 px."""
+    from kizuna.analysis.attention import grid_mean_pairwise_distance
+    from kizuna.analysis.report import attention_distance_report, synthetic_images
+
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="not a multiple"):
+        model = kizuna.create_vit("hybrid-mu/1", image_size=30, num_classes=10, stem_channels=[8, 8])
+    target = load_target(model)
+    images, _ = synthetic_images(target, 2)
+    ad = attention_distance_report(target, images, tmp_path)
+    assert ad["image_size"] == [30, 30] and ad["grid"] == [8, 8] and ad["pixels_per_patch"] == 4
+    assert ad["uniform_reference"] == pytest.approx(grid_mean_pairwise_distance((8, 8), 4))
+
+
+def test_load_images_warns_about_and_counts_unreadable_images(tmp_path, write_noise_images):
+    """Two corrupt files beside one good image gave one image with no word said; all corrupt gave "no readable
+    images in DIR" without saying why."""
+    from kizuna.analysis.report import attention_distance_report, load_images
+    from kizuna.data.sources import SkipCounter
+
+    target = load_target(kizuna.create_vit("mu/4", image_size=32, num_classes=10))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_noise_images(mixed, 1, 32)
+    (mixed / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (mixed / "garbage.png").write_bytes(b"garbage")
+    skips = SkipCounter()
+    with pytest.warns(UserWarning, match=r"skipped 2 images \(corrupt_image=2\): broken .*garbage"):
+        images, names = load_images([str(mixed)], target.preprocess, skips=skips)
+    assert len(images) == 1 and skips.total == 2
+    ad = attention_distance_report(target, images, tmp_path / "out", skipped_images=skips.total)
+    assert ad["num_images"] == 1 and ad["skipped_images"] == 2
+    (mixed / "im0.png").unlink()
+    with pytest.raises(ValueError, match=r"no readable images in .*skipped 2 images \(corrupt_image=2\)"):
+        load_images([str(mixed)], target.preprocess)
+
+
+def _distances_all_layers_at_once(target, images, chunk=16):
+    """The method before streaming: every layer's maps of a chunk from forward_intermediates."""
+    from kizuna.analysis.attention import attention_distance_by_layer
+
+    total, px = 0, target.pixels_per_patch
+    with torch.no_grad():
+        for i in range(0, len(images), chunk):
+            inter = target.vit.forward_intermediates(images[i : i + chunk], return_attention=True)
+            attns = [a.float() for a in inter["attentions"]]
+            total = total + torch.stack(attention_distance_by_layer(attns, inter["grid"], px)).double() * len(attns[0])
+    return (total / len(images)).float()
+
+
+def test_attention_distance_keeps_one_layer_of_a_bounded_chunk(monkeypatch):
+    """Every layer's attention maps of a 16-image chunk were held at once (~8 GB for ViT-L/14 at 336 px).
+    Each layer is reduced as it is made and the chunk is sized to a memory budget; the numbers are unchanged."""
+    from kizuna.analysis import report as R
+
+    torch.manual_seed(0)
+    target = load_target(kizuna.create_vit("mu/4", image_size=32, num_classes=10))
+    images, _ = R.synthetic_images(target, 20)  # two chunks of 16 and 4
+    per_head, grid, px = R.attention_distance_per_head(target, images)
+    assert grid == (8, 8) and px == 4
+    torch.testing.assert_close(per_head, _distances_all_layers_at_once(target, images), rtol=1e-6, atol=1e-6)
+    # ViT-L/14 at 336 px: 577 tokens, 16 heads -> one layer of a chunk fits the budget
+    chunk = R._distance_chunk(577, 16)
+    assert 1 <= chunk < 16 and chunk * 16 * 577 * 577 * 4 <= R.ATTENTION_BUDGET_BYTES
+    assert R._distance_chunk(10**4, 16) == 1  # never below one image
+    # a small budget: the forward passes take that many images, with the same result
+    tokens = 1 + 8 * 8
+    monkeypatch.setattr(R, "ATTENTION_BUDGET_BYTES", 3 * 4 * target.vit.cfg.heads * tokens * tokens)
+    seen = []
+    hooks = [b.attn.register_forward_hook(lambda m, i, o: seen.append(o[1].shape[0]))
+             for b in target.vit.transformer.blocks]
+    try:
+        small, _, _ = R.attention_distance_per_head(target, images)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert max(seen) == 3 and sum(seen) == 20 * target.vit.cfg.depth
+    torch.testing.assert_close(small, per_head, rtol=1e-5, atol=1e-5)
+
+
+def test_all_without_images_takes_at_most_max_images(tmp_path):
+    """`analyze all MODEL --max-images 2` without --images wrote num_images 16: the synthetic set was always 16."""
+    from kizuna.analysis.report import full_report
+
+    target = load_target(kizuna.create_vit("mu/4", image_size=32, num_classes=10))
+    rep = full_report(target, tmp_path, components=4, max_images=2)
+    assert rep["attention_distance"]["num_images"] == 2
+    assert full_report(target, tmp_path / "d", components=4)["attention_distance"]["num_images"] == 16
+
+
+def test_predict_refuses_a_template_for_a_supervised_vit(vit_path, images, tmp_path, capsys):
+    """--template was accepted and ignored for a supervised ViT (its head has its own classes)."""
+    img = str(images / "im0.png")
+    assert main(["analyze", "predict", str(vit_path), "--image", img, "--template", "a photo of a {c}.",
+                 "--out", str(tmp_path)]) == 2
+    assert "two-tower (CLIP) models only" in capsys.readouterr().err
+    assert main(["analyze", "predict", str(vit_path), "--image", img, "--out", str(tmp_path)]) == 0
+
+
+def test_the_cli_passes_max_images_and_the_skip_count_on(tmp_path, capsys):
+    """`analyze all --max-images 2` without --images made 16 synthetic images; unreadable --images were not
+    counted in attention_distance.json (the CLI did not hand the count on)."""
+    import json
+
+    import kizuna
+    from kizuna.apps.cli import main
+    from kizuna.models.checkpoint import save_model
+
+    save_model(kizuna.create_vit("mu/4", image_size=32, num_classes=10), tmp_path / "vit")
+    assert main(["analyze", "all", str(tmp_path / "vit"), "--max-images", "2", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["attention_distance"]["num_images"] == 2
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(folder / "good.png")
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert main(["analyze", "attention-distance", str(tmp_path / "vit"), "--images", str(folder),
+                 "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "attention_distance.json").read_text())["skipped_images"] == 1

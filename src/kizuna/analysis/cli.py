@@ -118,6 +118,7 @@ def run(args):
         args._analyze_parser.print_help()
         return 2
     from kizuna.apps.zeroshot import parse_labels
+    from kizuna.data.sources import SkipCounter
 
     from . import report as R
 
@@ -154,8 +155,10 @@ def run(args):
     elif cmd == "positions":
         numbers = R.positions_report(target, args.out)
     elif cmd == "attention-distance":
-        images, _ = R.load_images(args.images, target.preprocess, args.max_images)
-        numbers = R.attention_distance_report(target, images, args.out, images_source=" ".join(args.images))
+        skips = SkipCounter()
+        images, _ = R.load_images(args.images, target.preprocess, args.max_images, skips=skips)
+        numbers = R.attention_distance_report(target, images, args.out, images_source=" ".join(args.images),
+                                              skipped_images=skips.total)
     elif cmd == "rollout":
         x, name = _one_image(args, target)
         numbers = R.rollout_report(target, x, args.out, args.head_fusion, args.discard_ratio, name)
@@ -163,12 +166,14 @@ def run(args):
         x, name = _one_image(args, target)
         numbers = R.predict_report(target, x, args.out, labels, args.template, args.true_label, args.top, name)
     else:
-        images = R.load_images(args.images, target.preprocess, args.max_images) if args.images else None
+        skips = SkipCounter()
+        images = R.load_images(args.images, target.preprocess, args.max_images, skips=skips) if args.images else None
         image = _one_image(args, target) if args.image else None
         numbers = R.full_report(target, args.out, images=images, image=image, labels=labels, top_k=args.top,
                                 templates=args.template, true_label=args.true_label, components=args.components,
                                 head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
-                                images_source=" ".join(args.images) if args.images else "")
+                                images_source=" ".join(args.images) if args.images else "",
+                                max_images=args.max_images, skipped_images=skips.total if args.images else None)
     summary = {k: v for k, v in numbers.items() if not isinstance(v, (list, dict))}
     if cmd == "all":
         summary = {"figures": numbers["figures"],

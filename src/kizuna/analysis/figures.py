@@ -195,14 +195,19 @@ def plot_attention_distance(
     path: str | os.PathLike[str],
     title: str = "Mean attention distance per head",
     show_uniform: bool = True,
+    grid: Sequence[int] | None = None,
+    stem: bool = False,
 ) -> Path:
     """ViT Fig. 7 (right): x = network depth (layer), y = mean attention distance
     (pixels), one dot per head, coloured by head index.
 
     ``distances`` is a list (one per layer) of ``[heads]`` tensors, e.g. from
     :func:`~kizuna.analysis.attention.attention_distance_by_layer`, or an ``[L, H]``
-    array. With ``show_uniform`` a dashed line marks what uniform attention over the
-    ``image_size / patch_size`` grid would give.
+    array. With ``show_uniform`` a dashed line marks what uniform attention over the token
+    ``grid`` would give (default ``image_size // patch_size``; pass the model's own grid when
+    the image is not a multiple of the patch, as a padded ResNet stem rounds it up).
+    ``patch_size`` is the pixels between neighbouring tokens; with ``stem`` (a hybrid, whose
+    tokens are stem features, not patches) the title says "px per token" instead of "patch".
     """
     if isinstance(distances, (torch.Tensor, np.ndarray)):
         arr = _np(distances)
@@ -212,7 +217,7 @@ def plot_attention_distance(
     if not layers:
         raise ValueError("distances is empty")
     ih, iw = (image_size, image_size) if isinstance(image_size, int) else map(int, image_size)
-    grid = (ih // patch_size, iw // patch_size)
+    grid = (ih // patch_size, iw // patch_size) if grid is None else (int(grid[0]), int(grid[1]))
     max_heads = max(len(d) for d in layers)
     cmap = colormaps["tab20" if max_heads > 10 else "tab10"]
     fig = Figure(figsize=(6.4 if max_heads <= 16 else 5.6, 4.4), dpi=DPI, layout="constrained")
@@ -234,7 +239,8 @@ def plot_attention_distance(
     ax.set_xticks(range(1, L + 1, step))
     ax.set_xlabel("Network depth (layer)")
     ax.set_ylabel("Mean attention distance (pixels)")
-    ax.set_title(f"{title}\n(image {ih}x{iw}, patch {patch_size})", fontsize=10)
+    tokens = f"{patch_size} px per token" if stem else f"patch {patch_size}"
+    ax.set_title(f"{title}\n(image {ih}x{iw}, {grid[0]}x{grid[1]} tokens, {tokens})", fontsize=10)
     ax.grid(alpha=0.3)
     if max_heads <= 16:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
@@ -301,12 +307,15 @@ def plot_attention_overlay(
     cmap: str = "jet",
     normalize: bool = True,
     title: str | None = None,
+    patch_size: int | None = None,
 ) -> Path:
     """The input image followed by one overlay per map (e.g. rollout, last-layer heads).
 
-    Each ``[h, w]`` map is upsampled bilinearly to the image size, min-max scaled to
+    Each ``[h, w]`` map is upsampled bilinearly to the pixels it covers, min-max scaled to
     ``[0, 1]`` when ``normalize`` (so maps of different scales are comparable), and drawn
-    over the image with a colour bar.
+    over the image with a colour bar. With ``patch_size`` (pixels per map cell) a map covers
+    the top-left ``h * patch_size`` x ``w * patch_size`` pixels (cropped to the image) and
+    the rest, which a grid rounded down never saw, is left uncovered; without it, the whole image.
     """
     img = _to_image(image)
     H, W = img.shape[:2]
@@ -315,7 +324,7 @@ def plot_attention_overlay(
     fig = Figure(figsize=(panel * n + 0.5 * len(maps), panel + 0.7), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     axes[0].imshow(img)
-    axes[0].set_title("Input")
+    axes[0].set_title("Input", fontsize=10)
     axes[0].set_axis_off()
     for ax, (name, m) in zip(axes[1:], maps.items()):
         t = torch.as_tensor(_np(m), dtype=torch.float32)
@@ -323,16 +332,17 @@ def plot_attention_overlay(
             t = t[0]
         if t.dim() != 2:
             raise ValueError(f"map {name!r} must be [h, w], got shape {tuple(t.shape)}")
-        up = upsample_map(t, (H, W)).numpy()
+        up = _overlay_map(t, (H, W), patch_size)
         if normalize:
-            lo, hi = float(up.min()), float(up.max())
-            up = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+            lo, hi = float(np.nanmin(up)), float(np.nanmax(up))
+            up = (up - lo) / (hi - lo) if hi > lo else np.where(np.isnan(up), np.nan, 0.0)
             vmin, vmax = 0.0, 1.0
         else:
-            vmin, vmax = float(up.min()), float(up.max())
+            vmin, vmax = float(np.nanmin(up)), float(np.nanmax(up))
         ax.imshow(img)
         im = ax.imshow(up, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
-        ax.set_title(str(name))
+        # wrapped and smaller: a long title ran into the previous panel's colour bar
+        ax.set_title(textwrap.fill(str(name), 26), fontsize=10)
         ax.set_axis_off()
         cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
         cb.set_label("relative attention" if normalize else "attention", fontsize=8)
@@ -340,6 +350,20 @@ def plot_attention_overlay(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def _overlay_map(m: torch.Tensor, image_hw: tuple[int, int], patch_size: int | None) -> np.ndarray:
+    """A ``[h, w]`` map -> ``[H, W]`` over the image: stretched over all of it without ``patch_size``; else
+    over the top-left ``h * patch_size`` x ``w * patch_size`` pixels the grid covers (cropped to the image)
+    and NaN (transparent) elsewhere. Stretched, patch (0, 3) of 8 px at 36 px was drawn at columns 27-35,
+    not 24-31."""
+    H, W = image_hw
+    if patch_size is None:
+        return upsample_map(m, (H, W)).numpy()
+    cover = upsample_map(m, (m.shape[-2] * patch_size, m.shape[-1] * patch_size)).numpy()[:H, :W]
+    up = np.full((H, W), np.nan, dtype=np.float32)
+    up[: cover.shape[0], : cover.shape[1]] = cover
+    return up
 
 
 # --------------------------------------------------------------------------- predictions

@@ -27,9 +27,11 @@ distances are in input pixels (one patch = ``patch_size * stem stride`` pixels).
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
@@ -37,11 +39,11 @@ from torch import nn
 from kizuna.apps.common import json_safe
 
 from .attention import (
-    attention_distance_by_layer,
     attention_rollout,
     cls_rollout_map,
     grid_mean_pairwise_distance,
     last_layer_cls_attention,
+    mean_attention_distance,
 )
 from .figures import (
     plot_attention_distance,
@@ -52,6 +54,9 @@ from .figures import (
 )
 from .filters import patch_filter_pca
 from .position import position_similarity, row_column_score
+
+if TYPE_CHECKING:
+    from kizuna.data.sources import SkipCounter
 
 __all__ = [
     "AnalysisTarget", "attention_distance_report", "filters_report", "full_report", "load_images",
@@ -169,12 +174,16 @@ def _display(target: AnalysisTarget, x: torch.Tensor) -> torch.Tensor:
     return (x.detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0)
 
 
-def load_images(specs: Sequence[str], preprocess, max_images: int = 32) -> tuple[torch.Tensor, list[str]]:
+def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
+                skips: SkipCounter | None = None) -> tuple[torch.Tensor, list[str]]:
     """Image files, folders (recursive) or shard specs -> ([N, 3, H, W] preprocessed, names), the
-    first ``max_images`` in order; undecodable images are skipped."""
+    first ``max_images`` in order. Undecodable images are skipped with a warning that counts them and
+    names the first few; pass a :class:`~kizuna.data.sources.SkipCounter` as ``skips`` to get the counts
+    (e.g. to record them). None readable at all is a ValueError that says why."""
     from kizuna.data.images import IMAGE_EXTENSIONS, load_image
-    from kizuna.data.sources import PairDataset, build_index
+    from kizuna.data.sources import PairDataset, SkipCounter, build_index
 
+    skipped = SkipCounter()
     tensors, names = [], []
     for spec in specs:
         if len(tensors) >= max_images:
@@ -193,9 +202,25 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32) -> tuple
             if item is not None:
                 tensors.append(item["image"])
                 names.append(index.where(i))
+        skipped.update(index.skips)  # dropped while indexing (an empty file, an unsupported extension)
+        skipped.update(ds.skips)  # dropped while decoding (a corrupt or truncated image)
+    if skips is not None:
+        skips.update(skipped)
     if not tensors:
-        raise ValueError(f"no readable images in {', '.join(map(str, specs))}")
+        why = f" ({_skip_report(skipped)})" if skipped else ""
+        raise ValueError(f"no readable images in {', '.join(map(str, specs))}{why}")
+    if skipped:  # the numbers are over fewer images than there were; it went unsaid
+        warnings.warn(f"{_skip_report(skipped)}; using the {len(tensors)} readable", stacklevel=2)
     return torch.stack(tensors), names
+
+
+def _skip_report(skipped: SkipCounter, k: int = 3) -> str:
+    """"skipped 2 images (corrupt_image=2): a in folder X, b in folder X": the count by reason and the first
+    ``k`` images (SkipCounter.report names one)."""
+    reasons = ", ".join(f"{r}={n}" for r, n in sorted(skipped.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    where = [w for ex in skipped.examples.values() for w in ex]
+    named = ": " + ", ".join(where[:k]) + (", ..." if skipped.total > k else "") if where else ""
+    return f"skipped {skipped.total} images ({reasons}){named}"
 
 
 def synthetic_images(target: AnalysisTarget, n: int = 16) -> tuple[torch.Tensor, list[str]]:
@@ -265,27 +290,59 @@ def _attentions(target: AnalysisTarget, images: torch.Tensor, chunk: int = 16):
         yield [a.float().cpu() for a in inter["attentions"]], inter["grid"], inter["num_prefix_tokens"], len(x)
 
 
+# Attention distances keep one layer's maps at a time, for a chunk of images sized to this budget: every
+# layer's maps of a 16-image chunk (what forward_intermediates returns) were ~8 GB for ViT-L/14 at 336 px.
+ATTENTION_BUDGET_BYTES = 256 * 2**20
+
+
+def _distance_chunk(tokens: int, heads: int, budget: int | None = None, most: int = 16) -> int:
+    """Images per forward pass such that one layer's float32 attention maps [B, heads, T, T] fit ``budget``
+    (default :data:`ATTENTION_BUDGET_BYTES`); at least one image, at most ``most``."""
+    budget = ATTENTION_BUDGET_BYTES if budget is None else budget
+    return max(1, min(most, budget // (4 * heads * tokens * tokens)))
+
+
+@torch.no_grad()
 def attention_distance_per_head(target: AnalysisTarget, images: torch.Tensor) -> tuple[torch.Tensor, tuple, int]:
-    """-> (mean attention distance in pixels per layer and head [L, H] over the images, grid, pixels/patch)."""
-    px = target.pixels_per_patch
+    """-> (mean attention distance in pixels per layer and head [L, H] over the images, grid, pixels/patch).
+
+    The pitch is the stride in input pixels also when the image is not a multiple of it: patches (and the
+    conv stem) leave the last rows and columns unseen, and the ResNet stem's padded stride-2 convolutions
+    put token ``j``'s centre at pixel ``stride * j`` (a 30 px image at stride 4: 8 tokens, 4 px apart)."""
+    vit, px = target.vit, target.pixels_per_patch
+    dev = _device(target)
+    # an upper bound on the tokens: the ResNet stem rounds the grid up
+    tokens = vit.cfg.num_prefix_tokens + math.ceil(images.shape[-2] / px) * math.ceil(images.shape[-1] / px)
+    chunk = _distance_chunk(tokens, vit.cfg.heads)
     total, count, grid = None, 0, None
-    for attns, grid, prefix, b in _attentions(target, images):
-        d = torch.stack(attention_distance_by_layer(attns, grid, px, prefix)).double()  # [L, H]
+    for i in range(0, len(images), chunk):
+        # forward_intermediates' pass (embed, then the blocks), each layer's maps reduced to [H] as made
+        x, grid = vit.embed(images[i : i + chunk].to(dev))
+        d = []
+        for block in vit.transformer.blocks:
+            x, attn = block(x, return_attention=True)
+            d.append(mean_attention_distance(attn.float(), grid, px, vit.cfg.num_prefix_tokens).cpu())
+        d = torch.stack(d).double()  # [L, H]
+        b = len(x)
         total = d * b if total is None else total + d * b
         count += b
     return (total / count).float(), tuple(grid), px
 
 
 def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out: str | Path,
-                              images_source: str = "") -> dict:
-    """Mean attention distance per layer and head (ViT Fig. 7 right) -> attention_distance.png/.json."""
+                              images_source: str = "", skipped_images: int | None = None) -> dict:
+    """Mean attention distance per layer and head (ViT Fig. 7 right) -> attention_distance.png/.json.
+
+    ``skipped_images``: how many images were unreadable (:func:`load_images`' ``skips``), recorded."""
     out = Path(out)
     per_head, grid, px = attention_distance_per_head(target, images)
     count = len(images)
-    image_px = (grid[0] * px, grid[1] * px)
-    plot_attention_distance(list(per_head), px, image_px, out / "attention_distance.png")
+    image_hw = tuple(images.shape[-2:])  # the input's; grid * px is not it off a multiple (32 for 30 or 36 px)
+    plot_attention_distance(list(per_head), px, image_hw, out / "attention_distance.png", grid=grid,
+                            stem=target.vit.cfg.stem != "patch")
     return _write(out, "attention_distance", {
-        "pixels_per_patch": px, "image_size": list(image_px), "grid": list(grid), "num_images": count,
+        "pixels_per_patch": px, "image_size": list(image_hw), "grid": list(grid), "num_images": count,
+        "skipped_images": skipped_images,
         "images_source": images_source, "per_head": per_head, "per_layer_mean": per_head.mean(dim=1),
         "per_layer_min": per_head.amin(dim=1), "per_layer_max": per_head.amax(dim=1),
         "uniform_reference": grid_mean_pairwise_distance(grid, px), "figure": "attention_distance.png",
@@ -315,7 +372,7 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     else:
         rmap = roll[0, prefix:, prefix:].mean(dim=0).reshape(grid)
         maps = {"attention rollout (mean over patch tokens)": rmap}
-    plot_attention_overlay(_display(target, x[0]), maps, out / "rollout.png",
+    plot_attention_overlay(_display(target, x[0]), maps, out / "rollout.png", patch_size=target.pixels_per_patch,
                            title=f"Attention rollout ({head_fusion} over heads, discard {discard_ratio:g})")
     peak = int(rmap.flatten().argmax())
     numbers = {"image": image_name, "grid": list(grid), "head_fusion": head_fusion, "discard_ratio": discard_ratio,
@@ -352,6 +409,9 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
         probs = clf.predict_proba(x)[0].float().cpu()
         method = "zero-shot (" + ("sigmoid" if target.model.cfg.loss == "siglip" else "softmax") + ")"
     else:
+        if templates:  # the head scores its own classes; no prompt is ever built (it was ignored silently)
+            raise ValueError("--template applies to two-tower (CLIP) models only; a supervised ViT predicts "
+                             "with its classifier head")
         if target.vit.head is None:
             raise ValueError(f"{target.source}: a ViT without a classifier head cannot predict; "
                              "use a CLIP model or a supervised ViT")
@@ -377,23 +437,26 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
 def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Tensor, list[str]] | None = None,
                 image: tuple[torch.Tensor, str] | None = None, labels: Sequence[str] | None = None,
                 templates: Sequence[str] | None = None, true_label: str | None = None, components: int = 28,
-                head_fusion: str = "mean", discard_ratio: float = 0.0, images_source: str = "", top_k: int = 5) -> dict:
+                head_fusion: str = "mean", discard_ratio: float = 0.0, images_source: str = "", top_k: int = 5,
+                max_images: int | None = None, skipped_images: int | None = None) -> dict:
     """Every report that applies -> the figures, one JSON each, and ``report.json`` with all of them.
 
-    ``images`` (for attention distances) default to scenes of the shapes world; ``image`` (for
-    rollout and prediction) defaults to the first of ``images``. ``predict`` runs for CLIP when
-    ``labels`` are given, and for a supervised ViT with a head.
+    ``images`` (for attention distances) default to 16 scenes of the shapes world (at most
+    ``max_images``); ``image`` (for rollout and prediction) defaults to the first of ``images``.
+    ``predict`` runs for CLIP when ``labels`` are given, and for a supervised ViT with a head.
+    ``skipped_images`` (unreadable ones, counted by :func:`load_images`) goes into attention_distance.json.
     """
     out = Path(out)
     if images is None:
-        images = synthetic_images(target)
+        images = synthetic_images(target, 16 if max_images is None else min(16, max_images))
         images_source = images_source or "synthetic shapes world (no --images given)"
     if image is None:
         image = (images[0][0], images[1][0])
     report: dict = {"model": target.describe()}
     report["filters"] = filters_report(target, out, components)
     report["positions"] = positions_report(target, out)
-    report["attention_distance"] = attention_distance_report(target, images[0], out, images_source)
+    report["attention_distance"] = attention_distance_report(target, images[0], out, images_source,
+                                                             skipped_images)
     report["rollout"] = rollout_report(target, image[0], out, head_fusion, discard_ratio, image[1])
     if (target.kind == "clip" and labels) or (target.kind == "vit" and target.vit.head is not None):
         report["predict"] = predict_report(target, image[0], out, labels, templates, true_label, top_k=top_k,

@@ -205,7 +205,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
         panels.setdefault(f"{panel_by} = {_short(r['config'][panel_by])}" if panel_by else "", []).append(r)
     out = Path(out)
     figure = plot_runs(panels, out / "runs.png", metric_name=metric,
-                       title=title or f"{len(loaded)} runs: {metric} (solid) and training accuracy (dashed)")
+                       title=title or f"{len(loaded)} run{'s' if len(loaded) != 1 else ''}: {metric} (solid) and training accuracy (dashed)")
     numbers = {
         "metric": metric,
         "differing_settings": differing,
