@@ -228,3 +228,12 @@ def test_shared_cifar10_split_folder_with_an_explicit_split(shared_dir):
     assert (ds.name, ds.split, ds.classnames[0], len(ds.templates)) == ("cifar10", "test", "airplane", 18)
     ds = load_dataset(c10 / "test", split="train", max_samples=5)
     assert (ds.name, ds.split, ds.source) == ("cifar10", "train", str(c10 / "train"))
+
+
+def test_a_dataset_declared_for_the_other_task_says_so(tmp_path):
+    """Zero-shot on Flickr8k (dataset_type.txt: retrieval) failed as "no usable classification samples
+    (missing_label=1000)"; the declared type and the command to use are the answer."""
+    root = retrieval_wds(tmp_path / "ret", n=4)
+    with pytest.raises(DatasetError, match=r"dataset_type.txt says 'retrieval'.*kizuna eval retrieval"):
+        load_dataset(root, task="classification")
+    assert load_dataset(root, task="retrieval").task == "retrieval"

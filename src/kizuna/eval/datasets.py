@@ -374,7 +374,12 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         data, split_name = find_split(path, split)
         root = path
     name = dataset_name or Path(os.path.abspath(root)).name  # "x.csv" from its own folder: that folder's name
-    task = task or _dataset_type(data if data.is_dir() else root, root)
+    declared = _dataset_type(data if data.is_dir() else root, root)
+    if task and declared and task != declared:  # it failed later as "no usable samples (missing_label=1000)"
+        command = {"retrieval": "kizuna eval retrieval", "classification": "kizuna eval zeroshot"}.get(declared, "")
+        raise DatasetError(f"{root}: its dataset_type.txt says {declared!r}, not {task!r}"
+                           + (f"; evaluate it with `{command}`" if command else ""))
+    task = task or declared
 
     labels_override = None
     folder_classes: list[str] | None = None
