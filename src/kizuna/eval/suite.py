@@ -201,7 +201,7 @@ class _Context:
         return path
 
     def model(self, spec: str, device, allow_jit: bool = False, precision: str = "fp32"):
-        key = (spec, str(device), precision, allow_jit)  # a run refused a JIT archive: another run may allow it
+        key = (spec, str(device), precision, allow_jit)  # a run that refuses JIT archives is not served one loaded for another
         if key not in self.models:
             import torch
 
