@@ -57,3 +57,38 @@ def test_trainers_keep_freed_memory_on_the_cpu_unless_told_not_to(tmp_path, monk
     monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append(1) or True)
     contrastive.ContrastiveTrainer(tiny_config(tmp_path, keep_freed_memory=keep, device="cpu"))
     assert calls == ([1] if keep else [])
+
+
+RELEASE_PROBE = textwrap.dedent("""
+    import os, torch
+    from kizuna.train.memory import keep_freed_memory, release_kept_memory
+    def resident_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    keep_freed_memory()
+    t = torch.empty(32 * 2**20).fill_(1.0)  # 128 MB, then freed: kept in the heap
+    del t
+    kept = resident_mb()
+    print(release_kept_memory(), kept - resident_mb())
+""")
+
+
+@needs_glibc
+def test_release_gives_the_kept_memory_back():
+    """A notebook that trained a model held the run's peak memory for the rest of its life."""
+    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True, check=True).stdout
+    released, freed_mb = out.split()
+    assert released == "True" and float(freed_mb) > 100
+
+
+def test_the_trainer_releases_what_it_kept(tmp_path, monkeypatch):
+    from kizuna.train import contrastive, trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "keep_freed_memory", lambda: True)
+    monkeypatch.setattr(trainer, "release_kept_memory", lambda: calls.append("released") or True)
+    contrastive.ContrastiveTrainer(tiny_config(tmp_path, steps=1, device="cpu")).train()
+    assert calls == ["released"]
+    calls.clear()
+    contrastive.ContrastiveTrainer(tiny_config(tmp_path / "off", steps=1, device="cpu", keep_freed_memory=False)).train()
+    assert calls == []

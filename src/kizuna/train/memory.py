@@ -10,7 +10,9 @@ with the memory kept, for the same peak memory (benchmark section ``allocator``,
 :func:`keep_freed_memory` sets two documented ``mallopt`` parameters: ``M_MMAP_MAX = 0`` (no mmap for
 large blocks: they come from the heap) and ``M_TRIM_THRESHOLD = -1`` (never trim the heap). The process then
 holds on to its peak memory, which a training loop needs again at every step anyway. Only for glibc on Linux;
-elsewhere nothing changes. The trainers call it on the CPU unless ``keep_freed_memory`` is off.
+elsewhere nothing changes. The trainers call it on the CPU unless ``keep_freed_memory`` is off, and
+:func:`release_kept_memory` when they finish: glibc's defaults back, and the kept memory handed to the OS (a
+notebook that trained a model no longer holds the run's peak for the rest of its life).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import sys
 
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 M_MMAP_MAX = -4
+DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's defaults (malloc/malloc.c)
+DEFAULT_MMAP_MAX = 65536
 
 
 def _glibc():
@@ -42,3 +46,18 @@ def keep_freed_memory() -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) & bool(mallopt(M_TRIM_THRESHOLD, -1))
+
+
+def release_kept_memory() -> bool:
+    """Undo :func:`keep_freed_memory`: glibc's default mmap count and trim threshold (set explicitly, the trim
+    threshold no longer adapts as glibc's own default does; that is the one difference), and the free memory at
+    the top of the heap returned to the OS now (``malloc_trim``). Returns whether it took effect."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    mallopt = libc.mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = bool(mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)) & bool(mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD))
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc.malloc_trim(0)
+    return ok

@@ -34,7 +34,7 @@ from .checkpointing import (CheckpointManager, announce_restored, check_resume_s
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, barrier, even_batch, init_distributed
 from .logging import MetricLogger
-from .memory import keep_freed_memory
+from .memory import keep_freed_memory, release_kept_memory
 from .optim import announce_precision, autocast_for, make_scheduler, tune_for_training, use_config_settings
 
 
@@ -59,8 +59,7 @@ class Trainer(ABC):
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device
         self.check_config(cfg)
-        if self.device.type == "cpu" and cfg.keep_freed_memory:
-            keep_freed_memory()
+        self.kept_memory = self.device.type == "cpu" and cfg.keep_freed_memory and keep_freed_memory()
         self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
         if self.dist.is_main:
             announce_restored(cfg, restored)
@@ -184,11 +183,15 @@ class Trainer(ABC):
         """After the last step (not when a resume found the run complete)."""
 
     def train(self) -> dict:
-        if resumed_at_the_end(self):
-            return {}
-        metrics = self._loop()
-        self.finish(metrics)
-        return metrics
+        try:
+            if resumed_at_the_end(self):
+                return {}
+            metrics = self._loop()
+            self.finish(metrics)
+            return metrics
+        finally:
+            if self.kept_memory:  # the process (a notebook's, say) does not hold the run's peak from now on
+                release_kept_memory()
 
     def _loop(self) -> dict:
         cfg, budget = self.cfg, self.budget
