@@ -142,3 +142,50 @@ def test_a_resumed_epoch_reports_the_skips_from_before_its_checkpoint(index):
     at_end = loader_for()
     at_end.load_state_dict(end.state_dict())
     assert run_epoch(at_end, 1) == [] and at_end.skips.total == 0 and at_end.total_skips.total == 1
+
+
+class _PlainDataset(torch.utils.data.Dataset):
+    """Only __getitem__, as most users' datasets."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, key):
+        i = key[0]  # (index, epoch), or (index, epoch, draw) when resampled
+        return {"image": torch.full((1,), float(i)), "index": i, "key": str(i)}
+
+
+def _plain_collate(samples):  # a collate function of the user's own: a dict without the sampler's tags
+    return {"images": torch.stack([s["image"] for s in samples]), "labels": torch.zeros(len(samples))}
+
+
+@pytest.mark.parametrize("collate", [None, _plain_collate])
+def test_a_plain_dataset_resumes_at_the_batches_delivered_not_the_prefetched(collate):
+    """With workers the sampler runs ahead; a dataset without __getitems__ (or the user's collate) lost the
+    batch position, so the state fell back to the sampler's: 6 batches consumed after 2 delivered."""
+    for workers in (0, 2):
+        sampler = EpochSampler(40, 4, seed=0)
+        loader = make_loader(_PlainDataset(), sampler, num_workers=workers, collate=collate)
+        sampler.set_epoch(0)
+        it = iter(loader)
+        seen = [next(it)["images"].flatten().tolist() for _ in range(2)]
+        state = loader.state_dict()
+        assert state["batches_consumed"] == 2, workers
+        fresh = EpochSampler(40, 4, seed=0)
+        resumed = make_loader(_PlainDataset(), fresh, num_workers=0, collate=collate)
+        resumed.load_state_dict(state)
+        fresh.set_epoch(0)
+        rest = [b["images"].flatten().tolist() for b in resumed]
+        whole = [sorted(x) for x in seen + rest]
+        assert len(whole) == 10 and sorted(v for b in whole for v in b) == [float(i) for i in range(40)]
+
+
+def test_an_endless_resampled_loader_has_a_state():
+    """len() of an endless resampled sampler raises; state_dict() called it."""
+    sampler = EpochSampler(40, 4, seed=0, resampled=True)
+    loader = make_loader(_PlainDataset(), sampler)
+    sampler.set_epoch(0)
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    assert state["batches_consumed"] == 2 and state["skips"]["epoch"] == {}

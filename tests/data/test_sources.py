@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 import warnings
@@ -245,6 +246,38 @@ def test_tar_index_disk_cache(tmp_path):
     os.utime(shard, ns=(1, 1))
     tar_index.clear_cache()
     assert len(build_index(str(shard), cache_dir=cache)) == 4
+    assert oct(files[0].stat().st_mode & 0o777) == oct(0o666 & ~0o022 & ~os.umask(os.umask(0o022)))
+
+
+def test_a_shard_replaced_by_one_of_the_same_size_and_mtime_is_indexed_again(tmp_path):
+    """cp -p / rsync -a keep the mtime, and tars are padded to 10 KB records, so equal sizes are common: the
+    cache served the old file's offsets and captions for the new file."""
+    shard, cache = tmp_path / "s.tar", tmp_path / "cache"
+    make_pair_shard(shard, 0, 2, captions=["cat", "dog"])
+    tar_index.clear_cache()
+    assert build_index(str(shard), cache_dir=cache).captions == [("cat",), ("dog",)]
+    old = shard.stat()
+    make_pair_shard(tmp_path / "new.tar", 0, 2, captions=["cow", "pig"])
+    assert (tmp_path / "new.tar").stat().st_size == old.st_size
+    os.utime(tmp_path / "new.tar", ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(tmp_path / "new.tar", shard)
+    tar_index.clear_cache()
+    assert build_index(str(shard), cache_dir=cache).captions == [("cow",), ("pig",)]
+
+
+@pytest.mark.parametrize("shape", ["list", "null", "index without captions"])
+def test_a_cache_file_of_another_shape_is_scanned_again(tmp_path, shape):
+    """Valid JSON of another shape crashed indexing (KeyError, AttributeError)."""
+    shard, cache = tmp_path / "s.tar", tmp_path / "cache"
+    make_pair_shard(shard, 0, 2)
+    tar_index.clear_cache()
+    build_index(str(shard), cache_dir=cache)
+    (cached,) = cache.glob("*.json")
+    data = json.loads(cached.read_text())
+    cached.write_text({"list": '["a list"]', "null": "null",
+                       "index without captions": json.dumps({**data, "index": {"keys": []}})}[shape])
+    tar_index.clear_cache()
+    assert len(build_index(str(shard), cache_dir=cache)) == 2
 
 
 def test_jpeg_draft_decodes_smaller(tmp_path):

@@ -309,3 +309,42 @@ def test_a_zeroshot_template_that_cannot_be_filled_is_refused_before_the_model_l
         err = capsys.readouterr().err
         assert err.startswith("kizuna zeroshot: error: --template") and repr(template) in err and "{c}" in err
         assert "Traceback" not in err
+
+
+def test_embed_checks_its_output_and_texts_before_loading_the_model(tmp_path, tiny_hf, capsys, monkeypatch):
+    """A folder as --out, a missing --texts: found after the model loaded (and, for --out, after every image
+    had been embedded)."""
+    from kizuna.apps import embed
+
+    monkeypatch.setattr(embed, "load_model_from_args", lambda args: pytest.fail("the model was loaded"))
+    texts = tmp_path / "t.txt"
+    texts.write_text("a dog\n")
+    (tmp_path / "dir.npy").mkdir()
+    cases = ((["--texts", str(texts), "--out", str(tmp_path / "dir.npy")], "is a folder"),
+             (["--texts", str(tmp_path / "none.txt"), "--out", str(tmp_path / "e.npy")], "no such file"),
+             (["--texts", str(texts), "--out", str(texts / "sub" / "e.npy")], "cannot write in"))
+    for argv, what in cases:
+        assert main(["embed", "--model", str(tiny_hf[0]), *argv]) == 2
+        assert what in capsys.readouterr().err
+
+
+def test_embed_skips_an_image_it_cannot_read_and_names_it(tmp_path, tiny_hf, capsys, monkeypatch):
+    """A PermissionError from reading one file stopped the whole run with a worker traceback."""
+    from pathlib import Path
+
+    for i in range(3):
+        (tmp_path / "imgs").mkdir(exist_ok=True)
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(noise_image(i))
+    read = Path.read_bytes
+
+    def locked(self):
+        if self.name == "1.png":
+            raise PermissionError(13, "Permission denied")
+        return read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", locked)
+    assert main(["embed", "--model", str(tiny_hf[0]), "--images", str(tmp_path / "imgs"), "--workers", "0",
+                 "--out", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape[0] == 2
+    err = capsys.readouterr().err
+    assert "1.png: cannot be read (Permission denied)" in err and "Traceback" not in err

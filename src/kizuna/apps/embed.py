@@ -119,6 +119,17 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         raise ValueError(f"{out}: output must end in .npy or .parquet")
 
 
+def _check_writable(out: Path) -> None:
+    """--out can be created: its folder made (or there) and writable."""
+    import os
+
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
+
+
 def run(args):
     out = Path(args.out)
     if out.suffix not in (".npy", ".parquet"):
@@ -129,13 +140,23 @@ def run(args):
     if out.suffix == ".npy" and args.texts and rows.resolve() == Path(args.texts).resolve():
         raise ValueError(f"--out {out} would write its list of rows to {rows}, which is the input --texts; "
                          f"choose another --out (e.g. {out.with_name(out.stem + '_emb.npy')})")
+    # checked before the model loads and anything is embedded: they failed after all the work was done
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name ending in .npy or .parquet")
+    if args.texts and not Path(args.texts).is_file():
+        raise FileNotFoundError(f"--texts {args.texts}: " + ("a folder; --texts takes a text file, one text per line"
+                                                            if Path(args.texts).exists() else "no such file"))
+    _check_writable(out)
     model = load_model_from_args(args)
     if args.images:
         names, emb, errors = embed_images(model, args.images, args.batch_size, args.workers, args.device)
         write_embeddings(out, names, emb, "path")
         print(f"wrote {emb.shape[0]} image embeddings of dim {emb.shape[1]} to {out}")
         if errors:
-            print(f"skipped {len(errors)} unreadable image(s), e.g. {errors[0]}")
+            import sys
+
+            print(f"skipped {len(errors)} unreadable image(s) (not in {out}): "
+                  + "; ".join(errors[:5]) + ("; ..." if len(errors) > 5 else ""), file=sys.stderr)
     else:
         names, emb = embed_texts(model, args.texts, args.batch_size, args.device)
         write_embeddings(out, names, emb, "text")

@@ -64,7 +64,11 @@ def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
         raise ImageError(f"{path}: no such file")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
-    return decode_image(path.read_bytes(), str(path), draft_size)
+    try:
+        data = path.read_bytes()
+    except OSError as e:  # permission denied, an I/O error: this image is unusable, not the whole run
+        raise ImageError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return decode_image(data, str(path), draft_size)
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from .sampler import EpochSampler
-from .sources import SkipCounter
+from .sources import SkipCounter, _Fetched
 
 __all__ = ["Collate", "Loader", "make_loader", "trim_batch"]
 
@@ -129,10 +129,10 @@ def trim_batch(batch: dict[str, Any], n: int) -> dict[str, Any]:
 class Loader:
     """Thin wrapper over a DataLoader that aggregates skips and tracks the delivered position."""
 
-    def __init__(self, dataloader: torch.utils.data.DataLoader, sampler: EpochSampler):
+    def __init__(self, dataloader: torch.utils.data.DataLoader, sampler: EpochSampler, dataset=None):
         self.dataloader = dataloader
         self.sampler = sampler
-        self.dataset = dataloader.dataset
+        self.dataset = dataloader.dataset if dataset is None else dataset
         self.skips = SkipCounter()
         self.total_skips = SkipCounter()
 
@@ -166,7 +166,8 @@ class Loader:
         delivered = getattr(self, "_delivered", None)
         if delivered is not None and delivered[0] == state["epoch"]:
             state["batches_consumed"] = delivered[1]
-        finished = state["batches_consumed"] >= len(self.sampler)
+        endless = self.sampler.resampled and self.sampler.steps_per_epoch is None  # len() raises: no end
+        finished = not endless and state["batches_consumed"] >= len(self.sampler)
         state["skips"] = {"total": dict(self.total_skips.counts), "epoch": {} if finished else dict(self.skips.counts)}
         return state
 
@@ -194,14 +195,15 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
                 multiprocessing_context=None, generator: torch.Generator | None = None) -> Loader:
     if collate is None:
         collate = Collate(tokenizer=getattr(dataset, "tokenizer", None))
+    fetched = dataset if hasattr(dataset, "__getitems__") else _FetchedWithPosition(dataset)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
     dl = torch.utils.data.DataLoader(
-        dataset,
+        fetched,
         batch_sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=_CarryPosition(collate),
         pin_memory=pin_memory,
         prefetch_factor=prefetch_factor if workers else None,
         persistent_workers=persistent_workers and workers,
@@ -213,4 +215,39 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         # uninterrupted one. Samples are seeded per (seed, epoch, index) anyway.
         generator=generator if generator is not None else torch.Generator().manual_seed(0),
     )
-    return Loader(dl, sampler)
+    return Loader(dl, sampler, dataset)
+
+
+# The resume position is the batches handed to the caller, which the Loader reads off each batch's
+# (epoch, position): a dataset without __getitems__ gave the collate function a bare list, and a collate
+# function of the user's own made a batch without them; the Loader then fell back to the sampler's position,
+# which runs ahead by the workers' prefetch (a resume skipped those batches).
+class _FetchedWithPosition(torch.utils.data.Dataset):
+    """A map-style dataset fetched batch-wise, the sampler's tags kept."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset[key]
+
+    def __getitems__(self, keys) -> _Fetched:
+        out = _Fetched(self.dataset[k] for k in keys)
+        out.epoch, out.position = getattr(keys, "epoch", None), getattr(keys, "position", None)
+        return out
+
+
+class _CarryPosition:
+    """``collate``, with the batch's (epoch, position) added to a dict it returns without them."""
+
+    def __init__(self, collate: Callable):
+        self.collate = collate
+
+    def __call__(self, samples):
+        batch = self.collate(samples)
+        if isinstance(batch, dict) and batch.get("position") is None and getattr(samples, "position", None) is not None:
+            batch = {**batch, "epoch": samples.epoch, "position": samples.position}
+        return batch

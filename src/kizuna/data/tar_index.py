@@ -69,11 +69,15 @@ _CAPTION_EXT = "txt"
 _LABEL_EXT = "cls"
 _BLOCK = 512
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 2  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes)
+_CACHE_VERSION = 3  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime
 _MAX_KEY_EXAMPLES = 3
 
-_memory_cache: dict[tuple[str, int, int], "TarShardIndex"] = {}
-_warned: set[tuple[str, int, int]] = set()
+# (real path, mtime, size, inode, device, ctime): a shard replaced by one of the same size and mtime (cp -p,
+# rsync -a; tars are padded to 10 KB records, so equal sizes are common) was served the old offsets and
+# captions; the new file is another inode, and ctime cannot be set back from user space
+Fingerprint = tuple
+_memory_cache: dict[Fingerprint, "TarShardIndex"] = {}
+_warned: set[Fingerprint] = set()
 _lock = threading.Lock()
 
 
@@ -152,10 +156,10 @@ def clear_cache() -> None:
         _memory_cache.clear()
 
 
-def _fingerprint(path: str) -> tuple[str, int, int]:
+def _fingerprint(path: str) -> Fingerprint:
     real = os.path.realpath(path)
     st = os.stat(real)
-    return real, st.st_mtime_ns, st.st_size
+    return real, st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev, st.st_ctime_ns
 
 
 def _cache_file(cache_dir: str | os.PathLike, real: str) -> Path:
@@ -163,25 +167,25 @@ def _cache_file(cache_dir: str | os.PathLike, real: str) -> Path:
     return Path(cache_dir).expanduser() / f"{digest}.json"
 
 
-def _load_disk(cache_dir, fp: tuple[str, int, int], path: str) -> TarShardIndex | None:
+def _load_disk(cache_dir, fp: Fingerprint, path: str) -> TarShardIndex | None:
     file = _cache_file(cache_dir, fp[0])
     try:
         with open(file, encoding="utf-8") as f:
             blob = json.load(f)
     except (OSError, ValueError):
         return None
-    if blob.get("version") != _CACHE_VERSION or blob.get("fingerprint") != list(fp):
-        return None
-    data = blob["index"]
-    data["path"] = path
-    data["captions"] = [None if c is None else tuple(c) for c in data["captions"]]
     try:
+        if blob.get("version") != _CACHE_VERSION or blob.get("fingerprint") != list(fp):
+            return None
+        data = blob["index"]
+        data["path"] = path
+        data["captions"] = [None if c is None else tuple(c) for c in data["captions"]]
         return TarShardIndex(**data)
-    except TypeError:
+    except (AttributeError, KeyError, TypeError):  # JSON of another shape (another tool's file): scan again
         return None
 
 
-def _save_disk(cache_dir, fp: tuple[str, int, int], idx: TarShardIndex) -> None:
+def _save_disk(cache_dir, fp: Fingerprint, idx: TarShardIndex) -> None:
     file = _cache_file(cache_dir, fp[0])
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +193,10 @@ def _save_disk(cache_dir, fp: tuple[str, int, int], idx: TarShardIndex) -> None:
         fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"version": _CACHE_VERSION, "fingerprint": list(fp), "index": asdict(idx)}, f)
+        # mkstemp's 0600 kept other users of a shared KIZUNA_INDEX_CACHE from reading it (they rescanned)
+        from kizuna.models.checkpoint import process_umask
+
+        os.chmod(tmp, 0o666 & ~process_umask())
         os.replace(tmp, file)
     except OSError as e:
         warnings.warn(f"could not write tar index cache {file}: {e}", RuntimeWarning, stacklevel=3)
