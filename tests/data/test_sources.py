@@ -484,3 +484,15 @@ def test_unpadded_shard_names_in_a_folder_are_in_numeric_order(tmp_path):
     make_pair_shard(mixed / "part-01.tar", 50, 1)  # ties on the number: the name decides, every time
     assert [os.path.basename(p) for _, p in resolve_spec(str(mixed))] == \
         ["part-0.tar", "part-01.tar", "part-1.tar", "part-2.tar"]
+
+
+def test_a_compressed_shard_is_named_as_such(tmp_path):
+    """A gzipped shard named .tar was "truncated or corrupt (bad checksum)"."""
+    import gzip
+
+    make_pair_shard(tmp_path / "plain.tar", 0, 2)
+    (tmp_path / "s.tar").write_bytes(gzip.compress((tmp_path / "plain.tar").read_bytes()))
+    tar_index.clear_cache()
+    with pytest.warns(RuntimeWarning, match=r"gzip-compressed.*`zcat s.tar > plain.tar`"):
+        idx = build_index(str(tmp_path / "s.tar"))
+    assert len(idx) == 0 and idx.damaged == [str(tmp_path / "s.tar")]

@@ -227,10 +227,22 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
     return idx
 
 
+# A compressed file's first bytes, and the tool that writes it out uncompressed.
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "zcat"), (b"BZh", "bzip2", "bzcat"), (b"\xfd7zXZ", "xz", "xzcat"),
+               (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"))
+
+
 def _scan(path: str, file_size: int) -> TarShardIndex:
     out = TarShardIndex(path=path)
     with open(path, "rb") as raw:
         fd = raw.fileno()
+        magic = read_range(fd, 0, 6)
+        for prefix, kind, tool in _COMPRESSED:
+            if magic.startswith(prefix):  # read as a tar it was "truncated or corrupt (bad checksum)"
+                out.truncated = True
+                out.detail = (f"{kind}-compressed; shards are read by position, so they must be uncompressed "
+                              f"tars: `{tool} {os.path.basename(path)} > plain.tar`")
+                return out
         try:
             tf = tarfile.open(fileobj=raw, mode="r:")
         except tarfile.TarError as e:
