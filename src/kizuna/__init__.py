@@ -25,9 +25,14 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bool = False,
-                 precision: str = "fp32", **overrides):
+                 precision: str = "fp32", act: str | None = None, **overrides):
     """A preset name ("ViT-B-32", "siglip-B-16", ...) builds a fresh model; a path loads a checkpoint
     (kizuna, OpenAI state dict or Hugging Face folder) with its own config and preprocessing.
+
+    ``overrides`` replace preset fields (``embed_dim=``, ``vision={"depth": 6}``: dicts merge into the preset's),
+    and the whole config is checked again. ``act``: for a preset, both towers' activation; for an
+    OpenAI-layout state dict, the activation the layout cannot record (``act="gelu"`` for most OpenCLIP
+    checkpoints; QuickGELU, OpenAI's, is the default).
 
     ``precision``: "fp32", or "bf16" for a model whose weights are bfloat16 - for inference (train with
     fp32 weights and autocast, the trainers' ``precision``). On a CPU with AMX it encodes images about 4x and
@@ -38,13 +43,16 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if Path(name_or_path).exists():
         if overrides:
-            raise ValueError("config overrides apply to presets only; a checkpoint carries its own config")
-        model = load_model(name_or_path, image_size=image_size, allow_jit=allow_jit)
+            raise ValueError(f"config overrides ({', '.join(overrides)}) apply to presets only; a checkpoint carries "
+                             "its own config")
+        model = load_model(name_or_path, image_size=image_size, allow_jit=allow_jit, act=act)
     else:
-        cfg = clip_config(name_or_path, **overrides)
+        if act is not None:
+            for tower in ("vision", "text"):
+                overrides[tower] = {"act": act, **(overrides.get(tower) or {})}
         if image_size is not None:
-            cfg.vision.image_size = image_size
-            cfg.preprocess["image_size"] = image_size
+            overrides["vision"] = {**(overrides.get("vision") or {}), "image_size": image_size}
+        cfg = clip_config(name_or_path, **overrides)
         model = ClipModel(cfg)
     return model.to(PRECISIONS[precision]) if precision != "fp32" else model
 
@@ -55,12 +63,26 @@ def create_vit(variant: str, image_size: int = 224, num_classes: int = 0, **over
 
 
 def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
-    """The evaluation (or training) image transform a model was built with."""
+    """The evaluation (or training) image transform a model was built with: from a ClipModel, a ClipConfig
+    or a preprocess dict (``model.cfg.preprocess``). A supervised ViT's preprocessing is stored beside its
+    weights, not in its config: pass that dict (``kizuna.analysis.report.read_extra(path)["preprocess"]``)."""
     from .data.transforms import Preprocess, preprocess_from_config
 
     if model_or_cfg is None:
         return Preprocess()
-    cfg = model_or_cfg.cfg.preprocess if hasattr(model_or_cfg, "cfg") else model_or_cfg
+    obj = model_or_cfg.cfg if hasattr(model_or_cfg, "cfg") else model_or_cfg
+    if isinstance(obj, dict):
+        cfg = obj
+    elif hasattr(obj, "preprocess"):  # a ClipConfig
+        cfg = obj.preprocess
+    elif isinstance(obj, VisionConfig):
+        raise ValueError(
+            "a VisionTransformer (or VisionConfig) carries no preprocessing: pass the dict its checkpoint stores, "
+            "kizuna.get_preprocess(kizuna.analysis.report.read_extra(path)['preprocess']), or for a fresh ViT "
+            "kizuna.get_preprocess(kizuna.train.supervised.vit_preprocess(model.cfg.image_size))")
+    else:
+        raise TypeError(f"get_preprocess takes a ClipModel, a ClipConfig or a preprocess dict, got "
+                        f"{type(model_or_cfg).__name__}")
     return preprocess_from_config(cfg, train=train, **train_overrides)
 
 

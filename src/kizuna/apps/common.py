@@ -45,6 +45,10 @@ def add_model_argument(parser, required: bool = True):
                         help="checkpoint path (kizuna folder/.safetensors, OpenAI .pt, HF folder) or preset name")
     parser.add_argument("--allow-jit", action="store_true",
                         help="allow loading TorchScript archives (they execute code: trusted files only)")
+    parser.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
+                        help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record: gelu "
+                             "for most OpenCLIP checkpoints (default: quick_gelu, OpenAI's own, with a warning "
+                             "for a plain state dict)")
     parser.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu, cuda or cuda:N (default: cuda where there is a GPU, else cpu)")
     from kizuna import PRECISIONS
@@ -84,7 +88,7 @@ def load_model_from_args(args):
 
     announce_precision(getattr(args, "precision", "fp32"), torch.device(args.device))
     model = kizuna.create_model(args.model, allow_jit=getattr(args, "allow_jit", False),
-                                precision=getattr(args, "precision", "fp32"))
+                                precision=getattr(args, "precision", "fp32"), act=getattr(args, "act", None))
     return checked_clip_model(model, args.model).to(args.device).eval()
 
 

@@ -200,15 +200,23 @@ def follow_latest(path: str | Path) -> Path:
 
 
 def load_model(
-    path: str | Path, image_size: int | None = None, allow_jit: bool = False, map_location: str = "cpu"
+    path: str | Path, image_size: int | None = None, allow_jit: bool = False, map_location: str = "cpu",
+    act: str | None = None,
 ) -> nn.Module:
     """Load a kizuna, OpenAI or Hugging Face checkpoint; the format is detected from the files.
 
     ``image_size`` rebuilds the model at another resolution, resampling its position embeddings.
+    ``act`` ("gelu", "quick_gelu", "gelu_tanh"): the activation of an OpenAI-layout state dict, which the
+    layout cannot record. OpenAI's own checkpoints use QuickGELU, the default; most OpenCLIP (LAION)
+    checkpoints use GELU and need ``act="gelu"``. kizuna and Hugging Face checkpoints record theirs.
     """
     path = follow_latest(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
+    openai_layout = not path.is_dir() and path.suffix != ".safetensors"
+    if act is not None and not openai_layout:
+        raise ValueError(f"{path}: act= applies to OpenAI-layout state dicts (.pt/.bin) only; a kizuna or Hugging "
+                         "Face checkpoint records its own activation")
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.exists():
@@ -217,6 +225,8 @@ def load_model(
             cfg = json.loads(cfg_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{cfg_file}: invalid JSON ({e})") from None
+        except OSError as e:  # a folder named config.json, no permission, an I/O error
+            raise CheckpointError(f"{cfg_file}: cannot be read ({type(e).__name__}: {e.strerror or e})") from None
         if not isinstance(cfg, dict):
             raise CheckpointError(f"{cfg_file}: expected a JSON object, got {type(cfg).__name__}")
         if FORMAT_KEY in cfg:
@@ -237,7 +247,18 @@ def load_model(
     else:
         from .convert_openai import openai_to_kizuna
 
-        record, tensors = openai_to_kizuna(_load_torch_file(path, allow_jit), source=str(path))
+        jit = _is_torchscript(path)
+        record, tensors = openai_to_kizuna(_load_torch_file(path, allow_jit), source=str(path),
+                                           act=act or "quick_gelu")
+        if act is None and not jit:
+            # OpenAI ships TorchScript archives (QuickGELU, right); a plain state dict in this layout is
+            # usually OpenCLIP's, and most OpenCLIP (LAION) models use GELU, which the layout cannot say.
+            import warnings
+
+            warnings.warn(f"{path}: an OpenAI-layout state dict records no activation; QuickGELU (OpenAI's) is "
+                          "assumed. For an OpenCLIP checkpoint trained with GELU (most LAION ones; not the "
+                          "'-quickgelu' models) pass act=\"gelu\": kizuna.create_model(path, act=\"gelu\") or "
+                          "load_model(path, act=\"gelu\")", UserWarning, stacklevel=2)
     try:
         if image_size is not None:
             record, tensors = _change_resolution(record, tensors, image_size)

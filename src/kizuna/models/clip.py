@@ -45,6 +45,10 @@ class ClipConfig:
             self.text = TextConfig(**self.text)
         if self.loss not in ("clip", "siglip"):
             raise ValueError(f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        if self.loss == "siglip" and self.init_logit_bias is None:
+            # the sigmoid loss adds the learned bias b to every logit; without the parameter it cannot train
+            raise ValueError("loss='siglip' needs a logit bias: set init_logit_bias (SigLIP starts at -10, with "
+                             "init_logit_scale=log(10) and max_logit_scale=None)")
         # Both towers must land in the same embed_dim-wide joint space (a mismatch would otherwise be a
         # shape error deep inside the first matmul, or a silently narrower space than configured).
         vision_dim = self.vision.output_dim or self.vision.width

@@ -178,6 +178,22 @@ def _hw(size) -> tuple[int, int] | None:
     return None
 
 
+def _mean_std(value, name: str, source: str) -> list[float]:
+    """An HF processor's image_mean/image_std: three numbers (one per RGB channel), or one number, which HF
+    applies to every channel; anything else (a one-element list too, which HF's processor refuses) is an error
+    naming the processor file."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value] * 3
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)):
+        raise CheckpointError(f"{source}: {name} must be three numbers (one per RGB channel) or one number, "
+                              f"got {value!r}")
+    out = [float(x) for x in value]
+    if name == "image_std" and not all(x > 0 for x in out):
+        raise CheckpointError(f"{source}: image_std must be positive, got {value!r}")
+    return out
+
+
 def read_image_processor_config(folder: Path) -> dict | None:
     """The image processor settings of an HF folder, found where transformers looks for them: the
     ``"image_processor"`` entry of ``processor_config.json`` (transformers 5 writes them only there when a
@@ -194,9 +210,18 @@ def read_image_processor_config(folder: Path) -> dict | None:
     return _read_json(pp_file) if pp_file.is_file() else None
 
 
-def preprocess_from_hf(pp: dict | None, model_type: str, image_size) -> dict:
+def image_processor_source(folder: Path) -> str:
+    """Where :func:`read_image_processor_config` found the settings, for error messages."""
+    processor_file = folder / "processor_config.json"
+    if processor_file.is_file() and "image_processor" in _read_json(processor_file):
+        return f"{processor_file} ('image_processor')"
+    return str(folder / "preprocessor_config.json")
+
+
+def preprocess_from_hf(pp: dict | None, model_type: str, image_size,
+                       source: str = "the image processor config") -> dict:
     """kizuna's preprocess config from HF image processor settings (:func:`read_image_processor_config`),
-    or defaults when there are none."""
+    or defaults when there are none. ``source`` names the settings' file in errors."""
     siglip = model_type == "siglip"
     mean, std = ([0.5] * 3, [0.5] * 3) if siglip else (list(OPENAI_MEAN), list(OPENAI_STD))
     size = image_size if isinstance(image_size, int) else list(image_size)
@@ -204,9 +229,19 @@ def preprocess_from_hf(pp: dict | None, model_type: str, image_size) -> dict:
            "resize_mode": "squash" if siglip else "shortest"}
     if not pp:
         return out
+    try:
+        return _read_processor(pp, out, siglip, source)
+    except (TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{source}: cannot read the image processor settings ({type(e).__name__}: {e})") from None
+
+
+def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
+    mean, std = out["mean"], out["std"]
     if pp.get("do_normalize", True):
-        out["mean"] = [float(x) for x in pp.get("image_mean", mean)]
-        out["std"] = [float(x) for x in pp.get("image_std", std)]
+        out["mean"] = _mean_std(pp.get("image_mean", mean), "image_mean", source)
+        out["std"] = _mean_std(pp.get("image_std", std), "image_std", source)
     else:
         out["mean"], out["std"] = [0.0] * 3, [1.0] * 3
     resample = pp.get("resample", 3)
@@ -214,6 +249,10 @@ def preprocess_from_hf(pp: dict | None, model_type: str, image_size) -> dict:
     crop = pp.get("do_center_crop", not siglip)
     hw = _hw(pp.get("crop_size")) if crop else _hw(pp.get("size"))
     if not crop and isinstance(pp.get("size"), dict) and "height" in pp["size"]:
+        out["resize_mode"] = "squash"
+    elif not crop and siglip and pp.get("size") is None:
+        # SiglipImageProcessor's default size is {"height", "width"}: a squash, to the model's own size here
+        # (HF's default 224 would not fit a model of another size)
         out["resize_mode"] = "squash"
     else:
         # A crop, or a shortest-edge resize with no crop (kizuna crops the centre to the model's size).
@@ -233,7 +272,7 @@ def _check_channels(v: dict, source: str) -> None:
                               "towers take RGB (3 channels)")
 
 
-def _clip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) -> ClipConfig:
+def _clip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None, pp_source: str = "") -> ClipConfig:
     _check_channels(v, source)
     embed = int(cfg.get("projection_dim") or 512)
     eos = t.get("eos_token_id")
@@ -255,12 +294,12 @@ def _clip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) -> C
     )
     return ClipConfig(
         embed_dim=embed, vision=vision, text=text, loss="clip",
-        preprocess=preprocess_from_hf(pp, "clip", vision.image_size),
+        preprocess=preprocess_from_hf(pp, "clip", vision.image_size, pp_source or source),
         tokenizer={"type": "clip_bpe", "context_length": text.context_length},
     )
 
 
-def _siglip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) -> ClipConfig:
+def _siglip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None, pp_source: str = "") -> ClipConfig:
     _check_channels(v, source)
     if not v.get("vision_use_head", True):
         raise CheckpointError(f"{source}: SigLIP vision tower without its attention-pool head is not supported")
@@ -294,7 +333,7 @@ def _siglip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None) ->
     return ClipConfig(
         embed_dim=width, vision=vision, text=text, loss="siglip", init_logit_scale=math.log(10),
         init_logit_bias=-10.0, max_logit_scale=None,
-        preprocess=preprocess_from_hf(pp, "siglip", vision.image_size), tokenizer=tokenizer,
+        preprocess=preprocess_from_hf(pp, "siglip", vision.image_size, pp_source or source), tokenizer=tokenizer,
     )
 
 
@@ -379,7 +418,7 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
     pp = read_image_processor_config(folder)
     try:
         build = _clip_config if model_type == "clip" else _siglip_config
-        c = build(cfg, t, v, source, pp)
+        c = build(cfg, t, v, source, pp, image_processor_source(folder) if pp is not None else "")
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise

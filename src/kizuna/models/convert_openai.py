@@ -5,8 +5,9 @@
 
 The layout stores no config; everything is read off the shapes, as OpenAI's ``build_model`` does:
 width and patch size from ``visual.conv1``, the grid from ``visual.positional_embedding``, depth by
-counting ``resblocks``, heads = width // 64, the joint size from ``text_projection``. OpenAI trained
-with QuickGELU, so that is the default; OpenCLIP's non-"quickgelu" models need ``act="gelu"``.
+counting ``resblocks``, heads = width // 64 (except OpenCLIP's large image towers, ``OPENCLIP_VISION_HEADS``),
+the joint size from ``text_projection``. OpenAI trained with QuickGELU, so that is the default; OpenCLIP's
+non-"quickgelu" models (most LAION checkpoints) need ``act="gelu"`` (``load_model(path, act="gelu")``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ from .text import TextConfig
 from .vit import VisionConfig
 
 HEAD_WIDTH = 64  # OpenAI: heads = width // 64 in both towers
+# OpenCLIP's larger image towers use another head width (open_clip/model_configs/*.json, "vision_cfg"):
+# ViT-H-14 width 1280 / head_width 80, ViT-g-14 1408 / 88, ViT-bigG-14 1664 / 104, ViT-e-14 1792 / 112, so
+# 16 heads each where width // 64 would give 20, 22, 26, 28. Their text towers keep head width 64 (ViT-H-14
+# and ViT-g-14: 1024 wide, 16 heads; ViT-bigG-14 and ViT-e-14: 1280 wide, 20 heads). No OpenAI CLIP has an
+# image tower of these widths.
+OPENCLIP_VISION_HEADS = {1280: 16, 1408: 16, 1664: 16, 1792: 16}
 # Extra entries in OpenAI's JIT archives: model attributes, not weights.
 _NOT_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
 # (OpenAI name inside resblocks.{i}, kizuna name inside blocks.{i}); in_proj_{weight,bias} apart.
@@ -49,6 +56,13 @@ def _take_blocks(take, src: str, dst: str, depth: int, out: dict):
             out[f"{d}.attn.qkv.{p}"] = take(f"{s}.attn.in_proj_{p}")
 
 
+def infer_heads(width: int, tower: str) -> int:
+    """The head count a reader of the OpenAI layout infers for a tower ``width`` wide (the layout cannot say)."""
+    if tower == "vision" and width in OPENCLIP_VISION_HEADS:
+        return OPENCLIP_VISION_HEADS[width]
+    return width // HEAD_WIDTH
+
+
 def openai_to_kizuna(
     state_dict: dict,
     source: str = "<state dict>",
@@ -58,8 +72,13 @@ def openai_to_kizuna(
 ) -> tuple[dict, dict]:
     """An OpenAI-layout CLIP state dict -> (record, kizuna-named tensors) for ``load_model``.
 
-    ``act`` and the head counts cannot be read off the weights; the defaults are OpenAI's.
+    ``act`` and the head counts cannot be read off the weights; the defaults are OpenAI's (QuickGELU, head
+    width 64), with OpenCLIP's head counts for its large image towers (``OPENCLIP_VISION_HEADS``).
     """
+    from .layers import ACTIVATIONS
+
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {', '.join(sorted(ACTIVATIONS))}, got {act!r}")
     sd = {k: v for k, v in state_dict.items() if k not in _NOT_WEIGHTS}
     if sd and all(k.startswith("module.") for k in sd):  # saved from DistributedDataParallel
         sd = {k[len("module."):]: v for k, v in sd.items()}
@@ -129,7 +148,7 @@ def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> 
         )
     vision = VisionConfig(
         image_size=grid * patch, patch_size=patch, width=width,
-        depth=_depth(sd, "visual.transformer.resblocks", source), heads=vision_heads or width // HEAD_WIDTH,
+        depth=_depth(sd, "visual.transformer.resblocks", source), heads=vision_heads or infer_heads(width, "vision"),
         mlp_dim=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0], act=act, eps=1e-5,
         class_token=True, pool="cls", norm_pre=True, patch_bias=False, output_dim=embed,
     )
@@ -137,7 +156,7 @@ def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> 
     ctx = sd["positional_embedding"].shape[0]
     text = TextConfig(
         vocab_size=vocab, context_length=ctx, width=twidth, depth=_depth(sd, "transformer.resblocks", source),
-        heads=text_heads or twidth // HEAD_WIDTH, mlp_dim=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        heads=text_heads or infer_heads(twidth, "text"), mlp_dim=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
         act=act, eps=1e-5, causal=True, pool="argmax", eot_token_id=vocab - 1, output_dim=embed, proj_bias=False,
     )
     return ClipConfig(
@@ -151,8 +170,10 @@ def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> 
 def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
     """The inverse of ``openai_to_kizuna``: a state dict in OpenAI's layout.
 
-    The layout cannot say how many heads or which activation a model has; a reader assumes
-    width // 64 heads and QuickGELU. ``strict`` (default) refuses models where that would be wrong.
+    The layout cannot say how many heads, which activation or LayerNorm eps a model has, nor which token
+    ends a text; a reader assumes width // 64 heads (OpenCLIP's for its large image towers), QuickGELU,
+    eps 1e-5 and pooling at argmax(ids), i.e. end-of-text = the highest id. ``strict`` (default) refuses
+    models where that would be wrong.
     """
     c = model.cfg
     v, t = c.vision, c.text
@@ -171,10 +192,17 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
         problems.append("the layout implies a square image")
     if strict:
         for tower, tc in (("vision", v), ("text", t)):
-            if tc.heads != tc.width // HEAD_WIDTH:
-                problems.append(f"{tower} has {tc.heads} heads, a reader infers width // 64 = {tc.width // HEAD_WIDTH}")
+            inferred = infer_heads(tc.width, tower)
+            if tc.heads != inferred:
+                rule = "OpenCLIP's table" if inferred != tc.width // HEAD_WIDTH else "width // 64"
+                problems.append(f"{tower} has {tc.heads} heads, a reader infers {rule} = {inferred}")
             if tc.act != "quick_gelu":
                 problems.append(f"{tower} activation is {tc.act!r}, a reader assumes QuickGELU")
+            if tc.eps != 1e-5:
+                problems.append(f"{tower} LayerNorm eps is {tc.eps:g}, a reader assumes 1e-5")
+        if t.pool == "eot" and t.eot_token_id != t.vocab_size - 1:
+            problems.append(f"the text tower pools at end-of-text token {t.eot_token_id}, a reader pools at "
+                            f"argmax(ids), i.e. at the highest id {t.vocab_size - 1}")
     if problems:
         raise ValueError("OpenAI CLIP layout cannot express this model: " + "; ".join(problems))
 

@@ -5,6 +5,7 @@ Two-tower presets follow OpenCLIP's names ("ViT-B-32", "ViT-L-14", ...); "ViT-B/
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -124,14 +125,55 @@ def unknown_model_message(name: str) -> str:
             ".safetensors, OpenAI .pt or Hugging Face folder)")
 
 
+_MERGED = {"vision": VisionConfig, "text": TextConfig, "preprocess": None, "tokenizer": None}
+
+
 def clip_config(name: str, **overrides) -> ClipConfig:
+    """A preset's config with ``overrides`` applied: a field's new value, or for ``vision``, ``text``,
+    ``preprocess`` and ``tokenizer`` a dict merged into the preset's. The result is built through
+    ``ClipConfig``'s constructor, so every check applies (a mismatched ``embed_dim``, an unknown ``loss``,
+    an image smaller than a patch): a bad override is a ``ValueError`` naming it, not a model that trains
+    wrongly or saves but does not reload."""
     key = name.replace("/", "-")
     if key not in CLIP_PRESETS:
         raise ValueError(unknown_model_message(name))
-    cfg = CLIP_PRESETS[key]()
-    cfg.name = key
+    base = CLIP_PRESETS[key]()
+    if not overrides:
+        base.name = key
+        return base
+    d = base.to_dict()
+    d["name"] = key
+    fields = {f.name for f in dataclasses.fields(ClipConfig)}
     for k, v in overrides.items():
-        if not hasattr(cfg, k):
-            raise ValueError(f"unknown ClipConfig field {k!r}")
-        setattr(cfg, k, v)
-    return cfg
+        if k not in fields:
+            raise ValueError(f"unknown ClipConfig field {k!r} (fields: {', '.join(sorted(fields))})")
+        if k in _MERGED and dataclasses.is_dataclass(v) and not isinstance(v, type):
+            v = v.to_dict()  # a VisionConfig/TextConfig given whole replaces the preset's
+            d[k] = v
+            continue
+        if k in _MERGED and (v is not None or _MERGED[k] is not None):
+            if not isinstance(v, dict):
+                raise ValueError(f"override {k}= must be a dict (merged into the preset's {k}), got {type(v).__name__}")
+            known = _MERGED[k]
+            if known is not None:
+                own = {f.name for f in dataclasses.fields(known)}
+                bad = sorted(set(v) - own)
+                if bad:
+                    raise ValueError(f"unknown {k} field{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} "
+                                     f"in override {k}= (fields: {', '.join(sorted(own))})")
+            d[k] = {**(d[k] or {}), **v}
+        else:
+            d[k] = v
+    # A new image size is also the size images are preprocessed to, unless the preprocessing says otherwise.
+    new_size = d["vision"].get("image_size") if isinstance(d.get("vision"), dict) else None
+    if (new_size != base.vision.image_size and isinstance(d.get("preprocess"), dict)
+            and "image_size" not in (overrides.get("preprocess") or {})):
+        size = list(new_size) if isinstance(new_size, (tuple, list)) else new_size
+        d["preprocess"] = {**d["preprocess"], "image_size": size}
+    try:
+        return ClipConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        if len(shown) > 300:
+            shown = shown[:300] + "..."
+        raise ValueError(f"{key} with {shown}: {e}") from None

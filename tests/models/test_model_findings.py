@@ -1,0 +1,250 @@
+"""Model loading and config findings: OpenCLIP head counts and activation, preset overrides checked as a
+whole config, the OpenAI layout's strict export, unreadable configs, HF processor mean/std and SigLIP's
+default resize, SigLIP configs without a logit bias, get_preprocess on configs and ViTs."""
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+import kizuna
+from kizuna.models.checkpoint import CheckpointError, load_model, load_state_dict_strict, save_model
+from kizuna.models.clip import ClipConfig, ClipModel
+from kizuna.models.convert_hf import export_hf_clip, export_hf_siglip, hf_folder_to_kizuna, preprocess_from_hf
+from kizuna.models.convert_openai import _infer_config, kizuna_to_openai, openai_to_kizuna
+from kizuna.models.presets import clip_config
+from kizuna.models.text import TextConfig
+from kizuna.models.vit import VisionConfig
+
+
+def _openai_like(vision_width=64, vision_heads=1, act="quick_gelu", vision_eps=1e-5, text_eps=1e-5, eot=99,
+                 pool="eot") -> ClipModel:
+    cfg = ClipConfig(
+        embed_dim=32,
+        vision=VisionConfig(image_size=28, patch_size=14, width=vision_width, depth=1, heads=vision_heads, mlp_dim=64,
+                            act=act, eps=vision_eps, norm_pre=True, patch_bias=False, output_dim=32),
+        text=TextConfig(vocab_size=100, context_length=16, width=64, depth=1, heads=1, mlp_dim=128, act=act,
+                        eps=text_eps, output_dim=32, eot_token_id=eot, pool=pool),
+    )
+    torch.manual_seed(0)
+    return ClipModel(cfg).eval()
+
+
+def _quickgelu_warnings(record) -> list:
+    return [w for w in record if "QuickGELU" in str(w.message)]
+
+
+# ----- B1: OpenCLIP's large image towers and GELU ------------------------------------------------------
+def _meta_openclip_sd(width: int, text_width: int, embed: int) -> dict:
+    def e(*shape):
+        return torch.empty(*shape, device="meta")
+
+    return {"visual.conv1.weight": e(width, 3, 14, 14), "visual.positional_embedding": e(257, width),
+            "visual.proj": e(width, embed), "text_projection": e(text_width, embed),
+            "token_embedding.weight": e(49408, text_width), "positional_embedding": e(77, text_width),
+            "visual.transformer.resblocks.0.mlp.c_fc.weight": e(4 * width, width),
+            "transformer.resblocks.0.mlp.c_fc.weight": e(4 * text_width, text_width)}
+
+
+@pytest.mark.parametrize("name,width,text_width,embed,text_heads", [
+    ("ViT-H-14", 1280, 1024, 1024, 16), ("ViT-g-14", 1408, 1024, 1024, 16), ("ViT-bigG-14", 1664, 1280, 1280, 20),
+    ("ViT-B-32 (OpenAI)", 768, 512, 512, 8), ("ViT-L-14 (OpenAI)", 1024, 768, 768, 12),
+])
+def test_openclip_large_image_towers_get_their_head_count(name, width, text_width, embed, text_heads):
+    from kizuna.models.convert_openai import infer_heads
+
+    cfg = _infer_config(_meta_openclip_sd(width, text_width, embed), name, "gelu", None, None)
+    expected = {1280: 16, 1408: 16, 1664: 16}.get(width, width // 64)
+    assert (cfg.vision.heads, cfg.text.heads) == (expected, text_heads)
+    assert infer_heads(width, "vision") == expected and infer_heads(1280, "text") == 20
+
+
+def test_openclip_state_dict_loads_with_its_heads_and_act_gelu(tmp_path):
+    k = _openai_like(vision_width=1280, vision_heads=16, act="gelu")
+    sd = kizuna_to_openai(k, strict=False)  # GELU: the layout cannot say so
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(sd, path)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        back = load_model(path, act="gelu")
+    assert not _quickgelu_warnings(rec)
+    assert (back.cfg.vision.heads, back.cfg.vision.act, back.cfg.text.act) == (16, "gelu", "gelu")
+    pixels, tokens = torch.randn(2, 3, 28, 28), torch.randint(0, 99, (2, 16))
+    tokens[:, 9] = 99
+    with torch.no_grad():
+        torch.testing.assert_close(back.logits(pixels, tokens)[0], k.logits(pixels, tokens)[0])
+    assert kizuna.create_model(str(path), act="gelu").cfg.vision.act == "gelu"
+
+    # without act=: QuickGELU assumed, and a warning says how to ask for GELU
+    with pytest.warns(UserWarning, match=r"QuickGELU.*act=\"gelu\"") as rec:
+        assumed = load_model(path)
+    assert len(_quickgelu_warnings(rec)) == 1
+    assert assumed.cfg.vision.act == "quick_gelu" and assumed.cfg.vision.heads == 16
+
+
+def test_act_is_refused_for_checkpoints_that_record_theirs(tmp_path):
+    path = save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="act= applies to OpenAI-layout"):
+        load_model(path, act="gelu")
+    with pytest.raises(ValueError, match="act= applies to OpenAI-layout"):
+        kizuna.create_model(str(path), act="gelu")
+    sd_path = tmp_path / "x.pt"
+    torch.save(kizuna_to_openai(_openai_like()), sd_path)
+    with pytest.raises(ValueError, match="act must be one of"):
+        load_model(sd_path, act="relu")
+
+
+def test_openai_quickgelu_export_with_openclip_head_count_passes_strict():
+    # 1280 wide with 16 heads is what a reader now infers: strict accepts it, 20 heads it refuses
+    kizuna_to_openai(_openai_like(vision_width=1280, vision_heads=16))
+    with pytest.raises(ValueError, match="vision has 20 heads, a reader infers OpenCLIP's table = 16"):
+        kizuna_to_openai(_openai_like(vision_width=1280, vision_heads=20))
+
+
+# ----- B3: strict export refuses what an OpenAI-layout reader misreads ---------------------------------------
+def test_strict_openai_export_refuses_another_eot_token_and_layernorm_eps():
+    with pytest.raises(ValueError, match=r"end-of-text token 5.*argmax\(ids\)"):
+        kizuna_to_openai(_openai_like(eot=5))
+    with pytest.raises(ValueError, match=r"vision LayerNorm eps is 1e-06.*1e-5") as e:
+        kizuna_to_openai(_openai_like(vision_eps=1e-6, text_eps=1e-6))
+    assert "text LayerNorm eps is 1e-06" in str(e.value)
+    kizuna_to_openai(_openai_like(eot=5), strict=False)
+    kizuna_to_openai(_openai_like(eot=5, pool="argmax"))  # argmax pooling is what the reader does
+
+    # the model that is accepted reads back exactly
+    k = _openai_like()
+    record, tensors = openai_to_kizuna(kizuna_to_openai(k), "x")
+    back = ClipModel(ClipConfig.from_dict(record["config"])).eval()
+    load_state_dict_strict(back, tensors, "x")
+    tokens = torch.tensor([[1, 50, 60, 99] + [0] * 12])
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode_text(tokens), k.encode_text(tokens))
+
+
+# ----- B2: preset overrides are checked as a whole config ------------------------------------------------
+@pytest.mark.parametrize("overrides,match", [
+    (dict(embed_dim=16), "embed_dim 16 disagrees"),
+    (dict(loss="sigmoid"), "loss must be 'clip' or 'siglip'"),
+    (dict(image_size=4), "smaller than one patch"),
+    (dict(vision={"dept": 1}), "unknown vision field 'dept'"),
+    (dict(foo=1), "unknown ClipConfig field 'foo'"),
+    (dict(vision=None), "must be a dict"),
+])
+def test_bad_preset_overrides_are_named_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        kizuna.create_model("ViT-mu-8", **overrides)
+
+
+def test_dict_overrides_merge_into_the_preset_and_reload(tmp_path):
+    model = kizuna.create_model("ViT-mu-8", vision={"depth": 1}, text={"depth": 1}, image_size=48)
+    c = model.cfg
+    assert isinstance(c.vision, VisionConfig) and isinstance(c.text, TextConfig)
+    assert (c.vision.depth, c.vision.width, c.text.depth, c.text.width) == (1, 64, 1, 64)
+    assert c.vision.image_size == 48 and c.preprocess["image_size"] == 48 and c.name == "ViT-mu-8"
+    back = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert back.cfg.to_dict() == c.to_dict()
+    # a preset's act= sets both towers; an explicit tower act wins
+    c2 = kizuna.create_model("ViT-mu-8", act="quick_gelu", text={"act": "gelu"}).cfg
+    assert (c2.vision.act, c2.text.act) == ("quick_gelu", "gelu")
+    assert clip_config("ViT-mu-8", vision=VisionConfig(**{**c.vision.to_dict(), "image_size": 64})).preprocess[
+        "image_size"] == 64
+
+
+# ----- R1: an unreadable config.json ----------------------------------------------------------------------
+def test_config_json_that_is_a_folder_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "m" / "config.json").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"config\.json: cannot be read") as e:
+        load_model(tmp_path / "m")
+    assert str(tmp_path / "m" / "config.json") in str(e.value)
+
+
+# ----- R2 / R3: HF processor settings -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hf_mu(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf") / "clip"
+    export_hf_clip(kizuna.create_model("ViT-mu-8"), folder)
+    return folder
+
+
+@pytest.mark.parametrize("mean,expected", [
+    (0.5, [0.5, 0.5, 0.5]), ([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]), ("abc", None), ([0.5], None), ([1, 2], None),
+    ([0.5, "x", 0.5], None),
+])
+def test_hf_processor_mean_is_checked_where_it_is_read(hf_mu, mean, expected):
+    pp_file = hf_mu / "preprocessor_config.json"
+    pp = json.loads(pp_file.read_text())
+    original = pp_file.read_text()
+    try:
+        pp_file.write_text(json.dumps({**pp, "image_mean": mean, "image_std": mean}))
+        if expected is None:
+            with pytest.raises(CheckpointError, match="image_mean must be three numbers") as e:
+                hf_folder_to_kizuna(hf_mu)
+            assert str(pp_file) in str(e.value) and "config.json:" not in str(e.value).replace(str(pp_file), "")
+        else:
+            record, _ = hf_folder_to_kizuna(hf_mu)
+            assert record["config"]["preprocess"]["mean"] == expected
+            assert record["config"]["preprocess"]["std"] == expected
+    finally:
+        pp_file.write_text(original)
+
+
+def test_hf_processor_size_errors_name_the_processor_file():
+    with pytest.raises(CheckpointError, match=r"^p/preprocessor_config\.json: cannot read"):
+        preprocess_from_hf({"size": {"shortest_edge": "x"}, "do_center_crop": True,
+                            "crop_size": {"height": 3, "width": 3}}, "clip", 224, "p/preprocessor_config.json")
+    with pytest.raises(CheckpointError, match="image_std must be positive"):
+        preprocess_from_hf({"image_std": [0.5, 0, 0.5]}, "clip", 224, "p")
+
+
+def test_siglip_processor_without_size_squashes(tmp_path):
+    folder = export_hf_siglip(kizuna.create_model("siglip-mu-8"), tmp_path / "sig")
+    pp = json.loads((folder / "preprocessor_config.json").read_text())
+    pp.pop("size")
+    pp.pop("do_center_crop", None)
+    (folder / "preprocessor_config.json").write_text(json.dumps(pp))
+    record, _ = hf_folder_to_kizuna(folder)
+    assert record["config"]["preprocess"]["resize_mode"] == "squash"
+    assert record["config"]["preprocess"]["image_size"] == 32  # the model's own size
+    # a crop asked for is still a crop
+    assert preprocess_from_hf({"do_center_crop": True, "crop_size": {"height": 32, "width": 32}}, "siglip", 32)[
+        "resize_mode"] == "shortest"
+
+
+# ----- R4: SigLIP needs its logit bias ----------------------------------------------------------------------
+def test_siglip_loss_without_a_logit_bias_is_refused():
+    c = clip_config("siglip-mu-8").to_dict()
+    with pytest.raises(ValueError, match="loss='siglip' needs a logit bias"):
+        ClipConfig.from_dict({**c, "init_logit_bias": None})
+    assert ClipConfig.from_dict(c).init_logit_bias == -10.0
+    assert clip_config("siglip-mu-8").init_logit_scale == pytest.approx(math.log(10))
+
+
+# ----- N3: get_preprocess ------------------------------------------------------------------------------------
+def test_get_preprocess_takes_a_config_a_model_or_a_dict_and_says_what_a_vit_needs():
+    model = kizuna.create_model("ViT-mu-8")
+    a, b = kizuna.get_preprocess(model), kizuna.get_preprocess(model.cfg)
+    c = kizuna.get_preprocess(model.cfg.preprocess)
+    assert repr(a) == repr(b) == repr(c)
+    vit = kizuna.create_vit("mu/8", image_size=32)
+    with pytest.raises(ValueError, match="carries no preprocessing.*vit_preprocess"):
+        kizuna.get_preprocess(vit)
+    with pytest.raises(ValueError, match="carries no preprocessing"):
+        kizuna.get_preprocess(vit.cfg)
+    with pytest.raises(TypeError, match="get_preprocess takes"):
+        kizuna.get_preprocess(42)
+
+
+def test_the_command_line_passes_act_on(tmp_path):
+    """The library took act=, the command line had no way to say it (a GELU OpenCLIP file only warned)."""
+    from kizuna.apps.cli import build_parser
+    from kizuna.apps.common import load_model_from_args
+
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(kizuna_to_openai(_openai_like(act="gelu"), strict=False), path)
+    args = build_parser().parse_args(["embed", "--model", str(path), "--texts", "t.txt", "--out", "o.npy",
+                                      "--device", "cpu", "--act", "gelu"])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        model = load_model_from_args(args)
+    assert (model.cfg.vision.act, model.cfg.text.act) == ("gelu", "gelu") and not _quickgelu_warnings(rec)
