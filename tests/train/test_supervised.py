@@ -532,3 +532,18 @@ def test_model_overrides_name_vision_config_fields(tmp_path):
         _cfg(None, tmp_path, model_overrides={"image_size": 64})
     with pytest.raises(ValueError, match="num_classes is set by the data"):
         _cfg(None, tmp_path, model_overrides={"num_classes": 3})
+
+
+def test_a_finetune_at_lr_0_only_evaluates_the_transfer(data, tmp_path):
+    """docs/VIT.md's transfer measurement (`vit finetune --reset-head false --steps 1 --lr 0`) was refused
+    by the check --lr > 0; at 0 the weights stay as loaded and the evaluation runs at the new size."""
+    import kizuna
+
+    SupervisedTrainer(_cfg(data, tmp_path / "base", steps=2)).train()
+    cfg = _cfg(data, tmp_path / "zero", init=str(tmp_path / "base" / "model"), image_size=24, reset_head=False,
+               steps=1, lr=0.0, warmup_steps=0)
+    metrics = SupervisedTrainer(cfg).train()
+    assert metrics["val_samples"] == 16
+    before = load_for_finetune(str(tmp_path / "base" / "model"), len(CLASSES), 24, "interpolate", False).state_dict()
+    after = kizuna.load_model(tmp_path / "zero" / "model").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

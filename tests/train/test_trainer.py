@@ -240,7 +240,7 @@ def test_settings_that_would_do_nothing_or_lose_the_run_are_refused(tmp_path):
             tiny_config(tmp_path, patch_dropout=share)
     for flags, message in (({"betas": (0.9,)}, "--betas must be two numbers"), ({"log_every": 0}, "--log-every must be"),
                            ({"accum_steps": 0}, "--accum-steps must be"), ({"threads": -1}, "--threads must be >= 0"),
-                           ({"steps": -5}, "--steps must be >= 0"), ({"steps": 0, "epochs": 0}, "--epochs must be > 0"),
+                           ({"steps": -5}, "--steps must be >= 0"), ({"lr": -1e-3}, "--lr must be >= 0"), ({"steps": 0, "epochs": 0}, "--epochs must be > 0"),
                            ({"batch_size": 0}, "--batch-size must be an integer >= 1")):
         with pytest.raises(ValueError, match=message):  # they failed deep inside, or trained nothing
             tiny_config(tmp_path, **flags)
@@ -426,6 +426,21 @@ def test_a_ctrl_c_checkpoint_logs_the_steps_since_the_last_record(tmp_path):
     assert [r["step"] for r in records] == [3]
     assert records[0]["loss"] == pytest.approx(sum(losses) / 3)
     assert (tmp_path / "checkpoints" / "step_0000003" / "train_state.pt").is_file()
+
+
+def test_a_refused_resume_leaves_the_runs_settings_as_they_were(tmp_path, capsys):
+    """train_config.json was written before the resume's checks: a refused --model or --batch-size left it
+    naming settings that never ran, and `analyze compare-runs` reported them."""
+    from kizuna.apps.cli import main
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2)).train()
+    written = (tmp_path / "train_config.json").read_text()
+    base = ["train", "--out", str(tmp_path), "--resume", "latest", "--steps", "4", "--progress", "false"]
+    assert main([*base, "--model", "ViT-B-32"]) == 2
+    assert main([*base, "--batch-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "the run's batch size is 16" in err and "sampler state" not in err
+    assert (tmp_path / "train_config.json").read_text() == written
 
 
 def test_a_run_of_the_other_trainer_is_named_on_resume(tmp_path, capsys):

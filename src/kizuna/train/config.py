@@ -70,7 +70,7 @@ class TrainConfig:
     eval_max_samples: int = 0  # 0 = all
     eval_split: str = ""  # split of those folders ("" = test, else val/validation); pick best/ on "val", not test
     best_metric: str = ""  # metric name that picks the "best" checkpoint (best/ after any evaluation that beats it)
-    best_mode: str = "auto"  # "auto" (lowest for a loss, error or rank, else highest) | "max" | "min"
+    best_mode: str = "auto"  # "auto" (lowest for a loss, error, rank or attack rate, else highest) | "max" | "min"
     # output
     out: str = "runs/train"
     save_every: int = 0  # steps; 0 = only at the end
@@ -159,7 +159,8 @@ def check_common(cfg) -> None:
                  "val_max_samples"):
         if hasattr(cfg, name):
             need(getattr(cfg, name) >= 0, name, ">= 0", getattr(cfg, name))
-    need(cfg.lr > 0, "lr", "> 0", cfg.lr)
+    # 0 is a run that only evaluates (docs/VIT.md: a checkpoint at a new resolution, no update); < 0 ascends
+    need(cfg.lr >= 0, "lr", ">= 0 (0: no update, only the evaluation)", cfg.lr)
     need(cfg.weight_decay >= 0, "weight_decay", ">= 0", cfg.weight_decay)
     betas = tuple(cfg.betas) if isinstance(cfg.betas, (list, tuple)) else (cfg.betas,)
     need(len(betas) == 2 and all(0 <= b < 1 for b in betas), "betas", "two numbers in [0, 1), e.g. 0.9,0.98",

@@ -98,12 +98,14 @@ class Trainer(ABC):
         self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
 
     def open_log(self) -> None:
-        """metrics.jsonl and config.json (with the precision "auto" resolved to here); then the resume, if any."""
+        """metrics.jsonl, the resume if any, then train_config.json (with the precision "auto" resolved to
+        here): written before the resume's checks, a refused resume left the file naming settings that never
+        ran (and `analyze compare-runs` reported them)."""
         self.step, self.epoch = 0, 0
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main, fresh=self.resume_from is None)
-        self.logger.write_config({**self.cfg.to_dict(), "precision_used": self.precision})
         if self.resume_from is not None:
             self._resume()
+        self.logger.write_config({**self.cfg.to_dict(), "precision_used": self.precision})
 
     def autocast(self):
         return autocast_for(self.precision, self.device)
@@ -148,7 +150,12 @@ class Trainer(ABC):
 
     def _resume(self) -> None:
         state = self.ckpt.load_into(self.resume_from, self.model)
-        check_resume_settings(state.get("train_config", {}), self.cfg, self.resume_fixed, self.resume_from, self.named)
+        saved = state.get("train_config", {})
+        check_resume_settings(saved, self.cfg, self.resume_fixed, self.resume_from, self.named)
+        if saved.get("batch_size", self.cfg.batch_size) != self.cfg.batch_size:  # the sampler said it in its terms
+            raise ValueError(f"--resume {self.resume_from}: the run's batch size is {saved['batch_size']}, and its data "
+                             f"position counts batches of that size, so --batch-size {self.cfg.batch_size} cannot "
+                             "continue it. Drop the flag, or start a new run in another --out")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
