@@ -161,7 +161,7 @@ def _budgeted_run(clock, pace, budget_minutes=10.0, warmup_steps=30, eval_second
         clock.now += eval_seconds
         return {"val_top1": 0.5} if eval_seconds else {}
 
-    cfg = SimpleNamespace(warmup_steps=warmup_steps, steps=0, eval_every=eval_every,
+    cfg = SimpleNamespace(warmup_steps=warmup_steps, steps=0, eval_every=eval_every, save_every=0,
                           time_budget_minutes=budget_minutes, time_limit_minutes=0.0)
     trainer = SimpleNamespace(cfg=cfg, budget=budget, step=0, total_steps=budget_mod.UNPLANNED, planned=False,
                               steps_per_epoch=100, device=torch.device("cpu"), logger=_Log(), evaluate=evaluate,
@@ -263,3 +263,18 @@ def test_corrections_price_evaluations_at_those_since_the_plan(clock):
     assert first["eval_seconds"] == 30.0 and corrected is not None and corrected["eval_seconds"] == 3.0
     per_step = 1.0 + 3.0 / 10  # a step and its share of the evaluations, priced at 3 s, not 30
     assert corrected["total_steps"] - corrected["planned_at_step"] == math.floor(corrected["remaining_s"] / per_step)
+
+
+def test_the_plan_leaves_room_for_the_checkpoints_to_come():
+    """Checkpoint time was left out of the plan: with --save-every 3 a tiny run overran its budget by 15%."""
+    def planned(save_times, save_every):
+        b = TimeBudget(budget_minutes=1.0, margin=0.0)
+        b.step_times = [0.1] * 40
+        b.save_times = list(save_times)
+        return b.plan(30, save_every=save_every)
+
+    free = planned([], 0)
+    saving = planned([1.0, 1.0, 1.0], 10)  # 1 s every 10 steps of 0.1 s: half the time
+    assert saving["save_seconds"] == 1.0
+    # the time left, less the final checkpoint, at 0.2 s a step (0.1 s of step and 1 s every 10 steps)
+    assert saving["total_steps"] - 30 == pytest.approx((free["remaining_s"] - 1.0) / 0.2, abs=2)

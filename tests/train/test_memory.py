@@ -55,8 +55,11 @@ def test_trainers_keep_freed_memory_on_the_cpu_unless_told_not_to(tmp_path, monk
 
     calls = []
     monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append(1) or True)
-    contrastive.ContrastiveTrainer(tiny_config(tmp_path, keep_freed_memory=keep, device="cpu"))
-    assert calls == ([1] if keep else [])
+    monkeypatch.setattr(trainer, "release_kept_memory", lambda: calls.append(-1) or True)
+    t = contrastive.ContrastiveTrainer(tiny_config(tmp_path, keep_freed_memory=keep, device="cpu", steps=1))
+    assert calls == []  # not while setting up: a set-up that fails would leave it on
+    t.train()
+    assert calls == ([1, -1] if keep else [])
 
 
 RELEASE_PROBE = textwrap.dedent("""

@@ -405,7 +405,7 @@ def test_keeps_freed_memory_on_the_cpu_unless_told_not_to(data, tmp_path, monkey
 
     calls = []
     monkeypatch.setattr(trainer, "keep_freed_memory", lambda: calls.append(1) or True)
-    SupervisedTrainer(_cfg(data, tmp_path / "m", keep_freed_memory=keep, device="cpu"))
+    SupervisedTrainer(_cfg(data, tmp_path / "m", keep_freed_memory=keep, device="cpu", steps=1)).train()
     assert calls == ([1] if keep else [])
 
 

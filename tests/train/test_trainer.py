@@ -96,6 +96,11 @@ def test_shard_with_bad_members_trains_on_and_reports(tmp_path, capsys):
     data = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
     assert any(r.get("skipped/corrupt_image") == 1 for r in data)
     assert any(r.get("index_skipped") == 2 for r in data)
+    # a resume does not log the index's skips a second time (the run's log has them from its start)
+    ContrastiveTrainer(tiny_config(tmp_path / "run", data=str(shard), batch_size=4, steps=0, epochs=2,
+                                   model_overrides={"vision": {"image_size": 32}}, resume="latest")).train()
+    data = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
+    assert sum("index_skipped" in r for r in data) == 1
 
 
 def test_time_limit_stops_saves_and_evaluates(tmp_path):
@@ -468,3 +473,66 @@ def test_cli_type_errors_name_the_flag_and_the_version_is_shown(tmp_path, capsys
              "--progress", "false", "--eval-max-samples", "4", "--out", str(tmp_path / "run")]
     assert main(["train", *flags]) == 0
     assert f"checkpoints: {tmp_path / 'run'}/checkpoints/latest" in capsys.readouterr().err
+
+
+def test_a_resumed_budgeted_run_goes_on_at_the_rate_its_schedule_reached(tmp_path):
+    """The rate after a resume was set before the run's planned length was restored: with the open length
+    of a budget the first step after the resume went at the peak rate (1e-3 where the schedule had 3e-4)."""
+    kw = dict(steps=0, time_budget_minutes=0.1, warmup_steps=2, save_every=30, keep_last=10, eval_every=0)
+    ContrastiveTrainer(tiny_config(tmp_path / "a", **kw)).train()
+    records = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    plan = next(r for r in records if r["kind"] == "plan")
+    lr = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
+    assert plan["step"] < 30 < max(lr), "the run must plan before its checkpoint at step 30 and go on after it"
+    resumed = ContrastiveTrainer(tiny_config(tmp_path / "b", resume=str(tmp_path / "a" / "checkpoints" / "step_0000030"),
+                                             **kw))
+    assert resumed.planned and resumed.step == 30
+    assert lr[31] < 0.999e-3  # past the warm-up and into the cosine: not the peak
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(lr[31], rel=1e-6)
+
+
+def test_ctrl_c_at_an_evaluation_step_keeps_the_evaluation_and_at_the_last_step_finishes(tmp_path):
+    """The stop came before the step's evaluation and checkpoint: an evaluation at that step was lost for
+    good, and at the last step the run's end (evaluation, OUT/model of a ViT run, best/) never came, nor
+    could a resume bring it (the run was complete)."""
+    import signal
+
+    for stop_at, out in ((4, tmp_path / "mid"), (6, tmp_path / "last")):
+        trainer = ContrastiveTrainer(tiny_config(out, steps=6, eval_every=2, log_every=1))
+        fit, seen = trainer.fit_batch, []
+
+        def fit_and_interrupt(batch, fit=fit, seen=seen, stop_at=stop_at):
+            seen.append(1)
+            if len(seen) == stop_at:
+                signal.raise_signal(signal.SIGINT)
+            return fit(batch)
+
+        trainer.fit_batch = fit_and_interrupt
+        if stop_at < 6:
+            with pytest.raises(KeyboardInterrupt):
+                trainer.train()
+        else:
+            trainer.train()  # the last step: the run simply ends
+        evals = [r["step"] for r in read_metrics(out / "metrics.jsonl", "eval")]
+        assert evals == [2, 4] if stop_at == 4 else evals == [2, 4, 6]
+        assert (out / "checkpoints" / f"step_{stop_at:07d}").is_dir()
+
+
+def test_the_stop_handler_does_nothing_in_a_loader_worker_and_the_hint_is_the_callers(tmp_path, capsys):
+    """Workers forked in the loop inherit the handler (each printed the stop message); `kizuna demo` was told
+    to continue with a --resume it does not have."""
+    import signal
+    from types import SimpleNamespace
+
+    from kizuna.train.trainer import StopOnInterrupt, stop_and_save
+
+    with StopOnInterrupt() as stop:
+        stop._pid = -1  # as in a forked worker
+        stop._handle(signal.SIGINT, None)
+        assert not stop.requested
+    trainer = SimpleNamespace(save=lambda metrics: None, logger=SimpleNamespace(close=lambda: None), step=3,
+                              ckpt=SimpleNamespace(dir=tmp_path), cfg=SimpleNamespace(out="runs/x"),
+                              resume_command="`kizuna train --config demo --out runs/x --resume latest`")
+    with pytest.raises(KeyboardInterrupt):
+        stop_and_save(trainer)
+    assert "continue with `kizuna train --config demo" in capsys.readouterr().err

@@ -64,6 +64,7 @@ class TimeBudget:
     replan_steps: list = field(default_factory=list)  # steps at which the plan is corrected (set by the plan)
     spent_before: float = 0.0  # seconds of this budget a killed run spent before the checkpoint it resumed from
     eval_times: list = field(default_factory=list)  # the evaluations' durations since the plan (corrections read them)
+    save_times: list = field(default_factory=list)  # the checkpoints' durations (the plan prices those to come)
     _last: float | None = None
     _planned_with: dict = field(default_factory=dict)  # the first plan's arguments and first timed step
 
@@ -91,6 +92,11 @@ class TimeBudget:
         evaluations still to come look dearer than they are."""
         if self._planned_with:
             self.eval_times.append(seconds)
+
+    def save_took(self, seconds: float) -> None:
+        """A checkpoint's duration: the plan and its corrections leave room for the checkpoints still to come
+        (a run saving every few steps overran its budget by the time they took)."""
+        self.save_times.append(seconds)
 
     def pause(self) -> None:
         """Called after an evaluation or a checkpoint, which happen between steps: the next step is timed
@@ -140,17 +146,21 @@ class TimeBudget:
         return statistics.fmean(times[:len(times) - len(times) // 100])
 
     def plan(self, step: int, cap: int = 0, eval_seconds: float = 0.0, eval_every: int = 0,
-             device: torch.device | None = None) -> dict:
+             device: torch.device | None = None, save_every: int = 0) -> dict:
         """The total number of steps that ends training within the budget (see the module docstring).
 
         ``eval_seconds``: what one evaluation costs (0 without one); it is paid once at the end and every
-        ``eval_every`` steps on the way. ``cap`` (> 0) bounds the total from above. Returns the plan as a
-        dict for the log: ``total_steps``, ``seconds_per_step``, ``eval_seconds``, ``remaining_s``.
+        ``eval_every`` steps on the way; a checkpoint (the median of those timed so far) likewise, every
+        ``save_every`` steps and at the end. ``cap`` (> 0) bounds the total from above. Returns the plan as
+        a dict for the log: ``total_steps``, ``seconds_per_step``, ``eval_seconds``, ``save_seconds``,
+        ``remaining_s``.
         """
         first_plan = not self._planned_with
         per_step = self.seconds_per_step(SKIP_FIRST if first_plan else self._planned_with["first_timed"])
-        remaining = self.usable_seconds - self.elapsed - eval_seconds
-        per_step_all = per_step + (eval_seconds / eval_every if eval_every else 0.0)
+        save_seconds = statistics.median(self.save_times[-5:]) if self.save_times else 0.0
+        remaining = self.usable_seconds - self.elapsed - eval_seconds - save_seconds
+        per_step_all = (per_step + (eval_seconds / eval_every if eval_every else 0.0)
+                        + (save_seconds / save_every if save_every else 0.0))
         left = max(1, math.floor(remaining / per_step_all)) if remaining > 0 else 1
         total = step + left
         if cap:
@@ -161,11 +171,11 @@ class TimeBudget:
             total = int(t.item())
         if first_plan:  # the corrections: at fixed steps (the same on every rank), on the pace from here on
             self._planned_with = {"cap": cap, "eval_seconds": eval_seconds, "eval_every": eval_every,
-                                  "first_timed": len(self.step_times)}
+                                  "save_every": save_every, "first_timed": len(self.step_times)}
             after = {step + max(self.calibrate_steps, round(share * (total - step))) for share in REPLAN_AT}
             self.replan_steps = sorted(s for s in after if s < total)
         return {"total_steps": int(total), "seconds_per_step": per_step, "eval_seconds": eval_seconds,
-                "remaining_s": remaining, "budget_minutes": self.budget_minutes, "planned_at_step": step}
+                "save_seconds": save_seconds, "remaining_s": remaining, "budget_minutes": self.budget_minutes, "planned_at_step": step}
 
     def replan(self, step: int, device: torch.device | None = None) -> dict | None:
         """The corrected plan when ``step`` is one of :attr:`replan_steps` (else None): the first plan's
@@ -179,7 +189,8 @@ class TimeBudget:
         eval_seconds = w["eval_seconds"]
         if self.eval_times and eval_seconds:  # the median: one slow evaluation is not the pace
             eval_seconds = statistics.median(self.eval_times[-5:])
-        plan = self.plan(step, cap=w["cap"], eval_seconds=eval_seconds, eval_every=w["eval_every"], device=device)
+        plan = self.plan(step, cap=w["cap"], eval_seconds=eval_seconds, eval_every=w["eval_every"], device=device,
+                         save_every=w.get("save_every", 0))
         w["first_timed"] = len(self.step_times)  # the next correction reads the pace from here on
         return plan
 
@@ -208,7 +219,7 @@ def plan_run(trainer, bar=None) -> dict:
     if metrics:
         trainer.logger.log(trainer.step, metrics, kind="eval")
     plan = trainer.budget.plan(trainer.step, cap=cfg.steps, eval_seconds=eval_s, eval_every=cfg.eval_every,
-                               device=trainer.device)
+                               device=trainer.device, save_every=cfg.save_every)
     trainer.total_steps, trainer.planned = plan["total_steps"], True
     trainer.logger.log(trainer.step, plan, kind="plan")
     if bar is not None:

@@ -110,7 +110,8 @@ class ContrastiveTrainer(Trainer):
         index = getattr(self.dataset, "index", None)
         if index is not None and index.skips and self.dist.is_main:
             print(f"data: {len(index)} usable samples; while indexing {index.skips.report()}")
-            self.log_skips(index.skips, "index_skipped")
+            if self.resume_from is None:  # the run's log has them from its start (a resume logged them again)
+                self.log_skips(index.skips, "index_skipped")
 
     # ----- set-up ------------------------------------------------------------------------------
     def best_metric(self, cfg: TrainConfig) -> tuple[str | None, str]:

@@ -64,6 +64,9 @@ def run(args):
           f"({cfg.steps} steps x {cfg.batch_size} pairs) on {'GPU' if torch.cuda.is_available() else 'CPU'}")
     start = time.perf_counter()
     trainer = ContrastiveTrainer(cfg)  # a fresh run: an earlier demo's metrics.jsonl in OUT is set aside
+    # `kizuna demo` always starts afresh; the training goes on with `kizuna train` (without the demo's report)
+    trainer.resume_command = (f"`kizuna train --config demo --out {cfg.out} --resume latest` (the demo itself "
+                              "starts afresh)")
     trainer.train()
     train_seconds = time.perf_counter() - start
     stopped_by_time_limit = getattr(trainer, "length_before_limit", None) is not None  # set where the limit cut it

@@ -17,6 +17,7 @@ own that a resume needs), ``optimizer_settings`` and ``finish``.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -45,6 +46,8 @@ class Trainer(ABC):
     batch_key: str
     #: the progress bar's label
     bar_label = "training"
+    #: how a stopped run is continued, said after a Ctrl-C (None: the flags "--out OUT --resume latest")
+    resume_command: str | None = None
 
     # ----- set-up ------------------------------------------------------------------------------
     def start(self, cfg, named: frozenset[str] | None):
@@ -59,7 +62,6 @@ class Trainer(ABC):
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device
         self.check_config(cfg)
-        self.kept_memory = self.device.type == "cpu" and cfg.keep_freed_memory and keep_freed_memory()
         self.precision = announce_precision(cfg.precision, self.device, self.dist.is_main)
         if self.dist.is_main:
             announce_restored(cfg, restored)
@@ -158,10 +160,12 @@ class Trainer(ABC):
                              "continue it. Drop the flag, or start a new run in another --out")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
-                            **self.optimizer_settings())
+        # the run's length first: the rate set next reads it (with the open length of a budgeted run that
+        # is not yet planned, the first step after a resume went at the peak rate)
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         restore_length(self, state)
+        use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
+                            **self.optimizer_settings())
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         self.restore_extra_train_state(state)
@@ -187,17 +191,19 @@ class Trainer(ABC):
         return None
 
     def finish(self, metrics: dict) -> None:
-        """After the last step (not when a resume found the run complete)."""
+        """At the last step, before its checkpoint (so a run killed in between is resumed from the step before
+        and finishes again), with the latest evaluation's metrics. Not when a resume found the run complete."""
 
     def train(self) -> dict:
+        # only while training: set in the constructor, a set-up that failed (a refused resume) or a trainer
+        # never trained left the process keeping its freed memory
+        kept = self.device.type == "cpu" and self.cfg.keep_freed_memory and keep_freed_memory()
         try:
             if resumed_at_the_end(self):
                 return {}
-            metrics = self._loop()
-            self.finish(metrics)
-            return metrics
+            return self._loop()  # finish() is called in it, before the last checkpoint
         finally:
-            if self.kept_memory:  # the process (a notebook's, say) does not hold the run's peak from now on
+            if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
 
     def _loop(self) -> dict:
@@ -234,8 +240,6 @@ class Trainer(ABC):
                     # also at every checkpoint (a Ctrl-C's too): the window is not saved, so a resume starts a new one
                     if self.step % cfg.log_every == 0 or last or saving or stop.requested:
                         self._log_window(window, bar)
-                    if stop.requested:
-                        stop_and_save(self, bar)
                     metrics, paused_at = None, time.perf_counter()
                     if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
                         metrics = last_metrics = plan_metrics
@@ -249,12 +253,20 @@ class Trainer(ABC):
                             if line and self.dist.is_main:
                                 bar.write(f"step {self.step}: {line}")
                     if saving or last:
+                        saved_at = time.perf_counter()
+                        if last:  # before the final checkpoint: a run whose last step is saved has finished
+                            self.finish(last_metrics)
                         self.save(metrics)
+                        budget.save_took(time.perf_counter() - saved_at)
                     elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
                         self.ckpt.update_best(self.step, self.model, metrics)
                     if metrics is not None or saving:
                         budget.pause()  # evaluation and checkpoints are not step time
                         window.exclude(time.perf_counter() - paused_at)  # nor samples/s time
+                    # Ctrl-C: after this step's evaluation and checkpoint (a stop at an evaluation step lost it
+                    # for good, at the last step the run's end too); the last step simply ends the run
+                    if stop.requested and not last:
+                        stop_and_save(self, bar, saved=saving)
                 else:
                     if self.dist.is_main and self.loader.skips.total:
                         bar.write(f"epoch {self.epoch}: {self.loader.report()}")
@@ -317,12 +329,15 @@ class StopOnInterrupt:
         import threading
 
         if self.enabled and threading.current_thread() is threading.main_thread():
+            self._pid = os.getpid()
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame):
         import signal
 
+        if os.getpid() != self._pid:  # a loader worker forked inside the loop inherits the handler: the loop
+            return  # stops in the main process, which shuts its workers down (each printed the message too)
         self.requested = True
         signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
         print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)",
@@ -337,15 +352,17 @@ class StopOnInterrupt:
         return False
 
 
-def stop_and_save(trainer: Trainer, bar=None) -> None:
-    """The end of a run stopped by Ctrl-C: save where it stands (no evaluation: the data loaders' workers got
-    the Ctrl-C too), say how to continue, and raise KeyboardInterrupt (the command line exits with 130)."""
-    trainer.save(None)
+def stop_and_save(trainer: Trainer, bar=None, saved: bool = False) -> None:
+    """The end of a run stopped by Ctrl-C: save where it stands (unless this step was ``saved`` already), say
+    how to continue, and raise KeyboardInterrupt (the command line exits with 130)."""
+    if not saved:
+        trainer.save(None)
     if bar is not None:
         bar.close()
     trainer.logger.close()
+    how = trainer.resume_command or f"--out {trainer.cfg.out} --resume latest"
     print(f"stopped at step {trainer.step}: saved {trainer.ckpt.dir / f'step_{trainer.step:07d}'}; continue with "
-          f"--out {trainer.cfg.out} --resume latest", file=sys.stderr)
+          f"{how}", file=sys.stderr)
     raise KeyboardInterrupt
 
 
