@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     from kizuna.data.images import ImageError
     from kizuna.models.checkpoint import CheckpointError
 
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # one line in the command's voice: Python's form (file:line, the source line) is for programmers
+        print(f"kizuna {args.command}: warning: {message}", file=file or sys.stderr)
+
+    showwarning, warnings.showwarning = warnings.showwarning, show
     try:
         result = args._run(args)
     # A bad path the user gave (missing, a file where a folder belongs, not writable) is a one-line error;
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        warnings.showwarning = showwarning  # main() called from Python (the tests) leaves it as it was
     return int(result or 0)
 
 

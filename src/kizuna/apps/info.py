@@ -12,6 +12,9 @@ import json
 def add_arguments(p):
     p.add_argument("model", help="preset name, checkpoint path, or `list` to print the presets")
     p.add_argument("--allow-jit", action="store_true", help="allow TorchScript archives (trusted files only)")
+    p.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
+                   help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record (gelu for "
+                        "most OpenCLIP checkpoints; default quick_gelu, OpenAI's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -49,7 +52,7 @@ def run(args):
     if args.model == "list":
         print(json.dumps(kizuna.list_models()) if args.json else "\n".join(kizuna.list_models()))
         return
-    model = kizuna.create_model(args.model, allow_jit=args.allow_jit)
+    model = kizuna.create_model(args.model, allow_jit=args.allow_jit, act=args.act)
     info = summarize(model)
     if args.json:
         print(json.dumps(info, indent=2))

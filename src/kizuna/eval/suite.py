@@ -80,10 +80,15 @@ _RANK_METRICS = ("median_rank", "mean_rank", "lp_l2", "lp_C", "groups", "zerosho
 def load_suite(path) -> dict:
     """-> ``{"out": str | None, "runs": [dict, ...]}`` with defaults merged and tasks normalised."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; a suite is a .json or .py file")
     if not path.is_file():
         raise FileNotFoundError(f"suite file not found: {path}")
     if path.suffix == ".py":
-        ns = runpy.run_path(str(path))
+        try:
+            ns = runpy.run_path(str(path))
+        except SyntaxError as e:  # a traceback (exit 1) pointed into runpy
+            raise ValueError(f"{path}:{e.lineno}: {e.msg} (a Python suite file must run)") from None
         if "suite" in ns and callable(ns["suite"]):
             obj = ns["suite"]()
         elif "SUITE" in ns:
@@ -92,9 +97,11 @@ def load_suite(path) -> dict:
             raise ValueError(f"{path}: define SUITE = [...] (or {{'runs': [...]}}) or a function suite()")
     else:
         try:
-            obj = json.loads(path.read_text())
+            obj = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file; a suite is a .json or .py file") from None
     if isinstance(obj, list):
         obj = {"runs": obj}
     if not isinstance(obj, dict) or not isinstance(obj.get("runs"), list):
@@ -103,6 +110,8 @@ def load_suite(path) -> dict:
     if unknown:
         raise ValueError(f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))} "
                          "(known: out, defaults, runs)")
+    if not obj["runs"]:  # it ran nothing and said nothing
+        raise ValueError(f"{path}: the suite has no runs")
     defaults = dict(obj.get("defaults") or {})
     runs = []
     for i, run in enumerate(obj["runs"]):

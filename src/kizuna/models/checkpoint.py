@@ -220,6 +220,11 @@ def load_model(
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.exists():
+            inside = [p for p in (path / "model", path / "checkpoints" / "best", path / "checkpoints" / "latest")
+                      if p.exists()]
+            if inside or (path / "train_config.json").is_file():  # a run's --out, the commonest slip
+                raise CheckpointError(f"{path} is a training run's folder, not a model; pass "
+                                      + (" or ".join(str(p) for p in inside) or f"{path / 'checkpoints' / 'latest'}"))
             raise CheckpointError(f"{path}: folder has no config.json (expected a kizuna or Hugging Face model)")
         try:
             cfg = json.loads(cfg_file.read_text())
@@ -257,8 +262,8 @@ def load_model(
 
             warnings.warn(f"{path}: an OpenAI-layout state dict records no activation; QuickGELU (OpenAI's) is "
                           "assumed. For an OpenCLIP checkpoint trained with GELU (most LAION ones; not the "
-                          "'-quickgelu' models) pass act=\"gelu\": kizuna.create_model(path, act=\"gelu\") or "
-                          "load_model(path, act=\"gelu\")", UserWarning, stacklevel=2)
+                          "'-quickgelu' models) pass act=\"gelu\" (kizuna.create_model(path, act=\"gelu\"); on the "
+                          "command line --act gelu)", UserWarning, stacklevel=2)
     try:
         if image_size is not None:
             record, tensors = _change_resolution(record, tensors, image_size)

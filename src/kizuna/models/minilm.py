@@ -107,8 +107,16 @@ class MiniLMTextTower(nn.Module):
 
     def load_pretrained_weights(self) -> None:
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
-        pretrained = AutoModel.from_pretrained(minilm_path()).state_dict()
+        # transformers draws its own "Loading weights" bar on every load, --no-progress or not
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            pretrained = AutoModel.from_pretrained(minilm_path()).state_dict()
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
         retired = {k.removeprefix("encoder.") for k in self.retired_state_dict_keys}
         self.encoder.load_state_dict({k: v for k, v in pretrained.items() if k not in retired}, strict=True)
 

@@ -192,9 +192,13 @@ class CheckpointManager:
         """"latest" or a checkpoint folder path."""
         path = self.latest() if resume == "latest" else follow_latest(resume)
         if path is None:
-            raise FileNotFoundError(f"--resume latest: no checkpoint under {self.dir}")
+            prev = self.dir.with_name("checkpoints.prev")
+            raise FileNotFoundError(f"--resume latest: no checkpoint under {self.dir}" + (
+                f"; an earlier run's are in {prev} (a fresh run into this --out set them aside): resume from one of "
+                "them with --resume PATH" if prev.is_dir() else ""))
         if not (path / "train_state.pt").exists():
-            raise FileNotFoundError(f"{path}: not a training checkpoint (no train_state.pt)")
+            raise FileNotFoundError(f"--resume {path}: no such folder" if not path.exists() else
+                                    f"{path}: not a training checkpoint (no train_state.pt)")
         return path
 
     def load_into(self, path: Path, model) -> dict:

@@ -260,7 +260,7 @@ class ContrastiveTrainer(Trainer):
                 metrics.update(evaluate_for_training(
                     self.model, self.tokenizer, kizuna.get_preprocess(self.model),
                     zeroshot or None, cfg.eval_retrieval or None, max_samples=cfg.eval_max_samples,
-                    split=cfg.eval_split or None,
+                    split=cfg.eval_split or None, progress=cfg.progress and self.dist.is_main,
                 ))
         finally:
             self.model.train()

@@ -503,7 +503,7 @@ class SupervisedTrainer(Trainer):
         self.open_log()
         if self.resume_from is None and self.decode_skips is not None:
             self.log_skips(self.decode_skips, step=0)
-        if self.dist.is_main and cfg.progress:
+        if self.dist.is_main:  # also without a bar: what the run trains on
             n = len(self.train_index)
             share = f" ({cfg.subset_fraction:g} of {self.full_train_size})" if cfg.subset_fraction < 1 else ""
             length = (f"{self.total_steps} steps" if self.planned else
@@ -579,11 +579,15 @@ class SupervisedTrainer(Trainer):
     def evaluate(self) -> dict:
         if self.val_loader is None:
             return {}
+        from tqdm import tqdm
+
         self.model.eval()
         stats = torch.zeros(3, dtype=torch.float64, device=self.device)  # correct, count, loss sum
         try:
             self.val_sampler.set_epoch(0)
-            for batch in self.val_loader:
+            # a bar of its own: the training bar stood still at its step for the minutes a large set takes
+            for batch in tqdm(self.val_loader, desc="evaluating", unit="batch", leave=False, dynamic_ncols=True,
+                              disable=not (self.dist.is_main and self.cfg.progress)):
                 if len(batch["labels"]) == 0:
                     continue
                 x = batch["images"].to(self.device, non_blocking=True)

@@ -71,8 +71,6 @@ class Trainer(ABC):
         torch.manual_seed(cfg.seed)
         self.ckpt = CheckpointManager(self.out, cfg.keep_last, *self.best_metric(cfg))
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
-        if self.resume_from is None and self.dist.is_main:  # a fresh run: earlier checkpoints here are not its own
-            self.ckpt.set_aside_earlier_run()
         return cfg
 
     def best_metric(self, cfg) -> tuple[str | None, str]:
@@ -104,6 +102,11 @@ class Trainer(ABC):
         here): written before the resume's checks, a refused resume left the file naming settings that never
         ran (and `analyze compare-runs` reported them)."""
         self.step, self.epoch = 0, 0
+        # A fresh run: earlier checkpoints here are not its own. Set aside only now that the model, data and
+        # optimizer are built: a run that failed to start (a typo in --data) moved them and left nothing to
+        # resume.
+        if self.resume_from is None and self.dist.is_main:
+            self.ckpt.set_aside_earlier_run()
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main, fresh=self.resume_from is None)
         if self.resume_from is not None:
             self._resume()
@@ -286,6 +289,10 @@ class Trainer(ABC):
         self.logger.log(self.step, record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", **short, lr=f"{record['lr']:.2e}",
                         sps=f"{record['samples_per_s']:.0f}")
+        if not self.cfg.progress and self.dist.is_main:  # no bar (a batch job's log): a line per record instead
+            of = f"/{self.total_steps}" if self.planned else ""
+            print(f"step {self.step}{of}: loss {record['loss']:.4f}" + "".join(f", {k} {v}" for k, v in short.items())
+                  + f", lr {record['lr']:.2e}, {record['samples_per_s']:.0f} samples/s", flush=True)
         window.reset()
 
 

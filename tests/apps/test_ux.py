@@ -1,0 +1,77 @@
+"""What a user sees when something goes a little wrong: the command's own voice, the way forward, and no
+lost work."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kizuna.apps.cli import main
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
+from _tiny import tiny_config  # noqa: E402
+
+
+def _train_flags(out):
+    return ["train", "--model", "ViT-mu-8", "--synthetic-image-size", "32", "--synthetic-length", "64",
+            "--batch-size", "16", "--steps", "2", "--warmup-steps", "1", "--context-length", "24", "--workers", "0",
+            "--threads", "1", "--eval-max-samples", "4", "--precision", "fp32", "--out", str(out)]
+
+
+def test_a_run_that_fails_to_start_leaves_the_earlier_checkpoints_in_place(tmp_path, capsys):
+    """A typo in --data moved the earlier run's checkpoints aside before failing, and `--resume latest` then
+    found nothing."""
+    out = tmp_path / "run"
+    assert main([*_train_flags(out), "--progress", "false"]) == 0
+    assert main([*_train_flags(out), "--data", str(tmp_path / "trian")]) == 2
+    assert (out / "checkpoints" / "step_0000002").is_dir() and not (out / "checkpoints.prev").exists()
+    capsys.readouterr()
+
+
+def test_without_a_bar_the_run_prints_a_line_per_log_record(tmp_path, capsys):
+    """--progress false silenced the whole run: no loss, no pace, for a batch job's log."""
+    assert main([*_train_flags(tmp_path / "run"), "--progress", "false", "--log-every", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "step 1/2: loss " in out and "step 2/2: loss " in out and "samples/s" in out
+
+
+def test_warnings_speak_as_the_command(tmp_path, capsys):
+    """A library warning came as Python's file:line plus a source line."""
+    from kizuna.models.convert_openai import kizuna_to_openai
+
+    import kizuna
+
+    path = tmp_path / "openclip.bin"
+    torch.save(kizuna_to_openai(kizuna.create_model("ViT-mu-8", act="quick_gelu"), strict=False), path)
+    assert main(["info", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "kizuna info: warning: " in err and "--act gelu" in err and "UserWarning" not in err
+    assert main(["info", str(path), "--act", "gelu"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_runs_folder_given_as_a_model_names_the_model_inside(tmp_path, capsys):
+    from kizuna.train.contrastive import ContrastiveTrainer
+
+    ContrastiveTrainer(tiny_config(tmp_path / "run", steps=1)).train()
+    assert main(["info", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "is a training run's folder, not a model; pass" in err and "checkpoints/latest" in err
+
+
+@pytest.mark.parametrize("content,message", [("SUITE = [\n  {'model': }\n]\n", "suite.py:2: "),
+                                             (None, "is a folder"), ("SUITE = []\n", "the suite has no runs")])
+def test_suite_file_mistakes_are_one_line_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "suite.py"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    assert main(["eval", "suite", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_resume_from_a_path_that_does_not_exist_says_so(tmp_path, capsys):
+    assert main([*_train_flags(tmp_path / "run"), "--resume", str(tmp_path / "nosuch")]) == 2
+    assert "no such folder" in capsys.readouterr().err
