@@ -75,3 +75,15 @@ def test_suite_file_mistakes_are_one_line_errors(tmp_path, capsys, content, mess
 def test_resume_from_a_path_that_does_not_exist_says_so(tmp_path, capsys):
     assert main([*_train_flags(tmp_path / "run"), "--resume", str(tmp_path / "nosuch")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_info_on_a_preset_counts_without_drawing_weights(capsys, monkeypatch):
+    """`kizuna info ViT-H-14` drew 1 B random weights (20 s) to count them; the shapes are enough."""
+    import kizuna
+
+    made = []
+    create = kizuna.create_model
+    monkeypatch.setattr(kizuna, "create_model", lambda *a, **k: made.append(create(*a, **k)) or made[-1])
+    assert main(["info", "ViT-B-32"]) == 0
+    assert "total 151.28M" in capsys.readouterr().out
+    assert made[0].logit_scale.device.type == "meta"
