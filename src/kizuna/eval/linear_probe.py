@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
 
-from .encode import encode_images
+from .encode import encode_images, is_main
 
 __all__ = [
     "LinearProbe", "ProbeResult", "evaluate_linear_probe", "few_shot_indices", "fit_logistic_regression",
@@ -226,14 +226,21 @@ def _matching_shots(few: dict[int, list[float]], target: float) -> float:
 def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: int, *,
                                few_shot: Sequence[int] = FEW_SHOT, seeds: int = 3, val_fraction: float = 0.2,
                                grid: Sequence[float] = COARSE_GRID, zeroshot_acc: float | None = None, seed: int = 0,
-                               max_iter: int = 1000, dataset: str = "") -> ProbeResult:
+                               max_iter: int = 1000, dataset: str = "", progress: bool = False) -> ProbeResult:
+    """``progress``: a bar over the fits (the full probe's L2 sweep, then every few-shot seed), which take
+    seconds to minutes after the encoding's bars have gone."""
+    from tqdm import tqdm
+
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    bar = tqdm(total=1 + len(few_shot) * seeds, desc="fitting probes", unit="fit", leave=False,
+               disable=not progress)
     x_train, x_test = torch.as_tensor(x_train).double(), torch.as_tensor(x_test).double()
     tr, va = stratified_split(y_train, val_fraction, seed)
     if len(va) == 0:
         raise ValueError("too few training samples to carve a validation split (need >= 2 per class)")
     l2, sweep = select_l2(x_train[tr], y_train[tr], x_train[va], y_train[va], num_classes, grid)
     probe = fit_logistic_regression(x_train, y_train, num_classes, l2, max_iter=max_iter)
+    bar.update(1)
     metrics = {"lp_acc1": probe.accuracy(x_test, y_test), "lp_l2": l2,
                "lp_C": 1.0 / (l2 * len(y_train))}
     few: dict[int, list[float]] = {}
@@ -243,6 +250,7 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     for k in few_shot:
         if k > present.min():  # not k-shot: some class would give all it has, and it would be called k-shot
             notes.append(f"{k}-shot skipped: a class has only {int(present.min())} training images")
+            bar.update(seeds)
             continue
         accs = []
         for s in range(seeds):
@@ -252,9 +260,11 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
                             refine=False)[0] if len(val) else 1e-3
             accs.append(fit_logistic_regression(x_train[shots], y_train[shots], num_classes, lam,
                                                 max_iter=max_iter).accuracy(x_test, y_test))
+            bar.update(1)
         few[k] = accs
         metrics[f"fewshot_{k}_acc1_mean"] = float(np.mean(accs))
         metrics[f"fewshot_{k}_acc1_std"] = float(np.std(accs))
+    bar.close()
     if zeroshot_acc is not None:
         metrics["zeroshot_acc1"] = float(zeroshot_acc)
         if few:
@@ -298,7 +308,7 @@ def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_S
     res = linear_probe_from_features(ftr.features[ftr.valid], ytr[mtr], fte.features[fte.valid], yte[mte],
                                      max(train.num_classes, test.num_classes), few_shot=few_shot, seeds=seeds,
                                      val_fraction=val_fraction, grid=grid, zeroshot_acc=zeroshot_acc, seed=seed,
-                                     dataset=test.name)
+                                     dataset=test.name, progress=progress and is_main())
     for counter, ds, feats in ((res.train_skipped, train, ftr), (res.test_skipped, test, fte)):
         counter.update(ds.skips)  # the images the probe left out, as the zero-shot result counts them
         counter.update(feats.skips)
