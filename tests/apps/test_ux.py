@@ -87,3 +87,17 @@ def test_info_on_a_preset_counts_without_drawing_weights(capsys, monkeypatch):
     assert main(["info", "ViT-B-32"]) == 0
     assert "total 151.28M" in capsys.readouterr().out
     assert made[0].logit_scale.device.type == "meta"
+
+
+def test_an_empty_training_set_says_what_to_pass(tmp_path, capsys):
+    """A dataset root, or a classification set, gave "no usable image-caption samples found" and no way on."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+    from _shards import image_bytes, make_pair_shard, write_tar
+
+    make_pair_shard(tmp_path / "root" / "train" / "000000.tar", 0, 4)
+    write_tar(tmp_path / "labelled" / "000000.tar", [(f"{i:04d}.{ext}", image_bytes() if ext == "jpg" else b"3")
+                                                       for i in range(4) for ext in ("jpg", "cls")])
+    for data, hint in ((tmp_path / "root", "it is a dataset root with split folders (train): pass one"),
+                       (tmp_path / "labelled", "carry class labels (.cls), not captions")):
+        assert main([*_train_flags(tmp_path / "run"), "--data", str(data)]) == 2
+        assert hint in capsys.readouterr().err

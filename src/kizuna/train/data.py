@@ -78,7 +78,7 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
     index = build_index(cfg.data, require="caption", image_column=cfg.csv_image_key, caption_column=cfg.csv_caption_key)
     if len(index) == 0:
         why = f" ({index.skips.report()})" if index.skips else ""
-        raise ValueError(f"{cfg.data}: no usable image-caption samples found{why}")
+        raise ValueError(f"{cfg.data}: no usable image-caption samples found{why}{_what_to_pass(cfg.data, index)}")
     transform = preprocess_from_config(
         preprocess_cfg, train=train, scale=tuple(cfg.aug_scale), hflip=cfg.aug_hflip, color_jitter=cfg.aug_color_jitter,
     )
@@ -100,3 +100,27 @@ def build_loader(cfg, dataset, per_rank_batch: int, rank: int, world_size: int):
         )
     loader = make_loader(dataset, sampler, num_workers=cfg.workers, collate=Collate())
     return loader, sampler
+
+
+def _what_to_pass(data: str, index) -> str:
+    """The likely slip behind an empty training set: a dataset root (its shards are in split folders), or a
+    classification set (labels, no captions)."""
+    from pathlib import Path
+
+    root = Path(data)
+    splits = [d.name for d in sorted(root.iterdir()) if d.is_dir() and any(d.glob("*.tar"))] if root.is_dir() else []
+    if splits and not any(root.glob("*.tar")):
+        return (f"; it is a dataset root with split folders ({', '.join(splits)}): pass one, e.g. --data "
+                f"{root / ('train' if 'train' in splits else splits[0])}")
+    if index.skips.counts.get("missing_caption") and any(root.glob("*.tar")) and _has_labels(root):
+        return ("; its samples carry class labels (.cls), not captions: train a classifier with `kizuna vit "
+                "train --data ...`, or evaluate zero-shot on it with `kizuna eval zeroshot`")
+    return ""
+
+
+def _has_labels(folder) -> bool:
+    from kizuna.data.tar_index import index_tar
+
+    first = sorted(folder.glob("*.tar"))[0]
+    return any(label >= 0 for label in index_tar(first).labels)
+
