@@ -101,3 +101,9 @@ def test_an_empty_training_set_says_what_to_pass(tmp_path, capsys):
                        (tmp_path / "labelled", "carry class labels (.cls), not captions")):
         assert main([*_train_flags(tmp_path / "run"), "--data", str(data)]) == 2
         assert hint in capsys.readouterr().err
+
+
+def test_analyze_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    assert main(["analyze", "filters", "ViT-mu-8", "--out", str(tmp_path / "a.jpg")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err

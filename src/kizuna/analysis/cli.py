@@ -43,6 +43,42 @@ ACTIONS = {
 }
 
 
+# What each action writes to --out, and one example: the action's own --help shows them.
+ACTION_DOCS = {
+    "filters": ("filters.png (the first --components principal components of the patch-embedding filters) and "
+                "filters.json (explained variance per component).",
+                "kizuna analyze filters runs/cifar-s4/model --out fig/"),
+    "positions": ("positions.png (each patch position's cosine similarity to every other) and positions.json "
+                  "(row_column_ratio > 1: rows and columns show up in the embeddings).",
+                  "kizuna analyze positions runs/cifar-s4/model --out fig/"),
+    "attention-distance": ("attention_distance.png and attention_distance.json: mean attention distance in pixels "
+                           "per layer and head, with the uniform-attention level.",
+                           "kizuna analyze attention-distance runs/cifar-s4/model --images ../shared/data/cifar10/test "
+                           "--out fig/"),
+    "rollout": ("rollout.png (the image with the rolled-out attention over it) and rollout.json (the map).",
+                "kizuna analyze rollout runs/cifar-s4/model --image a.jpg --out fig/"),
+    "predict": ("predict.png (the image and its top --top class probabilities) and predict.json.",
+                'kizuna analyze predict runs/demo/checkpoints/best --image a.jpg --labels "cat,dog,car" --out fig/'),
+    "all": ("the figures and JSONs of filters, positions, attention-distance, rollout and predict that apply to "
+            "the model, plus report.json with every section.",
+            "kizuna analyze all runs/cifar-s4/model --images ../shared/data/cifar10/test --image a.jpg --out fig/"),
+    "over-training": ("over_training.png and over_training.json: per checkpoint (RUN/checkpoints/step_*), the "
+                      "per-layer attention distances, their slope against depth, the row/column ratio and --metric.",
+                      "kizuna analyze over-training runs/cifar-s4 --images ../shared/data/cifar10/test --out fig/"),
+    "compare-runs": ("runs.png (--metric against the step, per run) and runs.json (final and best --metric, final "
+                     "train accuracy, the gap, the settings the runs differ in).",
+                     "kizuna analyze compare-runs runs/s4-10pct runs/s4-100pct --panel-by subset_fraction --out fig/"),
+}
+
+
+def _description(name: str) -> str:
+    writes, example = ACTION_DOCS[name]
+    import textwrap
+
+    text = textwrap.fill(f"{ACTIONS[name][0].upper()}{ACTIONS[name][1:]}. Writes to --out: {writes}", 100)
+    return f"{text}\n\n  {example}\n"
+
+
 def _number(value, spec: str) -> str:
     """A number for the summary lines; "n/a" for one the JSON holds as null (a slope of one layer)."""
     return "n/a" if value is None else format(value, spec)
@@ -53,7 +89,7 @@ def add_arguments(p):
 
     sub = p.add_subparsers(dest="analyze_command", metavar="ACTION")
     for name, help_text in ACTIONS.items():
-        a = sub.add_parser(name, help=help_text, description=help_text,
+        a = sub.add_parser(name, help=help_text, description=_description(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "compare-runs":
             a.add_argument("runs", nargs="+", metavar="run", help="training runs' OUT folders (their metrics.jsonl)")
@@ -61,10 +97,13 @@ def add_arguments(p):
             a.add_argument("--metric", default="val_top1", help="the eval rows' metric to compare (default val_top1)")
             a.add_argument("--labels", help="comma-separated names for the runs, in order, or a file with one per line "
                                              "(default: folder names)")
-            a.add_argument("--panel-by", help="one panel per value of this train_config setting, e.g. subset_fraction")
-            a.add_argument("--colour-by", help="runs with the same value of this setting share a colour (e.g. model)")
+            a.add_argument("--panel-by", help="one panel per value of this train_config setting, e.g. subset_fraction "
+                                               "(default: one panel)")
+            a.add_argument("--colour-by", help="runs with the same value of this setting share a colour, e.g. model "
+                                                "(default: a colour per run)")
             a.add_argument("--group-by", default="", help="comma-separated settings; runs sharing them are "
-                                                          "averaged (e.g. model,subset_fraction over seeds)")
+                                                          "averaged (e.g. model,subset_fraction over seeds; "
+                                                          "default: no averaging)")
             a.add_argument("--train-window", type=at_least_one, default=5,
                            help="final train accuracy = mean of this many last logged values (default 5)")
             a.add_argument("--mode", choices=["auto", "max", "min"], default="auto",
@@ -88,21 +127,24 @@ def add_arguments(p):
             a.add_argument("--components", type=int, default=28, help="principal components to show (default 28)")
         if name in ("attention-distance", "all", "over-training"):
             a.add_argument("--images", nargs="+", required=name != "all",
-                           help="image files, folders or shard specs (all: default shapes-world scenes)")
+                           help="image files, folders or shard specs" + (" (default: 16 generated shapes-world scenes)"
+                                                                         if name == "all" else ""))
             a.add_argument("--max-images", type=at_least_one, default=32, help="images used (default 32)")
         if name in ("rollout", "predict", "all"):
             a.add_argument("--image", required=name in ("rollout", "predict"),
-                           help="one image (all: default the first of --images)")
+                           help="one image file" + (" (default: the first of --images)" if name == "all" else ""))
         if name in ("rollout", "all"):
-            a.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"])
+            a.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"],
+                           help="how each layer's attention heads are combined before rollout (default mean)")
             a.add_argument("--discard-ratio", type=float, default=0.0,
-                           help="drop this share of the weakest attention per row before rollout")
+                           help="drop this share (0..1) of the weakest attention per row before rollout (default 0)")
         if name in ("predict", "all"):
             a.add_argument("--labels", help="comma-separated class names or a file with one per line "
-                                            "(CLIP: the classes to score; ViT: its classes in order)")
+                                            "(CLIP: the classes to score; ViT: its classes in order; default for a "
+                                            "ViT: the class names saved with it)")
             a.add_argument("--template", action="append", default=None,
                            help="CLIP prompt template with {c} (repeatable; default 'a photo of a {c}.')")
-            a.add_argument("--true-label", default=None, help="highlight this label in the panel")
+            a.add_argument("--true-label", default=None, help="highlight this label in the panel (default: none)")
             a.add_argument("--top", type=at_least_one, default=5, help="classes in the panel (default 5)")
     p.set_defaults(_analyze_parser=p)
 
@@ -120,8 +162,12 @@ def run(args):
     from kizuna.apps.zeroshot import parse_labels
     from kizuna.data.sources import SkipCounter
 
+    from pathlib import Path
+
     from . import report as R
 
+    if Path(args.out).is_file():  # it failed as "[Errno 17] File exists" once the figures were drawn
+        raise ValueError(f"--out {args.out} is a file; give a folder for the figures and JSON")
     if args.analyze_command == "compare-runs":
         from .runs import compare_runs, format_table
 

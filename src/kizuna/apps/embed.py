@@ -21,8 +21,9 @@ def add_arguments(p):
     src.add_argument("--images", help="folder of images (searched recursively)")
     src.add_argument("--texts", help="text file, one text per line")
     p.add_argument("--out", required=True, help="output file: .npy or .parquet")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", "--num-workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--batch-size", type=int, default=64, help="images or texts encoded per batch (default 64)")
+    p.add_argument("--workers", "--num-workers", type=int, default=2,
+                   help="image decoding processes (default 2; 0 = decode in the main process)")
 
 
 class _ImageFiles:

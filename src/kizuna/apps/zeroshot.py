@@ -16,7 +16,8 @@ def add_arguments(p):
     p.add_argument("--labels", required=True, help="comma-separated labels, or a text file with one per line")
     p.add_argument("--template", action="append", default=None,
                    help="prompt template with {c} (repeatable; default: 'a photo of a {c}.')")
-    p.add_argument("--top", type=int, default=5, help="rows to print per image")
+    p.add_argument("--top", type=int, default=5, help="labels to print per image, most probable first (default 5)")
+    p.epilog = "Prints one table per image (label, probability); writes no files."
 
 
 def parse_labels(spec: str) -> list[str]:

@@ -56,17 +56,25 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
                    help="CLIP_benchmark key for bundled class names/templates, e.g. cifar10 (default: folder name)")
     if classification:
         p.add_argument("--templates", default=None,
-                       help="prompt templates: .txt (one per line, with {c}) or CLIP_benchmark-style .json")
-        p.add_argument("--classnames", default=None, help="class names file, one per line in label order")
-        p.add_argument("--cache-dir", default=None, help="folder for an on-disk cache of class embeddings (.pt)")
+                       help="prompt templates: .txt (one per line, with {c}) or CLIP_benchmark-style .json "
+                            "(default: the dataset's zeroshot_classification_templates.txt, else the bundled "
+                            "list for --dataset-name, else 'a photo of a {c}.')")
+        p.add_argument("--classnames", default=None,
+                       help="class names file, one per line in label order (default: the dataset's classnames.txt, "
+                            "else the bundled list for --dataset-name, else the ImageFolder folder names)")
+        p.add_argument("--cache-dir", default=None,
+                       help="folder for an on-disk cache of class embeddings (.pt) (default: no cache on disk)")
     p.add_argument("--max-samples", type=_count, default=0, help="evaluate the first N images only (0 = all)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
-    p.add_argument("--num-workers", "--workers", type=int, default=0, help="DataLoader worker processes for decoding")
-    p.add_argument("--image-column", default="filepath", help="CSV: image path column")
-    p.add_argument("--label-column", default="label", help="CSV: class index or class name column")
-    p.add_argument("--caption-column", default="title", help="CSV: caption column (retrieval)")
+    p.add_argument("--num-workers", "--workers", type=int, default=0,
+                   help="DataLoader worker processes for decoding (default 0: decode in the main process)")
+    p.add_argument("--image-column", default="filepath", help="CSV: image path column (default filepath)")
+    p.add_argument("--label-column", default="label",
+                   help="CSV: class index or class name column (default label)")
+    p.add_argument("--caption-column", default="title", help="CSV: caption column, retrieval only (default title)")
     p.add_argument("--name", default=None, help="model label in the report (default: config name or path)")
-    p.add_argument("--out", default=None, help="write results.json, results.md and plots here")
+    p.add_argument("--out", default=None,
+                   help="write results.json, results.md and plots here (default: print the tables only)")
     add_progress_argument(p, "no progress bars")
 
 
@@ -75,22 +83,18 @@ def add_arguments(p):
     fmt = argparse.RawDescriptionHelpFormatter
 
     z = sub.add_parser("zeroshot", formatter_class=fmt, help="zero-shot classification (top-1/top-5/per-class)",
-                       description="Zero-shot classification with a prompt ensemble: top-1, top-5, mean per-class "
-                                   "recall, a per-class table and a confusion-matrix plot.")
+                       description=ZEROSHOT_DOC)
     _common(z)
 
     r = sub.add_parser("retrieval", formatter_class=fmt, help="image<->text retrieval R@1/5/10, median rank",
-                       description="Image->text and text->image retrieval with several captions per image: "
-                                   "R@1/5/10 and median rank, computed in chunks (exact).")
+                       description=RETRIEVAL_DOC)
     _common(r, classification=False)
-    r.add_argument("--query-chunk", type=int, default=1024, help="queries per similarity block")
+    r.add_argument("--query-chunk", type=int, default=1024,
+                   help="queries per similarity block; smaller uses less memory, same numbers (default 1024)")
 
     lp = sub.add_parser("linear-probe", formatter_class=fmt,
                         help="linear probe + few-shot on frozen features, vs zero-shot",
-                        description="Multinomial logistic regression on frozen image features (L-BFGS, L2 "
-                                    "chosen on a validation split carved from train), few-shot probes with k "
-                                    "examples per class (mean +- std over seeds), compared with zero-shot in a "
-                                    "table and a plot.")
+                        description=LINEAR_PROBE_DOC)
     _common(lp)
     lp.add_argument("--train-split", default="train", help="split to fit the probe on (default train)")
     lp.add_argument("--few-shot", type=_ints, default=[1, 2, 4, 8, 16],
@@ -102,23 +106,26 @@ def add_arguments(p):
 
     pr = sub.add_parser("probes", formatter_class=fmt,
                         help="robustness (blur/noise/JPEG/contrast), typographic attack, relation swap",
-                        description="Zero-shot accuracy under blur, noise, JPEG and contrast shifts; a typographic "
-                                    "attack (a wrong class name written on each image); Winoground-style relation-"
-                                    "swap scores on synthetic scenes.")
+                        description=PROBES_DOC)
     _common(pr, dataset_required=False)
     pr.add_argument("--severities", type=_ints, default=None,
                     help="corruption severities 1..5 (default 1,3,5); the robustness probe, which needs --dataset")
     pr.add_argument("--corruptions", default=None,
                     help="comma-separated subset of gaussian_blur,gaussian_noise,jpeg,contrast (default all)")
-    pr.add_argument("--no-robustness", action="store_true")
-    pr.add_argument("--no-typographic", action="store_true")
-    pr.add_argument("--no-relation-swap", action="store_true")
+    pr.add_argument("--no-robustness", action="store_true",
+                    help="skip the corruption probe (blur, noise, JPEG, contrast on --dataset's images)")
+    pr.add_argument("--no-typographic", action="store_true",
+                    help="skip the typographic attack (a wrong class name written on --dataset's images)")
+    pr.add_argument("--no-relation-swap", action="store_true",
+                    help="skip the relation-swap probe on synthetic scenes ('A left of B' vs 'B left of A')")
     pr.add_argument("--relation-groups", type=int, default=100, help="relation-swap groups (default 100)")
 
     s = sub.add_parser("suite", formatter_class=fmt, help="run a suite file of (model, dataset, task) runs",
                        description=_suite_doc())
-    s.add_argument("file", help="suite file: .json or .py (see below)")
-    s.add_argument("--out", default=None, help="output folder (overrides the file's 'out')")
+    s.add_argument("file", help="suite file: .json or .py (format described above)")
+    s.add_argument("--out", default=None,
+                   help="output folder for results.json, results.md and plots (default: the file's 'out'; "
+                        "without either the tables are only printed)")
     s.add_argument("--device", type=device_name, default=None, help="device for every run (default: cuda if available)")
     add_progress_argument(s, "no progress bars")
 
@@ -126,7 +133,37 @@ def add_arguments(p):
 def _suite_doc() -> str:
     from . import suite
 
-    return suite.__doc__ or ""
+    return ("Run every (model, dataset, task) of a suite file; write one results.json, results.md and plots.\n\n"
+            "  kizuna eval suite suite.json --out eval_results\n\n" + (suite.__doc__ or ""))
+
+
+ZEROSHOT_DOC = """Zero-shot classification with a prompt ensemble: top-1, top-5, mean per-class recall, a per-class
+table and a confusion-matrix plot. With --out: results.json, results.md and confusion-matrix PNGs.
+
+  kizuna eval zeroshot --model runs/demo/checkpoints/best --dataset ../shared/data/cifar10 --out runs/eval/c10
+"""
+
+RETRIEVAL_DOC = """Image->text and text->image retrieval with several captions per image: R@1/5/10 and median rank,
+computed in chunks (exact). With --out: results.json and results.md.
+
+  kizuna eval retrieval --model runs/f8k/checkpoints/best --dataset ../shared/data/flickr8k --out runs/eval/f8k
+"""
+
+LINEAR_PROBE_DOC = """Multinomial logistic regression on frozen image features (L-BFGS, L2 chosen on a validation split
+carved from train), few-shot probes with k examples per class (mean +- std over seeds), compared with
+zero-shot in a table. With --out: results.json, results.md and a zero-shot vs probe plot.
+
+  kizuna eval linear-probe --model runs/demo/checkpoints/best --dataset ../shared/data/cifar10 --few-shot 1,4,16 \\
+      --out runs/eval/c10-probe
+"""
+
+PROBES_DOC = """Zero-shot accuracy under blur, noise, JPEG and contrast shifts and a typographic attack (a wrong class
+name written on each image), both on --dataset's images; Winoground-style relation-swap scores on
+synthetic scenes (needs no --dataset). With --out: results.json, results.md and robustness plots.
+
+  kizuna eval probes --model runs/demo/checkpoints/best --dataset ../shared/data/cifar10 --out runs/eval/probes
+  kizuna eval probes --model runs/demo/checkpoints/best            # relation swap only
+"""
 
 
 def _entry(args, task) -> dict:

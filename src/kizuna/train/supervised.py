@@ -82,7 +82,7 @@ class SupervisedConfig:
     # model
     model: str = "S/4"  # ViT variant: "Ti/16", "S/4", "B/16", "hybrid-S/1", "mu/4" (tiny), ...
     model_overrides: dict = field(default_factory=dict)  # VisionConfig fields, e.g. {"depth": 6, "pool": "gap"}
-    image_size: int = 32  # 0 = the checkpoint's own (fine-tuning)
+    image_size: int = 32  # input side in pixels; 0 = the checkpoint's own (fine-tuning) or 224 (from scratch)
     init: str = ""  # checkpoint to fine-tune (kizuna ViT or CLIP folder/.safetensors); "" = train from scratch
     reset_head: bool = True  # fine-tuning: new zero-initialised classifier (always when the class count differs)
     pos_embed: str = "interpolate"  # fine-tuning at a new resolution: "interpolate" | "sequence" | "grid"
@@ -90,57 +90,57 @@ class SupervisedConfig:
     data: str = ""  # training split: shards folder, dataset root, ImageFolder tree, side-car folder or CSV
     data_split: str = "train"  # split folder used when `data` is a dataset root
     val_data: str = ""  # evaluation split ("" = no evaluation)
-    val_split: str = ""  # "" = test, then val/validation
+    val_split: str = ""  # split folder of a --val-data root; "" = test, then val/validation
     classnames: str = ""  # class names file (one per line, in label order); "" = found with the data
     subset_fraction: float = 1.0  # share of the training set, class-stratified and nested
-    subset_seed: int = 0
-    val_max_samples: int = 0  # 0 = all
-    workers: int = 2
+    subset_seed: int = 0  # seed of the class-stratified subset draw (--subset-fraction)
+    val_max_samples: int = 0  # evaluate on the first N validation images; 0 = all
+    workers: int = 2  # data-loader processes per rank decoding and augmenting images (0 = in the main process)
     # augmentation
     crop: str = "pad"  # "pad" (CIFAR pad-and-crop) | "rrc" (random resized crop) | "none"
-    crop_padding: int = 4
-    crop_scale: tuple = (0.08, 1.0)  # random resized crop only
-    hflip: float = 0.5
+    crop_padding: int = 4  # pixels of padding on each side before the random crop (--crop pad)
+    crop_scale: tuple = (0.08, 1.0)  # random resized crop only: min,max fraction of the image area kept
+    hflip: float = 0.5  # probability of a horizontal flip per image
     randaug_ops: int = 0  # RandAugment N (0 = off)
     randaug_magnitude: float = 9.0  # RandAugment M (0..10)
     mixup: float = 0.0  # Beta(alpha, alpha) for Mixup (0 = off)
     cutmix: float = 0.0  # Beta(alpha, alpha) for CutMix (0 = off); with both, each batch picks one
     mix_prob: float = 1.0  # share of batches mixed when mixup/cutmix are on
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # share of the target probability spread evenly over all classes (0 = one-hot)
     augment_on: str = "loader"  # "loader" (PIL per image in worker processes) | "device" (images decoded once onto the training device, whole batches augmented on it)
     # optimisation
     optimizer: str = "adamw"  # "adamw" | "sgd" (momentum; the paper's fine-tuning optimizer)
     batch_size: int = 128  # global batch (all ranks)
     steps: int = 0  # total optimizer steps; 0 = derive from epochs
-    epochs: float = 30.0
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.0
-    warmup_steps: int = 500
-    weight_decay: float = 0.05
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-8
+    epochs: float = 30.0  # passes over the training set (fractions allowed) when --steps is 0
+    lr: float = 1e-3  # peak learning rate, reached after warm-up, then cosine decay
+    min_lr_ratio: float = 0.0  # final learning rate as a fraction of --lr (the cosine decay's floor)
+    warmup_steps: int = 500  # optimizer steps of linear warm-up from 0 to --lr
+    weight_decay: float = 0.05  # weight decay on matrices (not biases, gains, position embeddings); AdamW: decoupled
+    betas: tuple = (0.9, 0.999)  # AdamW beta1,beta2 (comma-separated)
+    eps: float = 1e-8  # AdamW epsilon (added to the denominator)
     momentum: float = 0.9  # SGD only
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # clip the global gradient L2 norm to this; 0 = no clipping
     precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
-    seed: int = 0
-    device: str = "auto"
+    seed: int = 0  # random seed for the model init, data order and augmentation
+    device: str = "auto"  # "auto" (cuda if available, else cpu) | "cpu" | "cuda" | "cuda:N"
     threads: int = 0  # CPU threads for torch (0 = torch's default)
     keep_freed_memory: bool = True  # CPU: keep freed memory (glibc) so steps need not page-fault it in again (kizuna.train.memory)
     # evaluation during training
-    eval_every: int = 0  # steps; 0 = only at the end
-    eval_batch_size: int = 256
+    eval_every: int = 0  # steps between evaluations; 0 = only at the end
+    eval_batch_size: int = 256  # images per evaluation batch (global, all ranks)
     # wall clock (kizuna.train.budget)
     time_budget_minutes: float = 0.0  # plan the steps so the schedule ends in this time (`steps` caps it); 0 = off
     time_limit_minutes: float = 0.0  # hard stop: evaluate, save and end once training has run this long; 0 = none
     # output
-    out: str = "runs/vit"
-    save_every: int = 0  # steps; 0 = only at the end
-    keep_last: int = 2
-    log_every: int = 20
+    out: str = "runs/vit"  # run folder: model/, checkpoints/, metrics.jsonl, tensorboard/, train_config.json
+    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    keep_last: int = 2  # step checkpoints kept in OUT/checkpoints (older ones deleted; best/ is extra)
+    log_every: int = 20  # steps between training-metric lines in metrics.jsonl and the console
     resume: str = ""  # "latest" (in --out) or a checkpoint folder; the run's own settings, unless a flag is given
-    progress: bool = True
+    progress: bool = True  # show a progress bar (false: one console line per logged step instead)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -40,6 +40,33 @@ AUGMENT_FIELDS = ("data", "data_split", "classnames", "subset_fraction", "subset
                   "mix_prob", "label_smoothing", "seed", "out")
 
 
+def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
+    """Replace the --help text of ``dest`` (a config field whose shared comment does not fit this subcommand)."""
+    for action in parser._actions:
+        if action.dest == dest:
+            action.help = text
+
+
+FINETUNE_DOC = """Fine-tune a checkpoint: new zero-initialised head, optionally a higher resolution with interpolated
+(or, for the ablation, not interpolated) position embeddings. The other flags are `vit train`'s, with the
+paper's fine-tuning defaults (SGD, momentum 0.9, no weight decay). Writes OUT/model (the fine-tuned
+classifier), OUT/checkpoints/, OUT/metrics.jsonl, OUT/tensorboard/ and OUT/train_config.json.
+
+  kizuna vit finetune runs/cifar-s4/model --data ../shared/data/cifar10/train \\
+      --val-data ../shared/data/cifar10/test --image-size 64 --out runs/ft64
+"""
+
+
+AUGMENT_DOC = """The first training images through the recipe's augmentation, both paths: the PIL loader and the
+device batches (--augment-on device). Writes OUT/augment.png (one row per image: the original, then
+--draws of each path) and OUT/augment.json (pixel statistics of both paths over --stats-images images,
+which should agree). Takes --config (its other training settings are ignored) and the recipe flags below.
+
+  kizuna vit augment --config vit_cifar10_gpu --out fig/augment
+  kizuna vit augment --data ../shared/data/cifar10/train --randaug-ops 2 --mixup 0.8 --out fig/augment
+"""
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, defaults: dict, skip: tuple = ()) -> None:
     from .config import add_config_arguments
     from .supervised import SupervisedConfig
@@ -57,20 +84,14 @@ def add_arguments(p):
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_flags(t, {}, skip=("init", "reset_head", "pos_embed"))
     f = sub.add_parser("finetune", help="fine-tune a trained ViT (or CLIP image tower) on labelled images",
-                       description="Fine-tune a checkpoint: new zero-initialised head, optionally a higher "
-                                   "resolution with interpolated (or, for the ablation, not interpolated) "
-                                   "position embeddings.")
+                       description=FINETUNE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("checkpoint", help="ViT or CLIP checkpoint (folder or .safetensors), e.g. runs/x/model")
     f.add_argument("--no-pos-interp", action="store_true",
                    help="ablation: reuse the position-embedding table by sequence index (= --pos-embed sequence)")
     _add_config_flags(f, FINETUNE_DEFAULTS, skip=("init", "model", "model_overrides"))
+    _set_help(f, "image_size", "input side in pixels; 0 = the checkpoint's own (default 0)")
     a = sub.add_parser("augment", help="show what the training recipe does to images (PNG grid + pixel statistics)",
-                       description="The first training images through the recipe's augmentation, both paths: the "
-                                   "PIL loader and the device batches (--augment-on device). Writes OUT/augment.png "
-                                   "(one row per image: the original, then --draws of each path) and "
-                                   "OUT/augment.json (pixel statistics of both paths over --stats-images images, "
-                                   "which should agree). Takes the training flags and --config.\n\n"
-                                   "  kizuna vit augment --config vit_cifar10_gpu --out fig/augment",
+                       description=AUGMENT_DOC,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--images", type=int, default=8, help="images in the grid (default 8)")
     a.add_argument("--draws", type=int, default=4, help="draws of each path per image (default 4)")
@@ -82,23 +103,31 @@ def add_arguments(p):
     # file may still hold them all)
     _add_config_flags(a, {"out": "runs/augment"},
                       skip=tuple(f.name for f in dataclasses.fields(SupervisedConfig) if f.name not in AUGMENT_FIELDS))
+    # the shared field comments speak of a training run; the preview has no checkpoint and writes no run
+    _set_help(a, "image_size", f"side in pixels the images are augmented to (default {SupervisedConfig().image_size})")
+    _set_help(a, "out", 'folder for augment.png and augment.json (default "runs/augment")')
+    _set_help(a, "seed", f"random seed of the augmentation draws (default {SupervisedConfig().seed})")
     e = sub.add_parser("eval", help="evaluate a trained ViT's own head: top-1/top-5, per-class table, confusion",
                        description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("checkpoint", help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
     e.add_argument("--data", required=True,
                    help="labelled images: a CLIP_benchmark folder (root or split folder), ImageFolder tree or CSV")
     e.add_argument("--split", default=None, help="split folder (default: test, else val/validation, else the folder)")
-    e.add_argument("--classnames", default=None, help="class names file, one per line in label order")
+    e.add_argument("--classnames", default=None,
+                   help="class names file, one per line in label order (default: the data's classnames.txt, else "
+                        "the ImageFolder folder names)")
     e.add_argument("--image-size", type=int, default=0,
                    help="evaluate at another resolution: the position embeddings are interpolated in 2-D, as "
                         "`vit finetune` does, but nothing is trained (0 = the model's own size)")
     e.add_argument("--max-samples", type=int, default=0, help="evaluate the first N images only (0 = all)")
     e.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
-    e.add_argument("--num-workers", "--workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    e.add_argument("--num-workers", "--workers", type=int, default=0,
+                   help="DataLoader worker processes for decoding (default 0: decode in the main process)")
     e.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    e.add_argument("--image-column", default="filepath", help="CSV: image path column")
-    e.add_argument("--label-column", default="label", help="CSV: class index or class name column")
-    e.add_argument("--out", default=None, help="write results.json, results.md and confusion.png here")
+    e.add_argument("--image-column", default="filepath", help="CSV: image path column (default filepath)")
+    e.add_argument("--label-column", default="label", help="CSV: class index or class name column (default label)")
+    e.add_argument("--out", default=None,
+                   help="write results.json, results.md and confusion.png here (default: print the results only)")
     add_progress_argument(e)
     from kizuna import PRECISIONS
 
