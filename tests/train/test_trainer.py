@@ -536,3 +536,15 @@ def test_the_stop_handler_does_nothing_in_a_loader_worker_and_the_hint_is_the_ca
     with pytest.raises(KeyboardInterrupt):
         stop_and_save(trainer)
     assert "continue with `kizuna train --config demo" in capsys.readouterr().err
+
+
+def test_a_finished_run_draws_its_curves(tmp_path):
+    """metrics.jsonl only (and TensorBoard): no picture of the run unless a user drew one."""
+    from PIL import Image
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=4, eval_every=2)).train()
+    with Image.open(tmp_path / "curves.png") as im:
+        assert im.width > 600 and im.height > 200
+    from kizuna.train.report import plot_curves
+
+    assert plot_curves(tmp_path / "nothing") is None

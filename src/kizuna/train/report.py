@@ -53,6 +53,39 @@ def plot_eval(rows: list[dict], keys: list[tuple[str, str]], path: Path) -> Path
     return path
 
 
+def plot_curves(out: str | Path) -> Path | None:
+    """OUT/curves.png from OUT/metrics.jsonl: the training loss, and every evaluation metric that is a share
+    (accuracies, recalls) with the training accuracy where the run logs one, against the step. None when no
+    training step was logged. Both trainers draw it when they finish (and a resumed run's log is its
+    whole run)."""
+    out = Path(out)
+    rows = read_metrics(out / "metrics.jsonl", "train")
+    if not rows:
+        return None
+    evals = read_metrics(out / "metrics.jsonl", "eval")
+    shares = sorted({k for r in evals for k, v in r.items() if k not in ("step", "kind", "time")
+                     and isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1})
+    fig = _figure((10, 3.6))
+    left, right = fig.subplots(1, 2)
+    left.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue")
+    left.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
+    for key in shares[:10]:
+        pts = [(r["step"], r[key]) for r in evals if key in r]
+        right.plot(*zip(*pts), marker="o", markersize=3, label=key)
+    trained = [(r["step"], r["train_top1"]) for r in rows if "train_top1" in r]
+    if trained:
+        right.plot(*zip(*trained), linestyle="--", color="grey", label="train_top1")
+    right.set(xlabel="optimizer step", ylabel="share (accuracy, recall)", ylim=(0, 1.02),
+              title="Evaluation during training" if shares else "No evaluation was logged")
+    if shares or trained:
+        right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    path = out / "curves.png"
+    fig.savefig(path)
+    return path
+
+
 @torch.inference_mode()
 def plot_predictions(model, tokenizer, path: Path, n: int = 4, seed: int = 7) -> Path:
     """A few held-out scenes with the model's top-5 colour x shape predictions (CLIP paper style)."""

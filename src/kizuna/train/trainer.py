@@ -204,10 +204,27 @@ class Trainer(ABC):
         try:
             if resumed_at_the_end(self):
                 return {}
-            return self._loop()  # finish() is called in it, before the last checkpoint
+            metrics = self._loop()  # finish() is called in it, before the last checkpoint
+            self._draw_curves()
+            return metrics
         finally:
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
+
+    def _draw_curves(self) -> None:
+        """OUT/curves.png, the run's loss and evaluations against the step (a figure says it at a glance);
+        a failure to draw only warns: the run itself is done."""
+        if not self.dist.is_main:
+            return
+        try:
+            from .report import plot_curves
+
+            path = plot_curves(self.out)
+        except Exception as e:  # noqa: BLE001 - matplotlib can fail in many ways; the checkpoints are written
+            print(f"warning: could not draw {self.out / 'curves.png'} ({type(e).__name__}: {e})", file=sys.stderr)
+            return
+        if path is not None and self.cfg.progress:
+            print(f"curves: {path}")
 
     def _loop(self) -> dict:
         cfg, budget = self.cfg, self.budget
