@@ -547,3 +547,27 @@ def test_a_finetune_at_lr_0_only_evaluates_the_transfer(data, tmp_path):
     before = load_for_finetune(str(tmp_path / "base" / "model"), len(CLASSES), 24, "interpolate", False).state_dict()
     after = kizuna.load_model(tmp_path / "zero" / "model").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_csv_with_its_own_column_names_trains(data, tmp_path):
+    """vit train had no column flags: a CSV with `path,label` columns failed with "no image column
+    'filepath'" and no way to say otherwise."""
+    import csv
+
+    from kizuna.apps.cli import main
+    from kizuna.data.sources import build_index
+
+    index = build_index(str(data / "train"))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with open(tmp_path / "cls.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "klass"])
+        for i in range(len(index)):
+            (folder / f"{i}.jpg").write_bytes(index.read_bytes(i))
+            writer.writerow([str(folder / f"{i}.jpg"), int(index.labels[i])])
+    flags = ["vit", "train", "--data", str(tmp_path / "cls.csv"), "--classnames", str(data / "classnames.txt"),
+             "--model", "mu/4", "--image-size", "16", "--batch-size", "16", "--steps", "1", "--workers", "0",
+             "--threads", "1", "--progress", "false", "--out", str(tmp_path / "run")]
+    assert main([*flags, "--image-column", "path", "--label-column", "klass"]) == 0
+    assert (tmp_path / "run" / "model").is_dir()

@@ -92,6 +92,8 @@ class SupervisedConfig:
     val_data: str = ""  # evaluation split ("" = no evaluation)
     val_split: str = ""  # split folder of a --val-data root; "" = test, then val/validation
     classnames: str = ""  # class names file (one per line, in label order); "" = found with the data
+    image_column: str = "filepath"  # CSV data: the column of image paths (as `kizuna eval --image-column`)
+    label_column: str = "label"  # CSV data: the column of class indices or class names
     subset_fraction: float = 1.0  # share of the training set, class-stratified and nested
     subset_seed: int = 0  # seed of the class-stratified subset draw (--subset-fraction)
     val_max_samples: int = 0  # evaluate on the first N validation images; 0 = all
@@ -274,7 +276,7 @@ def _take(index: SampleIndex, rows: np.ndarray, labels: np.ndarray) -> SampleInd
 
 
 def load_classification(path: str, split: str | None = None, classnames: str | list | None = None,
-                        max_samples: int = 0):
+                        max_samples: int = 0, image_column: str = "filepath", label_column: str = "label"):
     """-> (SampleIndex with one row per usable sample, class names, EvalDataset).
 
     Class names: ``classnames`` > those :func:`~kizuna.eval.datasets.load_dataset` finds (the split
@@ -284,7 +286,7 @@ def load_classification(path: str, split: str | None = None, classnames: str | l
     from kizuna.data.sources import build_index
     from kizuna.eval.datasets import DatasetError, find_split, load_dataset
 
-    kw = dict(task="classification", max_samples=max_samples)
+    kw = dict(task="classification", max_samples=max_samples, image_column=image_column, label_column=label_column)
     try:
         ds = load_dataset(path, split or None, classnames=classnames or None, **kw)
     except DatasetError as e:
@@ -439,7 +441,8 @@ class SupervisedTrainer(Trainer):
         cfg = self.start(cfg, named)
 
         # data first: the class count sizes the head
-        index, self.classnames, _ = load_classification(cfg.data, cfg.data_split, cfg.classnames or None)
+        index, self.classnames, _ = load_classification(cfg.data, cfg.data_split, cfg.classnames or None,
+                                                        image_column=cfg.image_column, label_column=cfg.label_column)
         self.full_train_size = len(index)
         rows = stratified_subset(index.labels, cfg.subset_fraction, cfg.subset_seed)
         self.train_index = _take(index, rows, index.labels[rows])
@@ -486,7 +489,8 @@ class SupervisedTrainer(Trainer):
         self.val_loader = self.val_sampler = None
         if cfg.val_data:
             vindex, vnames, _ = load_classification(cfg.val_data, cfg.val_split or None,
-                                                    cfg.classnames or self.classnames, cfg.val_max_samples)
+                                                    cfg.classnames or self.classnames, cfg.val_max_samples,
+                                                    image_column=cfg.image_column, label_column=cfg.label_column)
             vset = PairDataset(vindex, Preprocess(**self.preprocess_cfg), caption_sampling="first",
                                seed_transform=False, draft_size=side)
             self.val_sampler = EpochSampler(len(vset), max(1, cfg.eval_batch_size // self.dist.world_size),
