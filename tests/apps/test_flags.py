@@ -56,3 +56,23 @@ def test_probes_without_a_dataset_refuse_the_robustness_settings(capsys):
         assert main(["eval", "probes", "--model", "ViT-mu-8", flag, value]) == 2
         err = capsys.readouterr().err
         assert "pass --dataset DIR" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["eval", "zeroshot", "--model", "m", "--dataset", "d"], ["zeroshot", "--model", "m",
+                                  "--labels", "a,b", "--image", "x.jpg"], ["analyze", "filters", "m"],
+                                  ["embed", "--model", "m", "--texts", "t.txt", "--out", "o.npy"]])
+def test_every_command_takes_threads(argv):
+    """Only the training commands and `vit eval` could be told how many cores to use."""
+    assert parse(*argv, "--threads", "1").threads == 1
+    with pytest.raises(SystemExit):
+        parse(*argv, "--threads", "-1")
+
+
+def test_threads_apply_for_the_command_and_are_given_back(capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    assert main(["info", "ViT-mu-8"]) == 0  # no --threads: nothing changes
+    assert main(["analyze", "filters", "ViT-mu-8", "--threads", "1", "--out", "/nonexistent/\0"]) == 2
+    assert torch.get_num_threads() == before
+    capsys.readouterr()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from kizuna.apps.common import at_least_one
+from kizuna.apps.common import add_threads_argument, at_least_one
 
 ACTIONS = {
     "filters": "PCA of the patch-embedding filters",
@@ -146,6 +146,7 @@ def add_arguments(p):
                            help="CLIP prompt template with {c} (repeatable; default 'a photo of a {c}.')")
             a.add_argument("--true-label", default=None, help="highlight this label in the panel (default: none)")
             a.add_argument("--top", type=at_least_one, default=5, help="classes in the panel (default 5)")
+        add_threads_argument(a)
     p.set_defaults(_analyze_parser=p)
 
 

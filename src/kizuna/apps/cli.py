@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kizuna {args.command}: warning: {message}", file=file or sys.stderr)
 
     showwarning, warnings.showwarning = warnings.showwarning, show
+    import torch
+
+    threads, threads_before = getattr(args, "threads", None), torch.get_num_threads()
+    if isinstance(threads, int) and threads > 0:  # every command's --threads (the trainers set theirs again)
+        torch.set_num_threads(threads)
     try:
         result = args._run(args)
     # A bad path the user gave (missing, a file where a folder belongs, not writable) is a one-line error;
@@ -78,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    finally:
-        warnings.showwarning = showwarning  # main() called from Python (the tests) leaves it as it was
+    finally:  # main() called from Python (the tests) leaves the process as it was
+        warnings.showwarning = showwarning
+        torch.set_num_threads(threads_before)
     return int(result or 0)
 
 

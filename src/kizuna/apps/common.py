@@ -45,6 +45,7 @@ def add_model_argument(parser, required: bool = True):
                         help="checkpoint path (kizuna folder/.safetensors, OpenAI .pt, HF folder) or preset name")
     parser.add_argument("--allow-jit", action="store_true",
                         help="allow loading TorchScript archives (they execute code: trusted files only)")
+    add_threads_argument(parser)
     parser.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
                         help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record: gelu "
                              "for most OpenCLIP checkpoints (default: quick_gelu, OpenAI's own, with a warning "
@@ -57,6 +58,26 @@ def add_model_argument(parser, required: bool = True):
                         help="weights and activations: fp32 (default), or bf16 - on a CPU with AMX (recent Intel Xeons) "
                              "images encode ~4x and texts ~2.5x faster, with AVX-512 BF16 (AMD Zen 4) ~1.8x, features "
                              "within a cosine of ~0.9999 of fp32's; on CPUs with neither bf16 is slower than fp32")
+
+
+def add_threads_argument(parser) -> None:
+    """``--threads N``: torch's CPU threads for this command (the training commands and `vit eval` had it; on a
+    shared machine the others took every core). Applied by ``kizuna.apps.cli.main``."""
+    parser.add_argument("--threads", type=at_least_zero, default=0, help="torch CPU threads (default 0: torch's "
+                        "choice, every core)")
+
+
+def at_least_zero(text: str) -> int:
+    """argparse type of a whole number >= 0."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def add_progress_argument(parser, help: str = "no progress bar") -> None:
