@@ -159,20 +159,26 @@ def _plain_collate(samples):  # a collate function of the user's own: a dict wit
     return {"images": torch.stack([s["image"] for s in samples]), "labels": torch.zeros(len(samples))}
 
 
+class _ListFetchingDataset(_PlainDataset):
+    def __getitems__(self, keys):  # a batch fetch of its own, returning a plain list
+        return [self[k] for k in keys]
+
+
 @pytest.mark.parametrize("collate", [None, _plain_collate])
-def test_a_plain_dataset_resumes_at_the_batches_delivered_not_the_prefetched(collate):
+@pytest.mark.parametrize("dataset", [_PlainDataset, _ListFetchingDataset])
+def test_a_plain_dataset_resumes_at_the_batches_delivered_not_the_prefetched(collate, dataset):
     """With workers the sampler runs ahead; a dataset without __getitems__ (or the user's collate) lost the
     batch position, so the state fell back to the sampler's: 6 batches consumed after 2 delivered."""
     for workers in (0, 2):
         sampler = EpochSampler(40, 4, seed=0)
-        loader = make_loader(_PlainDataset(), sampler, num_workers=workers, collate=collate)
+        loader = make_loader(dataset(), sampler, num_workers=workers, collate=collate)
         sampler.set_epoch(0)
         it = iter(loader)
         seen = [next(it)["images"].flatten().tolist() for _ in range(2)]
         state = loader.state_dict()
         assert state["batches_consumed"] == 2, workers
         fresh = EpochSampler(40, 4, seed=0)
-        resumed = make_loader(_PlainDataset(), fresh, num_workers=0, collate=collate)
+        resumed = make_loader(dataset(), fresh, num_workers=0, collate=collate)
         resumed.load_state_dict(state)
         fresh.set_epoch(0)
         rest = [b["images"].flatten().tolist() for b in resumed]

@@ -496,3 +496,19 @@ def test_a_compressed_shard_is_named_as_such(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"gzip-compressed.*`zcat s.tar > plain.tar`"):
         idx = build_index(str(tmp_path / "s.tar"))
     assert len(idx) == 0 and idx.damaged == [str(tmp_path / "s.tar")]
+
+
+def test_a_plain_tar_whose_first_member_looks_like_bzip2_is_read(tmp_path):
+    members = [("BZh91AY.jpg", image_bytes()), ("BZh91AY.txt", b"not compressed")]
+    write_tar(tmp_path / "s.tar", members)
+    tar_index.clear_cache()
+    assert build_index(str(tmp_path / "s.tar")).captions == [("not compressed",)]
+
+
+def test_a_class_folder_keeps_two_images_of_one_name(tmp_path):
+    """Without a side-car file to pair, x.jpg and x.png in a class folder are two images."""
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "x.jpg").write_bytes(image_bytes())
+    (tmp_path / "cat" / "x.png").write_bytes(image_bytes(fmt="PNG"))
+    idx = build_index(str(tmp_path), require="image")
+    assert len(idx) == 2 and not idx.skips

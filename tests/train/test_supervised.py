@@ -19,6 +19,7 @@ from kizuna.train.optim import cosine_lr
 from kizuna.train.supervised import (
     SupervisedTrainer,
     adapt_pos_embed,
+    load_classification,
     load_for_finetune,
     make_supervised_config,
     mix_batch,
@@ -571,3 +572,10 @@ def test_a_csv_with_its_own_column_names_trains(data, tmp_path):
              "--threads", "1", "--progress", "false", "--out", str(tmp_path / "run")]
     assert main([*flags, "--image-column", "path", "--label-column", "klass"]) == 0
     assert (tmp_path / "run" / "model").is_dir()
+
+
+def test_a_split_folder_given_as_data_is_those_images(data, tmp_path):
+    """With the default --data-split train, `--data ROOT/test` either failed (no ROOT/train) or trained on
+    ROOT/train without a word."""
+    index, _, _ = load_classification(str(data / "test"), "train")
+    assert len(index) == 16  # the test folder's 16, not the train folder's 48

@@ -548,3 +548,19 @@ def test_a_finished_run_draws_its_curves(tmp_path):
     from kizuna.train.report import plot_curves
 
     assert plot_curves(tmp_path / "nothing") is None
+
+
+def test_a_ctrl_c_during_an_evaluation_logs_the_window_before_stopping(tmp_path):
+    import signal
+
+    trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=8, log_every=5, eval_every=4))
+    evaluate = trainer.evaluate
+
+    def evaluate_and_interrupt():
+        signal.raise_signal(signal.SIGINT)
+        return evaluate()
+
+    trainer.evaluate = evaluate_and_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")] == [4]

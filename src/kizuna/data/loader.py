@@ -195,7 +195,7 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
                 multiprocessing_context=None, generator: torch.Generator | None = None) -> Loader:
     if collate is None:
         collate = Collate(tokenizer=getattr(dataset, "tokenizer", None))
-    fetched = dataset if hasattr(dataset, "__getitems__") else _FetchedWithPosition(dataset)
+    fetched = _FetchedWithPosition(dataset)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
@@ -219,9 +219,12 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
 
 
 # The resume position is the batches handed to the caller, which the Loader reads off each batch's
-# (epoch, position): a dataset without __getitems__ gave the collate function a bare list, and a collate
-# function of the user's own made a batch without them; the Loader then fell back to the sampler's position,
-# which runs ahead by the workers' prefetch (a resume skipped those batches).
+# (epoch, position): a dataset without __getitems__ (or whose __getitems__ returns a plain list) gave the
+# collate function a bare list, and a collate function of the user's own made a batch without them; the
+# Loader then fell back to the sampler's position, which runs ahead by the workers' prefetch (a resume
+# skipped those batches). A collate function that returns something other than a dict cannot carry them:
+# its loader resumes at the sampler's position. In a worker, get_worker_info().dataset is this wrapper; its
+# ``dataset`` is yours.
 class _FetchedWithPosition(torch.utils.data.Dataset):
     """A map-style dataset fetched batch-wise, the sampler's tags kept."""
 
@@ -235,8 +238,11 @@ class _FetchedWithPosition(torch.utils.data.Dataset):
         return self.dataset[key]
 
     def __getitems__(self, keys) -> _Fetched:
-        out = _Fetched(self.dataset[k] for k in keys)
-        out.epoch, out.position = getattr(keys, "epoch", None), getattr(keys, "position", None)
+        own = getattr(self.dataset, "__getitems__", None)
+        out = own(keys) if own is not None else [self.dataset[k] for k in keys]
+        if getattr(out, "position", None) is None:  # kizuna's datasets tag their batches; others' lists do not
+            out = out if isinstance(out, _Fetched) else _Fetched(out)
+            out.epoch, out.position = getattr(keys, "epoch", None), getattr(keys, "position", None)
         return out
 
 

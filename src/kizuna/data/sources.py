@@ -562,7 +562,7 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
         # one image per stem, as a tar sample has (its first by IMAGE_EXTS): "dup.jpg" and "dup.png" were two
         # samples under one key, both paired with "dup.txt"
         chosen: dict[str, str] = {}
-        for name in filenames:
+        for name in sorted(filenames):  # ties (a.JPG, a.jpg) by name, not by the filesystem's order
             stem, ext = os.path.splitext(name)
             if ext.lower() in _FILE_IMAGE_EXTS and (
                     stem not in chosen or _FILE_IMAGE_EXTS.index(ext.lower()) < _FILE_IMAGE_EXTS.index(
@@ -574,7 +574,8 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
                 continue
             img = os.path.join(dirpath, name)
             key = os.path.relpath(os.path.join(dirpath, stem), root).replace(os.sep, "/")
-            if chosen[stem] != name:
+            # only where a side-car file pairs with the name: in a class folder x.jpg and x.png are two images
+            if chosen[stem] != name and (stem + ".txt" in filenames or stem + ".cls" in filenames):
                 b.skips.add("duplicate_key", _where("folder", f"{key}{ext} (beside {chosen[stem]})", root))
                 continue
             try:

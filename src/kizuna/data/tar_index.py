@@ -72,7 +72,7 @@ _BLOCK = 512
 _CACHE_VERSION = 3  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime
 _MAX_KEY_EXAMPLES = 3
 
-# (real path, mtime, size, inode, device, ctime): a shard replaced by one of the same size and mtime (cp -p,
+# (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
 # rsync -a; tars are padded to 10 KB records, so equal sizes are common) was served the old offsets and
 # captions; the new file is another inode, and ctime cannot be set back from user space
 Fingerprint = tuple
@@ -159,7 +159,8 @@ def clear_cache() -> None:
 def _fingerprint(path: str) -> Fingerprint:
     real = os.path.realpath(path)
     st = os.stat(real)
-    return real, st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev, st.st_ctime_ns
+    # not st_dev: it differs per mount (NFS, FUSE), and a cache shared by several nodes never hit
+    return real, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
 
 
 def _cache_file(cache_dir: str | os.PathLike, real: str) -> Path:
@@ -238,7 +239,8 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
         fd = raw.fileno()
         magic = read_range(fd, 0, 6)
         for prefix, kind, tool in _COMPRESSED:
-            if magic.startswith(prefix):  # read as a tar it was "truncated or corrupt (bad checksum)"
+            # a tar header says "ustar" at byte 257: a member named "BZh..." is no bzip2 stream
+            if magic.startswith(prefix) and read_range(fd, 257, 5) != b"ustar":  # read as a tar it was "truncated or corrupt (bad checksum)"
                 out.truncated = True
                 out.detail = (f"{kind}-compressed; shards are read by position, so they must be uncompressed "
                               f"tars: `{tool} {os.path.basename(path)} > plain.tar`")

@@ -290,11 +290,19 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     return root, None
 
 
+def is_split_folder(path: Path) -> bool:
+    """A split folder of a dataset root given directly (``cifar10/test``): named as a split, holding the data
+    itself, with no split folders of its own."""
+    path = Path(path)
+    return (path.is_dir() and path.name in SPLIT_NAMES and _has_data(path)
+            and not any((path / s).is_dir() for s in SPLIT_NAMES))
+
+
 def _dataset_type(*dirs: Path) -> str | None:
     for d in dirs:
         f = d / "dataset_type.txt"
         if f.is_file():
-            t = f.read_text().strip().lower()
+            t = f.read_text(encoding="utf-8-sig", errors="replace").strip().lower()
             if t in ("zeroshot_classification", "classification"):
                 return "classification"
             if t == "retrieval":
@@ -357,7 +365,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
             raise DatasetError(f"{path}: expected a dataset folder or a .csv/.tsv file")
         root, data, split_name = path.parent, path, split
-    elif path.name in SPLIT_NAMES and _has_data(path) and not any((path / s).is_dir() for s in SPLIT_NAMES):
+    elif is_split_folder(path):
         # a split folder given directly (cifar10/test): the dataset is its parent, which holds
         # classnames.txt and the templates and names the bundled lists
         root = path.parent
@@ -374,7 +382,12 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         data, split_name = find_split(path, split)
         root = path
     name = dataset_name or Path(os.path.abspath(root)).name  # "x.csv" from its own folder: that folder's name
-    declared = _dataset_type(data if data.is_dir() else root, root)
+    try:
+        declared = _dataset_type(data if data.is_dir() else root, root)
+    except DatasetError:
+        if not task:  # a type this reader does not know matters only when the task is to come from it
+            raise
+        declared = None
     if task and declared and task != declared:  # it failed later as "no usable samples (missing_label=1000)"
         command = {"retrieval": "kizuna eval retrieval", "classification": "kizuna eval zeroshot"}.get(declared, "")
         raise DatasetError(f"{root}: its dataset_type.txt says {declared!r}, not {task!r}"

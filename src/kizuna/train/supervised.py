@@ -284,8 +284,10 @@ def load_classification(path: str, split: str | None = None, classnames: str | l
     folder (so ``--data cifar10/train`` works) > ``"0"``, ``"1"``, ... from the labels present.
     """
     from kizuna.data.sources import build_index
-    from kizuna.eval.datasets import DatasetError, find_split, load_dataset
+    from kizuna.eval.datasets import DatasetError, find_split, is_split_folder, load_dataset
 
+    if is_split_folder(Path(path)):  # `--data cifar10/test` is those images; the split names a root's folder
+        split = None
     kw = dict(task="classification", max_samples=max_samples, image_column=image_column, label_column=label_column)
     try:
         ds = load_dataset(path, split or None, classnames=classnames or None, **kw)

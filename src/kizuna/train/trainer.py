@@ -286,6 +286,8 @@ class Trainer(ABC):
                     # Ctrl-C: after this step's evaluation and checkpoint (a stop at an evaluation step lost it
                     # for good, at the last step the run's end too); the last step simply ends the run
                     if stop.requested and not last:
+                        if window.steps:  # the Ctrl-C came during this step's evaluation or checkpoint
+                            self._log_window(window, bar)
                         stop_and_save(self, bar, saved=saving)
                 else:
                     if self.dist.is_main and self.loader.skips.total:
