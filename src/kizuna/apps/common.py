@@ -67,19 +67,6 @@ def add_threads_argument(parser) -> None:
                         "choice, every core)")
 
 
-def at_least_zero(text: str) -> int:
-    """argparse type of a whole number >= 0."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def add_progress_argument(parser, help: str = "no progress bar") -> None:
     """``--no-progress``, and the training commands' spelling ``--progress true|false`` (both set
     ``args.no_progress``): a user who learnt one on `kizuna train` got "unrecognized arguments" here."""
@@ -90,17 +77,26 @@ def add_progress_argument(parser, help: str = "no progress bar") -> None:
                         help="true|false: the same as --no-progress when false (the training commands' spelling)")
 
 
-def at_least_one(text: str) -> int:
-    """argparse type of a count that must be >= 1 (a 0 emptied a grid, or silently meant "the default")."""
+def whole_number(minimum: int):
+    """An argparse type: a whole number >= ``minimum``; too small was taken as given (a count of 0 emptied a
+    grid, or silently meant "the default")."""
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"at_least_{minimum}"
+    return parse
+
+
+at_least_one = whole_number(1)  # counts: images, draws, classes in a panel
+at_least_zero = whole_number(0)  # --threads (0: torch's choice)
 
 
 def load_model_from_args(args):
