@@ -76,3 +76,13 @@ def test_threads_apply_for_the_command_and_are_given_back(capsys):
     assert main(["analyze", "filters", "ViT-mu-8", "--threads", "1", "--out", "/nonexistent/\0"]) == 2
     assert torch.get_num_threads() == before
     capsys.readouterr()
+
+
+def test_an_unknown_flag_is_reported_with_its_subcommands_usage(capsys):
+    """argparse reported it from the top ("kizuna: error: unrecognized arguments"), without the subcommand's
+    usage that shows what it does take (`vit finetune CKPT --model S/4`: the checkpoint is positional)."""
+    with pytest.raises(SystemExit) as e:
+        main(["vit", "finetune", "ckpt", "--model", "S/4"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "kizuna vit finetune: error: unrecognized arguments: --model S/4" in err and "usage: kizuna vit finetune" in err
