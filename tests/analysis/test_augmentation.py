@@ -146,13 +146,24 @@ def test_a_training_subset_previews_its_own_images(shards):
     assert np.array_equal(subset["original"], full["original"][rows])
 
 
-@pytest.mark.parametrize("flag", ["--images", "--draws", "--stats-images"])
+@pytest.mark.parametrize("flag", ["--num-images", "--images", "--draws", "--stats-images"])
 def test_cli_refuses_zero_counts(shards, tmp_path, capsys, flag):
-    """0 ended in numpy's 'need at least one array to stack'."""
-    rc = main(["vit", "augment", "--data", str(shards / "train"), "--image-size", "16", flag, "0",
-               "--out", str(tmp_path / "zero")])
-    assert rc == 2
-    assert f"{flag} must be at least 1, got 0" in capsys.readouterr().err
+    """0 ended in numpy's 'need at least one array to stack'. Refused as the flags are read."""
+    with pytest.raises(SystemExit) as e:
+        main(["vit", "augment", "--data", str(shards / "train"), "--image-size", "16", flag, "0",
+              "--out", str(tmp_path / "zero")])
+    assert e.value.code == 2
+    assert "must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "zero").exists()
+
+
+def test_the_library_refuses_zero_counts_too(shards, tmp_path):
+    from kizuna.analysis.augmentation import preview_augmentation
+    from kizuna.train.supervised import SupervisedConfig
+
+    cfg = SupervisedConfig(data=str(shards / "train"), image_size=16)
+    with pytest.raises(ValueError, match="--draws must be at least 1, got 0"):
+        preview_augmentation(cfg, tmp_path / "zero", 2, 0, 4)
 
 
 def test_the_title_fits_a_narrow_grid():

@@ -86,3 +86,85 @@ def test_an_unknown_flag_is_reported_with_its_subcommands_usage(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "kizuna vit finetune: error: unrecognized arguments: --model S/4" in err and "usage: kizuna vit finetune" in err
+
+
+def _commands(parser=None, path=()):
+    """Every leaf command of the CLI: (words, its parser)."""
+    import argparse
+
+    parser = parser or build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, sub in subs[0].choices.items():
+        yield from _commands(sub, path + (name,))
+
+
+def _options(parser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def test_one_spelling_works_on_every_command(monkeypatch):
+    """The conventions the README states, checked on every command, so a new one cannot drift: a command
+    that has one spelling of a flag has the others, and --device defaults to the GPU where there is one."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    seen = set()
+    for words, parser in _commands():
+        options = _options(parser)
+        for a, b in (("--workers", "--num-workers"), ("--progress", "--no-progress")):
+            assert (a in options) == (b in options), f"kizuna {' '.join(words)} takes only one of {a} / {b}"
+        if "--dataset" in options:
+            assert "--data" in options, words
+        if "--label-column" in options:
+            assert "--image-column" in options, words
+        if "--caption-column" in options or "--csv-caption-key" in options:
+            assert {"--image-column", "--caption-column"} <= options, words
+        device = next((a for a in parser._actions if "--device" in a.option_strings), None)
+        if device is not None:  # None: the config's "auto", or each suite run's own
+            assert device.default in ("cuda", None), f"kizuna {' '.join(words)}: --device defaults to {device.default!r}"
+        seen.add(words)
+    assert {("train",), ("eval", "zeroshot"), ("analyze", "all"), ("vit", "eval"), ("embed",)} <= seen
+
+
+def test_every_command_with_a_bar_can_hide_it():
+    """embed and analyze drew tqdm bars that no flag could hide (`--progress false` was refused there)."""
+    for argv in (["embed", "--model", "m", "--texts", "t.txt", "--out", "o.npy"],
+                 ["analyze", "attention-distance", "m", "--images", "d"], ["analyze", "all", "m"],
+                 ["analyze", "over-training", "run", "--images", "d"]):
+        assert parse(*argv, "--progress", "false").no_progress is True
+        assert parse(*argv).no_progress is False
+
+
+@pytest.mark.parametrize("argv", [["train"], ["vit", "train"]])
+def test_a_switch_alone_is_on(argv):
+    """`kizuna train --resampled` was "expected one argument": a switch needed `true` after it."""
+    args = parse(*argv, "--compile", "--grad-checkpointing")
+    assert (args.compile, args.grad_checkpointing) == (True, True)
+    assert parse(*argv, "--compile", "false").compile is False
+    assert parse(*argv, "--progress").progress is True
+    assert parse(*argv).compile is None  # not given: the config's value stands
+
+
+def test_train_takes_the_words_of_the_other_commands():
+    args = parse("train", "--image-column", "img", "--caption-column", "cap", "--hflip", "0.5", "--crop-scale", "0.5,1")
+    assert (args.csv_image_key, args.csv_caption_key, args.aug_hflip, args.aug_scale) == ("img", "cap", 0.5, (0.5, 1.0))
+    assert parse("eval", "zeroshot", "--model", "m", "--data", "d").dataset == "d"  # was "ambiguous option"
+    assert parse("vit", "augment", "--num-images", "3").images == 3
+    assert parse("vit", "augment", "--images", "3").images == 3
+
+
+@pytest.mark.parametrize("argv, flag", [(["vit", "eval", "c", "--data", "d"], "--batch-size"),
+                                        (["vit", "eval", "c", "--data", "d"], "--max-samples"),
+                                        (["vit", "eval", "c", "--data", "d"], "--num-workers"),
+                                        (["vit", "augment"], "--draws"),
+                                        (["analyze", "filters", "m"], "--components"),
+                                        (["embed", "--model", "m", "--texts", "t", "--out", "o.npy"], "--workers")])
+def test_a_negative_count_is_refused_by_its_flag(argv, flag, capsys):
+    """They reached the code as given: vit eval's --max-samples -3 meant all, --components 0 failed as
+    "k must be >= 1", a negative --workers as DataLoader's "num_workers option should be non-negative"."""
+    with pytest.raises(SystemExit):
+        parse(*argv, flag, "-1")
+    assert f"argument {flag}" in capsys.readouterr().err

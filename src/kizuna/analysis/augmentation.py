@@ -98,7 +98,7 @@ def augmentation_samples(cfg, n_images: int = 8, draws: int = 4, seed: int = 0, 
     from kizuna.data.sources import PairDataset
     from kizuna.train.supervised import _take, augmentations, load_classification, stratified_subset
 
-    _check_counts(images=n_images, draws=draws)
+    _check_counts(num_images=n_images, draws=draws)
     if not cfg.image_size:
         raise ValueError("--image-size is needed to preview the augmentation (0 means 'the checkpoint's own')")
     index, classnames, _ = load_classification(cfg.data, cfg.data_split, cfg.classnames or None,
@@ -206,7 +206,7 @@ def preview_augmentation(cfg, out, n_images: int = 8, draws: int = 4, stats_imag
     """Write ``OUT/augment.png`` (``n_images`` x ``draws`` of each path, and of the loader's draws mixed when
     the recipe mixes) and ``OUT/augment.json`` (pixel statistics of one draw of each path, before mixing, over
     ``stats_images`` images); returns the JSON's content. ``recipe`` names exactly what the figure shows."""
-    _check_counts(images=n_images, draws=draws, stats_images=stats_images)
+    _check_counts(num_images=n_images, draws=draws, stats_images=stats_images)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shown = augmentation_samples(cfg, n_images, draws, seed)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from kizuna.apps.common import add_threads_argument, at_least_one
+from kizuna.apps.common import add_device_argument, add_progress_argument, add_threads_argument, at_least_one
 
 ACTIONS = {
     "filters": "PCA of the patch-embedding filters",
@@ -85,8 +85,6 @@ def _number(value, spec: str) -> str:
 
 
 def add_arguments(p):
-    from kizuna.apps.common import device_name
-
     sub = p.add_subparsers(dest="analyze_command", metavar="ACTION")
     for name, help_text in ACTIONS.items():
         a = sub.add_parser(name, help=help_text, description=_description(name),
@@ -120,16 +118,17 @@ def add_arguments(p):
         else:
             a.add_argument("model", help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
         a.add_argument("--out", default="analysis", help="folder for the PNGs and JSON (default: analysis)")
-        a.add_argument("--device", type=device_name, default="cpu", help="cpu (default), cuda or cuda:N")
+        add_device_argument(a)
         if name != "over-training":  # a run's checkpoints are kizuna's own format, never TorchScript
             a.add_argument("--allow-jit", action="store_true", help="allow TorchScript checkpoints (trusted files only)")
         if name in ("filters", "all"):
-            a.add_argument("--components", type=int, default=28, help="principal components to show (default 28)")
+            a.add_argument("--components", type=at_least_one, default=28, help="principal components to show (default 28)")
         if name in ("attention-distance", "all", "over-training"):
             a.add_argument("--images", nargs="+", required=name != "all",
                            help="image files, folders or shard specs" + (" (default: 16 generated shapes-world scenes)"
                                                                          if name == "all" else ""))
             a.add_argument("--max-images", type=at_least_one, default=32, help="images used (default 32)")
+            add_progress_argument(a)  # the attention distances of many images (and checkpoints) take a while
         if name in ("rollout", "predict", "all"):
             a.add_argument("--image", required=name in ("rollout", "predict"),
                            help="one image file" + (" (default: the first of --images)" if name == "all" else ""))
@@ -183,7 +182,7 @@ def run(args):
         from .over_training import over_training_report
 
         numbers = over_training_report(args.model, args.images, args.out, args.max_images, args.device,
-                                       args.metric)
+                                       args.metric, progress=not args.no_progress)
         metric = numbers["metric"]
         for row in numbers["checkpoints"]:
             layers = ", ".join(f"{d:.1f}" for d in row["per_layer_mean"])
@@ -205,7 +204,7 @@ def run(args):
         skips = SkipCounter()
         images, _ = R.load_images(args.images, target.preprocess, args.max_images, skips=skips)
         numbers = R.attention_distance_report(target, images, args.out, images_source=" ".join(args.images),
-                                              skipped_images=skips.total)
+                                              skipped_images=skips.total, progress=not args.no_progress)
     elif cmd == "rollout":
         x, name = _one_image(args, target)
         numbers = R.rollout_report(target, x, args.out, args.head_fusion, args.discard_ratio, name)
@@ -220,7 +219,8 @@ def run(args):
                                 templates=args.template, true_label=args.true_label, components=args.components,
                                 head_fusion=args.head_fusion, discard_ratio=args.discard_ratio,
                                 images_source=" ".join(args.images) if args.images else "",
-                                max_images=args.max_images, skipped_images=skips.total if args.images else None)
+                                max_images=args.max_images, skipped_images=skips.total if args.images else None,
+                                progress=not args.no_progress)
     summary = {k: v for k, v in numbers.items() if not isinstance(v, (list, dict))}
     if cmd == "all":
         summary = {"figures": numbers["figures"],

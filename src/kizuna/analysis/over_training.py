@@ -41,7 +41,7 @@ def find_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
 
 
 def over_training_report(run: str | Path, image_specs: Sequence[str], out: str | Path, max_images: int = 32,
-                         device: str = "cpu", metric: str = "val_top1") -> dict:
+                         device: str = "cpu", metric: str = "val_top1", progress: bool = True) -> dict:
     """-> over_training.png / over_training.json: per checkpoint, the mean attention distance of every
     layer (mean, min and max over heads), the position row/column ratio and ``metric`` (when the
     checkpoint was saved with it; null otherwise). A ``metric`` that no checkpoint has while they have
@@ -59,11 +59,12 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
                              f"{', '.join(others)} (pass one of these with --metric)")
     images = grid = px = None
     rows = []
-    for (step, path), metrics in tqdm(list(zip(checkpoints, saved)), desc="checkpoints", unit="ckpt"):
+    for (step, path), metrics in tqdm(list(zip(checkpoints, saved)), desc="checkpoints", unit="ckpt",
+                                      disable=not progress):
         target = load_target(str(path), device=device)
         if images is None:  # one image set for all: the run's preprocessing is the same throughout
             images, _ = load_images(image_specs, target.preprocess, max_images)
-        per_head, step_grid, step_px = attention_distance_per_head(target, images)
+        per_head, step_grid, step_px = attention_distance_per_head(target, images, progress)
         if grid is not None and (step_grid, step_px) != (grid, px):
             raise ValueError(f"{path}: patch grid {step_grid} x {step_px} px differs from the run's first "
                              f"checkpoint ({grid} x {px} px); compare checkpoints of one run")

@@ -303,7 +303,8 @@ def _distance_chunk(tokens: int, heads: int, budget: int | None = None, most: in
 
 
 @torch.no_grad()
-def attention_distance_per_head(target: AnalysisTarget, images: torch.Tensor) -> tuple[torch.Tensor, tuple, int]:
+def attention_distance_per_head(target: AnalysisTarget, images: torch.Tensor,
+                                progress: bool = True) -> tuple[torch.Tensor, tuple, int]:
     """-> (mean attention distance in pixels per layer and head [L, H] over the images, grid, pixels/patch).
 
     The pitch is the stride in input pixels also when the image is not a multiple of it: patches (and the
@@ -319,7 +320,7 @@ def attention_distance_per_head(target: AnalysisTarget, images: torch.Tensor) ->
     total, count, grid = None, 0, None
     # 2,000 CIFAR images took 44 s without a word
     for i in tqdm(range(0, len(images), chunk), desc="attention distances", unit="chunk", leave=False,
-                  disable=len(images) <= chunk):
+                  disable=not progress or len(images) <= chunk):
         # forward_intermediates' pass (embed, then the blocks), each layer's maps reduced to [H] as made
         x, grid = vit.embed(images[i : i + chunk].to(dev))
         d = []
@@ -334,12 +335,13 @@ def attention_distance_per_head(target: AnalysisTarget, images: torch.Tensor) ->
 
 
 def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out: str | Path,
-                              images_source: str = "", skipped_images: int | None = None) -> dict:
+                              images_source: str = "", skipped_images: int | None = None,
+                              progress: bool = True) -> dict:
     """Mean attention distance per layer and head (ViT Fig. 7 right) -> attention_distance.png/.json.
 
     ``skipped_images``: how many images were unreadable (:func:`load_images`' ``skips``), recorded."""
     out = Path(out)
-    per_head, grid, px = attention_distance_per_head(target, images)
+    per_head, grid, px = attention_distance_per_head(target, images, progress)
     count = len(images)
     image_hw = tuple(images.shape[-2:])  # the input's; grid * px is not it off a multiple (32 for 30 or 36 px)
     plot_attention_distance(list(per_head), px, image_hw, out / "attention_distance.png", grid=grid,
@@ -442,7 +444,7 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
                 image: tuple[torch.Tensor, str] | None = None, labels: Sequence[str] | None = None,
                 templates: Sequence[str] | None = None, true_label: str | None = None, components: int = 28,
                 head_fusion: str = "mean", discard_ratio: float = 0.0, images_source: str = "", top_k: int = 5,
-                max_images: int | None = None, skipped_images: int | None = None) -> dict:
+                max_images: int | None = None, skipped_images: int | None = None, progress: bool = True) -> dict:
     """Every report that applies -> the figures, one JSON each, and ``report.json`` with all of them.
 
     ``images`` (for attention distances) default to 16 scenes of the shapes world (at most
@@ -460,7 +462,7 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     report["filters"] = filters_report(target, out, components)
     report["positions"] = positions_report(target, out)
     report["attention_distance"] = attention_distance_report(target, images[0], out, images_source,
-                                                             skipped_images)
+                                                             skipped_images, progress)
     report["rollout"] = rollout_report(target, image[0], out, head_fusion, discard_ratio, image[1])
     if (target.kind == "clip" and labels) or (target.kind == "vit" and target.vit.head is not None):
         report["predict"] = predict_report(target, image[0], out, labels, templates, true_label, top_k=top_k,

@@ -40,6 +40,12 @@ def device_name(text: str) -> str:
     return text
 
 
+def add_device_argument(parser) -> None:
+    """``--device``, the GPU where there is one: the same default on every command that loads a model."""
+    parser.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda where there is a GPU, else cpu)")
+
+
 def add_model_argument(parser, required: bool = True):
     parser.add_argument("--model", required=required,
                         help="checkpoint path (kizuna folder/.safetensors, OpenAI .pt, HF folder) or preset name")
@@ -50,8 +56,7 @@ def add_model_argument(parser, required: bool = True):
                         help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record: gelu "
                              "for most OpenCLIP checkpoints (default: quick_gelu, OpenAI's own, with a warning "
                              "for a plain state dict)")
-    parser.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu, cuda or cuda:N (default: cuda where there is a GPU, else cpu)")
+    add_device_argument(parser)
     from kizuna import PRECISIONS
 
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kizuna.apps.common import add_model_argument, load_model_from_args
+from kizuna.apps.common import add_model_argument, add_progress_argument, at_least_zero, load_model_from_args
 
 
 def add_arguments(p):
@@ -22,8 +22,9 @@ def add_arguments(p):
     src.add_argument("--texts", help="text file, one text per line")
     p.add_argument("--out", required=True, help="output file: .npy or .parquet")
     p.add_argument("--batch-size", type=int, default=64, help="images or texts encoded per batch (default 64)")
-    p.add_argument("--workers", "--num-workers", type=int, default=2,
+    p.add_argument("--workers", "--num-workers", type=at_least_zero, default=2,
                    help="image decoding processes (default 2; 0 = decode in the main process)")
+    add_progress_argument(p)
 
 
 class _ImageFiles:
@@ -51,7 +52,7 @@ def _collate(items):
     return idx, (torch.stack([x for _, x in ok]) if ok else None), errors
 
 
-def embed_images(model, folder, batch_size=64, workers=2, device="cpu"):
+def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress=True):
     import torch
     from tqdm import tqdm
 
@@ -68,7 +69,7 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu"):
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     kept, chunks, errors = [], [], []
     with torch.inference_mode():
-        for idx, batch, errs in tqdm(loader, desc="embedding images", unit="batch"):
+        for idx, batch, errs in tqdm(loader, desc="embedding images", unit="batch", disable=not progress):
             errors += errs
             if batch is not None:
                 chunks.append(model.encode_image(batch.to(device), normalize=True).float().cpu())
@@ -78,7 +79,7 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu"):
     return [str(paths[i]) for i in kept], torch.cat(chunks).numpy(), errors
 
 
-def embed_texts(model, path, batch_size=256, device="cpu"):
+def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
     from tqdm import tqdm
 
     import kizuna
@@ -99,7 +100,8 @@ def embed_texts(model, path, batch_size=256, device="cpu"):
             print(f"note: {cut} of {len(texts)} texts are longer than the model's {tokenizer.context_length} tokens; "
                   "they are embedded cut to that length", file=sys.stderr)
     chunks = [encode_texts(model, tokenizer, texts[i : i + batch_size], batch_size, device).cpu()
-              for i in tqdm(range(0, len(texts), batch_size), desc="embedding texts", unit="batch")]
+              for i in tqdm(range(0, len(texts), batch_size), desc="embedding texts", unit="batch",
+                            disable=not progress)]
     import torch
 
     return texts, torch.cat(chunks).numpy()
@@ -150,7 +152,8 @@ def run(args):
     _check_writable(out)
     model = load_model_from_args(args)
     if args.images:
-        names, emb, errors = embed_images(model, args.images, args.batch_size, args.workers, args.device)
+        names, emb, errors = embed_images(model, args.images, args.batch_size, args.workers, args.device,
+                                          progress=not args.no_progress)
         write_embeddings(out, names, emb, "path")
         print(f"wrote {emb.shape[0]} image embeddings of dim {emb.shape[1]} to {out}")
         if errors:
@@ -159,6 +162,6 @@ def run(args):
             print(f"skipped {len(errors)} unreadable image(s) (not in {out}): "
                   + "; ".join(errors[:5]) + ("; ..." if len(errors) > 5 else ""), file=sys.stderr)
     else:
-        names, emb = embed_texts(model, args.texts, args.batch_size, args.device)
+        names, emb = embed_texts(model, args.texts, args.batch_size, args.device, progress=not args.no_progress)
         write_embeddings(out, names, emb, "text")
         print(f"wrote {emb.shape[0]} text embeddings of dim {emb.shape[1]} to {out}")

@@ -48,7 +48,9 @@ def _count(s: str) -> int:
 
 def _common(p, dataset_required: bool = True, classification: bool = True):
     add_model_argument(p)
-    p.add_argument("--dataset", required=dataset_required,
+    # --data is every other command's word for its images (`kizuna train`, `kizuna vit ...`); without it here,
+    # argparse called --data "ambiguous" (a prefix of --dataset and --dataset-name)
+    p.add_argument("--dataset", "--data", dest="dataset", required=dataset_required,
                    help="dataset folder (CLIP_benchmark WebDataset root, ImageFolder tree) or CSV file")
     p.add_argument("--split", default=None,
                    help="split folder to evaluate (default: test, else val/validation, else the folder itself)")

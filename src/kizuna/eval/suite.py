@@ -164,8 +164,8 @@ def check_run_values(r: dict, where: str) -> None:
             r["corruptions"] = _as_list(r["corruptions"], str)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: few_shot and severities take integers ({e})") from None
-    positive = {"batch_size": 1, "seeds": 1, "relation_groups": 1, "query_chunk": 1}
-    for key, least in positive.items():
+    minimums = {"batch_size": 1, "seeds": 1, "relation_groups": 1, "query_chunk": 1, "num_workers": 0}
+    for key, least in minimums.items():
         if key in r and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < least):
             raise ValueError(f"{where}: {key} must be an integer >= {least}, got {r[key]!r}")
     for key in ("max_samples", "max_train_samples"):  # None and 0 mean all; a negative count meant all too

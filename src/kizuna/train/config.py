@@ -228,8 +228,13 @@ def field_help(config_cls) -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in map(field_line.match, lines) if m}
 
 
-# Other spellings of a config field's flag: the evaluation commands say --num-workers.
-FLAG_ALIASES = {"workers": ("--num-workers",)}
+# Other spellings of a config field's flag, so that one word means one thing on every command: the
+# evaluation commands say --num-workers and --image-column/--caption-column (as CLIP_benchmark and
+# OpenCLIP's --csv-img-key do not); `kizuna vit train` says --hflip and --crop-scale for the same crop and
+# flip that `kizuna train` calls --aug-hflip and --aug-scale.
+FLAG_ALIASES = {"workers": ("--num-workers",),
+                "csv_image_key": ("--image-column",), "csv_caption_key": ("--caption-column",),
+                "aug_hflip": ("--hflip",), "aug_scale": ("--crop-scale",)}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig, defaults: dict | None = None,
@@ -245,10 +250,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
         value = (defaults or {}).get(f.name, getattr(base, f.name))
         kind = type(getattr(base, f.name))
         flags = ["--" + f.name.replace("_", "-"), *FLAG_ALIASES.get(f.name, ())]
+        # a switch given alone is on (`--resampled`), as a user of any other command line expects; the value
+        # stays optional so that `--resampled false` (and a config's `true`) still reads
+        switch = dict(nargs="?", const=True) if kind is bool else {}
         parser.add_argument(*flags, dest=f.name, default=None, metavar=kind.__name__.upper(),
-                            type=lambda s, k=kind: parse_flag_value(k, s),
+                            type=lambda s, k=kind: parse_flag_value(k, s), **switch,
                             help=(explain.get(f.name, "") + " " if explain.get(f.name) else "")
-                            + f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)})")
+                            + f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)}"
+                            + ("; alone = true)" if kind is bool else ")"))
         if kind is bool and f.name == "progress":  # the evaluation commands' spelling, accepted here too
             parser.add_argument("--no-progress", dest=f.name, action="store_const", const=False,
                                 help="no progress bar (= --progress false)")

@@ -76,7 +76,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: dict, skip: tup
 
 
 def add_arguments(p):
-    from kizuna.apps.common import add_progress_argument, device_name
+    from kizuna.apps.common import add_progress_argument, add_threads_argument, at_least_one, at_least_zero, device_name
 
     sub = p.add_subparsers(dest="vit_command", metavar="ACTION")
     t = sub.add_parser("train", help="train a ViT from scratch on labelled images",
@@ -93,9 +93,11 @@ def add_arguments(p):
     a = sub.add_parser("augment", help="show what the training recipe does to images (PNG grid + pixel statistics)",
                        description=AUGMENT_DOC,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    a.add_argument("--images", type=int, default=8, help="images in the grid (default 8)")
-    a.add_argument("--draws", type=int, default=4, help="draws of each path per image (default 4)")
-    a.add_argument("--stats-images", type=int, default=512,
+    # --images is a path on every other command; the count keeps it as a second spelling
+    a.add_argument("--num-images", "--images", dest="images", metavar="N", type=at_least_one, default=8,
+                   help="images in the grid (default 8)")
+    a.add_argument("--draws", type=at_least_one, default=4, help="draws of each path per image (default 4)")
+    a.add_argument("--stats-images", type=at_least_one, default=512,
                    help="images for the pixel statistics, one draw each (default 512)")
     from .supervised import SupervisedConfig
 
@@ -116,14 +118,14 @@ def add_arguments(p):
     e.add_argument("--classnames", default=None,
                    help="class names file, one per line in label order (default: the data's classnames.txt, else "
                         "the ImageFolder folder names)")
-    e.add_argument("--image-size", type=int, default=0,
+    e.add_argument("--image-size", type=at_least_zero, default=0,
                    help="evaluate at another resolution: the position embeddings are interpolated in 2-D, as "
                         "`vit finetune` does, but nothing is trained (0 = the model's own size)")
-    e.add_argument("--max-samples", type=int, default=0, help="evaluate the first N images only (0 = all)")
-    e.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
-    e.add_argument("--num-workers", "--workers", type=int, default=0,
+    e.add_argument("--max-samples", type=at_least_zero, default=0, help="evaluate the first N images only (0 = all)")
+    e.add_argument("--batch-size", type=at_least_one, default=128, help="images per batch (default 128)")
+    e.add_argument("--num-workers", "--workers", type=at_least_zero, default=0,
                    help="DataLoader worker processes for decoding (default 0: decode in the main process)")
-    e.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    add_threads_argument(e)
     e.add_argument("--image-column", default="filepath", help="CSV: image path column (default filepath)")
     e.add_argument("--label-column", default="label", help="CSV: class index or class name column (default label)")
     e.add_argument("--out", default=None,
