@@ -253,6 +253,12 @@ def _with_labels(index: SampleIndex, labels: np.ndarray) -> SampleIndex:
 
 
 # ----------------------------------------------------------------------------------- layout detection
+def split_folders(root: Path) -> list[str]:
+    """The split folders of a dataset root (``test``, ``train``, ...) that hold data, in SPLIT_NAMES order."""
+    root = Path(root)
+    return [s for s in SPLIT_NAMES if (root / s).is_dir() and _has_data(root / s)]
+
+
 def _has_data(d: Path) -> bool:
     if not d.is_dir():
         return False
@@ -272,7 +278,7 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     """-> (folder to index, split name). ``split=None`` picks test, then val/validation, if present.
     A folder named like a split is a class of an ImageFolder tree when it sits beside class folders
     (other folders of images): CIFAR-100 has a class "train"."""
-    present = [s for s in SPLIT_NAMES if (root / s).is_dir() and _has_data(root / s)]
+    present = split_folders(root)
     if present and any(d.name not in SPLIT_NAMES and _holds_images(d) for d in _class_dirs(root)):
         present = []
     if split:
@@ -374,7 +380,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         elif (root / split).is_dir():  # cifar10/test with split="train": cifar10/train, not these images
             data, split_name = root / split, split
         else:  # never these images under another split's name
-            found = [s for s in SPLIT_NAMES if (root / s).is_dir() and _has_data(root / s)]
+            found = split_folders(root)
             raise DatasetError(f"{path} is the {path.name!r} split of {root}, which has no split {split!r} "
                                f"(splits found: {', '.join(found)}); pass --split {path.name}, or the folder "
                                f"that holds split {split!r}")

@@ -107,8 +107,10 @@ def _what_to_pass(data: str, index) -> str:
     classification set (labels, no captions)."""
     from pathlib import Path
 
+    from kizuna.eval.datasets import split_folders
+
     root = Path(data)
-    splits = [d.name for d in sorted(root.iterdir()) if d.is_dir() and any(d.glob("*.tar"))] if root.is_dir() else []
+    splits = split_folders(root) if root.is_dir() else []
     if splits and not any(root.glob("*.tar")):
         return (f"; it is a dataset root with split folders ({', '.join(splits)}): pass one, e.g. --data "
                 f"{root / ('train' if 'train' in splits else splits[0])}")
