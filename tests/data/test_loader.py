@@ -195,3 +195,21 @@ def test_an_endless_resampled_loader_has_a_state():
     next(it), next(it)
     state = loader.state_dict()
     assert state["batches_consumed"] == 2 and state["skips"]["epoch"] == {}
+
+
+class _TaggedDataset(_PlainDataset):
+    tag = 7
+
+
+def _scale_by_the_tag(worker_id):
+    info = torch.utils.data.get_worker_info()
+    info.dataset.scale = info.dataset.tag  # a worker_init_fn reads (and sets) the user's dataset's attributes
+
+
+def test_a_worker_init_fn_sees_the_users_dataset_attributes():
+    """get_worker_info().dataset is the loader's wrapper: reading the dataset's own attributes through it
+    was an AttributeError in every worker."""
+    sampler = EpochSampler(8, 4, seed=0)
+    loader = make_loader(_TaggedDataset(), sampler, num_workers=1, worker_init_fn=_scale_by_the_tag)
+    sampler.set_epoch(0)
+    assert len(list(loader)) == 2

@@ -237,6 +237,14 @@ class _FetchedWithPosition(torch.utils.data.Dataset):
     def __getitem__(self, key):
         return self.dataset[key]
 
+    def __getattr__(self, name):
+        # a worker_init_fn's get_worker_info().dataset is this wrapper: the user's dataset's attributes (the
+        # files to split across workers, say) read through. Only "dataset" itself can be missing: mid-unpickling
+        # in a worker, where reading it here would recurse.
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
     def __getitems__(self, keys) -> _Fetched:
         own = getattr(self.dataset, "__getitems__", None)
         out = own(keys) if own is not None else [self.dataset[k] for k in keys]
