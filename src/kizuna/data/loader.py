@@ -144,15 +144,21 @@ class Loader:
         resumed, self._resumed_epoch_skips = getattr(self, "_resumed_epoch_skips", None), None
         if resumed:  # the part of this epoch before the checkpoint, so its report counts the whole epoch
             self.skips.update(resumed)
+        # The sampler runs ahead of us (worker prefetch); remember what was handed out. Batches come in the
+        # sampler's order, one per index batch (an all-skipped one is an empty batch), so counting them from
+        # where the sampler starts tells the position of any batch: a user's collate may return a tuple,
+        # which has no room for the tags that kizuna's batches carry.
+        epoch, position = self.sampler.epoch, self.sampler.iteration_start
         for batch in self.dataloader:
+            position += 1
             if isinstance(batch, dict):
                 skipped = batch.get("skipped") or {}
                 if skipped:
                     self.skips.update(skipped, batch.get("skip_examples"))
                     self.total_skips.update(skipped, batch.get("skip_examples"))
                 if batch.get("position") is not None:
-                    # The sampler runs ahead of us (worker prefetch); remember what was handed out.
-                    self._delivered = (batch["epoch"], batch["position"] + 1)
+                    epoch, position = batch["epoch"], batch["position"] + 1
+            self._delivered = (epoch, position)
             yield batch
 
     def report(self) -> str:

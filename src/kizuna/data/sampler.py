@@ -169,11 +169,17 @@ class EpochSampler(torch.utils.data.Sampler):
     def batches_remaining(self) -> int:
         return len(self) - self._consumed
 
+    @property
+    def iteration_start(self) -> int:
+        """The batch an iteration begun now starts at: the loaded position right after ``load_state_dict``,
+        else the epoch's first."""
+        return self._consumed if self._resume else 0
+
     def __iter__(self) -> Iterator[IndexBatch]:
         # Decided eagerly (not inside the generator) so the position is fixed when iter() is called.
         # The resume flag is cleared only once a batch is produced: DataLoader calls iter() twice
         # when it starts workers (__init__ and _reset), and the second call must resume as well.
-        start = self._consumed if self._resume else 0
+        start = self.iteration_start
         self._consumed = start
         return self._generate(self._epoch, start)
 
