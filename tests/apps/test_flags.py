@@ -168,3 +168,31 @@ def test_a_negative_count_is_refused_by_its_flag(argv, flag, capsys):
     with pytest.raises(SystemExit):
         parse(*argv, flag, "-1")
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_templates_are_one_flag_with_files_or_templates_on_every_command(tmp_path):
+    """`kizuna eval` took one file (--templates), `kizuna zeroshot` and `analyze predict` only single
+    templates (--template): `eval zeroshot --template "a {c}"` was read as the name of a missing file."""
+    from kizuna.eval.datasets import DatasetError, template_arguments
+
+    tpl = tmp_path / "tpl.txt"
+    tpl.write_text("a photo of a {c}.\na drawing of a {c}.\n")
+    for argv, dest in ((["eval", "zeroshot", "--model", "m", "--data", "d"], "templates"),
+                       (["zeroshot", "--model", "m", "--image", "i.png", "--labels", "a,b"], "template"),
+                       (["analyze", "predict", "m", "--image", "i.png"], "template")):
+        for flag in ("--template", "--templates"):
+            assert getattr(parse(*argv, flag, str(tpl), flag, "art of {c}"), dest) == [str(tpl), "art of {c}"]
+    assert template_arguments([str(tpl)]) == str(tpl)  # one file stays its path: a suite records it
+    assert template_arguments([str(tpl), "art of {c}"]) == ["a photo of a {c}.", "a drawing of a {c}.", "art of {c}"]
+    assert template_arguments(None) is None
+    with pytest.raises(DatasetError, match="not found"):
+        template_arguments(["art of {c}", str(tmp_path / "typo.txt")])
+    with pytest.raises(DatasetError, match="no '{c}' placeholder"):
+        template_arguments(["a photo"])
+
+
+def test_eval_reads_a_single_template_as_a_template(tmp_path, capsys):
+    from kizuna.eval.cli import _entry
+
+    args = parse("eval", "zeroshot", "--model", "m", "--data", "d", "--template", "art of {c}")
+    assert _entry(args, ["zeroshot_classification"])["templates"] == ["art of {c}"]

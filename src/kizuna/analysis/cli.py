@@ -141,8 +141,9 @@ def add_arguments(p):
             a.add_argument("--labels", help="comma-separated class names or a file with one per line "
                                             "(CLIP: the classes to score; ViT: its classes in order; default for a "
                                             "ViT: the class names saved with it)")
-            a.add_argument("--template", action="append", default=None,
-                           help="CLIP prompt template with {c} (repeatable; default 'a photo of a {c}.')")
+            a.add_argument("--template", "--templates", dest="template", action="append", default=None,
+                           help="CLIP prompt template with {c}, or a .txt/.json file of them (repeatable; default "
+                                "'a photo of a {c}.')")
             a.add_argument("--true-label", default=None, help="highlight this label in the panel (default: none)")
             a.add_argument("--top", type=at_least_one, default=5, help="classes in the panel (default 5)")
         add_threads_argument(a)
@@ -193,9 +194,13 @@ def run(args):
             print(f"no checkpoint was saved with any metrics, so there is no {metric} curve")
         print(f"uniform attention: {numbers['uniform_reference']:.1f} px; wrote {args.out}")
         return 0
-    target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit)
     cmd = args.analyze_command
     labels = parse_labels(args.labels) if getattr(args, "labels", None) else None
+    if getattr(args, "template", None):  # files read, and every template checked, before the model loads
+        from kizuna.apps.zeroshot import parse_templates
+
+        args.template = parse_templates(args.template)
+    target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit)
     if cmd == "filters":
         numbers = R.filters_report(target, args.out, args.components)
     elif cmd == "positions":

@@ -14,8 +14,9 @@ def add_arguments(p):
     add_model_argument(p)
     p.add_argument("--image", nargs="+", required=True, help="image file(s)")
     p.add_argument("--labels", required=True, help="comma-separated labels, or a text file with one per line")
-    p.add_argument("--template", action="append", default=None,
-                   help="prompt template with {c} (repeatable; default: 'a photo of a {c}.')")
+    p.add_argument("--template", "--templates", dest="template", action="append", default=None,
+                   help="prompt template with {c}, or a .txt/.json file of them as `kizuna eval` takes "
+                        "(repeatable; default: 'a photo of a {c}.')")
     p.add_argument("--top", type=int, default=5, help="labels to print per image, most probable first (default 5)")
     p.epilog = "Prints one table per image (label, probability); writes no files."
 
@@ -38,10 +39,10 @@ def parse_labels(spec: str) -> list[str]:
 def parse_templates(templates: list[str] | None) -> list[str]:
     """The --template values, checked before the model loads: "a {} in {style}" ended in a KeyError
     traceback from filling the prompts, after the model had loaded."""
-    from kizuna.eval.datasets import DatasetError, read_templates
+    from kizuna.eval.datasets import DatasetError, read_templates, template_arguments
 
     try:
-        return read_templates(templates or ["a photo of a {c}."])
+        return read_templates(template_arguments(templates) or ["a photo of a {c}."])
     except DatasetError as e:
         raise ValueError(f"--template: {e}") from None
 

@@ -57,8 +57,9 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
     p.add_argument("--dataset-name", default=None,
                    help="CLIP_benchmark key for bundled class names/templates, e.g. cifar10 (default: folder name)")
     if classification:
-        p.add_argument("--templates", default=None,
-                       help="prompt templates: .txt (one per line, with {c}) or CLIP_benchmark-style .json "
+        p.add_argument("--templates", "--template", dest="templates", action="append", default=None,
+                       help="prompt templates: .txt (one per line, with {c}), CLIP_benchmark-style .json, or one "
+                            "template with {c}; repeatable, as on `kizuna zeroshot` "
                             "(default: the dataset's zeroshot_classification_templates.txt, else the bundled "
                             "list for --dataset-name, else 'a photo of a {c}.')")
         p.add_argument("--classnames", default=None,
@@ -177,6 +178,10 @@ def _entry(args, task) -> dict:
     for k in ("templates", "classnames", "cache_dir"):
         if getattr(args, k, None) is not None:
             e[k] = getattr(args, k)
+    if e.get("templates") is not None:  # files and single templates, as given; one file stays its path
+        from .datasets import template_arguments
+
+        e["templates"] = template_arguments(e["templates"], args.dataset_name)
     if args.name:
         e["name"] = args.name
     return e
