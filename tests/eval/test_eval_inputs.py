@@ -140,9 +140,9 @@ def test_cli_refusals_are_one_line(tmp_path, tiny_hf, capsys):
                  str(tmp_path / "o"), "--no-progress"]) == 2  # before the robustness work, not after it
     assert "needs at least two classes" in capsys.readouterr().err
     assert main(["eval", "linear-probe", "--model", model, "--dataset", str(one), "--seeds", "0"]) == 2
-    assert "seeds must be an integer >= 1" in capsys.readouterr().err
+    assert "kizuna eval linear-probe: error: --seeds must be an integer >= 1" in capsys.readouterr().err
     assert main(["eval", "zeroshot", "--model", model, "--dataset", str(one), "--batch-size", "0"]) == 2
-    assert "batch_size must be an integer >= 1" in capsys.readouterr().err
+    assert "kizuna eval zeroshot: error: --batch-size must be an integer >= 1" in capsys.readouterr().err
     img = tmp_path / "one" / "cat" / "img0.png"
     assert main(["zeroshot", "--model", model, "--image", str(img), "--labels", "a,b", "--top", "0"]) == 2
     assert "--top must be >= 1" in capsys.readouterr().err

@@ -70,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import warnings
 
+    command = getattr(args, "_parser", parser).prog  # "kizuna vit eval", as argparse's own errors say
+
     def show(message, category, filename, lineno, file=None, line=None):
         # one line in the command's voice: Python's form (file:line, the source line) is for programmers
-        print(f"kizuna {args.command}: warning: {message}", file=file or sys.stderr)
+        print(f"{command}: warning: {message}", file=file or sys.stderr)
 
     showwarning, warnings.showwarning = warnings.showwarning, show
     import torch
@@ -86,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     # other OSErrors (a full disk, a failing device) keep their traceback.
     except (ImageError, CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             FileExistsError, PermissionError) as e:
-        print(f"kizuna {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"kizuna {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `kizuna info X | head`: the reader left; say nothing more (Python's advice)
         import os

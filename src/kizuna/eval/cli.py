@@ -243,7 +243,7 @@ def _run(args, cmd, info):
         entries = [e]
     records = []
     for e in entries:
-        check_run_values(e, f"kizuna eval {cmd}")
+        check_run_values(e, None)  # its flags named: main() says which command
         records += run_entry(e, out_dir=args.out, progress=progress)
     if args.out and is_main():
         path = write_results(records, args.out)

@@ -154,8 +154,14 @@ def _as_list(value, cast=int) -> list:
     return [cast(value)]
 
 
-def check_run_values(r: dict, where: str) -> None:
-    """Normalise the list settings and refuse values that would fail deep inside a task or give NaN."""
+def check_run_values(r: dict, where: str | None) -> None:
+    """Normalise the list settings and refuse values that would fail deep inside a task or give NaN.
+    ``where`` names the suite entry; None: the values came from a command line, and its flags are named."""
+
+    def name(key: str) -> str:
+        return f"--{key.replace('_', '-')}" if where is None else key
+
+    at = "" if where is None else f"{where}: "
     try:
         for key in ("few_shot", "severities"):
             if key in r:
@@ -163,25 +169,25 @@ def check_run_values(r: dict, where: str) -> None:
         if r.get("corruptions"):
             r["corruptions"] = _as_list(r["corruptions"], str)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: few_shot and severities take integers ({e})") from None
+        raise ValueError(f"{at}{name('few_shot')} and {name('severities')} take integers ({e})") from None
     minimums = {"batch_size": 1, "seeds": 1, "relation_groups": 1, "query_chunk": 1, "num_workers": 0}
     for key, least in minimums.items():
         if key in r and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < least):
-            raise ValueError(f"{where}: {key} must be an integer >= {least}, got {r[key]!r}")
+            raise ValueError(f"{at}{name(key)} must be an integer >= {least}, got {r[key]!r}")
     for key in ("max_samples", "max_train_samples"):  # None and 0 mean all; a negative count meant all too
         if r.get(key) is not None and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < 0):
-            raise ValueError(f"{where}: {key} must be an integer >= 0 (0 = all), got {r[key]!r}")
+            raise ValueError(f"{at}{name(key)} must be an integer >= 0 (0 = all), got {r[key]!r}")
     if r.get("corruptions"):  # a misspelt name stopped the run only after the clean images were encoded
         from .probes import CORRUPTIONS
 
         unknown = [c for c in r["corruptions"] if c not in CORRUPTIONS]
         if unknown:
-            raise ValueError(f"{where}: unknown corruption(s) {', '.join(map(repr, unknown))} "
+            raise ValueError(f"{at}unknown corruption(s) {', '.join(map(repr, unknown))} "
                              f"(known: {', '.join(CORRUPTIONS)})")
     if any(k < 1 for k in r.get("few_shot", [])):
-        raise ValueError(f"{where}: few_shot takes examples per class >= 1, got {r['few_shot']}")
+        raise ValueError(f"{at}{name('few_shot')} takes examples per class >= 1, got {r['few_shot']}")
     if "severities" in r and (not r["severities"] or any(not 1 <= v <= 5 for v in r["severities"])):
-        raise ValueError(f"{where}: severities are 1..5, got {r['severities']}")
+        raise ValueError(f"{at}{name('severities')} are 1..5, got {r['severities']}")
 
 
 # ----------------------------------------------------------------------------------- running
