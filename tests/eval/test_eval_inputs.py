@@ -348,3 +348,44 @@ def test_embed_skips_an_image_it_cannot_read_and_names_it(tmp_path, tiny_hf, cap
     assert np.load(tmp_path / "e.npy").shape[0] == 2
     err = capsys.readouterr().err
     assert "1.png: cannot be read (Permission denied)" in err and "Traceback" not in err
+
+
+def test_embed_writes_one_row_per_line_and_skips_lines_with_no_text(tmp_path, capsys):
+    """U+2028 and a form feed split lines (5 rows for 3 lines), and a line of "&nbsp;", not blank but
+    empty once cleaned, stopped the job at "index 43" of its batch."""
+    import numpy as np
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("a dog\u2028on the grass\r\nthe cat\x0csleeps\n&nbsp;\n\nbird\n", encoding="utf-8")
+    out = tmp_path / "e.npy"
+    assert main(["embed", "--model", "ViT-mu-8", "--texts", str(texts), "--out", str(out), "--progress", "false"]) == 0
+    assert "skipped 1 line(s) with no text left once cleaned (not in the output): line 3" in capsys.readouterr().err
+    # one row a line also for readers that split at U+2028 (Python's splitlines): the breaks are spaces there
+    assert out.with_suffix(".txt").read_text().splitlines() == ["a dog on the grass", "the cat sleeps", "bird"]
+    assert np.load(out).shape[0] == 3
+
+
+def test_embed_counts_the_texts_cut_with_the_tokenizers_own_special_tokens(tmp_path, capsys, monkeypatch):
+    """SigLIP's tokenizer adds only an end token: a text of context - 1 ids fits, and was reported as cut
+    (the count assumed CLIP's start and end tokens). A stand-in without a start token, over CLIP's BPE."""
+    import kizuna
+    from kizuna.apps import embed
+
+    model = kizuna.create_model("ViT-mu-8")
+    clip = kizuna.get_tokenizer(model)
+
+    class EndTokenOnly:
+        context_length = 8
+
+        def encode_batch(self, texts):
+            return clip.encode_batch(texts)
+
+        def __call__(self, texts):
+            return clip(texts, context_length=self.context_length)
+
+    monkeypatch.setattr(kizuna, "get_tokenizer", lambda m: EndTokenOnly())
+    monkeypatch.setattr(embed, "load_model_from_args", lambda args: model)
+    texts = tmp_path / "t.txt"
+    texts.write_text("dog " * 7 + "\n" + "dog " * 8 + "\n")  # 7 ids + the end token fit in 8; 8 do not
+    assert main(["embed", "--model", "m", "--texts", str(texts), "--out", str(tmp_path / "e.npy")]) == 0
+    assert "note: 1 of 2 texts are longer than the model's 8 tokens" in capsys.readouterr().err

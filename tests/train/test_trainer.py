@@ -234,7 +234,7 @@ def test_best_follows_every_evaluation_and_knows_which_end_is_best(tmp_path):
 
 
 def test_settings_that_would_do_nothing_or_lose_the_run_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="keep_last must be >= 1"):
+    with pytest.raises(ValueError, match="--keep-last must be >= 1"):
         tiny_config(tmp_path, keep_last=0)  # it pruned the final checkpoint and left `latest` naming nothing
     with pytest.raises(ValueError, match="--lock-image-unlocked-blocks 1 does nothing without --lock-image true"):
         tiny_config(tmp_path, lock_image_unlocked_blocks=1)
@@ -246,7 +246,10 @@ def test_settings_that_would_do_nothing_or_lose_the_run_are_refused(tmp_path):
     for flags, message in (({"betas": (0.9,)}, "--betas must be two numbers"), ({"log_every": 0}, "--log-every must be"),
                            ({"accum_steps": 0}, "--accum-steps must be"), ({"threads": -1}, "--threads must be >= 0"),
                            ({"steps": -5}, "--steps must be >= 0"), ({"lr": -1e-3}, "--lr must be >= 0"), ({"steps": 0, "epochs": 0}, "--epochs must be > 0"),
-                           ({"batch_size": 0}, "--batch-size must be an integer >= 1")):
+                           ({"batch_size": 0}, "--batch-size must be an integer >= 1"),
+                           # a negative context length was a torch traceback from building the text tower
+                           ({"context_length": -3}, "--context-length must be >= 0"),
+                           ({"tokenizer_vocab_size": -1}, "--tokenizer-vocab-size must be >= 0")):
         with pytest.raises(ValueError, match=message):  # they failed deep inside, or trained nothing
             tiny_config(tmp_path, **flags)
     with pytest.raises(ValueError, match="--model-overrides .*unexpected keyword argument 'depht'"):

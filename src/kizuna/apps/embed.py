@@ -80,25 +80,39 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
 
 
 def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
+    """-> (texts, embeddings [N, D]). A line with nothing left once cleaned ("&nbsp;") is skipped and named, as
+    an unreadable image is: it stopped the whole job midway, reported at its index within a batch."""
+    import sys
+
     from tqdm import tqdm
 
     import kizuna
+    from kizuna.eval.datasets import numbered_lines
     from kizuna.eval.zeroshot import encode_texts
 
-    from kizuna.eval.datasets import read_lines
-
-    texts = read_lines(path)
-    if not texts:
+    lines = numbered_lines(path)
+    if not lines:
         raise ValueError(f"{path}: no non-empty lines")
     tokenizer = kizuna.get_tokenizer(model)
-    count = getattr(tokenizer, "encode_batch", None)  # CLIP's BPE: ids without start/end tokens
+    count = getattr(tokenizer, "encode_batch", None)  # ids without the start/end tokens
     if count is not None:
-        cut = sum(len(ids) + 2 > tokenizer.context_length for ids in count(texts))
+        ids = count([text for _, text in lines])
+        empty = [n for (n, _), x in zip(lines, ids) if not x]
+        if empty:
+            print(f"skipped {len(empty)} line(s) with no text left once cleaned (not in the output): line "
+                  + ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else ""), file=sys.stderr)
+            ids = [x for x in ids if x]
+            dropped = set(empty)
+            lines = [(n, text) for n, text in lines if n not in dropped]
+            if not lines:
+                raise ValueError(f"{path}: no line has any text left once cleaned")
+        # CLIP's BPE adds a start and an end token, SigLIP's an end token only
+        added = 2 if getattr(tokenizer, "sot_token_id", None) is not None else 1
+        cut = sum(len(x) + added > tokenizer.context_length for x in ids)
         if cut:
-            import sys
-
-            print(f"note: {cut} of {len(texts)} texts are longer than the model's {tokenizer.context_length} tokens; "
+            print(f"note: {cut} of {len(lines)} texts are longer than the model's {tokenizer.context_length} tokens; "
                   "they are embedded cut to that length", file=sys.stderr)
+    texts = [text for _, text in lines]
     chunks = [encode_texts(model, tokenizer, texts[i : i + batch_size], batch_size, device).cpu()
               for i in tqdm(range(0, len(texts), batch_size), desc="embedding texts", unit="batch",
                             disable=not progress)]
@@ -111,7 +125,8 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, emb.astype(np.float32))
-        out.with_suffix(".txt").write_text("\n".join(n.replace("\n", " ") for n in names) + "\n")
+        # a row a line, also for readers that break lines at U+2028, \x0c ... (Python's str.splitlines)
+        out.with_suffix(".txt").write_text("\n".join(" ".join(n.splitlines()) for n in names) + "\n", encoding="utf-8")
     elif out.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -118,7 +118,7 @@ def bundled_templates(dataset_name: str | None) -> list[str] | None:
     return None
 
 
-def _numbered_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+def numbered_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
     """(line number, stripped text) of the non-blank lines of a UTF-8 text file."""
     try:
         text = Path(path).read_bytes().decode("utf-8")  # bytes, so the error's offset is the file's
@@ -127,13 +127,16 @@ def _numbered_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
     # Notepad's byte-order mark is no text: kept, it became part of the first class name or template
     # ("\ufeffairplane") and changed that class's prompt embedding.
     text = text.removeprefix("\ufeff")
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    # Lines end at \n, \r\n or \r only: str.splitlines() also breaks at U+2028, \x0c, \x85 ..., which pasted
+    # web text holds, and `kizuna embed --texts` wrote more rows than the file has lines (row N not line N).
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
     """The non-blank lines of a UTF-8 text file (a byte-order mark dropped), stripped (class names,
     templates, labels, texts to embed)."""
-    return [line for _, line in _numbered_lines(path)]
+    return [line for _, line in numbered_lines(path)]
 
 
 def read_templates(spec, dataset_name: str | None = None) -> list[str]:
@@ -157,7 +160,7 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
             out = list(obj)
             places = [f"{path} (item {k + 1})" for k in range(len(out))]
         else:
-            numbered = _numbered_lines(path)
+            numbered = numbered_lines(path)
             out = [t for _, t in numbered]
             places = [f"{path}, line {n}" for n, _ in numbered]
     if not out:

@@ -151,12 +151,13 @@ def check_common(cfg) -> None:
         if not ok:
             raise ValueError(f"--{flag.replace('_', '-')} must be {what}, got {value!r}")
 
-    for name in ("batch_size", "log_every", "accum_steps"):
+    for name in ("batch_size", "log_every", "accum_steps", "eval_batch_size"):
         if hasattr(cfg, name):
             need(isinstance(getattr(cfg, name), int) and getattr(cfg, name) >= 1, name, "an integer >= 1",
                  getattr(cfg, name))
     for name in ("steps", "warmup_steps", "eval_every", "save_every", "workers", "threads", "eval_max_samples",
-                 "val_max_samples"):
+                 "val_max_samples", "context_length", "tokenizer_vocab_size", "lock_image_unlocked_blocks",
+                 "lock_text_unlocked_blocks"):
         if hasattr(cfg, name):
             need(getattr(cfg, name) >= 0, name, ">= 0", getattr(cfg, name))
     # 0 is a run that only evaluates (docs/VIT.md: a checkpoint at a new resolution, no update); < 0 ascends
@@ -169,8 +170,7 @@ def check_common(cfg) -> None:
         need(cfg.epochs > 0, "epochs", "> 0 when --steps is 0 and there is no --time-budget-minutes", cfg.epochs)
     if cfg.out and Path(cfg.out).expanduser().is_file():
         raise ValueError(f"--out {cfg.out} is a file; give a folder for the run")
-    if cfg.keep_last < 1:
-        raise ValueError(f"keep_last must be >= 1 (the newest checkpoint is always kept), got {cfg.keep_last}")
+    need(cfg.keep_last >= 1, "keep_last", ">= 1 (the newest checkpoint is always kept)", cfg.keep_last)
     for tower in ("image", "text"):
         unlocked = getattr(cfg, f"lock_{tower}_unlocked_blocks", 0)
         if unlocked and not getattr(cfg, f"lock_{tower}", False):
