@@ -94,11 +94,16 @@ def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
     config = None
     if hasattr(model_or_cfg, "cfg") and hasattr(model_or_cfg.cfg, "tokenizer"):
         config = model_or_cfg.cfg.tokenizer
+        if config is None:  # the data-level error printed the whole model (thousands of characters)
+            raise ValueError(f"this {type(model_or_cfg).__name__}'s config has no tokenizer (cfg.tokenizer is None); "
+                             "pass the one it was trained with by name or config, e.g. "
+                             "kizuna.get_tokenizer('clip_bpe', context_length=model.cfg.text.context_length)")
     elif isinstance(model_or_cfg, dict):
         config = model_or_cfg
     if config is not None:
         return tokenizer_from_config(config if context_length is None else {**config, "context_length": context_length})
-    return _get(model_or_cfg, context_length=context_length or 77)
+    # None, not 77: a tokenizer file's saved context length applies, and 0 is refused rather than made 77
+    return _get(model_or_cfg, context_length=context_length)
 
 
 __all__ = [

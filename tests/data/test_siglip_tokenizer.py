@@ -90,3 +90,36 @@ def test_a_corrupt_spiece_model_fails_at_load_naming_the_file(spiece_model, tmp_
     cfg = SiglipTokenizer(spiece_model, 16).to_config()
     with pytest.raises(ValueError, match="'model' is not a sentencepiece model"):  # a kizuna config holding one
         SiglipTokenizer.from_config({**cfg, "model": "Z2FyYmFnZQ=="})  # base64 of b"garbage"
+
+
+def test_a_caption_training_keeps_is_not_refused_as_empty(hf_and_ours):
+    """Training keeps a caption when clean_text leaves something (kizuna.data.sources._with_text); "\\x85" (NEL)
+    cleans to "…" but strips to "", and stopped a run mid-epoch with "empty text"."""
+    from kizuna.data.tokenizer import clean_text
+
+    hf, ours = hf_and_ours
+    kept = ["\x85", " \x85 ", "a dog\x85"]
+    assert all(clean_text(t) and not t.strip() for t in kept[:2])
+    texts = kept + ["&nbsp;"]  # blank to clean_text (training drops it), but "nbsp" to SigLIP, as to HF: not refused
+    ref = hf(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")["input_ids"]
+    assert torch.equal(ours(texts), ref)
+    with pytest.raises(ValueError, match="empty text at index 1"):  # blank by both is still refused
+        ours(["a dog", " \t\u3000 "])
+
+
+def test_bad_context_lengths_and_a_2d_decode_are_named(spiece_model):
+    """"16" and None were a TypeError comparing with an int, 16.9 silently 16, a config's null an int() TypeError,
+    and decode of a batch a TypeError from int() of a list."""
+    tok = SiglipTokenizer(spiece_model, context_length=16)
+    for bad in ("16", None, 16.9, True):
+        with pytest.raises(ValueError, match=rf"^context_length must be an integer >= 1 .*got {bad!r}"):
+            SiglipTokenizer(spiece_model, context_length=bad)
+        if bad is not None:  # None is the tokenizer's own length
+            with pytest.raises(ValueError, match=r"^context_length must be an integer"):
+                tok(["a photo"], context_length=bad)
+    with pytest.raises(ValueError, match=r"^the tokenizer config's context_length must be an integer.*got None"):
+        get_tokenizer({**tok.to_config(), "context_length": None})
+    assert get_tokenizer({k: v for k, v in tok.to_config().items() if k != "context_length"}).context_length == 64
+    with pytest.raises(ValueError, match=r"decode takes one sequence \(1-D\), got shape \(2, 16\)"):
+        tok.decode(tok(["a photo", "a dog"]))
+    assert tok.decode(tok(["a photo"])[0]) == "a photo"

@@ -435,3 +435,60 @@ def test_get_tokenizer_of_a_model_takes_another_context_length():
     model = kizuna.create_model("ViT-mu-8")
     assert kizuna.get_tokenizer(model, context_length=8)(["a photo of a dog on the beach at sunset"]).shape == (1, 8)
     assert kizuna.get_tokenizer(model)(["a dog"]).shape[1] == model.cfg.tokenizer["context_length"]
+
+
+def test_get_tokenizer_of_a_config_file_keeps_its_context_length(tmp_path):
+    """kizuna.get_tokenizer passed `context_length or 77` down: a saved config's 32 became 77, and 0 became 77
+    instead of an error."""
+    import kizuna
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"type": "clip_bpe", "context_length": 32}))
+    assert kizuna.get_tokenizer(path).context_length == get_tokenizer(path).context_length == 32
+    assert kizuna.get_tokenizer(str(path), context_length=16).context_length == 16
+    assert kizuna.get_tokenizer().context_length == kizuna.get_tokenizer("clip_bpe").context_length == 77
+    for name in ("clip_bpe", path):
+        with pytest.raises(ValueError, match="context_length must be >= 2.*got 0"):
+            kizuna.get_tokenizer(name, context_length=0)
+
+
+def test_bad_settings_are_named(tmp_path):
+    """Each was a raw TypeError or the tokenizers library's bare Exception, a wrong message, or nothing."""
+    import kizuna
+
+    for bad in ("77", None, 77.9, True):  # "77"/None: TypeError comparing with an int; 77.9: silently 77
+        with pytest.raises(ValueError, match=rf"^context_length must be an integer >= 2 .*got {bad!r}"):
+            ClipTokenizer(bad)
+    with pytest.raises(ValueError, match=r"^context_length must be an integer .*got 10\.5"):
+        ClipTokenizer()("a dog", context_length=10.5)
+    with pytest.raises(ValueError, match=r"^the tokenizer config's context_length must be an integer.*got None"):
+        tokenizer_from_config({"type": "clip_bpe", "context_length": None})  # an int() TypeError
+    with pytest.raises(ValueError, match=r"^tokenizer config lacks 'type'"):
+        tokenizer_from_config({"context_length": 77})
+    with pytest.raises(ValueError, match=r"^the config's 'tokenizer_json' is not a `tokenizers` JSON"):
+        tokenizer_from_config({"type": "trained_bpe", "tokenizer_json": "{}"})  # Exception: Model missing.
+
+    missing = tmp_path / "nope.json"  # was "unknown tokenizer"
+    for name in (missing, str(missing)):
+        with pytest.raises(ValueError, match=r"^tokenizer file '.*nope\.json' does not exist"):
+            get_tokenizer(name)
+    with pytest.raises(ValueError, match="is a folder"):
+        get_tokenizer(tmp_path)
+    (tmp_path / "other.json").write_text('{"foo": 1}')  # Exception: expected `,` or `}` at line 1 column 7
+    with pytest.raises(ValueError, match=r"other\.json' is neither a kizuna tokenizer config .* nor a `tokenizers`"):
+        get_tokenizer(tmp_path / "other.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json' is not JSON"):
+        get_tokenizer(tmp_path / "bad.json")
+
+    model = kizuna.create_model("ViT-mu-8")
+    model.cfg.tokenizer = None  # the error held the whole model's repr (2,000 characters)
+    with pytest.raises(ValueError, match=r"^this ClipModel's config has no tokenizer") as err:
+        kizuna.get_tokenizer(model)
+    assert len(str(err.value)) < 300
+    with pytest.raises(ValueError, match=r"^unknown tokenizer <list>:"):
+        get_tokenizer([1, 2])
+
+    for texts in ([], ["", "  ", "&nbsp;"]):  # gave a tokenizer of byte symbols only
+        with pytest.raises(ValueError, match="no texts to learn merges from"):
+            train_bpe_tokenizer(texts, vocab_size=600)

@@ -39,12 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .tokenizer import checked_texts
+from .tokenizer import checked_context_length, checked_texts, clean_text
 
 __all__ = ["SiglipTokenizer", "siglip_tokenizer_config", "write_hf_tokenizer"]
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WORD_BOUNDARY = "\u2581"  # sentencepiece's "▁"
+_ROOM = "room for the end token"
 
 
 def _sentencepiece():
@@ -125,8 +126,7 @@ class SiglipTokenizer:
 
     def __init__(self, model_proto: bytes, context_length: int = 64, lower: bool = True, eos: str = "</s>",
                  pad: str = "</s>", unk: str = "<unk>"):
-        if context_length < 1:
-            raise ValueError(f"context_length must be >= 1 (room for the end token), got {context_length}")
+        context_length = checked_context_length(context_length, 1, _ROOM)
         sentencepiece = _sentencepiece()
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
@@ -157,13 +157,15 @@ class SiglipTokenizer:
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None,
                  on_overflow: str = "truncate") -> torch.LongTensor:
-        ctx = self.context_length if context_length is None else int(context_length)
-        if ctx < 1:
-            raise ValueError(f"context_length must be >= 1 (room for the end token), got {ctx}")
+        ctx = self.context_length if context_length is None else checked_context_length(context_length, 1, _ROOM)
         texts = checked_texts(texts, on_overflow)
         out = np.full((len(texts), ctx), self.pad_token_id, dtype=np.int64)
         for i, text in enumerate(texts):
-            if not text.strip():
+            # Blank by both str.strip and clean_text: what training's caption filter (clean_text, in
+            # kizuna.data.sources._with_text) keeps must never stop a run here. They differ: "\x85" strips to
+            # nothing but ftfy cleans it to "…"; "&nbsp;" cleans to nothing, but is not refused either, as SigLIP
+            # does not unescape html and tokenizes it as "nbsp" (HF's ids).
+            if not text.strip() and not clean_text(text):
                 raise ValueError(f"empty text at index {i}")
             ids = self.encode(text)
             if len(ids) + 1 > ctx and on_overflow == "error":
@@ -174,7 +176,11 @@ class SiglipTokenizer:
         return torch.from_numpy(out)
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
-        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1:
+                raise ValueError(f"decode takes one sequence (1-D), got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        ids = [int(i) for i in ids]
         if skip_special_tokens and self.eot_token_id in ids:
             ids = ids[: ids.index(self.eot_token_id)]
         return self.sp.decode(ids)
@@ -186,7 +192,8 @@ class SiglipTokenizer:
     def from_config(cls, cfg: dict[str, Any]) -> SiglipTokenizer:
         if "model" not in cfg:
             raise ValueError("sentencepiece tokenizer config lacks 'model' (the base64 spiece.model)")
-        return cls(base64.b64decode(cfg["model"]), int(cfg.get("context_length", 64)), bool(cfg.get("lower", True)),
+        ctx = checked_context_length(cfg.get("context_length", 64), 1, _ROOM, "the tokenizer config's context_length")
+        return cls(base64.b64decode(cfg["model"]), ctx, bool(cfg.get("lower", True)),
                    cfg.get("eos", "</s>"), cfg.get("pad", "</s>"), cfg.get("unk", "<unk>"))
 
     def __repr__(self) -> str:

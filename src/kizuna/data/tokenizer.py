@@ -28,8 +28,10 @@ import gzip
 import html
 import itertools
 import json
+import operator
 import os
 import re as _stdre
+import threading
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -81,6 +83,7 @@ _ASCII_WHITESPACE = _stdre.compile(r"[\t\n\x0b\x0c\r ]+" if _re is not _stdre el
 _ASCII_SPLIT = _stdre.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[A-Za-z]+|[0-9]|[^\t\n\x0b\x0c\r A-Za-z0-9]+")
 _WORD_CACHE_LIMIT = 200_000  # chunks (words with their punctuation); cleared when full: bounded memory
 _OVERFLOW_MODES = ("truncate", "error")
+_ROOM = "room for start and end tokens"
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -126,6 +129,21 @@ def checked_texts(texts, on_overflow: str) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is not text: expected a str, got {type(t).__name__}")
     return list(texts)
+
+
+def checked_context_length(value, minimum: int, room: str, setting: str = "context_length") -> int:
+    """``value`` as an int of at least ``minimum`` (``room`` says why), else a ValueError naming ``setting``:
+    "77" and None were a TypeError comparing with an int, and 77.9 was cut to 77 without a word."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        ctx = operator.index(value)  # an int, or a numpy/torch integer; not a str, None or a float
+    except TypeError:
+        raise ValueError(f"{setting} must be an integer >= {minimum} ({room}), got {value!r} "
+                         f"({type(value).__name__})") from None
+    if ctx < minimum:
+        raise ValueError(f"{setting} must be >= {minimum} ({room}), got {ctx}")
+    return ctx
 
 
 def _snippet(text: str, limit: int = 60) -> str:
@@ -205,12 +223,18 @@ class _ChunkIds:
 
     The word cache of `BpeTokenizer`: `index[chunk]` is a row; row r's ids are
     `ids[start[r] : start[r] + length[r]]`. Arrays grow by doubling, so adding rows is amortised O(1).
-    Row 0 is the empty separator that marks text boundaries in a joined batch.
+    Row 0 is the empty separator that marks text boundaries in a joined batch. Rows are only ever
+    appended, so a row number stays valid for the cache's life.
+
+    Thread-safe: threads may share one tokenizer (HF's is thread-safe, and the Rust BPE releases the GIL),
+    and two unlocked `add`s wrote the same rows - wrong ids, for that call and every later one. `lock`
+    guards every read and write; it is not held while the caller runs the BPE on the new words.
     """
 
     SEPARATOR = "\x00"  # never in a text the fast path takes (see `_PLAIN_TEXT`), so never a real chunk
 
     def __init__(self):
+        self.lock = threading.Lock()
         self.index: dict[str, int] = {self.SEPARATOR: 0}
         self.start = np.zeros(1024, dtype=np.int64)
         self.length = np.zeros(1024, dtype=np.int64)
@@ -228,20 +252,47 @@ class _ChunkIds:
         out[: len(a)] = a
         return out
 
+    def __getstate__(self) -> dict[str, Any]:  # a Lock does not pickle (spawn workers, deepcopy): copies get their own
+        with self.lock:
+            return {**self.__dict__, "lock": None, "index": dict(self.index)}  # a snapshot, not one being added to
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, lock=threading.Lock())
+
+    def rows(self, chunks: list[str]) -> np.ndarray | None:
+        """The row of each chunk, or None when some chunk is not cached yet."""
+        with self.lock:
+            try:
+                return np.asarray(list(map(self.index.__getitem__, chunks)), dtype=np.int64)
+            except KeyError:
+                return None
+
+    def missing(self, chunks: list[str]) -> list[str]:
+        """The distinct chunks not cached yet."""
+        with self.lock:
+            return list(set(chunks).difference(self.index))
+
     def add(self, chunks: list[str], ids: list[list[int]]) -> None:
-        rows, (flat, lengths) = len(self.index), _flatten(ids)
-        self.start, self.length = self._fit(self.start, rows + len(chunks)), self._fit(self.length, rows + len(chunks))
-        self.length[rows : rows + len(chunks)] = lengths
-        self.start[rows : rows + len(chunks)] = self.n_ids + np.cumsum(lengths) - lengths
-        self.ids = self._fit(self.ids, self.n_ids + len(flat))
-        self.ids[self.n_ids : self.n_ids + len(flat)] = flat
-        self.n_ids += len(flat)
-        self.index.update(zip(chunks, range(rows, rows + len(chunks))))
+        with self.lock:
+            # another thread may have added some of them while this one ran the BPE: add each chunk once
+            new = [i for i, c in enumerate(chunks) if c not in self.index]
+            if len(new) < len(chunks):
+                chunks, ids = [chunks[i] for i in new], [ids[i] for i in new]
+            rows, (flat, lengths) = len(self.index), _flatten(ids)
+            self.start = self._fit(self.start, rows + len(chunks))
+            self.length = self._fit(self.length, rows + len(chunks))
+            self.length[rows : rows + len(chunks)] = lengths
+            self.start[rows : rows + len(chunks)] = self.n_ids + np.cumsum(lengths) - lengths
+            self.ids = self._fit(self.ids, self.n_ids + len(flat))
+            self.ids[self.n_ids : self.n_ids + len(flat)] = flat
+            self.n_ids += len(flat)
+            self.index.update(zip(chunks, range(rows, rows + len(chunks))))
 
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(all ids of `rows` in order, each row's length)."""
-        lengths = self.length[rows]
-        return self.ids[_ragged_positions(self.start[rows], lengths)], lengths
+        with self.lock:
+            lengths = self.length[rows]
+            return self.ids[_ragged_positions(self.start[rows], lengths)], lengths
 
 
 class BpeTokenizer:
@@ -250,10 +301,8 @@ class BpeTokenizer:
     pad_token_id = 0  # as OpenAI: padding is id 0, masked out by pooling at the EOT position
 
     def __init__(self, tokenizer: Tokenizer, context_length: int = 77):
-        if context_length < 2:
-            raise ValueError(f"context_length must be >= 2 (room for start and end tokens), got {context_length}")
+        self.context_length = checked_context_length(context_length, 2, _ROOM)
         self.tokenizer = tokenizer
-        self.context_length = int(context_length)
         self.sot_token_id = tokenizer.token_to_id(SOT_TOKEN)
         self.eot_token_id = tokenizer.token_to_id(EOT_TOKEN)
         if self.sot_token_id is None or self.eot_token_id is None:
@@ -319,20 +368,18 @@ class BpeTokenizer:
         the cache, and the ids are gathered in numpy. Captions reuse a small vocabulary of words."""
         if not texts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        words = self._words
+        words = self._words  # this call's cache throughout, even if another thread clears (replaces) it
         if len(words) > _WORD_CACHE_LIMIT:
             words = self._words = _ChunkIds()
         chunks = f" {_ChunkIds.SEPARATOR} ".join(texts).lower().split()
-        try:
-            rows = list(map(words.index.__getitem__, chunks))
-        except KeyError:  # new words: encode each distinct one once
-            new = list(set(chunks).difference(words.index))
+        rows = words.rows(chunks)
+        if rows is None:  # new words: encode each distinct one once (unlocked: other threads carry on)
+            new = words.missing(chunks)
             pieces = [_ASCII_SPLIT.findall(c) for c in new]
             distinct = list({p for ps in pieces for p in ps})
             piece_ids = dict(zip(distinct, self._encode_rust(distinct)))
             words.add(new, [list(itertools.chain.from_iterable(map(piece_ids.__getitem__, ps))) for ps in pieces])
-            rows = list(map(words.index.__getitem__, chunks))
-        rows = np.asarray(rows, dtype=np.int64)
+            rows = words.rows(chunks)
         ids, chunk_len = words.gather(rows)
         text_of_chunk = np.cumsum(rows == 0)  # a separator starts the next text
         return ids, np.bincount(text_of_chunk, weights=chunk_len, minlength=len(texts)).astype(np.int64)
@@ -344,9 +391,7 @@ class BpeTokenizer:
 
         on_overflow="truncate" cuts a long text so EOT stays the last token; "error" raises ValueError.
         """
-        ctx = self.context_length if context_length is None else int(context_length)
-        if ctx < 2:
-            raise ValueError(f"context_length must be >= 2 (room for start and end tokens), got {ctx}")
+        ctx = self.context_length if context_length is None else checked_context_length(context_length, 2, _ROOM)
         texts = checked_texts(texts, on_overflow)
         ids, lengths = self._encode_texts(texts, require_text=True)
         too_long = np.flatnonzero(lengths > ctx - 2)
@@ -447,43 +492,73 @@ def train_bpe_tokenizer(
         end_of_word_suffix=_SUFFIX,
         show_progress=False,
     )
-    probe.train_from_iterator((c for c in map(clean_text, texts) if c), trainer=trainer)
+    kept = 0
+
+    def cleaned():
+        nonlocal kept
+        for c in map(clean_text, texts):
+            if c:
+                kept += 1
+                yield c
+
+    probe.train_from_iterator(cleaned(), trainer=trainer)
+    if not kept:  # it gave a tokenizer of byte symbols only, as if it had learned something
+        raise ValueError("train_bpe_tokenizer: no texts to learn merges from (texts was empty, or every text was "
+                         "blank after cleaning); pass the training captions")
     raw = json.loads(probe.to_str())["model"]["merges"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in raw][:n_merges]
     return TrainedBpeTokenizer(_build_tokenizer(_clip_layout_vocab(merges), merges), context_length)
 
 
+def _tokenizers_json(text: str, where: str) -> Tokenizer:
+    """`Tokenizer.from_str`, whose bare Exception ("Model missing. at line 1 column 2") names no file."""
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as e:  # noqa: BLE001 - the Rust parser raises a plain Exception
+        raise ValueError(f"{where} is not a `tokenizers` JSON ({str(e).strip()[:200]}); use one written by "
+                         "TrainedBpeTokenizer.save (or a kizuna tokenizer config, a dict with 'type')") from None
+
+
 def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -> BpeTokenizer:
     """Load a `tokenizers` JSON file (as written by `save`) or a JSON file holding a kizuna tokenizer config."""
-    text = Path(path).read_text(encoding="utf-8")
-    obj = json.loads(text)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        obj = json.loads(text)
+    except FileNotFoundError:
+        raise ValueError(f"tokenizer file {str(path)!r} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"tokenizer file {str(path)!r} is not JSON ({e})") from None
     if isinstance(obj, dict) and "type" in obj and "model" not in obj:
         return tokenizer_from_config(obj if context_length is None else {**obj, "context_length": context_length})
-    return TrainedBpeTokenizer(Tokenizer.from_str(text), 77 if context_length is None else context_length)
+    if isinstance(obj, dict) and "model" not in obj:  # the Rust parser's message would be about JSON syntax
+        raise ValueError(f"tokenizer file {str(path)!r} is neither a kizuna tokenizer config (it has no 'type') nor a "
+                         "`tokenizers` JSON (no 'model')")
+    tokenizer = _tokenizers_json(text, f"tokenizer file {str(path)!r}")
+    return TrainedBpeTokenizer(tokenizer, 77 if context_length is None else context_length)
 
 
 def tokenizer_from_config(cfg: dict[str, Any]) -> BpeTokenizer:
     """Rebuild a tokenizer from `to_config()` output."""
     kind = cfg.get("type")
-    ctx = int(cfg.get("context_length", 77))
-    if kind in ("clip_bpe", "openai"):
-        return ClipTokenizer(ctx)
-    if kind == "trained_bpe":
-        if "tokenizer_json" not in cfg:
-            raise ValueError("trained_bpe tokenizer config lacks 'tokenizer_json'")
-        return TrainedBpeTokenizer(Tokenizer.from_str(cfg["tokenizer_json"]), ctx)
-    if kind == "minilm":
-        from kizuna.models.minilm import MiniLMTokenizer
-
-        return MiniLMTokenizer(ctx)
-    if kind == "sentencepiece":  # SigLIP's (kizuna.data.siglip_tokenizer)
+    if kind == "sentencepiece":  # SigLIP's (kizuna.data.siglip_tokenizer), with its own default length
         from .siglip_tokenizer import SiglipTokenizer
 
         return SiglipTokenizer.from_config(cfg)
     if kind == "unavailable":
         raise ValueError(f"this checkpoint's tokenizer is not bundled with kizuna: {cfg.get('note', '')}")
-    raise ValueError(f"unknown tokenizer type {kind!r}; expected 'clip_bpe', 'openai', 'trained_bpe', 'minilm' "
-                     "or 'sentencepiece'")
+    if kind not in ("clip_bpe", "openai", "trained_bpe", "minilm"):
+        what = "tokenizer config lacks 'type'" if kind is None else f"unknown tokenizer type {kind!r}"
+        raise ValueError(f"{what}; expected 'clip_bpe', 'openai', 'trained_bpe', 'minilm' or 'sentencepiece'")
+    ctx = checked_context_length(cfg.get("context_length", 77), 2, _ROOM, "the tokenizer config's context_length")
+    if kind == "minilm":
+        from kizuna.models.minilm import MiniLMTokenizer
+
+        return MiniLMTokenizer(ctx)
+    if kind == "trained_bpe":
+        if "tokenizer_json" not in cfg:
+            raise ValueError("trained_bpe tokenizer config lacks 'tokenizer_json'")
+        return TrainedBpeTokenizer(_tokenizers_json(cfg["tokenizer_json"], "the config's 'tokenizer_json'"), ctx)
+    return ClipTokenizer(ctx)
 
 
 def get_tokenizer(
@@ -496,8 +571,17 @@ def get_tokenizer(
         return tokenizer_from_config(cfg)
     if isinstance(name_or_cfg, str) and name_or_cfg in ("clip_bpe", "openai"):
         return ClipTokenizer(77 if context_length is None else context_length)
-    if isinstance(name_or_cfg, (str, os.PathLike)) and Path(name_or_cfg).is_file():
-        return load_tokenizer(name_or_cfg, context_length)
+    if isinstance(name_or_cfg, (str, os.PathLike)):
+        path = Path(name_or_cfg)
+        if path.is_file():
+            return load_tokenizer(name_or_cfg, context_length)
+        # a path, not a name: say what is wrong with it rather than "unknown tokenizer"
+        if path.is_dir():
+            raise ValueError(f"tokenizer {str(path)!r} is a folder; give the path of a tokenizer JSON file in it")
+        if isinstance(name_or_cfg, os.PathLike) or path.suffix == ".json" or len(path.parts) > 1:
+            raise ValueError(f"tokenizer file {str(path)!r} does not exist; check the path (or give 'clip_bpe')")
+    # an object's repr (a whole model's) can run to thousands of characters: name its type
+    what = repr(name_or_cfg) if isinstance(name_or_cfg, (str, os.PathLike)) else f"<{type(name_or_cfg).__name__}>"
     raise ValueError(
-        f"unknown tokenizer {name_or_cfg!r}: expected 'clip_bpe', 'openai', a config dict or a path to a tokenizer JSON"
+        f"unknown tokenizer {what}: expected 'clip_bpe', 'openai', a config dict or a path to a tokenizer JSON"
     )
