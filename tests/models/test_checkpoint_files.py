@@ -208,3 +208,23 @@ def test_an_unreadable_weights_file_is_not_reported_as_missing(tmp_path, monkeyp
     monkeypatch.setattr(checkpoint.os, "access", lambda p, mode: False if Path(p) == weights else real_access(p, mode))
     with pytest.raises(CheckpointError, match="model.safetensors: permission denied"):
         kizuna.load_model(tmp_path / "m")
+
+
+def test_a_latest_pointer_naming_a_removed_checkpoint_says_so(tmp_path):
+    """It fell through to the OpenAI loader: "cannot be read as a weights-only torch file (IndexError: pop from
+    empty list)"."""
+    import kizuna
+    from kizuna.models.checkpoint import CheckpointError, save_model
+
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "latest").parent.mkdir()
+    (checkpoints / "latest").write_text("step_0000009")
+    with pytest.raises(CheckpointError, match=r"latest: a 'latest' pointer naming 'step_0000009', which is not a "
+                                              r"checkpoint folder beside it .*holds no step_\* checkpoint folder"):
+        kizuna.load_model(checkpoints / "latest")
+    save_model(_tiny_vit(), checkpoints / "step_0000002")
+    save_model(_tiny_vit(), checkpoints / "step_0000010")
+    with pytest.raises(CheckpointError, match=r"the newest checkpoint beside it is step_0000010: pass .*step_0000010"):
+        kizuna.load_model(checkpoints / "latest")
+    (checkpoints / "latest").write_text("step_0000002")
+    assert kizuna.load_model(checkpoints / "latest").cfg == _tiny_vit().cfg

@@ -233,7 +233,9 @@ def test_hf_siglip_sentencepiece_vocab_is_recorded_as_unavailable(hf_tiny_siglip
     cfg = json.loads((hf_tiny_siglip[1] / "config.json").read_text())
     cfg["text_config"]["vocab_size"] = 32000  # SigLIP's own sentencepiece vocabulary
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "model.safetensors").symlink_to(hf_tiny_siglip[1] / "model.safetensors")
+    tensors = load_file(hf_tiny_siglip[1] / "model.safetensors")
+    tensors["text_model.embeddings.token_embedding.weight"] = torch.zeros(32000, 64)  # the weights agree (checked)
+    save_file(tensors, tmp_path / "model.safetensors")
     record, _ = hf_folder_to_kizuna(tmp_path)
     assert record["config"]["tokenizer"]["type"] == "unavailable"
     assert "sentencepiece" in record["config"]["tokenizer"]["note"]
@@ -403,6 +405,34 @@ def test_hf_resize_larger_than_the_crop_matches_transformers_and_exports_back(hf
     export_hf_clip(model, tmp_path / "back")
     again = transformers.CLIPImageProcessor.from_pretrained(tmp_path / "back")
     assert again.size["shortest_edge"] == 40 and again.crop_size == {"height": 32, "width": 32}
+
+
+@pytest.mark.parametrize("settings", [
+    {"size": 40, "crop_size": 32},  # an old feature extractor's int size: the shortest edge, resized past the crop
+    {"resample": 0}, {"resample": 2},
+    {"do_rescale": False},  # pixels 0..255 into the normalisation
+    {"rescale_factor": 1 / 127.5, "image_mean": [1.0] * 3, "image_std": [1.0] * 3},  # -1..1, written another way
+    {"do_normalize": False, "rescale_factor": 1 / 127.5},
+], ids=["int-size", "nearest", "bilinear", "no-rescale", "rescale-127.5", "rescale-no-normalize"])
+def test_hf_processor_settings_give_transformers_pixels_and_export_back(hf_tiny_clip, tmp_path, settings):
+    """An int ``size`` lost the crop ratio (pixels off by 2.5), and do_rescale / rescale_factor were never
+    read (off by 900): kizuna read them as the defaults, silently."""
+    _, folder = hf_tiny_clip
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / f).symlink_to(folder / f)
+    pp = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 32},
+          "crop_size": {"height": 32, "width": 32}, **settings}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(pp))
+    model = kizuna.load_model(tmp_path)
+    rng = np.random.default_rng(0)  # sizes with even crop margins (odd ones: the crop offset INTEROP.md notes)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((60, 90), (50, 40))]
+    ours = torch.stack([kizuna.get_preprocess(model)(im) for im in images])
+    theirs = transformers.CLIPImageProcessor.from_pretrained(tmp_path)(images=images, return_tensors="pt")
+    torch.testing.assert_close(ours, theirs["pixel_values"], atol=1e-5, rtol=1e-5)
+    # and the exported settings give transformers the same pixels
+    export_hf_clip(model, tmp_path / "back")
+    again = transformers.CLIPImageProcessor.from_pretrained(tmp_path / "back")(images=images, return_tensors="pt")
+    torch.testing.assert_close(again["pixel_values"], theirs["pixel_values"], atol=1e-5, rtol=1e-5)
 
 
 def test_hf_channels_other_than_rgb_and_gelu_python(hf_tiny_clip, tmp_path):
@@ -617,14 +647,24 @@ def test_hf_folder_errors_name_the_path(hf_tiny_clip, tmp_path):
         kizuna.create_model(str(truncated))
     assert str(truncated / "model.safetensors") in str(e.value)
 
+    # every problem in one error (it stopped at the first missing tensor): missing and left-over tensors by
+    # the file's names, mis-shaped ones too
     missing_tensor = tmp_path / "missing_tensor"
     missing_tensor.mkdir()
     (missing_tensor / "config.json").write_text(good_cfg)
     sd = load_file(folder / "model.safetensors")
-    del sd["vision_model.encoder.layers.1.self_attn.k_proj.bias"]
+    del sd["vision_model.encoder.layers.1.self_attn.k_proj.bias"], sd["text_model.final_layer_norm.weight"]
+    sd["extra.thing"] = torch.zeros(1)
+    sd["vision_model.post_layernorm.weight"] = torch.zeros(5)
+    sd["vision_model.embeddings.class_embedding"] = torch.zeros(5)
     save_file(sd, missing_tensor / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"layers\.1\.self_attn\.k_proj\.bias.*missing"):
+    with pytest.raises(CheckpointError) as e:
         kizuna.create_model(str(missing_tensor))
+    assert str(e.value) == (
+        f"{missing_tensor}: checkpoint does not fit the model: "
+        "2 missing [text_model.final_layer_norm.weight, vision_model.encoder.layers.1.self_attn.k_proj.bias]; "
+        "1 unexpected [extra.thing]; 2 mis-shaped [vision_model.embeddings.class_embedding: checkpoint (5,) vs "
+        "model (64,), visual.norm.weight: checkpoint (5,) vs model (64,)]")
 
     bert = tmp_path / "bert"
     bert.mkdir()
@@ -632,6 +672,24 @@ def test_hf_folder_errors_name_the_path(hf_tiny_clip, tmp_path):
     with pytest.raises(CheckpointError, match="model_type 'bert' is not supported") as e:
         kizuna.create_model(str(bert))
     assert str(bert) in str(e.value)
+
+
+@pytest.mark.parametrize("which", ["clip", "siglip"])
+def test_hf_config_at_odds_with_the_weights_is_a_mis_shaped_tensor(which, hf_tiny_clip, hf_tiny_siglip, tmp_path):
+    """A vision hidden_size the weights do not have died in ``.reshape(1, 1, D)`` of the class embedding (the
+    SigLIP probe, its in_proj split) with a raw RuntimeError, before any shape was checked."""
+    _, folder = hf_tiny_clip if which == "clip" else hf_tiny_siglip
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["vision_config"].update(hidden_size=96, num_attention_heads=2)
+    if which == "siglip":
+        cfg["text_config"]["projection_size"] = 96  # else refused first: SigLIP compares the two widths
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "model.safetensors").symlink_to(folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match="checkpoint does not fit the model: .*mis-shaped") as e:
+        kizuna.load_model(tmp_path)
+    name = "embeddings.class_embedding: checkpoint (64,) vs model (96,)" if which == "clip" else \
+        "embeddings.position_embedding.weight: checkpoint (16, 64) vs model (16, 96)"
+    assert name in str(e.value) and str(tmp_path) in str(e.value)
 
 
 def test_openai_layout_errors_name_the_file(tmp_path):

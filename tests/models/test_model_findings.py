@@ -248,3 +248,130 @@ def test_the_command_line_passes_act_on(tmp_path):
         warnings.simplefilter("always")
         model = load_model_from_args(args)
     assert (model.cfg.vision.act, model.cfg.text.act) == ("gelu", "gelu") and not _quickgelu_warnings(rec)
+
+
+# ----- interop findings --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("settings,match", [
+    ({"resample": 1}, r"resample 1 \(PIL LANCZOS\) is not an interpolation"),
+    ({"resample": 4}, r"resample 4 \(PIL BOX\)"),
+    ({"resample": 5}, r"resample 5 \(PIL HAMMING\)"),
+    ({"resample": "lanczos"}, "resample 'lanczos' is not"),  # transformers resizes bilinear for any name
+    ({"resample": 3.0}, "resample 3.0 is not"),
+    ({"resample": None}, "resample None is not"),
+    ({"do_resize": False}, "do_resize is false"),
+    ({"rescale_factor": 0}, "rescale_factor must be a positive number"),
+    ({"rescale_factor": "1/255"}, "rescale_factor must be a positive number"),
+])
+def test_hf_processor_settings_kizuna_cannot_reproduce_are_refused(settings, match):
+    """They became bicubic, or were never read, silently (kizuna's preprocessing resizes with nearest, bilinear
+    or bicubic, and always). HF's pixels for what is read: test_interop."""
+    with pytest.raises(CheckpointError, match=rf"^p/preprocessor_config\.json: {match}"):
+        preprocess_from_hf({"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}, **settings},
+                           "clip", 32, "p/preprocessor_config.json")
+    # what is read: an int size is the shortest edge (timm's crop_pct past the crop), resample codes, rescaling
+    pre = preprocess_from_hf({"size": 40, "crop_size": 32, "resample": 0, "do_rescale": False, "image_mean": 0.5,
+                              "image_std": 0.5}, "clip", 32)
+    assert (pre["image_size"], pre["crop_pct"], pre["interpolation"]) == (32, 0.8, "nearest")
+    assert pre["mean"] == pytest.approx([0.5 / 255] * 3) and pre["std"] == pytest.approx([0.5 / 255] * 3)
+
+
+def test_export_hf_siglip_removes_an_earlier_exports_sentencepiece_tokenizer(spiece_model, tmp_path):
+    """A model whose tokenizer is CLIP's BPE, exported over an earlier export's spiece.model, reloaded with
+    that sentencepiece tokenizer (other ids)."""
+    native = kizuna.create_model("siglip-mu-8")
+    assert native.cfg.tokenizer["type"] == "clip_bpe"
+    stale = export_hf_siglip(native, tmp_path / "stale")
+    (stale / "spiece.model").write_bytes(spiece_model)
+    (stale / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "SiglipTokenizer"}))
+    assert load_model(stale).cfg.tokenizer["type"] == "sentencepiece"  # what an earlier export leaves
+    export_hf_siglip(native, stale)
+    assert not (stale / "spiece.model").exists() and not (stale / "tokenizer_config.json").exists()
+    back = load_model(stale)
+    assert back.cfg.tokenizer == native.cfg.tokenizer
+    assert torch.equal(kizuna.get_tokenizer(back)(["a dog"]), kizuna.get_tokenizer(native)(["a dog"]))
+    # another tokenizer's settings are not the exporter's to remove
+    (stale / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer"}))
+    export_hf_siglip(native, stale)
+    assert (stale / "tokenizer_config.json").is_file()
+
+
+@pytest.mark.parametrize("field,value", [("heads", 0), ("width", 0), ("depth", 0), ("context_length", 0),
+                                         ("vocab_size", 0), ("mlp_dim", -1), ("heads", 1.5), ("depth", True)])
+def test_text_config_sizes_are_checked_as_vision_ones_are(field, value):
+    """heads 0 divided by zero, mlp_dim -1 failed in a Linear; width, depth, context and vocabulary 0 built."""
+    with pytest.raises(ValueError, match=f"text {field} must be a positive int, got {value!r}"):
+        TextConfig(**{field: value})
+    with pytest.raises(ValueError, match="text width 64 is not divisible by heads 3"):
+        TextConfig(width=64, heads=3)
+    with pytest.raises(ValueError, match=f"text {field} must be a positive int"):  # a preset override: named
+        kizuna.create_model("ViT-mu-8", text={field: value})
+
+
+def test_openai_layout_with_a_tower_narrower_than_a_head_is_a_checkpoint_error(tmp_path):
+    """heads = width // 64 = 0 for a 32-wide text tower: a ZeroDivisionError."""
+    model = kizuna.create_model("ViT-mu-8-quickgelu", vision={"heads": 1},
+                                text={"heads": 1, "width": 32, "mlp_dim": 64})
+    path = tmp_path / "narrow.pt"
+    torch.save(kizuna_to_openai(model, strict=False), path)
+    with pytest.raises(CheckpointError, match=r"narrow\.pt: the text tower is 32 wide, narrower than one head of 64"):
+        load_model(path, act="quick_gelu")
+    record, tensors = openai_to_kizuna(torch.load(path, weights_only=True), str(path), act="gelu", text_heads=1)
+    back = ClipModel(ClipConfig.from_dict(record["config"]))
+    load_state_dict_strict(back, tensors, str(path))
+
+
+def test_exporters_refuse_a_minilm_text_tower_and_a_vit_with_a_clear_error(tmp_path):
+    """kizuna_to_openai on a MiniLM tower: KeyError 'text.token_embed.weight'; a ViT classifier: AttributeError."""
+    cfg = clip_config("ViT-mu-8-quickgelu").to_dict()
+    cfg["text"].update(kind="minilm", output_dim=cfg["embed_dim"])
+    with torch.device("meta"):
+        minilm = ClipModel(ClipConfig.from_dict(cfg))
+    for strict in (True, False):
+        with pytest.raises(ValueError, match="OpenAI CLIP layout cannot express this model: its text tower is "
+                                             "'minilm'"):
+            kizuna_to_openai(minilm, strict=strict)
+    vit = kizuna.create_vit("mu/8", image_size=32, num_classes=3)
+    for export in (kizuna_to_openai, lambda m: export_hf_clip(m, tmp_path / "x"),
+                   lambda m: export_hf_siglip(m, tmp_path / "x")):
+        with pytest.raises(TypeError, match="exports a CLIP or SigLIP model .* got VisionTransformer: a supervised"):
+            export(vit)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("size", [4, 0, -8, 32.0, "48", True, (32, 0)])
+def test_a_bad_image_size_argument_is_not_blamed_on_the_checkpoint(size, tmp_path):
+    """load_model(path, image_size=4) said the checkpoint's kizuna record was from another kizuna version."""
+    path = save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="image_size") as e:
+        load_model(path, image_size=size)
+    assert not isinstance(e.value, CheckpointError) and "another kizuna version" not in str(e.value)
+    assert load_model(path, image_size=48).cfg.vision.image_size == 48
+
+
+def test_the_grid_warning_is_said_once_per_load(tmp_path):
+    """image_size not a multiple of the patch: the converter's config, load_model's resize and the model's own
+    each warned."""
+    with pytest.warns(UserWarning, match="not a multiple of patch_size"):
+        model = kizuna.create_model("ViT-mu-8-quickgelu", image_size=36, vision={"heads": 1}, text={"heads": 1})
+    export_hf_clip(model, tmp_path / "hf")
+    path = save_model(model, tmp_path / "m.safetensors")
+    for load in (lambda: load_model(tmp_path / "hf"), lambda: load_model(path, image_size=44)):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            load()
+        assert len([w for w in rec if "is not a multiple of patch_size" in str(w.message)]) == 1
+
+
+def test_info_on_a_vit_says_what_it_counts(tmp_path, capsys):
+    """`kizuna info` on a ViT classifier said "(one image / one text)", and for a hybrid suggested
+    measured_flops(model.encode_image, ...), which a VisionTransformer does not have."""
+    from argparse import Namespace
+
+    from kizuna.apps.info import run
+
+    for stem, expected in (("patch", "(2 x MACs, one image)"), ("conv", "measured_flops(model, x)")):
+        vit = kizuna.create_vit("mu/8", image_size=32, num_classes=3, stem=stem)
+        path = save_model(vit, tmp_path / f"{stem}.safetensors")
+        run(Namespace(model=str(path), allow_jit=False, act=None, json=False))
+        out = capsys.readouterr().out
+        assert expected in out and "one text" not in out and "encode_image" not in out

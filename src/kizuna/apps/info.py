@@ -67,10 +67,13 @@ def run(args):
         return
     print(f"model: {args.model}  ({info['kind']}{', loss ' + info['loss'] if 'loss' in info else ''})")
     print("params: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in info["params"].items()))
+    clip = info["kind"] == "clip"
     if info["gflops"]:
-        print("GFLOPs: " + ", ".join(f"{k} {v:.2f}" for k, v in info["gflops"].items()) + "  (2 x MACs, one image / one text)")
+        per = "one image / one text" if clip else "one image"
+        print("GFLOPs: " + ", ".join(f"{k} {v:.2f}" for k, v in info["gflops"].items()) + f"  (2 x MACs, {per})")
     else:  # said, not left out: a conv or ResNet stem has no analytic count
-        print("GFLOPs: not counted for a conv or ResNet stem; kizuna.models.flops.measured_flops(model.encode_image, "
-              "x) counts one forward")
+        fn = "model.encode_image" if clip else "model"  # a VisionTransformer is called itself
+        print(f"GFLOPs: not counted for a conv or ResNet stem; kizuna.models.flops.measured_flops({fn}, x) counts "
+              "one forward")
     print("config:")
     print(json.dumps(info["config"], indent=2))

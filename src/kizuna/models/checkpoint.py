@@ -9,6 +9,7 @@ archives (which run code) are refused unless ``allow_jit=True``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .clip import ClipConfig, ClipModel
-from .vit import VisionConfig, VisionTransformer, resample_pos_embed
+from .vit import VisionConfig, VisionTransformer, grid_warning_silenced, resample_pos_embed
 
 FORMAT_KEY = "kizuna"
 
@@ -139,6 +140,11 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> N
         for k in set(own) & set(state_dict)
         if tuple(own[k].shape) != tuple(state_dict[k].shape)
     )
+    _refuse_misfit(source, missing, unexpected, misshaped)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _refuse_misfit(source: str, missing: list[str], unexpected: list[str], misshaped: list[str]) -> None:
     if missing or unexpected or misshaped:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
@@ -146,7 +152,44 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> N
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
                 parts.append(f"{len(items)} {label} [{shown}]")
         raise CheckpointError(f"{source}: checkpoint does not fit the model: " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
+
+
+class TensorTaker:
+    """A foreign checkpoint's tensors, taken by name by a converter (HF folders, the OpenAI layout). What is
+    missing or mis-shaped is collected, not raised at once, so that :meth:`finish` raises one error listing
+    every missing, left-over and mis-shaped tensor, as load_state_dict_strict does for kizuna's own."""
+
+    def __init__(self, tensors: dict, source: str):
+        self.tensors = dict(tensors)
+        self.source = source
+        self.missing: list[str] = []
+        self.misshaped: list[str] = []
+
+    def __call__(self, name: str, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
+        """The tensor ``name``. With the ``shape`` it must have (where the converter reshapes, splits or
+        concatenates it, which would fail on another shape) it is checked first, and a missing or
+        mis-shaped one is stood in for by zeros of that shape, so conversion goes on to find the rest;
+        without, a missing one is None."""
+        t = self.tensors.pop(name, None)
+        if t is None:
+            self.missing.append(name)
+        elif shape is not None and tuple(t.shape) != tuple(shape) and not t.numel() == math.prod(shape) == 1:
+            self.misshaped.append(f"{name}: checkpoint {tuple(t.shape)} vs model {tuple(shape)}")
+            t = None
+        if t is None:
+            return None if shape is None else torch.zeros(shape)
+        return t if shape is None else t.reshape(shape)  # one-element tensors: () or (1,), either way
+
+    def finish(self, out: dict, model: nn.Module) -> dict:
+        """``out`` (the converted tensors, kizuna's names), or one CheckpointError listing every tensor missing
+        from the checkpoint, left over in it, or of another shape than ``model`` (built on the meta device
+        will do) has."""
+        own = model.state_dict()
+        misshaped = self.misshaped + [
+            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sorted(out.items())
+            if v is not None and k in own and tuple(v.shape) != tuple(own[k].shape)]
+        _refuse_misfit(self.source, sorted(self.missing), sorted(self.tensors), misshaped)
+        return out
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -213,6 +256,10 @@ def load_model(
     path = follow_latest(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
+    if path.name == "latest" and path.is_file() and path.stat().st_size < 256:  # a pointer naming no folder
+        _refuse_dangling_latest(path)
+    if image_size is not None and not _is_image_size(image_size):  # before the try below blames the checkpoint
+        raise ValueError(f"image_size must be a positive int or two (height, width), got {image_size!r}")
     openai_layout = not path.is_dir() and path.suffix != ".safetensors"
     if act is not None and not openai_layout:
         raise ValueError(f"{path}: act= applies to OpenAI-layout state dicts (.pt/.bin) only; a kizuna or Hugging "
@@ -279,6 +326,8 @@ def load_model(
             model = model.to_empty(device="cpu")
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    except _ImageSizeError as e:
+        raise ValueError(f"{path}: {e}") from None
     except (TypeError, KeyError, AttributeError, ValueError) as e:  # a record from another version, or damaged
         raise CheckpointError(f"{path}: its kizuna record does not describe a model this kizuna builds "
                               f"({type(e).__name__}: {e}); it may come from another kizuna version") from None
@@ -286,13 +335,39 @@ def load_model(
     return model.to(map_location).eval()
 
 
+class _ImageSizeError(ValueError):
+    """load_model's image_size does not fit the model: the caller's mistake, not the checkpoint's."""
+
+
+def _is_image_size(size) -> bool:
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return all(_is_image_size(s) for s in size)
+    return isinstance(size, int) and not isinstance(size, bool) and size > 0
+
+
+def _refuse_dangling_latest(pointer: Path) -> None:
+    """A ``checkpoints/latest`` pointer naming no checkpoint folder (deleted, moved, a torn write): said, rather
+    than read as a weights file (it was: "cannot be read as a weights-only torch file (IndexError: ...)")."""
+    name = pointer.read_text(errors="replace").strip()
+    steps = sorted((p for p in pointer.parent.glob("step_*") if p.is_dir() and p.name[5:].isdigit()),
+                   key=lambda p: int(p.name[5:]))
+    there = (f"the newest checkpoint beside it is {steps[-1].name}: pass {steps[-1]}" if steps
+             else f"{pointer.parent} holds no step_* checkpoint folder: pass another checkpoint")
+    raise CheckpointError(f"{pointer}: a 'latest' pointer naming {name!r}, which is not a checkpoint folder beside it "
+                          f"(removed or moved?); {there}")
+
+
 def _change_resolution(record: dict, tensors: dict, image_size: int) -> tuple[dict, dict]:
     """Rebuild the config at ``image_size`` and resample the stored position embeddings to match."""
     record = json.loads(json.dumps(record))
     vcfg = record["config"]["vision"] if record["kind"] == "clip" else record["config"]
-    old = VisionConfig(**vcfg)
-    vcfg["image_size"] = image_size
-    new = VisionConfig(**vcfg)
+    with grid_warning_silenced():  # the model built from the record says it, once
+        old = VisionConfig(**vcfg)
+        vcfg["image_size"] = image_size
+        try:
+            new = VisionConfig(**vcfg)
+        except ValueError as e:
+            raise _ImageSizeError(f"image_size={image_size!r} does not fit this model: {e}") from None
     if record["kind"] == "clip":
         record["config"]["preprocess"]["image_size"] = image_size
     key = "visual.pos_embed" if record["kind"] == "clip" else "pos_embed"

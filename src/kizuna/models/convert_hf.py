@@ -19,10 +19,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, atomic_write
+from .checkpoint import CheckpointError, TensorTaker, atomic_write
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .text import TextConfig
-from .vit import VisionConfig
+from .vit import VisionConfig, VisionTransformer, grid_warning_silenced
 
 # HF activation names -> ours. gelu_new/gelu_fast are the tanh approximation written out by hand.
 HF_ACTS = {
@@ -34,9 +34,10 @@ HF_ACTS = {
     "gelu_fast": "gelu_tanh",
 }
 TO_HF_ACT = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
-# PIL resample codes as HF image processors store them.
+# PIL resample codes as HF image processors store them: the ones kizuna's preprocessing has, then the rest.
 HF_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 TO_HF_RESAMPLE = {v: k for k, v in HF_RESAMPLE.items()}
+_OTHER_PIL_RESAMPLE = {1: "LANCZOS", 4: "BOX", 5: "HAMMING"}
 
 # (HF name inside encoder.layers.{i}, kizuna name inside transformer.blocks.{i}); q/k/v handled apart.
 _BLOCK_NAMES = (
@@ -120,27 +121,6 @@ def read_hf_weights(folder: str | Path) -> dict:
     raise CheckpointError(
         f"{folder}: no weights found (expected model.safetensors, model.safetensors.index.json or pytorch_model.bin)"
     )
-
-
-class _Taker:
-    """Pops HF tensors by name, so missing ones fail by name and leftovers can be reported."""
-
-    def __init__(self, tensors: dict, source: str):
-        # position_ids are index buffers some transformers versions saved; they carry no weights.
-        self.tensors = {k: v for k, v in tensors.items() if not k.endswith("position_ids")}
-        self.source = source
-
-    def __call__(self, name: str) -> torch.Tensor:
-        try:
-            return self.tensors.pop(name)
-        except KeyError:
-            raise CheckpointError(f"{self.source}: tensor {name!r} is missing from the weights") from None
-
-    def finish(self):
-        if self.tensors:
-            left = sorted(self.tensors)
-            shown = ", ".join(left[:8]) + (f", ... ({len(left)} in all)" if len(left) > 8 else "")
-            raise CheckpointError(f"{self.source}: weights hold tensors the converter does not understand: {shown}")
 
 
 def _sub_config(cfg: dict, key: str, model_type: str) -> dict:
@@ -237,6 +217,31 @@ def preprocess_from_hf(pp: dict | None, model_type: str, image_size,
         raise CheckpointError(f"{source}: cannot read the image processor settings ({type(e).__name__}: {e})") from None
 
 
+def _resample(value, source: str) -> str:
+    """kizuna's interpolation for an HF processor's ``resample``: a PIL code kizuna's preprocessing has. The
+    others (LANCZOS, BOX, HAMMING) are refused, and so is anything but an int code: transformers' image
+    processor resizes bilinear when given a name or a float (and LANCZOS for true)."""
+    code = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if code in HF_RESAMPLE:
+        return HF_RESAMPLE[code]
+    known = ", ".join(f"{code} ({name})" for code, name in HF_RESAMPLE.items())
+    what = f" (PIL {_OTHER_PIL_RESAMPLE[code]})" if code in _OTHER_PIL_RESAMPLE else ""
+    raise CheckpointError(f"{source}: resample {value!r}{what} is not an interpolation kizuna's preprocessing "
+                          f"reproduces; it has {known}: set resample to one of those codes")
+
+
+def _rescale(pp: dict, source: str) -> float:
+    """How many times larger transformers' rescaled pixels are than kizuna's, which are always divided by
+    255: 1 for the usual ``rescale_factor`` 1/255, 255 for ``do_rescale`` false."""
+    if not pp.get("do_rescale", True):
+        return 255.0
+    factor = pp.get("rescale_factor", 1 / 255)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < math.inf:
+        raise CheckpointError(f"{source}: rescale_factor must be a positive number (1/255 maps pixels to "
+                              f"0..1), got {factor!r}")
+    return factor * 255
+
+
 def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
     mean, std = out["mean"], out["std"]
     if pp.get("do_normalize", True):
@@ -244,13 +249,23 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
         out["std"] = _mean_std(pp.get("image_std", std), "image_std", source)
     else:
         out["mean"], out["std"] = [0.0] * 3, [1.0] * 3
-    resample = pp.get("resample", 3)
-    out["interpolation"] = resample if resample in TO_HF_RESAMPLE else HF_RESAMPLE.get(resample, "bicubic")
+    # transformers normalises x * rescale_factor; kizuna x / 255. Another factor (or none) folds into mean
+    # and std, as transformers' own torchvision processors fuse them: (x*f - m) / s = (x/255 - m/k) / (s/k),
+    # k = 255 f.
+    k = _rescale(pp, source)
+    if k != 1.0:
+        out["mean"], out["std"] = [m / k for m in out["mean"]], [s / k for s in out["std"]]
+    if not pp.get("do_resize", True):
+        raise CheckpointError(f"{source}: do_resize is false: transformers then takes each image at its own size, "
+                              "which kizuna's preprocessing cannot (it resizes every image to the model's); set "
+                              "do_resize to true")
+    out["interpolation"] = _resample(pp.get("resample", 3), source)
+    size = pp.get("size")
     crop = pp.get("do_center_crop", not siglip)
-    hw = _hw(pp.get("crop_size")) if crop else _hw(pp.get("size"))
-    if not crop and isinstance(pp.get("size"), dict) and "height" in pp["size"]:
+    hw = _hw(pp.get("crop_size")) if crop else _hw(size)
+    if not crop and isinstance(size, dict) and "height" in size:
         out["resize_mode"] = "squash"
-    elif not crop and siglip and pp.get("size") is None:
+    elif not crop and siglip and size is None:
         # SiglipImageProcessor's default size is {"height", "width"}: a squash, to the model's own size here
         # (HF's default 224 would not fit a model of another size)
         out["resize_mode"] = "squash"
@@ -259,7 +274,8 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
         out["resize_mode"] = "shortest"
     if hw is not None:
         out["image_size"] = hw[0] if hw[0] == hw[1] else list(hw)
-    edge = pp.get("size", {}).get("shortest_edge") if isinstance(pp.get("size"), dict) else None
+    # an int size is the old feature extractors' shortest edge: transformers reads {"shortest_edge": size}
+    edge = size if isinstance(size, int) else size.get("shortest_edge") if isinstance(size, dict) else None
     if crop and hw is not None and edge and int(edge) > min(hw):  # resized larger than the crop (timm's crop_pct)
         out["crop_pct"] = min(hw) / int(edge)
     return out
@@ -337,14 +353,14 @@ def _siglip_config(cfg: dict, t: dict, v: dict, source: str, pp: dict | None, pp
     )
 
 
-def _encoder_from_hf(take, hf: str, ours: str, depth: int, out: dict):
+def _encoder_from_hf(take, hf: str, ours: str, depth: int, width: int, out: dict):
     for i in range(depth):
         h, o = f"{hf}.encoder.layers.{i}", f"{ours}.transformer.blocks.{i}"
         for a, b in _BLOCK_NAMES:
             for p in _WB:
                 out[f"{o}.{b}.{p}"] = take(f"{h}.{a}.{p}")
-        for p in _WB:
-            out[f"{o}.attn.qkv.{p}"] = torch.cat([take(f"{h}.self_attn.{x}_proj.{p}") for x in "qkv"])
+        for p, shape in zip(_WB, ((width, width), (width,))):  # shapes checked: concatenated
+            out[f"{o}.attn.qkv.{p}"] = torch.cat([take(f"{h}.self_attn.{x}_proj.{p}", shape) for x in "qkv"])
 
 
 def _take_wb(take, hf: str, ours: str, out: dict):
@@ -352,20 +368,26 @@ def _take_wb(take, hf: str, ours: str, out: dict):
         out[f"{ours}.{p}"] = take(f"{hf}.{p}")
 
 
+# Tensors the converters reshape, split or concatenate are taken with the shape the config implies (a config
+# at odds with the weights is then a mis-shaped tensor in the one error, not a RuntimeError from the reshape).
+def _pos_shape(vc: VisionConfig) -> tuple[int, int]:
+    return vc.grid[0] * vc.grid[1] + vc.num_prefix_tokens, vc.width
+
+
 def _clip_tensors(take, c: ClipConfig) -> dict:
     out = {}
     v = "vision_model"
     D = c.vision.width
-    out["visual.cls_token"] = take(f"{v}.embeddings.class_embedding").reshape(1, 1, D)
+    out["visual.cls_token"] = take(f"{v}.embeddings.class_embedding", (D,)).reshape(1, 1, D)
     out["visual.patch_embed.proj.weight"] = take(f"{v}.embeddings.patch_embedding.weight")
-    out["visual.pos_embed"] = take(f"{v}.embeddings.position_embedding.weight").unsqueeze(0)
+    out["visual.pos_embed"] = take(f"{v}.embeddings.position_embedding.weight", _pos_shape(c.vision)).unsqueeze(0)
     _take_wb(take, f"{v}.pre_layrnorm", "visual.norm_pre", out)
-    _encoder_from_hf(take, v, "visual", c.vision.depth, out)
+    _encoder_from_hf(take, v, "visual", c.vision.depth, D, out)
     _take_wb(take, f"{v}.post_layernorm", "visual.norm", out)
     out["visual.proj.weight"] = take("visual_projection.weight")
     _text_from_hf(take, c, out)
     out["text.proj.weight"] = take("text_projection.weight")
-    out["logit_scale"] = take("logit_scale").reshape(())
+    out["logit_scale"] = take("logit_scale", ())
     return out
 
 
@@ -373,7 +395,7 @@ def _text_from_hf(take, c: ClipConfig, out: dict):
     t = "text_model"
     out["text.token_embed.weight"] = take(f"{t}.embeddings.token_embedding.weight")
     out["text.pos_embed"] = take(f"{t}.embeddings.position_embedding.weight")
-    _encoder_from_hf(take, t, "text", c.text.depth, out)
+    _encoder_from_hf(take, t, "text", c.text.depth, c.text.width, out)
     _take_wb(take, f"{t}.final_layer_norm", "text.norm", out)
 
 
@@ -383,20 +405,20 @@ def _siglip_tensors(take, c: ClipConfig) -> dict:
     D = c.vision.width
     for p in _WB:
         out[f"visual.patch_embed.proj.{p}"] = take(f"{v}.embeddings.patch_embedding.{p}")
-    out["visual.pos_embed"] = take(f"{v}.embeddings.position_embedding.weight").unsqueeze(0)
-    _encoder_from_hf(take, v, "visual", c.vision.depth, out)
+    out["visual.pos_embed"] = take(f"{v}.embeddings.position_embedding.weight", _pos_shape(c.vision)).unsqueeze(0)
+    _encoder_from_hf(take, v, "visual", c.vision.depth, D, out)
     _take_wb(take, f"{v}.post_layernorm", "visual.norm", out)
     h, o = f"{v}.head", "visual.attn_pool"
-    out[f"{o}.probe"] = take(f"{h}.probe").reshape(1, 1, D)
-    w, b = take(f"{h}.attention.in_proj_weight"), take(f"{h}.attention.in_proj_bias")
+    out[f"{o}.probe"] = take(f"{h}.probe", (1, 1, D))
+    w, b = take(f"{h}.attention.in_proj_weight", (3 * D, D)), take(f"{h}.attention.in_proj_bias", (3 * D,))
     out[f"{o}.q.weight"], out[f"{o}.kv.weight"] = w[:D].clone(), w[D:].clone()
     out[f"{o}.q.bias"], out[f"{o}.kv.bias"] = b[:D].clone(), b[D:].clone()
     for a, b_ in (("attention.out_proj", "proj"), ("layernorm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
         _take_wb(take, f"{h}.{a}", f"{o}.{b_}", out)
     _text_from_hf(take, c, out)
     _take_wb(take, "text_model.head", "text.proj", out)
-    out["logit_scale"] = take("logit_scale").reshape(())
-    out["logit_bias"] = take("logit_bias").reshape(())
+    out["logit_scale"] = take("logit_scale", ())
+    out["logit_bias"] = take("logit_bias", ())
     return out
 
 
@@ -418,7 +440,8 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
     pp = read_image_processor_config(folder)
     try:
         build = _clip_config if model_type == "clip" else _siglip_config
-        c = build(cfg, t, v, source, pp, image_processor_source(folder) if pp is not None else "")
+        with grid_warning_silenced():  # said once, by the model built from the record
+            c = build(cfg, t, v, source, pp, image_processor_source(folder) if pp is not None else "")
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise
@@ -428,9 +451,11 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
         from kizuna.data.siglip_tokenizer import siglip_tokenizer_config
 
         c.tokenizer = siglip_tokenizer_config(folder, c.text.context_length) or c.tokenizer
-    take = _Taker(read_hf_weights(folder), source)
+    # position_ids are index buffers some transformers versions saved; they carry no weights.
+    take = TensorTaker({k: v for k, v in read_hf_weights(folder).items() if not k.endswith("position_ids")}, source)
     tensors = _clip_tensors(take, c) if model_type == "clip" else _siglip_tensors(take, c)
-    take.finish()
+    with torch.device("meta"):
+        take.finish(tensors, ClipModel(c))
     # Configs built from this record start from the stored scale and bias, not the training defaults.
     c.init_logit_scale = float(tensors["logit_scale"])
     if "logit_bias" in tensors:
@@ -533,6 +558,19 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict) -
     return folder
 
 
+def exportable_config(model, function: str, what: str) -> ClipConfig:
+    """The config of ``model`` when an exporter (``function``, writing ``what``) can take it: a ClipModel
+    (a supervised VisionTransformer has no text tower and another config), whose text tower is kizuna's own
+    transformer. Said before any tensor is looked up."""
+    if not isinstance(model, ClipModel):
+        hint = (": a supervised ViT has no text tower, and no layout of these; save it with kizuna.save_model"
+                if isinstance(model, VisionTransformer) else "")
+        raise TypeError(f"{function} exports a CLIP or SigLIP model (a kizuna ClipModel), got "
+                        f"{type(model).__name__}{hint}")
+    _refuse_other_text_towers(model.cfg, what)
+    return model.cfg
+
+
 def _refuse_other_text_towers(c: ClipConfig, what: str) -> None:
     """Only kizuna's own text transformer has an HF CLIP/SigLIP layout; say so before any tensor is looked up."""
     if c.text.kind != "transformer":
@@ -553,8 +591,7 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
     end-of-text token, bias-free projections and no logit bias; other models raise ``ValueError``.
     HF does not clamp the logit scale at inference, so a scale trained past ``max_logit_scale`` differs.
     """
-    c = model.cfg
-    _refuse_other_text_towers(c, "HF CLIPModel")
+    c = exportable_config(model, "export_hf_clip", "HF CLIPModel")
     v, t = c.vision, c.text
     problems: list[str] = []
     if not v.class_token or v.pool != "cls":
@@ -620,9 +657,9 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
     """Write an HF ``SiglipModel`` folder (no class token, MAP head, bidirectional text pooled at the last
     position with a biased head, logit scale and bias). Other models raise ``ValueError``. A sentencepiece
     tokenizer (read from an HF folder) is written back as ``spiece.model`` + ``tokenizer_config.json``; any
-    other tokenizer is not (HF SigLIP expects sentencepiece; kizuna's config names the one used)."""
-    c = model.cfg
-    _refuse_other_text_towers(c, "HF SiglipModel")
+    other tokenizer is not (HF SigLIP expects sentencepiece; kizuna's config names the one used), and those
+    two files, left in ``folder`` by an earlier export, are removed."""
+    c = exportable_config(model, "export_hf_siglip", "HF SiglipModel")
     v, t = c.vision, c.text
     problems: list[str] = []
     if v.class_token or v.pool != "map":
@@ -682,4 +719,15 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
         from kizuna.data.siglip_tokenizer import write_hf_tokenizer
 
         write_hf_tokenizer({**c.tokenizer, "context_length": t.context_length}, folder)
+    else:
+        # An earlier export's sentencepiece tokenizer would be read back as this model's (other ids); its
+        # settings file goes with it (another tokenizer's, a CLIP one, stays).
+        (folder / "spiece.model").unlink(missing_ok=True)
+        settings = folder / "tokenizer_config.json"
+        try:
+            stale = settings.is_file() and str(_read_json(settings).get("tokenizer_class")).startswith("Siglip")
+        except CheckpointError:
+            stale = False
+        if stale:
+            settings.unlink()
     return folder

@@ -16,10 +16,10 @@ import re
 
 import torch
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, TensorTaker
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .text import TextConfig
-from .vit import VisionConfig
+from .vit import VisionConfig, grid_warning_silenced
 
 HEAD_WIDTH = 64  # OpenAI: heads = width // 64 in both towers
 # OpenCLIP's larger image towers use another head width (open_clip/model_configs/*.json, "vision_cfg"):
@@ -93,43 +93,35 @@ def openai_to_kizuna(
             + (", ..." if len(sd) > 6 else "")
         )
     try:
-        record = {"kind": "clip", "config": _infer_config(sd, source, act, vision_heads, text_heads).to_dict()}
+        with grid_warning_silenced():  # said once, by the model built from the record
+            config = _infer_config(sd, source, act, vision_heads, text_heads)
     except (KeyError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"{source}: cannot infer the architecture from the tensor shapes ({e})") from None
 
+    record = {"kind": "clip", "config": config.to_dict()}
     cfg = record["config"]
-
-    def take(name: str) -> torch.Tensor:
-        try:
-            return sd.pop(name)
-        except KeyError:
-            raise CheckpointError(f"{source}: tensor {name!r} is missing") from None
-
+    sd.pop("attn_mask", None)  # OpenCLIP versions that saved the causal mask buffer
+    take = TensorTaker(sd, source)
     out = {}
-    width = cfg["vision"]["width"]
+    width, text_width, embed = cfg["vision"]["width"], cfg["text"]["width"], cfg["embed_dim"]
     out["visual.patch_embed.proj.weight"] = take("visual.conv1.weight")
-    out["visual.cls_token"] = take("visual.class_embedding").reshape(1, 1, width)
-    out["visual.pos_embed"] = take("visual.positional_embedding").unsqueeze(0)
+    out["visual.cls_token"] = take("visual.class_embedding", (width,)).reshape(1, 1, width)
+    out["visual.pos_embed"] = take("visual.positional_embedding").unsqueeze(0)  # read above, so it is there
     for p in _WB:
         out[f"visual.norm_pre.{p}"] = take(f"visual.ln_pre.{p}")
         out[f"visual.norm.{p}"] = take(f"visual.ln_post.{p}")
         out[f"text.norm.{p}"] = take(f"ln_final.{p}")
     _take_blocks(take, "visual.transformer.resblocks", "visual.transformer.blocks", cfg["vision"]["depth"], out)
-    out["visual.proj.weight"] = take("visual.proj").T.contiguous()
+    out["visual.proj.weight"] = take("visual.proj", (width, embed)).T.contiguous()
     out["text.token_embed.weight"] = take("token_embedding.weight")
     out["text.pos_embed"] = take("positional_embedding")
     _take_blocks(take, "transformer.resblocks", "text.transformer.blocks", cfg["text"]["depth"], out)
-    out["text.proj.weight"] = take("text_projection").T.contiguous()
-    out["logit_scale"] = take("logit_scale").reshape(()) if "logit_scale" in sd else torch.tensor(math.log(100))
-    sd.pop("attn_mask", None)  # OpenCLIP versions that saved the causal mask buffer
-    if sd:
-        left = sorted(sd)
-        raise CheckpointError(
-            f"{source}: tensors the OpenAI layout does not have: {', '.join(left[:8])}"
-            + (f", ... ({len(left)} in all)" if len(left) > 8 else "")
-        )
+    out["text.proj.weight"] = take("text_projection", (text_width, embed)).T.contiguous()
+    out["logit_scale"] = take("logit_scale", ()) if "logit_scale" in sd else torch.tensor(math.log(100))
+    with torch.device("meta"):
+        take.finish(out, ClipModel(config))
     cfg["init_logit_scale"] = float(out["logit_scale"])
     return record, out
 
@@ -146,17 +138,24 @@ def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> 
         raise CheckpointError(
             f"{source}: visual.proj is {tuple(sd['visual.proj'].shape)}, expected ({width}, {embed})"
         )
+    vocab, twidth = sd["token_embedding.weight"].shape
+    heads = {"vision": vision_heads or infer_heads(width, "vision"), "text": text_heads or infer_heads(twidth, "text")}
+    for tower, w in (("vision", width), ("text", twidth)):
+        if heads[tower] < 1:  # width // 64 = 0: no OpenAI or OpenCLIP model (kizuna_to_openai(strict=False) makes them)
+            raise CheckpointError(
+                f"{source}: the {tower} tower is {w} wide, narrower than one head of 64, so the OpenAI layout's "
+                f"rule (heads = width // 64) gives 0 heads; the layout cannot say how many it has. Load the "
+                f"model from its kizuna checkpoint, or call openai_to_kizuna(..., {tower}_heads=N)")
     vision = VisionConfig(
         image_size=grid * patch, patch_size=patch, width=width,
-        depth=_depth(sd, "visual.transformer.resblocks", source), heads=vision_heads or infer_heads(width, "vision"),
+        depth=_depth(sd, "visual.transformer.resblocks", source), heads=heads["vision"],
         mlp_dim=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0], act=act, eps=1e-5,
         class_token=True, pool="cls", norm_pre=True, patch_bias=False, output_dim=embed,
     )
-    vocab, twidth = sd["token_embedding.weight"].shape
     ctx = sd["positional_embedding"].shape[0]
     text = TextConfig(
         vocab_size=vocab, context_length=ctx, width=twidth, depth=_depth(sd, "transformer.resblocks", source),
-        heads=text_heads or infer_heads(twidth, "text"), mlp_dim=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        heads=heads["text"], mlp_dim=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
         act=act, eps=1e-5, causal=True, pool="argmax", eot_token_id=vocab - 1, output_dim=embed, proj_bias=False,
     )
     return ClipConfig(
@@ -175,7 +174,9 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
     eps 1e-5 and pooling at argmax(ids), i.e. end-of-text = the highest id. ``strict`` (default) refuses
     models where that would be wrong.
     """
-    c = model.cfg
+    from .convert_hf import exportable_config
+
+    c = exportable_config(model, "kizuna_to_openai", "OpenAI CLIP layout")
     v, t = c.vision, c.text
     problems = []
     if (not v.class_token or v.pool != "cls" or not v.norm_pre or v.patch_bias or v.stem != "patch" or v.num_classes

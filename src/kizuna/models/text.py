@@ -41,6 +41,16 @@ class TextConfig:
     def __post_init__(self):
         if self.pool not in ("eot", "argmax", "last"):
             raise ValueError(f"text pool must be 'eot', 'argmax' or 'last', got {self.pool!r}")
+        if self.kind not in ("transformer", "minilm"):
+            raise ValueError(f"text kind must be 'transformer' or 'minilm', got {self.kind!r}")
+        # As VisionConfig's: sizes that would fail deep inside the model (heads 0 divided by zero, mlp_dim -1 in
+        # a Linear) or build a model that runs anyway (no blocks, no positions, an empty vocabulary).
+        for name in ("vocab_size", "context_length", "width", "depth", "heads", "mlp_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"text {name} must be a positive int, got {value!r}")
+        if self.width % self.heads:
+            raise ValueError(f"text width {self.width} is not divisible by heads {self.heads}")
 
     def to_dict(self) -> dict:
         return asdict(self)

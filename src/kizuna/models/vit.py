@@ -10,6 +10,8 @@ projects the pooled feature into the joint space (``output_dim``).
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -17,6 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import INTEL, AttentionPool, Transformer, env_switch, linear
+
+
+@contextmanager
+def grid_warning_silenced():
+    """Without VisionConfig's warning that image_size is not a multiple of the patch: for configs built on the
+    way to a model (a converter's, load_model's at another size), which the model's own config says again."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"image_size \d+x\d+ is not a multiple of ", UserWarning)
+        yield
 
 
 def _pair(x) -> tuple[int, int]:
@@ -56,8 +67,6 @@ class VisionConfig:
         h, w = _pair(self.image_size)
         stride = self.patch_size * self.stem_stride
         if h % stride or w % stride:
-            import warnings
-
             if self.stem != "resnet":  # patches and the conv stem's max-pools round down, as the grid does
                 what = "patch_size" if self.stem == "patch" else f"the {self.stem} stem's stride x patch_size ="
                 warnings.warn(f"image_size {h}x{w} is not a multiple of {what} {stride}: the patch grid is "
