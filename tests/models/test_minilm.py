@@ -140,3 +140,15 @@ def test_export_to_hf_refuses_the_minilm_text_tower_up_front(minilm_model, tmp_p
         with pytest.raises(ValueError, match=f"{what} cannot express this model: its text tower is 'minilm'"):
             export(minilm_model, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_caption_training_keeps_is_not_refused_as_empty(minilm_tokenizer):
+    """"\x85" strips to nothing but is kept by training's caption filter (clean_text makes it "..."): the
+    MiniLM tokenizer stopped the run with "empty text" at its batch."""
+    from kizuna.data.tokenizer import clean_text
+
+    assert clean_text("\x85")
+    ids = minilm_tokenizer(["a dog", "\x85"])
+    assert ids.shape[:2] == (2, 2)
+    with pytest.raises(ValueError, match="empty text at index 1"):
+        minilm_tokenizer(["a dog", " \t"])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kizuna.data.tokenizer import checked_texts
+from kizuna.data.tokenizer import checked_texts, clean_text
 
 # all-MiniLM-L6-v2's max_position_embeddings: the longest token sequence (with [CLS] and [SEP]) it can
 # take. A constant, so that a training config is checked without loading the package; the tower checks
@@ -66,7 +66,9 @@ class MiniLMTokenizer:
         check_context_length(L)
         texts = checked_texts(texts, on_overflow)
         for i, t in enumerate(texts):
-            if not t.strip():
+            # blank to both, as kizuna's SigLIP tokenizer: training keeps a caption clean_text leaves some text
+            # in ("\x85" becomes "..."), and refusing it here stopped the run at its batch, again on every resume
+            if not t.strip() and not clean_text(t):
                 raise ValueError(f"empty text at index {i}")
         if on_overflow == "error":
             # Untruncated lengths; verbose=False: a text past 512 tokens is what is being checked for here,
