@@ -407,6 +407,27 @@ def test_hf_resize_larger_than_the_crop_matches_transformers_and_exports_back(hf
     assert again.size["shortest_edge"] == 40 and again.crop_size == {"height": 32, "width": 32}
 
 
+def test_hf_resize_smaller_than_the_crop_is_refused(hf_tiny_clip, tmp_path):
+    """``size.shortest_edge`` 24 and ``crop_size`` 32: transformers resizes to 24 and pads the crop with black;
+    kizuna read no crop_pct (the edge is not past the crop), resized the short side to 32 and gave other
+    pixels without a word. crop_pct cannot be over 1, so the folder is refused, naming the file and fields."""
+    _, folder = hf_tiny_clip
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / f).symlink_to(folder / f)
+    proc = transformers.CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 32, "width": 32})
+    proc.save_pretrained(tmp_path)
+    white = Image.fromarray(np.full((48, 48, 3), 255, dtype=np.uint8))
+    theirs = proc(images=[white], return_tensors="pt")["pixel_values"][0]
+    black = -torch.tensor(proc.image_mean) / torch.tensor(proc.image_std)
+    torch.testing.assert_close(theirs[:, 0, 0], black, **TOL)  # what transformers does: a black band ...
+    torch.testing.assert_close(theirs[:, 16, 16], (1 - torch.tensor(proc.image_mean)) / torch.tensor(proc.image_std),
+                               **TOL)  # ... round the 24-pixel image
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json: size\.shortest_edge 24 is smaller than "
+                                              r"crop_size 32: transformers pads .* set size\.shortest_edge to at "
+                                              r"least 32"):
+        kizuna.load_model(tmp_path)
+
+
 @pytest.mark.parametrize("settings", [
     {"size": 40, "crop_size": 32},  # an old feature extractor's int size: the shortest edge, resized past the crop
     {"resample": 0}, {"resample": 2},

@@ -152,3 +152,35 @@ def test_a_caption_training_keeps_is_not_refused_as_empty(minilm_tokenizer):
     assert ids.shape[:2] == (2, 2)
     with pytest.raises(ValueError, match="empty text at index 1"):
         minilm_tokenizer(["a dog", " \t"])
+
+
+def test_flops_count_the_minilm_encoder_not_the_unused_text_config(minilm_model, minilm_tokenizer):
+    """clip_flops (and so `kizuna info`) counted the sizes in the MiniLM model's TextConfig, which its tower does
+    not use (here the preset's 64-wide, 2-layer transformer at 77 positions), for a 384-wide, 6-layer BERT run
+    at its tokenizer's 64 positions."""
+    import json
+    from pathlib import Path
+
+    from kizuna.apps.info import summarize
+    from kizuna.models.flops import clip_flops, measured_flops, minilm_text_flops, text_flops
+    from kizuna.models.minilm import ENCODER_SHAPE, minilm_path
+
+    package = json.loads((Path(minilm_path()) / "config.json").read_text())
+    assert ENCODER_SHAPE == {k: package[k] for k in ENCODER_SHAPE}
+    cfg = minilm_model.cfg
+    assert (cfg.text.width, cfg.text.depth, cfg.text.context_length) == (64, 2, 77)  # not the tower's
+    L, D, M, layers, E = cfg.tokenizer["context_length"], 384, 1536, 6, cfg.embed_dim
+    assert L == 64
+    hand = layers * (2 * L * D * 3 * D + 4 * L * L * D + 2 * L * D * D + 4 * L * D * M) + 2 * D * E
+    assert minilm_text_flops(L, E) == hand
+    assert clip_flops(cfg)["text"] == hand
+    assert summarize(minilm_model)["gflops"]["text"] == round(hand / 1e9, 3)
+    # torch's count of one text that fills the context (the tower drops columns that are padding in every row)
+    full = minilm_tokenizer(["word " * 100], context_length=L)
+    assert bool(full[:, 1].all())
+    with torch.no_grad():
+        assert measured_flops(minilm_model.encode_text, full) == hand
+        short = minilm_tokenizer(["a dog"], context_length=L)
+        assert measured_flops(minilm_model.encode_text, short) == minilm_text_flops(int(short[0, 1].sum()), E)
+    with pytest.raises(ValueError, match="kind 'minilm'.*use clip_flops"):
+        text_flops(cfg.text)

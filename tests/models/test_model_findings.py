@@ -122,6 +122,35 @@ def test_strict_openai_export_refuses_another_eot_token_and_layernorm_eps():
         torch.testing.assert_close(back.encode_text(tokens), k.encode_text(tokens))
 
 
+def test_strict_openai_export_refuses_an_image_size_the_layout_cannot_record(tmp_path):
+    """36 pixels with patch 8: the layout keeps only the 4x4 patch grid, the file reloaded as a 32-pixel model
+    that preprocesses photos to 32 pixels (other embeddings), and the strict export said nothing."""
+    import numpy as np
+    from PIL import Image
+
+    def mu8(size):
+        return kizuna.create_model("ViT-mu-8-quickgelu", image_size=size, vision={"heads": 1}, text={"heads": 1}).eval()
+
+    with pytest.warns(UserWarning, match="not a multiple of patch_size"):
+        model = mu8(36)
+    with pytest.raises(ValueError, match=r"image_size 36 is not a multiple of patch_size 8: the layout records only "
+                                         r"the 4x4 patch grid, so a reader rebuilds a 32-pixel model .* export at a "
+                                         r"multiple of the patch size .*save_model.*export_hf_clip"):
+        kizuna_to_openai(model)
+    kizuna_to_openai(mu8(40))  # a multiple is recorded exactly
+    # strict=False exports anyway (INTEROP.md): the same pixels give the same embeddings, the same photo does not
+    path = tmp_path / "m.pt"
+    torch.save(kizuna_to_openai(model, strict=False), path)
+    back = load_model(path, act="quick_gelu")
+    assert back.cfg.vision.image_size == 32 and back.cfg.preprocess["image_size"] == 32
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    pixels = kizuna.get_preprocess(model)(photo)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode_image(pixels), model.encode_image(pixels))
+        assert not torch.allclose(back.encode_image(kizuna.get_preprocess(back)(photo)[None]),
+                                  model.encode_image(pixels), atol=1e-3)
+
+
 # ----- B2: preset overrides are checked as a whole config ------------------------------------------------
 @pytest.mark.parametrize("overrides,match", [
     (dict(embed_dim=16), "embed_dim 16 disagrees"),
@@ -261,6 +290,11 @@ def test_the_command_line_passes_act_on(tmp_path):
     ({"do_resize": False}, "do_resize is false"),
     ({"rescale_factor": 0}, "rescale_factor must be a positive number"),
     ({"rescale_factor": "1/255"}, "rescale_factor must be a positive number"),
+    # resized smaller than the crop: transformers pads to the crop, kizuna resized to cover it (test_interop)
+    ({"size": {"shortest_edge": 24}}, r"size\.shortest_edge 24 is smaller than crop_size 32: transformers pads"),
+    ({"size": 24}, r"size 24 is smaller than crop_size 32: .* set size to at least 32"),  # an int size: the edge
+    ({"crop_size": {"height": 32, "width": 40}}, r"size\.shortest_edge 32 is smaller than crop_size 32x40: .* at "
+                                                 r"least 40"),  # a square photo would be padded at the sides
 ])
 def test_hf_processor_settings_kizuna_cannot_reproduce_are_refused(settings, match):
     """They became bicubic, or were never read, silently (kizuna's preprocessing resizes with nearest, bilinear
@@ -293,6 +327,24 @@ def test_export_hf_siglip_removes_an_earlier_exports_sentencepiece_tokenizer(spi
     (stale / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer"}))
     export_hf_siglip(native, stale)
     assert (stale / "tokenizer_config.json").is_file()
+
+
+def test_export_hf_clip_removes_an_earlier_siglip_exports_tokenizer(spiece_model, tmp_path):
+    """A CLIP model exported over an earlier SigLIP export (with its sentencepiece tokenizer) left spiece.model and
+    the SiglipTokenizer settings behind: transformers' AutoTokenizer loaded them as the CLIP model's tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    siglip = export_hf_siglip(kizuna.create_model("siglip-mu-8"), tmp_path / "siglip")
+    (siglip / "spiece.model").write_bytes(spiece_model)
+    (siglip / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "SiglipTokenizer"}))
+    folder = export_hf_siglip(load_model(siglip), tmp_path / "out")  # writes its sentencepiece tokenizer back
+    assert type(transformers.AutoTokenizer.from_pretrained(folder)).__name__.startswith("Siglip")
+    export_hf_clip(kizuna.create_model("ViT-mu-8"), folder)
+    assert not (folder / "spiece.model").exists() and not (folder / "tokenizer_config.json").exists()
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "clip"
+    # another tokenizer's settings are not the exporter's to remove
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer"}))
+    export_hf_clip(kizuna.create_model("ViT-mu-8"), folder)
+    assert (folder / "tokenizer_config.json").is_file()
 
 
 @pytest.mark.parametrize("field,value", [("heads", 0), ("width", 0), ("depth", 0), ("context_length", 0),

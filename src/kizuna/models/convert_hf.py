@@ -276,6 +276,15 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
         out["image_size"] = hw[0] if hw[0] == hw[1] else list(hw)
     # an int size is the old feature extractors' shortest edge: transformers reads {"shortest_edge": size}
     edge = size if isinstance(size, int) else size.get("shortest_edge") if isinstance(size, dict) else None
+    if crop and hw is not None and edge and int(edge) < max(hw):
+        # transformers resizes the short side to the edge and pads what the crop overhangs with black (for a
+        # square photo: a band on every side); kizuna resizes until the image covers the crop (crop_pct <= 1),
+        # so it would read other pixels without a word.
+        crop_hw = f"{hw[0]}" if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
+        field = "size" if isinstance(size, int) else "size.shortest_edge"
+        raise CheckpointError(f"{source}: {field} {int(edge)} is smaller than crop_size {crop_hw}: "
+                              "transformers pads the resized image to the crop, which kizuna's preprocessing does "
+                              f"not do (it resizes to cover the crop); set {field} to at least {max(hw)}")
     if crop and hw is not None and edge and int(edge) > min(hw):  # resized larger than the crop (timm's crop_pct)
         out["crop_pct"] = min(hw) / int(edge)
     return out
@@ -585,7 +594,8 @@ def _dtype_name(model) -> str:
 
 def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` that
-    ``transformers.CLIPModel.from_pretrained(folder)`` loads with the same numbers.
+    ``transformers.CLIPModel.from_pretrained(folder)`` loads with the same numbers. No tokenizer is written;
+    an earlier SigLIP export's ``spiece.model`` and its ``tokenizer_config.json`` in ``folder`` are removed.
 
     HF CLIP has a class token, a pre-LayerNorm, no patch bias, a causal text tower pooled at the
     end-of-text token, bias-free projections and no logit bias; other models raise ``ValueError``.
@@ -650,7 +660,11 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
         "vision_config": vision_cfg,
     }
     pre = _hf_preprocess(c.preprocess, "CLIPImageProcessor")
-    return _write_folder(Path(folder), config, out, pre)
+    folder = _write_folder(Path(folder), config, out, pre)
+    # An HF CLIP folder has no sentencepiece tokenizer (kizuna writes none for CLIP's BPE); one left by an
+    # earlier SigLIP export would be loaded by AutoTokenizer for this model.
+    _remove_stale_sentencepiece(folder)
+    return folder
 
 
 def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
@@ -720,14 +734,21 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
 
         write_hf_tokenizer({**c.tokenizer, "context_length": t.context_length}, folder)
     else:
-        # An earlier export's sentencepiece tokenizer would be read back as this model's (other ids); its
-        # settings file goes with it (another tokenizer's, a CLIP one, stays).
-        (folder / "spiece.model").unlink(missing_ok=True)
-        settings = folder / "tokenizer_config.json"
-        try:
-            stale = settings.is_file() and str(_read_json(settings).get("tokenizer_class")).startswith("Siglip")
-        except CheckpointError:
-            stale = False
-        if stale:
-            settings.unlink()
+        _remove_stale_sentencepiece(folder)
     return folder
+
+
+def _remove_stale_sentencepiece(folder: Path) -> None:
+    """Remove an earlier export's sentencepiece tokenizer from ``folder``, for a model written without one
+    (export_hf_clip always, export_hf_siglip when the model's tokenizer is not sentencepiece): kizuna's reader
+    of a SigLIP folder and transformers' AutoTokenizer (``tokenizer_class`` in tokenizer_config.json, whatever
+    the model type) would read it back as this model's, with other ids. Its settings file goes with it; another
+    tokenizer's (a CLIP one) is not the exporter's to remove, and stays."""
+    (folder / "spiece.model").unlink(missing_ok=True)
+    settings = folder / "tokenizer_config.json"
+    try:
+        stale = settings.is_file() and str(_read_json(settings).get("tokenizer_class")).startswith("Siglip")
+    except CheckpointError:
+        stale = False
+    if stale:
+        settings.unlink()

