@@ -144,6 +144,31 @@ def test_a_resumed_epoch_reports_the_skips_from_before_its_checkpoint(index):
     assert run_epoch(at_end, 1) == [] and at_end.skips.total == 0 and at_end.total_skips.total == 1
 
 
+def test_another_ranks_state_brings_no_skips(index):
+    """The trainers save rank 0's loader state, with every rank's skips summed in it, and every rank loads it:
+    rank 1 took rank 0's counts too, and a report summing the ranks counted them twice. The rank whose state
+    it is carries them on; the others start from none (their position is the same)."""
+    def loader_for(rank):
+        ds = PairDataset(index, to_tensor, seed=2)
+        return make_loader(ds, EpochSampler(len(ds), 2, rank=rank, world_size=2, seed=1, drop_last=False), 0)
+
+    first = loader_for(0)
+    first.sampler.set_epoch(0)
+    for batch in first:
+        if batch["skipped"]:
+            break
+    state = first.state_dict()
+    assert state["skips"]["total"] == {"corrupt_image": 1} and state["rank"] == 0
+    own, other = loader_for(0), loader_for(1)
+    own.load_state_dict(state)
+    other.load_state_dict(state)
+    assert own.total_skips.as_dict() == {"corrupt_image": 1} and other.total_skips.total == 0
+    assert other.sampler.batches_consumed == own.sampler.batches_consumed == state["batches_consumed"]
+    run_epoch(own, 0)
+    run_epoch(other, 0)
+    assert own.skips.as_dict() == {"corrupt_image": 1} and other.skips.total == 0
+
+
 class _PlainDataset(torch.utils.data.Dataset):
     """Only __getitem__, as most users' datasets."""
 

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,20 @@ def torchrun(script: Path, *args, nproc=2, timeout=240):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--log-dir", str(logs), "--redirects", "3",
            "--master_port", str(29500 + os.getpid() % 1000), str(script), *map(str, args)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:  # show what each rank printed, not only the launcher's summary
+    # a session of its own: a timeout (ranks waiting on each other in a collective) kills the workers too,
+    # which subprocess.run's kill of the launcher left running
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        proc.stdout_text, proc.stderr_text = proc.communicate(timeout=timeout)
+        why = "" if proc.returncode == 0 else proc.stderr_text[-1500:]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        why = f"timed out after {timeout} s (a rank waiting for the others in a collective?)"
+    if why:  # show what each rank printed, not only the launcher's summary
         rank_logs = "".join(f"\n--- {p}\n" + p.read_text()[-2000:] for p in sorted(logs.rglob("std*.log")))
-        raise AssertionError(proc.stderr[-1500:] + rank_logs)
+        raise AssertionError(why + rank_logs)
     return proc
 
 
@@ -75,6 +86,22 @@ def test_a_budgeted_run_plans_and_corrects_alike_on_every_rank(tmp_path):
     assert replans[-1]["total_steps"] == ranks[0]["steps"]
 
 
+def test_ranks_whose_clocks_disagree_plan_together(tmp_path):
+    """Whether a budget is spent before its plan (or its warm-up fits) is read off each rank's own clock:
+    rank 1 planned alone, going into the plan's evaluation and all_reduce while rank 0 stepped on, and
+    the run hung (or gloo failed on a collective mismatch). Now any rank ready to plan makes them all
+    plan, at the same step: the budget spent, the plan ends the run at the next step on both ranks."""
+    from kizuna.train.logging import read_metrics
+
+    data = _colour_data(tmp_path / "data")
+    out = tmp_path / "run"
+    torchrun(HERE / "_dist_vit_worker.py", tmp_path, data, out, "spent", timeout=120)
+    ranks = [json.loads((tmp_path / f"vit_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == ranks[0]["total_steps"] == ranks[1]["total_steps"] == 3
+    plans = read_metrics(out / "metrics.jsonl", "plan")
+    assert [p["step"] for p in plans] == [2] and plans[0]["total_steps"] == 3
+
+
 def test_ranks_whose_batches_lose_different_samples_stay_in_step(tmp_path):
     """Every third image is corrupt, so the two ranks' halves of a batch shrink by different amounts (some to
     nothing). Before, the CLIP loss's all_gather failed on unequal shapes and a rank with an empty batch
@@ -107,6 +134,18 @@ def test_ranks_whose_batches_lose_different_samples_stay_in_step(tmp_path):
         assert a["skips"].get("rank_balance", 0) + b["skips"].get("rank_balance", 0) > 0, (name, a, b)
     # --tokenizer train: trained on rank 0 and sent, so both ranks map a text to the same ids
     assert ranks[0]["clip"]["tokenizer"] == ranks[1]["clip"]["tokenizer"] != "null"
+    # the epoch reports, and the skips a checkpoint keeps, count both ranks' samples (rank 0's alone were
+    # reported): each of the 2 epochs met all 16 corrupt images
+    from kizuna.train.checkpointing import read_train_state
+    from kizuna.train.logging import read_metrics
+
+    for name in ("vit", "clip"):
+        epochs = [r for r in read_metrics(tmp_path / name / "metrics.jsonl", "data") if "skipped" in r]
+        balance = sum(r[name]["skips"].get("rank_balance", 0) for r in ranks)
+        assert [r["skipped/corrupt_image"] for r in epochs] == [16, 16], (name, epochs)
+        assert sum(r.get("skipped/rank_balance", 0) for r in epochs) == balance, (name, epochs)
+        kept = read_train_state(tmp_path / name / "checkpoints" / "step_0000012")["data"]["skips"]["total"]
+        assert kept["corrupt_image"] == 32 and kept.get("rank_balance", 0) == balance, (name, kept)
 
 
 def test_grad_cache_accumulation_under_ddp_equals_the_whole_batch(tmp_path):
@@ -118,3 +157,31 @@ def test_grad_cache_accumulation_under_ddp_equals_the_whole_batch(tmp_path):
         res = json.loads((tmp_path / f"accum_rank{rank}.json").read_text())
         for loss in ("clip", "siglip"):
             assert res[loss]["max_diff"] < 1e-5, (rank, loss, res)
+
+
+def test_ranks_draw_patch_dropout_of_their_own_and_resume_it_exactly(tmp_path):
+    """Every rank seeded torch with --seed alone, so image i of every rank's batch kept the same patches; and a
+    checkpoint held rank 0's RNG state only. Now rank 0 keeps the stream one process has, the other ranks draw
+    their own, and a resume goes on with each rank's. The logged loss is both ranks' mean, not rank 0's."""
+    import hashlib
+
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from _tiny import tiny_config
+
+    from kizuna.train.contrastive import ContrastiveTrainer
+    from kizuna.train.logging import read_metrics
+
+    torchrun(HERE / "_dist_rng_worker.py", tmp_path, timeout=300)
+    ranks = [json.loads((tmp_path / f"rng_rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["first_rng"] != ranks[1]["first_rng"]
+    one = ContrastiveTrainer(tiny_config(tmp_path / "one", steps=4, patch_dropout=0.5, device="cpu"))
+    assert hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest() == ranks[0]["first_rng"]  # as before
+    del one
+    for r in ranks:  # resumed at step 2, each rank's stream and the parameters end as the uninterrupted run's
+        assert r["resumed"]["end_rng"] == r["end_rng"] and r["resumed"]["params"] == r["params"]
+        assert r["resumed"]["losses"] == r["losses"][2:]
+    assert ranks[0]["end_rng"] != ranks[1]["end_rng"]
+    logged = [row["loss"] for row in read_metrics(tmp_path / "a" / "metrics.jsonl", "train")]
+    assert logged == pytest.approx([(a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"])], abs=1e-6)

@@ -579,3 +579,20 @@ def test_a_split_folder_given_as_data_is_those_images(data, tmp_path):
     ROOT/train without a word."""
     index, _, _ = load_classification(str(data / "test"), "train")
     assert len(index) == 16  # the test folder's 16, not the train folder's 48
+
+
+def test_a_resume_refuses_another_optimizer_by_its_flag(data, tmp_path, capsys):
+    """The optimizer's saved state is AdamW's or SGD's: resumed with the other one, the run crashed after
+    "resumed from" with KeyError 'momentum' (adamw -> sgd) or 'step' (sgd -> adamw)."""
+    SupervisedTrainer(_cfg(data, tmp_path / "a", steps=2, val_data="")).train()
+    latest = tmp_path / "a" / "checkpoints" / "step_0000002"
+    with pytest.raises(ValueError, match=r"--optimizer sgd \(the run has adamw\) cannot continue it"):
+        SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), steps=4, optimizer="sgd"))
+    assert main(["vit", "train", "--out", str(tmp_path / "a"), "--resume", "latest", "--steps", "4",
+                 "--optimizer", "sgd"]) == 2
+    err = capsys.readouterr().err
+    assert "--optimizer sgd (the run has adamw)" in err and "resumed from" not in err
+    SupervisedTrainer(_cfg(data, tmp_path / "s", steps=2, val_data="", optimizer="sgd")).train()
+    # from Python the default (adamw) is not "given", but it cannot load SGD's state either: refused too
+    with pytest.raises(ValueError, match=r"--optimizer adamw \(the run has sgd\)"):
+        SupervisedTrainer(_cfg(data, tmp_path / "t", steps=4, resume=str(tmp_path / "s" / "checkpoints" / "latest")))

@@ -567,3 +567,148 @@ def test_a_ctrl_c_during_an_evaluation_logs_the_window_before_stopping(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")] == [4]
+
+
+def test_a_resume_refuses_another_lock_by_its_flag(tmp_path, capsys):
+    """Which parameters train shapes the optimizer's state (its groups hold only those): a resume with
+    --lock-image or --lock-text, or other unlocked-block counts, failed on torch's "loaded state dict contains
+    a parameter group that doesn't match the size of optimizer's group", which named no flag."""
+    from kizuna.apps.cli import main
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, lock_text=True, lock_text_unlocked_blocks=1)).train()
+    base = ["train", "--out", str(tmp_path), "--resume", "latest", "--steps", "4"]
+    for flags, said in ((["--lock-image"], "--lock-image true (the run has false)"),
+                        (["--lock-text", "true", "--lock-text-unlocked-blocks", "2"], "--lock-text-unlocked-blocks 2 (the run has 1)"),
+                        (["--lock-text", "false", "--lock-text-unlocked-blocks", "0"], "--lock-text false (the run has true)")):
+        assert main([*base, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert said in err and "cannot continue it" in err and "doesn't match" not in err, err
+    assert main([*base, "--lock-text", "true"]) == 0  # the run's own lock: fine
+
+
+def test_evaluation_data_that_does_not_resolve_is_refused_before_training(tmp_path, shared_dir):
+    """A typo in --eval-retrieval / --eval-zeroshot, or an --eval-split the folder lacks, was found at the
+    run's first evaluation (its end, by default), before the final checkpoint: the whole run was lost."""
+    flickr = shared_dir / "data" / "flickr8k"
+    for flags, said in (({"eval_retrieval": str(tmp_path / "flickr8kk")}, r"--eval-retrieval .*flickr8kk: .*not found"),
+                        ({"eval_zeroshot": str(tmp_path / "nope")}, r"--eval-zeroshot .*nope: "),
+                        ({"eval_retrieval": str(flickr), "eval_split": "vall"}, r"--eval-split vall: .*no split 'vall'")):
+        with pytest.raises(ValueError, match=said):
+            ContrastiveTrainer(tiny_config(tmp_path / "run", steps=2, **flags))
+        assert not (tmp_path / "run" / "metrics.jsonl").exists()  # refused before anything was written
+
+
+def test_a_failed_evaluation_saves_the_step_first(tmp_path):
+    """With --save-every 0 the only checkpoint is the final one, written after the final evaluation: an
+    evaluation that failed there lost the whole run."""
+    for steps, fail_at, out in ((3, 3, tmp_path / "end"), (4, 2, tmp_path / "mid")):
+        trainer = ContrastiveTrainer(tiny_config(out, steps=steps, eval_every=2, save_every=0))
+
+        def broken(trainer=trainer, fail_at=fail_at):
+            if trainer.step == fail_at:
+                raise RuntimeError("the evaluation data went away")
+            return {}
+
+        trainer.evaluate = broken
+        with pytest.raises(RuntimeError, match="went away"):
+            trainer.train()
+        saved = sorted(p.name for p in (out / "checkpoints").glob("step_*"))
+        assert saved == [f"step_{fail_at:07d}"], saved
+    resumed = ContrastiveTrainer(tiny_config(tmp_path / "mid", steps=4, eval_every=2, resume="latest"))
+    assert resumed.step == 2
+
+
+def test_a_resume_with_another_best_metric_starts_best_afresh(tmp_path, capsys):
+    """The best value was restored whatever metric it was measured by: resumed with --best-metric probe/shape,
+    best/ compared shape accuracies against the best colour accuracy (or, with --best-mode min, a minimum
+    against a maximum) and could keep the old metric's model for good."""
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, eval_every=1, best_metric="probe/colour")).train()
+    colour = max(r["probe/colour"] for r in read_metrics(tmp_path / "metrics.jsonl", "eval"))
+    capsys.readouterr()
+
+    def resumed(**kw):
+        return ContrastiveTrainer(tiny_config(tmp_path, steps=4, eval_every=1, resume="latest", **kw))
+
+    assert resumed(best_metric="probe/colour").ckpt.best_value == colour  # the same metric: its best goes on
+    assert "best/ starts afresh" not in capsys.readouterr().out
+    for kw, said in (({"best_metric": "probe/shape"}, "by the max of probe/colour, this resume by the max of probe/shape"),
+                     ({"best_metric": "probe/colour", "best_mode": "min"}, "this resume by the min of probe/colour")):
+        trainer = resumed(**kw)
+        assert trainer.ckpt.best_value is None
+        assert said in capsys.readouterr().out
+    trainer.train()  # best/ is now the lowest colour accuracy since the resume
+    best = json.loads((tmp_path / "checkpoints" / "best" / "config.json").read_text())["kizuna"]["extra"]
+    since = [r for r in read_metrics(tmp_path / "metrics.jsonl", "eval") if r["step"] > 2]
+    assert best["best_mode"] == "min" and best["metrics"]["probe/colour"] == min(r["probe/colour"] for r in since)
+
+
+def test_a_ctrl_c_at_an_epochs_last_step_keeps_its_skip_report(tmp_path):
+    """A finished epoch's skips are left out of the checkpoint, to be reported right after it; a Ctrl-C at the
+    epoch's last step stopped the run first, and the resume (at the next epoch) never reported them."""
+    import signal
+
+    import _shards
+
+    members = _shards.pair_members([f"{i:04d}" for i in range(20)], captions=[f"a photo number {i}" for i in range(20)])
+    members = [(n, b"not a jpeg" if n in ("0005.jpg", "0009.jpg", "0013.jpg") else b) for n, b in members]
+    shard = _shards.write_tar(tmp_path / "data" / "000000.tar", members)
+    kw = dict(data=str(shard), batch_size=4, steps=10, model_overrides={"vision": {"image_size": 32}})
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", **kw))  # 5 steps an epoch
+    fit = trainer.fit_batch
+
+    def fit_and_interrupt(batch):
+        if trainer.step == 4:  # the step that ends epoch 0
+            signal.raise_signal(signal.SIGINT)
+        return fit(batch)
+
+    trainer.fit_batch = fit_and_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    ContrastiveTrainer(tiny_config(tmp_path / "run", resume="latest", **kw)).train()
+    reports = [(r["step"], r["skipped/corrupt_image"]) for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
+               if "skipped" in r]
+    assert reports == [(5, 3), (10, 3)]  # each epoch once
+
+
+def test_a_resume_of_a_finished_run_leaves_its_files_as_they_are(tmp_path, capsys):
+    """It said the run was complete and trained nothing, but rewrote train_config.json with the resume's flags
+    (--lr 5e-3 for a run trained at 1e-3) and added a second TensorBoard events file."""
+    from kizuna.apps.cli import main
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2)).train()
+
+    def files():
+        return {p.relative_to(tmp_path): (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")
+                if p.is_file()}
+
+    before = files()
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path), "--resume", "latest", "--lr", "5e-3", "--progress", "false"]) == 0
+    assert "the run is complete (2 of 2 steps)" in capsys.readouterr().out
+    assert files() == before
+    assert json.loads((tmp_path / "train_config.json").read_text())["lr"] == 1e-3
+
+
+def test_a_resume_the_data_position_cannot_follow_names_the_flag(tmp_path, capsys):
+    """The sampler refused in its own terms ("sampler state does not match this sampler (saved, current):
+    seed=0/1", or "batch_size=16/8, world_size=1/2" on two processes), which named no flag."""
+    from kizuna.apps.cli import main
+    from kizuna.train.checkpointing import read_train_state
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2)).train()
+    base = ["train", "--out", str(tmp_path), "--resume", "latest", "--steps", "4"]
+    for flags, said in ((["--seed", "1"], ["--seed 1 (the run has 0) cannot continue it"]),
+                        (["--synthetic-length", "256"], ["the run's training set has 512 samples and this one 256",
+                                                         "Drop --data (or --synthetic-length)"]),
+                        (["--resampled"], ["--resampled true (the run has false)"])):
+        assert main([*base, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert all(s in err for s in said) and "sampler state" not in err, err
+    # a run of two processes resumed by one (its rank 0's data position, as torchrun's would be saved)
+    path = tmp_path / "checkpoints" / "step_0000002" / "train_state.pt"
+    state = read_train_state(path.parent)
+    state["data"].update(world_size=2, batch_size=8)
+    torch.save(state, path)
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "trained by 2 processes and this one has 1" in err and "torchrun --nproc_per_node 2" in err, err

@@ -16,7 +16,8 @@ multiprocessing_context=None) -> Loader``
     ``loader.report()`` gives the end-of-epoch line, e.g. ``"skipped 3 samples: corrupt_image=2,
     empty_caption=1 (e.g. key 000000012 in shard x.tar)"``. ``state_dict()`` /
     ``load_state_dict()`` are the sampler's, counting only batches already handed to the caller
-    (not the ones prefetched by workers).
+    (not the ones prefetched by workers), with the skips counted so far (loaded only by the rank whose
+    state it is); ``loader.epoch_finished`` says whether the batches handed out reach the epoch's end.
 ``Collate(tokenizer=None, max_examples=3)``
     list of samples -> batch dict (below); ``None`` samples are dropped and counted.
 
@@ -164,16 +165,27 @@ class Loader:
     def report(self) -> str:
         return self.skips.report()
 
-    def state_dict(self) -> dict:
-        """The sampler's position, and the skips counted so far (a resumed run's reports go on counting from
-        them). At an epoch's end its skips are left out: the trainer reports them right after this checkpoint,
-        and a resume there would report them a second time."""
+    @property
+    def epoch_finished(self) -> bool:
+        """Whether the batches handed out reach the end of the sampler's epoch (never, for an endless
+        resampled one)."""
+        return self._position()["finished"]
+
+    def _position(self) -> dict:
         state = self.sampler.state_dict()
         delivered = getattr(self, "_delivered", None)
         if delivered is not None and delivered[0] == state["epoch"]:
             state["batches_consumed"] = delivered[1]
         endless = self.sampler.resampled and self.sampler.steps_per_epoch is None  # len() raises: no end
-        finished = not endless and state["batches_consumed"] >= len(self.sampler)
+        state["finished"] = not endless and state["batches_consumed"] >= len(self.sampler)
+        return state
+
+    def state_dict(self) -> dict:
+        """The sampler's position, and the skips counted so far (a resumed run's reports go on counting from
+        them). At an epoch's end its skips are left out: the trainer reports them right after this checkpoint
+        (or, stopped by Ctrl-C there, before it stops), and a resume there would report them a second time."""
+        state = self._position()
+        finished = state.pop("finished")
         state["skips"] = {"total": dict(self.total_skips.counts), "epoch": {} if finished else dict(self.skips.counts)}
         return state
 
@@ -181,6 +193,10 @@ class Loader:
         self.sampler.load_state_dict(state)
         self._delivered = None  # the position of batches handed out before this load means nothing now
         skips = state.get("skips") or {}  # checkpoints written before skips were saved have none
+        if state.get("rank", self.sampler.rank) != self.sampler.rank:
+            # another rank's state (the trainers save rank 0's, with every rank's skips summed in it): that
+            # rank carries the counts on, or a report summing the ranks would count them again
+            skips = {}
         self.total_skips = SkipCounter(skips.get("total") or {})
         self._resumed_epoch_skips = dict(skips.get("epoch") or {}) or None
 

@@ -31,7 +31,8 @@ the time for the rest of the run) or the ``--steps`` cap plans anew (:func:`rest
 short for the warm-up is planned before the warm-up ends (the run then ends inside it, with a warning),
 and a budget spent before its plan ends the run at the next step. In distributed runs
 every rank takes the smallest plan (the slowest rank sets the pace), corrections happen at the same steps
-everywhere, and all ranks agree on the limit, or one rank would wait forever in a collective.
+everywhere, and all ranks agree on when to plan (a spent budget, a warm-up that does not fit: each
+rank's own clock says) and on the limit, or one rank would wait forever in a collective.
 """
 from __future__ import annotations
 
@@ -119,18 +120,26 @@ class TimeBudget:
         killed part of the run spent (resumed before its plan, it had the whole budget again)."""
         return self.budget_minutes * 60 * (1 - self.margin) - self.spent_before
 
-    def ready_to_plan(self, step: int, warmup_steps: int) -> bool:
+    def ready_to_plan(self, step: int, warmup_steps: int, device: torch.device | None = None) -> bool:
         """After the warm-up and the calibration steps; or before, when the warm-up itself would not fit
         in the budget (the plan then ends the run inside its warm-up, and says so), or when the budget is
-        spent already (slow first steps: the plan ends the run at the next step)."""
-        if not self.budget_minutes or not self.step_times:
+        spent already (slow first steps: the plan ends the run at the next step).
+
+        The last two read this process's clock, so under torchrun (``device`` given) the ranks agree: any
+        rank that is ready makes them all ready (one all_reduce of a flag per step, only while a budgeted
+        run is not yet planned). Decided alone, one rank went into the plan's evaluation and all_reduce
+        while the others stepped on: a gloo "collective mismatch", or a hang."""
+        if not self.budget_minutes or not self.step_times:  # the same on every rank
             return False
-        if self.elapsed >= self.usable_seconds:
-            return True
-        if len(self.step_times) < SKIP_FIRST + self.calibrate_steps:
-            return False
-        warmup_left = max(0, warmup_steps - step) * self.seconds_per_step()
-        return step >= warmup_steps or self.elapsed + warmup_left > self.usable_seconds
+        ready = self.elapsed >= self.usable_seconds
+        if not ready and len(self.step_times) >= SKIP_FIRST + self.calibrate_steps:
+            warmup_left = max(0, warmup_steps - step) * self.seconds_per_step()
+            ready = step >= warmup_steps or self.elapsed + warmup_left > self.usable_seconds
+        if device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([1.0 if ready else 0.0], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            ready = bool(flag.item() > 0)
+        return ready
 
     def seconds_per_step(self, first: int = SKIP_FIRST) -> float:
         """Mean of the timed steps from the ``first``-th on (by default all but the first few), the slowest
@@ -244,7 +253,7 @@ def after_step(trainer, bar=None) -> dict:
     budget, cfg = trainer.budget, trainer.cfg
     budget.step_done()
     metrics = {}
-    if not trainer.planned and budget.ready_to_plan(trainer.step, cfg.warmup_steps):
+    if not trainer.planned and budget.ready_to_plan(trainer.step, cfg.warmup_steps, trainer.device):
         metrics = plan_run(trainer, bar)
     elif (plan := budget.replan(trainer.step, trainer.device)) is not None:
         before, trainer.total_steps = trainer.total_steps, plan["total_steps"]

@@ -69,6 +69,7 @@ class CheckpointManager:
         self.metric = metric
         self.mode = ("min" if lower_is_better(metric, mode) else "max") if metric else "max"
         self.best_value: float | None = None
+        self.best_restarted: tuple | None = None  # (metric, mode) of a resumed run's best, when not this one's
         self._warned_missing = False
         # saved with every step folder and best/ (the supervised trainer's preprocessing and class names), so
         # each loads, evaluates and fine-tunes as the final model does
@@ -88,7 +89,10 @@ class CheckpointManager:
         tmp = make_temp_folder(self.dir, f".{final.name}.")
         try:
             save_model(model, tmp, extra={**self.model_extra, "step": step, "metrics": metrics or {}})
-            torch.save(dict(train_state, best_value=self.best_value), tmp / "train_state.pt")
+            # the metric and mode with the value: a resume that picks best/ by another metric must not compare
+            # the new metric against the old one's best
+            torch.save(dict(train_state, best_value=self.best_value, best_metric=self.metric, best_mode=self.mode),
+                       tmp / "train_state.pt")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -202,10 +206,16 @@ class CheckpointManager:
         return path
 
     def load_into(self, path: Path, model) -> dict:
+        """The checkpoint's weights into ``model``; returns its train state. The best value so far is restored
+        when it was measured by this metric and mode; otherwise best/ starts afresh, and ``best_restarted``
+        says what the run's best was measured by (checkpoints written before the metric was saved with the
+        value are taken as measured by this one)."""
         saved = load_model(path)
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
-        self.best_value = state.get("best_value")
+        before = (state.get("best_metric", self.metric), state.get("best_mode", self.mode))
+        self.best_restarted = before if before != (self.metric, self.mode) and state.get("best_value") is not None else None
+        self.best_value = None if self.best_restarted else state.get("best_value")
         return state
 
 
@@ -249,13 +259,25 @@ def resumed_config(cfg, named: frozenset[str] | None):
 
 
 def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,
-                          named: frozenset[str] | None = None) -> None:
+                          named: frozenset[str] | None = None, state_fields: tuple[str, ...] = ()) -> None:
     """A resumed run continues with the checkpoint's own model, so a flag that asks for another one would be
     ignored without a word: refuse it. ``named`` is the fields the command line named (its flags and its
     --config file's keys; :func:`kizuna.train.config.named_fields`): those are checked whatever their value,
     so ``--model S/4`` on a run of another model is refused even though S/4 is the default. Without it (a
     config built in Python) a field at its default counts as not given, as a resume need not repeat the
-    run's flags. ``saved`` is the checkpoint's ``train_config``."""
+    run's flags. ``saved`` is the checkpoint's ``train_config``.
+
+    ``state_fields``: settings the optimizer's saved state is shaped by (which optimizer, which parameters
+    train). Another value cannot load it, so they are refused whether named or not: before, a resume failed
+    after "resumed from" with a KeyError ('momentum') or torch's "a parameter group that doesn't match the
+    size of optimizer's group", which named no flag."""
+    state_changed = [f"--{name.replace('_', '-')} {flag_value(getattr(cfg, name))} (the run has "
+                     f"{flag_value(saved[name])})" for name in state_fields
+                     if name in saved and getattr(cfg, name) != saved[name]]
+    if state_changed:
+        raise ValueError(f"--resume {path}: the checkpoint's optimizer state belongs to the run's own optimizer and "
+                         "trained parameters, so " + "; ".join(state_changed) + " cannot continue it. Drop the "
+                         "flag, or start a new run in another --out")
     if named is None:
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                     for f in dataclasses.fields(cfg)}
@@ -265,6 +287,11 @@ def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,
     if changed:
         raise ValueError(f"--resume {path}: the run continues with its own model, so " + "; ".join(changed)
                          + " would be ignored. Drop the flag, or start a new run in another --out")
+
+
+def flag_value(value) -> str:
+    """A setting as its flag is written (``true``, ``sgd``, ``2``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def announce_restored(cfg, restored: list[str]) -> None:

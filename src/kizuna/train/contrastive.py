@@ -37,6 +37,8 @@ CHECKPOINT_FIXED = ("model_overrides", "loss", "text_tower", "tokenizer", "token
 # Settings that make the model and its tokenizer: a resumed run continues with the checkpoint's.
 RESUME_FIXED = ("model", "model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length",
                 "synthetic_image_size")
+# Which parameters train shapes the optimizer's saved state (its groups hold only those): another lock cannot load it.
+RESUME_STATE_FIXED = ("lock_image", "lock_image_unlocked_blocks", "lock_text", "lock_text_unlocked_blocks")
 
 
 def model_config(cfg: TrainConfig) -> ClipConfig:
@@ -71,11 +73,14 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
 
 class ContrastiveTrainer(Trainer):
     resume_fixed = RESUME_FIXED
+    resume_state_fixed = RESUME_STATE_FIXED
+    data_size_flags = "--data (or --synthetic-length)"
     batch_key = "captions"
 
     def __init__(self, cfg: TrainConfig, named: frozenset[str] | None = None):
         """``named``: the fields the command line set (kizuna.train.config.named_fields); see Trainer.start."""
         cfg = self.start(cfg, named)
+        check_evaluation_data(cfg)
 
         # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
         if self.resume_from is not None:
@@ -323,6 +328,26 @@ def refuse_settings_a_checkpoint_fixes(cfg: TrainConfig, named: frozenset[str] |
     if given:
         raise ValueError(f"--model {cfg.model} is a checkpoint: it brings its own towers, tokenizer and loss, so "
                          f"{', '.join(given)} would be ignored. Drop the flag(s), or start from a preset name")
+
+
+def check_evaluation_data(cfg: TrainConfig) -> None:
+    """--eval-zeroshot and --eval-retrieval (with --eval-split) must resolve before any training: a typo was
+    found at the run's first evaluation, at its end by default, before its final checkpoint, and the whole run
+    was lost. Indexed here as the evaluation reads them, into its cache (no image is decoded, and the
+    evaluation does not index them again)."""
+    from kizuna.eval.training import _dataset
+
+    zeroshot = "" if cfg.eval_zeroshot == "synthetic" else cfg.eval_zeroshot
+    for flag, folder, task in (("--eval-zeroshot", zeroshot, "classification"),
+                               ("--eval-retrieval", cfg.eval_retrieval, "retrieval")):
+        if not folder:
+            continue
+        try:
+            _dataset(folder, task, cfg.eval_split or None, cfg.eval_max_samples)
+        except (ValueError, OSError) as e:  # DatasetError is a ValueError; a missing folder FileNotFoundError
+            split = f" --eval-split {cfg.eval_split}" if cfg.eval_split else ""
+            raise ValueError(f"{flag} {folder}{split}: {e}. Fix the flag (or drop it) before training: the run's "
+                             "evaluations would fail") from None
 
 
 def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:

@@ -63,6 +63,8 @@ from .trainer import Trainer
 
 # Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
 RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "pos_embed", "reset_head")
+# The optimizer's saved state is AdamW's or SGD's: another --optimizer cannot load it (KeyError 'momentum').
+RESUME_STATE_FIXED = ("optimizer",)
 
 __all__ = [
     "VIT_MEAN", "VIT_STD", "SupervisedConfig", "SupervisedTrainer", "adapt_pos_embed", "augmentations", "load_for_finetune",
@@ -435,6 +437,8 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Genera
 # ----------------------------------------------------------------------------------- the trainer
 class SupervisedTrainer(Trainer):
     resume_fixed = RESUME_FIXED
+    resume_state_fixed = RESUME_STATE_FIXED
+    data_size_flags = "--data, --data-split, --subset-fraction and --subset-seed"
     batch_key = "labels"
     bar_label = "vit"
 

@@ -7,7 +7,7 @@ and evaluation; everything around those is here, written once:
     __init__        start(cfg): resumed settings, processes, precision, checkpoints, an earlier run set aside
                     ... the trainer builds its model, data (self.loader, self.sampler) and optimizer ...
                     prepare_optimisation(optimizer): run length, time budget, schedule, DDP, torch.compile
-                    open_log(): metrics.jsonl, config.json, the resume
+                    open_log(): the resume, metrics.jsonl, config.json (none of them for a resume of a finished run)
     train()         the loop: steps, log records, the time budget, evaluation, checkpoints, best/, Ctrl-C
 
 A trainer supplies ``fit_batch`` (one optimizer step on a loader batch, ending in ``apply_gradients()``;
@@ -30,10 +30,11 @@ from kizuna.data.loader import check_epoch_gave_samples
 
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
-from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, resumed_config, rng_state,
-                            set_rng_state)
+from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, flag_value, resumed_config,
+                            rng_state, set_rng_state)
 from .compiling import compiled_or_eager
-from .distributed import DistInfo, barrier, even_batch, init_distributed
+from .distributed import (DistInfo, all_reduce_sum, barrier, even_batch, gather_objects, init_distributed,
+                          summed_skips)
 from .logging import MetricLogger
 from .memory import keep_freed_memory, release_kept_memory
 from .optim import announce_precision, autocast_for, make_scheduler, tune_for_training, use_config_settings
@@ -42,6 +43,11 @@ from .optim import announce_precision, autocast_for, make_scheduler, tune_for_tr
 class Trainer(ABC):
     #: settings that make the model: a resume continues with the checkpoint's, so the command line may not change them
     resume_fixed: tuple[str, ...] = ()
+    #: settings the optimizer's saved state is shaped by (the optimizer, which parameters train): a resume
+    #: refuses another value whether named or not, as the state would not load
+    resume_state_fixed: tuple[str, ...] = ()
+    #: the flags that set the training set's size (a resume's data position counts batches of that set)
+    data_size_flags = "--data"
     #: the batch field that holds one entry per sample ("captions", "labels")
     batch_key: str
     #: the progress bar's label
@@ -86,6 +92,8 @@ class Trainer(ABC):
         """Once ``self.sampler`` and ``self.model`` are built: the run's length (from --steps / --epochs, or
         planned later by a time budget), the cosine schedule over it, DDP, torch.compile."""
         cfg = self.cfg
+        if self.dist.rank:  # after the model's initialisation (the same everywhere): a stream of each rank's own
+            torch.manual_seed(rank_seed(cfg.seed, self.dist.rank))
         self.steps_per_epoch = len(self.sampler)
         self.total_steps, self.planned = initial_length(cfg, self.steps_per_epoch)
         self.budget = TimeBudget(cfg.time_limit_minutes, cfg.time_budget_minutes)
@@ -98,18 +106,22 @@ class Trainer(ABC):
         self.forward_model = compiled_or_eager(self.ddp or self.model, cfg.compile)
 
     def open_log(self) -> None:
-        """metrics.jsonl, the resume if any, then train_config.json (with the precision "auto" resolved to
-        here): written before the resume's checks, a refused resume left the file naming settings that never
-        ran (and `analyze compare-runs` reported them)."""
+        """The resume if any, then metrics.jsonl, TensorBoard and train_config.json (with the precision "auto"
+        resolved to here): written before the resume's checks, a refused resume left the file naming settings
+        that never ran (and `analyze compare-runs` reported them). A resume of a finished run, which trains
+        nothing, writes none of them (it rewrote train_config.json with its flags and added an events file)."""
         self.step, self.epoch = 0, 0
         # A fresh run: earlier checkpoints here are not its own. Set aside only now that the model, data and
         # optimizer are built: a run that failed to start (a typo in --data) moved them and left nothing to
         # resume.
         if self.resume_from is None and self.dist.is_main:
             self.ckpt.set_aside_earlier_run()
-        self.logger = MetricLogger(self.out, enabled=self.dist.is_main, fresh=self.resume_from is None)
         if self.resume_from is not None:
             self._resume()
+        finished = self.resume_from is not None and self.step >= self.total_steps
+        self.logger = MetricLogger(self.out, enabled=self.dist.is_main and not finished, fresh=self.resume_from is None)
+        if self.resume_from is not None:
+            self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
         self.logger.write_config({**self.cfg.to_dict(), "precision_used": self.precision})
 
     def autocast(self):
@@ -143,11 +155,17 @@ class Trainer(ABC):
         return {"betas": tuple(self.cfg.betas), "eps": self.cfg.eps}
 
     def save(self, metrics: dict | None = None) -> None:
+        data, per_rank = self.loader.state_dict(), {}
+        if self.dist.enabled:
+            if "skips" in data:  # every rank's (summed), which rank 0 carries on after a resume
+                ranks = gather_objects(data["skips"])
+                data["skips"] = {part: summed_skips_counts(r[part] for r in ranks) for part in data["skips"]}
+            per_rank["rng_ranks"] = gather_objects(rng_state())  # each rank's stream (patch dropout) goes on
         if self.dist.is_main:
             state = {
                 **self.extra_train_state(), "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(), "data": self.loader.state_dict(), "train_config": self.cfg.to_dict(),
+                "rng": rng_state(), **per_rank, "data": data, "train_config": self.cfg.to_dict(),
                 **length_state(self),
             }
             self.ckpt.save(self.step, self.model, state, metrics)
@@ -156,11 +174,13 @@ class Trainer(ABC):
     def _resume(self) -> None:
         state = self.ckpt.load_into(self.resume_from, self.model)
         saved = state.get("train_config", {})
-        check_resume_settings(saved, self.cfg, self.resume_fixed, self.resume_from, self.named)
+        check_resume_settings(saved, self.cfg, self.resume_fixed, self.resume_from, self.named,
+                              self.resume_state_fixed)
         if saved.get("batch_size", self.cfg.batch_size) != self.cfg.batch_size:  # the sampler said it in its terms
             raise ValueError(f"--resume {self.resume_from}: the run's batch size is {saved['batch_size']}, and its data "
                              f"position counts batches of that size, so --batch-size {self.cfg.batch_size} cannot "
                              "continue it. Drop the flag, or start a new run in another --out")
+        self._check_data_position(state["data"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # the run's length first: the rate set next reads it (with the open length of a budgeted run that
@@ -170,11 +190,44 @@ class Trainer(ABC):
         use_config_settings(self.optimizer, self.scheduler, self.cfg.lr, self.cfg.weight_decay,
                             **self.optimizer_settings())
         self.loader.load_state_dict(state["data"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []
+        if len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+        else:  # one process, or a checkpoint from before each rank's stream was saved
+            set_rng_state(state["rng"])
+            if self.dist.rank:
+                torch.manual_seed(rank_seed(self.cfg.seed, self.dist.rank, self.step))
         self.restore_extra_train_state(state)
-        self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
         if self.dist.is_main:
             print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
+            if self.ckpt.best_restarted and self.ckpt.metric:
+                metric, mode = self.ckpt.best_restarted
+                print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "
+                      f"{self.ckpt.mode} of {self.ckpt.metric}")
+
+    def _check_data_position(self, saved: dict) -> None:
+        """The sampler refuses a position it cannot continue in its own terms ("sampler state does not match
+        this sampler (saved, current): seed=0/1"); said here by the flag, or the number of processes, that
+        changed."""
+        own, path = self.sampler.state_dict(), self.resume_from
+        if saved.get("world_size", own["world_size"]) != own["world_size"]:
+            was = saved["world_size"]
+            raise ValueError(f"--resume {path}: the run was trained by {was} process{'es' if was > 1 else ''} and "
+                             f"this one has {own['world_size']}; its data position counts each process's batches, so "
+                             "a resume on another number of processes is not supported. Resume it with "
+                             + (f"torchrun --nproc_per_node {was}" if was > 1 else "one process (without torchrun)"))
+        if saved.get("seed", own["seed"]) != own["seed"]:
+            raise ValueError(f"--resume {path}: the run's data order is drawn from its seed, so --seed {own['seed']} "
+                             f"(the run has {saved['seed']}) cannot continue it. Drop the flag, or start a new run in "
+                             "another --out")
+        if saved.get("resampled", own["resampled"]) != own["resampled"]:
+            raise ValueError(f"--resume {path}: --resampled {flag_value(own['resampled'])} (the run has "
+                             f"{flag_value(saved['resampled'])}) cannot continue its data position. Drop the flag, or "
+                             "start a new run in another --out")
+        if saved.get("num_samples", own["num_samples"]) != own["num_samples"]:
+            raise ValueError(f"--resume {path}: the run's training set has {saved['num_samples']} samples and this "
+                             f"one {own['num_samples']}, so its data position would not mean the same. Drop "
+                             f"{self.data_size_flags} (the run's own are used), or start a new run in another --out")
 
     # ----- the loop ----------------------------------------------------------------------------
     @abstractmethod
@@ -252,7 +305,11 @@ class Trainer(ABC):
                     self.step += 1
                     bar.update(1)
                     planned_at = time.perf_counter()
-                    plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
+                    try:
+                        plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
+                    except Exception:
+                        self._save_after_failure("the time budget's plan", last=False, bar=bar)
+                        raise
                     if plan_metrics:
                         window.exclude(time.perf_counter() - planned_at)  # not samples/s time
                     last = self.step == self.total_steps
@@ -264,7 +321,11 @@ class Trainer(ABC):
                     if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
                         metrics = last_metrics = plan_metrics
                     elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                        metrics = self.evaluate()
+                        try:
+                            metrics = self.evaluate()
+                        except Exception:
+                            self._save_after_failure("the evaluation", last, bar)
+                            raise
                         budget.evaluation_took(time.perf_counter() - paused_at)
                         if metrics:
                             self.logger.log(self.step, metrics, kind="eval")
@@ -288,12 +349,12 @@ class Trainer(ABC):
                     if stop.requested and not last:
                         if window.steps:  # the Ctrl-C came during this step's evaluation or checkpoint
                             self._log_window(window, bar)
+                        if getattr(self.loader, "epoch_finished", False):  # the epoch's last step: its report
+                            self._report_epoch_skips(bar)  # now (the checkpoint leaves a finished epoch's out)
                         stop_and_save(self, bar, saved=saving)
                 else:
-                    if self.dist.is_main and self.loader.skips.total:
-                        bar.write(f"epoch {self.epoch}: {self.loader.report()}")
-                        self.log_skips(self.loader.skips)
-                    check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, self.loader.report())
+                    report = self._report_epoch_skips(bar)
+                    check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, report)
                     self.epoch += 1
                     continue
                 break
@@ -301,10 +362,44 @@ class Trainer(ABC):
         self.logger.close()
         return last_metrics
 
+    def _report_epoch_skips(self, bar) -> str:
+        """The end of an epoch: its skipped samples printed and logged (kind "data"), counted over every rank
+        (rank 0's alone were reported: under torchrun about half of them); returns the report. A collective
+        once an epoch, on every rank."""
+        skips = summed_skips(self.loader.skips)
+        if self.dist.is_main and skips.total:
+            bar.write(f"epoch {self.epoch}: {skips.report()}")
+            self.log_skips(skips)
+        return skips.report()
+
+    def _save_after_failure(self, what: str, last: bool, bar) -> None:
+        """An evaluation failed after a finished step: that step is saved before the error goes on, so the
+        training is not lost (at the end of a run with --save-every 0, the whole run was). Under torchrun
+        only at the last step, where every rank saves anyway: mid-run, a rank that failed alone would wait
+        in the checkpoint's barrier while the others stepped on."""
+        if self.dist.enabled and not last:
+            return
+        if last:  # a checkpoint at the last step is a finished run: its end first, without the evaluation
+            self.finish({})
+        self.save(None)
+        if self.dist.is_main:
+            saved = self.ckpt.dir / f"step_{self.step:07d}"
+            how = self.resume_command or f"--out {self.cfg.out} --resume latest"
+            bar.write(f"{what} at step {self.step} failed; saved {saved} first" + (
+                " (the run's end: evaluate it with `kizuna eval`)" if last else
+                f"; fix the cause and continue with {how}"), file=sys.stderr)
+
     def _log_window(self, window: "LogWindow", bar) -> None:
-        own, short = self.window_record(window.sums)
-        record = {"loss": window.sums["loss"] / window.steps, **own, "lr": self.step_lr, "epoch": self.epoch,
-                  "samples_per_s": window.sums["samples"] * self.dist.world_size / max(window.elapsed(), 1e-9)}
+        sums = window.sums
+        if self.dist.enabled:  # every rank's numbers (rank 0's local loss was logged): an all_reduce per record,
+            keys = sorted(sums)  # at the same steps on every rank
+            summed = all_reduce_sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64,
+                                                 device=self.device))
+            sums = dict(zip(keys, summed.tolist()))
+        own, short = self.window_record(sums)
+        # the loss: the mean of the ranks' (CLIP's local-loss terms average to the loss of the whole batch)
+        record = {"loss": sums["loss"] / (window.steps * self.dist.world_size), **own, "lr": self.step_lr,
+                  "epoch": self.epoch, "samples_per_s": sums["samples"] / max(window.elapsed(), 1e-9)}
         self.logger.log(self.step, record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", **short, lr=f"{record['lr']:.2e}",
                         sps=f"{record['samples_per_s']:.0f}")
@@ -390,6 +485,24 @@ def stop_and_save(trainer: Trainer, bar=None, saved: bool = False) -> None:
     print(f"stopped at step {trainer.step}: saved {trainer.ckpt.dir / f'step_{trainer.step:07d}'}; continue with "
           f"{how}", file=sys.stderr)
     raise KeyboardInterrupt
+
+
+def rank_seed(seed: int, rank: int, *more: int) -> int:
+    """The torch seed of rank ``rank`` > 0 (rank 0 keeps the stream of ``seed``, as one process has). Every rank
+    seeded ``seed`` alone drew the same patch-dropout masks: image i of each rank's batch kept the same
+    patches."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % 2**64, rank, *more, 0x4A4B]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def summed_skips_counts(counts) -> dict[str, int]:
+    """Skip counts (reason -> samples) of several ranks added up."""
+    total: dict[str, int] = {}
+    for part in counts:
+        for reason, n in part.items():
+            total[reason] = total.get(reason, 0) + int(n)
+    return total
 
 
 def resumed_at_the_end(trainer: Trainer) -> bool:

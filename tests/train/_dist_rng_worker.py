@@ -1,0 +1,42 @@
+"""Run under torchrun (2 processes, gloo): the contrastive trainer with patch dropout, uninterrupted (OUT/a, 4
+steps, a checkpoint every 2) and resumed from its step 2 (OUT/b). argv: OUT_DIR. Writes rng_rank{r}.json: each
+rank's torch RNG state (hashed) at its first step and at the end of both runs, its losses, its parameters."""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny import tiny_config  # noqa: E402
+
+from kizuna.train.contrastive import ContrastiveTrainer  # noqa: E402
+
+out_dir = Path(sys.argv[1])
+
+
+def rng() -> str:
+    return hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()
+
+
+def run(out, **kw):
+    trainer = ContrastiveTrainer(tiny_config(out, steps=4, save_every=2, keep_last=5, patch_dropout=0.5,
+                                             precision="fp32", device="cpu", **kw))
+    fit, seen = trainer.fit_batch, {"losses": [], "first_rng": None}
+
+    def fit_and_record(batch):
+        seen["first_rng"] = seen["first_rng"] or rng()  # the state the first step's patch masks are drawn from
+        numbers = fit(batch)
+        seen["losses"].append(numbers["loss"])
+        return numbers
+
+    trainer.fit_batch = fit_and_record
+    trainer.train()
+    params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    return trainer.dist.rank, {**seen, "end_rng": rng(), "params": hashlib.sha1(params.numpy().tobytes()).hexdigest()}
+
+
+rank, record = run(out_dir / "a")
+_, record["resumed"] = run(out_dir / "b", resume=str(out_dir / "a" / "checkpoints" / "step_0000002"))
+(out_dir / f"rng_rank{rank}.json").write_text(json.dumps(record))
