@@ -138,7 +138,9 @@ def merge_results(results: dict, other: dict, log) -> list[str]:
         ours = results["sections"].get(key)
         if ours == theirs:
             continue
-        if ours is not None and not (theirs.get("started", "") > ours.get("started", "")):
+        # a measurement replaces a skip or smoke run whatever their dates, as during a run (store_section)
+        measured_over_unmeasured = ours is not None and not_measured(ours) and not not_measured(theirs)
+        if ours is not None and not measured_over_unmeasured and not (theirs.get("started", "") > ours.get("started", "")):
             log(f"   {key}: kept ours (measured {ours.get('started', '?')}, theirs {theirs.get('started', '?')})")
             continue
         if store_section(results, key, theirs, log):
@@ -184,7 +186,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="take the sections of another results file that are new or measured later (e.g. the file a "
                         "lent GPU machine returned) into the JSON results, then re-write the report; no measurement")
     args = p.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if args.only and not names:  # `--only ""` ran the whole suite (and took over its header)
+        p.error("--only names no section; choose from " + ",".join(SECTIONS))
+    names = names or list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         p.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
@@ -249,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             run_info["kept_previous"].append(key)
     run_info.update(duration_s=round(time.perf_counter() - run_started, 1), load_after=load_average())
     results["last_run"] = run_info
-    if set(args.names) == set(SECTIONS):
+    # the report's header and Machine table describe the last full measurement: a --quick smoke run of every
+    # section (whose figures are kept out of the results) took them over
+    if set(args.names) == set(SECTIONS) and not args.quick:
         results["full_run"] = run_info
 
     from .report import render
