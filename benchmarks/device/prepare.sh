@@ -20,7 +20,7 @@ PY=${PYTHON:-.venv/bin/python}
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any \
     "ftfy==$("$PY" -c 'import ftfy; print(ftfy.__version__)')" \
     "wcwidth==$("$PY" -c 'from importlib.metadata import version; print(version("wcwidth"))')" \
-    open_clip_torch
+    "open_clip_torch==3.3.0"  # the version that ran on the H200 (2026-12-04); a newer one may want newer deps
 
 # CIFAR-10 as it is in ../shared (tar shards, class names, templates). JPEG bytes do not compress, but the
 # 1.5 KB of tar headers per sample do: 86 MiB of shards pack into a much smaller .tar.gz.
