@@ -22,14 +22,17 @@ def batch_of(trainer, n=16):
     return torch.stack([it["image"] for it in items]), [it["caption"] for it in items]
 
 
+@pytest.mark.parametrize("n", [16, 9])  # 9: a batch shrunk by unreadable samples, which chunk(4) cuts in 3
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
-def test_grad_cache_accumulation_equals_one_big_batch(tmp_path, loss):
+def test_grad_cache_accumulation_equals_one_big_batch(tmp_path, loss, n):
+    """With fewer chunks than --accum-steps (9 samples in chunks of 3), the logit scale and bias, routed
+    through the k-th chunk, got no gradient, and under DDP no chunk synced: the ranks drifted apart."""
     grads = []
     for k in (1, 4):
         torch.manual_seed(0)
         # fp32: the k = 1 reference runs the model directly, outside the trainer's autocast
         tr = ContrastiveTrainer(tiny_config(tmp_path / f"k{k}", accum_steps=k, loss=loss, precision="fp32"))
-        images, captions = batch_of(tr)
+        images, captions = batch_of(tr, n)
         text = {"tokens": tr.tokenizer(captions)}
         if k == 1:
             out = tr.model(images, **text)

@@ -149,7 +149,9 @@ class MiniLMTextTower(nn.Module):
             self._input_grads_hooked = False
 
     def no_weight_decay(self) -> set[str]:
-        return set()
+        # as kizuna's own towers: position embeddings are not decayed (BERT's token types with them); the word
+        # embeddings are, as the text transformer's token_embed. Trained unlocked, all three were decayed.
+        return {"encoder.embeddings.position_embeddings.weight", "encoder.embeddings.token_type_embeddings.weight"}
 
     def sentence_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 3 or tokens.shape[1] != 2:

@@ -46,7 +46,7 @@ class TrainConfig:
     epochs: float = 1.0  # passes over the data (fractions allowed) when --steps is 0
     lr: float = 5e-4  # peak learning rate (AdamW), reached after warm-up, then cosine decay
     min_lr_ratio: float = 0.0  # final learning rate as a fraction of --lr (the cosine decay's floor)
-    warmup_steps: int = 100  # optimizer steps of linear warm-up from 0 to --lr
+    warmup_steps: int = 100  # optimizer steps of linear warm-up to --lr (step 1 at lr/N, as OpenCLIP)
     weight_decay: float = 0.2  # AdamW decoupled weight decay on matrices (not biases, gains, position embeddings)
     betas: tuple = (0.9, 0.98)  # AdamW beta1,beta2 (comma-separated)
     eps: float = 1e-6  # AdamW epsilon (added to the denominator)

@@ -214,6 +214,9 @@ class ContrastiveTrainer(Trainer):
     def _grad_cache_step(self, images, text: dict, k: int) -> torch.Tensor:
         key = next(iter(text))
         img_chunks, txt_chunks = images.chunk(k), text[key].chunk(k)
+        # chunk() gives fewer than k where the batch is not a multiple (unreadable samples shrink it: 9 -> 3
+        # chunks of 3 for k = 4); the last chunk, which syncs DDP and carries the logit scale, is the last there is
+        k, sizes = len(img_chunks), [len(c) for c in img_chunks]
         rng_states, feats_i, feats_t = [], [], []
         with torch.no_grad():
             for xi, xt in zip(img_chunks, txt_chunks):
@@ -228,7 +231,7 @@ class ContrastiveTrainer(Trainer):
         bias = self.model.logit_bias.detach().float().requires_grad_(True) if self.model.logit_bias is not None else None
         loss = contrastive_loss(self.model.cfg.loss, all_i, all_t, scale, bias)
         loss.backward()
-        grads_i, grads_t = all_i.grad.chunk(k), all_t.grad.chunk(k)
+        grads_i, grads_t = all_i.grad.split(sizes), all_t.grad.split(sizes)
         end_state = _rng_states(self.device)
         for j, (xi, xt) in enumerate(zip(img_chunks, txt_chunks)):
             _set_rng_states(rng_states[j], self.device)  # same patch-dropout draws as the cached pass

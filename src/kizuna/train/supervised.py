@@ -119,7 +119,7 @@ class SupervisedConfig:
     epochs: float = 30.0  # passes over the training set (fractions allowed) when --steps is 0
     lr: float = 1e-3  # peak learning rate, reached after warm-up, then cosine decay
     min_lr_ratio: float = 0.0  # final learning rate as a fraction of --lr (the cosine decay's floor)
-    warmup_steps: int = 500  # optimizer steps of linear warm-up from 0 to --lr
+    warmup_steps: int = 500  # optimizer steps of linear warm-up to --lr (step 1 at lr/N, as OpenCLIP)
     weight_decay: float = 0.05  # weight decay on matrices (not biases, gains, position embeddings); AdamW: decoupled
     betas: tuple = (0.9, 0.999)  # AdamW beta1,beta2 (comma-separated)
     eps: float = 1e-8  # AdamW epsilon (added to the denominator)
