@@ -63,9 +63,7 @@ def test_every_op_reproduces_pillow(name, magnitude):
             # bilinear weights in float64 here, Pillow's own arithmetic there: at most one grey level
             # apart where the truncation falls on the other side, on few pixels
             assert diff.max() <= 1 and (diff > 0).mean() < 0.05, (name, sign, diff.max(), (diff > 0).mean())
-        elif name == "autocontrast":
-            assert diff.max() <= 1 and (diff > 0).mean() < 0.01
-        else:
+        else:  # autocontrast too: one level off on 0.3% of pixels (38% of images) while 255.0 / t was reciprocal
             assert diff.max() == 0, (name, sign)
 
 

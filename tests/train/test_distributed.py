@@ -15,7 +15,9 @@ def torchrun(script: Path, *args, nproc=2, timeout=240):
     logs = Path(args[0]) / "logs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--log-dir", str(logs), "--redirects", "3",
-           "--master_port", str(29500 + os.getpid() % 1000), str(script), *map(str, args)]
+           # --standalone: a free port of the launcher's choosing; one port per pytest process, reused by
+           # each test in turn, failed a test now and then under load
+           "--standalone", str(script), *map(str, args)]
     # a session of its own: a timeout (ranks waiting on each other in a collective) kills the workers too,
     # which subprocess.run's kill of the launcher left running
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

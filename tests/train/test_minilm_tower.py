@@ -124,7 +124,7 @@ def test_ddp_trains_an_unlocked_minilm_tower(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1] / "src")}
     logs = tmp_path / "logs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--log-dir", str(logs),
-           "--redirects", "3", "--master_port", str(29500 + (os.getpid() + 500) % 1000), __file__, str(tmp_path)]
+           "--redirects", "3", "--standalone", __file__, str(tmp_path)]  # a free port (test_distributed.torchrun)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     if proc.returncode != 0:
         rank_logs = "".join(f"\n--- {p}\n" + p.read_text()[-2000:] for p in sorted(logs.rglob("std*.log")))

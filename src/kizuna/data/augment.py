@@ -26,7 +26,7 @@ brightness     enhance factor ``1 ± 0.9 * M/10``                  yes
 contrast       same                                               yes
 color          same (saturation)                                  yes
 posterize      keep ``8 - round(4 * M/10)`` bits (8 down to 4)    no
-solarize       invert pixels above ``round(256 - 256 * M/10)``    no
+solarize       invert pixels >= ``round(256 - 256 * M/10)``       no
 autocontrast   (no magnitude)                                     no
 equalize       (no magnitude)                                     no
 =============  =================================================  =================

@@ -76,6 +76,14 @@ class ClipConfig:
         return cls(**copy.deepcopy(d))
 
 
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalised in float32, also under autocast: the loss computes its logits in float32 (losses._logits),
+    and features normalised in bf16 (as CPU autocast leaves them) kept most of the error that avoids: norms
+    off by up to 0.003, logits off by up to 0.17 at scale 100 against 0.22 all in bf16."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.normalize(x.float(), dim=-1)
+
+
 class ClipModel(nn.Module):
     def __init__(self, cfg: ClipConfig):
         super().__init__()
@@ -115,15 +123,15 @@ class ClipModel(nn.Module):
         self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
         text_embeddings: torch.Tensor | None = None,
     ) -> dict:
-        """Normalised features and the logit scale/bias. ``text_embeddings`` replaces ``tokens`` when a
+        """Normalised features (float32) and the logit scale/bias. ``text_embeddings`` replaces ``tokens`` when a
         locked pretrained text tower's outputs are cached (only the projection runs)."""
         out = {"logit_scale": self.scale(), "logit_bias": self.logit_bias}
         if images is not None:
-            out["image_features"] = self.encode_image(images, normalize=True)
+            out["image_features"] = _unit(self.encode_image(images))
         if tokens is not None:
-            out["text_features"] = self.encode_text(tokens, normalize=True)
+            out["text_features"] = _unit(self.encode_text(tokens))
         elif text_embeddings is not None:
-            out["text_features"] = F.normalize(self.text.proj(text_embeddings), dim=-1)
+            out["text_features"] = _unit(self.text.proj(text_embeddings))
         return out
 
     def logits(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
