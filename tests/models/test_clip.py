@@ -281,3 +281,6 @@ def test_forward_normalises_the_features_in_float32_under_autocast():
     for key in ("image_features", "text_features"):
         assert out[key].dtype == torch.float32
         torch.testing.assert_close(out[key].norm(dim=-1), torch.ones(4), atol=1e-6, rtol=0)
+    from kizuna.models.clip import _unit
+
+    assert _unit(torch.empty(2, 8, device="meta")).shape == (2, 8)  # no autocast on meta: it raised there

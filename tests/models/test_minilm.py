@@ -185,15 +185,3 @@ def test_flops_count_the_minilm_encoder_not_the_unused_text_config(minilm_model,
     with pytest.raises(ValueError, match="kind 'minilm'.*use clip_flops"):
         text_flops(cfg.text)
 
-
-def test_an_unlocked_minilm_tower_decays_as_kizunas_own_towers(minilm_model):
-    """Trained unlocked, its position and token-type embeddings were decayed (kizuna's own towers leave
-    position embeddings alone); the word embeddings are decayed, as the text transformer's token_embed."""
-    from kizuna.train.optim import param_groups
-
-    decay, no_decay = param_groups(minilm_model, 0.1)
-    name = {id(p): n for n, p in minilm_model.named_parameters()}
-    decayed = {name[id(p)] for p in decay["params"]}
-    assert "text.encoder.embeddings.word_embeddings.weight" in decayed
-    assert not {"text.encoder.embeddings.position_embeddings.weight",
-                "text.encoder.embeddings.token_type_embeddings.weight"} & decayed

@@ -645,6 +645,20 @@ def test_a_resume_with_another_best_metric_starts_best_afresh(tmp_path, capsys):
     assert best["best_mode"] == "min" and best["metrics"]["probe/colour"] == min(r["probe/colour"] for r in since)
 
 
+def test_a_checkpoint_saved_without_its_best_metric_is_read_by_its_run_flags(tmp_path, capsys):
+    """Checkpoints from before the metric was saved beside the best value: taken as measured by the resume's
+    metric, best/ kept the colour maximum against shape accuracies. Their train_config names the metric."""
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, eval_every=1, best_metric="probe/colour")).train()
+    state_file = tmp_path / "checkpoints" / "step_0000002" / "train_state.pt"
+    state = torch.load(state_file, weights_only=False)
+    del state["best_metric"], state["best_mode"]  # as written before 2026-12-05
+    torch.save(state, state_file)
+    capsys.readouterr()
+    trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=4, eval_every=1, resume="latest", best_metric="probe/shape"))
+    assert trainer.ckpt.best_value is None
+    assert "by the max of probe/colour, this resume by the max of probe/shape" in capsys.readouterr().out
+
+
 def test_a_ctrl_c_at_an_epochs_last_step_keeps_its_skip_report(tmp_path):
     """A finished epoch's skips are left out of the checkpoint, to be reported right after it; a Ctrl-C at the
     epoch's last step stopped the run first, and the resume (at the next epoch) never reported them."""

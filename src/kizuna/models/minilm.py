@@ -149,9 +149,10 @@ class MiniLMTextTower(nn.Module):
             self._input_grads_hooked = False
 
     def no_weight_decay(self) -> set[str]:
-        # as kizuna's own towers: position embeddings are not decayed (BERT's token types with them); the word
-        # embeddings are, as the text transformer's token_embed. Trained unlocked, all three were decayed.
-        return {"encoder.embeddings.position_embeddings.weight", "encoder.embeddings.token_type_embeddings.weight"}
+        # Every 2-D tensor is decayed here, its position and token-type embeddings too (kizuna's own towers leave
+        # position embeddings alone): moving them to the other group would stop the optimizer states of runs
+        # already saved from loading (their groups' sizes are fixed in them).
+        return set()
 
     def sentence_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 3 or tokens.shape[1] != 2:

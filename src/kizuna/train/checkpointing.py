@@ -208,12 +208,19 @@ class CheckpointManager:
     def load_into(self, path: Path, model) -> dict:
         """The checkpoint's weights into ``model``; returns its train state. The best value so far is restored
         when it was measured by this metric and mode; otherwise best/ starts afresh, and ``best_restarted``
-        says what the run's best was measured by (checkpoints written before the metric was saved with the
-        value are taken as measured by this one)."""
+        says what the run's best was measured by (for checkpoints written before the metric was saved with the
+        value, the run's own --best-metric / --best-mode in its train_config)."""
         saved = load_model(path)
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
-        before = (state.get("best_metric", self.metric), state.get("best_mode", self.mode))
+        flags = state.get("train_config") or {}
+        if "best_metric" in state:
+            before = (state["best_metric"], state.get("best_mode", self.mode))
+        elif flags.get("best_metric"):  # saved before the two were: the run's flags say what picked its best
+            metric = flags["best_metric"]
+            before = (metric, "min" if lower_is_better(metric, flags.get("best_mode", "auto")) else "max")
+        else:
+            before = (self.metric, self.mode)
         self.best_restarted = before if before != (self.metric, self.mode) and state.get("best_value") is not None else None
         self.best_value = None if self.best_restarted else state.get("best_value")
         return state

@@ -374,10 +374,11 @@ class Trainer(ABC):
 
     def _save_after_failure(self, what: str, last: bool, bar) -> None:
         """An evaluation failed after a finished step: that step is saved before the error goes on, so the
-        training is not lost (at the end of a run with --save-every 0, the whole run was). Under torchrun
-        only at the last step, where every rank saves anyway: mid-run, a rank that failed alone would wait
-        in the checkpoint's barrier while the others stepped on."""
-        if self.dist.enabled and not last:
+        training is not lost (at the end of a run with --save-every 0, the whole run was). One process only:
+        under torchrun the failure may be one rank's (out of memory), whose save (a gather, a barrier) would
+        meet the others' evaluation collectives - a hang, or crossed messages - where raising at once lets
+        torchrun end the group in seconds. (Data that does not resolve is refused before training.)"""
+        if self.dist.enabled:
             return
         if last:  # a checkpoint at the last step is a finished run: its end first, without the evaluation
             self.finish({})
