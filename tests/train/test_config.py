@@ -93,3 +93,18 @@ def test_every_config_flag_has_its_comment_as_help():
     add_config_arguments(p)
     help_text = " ".join(p.format_help().split())
     assert "--time-budget-minutes FLOAT plan the steps so the schedule ends in this time" in help_text
+
+
+def test_a_builtin_config_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    """A `demo` folder in the current directory made every kizuna command fail ("expected a Python file"):
+    `kizuna demo` reads the demo config to build its flags. A .py file given by path still wins."""
+    from kizuna.apps.cli import main
+    from kizuna.train.config import load_config_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "flickr8k").write_text("not a config")
+    assert load_config_file("flickr8k")["model"] and load_config_file("demo")
+    assert main(["info", "ViT-mu-8"]) == 0
+    (tmp_path / "mine.py").write_text("def get_config():\n    return {'steps': 3}\n")
+    assert load_config_file("mine.py") == {"steps": 3}

@@ -87,8 +87,11 @@ class TrainConfig:
 
 def load_config_file(name_or_path: str) -> dict:
     path = Path(name_or_path)
-    if not path.exists():
-        path = CONFIG_DIR / f"{name_or_path}.py"
+    builtin = CONFIG_DIR / f"{name_or_path}.py"
+    # a built-in name wins over a folder or file of that name that is no .py config (a `demo` folder in the
+    # current directory made every command fail: `kizuna demo` reads the demo config to build its flags)
+    if not path.exists() or (builtin.is_file() and not (path.is_file() and path.suffix == ".py")):
+        path = builtin
     if not path.exists():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
         raise FileNotFoundError(f"config {name_or_path!r} not found (built-in configs: {', '.join(known)})")

@@ -349,8 +349,11 @@ def check_evaluation_data(cfg: TrainConfig) -> None:
             _dataset(folder, task, cfg.eval_split or None, cfg.eval_max_samples)
         except (ValueError, OSError) as e:  # DatasetError is a ValueError; a missing folder FileNotFoundError
             split = f" --eval-split {cfg.eval_split}" if cfg.eval_split else ""
-            raise ValueError(f"{flag} {folder}{split}: {e}. Fix the flag (or drop it) before training: the run's "
-                             "evaluations would fail") from None
+            # on a resume the folder comes from the run's settings: dropping the flag would keep it
+            how = (f"pass {flag} with the folder's new place, or {flag} \"\" to evaluate without it" if cfg.resume
+                   else "fix the flag (or drop it)")
+            raise ValueError(f"{flag} {folder}{split}: {e}. Before training, {how}: the run's evaluations would "
+                             "fail") from None
 
 
 def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:
