@@ -100,10 +100,12 @@ def gather_object(obj) -> list:
     return out
 
 
-def _merge_skips(skips: SkipCounter) -> SkipCounter:
+def summed_skips(skips: SkipCounter) -> SkipCounter:
+    """Every rank's skipped samples in one SkipCounter (counts summed, examples from the first ranks on), on
+    every rank; one process: ``skips`` itself. A collective (the trainers' epoch reports use it too)."""
     if dist_info()[1] == 1:
         return skips
-    merged = SkipCounter()
+    merged = SkipCounter(max_examples=skips.max_examples)
     for counts, examples in gather_object((skips.counts, skips.examples)):
         merged.update(counts, examples)
     return merged
@@ -228,7 +230,7 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
         feats = torch.zeros(len(rows), max(dim, 0))
     feats = gather_shards(feats, bounds)
     valid = gather_shards(valid, bounds)
-    skips = _merge_skips(skips)
+    skips = summed_skips(skips)
     if n and not bool(valid.any()):  # every rank sees the gathered mask, so all raise together
         from .datasets import DatasetError
 
@@ -288,4 +290,4 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
         dim = max(gather_object(dim))
     if feats is None:
         feats = torch.zeros(end - start, max(dim, 0))
-    return TextFeatures(gather_shards(feats, bounds), gather_shards(valid, bounds), _merge_skips(skips))
+    return TextFeatures(gather_shards(feats, bounds), gather_shards(valid, bounds), summed_skips(skips))

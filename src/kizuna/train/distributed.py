@@ -163,30 +163,6 @@ def from_rank0(make):
     return box[0]
 
 
-def gather_objects(obj) -> list:
-    """Every rank's ``obj`` (picklable), in rank order, on every rank (a collective: call it on all of them);
-    one process: ``[obj]``."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def summed_skips(counter):
-    """A SkipCounter of every rank's skipped samples (counts summed, examples from the first ranks on), on
-    every rank; one process: ``counter`` itself. A collective."""
-    from kizuna.data.sources import SkipCounter
-
-    parts = gather_objects((counter.counts, counter.examples))
-    if len(parts) == 1:
-        return counter
-    total = SkipCounter(max_examples=counter.max_examples)
-    for counts, examples in parts:
-        total.update(counts, examples)
-    return total
-
-
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x)

@@ -27,14 +27,15 @@ import torch
 from torch import nn
 
 from kizuna.data.loader import check_epoch_gave_samples
+from kizuna.data.sources import SkipCounter
+from kizuna.eval.encode import gather_object, summed_skips
 
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
 from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, flag_value, resumed_config,
                             rng_state, set_rng_state)
 from .compiling import compiled_or_eager
-from .distributed import (DistInfo, all_reduce_sum, barrier, even_batch, gather_objects, init_distributed,
-                          summed_skips)
+from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
 from .logging import MetricLogger
 from .memory import keep_freed_memory, release_kept_memory
 from .optim import announce_precision, autocast_for, make_scheduler, tune_for_training, use_config_settings
@@ -158,9 +159,9 @@ class Trainer(ABC):
         data, per_rank = self.loader.state_dict(), {}
         if self.dist.enabled:
             if "skips" in data:  # every rank's (summed), which rank 0 carries on after a resume
-                ranks = gather_objects(data["skips"])
-                data["skips"] = {part: summed_skips_counts(r[part] for r in ranks) for part in data["skips"]}
-            per_rank["rng_ranks"] = gather_objects(rng_state())  # each rank's stream (patch dropout) goes on
+                ranks = gather_object(data["skips"])
+                data["skips"] = {part: dict(sum_counts(r[part] for r in ranks)) for part in data["skips"]}
+            per_rank["rng_ranks"] = gather_object(rng_state())  # each rank's stream (patch dropout) goes on
         if self.dist.is_main:
             state = {
                 **self.extra_train_state(), "step": self.step, "epoch": self.epoch,
@@ -497,13 +498,12 @@ def rank_seed(seed: int, rank: int, *more: int) -> int:
     return int(np.random.SeedSequence([seed % 2**64, rank, *more, 0x4A4B]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def summed_skips_counts(counts) -> dict[str, int]:
+def sum_counts(counts) -> dict[str, int]:
     """Skip counts (reason -> samples) of several ranks added up."""
-    total: dict[str, int] = {}
+    total = SkipCounter()
     for part in counts:
-        for reason, n in part.items():
-            total[reason] = total.get(reason, 0) + int(n)
-    return total
+        total.update(part)
+    return total.counts
 
 
 def resumed_at_the_end(trainer: Trainer) -> bool:
