@@ -232,8 +232,8 @@ def _scale_by_the_tag(worker_id):
 
 
 def test_a_worker_init_fn_sees_the_users_dataset_attributes():
-    """get_worker_info().dataset is the loader's wrapper: reading the dataset's own attributes through it
-    was an AttributeError in every worker."""
+    """get_worker_info().dataset is the user's dataset (the loader once wrapped it, and reading its
+    attributes through the wrapper was an AttributeError in every worker)."""
     sampler = EpochSampler(8, 4, seed=0)
     loader = make_loader(_TaggedDataset(), sampler, num_workers=1, worker_init_fn=_scale_by_the_tag)
     sampler.set_epoch(0)

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 
 from .sampler import EpochSampler
-from .sources import SkipCounter, _Fetched
+from .sources import SkipCounter
 
 __all__ = ["Collate", "Loader", "make_loader", "trim_batch"]
 
@@ -145,10 +145,10 @@ class Loader:
         resumed, self._resumed_epoch_skips = getattr(self, "_resumed_epoch_skips", None), None
         if resumed:  # the part of this epoch before the checkpoint, so its report counts the whole epoch
             self.skips.update(resumed)
-        # The sampler runs ahead of us (worker prefetch); remember what was handed out. Batches come in the
-        # sampler's order, one per index batch (an all-skipped one is an empty batch), so counting them from
-        # where the sampler starts tells the position of any batch: a user's collate may return a tuple,
-        # which has no room for the tags that kizuna's batches carry.
+        # The sampler runs ahead of us (worker prefetch), so its own position is not the resume position:
+        # what was handed out is. Batches come in the sampler's order, one per index batch (an all-skipped
+        # one is an empty batch), so counting them from where the sampler starts tells the position of any
+        # batch, whatever the dataset or collate function returns (a tuple, a list without tags).
         epoch, position = self.sampler.epoch, self.sampler.iteration_start
         for batch in self.dataloader:
             position += 1
@@ -157,8 +157,6 @@ class Loader:
                 if skipped:
                     self.skips.update(skipped, batch.get("skip_examples"))
                     self.total_skips.update(skipped, batch.get("skip_examples"))
-                if batch.get("position") is not None:
-                    epoch, position = batch["epoch"], batch["position"] + 1
             self._delivered = (epoch, position)
             yield batch
 
@@ -217,15 +215,14 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
                 multiprocessing_context=None, generator: torch.Generator | None = None) -> Loader:
     if collate is None:
         collate = Collate(tokenizer=getattr(dataset, "tokenizer", None))
-    fetched = _FetchedWithPosition(dataset)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
     dl = torch.utils.data.DataLoader(
-        fetched,
+        dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
-        collate_fn=_CarryPosition(collate),
+        collate_fn=collate,
         pin_memory=pin_memory,
         prefetch_factor=prefetch_factor if workers else None,
         persistent_workers=persistent_workers and workers,
@@ -238,52 +235,3 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         generator=generator if generator is not None else torch.Generator().manual_seed(0),
     )
     return Loader(dl, sampler, dataset)
-
-
-# The resume position is the batches handed to the caller, which the Loader reads off each batch's
-# (epoch, position): a dataset without __getitems__ (or whose __getitems__ returns a plain list) gave the
-# collate function a bare list, and a collate function of the user's own made a batch without them; the
-# Loader then fell back to the sampler's position, which runs ahead by the workers' prefetch (a resume
-# skipped those batches). A collate function that returns something other than a dict cannot carry them:
-# its loader resumes at the sampler's position. In a worker, get_worker_info().dataset is this wrapper; its
-# ``dataset`` is yours.
-class _FetchedWithPosition(torch.utils.data.Dataset):
-    """A map-style dataset fetched batch-wise, the sampler's tags kept."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        return self.dataset[key]
-
-    def __getattr__(self, name):
-        # a worker_init_fn's get_worker_info().dataset is this wrapper: the user's dataset's attributes (the
-        # files to split across workers, say) read through. Only "dataset" itself can be missing: mid-unpickling
-        # in a worker, where reading it here would recurse.
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __getitems__(self, keys) -> _Fetched:
-        own = getattr(self.dataset, "__getitems__", None)
-        out = own(keys) if own is not None else [self.dataset[k] for k in keys]
-        if getattr(out, "position", None) is None:  # kizuna's datasets tag their batches; others' lists do not
-            out = out if isinstance(out, _Fetched) else _Fetched(out)
-            out.epoch, out.position = getattr(keys, "epoch", None), getattr(keys, "position", None)
-        return out
-
-
-class _CarryPosition:
-    """``collate``, with the batch's (epoch, position) added to a dict it returns without them."""
-
-    def __init__(self, collate: Callable):
-        self.collate = collate
-
-    def __call__(self, samples):
-        batch = self.collate(samples)
-        if isinstance(batch, dict) and batch.get("position") is None and getattr(samples, "position", None) is not None:
-            batch = {**batch, "epoch": samples.epoch, "position": samples.position}
-        return batch

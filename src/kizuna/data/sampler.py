@@ -27,8 +27,8 @@ replays the same epoch from the start (as torch samplers do).
 
 When iterated directly, ``batches_consumed`` counts batches handed out. Through a DataLoader the
 sampler runs ahead of the training loop (prefetch); :class:`kizuna.data.loader.Loader` therefore
-overwrites the position with the batches actually delivered (batches carry ``epoch`` and
-``position``).
+overwrites the position with the batches actually delivered (it counts them from
+``iteration_start``: the DataLoader hands batches out in the sampler's order).
 
 Public API
 ----------
