@@ -18,6 +18,14 @@ def test_training_commands_take_the_evaluation_spellings(argv):
     assert parse(*argv, "--workers", "2").workers == 2
 
 
+@pytest.mark.parametrize("argv", [["vit", "train"], ["vit", "finetune", "ckpt"]])
+def test_the_vit_trainers_take_the_contrastive_trainers_evaluation_words(argv):
+    """`kizuna train` says --eval-split/--eval-max-samples; `kizuna vit train` said only --val-*."""
+    args = parse(*argv, "--eval-data", "d", "--eval-split", "val", "--eval-max-samples", "5")
+    assert (args.val_data, args.val_split, args.val_max_samples) == ("d", "val", 5)
+    assert parse(*argv, "--val-split", "test").val_split == "test"
+
+
 @pytest.mark.parametrize("argv", [["eval", "zeroshot", "--model", "m", "--dataset", "d"],
                                   ["eval", "retrieval", "--model", "m", "--dataset", "d"],
                                   ["vit", "eval", "ckpt", "--data", "d"]])

@@ -237,7 +237,10 @@ def field_help(config_cls) -> dict[str, str]:
 # flip that `kizuna train` calls --aug-hflip and --aug-scale.
 FLAG_ALIASES = {"workers": ("--num-workers",),
                 "csv_image_key": ("--image-column",), "csv_caption_key": ("--caption-column",),
-                "aug_hflip": ("--hflip",), "aug_scale": ("--crop-scale",)}
+                "aug_hflip": ("--hflip",), "aug_scale": ("--crop-scale",),
+                # the contrastive trainer's words for its evaluation data, on the ViT trainer's fields
+                "val_data": ("--eval-data",), "val_split": ("--eval-split",),
+                "val_max_samples": ("--eval-max-samples",)}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig, defaults: dict | None = None,
