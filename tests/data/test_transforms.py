@@ -142,3 +142,37 @@ def test_an_image_without_orientation_is_not_copied():
     from kizuna.data.images import upright
 
     assert upright(img) is img
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("img", [Image.new("RGBA", (4, 4), (10, 20, 30, 0)),
+                                 Image.new("LA", (4, 4), (90, 0)),
+                                 Image.fromarray(np.full((4, 4), 30000, dtype=np.uint16))],
+                         ids=["transparent-rgba", "transparent-la", "16-bit"])
+def test_training_decodes_an_image_as_every_other_command_does(img):
+    """The shard/folder decoder converted to RGB on its own: a transparent image trained black where
+    `embed` saw white, and a 16-bit mid grey (30000) trained saturated at 255 where `embed` saw 117."""
+    from kizuna.data.sources import decode_image as dataset_decode
+
+    data = _png_bytes(img)
+    assert np.array_equal(np.asarray(dataset_decode(data)), np.asarray(to_rgb(decode_image(data))))
+
+
+def test_the_crop_draft_size_leaves_the_smallest_crop_its_full_resolution():
+    """`kizuna train` decoded JPEGs at the model's side: a crop of a quarter of the area then had half the
+    pixels it is resized to. At the draft size every crop spans at least the model's side."""
+    from kizuna.data.transforms import crop_draft_size
+
+    side, low = 64, 0.25
+    draft = crop_draft_size(side, low)
+    transform = TrainTransform(image_size=side, scale=(low, low))
+    rng = random.Random(0)
+    boxes = [transform.crop_box(draft, draft, rng) for _ in range(2000)]
+    smallest = min(min(right - left, bottom - top) for left, top, right, bottom in boxes)
+    assert side - 1 <= smallest <= side + 2  # the narrowest aspect reaches the side; rounding aside
+    assert crop_draft_size(side, 1.0) > side  # even a whole-area crop may be 3:4

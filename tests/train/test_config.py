@@ -108,3 +108,14 @@ def test_a_builtin_config_name_wins_over_a_folder_of_that_name(tmp_path, monkeyp
     assert main(["info", "ViT-mu-8"]) == 0
     (tmp_path / "mine.py").write_text("def get_config():\n    return {'steps': 3}\n")
     assert load_config_file("mine.py") == {"steps": 3}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"aug_scale": (0.5,)}, "--aug-scale must be two area shares"),  # failed at the first batch, in a worker
+    ({"aug_scale": (1.5, 3.0)}, "--aug-scale must be"),  # no draw fitted: the random crop was off
+    ({"aug_hflip": 2.0}, "--aug-hflip must be a probability"),
+    ({"aug_color_jitter": -0.1}, "--aug-color-jitter must be >= 0"),
+])
+def test_the_contrastive_trainers_augmentation_is_checked_before_the_run(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_config(**overrides)

@@ -84,6 +84,7 @@ from PIL import Image
 
 from . import images
 from .tar_index import IMAGE_EXTS, decode_text, index_tar, parse_captions, parse_label, read_range
+from .transforms import to_rgb
 
 __all__ = [
     "PairDataset",
@@ -636,12 +637,10 @@ def decode_image(data: bytes, draft_size: int | None = None, name: str = "<bytes
     """Bytes -> fully loaded RGB image. Raises :class:`~kizuna.data.images.ImageError` on corrupt data,
     truncated JPEGs included (:class:`~kizuna.data.images.ImageTooLarge` past Pillow's pixel limit)."""
     img = images.decode_image(data, name, draft_size)
-    if img.mode in ("P", "LA", "PA") or (img.mode != "RGBA" and "transparency" in img.info):
-        img = img.convert("RGBA")  # via RGBA so palette transparency does not warn
-    if img.mode == "RGB":
-        img.load()  # convert() would copy; load() still surfaces truncated/corrupt data here
-        return img
-    return img.convert("RGB")
+    img.load()  # surfaces truncated/corrupt data here, whatever the mode
+    # the one conversion every command uses (transparency onto white, 16-bit scaled by its depth), so an
+    # image trains and evaluates as `kizuna embed` and `zeroshot --image` see it
+    return to_rgb(img)
 
 
 def _to_uint8_chw(img: Image.Image) -> torch.Tensor:

@@ -177,6 +177,15 @@ class TrainTransform:
         return to_tensor(img, self.mean, self.std)
 
 
+def crop_draft_size(side: int, scale_low: float, ratio: tuple = TrainTransform.ratio) -> int:
+    """The side a JPEG may be decoded down to (draft mode) and still give a random resized crop its pixels
+    at full resolution: the smallest crop covers ``scale_low`` of the area at the narrowest aspect, so its
+    short side is ``sqrt(scale_low * min(ratio, 1/ratio))`` of the image's (for a square image; a longer
+    one has more area)."""
+    narrowest = min(min(ratio), 1 / max(ratio))
+    return math.ceil(side / math.sqrt(scale_low * narrowest))
+
+
 def preprocess_from_config(cfg: dict, train: bool = False, **train_overrides):
     if train:
         keys = ("image_size", "mean", "std", "interpolation")

@@ -174,6 +174,20 @@ def check_common(cfg) -> None:
     if cfg.out and Path(cfg.out).expanduser().is_file():
         raise ValueError(f"--out {cfg.out} is a file; give a folder for the run")
     need(cfg.keep_last >= 1, "keep_last", ">= 1 (the newest checkpoint is always kept)", cfg.keep_last)
+    # the augmentation both trainers share, under each one's field name (`kizuna train`'s aug_* take the
+    # other's words too): a one-number scale failed at the first batch, one over 1 turned the crop off
+    for name in ("crop_scale", "aug_scale"):
+        if hasattr(cfg, name):
+            value = getattr(cfg, name)
+            scale = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            need(len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale)
+                 and 0.0 < scale[0] <= scale[1] <= 1.0, name,
+                 "two area shares LOW,HIGH with 0 < LOW <= HIGH <= 1, e.g. 0.08,1", value)
+    for name in ("hflip", "aug_hflip"):
+        if hasattr(cfg, name):
+            need(0.0 <= getattr(cfg, name) <= 1.0, name, "a probability in [0, 1]", getattr(cfg, name))
+    if hasattr(cfg, "aug_color_jitter"):
+        need(cfg.aug_color_jitter >= 0, "aug_color_jitter", ">= 0 (0 = off)", cfg.aug_color_jitter)
     for tower in ("image", "text"):
         unlocked = getattr(cfg, f"lock_{tower}_unlocked_blocks", 0)
         if unlocked and not getattr(cfg, f"lock_{tower}", False):

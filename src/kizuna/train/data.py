@@ -9,7 +9,7 @@ from kizuna.data.loader import Collate, make_loader
 from kizuna.data.sampler import EpochSampler
 from kizuna.data.sources import PairDataset, SkipCounter, _Fetched, build_index
 from kizuna.data.synthetic import SyntheticWorld
-from kizuna.data.transforms import preprocess_from_config
+from kizuna.data.transforms import crop_draft_size, preprocess_from_config
 
 
 class SyntheticPairs:
@@ -83,8 +83,10 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
         preprocess_cfg, train=train, scale=tuple(cfg.aug_scale), hflip=cfg.aug_hflip, color_jitter=cfg.aug_color_jitter,
     )
     size = preprocess_cfg["image_size"]
-    ds = PairDataset(index, transform, caption_sampling="random", seed=cfg.seed,
-                     draft_size=size if isinstance(size, int) else max(size))
+    side = size if isinstance(size, int) else max(size)
+    # a JPEG decoded at the model's size would give a random crop fewer pixels than it spans, scaled up
+    draft = crop_draft_size(side, cfg.aug_scale[0]) if train else side
+    ds = PairDataset(index, transform, caption_sampling="random", seed=cfg.seed, draft_size=draft)
     return ds, lambda n: [c for caps in index.captions[:n] for c in caps]
 
 
