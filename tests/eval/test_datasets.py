@@ -45,6 +45,39 @@ def test_image_folder_tree(tmp_path):
     assert load_dataset(root).classnames == ["retriever", "cat"]
 
 
+def _folders(root, *classes):
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        (root / c / "0.png").write_bytes(noise_image(0))
+    return root
+
+
+def test_image_folder_classes_are_matched_to_a_names_file_by_name(tmp_path):
+    """The folders were numbered by position and the file's names applied by position: a test split lacking
+    "cat" scored its dog images as cats, and a file listing dog before cat swapped the two classes."""
+    root = tmp_path / "pets"
+    _folders(root / "train", "car", "cat", "dog")
+    _folders(root / "test", "car", "dog")
+    (root / "classnames.txt").write_text("car\ncat\ndog\n")
+    test = load_dataset(root, split="test")
+    assert dict(zip(test.keys, test.labels.tolist())) == {"car/0": 0, "dog/0": 2}
+    swapped = _folders(tmp_path / "swapped", "cat", "dog")
+    (swapped / "classnames.txt").write_text("dog\ncat\n")
+    ds = load_dataset(swapped)
+    assert [ds.classnames[k] for k in ds.labels] == ["cat", "dog"]
+    # folders partly named otherwise (CIFAR's "automobile" for "car") keep their sorted positions
+    cifar = _folders(tmp_path / "c", "airplane", "automobile", "bird")
+    (cifar / "classnames.txt").write_text("airplane\ncar\nbird\n")
+    assert load_dataset(cifar).labels.tolist() == [0, 1, 2]
+
+
+def test_image_folders_that_do_not_fit_the_names_file_are_an_error(tmp_path):
+    root = _folders(tmp_path / "x", "car", "horse")
+    (root / "classnames.txt").write_text("car\ncat\ndog\n")
+    with pytest.raises(DatasetError, match="folder.*horse name no class"):
+        load_dataset(root)
+
+
 def test_csv_with_indices_and_with_names(tmp_path):
     for i in range(4):
         (tmp_path / f"{i}.png").write_bytes(noise_image(i))
@@ -237,3 +270,17 @@ def test_a_dataset_declared_for_the_other_task_says_so(tmp_path):
     with pytest.raises(DatasetError, match=r"dataset_type.txt says 'retrieval'.*kizuna eval retrieval"):
         load_dataset(root, task="classification")
     assert load_dataset(root, task="retrieval").task == "retrieval"
+
+
+def test_a_keyed_templates_json_pooled_with_a_template_is_read_under_the_datasets_name(tmp_path):
+    """With one more --template, the CLIP_benchmark .json was read under the name None and refused
+    ("has no templates for dataset None"); alone it was read under the folder's name."""
+    from kizuna.apps.cli import build_parser
+    from kizuna.eval.cli import _entry
+
+    root = classification_wds(tmp_path / "cifar10", n=2)
+    keyed = tmp_path / "templates.json"
+    keyed.write_text('{"cifar10": ["a photo of a {c}."], "mnist": ["a digit {c}."]}')
+    args = build_parser().parse_args(["eval", "zeroshot", "--model", "m", "--dataset", str(root / "test"),
+                                      "--template", str(keyed), "--template", "art of a {c}."])
+    assert _entry(args, "classification")["templates"] == ["a photo of a {c}.", "art of a {c}."]

@@ -182,6 +182,13 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
     return out
 
 
+def default_dataset_name(path) -> str:
+    """The name a dataset goes by without ``--dataset-name`` (the key of bundled lists and of a CLIP_benchmark
+    templates .json): its root folder's, which for a split folder (cifar10/test) or a CSV is the parent's."""
+    path = Path(os.path.abspath(os.path.expanduser(str(path))))
+    return (path.parent if path.is_file() or (path.is_dir() and is_split_folder(path)) else path).name
+
+
 def template_arguments(values: Sequence[str] | None, dataset_name: str | None = None) -> str | list[str] | None:
     """The values of ``--template``/``--templates``, on any command: each a template file (.txt, .json) or one
     template with ``{c}``, repeatable. A single file stays its path (what a suite records and reads);
@@ -374,6 +381,29 @@ def _bundled_fits_folders(bundled: list[str], folders: list[str]) -> bool:
     return all(position.get(_plain(f), k) == k for k, f in enumerate(folders))
 
 
+def _folder_labels(folders: list[str], classnames: list[str], source: str, data: Path) -> list[int]:
+    """The class index of each ImageFolder class folder under class names from ``source``: by name where every
+    folder is named after a class; by position (torchvision's order) where there are as many folders as names
+    and no folder named after a class sits elsewhere (wnid folders, "automobile" for "car"); by number for
+    numbered folders that are fewer than the names."""
+    if folders and all(f.isdigit() for f in folders) and len(folders) != len(classnames):
+        return [int(f) for f in folders]
+    index: dict[str, int] = {}
+    for k, c in enumerate(classnames):
+        index.setdefault(_plain(c), k)
+    named = [index.get(_plain(f)) for f in folders]
+    if all(k is not None for k in named):
+        return named
+    if len(folders) == len(classnames) and all(k in (None, j) for j, k in enumerate(named)):
+        return list(range(len(folders)))
+    unnamed = [f for f, k in zip(folders, named) if k is None]
+    raise DatasetError(
+        f"{data}: the class folders do not fit the class names from {source} ({len(classnames)} names for "
+        f"{len(folders)} folders; folder(s) {', '.join(unnamed[:5])}{' ...' if len(unnamed) > 5 else ''} name no "
+        "class there). Folders named after the classes are matched by name; otherwise the names label the "
+        "folders in sorted order and must be as many. Fix the names file or the folders")
+
+
 # ----------------------------------------------------------------------------------- loading
 def load_dataset(path, split: str | None = None, *, task: str | None = None, dataset_name: str | None = None,
                  classnames=None, templates=None, max_samples: int = 0, image_column: str = "filepath",
@@ -407,7 +437,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     else:
         data, split_name = find_split(path, split)
         root = path
-    name = dataset_name or Path(os.path.abspath(root)).name  # "x.csv" from its own folder: that folder's name
+    name = dataset_name or default_dataset_name(path)
     try:
         declared = _dataset_type(data if data.is_dir() else root, root)
     except DatasetError:
@@ -487,6 +517,12 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     if task == "classification":
         ds.classnames, ds.classnames_source = _resolve_classnames(
             classnames, data if data.is_dir() else root, root, name, folder_classes, layout)
+        if layout == "imagefolder" and ds.classnames_source != "folder names":
+            # the split's folders were numbered by position; names from a file or list may order them otherwise,
+            # or hold a class this split lacks (a test split without one class shifted the rest onto others)
+            of_folder = np.array(_folder_labels(folder_names, ds.classnames, ds.classnames_source, data),
+                                 dtype=np.int64)
+            ds.labels_override = np.where(labels_override >= 0, of_folder[np.maximum(labels_override, 0)], -1)
         _check_labels(ds)
         ds.templates, ds.templates_source = _resolve_templates(templates, data if data.is_dir() else root, root, name)
     return ds
