@@ -63,3 +63,11 @@ def test_sign_convention_and_centering():
     assert r_unc[0] > 0.9  # without centring the mean dominates
     with pytest.raises(ValueError):
         patch_filter_pca(w.reshape(64, 9))
+
+
+def test_centred_filters_give_one_component_fewer_than_there_are_filters():
+    """8 centred filters span 7 directions: an 8th component (variance 1e-33) was drawn as a tile of noise."""
+    w = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    comps, ratios = patch_filter_pca(w, k=16)
+    assert comps.shape[0] == 7 and ratios.min() > 1e-6
+    assert patch_filter_pca(w, k=16, center=False)[0].shape[0] == 8

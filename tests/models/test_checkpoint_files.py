@@ -4,6 +4,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import torch
 
 from kizuna.models.checkpoint import atomic_write
 
@@ -228,3 +229,33 @@ def test_a_latest_pointer_naming_a_removed_checkpoint_says_so(tmp_path):
         kizuna.load_model(checkpoints / "latest")
     (checkpoints / "latest").write_text("step_0000002")
     assert kizuna.load_model(checkpoints / "latest").cfg == _tiny_vit().cfg
+
+
+@pytest.mark.parametrize("content, kind", [(b"\x89PNG\r\n\x1a\n" + bytes(40), "a PNG image"),
+                                           (b'{"model": "ViT-B-16"}', "JSON text")])
+def test_a_file_that_is_no_checkpoint_says_what_it_is_without_torchs_unsafe_advice(tmp_path, content, kind):
+    """An image given where the model goes printed torch's advice to re-run torch.load with
+    weights_only=False, which runs a file's code."""
+    import kizuna
+    from kizuna.models.checkpoint import CheckpointError
+
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        kizuna.load_model(path)
+    assert f"not a torch checkpoint ({kind})" in str(info.value) and "weights_only" not in str(info.value)
+
+
+class _Opaque:  # a class of the saver's own: a weights-only load refuses to build it
+    pass
+
+
+def test_a_pickle_a_weights_only_load_refuses_is_named_so(tmp_path):
+    import kizuna
+    from kizuna.models.checkpoint import CheckpointError
+
+    path = tmp_path / "x.pt"
+    torch.save({"w": torch.zeros(1), "extra": _Opaque()}, path)
+    with pytest.raises(CheckpointError, match="a torch file that a weights-only load refuses .*never unpickles") as info:
+        kizuna.load_model(path)
+    assert "weights_only=False" not in str(info.value)

@@ -45,7 +45,8 @@ def patch_filter_pca(
     var = s.square()
     total = var.sum()
     ratio = var / total if total > 0 else torch.zeros_like(var)
-    k = min(k, vh.shape[0])
+    # centred, D filters span at most D - 1 directions: a D-th component would be an arbitrary null vector
+    k = min(k, vh.shape[0], max(1, D - 1) if center else D)
     comps = vh[:k]
     # Deterministic sign: the largest-magnitude entry of each component is positive.
     idx = comps.abs().argmax(dim=1)

@@ -211,6 +211,32 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in z.namelist())
 
 
+# what a file given as a model often is instead (an image passed where the model goes, a config.json)
+_NOT_TORCH = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+              b"RIFF": "a RIFF file (WebP?)", b"{": "JSON text", b"[": "JSON text"}
+
+
+def load_weights_only(path: Path):
+    """``torch.load(weights_only=True)`` with an error that says what the file is. torch's own message ends in
+    advice to load with weights_only=False, which runs the file's code: wrong for an image or a JSON file
+    passed as a model, and not advice kizuna gives for a pickle it refuses."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head.startswith(b"PK") or head[:1] == b"\x80":  # a torch zip archive or a (legacy) pickle
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CheckpointError(
+                f"{path}: a torch file that a weights-only load refuses ({type(e).__name__}: {first}). kizuna "
+                "reads tensors only and never unpickles other objects: save the model's state_dict, or use "
+                "safetensors") from None
+        kind = next((what for sig, what in _NOT_TORCH.items() if head.lstrip().startswith(sig)), None)
+        raise CheckpointError(
+            f"{path}: not a torch checkpoint{f' ({kind})' if kind else ''}; a model is a kizuna folder or "
+            ".safetensors file, an OpenAI .pt file or a Hugging Face folder") from None
+
+
 def _load_torch_file(path: Path, allow_jit: bool) -> dict:
     if _is_torchscript(path):
         if not allow_jit:
@@ -219,10 +245,7 @@ def _load_torch_file(path: Path, allow_jit: bool) -> dict:
                 "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
             )
         return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({type(e).__name__}: {e})") from None
+    obj = load_weights_only(path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

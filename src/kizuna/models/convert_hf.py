@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, TensorTaker, atomic_write
+from .checkpoint import CheckpointError, TensorTaker, atomic_write, load_weights_only
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .text import TextConfig
 from .vit import VisionConfig, VisionTransformer, grid_warning_silenced
@@ -92,10 +92,7 @@ def _read_safetensors(path: Path) -> dict:
 
 
 def _read_bin(path: Path) -> dict:
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({type(e).__name__}: {e})") from None
+    obj = load_weights_only(path)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors")
     return obj
