@@ -103,6 +103,15 @@ def test_an_empty_training_set_says_what_to_pass(tmp_path, capsys):
         assert hint in capsys.readouterr().err
 
 
+def test_training_data_that_is_missing_or_lacks_a_column_names_the_flag(tmp_path, capsys):
+    """"data source not found: X" and "missing column(s) ['title']" named neither --data nor the column flags."""
+    assert main([*_train_flags(tmp_path / "run"), "--data", str(tmp_path / "nowhere")]) == 2
+    assert f"--data {tmp_path / 'nowhere'}: data source not found" in capsys.readouterr().err
+    (tmp_path / "pairs.csv").write_text("filepath,caption\na.jpg,a dog\n")
+    assert main([*_train_flags(tmp_path / "run"), "--data", str(tmp_path / "pairs.csv")]) == 2
+    assert "missing column(s) ['title']" in (err := capsys.readouterr().err) and "--caption-column" in err
+
+
 def test_analyze_refuses_an_out_that_is_a_file(tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes(b"x")
     assert main(["analyze", "filters", "ViT-mu-8", "--out", str(tmp_path / "a.jpg")]) == 2

@@ -516,7 +516,8 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
     wanted += [label_column] if label_column else []
     missing = [c for c in wanted if c not in cols]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; columns are {cols}")
+        raise ValueError(f"{path}: missing column(s) {missing}; columns are {cols} (name the ones to read with "
+                         "--image-column, --caption-column or --label-column)")
     sid = b.source("csv", path)
     for row_no, row in enumerate(reader, start=2):  # row 1 is the header
         rel = (row.get(image_column) or "").strip()

@@ -75,7 +75,11 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
         ds = SyntheticPairs(cfg.synthetic_length, cfg.synthetic_image_size, transform, seed=cfg.seed,
                             hard_negatives=cfg.synthetic_hard_negatives)
         return ds, lambda n: ds.captions(n)
-    index = build_index(cfg.data, require="caption", image_column=cfg.csv_image_key, caption_column=cfg.csv_caption_key)
+    try:
+        index = build_index(cfg.data, require="caption", image_column=cfg.csv_image_key,
+                            caption_column=cfg.csv_caption_key)
+    except FileNotFoundError as e:  # "data source not found: X" said nothing of the flag that named X
+        raise FileNotFoundError(f"--data {cfg.data}: {e}") from None
     if len(index) == 0:
         why = f" ({index.skips.report()})" if index.skips else ""
         raise ValueError(f"{cfg.data}: no usable image-caption samples found{why}{_what_to_pass(cfg.data, index)}")
