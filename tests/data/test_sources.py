@@ -186,6 +186,17 @@ def test_folder_source(tmp_path):
     assert PairDataset(idx, to_tensor, caption_sampling="first")[4]["caption"] == "folder caption 4"
 
 
+def test_folder_side_cars_pair_in_any_case(tmp_path):
+    """A tar's extensions are read in any case; a folder's IMG_1.JPG + IMG_1.TXT was "missing_caption"."""
+    (tmp_path / "cam").mkdir()
+    (tmp_path / "cam" / "IMG_1.JPG").write_bytes(image_bytes())
+    (tmp_path / "cam" / "IMG_1.TXT").write_text("a camera's caption")
+    (tmp_path / "cam" / "IMG_2.jpg").write_bytes(image_bytes())
+    (tmp_path / "cam" / "IMG_2.Cls").write_text("3")
+    idx = build_index(str(tmp_path / "cam"))
+    assert idx.captions[0] == ("a camera's caption",) and idx.labels.tolist() == [-1, 3] and not idx.skips
+
+
 def test_bad_samples_are_skipped_and_counted_exactly(tmp_path):
     good = pair_members([f"{i:09d}" for i in range(4)])
     bad = [

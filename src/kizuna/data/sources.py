@@ -570,6 +570,12 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
                     stem not in chosen or _FILE_IMAGE_EXTS.index(ext.lower()) < _FILE_IMAGE_EXTS.index(
                         os.path.splitext(chosen[stem])[1].lower())):
                 chosen[stem] = name
+        # side-cars by stem, their extension in any case (IMG_1.JPG + IMG_1.TXT), as a tar's extensions are read
+        sidecars: dict[tuple[str, str], str] = {}
+        for name in sorted(filenames):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in (".txt", ".cls"):
+                sidecars.setdefault((stem, ext.lower()), name)
         for name in sorted(filenames):
             stem, ext = os.path.splitext(name)
             if ext.lower() not in _FILE_IMAGE_EXTS:
@@ -577,7 +583,7 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
             img = os.path.join(dirpath, name)
             key = os.path.relpath(os.path.join(dirpath, stem), root).replace(os.sep, "/")
             # only where a side-car file pairs with the name: in a class folder x.jpg and x.png are two images
-            if chosen[stem] != name and (stem + ".txt" in filenames or stem + ".cls" in filenames):
+            if chosen[stem] != name and ((stem, ".txt") in sidecars or (stem, ".cls") in sidecars):
                 b.skips.add("duplicate_key", _where("folder", f"{key}{ext} (beside {chosen[stem]})", root))
                 continue
             try:
@@ -588,9 +594,9 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
             if size == 0:
                 b.skips.add("empty_image", _where("folder", key, root))
                 continue
-            text = _read_text(os.path.join(dirpath, stem + ".txt"))
+            text = _read_text(os.path.join(dirpath, sidecars[stem, ".txt"])) if (stem, ".txt") in sidecars else None
             caps = None if text is None else _with_text(parse_captions(text))
-            cls = _read_text(os.path.join(dirpath, stem + ".cls"))
+            cls = _read_text(os.path.join(dirpath, sidecars[stem, ".cls"])) if (stem, ".cls") in sidecars else None
             label = -1 if cls is None else parse_label(cls)
             reason = _reject(caps, label, require)
             if reason is not None:

@@ -356,7 +356,7 @@ def _has_sidecars(d: Path) -> bool:
     """KEY.cls / KEY.txt beside KEY.jpg; a README.txt or LICENSE.txt at an ImageFolder root is not one."""
     files = [p for p in d.iterdir() if p.is_file()]
     image_stems = {p.stem for p in files if p.suffix.lower() in _IMAGE_EXTS}
-    return any(p.suffix in (".cls", ".txt") and p.stem in image_stems for p in files)
+    return any(p.suffix.lower() in (".cls", ".txt") and p.stem in image_stems for p in files)
 
 
 def _folder_class_order(dirs: list[Path]) -> list[Path]:
