@@ -135,8 +135,12 @@ def test_a_path_that_is_no_dataset_is_a_clear_error(tmp_path):
 def test_text_lists_are_stripped_lines_and_non_utf8_is_named(tmp_path):
     from kizuna.eval.datasets import read_lines
 
-    (tmp_path / "names.txt").write_text(" cat \n\n  \ndog\n", encoding="utf-8")
+    (tmp_path / "names.txt").write_text(" cat \n dog\n\n  \n", encoding="utf-8")
     assert read_lines(tmp_path / "names.txt") == ["cat", "dog"]
+    # line k names class k: a blank line between names was dropped and every later class shifted onto another
+    (tmp_path / "gap.txt").write_text("cat\n\ndog\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="gap.txt: line 2 is blank"):
+        read_lines(tmp_path / "gap.txt")
     (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
     with pytest.raises(DatasetError, match=r"latin1.txt: not UTF-8 text \(byte 3"):
         read_lines(tmp_path / "latin1.txt")

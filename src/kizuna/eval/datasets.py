@@ -134,9 +134,15 @@ def numbered_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """The non-blank lines of a UTF-8 text file (a byte-order mark dropped), stripped (class names,
-    templates, labels, texts to embed)."""
-    return [line for _, line in numbered_lines(path)]
+    """The lines of a class names file (UTF-8, a byte-order mark dropped), stripped: line k names class k, so a
+    blank line before the last name is refused (dropped, it moved every later name onto the class before it);
+    blank lines after it are not."""
+    numbered = numbered_lines(path)
+    for k, (n, _) in enumerate(numbered, 1):
+        if n != k:
+            raise DatasetError(f"{path}: line {k} is blank, but line k names class k (0-based: k - 1); remove the "
+                               "blank line or name the class")
+    return [line for _, line in numbered]
 
 
 def read_templates(spec, dataset_name: str | None = None) -> list[str]:
