@@ -250,3 +250,12 @@ def test_the_cli_passes_max_images_and_the_skip_count_on(tmp_path, capsys):
     assert main(["analyze", "attention-distance", str(tmp_path / "vit"), "--images", str(folder),
                  "--out", str(tmp_path / "d")]) == 0
     assert json.loads((tmp_path / "d" / "attention_distance.json").read_text())["skipped_images"] == 1
+
+
+def test_all_says_when_it_ignores_the_prediction_settings(clip_path, images, tmp_path, capsys):
+    """A CLIP model without --labels draws no prediction panel: --template and --true-label went unused
+    without a word."""
+    assert main(["analyze", "all", str(clip_path), "--images", str(images), "--template", "art of a {c}.",
+                 "--true-label", "dog", "--max-images", "2", "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "kizuna analyze all: warning: --template, --true-label ignored" in err and "needs --labels" in err

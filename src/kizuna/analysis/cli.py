@@ -226,6 +226,14 @@ def run(args):
                                 images_source=" ".join(args.images) if args.images else "",
                                 max_images=args.max_images, skipped_images=skips.total if args.images else None,
                                 progress=not args.no_progress)
+        unused = [flag for flag, value in (("--labels", labels), ("--template", args.template),
+                                           ("--true-label", args.true_label)) if value]
+        if "predict" not in numbers and unused:
+            import warnings
+
+            why = ("a ViT without a classification head has no prediction panel" if target.kind == "vit" else
+                   "a CLIP model's prediction panel needs --labels")
+            warnings.warn(f"{', '.join(unused)} ignored: {why}", stacklevel=1)
     summary = {k: v for k, v in numbers.items() if not isinstance(v, (list, dict))}
     if cmd == "all":
         summary = {"figures": numbers["figures"],
