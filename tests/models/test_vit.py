@@ -311,6 +311,9 @@ def test_a_new_head_takes_the_models_dtype():
     (dict(image_size="16"), "image_size must be an int or two ints"),
     (dict(image_size=4), "smaller than one patch"),
     (dict(stem="vgg"), "stem must be"),
+    (dict(stem="resnet", patch_size=1, stem_channels=[]), "stem_channels must be a non-empty list"),  # IndexError
+    (dict(stem="conv", patch_size=1, stem_channels=[8, 0]), "stem_channels must be a non-empty list"),
+    (dict(stem="resnet", patch_size=1, stem_channels="abc"), "stem_channels must be a non-empty list"),
 ])
 def test_vision_configs_that_cannot_build_a_model_are_refused(kw, message):
     """They failed with a ZeroDivisionError deep inside, built a model with no blocks that trained anyway

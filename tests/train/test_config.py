@@ -115,6 +115,11 @@ def test_a_builtin_config_name_wins_over_a_folder_of_that_name(tmp_path, monkeyp
     ({"aug_scale": (1.5, 3.0)}, "--aug-scale must be"),  # no draw fitted: the random crop was off
     ({"aug_hflip": 2.0}, "--aug-hflip must be a probability"),
     ({"aug_color_jitter": -0.1}, "--aug-color-jitter must be >= 0"),
+    # these two ascended the loss: the clip scaled gradients by a negative factor, the cosine went below zero
+    ({"grad_clip": -1.0}, "--grad-clip must be >= 0"),
+    ({"min_lr_ratio": -1.0}, r"--min-lr-ratio must be in \[0, 1\]"),
+    ({"min_lr_ratio": 3.0}, r"--min-lr-ratio must be in \[0, 1\]"),
+    ({"eps": -1e-8}, "--eps must be > 0"),
 ])
 def test_the_contrastive_trainers_augmentation_is_checked_before_the_run(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -512,6 +512,8 @@ def test_a_finished_run_resumed_keeps_its_model_and_a_clip_tower_keeps_its_norma
     ({"hflip": -1}, "--hflip must be a probability"),
     ({"crop_padding": -4}, "--crop-padding must be >= 0"),
     ({"crop": "random"}, "--crop must be pad, rrc or none"),
+    ({"momentum": -1.0}, r"--momentum must be in \[0, 1\)"),  # torch's "Invalid momentum value" named no flag
+    ({"grad_clip": -1.0}, "--grad-clip must be >= 0"),
 ])
 def test_augmentation_settings_out_of_range_are_refused(tmp_path, setting, message):
     """They switched a feature off or on without a word, failed inside a loader worker, or (smoothing > 1)
@@ -596,3 +598,18 @@ def test_a_resume_refuses_another_optimizer_by_its_flag(data, tmp_path, capsys):
     # from Python the default (adamw) is not "given", but it cannot load SGD's state either: refused too
     with pytest.raises(ValueError, match=r"--optimizer adamw \(the run has sgd\)"):
         SupervisedTrainer(_cfg(data, tmp_path / "t", steps=4, resume=str(tmp_path / "s" / "checkpoints" / "latest")))
+
+
+def test_a_latest_pointer_keeps_the_checkpoints_stored_preprocessing(tmp_path):
+    """`OUT/checkpoints/latest` (what every run prints) loaded the weights but not the record beside them: a
+    fine-tune from it normalised with 0.5/0.5 instead of the CLIP mean it was trained with."""
+    from kizuna.analysis.report import read_extra
+    from kizuna.train.supervised import source_normalisation
+
+    checkpoints = tmp_path / "checkpoints"
+    clip_mean, clip_std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+    kizuna.save_model(kizuna.create_vit("mu/4", image_size=16, num_classes=3), checkpoints / "step_0000040",
+                      extra={"preprocess": {"image_size": 16, "mean": clip_mean, "std": clip_std}})
+    (checkpoints / "latest").write_text("step_0000040")
+    assert read_extra(checkpoints / "latest") == read_extra(checkpoints / "step_0000040")
+    assert source_normalisation(str(checkpoints / "latest")) == (clip_mean, clip_std)

@@ -107,9 +107,9 @@ def read_extra(path: str | Path) -> dict:
 def read_record(path: str | Path) -> dict:
     """The record kizuna.save_model wrote beside the weights (its ``config`` and ``extra``), read without
     the weights; ``{}`` for a file or folder of another format."""
-    from kizuna.models.checkpoint import FORMAT_KEY
+    from kizuna.models.checkpoint import FORMAT_KEY, follow_latest
 
-    path = Path(path)
+    path = follow_latest(path)  # OUT/checkpoints/latest, which load_model follows too (its stored mean was lost)
     try:
         if path.is_dir() and (path / "config.json").is_file():
             record = json.loads((path / "config.json").read_text()).get(FORMAT_KEY, {})

@@ -93,6 +93,12 @@ class VisionConfig:
             raise ValueError(f"vision width {self.width} is not divisible by heads {self.heads}")
         if self.stem not in ("patch", "resnet", "conv"):
             raise ValueError(f"vision stem must be 'patch', 'resnet' or 'conv', got {self.stem!r}")
+        channels = self.stem_channels
+        if self.stem != "patch" and not (isinstance(channels, (list, tuple)) and channels and all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels)):
+            # [] was an IndexError in the stem (and a stride of 0.5), [0] a division by zero
+            raise ValueError(f"vision stem_channels must be a non-empty list of positive ints (one per stage of the "
+                             f"{self.stem} stem), got {channels!r}")
         if min(self.grid) < 1:
             raise ValueError(f"vision image_size {size} is smaller than one patch ({self.patch_size * self.stem_stride} "
                              "pixels with the stem's stride)")

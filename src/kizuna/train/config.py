@@ -166,6 +166,13 @@ def check_common(cfg) -> None:
     # 0 is a run that only evaluates (docs/VIT.md: a checkpoint at a new resolution, no update); < 0 ascends
     need(cfg.lr >= 0, "lr", ">= 0 (0: no update, only the evaluation)", cfg.lr)
     need(cfg.weight_decay >= 0, "weight_decay", ">= 0", cfg.weight_decay)
+    # a negative clip norm scaled every gradient by a negative factor, and a floor outside [0, 1] took the cosine
+    # below zero or above the peak: both ascend the loss, as a negative --lr would
+    need(cfg.grad_clip >= 0, "grad_clip", ">= 0 (0 = no clipping)", cfg.grad_clip)
+    need(0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1] (a fraction of --lr)", cfg.min_lr_ratio)
+    need(cfg.eps > 0, "eps", "> 0", cfg.eps)
+    if hasattr(cfg, "momentum"):
+        need(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)
     betas = tuple(cfg.betas) if isinstance(cfg.betas, (list, tuple)) else (cfg.betas,)
     need(len(betas) == 2 and all(0 <= b < 1 for b in betas), "betas", "two numbers in [0, 1), e.g. 0.9,0.98",
          cfg.betas)
