@@ -1,6 +1,7 @@
 """Inputs that used to give wrong numbers, lose work or end in a traceback (a bug hunt of 2026-12-04):
 each test fails on the code before its fix."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -389,3 +390,29 @@ def test_embed_counts_the_texts_cut_with_the_tokenizers_own_special_tokens(tmp_p
     texts.write_text("dog " * 7 + "\n" + "dog " * 8 + "\n")  # 7 ids + the end token fit in 8; 8 do not
     assert main(["embed", "--model", "m", "--texts", str(texts), "--out", str(tmp_path / "e.npy")]) == 0
     assert "note: 1 of 2 texts are longer than the model's 8 tokens" in capsys.readouterr().err
+
+
+def test_embed_refuses_an_empty_images_or_texts_value(tmp_path, capsys):
+    """--images "" (an unset shell variable) loaded the model, then embedded texts from None: a traceback."""
+    for flag in ("--images", "--texts"):
+        assert main(["embed", "--model", "ViT-mu-8", flag, "", "--out", str(tmp_path / "e.npy")]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} is empty" in err and "Traceback" not in err
+
+
+def test_embed_writes_a_file_name_that_is_not_utf8_and_never_half_its_output(tmp_path, capsys):
+    """A Latin-1 name ("caf\\xe9.png") failed writing the row list after the .npy was written: an array
+    beside an empty list of its rows."""
+    import os
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(noise_image(0))
+    latin1 = os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.png")
+    Path(latin1).write_bytes(noise_image(1))
+    for out in (tmp_path / "e.npy", tmp_path / "e.parquet"):
+        assert main(["embed", "--model", "ViT-mu-8", "--images", str(folder), "--workers", "0",
+                     "--out", str(out), "--progress", "false"]) == 0, capsys.readouterr().err
+    rows = (tmp_path / "e.txt").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == np.load(tmp_path / "e.npy").shape[0] == 2 and rows[1].endswith("caf\\xe9.png")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -82,3 +82,17 @@ def test_hybrid_stem_takes_float_pixels_in_bf16():
 def test_create_model_rejects_an_unknown_precision():
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         kizuna.create_model("ViT-mu-8", precision="fp16")
+
+
+def test_normalised_features_of_a_bf16_model_are_float32_unit_vectors():
+    """Normalised in bf16, `kizuna embed` stored rows with norms from 0.996 to 1.004 under --precision bf16."""
+    torch.manual_seed(0)
+    model = kizuna.create_model("ViT-mu-8", precision="bf16").eval()
+    size = model.cfg.vision.image_size
+    tokens = kizuna.get_tokenizer(model)(["a red circle", "two blue squares"] * 8)
+    with torch.inference_mode():
+        for x in (model.encode_image(torch.randn(16, 3, size, size), normalize=True),
+                  model.encode_text(tokens, normalize=True)):
+            assert x.dtype == torch.float32
+            torch.testing.assert_close(x.norm(dim=-1), torch.ones(16), atol=1e-6, rtol=0)
+        assert model.encode_image(torch.randn(1, 3, size, size)).dtype == torch.bfloat16  # unnormalised: as run

@@ -8,6 +8,7 @@ holds one row per input with its path/text and embedding. Corrupt images are ski
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,19 +123,32 @@ def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
 
 
 def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """``out`` (.npy with a .txt of its rows beside it, or .parquet), each written whole or not at all."""
+    from kizuna.models.checkpoint import atomic_write
+
+    if out.suffix not in (".npy", ".parquet"):
+        raise ValueError(f"{out}: output must end in .npy or .parquet")
+    # a file name that is not UTF-8 (Latin-1 "caf\xe9.jpg") reaches Python as lone surrogates, which no UTF-8
+    # writer takes: it failed after the .npy was written, beside an empty row list. Such bytes are written as
+    # \xNN escapes, and the rows are made before anything is written.
+    names = [os.fsencode(n).decode("utf-8", "backslashreplace") if isinstance(n, str) else n for n in names]
+    emb = emb.astype(np.float32)
     if out.suffix == ".npy":
-        np.save(out, emb.astype(np.float32))
         # a row a line, also for readers that break lines at U+2028, \x0c ... (Python's str.splitlines)
-        out.with_suffix(".txt").write_text("\n".join(" ".join(n.splitlines()) for n in names) + "\n", encoding="utf-8")
-    elif out.suffix == ".parquet":
+        rows = ("\n".join(" ".join(n.splitlines()) for n in names) + "\n").encode("utf-8")
+
+        def save_array(tmp):
+            with open(tmp, "wb") as f:  # a path not ending in .npy would get one added by np.save
+                np.save(f, emb)
+
+        atomic_write(out, save_array)
+        atomic_write(out.with_suffix(".txt"), lambda tmp: Path(tmp).write_bytes(rows))
+    else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({column: names, "embedding": list(emb.astype(np.float32))})
-        pq.write_table(table, out)
-    else:
-        raise ValueError(f"{out}: output must end in .npy or .parquet")
+        table = pa.table({column: names, "embedding": list(emb)})
+        atomic_write(out, lambda tmp: pq.write_table(table, tmp))
 
 
 def _check_writable(out: Path) -> None:
@@ -149,24 +163,27 @@ def _check_writable(out: Path) -> None:
 
 
 def run(args):
+    for flag, value in (("--images", args.images), ("--texts", args.texts), ("--out", args.out)):
+        if value is not None and not value.strip():  # an unset shell variable: it ran the other branch, or "."
+            raise ValueError(f"{flag} is empty; give a {'folder' if flag == '--images' else 'file'}")
     out = Path(args.out)
     if out.suffix not in (".npy", ".parquet"):
         raise ValueError(f"{out}: output must end in .npy or .parquet")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     rows = out.with_suffix(".txt")  # a .npy's row list
-    if out.suffix == ".npy" and args.texts and rows.resolve() == Path(args.texts).resolve():
+    if out.suffix == ".npy" and args.texts is not None and rows.resolve() == Path(args.texts).resolve():
         raise ValueError(f"--out {out} would write its list of rows to {rows}, which is the input --texts; "
                          f"choose another --out (e.g. {out.with_name(out.stem + '_emb.npy')})")
     # checked before the model loads and anything is embedded: they failed after all the work was done
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name ending in .npy or .parquet")
-    if args.texts and not Path(args.texts).is_file():
+    if args.texts is not None and not Path(args.texts).is_file():
         raise FileNotFoundError(f"--texts {args.texts}: " + ("a folder; --texts takes a text file, one text per line"
                                                             if Path(args.texts).exists() else "no such file"))
     _check_writable(out)
     model = load_model_from_args(args)
-    if args.images:
+    if args.images is not None:
         names, emb, errors = embed_images(model, args.images, args.batch_size, args.workers, args.device,
                                           progress=not args.no_progress)
         write_embeddings(out, names, emb, "path")

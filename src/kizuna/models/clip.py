@@ -105,13 +105,15 @@ class ClipModel(nn.Module):
         )
 
     # ----- the familiar API -------------------------------------------------------------------
+    # normalize=True gives float32 unit vectors whatever the model's dtype: normalised in bf16, `kizuna embed`
+    # stored rows with norms from 0.996 to 1.004, and zero-shot logits at scale 100 were off by up to 0.36
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         x = self.visual(images)
-        return F.normalize(x, dim=-1) if normalize else x
+        return _unit(x) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         x = self.text(tokens)
-        return F.normalize(x, dim=-1) if normalize else x
+        return _unit(x) if normalize else x
 
     def scale(self) -> torch.Tensor:
         """exp(t), with t clamped at max_logit_scale (ln 100 for CLIP)."""
