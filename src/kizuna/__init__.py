@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -41,12 +42,21 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
     (docs/PERFORMANCE.md); it still takes float32 pixels."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if isinstance(name_or_path, os.PathLike):  # a Path that does not exist went on as a preset name (a TypeError)
+        if not Path(name_or_path).exists():
+            raise CheckpointError(f"{name_or_path}: no such checkpoint (file or folder)")
+        name_or_path = os.fspath(name_or_path)
+    if not str(name_or_path).strip():  # "" is the current folder to Path: it loaded whatever was there
+        raise ValueError("no model given (an empty name); pass a preset name (kizuna.list_models()) or a checkpoint path")
     if Path(name_or_path).exists():
         if overrides:
             raise ValueError(f"config overrides ({', '.join(overrides)}) apply to presets only; a checkpoint carries "
                              "its own config")
         model = load_model(name_or_path, image_size=image_size, allow_jit=allow_jit, act=act)
     else:
+        for tower in ("vision", "text"):  # a whole VisionConfig/TextConfig is an override too: merged as its dict
+            if hasattr(overrides.get(tower), "to_dict"):
+                overrides[tower] = overrides[tower].to_dict()
         if act is not None:
             for tower in ("vision", "text"):
                 overrides[tower] = {"act": act, **(overrides.get(tower) or {})}
@@ -92,8 +102,10 @@ def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
     from .data.tokenizer import get_tokenizer as _get, tokenizer_from_config
 
     config = None
-    if hasattr(model_or_cfg, "cfg") and hasattr(model_or_cfg.cfg, "tokenizer"):
-        config = model_or_cfg.cfg.tokenizer
+    # a model, or its config (model.cfg, as get_preprocess takes it)
+    cfg = model_or_cfg if isinstance(model_or_cfg, ClipConfig) else getattr(model_or_cfg, "cfg", None)
+    if cfg is not None and hasattr(cfg, "tokenizer"):
+        config = cfg.tokenizer
         if config is None:  # the data-level error printed the whole model (thousands of characters)
             raise ValueError(f"this {type(model_or_cfg).__name__}'s config has no tokenizer (cfg.tokenizer is None); "
                              "pass the one it was trained with by name or config, e.g. "

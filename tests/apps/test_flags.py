@@ -204,3 +204,12 @@ def test_eval_reads_a_single_template_as_a_template(tmp_path, capsys):
 
     args = parse("eval", "zeroshot", "--model", "m", "--data", "d", "--template", "art of {c}")
     assert _entry(args, ["zeroshot_classification"])["templates"] == ["art of {c}"]
+
+
+@pytest.mark.parametrize("argv", [["info", ""], ["embed", "--model", "", "--texts", "t.txt", "--out", "o.npy"],
+                                  ["vit", "eval", "", "--data", "d"], ["analyze", "filters", ""]])
+def test_an_empty_model_is_refused_by_its_argument(argv, capsys):
+    """"" is the current folder to a path: `kizuna info ""` loaded whatever model was there."""
+    with pytest.raises(SystemExit):
+        parse(*argv)
+    assert "is empty: give a preset name or a checkpoint path" in capsys.readouterr().err

@@ -198,7 +198,14 @@ def test_info_says_when_it_has_no_flop_count(tmp_path, capsys):
     cfg.vision.stem, cfg.vision.patch_size, cfg.vision.stem_channels = "conv", 1, [8, 16]
     kizuna.save_model(ClipModel(cfg), tmp_path / "conv")
     assert main(["info", str(tmp_path / "conv")]) == 0
-    assert "GFLOPs: not counted for a conv or ResNet stem" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "GFLOPs of the image tower: not counted for a conv or ResNet stem" in out
+    # the text tower is a plain transformer: it was left out with the image tower's count
+    from kizuna.models.flops import text_flops
+
+    assert f"GFLOPs: text {text_flops(cfg.text) / 1e9:.2f}  (2 x MACs, one text)" in out
+    assert main(["info", str(tmp_path / "conv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gflops"] == {"text": round(text_flops(cfg.text) / 1e9, 3)}
 
 
 def test_a_vit_classifier_given_to_an_image_text_command_is_named(tmp_path, capsys):

@@ -259,3 +259,15 @@ def test_a_pickle_a_weights_only_load_refuses_is_named_so(tmp_path):
     with pytest.raises(CheckpointError, match="a torch file that a weights-only load refuses .*never unpickles") as info:
         kizuna.load_model(path)
     assert "weights_only=False" not in str(info.value)
+
+
+def test_a_truncated_torch_file_is_called_damaged(tmp_path):
+    """It was "a torch file that a weights-only load refuses", with advice to save a state_dict."""
+    import kizuna
+    from kizuna.models.checkpoint import CheckpointError
+
+    path = tmp_path / "x.pt"
+    torch.save({"w": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="x.pt: a damaged or truncated torch file"):
+        kizuna.load_model(path)

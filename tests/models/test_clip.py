@@ -284,3 +284,27 @@ def test_forward_normalises_the_features_in_float32_under_autocast():
     from kizuna.models.clip import _unit
 
     assert _unit(torch.empty(2, 8, device="meta")).shape == (2, 8)  # no autocast on meta: it raised there
+
+
+@pytest.mark.parametrize("name", ["ViT-mu-8", "siglip-mu-8"])
+def test_an_empty_batch_encodes_to_no_rows(name):
+    """The pruned last block reshaped with -1: "cannot reshape tensor of 0 elements" for an empty batch, which a
+    filtered list of texts or images easily is."""
+    model = kizuna.create_model(name).eval()
+    size = model.cfg.vision.image_size
+    with torch.inference_mode():
+        assert model.encode_image(torch.zeros(0, 3, size, size)).shape == (0, model.cfg.embed_dim)
+        assert model.encode_text(kizuna.get_tokenizer(model)([]), normalize=True).shape == (0, model.cfg.embed_dim)
+
+
+def test_create_model_takes_paths_whole_configs_and_get_tokenizer_takes_a_config(tmp_path):
+    """A Path that does not exist was read as a preset name (TypeError from str.replace), a whole VisionConfig
+    with image_size= was "not a mapping", and get_tokenizer(model.cfg) an "unknown tokenizer"."""
+    with pytest.raises(CheckpointError, match="missing: no such checkpoint"):
+        kizuna.create_model(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no model given"):
+        kizuna.create_model("")
+    vision = kizuna.clip_config("ViT-mu-8").vision
+    model = kizuna.create_model("ViT-mu-8", vision=vision, image_size=48, act="gelu")
+    assert model.cfg.vision.image_size == 48 and model.cfg.vision.act == "gelu"
+    assert kizuna.get_tokenizer(model.cfg)(["a cat"]).shape == kizuna.get_tokenizer(model)(["a cat"]).shape

@@ -47,7 +47,7 @@ def add_device_argument(parser) -> None:
 
 
 def add_model_argument(parser, required: bool = True):
-    parser.add_argument("--model", required=required,
+    parser.add_argument("--model", required=required, type=model_spec,
                         help="checkpoint path (kizuna folder/.safetensors, OpenAI .pt, HF folder) or preset name")
     parser.add_argument("--allow-jit", action="store_true",
                         help="allow loading TorchScript archives (they execute code: trusted files only)")
@@ -98,6 +98,16 @@ def whole_number(minimum: int):
 
     parse.__name__ = f"at_least_{minimum}"
     return parse
+
+
+def model_spec(text: str) -> str:
+    """An argparse type for a model argument: "" (an unset shell variable) is refused; as a path it is the
+    current folder, and a command loaded whatever was there."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a preset name or a checkpoint path")
+    return text
 
 
 at_least_one = whole_number(1)  # counts: images, draws, classes in a panel

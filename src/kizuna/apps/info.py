@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 
+from kizuna.apps.common import model_spec
+
 
 def add_arguments(p):
-    p.add_argument("model", help="preset name, checkpoint path, or `list` to print the presets")
+    p.add_argument("model", type=model_spec, help="preset name, checkpoint path, or `list` to print the presets")
     p.add_argument("--allow-jit", action="store_true", help="allow TorchScript archives (trusted files only)")
     p.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
                    help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record (gelu for "
@@ -30,11 +32,14 @@ def _brief(config: dict) -> dict:
 
 def summarize(model) -> dict:
     from kizuna.models.clip import ClipModel
-    from kizuna.models.flops import clip_flops, vision_flops
+    from kizuna.models.flops import clip_flops, clip_text_flops, vision_flops
 
     count = lambda m: sum(p.numel() for p in m.parameters())
     if isinstance(model, ClipModel):
-        flops = clip_flops(model.cfg) if model.cfg.vision.stem == "patch" else {}
+        if model.cfg.vision.stem == "patch":
+            flops = clip_flops(model.cfg)
+        else:  # the text tower is counted whatever the image tower's stem
+            flops = {"text": clip_text_flops(model.cfg)}
         return {
             "name": model.cfg.name, "kind": "clip", "loss": model.cfg.loss,
             "params": {"image": count(model.visual), "text": count(model.text), "total": count(model)},
@@ -68,12 +73,13 @@ def run(args):
     print(f"model: {args.model}  ({info['kind']}{', loss ' + info['loss'] if 'loss' in info else ''})")
     print("params: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in info["params"].items()))
     clip = info["kind"] == "clip"
-    if info["gflops"]:
-        per = "one image / one text" if clip else "one image"
-        print("GFLOPs: " + ", ".join(f"{k} {v:.2f}" for k, v in info["gflops"].items()) + f"  (2 x MACs, {per})")
-    else:  # said, not left out: a conv or ResNet stem has no analytic count
+    gflops = info["gflops"]
+    if gflops:
+        per = "one image / one text" if "image" in gflops and clip else "one text" if clip else "one image"
+        print("GFLOPs: " + ", ".join(f"{k} {v:.2f}" for k, v in gflops.items()) + f"  (2 x MACs, {per})")
+    if "image" not in gflops:  # said, not left out: a conv or ResNet stem has no analytic count
         fn = "model.encode_image" if clip else "model"  # a VisionTransformer is called itself
-        print(f"GFLOPs: not counted for a conv or ResNet stem; kizuna.models.flops.measured_flops({fn}, x) counts "
-              "one forward")
+        print(f"GFLOPs of the image tower: not counted for a conv or ResNet stem; "
+              f"kizuna.models.flops.measured_flops({fn}, x) counts one forward")
     print("config:")
     print(json.dumps(info["config"], indent=2))

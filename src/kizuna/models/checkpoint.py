@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import tempfile
 import zipfile
@@ -225,8 +226,11 @@ def load_weights_only(path: Path):
     except Exception as e:
         with open(path, "rb") as f:
             head = f.read(16)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if (head.startswith(b"PK") or head[:1] == b"\x80") and not isinstance(e, pickle.UnpicklingError):
+            raise CheckpointError(f"{path}: a damaged or truncated torch file ({type(e).__name__}: {first}); save or "
+                                  "copy it again") from None
         if head.startswith(b"PK") or head[:1] == b"\x80":  # a torch zip archive or a (legacy) pickle
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise CheckpointError(
                 f"{path}: a torch file that a weights-only load refuses ({type(e).__name__}: {first}). kizuna "
                 "reads tensors only and never unpickles other objects: save the model's state_dict, or use "

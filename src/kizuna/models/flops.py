@@ -74,12 +74,15 @@ def minilm_text_flops(context_length: int, embed_dim: int) -> int:
     return flops + 2 * D * embed_dim
 
 
-def clip_flops(cfg: ClipConfig) -> dict[str, int]:
-    img = vision_flops(cfg.vision)
+def clip_text_flops(cfg: ClipConfig) -> int:
+    """One text through a two-tower model's text tower, whichever kind it is."""
     if cfg.text.kind == "minilm":  # its length is its tokenizer's (MiniLMTokenizer), its projection embed_dim wide
-        txt = minilm_text_flops(int(cfg.tokenizer.get("context_length", 77)), cfg.embed_dim)
-    else:
-        txt = text_flops(cfg.text)
+        return minilm_text_flops(int(cfg.tokenizer.get("context_length", 77)), cfg.embed_dim)
+    return text_flops(cfg.text)
+
+
+def clip_flops(cfg: ClipConfig) -> dict[str, int]:
+    img, txt = vision_flops(cfg.vision), clip_text_flops(cfg)
     return {"image": img, "text": txt, "total": img + txt}
 
 

@@ -390,7 +390,7 @@ class Block(nn.Module):
         B, T, C = x.shape
         h = self.norm1(x)
         q = linear(gather_rows(h, rows), a.qkv.weight[:C], a.qkv.bias[:C])
-        q = q.view(B, -1, a.heads, a.head_dim).transpose(1, 2)
+        q = q.view(B, rows.shape[1], a.heads, a.head_dim).transpose(1, 2)  # not -1: an empty batch has no size
         kv = linear(h, a.qkv.weight[C:], a.qkv.bias[C:]).view(B, T, 2, a.heads, a.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         mask = None
@@ -400,7 +400,7 @@ class Block(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # the materialised path, as in Attention.forward
             out, _ = materialised_attention(q, k, v, keep=mask)
-        out = out.transpose(1, 2).reshape(B, -1, C)
+        out = out.transpose(1, 2).reshape(B, rows.shape[1], C)
         x = gather_rows(x, rows)
         lib = self._fused_library(x)
         if lib is not None:

@@ -30,6 +30,8 @@ import os
 import sys
 from pathlib import Path
 
+from kizuna.apps.common import model_spec
+
 # `kizuna vit finetune` defaults (the paper's fine-tuning recipe, scaled to small runs).
 FINETUNE_DEFAULTS = dict(optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_steps=100, epochs=10.0,
                          image_size=0, randaug_ops=0, mixup=0.0, cutmix=0.0, label_smoothing=0.0,
@@ -85,7 +87,7 @@ def add_arguments(p):
     _add_config_flags(t, {}, skip=("init", "reset_head", "pos_embed"))
     f = sub.add_parser("finetune", help="fine-tune a trained ViT (or CLIP image tower) on labelled images",
                        description=FINETUNE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    f.add_argument("checkpoint", help="ViT or CLIP checkpoint (folder or .safetensors), e.g. runs/x/model")
+    f.add_argument("checkpoint", type=model_spec, help="ViT or CLIP checkpoint (folder or .safetensors), e.g. runs/x/model")
     f.add_argument("--no-pos-interp", action="store_true",
                    help="ablation: reuse the position-embedding table by sequence index (= --pos-embed sequence)")
     _add_config_flags(f, FINETUNE_DEFAULTS, skip=("init", "model", "model_overrides"))
@@ -111,7 +113,7 @@ def add_arguments(p):
     _set_help(a, "seed", f"random seed of the augmentation draws (default {SupervisedConfig().seed})")
     e = sub.add_parser("eval", help="evaluate a trained ViT's own head: top-1/top-5, per-class table, confusion",
                        description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("checkpoint", help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
+    e.add_argument("checkpoint", type=model_spec, help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
     e.add_argument("--data", required=True,
                    help="labelled images: a CLIP_benchmark folder (root or split folder), ImageFolder tree or CSV")
     e.add_argument("--split", default=None, help="split folder (default: test, else val/validation, else the folder)")
