@@ -50,6 +50,17 @@ def test_warnings_speak_as_the_command(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def test_the_trainers_own_warnings_speak_as_the_command(tmp_path, capsys):
+    """The trainers printed some warnings as a bare "warning: ..." (the docs promise the command's voice)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # pytest records warnings; the command prints them as a user sees them
+        assert main([*_train_flags(tmp_path / "run"), "--warmup-steps", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "kizuna train: warning: the warm-up (5 steps) lasts the whole run (2 steps)" in err
+
+
 def test_a_runs_folder_given_as_a_model_names_the_model_inside(tmp_path, capsys):
     from kizuna.train.contrastive import ContrastiveTrainer
 

@@ -333,23 +333,27 @@ def test_a_resume_given_another_lr_and_weight_decay_uses_them(tmp_path):
 
 
 def test_a_warmup_that_fills_the_run_is_warned_about(tmp_path, capsys):
-    ContrastiveTrainer(tiny_config(tmp_path, steps=3, warmup_steps=5)).train()
-    assert "the warm-up (5 steps) lasts the whole run (3 steps)" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match=r"the warm-up \(5 steps\) lasts the whole run \(3 steps\)"):
+        ContrastiveTrainer(tiny_config(tmp_path, steps=3, warmup_steps=5)).train()
 
 
-def test_a_best_checkpoint_picked_on_the_test_split_is_warned_about(tmp_path, capsys):
+def test_a_best_checkpoint_picked_on_the_test_split_is_warned_about(tmp_path):
+    import warnings
+
     from kizuna.train.contrastive import warn_if_best_is_picked_on_test
 
     for split in ("test", "val"):
         (tmp_path / "data" / split).mkdir(parents=True)
         (tmp_path / "data" / split / "000000.tar").write_bytes(b"")
-    warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data"),
-                                               best_metric="retrieval/text_to_image_R@1"))
-    assert "picks best/ on the test split" in capsys.readouterr().err
-    warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data"), eval_split="val",
-                                               best_metric="retrieval/text_to_image_R@1"))
-    warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data")))  # no best/
-    assert capsys.readouterr().err == ""
+    with pytest.warns(UserWarning, match="picks best/ on the test split"):
+        warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data"),
+                                                   best_metric="retrieval/text_to_image_R@1"))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data"), eval_split="val",
+                                                   best_metric="retrieval/text_to_image_R@1"))
+        warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(tmp_path / "data")))  # no best/
+    assert not said
 
 
 def test_flags_a_checkpoint_given_as_model_decides_are_refused(tmp_path):

@@ -106,7 +106,7 @@ def add_arguments(p):
                            help="final train accuracy = mean of this many last logged values (default 5)")
             a.add_argument("--mode", choices=["auto", "max", "min"], default="auto",
                            help="which end of the metric is best: auto (default) takes the lowest for a loss, "
-                                "error or rank, else the highest")
+                                "error, rank or attack rate, else the highest")
             continue
         if name == "over-training":
             a.add_argument("model", metavar="run", type=model_spec, help="a training run's OUT folder (its checkpoints/step_* are "

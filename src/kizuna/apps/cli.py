@@ -17,7 +17,7 @@ COMMANDS = {
     "train": ("kizuna.train.cli", "train a CLIP/SigLIP model (contrastive)"),
     "demo": ("kizuna.train.demo", "train a small CLIP on the built-in shapes world and report (CPU, minutes)"),
     "eval": ("kizuna.eval.cli", "evaluate: zero-shot, retrieval, linear probe, few-shot, probes, suites"),
-    "vit": ("kizuna.train.vit_cli", "supervised ViT: train, fine-tune, evaluate"),
+    "vit": ("kizuna.train.vit_cli", "supervised ViT: train, fine-tune, evaluate, show the augmentation"),
     "analyze": ("kizuna.analysis.cli", "figures of what a ViT learned (filters, positions, attention)"),
 }
 

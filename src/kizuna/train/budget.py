@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
+import warnings
 import time
 from dataclasses import dataclass, field
 
@@ -239,9 +239,10 @@ def plan_run(trainer, bar=None) -> dict:
                       + (f", {eval_s:.1f} s per evaluation" if metrics else "")
                       + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
     if trainer.total_steps <= cfg.warmup_steps and trainer.dist.is_main:
-        print(f"warning: the time budget of {cfg.time_budget_minutes:g} min ends the run at step {trainer.total_steps}, "
-              f"inside its warm-up of {cfg.warmup_steps} steps: the learning rate never reaches its peak or decays. "
-              "Lower --warmup-steps or raise --time-budget-minutes", file=sys.stderr)
+        # through warnings, so the command prints it in its own voice ("kizuna train: warning: ...")
+        warnings.warn(f"the time budget of {cfg.time_budget_minutes:g} min ends the run at step {trainer.total_steps}, "
+                      f"inside its warm-up of {cfg.warmup_steps} steps: the learning rate never reaches its peak or "
+                      "decays. Lower --warmup-steps or raise --time-budget-minutes", stacklevel=2)
     trainer.budget.pause()
     return metrics
 
@@ -278,9 +279,10 @@ def warn_if_warmup_fills_the_run(trainer) -> None:
     100 steps do on a dataset of under ~1,300 images at batch 128 and 10 epochs)."""
     cfg = trainer.cfg
     if trainer.planned and cfg.warmup_steps >= trainer.total_steps and trainer.dist.is_main:
-        print(f"warning: the warm-up ({cfg.warmup_steps} steps) lasts the whole run ({trainer.total_steps} steps): "
-              "the learning rate never decays" + (" and never reaches --lr" if cfg.warmup_steps > trainer.total_steps else "")
-              + ". Lower --warmup-steps", file=sys.stderr)
+        warnings.warn(f"the warm-up ({cfg.warmup_steps} steps) lasts the whole run ({trainer.total_steps} steps): "
+                      "the learning rate never decays"
+                      + (" and never reaches --lr" if cfg.warmup_steps > trainer.total_steps else "")
+                      + ". Lower --warmup-steps", stacklevel=2)
 
 
 def length_state(trainer) -> dict:

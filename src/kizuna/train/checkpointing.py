@@ -61,7 +61,7 @@ def lower_is_better(metric: str, mode: str = "auto") -> bool:
 
 class CheckpointManager:
     def __init__(self, out_dir: str | Path, keep_last: int = 2, metric: str | None = None, mode: str = "auto"):
-        """``mode``: which end of ``metric`` is best; "auto" takes the lowest for a loss, error or rank."""
+        """``mode``: which end of ``metric`` is best; "auto" takes the lowest for a loss, error, rank or attack rate."""
         if keep_last < 1:  # 0 pruned the final checkpoint too, leaving `latest` naming nothing
             raise ValueError(f"keep_last must be >= 1 (the newest checkpoint is always kept), got {keep_last}")
         self.dir = Path(out_dir) / "checkpoints"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -372,9 +372,9 @@ def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:
         except (DatasetError, OSError):
             continue
         if split == "test":
-            print(f"warning: --best-metric {cfg.best_metric} picks best/ on the test split of {folder}, so best/'s "
-                  "test numbers are no longer held out; pass --eval-split val (where the data has one)",
-                  file=sys.stderr)
+            warnings.warn(f"--best-metric {cfg.best_metric} picks best/ on the test split of {folder}, so best/'s "
+                          "test numbers are no longer held out; pass --eval-split val (where the data has one)",
+                          stacklevel=2)
             return
 
 

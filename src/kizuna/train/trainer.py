@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -275,7 +276,7 @@ class Trainer(ABC):
 
             path = plot_curves(self.out)
         except Exception as e:  # noqa: BLE001 - matplotlib can fail in many ways; the checkpoints are written
-            print(f"warning: could not draw {self.out / 'curves.png'} ({type(e).__name__}: {e})", file=sys.stderr)
+            warnings.warn(f"could not draw {self.out / 'curves.png'} ({type(e).__name__}: {e})", stacklevel=2)
             return
         if path is not None and self.cfg.progress:
             print(f"curves: {path}")

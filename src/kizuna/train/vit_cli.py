@@ -1,4 +1,5 @@
-"""Train a Vision Transformer on labelled images, fine-tune one, or evaluate it (ViT paper, Dosovitskiy et al.).
+"""Train a Vision Transformer on labelled images, fine-tune one, evaluate it, or show its training augmentation
+(ViT paper, Dosovitskiy et al.).
 
 Every field of kizuna.train.supervised.SupervisedConfig is a flag; `--config FILE.py` (a module with
 get_config() -> dict) sets several at once and flags override it. Data: CLIP_benchmark
@@ -14,6 +15,7 @@ classification shards (KEY.jpg + KEY.cls), a dataset root with split folders, an
   kizuna vit finetune runs/cifar-s4/model --data ... --val-data ... --image-size 64 --out runs/ft64
   kizuna vit finetune runs/cifar-s4/model ... --image-size 64 --no-pos-interp --out runs/ft64-noint
   kizuna vit eval runs/cifar-s4/model --data ../shared/data/cifar10 --split test --out runs/cifar-s4/eval
+  kizuna vit augment --config vit_cifar10_gpu --out fig/augment              # the recipe's augmentation, drawn
   torchrun --nproc_per_node 2 -m kizuna.apps.cli vit train ... --device cpu
 
 Fine-tuning defaults follow the paper: SGD with momentum 0.9, no weight decay, gradient clipping at
