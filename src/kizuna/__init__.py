@@ -47,7 +47,8 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
             raise CheckpointError(f"{name_or_path}: no such checkpoint (file or folder)")
         name_or_path = os.fspath(name_or_path)
     if not str(name_or_path).strip():  # "" is the current folder to Path: it loaded whatever was there
-        raise ValueError("no model given (an empty name); pass a preset name (kizuna.list_models()) or a checkpoint path")
+        raise ValueError("no model given (an empty name); pass a preset name (kizuna.list_models()) or a "
+                         "checkpoint path")
     if Path(name_or_path).exists():
         if overrides:
             raise ValueError(f"config overrides ({', '.join(overrides)}) apply to presets only; a checkpoint carries "

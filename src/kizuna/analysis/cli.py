@@ -29,7 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from kizuna.apps.common import add_device_argument, add_progress_argument, add_threads_argument, at_least_one, model_spec
+from kizuna.apps.common import (add_device_argument, add_progress_argument, add_threads_argument, at_least_one,
+                                model_spec)
 
 ACTIONS = {
     "filters": "PCA of the patch-embedding filters",
@@ -109,14 +110,16 @@ def add_arguments(p):
                                 "error, rank or attack rate, else the highest")
             continue
         if name == "over-training":
-            a.add_argument("model", metavar="run", type=model_spec, help="a training run's OUT folder (its checkpoints/step_* are "
-                                                      "analysed; keep them with --keep-last)")
+            a.add_argument("model", metavar="run", type=model_spec,
+                           help="a training run's OUT folder (its checkpoints/step_* are analysed; keep them with "
+                                "--keep-last)")
             a.add_argument("--metric", default="val_top1",
                            help="the metric saved with each checkpoint to draw against the step (default "
                                 "val_top1; a CLIP run saves e.g. zeroshot/top1). A name no checkpoint has is an "
                                 "error that lists the ones they have; a checkpoint without it shows n/a")
         else:
-            a.add_argument("model", type=model_spec, help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
+            a.add_argument("model", type=model_spec,
+                           help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
         a.add_argument("--out", default="analysis", help="folder for the PNGs and JSON (default: analysis)")
         add_device_argument(a)
         if name != "over-training":  # a run's checkpoints are kizuna's own format, never TorchScript

@@ -89,7 +89,8 @@ def add_arguments(p):
     _add_config_flags(t, {}, skip=("init", "reset_head", "pos_embed"))
     f = sub.add_parser("finetune", help="fine-tune a trained ViT (or CLIP image tower) on labelled images",
                        description=FINETUNE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    f.add_argument("checkpoint", type=model_spec, help="ViT or CLIP checkpoint (folder or .safetensors), e.g. runs/x/model")
+    f.add_argument("checkpoint", type=model_spec,
+                   help="ViT or CLIP checkpoint (folder or .safetensors), e.g. runs/x/model")
     f.add_argument("--no-pos-interp", action="store_true",
                    help="ablation: reuse the position-embedding table by sequence index (= --pos-embed sequence)")
     _add_config_flags(f, FINETUNE_DEFAULTS, skip=("init", "model", "model_overrides"))
@@ -115,7 +116,8 @@ def add_arguments(p):
     _set_help(a, "seed", f"random seed of the augmentation draws (default {SupervisedConfig().seed})")
     e = sub.add_parser("eval", help="evaluate a trained ViT's own head: top-1/top-5, per-class table, confusion",
                        description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("checkpoint", type=model_spec, help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
+    e.add_argument("checkpoint", type=model_spec,
+                   help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
     e.add_argument("--data", required=True,
                    help="labelled images: a CLIP_benchmark folder (root or split folder), ImageFolder tree or CSV")
     e.add_argument("--split", default=None, help="split folder (default: test, else val/validation, else the folder)")
