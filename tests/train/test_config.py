@@ -29,7 +29,7 @@ def test_unknown_option_is_named():
     with pytest.raises(ValueError, match="unknown training option.*bogus"):
         make_config({}, bogus=1)
     # a value outside a field's choices (both used to train a CLIP run silently)
-    with pytest.raises(ValueError, match="loss must be 'clip' or 'siglip', got 'sigmoid'"):
+    with pytest.raises(ValueError, match="loss must be 'model', 'clip' or 'siglip', got 'sigmoid'"):
         make_config({}, loss="sigmoid")
     with pytest.raises(ValueError, match="text_tower must be 'model' or 'minilm', got 'bert'"):
         make_config({}, text_tower="bert")
@@ -124,3 +124,17 @@ def test_a_builtin_config_name_wins_over_a_folder_of_that_name(tmp_path, monkeyp
 def test_the_contrastive_trainers_augmentation_is_checked_before_the_run(overrides, message):
     with pytest.raises(ValueError, match=message):
         make_config(**overrides)
+
+
+def test_a_siglip_preset_keeps_its_loss_unless_told_otherwise():
+    """The default loss was "clip", which turned siglip-mu-8 into a CLIP model (no bias, ln(1/0.07)) silently."""
+    import math
+
+    from kizuna.train.contrastive import model_config
+
+    own = model_config(make_config(model="siglip-mu-8"))
+    assert (own.loss, own.init_logit_bias, own.init_logit_scale) == ("siglip", -10.0, math.log(10))
+    assert model_config(make_config(model="ViT-mu-8")).loss == "clip"
+    told = model_config(make_config(model="siglip-mu-8", loss="clip"))
+    assert (told.loss, told.init_logit_bias) == ("clip", None)
+    assert model_config(make_config(model="ViT-mu-8", loss="siglip")).loss == "siglip"

@@ -72,6 +72,15 @@ def test_locked_image_tower_stays_bit_identical(tmp_path):
     assert any(not torch.equal(p, before_txt[n]) for n, p in tr.model.text.named_parameters())
 
 
+def test_gradcache_with_both_towers_locked_trains_the_logit_scale(tmp_path):
+    """With --accum-steps 2 the first chunk had nothing to differentiate: "element 0 of tensors does not require
+    grad". With 1 it trained the scale."""
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=2, lock_image=True, lock_text=True, accum_steps=2))
+    scale = tr.model.logit_scale.detach().clone()
+    tr.train()
+    assert not torch.equal(tr.model.logit_scale, scale)
+
+
 def test_lock_all_but_last_block(tmp_path):
     tr = ContrastiveTrainer(tiny_config(tmp_path, steps=2, lock_text=True, lock_text_unlocked_blocks=1))
     blocks = tr.model.text.transformer.blocks
@@ -173,14 +182,16 @@ def test_a_contrastive_resume_refuses_another_loss(tmp_path):
     with pytest.raises(ValueError, match=r"loss='siglip' \(the run has 'clip'\) would be ignored"):
         ContrastiveTrainer(tiny_config(tmp_path / "b", steps=4, loss="siglip",
                                        resume=str(tmp_path / "a" / "checkpoints" / "step_0000002")))
-    # --loss clip is the default: refused only because the command line names it
+    # the default (--loss model, the preset's own) is recorded as the loss it meant, and refused only when named
     siglip = tiny_config(tmp_path / "s", steps=2, loss="siglip")
     ContrastiveTrainer(siglip).train()
-    again = dataclasses.replace(siglip, loss="clip", out=str(tmp_path / "t"),
+    again = dataclasses.replace(siglip, loss="model", out=str(tmp_path / "t"),
                                 resume=str(tmp_path / "s" / "checkpoints" / "step_0000002"))
-    assert ContrastiveTrainer(again).step == 2  # from Python: clip is the default, so "not given"
+    assert ContrastiveTrainer(again).step == 2  # from Python: the default, so "not given"
     with pytest.raises(ValueError, match=r"loss='clip' \(the run has 'siglip'\) would be ignored"):
-        ContrastiveTrainer(again, named=frozenset({"loss", "out", "resume"}))
+        ContrastiveTrainer(dataclasses.replace(again, loss="clip"), named=frozenset({"loss", "out", "resume"}))
+    fresh = ContrastiveTrainer(tiny_config(tmp_path / "m", steps=1))
+    assert fresh.cfg.loss == "clip" and json.loads((tmp_path / "m" / "train_config.json").read_text())["loss"] == "clip"
 
 
 def test_a_command_line_resume_needs_only_the_run_folder(tmp_path, capsys):

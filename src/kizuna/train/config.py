@@ -22,7 +22,7 @@ class TrainConfig:
     # model
     model: str = "ViT-mu-8"  # preset name or checkpoint path to start from
     model_overrides: dict = field(default_factory=dict)  # JSON of model config fields, e.g. {"vision": {"depth": 4}}
-    loss: str = "clip"  # "clip" (softmax InfoNCE) | "siglip" (pairwise sigmoid)
+    loss: str = "model"  # "model" (the preset's own) | "clip" (softmax InfoNCE) | "siglip" (pairwise sigmoid)
     tokenizer: str = "model"  # "model" (the checkpoint's), "clip_bpe", "train" (BPE on the captions)
     tokenizer_vocab_size: int = 4096  # vocabulary size (tokens) of the BPE learnt with --tokenizer train
     context_length: int = 0  # text length in tokens (longer captions are cut); 0 = the model's
@@ -129,8 +129,8 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         raise ValueError(f"unknown training option(s): {', '.join(unknown)}"
                          + ("; they are `kizuna vit train` options (a ViT config given to `kizuna train`?)" if vit else ""))
     cfg = TrainConfig(**merged)
-    if cfg.loss not in ("clip", "siglip"):
-        raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")
+    if cfg.loss not in ("model", "clip", "siglip"):
+        raise ValueError(f"loss must be 'model', 'clip' or 'siglip', got {cfg.loss!r}")
     if cfg.text_tower not in ("model", "minilm"):
         raise ValueError(f"text_tower must be 'model' or 'minilm', got {cfg.text_tower!r}")
     if cfg.best_mode not in ("auto", "max", "min"):

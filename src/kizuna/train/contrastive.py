@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -49,6 +50,7 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
         for tower in ("vision", "text"):
             if "output_dim" not in cfg.model_overrides.get(tower, {}) and d[tower].get("output_dim"):
                 d[tower]["output_dim"] = d["embed_dim"]
+    # "model" keeps the preset's loss: a default of "clip" turned a siglip-* preset into a CLIP model silently
     if cfg.loss == "siglip" and d["loss"] != "siglip":
         d.update(loss="siglip", init_logit_scale=math.log(10), init_logit_bias=-10.0, max_logit_scale=None)
     elif cfg.loss == "clip" and d["loss"] != "clip":
@@ -98,6 +100,8 @@ class ContrastiveTrainer(Trainer):
             if mcfg.text.kind == "minilm":
                 model.text.load_pretrained_weights()
         self.model: ClipModel = model.to(self.device).train()
+        if cfg.loss == "model":  # recorded as the loss the run trains with, which a resume then compares against
+            cfg = self.cfg = dataclasses.replace(cfg, loss=self.model.cfg.loss)
         self.tokenizer = kizuna.get_tokenizer(self.model)
         ids, embeddings = getattr(self.tokenizer, "vocab_size", 0), self.model.cfg.text.vocab_size
         if self.model.cfg.text.kind != "minilm" and ids > embeddings:  # failed at step 1, deep in an embedding
@@ -245,7 +249,8 @@ class ContrastiveTrainer(Trainer):
                     surrogate = surrogate + out["logit_scale"].float() * scale.grad
                     if bias is not None:
                         surrogate = surrogate + out["logit_bias"].float() * bias.grad
-                surrogate.backward()
+                if surrogate.requires_grad:  # both towers locked: only the last chunk has a gradient (the scale's)
+                    surrogate.backward()
         _set_rng_states(end_state, self.device)
         return loss.detach()
 
