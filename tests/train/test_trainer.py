@@ -706,12 +706,13 @@ def test_a_resume_of_a_finished_run_leaves_its_files_as_they_are(tmp_path, capsy
     """It said the run was complete and trained nothing, but rewrote train_config.json with the resume's flags
     (--lr 5e-3 for a run trained at 1e-3) and added a second TensorBoard events file."""
     from kizuna.apps.cli import main
+    from kizuna.train.checkpointing import RUN_LOCK
 
     ContrastiveTrainer(tiny_config(tmp_path, steps=2)).train()
 
-    def files():
+    def files():  # the run's own files (the folder's lock names whichever process runs in it)
         return {p.relative_to(tmp_path): (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")
-                if p.is_file()}
+                if p.is_file() and p.name != RUN_LOCK}
 
     before = files()
     capsys.readouterr()
@@ -744,3 +745,25 @@ def test_a_resume_the_data_position_cannot_follow_names_the_flag(tmp_path, capsy
     assert main(base) == 2
     err = capsys.readouterr().err
     assert "trained by 2 processes and this one has 1" in err and "torchrun --nproc_per_node 2" in err, err
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_lasts(tmp_path):
+    """The same command started twice: the second moved the first's checkpoints to checkpoints.prev while the
+    first went on writing into the folder. A killed run's lock goes with its process."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from kizuna.train.checkpointing import hold_run_lock; "
+                               "lock = hold_run_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)",
+                               str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=rf"--out .*run: another kizuna run \(pid {holder.pid}\) is writing there"):
+            ContrastiveTrainer(tiny_config(tmp_path / "run", steps=1))
+    finally:
+        holder.kill()
+        holder.wait()
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=1))
+    trainer.train()
+    assert trainer.step == 1

@@ -12,6 +12,7 @@ values only and is read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import random
 import shutil
@@ -224,6 +225,39 @@ class CheckpointManager:
         self.best_restarted = before if before != (self.metric, self.mode) and state.get("best_value") is not None else None
         self.best_value = None if self.best_restarted else state.get("best_value")
         return state
+
+
+RUN_LOCK = ".kizuna-run.lock"
+
+
+def hold_run_lock(out: Path):
+    """Lock OUT for this process's run, or raise if another process's run holds it. Two runs in one folder
+    (the same command started twice) moved each other's checkpoints aside and interleaved their logs. The
+    lock is the kernel's (a POSIX record lock on OUT/.kizuna-run.lock, which names the holder's pid): it goes
+    with the process, so a killed run leaves nothing to clean up and resumes as before. Returns the open file,
+    to be kept while the run lasts; None where the platform has no fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, as before
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / RUN_LOCK, "a+")
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per process: this process may lock it again
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EAGAIN):  # a file system without locks (some NFS): run unlocked
+            handle.close()
+            return None
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise ValueError(f"--out {out}: another kizuna run{f' (pid {holder})' if holder.isdigit() else ''} is "
+                         "writing there; wait for it to end (or stop it), or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def read_train_state(path: Path, mmap: bool = False) -> dict:

@@ -33,8 +33,8 @@ from kizuna.eval.encode import gather_object, summed_skips
 
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
-from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, flag_value, resumed_config,
-                            rng_state, set_rng_state)
+from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, flag_value, hold_run_lock,
+                            resumed_config, rng_state, set_rng_state)
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
 from .logging import MetricLogger
@@ -75,6 +75,8 @@ class Trainer(ABC):
             announce_restored(cfg, restored)
         tune_for_training(self.device)
         self.out = Path(cfg.out)
+        # one run per folder: the main process holds OUT's lock until it exits (the other ranks write nothing)
+        self.run_lock = hold_run_lock(self.out) if self.dist.is_main else None
         self.per_rank_batch = cfg.batch_size // self.dist.world_size
         torch.manual_seed(cfg.seed)
         self.ckpt = CheckpointManager(self.out, cfg.keep_last, *self.best_metric(cfg))
