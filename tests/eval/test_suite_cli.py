@@ -29,8 +29,11 @@ def test_json_suite_writes_records_table_and_plots(tmp_path, tiny_hf, data):
     f = tmp_path / "suite.json"
     f.write_text(json.dumps(suite))
     out = tmp_path / "out"
-    records = run_suite(f, out_dir=out, progress=False, echo=None)
+    said = []
+    records = run_suite(f, out_dir=out, progress=False, echo=said.append)
     assert [r["task"] for r in records] == ["zeroshot_classification", "linear_probe", "zeroshot_retrieval"]
+    # the last line names every file written, the figures too (they went unmentioned)
+    assert said[-1].endswith("(figures: tiny__cls__confusion.png, tiny__cls__zeroshot_vs_probe.png)"), said[-1]
     saved = json.loads((out / "results.json").read_text())
     assert saved == records
     for r in saved:

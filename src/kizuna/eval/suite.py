@@ -401,7 +401,9 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
     if out_dir and is_main():
         write_results(records, out_dir)
         if echo:
-            echo(f"\nwrote {Path(out_dir) / 'results.json'} and {Path(out_dir) / 'results.md'}")
+            plots = [p for r in records for p in (r.get("details") or {}).get("plots", [])]
+            echo(f"\nwrote {Path(out_dir) / 'results.json'} and {Path(out_dir) / 'results.md'}"
+                 + (f" (figures: {', '.join(plots)})" if plots else ""))
     return records
 
 
