@@ -421,13 +421,15 @@ def test_captions_in_a_legacy_encoding_keep_their_letters(tmp_path):
     with a byte-order mark kept the mark in its first caption (tar members)."""
     members = [("000.jpg", image_bytes()), ("000.txt", "un café à Zürich".encode("cp1252")),
                ("001.jpg", image_bytes()), ("001.txt", "\ufeffnaïve “quotes”".encode("utf-8")),
-               ("002.jpg", image_bytes()), ("002.txt", "“smart quotes” – dash".encode("cp1252"))]
+               ("002.jpg", image_bytes()), ("002.txt", "“smart quotes” – dash".encode("cp1252")),
+               # Notepad's "Unicode": read as Windows-1252 it was a NUL between every letter
+               ("003.jpg", image_bytes()), ("003.txt", "a dog\r\nun chien".encode("utf-16"))]
     write_tar(tmp_path / "shard.tar", members)
-    expected = [("un café à Zürich",), ("naïve “quotes”",), ("“smart quotes” – dash",)]
+    expected = [("un café à Zürich",), ("naïve “quotes”",), ("“smart quotes” – dash",), ("a dog", "un chien")]
     assert build_index(str(tmp_path / "shard.tar")).captions == expected
     folder = tmp_path / "photos"
     folder.mkdir()
-    for key, data in zip(("000", "001", "002"), (m[1] for m in members[1::2])):
+    for key, data in zip(("000", "001", "002", "003"), (m[1] for m in members[1::2])):
         (folder / f"{key}.jpg").write_bytes(image_bytes())
         (folder / f"{key}.txt").write_bytes(data)
     assert build_index(str(folder)).captions == expected

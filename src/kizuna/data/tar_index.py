@@ -117,7 +117,13 @@ def split_key(name: str) -> tuple[str, str]:
 def decode_text(data: bytes) -> str:
     """A caption file's bytes as text: UTF-8 (a byte-order mark dropped), or else Windows-1252, the legacy
     encoding such files are most often in (it reads Latin-1's letters too). Decoding invalid UTF-8 with
-    replacement turned every accented letter into U+FFFD ("caf\ufffd" for "café")."""
+    replacement turned every accented letter into U+FFFD ("caf\ufffd" for "café"). UTF-16 with its byte-order
+    mark (Notepad's "Unicode") is read as such: as Windows-1252 it became a NUL between every letter."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
