@@ -197,6 +197,25 @@ def test_folder_side_cars_pair_in_any_case(tmp_path):
     assert idx.captions[0] == ("a camera's caption",) and idx.labels.tolist() == [-1, 3] and not idx.skips
 
 
+def test_folders_read_every_image_format_embed_reads(tmp_path):
+    """`kizuna embed` listed .bmp/.gif/.tif files that a training or evaluation folder left out."""
+    from PIL import Image
+
+    from kizuna.eval.datasets import load_dataset
+
+    (tmp_path / "pairs").mkdir()
+    for ext in ("bmp", "gif", "tif"):
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "pairs" / f"{ext}.{ext}")
+        (tmp_path / "pairs" / f"{ext}.txt").write_text(f"a {ext} picture")
+    idx = build_index(str(tmp_path / "pairs"), require="caption")
+    assert sorted(idx.keys) == ["bmp", "gif", "tif"] and not idx.skips
+    assert PairDataset(idx, to_tensor)[1]["image"].shape == (3, 8, 8)
+    for c in ("cat", "dog"):
+        (tmp_path / "classes" / c).mkdir(parents=True)
+        Image.new("L", (8, 8), 90).save(tmp_path / "classes" / c / "0.tif")
+    assert load_dataset(tmp_path / "classes").labels.tolist() == [0, 1]
+
+
 def test_bad_samples_are_skipped_and_counted_exactly(tmp_path):
     good = pair_members([f"{i:09d}" for i in range(4)])
     bad = [

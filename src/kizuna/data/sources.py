@@ -99,7 +99,10 @@ __all__ = [
 ]
 
 _REQUIRE = ("any", "caption", "label", "image")
-_FILE_IMAGE_EXTS = tuple("." + e for e in IMAGE_EXTS)
+# a folder's images: the extensions every command reads (`kizuna embed` listed .bmp/.gif/.tif files that a
+# training folder skipped), a tar sample's first when one stem has several
+_FILE_IMAGE_EXTS = tuple("." + e for e in IMAGE_EXTS) + tuple(e for e in images.IMAGE_EXTENSIONS
+                                                              if e[1:] not in IMAGE_EXTS)
 
 
 # ----------------------------------------------------------------------------------- skip counts

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kizuna.data.images import IMAGE_EXTENSIONS
 from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter, build_index
 
 __all__ = [
@@ -68,7 +69,7 @@ SPLIT_NAMES = ("test", "val", "validation", "valid", "train", "dev")
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"
 DEFAULT_TEMPLATES = ("a photo of a {c}.",)
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+_IMAGE_EXTS = IMAGE_EXTENSIONS  # the extensions every command reads
 
 # torchvision's names; CLIP_benchmark's en_classnames.json has no "cifar10" entry (it reads them
 # from torchvision), so a bare cifar10 folder without classnames.txt still works.
