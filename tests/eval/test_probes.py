@@ -169,3 +169,24 @@ def test_unknown_corruptions_are_refused_before_any_encoding(tmp_path, tiny, mon
         evaluate_robustness(model, tok, ds, corruptions=["jpeg", "fog"], progress=False)
     with pytest.raises(ValueError, match="severities are 1..5"):
         evaluate_robustness(model, tok, ds, corruptions=["jpeg"], severities=(6,), progress=False)
+
+
+def test_kept_share_of_a_zero_clean_accuracy_is_not_a_number():
+    """Clean accuracy 0 was divided by 1e-12: "kept 8333333333333%" in the table and 8.3e10 in results.json."""
+    from kizuna.eval import probes as P
+    from kizuna.eval.probes import RobustnessResult
+
+    rows = [{"corruption": "jpeg", "severity": 1, "acc": 0.25, "drop": -0.25, "relative": P._kept(0.25, 0.0)}]
+    r = RobustnessResult(0.0, rows, P.SkipCounter(), "d", 4)
+    assert rows[0]["relative"] != rows[0]["relative"]
+    assert all(line.rstrip().endswith("-") for line in r.table().splitlines() if "jpeg" in line or "mean" in line)
+
+
+@pytest.mark.parametrize("value", ["0", "1,1", "6", "none"])
+def test_probe_severities_outside_one_to_five_or_repeated_are_refused(value, capsys):
+    """--severities 0 ran the defaults 1,3,5; 1,1 counted a level twice in the mean."""
+    from kizuna.apps.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "probes", "--model", "m", "--dataset", "d", "--severities", value])
+    assert "distinct levels from 1 to 5" in capsys.readouterr().err

@@ -25,6 +25,19 @@ from pathlib import Path
 from kizuna.apps.common import add_model_argument, add_progress_argument, device_name
 
 
+def _severities(s: str) -> list[int]:
+    """--severities: ImageNet-C's levels 1..5, each once ("0" ran the defaults; "1,1" counted a level twice)."""
+    import argparse
+
+    try:
+        levels = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected distinct levels from 1 to 5, e.g. 1,3,5; got {s!r}") from None
+    if not levels or any(not 1 <= v <= 5 for v in levels) or len(set(levels)) != len(levels):
+        raise argparse.ArgumentTypeError(f"expected distinct levels from 1 to 5, e.g. 1,3,5; got {s!r}")
+    return levels
+
+
 def _ints(s: str) -> list[int]:
     s = (s or "").strip().lower()
     if s in ("", "none", "0", "off"):
@@ -111,7 +124,7 @@ def add_arguments(p):
                         help="robustness (blur/noise/JPEG/contrast), typographic attack, relation swap",
                         description=PROBES_DOC)
     _common(pr, dataset_required=False)
-    pr.add_argument("--severities", type=_ints, default=None,
+    pr.add_argument("--severities", type=_severities, default=None,
                     help="corruption severities 1..5 (default 1,3,5); the robustness probe, which needs --dataset")
     pr.add_argument("--corruptions", default=None,
                     help="comma-separated subset of gaussian_blur,gaussian_noise,jpeg,contrast (default all)")
@@ -239,8 +252,10 @@ def _run(args, cmd, info):
             raise ValueError("nothing to do: every probe is switched off (or --dataset is missing)")
         e = _entry(args, tasks)
         e.update(severities=args.severities or [1, 3, 5], relation_groups=args.relation_groups)
-        if args.corruptions:
-            e["corruptions"] = [c.strip() for c in args.corruptions.split(",") if c.strip()]
+        if args.corruptions is not None:
+            e["corruptions"] = list(dict.fromkeys(c.strip() for c in args.corruptions.split(",") if c.strip()))
+            if not e["corruptions"]:  # an empty list is "all" to the suite: "," ran every corruption
+                raise ValueError(f"--corruptions {args.corruptions!r} names no corruption; leave it out for all of them")
         entries = [e]
     records = []
     for e in entries:

@@ -165,10 +165,10 @@ class RobustnessResult:
         rows = [["clean", "-", f"{100 * self.clean_acc:.2f}", "", ""]]
         for r in self.rows:
             rows.append([r["corruption"], r["severity"], f"{100 * r['acc']:.2f}", f"{100 * r['drop']:+.2f}",
-                         f"{100 * r['relative']:.0f}%"])
+                         _percent(r["relative"])])
         m = self.metrics
         rows.append(["all shifts (mean)", "-", f"{100 * m['shifted_acc1']:.2f}", f"{100 * m['shifted_drop']:+.2f}",
-                     f"{100 * m['shifted_acc1'] / max(self.clean_acc, 1e-12):.0f}%"])
+                     _percent(_kept(m["shifted_acc1"], self.clean_acc))])
         return format_table(rows, ["shift", "severity", "top-1 %", "drop (points)", "kept"])
 
     def to_dict(self) -> dict:
@@ -238,8 +238,18 @@ def evaluate_robustness(model, tokenizer, dataset, *, corruptions: Sequence[str]
             acc = classify_features(f.features, labels, weights, dataset.classnames, valid=f.valid & clean.valid
                                     ).metrics["acc1"]
             rows.append({"corruption": name, "severity": int(s), "acc": acc, "drop": clean_res.metrics["acc1"] - acc,
-                         "relative": acc / max(clean_res.metrics["acc1"], 1e-12)})
+                         "relative": _kept(acc, clean_res.metrics["acc1"])})
     return RobustnessResult(clean_res.metrics["acc1"], rows, skipped, dataset.name, clean_res.n)
+
+
+def _kept(acc: float, clean_acc: float) -> float:
+    """The share of the clean accuracy kept under a shift; NaN when the clean accuracy is 0 (nothing to keep:
+    it was divided by 1e-12 and printed as 8333333333333%)."""
+    return acc / clean_acc if clean_acc > 0 else float("nan")
+
+
+def _percent(share: float) -> str:
+    return "-" if share != share else f"{100 * share:.0f}%"
 
 
 # ----------------------------------------------------------------------------------- typographic
