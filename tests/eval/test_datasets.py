@@ -71,6 +71,17 @@ def test_image_folder_classes_are_matched_to_a_names_file_by_name(tmp_path):
     assert load_dataset(cifar).labels.tolist() == [0, 1, 2]
 
 
+def test_numbered_folders_named_by_the_class_list_keep_their_class(tmp_path):
+    """Folders 1, 2, 3 (1-based class ids, as Flowers102 numbers them) with names "1", "2", "3" from the
+    training split: a test split with folders 1 and 2 was labelled by number, so "1" scored as class "2"."""
+    root = tmp_path / "flowers"
+    _folders(root / "test", "1", "2")
+    ds = load_dataset(root, split="test", classnames=["1", "2", "3"])
+    assert [ds.classnames[k] for k in ds.labels] == ["1", "2"]
+    numbered = _folders(tmp_path / "ids", "0", "2")  # ids with names that are words: by number
+    assert load_dataset(numbered, classnames=["cat", "dog", "bird"]).labels.tolist() == [0, 2]
+
+
 def test_image_folders_that_do_not_fit_the_names_file_are_an_error(tmp_path):
     root = _folders(tmp_path / "x", "car", "horse")
     (root / "classnames.txt").write_text("car\ncat\ndog\n")

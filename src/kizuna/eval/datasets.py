@@ -391,17 +391,17 @@ def _bundled_fits_folders(bundled: list[str], folders: list[str]) -> bool:
 
 def _folder_labels(folders: list[str], classnames: list[str], source: str, data: Path) -> list[int]:
     """The class index of each ImageFolder class folder under class names from ``source``: by name where every
-    folder is named after a class; by position (torchvision's order) where there are as many folders as names
-    and no folder named after a class sits elsewhere (wnid folders, "automobile" for "car"); by number for
-    numbered folders that are fewer than the names."""
-    if folders and all(f.isdigit() for f in folders) and len(folders) != len(classnames):
-        return [int(f) for f in folders]
+    folder is named after a class; by number for numbered folders that are fewer than the names (and not
+    named by them); by position (torchvision's order) where there are as many folders as names and no folder
+    named after a class sits elsewhere (wnid folders, "automobile" for "car")."""
     index: dict[str, int] = {}
     for k, c in enumerate(classnames):
         index.setdefault(_plain(c), k)
     named = [index.get(_plain(f)) for f in folders]
-    if all(k is not None for k in named):
+    if all(k is not None for k in named):  # first: folders 1, 2, 3 named by a list "1", "2", "3" are those classes
         return named
+    if folders and all(f.isdigit() for f in folders) and len(folders) != len(classnames):
+        return [int(f) for f in folders]
     if len(folders) == len(classnames) and all(k in (None, j) for j, k in enumerate(named)):
         return list(range(len(folders)))
     unnamed = [f for f, k in zip(folders, named) if k is None]
