@@ -613,3 +613,27 @@ def test_a_latest_pointer_keeps_the_checkpoints_stored_preprocessing(tmp_path):
     (checkpoints / "latest").write_text("step_0000040")
     assert read_extra(checkpoints / "latest") == read_extra(checkpoints / "step_0000040")
     assert source_normalisation(str(checkpoints / "latest")) == (clip_mean, clip_std)
+
+
+def test_vit_eval_names_the_datas_labels_with_the_models_classes(tmp_path, monkeypatch):
+    """vit eval named the labels by the data's own folders: an ImageFolder test split of blue/ and red/ for a
+    model trained on red, green, blue, grey scored blue as red (0% for a perfect model) or was refused for its
+    class count; the trainer's evaluation of the same data was right."""
+    from kizuna.eval import classification
+
+    vit = kizuna.create_vit("mu/4", image_size=16, num_classes=4, **TINY)
+    kizuna.save_model(vit, tmp_path / "m", extra={"classnames": CLASSES, "preprocess": vit_preprocess(16)})
+    for name in ("blue", "red"):
+        (tmp_path / "test" / name).mkdir(parents=True)
+        (tmp_path / "test" / name / "0.jpg").write_bytes(_jpeg(CLASSES.index(name), 0))
+    seen = {}
+
+    def capture(model, dataset, **kw):
+        seen.update(classnames=dataset.classnames, labels=dataset.labels.tolist(), keys=dataset.keys)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(classification, "evaluate_classifier", capture)
+    with pytest.raises(SystemExit):
+        main(["vit", "eval", str(tmp_path / "m"), "--data", str(tmp_path / "test"), "--no-progress"])
+    # the head's outputs are the model's classes: the labels must index those (blue 2, red 0), not the folders
+    assert seen["classnames"] == CLASSES and dict(zip(seen["keys"], seen["labels"])) == {"blue/0": 2, "red/0": 0}

@@ -200,7 +200,7 @@ def evaluate(args) -> int:
     from kizuna.apps.common import json_safe
     from kizuna.data.transforms import Preprocess
     from kizuna.eval.classification import evaluate_classifier
-    from kizuna.eval.datasets import load_dataset
+    from kizuna.eval.datasets import CLASSNAMES_FILE, load_dataset
     from kizuna.eval.encode import is_main
     from kizuna.models.vit import VisionTransformer
 
@@ -220,13 +220,18 @@ def evaluate(args) -> int:
     extra = read_extra(args.checkpoint)
     stored = extra.get("preprocess")  # without one, evaluate_classifier uses the trainer's (vit_preprocess)
     transform = Preprocess(**{**stored, "image_size": model.cfg.image_size}) if stored else None  # --image-size too
-    dataset = load_dataset(args.data, args.split, task="classification", classnames=args.classnames,
+    # the classes the model was trained on name the data's labels, as the trainer's own evaluation does: class
+    # folders and CSV label names are matched to them by name (by the data's own file, a test split lacking a
+    # class or listing them in another order was scored against the wrong classes)
+    trained_on = extra.get("classnames")
+    dataset = load_dataset(args.data, args.split, task="classification",
+                           classnames=args.classnames or (list(trained_on) if trained_on else None),
                            max_samples=args.max_samples, image_column=args.image_column,
                            label_column=args.label_column)
-    trained_on = extra.get("classnames")
-    if trained_on and list(trained_on) != list(dataset.classnames) and info.is_main:
-        print(f"note: the model was trained on the classes {trained_on}, the data names {dataset.classnames}; "
-              "labels are matched by index")
+    own = _own_classnames(dataset)
+    if trained_on and not args.classnames and own and own != list(trained_on) and info.is_main:
+        print(f"note: the data's {CLASSNAMES_FILE} names {own}, the model was trained on {list(trained_on)}; class "
+              "numbers (.cls, CSV numbers) are read as the model's classes")
     result = evaluate_classifier(model, dataset, transform=transform, batch_size=args.batch_size, device=device,
                                  num_workers=args.num_workers, progress=not args.no_progress)
     if not is_main():
@@ -244,6 +249,17 @@ def evaluate(args) -> int:
         result.plot_confusion(out / "confusion.png")
         print(f"wrote {out / 'results.json'}, results.md and confusion.png")
     return 0
+
+
+def _own_classnames(dataset) -> list[str] | None:
+    """The class names file that came with an evaluation split (in its folder or the dataset's root), if any."""
+    from kizuna.eval.datasets import CLASSNAMES_FILE, read_lines
+
+    source = Path(dataset.source)
+    for folder in dict.fromkeys([source if source.is_dir() else source.parent, Path(dataset.root)]):
+        if (folder / CLASSNAMES_FILE).is_file():
+            return read_lines(folder / CLASSNAMES_FILE)
+    return None
 
 
 def augment(args) -> int:
