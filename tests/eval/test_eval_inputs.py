@@ -246,6 +246,14 @@ def test_a_labels_file_that_is_not_there_is_not_a_label():
     assert parse_labels("cat, dog") == ["cat", "dog"]
 
 
+def test_a_labels_file_may_have_blank_lines(tmp_path):
+    """Candidate labels are no class names file (no line numbers a class): a blank line is just skipped."""
+    from kizuna.apps.zeroshot import parse_labels
+
+    (tmp_path / "labels.txt").write_text("dog\ncat\n\nbird\n")
+    assert parse_labels(str(tmp_path / "labels.txt")) == ["dog", "cat", "bird"]
+
+
 def test_embed_says_how_many_texts_it_cut(tmp_path, capsys):
     """Texts over the context length were embedded cut, without a word."""
     texts = tmp_path / "t.txt"

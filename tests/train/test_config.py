@@ -120,6 +120,7 @@ def test_a_builtin_config_name_wins_over_a_folder_of_that_name(tmp_path, monkeyp
     ({"min_lr_ratio": -1.0}, r"--min-lr-ratio must be in \[0, 1\]"),
     ({"min_lr_ratio": 3.0}, r"--min-lr-ratio must be in \[0, 1\]"),
     ({"eps": -1e-8}, "--eps must be > 0"),
+    ({"model": ""}, "--model must be a preset name or a checkpoint path"),  # "" trained from the current folder
 ])
 def test_the_contrastive_trainers_augmentation_is_checked_before_the_run(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -767,3 +767,33 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_lasts(tmp_
     trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=1))
     trainer.train()
     assert trainer.step == 1
+    # the folder is free once train() returns (a notebook's trainer object lives on), for another process too
+    free = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                           "from kizuna.train.checkpointing import hold_run_lock; hold_run_lock(Path(sys.argv[1]))",
+                           str(tmp_path / "run")], capture_output=True, text=True)
+    assert free.returncode == 0, free.stderr
+
+
+def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path):
+    """The lock was taken before the data was read: a typo in --data left OUT with only the lock file in it."""
+    with pytest.raises(FileNotFoundError, match="--data"):
+        ContrastiveTrainer(tiny_config(tmp_path / "new", data=str(tmp_path / "nowhere")))
+    assert not (tmp_path / "new").exists()
+
+
+def test_two_trainers_of_one_process_share_the_folders_lock(tmp_path):
+    """POSIX locks belong to the process and closing any handle drops them: a first trainer collected while a
+    second one (a resume, in a notebook) ran would have freed the folder to other processes."""
+    import gc
+
+    from kizuna.train.checkpointing import _HELD_LOCKS
+
+    first = ContrastiveTrainer(tiny_config(tmp_path, steps=2))
+    second = ContrastiveTrainer(tiny_config(tmp_path, steps=2))
+    key = (tmp_path).resolve()
+    assert _HELD_LOCKS[key][1] == 2
+    del first  # never trained: let go when collected
+    gc.collect()
+    assert _HELD_LOCKS[key][1] == 1
+    second.train()
+    assert key not in _HELD_LOCKS

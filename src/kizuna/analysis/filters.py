@@ -22,7 +22,8 @@ def patch_filter_pca(
     Args:
         weight: conv weight ``[D, C, P, P]`` (or ``[D, C, Ph, Pw]``). A flattened linear
             patch projection must be reshaped to this layout by the caller.
-        k: number of components; clamped to ``min(D, C*P*P)``.
+        k: number of components; clamped to ``min(D, C*P*P)``, and to ``D - 1`` when centred (D centred
+            filters span at most D - 1 directions).
         center: subtract the mean filter before the SVD.
 
     Returns:

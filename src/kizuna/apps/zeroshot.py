@@ -22,12 +22,14 @@ def add_arguments(p):
 
 
 def parse_labels(spec: str) -> list[str]:
-    from kizuna.eval.datasets import read_lines
+    from kizuna.eval.datasets import numbered_lines
 
     path = Path(spec)
     if not path.is_file() and "," not in spec and path.suffix.lower() in (".txt", ".csv", ".tsv", ".lst"):
         raise ValueError(f"--labels {spec}: no such file (labels are comma-separated, or a file with one per line)")
-    labels = read_lines(path) if path.is_file() else [label.strip() for label in spec.split(",") if label.strip()]
+    # a file's non-blank lines (candidate labels: no line numbers a class, unlike a class names file)
+    labels = ([text for _, text in numbered_lines(path)] if path.is_file()
+              else [label.strip() for label in spec.split(",") if label.strip()])
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:  # two rows of one class would split its probability between them
         raise ValueError(f"--labels: repeated label(s) {', '.join(map(repr, repeated))}")

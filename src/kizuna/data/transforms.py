@@ -28,6 +28,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         img = img.convert("RGBA")
+        if img.getchannel("A").getextrema()[0] == 255:  # opaque throughout: no compositing (1.5x the decode)
+            return img.convert("RGB")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

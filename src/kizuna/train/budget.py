@@ -16,10 +16,10 @@ warm-up (or just past it, where a cosine is flat), so the change of total is con
 
 The pace after the plan is not always the pace the plan saw: the first steps of a run are slower
 (allocator, caches, a first epoch), other jobs start or stop on a shared machine or GPU. So the plan is
-**corrected** at :data:`REPLAN_AT` (10, 25 and 40% of the steps it planned): the same formula with the
-real elapsed time and the pace of the steps since the last plan or correction. Early in a cosine a
+**corrected** at :data:`REPLAN_AT` (10, 25 and 40% of the way from the plan's step to its end): the same
+formula with the real elapsed time and the pace of the steps since the last plan or correction. Early in a cosine a
 change of total moves the learning rate little (a 10% longer run at 40% of the way raises it by 8% of
-its value there), and none is made in the second half. On a 2-core Zen 4, 27-min runs planned once
+its value there); a run planned late (after a long warm-up) is corrected late too. On a 2-core Zen 4, 27-min runs planned once
 ended 5.6% and 11.6% early (the device-augmented hybrid and plain ViT) or 4% late (the hybrid with
 loaders); the plain ViT corrected ended 3.9% early (docs/RESULTS.md).
 

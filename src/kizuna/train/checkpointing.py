@@ -228,22 +228,29 @@ class CheckpointManager:
 
 
 RUN_LOCK = ".kizuna-run.lock"
+# OUT (resolved) -> [open lock file, holders in this process]. POSIX locks belong to the process, and closing
+# any handle to the file drops them all: one handle per folder, closed when its last holder lets go.
+_HELD_LOCKS: dict[Path, list] = {}
 
 
-def hold_run_lock(out: Path):
+def hold_run_lock(out: Path) -> Path | None:
     """Lock OUT for this process's run, or raise if another process's run holds it. Two runs in one folder
     (the same command started twice) moved each other's checkpoints aside and interleaved their logs. The
     lock is the kernel's (a POSIX record lock on OUT/.kizuna-run.lock, which names the holder's pid): it goes
-    with the process, so a killed run leaves nothing to clean up and resumes as before. Returns the open file,
-    to be kept while the run lasts; None where the platform has no fcntl."""
+    with the process, so a killed run leaves nothing to clean up and resumes as before. Returns the key to
+    :func:`release_run_lock`; None where the platform or file system has no locks."""
     try:
         import fcntl
     except ImportError:  # Windows: no lock, as before
         return None
     out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / RUN_LOCK, "a+")
+    key = out.resolve()
+    if key in _HELD_LOCKS:  # this process holds it already (a trainer built again on the same folder)
+        _HELD_LOCKS[key][1] += 1
+        return key
+    handle = open(key / RUN_LOCK, "a+")
     try:
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per process: this process may lock it again
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EAGAIN):  # a file system without locks (some NFS): run unlocked
             handle.close()
@@ -257,7 +264,19 @@ def hold_run_lock(out: Path):
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    return handle
+    _HELD_LOCKS[key] = [handle, 1]
+    return key
+
+
+def release_run_lock(key: Path | None) -> None:
+    """Let go of a lock :func:`hold_run_lock` gave; the folder is free once this process's last holder has."""
+    held = _HELD_LOCKS.get(key) if key is not None else None
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        held[0].close()  # closing the file releases the process's lock on it
+        del _HELD_LOCKS[key]
 
 
 def read_train_state(path: Path, mmap: bool = False) -> dict:

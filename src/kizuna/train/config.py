@@ -181,6 +181,8 @@ def check_common(cfg) -> None:
     if cfg.out and Path(cfg.out).expanduser().is_file():
         raise ValueError(f"--out {cfg.out} is a file; give a folder for the run")
     need(cfg.keep_last >= 1, "keep_last", ">= 1 (the newest checkpoint is always kept)", cfg.keep_last)
+    # "" is the current folder to a path: a training run started from whatever model was there
+    need(bool(str(cfg.model).strip()), "model", "a preset name or a checkpoint path", cfg.model)
     # the augmentation both trainers share, under each one's field name (`kizuna train`'s aug_* take the
     # other's words too): a one-number scale failed at the first batch, one over 1 turned the crop off
     for name in ("crop_scale", "aug_scale"):

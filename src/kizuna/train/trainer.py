@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 import time
+import warnings
+import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from kizuna.eval.encode import gather_object, summed_skips
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
 from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, flag_value, hold_run_lock,
-                            resumed_config, rng_state, set_rng_state)
+                            release_run_lock, resumed_config, rng_state, set_rng_state)
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
 from .logging import MetricLogger
@@ -75,8 +76,9 @@ class Trainer(ABC):
             announce_restored(cfg, restored)
         tune_for_training(self.device)
         self.out = Path(cfg.out)
-        # one run per folder: the main process holds OUT's lock until it exits (the other ranks write nothing)
-        self.run_lock = hold_run_lock(self.out) if self.dist.is_main else None
+        # OUT's lock, taken by open_log (the main process only: the others write nothing): let go when train()
+        # ends, or when a trainer that never trained is collected
+        self.release_run_lock = None
         self.per_rank_batch = cfg.batch_size // self.dist.world_size
         torch.manual_seed(cfg.seed)
         self.ckpt = CheckpointManager(self.out, cfg.keep_last, *self.best_metric(cfg))
@@ -115,6 +117,10 @@ class Trainer(ABC):
         that never ran (and `analyze compare-runs` reported them). A resume of a finished run, which trains
         nothing, writes none of them (it rewrote train_config.json with its flags and added an events file)."""
         self.step, self.epoch = 0, 0
+        # One run per folder, from here (the model and data are built: a run that fails to start leaves no folder)
+        # until train() ends; a second run into it is refused before it moves anything aside.
+        if self.dist.is_main and self.release_run_lock is None:
+            self.release_run_lock = weakref.finalize(self, release_run_lock, hold_run_lock(self.out))
         # A fresh run: earlier checkpoints here are not its own. Set aside only now that the model, data and
         # optimizer are built: a run that failed to start (a typo in --data) moved them and left nothing to
         # resume.
@@ -267,6 +273,8 @@ class Trainer(ABC):
         finally:
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
+            if self.release_run_lock is not None:  # the folder is free once the run is over (a notebook goes on)
+                self.release_run_lock()
 
     def _draw_curves(self) -> None:
         """OUT/curves.png, the run's loss and evaluations against the step (a figure says it at a glance);
