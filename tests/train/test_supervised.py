@@ -637,3 +637,15 @@ def test_vit_eval_names_the_datas_labels_with_the_models_classes(tmp_path, monke
         main(["vit", "eval", str(tmp_path / "m"), "--data", str(tmp_path / "test"), "--no-progress"])
     # the head's outputs are the model's classes: the labels must index those (blue 2, red 0), not the folders
     assert seen["classnames"] == CLASSES and dict(zip(seen["keys"], seen["labels"])) == {"blue/0": 2, "red/0": 0}
+
+
+def test_a_csv_of_numbered_labels_without_class_names_trains(tmp_path):
+    """The fallback that numbers the classes read the CSV without its label column: "no class names in given
+    list", for a layout docs/VIT.md says is numbered "0", "1", ..."""
+    rows = ["filepath,y"]
+    for i in range(6):
+        (tmp_path / f"{i}.jpg").write_bytes(_jpeg(i % 3, i))
+        rows.append(f"{i}.jpg,{i % 3}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    index, names, _ = load_classification(str(tmp_path / "train.csv"), label_column="y")
+    assert names == ["0", "1", "2"] and index.labels.tolist() == [0, 1, 2, 0, 1, 2]

@@ -297,8 +297,13 @@ def load_classification(path: str, split: str | None = None, classnames: str | l
         if parent.is_file():
             names = str(parent)
         else:
-            labels = build_index(str(folder), require="label").labels
+            # a CSV's labels are in its label column (without it, no row had a label and no class was found)
+            labels = build_index(str(folder), require="label", image_column=image_column,
+                                 label_column=label_column).labels
             names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+            if not names:
+                raise DatasetError(f"{folder}: no labelled sample to number the classes from; pass --classnames "
+                                   "FILE (one class name per line)") from None
         ds = load_dataset(path, split or None, classnames=names, **kw)
     index = _take(ds.index, ds.positions, ds.labels)
     return index, list(ds.classnames), ds
