@@ -649,3 +649,24 @@ def test_a_csv_of_numbered_labels_without_class_names_trains(tmp_path):
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     index, names, _ = load_classification(str(tmp_path / "train.csv"), label_column="y")
     assert names == ["0", "1", "2"] and index.labels.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_vit_train_says_which_samples_it_left_out(data, tmp_path, capsys):
+    """A training sample without a label was dropped while indexing, and a corrupt validation image at every
+    evaluation, without a word (kizuna train and vit eval both say so)."""
+    root = tmp_path / "d"
+    _shard(root / "train" / "000000.tar", 0, 16)
+    with tarfile.open(root / "train" / "000001.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        data_ = _jpeg(0, 99)
+        info = tarfile.TarInfo("nolabel.jpg")
+        info.size = len(data_)
+        tf.addfile(info, io.BytesIO(data_))
+    _with_a_corrupt_image(root, "test", 1000, 8)
+    t = SupervisedTrainer(_cfg(root, tmp_path / "run", steps=2))
+    t.train()
+    out = capsys.readouterr().out
+    assert "training samples left out while indexing: skipped 1 samples: missing_label=1" in out
+    assert "validation: skipped 1 samples: corrupt_image=1" in out
+    logged = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
+    assert any(r.get("index_skipped/missing_label") == 1 for r in logged)
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl", "eval")[-1]["val_skipped"] == 1

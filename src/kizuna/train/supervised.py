@@ -50,8 +50,9 @@ from kizuna.data.augment import ClassificationTrainTransform
 from kizuna.data.batch_augment import BatchAugment, TensorBatches, decode_images
 from kizuna.data.loader import Collate, make_loader
 from kizuna.data.sampler import EpochSampler
-from kizuna.data.sources import PairDataset, SampleIndex
+from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter
 from kizuna.data.transforms import Preprocess, crop_draft_size
+from kizuna.eval.encode import summed_skips
 from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_model
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
@@ -448,8 +449,11 @@ class SupervisedTrainer(Trainer):
         cfg = self.start(cfg, named)
 
         # data first: the class count sizes the head
-        index, self.classnames, _ = load_classification(cfg.data, cfg.data_split, cfg.classnames or None,
-                                                        image_column=cfg.image_column, label_column=cfg.label_column)
+        index, self.classnames, train_set = load_classification(cfg.data, cfg.data_split, cfg.classnames or None,
+                                                                image_column=cfg.image_column,
+                                                                label_column=cfg.label_column)
+        # samples left out while indexing (no or a bad label, an empty image): said and logged, as `kizuna train`
+        self.index_skips = {"index_skipped": train_set.skips}
         self.full_train_size = len(index)
         rows = stratified_subset(index.labels, cfg.subset_fraction, cfg.subset_seed)
         self.train_index = _take(index, rows, index.labels[rows])
@@ -494,9 +498,10 @@ class SupervisedTrainer(Trainer):
             self.loader = make_loader(self.dataset, self.sampler, num_workers=cfg.workers, collate=Collate())
         self.val_loader = self.val_sampler = None
         if cfg.val_data:
-            vindex, vnames, _ = load_classification(cfg.val_data, cfg.val_split or None,
-                                                    cfg.classnames or self.classnames, cfg.val_max_samples,
-                                                    image_column=cfg.image_column, label_column=cfg.label_column)
+            vindex, vnames, val_set = load_classification(cfg.val_data, cfg.val_split or None,
+                                                          cfg.classnames or self.classnames, cfg.val_max_samples,
+                                                          image_column=cfg.image_column, label_column=cfg.label_column)
+            self.index_skips["val_index_skipped"] = val_set.skips
             vset = PairDataset(vindex, Preprocess(**self.preprocess_cfg), caption_sampling="first",
                                seed_transform=False, draft_size=side)
             self.val_sampler = EpochSampler(len(vset), max(1, cfg.eval_batch_size // self.dist.world_size),
@@ -513,6 +518,12 @@ class SupervisedTrainer(Trainer):
         self.open_log()
         if self.resume_from is None and self.decode_skips is not None:
             self.log_skips(self.decode_skips, step=0)
+        for name, skips in self.index_skips.items():
+            if skips and self.dist.is_main:
+                where = "training" if name == "index_skipped" else "validation"
+                print(f"data: {where} samples left out while indexing: {skips.report()}")
+                if self.resume_from is None:  # the run's log has them from its start
+                    self.log_skips(skips, name, step=0)
         if self.dist.is_main:  # also without a bar: what the run trains on
             n = len(self.train_index)
             share = f" ({cfg.subset_fraction:g} of {self.full_train_size})" if cfg.subset_fraction < 1 else ""
@@ -593,11 +604,14 @@ class SupervisedTrainer(Trainer):
 
         self.model.eval()
         stats = torch.zeros(3, dtype=torch.float64, device=self.device)  # correct, count, loss sum
+        skips = SkipCounter()  # unreadable validation images: counted and said (they went unmentioned)
         try:
             self.val_sampler.set_epoch(0)
             # a bar of its own: the training bar stood still at its step for the minutes a large set takes
             for batch in tqdm(self.val_loader, desc="evaluating", unit="batch", leave=False, dynamic_ncols=True,
                               disable=not (self.dist.is_main and self.cfg.progress)):
+                if batch.get("skipped"):
+                    skips.update(batch["skipped"], batch.get("skip_examples"))
                 if len(batch["labels"]) == 0:
                     continue
                 x = batch["images"].to(self.device, non_blocking=True)
@@ -610,8 +624,13 @@ class SupervisedTrainer(Trainer):
         finally:
             self.model.train()
         all_reduce_sum(stats)
+        skips = summed_skips(skips)
+        if skips and self.dist.is_main and not getattr(self, "_said_val_skips", False):
+            print(f"validation: {skips.report()}")  # the same images each evaluation: said once
+            self._said_val_skips = True
         n = max(float(stats[1]), 1.0)
-        return {"val_top1": float(stats[0]) / n, "val_loss": float(stats[2]) / n, "val_samples": int(stats[1])}
+        return {"val_top1": float(stats[0]) / n, "val_loss": float(stats[2]) / n, "val_samples": int(stats[1]),
+                **({"val_skipped": skips.total} if skips else {})}
 
     # ----- checkpoints -------------------------------------------------------------------------
     def optimizer_settings(self) -> dict:
