@@ -670,3 +670,21 @@ def test_vit_train_says_which_samples_it_left_out(data, tmp_path, capsys):
     logged = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
     assert any(r.get("index_skipped/missing_label") == 1 for r in logged)
     assert read_metrics(tmp_path / "run" / "metrics.jsonl", "eval")[-1]["val_skipped"] == 1
+
+
+def test_a_kept_head_follows_the_datas_class_order(tmp_path):
+    """--reset-head false kept the head's rows in the checkpoint's order: the same classes listed in another
+    order (an ImageFolder's sorted folders) scored 0%. Other classes are refused."""
+    from kizuna.train.supervised import keep_head_for_classes
+
+    vit = kizuna.create_vit("mu/4", image_size=16, num_classes=3, **TINY)
+    torch.nn.init.normal_(vit.head.weight)
+    torch.nn.init.normal_(vit.head.bias)
+    kizuna.save_model(vit, tmp_path / "m", extra={"classnames": ["cat", "dog", "bird"]})
+    kept = load_for_finetune(str(tmp_path / "m"), 3, None, "interpolate", False)
+    keep_head_for_classes(kept, str(tmp_path / "m"), ["bird", "cat", "dog"])
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(kept(x), vit.eval()(x)[:, [2, 0, 1]], atol=1e-6)
+    with pytest.raises(ValueError, match="--reset-head false keeps the head of .* the data's classes are"):
+        keep_head_for_classes(kept, str(tmp_path / "m"), ["cat", "dog", "horse"])

@@ -395,6 +395,25 @@ def load_for_finetune(path: str, num_classes: int, image_size: int | None = None
     return vit
 
 
+def keep_head_for_classes(model: VisionTransformer, path: str, classnames: list[str]) -> None:
+    """A head kept (``--reset-head false``) answers in the checkpoint's class order: its rows are put in the data's
+    order by name (the same classes listed otherwise scored 0%, with no word); other classes are refused."""
+    from kizuna.analysis.report import read_extra
+
+    stored = read_extra(path).get("classnames")
+    if model.head is None or not stored or list(stored) == list(classnames):
+        return
+    if sorted(stored) != sorted(classnames):
+        raise ValueError(f"--reset-head false keeps the head of {path}, trained on the classes {list(stored)}, but the "
+                         f"data's classes are {list(classnames)}; fine-tune with a new head (--reset-head true) or "
+                         "give the data those class names (--classnames)")
+    order = torch.tensor([list(stored).index(name) for name in classnames])
+    with torch.no_grad():
+        model.head.weight.copy_(model.head.weight[order])
+        if model.head.bias is not None:
+            model.head.bias.copy_(model.head.bias[order])
+
+
 # ----------------------------------------------------------------------------------- loss / mixing
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``-sum_k t_k log softmax(logits)_k`` (targets are distributions)."""
@@ -466,6 +485,8 @@ class SupervisedTrainer(Trainer):
             model = _image_tower(load_model(self.resume_from), str(self.resume_from))
         elif cfg.init:
             model = load_for_finetune(cfg.init, self.num_classes, cfg.image_size or None, cfg.pos_embed, cfg.reset_head)
+            if not cfg.reset_head:
+                keep_head_for_classes(model, cfg.init, self.classnames)
         else:
             if Path(cfg.model).exists():
                 raise ValueError(f"--model {cfg.model} is a checkpoint; fine-tune it with `kizuna vit finetune` (--init)")
