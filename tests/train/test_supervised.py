@@ -135,6 +135,9 @@ def test_resume_refuses_another_model_and_names_an_earlier_checkpoint_when_one_i
         SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), model_overrides=other))
     with pytest.raises(ValueError, match=r"image_size=24 \(the run has 16\)"):
         SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), image_size=24))
+    # another subset of as many images: the position check passed, and the run went on through other images
+    with pytest.raises(ValueError, match=r"subset_seed=3 \(the run has 0\)"):
+        SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), subset_seed=3))
     resumed = SupervisedTrainer(_cfg(data, tmp_path / "b", resume=str(latest), steps=8))  # the same settings
     assert resumed.step == 6
     # A flag that asks for the default model (S/4) on a mu/4 run: from Python it cannot be told from no

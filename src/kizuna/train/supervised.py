@@ -63,7 +63,9 @@ from .optim import make_optimizer, param_groups
 from .trainer import Trainer
 
 # Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
-RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "pos_embed", "reset_head")
+# The subset's seed too: at the same fraction another seed draws as many images (the data-position check passes)
+# but other ones, and the saved position would go on through a different subset.
+RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "pos_embed", "reset_head", "subset_seed")
 # The optimizer's saved state is AdamW's or SGD's: another --optimizer cannot load it (KeyError 'momentum').
 RESUME_STATE_FIXED = ("optimizer",)
 
