@@ -40,3 +40,30 @@ def test_nothing_to_set_aside(tmp_path, capsys):
     assert not (tmp_path / "metrics.jsonl.prev").exists() and capsys.readouterr().out == ""
     MetricLogger(tmp_path / "rank1", enabled=False, fresh=True)  # a non-main rank touches nothing
     assert not (tmp_path / "rank1").exists()
+
+
+def _tensorboard_steps(folder) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    return [e.step for e in events.Scalars("train/loss")]
+
+
+def test_tensorboard_follows_the_log_on_a_fresh_run_and_a_resume(tmp_path):
+    """metrics.jsonl was set aside (fresh run) or trimmed (resume), but TensorBoard kept the earlier run's
+    events: one curve going back to step 1, or the killed run's steps after its checkpoint twice."""
+    def run(steps, fresh=False, resume_at=None):
+        logger = MetricLogger(tmp_path, fresh=fresh)
+        if resume_at is not None:
+            logger.drop_after(resume_at)
+        for step in steps:
+            logger.log(step, {"loss": 1.0 / step})
+        logger.close()
+
+    run([1, 2, 3, 4, 5, 6])
+    run([1, 2, 3], fresh=True)
+    assert _tensorboard_steps(tmp_path) == [1, 2, 3]
+    assert (tmp_path / "tensorboard.prev").is_dir()
+    run([3, 4, 5], resume_at=2)  # killed after step 3, resumed from its checkpoint at step 2
+    assert _tensorboard_steps(tmp_path) == [1, 2, 3, 4, 5]

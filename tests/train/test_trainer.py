@@ -571,6 +571,23 @@ def test_a_finished_run_draws_its_curves(tmp_path):
     assert plot_curves(tmp_path / "nothing") is None
 
 
+def test_the_curves_draw_every_share_and_nothing_else_on_the_share_axis(tmp_path, monkeypatch):
+    """Keys were picked by value: one skipped image (1), a loss under 1 or a median rank of 1 were drawn as
+    accuracies; and only the first ten shares were drawn (the demo's probe/unseen_combos was the 15th)."""
+    from kizuna.train import report
+
+    rows = [{"kind": "train", "step": s, "loss": 1.0} for s in (1, 2)]
+    shares = {f"probe/p{k:02d}": 0.5 for k in range(12)} | {"probe/unseen_combos": 0.9, "val_top1": 0.4}
+    rows += [{"kind": "eval", "step": 2, **shares, "val_skipped": 1, "val_loss": 0.7,
+              "retrieval/image_to_text_median_rank": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    figures = []
+    monkeypatch.setattr(report, "_figure", lambda *a, _f=report._figure, **k: figures.append(_f(*a, **k)) or figures[-1])
+    report.plot_curves(tmp_path)
+    drawn = {line.get_label() for line in figures[0].axes[1].get_lines()}
+    assert drawn == set(shares)
+
+
 def test_a_ctrl_c_during_an_evaluation_logs_the_window_before_stopping(tmp_path):
     import signal
 

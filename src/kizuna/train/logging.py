@@ -40,18 +40,26 @@ class MetricLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fresh:
             set_aside_previous_log(out_dir)
+            events = Path(out_dir) / "tensorboard"
+            if events.is_dir() and any(events.iterdir()):  # TensorBoard drew both runs as one curve going back
+                from kizuna.models.checkpoint import move_aside
+
+                move_aside(events, "TensorBoard events")
         if self.path.is_file() and self.path.stat().st_size:
             with self.path.open("rb+") as f:  # a run killed mid-write: end its partial line so the next record stays whole
                 f.seek(-1, 2)
                 if f.read(1) != b"\n":
                     f.write(b"\n")
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            self._open_tensorboard()
 
-                self.tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
-            except ImportError:  # tensorboard is optional; JSONL is always written
-                self.tb = None
+    def _open_tensorboard(self, purge_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=purge_step)
+        except ImportError:  # tensorboard is optional; JSONL is always written
+            self.tb = None
 
     def write_config(self, config: dict) -> None:
         """OUT/train_config.json: the settings this run (or its latest resumption) was started with, so a
@@ -79,6 +87,9 @@ class MetricLogger:
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line + "\n")
         atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(kept)))
+        if self.tb is not None:  # TensorBoard too: its reader drops the killed run's events from step + 1 on
+            self.tb.close()
+            self._open_tensorboard(purge_step=step + 1)
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         if not self.enabled:

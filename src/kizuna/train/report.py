@@ -53,6 +53,15 @@ def plot_eval(rows: list[dict], keys: list[tuple[str, str]], path: Path) -> Path
     return path
 
 
+def _is_share(key: str) -> bool:
+    """An evaluation metric that is a share in [0, 1]: an accuracy, a recall, a probe's rate."""
+    leaf = key.rsplit("/", 1)[-1].lower()
+    if any(word in leaf for word in ("loss", "skipped", "samples", "rank", "seconds")):
+        return False
+    return key.startswith("probe/") or any(word in leaf for word in ("top1", "top5", "acc", "recall", "r@",
+                                                                     "rate", "score"))
+
+
 def plot_curves(out: str | Path) -> Path | None:
     """OUT/curves.png from OUT/metrics.jsonl: the training loss, and every evaluation metric that is a share
     (accuracies, recalls) with the training accuracy where the run logs one, against the step. None when no
@@ -63,13 +72,15 @@ def plot_curves(out: str | Path) -> Path | None:
     if not rows:
         return None
     evals = read_metrics(out / "metrics.jsonl", "eval")
-    shares = sorted({k for r in evals for k, v in r.items() if k not in ("step", "kind", "time")
-                     and isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1})
+    # shares by name, not by value: a count of 1 skipped image, a loss below 1 or a median rank of 1 fell in
+    # [0, 1] and was drawn on the accuracy axis
+    shares = sorted({k for r in evals for k, v in r.items() if _is_share(k)
+                     and isinstance(v, (int, float)) and not isinstance(v, bool)})
     fig = _figure((10, 3.6))
     left, right = fig.subplots(1, 2)
     left.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue")
     left.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
-    for key in shares[:10]:
+    for key in shares:  # all of them (the first ten left out the demo's headline, probe/unseen_combos)
         pts = [(r["step"], r[key]) for r in evals if key in r]
         right.plot(*zip(*pts), marker="o", markersize=3, label=key)
     trained = [(r["step"], r["train_top1"]) for r in rows if "train_top1" in r]
