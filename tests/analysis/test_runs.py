@@ -107,6 +107,32 @@ def test_a_killed_and_resumed_run_reads_as_one_curve(tmp_path):
     assert r["eval"] == [0.1, 0.2, 0.3, 0.4]
 
 
+def test_the_logged_wall_time_leaves_out_the_time_a_run_stood_still(tmp_path):
+    """A run killed and resumed an hour later counted that hour: last record minus first."""
+    run = tmp_path / "resumed"
+    run.mkdir()
+    rows = [{"kind": "train", "step": 10, "time": 1000.0}, {"kind": "eval", "step": 20, "time": 1060.0, "val_top1": 0.2},
+            {"kind": "resume", "step": 20, "time": 4660.0, "from": "step_0000020"},
+            {"kind": "train", "step": 30, "time": 4690.0}, {"kind": "eval", "step": 40, "time": 4720.0, "val_top1": 0.4}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_run(run)["wall_minutes_logged"] == pytest.approx((60 + 60) / 60)
+
+
+def test_a_resumed_trainer_marks_where_its_clock_restarts(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
+    from _tiny import tiny_config
+
+    from kizuna.train.contrastive import ContrastiveTrainer
+    from kizuna.train.logging import read_metrics
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, save_every=2)).train()
+    ContrastiveTrainer(tiny_config(tmp_path, steps=4, resume="latest")).train()
+    assert [(r["step"], r["from"]) for r in read_metrics(tmp_path / "metrics.jsonl", "resume")] == [(2, "step_0000002")]
+
+
 def test_cli_prints_a_table_and_exits_cleanly_on_bad_input(study, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["analyze", "compare-runs", *map(str, study), "--panel-by", "subset_fraction",

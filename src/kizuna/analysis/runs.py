@@ -124,7 +124,17 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
                           f" ({skipped} eval row(s) were skipped: their step is not a whole number)" if skipped else
                           " (the run logged no evaluation)"))
     train = [r for r in rows if r.get("kind") == "train" and "train_top1" in r]
-    times = [r["time"] for r in rows if "time" in r]
+    # the logged time in segments split where the run was resumed (kind "resume"): a resumed run's last record
+    # minus its first counted the hours it stood still between the kill and the resume
+    segments, current = [], []
+    for r in records:
+        if r.get("kind") == "resume" and current:
+            segments.append(current)
+            current = []
+        if isinstance(r.get("time"), (int, float)):
+            current.append(r["time"])
+    segments.append(current)
+    logged_seconds = sum(max(seg) - min(seg) for seg in segments if len(seg) > 1)
     values = [_value(r[metric]) for r in evals]
     finite = [(v, r["step"]) for v, r in zip(values, evals) if math.isfinite(v)]
     lowest = lower_is_better(metric, mode)
@@ -147,7 +157,7 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
         # train accuracy minus validation accuracy; None for a metric that is not an accuracy (a loss, a rank)
         "generalisation_gap": (final_train - final if final_train is not None and math.isfinite(final)
                                and _accuracy_like(metric) else None),
-        "wall_minutes_logged": (max(times) - min(times)) / 60 if len(times) > 1 else None,
+        "wall_minutes_logged": logged_seconds / 60 if any(len(seg) > 1 for seg in segments) else None,
         "config": _train_config(run),
     }
 

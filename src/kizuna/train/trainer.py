@@ -132,6 +132,8 @@ class Trainer(ABC):
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main and not finished, fresh=self.resume_from is None)
         if self.resume_from is not None:
             self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
+            # where the log's clock restarts: the time the run stood still is no training time (compare-runs)
+            self.logger.log(self.step, {"from": self.resume_from.name}, kind="resume")
         self.logger.write_config({**self.cfg.to_dict(), "precision_used": self.precision})
 
     def autocast(self):
