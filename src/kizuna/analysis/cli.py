@@ -192,7 +192,7 @@ def run(args):
             layers = ", ".join(f"{d:.1f}" for d in row["per_layer_mean"])
             print(f"step {row['step']}: attention distance per layer {layers} px (slope "
                   f"{_number(row['depth_slope'], '+.2f')} px/layer), row/column ratio "
-                  f"{_number(row['row_column_ratio'], '.3f')}, {metric} {_number(row[metric], '')}")
+                  f"{_number(row['row_column_ratio'], '.3f')}, {metric} {_number(row[metric], '.4g')}")
         if all(row[metric] is None for row in numbers["checkpoints"]):
             print(f"no checkpoint was saved with any metrics, so there is no {metric} curve")
         print(f"uniform attention: {numbers['uniform_reference']:.1f} px; wrote {args.out}")
