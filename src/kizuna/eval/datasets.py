@@ -540,6 +540,15 @@ def _require(task: str | None) -> str:
     return {"classification": "label", "retrieval": "caption"}.get(task or "", "any")
 
 
+def dataset_file(data: Path, root: Path, name: str) -> Path | None:
+    """A file that comes with a dataset (classnames.txt, the templates): the split folder's ``data`` (a folder),
+    else the dataset root's; None when neither has one."""
+    for folder in dict.fromkeys([data, root]):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes, layout) -> tuple[list[str], str]:
     if spec is not None:
         if isinstance(spec, (list, tuple)):
@@ -552,13 +561,12 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
         if not out:
             raise DatasetError(f"no class names in {src}")
         return out, src
-    for d in dict.fromkeys([data, root]):
-        f = d / CLASSNAMES_FILE
-        if f.is_file():
-            out = read_lines(f)
-            if not out:
-                raise DatasetError(f"{f} is empty: it needs one class name per line, in label order")
-            return out, str(f)
+    f = dataset_file(data, root, CLASSNAMES_FILE)
+    if f is not None:
+        out = read_lines(f)
+        if not out:
+            raise DatasetError(f"{f} is empty: it needs one class name per line, in label order")
+        return out, str(f)
     if layout == "csv" and folder_classes:
         return folder_classes, "CSV label values (sorted)"
     bundled = bundled_classnames(name)
@@ -576,10 +584,9 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
 def _resolve_templates(spec, data: Path, root: Path, name: str) -> tuple[list[str], str]:
     if spec is not None:
         return read_templates(spec, name), (str(spec) if not isinstance(spec, (list, tuple)) else "given list")
-    for d in dict.fromkeys([data, root]):
-        f = d / TEMPLATES_FILE
-        if f.is_file():
-            return read_templates(f), str(f)
+    f = dataset_file(data, root, TEMPLATES_FILE)
+    if f is not None:
+        return read_templates(f), str(f)
     bundled = bundled_templates(name)
     if bundled is not None:
         return bundled, f"bundled CLIP_benchmark templates[{name!r}]"

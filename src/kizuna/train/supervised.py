@@ -525,6 +525,7 @@ class SupervisedTrainer(Trainer):
                                                           cfg.classnames or self.classnames, cfg.val_max_samples,
                                                           image_column=cfg.image_column, label_column=cfg.label_column)
             self.index_skips["val_index_skipped"] = val_set.skips
+            self._said_val_skips = False  # unreadable validation images are said at the first evaluation only
             vset = PairDataset(vindex, Preprocess(**self.preprocess_cfg), caption_sampling="first",
                                seed_transform=False, draft_size=side)
             self.val_sampler = EpochSampler(len(vset), max(1, cfg.eval_batch_size // self.dist.world_size),
@@ -648,7 +649,7 @@ class SupervisedTrainer(Trainer):
             self.model.train()
         all_reduce_sum(stats)
         skips = summed_skips(skips)
-        if skips and self.dist.is_main and not getattr(self, "_said_val_skips", False):
+        if skips and self.dist.is_main and not self._said_val_skips:
             print(f"validation: {skips.report()}")  # the same images each evaluation: said once
             self._said_val_skips = True
         n = max(float(stats[1]), 1.0)

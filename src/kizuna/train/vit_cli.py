@@ -253,13 +253,11 @@ def evaluate(args) -> int:
 
 def _own_classnames(dataset) -> list[str] | None:
     """The class names file that came with an evaluation split (in its folder or the dataset's root), if any."""
-    from kizuna.eval.datasets import CLASSNAMES_FILE, read_lines
+    from kizuna.eval.datasets import CLASSNAMES_FILE, dataset_file, read_lines
 
-    source = Path(dataset.source)
-    for folder in dict.fromkeys([source if source.is_dir() else source.parent, Path(dataset.root)]):
-        if (folder / CLASSNAMES_FILE).is_file():
-            return read_lines(folder / CLASSNAMES_FILE)
-    return None
+    source, root = Path(dataset.source), Path(dataset.root)
+    found = dataset_file(source if source.is_dir() else root, root, CLASSNAMES_FILE)
+    return read_lines(found) if found is not None else None
 
 
 def augment(args) -> int:
