@@ -69,7 +69,6 @@ SPLIT_NAMES = ("test", "val", "validation", "valid", "train", "dev")
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"
 DEFAULT_TEMPLATES = ("a photo of a {c}.",)
-_IMAGE_EXTS = IMAGE_EXTENSIONS  # the extensions every command reads
 
 # torchvision's names; CLIP_benchmark's en_classnames.json has no "cifar10" entry (it reads them
 # from torchvision), so a bare cifar10 folder without classnames.txt still works.
@@ -298,7 +297,7 @@ def _has_data(d: Path) -> bool:
     if not d.is_dir():
         return False
     for p in d.iterdir():
-        if p.suffix in (".tar",) or p.name == "nshards.txt" or p.suffix.lower() in _IMAGE_EXTS:
+        if p.suffix in (".tar",) or p.name == "nshards.txt" or p.suffix.lower() in IMAGE_EXTENSIONS:
             return True
         if p.is_dir():
             return True
@@ -306,7 +305,7 @@ def _has_data(d: Path) -> bool:
 
 
 def _holds_images(d: Path) -> bool:
-    return any(p.suffix.lower() in _IMAGE_EXTS for p in d.iterdir())
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in d.iterdir())
 
 
 def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
@@ -363,7 +362,7 @@ def _class_dirs(d: Path) -> list[Path]:
 def _has_sidecars(d: Path) -> bool:
     """KEY.cls / KEY.txt beside KEY.jpg; a README.txt or LICENSE.txt at an ImageFolder root is not one."""
     files = [p for p in d.iterdir() if p.is_file()]
-    image_stems = {p.stem for p in files if p.suffix.lower() in _IMAGE_EXTS}
+    image_stems = {p.stem for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
     return any(p.suffix.lower() in (".cls", ".txt") and p.stem in image_stems for p in files)
 
 

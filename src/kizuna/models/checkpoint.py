@@ -227,10 +227,10 @@ def load_weights_only(path: Path):
         with open(path, "rb") as f:
             head = f.read(16)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if (head.startswith(b"PK") or head[:1] == b"\x80") and not isinstance(e, pickle.UnpicklingError):
-            raise CheckpointError(f"{path}: a damaged or truncated torch file ({type(e).__name__}: {first}); save or "
-                                  "copy it again") from None
         if head.startswith(b"PK") or head[:1] == b"\x80":  # a torch zip archive or a (legacy) pickle
+            if not isinstance(e, pickle.UnpicklingError):  # the weights-only unpickler's refusal is this error
+                raise CheckpointError(f"{path}: a damaged or truncated torch file ({type(e).__name__}: {first}); "
+                                      "save or copy it again") from None
             raise CheckpointError(
                 f"{path}: a torch file that a weights-only load refuses ({type(e).__name__}: {first}). kizuna "
                 "reads tensors only and never unpickles other objects: save the model's state_dict, or use "
