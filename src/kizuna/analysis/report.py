@@ -126,7 +126,8 @@ def read_record(path: str | Path) -> dict:
 
 
 def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = False) -> AnalysisTarget:
-    """A checkpoint path (or CLIP preset name, or a model object) -> :class:`AnalysisTarget`."""
+    """A checkpoint path (or CLIP preset name, or a model object) -> :class:`AnalysisTarget`. A model object is
+    analysed in place: it is moved to ``device`` and put in eval mode (call ``.train()`` to go on training it)."""
     import kizuna
     from kizuna.data.transforms import Preprocess
     from kizuna.models.clip import ClipModel

@@ -249,6 +249,11 @@ def _load_torch_file(path: Path, allow_jit: bool) -> dict:
                 "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
             )
         return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+    return load_state_dict_file(path)
+
+
+def load_state_dict_file(path: Path) -> dict:
+    """A torch file of tensors (a plain state dict, or one under a "state_dict" key), loaded weights-only."""
     obj = load_weights_only(path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, TensorTaker, atomic_write, load_weights_only
+from .checkpoint import CheckpointError, TensorTaker, atomic_write, load_state_dict_file
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .text import TextConfig
 from .vit import VisionConfig, VisionTransformer, grid_warning_silenced
@@ -91,17 +91,10 @@ def _read_safetensors(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def _read_bin(path: Path) -> dict:
-    obj = load_weights_only(path)
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors")
-    return obj
-
-
 def read_hf_weights(folder: str | Path) -> dict:
     """All tensors of an HF folder: model.safetensors, a sharded safetensors index, or pytorch_model.bin."""
     folder = Path(folder)
-    for name, reader in (("model.safetensors", _read_safetensors), ("pytorch_model.bin", _read_bin)):
+    for name, reader in (("model.safetensors", _read_safetensors), ("pytorch_model.bin", load_state_dict_file)):
         if (folder / name).is_file():
             return reader(folder / name)
         index = folder / f"{name}.index.json"
