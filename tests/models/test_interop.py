@@ -434,7 +434,14 @@ def test_hf_resize_smaller_than_the_crop_is_refused(hf_tiny_clip, tmp_path):
     {"do_rescale": False},  # pixels 0..255 into the normalisation
     {"rescale_factor": 1 / 127.5, "image_mean": [1.0] * 3, "image_std": [1.0] * 3},  # -1..1, written another way
     {"do_normalize": False, "rescale_factor": 1 / 127.5},
-], ids=["int-size", "nearest", "bilinear", "no-rescale", "rescale-127.5", "rescale-no-normalize"])
+    # size {"height", "width"} with a centre crop: transformers squashes to size, then crops (kizuna resized
+    # the short side to the crop instead: off by up to 3.7, embeddings at a cosine of 0.96)
+    {"size": {"height": 40, "width": 40}}, {"size": {"height": 32, "width": 32}},
+    # a non-square crop after a shortest-edge resize: transformers sets the short side to the edge (kizuna
+    # resized a portrait photo until it covered the crop / crop_pct: off by 3.3)
+    {"size": {"shortest_edge": 48}, "crop_size": {"height": 32, "width": 48}},
+], ids=["int-size", "nearest", "bilinear", "no-rescale", "rescale-127.5", "rescale-no-normalize", "squash-40-crop",
+        "squash-32-crop", "edge-48-crop-32x48"])
 def test_hf_processor_settings_give_transformers_pixels_and_export_back(hf_tiny_clip, tmp_path, settings):
     """An int ``size`` lost the crop ratio (pixels off by 2.5), and do_rescale / rescale_factor were never
     read (off by 900): kizuna read them as the defaults, silently."""
@@ -446,7 +453,8 @@ def test_hf_processor_settings_give_transformers_pixels_and_export_back(hf_tiny_
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(pp))
     model = kizuna.load_model(tmp_path)
     rng = np.random.default_rng(0)  # sizes with even crop margins (odd ones: the crop offset INTEROP.md notes)
-    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((60, 90), (50, 40))]
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+              for h, w in ((60, 90), (50, 40), (90, 60), (100, 100))]
     ours = torch.stack([kizuna.get_preprocess(model)(im) for im in images])
     theirs = transformers.CLIPImageProcessor.from_pretrained(tmp_path)(images=images, return_tensors="pt")
     torch.testing.assert_close(ours, theirs["pixel_values"], atol=1e-5, rtol=1e-5)

@@ -295,6 +295,10 @@ def test_the_command_line_passes_act_on(tmp_path):
     ({"size": 24}, r"size 24 is smaller than crop_size 32: .* set size to at least 32"),  # an int size: the edge
     ({"crop_size": {"height": 32, "width": 40}}, r"size\.shortest_edge 32 is smaller than crop_size 32x40: .* at "
                                                  r"least 40"),  # a square photo would be padded at the sides
+    # squashed to size, then cropped: kizuna's squash enlarges both sides by one factor, and never pads
+    ({"size": {"height": 40, "width": 48}}, r"size 40x48 \(height x width\) with crop_size 32x32: transformers "
+                                            r"squashes"),
+    ({"size": {"height": 24, "width": 24}}, r"size 24x24 .*\(padding with black where size is smaller"),
 ])
 def test_hf_processor_settings_kizuna_cannot_reproduce_are_refused(settings, match):
     """They became bicubic, or were never read, silently (kizuna's preprocessing resizes with nearest, bilinear

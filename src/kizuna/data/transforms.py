@@ -76,20 +76,22 @@ def center_crop(img: Image.Image, size) -> Image.Image:
 
 
 def fit_shortest(img: Image.Image, size, interpolation: str = "bicubic", crop_pct: float = 1.0) -> Image.Image:
-    """RGB, resized (keeping its aspect) until it covers ``size`` (an int or (height, width)) divided by
-    ``crop_pct``, then centre-cropped to ``size``; at ``crop_pct`` 1 an image already that size is returned
-    as it is. For a square size this is the shortest side resized to ``size / crop_pct`` (CLIP's Resize +
-    CenterCrop; HF's ``shortest_edge`` above ``crop_size``, timm's crop_pct). For a non-square size the
-    short side alone would not do: a square photo for a 32x48 model came out 32x32 and was padded with
-    black columns."""
+    """RGB, resized keeping its aspect, then centre-cropped to ``size`` (an int or (height, width)): the short
+    side is resized to the crop's short side / ``crop_pct`` (CLIP's Resize + CenterCrop; HF's ``shortest_edge``,
+    which may be above the crop's, as timm's crop_pct), or, where that would not cover a non-square crop
+    (a square photo for a 32x48 model came out 32x32 and was padded with black columns), until it covers the
+    crop / ``crop_pct``. At ``crop_pct`` 1 an image already that size is returned as it is."""
     h, w = _size_pair(size)
     img = to_rgb(img)
     if img.size == (w, h) and crop_pct == 1.0:
         return img
     interp = INTERPOLATION[interpolation]
-    if h == w:
-        return center_crop(resize_shortest(img, round(h / crop_pct), interp), (h, w))
     iw, ih = img.size
+    edge = round(min(h, w) / crop_pct)
+    # resize_shortest's size: the long side int(edge * long / short), as transformers rounds it
+    nw, nh = (edge, int(edge * ih / iw)) if iw <= ih else (int(edge * iw / ih), edge)
+    if nw >= w and nh >= h:
+        return center_crop(resize_shortest(img, edge, interp), (h, w))
     scale = max(h / ih, w / iw) / crop_pct
     cover = (max(w, round(iw * scale)), max(h, round(ih * scale)))
     return center_crop(img if cover == img.size else img.resize(cover, interp), (h, w))
@@ -112,20 +114,27 @@ class Preprocess:
     std: list = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"  # "shortest" (resize + centre crop) | "squash" (resize to size)
-    crop_pct: float = 1.0  # "shortest": resize to image_size / crop_pct first (HF shortest_edge 256 for a 224 crop: 0.875)
+    # resize to image_size / crop_pct first, then crop the centre: "shortest" keeps the aspect (HF shortest_edge
+    # 256 for a 224 crop: 0.875), "squash" does not (HF size {"height": 256, "width": 256} and a 224 crop)
+    crop_pct: float = 1.0
 
     def __post_init__(self):
         if not 0.0 < float(self.crop_pct) <= 1.0:
             raise ValueError(f"preprocess crop_pct must be in (0, 1], got {self.crop_pct!r}")
 
+    def geometry(self, img: Image.Image) -> Image.Image:
+        """The RGB image at the model's size: resized and cropped, not yet normalised (the robustness probes
+        corrupt this image)."""
+        if self.resize_mode != "squash":
+            return fit_shortest(img, self.image_size, self.interpolation, self.crop_pct)
+        h, w = _size_pair(self.image_size)
+        sh, sw = (h, w) if self.crop_pct == 1.0 else (round(h / self.crop_pct), round(w / self.crop_pct))
+        img = to_rgb(img)
+        img = img.resize((sw, sh), INTERPOLATION[self.interpolation]) if img.size != (sw, sh) else img
+        return center_crop(img, (h, w)) if (sh, sw) != (h, w) else img
+
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        if self.resize_mode == "squash":
-            h, w = _size_pair(self.image_size)
-            img = to_rgb(img)
-            img = img.resize((w, h), INTERPOLATION[self.interpolation]) if img.size != (w, h) else img
-        else:
-            img = fit_shortest(img, self.image_size, self.interpolation, self.crop_pct)
-        return to_tensor(img, self.mean, self.std)
+        return to_tensor(self.geometry(img), self.mean, self.std)
 
 
 @dataclass

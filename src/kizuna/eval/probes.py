@@ -103,19 +103,11 @@ class _ImageOpTransform:
         self.preprocess, self.op = preprocess, op
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        from kizuna.data.transforms import INTERPOLATION, Preprocess, fit_shortest, to_rgb, to_tensor
+        from kizuna.data.transforms import Preprocess, to_tensor
 
         p = self.preprocess
         if isinstance(p, Preprocess):
-            img = to_rgb(img)
-            size = p.image_size
-            h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-            interp = INTERPOLATION[p.interpolation]
-            if p.resize_mode == "squash":
-                img = img.resize((w, h), interp) if img.size != (w, h) else img
-            else:
-                img = fit_shortest(img, (h, w), p.interpolation, p.crop_pct)
-            return to_tensor(self.op(img), p.mean, p.std)
+            return to_tensor(self.op(p.geometry(img)), p.mean, p.std)
         return p(self.op(img.convert("RGB")))
 
 

@@ -255,6 +255,20 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
     hw = _hw(pp.get("crop_size")) if crop else _hw(size)
     if not crop and isinstance(size, dict) and "height" in size:
         out["resize_mode"] = "squash"
+    elif crop and hw is not None and isinstance(size, dict) and "height" in size:
+        # transformers squashes to size, then crops the centre: kizuna's squash at image_size / crop_pct
+        out["resize_mode"], out["image_size"] = "squash", hw[0] if hw[0] == hw[1] else list(hw)
+        sh, sw = _hw(size)
+        pct = hw[0] / sh
+        if sh < hw[0] or sw < hw[1] or round(hw[1] / pct) != sw:
+            raise CheckpointError(
+                f"{source}: size {sh}x{sw} (height x width) with crop_size {hw[0]}x{hw[1]}: transformers squashes "
+                "to size and crops the centre (padding with black where size is smaller), which kizuna's "
+                "preprocessing does only where size is the crop enlarged by one factor on both sides; set size to "
+                f"{{\"height\": {hw[0]}, \"width\": {hw[1]}}} or to the crop enlarged by one factor")
+        if pct < 1.0:
+            out["crop_pct"] = pct
+        return out
     elif not crop and siglip and size is None:
         # SiglipImageProcessor's default size is {"height", "width"}: a squash, to the model's own size here
         # (HF's default 224 would not fit a model of another size)
@@ -530,10 +544,14 @@ def _hf_preprocess(pre: dict, processor: str) -> dict:
         "resample": TO_HF_RESAMPLE.get(pre.get("interpolation", "bicubic"), 3),
         "rescale_factor": 1 / 255,
     }
-    if squash:
+    pct = float(pre.get("crop_pct", 1.0))
+    if squash and pct != 1.0:  # squash to the crop enlarged by 1 / crop_pct, then crop the centre
+        out.update(do_center_crop=True, size={"height": round(h / pct), "width": round(w / pct)},
+                   crop_size={"height": h, "width": w})
+    elif squash:
         out.update(do_center_crop=False, size={"height": h, "width": w})
     else:
-        edge = round(min(h, w) / float(pre.get("crop_pct", 1.0)))
+        edge = round(min(h, w) / pct)
         out.update(do_center_crop=True, size={"shortest_edge": edge}, crop_size={"height": h, "width": w})
     return out
 
