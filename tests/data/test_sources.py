@@ -544,3 +544,32 @@ def test_a_class_folder_keeps_two_images_of_one_name(tmp_path):
     (tmp_path / "cat" / "x.png").write_bytes(image_bytes(fmt="PNG"))
     idx = build_index(str(tmp_path), require="image")
     assert len(idx) == 2 and not idx.skips
+
+
+def test_data_or_long_zeros_after_the_end_of_archive_marker_make_a_damaged_shard(tmp_path):
+    """tarfile stops quietly at an all-zero header block: a shard zeroed from the middle on (preallocated,
+    half-written), a zeroed header mid-shard, or two tars joined with cat lost every later sample without
+    a word. Past the marker a tar holds zero padding only, at most a record."""
+    whole = tmp_path / "whole.tar"
+    make_pair_shard(whole, 0, 6)
+    data = whole.read_bytes()
+    header, _ = member_offset(whole, "000000003.jpg")
+    header -= 512
+    tar_index.clear_cache()
+
+    prealloc = tmp_path / "prealloc.tar"  # samples 0-2 written, the rest of the file still zeros
+    prealloc.write_bytes(data[:header] + bytes(len(data) - header + 64 * 1024))
+    zeroed = tmp_path / "zeroed.tar"  # one header block zeroed: samples 3-5 follow it
+    zeroed.write_bytes(data[:header] + bytes(512) + data[header + 512:])
+    joined = tmp_path / "joined.tar"
+    make_pair_shard(tmp_path / "more.tar", 10, 2)
+    joined.write_bytes(data + (tmp_path / "more.tar").read_bytes())
+    expected = {prealloc: r"zero bytes after the end-of-archive marker at byte %d" % header,
+                zeroed: r"bytes of data after the end-of-archive marker at byte %d" % header,
+                joined: r"bytes of data after the end-of-archive marker"}
+    for path, message in expected.items():
+        with pytest.warns(RuntimeWarning, match=f"{path.name} is truncated or corrupt .*{message}"):
+            idx = build_index(str(path))
+        assert idx.damaged == [str(path)]
+        assert idx.keys == [f"{i:09d}" for i in (range(3) if path != joined else range(6))]
+    assert not build_index(str(whole)).damaged  # tarfile's own record padding is a clean end

@@ -180,6 +180,20 @@ def test_dict_overrides_merge_into_the_preset_and_reload(tmp_path):
         "image_size"] == 64
 
 
+def test_a_new_text_context_length_is_the_tokenizers_too():
+    """The tokenizer kept the preset's 77: a 32-position tower failed at its first encode_text, a 100-position one
+    cut captions at 77; a config built without a tokenizer gets one as long as its text tower."""
+    for length in (32, 100):
+        model = kizuna.create_model("ViT-mu-8", text={"context_length": length})
+        tokens = kizuna.get_tokenizer(model)(["a photo of a dog " * 30])
+        assert tokens.shape == (1, length) and model.encode_text(tokens).shape == (1, model.cfg.embed_dim)
+    assert clip_config("ViT-mu-8", text={"context_length": 32}, tokenizer={"context_length": 16}).tokenizer[
+        "context_length"] == 16  # a tokenizer set alongside is the user's choice
+    short = clip_config("ViT-mu-8").to_dict()
+    short.update(text={**short["text"], "context_length": 16}, tokenizer=None)
+    assert ClipConfig.from_dict(short).tokenizer == {"type": "clip_bpe", "context_length": 16}
+
+
 # ----- R1: an unreadable config.json ----------------------------------------------------------------------
 def test_config_json_that_is_a_folder_is_a_checkpoint_error(tmp_path):
     (tmp_path / "m" / "config.json").mkdir(parents=True)

@@ -25,6 +25,12 @@ def test_demo_config_builds_the_hybrid_tower_it_documents():
     assert v.output_dim == mc.text.output_dim == mc.embed_dim == 128
 
 
+def test_a_text_context_length_override_is_the_tokenizers_too():
+    """--model-overrides '{"text": {"context_length": 32}}' kept a 77-token tokenizer: the run died at step 1."""
+    mc = model_config(make_config(model="ViT-mu-8", model_overrides={"text": {"context_length": 32}}))
+    assert mc.text.context_length == mc.tokenizer["context_length"] == 32
+
+
 def test_unknown_option_is_named():
     with pytest.raises(ValueError, match="unknown training option.*bogus"):
         make_config({}, bogus=1)

@@ -70,6 +70,7 @@ draft_size=None, seed_transform=True)``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import os
@@ -95,7 +96,9 @@ __all__ = [
     "decode_image",
     "expand_braces",
     "expand_spec",
+    "open_table",
     "resolve_spec",
+    "table_reader",
 ]
 
 _REQUIRE = ("any", "caption", "label", "image")
@@ -495,25 +498,58 @@ def _add_tar(b: _Builder, path: str, require: str, cache_dir) -> None:
         b.add(sid, key, off, size, None, caps, label)
 
 
+@contextlib.contextmanager
+def open_table(path, error: type[Exception] = ValueError):
+    """A CSV/TSV file opened for :func:`table_reader`: UTF-8 with Excel's byte-order mark dropped. Bytes that
+    are not UTF-8, met anywhere while it is read, raise ``error`` naming the file (Python's message names
+    neither the file nor the row)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))  # long captions: the 128 KiB default raised
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            yield f
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text ({e.reason}: byte 0x{e.object[e.start]:02x}); save it as UTF-8") \
+            from None
+
+
+def table_reader(f, sep: str | None = None) -> csv.DictReader:
+    """Rows of an open CSV/TSV file as dicts. ``sep`` None: tab when the header holds one (OpenCLIP's default
+    is tab even for ".csv"), else comma. Tab-separated text has no quoting (the TSV convention): read with
+    csv's, a caption that starts with '"' swallowed the rows after it into one caption."""
+    if sep is None:
+        head = f.readline()
+        f.seek(0)
+        sep = "\t" if "\t" in head else ","
+    if sep == "\t":
+        return _TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE)
+    return csv.DictReader(f, delimiter=sep)
+
+
+class _TsvReader(csv.DictReader):
+    """A field that is wholly quoted with its inner quotes doubled (``"a ""red"" bus"``) is unquoted: pandas
+    and csv.writer write a tab-separated caption holding a quote so."""
+
+    def __next__(self) -> dict:
+        return {k: _unquote(v) if isinstance(v, str) else v for k, v in super().__next__().items()}
+
+
+def _unquote(field: str) -> str:
+    inner = field[1:-1]
+    if len(field) >= 2 and field[0] == field[-1] == '"' and '"' not in inner.replace('""', ""):
+        return inner.replace('""', '"')
+    return field
+
+
 def _add_csv(b: _Builder, path: str, require: str, image_column: str, caption_column: str,
              label_column: str | None, sep: str | None, check_files: bool) -> None:
     base = os.path.dirname(os.path.abspath(path))
-    csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))  # long captions: the 128 KiB default raised
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
-            _read_csv(b, f, path, base, require, image_column, caption_column, label_column, sep, check_files)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    with open_table(path) as f:
+        _read_csv(b, f, path, base, require, image_column, caption_column, label_column, sep, check_files)
 
 
 def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: str, caption_column: str,
               label_column: str | None, sep: str | None, check_files: bool) -> None:
-    if sep is None:
-        # OpenCLIP's default is tab even for ".csv"; sniff the header instead of trusting the name.
-        head = f.readline()
-        f.seek(0)
-        sep = "\t" if "\t" in head else ","
-    reader = csv.DictReader(f, delimiter=sep)
+    reader = table_reader(f, sep)
     cols = reader.fieldnames or []
     wanted = [image_column] + ([caption_column] if require in ("any", "caption") else [])
     wanted += [label_column] if label_column else []
@@ -533,7 +569,9 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
             try:
                 size = os.path.getsize(img)
             except OSError:
-                b.skips.add("missing_image", _where("csv", key, path))
+                # say where it was looked for: paths written relative to the cwd are not relative to the CSV
+                why = "" if os.path.isabs(rel) else "; relative paths start at the CSV's folder"
+                b.skips.add("missing_image", _where("csv", f"row {row_no} ({rel}: no file {img}{why})", path))
                 continue
             if size == 0:
                 b.skips.add("empty_image", _where("csv", key, path))

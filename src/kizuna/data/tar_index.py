@@ -18,15 +18,19 @@ Public API
     ``.txt`` payload -> captions: ``str.splitlines()`` (CLIP_benchmark retrieval layout), each
     stripped, blank lines dropped.
 ``parse_label(text) -> int``
-    ``.cls`` payload -> class index; ``-2`` when it is not an integer.
+    ``.cls`` payload (or CSV label) -> class index, ``"3.0"`` read as 3; ``-2`` when it is not a whole
+    number >= 0.
 ``TarShardIndex``
     per-shard result (columnar lists, one entry per sample that has a readable image):
     ``keys``, ``offsets``/``sizes`` of the image member, ``image_exts``,
     ``captions`` (``None``: no ``.txt`` member; ``()``: ``.txt`` present but blank),
     ``labels`` (``-1``: no ``.cls``; ``-2``: unparsable ``.cls``),
     ``skipped`` (reason -> count for groups dropped at this level: ``missing_image``,
-    ``empty_image``, ``truncated``) with ``skip_keys`` (reason -> first few keys),
-    ``truncated`` / ``detail`` (why the scan stopped early), ``num_members``.
+    ``empty_image``, ``truncated``, ``dotted_key``: an image member whose key has a dot,
+    ``photo.000.jpg``, as WebDataset keys end at the first dot) with ``skip_keys`` (reason -> first
+    few keys),
+    ``truncated`` / ``detail`` (why the scan stopped early, or what follows the end-of-archive marker
+    that should not: data, or more zeros than tar's padding), ``num_members``.
 ``index_tar(path, cache_dir=None) -> TarShardIndex``
     scan (or fetch from the in-memory / optional on-disk JSON cache, keyed by real path, mtime and
     size). A truncated or corrupt shard is indexed up to the damage and warned about once per
@@ -68,8 +72,11 @@ IMAGE_EXTS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 _CAPTION_EXT = "txt"
 _LABEL_EXT = "cls"
 _BLOCK = 512
+# the end-of-archive marker (two zero blocks) and the padding to a whole record (20 blocks, tar's default)
+_MAX_END_PADDING = 2 * _BLOCK + tarfile.RECORDSIZE
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 3  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime
+_CACHE_VERSION = 4  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+# 4: data or overlong zeros after the end-of-archive marker make the shard damaged
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -135,8 +142,12 @@ def parse_captions(text: str) -> tuple[str, ...]:
 
 
 def parse_label(text: str) -> int:
+    text = text.strip()
+    whole, dot, fraction = text.partition(".")
+    if dot and whole and not fraction.strip("0"):  # "3.0": pandas writes an int column holding a NaN as floats
+        text = whole
     try:
-        value = int(text.strip())
+        value = int(text)
     except ValueError:
         return -2
     return value if value >= 0 else -2
@@ -277,19 +288,45 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
         except tarfile.TarError as e:
             stop_detail = f"scan stopped at byte {tf.offset}: {e}"
         end = tf.offset
-        tail = read_range(fd, end, _BLOCK)
-        clean_end = len(tail) == _BLOCK and tail.count(0) == _BLOCK and not stop_detail
-        if not clean_end:
-            out.truncated = True
-            if stop_detail:
-                out.detail = stop_detail
-            elif end >= file_size:
-                out.detail = f"archive ends at byte {file_size} without an end-of-archive marker"
-            else:
-                out.detail = f"invalid header at byte {end}; the rest of the shard is unreadable"
+        out.detail = stop_detail or _end_problem(fd, end, file_size)
+        out.truncated = bool(out.detail)
         if group_key is not None:
             _flush(out, fd, group_key, group, file_size, last=out.truncated, duplicate=duplicate)
     return out
+
+
+def _end_problem(fd: int, end: int, file_size: int) -> str:
+    """Why the archive does not end cleanly at ``end``, where tarfile stopped ("" when it does). tarfile stops
+    quietly at any all-zero header block, so a zeroed block mid-shard, a preallocated file written only in
+    part, or ``cat a.tar b.tar`` looked like a clean end and lost every sample after it: a real end is zero
+    padding only, no longer than the end-of-archive marker plus one record (tar pads to a record)."""
+    tail = file_size - end
+    if tail <= 0:
+        return f"archive ends at byte {file_size} without an end-of-archive marker"
+    data_at = _first_nonzero(fd, end, file_size)
+    if tail < _BLOCK or data_at is not None and data_at < end + _BLOCK:  # no whole zero block: no marker
+        return f"invalid header at byte {end}; the rest of the shard is unreadable"
+    if data_at is not None:
+        return (f"{file_size - data_at} bytes of data after the end-of-archive marker at byte {end}, from byte "
+                f"{data_at}: a zeroed header block, or two tars joined with cat; write or fetch the shard again")
+    if tail > _MAX_END_PADDING:
+        return (f"{tail} zero bytes after the end-of-archive marker at byte {end}, more than tar's "
+                f"{_MAX_END_PADDING} of padding: a preallocated or half-written file; fetch it again")
+    return ""
+
+
+def _first_nonzero(fd: int, start: int, stop: int, chunk: int = 1 << 20) -> int | None:
+    """Offset of the first non-zero byte in ``[start, stop)``, read a chunk at a time (a zeroed tail can be GBs)."""
+    pos = start
+    while pos < stop:
+        data = read_range(fd, pos, min(chunk, stop - pos))
+        if not data:
+            return None
+        stripped = data.lstrip(b"\0")
+        if stripped:
+            return pos + len(data) - len(stripped)
+        pos += len(data)
+    return None
 
 
 def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, last: bool,
@@ -302,9 +339,15 @@ def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, l
     if last and len(readable) < len(group):
         out._skip("truncated", key)
         return
+    # photo.000.jpg, photo.001.jpg, ...: one key "photo" (WebDataset's keys end at the first dot) whose
+    # extensions 000.jpg, ... are no image; each such image is a sample lost, not one missing_image
+    dotted = [ext for ext in group if "." in ext and ext.rsplit(".", 1)[1] in IMAGE_EXTS]
+    for ext in dotted:
+        out._skip("dotted_key", f"{key}.{ext}")
     image_ext = next((e for e in IMAGE_EXTS if e in readable), None)
     if image_ext is None:
-        out._skip("truncated" if last else "missing_image", key)
+        if not dotted:
+            out._skip("truncated" if last else "missing_image", key)
         return
     image = readable[image_ext]
     if image.size == 0:

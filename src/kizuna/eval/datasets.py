@@ -47,7 +47,6 @@ accuracy).
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Sequence
@@ -58,7 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from kizuna.data.images import IMAGE_EXTENSIONS
-from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter, build_index
+from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter, build_index, open_table, table_reader
+from kizuna.data.tar_index import parse_label
 
 __all__ = [
     "DatasetError", "EvalDataset", "bundled_classnames", "bundled_templates", "find_split", "load_dataset",
@@ -359,11 +359,17 @@ def _class_dirs(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _has_sidecars(d: Path) -> bool:
+def _has_sidecars(d: Path, exts: tuple[str, ...] = (".cls", ".txt")) -> bool:
     """KEY.cls / KEY.txt beside KEY.jpg; a README.txt or LICENSE.txt at an ImageFolder root is not one."""
     files = [p for p in d.iterdir() if p.is_file()]
     image_stems = {p.stem for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
-    return any(p.suffix.lower() in (".cls", ".txt") and p.stem in image_stems for p in files)
+    return any(p.suffix.lower() in exts and p.stem in image_stems for p in files)
+
+
+def _labelled_by_sidecars(d: Path) -> bool:
+    """Side-cars at the top, or class labels (KEY.cls) in the subfolders: shards unpacked one per folder
+    (test/000000/KEY.jpg + KEY.cls) were an ImageFolder whose classes were the folder names."""
+    return _has_sidecars(d) or any(_has_sidecars(sub, (".cls",)) for sub in _class_dirs(d))
 
 
 def _folder_class_order(dirs: list[Path]) -> list[Path]:
@@ -458,6 +464,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     task = task or declared
 
     labels_override = None
+    outside = None  # ImageFolder rows counted as image_outside_class_folder, not again as missing_label
     folder_classes: list[str] | None = None
     if data.is_file():
         layout = "csv"
@@ -467,7 +474,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     elif _is_tar_dir(data):
         layout = "wds"
         index = build_index(str(data), require=_require(task), cache_dir=cache_dir)
-    elif _has_sidecars(data) or not _class_dirs(data):
+    elif _labelled_by_sidecars(data) or not _class_dirs(data):
         layout = "folder"
         index = build_index(str(data), require=_require(task))
     else:
@@ -482,9 +489,9 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         pos = {n: k for k, n in enumerate(folder_names)}
         labels_override = np.array([pos.get(k.split("/")[0], -1) if "/" in k else -1 for k in index.keys],
                                    dtype=np.int64)
-        loose = int((labels_override < 0).sum())
-        if loose:
-            index.skips.add("image_outside_class_folder", n=loose)
+        outside = labels_override < 0
+        if outside.any():
+            index.skips.add("image_outside_class_folder", index.where(int(np.argmax(outside))), n=int(outside.sum()))
         folder_classes = [n.replace("_", " ") for n in folder_names]
 
     if len(index) == 0 and not index.skips and not index.damaged:  # a damaged shard is reported below
@@ -506,9 +513,11 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     labels_col = labels_override if labels_override is not None else index.labels
     if task == "classification":
         keep = np.flatnonzero(np.asarray(labels_col) >= 0)
-        dropped = len(index) - len(keep)
-        if dropped:
-            skips.add("missing_label", index.where(int(np.flatnonzero(np.asarray(labels_col) < 0)[0])), n=dropped)
+        unlabelled = np.asarray(labels_col) < 0
+        if outside is not None:
+            unlabelled &= ~outside
+        if unlabelled.any():
+            skips.add("missing_label", index.where(int(np.argmax(unlabelled))), n=int(unlabelled.sum()))
     else:
         has = np.array([len(c) > 0 for c in index.captions], dtype=bool)
         keep = np.flatnonzero(has)
@@ -607,11 +616,11 @@ def _check_labels(ds: EvalDataset) -> None:
 
 def _index_csv(path: Path, task, image_column, label_column, caption_column, classnames, root, name, cache_dir):
     """-> (index, task, labels_override, class names from the label column or None)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark, as build_index
+    with open_table(path, DatasetError) as f:
         head = f.readline()
         sep = "\t" if "\t" in head or path.suffix.lower() == ".tsv" else ","
         f.seek(0)
-        reader = csv.DictReader(f, delimiter=sep)
+        reader = table_reader(f, sep)
         cols = reader.fieldnames or []
         if image_column not in cols:
             raise DatasetError(f"{path}: no image column {image_column!r}; columns are {cols}")
@@ -627,8 +636,12 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
         return _group_captions(index), task, None, None
     if label_column not in cols:
         raise DatasetError(f"{path}: no label column {label_column!r}; columns are {cols}")
-    numeric = all(v.strip().lstrip("-").isdigit() for v in values if v.strip())
-    if numeric:
+    # Class indices when most values are whole numbers ("3.0" too: pandas writes an int column holding a NaN
+    # as floats); then the rest are bad_label skips. One odd value switched the whole column to class names,
+    # and --dataset-name's classes were ignored.
+    given = [(row, v.strip()) for row, v in enumerate(values, start=2) if v and v.strip()]  # row 1: the header
+    indices = [(row, v) for row, v in given if parse_label(v.removeprefix("-")) >= 0]
+    if given and len(indices) * 2 > len(given):
         index = build_index(str(path), require="label", image_column=image_column, label_column=label_column,
                             caption_column=caption_column, sep=sep)
         return index, task, None, None
@@ -639,6 +652,11 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
     if names is None and (root / CLASSNAMES_FILE).is_file():
         names = read_lines(root / CLASSNAMES_FILE)
     if names is None:
+        if indices:  # as many class indices as names: which the column means is not for us to guess
+            row, value = indices[0]
+            raise DatasetError(f"{path}: label column {label_column!r} mixes class names and class indices "
+                               f"({len(indices)} of {len(given)} values are indices, e.g. {value!r} in row {row}); "
+                               "write every label one way")
         names = sorted({c[0] for c in index.captions if c})
     pos = {n: k for k, n in enumerate(names)}
     labels = np.full(len(index), -1, dtype=np.int64)

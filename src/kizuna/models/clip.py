@@ -35,7 +35,7 @@ class ClipConfig:
     init_logit_bias: float | None = None  # SigLIP: -10
     max_logit_scale: float | None = math.log(100)  # CLIP clamps exp(t) at 100
     preprocess: dict = field(default_factory=dict)
-    tokenizer: dict = field(default_factory=lambda: {"type": "clip_bpe", "context_length": 77})
+    tokenizer: dict | None = None  # None: OpenAI's BPE at the text tower's context length
     name: str = ""
 
     def __post_init__(self):
@@ -58,6 +58,8 @@ class ClipConfig:
                 f"embed_dim {self.embed_dim} disagrees with the towers' outputs (vision.output_dim -> {vision_dim}, "
                 f"text.output_dim -> {text_dim}); set vision.output_dim and text.output_dim to embed_dim"
             )
+        if self.tokenizer is None:  # OpenAI's BPE, as long as the tower (a fixed 77 did not fit a shorter one)
+            self.tokenizer = {"type": "clip_bpe", "context_length": self.text.context_length}
         if not self.preprocess:
             size = self.vision.image_size
             self.preprocess = {

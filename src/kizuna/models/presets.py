@@ -128,6 +128,18 @@ def unknown_model_message(name: str) -> str:
 _MERGED = {"vision": VisionConfig, "text": TextConfig, "preprocess": None, "tokenizer": None}
 
 
+def follow_context_length(d: dict, preset_length: int, tokenizer_override) -> None:
+    """A new text context length is also the tokenizer's (as a new image size is the preprocessing's), unless the
+    tokenizer override sets its own: a 32-position tower with the preset's 77-token tokenizer failed at its first
+    encode_text, and a 100-position one kept cutting captions at 77."""
+    text, tokenizer = d.get("text"), d.get("tokenizer")
+    if not isinstance(text, dict) or not isinstance(tokenizer, dict) or tokenizer.get("type") == "minilm":
+        return
+    length = text.get("context_length")
+    if length != preset_length and "context_length" not in (tokenizer_override or {}):
+        d["tokenizer"] = {**tokenizer, "context_length": length}
+
+
 def clip_config(name: str, **overrides) -> ClipConfig:
     """A preset's config with ``overrides`` applied: a field's new value, or for ``vision``, ``text``,
     ``preprocess`` and ``tokenizer`` a dict merged into the preset's. The result is built through
@@ -170,6 +182,7 @@ def clip_config(name: str, **overrides) -> ClipConfig:
             and "image_size" not in (overrides.get("preprocess") or {})):
         size = list(new_size) if isinstance(new_size, (tuple, list)) else new_size
         d["preprocess"] = {**d["preprocess"], "image_size": size}
+    follow_context_length(d, base.text.context_length, overrides.get("tokenizer"))
     try:
         return ClipConfig.from_dict(d)
     except (TypeError, ValueError) as e:

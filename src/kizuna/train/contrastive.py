@@ -25,6 +25,7 @@ import torch
 import kizuna
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
+from kizuna.models.presets import follow_context_length
 
 from .config import TrainConfig, deep_merge
 from .data import build_dataset, build_loader
@@ -44,8 +45,9 @@ RESUME_STATE_FIXED = ("lock_image", "lock_image_unlocked_blocks", "lock_text", "
 
 def model_config(cfg: TrainConfig) -> ClipConfig:
     """The ClipConfig a fresh run starts from: preset + overrides + loss/tower/tokenizer choices."""
-    d = kizuna.clip_config(cfg.model).to_dict()
-    d = deep_merge(d, copy.deepcopy(cfg.model_overrides))
+    preset = kizuna.clip_config(cfg.model)
+    d = deep_merge(preset.to_dict(), copy.deepcopy(cfg.model_overrides))
+    follow_context_length(d, preset.text.context_length, cfg.model_overrides.get("tokenizer"))
     if "embed_dim" in cfg.model_overrides:  # a new joint width: the towers' projections follow it
         for tower in ("vision", "text"):
             if "output_dim" not in cfg.model_overrides.get(tower, {}) and d[tower].get("output_dim"):
