@@ -176,3 +176,58 @@ def test_the_crop_draft_size_leaves_the_smallest_crop_its_full_resolution():
     smallest = min(min(right - left, bottom - top) for left, top, right, bottom in boxes)
     assert side - 1 <= smallest <= side + 2  # the narrowest aspect reaches the side; rounding aside
     assert crop_draft_size(side, 1.0) > side  # even a whole-area crop may be 3:4
+
+
+def test_an_image_opened_with_pil_is_encoded_upright():
+    """The README's snippet (preprocess(Image.open(path))) encoded a phone photo with EXIF orientation 6 on its
+    side, while `kizuna embed` and `kizuna zeroshot` (which decode through kizuna) turned it upright."""
+    import io
+
+    from kizuna.data.images import EXIF_ORIENTATION, decode_image
+
+    upright_photo = Image.new("RGB", (40, 40), "white")
+    upright_photo.paste((255, 0, 0), (0, 0, 40, 10))  # a red band along the top
+    stored = upright_photo.transpose(Image.ROTATE_90)  # as the camera stores it, on its side (orientation 6)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    buf = io.BytesIO()
+    stored.save(buf, "PNG", exif=exif.tobytes())
+    pre = Preprocess(image_size=32, mean=[0, 0, 0], std=[1, 1, 1])
+    opened = pre(Image.open(io.BytesIO(buf.getvalue())))
+    torch.testing.assert_close(opened, pre(decode_image(buf.getvalue())))
+    torch.testing.assert_close(opened, pre(upright_photo))
+    assert opened[0, 0].min() > 0.9 and opened[1, 0].max() < 0.1  # the top row is the red band
+
+
+@pytest.mark.parametrize("mode,key", [("L", 0), ("RGB", (0, 0, 0))])
+def test_a_transparent_colour_key_is_white(mode, key):
+    """A grey or RGB PNG with a tRNS colour key: its transparent pixels were black, HF's convert_rgb makes them
+    white (as kizuna already did for palette images)."""
+    import io
+
+    img = Image.new(mode, (4, 4), key)
+    buf = io.BytesIO()
+    img.save(buf, "PNG", transparency=key)
+    back = Image.open(io.BytesIO(buf.getvalue()))
+    assert "transparency" in back.info
+    assert to_rgb(back).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_a_sliver_is_not_resized_whole(monkeypatch):
+    """1 x 20,000 pixels (121 bytes of PNG) resized whole for a 224 crop asked for a 224 x 4,480,000 image (1 Gpx,
+    3 GB); only the crop's region is resized now, and past the threshold the pixels equal the whole resize's."""
+    from kizuna.data import transforms
+
+    sizes = []
+    real_resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, size, *a, **k: sizes.append(size) or real_resize(
+        self, size, *a, **k))
+    x = Preprocess(image_size=224)(Image.new("RGB", (1, 20000), "white"))
+    assert x.shape == (3, 224, 224) and max(w * h for w, h in sizes) == 224 * 224
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (90, 60, 3), dtype=np.uint8))
+    whole = Preprocess(image_size=32, mean=[0, 0, 0], std=[1, 1, 1])(photo)
+    monkeypatch.setattr(transforms, "HUGE_RESIZE_PIXELS", 100)  # the crop-only path for an ordinary photo
+    boxed = Preprocess(image_size=32, mean=[0, 0, 0], std=[1, 1, 1])(photo)
+    diff = (boxed - whole).abs()  # the same sampling but for the box's rounding: a few levels here and there
+    assert diff.max() <= 6 / 255 and diff.mean() < 0.5 / 255

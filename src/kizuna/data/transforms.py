@@ -15,17 +15,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from .images import upright
+
 INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. Transparent pixels are composited onto white (as HF's convert_rgb does),
-    so a logo with a transparent background does not turn into black noise; CMYK, 16-bit and palette
-    images go through PIL's converters."""
+    """Any PIL image -> RGB, upright. A camera's EXIF orientation is applied (:func:`~kizuna.data.images.upright`;
+    decoded by kizuna it already is, but an image a user opened with PIL, as the README's snippet does, was
+    encoded on its side). Transparent pixels are composited onto white (as HF's convert_rgb does), so a logo
+    with a transparent background does not turn into black noise: an alpha channel, or a transparent colour
+    key (PNG tRNS) in a palette, grey or RGB image; CMYK, 16-bit and palette images go through PIL's
+    converters."""
+    img = upright(img)
+    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
+        img = img.convert("RGBA")  # PIL turns the colour key into alpha
     if img.mode == "RGB":
         return img
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         img = img.convert("RGBA")
         if img.getchannel("A").getextrema()[0] == 255:  # opaque throughout: no compositing (1.5x the decode)
@@ -54,16 +60,6 @@ def _size_pair(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def resize_shortest(img: Image.Image, size: int, interpolation=Image.BICUBIC) -> Image.Image:
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    if short == size:
-        return img
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    return img.resize((new_w, new_h), interpolation)
-
-
 def center_crop(img: Image.Image, size) -> Image.Image:
     th, tw = _size_pair(size)
     w, h = img.size
@@ -73,6 +69,9 @@ def center_crop(img: Image.Image, size) -> Image.Image:
     left = int(round((w - tw) / 2.0))
     top = int(round((h - th) / 2.0))
     return img.crop((left, top, left + tw, top + th))
+
+
+HUGE_RESIZE_PIXELS = 2**25  # past this, fit_shortest resizes only the crop's region (32 Mpx, ~100 MB of RGB)
 
 
 def fit_shortest(img: Image.Image, size, interpolation: str = "bicubic", crop_pct: float = 1.0) -> Image.Image:
@@ -88,13 +87,20 @@ def fit_shortest(img: Image.Image, size, interpolation: str = "bicubic", crop_pc
     interp = INTERPOLATION[interpolation]
     iw, ih = img.size
     edge = round(min(h, w) / crop_pct)
-    # resize_shortest's size: the long side int(edge * long / short), as transformers rounds it
+    # the short side at the edge, the long side int(edge * long / short), as transformers rounds it
     nw, nh = (edge, int(edge * ih / iw)) if iw <= ih else (int(edge * iw / ih), edge)
-    if nw >= w and nh >= h:
-        return center_crop(resize_shortest(img, edge, interp), (h, w))
-    scale = max(h / ih, w / iw) / crop_pct
-    cover = (max(w, round(iw * scale)), max(h, round(ih * scale)))
-    return center_crop(img if cover == img.size else img.resize(cover, interp), (h, w))
+    if nw < w or nh < h:
+        scale = max(h / ih, w / iw) / crop_pct
+        nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
+    if (nw, nh) == img.size:
+        return center_crop(img, (h, w))
+    if nw * nh > HUGE_RESIZE_PIXELS:
+        # a sliver (1 x 20,000 pixels, a few hundred bytes of PNG) resized whole would be a gigapixel image for
+        # a 224-pixel crop: resize only the part of it that the crop keeps
+        left, top = int(round((nw - w) / 2.0)), int(round((nh - h) / 2.0))
+        sx, sy = iw / nw, ih / nh
+        return img.resize((w, h), interp, box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
+    return center_crop(img.resize((nw, nh), interp), (h, w))
 
 
 def to_tensor(img: Image.Image, mean, std) -> torch.Tensor:
