@@ -42,6 +42,8 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
     (docs/PERFORMANCE.md); it still takes float32 pixels."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"create_model takes a preset name or a checkpoint path, got {type(name_or_path).__name__}")
     if isinstance(name_or_path, os.PathLike):  # a Path that does not exist went on as a preset name (a TypeError)
         if not Path(name_or_path).exists():
             raise CheckpointError(f"{name_or_path}: no such checkpoint (file or folder)")
@@ -49,7 +51,7 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
     if not str(name_or_path).strip():  # "" is the current folder to Path: it loaded whatever was there
         raise ValueError("no model given (an empty name); pass a preset name (kizuna.list_models()) or a "
                          "checkpoint path")
-    if Path(name_or_path).exists():
+    if Path(name_or_path).exists() and not _shadows_a_preset(name_or_path):
         if overrides:
             raise ValueError(f"config overrides ({', '.join(overrides)}) apply to presets only; a checkpoint carries "
                              "its own config")
@@ -65,7 +67,27 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
             overrides["vision"] = {**(overrides.get("vision") or {}), "image_size": image_size}
         cfg = clip_config(name_or_path, **overrides)
         model = ClipModel(cfg)
-    return model.to(PRECISIONS[precision]) if precision != "fp32" else model
+        if cfg.text.kind == "minilm":  # the point of this tower is its pretraining (the trainers load it too)
+            model.text.load_pretrained_weights()
+    if precision == "fp32":
+        return model
+    model = model.to(PRECISIONS[precision])
+    for scalar in ("logit_scale", "logit_bias"):
+        # kept in float32, as OpenCLIP's low-precision conversion keeps them: in bf16 CLIP's scale of 100 became
+        # 98.9 and a SigLIP's bias of -12.93 became -12.94, which moved a sigmoid probability from 49% to 44%
+        p = getattr(model, scalar, None)
+        if isinstance(p, torch.nn.Parameter):
+            p.data = p.data.float()
+    return model
+
+
+def _shadows_a_preset(name: str) -> bool:
+    """A folder without a model that is named like a preset (an output folder "ViT-B-32" in the current
+    directory): the preset is meant, not the folder (create_model failed with "folder has no config.json")."""
+    path = Path(name)
+    return (path.is_dir() and name.replace("/", "-") in list_models()
+            and not any((path / f).exists() for f in ("config.json", "model.safetensors", "model", "checkpoints",
+                                                      "train_config.json")))  # a model, or a run's --out
 
 
 def create_vit(variant: str, image_size: int = 224, num_classes: int = 0, **overrides) -> VisionTransformer:

@@ -445,3 +445,19 @@ def test_info_on_a_vit_says_what_it_counts(tmp_path, capsys):
         run(Namespace(model=str(path), allow_jit=False, act=None, json=False))
         out = capsys.readouterr().out
         assert expected in out and "one text" not in out and "encode_image" not in out
+
+
+def test_a_trained_tokenizer_is_not_exported_to_a_layout_that_cannot_carry_it(tmp_path):
+    """export_hf_clip wrote a model trained with its own BPE without a word and no tokenizer: the folder read back
+    with OpenAI's BPE, whose ids the model never saw (encode_text then refused them). The OpenAI layout likewise."""
+    from kizuna.data.tokenizer import train_bpe_tokenizer
+
+    tok = train_bpe_tokenizer(["a photo of a red square", "a blue circle on the left"] * 50, vocab_size=600,
+                              context_length=16)
+    model = kizuna.create_model("ViT-mu-8", tokenizer=tok.to_config(), text={
+        "vocab_size": tok.vocab_size, "eot_token_id": tok.eot_token_id, "context_length": 16})
+    with pytest.raises(ValueError, match="the tokenizer is 'trained_bpe', and an HF CLIP folder carries OpenAI's"):
+        export_hf_clip(model, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+    with pytest.raises(ValueError, match="the tokenizer is 'trained_bpe', a reader assumes OpenAI's BPE"):
+        kizuna_to_openai(model)

@@ -27,6 +27,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     with a transparent background does not turn into black noise: an alpha channel, or a transparent colour
     key (PNG tRNS) in a palette, grey or RGB image; CMYK, 16-bit and palette images go through PIL's
     converters."""
+    if not isinstance(img, Image.Image):
+        hint = ("open it with PIL.Image.open(path)" if isinstance(img, (str, bytes)) or hasattr(img, "__fspath__")
+                else "make one with PIL.Image.fromarray(array)" if hasattr(img, "__array__") else "pass a PIL image")
+        raise TypeError(f"expected a PIL image, got {type(img).__name__}; {hint}")
     img = upright(img)
     if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
         img = img.convert("RGBA")  # PIL turns the colour key into alpha

@@ -597,7 +597,7 @@ def _refuse_other_text_towers(c: ClipConfig, what: str) -> None:
 
 
 def _dtype_name(model) -> str:
-    return str(next(model.parameters()).dtype).replace("torch.", "")
+    return str(next(model.visual.parameters()).dtype).replace("torch.", "")  # logit_scale stays float32
 
 
 def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
@@ -634,6 +634,10 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
         problems.append("the text projection has a bias, HF CLIP's has none")
     if model.logit_bias is not None:
         problems.append("a logit bias (SigLIP-style), HF CLIP has none")
+    tokenizer = (c.tokenizer or {}).get("type", "clip_bpe")
+    if tokenizer != "clip_bpe":  # the folder would read back with OpenAI's BPE, whose ids this model never saw
+        problems.append(f"the tokenizer is {tokenizer!r}, and an HF CLIP folder carries OpenAI's BPE (clip_bpe); "
+                        "keep kizuna's format (save_model), which stores the tokenizer")
     _act_problems(c, problems)
     image_size = _square(v.image_size, problems)
     _refuse(problems, "HF CLIPModel")

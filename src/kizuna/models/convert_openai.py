@@ -216,6 +216,10 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
                             "and preprocesses images to that size (other embeddings); "
                             "export at a multiple of the patch size (load_model(path, image_size=...)), or use "
                             "kizuna's own format (save_model) or HF's (export_hf_clip), which record it")
+        tokenizer = (model.cfg.tokenizer or {}).get("type", "clip_bpe")
+        if tokenizer != "clip_bpe":  # a reader tokenizes with OpenAI's BPE, whose ids this model never saw
+            problems.append(f"the tokenizer is {tokenizer!r}, a reader assumes OpenAI's BPE; keep kizuna's format "
+                            "(save_model), which stores the tokenizer")
     if problems:
         raise ValueError("OpenAI CLIP layout cannot express this model: " + "; ".join(problems))
 

@@ -131,9 +131,14 @@ _MERGED = {"vision": VisionConfig, "text": TextConfig, "preprocess": None, "toke
 def follow_context_length(d: dict, preset_length: int, tokenizer_override) -> None:
     """A new text context length is also the tokenizer's (as a new image size is the preprocessing's), unless the
     tokenizer override sets its own: a 32-position tower with the preset's 77-token tokenizer failed at its first
-    encode_text, and a 100-position one kept cutting captions at 77."""
+    encode_text, and a 100-position one kept cutting captions at 77. A MiniLM text tower gets its own tokenizer."""
     text, tokenizer = d.get("text"), d.get("tokenizer")
     if not isinstance(text, dict) or not isinstance(tokenizer, dict) or tokenizer.get("type") == "minilm":
+        return
+    if text.get("kind") == "minilm" and "type" not in (tokenizer_override or {}):
+        # the MiniLM tower reads its own WordPiece ids (kizuna.get_tokenizer(model) gave OpenAI's BPE rows, which
+        # it refused)
+        d["tokenizer"] = {"type": "minilm", "context_length": (tokenizer_override or {}).get("context_length", 64)}
         return
     length = text.get("context_length")
     if length != preset_length and "context_length" not in (tokenizer_override or {}):

@@ -90,6 +90,9 @@ class TextTransformer(nn.Module):
         return {"pos_embed"}
 
     def check_tokens(self, tokens: torch.Tensor):
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"expected token ids, a tensor [B, T], got {type(tokens).__name__}; tokenize the text "
+                            "first: kizuna.get_tokenizer(model)(texts)")
         if tokens.dim() != 2:
             raise ValueError(f"expected token ids of shape [B, T], got {tuple(tokens.shape)}")
         if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:

