@@ -573,3 +573,43 @@ def test_data_or_long_zeros_after_the_end_of_archive_marker_make_a_damaged_shard
         assert idx.damaged == [str(path)]
         assert idx.keys == [f"{i:09d}" for i in (range(3) if path != joined else range(6))]
     assert not build_index(str(whole)).damaged  # tarfile's own record padding is a clean end
+
+
+def test_a_tsv_caption_that_starts_with_a_quote_keeps_the_rows_after_it(tmp_path):
+    """Read with csv's quoting, a tab-separated caption starting with '"' swallowed the following rows into one
+    caption. TSV has no quoting; a field wholly quoted as pandas writes it ("a ""red"" bus") is unquoted. CSV
+    keeps its quoting."""
+    for i in range(4):
+        (tmp_path / f"{i}.jpg").write_bytes(image_bytes(color_of(i)))
+    (tmp_path / "q.tsv").write_text('filepath\ttitle\n0.jpg\t"Hello" she said\n1.jpg\t"Unbalanced quote\n'
+                                    '2.jpg\tthird\n3.jpg\t"a ""red"" bus"\n')
+    idx = build_index(str(tmp_path / "q.tsv"), require="caption")
+    assert idx.captions == [('"Hello" she said',), ('"Unbalanced quote',), ("third",), ('a "red" bus',)]
+    (tmp_path / "q.csv").write_text('filepath,title\n0.jpg,"a, ""red"" bus"\n1.jpg,plain\n')
+    assert build_index(str(tmp_path / "q.csv")).captions == [('a, "red" bus',), ("plain",)]
+
+
+def test_tar_images_whose_key_has_a_dot_are_each_counted(tmp_path):
+    """photo.000.jpg .. photo.005.jpg are one WebDataset key "photo" (keys end at the first dot): six samples
+    lost were reported as missing_image=1."""
+    members = []
+    for i in range(6):
+        members += [(f"photo.{i:03d}.jpg", image_bytes(color_of(i))), (f"photo.{i:03d}.txt", b"a photo")]
+    members += [("ok.jpg", image_bytes()), ("ok.txt", b"fine")]
+    write_tar(tmp_path / "dots.tar", members)
+    tar_index.clear_cache()
+    idx = build_index(str(tmp_path / "dots.tar"), require="caption")
+    assert idx.keys == ["ok"]
+    assert idx.skips == {"dotted_key": 6}
+    assert "photo.000.jpg (WebDataset keys end at the first dot)" in idx.skips.report()
+
+
+def test_a_csv_image_not_found_says_where_it_was_looked_for(tmp_path):
+    """Paths written relative to the cwd are read relative to the CSV's folder: the skip names the file looked
+    for, so the user sees why."""
+    (tmp_path / "meta").mkdir()
+    write_csv(tmp_path / "meta" / "x.csv", [("meta/img/0.jpg", "a cat")])
+    idx = build_index(str(tmp_path / "meta" / "x.csv"))
+    looked = os.path.join(str(tmp_path / "meta"), "meta/img/0.jpg")
+    assert idx.skips.examples["missing_image"] == [
+        f"row 2 (meta/img/0.jpg) in {tmp_path}/meta/x.csv: no file {looked} (relative paths start at the CSV's folder)"]

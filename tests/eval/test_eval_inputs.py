@@ -431,3 +431,70 @@ def test_embed_writes_a_file_name_that_is_not_utf8_and_never_half_its_output(tmp
     rows = (tmp_path / "e.txt").read_text(encoding="utf-8").splitlines()
     assert len(rows) == np.load(tmp_path / "e.npy").shape[0] == 2 and rows[1].endswith("caf\\xe9.png")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _images(folder: Path, n: int) -> None:
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / "img" / f"{i}.png").write_bytes(noise_image(i))
+
+
+def test_csv_class_indices_written_as_floats_or_with_a_typo_stay_indices(tmp_path):
+    """One label that was no integer (pandas writes an int column holding a NaN as 0.0, 1.0, ..., blank) made
+    every label a class name, and --dataset-name's classes were ignored. "3.0" is 3; when most labels are
+    indices, the others are counted skips naming the row."""
+    _images(tmp_path, 5)
+    (tmp_path / "float.csv").write_text("filepath,label\nimg/0.png,0.0\nimg/1.png,1.0\nimg/2.png,3.0\nimg/3.png,\n"
+                                        "img/4.png,x1\n")
+    ds = load_dataset(tmp_path / "float.csv", dataset_name="cifar10")
+    assert ds.classnames == CIFAR_ORDER and ds.labels.tolist() == [0, 1, 3]
+    assert ds.skips == {"missing_label": 1, "bad_label": 1}
+    assert ds.skips.examples["bad_label"] == [f"row 6 (img/4.png) in {tmp_path}/float.csv: label 'x1'"]
+    # with classnames.txt beside it, the column was read as names and row 2's "0" was blamed
+    (tmp_path / "classnames.txt").write_text("\n".join(CIFAR_ORDER) + "\n")
+    (tmp_path / "typo.csv").write_text("filepath,label\nimg/0.png,0\nimg/1.png,1\nimg/2.png,3\nimg/3.png,3.0\n")
+    assert load_dataset(tmp_path / "typo.csv").labels.tolist() == [0, 1, 3, 3]
+    (tmp_path / "classnames.txt").unlink()
+    (tmp_path / "mixed.csv").write_text("filepath,label\nimg/0.png,cat\nimg/1.png,dog\nimg/2.png,1\nimg/3.png,0\n")
+    with pytest.raises(DatasetError, match=r"mixes class names and class indices .*'1' in row 4"):
+        load_dataset(tmp_path / "mixed.csv")
+
+
+def test_a_tsv_label_column_is_read_without_quoting(tmp_path):
+    """A caption starting with '"' in a classification TSV swallowed the rows after it, labels included."""
+    _images(tmp_path, 3)
+    (tmp_path / "cls.tsv").write_text('filepath\ttitle\tlabel\nimg/0.png\t"Unbalanced cat\t0\n'
+                                      'img/1.png\ta dog\t1\nimg/2.png\tanother\t1\n')
+    ds = load_dataset(tmp_path / "cls.tsv", classnames=["cat", "dog"])
+    assert ds.labels.tolist() == [0, 1, 1] and not ds.skips
+
+
+def test_shards_unpacked_one_per_folder_are_labelled_by_their_cls_files(tmp_path):
+    """test/000000/KEY.png + KEY.cls was read as an ImageFolder whose classes were the folder names."""
+    root = tmp_path / "unp"
+    labels = [2, 0, 1, 2, 1, 0]
+    for i, y in enumerate(labels):
+        d = root / "test" / f"{i // 3:06d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i:09d}.png").write_bytes(noise_image(i))
+        (d / f"{i:09d}.cls").write_text(f"{y}\n")
+    (root / "classnames.txt").write_text("cat\ndog\ncar\n")
+    ds = load_dataset(root)
+    assert ds.layout == "folder" and ds.classnames == ["cat", "dog", "car"]
+    assert ds.labels.tolist() == labels and not ds.skips
+
+
+def test_an_image_outside_the_class_folders_is_counted_once(tmp_path):
+    root = image_folder(tmp_path / "pets", per_class=2, classes=["cat", "dog"])
+    (root / "loose.png").write_bytes(noise_image(9))
+    ds = load_dataset(root)
+    assert ds.layout == "imagefolder" and len(ds) == 4
+    assert ds.skips == {"image_outside_class_folder": 1}
+    assert ds.skips.examples["image_outside_class_folder"] == [f"loose in folder {root}"]
+
+
+def test_a_classification_csv_that_is_not_utf8_is_named(tmp_path):
+    _images(tmp_path, 1)
+    (tmp_path / "latin.csv").write_bytes("filepath,label\nimg/0.png,café\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin.csv: not UTF-8 text .*byte 0xe9.*save it as UTF-8"):
+        load_dataset(tmp_path / "latin.csv")

@@ -12,7 +12,8 @@ Sources
   ``KEY.txt`` (one caption, or several separated by newlines - all are kept) and/or ``KEY.cls``
   (class index); ``KEY.json`` is ignored.
 * CSV/TSV files with an image-path column and a caption column (``filepath``/``title`` by default,
-  as OpenCLIP), relative paths resolved against the CSV's folder.
+  as OpenCLIP), relative paths resolved against the CSV's folder. Tab-separated text is read without
+  quoting (a field wholly quoted with doubled inner quotes, as pandas writes it, is unquoted).
 * A folder of images with side-car captions (``a.jpg`` + ``a.txt``, optional ``a.cls``), recursive.
 
 Spec syntax (:func:`expand_spec` / :func:`resolve_spec`)
@@ -35,9 +36,11 @@ label_column=None, sep=None, cache_dir=None, check_files=True) -> SampleIndex``
     Samples dropped while indexing are counted in ``index.skips`` by reason: ``missing_image``,
     ``empty_image`` (zero bytes), ``missing_caption``, ``empty_caption``, ``missing_label``,
     ``bad_label``, ``duplicate_key`` (a folder's second image of one name, e.g. ``a.png`` beside
-    ``a.jpg``: the one a tar sample would use is kept), ``truncated`` (partial sample at the cut of a damaged tar; the shard is named in
+    ``a.jpg``: the one a tar sample would use is kept), ``dotted_key`` (a tar image ``photo.000.jpg``: WebDataset keys
+    end at the first dot, so its key is ``photo``), ``truncated`` (partial sample at the cut of a damaged tar; the shard is named in
     a one-time :class:`RuntimeWarning` and listed in ``index.damaged``). Whole samples lost past
-    the cut (or past a corrupt header) cannot be counted: nothing says how many there were.
+    the cut (or past a corrupt or zeroed header, or in a second tar joined on with cat) cannot be counted:
+    nothing says how many there were.
 ``SampleIndex``
     ``len(index)``; ``index[i] -> SampleRef(source, kind, key, offset, size, path, captions,
     label)``; ``index.where(i)`` (``"key 000000012 in shard x.tar"``); ``index.read_bytes(i)``;
@@ -570,8 +573,8 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
                 size = os.path.getsize(img)
             except OSError:
                 # say where it was looked for: paths written relative to the cwd are not relative to the CSV
-                why = "" if os.path.isabs(rel) else "; relative paths start at the CSV's folder"
-                b.skips.add("missing_image", _where("csv", f"row {row_no} ({rel}: no file {img}{why})", path))
+                why = "" if os.path.isabs(rel) else " (relative paths start at the CSV's folder)"
+                b.skips.add("missing_image", f"{_where('csv', key, path)}: no file {img}{why}")
                 continue
             if size == 0:
                 b.skips.add("empty_image", _where("csv", key, path))
@@ -580,12 +583,11 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
             size = -1
         text = row.get(caption_column) if caption_column in cols else None
         caps = None if text is None else _with_text((text.strip(),) if text.strip() else ())
-        label = -1
-        if label_column:
-            label = parse_label(row.get(label_column) or "")
+        value = (row.get(label_column) or "").strip() if label_column else ""
+        label = parse_label(value) if value else -1  # blank (pandas' NaN): missing, not bad
         reason = _reject(caps, label, require)
         if reason is not None:
-            b.skips.add(reason, _where("csv", key, path))
+            b.skips.add(reason, _where("csv", key, path) + (f": label {value!r}" if reason == "bad_label" else ""))
             continue
         b.add(sid, rel, -1, size, img, caps, label)
 

@@ -311,7 +311,7 @@ def _end_problem(fd: int, end: int, file_size: int) -> str:
                 f"{data_at}: a zeroed header block, or two tars joined with cat; write or fetch the shard again")
     if tail > _MAX_END_PADDING:
         return (f"{tail} zero bytes after the end-of-archive marker at byte {end}, more than tar's "
-                f"{_MAX_END_PADDING} of padding: a preallocated or half-written file; fetch it again")
+                f"{_MAX_END_PADDING} bytes of padding: a preallocated or half-written file; fetch it again")
     return ""
 
 
@@ -343,7 +343,7 @@ def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, l
     # extensions 000.jpg, ... are no image; each such image is a sample lost, not one missing_image
     dotted = [ext for ext in group if "." in ext and ext.rsplit(".", 1)[1] in IMAGE_EXTS]
     for ext in dotted:
-        out._skip("dotted_key", f"{key}.{ext}")
+        out._skip("dotted_key", f"{key}.{ext} (WebDataset keys end at the first dot)")
     image_ext = next((e for e in IMAGE_EXTS if e in readable), None)
     if image_ext is None:
         if not dotted:

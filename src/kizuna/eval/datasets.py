@@ -19,7 +19,7 @@ Layouts
   bundled list gives nicer names.
 * **Side-car folder**: ``KEY.jpg`` + ``KEY.cls`` / ``KEY.txt`` files (CLIP_benchmark layout unpacked).
 * **CSV/TSV**: an image-path column (``filepath``) and a label column (``label``: class index or
-  class name) for classification, or a caption column (``title``) for retrieval (rows with the same
+  class name; indices when most values are whole numbers, ``3.0`` included, the rest ``bad_label``) for classification, or a caption column (``title``) for retrieval (rows with the same
   image are one image with several captions).
 
 Indexing is :func:`kizuna.data.sources.build_index`; decoding is
@@ -652,7 +652,7 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
     if names is None and (root / CLASSNAMES_FILE).is_file():
         names = read_lines(root / CLASSNAMES_FILE)
     if names is None:
-        if indices:  # as many class indices as names: which the column means is not for us to guess
+        if indices:  # names and indices in one column: which ones the column means is not for us to guess
             row, value = indices[0]
             raise DatasetError(f"{path}: label column {label_column!r} mixes class names and class indices "
                                f"({len(indices)} of {len(given)} values are indices, e.g. {value!r} in row {row}); "
