@@ -814,3 +814,59 @@ def test_two_trainers_of_one_process_share_the_folders_lock(tmp_path):
     assert _HELD_LOCKS[key][1] == 1
     second.train()
     assert key not in _HELD_LOCKS
+
+
+def _shard_with_a_corrupt_image(tmp_path, n=20):
+    import _shards
+
+    members = _shards.pair_members([f"{i:04d}" for i in range(n)], captions=[f"a photo number {i}" for i in range(n)])
+    members = [(m, b"not a jpeg" if m == "0005.jpg" else b) for m, b in members]
+    return _shards.write_tar(tmp_path / "data" / "000000.tar", members)
+
+
+def test_a_resume_before_an_epochs_unusable_tail_goes_on(tmp_path, monkeypatch):
+    """Resumed one batch before the end of an epoch whose last batch is unusable, the run was refused ("a whole
+    epoch gave no usable sample"): the resumed part had batches and no step, though the epoch trained."""
+    from kizuna.data.loader import trim_batch
+    from kizuna.train import trainer as trainer_module
+
+    shard = _shard_with_a_corrupt_image(tmp_path)
+    kw = dict(data=str(shard), batch_size=4, steps=0, epochs=2, save_every=1, keep_last=100,
+              model_overrides={"vision": {"image_size": 32}})
+    ContrastiveTrainer(tiny_config(tmp_path / "run", **kw)).train()
+    real, calls = trainer_module.even_batch, []
+
+    def unusable_first(batch, *args):  # the resumed epoch's one batch left: every sample skipped
+        out = real(batch, *args)
+        calls.append(1)
+        return trim_batch(out, 0) if len(calls) == 1 else out
+
+    monkeypatch.setattr(trainer_module, "even_batch", unusable_first)
+    again = ContrastiveTrainer(tiny_config(tmp_path / "run", resume=str(tmp_path / "run" / "checkpoints" /
+                                                                      "step_0000004"), **kw))
+    again.train()
+    assert again.step == again.total_steps == 10  # epoch 0's last batch gave no step, so the run's 10th is epoch 2's
+    assert again.epoch == 2
+
+
+def test_an_epochs_skip_report_is_logged_before_its_checkpoint(tmp_path, monkeypatch):
+    """The epoch's report came after its checkpoint, which leaves a finished epoch's skips out: a run killed between
+    the two lost the report for good (its resume had nothing to report)."""
+    shard = _shard_with_a_corrupt_image(tmp_path)
+    kw = dict(data=str(shard), batch_size=4, steps=0, epochs=2, save_every=5,
+              model_overrides={"vision": {"image_size": 32}})
+    tr = ContrastiveTrainer(tiny_config(tmp_path / "run", **kw))
+    real_save = tr.save
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise SystemExit("killed right after the checkpoint")
+
+    monkeypatch.setattr(tr, "save", save_then_die)
+    with pytest.raises(SystemExit):
+        tr.train()
+    assert tr.step == 5  # the epoch's last step (20 samples, one corrupt: 5 batches, all with a sample)
+    monkeypatch.undo()
+    ContrastiveTrainer(tiny_config(tmp_path / "run", resume="latest", **kw)).train()
+    reports = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "data") if "skipped/corrupt_image" in r]
+    assert [r["step"] for r in reports] == [5, 10]  # each epoch's corrupt image, once

@@ -306,7 +306,11 @@ class Trainer(ABC):
         with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
             while self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)
+                # an epoch resumed past its start: its batches before the checkpoint gave the steps, so a tail of
+                # unusable batches is no sign of data that never trains (the resume was refused outright)
+                whole_epoch = self.sampler.iteration_start == 0
                 epoch_batches = epoch_steps = 0
+                epoch_report = None  # the epoch's skip report, once made
                 for batch in self.loader:
                     if self.step >= self.total_steps:
                         break
@@ -347,6 +351,11 @@ class Trainer(ABC):
                             line = self.evaluation_line(metrics)
                             if line and self.dist.is_main:
                                 bar.write(f"step {self.step}: {line}")
+                    if (saving or last or stop.requested) and epoch_report is None and getattr(
+                            self.loader, "epoch_finished", False):
+                        # the epoch's report before its checkpoint, which leaves a finished epoch's skips out: a
+                        # run killed between the two lost the report for good
+                        epoch_report = self._report_epoch_skips(bar)
                     if saving or last:
                         saved_at = time.perf_counter()
                         if last:  # before the final checkpoint: a run whose last step is saved has finished
@@ -363,12 +372,13 @@ class Trainer(ABC):
                     if stop.requested and not last:
                         if window.steps:  # the Ctrl-C came during this step's evaluation or checkpoint
                             self._log_window(window, bar)
-                        if getattr(self.loader, "epoch_finished", False):  # the epoch's last step: its report
-                            self._report_epoch_skips(bar)  # now (the checkpoint leaves a finished epoch's out)
+                        if epoch_report is None and getattr(self.loader, "epoch_finished", False):
+                            self._report_epoch_skips(bar)  # Ctrl-C during this step's checkpoint, at the epoch's end
                         stop_and_save(self, bar, saved=saving)
                 else:
-                    report = self._report_epoch_skips(bar)
-                    check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, report)
+                    report = self._report_epoch_skips(bar) if epoch_report is None else epoch_report
+                    if whole_epoch:
+                        check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, report)
                     self.epoch += 1
                     continue
                 break
