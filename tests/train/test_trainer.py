@@ -216,6 +216,34 @@ def test_a_command_line_resume_needs_only_the_run_folder(tmp_path, capsys):
     assert "model='ViT-B-32' (the run has 'ViT-mu-8')" in capsys.readouterr().err
 
 
+def test_a_resume_by_path_goes_on_in_the_checkpoints_own_run_folder(tmp_path, monkeypatch, capsys):
+    """Without --out, a resume went on in the saved --out, relative to wherever the run was started: a run renamed
+    (or resumed from another folder) went on in, and overwrote, whatever folder that name meant now, and the
+    closing line named a third folder (the default runs/train)."""
+    from kizuna.apps.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    flags = ["--model", "ViT-mu-8", "--synthetic-image-size", "32", "--synthetic-length", "512", "--batch-size",
+             "16", "--save-every", "2", "--warmup-steps", "2", "--context-length", "24", "--workers", "0",
+             "--threads", "1", "--progress", "false", "--eval-max-samples", "4", "--eval-every", "0"]
+    assert main(["train", *flags, "--steps", "2", "--out", "run"]) == 0
+    (tmp_path / "run").rename(tmp_path / "old")
+    assert main(["train", *flags, "--steps", "2", "--seed", "7", "--out", "run"]) == 0  # another run, same name
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", "old/checkpoints/latest", "--steps", "4"]) == 0
+    assert "checkpoints: old/checkpoints/latest" in capsys.readouterr().err
+    assert (tmp_path / "old" / "checkpoints" / "step_0000004").is_dir()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # the other run is untouched
+    (tmp_path / "lone").mkdir()
+    for f in (tmp_path / "old" / "checkpoints" / "step_0000004").iterdir():
+        (tmp_path / "lone" / f.name).write_bytes(f.read_bytes())
+    assert main(["train", "--resume", "lone", "--steps", "6"]) == 2  # not in a run: where to go on is asked
+    assert "not in a run's checkpoints/ folder" in capsys.readouterr().err
+    assert main(["train", "--out", "old", "--resume", "best"]) == 2
+    assert "best/ holds the best model's weights only" in capsys.readouterr().err
+
+
 def test_best_follows_every_evaluation_and_knows_which_end_is_best(tmp_path):
     """best/ was updated only where an evaluation and a checkpoint coincided (with --eval-every and no
     --save-every: always the last step), and always kept the highest value (the worst loss or rank)."""
@@ -553,10 +581,10 @@ def test_the_stop_handler_does_nothing_in_a_loader_worker_and_the_hint_is_the_ca
         assert not stop.requested
     trainer = SimpleNamespace(save=lambda metrics: None, logger=SimpleNamespace(close=lambda: None), step=3,
                               ckpt=SimpleNamespace(dir=tmp_path), cfg=SimpleNamespace(out="runs/x"),
-                              resume_command="`kizuna train --config demo --out runs/x --resume latest`")
+                              resume_command="`kizuna train --out runs/x --resume latest`")
     with pytest.raises(KeyboardInterrupt):
         stop_and_save(trainer)
-    assert "continue with `kizuna train --config demo" in capsys.readouterr().err
+    assert "continue with `kizuna train --out runs/x" in capsys.readouterr().err
 
 
 def test_a_finished_run_draws_its_curves(tmp_path):

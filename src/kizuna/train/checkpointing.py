@@ -195,6 +195,9 @@ class CheckpointManager:
 
     def resolve(self, resume: str) -> Path:
         """"latest" or a checkpoint folder path."""
+        if resume == "best" or (Path(resume).name == "best" and not (Path(resume) / "train_state.pt").exists()):
+            raise FileNotFoundError(f"--resume {resume}: best/ holds the best model's weights only, not a training "
+                                    "state; resume from latest or a step folder (OUT/checkpoints/step_N)")
         path = self.latest() if resume == "latest" else follow_latest(resume)
         if path is None:
             prev = self.dir.with_name("checkpoints.prev")
@@ -315,6 +318,14 @@ def resumed_config(cfg, named: frozenset[str] | None):
         raise ValueError(f"--resume {path}: a checkpoint of {other}, which has settings this trainer does not "
                          f"({', '.join(foreign[:5])}, ...); resume it with {other}")
     restored = {k: v for k, v in saved.items() if k in fields and k not in named and k != "resume"}
+    if "out" not in named and "out" in fields:
+        # the run goes on in the folder that holds the checkpoint: the saved --out is relative to wherever the run
+        # was started, so a run renamed, or resumed from another folder, went on in (and overwrote) whatever
+        # folder that name meant now
+        if path.parent.name != "checkpoints":
+            raise ValueError(f"--resume {path}: not in a run's checkpoints/ folder, so where the run goes on is not "
+                             "known; say it with --out DIR")
+        restored["out"] = str(path.parent.parent)
     return dataclasses.replace(cfg, **restored), sorted(k for k, v in restored.items() if getattr(cfg, k) != v)
 
 

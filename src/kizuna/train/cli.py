@@ -36,10 +36,11 @@ def run(args):
         return 0
     from .distributed import finish_distributed
 
+    out = resumed_config(cfg, named_fields(args))[0].out  # a resume goes on in the checkpoint's own run folder
     metrics = train(cfg, named_fields(args))
     if int(os.environ.get("RANK", "0")) == 0:  # once, not once per rank
         if metrics:
             print(json.dumps(metrics, indent=2))
-        print(f"checkpoints: {cfg.out}/checkpoints/latest (evaluate or resume from it)", file=sys.stderr)
+        print(f"checkpoints: {out}/checkpoints/latest (evaluate or resume from it)", file=sys.stderr)
     finish_distributed()
     return 0

@@ -72,8 +72,9 @@ def run(args):
     start = time.perf_counter()
     trainer = ContrastiveTrainer(cfg)  # a fresh run: an earlier demo's metrics.jsonl in OUT is set aside
     # `kizuna demo` always starts afresh; the training goes on with `kizuna train` (without the demo's report)
-    trainer.resume_command = (f"`kizuna train --config demo --out {cfg.out} --resume latest` (the demo itself "
-                              "starts afresh)")
+    # without --config demo: a config's keys count as given on the command line, so its 400 steps and batch 128
+    # replaced a `kizuna demo --steps 30` run's own (or were refused for another batch size)
+    trainer.resume_command = f"`kizuna train --out {cfg.out} --resume latest` (the demo itself starts afresh)"
     trainer.train()
     train_seconds = time.perf_counter() - start
     stopped_by_time_limit = getattr(trainer, "length_before_limit", None) is not None  # set where the limit cut it

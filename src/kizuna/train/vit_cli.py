@@ -296,11 +296,12 @@ def run(args):
         return 0
     from .distributed import finish_distributed
 
+    out = resumed_config(cfg, named_fields(args))[0].out  # a resume goes on in the checkpoint's own run folder
     metrics = train_supervised(cfg, named_fields(args))
     if int(os.environ.get("RANK", "0")) == 0:
         if metrics:
             print(json.dumps(metrics, indent=2))
-        print(f"model: {cfg.out}/model (kizuna vit eval / analyze take it); checkpoints: {cfg.out}/checkpoints/latest",
+        print(f"model: {out}/model (kizuna vit eval / analyze take it); checkpoints: {out}/checkpoints/latest",
               file=sys.stderr)
     finish_distributed()
     return 0
