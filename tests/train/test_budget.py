@@ -220,12 +220,12 @@ def test_a_run_killed_before_its_plan_resumes_with_the_budget_it_has_left(clock)
     """Its clock restarts with the resume: before, the plan to come had the whole budget again."""
     from types import SimpleNamespace
 
-    def resumed(budget_minutes, saved_budget):
-        cfg = SimpleNamespace(time_budget_minutes=budget_minutes, steps=0)
+    def resumed(budget_minutes, saved_budget, steps=0, planned=False):
+        cfg = SimpleNamespace(time_budget_minutes=budget_minutes, steps=steps)
         trainer = SimpleNamespace(cfg=cfg, budget=TimeBudget(budget_minutes=budget_minutes, margin=0.0), step=10,
                                   total_steps=budget_mod.UNPLANNED, planned=False)
-        state = {"total_steps": budget_mod.UNPLANNED, "planned": False, "budget_seconds_spent": 25.0,
-                 "train_config": {"time_budget_minutes": saved_budget, "steps": 0}}
+        state = {"total_steps": 40 if planned else budget_mod.UNPLANNED, "planned": planned,
+                 "budget_seconds_spent": 25.0, "train_config": {"time_budget_minutes": saved_budget, "steps": 0}}
         budget_mod.restore_length(trainer, state)
         return trainer
 
@@ -236,6 +236,10 @@ def test_a_run_killed_before_its_plan_resumes_with_the_budget_it_has_left(clock)
     _steps(same.budget, clock, [1.0] * 5)
     assert same.budget.plan(step=15)["total_steps"] == 15 + 30  # 35 s left, 5 spent since the resume
     assert resumed(2.0, 1.0).budget.usable_seconds == pytest.approx(120.0)  # a new budget: the time for the rest
+    # a new --steps cap alone, before or after the plan: the same budget, less what was spent (it had it all again)
+    for planned in (False, True):
+        capped = resumed(1.0, 1.0, steps=3000, planned=planned)
+        assert capped.budget.usable_seconds == pytest.approx(35.0) and not capped.planned
     # what a checkpoint keeps: the budget spent so far, across resumes
     clock.now += 10.0
     state = budget_mod.length_state(SimpleNamespace(total_steps=45, planned=True, budget=same.budget))

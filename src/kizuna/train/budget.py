@@ -27,7 +27,7 @@ The planned total is checkpointed: a resumed run keeps the total of its checkpoi
 it (its clock restarted, so its elapsed time says nothing of the time spent before). A time limit's stop
 is not a plan: a run it cut short resumes to the end of its plan; a run killed before its plan resumes with
 the budget it has left (:attr:`TimeBudget.spent_before`). A resume that changes the budget (then
-the time for the rest of the run) or the ``--steps`` cap plans anew (:func:`restore_length`). A budget too
+the time for the rest of the run) or the ``--steps`` cap (with the time spent counted) plans anew (:func:`restore_length`). A budget too
 short for the warm-up is planned before the warm-up ends (the run then ends inside it, with a warning),
 and a budget spent before its plan ends the run at the next step. In distributed runs
 every rank takes the smallest plan (the slowest rank sets the pace), corrections happen at the same steps
@@ -299,14 +299,17 @@ def restore_length(trainer, state: dict) -> None:
     """A run resumed after its plan keeps the length the budget gave it (also when a time limit stopped it
     early). A resume that changes ``--time-budget-minutes`` (then the time for the rest of the run) or the
     ``--steps`` cap plans the rest anew; until that plan the saved length holds, or, for a finished run being
-    extended, a length just past the calibration steps (its learning rate stays at the end of its cosine)."""
+    extended, a length just past the calibration steps (its learning rate stays at the end of its cosine). With
+    the budget unchanged, that plan counts the time the run spent before."""
     if not trainer.cfg.time_budget_minutes:
         return
     saved_total, saved_cfg = int(state.get("total_steps", 0)), state.get("train_config", {})
     changed = [f for f in RELENGTH if f in saved_cfg and getattr(trainer.cfg, f) != saved_cfg[f]]
+    if "time_budget_minutes" not in changed:
+        # the same budget: a plan to come leaves out the time spent (a new --steps cap alone granted the whole
+        # budget again: a 30-second run trained 45)
+        trainer.budget.spent_before = float(state.get("budget_seconds_spent", 0.0))
     if not state.get("planned"):  # killed before its plan: the plan to come leaves out the time spent
-        if not changed:
-            trainer.budget.spent_before = float(state.get("budget_seconds_spent", 0.0))
         return
     if not changed:
         trainer.total_steps, trainer.planned = saved_total, True
