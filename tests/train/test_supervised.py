@@ -250,10 +250,12 @@ def test_device_augmentation_learns_and_resumes_bit_exact(data, tmp_path):
     assert read_metrics(out / "metrics.jsonl", "eval")[-1]["val_top1"] > 0.5
 
 
-def test_device_augmentation_counts_corrupt_images_and_refuses_rrc(data, tmp_path):
+def test_device_augmentation_counts_corrupt_images_and_refuses_rrc(data, tmp_path, capsys):
     bad = _with_a_corrupt_image(tmp_path / "bad", "train", 0, 32)
     t = SupervisedTrainer(_cfg(bad, tmp_path / "run", augment_on="device", val_data="", steps=2))
     assert len(t.train_index) == 33 and len(t.loader.decoded.labels) == 32
+    assert t.cfg.progress is False  # the report is printed without the bars too (it was not, with them hidden)
+    assert "decoding the training set: skipped 1 samples: corrupt_image=1" in capsys.readouterr().out
     t.train()
     logged = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
     assert logged and logged[0]["skipped"] == 1 and logged[0]["skipped/corrupt_image"] == 1

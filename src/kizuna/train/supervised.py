@@ -587,7 +587,7 @@ class SupervisedTrainer(Trainer):
                              f"{decoded.skips.report()}. Check the files the report names")
         if decoded.skips.total:
             self.decode_skips = decoded.skips
-            if show:
+            if self.dist.is_main:  # with --progress false too, as the loader's epoch reports are
                 print(f"decoding the training set: {decoded.skips.report()}")
         sampler = self._train_sampler(len(decoded.labels))
         return TensorBatches(decoded, sampler, self.batch_augment, seed=cfg.seed, rank=self.dist.rank), sampler
