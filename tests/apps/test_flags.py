@@ -68,10 +68,12 @@ def test_probes_without_a_dataset_refuse_the_robustness_settings(capsys):
 
 @pytest.mark.parametrize("argv", [["eval", "zeroshot", "--model", "m", "--dataset", "d"], ["zeroshot", "--model", "m",
                                   "--labels", "a,b", "--image", "x.jpg"], ["analyze", "filters", "m"],
-                                  ["embed", "--model", "m", "--texts", "t.txt", "--out", "o.npy"]])
+                                  ["embed", "--model", "m", "--texts", "t.txt", "--out", "o.npy"],
+                                  ["eval", "suite", "s.json"]])
 def test_every_command_takes_threads(argv):
-    """Only the training commands and `vit eval` could be told how many cores to use."""
+    """Only the training commands and `vit eval` could be told how many cores to use (and not the suite)."""
     assert parse(*argv, "--threads", "1").threads == 1
+    assert parse("vit", "augment", "--data", "d", "--threads", "1").threads == 1  # a training setting there
     with pytest.raises(SystemExit):
         parse(*argv, "--threads", "-1")
 

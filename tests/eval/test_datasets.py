@@ -299,3 +299,18 @@ def test_a_keyed_templates_json_pooled_with_a_template_is_read_under_the_dataset
     args = build_parser().parse_args(["eval", "zeroshot", "--model", "m", "--dataset", str(root / "test"),
                                       "--template", str(keyed), "--template", "art of a {c}."])
     assert _entry(args, "classification")["templates"] == ["a photo of a {c}.", "art of a {c}."]
+
+
+def test_a_keyed_templates_json_of_one_dataset_is_read_where_no_dataset_is_named(tmp_path):
+    """kizuna zeroshot and analyze predict name no dataset: a CLIP_benchmark-style .json always failed there
+    ("has no templates for dataset None"), even with one key."""
+    from kizuna.eval.datasets import read_templates
+
+    one = tmp_path / "one.json"
+    one.write_text('{"cifar10": ["a photo of a {c}."]}')
+    assert read_templates(one) == ["a photo of a {c}."]
+    two = tmp_path / "two.json"
+    two.write_text('{"cifar10": ["a photo of a {c}."], "mnist": ["a digit {c}."]}')
+    with pytest.raises(DatasetError, match=r"keyed by dataset \(cifar10, mnist\) and this command names no dataset"):
+        read_templates(two)
+    assert read_templates(two, "mnist") == ["a digit {c}."]

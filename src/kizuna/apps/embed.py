@@ -1,4 +1,4 @@
-"""Write L2-normalised embeddings of a folder of images or a text file (one text per line).
+"""Write L2-normalised embeddings of a folder of images (or one image) or a text file (one text per line).
 
   kizuna embed --model runs/demo/checkpoints/best --images photos/ --out photos.npy
   kizuna embed --model runs/demo/checkpoints/best --texts captions.txt --out captions.parquet
@@ -19,7 +19,7 @@ from kizuna.apps.common import add_model_argument, add_progress_argument, at_lea
 def add_arguments(p):
     add_model_argument(p)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", help="folder of images (searched recursively)")
+    src.add_argument("--images", help="folder of images (searched recursively), or one image file")
     src.add_argument("--texts", help="text file, one text per line")
     p.add_argument("--out", required=True, help="output file: .npy or .parquet")
     p.add_argument("--batch-size", type=int, default=64, help="images or texts encoded per batch (default 64)")
@@ -60,10 +60,9 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     import kizuna
     from kizuna.data.images import list_images
 
-    if not Path(folder).is_dir():
-        raise FileNotFoundError(f"--images {folder}: " + ("a file; --images takes a folder (searched recursively)"
-                                                         if Path(folder).exists() else "no such folder"))
-    paths = list_images(folder)
+    if not Path(folder).exists():
+        raise FileNotFoundError(f"--images {folder}: no such folder or file")
+    paths = list_images(folder) if Path(folder).is_dir() else [Path(folder)]  # one image, as `analyze` takes
     if not paths:
         raise ValueError(f"{folder}: no images found (extensions .jpg .png .webp ...)")
     ds = _ImageFiles(paths, kizuna.get_preprocess(model))

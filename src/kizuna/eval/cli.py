@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kizuna.apps.common import add_model_argument, add_progress_argument, device_name
+from kizuna.apps.common import add_model_argument, add_progress_argument, add_threads_argument, device_name
 
 
 def _severities(s: str) -> list[int]:
@@ -143,6 +143,7 @@ def add_arguments(p):
                    help="output folder for results.json, results.md and plots (default: the file's 'out'; "
                         "without either the tables are only printed)")
     s.add_argument("--device", type=device_name, default=None, help="device for every run (default: cuda if available)")
+    add_threads_argument(s)
     add_progress_argument(s, "no progress bars")
 
 

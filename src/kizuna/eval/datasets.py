@@ -160,6 +160,12 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
             obj = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no JSON
             if isinstance(obj, dict):
                 key = next((v for v in _name_variants(dataset_name or "") if v in obj), None)
+                if key is None and dataset_name is None and len(obj) == 1:  # no dataset to pick by (kizuna
+                    key = next(iter(obj))  # zeroshot, analyze predict): a file of one dataset's templates is that
+                if key is None and dataset_name is None:
+                    raise DatasetError(f"{path} holds templates keyed by dataset ({', '.join(sorted(obj))}) and "
+                                       "this command names no dataset to pick one by; pass a .json holding a list, "
+                                       "or a .txt, of the templates to use")
                 if key is None:
                     raise DatasetError(f"{path} has no templates for dataset {dataset_name!r} "
                                        f"(keys: {', '.join(sorted(obj))})")

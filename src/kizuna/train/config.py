@@ -65,9 +65,9 @@ class TrainConfig:
     keep_freed_memory: bool = True  # CPU: keep freed memory (glibc) so steps need not page-fault it in again (kizuna.train.memory)
     # evaluation during training
     eval_every: int = 0  # steps between evaluations; 0 = only at the end
-    eval_zeroshot: str = ""  # classification dataset folder (CLIP_benchmark layout), "synthetic": the probes; "" = none
+    eval_zeroshot: str = ""  # classification dataset (CLIP_benchmark layout), "synthetic": the probes; "" = none (but the probes on --data synthetic)
     eval_retrieval: str = ""  # retrieval dataset folder (CLIP_benchmark layout); "" = none
-    eval_max_samples: int = 0  # images per evaluation dataset; 0 = all
+    eval_max_samples: int = 0  # images per evaluation dataset; 0 = all (the probes: 200 scenes per task)
     eval_split: str = ""  # split of those folders ("" = test, else val/validation); pick best/ on "val", not test
     best_metric: str = ""  # metric that picks OUT/checkpoints/best (after any evaluation that beats it); "" = no best/
     best_mode: str = "auto"  # "auto" (lowest for a loss, error, rank or attack rate, else highest) | "max" | "min"

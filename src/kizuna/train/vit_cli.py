@@ -41,7 +41,7 @@ FINETUNE_DEFAULTS = dict(optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_step
 # The SupervisedConfig fields `vit augment` reads: the data, the augmentation recipe, where to write.
 AUGMENT_FIELDS = ("data", "data_split", "classnames", "subset_fraction", "subset_seed", "image_size", "crop",
                   "crop_scale", "crop_padding", "hflip", "randaug_ops", "randaug_magnitude", "mixup", "cutmix",
-                  "mix_prob", "label_smoothing", "seed", "out", "image_column", "label_column")
+                  "mix_prob", "label_smoothing", "seed", "out", "image_column", "label_column", "threads")
 
 
 def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
