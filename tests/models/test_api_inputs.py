@@ -71,3 +71,12 @@ def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
     (tmp_path / "ViT-mu-8" / "train_config.json").write_text("{}")  # a run's --out: the folder is meant
     with pytest.raises(kizuna.CheckpointError):
         kizuna.create_model("ViT-mu-8")
+
+
+def test_both_towers_run_on_the_meta_device():
+    """encode_image worked on meta tensors (shape inference without memory), encode_text read token values."""
+    with torch.device("meta"):
+        m = kizuna.create_model("ViT-mu-8")
+    tokens = torch.zeros(2, m.cfg.text.context_length, dtype=torch.long, device="meta")
+    assert m.encode_text(tokens).shape == (2, m.cfg.embed_dim)
+    assert m.encode_image(torch.zeros(2, 3, 32, 32, device="meta")).shape == (2, m.cfg.embed_dim)

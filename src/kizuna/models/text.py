@@ -105,7 +105,7 @@ class TextTransformer(nn.Module):
             )
         # Out-of-range ids would fail deep inside nn.Embedding ("index out of range in self"). One reduction
         # and one read-back. Not while compiling: a data-dependent check would break the graph.
-        if tokens.numel() and not torch.compiler.is_compiling():
+        if tokens.numel() and not torch.compiler.is_compiling() and not tokens.is_meta:  # meta: no values
             lo, hi = torch.stack(torch.aminmax(tokens)).tolist()
             if lo < 0 or hi >= self.cfg.vocab_size:
                 raise ValueError(
@@ -139,7 +139,7 @@ class TextTransformer(nn.Module):
         padding trim applies (causal tower, pooled at EOT/argmax), else all of them. Not under
         torch.compile: the trimmed length depends on the data, so a graph would be recompiled (or broken)
         for every batch; a compiled tower runs the whole, static length."""
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or tokens.is_meta:  # meta (shape inference): no values to trim by
             return tokens.shape[1]
         if not (self.trim_padding and self.cfg.causal and self.cfg.pool != "last" and len(tokens)):
             return tokens.shape[1]
