@@ -80,3 +80,15 @@ def test_both_towers_run_on_the_meta_device():
     tokens = torch.zeros(2, m.cfg.text.context_length, dtype=torch.long, device="meta")
     assert m.encode_text(tokens).shape == (2, m.cfg.embed_dim)
     assert m.encode_image(torch.zeros(2, 3, 32, 32, device="meta")).shape == (2, m.cfg.embed_dim)
+
+
+def test_a_string_where_a_list_of_class_names_or_templates_belongs_is_refused(model):
+    """ZeroShotClassifier(model, tokenizer, "cat, dog") built 8 classes, one per character."""
+    from kizuna.eval.zeroshot import ZeroShotClassifier
+
+    tok = kizuna.get_tokenizer(model)
+    with pytest.raises(TypeError, match="class names must be a list of strings, got the string 'cat, dog'"):
+        ZeroShotClassifier(model, tok, "cat, dog")
+    with pytest.raises(TypeError, match="templates must be a list"):
+        ZeroShotClassifier(model, tok, ["cat", "dog"], "a photo of a {c}.")
+    assert ZeroShotClassifier(model, tok, ["cat", "dog"]).weights.shape[0] == 2

@@ -44,6 +44,9 @@ def build_classifier(
     batch_size: int = 256, device=None,
 ) -> torch.Tensor:
     """Class weights [C, D]: normalised mean over templates of normalised text embeddings."""
+    for what, value in (("class names", classnames), ("templates", templates)):
+        if isinstance(value, str):  # "cat, dog" became 8 classes, one per character
+            raise TypeError(f"{what} must be a list of strings, got the string {value[:60]!r}; wrap it: [{value[:30]!r}]")
     if not classnames:
         raise ValueError("no class names given")
     if not templates:
