@@ -81,6 +81,13 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
     return model
 
 
+def _is_model_path(path: Path) -> bool:
+    """A checkpoint get_tokenizer reads the tokenizer of: a folder, a .safetensors / OpenAI .pt file, or a run's
+    ``latest`` pointer (a tokenizer's own .json file is not one)."""
+    return path.exists() and (path.is_dir() or path.suffix in (".safetensors", ".pt", ".pth", ".bin")
+                              or path.name == "latest")
+
+
 def _shadows_a_preset(name: str) -> bool:
     """A folder without a model that is named like a preset (an output folder "ViT-B-32" in the current
     directory): the preset is meant, not the folder (create_model failed with "folder has no config.json")."""
@@ -120,7 +127,8 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
 
 
 def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
-    """The tokenizer a model was trained with (from its config), or one by name ("clip_bpe").
+    """The tokenizer a model was trained with (from the model, its config or its checkpoint's path), or one by
+    name ("clip_bpe") or tokenizer file.
     ``context_length`` replaces the config's (the model's positions bound it: longer fails in the tower)."""
     from .data.tokenizer import get_tokenizer as _get, tokenizer_from_config
 
@@ -135,6 +143,9 @@ def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
                              "kizuna.get_tokenizer('clip_bpe', context_length=model.cfg.text.context_length)")
     elif isinstance(model_or_cfg, dict):
         config = model_or_cfg
+    elif isinstance(model_or_cfg, (str, os.PathLike)) and _is_model_path(Path(model_or_cfg)):
+        # a checkpoint's path, as create_model takes it: its own tokenizer (the error asked for a JSON inside it)
+        return get_tokenizer(create_model(model_or_cfg), context_length)
     if config is not None:
         return tokenizer_from_config(config if context_length is None else {**config, "context_length": context_length})
     # None, not 77: a tokenizer file's saved context length applies, and 0 is refused rather than made 77

@@ -92,3 +92,14 @@ def test_a_string_where_a_list_of_class_names_or_templates_belongs_is_refused(mo
     with pytest.raises(TypeError, match="templates must be a list"):
         ZeroShotClassifier(model, tok, ["cat", "dog"], "a photo of a {c}.")
     assert ZeroShotClassifier(model, tok, ["cat", "dog"]).weights.shape[0] == 2
+
+
+def test_get_tokenizer_takes_a_checkpoint_path(tmp_path):
+    """get_tokenizer("run/checkpoints/best") asked for "a tokenizer JSON file in it", which a checkpoint does not
+    have: it reads the checkpoint's own tokenizer, as create_model takes the same path."""
+    model = kizuna.create_model("ViT-mu-8", text={"context_length": 20})
+    folder = kizuna.save_model(model, tmp_path / "best")
+    for path in (folder, str(folder)):
+        tok = kizuna.get_tokenizer(path)
+        assert tok.context_length == 20 and torch.equal(tok(["a dog"]), kizuna.get_tokenizer(model)(["a dog"]))
+    assert kizuna.get_tokenizer(folder, context_length=12).context_length == 12
