@@ -461,7 +461,8 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Genera
 class SupervisedTrainer(Trainer):
     resume_fixed = RESUME_FIXED
     resume_state_fixed = RESUME_STATE_FIXED
-    data_size_flags = "--data, --data-split, --subset-fraction and --subset-seed"
+    # --augment-on too: decoded onto the device, the training set leaves its undecodable images out of the count
+    data_size_flags = "--data, --data-split, --subset-fraction, --subset-seed and --augment-on"
     batch_key = "labels"
     bar_label = "vit"
 
