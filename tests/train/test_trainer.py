@@ -898,3 +898,23 @@ def test_an_epochs_skip_report_is_logged_before_its_checkpoint(tmp_path, monkeyp
     ContrastiveTrainer(tiny_config(tmp_path / "run", resume="latest", **kw)).train()
     reports = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "data") if "skipped/corrupt_image" in r]
     assert [r["step"] for r in reports] == [5, 10]  # each epoch's corrupt image, once
+
+
+def test_a_resume_from_another_runs_checkpoint_goes_on_from_that_runs_log(tmp_path):
+    """The recovery the error for a mistaken fresh run advises (--resume OUT/checkpoints.prev/step_N) appended the
+    first run's continuation to the mistaken run's log; --out X --resume OTHER/... appended it to X's run's."""
+    kw = dict(steps=4, save_every=2, keep_last=10, eval_every=0)
+    ContrastiveTrainer(tiny_config(tmp_path / "run", lr=1e-3, **kw)).train()
+    first = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
+    ContrastiveTrainer(tiny_config(tmp_path / "run", lr=5e-3, **{**kw, "steps": 1})).train()  # a fresh run by mistake
+    ContrastiveTrainer(tiny_config(tmp_path / "run", lr=1e-3, resume=str(tmp_path / "run" / "checkpoints.prev" /
+                                                                        "step_0000002"), **kw)).train()
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[:2] == first[:2]  # the first run's own records
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl.prev", "train")] == [1]  # the mistake
+    ContrastiveTrainer(tiny_config(tmp_path / "x", lr=5e-3, **kw)).train()  # an unrelated run in X
+    ContrastiveTrainer(tiny_config(tmp_path / "x", lr=1e-3, resume=str(tmp_path / "run" / "checkpoints" /
+                                                                      "step_0000004"), **{**kw, "steps": 6})).train()
+    rows = read_metrics(tmp_path / "x" / "metrics.jsonl", "train")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[:2] == first[:2]
+    assert [r["step"] for r in read_metrics(tmp_path / "x" / "metrics.jsonl.prev", "train")] == [1, 2, 3, 4]

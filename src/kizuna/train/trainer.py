@@ -30,6 +30,7 @@ from torch import nn
 
 from kizuna.data.loader import check_epoch_gave_samples
 from kizuna.data.sources import SkipCounter
+from kizuna.models.checkpoint import atomic_write
 from kizuna.eval.encode import gather_object, summed_skips
 
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
@@ -41,6 +42,15 @@ from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_dis
 from .logging import MetricLogger
 from .memory import keep_freed_memory, release_kept_memory
 from .optim import announce_precision, autocast_for, make_scheduler, tune_for_training, use_config_settings
+
+
+def run_log_of(checkpoint: Path) -> Path | None:
+    """The metrics.jsonl of the run a checkpoint folder belongs to: RUN/metrics.jsonl for RUN/checkpoints/step_N,
+    RUN/metrics.jsonl.prev for RUN/checkpoints.prev/step_N (a run set aside by a fresh one); None elsewhere."""
+    folder = checkpoint.parent.name
+    if folder == "checkpoints" or folder.startswith("checkpoints."):
+        return checkpoint.parent.parent / ("metrics.jsonl" + folder[len("checkpoints"):])
+    return None
 
 
 class Trainer(ABC):
@@ -129,8 +139,18 @@ class Trainer(ABC):
         if self.resume_from is not None:
             self._resume()
         finished = self.resume_from is not None and self.step >= self.total_steps
-        self.logger = MetricLogger(self.out, enabled=self.dist.is_main and not finished, fresh=self.resume_from is None)
+        # A checkpoint from outside OUT/checkpoints (another run's folder, or this folder's checkpoints.prev, as
+        # the error for a mistaken fresh run advises): OUT's log is another run's. It is set aside as a fresh run's
+        # is, and the log goes on from the checkpoint's own run's (before, the two runs' records were mixed).
+        foreign = (self.resume_from is not None
+                   and self.resume_from.parent.resolve() != (Path(self.out) / "checkpoints").resolve())
+        source = run_log_of(self.resume_from) if foreign and self.dist.is_main else None
+        records = source.read_text() if source is not None and source.is_file() else ""
+        self.logger = MetricLogger(self.out, enabled=self.dist.is_main and not finished,
+                                   fresh=self.resume_from is None or foreign)
         if self.resume_from is not None:
+            if records and self.logger.enabled:
+                atomic_write(self.logger.path, lambda tmp: Path(tmp).write_text(records))
             self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
             # where the log's clock restarts: the time the run stood still is no training time (compare-runs)
             self.logger.log(self.step, {"from": self.resume_from.name}, kind="resume")
