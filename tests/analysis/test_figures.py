@@ -163,3 +163,35 @@ def test_attention_distance_figure_of_a_hybrid(tmp_path, monkeypatch):
     assert uniform.get_ydata()[0] == pytest.approx(grid_mean_pairwise_distance((8, 8), 4))
     plot_attention_distance(dists, 16, 96, tmp_path / "p.png")
     assert "patch 16" in figures[-1].axes[0].get_title()  # a plain ViT's tokens are patches
+
+
+def test_prediction_panel_keeps_long_labels_apart_and_on_the_figure(tmp_path, monkeypatch, image):
+    """textwrap.shorten(label, 32) made one long word "[...]" and two labels that share their first words the
+    same "a photo of a northern [...]"; the "true: ..." title over the image ran off the figure's left edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    labels = ["a photo of a northern cardinal bird, male", "a photo of a northern cardinal bird, female",
+              "great_white_shark_carcharodon_carcharias", "tiger_shark_galeocerdo_cuvier_the_big_one",
+              "a very long label that has to lose its middle somewhere to fit in two lines, the end", "person"]
+    figures = _keep_figure(monkeypatch)
+    plot_prediction_panel(image, labels, [0.3, 0.25, 0.2, 0.15, 0.06, 0.04], tmp_path / "p.png",
+                          true_label=labels[2], top_k=6)
+    fig = figures[-1]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax_img, ax = fig.axes
+    ticks = [t.get_text() for t in ax.get_yticklabels()]  # highest probability first
+    assert len(set(ticks)) == len(labels)
+    for label, tick in zip(labels, ticks):
+        assert "[...]" not in tick and tick.count("\n") <= 1
+        flat = tick.replace("\n", " " if " " in label else "")
+        assert flat.startswith(label[:18]) and flat.endswith(label[-18:])  # both ends shown
+    assert ticks[4].endswith("…fit in two lines, the end")  # too long for two lines: the middle goes
+    figure_box = fig.bbox
+    for text in [ax_img.title, ax.title, *ax.get_yticklabels()]:
+        box = text.get_window_extent(renderer)
+        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1, text.get_text()
+    assert ax_img.title.get_text().replace("\n", "") == f"true: {labels[2]}"
+    boxes = sorted((t.get_window_extent(renderer) for t in ax.get_yticklabels()), key=lambda b: b.y0)
+    assert all(low.y1 <= high.y0 for low, high in zip(boxes, boxes[1:]))  # two-line labels do not overlap

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,86 @@ def test_all_says_when_it_ignores_the_prediction_settings(clip_path, images, tmp
                  "--true-label", "dog", "--max-images", "2", "--out", str(tmp_path / "c")]) == 0
     err = capsys.readouterr().err
     assert "kizuna analyze all: warning: --template, --true-label ignored" in err and "needs --labels" in err
+
+
+# ------------------------------------------------------------------ flags checked before any figure is computed
+@pytest.fixture(scope="module")
+def clip_without_tokenizer(tmp_path_factory) -> Path:
+    """A CLIP model whose tokenizer is not there (as an HF SigLIP folder without its spiece.model loads)."""
+    torch.manual_seed(0)
+    model = kizuna.create_model("ViT-mu-8")
+    model.cfg.tokenizer = {"type": "unavailable", "note": "the folder has no spiece.model"}
+    return kizuna.save_model(model, tmp_path_factory.mktemp("notok") / "clip")
+
+
+@pytest.mark.parametrize("model, extra, message", [
+    ("vit", ["--true-label", "kitten"], "--true-label 'kitten' is not among the labels (0, 1, 2)"),
+    ("vit", ["--labels", "a,b"], "--labels gave 2 names but the classifier has 3 classes"),
+    ("vit", ["--template", "a photo of a {c}."], "--template applies to two-tower (CLIP) models only"),
+    ("clip_without_tokenizer", ["--labels", "cat,dog"], "--labels need the model's tokenizer"),
+])
+def test_all_refuses_prediction_flags_before_any_figure(vit_path, clip_without_tokenizer, images, tmp_path, capsys,
+                                                        model, extra, message):
+    """`analyze all` computed filters, positions, attention distances and the rollout (minutes on many images)
+    before predict_report refused these flags, and then exited 2 without report.json: nothing is written now."""
+    path = vit_path if model == "vit" else clip_without_tokenizer
+    out = tmp_path / "out"
+    assert main(["analyze", "all", str(path), "--images", str(images), "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # not one figure was drawn
+
+
+def test_full_report_checks_its_settings_first(vit_path, tmp_path):
+    """The same for the Python API: full_report checks the prediction settings and discard_ratio up front."""
+    from kizuna.analysis.report import full_report
+
+    target = load_target(str(vit_path))
+    with pytest.raises(ValueError, match="--true-label 'kitten' is not among the labels"):
+        full_report(target, tmp_path / "a", true_label="kitten", max_images=1)
+    with pytest.raises(ValueError, match=r"discard_ratio must be in \[0, 1\)"):
+        full_report(target, tmp_path / "b", discard_ratio=1.0, max_images=1)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("action", ["all", "rollout"])
+def test_discard_ratio_is_checked_when_parsed(vit_path, images, tmp_path, capsys, action):
+    """--discard-ratio 1.0 failed in attention_rollout as "discard_ratio must be in [0, 1)" (not the flag's
+    name), after `analyze all` had computed every other figure; it is refused as the arguments are parsed."""
+    img = ["--image", str(images / "im0.png")]
+    for bad in ("1.0", "-0.1", "nan", "half"):
+        with pytest.raises(SystemExit):
+            main(["analyze", action, str(vit_path), *img, "--discard-ratio", bad, "--out", str(tmp_path / bad)])
+        err = capsys.readouterr().err
+        assert "argument --discard-ratio: must be a number in [0, 1)" in err and repr(bad) in err
+        assert not (tmp_path / bad).exists()
+    out = tmp_path / "ok"
+    assert main(["analyze", action, str(vit_path), *img, "--discard-ratio", "0.9", "--out", str(out)]) == 0
+    assert _json(out / "rollout.json")["discard_ratio"] == 0.9
+
+
+def test_a_dataset_root_of_split_folders_is_named_as_such(tmp_path, write_noise_images, capsys):
+    """`--images DATA/cifar10` (shards in DATA/cifar10/train/ and test/) failed with just "no readable images
+    in DATA/cifar10": it says now to name a split folder, which reads."""
+    import tarfile
+
+    from kizuna.analysis.report import load_images
+
+    pngs = write_noise_images(_mkdir_p(tmp_path / "pngs"), 2, 32)
+    root = tmp_path / "cifar"
+    for split in ("train", "test"):
+        with tarfile.open(_mkdir_p(root / split) / "000000.tar", "w") as tar:
+            for i in range(2):
+                tar.add(pngs / f"im{i}.png", arcname=f"{i:06d}.png")
+    target = load_target(kizuna.create_vit("mu/4", image_size=32, num_classes=10))
+    with pytest.raises(ValueError, match=rf"holds split folders of shards \(test, train\): name one, e\.g\. "
+                                         rf"--images {re.escape(str(root / 'test'))}$"):
+        load_images([str(root)], target.preprocess)
+    assert len(load_images([str(root / "test")], target.preprocess)[0]) == 2
+    empty = _mkdir_p(tmp_path / "empty")  # a folder of nothing says nothing more
+    with pytest.raises(ValueError, match=r"no readable images in \S*empty$"):
+        load_images([str(empty)], target.preprocess)
+
+
+def _mkdir_p(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    return folder

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import kizuna
 from kizuna.analysis.runs import compare_runs, load_run
@@ -203,3 +202,29 @@ def test_whole_float_steps_count_and_other_steps_are_named(tmp_path):
     with pytest.warns(UserWarning, match='eval step "10"'), \
             pytest.raises(ValueError, match=r"1 eval row\(s\) were skipped: their step is not a whole number"):
         load_run(run)
+
+
+@pytest.mark.parametrize("diverged", ["NaN", "null"])
+def test_a_group_with_a_diverged_run_has_no_mean_and_no_traceback(tmp_path, capsys, diverged):
+    """--group-by crashed in statistics.pstdev (AttributeError) when a grouped run's final value was NaN or
+    null, writing nothing; the group's mean, std, min and max are NaN (null in runs.json) now, whatever the
+    runs' order, and a group of finite runs keeps its numbers."""
+    finals = {"a-s0": ("a", "1.9"), "a-s1": ("a", diverged), "b-s0": ("b", "1.0"), "b-s1": ("b", "2.0")}
+    for name, (model, final) in finals.items():
+        run = tmp_path / name
+        run.mkdir()
+        (run / "train_config.json").write_text(json.dumps({"model": model, "seed": int(name[-1])}))
+        (run / "metrics.jsonl").write_text(
+            '{"kind": "train", "step": 10, "time": 1.0, "train_top1": 0.3}\n'
+            f'{{"kind": "eval", "step": 10, "time": 2.0, "val_top1": 0.3, "val_loss": {final}}}\n')
+    for order in (["a-s0", "a-s1"], ["a-s1", "a-s0"]):
+        out = tmp_path / f"out-{order[0]}"
+        runs = [str(tmp_path / n) for n in order + ["b-s0", "b-s1"]]
+        assert main(["analyze", "compare-runs", *runs, "--metric", "val_loss", "--group-by", "model",
+                     "--out", str(out)]) == 0
+        assert "group {\"model\": \"a\"}: mean nan (a run's final value is NaN) over 2 runs" in capsys.readouterr().out
+        groups = {g["settings"]["model"]: g for g in json.loads((out / "runs.json").read_text())["groups"]}
+        assert [groups["a"][f"{k}_final_val_loss"] for k in ("mean", "std", "min", "max")] == [None] * 4
+        assert [groups["b"][f"{k}_final_val_loss"] for k in ("mean", "std", "min", "max")] == \
+            pytest.approx([1.5, 0.5, 1.0, 2.0])
+        assert (out / "runs.png").is_file()

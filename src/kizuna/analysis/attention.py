@@ -24,6 +24,7 @@ from torch import Tensor
 __all__ = [
     "fuse_heads",
     "attention_rollout",
+    "check_discard_ratio",
     "cls_rollout_map",
     "last_layer_cls_attention",
     "patch_distance_matrix",
@@ -91,6 +92,15 @@ def _discard_lowest(a: Tensor, discard_ratio: float) -> Tensor:
     return a.scatter(-1, idx, 0.0)
 
 
+def check_discard_ratio(discard_ratio: float) -> float:
+    """``discard_ratio`` when it is in [0, 1), else a ValueError: a ratio of 1 would drop every attention
+    weight of every row, leaving nothing to roll out (NaN is refused too)."""
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1) (the share of each row's weakest attention dropped), "
+                         f"got {discard_ratio}")
+    return discard_ratio
+
+
 def attention_rollout(
     attentions: Sequence[Tensor],
     head_fusion: str = "mean",
@@ -117,8 +127,7 @@ def attention_rollout(
     """
     if head_fusion not in _HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {_HEAD_FUSIONS}, got {head_fusion!r}")
-    if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    check_discard_ratio(discard_ratio)
     attentions = list(attentions)
     if not attentions:
         raise ValueError("attentions is empty")

@@ -85,6 +85,18 @@ def _number(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _discard_ratio(text: str) -> float:
+    """An argparse type for --discard-ratio: a number in [0, 1), refused when parsed; 1.0 failed in the rollout,
+    after `analyze all` had computed every other figure."""
+    from .attention import check_discard_ratio
+
+    try:
+        return check_discard_ratio(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1) (the share of each row's weakest attention "
+                                         f"dropped; 1 drops all of it), got {text!r}") from None
+
+
 def add_arguments(p):
     sub = p.add_subparsers(dest="analyze_command", metavar="ACTION")
     for name, help_text in ACTIONS.items():
@@ -138,8 +150,9 @@ def add_arguments(p):
         if name in ("rollout", "all"):
             a.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"],
                            help="how each layer's attention heads are combined before rollout (default mean)")
-            a.add_argument("--discard-ratio", type=float, default=0.0,
-                           help="drop this share (0..1) of the weakest attention per row before rollout (default 0)")
+            a.add_argument("--discard-ratio", type=_discard_ratio, default=0.0,
+                           help="drop this share (at least 0, below 1) of the weakest attention per row before rollout "
+                                "(default 0)")
         if name in ("predict", "all"):
             a.add_argument("--labels", help="comma-separated class names or a file with one per line "
                                             "(CLIP: the classes to score; ViT: its classes in order; default for a "
@@ -204,6 +217,8 @@ def run(args):
 
         args.template = parse_templates(args.template)
     target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit)
+    if cmd == "all":  # before the images are read and any figure is computed, which can take minutes
+        R.check_report(target, labels, args.template, args.true_label, args.discard_ratio)
     if cmd == "filters":
         numbers = R.filters_report(target, args.out, args.components)
     elif cmd == "positions":

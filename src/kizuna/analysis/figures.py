@@ -369,6 +369,26 @@ def _overlay_map(m: torch.Tensor, image_hw: tuple[int, int], patch_size: int | N
 # --------------------------------------------------------------------------- predictions
 
 
+def _fit_lines(text: str, width: int, lines: int) -> str:
+    """``text`` on at most ``lines`` lines of about ``width`` characters, wrapped at spaces and after "_"
+    (ImageNet-style names are one long word: great_white_shark_...). Longer text loses its middle, not its
+    end: the last line is "…" and the text's end, so labels that share their first words (a northern
+    cardinal bird, male / ..., female) stay told apart."""
+    text = text.strip()
+    if len(text) <= width:
+        return text
+    # a tab after each "_" lets textwrap break there; the tabs are taken out of the lines again
+    wrapped = [line.replace("\t", "") for line in textwrap.wrap(text.replace("\t", " ").replace("_", "_\t"), width,
+                                                                 expand_tabs=False, replace_whitespace=False)]
+    if len(wrapped) <= lines:
+        return "\n".join(wrapped)
+    tail = text[len(text) - (width - 1):]
+    cut = max(tail.find(" ") + 1, tail.find("_") + 1)
+    if 0 < cut <= len(tail) // 2:  # start the end at a word, when that keeps most of it
+        tail = tail[cut:]
+    return "\n".join(wrapped[: lines - 1] + ["…" + tail])
+
+
 def plot_prediction_panel(
     image: Any,
     labels: Sequence[str],
@@ -394,13 +414,14 @@ def plot_prediction_panel(
     order = np.argsort(-p, kind="stable")
     top = order[: max(1, top_k)]
     img = _to_image(image)
-    fig = Figure(figsize=(8.0, 3.4), dpi=DPI, layout="constrained")
+    # a taller figure for many bars: a label may take two lines
+    fig = Figure(figsize=(8.0, max(3.4, 1.0 + 0.5 * len(top))), dpi=DPI, layout="constrained")
     gs = fig.add_gridspec(1, 2, width_ratios=[1.0, 1.35])
     ax_img = fig.add_subplot(gs[0, 0])
     ax_img.imshow(img)
     ax_img.set_axis_off()
-    if true_label is not None:
-        ax_img.set_title(textwrap.shorten(f"true: {true_label}", 48), fontsize=10)
+    if true_label is not None:  # a title wider than the image ran off the figure's left edge
+        ax_img.set_title(_fit_lines(f"true: {true_label}", 28, 3), fontsize=10)
     ax = fig.add_subplot(gs[0, 1])
     ys = np.arange(len(top))[::-1]  # highest probability on top
     names = [labels[i] for i in top]
@@ -410,7 +431,7 @@ def plot_prediction_panel(
     for y, v in zip(ys, vals):
         ax.text(min(v, 1.0) + 0.01, y, f"{100 * v:.1f}%", va="center", fontsize=8)
     ax.set_yticks(ys)
-    ax.set_yticklabels([textwrap.shorten(n, 32) for n in names], fontsize=9)
+    ax.set_yticklabels([_fit_lines(n, 28, 2) for n in names], fontsize=9)
     for tick, c in zip(ax.get_yticklabels(), colors):
         if c == _TRUE_COLOR:
             tick.set_color(_TRUE_COLOR)
@@ -418,13 +439,15 @@ def plot_prediction_panel(
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("Probability")
     ax.spines[["top", "right"]].set_visible(False)
-    head = title or f"Top-{len(top)} predictions"
+    head = _fit_lines(title or f"Top-{len(top)} predictions", 40, 2)
     if true_label is not None:
         if true_label in labels:
             rank = next(r for r, i in enumerate(order, 1) if labels[i] == true_label)
-            head += f" (true label rank {rank})"
+            note = f"(true label rank {rank})"
         else:
-            head += " (true label not among the classes)"
+            note = "(true label not among the classes)"
+        # on a line of its own when long: wide tick labels narrow the panel, and its title ran off the figure
+        head += (" " if len(head.split("\n")[-1]) + len(note) < 40 else "\n") + note
     ax.set_title(head, fontsize=10)
     return _save(fig, path)
 

@@ -40,6 +40,7 @@ from kizuna.apps.common import json_safe
 
 from .attention import (
     attention_rollout,
+    check_discard_ratio,
     cls_rollout_map,
     grid_mean_pairwise_distance,
     last_layer_cls_attention,
@@ -59,8 +60,9 @@ if TYPE_CHECKING:
     from kizuna.data.sources import SkipCounter
 
 __all__ = [
-    "AnalysisTarget", "attention_distance_report", "filters_report", "full_report", "load_images",
-    "load_target", "positions_report", "predict_report", "read_extra", "read_record", "rollout_report",
+    "AnalysisTarget", "attention_distance_report", "check_report", "filters_report", "full_report", "load_images",
+    "load_target", "positions_report", "predict_report", "prediction_inputs", "read_extra", "read_record",
+    "rollout_report",
 ]
 
 SECTIONS = ("filters", "positions", "attention_distance", "rollout", "predict")
@@ -209,10 +211,23 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
         skips.update(skipped)
     if not tensors:
         why = f" ({_skip_report(skipped)})" if skipped else ""
+        for spec in specs:  # a dataset's root (cifar10/): its shards are a level down, which folders do not read
+            splits = _shard_folders(Path(spec))
+            if splits:
+                why += (f"; {spec} holds split folders of shards ({', '.join(splits)}): name one, e.g. "
+                        f"--images {Path(spec) / ('test' if 'test' in splits else splits[0])}")
+                break
         raise ValueError(f"no readable images in {', '.join(map(str, specs))}{why}")
     if skipped:  # the numbers are over fewer images than there were; it went unsaid
         warnings.warn(f"{_skip_report(skipped)}; using the {len(tensors)} readable", stacklevel=2)
     return torch.stack(tensors), names
+
+
+def _shard_folders(folder: Path) -> list[str]:
+    """The names of ``folder``'s sub-folders that hold .tar shards (a dataset's train/, test/, val/)."""
+    if not folder.is_dir():
+        return []
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(d.glob("*.tar")))
 
 
 def _skip_report(skipped: SkipCounter, k: int = 3) -> str:
@@ -393,28 +408,28 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     return _write(out, "rollout", numbers)
 
 
-@torch.no_grad()
-def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path, labels: Sequence[str] | None = None,
-                   templates: Sequence[str] | None = None, true_label: str | None = None, top_k: int = 5,
-                   image_name: str = "") -> dict:
-    """The CLIP-paper prediction panel -> predict.png / predict.json.
+def _predicts(target: AnalysisTarget, labels: Sequence[str] | None) -> bool:
+    """Whether :func:`full_report` draws a prediction panel: for CLIP when given labels, for a ViT with a head."""
+    return (target.kind == "clip" and bool(labels)) or (target.kind == "vit" and target.vit.head is not None)
 
-    CLIP: zero-shot over ``labels`` with ``templates`` (default "a photo of a {c}."). A supervised
-    ViT with a classifier head: softmax over its classes, named by ``labels`` (in class order) or the
-    class names saved with the model.
-    """
+
+def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = None,
+                      templates: Sequence[str] | None = None, true_label: str | None = None):
+    """-> (labels, templates, tokenizer) that :func:`predict_report` scores with, checked without running the
+    model: a ValueError naming the flag for labels missing (CLIP) or not one per class (ViT), a template for a
+    supervised ViT, a true label not among the labels, or a CLIP model whose tokenizer cannot be built.
+    ``templates`` and ``tokenizer`` are None for a supervised ViT."""
     import kizuna
-    from kizuna.eval.zeroshot import ZeroShotClassifier
 
-    out = Path(out)
-    x = (image if image.dim() == 4 else image[None])[:1].to(_device(target))
     if target.kind == "clip":
         if not labels:
             raise ValueError("predict needs --labels for a CLIP model (the classes to score)")
         templates = list(templates or ["a photo of a {c}."])
-        clf = ZeroShotClassifier(target.model, kizuna.get_tokenizer(target.model), list(labels), templates)
-        probs = clf.predict_proba(x)[0].float().cpu()
-        method = "zero-shot (" + ("sigmoid" if target.model.cfg.loss == "siglip" else "softmax") + ")"
+        try:
+            tokenizer = kizuna.get_tokenizer(target.model)
+        except ValueError as e:  # e.g. an HF SigLIP folder without its spiece.model
+            raise ValueError(f"--labels need the model's tokenizer, which {target.source} lacks: {e}") from e
+        labels = list(labels)
     else:
         if templates:  # the head scores its own classes; no prompt is ever built (it was ignored silently)
             raise ValueError("--template applies to two-tower (CLIP) models only; a supervised ViT predicts "
@@ -423,22 +438,60 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
             raise ValueError(f"{target.source}: a ViT without a classifier head cannot predict; "
                              "use a CLIP model or a supervised ViT")
         n = target.vit.cfg.num_classes
+        given = bool(labels)
         labels = list(labels) if labels else (target.classnames or [str(i) for i in range(n)])
         if len(labels) != n:
-            raise ValueError(f"{len(labels)} labels given but the classifier has {n} classes (give them in class order)")
-        probs = target.vit(x).float().softmax(-1)[0].cpu()
-        templates, method = None, "classifier head (softmax)"
+            raise ValueError(f"{'--labels gave' if given else 'the class names saved with the model are'} "
+                             f"{len(labels)} names but the classifier has {n} classes; give --labels, one per "
+                             "class, in class order")
+        templates, tokenizer = None, None
     if true_label is not None and true_label not in labels:  # its rank would be reported as if it were scored
-        raise ValueError(f"--true-label {true_label!r} is not among the labels ({', '.join(list(labels)[:10])}"
+        raise ValueError(f"--true-label {true_label!r} is not among the labels ({', '.join(labels[:10])}"
                          f"{', ...' if len(labels) > 10 else ''})")
+    return labels, templates, tokenizer
+
+
+@torch.no_grad()
+def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path, labels: Sequence[str] | None = None,
+                   templates: Sequence[str] | None = None, true_label: str | None = None, top_k: int = 5,
+                   image_name: str = "") -> dict:
+    """The CLIP-paper prediction panel -> predict.png / predict.json.
+
+    CLIP: zero-shot over ``labels`` with ``templates`` (default "a photo of a {c}."). A supervised
+    ViT with a classifier head: softmax over its classes, named by ``labels`` (in class order) or the
+    class names saved with the model. The inputs are checked first (:func:`prediction_inputs`).
+    """
+    from kizuna.eval.zeroshot import ZeroShotClassifier
+
+    labels, templates, tokenizer = prediction_inputs(target, labels, templates, true_label)
+    out = Path(out)
+    x = (image if image.dim() == 4 else image[None])[:1].to(_device(target))
+    if target.kind == "clip":
+        clf = ZeroShotClassifier(target.model, tokenizer, labels, templates)
+        probs = clf.predict_proba(x)[0].float().cpu()
+        method = "zero-shot (" + ("sigmoid" if target.model.cfg.loss == "siglip" else "softmax") + ")"
+    else:
+        probs = target.vit(x).float().softmax(-1)[0].cpu()
+        method = "classifier head (softmax)"
     plot_prediction_panel(_display(target, x[0]), labels, probs, out / "predict.png", true_label=true_label,
                           top_k=top_k)
     order = probs.argsort(descending=True).tolist()
     return _write(out, "predict", {
-        "image": image_name, "method": method, "labels": list(labels), "templates": templates, "probs": probs,
+        "image": image_name, "method": method, "labels": labels, "templates": templates, "probs": probs,
         "top": [[labels[i], float(probs[i])] for i in order[:top_k]], "true_label": true_label,
         "figure": "predict.png",
     })
+
+
+def check_report(target: AnalysisTarget, labels: Sequence[str] | None = None,
+                 templates: Sequence[str] | None = None, true_label: str | None = None,
+                 discard_ratio: float = 0.0) -> None:
+    """The checks of :func:`full_report`'s settings that can fail only late: run before any figure is
+    computed (attention distances take minutes on many images), so that a wrong flag costs nothing. A
+    ValueError naming what is wrong."""
+    check_discard_ratio(discard_ratio)
+    if _predicts(target, labels):
+        prediction_inputs(target, labels, templates, true_label)
 
 
 def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Tensor, list[str]] | None = None,
@@ -453,6 +506,7 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     ``predict`` runs for CLIP when ``labels`` are given, and for a supervised ViT with a head.
     ``skipped_images`` (unreadable ones, counted by :func:`load_images`) goes into attention_distance.json.
     """
+    check_report(target, labels, templates, true_label, discard_ratio)
     out = Path(out)
     if images is None:
         images = synthetic_images(target, 16 if max_images is None else min(16, max_images))
@@ -465,7 +519,7 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     report["attention_distance"] = attention_distance_report(target, images[0], out, images_source,
                                                              skipped_images, progress)
     report["rollout"] = rollout_report(target, image[0], out, head_fusion, discard_ratio, image[1])
-    if (target.kind == "clip" and labels) or (target.kind == "vit" and target.vit.head is not None):
+    if _predicts(target, labels):
         report["predict"] = predict_report(target, image[0], out, labels, templates, true_label, top_k=top_k,
                                            image_name=image[1])
     # the figures this call wrote, named by each section; not every PNG in OUT (an earlier run into the same

@@ -172,6 +172,15 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _spread(finals: list[float], metric: str) -> dict:
+    """Mean, std, min and max of a group's final values; all NaN (null in runs.json) when one run's final
+    value is NaN (a diverged run): pstdev raises on a NaN, and min/max would depend on the runs' order."""
+    names = [f"{k}_final_{metric}" for k in ("mean", "std", "min", "max")]
+    if not all(math.isfinite(v) for v in finals):
+        return dict.fromkeys(names, math.nan)
+    return dict(zip(names, (mean(finals), pstdev(finals), min(finals), max(finals))))
+
+
 def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val_top1",
                  labels: Sequence[str] | None = None, panel_by: str | None = None,
                  group_by: Sequence[str] = (), train_window: int = 5, title: str | None = None,
@@ -206,10 +215,8 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
         for r in loaded:
             keyed.setdefault(json.dumps({k: r["config"][k] for k in group_by}, sort_keys=True), []).append(r)
         for key, members in keyed.items():
-            finals = [m["final"] for m in members]
             groups.append({"settings": json.loads(key), "runs": [m["label"] for m in members],
-                           f"mean_final_{metric}": mean(finals), f"std_final_{metric}": pstdev(finals),
-                           f"min_final_{metric}": min(finals), f"max_final_{metric}": max(finals)})
+                           **_spread([m["final"] for m in members], metric)})
     panels: dict[str, list[dict]] = {}
     for r in loaded:
         panels.setdefault(f"{panel_by} = {_short(r['config'][panel_by])}" if panel_by else "", []).append(r)
