@@ -113,3 +113,27 @@ def test_ranking_on_gpu_equals_cpu():
     cpu = retrieval_ranks(img, txt, t2i, query_chunk=50, key_chunk=64)
     gpu = retrieval_ranks(img, txt, t2i, query_chunk=50, key_chunk=64, device="cuda")
     assert torch.equal(cpu[0], gpu[0]) and torch.equal(cpu[1], gpu[1])
+
+
+def test_nan_features_are_refused_not_ranked_first(tiny_hf, tmp_path):
+    """A NaN similarity compares neither above nor equal, so retrieval ranked it first: a model with NaN weights
+    scored R@1 100%. The commands refuse such features; training's evaluation logs NaN and goes on."""
+    import copy
+    import warnings
+
+    from kizuna.eval.encode import NonFiniteFeatures
+    from kizuna.eval.training import evaluate_for_training
+
+    model = copy.deepcopy(kizuna.create_model(str(tiny_hf[0]))).eval()
+    with torch.no_grad():
+        model.visual.proj.weight.fill_(float("nan"))
+    root = retrieval_wds(tmp_path / "ret", n=6)
+    ds = load_dataset(root, task="retrieval")
+    with pytest.raises(NonFiniteFeatures, match=r"images: the model gave NaN or inf features for 6 of 6"):
+        evaluate_retrieval(model, kizuna.get_tokenizer(model), ds, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = evaluate_for_training(model, kizuna.get_tokenizer(model), kizuna.get_preprocess(model), None,
+                                        str(root))
+    assert np.isnan(metrics["retrieval/image_to_text_R@1"]) and np.isnan(metrics["retrieval/text_to_image_R@10"])
+    assert any("NaN or inf features" in str(w.message) for w in caught)

@@ -235,7 +235,21 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
         from .datasets import DatasetError
 
         raise DatasetError(f"{dataset.source}: none of its {n} images could be used: {skips.report()}")
+    check_finite(feats, valid, f"{dataset.source}: images")
     return ImageFeatures(feats, valid, skips)
+
+
+class NonFiniteFeatures(ValueError):
+    """The model gave NaN or inf features: every metric computed from them would be meaningless."""
+
+
+def check_finite(features: torch.Tensor, valid: torch.Tensor, what: str) -> None:
+    """Refuse NaN/inf features (gathered: every rank raises together). A NaN similarity compares neither above
+    nor equal, so retrieval ranked it first: a model with NaN weights scored R@1 100%."""
+    bad = int((~torch.isfinite(features[valid]).all(dim=1)).sum()) if features.numel() else 0
+    if bad:
+        raise NonFiniteFeatures(f"{what}: the model gave NaN or inf features for {bad} of {int(valid.sum())}; its "
+                                "weights hold NaN or inf, or it overflowed (a diverged run?)")
 
 
 # ----------------------------------------------------------------------------------- texts
@@ -290,4 +304,6 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
         dim = max(gather_object(dim))
     if feats is None:
         feats = torch.zeros(end - start, max(dim, 0))
-    return TextFeatures(gather_shards(feats, bounds), gather_shards(valid, bounds), summed_skips(skips))
+    feats, valid = gather_shards(feats, bounds), gather_shards(valid, bounds)
+    check_finite(feats, valid, "texts")
+    return TextFeatures(feats, valid, summed_skips(skips))

@@ -14,9 +14,11 @@ weights changed since the last call.
 from __future__ import annotations
 
 import os
+import warnings
 
 from .classification import evaluate_zeroshot
 from .datasets import EvalDataset, load_dataset
+from .encode import NonFiniteFeatures
 from .retrieval import evaluate_retrieval
 
 __all__ = ["evaluate_for_training"]
@@ -44,27 +46,39 @@ def evaluate_for_training(model, tokenizer, preprocess, zeroshot_dir: str | None
     model.eval()
     out: dict[str, float] = {}
     try:
-        if zeroshot_dir:
-            ds = _dataset(zeroshot_dir, "classification", split, max_samples)
-            r = evaluate_zeroshot(model, tokenizer, ds, transform=preprocess, batch_size=batch_size, device=device,
-                                  progress=progress, num_workers=num_workers)
-            out["zeroshot/top1"] = r.metrics["acc1"]
-            top5 = r.metrics.get("acc5", float("nan"))
-            if top5 == top5:  # NaN with fewer than 5 classes: left out of the log, as no best/ could pick it
-                out["zeroshot/top5"] = top5
-            out["zeroshot/mean_per_class_recall"] = r.metrics["mean_per_class_recall"]
-            if r.skipped:
-                out["zeroshot/skipped"] = float(r.skipped.total)
-        if retrieval_dir:
-            ds = _dataset(retrieval_dir, "retrieval", split, max_samples)
-            r = evaluate_retrieval(model, tokenizer, ds, transform=preprocess, batch_size=batch_size, device=device,
-                                   progress=progress, num_workers=num_workers)
-            for direction in ("image_to_text", "text_to_image"):
-                for k in (1, 5, 10):
-                    out[f"retrieval/{direction}_R@{k}"] = r.metrics[f"{direction}_R@{k}"]
-                out[f"retrieval/{direction}_median_rank"] = r.metrics[f"{direction}_median_rank"]
-            if r.skipped:
-                out["retrieval/skipped"] = float(r.skipped.total)
+        _evaluate(out, model, tokenizer, preprocess, zeroshot_dir, retrieval_dir, max_samples, split, batch_size,
+                  device, progress, num_workers)
     finally:
         model.train(was_training)
     return out
+
+
+def _evaluate(out, model, tokenizer, preprocess, zeroshot_dir, retrieval_dir, max_samples, split, batch_size, device,
+              progress, num_workers) -> None:
+    common = dict(transform=preprocess, batch_size=batch_size, device=device, progress=progress,
+                  num_workers=num_workers)
+    for kind, folder in (("zeroshot", zeroshot_dir), ("retrieval", retrieval_dir)):
+        if not folder:
+            continue
+        try:
+            if kind == "zeroshot":
+                r = evaluate_zeroshot(model, tokenizer, _dataset(folder, "classification", split, max_samples), **common)
+                out["zeroshot/top1"] = r.metrics["acc1"]
+                top5 = r.metrics.get("acc5", float("nan"))
+                if top5 == top5:  # NaN with fewer than 5 classes: left out of the log, as no best/ could pick it
+                    out["zeroshot/top5"] = top5
+                out["zeroshot/mean_per_class_recall"] = r.metrics["mean_per_class_recall"]
+            else:
+                r = evaluate_retrieval(model, tokenizer, _dataset(folder, "retrieval", split, max_samples), **common)
+                out.update({k: r.metrics[k.removeprefix("retrieval/")] for k in _MAIN_KEYS["retrieval"]})
+        except NonFiniteFeatures as e:  # a diverging run: its metrics are NaN (never best/), and the run goes on
+            warnings.warn(str(e), stacklevel=3)
+            out.update({k: float("nan") for k in _MAIN_KEYS[kind]})
+            continue
+        if r.skipped:
+            out[f"{kind}/skipped"] = float(r.skipped.total)
+
+
+_MAIN_KEYS = {"zeroshot": ("zeroshot/top1", "zeroshot/mean_per_class_recall"),
+              "retrieval": tuple(f"retrieval/{d}_{m}" for d in ("image_to_text", "text_to_image")
+                                 for m in ("R@1", "R@5", "R@10", "median_rank"))}
