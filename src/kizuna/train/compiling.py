@@ -35,7 +35,7 @@ class CompiledOrEager:
     def __call__(self, *args, **kwargs):
         if self.fallback_reason is None:
             try:
-                with _backward_compiled_with_forward():
+                with _backward_compiled_with_forward(), _random_as_eager():
                     return self.compiled(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - only compiler errors are swallowed, below
                 if not _is_compiler_error(error):
@@ -62,6 +62,18 @@ def _backward_compiled_with_forward():
     if config is None or not hasattr(config, "force_non_lazy_backward_lowering"):
         return contextlib.nullcontext()
     return config.patch(force_non_lazy_backward_lowering=True)
+
+
+def _random_as_eager():
+    """Inductor's random ops draw what eager mode draws from the same RNG state (its own generator drew other
+    numbers). GradCache re-runs each chunk compiled after caching its features eagerly, from the same state:
+    patch dropout then kept other patches in the two passes, and the gradients (0.15 off) were not the loss's.
+    Random ops are a small part of a step; a no-op context where this torch has no such switch."""
+    try:
+        from torch._inductor import config
+    except ImportError:
+        return contextlib.nullcontext()
+    return config.patch(fallback_random=True) if hasattr(config, "fallback_random") else contextlib.nullcontext()
 
 
 def compiled_or_eager(module: nn.Module, enabled: bool):

@@ -89,7 +89,7 @@ class SupervisedConfig:
     model_overrides: dict = field(default_factory=dict)  # VisionConfig fields, e.g. {"depth": 6, "pool": "gap"}
     image_size: int = 32  # input side in pixels; 0 = the checkpoint's own (fine-tuning) or 224 (from scratch)
     init: str = ""  # checkpoint to fine-tune (kizuna ViT or CLIP folder/.safetensors); "" = train from scratch
-    reset_head: bool = True  # fine-tuning: new zero-initialised classifier (always when the class count differs)
+    reset_head: bool = True  # fine-tuning: new zero-initialised classifier; false keeps the head, its rows matched to the data's classes by name (refused for other classes)
     pos_embed: str = "interpolate"  # fine-tuning at a new resolution: "interpolate" | "sequence" | "grid"
     # data
     data: str = ""  # training split: shards folder, dataset root, ImageFolder tree, side-car folder or CSV
