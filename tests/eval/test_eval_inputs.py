@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _evalhelpers import classification_wds, image_folder, noise_image
 
 from kizuna.apps.cli import main
@@ -68,6 +69,27 @@ def test_the_linear_probe_scores_test_labels_by_class_name(tmp_path, tiny):
     odd = load_dataset(image_folder(tmp_path / "odd", per_class=1, classes=["airplane", "zebra"]))
     with pytest.raises(DatasetError, match="classes the training split .* lacks: zebra"):
         _test_labels_in_train_order(train, odd)
+
+
+def test_the_zero_shot_compared_with_the_probe_scores_the_probes_classes(tmp_path, tiny):
+    """With a test split lacking a class, the zero-shot number beside the probe was scored over the test split's
+    fewer classes (a higher chance level) than the probe predicts among: 58% against 4% on the same images."""
+    from kizuna.eval.classification import class_embeddings, classify_features
+    from kizuna.eval.encode import encode_images
+    from kizuna.eval.linear_probe import zeroshot_over_train_classes
+
+    model, tok = tiny
+    train = load_dataset(image_folder(tmp_path / "tr", per_class=2, classes=["airplane", "automobile", "bird"]))
+    test = load_dataset(image_folder(tmp_path / "te", per_class=3, classes=["airplane", "bird"]))
+    feats = encode_images(model, test, progress=False)
+    weights = class_embeddings(model, tok, train.classnames, test.templates or ["a photo of a {c}."])
+    scores = feats.features @ weights.T  # over all three classes: airplane 0, bird 2
+    expected = float((scores.argmax(1) == torch.tensor([0, 0, 0, 2, 2, 2])).float().mean())
+    assert zeroshot_over_train_classes(model, tok, train, test, progress=False) == pytest.approx(expected)
+    assert zeroshot_over_train_classes(model, tok, train, test, feats) == pytest.approx(expected)
+    same = classify_features(feats.features, test.labels, class_embeddings(model, tok, test.classnames, ["a photo of a {c}."]),
+                             test.classnames).metrics["acc1"]
+    assert zeroshot_over_train_classes(model, tok, test, test, feats) == pytest.approx(same)  # same classes: as before
 
 
 def test_templates_that_cannot_be_filled_are_named(tmp_path):

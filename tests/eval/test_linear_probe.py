@@ -113,3 +113,18 @@ def test_probe_on_real_cifar_features_matches_sklearn(shared_dir, tiny):
     ours = fit_logistic_regression(ftr, train.labels, 10, l2).accuracy(fte, test.labels)
     sk = LogisticRegression(C=1 / (l2 * 300), max_iter=5000, tol=1e-8).fit(ftr.numpy(), train.labels)
     assert abs(ours - sk.score(fte.numpy(), test.labels)) <= 0.005
+
+
+def test_classes_without_training_images_are_named_in_the_notes():
+    """A class with no training images (a subset of the training split) was left out of the few-shot rule
+    silently: "1-shot" was reported for a probe that never saw three classes."""
+    rng = np.random.default_rng(0)
+    y_train = np.array([0, 0, 0, 1, 1, 1, 3, 3, 3])  # class 2 has none
+    x_train = rng.normal(size=(9, 4)) + np.eye(4)[y_train] * 3
+    y_test = np.array([0, 1, 2, 3])
+    x_test = rng.normal(size=(4, 4)) + np.eye(4)[y_test] * 3
+    res = linear_probe_from_features(x_train, y_train, x_test, y_test, 4, few_shot=[1], seeds=1,
+                                     classnames=["cat", "dog", "frog", "ship"])
+    assert res.notes == ["1 class has no training images (frog): no probe can predict it, so its test images "
+                         "count as errors"]
+    assert res.notes[0] in res.table() and 1 in res.few_shot

@@ -167,8 +167,16 @@ def test_unknown_corruptions_are_refused_before_any_encoding(tmp_path, tiny, mon
     monkeypatch.setattr(P, "encode_images", no_encoding)
     with pytest.raises(ValueError, match=r"unknown corruption\(s\) 'fog' \(known: gaussian_blur"):
         evaluate_robustness(model, tok, ds, corruptions=["jpeg", "fog"], progress=False)
-    with pytest.raises(ValueError, match="severities are 1..5"):
-        evaluate_robustness(model, tok, ds, corruptions=["jpeg"], severities=(6,), progress=False)
+    for levels in ((6,), (5, 5, 1)):  # a level twice weighed twice in the mean over shifts
+        with pytest.raises(ValueError, match=r"severities are distinct levels 1\.\.5"):
+            evaluate_robustness(model, tok, ds, corruptions=["jpeg"], severities=levels, progress=False)
+    from kizuna.eval.suite import check_run_values
+
+    with pytest.raises(ValueError, match=r"severities are distinct levels 1\.\.5"):
+        check_run_values({"model": "m", "dataset": "d", "task": ["robustness"], "severities": [5, 5, 1]}, "run 1")
+    run = {"model": "m", "dataset": "d", "task": ["robustness"], "corruptions": "jpeg,contrast,contrast"}
+    check_run_values(run, "run 1")
+    assert run["corruptions"] == ["jpeg", "contrast"]
 
 
 def test_kept_share_of_a_zero_clean_accuracy_is_not_a_number():

@@ -159,3 +159,32 @@ def test_cli_on_shared_data(shared_dir, tiny_hf, tmp_path, capsys):
     assert rc == 0
     rec = json.loads((tmp_path / "r" / "results.json").read_text())[0]
     assert rec["dataset"] == "flickr8k" and rec["details"]["num_texts"] == 200
+
+
+def test_a_linear_probe_without_a_train_split_fails_before_any_work(tmp_path, tiny_hf, monkeypatch):
+    """["zeroshot", "linear_probe"] on a dataset without a train split: the zero-shot ran (and wrote its plot), the
+    probe then failed, and no results were written. The probe's splits are checked first now."""
+    from kizuna.eval import suite as S
+
+    only_test = classification_wds(tmp_path / "only", n=4, split="test")
+
+    def no_encoding(*a, **k):
+        raise AssertionError("encoded images before checking the probe's splits")
+
+    monkeypatch.setattr(S, "encode_images", no_encoding, raising=False)
+    monkeypatch.setattr("kizuna.eval.encode.encode_images", no_encoding)
+    f = tmp_path / "suite.json"
+    f.write_text(json.dumps({"runs": [{"model": str(tiny_hf[0]), "dataset": str(only_test),
+                                       "task": ["zeroshot", "linear_probe"]}]}))
+    with pytest.raises(Exception, match="no split 'train'"):
+        run_suite(f, out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_table_shows_every_few_shot_k_the_runs_probed():
+    """The linear-probe columns were fixed to k = 1, 2, 4, 8, 16: a suite probing 3 and 32 shots showed neither."""
+    rec = {"task": "linear_probe", "model": "m", "pretrained": "", "dataset": "d",
+           "metrics": {"zeroshot_acc1": 0.5, "fewshot_3_acc1_mean": 0.4, "fewshot_32_acc1_mean": 0.6,
+                       "fewshot_3_acc1_std": 0.01, "lp_acc1": 0.7, "zeroshot_matches_k_shot": float("nan")}}
+    header = next(line for line in markdown_report([rec]).splitlines() if line.startswith("| model"))
+    assert header.endswith("| zeroshot_acc1 | fewshot_3_acc1_mean | fewshot_32_acc1_mean | lp_acc1 |")

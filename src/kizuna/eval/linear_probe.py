@@ -226,9 +226,10 @@ def _matching_shots(few: dict[int, list[float]], target: float) -> float:
 def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: int, *,
                                few_shot: Sequence[int] = FEW_SHOT, seeds: int = 3, val_fraction: float = 0.2,
                                grid: Sequence[float] = COARSE_GRID, zeroshot_acc: float | None = None, seed: int = 0,
-                               max_iter: int = 1000, dataset: str = "", progress: bool = False) -> ProbeResult:
+                               max_iter: int = 1000, dataset: str = "", progress: bool = False,
+                               classnames: Sequence[str] = ()) -> ProbeResult:
     """``progress``: a bar over the fits (the full probe's L2 sweep, then every few-shot seed), which take
-    seconds to minutes after the encoding's bars have gone."""
+    seconds to minutes after the encoding's bars have gone. ``classnames`` name the classes in the notes."""
     from tqdm import tqdm
 
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
@@ -247,6 +248,13 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     counts = np.bincount(y_train, minlength=num_classes)
     present = counts[counts > 0]
     notes = []
+    absent = np.flatnonzero(counts == 0)
+    if len(absent):  # said, not skipped: a subset of the training split may well miss a class
+        names = [str(classnames[i]) if i < len(classnames) else str(i) for i in absent]
+        notes.append(f"{len(absent)} class{'es have' if len(absent) > 1 else ' has'} no training images "
+                     f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): no probe can predict "
+                     f"{'them' if len(absent) > 1 else 'it'}, so {'their' if len(absent) > 1 else 'its'} test "
+                     "images count as errors")
     for k in few_shot:
         if k > present.min():  # not k-shot: some class would give all it has, and it would be called k-shot
             notes.append(f"{k}-shot skipped: a class has only {int(present.min())} training images")
@@ -267,8 +275,8 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     bar.close()
     if zeroshot_acc is not None:
         metrics["zeroshot_acc1"] = float(zeroshot_acc)
-        if few:
-            metrics["zeroshot_matches_k_shot"] = _matching_shots(few, zeroshot_acc)
+        # NaN (null in JSON) when no few-shot probe ran, as EVALUATION.md says: the key was missing
+        metrics["zeroshot_matches_k_shot"] = _matching_shots(few, zeroshot_acc) if few else float("nan")
     return ProbeResult(metrics, l2, sweep, few, zeroshot_acc, num_classes, len(y_train), len(y_test), dataset, notes)
 
 
@@ -287,6 +295,24 @@ def _test_labels_in_train_order(train, test) -> np.ndarray:
                            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the probe cannot "
                            "predict them")
     return np.array([where[name] for name in test.classnames], dtype=np.int64)[test.labels]
+
+
+def zeroshot_over_train_classes(model, tokenizer, train, test, image_features=None, **kwargs) -> float:
+    """Zero-shot top-1 on ``test`` over the training split's classes (the ones the probe predicts among), for
+    the comparison with the probe; ``kwargs`` go to :func:`~kizuna.eval.classification.evaluate_zeroshot`."""
+    from .classification import class_embeddings, classify_features, evaluate_zeroshot
+    from .encode import encode_images
+
+    if list(train.classnames or ()) == list(test.classnames or ()):
+        return evaluate_zeroshot(model, tokenizer, test, image_features=image_features, **kwargs).metrics["acc1"]
+    model = getattr(model, "module", model)
+    feats = image_features or encode_images(model, test, batch_size=kwargs.get("batch_size", 64),
+                                            device=kwargs.get("device"), progress=kwargs.get("progress", False))
+    templates = list(test.templates or train.templates or ("a photo of a {c}.",))
+    weights = class_embeddings(model, tokenizer, train.classnames, templates, cache_dir=kwargs.get("cache_dir"),
+                               device=kwargs.get("device"))
+    return classify_features(feats.features, _test_labels_in_train_order(train, test), weights, train.classnames,
+                             valid=feats.valid).metrics["acc1"]
 
 
 def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_SHOT, seeds: int = 3,
@@ -308,7 +334,8 @@ def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_S
     res = linear_probe_from_features(ftr.features[ftr.valid], ytr[mtr], fte.features[fte.valid], yte[mte],
                                      max(train.num_classes, test.num_classes), few_shot=few_shot, seeds=seeds,
                                      val_fraction=val_fraction, grid=grid, zeroshot_acc=zeroshot_acc, seed=seed,
-                                     dataset=test.name, progress=progress and is_main())
+                                     dataset=test.name, progress=progress and is_main(),
+                                     classnames=train.classnames or ())
     for counter, ds, feats in ((res.train_skipped, train, ftr), (res.test_skipped, test, fte)):
         counter.update(ds.skips)  # the images the probe left out, as the zero-shot result counts them
         counter.update(feats.skips)

@@ -207,8 +207,10 @@ def evaluate_robustness(model, tokenizer, dataset, *, corruptions: Sequence[str]
     unknown = [name for name in corruptions if name not in CORRUPTIONS]  # before the clean pass, not after it
     if unknown:
         raise ValueError(f"unknown corruption(s) {', '.join(map(repr, unknown))} (known: {', '.join(CORRUPTIONS)})")
-    if any(not 1 <= int(s) <= 5 for s in severities):
-        raise ValueError(f"severities are 1..5, got {list(severities)}")
+    if any(not 1 <= int(s) <= 5 for s in severities) or len(set(severities)) != len(severities):
+        # a level given twice weighed twice in the mean over shifts
+        raise ValueError(f"severities are distinct levels 1..5, got {list(severities)}")
+    corruptions = list(dict.fromkeys(corruptions))  # likewise a corruption named twice
     model = getattr(model, "module", model)
     pre = kizuna.get_preprocess(model)
     weights = _weights(model, tokenizer, dataset, templates, cache_dir)
