@@ -212,3 +212,28 @@ def test_compiled_patch_dropout_draws_what_eager_draws():
         out = compiled(images)
     assert compiled.fallback_reason is None
     torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-5)
+
+
+@needs_inductor
+def test_a_compiled_text_tower_raises_on_an_id_outside_its_vocabulary():
+    """Compiled (the eager check needs a read-back), Inductor's embedding kernel threw a C++ exception on an
+    out-of-vocabulary id and the process aborted: a notebook's kernel died. In a child process, so a
+    regression fails this test rather than killing the suite."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import torch, kizuna
+        model = kizuna.create_model("ViT-mu-8", text={"depth": 1, "vocab_size": 100, "eot_token_id": 99})
+        encode = torch.compile(model.text, fullgraph=True)  # the assertion traces: no graph break
+        with torch.no_grad():
+            torch.testing.assert_close(encode(torch.tensor([[1, 5, 99, 0]])), model.text(torch.tensor([[1, 5, 99, 0]])))
+            try:
+                encode(torch.tensor([[1, 500, 99, 0]]))
+            except RuntimeError as e:
+                print("raised:", e)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "raised:" in done.stdout and "outside the model's vocabulary" in done.stdout

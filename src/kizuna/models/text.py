@@ -104,8 +104,16 @@ class TextTransformer(nn.Module):
                 f"{self.cfg.context_length}; tokenize with context_length={self.cfg.context_length}"
             )
         # Out-of-range ids would fail deep inside nn.Embedding ("index out of range in self"). One reduction
-        # and one read-back. Not while compiling: a data-dependent check would break the graph.
-        if tokens.numel() and not torch.compiler.is_compiling() and not tokens.is_meta:  # meta: no values
+        # and one read-back. Compiled, a read-back would break the graph: a traced assertion instead on the CPU,
+        # where Inductor's embedding kernel otherwise threw a C++ exception that aborted the process (a notebook's
+        # kernel died); on a GPU the embedding's own device assertion is no worse than one of ours.
+        if torch.compiler.is_compiling():
+            if tokens.device.type == "cpu":
+                torch._assert_async(((tokens >= 0) & (tokens < self.cfg.vocab_size)).all(),
+                                    f"a token id is outside the model's vocabulary (0..{self.cfg.vocab_size - 1}); "
+                                    "tokenize with the model's own tokenizer")
+            return
+        if tokens.numel() and not tokens.is_meta:  # meta: no values
             lo, hi = torch.stack(torch.aminmax(tokens)).tolist()
             if lo < 0 or hi >= self.cfg.vocab_size:
                 raise ValueError(
