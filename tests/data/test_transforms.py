@@ -231,3 +231,16 @@ def test_a_sliver_is_not_resized_whole(monkeypatch):
     boxed = Preprocess(image_size=32, mean=[0, 0, 0], std=[1, 1, 1])(photo)
     diff = (boxed - whole).abs()  # the same sampling but for the box's rounding: a few levels here and there
     assert diff.max() <= 6 / 255 and diff.mean() < 0.5 / 255
+
+
+def test_an_xmp_orientation_alone_is_applied():
+    """A JPEG whose only orientation is XMP's tiff:Orientation (no EXIF block) was read on its side; HF's
+    load_image (PIL's exif_transpose) turns it upright."""
+    import io
+
+    xmp = (b'<?xpacket begin=""?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+           b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+           b'</rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), "white").save(buf, "JPEG", xmp=xmp)
+    assert decode_image(buf.getvalue()).size == (64, 96)

@@ -47,8 +47,8 @@ def upright(img: Image.Image) -> Image.Image:
     ``transformers.image_utils.load_image`` does (a phone photo held upright is stored on its side with
     orientation 6; read raw, a model saw it rotated). Images without the tag (all of ../shared's) are
     returned as they are."""
-    if "exif" not in img.info and img.format != "TIFF":  # no EXIF block: nothing to parse
-        return img
+    if "exif" not in img.info and "xmp" not in img.info and img.format != "TIFF":  # no EXIF or XMP block
+        return img  # (an XMP tiff:Orientation alone counts too, as PIL's getexif and HF's load_image read it)
     try:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     except Exception:  # a malformed EXIF block does not make the pixels unusable
