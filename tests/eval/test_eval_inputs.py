@@ -1,6 +1,7 @@
 """Inputs that used to give wrong numbers, lose work or end in a traceback (a bug hunt of 2026-12-04):
 each test fails on the code before its fix."""
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -524,3 +525,28 @@ def test_a_classification_csv_that_is_not_utf8_is_named(tmp_path):
     (tmp_path / "latin.csv").write_bytes("filepath,label\nimg/0.png,café\n".encode("latin-1"))
     with pytest.raises(DatasetError, match=r"latin.csv: not UTF-8 text .*byte 0xe9.*save it as UTF-8"):
         load_dataset(tmp_path / "latin.csv")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as Linux has them")
+def test_a_failed_npy_write_keeps_the_old_file_and_says_so(tmp_path):
+    """np.save's last buffered flush failed unchecked: a cut-off .npy replaced the good one, exit 0."""
+    import subprocess
+    import textwrap
+
+    good = tmp_path / "e.npy"
+    np.save(good, np.ones((8, 16), np.float32))
+    before = good.read_bytes()
+    code = textwrap.dedent(f"""
+        import resource, signal, numpy as np
+        from kizuna.apps.embed import write_embeddings
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
+        try:
+            from pathlib import Path
+            write_embeddings(Path({str(good)!r}), [str(i) for i in range(12)], np.zeros((12, 16), np.float32), "path")
+        except OSError as e:
+            print("refused:", e.errno)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "refused:" in done.stdout, done.stdout + done.stderr
+    assert good.read_bytes() == before

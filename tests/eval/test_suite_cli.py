@@ -188,3 +188,27 @@ def test_the_table_shows_every_few_shot_k_the_runs_probed():
                        "fewshot_3_acc1_std": 0.01, "lp_acc1": 0.7, "zeroshot_matches_k_shot": float("nan")}}
     header = next(line for line in markdown_report([rec]).splitlines() if line.startswith("| model"))
     assert header.endswith("| zeroshot_acc1 | fewshot_3_acc1_mean | fewshot_32_acc1_mean | lp_acc1 |")
+
+
+def test_results_are_rewritten_whole_or_not_at_all(tmp_path, monkeypatch):
+    """results.json was rewritten in place: a write that failed midway (a full disk, a kill) left a cut-off file
+    where the complete one of the runs before had been."""
+    from pathlib import Path
+
+    from kizuna.eval.suite import write_results
+
+    rec = {"task": "zeroshot_classification", "model": "m", "pretrained": "", "dataset": "d", "metrics": {"acc1": 0.5}}
+    write_results([rec], tmp_path)
+    before = (tmp_path / "results.json").read_text()
+    real = Path.write_text
+
+    def half_then_fail(self, text, *a, **k):
+        real(self, text[: len(text) // 2], *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+    with pytest.raises(OSError):
+        write_results([rec, rec], tmp_path)
+    monkeypatch.undo()
+    assert (tmp_path / "results.json").read_text() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -26,6 +26,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from kizuna.models.checkpoint import atomic_write_text
+
 __all__ = ["augmentation_samples", "describe_recipe", "pixel_stats", "plot_augmentations", "preview_augmentation"]
 
 _UINT64 = (1 << 64) - 1
@@ -229,5 +231,5 @@ def preview_augmentation(cfg, out, n_images: int = 8, draws: int = 4, stats_imag
         record["subset_fraction"] = cfg.subset_fraction
     if many["device"] is None:
         record["device_note"] = f"crop {cfg.crop!r} has no device path (it needs the full-size image)"
-    (out / "augment.json").write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "augment.json", json.dumps(record, indent=2) + "\n")
     return record

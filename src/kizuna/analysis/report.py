@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from kizuna.apps.common import json_safe
+from kizuna.models.checkpoint import atomic_write_text
 
 from .attention import (
     attention_rollout,
@@ -162,7 +163,7 @@ def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = F
 def _write(out: Path, name: str, numbers: dict) -> dict:
     numbers = json_safe(numbers)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(numbers, indent=2))
+    atomic_write_text(out / f"{name}.json", json.dumps(numbers, indent=2))
     return numbers
 
 

@@ -136,11 +136,14 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         # a row a line, also for readers that break lines at U+2028, \x0c ... (Python's str.splitlines)
         rows = ("\n".join(" ".join(n.splitlines()) for n in names) + "\n").encode("utf-8")
 
-        def save_array(tmp):
-            with open(tmp, "wb") as f:  # a path not ending in .npy would get one added by np.save
-                np.save(f, emb)
+        import io
 
-        atomic_write(out, save_array)
+        # serialised in memory, then written as bytes: np.save writes through a duplicated C file handle whose
+        # last flush's error it does not check, so a failed write of a small file was renamed into place as a
+        # cut-off .npy with exit 0 (and a path not ending in .npy would get one added)
+        buf = io.BytesIO()
+        np.save(buf, emb)
+        atomic_write(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
         atomic_write(out.with_suffix(".txt"), lambda tmp: Path(tmp).write_bytes(rows))
     else:
         import pyarrow as pa

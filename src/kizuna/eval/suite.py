@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kizuna.apps.common import json_safe
+from kizuna.models.checkpoint import atomic_write_text
 
 from .encode import is_main
 
@@ -484,6 +485,6 @@ def write_results(records: list[dict], out_dir) -> Path:
     text = markdown_report(records)
     if p is not None:
         text += f"\n![clean vs shifted]({p.name})\n"
-    (out / "results.json").write_text(json.dumps(records, indent=2, allow_nan=False) + "\n")
-    (out / "results.md").write_text(text)
+    atomic_write_text(out / "results.json", json.dumps(records, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "results.md", text)
     return out / "results.json"

@@ -87,6 +87,12 @@ def atomic_write(path: str | Path, write_fn) -> None:
         raise
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write` of a text file (results.json and the like: rewritten in place, a full disk or a kill
+    mid-write left a cut-off file where the complete one had been)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def model_record(model: nn.Module) -> dict:
     if isinstance(model, ClipModel):
         return {"kind": "clip", "config": model.cfg.to_dict()}

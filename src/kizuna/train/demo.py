@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+from kizuna.models.checkpoint import atomic_write_text
+
 PROBE_ROWS = [
     ("shape", "shape zero-shot top-1 (6 shapes)"),
     ("colour", "colour zero-shot top-1 (8 colours)"),
@@ -81,7 +83,7 @@ def run(args):
     model, tokenizer = trainer.model.eval(), trainer.tokenizer
     final = synthetic_probe_metrics(model, tokenizer, n_per_task=args.probe_size)
     out = Path(cfg.out)
-    (out / "final_metrics.json").write_text(json.dumps({"train_seconds": train_seconds, "steps_run": trainer.step,
+    atomic_write_text(out / "final_metrics.json", json.dumps({"train_seconds": train_seconds, "steps_run": trainer.step,
                                                          "stopped_by_time_limit": stopped_by_time_limit, **final},
                                                         indent=2))
     from kizuna.train.report import describe_length, write_demo_report

@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from kizuna.apps.common import model_spec
+from kizuna.models.checkpoint import atomic_write_text
 
 # `kizuna vit finetune` defaults (the paper's fine-tuning recipe, scaled to small runs).
 FINETUNE_DEFAULTS = dict(optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_steps=100, epochs=10.0,
@@ -243,8 +244,8 @@ def evaluate(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         record = {"model": str(args.checkpoint), "dataset": str(args.data), "split": dataset.split,
                   "precision": args.precision, "image_size": model.cfg.image_size, **result.to_dict()}
-        (out / "results.json").write_text(json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
-        (out / "results.md").write_text(f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
+        atomic_write_text(out / "results.json", json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
+        atomic_write_text(out / "results.md", f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
                                         f"```\n{result.table()}\n```\n")
         result.plot_confusion(out / "confusion.png")
         print(f"wrote {out / 'results.json'}, results.md and confusion.png")
