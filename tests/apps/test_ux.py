@@ -127,3 +127,25 @@ def test_analyze_refuses_an_out_that_is_a_file(tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes(b"x")
     assert main(["analyze", "filters", "ViT-mu-8", "--out", str(tmp_path / "a.jpg")]) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_written_is_said_before_the_work(tmp_path, capsys, monkeypatch):
+    """vit eval --out FILE evaluated, then failed with "[Errno 17] File exists"; a read-only --out ended in a
+    traceback (OSError, errno 30) once the results were printed."""
+    import errno
+
+    from kizuna.apps.cli import main
+
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")
+    assert main(["vit", "eval", str(tmp_path / "no-model"), "--data", str(tmp_path), "--out", str(taken)]) == 2
+    assert f"--out {taken} is a file; give a folder for results.json" in capsys.readouterr().err
+    from kizuna.analysis import cli as analysis_cli
+
+    def read_only(args):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "rom" / "x"))
+
+    monkeypatch.setattr(analysis_cli, "run", read_only)
+    assert main(["analyze", "filters", "ViT-mu-8", "--out", str(tmp_path / "figs")]) == 2
+    err = capsys.readouterr().err
+    assert "error: Read-only file system: " in err and "choose another --out" in err and "Traceback" not in err

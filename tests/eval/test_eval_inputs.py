@@ -202,6 +202,8 @@ def test_embed_does_not_overwrite_its_own_input(tmp_path, tiny_hf, capsys):
     assert texts.read_text() == "a dog\n\n  a cat  \n"
     assert main(["embed", "--model", str(tiny_hf[0]), "--texts", str(texts), "--out", str(tmp_path / "e.npy")]) == 0
     assert np.load(tmp_path / "e.npy").shape[0] == 2
+    # the blank line is said (row 2 is line 3): it vanished without a word, and rows shifted against the lines
+    assert "skipped 1 blank line(s) (rows follow the lines with text" in capsys.readouterr().err
 
 
 def test_embed_takes_one_image_names_a_missing_one_and_info_lists_as_json(tmp_path, tiny_hf, capsys):

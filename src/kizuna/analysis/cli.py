@@ -179,12 +179,11 @@ def run(args):
     from kizuna.apps.zeroshot import parse_labels
     from kizuna.data.sources import SkipCounter
 
-    from pathlib import Path
-
     from . import report as R
 
-    if Path(args.out).is_file():  # it failed as "[Errno 17] File exists" once the figures were drawn
-        raise ValueError(f"--out {args.out} is a file; give a folder for the figures and JSON")
+    from kizuna.apps.common import check_writable
+
+    check_writable(args.out, "the figures and JSON")  # it failed as "[Errno 17] File exists" once they were drawn
     if args.analyze_command == "compare-runs":
         from .runs import compare_runs, format_table
 

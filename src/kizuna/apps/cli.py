@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     try:
         result = args._run(args)
-    # A bad path the user gave (missing, a file where a folder belongs, not writable) is a one-line error;
-    # other OSErrors (a full disk, a failing device) keep their traceback.
+    # A bad path the user gave (missing, a file where a folder belongs, not writable, on a read-only file system)
+    # is a one-line error; other OSErrors (a full disk, a failing device) keep their traceback.
     except (ImageError, CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             FileExistsError, PermissionError) as e:
         print(f"{command}: error: {e}", file=sys.stderr)
@@ -98,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:
+        import errno
+
+        if e.errno != errno.EROFS:  # a read-only file system is a place the user chose, as a folder without rights
+            raise
+        print(f"{command}: error: {e.strerror}: {e.filename or ''}; choose another --out", file=sys.stderr)
+        return 2
     finally:  # main() called from Python (the tests) leaves the process as it was
         warnings.showwarning = showwarning
         torch.set_num_threads(threads_before)

@@ -65,6 +65,23 @@ def add_model_argument(parser, required: bool = True):
                              "within a cosine of ~0.9999 of fp32's; on CPUs with neither bf16 is slower than fp32")
 
 
+def check_writable(out, folder_for: str | None = None) -> None:
+    """``--out`` before the work, not after it: a file where a folder belongs (``folder_for`` says what the
+    folder is for), or a place that cannot be written (a read-only mount), failed once the evaluation or figures
+    were done, as "[Errno 17] File exists" or a traceback."""
+    import os
+    from pathlib import Path
+
+    out = Path(os.path.expanduser(str(out)))
+    if folder_for and out.is_file():
+        raise ValueError(f"--out {out} is a file; give a folder for {folder_for}")
+    folder = out if folder_for else out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
+
+
 def add_threads_argument(parser) -> None:
     """``--threads N``: torch's CPU threads for this command (the training commands and `vit eval` had it; on a
     shared machine the others took every core). Applied by ``kizuna.apps.cli.main``."""

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kizuna.apps.common import add_model_argument, add_progress_argument, at_least_zero, load_model_from_args
+from kizuna.apps.common import (add_model_argument, add_progress_argument, at_least_zero, check_writable,
+                                 load_model_from_args)
 
 
 def add_arguments(p):
@@ -93,6 +94,12 @@ def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
     lines = numbered_lines(path)
     if not lines:
         raise ValueError(f"{path}: no non-empty lines")
+    present = {n for n, _ in lines}
+    blank = [n for n in range(1, lines[-1][0]) if n not in present]  # between texts: row N is no longer line N
+    if blank:
+        print(f"skipped {len(blank)} blank line(s) (rows follow the lines with text; the .txt beside a .npy names "
+              "each row's): line " + ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else ""),
+              file=sys.stderr)
     tokenizer = kizuna.get_tokenizer(model)
     count = getattr(tokenizer, "encode_batch", None)  # ids without the start/end tokens
     if count is not None:
@@ -153,17 +160,6 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         atomic_write(out, lambda tmp: pq.write_table(table, tmp))
 
 
-def _check_writable(out: Path) -> None:
-    """--out can be created: its folder made (or there) and writable."""
-    import os
-
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
-
-
 def run(args):
     for flag, value in (("--images", args.images), ("--texts", args.texts), ("--out", args.out)):
         if value is not None and not value.strip():  # an unset shell variable: it ran the other branch, or "."
@@ -183,7 +179,7 @@ def run(args):
     if args.texts is not None and not Path(args.texts).is_file():
         raise FileNotFoundError(f"--texts {args.texts}: " + ("a folder; --texts takes a text file, one text per line"
                                                             if Path(args.texts).exists() else "no such file"))
-    _check_writable(out)
+    check_writable(out)
     model = load_model_from_args(args)
     if args.images is not None:
         names, emb, errors = embed_images(model, args.images, args.batch_size, args.workers, args.device,

@@ -20,9 +20,9 @@ See docs/EVALUATION.md for what each metric means.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from kizuna.apps.common import add_model_argument, add_progress_argument, add_threads_argument, device_name
+from kizuna.apps.common import (add_model_argument, add_progress_argument, add_threads_argument, check_writable,
+                               device_name)
 
 
 def _severities(s: str) -> list[int]:
@@ -209,8 +209,8 @@ def run(args):
     if not cmd:
         raise ValueError("choose a task: zeroshot, retrieval, linear-probe, probes or suite (see kizuna eval --help)")
     out = getattr(args, "out", None)
-    if out and Path(out).expanduser().is_file():  # found only after the whole evaluation, before
-        raise ValueError(f"--out {out} is a file; give a folder for the results")
+    if out:  # a file or an unwritable place was found only after the whole evaluation, before
+        check_writable(out, "the results")
     info = init_distributed(getattr(args, "device", None))
     code = _run(args, cmd, info)
     finish_distributed()  # under torchrun: after rank 0 wrote the results

@@ -32,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-from kizuna.apps.common import model_spec
+from kizuna.apps.common import check_writable, model_spec
 from kizuna.models.checkpoint import atomic_write_text
 
 # `kizuna vit finetune` defaults (the paper's fine-tuning recipe, scaled to small runs).
@@ -208,6 +208,8 @@ def evaluate(args) -> int:
     from .distributed import init_distributed
     from .optim import announce_precision
 
+    if args.out:  # a file or an unwritable place: said after the evaluation, as "[Errno 17] File exists"
+        check_writable(args.out, "results.json and results.md")
     if args.threads:
         torch.set_num_threads(args.threads)
     info = init_distributed(args.device)
