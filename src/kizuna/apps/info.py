@@ -43,12 +43,17 @@ def summarize(model) -> dict:
         return {
             "name": model.cfg.name, "kind": "clip", "loss": model.cfg.loss,
             "params": {"image": count(model.visual), "text": count(model.text), "total": count(model)},
-            "gflops": {k: round(v / 1e9, 3) for k, v in flops.items()},
+            "gflops": {k: _gflops(v) for k, v in flops.items()},
             "config": _brief(model.cfg.to_dict()),
         }
     flops = vision_flops(model.cfg) if model.cfg.stem == "patch" else None
     return {"kind": "vit", "params": {"total": count(model)},
-            "gflops": {"image": round(flops / 1e9, 3)} if flops else {}, "config": model.cfg.to_dict()}
+            "gflops": {"image": _gflops(flops)} if flops else {}, "config": model.cfg.to_dict()}
+
+
+def _gflops(flops: float) -> float:
+    """GFLOPs to 4 significant figures: rounded to 3 decimals, a small model's image tower was 0.00 (or 0.004)."""
+    return float(f"{flops / 1e9:.4g}")
 
 
 def run(args):
@@ -76,7 +81,7 @@ def run(args):
     gflops = info["gflops"]
     if gflops:
         per = "one image / one text" if "image" in gflops and clip else "one text" if clip else "one image"
-        print("GFLOPs: " + ", ".join(f"{k} {v:.2f}" for k, v in gflops.items()) + f"  (2 x MACs, {per})")
+        print("GFLOPs: " + ", ".join(f"{k} {v:.4g}" for k, v in gflops.items()) + f"  (2 x MACs, {per})")
     if "image" not in gflops:  # said, not left out: a conv or ResNet stem has no analytic count
         fn = "model.encode_image" if clip else "model"  # a VisionTransformer is called itself
         print(f"GFLOPs of the image tower: not counted for a conv or ResNet stem; "
