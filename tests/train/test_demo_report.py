@@ -81,3 +81,16 @@ def test_the_steps_run_default_to_the_last_logged_step(tmp_path):
     assert "for 27 steps (400 were configured)" in report
     assert "median 127 pairs/s" in report  # of the windows after the first
     assert "shape zero-shot top-1" in report and "took 1.5 min" in report
+
+
+def test_a_shorter_demo_shortens_its_warm_up():
+    """`kizuna demo --steps 30` kept the config's 50-step warm-up: the run never left it, and the warning told the
+    user to lower a --warmup-steps the demo does not have."""
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    base = load_config_file("demo")
+    assert (base["steps"], base["warmup_steps"]) == (400, 50)
+    short = demo.demo_overrides(parser.parse_args(["--steps", "30"]), base)
+    assert (short["steps"], short["warmup_steps"]) == (30, 4)
+    assert "warmup_steps" not in demo.demo_overrides(parser.parse_args(["--steps", "800"]), base)
+    assert "warmup_steps" not in demo.demo_overrides(parser.parse_args([]), base)

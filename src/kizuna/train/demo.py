@@ -51,6 +51,22 @@ def add_arguments(p):
     add_progress_argument(p)
 
 
+def demo_overrides(args, base: dict) -> dict:
+    """The demo config's settings the command line changes. A shorter run than the config's gets a warm-up
+    shortened in proportion: a `--steps 30` demo kept the 50-step warm-up (it never left it, and was told to
+    lower a --warmup-steps the demo does not have)."""
+    overrides = {"out": args.out, "threads": args.threads, "progress": not args.no_progress}
+    if args.steps:
+        overrides["steps"] = args.steps
+        if base.get("steps") and args.steps < base["steps"] and base.get("warmup_steps"):
+            overrides["warmup_steps"] = max(1, round(base["warmup_steps"] * args.steps / base["steps"]))
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    if args.precision:
+        overrides["precision"] = args.precision
+    return overrides
+
+
 def run(args):
     import torch
 
@@ -58,14 +74,8 @@ def run(args):
     from kizuna.train.contrastive import ContrastiveTrainer
     from kizuna.train.evaluation import synthetic_probe_metrics
 
-    overrides = {"out": args.out, "threads": args.threads, "progress": not args.no_progress}
-    if args.steps:
-        overrides["steps"] = args.steps
-    if args.batch_size:
-        overrides["batch_size"] = args.batch_size
-    if args.precision:
-        overrides["precision"] = args.precision
-    cfg = make_config(load_config_file("demo"), **overrides)
+    base = load_config_file("demo")
+    cfg = make_config(base, **demo_overrides(args, base))
     from .report import describe_image_tower
 
     print(f"kizuna demo: training a {describe_image_tower(cfg.model_overrides['vision'])} + "
