@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from kizuna.models.checkpoint import atomic_write_text
+
 from .common import REPO, Settings, load_average, machine_info
 
 # Run order: cheap and load-sensitive first; `utilization` reuses `encode`'s timings when both run.
@@ -97,12 +99,15 @@ def store_section(results: dict, key: str, section: dict, log) -> bool:
     return True
 
 
-def load_results(path: Path) -> dict:
+def load_results(path: Path, merged: bool = False) -> dict:
     """The results recorded in ``path`` (none yet where it does not exist). A file that cannot be read as
-    results stops the run: starting afresh would drop every section this run does not re-measure."""
+    results stops the run: starting afresh would drop every section this run does not re-measure. ``merged``:
+    ``path`` is a --merge input (a device run's results.json), which nothing is written to."""
     if not path.exists():
         return {"sections": {}}
-    restore = (f"It holds the recorded sections, so it is left as it is: restore it (e.g. `git checkout -- {path}`) "
+    restore = ("Nothing was merged: pass the results.json a device run returned (benchmarks/device/README.md)."
+               if merged else
+               f"It holds the recorded sections, so it is left as it is: restore it (e.g. `git checkout -- {path}`) "
                "or pass --json with another file to start afresh.")
     try:
         results = json.loads(path.read_text())
@@ -117,16 +122,8 @@ def load_results(path: Path) -> dict:
     return results
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a run
-    killed mid-write (run.sh bounds runs with `timeout`) leaves the old file whole, never a truncated one."""
-    from kizuna.models.checkpoint import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def save_results(path: Path, results: dict) -> None:
-    write_atomically(path, json.dumps(results, indent=1, default=str) + "\n")
+    atomic_write_text(path, json.dumps(results, indent=1, default=str) + "\n")
 
 
 def merge_results(results: dict, other: dict, log) -> list[str]:
@@ -217,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
             if not other_path.is_file():
                 raise SystemExit(f"error: --merge {other_path}: no such file")
             settings.log(f"merging {other_path} into {json_path}")
-            taken = merge_results(results, load_results(other_path), settings.log)
+            taken = merge_results(results, load_results(other_path, merged=True), settings.log)
             if taken:
                 save_results(json_path, results)
             settings.log(f"took {len(taken)} section(s) from {other_path}")
         if not results["sections"]:
             raise SystemExit(f"error: no recorded sections in {json_path}: nothing to render (run the suite first)")
-        write_atomically(out_path, render(results, json_path))
+        atomic_write_text(out_path, render(results, json_path))
         settings.log(f"wrote {out_path} from {json_path}")
         return 0
 
@@ -262,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     from .report import render
 
     save_results(json_path, results)
-    write_atomically(out_path, render(results, json_path))
+    atomic_write_text(out_path, render(results, json_path))
     settings.log(f"wrote {out_path} and {json_path} in {run_info['duration_s']:.0f} s")
     return 0
 

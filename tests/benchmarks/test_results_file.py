@@ -137,6 +137,10 @@ def test_results_that_are_not_an_object_of_sections_are_refused(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(SystemExit, match="not benchmark results"):
         bench_main.load_results(path)
+    # a --merge input is not the results file: no advice to restore it with git (nothing is written to it)
+    with pytest.raises(SystemExit, match="not benchmark results.*Nothing was merged") as stop:
+        bench_main.load_results(path, merged=True)
+    assert "git checkout" not in str(stop.value.code)
 
 
 def test_results_are_written_through_a_temporary_file_and_os_replace(results_copy, monkeypatch):
