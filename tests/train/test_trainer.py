@@ -902,20 +902,33 @@ def test_an_epochs_skip_report_is_logged_before_its_checkpoint(tmp_path, monkeyp
 
 
 def test_a_resume_from_another_runs_checkpoint_goes_on_from_that_runs_log(tmp_path):
-    """The recovery the error for a mistaken fresh run advises (--resume OUT/checkpoints.prev/step_N) appended the
-    first run's continuation to the mistaken run's log; --out X --resume OTHER/... appended it to X's run's."""
+    """The recovery from a mistaken fresh run (--resume OUT/checkpoints.prev/step_N) appended the first run's
+    continuation to the mistaken run's log; --out X --resume OTHER/... appended it to X's run's, left X's
+    checkpoints for --resume latest to pick, and a retried recovery copied the wrong set-aside log. Such a
+    resume goes into a folder that holds no run, and its log goes on from the checkpoint's run's."""
     kw = dict(steps=4, save_every=2, keep_last=10, eval_every=0)
     ContrastiveTrainer(tiny_config(tmp_path / "run", lr=1e-3, **kw)).train()
     first = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
-    ContrastiveTrainer(tiny_config(tmp_path / "run", lr=5e-3, **{**kw, "steps": 1})).train()  # a fresh run by mistake
-    ContrastiveTrainer(tiny_config(tmp_path / "run", lr=1e-3, resume=str(tmp_path / "run" / "checkpoints.prev" /
-                                                                        "step_0000002"), **kw)).train()
-    rows = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
+    ContrastiveTrainer(tiny_config(tmp_path / "run", lr=5e-3, **{**kw, "steps": 2})).train()  # a fresh run by mistake
+    prev = tmp_path / "run" / "checkpoints.prev" / "step_0000002"
+    (tmp_path / "aside").mkdir()  # a folder whose run was set aside and nothing saved since
+    (tmp_path / "aside" / "checkpoints.prev").symlink_to(prev.parent)
+    with pytest.raises(FileNotFoundError, match=r"continue one of them in a new folder, --out NEW --resume "):
+        ContrastiveTrainer(tiny_config(tmp_path / "aside", resume="latest", **kw))
+    with pytest.raises(ValueError, match=r"is in --out itself; continue it in a new folder"):
+        ContrastiveTrainer(tiny_config(tmp_path / "run", lr=1e-3, resume=str(prev), **kw))
+    ContrastiveTrainer(tiny_config(tmp_path / "rec", lr=1e-3, resume=str(prev), **kw)).train()
+    rows = read_metrics(tmp_path / "rec" / "metrics.jsonl", "train")
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[:2] == first[:2]  # the first run's own records
-    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl.prev", "train")] == [1]  # the mistake
     ContrastiveTrainer(tiny_config(tmp_path / "x", lr=5e-3, **kw)).train()  # an unrelated run in X
-    ContrastiveTrainer(tiny_config(tmp_path / "x", lr=1e-3, resume=str(tmp_path / "run" / "checkpoints" /
+    with pytest.raises(ValueError, match=r"holds another run's checkpoints; .* or go on with the run in --out with "
+                                         r"--resume latest"):
+        ContrastiveTrainer(tiny_config(tmp_path / "x", resume=str(tmp_path / "rec" / "checkpoints" / "step_0000004"),
+                                       **{**kw, "steps": 6}))
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 9.0}\n')  # a crashed try
+    ContrastiveTrainer(tiny_config(tmp_path / "y", lr=1e-3, resume=str(tmp_path / "rec" / "checkpoints" /
                                                                       "step_0000004"), **{**kw, "steps": 6})).train()
-    rows = read_metrics(tmp_path / "x" / "metrics.jsonl", "train")
+    rows = read_metrics(tmp_path / "y" / "metrics.jsonl", "train")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[:2] == first[:2]
-    assert [r["step"] for r in read_metrics(tmp_path / "x" / "metrics.jsonl.prev", "train")] == [1, 2, 3, 4]
+    assert read_metrics(tmp_path / "y" / "metrics.jsonl.prev", "train")[0]["loss"] == 9.0  # set aside, not mixed in

@@ -202,8 +202,8 @@ class CheckpointManager:
         if path is None:
             prev = self.dir.with_name("checkpoints.prev")
             raise FileNotFoundError(f"--resume latest: no checkpoint under {self.dir}" + (
-                f"; an earlier run's are in {prev} (a fresh run into this --out set them aside): resume from one of "
-                "them with --resume PATH" if prev.is_dir() else ""))
+                f"; an earlier run's are in {prev} (a fresh run into this --out set them aside): continue one of "
+                f"them in a new folder, --out NEW --resume {prev}/step_N" if prev.is_dir() else ""))
         if not (path / "train_state.pt").exists():
             raise FileNotFoundError(f"--resume {path}: no such folder" if not path.exists() else
                                     f"{path}: not a training checkpoint (no train_state.pt)")

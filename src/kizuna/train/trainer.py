@@ -93,7 +93,26 @@ class Trainer(ABC):
         torch.manual_seed(cfg.seed)
         self.ckpt = CheckpointManager(self.out, cfg.keep_last, *self.best_metric(cfg))
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
+        if self.resume_from is not None:
+            self._refuse_a_foreign_resume_into_a_run()
         return cfg
+
+    def _refuse_a_foreign_resume_into_a_run(self) -> None:
+        """A checkpoint from outside OUT/checkpoints continues in OUT only when OUT holds no run of its own: its
+        log is set aside and the checkpoint's run's copied in (open_log), which into a folder with checkpoints
+        (or its own checkpoints.prev) mixed two runs: `--resume latest` later picked the other run's, and a
+        retried recovery copied the set-aside log of the wrong run."""
+        own = self.ckpt.dir.resolve()
+        where = self.resume_from.resolve()
+        if where.parent == own:
+            return
+        inside = self.out.resolve() in where.parents
+        if not (inside or self.ckpt.step_folders() or (self.ckpt.dir / "best").is_dir()):
+            return
+        raise ValueError(f"--resume {self.resume_from}: a checkpoint from outside {self.ckpt.dir}, which "
+                         + ("is in --out itself" if inside else "holds another run's checkpoints")
+                         + "; continue it in a new folder (--out NEW --resume PATH)"
+                         + ("" if inside else ", or go on with the run in --out with --resume latest"))
 
     def best_metric(self, cfg) -> tuple[str | None, str]:
         """The evaluation metric that picks best/ (None: no best/), and which end of it is best."""
