@@ -143,7 +143,8 @@ def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
                              "kizuna.get_tokenizer('clip_bpe', context_length=model.cfg.text.context_length)")
     elif isinstance(model_or_cfg, dict):
         config = model_or_cfg
-    elif isinstance(model_or_cfg, (str, os.PathLike)) and _is_model_path(Path(model_or_cfg)):
+    elif (isinstance(model_or_cfg, (str, os.PathLike)) and model_or_cfg not in ("clip_bpe", "openai")
+          and _is_model_path(Path(model_or_cfg))):  # a folder named clip_bpe does not hide the tokenizer
         # a checkpoint's path, as create_model takes it: its own tokenizer (the error asked for a JSON inside it)
         return get_tokenizer(create_model(model_or_cfg), context_length)
     if config is not None:

@@ -558,7 +558,7 @@ def test_data_or_long_zeros_after_the_end_of_archive_marker_make_a_damaged_shard
     tar_index.clear_cache()
 
     prealloc = tmp_path / "prealloc.tar"  # samples 0-2 written, the rest of the file still zeros
-    prealloc.write_bytes(data[:header] + bytes(len(data) - header + 64 * 1024))
+    prealloc.write_bytes(data[:header] + bytes(len(data) - header + 2 * 1024 * 1024))
     zeroed = tmp_path / "zeroed.tar"  # one header block zeroed: samples 3-5 follow it
     zeroed.write_bytes(data[:header] + bytes(512) + data[header + 512:])
     joined = tmp_path / "joined.tar"
@@ -573,6 +573,9 @@ def test_data_or_long_zeros_after_the_end_of_archive_marker_make_a_damaged_shard
         assert idx.damaged == [str(path)]
         assert idx.keys == [f"{i:09d}" for i in (range(3) if path != joined else range(6))]
     assert not build_index(str(whole)).damaged  # tarfile's own record padding is a clean end
+    blocked = tmp_path / "b64.tar"  # `tar -b 64`: padded to 32 KiB records, a valid archive
+    blocked.write_bytes(data + bytes(-len(data) % (64 * 512)))
+    assert not build_index(str(blocked)).damaged
 
 
 def test_a_tsv_caption_that_starts_with_a_quote_keeps_the_rows_after_it(tmp_path):
@@ -589,6 +592,21 @@ def test_a_tsv_caption_that_starts_with_a_quote_keeps_the_rows_after_it(tmp_path
     assert build_index(str(tmp_path / "q.csv")).captions == [('a, "red" bus',), ("plain",)]
 
 
+def test_a_tsv_whose_writer_quoted_its_fields_keeps_its_quoting(tmp_path):
+    """Read without quoting, a TSV with every field quoted (R's write.table, QUOTE_ALL) had columns named
+    '"filepath"', and a caption quoted over two lines (pandas' default for one holding a newline) was cut in two."""
+    import csv
+
+    for i in range(2):
+        (tmp_path / f"{i}.jpg").write_bytes(image_bytes(color_of(i)))
+    for name, quoting, caption in (("all.tsv", csv.QUOTE_ALL, "a cat"), ("nl.tsv", csv.QUOTE_MINIMAL, "a cat\non a mat")):
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t", quoting=quoting)
+            w.writerows([["filepath", "title"], ["0.jpg", caption], ["1.jpg", "a dog"]])
+        idx = build_index(str(tmp_path / name))
+        assert idx.captions == [(caption,), ("a dog",)] and not idx.skips, name
+
+
 def test_tar_images_whose_key_has_a_dot_are_each_counted(tmp_path):
     """photo.000.jpg .. photo.005.jpg are one WebDataset key "photo" (keys end at the first dot): six samples
     lost were reported as missing_image=1."""
@@ -601,6 +619,11 @@ def test_tar_images_whose_key_has_a_dot_are_each_counted(tmp_path):
     idx = build_index(str(tmp_path / "dots.tar"), require="caption")
     assert idx.keys == ["ok"]
     assert idx.skips == {"dotted_key": 6}
+    # a sample's own dotted images (a mask beside its photo) are part of a kept sample, no skip
+    write_tar(tmp_path / "masks.tar", [("0001.jpg", image_bytes()), ("0001.mask.png", image_bytes()),
+                                       ("0001.txt", b"a photo")])
+    masked = build_index(str(tmp_path / "masks.tar"), require="caption")
+    assert masked.keys == ["0001"] and not masked.skips
     assert "photo.000.jpg (WebDataset keys end at the first dot)" in idx.skips.report()
 
 

@@ -103,3 +103,12 @@ def test_get_tokenizer_takes_a_checkpoint_path(tmp_path):
         tok = kizuna.get_tokenizer(path)
         assert tok.context_length == 20 and torch.equal(tok(["a dog"]), kizuna.get_tokenizer(model)(["a dog"]))
     assert kizuna.get_tokenizer(folder, context_length=12).context_length == 12
+    (tmp_path / "clip_bpe").mkdir()  # a folder of that name in the current directory does not hide the name
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert kizuna.get_tokenizer("clip_bpe").context_length == 77
+    finally:
+        os.chdir(here)

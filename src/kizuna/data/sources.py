@@ -517,20 +517,36 @@ def open_table(path, error: type[Exception] = ValueError):
 
 def table_reader(f, sep: str | None = None) -> csv.DictReader:
     """Rows of an open CSV/TSV file as dicts. ``sep`` None: tab when the header holds one (OpenCLIP's default
-    is tab even for ".csv"), else comma. Tab-separated text has no quoting (the TSV convention): read with
-    csv's, a caption that starts with '"' swallowed the rows after it into one caption."""
+    is tab even for ".csv"), else comma. Fields are read with csv's quoting (a writer that quotes every field,
+    a caption quoted over several lines), except in a tab-separated file where that quoting swallows rows: a
+    web caption that starts with '"' opened a quoted field that ran on over the next rows' tabs (one caption,
+    the rows after it gone). Such a file is read without quoting (the TSV convention); it costs one more pass
+    over the file."""
     if sep is None:
         head = f.readline()
         f.seek(0)
         sep = "\t" if "\t" in head else ","
     if sep == "\t":
-        return _TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE)
+        start = f.tell()
+        swallowed = any("\t" in field for row in csv.reader(f, delimiter=sep) for field in row)
+        f.seek(start)
+        if swallowed:
+            return _TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE)
     return csv.DictReader(f, delimiter=sep)
 
 
 class _TsvReader(csv.DictReader):
-    """A field that is wholly quoted with its inner quotes doubled (``"a ""red"" bus"``) is unquoted: pandas
-    and csv.writer write a tab-separated caption holding a quote so."""
+    """Without quoting, a field that is wholly quoted with its inner quotes doubled (``"a ""red"" bus"``, as
+    pandas and csv.writer write a caption holding a quote) is unquoted, header names too."""
+
+    @property
+    def fieldnames(self):
+        names = csv.DictReader.fieldnames.fget(self)
+        return [_unquote(n) for n in names] if names else names
+
+    @fieldnames.setter
+    def fieldnames(self, value):
+        csv.DictReader.fieldnames.fset(self, value)
 
     def __next__(self) -> dict:
         return {k: _unquote(v) if isinstance(v, str) else v for k, v in super().__next__().items()}

@@ -72,11 +72,13 @@ IMAGE_EXTS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 _CAPTION_EXT = "txt"
 _LABEL_EXT = "cls"
 _BLOCK = 512
-# the end-of-archive marker (two zero blocks) and the padding to a whole record (20 blocks, tar's default)
-_MAX_END_PADDING = 2 * _BLOCK + tarfile.RECORDSIZE
+# the end-of-archive marker (two zero blocks) and the padding to a whole record: 20 blocks by default, up to
+# 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
+_MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 4  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
-# 4: data or overlong zeros after the end-of-archive marker make the shard damaged
+_CACHE_VERSION = 5  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+# 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
+# clean, and a sample's own dotted images (0001.mask.png) are no skip
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -341,11 +343,12 @@ def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, l
         return
     # photo.000.jpg, photo.001.jpg, ...: one key "photo" (WebDataset's keys end at the first dot) whose
     # extensions 000.jpg, ... are no image; each such image is a sample lost, not one missing_image
-    dotted = [ext for ext in group if "." in ext and ext.rsplit(".", 1)[1] in IMAGE_EXTS]
-    for ext in dotted:
-        out._skip("dotted_key", f"{key}.{ext} (WebDataset keys end at the first dot)")
     image_ext = next((e for e in IMAGE_EXTS if e in readable), None)
     if image_ext is None:
+        # only where the sample has no image of its own: 0001.mask.png beside 0001.jpg is a part of a kept sample
+        dotted = [ext for ext in group if "." in ext and ext.rsplit(".", 1)[1] in IMAGE_EXTS]
+        for ext in dotted:
+            out._skip("dotted_key", f"{key}.{ext} (WebDataset keys end at the first dot)")
         if not dotted:
             out._skip("truncated" if last else "missing_image", key)
         return

@@ -2,7 +2,7 @@
 
     train = load_dataset(root, split="train"); test = load_dataset(root, split="test")
     res = evaluate_linear_probe(model, train, test, few_shot=(1, 2, 4, 8, 16), seeds=3,
-                                zeroshot_acc=zs.metrics["acc1"])
+                                zeroshot_acc=zeroshot_over_train_classes(model, tokenizer, train, test))
     print(res.table()); res.plot("zeroshot_vs_probe.png")
 
 The classifier is multinomial logistic regression fitted in torch, full batch with L-BFGS (strong
@@ -38,6 +38,7 @@ from .encode import encode_images, is_main
 __all__ = [
     "LinearProbe", "ProbeResult", "evaluate_linear_probe", "few_shot_indices", "fit_logistic_regression",
     "linear_probe_from_features", "plot_zeroshot_vs_probe", "select_l2", "stratified_split",
+    "zeroshot_over_train_classes",
 ]
 
 COARSE_GRID = tuple(10.0 ** e for e in range(-6, 1))  # 1e-6 .. 1 (features have unit norm)
