@@ -69,6 +69,8 @@ def _settings(config, source, what_to_do: str) -> dict:
     if not isinstance(config, dict):
         raise ValueError(f"{source}: the run's settings must be a JSON object ({{\"model\": ..., ...}}), got a "
                          f"{type(config).__name__}: {_short(config)}; {what_to_do}")
+    if config.get("init"):  # a fine-tune's model is the checkpoint it started from: its "model" is the unused
+        config = {**config, "model": str(config["init"])}  # default preset (a fine-tuned Ti/8 was grouped as S/4)
     return config
 
 

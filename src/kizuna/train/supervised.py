@@ -502,11 +502,6 @@ class SupervisedTrainer(Trainer):
             self.model.set_grad_checkpointing(True)
         size = self.model.cfg.image_size
         self.image_size = size if isinstance(size, int) else list(size)
-        if self.resume_from is None and (cfg.init or not cfg.image_size):
-            # train_config.json says what ran: a fine-tune's model is its checkpoint (the default preset's name
-            # was saved, and compare-runs grouped a fine-tuned Ti/8 with S/4 runs), its size the real one (not 0)
-            self.cfg = cfg = dataclasses.replace(cfg, model=str(cfg.init) if cfg.init else cfg.model,
-                                                 image_size=self.image_size)
         mean, std = source_normalisation(cfg.init, self.resume_from)  # a fine-tuned model keeps its inputs
         self.preprocess_cfg = vit_preprocess(self.image_size, mean, std)
         self.ckpt.model_extra = {"preprocess": self.preprocess_cfg, "classnames": self.classnames,
