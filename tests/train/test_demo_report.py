@@ -53,6 +53,11 @@ def test_the_report_gives_the_steps_run_and_only_this_run(tiny_demo_config, tmp_
     # this run's records only (one per step at log_every=1); the first run's were moved aside
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl", "train")] == list(range(1, steps + 1))
     assert read_metrics(out / "metrics.jsonl.prev", "train")[0]["step"] == 1
+    # the earlier demo's report is set aside when the new one starts: a demo stopped before its report (and the
+    # run continued with `kizuna train`) kept the other run's REPORT.md and final_metrics.json beside its own
+    assert (out / "REPORT.md.prev").is_file() and (out / "final_metrics.json.prev").is_file()
+    # it says over how many scenes the table is (the curves' last point is over fewer, and differed unexplained)
+    assert final["probe_size"] == 4 and "Over 4 held-out scenes a task; the accuracy plot's points" in report
 
 
 def test_a_report_without_logged_steps_says_so(tmp_path, monkeypatch):
@@ -92,5 +97,25 @@ def test_a_shorter_demo_shortens_its_warm_up():
     assert (base["steps"], base["warmup_steps"]) == (400, 50)
     short = demo.demo_overrides(parser.parse_args(["--steps", "30"]), base)
     assert (short["steps"], short["warmup_steps"]) == (30, 4)
+    assert demo.demo_overrides(parser.parse_args(["--steps", "1"]), base)["warmup_steps"] == 0  # none to decay
     assert "warmup_steps" not in demo.demo_overrides(parser.parse_args(["--steps", "800"]), base)
     assert "warmup_steps" not in demo.demo_overrides(parser.parse_args([]), base)
+
+
+def test_a_ctrl_c_in_the_final_evaluation_says_the_model_is_saved(tiny_demo_config, tmp_path, monkeypatch, capsys):
+    """The demo printed "interrupted" alone once training was done and saved: nothing said so."""
+    import kizuna.train.evaluation as evaluation
+
+    real, calls = evaluation.synthetic_probe_metrics, []
+
+    def interrupted(*a, **k):  # the training's own evaluation (its last step) runs; the demo's final one stops
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(evaluation, "synthetic_probe_metrics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run_demo(tmp_path / "demo")
+    assert "the trained model is saved in " in capsys.readouterr().err
+    assert (tmp_path / "demo" / "checkpoints" / "latest").is_file()

@@ -8,10 +8,11 @@ seen in training, counting, a relation swap and a typographic attack.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
-from kizuna.models.checkpoint import atomic_write_text
+from kizuna.models.checkpoint import atomic_write_text, move_aside
 
 PROBE_ROWS = [
     ("shape", "shape zero-shot top-1 (6 shapes)"),
@@ -51,6 +52,10 @@ def add_arguments(p):
     add_progress_argument(p)
 
 
+# what the demo writes beside the run's own files (checkpoints, metrics.jsonl, curves.png: the trainer's)
+REPORT_FILES = ("REPORT.md", "final_metrics.json", "loss.png", "zeroshot_over_training.png", "predictions.png")
+
+
 def demo_overrides(args, base: dict) -> dict:
     """The demo config's settings the command line changes. A shorter run than the config's gets a warm-up
     shortened in proportion: a `--steps 30` demo kept the 50-step warm-up (it never left it, and was told to
@@ -59,7 +64,9 @@ def demo_overrides(args, base: dict) -> dict:
     if args.steps:
         overrides["steps"] = args.steps
         if base.get("steps") and args.steps < base["steps"] and base.get("warmup_steps"):
-            overrides["warmup_steps"] = max(1, round(base["warmup_steps"] * args.steps / base["steps"]))
+            # at least one step of warm-up, and at least one step after it (a 1-step run has none)
+            overrides["warmup_steps"] = min(args.steps - 1, max(1, round(base["warmup_steps"] * args.steps
+                                                                         / base["steps"])))
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     if args.precision:
@@ -87,18 +94,29 @@ def run(args):
     # without --config demo: a config's keys count as given on the command line, so its 400 steps and batch 128
     # replaced a `kizuna demo --steps 30` run's own (or were refused for another batch size)
     trainer.resume_command = f"`kizuna train --out {cfg.out} --resume latest` (the demo itself starts afresh)"
+    for name in REPORT_FILES:  # an earlier demo's: left beside this run's checkpoints, a stopped demo's folder
+        if (Path(cfg.out) / name).is_file():  # (and its continuation) kept the other run's report
+            move_aside(Path(cfg.out) / name, "demo report")
     trainer.train()
     train_seconds = time.perf_counter() - start
     stopped_by_time_limit = getattr(trainer, "length_before_limit", None) is not None  # set where the limit cut it
     model, tokenizer = trainer.model.eval(), trainer.tokenizer
-    final = synthetic_probe_metrics(model, tokenizer, n_per_task=args.probe_size)
+    try:
+        final = synthetic_probe_metrics(model, tokenizer, n_per_task=args.probe_size)
+    except KeyboardInterrupt:  # said: "interrupted" alone left the user to think the training was lost
+        print(f"kizuna demo: interrupted in the final evaluation; the trained model is saved in "
+              f"{cfg.out}/checkpoints/latest (`kizuna eval` takes it), but REPORT.md was not written",
+              file=sys.stderr)
+        raise
     out = Path(cfg.out)
     atomic_write_text(out / "final_metrics.json", json.dumps({"train_seconds": train_seconds, "steps_run": trainer.step,
-                                                         "stopped_by_time_limit": stopped_by_time_limit, **final},
+                                                         "stopped_by_time_limit": stopped_by_time_limit,
+                                                         "probe_size": args.probe_size, **final},
                                                         indent=2))
     from kizuna.train.report import describe_length, write_demo_report
 
-    report = write_demo_report(out, model, tokenizer, final, train_seconds, cfg, steps_run=trainer.step,
+    report = write_demo_report(out, model, tokenizer, {**final, "probe_size": args.probe_size}, train_seconds, cfg,
+                               steps_run=trainer.step,
                                stopped_by_time_limit=stopped_by_time_limit)
     print()
     print(format_probe_table(final))

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from kizuna.models.checkpoint import atomic_write_text
+
 from .logging import read_metrics
 
 
@@ -191,6 +193,9 @@ def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: f
     probe_table = format_probe_table(final)
     results = (["```", probe_table, "```"] if any(f"probe/{key}" in final for key, _ in PROBE_ROWS)
                else ["No held-out results were given to the report."])
+    if "probe_size" in final:  # the curves' points are over the training's evaluations, fewer scenes a task
+        results += ["", f"Over {final['probe_size']} held-out scenes a task; the accuracy plot's points are the "
+                        f"evaluations during training, over {cfg.eval_max_samples or 200} a task."]
     text = [
         "# kizuna demo report", "",
         f"A CLIP with a {describe_image_tower(cfg.model_overrides['vision'])} at {cfg.synthetic_image_size} px "
@@ -208,5 +213,5 @@ def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: f
         *[f"![{p.stem}]({p.name})" for p in figs],
     ]
     path = out / "REPORT.md"
-    path.write_text("\n".join(text) + "\n")
+    atomic_write_text(path, "\n".join(text) + "\n")
     return path
