@@ -301,6 +301,7 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
         if ds.num_classes < 2:
             raise ValueError(f"{ds.name}: the typographic attack needs at least two classes (it writes a wrong "
                              f"class name on each image); this dataset has {ds.num_classes}")
+
     def probe_splits():
         train = ctx.dataset(r, r.get("train_split", "train"), "classification",
                             max_samples=r.get("max_train_samples", r.get("max_samples")))

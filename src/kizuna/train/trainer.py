@@ -30,8 +30,8 @@ from torch import nn
 
 from kizuna.data.loader import check_epoch_gave_samples
 from kizuna.data.sources import SkipCounter
-from kizuna.models.checkpoint import atomic_write
 from kizuna.eval.encode import gather_object, summed_skips
+from kizuna.models.checkpoint import atomic_write_text
 
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
@@ -97,16 +97,19 @@ class Trainer(ABC):
             self._refuse_a_foreign_resume_into_a_run()
         return cfg
 
+    @property
+    def resumes_another_run(self) -> bool:
+        """Resumed from a checkpoint outside OUT/checkpoints (another run's folder, or OUT/checkpoints.prev)."""
+        return self.resume_from is not None and self.resume_from.parent.resolve() != self.ckpt.dir.resolve()
+
     def _refuse_a_foreign_resume_into_a_run(self) -> None:
         """A checkpoint from outside OUT/checkpoints continues in OUT only when OUT holds no run of its own: its
         log is set aside and the checkpoint's run's copied in (open_log), which into a folder with checkpoints
         (or its own checkpoints.prev) mixed two runs: `--resume latest` later picked the other run's, and a
         retried recovery copied the set-aside log of the wrong run."""
-        own = self.ckpt.dir.resolve()
-        where = self.resume_from.resolve()
-        if where.parent == own:
+        if not self.resumes_another_run:
             return
-        inside = self.out.resolve() in where.parents
+        inside = self.out.resolve() in self.resume_from.resolve().parents
         if not (inside or self.ckpt.step_folders() or (self.ckpt.dir / "best").is_dir()):
             return
         raise ValueError(f"--resume {self.resume_from}: a checkpoint from outside {self.ckpt.dir}, which "
@@ -161,15 +164,14 @@ class Trainer(ABC):
         # A checkpoint from outside OUT/checkpoints (another run's folder, or this folder's checkpoints.prev, as
         # the error for a mistaken fresh run advises): OUT's log is another run's. It is set aside as a fresh run's
         # is, and the log goes on from the checkpoint's own run's (before, the two runs' records were mixed).
-        foreign = (self.resume_from is not None
-                   and self.resume_from.parent.resolve() != (Path(self.out) / "checkpoints").resolve())
+        foreign = self.resumes_another_run
         source = run_log_of(self.resume_from) if foreign and self.dist.is_main else None
         records = source.read_text() if source is not None and source.is_file() else ""
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main and not finished,
                                    fresh=self.resume_from is None or foreign)
         if self.resume_from is not None:
             if records and self.logger.enabled:
-                atomic_write(self.logger.path, lambda tmp: Path(tmp).write_text(records))
+                atomic_write_text(self.logger.path, records)
             self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
             # where the log's clock restarts: the time the run stood still is no training time (compare-runs)
             self.logger.log(self.step, {"from": self.resume_from.name}, kind="resume")
