@@ -12,8 +12,9 @@ Sources
   ``KEY.txt`` (one caption, or several separated by newlines - all are kept) and/or ``KEY.cls``
   (class index); ``KEY.json`` is ignored.
 * CSV/TSV files with an image-path column and a caption column (``filepath``/``title`` by default,
-  as OpenCLIP), relative paths resolved against the CSV's folder. Tab-separated text is read without
-  quoting (a field wholly quoted with doubled inner quotes, as pandas writes it, is unquoted).
+  as OpenCLIP), relative paths resolved against the CSV's folder. Fields keep csv's quoting, but for a
+  tab-separated file where it would swallow rows (a caption starting with '"'), which is read without
+  quoting (:func:`table_reader`).
 * A folder of images with side-car captions (``a.jpg`` + ``a.txt``, optional ``a.cls``), recursive.
 
 Spec syntax (:func:`expand_spec` / :func:`resolve_spec`)

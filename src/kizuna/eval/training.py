@@ -45,38 +45,34 @@ def evaluate_for_training(model, tokenizer, preprocess, zeroshot_dir: str | None
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
+    common = dict(transform=preprocess, batch_size=batch_size, device=device, progress=progress,
+                  num_workers=num_workers)
     try:
-        _evaluate(out, model, tokenizer, preprocess, zeroshot_dir, retrieval_dir, max_samples, split, batch_size,
-                  device, progress, num_workers)
+        for kind, folder in (("zeroshot", zeroshot_dir), ("retrieval", retrieval_dir)):
+            if not folder:
+                continue
+            try:
+                if kind == "zeroshot":
+                    r = evaluate_zeroshot(model, tokenizer, _dataset(folder, "classification", split, max_samples),
+                                          **common)
+                    out["zeroshot/top1"] = r.metrics["acc1"]
+                    top5 = r.metrics.get("acc5", float("nan"))
+                    if top5 == top5:  # NaN with fewer than 5 classes: left out of the log, as no best/ could pick it
+                        out["zeroshot/top5"] = top5
+                    out["zeroshot/mean_per_class_recall"] = r.metrics["mean_per_class_recall"]
+                else:
+                    r = evaluate_retrieval(model, tokenizer, _dataset(folder, "retrieval", split, max_samples),
+                                           **common)
+                    out.update({k: r.metrics[k.removeprefix("retrieval/")] for k in _MAIN_KEYS["retrieval"]})
+            except NonFiniteFeatures as e:  # a diverging run: its metrics are NaN (never best/), and the run goes on
+                warnings.warn(str(e), stacklevel=2)
+                out.update({k: float("nan") for k in _MAIN_KEYS[kind]})
+                continue
+            if r.skipped:
+                out[f"{kind}/skipped"] = float(r.skipped.total)
     finally:
         model.train(was_training)
     return out
-
-
-def _evaluate(out, model, tokenizer, preprocess, zeroshot_dir, retrieval_dir, max_samples, split, batch_size, device,
-              progress, num_workers) -> None:
-    common = dict(transform=preprocess, batch_size=batch_size, device=device, progress=progress,
-                  num_workers=num_workers)
-    for kind, folder in (("zeroshot", zeroshot_dir), ("retrieval", retrieval_dir)):
-        if not folder:
-            continue
-        try:
-            if kind == "zeroshot":
-                r = evaluate_zeroshot(model, tokenizer, _dataset(folder, "classification", split, max_samples), **common)
-                out["zeroshot/top1"] = r.metrics["acc1"]
-                top5 = r.metrics.get("acc5", float("nan"))
-                if top5 == top5:  # NaN with fewer than 5 classes: left out of the log, as no best/ could pick it
-                    out["zeroshot/top5"] = top5
-                out["zeroshot/mean_per_class_recall"] = r.metrics["mean_per_class_recall"]
-            else:
-                r = evaluate_retrieval(model, tokenizer, _dataset(folder, "retrieval", split, max_samples), **common)
-                out.update({k: r.metrics[k.removeprefix("retrieval/")] for k in _MAIN_KEYS["retrieval"]})
-        except NonFiniteFeatures as e:  # a diverging run: its metrics are NaN (never best/), and the run goes on
-            warnings.warn(str(e), stacklevel=3)
-            out.update({k: float("nan") for k in _MAIN_KEYS[kind]})
-            continue
-        if r.skipped:
-            out[f"{kind}/skipped"] = float(r.skipped.total)
 
 
 _MAIN_KEYS = {"zeroshot": ("zeroshot/top1", "zeroshot/mean_per_class_recall"),
