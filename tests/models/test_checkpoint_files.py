@@ -146,7 +146,7 @@ def test_a_fresh_run_sets_an_earlier_runs_checkpoints_aside(tmp_path, capsys):
     CheckpointManager(tmp_path).save(4, model, _state())
     fresh = CheckpointManager(tmp_path)
     assert fresh.set_aside_earlier_run() == tmp_path / "checkpoints.prev"
-    assert "moved to checkpoints.prev" in capsys.readouterr().out
+    assert "moved to checkpoints.prev" in capsys.readouterr().err
     fresh.save(1, model, _state())
     assert fresh.latest().name == "step_0000001" and (tmp_path / "checkpoints.prev" / "step_0000004").is_dir()
     assert CheckpointManager(tmp_path / "empty").set_aside_earlier_run() is None

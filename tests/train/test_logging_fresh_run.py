@@ -19,7 +19,7 @@ def test_a_fresh_run_moves_the_earlier_log_aside(tmp_path, capsys):
     _log_steps(tmp_path, [10, 20], fresh=True)
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")] == [10, 20]
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl.prev", "train")] == [10, 20, 30]
-    assert "moved to metrics.jsonl.prev" in capsys.readouterr().out
+    assert "moved to metrics.jsonl.prev" in capsys.readouterr().err
     _log_steps(tmp_path, [5], fresh=True)  # only the run just before is kept
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl.prev", "train")] == [10, 20]
 
@@ -37,7 +37,7 @@ def test_nothing_to_set_aside(tmp_path, capsys):
     assert set_aside_previous_log(tmp_path) is None
     (tmp_path / "metrics.jsonl").write_text("")  # an empty log is no earlier run
     _log_steps(tmp_path, [1], fresh=True)
-    assert not (tmp_path / "metrics.jsonl.prev").exists() and capsys.readouterr().out == ""
+    assert not (tmp_path / "metrics.jsonl.prev").exists() and capsys.readouterr().err == ""
     MetricLogger(tmp_path / "rank1", enabled=False, fresh=True)  # a non-main rank touches nothing
     assert not (tmp_path / "rank1").exists()
 

@@ -150,7 +150,7 @@ def test_resume_refuses_another_model_and_names_an_earlier_checkpoint_when_one_i
     # --resume and --out alone continue the run as it was started (data, model, recipe, schedule), to the
     # same parameters as the run that was not interrupted
     assert main([*cli, str(latest.parent / "step_0000004"), "--model", "mu/4"]) == 0  # its own model: fine
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "the run's own settings where the command line names none: " in out and "'crop_padding'" not in out
     assert f"data={str(data / 'train')!r}" in out and "steps=6" in out
     done = kizuna.load_model(tmp_path / "c" / "checkpoints" / "step_0000006").state_dict()
@@ -260,7 +260,7 @@ def test_device_augmentation_counts_corrupt_images_and_refuses_rrc(data, tmp_pat
     t = SupervisedTrainer(_cfg(bad, tmp_path / "run", augment_on="device", val_data="", steps=2))
     assert len(t.train_index) == 33 and len(t.loader.decoded.labels) == 32
     assert t.cfg.progress is False  # the report is printed without the bars too (it was not, with them hidden)
-    assert "decoding the training set: skipped 1 samples: corrupt_image=1" in capsys.readouterr().out
+    assert "decoding the training set: skipped 1 samples: corrupt_image=1" in capsys.readouterr().err
     t.train()
     logged = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
     assert logged and logged[0]["skipped"] == 1 and logged[0]["skipped/corrupt_image"] == 1
@@ -674,7 +674,7 @@ def test_vit_train_says_which_samples_it_left_out(data, tmp_path, capsys):
     _with_a_corrupt_image(root, "test", 1000, 8)
     t = SupervisedTrainer(_cfg(root, tmp_path / "run", steps=2))
     t.train()
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "training samples left out while indexing: skipped 1 samples: missing_label=1" in out
     assert "validation: skipped 1 samples: corrupt_image=1" in out
     logged = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")

@@ -103,7 +103,7 @@ def test_shard_with_bad_members_trains_on_and_reports(tmp_path, capsys):
     tr = ContrastiveTrainer(tiny_config(tmp_path / "run", data=str(shard), batch_size=4, steps=0, epochs=1,
                                         model_overrides={"vision": {"image_size": 32}}))
     tr.train()
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "missing_caption=1" in out and "empty_caption=1" in out
     data = read_metrics(tmp_path / "run" / "metrics.jsonl", "data")
     assert any(r.get("skipped/corrupt_image") == 1 for r in data)
@@ -205,7 +205,7 @@ def test_a_command_line_resume_needs_only_the_run_folder(tmp_path, capsys):
     assert main(["train", *flags, "--steps", "2", "--out", str(tmp_path / "run")]) == 0
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path / "run"), "--resume", "latest", "--steps", "4"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "synthetic_image_size=32" in out and "batch_size=16" in out and "resumed from" in out
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "train")] == [1, 2, 3, 4]
     assert main(["train", "--out", str(tmp_path / "run"), "--resume", "latest", "--lr", "1e-4", "--print-config"]) == 0
@@ -311,7 +311,7 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
     ContrastiveTrainer(tiny_config(tmp_path / "run", steps=2)).train()
     before = (tmp_path / "run" / "metrics.jsonl").read_text()
     again = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=2, resume="latest"))
-    assert again.train() == {} and "the run is complete (2 of 2 steps)" in capsys.readouterr().out
+    assert again.train() == {} and "the run is complete (2 of 2 steps)" in capsys.readouterr().err
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
 
 
@@ -694,12 +694,12 @@ def test_a_resume_with_another_best_metric_starts_best_afresh(tmp_path, capsys):
         return ContrastiveTrainer(tiny_config(tmp_path, steps=4, eval_every=1, resume="latest", **kw))
 
     assert resumed(best_metric="probe/colour").ckpt.best_value == colour  # the same metric: its best goes on
-    assert "best/ starts afresh" not in capsys.readouterr().out
+    assert "best/ starts afresh" not in capsys.readouterr().err
     for kw, said in (({"best_metric": "probe/shape"}, "by the max of probe/colour, this resume by the max of probe/shape"),
                      ({"best_metric": "probe/colour", "best_mode": "min"}, "this resume by the min of probe/colour")):
         trainer = resumed(**kw)
         assert trainer.ckpt.best_value is None
-        assert said in capsys.readouterr().out
+        assert said in capsys.readouterr().err
     trainer.train()  # best/ is now the lowest colour accuracy since the resume
     best = json.loads((tmp_path / "checkpoints" / "best" / "config.json").read_text())["kizuna"]["extra"]
     since = [r for r in read_metrics(tmp_path / "metrics.jsonl", "eval") if r["step"] > 2]
@@ -717,7 +717,7 @@ def test_a_checkpoint_saved_without_its_best_metric_is_read_by_its_run_flags(tmp
     capsys.readouterr()
     trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=4, eval_every=1, resume="latest", best_metric="probe/shape"))
     assert trainer.ckpt.best_value is None
-    assert "by the max of probe/colour, this resume by the max of probe/shape" in capsys.readouterr().out
+    assert "by the max of probe/colour, this resume by the max of probe/shape" in capsys.readouterr().err
 
 
 def test_a_ctrl_c_at_an_epochs_last_step_keeps_its_skip_report(tmp_path):
@@ -763,7 +763,7 @@ def test_a_resume_of_a_finished_run_leaves_its_files_as_they_are(tmp_path, capsy
     before = files()
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path), "--resume", "latest", "--lr", "5e-3", "--progress", "false"]) == 0
-    assert "the run is complete (2 of 2 steps)" in capsys.readouterr().out
+    assert "the run is complete (2 of 2 steps)" in capsys.readouterr().err
     assert files() == before
     assert json.loads((tmp_path / "train_config.json").read_text())["lr"] == 1e-3
 

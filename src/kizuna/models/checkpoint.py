@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -39,7 +40,7 @@ def move_aside(path: Path, what: str) -> Path:
     if previous.is_dir() and not previous.is_symlink():
         shutil.rmtree(previous)
     os.replace(path, previous)
-    print(f"{path} held an earlier run's {what}: moved to {previous.name}; this run starts afresh")
+    print(f"{path} held an earlier run's {what}: moved to {previous.name}; this run starts afresh", file=sys.stderr)
     return previous
 
 

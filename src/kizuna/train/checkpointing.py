@@ -16,6 +16,7 @@ import errno
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -369,4 +370,4 @@ def announce_restored(cfg, restored: list[str]) -> None:
     """Say which settings a resume took from the checkpoint (the names :func:`resumed_config` returns)."""
     if restored:
         print(f"--resume {cfg.resume}: the run's own settings where the command line names none: "
-              + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in restored))
+              + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in restored), file=sys.stderr)

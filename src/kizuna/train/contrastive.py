@@ -17,6 +17,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -120,7 +121,7 @@ class ContrastiveTrainer(Trainer):
             warn_if_best_is_picked_on_test(cfg)
         index = getattr(self.dataset, "index", None)
         if index is not None and index.skips and self.dist.is_main:
-            print(f"data: {len(index)} usable samples; while indexing {index.skips.report()}")
+            print(f"data: {len(index)} usable samples; while indexing {index.skips.report()}", file=sys.stderr)
             if self.resume_from is None:  # the run's log has them from its start (a resume logged them again)
                 self.log_skips(index.skips, "index_skipped")
 

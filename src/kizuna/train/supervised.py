@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -546,7 +547,7 @@ class SupervisedTrainer(Trainer):
         for name, skips in self.index_skips.items():
             if skips and self.dist.is_main:
                 where = "training" if name == "index_skipped" else "validation"
-                print(f"data: {where} samples left out while indexing: {skips.report()}")
+                print(f"data: {where} samples left out while indexing: {skips.report()}", file=sys.stderr)
                 if self.resume_from is None:  # the run's log has them from its start
                     self.log_skips(skips, name, step=0)
         if self.dist.is_main:  # also without a bar: what the run trains on
@@ -557,7 +558,7 @@ class SupervisedTrainer(Trainer):
                       + (f" (at most {cfg.steps})" if cfg.steps else ""))
             print(f"data: {n} training images{share}, {self.num_classes} classes"
                   + (f", {self.val_size} validation images" if self.val_loader else "")
-                  + f"; {self.steps_per_epoch} steps/epoch, {length}")
+                  + f"; {self.steps_per_epoch} steps/epoch, {length}", file=sys.stderr)
 
     def best_metric(self, cfg: SupervisedConfig) -> tuple[str | None, str]:
         return ("val_top1" if cfg.val_data else None), "auto"
@@ -589,7 +590,7 @@ class SupervisedTrainer(Trainer):
         if decoded.skips.total:
             self.decode_skips = decoded.skips
             if self.dist.is_main:  # with --progress false too, as the loader's epoch reports are
-                print(f"decoding the training set: {decoded.skips.report()}")
+                print(f"decoding the training set: {decoded.skips.report()}", file=sys.stderr)
         sampler = self._train_sampler(len(decoded.labels))
         return TensorBatches(decoded, sampler, self.batch_augment, seed=cfg.seed, rank=self.dist.rank), sampler
 
@@ -651,7 +652,7 @@ class SupervisedTrainer(Trainer):
         all_reduce_sum(stats)
         skips = summed_skips(skips)
         if skips and self.dist.is_main and not self._said_val_skips:
-            print(f"validation: {skips.report()}")  # the same images each evaluation: said once
+            print(f"validation: {skips.report()}", file=sys.stderr)  # the same images each evaluation: said once
             self._said_val_skips = True
         n = max(float(stats[1]), 1.0)
         return {"val_top1": float(stats[0]) / n, "val_loss": float(stats[2]) / n, "val_samples": int(stats[1]),

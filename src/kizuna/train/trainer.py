@@ -252,11 +252,11 @@ class Trainer(ABC):
                 torch.manual_seed(rank_seed(self.cfg.seed, self.dist.rank, self.step))
         self.restore_extra_train_state(state)
         if self.dist.is_main:
-            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})")
+            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})", file=sys.stderr)
             if self.ckpt.best_restarted and self.ckpt.metric:
                 metric, mode = self.ckpt.best_restarted
                 print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "
-                      f"{self.ckpt.mode} of {self.ckpt.metric}")
+                      f"{self.ckpt.mode} of {self.ckpt.metric}", file=sys.stderr)
 
     def _check_data_position(self, saved: dict) -> None:
         """The sampler refuses a position it cannot continue in its own terms ("sampler state does not match
@@ -332,7 +332,7 @@ class Trainer(ABC):
             warnings.warn(f"could not draw {self.out / 'curves.png'} ({type(e).__name__}: {e})", stacklevel=2)
             return
         if path is not None and self.cfg.progress:
-            print(f"curves: {path}")
+            print(f"curves: {path}", file=sys.stderr)
 
     def _loop(self) -> dict:
         cfg, budget = self.cfg, self.budget
@@ -472,7 +472,7 @@ class Trainer(ABC):
         if not self.cfg.progress and self.dist.is_main:  # no bar (a batch job's log): a line per record instead
             of = f"/{self.total_steps}" if self.planned else ""
             print(f"step {self.step}{of}: loss {record['loss']:.4f}" + "".join(f", {k} {v}" for k, v in short.items())
-                  + f", lr {record['lr']:.2e}, {record['samples_per_s']:.0f} samples/s", flush=True)
+                  + f", lr {record['lr']:.2e}, {record['samples_per_s']:.0f} samples/s", file=sys.stderr, flush=True)
         window.reset()
 
 
@@ -578,6 +578,6 @@ def resumed_at_the_end(trainer: Trainer) -> bool:
     if trainer.dist.is_main:
         print(f"--resume {trainer.resume_from}: the run is complete ({trainer.step} of {trainer.total_steps} steps); "
               "nothing to train. Resume with a larger --steps to extend it (a run sized by a time budget: or with "
-              "another --time-budget-minutes, the time for the rest)")
+              "another --time-budget-minutes, the time for the rest)", file=sys.stderr)
     trainer.logger.close()
     return True
