@@ -71,13 +71,14 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
             model.text.load_pretrained_weights()
     if precision == "fp32":
         return model
+    # The scale and bias stay float32, as OpenCLIP's low-precision conversion keeps them: in bf16 CLIP's scale of
+    # 100 became 98.9 and a SigLIP's bias of -12.93 became -12.94, which moved a sigmoid probability from 49% to
+    # 44%. Their values are kept aside before the cast (a cast back to float32 would keep the rounded value).
+    scalars = {name: p.detach().float().clone() for name in ("logit_scale", "logit_bias")
+               if isinstance(p := getattr(model, name, None), torch.nn.Parameter)}
     model = model.to(PRECISIONS[precision])
-    for scalar in ("logit_scale", "logit_bias"):
-        # kept in float32, as OpenCLIP's low-precision conversion keeps them: in bf16 CLIP's scale of 100 became
-        # 98.9 and a SigLIP's bias of -12.93 became -12.94, which moved a sigmoid probability from 49% to 44%
-        p = getattr(model, scalar, None)
-        if isinstance(p, torch.nn.Parameter):
-            p.data = p.data.float()
+    for name, value in scalars.items():
+        getattr(model, name).data = value
     return model
 
 

@@ -1,6 +1,7 @@
 """The Python API with the wrong thing passed in, as a notebook user would: a clear error that says what to pass,
 never a traceback from deep inside (or, worse, a number)."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def test_a_wrong_input_is_named(model, call, error, match):
         call(model)
 
 
-def test_bf16_keeps_the_logit_scale_and_bias_in_float32():
+def test_bf16_keeps_the_logit_scale_and_bias_in_float32(tmp_path):
     """In bf16 CLIP's scale of 100 became 98.9 and a SigLIP's bias moved a sigmoid probability by 5 points."""
     for name in ("ViT-mu-8", "siglip-mu-8"):
         fp32 = kizuna.create_model(name)
@@ -43,6 +44,16 @@ def test_bf16_keeps_the_logit_scale_and_bias_in_float32():
         assert bf16.scale().item() == pytest.approx(100, rel=1e-6)
         if fp32.logit_bias is not None:
             assert bf16.logit_bias.dtype == torch.float32 and bf16.bias().item() == fp32.bias().item()
+        # and a checkpoint loaded in bf16 keeps its saved values (they were cast to bf16 and back: 100 -> 98.86)
+        path = kizuna.save_model(fp32, Path(tmp_path) / f"{name}.safetensors")
+        loaded = kizuna.create_model(str(path), precision="bf16")
+        assert loaded.logit_scale.dtype == torch.float32 and loaded.scale().item() == fp32.scale().item()
+        assert next(loaded.visual.parameters()).dtype == torch.bfloat16
+        if fp32.logit_bias is not None:
+            with torch.no_grad():
+                fp32.logit_bias.fill_(-12.93)
+            path = kizuna.save_model(fp32, Path(tmp_path) / f"{name}-bias.safetensors")
+            assert kizuna.create_model(str(path), precision="bf16").bias().item() == fp32.bias().item()
 
 
 def test_a_minilm_text_tower_from_a_preset_has_its_own_tokenizer_and_pretraining():
