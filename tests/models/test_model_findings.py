@@ -3,6 +3,7 @@ whole config, the OpenAI layout's strict export, unreadable configs, HF processo
 default resize, SigLIP configs without a logit bias, get_preprocess on configs and ViTs."""
 import json
 import math
+import re
 import warnings
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 import kizuna
 from kizuna.models.checkpoint import CheckpointError, load_model, load_state_dict_strict, save_model
-from kizuna.models.clip import ClipConfig, ClipModel
+from kizuna.models.clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from kizuna.models.convert_hf import export_hf_clip, export_hf_siglip, hf_folder_to_kizuna, preprocess_from_hf
 from kizuna.models.convert_openai import _infer_config, kizuna_to_openai, openai_to_kizuna
 from kizuna.models.presets import clip_config
@@ -103,6 +104,26 @@ def test_openai_quickgelu_export_with_openclip_head_count_passes_strict():
 
 
 # ----- B3: strict export refuses what an OpenAI-layout reader misreads ---------------------------------------
+def test_strict_openai_export_refuses_preprocessing_the_reader_does_not_give():
+    """A model trained with mean/std 0.5, bilinear or squash resizing was exported without a word and read back
+    with OpenAI's preprocessing (pixels 2.5 off, other photo embeddings)."""
+    import dataclasses
+
+    for preprocess, said in (({"mean": [0.5] * 3, "std": [0.5] * 3}, "mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5]"),
+                             ({"interpolation": "bilinear"}, "interpolation 'bilinear'"),
+                             ({"resize_mode": "squash"}, "resize_mode 'squash'"),
+                             ({"crop_pct": 0.875}, "crop_pct 0.875"), ({"image_size": 32}, "image_size 32")):
+        k = _openai_like()
+        k.cfg = dataclasses.replace(k.cfg, preprocess={"image_size": 28, **preprocess})
+        with pytest.raises(ValueError, match=re.escape(f"its preprocessing ({said}) is not OpenAI's")):
+            kizuna_to_openai(k)
+        kizuna_to_openai(k, strict=False)
+    k = _openai_like()  # OpenAI's own, written out in full or as a list size: exported
+    k.cfg = dataclasses.replace(k.cfg, preprocess={"image_size": [28, 28], "mean": list(OPENAI_MEAN),
+                                                   "std": list(OPENAI_STD), "interpolation": "bicubic"})
+    kizuna_to_openai(k)
+
+
 def test_strict_openai_export_refuses_another_eot_token_and_layernorm_eps():
     with pytest.raises(ValueError, match=r"end-of-text token 5.*argmax\(ids\)"):
         kizuna_to_openai(_openai_like(eot=5))

@@ -166,6 +166,26 @@ def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> 
     )
 
 
+def _preprocess_differs(preprocess: dict, image_size: int) -> str:
+    """What of a model's evaluation preprocessing differs from the one the OpenAI layout's reader gives it
+    (``_infer_config``: OpenAI's mean and std, bicubic, a short-side resize to the image size and a centre
+    crop), as "key value" pairs; empty when nothing does."""
+    from kizuna.data.transforms import Preprocess, _size_pair
+
+    own = Preprocess(**{**preprocess, "image_size": preprocess.get("image_size", image_size)})
+    reader = Preprocess(image_size=image_size, mean=list(OPENAI_MEAN), std=list(OPENAI_STD))
+    differs = []
+    for key in ("mean", "std"):
+        if not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(getattr(own, key), getattr(reader, key))):
+            differs.append(f"{key} {list(getattr(own, key))}")
+    for key in ("interpolation", "resize_mode", "crop_pct"):
+        if getattr(own, key) != getattr(reader, key):
+            differs.append(f"{key} {getattr(own, key)!r}")
+    if _size_pair(own.image_size) != (image_size, image_size):
+        differs.append(f"image_size {own.image_size!r}")
+    return ", ".join(differs)
+
+
 def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
     """The inverse of ``openai_to_kizuna``: a state dict in OpenAI's layout.
 
@@ -216,6 +236,10 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
                             "and preprocesses images to that size (other embeddings); "
                             "export at a multiple of the patch size (load_model(path, image_size=...)), or use "
                             "kizuna's own format (save_model) or HF's (export_hf_clip), which record it")
+        differs = _preprocess_differs(model.cfg.preprocess or {}, h)
+        if differs:  # a reader preprocesses as OpenAI's models do: other pixels, other embeddings
+            problems.append(f"its preprocessing ({differs}) is not OpenAI's, which a reader assumes; keep kizuna's "
+                            "format (save_model) or HF's (export_hf_clip), which record it")
         tokenizer = (model.cfg.tokenizer or {}).get("type", "clip_bpe")
         if tokenizer != "clip_bpe":  # a reader tokenizes with OpenAI's BPE, whose ids this model never saw
             problems.append(f"the tokenizer is {tokenizer!r}, a reader assumes OpenAI's BPE; keep kizuna's format "
