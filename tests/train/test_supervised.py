@@ -698,3 +698,35 @@ def test_a_kept_head_follows_the_datas_class_order(tmp_path):
         assert torch.allclose(kept(x), vit.eval()(x)[:, [2, 0, 1]], atol=1e-6)
     with pytest.raises(ValueError, match="--reset-head false keeps the head of .* the data's classes are"):
         keep_head_for_classes(kept, str(tmp_path / "m"), ["cat", "dog", "horse"])
+
+
+def test_an_openai_layout_gelu_checkpoint_trains_and_is_analysed_with_act(data, tmp_path, capsys):
+    """The QuickGELU warning told users of an OpenCLIP (GELU) .bin to pass --act gelu, which `kizuna train`,
+    `vit finetune` and `analyze` did not take: a fine-tune trained it as QuickGELU and recorded that for good."""
+    from kizuna.models.convert_openai import kizuna_to_openai
+
+    path = tmp_path / "openclip.bin"
+    torch.save(kizuna_to_openai(kizuna.create_model("ViT-mu-8", act="gelu"), strict=False), path)
+    clip = ["train", "--model", str(path), "--synthetic-image-size", "32", "--synthetic-length", "32",
+            "--batch-size", "16", "--steps", "1", "--warmup-steps", "0", "--workers", "0", "--threads", "1",
+            "--precision", "fp32", "--progress", "false"]
+    assert main([*clip, "--act", "gelu", "--out", str(tmp_path / "clip")]) == 0
+    assert "QuickGELU" not in capsys.readouterr().err
+    trained = kizuna.load_model(tmp_path / "clip" / "checkpoints" / "latest")
+    assert trained.cfg.vision.act == "gelu" and trained.cfg.text.act == "gelu"
+    assert main([*clip, "--out", str(tmp_path / "quick")]) == 0  # without it: OpenAI's, with the warning
+    assert "QuickGELU" in capsys.readouterr().err
+    assert kizuna.load_model(tmp_path / "quick" / "checkpoints" / "latest").cfg.vision.act == "quick_gelu"
+    assert main([*clip, "--model", "ViT-mu-8", "--act", "gelu", "--out", str(tmp_path / "preset")]) == 2
+    assert "a preset's (ViT-mu-8) is set with --model-overrides" in capsys.readouterr().err
+
+    assert main(["vit", "finetune", str(path), "--act", "gelu", "--data", str(data / "train"), "--image-size", "32",
+                 "--batch-size", "16", "--steps", "1", "--warmup-steps", "0", "--workers", "0", "--threads", "1",
+                 "--progress", "false", "--out", str(tmp_path / "vit")]) == 0
+    assert "QuickGELU" not in capsys.readouterr().err
+    assert kizuna.load_model(tmp_path / "vit" / "model").cfg.act == "gelu"
+    assert main(["vit", "train", "--act", "gelu", "--data", str(data / "train"), "--out", str(tmp_path / "x")]) == 2
+    assert "--act gelu names the activation of an OpenAI-layout --init checkpoint" in capsys.readouterr().err
+
+    assert main(["analyze", "positions", str(path), "--act", "gelu", "--out", str(tmp_path / "fig")]) == 0
+    assert "QuickGELU" not in capsys.readouterr().err

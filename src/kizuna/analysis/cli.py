@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from kizuna.apps.common import (add_device_argument, add_progress_argument, add_threads_argument, at_least_one,
-                                model_spec)
+from kizuna.apps.common import (add_act_argument, add_device_argument, add_progress_argument, add_threads_argument,
+                                at_least_one, model_spec)
 
 ACTIONS = {
     "filters": "PCA of the patch-embedding filters",
@@ -136,6 +136,7 @@ def add_arguments(p):
         add_device_argument(a)
         if name != "over-training":  # a run's checkpoints are kizuna's own format, never TorchScript
             a.add_argument("--allow-jit", action="store_true", help="allow TorchScript checkpoints (trusted files only)")
+            add_act_argument(a)
         if name in ("filters", "all"):
             a.add_argument("--components", type=at_least_one, default=28, help="principal components to show (default 28)")
         if name in ("attention-distance", "all", "over-training"):
@@ -215,7 +216,7 @@ def run(args):
         from kizuna.apps.zeroshot import parse_templates
 
         args.template = parse_templates(args.template)
-    target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit)
+    target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit, act=args.act)
     if cmd == "all":  # before the images are read and any figure is computed, which can take minutes
         R.check_report(target, labels, args.template, args.true_label, args.discard_ratio)
     if cmd == "filters":

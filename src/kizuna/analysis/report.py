@@ -128,9 +128,11 @@ def read_record(path: str | Path) -> dict:
     return dict(record)
 
 
-def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = False) -> AnalysisTarget:
+def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = False,
+                act: str | None = None) -> AnalysisTarget:
     """A checkpoint path (or CLIP preset name, or a model object) -> :class:`AnalysisTarget`. A model object is
-    analysed in place: it is moved to ``device`` and put in eval mode (call ``.train()`` to go on training it)."""
+    analysed in place: it is moved to ``device`` and put in eval mode (call ``.train()`` to go on training it).
+    ``act``: the activation of an OpenAI-layout state dict (``create_model``'s)."""
     import kizuna
     from kizuna.data.transforms import Preprocess
     from kizuna.models.clip import ClipModel
@@ -140,7 +142,7 @@ def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = F
     source = "<model>"
     if isinstance(model, (str, Path)):
         source = str(model)
-        obj = kizuna.create_model(str(model), allow_jit=allow_jit)
+        obj = kizuna.create_model(str(model), allow_jit=allow_jit, act=act)
         extra = read_extra(model)
     else:
         obj = model

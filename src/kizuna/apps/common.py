@@ -46,16 +46,20 @@ def add_device_argument(parser) -> None:
                         help="cpu, cuda or cuda:N (default: cuda where there is a GPU, else cpu)")
 
 
+def add_act_argument(parser) -> None:
+    parser.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
+                        help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record: gelu "
+                             "for most OpenCLIP checkpoints (default: quick_gelu, OpenAI's own, with a warning "
+                             "for a plain state dict)")
+
+
 def add_model_argument(parser, required: bool = True):
     parser.add_argument("--model", required=required, type=model_spec,
                         help="checkpoint path (kizuna folder/.safetensors, OpenAI .pt, HF folder) or preset name")
     parser.add_argument("--allow-jit", action="store_true",
                         help="allow loading TorchScript archives (they execute code: trusted files only)")
     add_threads_argument(parser)
-    parser.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
-                        help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record: gelu "
-                             "for most OpenCLIP checkpoints (default: quick_gelu, OpenAI's own, with a warning "
-                             "for a plain state dict)")
+    add_act_argument(parser)
     add_device_argument(parser)
     from kizuna import PRECISIONS
 

@@ -21,6 +21,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class TrainConfig:
     # model
     model: str = "ViT-mu-8"  # preset name or checkpoint path to start from
+    act: str = ""  # activation of an OpenAI-layout --model .pt/.bin, which the layout does not record: "gelu" for most OpenCLIP (LAION) checkpoints; "" = QuickGELU (OpenAI's), with a warning
     model_overrides: dict = field(default_factory=dict)  # JSON of model config fields, e.g. {"vision": {"depth": 4}}
     loss: str = "model"  # "model" (the preset's own) | "clip" (softmax InfoNCE) | "siglip" (pairwise sigmoid)
     tokenizer: str = "model"  # "model" (the checkpoint's), "clip_bpe", "train" (BPE on the captions)
@@ -131,6 +132,7 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     cfg = TrainConfig(**merged)
     if cfg.loss not in ("model", "clip", "siglip"):
         raise ValueError(f"loss must be 'model', 'clip' or 'siglip', got {cfg.loss!r}")
+    check_act(cfg.act)
     if cfg.text_tower not in ("model", "minilm"):
         raise ValueError(f"text_tower must be 'model' or 'minilm', got {cfg.text_tower!r}")
     if cfg.best_mode not in ("auto", "max", "min"):
@@ -264,6 +266,14 @@ FLAG_ALIASES = {"workers": ("--num-workers",),
                 # the contrastive trainer's words for its evaluation data, on the ViT trainer's fields
                 "val_data": ("--eval-data",), "val_split": ("--eval-split",),
                 "val_max_samples": ("--eval-max-samples",)}
+
+
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")
+
+
+def check_act(act: str) -> None:
+    if act not in ("", *ACTIVATIONS):
+        raise ValueError(f"--act must be one of {', '.join(ACTIVATIONS)} (or empty: QuickGELU), got {act!r}")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig, defaults: dict | None = None,

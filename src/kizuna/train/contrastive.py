@@ -38,7 +38,7 @@ from .trainer import Trainer
 # What a checkpoint given as --model decides (the model's own config and tokenizer).
 CHECKPOINT_FIXED = ("model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length")
 # Settings that make the model and its tokenizer: a resumed run continues with the checkpoint's.
-RESUME_FIXED = ("model", "model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length",
+RESUME_FIXED = ("model", "act", "model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length",
                 "synthetic_image_size")
 # Which parameters train shapes the optimizer's saved state (its groups hold only those): another lock cannot load it.
 RESUME_STATE_FIXED = ("lock_image", "lock_image_unlocked_blocks", "lock_text", "lock_text_unlocked_blocks")
@@ -92,8 +92,12 @@ class ContrastiveTrainer(Trainer):
             model = _clip_or_error(load_model(self.resume_from), str(self.resume_from))
         elif Path(cfg.model).exists():
             refuse_settings_a_checkpoint_fixes(cfg, self.named)
-            model = _clip_or_error(load_model(cfg.model), cfg.model)
+            model = _clip_or_error(load_model(cfg.model, act=cfg.act or None), cfg.model)
         else:
+            if cfg.act:
+                raise ValueError(f"--act {cfg.act}: --act names the activation of an OpenAI-layout checkpoint "
+                                 f"given as --model; a preset's ({cfg.model}) is set with --model-overrides "
+                                 f"'{{\"vision\": {{\"act\": \"{cfg.act}\"}}, \"text\": {{\"act\": \"{cfg.act}\"}}}}'")
             mcfg = model_config(cfg)
             if cfg.tokenizer == "train":
                 mcfg = self._train_tokenizer(mcfg)

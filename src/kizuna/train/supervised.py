@@ -58,7 +58,7 @@ from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_mo
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .config import check_common
+from .config import check_act, check_common
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
 from .trainer import Trainer
@@ -66,7 +66,7 @@ from .trainer import Trainer
 # Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
 # The subset's seed too: at the same fraction another seed draws as many images (the data-position check passes)
 # but other ones, and the saved position would go on through a different subset.
-RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "pos_embed", "reset_head", "subset_seed")
+RESUME_FIXED = ("model", "model_overrides", "image_size", "init", "act", "pos_embed", "reset_head", "subset_seed")
 # The optimizer's saved state is AdamW's or SGD's: another --optimizer cannot load it (KeyError 'momentum').
 RESUME_STATE_FIXED = ("optimizer",)
 
@@ -90,6 +90,7 @@ class SupervisedConfig:
     model_overrides: dict = field(default_factory=dict)  # VisionConfig fields, e.g. {"depth": 6, "pool": "gap"}
     image_size: int = 32  # input side in pixels; 0 = the checkpoint's own (fine-tuning) or 224 (from scratch)
     init: str = ""  # checkpoint to fine-tune (kizuna ViT or CLIP folder/.safetensors); "" = train from scratch
+    act: str = ""  # activation of an OpenAI-layout --init .pt/.bin, which the layout does not record: "gelu" for most OpenCLIP (LAION) checkpoints; "" = QuickGELU (OpenAI's), with a warning
     reset_head: bool = True  # fine-tuning: new zero-initialised classifier; false keeps the head, its rows matched to the data's classes by name (refused for other classes)
     pos_embed: str = "interpolate"  # fine-tuning at a new resolution: "interpolate" | "sequence" | "grid"
     # data
@@ -167,6 +168,10 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
     cfg = SupervisedConfig(**merged)
     if cfg.pos_embed not in POS_EMBED_MODES:
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {cfg.pos_embed!r}")
+    check_act(cfg.act)
+    if cfg.act and not cfg.init:
+        raise ValueError(f"--act {cfg.act} names the activation of an OpenAI-layout --init checkpoint; a model "
+                         f"trained from scratch sets it with --model-overrides '{{\"act\": \"{cfg.act}\"}}'")
     if cfg.optimizer not in ("adamw", "sgd"):
         raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
     if cfg.augment_on not in ("loader", "device"):
@@ -221,7 +226,8 @@ def vit_preprocess(image_size, mean=VIT_MEAN, std=VIT_STD) -> dict:
             "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
-def source_normalisation(path: str | None, resumed: str | Path | None = None) -> tuple[list, list]:
+def source_normalisation(path: str | None, resumed: str | Path | None = None,
+                         act: str | None = None) -> tuple[list, list]:
     """The pixel mean and std a checkpoint to fine-tune was trained with: a CLIP tower's (OpenAI's 0.48/0.27)
     or a ViT's stored preprocessing; kizuna's ViT default (0.5/0.5) for a fresh model. Fine-tuning a CLIP
     tower on 0.5/0.5 fed it inputs at about half the scale its weights expect. ``resumed``: the checkpoint a
@@ -245,7 +251,11 @@ def source_normalisation(path: str | None, resumed: str | Path | None = None) ->
     record = read_record(path)  # a kizuna file: its config and extra, without reading the weights again
     stored = (record.get("extra") or {}).get("preprocess") or (record.get("config") or {}).get("preprocess")
     if not record:  # an HF folder or an OpenAI file: the loader knows their preprocessing
-        model = load_model(path)
+        import warnings
+
+        with warnings.catch_warnings():  # loaded once already, to fine-tune: its warnings were given then
+            warnings.simplefilter("ignore")
+            model = load_model(path, act=act)
         stored = model.cfg.preprocess if isinstance(model, ClipModel) else None
     if not stored:
         return list(VIT_MEAN), list(VIT_STD)
@@ -368,21 +378,23 @@ def _image_tower(model: nn.Module, source: str) -> VisionTransformer:
 
 
 def load_for_finetune(path: str, num_classes: int, image_size: int | None = None,
-                      pos_embed: str = "interpolate", reset_head: bool = True) -> VisionTransformer:
+                      pos_embed: str = "interpolate", reset_head: bool = True,
+                      act: str | None = None) -> VisionTransformer:
     """A ViT (or CLIP image tower) from ``path`` at ``image_size`` with a head for ``num_classes``.
 
     ``pos_embed="interpolate"`` goes through ``kizuna.load_model(path, image_size=...)`` (2-D
     interpolation); ``"sequence"`` / ``"grid"`` rebuild the model at the new size and place the old
     table as described in :func:`adapt_pos_embed`. The head is zero-initialised
-    (``reset_classifier``) unless ``reset_head=False`` and the class count is unchanged.
+    (``reset_classifier``) unless ``reset_head=False`` and the class count is unchanged. ``act``: the
+    activation of an OpenAI-layout state dict (``load_model``'s).
     """
     if pos_embed not in POS_EMBED_MODES:
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {pos_embed!r}")
-    vit = _image_tower(load_model(path), path)
+    vit = _image_tower(load_model(path, act=act), path)
     same_size = not image_size or VisionConfig(**{**vit.cfg.to_dict(), "image_size": image_size}).grid == vit.cfg.grid
     if not same_size:
         if pos_embed == "interpolate":
-            vit = _image_tower(load_model(path, image_size=image_size), path)
+            vit = _image_tower(load_model(path, image_size=image_size, act=act), path)
         else:
             new_cfg = VisionConfig(**{**vit.cfg.to_dict(), "image_size": image_size})
             state = dict(vit.state_dict())
@@ -488,7 +500,8 @@ class SupervisedTrainer(Trainer):
         if self.resume_from is not None:
             model = _image_tower(load_model(self.resume_from), str(self.resume_from))
         elif cfg.init:
-            model = load_for_finetune(cfg.init, self.num_classes, cfg.image_size or None, cfg.pos_embed, cfg.reset_head)
+            model = load_for_finetune(cfg.init, self.num_classes, cfg.image_size or None, cfg.pos_embed, cfg.reset_head,
+                                      act=cfg.act or None)
             if not cfg.reset_head:
                 keep_head_for_classes(model, cfg.init, self.classnames)
         else:
@@ -503,7 +516,7 @@ class SupervisedTrainer(Trainer):
             self.model.set_grad_checkpointing(True)
         size = self.model.cfg.image_size
         self.image_size = size if isinstance(size, int) else list(size)
-        mean, std = source_normalisation(cfg.init, self.resume_from)  # a fine-tuned model keeps its inputs
+        mean, std = source_normalisation(cfg.init, self.resume_from, act=cfg.act or None)  # a fine-tuned model keeps its inputs
         self.preprocess_cfg = vit_preprocess(self.image_size, mean, std)
         self.ckpt.model_extra = {"preprocess": self.preprocess_cfg, "classnames": self.classnames,
                                  "task": "classification"}
