@@ -214,6 +214,8 @@ class Trainer(ABC):
                 ranks = gather_object(data["skips"])
                 data["skips"] = {part: dict(sum_counts(r[part] for r in ranks)) for part in data["skips"]}
             per_rank["rng_ranks"] = gather_object(rng_state())  # each rank's stream (patch dropout) goes on
+            # and each rank's own extra state (the MiniLM caption cache: rank 1's was lost, and a resume drifted)
+            per_rank["extra_ranks"] = gather_object(self.extra_train_state())
         if self.dist.is_main:
             state = {
                 **self.extra_train_state(), "step": self.step, "epoch": self.epoch,
@@ -250,7 +252,8 @@ class Trainer(ABC):
             set_rng_state(state["rng"])
             if self.dist.rank:
                 torch.manual_seed(rank_seed(self.cfg.seed, self.dist.rank, self.step))
-        self.restore_extra_train_state(state)
+        extras = state.get("extra_ranks") or []
+        self.restore_extra_train_state(extras[self.dist.rank] if len(extras) == self.dist.world_size else state)
         if self.dist.is_main:
             print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})", file=sys.stderr)
             if self.ckpt.best_restarted and self.ckpt.metric:

@@ -1,0 +1,30 @@
+"""Run under torchrun (2 processes, gloo): a contrastive trainer whose per-rank extra state (as the MiniLM caption
+cache is) differs by rank, saved at step 2 and resumed from it (OUT/b). argv: OUT_DIR. Writes extra_rank{r}.json:
+what each rank restored."""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny import tiny_config  # noqa: E402
+
+from kizuna.train.contrastive import ContrastiveTrainer  # noqa: E402
+
+out_dir = Path(sys.argv[1])
+
+
+class RankStateTrainer(ContrastiveTrainer):
+    restored = None
+
+    def extra_train_state(self) -> dict:
+        return {"mine": torch.tensor([self.dist.rank, self.step])}
+
+    def restore_extra_train_state(self, state: dict) -> None:
+        self.restored = state["mine"].tolist()
+
+
+RankStateTrainer(tiny_config(out_dir / "b", steps=2, save_every=2, precision="fp32", device="cpu")).train()
+resumed = RankStateTrainer(tiny_config(out_dir / "b", steps=3, precision="fp32", device="cpu", resume="latest"))
+(out_dir / f"extra_rank{resumed.dist.rank}.json").write_text(json.dumps(resumed.restored))
