@@ -119,3 +119,12 @@ def test_a_ctrl_c_in_the_final_evaluation_says_the_model_is_saved(tiny_demo_conf
         _run_demo(tmp_path / "demo")
     assert "the trained model is saved in " in capsys.readouterr().err
     assert (tmp_path / "demo" / "checkpoints" / "latest").is_file()
+
+
+def test_the_demo_under_torchrun_points_to_its_config(tmp_path, monkeypatch, capsys):
+    """Under torchrun every rank printed the probe table and wrote the report into one folder."""
+    from kizuna.apps.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    assert "train --config demo" in capsys.readouterr().err and not (tmp_path / "demo").exists()

@@ -8,6 +8,7 @@ seen in training, counting, a relation swap and a typographic attack.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,10 @@ def run(args):
     from kizuna.train.contrastive import ContrastiveTrainer
     from kizuna.train.evaluation import synthetic_probe_metrics
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank printed, and wrote, the report into one folder
+        raise ValueError("kizuna demo runs in one process (its report and final probes are not split over ranks); "
+                         "under torchrun train its config: `torchrun ... -m kizuna.apps.cli train --config demo "
+                         f"--out {args.out}`")
     base = load_config_file("demo")
     cfg = make_config(base, **demo_overrides(args, base))
     from .report import describe_image_tower
