@@ -128,3 +128,17 @@ def test_classes_without_training_images_are_named_in_the_notes():
     assert res.notes == ["1 class has no training images (frog): no probe can predict it, so its test images "
                          "count as errors"]
     assert res.notes[0] in res.table() and 1 in res.few_shot
+
+
+def test_a_fit_stopped_by_its_iteration_cap_is_said():
+    """Few-shot fits on separable features with a small penalty stopped at 1000 iterations, unconverged, and
+    their accuracy then moved with the encoding's batch size (features 1e-7 apart); nothing said so."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(4).repeat(8)
+    x = torch.randn(32, 16, generator=g) + 3 * torch.nn.functional.one_hot(y, 16).double()  # separable
+    assert fit_logistic_regression(x, y, 4, 1e-6, max_iter=5).stopped_at_cap
+    assert not fit_logistic_regression(x, y, 4, 1e-2).stopped_at_cap
+    capped = linear_probe_from_features(x, y.numpy(), x, y.numpy(), 4, few_shot=(2,), seeds=2, max_iter=3)
+    assert "3 of 3 fits stopped at the iteration cap (3)" in " ".join(capped.notes)
+    assert not any("iteration cap" in n for n in linear_probe_from_features(x, y.numpy(), x, y.numpy(), 4,
+                                                                          few_shot=(2,), seeds=2).notes)
