@@ -932,3 +932,26 @@ def test_a_resume_from_another_runs_checkpoint_goes_on_from_that_runs_log(tmp_pa
     rows = read_metrics(tmp_path / "y" / "metrics.jsonl", "train")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows[:2] == first[:2]
     assert read_metrics(tmp_path / "y" / "metrics.jsonl.prev", "train")[0]["loss"] == 9.0  # set aside, not mixed in
+
+
+def test_sigterm_stops_after_the_step_and_saves_as_ctrl_c_does(tmp_path, capsys):
+    """A cluster scheduler's SIGTERM (before its SIGKILL) ended a run with nothing saved since its last checkpoint:
+    with the default --save-every 0, the whole run."""
+    import signal
+
+    trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=10))
+    fit, steps = trainer.fit_batch, []
+
+    def fit_and_terminate(batch):
+        steps.append(1)
+        if len(steps) == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return fit(batch)
+
+    trainer.fit_batch = fit_and_terminate
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert "SIGTERM: stopping after this step and saving a checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints" / "step_0000002" / "train_state.pt").is_file() and len(steps) == 2
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the process's own again

@@ -504,15 +504,19 @@ class LogWindow:
 
 
 class StopOnInterrupt:
-    """Within the training loop, the first Ctrl-C (SIGINT) asks the loop to stop after the step it is in and
-    save a checkpoint (:func:`stop_and_save`); a second one interrupts at once. Before, Ctrl-C ended a run
-    with nothing saved since its last checkpoint (with the default --save-every 0, nothing at all).
+    """Within the training loop, the first Ctrl-C (SIGINT) or SIGTERM (what a cluster scheduler or `kill` sends,
+    before SIGKILL after a grace period) asks the loop to stop after the step it is in and save a checkpoint
+    (:func:`stop_and_save`); a second one of the same signal interrupts at once. Before, Ctrl-C ended a run with
+    nothing saved since its last checkpoint (with the default --save-every 0, nothing at all), and SIGTERM
+    still did.
 
     Only in the main thread of a single process: under torchrun the ranks would stop at different steps and
-    wait for one another in a collective, so there Ctrl-C interrupts as before."""
+    wait for one another in a collective, so there the signals interrupt as before."""
+
+    NAMES = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}
 
     def __init__(self, enabled: bool = True):
-        self.enabled, self.requested, self._previous = enabled, False, None
+        self.enabled, self.requested, self._previous = enabled, False, {}
 
     def __enter__(self):
         import signal
@@ -520,7 +524,8 @@ class StopOnInterrupt:
 
         if self.enabled and threading.current_thread() is threading.main_thread():
             self._pid = os.getpid()
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for name in self.NAMES:
+                self._previous[getattr(signal, name)] = signal.signal(getattr(signal, name), self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -529,16 +534,18 @@ class StopOnInterrupt:
         if os.getpid() != self._pid:  # a loader worker forked inside the loop inherits the handler: the loop
             return  # stops in the main process, which shuts its workers down (each printed the message too)
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)",
+        signal.signal(signum, self._previous[signum])  # a second one interrupts at once
+        said = self.NAMES[signal.Signals(signum).name]
+        print(f"\n{said}: stopping after this step and saving a checkpoint ({said} again to stop at once)",
               file=sys.stderr)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            import signal
+        import signal
 
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, previous)
+        self._previous = {}
         return False
 
 
