@@ -279,6 +279,24 @@ def test_tar_index_disk_cache(tmp_path):
     assert oct(files[0].stat().st_mode & 0o777) == oct(0o666 & ~0o022 & ~os.umask(os.umask(0o022)))
 
 
+def test_a_cache_write_that_fails_leaves_no_temp_file(tmp_path, monkeypatch):
+    """On a full disk each run left one more half-written tmpXXXX.tmp in the cache folder."""
+    import errno
+    import json as json_module
+
+    shard, cache = tmp_path / "s.tar", tmp_path / "cache"
+    make_pair_shard(shard, 0, 2)
+    tar_index.clear_cache()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json_module, "dump", full_disk)
+    with pytest.warns(RuntimeWarning, match="could not write tar index cache"):
+        assert len(build_index(str(shard), cache_dir=cache)) == 2
+    assert list(cache.iterdir()) == []
+
+
 def test_a_shard_replaced_by_one_of_the_same_size_and_mtime_is_indexed_again(tmp_path):
     """cp -p / rsync -a keep the mtime, and tars are padded to 10 KB records, so equal sizes are common: the
     cache served the old file's offsets and captions for the new file."""

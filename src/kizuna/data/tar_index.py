@@ -46,6 +46,7 @@ Caption/label *requirements* are not applied here (the cache must not depend on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -206,7 +207,7 @@ def _load_disk(cache_dir, fp: Fingerprint, path: str) -> TarShardIndex | None:
 
 
 def _save_disk(cache_dir, fp: Fingerprint, idx: TarShardIndex) -> None:
-    file = _cache_file(cache_dir, fp[0])
+    file, tmp = _cache_file(cache_dir, fp[0]), None
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         # Write-then-rename so concurrent ranks never read a half-written cache file.
@@ -219,6 +220,9 @@ def _save_disk(cache_dir, fp: Fingerprint, idx: TarShardIndex) -> None:
         os.chmod(tmp, 0o666 & ~process_umask())
         os.replace(tmp, file)
     except OSError as e:
+        if tmp is not None:  # a full disk left one more half-written temp file per run
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         warnings.warn(f"could not write tar index cache {file}: {e}", RuntimeWarning, stacklevel=3)
 
 
