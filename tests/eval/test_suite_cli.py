@@ -212,3 +212,24 @@ def test_results_are_rewritten_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (tmp_path / "results.json").read_text() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_suites_probe_compares_with_zero_shot_over_the_training_classes(tmp_path, tiny_hf, tiny):
+    """With a zero-shot task in the same run, the probe reused its number: scored over the test split's own
+    classes (a test folder lacking a class: 100% over one), where `eval linear-probe` scores the training's."""
+    from _evalhelpers import image_folder
+
+    from kizuna.eval.linear_probe import zeroshot_over_train_classes
+
+    root = tmp_path / "ifv"
+    image_folder(root / "train", per_class=4, classes=["airplane", "bird", "cat"])
+    image_folder(root / "test", per_class=4, classes=["bird"])
+    suite = {"defaults": {"batch_size": 4, "split": "test"},
+             "runs": [{"model": str(tiny_hf[0]), "name": "t", "dataset": str(root),
+                       "task": ["zeroshot", "linear_probe"], "few_shot": [1], "seeds": 1}]}
+    (tmp_path / "s.json").write_text(json.dumps(suite))
+    records = run_suite(tmp_path / "s.json", out_dir=tmp_path / "out", progress=False, echo=lambda s: None)
+    assert records[0]["metrics"]["acc1"] == 1.0  # one class: the zero-shot task's own number
+    expected = zeroshot_over_train_classes(*tiny, load_dataset(str(root), split="train"),
+                                           load_dataset(str(root), split="test"), progress=False)
+    assert records[1]["metrics"]["zeroshot_acc1"] == pytest.approx(expected) and expected < 1.0

@@ -344,15 +344,19 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
         elif task == "linear_probe":
             train, test = probe_splits()
             say(f"train: {train.describe()}\ntest:  {test.describe()}")
-            if id(test) not in zs_acc and r.get("zeroshot", True):
+            # The suite's own zero-shot task scored the test split over its classes: reused beside the probe only
+            # where they are the training split's (a test split lacking a class gave 100% over one class there)
+            same_classes = list(train.classnames or ()) == list(test.classnames or ())
+            zeroshot = zs_acc.get(id(test)) if same_classes else None
+            if zeroshot is None and r.get("zeroshot", True):
                 # over the training split's classes, which the probe predicts among: a test split lacking a class
                 # scored zero-shot over fewer classes (a higher chance level) than the probe it was compared with
-                zs_acc[id(test)] = zeroshot_over_train_classes(
+                zeroshot = zeroshot_over_train_classes(
                     model, tokenizer, train, test, clean_features(test), cache_dir=r.get("cache_dir"),
                     batch_size=bs, device=device, progress=progress)
             few = r.get("few_shot", [1, 2, 4, 8, 16])
             res = evaluate_linear_probe(model, train, test, few_shot=few, seeds=int(r.get("seeds", 3)),
-                                        zeroshot_acc=zs_acc.get(id(test)), test_features=clean_features(test),
+                                        zeroshot_acc=zeroshot, test_features=clean_features(test),
                                         **common)
             say(res.table())
             details = {"split": test.split, "train_split": train.split, **res.to_dict()}
