@@ -366,7 +366,7 @@ def test_call_matches_a_per_text_reference_with_truncation(tok):
     rng = random.Random(3)
     words = ["a", "dog", "runs", "on", "the", "beach", "caf\u00e9", "&amp;", "12", "!!", "it's"]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(300)]
-    for ctx in (2, 5, 16, 77):
+    for ctx in (3, 5, 16, 77):
         out = tok(texts, context_length=ctx)
         for i, t in enumerate(texts):
             ids = tok.encode(t)[: ctx - 2]
@@ -448,7 +448,7 @@ def test_get_tokenizer_of_a_config_file_keeps_its_context_length(tmp_path):
     assert kizuna.get_tokenizer(str(path), context_length=16).context_length == 16
     assert kizuna.get_tokenizer().context_length == kizuna.get_tokenizer("clip_bpe").context_length == 77
     for name in ("clip_bpe", path):
-        with pytest.raises(ValueError, match="context_length must be >= 2.*got 0"):
+        with pytest.raises(ValueError, match="context_length must be >= 3.*got 0"):
             kizuna.get_tokenizer(name, context_length=0)
 
 
@@ -457,7 +457,7 @@ def test_bad_settings_are_named(tmp_path):
     import kizuna
 
     for bad in ("77", None, 77.9, True):  # "77"/None: TypeError comparing with an int; 77.9: silently 77
-        with pytest.raises(ValueError, match=rf"^context_length must be an integer >= 2 .*got {bad!r}"):
+        with pytest.raises(ValueError, match=rf"^context_length must be an integer >= 3 .*got {bad!r}"):
             ClipTokenizer(bad)
     with pytest.raises(ValueError, match=r"^context_length must be an integer .*got 10\.5"):
         ClipTokenizer()("a dog", context_length=10.5)
@@ -492,3 +492,13 @@ def test_bad_settings_are_named(tmp_path):
     for texts in ([], ["", "  ", "&nbsp;"]):  # gave a tokenizer of byte symbols only
         with pytest.raises(ValueError, match="no texts to learn merges from"):
             train_bpe_tokenizer(texts, vocab_size=600)
+
+
+def test_a_context_with_no_room_for_text_is_refused():
+    """At 2 positions every caption and prompt became [start, end]: the loss sat at ln B and zero-shot always
+    predicted the first class, without a word."""
+    import kizuna
+
+    with pytest.raises(ValueError, match="context_length must be >= 3 .*one of text.*got 2"):
+        kizuna.get_tokenizer("clip_bpe", context_length=2)
+    assert kizuna.get_tokenizer("clip_bpe", context_length=3)(["a dog"]).tolist() == [[49406, 320, 49407]]

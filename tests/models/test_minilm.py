@@ -85,7 +85,7 @@ def test_tokenizer_overflow_and_inputs_behave_as_the_other_tokenizers(minilm_tok
 def test_context_longer_than_the_encoder_is_refused(minilm_tokenizer):
     from kizuna.models.minilm import MiniLMTokenizer
 
-    with pytest.raises(ValueError, match="context_length must be between 2 .* and 512 .* got 600"):
+    with pytest.raises(ValueError, match="context_length must be between 3 .* and 512 .* got 600"):
         MiniLMTokenizer(600)
     for bad in (0, 1, 513):  # 0 fell back to 64 silently
         with pytest.raises(ValueError, match=f"got {bad}"):

@@ -83,7 +83,10 @@ _ASCII_WHITESPACE = _stdre.compile(r"[\t\n\x0b\x0c\r ]+" if _re is not _stdre el
 _ASCII_SPLIT = _stdre.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[A-Za-z]+|[0-9]|[^\t\n\x0b\x0c\r A-Za-z0-9]+")
 _WORD_CACHE_LIMIT = 200_000  # chunks (words with their punctuation); cleared when full: bounded memory
 _OVERFLOW_MODES = ("truncate", "error")
-_ROOM = "room for start and end tokens"
+# and one token of text: at 2 every caption and prompt became [start, end], the loss sat at ln B and zero-shot
+# always predicted the first class
+_ROOM = "room for start and end tokens and one of text"
+MIN_CONTEXT_LENGTH = 3
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -301,7 +304,7 @@ class BpeTokenizer:
     pad_token_id = 0  # as OpenAI: padding is id 0, masked out by pooling at the EOT position
 
     def __init__(self, tokenizer: Tokenizer, context_length: int = 77):
-        self.context_length = checked_context_length(context_length, 2, _ROOM)
+        self.context_length = checked_context_length(context_length, MIN_CONTEXT_LENGTH, _ROOM)
         self.tokenizer = tokenizer
         self.sot_token_id = tokenizer.token_to_id(SOT_TOKEN)
         self.eot_token_id = tokenizer.token_to_id(EOT_TOKEN)
@@ -391,7 +394,7 @@ class BpeTokenizer:
 
         on_overflow="truncate" cuts a long text so EOT stays the last token; "error" raises ValueError.
         """
-        ctx = self.context_length if context_length is None else checked_context_length(context_length, 2, _ROOM)
+        ctx = self.context_length if context_length is None else checked_context_length(context_length, MIN_CONTEXT_LENGTH, _ROOM)
         texts = checked_texts(texts, on_overflow)
         ids, lengths = self._encode_texts(texts, require_text=True)
         too_long = np.flatnonzero(lengths > ctx - 2)
@@ -549,7 +552,7 @@ def tokenizer_from_config(cfg: dict[str, Any]) -> BpeTokenizer:
     if kind not in ("clip_bpe", "openai", "trained_bpe", "minilm"):
         what = "tokenizer config lacks 'type'" if kind is None else f"unknown tokenizer type {kind!r}"
         raise ValueError(f"{what}; expected 'clip_bpe', 'openai', 'trained_bpe', 'minilm' or 'sentencepiece'")
-    ctx = checked_context_length(cfg.get("context_length", 77), 2, _ROOM, "the tokenizer config's context_length")
+    ctx = checked_context_length(cfg.get("context_length", 77), MIN_CONTEXT_LENGTH, _ROOM, "the tokenizer config's context_length")
     if kind == "minilm":
         from kizuna.models.minilm import MiniLMTokenizer
 

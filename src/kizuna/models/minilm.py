@@ -41,9 +41,10 @@ def minilm_path() -> str:
 
 
 def check_context_length(context_length: int) -> None:
-    """Room for [CLS] and [SEP], and no more positions than the encoder has."""
-    if not 2 <= context_length <= MAX_CONTEXT_LENGTH:
-        raise ValueError(f"MiniLM context_length must be between 2 (room for [CLS] and [SEP]) and "
+    """Room for [CLS], [SEP] and one token of text (at 2 every text was [CLS][SEP]), and no more positions than
+    the encoder has."""
+    if not 3 <= context_length <= MAX_CONTEXT_LENGTH:
+        raise ValueError(f"MiniLM context_length must be between 3 (room for [CLS], [SEP] and one token of text) and "
                          f"{MAX_CONTEXT_LENGTH} (the encoder's max_position_embeddings), got {context_length}")
 
 
