@@ -48,7 +48,7 @@ def add_device_argument(parser) -> None:
 
 def add_act_argument(parser) -> None:
     parser.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
-                        help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record: gelu "
+                        help="the activation of an OpenAI-layout .pt/.bin/.safetensors, which the layout does not record: gelu "
                              "for most OpenCLIP checkpoints (default: quick_gelu, OpenAI's own, with a warning "
                              "for a plain state dict)")
 

@@ -299,10 +299,8 @@ def load_model(
         _refuse_dangling_latest(path)
     if image_size is not None and not _is_image_size(image_size):  # before the try below blames the checkpoint
         raise ValueError(f"image_size must be a positive int or two (height, width), got {image_size!r}")
-    openai_layout = not path.is_dir() and path.suffix != ".safetensors"
-    if act is not None and not openai_layout:
-        raise ValueError(f"{path}: act= applies to OpenAI-layout state dicts (.pt/.bin) only; a kizuna or Hugging "
-                         "Face checkpoint records its own activation")
+    if act is not None and path.is_dir():  # a .safetensors file is told apart once read, below
+        _refuse_act(path)
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.exists():
@@ -311,6 +309,10 @@ def load_model(
             if inside or (path / "train_config.json").is_file():  # a run's --out, the commonest slip
                 raise CheckpointError(f"{path} is a training run's folder, not a model; pass "
                                       + (" or ".join(str(p) for p in inside) or f"{path / 'checkpoints' / 'latest'}"))
+            inside = [p for p in (path / "best", path / "latest") if p.exists()]
+            if inside:  # the run's checkpoints/ folder: its models are the folders inside
+                raise CheckpointError(f"{path} is a training run's checkpoints folder, not a model; pass "
+                                      + " or ".join(str(p) for p in inside))
             raise CheckpointError(f"{path}: folder has no config.json (expected a kizuna or Hugging Face model)")
         try:
             cfg = json.loads(cfg_file.read_text())
@@ -327,10 +329,10 @@ def load_model(
             from .convert_hf import hf_folder_to_kizuna
 
             record, tensors = hf_folder_to_kizuna(path)
-    elif path.suffix == ".safetensors":
-        meta, tensors = _read_safetensors(path)
-        if FORMAT_KEY not in meta:
-            raise CheckpointError(f"{path}: safetensors file without kizuna metadata; save it with kizuna.save_model")
+    elif path.suffix == ".safetensors" and FORMAT_KEY in (contents := _read_safetensors(path))[0]:
+        meta, tensors = contents
+        if act is not None:
+            _refuse_act(path)
         try:
             record = json.loads(meta[FORMAT_KEY])
         except json.JSONDecodeError as e:
@@ -338,9 +340,13 @@ def load_model(
     else:
         from .convert_openai import openai_to_kizuna
 
-        jit = _is_torchscript(path)
-        record, tensors = openai_to_kizuna(_load_torch_file(path, allow_jit), source=str(path),
-                                           act=act or "quick_gelu")
+        if path.suffix == ".safetensors":
+            # No kizuna metadata: OpenCLIP's hub repos ship the OpenAI-layout state dict of their .pt files as
+            # open_clip_model.safetensors, read as the .pt is; anything else is said for what it looks like.
+            jit, state_dict = False, _foreign_safetensors(path, contents[1])
+        else:
+            jit, state_dict = _is_torchscript(path), _load_torch_file(path, allow_jit)
+        record, tensors = openai_to_kizuna(state_dict, source=str(path), act=act or "quick_gelu")
         if act is None and not jit:
             # OpenAI ships TorchScript archives (QuickGELU, right); a plain state dict in this layout is
             # usually OpenCLIP's, and most OpenCLIP (LAION) models use GELU, which the layout cannot say.
@@ -372,6 +378,31 @@ def load_model(
                               f"({type(e).__name__}: {e}); it may come from another kizuna version") from None
     load_state_dict_strict(model, tensors, str(path))
     return model.to(map_location).eval()
+
+
+def _refuse_act(path: Path) -> None:
+    raise ValueError(f"{path}: act= applies to OpenAI-layout state dicts (.pt/.bin, or a .safetensors file without "
+                     "kizuna metadata) only; a kizuna or Hugging Face checkpoint records its own activation")
+
+
+def _foreign_safetensors(path: Path, tensors: dict) -> dict:
+    """The tensors of a .safetensors file without kizuna metadata when they are in the OpenAI layout (which
+    openai_to_kizuna then reads, or refuses naming what is missing); else a CheckpointError saying what the
+    file looks like. "Save it with kizuna.save_model" was the only advice, which needs the model loaded."""
+    names = {k[len("module."):] if k.startswith("module.") else k for k in tensors}
+    if "text_projection" in names and any(k.startswith("visual.") for k in names):
+        return tensors
+    if any(k.startswith(("vision_model.", "text_model.")) for k in names):
+        raise CheckpointError(f"{path}: the weights of a Hugging Face CLIP/SigLIP model (no config of their own); "
+                              "pass the folder that holds them with its config.json")
+    if any(k.startswith(("visual.patch_embed.", "text.token_embed.", "patch_embed.")) for k in names):
+        raise CheckpointError(f"{path}: a kizuna state dict without kizuna metadata (the config that says what "
+                              "model to build): load it into the model it came from (kizuna.create_model with that "
+                              "config, then load_state_dict) and save that with kizuna.save_model")
+    shown = ", ".join(sorted(names)[:6]) or "nothing"
+    raise CheckpointError(f"{path}: a safetensors file without kizuna metadata, and not an OpenAI/OpenCLIP-layout "
+                          f"state dict (found {shown}{', ...' if len(names) > 6 else ''}); a model is a kizuna "
+                          ".safetensors file or folder, an OpenAI/OpenCLIP state dict or a Hugging Face folder")
 
 
 class _ImageSizeError(ValueError):

@@ -267,7 +267,7 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
                 "preprocessing does only where size is the crop enlarged by one factor on both sides; set size to "
                 f"{{\"height\": {hw[0]}, \"width\": {hw[1]}}} or to the crop enlarged by one factor")
         if pct < 1.0:
-            out["crop_pct"] = pct
+            out["crop_pct"] = _exported_crop_pct(pp, pct, ((hw[0], sh), (hw[1], sw)))
         return out
     elif not crop and siglip and size is None:
         # SiglipImageProcessor's default size is {"height", "width"}: a squash, to the model's own size here
@@ -290,8 +290,20 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
                               "transformers pads the resized image to the crop, which kizuna's preprocessing does "
                               f"not do (it resizes to cover the crop); set {field} to at least {max(hw)}")
     if crop and hw is not None and edge and int(edge) > min(hw):  # resized larger than the crop (timm's crop_pct)
-        out["crop_pct"] = min(hw) / int(edge)
+        out["crop_pct"] = _exported_crop_pct(pp, min(hw) / int(edge), ((min(hw), int(edge)),))
     return out
+
+
+def _exported_crop_pct(pp: dict, pct: float, sizes) -> float:
+    """``pct``, the crop over the resize as the sizes give it, or the exact ``crop_pct`` kizuna's export writes
+    beside them (an extra key transformers' CLIP and SigLIP image processors ignore). The sizes are whole
+    pixels: 32 / 0.875 = 36.6 is written 37, read back as 32 / 37 = 0.865, and a model then loaded at
+    image_size=224 resized to 259 where the original resizes to 256. The key is taken only when it gives the
+    ``sizes`` ((crop, resize) pairs) written beside it; another tool's, or sizes edited since, are not ours."""
+    written = pp.get("crop_pct")
+    if isinstance(written, bool) or not isinstance(written, (int, float)) or not 0 < written <= 1:
+        return pct
+    return float(written) if all(round(crop / written) == resize for crop, resize in sizes) else pct
 
 
 def _check_channels(v: dict, source: str) -> None:
@@ -512,9 +524,23 @@ def _put_wb(sd: dict, ours: str, hf: str, out: dict):
         out[f"{hf}.{p}"] = sd[f"{ours}.{p}"]
 
 
-def _text_to_hf(sd: dict, c: ClipConfig, out: dict):
+def _text_positions(c: ClipConfig) -> int:
+    """The text positions an HF folder gets (its ``max_position_embeddings``): the tokenizer's context where it
+    is shorter than the tower's. The reader builds the tokenizer from max_position_embeddings, so a 64-position
+    SigLIP tower with a 16-token tokenizer read back padding to 64, and SigLIP pools the last position: every
+    text embedding changed (and a CLIP folder no longer cut captions at 16 tokens). The positions past the
+    tokenizer's context are never used: both towers, kizuna's and transformers', add the first T position
+    embeddings to T-token ids and pool inside them (SigLIP at T - 1, CLIP at the end-of-text token or
+    argmax), so cutting them keeps every number."""
+    ctx = (c.tokenizer or {}).get("context_length")
+    if isinstance(ctx, int) and not isinstance(ctx, bool) and 0 < ctx < c.text.context_length:
+        return ctx
+    return c.text.context_length
+
+
+def _text_to_hf(sd: dict, c: ClipConfig, out: dict, positions: int):
     out["text_model.embeddings.token_embedding.weight"] = sd["text.token_embed.weight"]
-    out["text_model.embeddings.position_embedding.weight"] = sd["text.pos_embed"]
+    out["text_model.embeddings.position_embedding.weight"] = sd["text.pos_embed"][:positions]
     _encoder_to_hf(sd, "text", "text_model", c.text.depth, out)
     _put_wb(sd, "text.norm", "text_model.final_layer_norm", out)
 
@@ -545,6 +571,8 @@ def _hf_preprocess(pre: dict, processor: str) -> dict:
         "rescale_factor": 1 / 255,
     }
     pct = float(pre.get("crop_pct", 1.0))
+    if pct != 1.0:  # the sizes below round it to whole pixels; the reader takes it back exact (_exported_crop_pct)
+        out["crop_pct"] = pct
     if squash and pct != 1.0:  # squash to the crop enlarged by 1 / crop_pct, then crop the centre
         out.update(do_center_crop=True, size={"height": round(h / pct), "width": round(w / pct)},
                    crop_size={"height": h, "width": w})
@@ -556,7 +584,7 @@ def _hf_preprocess(pre: dict, processor: str) -> dict:
     return out
 
 
-def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict) -> Path:
+def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, processor_class: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
@@ -569,8 +597,13 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict) -
         # transformers (and read_image_processor_config) read the image settings here first: an earlier
         # processor's entry would win over the ones just written.
         processor = _read_json(processor_file)
-        if "image_processor" in processor:
-            processor["image_processor"] = preprocess
+        if "image_processor" in processor or "processor_class" in processor:
+            if "image_processor" in processor:
+                processor["image_processor"] = preprocess
+            if "processor_class" in processor:
+                # AutoProcessor builds the class named here before it looks anywhere else: an earlier SigLIP
+                # export's SiglipProcessor was built for a CLIP model (and the other way round).
+                processor["processor_class"] = processor_class
             atomic_write(processor_file, lambda tmp: Path(tmp).write_text(json.dumps(processor, indent=2)))
     return folder
 
@@ -654,10 +687,11 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
     _put_wb(sd, "visual.norm_pre", "vision_model.pre_layrnorm", out)
     _encoder_to_hf(sd, "visual", "vision_model", v.depth, out)
     _put_wb(sd, "visual.norm", "vision_model.post_layernorm", out)
-    _text_to_hf(sd, c, out)
+    positions = _text_positions(c)
+    _text_to_hf(sd, c, out, positions)
 
     text_cfg = dict(_tower_config(t), model_type="clip_text_model", vocab_size=t.vocab_size,
-                    max_position_embeddings=t.context_length, projection_dim=t.output_dim,
+                    max_position_embeddings=positions, projection_dim=t.output_dim,
                     bos_token_id=49406, eos_token_id=2 if t.pool == "argmax" else t.eot_token_id, pad_token_id=1)
     vision_cfg = dict(_tower_config(v), model_type="clip_vision_model", image_size=image_size,
                       patch_size=v.patch_size, num_channels=3, projection_dim=v.output_dim)
@@ -672,7 +706,7 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
         "vision_config": vision_cfg,
     }
     pre = _hf_preprocess(c.preprocess, "CLIPImageProcessor")
-    folder = _write_folder(Path(folder), config, out, pre)
+    folder = _write_folder(Path(folder), config, out, pre, "CLIPProcessor")
     # An HF CLIP folder has no sentencepiece tokenizer (kizuna writes none for CLIP's BPE); one left by an
     # earlier SigLIP export would be loaded by AutoTokenizer for this model.
     _remove_stale_sentencepiece(folder)
@@ -723,11 +757,12 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
     _put_wb(sd, "visual.norm", "vision_model.post_layernorm", out)
     for a, b in (("attention.out_proj", "proj"), ("layernorm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
         _put_wb(sd, f"visual.attn_pool.{b}", f"vision_model.head.{a}", out)
-    _text_to_hf(sd, c, out)
+    positions = _text_positions(c)
+    _text_to_hf(sd, c, out, positions)
     _put_wb(sd, "text.proj", "text_model.head", out)
 
     text_cfg = dict(_tower_config(t), model_type="siglip_text_model", vocab_size=t.vocab_size,
-                    max_position_embeddings=t.context_length, projection_size=t.output_dim,
+                    max_position_embeddings=positions, projection_size=t.output_dim,
                     bos_token_id=49406, eos_token_id=t.eot_token_id, pad_token_id=1)
     vision_cfg = dict(_tower_config(v), model_type="siglip_vision_model", image_size=image_size,
                       patch_size=v.patch_size, num_channels=3, vision_use_head=True)
@@ -740,11 +775,11 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
         "vision_config": vision_cfg,
     }
     pre = _hf_preprocess(c.preprocess, "SiglipImageProcessor")
-    folder = _write_folder(Path(folder), config, out, pre)
+    folder = _write_folder(Path(folder), config, out, pre, "SiglipProcessor")
     if (c.tokenizer or {}).get("type") == "sentencepiece":
         from kizuna.data.siglip_tokenizer import write_hf_tokenizer
 
-        write_hf_tokenizer({**c.tokenizer, "context_length": t.context_length}, folder)
+        write_hf_tokenizer({**c.tokenizer, "context_length": positions}, folder)
     else:
         _remove_stale_sentencepiece(folder)
     return folder

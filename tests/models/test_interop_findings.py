@@ -1,0 +1,202 @@
+"""Interop findings: HF export of a tokenizer context shorter than the text positions, OpenAI-layout .safetensors
+files, a stale processor_class after export, crop_pct kept exact through HF, and a run's checkpoints folder given
+as a model."""
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import kizuna
+from kizuna.models.checkpoint import CheckpointError, load_model, save_model
+from kizuna.models.convert_hf import export_hf_clip, export_hf_siglip
+from kizuna.models.convert_openai import kizuna_to_openai
+
+transformers = pytest.importorskip("transformers")
+
+# the first is longer than 16 tokens: cut at 16 by the model's tokenizer, not at 64 or 77
+CAPTIONS = ["a man in a red jacket climbs a steep rock wall while two friends watch from the grass below",
+            "a dog", "two children play football on the grass ."]
+
+
+def _jitter(model, seed: int):
+    """Perturb the 1-D tensors (LayerNorms at 1/0, biases at 0), where a swapped name would go unnoticed."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "logit" not in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def _short_context_model(preset: str, seed: int, tokenizer=None):
+    torch.manual_seed(seed)
+    model = kizuna.create_model(preset, tokenizer=tokenizer or {"context_length": 16}).eval()
+    _jitter(model, seed)
+    return model
+
+
+def _text(model, captions=CAPTIONS):
+    with torch.no_grad():
+        return model.encode_text(kizuna.get_tokenizer(model)(captions))
+
+
+# ----- 1: a tokenizer context shorter than the text tower's positions ------------------------------------
+@pytest.mark.parametrize("preset, export, hf_cls", [
+    ("siglip-mu-8", export_hf_siglip, "SiglipModel"), ("ViT-mu-8", export_hf_clip, "CLIPModel")])
+def test_export_with_a_tokenizer_shorter_than_the_text_positions_keeps_the_text_embeddings(preset, export, hf_cls,
+                                                                                          tmp_path):
+    """The folder said max_position_embeddings 64 (77), the tower's, and the reader built the tokenizer from it:
+    SigLIP pools the last position, so ids padded to 64, not 16, changed every text embedding; CLIP no longer
+    cut captions at 16 tokens. Now the folder has the tokenizer's 16 positions (the others are never used)."""
+    model = _short_context_model(preset, 5)
+    assert model.cfg.text.context_length > 16
+    export(model, tmp_path)
+    back = kizuna.create_model(str(tmp_path))
+    torch.testing.assert_close(_text(back), _text(model), atol=1e-5, rtol=1e-5)
+    assert json.loads((tmp_path / "config.json").read_text())["text_config"]["max_position_embeddings"] == 16
+    assert back.cfg.tokenizer["context_length"] == 16 and back.cfg.text.context_length == 16
+    # transformers, given the model's own ids (input_ids only), has the same numbers
+    hf = getattr(transformers, hf_cls).from_pretrained(tmp_path).eval()
+    ids = kizuna.get_tokenizer(model)(CAPTIONS)
+    with torch.no_grad():
+        theirs = hf.get_text_features(input_ids=ids)
+    theirs = getattr(theirs, "pooler_output", theirs)
+    torch.testing.assert_close(theirs, _text(model), atol=1e-5, rtol=1e-5)
+
+
+def test_export_hf_siglip_writes_the_sentencepiece_tokenizer_at_its_own_context(spiece_model, tmp_path):
+    """write_hf_tokenizer was given the tower's 64 positions as model_max_length, not the tokenizer's 16."""
+    pytest.importorskip("sentencepiece")
+    from kizuna.data.siglip_tokenizer import siglip_tokenizer_config
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "spiece.model").write_bytes(spiece_model)
+    tokenizer = siglip_tokenizer_config(tmp_path / "src", 16)
+    model = _short_context_model("siglip-mu-8", 6, tokenizer=tokenizer)
+    export_hf_siglip(model, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["model_max_length"] == 16
+    back = kizuna.create_model(str(tmp_path / "out"))
+    assert back.cfg.tokenizer["type"] == "sentencepiece" and back.cfg.tokenizer["context_length"] == 16
+    torch.testing.assert_close(_text(back), _text(model), atol=1e-5, rtol=1e-5)
+
+
+# ----- 2: an OpenAI/OpenCLIP-layout .safetensors ----------------------------------------------------------
+def _openai_layout_files(tmp_path: Path):
+    model = kizuna.create_model("ViT-mu-8-quickgelu", vision={"heads": 1}, text={"heads": 1}).eval()
+    sd = {k: v.contiguous() for k, v in kizuna_to_openai(model).items()}
+    torch.save(sd, tmp_path / "oc.pt")
+    save_file(sd, tmp_path / "open_clip_model.safetensors")
+    return model, tmp_path / "oc.pt", tmp_path / "open_clip_model.safetensors"
+
+
+def test_openai_layout_safetensors_loads_as_its_pt_does(tmp_path):
+    """OpenCLIP's hub repos ship open_clip_model.safetensors (the .pt's tensors, no kizuna metadata): it was
+    refused with "save it with kizuna.save_model", advice that needs the model loaded first."""
+    model, pt, st = _openai_layout_files(tmp_path)
+    with pytest.warns(UserWarning, match=r"QuickGELU.*act=\"gelu\""):
+        from_st = load_model(st)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from_pt = load_model(pt)
+    assert from_st.cfg.to_dict() == from_pt.cfg.to_dict()
+    for k, v in from_pt.state_dict().items():
+        assert torch.equal(from_st.state_dict()[k], v), k
+    # act= applies as to the .pt, and names no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model(st, act="gelu").cfg.vision.act == "gelu"
+    # a kizuna .safetensors still refuses act=
+    with pytest.raises(ValueError, match="act= applies to OpenAI-layout"):
+        load_model(save_model(model, tmp_path / "k.safetensors"), act="gelu")
+
+
+def test_safetensors_without_kizuna_metadata_says_what_it_looks_like(tmp_path):
+    hf = tmp_path / "model.safetensors"
+    save_file({"vision_model.embeddings.patch_embedding.weight": torch.zeros(2, 3, 4, 4),
+               "text_model.embeddings.token_embedding.weight": torch.zeros(5, 2)}, hf)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: the weights of a Hugging Face .*pass the folder"):
+        load_model(hf)
+    bare = tmp_path / "bare.safetensors"
+    save_file({k: v.contiguous() for k, v in kizuna.create_model("ViT-mu-8").state_dict().items()}, bare)
+    with pytest.raises(CheckpointError, match=r"bare\.safetensors: a kizuna state dict without kizuna metadata"):
+        load_model(bare)
+    other = tmp_path / "other.safetensors"
+    save_file({"encoder.weight": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match=r"other\.safetensors: .*not an OpenAI/OpenCLIP-layout.*encoder\.weight"):
+        load_model(other)
+    # an OpenAI-layout file short of a tensor: openai_to_kizuna's own error, naming the file
+    sd = kizuna_to_openai(kizuna.create_model("ViT-mu-8-quickgelu"), strict=False)
+    sd = {k: v.contiguous() for k, v in sd.items()}
+    del sd["visual.proj"]
+    save_file(sd, tmp_path / "short.safetensors")
+    with pytest.raises(CheckpointError, match=r"short\.safetensors: not an OpenAI CLIP .*visual\.proj"):
+        load_model(tmp_path / "short.safetensors")
+
+
+# ----- 3: processor_class after an export into another model's folder -------------------------------------
+def _siglip_processor_config(folder: Path):
+    """processor_config.json as transformers 5 saves a SiglipProcessor (image settings nested, processor_class)."""
+    image = transformers.SiglipImageProcessor(size={"height": 32, "width": 32}).to_dict()
+    (folder / "processor_config.json").write_text(
+        json.dumps({"image_processor": image, "processor_class": "SiglipProcessor"}))
+
+
+def test_export_rewrites_a_stale_processor_class(tmp_path):
+    """export_hf_clip rewrote processor_config.json's image settings but kept "processor_class": "SiglipProcessor",
+    which AutoProcessor reads first: it built a SiglipProcessor for a CLIP model."""
+    export_hf_siglip(kizuna.create_model("siglip-mu-8"), tmp_path)
+    _siglip_processor_config(tmp_path)
+    export_hf_clip(kizuna.create_model("ViT-mu-8"), tmp_path)
+    processor = json.loads((tmp_path / "processor_config.json").read_text())
+    assert processor["processor_class"] == "CLIPProcessor"
+    assert processor["image_processor"]["image_processor_type"] == "CLIPImageProcessor"
+    assert type(transformers.AutoProcessor.from_pretrained(tmp_path)).__name__ == "CLIPProcessor"
+    # and the other way round
+    export_hf_siglip(kizuna.create_model("siglip-mu-8"), tmp_path)
+    assert json.loads((tmp_path / "processor_config.json").read_text())["processor_class"] == "SiglipProcessor"
+
+
+# ----- 4: crop_pct through HF --------------------------------------------------------------------------
+def _pixels(model, folder: Path):
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((60, 80), (96, 48))]
+    theirs = transformers.AutoImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")
+    ours = torch.stack([kizuna.get_preprocess(model)(im) for im in images])
+    return ours, theirs["pixel_values"]
+
+
+@pytest.mark.parametrize("preset, export", [("ViT-mu-8", export_hf_clip), ("siglip-mu-8", export_hf_siglip)])
+def test_crop_pct_comes_back_exact_from_an_hf_export(preset, export, tmp_path):
+    """32 / 0.875 = 36.6 is written as a resize to 37, which read back as crop_pct 32 / 37 = 0.865: reloaded at
+    image_size=224 the model resized to 259 where the original resizes to 256. The exact value is written beside
+    the sizes (transformers' image processors ignore it: same pixels) and read back when it gives them."""
+    model = kizuna.create_model(preset, preprocess={"crop_pct": 0.875})
+    export(model, tmp_path)
+    ours, theirs = _pixels(kizuna.create_model(str(tmp_path)), tmp_path)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert kizuna.create_model(str(tmp_path), image_size=224).cfg.preprocess["crop_pct"] == 0.875
+    # sizes edited since the export: the key no longer gives them, and the sizes win
+    pp_file = tmp_path / "preprocessor_config.json"
+    pp = json.loads(pp_file.read_text())
+    pp["size"] = {"shortest_edge": 40} if "shortest_edge" in pp["size"] else {"height": 40, "width": 40}
+    pp_file.write_text(json.dumps(pp))
+    assert kizuna.create_model(str(tmp_path)).cfg.preprocess["crop_pct"] == pytest.approx(0.8)
+
+
+# ----- 5: a run's checkpoints folder given as a model ----------------------------------------------------
+def test_a_runs_checkpoints_folder_points_to_latest_and_best(tmp_path):
+    """`kizuna info runs/x/checkpoints` said "folder has no config.json", where the run folder itself is told
+    which checkpoints to pass."""
+    checkpoints = tmp_path / "run" / "checkpoints"
+    model = kizuna.create_model("ViT-mu-8")
+    save_model(model, checkpoints / "step_0000010")
+    save_model(model, checkpoints / "best")
+    (checkpoints / "latest").write_text("step_0000010")
+    with pytest.raises(CheckpointError, match=r"checkpoints is a training run's checkpoints folder, not a model; "
+                                              r"pass .*checkpoints/best or .*checkpoints/latest"):
+        load_model(checkpoints)
+    assert isinstance(load_model(checkpoints / "latest"), type(model))
