@@ -314,3 +314,18 @@ def test_a_keyed_templates_json_of_one_dataset_is_read_where_no_dataset_is_named
     with pytest.raises(DatasetError, match=r"keyed by dataset \(cifar10, mnist\) and this command names no dataset"):
         read_templates(two)
     assert read_templates(two, "mnist") == ["a digit {c}."]
+
+
+def test_repeated_class_names_are_warned_about(tmp_path):
+    """classnames.txt naming one class twice was taken silently: both get one zero-shot weight, ties go to the
+    lower index, and the later class is never predicted (its recall 0% by construction)."""
+    from _evalhelpers import classification_wds
+
+    root = classification_wds(tmp_path / "d", n=6, classnames=["cat", "cat", "dog"])
+    with pytest.warns(UserWarning, match=r"repeat 'cat' \(classes 0, 1\).*only its first class is ever predicted"):
+        load_dataset(str(root), split="test")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(str(classification_wds(tmp_path / "e", n=6)), split="test")

@@ -546,8 +546,25 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
                                  dtype=np.int64)
             ds.labels_override = np.where(labels_override >= 0, of_folder[np.maximum(labels_override, 0)], -1)
         _check_labels(ds)
+        _warn_repeated_classnames(ds.classnames, ds.classnames_source)
         ds.templates, ds.templates_source = _resolve_templates(templates, data if data.is_dir() else root, root, name)
     return ds
+
+
+def _warn_repeated_classnames(classnames, source: str) -> None:
+    """Two classes of one name get one zero-shot weight, and ties go to the lower index: the later class is never
+    predicted (its recall 0% by construction). Warned, not refused: the bundled imagenet1k list (OpenAI's names,
+    as CLIP_benchmark ships them) repeats 'missile' and 'sunglasses'."""
+    seen: dict[str, list[int]] = {}
+    for k, name in enumerate(classnames or ()):
+        seen.setdefault(str(name), []).append(k)
+    repeated = {name: where for name, where in seen.items() if len(where) > 1}
+    if repeated:
+        import warnings
+
+        shown = "; ".join(f"{name!r} (classes {', '.join(map(str, where))})" for name, where in list(repeated.items())[:5])
+        warnings.warn(f"the class names (from {source}) repeat {shown}: zero-shot gives a repeated name one "
+                      "weight, so only its first class is ever predicted", UserWarning, stacklevel=3)
 
 
 def _require(task: str | None) -> str:
