@@ -98,6 +98,9 @@ class TextTransformer(nn.Module):
         if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
             raise ValueError(f"expected integer token ids, got {tokens.dtype}; tokenize the text first "
                              "(kizuna.get_tokenizer / the model's tokenizer)")
+        if tokens.shape[1] == 0:  # failed in argmax pooling ("Expected reduction dim 1 to have non-zero size")
+            raise ValueError("expected token ids of shape [B, T] with T >= 1, got T = 0; tokenize the text with the "
+                             "model's tokenizer, which gives start and end tokens")
         if tokens.shape[1] > self.cfg.context_length:
             raise ValueError(
                 f"token sequence of length {tokens.shape[1]} exceeds the model's context length "
