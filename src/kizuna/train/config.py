@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,24 +87,85 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def load_config_file(name_or_path: str) -> dict:
+# Keys of a run's saved settings (OUT/train_config.json) that are no option to set: the precision "auto"
+# resolved to (Trainer.open_log), and how the run's latest start was begun (a --resume in it resumed, in the
+# new --out, a run that is not there).
+RECORDED_ONLY = ("precision_used", "resume")
+
+
+def load_config_file(name_or_path: str, config_cls=None) -> dict:
+    """A config file's settings: a .py file's get_config(), or a .json file's object (a run's saved
+    OUT/train_config.json, less what it only records). With ``config_cls`` the values are checked against
+    its fields' types (:func:`typed_file_values`)."""
     path = Path(name_or_path)
     builtin = CONFIG_DIR / f"{name_or_path}.py"
     # a built-in name wins over a folder or file of that name that is no .py config (a `demo` folder in the
     # current directory made every command fail: `kizuna demo` reads the demo config to build its flags)
-    if not path.exists() or (builtin.is_file() and not (path.is_file() and path.suffix == ".py")):
+    if not path.exists() or (builtin.is_file() and not (path.is_file() and path.suffix in (".py", ".json"))):
         path = builtin
     if not path.exists():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
         raise FileNotFoundError(f"config {name_or_path!r} not found (built-in configs: {', '.join(known)})")
-    if path.suffix != ".py" or not path.is_file():
-        raise ValueError(f"config {str(path)!r}: expected a Python file (.py) that defines get_config() -> dict")
-    spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "get_config", None)):
-        raise ValueError(f"config {str(path)!r} defines no get_config() -> dict")
-    return module.get_config()
+    if path.suffix not in (".py", ".json") or not path.is_file():
+        raise ValueError(f"config {str(path)!r}: expected a Python file (.py) that defines get_config() -> dict, "
+                         "or a .json file of settings (a run's train_config.json)")
+    if path.suffix == ".json":
+        try:
+            values = json.loads(path.read_text())
+        except ValueError as e:  # JSONDecodeError is one
+            raise ValueError(f"config {str(path)!r}: not JSON ({e})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"config {str(path)!r}: expected a JSON object of settings, got a "
+                             f"{type(values).__name__}")
+        values = {k: v for k, v in values.items() if k not in RECORDED_ONLY}
+    else:
+        spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not callable(getattr(module, "get_config", None)):
+            raise ValueError(f"config {str(path)!r} defines no get_config() -> dict")
+        values = module.get_config()
+        if not isinstance(values, dict):  # a forgotten `return` failed later as "'NoneType' object is not iterable"
+            raise ValueError(f"config {str(path)!r}: get_config() must return a dict of settings, got "
+                             + ("None (a missing `return`?)" if values is None else f"a {type(values).__name__}"))
+    return typed_file_values(config_cls, values, path) if config_cls is not None else values
+
+
+FILE_VALUE_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+                    tuple: "a list of numbers", dict: "a dict (JSON object)"}
+
+
+def typed_file_values(config_cls, values: dict, path) -> dict:
+    """A config file's values as their fields' types. A flag is parsed by its type, a file's value was taken
+    as it came: resampled="false" (a true string) drew with replacement, lr="1e-3" failed as a TypeError deep
+    in a check. Strings are read as the flag reads them, ints pass for floats, lists for tuples; unknown keys
+    are left for make_config to name."""
+    defaults = config_cls()
+    kinds = {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(config_cls)}
+    typed = dict(values)
+    for key, value in values.items():
+        kind = kinds.get(key)
+        if kind is None:
+            continue
+        new = value
+        if isinstance(value, str) and kind is not str:
+            try:
+                new = parse_flag_value(kind, value)
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"config {str(path)!r}: {key}: {e}") from None
+        elif isinstance(value, os.PathLike) and kind is str:  # data=Path(SHARED) / "cifar10"
+            new = str(value)
+        if kind is tuple and isinstance(new, list):  # JSON has no tuples
+            new = tuple(new)
+        ok = (isinstance(new, (int, float)) if kind is float else isinstance(new, kind)) and not (
+            kind in (int, float) and isinstance(new, bool))
+        if ok and kind is tuple:
+            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in new)
+        if not ok:
+            raise ValueError(f"config {str(path)!r}: {key} must be {FILE_VALUE_KINDS.get(kind, kind.__name__)}, "
+                             f"got {value!r}")
+        typed[key] = new
+    return typed
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -114,13 +176,25 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def merge_model_overrides(base: dict, overrides: dict, default_model: str) -> tuple[dict, dict]:
+    """A config file's ``model_overrides`` under the command line's, for both trainers. They belong to the
+    file's model: with that model, --model-overrides merges into them key by key (``'{"depth": 4}'`` keeps
+    the file's width and heads); a --model naming another one starts from that model's own architecture, so
+    the file's are dropped (`--config vit_cifar10_gpu --model S/4 --model-overrides '{"depth": 7}'` is S/4
+    at depth 7, not S/4 with the hybrid's width). Returns (base, overrides)."""
+    if "model" in overrides and overrides["model"] != base.get("model", default_model):
+        base = {k: v for k, v in base.items() if k != "model_overrides"}
+    elif isinstance(base.get("model_overrides"), dict) and isinstance(overrides.get("model_overrides"), dict):
+        overrides = {**overrides, "model_overrides": deep_merge(base["model_overrides"], overrides["model_overrides"])}
+    return base, overrides
+
+
 def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     """A config file's dict with flags on top. ``model_overrides`` merges key by key, so
-    ``--model-overrides '{"vision": {"depth": 2}}'`` keeps the config's other vision and text fields."""
+    ``--model-overrides '{"vision": {"depth": 2}}'`` keeps the config's other vision and text fields
+    (see :func:`merge_model_overrides`)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    base = dict(base or {})
-    if isinstance(base.get("model_overrides"), dict) and isinstance(overrides.get("model_overrides"), dict):
-        overrides = {**overrides, "model_overrides": deep_merge(base["model_overrides"], overrides["model_overrides"])}
+    base, overrides = merge_model_overrides(dict(base or {}), overrides, TrainConfig.model)
     merged = {**base, **overrides}
     unknown = sorted(set(merged) - fields)
     if unknown:
@@ -129,6 +203,7 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         vit = set(unknown) <= {f.name for f in dataclasses.fields(SupervisedConfig)}
         raise ValueError(f"unknown training option(s): {', '.join(unknown)}"
                          + ("; they are `kizuna vit train` options (a ViT config given to `kizuna train`?)" if vit else ""))
+    check_clip_overrides(merged.get("model_overrides", {}))
     cfg = TrainConfig(**merged)
     if cfg.loss not in ("model", "clip", "siglip"):
         raise ValueError(f"loss must be 'model', 'clip' or 'siglip', got {cfg.loss!r}")
@@ -145,8 +220,52 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     if not 0.0 <= cfg.patch_dropout < 1.0:  # 1.5 kept one patch per image, a negative share none were dropped
         raise ValueError(f"--patch-dropout is the share of patches dropped while training, in [0, 1); got "
                          f"{cfg.patch_dropout}")
+    # on --data synthetic the scenes' side is the model's input size (contrastive.model_config sets it): an
+    # override of it was replaced without a word, and train_config.json recorded a size the model did not have
+    size = cfg.model_overrides.get("vision", {}).get("image_size")
+    if isinstance(size, (list, tuple)) and len(set(size)) == 1:  # [48, 48]: square, as the scenes are
+        size = size[0]
+    if cfg.data == "synthetic" and size is not None and size != cfg.synthetic_image_size:
+        raise ValueError(f"--model-overrides vision.image_size {size} disagrees with --synthetic-image-size "
+                         f"{cfg.synthetic_image_size}: on --data synthetic the model's input size is the scenes' "
+                         f"size; give --synthetic-image-size {size} instead")
     check_common(cfg)
     return cfg
+
+
+def check_clip_overrides(overrides) -> None:
+    """--model-overrides is a JSON object of ClipConfig fields, its towers, preprocessing and tokenizer objects
+    too: a list or a number failed deep in deep_merge or in building the model, as a traceback. The values'
+    types are checked against the preset's in contrastive.model_config."""
+    if not isinstance(overrides, dict):
+        raise ValueError("--model-overrides must be a JSON object of ClipConfig fields, e.g. "
+                         f"'{{\"vision\": {{\"depth\": 4}}}}', got {overrides!r}")
+    for part in ("vision", "text", "preprocess", "tokenizer"):
+        if part in overrides and not isinstance(overrides[part], dict):
+            raise ValueError(f"--model-overrides: {part} must be a JSON object of its fields, e.g. "
+                             f"'{{\"{part}\": {{...}}}}', got {overrides[part]!r}")
+
+
+def check_override_types(defaults: dict, overrides: dict, where: str = "") -> None:
+    """Each --model-overrides value against the kind of the value it replaces (``defaults``: the model's
+    config as a dict). The config classes take any value, so {"embed_dim": "64"} failed as a TypeError in
+    torch while the model was built. A default of None (an optional field) takes anything."""
+    def kind(value) -> str:
+        for types, name in ((bool, "true or false"), (int, "a whole number"), (float, "a number"),
+                            (str, "a string"), ((list, tuple), "a list"), (dict, "a JSON object")):
+            if isinstance(value, types):
+                return name
+        return type(value).__name__
+
+    for key, value in overrides.items():
+        default, name = defaults.get(key), where + key
+        if isinstance(default, dict) and isinstance(value, dict):
+            check_override_types(default, value, name + ".")
+        elif default is not None and value is not None and kind(value) != kind(default) and not (
+                kind(default) == "a number" and kind(value) == "a whole number") and not (
+                key == "image_size" and isinstance(value, (list, tuple))):  # (height, width): the config checks it
+            raise ValueError(f"--model-overrides: {name} must be {kind(default)} (as the model's "
+                             f"{json.dumps(default, default=str)}), got {json.dumps(value, default=str)}")
 
 
 def check_common(cfg) -> None:
@@ -185,6 +304,8 @@ def check_common(cfg) -> None:
     need(cfg.keep_last >= 1, "keep_last", ">= 1 (the newest checkpoint is always kept)", cfg.keep_last)
     # "" is the current folder to a path: a training run started from whatever model was there
     need(bool(str(cfg.model).strip()), "model", "a preset name or a checkpoint path", cfg.model)
+    # and a run into it wrote checkpoints/, metrics.jsonl, ... among whatever is there, then said "/checkpoints"
+    need(bool(str(cfg.out).strip()), "out", "a folder for the run", cfg.out)
     # the augmentation both trainers share, under each one's field name (`kizuna train`'s aug_* take the
     # other's words too): a one-number scale failed at the first batch, one over 1 turned the crop off
     for name in ("crop_scale", "aug_scale"):
@@ -232,7 +353,9 @@ def parse_flag_value(kind, text: str):
         raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
     if kind in (dict, tuple, list):
         try:
-            return json.loads(text) if text.strip().startswith(("{", "[")) else tuple(float(x) for x in text.split(","))
+            # a dict is JSON only: `--model-overrides 2` read as the numbers (2.0,)
+            return (json.loads(text) if kind is dict or text.strip().startswith(("{", "["))
+                    else tuple(float(x) for x in text.split(",")))
         except ValueError as e:  # JSONDecodeError is one
             want = "a JSON object, e.g. '{\"depth\": 2}'" if kind is dict else "JSON or comma-separated numbers"
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r} ({e})") from None
@@ -280,7 +403,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
                          skip: tuple = ()) -> None:
     """One flag per field of ``config_cls`` (``--lr``, ``--lock-image``, ...), default None = not given.
     ``defaults`` only changes the help text (e.g. a subcommand's own defaults); ``skip`` leaves fields out."""
-    parser.add_argument("--config", help="config name (see kizuna/train/configs) or path to a config .py file")
+    parser.add_argument("--config", help="config name (see kizuna/train/configs), path to a config .py file, or a "
+                        "run's saved train_config.json")
     base = config_cls()
     explain = field_help(config_cls)
     for f in dataclasses.fields(config_cls):
@@ -318,5 +442,5 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = load_config_file(args.config) if getattr(args, "config", None) else {}
+    base = load_config_file(args.config, TrainConfig) if getattr(args, "config", None) else {}
     return make_config(base, **given_arguments(args))

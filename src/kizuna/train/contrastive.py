@@ -28,7 +28,7 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import follow_context_length
 
-from .config import TrainConfig, deep_merge
+from .config import TrainConfig, check_override_types, deep_merge
 from .data import build_dataset, build_loader
 from .distributed import contrastive_loss, from_rank0
 from .optim import make_optimizer
@@ -47,6 +47,7 @@ RESUME_STATE_FIXED = ("lock_image", "lock_image_unlocked_blocks", "lock_text", "
 def model_config(cfg: TrainConfig) -> ClipConfig:
     """The ClipConfig a fresh run starts from: preset + overrides + loss/tower/tokenizer choices."""
     preset = kizuna.clip_config(cfg.model)
+    check_override_types(preset.to_dict(), cfg.model_overrides)  # {"embed_dim": "64"} failed in torch
     d = deep_merge(preset.to_dict(), copy.deepcopy(cfg.model_overrides))
     follow_context_length(d, preset.text.context_length, cfg.model_overrides.get("tokenizer"))
     if "embed_dim" in cfg.model_overrides:  # a new joint width: the towers' projections follow it

@@ -58,7 +58,7 @@ from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_mo
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .config import check_act, check_common
+from .config import check_act, check_common, check_override_types, merge_model_overrides
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
 from .trainer import Trainer
@@ -157,7 +157,10 @@ class SupervisedConfig:
 
 def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedConfig:
     fields = {f.name for f in dataclasses.fields(SupervisedConfig)}
-    merged = {**(base or {}), **overrides}
+    # --model-overrides merges into a config's (it replaced them: `--config vit_cifar10 --model-overrides
+    # '{"depth": 4}'` lost the config's width 96), as `kizuna train` does; another --model drops the config's
+    base, overrides = merge_model_overrides(dict(base or {}), overrides, SupervisedConfig.model)
+    merged = {**base, **overrides}
     unknown = sorted(set(merged) - fields)
     if unknown:
         from kizuna.train.config import TrainConfig
@@ -199,6 +202,7 @@ def check_model_overrides(overrides: dict) -> None:
     owned = {"image_size": "--image-size", "num_classes": "the data's class count"}
     for key in sorted(set(overrides) & set(owned)):
         raise ValueError(f"--model-overrides: {key} is set by {owned[key]}, not by an override")
+    check_override_types(dataclasses.asdict(VisionConfig()), overrides)  # {"eps": "1e-6"}: a TypeError in torch
 
 
 def check_augmentation(cfg: SupervisedConfig) -> None:

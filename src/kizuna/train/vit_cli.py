@@ -43,6 +43,7 @@ FINETUNE_DEFAULTS = dict(optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_step
 AUGMENT_FIELDS = ("data", "data_split", "classnames", "subset_fraction", "subset_seed", "image_size", "crop",
                   "crop_scale", "crop_padding", "hflip", "randaug_ops", "randaug_magnitude", "mixup", "cutmix",
                   "mix_prob", "label_smoothing", "seed", "out", "image_column", "label_column", "threads")
+AUGMENT_OUT = "runs/augment"  # `vit augment`'s own --out default
 
 
 def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
@@ -109,11 +110,14 @@ def add_arguments(p):
 
     # only the settings the preview acts on: the other training flags were accepted and ignored (a --config
     # file may still hold them all)
-    _add_config_flags(a, {"out": "runs/augment"},
+    _add_config_flags(a, {"out": AUGMENT_OUT},
                       skip=tuple(f.name for f in dataclasses.fields(SupervisedConfig) if f.name not in AUGMENT_FIELDS))
     # the shared field comments speak of a training run; the preview has no checkpoint and writes no run
     _set_help(a, "image_size", f"side in pixels the images are augmented to (default {SupervisedConfig().image_size})")
-    _set_help(a, "out", 'folder for augment.png and augment.json (default "runs/augment")')
+    _set_help(a, "out", f'folder for augment.png and augment.json (default "{AUGMENT_OUT}")')
+    # as if given: a --config's `out` is its training run's folder, and without --out the preview wrote into it
+    # (or into `vit train`'s default runs/vit)
+    a.set_defaults(out=AUGMENT_OUT)
     _set_help(a, "seed", f"random seed of the augmentation draws (default {SupervisedConfig().seed})")
     e = sub.add_parser("eval", help="evaluate a trained ViT's own head: top-1/top-5, per-class table, confusion",
                        description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,11 +179,11 @@ def _given(args) -> dict:
 
 def config_from_args(args):
     from .config import load_config_file
-    from .supervised import make_supervised_config
+    from .supervised import SupervisedConfig, make_supervised_config
 
     base = dict(FINETUNE_DEFAULTS) if args.vit_command == "finetune" else {}
     if getattr(args, "config", None):
-        base.update(load_config_file(args.config))
+        base.update(load_config_file(args.config, SupervisedConfig))
     return make_supervised_config(base, **_given(args))
 
 
@@ -268,6 +272,9 @@ def augment(args) -> int:
     from kizuna.analysis.augmentation import preview_augmentation
 
     cfg = config_from_args(args)
+    if args.print_config:  # the settings the preview reads (it listed the flag and ran, writing its files)
+        print(json.dumps({name: getattr(cfg, name) for name in AUGMENT_FIELDS}, indent=2))
+        return 0
     if not cfg.data:
         raise ValueError("no images: pass --data (or a --config that names them)")
     record = preview_augmentation(cfg, cfg.out, args.images, args.draws, args.stats_images, seed=cfg.seed)

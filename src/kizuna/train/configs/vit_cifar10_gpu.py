@@ -31,7 +31,7 @@ def get_config():
         val_data=f"{SHARED}/data/cifar10/test",
         batch_size=512,
         lr=2e-3,
-        warmup_steps=250,  # ~5 epochs of 49 steps
+        warmup_steps=250,  # ~5 epochs of 48 steps (25,000 // 512: the last partial batch is dropped)
         weight_decay=0.05,
         label_smoothing=0.1,
         randaug_ops=2,
@@ -42,6 +42,6 @@ def get_config():
         workers=4,  # decoding the training set once, and the evaluations
         eval_every=0,  # the plan's evaluation and the final one
         eval_batch_size=1000,
-        log_every=49,
+        log_every=48,  # once an epoch
         out="runs/c10-gpu",
     )
