@@ -150,14 +150,52 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         # cut-off .npy with exit 0 (and a path not ending in .npy would get one added)
         buf = io.BytesIO()
         np.save(buf, emb)
-        atomic_write(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
-        atomic_write(out.with_suffix(".txt"), lambda tmp: Path(tmp).write_bytes(rows))
+        _write_pair(out, buf.getvalue(), out.with_suffix(".txt"), rows)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.table({column: names, "embedding": list(emb)})
         atomic_write(out, lambda tmp: pq.write_table(table, tmp))
+
+
+def _write_pair(out: Path, data: bytes, rows_path: Path, rows: bytes) -> None:
+    """The .npy and its .txt of row names, both or neither. Written one after the other, a full disk renamed
+    the new .npy into place and then failed on the .txt: the old .txt named the new rows. Both temp files
+    are written first and then renamed; a failure removes the temp files, and once a rename is done also
+    both final names (the old partner of a new file is stale), so no .npy is left beside another's row list.
+    The error names both files."""
+    import tempfile
+
+    from kizuna.models.checkpoint import process_umask
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temps, renamed = [], False
+    try:
+        for path, content in ((out, data), (rows_path, rows)):
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~process_umask()  # as atomic_write
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(tmp)
+            Path(tmp).write_bytes(content)  # closed within: a write error the last flush finds is raised
+            os.chmod(tmp, mode)
+        os.replace(temps[0], out)
+        renamed = True
+        os.replace(temps[1], rows_path)
+    except BaseException as e:
+        if renamed:  # the new .npy is in, its row list is not: neither may stay (the old .txt names other rows)
+            for path in (out, rows_path):
+                path.unlink(missing_ok=True)
+        if not isinstance(e, OSError):
+            raise
+        left = "neither is left" if renamed else "the files there before are unchanged"
+        message = f"could not write {out} and its row list {rows_path} ({e.strerror or e}); {left}"
+        # OSError(errno, ...) is the errno's subclass (PermissionError ...), which the CLI reports in one line
+        raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
+    finally:
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def run(args):

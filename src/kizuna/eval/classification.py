@@ -95,10 +95,16 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             have = bool(flag.item())
         if have:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            weights = stored["weights"].float()
-            _remember(key, weights)
-            return weights.clone()
+            weights = _load(path)
+            if dist_info()[1] > 1:  # a rank that could not read it computes, which all-gathers: every rank does
+                import torch.distributed as dist
+
+                flag = torch.tensor([int(weights is not None)])
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                weights = weights if flag.item() else None
+            if weights is not None:
+                _remember(key, weights)
+                return weights.clone()
     texts = [fill_template(t, c) for c in classnames for t in templates]
     enc = encode_texts_sharded(model, tokenizer, texts, batch_size=batch_size, device=device, progress=progress,
                                desc="encoding class prompts", encode_fn=encode_text_fn)
@@ -114,9 +120,32 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
     return weights
 
 
+def _load(path: Path) -> torch.Tensor | None:
+    """A cache file's weights, or None for one that cannot be read (empty or cut off by a full disk or a kill:
+    it crashed the evaluation with a bare EOFError naming no file). That one is warned about and removed (by
+    rank 0), and the class embeddings are computed again. Every rank reads the same file, so all of them take
+    the miss branch together."""
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)["weights"].float()
+    except Exception as error:  # noqa: BLE001 - anything from EOFError to KeyError: a damaged file
+        import warnings
+
+        why = f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0][:200]
+        if path.is_file() and path.stat().st_size == 0:  # torch says "EOFError: " and no more
+            why = "the file is empty (0 bytes)"
+        warnings.warn(f"the class-embedding cache {path} cannot be read ({why}); "
+                      "removed, and the class embeddings are computed again", RuntimeWarning, stacklevel=3)
+        if is_main():
+            path.unlink(missing_ok=True)
+        return None
+    return weights
+
+
 def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
     """Rank 0 writes the cache. A cache that cannot be written is a warning, not an error: raised on rank 0
-    alone it left the other ranks waiting in their next collective."""
+    alone it left the other ranks waiting in their next collective. torch.save on a full disk raises a
+    RuntimeError ("[enforce fail at inline_container.cc ..."), not an OSError: it ended the evaluation and
+    left the temp file behind."""
     if not is_main():
         return
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -124,11 +153,13 @@ def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"weights": weights, "classnames": list(classnames), "templates": list(templates)}, tmp)
         os.replace(tmp, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
         import warnings
 
-        warnings.warn(f"could not write the class-embedding cache {path} ({error}); going on without it",
+        why = (str(error).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"could not write the class-embedding cache {path} ({why}); going on without it",
                       RuntimeWarning, stacklevel=2)
+    finally:
         if tmp.parent.is_dir():
             tmp.unlink(missing_ok=True)
 
@@ -311,8 +342,10 @@ def evaluate_classifier(model, dataset, *, transform=None, batch_size: int = 128
     model = getattr(model, "module", model)
     num_classes = getattr(getattr(model, "cfg", None), "num_classes", None)
     if not num_classes:
-        raise ValueError("the model has no classification head (num_classes 0); evaluate a CLIP model or a "
-                         "headless ViT with zero-shot or a linear probe instead (kizuna eval)")
+        # (`kizuna eval` zero-shot and linear probes take image-text models only: it pointed a ViT there)
+        raise ValueError("the model has no classification head (num_classes 0): train one on the data's classes "
+                         "(kizuna vit finetune MODEL --data ...); a CLIP model is evaluated with kizuna eval "
+                         "zeroshot or linear-probe")
     if num_classes != len(dataset.classnames):
         raise ValueError(f"the model has {num_classes} classes but {dataset.name} has {len(dataset.classnames)}")
     if transform is None:

@@ -33,14 +33,16 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
 
 
-def move_aside(path: Path, what: str) -> Path:
-    """``path`` (a file or folder an earlier run left) renamed to ``path.prev``, replacing an older one, with
-    a line saying so; a fresh run then starts with its own, not mixed into the earlier run's."""
-    previous = path.with_name(path.name + ".prev")
+def move_aside(path: Path, what: str, suffix: str = ".prev", note: str = "") -> Path:
+    """``path`` (a file or folder an earlier run left) renamed to ``path`` + ``suffix``, replacing an older one,
+    with a line saying so (and ``note``); a fresh run then starts with its own, not mixed into the earlier
+    run's."""
+    previous = path.with_name(path.name + suffix)
     if previous.is_dir() and not previous.is_symlink():
         shutil.rmtree(previous)
     os.replace(path, previous)
-    print(f"{path} held an earlier run's {what}: moved to {previous.name}; this run starts afresh", file=sys.stderr)
+    print(f"{path} held an earlier run's {what}: moved to {previous.name}{note}; this run starts afresh",
+          file=sys.stderr)
     return previous
 
 

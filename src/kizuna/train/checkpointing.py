@@ -95,6 +95,9 @@ class CheckpointManager:
             # the new metric against the old one's best
             torch.save(dict(train_state, best_value=self.best_value, best_metric=self.metric, best_mode=self.mode),
                        tmp / "train_state.pt")
+        except _WRITE_ERRORS as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise self._write_failed(final, e) from e
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -102,6 +105,22 @@ class CheckpointManager:
         atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name))
         self._prune(keep=final)
         return final
+
+    def _write_failed(self, folder: Path, error: BaseException) -> OSError:
+        """The error for a checkpoint that could not be written. On a full disk torch.save ends with "[enforce
+        fail at inline_container.cc:672] . unexpected pos ..." and safetensors with "I/O error", neither naming
+        the folder nor what to do; the checkpoint before it is intact (``latest`` still names it)."""
+        try:
+            left = shutil.disk_usage(self.dir).free
+            free = f"{left / 2**30:.1f} GiB free there" if left >= 2**30 else f"{left / 2**20:.1f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        before = self.latest()  # what `--resume latest` takes: the failed one was never swapped in
+        message = (f"writing the checkpoint {folder} failed ({type(error).__name__}: {_first_line(error)}); disk "
+                   f"full? ({free}). " + (f"The checkpoint before it, {before.name}, is intact: free space and "
+                                          f"continue with --out {self.dir.parent} --resume latest" if before else
+                                          "No checkpoint was saved before it: free space and start the run again"))
+        return OSError(error.errno, message) if isinstance(error, OSError) and error.errno else OSError(message)
 
     def _swap_in(self, tmp: Path, final: Path) -> None:
         """Rename the filled ``tmp`` to ``final``; an existing ``final`` (the same step saved again) is moved
@@ -145,6 +164,9 @@ class CheckpointManager:
         try:
             save_model(model, best_tmp, extra={**self.model_extra, "step": step, "metrics": metrics,
                                                "best_metric": self.metric, "best_mode": self.mode})
+        except _WRITE_ERRORS as e:  # best/ is written first at a checkpoint step: the same full disk
+            shutil.rmtree(best_tmp, ignore_errors=True)
+            raise self._write_failed(self.dir / "best", e) from e
         except BaseException:
             shutil.rmtree(best_tmp, ignore_errors=True)
             raise
@@ -176,11 +198,16 @@ class CheckpointManager:
     def set_aside_earlier_run(self) -> Path | None:
         """A fresh run (not a resume) into an --out that holds checkpoints: they are an earlier run's, and
         mixed with this one's they were pruned against it (this run's first checkpoint was the one deleted) and
-        `--resume latest` could pick theirs. Moved to checkpoints.prev (replacing an older one), as
-        metrics.jsonl goes to metrics.jsonl.prev. Returns where they went, or None."""
+        `--resume latest` could pick theirs. Moved to checkpoints.prev (replacing an older one) together with
+        the run's metrics.jsonl and tensorboard/ (:func:`kizuna.train.logging.set_aside_with_checkpoints`):
+        moved apart, a run killed before its first checkpoint later replaced the .prev log while the
+        checkpoints beside it stayed, and recovering them spliced the wrong run's log in. Returns where
+        they went, or None."""
         if not (self.dir.is_dir() and (self.step_folders() or (self.dir / "best").is_dir())):
             return None
-        return move_aside(self.dir, "checkpoints")
+        from .logging import set_aside_with_checkpoints
+
+        return set_aside_with_checkpoints(self.dir.parent, lambda: move_aside(self.dir, "checkpoints"))
 
     def latest(self) -> Path | None:
         marker = self.dir / "latest"
@@ -215,7 +242,10 @@ class CheckpointManager:
         when it was measured by this metric and mode; otherwise best/ starts afresh, and ``best_restarted``
         says what the run's best was measured by (for checkpoints written before the metric was saved with the
         value, the run's own --best-metric / --best-mode in its train_config)."""
-        saved = load_model(path)
+        try:
+            saved = load_model(path)
+        except CheckpointError as e:  # a damaged model.safetensors: the way on, as for a damaged train_state.pt
+            raise CheckpointError(f"{e}; this checkpoint is damaged. {_earlier_checkpoint_hint(path)}") from None
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
         flags = state.get("train_config") or {}
@@ -292,14 +322,43 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
             raise TypeError(f"a {type(state).__name__}, not the dict a trainer saves")
         return state
     except Exception as e:  # truncated or overwritten: unpickling fails with anything from EOFError to KeyError
-        earlier = sorted((p for p in path.parent.glob("step_*") if p.is_dir() and p.name[5:].isdigit()
-                          and path.name[5:].isdigit() and int(p.name[5:]) < int(path.name[5:])),
-                         key=lambda p: int(p.name[5:]))
-        why = (str(e).strip().splitlines() or [""])[0][:120]  # torch's first line; the rest is advice for pickles
-        raise CheckpointError(
-            f"{path / 'train_state.pt'}: cannot be read ({type(e).__name__}: {why}); this checkpoint is damaged. "
-            + (f"Resume from an earlier one: --resume {earlier[-1]}" if earlier else
-               "No earlier checkpoint is left; start the run again")) from None
+        file = path / "train_state.pt"
+        if file.is_file() and file.stat().st_size == 0:  # a save cut off at once: torch's words were about mmap
+            why = "the file is empty (0 bytes)"
+        elif str(e).startswith("mmap can only be used"):  # read mapped: the file does not start as torch's zip does
+            why = "not a torch zip archive (overwritten?)"
+        else:
+            why = f"{type(e).__name__}: {_first_line(e)}"
+        raise CheckpointError(f"{file}: cannot be read ({why}); this checkpoint is damaged. "
+                              + _earlier_checkpoint_hint(path)) from None
+
+
+def _earlier_checkpoint_hint(path: Path) -> str:
+    """Where to resume from when the checkpoint ``path`` (OUT/checkpoints/step_N) is damaged: the step folder
+    before it, or that none is left."""
+    earlier = sorted((p for p in path.parent.glob("step_*") if p.is_dir() and p.name[5:].isdigit()
+                      and path.name[5:].isdigit() and int(p.name[5:]) < int(path.name[5:])),
+                     key=lambda p: int(p.name[5:]))
+    return (f"Resume from an earlier one: --resume {earlier[-1]}" if earlier else
+            "No earlier checkpoint is left; start the run again")
+
+
+# what a write on a full disk raises: OSError, torch.save's RuntimeError ("[enforce fail at inline_container.cc")
+# and safetensors' own error ("I/O error: No space left on device")
+try:
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # an older safetensors without the name
+    _SafetensorError = OSError
+_WRITE_ERRORS = (OSError, RuntimeError, _SafetensorError)
+
+
+def _first_line(error: BaseException, limit: int = 120) -> str:
+    """An error's first line (torch's further lines are advice for pickles), cut to ``limit`` characters at a
+    word's end: cut mid-word it read "... please torch.save your che"."""
+    line = (str(error).strip().splitlines() or [""])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
 
 
 def resumed_config(cfg, named: frozenset[str] | None):

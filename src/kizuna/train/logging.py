@@ -5,26 +5,73 @@ A resumed run appends to its OUT/metrics.jsonl (after :meth:`MetricLogger.drop_a
 as one run. A fresh run into a folder that already holds a metrics.jsonl starts a new one
 (``MetricLogger(..., fresh=True)``): the earlier run's log is moved to ``metrics.jsonl.prev`` rather
 than deleted, and readers of the folder (plots, reports, ``kizuna analyze compare-runs``) see one run.
+A run's log and TensorBoard events are set aside with its checkpoints, as one unit
+(:func:`set_aside_with_checkpoints`); a log with no checkpoints beside it never replaces the .prev log
+that checkpoints.prev has (it goes to ``metrics.jsonl.no-checkpoint``).
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from pathlib import Path
 
+# a run's log: the records and the TensorBoard events, with what move messages call them
+_RUN_LOG = (("metrics.jsonl", "records"), ("tensorboard", "TensorBoard events"))
+# where a fresh run puts a log that has no checkpoints beside it while checkpoints.prev is there
+NO_CHECKPOINT = ".no-checkpoint"
 
-def set_aside_previous_log(out_dir: str | Path) -> Path | None:
-    """Move OUT/metrics.jsonl of an earlier run to OUT/metrics.jsonl.prev (replacing an older .prev), so a
-    fresh run into the same folder starts an empty log instead of appending to that run's records (the
-    demo report then plotted both runs as one curve that jumped back to step 10). Returns where the old
-    log went, or None when there was none."""
+
+def _has_records(path: Path) -> bool:
+    """An earlier run's metrics.jsonl or tensorboard/ worth keeping (an empty one is no run)."""
+    return path.is_file() and path.stat().st_size > 0 or path.is_dir() and any(path.iterdir())
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def set_aside_with_checkpoints(out_dir: str | Path, move_checkpoints):
+    """A fresh run sets an earlier run's checkpoints aside (``move_checkpoints``, which moves OUT/checkpoints to
+    checkpoints.prev): its metrics.jsonl and tensorboard/ go to .prev with them, and the .prev log of the run
+    set aside before goes even when this one has none, so checkpoints.prev and the .prev log are always one
+    run's (``--resume OUT/checkpoints.prev/step_N`` copies that log beside them). Set aside separately, a
+    fresh run killed before its first checkpoint replaced the .prev log while checkpoints.prev stayed, and
+    the recovery spliced that run's records in as the earlier run's. Returns what ``move_checkpoints`` does."""
     from kizuna.models.checkpoint import move_aside
 
-    path = Path(out_dir) / "metrics.jsonl"
-    if not (path.is_file() and path.stat().st_size):
-        return None
-    return move_aside(path, "records")
+    out = Path(out_dir)
+    # the old .prev log first: a kill between the moves can leave checkpoints.prev without its log (the log
+    # then stays in OUT and counts as one without checkpoints), never beside another run's
+    for name, _ in _RUN_LOG:
+        _remove(out / (name + ".prev"))
+    moved = move_checkpoints()
+    for name, what in _RUN_LOG:
+        if _has_records(out / name):
+            move_aside(out / name, what)
+    return moved
+
+
+def set_aside_previous_log(out_dir: str | Path) -> Path | None:
+    """Move OUT/metrics.jsonl and OUT/tensorboard of an earlier run aside, so a fresh run into the same folder
+    starts an empty log instead of appending to that run's records (the demo report then plotted both runs as
+    one curve that jumped back to step 10). A run that saved checkpoints had its log set aside with them
+    (:func:`set_aside_with_checkpoints`), so what is left here belongs to a run with no checkpoint (killed
+    before its first). It goes to .prev (replacing an older one) unless OUT/checkpoints.prev is there: the
+    .prev log is then those checkpoints' and is kept, and this one goes to .no-checkpoint. Returns where the
+    old metrics.jsonl went, or None when there was none."""
+    from kizuna.models.checkpoint import move_aside
+
+    out = Path(out_dir)
+    kept = (out / "checkpoints.prev").is_dir()
+    suffix = NO_CHECKPOINT if kept else ".prev"
+    note = " (a run with no checkpoint: the .prev log stays with checkpoints.prev)" if kept else ""
+    moved = {name: move_aside(out / name, what, suffix, note) for name, what in _RUN_LOG if _has_records(out / name)}
+    return moved.get("metrics.jsonl")
 
 
 class MetricLogger:
@@ -38,13 +85,8 @@ class MetricLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if fresh:
+        if fresh:  # TensorBoard too: it drew both runs as one curve going back
             set_aside_previous_log(out_dir)
-            events = Path(out_dir) / "tensorboard"
-            if events.is_dir() and any(events.iterdir()):  # TensorBoard drew both runs as one curve going back
-                from kizuna.models.checkpoint import move_aside
-
-                move_aside(events, "TensorBoard events")
         if self.path.is_file() and self.path.stat().st_size:
             with self.path.open("rb+") as f:  # a run killed mid-write: end its partial line so the next record stays whole
                 f.seek(-1, 2)

@@ -1,0 +1,56 @@
+"""The on-disk class-embedding cache (``class_embeddings(..., cache_dir=)``) is a convenience: a full disk or a
+damaged file is a warning, never the end of an evaluation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kizuna.eval import classification
+from kizuna.eval.classification import class_embeddings, clear_class_cache
+
+CLASSES = ["cat", "dog", "car"]
+TEMPLATES = ["a photo of a {c}.", "a {c}."]
+# what torch.save raises when the disk fills mid-write (ENOSPC inside its zip writer), a RuntimeError
+TORCH_ENOSPC = "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"
+
+
+def test_a_cache_a_full_disk_stops_is_a_warning_and_leaves_no_temp_file(tiny, tmp_path, monkeypatch):
+    """`_save` caught OSError only: `kizuna eval zeroshot --cache-dir` died on torch.save's RuntimeError and left
+    classes-<hash>.tmp<pid> behind."""
+    model, tok = tiny
+    clear_class_cache()
+    expected = class_embeddings(model, tok, CLASSES, TEMPLATES, cache=False)
+    real = torch.save
+
+    def full(obj, f, *args, **kwargs):
+        real(obj, f, *args, **kwargs)  # the file half there, as a full disk leaves it
+        raise RuntimeError(TORCH_ENOSPC)
+
+    monkeypatch.setattr(classification.torch, "save", full)
+    cache = tmp_path / "cache"
+    with pytest.warns(RuntimeWarning, match=r"could not write the class-embedding cache .*classes-.*\.pt "
+                                            r"\(\[enforce fail .*going on without it"):
+        weights = class_embeddings(model, tok, CLASSES, TEMPLATES, cache_dir=cache)
+    torch.testing.assert_close(weights, expected)
+    assert list(cache.iterdir()) == []  # neither a cache file nor classes-*.tmp<pid>
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_an_unreadable_cache_file_is_named_removed_and_computed_again(tiny, tmp_path, damage):
+    """An empty or cut-off classes-*.pt ended the evaluation with a bare EOFError (or torch's zip error) naming
+    no file."""
+    model, tok = tiny
+    clear_class_cache()
+    cache = tmp_path / "cache"
+    expected = class_embeddings(model, tok, CLASSES, TEMPLATES, cache_dir=cache)
+    (path,) = cache.glob("classes-*.pt")
+    path.write_bytes(b"" if damage == "empty" else path.read_bytes()[:100])
+    clear_class_cache()  # not from memory: from the file
+    with pytest.warns(RuntimeWarning, match=rf"the class-embedding cache {path} cannot be read .*removed, and the "
+                                            r"class embeddings are computed again") as caught:
+        weights = class_embeddings(model, tok, CLASSES, TEMPLATES, cache_dir=cache)
+    if damage == "empty":  # torch's own words were "EOFError: " and nothing more
+        assert "(the file is empty (0 bytes))" in str(caught[0].message)
+    torch.testing.assert_close(weights, expected)
+    stored = torch.load(path, weights_only=True)  # written again, whole
+    torch.testing.assert_close(stored["weights"], expected)
