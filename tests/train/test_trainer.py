@@ -235,6 +235,11 @@ def test_a_resume_by_path_goes_on_in_the_checkpoints_own_run_folder(tmp_path, mo
     assert "checkpoints: old/checkpoints/latest" in capsys.readouterr().err
     assert (tmp_path / "old" / "checkpoints" / "step_0000004").is_dir()
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before  # the other run is untouched
+    # nor does a --config file's `out` take a checkpoint named by path elsewhere (it went on in the config's)
+    (tmp_path / "outs.py").write_text("def get_config():\n    return {'out': 'run'}\n")
+    assert main(["train", "--config", "outs.py", "--resume", "old/checkpoints/latest", "--steps", "5"]) == 0
+    assert (tmp_path / "old" / "checkpoints" / "step_0000005").is_dir()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
     (tmp_path / "lone").mkdir()
     for f in (tmp_path / "old" / "checkpoints" / "step_0000004").iterdir():
         (tmp_path / "lone" / f.name).write_bytes(f.read_bytes())

@@ -435,9 +435,14 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
     """The fields a command line names: its flags (``given``, if a subcommand adds its own) and the keys of
     its --config file, not the defaults. A resumed run refuses any of them that differs from the
     checkpoint's (kizuna.train.checkpointing.check_resume_settings)."""
-    names = set(given_arguments(args, config_cls) if given is None else given)
+    flags = set(given_arguments(args, config_cls) if given is None else given)
+    names = set(flags)
     if getattr(args, "config", None):
         names |= set(load_config_file(args.config))
+        if "out" not in flags and getattr(args, "resume", None) not in (None, "", "latest"):
+            # a checkpoint named by path goes on in its own run folder (resumed_config), not in the --config
+            # file's `out`: `--config demo --resume runs/a/checkpoints/latest` went on in runs/demo
+            names.discard("out")
     return frozenset(names)
 
 
