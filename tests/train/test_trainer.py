@@ -960,3 +960,10 @@ def test_sigterm_stops_after_the_step_and_saves_as_ctrl_c_does(tmp_path, capsys)
     assert "SIGTERM: stopping after this step and saving a checkpoint" in capsys.readouterr().err
     assert (tmp_path / "checkpoints" / "step_0000002" / "train_state.pt").is_file() and len(steps) == 2
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is the process's own again
+
+
+def test_a_batch_of_one_with_the_softmax_loss_is_refused(tmp_path):
+    """Softmax over one pair is 0 at every step (no gradient): the run trained nothing without a word."""
+    with pytest.raises(ValueError, match="--batch-size 1 with the CLIP .*loss is 0 at every step"):
+        ContrastiveTrainer(tiny_config(tmp_path / "a", batch_size=1, steps=1))
+    ContrastiveTrainer(tiny_config(tmp_path / "b", batch_size=1, steps=1, loss="siglip"))  # pairwise: it learns

@@ -110,6 +110,10 @@ class ContrastiveTrainer(Trainer):
         self.model: ClipModel = model.to(self.device).train()
         if cfg.loss == "model":  # recorded as the loss the run trains with, which a resume then compares against
             cfg = self.cfg = dataclasses.replace(cfg, loss=self.model.cfg.loss)
+        if cfg.batch_size == 1 and cfg.loss == "clip":  # softmax over one pair: the loss and its gradients are 0
+            raise ValueError("--batch-size 1 with the CLIP (softmax) loss: an image's only candidate caption is its "
+                             "own, so the loss is 0 at every step and nothing trains; use a batch of 2 or more, "
+                             "or --loss siglip")
         self.tokenizer = kizuna.get_tokenizer(self.model)
         ids, embeddings = getattr(self.tokenizer, "vocab_size", 0), self.model.cfg.text.vocab_size
         if self.model.cfg.text.kind != "minilm" and ids > embeddings:  # failed at step 1, deep in an embedding
