@@ -316,9 +316,12 @@ def test_stratified_subset_is_nested_and_balanced():
     assert len(stratified_subset(labels, 1.0)) == 200
 
 
-def test_subset_fraction_in_trainer(data, tmp_path):
+def test_subset_fraction_in_trainer(data, tmp_path, capsys):
     t = SupervisedTrainer(_cfg(data, tmp_path / "s", subset_fraction=0.5, val_data="", batch_size=8))
     assert len(t.train_index) == 24 and np.bincount(t.train_index.labels).tolist() == [6] * 4
+    # one per class at least: 0.01 of 48 keeps 4, and the line says the share kept (it said "0.01 of 48")
+    SupervisedTrainer(_cfg(data, tmp_path / "t", subset_fraction=0.01, val_data="", batch_size=4))
+    assert "data: 4 training images (0.0833 of 48: --subset-fraction 0.01" in capsys.readouterr().err
 
 
 def test_mix_batch():

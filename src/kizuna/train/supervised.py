@@ -571,7 +571,9 @@ class SupervisedTrainer(Trainer):
                     self.log_skips(skips, name, step=0)
         if self.dist.is_main:  # also without a bar: what the run trains on (on the device: what decoded)
             n = len(self.train_index) if self.decode_skips is None else len(self.train_index) - self.decode_skips.total
-            share = f" ({cfg.subset_fraction:g} of {self.full_train_size})" if cfg.subset_fraction < 1 else ""
+            # the share kept, which the at-least-one-per-class rule can raise (0.01 of 8 images kept 2)
+            share = (f" ({n / self.full_train_size:.3g} of {self.full_train_size}: --subset-fraction "
+                     f"{cfg.subset_fraction:g}, at least one per class)" if cfg.subset_fraction < 1 else "")
             length = (f"{self.total_steps} steps" if self.planned else
                       f"steps planned after the warm-up to end within {cfg.time_budget_minutes:g} min"
                       + (f" (at most {cfg.steps})" if cfg.steps else ""))
