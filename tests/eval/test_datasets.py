@@ -329,3 +329,50 @@ def test_repeated_class_names_are_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_dataset(str(classification_wds(tmp_path / "e", n=6)), split="test")
+
+
+def test_symlinked_class_folders_are_read(tmp_path):
+    """os.walk did not follow links: a class folder that is a symlink (a subset made by linking) was listed as a
+    class and read as empty, without a word; a link back to a parent must not loop."""
+    import os
+
+    from kizuna.data.images import list_images
+
+    image_folder(tmp_path / "all", per_class=3, classes=["cat", "dog"])
+    (tmp_path / "subset").mkdir()
+    for name in ("cat", "dog"):
+        os.symlink(tmp_path / "all" / name, tmp_path / "subset" / name)
+    os.symlink(tmp_path / "subset", tmp_path / "all" / "cat" / "loop")  # a link to an ancestor of a class
+    ds = load_dataset(str(tmp_path / "subset"))
+    assert len(ds) == 6 and np.bincount(ds.labels).tolist() == [3, 3]
+    assert len(list_images(tmp_path / "subset")) == 6
+
+
+def test_class_folders_named_in_nfd_or_latin1_are_their_classes(tmp_path):
+    """macOS writes "café" decomposed: it matched no name in classnames.txt and the classes were labelled in
+    sorted order, swapped. A Latin-1 folder name became a class name with a surrogate, which the confusion
+    figure and results.md failed on after the evaluation."""
+    import os
+    import unicodedata
+
+    root = tmp_path / "nfd"
+    image_folder(root, per_class=4, classes=[unicodedata.normalize("NFD", "café")])
+    image_folder(root, per_class=3, classes=[unicodedata.normalize("NFD", "crème")])
+    (root / "classnames.txt").write_text("crème\ncafé\n", encoding="utf-8")  # NFC, in another order
+    ds = load_dataset(str(root))
+    assert ds.classnames == ["crème", "café"] and np.bincount(ds.labels).tolist() == [3, 4]
+    latin = tmp_path / "latin"
+    (latin / os.fsdecode(b"caf\xe9")).mkdir(parents=True)
+    (latin / os.fsdecode(b"caf\xe9") / "a.png").write_bytes(noise_image(1))
+    image_folder(latin, per_class=1, classes=["dog"])
+    assert load_dataset(str(latin)).classnames == ["café", "dog"]
+
+
+def test_empty_class_folders_are_said_and_macosx_is_no_class(tmp_path):
+    root = image_folder(tmp_path / "d", per_class=2, classes=["cat", "dog"])
+    (root / "__MACOSX" / "cat").mkdir(parents=True)  # macOS zips: resource forks, never a class
+    (root / "__MACOSX" / "cat" / "._a.png").write_bytes(noise_image(9))
+    (root / "empty").mkdir()
+    with pytest.warns(UserWarning, match="class folder.* empty hold no images"):
+        ds = load_dataset(str(root))
+    assert ds.classnames == ["cat", "dog", "empty"] and len(ds) == 4

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -71,6 +72,28 @@ def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
     return decode_image(data, str(path), draft_size)
 
 
+# never a folder of data: macOS's zip archives carry one of resource forks (__MACOSX/cat/._img.jpg)
+SKIPPED_FOLDERS = ("__MACOSX",)
+
+
+def walk_folder(root: str | Path):
+    """``os.walk(root)`` in sorted order (the filesystem's order is not reproducible), into symlinked folders
+    (a subset made by linking class folders was read as classes with no images), each real folder once (a
+    link to a parent would loop), without hidden folders and ``__MACOSX``."""
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        kept = []
+        for name in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if name.startswith(".") or name in SKIPPED_FOLDERS or real in seen:
+                continue
+            seen.add(real)
+            kept.append(name)
+        dirnames[:] = kept
+        yield dirpath, dirnames, filenames
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """The image files under ``folder``, symlinked folders included (:func:`walk_folder`), sorted."""
+    return sorted(Path(dirpath) / name for dirpath, _, names in walk_folder(folder) for name in names
+                  if Path(name).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(dirpath, name)))

@@ -619,8 +619,7 @@ def _read_text(path: str) -> str | None:
 
 def _add_folder(b: _Builder, root: str, require: str) -> None:
     sid = b.source("folder", root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()  # os.walk order is filesystem order; sorting makes the index reproducible
+    for dirpath, dirnames, filenames in images.walk_folder(root):  # sorted, into symlinked folders
         # one image per stem, as a tar sample has (its first by IMAGE_EXTS): "dup.jpg" and "dup.png" were two
         # samples under one key, both paired with "dup.txt"
         chosen: dict[str, str] = {}

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -56,9 +57,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kizuna.data.images import IMAGE_EXTENSIONS
+from kizuna.data.images import IMAGE_EXTENSIONS, SKIPPED_FOLDERS
 from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter, build_index, open_table, table_reader
-from kizuna.data.tar_index import parse_label
+from kizuna.data.tar_index import decode_text, parse_label
 
 __all__ = [
     "DatasetError", "EvalDataset", "bundled_classnames", "bundled_templates", "find_split", "load_dataset",
@@ -362,7 +363,15 @@ def _is_tar_dir(d: Path) -> bool:
 
 
 def _class_dirs(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in SKIPPED_FOLDERS)
+
+
+def _folder_class_name(folder: str) -> str:
+    """A class folder's name as a class name: its bytes decoded as caption bytes are (UTF-8, else cp1252: a
+    Latin-1 name was a string with a surrogate, which matplotlib and the results.md write failed on after the
+    evaluation), in NFC (macOS writes names decomposed: "café" as "cafe" + an accent, which matched no name
+    in a names file and swapped two classes), "_" read as a space."""
+    return unicodedata.normalize("NFC", decode_text(os.fsencode(folder))).replace("_", " ")
 
 
 def _has_sidecars(d: Path, exts: tuple[str, ...] = (".cls", ".txt")) -> bool:
@@ -387,7 +396,7 @@ def _folder_class_order(dirs: list[Path]) -> list[Path]:
 
 
 def _plain(name: str) -> str:
-    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+    return " ".join(_folder_class_name(name).lower().replace("-", " ").split())
 
 
 def _bundled_fits_folders(bundled: list[str], folders: list[str]) -> bool:
@@ -498,7 +507,15 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         outside = labels_override < 0
         if outside.any():
             index.skips.add("image_outside_class_folder", index.where(int(np.argmax(outside))), n=int(outside.sum()))
-        folder_classes = [n.replace("_", " ") for n in folder_names]
+        folder_classes = [_folder_class_name(n) for n in folder_names]
+        counts = np.bincount(labels_override[labels_override >= 0], minlength=len(folder_names))
+        empty = [folder_names[k] for k in np.flatnonzero(counts == 0)]
+        if empty:  # kept (a test split may lack a class's images), but said: each is a class all the same
+            import warnings
+
+            warnings.warn(f"{data}: class folder(s) {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} hold no "
+                          "images; they count as classes all the same (zero-shot candidates, a classifier's "
+                          "outputs): remove them if they are not classes", UserWarning, stacklevel=2)
 
     if len(index) == 0 and not index.skips and not index.damaged:  # a damaged shard is reported below
         raise DatasetError(f"no images found in {data}")
