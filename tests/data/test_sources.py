@@ -45,6 +45,13 @@ def test_expand_braces():
     assert expand_braces("plain{}/lit{x}") == ["plain{}/lit{x}"]
 
 
+def test_a_path_that_exists_as_written_is_no_spec(tmp_path):
+    """A folder named "br{a,b}" (or holding "::") could not be used: the spec expanded to bra/ and brb/."""
+    for name in ("br{a,b}", "x::y", "s{0..1}"):
+        make_shard_dir(tmp_path / name, 1, 2)
+        assert build_index(str(tmp_path / name)).keys == [f"{i:09d}" for i in range(2)], name
+
+
 def test_spec_forms_agree(tmp_path):
     make_shard_dir(tmp_path / "padded", 3, 4, nshards_file=True)
     make_shard_dir(tmp_path / "plain", 3, 4, nshards_file=True, names="{:d}.tar")

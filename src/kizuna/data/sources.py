@@ -250,6 +250,9 @@ def _split_specs(spec: Any) -> list[str]:
 def expand_spec(spec: Any) -> list[str]:
     """Spec -> concrete paths (shards, CSV files, folders), in order; globs sorted."""
     paths: list[str] = []
+    whole = os.path.expanduser(os.fspath(spec).strip()) if isinstance(spec, (str, os.PathLike)) else None
+    if whole and os.path.exists(whole):  # a path as written: a folder named "br{a,b}" or "x::y" is not a spec
+        return [whole]
     for part in _split_specs(spec):
         for p in expand_braces(os.path.expanduser(part.strip())):
             if any(c in p for c in "*?[") and not os.path.exists(p):
