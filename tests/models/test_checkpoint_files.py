@@ -271,3 +271,19 @@ def test_a_truncated_torch_file_is_called_damaged(tmp_path):
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(CheckpointError, match="x.pt: a damaged or truncated torch file"):
         kizuna.load_model(path)
+
+
+def test_text_files_are_written_in_utf8_whatever_the_locale(tmp_path):
+    """Under an ASCII locale (or Windows' cp1252) a results.md naming "café" failed after the work."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "w.py"
+    script.write_text("import sys\nfrom kizuna.models.checkpoint import atomic_write_text\n"
+                      "atomic_write_text(sys.argv[1], 'caf\\u00e9 \\u65e5\\u672c')\n")
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "r.md")], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r.md").read_bytes() == "café 日本".encode("utf-8")

@@ -92,8 +92,9 @@ def atomic_write(path: str | Path, write_fn) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write` of a text file (results.json and the like: rewritten in place, a full disk or a kill
-    mid-write left a cut-off file where the complete one had been)."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    mid-write left a cut-off file where the complete one had been), in UTF-8 whatever the locale (a class named
+    "café" failed on a results.md under an ASCII or Windows locale, after the evaluation)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def model_record(model: nn.Module) -> dict:
