@@ -15,8 +15,8 @@ Public API
 ``split_key(name) -> (key, ext)``
     WebDataset key/extension split (extension lower-cased).
 ``parse_captions(text) -> tuple[str, ...]``
-    ``.txt`` payload -> captions: ``str.splitlines()`` (CLIP_benchmark retrieval layout), each
-    stripped, blank lines dropped.
+    ``.txt`` payload -> captions: one per line (CLIP_benchmark retrieval layout), lines ending at ``\n``,
+    ``\r\n`` or ``\r`` only, each stripped, blank lines dropped.
 ``parse_label(text) -> int``
     ``.cls`` payload (or CSV label) -> class index, ``"3.0"`` read as 3; ``-2`` when it is not a whole
     number >= 0.
@@ -77,9 +77,10 @@ _BLOCK = 512
 # 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
 _MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 5  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+_CACHE_VERSION = 6  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
 # 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
-# clean, and a sample's own dotted images (0001.mask.png) are no skip
+# clean, and a sample's own dotted images (0001.mask.png) are no skip; 6: captions split at line ends only, a
+# .cls decoded as a side-car's is (a byte-order mark)
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -141,7 +142,10 @@ def decode_text(data: bytes) -> str:
 
 
 def parse_captions(text: str) -> tuple[str, ...]:
-    return tuple(c for c in (line.strip() for line in text.splitlines()) if c)
+    # not str.splitlines(), which also breaks at U+2028, \x85, \x0c, \x1c-\x1e: web text holds them, and one
+    # caption became several (9 captions for 5 images' worth; a CSV of the same text kept one)
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return tuple(c for c in (line.strip() for line in lines) if c)
 
 
 def parse_label(text: str) -> int:
@@ -367,7 +371,8 @@ def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, l
     label = -1
     if _LABEL_EXT in readable:
         m = readable[_LABEL_EXT]
-        label = parse_label(read_range(fd, m.offset_data, m.size).decode("ascii", "replace"))
+        # as a side-car .cls is read (a byte-order mark, UTF-16): decoded as ASCII it was a bad_label here only
+        label = parse_label(decode_text(read_range(fd, m.offset_data, m.size)))
     if last and captions is None and label == -1:
         # In a damaged shard a lone image at the cut most likely lost its text member to the cut.
         out._skip("truncated", key)
