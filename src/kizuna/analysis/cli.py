@@ -182,9 +182,11 @@ def run(args):
 
     from . import report as R
 
-    from kizuna.apps.common import check_writable
+    from kizuna.apps.common import check_out_outside_data, check_writable
 
     check_writable(args.out, "the figures and JSON")  # it failed as "[Errno 17] File exists" once they were drawn
+    # the PNGs in an --out inside an --images folder were measured as images by the next run
+    check_out_outside_data(args.out, "--images", getattr(args, "images", None))
     if args.analyze_command == "compare-runs":
         from .runs import compare_runs, format_table
 

@@ -57,7 +57,81 @@ def _remember_parsers(parser: argparse.ArgumentParser) -> None:
                 _remember_parsers(child)
 
 
+class _Output:
+    """sys.stdout or sys.stderr while a command runs. A reader that left the pipe early (`kizuna train 2>&1 |
+    head -2`) raised BrokenPipeError at the next line printed, which stopped the command there: a training run
+    ended without a checkpoint, `eval --out X | head -1` never wrote X. After the first broken pipe the rest of the
+    output goes to os.devnull and the work carries on. A closed stream (`2>&-`: sys.stderr is None, and tqdm's bar
+    failed with "'NoneType' object has no attribute 'write'") is os.devnull from the start."""
+
+    def __init__(self, stream):
+        import os
+
+        self.broken = False
+        self._own = None if stream is not None else open(os.devnull, "w")  # closed in finish()
+        self._stream = stream if stream is not None else self._own
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+            return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_left()
+
+    def _reader_left(self):
+        import os
+
+        self.broken = True
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # a stream in memory (the tests' capture) has none
+            fd = None
+        if fd is not None:
+            # the stream's descriptor too: what stays in its buffer (flushed at exit) and what C code writes there
+            # go nowhere, instead of "Exception ignored ... BrokenPipeError" when the interpreter ends
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        self._own = self._own or open(os.devnull, "w")  # closed in finish()
+        self._stream = self._own
+
+    def finish(self):
+        self.flush()  # output still buffered when the reader left (`| head -1`) fails here, not at exit
+        if self._own is not None:
+            self._own.close()
+
+    def __getattr__(self, name):  # encoding, isatty, fileno, ...: the stream's own
+        if name.startswith("_"):  # not this object's own attributes (before __init__ set them: a copy, a pickle)
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    streams = sys.stdout, sys.stderr
+    outputs = _Output(sys.stdout), _Output(sys.stderr)
+    sys.stdout, sys.stderr = outputs
+    try:
+        code = _main(argv)
+    finally:
+        for output in outputs:
+            output.finish()
+        sys.stdout, sys.stderr = streams  # main() called from Python (the tests) leaves the process as it was
+    # the work is done and its files written, but the output was cut: the status a shell gives a command that a
+    # reader left early (SIGPIPE, 128 + 13), so that `set -o pipefail` still sees it; an error keeps its own status
+    return 141 if code == 0 and any(output.broken for output in outputs) else code
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -93,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `kizuna info X | head`: the reader left; say nothing more (Python's advice)
+    except BrokenPipeError:  # the reader left, and a write that bypassed _Output noticed: say nothing more
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

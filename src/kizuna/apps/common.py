@@ -86,6 +86,31 @@ def check_writable(out, folder_for: str | None = None) -> None:
         raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
 
 
+def check_out_outside_data(out, flag: str, data) -> None:
+    """``--out`` neither a folder given as data (``flag``: "--dataset", "--images", ...; ``data`` one path or a
+    list) nor inside one. What a command wrote there was read back as data by the next run: `eval zeroshot
+    --dataset d --out d/ev` found a class "ev" (its own confusion PNG), `analyze --images d --out d/fig` measured
+    its figure, and a `vit train --data d --out d` resumed on model/, checkpoints/ and tensorboard/ as classes.
+    An --out that holds the data (d inside --out) is fine. Only a local folder is checked: a file, a CSV or a shard
+    spec ("dir/{000000..000009}.tar" names its shards) reads nothing it did not name."""
+    import os
+    from pathlib import Path
+
+    if not out or not str(out).strip():
+        return
+    # real paths: a symlink, "..", or "~" on one side only hid the overlap
+    real_out = Path(os.path.realpath(os.path.expanduser(str(out))))
+    for given in ([data] if isinstance(data, (str, os.PathLike)) else list(data or ())):
+        if not given or not str(given).strip() or not Path(os.path.expanduser(str(given))).is_dir():
+            continue
+        real_data = Path(os.path.realpath(os.path.expanduser(str(given))))
+        if real_out == real_data or real_data in real_out.parents:
+            where = f"is {flag} {given} itself" if real_out == real_data else f"is inside {flag} {given}"
+            raise ValueError(f"--out {out} {where}: what is written there would be read back as data "
+                             f"by the next run (a new class folder, extra images); choose another --out, outside "
+                             f"{given}")
+
+
 def add_threads_argument(parser) -> None:
     """``--threads N``: torch's CPU threads for this command (the training commands and `vit eval` had it; on a
     shared machine the others took every core). Applied by ``kizuna.apps.cli.main``."""
@@ -157,7 +182,9 @@ def checked_clip_model(model, spec: str, *, is_main: bool = True):
         raise ValueError(f"{spec} is a {type(model).__name__}: an image classifier without a text tower. This "
                          f"command needs an image-text (CLIP/SigLIP) model; evaluate a ViT with "
                          f"`kizuna vit eval {spec} --data ...`")
-    if not Path(str(spec)).exists() and is_main:
+    # create_model's own rule: a folder that only shadows a preset's name (an earlier `--out ViT-B-32`) still
+    # builds the preset, and Path(spec).exists() alone dropped the note for those random weights
+    if (not Path(str(spec)).exists() or kizuna._shadows_a_preset(str(spec))) and is_main:
         print(f"note: {spec} is a preset name: its weights are random (kizuna downloads nothing); pass a trained "
               "checkpoint (a folder, .safetensors, OpenAI .pt or Hugging Face folder) for meaningful results",
               file=sys.stderr)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 
-from kizuna.apps.common import (add_model_argument, add_progress_argument, add_threads_argument, check_writable,
-                               device_name)
+from kizuna.apps.common import (add_model_argument, add_progress_argument, add_threads_argument,
+                               check_out_outside_data, check_writable, device_name)
 
 
 def _severities(s: str) -> list[int]:
@@ -211,6 +211,8 @@ def run(args):
     out = getattr(args, "out", None)
     if out:  # a file or an unwritable place was found only after the whole evaluation, before
         check_writable(out, "the results")
+        # an --out inside an ImageFolder --dataset became a class of the next run (its confusion PNG an image)
+        check_out_outside_data(out, "--dataset", getattr(args, "dataset", None))
     info = init_distributed(getattr(args, "device", None))
     code = _run(args, cmd, info)
     finish_distributed()  # under torchrun: after rank 0 wrote the results

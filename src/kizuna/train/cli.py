@@ -14,7 +14,6 @@ checkpoints/ (step_*, latest, best/), metrics.jsonl, tensorboard/ and train_conf
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 
@@ -34,11 +33,16 @@ def run(args):
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
         print(json.dumps(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
         return 0
+    from kizuna.eval.encode import is_main
+
     from .distributed import finish_distributed
 
     out = resumed_config(cfg, named_fields(args))[0].out  # a resume goes on in the checkpoint's own run folder
     metrics = train(cfg, named_fields(args))
-    if int(os.environ.get("RANK", "0")) == 0:  # once, not once per rank
+    # once, not once per rank, by the trainer's own rule (init_distributed): a process group only under torchrun
+    # (WORLD_SIZE > 1), and then its rank. int(RANK) failed on an empty RANK after the whole run, and a stale
+    # RANK=1 outside torchrun dropped the summary.
+    if is_main():
         if metrics:
             print(json.dumps(metrics, indent=2))
         print(f"checkpoints: {out}/checkpoints/latest (evaluate or resume from it)", file=sys.stderr)

@@ -28,11 +28,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
-from kizuna.apps.common import check_writable, model_spec
+from kizuna.apps.common import check_out_outside_data, check_writable, model_spec
 from kizuna.models.checkpoint import atomic_write_text
 
 # `kizuna vit finetune` defaults (the paper's fine-tuning recipe, scaled to small runs).
@@ -214,6 +213,7 @@ def evaluate(args) -> int:
 
     if args.out:  # a file or an unwritable place: said after the evaluation, as "[Errno 17] File exists"
         check_writable(args.out, "results.json and results.md")
+        check_out_outside_data(args.out, "--data", args.data)  # confusion.png became a class of the next evaluation
     if args.threads:
         torch.set_num_threads(args.threads)
     info = init_distributed(args.device)
@@ -304,11 +304,16 @@ def run(args):
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
         print(json.dumps(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
         return 0
+    from kizuna.eval.encode import is_main
+
     from .distributed import finish_distributed
 
     out = resumed_config(cfg, named_fields(args))[0].out  # a resume goes on in the checkpoint's own run folder
     metrics = train_supervised(cfg, named_fields(args))
-    if int(os.environ.get("RANK", "0")) == 0:
+    # once, not once per rank, by the trainer's own rule (init_distributed): a process group only under torchrun
+    # (WORLD_SIZE > 1), and then its rank. int(RANK) failed on an empty RANK after the whole run, and a stale
+    # RANK=1 outside torchrun dropped the summary.
+    if is_main():
         if metrics:
             print(json.dumps(metrics, indent=2))
         print(f"model: {out}/model (kizuna vit eval / analyze take it); checkpoints: {out}/checkpoints/latest",
