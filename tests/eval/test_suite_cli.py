@@ -233,3 +233,16 @@ def test_the_suites_probe_compares_with_zero_shot_over_the_training_classes(tmp_
     expected = zeroshot_over_train_classes(*tiny, load_dataset(str(root), split="train"),
                                            load_dataset(str(root), split="test"), progress=False)
     assert records[1]["metrics"]["zeroshot_acc1"] == pytest.approx(expected) and expected < 1.0
+
+
+def test_a_folder_named_like_a_preset_is_recorded_as_random_init(tmp_path, monkeypatch):
+    """A suite's record said pretrained = "ViT-mu-8" when a folder of that name (an earlier --out) stood in the
+    working directory, though create_model built the random preset."""
+    from kizuna.eval.suite import _record
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ViT-mu-8").mkdir()
+    import kizuna
+
+    model = kizuna.create_model("ViT-mu-8")
+    assert _record({"model": "ViT-mu-8"}, model, "d", "zeroshot_classification", {}, {})["pretrained"] == "random_init"

@@ -256,7 +256,10 @@ def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details
     spec = str(r["model"])
     pretrained = r.get("pretrained")
     if pretrained is None:
-        pretrained = spec if Path(spec).exists() else "random_init"
+        import kizuna
+
+        # create_model's rule: a folder that only shadows a preset's name still builds the random preset
+        pretrained = spec if Path(spec).exists() and not kizuna._shadows_a_preset(spec) else "random_init"
     name = r.get("name") or (model.cfg.name if getattr(model.cfg, "name", "") else spec)
     details = {**details, "precision": r.get("precision", "fp32")}
     return json_safe({"dataset": dataset_name, "model": name, "pretrained": pretrained, "task": task,
