@@ -967,3 +967,23 @@ def test_a_batch_of_one_with_the_softmax_loss_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--batch-size 1 with the CLIP .*loss is 0 at every step"):
         ContrastiveTrainer(tiny_config(tmp_path / "a", batch_size=1, steps=1))
     ContrastiveTrainer(tiny_config(tmp_path / "b", batch_size=1, steps=1, loss="siglip"))  # pairwise: it learns
+
+
+def test_a_side_car_dataset_root_is_not_trained_on_with_its_test_split(tmp_path, capsys):
+    """A folder is read recursively: `--data ROOT` of side-car files trained on ROOT/test too (a tar root is
+    refused: its shards are in the split folders). Refused, naming the split to pass; the run says its count."""
+    import io
+
+    from PIL import Image
+
+    for split in ("train", "test"):
+        (tmp_path / "d" / split).mkdir(parents=True)
+        for i in range(16):
+            buf = io.BytesIO()
+            Image.new("RGB", (32, 32), (i * 10, 0, 0)).save(buf, format="PNG")
+            (tmp_path / "d" / split / f"{i}.png").write_bytes(buf.getvalue())
+            (tmp_path / "d" / split / f"{i}.txt").write_text(f"a red square {i}")
+    with pytest.raises(ValueError, match=r"dataset root with split folders \(test, train\): it would train on test"):
+        ContrastiveTrainer(tiny_config(tmp_path / "a", data=str(tmp_path / "d"), steps=1))
+    ContrastiveTrainer(tiny_config(tmp_path / "b", data=str(tmp_path / "d" / "train"), steps=1))
+    assert "data: 16 usable samples" in capsys.readouterr().err

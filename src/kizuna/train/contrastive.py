@@ -129,8 +129,10 @@ class ContrastiveTrainer(Trainer):
         if self.dist.is_main:
             warn_if_best_is_picked_on_test(cfg)
         index = getattr(self.dataset, "index", None)
+        if index is not None and self.dist.is_main:  # also without skips: what the run trains on
+            print(f"data: {len(index)} usable samples"
+                  + (f"; while indexing {index.skips.report()}" if index.skips else ""), file=sys.stderr)
         if index is not None and index.skips and self.dist.is_main:
-            print(f"data: {len(index)} usable samples; while indexing {index.skips.report()}", file=sys.stderr)
             if self.resume_from is None:  # the run's log has them from its start (a resume logged them again)
                 self.log_skips(index.skips, "index_skipped")
 

@@ -75,6 +75,7 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
         ds = SyntheticPairs(cfg.synthetic_length, cfg.synthetic_image_size, transform, seed=cfg.seed,
                             hard_negatives=cfg.synthetic_hard_negatives)
         return ds, lambda n: ds.captions(n)
+    _refuse_a_root_with_held_out_splits(cfg.data)
     try:
         index = build_index(cfg.data, require="caption", image_column=cfg.csv_image_key,
                             caption_column=cfg.csv_caption_key)
@@ -106,6 +107,23 @@ def build_loader(cfg, dataset, per_rank_batch: int, rank: int, world_size: int):
         )
     loader = make_loader(dataset, sampler, num_workers=cfg.workers, collate=Collate())
     return loader, sampler
+
+
+def _refuse_a_root_with_held_out_splits(data: str) -> None:
+    """A folder of side-car files (KEY.jpg + KEY.txt) is read recursively: given a dataset root, the run trained on
+    its test and val splits too (a tar root is refused, as its shards sit in the split folders). Refused, naming
+    the split to pass."""
+    from pathlib import Path
+
+    from kizuna.eval.datasets import split_folders
+
+    root = Path(data)
+    splits = split_folders(root) if root.is_dir() and not any(root.glob("*.tar")) else []
+    held_out = [s for s in splits if s != "train"]
+    if held_out:
+        raise ValueError(f"--data {data} is a dataset root with split folders ({', '.join(splits)}): it would train "
+                         f"on {' and '.join(held_out)} too; pass one, e.g. --data "
+                         f"{root / ('train' if 'train' in splits else splits[0])}")
 
 
 def _what_to_pass(data: str, index) -> str:
