@@ -747,3 +747,23 @@ def test_the_trainers_validation_decodes_photos_as_vit_eval_does(data, tmp_path)
                  "--threads", "1", "--out", str(tmp_path / "ev")]) == 0
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert res["metrics"]["loss"] == pytest.approx(metrics["val_loss"], rel=1e-5)
+
+
+def test_validation_labels_index_the_validation_datas_own_class_names(data, tmp_path):
+    """--val-data shards were read with the training classes' order: shards whose classnames.txt numbers the
+    classes otherwise had every label scored as another class, without a word."""
+    root = tmp_path / "reordered"
+    with tarfile.open(data / "test" / "000000.tar") as src:  # the same images, classes numbered in reverse
+        members = [(m.name, src.extractfile(m).read()) for m in src.getmembers()]
+    (root / "test").mkdir(parents=True)
+    with tarfile.open(root / "test" / "000000.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, blob in members:
+            if name.endswith(".cls"):
+                blob = str(len(CLASSES) - 1 - int(blob)).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    (root / "classnames.txt").write_text("\n".join(reversed(CLASSES)) + "\n")
+    same = SupervisedTrainer(_cfg(data, tmp_path / "a", steps=1))
+    other = SupervisedTrainer(_cfg(data, tmp_path / "b", steps=1, val_data=str(root / "test")))
+    assert other.val_loader.dataset.index.labels.tolist() == same.val_loader.dataset.index.labels.tolist()

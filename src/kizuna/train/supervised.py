@@ -327,6 +327,36 @@ def load_classification(path: str, split: str | None = None, classnames: str | l
     return index, list(ds.classnames), ds
 
 
+def load_validation(cfg, train_classnames: list[str]):
+    """The validation split as :func:`load_classification` gives it, its labels indexing the training classes.
+    Labels held as numbers (shards' .cls, side-cars, a CSV of indices) index the validation data's own class
+    names where it has them (its classnames.txt), matched to the training classes by name: read as indices
+    of the training classes, they were all wrong when the training data ordered its classes otherwise (an
+    ImageFolder's sorted names against shards numbered in another order), without a word. An ImageFolder is
+    matched by folder name already; ``--classnames`` names both splits' classes."""
+    from kizuna.eval.datasets import DatasetError
+
+    kw = dict(image_column=cfg.image_column, label_column=cfg.label_column)
+    if not cfg.classnames:
+        try:
+            vindex, own, vset = load_classification(cfg.val_data, cfg.val_split or None, None, cfg.val_max_samples,
+                                                    **kw)
+        except DatasetError:
+            own = None
+        numbered = own is not None and own == [str(i) for i in range(len(own))]  # no names: the labels' numbers
+        if own is not None and not numbered and vset.layout != "imagefolder" and own != list(train_classnames):
+            where = {name: k for k, name in enumerate(train_classnames)}
+            missing = [name for name in own if name not in where]
+            if missing:
+                raise DatasetError(f"--val-data {cfg.val_data}: class(es) {', '.join(missing[:5])} of its "
+                                   f"{vset.classnames_source} are not among the training classes; pass "
+                                   "--classnames FILE to name both splits' classes")
+            labels = np.array([where[name] for name in own], dtype=np.int64)[vindex.labels]
+            return _take(vindex, np.arange(len(vindex)), labels), list(train_classnames), vset
+    return load_classification(cfg.val_data, cfg.val_split or None, cfg.classnames or train_classnames,
+                               cfg.val_max_samples, **kw)
+
+
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """Sorted rows keeping ``round(fraction * n_c)`` (at least 1) samples of every class ``c``.
 
@@ -540,9 +570,7 @@ class SupervisedTrainer(Trainer):
             self.loader = make_loader(self.dataset, self.sampler, num_workers=cfg.workers, collate=Collate())
         self.val_loader = self.val_sampler = None
         if cfg.val_data:
-            vindex, vnames, val_set = load_classification(cfg.val_data, cfg.val_split or None,
-                                                          cfg.classnames or self.classnames, cfg.val_max_samples,
-                                                          image_column=cfg.image_column, label_column=cfg.label_column)
+            vindex, vnames, val_set = load_validation(cfg, self.classnames)
             self.index_skips["val_index_skipped"] = val_set.skips
             self._said_val_skips = False  # unreadable validation images are said at the first evaluation only
             # decoded in full, as `kizuna vit eval` decodes (a JPEG decoded at a reduced size gave other pixels:
