@@ -376,3 +376,13 @@ def test_empty_class_folders_are_said_and_macosx_is_no_class(tmp_path):
     with pytest.warns(UserWarning, match="class folder.* empty hold no images"):
         ds = load_dataset(str(root))
     assert ds.classnames == ["cat", "dog", "empty"] and len(ds) == 4
+
+
+def test_an_imagefolder_split_lacking_a_class_keeps_the_bundled_list(tmp_path):
+    """With --dataset-name cifar10 and a test split without "bird", the ImageFolder was scored over its 9 folders
+    (the same split as shards: over the bundled 10), a higher chance level, without a word."""
+    classes = ["airplane", "automobile", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    root = image_folder(tmp_path / "c10", per_class=1, classes=classes)
+    ds = load_dataset(str(root), dataset_name="cifar10")
+    assert len(ds.classnames) == 10 and ds.classnames_source.startswith("bundled")
+    assert [ds.classnames[k] for k in ds.labels] == classes  # matched by name: bird (2) has no images

@@ -400,12 +400,17 @@ def _plain(name: str) -> str:
 
 
 def _bundled_fits_folders(bundled: list[str], folders: list[str]) -> bool:
-    """Bundled names label the folders by position. Safe when no folder is named after a bundled class
-    (ImageNet's wnid folders, numbered folders), or when every folder that is sits at that class's
-    position; not when, say, folders plane, car, bird, ... sort into another order than the list."""
+    """Bundled names label the folders: by name when every folder is named after a bundled class, else by
+    position. By position is safe when no folder is named after a bundled class (ImageNet's wnid folders,
+    numbered folders), or when every folder that is sits at that class's position; not when, say, folders
+    plane, car, bird, ... sort into another order than the list."""
+    position = {_plain(b): k for k, b in enumerate(bundled)}
+    if folders and all(_plain(f) in position for f in folders):
+        # every folder named after a class: matched by name, also in a split that lacks a class (it was scored
+        # over its own folders then, fewer classes than the same split as shards: a higher chance level)
+        return True
     if len(bundled) != len(folders):
         return False
-    position = {_plain(b): k for k, b in enumerate(bundled)}
     return all(position.get(_plain(f), k) == k for k, f in enumerate(folders))
 
 
