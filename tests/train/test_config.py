@@ -145,3 +145,14 @@ def test_a_siglip_preset_keeps_its_loss_unless_told_otherwise():
     told = model_config(make_config(model="siglip-mu-8", loss="clip"))
     assert (told.loss, told.init_logit_bias) == ("clip", None)
     assert model_config(make_config(model="ViT-mu-8", loss="siglip")).loss == "siglip"
+
+
+def test_augmentation_flags_on_synthetic_scenes_are_refused():
+    """The scenes are drawn at the model's size and never augmented: --aug-hflip 1 trained to the same losses."""
+    from kizuna.train.config import make_config
+
+    for flags in ({"aug_hflip": 0.5}, {"aug_color_jitter": 0.4}, {"aug_scale": (0.2, 0.4)}):
+        with pytest.raises(ValueError, match="synthetic scenes are drawn at the model's size and not augmented"):
+            make_config(**flags)
+        make_config(data="runs/some_folder", **flags)  # files are augmented
+    make_config(aug_scale=[0.9, 1.0])  # the default, as a config file's list

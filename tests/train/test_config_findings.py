@@ -72,7 +72,7 @@ def test_config_file_values_are_read_as_their_fields_types(tmp_path):
     """resampled="false" (a true string) drew with replacement; lr="1e-3" failed as a raw TypeError."""
     path = tmp_path / "strings.py"
     path.write_text("def get_config():\n    return dict(resampled='false', lr='1e-3', steps='5', epochs=2, "
-                    "aug_scale=[0.5, 1], model_overrides='{\"embed_dim\": 64}')\n")
+                    "aug_scale=[0.5, 1], data='shards', model_overrides='{\"embed_dim\": 64}')\n")
     from kizuna.train.config import TrainConfig
 
     cfg = make_config(load_config_file(str(path), TrainConfig))

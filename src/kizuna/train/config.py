@@ -229,8 +229,19 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         raise ValueError(f"--model-overrides vision.image_size {size} disagrees with --synthetic-image-size "
                          f"{cfg.synthetic_image_size}: on --data synthetic the model's input size is the scenes' "
                          f"size; give --synthetic-image-size {size} instead")
-    check_common(cfg)
+    check_common(cfg)  # the values' own ranges first
+    defaults = TrainConfig()
+    asked = [f"--{name.replace('_', '-')}" for name in ("aug_scale", "aug_hflip", "aug_color_jitter")
+             if _as_tuple(getattr(cfg, name)) != _as_tuple(getattr(defaults, name))]
+    if cfg.data == "synthetic" and asked:  # the scenes are drawn at the model's size, never augmented: accepted,
+        # saved in train_config.json and ignored
+        raise ValueError(f"{', '.join(asked)}: the synthetic scenes are drawn at the model's size and not augmented; "
+                         "drop the flag(s), or train on files (--data) to augment them")
     return cfg
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def check_clip_overrides(overrides) -> None:
