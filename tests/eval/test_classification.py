@@ -219,3 +219,15 @@ def test_a_template_that_cannot_be_filled_is_named():
         fill_template("a {} in {style}", "cat")
     assert fill_template("a {} in {{braces}}", "cat") == "a cat in {braces}"
     assert fill_template("a {c} in {style}", "cat") == "a cat in {style}"
+
+
+def test_zero_shot_over_one_class_is_refused(tmp_path, tiny):
+    """A CSV dataset's folder given as the dataset was read as an ImageFolder of one class: top-1 100%."""
+    from _evalhelpers import image_folder
+
+    from kizuna.eval.datasets import load_dataset
+
+    root = image_folder(tmp_path / "d", per_class=2, classes=["imgs"])
+    (root / "test.csv").write_text("filepath,title\nimgs/img0.png,a cat\n")
+    with pytest.raises(ValueError, match=r"1 class \(imgs\): zero-shot needs at least two.*pass the file \(test.csv\)"):
+        evaluate_zeroshot(*tiny, load_dataset(str(root)), progress=False)

@@ -316,6 +316,12 @@ def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | N
     :class:`~kizuna.eval.encode.ImageFeatures`) skips the image encoding (e.g. reused for a probe)."""
     if dataset.task != "classification":
         raise ValueError(f"{dataset.name} is a {dataset.task} dataset; zero-shot classification needs class labels")
+    if len(dataset.classnames) < 2:  # one candidate: 100% whatever the model (a CSV's folder read as one class)
+        tables = sorted(p.name for ext in ("*.csv", "*.tsv") for p in Path(dataset.source).glob(ext)) \
+            if Path(dataset.source).is_dir() else []
+        raise ValueError(f"{dataset.source}: {len(dataset.classnames)} class ({', '.join(dataset.classnames)}): "
+                         "zero-shot needs at least two to choose between"
+                         + (f"; to read its table, pass the file ({', '.join(tables)})" if tables else ""))
     model = getattr(model, "module", model)
     templates = list(templates or dataset.templates or ("a photo of a {c}.",))
     weights = class_embeddings(model, tokenizer, dataset.classnames, templates, batch_size=text_batch_size,
