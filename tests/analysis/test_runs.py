@@ -128,8 +128,12 @@ def test_a_resumed_trainer_marks_where_its_clock_restarts(tmp_path):
     from kizuna.train.logging import read_metrics
 
     ContrastiveTrainer(tiny_config(tmp_path, steps=2, save_every=2)).train()
-    ContrastiveTrainer(tiny_config(tmp_path, steps=4, resume="latest")).train()
-    assert [(r["step"], r["from"]) for r in read_metrics(tmp_path / "metrics.jsonl", "resume")] == [(2, "step_0000002")]
+    resumed = ContrastiveTrainer(tiny_config(tmp_path, steps=4, resume="latest"))
+    resumed.train()
+    records = read_metrics(tmp_path / "metrics.jsonl", "resume")
+    assert [(r["step"], r["from"]) for r in records] == [(2, "step_0000002")]
+    # and the precision that part ran in: train_config.json says the latest part's only
+    assert records[0]["precision_used"] == resumed.precision
 
 
 def test_cli_prints_a_table_and_exits_cleanly_on_bad_input(study, tmp_path, capsys):

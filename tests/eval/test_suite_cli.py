@@ -62,6 +62,10 @@ def test_py_suite_and_validation(tmp_path):
     bad.write_text(json.dumps([{"model": "ViT-mu-8", "dataset": str(d), "task": "colouring"}]))
     with pytest.raises(ValueError, match="unknown task 'colouring'"):
         load_suite(bad)
+    # checked when the suite is read: it was refused when its run began, after the runs before it
+    bad.write_text(json.dumps([{"model": "ViT-mu-8", "dataset": str(d), "task": "zeroshot", "precision": "auto"}]))
+    with pytest.raises(ValueError, match=r"run 0: precision must be one of fp32, bf16, got 'auto'"):
+        load_suite(bad)
     rec = [{"dataset": "d", "model": "m", "pretrained": "p", "task": "zeroshot_retrieval",
             "metrics": {"image_to_text_R@1": 0.5, "image_to_text_median_rank": 3.0}, "language": "en"}]
     md = markdown_report(rec)

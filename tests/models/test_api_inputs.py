@@ -123,3 +123,15 @@ def test_get_tokenizer_takes_a_checkpoint_path(tmp_path):
         assert kizuna.get_tokenizer("clip_bpe").context_length == 77
     finally:
         os.chdir(here)
+
+
+def test_a_vit_classifiers_logits_are_float32_in_bf16(tmp_path):
+    """bf16 logits tied exactly for 2% of CIFAR-10 test images and a tie went to the lower class: the trainer's bf16
+    evaluation and a bf16 `vit eval` disagreed (21.33% vs 21.00%)."""
+    vit = kizuna.create_vit("mu/8", image_size=32, num_classes=10).eval()
+    with torch.no_grad():
+        vit.head.weight.normal_()
+        x = torch.randn(4, 3, 32, 32)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert vit(x).dtype == torch.float32
+        assert vit.to(torch.bfloat16)(x.bfloat16()).dtype == torch.float32

@@ -98,6 +98,15 @@ def test_cpu_bf16_native_follows_amx_and_avx512_bf16(monkeypatch):
     assert optim.cpu_bf16_native({"avx512f", "avx512_bf16"}) == onednn_bf16  # Zen 4, Cooper Lake
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert optim.cpu_bf16_native(set()) == onednn_bf16
+    # an environment that caps the kernels below bf16 hardware: auto chose bf16 there and ran 3.6x slower
+    for name, value in (("ONEDNN_MAX_CPU_ISA", "AVX512_CORE"), ("DNNL_MAX_CPU_ISA", "avx2"),
+                        ("ATEN_CPU_CAPABILITY", "avx2")):
+        monkeypatch.setenv(name, value)
+        assert not optim.cpu_bf16_native({"amx_bf16"}), name
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    assert optim.cpu_bf16_native(set()) == onednn_bf16
 
 
 def test_bf16_on_a_cpu_without_amx_gets_a_note(monkeypatch):

@@ -178,6 +178,11 @@ def check_run_values(r: dict, where: str | None) -> None:
     for key in ("max_samples", "max_train_samples"):  # None and 0 mean all; a negative count meant all too
         if r.get(key) is not None and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < 0):
             raise ValueError(f"{at}{name(key)} must be an integer >= 0 (0 = all), got {r[key]!r}")
+    if "precision" in r:  # checked when its run began: the runs before it were done, and the error named no run
+        from kizuna import PRECISIONS
+
+        if r["precision"] not in PRECISIONS:
+            raise ValueError(f"{at}{name('precision')} must be one of {', '.join(PRECISIONS)}, got {r['precision']!r}")
     if r.get("corruptions"):  # a misspelt name stopped the run only after the clean images were encoded
         from .probes import CORRUPTIONS
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 
 import torch
@@ -89,12 +90,33 @@ def cpu_bf16_native(flags: set[str] | None = None) -> bool:
         from kizuna.models.layers import cpu_info
 
         flags = set(cpu_info("flags").split())
+    if not _isa_caps_allow_bf16():
+        return False
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     try:
         hardware = bool(is_amx is not None and is_amx()) or bool({"avx512_bf16", "amx_bf16"} & flags)
         return hardware and torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+# oneDNN's ISAs from which on bf16 runs in hardware (ONEDNN_MAX_CPU_ISA names one), and ATen's kernel levels
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                     "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL")
+
+
+def _isa_caps_allow_bf16() -> bool:
+    """False when the environment caps the kernels below bf16 hardware: ``ONEDNN_MAX_CPU_ISA`` (or
+    ``DNNL_MAX_CPU_ISA``) under AVX512_CORE_BF16 makes oneDNN emulate bf16 (a training step 3.6x slower than
+    fp32 here, while "auto" chose bf16 for the CPU's flags), and ``ATEN_CPU_CAPABILITY`` below avx512 sends bf16
+    attention into a torch kernel that fails beyond 64 keys ("pack_vnni2 is only supported when avx512 is
+    supported")."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        isa = os.environ.get(name, "").strip().upper()
+        if isa and isa not in _ONEDNN_BF16_ISAS:
+            return False
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return not aten or aten.startswith("avx512")
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -116,7 +138,7 @@ def bf16_note(precision: str, device: torch.device) -> str | None:
     on_cpu = torch.device(device).type == "cpu"
     if precision == "bf16" and on_cpu and not cpu_bf16_native():
         return ("note: bf16 on this CPU is emulated (no AMX or AVX-512 BF16) and runs slower than fp32; "
-                "--precision fp32 (or auto) is the faster choice here")
+                "--precision fp32 is the faster choice here")  # not "or auto": the inference commands have no auto
     if precision == "auto" and on_cpu and resolve_precision(precision, torch.device(device)) == "bf16":
         return "precision: bf16 autocast (auto: this CPU does bf16 in hardware); --precision fp32 trains in fp32"
     return None

@@ -174,7 +174,9 @@ class Trainer(ABC):
                 atomic_write_text(self.logger.path, records)
             self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
             # where the log's clock restarts: the time the run stood still is no training time (compare-runs)
-            self.logger.log(self.step, {"from": self.resume_from.name}, kind="resume")
+            # with the precision this part runs in: train_config.json says the latest only (a run begun in bf16 and
+            # resumed with --precision fp32 read as fp32 throughout)
+            self.logger.log(self.step, {"from": self.resume_from.name, "precision_used": self.precision}, kind="resume")
         self.logger.write_config({**self.cfg.to_dict(), "precision_used": self.precision})
 
     def autocast(self):
