@@ -121,6 +121,20 @@ def test_trainer_compile_falls_back_to_eager_on_a_compiler_error(monkeypatch):
     assert calls == ["compiled"]
 
 
+def test_a_torch_compile_that_refuses_at_once_falls_back_to_eager(monkeypatch):
+    """torch.compile() itself raises on a Python its Dynamo does not support ("Dynamo is not supported on Python
+    3.12+" in torch 2.2-2.3): the run died with a traceback before its first step, though the docs promise eager."""
+    from kizuna.train.compiling import compiled_or_eager
+
+    def refuse(module):
+        raise RuntimeError("Dynamo is not supported on Python 3.12+")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    model = torch.nn.Linear(3, 2)
+    with pytest.warns(RuntimeWarning, match=r"unavailable here \(Dynamo is not supported.*\); training continues in eager"):
+        assert compiled_or_eager(model, True) is model
+
+
 def test_trainer_compile_does_not_swallow_model_errors(monkeypatch):
     from kizuna.train.compiling import compiled_or_eager
 

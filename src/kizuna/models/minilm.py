@@ -167,7 +167,9 @@ class MiniLMTextTower(nn.Module):
         # Drop the columns that are padding in every row: a caption set padded to the context length
         # (64) but ~16 tokens long costs 4x the compute otherwise. Pads are masked keys and are
         # excluded from the mean, so the embeddings do not change (tested).
-        used = mask.any(dim=0).nonzero()
+        # Not under torch.compile (as kizuna's own text tower): the trimmed length depends on the data, which broke
+        # the graph twice per step; a compiled tower runs the whole, static length.
+        used = mask.any(dim=0).nonzero() if not torch.compiler.is_compiling() else ()
         if len(used):
             n = int(used.max()) + 1
             ids, mask = ids[:, :n], mask[:, :n]

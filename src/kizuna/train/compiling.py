@@ -84,4 +84,10 @@ def compiled_or_eager(module: nn.Module, enabled: bool):
         warnings.warn(f"torch {torch.__version__} has no torch.compile; training in eager mode", RuntimeWarning,
                       stacklevel=2)
         return module
-    return CompiledOrEager(module)
+    try:
+        return CompiledOrEager(module)
+    except RuntimeError as error:  # torch.compile() itself refuses this Python ("Dynamo is not supported on
+        # Python 3.12+" in torch 2.2-2.3; torch 2.13 on 3.15+): the run died with a traceback before its first step
+        warnings.warn(f"torch.compile is unavailable here ({_headline(error)}); training continues in eager mode",
+                      RuntimeWarning, stacklevel=2)
+        return module
