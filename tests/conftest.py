@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # helpers shared across the folders (_labelled); --import-mode=importlib
 SHARED = Path(os.environ.get("KIZUNA_SHARED", REPO.parent / "shared"))
 
 

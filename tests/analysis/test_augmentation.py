@@ -1,14 +1,12 @@
 """`kizuna vit augment`: the recipe's augmentation through both paths, as a figure and statistics."""
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from _labelled import odd_even_shards
 
 from kizuna.analysis.augmentation import pixel_stats
 from kizuna.apps.cli import main
@@ -27,19 +25,7 @@ def test_pixel_stats_count_what_they_name():
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("aug")
-    rs = np.random.RandomState(0)
-    (root / "train").mkdir()
-    with tarfile.open(root / "train" / "000000.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
-        for i in range(40):
-            buf = io.BytesIO()
-            Image.fromarray(rs.randint(0, 256, (20, 20, 3), dtype=np.uint8)).save(buf, format="PNG")
-            for name, blob in ((f"{i:09d}.cls", str(i % 2).encode()), (f"{i:09d}.png", buf.getvalue())):
-                info = tarfile.TarInfo(name)
-                info.size = len(blob)
-                tf.addfile(info, io.BytesIO(blob))
-    (root / "classnames.txt").write_text("odd\neven\n")
-    return root
+    return odd_even_shards(tmp_path_factory.mktemp("aug"), 40, 20)
 
 
 def test_cli_writes_the_grid_and_both_paths_statistics(shards, tmp_path, capsys):

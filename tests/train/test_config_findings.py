@@ -1,15 +1,12 @@
 """Config files, presets and flags: what a command line asks for is what runs, or a one-line error."""
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from _labelled import odd_even_shards
 
 from kizuna.apps.cli import main
 from kizuna.train.config import load_config_file, make_config
@@ -31,19 +28,7 @@ def _error(capsys) -> str:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     """Eight labelled 16-px images in one CLIP_benchmark shard."""
-    root = tmp_path_factory.mktemp("cls")
-    (root / "train").mkdir()
-    rs = np.random.RandomState(0)
-    with tarfile.open(root / "train" / "000000.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
-        for i in range(8):
-            buf = io.BytesIO()
-            Image.fromarray(rs.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, format="PNG")
-            for name, blob in ((f"{i:09d}.cls", str(i % 2).encode()), (f"{i:09d}.png", buf.getvalue())):
-                info = tarfile.TarInfo(name)
-                info.size = len(blob)
-                tf.addfile(info, io.BytesIO(blob))
-    (root / "classnames.txt").write_text("odd\neven\n")
-    return root
+    return odd_even_shards(tmp_path_factory.mktemp("cls"), 8, 16)
 
 
 # ----- 1. `kizuna vit augment`: its own --out, and --print-config ------------------------------------------------
