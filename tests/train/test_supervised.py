@@ -765,5 +765,19 @@ def test_validation_labels_index_the_validation_datas_own_class_names(data, tmp_
             tf.addfile(info, io.BytesIO(blob))
     (root / "classnames.txt").write_text("\n".join(reversed(CLASSES)) + "\n")
     same = SupervisedTrainer(_cfg(data, tmp_path / "a", steps=1))
-    other = SupervisedTrainer(_cfg(data, tmp_path / "b", steps=1, val_data=str(root / "test")))
+    other = SupervisedTrainer(_cfg(data, tmp_path / "b", steps=12, val_data=str(root / "test"), precision="fp32"))
     assert other.val_loader.dataset.index.labels.tolist() == same.val_loader.dataset.index.labels.tolist()
+    # and `vit eval` reads them so too: the trainer's number is vit eval's
+    metrics = other.train()
+    assert main(["vit", "eval", str(tmp_path / "b" / "model"), "--data", str(root / "test"), "--no-progress",
+                 "--threads", "1", "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["metrics"]["acc1"] == pytest.approx(metrics["val_top1"]) and res["n"] == 16
+    assert main(["vit", "eval", str(tmp_path / "b" / "model"), "--data", str(data / "test"), "--no-progress",
+                 "--threads", "1", "--out", str(tmp_path / "ev0")]) == 0  # the same images, numbered as trained
+    assert res["confusion"] == json.loads((tmp_path / "ev0" / "results.json").read_text())["confusion"]
+    assert res["metrics"]["acc1"] > 0.5  # it tells the classes apart, so a swap of labels would show
+    # names are matched as class folders are ("_" a space, any case); numbered classes stay numbers
+    (root / "classnames.txt").write_text("\n".join(n.upper() for n in reversed(CLASSES)) + "\n")
+    upper = SupervisedTrainer(_cfg(data, tmp_path / "c", steps=1, val_data=str(root / "test")))
+    assert upper.val_loader.dataset.index.labels.tolist() == same.val_loader.dataset.index.labels.tolist()

@@ -589,6 +589,43 @@ def _warn_repeated_classnames(classnames, source: str) -> None:
                       "weight, so only its first class is ever predicted", UserWarning, stacklevel=3)
 
 
+def own_classnames(dataset: EvalDataset) -> list[str] | None:
+    """The class names file that came with a split (in its folder or the dataset's root), if any."""
+    source, root = Path(dataset.source), Path(dataset.root)
+    found = dataset_file(source if source.is_dir() else root, root, CLASSNAMES_FILE)
+    return read_lines(found) if found is not None else None
+
+
+def _numbered(names) -> bool:
+    return list(names) == [str(k) for k in range(len(names))]
+
+
+def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
+    """Make a split's numbered labels (.cls, a CSV of indices), read under ``target`` (a model's or a training
+    split's classes), index ``target`` through the split's own class names file, matched by name. Read as
+    ``target``'s numbers, every label was another class where the two files order the classes differently (a
+    trainer on an ImageFolder's sorted names, validation shards numbered otherwise). Returns whether it
+    relabelled: not for an ImageFolder or a CSV of names (matched by name already), nor where either side has no
+    names (numbers "0".."n-1"), nor where the orders agree."""
+    own = own_classnames(dataset) if dataset.layout not in ("imagefolder",) else None
+    if not own or _numbered(own) or _numbered(target) or [_plain(n) for n in own] == [_plain(n) for n in target]:
+        return False
+    where = {_plain(name): k for k, name in enumerate(target)}
+    missing = [name for name in own if _plain(name) not in where]
+    if missing:
+        raise DatasetError(f"{dataset.source}: class(es) {', '.join(missing[:5])} of its {CLASSNAMES_FILE} are not "
+                           f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); pass "
+                           "--classnames FILE to say which class each label number is")
+    base = np.asarray(dataset.labels_override if dataset.labels_override is not None else dataset.index.labels)
+    if base[dataset.positions].max(initial=-1) >= len(own):
+        raise DatasetError(f"{dataset.source}: a label is {int(base.max())}, beyond the {len(own)} classes its "
+                           f"{CLASSNAMES_FILE} names")
+    mapping = np.array([where[_plain(name)] for name in own], dtype=np.int64)
+    dataset.labels_override = np.where(base >= 0, mapping[np.clip(base, 0, len(own) - 1)], -1)
+    dataset.classnames = list(target)
+    return True
+
+
 def _require(task: str | None) -> str:
     return {"classification": "label", "retrieval": "caption"}.get(task or "", "any")
 

@@ -329,32 +329,19 @@ def load_classification(path: str, split: str | None = None, classnames: str | l
 
 def load_validation(cfg, train_classnames: list[str]):
     """The validation split as :func:`load_classification` gives it, its labels indexing the training classes.
-    Labels held as numbers (shards' .cls, side-cars, a CSV of indices) index the validation data's own class
-    names where it has them (its classnames.txt), matched to the training classes by name: read as indices
-    of the training classes, they were all wrong when the training data ordered its classes otherwise (an
+    Numbered labels (shards' .cls, side-cars, a CSV of indices) go through the split's own class names file, by
+    name (:func:`~kizuna.eval.datasets.relabel_by_name`, as `kizuna vit eval` does): read as the training
+    classes' numbers, they were all wrong when the training data ordered its classes otherwise (an
     ImageFolder's sorted names against shards numbered in another order), without a word. An ImageFolder is
     matched by folder name already; ``--classnames`` names both splits' classes."""
-    from kizuna.eval.datasets import DatasetError
+    from kizuna.eval.datasets import relabel_by_name
 
-    kw = dict(image_column=cfg.image_column, label_column=cfg.label_column)
-    if not cfg.classnames:
-        try:
-            vindex, own, vset = load_classification(cfg.val_data, cfg.val_split or None, None, cfg.val_max_samples,
-                                                    **kw)
-        except DatasetError:
-            own = None
-        numbered = own is not None and own == [str(i) for i in range(len(own))]  # no names: the labels' numbers
-        if own is not None and not numbered and vset.layout != "imagefolder" and own != list(train_classnames):
-            where = {name: k for k, name in enumerate(train_classnames)}
-            missing = [name for name in own if name not in where]
-            if missing:
-                raise DatasetError(f"--val-data {cfg.val_data}: class(es) {', '.join(missing[:5])} of its "
-                                   f"{vset.classnames_source} are not among the training classes; pass "
-                                   "--classnames FILE to name both splits' classes")
-            labels = np.array([where[name] for name in own], dtype=np.int64)[vindex.labels]
-            return _take(vindex, np.arange(len(vindex)), labels), list(train_classnames), vset
-    return load_classification(cfg.val_data, cfg.val_split or None, cfg.classnames or train_classnames,
-                               cfg.val_max_samples, **kw)
+    vindex, vnames, vset = load_classification(cfg.val_data, cfg.val_split or None,
+                                               cfg.classnames or train_classnames, cfg.val_max_samples,
+                                               image_column=cfg.image_column, label_column=cfg.label_column)
+    if not cfg.classnames and relabel_by_name(vset, train_classnames):
+        vindex = _take(vset.index, vset.positions, vset.labels)
+    return vindex, vnames, vset
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:

@@ -204,7 +204,7 @@ def evaluate(args) -> int:
     from kizuna.apps.common import json_safe
     from kizuna.data.transforms import Preprocess
     from kizuna.eval.classification import evaluate_classifier
-    from kizuna.eval.datasets import CLASSNAMES_FILE, load_dataset
+    from kizuna.eval.datasets import CLASSNAMES_FILE, load_dataset, relabel_by_name
     from kizuna.eval.encode import is_main
     from kizuna.models.vit import VisionTransformer
 
@@ -235,10 +235,11 @@ def evaluate(args) -> int:
                            classnames=args.classnames or (list(trained_on) if trained_on else None),
                            max_samples=args.max_samples, image_column=args.image_column,
                            label_column=args.label_column)
-    own = _own_classnames(dataset)
-    if trained_on and not args.classnames and own and own != list(trained_on) and info.is_main:
-        print(f"note: the data's {CLASSNAMES_FILE} names {own}, the model was trained on {list(trained_on)}; class "
-              "numbers (.cls, CSV numbers) are read as the model's classes")
+    # numbered labels (.cls, CSV numbers) through the data's own class names file, by name, as the trainer's
+    # validation reads them (they were read as the model's numbers: classes listed otherwise were swapped)
+    if trained_on and not args.classnames and relabel_by_name(dataset, list(trained_on)) and info.is_main:
+        print(f"note: the data's {CLASSNAMES_FILE} orders the classes otherwise than the model; its labels are "
+              "matched to the model's classes by name")
     result = evaluate_classifier(model, dataset, transform=transform, batch_size=args.batch_size, device=device,
                                  num_workers=args.num_workers, progress=not args.no_progress)
     if not is_main():
@@ -256,15 +257,6 @@ def evaluate(args) -> int:
         result.plot_confusion(out / "confusion.png")
         print(f"wrote {out / 'results.json'}, results.md and confusion.png")
     return 0
-
-
-def _own_classnames(dataset) -> list[str] | None:
-    """The class names file that came with an evaluation split (in its folder or the dataset's root), if any."""
-    from kizuna.eval.datasets import CLASSNAMES_FILE, dataset_file, read_lines
-
-    source, root = Path(dataset.source), Path(dataset.root)
-    found = dataset_file(source if source.is_dir() else root, root, CLASSNAMES_FILE)
-    return read_lines(found) if found is not None else None
 
 
 def augment(args) -> int:
