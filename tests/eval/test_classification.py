@@ -201,6 +201,7 @@ def test_zeroshot_classifier_topk_breaks_ties_to_the_lower_index(tiny, monkeypat
     monkeypatch.setattr(clf, "predict_proba", lambda images: torch.full((1, 5), 0.2))
     assert [name for name, _ in clf.topk(torch.zeros(1, 3, 32, 32), k=5)[0]] == ["a", "b", "c", "d", "e"]
     assert [name for name, _ in clf.topk(torch.zeros(1, 3, 32, 32), k=2)[0]] == ["a", "b"]
+    assert len(clf.topk(torch.zeros(1, 3, 32, 32), k=np.int64(2))[0]) == 2  # a numpy integer is a number
     for bad in (-1, 0, 2.5):  # -1 returned every class but the last
         with pytest.raises(ValueError, match=f"k must be a whole number >= 1.*got {bad}"):
             clf.topk(torch.zeros(1, 3, 32, 32), k=bad)

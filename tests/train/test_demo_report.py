@@ -126,5 +126,6 @@ def test_the_demo_under_torchrun_points_to_its_config(tmp_path, monkeypatch, cap
     from kizuna.apps.cli import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     assert "train --config demo" in capsys.readouterr().err and not (tmp_path / "demo").exists()

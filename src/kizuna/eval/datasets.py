@@ -371,7 +371,9 @@ def _folder_class_name(folder: str) -> str:
     Latin-1 name was a string with a surrogate, which matplotlib and the results.md write failed on after the
     evaluation), in NFC (macOS writes names decomposed: "café" as "cafe" + an accent, which matched no name
     in a names file and swapped two classes), "_" read as a space."""
-    return unicodedata.normalize("NFC", decode_text(os.fsencode(folder))).replace("_", " ")
+    if any("\udc80" <= ch <= "\udcff" for ch in folder):  # undecodable bytes of a folder name (surrogateescape)
+        folder = decode_text(os.fsencode(folder))
+    return unicodedata.normalize("NFC", folder).replace("_", " ")
 
 
 def _has_sidecars(d: Path, exts: tuple[str, ...] = (".cls", ".txt")) -> bool:

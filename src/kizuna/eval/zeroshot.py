@@ -76,7 +76,9 @@ class ZeroShotClassifier:
         return torch.sigmoid(logits) if self.model.cfg.loss == "siglip" else logits.softmax(dim=-1)
 
     def topk(self, images: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:  # -1 sliced off the last class without a word
+        import numbers
+
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # -1 sliced off the last class
             raise ValueError(f"k must be a whole number >= 1 (the classes to return per image), got {k!r}")
         probs = self.predict_proba(images)
         # ties to the lower class index, as rank_classes (Tensor.topk orders tied values arbitrarily)

@@ -82,7 +82,8 @@ def run(args):
     from kizuna.train.contrastive import ContrastiveTrainer
     from kizuna.train.evaluation import synthetic_probe_metrics
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank printed, and wrote, the report into one folder
+    if "RANK" in os.environ and os.environ.get("WORLD_SIZE", "").strip() not in ("", "0", "1"):  # torchrun's:
+        # every rank printed, and wrote, the report into one folder (the trainers' own test for a process group)
         raise ValueError("kizuna demo runs in one process (its report and final probes are not split over ranks); "
                          "under torchrun train its config: `torchrun ... -m kizuna.apps.cli train --config demo "
                          f"--out {args.out}`")
