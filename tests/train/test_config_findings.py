@@ -207,3 +207,20 @@ def test_vit_cifar10_gpu_logs_once_an_epoch_of_its_training_set():
     cfg = load_config_file("vit_cifar10_gpu")
     assert cfg["log_every"] == len(EpochSampler(25_000, cfg["batch_size"])) == 48
     assert "48 steps" in (Path(__file__).parents[2] / "src/kizuna/train/configs/vit_cifar10_gpu.py").read_text()
+
+
+def test_config_files_keep_lists_of_data_and_class_names_and_none(tmp_path):
+    """The type checks refused what the readers take: a list of data specs, the class names as a list, and None
+    for an unset optional setting (review)."""
+    from kizuna.train.config import TrainConfig
+    from kizuna.train.supervised import SupervisedConfig
+
+    path = tmp_path / "lists.py"
+    path.write_text("def get_config():\n    return dict(data=['a.tar', 'b.tar'], best_metric=None)\n")
+    cfg = make_config(load_config_file(str(path), TrainConfig))
+    assert cfg.data == ["a.tar", "b.tar"] and cfg.best_metric == ""
+    path.write_text("def get_config():\n    return dict(data='d', classnames=['bird', 'cat'])\n")
+    assert make_supervised_config(load_config_file(str(path), SupervisedConfig)).classnames == ["bird", "cat"]
+    from kizuna.train.data import _refuse_a_root_with_held_out_splits
+
+    assert _refuse_a_root_with_held_out_splits(["a.tar", "b.tar"]) is None  # a list: it was a TypeError in Path()

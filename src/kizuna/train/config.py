@@ -131,6 +131,8 @@ def load_config_file(name_or_path: str, config_cls=None) -> dict:
     return typed_file_values(config_cls, values, path) if config_cls is not None else values
 
 
+# string settings that a file (or Python) may give as a list of strings: data specs, class names
+LIST_FIELDS = ("data", "val_data", "classnames")
 FILE_VALUE_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
                     tuple: "a list of numbers", dict: "a dict (JSON object)"}
 
@@ -147,6 +149,11 @@ def typed_file_values(config_cls, values: dict, path) -> dict:
         kind = kinds.get(key)
         if kind is None:
             continue
+        if value is None:  # an optional setting left unset (best_metric=None): the default, as before
+            del typed[key]
+            continue
+        if key in LIST_FIELDS and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            continue  # several data specs, or the class names themselves, which the readers take as a list
         new = value
         if isinstance(value, str) and kind is not str:
             try:

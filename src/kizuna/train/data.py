@@ -5,6 +5,8 @@ and go through the same ``EpochSampler`` + ``Loader``, so resume and rank shardi
 """
 from __future__ import annotations
 
+import os
+
 from kizuna.data.loader import Collate, make_loader
 from kizuna.data.sampler import EpochSampler
 from kizuna.data.sources import PairDataset, SkipCounter, _Fetched, build_index
@@ -117,6 +119,8 @@ def _refuse_a_root_with_held_out_splits(data: str) -> None:
 
     from kizuna.eval.datasets import split_folders
 
+    if not isinstance(data, (str, os.PathLike)):  # a list of specs (from Python or a config file): files named
+        return
     root = Path(data)
     splits = split_folders(root) if root.is_dir() and not any(root.glob("*.tar")) else []
     held_out = [s for s in splits if s != "train"]
