@@ -386,3 +386,10 @@ def test_an_imagefolder_split_lacking_a_class_keeps_the_bundled_list(tmp_path):
     ds = load_dataset(str(root), dataset_name="cifar10")
     assert len(ds.classnames) == 10 and ds.classnames_source.startswith("bundled")
     assert [ds.classnames[k] for k in ds.labels] == classes  # matched by name: bird (2) has no images
+
+
+def test_a_subset_in_a_folder_named_like_a_bundled_dataset_keeps_its_own_classes(tmp_path):
+    """The whole-list rule took a folder's name for --dataset-name: cifar10/train/{cat,dog} trained a 10-way head
+    with 8 classes without images (review)."""
+    root = image_folder(tmp_path / "cifar10" / "train", per_class=1, classes=["cat", "dog"])
+    assert load_dataset(str(root)).classnames == ["cat", "dog"]

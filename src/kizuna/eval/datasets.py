@@ -401,15 +401,16 @@ def _plain(name: str) -> str:
     return " ".join(_folder_class_name(name).lower().replace("-", " ").split())
 
 
-def _bundled_fits_folders(bundled: list[str], folders: list[str]) -> bool:
+def _bundled_fits_folders(bundled: list[str], folders: list[str], by_name: bool = False) -> bool:
     """Bundled names label the folders: by name when every folder is named after a bundled class, else by
     position. By position is safe when no folder is named after a bundled class (ImageNet's wnid folders,
     numbered folders), or when every folder that is sits at that class's position; not when, say, folders
     plane, car, bird, ... sort into another order than the list."""
     position = {_plain(b): k for k, b in enumerate(bundled)}
-    if folders and all(_plain(f) in position for f in folders):
-        # every folder named after a class: matched by name, also in a split that lacks a class (it was scored
-        # over its own folders then, fewer classes than the same split as shards: a higher chance level)
+    if by_name and folders and all(_plain(f) in position for f in folders):
+        # every folder named after a class of the list the user named (--dataset-name): matched by name, also
+        # in a split that lacks a class (it was scored over its own folders, fewer classes than the same split
+        # as shards). Not for a name taken from a folder: a cifar10/ subset of 2 classes trained a 10-way head
         return True
     if len(bundled) != len(folders):
         return False
@@ -562,7 +563,8 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
                      index=index, positions=keep.astype(np.int64), skips=skips, labels_override=labels_override)
     if task == "classification":
         ds.classnames, ds.classnames_source = _resolve_classnames(
-            classnames, data if data.is_dir() else root, root, name, folder_classes, layout)
+            classnames, data if data.is_dir() else root, root, name, folder_classes, layout,
+            named=dataset_name is not None)
         if layout == "imagefolder" and ds.classnames_source != "folder names":
             # the split's folders were numbered by position; names from a file or list may order them otherwise,
             # or hold a class this split lacks (a test split without one class shifted the rest onto others)
@@ -641,7 +643,9 @@ def dataset_file(data: Path, root: Path, name: str) -> Path | None:
     return None
 
 
-def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes, layout) -> tuple[list[str], str]:
+def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes, layout,
+                        named: bool = False) -> tuple[list[str], str]:
+    """``named``: the dataset name was given (``dataset_name=``), not taken from a folder's name."""
     if spec is not None:
         if isinstance(spec, (list, tuple)):
             out, src = list(spec), "given list"
@@ -662,7 +666,7 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
     if layout == "csv" and folder_classes:
         return folder_classes, "CSV label values (sorted)"
     bundled = bundled_classnames(name)
-    if bundled is not None and (folder_classes is None or _bundled_fits_folders(bundled, folder_classes)):
+    if bundled is not None and (folder_classes is None or _bundled_fits_folders(bundled, folder_classes, named)):
         return bundled, f"bundled CLIP_benchmark classnames[{name!r}]"
     if folder_classes:
         return folder_classes, "folder names"
