@@ -172,6 +172,11 @@ def test_a_runs_saved_settings_run_again_as_a_config(tmp_path, capsys):
     a, b = (json.loads((run / "train_config.json").read_text()) for run in (first, second))
     assert a.pop("out") == str(first) and b.pop("out") == str(second)
     assert a == b and a["seed"] == 3 and a["lr"] == 2e-3 and a["precision_used"] == "fp32"
+    # a fine-tune of a checkpoint too: its saved loss, tokenizer, ... are recorded, not asked for (review)
+    tuned = tmp_path / "tuned"
+    flags = [f for f in TINY_TRAIN if f not in ("--context-length", "24")]  # the checkpoint's own
+    assert main(["train", *flags, "--model", str(first / "checkpoints" / "latest"), "--out", str(tuned)]) == 0
+    assert main(["train", "--config", str(tuned / "train_config.json"), "--out", str(tmp_path / "again")]) == 0
 
 
 def test_a_json_config_is_checked_and_vit_train_reads_one(tmp_path, capsys):

@@ -1017,3 +1017,18 @@ def test_a_side_car_dataset_root_is_not_trained_on_with_its_test_split(tmp_path,
         ContrastiveTrainer(tiny_config(tmp_path / "a", data=str(tmp_path / "d"), steps=1))
     ContrastiveTrainer(tiny_config(tmp_path / "b", data=str(tmp_path / "d" / "train"), steps=1))
     assert "data: 16 usable samples" in capsys.readouterr().err
+
+
+def test_a_one_class_zero_shot_set_is_refused_before_training(tmp_path):
+    """Zero-shot over one class is refused by the evaluation: a run with it trained to its end and then failed
+    (review)."""
+    import io
+
+    from PIL import Image
+
+    (tmp_path / "one" / "test" / "cat").mkdir(parents=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buf, format="PNG")
+    (tmp_path / "one" / "test" / "cat" / "a.png").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="--eval-zeroshot .*1 class \\(cat\\): zero-shot needs at least two"):
+        ContrastiveTrainer(tiny_config(tmp_path / "run", steps=1, eval_zeroshot=str(tmp_path / "one")))

@@ -320,7 +320,7 @@ def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | N
         tables = sorted(p.name for ext in ("*.csv", "*.tsv") for p in Path(dataset.source).glob(ext)) \
             if Path(dataset.source).is_dir() else []
         raise ValueError(f"{dataset.source}: {len(dataset.classnames)} class ({', '.join(dataset.classnames)}): "
-                         "zero-shot needs at least two to choose between"
+                         "zero-shot needs at least two to choose between (--classnames FILE names them all)"
                          + (f"; to read its table, pass the file ({', '.join(tables)})" if tables else ""))
     model = getattr(model, "module", model)
     templates = list(templates or dataset.templates or ("a photo of a {c}.",))

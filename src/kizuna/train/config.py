@@ -462,7 +462,14 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
     flags = set(given_arguments(args, config_cls) if given is None else given)
     names = set(flags)
     if getattr(args, "config", None):
-        names |= set(load_config_file(args.config))
+        from_file = set(load_config_file(args.config))
+        if str(args.config).endswith(".json") and config_cls is TrainConfig:
+            # a run's saved settings hold the model settings a checkpoint --model fixes (loss, tokenizer, ...):
+            # recorded, not asked for; counted as named, replaying a fine-tune's train_config.json was refused
+            from .contrastive import CHECKPOINT_FIXED
+
+            from_file -= set(CHECKPOINT_FIXED)
+        names |= from_file
         if "out" not in flags and getattr(args, "resume", None) not in (None, "", "latest"):
             # a checkpoint named by path goes on in its own run folder (resumed_config), not in the --config
             # file's `out`: `--config demo --resume runs/a/checkpoints/latest` went on in runs/demo

@@ -365,7 +365,10 @@ def check_evaluation_data(cfg: TrainConfig) -> None:
         if not folder:
             continue
         try:
-            _dataset(folder, task, cfg.eval_split or None, cfg.eval_max_samples)
+            ds = _dataset(folder, task, cfg.eval_split or None, cfg.eval_max_samples)
+            if task == "classification" and len(ds.classnames) < 2:  # refused by the evaluation, at the run's end
+                raise ValueError(f"{len(ds.classnames)} class ({', '.join(ds.classnames)}): zero-shot needs at "
+                                 "least two to choose between (a classnames.txt beside the split names them all)")
         except (ValueError, OSError) as e:  # DatasetError is a ValueError; a missing folder FileNotFoundError
             split = f" --eval-split {cfg.eval_split}" if cfg.eval_split else ""
             # on a resume the folder comes from the run's settings: dropping the flag would keep it
