@@ -373,9 +373,10 @@ def test_empty_class_folders_are_said_and_macosx_is_no_class(tmp_path):
     (root / "__MACOSX" / "cat").mkdir(parents=True)  # macOS zips: resource forks, never a class
     (root / "__MACOSX" / "cat" / "._a.png").write_bytes(noise_image(9))
     (root / "empty").mkdir()
+    (root / "cat" / "._img0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata, no image
     with pytest.warns(UserWarning, match="class folder.* empty hold no images"):
         ds = load_dataset(str(root))
-    assert ds.classnames == ["cat", "dog", "empty"] and len(ds) == 4
+    assert ds.classnames == ["cat", "dog", "empty"] and len(ds) == 4 and not ds.skips
 
 
 def test_an_imagefolder_split_lacking_a_class_keeps_the_bundled_list(tmp_path):

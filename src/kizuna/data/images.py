@@ -79,7 +79,7 @@ SKIPPED_FOLDERS = ("__MACOSX",)
 def walk_folder(root: str | Path):
     """``os.walk(root)`` in sorted order (the filesystem's order is not reproducible), into symlinked folders
     (a subset made by linking class folders was read as classes with no images), each real folder once (a
-    link to a parent would loop), without hidden folders and ``__MACOSX``."""
+    link to a parent would loop), without hidden folders, ``__MACOSX`` and AppleDouble ``._*`` files."""
     seen = {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         kept = []
@@ -90,7 +90,9 @@ def walk_folder(root: str | Path):
             seen.add(real)
             kept.append(name)
         dirnames[:] = kept
-        yield dirpath, dirnames, filenames
+        # macOS's AppleDouble files (._img.jpg beside img.jpg on FAT, SMB or NFS) hold metadata, not an image:
+        # each was counted as a corrupt image
+        yield dirpath, dirnames, [name for name in filenames if not name.startswith("._")]
 
 
 def list_images(folder: str | Path) -> list[Path]:
