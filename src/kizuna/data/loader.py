@@ -208,31 +208,6 @@ def check_epoch_gave_samples(source: str, batches: int, steps: int, report: str)
                          "Every sample was skipped; check the files the report names")
 
 
-def _ignore_one_sigterm(signum, frame) -> None:
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the next one ends the worker (the loader's own shutdown)
-
-
-class _WorkerInit:
-    """Each loader worker lets the first SIGTERM pass, then runs ``then`` (the caller's worker_init_fn). A
-    scheduler's SIGTERM reaches the whole process group: a worker it killed raised "DataLoader worker is killed
-    by signal" in the main process mid-step, before the trainer could stop after the step and save. The main
-    process then shuts its workers down (the loader's terminate() is the second SIGTERM, which ends them); a
-    worker whose main process died (SIGKILL) exits by torch's own parent check. Picklable, for the spawn start
-    method."""
-
-    def __init__(self, then: Callable | None = None):
-        self.then = then
-
-    def __call__(self, worker_id: int) -> None:
-        import signal
-
-        signal.signal(signal.SIGTERM, _ignore_one_sigterm)
-        if self.then is not None:
-            self.then(worker_id)
-
-
 def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
                 collate: Callable | None = None, *, pin_memory: bool | None = None,
                 prefetch_factor: int | None = 2, persistent_workers: bool = True,
@@ -252,7 +227,7 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         prefetch_factor=prefetch_factor if workers else None,
         persistent_workers=persistent_workers and workers,
         timeout=timeout,
-        worker_init_fn=_WorkerInit(worker_init_fn),
+        worker_init_fn=worker_init_fn,
         multiprocessing_context=multiprocessing_context if workers else None,
         # Its own generator: otherwise every iter() draws a worker base seed from the global torch
         # RNG, and a resumed run (which calls iter() at a different point) would drift from the
