@@ -165,20 +165,13 @@ def _write_pair(out: Path, data: bytes, rows_path: Path, rows: bytes) -> None:
     are written first and then renamed; a failure removes the temp files, and once a rename is done also
     both final names (the old partner of a new file is stale), so no .npy is left beside another's row list.
     The error names both files."""
-    import tempfile
+    from kizuna.models.checkpoint import filled_temp
 
-    from kizuna.models.checkpoint import process_umask
-
-    out.parent.mkdir(parents=True, exist_ok=True)
     temps, renamed = [], False
     try:
         for path, content in ((out, data), (rows_path, rows)):
-            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~process_umask()  # as atomic_write
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
-            os.close(fd)
-            temps.append(tmp)
-            Path(tmp).write_bytes(content)  # closed within: a write error the last flush finds is raised
-            os.chmod(tmp, mode)
+            # write_bytes closes the file within: a write error that the last flush finds is raised
+            temps.append(filled_temp(path, lambda tmp, content=content: Path(tmp).write_bytes(content)))
         os.replace(temps[0], out)
         renamed = True
         os.replace(temps[1], rows_path)

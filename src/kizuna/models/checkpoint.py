@@ -70,9 +70,9 @@ def make_temp_folder(parent: Path, prefix: str) -> Path:
     return folder
 
 
-def atomic_write(path: str | Path, write_fn) -> None:
-    """Write through a temp file in the same folder, then rename: a crash never leaves half a file. The file
-    gets the permissions it had, or a new file's (the temp file's own are private to its owner)."""
+def filled_temp(path: str | Path, write_fn) -> str:
+    """A temp file beside ``path`` filled by ``write_fn(tmp)``, with the permissions ``path`` has or a new file's
+    (the temp file's own are private to its owner), to be renamed onto ``path``; removed if the writing fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _file_mode(path)
@@ -83,6 +83,17 @@ def atomic_write(path: str | Path, write_fn) -> None:
         write_fn(tmp)
         if os.path.isfile(tmp):
             os.chmod(tmp, mode)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: str | Path, write_fn) -> None:
+    """Write through a temp file in the same folder, then rename: a crash never leaves half a file."""
+    tmp = filled_temp(path, write_fn)
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
