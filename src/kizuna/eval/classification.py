@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
+from kizuna.models.checkpoint import first_line
 
 from .encode import content_hash, dist_info, encode_images, encode_texts_sharded, is_main, model_fingerprint
 from .zeroshot import fill_template
@@ -130,7 +131,7 @@ def _load(path: Path) -> torch.Tensor | None:
     except Exception as error:  # noqa: BLE001 - anything from EOFError to KeyError: a damaged file
         import warnings
 
-        why = f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0][:200]
+        why = f"{type(error).__name__}: {first_line(error, 200)}"
         if path.is_file() and path.stat().st_size == 0:  # torch says "EOFError: " and no more
             why = "the file is empty (0 bytes)"
         warnings.warn(f"the class-embedding cache {path} cannot be read ({why}); "
@@ -156,7 +157,7 @@ def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
     except (OSError, RuntimeError) as error:
         import warnings
 
-        why = (str(error).strip().splitlines() or [""])[0][:200]
+        why = first_line(error, 200)
         warnings.warn(f"could not write the class-embedding cache {path} ({why}); going on without it",
                       RuntimeWarning, stacklevel=2)
     finally:

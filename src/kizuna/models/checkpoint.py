@@ -70,6 +70,15 @@ def make_temp_folder(parent: Path, prefix: str) -> Path:
     return folder
 
 
+def first_line(error: BaseException, limit: int = 120) -> str:
+    """An error's first line (torch's further lines are advice for pickles), cut to ``limit`` characters at a
+    word's end: cut mid-word it read "... please torch.save your che"."""
+    line = (str(error).strip().splitlines() or [""])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
+
+
 def filled_temp(path: str | Path, write_fn) -> str:
     """A temp file beside ``path`` filled by ``write_fn(tmp)``, with the permissions ``path`` has or a new file's
     (the temp file's own are private to its owner), to be renamed onto ``path``; removed if the writing fails."""

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kizuna.models.checkpoint import (CheckpointError, atomic_write, follow_latest, load_model, load_state_dict_strict,
-                                     make_temp_folder, move_aside, save_model)
+from kizuna.models.checkpoint import (CheckpointError, atomic_write, first_line, follow_latest, load_model,
+                                     load_state_dict_strict, make_temp_folder, move_aside, save_model)
 
 
 def rng_state() -> dict:
@@ -116,7 +116,7 @@ class CheckpointManager:
         except OSError:
             free = "free space unknown"
         before = self.latest()  # what `--resume latest` takes: the failed one was never swapped in
-        message = (f"writing the checkpoint {folder} failed ({type(error).__name__}: {_first_line(error)}); disk "
+        message = (f"writing the checkpoint {folder} failed ({type(error).__name__}: {first_line(error)}); disk "
                    f"full? ({free}). " + (f"The checkpoint before it, {before.name}, is intact: free space and "
                                           f"continue with --out {self.dir.parent} --resume latest" if before else
                                           "No checkpoint was saved before it: free space and start the run again"))
@@ -328,7 +328,7 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
         elif str(e).startswith("mmap can only be used"):  # read mapped: the file does not start as torch's zip does
             why = "not a torch zip archive (overwritten?)"
         else:
-            why = f"{type(e).__name__}: {_first_line(e)}"
+            why = f"{type(e).__name__}: {first_line(e)}"
         raise CheckpointError(f"{file}: cannot be read ({why}); this checkpoint is damaged. "
                               + _earlier_checkpoint_hint(path)) from None
 
@@ -352,13 +352,6 @@ except ImportError:  # an older safetensors without the name
 _WRITE_ERRORS = (OSError, RuntimeError, _SafetensorError)
 
 
-def _first_line(error: BaseException, limit: int = 120) -> str:
-    """An error's first line (torch's further lines are advice for pickles), cut to ``limit`` characters at a
-    word's end: cut mid-word it read "... please torch.save your che"."""
-    line = (str(error).strip().splitlines() or [""])[0]
-    if len(line) <= limit:
-        return line
-    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
 
 
 def resumed_config(cfg, named: frozenset[str] | None):
