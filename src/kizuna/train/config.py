@@ -415,10 +415,9 @@ FLAG_ALIASES = {"workers": ("--num-workers",),
                 "val_max_samples": ("--eval-max-samples",)}
 
 
-ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")
-
-
 def check_act(act: str) -> None:
+    from kizuna.models.layers import ACTIVATIONS  # the activations a model can be built with
+
     if act not in ("", *ACTIVATIONS):
         raise ValueError(f"--act must be one of {', '.join(ACTIVATIONS)} (or empty: QuickGELU), got {act!r}")
 

@@ -8,7 +8,6 @@ seen in training, counting, a relation swap and a typographic attack.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -82,8 +81,9 @@ def run(args):
     from kizuna.train.contrastive import ContrastiveTrainer
     from kizuna.train.evaluation import synthetic_probe_metrics
 
-    if "RANK" in os.environ and os.environ.get("WORLD_SIZE", "").strip() not in ("", "0", "1"):  # torchrun's:
-        # every rank printed, and wrote, the report into one folder (the trainers' own test for a process group)
+    from .distributed import launched_by_torchrun
+
+    if launched_by_torchrun():  # every rank printed, and wrote, the report into one folder
         raise ValueError("kizuna demo runs in one process (its report and final probes are not split over ranks); "
                          "under torchrun train its config: `torchrun ... -m kizuna.apps.cli train --config demo "
                          f"--out {args.out}`")

@@ -33,6 +33,12 @@ class DistInfo:
         return self.world_size > 1
 
 
+def launched_by_torchrun() -> bool:
+    """Whether torchrun started this process as one of several: RANK set and WORLD_SIZE above 1 (an empty
+    WORLD_SIZE is one process)."""
+    return "RANK" in os.environ and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Read torchrun's environment; NCCL on GPU, gloo on CPU. A plain `python` run is world size 1."""
     want_cuda = torch.cuda.is_available() if device in (None, "auto") else str(device).startswith("cuda")
@@ -40,7 +46,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
         raise ValueError(f"--device {device}: no CUDA GPU here (torch {torch.__version__}); use --device cpu or auto")
     if device not in (None, "auto") and not str(device).startswith(("cuda", "cpu")):
         raise ValueError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if not launched_by_torchrun():
         dev = torch.device("cuda" if want_cuda else "cpu")
         return DistInfo(device=dev)
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
