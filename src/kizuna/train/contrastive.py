@@ -132,9 +132,8 @@ class ContrastiveTrainer(Trainer):
         if index is not None and self.dist.is_main:  # also without skips: what the run trains on
             print(f"data: {len(index)} usable samples"
                   + (f"; while indexing {index.skips.report()}" if index.skips else ""), file=sys.stderr)
-        if index is not None and index.skips and self.dist.is_main:
-            if self.resume_from is None:  # the run's log has them from its start (a resume logged them again)
-                self.log_skips(index.skips, "index_skipped")
+            if index.skips and self.resume_from is None:  # the run's log has them from its start (a resume
+                self.log_skips(index.skips, "index_skipped")  # logged them again)
 
     # ----- set-up ------------------------------------------------------------------------------
     def best_metric(self, cfg: TrainConfig) -> tuple[str | None, str]:
