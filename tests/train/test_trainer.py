@@ -962,6 +962,44 @@ def test_sigterm_stops_after_the_step_and_saves_as_ctrl_c_does(tmp_path, capsys)
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is the process's own again
 
 
+GROUP_SIGTERM_RUN = """
+import os, signal, subprocess, sys
+sys.path.insert(0, {tests!r})
+from _tiny import tiny_config
+from kizuna.train.contrastive import ContrastiveTrainer
+
+trainer = ContrastiveTrainer(tiny_config({out!r}, steps=50, workers=1))
+fit, steps = trainer.fit_batch, []
+
+def fit_and_signal_the_group(batch):
+    steps.append(1)
+    if len(steps) == 2:  # another process (a scheduler's) signals the group: this process and its loader worker
+        code = f"import os, signal; os.killpg({{os.getpgid(0)}}, signal.SIGTERM)"
+        subprocess.run([sys.executable, "-c", code], start_new_session=True, check=True)
+    return fit(batch)
+
+trainer.fit_batch = fit_and_signal_the_group
+try:
+    trainer.train()
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_sigterm_to_the_process_group_with_loader_workers_still_saves(tmp_path):
+    """Slurm and Kubernetes send SIGTERM to every process of the job: torch's loader workers died at once (they
+    exit on a SIGTERM from anyone but their parent), and the main process stopped mid-step on "DataLoader worker
+    is killed by signal", saving nothing since its last checkpoint."""
+    import subprocess
+
+    code = GROUP_SIGTERM_RUN.format(tests=str(Path(__file__).parent), out=str(tmp_path / "run"))
+    done = subprocess.run([sys.executable, "-c", code], start_new_session=True, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "SIGTERM: stopping after this step" in done.stderr and "killed by signal" not in done.stderr
+    assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "train_state.pt").is_file()
+
+
 def test_a_batch_of_one_with_the_softmax_loss_is_refused(tmp_path):
     """Softmax over one pair is 0 at every step (no gradient): the run trained nothing without a word."""
     with pytest.raises(ValueError, match="--batch-size 1 with the CLIP .*loss is 0 at every step"):

@@ -52,7 +52,53 @@ import torch
 from .sampler import EpochSampler
 from .sources import SkipCounter
 
-__all__ = ["Collate", "Loader", "make_loader", "trim_batch"]
+__all__ = ["Collate", "Loader", "make_loader", "trim_batch", "workers_outlive_sigterm"]
+
+
+# Set while a training loop of this process stops on SIGTERM by itself (trainer.StopOnInterrupt): a scheduler
+# (Slurm) signals the whole process group, and torch's workers die at once on a SIGTERM from anyone
+# but their parent, so the main process met a dead loader mid-step and stopped with nothing saved. One byte of
+# shared memory, made lazily, so the workers of any start method (fork, forkserver, spawn) read the live value.
+_main_saves_on_sigterm = None
+
+
+def _sigterm_flag():
+    global _main_saves_on_sigterm
+    if _main_saves_on_sigterm is None:
+        import multiprocessing
+
+        _main_saves_on_sigterm = multiprocessing.RawValue("b", 0)
+    return _main_saves_on_sigterm
+
+
+def workers_outlive_sigterm(on: bool) -> None:
+    """While on, this process's loader workers ignore SIGTERM: the main process got it too, stops after its
+    step, saves, and shuts them down itself. Off again before that shutdown, which may terminate() them."""
+    _sigterm_flag().value = int(on)
+
+
+class _WorkerInit:
+    """A worker's init: SIGTERM is ignored while the main process saves on it (above), and ends the worker as
+    before otherwise (the default action; torch's own handler cannot be put back from Python). Picklable."""
+
+    def __init__(self, flag, then: Callable | None):
+        self.flag, self.then = flag, then
+
+    def __call__(self, worker_id: int) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self.then is not None:
+            self.then(worker_id)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        import os
+        import signal
+
+        if self.flag.value:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Collate:
@@ -227,7 +273,7 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         prefetch_factor=prefetch_factor if workers else None,
         persistent_workers=persistent_workers and workers,
         timeout=timeout,
-        worker_init_fn=worker_init_fn,
+        worker_init_fn=_WorkerInit(_sigterm_flag(), worker_init_fn) if workers else worker_init_fn,
         multiprocessing_context=multiprocessing_context if workers else None,
         # Its own generator: otherwise every iter() draws a worker base seed from the global torch
         # RNG, and a resumed run (which calls iter() at a different point) would drift from the

@@ -525,9 +525,12 @@ class StopOnInterrupt:
         import threading
 
         if self.enabled and threading.current_thread() is threading.main_thread():
+            from ..data.loader import workers_outlive_sigterm
+
             self._pid = os.getpid()
             for name in self.NAMES:
                 self._previous[getattr(signal, name)] = signal.signal(getattr(signal, name), self._handle)
+            workers_outlive_sigterm(True)
         return self
 
     def _handle(self, signum, frame):
@@ -544,6 +547,10 @@ class StopOnInterrupt:
     def __exit__(self, *exc):
         import signal
 
+        if self._previous:
+            from ..data.loader import workers_outlive_sigterm
+
+            workers_outlive_sigterm(False)
         for signum, previous in self._previous.items():
             if signal.getsignal(signum) == self._handle:
                 signal.signal(signum, previous)
