@@ -552,3 +552,18 @@ def test_a_failed_npy_write_keeps_the_old_file_and_says_so(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "refused:" in done.stdout, done.stdout + done.stderr
     assert good.read_bytes() == before
+
+
+def test_a_csv_of_class_names_lacking_a_class_keeps_the_named_datasets_list(tmp_path):
+    """With --dataset-name cifar10, a CSV whose label column names classes took its sorted values as the classes:
+    a split without "airplane" was scored over its own 2 classes (cat 0, dog 1), not CIFAR-10's 10 by name, as
+    the ImageFolder of the same split is. Without a dataset name, the values are the classes, as before."""
+    _images(tmp_path, 3)
+    (tmp_path / "names.csv").write_text("filepath,label\nimg/0.png,cat\nimg/1.png,Dog\nimg/2.png,cat\n")
+    ds = load_dataset(tmp_path / "names.csv", dataset_name="cifar10")
+    assert ds.classnames == CIFAR_ORDER and ds.classnames_source.startswith("bundled")
+    assert ds.labels.tolist() == [3, 5, 3]
+    own = load_dataset(tmp_path / "names.csv")
+    assert own.classnames == ["Dog", "cat"] and own.labels.tolist() == [1, 0, 1]
+    (tmp_path / "other.csv").write_text("filepath,label\nimg/0.png,cat\nimg/1.png,lion\n")  # not all CIFAR-10's
+    assert load_dataset(tmp_path / "other.csv", dataset_name="cifar10").classnames == ["cat", "lion"]

@@ -489,10 +489,12 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     labels_override = None
     outside = None  # ImageFolder rows counted as image_outside_class_folder, not again as missing_label
     folder_classes: list[str] | None = None
+    csv_source = None  # where a CSV's class names came from
     if data.is_file():
         layout = "csv"
-        index, task, labels_override, csv_classes = _index_csv(
-            data, task, image_column, label_column, caption_column, classnames, root, name, cache_dir)
+        index, task, labels_override, csv_classes, csv_source = _index_csv(
+            data, task, image_column, label_column, caption_column, classnames, root, name, cache_dir,
+            named=dataset_name is not None)
         folder_classes = csv_classes
     elif _is_tar_dir(data):
         layout = "wds"
@@ -564,7 +566,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     if task == "classification":
         ds.classnames, ds.classnames_source = _resolve_classnames(
             classnames, data if data.is_dir() else root, root, name, folder_classes, layout,
-            named=dataset_name is not None)
+            named=dataset_name is not None, csv_source=csv_source)
         if layout == "imagefolder" and ds.classnames_source != "folder names":
             # the split's folders were numbered by position; names from a file or list may order them otherwise,
             # or hold a class this split lacks (a test split without one class shifted the rest onto others)
@@ -644,8 +646,9 @@ def dataset_file(data: Path, root: Path, name: str) -> Path | None:
 
 
 def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes, layout,
-                        named: bool = False) -> tuple[list[str], str]:
-    """``named``: the dataset name was given (``dataset_name=``), not taken from a folder's name."""
+                        named: bool = False, csv_source: str | None = None) -> tuple[list[str], str]:
+    """``named``: the dataset name was given (``dataset_name=``), not taken from a folder's name. ``csv_source``:
+    where a CSV's label values took their class names from (:func:`_index_csv`)."""
     if spec is not None:
         if isinstance(spec, (list, tuple)):
             out, src = list(spec), "given list"
@@ -664,7 +667,7 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
             raise DatasetError(f"{f} is empty: it needs one class name per line, in label order")
         return out, str(f)
     if layout == "csv" and folder_classes:
-        return folder_classes, "CSV label values (sorted)"
+        return folder_classes, csv_source or "CSV label values (sorted)"
     bundled = bundled_classnames(name)
     if bundled is not None and (folder_classes is None or _bundled_fits_folders(bundled, folder_classes, named)):
         return bundled, f"bundled CLIP_benchmark classnames[{name!r}]"
@@ -702,8 +705,9 @@ def _check_labels(ds: EvalDataset) -> None:
             + ". Fix the label or the class names file.")
 
 
-def _index_csv(path: Path, task, image_column, label_column, caption_column, classnames, root, name, cache_dir):
-    """-> (index, task, labels_override, class names from the label column or None)."""
+def _index_csv(path: Path, task, image_column, label_column, caption_column, classnames, root, name, cache_dir,
+               named: bool = False):
+    """-> (index, task, labels_override, class names the label column's names index or None, their source)."""
     with open_table(path, DatasetError) as f:
         head = f.readline()
         sep = "\t" if "\t" in head or path.suffix.lower() == ".tsv" else ","
@@ -721,7 +725,7 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
     if task == "retrieval":
         index = build_index(str(path), require="caption", image_column=image_column,
                             caption_column=caption_column, sep=sep)
-        return _group_captions(index), task, None, None
+        return _group_captions(index), task, None, None, None
     if label_column not in cols:
         raise DatasetError(f"{path}: no label column {label_column!r}; columns are {cols}")
     # Class indices when most values are whole numbers ("3.0" too: pandas writes an int column holding a NaN
@@ -732,7 +736,7 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
     if given and len(indices) * 2 > len(given):
         index = build_index(str(path), require="label", image_column=image_column, label_column=label_column,
                             caption_column=caption_column, sep=sep)
-        return index, task, None, None
+        return index, task, None, None, None
     # Class names in the label column: index with the names as "captions", then map them.
     index = build_index(str(path), require="image", image_column=image_column, caption_column=label_column, sep=sep)
     names = list(classnames) if isinstance(classnames, (list, tuple)) else \
@@ -745,8 +749,18 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
             raise DatasetError(f"{path}: label column {label_column!r} mixes class names and class indices "
                                f"({len(indices)} of {len(given)} values are indices, e.g. {value!r} in row {row}); "
                                "write every label one way")
-        names = sorted({c[0] for c in index.captions if c})
-    pos = {n: k for k, n in enumerate(names)}
+        values = sorted({c[0] for c in index.captions if c})
+        names, source, pos = values, "CSV label values (sorted)", {n: k for k, n in enumerate(values)}
+        bundled = bundled_classnames(name) if named else None
+        by_plain = {_plain(b): k for k, b in enumerate(bundled or ())}
+        if values and all(_plain(v) in by_plain for v in values):
+            # the dataset was named (--dataset-name) and every label is one of its classes: its list, by name (the
+            # sorted values of a split lacking a class shifted the rest onto others, scored over fewer classes)
+            names, source = bundled, f"bundled CLIP_benchmark classnames[{name!r}]"
+            pos = {v: by_plain[_plain(v)] for v in values}
+    else:
+        source = "given list" if isinstance(classnames, (list, tuple)) else str(classnames or root / CLASSNAMES_FILE)
+        pos = {n: k for k, n in enumerate(names)}
     labels = np.full(len(index), -1, dtype=np.int64)
     for i, caps in enumerate(index.captions):
         if not caps:
@@ -756,7 +770,7 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
                                f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
         labels[i] = pos[caps[0]]
     index.captions = [()] * len(index)
-    return index, task, labels, names
+    return index, task, labels, names, source
 
 
 def _group_captions(index: SampleIndex) -> SampleIndex:
