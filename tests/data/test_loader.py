@@ -47,7 +47,7 @@ def test_workers_give_the_same_batches_and_report_skips(index):
         results[workers] += (summary(batches2),)
         del loader
 
-    (b0, skips0, _report0, e2_0), (b2, skips2, report2, e2_2) = results[0], results[2]
+    (b0, skips0, _, e2_0), (b2, skips2, report2, e2_2) = results[0], results[2]
     assert summary(b0) == summary(b2)
     for x, y in zip(b0, b2):
         assert torch.equal(x["images"], y["images"])

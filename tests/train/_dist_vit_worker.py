@@ -7,8 +7,6 @@ import json
 import os
 import sys
 
-import torch
-
 from kizuna.train.supervised import SupervisedTrainer, make_supervised_config
 
 out_dir, data, run = sys.argv[1:4]

@@ -254,7 +254,6 @@ def test_best_follows_every_evaluation_and_knows_which_end_is_best(tmp_path):
     --save-every: always the last step), and always kept the highest value (the worst loss or rank)."""
     import warnings
 
-    from kizuna.models.checkpoint import load_model  # noqa: F401 - the folder must load
     from kizuna.train.checkpointing import CheckpointManager
 
     tr = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=4, eval_every=1, save_every=0,
