@@ -147,6 +147,22 @@ def test_a_siglip_preset_keeps_its_loss_unless_told_otherwise():
     assert model_config(make_config(model="ViT-mu-8", loss="siglip")).loss == "siglip"
 
 
+def test_another_loss_keeps_the_scale_and_bias_the_overrides_name():
+    """--loss siglip replaced --model-overrides' logit scale, bias and clamp with the paper's (bias -5 trained from
+    -10), while the same overrides with {"loss": "siglip"} kept them: two ways to ask, two starting points."""
+    import math
+
+    overrides = {"init_logit_bias": -5.0, "init_logit_scale": 1.0, "max_logit_scale": math.log(100)}
+    by_flag = model_config(make_config(model="ViT-mu-8", loss="siglip", model_overrides=overrides))
+    by_key = model_config(make_config(model="ViT-mu-8", model_overrides={**overrides, "loss": "siglip"}))
+    assert (by_flag.loss, by_flag.init_logit_bias, by_flag.init_logit_scale, by_flag.max_logit_scale) == \
+        ("siglip", -5.0, 1.0, math.log(100)) == (by_key.loss, by_key.init_logit_bias, by_key.init_logit_scale,
+                                                by_key.max_logit_scale)
+    partly = model_config(make_config(model="siglip-mu-8", loss="clip", model_overrides={"init_logit_scale": 3.0}))
+    assert (partly.loss, partly.init_logit_scale, partly.init_logit_bias) == ("clip", 3.0, None)  # the rest: CLIP's
+    assert partly.max_logit_scale == math.log(100)
+
+
 def test_augmentation_flags_on_synthetic_scenes_are_refused():
     """The scenes are drawn at the model's size and never augmented: --aug-hflip 1 trained to the same losses."""
     from kizuna.train.config import make_config

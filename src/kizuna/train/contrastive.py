@@ -54,11 +54,14 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
         for tower in ("vision", "text"):
             if "output_dim" not in cfg.model_overrides.get(tower, {}) and d[tower].get("output_dim"):
                 d[tower]["output_dim"] = d["embed_dim"]
-    # "model" keeps the preset's loss: a default of "clip" turned a siglip-* preset into a CLIP model silently
-    if cfg.loss == "siglip" and d["loss"] != "siglip":
-        d.update(loss="siglip", init_logit_scale=math.log(10), init_logit_bias=-10.0, max_logit_scale=None)
-    elif cfg.loss == "clip" and d["loss"] != "clip":
-        d.update(loss="clip", init_logit_scale=math.log(1 / 0.07), init_logit_bias=None, max_logit_scale=math.log(100))
+    # "model" keeps the preset's loss: a default of "clip" turned a siglip-* preset into a CLIP model silently.
+    # Another loss brings its paper's scale, bias and clamp, except where --model-overrides names them (they were
+    # replaced: {"init_logit_bias": -5} with --loss siglip started from -10, and as {"loss": "siglip"} from -5)
+    paper = {"siglip": dict(init_logit_scale=math.log(10), init_logit_bias=-10.0, max_logit_scale=None),
+             "clip": dict(init_logit_scale=math.log(1 / 0.07), init_logit_bias=None, max_logit_scale=math.log(100))}
+    if cfg.loss in paper and d["loss"] != cfg.loss:
+        d.update({key: value for key, value in paper[cfg.loss].items() if key not in cfg.model_overrides},
+                 loss=cfg.loss)
     if cfg.context_length:
         d["text"]["context_length"] = cfg.context_length
         d["tokenizer"]["context_length"] = cfg.context_length
