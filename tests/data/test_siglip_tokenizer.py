@@ -123,3 +123,15 @@ def test_bad_context_lengths_and_a_2d_decode_are_named(spiece_model):
     with pytest.raises(ValueError, match=r"decode takes one sequence \(1-D\), got shape \(2, 16\)"):
         tok.decode(tok(["a photo", "a dog"]))
     assert tok.decode(tok(["a photo"])[0]) == "a photo"
+
+
+def test_a_lone_surrogate_is_the_replacement_character_as_for_clip(spiece_model):
+    """Bytes of --labels that are not UTF-8 (a Latin-1 "café") reach Python as a lone surrogate: SentencePiece
+    failed on it deep inside ("Unable to cast Python instance"); CLIP's tokenizer (ftfy) makes it U+FFFD."""
+    from kizuna.data.tokenizer import ClipTokenizer
+
+    tok = SiglipTokenizer(spiece_model, context_length=16)
+    assert torch.equal(tok(["caf\udce9", "dog"]), tok(["caf\ufffd", "dog"]))
+    assert torch.equal(tok("caf\udce9"), tok("caf\ufffd"))
+    clip = ClipTokenizer(context_length=16)
+    assert torch.equal(clip(["caf\udce9"]), clip(["caf\ufffd"]))  # unchanged: ftfy did this already

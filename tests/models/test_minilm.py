@@ -94,6 +94,19 @@ def test_context_longer_than_the_encoder_is_refused(minilm_tokenizer):
         make_config(model="ViT-mu-8", text_tower="minilm", context_length=600)
 
 
+def test_context_lengths_that_are_not_integers_and_lone_surrogates(minilm_tokenizer):
+    """16.9 and "16" were cut to 16 without a word (the other tokenizers refuse them); a lone surrogate (bytes of
+    --labels that are not UTF-8) was a TypeError from inside transformers: U+FFFD now, as CLIP's ftfy makes it."""
+    from kizuna.models.minilm import MiniLMTokenizer
+
+    for bad in (16.9, "16", True):
+        with pytest.raises(ValueError, match=rf"MiniLM context_length must be an integer >= 3 .*got {bad!r}"):
+            MiniLMTokenizer(bad)
+        with pytest.raises(ValueError, match=r"MiniLM context_length must be an integer"):
+            minilm_tokenizer(["a dog"], context_length=bad)
+    assert torch.equal(minilm_tokenizer(["caf\udce9"]), minilm_tokenizer(["caf\ufffd"]))
+
+
 @pytest.fixture(scope="module")
 def minilm_model():
     return kizuna.ClipModel(model_config(make_config(model="ViT-mu-8", text_tower="minilm", data="synthetic",

