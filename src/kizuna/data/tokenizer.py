@@ -471,7 +471,10 @@ class TrainedBpeTokenizer(BpeTokenizer):
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the `tokenizers` JSON (also loadable by `tokenizers.Tokenizer.from_file`)."""
+        """Write the `tokenizers` JSON (also loadable by `tokenizers.Tokenizer.from_file`). It holds no normaliser:
+        kizuna cleans text in Python first (:func:`clean_text`: ftfy, HTML entities, whitespace, lower case), so
+        another user of the file gets the ids training saw only for text passed through ``clean_text``
+        ("A Photo" otherwise splits as other tokens)."""
         self.tokenizer.save(str(path))
 
     @classmethod
