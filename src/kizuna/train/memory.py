@@ -12,7 +12,10 @@ large blocks: they come from the heap) and ``M_TRIM_THRESHOLD = -1`` (never trim
 holds on to its peak memory, which a training loop needs again at every step anyway. Only for glibc on Linux;
 elsewhere nothing changes. The trainers call it on the CPU unless ``keep_freed_memory`` is off, and
 :func:`release_kept_memory` when they finish: glibc's defaults back, and the kept memory handed to the OS (a
-notebook that trained a model no longer holds the run's peak for the rest of its life).
+notebook that trained a model no longer holds the run's peak for the rest of its life). Where the environment
+tunes glibc's allocator itself (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or
+``GLIBC_TUNABLES`` with ``glibc.malloc.``), neither is done: the release reset those settings to glibc's
+defaults for the rest of the process.
 """
 from __future__ import annotations
 
@@ -37,11 +40,21 @@ def _glibc():
         return None
 
 
+def malloc_tuned_by_environment(environ=None) -> bool:
+    """Whether the process was started with glibc malloc settings of its own (docs/benchmarks/XEON-MALLOC.md
+    shows such a tuning), which :func:`keep_freed_memory` and :func:`release_kept_memory` would override."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    names = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_")
+    return any(environ.get(name) for name in names) or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
+
+
 def keep_freed_memory() -> bool:
     """Tell glibc's allocator to keep freed memory in the process (see the module docstring). Returns whether
-    it took effect; False on other platforms and C libraries."""
+    it took effect; False on other platforms and C libraries, and where the environment tunes malloc itself."""
     libc = _glibc()
-    if libc is None:
+    if libc is None or malloc_tuned_by_environment():
         return False
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
