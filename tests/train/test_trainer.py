@@ -999,6 +999,24 @@ def test_a_sigterm_to_the_process_group_with_loader_workers_still_saves(tmp_path
     assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "train_state.pt").is_file()
 
 
+def test_train_from_python_leaves_no_workers_and_the_callers_thread_count(tmp_path):
+    """A notebook's train() kept its loader's persistent worker processes alive until the trainer was collected,
+    and torch's thread count at the run's --threads."""
+    import multiprocessing
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=2, warmup_steps=1, workers=1, threads=1))
+        assert torch.get_num_threads() == 1
+        trainer.train()
+        assert torch.get_num_threads() == 2
+        assert multiprocessing.active_children() == []  # the worker is gone, the trainer still referenced
+        assert trainer.loader.dataloader._iterator is None
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_batch_of_one_with_the_softmax_loss_is_refused(tmp_path):
     """Softmax over one pair is 0 at every step (no gradient): the run trained nothing without a word."""
     with pytest.raises(ValueError, match="--batch-size 1 with the CLIP .*loss is 0 at every step"):

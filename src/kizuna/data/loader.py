@@ -209,6 +209,14 @@ class Loader:
     def report(self) -> str:
         return self.skips.report()
 
+    def close(self) -> None:
+        """Shut the worker processes down now: persistent workers live as long as the DataLoader does (a notebook
+        that trained kept them, and their memory, until the trainer was collected). Iterating again starts anew."""
+        running = getattr(self.dataloader, "_iterator", None)
+        self.dataloader._iterator = None
+        if running is not None and hasattr(running, "_shutdown_workers"):
+            running._shutdown_workers()
+
     @property
     def epoch_finished(self) -> bool:
         """Whether the batches handed out reach the end of the sampler's epoch (never, for an endless

@@ -76,6 +76,7 @@ class Trainer(ABC):
         field counts as named."""
         cfg, restored = resumed_config(cfg, named)
         self.cfg, self.named = cfg, named
+        self._threads_before = torch.get_num_threads()  # the caller's again when train() ends (a notebook)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
@@ -319,6 +320,10 @@ class Trainer(ABC):
             self._draw_curves()
             return metrics
         finally:
+            for loader in (getattr(self, "loader", None), getattr(self, "val_loader", None)):
+                if hasattr(loader, "close"):  # no worker processes left behind in a caller's process
+                    loader.close()
+            torch.set_num_threads(self._threads_before)
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
             if self.release_run_lock is not None:  # the folder is free once the run is over (a notebook goes on)
