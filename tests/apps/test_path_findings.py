@@ -192,3 +192,28 @@ def test_a_reader_leaving_stderr_early_lets_the_training_save_its_checkpoint(tmp
 def test_an_error_after_the_reader_left_keeps_its_own_status(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdout", _Pipe(0))
     assert main(["eval", "zeroshot", "--model", "ViT-mu-8", "--dataset", str(tmp_path / "nowhere")]) == 2
+
+
+def test_main_called_from_two_threads_leaves_the_process_as_it_was(monkeypatch):
+    """Each main() swaps sys.stdout/stderr and warnings.showwarning and puts them back: two at once in one program
+    put back each other's (the host's later warnings read "kizuna ...: warning:"). One call at a time now."""
+    import threading
+    import time
+    import warnings
+
+    from kizuna.apps import cli
+
+    def slow_command(argv):
+        time.sleep(0.3)
+        return 0
+
+    monkeypatch.setattr(cli, "_main", slow_command)
+    streams, show = (sys.stdout, sys.stderr), warnings.showwarning
+    first = threading.Thread(target=cli.main, args=(["info"],))
+    second = threading.Thread(target=cli.main, args=(["info"],))
+    first.start()
+    time.sleep(0.1)  # the second starts while the first runs
+    second.start()
+    first.join()
+    second.join()
+    assert (sys.stdout, sys.stderr) == streams and warnings.showwarning is show

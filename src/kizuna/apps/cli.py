@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS = {
@@ -116,7 +117,20 @@ class _Output:
         return getattr(self._stream, name)
 
 
+# main() swaps process-wide things (sys.stdout/stderr, warnings.showwarning, torch's thread count) and puts them
+# back: two calls at once in threads of one program each put back what the other had set (a host application's
+# warnings then read as kizuna's). One call at a time; reentrant, for a command that runs another.
+_ONE_AT_A_TIME = threading.RLock()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``kizuna`` command line: runs one command, returns its exit status (argparse's usage errors and
+    ``--help`` raise SystemExit, as argparse does). Calls from several threads run one after another."""
+    with _ONE_AT_A_TIME:
+        return _main_with_output(argv)
+
+
+def _main_with_output(argv: list[str] | None) -> int:
     streams = sys.stdout, sys.stderr
     outputs = _Output(sys.stdout), _Output(sys.stderr)
     sys.stdout, sys.stderr = outputs
