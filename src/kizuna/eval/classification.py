@@ -13,9 +13,11 @@ A class's weight is the normalised mean over the templates of the normalised tex
 Ranking uses the cosine similarities themselves (the logit scale and SigLIP bias do not change the
 order); ties go to the lower class index (stable sort), deterministically.
 
-Class embeddings are cached in memory, keyed by the text tower's identity and weights version (any
-in-place update, e.g. an optimizer step, invalidates it), the tokenizer, the class names and the
-templates; ``cache_dir`` adds an on-disk ``.pt`` cache keyed by a SHA-256 of the text tower's weights.
+Class embeddings are cached in memory, keyed by the text tower's identity, weights version (any
+in-place update, e.g. an optimizer step, invalidates it) and config, the tokenizer's config, the class
+names and the templates; ``cache_dir`` adds an on-disk ``.pt`` cache keyed by a SHA-256 of the text tower's
+weights and config. A tokenizer without ``to_config`` (a plain function) is never cached: nothing says what
+it does. The texts are encoded in eval mode whatever mode the model is in, so the mode is no part of the key.
 """
 from __future__ import annotations
 
@@ -44,22 +46,32 @@ __all__ = [
 
 _MEMORY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _MEMORY_CACHE_SIZE = 32
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the text tower's config is part of the key
 
 
 def clear_class_cache() -> None:
     _MEMORY_CACHE.clear()
 
 
-def _tokenizer_id(tokenizer) -> str:
+def _tokenizer_id(tokenizer) -> str | None:
+    """The tokenizer's config as JSON; None for one without a config. Its ``id()`` was no identity: tokenizers
+    made one after another (lambdas, partials) reuse the address, and later ones got the first's weights."""
     try:
         return json.dumps(tokenizer.to_config(), sort_keys=True, default=str)
-    except Exception:  # noqa: BLE001 - any tokenizer without a config: identity is the object
-        return f"{type(tokenizer).__qualname__}@{id(tokenizer)}"
+    except Exception:  # noqa: BLE001 - any tokenizer without a config: nothing to key the cache on
+        return None
 
 
 def _text_module(model):
     return getattr(model, "text", model)
+
+
+def _text_config(model) -> str:
+    """The text tower's config as JSON: its weights alone do not say how it computes (an OpenAI-layout file
+    loaded with QuickGELU and with act="gelu" has one state dict, and shared one cache file)."""
+    cfg = getattr(getattr(model, "cfg", None), "text", None) or getattr(_text_module(model), "cfg", None)
+    to_dict = getattr(cfg, "to_dict", None)
+    return json.dumps(to_dict() if to_dict else cfg, sort_keys=True, default=str)
 
 
 def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Sequence[str], batch_size: int = 256,
@@ -73,12 +85,16 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
         raise ValueError("no class names given")
     if not templates:
         raise ValueError("no prompt templates given")
-    cacheable = cache and encode_text_fn is None and not any(callable(t) for t in templates)
+    tokenizer_id = _tokenizer_id(tokenizer)
+    cacheable = (cache and encode_text_fn is None and tokenizer_id is not None
+                 and not any(callable(t) for t in templates))
     key = path = None
     if cacheable:
-        key = (model_fingerprint(_text_module(model)), _tokenizer_id(tokenizer), tuple(classnames), tuple(templates))
+        text_config = _text_config(model)
+        key = (model_fingerprint(_text_module(model)), text_config, tokenizer_id, tuple(classnames), tuple(templates))
         if cache_dir is not None:
-            digest = hashlib.sha256(json.dumps([_CACHE_VERSION, _tokenizer_id(tokenizer), classnames, templates]).encode())
+            digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames,
+                                                templates]).encode())
             digest.update(content_hash(_text_module(model)).encode())
             path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
         hit = _MEMORY_CACHE.get(key)

@@ -188,7 +188,7 @@ def _entry(args, task) -> dict:
          "dataset_name": args.dataset_name, "max_samples": args.max_samples, "batch_size": args.batch_size,
          "num_workers": args.num_workers, "device": args.device, "image_column": args.image_column,
          "label_column": args.label_column, "caption_column": args.caption_column, "allow_jit": args.allow_jit,
-         "precision": args.precision}
+         "precision": args.precision, "act": args.act}  # --act was parsed and then dropped: GELU files ran QuickGELU
     for k in ("templates", "classnames", "cache_dir"):
         if getattr(args, k, None) is not None:
             e[k] = getattr(args, k)

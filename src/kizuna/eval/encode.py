@@ -19,6 +19,8 @@ zero features), never a crash.
 ``encode_texts_sharded(model, tokenizer, texts, batch_size=256, device=None, progress=False)
 -> TextFeatures(features, valid, skips)``: L2-normalised text embeddings; a text the tokenizer
 rejects is a counted ``bad_caption`` skip.
+``eval_mode(model)``: a context with every module of ``model`` in eval mode, each module's own mode restored
+after (the encoders above run under it: dropout in a model left in train mode made its features noise).
 ``model_fingerprint(module)``: cheap in-memory identity (object id, parameter storage and version
 counters - changes whenever the weights are updated in place), ``content_hash(module)``: SHA-256 of
 the parameters (for on-disk caches).
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from kizuna.data.sources import SkipCounter
 
 __all__ = [
-    "ImageFeatures", "TextFeatures", "content_hash", "dist_info", "encode_images", "encode_texts_sharded",
+    "ImageFeatures", "TextFeatures", "content_hash", "dist_info", "encode_images", "encode_texts_sharded", "eval_mode",
     "gather_object", "gather_shards", "is_main", "model_fingerprint", "progress_bar", "shard_bounds",
 ]
 
@@ -116,6 +119,25 @@ def progress_bar(iterable=None, total=None, desc=None, enabled=True):
 
     return tqdm(iterable, total=total, desc=desc, disable=not (enabled and is_main()), leave=False,
                 file=sys.stderr, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------------- mode
+@contextmanager
+def eval_mode(model):
+    """Every module of ``model`` in eval mode inside the block; afterwards each module gets its own ``training``
+    flag back. The evaluators encode under it: a model left in train mode (a MiniLM tower's dropout 0.1) gave
+    noisy features, and the class-embedding cache kept them. ``model.train(was)`` is no restore: it is
+    recursive, and a caller's frozen tower kept in eval mode came back in train mode. Anything that is not
+    a module is left as it is."""
+    modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
+    modes = [(m, m.training) for m in modules]
+    if modules:
+        model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 # ----------------------------------------------------------------------------------- identity
@@ -208,20 +230,21 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     valid = torch.zeros(len(rows), dtype=torch.bool)
     skips = SkipCounter()
     encode = encode_fn or (lambda x: model.encode_image(x, normalize=False))
-    for b, batch in enumerate(progress_bar(loader, total=len(batches), desc=desc, enabled=progress)):
-        if batch["skipped"]:
-            skips.update(batch["skipped"], batch["skip_examples"])
-        if batch["images"].numel() == 0:
-            continue
-        out = encode(batch["images"].to(device)).float()
-        if normalize:
-            out = F.normalize(out, dim=-1)
-        out = out.cpu()
-        if feats is None:
-            feats = torch.zeros(len(rows), out.shape[1])
-        local = torch.tensor(_positions_in_batch(batches[b], batch["indices"].tolist(), b * batch_size))
-        feats[local] = out
-        valid[local] = True
+    with eval_mode(model):
+        for b, batch in enumerate(progress_bar(loader, total=len(batches), desc=desc, enabled=progress)):
+            if batch["skipped"]:
+                skips.update(batch["skipped"], batch["skip_examples"])
+            if batch["images"].numel() == 0:
+                continue
+            out = encode(batch["images"].to(device)).float()
+            if normalize:
+                out = F.normalize(out, dim=-1)
+            out = out.cpu()
+            if feats is None:
+                feats = torch.zeros(len(rows), out.shape[1])
+            local = torch.tensor(_positions_in_batch(batches[b], batch["indices"].tolist(), b * batch_size))
+            feats[local] = out
+            valid[local] = True
     # A rank with an empty shard (or only corrupt images) still has to learn the feature width.
     dim = feats.shape[1] if feats is not None else -1
     if world > 1:
@@ -288,17 +311,18 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
     skips = SkipCounter()
     feats, valid = None, torch.zeros(end - start, dtype=torch.bool)
     steps = range(start, end, batch_size)
-    for i in progress_bar(steps, total=len(steps), desc=desc, enabled=progress):
-        chunk = texts[i : min(i + batch_size, end)]
-        tokens, ok = _tokenize(tokenizer, chunk, skips, i)
-        if tokens is None:
-            continue
-        out = F.normalize(encode(tokens.to(device)).float(), dim=-1).cpu()
-        if feats is None:
-            feats = torch.zeros(end - start, out.shape[1])
-        local = torch.tensor(ok) + (i - start)
-        feats[local] = out
-        valid[local] = True
+    with eval_mode(model):
+        for i in progress_bar(steps, total=len(steps), desc=desc, enabled=progress):
+            chunk = texts[i : min(i + batch_size, end)]
+            tokens, ok = _tokenize(tokenizer, chunk, skips, i)
+            if tokens is None:
+                continue
+            out = F.normalize(encode(tokens.to(device)).float(), dim=-1).cpu()
+            if feats is None:
+                feats = torch.zeros(end - start, out.shape[1])
+            local = torch.tensor(ok) + (i - start)
+            feats[local] = out
+            valid[local] = True
     dim = feats.shape[1] if feats is not None else -1
     if world > 1:
         dim = max(gather_object(dim))

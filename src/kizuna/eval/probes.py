@@ -42,7 +42,7 @@ from kizuna.data.sources import SkipCounter
 from kizuna.data.synthetic import default_font
 
 from .classification import class_embeddings, classify_features
-from .encode import dist_info, encode_images, gather_shards, progress_bar, shard_bounds
+from .encode import dist_info, encode_images, eval_mode, gather_shards, progress_bar, shard_bounds
 
 __all__ = [
     "CORRUPTIONS", "RobustnessResult", "TypographicResult", "corrupt", "effective_robustness",
@@ -377,9 +377,10 @@ def _encode_pil(model, images: list[Image.Image], transform, batch_size: int, de
     s0, s1 = bounds[rank]
     device = device or next(model.parameters()).device
     out = []
-    for i in range(s0, s1, batch_size):
-        x = torch.stack([transform(im) for im in images[i : min(i + batch_size, s1)]]).to(device)
-        out.append(F.normalize(model.encode_image(x).float(), dim=-1).cpu())
+    with eval_mode(model):  # as encode_images: no dropout from a model left in train mode
+        for i in range(s0, s1, batch_size):
+            x = torch.stack([transform(im) for im in images[i : min(i + batch_size, s1)]]).to(device)
+            out.append(F.normalize(model.encode_image(x).float(), dim=-1).cpu())
     dim = model.cfg.embed_dim if hasattr(model, "cfg") else None
     local = torch.cat(out) if out else torch.zeros(0, dim or 0)
     return gather_shards(local, bounds)

@@ -11,15 +11,17 @@ A suite file is JSON or a ``.py`` file:
         "few_shot": [1, 4, 16], "seeds": 2, "max_samples": 2000}
      ]}
 
-(a bare JSON list of runs also works). A ``.py`` file defines ``SUITE`` (that dict or list) or a
-function ``suite()`` returning it - handy for loops over models or datasets.
+(a bare JSON list of runs also works; ``run_suite`` also takes that dict or list itself). A ``.py`` file
+defines ``SUITE`` (that dict or list) or a function ``suite()`` returning it - handy for loops over models or
+datasets.
 
 Tasks: ``zeroshot_classification`` (alias ``zeroshot``), ``zeroshot_retrieval`` (``retrieval``),
 ``linear_probe`` (``linear-probe``; includes few-shot and the zero-shot comparison), ``robustness``,
 ``typographic``, ``relation_swap`` and ``probes`` (= the last three). Run keys: ``model``, ``dataset``,
 ``task``, and optionally ``name`` / ``pretrained`` (labels in the report), ``split``, ``train_split``,
 ``dataset_name``, ``templates``, ``classnames``, ``max_samples``, ``max_train_samples``, ``batch_size``, ``num_workers``,
-``device``, ``precision`` ("fp32" or "bf16"), ``few_shot``, ``seeds``, ``corruptions``, ``severities``, ``relation_groups``,
+``device``, ``precision`` ("fp32" or "bf16"), ``act`` ("gelu" for an OpenCLIP checkpoint in the OpenAI layout),
+``few_shot``, ``seeds``, ``corruptions``, ``severities``, ``relation_groups``,
 ``cache_dir``, ``index_cache_dir``, ``query_chunk``, ``image_column``, ``label_column``, ``caption_column``,
 ``zeroshot`` (false: no zero-shot comparison in the linear probe), ``allow_jit``. Any other key is an error.
 
@@ -46,7 +48,8 @@ from kizuna.models.checkpoint import atomic_write_text
 
 from .encode import is_main
 
-__all__ = ["TASK_ALIASES", "check_run_values", "load_suite", "markdown_report", "run_entry", "run_suite", "write_results"]
+__all__ = ["TASK_ALIASES", "check_run_values", "load_suite", "markdown_report", "normalise_suite", "run_entry",
+           "run_suite", "write_results"]
 
 TASK_ALIASES = {
     "zeroshot_classification": "zeroshot_classification", "zeroshot": "zeroshot_classification",
@@ -73,13 +76,18 @@ RUN_KEYS = frozenset({
     "model", "dataset", "task", "name", "pretrained", "split", "train_split", "dataset_name", "templates", "classnames",
     "max_samples", "max_train_samples", "batch_size", "num_workers", "device", "precision", "few_shot", "seeds",
     "corruptions", "severities", "relation_groups", "cache_dir", "index_cache_dir", "image_column", "label_column",
-    "caption_column", "allow_jit", "zeroshot", "query_chunk"})
+    "caption_column", "allow_jit", "zeroshot", "query_chunk", "act"})
 _RANK_METRICS = ("median_rank", "mean_rank", "lp_l2", "lp_C", "groups", "zeroshot_matches_k_shot")
 
 
 # ----------------------------------------------------------------------------------- suite files
 def load_suite(path) -> dict:
     """-> ``{"out": str | None, "runs": [dict, ...]}`` with defaults merged and tasks normalised."""
+    return normalise_suite(_read_suite(path), str(path))
+
+
+def _read_suite(path):
+    """A suite file's dict or list of runs, as written."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; a suite is a .json or .py file")
@@ -103,6 +111,13 @@ def load_suite(path) -> dict:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
         except UnicodeDecodeError:
             raise ValueError(f"{path}: not a text file; a suite is a .json or .py file") from None
+    return obj
+
+
+def normalise_suite(obj, path: str = "the suite") -> dict:
+    """A suite's dict (or list of runs) -> ``{"out", "runs"}`` as :func:`load_suite` returns it: defaults merged,
+    keys and values checked, tasks as lists of their canonical names. ``path`` names the suite in errors.
+    Normalising a normalised suite changes nothing."""
     if isinstance(obj, list):
         obj = {"runs": obj}
     if not isinstance(obj, dict) or not isinstance(obj.get("runs"), list):
@@ -178,6 +193,8 @@ def check_run_values(r: dict, where: str | None) -> None:
     for key in ("max_samples", "max_train_samples"):  # None and 0 mean all; a negative count meant all too
         if r.get(key) is not None and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < 0):
             raise ValueError(f"{at}{name(key)} must be an integer >= 0 (0 = all), got {r[key]!r}")
+    if r.get("act") is not None and r["act"] not in ("quick_gelu", "gelu"):
+        raise ValueError(f"{at}{name('act')} must be quick_gelu or gelu, got {r['act']!r}")
     if "precision" in r:  # checked when its run began: the runs before it were done, and the error named no run
         from kizuna import PRECISIONS
 
@@ -225,8 +242,9 @@ class _Context:
         self.plots.add(path)
         return path
 
-    def model(self, spec: str, device, allow_jit: bool = False, precision: str = "fp32"):
-        key = (spec, str(device), precision, allow_jit)  # a run that refuses JIT archives is not served one loaded for another
+    def model(self, spec: str, device, allow_jit: bool = False, precision: str = "fp32", act: str | None = None):
+        # a run that refuses JIT archives is not served one loaded for another, nor a GELU run a QuickGELU model
+        key = (spec, str(device), precision, allow_jit, act)
         if key not in self.models:
             import torch
 
@@ -236,7 +254,7 @@ class _Context:
             announce_precision(precision, torch.device(device), is_main())
             from kizuna.apps.common import checked_clip_model
 
-            m = kizuna.create_model(spec, allow_jit=allow_jit, precision=precision)
+            m = kizuna.create_model(spec, allow_jit=allow_jit, precision=precision, act=act)
             m = checked_clip_model(m, spec, is_main=is_main()).to(device).eval()
             self.models[key] = (m, kizuna.get_tokenizer(m))
         return self.models[key]
@@ -285,7 +303,8 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
     ctx = ctx or _Context()
     say = echo if (echo and is_main()) else (lambda s: None)
     device = r.get("device") or ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = ctx.model(str(r["model"]), device, bool(r.get("allow_jit", False)), r.get("precision", "fp32"))
+    model, tokenizer = ctx.model(str(r["model"]), device, bool(r.get("allow_jit", False)), r.get("precision", "fp32"),
+                                 r.get("act"))
     bs, nw = int(r.get("batch_size", 64)), int(r.get("num_workers", 0))
     out_dir = Path(out_dir) if out_dir else None
     tasks = list(r["task"])
@@ -413,8 +432,12 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
 
 def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
               echo: Callable[[str], None] | None = print) -> list[dict]:
-    """Run every entry of a suite file (or an already loaded ``{"runs": [...]}``) and write the report."""
-    suite = load_suite(path_or_suite) if not isinstance(path_or_suite, dict) else path_or_suite
+    """Run every entry of a suite file (or an already loaded ``{"runs": [...]}`` or list of runs) and write the
+    report."""
+    if isinstance(path_or_suite, (dict, list)):  # normalised as a file's: its defaults, aliases and checks ran too
+        suite = normalise_suite(path_or_suite)
+    else:
+        suite = load_suite(path_or_suite)
     out_dir = out_dir or suite.get("out")
     ctx = _Context(device)
     records: list[dict] = []

@@ -18,7 +18,7 @@ import warnings
 
 from .classification import evaluate_zeroshot
 from .datasets import EvalDataset, load_dataset
-from .encode import NonFiniteFeatures
+from .encode import NonFiniteFeatures, eval_mode
 from .retrieval import evaluate_retrieval
 
 __all__ = ["evaluate_for_training"]
@@ -42,12 +42,11 @@ def evaluate_for_training(model, tokenizer, preprocess, zeroshot_dir: str | None
     ``split=None``: the dataset's ``test`` split, else ``val``/``validation`` (whichever exists), else
     the folder itself. ``max_samples``: first N images of each dataset (0 = all)."""
     model = getattr(model, "module", model)
-    was_training = model.training
-    model.eval()
     out: dict[str, float] = {}
     common = dict(transform=preprocess, batch_size=batch_size, device=device, progress=progress,
                   num_workers=num_workers)
-    try:
+    # each module's own mode restored after: model.train(was) put a caller's frozen tower in train mode too
+    with eval_mode(model):
         for kind, folder in (("zeroshot", zeroshot_dir), ("retrieval", retrieval_dir)):
             if not folder:
                 continue
@@ -70,8 +69,6 @@ def evaluate_for_training(model, tokenizer, preprocess, zeroshot_dir: str | None
                 continue
             if r.skipped:
                 out[f"{kind}/skipped"] = float(r.skipped.total)
-    finally:
-        model.train(was_training)
     return out
 
 

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .encode import eval_mode
+
 Template = str | Callable[[str], str]
 
 
@@ -32,9 +34,10 @@ def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256, 
     """L2-normalised text embeddings [N, D], in batches."""
     device = device or next(model.parameters()).device
     out = []
-    for i in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[i : i + batch_size])).to(device)
-        out.append(model.encode_text(tokens, normalize=True).float())
+    with eval_mode(model):  # the same weights as class_embeddings, whatever mode the model was left in
+        for i in range(0, len(texts), batch_size):
+            tokens = tokenizer(list(texts[i : i + batch_size])).to(device)
+            out.append(model.encode_text(tokens, normalize=True).float())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -68,7 +71,8 @@ class ZeroShotClassifier:
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()
+        with eval_mode(self.model):
+            img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()
         return self.model.scale().float() * img @ self.weights.T + self.model.bias()
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
