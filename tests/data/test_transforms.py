@@ -244,3 +244,32 @@ def test_an_xmp_orientation_alone_is_applied():
     buf = io.BytesIO()
     Image.new("RGB", (96, 64), "white").save(buf, "JPEG", xmp=xmp)
     assert decode_image(buf.getvalue()).size == (64, 96)
+
+
+def test_a_png_whose_exif_follows_its_pixels_is_upright_when_opened_with_pil():
+    """A PNG's eXIf chunk may come after the image data (IDAT): PIL puts it in img.info only once the pixels are
+    loaded, so preprocess(Image.open(path)) saw no tag and encoded the photo on its side, while `kizuna embed`
+    (which decodes first) and HF's load_image turned it upright."""
+    import struct
+
+    from kizuna.data.images import EXIF_ORIENTATION, decode_image
+
+    upright_photo = Image.new("RGB", (40, 40), "white")
+    upright_photo.paste((255, 0, 0), (0, 0, 40, 10))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    buf = io.BytesIO()
+    upright_photo.transpose(Image.ROTATE_90).save(buf, "PNG", exif=exif.tobytes())
+    data, pos, chunks = buf.getvalue(), 8, []
+    while pos < len(data):  # the chunks, to move eXIf just before IEND
+        size = struct.unpack(">I", data[pos:pos + 4])[0]
+        chunks.append((data[pos + 4:pos + 8], data[pos:pos + 12 + size]))
+        pos += 12 + size
+    exif_chunk = [c for kind, c in chunks if kind == b"eXIf"]
+    rest = [c for kind, c in chunks if kind != b"eXIf"]
+    late = data[:8] + b"".join(rest[:-1]) + exif_chunk[0] + rest[-1]
+    assert "exif" not in Image.open(io.BytesIO(late)).info  # what the check looked at
+    pre = Preprocess(image_size=32, mean=[0, 0, 0], std=[1, 1, 1])
+    opened = pre(Image.open(io.BytesIO(late)))
+    torch.testing.assert_close(opened, pre(upright_photo))
+    torch.testing.assert_close(opened, pre(decode_image(late)))

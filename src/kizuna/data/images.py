@@ -48,8 +48,11 @@ def upright(img: Image.Image) -> Image.Image:
     ``transformers.image_utils.load_image`` does (a phone photo held upright is stored on its side with
     orientation 6; read raw, a model saw it rotated). Images without the tag (all of ../shared's) are
     returned as they are."""
-    if "exif" not in img.info and "xmp" not in img.info and img.format != "TIFF":  # no EXIF or XMP block
-        return img  # (an XMP tiff:Orientation alone counts too, as PIL's getexif and HF's load_image read it)
+    # no EXIF or XMP block (an XMP tiff:Orientation alone counts too, as PIL's getexif and HF's load_image read it).
+    # A PNG's eXIf chunk may follow the image data: it is in img.info only once the pixels are loaded (an
+    # Image.open()ed PNG looked untagged), and PIL's getexif loads them to find it
+    if "exif" not in img.info and "xmp" not in img.info and img.format not in ("TIFF", "PNG"):
+        return img
     try:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     except Exception:  # a malformed EXIF block does not make the pixels unusable
