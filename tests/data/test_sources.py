@@ -652,6 +652,23 @@ def test_tar_images_whose_key_has_a_dot_are_each_counted(tmp_path):
     assert "photo.000.jpg (WebDataset keys end at the first dot)" in idx.skips.report()
 
 
+def test_a_tar_whose_samples_are_not_adjacent_is_warned_about_with_the_fix(tmp_path):
+    """`tar cf` of a captioned folder stores files in directory order: an image and its .txt rarely sit side by
+    side, and training/eval went on with 2 of 200 samples, skips called missing_caption/missing_image, no hint."""
+    members = [("a.jpg", image_bytes()), ("b.jpg", image_bytes()), ("a.txt", b"a cat"), ("b.txt", b"a dog"),
+               ("c.jpg", image_bytes()), ("c.txt", b"fine")]
+    write_tar(tmp_path / "scattered.tar", members)
+    tar_index.clear_cache()
+    with pytest.warns(RuntimeWarning, match=r"scattered.tar: the members of 2 sample\(s\) are not next to each "
+                                            r"other \(key 'a' comes back.*tar --sort=name -cf scattered.tar"):
+        idx = build_index(str(tmp_path / "scattered.tar"), require="caption")
+    assert idx.keys == ["c"]
+    write_tar(tmp_path / "sorted.tar", sorted(members))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_index(str(tmp_path / "sorted.tar"), require="caption").keys == ["a", "b", "c"]
+
+
 def test_a_csv_image_not_found_says_where_it_was_looked_for(tmp_path):
     """Paths written relative to the cwd are read relative to the CSV's folder: the skip names the file looked
     for, so the user sees why."""

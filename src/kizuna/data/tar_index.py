@@ -6,7 +6,9 @@ map-style dataset can jump to any sample without re-scanning the archive.
 
 Members are grouped into samples the way WebDataset does it: the key is the member path up to the
 first dot of its basename (``dir/000012.jpg`` -> key ``dir/000012``, extension ``jpg``), and a
-sample is a run of *adjacent* members with the same key.
+sample is a run of *adjacent* members with the same key. A key that comes back after other keys (a plain
+``tar cf`` of a folder stores files in directory order) is counted (``scattered``) and warned about once,
+with the command that repacks the shard in name order.
 
 Public API
 ----------
@@ -77,10 +79,10 @@ _BLOCK = 512
 # 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
 _MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 6  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+_CACHE_VERSION = 7  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
 # 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
 # clean, and a sample's own dotted images (0001.mask.png) are no skip; 6: captions split at line ends only, a
-# .cls decoded as a side-car's is (a byte-order mark)
+# .cls decoded as a side-car's is (a byte-order mark); 7: samples whose members are not adjacent are counted
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -106,6 +108,8 @@ class TarShardIndex:
     truncated: bool = False
     detail: str = ""
     num_members: int = 0
+    scattered: int = 0  # runs of members whose key an earlier run had (not adjacent: not paired), and one such key
+    scattered_key: str = ""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -245,6 +249,15 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
         _memory_cache[fp] = idx
         first_time = fp not in _warned
         _warned.add(fp)
+    if idx.scattered and first_time:
+        warnings.warn(
+            f"tar shard {path}: the members of {idx.scattered} sample(s) are not next to each other (key "
+            f"{idx.scattered_key!r} comes back after other keys); a sample is a run of adjacent members, as "
+            f"WebDataset reads it, so their images and texts were not paired. Repack the shard in name order: "
+            f"`tar --sort=name -cf {os.path.basename(path)} -C FOLDER .`",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if idx.truncated and first_time:
         warnings.warn(
             f"tar shard {path} is truncated or corrupt ({idx.detail}); indexed {len(idx)} samples, "
@@ -282,6 +295,7 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
         group_key: str | None = None
         group: dict[str, tarfile.TarInfo] = {}
         duplicate = False
+        seen: set[str] = set()  # keys of the runs flushed so far
         stop_detail = ""
         try:
             for member in tf:
@@ -292,6 +306,10 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
                 if key != group_key:
                     if group_key is not None:
                         _flush(out, fd, group_key, group, file_size, last=False, duplicate=duplicate)
+                        seen.add(group_key)
+                    if key in seen:  # `tar cf` of a folder stores files in directory order, not name order
+                        out.scattered += 1
+                        out.scattered_key = out.scattered_key or key
                     group_key, group, duplicate = key, {}, False
                 duplicate = duplicate or ext in group  # "000.png" twice: which one the caption means is unknown
                 group[ext] = member
