@@ -251,3 +251,28 @@ def test_a_folder_named_like_a_preset_is_recorded_as_random_init(tmp_path, monke
 
     model = kizuna.create_model("ViT-mu-8")
     assert _record({"model": "ViT-mu-8"}, model, "d", "zeroshot_classification", {}, {})["pretrained"] == "random_init"
+
+
+def test_a_suite_lets_a_model_go_after_its_last_run(tmp_path, tiny_hf, data, monkeypatch):
+    """Every model a suite loaded stayed in memory until the suite ended (one more ViT-B/32 per checkpoint of a loop
+    over 20): a model is now let go after the last run that uses it, and still loaded only once."""
+    from kizuna.eval import suite as suite_module
+
+    cls, _ = data
+    held, run = [], suite_module.run_entry
+
+    def run_and_look(r, ctx, **kw):
+        held.append(sorted(key[0] for key in ctx.models))
+        return run(r, ctx, **kw)
+
+    monkeypatch.setattr(suite_module, "run_entry", run_and_look)
+    import kizuna
+
+    loads = []
+    monkeypatch.setattr(kizuna, "create_model", lambda *a, _make=kizuna.create_model, **kw:
+                        loads.append(a[0]) or _make(*a, **kw))
+    a, b = str(tiny_hf[0]), "ViT-mu-8"
+    runs = [{"model": m, "dataset": str(cls), "task": "zeroshot", "batch_size": 4} for m in (a, b, a, b)]
+    run_suite(runs, progress=False, echo=None)
+    assert held == [[], [a], [a, b], [b]]  # a is kept for run 3, b for run 4; a is gone once run 3 is done
+    assert loads == [a, b]
