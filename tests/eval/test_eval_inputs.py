@@ -567,3 +567,23 @@ def test_a_csv_of_class_names_lacking_a_class_keeps_the_named_datasets_list(tmp_
     assert own.classnames == ["Dog", "cat"] and own.labels.tolist() == [1, 0, 1]
     (tmp_path / "other.csv").write_text("filepath,label\nimg/0.png,cat\nimg/1.png,lion\n")  # not all CIFAR-10's
     assert load_dataset(tmp_path / "other.csv", dataset_name="cifar10").classnames == ["cat", "lion"]
+
+
+def test_zeroshot_of_many_images_encodes_them_a_batch_at_a_time(tmp_path, tiny_hf, capsys, monkeypatch):
+    """`kizuna zeroshot --image photos/*.jpg` held every photo decoded at full size and encoded all of them as one
+    batch (2 GB for 400 photos of 1 MP): a batch at a time now, with the same table per image."""
+    import kizuna.apps.zeroshot as app
+    from kizuna.eval.zeroshot import ZeroShotClassifier
+
+    folder = image_folder(tmp_path / "f", per_class=3, classes=["cat", "dog"])
+    images = sorted(str(p) for p in folder.rglob("*.png"))
+    argv = ["zeroshot", "--model", str(tiny_hf[0]), "--labels", "a cat,a dog,a car", "--image"]
+    assert main(argv + images) == 0
+    whole = capsys.readouterr().out
+    sizes, topk = [], ZeroShotClassifier.topk
+    monkeypatch.setattr(ZeroShotClassifier, "topk", lambda self, batch, k: sizes.append(len(batch)) or topk(self, batch, k))
+    monkeypatch.setattr(app, "_BATCH", 4)
+    assert main(argv + images) == 0
+    assert sizes == [4, 2] and capsys.readouterr().out == whole
+    with pytest.raises(ValueError, match=r"repeated label\(s\) 'a', 'b'"):
+        app.parse_labels("a,b,c,b,a")
