@@ -824,6 +824,50 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_lasts(tmp_
     assert free.returncode == 0, free.stderr
 
 
+def test_a_resume_holds_the_folder_before_it_chooses_its_checkpoint(tmp_path, monkeypatch):
+    """The lock came after the checkpoint was chosen and loaded: a resume started beside a run still writing chose
+    a step that run's pruning deleted ("no such file", then "damaged... start the run again"), or a stale one that
+    it trained again over the finished run's."""
+    from kizuna.train.checkpointing import _HELD_LOCKS, CheckpointManager
+
+    ContrastiveTrainer(tiny_config(tmp_path / "run", steps=2, warmup_steps=1)).train()
+    held_when_chosen, resolve = [], CheckpointManager.resolve
+
+    def resolve_and_look(self, spec):
+        held_when_chosen.append((tmp_path / "run").resolve() in _HELD_LOCKS)
+        return resolve(self, spec)
+
+    monkeypatch.setattr(CheckpointManager, "resolve", resolve_and_look)
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=3, warmup_steps=1, resume="latest"))
+    assert held_when_chosen and all(held_when_chosen)
+    trainer.train()
+    assert trainer.step == 3 and (tmp_path / "run").resolve() not in _HELD_LOCKS
+
+
+def test_the_demo_holds_its_folder_until_its_report_is_written(tmp_path, monkeypatch):
+    """train() lets go of OUT, and the demo wrote its report seconds later: a run started in between set the demo
+    aside, and the demo's REPORT.md described that run (its log, its throughput)."""
+    import subprocess
+
+    from kizuna.apps.cli import main
+    from kizuna.train import evaluation
+
+    probe = evaluation.synthetic_probe_metrics
+    others = []
+
+    def probe_while_another_tries(model, tokenizer, n_per_task):
+        tried = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                                "from kizuna.train.checkpointing import hold_run_lock; hold_run_lock(Path(sys.argv[1]))",
+                                str(tmp_path / "demo")], capture_output=True, text=True)
+        others.append(tried.returncode != 0 and "another kizuna run" in tried.stderr)
+        return probe(model, tokenizer, n_per_task=n_per_task)
+
+    monkeypatch.setattr(evaluation, "synthetic_probe_metrics", probe_while_another_tries)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "2", "--probe-size", "8", "--threads", "1",
+                 "--progress", "false"]) == 0
+    assert others[-1] and all(others) and (tmp_path / "demo" / "REPORT.md").is_file()  # the last: after train()
+
+
 def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path):
     """The lock was taken before the data was read: a typo in --data left OUT with only the lock file in it."""
     with pytest.raises(FileNotFoundError, match="--data"):

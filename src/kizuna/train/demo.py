@@ -78,9 +78,8 @@ def run(args):
     import torch
 
     from kizuna.train.config import load_config_file, make_config
-    from kizuna.train.contrastive import ContrastiveTrainer
-    from kizuna.train.evaluation import synthetic_probe_metrics
 
+    from .checkpointing import hold_run_lock, release_run_lock
     from .distributed import launched_by_torchrun
 
     if launched_by_torchrun():  # every rank printed, and wrote, the report into one folder
@@ -94,6 +93,19 @@ def run(args):
     print(f"kizuna demo: training a {describe_image_tower(cfg.model_overrides['vision'])} + "
           f"{cfg.model_overrides['text']['depth']}-layer text Transformer on the shapes world "
           f"({cfg.steps} steps x {cfg.batch_size} pairs) on {'GPU' if torch.cuda.is_available() else 'CPU'}")
+    # OUT is the demo's until its report is written: the trainer lets go when train() ends, and a run started in
+    # the seconds of the final probes set this one aside and got its report, drawn from that run's log
+    lock = hold_run_lock(Path(cfg.out))
+    try:
+        return _train_and_report(args, cfg)
+    finally:
+        release_run_lock(lock)
+
+
+def _train_and_report(args, cfg) -> int:
+    from kizuna.train.contrastive import ContrastiveTrainer
+    from kizuna.train.evaluation import synthetic_probe_metrics
+
     start = time.perf_counter()
     trainer = ContrastiveTrainer(cfg)  # a fresh run: an earlier demo's metrics.jsonl in OUT is set aside
     # `kizuna demo` always starts afresh; the training goes on with `kizuna train` (without the demo's report)

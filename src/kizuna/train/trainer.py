@@ -92,6 +92,11 @@ class Trainer(ABC):
         self.release_run_lock = None
         self.per_rank_batch = cfg.batch_size // self.dist.world_size
         torch.manual_seed(cfg.seed)
+        if cfg.resume and self.dist.is_main and self.out.is_dir():
+            # locked before the checkpoint is chosen and read: a resume started beside a run still writing chose
+            # its latest step, which that run's pruning then deleted (a "damaged checkpoint", or a stale step
+            # trained again over the finished run's), instead of saying that another run is writing there
+            self.release_run_lock = weakref.finalize(self, release_run_lock, hold_run_lock(self.out))
         self.ckpt = CheckpointManager(self.out, cfg.keep_last, *self.best_metric(cfg))
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
         if self.resume_from is not None:
