@@ -868,6 +868,24 @@ def test_the_demo_holds_its_folder_until_its_report_is_written(tmp_path, monkeyp
     assert others[-1] and all(others) and (tmp_path / "demo" / "REPORT.md").is_file()  # the last: after train()
 
 
+def test_a_resume_under_auto_says_when_auto_means_another_precision_here(tmp_path, capsys):
+    """--precision auto was fp32 on every CPU in older kizuna and is bf16 on CPUs with bf16 hardware now; a run
+    resumed here switched precision mid-run without a word (only train_config.json's last value said bf16)."""
+    from kizuna.train.checkpointing import read_train_state
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, warmup_steps=1, precision="fp32")).train()
+    path = tmp_path / "checkpoints" / "step_0000002" / "train_state.pt"
+    assert read_train_state(path.parent)["precision_used"] == "fp32"
+    here = resolve_precision("auto", torch.device("cpu"))
+    other = "fp32" if here == "bf16" else "bf16"
+    state = read_train_state(path.parent)
+    torch.save({**state, "precision_used": other}, path)
+    capsys.readouterr()
+    ContrastiveTrainer(tiny_config(tmp_path, steps=3, warmup_steps=1, precision="auto", resume="latest")).train()
+    assert (f"the run trained in {other} to step 2, and --precision auto means {here} here; pass --precision "
+            f"{other} to continue it as it trained") in capsys.readouterr().err
+
+
 def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path):
     """The lock was taken before the data was read: a typo in --data left OUT with only the lock file in it."""
     with pytest.raises(FileNotFoundError, match="--data"):

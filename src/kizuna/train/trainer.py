@@ -229,7 +229,7 @@ class Trainer(ABC):
                 **self.extra_train_state(), "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), **per_rank, "data": data, "train_config": self.cfg.to_dict(),
-                **length_state(self),
+                "precision_used": self.precision, **length_state(self),
             }
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
@@ -244,6 +244,7 @@ class Trainer(ABC):
                              f"position counts batches of that size, so --batch-size {self.cfg.batch_size} cannot "
                              "continue it. Drop the flag, or start a new run in another --out")
         self._check_data_position(state["data"])
+        self._say_if_precision_changed(state.get("precision_used"), int(state["step"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # the run's length first: the rate set next reads it (with the open length of a budgeted run that
@@ -268,6 +269,21 @@ class Trainer(ABC):
                 metric, mode = self.ckpt.best_restarted
                 print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "
                       f"{self.ckpt.mode} of {self.ckpt.metric}", file=sys.stderr)
+
+    def _say_if_precision_changed(self, used: str | None, step: int) -> None:
+        """A resume under --precision auto trains in what auto means here and now, which need not be what the run
+        trained in (another machine; an older kizuna, whose auto was fp32 on every CPU): said, with the flag that
+        continues the run as it trained, instead of switching in silence."""
+        if not self.dist.is_main or self.cfg.precision != "auto":
+            return
+        if used is None and self.precision == "bf16" and self.device.type == "cpu":  # a checkpoint from before
+            print(f"--resume {self.resume_from}: the checkpoint does not say which precision the run trained in "
+                  "(an older kizuna, whose --precision auto was fp32 on CPUs); it goes on in bf16 autocast here. "
+                  "Pass --precision fp32 to continue it in fp32", file=sys.stderr)
+        elif used is not None and used != self.precision:
+            print(f"--resume {self.resume_from}: the run trained in {used} to step {step}, and --precision auto "
+                  f"means {self.precision} here; pass --precision {used} to continue it as it trained",
+                  file=sys.stderr)
 
     def _check_data_position(self, saved: dict) -> None:
         """The sampler refuses a position it cannot continue in its own terms ("sampler state does not match
