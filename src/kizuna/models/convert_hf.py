@@ -11,6 +11,7 @@ class/position embeddings drop the leading batch axes that ours carry.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -472,6 +473,8 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
             raise
         raise CheckpointError(f"{cfg_file}: cannot build a model from this config ({type(e).__name__}: {e})") from None
     c.name = folder.name
+    if model_type == "clip":  # a tokenizer export_hf_clip wrote for a model trained with its own BPE
+        c.tokenizer = _read_clip_tokenizer(folder, c.text.context_length) or c.tokenizer
     if model_type == "siglip":  # the folder's own sentencepiece model, when it ships one (HF's spiece.model)
         from kizuna.data.siglip_tokenizer import siglip_tokenizer_config
 
@@ -635,8 +638,14 @@ def _dtype_name(model) -> str:
 
 def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` that
-    ``transformers.CLIPModel.from_pretrained(folder)`` loads with the same numbers. No tokenizer is written;
-    an earlier SigLIP export's ``spiece.model`` and its ``tokenizer_config.json`` in ``folder`` are removed.
+    ``transformers.CLIPModel.from_pretrained(folder)`` loads with the same numbers, and the model's tokenizer
+    as HF's ``CLIPTokenizer`` files (``vocab.json``, ``merges.txt``, ``tokenizer_config.json`` with
+    ``model_max_length`` the context written, ``special_tokens_map.json``), so that ``AutoTokenizer`` and
+    ``AutoProcessor`` give kizuna's ids (HF pads with the end-of-text token, kizuna with 0: the features,
+    pooled at the first end-of-text token, are the same). The tokenizer is OpenAI's BPE (``clip_bpe``) or one
+    trained by kizuna (``trained_bpe``, read back as such by ``load_model``); a model with any other tokenizer
+    is refused. An earlier export's tokenizer files in ``folder`` are replaced (its ``tokenizer.json`` removed),
+    and an earlier SigLIP export's ``spiece.model`` is removed.
 
     HF CLIP has a class token, a pre-LayerNorm, no patch bias, a causal text tower pooled at the
     end-of-text token, bias-free projections and no logit bias; other models raise ``ValueError``.
@@ -667,10 +676,7 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
         problems.append("the text projection has a bias, HF CLIP's has none")
     if model.logit_bias is not None:
         problems.append("a logit bias (SigLIP-style), HF CLIP has none")
-    tokenizer = (c.tokenizer or {}).get("type", "clip_bpe")
-    if tokenizer != "clip_bpe":  # the folder would read back with OpenAI's BPE, whose ids this model never saw
-        problems.append(f"the tokenizer is {tokenizer!r}, and an HF CLIP folder carries OpenAI's BPE (clip_bpe); "
-                        "keep kizuna's format (save_model), which stores the tokenizer")
+    bpe = _hf_clip_tokenizer(c, problems)
     _act_problems(c, problems)
     image_size = _square(v.image_size, problems)
     _refuse(problems, "HF CLIPModel")
@@ -692,7 +698,8 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
 
     text_cfg = dict(_tower_config(t), model_type="clip_text_model", vocab_size=t.vocab_size,
                     max_position_embeddings=positions, projection_dim=t.output_dim,
-                    bos_token_id=49406, eos_token_id=2 if t.pool == "argmax" else t.eot_token_id, pad_token_id=1)
+                    bos_token_id=bpe[0][_SOT], eos_token_id=2 if t.pool == "argmax" else t.eot_token_id,
+                    pad_token_id=1)
     vision_cfg = dict(_tower_config(v), model_type="clip_vision_model", image_size=image_size,
                       patch_size=v.patch_size, num_channels=3, projection_dim=v.output_dim)
     config = {
@@ -707,18 +714,21 @@ def export_hf_clip(model: ClipModel, folder: str | Path) -> Path:
     }
     pre = _hf_preprocess(c.preprocess, "CLIPImageProcessor")
     folder = _write_folder(Path(folder), config, out, pre, "CLIPProcessor")
-    # An HF CLIP folder has no sentencepiece tokenizer (kizuna writes none for CLIP's BPE); one left by an
-    # earlier SigLIP export would be loaded by AutoTokenizer for this model.
+    # An HF CLIP folder has no sentencepiece tokenizer; one left by an earlier SigLIP export would be loaded by
+    # AutoTokenizer for this model.
     _remove_stale_sentencepiece(folder)
+    _write_clip_tokenizer(folder, *bpe, positions)
     return folder
 
 
 def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
     """Write an HF ``SiglipModel`` folder (no class token, MAP head, bidirectional text pooled at the last
     position with a biased head, logit scale and bias). Other models raise ``ValueError``. A sentencepiece
-    tokenizer (read from an HF folder) is written back as ``spiece.model`` + ``tokenizer_config.json``; any
-    other tokenizer is not (HF SigLIP expects sentencepiece; kizuna's config names the one used), and those
-    two files, left in ``folder`` by an earlier export, are removed."""
+    tokenizer (read from an HF folder) is written back as ``spiece.model`` + ``tokenizer_config.json``; for any
+    other tokenizer (OpenAI's BPE too) no tokenizer is written (HF SigLIP expects sentencepiece; kizuna's
+    reader takes OpenAI's BPE for a 49,408-token vocabulary), and those two files, left in ``folder`` by an
+    earlier export, are removed. An earlier CLIP export's ``vocab.json`` and ``merges.txt`` (with their
+    CLIPTokenizer settings) are removed in either case: transformers would read them as this model's."""
     c = exportable_config(model, "export_hf_siglip", "HF SiglipModel")
     v, t = c.vision, c.text
     problems: list[str] = []
@@ -776,6 +786,7 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
     }
     pre = _hf_preprocess(c.preprocess, "SiglipImageProcessor")
     folder = _write_folder(Path(folder), config, out, pre, "SiglipProcessor")
+    _remove_stale_clip_tokenizer(folder)
     if (c.tokenizer or {}).get("type") == "sentencepiece":
         from kizuna.data.siglip_tokenizer import write_hf_tokenizer
 
@@ -799,3 +810,156 @@ def _remove_stale_sentencepiece(folder: Path) -> None:
         stale = False
     if stale:
         settings.unlink()
+
+
+# ------------------------------------------------------------------------------------------------
+# HF CLIPTokenizer files: vocab.json + merges.txt (+ its settings), written and read back
+# ------------------------------------------------------------------------------------------------
+_SOT, _EOT = "<|startoftext|>", "<|endoftext|>"
+# The merges transformers' CLIPTokenizer reads (before version 5 it cut merges.txt to this many lines): OpenAI's
+# 49,408-token vocabulary has this many, and so has a kizuna-trained one of that size.
+_HF_CLIP_MERGES = 49152 - 256 - 2
+_CLIP_SPECIAL_TOKENS = {"bos_token": _SOT, "eos_token": _EOT, "unk_token": _EOT, "pad_token": _EOT}
+
+
+def _bpe_vocab_merges(tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of a `tokenizers.Tokenizer` with a BPE model, from its JSON."""
+    model = json.loads(tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return dict(model["vocab"]), merges
+
+
+@functools.lru_cache(maxsize=1)
+def _openai_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of OpenAI's CLIP BPE as kizuna bundles it (the files of HF's openai/clip-* folders)."""
+    from kizuna.data.tokenizer import _openai_tokenizer
+
+    return _bpe_vocab_merges(_openai_tokenizer())
+
+
+def _hf_clip_tokenizer(c: ClipConfig, problems: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]] | None:
+    """(vocab, merges) that transformers' ``CLIPTokenizer`` turns into this model's ids: OpenAI's BPE
+    (``clip_bpe``) or a CLIP-style BPE trained by kizuna (``trained_bpe``: the same cleaning, split, byte
+    symbols and ``</w>`` suffix, its merges learned). Any other tokenizer is a ``problem``."""
+    cfg = c.tokenizer or {}
+    kind = cfg.get("type", "clip_bpe")
+    if kind in ("clip_bpe", "openai"):
+        return _openai_bpe()
+    keep = "keep kizuna's format (save_model), which stores the tokenizer"
+    if kind != "trained_bpe":  # the folder would read back with OpenAI's BPE, whose ids this model never saw
+        problems.append(f"the tokenizer is {kind!r}, and an HF CLIP folder carries a CLIP BPE tokenizer (OpenAI's "
+                        f"or one trained by kizuna, written as vocab.json + merges.txt); {keep}")
+        return None
+    from kizuna.data.tokenizer import _SUFFIX, _is_kizuna_layout, tokenizer_from_config
+
+    try:
+        tokenizer = tokenizer_from_config(cfg).tokenizer
+        model = json.loads(tokenizer.to_str())["model"]
+    except (ValueError, KeyError, TypeError) as e:
+        problems.append(f"the trained_bpe tokenizer cannot be read ({e})")
+        return None
+    if (model.get("type") != "BPE" or model.get("end_of_word_suffix") != _SUFFIX or model.get("byte_fallback")
+            or model.get("continuing_subword_prefix") not in (None, "") or model.get("dropout") is not None
+            or not _is_kizuna_layout(tokenizer)):
+        # a tokenizers JSON from elsewhere (load_tokenizer): HF's CLIPTokenizer splits and merges as kizuna's
+        # own BPE does, not as this one
+        problems.append(f"the trained_bpe tokenizer is not a CLIP-style BPE as train_bpe_tokenizer builds it "
+                        f"(CLIP's split, byte symbols, {_SUFFIX!r} suffix, no normaliser), which transformers' "
+                        f"CLIPTokenizer reproduces; {keep}")
+        return None
+    vocab, merges = _bpe_vocab_merges(tokenizer)
+    if len(merges) > _HF_CLIP_MERGES:
+        problems.append(f"the trained_bpe tokenizer has {len(merges)} merges, and transformers' CLIPTokenizer "
+                        f"reads at most {_HF_CLIP_MERGES} (before version 5: a vocabulary up to 49,408 tokens); "
+                        f"{keep}")
+        return None
+    return vocab, merges
+
+
+def _write_clip_tokenizer(folder: Path, vocab: dict[str, int], merges: list[tuple[str, str]],
+                          context_length: int) -> None:
+    """HF ``CLIPTokenizer``'s files, as ``save_pretrained`` writes a slow one: ``vocab.json``, ``merges.txt``
+    (``#version: 0.2``, then one ``a b`` merge a line), ``tokenizer_config.json`` and ``special_tokens_map.json``.
+    An earlier ``tokenizer.json`` goes: transformers reads it before ``vocab.json``, and it is another model's."""
+    vocab = dict(sorted(vocab.items(), key=lambda kv: kv[1]))
+    settings = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": int(context_length),
+        **_CLIP_SPECIAL_TOKENS,
+        "do_lower_case": True,
+        "errors": "replace",
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": {
+            str(vocab[t]): {"content": t, "lstrip": False, "normalized": True, "rstrip": False,
+                            "single_word": False, "special": True}
+            for t in (_SOT, _EOT)
+        },
+    }
+    files = {
+        "vocab.json": json.dumps(vocab, ensure_ascii=False),
+        "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+        "tokenizer_config.json": json.dumps(settings, indent=2),
+        "special_tokens_map.json": json.dumps(_CLIP_SPECIAL_TOKENS, indent=2),
+    }
+    for name, text in files.items():
+        atomic_write(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+    (folder / "tokenizer.json").unlink(missing_ok=True)
+
+
+def _remove_stale_clip_tokenizer(folder: Path) -> None:
+    """Remove an earlier CLIP export's tokenizer (``vocab.json``, ``merges.txt``) from ``folder``, for a model
+    written without one: transformers' ``AutoTokenizer`` would read it as this model's. Where those files were
+    there, the CLIPTokenizer settings and special tokens written beside them go too (settings with no vocabulary
+    gave a 2-token CLIPTokenizer, every text one id); such settings without the files are not the exporter's."""
+    had_files = False
+    for name in ("vocab.json", "merges.txt"):
+        had_files |= (folder / name).is_file()
+        (folder / name).unlink(missing_ok=True)
+    if not had_files:
+        return
+    for name, key, stale in (("tokenizer_config.json", "tokenizer_class", lambda v: str(v).startswith("CLIPTokenizer")),
+                             ("special_tokens_map.json", "eos_token", lambda v: _EOT in json.dumps(v))):
+        try:
+            if (folder / name).is_file() and stale(_read_json(folder / name).get(key)):
+                (folder / name).unlink()
+        except CheckpointError:
+            pass
+
+
+def _read_clip_tokenizer(folder: Path, context_length: int) -> dict | None:
+    """The tokenizer config of an HF CLIP folder's ``vocab.json`` + ``merges.txt``: None where the folder has
+    no such pair, or has OpenAI's (hub CLIP folders; the reader's default, ``clip_bpe``, is that one), else the
+    ``trained_bpe`` these files make (what :func:`export_hf_clip` writes for a model trained with its own BPE).
+    Files that are not a CLIP BPE tokenizer are a ``CheckpointError`` naming them."""
+    vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab_file.is_file() and merges_file.is_file()):
+        return None
+    vocab = _read_json(vocab_file)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in vocab.values()):
+        raise CheckpointError(f"{vocab_file}: expected a token -> id map (non-negative ints)")
+    try:
+        lines = merges_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{merges_file}: cannot be read ({type(e).__name__}: {e})") from None
+    merges = []
+    for n, line in enumerate(lines, 1):
+        if (n == 1 and line.startswith("#version")) or not line.strip():  # as transformers reads it
+            continue
+        pair = line.split()
+        if len(pair) != 2:
+            raise CheckpointError(f"{merges_file}: line {n} is not a merge (two tokens): {line[:60]!r}")
+        merges.append(tuple(pair))
+    openai_vocab, openai_merges = _openai_bpe()
+    if vocab == openai_vocab and merges[:_HF_CLIP_MERGES] == openai_merges:
+        return None
+    missing = [t for t in (_SOT, _EOT) if t not in vocab]
+    if missing:
+        raise CheckpointError(f"{vocab_file}: has no {' or '.join(missing)}: not a CLIP tokenizer's vocabulary")
+    from kizuna.data.tokenizer import TrainedBpeTokenizer, _build_tokenizer
+
+    try:
+        tokenizer = TrainedBpeTokenizer(_build_tokenizer(vocab, merges), context_length)
+    except Exception as e:  # noqa: BLE001 - the Rust BPE raises a plain Exception (a merge of unknown tokens)
+        raise CheckpointError(f"{vocab_file}, {merges_file}: not a BPE tokenizer ({str(e).strip()[:200]})") from None
+    return tokenizer.to_config()
