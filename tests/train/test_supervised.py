@@ -781,3 +781,31 @@ def test_validation_labels_index_the_validation_datas_own_class_names(data, tmp_
     (root / "classnames.txt").write_text("\n".join(n.upper() for n in reversed(CLASSES)) + "\n")
     upper = SupervisedTrainer(_cfg(data, tmp_path / "c", steps=1, val_data=str(root / "test")))
     assert upper.val_loader.dataset.index.labels.tolist() == same.val_loader.dataset.index.labels.tolist()
+
+
+def test_a_resume_on_changed_files_says_so_instead_of_naming_flags_never_given(tmp_path, capsys):
+    """A run resumed with its own settings on a folder that now holds more images (files added, or an older kizuna
+    that skipped .bmp/.tif) was told to "Drop --data, --data-split, ... (the run's own are used)": flags the command
+    never gave. The flags are named only where given."""
+    from PIL import Image
+
+    def add(first, last):
+        for name in ("red", "blue"):
+            (tmp_path / "folder" / name).mkdir(parents=True, exist_ok=True)
+            for i in range(first, last):
+                Image.new("RGB", (16, 16), (200, 10, i) if name == "red" else (10, 10, 200 - i)).save(
+                    tmp_path / "folder" / name / f"{i}.png")
+
+    add(0, 8)
+    start = ["vit", "train", "--model", "mu/8", "--image-size", "16", "--batch-size", "4", "--val-data", "",
+             "--threads", "1", "--progress", "false", "--warmup-steps", "1", "--out", str(tmp_path / "run")]
+    assert main([*start, "--data", str(tmp_path / "folder"), "--steps", "2"]) == 0
+    add(8, 10)
+    resume = ["vit", "train", "--out", str(tmp_path / "run"), "--resume", "latest", "--steps", "3",
+              "--progress", "false"]
+    assert main(resume) == 2
+    err = capsys.readouterr().err
+    assert "training set has 16 samples and this one 20" in err and "find other files now" in err
+    assert "Drop --data" not in err
+    assert main([*resume, "--data", str(tmp_path / "folder")]) == 2
+    assert "Drop --data (the run's own are used)" in capsys.readouterr().err

@@ -496,7 +496,7 @@ class SupervisedTrainer(Trainer):
     resume_fixed = RESUME_FIXED
     resume_state_fixed = RESUME_STATE_FIXED
     # --augment-on too: decoded onto the device, the training set leaves its undecodable images out of the count
-    data_size_flags = "--data, --data-split, --subset-fraction, --subset-seed and --augment-on"
+    data_size_fields = ("data", "data_split", "subset_fraction", "subset_seed", "augment_on")
     batch_key = "labels"
     bar_label = "vit"
 

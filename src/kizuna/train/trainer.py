@@ -60,7 +60,7 @@ class Trainer(ABC):
     #: refuses another value whether named or not, as the state would not load
     resume_state_fixed: tuple[str, ...] = ()
     #: the flags that set the training set's size (a resume's data position counts batches of that set)
-    data_size_flags = "--data"
+    data_size_fields: tuple[str, ...] = ("data",)  # the settings that decide how many training samples there are
     #: the batch field that holds one entry per sample ("captions", "labels")
     batch_key: str
     #: the progress bar's label
@@ -305,9 +305,16 @@ class Trainer(ABC):
                              f"{flag_value(saved['resampled'])}) cannot continue its data position. Drop the flag, or "
                              "start a new run in another --out")
         if saved.get("num_samples", own["num_samples"]) != own["num_samples"]:
+            given = [f"--{name.replace('_', '-')}" for name in self.data_size_fields
+                     if self.named is None or name in self.named]  # (from Python: any of them)
+            # the flags the command gave; none given (the run's own settings), the files or their reading changed
+            why = (f"Drop {', '.join(given)} (the run's own are used)" if given else
+                   "Its own data settings find other files now: the files changed since the run started, or an "
+                   "older kizuna indexed them otherwise (.bmp, .gif and .tif images are read now). Restore the "
+                   "files")
             raise ValueError(f"--resume {path}: the run's training set has {saved['num_samples']} samples and this "
-                             f"one {own['num_samples']}, so its data position would not mean the same. Drop "
-                             f"{self.data_size_flags} (the run's own are used), or start a new run in another --out")
+                             f"one {own['num_samples']}, so its data position would not mean the same. {why}, or "
+                             "start a new run in another --out")
 
     # ----- the loop ----------------------------------------------------------------------------
     @abstractmethod
