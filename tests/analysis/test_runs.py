@@ -232,3 +232,18 @@ def test_a_group_with_a_diverged_run_has_no_mean_and_no_traceback(tmp_path, caps
         assert [groups["b"][f"{k}_final_val_loss"] for k in ("mean", "std", "min", "max")] == \
             pytest.approx([1.5, 0.5, 1.0, 2.0])
         assert (out / "runs.png").is_file()
+
+
+def test_runs_of_an_older_kizuna_differ_only_in_what_they_set(tmp_path, tiny_model):
+    """A setting added after a run was made (act, augment_on, ...) read as null against today's default: runs made
+    alike "differed" in it, and --group-by/--colour-by on it was refused; precision_used, which older runs did not
+    record, counted as a difference too."""
+    from kizuna.train.supervised import make_supervised_config
+
+    today = make_supervised_config(model="mu/4", out="x").to_dict()
+    older = {k: v for k, v in today.items() if k not in ("act", "augment_on")}
+    a = _write_run(tmp_path / "a", [(10, 0.3)], [(10, 0.4)], {**today, "precision_used": "fp32"}, tiny_model)
+    b = _write_run(tmp_path / "b", [(10, 0.5)], [(10, 0.6)], older, tiny_model)
+    numbers = compare_runs([a, b], tmp_path / "fig", group_by=["act"], colour_by="augment_on")
+    assert numbers["differing_settings"] == []
+    assert [g["runs"] for g in numbers["groups"]] == [["a", "b"]]

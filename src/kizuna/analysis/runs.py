@@ -164,8 +164,32 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
     }
 
 
+def _with_defaults(config: dict) -> dict:
+    """A run's settings with those its kizuna did not have yet at their defaults (the trainer's config class,
+    by the run's kind): a run from before `act` or `augment_on` existed differed from today's in them, and
+    --group-by/--colour-by on one was refused for it, though the runs were made alike."""
+    if not config:
+        return config
+    import dataclasses
+
+    from kizuna.train.config import TrainConfig
+    from kizuna.train.supervised import SupervisedConfig
+
+    fields = {kind: dataclasses.fields(kind) for kind in (TrainConfig, SupervisedConfig)}
+    kind = max(fields, key=lambda k: len(set(config) & {f.name for f in fields[k]}))  # the one it has most of
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in fields[kind]
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    filled = json.loads(json.dumps(defaults, default=str))  # tuples as the lists a saved config holds
+    return {**filled, **config}
+
+
 def _differing(configs: list[dict]) -> list[str]:
+    from kizuna.train.config import RECORDED_ONLY
+
     keys = sorted(set().union(*configs) - _IGNORED) if configs else []
+    # a recorded-only value (precision_used) that one run's kizuna did not record yet is unknown, not different
+    keys = [k for k in keys if k not in RECORDED_ONLY or all(k in c for c in configs)]
     return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
 
 
@@ -200,28 +224,29 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     loaded = [load_run(r, metric, train_window, mode) for r in runs]
     for i, r in enumerate(loaded):
         r["label"] = labels[i] if labels else Path(r["run"]).name
-    differing = _differing([r["config"] for r in loaded])
+    settings = [_with_defaults(r["config"]) for r in loaded]  # compared as today's kizuna would have set them
+    differing = _differing(settings)
     for key in [k for k in (panel_by, colour_by) if k] + list(group_by):
-        missing = [r["run"] for r in loaded if key not in r["config"]]
+        missing = [r["run"] for r, c in zip(loaded, settings) if key not in c]
         if missing:
             raise ValueError(f"setting {key!r} is not in the saved train_config of {', '.join(missing)} "
                              "(runs with neither train_config.json nor a checkpoint have none; the settings the runs differ in are: "
                              f"{', '.join(differing) or 'none'})")
-    for r in loaded:
-        r["settings"] = {k: r["config"].get(k) for k in differing}
+    for r, c in zip(loaded, settings):
+        r["settings"] = {k: c.get(k) for k in differing}
         if colour_by:
-            r["colour_key"] = json.dumps(r["config"][colour_by], sort_keys=True)
+            r["colour_key"] = json.dumps(c[colour_by], sort_keys=True)
     groups = []
     if group_by:
         keyed: dict[str, list[dict]] = {}
-        for r in loaded:
-            keyed.setdefault(json.dumps({k: r["config"][k] for k in group_by}, sort_keys=True), []).append(r)
+        for r, c in zip(loaded, settings):
+            keyed.setdefault(json.dumps({k: c[k] for k in group_by}, sort_keys=True), []).append(r)
         for key, members in keyed.items():
             groups.append({"settings": json.loads(key), "runs": [m["label"] for m in members],
                            **_spread([m["final"] for m in members], metric)})
     panels: dict[str, list[dict]] = {}
-    for r in loaded:
-        panels.setdefault(f"{panel_by} = {_short(r['config'][panel_by])}" if panel_by else "", []).append(r)
+    for r, c in zip(loaded, settings):
+        panels.setdefault(f"{panel_by} = {_short(c[panel_by])}" if panel_by else "", []).append(r)
     out = Path(out)
     figure = plot_runs(panels, out / "runs.png", metric_name=metric,
                        title=title or f"{len(loaded)} run{'s' if len(loaded) != 1 else ''}: {metric} (solid) and training accuracy (dashed)")
