@@ -134,3 +134,26 @@ def test_metric_flag_and_a_metric_no_checkpoint_has(images, tmp_path, capsys):
     assert main(["analyze", "over-training", str(tmp_path / "bare"), "--images", str(images), "--max-images", "2",
                  "--out", str(tmp_path / "c")]) == 0
     assert "no checkpoint was saved with any metrics, so there is no val_top1 curve" in capsys.readouterr().out
+
+
+def test_a_checkpoint_pruned_while_the_report_runs_is_left_out(run, images, tmp_path, monkeypatch):
+    """On a run still training, --keep-last deleted listed step folders while the report loaded the others: it died
+    part-way, writing nothing, with "no such checkpoint (file or folder), and not a preset name"."""
+    import shutil
+
+    from kizuna.analysis import over_training
+
+    copy = tmp_path / "live"
+    shutil.copytree(run, copy)
+    load = over_training.load_target
+
+    def load_and_prune(spec, device="cpu"):
+        target = load(spec, device=device)
+        if spec.endswith("step_0000020"):  # the trainer prunes step 100 meanwhile
+            shutil.rmtree(copy / "checkpoints" / "step_0000100")
+        return target
+
+    monkeypatch.setattr(over_training, "load_target", load_and_prune)
+    with pytest.warns(UserWarning, match="step_0000100 was removed while this report ran"):
+        rep = over_training_report(copy, [str(images)], tmp_path / "ot", max_images=6, progress=False)
+    assert [r["step"] for r in rep["checkpoints"]] == [20, 1000]

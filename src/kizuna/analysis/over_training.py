@@ -61,7 +61,18 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
     rows = []
     for (step, path), metrics in tqdm(list(zip(checkpoints, saved)), desc="checkpoints", unit="ckpt",
                                       disable=not progress):
-        target = load_target(str(path), device=device)
+        try:
+            target = load_target(str(path), device=device)
+        except Exception:
+            if path.exists():
+                raise
+            # the run is still training and pruned it (--keep-last) since the folders were listed: the report
+            # goes on without it (it died part-way with "no such checkpoint ... not a preset name")
+            import warnings
+
+            warnings.warn(f"{path} was removed while this report ran (a run still training prunes its older "
+                          "checkpoints: --keep-last); left out", UserWarning, stacklevel=2)
+            continue
         if images is None:  # one image set for all: the run's preprocessing is the same throughout
             images, _ = load_images(image_specs, target.preprocess, max_images)
         per_head, step_grid, step_px = attention_distance_per_head(target, images, progress)
