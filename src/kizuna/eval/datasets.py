@@ -17,10 +17,11 @@ Layouts
 * **ImageFolder**: ``ROOT[/split]/<class>/*.jpg``; classes are the sorted folder names (as
   torchvision), displayed as the folder name with ``_`` -> space unless ``classnames.txt`` or a
   bundled list gives nicer names.
-* **Side-car folder**: ``KEY.jpg`` + ``KEY.cls`` / ``KEY.txt`` files (CLIP_benchmark layout unpacked).
+* **Side-car folder**: ``KEY.jpg`` + ``KEY.cls`` / ``KEY.txt`` files (CLIP_benchmark layout unpacked), at the
+  top or in subfolders (``00000/KEY.jpg`` + ``KEY.txt``: img2dataset's ``files`` output).
 * **CSV/TSV**: an image-path column (``filepath``) and a label column (``label``: class index or
   class name; indices when most values are whole numbers, ``3.0`` included, the rest ``bad_label``) for classification, or a caption column (``title``) for retrieval (rows with the same
-  image are one image with several captions).
+  image file, however its path is spelt, are one image with several captions).
 
 Indexing is :func:`kizuna.data.sources.build_index`; decoding is
 :class:`kizuna.data.sources.PairDataset`. Both count what they drop, and the result reports it.
@@ -383,10 +384,14 @@ def _has_sidecars(d: Path, exts: tuple[str, ...] = (".cls", ".txt")) -> bool:
     return any(p.suffix.lower() in exts and p.stem in image_stems for p in files)
 
 
-def _labelled_by_sidecars(d: Path) -> bool:
-    """Side-cars at the top, or class labels (KEY.cls) in the subfolders: shards unpacked one per folder
-    (test/000000/KEY.jpg + KEY.cls) were an ImageFolder whose classes were the folder names."""
-    return _has_sidecars(d) or any(_has_sidecars(sub, (".cls",)) for sub in _class_dirs(d))
+def _labelled_by_sidecars(d: Path, task: str | None = None) -> bool:
+    """Side-cars at the top, or in the subfolders: shards unpacked one per folder (test/000000/KEY.jpg + KEY.cls)
+    were an ImageFolder whose classes were the folder names, and so was img2dataset's "files" output
+    (00000/KEY.jpg + KEY.txt, 00001/...), which `kizuna train --data` reads as captioned pairs: retrieval refused
+    it as "an ImageFolder tree". Captions in a subfolder are such side-cars unless the task is classification:
+    a class tree whose images also carry captions is still classes (a README.txt names no image: none)."""
+    sidecars = (".cls",) if task == "classification" else (".cls", ".txt")
+    return _has_sidecars(d) or any(_has_sidecars(sub, sidecars) for sub in _class_dirs(d))
 
 
 def _folder_class_order(dirs: list[Path]) -> list[Path]:
@@ -499,7 +504,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     elif _is_tar_dir(data):
         layout = "wds"
         index = build_index(str(data), require=_require(task), cache_dir=cache_dir)
-    elif _labelled_by_sidecars(data) or not _class_dirs(data):
+    elif _labelled_by_sidecars(data, task) or not _class_dirs(data):
         layout = "folder"
         index = build_index(str(data), require=_require(task))
     else:
@@ -774,14 +779,17 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
 
 
 def _group_captions(index: SampleIndex) -> SampleIndex:
-    """CSV retrieval: one row per caption -> one sample per image with all its captions."""
+    """CSV retrieval: one row per caption -> one sample per image with all its captions. Rows are grouped by
+    the file their path names (the CSV's folder joined, normalised): grouped by the text, photos/x.jpg,
+    ./photos/x.jpg and photos//x.jpg were three images sharing the captions, and recall fell without a word."""
     first: dict[str, int] = {}
     caps: dict[str, list[str]] = {}
-    for i, p in enumerate(index.paths):
+    files = [os.path.normpath(p) for p in index.paths]
+    for i, p in enumerate(files):
         first.setdefault(p, i)
         caps.setdefault(p, []).extend(index.captions[i])
     rows = sorted(first.values())
     sel = np.asarray(rows, dtype=np.int64)
     return SampleIndex(index.sources, index.kinds, index.source_ids[sel], [index.keys[i] for i in rows],
                        index.offsets[sel], index.sizes[sel], [index.paths[i] for i in rows],
-                       [tuple(caps[index.paths[i]]) for i in rows], index.labels[sel], index.skips, index.damaged)
+                       [tuple(caps[files[i]]) for i in rows], index.labels[sel], index.skips, index.damaged)
