@@ -279,6 +279,36 @@ def test_best_follows_every_evaluation_and_knows_which_end_is_best(tmp_path):
     assert any("'probe/shapee' is not among" in str(w.message) for w in caught)
 
 
+def test_best_is_replaced_in_one_step_so_a_reader_never_finds_it_missing(tmp_path, monkeypatch):
+    """best/ was moved aside, then the new one renamed in: between the two, `kizuna eval RUN/checkpoints/best` of a
+    run still training failed with "no such file or folder" (in 4% of polls while best/ was rewritten)."""
+    import os
+
+    from kizuna.train import checkpointing
+    from kizuna.train.checkpointing import CheckpointManager
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").write_text("a")
+    if not checkpointing._exchange(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    assert (tmp_path / "b" / "x").read_text() == "a" and not (tmp_path / "a" / "x").exists()
+
+    model = kizuna.create_model("ViT-mu-8")
+    manager = CheckpointManager(tmp_path / "run", metric="val_top1")
+    assert manager.update_best(1, model, {"val_top1": 0.1})
+    best, replace = tmp_path / "run" / "checkpoints" / "best", os.replace
+
+    def replace_while_looking(a, b):
+        assert best.is_dir(), "best/ was missing"
+        return replace(a, b)
+
+    monkeypatch.setattr(checkpointing.os, "replace", replace_while_looking)
+    assert manager.update_best(2, model, {"val_top1": 0.2})
+    assert json.loads((best / "config.json").read_text())["kizuna"]["extra"]["step"] == 2
+    assert not [p.name for p in best.parent.iterdir() if p.name.startswith(".")]  # the old one is gone
+
+
 def test_settings_that_would_do_nothing_or_lose_the_run_are_refused(tmp_path):
     with pytest.raises(ValueError, match="--keep-last must be >= 1"):
         tiny_config(tmp_path, keep_last=0)  # it pruned the final checkpoint and left `latest` naming nothing
