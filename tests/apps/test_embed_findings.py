@@ -27,15 +27,17 @@ def _consistent_or_gone(out: Path, rows: Path) -> None:
 
 
 def test_a_full_disk_writing_the_row_list_leaves_the_old_pair(tmp_path, monkeypatch):
+    from kizuna.apps import embed
+
     out, rows = _old_pair(tmp_path)
-    real = Path.write_bytes
+    real = embed._filled
 
-    def full_for_the_rows(self, data):
-        if self.name.startswith(".e.txt."):  # the row list's temp file
+    def full_for_the_rows(path, fill):
+        if Path(path).name.startswith(".e.txt."):  # the row list's temp file
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, data)
+        return real(path, fill)
 
-    monkeypatch.setattr(Path, "write_bytes", full_for_the_rows)
+    monkeypatch.setattr(embed, "_filled", full_for_the_rows)
     with pytest.raises(OSError) as info:
         write_embeddings(out, ["x", "y", "z"], np.zeros((3, 4), np.float32), "text")
     _consistent_or_gone(out, rows)
@@ -67,3 +69,19 @@ def test_the_pair_is_still_written_whole(tmp_path):
     write_embeddings(out, ["x", "y", "z"], np.zeros((3, 4), np.float32), "text")
     assert np.load(out).shape == (3, 4) and rows.read_text().splitlines() == ["x", "y", "z"]
     _consistent_or_gone(out, rows)
+
+
+def test_writing_a_large_npy_does_not_hold_copies_of_the_matrix(tmp_path):
+    """The .npy was serialised in memory (a BytesIO, then its bytes) after an astype copy: 2-3 matrices' worth
+    more than the embeddings themselves, for a file that is written a buffer at a time now."""
+    import tracemalloc
+
+    emb = np.random.default_rng(0).random((200_000, 64), dtype=np.float32)  # 51 MB
+    tracemalloc.start()
+    try:
+        write_embeddings(tmp_path / "big.npy", [str(i) for i in range(len(emb))], emb, "text")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.6 * emb.nbytes, peak / emb.nbytes
+    assert np.array_equal(np.load(tmp_path / "big.npy"), emb)

@@ -103,19 +103,21 @@ def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
     tokenizer = kizuna.get_tokenizer(model)
     count = getattr(tokenizer, "encode_batch", None)  # ids without the start/end tokens
     if count is not None:
-        ids = count([text for _, text in lines])
-        empty = [n for (n, _), x in zip(lines, ids) if not x]
+        # token counts only, a chunk of lines at a time: the ids of a whole file of captions held 679 B a line
+        texts = [text for _, text in lines]
+        lengths = [len(x) for i in range(0, len(texts), 8192) for x in count(texts[i:i + 8192])]
+        empty = [n for (n, _), length in zip(lines, lengths) if not length]
         if empty:
             print(f"skipped {len(empty)} line(s) with no text left once cleaned (not in the output): line "
                   + ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else ""), file=sys.stderr)
-            ids = [x for x in ids if x]
+            lengths = [length for length in lengths if length]
             dropped = set(empty)
             lines = [(n, text) for n, text in lines if n not in dropped]
             if not lines:
                 raise ValueError(f"{path}: no line has any text left once cleaned")
         # CLIP's BPE adds a start and an end token, SigLIP's an end token only
         added = 2 if getattr(tokenizer, "sot_token_id", None) is not None else 1
-        cut = sum(len(x) + added > tokenizer.context_length for x in ids)
+        cut = sum(length + added > tokenizer.context_length for length in lengths)
         if cut:
             print(f"note: {cut} of {len(lines)} texts are longer than the model's {tokenizer.context_length} tokens; "
                   "they are embedded cut to that length", file=sys.stderr)
@@ -138,19 +140,12 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
     # writer takes: it failed after the .npy was written, beside an empty row list. Such bytes are written as
     # \xNN escapes, and the rows are made before anything is written.
     names = [os.fsencode(n).decode("utf-8", "backslashreplace") if isinstance(n, str) else n for n in names]
-    emb = emb.astype(np.float32)
+    emb = emb.astype(np.float32, copy=False)  # (a copy of the whole matrix, even when it was float32 already)
     if out.suffix == ".npy":
         # a row a line, also for readers that break lines at U+2028, \x0c ... (Python's str.splitlines)
         rows = ("\n".join(" ".join(n.splitlines()) for n in names) + "\n").encode("utf-8")
-
-        import io
-
-        # serialised in memory, then written as bytes: np.save writes through a duplicated C file handle whose
-        # last flush's error it does not check, so a failed write of a small file was renamed into place as a
-        # cut-off .npy with exit 0 (and a path not ending in .npy would get one added)
-        buf = io.BytesIO()
-        np.save(buf, emb)
-        _write_pair(out, buf.getvalue(), out.with_suffix(".txt"), rows)
+        _write_pair(out, lambda f: np.lib.format.write_array(_ChunkWriter(f), emb, allow_pickle=False),
+                    out.with_suffix(".txt"), lambda f: f.write(rows))
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -159,7 +154,17 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         atomic_write(out, lambda tmp: pq.write_table(table, tmp))
 
 
-def _write_pair(out: Path, data: bytes, rows_path: Path, rows: bytes) -> None:
+class _ChunkWriter:
+    """A file as numpy sees any writable object, so np.lib.format.write_array writes it a buffer at a time through
+    Python's file: given the file itself, it writes through a duplicated C file handle whose last flush's error it
+    does not check (a failed write of a small file was renamed into place as a cut-off .npy with exit 0), and
+    serialising to memory first held the matrix twice more."""
+
+    def __init__(self, file):
+        self.write = file.write
+
+
+def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
     """The .npy and its .txt of row names, both or neither. Written one after the other, a full disk renamed
     the new .npy into place and then failed on the .txt: the old .txt named the new rows. Both temp files
     are written first and then renamed; a failure removes the temp files, and once a rename is done also
@@ -169,9 +174,9 @@ def _write_pair(out: Path, data: bytes, rows_path: Path, rows: bytes) -> None:
 
     temps, renamed = [], False
     try:
-        for path, content in ((out, data), (rows_path, rows)):
-            # write_bytes closes the file within: a write error that the last flush finds is raised
-            temps.append(filled_temp(path, lambda tmp, content=content: Path(tmp).write_bytes(content)))
+        for path, fill in ((out, data), (rows_path, rows)):
+            # the file is closed within: a write error that the last flush finds is raised
+            temps.append(filled_temp(path, lambda tmp, fill=fill: _filled(tmp, fill)))
         os.replace(temps[0], out)
         renamed = True
         os.replace(temps[1], rows_path)
@@ -189,6 +194,12 @@ def _write_pair(out: Path, data: bytes, rows_path: Path, rows: bytes) -> None:
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _filled(path, fill) -> None:
+    """``fill(file)`` into ``path``, opened for writing; closing it raises what its last flush met."""
+    with open(path, "wb") as f:
+        fill(f)
 
 
 def run(args):
