@@ -68,14 +68,18 @@ def _chunked_ranks(queries: torch.Tensor, keys: torch.Tensor, pos_query: torch.T
         m = q1 - q0
         if p1 == p0:
             continue
-        # 1) the correct items' scores, read from the very blocks the counting pass computes
+        # 1) the correct items' scores, read from the very blocks the counting pass computes (one block, the
+        # common case of an evaluation set: computed once for both passes, not twice)
         values = torch.empty(p1 - p0, dtype=queries.dtype, device=dev)
         blocks = torch.div(pk, key_chunk, rounding_mode="floor")
+        kept = {}
         for b in torch.unique(blocks).tolist():
             k0 = b * key_chunk
             s = q @ keys[k0 : min(k0 + key_chunk, nk)].T
             sel = (blocks == b).nonzero().squeeze(1)
             values[sel] = s[pq[sel], pk[sel] - k0]
+            if nk <= key_chunk:
+                kept[k0] = s
         best = torch.full((m,), float("-inf"), dtype=queries.dtype, device=dev).scatter_reduce(0, pq, values, "amax")
         at_best = values == best[pq]
         first = torch.full((m,), nk, dtype=torch.long, device=dev).scatter_reduce(0, pq[at_best], pk[at_best], "amin")
@@ -84,7 +88,7 @@ def _chunked_ranks(queries: torch.Tensor, keys: torch.Tensor, pos_query: torch.T
         # 2) count the items ranked above the first correct one, block by block
         above = torch.zeros(m, dtype=torch.long, device=dev)
         for k0 in range(0, nk, key_chunk):
-            s = q @ keys[k0 : min(k0 + key_chunk, nk)].T
+            s = kept.pop(k0) if k0 in kept else q @ keys[k0 : min(k0 + key_chunk, nk)].T
             idx = torch.arange(k0, k0 + s.shape[1], device=dev)
             bcol = best[:, None]
             above += (s > bcol).sum(1) + ((s == bcol) & (idx[None, :] < first[:, None])).sum(1)
