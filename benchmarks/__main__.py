@@ -126,14 +126,39 @@ def save_results(path: Path, results: dict) -> None:
     atomic_write_text(path, json.dumps(results, indent=1, default=str) + "\n")
 
 
-def merge_results(results: dict, other: dict, log) -> list[str]:
+def _lesser(key: str, ours: dict, theirs: dict) -> str:
+    """Why a later ``theirs`` must not replace ``ours`` silently ("" when it may): it dropped contenders ours
+    timed (OpenCLIP or the compiled step failed on the lent machine: the OpenCLIP target row and the compiled
+    MFU went with them), or a CPU section was measured on another machine (a lent machine whose torch saw no
+    CUDA stored its CPU figures under the CPU key)."""
+    dropped = set((theirs.get("data") or {}).get("dropped") or ()) - set((ours.get("data") or {}).get("dropped") or ())
+    if dropped and not not_measured(ours):
+        return f"it dropped {', '.join(sorted(dropped))}, which ours timed"
+    name = key.split(GPU_MACHINE_SUFFIX)[0]
+    gpu_only = name in MODULES and getattr(importlib.import_module(f".{MODULES[name]}", __package__),
+                                           "GPU_SECTION", False)
+    if GPU_MACHINE_SUFFIX not in key and not gpu_only:  # a CPU machine's figures (a GPU's: any lent machine's)
+        mine, other = ours.get("machine") or {}, theirs.get("machine") or {}
+        differ = [k for k in ("cpu_model", "usable_cores") if mine.get(k) != other.get(k)]
+        if differ and mine and other:
+            return f"it was measured on another machine ({', '.join(f'{k} {other.get(k)}' for k in differ)})"
+    return ""
+
+
+def merge_results(results: dict, other: dict, log, force: bool = False) -> list[str]:
     """Takes into ``results`` the sections of ``other`` (another copy of the file, e.g. the one a lent GPU
     machine returned) that are new here or were measured later than ours; a skip or smoke run never replaces
-    a measurement. Returns the keys taken."""
+    a measurement, nor (unless ``force``) one with fewer contenders or from another machine. Returns the keys
+    taken."""
     taken = []
     for key, theirs in other["sections"].items():
         ours = results["sections"].get(key)
         if ours == theirs:
+            continue
+        lesser = _lesser(key, ours, theirs) if ours is not None and not force else ""
+        if lesser:
+            log(f"   {key}: kept ours (measured {ours.get('started', '?')}): theirs is later, but {lesser}; "
+                "pass --force to take it anyway")
             continue
         # a measurement replaces a skip or smoke run whatever their dates, as during a run (store_section)
         measured_over_unmeasured = ours is not None and not_measured(ours) and not not_measured(theirs)
@@ -182,6 +207,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--merge", default=None, metavar="OTHER.json",
                    help="take the sections of another results file that are new or measured later (e.g. the file a "
                         "lent GPU machine returned) into the JSON results, then re-write the report; no measurement")
+    p.add_argument("--force", action="store_true",
+                   help="with --merge: also take a later section that dropped contenders or was measured on another "
+                        "machine (kept out by default, and said)")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     if args.only and not names:  # `--only ""` ran the whole suite (and took over its header)
@@ -191,6 +219,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
     args.names = [n for n in SECTIONS if n in names]
+    if args.json is not None and "--out" not in argv and not any(a.startswith("--out=") for a in argv):
+        # the report of another results file beside it: the default BENCHMARKS.md was rewritten from it (a
+        # `--render --json docs/benchmarks/XEON.json` replaced the AMD report with the Xeon's)
+        args.out = str(Path(args.json).with_suffix(".md"))
     if args.json is None:
         out = Path(args.out)
         default_out = out.resolve() == (REPO / "BENCHMARKS.md").resolve()
@@ -214,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             if not other_path.is_file():
                 raise SystemExit(f"error: --merge {other_path}: no such file")
             settings.log(f"merging {other_path} into {json_path}")
-            taken = merge_results(results, load_results(other_path, merged=True), settings.log)
+            taken = merge_results(results, load_results(other_path, merged=True), settings.log, args.force)
             if taken:
                 save_results(json_path, results)
             settings.log(f"took {len(taken)} section(s) from {other_path}")

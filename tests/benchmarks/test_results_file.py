@@ -118,6 +118,38 @@ def test_merge_takes_new_and_later_sections_only(results_copy, tmp_path, capsys)
     assert "took 2 section(s)" in capsys.readouterr().out
 
 
+def test_merge_keeps_a_fuller_or_own_machines_section_and_says_why(results_copy, tmp_path, capsys):
+    """A later GPU section whose OpenCLIP and compiled contenders failed replaced the full one (the OpenCLIP target
+    row and the compiled MFU went), and a lent machine's CPU figures stored under a CPU key replaced ours."""
+    theirs = json.loads(results_copy.read_text())
+    ours_before = copy.deepcopy(theirs["sections"])
+    later = "2099-01-01 00:00:00 UTC"
+    gpu = theirs["sections"]["gpu_train_step"]
+    theirs["sections"]["gpu_train_step"] = {**gpu, "started": later, "md": "DEGRADED",
+                                            "data": {**gpu["data"], "dropped": {"open_clip": "ImportError: x"}}}
+    cpu = theirs["sections"]["cifar_augment"]
+    theirs["sections"]["cifar_augment"] = {**cpu, "started": later, "md": "OTHER MACHINE",
+                                           "machine": {**cpu["machine"], "cpu_model": "Some 16-core Xeon",
+                                                       "usable_cores": 16}}
+    other = tmp_path / "returned.json"
+    other.write_text(json.dumps(theirs))
+    argv = ["--merge", str(other), "--json", str(results_copy), "--out", str(results_copy.with_suffix(".md"))]
+    assert bench_main.main(argv) == 0
+    said = capsys.readouterr().out
+    assert "gpu_train_step: kept ours" in said and "it dropped open_clip, which ours timed" in said
+    assert "cifar_augment: kept ours" in said and "measured on another machine (cpu_model Some 16-core Xeon" in said
+    assert _sections(results_copy) == ours_before
+    assert bench_main.main([*argv, "--force"]) == 0
+    assert _sections(results_copy)["gpu_train_step"]["md"] == "DEGRADED"
+
+
+def test_json_without_out_renders_beside_it_not_over_benchmarks_md(results_copy, tmp_path):
+    """`--render --json docs/benchmarks/XEON.json` rewrote the repository's BENCHMARKS.md with the Xeon's report."""
+    args = bench_main.parse_args(["--render", "--json", str(results_copy)])
+    assert args.out == str(results_copy.with_suffix(".md"))
+    assert bench_main.parse_args(["--render"]).out == "BENCHMARKS.md"
+
+
 # ------------------------------------------------------------------------------------------------
 # The file itself
 # ------------------------------------------------------------------------------------------------
@@ -299,3 +331,17 @@ def test_a_quick_run_of_every_section_leaves_the_full_runs_header(results_copy, 
     assert after["full_run"] == full_before and after["last_run"]["quick"] is True
     with pytest.raises(SystemExit):
         _run(results_copy, "--only", ",")  # names no section: it ran the whole suite
+
+
+def test_merge_takes_a_gpu_sections_later_measurement_from_another_lent_machine(results_copy, tmp_path):
+    """A GPU-only section is measured on whichever machine is lent (an H100 one time, an H200 the next): its machine
+    differing from ours is no reason to keep ours."""
+    theirs = json.loads(results_copy.read_text())
+    gpu = theirs["sections"]["gpu_train_step"]
+    theirs["sections"]["gpu_train_step"] = {**gpu, "started": "2099-01-01 00:00:00 UTC", "md": "ANOTHER LENT GPU",
+                                            "machine": {**gpu["machine"], "cpu_model": "AMD EPYC 9654"}}
+    other = tmp_path / "returned.json"
+    other.write_text(json.dumps(theirs))
+    assert bench_main.main(["--merge", str(other), "--json", str(results_copy),
+                            "--out", str(results_copy.with_suffix(".md"))]) == 0
+    assert _sections(results_copy)["gpu_train_step"]["md"] == "ANOTHER LENT GPU"
