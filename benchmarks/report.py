@@ -203,9 +203,12 @@ def render(results: dict, json_path: Path | None = None) -> str:
     json_rel = os.path.relpath(json_path, REPO) if json_path else "benchmarks/results.json"
     if results.get("full_run"):
         fr = results["full_run"]
+        # older files recorded an `--only` run as the full run: "the whole suite" only where it ran every section
+        whole = "--only" not in fr["command"]
         out.append(
             f"Produced by `{fr['command']}`"
-            f"{' (what `make bench` runs)' if fr['command'].strip().endswith('-m benchmarks') else ''} on {fr['started']}; the whole suite took "
+            f"{' (what `make bench` runs)' if fr['command'].strip().endswith('-m benchmarks') else ''} on {fr['started']}; "
+            f"{'the whole suite' if whole else 'the run'} took "
             f"{fr['duration_s'] / 60:.1f} min. Raw numbers (every timed run) are in `{json_rel}`."
         )
     else:
