@@ -669,6 +669,52 @@ def test_a_tar_whose_samples_are_not_adjacent_is_warned_about_with_the_fix(tmp_p
         assert build_index(str(tmp_path / "sorted.tar"), require="caption").keys == ["a", "b", "c"]
 
 
+def test_a_gnu_sparse_member_is_skipped_not_read_past_its_data(tmp_path):
+    """`tar --sparse` stores a file with holes as its data runs: read as `size` bytes from its data offset, a
+    caption held the next members' headers and bytes (56 "captions" of other samples)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("tar") is None or "GNU" not in subprocess.run(["tar", "--version"], capture_output=True,
+                                                                 text=True).stdout:
+        pytest.skip("GNU tar is needed to write a sparse member")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "0000.jpg").write_bytes(image_bytes())
+    with open(src / "0000.txt", "wb") as f:  # a caption with a hole: stored sparse
+        f.write(b"a cat\n")
+        f.seek(1 << 20)
+        f.write(b"end\n")
+    (src / "0001.jpg").write_bytes(image_bytes())
+    (src / "0001.txt").write_text("a dog on the grass")
+    subprocess.run(["tar", "--sparse", "--format=gnu", "--sort=name", "-cf", str(tmp_path / "s.tar"), "-C", str(src),
+                    "."], check=True)
+    tar_index.clear_cache()
+    idx = tar_index.index_tar(tmp_path / "s.tar")
+    assert idx.skipped.get("sparse_member") == 1 and idx.keys == ["./0000", "./0001"]
+    assert idx.captions == [None, ("a dog on the grass",)]
+
+
+def test_a_shared_index_cache_file_that_is_no_index_of_the_shard_is_scanned_again(tmp_path):
+    """A cache folder others can write to: an offset outside the shard (-5) was served and failed deep in decoding
+    (a TypeError), and a file nested thousands deep raised RecursionError."""
+    shard = tmp_path / "s.tar"
+    make_pair_shard(shard, 0, 3)
+    cache = tmp_path / "cache"
+    tar_index.clear_cache()
+    good = tar_index.index_tar(shard, cache_dir=cache)
+    (file,) = cache.glob("*.json")
+    blob = json.loads(file.read_text())
+    for bad in ({**blob["index"], "offsets": [-5] + blob["index"]["offsets"][1:]},
+                {**blob["index"], "sizes": blob["index"]["sizes"][:-1]}):
+        file.write_text(json.dumps({**blob, "index": bad}))
+        tar_index.clear_cache()
+        assert tar_index.index_tar(shard, cache_dir=cache).offsets == good.offsets
+    file.write_text("[" * 100_000 + "]" * 100_000)
+    tar_index.clear_cache()
+    assert tar_index.index_tar(shard, cache_dir=cache).keys == good.keys
+
+
 def test_a_csv_image_not_found_says_where_it_was_looked_for(tmp_path):
     """Paths written relative to the cwd are read relative to the CSV's folder: the skip names the file looked
     for, so the user sees why."""

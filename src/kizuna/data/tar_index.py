@@ -28,7 +28,8 @@ Public API
     ``captions`` (``None``: no ``.txt`` member; ``()``: ``.txt`` present but blank),
     ``labels`` (``-1``: no ``.cls``; ``-2``: unparsable ``.cls``),
     ``skipped`` (reason -> count for groups dropped at this level: ``missing_image``,
-    ``empty_image``, ``truncated``, ``dotted_key``: an image member whose key has a dot,
+    ``empty_image``, ``truncated``, ``sparse_member`` (a GNU sparse file, whose bytes are not stored in
+    one piece), ``dotted_key``: an image member whose key has a dot,
     ``photo.000.jpg``, as WebDataset keys end at the first dot) with ``skip_keys`` (reason -> first
     few keys),
     ``truncated`` / ``detail`` (why the scan stopped early, or what follows the end-of-archive marker
@@ -79,10 +80,11 @@ _BLOCK = 512
 # 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
 _MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 7  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+_CACHE_VERSION = 8  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
 # 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
 # clean, and a sample's own dotted images (0001.mask.png) are no skip; 6: captions split at line ends only, a
-# .cls decoded as a side-car's is (a byte-order mark); 7: samples whose members are not adjacent are counted
+# .cls decoded as a side-car's is (a byte-order mark); 7: samples whose members are not adjacent are counted;
+# 8: GNU sparse members are skipped (sparse_member)
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -201,7 +203,7 @@ def _load_disk(cache_dir, fp: Fingerprint, path: str) -> TarShardIndex | None:
     try:
         with open(file, encoding="utf-8") as f:
             blob = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # (a file nested thousands deep: another's, or hostile)
         return None
     try:
         if blob.get("version") != _CACHE_VERSION or blob.get("fingerprint") != list(fp):
@@ -209,9 +211,17 @@ def _load_disk(cache_dir, fp: Fingerprint, path: str) -> TarShardIndex | None:
         data = blob["index"]
         data["path"] = path
         data["captions"] = [None if c is None else tuple(c) for c in data["captions"]]
-        return TarShardIndex(**data)
+        idx = TarShardIndex(**data)
     except (AttributeError, KeyError, TypeError):  # JSON of another shape (another tool's file): scan again
         return None
+    # A shared cache folder is written by everyone who can write there: offsets outside the shard (-5 ended in a
+    # TypeError deep in decoding) or columns of unequal length are no index of this shard; scan it again
+    columns = (idx.keys, idx.offsets, idx.sizes, idx.image_exts, idx.captions, idx.labels)
+    if len({len(c) for c in columns}) != 1 or not all(
+            isinstance(o, int) and isinstance(n, int) and 0 <= o and 0 <= n and o + n <= fp[2]
+            for o, n in zip(idx.offsets, idx.sizes)):
+        return None
+    return idx
 
 
 def _save_disk(cache_dir, fp: Fingerprint, idx: TarShardIndex) -> None:
@@ -301,6 +311,9 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
             for member in tf:
                 out.num_members += 1
                 if not member.isreg():
+                    continue
+                if member.issparse():  # GNU sparse: its data is not `size` bytes at offset_data (a caption read
+                    out._skip("sparse_member", member.name)  # so held the next members' headers and bytes)
                     continue
                 key, ext = split_key(member.name)
                 if key != group_key:
