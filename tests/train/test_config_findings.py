@@ -229,3 +229,15 @@ def test_config_files_keep_lists_of_data_and_class_names_and_none(tmp_path):
     from kizuna.train.data import _refuse_a_root_with_held_out_splits
 
     assert _refuse_a_root_with_held_out_splits(["a.tar", "b.tar"]) is None  # a list: it was a TypeError in Path()
+
+
+def test_a_json_config_nested_thousands_deep_is_a_one_line_error(tmp_path, capsys):
+    """A RecursionError traceback came out of the JSON reader (security review: any JSON kizuna reads)."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["train", "--config", str(deep), "--print-config"]) == 2
+    assert "not JSON" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's usage error, the value cut short
+        main(["train", "--model-overrides", "[" * 100_000 + "]" * 100_000, "--print-config"])
+    err = capsys.readouterr().err
+    assert "expected a JSON object" in err and len(err) < 5000  # the usage, and the value cut short

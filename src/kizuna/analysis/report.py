@@ -123,7 +123,7 @@ def read_record(path: str | Path) -> dict:
                 record = json.loads((f.metadata() or {}).get(FORMAT_KEY, "{}"))
         else:
             return {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return dict(record)
 

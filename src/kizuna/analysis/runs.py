@@ -47,6 +47,8 @@ def _train_config(run: Path) -> dict:
             config = json.loads(written.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{written}: not JSON ({e.msg}, line {e.lineno})") from e
+        except RecursionError:
+            raise ValueError(f"{written}: not a run's settings (JSON nested too deep to read)") from None
         return _settings(config, written, "fix it, or delete it to use the newest checkpoint's train_config")
     ckpt = CheckpointManager(run).latest()
     state_file = ckpt / "train_state.pt" if ckpt is not None else None

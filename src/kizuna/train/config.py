@@ -112,7 +112,7 @@ def load_config_file(name_or_path: str, config_cls=None) -> dict:
     if path.suffix == ".json":
         try:
             values = json.loads(path.read_text())
-        except ValueError as e:  # JSONDecodeError is one
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is one; nested thousands deep, the other
             raise ValueError(f"config {str(path)!r}: not JSON ({e})") from None
         if not isinstance(values, dict):
             raise ValueError(f"config {str(path)!r}: expected a JSON object of settings, got a "
@@ -380,9 +380,10 @@ def parse_flag_value(kind, text: str):
             # a dict is JSON only: `--model-overrides 2` read as the numbers (2.0,)
             return (json.loads(text) if kind is dict or text.strip().startswith(("{", "["))
                     else tuple(float(x) for x in text.split(",")))
-        except ValueError as e:  # JSONDecodeError is one
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is one
             want = "a JSON object, e.g. '{\"depth\": 2}'" if kind is dict else "JSON or comma-separated numbers"
-            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r} ({e})") from None
+            shown = text if len(text) <= 80 else text[:77] + "..."  # (a value of 200,000 characters was echoed whole)
+            raise argparse.ArgumentTypeError(f"expected {want}, got {shown!r} ({str(e)[:200]})") from None
     try:
         return kind(text)
     except ValueError:  # argparse said "invalid <lambda> value"

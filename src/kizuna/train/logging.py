@@ -124,7 +124,7 @@ class MetricLogger:
         for line in self.path.read_text().splitlines():
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line + "\n")
@@ -162,7 +162,7 @@ def read_metrics(path: str | Path, kind: str | None = None) -> list[dict]:
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # (a line nested thousands deep is no record either)
             bad.append(number)
     if bad:
         warnings.warn(f"{path}: skipped {len(bad)} line(s) that are not JSON (line {', '.join(map(str, bad[:5]))}"
