@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
-from kizuna.models.checkpoint import first_line
+from kizuna.models.checkpoint import atomic_write, first_line
 
 from .encode import content_hash, dist_info, encode_images, encode_texts_sharded, is_main, model_fingerprint
 from .zeroshot import fill_template
@@ -112,7 +112,7 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             have = bool(flag.item())
         if have:
-            weights = _load(path)
+            weights = _load(path, classnames, templates, getattr(getattr(model, "cfg", None), "embed_dim", None))
             if dist_info()[1] > 1:  # a rank that could not read it computes, which all-gathers: every rank does
                 import torch.distributed as dist
 
@@ -122,6 +122,8 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
             if weights is not None:
                 _remember(key, weights)
                 return weights.clone()
+            if path.exists():  # one this process may not read, or damaged and not its to remove (another user's
+                path = None  # in a shared folder): left as it is, not overwritten
     texts = [fill_template(t, c) for c in classnames for t in templates]
     enc = encode_texts_sharded(model, tokenizer, texts, batch_size=batch_size, device=device, progress=progress,
                                desc="encoding class prompts", encode_fn=encode_text_fn)
@@ -137,48 +139,73 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
     return weights
 
 
-def _load(path: Path) -> torch.Tensor | None:
-    """A cache file's weights, or None for one that cannot be read (empty or cut off by a full disk or a kill:
-    it crashed the evaluation with a bare EOFError naming no file). That one is warned about and removed (by
-    rank 0), and the class embeddings are computed again. Every rank reads the same file, so all of them take
-    the miss branch together."""
-    try:
-        weights = torch.load(path, map_location="cpu", weights_only=True)["weights"].float()
-    except Exception as error:  # noqa: BLE001 - anything from EOFError to KeyError: a damaged file
-        import warnings
+def _load(path: Path, classnames: list[str], templates: list[str], width: int | None) -> torch.Tensor | None:
+    """A cache file's weights, or None for one that cannot be used. A damaged one (empty or cut off by a full
+    disk or a kill: it crashed the evaluation with a bare EOFError naming no file) or one holding other weights
+    is warned about and removed (by rank 0), and the class embeddings are computed again. One that cannot be
+    opened (another user's in a shared --cache-dir) is no damage: warned about and left alone. Every rank reads
+    the same file, so all of them take the miss branch together."""
+    import warnings
 
-        why = f"{type(error).__name__}: {first_line(error, 200)}"
-        if path.is_file() and path.stat().st_size == 0:  # torch says "EOFError: " and no more
-            why = "the file is empty (0 bytes)"
-        warnings.warn(f"the class-embedding cache {path} cannot be read ({why}); "
-                      "removed, and the class embeddings are computed again", RuntimeWarning, stacklevel=3)
-        if is_main():
-            path.unlink(missing_ok=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:  # a PermissionError was taken for damage: another user's file was deleted
+        warnings.warn(f"the class-embedding cache {path} cannot be read ({type(error).__name__}: "
+                      f"{first_line(error, 200)}); the class embeddings are computed without it", RuntimeWarning,
+                      stacklevel=3)
         return None
-    return weights
+    except Exception as error:  # noqa: BLE001 - EOFError, a zip or unpickling error: a damaged file
+        why = f"cannot be read ({type(error).__name__}: {first_line(error, 200)})"
+        if path.is_file() and path.stat().st_size == 0:  # torch says "EOFError: " and no more
+            why = "cannot be read (the file is empty (0 bytes))"
+    else:
+        why = _mismatch(data, classnames, templates, width)
+        if why is None:
+            return data["weights"].float()
+    done = "removed, and the class embeddings are computed again"
+    if is_main():
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:  # another user's, in a shared folder with the sticky bit: it ended the evaluation
+            done = f"not removed ({first_line(error, 200)}); the class embeddings are computed without it"
+    warnings.warn(f"the class-embedding cache {path} {why}; {done}", RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _mismatch(data, classnames: list[str], templates: list[str], width: int | None) -> str | None:
+    """Why a loaded cache file does not hold the class embeddings of ``classnames`` x ``templates`` (``width``
+    wide; None: any), or None when it does. Unchecked, a [3, 7] file ended in a matmul traceback and a file of
+    other classes was used silently."""
+    weights = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+        return "holds no class weights"
+    if weights.dim() != 2 or weights.shape[0] != len(classnames) or width not in (None, weights.shape[1]):
+        return f"holds weights of shape {list(weights.shape)}, not [{len(classnames)}, {width or 'D'}]"
+    if data.get("classnames") != classnames or data.get("templates") != templates:
+        return "holds the weights of other class names or templates"
+    if not bool(torch.isfinite(weights).all()):
+        return "holds weights that are not finite"
+    return None
 
 
 def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
     """Rank 0 writes the cache. A cache that cannot be written is a warning, not an error: raised on rank 0
     alone it left the other ranks waiting in their next collective. torch.save on a full disk raises a
     RuntimeError ("[enforce fail at inline_container.cc ..."), not an OSError: it ended the evaluation and
-    left the temp file behind."""
+    left the temp file behind. The temp file is a fresh one of mkstemp's (atomic_write): written through the
+    predictable classes-<hash>.tmp<pid>, a symlink another user of a shared folder planted there had its target
+    overwritten."""
     if not is_main():
         return
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    record = {"weights": weights, "classnames": list(classnames), "templates": list(templates)}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"weights": weights, "classnames": list(classnames), "templates": list(templates)}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(record, tmp))  # it removes the temp file when the writing fails
     except (OSError, RuntimeError) as error:
         import warnings
 
         why = first_line(error, 200)
         warnings.warn(f"could not write the class-embedding cache {path} ({why}); going on without it",
                       RuntimeWarning, stacklevel=2)
-    finally:
-        if tmp.parent.is_dir():
-            tmp.unlink(missing_ok=True)
 
 
 def _remember(key, weights: torch.Tensor) -> None:

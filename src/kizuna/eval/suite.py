@@ -109,6 +109,8 @@ def _read_suite(path):
             obj = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except RecursionError:  # [[[[... nested 100000 deep: a traceback out of the JSON decoder
+            raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
         except UnicodeDecodeError:
             raise ValueError(f"{path}: not a text file; a suite is a .json or .py file") from None
     return obj
@@ -193,6 +195,9 @@ def check_run_values(r: dict, where: str | None) -> None:
     for key in ("max_samples", "max_train_samples"):  # None and 0 mean all; a negative count meant all too
         if r.get(key) is not None and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < 0):
             raise ValueError(f"{at}{name(key)} must be an integer >= 0 (0 = all), got {r[key]!r}")
+    for key in ("allow_jit", "zeroshot"):  # bool("false") is True: the string turned TorchScript loading on
+        if key in r and not isinstance(r[key], bool):
+            raise ValueError(f"{at}{name(key)} must be true or false (a JSON boolean), got {r[key]!r}")
     if r.get("act") is not None and r["act"] not in ("quick_gelu", "gelu"):
         raise ValueError(f"{at}{name('act')} must be quick_gelu or gelu, got {r['act']!r}")
     if "precision" in r:  # checked when its run began: the runs before it were done, and the error named no run
