@@ -812,7 +812,7 @@ def test_a_resume_the_data_position_cannot_follow_names_the_flag(tmp_path, capsy
     base = ["train", "--out", str(tmp_path), "--resume", "latest", "--steps", "4"]
     for flags, said in ((["--seed", "1"], ["--seed 1 (the run has 0) cannot continue it"]),
                         (["--synthetic-length", "256"], ["the run's training set has 512 samples and this one 256",
-                                                         "Drop --data (or --synthetic-length)"]),
+                                                         "Drop --synthetic-length (the run's own are used)"]),
                         (["--resampled"], ["--resampled true (the run has false)"])):
         assert main([*base, *flags]) == 2, flags
         err = capsys.readouterr().err
