@@ -80,3 +80,12 @@ def test_seeded_through_pair_dataset(tmp_path):
     ds2 = PairDataset(str(tmp_path), t, caption_sampling="first", seed=4)
     assert torch.equal(ds1[(1, 2)]["image"], ds2[(1, 2)]["image"])
     assert not torch.equal(ds1[(1, 2)]["image"], ds1[(1, 3)]["image"])
+
+
+def test_solarize_thresholds_are_timms_increasing_ones():
+    """The docs say solarize follows timm's increasing RandAugment (256 - int(256 * M/10)); kizuna rounded, which
+    inverted one level more at M = 1, 3, 6 and 8 (230 for timm's 231, ...)."""
+    from kizuna.data.augment import solarize_threshold
+
+    assert [solarize_threshold(m) for m in range(11)] == [256 - int(256 * m / 10) for m in range(11)]
+    assert [solarize_threshold(m) for m in (1, 3, 6, 8)] == [231, 180, 103, 52]

@@ -26,7 +26,7 @@ brightness     enhance factor ``1 ± 0.9 * M/10``                  yes
 contrast       same                                               yes
 color          same (saturation)                                  yes
 posterize      keep ``8 - round(4 * M/10)`` bits (8 down to 4)    no
-solarize       invert pixels >= ``round(256 - 256 * M/10)``       no
+solarize       invert pixels >= ``256 - int(256 * M/10)``         no
 autocontrast   (no magnitude)                                     no
 equalize       (no magnitude)                                     no
 =============  =================================================  =================
@@ -88,7 +88,8 @@ def posterize_bits(magnitude: float) -> int:
 
 
 def solarize_threshold(magnitude: float) -> int:
-    return int(round(256 - 256 * _level(magnitude)))
+    # timm's: 256 - int(256 * M/10), truncated (rounded, M = 1, 3, 6, 8 inverted one level more than timm)
+    return 256 - int(256 * _level(magnitude))
 
 
 def _rotate(img, m, rng):
