@@ -102,3 +102,29 @@ def test_all_passes_top_and_predict_checks_it(tmp_path, write_noise_images, caps
     with pytest.raises(SystemExit):
         main(["analyze", "attention-distance", str(path), "--images", str(image), "--max-images", "0"])
     assert "--max-images: must be >= 1" in capsys.readouterr().err
+
+
+def test_a_vits_labels_are_one_set_of_names_and_a_model_object_says_its_normalisation(tmp_path):
+    """`analyze all --labels` named the predicted class by the saved names in rollout.json and by --labels in
+    predict.json (a reordering of the saved names called class 3 "ship" and "dog"); a ViT model object was analysed
+    with mean = std = 0.5 without a word, where its saved preprocessing was OpenAI's."""
+    from kizuna.analysis.report import full_report, load_target
+    from kizuna.models.checkpoint import save_model
+
+    vit = kizuna.create_vit("mu/4", image_size=16, num_classes=3, width=16, depth=1, heads=2, mlp_dim=32)
+    saved = ["cat", "dog", "car"]
+    save_model(vit, tmp_path / "m", extra={"classnames": saved, "preprocess": {
+        "image_size": 16, "mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}})
+    target = load_target(tmp_path / "m")
+    with pytest.raises(ValueError, match="--labels name the model's classes .* in another order"):
+        full_report(target, tmp_path / "o", labels=["dog", "cat", "car"], progress=False)
+    report = full_report(target, tmp_path / "o", labels=["chat", "chien", "voiture"], progress=False)
+    assert report["rollout"]["prediction"]["label"] == report["predict"]["top"][0][0]
+    with pytest.warns(UserWarning, match="carries no preprocessing: analysed with mean = std = 0.5"):
+        plain = load_target(kizuna.load_model(tmp_path / "m"))
+    assert plain.preprocess.mean == [0.5, 0.5, 0.5]
+    import dataclasses
+
+    given = load_target(kizuna.load_model(tmp_path / "m"), preprocess=dataclasses.asdict(target.preprocess),
+                        classnames=saved)
+    assert given.preprocess.mean == target.preprocess.mean and given.classnames == saved

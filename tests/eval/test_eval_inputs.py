@@ -173,6 +173,10 @@ def test_cli_refusals_are_one_line(tmp_path, tiny_hf, capsys):
     with pytest.raises(SystemExit) as e:
         main(["zeroshot", "--model", model, "--image", str(img), "--labels", "a,b", "--device", "gpu7"])
     assert e.value.code == 2 and "'gpu7' is not a device" in capsys.readouterr().err
+    for other in ("mps", "meta", "xpu"):  # torch devices kizuna does not run on: a traceback from .to(device) before
+        with pytest.raises(SystemExit):
+            main(["zeroshot", "--model", model, "--image", str(img), "--labels", "a,b", "--device", other])
+        assert f"'{other}': kizuna runs on cpu or cuda" in capsys.readouterr().err
 
 
 def test_retrieval_passes_its_query_chunk(tmp_path, tiny_hf, monkeypatch):

@@ -129,10 +129,14 @@ def read_record(path: str | Path) -> dict:
 
 
 def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = False,
-                act: str | None = None) -> AnalysisTarget:
+                act: str | None = None, preprocess: dict | None = None,
+                classnames: Sequence[str] | None = None) -> AnalysisTarget:
     """A checkpoint path (or CLIP preset name, or a model object) -> :class:`AnalysisTarget`. A model object is
     analysed in place: it is moved to ``device`` and put in eval mode (call ``.train()`` to go on training it).
-    ``act``: the activation of an OpenAI-layout state dict (``create_model``'s)."""
+    ``act``: the activation of an OpenAI-layout state dict (``create_model``'s). ``preprocess`` (the
+    :class:`~kizuna.data.transforms.Preprocess` fields) and ``classnames``: a supervised ViT's, which a path
+    brings with it and a model object does not (without them it is analysed with mean = std = 0.5, a warning
+    says so)."""
     import kizuna
     from kizuna.data.transforms import Preprocess
     from kizuna.models.clip import ClipModel
@@ -150,12 +154,18 @@ def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = F
     if isinstance(obj, ClipModel):
         return AnalysisTarget(obj.visual, "clip", obj, kizuna.get_preprocess(obj), source, extra=extra)
     if isinstance(obj, VisionTransformer):
-        pre = extra.get("preprocess")
+        pre = preprocess or extra.get("preprocess")
         if not pre:
             from kizuna.train.supervised import vit_preprocess
 
+            if not isinstance(model, (str, Path)):  # a ViT fine-tuned from a CLIP tower has OpenAI's mean/std
+                import warnings
+
+                warnings.warn("a ViT model object carries no preprocessing: analysed with mean = std = 0.5; pass "
+                              "preprocess= (or load it by path, which reads the saved one)", UserWarning,
+                              stacklevel=2)
             pre = vit_preprocess(obj.cfg.image_size)
-        names = extra.get("classnames")
+        names = classnames or extra.get("classnames")
         return AnalysisTarget(obj, "vit", obj, Preprocess(**pre), source,
                               classnames=list(names) if names else None, extra=extra)
     raise ValueError(f"{source}: cannot analyse a {type(obj).__name__}; expected a ViT or a CLIP model")
@@ -376,7 +386,7 @@ def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out:
 
 @torch.no_grad()
 def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path, head_fusion: str = "mean",
-                   discard_ratio: float = 0.0, image_name: str = "") -> dict:
+                   discard_ratio: float = 0.0, image_name: str = "", labels: Sequence[str] | None = None) -> dict:
     """Attention rollout (Abnar & Zuidema; ViT Fig. 6) for one preprocessed image -> rollout.png/.json.
 
     A model that pools its class token (``pool="cls"``): the map is that token's row of the rollout.
@@ -406,8 +416,9 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     if target.kind == "vit" and target.vit.head is not None:
         probs = target.vit(x.to(_device(target))).float().softmax(-1)[0].cpu()
         k = int(probs.argmax())
+        names = list(labels) if labels else target.classnames  # the names the predict panel gives (--labels)
         numbers["prediction"] = {"class": k, "probability": float(probs[k]),
-                                 "label": target.classnames[k] if target.classnames and k < len(target.classnames) else None}
+                                 "label": names[k] if names and k < len(names) else None}
     return _write(out, "rollout", numbers)
 
 
@@ -442,6 +453,12 @@ def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = Non
                              "use a CLIP model or a supervised ViT")
         n = target.vit.cfg.num_classes
         given = bool(labels)
+        saved = target.classnames
+        if given and saved and list(labels) != list(saved) and sorted(map(str, labels)) == sorted(map(str, saved)):
+            # the saved names in another order: the head's classes would be named otherwise than the model's
+            raise ValueError(f"--labels name the model's classes ({', '.join(saved[:10])}"
+                             f"{', ...' if len(saved) > 10 else ''}) in another order; --labels name the classes "
+                             "in class order: leave --labels out to use the names saved with the model")
         labels = list(labels) if labels else (target.classnames or [str(i) for i in range(n)])
         if len(labels) != n:
             raise ValueError(f"{'--labels gave' if given else 'the class names saved with the model are'} "
@@ -521,7 +538,8 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     report["positions"] = positions_report(target, out)
     report["attention_distance"] = attention_distance_report(target, images[0], out, images_source,
                                                              skipped_images, progress)
-    report["rollout"] = rollout_report(target, image[0], out, head_fusion, discard_ratio, image[1])
+    report["rollout"] = rollout_report(target, image[0], out, head_fusion, discard_ratio, image[1],
+                                       labels=labels if target.kind == "vit" else None)
     if _predicts(target, labels):
         report["predict"] = predict_report(target, image[0], out, labels, templates, true_label, top_k=top_k,
                                            image_name=image[1])

@@ -33,6 +33,8 @@ def device_name(text: str) -> str:
         device = torch.device(text)
     except (RuntimeError, ValueError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device (cpu, cuda, cuda:0, ...)") from None
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta ...: accepted here, then a traceback from .to(device)
+        raise argparse.ArgumentTypeError(f"{text!r}: kizuna runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{text!r}: no CUDA GPU here (torch {torch.__version__}); use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
