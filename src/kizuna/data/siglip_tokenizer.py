@@ -85,6 +85,8 @@ def _model_problem(model: bytes) -> str | None:
 
 def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str, Any] | None:
     """The kizuna tokenizer config of an HF SigLIP folder (None when it has no ``spiece.model``)."""
+    from kizuna.models.checkpoint import CheckpointError
+
     folder = Path(folder)
     model_file = folder / "spiece.model"
     if not model_file.is_file():
@@ -94,13 +96,13 @@ def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str
     if config_file.is_file():
         try:
             settings = json.loads(config_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{config_file}: not readable JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # the last: nested too deep
+            raise CheckpointError(f"{config_file}: not readable JSON ({e})") from None
+        if not isinstance(settings, dict):
+            raise CheckpointError(f"{config_file}: expected a JSON object, got {type(settings).__name__}")
     model = model_file.read_bytes()
     problem = _model_problem(model)
     if problem:
-        from kizuna.models.checkpoint import CheckpointError
-
         raise CheckpointError(f"{model_file}: not a sentencepiece model ({problem}); replace it with the "
                               "checkpoint's original spiece.model, or remove it to load the model without a tokenizer")
     return _config(model, context_length, settings.get("do_lower_case", True),

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -162,17 +163,25 @@ def drop_retired_keys(model: nn.Module, state_dict: dict) -> dict:
 
 def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
     """Load every tensor or fail with one error listing missing, unexpected and mis-shaped ones."""
+    model.load_state_dict(fitting_state_dict(model, state_dict, source), strict=True)
+
+
+def fitting_state_dict(model: nn.Module, state_dict: dict, source: str) -> dict:
+    """``state_dict`` less retired keys, once it holds exactly ``model``'s tensors in their shapes; else one
+    CheckpointError listing the missing, unexpected and mis-shaped ones. Only shapes are compared, so
+    ``model`` may be built on the meta device: load_model checks there before allocating anything."""
     state_dict = drop_retired_keys(model, state_dict)
     own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    misshaped = sorted(
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state_dict)
-        if tuple(own[k].shape) != tuple(state_dict[k].shape)
-    )
-    _refuse_misfit(source, missing, unexpected, misshaped)
-    model.load_state_dict(state_dict, strict=True)
+    _refuse_misfit(source, sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own)),
+                   _misshaped(state_dict, own))
+    return state_dict
+
+
+def _misshaped(tensors: dict, own: dict) -> list[str]:
+    """The tensors of ``tensors`` (None for one a converter could not make) whose shape is not the one the
+    model's tensor of that name (in ``own``) has."""
+    return [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sorted(tensors.items())
+            if v is not None and k in own and tuple(v.shape) != tuple(own[k].shape)]
 
 
 def _refuse_misfit(source: str, missing: list[str], unexpected: list[str], misshaped: list[str]) -> None:
@@ -215,10 +224,7 @@ class TensorTaker:
         """``out`` (the converted tensors, kizuna's names), or one CheckpointError listing every tensor missing
         from the checkpoint, left over in it, or of another shape than ``model`` (built on the meta device
         will do) has."""
-        own = model.state_dict()
-        misshaped = self.misshaped + [
-            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sorted(out.items())
-            if v is not None and k in own and tuple(v.shape) != tuple(own[k].shape)]
+        misshaped = self.misshaped + _misshaped(out, model.state_dict())
         _refuse_misfit(self.source, sorted(self.missing), sorted(self.tensors), misshaped)
         return out
 
@@ -248,9 +254,9 @@ _NOT_TORCH = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8
 
 
 def load_weights_only(path: Path):
-    """``torch.load(weights_only=True)`` with an error that says what the file is. torch's own message ends in
-    advice to load with weights_only=False, which runs the file's code: wrong for an image or a JSON file
-    passed as a model, and not advice kizuna gives for a pickle it refuses."""
+    """``torch.load(weights_only=True)`` with an error that says what the file is. torch's own message advises
+    loading with weights_only=False, which runs the file's code: wrong for an image or a JSON file passed as
+    a model, and not advice kizuna gives for a pickle it refuses (none of torch's wording is repeated)."""
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
@@ -261,10 +267,15 @@ def load_weights_only(path: Path):
             if not isinstance(e, pickle.UnpicklingError):  # the weights-only unpickler's refusal is this error
                 raise CheckpointError(f"{path}: a damaged or truncated torch file ({type(e).__name__}: {first}); "
                                       "save or copy it again") from None
+            # In kizuna's words: torch's message (its first line, since torch 2.6) advises re-running with
+            # weights_only=False, which runs the file's code. The one thing of it worth saying is what the file
+            # asked for ("Unsupported global: GLOBAL posix.system ..."), by a name of plain characters only.
+            asked = re.search(r"GLOBAL ([\w.]{1,100})", str(e))
             raise CheckpointError(
-                f"{path}: a torch file that a weights-only load refuses ({type(e).__name__}: {first}). kizuna "
-                "reads tensors only and never unpickles other objects: save the model's state_dict, or use "
-                "safetensors") from None
+                f"{path}: a torch file that a weights-only load refuses (it holds pickled objects other than "
+                f"tensors{f'; it asks for {asked.group(1)}' if asked else ''}): unpickling them could run code "
+                "from the file. kizuna reads tensors only and never unpickles other objects: save the model's "
+                "state_dict, or use safetensors") from None
         kind = next((what for sig, what in _NOT_TORCH.items() if head.lstrip().startswith(sig)), None)
         raise CheckpointError(
             f"{path}: not a torch checkpoint{f' ({kind})' if kind else ''}; a model is a kizuna folder or "
@@ -339,7 +350,7 @@ def load_model(
             raise CheckpointError(f"{path}: folder has no config.json (expected a kizuna or Hugging Face model)")
         try:
             cfg = json.loads(cfg_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # the last: nested too deep
             raise CheckpointError(f"{cfg_file}: invalid JSON ({e})") from None
         except OSError as e:  # a folder named config.json, no permission, an I/O error
             raise CheckpointError(f"{cfg_file}: cannot be read ({type(e).__name__}: {e.strerror or e})") from None
@@ -358,7 +369,7 @@ def load_model(
             _refuse_act(path)
         try:
             record = json.loads(meta[FORMAT_KEY])
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:  # the last: nested too deep
             raise CheckpointError(f"{path}: its kizuna metadata is not valid JSON ({e})") from None
     else:
         from .convert_openai import openai_to_kizuna
@@ -383,15 +394,9 @@ def load_model(
         if image_size is not None:
             record, tensors = _change_resolution(record, tensors, image_size)
         # Every tensor comes from the checkpoint, so skip the random init (seconds for a ViT-B): build on the
-        # meta device, allocate uninitialised memory, then copy (load_state_dict_strict checks that all arrive).
+        # meta device, allocate uninitialised memory, then copy.
         with torch.device("meta"):
             model = model_from_record(record)
-        if any(m._non_persistent_buffers_set for m in model.modules()):
-            # Such buffers (e.g. BERT's position_ids in the MiniLM tower) are not in the checkpoint, so
-            # they need their real initial values: build the slow way.
-            model = model_from_record(record)
-        else:
-            model = model.to_empty(device="cpu")
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except _ImageSizeError as e:
@@ -399,7 +404,17 @@ def load_model(
     except (TypeError, KeyError, AttributeError, ValueError) as e:  # a record from another version, or damaged
         raise CheckpointError(f"{path}: its kizuna record does not describe a model this kizuna builds "
                               f"({type(e).__name__}: {e}); it may come from another kizuna version") from None
-    load_state_dict_strict(model, tensors, str(path))
+    # The tensors must fit before the model is allocated: the config alone sets its size, and one edited to
+    # absurd sizes (a width of 131072) tried to allocate hundreds of GB, or took 30 s and GBs on the slow
+    # path below, before the mismatch was seen. The HF path checked on the meta device already; this is cheap.
+    tensors = fitting_state_dict(model, tensors, str(path))
+    if any(m._non_persistent_buffers_set for m in model.modules()):
+        # Such buffers (e.g. BERT's position_ids in the MiniLM tower) are not in the checkpoint, so
+        # they need their real initial values: build the slow way (the record built on meta above).
+        model = model_from_record(record)
+    else:
+        model = model.to_empty(device="cpu")
+    model.load_state_dict(tensors, strict=True)
     return model.to(map_location).eval()
 
 

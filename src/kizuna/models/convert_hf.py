@@ -77,7 +77,7 @@ _HF_DEFAULTS = {
 def _read_json(path: Path) -> dict:
     try:
         obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # the last: nested too deep
         raise CheckpointError(f"{path}: cannot be read as JSON ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(obj).__name__}")
@@ -103,6 +103,12 @@ def read_hf_weights(folder: str | Path) -> dict:
             weight_map = _read_json(index).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise CheckpointError(f"{index}: has no 'weight_map'")
+            for shard in weight_map.values():
+                # A shard is a file beside the index (transformers names them so): a path ("../x", "/abs/x",
+                # "sub/x", Windows' "C:x") would read weights from outside the model folder.
+                if not isinstance(shard, str) or shard in ("", ".", "..") or any(c in shard for c in "/\\:"):
+                    raise CheckpointError(f"{index}: names shard {shard!r}, which is not a plain file name "
+                                          f"(a shard must be a file in {folder} itself)")
             tensors = {}
             for shard in sorted(set(weight_map.values())):
                 if not (folder / shard).is_file():
