@@ -200,3 +200,47 @@ def test_a_runs_checkpoints_folder_points_to_latest_and_best(tmp_path):
                                               r"pass .*checkpoints/best or .*checkpoints/latest"):
         load_model(checkpoints)
     assert isinstance(load_model(checkpoints / "latest"), type(model))
+
+
+# ----- the OpenAI/OpenCLIP layout against open_clip's own CLIP (a hunt of 2026-12-05) ------------------------------
+def _openai_file(tmp_path, name, **changes):
+    """ViT-mu-8 in the OpenAI layout, with ``changes`` to its state dict, saved as a .pt."""
+    sd = kizuna_to_openai(kizuna.create_model("ViT-mu-8"), strict=False)
+    for key, value in changes.items():
+        sd[key] = value
+    torch.save(sd, tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_logit_scale_trained_past_ln100_keeps_its_value(tmp_path):
+    """OpenCLIP's forward does not clamp: a file with exp(t) = 150 read back at 100 (every logit 2/3 of open_clip's),
+    and export -> reload changed an unclamped kizuna model's numbers. The clamp goes, as the HF reader does."""
+    import math
+
+    model = load_model(_openai_file(tmp_path, "s.pt", logit_scale=torch.tensor(math.log(150))))
+    assert abs(float(model.scale()) - 150) < 1e-3 and model.cfg.max_logit_scale is None
+    assert load_model(_openai_file(tmp_path, "t.pt")).cfg.max_logit_scale is not None  # at or under 100: kept
+
+
+def test_openclips_sigmoid_loss_file_with_a_logit_bias_loads_and_writes_back(tmp_path):
+    """OpenCLIP's `--siglip` training of a CLIP ViT stores logit_bias beside the OpenAI tensors: it was refused
+    as "1 unexpected [logit_bias]", and the writer said the layout has none."""
+    path = _openai_file(tmp_path, "b.pt", logit_bias=torch.tensor(-7.5), logit_scale=torch.tensor(2.3))
+    model = load_model(path)
+    assert model.cfg.loss == "siglip" and float(model.bias()) == -7.5 and model.cfg.max_logit_scale is None
+    with pytest.raises(ValueError, match="OpenAI's reader has no logit bias"):
+        kizuna_to_openai(model)
+    assert float(kizuna_to_openai(model, strict=False)["logit_bias"]) == -7.5
+
+
+def test_a_vocabulary_other_than_openais_bpe_has_no_tokenizer(tmp_path):
+    """A MetaCLIP 2 worldwide file (mT5's 250,100 tokens) in the OpenAI layout was given OpenAI's BPE and argmax
+    pooling without a word: every text feature wrong. Its image tower loads; its tokenizer is said to be unknown."""
+    sd = kizuna_to_openai(kizuna.create_model("ViT-mu-8"), strict=False)
+    emb = sd["token_embedding.weight"]
+    path = _openai_file(tmp_path, "w.pt", **{"token_embedding.weight": torch.cat([emb, emb[:100]])})
+    with pytest.warns(UserWarning, match="49,508 tokens, not the 49,408 of OpenAI's BPE"):
+        model = load_model(path)
+    with pytest.raises(ValueError, match="not bundled with kizuna.*49,508 tokens"):
+        kizuna.get_tokenizer(model)
+    assert model.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, model.cfg.embed_dim)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import torch
 
@@ -20,6 +21,8 @@ from .checkpoint import CheckpointError, TensorTaker
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .text import TextConfig
 from .vit import VisionConfig, grid_warning_silenced
+
+OPENAI_VOCAB = 49408  # OpenAI's BPE: 256 bytes, 256 with </w>, 48,894 merges, start and end of text
 
 HEAD_WIDTH = 64  # OpenAI: heads = width // 64 in both towers
 # OpenCLIP's larger image towers use another head width (open_clip/model_configs/*.json, "vision_cfg"):
@@ -100,6 +103,10 @@ def openai_to_kizuna(
             raise
         raise CheckpointError(f"{source}: cannot infer the architecture from the tensor shapes ({e})") from None
 
+    if "logit_bias" in sd:  # OpenCLIP's sigmoid-loss training (`--siglip`) of a CLIP ViT stores one beside the
+        # OpenAI tensors; it was "1 unexpected [logit_bias]". Its forward does not clamp the scale.
+        config.loss, config.max_logit_scale = "siglip", None
+        config.init_logit_bias = float(sd["logit_bias"].reshape(()))
     record = {"kind": "clip", "config": config.to_dict()}
     cfg = record["config"]
     sd.pop("attn_mask", None)  # OpenCLIP versions that saved the causal mask buffer
@@ -120,9 +127,15 @@ def openai_to_kizuna(
     _take_blocks(take, "transformer.resblocks", "text.transformer.blocks", cfg["text"]["depth"], out)
     out["text.proj.weight"] = take("text_projection", (text_width, embed)).T.contiguous()
     out["logit_scale"] = take("logit_scale", ()) if "logit_scale" in sd else torch.tensor(math.log(100))
+    if "logit_bias" in sd:
+        out["logit_bias"] = take("logit_bias", ())
     with torch.device("meta"):
         take.finish(out, ClipModel(config))
     cfg["init_logit_scale"] = float(out["logit_scale"])
+    if cfg["max_logit_scale"] is not None and cfg["init_logit_scale"] > cfg["max_logit_scale"] + 1e-6:
+        # a model trained past ln(100) without the clamp (OpenCLIP's forward has none): its numbers, as the HF
+        # reader keeps them (clamped, its logits shrank by 150/100 without a word)
+        cfg["max_logit_scale"] = None
     return record, out
 
 
@@ -158,11 +171,20 @@ def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> 
         heads=heads["text"], mlp_dim=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
         act=act, eps=1e-5, causal=True, pool="argmax", eot_token_id=vocab - 1, output_dim=embed, proj_bias=False,
     )
+    tokenizer = {"type": "clip_bpe", "context_length": ctx}
+    if vocab != OPENAI_VOCAB:
+        # the layout implies OpenAI's BPE and pooling at its end-of-text (the highest id): a MetaCLIP 2 "worldwide"
+        # file (mT5's 250,100 tokens, XLM-V's 901,629) has neither, and every text feature was wrong without a word
+        note = (f"{source}: its text vocabulary has {vocab:,} tokens, not the 49,408 of OpenAI's BPE, which the "
+                "OpenAI layout implies (e.g. a MetaCLIP 2 worldwide checkpoint: mT5's or XLM-V's tokenizer); its "
+                "tokenizer and end-of-text token are not in the file, so only its image tower can be used")
+        warnings.warn(note, UserWarning, stacklevel=4)
+        tokenizer = {"type": "unavailable", "note": note}
     return ClipConfig(
         embed_dim=embed, vision=vision, text=text, loss="clip",
         preprocess={"image_size": vision.image_size, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
                     "interpolation": "bicubic", "resize_mode": "shortest"},
-        tokenizer={"type": "clip_bpe", "context_length": ctx},
+        tokenizer=tokenizer,
     )
 
 
@@ -207,8 +229,8 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
         problems.append("both towers need a projection to one size")
     if not t.causal or t.pool not in ("eot", "argmax") or t.proj_bias:
         problems.append("the text tower must be causal, pooled at end-of-text, with a bias-free projection")
-    if model.logit_bias is not None:
-        problems.append("the layout has no logit bias")
+    if model.logit_bias is not None and strict:  # OpenCLIP's CLIP reads one (strict=False writes it), OpenAI's not
+        problems.append("OpenAI's reader has no logit bias (OpenCLIP's has: strict=False writes it)")
     h, w = (v.image_size, v.image_size) if isinstance(v.image_size, int) else v.image_size
     if h != w:
         problems.append("the layout implies a square image")
@@ -258,6 +280,8 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
         "text_projection": sd["text.proj.weight"].T.contiguous(),
         "logit_scale": sd["logit_scale"].reshape(()),
     }
+    if model.logit_bias is not None:
+        out["logit_bias"] = sd["logit_bias"].reshape(())
     for p in _WB:
         out[f"visual.ln_pre.{p}"] = sd[f"visual.norm_pre.{p}"]
         out[f"visual.ln_post.{p}"] = sd[f"visual.norm.{p}"]
