@@ -263,3 +263,40 @@ def test_a_collate_that_returns_a_tuple_resumes_at_the_batches_delivered():
     assert resumed.state_dict()["batches_consumed"] == 3  # counted on from the loaded position
     rest += [b[0].flatten().tolist() for b in it]
     assert sorted(v for b in seen + rest for v in b) == [float(i) for i in range(40)]
+
+
+STUCK_WORKER = """
+import ctypes, sys, torch
+from kizuna.data.loader import make_loader
+from kizuna.data.sampler import EpochSampler
+
+class Stuck(torch.utils.data.Dataset):
+    def __len__(self):
+        return 16
+    def __getitem__(self, i):
+        i = i[0] if isinstance(i, tuple) else i  # (the sampler's index carries its draw)
+        if i == 8:  # a deadlock inside C code: the worker never returns to Python
+            mutex = ctypes.create_string_buffer(64)
+            libc = ctypes.CDLL(None)
+            libc.pthread_mutex_lock(mutex)
+            libc.pthread_mutex_lock(mutex)
+        return i
+
+loader = make_loader(Stuck(), EpochSampler(16, 4, shuffle=False), num_workers=1, pin_memory=False, timeout=3,
+                     collate=lambda items: {"x": torch.tensor(items)})
+try:
+    for batch in loader.dataloader:
+        pass
+except RuntimeError as e:
+    print("timed out:", "timed out" in str(e))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pthread deadlock through ctypes (Linux)")
+def test_a_worker_stuck_in_c_code_is_ended_and_the_process_exits():
+    """The workers' SIGTERM decision was a Python handler, which never runs while the worker is stuck in C code: the
+    loader's terminate() did nothing, and the process hung at exit joining the worker."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", STUCK_WORKER], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "timed out: True" in done.stdout, done.stderr[-2000:]

@@ -78,27 +78,34 @@ def workers_outlive_sigterm(on: bool) -> None:
 
 
 class _WorkerInit:
-    """A worker's init: SIGTERM is ignored while the main process saves on it (above), and ends the worker as
-    before otherwise (the default action; torch's own handler cannot be put back from Python). Picklable."""
+    """A worker's init: SIGTERM is ignored while the main process saves on it (above), and otherwise ends the
+    worker as torch's handler does (exit 0 when the parent sends it). Decided by a thread that waits for the
+    signal, not by a Python handler: a handler runs only when the worker's interpreter gets control back, so a
+    worker stuck in C code (a deadlock) outlived the terminate() meant for it, and the process hung at exit.
+    Picklable."""
 
     def __init__(self, flag, then: Callable | None):
         self.flag, self.then = flag, then
 
     def __call__(self, worker_id: int) -> None:
         import signal
+        import threading
 
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        if hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwaitinfo"):  # not on Windows or macOS
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads made from here on inherit it
+            threading.Thread(target=self._on_sigterm, daemon=True, name="kizuna-sigterm").start()
         if self.then is not None:
             self.then(worker_id)
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_sigterm(self) -> None:
         import os
         import signal
 
-        if self.flag.value:
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        parent = os.getppid()
+        while True:
+            sender = signal.sigwaitinfo({signal.SIGTERM}).si_pid
+            if not self.flag.value:
+                os._exit(0 if sender == parent else 128 + signal.SIGTERM)
 
 
 class Collate:
