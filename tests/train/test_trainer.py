@@ -1149,3 +1149,21 @@ def test_a_one_class_zero_shot_set_is_refused_before_training(tmp_path):
     (tmp_path / "one" / "test" / "cat" / "a.png").write_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="--eval-zeroshot .*1 class \\(cat\\): zero-shot needs at least two"):
         ContrastiveTrainer(tiny_config(tmp_path / "run", steps=1, eval_zeroshot=str(tmp_path / "one")))
+
+
+def test_a_failed_resume_does_not_keep_the_folder_locked_while_its_traceback_lives(tmp_path):
+    """The resume takes the lock before choosing its checkpoint; a resume that then failed (a misspelt step) kept it
+    until the half-built trainer was collected, and a notebook keeps the failed cell's traceback: every other
+    process was refused the folder."""
+    import subprocess
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, warmup_steps=1)).train()
+    try:
+        ContrastiveTrainer(tiny_config(tmp_path, steps=3, warmup_steps=1, resume="step_0000099"))
+    except Exception as e:  # noqa: BLE001 - kept, as sys.last_traceback keeps it in a notebook
+        kept = e
+    assert kept.__traceback__ is not None
+    other = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                            "from kizuna.train.checkpointing import hold_run_lock; hold_run_lock(Path(sys.argv[1]))",
+                            str(tmp_path)], capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr

@@ -68,6 +68,28 @@ class Trainer(ABC):
     #: how a stopped run is continued, said after a Ctrl-C (None: the flags "--out OUT --resume latest")
     resume_command: str | None = None
 
+    def __init_subclass__(cls, **kwargs):
+        """A trainer whose construction fails lets go of OUT's lock at once: a weakref on the half-built trainer
+        let go only when it was collected, and a notebook keeps the failed cell's traceback (and the trainer),
+        so a failed resume left the folder locked against every other process."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        def guarded(self, *args, **kw):
+            try:
+                init(self, *args, **kw)
+            except BaseException:
+                release = getattr(self, "release_run_lock", None)
+                if release is not None:
+                    release()
+                    self.release_run_lock = None
+                raise
+
+        guarded.__doc__, guarded.__wrapped__ = init.__doc__, init
+        cls.__init__ = guarded
+
     # ----- set-up ------------------------------------------------------------------------------
     def start(self, cfg, named: frozenset[str] | None):
         """Returns the run's config. ``named``: the fields the command line set
