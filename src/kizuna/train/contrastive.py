@@ -83,7 +83,7 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
 class ContrastiveTrainer(Trainer):
     resume_fixed = RESUME_FIXED
     resume_state_fixed = RESUME_STATE_FIXED
-    data_size_fields = ("data", "synthetic_length")
+    data_size_fields = ("data", "synthetic_length", "csv_image_key", "csv_caption_key")
     batch_key = "captions"
 
     def __init__(self, cfg: TrainConfig, named: frozenset[str] | None = None):

@@ -496,7 +496,8 @@ class SupervisedTrainer(Trainer):
     resume_fixed = RESUME_FIXED
     resume_state_fixed = RESUME_STATE_FIXED
     # --augment-on too: decoded onto the device, the training set leaves its undecodable images out of the count
-    data_size_fields = ("data", "data_split", "subset_fraction", "subset_seed", "augment_on")
+    data_size_fields = ("data", "data_split", "subset_fraction", "subset_seed", "augment_on", "image_column",
+                        "label_column", "classnames")
     batch_key = "labels"
     bar_label = "vit"
 
