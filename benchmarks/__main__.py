@@ -195,8 +195,8 @@ def _now() -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # (--ou: see --out below)
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test); the figures are not measurements")
     p.add_argument("--only", default="", help=f"comma-separated sections out of: {','.join(SECTIONS)}")
     p.add_argument("--out", default="BENCHMARKS.md", help="Markdown report (default: BENCHMARKS.md)")

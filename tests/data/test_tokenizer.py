@@ -519,3 +519,5 @@ def test_a_huge_text_is_cut_before_it_is_encoded_to_the_same_tokens():
     assert torch.equal(ids, tok([huge[:2000], "a dog"]))
     with pytest.raises(ValueError, match="tokens long"):  # "error" still measures the whole text
         tok([huge[: 2 * MAX_TRUNCATED_CHARS]], on_overflow="error")
+    spaced = " " * (MAX_TRUNCATED_CHARS + 10) + "a photo of a dog"  # whitespace cleaning removes (review)
+    assert torch.equal(tok([spaced]), tok(["a photo of a dog"]))

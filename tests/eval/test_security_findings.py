@@ -162,3 +162,16 @@ def test_a_suite_file_nested_too_deeply_is_an_error_naming_it(tmp_path):
     f.write_text('{"runs": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(ValueError, match=rf"^{f}: not valid JSON \(nested too deeply\)$"):
         load_suite(f)
+
+
+def test_a_suites_device_is_checked_as_the_command_lines(tmp_path):
+    """--device mps is refused on the command line; a suite's "device": "mps" (or "cuda" on a machine without one)
+    reached .to() and ended in a traceback (review)."""
+    import torch
+
+    from kizuna.eval.suite import check_run_values
+
+    for device in ("mps", "meta") + (() if torch.cuda.is_available() else ("cuda",)):
+        with pytest.raises(ValueError, match=rf"run 0: device '{device}'"):
+            check_run_values({"device": device}, "run 0")
+    check_run_values({"device": "cpu"}, "run 0")

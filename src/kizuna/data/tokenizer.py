@@ -145,9 +145,15 @@ MAX_TRUNCATED_CHARS = 1 << 20
 def _bounded(text: str) -> str:
     if len(text) <= MAX_TRUNCATED_CHARS:
         return text
-    cut = max(text.rfind(" ", MAX_TRUNCATED_CHARS // 2, MAX_TRUNCATED_CHARS),
-              text.rfind("\n", MAX_TRUNCATED_CHARS // 2, MAX_TRUNCATED_CHARS))
+    # whitespace runs first, which cleaning collapses anyway (a million spaces before the words cut them all off)
+    text = _WHITESPACE_RUNS.sub(" ", text)
+    if len(text) <= MAX_TRUNCATED_CHARS:
+        return text
+    cut = text.rfind(" ", MAX_TRUNCATED_CHARS // 2, MAX_TRUNCATED_CHARS)
     return text[:cut if cut > 0 else MAX_TRUNCATED_CHARS]
+
+
+_WHITESPACE_RUNS = _stdre.compile(r"\s{2,}")
 
 
 _SURROGATE = _stdre.compile("[\ud800-\udfff]")

@@ -180,6 +180,15 @@ def check_run_values(r: dict, where: str | None) -> None:
         return f"--{key.replace('_', '-')}" if where is None else key
 
     at = "" if where is None else f"{where}: "
+    if where is not None and r.get("device") is not None:  # (a command line's --device is checked by argparse)
+        import argparse
+
+        from kizuna.apps.common import device_name
+
+        try:
+            device_name(str(r["device"]))
+        except argparse.ArgumentTypeError as e:  # "mps" or a GPU this machine lacks: a traceback from .to() before
+            raise ValueError(f"{at}device {e}") from None
     try:
         for key in ("few_shot", "severities"):
             if key in r:
