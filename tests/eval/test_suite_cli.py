@@ -276,3 +276,28 @@ def test_a_suite_lets_a_model_go_after_its_last_run(tmp_path, tiny_hf, data, mon
     run_suite(runs, progress=False, echo=None)
     assert held == [[], [a], [a, b], [b]]  # a is kept for run 3, b for run 4; a is gone once run 3 is done
     assert loads == [a, b]
+
+
+def test_figures_say_which_checkpoint_they_show(tmp_path):
+    """Two checkpoints of one preset were both "ViT-mu-8" in the robustness scatter, and their confusion matrices
+    had the same title (figures audit)."""
+    from kizuna.eval.suite import _robustness_scatter, short_spec
+
+    assert short_spec("runs/runA/checkpoints/best") == "runA/best" and short_spec("ViT-mu-8") == "ViT-mu-8"
+    records = [{"task": "robustness", "model": "ViT-mu-8", "pretrained": f"runs/{run}/checkpoints/best",
+                "dataset": "cifar10", "metrics": {"clean_acc1": 0.5, "shifted_acc1": 0.3}} for run in ("runA", "runB")]
+    labels = []
+    import matplotlib.axes
+
+    scatter = matplotlib.axes.Axes.scatter
+
+    def looking(self, *a, **kw):
+        labels.append(kw.get("label"))
+        return scatter(self, *a, **kw)
+
+    matplotlib.axes.Axes.scatter = looking
+    try:
+        _robustness_scatter(records, tmp_path / "s.png")
+    finally:
+        matplotlib.axes.Axes.scatter = scatter
+    assert labels == ["ViT-mu-8 (runA/best) / cifar10", "ViT-mu-8 (runB/best) / cifar10"]

@@ -290,9 +290,11 @@ class ClassificationResult:
             d["confusion"] = self.confusion.tolist()
         return d
 
-    def plot_confusion(self, path, **kw) -> Path:
+    def plot_confusion(self, path, model: str = "", **kw) -> Path:
+        """``model``: who was evaluated, said in the title (two checkpoints' figures read alike)."""
+        who = f"{model}: " if model else ""
         return plot_confusion(self.confusion, self.classnames, path,
-                              title=f"{self.dataset} {self.method}, top-1 {100 * self.metrics['acc1']:.1f}%", **kw)
+                              title=f"{who}{self.dataset} {self.method}, top-1 {100 * self.metrics['acc1']:.1f}%", **kw)
 
 
 ZeroShotResult = ClassificationResult  # the name it had before classifiers shared it

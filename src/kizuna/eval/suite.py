@@ -388,7 +388,8 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
                        "classnames_source": ds.classnames_source}
             details.pop("metrics")
             if out_dir and is_main():
-                p = res.plot_confusion(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__confusion.png"))
+                p = res.plot_confusion(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__confusion.png"),
+                                       model=r.get("name") or short_spec(str(r["model"])))
                 details["plots"] = [p.name]
             metrics = res.metrics
             name = ds.name
@@ -524,8 +525,25 @@ def markdown_report(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short_spec(spec: str) -> str:
+    """A model spec as a figure names it: a run's checkpoint by its run (``runA/best`` for
+    ``runs/runA/checkpoints/best``), another path by its last part, a preset by its name."""
+    parts = Path(spec).parts
+    if "checkpoints" in parts[:-1]:
+        at = len(parts) - 1 - parts[::-1].index("checkpoints")
+        return "/".join(parts[max(at - 1, 0):at] + parts[at + 1:at + 2])
+    return Path(spec).name or spec
+
+
 def _robustness_scatter(records: list[dict], path: Path) -> Path | None:
-    pts = [(r["metrics"].get("clean_acc1"), r["metrics"].get("shifted_acc1"), f"{r['model']} / {r['dataset']}")
+    def label(r: dict) -> str:
+        # the model's name, and which checkpoint where two runs' names agree (two of "ViT-mu-8" read alike)
+        same = [o for o in records if o["task"] == "robustness" and o["model"] == r["model"]]
+        if len({str(o["pretrained"]) for o in same}) > 1:
+            return f"{r['model']} ({short_spec(str(r['pretrained']))}) / {r['dataset']}"
+        return f"{r['model']} / {r['dataset']}"
+
+    pts = [(r["metrics"].get("clean_acc1"), r["metrics"].get("shifted_acc1"), label(r))
            for r in records if r["task"] == "robustness"]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
     if len(pts) < 2:
