@@ -226,7 +226,8 @@ def mean_attention_distance(
     Only patch-to-patch attention is used: for every query patch the attention over key
     patches is renormalised to sum to one, the pixel distance to each key patch is
     weighted by it, and the result is averaged over query patches and the batch.
-    Query rows that put no mass at all on patch tokens are left out of the average.
+    Query rows that put no mass at all on patch tokens are left out of the average; a head with
+    non-finite attention anywhere (a diverged model) gets NaN.
 
     Args:
         attn: ``[B, heads, T, T]`` attention of one block.
@@ -247,7 +248,11 @@ def mean_attention_distance(
     valid = mass > 0
     per_query = torch.where(valid, weighted / mass.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
     count = valid.sum(dim=(0, 2)).clamp_min(1)
-    return per_query.sum(dim=(0, 2)) / count
+    out = per_query.sum(dim=(0, 2)) / count
+    # NaN/Inf attention (a diverged model) fails `mass > 0` and would read as a distance of 0 px, i.e. as
+    # perfectly local attention: such heads have no distance, so they are NaN.
+    finite = torch.isfinite(a).flatten(2).all(dim=-1).all(dim=0)  # [H]
+    return torch.where(finite, out, torch.nan)
 
 
 def attention_distance_by_layer(

@@ -204,7 +204,7 @@ def run(args):
                                        args.metric, progress=not args.no_progress)
         metric = numbers["metric"]
         for row in numbers["checkpoints"]:
-            layers = ", ".join(f"{d:.1f}" for d in row["per_layer_mean"])
+            layers = ", ".join(_number(d, ".1f") for d in row["per_layer_mean"])  # null: a diverged (NaN) model
             print(f"step {row['step']}: attention distance per layer {layers} px (slope "
                   f"{_number(row['depth_slope'], '+.2f')} px/layer), row/column ratio "
                   f"{_number(row['row_column_ratio'], '.3f')}, {metric} {_number(row[metric], '.4g')}")

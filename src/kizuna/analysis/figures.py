@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .attention import grid_mean_pairwise_distance, upsample_map
 
@@ -69,6 +70,14 @@ def _to_image(image: Any) -> np.ndarray:
         if out.size and out.max() > 1.0 + 1e-6:  # 0..255 floats
             out = out / 255.0
     return np.clip(out, 0.0, 1.0)
+
+
+def _finite_max(values: Any, default: float = 0.0) -> float:
+    """Largest finite value (``default`` when there is none): a NaN/Inf value (a diverged model, a
+    metric saved as NaN) is drawn as a gap and must not set the axis limits, which cannot be NaN."""
+    arr = np.asarray([np.nan if v is None else v for v in np.ravel(_np(values))], dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.max()) if arr.size else default
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
@@ -164,7 +173,9 @@ def plot_position_similarity(
         mosaic[y0 : y0 + h, x0 : x0 + w] = s[i]
     cm = colormaps[cmap].with_extremes(bad="white")
     side, aspect = 6.4, W / H  # the mosaic fits a side x side box; margins for labels
-    figsize = (side * min(1.0, aspect) + 1.6, side * min(1.0, 1.0 / aspect) + 0.9)
+    # at least 4 x 3 in: a 1x8 grid's mosaic is one tile high, and a figure sized to it (about 1 in) cut off
+    # its title and axis labels
+    figsize = (max(4.0, side * min(1.0, aspect) + 1.6), max(3.0, side * min(1.0, 1.0 / aspect) + 0.9))
     fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(mosaic, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -179,7 +190,8 @@ def plot_position_similarity(
         spine.set_visible(False)
     ax.set_xlabel("Input patch column")
     ax.set_ylabel("Input patch row")
-    ax.set_title(title)
+    # over the whole figure (the axes of a tall grid sit left of the colour bar), wrapped to its width
+    fig.suptitle(textwrap.fill(title, int(figsize[0] * 8)))
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.set_label("Cosine similarity")
     return _save(fig, path)
@@ -227,7 +239,7 @@ def plot_attention_distance(
         ys = [d[h] for d in layers if h < len(d)]
         ax.scatter(xs, ys, s=22, color=cmap(h % cmap.N), label=f"Head {h + 1}", alpha=0.9,
                    edgecolors="none")
-    ymax = max(float(np.nanmax(d)) if len(d) else 0.0 for d in layers)
+    ymax = max(_finite_max(d) for d in layers)  # a NaN head (a diverged model) has no dot
     if show_uniform:
         u = grid_mean_pairwise_distance(grid, patch_size)
         ax.axhline(u, color="0.4", ls="--", lw=1, label="uniform attention")
@@ -244,6 +256,8 @@ def plot_attention_distance(
     ax.grid(alpha=0.3)
     if max_heads <= 16:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+    elif show_uniform:  # too many heads to list, but the dashed line still needs saying what it is
+        ax.legend(handles=[ax.get_lines()[-1]], loc="best", fontsize=7, frameon=False)
     return _save(fig, path)
 
 
@@ -273,7 +287,8 @@ def plot_over_training(
         ax.plot(steps, arr[:, li], marker="o", ms=3, lw=1.4, color=cmap(0.9 - 0.8 * li / max(L - 1, 1)),
                 label=f"Layer {li + 1}")
     ax.axhline(uniform, color="0.4", ls="--", lw=1, label="uniform attention")
-    ax.set_ylim(0, max(float(np.nanmax(arr)), uniform) * 1.08)
+    ax.set_ylim(0, max(_finite_max(arr), uniform) * 1.08)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers (not 2.85..3.15)
     ax.set_xlabel("Training step")
     ax.set_ylabel("Mean attention distance (pixels)")
     ax.set_title("Mean attention distance per layer", fontsize=10)
@@ -285,15 +300,18 @@ def plot_over_training(
         ax.axhline(1.0, color="#d62728", ls=":", lw=1)
         ratios = [v for v in row_column_ratio if v is not None and math.isfinite(v)]  # none for a 1xN grid
         ax.set_ylim(min([0.9, *ratios]), max([1.1, *ratios]) * 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Training step")
         ax.set_ylabel("Position embeddings: row/column ratio", color="#d62728")
         ax.set_title("Position embeddings and accuracy", fontsize=10)
         ax.grid(alpha=0.3)
         if metric is not None and any(m is not None for m in metric):
             twin = ax.twinx()
+            # a missing metric is left out; a NaN one (a diverged checkpoint) stays as a gap in the line,
+            # and neither sets the limits
             pts = [(s, m) for s, m in zip(steps, metric) if m is not None]
             twin.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color="#1f77b4")
-            twin.set_ylim(0, max(p[1] for p in pts) * 1.1 or 1.0)
+            twin.set_ylim(0, _finite_max([p[1] for p in pts]) * 1.1 or 1.0)
             twin.set_ylabel(metric_name, color="#1f77b4")
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
@@ -473,24 +491,32 @@ def plot_runs(
     fig = Figure(figsize=(5.2 * cols, 4.0 * rows + 0.4), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colours = colormaps["tab10"]
+    # each pass through the ten colours changes the marker (and the training curve's dashes): an 11th run
+    # shared colour, line and marker with the first. Validation stays solid and training dashed.
+    passes = [("o", "--"), ("s", ":"), ("^", "-."), ("D", (0, (6, 1, 1, 1, 1, 1)))]
     shown = [v for runs in panels.values() for r in runs for v in [*r["eval"], *(r.get("train_top1") or [])]
              if v is not None and math.isfinite(v)]  # a diverged run's NaN is a gap in its curve
     top = max(shown, default=1.0)
     keys = list(dict.fromkeys(r["colour_key"] for runs in panels.values() for r in runs if "colour_key" in r))
     for ax, (panel, runs) in zip(axes, panels.items()):
         for i, r in enumerate(runs):
-            c = colours((keys.index(r["colour_key"]) if "colour_key" in r else i) % 10)
-            ax.plot(r["eval_steps"], r["eval"], marker="o", ms=3.5, lw=1.6, color=c,
-                    label=f"{r['label']} (final {r['eval'][-1]:.3f})")
+            k = keys.index(r["colour_key"]) if "colour_key" in r else i
+            marker, dashes = passes[k // 10 % len(passes)]
+            c = colours(k % 10)
+            ax.plot(r["eval_steps"], r["eval"], marker=marker, ms=3.5, lw=1.6, color=c,
+                    label=f"{_fit_lines(r['label'], 40, 2)} (final {r['eval'][-1]:.3f})")
             if r.get("train_top1"):
-                ax.plot(r["train_steps"], r["train_top1"], ls="--", lw=1.0, alpha=0.7, color=c)
+                ax.plot(r["train_steps"], r["train_top1"], ls=dashes, lw=1.0, alpha=0.7, color=c)
         ax.set_ylim(0, min(1.02, top * 1.1) if top <= 1.0 else top * 1.1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Training step")
         ax.set_ylabel(f"{metric_name} (solid), train accuracy (dashed)")
         if panel:
             ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right", frameon=False)
+        # below the axes, not in them: long run names squashed the curves or ran off the figure
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2 if len(runs) > 4 else 1,
+                  frameon=False)
     for ax in axes[n:]:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=11)

@@ -31,6 +31,9 @@ def patch_filter_pca(
         entry of largest magnitude is positive) and ``explained_variance_ratio`` ``[k]``
         (fraction of the total variance, decreasing), both in the weight's float dtype
         (float32 for half / integer inputs).
+
+    Raises:
+        ValueError: the weight has NaN/Inf entries (e.g. a diverged training run).
     """
     w = torch.as_tensor(weight).detach()
     if w.dim() != 4:
@@ -40,6 +43,9 @@ def patch_filter_pca(
     out_dtype = w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32
     D, C, Ph, Pw = w.shape
     x = w.reshape(D, C * Ph * Pw).double().cpu()
+    if not torch.isfinite(x).all():  # the SVD would fail with a bare LinAlgError that does not say why
+        raise ValueError("the patch-embedding filters have NaN/Inf weights (a diverged run?): "
+                         "they have no principal components")
     if center:
         x = x - x.mean(dim=0, keepdim=True)
     _, s, vh = torch.linalg.svd(x, full_matrices=False)

@@ -262,18 +262,29 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     return _write(out, "runs", numbers)
 
 
+def _middle_cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: a longer one loses its middle, not its end, so run names that
+    share a long start (..._seed0, ..._seed1) stay told apart."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
 def format_table(numbers: dict) -> str:
     """A plain-text table of the runs' final numbers (what the CLI prints)."""
     metric = numbers["metric"]
     lowest = numbers["runs"] and numbers["runs"][0].get("lower_is_better")
-    lines = [f"{'run':<28} {'final ' + metric:>16} {('lowest' if lowest else 'best') + ' (step)':>18} "
+    # as wide as the longest label (28 to 60 characters); a longer one is cut in the middle
+    w = min(60, max([28, *(len(r["label"]) for r in numbers["runs"])]))
+    lines = [f"{'run':<{w}} {'final ' + metric:>16} {('lowest' if lowest else 'best') + ' (step)':>18} "
              f"{'train acc':>10} {'gap':>7}"]
     for r in numbers["runs"]:
         train = "-" if r["final_train_top1"] is None else f"{r['final_train_top1']:.3f}"
         gap = "-" if r["generalisation_gap"] is None else f"{r['generalisation_gap']:+.3f}"
         best = f"{r['best']:.4f} ({r['best_step']})" if r["best_step"] is not None else "-"
         final = "nan" if r["final"] is None else f"{r['final']:.4f}"  # None: NaN in the log (runs.json is strict JSON)
-        lines.append(f"{r['label'][:28]:<28} {final:>16} {best:>18} {train:>10} {gap:>7}")
+        lines.append(f"{_middle_cut(r['label'], w):<{w}} {final:>16} {best:>18} {train:>10} {gap:>7}")
     for g in numbers["groups"]:
         m, s = (g[f"{k}_final_{metric}"] for k in ("mean", "std"))
         spread = "nan (a run's final value is NaN)" if m is None or s is None else f"{m:.4f} +- {s:.4f}"

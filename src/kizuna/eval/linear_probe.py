@@ -384,7 +384,7 @@ def plot_zeroshot_vs_probe(result: ProbeResult | Sequence[ProbeResult], path, la
 
     results = [result] if isinstance(result, ProbeResult) else list(result)
     labels = list(labels) if labels else [r.dataset or f"model {i}" for i, r in enumerate(results)]
-    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    fig = Figure(figsize=(6.4, 4.4), dpi=120, layout="constrained")
     ax = fig.subplots()
     for i, (r, name) in enumerate(zip(results, labels)):
         color = f"C{i}"
@@ -403,12 +403,15 @@ def plot_zeroshot_vs_probe(result: ProbeResult | Sequence[ProbeResult], path, la
     if all_k:
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_k, [str(k) for k in all_k])
-    ax.set_xlabel("labelled training examples per class")
+        ax.set_xlabel("labelled training examples per class")
+    else:  # only horizontal lines (--few-shot 0): an x scale of 0..1 would mean nothing
+        ax.set_xticks([])
+        ax.set_xlabel("(no few-shot probes: the full linear probe and zero-shot only)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title or "zero-shot vs linear probe")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    # below the axes: inside them (lower right) it sat on the zero-shot line
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="outside lower center", frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

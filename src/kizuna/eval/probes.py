@@ -166,10 +166,13 @@ class RobustnessResult:
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "rows": self.rows, "n": self.n, "skipped": self.skipped.as_dict()}
 
-    def plot(self, path):
+    def plot(self, path, model: str = ""):
+        """Accuracy against severity per shift; ``model`` (a run's name or checkpoint) goes in the title, so
+        that the figures of two checkpoints of one preset are told apart."""
         from pathlib import Path
 
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
 
         fig = Figure(figsize=(6.0, 4.0), dpi=120)
         ax = fig.subplots()
@@ -181,9 +184,10 @@ class RobustnessResult:
             ax.plot([0] + [p[0] for p in pts], [100 * self.clean_acc] + [100 * p[1] for p in pts], "o-",
                     color=f"C{i}", label=name)
         ax.axhline(100 * self.clean_acc, color="k", linestyle="--", linewidth=1, label="clean")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # severities are whole levels (no 0.5, 1.5)
         ax.set_xlabel("severity (0 = clean)")
         ax.set_ylabel("zero-shot top-1 (%)")
-        ax.set_title(f"{self.dataset}: accuracy under distribution shift")
+        ax.set_title(f"{model + ': ' if model else ''}{self.dataset}: accuracy under distribution shift")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

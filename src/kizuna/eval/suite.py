@@ -438,7 +438,8 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             details = {"split": ds.split, **res.to_dict()}
             details.pop("metrics")
             if out_dir and is_main():
-                p = res.plot(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__robustness.png"))
+                p = res.plot(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__robustness.png"),
+                             model=r.get("name") or short_spec(str(r["model"])))
                 details["plots"] = [p.name]
             metrics, name = res.metrics, ds.name
         elif task == "typographic":

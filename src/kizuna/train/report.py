@@ -48,6 +48,9 @@ def plot_eval(rows: list[dict], keys: list[tuple[str, str]], path: Path) -> Path
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("held-out top-1 accuracy")
     ax.set_ylim(0, 1.02)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no 19.5 around a single evaluation
     ax.set_title("Zero-shot accuracy during training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -62,6 +65,19 @@ def _is_share(key: str) -> bool:
         return False
     return key.startswith("probe/") or any(word in leaf for word in ("top1", "top5", "acc", "recall", "r@",
                                                                      "rate", "score"))
+
+
+# Line style and marker for each pass through the ten colours of tab10: with more than ten series (the demo logs
+# 15 probe keys) the colours repeat, and a series that shares colour, line and marker with another is unreadable.
+_PASS_STYLES = [("-", "o"), (":", "s"), ("-.", "^"), ((0, (5, 1)), "D")]
+
+
+def _series_style(i: int) -> dict:
+    """Colour, line style and marker of the ``i``-th series: distinct for the first 40."""
+    from matplotlib import colormaps
+
+    ls, marker = _PASS_STYLES[i // 10 % len(_PASS_STYLES)]
+    return {"color": colormaps["tab10"](i % 10), "linestyle": ls, "marker": marker}
 
 
 def plot_curves(out: str | Path) -> Path | None:
@@ -82,9 +98,9 @@ def plot_curves(out: str | Path) -> Path | None:
     left, right = fig.subplots(1, 2)
     left.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue")
     left.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
-    for key in shares:  # all of them (the first ten left out the demo's headline, probe/unseen_combos)
+    for i, key in enumerate(shares):  # all of them (the first ten left out the demo's headline, probe/unseen_combos)
         pts = [(r["step"], r[key]) for r in evals if key in r]
-        right.plot(*zip(*pts), marker="o", markersize=3, label=key)
+        right.plot(*zip(*pts), markersize=3, label=key, **_series_style(i))
     trained = [(r["step"], r["train_top1"]) for r in rows if "train_top1" in r]
     if trained:
         right.plot(*zip(*trained), linestyle="--", color="grey", label="train_top1")
@@ -92,8 +108,11 @@ def plot_curves(out: str | Path) -> Path | None:
               title="Evaluation during training" if shares else "No evaluation was logged")
     if shares or trained:
         right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (left, right):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no 19.5 (one evaluation, a short run)
     path = out / "curves.png"
     fig.savefig(path)
     return path
