@@ -300,3 +300,33 @@ def test_a_worker_stuck_in_c_code_is_ended_and_the_process_exits():
 
     done = subprocess.run([sys.executable, "-c", STUCK_WORKER], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "timed out: True" in done.stdout, done.stderr[-2000:]
+
+
+SUBPROCESS_IN_A_WORKER = """
+import subprocess, torch
+from kizuna.data.loader import make_loader
+from kizuna.data.sampler import EpochSampler
+
+class Starts(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        child = subprocess.Popen(["sleep", "30"])
+        child.terminate()
+        return child.wait(timeout=10)
+
+loader = make_loader(Starts(), EpochSampler(4, 4, shuffle=False), num_workers=1, pin_memory=False,
+                     collate=lambda items: {"x": torch.tensor(items)})
+print("codes:", next(iter(loader.dataloader))["x"].tolist())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
+def test_a_program_a_worker_starts_can_still_be_terminated():
+    """Blocking SIGTERM in the workers (to decide it in a thread) was inherited by every program a dataset started:
+    terminate() of a subprocess did nothing (review)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", SUBPROCESS_IN_A_WORKER], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "codes: [-15, -15, -15, -15]" in done.stdout, done.stderr[-2000:]

@@ -79,33 +79,36 @@ def workers_outlive_sigterm(on: bool) -> None:
 
 class _WorkerInit:
     """A worker's init: SIGTERM is ignored while the main process saves on it (above), and otherwise ends the
-    worker as torch's handler does (exit 0 when the parent sends it). Decided by a thread that waits for the
-    signal, not by a Python handler: a handler runs only when the worker's interpreter gets control back, so a
-    worker stuck in C code (a deadlock) outlived the terminate() meant for it, and the process hung at exit.
-    Picklable."""
+    worker, as torch's handler does. Decided by a thread woken through the signal wakeup fd, which Python's C-level
+    handler writes even while the worker's main thread is stuck in C code: a Python handler alone never ran there
+    (the loader's terminate() did nothing, and the process hung at exit), and blocking the signal instead was
+    inherited by every program the worker started (a subprocess's terminate() did nothing). Picklable."""
 
     def __init__(self, flag, then: Callable | None):
         self.flag, self.then = flag, then
 
     def __call__(self, worker_id: int) -> None:
+        import os
         import signal
         import threading
 
-        if hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwaitinfo"):  # not on Windows or macOS
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads made from here on inherit it
-            threading.Thread(target=self._on_sigterm, daemon=True, name="kizuna-sigterm").start()
+        if os.name == "posix":
+            wake, woken = os.pipe()  # (not inherited by programs the worker starts)
+            os.set_blocking(woken, False)
+            signal.signal(signal.SIGTERM, lambda signum, frame: None)  # decided in the thread below
+            signal.set_wakeup_fd(woken)
+            threading.Thread(target=self._on_sigterm, args=(wake,), daemon=True, name="kizuna-sigterm").start()
         if self.then is not None:
             self.then(worker_id)
 
-    def _on_sigterm(self) -> None:
+    def _on_sigterm(self, wake: int) -> None:
         import os
         import signal
 
-        parent = os.getppid()
         while True:
-            sender = signal.sigwaitinfo({signal.SIGTERM}).si_pid
-            if not self.flag.value:
-                os._exit(0 if sender == parent else 128 + signal.SIGTERM)
+            signals = os.read(wake, 64)
+            if signal.SIGTERM in signals and not self.flag.value:
+                os._exit(0)
 
 
 class Collate:
