@@ -231,6 +231,8 @@ def test_openclips_sigmoid_loss_file_with_a_logit_bias_loads_and_writes_back(tmp
     with pytest.raises(ValueError, match="OpenAI's reader has no logit bias"):
         kizuna_to_openai(model)
     assert float(kizuna_to_openai(model, strict=False)["logit_bias"]) == -7.5
+    with pytest.raises(CheckpointError, match=r"c.pt: logit_bias has shape \(2,\), not one number"):
+        load_model(_openai_file(tmp_path, "c.pt", logit_bias=torch.tensor([-7.5, 1.0])))
 
 
 def test_a_vocabulary_other_than_openais_bpe_has_no_tokenizer(tmp_path):

@@ -105,6 +105,8 @@ def openai_to_kizuna(
 
     if "logit_bias" in sd:  # OpenCLIP's sigmoid-loss training (`--siglip`) of a CLIP ViT stores one beside the
         # OpenAI tensors; it was "1 unexpected [logit_bias]". Its forward does not clamp the scale.
+        if sd["logit_bias"].numel() != 1:  # (reshape(()) of another shape was torch's error, naming no file)
+            raise CheckpointError(f"{source}: logit_bias has shape {tuple(sd['logit_bias'].shape)}, not one number")
         config.loss, config.max_logit_scale = "siglip", None
         config.init_logit_bias = float(sd["logit_bias"].reshape(()))
     record = {"kind": "clip", "config": config.to_dict()}
