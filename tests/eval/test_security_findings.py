@@ -175,3 +175,17 @@ def test_a_suites_device_is_checked_as_the_command_lines(tmp_path):
         with pytest.raises(ValueError, match=rf"run 0: device '{device}'"):
             check_run_values({"device": device}, "run 0")
     check_run_values({"device": "cpu"}, "run 0")
+
+
+def test_ranks_agree_on_the_class_cache_through_gather_object_not_a_cpu_all_reduce(tmp_path, monkeypatch, tiny):
+    """The ranks' agreement on a cache hit was an all_reduce of a CPU tensor, which NCCL refuses: every rank of a
+    GPU `torchrun ... eval --cache-dir` failed before its first feature (GPU-path review)."""
+    from kizuna.eval import classification
+
+    asked = []
+    monkeypatch.setattr(classification, "gather_object", lambda obj: asked.append(obj) or [obj, obj])
+    model, tokenizer = tiny
+    first = classification.class_embeddings(model, tokenizer, ["cat", "dog"], ["a {}."], cache_dir=tmp_path)
+    classification.clear_class_cache()
+    again = classification.class_embeddings(model, tokenizer, ["cat", "dog"], ["a {}."], cache_dir=tmp_path)
+    assert asked == [False, True, True] and torch.equal(first, again)

@@ -194,3 +194,35 @@ def test_every_rank_resumes_its_own_extra_train_state(tmp_path):
     0's cache, encoded its captions again in other batches, and the run left its uninterrupted path (5.96e-08)."""
     torchrun(HERE / "_dist_extra_worker.py", tmp_path, timeout=300)
     assert [json.loads((tmp_path / f"extra_rank{r}.json").read_text()) for r in (0, 1)] == [[0, 2], [1, 2]]
+
+
+def test_a_named_gpu_is_used_and_gpu_rng_states_restore_on_fewer_gpus(monkeypatch):
+    """Outside torchrun, --device cuda:1 ran on GPU 0 (the index was dropped); a checkpoint saved with two GPUs'
+    RNG states failed to resume where one is visible (IndexError inside torch) (GPU-path review). CUDA is faked."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from kizuna.train import checkpointing
+    from kizuna.train.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(str(d)))
+    monkeypatch.delenv("RANK", raising=False)
+    assert init_distributed("cuda:1").device == torch.device("cuda", 1) and chosen == ["cuda:1"]
+    assert init_distributed("cuda").device == torch.device("cuda")
+    with pytest.raises(ValueError, match="this machine has 2 GPU"):
+        init_distributed("cuda:7")
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: restored.append(index))
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "cuda": [torch.zeros(8), torch.zeros(8)],
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}}
+    checkpointing.set_rng_state(state)
+    assert restored == [0]

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from kizuna.data.sources import SkipCounter
 from kizuna.models.checkpoint import atomic_write, first_line
 
-from .encode import content_hash, dist_info, encode_images, encode_texts_sharded, is_main, model_fingerprint
+from .encode import (content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
+                     model_fingerprint)
 from .zeroshot import fill_template
 
 __all__ = [
@@ -104,21 +105,13 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
                 _save(path, hit, classnames, templates)
             return hit.clone()
     if path is not None:
-        have = path.is_file()
-        if dist_info()[1] > 1:  # every rank must take the same branch (the miss branch all-gathers)
-            import torch.distributed as dist
-
-            flag = torch.tensor([int(have)])
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            have = bool(flag.item())
+        # every rank must take the same branch (the miss branch all-gathers). gather_object, not an all_reduce of
+        # a CPU tensor: NCCL reduces CUDA tensors only, and every rank of a GPU run failed here
+        have = all(gather_object(path.is_file()))
         if have:
             weights = _load(path, classnames, templates, getattr(getattr(model, "cfg", None), "embed_dim", None))
-            if dist_info()[1] > 1:  # a rank that could not read it computes, which all-gathers: every rank does
-                import torch.distributed as dist
-
-                flag = torch.tensor([int(weights is not None)])
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                weights = weights if flag.item() else None
+            # a rank that could not read it computes, which all-gathers: every rank does
+            weights = weights if all(gather_object(weights is not None)) else None
             if weights is not None:
                 _remember(key, weights)
                 return weights.clone()

@@ -46,7 +46,10 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU visible when it was saved: a resume that sees fewer (another machine,
+        # CUDA_VISIBLE_DEVICES=0) restores those it has (set_rng_state_all raised IndexError inside torch)
+        for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)
 
 
 def lower_is_better(metric: str, mode: str = "auto") -> bool:

@@ -47,7 +47,12 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if device not in (None, "auto") and not str(device).startswith(("cuda", "cpu")):
         raise ValueError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     if not launched_by_torchrun():
-        dev = torch.device("cuda" if want_cuda else "cpu")
+        dev = torch.device(str(device) if want_cuda and device not in (None, "auto") else
+                           "cuda" if want_cuda else "cpu")
+        if dev.type == "cuda" and dev.index is not None:  # --device cuda:1 ran on GPU 0 (the index was dropped)
+            if dev.index >= torch.cuda.device_count():
+                raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+            torch.cuda.set_device(dev)  # so that what is made on "cuda" lands there too
         return DistInfo(device=dev)
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     if want_cuda:
