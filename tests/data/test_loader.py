@@ -330,3 +330,38 @@ def test_a_program_a_worker_starts_can_still_be_terminated():
     done = subprocess.run([sys.executable, "-c", SUBPROCESS_IN_A_WORKER], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "codes: [-15, -15, -15, -15]" in done.stdout, done.stderr[-2000:]
+
+
+FORKED_HELPER_IN_A_WORKER = """
+import os, signal, time, torch
+from kizuna.data.loader import make_loader
+from kizuna.data.sampler import EpochSampler
+
+class Forks(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+    def __getitem__(self, i):
+        pid = os.fork()  # a helper without exec (a worker is daemonic: multiprocessing refuses children)
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+loader = make_loader(Forks(), EpochSampler(2, 2, shuffle=False), num_workers=1, pin_memory=False,
+                     collate=lambda items: {"x": torch.tensor(items)})
+print("codes:", next(iter(loader.dataloader))["x"].tolist())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and fork")
+def test_a_helper_a_worker_forks_can_be_terminated_without_ending_the_worker():
+    """A process forked from a worker inherited its SIGTERM handler and wakeup pipe: the helper ignored terminate(),
+    and the worker read the helper's SIGTERM as its own and exited (review)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", FORKED_HELPER_IN_A_WORKER], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "codes: [-15, -15]" in done.stdout, done.stderr[-2000:]

@@ -98,6 +98,9 @@ class _WorkerInit:
             signal.signal(signal.SIGTERM, lambda signum, frame: None)  # decided in the thread below
             signal.set_wakeup_fd(woken)
             threading.Thread(target=self._on_sigterm, args=(wake,), daemon=True, name="kizuna-sigterm").start()
+            # a helper the dataset forks (multiprocessing, os.fork) would inherit the handler and the pipe: its
+            # terminate() did nothing, and the worker read the helper's SIGTERM as its own and exited
+            os.register_at_fork(after_in_child=lambda: _plain_sigterm(wake, woken))
         if self.then is not None:
             self.then(worker_id)
 
@@ -109,6 +112,23 @@ class _WorkerInit:
             signals = os.read(wake, 64)
             if signal.SIGTERM in signals and not self.flag.value:
                 os._exit(0)
+
+
+def _plain_sigterm(*fds: int) -> None:
+    """In a process forked from a worker: SIGTERM as by default again, and the worker's wakeup pipe closed."""
+    import os
+    import signal
+
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # forked from a thread other than the main one: signals cannot be set there
+        pass
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 class Collate:
