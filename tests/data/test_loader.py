@@ -265,12 +265,37 @@ def test_a_collate_that_returns_a_tuple_resumes_at_the_batches_delivered():
     assert sorted(v for b in seen + rest for v in b) == [float(i) for i in range(40)]
 
 
-STUCK_WORKER = """
-import ctypes, sys, torch
+WORKER_SCRIPT = """
+import ctypes, os, signal, subprocess, time, torch
 from kizuna.data.loader import make_loader
 from kizuna.data.sampler import EpochSampler
+{dataset}
+loader = make_loader(D(), EpochSampler({n}, {n}, shuffle=False), num_workers=1, pin_memory=False, timeout={timeout},
+                     collate=lambda items: {{"x": torch.tensor(items)}})
+try:
+    print("first batch:", next(iter(loader.dataloader))["x"].tolist())
+except RuntimeError as e:
+    print("timed out:", "timed out" in str(e))
+"""
 
-class Stuck(torch.utils.data.Dataset):
+
+def _through_a_worker(dataset: str, n: int, timeout: float = 0) -> str:
+    """The output of a fresh process that reads one batch of ``n`` items of ``dataset`` (code defining a Dataset D)
+    through one kizuna loader worker; it must exit 0 (not hang)."""
+    import subprocess
+
+    script = WORKER_SCRIPT.format(dataset=dataset, n=n, timeout=timeout)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pthread deadlock through ctypes (Linux)")
+def test_a_worker_stuck_in_c_code_is_ended_and_the_process_exits():
+    """The workers' SIGTERM decision was a Python handler, which never runs while the worker is stuck in C code: the
+    loader's terminate() did nothing, and the process hung at exit joining the worker."""
+    stuck = """
+class D(torch.utils.data.Dataset):
     def __len__(self):
         return 16
     def __getitem__(self, i):
@@ -281,63 +306,32 @@ class Stuck(torch.utils.data.Dataset):
             libc.pthread_mutex_lock(mutex)
             libc.pthread_mutex_lock(mutex)
         return i
-
-loader = make_loader(Stuck(), EpochSampler(16, 4, shuffle=False), num_workers=1, pin_memory=False, timeout=3,
-                     collate=lambda items: {"x": torch.tensor(items)})
-try:
-    for batch in loader.dataloader:
-        pass
-except RuntimeError as e:
-    print("timed out:", "timed out" in str(e))
 """
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pthread deadlock through ctypes (Linux)")
-def test_a_worker_stuck_in_c_code_is_ended_and_the_process_exits():
-    """The workers' SIGTERM decision was a Python handler, which never runs while the worker is stuck in C code: the
-    loader's terminate() did nothing, and the process hung at exit joining the worker."""
-    import subprocess
-
-    done = subprocess.run([sys.executable, "-c", STUCK_WORKER], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "timed out: True" in done.stdout, done.stderr[-2000:]
-
-
-SUBPROCESS_IN_A_WORKER = """
-import subprocess, torch
-from kizuna.data.loader import make_loader
-from kizuna.data.sampler import EpochSampler
-
-class Starts(torch.utils.data.Dataset):
-    def __len__(self):
-        return 4
-    def __getitem__(self, i):
-        child = subprocess.Popen(["sleep", "30"])
-        child.terminate()
-        return child.wait(timeout=10)
-
-loader = make_loader(Starts(), EpochSampler(4, 4, shuffle=False), num_workers=1, pin_memory=False,
-                     collate=lambda items: {"x": torch.tensor(items)})
-print("codes:", next(iter(loader.dataloader))["x"].tolist())
-"""
+    assert "timed out: True" in _through_a_worker(stuck, 16, timeout=3)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 def test_a_program_a_worker_starts_can_still_be_terminated():
     """Blocking SIGTERM in the workers (to decide it in a thread) was inherited by every program a dataset started:
     terminate() of a subprocess did nothing (review)."""
-    import subprocess
+    starts = """
+class D(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        child = subprocess.Popen(["sleep", "30"])
+        child.terminate()
+        return child.wait(timeout=10)
+"""
+    assert "first batch: [-15, -15, -15, -15]" in _through_a_worker(starts, 4)
 
-    done = subprocess.run([sys.executable, "-c", SUBPROCESS_IN_A_WORKER], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0 and "codes: [-15, -15, -15, -15]" in done.stdout, done.stderr[-2000:]
 
-
-FORKED_HELPER_IN_A_WORKER = """
-import os, signal, time, torch
-from kizuna.data.loader import make_loader
-from kizuna.data.sampler import EpochSampler
-
-class Forks(torch.utils.data.Dataset):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and fork")
+def test_a_helper_a_worker_forks_can_be_terminated_without_ending_the_worker():
+    """A process forked from a worker inherited its SIGTERM handler and wakeup pipe: the helper ignored terminate(),
+    and the worker read the helper's SIGTERM as its own and exited (review)."""
+    forks = """
+class D(torch.utils.data.Dataset):
     def __len__(self):
         return 2
     def __getitem__(self, i):
@@ -349,19 +343,5 @@ class Forks(torch.utils.data.Dataset):
         os.kill(pid, signal.SIGTERM)
         _, status = os.waitpid(pid, 0)
         return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-
-loader = make_loader(Forks(), EpochSampler(2, 2, shuffle=False), num_workers=1, pin_memory=False,
-                     collate=lambda items: {"x": torch.tensor(items)})
-print("codes:", next(iter(loader.dataloader))["x"].tolist())
 """
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals and fork")
-def test_a_helper_a_worker_forks_can_be_terminated_without_ending_the_worker():
-    """A process forked from a worker inherited its SIGTERM handler and wakeup pipe: the helper ignored terminate(),
-    and the worker read the helper's SIGTERM as its own and exited (review)."""
-    import subprocess
-
-    done = subprocess.run([sys.executable, "-c", FORKED_HELPER_IN_A_WORKER], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0 and "codes: [-15, -15]" in done.stdout, done.stderr[-2000:]
+    assert "first batch: [-15, -15]" in _through_a_worker(forks, 2)
