@@ -146,7 +146,9 @@ def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = F
     source = "<model>"
     if isinstance(model, (str, Path)):
         source = str(model)
-        obj = kizuna.create_model(str(model), allow_jit=allow_jit, act=act)
+        from kizuna.apps.common import create_model_for_command
+
+        obj = create_model_for_command(str(model), allow_jit=allow_jit, act=act)  # a preset: seeded weights
         extra = read_extra(model)
     else:
         obj = model

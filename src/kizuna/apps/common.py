@@ -163,21 +163,39 @@ at_least_zero = whole_number(0)  # --threads (0: torch's choice)
 
 
 def load_model_from_args(args):
-    import kizuna
     from kizuna.train.optim import announce_precision
 
     announce_precision(getattr(args, "precision", "fp32"), torch.device(args.device))
-    model = kizuna.create_model(args.model, allow_jit=getattr(args, "allow_jit", False),
-                                precision=getattr(args, "precision", "fp32"), act=getattr(args, "act", None))
+    model = create_model_for_command(args.model, allow_jit=getattr(args, "allow_jit", False),
+                                     precision=getattr(args, "precision", "fp32"), act=getattr(args, "act", None))
     return checked_clip_model(model, args.model).to(args.device).eval()
+
+
+def is_preset_spec(spec: str) -> bool:
+    """Whether ``create_model(spec)`` builds a preset's random weights (a name, or a folder that only shadows one)."""
+    from pathlib import Path
+
+    import kizuna
+
+    return not Path(str(spec)).exists() or kizuna._shadows_a_preset(str(spec))
+
+
+def create_model_for_command(spec: str, **kwargs):
+    """``kizuna.create_model`` for a command: a preset's random weights are drawn from seed 0, so that two runs of
+    one command give the same numbers (two `eval --model ViT-mu-8` differed), without touching the caller's RNG."""
+    import kizuna
+
+    if not is_preset_spec(spec):
+        return kizuna.create_model(spec, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return kizuna.create_model(spec, **kwargs)
 
 
 def checked_clip_model(model, spec: str, *, is_main: bool = True):
     """``model`` when it is an image-text model. A supervised ViT (no text tower) failed deep inside with an
     AttributeError or a page-long module dump; a preset name builds untrained weights, which classify with
     confident-looking nonsense, so that is said (once, from the main process)."""
-    from pathlib import Path
-
     import kizuna
 
     if not isinstance(model, kizuna.ClipModel):
@@ -186,8 +204,9 @@ def checked_clip_model(model, spec: str, *, is_main: bool = True):
                          f"`kizuna vit eval {spec} --data ...`")
     # create_model's own rule: a folder that only shadows a preset's name (an earlier `--out ViT-B-32`) still
     # builds the preset, and Path(spec).exists() alone dropped the note for those random weights
-    if (not Path(str(spec)).exists() or kizuna._shadows_a_preset(str(spec))) and is_main:
-        print(f"note: {spec} is a preset name: its weights are random (kizuna downloads nothing); pass a trained "
+    if is_preset_spec(spec) and is_main:
+        print(f"note: {spec} is a preset name: its weights are random (seeded, the same every run; kizuna "
+              "downloads nothing); pass a trained "
               "checkpoint (a folder, .safetensors, OpenAI .pt or Hugging Face folder) for meaningful results",
               file=sys.stderr)
     return model

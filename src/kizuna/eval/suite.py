@@ -285,9 +285,9 @@ class _Context:
             from kizuna.train.optim import announce_precision
 
             announce_precision(precision, torch.device(device), is_main())
-            from kizuna.apps.common import checked_clip_model
+            from kizuna.apps.common import checked_clip_model, create_model_for_command
 
-            m = kizuna.create_model(spec, allow_jit=allow_jit, precision=precision, act=act)
+            m = create_model_for_command(spec, allow_jit=allow_jit, precision=precision, act=act)
             m = checked_clip_model(m, spec, is_main=is_main()).to(device).eval()
             self.models[key] = (m, kizuna.get_tokenizer(m))
         return self.models[key]
