@@ -257,12 +257,13 @@ class _Context:
         self.plots.add(path)
         return path
 
-    def model_key(self, r: dict) -> tuple:
-        """The key of :meth:`model` for run ``r``, as :func:`run_entry` asks for it."""
+    def model_args(self, r: dict) -> tuple:
+        """Run ``r``'s (spec, device, allow_jit, precision, act): what :func:`run_entry` passes to :meth:`model`,
+        and the key the model is kept under."""
         import torch
 
         device = r.get("device") or self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return str(r["model"]), str(device), r.get("precision", "fp32"), bool(r.get("allow_jit", False)), r.get("act")
+        return str(r["model"]), str(device), bool(r.get("allow_jit", False)), r.get("precision", "fp32"), r.get("act")
 
     def release_models(self, keep: set) -> None:
         """Let go of the models whose keys are not in ``keep`` (those of the runs still to come)."""
@@ -277,7 +278,7 @@ class _Context:
 
     def model(self, spec: str, device, allow_jit: bool = False, precision: str = "fp32", act: str | None = None):
         # a run that refuses JIT archives is not served one loaded for another, nor a GELU run a QuickGELU model
-        key = (spec, str(device), precision, allow_jit, act)
+        key = (spec, str(device), allow_jit, precision, act)  # in model_args' order
         if key not in self.models:
             import torch
 
@@ -312,10 +313,9 @@ def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details
     spec = str(r["model"])
     pretrained = r.get("pretrained")
     if pretrained is None:
-        import kizuna
+        from kizuna.apps.common import is_preset_spec
 
-        # create_model's rule: a folder that only shadows a preset's name still builds the random preset
-        pretrained = spec if Path(spec).exists() and not kizuna._shadows_a_preset(spec) else "random_init"
+        pretrained = "random_init" if is_preset_spec(spec) else spec
     name = r.get("name") or (model.cfg.name if getattr(model.cfg, "name", "") else spec)
     details = {**details, "precision": r.get("precision", "fp32")}
     return json_safe({"dataset": dataset_name, "model": name, "pretrained": pretrained, "task": task,
@@ -325,8 +325,6 @@ def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details
 def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool = True,
               echo: Callable[[str], None] | None = print) -> list[dict]:
     """Evaluate one run (all its tasks); returns its records, writes plots to ``out_dir``."""
-    import torch
-
     from .classification import evaluate_zeroshot
     from .encode import encode_images
     from .linear_probe import evaluate_linear_probe, zeroshot_over_train_classes
@@ -335,9 +333,9 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
 
     ctx = ctx or _Context()
     say = echo if (echo and is_main()) else (lambda s: None)
-    device = r.get("device") or ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = ctx.model(str(r["model"]), device, bool(r.get("allow_jit", False)), r.get("precision", "fp32"),
-                                 r.get("act"))
+    args = ctx.model_args(r)
+    device = args[1]
+    model, tokenizer = ctx.model(*args)
     bs, nw = int(r.get("batch_size", 64)), int(r.get("num_workers", 0))
     out_dir = Path(out_dir) if out_dir else None
     tasks = list(r["task"])
@@ -346,6 +344,7 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
         tasks[i : i + 1] = ["robustness", "typographic", "relation_swap"]
     records = []
     stem = _slug(r.get("name") or Path(str(r["model"])).name)
+    who = r.get("name") or short_spec(str(r["model"]))  # as the figures' titles name the model
     common = dict(batch_size=bs, device=device, num_workers=nw, progress=progress)
     split = r.get("split")
     clean_cache: dict = {}
@@ -389,7 +388,7 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             details.pop("metrics")
             if out_dir and is_main():
                 p = res.plot_confusion(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__confusion.png"),
-                                       model=r.get("name") or short_spec(str(r["model"])))
+                                       model=who)
                 details["plots"] = [p.name]
             metrics = res.metrics
             name = ds.name
@@ -439,7 +438,7 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             details.pop("metrics")
             if out_dir and is_main():
                 p = res.plot(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__robustness.png"),
-                             model=r.get("name") or short_spec(str(r["model"])))
+                             model=who)
                 details["plots"] = [p.name]
             metrics, name = res.metrics, ds.name
         elif task == "typographic":
@@ -480,7 +479,7 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
         if echo and is_main():
             echo(f"\n=== [{i + 1}/{len(suite['runs'])}] {r['model']} | {r.get('dataset', '-')} | {', '.join(r['task'])}")
         records += run_entry(r, ctx, out_dir=out_dir, progress=progress, echo=echo)
-        ctx.release_models({ctx.model_key(later) for later in suite["runs"][i + 1:]})
+        ctx.release_models({ctx.model_args(later) for later in suite["runs"][i + 1:]})
         if out_dir and is_main():  # after every run: a later run that fails keeps the finished ones
             write_results(records, out_dir)
     if out_dir and is_main():
