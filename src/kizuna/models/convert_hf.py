@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, TensorTaker, atomic_write, load_state_dict_file
+from .checkpoint import CheckpointError, TensorTaker, atomic_write, atomic_write_text, load_state_dict_file
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .text import TextConfig
 from .vit import VisionConfig, VisionTransformer, grid_warning_silenced
@@ -909,7 +909,7 @@ def _write_clip_tokenizer(folder: Path, vocab: dict[str, int], merges: list[tupl
         "special_tokens_map.json": json.dumps(_CLIP_SPECIAL_TOKENS, indent=2),
     }
     for name, text in files.items():
-        atomic_write(folder / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write_text(folder / name, text)
     (folder / "tokenizer.json").unlink(missing_ok=True)
 
 
