@@ -81,14 +81,22 @@ class Trainer(ABC):
             try:
                 init(self, *args, **kw)
             except BaseException:
-                release = getattr(self, "release_run_lock", None)
-                if release is not None:
-                    release()
-                    self.release_run_lock = None
+                self._let_go_of_the_folder()
                 raise
 
         guarded.__doc__, guarded.__wrapped__ = init.__doc__, init
         cls.__init__ = guarded
+
+    def _hold_the_folder(self) -> None:
+        """Take OUT's lock for this trainer (refused if another process's run holds it); let go by
+        :meth:`_let_go_of_the_folder`, or when a trainer that never trained is collected."""
+        self.release_run_lock = weakref.finalize(self, release_run_lock, hold_run_lock(self.out))
+
+    def _let_go_of_the_folder(self) -> None:
+        """OUT's lock, if this trainer holds it, let go now (a weakref.finalize: calling it twice does nothing)."""
+        release = getattr(self, "release_run_lock", None)
+        if release is not None:
+            release()
 
     # ----- set-up ------------------------------------------------------------------------------
     def start(self, cfg, named: frozenset[str] | None):
@@ -118,7 +126,7 @@ class Trainer(ABC):
             # locked before the checkpoint is chosen and read: a resume started beside a run still writing chose
             # its latest step, which that run's pruning then deleted (a "damaged checkpoint", or a stale step
             # trained again over the finished run's), instead of saying that another run is writing there
-            self.release_run_lock = weakref.finalize(self, release_run_lock, hold_run_lock(self.out))
+            self._hold_the_folder()
         self.ckpt = CheckpointManager(self.out, cfg.keep_last, *self.best_metric(cfg))
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
         if self.resume_from is not None:
@@ -180,7 +188,7 @@ class Trainer(ABC):
         # One run per folder, from here (the model and data are built: a run that fails to start leaves no folder)
         # until train() ends; a second run into it is refused before it moves anything aside.
         if self.dist.is_main and self.release_run_lock is None:
-            self.release_run_lock = weakref.finalize(self, release_run_lock, hold_run_lock(self.out))
+            self._hold_the_folder()
         # A fresh run: earlier checkpoints here are not its own. Set aside only now that the model, data and
         # optimizer are built: a run that failed to start (a typo in --data) moved them and left nothing to
         # resume.
@@ -376,8 +384,7 @@ class Trainer(ABC):
             torch.set_num_threads(self._threads_before)
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
-            if self.release_run_lock is not None:  # the folder is free once the run is over (a notebook goes on)
-                self.release_run_lock()
+            self._let_go_of_the_folder()  # the folder is free once the run is over (a notebook goes on)
 
     def _draw_curves(self) -> None:
         """OUT/curves.png, the run's loss and evaluations against the step (a figure says it at a glance);
