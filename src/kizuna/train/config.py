@@ -56,9 +56,9 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
     grad_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     patch_dropout: float = 0.0  # FLIP: fraction of patches dropped while training
-    lock_image: bool = False  # LiT: freeze the image tower (only the text tower and projections train)
+    lock_image: bool = False  # LiT: freeze the image tower, its projection too (the text tower trains)
     lock_image_unlocked_blocks: int = 0  # with --lock-image true: this many last image blocks still train
-    lock_text: bool = False  # freeze the text tower (only the image tower and projections train)
+    lock_text: bool = False  # freeze the text tower, its projection too except MiniLM's (the image tower trains)
     lock_text_unlocked_blocks: int = 0  # with --lock-text true: this many last text blocks still train
     compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
     seed: int = 0  # random seed for the model init, data order and augmentation
