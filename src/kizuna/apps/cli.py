@@ -6,6 +6,7 @@ Each subcommand lives in its own module with two functions, ``add_arguments(pars
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import sys
 import threading
@@ -71,6 +72,7 @@ class _Output:
         self.broken = False
         self._own = None if stream is not None else open(os.devnull, "w")  # closed in finish()
         self._stream = stream if stream is not None else self._own
+        self._errors = _escape_unencodable(stream)  # the stream's own error handler, put back in finish()
 
     def write(self, text):
         try:
@@ -108,6 +110,11 @@ class _Output:
 
     def finish(self):
         self.flush()  # output still buffered when the reader left (`| head -1`) fails here, not at exit
+        if self._errors is not None:
+            try:
+                self._errors[0].reconfigure(errors=self._errors[1])
+            except (OSError, ValueError):  # closed or cut meanwhile: nothing to put back
+                pass
         if self._own is not None:
             self._own.close()
 
@@ -115,6 +122,55 @@ class _Output:
         if name.startswith("_"):  # not this object's own attributes (before __init__ set them: a copy, a pickle)
             raise AttributeError(name)
         return getattr(self._stream, name)
+
+
+def _escape_error(err):
+    """The codec error handler of a non-UTF-8 stdout/stderr: a byte that came in undecodable (a file name from the
+    file system, an argument, as lone surrogates) goes out as that byte again (surrogateescape); a character the
+    locale cannot write (an accented letter under an ASCII locale) as its backslash escape, where Python raised
+    UnicodeEncodeError: `kizuna --help` crashed on the kanji of the description, and a class named "cafe" with an
+    accent stopped `eval --out` before its files were written."""
+    c = err.object[err.start]
+    if isinstance(err, UnicodeEncodeError) and "\udc80" <= c <= "\udcff":
+        return bytes([ord(c) - 0xDC00]), err.start + 1
+    if isinstance(err, UnicodeEncodeError):
+        return c.encode("ascii", "backslashreplace").decode("ascii"), err.start + 1
+    raise err
+
+
+def _escape_unencodable(stream):
+    """Switch a text stream whose encoding is not UTF-8 to :func:`_escape_error`; -> (stream, its errors before),
+    or None where nothing was changed (UTF-8, a stream in memory, a closed stream)."""
+    encoding, reconfigure = getattr(stream, "encoding", None), getattr(stream, "reconfigure", None)
+    if not encoding or reconfigure is None:
+        return None
+    try:
+        if codecs.lookup(encoding).name == "utf-8":
+            return None
+        before = stream.errors
+        reconfigure(errors=_ESCAPE)
+    except (LookupError, OSError, ValueError, AttributeError):  # an unknown codec, a closed or broken stream
+        return None
+    return stream, before
+
+
+_ESCAPE = "kizuna.escape"
+codecs.register_error(_ESCAPE, _escape_error)
+
+
+def text_argument(value: str) -> str:
+    """A free-text command-line value (a label, a template, a caption, a column name; never a path) as typed. Under
+    a non-UTF-8 locale (LC_ALL=C) Python hands argv's non-ASCII bytes over as lone surrogates, one per byte:
+    tokenised so, a label with an accent gave other probabilities than the same label read from a file. A path
+    keeps them: the file system takes exactly those bytes back. Bytes that are not UTF-8 stay surrogates."""
+    import os
+
+    if not any("\udc80" <= c <= "\udcff" for c in value):  # ASCII, or already text (main() called from Python)
+        return value
+    try:
+        return os.fsencode(value).decode("utf-8", "surrogateescape")
+    except UnicodeError:  # surrogates mixed with text that the file system encoding cannot take back
+        return value
 
 
 # main() swaps process-wide things (sys.stdout/stderr, warnings.showwarning, torch's thread count) and puts them

@@ -138,8 +138,10 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         raise ValueError(f"{out}: output must end in .npy or .parquet")
     # a file name that is not UTF-8 (Latin-1 "caf\xe9.jpg") reaches Python as lone surrogates, which no UTF-8
     # writer takes: it failed after the .npy was written, beside an empty row list. Such bytes are written as
-    # \xNN escapes, and the rows are made before anything is written.
-    names = [os.fsencode(n).decode("utf-8", "backslashreplace") if isinstance(n, str) else n for n in names]
+    # \xNN escapes, and the rows are made before anything is written. Paths only: texts (a file read as UTF-8)
+    # are text already, and os.fsencode of "caf\xe9" failed under a non-UTF-8 locale (LC_ALL=C), writing nothing.
+    if column == "path":
+        names = [os.fsencode(n).decode("utf-8", "backslashreplace") if isinstance(n, str) else n for n in names]
     emb = emb.astype(np.float32, copy=False)  # (a copy of the whole matrix, even when it was float32 already)
     if out.suffix == ".npy":
         # a row a line, also for readers that break lines at U+2028, \x0c ... (Python's str.splitlines)

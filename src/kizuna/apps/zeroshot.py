@@ -22,9 +22,12 @@ def add_arguments(p):
 
 
 def parse_labels(spec: str) -> list[str]:
+    from kizuna.apps.cli import text_argument
     from kizuna.eval.datasets import numbered_lines
 
     path = Path(spec)
+    if not path.is_file():  # labels typed, as UTF-8 text under any locale (a file's name stays as given)
+        spec = text_argument(spec)
     if not path.is_file() and "," not in spec and path.suffix.lower() in (".txt", ".csv", ".tsv", ".lst"):
         raise ValueError(f"--labels {spec}: no such file (labels are comma-separated, or a file with one per line)")
     # a file's non-blank lines (candidate labels: no line numbers a class, unlike a class names file)
@@ -43,8 +46,11 @@ def parse_labels(spec: str) -> list[str]:
 def parse_templates(templates: list[str] | None) -> list[str]:
     """The --template values, checked before the model loads: "a {} in {style}" ended in a KeyError
     traceback from filling the prompts, after the model had loaded."""
+    from kizuna.apps.cli import text_argument
     from kizuna.eval.datasets import DatasetError, read_templates, template_arguments
 
+    # a template typed is text (UTF-8 under any locale); a file's name stays as given
+    templates = [t if Path(t).is_file() else text_argument(t) for t in templates or ()]
     try:
         return read_templates(template_arguments(templates) or ["a photo of a {c}."])
     except DatasetError as e:

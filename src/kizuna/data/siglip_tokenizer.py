@@ -120,7 +120,8 @@ def write_hf_tokenizer(cfg: dict[str, Any], folder: str | Path) -> None:
                 "do_lower_case": cfg.get("lower", True), "eos_token": cfg.get("eos", "</s>"),
                 "pad_token": cfg.get("pad", "</s>"), "unk_token": cfg.get("unk", "<unk>")}
     atomic_write(folder / "spiece.model", lambda tmp: Path(tmp).write_bytes(base64.b64decode(cfg["model"])))
-    atomic_write(folder / "tokenizer_config.json", lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2)))
+    atomic_write(folder / "tokenizer_config.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2), encoding="utf-8"))
 
 
 class SiglipTokenizer:

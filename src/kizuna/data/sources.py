@@ -277,7 +277,7 @@ def _shards_in_dir(d: str) -> list[str]:
 
     tars = sorted((f for f in os.listdir(d) if f.endswith(".tar")), key=natural)
     if os.path.isfile(nfile):
-        with open(nfile) as f:
+        with open(nfile, encoding="utf-8") as f:
             text = f.read().strip()
         if not text.isdigit() or int(text) < 1:
             raise ValueError(f"{nfile}: expected the number of shards (a whole number >= 1), got {text!r}")

@@ -184,6 +184,11 @@ synthetic scenes (needs no --dataset). With --out: results.json, results.md and 
 
 
 def _entry(args, task) -> dict:
+    from kizuna.apps.cli import text_argument
+
+    for k in ("dataset_name", "image_column", "label_column", "caption_column", "name"):  # text, not paths:
+        if getattr(args, k, None) is not None:  # as UTF-8 under any locale (LC_ALL=C gave them as surrogates)
+            setattr(args, k, text_argument(getattr(args, k)))
     e = {"model": args.model, "dataset": args.dataset, "task": task, "split": args.split,
          "dataset_name": args.dataset_name, "max_samples": args.max_samples, "batch_size": args.batch_size,
          "num_workers": args.num_workers, "device": args.device, "image_column": args.image_column,
@@ -193,10 +198,13 @@ def _entry(args, task) -> dict:
         if getattr(args, k, None) is not None:
             e[k] = getattr(args, k)
     if e.get("templates") is not None:  # files and single templates, as given; one file stays its path
+        from pathlib import Path
+
         from .datasets import default_dataset_name, template_arguments
 
         # a CLIP_benchmark .json pooled with other templates is read here, under the name load_dataset would use
-        e["templates"] = template_arguments(e["templates"], args.dataset_name or default_dataset_name(args.dataset))
+        e["templates"] = template_arguments([t if Path(t).is_file() else text_argument(t) for t in e["templates"]],
+                                            args.dataset_name or default_dataset_name(args.dataset))
     if args.name:
         e["name"] = args.name
     return e

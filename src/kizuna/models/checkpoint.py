@@ -114,7 +114,14 @@ def atomic_write(path: str | Path, write_fn) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write` of a text file (results.json and the like: rewritten in place, a full disk or a kill
     mid-write left a cut-off file where the complete one had been), in UTF-8 whatever the locale (a class named
-    "café" failed on a results.md under an ASCII or Windows locale, after the evaluation)."""
+    "café" failed on a results.md under an ASCII or Windows locale, after the evaluation). A name from the file
+    system or the command line (a dataset folder's) holds its undecodable bytes as lone surrogates, every non-ASCII
+    byte under an ASCII locale (LC_ALL=C): "# model on 日本データ" failed on them once results.json was written.
+    They are written as the bytes they stand for, and bytes that are not UTF-8 as \\xNN escapes."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (from "\\ud800" in a JSON file)
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -148,7 +155,8 @@ def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) ->
         return path
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
-    atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(json.dumps({FORMAT_KEY: record}, indent=2)))
+    atomic_write(path / "config.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps({FORMAT_KEY: record}, indent=2), encoding="utf-8"))
     return path
 
 
@@ -308,7 +316,7 @@ def follow_latest(path: str | Path) -> Path:
     folder it names (when it exists), so a user can pass the pointer itself; any other path unchanged."""
     path = Path(path)
     if path.name == "latest" and path.is_file() and path.stat().st_size < 256:
-        name = path.read_text(errors="replace").strip()
+        name = path.read_text(encoding="utf-8", errors="replace").strip()
         # a folder beside it, by name: an empty or "." pointer (a torn write) named the checkpoints folder
         if name and name not in (".", "..") and "/" not in name and (path.parent / name).is_dir():
             return path.parent / name
@@ -349,7 +357,7 @@ def load_model(
                                       + " or ".join(str(p) for p in inside))
             raise CheckpointError(f"{path}: folder has no config.json (expected a kizuna or Hugging Face model)")
         try:
-            cfg = json.loads(cfg_file.read_text())
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # the last: nested too deep
             raise CheckpointError(f"{cfg_file}: invalid JSON ({e})") from None
         except OSError as e:  # a folder named config.json, no permission, an I/O error
@@ -456,7 +464,7 @@ def _is_image_size(size) -> bool:
 def _refuse_dangling_latest(pointer: Path) -> None:
     """A ``checkpoints/latest`` pointer naming no checkpoint folder (deleted, moved, a torn write): said, rather
     than read as a weights file (it was: "cannot be read as a weights-only torch file (IndexError: ...)")."""
-    name = pointer.read_text(errors="replace").strip()
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
     steps = sorted((p for p in pointer.parent.glob("step_*") if p.is_dir() and p.name[5:].isdigit()),
                    key=lambda p: int(p.name[5:]))
     there = (f"the newest checkpoint beside it is {steps[-1].name}: pass {steps[-1]}" if steps

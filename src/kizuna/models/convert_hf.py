@@ -76,7 +76,7 @@ _HF_DEFAULTS = {
 # ================================================================================================
 def _read_json(path: Path) -> dict:
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # the last: nested too deep
         raise CheckpointError(f"{path}: cannot be read as JSON ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
@@ -597,9 +597,11 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, p
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    atomic_write(folder / "config.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2), encoding="utf-8"))
     atomic_write(
-        folder / "preprocessor_config.json", lambda tmp: Path(tmp).write_text(json.dumps(preprocess, indent=2))
+        folder / "preprocessor_config.json",
+        lambda tmp: Path(tmp).write_text(json.dumps(preprocess, indent=2), encoding="utf-8"),
     )
     processor_file = folder / "processor_config.json"
     if processor_file.is_file():
@@ -613,7 +615,8 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, p
                 # AutoProcessor builds the class named here before it looks anywhere else: an earlier SigLIP
                 # export's SiglipProcessor was built for a CLIP model (and the other way round).
                 processor["processor_class"] = processor_class
-            atomic_write(processor_file, lambda tmp: Path(tmp).write_text(json.dumps(processor, indent=2)))
+            atomic_write(processor_file,
+                         lambda tmp: Path(tmp).write_text(json.dumps(processor, indent=2), encoding="utf-8"))
     return folder
 
 

@@ -121,7 +121,7 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._swap_in(tmp, final)
-        atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name))
+        atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name, encoding="utf-8"))
         self._prune(keep=final)
         return final
 
@@ -239,8 +239,8 @@ class CheckpointManager:
         if steps and marker.is_file():
             import warnings
 
-            warnings.warn(f"{marker} names {marker.read_text(errors='replace').strip()!r}, which is not a checkpoint "
-                          f"folder; taking the newest, {steps[-1].name}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{marker} names {marker.read_text(encoding='utf-8', errors='replace').strip()!r}, which is not a "
+                          f"checkpoint folder; taking the newest, {steps[-1].name}", RuntimeWarning, stacklevel=2)
         return steps[-1] if steps else None
 
     def resolve(self, resume: str) -> Path:
@@ -304,7 +304,7 @@ def hold_run_lock(out: Path) -> Path | None:
     if key in _HELD_LOCKS:  # this process holds it already (a trainer built again on the same folder)
         _HELD_LOCKS[key][1] += 1
         return key
-    handle = open(key / RUN_LOCK, "a+")
+    handle = open(key / RUN_LOCK, "a+", encoding="utf-8")
     try:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
