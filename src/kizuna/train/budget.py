@@ -16,13 +16,18 @@ warm-up (or just past it, where a cosine is flat), so the change of total moves 
 its peak until the plan, which with a warm-up much shorter than ``calibrate_steps`` comes some steps into the
 cosine, and the rate then steps down once to the planned cosine's value (by 3.6% with a 3-step warm-up and a
 planned total of 183 steps; not at all with a warm-up as long as the calibration, as the shipped configs have).
+That is the rate of the step right after the plan (and after a correction): it is set from the new length at
+once, as a resume from a checkpoint at that step sets it (:func:`rate_on_the_new_length`).
 
 The pace after the plan is not always the pace the plan saw: the first steps of a run are slower
 (allocator, caches, a first epoch), other jobs start or stop on a shared machine or GPU. So the plan is
 **corrected** at :data:`REPLAN_AT` (10, 25 and 40% of the way from the plan's step to its end): the same
-formula with the real elapsed time and the pace of the steps since the last plan or correction. Early in a cosine a
-change of total moves the learning rate little (a 10% longer run at 40% of the way raises it by 8% of
-its value there); a run planned late (after a long warm-up) is corrected late too. On a 2-core Zen 4, 27-min runs planned once
+formula with the real elapsed time and the pace of the steps since the last plan or correction. A correction
+that ends the run before corrections still due places them anew, at their shares of the way from it to its new
+end (a run that slowed for good was otherwise corrected once, on a pace half old and half new, and overran).
+One stall among the few steps a correction may time is not its pace (:meth:`TimeBudget.seconds_per_step`).
+Early in a cosine a change of total moves the learning rate little (a 10% longer run at 40% of the way
+raises it by 8% of its value there); a run planned late (after a long warm-up) is corrected late too. On a 2-core Zen 4, 27-min runs planned once
 ended 5.6% and 11.6% early (the device-augmented hybrid and plain ViT) or 4% late (the hybrid with
 loaders); the plain ViT corrected ended 3.9% early (docs/RESULTS.md).
 
@@ -30,7 +35,9 @@ The planned total is checkpointed: a resumed run keeps the total of its checkpoi
 it (its clock restarted, so its elapsed time says nothing of the time spent before). A time limit's stop
 is not a plan: a run it cut short resumes to the end of its plan; a run killed before its plan resumes with
 the budget it has left (:attr:`TimeBudget.spent_before`). A resume that changes the budget (then
-the time for the rest of the run) or the ``--steps`` cap (with the time spent counted) plans anew (:func:`restore_length`). A budget too
+the time for the rest of the run) or the ``--steps`` cap (with the time spent counted) plans anew (:func:`restore_length`),
+going on until then on its checkpoint's length, which a resume stopped before that plan saves for the next one;
+resumed with the budget off, a budgeted run keeps its planned length unless ``--steps`` or ``--epochs`` is named. A budget too
 short for the warm-up is planned before the warm-up ends (the run then ends inside it, with a warning),
 and a budget spent before its plan ends the run at the next step. In distributed runs
 every rank takes the smallest plan (the slowest rank sets the pace), corrections happen at the same steps
@@ -41,20 +48,23 @@ from __future__ import annotations
 
 import math
 import statistics
-import warnings
+import sys
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 
 import torch
 
 from .distributed import all_reduce_sum
+from .optim import use_config_settings
 
 __all__ = ["REPLAN_AT", "TimeBudget", "after_step", "initial_length", "length_state", "plan_run",
-           "restore_length", "warn_if_warmup_fills_the_run"]
+           "rate_on_the_new_length", "restore_length", "warn_if_warmup_fills_the_run"]
 
 SKIP_FIRST = 3  # steps whose duration says more about start-up than about the run
 REPLAN_AT = (0.1, 0.25, 0.4)  # shares of the planned steps (after the plan) at which the plan is corrected
 UNPLANNED = 10**9  # stands in for the length of a budgeted run until it is planned
+OUTLIER = 10  # a step this many times the median is a stall, not the pace (seconds_per_step)
 
 
 @dataclass
@@ -146,16 +156,24 @@ class TimeBudget:
 
     def seconds_per_step(self, first: int = SKIP_FIRST) -> float:
         """Mean of the timed steps from the ``first``-th on (by default all but the first few), the slowest
-        1% left out.
+        1% left out, and among fewer than 100 steps the slowest one if it is an outlier (over
+        :data:`OUTLIER` times the median).
 
         The mean, not the median: a run whose loader sets the pace has bursty steps (several quick ones
         while prefetched batches last, then one that waits for the workers), and the budget is spent at
         the mean. Planned on the median, a 6-minute CIFAR-10 run on an H200 took 8 (34 ms median, 47 ms
         mean) and a 27-minute CPU run 29.6. The slowest 1% (an isolated GC pause or checkpoint among
-        hundreds of steps) are dropped, since one of them would otherwise shorten the whole run.
+        hundreds of steps) are dropped, since one of them would otherwise shorten the whole run. The plan and
+        the first correction may time as few as ``calibrate_steps`` (20) steps, where 1% is none: there one
+        stall (the process stopped a while, another job's burst) was taken for the pace of every step left,
+        and a 30-s run ended at 19 s. Only one step, and only so far off the median (a loader's waits are a
+        few times it, and recur): a slowness that recurs is the pace.
         """
         times = sorted(self.step_times[first:] or self.step_times[SKIP_FIRST:] or self.step_times)
-        return statistics.fmean(times[:len(times) - len(times) // 100])
+        dropped = len(times) // 100
+        if not dropped and len(times) > 1 and times[-1] > OUTLIER * statistics.median(times):
+            dropped = 1
+        return statistics.fmean(times[:len(times) - dropped])
 
     def plan(self, step: int, cap: int = 0, eval_seconds: float = 0.0, eval_every: int = 0,
              device: torch.device | None = None, save_every: int = 0) -> dict:
@@ -184,8 +202,7 @@ class TimeBudget:
         if first_plan:  # the corrections: at fixed steps (the same on every rank), on the pace from here on
             self._planned_with = {"cap": cap, "eval_seconds": eval_seconds, "eval_every": eval_every,
                                   "save_every": save_every, "first_timed": len(self.step_times)}
-            after = {step + max(self.calibrate_steps, round(share * (total - step))) for share in REPLAN_AT}
-            self.replan_steps = sorted(s for s in after if s < total)
+            self.replan_steps = self._correction_steps(step, total, REPLAN_AT)
         return {"total_steps": int(total), "seconds_per_step": per_step, "eval_seconds": eval_seconds,
                 "save_seconds": save_seconds, "remaining_s": remaining, "budget_minutes": self.budget_minutes, "planned_at_step": step}
 
@@ -193,7 +210,9 @@ class TimeBudget:
         """The corrected plan when ``step`` is one of :attr:`replan_steps` (else None): the first plan's
         formula with the elapsed time now and the pace of the steps timed since the last plan or correction
         (the recent pace, hundreds of steps); an evaluation costs the median of those since the plan (the
-        plan's own, the run's first, carried one-off costs), or the plan's when there were none yet."""
+        plan's own, the run's first, carried one-off costs), or the plan's when there were none yet. A
+        correction that ends the run before corrections still due places them anew from here (the others keep
+        their steps)."""
         if step not in self.replan_steps:
             return None
         self.replan_steps.remove(step)
@@ -204,7 +223,20 @@ class TimeBudget:
         plan = self.plan(step, cap=w["cap"], eval_seconds=eval_seconds, eval_every=w["eval_every"], device=device,
                          save_every=w.get("save_every", 0))
         w["first_timed"] = len(self.step_times)  # the next correction reads the pace from here on
+        if any(s >= plan["total_steps"] for s in self.replan_steps):
+            # this correction ends the run before corrections still due, which would never come: a run that
+            # slowed for good was corrected once, on a pace half old and half new, and overran its budget.
+            # They are placed anew, at their shares of the way from here to the new end (every rank has the
+            # same step and total). Corrections the run still reaches keep their steps.
+            self.replan_steps = self._correction_steps(step, plan["total_steps"],
+                                                       REPLAN_AT[len(REPLAN_AT) - len(self.replan_steps):])
         return plan
+
+    def _correction_steps(self, step: int, total: int, shares) -> list:
+        """The steps at ``shares`` of the way from ``step`` to ``total``, each at least ``calibrate_steps``
+        after ``step`` (a pace needs that many steps), and before ``total``."""
+        after = {step + max(self.calibrate_steps, round(share * (total - step))) for share in shares}
+        return sorted(s for s in after if s < total)
 
 
 def initial_length(cfg, steps_per_epoch: int) -> tuple[int, bool]:
@@ -220,7 +252,8 @@ def plan_run(trainer, bar=None) -> dict:
     """Fix a trainer's length from its measured step time (the budget's plan); both trainers call this.
 
     ``trainer`` has ``cfg`` (``time_budget_minutes``, ``steps``, ``eval_every``), ``budget``, ``step``,
-    ``total_steps``, ``planned``, ``steps_per_epoch``, ``device``, ``logger`` and ``evaluate()``. One
+    ``total_steps``, ``planned``, ``steps_per_epoch``, ``device``, ``logger`` and ``evaluate()``, and where it
+    trains ``optimizer``, ``scheduler`` and ``optimizer_settings()`` (:func:`rate_on_the_new_length`). One
     evaluation is run and timed here and logged as usual, so the plan can leave room for the evaluations
     still to come. Returns that evaluation's metrics ({} when the trainer has nothing to evaluate).
     """
@@ -233,6 +266,7 @@ def plan_run(trainer, bar=None) -> dict:
     plan = trainer.budget.plan(trainer.step, cap=cfg.steps, eval_seconds=eval_s, eval_every=cfg.eval_every,
                                device=trainer.device, save_every=cfg.save_every)
     trainer.total_steps, trainer.planned = plan["total_steps"], True
+    rate_on_the_new_length(trainer)
     trainer.logger.log(trainer.step, plan, kind="plan")
     if bar is not None:
         bar.total = trainer.total_steps
@@ -250,6 +284,18 @@ def plan_run(trainer, bar=None) -> dict:
     return metrics
 
 
+def rate_on_the_new_length(trainer) -> None:
+    """The next step's rate, read from the length a plan or correction just set. The scheduler computed it in
+    ``apply_gradients()``, before this step's plan, from the old length: the step after a plan went at the
+    open length's rate (the peak), and a run resumed from a checkpoint at that step, whose rate the resume
+    reads from the saved (new) length, did not go on as the run had. Set as the resume sets it
+    (:func:`~kizuna.train.optim.use_config_settings` with the run's settings), so the two agree."""
+    if getattr(trainer, "scheduler", None) is None:  # a stand-in trainer without a schedule (the budget's tests)
+        return
+    use_config_settings(trainer.optimizer, trainer.scheduler, trainer.cfg.lr, trainer.cfg.weight_decay,
+                        **trainer.optimizer_settings())
+
+
 def after_step(trainer, bar=None) -> dict:
     """Both trainers call this after every optimizer step: it times the step, plans the run's length once
     the budget is ready to, and ends the run at the hard limit (``total_steps`` set to the current step,
@@ -261,6 +307,7 @@ def after_step(trainer, bar=None) -> dict:
         metrics = plan_run(trainer, bar)
     elif (plan := budget.replan(trainer.step, trainer.device)) is not None:
         before, trainer.total_steps = trainer.total_steps, plan["total_steps"]
+        rate_on_the_new_length(trainer)
         trainer.logger.log(trainer.step, plan, kind="replan")
         if bar is not None:
             bar.total = trainer.total_steps
@@ -279,12 +326,15 @@ def after_step(trainer, bar=None) -> dict:
 
 def warn_if_warmup_fills_the_run(trainer) -> None:
     """A warm-up as long as a run of known length leaves no room for the cosine (``vit finetune``'s default
-    100 steps do on a dataset of under ~1,300 images at batch 128 and 10 epochs)."""
+    100 steps do on a dataset of under ~1,300 images at batch 128 and 10 epochs). A budgeted run not yet
+    planned is known to be no longer than its ``--steps`` cap (its plan can only shorten it): ``--steps 10``
+    with a 100-step warm-up warned without a budget and said nothing with one."""
     cfg = trainer.cfg
-    if trainer.planned and cfg.warmup_steps >= trainer.total_steps and trainer.dist.is_main:
-        warnings.warn(f"the warm-up ({cfg.warmup_steps} steps) lasts the whole run ({trainer.total_steps} steps): "
-                      "the learning rate never decays"
-                      + (" and never reaches --lr" if cfg.warmup_steps > trainer.total_steps else "")
+    length = trainer.total_steps if trainer.planned else cfg.steps  # 0: a budget without a cap, not known yet
+    if length and cfg.warmup_steps >= length and trainer.dist.is_main:
+        warnings.warn(f"the warm-up ({cfg.warmup_steps} steps) lasts the whole run ({length} steps"
+                      + ("" if trainer.planned else ", its --steps cap") + "): the learning rate never decays"
+                      + (" and never reaches --lr" if cfg.warmup_steps > length else "")
                       + ". Lower --warmup-steps", stacklevel=2)
 
 
@@ -301,22 +351,48 @@ RELENGTH = ("steps", "time_budget_minutes")  # changed on a resume, they plan a 
 def restore_length(trainer, state: dict) -> None:
     """A run resumed after its plan keeps the length the budget gave it (also when a time limit stopped it
     early). A resume that changes ``--time-budget-minutes`` (then the time for the rest of the run) or the
-    ``--steps`` cap plans the rest anew; until that plan the saved length holds, or, for a finished run being
-    extended, a length just past the calibration steps (its learning rate stays at the end of its cosine). With
-    the budget unchanged, that plan counts the time the run spent before."""
-    if not trainer.cfg.time_budget_minutes:
-        return
+    ``--steps`` cap plans the rest anew; until that plan the saved length holds, made long enough to reach the
+    plan (past the calibration steps): a finished run being extended gets a length just past
+    the calibration steps, so its rate goes back up from the end of its cosine to that length's value, and the
+    plan then stretches the cosine over the new length. A resume stopped before that plan saves that length
+    unplanned, and the next resume goes on from it the same way (it went back to the open length: the rate
+    at the peak until the plan). With the budget unchanged, that plan counts the time the run spent before.
+
+    ``--time-budget-minutes 0`` on a budgeted run keeps the length its budget planned, unless ``--steps`` or
+    ``--epochs`` is named (the length came from ``--epochs``' default: a planned 80-step run became 125 steps,
+    at 8 times the rate); the length is said either way."""
     saved_total, saved_cfg = int(state.get("total_steps", 0)), state.get("train_config", {})
+    if not trainer.cfg.time_budget_minutes:
+        if saved_cfg.get("time_budget_minutes"):
+            _length_without_the_budget(trainer, saved_total, bool(state.get("planned")))
+        return
     changed = [f for f in RELENGTH if f in saved_cfg and getattr(trainer.cfg, f) != saved_cfg[f]]
     if "time_budget_minutes" not in changed:
         # the same budget: a plan to come leaves out the time spent (a new --steps cap alone granted the whole
         # budget again: a 30-second run trained 45)
         trainer.budget.spent_before = float(state.get("budget_seconds_spent", 0.0))
-    if not state.get("planned"):  # killed before its plan: the plan to come leaves out the time spent
-        return
-    if not changed:
+    if not state.get("planned") and saved_total in (0, UNPLANNED):
+        return  # killed before its plan on the open length (initial_length's): the plan to come sizes it
+    if state.get("planned") and not changed:
         trainer.total_steps, trainer.planned = saved_total, True
         return
+    # to be planned (anew): the schedule goes on from the saved length until the plan
     interim = max(saved_total, trainer.step + SKIP_FIRST + trainer.budget.calibrate_steps + 1)
     trainer.total_steps = min(interim, trainer.cfg.steps) if trainer.cfg.steps else interim
     trainer.planned = False
+
+
+def _length_without_the_budget(trainer, saved_total: int, planned: bool) -> None:
+    """A budgeted run resumed with the budget off: its planned length unless ``--steps`` or ``--epochs`` is
+    named (``trainer.total_steps`` holds :func:`initial_length`'s from them), and the length said."""
+    cfg, named = trainer.cfg, getattr(trainer, "named", None)
+    if named is None:  # a config built in Python: a field off its default counts as named (as for the resume)
+        named = frozenset(f.name for f in fields(cfg) if f.name in ("steps", "epochs")
+                          and getattr(cfg, f.name) != f.default)
+    if planned and not {"steps", "epochs"} & named:
+        trainer.total_steps = saved_total
+        why = "the length its budget planned; --steps or --epochs sets another"
+    else:
+        why = "from --steps" if cfg.steps else f"from --epochs {cfg.epochs:g}"
+    if getattr(trainer, "dist", None) is None or trainer.dist.is_main:
+        print(f"--time-budget-minutes 0: the run has {trainer.total_steps} steps ({why})", file=sys.stderr)
