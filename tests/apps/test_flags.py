@@ -9,6 +9,18 @@ def parse(*argv):
     return build_parser().parse_args(list(argv))
 
 
+def _on_a_terminal(monkeypatch):
+    """stderr a terminal: where the bars are drawn by default (kizuna.apps.common.progress_default)."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+
+
 @pytest.mark.parametrize("argv", [["train"], ["vit", "train"], ["vit", "finetune", "ckpt"]])
 def test_training_commands_take_the_evaluation_spellings(argv):
     assert parse(*argv, "--no-progress").progress is False
@@ -29,10 +41,11 @@ def test_the_vit_trainers_take_the_contrastive_trainers_evaluation_words(argv):
 @pytest.mark.parametrize("argv", [["eval", "zeroshot", "--model", "m", "--dataset", "d"],
                                   ["eval", "retrieval", "--model", "m", "--dataset", "d"],
                                   ["vit", "eval", "ckpt", "--data", "d"]])
-def test_evaluation_commands_take_the_training_spellings(argv):
+def test_evaluation_commands_take_the_training_spellings(argv, monkeypatch):
     assert parse(*argv, "--progress", "false").no_progress is True
     assert parse(*argv, "--progress", "true").no_progress is False
     assert parse(*argv, "--no-progress").no_progress is True
+    _on_a_terminal(monkeypatch)  # the default: a bar on a terminal (none into a file: test_machine_readable.py)
     assert parse(*argv).no_progress is False
     assert parse(*argv, "--workers", "2").num_workers == 2
 
@@ -139,8 +152,9 @@ def test_one_spelling_works_on_every_command(monkeypatch):
     assert {("train",), ("eval", "zeroshot"), ("analyze", "all"), ("vit", "eval"), ("embed",)} <= seen
 
 
-def test_every_command_with_a_bar_can_hide_it():
+def test_every_command_with_a_bar_can_hide_it(monkeypatch):
     """embed and analyze drew tqdm bars that no flag could hide (`--progress false` was refused there)."""
+    _on_a_terminal(monkeypatch)  # where the default is a bar
     for argv in (["embed", "--model", "m", "--texts", "t.txt", "--out", "o.npy"],
                  ["analyze", "attention-distance", "m", "--images", "d"], ["analyze", "all", "m"],
                  ["analyze", "over-training", "run", "--images", "d"]):

@@ -122,3 +122,14 @@ def test_results_text_holds_the_bytes_of_a_name_from_the_file_system(tmp_path):
     name = os.fsencode("日本データ").decode("ascii", "surrogateescape")  # the folder's name under LC_ALL=C
     atomic_write_text(tmp_path / "r.md", f"# m on {name}, caf\udce9\n")  # and a Latin-1 byte: an escape
     assert (tmp_path / "r.md").read_text(encoding="utf-8") == "# m on 日本データ, caf\\xe9\n"
+
+
+def test_a_dataset_folder_name_of_undecodable_bytes_is_text(tmp_path):
+    """A Latin-1 folder name (or any non-ASCII one under LC_ALL=C) reached Python as lone surrogates, and the
+    confusion plot's title (matplotlib) failed on them after the evaluation."""
+    from kizuna.eval.datasets import default_dataset_name
+
+    folder = os.path.join(os.fsencode(tmp_path), b"donn\xe9es")
+    os.mkdir(folder)
+    name = default_dataset_name(os.fsdecode(folder))
+    assert name == "données" and name.encode("utf-8")

@@ -218,6 +218,10 @@ def run(args):
         from kizuna.apps.zeroshot import parse_templates
 
         args.template = parse_templates(args.template)
+    if getattr(args, "true_label", None):  # typed text: UTF-8 under any locale, as --labels is
+        from kizuna.apps.cli import text_argument
+
+        args.true_label = text_argument(args.true_label)
     target = R.load_target(args.model, device=args.device, allow_jit=args.allow_jit, act=args.act)
     if cmd == "all":  # before the images are read and any figure is computed, which can take minutes
         R.check_report(target, labels, args.template, args.true_label, args.discard_ratio)

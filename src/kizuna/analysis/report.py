@@ -115,7 +115,7 @@ def read_record(path: str | Path) -> dict:
     path = follow_latest(path)  # OUT/checkpoints/latest, which load_model follows too (its stored mean was lost)
     try:
         if path.is_dir() and (path / "config.json").is_file():
-            record = json.loads((path / "config.json").read_text()).get(FORMAT_KEY, {})
+            record = json.loads((path / "config.json").read_text(encoding="utf-8")).get(FORMAT_KEY, {})
         elif path.suffix == ".safetensors":
             from safetensors import safe_open
 

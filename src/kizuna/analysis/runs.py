@@ -44,7 +44,7 @@ def _train_config(run: Path) -> dict:
     written = run / "train_config.json"
     if written.is_file():
         try:
-            config = json.loads(written.read_text())
+            config = json.loads(written.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{written}: not JSON ({e.msg}, line {e.lineno})") from e
         except RecursionError:

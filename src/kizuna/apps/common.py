@@ -120,12 +120,25 @@ def add_threads_argument(parser) -> None:
                         "choice, every core)")
 
 
+def progress_default() -> bool:
+    """Whether a command draws progress bars when no flag says: only where stderr is a terminal. Redirected to a
+    file (a batch job's log) a bar is no bar but thousands of carriage-return redraws and cursor moves, and the
+    training commands' per-step lines (printed only without a bar) were missing from the log. An explicit
+    ``--progress true`` still draws them anywhere. One rule for every command that takes --progress."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError, OSError):  # None (a closed stderr), a closed file, a stream without one
+        return False
+
+
 def add_progress_argument(parser, help: str = "no progress bar") -> None:
     """``--no-progress``, and the training commands' spelling ``--progress true|false`` (both set
-    ``args.no_progress``): a user who learnt one on `kizuna train` got "unrecognized arguments" here."""
+    ``args.no_progress``): a user who learnt one on `kizuna train` got "unrecognized arguments" here. Given
+    neither, the bars are drawn where stderr is a terminal (:func:`progress_default`)."""
     from kizuna.train.config import parse_flag_value
 
-    parser.add_argument("--no-progress", action="store_true", help=help)
+    parser.add_argument("--no-progress", action="store_true", default=not progress_default(),
+                        help=help + " (default: bars only when stderr is a terminal)")
     parser.add_argument("--progress", dest="no_progress", metavar="BOOL", type=lambda s: not parse_flag_value(bool, s),
                         help="true|false: the same as --no-progress when false (the training commands' spelling)")
 

@@ -82,16 +82,34 @@ class _WorkerInit:
     worker, as torch's handler does. Decided by a thread woken through the signal wakeup fd, which Python's C-level
     handler writes even while the worker's main thread is stuck in C code: a Python handler alone never ran there
     (the loader's terminate() did nothing, and the process hung at exit), and blocking the signal instead was
-    inherited by every program the worker started (a subprocess's terminate() did nothing). Picklable."""
+    inherited by every program the worker started (a subprocess's terminate() did nothing). Picklable.
+
+    Pickled (spawn, forkserver: the macOS and Windows default), it also carries Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``) as the main process has it when the workers start: a spawned worker imports PIL
+    afresh, with the default limit, and a limit raised in the user's script (as ImageTooLarge advises) never reached
+    it. A forked worker has the main process's memory, and the live value in it."""
 
     def __init__(self, flag, then: Callable | None):
         self.flag, self.then = flag, then
+
+    def __getstate__(self) -> dict:
+        import sys
+
+        state = dict(self.__dict__)
+        image = sys.modules.get("PIL.Image")  # not imported: nothing set to carry over
+        if image is not None:
+            state["max_image_pixels"] = image.MAX_IMAGE_PIXELS
+        return state
 
     def __call__(self, worker_id: int) -> None:
         import os
         import signal
         import threading
 
+        if "max_image_pixels" in self.__dict__:
+            from PIL import Image
+
+            Image.MAX_IMAGE_PIXELS = self.max_image_pixels
         if os.name == "posix":
             wake, woken = os.pipe()  # (not inherited by programs the worker starts)
             os.set_blocking(woken, False)
@@ -112,6 +130,12 @@ class _WorkerInit:
             signals = os.read(wake, 64)
             if signal.SIGTERM in signals and not self.flag.value:
                 os._exit(0)
+
+
+def worker_init(then: Callable | None = None) -> _WorkerInit:
+    """The ``worker_init_fn`` for every DataLoader with workers that kizuna builds (training, evaluation, embed):
+    SIGTERM handled as above, Pillow's limit carried to spawned workers, then ``then(worker_id)`` if given."""
+    return _WorkerInit(_sigterm_flag(), then)
 
 
 def _plain_sigterm(*fds: int) -> None:
@@ -311,7 +335,7 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         prefetch_factor=prefetch_factor if workers else None,
         persistent_workers=persistent_workers and workers,
         timeout=timeout,
-        worker_init_fn=_WorkerInit(_sigterm_flag(), worker_init_fn) if workers else worker_init_fn,
+        worker_init_fn=worker_init(worker_init_fn) if workers else worker_init_fn,
         multiprocessing_context=multiprocessing_context if workers else None,
         # Its own generator: otherwise every iter() draws a worker base seed from the global torch
         # RNG, and a resumed run (which calls iter() at a different point) would drift from the

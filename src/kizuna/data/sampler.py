@@ -19,7 +19,11 @@ size 0.
 directly, so resumption costs nothing.
 
 Resumption: ``state_dict() -> {"epoch", "batches_consumed", ...config}``; a fresh sampler given
-``load_state_dict(state)`` continues at the next batch. ``set_epoch(e)`` starts epoch ``e`` from its
+``load_state_dict(state)`` continues at the next batch. A position counts indices, which mean the same samples
+only over the same data in the same order: a sampler given ``data_fingerprint`` (what identifies its samples
+and their order, e.g. :meth:`kizuna.data.sources.SampleIndex.fingerprint`) saves it in its state and refuses a
+state saved over other data (:func:`describe_data_change` says what differs); a state without one (written
+before fingerprints were saved), or a sampler without one, is not checked. ``set_epoch(e)`` starts epoch ``e`` from its
 first batch, except right after ``load_state_dict`` for the loaded epoch, where it keeps the
 position - so the usual ``for e in range(start, E): sampler.set_epoch(e)`` loop resumes exactly,
 whether the checkpoint was taken mid-epoch or at its end. Iterating again without ``set_epoch``
@@ -33,7 +37,7 @@ overwrites the position with the batches actually delivered (it counts them from
 Public API
 ----------
 ``EpochSampler(num_samples, batch_size, rank=0, world_size=1, seed=0, shuffle=True,
-drop_last=True, *, resampled=False, steps_per_epoch=None, with_epoch=True)``
+drop_last=True, *, resampled=False, steps_per_epoch=None, with_epoch=True, data_fingerprint=None)``
     ``iter`` -> :class:`IndexBatch` lists of ``(sample_index, epoch)`` tuples (resampled:
     ``(sample_index, epoch, draw)``, ``draw`` the draw's number in the epoch across ranks, so a sample
     drawn twice is seeded twice; plain ``int`` with ``with_epoch=False``), each list tagged with ``.epoch`` and ``.position`` (batch number within
@@ -41,17 +45,21 @@ drop_last=True, *, resampled=False, steps_per_epoch=None, with_epoch=True)``
     ``set_epoch(e)``, ``epoch``, ``batches_consumed``, ``batches_remaining``, ``batch(epoch, b)``,
     ``permutation(epoch)``, ``num_dropped``, ``dropped_indices(epoch=None)``, ``state_dict()``,
     ``load_state_dict(state)``.
+``describe_data_change(saved, current) -> str | None``
+    What differs between two data fingerprints, in words (``None``: the same samples in the same order, or
+    either fingerprint missing or of another version).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["EpochSampler", "IndexBatch"]
+__all__ = ["EpochSampler", "IndexBatch", "describe_data_change"]
 
 _M64 = (1 << 64) - 1
 _CONFIG_KEYS = ("num_samples", "batch_size", "world_size", "seed", "shuffle", "drop_last",
@@ -74,7 +82,7 @@ class EpochSampler(torch.utils.data.Sampler):
     def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, shuffle: bool = True, drop_last: bool = True, *,
                  resampled: bool = False, steps_per_epoch: int | None = None,
-                 with_epoch: bool = True):
+                 with_epoch: bool = True, data_fingerprint: dict | None = None):
         if num_samples < 0 or batch_size <= 0 or world_size <= 0:
             raise ValueError("need num_samples >= 0, batch_size > 0, world_size > 0")
         if not 0 <= rank < world_size:
@@ -91,6 +99,7 @@ class EpochSampler(torch.utils.data.Sampler):
         self.resampled = bool(resampled)
         self.steps_per_epoch = steps_per_epoch
         self.with_epoch = with_epoch
+        self.data_fingerprint = data_fingerprint
         self._epoch = 0
         self._consumed = 0
         self._resume = False  # a loaded position is waiting for its epoch to be iterated
@@ -209,6 +218,8 @@ class EpochSampler(torch.utils.data.Sampler):
     def state_dict(self) -> dict:
         state = {k: getattr(self, k) for k in _CONFIG_KEYS}
         state.update(epoch=self._epoch, batches_consumed=self._consumed, rank=self.rank)
+        if self.data_fingerprint is not None:
+            state["data_fingerprint"] = self.data_fingerprint
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -218,8 +229,75 @@ class EpochSampler(torch.utils.data.Sampler):
         if diff:
             raise ValueError("sampler state does not match this sampler (saved, current): "
                              + ", ".join(f"{k}={v[0]!r}/{v[1]!r}" for k, v in diff.items()))
+        change = describe_data_change(state.get("data_fingerprint"), self.data_fingerprint)
+        if change:  # the same count of other samples, or of the same in another order: index i is another sample
+            raise ValueError(f"sampler state does not match this sampler's data, which has {change}")
         consumed = int(state["batches_consumed"])
         if consumed < 0 or (not (self.resampled and self.steps_per_epoch is None)
                             and consumed > len(self)):
             raise ValueError(f"batches_consumed={consumed} out of range")
         self._epoch, self._consumed, self._resume = int(state["epoch"]), consumed, True
+
+
+# ---------------------------------------------------------------------------- data fingerprints
+_FINGERPRINT_VERSION = 1
+
+
+def _part_id(part) -> tuple:
+    """What a fingerprint part is compared by: kind, file name (a folder's own name is left out: its samples' keys
+    are paths inside it, and the folder may move or be mounted under another name), count and keys' digest."""
+    kind, name, count, digest = part
+    return str(kind), "" if kind == "folder" else str(name), int(count), str(digest)
+
+
+def _names(parts, limit: int = 6) -> str:
+    names = [str(p[1]) for p in parts]
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def describe_data_change(saved: dict | None, current: dict | None) -> str | None:
+    """What differs between the fingerprint a run saved and the current one, in words: ``"the same 11 files
+    in another order (...)"`` or ``"other samples than the run's (...)"``; ``None`` when they match, or when either is missing
+    or of another version (a checkpoint written before fingerprints, or by a kizuna that fingerprints
+    otherwise, is not refused)."""
+    if not saved or not current or saved.get("version") != _FINGERPRINT_VERSION \
+            or current.get("version") != _FINGERPRINT_VERSION:
+        return None
+    was, now = list(saved.get("parts") or []), list(current.get("parts") or [])
+    was_ids, now_ids = [_part_id(p) for p in was], [_part_id(p) for p in now]
+    if was_ids == now_ids:
+        return None
+    if Counter(was_ids) == Counter(now_ids):
+        at = next(i for i, (a, b) in enumerate(zip(was_ids, now_ids)) if a != b)
+        start = max(0, at - 1)
+        lead = "..., " if start else ""
+        return (f"the same {len(was)} source(s) in another order (the run read {lead}{_names(was[start:])}; "
+                f"now {lead}{_names(now[start:])})")
+    gone, new = Counter(was_ids) - Counter(now_ids), Counter(now_ids) - Counter(was_ids)
+    by_name: dict[tuple, list[tuple]] = {}  # (kind, name) -> the current parts of that name not in the run's
+    for part_id in new.elements():
+        by_name.setdefault(part_id[:2], []).append(part_id)
+    changed, missing = [], []
+    for part_id in gone.elements():
+        name = next(str(p[1]) for p in was if _part_id(p) == part_id)
+        same_name = by_name.get(part_id[:2])
+        if not same_name:
+            missing.append(f"the run's {name}")
+            continue
+        other = same_name.pop(0)
+        new[other] -= 1
+        changed.append(f"{name} has {other[2]} samples, the run's {part_id[2]}" if other[2] != part_id[2] else
+                       f"{name} has as many samples as the run's, other ones (other keys)")
+    added = []
+    for p in now:
+        if new[_part_id(p)] > 0:
+            new[_part_id(p)] -= 1
+            added.append(f"{p[1]} (new)")
+
+    def some(items: list[str]) -> str:
+        return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+    what = ([some(changed)] if changed else []) + ([some(missing) + " not given now"] if missing else []) \
+        + ([some(added)] if added else [])
+    return "other samples than the run's (" + "; ".join(what or ["other sources"]) + ")"

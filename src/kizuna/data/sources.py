@@ -21,7 +21,8 @@ Spec syntax (:func:`expand_spec` / :func:`resolve_spec`)
 ------------------------------------------------------
 ``"train/{000000..000002}.tar"`` (zero-padded or ``{0..9}`` ranges, ``{a,b}`` alternatives, several
 braces), specs joined by ``"::"`` or given as a list/tuple, shell globs (``shards/*.tar``), a
-directory holding ``*.tar`` (sorted; if it has ``nshards.txt`` the count is checked and the
+directory holding ``*.tar`` (a glob's matches and a directory's shards both sorted with digit runs as numbers,
+:func:`natural_key`: ``2.tar`` before ``10.tar``, whichever way the shards are spelled; if it has ``nshards.txt`` the count is checked and the
 ``%06d.tar`` / ``%d.tar`` names are used), a directory without tars (image folder), a ``.csv`` /
 ``.tsv`` file. ``~`` is expanded. A missing path raises :class:`FileNotFoundError` - a silently
 missing shard would change the epoch.
@@ -47,7 +48,10 @@ label_column=None, sep=None, cache_dir=None, check_files=True) -> SampleIndex``
     label)``; ``index.where(i)`` (``"key 000000012 in shard x.tar"``); ``index.read_bytes(i)``;
     columns ``keys``, ``captions`` (tuples, ``()`` when none), ``labels`` (int64, ``-1`` none),
     ``source_ids``, ``offsets``/``sizes`` (int64, ``-1`` for file samples), ``paths``,
-    ``sources``; ``num_captions``; ``skips``; ``damaged``; ``summary()``.
+    ``sources``; ``num_captions``; ``skips``; ``damaged``; ``summary()``; ``fingerprint()`` (which samples,
+    in which order: for each run of samples from one source its kind, file name, count and a digest of the
+    keys - no path, so the data may move; saved with a run's data position, see
+    :func:`kizuna.data.sampler.describe_data_change`).
     ``SampleIndex.concat([...])`` joins indices.
 ``PairDataset(index, transform=None, tokenizer=None, caption_sampling="random", seed=0, *,
 draft_size=None, seed_transform=True)``
@@ -77,6 +81,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
+import hashlib
 import os
 import random
 import re
@@ -100,6 +105,7 @@ __all__ = [
     "decode_image",
     "expand_braces",
     "expand_spec",
+    "natural_key",
     "open_table",
     "resolve_spec",
     "table_reader",
@@ -237,6 +243,16 @@ def expand_braces(pattern: str) -> list[str]:
         return [x for it in items for x in expand_braces(head + it + tail)]
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key comparing digit runs as numbers: unpadded 0.tar, 1.tar, 2.tar, ..., 10.tar (as text 10.tar came
+    before 2.tar, and "the first N samples" came from shards 0, 1, 10, 11). The one order of every spelling of a
+    set of shards - a folder, a glob (``DIR/*.tar`` read 0, 1, 10, 2, ... where ``DIR`` read 0, 1, 2, ...: another
+    run for the same shards and seed), and so of a brace range. re.split alternates text and digits, so each
+    position compares like with like; the name breaks ties (01 vs 1)."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if k % 2 else p for k, p in enumerate(parts)), name
+
+
 def _split_specs(spec: Any) -> list[str]:
     if isinstance(spec, (list, tuple)):
         parts: list[str] = []
@@ -248,7 +264,8 @@ def _split_specs(spec: Any) -> list[str]:
 
 
 def expand_spec(spec: Any) -> list[str]:
-    """Spec -> concrete paths (shards, CSV files, folders), in order; globs sorted."""
+    """Spec -> concrete paths (shards, CSV files, folders), in order; globs sorted as a folder's shards are
+    (:func:`natural_key`)."""
     paths: list[str] = []
     whole = os.path.expanduser(os.fspath(spec).strip()) if isinstance(spec, (str, os.PathLike)) else None
     if whole and os.path.exists(whole):  # a path as written: a folder named "br{a,b}" or "x::y" is not a spec
@@ -256,7 +273,7 @@ def expand_spec(spec: Any) -> list[str]:
     for part in _split_specs(spec):
         for p in expand_braces(os.path.expanduser(part.strip())):
             if any(c in p for c in "*?[") and not os.path.exists(p):
-                hits = sorted(glob.glob(p))
+                hits = sorted(glob.glob(p), key=natural_key)  # as a folder's shards: 2.tar before 10.tar
                 if not hits:
                     raise FileNotFoundError(f"no files match {p!r}")
                 paths.extend(hits)
@@ -265,17 +282,25 @@ def expand_spec(spec: Any) -> list[str]:
     return paths
 
 
+def globs_read_otherwise_before(spec: Any) -> list[str]:
+    """The globs of ``spec`` whose matches :func:`expand_spec` orders otherwise than kizuna did before it sorted
+    them with :func:`natural_key` (as text: ``10.tar`` before ``2.tar``): a run that started on one of them, and
+    whose checkpoint has no data fingerprint to tell, read its shards in that other order."""
+    out = []
+    if isinstance(spec, (str, os.PathLike)) and os.path.exists(os.path.expanduser(os.fspath(spec).strip())):
+        return out
+    for part in _split_specs(spec):
+        for p in expand_braces(os.path.expanduser(part.strip())):
+            if any(c in p for c in "*?[") and not os.path.exists(p):
+                hits = glob.glob(p)
+                if sorted(hits) != sorted(hits, key=natural_key):
+                    out.append(p)
+    return out
+
+
 def _shards_in_dir(d: str) -> list[str]:
     nfile = os.path.join(d, "nshards.txt")
-
-    def natural(name: str) -> tuple:
-        # Digit runs compared as numbers: unpadded 0.tar, 1.tar, 2.tar, ..., 10.tar (as text 10.tar came
-        # before 2.tar, and "the first N samples" came from shards 0, 1, 10, 11). re.split alternates
-        # text and digits, so each position compares like with like; the name breaks ties (01 vs 1).
-        parts = re.split(r"(\d+)", name)
-        return tuple(int(p) if k % 2 else p for k, p in enumerate(parts)), name
-
-    tars = sorted((f for f in os.listdir(d) if f.endswith(".tar")), key=natural)
+    tars = sorted((f for f in os.listdir(d) if f.endswith(".tar")), key=natural_key)
     if os.path.isfile(nfile):
         with open(nfile, encoding="utf-8") as f:
             text = f.read().strip()
@@ -376,7 +401,7 @@ class SampleIndex:
 
     def read_bytes(self, i: int) -> bytes:
         if self.offsets[i] >= 0:
-            fd = os.open(self.sources[int(self.source_ids[i])], os.O_RDONLY)
+            fd = os.open(self.sources[int(self.source_ids[i])], os.O_RDONLY | getattr(os, "O_BINARY", 0))
             try:
                 return read_range(fd, int(self.offsets[i]), int(self.sizes[i]))
             finally:
@@ -395,6 +420,26 @@ class SampleIndex:
 
     def __repr__(self) -> str:
         return f"SampleIndex({self.summary()})"
+
+    def fingerprint(self) -> dict:
+        """Which samples, in which order, from what the index holds (no file is read): for each run of samples
+        from one source, ``[kind, file name, count, digest of the keys in order]``. The file name, not its path:
+        a folder that moved (or is mounted elsewhere) is the same data; a folder source's own name is not
+        compared (:func:`kizuna.data.sampler.describe_data_change`), its keys are paths inside it. The same on
+        every process given the same spec. A run saves it with its data position, which counts indices: the
+        same shards in another order (``DIR/*.tar`` against ``DIR``, a reordered ``::`` list) or a shard swapped
+        for another as large gave the same count, and a resume went on with samples seen twice and others
+        never."""
+        parts = []
+        ids = self.source_ids
+        if len(ids):
+            cuts = (np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()
+            for a, b in zip([0, *cuts], [*cuts, len(ids)]):
+                sid = int(ids[a])
+                digest = hashlib.blake2b("\0".join(self.keys[a:b]).encode("utf-8", "surrogatepass"), digest_size=8)
+                name = os.path.basename(os.path.abspath(self.sources[sid]))
+                parts.append([self.kinds[sid], name, b - a, digest.hexdigest()])
+        return {"version": 1, "parts": parts}
 
     @classmethod
     def concat(cls, parts: Sequence["SampleIndex"]) -> "SampleIndex":
@@ -770,6 +815,10 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def fingerprint(self) -> dict:
+        """The index's (:meth:`SampleIndex.fingerprint`): what a resume checks its data position against."""
+        return self.index.fingerprint()
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_fds"] = {}  # descriptors are per process
@@ -788,7 +837,7 @@ class PairDataset(torch.utils.data.Dataset):
             if len(self._fds) >= self._MAX_OPEN:
                 old = next(iter(self._fds))
                 os.close(self._fds.pop(old))
-            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+            fd = self._fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # binary on Windows
         return fd
 
     def _read(self, i: int) -> bytes:

@@ -176,9 +176,21 @@ def read_range(fd: int, offset: int, size: int) -> bytes:
                 break
             data += more
         return data
-    with os.fdopen(os.dup(fd), "rb") as f:  # pragma: no cover - non-POSIX fallback
-        f.seek(offset)
-        return f.read(size)
+    # No pread (Windows): seek and read, then put the offset back. It is shared with whoever else reads through
+    # ``fd`` (the tarfile scan's own handle; a dup'ed descriptor shares it too), and moving it broke every scan.
+    here = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+        chunks, left = [], size
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.lseek(fd, here, os.SEEK_SET)
 
 
 def clear_cache() -> None:

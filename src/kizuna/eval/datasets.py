@@ -201,7 +201,10 @@ def default_dataset_name(path) -> str:
     """The name a dataset goes by without ``--dataset-name`` (the key of bundled lists and of a CLIP_benchmark
     templates .json): its root folder's, which for a split folder (cifar10/test) or a CSV is the parent's."""
     path = Path(os.path.abspath(os.path.expanduser(str(path))))
-    return (path.parent if path.is_file() or (path.is_dir() and is_split_folder(path)) else path).name
+    name = (path.parent if path.is_file() or (path.is_dir() and is_split_folder(path)) else path).name
+    if any("\udc80" <= ch <= "\udcff" for ch in name):  # undecodable bytes (LC_ALL=C, a Latin-1 name): text, as
+        name = decode_text(os.fsencode(name))  # class folders' (matplotlib failed on the surrogates in a title)
+    return name
 
 
 def template_arguments(values: Sequence[str] | None, dataset_name: str | None = None) -> str | list[str] | None:

@@ -500,6 +500,16 @@ def _fmt(key: str, v) -> str:
     return f"{100 * v:.2f}" if isinstance(v, (int, float)) else str(v)
 
 
+def markdown_cell(value) -> str:
+    """``value`` as the text of one Markdown table cell: a ``|`` escaped (``\\|``, with any backslashes before it
+    doubled, so that they stay text) and a line break made a space. A model named ``mu|8`` or a dataset path with
+    a newline split its row into extra cells, or ended the table mid-row."""
+    import re
+
+    text = " ".join(str(value).splitlines())
+    return re.sub(r"(\\*)\|", lambda m: m.group(1) * 2 + "\\|", text)
+
+
 def markdown_report(records: list[dict]) -> str:
     """One table per task; accuracies and recalls in %, ranks as numbers."""
     lines = ["# Evaluation results", ""]
@@ -511,12 +521,12 @@ def markdown_report(records: list[dict]) -> str:
             shots = sorted({int(c.split("_")[1]) for c in present if c.startswith("fewshot_") and c.endswith("_mean")})
             preferred = ["zeroshot_acc1"] + [f"fewshot_{k}_acc1_mean" for k in shots] + ["lp_acc1"]
         cols = [c for c in preferred if c in present] or sorted(present)[:10]
-        lines += [f"## {task}", "", "| model | pretrained | dataset | " + " | ".join(cols) + " |",
+        lines += [f"## {markdown_cell(task)}", "",
+                  "| model | pretrained | dataset | " + " | ".join(map(markdown_cell, cols)) + " |",
                   "|" + "---|" * (3 + len(cols))]
         for r in recs:
-            cells = [str(r["model"]), str(r["pretrained"]), str(r["dataset"])]
-            cells += [_fmt(c, r["metrics"].get(c)) for c in cols]
-            lines.append("| " + " | ".join(cells) + " |")
+            cells = [r["model"], r["pretrained"], r["dataset"]] + [_fmt(c, r["metrics"].get(c)) for c in cols]
+            lines.append("| " + " | ".join(map(markdown_cell, cells)) + " |")
         plots = [p for r in recs for p in r.get("details", {}).get("plots", [])]
         if plots:
             lines += [""] + [f"![{p}]({p})" for p in plots]

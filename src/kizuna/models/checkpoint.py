@@ -48,15 +48,29 @@ def move_aside(path: Path, what: str, suffix: str = ".prev", note: str = "") -> 
 
 
 def process_umask() -> int:
-    """The process's umask, read without setting it (os.umask would, for a moment, in every thread); the
-    usual 022 where /proc does not say."""
+    """The process's umask, read without setting it (os.umask would, for a moment, in every thread). Where
+    /proc does not say (macOS, old kernels), a probe folder made with mode 0777 shows it: a fixed 022 there made
+    a private umask's (077) files readable to all, and lost a shared one's (002) group write. 022 only where
+    even the probe fails."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    return 0o022
+    try:
+        parent = tempfile.mkdtemp(prefix="kizuna-umask-")
+        try:
+            probe = os.path.join(parent, "probe")
+            os.mkdir(probe, 0o777)  # made under the umask, which takes its bits away
+            try:
+                return 0o777 & ~os.stat(probe).st_mode
+            finally:
+                os.rmdir(probe)
+        finally:
+            os.rmdir(parent)
+    except OSError:
+        return 0o022
 
 
 def _file_mode(path: Path) -> int:

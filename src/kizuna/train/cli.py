@@ -13,7 +13,6 @@ checkpoints/ (step_*, latest, best/), metrics.jsonl, tensorboard/ and train_conf
 """
 from __future__ import annotations
 
-import json
 import sys
 
 
@@ -28,10 +27,11 @@ def run(args):
     from .checkpointing import resumed_config
     from .config import config_from_args, named_fields
     from .contrastive import train
+    from .logging import json_text
 
     cfg = config_from_args(args)
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
-        print(json.dumps(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
+        print(json_text(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
         return 0
     from kizuna.eval.encode import is_main
 
@@ -44,7 +44,7 @@ def run(args):
     # RANK=1 outside torchrun dropped the summary.
     if is_main():
         if metrics:
-            print(json.dumps(metrics, indent=2))
+            print(json_text(metrics, indent=2))  # strict JSON: a diverged run's NaN is null
         print(f"checkpoints: {out}/checkpoints/latest (evaluate or resume from it)", file=sys.stderr)
     finish_distributed()
     return 0

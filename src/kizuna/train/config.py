@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,7 @@ def load_config_file(name_or_path: str, config_cls=None) -> dict:
                          "or a .json file of settings (a run's train_config.json)")
     if path.suffix == ".json":
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, RecursionError) as e:  # JSONDecodeError is one; nested thousands deep, the other
             raise ValueError(f"config {str(path)!r}: not JSON ({e})") from None
         if not isinstance(values, dict):
@@ -302,6 +303,17 @@ def check_common(cfg) -> None:
                  "lock_text_unlocked_blocks"):
         if hasattr(cfg, name):
             need(getattr(cfg, name) >= 0, name, ">= 0", getattr(cfg, name))
+    # inf and NaN: no number a run can use, and none that its train_config.json (strict JSON: null) reads back as
+    # (--grad-clip inf came back as the default 1.0, so a resume from it clipped); NaN failed every check below
+    # but inf passed them (--weight-decay inf, --eps inf)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        several = isinstance(value, (list, tuple))  # --betas, --aug-scale: each number
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if several else (value,))):
+            shown = ",".join(map(str, value)) if several else value
+            what = "finite numbers" if several else "a finite number"
+            raise ValueError(f"--{f.name.replace('_', '-')} must be {what}, got {shown}"
+                             + (" (0 = no clipping)" if f.name == "grad_clip" else ""))
     # 0 is a run that only evaluates (docs/VIT.md: a checkpoint at a new resolution, no update); < 0 ascends
     need(cfg.lr >= 0, "lr", ">= 0 (0: no update, only the evaluation)", cfg.lr)
     need(cfg.weight_decay >= 0, "weight_decay", ">= 0", cfg.weight_decay)
@@ -450,8 +462,33 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
                                 help="no progress bar (= --progress false)")
 
 
+def resolve_progress_default(args: argparse.Namespace) -> None:
+    """--progress left unset (neither the flag nor a --config file's key) while stderr is no terminal: set to
+    false, as if given, so that a log file gets one line per logged step instead of the bar's redraws (and a
+    resume does not take the bar back from the run's saved settings). On a terminal nothing changes: the
+    config's, or the resumed run's, value stands. An explicit --progress true is honoured everywhere."""
+    if getattr(args, "progress", None) is not None or getattr(args, "_progress_resolved", False) \
+            or not hasattr(args, "progress"):  # (a command without the flag: `vit augment`)
+        return
+    args._progress_resolved = True
+    from kizuna.apps.common import progress_default
+
+    if progress_default():
+        return
+    if getattr(args, "config", None):
+        try:
+            if "progress" in load_config_file(args.config):
+                return
+        except (OSError, ValueError):  # the config's own error comes where it is read for its settings
+            pass
+    args.progress = False
+
+
 def given_arguments(args: argparse.Namespace, config_cls=TrainConfig) -> dict:
-    """The fields of ``config_cls`` set on the command line."""
+    """The fields of ``config_cls`` set on the command line (with --progress resolved where stderr is no
+    terminal: :func:`resolve_progress_default`)."""
+    if any(f.name == "progress" for f in dataclasses.fields(config_cls)):
+        resolve_progress_default(args)
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if getattr(args, f.name, None) is not None}
 
 

@@ -69,6 +69,11 @@ class SyntheticPairs:
     def captions(self, n: int) -> list[str]:
         return [self.world.sample_meta(i).caption for i in range(n)]
 
+    def fingerprint(self) -> dict:
+        """As :meth:`kizuna.data.sources.SampleIndex.fingerprint`: the scenes are the world's (its seed and the
+        length are checked on resume already); this tells them from a real training set of as many samples."""
+        return {"version": 1, "parts": [["synthetic", "synthetic", self.length, ""]]}
+
 
 def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
     """-> (dataset, caption iterator for tokenizer training)."""
@@ -100,8 +105,10 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
 def build_loader(cfg, dataset, per_rank_batch: int, rank: int, world_size: int):
     # Resampled "epochs" are as long as a pass over the data, so epoch-level reports stay comparable.
     steps = max(1, len(dataset) // (per_rank_batch * world_size)) if cfg.resampled else None
+    # which samples, in which order: saved with the data position, which a resume on other data refuses
+    fingerprint = dataset.fingerprint() if hasattr(dataset, "fingerprint") else None
     sampler = EpochSampler(len(dataset), per_rank_batch, rank=rank, world_size=world_size, seed=cfg.seed,
-                           resampled=cfg.resampled, steps_per_epoch=steps)
+                           resampled=cfg.resampled, steps_per_epoch=steps, data_fingerprint=fingerprint)
     if len(sampler) == 0:
         raise ValueError(
             f"{cfg.data}: {len(dataset)} samples do not fill one global batch of {per_rank_batch * world_size}; "

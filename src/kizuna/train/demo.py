@@ -7,12 +7,12 @@ seen in training, counting, a relation swap and a typographic attack.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from kizuna.models.checkpoint import atomic_write_text, move_aside
+from kizuna.train.logging import json_text
 
 PROBE_ROWS = [
     ("shape", "shape zero-shot top-1 (6 shapes)"),
@@ -127,10 +127,10 @@ def _train_and_report(args, cfg) -> int:
               file=sys.stderr)
         raise
     out = Path(cfg.out)
-    atomic_write_text(out / "final_metrics.json", json.dumps({"train_seconds": train_seconds, "steps_run": trainer.step,
+    atomic_write_text(out / "final_metrics.json", json_text({"train_seconds": train_seconds, "steps_run": trainer.step,
                                                          "stopped_by_time_limit": stopped_by_time_limit,
                                                          "probe_size": args.probe_size, **final},
-                                                        indent=2))
+                                                        indent=2))  # strict JSON: a diverged model's NaN is null
     from kizuna.train.report import describe_length, write_demo_report
 
     report = write_demo_report(out, model, tokenizer, {**final, "probe_size": args.probe_size}, train_seconds, cfg,
@@ -146,5 +146,8 @@ def _train_and_report(args, cfg) -> int:
 def format_probe_table(metrics: dict) -> str:
     from kizuna.apps.common import format_table
 
-    rows = [[label, f"{metrics['probe/' + key] * 100:.1f}%"] for key, label in PROBE_ROWS if f"probe/{key}" in metrics]
+    def cell(v: float) -> str:  # NaN: a diverged model (synthetic_probe_metrics warned), not "nan%"
+        return f"{v * 100:.1f}%" if v == v else "nan"
+
+    rows = [[label, cell(metrics["probe/" + key])] for key, label in PROBE_ROWS if f"probe/{key}" in metrics]
     return format_table(rows, ["held-out evaluation", "result"])

@@ -11,8 +11,11 @@ that checkpoints.prev has (it goes to ``metrics.jsonl.no-checkpoint``).
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -110,8 +113,8 @@ class MetricLogger:
             return
         from kizuna.models.checkpoint import atomic_write
 
-        text = json.dumps(config, indent=2, sort_keys=True, default=str)
-        atomic_write(self.path.parent / "train_config.json", lambda tmp: Path(tmp).write_text(text))
+        text = json_text(config, indent=2, sort_keys=True)
+        atomic_write(self.path.parent / "train_config.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     def drop_after(self, step: int) -> None:
         """A resumed run: drop the records the killed run wrote after its checkpoint at ``step``, and any line
@@ -121,14 +124,14 @@ class MetricLogger:
         from kizuna.models.checkpoint import atomic_write
 
         kept = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line + "\n")
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(kept)))
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(kept), encoding="utf-8"))
         if self.tb is not None:  # TensorBoard too: its reader drops the killed run's events from step + 1 on
             self.tb.close()
             self._open_tensorboard(purge_step=step + 1)
@@ -137,8 +140,8 @@ class MetricLogger:
         if not self.enabled:
             return
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **metrics}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        with self.path.open("a", encoding="utf-8") as f:  # a diverged run's NaN loss is null: "one JSON per line" for any reader
+            f.write(json_text(record) + "\n")
         if self.tb is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
@@ -149,19 +152,56 @@ class MetricLogger:
             self.tb.close()
 
 
+def json_text(value, **kwargs) -> str:
+    """``value`` as strict JSON: NaN and inf are null (:func:`kizuna.apps.common.json_safe`), as every other file
+    and stdout kizuna writes for machines. Python's own ``json.dumps`` wrote ``NaN`` and ``Infinity``, which
+    JSON is not: ``jq``, JavaScript and strict parsers refused a diverged run's log, its final metrics and
+    train_config.json. Values JSON has no type for (a path) are written as strings."""
+    from kizuna.apps.common import json_safe
+
+    return json.dumps(json_safe(value), allow_nan=False, default=str, **kwargs)
+
+
+def _nulls_as_nan(record):
+    """A metrics record's null values as NaN: the log writes a NaN (a diverged loss) as null (:func:`json_text`),
+    and its readers (curves, reports, compare-runs) plot and print it as the NaN it was."""
+    if not isinstance(record, dict):
+        return record
+    return {k: math.nan if v is None else v for k, v in record.items()}
+
+
+def progress_bar(**kwargs):
+    """A tqdm bar whose ``write`` (the trainers' evaluation, skip and time-budget lines) goes to stderr with the
+    bar. tqdm.write's default is stdout, where `kizuna train ... > final.json` keeps only the final metrics."""
+    return _stderr_tqdm()(**kwargs)
+
+
+@functools.cache
+def _stderr_tqdm():
+    from tqdm import tqdm
+
+    class StderrTqdm(tqdm):
+        @classmethod
+        def write(cls, s, file=None, end="\n", nolock=False):
+            return super().write(s, file=sys.stderr if file is None else file, end=end, nolock=nolock)
+
+    return StderrTqdm
+
+
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict]:
-    """The records of a metrics.jsonl ([] when there is none), optionally of one ``kind``. A run killed
-    mid-write can leave a truncated line (and a resumed run appends after it): lines that are not JSON
-    are skipped with a warning naming the file and line, so the rest of the run stays readable."""
+    """The records of a metrics.jsonl ([] when there is none), optionally of one ``kind``, with null values as
+    NaN (the log writes a NaN as null). A run killed mid-write can leave a truncated line (and a resumed run
+    appends after it): lines that are not JSON are skipped with a warning naming the file and line, so the
+    rest of the run stays readable."""
     path = Path(path)
     if not path.exists():
         return []
     rows, bad = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(_nulls_as_nan(json.loads(line)))
         except (json.JSONDecodeError, RecursionError):  # (a line nested thousands deep is no record either)
             bad.append(number)
     if bad:

@@ -53,7 +53,7 @@ from kizuna.data.loader import Collate, make_loader
 from kizuna.data.sampler import EpochSampler
 from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter
 from kizuna.data.transforms import Preprocess, crop_draft_size
-from kizuna.eval.encode import summed_skips
+from kizuna.eval.encode import NonFiniteFeatures, summed_skips
 from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_model
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
@@ -606,8 +606,10 @@ class SupervisedTrainer(Trainer):
         super().check_config(cfg)
 
     def _train_sampler(self, n: int) -> EpochSampler:
+        # which rows, in which order (kizuna.data.sources.SampleIndex.fingerprint; rows that do not decode onto the
+        # device stay in it): saved with the data position, which a resume on other data, or another order, refuses
         sampler = EpochSampler(n, self.per_rank_batch, rank=self.dist.rank, world_size=self.dist.world_size,
-                               seed=self.cfg.seed)
+                               seed=self.cfg.seed, data_fingerprint=self.train_index.fingerprint())
         if len(sampler) == 0:
             raise ValueError(f"{self.cfg.data}: {n} samples do not fill one global batch of "
                              f"{self.cfg.batch_size}; lower --batch-size")
@@ -666,7 +668,8 @@ class SupervisedTrainer(Trainer):
         from tqdm import tqdm
 
         self.model.eval()
-        stats = torch.zeros(3, dtype=torch.float64, device=self.device)  # correct, count, loss sum
+        # correct, count, loss sum, images whose logits hold NaN or inf
+        stats = torch.zeros(4, dtype=torch.float64, device=self.device)
         skips = SkipCounter()  # unreadable validation images: counted and said (they went unmentioned)
         try:
             self.val_sampler.set_epoch(0)
@@ -684,6 +687,7 @@ class SupervisedTrainer(Trainer):
                 stats[0] += (logits.argmax(-1) == y).sum()
                 stats[1] += len(y)
                 stats[2] += F.cross_entropy(logits.float(), y, reduction="sum")
+                stats[3] += (~torch.isfinite(logits).all(-1)).sum()
         finally:
             self.model.train()
         all_reduce_sum(stats)
@@ -692,8 +696,14 @@ class SupervisedTrainer(Trainer):
             print(f"validation: {skips.report()}", file=sys.stderr)  # the same images each evaluation: said once
             self._said_val_skips = True
         n = max(float(stats[1]), 1.0)
-        return {"val_top1": float(stats[0]) / n, "val_loss": float(stats[2]) / n, "val_samples": int(stats[1]),
-                **({"val_skipped": skips.total} if skips else {})}
+        metrics = {"val_top1": float(stats[0]) / n, "val_loss": float(stats[2]) / n}
+        if stats[3]:  # summed over ranks: all take this path. NaN logits' argmax is class 0, scored as if real
+            from .evaluation import diverged_metrics
+
+            metrics = diverged_metrics(NonFiniteFeatures(
+                f"{self.cfg.val_data}: the model gave NaN or inf logits for {int(stats[3])} of {int(stats[1])} "
+                "validation images; its weights hold NaN or inf, or it overflowed (a diverged run?)"), metrics)
+        return {**metrics, "val_samples": int(stats[1]), **({"val_skipped": skips.total} if skips else {})}
 
     # ----- checkpoints -------------------------------------------------------------------------
     def optimizer_settings(self) -> dict:

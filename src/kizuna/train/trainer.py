@@ -202,7 +202,7 @@ class Trainer(ABC):
         # is, and the log goes on from the checkpoint's own run's (before, the two runs' records were mixed).
         foreign = self.resumes_another_run
         source = run_log_of(self.resume_from) if foreign and self.dist.is_main else None
-        records = source.read_text() if source is not None and source.is_file() else ""
+        records = source.read_text(encoding="utf-8") if source is not None and source.is_file() else ""
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main and not finished,
                                    fresh=self.resume_from is None or foreign)
         if self.resume_from is not None:
@@ -345,6 +345,44 @@ class Trainer(ABC):
             raise ValueError(f"--resume {path}: the run's training set has {saved['num_samples']} samples and this "
                              f"one {own['num_samples']}, so its data position would not mean the same. {why}, or "
                              "start a new run in another --out")
+        self._check_data_fingerprint(saved, own)
+
+    def _check_data_fingerprint(self, saved: dict, own: dict) -> None:
+        """As many samples can still be others, or the same in another order (``DIR/*.tar`` read 0, 1, 10, 2, ...
+        where ``DIR`` read 0, 1, 2, ...; a reordered ``::`` list; a shard swapped for another as large): the data
+        position counts indices, and the rest of the epoch saw some samples twice and others never. Refused by
+        the data fingerprint saved with the position; a checkpoint from before it resumes as it did."""
+        from kizuna.data.sampler import describe_data_change
+        from kizuna.data.sources import globs_read_otherwise_before
+
+        path, data = self.resume_from, self.cfg.data
+        shown = data if isinstance(data, (str, os.PathLike)) else "::".join(map(str, data))
+        if "data_fingerprint" not in saved:
+            try:
+                globs = globs_read_otherwise_before(data)
+            except (OSError, ValueError):
+                globs = []
+            if globs and self.dist.is_main:
+                print(f"--resume {path}: the checkpoint (from an older kizuna) does not say in which order the run "
+                      f"read its shards, and --data {shown} is now read in numeric order (2.tar before 10.tar; it was "
+                      f"read as text: 10.tar before 2.tar) in {', '.join(globs)}; if the run started on that spelling, "
+                      "the rest of its current epoch sees some samples twice and others never (the epochs after it "
+                      "are whole)", file=sys.stderr)
+            return
+        change = describe_data_change(saved["data_fingerprint"], own.get("data_fingerprint"))
+        if change is None:
+            return
+        if change.startswith("the same"):
+            hint = ("Give --data the run's shards in the run's order (a folder or a brace range reads them as its "
+                    "glob does now: in numeric order)")
+        else:
+            given = [f"--{name.replace('_', '-')}" for name in self.data_size_fields
+                     if self.named is None or name in self.named]
+            hint = (f"Drop {', '.join(given)} (the run's own are used)" if given else
+                    "Its own data settings find other files now: the files changed since the run started. Restore "
+                    "the files")
+        raise ValueError(f"--resume {path}: --data {shown} gives {change}, so its data position would not mean the "
+                         f"same. {hint}, or start a new run in another --out")
 
     # ----- the loop ----------------------------------------------------------------------------
     @abstractmethod
@@ -404,9 +442,9 @@ class Trainer(ABC):
     def _loop(self) -> dict:
         cfg, budget = self.cfg, self.budget
         warn_if_warmup_fills_the_run(self)
-        from tqdm import tqdm
+        from .logging import progress_bar  # its write() goes to stderr (tqdm's: stdout, the final JSON's)
 
-        bar = tqdm(total=self.total_steps if self.planned else None, initial=self.step, desc=self.bar_label,
+        bar = progress_bar(total=self.total_steps if self.planned else None, initial=self.step, desc=self.bar_label,
                    unit="step", disable=not (self.dist.is_main and cfg.progress), dynamic_ncols=True)
         window = LogWindow()
         last_metrics: dict = {}
@@ -458,7 +496,7 @@ class Trainer(ABC):
                             last_metrics = metrics
                             line = self.evaluation_line(metrics)
                             if line and self.dist.is_main:
-                                bar.write(f"step {self.step}: {line}")
+                                bar.write(f"step {self.step}: {line}", file=sys.stderr)
                     if (saving or last or stop.requested) and epoch_report is None and getattr(
                             self.loader, "epoch_finished", False):
                         # the epoch's report before its checkpoint, which leaves a finished epoch's skips out: a
@@ -500,7 +538,7 @@ class Trainer(ABC):
         once an epoch, on every rank."""
         skips = summed_skips(self.loader.skips)
         if self.dist.is_main and skips.total:
-            bar.write(f"epoch {self.epoch}: {skips.report()}")
+            bar.write(f"epoch {self.epoch}: {skips.report()}", file=sys.stderr)
             self.log_skips(skips)
         return skips.report()
 
@@ -640,7 +678,8 @@ def rank_seed(seed: int, rank: int, *more: int) -> int:
     patches."""
     import numpy as np
 
-    return int(np.random.SeedSequence([seed % 2**64, rank, *more, 0x4A4B]).generate_state(1, np.uint64)[0] >> 1)
+    # int() first: numpy 1.x has no uint64 >> int (TypeError on every rank above 0 under torchrun)
+    return int(np.random.SeedSequence([seed % 2**64, rank, *more, 0x4A4B]).generate_state(1, np.uint64)[0]) >> 1
 
 
 def sum_counts(counts) -> dict[str, int]:

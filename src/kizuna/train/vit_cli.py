@@ -244,9 +244,7 @@ def evaluate(args) -> int:
                                  num_workers=args.num_workers, progress=not args.no_progress)
     if not is_main():
         return 0
-    print(result.summary())
-    print(result.table())
-    if args.out:
+    if args.out:  # the files first: a table that cannot be printed (a closed terminal) does not lose them
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         record = {"model": str(args.checkpoint), "dataset": str(args.data), "split": dataset.split,
@@ -255,6 +253,9 @@ def evaluate(args) -> int:
         atomic_write_text(out / "results.md", f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
                                         f"```\n{result.table()}\n```\n")
         result.plot_confusion(out / "confusion.png")
+    print(result.summary())
+    print(result.table())
+    if args.out:
         print(f"wrote {out / 'results.json'}, results.md and confusion.png")
     return 0
 
@@ -265,7 +266,9 @@ def augment(args) -> int:
 
     cfg = config_from_args(args)
     if args.print_config:  # the settings the preview reads (it listed the flag and ran, writing its files)
-        print(json.dumps({name: getattr(cfg, name) for name in AUGMENT_FIELDS}, indent=2))
+        from .logging import json_text
+
+        print(json_text({name: getattr(cfg, name) for name in AUGMENT_FIELDS}, indent=2))
         return 0
     if not cfg.data:
         raise ValueError("no images: pass --data (or a --config that names them)")
@@ -290,11 +293,12 @@ def run(args):
     if args.vit_command == "augment":
         return augment(args)
     from .checkpointing import resumed_config
+    from .logging import json_text
     from .supervised import train_supervised
 
     cfg = config_from_args(args)
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
-        print(json.dumps(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
+        print(json_text(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
         return 0
     from kizuna.eval.encode import is_main
 
@@ -307,7 +311,7 @@ def run(args):
     # RANK=1 outside torchrun dropped the summary.
     if is_main():
         if metrics:
-            print(json.dumps(metrics, indent=2))
+            print(json_text(metrics, indent=2))  # strict JSON: a diverged run's NaN is null
         print(f"model: {out}/model (kizuna vit eval / analyze take it); checkpoints: {out}/checkpoints/latest",
               file=sys.stderr)
     finish_distributed()
