@@ -15,6 +15,7 @@ import numpy as np
 
 from kizuna.apps.common import (add_model_argument, add_progress_argument, at_least_zero, check_writable,
                                  load_model_from_args)
+from kizuna.extras import require
 
 
 def add_arguments(p):
@@ -60,6 +61,7 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
 
     import kizuna
     from kizuna.data.images import list_images
+    from kizuna.data.loader import worker_init
 
     if not Path(folder).exists():
         raise FileNotFoundError(f"--images {folder}: no such folder or file")
@@ -67,7 +69,8 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     if not paths:
         raise ValueError(f"{folder}: no images found (extensions .jpg .png .webp ...)")
     ds = _ImageFiles(paths, kizuna.get_preprocess(model))
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                                         worker_init_fn=worker_init() if workers else None)
     kept, chunks, errors = [], [], []
     with torch.inference_mode():
         for idx, batch, errs in tqdm(loader, desc="embedding images", unit="batch", disable=not progress):
@@ -223,6 +226,8 @@ def run(args):
     if args.texts is not None and not Path(args.texts).is_file():
         raise FileNotFoundError(f"--texts {args.texts}: " + ("a folder; --texts takes a text file, one text per line"
                                                             if Path(args.texts).exists() else "no such file"))
+    if out.suffix == ".parquet":  # write_embeddings needs it, after all the embedding: checked first
+        require("pyarrow", f"--out {out} (.parquet)", "parquet", "give an --out ending in .npy")
     check_writable(out)
     model = load_model_from_args(args)
     if args.images is not None:

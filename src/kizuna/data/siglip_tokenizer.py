@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from kizuna.extras import require
+
 from .tokenizer import checked_context_length, checked_texts, clean_text
 
 __all__ = ["SiglipTokenizer", "siglip_tokenizer_config", "write_hf_tokenizer"]
@@ -49,12 +51,7 @@ _ROOM = "room for the end token"
 
 
 def _sentencepiece():
-    try:
-        import sentencepiece
-    except ImportError:
-        raise ImportError("SigLIP's tokenizer needs the sentencepiece package: pip install 'kizuna[siglip]' "
-                          "(or pip install sentencepiece)") from None
-    return sentencepiece
+    return require("sentencepiece", "SigLIP's tokenizer", "siglip", "pip install sentencepiece")
 
 
 def _token(value, default: str) -> str:

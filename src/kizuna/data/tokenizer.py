@@ -508,7 +508,9 @@ class TrainedBpeTokenizer(BpeTokenizer):
 
     @classmethod
     def load(cls, path: str | os.PathLike, context_length: int = 77) -> TrainedBpeTokenizer:
-        return cls(Tokenizer.from_file(str(path)), context_length)
+        # read as load_tokenizer reads it: a file written by a newer `tokenizers` opens with an older one too
+        return cls(_tokenizers_json(Path(path).read_text(encoding="utf-8"), f"tokenizer file {str(path)!r}"),
+                   context_length)
 
 
 def train_bpe_tokenizer(
@@ -555,12 +557,43 @@ def train_bpe_tokenizer(
     return TrainedBpeTokenizer(_build_tokenizer(_clip_layout_vocab(merges), merges), context_length)
 
 
+def _installed_tokenizers_version() -> tuple[int, int]:
+    import tokenizers
+
+    m = _stdre.match(r"(\d+)\.(\d+)", getattr(tokenizers, "__version__", ""))
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
+def _merges_as_strings(text: str) -> str:
+    """`text` with its BPE merges written as "a b" strings, for `tokenizers` < 0.20, which reads no other form:
+    0.20 and later write [a, b] pairs (and read both), so a tokenizer trained with a newer version, the JSON in
+    every trained-BPE checkpoint, did not open with an older one. A pair whose tokens hold no space is the same
+    merge as its string (a byte-level token never holds one); anything else is left for the parser to refuse."""
+    try:
+        obj = json.loads(text)
+        merges = obj["model"]["merges"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return text
+    if not isinstance(merges, list) or all(isinstance(m, str) for m in merges):
+        return text
+    if not all(isinstance(m, str) or (isinstance(m, list) and len(m) == 2
+                                      and all(isinstance(t, str) and " " not in t for t in m)) for m in merges):
+        return text
+    obj["model"]["merges"] = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    return json.dumps(obj, ensure_ascii=False)
+
+
 def _tokenizers_json(text: str, where: str) -> Tokenizer:
     """`Tokenizer.from_str`, whose bare Exception ("Model missing. at line 1 column 2") names no file."""
+    old = _installed_tokenizers_version() < (0, 20)
     try:
-        return Tokenizer.from_str(text)
+        return Tokenizer.from_str(_merges_as_strings(text) if old else text)
     except Exception as e:  # noqa: BLE001 - the Rust parser raises a plain Exception
-        raise ValueError(f"{where} is not a `tokenizers` JSON ({str(e).strip()[:200]}); use one written by "
+        import tokenizers
+
+        newer = (f"; it may need a newer `tokenizers` than the installed {tokenizers.__version__}: "
+                 "pip install -U 'tokenizers>=0.20'") if old else ""
+        raise ValueError(f"{where} is not a `tokenizers` JSON ({str(e).strip()[:200]}){newer}; use one written by "
                          "TrainedBpeTokenizer.save (or a kizuna tokenizer config, a dict with 'type')") from None
 
 

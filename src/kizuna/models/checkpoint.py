@@ -24,6 +24,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from kizuna.extras import MissingExtra
+
 from .clip import ClipConfig, ClipModel
 from .vit import VisionConfig, VisionTransformer, grid_warning_silenced, resample_pos_embed
 
@@ -423,6 +425,8 @@ def load_model(
         raise CheckpointError(f"{path}: {e}") from None
     except _ImageSizeError as e:
         raise ValueError(f"{path}: {e}") from None
+    except MissingExtra:  # a MiniLM model without transformers: the package to install, not "another version"
+        raise
     except (TypeError, KeyError, AttributeError, ValueError) as e:  # a record from another version, or damaged
         raise CheckpointError(f"{path}: its kizuna record does not describe a model this kizuna builds "
                               f"({type(e).__name__}: {e}); it may come from another kizuna version") from None

@@ -794,6 +794,7 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
         "vision_config": vision_cfg,
     }
     pre = _hf_preprocess(c.preprocess, "SiglipImageProcessor")
+    _warn_if_transformers_cannot_crop(pre)
     folder = _write_folder(Path(folder), config, out, pre, "SiglipProcessor")
     _remove_stale_clip_tokenizer(folder)
     if (c.tokenizer or {}).get("type") == "sentencepiece":
@@ -803,6 +804,30 @@ def export_hf_siglip(model: ClipModel, folder: str | Path) -> Path:
     else:
         _remove_stale_sentencepiece(folder)
     return folder
+
+
+def _warn_if_transformers_cannot_crop(pre: dict) -> None:
+    """A SigLIP export with a centre crop (crop_pct != 1) gives kizuna's image embeddings in transformers >= 5.18
+    (checked without torchvision; 5.4-5.17 need torchvision for the processor): the SiglipImageProcessor of 4.x and
+    5.0-5.3 squashes to ``size`` and has no centre crop (4.40: a cosine of 0.27 on a tiny model). The installed
+    version is read from its metadata, without importing it; none installed, no warning."""
+    if not pre.get("do_center_crop"):
+        return
+    from importlib import metadata
+
+    try:
+        version = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        return
+    parts = version.split(".")
+    if len(parts) > 1 and parts[0].isdigit() and parts[1].isdigit() and (int(parts[0]), int(parts[1])) < (5, 4):
+        import warnings
+
+        warnings.warn(f"export_hf_siglip: the model's preprocessing (crop_pct {pre.get('crop_pct', 1.0)}) is written "
+                      f"as a resize and a centre crop, which the installed transformers {version} does not do for "
+                      "SigLIP (its SiglipImageProcessor has no centre crop): its image embeddings will differ from "
+                      "kizuna's. transformers >= 5.18 crops: pip install -U 'transformers>=5.18'", UserWarning,
+                      stacklevel=3)
 
 
 def _remove_stale_sentencepiece(folder: Path) -> None:

