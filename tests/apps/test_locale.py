@@ -11,12 +11,16 @@ from pathlib import Path
 RUN = "import sys; from kizuna.apps.cli import main; sys.exit(main())"
 
 
-def _kizuna(*args, cwd) -> subprocess.CompletedProcess:
+def _ascii_locale() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANGUAGE") and not k.startswith("LC_")}
     env.update(LC_ALL="C", LANG="C", PYTHONUTF8="0", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def _kizuna(*args, cwd) -> subprocess.CompletedProcess:
     # str arguments reach the child as their UTF-8 bytes, as typed in a UTF-8 terminal
-    return subprocess.run([sys.executable, "-c", RUN, *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-c", RUN, *map(str, args)], cwd=cwd, env=_ascii_locale(),
+                          capture_output=True, timeout=300)
 
 
 def _ok(proc: subprocess.CompletedProcess) -> str:
@@ -39,6 +43,10 @@ def test_help_under_an_ascii_locale(tmp_path):
     assert "kizuna (\\u7d46)" in out and "COMMAND" in out
     bare = _kizuna(cwd=tmp_path)
     assert bare.returncode == 2 and b"Traceback" not in bare.stderr and b"COMMAND" in bare.stdout
+    # stdout closed (`>&-`): the help goes to os.devnull, which failed on the kanji too
+    closed = subprocess.run(["sh", "-c", '"$0" "$@" >&-', sys.executable, "-c", RUN, "--help"], cwd=tmp_path,
+                            env=_ascii_locale(), stderr=subprocess.PIPE, timeout=300)
+    assert closed.returncode == 0 and b"Traceback" not in closed.stderr, closed.stderr[-2000:]
 
 
 def test_embed_texts_with_non_ascii_lines(tmp_path):

@@ -137,8 +137,9 @@ def test_eval_and_embed_loaders_use_the_shared_worker_init(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("umask", [0o077, 0o002])
 def test_process_umask_without_proc_is_the_real_one(umask, monkeypatch):
-    from kizuna.models.checkpoint import process_umask
+    from kizuna.models.checkpoint import _probed_umask, process_umask
 
+    _probed_umask.cache_clear()  # probed once per process: a fresh probe under this umask
     real = Path.read_text
 
     def read_text(self, *args, **kwargs):
@@ -152,3 +153,4 @@ def test_process_umask_without_proc_is_the_real_one(umask, monkeypatch):
         assert process_umask() == umask
     finally:
         os.umask(old)
+        _probed_umask.cache_clear()

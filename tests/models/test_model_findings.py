@@ -284,14 +284,18 @@ def test_siglip_loss_without_a_logit_bias_is_refused():
     assert clip_config("siglip-mu-8").init_logit_scale == pytest.approx(math.log(10))
 
 
-def test_a_logit_bias_with_the_clip_loss_is_refused():
+def test_a_logit_bias_with_the_clip_loss_is_refused_for_training_and_still_loads(tmp_path):
     """The softmax loss never uses the bias: it had no gradient (GradCache failed on it, DDP on an unused
-    parameter, and a plain run saved it untrained and added it at inference)."""
-    c = clip_config("ViT-mu-8").to_dict()
-    with pytest.raises(ValueError, match=r"init_logit_bias=-5.0 is for loss='siglip'.*--loss siglip"):
-        ClipConfig.from_dict({**c, "init_logit_bias": -5.0})
-    assert ClipConfig.from_dict({**c, "loss": "siglip", "init_logit_bias": -5.0}).init_logit_bias == -5.0
+    parameter, and a plain run saved it untrained). Training refuses it; a model saved so still loads."""
+    from kizuna.train.config import make_config
+    from kizuna.train.contrastive import model_config
 
+    with pytest.raises(ValueError, match=r"init_logit_bias=-5.0 is for the sigmoid loss.*--loss siglip"):
+        model_config(make_config(model="ViT-mu-8", data="some/shards", model_overrides={"init_logit_bias": -5.0}))
+    c = clip_config("ViT-mu-8").to_dict()
+    old = ClipModel(ClipConfig.from_dict({**c, "init_logit_bias": -5.0}))  # saved before the refusal
+    loaded = load_model(save_model(old, tmp_path / "m"))
+    assert loaded.cfg.loss == "clip" and float(loaded.logit_bias) == -5.0
 
 # ----- N3: get_preprocess ------------------------------------------------------------------------------------
 def test_get_preprocess_takes_a_config_a_model_or_a_dict_and_says_what_a_vit_needs():

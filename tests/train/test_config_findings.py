@@ -107,7 +107,7 @@ def test_a_get_config_without_return_is_named(tmp_path, capsys):
     ('{"text": [1]}', "--model-overrides: text must be a JSON object"),
     ('{"embed_dim": "64"}', '--model-overrides: embed_dim must be a whole number .*got "64"'),
     ('{"vision": {"eps": "1e-6"}}', '--model-overrides: vision.eps must be a number .*got "1e-6"'),
-    ('{"init_logit_bias": -5.0}', "init_logit_bias=-5.0 is for loss='siglip'.*--loss siglip"),  # an untrained bias
+    ('{"init_logit_bias": -5.0}', "init_logit_bias=-5.0 is for the sigmoid loss.*--loss siglip"),  # untrained bias
 ])
 def test_train_model_overrides_of_the_wrong_shape_are_one_line_errors(tmp_path, capsys, overrides, message):
     """Each was a traceback (AttributeError / TypeError in deep_merge, or torch's while building the model)."""
@@ -118,7 +118,8 @@ def test_train_model_overrides_of_the_wrong_shape_are_one_line_errors(tmp_path, 
 
 def test_override_types_follow_the_model_and_allow_what_the_config_allows():
     mc = model_config(make_config(model="ViT-mu-8", data="some/shards", model_overrides={
-        "loss": "siglip", "init_logit_scale": 2, "init_logit_bias": -5.0, "vision": {"image_size": [32, 32], "stem_channels": []}}))
+        "loss": "siglip", "init_logit_scale": 2, "init_logit_bias": -5.0,
+        "vision": {"image_size": [32, 32], "stem_channels": []}}))
     assert mc.init_logit_scale == 2 and mc.init_logit_bias == -5.0  # an int for a float; any value for a None
     with pytest.raises(ValueError, match="--model-overrides: depth must be a whole number"):
         make_supervised_config(model="mu/4", model_overrides={"depth": 2.0})  # `kizuna vit train`'s alike

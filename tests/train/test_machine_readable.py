@@ -242,3 +242,18 @@ def test_a_name_with_a_pipe_or_a_newline_stays_in_its_cell():
     header, _, row = rows
     assert _cells(row) == ["mu\\|8 x", "C:\\runs\\a\\\\\\|b", "cifar 10", "50.00"]
     assert len(_cells(header)) == 4
+
+
+def test_a_checkpoints_config_json_is_strict_json_with_nan_metrics(tmp_path):
+    """save_model wrote a diverged run's metrics into step_N/config.json as NaN, which strict parsers refuse."""
+    import kizuna
+    from kizuna.analysis.report import read_extra
+    from kizuna.models.checkpoint import save_model
+
+    def no_constants(name):
+        raise AssertionError(f"config.json is not strict JSON: {name}")
+
+    path = save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "step", extra={"metrics": {"val_top1": float("nan")}})
+    record = json.loads((path / "config.json").read_text(encoding="utf-8"), parse_constant=no_constants)
+    assert record["kizuna"]["extra"]["metrics"] == {"val_top1": None}
+    assert read_extra(path)["metrics"] == {"val_top1": None}

@@ -67,10 +67,8 @@ class _Output:
     failed with "'NoneType' object has no attribute 'write'") is os.devnull from the start."""
 
     def __init__(self, stream):
-        import os
-
         self.broken = False
-        self._own = None if stream is not None else open(os.devnull, "w")  # closed in finish()
+        self._own = None if stream is not None else _null_text()  # closed in finish()
         self._stream = stream if stream is not None else self._own
         self._errors = _escape_unencodable(stream)  # the stream's own error handler, put back in finish()
 
@@ -105,7 +103,7 @@ class _Output:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, fd)
             os.close(null)
-        self._own = self._own or open(os.devnull, "w")  # closed in finish()
+        self._own = self._own or _null_text()  # closed in finish()
         self._stream = self._own
 
     def finish(self):
@@ -122,6 +120,14 @@ class _Output:
         if name.startswith("_"):  # not this object's own attributes (before __init__ set them: a copy, a pickle)
             raise AttributeError(name)
         return getattr(self._stream, name)
+
+
+def _null_text():
+    """os.devnull as a text stream that takes any text: in the locale's encoding, under an ASCII locale
+    (LC_ALL=C) `kizuna --help >&-` failed on the kanji of the description."""
+    import os
+
+    return open(os.devnull, "w", encoding="utf-8", errors="replace")
 
 
 def _escape_error(err):

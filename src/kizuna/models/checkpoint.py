@@ -8,6 +8,7 @@ archives (which run code) are refused unless ``allow_jit=True``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -53,13 +54,19 @@ def process_umask() -> int:
     """The process's umask, read without setting it (os.umask would, for a moment, in every thread). Where
     /proc does not say (macOS, old kernels), a probe folder made with mode 0777 shows it: a fixed 022 there made
     a private umask's (077) files readable to all, and lost a shared one's (002) group write. 022 only where
-    even the probe fails."""
+    even the probe fails. The probe's answer is kept (about a millisecond each, for every shard's index cache
+    and every file written): a program that changes its umask later is not followed there."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
+    return _probed_umask()
+
+
+@functools.cache
+def _probed_umask() -> int:
     try:
         parent = tempfile.mkdtemp(prefix="kizuna-umask-")
         try:
@@ -163,7 +170,9 @@ def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) ->
     path = Path(path)
     record = model_record(model)
     if extra:
-        record["extra"] = extra
+        from kizuna.apps.common import json_safe
+
+        record["extra"] = json_safe(extra)  # strict JSON: a diverged run's NaN metrics are null
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {FORMAT_KEY: json.dumps(record)}
     if path.suffix == ".safetensors":

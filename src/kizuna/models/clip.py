@@ -49,12 +49,6 @@ class ClipConfig:
             # the sigmoid loss adds the learned bias b to every logit; without the parameter it cannot train
             raise ValueError("loss='siglip' needs a logit bias: set init_logit_bias (SigLIP starts at -10, with "
                              "init_logit_scale=log(10) and max_logit_scale=None)")
-        if self.loss == "clip" and self.init_logit_bias is not None:
-            # the softmax loss never uses a bias (it shifts every logit alike), so the parameter would get no
-            # gradient: it never trained, GradCache failed on its missing grad and DDP on an unused parameter
-            raise ValueError(f"init_logit_bias={self.init_logit_bias} is for loss='siglip'; the CLIP (softmax) loss "
-                             "uses no logit bias: leave init_logit_bias out (--model-overrides) or train with "
-                             "--loss siglip")
         # Both towers must land in the same embed_dim-wide joint space (a mismatch would otherwise be a
         # shape error deep inside the first matmul, or a silently narrower space than configured).
         vision_dim = self.vision.output_dim or self.vision.width

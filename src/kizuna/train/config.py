@@ -455,7 +455,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
         parser.add_argument(*flags, dest=f.name, default=None, metavar=kind.__name__.upper(),
                             type=lambda s, k=kind: parse_flag_value(k, s), **switch,
                             help=(explain.get(f.name, "") + " " if explain.get(f.name) else "")
-                            + f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)}"
+                            + ("(default true when stderr is a terminal, else false" if f.name == "progress" else
+                               f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)}")
                             + ("; alone = true)" if kind is bool else ")"))
         if kind is bool and f.name == "progress":  # the evaluation commands' spelling, accepted here too
             parser.add_argument("--no-progress", dest=f.name, action="store_const", const=False,

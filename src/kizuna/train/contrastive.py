@@ -62,6 +62,12 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
     if cfg.loss in paper and d["loss"] != cfg.loss:
         d.update({key: value for key, value in paper[cfg.loss].items() if key not in cfg.model_overrides},
                  loss=cfg.loss)
+    if d["loss"] == "clip" and d.get("init_logit_bias") is not None:
+        # the softmax loss never uses a bias (it shifts every logit alike), so the parameter got no gradient: it
+        # never trained, GradCache failed on its missing grad and DDP on an unused parameter. (A model saved so
+        # still loads: its bias shifts every logit alike.)
+        raise ValueError(f"--model-overrides init_logit_bias={d['init_logit_bias']} is for the sigmoid loss; the "
+                         "CLIP (softmax) loss uses no logit bias: leave init_logit_bias out or train with --loss siglip")
     if cfg.context_length:
         d["text"]["context_length"] = cfg.context_length
         d["tokenizer"]["context_length"] = cfg.context_length
