@@ -141,6 +141,48 @@ def test_a_budgeted_run_resumed_with_the_budget_off_keeps_its_planned_length(tmp
     assert plain.total_steps == 125 and capsys.readouterr().err == ""
 
 
+def test_a_second_resume_with_the_budget_off_keeps_the_planned_length(tmp_path, capsys):
+    """The first resume with --time-budget-minutes 0 kept the planned 80 steps, but its checkpoint has the budget
+    at 0: the next resume counted the run as never budgeted and took --epochs' default (125 steps)."""
+    state = {"total_steps": 80, "planned": True, "budget_seconds_spent": 18.0,
+             "train_config": {"time_budget_minutes": 0.3, "steps": 0, "epochs": 1.0}}
+    off = tiny_config(tmp_path, steps=0, time_budget_minutes=0.0)
+    first = _resumed(off, state, step=60, named=frozenset({"out", "resume", "time_budget_minutes"}))
+    saved = {**budget_mod.length_state(first), "train_config": off.to_dict()}  # its checkpoint at step 70
+    second = _resumed(off, saved, step=70, named=frozenset({"out", "resume"}))
+    assert second.total_steps == 80 and second.planned
+    assert budget_mod.length_state(second)["length_from_budget"]  # and the resumes after it
+    assert "the run has 80 steps (the length its budget planned" in capsys.readouterr().err
+    # --epochs named on the first resume: that length is not the budget's, and the next resume keeps --epochs'
+    by_epochs = _resumed(off, state, step=60, named=frozenset({"out", "resume", "time_budget_minutes", "epochs"}))
+    assert not budget_mod.length_state(by_epochs)["length_from_budget"]
+    # a run that never had a budget: as ever
+    plain = _resumed(off, {"total_steps": 125, "planned": True, "train_config": off.to_dict()}, step=70)
+    assert not budget_mod.length_state(plain)["length_from_budget"] and plain.total_steps == 125
+
+
+def test_a_run_resumed_inside_its_warmup_with_a_new_budget_is_planned_after_the_warmup(tmp_path, clock):
+    """A run planned inside its 100-step warm-up (its 0.1-min budget did not fit it) resumed at step 60 with 10
+    minutes: the length until the new plan was step + 24, but the plan waits for the warm-up, so the run ended
+    unplanned at step 84 having used 2.4 s of its 600."""
+    from test_budget import _Log
+
+    state = {"total_steps": 60, "planned": True, "budget_seconds_spent": 5.8,
+             "train_config": {"time_budget_minutes": 0.1, "steps": 0}}
+    cfg = tiny_config(tmp_path, steps=0, time_budget_minutes=10.0, warmup_steps=100)
+    trainer = _resumed(cfg, state, step=60, named=frozenset({"time_budget_minutes"}))
+    assert trainer.total_steps == 101 and not trainer.planned  # long enough to reach the plan at step 100
+    trainer.device, trainer.logger, trainer.evaluate, trainer.steps_per_epoch = None, _Log(), dict, 125
+    trainer.budget.restart()
+    trainer.budget.step_done()
+    while trainer.step < trainer.total_steps:
+        clock.now += 0.1
+        trainer.step += 1
+        budget_mod.after_step(trainer)
+    plan = [r for r in trainer.logger.rows if r["kind"] == "plan"]
+    assert [r["step"] for r in plan] == [100] and trainer.step > 5000  # planned after the warm-up: the budget used
+
+
 # ----- a budget's --steps cap inside the warm-up --------------------------------------------
 @pytest.mark.parametrize("budget_minutes", [0.0, 5.0])
 def test_a_warmup_longer_than_the_steps_cap_is_warned_about_with_a_budget_too(tmp_path, budget_minutes):

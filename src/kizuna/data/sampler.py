@@ -52,6 +52,7 @@ drop_last=True, *, resampled=False, steps_per_epoch=None, with_epoch=True, data_
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Iterator
@@ -59,7 +60,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["EpochSampler", "IndexBatch", "describe_data_change"]
+__all__ = ["EpochSampler", "IndexBatch", "describe_data_change", "with_undecoded_rows"]
 
 _M64 = (1 << 64) - 1
 _CONFIG_KEYS = ("num_samples", "batch_size", "world_size", "seed", "shuffle", "drop_last",
@@ -256,6 +257,17 @@ def _names(parts, limit: int = 6) -> str:
     return ", ".join(names[:limit]) + (f", ... ({more} more)" if more > 0 else "")
 
 
+def with_undecoded_rows(fingerprint: dict, rows, total: int) -> dict:
+    """The fingerprint of a training set decoded onto the device (``vit train --augment-on device``), whose data
+    position counts only the ``rows`` (of the index's ``total``) that decoded: which rows did not is kept too (one
+    image repaired and another broken kept the count and the samples, and a resume went on at shifted indices)."""
+    kept = np.zeros(total, dtype=bool)
+    kept[np.asarray(rows, dtype=np.int64)] = True
+    missing = np.flatnonzero(~kept).astype("<i8")
+    digest = hashlib.blake2b(missing.tobytes(), digest_size=8).hexdigest()
+    return {**fingerprint, "undecoded": [int(len(missing)), digest]}
+
+
 def describe_data_change(saved: dict | None, current: dict | None) -> str | None:
     """What differs between the fingerprint a run saved and the current one, in words: ``"the same 11 files
     in another order (...)"`` or ``"other samples than the run's (...)"``; ``None`` when they match, or when either is missing
@@ -267,6 +279,9 @@ def describe_data_change(saved: dict | None, current: dict | None) -> str | None
     was, now = list(saved.get("parts") or []), list(current.get("parts") or [])
     was_ids, now_ids = [_part_id(p) for p in was], [_part_id(p) for p in now]
     if was_ids == now_ids:
+        undecoded = saved.get("undecoded"), current.get("undecoded")
+        if None not in undecoded and list(undecoded[0]) != list(undecoded[1]):
+            return f"other images that do not decode than the run's ({undecoded[1][0]}, at other rows)"
         return None
     if Counter(was_ids) == Counter(now_ids):
         at = next(i for i, (a, b) in enumerate(zip(was_ids, now_ids)) if a != b)
@@ -279,8 +294,11 @@ def describe_data_change(saved: dict | None, current: dict | None) -> str | None
     for part_id in new.elements():
         by_name.setdefault(part_id[:2], []).append(part_id)
     changed, missing = [], []
+    name_of: dict[tuple, str] = {}  # once: looked up per part, 8,000 changed shards took 5 s
+    for p, part_id in zip(was, was_ids):
+        name_of.setdefault(part_id, str(p[1]))
     for part_id in gone.elements():
-        name = next(str(p[1]) for p in was if _part_id(p) == part_id)
+        name = name_of[part_id]
         same_name = by_name.get(part_id[:2])
         if not same_name:
             missing.append(f"the run's {name}")
@@ -290,9 +308,9 @@ def describe_data_change(saved: dict | None, current: dict | None) -> str | None
         changed.append(f"{name} has {other[2]} samples, the run's {part_id[2]}" if other[2] != part_id[2] else
                        f"{name} has as many samples as the run's, other ones (other keys)")
     added = []
-    for p in now:
-        if new[_part_id(p)] > 0:
-            new[_part_id(p)] -= 1
+    for p, part_id in zip(now, now_ids):
+        if new[part_id] > 0:
+            new[part_id] -= 1
             added.append(f"{p[1]} (new)")
 
     def some(items: list[str]) -> str:

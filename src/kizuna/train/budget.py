@@ -37,7 +37,8 @@ is not a plan: a run it cut short resumes to the end of its plan; a run killed b
 the budget it has left (:attr:`TimeBudget.spent_before`). A resume that changes the budget (then
 the time for the rest of the run) or the ``--steps`` cap (with the time spent counted) plans anew (:func:`restore_length`),
 going on until then on its checkpoint's length, which a resume stopped before that plan saves for the next one;
-resumed with the budget off, a budgeted run keeps its planned length unless ``--steps`` or ``--epochs`` is named. A budget too
+resumed with the budget off, a budgeted run keeps its planned length unless ``--steps`` or ``--epochs`` is named,
+and so do the resumes after it. A budget too
 short for the warm-up is planned before the warm-up ends (the run then ends inside it, with a warning),
 and a budget spent before its plan ends the run at the next step. In distributed runs
 every rank takes the smallest plan (the slowest rank sets the pace), corrections happen at the same steps
@@ -211,8 +212,8 @@ class TimeBudget:
         formula with the elapsed time now and the pace of the steps timed since the last plan or correction
         (the recent pace, hundreds of steps); an evaluation costs the median of those since the plan (the
         plan's own, the run's first, carried one-off costs), or the plan's when there were none yet. A
-        correction that ends the run before corrections still due places them anew from here (the others keep
-        their steps)."""
+        correction that ends the run before any correction still due places all of those anew from here (one
+        that falls past the new end only: otherwise they keep their steps)."""
         if step not in self.replan_steps:
             return None
         self.replan_steps.remove(step)
@@ -227,7 +228,8 @@ class TimeBudget:
             # this correction ends the run before corrections still due, which would never come: a run that
             # slowed for good was corrected once, on a pace half old and half new, and overran its budget.
             # They are placed anew, at their shares of the way from here to the new end (every rank has the
-            # same step and total). Corrections the run still reaches keep their steps.
+            # same step and total), all of them: also one the run would still reach, which comes sooner, on
+            # the new pace (a run that slowed for good needs its next correction soon).
             self.replan_steps = self._correction_steps(step, plan["total_steps"],
                                                        REPLAN_AT[len(REPLAN_AT) - len(self.replan_steps):])
         return plan
@@ -340,9 +342,11 @@ def warn_if_warmup_fills_the_run(trainer) -> None:
 
 def length_state(trainer) -> dict:
     """What a checkpoint keeps of the run's length: the planned length, not a time limit's cut (a resumed
-    run continues to the end of its plan)."""
+    run continues to the end of its plan), and whether a budget set it (a resume with the budget off keeps it)."""
+    from_budget = bool(trainer.planned and (trainer.budget.budget_minutes or getattr(trainer, "length_from_budget", 0)))
     return {"total_steps": getattr(trainer, "length_before_limit", None) or trainer.total_steps,
-            "planned": trainer.planned, "budget_seconds_spent": trainer.budget.spent_before + trainer.budget.elapsed}
+            "planned": trainer.planned, "budget_seconds_spent": trainer.budget.spent_before + trainer.budget.elapsed,
+            "length_from_budget": from_budget}
 
 
 RELENGTH = ("steps", "time_budget_minutes")  # changed on a resume, they plan a budgeted run's length anew
@@ -352,7 +356,7 @@ def restore_length(trainer, state: dict) -> None:
     """A run resumed after its plan keeps the length the budget gave it (also when a time limit stopped it
     early). A resume that changes ``--time-budget-minutes`` (then the time for the rest of the run) or the
     ``--steps`` cap plans the rest anew; until that plan the saved length holds, made long enough to reach the
-    plan (past the calibration steps): a finished run being extended gets a length just past
+    plan (past the calibration steps and the warm-up): a finished run being extended gets a length just past
     the calibration steps, so its rate goes back up from the end of its cosine to that length's value, and the
     plan then stretches the cosine over the new length. A resume stopped before that plan saves that length
     unplanned, and the next resume goes on from it the same way (it went back to the open length: the rate
@@ -360,10 +364,13 @@ def restore_length(trainer, state: dict) -> None:
 
     ``--time-budget-minutes 0`` on a budgeted run keeps the length its budget planned, unless ``--steps`` or
     ``--epochs`` is named (the length came from ``--epochs``' default: a planned 80-step run became 125 steps,
-    at 8 times the rate); the length is said either way."""
+    at 8 times the rate); the length is said either way. Its checkpoints say the length is the budget's
+    (``length_from_budget``), so the resumes after it keep it too."""
     saved_total, saved_cfg = int(state.get("total_steps", 0)), state.get("train_config", {})
     if not trainer.cfg.time_budget_minutes:
-        if saved_cfg.get("time_budget_minutes"):
+        # a budget's length, also one a resume with the budget off kept (its checkpoint has the budget at 0: the
+        # next resume took --epochs' default, and a planned 60-step run became 256 steps)
+        if saved_cfg.get("time_budget_minutes") or state.get("length_from_budget"):
             _length_without_the_budget(trainer, saved_total, bool(state.get("planned")))
         return
     changed = [f for f in RELENGTH if f in saved_cfg and getattr(trainer.cfg, f) != saved_cfg[f]]
@@ -376,8 +383,11 @@ def restore_length(trainer, state: dict) -> None:
     if state.get("planned") and not changed:
         trainer.total_steps, trainer.planned = saved_total, True
         return
-    # to be planned (anew): the schedule goes on from the saved length until the plan
-    interim = max(saved_total, trainer.step + SKIP_FIRST + trainer.budget.calibrate_steps + 1)
+    # to be planned (anew): the schedule goes on from the saved length until the plan, which comes once the
+    # calibration steps are timed and the warm-up is over (ready_to_plan; a run resumed inside a long warm-up
+    # ended unplanned 24 steps on, with its budget unused)
+    plan_at = max(trainer.step + SKIP_FIRST + trainer.budget.calibrate_steps, getattr(trainer.cfg, "warmup_steps", 0))
+    interim = max(saved_total, plan_at + 1)
     trainer.total_steps = min(interim, trainer.cfg.steps) if trainer.cfg.steps else interim
     trainer.planned = False
 
@@ -390,7 +400,7 @@ def _length_without_the_budget(trainer, saved_total: int, planned: bool) -> None
         named = frozenset(f.name for f in fields(cfg) if f.name in ("steps", "epochs")
                           and getattr(cfg, f.name) != f.default)
     if planned and not {"steps", "epochs"} & named:
-        trainer.total_steps = saved_total
+        trainer.total_steps, trainer.length_from_budget = saved_total, True  # saved as the budget's (length_state)
         why = "the length its budget planned; --steps or --epochs sets another"
     else:
         why = "from --steps" if cfg.steps else f"from --epochs {cfg.epochs:g}"

@@ -50,7 +50,7 @@ import kizuna
 from kizuna.data.augment import ClassificationTrainTransform
 from kizuna.data.batch_augment import BatchAugment, TensorBatches, decode_images
 from kizuna.data.loader import Collate, make_loader
-from kizuna.data.sampler import EpochSampler
+from kizuna.data.sampler import EpochSampler, with_undecoded_rows
 from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter
 from kizuna.data.transforms import Preprocess, crop_draft_size
 from kizuna.eval.encode import NonFiniteFeatures, summed_skips
@@ -605,11 +605,15 @@ class SupervisedTrainer(Trainer):
             raise ValueError("no training data: pass --data (shards folder, dataset root, ImageFolder tree or CSV)")
         super().check_config(cfg)
 
-    def _train_sampler(self, n: int) -> EpochSampler:
-        # which rows, in which order (kizuna.data.sources.SampleIndex.fingerprint; rows that do not decode onto the
-        # device stay in it): saved with the data position, which a resume on other data, or another order, refuses
+    def _train_sampler(self, n: int, decoded_rows=None) -> EpochSampler:
+        # which rows, in which order (kizuna.data.sources.SampleIndex.fingerprint; decoded onto the device, also
+        # which of them did not decode): saved with the data position, which a resume on other data, or another
+        # order, refuses
+        fingerprint = self.train_index.fingerprint()
+        if decoded_rows is not None:
+            fingerprint = with_undecoded_rows(fingerprint, decoded_rows, len(self.train_index))
         sampler = EpochSampler(n, self.per_rank_batch, rank=self.dist.rank, world_size=self.dist.world_size,
-                               seed=self.cfg.seed, data_fingerprint=self.train_index.fingerprint())
+                               seed=self.cfg.seed, data_fingerprint=fingerprint)
         if len(sampler) == 0:
             raise ValueError(f"{self.cfg.data}: {n} samples do not fill one global batch of "
                              f"{self.cfg.batch_size}; lower --batch-size")
@@ -630,7 +634,7 @@ class SupervisedTrainer(Trainer):
             self.decode_skips = decoded.skips
             if self.dist.is_main:  # with --progress false too, as the loader's epoch reports are
                 print(f"decoding the training set: {decoded.skips.report()}", file=sys.stderr)
-        sampler = self._train_sampler(len(decoded.labels))
+        sampler = self._train_sampler(len(decoded.labels), decoded.rows)
         return TensorBatches(decoded, sampler, self.batch_augment, seed=cfg.seed, rank=self.dist.rank), sampler
 
     # ----- one step ----------------------------------------------------------------------------

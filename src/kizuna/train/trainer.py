@@ -375,10 +375,15 @@ class Trainer(ABC):
         if change.startswith("the same"):
             hint = ("Give --data the run's shards in the run's order (a folder or a brace range reads them as its "
                     "glob does now: in numeric order)")
+        elif change.startswith("other images that do not decode"):  # decoded onto the device (vit train)
+            hint = ("An image was repaired or broken since the run started (decoding the training set names those "
+                    "that fail now). Restore the files")
         else:
             given = [f"--{name.replace('_', '-')}" for name in self.data_size_fields
                      if self.named is None or name in self.named]
-            hint = (f"Drop {', '.join(given)} (the run's own are used)" if given else
+            # the run's own paths may be gone (the data moved): then the flag is to give its files where they are
+            hint = (f"Drop {', '.join(given)} (the run's own are used), or give the run's own files where they lie "
+                    "now" if given else
                     "Its own data settings find other files now: the files changed since the run started. Restore "
                     "the files")
         raise ValueError(f"--resume {path}: --data {shown} gives {change}, so its data position would not mean the "
