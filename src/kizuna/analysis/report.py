@@ -433,7 +433,8 @@ def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = Non
                       templates: Sequence[str] | None = None, true_label: str | None = None):
     """-> (labels, templates, tokenizer) that :func:`predict_report` scores with, checked without running the
     model: a ValueError naming the flag for labels missing (CLIP) or not one per class (ViT), a template for a
-    supervised ViT, a true label not among the labels, or a CLIP model whose tokenizer cannot be built.
+    supervised ViT, a true label not among the labels, labels that a CLIP model's tokenizer reads alike in every
+    prompt ("Cat" and "cat"), or a CLIP model whose tokenizer cannot be built.
     ``templates`` and ``tokenizer`` are None for a supervised ViT."""
     import kizuna
 
@@ -446,6 +447,9 @@ def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = Non
         except ValueError as e:  # e.g. an HF SigLIP folder without its spiece.model
             raise ValueError(f"--labels need the model's tokenizer, which {target.source} lacks: {e}") from e
         labels = list(labels)
+        from kizuna.apps.zeroshot import check_label_prompts
+
+        check_label_prompts(tokenizer, labels, templates)  # "Cat" and "cat": one text to the model, split 50/50
     else:
         if templates:  # the head scores its own classes; no prompt is ever built (it was ignored silently)
             raise ValueError("--template applies to two-tower (CLIP) models only; a supervised ViT predicts "
@@ -483,21 +487,24 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     ViT with a classifier head: softmax over its classes, named by ``labels`` (in class order) or the
     class names saved with the model. The inputs are checked first (:func:`prediction_inputs`).
     """
+    from kizuna.eval.encode import check_finite
     from kizuna.eval.zeroshot import ZeroShotClassifier
 
     labels, templates, tokenizer = prediction_inputs(target, labels, templates, true_label)
     out = Path(out)
     x = (image if image.dim() == 4 else image[None])[:1].to(_device(target))
     if target.kind == "clip":
-        clf = ZeroShotClassifier(target.model, tokenizer, labels, templates)
+        clf = ZeroShotClassifier(target.model, tokenizer, labels, templates, refuse_non_finite=True)
         probs = clf.predict_proba(x)[0].float().cpu()
         method = "zero-shot (" + ("sigmoid" if target.model.cfg.loss == "siglip" else "softmax") + ")"
     else:
-        probs = target.vit(x).float().softmax(-1)[0].cpu()
+        logits = target.vit(x).float()
+        check_finite(logits, torch.ones(len(logits), dtype=torch.bool, device=logits.device), "images")
+        probs = logits.softmax(-1)[0].cpu()
         method = "classifier head (softmax)"
     plot_prediction_panel(_display(target, x[0]), labels, probs, out / "predict.png", true_label=true_label,
                           top_k=top_k)
-    order = probs.argsort(descending=True).tolist()
+    order = torch.sort(probs, descending=True, stable=True).indices.tolist()  # ties to the lower index, as the panel
     return _write(out, "predict", {
         "image": image_name, "method": method, "labels": labels, "templates": templates, "probs": probs,
         "top": [[labels[i], float(probs[i])] for i in order[:top_k]], "true_label": true_label,

@@ -80,7 +80,11 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
                 kept += idx
     if not chunks:
         raise ValueError(f"{folder}: none of the {len(paths)} images could be read ({errors[0]})")
-    return [str(paths[i]) for i in kept], torch.cat(chunks).numpy(), errors
+    from kizuna.eval.encode import check_finite
+
+    emb = torch.cat(chunks)  # NaN rows were written as a .npy and reported as "wrote N", where `kizuna eval` refuses
+    check_finite(emb, torch.ones(len(emb), dtype=torch.bool), f"{folder}: images")
+    return [str(paths[i]) for i in kept], emb.numpy(), errors
 
 
 def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
@@ -130,7 +134,11 @@ def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
                             disable=not progress)]
     import torch
 
-    return texts, torch.cat(chunks).numpy()
+    from kizuna.eval.encode import check_finite
+
+    emb = torch.cat(chunks)  # refused as `kizuna eval` refuses them: NaN rows were written, and "wrote N" said
+    check_finite(emb, torch.ones(len(emb), dtype=torch.bool), f"{path}: texts")
+    return texts, emb.numpy()
 
 
 def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):

@@ -43,6 +43,20 @@ def parse_labels(spec: str) -> list[str]:
     return labels
 
 
+def check_label_prompts(tokenizer, labels: list[str], templates: list[str]) -> None:
+    """Refuse labels that the model's tokenizer reads alike in every prompt ("Cat" and "cat", "a cat" and
+    "a  cat" to CLIP's BPE, which lower-cases and collapses whitespace): parse_labels compares the text,
+    and such labels split one probability exactly in half. Tokenizing only, before anything is encoded."""
+    from kizuna.eval.zeroshot import same_prompts
+
+    groups = same_prompts(tokenizer, labels, templates)
+    if groups:
+        shown = "; ".join(" = ".join(repr(labels[k]) for k in group) for group in groups[:5])
+        raise ValueError(f"--labels: {shown}{'; ...' if len(groups) > 5 else ''}: the model's tokenizer reads "
+                         "them alike in every prompt (CLIP's lower-cases, collapses whitespace and cuts text at its "
+                         "context length), so they would split one probability; keep one of each")
+
+
 def parse_templates(templates: list[str] | None) -> list[str]:
     """The --template values, checked before the model loads: "a {} in {style}" ended in a KeyError
     traceback from filling the prompts, after the model had loaded."""
@@ -76,7 +90,9 @@ def run(args):
             load_image(p)
     model = load_model_from_args(args)
     preprocess = kizuna.get_preprocess(model)
-    clf = ZeroShotClassifier(model, kizuna.get_tokenizer(model), labels, templates)
+    tokenizer = kizuna.get_tokenizer(model)
+    check_label_prompts(tokenizer, labels, templates)
+    clf = ZeroShotClassifier(model, tokenizer, labels, templates, refuse_non_finite=True)
     for start in range(0, len(args.image), _BATCH):
         paths = args.image[start:start + _BATCH]
         decoded = images if images is not None else [load_image(p) for p in paths]

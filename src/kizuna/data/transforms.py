@@ -25,8 +25,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     decoded by kizuna it already is, but an image a user opened with PIL, as the README's snippet does, was
     encoded on its side). Transparent pixels are composited onto white (as HF's convert_rgb does), so a logo
     with a transparent background does not turn into black noise: an alpha channel, or a transparent colour
-    key (PNG tRNS) in a palette, grey or RGB image; CMYK, 16-bit and palette images go through PIL's
-    converters."""
+    key (PNG tRNS) in a palette, grey or RGB image; CMYK and palette images go through PIL's converters.
+    Grey of more than 8 bits: 16-bit samples scale by the bit depth; 32-bit integer and float values already in
+    0..255 are kept, as PIL's convert("RGB") and HF keep them; float intensities in 0..1 are scaled by 255, and
+    other float ranges stretched over their finite pixels (:func:`_float_to_grey`)."""
     if not isinstance(img, Image.Image):
         hint = ("open it with PIL.Image.open(path)" if isinstance(img, (str, bytes)) or hasattr(img, "__fspath__")
                 else "make one with PIL.Image.fromarray(array)" if hasattr(img, "__array__") else "pass a PIL image")
@@ -43,20 +45,36 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit samples scale by the bit depth (30000 is a mid grey, whatever else the image holds);
-        # only 32-bit values past 16 bits fall back to the image's own maximum
+        # 16-bit samples scale by the bit depth (30000 is a mid grey, whatever else the image holds); 32-bit ones
+        # ("I") that all lie in 0..255 are kept as they are, as PIL's convert("RGB") and HF keep them (200 became
+        # 1; so is a 16-bit PNG that Pillow < 10.3 opens as "I" with no sample above 255, all but black by its
+        # depth); only 32-bit values past 16 bits fall back to the image's own maximum
         arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() if arr.size else 0.0
-        arr = (np.clip(arr, 0, None) / (65535.0 if hi <= 65535 else hi) * 255.0).round().astype(np.uint8)
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        top = 255.0 if img.mode == "I" and 0.0 <= lo and hi <= 255.0 else 65535.0 if hi <= 65535 else hi
+        arr = (np.clip(arr, 0, None) / top * 255.0).round().astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        if 0.0 <= lo and hi <= 1.0:  # the usual float image: 0..1 intensities (a constant 0.5 was black)
-            lo, hi = 0.0, 1.0
-        arr = ((arr - lo) / ((hi - lo) or 1.0) * 255.0).round().astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        return Image.fromarray(_float_to_grey(np.asarray(img, dtype=np.float64)), "L").convert("RGB")
     return img.convert("RGB")
+
+
+def _float_to_grey(arr: np.ndarray) -> np.ndarray:
+    """A float ("F") image -> 8-bit grey, judged on its finite pixels: intensities in 0..1 are scaled by 255 (a
+    constant 0.5 is mid grey); values already in 0..255 are kept, rounded, as PIL's convert("RGB") and HF keep
+    them (a photo of 100..150 was stretched to 0..255, a constant 200 was black); any other range (a depth map,
+    negative values) is stretched from its minimum to its maximum, and a constant image outside 0..255 is
+    clipped to it, as PIL does. NaN and -inf pixels go to the bottom, +inf to the top: one inf pixel made the
+    whole image black."""
+    finite = np.isfinite(arr)
+    values = arr[finite]
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if 0.0 <= lo and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    elif (0.0 <= lo and hi <= 255.0) or lo == hi:
+        lo, hi = 0.0, 255.0
+    arr = np.where(finite, arr, np.where(arr > 0, hi, lo))  # NaN compares False: the bottom
+    return (np.clip((arr - lo) / (hi - lo), 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
 def _size_pair(size) -> tuple[int, int]:
@@ -107,6 +125,22 @@ def fit_shortest(img: Image.Image, size, interpolation: str = "bicubic", crop_pc
     return center_crop(img.resize((nw, nh), interp), (h, w))
 
 
+def check_normalisation(mean, std) -> None:
+    """A preprocess config's ``mean`` and ``std``: finite numbers, ``std`` above 0 (the pixels are divided by it). A
+    checkpoint with a std of 0 gave inf/NaN pixels and NaN embeddings, written or printed as results. A
+    ValueError naming the config field."""
+    for key, values in (("mean", mean), ("std", std)):
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise ValueError(f"preprocess {key} must be numbers, one per RGB channel, got {values!r} (the "
+                             '"preprocess" of the model\'s config.json)') from None
+        if not all(math.isfinite(v) for v in numbers) or (key == "std" and not all(v > 0 for v in numbers)):
+            need = "finite and above 0 (the pixels are divided by it)" if key == "std" else "finite"
+            raise ValueError(f"preprocess {key} must be {need}, got {numbers!r} (the \"preprocess\" of the "
+                             "model's config.json)")
+
+
 def to_tensor(img: Image.Image, mean, std) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.uint8)
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
@@ -131,6 +165,7 @@ class Preprocess:
     def __post_init__(self):
         if not 0.0 < float(self.crop_pct) <= 1.0:
             raise ValueError(f"preprocess crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        check_normalisation(self.mean, self.std)
 
     def geometry(self, img: Image.Image) -> Image.Image:
         """The RGB image at the model's size: resized and cropped, not yet normalised (the robustness probes
@@ -160,6 +195,9 @@ class TrainTransform:
     hflip: float = 0.0
     color_jitter: float = 0.0  # strength for brightness, contrast and saturation
     needs_rng = True
+
+    def __post_init__(self):
+        check_normalisation(self.mean, self.std)
 
     def crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
         area = width * height

@@ -590,17 +590,25 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
 def _warn_repeated_classnames(classnames, source: str) -> None:
     """Two classes of one name get one zero-shot weight, and ties go to the lower index: the later class is never
     predicted (its recall 0% by construction). Warned, not refused: the bundled imagenet1k list (OpenAI's names,
-    as CLIP_benchmark ships them) repeats 'missile' and 'sunglasses'."""
+    as CLIP_benchmark ships them) repeats 'missile' and 'sunglasses'. Names are compared as CLIP's tokenizer reads
+    them (lower-cased, whitespace collapsed: "Cat" and "cat", "a cat" and "a  cat" are one text to the model)."""
+    from kizuna.data.tokenizer import clean_text
+
+    names = [str(name) for name in classnames or ()]
     seen: dict[str, list[int]] = {}
-    for k, name in enumerate(classnames or ()):
-        seen.setdefault(str(name), []).append(k)
-    repeated = {name: where for name, where in seen.items() if len(where) > 1}
+    for k, name in enumerate(names):
+        seen.setdefault(clean_text(name), []).append(k)
+    repeated = [where for where in seen.values() if len(where) > 1]
     if repeated:
         import warnings
 
-        shown = "; ".join(f"{name!r} (classes {', '.join(map(str, where))})" for name, where in list(repeated.items())[:5])
+        def named(where):  # 'cat' for an exact repeat, 'Cat' = 'cat' for names that read alike
+            return " = ".join(repr(n) for n in dict.fromkeys(names[k] for k in where))
+
+        shown = "; ".join(f"{named(where)} (classes {', '.join(map(str, where))})" for where in repeated[:5])
         warnings.warn(f"the class names (from {source}) repeat {shown}: zero-shot gives a repeated name one "
-                      "weight, so only its first class is ever predicted", UserWarning, stacklevel=3)
+                      "weight (CLIP's tokenizer lower-cases and collapses whitespace), so only its first class is "
+                      "ever predicted", UserWarning, stacklevel=3)
 
 
 def own_classnames(dataset: EvalDataset) -> list[str] | None:

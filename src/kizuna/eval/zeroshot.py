@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .encode import eval_mode
+from .encode import check_finite, eval_mode
 
 Template = str | Callable[[str], str]
 
@@ -41,6 +41,25 @@ def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256, 
     return torch.cat(out) if out else torch.empty(0)
 
 
+def same_prompts(tokenizer, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {c}.",)
+                 ) -> list[list[int]]:
+    """Groups (class indices, in order) of class names whose every filled prompt tokenizes to the same ids: the
+    model sees one text, and the classes split one probability. CLIP's BPE lower-cases and collapses
+    whitespace ("Cat" and "cat", "a cat" and "a  cat"); a name cut at the context length is cut alike. A check
+    before any encoding (tokenizing only); exact repeats are in groups too."""
+    classnames = list(classnames)
+    if not classnames or not templates:
+        return []
+    ids = tokenizer([fill_template(t, c) for c in classnames for t in templates])
+    if not isinstance(ids, torch.Tensor):  # a tokenizer of another kind: not checked
+        return []
+    rows = ids.reshape(len(classnames), -1).cpu().numpy()
+    seen: dict[bytes, list[int]] = {}
+    for k, row in enumerate(rows):
+        seen.setdefault(row.tobytes(), []).append(k)
+    return [group for group in seen.values() if len(group) > 1]
+
+
 @torch.inference_mode()
 def build_classifier(
     model, tokenizer, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {c}.",),
@@ -64,15 +83,25 @@ class ZeroShotClassifier:
     """Scores images against class weights; probabilities as the model was trained (softmax for CLIP,
     per-class sigmoid for SigLIP)."""
 
-    def __init__(self, model, tokenizer, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {c}.",)):
+    def __init__(self, model, tokenizer, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {c}.",),
+                 refuse_non_finite: bool = False):
+        """``refuse_non_finite``: raise :class:`~kizuna.eval.encode.NonFiniteFeatures` where the class weights or
+        an image's features hold NaN or inf, as ``kizuna eval`` does (the CLI commands ask for it: NaN scores
+        were printed as "nan%"); off, they pass through (the demo's report of a diverged model draws them)."""
         self.model = model
         self.classnames = list(classnames)
+        self.refuse_non_finite = refuse_non_finite
         self.weights = build_classifier(model, tokenizer, classnames, templates)
+        if refuse_non_finite:
+            check_finite(self.weights, torch.ones(len(self.weights), dtype=torch.bool, device=self.weights.device),
+                         "labels")
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model):
             img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()
+        if self.refuse_non_finite:
+            check_finite(img, torch.ones(len(img), dtype=torch.bool, device=img.device), "images")
         return self.model.scale().float() * img @ self.weights.T + self.model.bias()
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
