@@ -20,6 +20,11 @@ def require(module: str, what: str, extra: str, alternative: str = ""):
     (and ``alternative``, another way to install it, when given)."""
     try:
         return importlib.import_module(module)
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if e.name != module.split(".")[0] and e.name != module:
+            raise  # the package is there, and something it imports is not: that error says what
         raise MissingExtra(f"{what} needs the {module} package: pip install 'kizuna[{extra}]'"
                            + (f" (or {alternative})" if alternative else "")) from None
+    except ImportError as e:  # installed, and broken (a shared library missing): its own error says why
+        raise MissingExtra(f"{what} needs the {module} package, which is installed but does not import ({e}); "
+                           f"reinstall it: pip install --force-reinstall 'kizuna[{extra}]'") from e

@@ -141,3 +141,16 @@ def test_a_dataset_folder_name_of_undecodable_bytes_is_text(tmp_path):
     os.mkdir(folder)
     name = default_dataset_name(os.fsdecode(folder))
     assert name == "données" and name.encode("utf-8")
+
+
+def test_one_ascii_stream_as_stdout_and_stderr_gets_its_error_handler_back(monkeypatch):
+    """A host program's one stream as both: the handlers were put back first in, first out, leaving kizuna's."""
+    import io
+
+    from kizuna.apps.cli import main
+
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stream)
+    monkeypatch.setattr(sys, "stderr", stream)
+    assert main(["info", "ViT-mu-8"]) == 0
+    assert stream.errors == "strict"

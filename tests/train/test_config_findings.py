@@ -243,3 +243,22 @@ def test_a_json_config_nested_thousands_deep_is_a_one_line_error(tmp_path, capsy
         main(["train", "--model-overrides", "[" * 100_000 + "]" * 100_000, "--print-config"])
     err = capsys.readouterr().err
     assert "expected a JSON object" in err and len(err) < 5000  # the usage, and the value cut short
+
+
+def test_a_saved_clip_loss_model_with_a_bias_trains_with_its_bias_left_as_it_is(tmp_path, capsys):
+    """Training refuses a fresh one (model_config); a saved one loads, and GradCache failed on its bias's missing
+    gradient (the softmax loss never uses it): the bias is frozen, a shift of every logit alike."""
+    import kizuna
+    from kizuna.models.checkpoint import load_model, save_model
+    from kizuna.models.clip import ClipConfig, ClipModel
+
+    cfg = kizuna.clip_config("ViT-mu-8").to_dict()
+    cfg["vision"]["image_size"] = 32
+    cfg["preprocess"]["image_size"] = 32
+    saved = save_model(ClipModel(ClipConfig.from_dict({**cfg, "init_logit_bias": -5.0})), tmp_path / "with_bias")
+    args = [a if a != "ViT-mu-8" else str(saved) for a in TINY_TRAIN]
+    at = args.index("--context-length")  # the checkpoint brings its own
+    del args[at:at + 2]
+    assert main(["train", *args, "--accum-steps", "2", "--out", str(tmp_path / "run")]) == 0, _error(capsys)
+    trained = load_model(tmp_path / "run" / "checkpoints" / "latest")
+    assert float(trained.logit_bias) == -5.0

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 from _shards import make_folder, make_pair_shard, make_shard_dir, write_csv  # noqa: E402
 from _tiny import tiny_config  # noqa: E402
 
-from kizuna.data.sampler import EpochSampler  # noqa: E402
+from kizuna.data.sampler import FINGERPRINT_VERSION, EpochSampler  # noqa: E402
 from kizuna.data.sources import build_index, resolve_spec  # noqa: E402
 from kizuna.train.checkpointing import read_train_state  # noqa: E402
 from kizuna.train.contrastive import ContrastiveTrainer  # noqa: E402
@@ -254,8 +254,8 @@ def test_describing_a_change_of_many_parts_is_linear(monkeypatch):
     real = sampler_mod._part_id
     monkeypatch.setattr(sampler_mod, "_part_id", lambda p: calls.append(1) or real(p))
     n = 400
-    was = {"version": 1, "parts": [["tar", f"{i:06d}.tar", 10, f"{i:016x}"] for i in range(n)]}
-    now = {"version": 1, "parts": [["tar", f"{i:06d}.tar", 10, f"{i + 1:016x}"] for i in range(n)]}
+    was = {"version": FINGERPRINT_VERSION, "parts": [["tar", f"{i:06d}.tar", 10, f"{i:016x}"] for i in range(n)]}
+    now = {"version": FINGERPRINT_VERSION, "parts": [["tar", f"{i:06d}.tar", 10, f"{i + 1:016x}"] for i in range(n)]}
     assert "000000.tar has as many samples as the run's" in sampler_mod.describe_data_change(was, now)
     assert len(calls) <= 4 * n  # it was about n * n / 2
 
@@ -304,7 +304,7 @@ def test_a_device_decoded_resume_refuses_another_image_broken_in_place_of_a_repa
     from kizuna.data.sampler import describe_data_change, with_undecoded_rows
     from kizuna.train.supervised import SupervisedTrainer, make_supervised_config
 
-    fp = {"version": 1, "parts": [["tar", "0.tar", 4, "0" * 16]]}
+    fp = {"version": FINGERPRINT_VERSION, "parts": [["tar", "0.tar", 4, "0" * 16]]}
     assert describe_data_change(with_undecoded_rows(fp, [0, 1, 3], 4), with_undecoded_rows(fp, [0, 1, 3], 4)) is None
     assert describe_data_change(with_undecoded_rows(fp, [0, 1, 3], 4), with_undecoded_rows(fp, [0, 2, 3], 4)) == (
         "other images that do not decode than the run's (1, at other rows)")
@@ -327,3 +327,14 @@ def test_a_device_decoded_resume_refuses_another_image_broken_in_place_of_a_repa
     with pytest.raises(ValueError, match=r"other images that do not decode than the run's \(1, at other rows\).*"
                                          r"An image was repaired or broken"):
         SupervisedTrainer(cfg(tmp_path / "other", steps=3, resume=ckpt))
+
+
+def test_a_fingerprint_of_an_earlier_version_is_not_compared():
+    """Version 1 digested a CSV's paths as written; version 2 inside the folder they share. A checkpoint of
+    version 1 was refused as "other samples" although its data had not changed."""
+    from kizuna.data.sampler import describe_data_change
+
+    v1 = {"version": 1, "parts": [["csv", "train.csv", 4, "a" * 16]]}
+    now = {"version": FINGERPRINT_VERSION, "parts": [["csv", "train.csv", 4, "b" * 16]]}
+    assert FINGERPRINT_VERSION == 2 and describe_data_change(v1, now) is None
+    assert describe_data_change({**v1, "version": FINGERPRINT_VERSION}, now) is not None

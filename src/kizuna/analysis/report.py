@@ -103,8 +103,12 @@ class AnalysisTarget:
 
 
 def read_extra(path: str | Path) -> dict:
-    """The ``extra`` record kizuna.save_model stored with a model (``{}`` when none or not kizuna)."""
-    return dict(read_record(path).get("extra") or {})
+    """The ``extra`` record kizuna.save_model stored with a model (``{}`` when none or not kizuna). Its metrics'
+    nulls (a diverged run's NaN, written as strict JSON) read back as NaN: a null looked like "not evaluated"."""
+    extra = dict(read_record(path).get("extra") or {})
+    if isinstance(extra.get("metrics"), dict):
+        extra["metrics"] = {k: math.nan if v is None else v for k, v in extra["metrics"].items()}
+    return extra
 
 
 def read_record(path: str | Path) -> dict:
@@ -437,6 +441,7 @@ def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = Non
     prompt ("Cat" and "cat"), or a CLIP model whose tokenizer cannot be built.
     ``templates`` and ``tokenizer`` are None for a supervised ViT."""
     import kizuna
+    from kizuna.extras import MissingExtra
 
     if target.kind == "clip":
         if not labels:
@@ -444,6 +449,8 @@ def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = Non
         templates = list(templates or ["a photo of a {c}."])
         try:
             tokenizer = kizuna.get_tokenizer(target.model)
+        except MissingExtra:  # a package to install (sentencepiece), not something the model lacks
+            raise
         except ValueError as e:  # e.g. an HF SigLIP folder without its spiece.model
             raise ValueError(f"--labels need the model's tokenizer, which {target.source} lacks: {e}") from e
         labels = list(labels)

@@ -199,7 +199,7 @@ def _main_with_output(argv: list[str] | None) -> int:
     try:
         code = _main(argv)
     finally:
-        for output in outputs:
+        for output in reversed(outputs):  # last in, first out: one stream as both put back its own error handler
             output.finish()
         sys.stdout, sys.stderr = streams  # main() called from Python (the tests) leaves the process as it was
     # the work is done and its files written, but the output was cut: the status a shell gives a command that a

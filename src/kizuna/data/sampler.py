@@ -241,7 +241,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 # ---------------------------------------------------------------------------- data fingerprints
-_FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: a CSV's rows digested as paths inside the folder they share
 
 
 def _part_id(part) -> tuple:
@@ -273,8 +273,8 @@ def describe_data_change(saved: dict | None, current: dict | None) -> str | None
     in another order (...)"`` or ``"other samples than the run's (...)"``; ``None`` when they match, or when either is missing
     or of another version (a checkpoint written before fingerprints, or by a kizuna that fingerprints
     otherwise, is not refused)."""
-    if not saved or not current or saved.get("version") != _FINGERPRINT_VERSION \
-            or current.get("version") != _FINGERPRINT_VERSION:
+    if not saved or not current or saved.get("version") != FINGERPRINT_VERSION \
+            or current.get("version") != FINGERPRINT_VERSION:
         return None
     was, now = list(saved.get("parts") or []), list(current.get("parts") or [])
     was_ids, now_ids = [_part_id(p) for p in was], [_part_id(p) for p in now]

@@ -93,6 +93,7 @@ import torch
 from PIL import Image
 
 from . import images
+from .sampler import FINGERPRINT_VERSION
 from .tar_index import IMAGE_EXTS, decode_text, index_tar, parse_captions, parse_label, read_range
 from .transforms import to_rgb
 
@@ -320,6 +321,16 @@ def _shards_in_dir(d: str) -> list[str]:
     return [os.path.join(d, f) for f in tars]
 
 
+def shared_data_hint(path) -> str:
+    """What to add to "not found" for a path under ``../shared``, where the built-in configs look for the shared
+    data relative to the current folder (``kizuna vit train --config vit_cifar10`` from another folder stopped at
+    "dataset not found: ../shared/data/cifar10/train", naming neither the variable nor the flags); else ""."""
+    if os.environ.get("KIZUNA_SHARED") or not os.path.normpath(str(path)).startswith(os.path.join("..", "shared")):
+        return ""
+    return (f" (the built-in configs read ../shared relative to the current folder, {os.getcwd()}: set "
+            "KIZUNA_SHARED to the folder holding data/, or pass --data and --val-data, or --eval-retrieval)")
+
+
 def resolve_spec(spec: Any) -> list[tuple[str, str]]:
     """Spec -> ``[(kind, path)]`` with kind ``"tar"``, ``"csv"`` or ``"folder"``."""
     out: list[tuple[str, str]] = []
@@ -331,7 +342,7 @@ def resolve_spec(spec: Any) -> list[tuple[str, str]]:
             else:
                 out.append(("folder", p))
         elif not os.path.exists(p):
-            raise FileNotFoundError(f"data source not found: {p}")
+            raise FileNotFoundError(f"data source not found: {p}{shared_data_hint(p)}")
         elif p.endswith(".tar"):
             out.append(("tar", p))
         elif p.lower().endswith((".csv", ".tsv")):
@@ -449,7 +460,7 @@ class SampleIndex:
                     digest.update("\0".join(block).encode("utf-8", "surrogatepass"))
                 name = os.path.basename(os.path.abspath(self.sources[sid]))
                 parts.append([self.kinds[sid], name, b - a, digest.hexdigest()])
-        return {"version": 1, "parts": parts}
+        return {"version": FINGERPRINT_VERSION, "parts": parts}
 
     @classmethod
     def concat(cls, parts: Sequence["SampleIndex"]) -> "SampleIndex":

@@ -59,7 +59,8 @@ from pathlib import Path
 import numpy as np
 
 from kizuna.data.images import IMAGE_EXTENSIONS, SKIPPED_FOLDERS
-from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter, build_index, open_table, table_reader
+from kizuna.data.sources import (PairDataset, SampleIndex, SkipCounter, build_index, open_table, shared_data_hint,
+                                  table_reader)
 from kizuna.data.tar_index import decode_text, parse_label
 
 __all__ = [
@@ -460,7 +461,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         raise ValueError(f"task must be 'classification' or 'retrieval', got {task!r}")
     path = Path(os.path.expanduser(str(path)))
     if not path.exists():
-        raise FileNotFoundError(f"dataset not found: {path}")
+        raise FileNotFoundError(f"dataset not found: {path}{shared_data_hint(path)}")
     if not path.is_dir():  # a file, or a device/pipe such as /dev/null
         if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
             raise DatasetError(f"{path}: expected a dataset folder or a .csv/.tsv file")

@@ -174,6 +174,11 @@ class ContrastiveTrainer(Trainer):
 
     def _configure_model(self):
         cfg = self.cfg
+        if self.model.cfg.loss == "clip" and self.model.logit_bias is not None:
+            # a saved CLIP-loss model with a bias (fresh ones are refused by model_config): the softmax loss gives
+            # it no gradient, which GradCache failed on and DDP would take for an unused parameter. It stays
+            # as it is, a shift of every logit alike.
+            self.model.logit_bias.requires_grad_(False)
         self.model.visual.patch_dropout = cfg.patch_dropout
         if cfg.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
@@ -269,7 +274,7 @@ class ContrastiveTrainer(Trainer):
                 if j == k - 1:  # the logit scale/bias gradients, routed through the forward once: the last,
                     # the one DDP syncs, which must use every parameter or the reduction never completes
                     surrogate = surrogate + out["logit_scale"].float() * scale.grad
-                    if bias is not None:
+                    if bias is not None and bias.grad is not None:  # (a CLIP-loss model's frozen bias has none)
                         surrogate = surrogate + out["logit_bias"].float() * bias.grad
                 if surrogate.requires_grad:  # both towers locked: only the last chunk has a gradient (the scale's)
                     surrogate.backward()

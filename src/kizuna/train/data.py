@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from kizuna.data.loader import Collate, make_loader
-from kizuna.data.sampler import EpochSampler
+from kizuna.data.sampler import FINGERPRINT_VERSION, EpochSampler
 from kizuna.data.sources import PairDataset, SkipCounter, _Fetched, build_index
 from kizuna.data.synthetic import SyntheticWorld
 from kizuna.data.transforms import crop_draft_size, preprocess_from_config
@@ -72,7 +72,7 @@ class SyntheticPairs:
     def fingerprint(self) -> dict:
         """As :meth:`kizuna.data.sources.SampleIndex.fingerprint`: the scenes are the world's (its seed and the
         length are checked on resume already); this tells them from a real training set of as many samples."""
-        return {"version": 1, "parts": [["synthetic", "synthetic", self.length, ""]]}
+        return {"version": FINGERPRINT_VERSION, "parts": [["synthetic", "synthetic", self.length, ""]]}
 
 
 def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):

@@ -10,7 +10,7 @@ from kizuna.train.configs import shared_folder
 
 
 def get_config():
-    SHARED = shared_folder("--data and --eval-retrieval")
+    SHARED = shared_folder()
     return dict(
         model="ViT-mu-8",
         model_overrides={

@@ -12,7 +12,7 @@ from kizuna.train.configs import shared_folder
 
 
 def get_config():
-    SHARED = shared_folder("--data and --val-data")
+    SHARED = shared_folder()
     return dict(
         # 0.68 M parameters: 8x8 patches of 4 px, width 96, depth 6. Wider or deeper models see fewer
         # epochs in the same 30 minutes and ended lower (docs/VIT.md); width 192 at this lr did not

@@ -21,7 +21,7 @@ from kizuna.train.configs import shared_folder
 
 
 def get_config():
-    SHARED = shared_folder("--data and --val-data")  # ../shared, or KIZUNA_SHARED
+    SHARED = shared_folder()  # ../shared, or KIZUNA_SHARED
     return dict(
         model="hybrid-S/1",
         model_overrides={"stem_channels": [64, 128], "width": 256, "depth": 6, "heads": 4, "mlp_dim": 1024},
