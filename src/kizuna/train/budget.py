@@ -25,6 +25,8 @@ The pace after the plan is not always the pace the plan saw: the first steps of 
 formula with the real elapsed time and the pace of the steps since the last plan or correction. A correction
 that ends the run before corrections still due places them anew, at their shares of the way from it to its new
 end (a run that slowed for good was otherwise corrected once, on a pace half old and half new, and overran).
+Every correction comes at least ``calibrate_steps`` after the plan or the correction before it (one that would
+come sooner is dropped: a short run is corrected fewer times), since each times only the steps since the last.
 One stall among the few steps a correction may time is not its pace (:meth:`TimeBudget.seconds_per_step`).
 Early in a cosine a change of total moves the learning rate little (a 10% longer run at 40% of the way
 raises it by 8% of its value there); a run planned late (after a long warm-up) is corrected late too. On a 2-core Zen 4, 27-min runs planned once
@@ -165,7 +167,7 @@ class TimeBudget:
         the mean. Planned on the median, a 6-minute CIFAR-10 run on an H200 took 8 (34 ms median, 47 ms
         mean) and a 27-minute CPU run 29.6. The slowest 1% (an isolated GC pause or checkpoint among
         hundreds of steps) are dropped, since one of them would otherwise shorten the whole run. The plan and
-        the first correction may time as few as ``calibrate_steps`` (20) steps, where 1% is none: there one
+        a correction may time as few as ``calibrate_steps`` (20) steps, where 1% is none: there one
         stall (the process stopped a while, another job's burst) was taken for the pace of every step left,
         and a 30-s run ended at 19 s. Only one step, and only so far off the median (a loader's waits are a
         few times it, and recur): a slowness that recurs is the pace.
@@ -236,9 +238,18 @@ class TimeBudget:
 
     def _correction_steps(self, step: int, total: int, shares) -> list:
         """The steps at ``shares`` of the way from ``step`` to ``total``, each at least ``calibrate_steps``
-        after ``step`` (a pace needs that many steps), and before ``total``."""
-        after = {step + max(self.calibrate_steps, round(share * (total - step))) for share in shares}
-        return sorted(s for s in after if s < total)
+        after ``step`` and after the correction before it (a correction times only the steps since the last
+        one, and a pace needs that many: one that would come sooner is dropped), and before ``total``. Kept
+        only from ``step``, two corrections of a short run came 1-3 steps apart, and one slow or quick step
+        set the pace of the rest (a 40-s run ended at 28 s, or at 64)."""
+        kept, last = [], step
+        for s in sorted({step + max(self.calibrate_steps, round(share * (total - step))) for share in shares}):
+            if s >= total:
+                break
+            if s - last >= self.calibrate_steps:
+                kept.append(s)
+                last = s
+        return kept
 
 
 def initial_length(cfg, steps_per_epoch: int) -> tuple[int, bool]:

@@ -178,3 +178,25 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x)
     return x
+
+
+def raise_together(error: BaseException | None, device: torch.device, what: str, where: str = "") -> None:
+    """Every rank raises when any rank's ``error`` is set: each rank's checks first, then one all_reduce of the
+    ranks' refusals. A check that failed on one rank only (its node's copy of the data differs) raised there
+    while the others went on into their first collective, and died there ("Connection closed by peer" under
+    gloo; under NCCL a wait until the timeout) after rank 0 had already rewritten the run's log. The rank that
+    refused raises its own error; the others a ValueError saying which rank(s) refused ``what`` (e.g. "the
+    resume"), after ``where`` (e.g. "--resume PATH: "). Every rank must call it, at the same point."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if error is not None:
+            raise error
+        return
+    refused = torch.zeros(dist.get_world_size(), device=device)
+    refused[dist.get_rank()] = 0.0 if error is None else 1.0
+    all_reduce_sum(refused)
+    if error is not None:
+        raise error
+    ranks = [r for r, flag in enumerate(refused.tolist()) if flag]
+    if ranks:
+        who = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {', '.join(map(str, ranks))}"
+        raise ValueError(f"{where}{who} refused {what}: see {'its message' if len(ranks) == 1 else 'their messages'}")

@@ -500,6 +500,9 @@ class SupervisedTrainer(Trainer):
                         "label_column", "classnames")
     batch_key = "labels"
     bar_label = "vit"
+    # a new run from a checkpoint's weights, said where its optimizer state cannot continue it (vit train has no
+    # --init: `vit train --model CHECKPOINT` is refused, and names `vit finetune`)
+    new_run_from_weights = "kizuna vit finetune {path}"
 
     def __init__(self, cfg: SupervisedConfig, named: frozenset[str] | None = None):
         """``named``: the fields the command line set (kizuna.train.config.named_fields); see Trainer.start."""
@@ -639,17 +642,20 @@ class SupervisedTrainer(Trainer):
 
     # ----- one step ----------------------------------------------------------------------------
     def fit_batch(self, batch: dict) -> dict[str, float]:
-        loss, correct = self.train_step(batch["images"], batch["labels"])
-        return {"loss": loss, "correct": correct, "samples": len(batch["labels"])}
+        loss, correct, nonfinite = self.train_step(batch["images"], batch["labels"])
+        return {"loss": loss, "correct": correct, "samples": len(batch["labels"]), "nonfinite": nonfinite}
 
     def window_record(self, sums: dict[str, float]) -> tuple[dict, dict]:
         top1 = sums["correct"] / max(sums["samples"], 1)
+        if sums.get("nonfinite"):  # summed over the window (and the ranks): NaN logits' argmax is class 0, not a
+            top1 = float("nan")  # prediction (a diverged run logged the share of class 0), as evaluate() does
         return {"train_top1": top1}, {"acc": f"{top1:.3f}"}
 
     def evaluation_line(self, metrics: dict) -> str:
         return f"val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}"
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int, int]:
+        """One optimizer step: the loss, the images classified right, and those whose logits hold NaN or inf."""
         cfg = self.cfg
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
@@ -661,8 +667,10 @@ class SupervisedTrainer(Trainer):
         loss = soft_cross_entropy(logits, targets)
         loss.backward()
         self.apply_gradients()
-        correct = int((logits.detach().argmax(-1) == labels).sum())
-        return float(loss.detach()), correct
+        logits = logits.detach()
+        correct, nonfinite = torch.stack([(logits.argmax(-1) == labels).sum(),
+                                          (~torch.isfinite(logits).all(-1)).sum()]).tolist()  # one sync
+        return float(loss.detach()), int(correct), int(nonfinite)
 
     # ----- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()

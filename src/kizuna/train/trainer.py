@@ -38,7 +38,7 @@ from .budget import (TimeBudget, after_step, initial_length, length_state, resto
 from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, flag_value, hold_run_lock,
                             release_run_lock, resumed_config, rng_state, set_rng_state)
 from .compiling import compiled_or_eager
-from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed
+from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed, raise_together
 from .logging import MetricLogger
 from .memory import keep_freed_memory, release_kept_memory
 from .optim import announce_precision, autocast_for, make_scheduler, tune_for_training, use_config_settings
@@ -265,6 +265,29 @@ class Trainer(ABC):
         barrier()
 
     def _resume(self) -> None:
+        """Every rank's checks and loads (:meth:`_restore_checkpoint`), then one agreement on them before
+        anything is written (open_log rewrites metrics.jsonl after this returns): a check that refused on one
+        rank only (its node's copy of the data differs) raised there, and the others went on into their first
+        collective and died there ("Connection closed by peer"; NCCL waits until its timeout), after rank 0 had
+        already rewritten the run's log. Now every rank raises: the one that refused with its message, the
+        others naming it."""
+        try:
+            state, refusal = self._restore_checkpoint(), None
+        except Exception as error:  # re-raised on this rank by raise_together, once the others know
+            state, refusal = None, error
+        raise_together(refusal, self.device, "the resume", f"--resume {self.resume_from}: ")
+        self._say_if_precision_changed(state.get("precision_used"), int(state["step"]))
+        if self.dist.is_main:
+            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})", file=sys.stderr)
+            if self.ckpt.best_restarted and self.ckpt.metric:
+                metric, mode = self.ckpt.best_restarted
+                print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "
+                      f"{self.ckpt.mode} of {self.ckpt.metric}", file=sys.stderr)
+
+    def _restore_checkpoint(self) -> dict:
+        """This rank's part of the resume: the checkpoint's weights, the checks of the settings and data that
+        must continue it, the optimizer, schedule, length, data position, RNG and extra state. No collective
+        (a rank that raises here must not leave the others waiting in one) and nothing written."""
         state = self.ckpt.load_into(self.resume_from, self.model)
         saved = state.get("train_config", {})
         check_resume_settings(saved, self.cfg, self.resume_fixed, self.resume_from, self.named,
@@ -274,8 +297,7 @@ class Trainer(ABC):
                              f"position counts batches of that size, so --batch-size {self.cfg.batch_size} cannot "
                              "continue it. Drop the flag, or start a new run in another --out")
         self._check_data_position(state["data"])
-        self._say_if_precision_changed(state.get("precision_used"), int(state["step"]))
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizer_state(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # the run's length first: the rate set next reads it (with the open length of a budgeted run that
         # is not yet planned, the first step after a resume went at the peak rate)
@@ -293,12 +315,25 @@ class Trainer(ABC):
                 torch.manual_seed(rank_seed(self.cfg.seed, self.dist.rank, self.step))
         extras = state.get("extra_ranks") or []
         self.restore_extra_train_state(extras[self.dist.rank] if len(extras) == self.dist.world_size else state)
-        if self.dist.is_main:
-            print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})", file=sys.stderr)
-            if self.ckpt.best_restarted and self.ckpt.metric:
-                metric, mode = self.ckpt.best_restarted
-                print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "
-                      f"{self.ckpt.mode} of {self.ckpt.metric}", file=sys.stderr)
+        return state
+
+    def _load_optimizer_state(self, saved: dict) -> None:
+        """torch refuses a state whose parameter groups differ from the optimizer's ("loaded state dict contains
+        a parameter group that doesn't match the size of optimizer's group"), naming no file: a run started by
+        an earlier kizuna on a CLIP-loss model with a logit bias, which trained the bias (frozen now: one
+        parameter fewer is optimised). Said with the checkpoint, and how to start anew from its weights."""
+        try:
+            self.optimizer.load_state_dict(saved)
+        except ValueError as error:
+            count = lambda groups: sum(len(g["params"]) for g in groups)  # noqa: E731
+            how = getattr(self, "new_run_from_weights", "kizuna train --model {path}")  # vit: its own command
+            raise ValueError(
+                f"--resume {self.resume_from}: its optimizer state holds other trainable parameters than this model "
+                f"({count(saved.get('param_groups', []))} in the checkpoint, {count(self.optimizer.param_groups)} "
+                "here): a locked tower or a frozen parameter changed since the run started (an earlier kizuna "
+                "trained a CLIP-loss model's logit bias, which is frozen now), so the run cannot go on from it. "
+                f"Start a new run from its weights with `{how.format(path=self.resume_from)}` in another --out"
+            ) from error
 
     def _say_if_precision_changed(self, used: str | None, step: int) -> None:
         """A resume under --precision auto trains in what auto means here and now, which need not be what the run
