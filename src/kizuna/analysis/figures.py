@@ -83,7 +83,9 @@ def _finite_max(values: Any, default: float = 0.0) -> float:
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=fig.dpi, format="png", facecolor="white")
+    from kizuna.models.checkpoint import save_figure
+
+    save_figure(fig, p, dpi=fig.dpi, format="png", facecolor="white")  # (in place, Ctrl-C left a cut-off PNG)
     return p
 
 

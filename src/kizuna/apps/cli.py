@@ -207,7 +207,71 @@ def _main_with_output(argv: list[str] | None) -> int:
     return 141 if code == 0 and any(output.broken for output in outputs) else code
 
 
+class Terminated(BaseException):
+    """SIGTERM (`kill`, a scheduler's or a container's stop) while a command runs, raised where the command is so
+    that its cleanup runs (each temp file's ``except BaseException``): without a handler SIGTERM ended the process
+    on the spot, leaving hidden temp files (.e.npy.*.tmp, .results.json.*.tmp) beside the outputs. The command
+    line says "terminated" in one line and exits with 143 (128 + 15, a shell's status for SIGTERM), as it exits
+    with 130 for Ctrl-C. Not an Exception: ``except Exception`` must not carry on past it."""
+
+
+class _SigtermRaises:
+    """While main() runs, in the main thread: SIGTERM raises :class:`Terminated`, once (a second one ends the
+    process at once, cleanup or not); the default is put back after. Only where SIGTERM has its default action:
+    one ignored (SIG_IGN) stays ignored, and a handler of the program that calls main() stays its own. The
+    training loop sets its own while it runs (StopOnInterrupt: stop after the step and save) and puts this one
+    back after it. Not under torchrun (WORLD_SIZE > 1): a rank waiting in a collective, in C code, never runs a
+    Python handler, and the launcher's SIGTERM that stops the job would wait for its SIGKILL."""
+
+    def __enter__(self):
+        import os
+        import signal
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() and os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+            self.pid = os.getpid()
+            try:
+                if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                    self.previous = signal.signal(signal.SIGTERM, self._handle)
+            except (ValueError, OSError):  # not settable here (an embedded interpreter's)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        import os
+        import signal
+
+        if os.getpid() != self.pid:  # a process forked from this one that set nothing of its own: as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        signal.signal(signum, self.previous)
+        raise Terminated
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None and signal.getsignal(signal.SIGTERM) == self._handle:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
 def _main(argv: list[str] | None = None) -> int:
+    command = ["kizuna"]  # "kizuna vit eval" once parsed: the command an interrupt's line names
+    # Ctrl-C anywhere in here (the imports of build_parser take seconds; the cleanup after the command) is one
+    # line too: outside the command's own try it printed a traceback
+    try:
+        with _SigtermRaises():
+            return _run_command(argv, command)
+    except KeyboardInterrupt:
+        print(f"{command[0]}: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"{command[0]}: terminated", file=sys.stderr)
+        return 143
+
+
+def _run_command(argv: list[str] | None, command: list[str]) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -220,7 +284,8 @@ def _main(argv: list[str] | None = None) -> int:
 
     import warnings
 
-    command = getattr(args, "_parser", parser).prog  # "kizuna vit eval", as argparse's own errors say
+    command[0] = getattr(args, "_parser", parser).prog  # "kizuna vit eval", as argparse's own errors say
+    command = command[0]
 
     def show(message, category, filename, lineno, file=None, line=None):
         # one line in the command's voice: Python's form (file:line, the source line) is for programmers
@@ -240,9 +305,6 @@ def _main(argv: list[str] | None = None) -> int:
             FileExistsError, PermissionError) as e:
         print(f"{command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader left, and a write that bypassed _Output noticed: say nothing more
         import os
 

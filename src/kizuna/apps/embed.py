@@ -8,6 +8,7 @@ holds one row per input with its path/text and embedding. Corrupt images are ski
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -182,24 +183,37 @@ def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
     the new .npy into place and then failed on the .txt: the old .txt named the new rows. Both temp files
     are written first and then renamed; a failure removes the temp files, and once a rename is done also
     both final names (the old partner of a new file is stale), so no .npy is left beside another's row list.
-    The error names both files."""
+    The error names both files.
+
+    Ctrl-C or SIGTERM during the renames is held until both are done (it landed between them, or after the first
+    before its bookkeeping: the old .txt beside the new .npy, or both new files deleted); what is undone is read
+    from which temp files are still there. The old .txt goes first, so a kill that nothing can hold (SIGKILL)
+    leaves at worst a .npy with no row list, never one with another's."""
     from kizuna.models.checkpoint import filled_temp
 
-    temps, renamed = [], False
+    temps = []
+    had_rows = rows_path.exists()
     try:
         for path, fill in ((out, data), (rows_path, rows)):
             # the file is closed within: a write error that the last flush finds is raised
             temps.append(filled_temp(path, lambda tmp, fill=fill: _filled(tmp, fill)))
-        os.replace(temps[0], out)
-        renamed = True
-        os.replace(temps[1], rows_path)
+        with _signals_held():
+            rows_path.unlink(missing_ok=True)
+            os.replace(temps[0], out)
+            os.replace(temps[1], rows_path)
     except BaseException as e:
-        if renamed:  # the new .npy is in, its row list is not: neither may stay (the old .txt names other rows)
+        renamed = len(temps) == 2 and not os.path.exists(temps[0])  # the new .npy is in
+        if renamed and os.path.exists(temps[1]):  # ... its row list is not: neither may stay
             for path in (out, rows_path):
                 path.unlink(missing_ok=True)
         if not isinstance(e, OSError):
-            raise
-        left = "neither is left" if renamed else "the files there before are unchanged"
+            raise  # (both renamed: a signal held until then, with the pair complete)
+        if renamed:
+            left = "neither is left"
+        elif had_rows and not rows_path.exists():
+            left = f"{out} is unchanged but its old row list was removed"
+        else:
+            left = "the files there before are unchanged"
         message = f"could not write {out} and its row list {rows_path} ({e.strerror or e}); {left}"
         # OSError(errno, ...) is the errno's subclass (PermissionError ...), which the CLI reports in one line
         raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
@@ -207,6 +221,33 @@ def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM held back while the block runs, then delivered as they would have been (Ctrl-C's
+    KeyboardInterrupt, the command line's SIGTERM exception, or the default end of the process). In the main
+    thread only (where Python runs signal handlers, and can set them); elsewhere the block runs as it is. Blocking
+    the signals with pthread_sigmask held nothing: the kernel hands a process's signal to another thread (torch's)
+    that does not block it, and Python runs the handler in the main thread at its next instruction anyway."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    before = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not None:  # (None: set outside Python, and not to be put back)
+                before[signum] = signal.signal(signum, lambda signum, frame: got.append(signum))
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(got):
+            signal.raise_signal(signum)
 
 
 def _filled(path, fill) -> None:

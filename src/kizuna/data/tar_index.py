@@ -249,10 +249,14 @@ def _save_disk(cache_dir, fp: Fingerprint, idx: TarShardIndex) -> None:
 
         os.chmod(tmp, 0o666 & ~process_umask())
         os.replace(tmp, file)
-    except OSError as e:
-        if tmp is not None:  # a full disk left one more half-written temp file per run
+    except BaseException as e:
+        # a full disk left one more half-written temp file per run, and Ctrl-C (or the command line's SIGTERM)
+        # one in KIZUNA_INDEX_CACHE; the temp is gone once renamed
+        if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        if not isinstance(e, OSError):
+            raise
         warnings.warn(f"could not write tar index cache {file}: {e}", RuntimeWarning, stacklevel=3)
 
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
-from kizuna.models.checkpoint import atomic_write, first_line
+from kizuna.models.checkpoint import atomic_write, first_line, save_figure
 
 from .encode import (content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
                      model_fingerprint)
@@ -444,5 +444,5 @@ def plot_confusion(confusion: np.ndarray, classnames: Sequence[str], path, title
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)  # (in place, Ctrl-C left a cut-off PNG)
     return path

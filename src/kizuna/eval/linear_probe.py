@@ -414,5 +414,7 @@ def plot_zeroshot_vs_probe(result: ProbeResult | Sequence[ProbeResult], path, la
     fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="outside lower center", frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from kizuna.models.checkpoint import save_figure
+
+    save_figure(fig, path)  # (in place, Ctrl-C left a cut-off PNG)
     return path

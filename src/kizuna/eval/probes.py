@@ -193,7 +193,9 @@ class RobustnessResult:
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        from kizuna.models.checkpoint import save_figure
+
+        save_figure(fig, path)  # (in place, Ctrl-C left a cut-off PNG)
         return path
 
 

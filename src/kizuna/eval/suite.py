@@ -44,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kizuna.apps.common import json_safe
-from kizuna.models.checkpoint import atomic_write_text
+from kizuna.models.checkpoint import atomic_write_text, save_figure
 
 from .encode import is_main
 
@@ -475,13 +475,28 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
     out_dir = out_dir or suite.get("out")
     ctx = _Context(device)
     records: list[dict] = []
-    for i, r in enumerate(suite["runs"]):
-        if echo and is_main():
-            echo(f"\n=== [{i + 1}/{len(suite['runs'])}] {r['model']} | {r.get('dataset', '-')} | {', '.join(r['task'])}")
-        records += run_entry(r, ctx, out_dir=out_dir, progress=progress, echo=echo)
-        ctx.release_models({ctx.model_args(later) for later in suite["runs"][i + 1:]})
-        if out_dir and is_main():  # after every run: a later run that fails keeps the finished ones
-            write_results(records, out_dir)
+    written = None  # how many runs results.json holds, once written by this call
+    try:
+        for i, r in enumerate(suite["runs"]):
+            if echo and is_main():
+                echo(f"\n=== [{i + 1}/{len(suite['runs'])}] {r['model']} | {r.get('dataset', '-')} | "
+                     f"{', '.join(r['task'])}")
+            records += run_entry(r, ctx, out_dir=out_dir, progress=progress, echo=echo)
+            ctx.release_models({ctx.model_args(later) for later in suite["runs"][i + 1:]})
+            if out_dir and is_main():  # after every run: a later run that fails keeps the finished ones
+                write_results(records, out_dir)
+                written = i + 1
+    except BaseException as e:
+        # Ctrl-C (or SIGTERM) in run 3 of 3 left 2 records in an --out that had held 3 (a complete earlier
+        # result), and only "interrupted" was said. (An error is said by itself.)
+        if not isinstance(e, Exception) and out_dir and echo and is_main():
+            import sys
+
+            total, results = len(suite["runs"]), Path(out_dir) / "results.json"
+            print(f"{results} holds {written} of {total} runs (the finished ones)" if written is not None else
+                  f"none of the {total} runs finished; {results} was not written"
+                  + (" (the one there is from before)" if results.exists() else ""), file=sys.stderr)
+        raise
     if out_dir and is_main():
         write_results(records, out_dir)
         if echo:
@@ -572,7 +587,7 @@ def _robustness_scatter(records: list[dict], path: Path) -> Path | None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)  # (in place, Ctrl-C left a cut-off PNG)
     return path
 
 

@@ -134,6 +134,19 @@ def atomic_write(path: str | Path, write_fn) -> None:
         raise
 
 
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """``fig.savefig`` through :func:`atomic_write`: written in place, Ctrl-C or a full disk left a cut-off PNG
+    where the earlier run's good one had been. The format comes from ``path``'s suffix, as savefig takes it (the
+    temp file's own is .tmp), unless given; ``path``'s folder is made."""
+    path = Path(path)
+    if savefig_kwargs.get("format") is None:
+        from matplotlib import rcParams
+
+        savefig_kwargs["format"] = path.suffix[1:].lower() or rcParams["savefig.format"]
+    atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs))
+    return path
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write` of a text file (results.json and the like: rewritten in place, a full disk or a kill
     mid-write left a cut-off file where the complete one had been), in UTF-8 whatever the locale (a class named

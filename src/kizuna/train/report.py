@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from kizuna.models.checkpoint import atomic_write_text
+from kizuna.models.checkpoint import atomic_write_text, save_figure
 
 from .logging import read_metrics
 
@@ -34,7 +34,7 @@ def plot_loss(rows: list[dict], path: Path) -> Path:
     ax.set_ylabel("contrastive loss")
     ax.set_title("Training loss")
     ax.grid(alpha=0.3)
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -54,7 +54,7 @@ def plot_eval(rows: list[dict], keys: list[tuple[str, str]], path: Path) -> Path
     ax.set_title("Zero-shot accuracy during training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -114,7 +114,7 @@ def plot_curves(out: str | Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no 19.5 (one evaluation, a short run)
     path = out / "curves.png"
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -148,7 +148,7 @@ def plot_predictions(model, tokenizer, path: Path, n: int = 4, seed: int = 7) ->
         bar.set_xlabel("probability", fontsize=8)
         bar.tick_params(labelsize=8)
     fig.suptitle("Held-out colour x shape pairs never seen in training: top-5 predictions")
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
