@@ -60,11 +60,8 @@ def check_label_prompts(tokenizer, labels: list[str], templates: list[str]) -> N
 def parse_templates(templates: list[str] | None) -> list[str]:
     """The --template values, checked before the model loads: "a {} in {style}" ended in a KeyError
     traceback from filling the prompts, after the model had loaded."""
-    from kizuna.apps.cli import text_argument
     from kizuna.eval.datasets import DatasetError, read_templates, template_arguments
 
-    # a template typed is text (UTF-8 under any locale); a file's name stays as given
-    templates = [t if Path(t).is_file() else text_argument(t) for t in templates or ()]
     try:
         return read_templates(template_arguments(templates) or ["a photo of a {c}."])
     except DatasetError as e:

@@ -110,15 +110,14 @@ def siglip_tokenizer_config(folder: str | Path, context_length: int) -> dict[str
 def write_hf_tokenizer(cfg: dict[str, Any], folder: str | Path) -> None:
     """The inverse of :func:`siglip_tokenizer_config`: ``spiece.model`` + ``tokenizer_config.json`` in an HF
     SigLIP folder, from a kizuna sentencepiece tokenizer config."""
-    from kizuna.models.checkpoint import atomic_write
+    from kizuna.models.checkpoint import atomic_write, atomic_write_text
 
     folder = Path(folder)
     settings = {"tokenizer_class": "SiglipTokenizer", "model_max_length": int(cfg.get("context_length", 64)),
                 "do_lower_case": cfg.get("lower", True), "eos_token": cfg.get("eos", "</s>"),
                 "pad_token": cfg.get("pad", "</s>"), "unk_token": cfg.get("unk", "<unk>")}
     atomic_write(folder / "spiece.model", lambda tmp: Path(tmp).write_bytes(base64.b64decode(cfg["model"])))
-    atomic_write(folder / "tokenizer_config.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2), encoding="utf-8"))
+    atomic_write_text(folder / "tokenizer_config.json", json.dumps(settings, indent=2))
 
 
 class SiglipTokenizer:

@@ -198,13 +198,10 @@ def _entry(args, task) -> dict:
         if getattr(args, k, None) is not None:
             e[k] = getattr(args, k)
     if e.get("templates") is not None:  # files and single templates, as given; one file stays its path
-        from pathlib import Path
-
         from .datasets import default_dataset_name, template_arguments
 
         # a CLIP_benchmark .json pooled with other templates is read here, under the name load_dataset would use
-        e["templates"] = template_arguments([t if Path(t).is_file() else text_argument(t) for t in e["templates"]],
-                                            args.dataset_name or default_dataset_name(args.dataset))
+        e["templates"] = template_arguments(e["templates"], args.dataset_name or default_dataset_name(args.dataset))
     if args.name:
         e["name"] = args.name
     return e

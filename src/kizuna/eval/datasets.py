@@ -212,16 +212,18 @@ def template_arguments(values: Sequence[str] | None, dataset_name: str | None = 
     """The values of ``--template``/``--templates``, on any command: each a template file (.txt, .json) or one
     template with ``{c}``, repeatable. A single file stays its path (what a suite records and reads);
     otherwise -> the templates, the files' read in place. A value without braces ending in .txt/.json is
-    a file, so a misspelt name says "not found" rather than "has no {c} placeholder"."""
+    a file, so a misspelt name says "not found" rather than "has no {c} placeholder". A template typed is text,
+    as UTF-8 under any locale (:func:`kizuna.apps.cli.text_argument`); a file's name stays as given."""
     if not values:
         return None
+    from kizuna.apps.cli import text_argument
 
     def is_file(v: str) -> bool:
         return Path(v).is_file() or ("{" not in v and Path(v).suffix.lower() in (".txt", ".json"))
 
     if len(values) == 1 and is_file(values[0]):
         return values[0]  # read where it is used: a CLIP_benchmark .json is keyed by the dataset's name
-    templates = [t for v in values for t in (read_templates(v, dataset_name) if is_file(v) else [v])]
+    templates = [t for v in values for t in (read_templates(v, dataset_name) if is_file(v) else [text_argument(v)])]
     return read_templates(templates)
 
 

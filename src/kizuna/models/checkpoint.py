@@ -193,8 +193,7 @@ def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) ->
         return path
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
-    atomic_write(path / "config.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps({FORMAT_KEY: record}, indent=2), encoding="utf-8"))
+    atomic_write_text(path / "config.json", json.dumps({FORMAT_KEY: record}, indent=2))
     return path
 
 

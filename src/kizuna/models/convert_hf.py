@@ -597,12 +597,8 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, p
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    atomic_write(folder / "config.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2), encoding="utf-8"))
-    atomic_write(
-        folder / "preprocessor_config.json",
-        lambda tmp: Path(tmp).write_text(json.dumps(preprocess, indent=2), encoding="utf-8"),
-    )
+    atomic_write_text(folder / "config.json", json.dumps(config, indent=2))
+    atomic_write_text(folder / "preprocessor_config.json", json.dumps(preprocess, indent=2))
     processor_file = folder / "processor_config.json"
     if processor_file.is_file():
         # transformers (and read_image_processor_config) read the image settings here first: an earlier
@@ -615,8 +611,7 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, p
                 # AutoProcessor builds the class named here before it looks anywhere else: an earlier SigLIP
                 # export's SiglipProcessor was built for a CLIP model (and the other way round).
                 processor["processor_class"] = processor_class
-            atomic_write(processor_file,
-                         lambda tmp: Path(tmp).write_text(json.dumps(processor, indent=2), encoding="utf-8"))
+            atomic_write_text(processor_file, json.dumps(processor, indent=2))
     return folder
 
 
