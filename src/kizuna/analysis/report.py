@@ -105,9 +105,11 @@ class AnalysisTarget:
 def read_extra(path: str | Path) -> dict:
     """The ``extra`` record kizuna.save_model stored with a model (``{}`` when none or not kizuna). Its metrics'
     nulls (a diverged run's NaN, written as strict JSON) read back as NaN: a null looked like "not evaluated"."""
+    from kizuna.train.logging import nulls_as_nan
+
     extra = dict(read_record(path).get("extra") or {})
-    if isinstance(extra.get("metrics"), dict):
-        extra["metrics"] = {k: math.nan if v is None else v for k, v in extra["metrics"].items()}
+    if "metrics" in extra:
+        extra["metrics"] = nulls_as_nan(extra["metrics"])  # (not a dict: as it was)
     return extra
 
 

@@ -264,22 +264,28 @@ def _split_specs(spec: Any) -> list[str]:
     return [s for s in spec.split("::") if s.strip()]
 
 
+def _spec_parts(spec: Any) -> list[tuple[str, bool]]:
+    """A spec's paths as written (braces expanded, ``~`` too), each with whether it is a glob to match: one
+    path that exists as written is itself (a folder named "br{a,b}" or "x::y" is not a spec)."""
+    whole = os.path.expanduser(os.fspath(spec).strip()) if isinstance(spec, (str, os.PathLike)) else None
+    if whole and os.path.exists(whole):
+        return [(whole, False)]
+    return [(p, any(c in p for c in "*?[") and not os.path.exists(p))
+            for part in _split_specs(spec) for p in expand_braces(os.path.expanduser(part.strip()))]
+
+
 def expand_spec(spec: Any) -> list[str]:
     """Spec -> concrete paths (shards, CSV files, folders), in order; globs sorted as a folder's shards are
     (:func:`natural_key`)."""
     paths: list[str] = []
-    whole = os.path.expanduser(os.fspath(spec).strip()) if isinstance(spec, (str, os.PathLike)) else None
-    if whole and os.path.exists(whole):  # a path as written: a folder named "br{a,b}" or "x::y" is not a spec
-        return [whole]
-    for part in _split_specs(spec):
-        for p in expand_braces(os.path.expanduser(part.strip())):
-            if any(c in p for c in "*?[") and not os.path.exists(p):
-                hits = sorted(glob.glob(p), key=natural_key)  # as a folder's shards: 2.tar before 10.tar
-                if not hits:
-                    raise FileNotFoundError(f"no files match {p!r}")
-                paths.extend(hits)
-            else:
-                paths.append(p)
+    for p, is_glob in _spec_parts(spec):
+        if is_glob:
+            hits = sorted(glob.glob(p), key=natural_key)  # as a folder's shards: 2.tar before 10.tar
+            if not hits:
+                raise FileNotFoundError(f"no files match {p!r}")
+            paths.extend(hits)
+        else:
+            paths.append(p)
     return paths
 
 
@@ -288,14 +294,10 @@ def globs_read_otherwise_before(spec: Any) -> list[str]:
     them with :func:`natural_key` (as text: ``10.tar`` before ``2.tar``): a run that started on one of them, and
     whose checkpoint has no data fingerprint to tell, read its shards in that other order."""
     out = []
-    if isinstance(spec, (str, os.PathLike)) and os.path.exists(os.path.expanduser(os.fspath(spec).strip())):
-        return out
-    for part in _split_specs(spec):
-        for p in expand_braces(os.path.expanduser(part.strip())):
-            if any(c in p for c in "*?[") and not os.path.exists(p):
-                hits = glob.glob(p)
-                if sorted(hits) != sorted(hits, key=natural_key):
-                    out.append(p)
+    for p, is_glob in _spec_parts(spec):
+        hits = glob.glob(p) if is_glob else []
+        if sorted(hits) != sorted(hits, key=natural_key):
+            out.append(p)
     return out
 
 

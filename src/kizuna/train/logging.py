@@ -111,17 +111,16 @@ class MetricLogger:
         run folder says what it ran (``kizuna analyze compare-runs`` reads it)."""
         if not self.enabled:
             return
-        from kizuna.models.checkpoint import atomic_write
+        from kizuna.models.checkpoint import atomic_write_text
 
-        text = json_text(config, indent=2, sort_keys=True)
-        atomic_write(self.path.parent / "train_config.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write_text(self.path.parent / "train_config.json", json_text(config, indent=2, sort_keys=True))
 
     def drop_after(self, step: int) -> None:
         """A resumed run: drop the records the killed run wrote after its checkpoint at ``step``, and any line
         it tore mid-write (not JSON), so the log reads as one uninterrupted run. Rewritten atomically."""
         if not (self.enabled and self.path.exists()):
             return
-        from kizuna.models.checkpoint import atomic_write
+        from kizuna.models.checkpoint import atomic_write_text
 
         kept = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
@@ -131,7 +130,7 @@ class MetricLogger:
                 continue
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line + "\n")
-        atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(kept), encoding="utf-8"))
+        atomic_write_text(self.path, "".join(kept))
         if self.tb is not None:  # TensorBoard too: its reader drops the killed run's events from step + 1 on
             self.tb.close()
             self._open_tensorboard(purge_step=step + 1)
@@ -162,7 +161,7 @@ def json_text(value, **kwargs) -> str:
     return json.dumps(json_safe(value), allow_nan=False, default=str, **kwargs)
 
 
-def _nulls_as_nan(record):
+def nulls_as_nan(record):
     """A metrics record's null values as NaN: the log writes a NaN (a diverged loss) as null (:func:`json_text`),
     and its readers (curves, reports, compare-runs) plot and print it as the NaN it was."""
     if not isinstance(record, dict):
@@ -201,7 +200,7 @@ def read_metrics(path: str | Path, kind: str | None = None) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(_nulls_as_nan(json.loads(line)))
+            rows.append(nulls_as_nan(json.loads(line)))
         except (json.JSONDecodeError, RecursionError):  # (a line nested thousands deep is no record either)
             bad.append(number)
     if bad:

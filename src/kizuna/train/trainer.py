@@ -536,7 +536,7 @@ class Trainer(ABC):
                             last_metrics = metrics
                             line = self.evaluation_line(metrics)
                             if line and self.dist.is_main:
-                                bar.write(f"step {self.step}: {line}", file=sys.stderr)
+                                bar.write(f"step {self.step}: {line}")
                     if (saving or last or stop.requested) and epoch_report is None and getattr(
                             self.loader, "epoch_finished", False):
                         # the epoch's report before its checkpoint, which leaves a finished epoch's skips out: a
@@ -578,7 +578,7 @@ class Trainer(ABC):
         once an epoch, on every rank."""
         skips = summed_skips(self.loader.skips)
         if self.dist.is_main and skips.total:
-            bar.write(f"epoch {self.epoch}: {skips.report()}", file=sys.stderr)
+            bar.write(f"epoch {self.epoch}: {skips.report()}")
             self.log_skips(skips)
         return skips.report()
 
