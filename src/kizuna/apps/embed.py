@@ -84,7 +84,7 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     from kizuna.eval.encode import check_finite
 
     emb = torch.cat(chunks)  # NaN rows were written as a .npy and reported as "wrote N", where `kizuna eval` refuses
-    check_finite(emb, torch.ones(len(emb), dtype=torch.bool), f"{folder}: images")
+    check_finite(emb, None, f"{folder}: images")
     return [str(paths[i]) for i in kept], emb.numpy(), errors
 
 
@@ -138,7 +138,7 @@ def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
     from kizuna.eval.encode import check_finite
 
     emb = torch.cat(chunks)  # refused as `kizuna eval` refuses them: NaN rows were written, and "wrote N" said
-    check_finite(emb, torch.ones(len(emb), dtype=torch.bool), f"{path}: texts")
+    check_finite(emb, None, f"{path}: texts")
     return texts, emb.numpy()
 
 

@@ -93,15 +93,14 @@ class ZeroShotClassifier:
         self.refuse_non_finite = refuse_non_finite
         self.weights = build_classifier(model, tokenizer, classnames, templates)
         if refuse_non_finite:
-            check_finite(self.weights, torch.ones(len(self.weights), dtype=torch.bool, device=self.weights.device),
-                         "labels")
+            check_finite(self.weights, None, "labels")
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model):
             img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()
         if self.refuse_non_finite:
-            check_finite(img, torch.ones(len(img), dtype=torch.bool, device=img.device), "images")
+            check_finite(img, None, "images")
         return self.model.scale().float() * img @ self.weights.T + self.model.bias()
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
