@@ -729,7 +729,8 @@ def test_an_openai_layout_gelu_checkpoint_trains_and_is_analysed_with_act(data, 
     assert "QuickGELU" not in capsys.readouterr().err
     assert kizuna.load_model(tmp_path / "vit" / "model").cfg.act == "gelu"
     assert main(["vit", "train", "--act", "gelu", "--data", str(data / "train"), "--out", str(tmp_path / "x")]) == 2
-    assert "--act gelu names the activation of an OpenAI-layout --init checkpoint" in capsys.readouterr().err
+    assert ("--act gelu names the activation of an OpenAI-layout checkpoint given to `kizuna vit finetune "
+            "CHECKPOINT`") in capsys.readouterr().err
 
     assert main(["analyze", "positions", str(path), "--act", "gelu", "--out", str(tmp_path / "fig")]) == 0
     assert "QuickGELU" not in capsys.readouterr().err

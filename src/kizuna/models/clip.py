@@ -133,13 +133,19 @@ class ClipModel(nn.Module):
     ) -> dict:
         """Normalised features (float32) and the logit scale/bias. ``text_embeddings`` replaces ``tokens`` when a
         locked pretrained text tower's outputs are cached (only the projection runs)."""
+        # The text tower goes first: its token checks and padding trim read values back (a GPU waits for its
+        # queue), which after the image tower meant waiting for all of it, then idling while the text launched.
+        # Only a training MiniLM tower's dropout draws random numbers there (it then draws before patch dropout).
+        text = None
+        if tokens is not None:
+            text = _unit(self.encode_text(tokens))
+        elif text_embeddings is not None:
+            text = _unit(self.text.proj(text_embeddings))
         out = {"logit_scale": self.scale(), "logit_bias": self.logit_bias}
         if images is not None:
             out["image_features"] = _unit(self.encode_image(images))
-        if tokens is not None:
-            out["text_features"] = _unit(self.encode_text(tokens))
-        elif text_embeddings is not None:
-            out["text_features"] = _unit(self.text.proj(text_embeddings))
+        if text is not None:
+            out["text_features"] = text
         return out
 
     def logits(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

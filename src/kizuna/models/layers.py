@@ -42,6 +42,14 @@ ACTIVATIONS = {
 }
 
 
+def building_on_meta() -> bool:
+    """True inside `with torch.device("meta")`, where a checkpoint's tensors will replace a module's init.
+
+    There are no values to draw there, and nn.init.normal_ on meta imports torch._dynamo: about 1 s of every
+    command that loads a model."""
+    return torch.empty(()).is_meta
+
+
 def env_switch(name: str, default: bool) -> bool:
     """A kizuna on/off switch from the environment: ``name=0`` is off, any other value on, unset ``default``."""
     value = os.environ.get(name)

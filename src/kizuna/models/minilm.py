@@ -114,7 +114,8 @@ class MiniLMTextTower(nn.Module):
         self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
         self.width = self.encoder.config.hidden_size
         self.proj = nn.Linear(self.width, output_dim, bias=False)
-        nn.init.normal_(self.proj.weight, std=self.width**-0.5)
+        if not self.proj.weight.is_meta:  # see layers.building_on_meta
+            nn.init.normal_(self.proj.weight, std=self.width**-0.5)
         register = getattr(self, "register_load_state_dict_pre_hook", None)
         if register is not None:
             register(_drop_retired_keys)

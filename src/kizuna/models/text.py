@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import Transformer
+from .layers import Transformer, building_on_meta
 
 
 @dataclass
@@ -61,7 +61,9 @@ class TextTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         D = cfg.width
-        self.token_embed = nn.Embedding(cfg.vocab_size, D)
+        meta = building_on_meta()
+        # nn.Embedding draws its own init unless given a weight (init_weights draws it again off meta).
+        self.token_embed = nn.Embedding(cfg.vocab_size, D, _weight=torch.empty(cfg.vocab_size, D) if meta else None)
         self.pos_embed = nn.Parameter(torch.zeros(cfg.context_length, D))
         self.transformer = Transformer(D, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.act, cfg.eps)
         self.norm = nn.LayerNorm(D, eps=cfg.eps)
@@ -70,7 +72,8 @@ class TextTransformer(nn.Module):
         self.trim_padding = True
         # The last block runs for the pooled token only (exact: no other row of it is read); same switch.
         self.prune_last_block = True
-        self.init_weights()
+        if not meta:  # see building_on_meta
+            self.init_weights()
 
     def init_weights(self):
         for m in self.modules():

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import INTEL, AttentionPool, Transformer, env_switch, linear
+from .layers import INTEL, AttentionPool, Transformer, building_on_meta, env_switch, linear
 
 
 @contextmanager
@@ -236,7 +236,8 @@ class VisionTransformer(nn.Module):
         # With class-token pooling, forward() runs the last block for the class token only (exact: the
         # other tokens' last-block outputs are never read). Off only to measure what it saves.
         self.prune_last_block = True
-        self.init_weights()
+        if not building_on_meta():
+            self.init_weights()
 
     # ----- initialisation -------------------------------------------------------------------
     def init_weights(self):

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from .distributed import all_reduce_sum
+from .distributed import any_rank
 from .optim import use_config_settings
 
 __all__ = ["REPLAN_AT", "TimeBudget", "after_step", "initial_length", "length_state", "plan_run",
@@ -126,8 +126,7 @@ class TimeBudget:
         """Whether the limit has passed, agreed by all ranks (any rank past it stops them all)."""
         if not self.limit_minutes:
             return False
-        up = torch.tensor([1.0 if self.elapsed > self.limit_minutes * 60 else 0.0], device=device)
-        return bool(all_reduce_sum(up).item() > 0)
+        return any_rank(self.elapsed > self.limit_minutes * 60, device)
 
     # ----- the budget -------------------------------------------------------------------------------
     @property
@@ -151,11 +150,7 @@ class TimeBudget:
         if not ready and len(self.step_times) >= SKIP_FIRST + self.calibrate_steps:
             warmup_left = max(0, warmup_steps - step) * self.seconds_per_step()
             ready = step >= warmup_steps or self.elapsed + warmup_left > self.usable_seconds
-        if device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = torch.tensor([1.0 if ready else 0.0], device=device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            ready = bool(flag.item() > 0)
-        return ready
+        return any_rank(ready, device)
 
     def seconds_per_step(self, first: int = SKIP_FIRST) -> float:
         """Mean of the timed steps from the ``first``-th on (by default all but the first few), the slowest

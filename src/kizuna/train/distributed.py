@@ -174,6 +174,16 @@ def from_rank0(make):
     return box[0]
 
 
+def any_rank(flag: bool, device: torch.device | None) -> bool:
+    """Whether ``flag`` holds on any rank (one all_reduce); one process decides alone, without a device tensor
+    (whose read-back stalls a GPU's queue every step)."""
+    if device is None or not (dist.is_available() and dist.is_initialized()):
+        return flag
+    x = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return bool(x.item() > 0)
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x)

@@ -90,7 +90,7 @@ class SupervisedConfig:
     model_overrides: dict = field(default_factory=dict)  # VisionConfig fields, e.g. {"depth": 6, "pool": "gap"}
     image_size: int = 32  # input side in pixels; 0 = the checkpoint's own (fine-tuning) or 224 (from scratch)
     init: str = ""  # checkpoint to fine-tune (kizuna ViT or CLIP folder/.safetensors); "" = train from scratch
-    act: str = ""  # activation of an OpenAI-layout --init .pt/.bin, which the layout does not record: "gelu" for most OpenCLIP (LAION) checkpoints; "" = QuickGELU (OpenAI's), with a warning
+    act: str = ""  # activation of an OpenAI-layout CHECKPOINT (.pt/.bin) given to `vit finetune`, which the layout does not record: "gelu" for most OpenCLIP (LAION) checkpoints; "" = QuickGELU (OpenAI's), with a warning
     reset_head: bool = True  # fine-tuning: new zero-initialised classifier; false keeps the head, its rows matched to the data's classes by name (refused for other classes)
     pos_embed: str = "interpolate"  # fine-tuning at a new resolution: "interpolate" | "sequence" | "grid"
     # data
@@ -173,7 +173,8 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {cfg.pos_embed!r}")
     check_act(cfg.act)
     if cfg.act and not cfg.init:
-        raise ValueError(f"--act {cfg.act} names the activation of an OpenAI-layout --init checkpoint; a model "
+        raise ValueError(f"--act {cfg.act} names the activation of an OpenAI-layout checkpoint given to `kizuna vit "
+                         f"finetune CHECKPOINT`; a model "
                          f"trained from scratch sets it with --model-overrides '{{\"act\": \"{cfg.act}\"}}'")
     if cfg.optimizer not in ("adamw", "sgd"):
         raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
@@ -668,9 +669,10 @@ class SupervisedTrainer(Trainer):
         loss.backward()
         self.apply_gradients()
         logits = logits.detach()
-        correct, nonfinite = torch.stack([(logits.argmax(-1) == labels).sum(),
-                                          (~torch.isfinite(logits).all(-1)).sum()]).tolist()  # one sync
-        return float(loss.detach()), int(correct), int(nonfinite)
+        # one read-back (a GPU stall) for all three; the counts are exact in float32 (batches < 2**24)
+        loss, correct, nonfinite = torch.stack([loss.detach().float(), (logits.argmax(-1) == labels).sum().float(),
+                                                (~torch.isfinite(logits).all(-1)).sum().float()]).tolist()
+        return loss, int(correct), int(nonfinite)
 
     # ----- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
