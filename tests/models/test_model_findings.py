@@ -174,7 +174,7 @@ def test_strict_openai_export_refuses_an_image_size_the_layout_cannot_record(tmp
 
 # ----- B2: preset overrides are checked as a whole config ------------------------------------------------
 @pytest.mark.parametrize("overrides,match", [
-    (dict(embed_dim=16), "embed_dim 16 disagrees"),
+    (dict(embed_dim=16, vision={"output_dim": 32}), "embed_dim 16 disagrees"),
     (dict(loss="sigmoid"), "loss must be 'clip' or 'siglip'"),
     (dict(image_size=4), "smaller than one patch"),
     (dict(vision={"dept": 1}), "unknown vision field 'dept'"),

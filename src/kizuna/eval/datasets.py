@@ -149,9 +149,17 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     return [line for _, line in numbered]
 
 
+def is_one_template(value) -> bool:
+    """A templates value that is one template, not a file: braces, and no file of that name (the rule of
+    ``--template`` and of a suite's or load_dataset's ``templates``)."""
+    return isinstance(value, str) and "{" in value and not Path(value).is_file()
+
+
 def read_templates(spec, dataset_name: str | None = None) -> list[str]:
-    """Templates from a list, a .txt file (one per line) or a .json file (a list, or a dict keyed
-    by dataset name as CLIP_benchmark's)."""
+    """Templates from a list, one template (``"a photo of a {c}."``), a .txt file (one per line) or a .json file
+    (a list, or a dict keyed by dataset name as CLIP_benchmark's)."""
+    if is_one_template(spec):  # a suite's "templates" was taken for a file name, which `--template` was not
+        spec = [spec]
     if isinstance(spec, (list, tuple)):
         out = list(spec)
         places = [f"the given templates (item {k + 1})" for k in range(len(out))]
@@ -219,7 +227,7 @@ def template_arguments(values: Sequence[str] | None, dataset_name: str | None = 
     from kizuna.apps.cli import text_argument
 
     def is_file(v: str) -> bool:
-        return Path(v).is_file() or ("{" not in v and Path(v).suffix.lower() in (".txt", ".json"))
+        return not is_one_template(v) and (Path(v).is_file() or Path(v).suffix.lower() in (".txt", ".json"))
 
     if len(values) == 1 and is_file(values[0]):
         return values[0]  # read where it is used: a CLIP_benchmark .json is keyed by the dataset's name

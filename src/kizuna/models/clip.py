@@ -10,8 +10,9 @@ inputs it was trained on (no silent QuickGELU/GELU or mean/std mismatches).
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,20 @@ from .vit import VisionConfig, VisionTransformer
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+BPE_TOKENIZERS = ("clip_bpe", "openai", "trained_bpe")  # the CLIP-style BPEs (kizuna.data.tokenizer)
+
+
+@functools.lru_cache(maxsize=4)
+def _trained_bpe_ids(tokenizer_json: str) -> tuple[int, int] | None:
+    """(vocabulary size, end-of-text id) of a trained_bpe tokenizer; None where it cannot be built (get_tokenizer
+    says why). Cached: a config is built again at every load and override, and a 49k vocabulary takes 0.2 s."""
+    from kizuna.data.tokenizer import tokenizer_from_config
+
+    try:
+        tok = tokenizer_from_config({"type": "trained_bpe", "tokenizer_json": tokenizer_json})
+    except ValueError:
+        return None
+    return tok.vocab_size, tok.eot_token_id
 
 
 @dataclass
@@ -60,6 +75,7 @@ class ClipConfig:
             )
         if self.tokenizer is None:  # OpenAI's BPE, as long as the tower (a fixed 77 did not fit a shorter one)
             self.tokenizer = {"type": "clip_bpe", "context_length": self.text.context_length}
+        self._check_tokenizer()
         if not self.preprocess:
             size = self.vision.image_size
             self.preprocess = {
@@ -69,6 +85,42 @@ class ClipConfig:
                 "interpolation": "bicubic",
                 "resize_mode": "shortest",
             }
+
+    def _bpe_tokenizer(self) -> dict | None:
+        tok = self.tokenizer
+        ok = self.text.kind != "minilm" and isinstance(tok, dict) and tok.get("type") in BPE_TOKENIZERS
+        return tok if ok else None
+
+    def check_tokenizer_length(self) -> None:
+        """A BPE tokenizer longer than the text tower, refused where overrides are applied (clip_config, the
+        trainer's model_config) rather than at every encode_text. Not in the constructor: towers fed ids
+        directly (tests at a tiny context) keep the default tokenizer they never use."""
+        tok = self._bpe_tokenizer()
+        length = (tok or {}).get("context_length", 77)
+        if tok is not None and isinstance(length, int) and length > self.text.context_length:
+            raise ValueError(f"the tokenizer's context_length {length} is longer than the text tower's "
+                             f"{self.text.context_length} (text.context_length): every encode_text would fail; give "
+                             "them the same length")
+
+    def _check_tokenizer(self) -> None:
+        """A trained BPE tokenizer's end-of-text id becomes the tower's where the tower kept the default (OpenAI's
+        49407, which that tokenizer never emits: the tower pooled at the padding; only `kizuna train` set it), and
+        a tokenizer with more ids than the tower embeds, or another EOT where it pools, is refused."""
+        tok, text = self._bpe_tokenizer() or {}, self.text
+        json_text = tok.get("tokenizer_json")
+        trained = tok.get("type") == "trained_bpe" and isinstance(json_text, str)
+        ids = _trained_bpe_ids(json_text) if trained else None  # OpenAI's BPE is left alone: towers with a
+        if ids is None:  # vocabulary of their own are fed ids directly
+            return
+        vocab, eot = ids
+        if vocab > text.vocab_size:
+            raise ValueError(f"the tokenizer has {vocab} ids but the text tower embeds {text.vocab_size}: give "
+                             f"text.vocab_size >= {vocab}")
+        if text.eot_token_id == TextConfig.eot_token_id != eot:
+            self.text = replace(text, eot_token_id=eot)
+        elif text.pool == "eot" and text.eot_token_id != eot:
+            raise ValueError(f"text.eot_token_id {text.eot_token_id} is not the tokenizer's end-of-text id {eot}, "
+                             f"where the text tower pools (pool='eot'); leave it out or set {eot}")
 
     def to_dict(self) -> dict:
         return asdict(self)

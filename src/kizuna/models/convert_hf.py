@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from .checkpoint import CheckpointError, TensorTaker, atomic_write, atomic_write_text, load_state_dict_file
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
+from .convert_openai import OPENAI_VOCAB, unavailable_tokenizer
 from .text import TextConfig
 from .vit import VisionConfig, VisionTransformer, grid_warning_silenced
 
@@ -481,6 +482,9 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
     c.name = folder.name
     if model_type == "clip":  # a tokenizer export_hf_clip wrote for a model trained with its own BPE
         c.tokenizer = _read_clip_tokenizer(folder, c.text.context_length) or c.tokenizer
+        if c.tokenizer["type"] == "clip_bpe" and c.text.vocab_size != OPENAI_VOCAB:  # as the OpenAI layout's reader
+            c.tokenizer = unavailable_tokenizer(source, c.text.vocab_size, "and the folder holds no BPE of its own "
+                                                "(vocab.json + merges.txt)", stacklevel=4)
     if model_type == "siglip":  # the folder's own sentencepiece model, when it ships one (HF's spiece.model)
         from kizuna.data.siglip_tokenizer import siglip_tokenizer_config
 

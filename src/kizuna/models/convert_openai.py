@@ -141,6 +141,15 @@ def openai_to_kizuna(
     return record, out
 
 
+def unavailable_tokenizer(source: str, vocab: int, why: str, stacklevel: int) -> dict:
+    """The tokenizer config of a checkpoint whose text vocabulary is not OpenAI's BPE and that carries no
+    tokenizer kizuna reads: "unavailable" (get_tokenizer says why), with a warning, rather than OpenAI's BPE."""
+    note = (f"{source}: its text vocabulary has {vocab:,} tokens, not the {OPENAI_VOCAB:,} of OpenAI's BPE, {why}, "
+            "so only its image tower can be used")
+    warnings.warn(note, UserWarning, stacklevel=stacklevel)
+    return {"type": "unavailable", "note": note}
+
+
 def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> ClipConfig:
     conv = sd["visual.conv1.weight"]
     width, patch = conv.shape[0], conv.shape[-1]
@@ -177,11 +186,9 @@ def _infer_config(sd: dict, source: str, act: str, vision_heads, text_heads) -> 
     if vocab != OPENAI_VOCAB:
         # the layout implies OpenAI's BPE and pooling at its end-of-text (the highest id): a MetaCLIP 2 "worldwide"
         # file (mT5's 250,100 tokens, XLM-V's 901,629) has neither, and every text feature was wrong without a word
-        note = (f"{source}: its text vocabulary has {vocab:,} tokens, not the 49,408 of OpenAI's BPE, which the "
-                "OpenAI layout implies (e.g. a MetaCLIP 2 worldwide checkpoint: mT5's or XLM-V's tokenizer); its "
-                "tokenizer and end-of-text token are not in the file, so only its image tower can be used")
-        warnings.warn(note, UserWarning, stacklevel=4)
-        tokenizer = {"type": "unavailable", "note": note}
+        tokenizer = unavailable_tokenizer(
+            source, vocab, "which the OpenAI layout implies (e.g. a MetaCLIP 2 worldwide checkpoint: mT5's or XLM-V's "
+            "tokenizer); its tokenizer and end-of-text token are not in the file", stacklevel=5)
     return ClipConfig(
         embed_dim=embed, vision=vision, text=text, loss="clip",
         preprocess={"image_size": vision.image_size, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),

@@ -145,6 +145,25 @@ def follow_context_length(d: dict, preset_length: int, tokenizer_override) -> No
         d["tokenizer"] = {**tokenizer, "context_length": length}
 
 
+def follow_overrides(d: dict, base: ClipConfig, overrides: dict) -> None:
+    """What a changed field carries along in ``d`` (``base``'s config dict with ``overrides`` applied), unless the
+    overrides set it too; one rule for create_model and `kizuna train` (which replaced a preprocess.image_size
+    override)."""
+    # A new image size is also the size images are preprocessed to, unless the preprocessing says otherwise.
+    new_size = d["vision"].get("image_size") if isinstance(d.get("vision"), dict) else None
+    if (new_size != base.vision.image_size and isinstance(d.get("preprocess"), dict)
+            and "image_size" not in (overrides.get("preprocess") or {})):
+        size = list(new_size) if isinstance(new_size, (tuple, list)) else new_size
+        d["preprocess"] = {**d["preprocess"], "image_size": size}
+    if "embed_dim" in overrides:  # a new joint width: the towers' projections follow it (create_model refused it)
+        for tower in ("vision", "text"):
+            given = overrides.get(tower)
+            if isinstance(d.get(tower), dict) and d[tower].get("output_dim") and (
+                    given is None or isinstance(given, dict) and "output_dim" not in given):
+                d[tower]["output_dim"] = d["embed_dim"]
+    follow_context_length(d, base.text.context_length, overrides.get("tokenizer"))
+
+
 def clip_config(name: str, **overrides) -> ClipConfig:
     """A preset's config with ``overrides`` applied: a field's new value, or for ``vision``, ``text``,
     ``preprocess`` and ``tokenizer`` a dict merged into the preset's. The result is built through
@@ -181,15 +200,11 @@ def clip_config(name: str, **overrides) -> ClipConfig:
             d[k] = {**(d[k] or {}), **v}
         else:
             d[k] = v
-    # A new image size is also the size images are preprocessed to, unless the preprocessing says otherwise.
-    new_size = d["vision"].get("image_size") if isinstance(d.get("vision"), dict) else None
-    if (new_size != base.vision.image_size and isinstance(d.get("preprocess"), dict)
-            and "image_size" not in (overrides.get("preprocess") or {})):
-        size = list(new_size) if isinstance(new_size, (tuple, list)) else new_size
-        d["preprocess"] = {**d["preprocess"], "image_size": size}
-    follow_context_length(d, base.text.context_length, overrides.get("tokenizer"))
+    follow_overrides(d, base, overrides)
     try:
-        return ClipConfig.from_dict(d)
+        cfg = ClipConfig.from_dict(d)
+        cfg.check_tokenizer_length()
+        return cfg
     except (TypeError, ValueError) as e:
         shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
         if len(shown) > 300:

@@ -13,6 +13,8 @@ import importlib.util
 import json
 import math
 import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,18 +120,37 @@ def load_config_file(name_or_path: str, config_cls=None) -> dict:
         if not isinstance(values, dict):
             raise ValueError(f"config {str(path)!r}: expected a JSON object of settings, got a "
                              f"{type(values).__name__}")
+        if values.get("resume"):  # kept out (a replayed run's start is no resume), but a hand-written one was
+            # dropped without a word, and the run started afresh in its --out
+            warnings.warn(f"config {str(path)!r}: its \"resume\": {values['resume']!r} is not used (in a config file it "
+                          "only records how a run was started); to resume, pass --resume on the command line",
+                          UserWarning)  # one place, so said once per command (the file is read up to 3 times)
         values = {k: v for k, v in values.items() if k not in RECORDED_ONLY}
     else:
-        spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not callable(getattr(module, "get_config", None)):
-            raise ValueError(f"config {str(path)!r} defines no get_config() -> dict")
-        values = module.get_config()
+        values = _run_python_config(path)
         if not isinstance(values, dict):  # a forgotten `return` failed later as "'NoneType' object is not iterable"
             raise ValueError(f"config {str(path)!r}: get_config() must return a dict of settings, got "
                              + ("None (a missing `return`?)" if values is None else f"a {type(values).__name__}"))
     return typed_file_values(config_cls, values, path) if config_cls is not None else values
+
+
+def _run_python_config(path: Path):
+    """A .py config's get_config(), run with its folder first on sys.path, so that it can import a module beside
+    it; an exception in it is one error naming the file (it was a traceback)."""
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if callable(getattr(module, "get_config", None)):
+            return module.get_config()
+    except Exception as e:  # noqa: BLE001 - whatever the user's code raises
+        raise ValueError(f"config {str(path)!r}: {type(e).__name__}: {e}") from e
+    finally:
+        if folder in sys.path:  # the first one is ours
+            sys.path.remove(folder)
+    raise ValueError(f"config {str(path)!r} defines no get_config() -> dict")
 
 
 # string settings that a file (or Python) may give as a list of strings: data specs, class names

@@ -26,7 +26,7 @@ import torch
 import kizuna
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
-from kizuna.models.presets import follow_context_length
+from kizuna.models.presets import follow_overrides
 
 from .config import TrainConfig, check_override_types, deep_merge
 from .data import build_dataset, build_loader
@@ -49,11 +49,9 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
     preset = kizuna.clip_config(cfg.model)
     check_override_types(preset.to_dict(), cfg.model_overrides)  # {"embed_dim": "64"} failed in torch
     d = deep_merge(preset.to_dict(), copy.deepcopy(cfg.model_overrides))
-    follow_context_length(d, preset.text.context_length, cfg.model_overrides.get("tokenizer"))
-    if "embed_dim" in cfg.model_overrides:  # a new joint width: the towers' projections follow it
-        for tower in ("vision", "text"):
-            if "output_dim" not in cfg.model_overrides.get(tower, {}) and d[tower].get("output_dim"):
-                d[tower]["output_dim"] = d["embed_dim"]
+    if cfg.data == "synthetic":
+        d["vision"]["image_size"] = cfg.synthetic_image_size
+    follow_overrides(d, preset, cfg.model_overrides)  # as create_model: a preprocess.image_size override stays
     # "model" keeps the preset's loss: a default of "clip" turned a siglip-* preset into a CLIP model silently.
     # Another loss brings its paper's scale, bias and clamp, except where --model-overrides names them (they were
     # replaced: {"init_logit_bias": -5} with --loss siglip started from -10, and as {"loss": "siglip"} from -5)
@@ -74,16 +72,13 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
     if cfg.text_tower == "minilm":
         d["text"].update(kind="minilm", output_dim=d["embed_dim"])
         d["tokenizer"] = {"type": "minilm", "context_length": cfg.context_length or 64}
-    if cfg.data == "synthetic":
-        size = cfg.synthetic_image_size
-        d["vision"]["image_size"] = size
-        d["preprocess"]["image_size"] = size
-    d["preprocess"]["image_size"] = d["vision"]["image_size"]
     try:
-        return ClipConfig.from_dict(d)
+        mcfg = ClipConfig.from_dict(d)
     except TypeError as e:  # a key the config classes do not have, e.g. {"vision": {"depht": 4}}
         raise ValueError(f"--model-overrides {cfg.model_overrides}: {e} (the fields are those of "
                          f"kizuna.ClipConfig and its vision/text parts; `kizuna info {cfg.model}` shows them)") from None
+    mcfg.check_tokenizer_length()
+    return mcfg
 
 
 class ContrastiveTrainer(Trainer):
@@ -166,11 +161,9 @@ class ContrastiveTrainer(Trainer):
 
         # trained once, on rank 0, and sent to the others: the same ids everywhere, and the work done once
         tok = tokenizer_from_config(from_rank0(train))
-        mcfg.tokenizer = tok.to_config()
-        mcfg.text.vocab_size = tok.vocab_size
-        mcfg.text.eot_token_id = tok.eot_token_id
-        mcfg.text.context_length = ctx
-        return mcfg
+        # the tower's end-of-text id follows the tokenizer's as for any config (ClipConfig._check_tokenizer)
+        text = {**mcfg.text.to_dict(), "vocab_size": tok.vocab_size, "context_length": ctx}
+        return ClipConfig.from_dict({**mcfg.to_dict(), "tokenizer": tok.to_config(), "text": text})
 
     def _configure_model(self):
         cfg = self.cfg
