@@ -108,6 +108,10 @@ def test_run_values_are_checked_and_normalised():
     check_run_values(r, "run 0")
     assert r == {"few_shot": [2], "severities": [1, 3], "corruptions": ["jpeg", "contrast"]}
     check_run_values({"max_samples": 0, "max_train_samples": None}, "run 0")  # 0 and None: all
+    for none in (0, "0", "none", "off"):  # as the command line's --few-shot (a suite refused them)
+        r = {"few_shot": none}
+        check_run_values(r, "run 0")
+        assert r == {"few_shot": []}
     for bad, what in (({"seeds": 0}, "seeds"), ({"batch_size": 0}, "batch_size"), ({"relation_groups": 0}, "relation_groups"),
                       ({"severities": []}, "severities"), ({"severities": [0]}, "severities"),
                       ({"few_shot": [0, 2]}, "few_shot"), ({"query_chunk": 0}, "query_chunk"),
@@ -591,3 +595,16 @@ def test_zeroshot_of_many_images_encodes_them_a_batch_at_a_time(tmp_path, tiny_h
     assert sizes == [4, 2] and capsys.readouterr().out == whole
     with pytest.raises(ValueError, match=r"repeated label\(s\) 'a', 'b'"):
         app.parse_labels("a,b,c,b,a")
+
+
+def test_max_train_samples_0_means_all_on_the_command_line_as_in_a_suite(tmp_path, tiny_hf, capsys):
+    """`--max-train-samples 0` fitted on --max-samples' count (4 of 8) while a suite's 0 meant all (the docs said
+    "0: all" for both); left out, it still follows --max-samples."""
+    root = classification_wds(tmp_path / "d", n=8, split="train")
+    classification_wds(tmp_path / "d", n=6, split="test", seed=3)
+    common = ["eval", "linear-probe", "--model", str(tiny_hf[0]), "--dataset", str(root), "--few-shot", "none",
+              "--no-zeroshot", "--max-samples", "4", "--no-progress"]
+    assert main(common + ["--max-train-samples", "0"]) == 0
+    assert "8 images" in next(line for line in capsys.readouterr().out.splitlines() if line.startswith("train:"))
+    assert main(common) == 0
+    assert "4 images" in next(line for line in capsys.readouterr().out.splitlines() if line.startswith("train:"))

@@ -116,8 +116,9 @@ def add_arguments(p):
     lp.add_argument("--few-shot", type=_ints, default=[1, 2, 4, 8, 16],
                     help="shots per class, comma-separated (default 1,2,4,8,16; 'none' or 0 to skip)")
     lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")
-    lp.add_argument("--max-train-samples", type=_count, default=0,
-                    help="use the first N training images (0 = as many as --max-samples, which 0 makes all)")
+    lp.add_argument("--max-train-samples", type=_count, default=None,
+                    help="use the first N training images (0 = all, as the suite key; default: as many as "
+                         "--max-samples)")
     lp.add_argument("--no-zeroshot", action="store_true", help="skip the zero-shot comparison")
 
     pr = sub.add_parser("probes", formatter_class=fmt,
@@ -246,7 +247,7 @@ def _run(args, cmd, info):
         e.update(train_split=args.train_split, few_shot=args.few_shot, seeds=args.seeds,
                  zeroshot=not args.no_zeroshot)
         entries = [e]
-        if args.max_train_samples:
+        if args.max_train_samples is not None:  # 0 meant "as --max-samples" here and "all" in a suite
             e["max_train_samples"] = args.max_train_samples
     else:  # probes
         if not args.dataset and (args.severities is not None or args.corruptions):

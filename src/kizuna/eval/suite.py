@@ -189,6 +189,8 @@ def check_run_values(r: dict, where: str | None) -> None:
             device_name(str(r["device"]))
         except argparse.ArgumentTypeError as e:  # "mps" or a GPU this machine lacks: a traceback from .to() before
             raise ValueError(f"{at}device {e}") from None
+    if isinstance(r.get("few_shot"), (int, str)) and str(r["few_shot"]).strip().lower() in ("0", "none", "off"):
+        r["few_shot"] = []  # no few-shot fits, as `--few-shot none` or 0 on the command line (a suite refused them)
     try:
         for key in ("few_shot", "severities"):
             if key in r:

@@ -7,7 +7,7 @@ inside ``loss.backward()``, where no wrapper sees its failure). Errors from the 
 are not compiler errors, though Dynamo wraps them in its own exception types: the eager call that
 follows raises them, and compiling stays on.
 
-Measured (docs/TRAINING.md, "Compiling"): on CPU kizuna's eager path with oneDNN GEMMs is faster than
+Measured (docs/TRAINING.md, "What a step does", `--compile true`): on CPU kizuna's eager path with oneDNN GEMMs is faster than
 Inductor's code for the small ViTs of the CIFAR recipe, so compiling is off by default.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ def get_config():
         # under one Transformer block, max-pooled over tokens, then LayerNormed (norm_after_pool: normalising
         # every token first amplifies the near-constant background tokens the max then picks up; with it
         # held-out shape went from 79% to 99%). Within this budget the plain ViT and the ResNet-stem hybrid
-        # learn colour but stay near chance on shape (docs/RESULTS.md, "Demo").
+        # learn colour but stay near chance on shape (docs/RESULTS.md, "The demo").
         model_overrides={
             "embed_dim": 128,
             "vision": {"stem": "conv", "stem_channels": [32, 64, 128], "patch_size": 1,
