@@ -32,6 +32,19 @@ def test_a_trained_tokenizer_gives_the_tower_its_end_of_text_id(tok):
     assert model.text.pool_positions(ids).tolist() == (ids == tok.eot_token_id).int().argmax(-1).tolist()
 
 
+def test_a_saved_model_keeps_its_recorded_end_of_text_id(tok, tmp_path):
+    """A model saved before the fit (trained BPE, the default 49407, pooled at the padding and maybe fine-tuned so)
+    loads as it was saved: only a new config takes the tokenizer's id."""
+    from kizuna.models.clip import ClipConfig, ClipModel
+    from kizuna.models.checkpoint import save_model
+
+    d = kizuna.clip_config("ViT-mu-8").to_dict()
+    d["tokenizer"], d["text"]["vocab_size"] = tok.to_config(), tok.vocab_size
+    assert ClipConfig.from_dict(d).text.eot_token_id == 49407  # the constructor leaves a record as it is
+    save_model(ClipModel(ClipConfig.from_dict(d)), tmp_path / "old")
+    assert kizuna.create_model(str(tmp_path / "old")).cfg.text.eot_token_id == 49407
+
+
 @pytest.mark.parametrize("overrides, match", [
     (dict(tokenizer={"context_length": 100}), "context_length 100 is longer than the text tower's 77"),
     ("small_vocab", "the tokenizer has .* ids but the text tower embeds 500"),
@@ -76,6 +89,9 @@ def test_a_json_configs_resume_is_ignored_with_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_config_file(str(path)) == {"steps": 3}
+        # a run's own train_config.json (it records precision_used) of a resumed run: replayed as documented
+        path.write_text(json.dumps({"resume": "latest", "precision_used": "fp32", "steps": 3}))
+        assert load_config_file(str(path)) == {"steps": 3}
 
 
 def test_a_py_config_imports_a_module_beside_it_and_its_errors_are_one_line(tmp_path):
@@ -84,9 +100,30 @@ def test_a_py_config_imports_a_module_beside_it_and_its_errors_are_one_line(tmp_
                                      "def get_config():\n    return dict(BASE, lr=1e-3)\n")
     assert load_config_file(str(tmp_path / "exp.py")) == {"steps": 2, "batch_size": 8, "lr": 1e-3}
     assert str(tmp_path) not in sys.path  # put back as it was
-    (tmp_path / "bad.py").write_text("import ext_findings_no_such_module\n")
-    with pytest.raises(ValueError, match="bad.py.*ModuleNotFoundError: No module named 'ext_findings_no_such"):
+    (tmp_path / "bad.py").write_text("x = 1\nimport ext_findings_no_such_module\n")
+    with pytest.raises(ValueError, match=r"bad.py' \(bad.py, line 2\): ModuleNotFoundError: No module named "
+                                         "'ext_findings_no_such"):
         load_config_file(str(tmp_path / "bad.py"))
+
+
+def test_two_py_configs_each_get_the_module_beside_them(tmp_path):
+    """The first config's `ext_findings_shared.py` stayed in sys.modules, and the second config got its values."""
+    for name, steps in (("a", 111), ("b", 222)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ext_findings_shared.py").write_text(f"STEPS = {steps}\n")
+        (tmp_path / name / "exp.py").write_text("from ext_findings_shared import STEPS\n\n"
+                                                "def get_config():\n    return dict(steps=STEPS)\n")
+    assert load_config_file(str(tmp_path / "a" / "exp.py")) == {"steps": 111}
+    assert load_config_file(str(tmp_path / "b" / "exp.py")) == {"steps": 222}
+    assert "ext_findings_shared" not in sys.modules
+
+
+def test_a_preprocess_size_other_than_the_scenes_is_refused_on_synthetic_data():
+    """It resized the scenes for a ViT of the scenes' size (the vision size is refused so already)."""
+    from kizuna.train.config import make_config
+
+    with pytest.raises(ValueError, match="preprocess.image_size 40 disagrees with --synthetic-image-size 32"):
+        make_config(data="synthetic", synthetic_image_size=32, model_overrides={"preprocess": {"image_size": 40}})
 
 
 # ----- 6. an HF CLIP folder with its own vocabulary and no tokenizer files --------------------------------------
@@ -101,6 +138,17 @@ def test_an_hf_clip_folder_with_another_vocabulary_and_no_tokenizer_has_none(tok
     with pytest.raises(ValueError, match=f"not bundled with kizuna.*{tok.vocab_size} tokens"):
         kizuna.get_tokenizer(model)
     assert model.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, model.cfg.embed_dim)
+
+
+def test_an_hf_export_with_a_padded_openai_vocabulary_keeps_openais_bpe(tmp_path):
+    """Its folder has OpenAI's vocab.json + merges.txt: the "no BPE of its own" rule took its tokenizer away."""
+    model = kizuna.create_model("ViT-mu-8", text={"vocab_size": 49664})
+    export_hf_clip(model, tmp_path / "hf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "only its image tower can be used"
+        loaded = kizuna.create_model(str(tmp_path / "hf"))
+    assert loaded.cfg.tokenizer["type"] == "clip_bpe"
+    assert loaded.encode_text(kizuna.get_tokenizer(loaded)(["a dog"])).shape == (1, loaded.cfg.embed_dim)
 
 
 def test_create_model_embed_dim_moves_both_projections_as_kizuna_train_does():

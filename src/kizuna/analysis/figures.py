@@ -51,7 +51,9 @@ def _np(x: Any) -> np.ndarray:
 def _to_image(image: Any) -> np.ndarray:
     """PIL image / HxWx3 / HxW / CxHxW (tensor or array) -> float HxWx3 in [0, 1]."""
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image
-        arr = np.asarray(image.convert("RGB"))
+        from kizuna.data.transforms import to_rgb
+
+        arr = np.asarray(to_rgb(image))  # as the model saw it: convert("RGB") drew transparency black
     else:
         arr = _np(image)
         if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):

@@ -287,9 +287,14 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     command[0] = getattr(args, "_parser", parser).prog  # "kizuna vit eval", as argparse's own errors say
     command = command[0]
 
+    shown = set()
+
     def show(message, category, filename, lineno, file=None, line=None):
-        # one line in the command's voice: Python's form (file:line, the source line) is for programmers
-        print(f"{command}: warning: {message}", file=file or sys.stderr)
+        # one line in the command's voice: Python's form (file:line, the source line) is for programmers.
+        # Once per text: Python's once-per-line rule printed torch's DataLoader worker warning twice (two lines)
+        if str(message) not in shown:
+            shown.add(str(message))
+            print(f"{command}: warning: {message}", file=file or sys.stderr)
 
     showwarning, warnings.showwarning = warnings.showwarning, show
     import torch

@@ -269,12 +269,14 @@ def run(args):
     if out.suffix == ".npy" and args.texts is not None and rows.resolve() == Path(args.texts).resolve():
         raise ValueError(f"--out {out} would write its list of rows to {rows}, which is the input --texts; "
                          f"choose another --out (e.g. {out.with_name(out.stem + '_emb.npy')})")
+    from kizuna.eval.datasets import is_file_argument
+
     # checked before the model loads and anything is embedded: they failed after all the work was done
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name ending in .npy or .parquet")
-    if args.texts is not None and not Path(args.texts).is_file():
+    if args.texts is not None and not is_file_argument(args.texts):  # a pipe is a file too: read once, later
         raise FileNotFoundError(f"--texts {args.texts}: " + ("a folder; --texts takes a text file, one text per line"
-                                                            if Path(args.texts).exists() else "no such file"))
+                                                            if Path(args.texts).is_dir() else "no such file"))
     if out.suffix == ".parquet":  # write_embeddings needs it, after all the embedding: checked first
         require("pyarrow", f"--out {out} (.parquet)", "parquet", "give an --out ending in .npy")
     check_writable(out)

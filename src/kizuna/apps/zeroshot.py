@@ -23,15 +23,16 @@ def add_arguments(p):
 
 def parse_labels(spec: str) -> list[str]:
     from kizuna.apps.cli import text_argument
-    from kizuna.eval.datasets import numbered_lines
+    from kizuna.eval.datasets import is_file_argument, numbered_lines
 
     path = Path(spec)
-    if not path.is_file():  # labels typed, as UTF-8 text under any locale (a file's name stays as given)
+    is_file = is_file_argument(path)  # a pipe too (<(...), /dev/stdin), read once below
+    if not is_file:  # labels typed, as UTF-8 text under any locale (a file's name stays as given)
         spec = text_argument(spec)
-    if not path.is_file() and "," not in spec and path.suffix.lower() in (".txt", ".csv", ".tsv", ".lst"):
+    if not is_file and "," not in spec and path.suffix.lower() in (".txt", ".csv", ".tsv", ".lst"):
         raise ValueError(f"--labels {spec}: no such file (labels are comma-separated, or a file with one per line)")
     # a file's non-blank lines (candidate labels: no line numbers a class, unlike a class names file)
-    labels = ([text for _, text in numbered_lines(path)] if path.is_file()
+    labels = ([text for _, text in numbered_lines(path)] if is_file
               else [label.strip() for label in spec.split(",") if label.strip()])
     from collections import Counter
 

@@ -122,6 +122,18 @@ def bundled_templates(dataset_name: str | None) -> list[str] | None:
     return None
 
 
+def is_file_argument(value) -> bool:
+    """Whether a value that is a file or typed text (labels, templates, texts) names a file: anything there but
+    a folder. A pipe (bash's <(...), /dev/stdin, a FIFO) is one, which Path.is_file() is not (it became the
+    label "/dev/fd/63"); read it once, as it is empty the second time."""
+    import stat
+
+    try:
+        return not stat.S_ISDIR(os.stat(value).st_mode)
+    except (OSError, ValueError):  # no such file; text too long for a file name, or holding a NUL
+        return False
+
+
 def numbered_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
     """(line number, stripped text) of the non-blank lines of a UTF-8 text file."""
     try:
@@ -152,7 +164,7 @@ def read_lines(path: str | os.PathLike) -> list[str]:
 def is_one_template(value) -> bool:
     """A templates value that is one template, not a file: braces, and no file of that name (the rule of
     ``--template`` and of a suite's or load_dataset's ``templates``)."""
-    return isinstance(value, str) and "{" in value and not Path(value).is_file()
+    return isinstance(value, str) and "{" in value and not is_file_argument(value)
 
 
 def read_templates(spec, dataset_name: str | None = None) -> list[str]:
@@ -165,7 +177,7 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
         places = [f"the given templates (item {k + 1})" for k in range(len(out))]
     else:
         path = Path(spec)
-        if not path.is_file():
+        if not is_file_argument(path):
             raise DatasetError(f"templates file {path} not found")
         if path.suffix == ".json":
             obj = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no JSON
@@ -227,7 +239,7 @@ def template_arguments(values: Sequence[str] | None, dataset_name: str | None = 
     from kizuna.apps.cli import text_argument
 
     def is_file(v: str) -> bool:
-        return not is_one_template(v) and (Path(v).is_file() or Path(v).suffix.lower() in (".txt", ".json"))
+        return not is_one_template(v) and (is_file_argument(v) or Path(v).suffix.lower() in (".txt", ".json"))
 
     if len(values) == 1 and is_file(values[0]):
         return values[0]  # read where it is used: a CLIP_benchmark .json is keyed by the dataset's name

@@ -334,7 +334,12 @@ def _load_torch_file(path: Path, allow_jit: bool) -> dict:
                 f"{path}: is a TorchScript (JIT) archive, which executes code when loaded; "
                 "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
             )
-        return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+        import warnings
+
+        with warnings.catch_warnings():  # deprecated for torch.export, which cannot read these archives
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+        return {k: v for k, v in module.state_dict().items()}
     return load_state_dict_file(path)
 
 

@@ -75,7 +75,6 @@ class ClipConfig:
             )
         if self.tokenizer is None:  # OpenAI's BPE, as long as the tower (a fixed 77 did not fit a shorter one)
             self.tokenizer = {"type": "clip_bpe", "context_length": self.text.context_length}
-        self._check_tokenizer()
         if not self.preprocess:
             size = self.vision.image_size
             self.preprocess = {
@@ -91,22 +90,21 @@ class ClipConfig:
         ok = self.text.kind != "minilm" and isinstance(tok, dict) and tok.get("type") in BPE_TOKENIZERS
         return tok if ok else None
 
-    def check_tokenizer_length(self) -> None:
-        """A BPE tokenizer longer than the text tower, refused where overrides are applied (clip_config, the
-        trainer's model_config) rather than at every encode_text. Not in the constructor: towers fed ids
-        directly (tests at a tiny context) keep the default tokenizer they never use."""
-        tok = self._bpe_tokenizer()
-        length = (tok or {}).get("context_length", 77)
-        if tok is not None and isinstance(length, int) and length > self.text.context_length:
-            raise ValueError(f"the tokenizer's context_length {length} is longer than the text tower's "
-                             f"{self.text.context_length} (text.context_length): every encode_text would fail; give "
-                             "them the same length")
+    def check_tokenizer(self) -> None:
+        """Fit a new model's text tower to its BPE tokenizer, where a config is made (clip_config, the trainer's
+        model_config), not in the constructor: a saved model loads as it was saved, and towers fed ids directly
+        (tests at a tiny context) keep the default tokenizer they never use.
 
-    def _check_tokenizer(self) -> None:
-        """A trained BPE tokenizer's end-of-text id becomes the tower's where the tower kept the default (OpenAI's
-        49407, which that tokenizer never emits: the tower pooled at the padding; only `kizuna train` set it), and
-        a tokenizer with more ids than the tower embeds, or another EOT where it pools, is refused."""
+        A tokenizer longer than the tower, or with more ids than it embeds, is refused (every encode_text would
+        fail). A trained BPE's end-of-text id becomes the tower's where the tower kept the default (OpenAI's 49407,
+        which that tokenizer never emits: the tower pooled at the padding; only `kizuna train` set it), and
+        another one where the tower pools at the EOT is refused."""
         tok, text = self._bpe_tokenizer() or {}, self.text
+        length = tok.get("context_length", 77)
+        if tok and isinstance(length, int) and length > text.context_length:
+            raise ValueError(f"the tokenizer's context_length {length} is longer than the text tower's "
+                             f"{text.context_length} (text.context_length): every encode_text would fail; give "
+                             "them the same length")
         json_text = tok.get("tokenizer_json")
         trained = tok.get("type") == "trained_bpe" and isinstance(json_text, str)
         ids = _trained_bpe_ids(json_text) if trained else None  # OpenAI's BPE is left alone: towers with a

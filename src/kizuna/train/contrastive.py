@@ -77,7 +77,7 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
     except TypeError as e:  # a key the config classes do not have, e.g. {"vision": {"depht": 4}}
         raise ValueError(f"--model-overrides {cfg.model_overrides}: {e} (the fields are those of "
                          f"kizuna.ClipConfig and its vision/text parts; `kizuna info {cfg.model}` shows them)") from None
-    mcfg.check_tokenizer_length()
+    mcfg.check_tokenizer()
     return mcfg
 
 
@@ -161,9 +161,11 @@ class ContrastiveTrainer(Trainer):
 
         # trained once, on rank 0, and sent to the others: the same ids everywhere, and the work done once
         tok = tokenizer_from_config(from_rank0(train))
-        # the tower's end-of-text id follows the tokenizer's as for any config (ClipConfig._check_tokenizer)
+        # the tower's end-of-text id follows the tokenizer's as for any new config (ClipConfig.check_tokenizer)
         text = {**mcfg.text.to_dict(), "vocab_size": tok.vocab_size, "context_length": ctx}
-        return ClipConfig.from_dict({**mcfg.to_dict(), "tokenizer": tok.to_config(), "text": text})
+        mcfg = ClipConfig.from_dict({**mcfg.to_dict(), "tokenizer": tok.to_config(), "text": text})
+        mcfg.check_tokenizer()
+        return mcfg
 
     def _configure_model(self):
         cfg = self.cfg
@@ -391,19 +393,19 @@ def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:
 
     if not cfg.best_metric or cfg.eval_split:
         return
-    for folder in (cfg.eval_zeroshot, cfg.eval_retrieval):
-        if not folder or folder == "synthetic":
-            continue
-        path = Path(folder).expanduser()
-        try:
-            split = path.name if path.name == "test" else find_split(path, None)[1]
-        except (DatasetError, OSError):
-            continue
-        if split == "test":
-            warnings.warn(f"--best-metric {cfg.best_metric} picks best/ on the test split of {folder}, so best/'s "
-                          "test numbers are no longer held out; pass --eval-split val (where the data has one)",
-                          stacklevel=2)
-            return
+    # only the folder the metric is measured on (a probe/ metric is on neither)
+    folder = {"zeroshot": cfg.eval_zeroshot, "retrieval": cfg.eval_retrieval}.get(cfg.best_metric.split("/")[0])
+    if not folder or folder == "synthetic":
+        return
+    path = Path(folder).expanduser()
+    try:
+        split = path.name if path.name == "test" else find_split(path, None)[1]
+    except (DatasetError, OSError):
+        return
+    if split == "test":
+        warnings.warn(f"--best-metric {cfg.best_metric} picks best/ on the test split of {folder}, so best/'s "
+                      "test numbers are no longer held out; pass --eval-split val (where the data has one)",
+                      stacklevel=2)
 
 
 def train(cfg: TrainConfig, named: frozenset[str] | None = None) -> dict:
