@@ -18,8 +18,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from kizuna.models.vit import interpolate_2d
 
 __all__ = [
     "fuse_heads",
@@ -294,6 +295,5 @@ def upsample_map(
     size = (int(size[0]), int(size[1]))
     lead = t.shape[:-2]
     x = _float(t).reshape(-1, 1, *t.shape[-2:])
-    kwargs = {} if mode in ("nearest", "nearest-exact", "area") else {"align_corners": False}
-    y = F.interpolate(x, size=size, mode=mode, **kwargs)
+    y = interpolate_2d(x, size, mode)
     return y.reshape(*lead, *size)

@@ -211,11 +211,6 @@ class EpochSampler(torch.utils.data.Sampler):
                 self._consumed = b + 1
             yield out
 
-    def _mark_delivered(self, epoch: int, position: int) -> None:
-        """Called by the Loader for every batch it hands to the training loop."""
-        if epoch == self._epoch:
-            self._consumed = position + 1
-
     def state_dict(self) -> dict:
         state = {k: getattr(self, k) for k in _CONFIG_KEYS}
         state.update(epoch=self._epoch, batches_consumed=self._consumed, rank=self.rank)

@@ -125,6 +125,13 @@ class VisionConfig:
         return asdict(self)
 
 
+def interpolate_2d(x: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool = False) -> torch.Tensor:
+    """F.interpolate of [N, C, H, W] with ``align_corners=False`` where the mode takes it: torch refuses the option
+    for "nearest", "nearest-exact" and "area" (resample_pos_embed(mode="nearest") raised)."""
+    kwargs = {} if mode in ("nearest", "nearest-exact", "area") else {"align_corners": False}
+    return F.interpolate(x, size=size, mode=mode, antialias=antialias, **kwargs)
+
+
 def resample_pos_embed(
     pos_embed: torch.Tensor,
     new_grid: tuple[int, int],
@@ -156,7 +163,7 @@ def resample_pos_embed(
     dim = pe.shape[-1]
     orig_dtype = patch.dtype
     patch = patch.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2).float()
-    patch = F.interpolate(patch, size=new_grid, mode=mode, antialias=antialias, align_corners=False)
+    patch = interpolate_2d(patch, new_grid, mode, antialias)
     patch = patch.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(orig_dtype)
     out = torch.cat([prefix, patch], dim=1)
     return out[0] if squeeze else out
