@@ -156,3 +156,15 @@ def test_a_warning_raised_from_two_lines_is_printed_once(monkeypatch, capsys):
     assert main(["zeroshot", "--model", "ViT-mu-8", "--image", "a.png", "--labels", "a,b"]) == 0
     assert capsys.readouterr().err.splitlines() == ["kizuna zeroshot: warning: too many workers",
                                                     "kizuna zeroshot: warning: something else"]
+
+
+def test_eval_templates_from_a_pipe_are_read_once(tmp_path):
+    """The eval commands passed a single templates file on as a path, read where used: a linear probe reads them
+    for each split, and the second read of a pipe found it empty ("no templates in '/dev/fd/63'")."""
+    from kizuna.eval.datasets import template_arguments
+
+    with _pipe(tmp_path, "a photo of a {c}.\na {c}.\n") as fifo:
+        assert template_arguments([fifo]) == ["a photo of a {c}.", "a {c}."]
+    regular = tmp_path / "t.txt"
+    regular.write_text("a photo of a {c}.\n")
+    assert template_arguments([str(regular)]) == str(regular)  # a file is still read where it is used

@@ -41,8 +41,10 @@ def test_a_saved_model_keeps_its_recorded_end_of_text_id(tok, tmp_path):
     d = kizuna.clip_config("ViT-mu-8").to_dict()
     d["tokenizer"], d["text"]["vocab_size"] = tok.to_config(), tok.vocab_size
     assert ClipConfig.from_dict(d).text.eot_token_id == 49407  # the constructor leaves a record as it is
-    save_model(ClipModel(ClipConfig.from_dict(d)), tmp_path / "old")
-    assert kizuna.create_model(str(tmp_path / "old")).cfg.text.eot_token_id == 49407
+    with pytest.warns(UserWarning, match="text features are taken at the padding"):
+        save_model(ClipModel(ClipConfig.from_dict(d)), tmp_path / "old")
+    with pytest.warns(UserWarning, match="text features are taken at the padding"):  # loaded as saved, and said
+        assert kizuna.create_model(str(tmp_path / "old")).cfg.text.eot_token_id == 49407
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -157,3 +159,36 @@ def test_create_model_embed_dim_moves_both_projections_as_kizuna_train_does():
     assert model.cfg.vision.output_dim == model.cfg.text.output_dim == 48
     with torch.no_grad():
         assert model.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, 48)
+
+
+def test_a_hand_made_config_whose_tower_pools_at_the_padding_is_warned_about(tok):
+    """ClipConfig(...) built by hand skips check_tokenizer: the tower keeps OpenAI's 49407, which a trained BPE
+    never emits."""
+    from kizuna.models.clip import ClipConfig, ClipModel
+
+    d = kizuna.clip_config("ViT-mu-8").to_dict()
+    d["tokenizer"], d["text"]["vocab_size"] = tok.to_config(), tok.vocab_size
+    with pytest.warns(UserWarning, match=f"pools at token id 49407.*end-of-text id is {tok.eot_token_id}"):
+        ClipModel(ClipConfig.from_dict(d))
+    cfg = ClipConfig.from_dict(d)
+    cfg.check_tokenizer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ClipModel(cfg)
+
+
+def test_helper_packages_beside_py_configs_do_not_leak_either(tmp_path):
+    for name, lr in (("a", 0.1), ("b", 0.2)):
+        (tmp_path / name / "ext_findings_pkg").mkdir(parents=True)
+        (tmp_path / name / "ext_findings_pkg" / "__init__.py").write_text(f"LR = {lr}\n")
+        (tmp_path / name / "exp.py").write_text("from ext_findings_pkg import LR\n\n"
+                                                "def get_config():\n    return dict(lr=LR)\n")
+    assert load_config_file(str(tmp_path / "a" / "exp.py")) == {"lr": 0.1}
+    assert load_config_file(str(tmp_path / "b" / "exp.py")) == {"lr": 0.2}
+
+
+def test_an_hf_export_with_a_vocabulary_smaller_than_openais_bpe_has_no_tokenizer(tmp_path):
+    """OpenAI's files with a 1,000-id tower: OpenAI's BPE cannot be embedded (every encode failed)."""
+    export_hf_clip(kizuna.create_model("ViT-mu-8", text={"vocab_size": 1000}), tmp_path / "hf")
+    with pytest.warns(UserWarning, match="1,000 tokens, not the 49,408"):
+        assert kizuna.create_model(str(tmp_path / "hf")).cfg.tokenizer["type"] == "unavailable"

@@ -241,8 +241,10 @@ def template_arguments(values: Sequence[str] | None, dataset_name: str | None = 
     def is_file(v: str) -> bool:
         return not is_one_template(v) and (is_file_argument(v) or Path(v).suffix.lower() in (".txt", ".json"))
 
-    if len(values) == 1 and is_file(values[0]):
-        return values[0]  # read where it is used: a CLIP_benchmark .json is keyed by the dataset's name
+    if len(values) == 1 and is_file(values[0]) and os.path.isfile(values[0]):
+        # read where it is used: a CLIP_benchmark .json is keyed by the dataset's name. A pipe is read here, once
+        # (a linear probe reads the templates for each split, and the second read found the pipe empty)
+        return values[0]
     templates = [t for v in values for t in (read_templates(v, dataset_name) if is_file(v) else [text_argument(v)])]
     return read_templates(templates)
 

@@ -90,6 +90,12 @@ class ClipConfig:
         ok = self.text.kind != "minilm" and isinstance(tok, dict) and tok.get("type") in BPE_TOKENIZERS
         return tok if ok else None
 
+    def trained_bpe_ids(self) -> tuple[int, int] | None:
+        """(vocabulary size, end-of-text id) of a trained BPE tokenizer; None for any other."""
+        tok = self._bpe_tokenizer() or {}
+        json_text = tok.get("tokenizer_json")
+        return _trained_bpe_ids(json_text) if tok.get("type") == "trained_bpe" and isinstance(json_text, str) else None
+
     def check_tokenizer(self) -> None:
         """Fit a new model's text tower to its BPE tokenizer, where a config is made (clip_config, the trainer's
         model_config), not in the constructor: a saved model loads as it was saved, and towers fed ids directly
@@ -105,10 +111,8 @@ class ClipConfig:
             raise ValueError(f"the tokenizer's context_length {length} is longer than the text tower's "
                              f"{text.context_length} (text.context_length): every encode_text would fail; give "
                              "them the same length")
-        json_text = tok.get("tokenizer_json")
-        trained = tok.get("type") == "trained_bpe" and isinstance(json_text, str)
-        ids = _trained_bpe_ids(json_text) if trained else None  # OpenAI's BPE is left alone: towers with a
-        if ids is None:  # vocabulary of their own are fed ids directly
+        ids = self.trained_bpe_ids()  # OpenAI's BPE is left alone: towers with a vocabulary of their own are fed
+        if ids is None:  # ids directly
             return
         vocab, eot = ids
         if vocab > text.vocab_size:
@@ -155,6 +159,15 @@ class ClipModel(nn.Module):
         self.logit_bias = (
             nn.Parameter(torch.tensor(float(cfg.init_logit_bias))) if cfg.init_logit_bias is not None else None
         )
+        ids = cfg.trained_bpe_ids()
+        if ids and cfg.text.pool == "eot" and cfg.text.eot_token_id != ids[1]:
+            # a config made by hand (ClipConfig(...)) skips check_tokenizer; a saved model keeps its pooling
+            import warnings
+
+            warnings.warn(f"the text tower pools at token id {cfg.text.eot_token_id}, which its trained BPE tokenizer "
+                          f"never emits (its end-of-text id is {ids[1]}): text features are taken at the padding. For "
+                          "a new model, make the config with kizuna.clip_config / create_model, or call "
+                          f"cfg.check_tokenizer() (they set text.eot_token_id={ids[1]})", UserWarning, stacklevel=2)
 
     # ----- the familiar API -------------------------------------------------------------------
     # normalize=True gives float32 unit vectors whatever the model's dtype: normalised in bf16, `kizuna embed`

@@ -483,9 +483,10 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
     if model_type == "clip":  # a tokenizer export_hf_clip wrote for a model trained with its own BPE
         c.tokenizer = _read_clip_tokenizer(folder, c.text.context_length) or c.tokenizer
         # No BPE files and a vocabulary that is not OpenAI's: nothing says what its ids mean (as the OpenAI layout's
-        # reader). With OpenAI's files, a padded vocabulary (kizuna's text={"vocab_size": 49664}) is OpenAI's BPE.
-        bpe_files = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
-        if c.tokenizer["type"] == "clip_bpe" and c.text.vocab_size != OPENAI_VOCAB and not bpe_files:
+        # reader). With OpenAI's files, a padded vocabulary (kizuna's text={"vocab_size": 49664}) is OpenAI's BPE;
+        # a smaller one cannot embed its ids.
+        padded = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file() and c.text.vocab_size > OPENAI_VOCAB
+        if c.tokenizer["type"] == "clip_bpe" and c.text.vocab_size != OPENAI_VOCAB and not padded:
             c.tokenizer = unavailable_tokenizer(source, c.text.vocab_size, "and the folder holds no BPE of its own "
                                                 "(vocab.json + merges.txt)", stacklevel=4)
     if model_type == "siglip":  # the folder's own sentencepiece model, when it ships one (HF's spiece.model)
