@@ -1,32 +1,17 @@
 """Wall-clock control of training: the time budget that plans a run's length, and the hard time limit."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from kizuna.train import budget as budget_mod
 from kizuna.train.budget import SKIP_FIRST, TimeBudget
 
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    c = Clock()
-    monkeypatch.setattr(budget_mod.time, "perf_counter", c)
-    return c
-
-
-def _steps(b: TimeBudget, clock: Clock, durations):
-    for d in durations:
-        clock.now += d
-        b.step_done()
+sys.path.insert(0, str(Path(__file__).parent))
+from _clock import _steps  # noqa: E402
 
 
 def test_plan_fills_the_budget_with_steps_and_evaluations(clock):

@@ -11,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny import tiny_config  # noqa: E402
-from test_budget import Clock, _budgeted_run  # noqa: E402
+from _clock import Clock  # noqa: E402
+from test_budget import _budgeted_run  # noqa: E402
 
 from kizuna.train import budget as budget_mod  # noqa: E402
 from kizuna.train.budget import SKIP_FIRST, TimeBudget  # noqa: E402
