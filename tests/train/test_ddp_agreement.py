@@ -21,7 +21,8 @@ def test_every_budget_correction_times_at_least_calibrate_steps(monkeypatch):
     (3x, no outlier) there ended the run at 28.5 s of 40. Each correction now comes calibrate_steps after the one
     before (a closer one is dropped), and the run ends on time."""
     sys.path.insert(0, str(HERE))
-    from test_budget import Clock, _budgeted_run
+    from _clock import Clock
+    from test_budget import _budgeted_run
 
     from kizuna.train import budget as budget_mod
     from kizuna.train.budget import REPLAN_AT, TimeBudget
