@@ -36,3 +36,19 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def typographic_word(monkeypatch):
+    """A dict whose "word" is the class name the typographic probe last wrote on an image (its _TextOp watched)."""
+    from kizuna.eval import probes
+
+    current = {}
+
+    class Reader(probes._TextOp):
+        def __call__(self, img):
+            current["word"] = self.word
+            return super().__call__(img)
+
+    monkeypatch.setattr(probes, "_TextOp", Reader)
+    return current

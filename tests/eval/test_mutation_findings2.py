@@ -120,7 +120,7 @@ def test_wrong_classes_are_drawn_over_every_other_class():
     assert {(int(a), int(b)) for a, b in zip(labels, written)} == {(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)}
 
 
-def test_follow_rate_of_correct_counts_only_images_right_when_clean(tmp_path, tiny, monkeypatch):
+def test_follow_rate_of_correct_counts_only_images_right_when_clean(tmp_path, tiny, monkeypatch, typographic_word):
     from kizuna.eval.classification import class_embeddings
 
     model, tok = tiny
@@ -133,14 +133,7 @@ def test_follow_rate_of_correct_counts_only_images_right_when_clean(tmp_path, ti
     right = labels == 0
     expected, overall = follows[right].mean(), follows.mean()
     assert expected != overall  # the case separates the two rates
-    current = {}
-
-    class Reader(P._TextOp):
-        def __call__(self, img):
-            current["word"] = self.word
-            return super().__call__(img)
-
-    monkeypatch.setattr(P, "_TextOp", Reader)
+    current = typographic_word
 
     def encode_image(x, normalize=False):
         k = ds.classnames.index(current["word"]) if "word" in current else 0

@@ -11,19 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny import tiny_config  # noqa: E402
-from _clock import Clock  # noqa: E402
 from test_budget import _budgeted_run  # noqa: E402
 
 from kizuna.train import budget as budget_mod  # noqa: E402
 from kizuna.train.budget import SKIP_FIRST, TimeBudget  # noqa: E402
 from kizuna.train.optim import cosine_lr  # noqa: E402
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    c = Clock()
-    monkeypatch.setattr(budget_mod.time, "perf_counter", c)
-    return c
 
 
 def _resumed(cfg, state, step, named=None):
