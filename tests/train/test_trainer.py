@@ -70,6 +70,9 @@ def test_locked_image_tower_stays_bit_identical(tmp_path):
     for n, p in tr.model.visual.named_parameters():
         assert torch.equal(p, before_img[n]), n
     assert any(not torch.equal(p, before_txt[n]) for n, p in tr.model.text.named_parameters())
+    assert not tr.model.visual.training  # locked: eval mode (no patch dropout), also after evaluate()'s train()
+    tr.evaluate()
+    assert not tr.model.visual.training and tr.model.text.training
 
 
 def test_gradcache_with_both_towers_locked_trains_the_logit_scale(tmp_path):
