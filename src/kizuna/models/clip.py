@@ -96,6 +96,13 @@ class ClipConfig:
         json_text = tok.get("tokenizer_json")
         return _trained_bpe_ids(json_text) if tok.get("type") == "trained_bpe" and isinstance(json_text, str) else None
 
+    def pooled_eot_mismatch(self) -> int | None:
+        """The trained BPE's end-of-text id where the text tower pools (pool='eot') at another id, one that
+        tokenizer never emits (text features taken at the padding); None where they agree or there is no trained
+        BPE."""
+        ids = self.trained_bpe_ids()
+        return ids[1] if ids and self.text.pool == "eot" and self.text.eot_token_id != ids[1] else None
+
     def check_tokenizer(self) -> None:
         """Fit a new model's text tower to its BPE tokenizer, where a config is made (clip_config, the trainer's
         model_config), not in the constructor: a saved model loads as it was saved, and towers fed ids directly
@@ -120,7 +127,7 @@ class ClipConfig:
                              f"text.vocab_size >= {vocab}")
         if text.eot_token_id == TextConfig.eot_token_id != eot:
             self.text = replace(text, eot_token_id=eot)
-        elif text.pool == "eot" and text.eot_token_id != eot:
+        elif self.pooled_eot_mismatch() is not None:
             raise ValueError(f"text.eot_token_id {text.eot_token_id} is not the tokenizer's end-of-text id {eot}, "
                              f"where the text tower pools (pool='eot'); leave it out or set {eot}")
 
@@ -159,15 +166,14 @@ class ClipModel(nn.Module):
         self.logit_bias = (
             nn.Parameter(torch.tensor(float(cfg.init_logit_bias))) if cfg.init_logit_bias is not None else None
         )
-        ids = cfg.trained_bpe_ids()
-        if ids and cfg.text.pool == "eot" and cfg.text.eot_token_id != ids[1]:
-            # a config made by hand (ClipConfig(...)) skips check_tokenizer; a saved model keeps its pooling
-            import warnings
+        eot = cfg.pooled_eot_mismatch()
+        if eot is not None:  # a config made by hand (ClipConfig(...)) skips check_tokenizer; a saved model keeps
+            import warnings  # its pooling
 
             warnings.warn(f"the text tower pools at token id {cfg.text.eot_token_id}, which its trained BPE tokenizer "
-                          f"never emits (its end-of-text id is {ids[1]}): text features are taken at the padding. For "
+                          f"never emits (its end-of-text id is {eot}): text features are taken at the padding. For "
                           "a new model, make the config with kizuna.clip_config / create_model, or call "
-                          f"cfg.check_tokenizer() (they set text.eot_token_id={ids[1]})", UserWarning, stacklevel=2)
+                          f"cfg.check_tokenizer() (they set text.eot_token_id={eot})", UserWarning, stacklevel=2)
 
     # ----- the familiar API -------------------------------------------------------------------
     # normalize=True gives float32 unit vectors whatever the model's dtype: normalised in bf16, `kizuna embed`

@@ -159,9 +159,10 @@ def _run_python_config(path: Path):
         # the modules and packages it imported from its folder go too: another config's `base.py` got this one's
         for name in set(sys.modules) - before:
             file = getattr(sys.modules[name], "__file__", None)
+            where = Path(file).resolve() if file else None
             top = name.split(".")[0]
-            if file and Path(file).resolve().is_relative_to(folder) and (
-                    Path(file).resolve().relative_to(folder).parts[0] in (top, f"{top}.py")):  # not a venv inside it
+            if where and where.is_relative_to(folder) and (
+                    where.relative_to(folder).parts[0] in (top, f"{top}.py")):  # not a venv inside it
                 del sys.modules[name]
     raise ValueError(f"config {str(path)!r} defines no get_config() -> dict")
 
