@@ -195,3 +195,47 @@ def test_tensor_batches_resume_where_they_left_off(tmp_path):
     assert not torch.equal(next(other_epoch)["images"], first["images"])
     with pytest.raises(ValueError, match="decoded"):
         TensorBatches(decoded, EpochSampler(7, 3), aug)
+
+
+def _randaugment_one_image_at_a_time(aug: BatchAugment, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """The recipe read plainly: each slot draws every image's op, sign and firing, then each image gets its op."""
+    x = x.clone()
+    n = len(x)
+    for _ in range(aug.randaug_ops):
+        op = torch.randint(0, len(aug.ops), (n,), generator=g)
+        sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+        fires = torch.rand(n, generator=g) < aug.prob
+        for i in range(n):
+            if fires[i]:
+                x[i:i + 1] = apply_op_batch(x[i:i + 1], aug.ops[int(op[i])], aug.randaug_magnitude, sign[i:i + 1])
+    return x
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_randaugment_gives_each_image_its_own_drawn_op_as_one_image_alone_would(seed):
+    """Grouping the images by op (one sort, one read-back per slot) must give every image exactly what its op,
+    sign and firing give it alone: every op of the list, geometric and not, some slots not firing."""
+    x = _batch(_images(24, seed=seed)).float()
+    aug = BatchAugment(crop="none", hflip=0.0, randaug_ops=2, randaug_magnitude=9, prob=0.8)
+    got = aug.randaugment(x.clone(), batch_generator(torch.device("cpu"), seed))
+    want = _randaugment_one_image_at_a_time(aug, x, batch_generator(torch.device("cpu"), seed))
+    assert torch.equal(got, want)
+
+
+def test_randaugment_reads_back_from_the_device_once_a_slot():
+    """Each host read-back of a device tensor stalls a GPU's queue: a nonzero() per op made 8 a slot."""
+    from torch.overrides import TorchFunctionMode
+
+    reads = []
+
+    class CountReadBacks(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in ("nonzero", "tolist", "item", "__bool__", "__int__", "__float__", "__index__", "any", "all"):
+                reads.append(name)
+            return func(*args, **(kwargs or {}))
+
+    aug = BatchAugment(crop="pad", randaug_ops=2, randaug_magnitude=9)
+    with CountReadBacks():
+        aug(_batch(_images(16)), batch_generator(torch.device("cpu"), 0))
+    assert len(reads) == aug.randaug_ops, reads
