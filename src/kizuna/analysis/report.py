@@ -435,6 +435,15 @@ def _predicts(target: AnalysisTarget, labels: Sequence[str] | None) -> bool:
     return (target.kind == "clip" and bool(labels)) or (target.kind == "vit" and target.vit.head is not None)
 
 
+def _label_named(name: str, labels: Sequence[str]) -> str | None:
+    """The label ``name`` is, compared in NFC: "café" pasted from a macOS file name (decomposed) was not the
+    label "café"."""
+    import unicodedata
+
+    nfc = unicodedata.normalize("NFC", name)
+    return next((label for label in labels if unicodedata.normalize("NFC", label) == nfc), None)
+
+
 def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = None,
                       templates: Sequence[str] | None = None, true_label: str | None = None):
     """-> (labels, templates, tokenizer) that :func:`predict_report` scores with, checked without running the
@@ -480,7 +489,8 @@ def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = Non
                              f"{len(labels)} names but the classifier has {n} classes; give --labels, one per "
                              "class, in class order")
         templates, tokenizer = None, None
-    if true_label is not None and true_label not in labels:  # its rank would be reported as if it were scored
+    if true_label is not None and _label_named(true_label, labels) is None:  # its rank would be reported as if it
+        # were scored
         raise ValueError(f"--true-label {true_label!r} is not among the labels ({', '.join(labels[:10])}"
                          f"{', ...' if len(labels) > 10 else ''})")
     return labels, templates, tokenizer
@@ -500,6 +510,7 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     from kizuna.eval.zeroshot import ZeroShotClassifier
 
     labels, templates, tokenizer = prediction_inputs(target, labels, templates, true_label)
+    true_label = None if true_label is None else _label_named(true_label, labels)
     out = Path(out)
     x = (image if image.dim() == 4 else image[None])[:1].to(_device(target))
     if target.kind == "clip":

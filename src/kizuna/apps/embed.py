@@ -256,6 +256,17 @@ def _filled(path, fill) -> None:
         fill(f)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """One file by path, or by the file system: emb.txt is Emb.txt on macOS and Windows (and a link is its
+    target), where --texts Emb.txt --out emb.npy would write the row list over the input."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def run(args):
     for flag, value in (("--images", args.images), ("--texts", args.texts), ("--out", args.out)):
         if value is not None and not value.strip():  # an unset shell variable: it ran the other branch, or "."
@@ -266,7 +277,7 @@ def run(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     rows = out.with_suffix(".txt")  # a .npy's row list
-    if out.suffix == ".npy" and args.texts is not None and rows.resolve() == Path(args.texts).resolve():
+    if out.suffix == ".npy" and args.texts is not None and _same_file(rows, Path(args.texts)):
         raise ValueError(f"--out {out} would write its list of rows to {rows}, which is the input --texts; "
                          f"choose another --out (e.g. {out.with_name(out.stem + '_emb.npy')})")
     from kizuna.eval.datasets import is_file_argument

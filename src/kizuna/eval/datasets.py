@@ -179,7 +179,7 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
         path = Path(spec)
         if not is_file_argument(path):
             raise DatasetError(f"templates file {path} not found")
-        if path.suffix == ".json":
+        if path.suffix.lower() == ".json":  # T.JSON was one template: the file's text
             obj = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no JSON
             if isinstance(obj, dict):
                 key = next((v for v in _name_variants(dataset_name or "") if v in obj), None)
@@ -323,10 +323,38 @@ def _with_labels(index: SampleIndex, labels: np.ndarray) -> SampleIndex:
 
 
 # ----------------------------------------------------------------------------------- layout detection
-def split_folders(root: Path) -> list[str]:
-    """The split folders of a dataset root (``test``, ``train``, ...) that hold data, in SPLIT_NAMES order."""
+def _split_dirs(root: Path) -> dict[str, str]:
+    """{split: its folder's name} for the split folders of a dataset root that hold data, in SPLIT_NAMES order.
+    Matched whatever the case where no folder has the exact name: a root with Train/ and Test/ (as Kaggle ships
+    them, and as macOS and Windows match train/ and test/) was one ImageFolder with classes "Test" and "Train"."""
     root = Path(root)
-    return [s for s in SPLIT_NAMES if (root / s).is_dir() and _has_data(root / s)]
+    try:
+        names = [p.name for p in root.iterdir() if p.is_dir()]
+    except OSError:
+        return {}
+    dirs = {}
+    for s in SPLIT_NAMES:
+        folded = [n for n in names if n.casefold() == s]
+        name = s if s in names else folded[0] if len(folded) == 1 else None
+        if name is not None and _has_data(root / name):
+            dirs[s] = name
+    return dirs
+
+
+def split_folders(root: Path) -> list[str]:
+    """The names of the split folders of a dataset root (``test``, ``Train``, ...) that hold data, in SPLIT_NAMES
+    order."""
+    return list(_split_dirs(root).values())
+
+
+def split_folder(root: Path, split: str) -> Path | None:
+    """The folder of ``split`` under ``root``: the folder of that name, else a split folder of that name in
+    another case (``Test`` for ``test``); None where there is none."""
+    root = Path(root)
+    if (root / split).is_dir():
+        return root / split
+    name = _split_dirs(root).get(split.casefold())
+    return root / name if name else None
 
 
 def _has_data(d: Path) -> bool:
@@ -348,21 +376,24 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     """-> (folder to index, split name). ``split=None`` picks test, then val/validation, if present.
     A folder named like a split is a class of an ImageFolder tree when it sits beside class folders
     (other folders of images): CIFAR-100 has a class "train"."""
-    present = split_folders(root)
-    if present and any(d.name not in SPLIT_NAMES and _holds_images(d) for d in _class_dirs(root)):
-        present = []
+    dirs = _split_dirs(root)
+    if dirs and any(d.name.casefold() not in SPLIT_NAMES and _holds_images(d) for d in _class_dirs(root)):
+        dirs = {}
     if split:
         if (root / split).is_dir():
             return root / split, split
-        if present:
-            raise DatasetError(f"{root} has no split {split!r} (splits found: {', '.join(present)})")
+        if split.casefold() in dirs:
+            return root / dirs[split.casefold()], split.casefold()
+        if dirs:
+            raise DatasetError(f"{root} has no split {split!r} (splits found: {', '.join(dirs.values())})")
         return root, None  # a dataset without split folders: the folder is the split
     for s in ("test", "val", "validation", "valid", "dev"):
-        if s in present:
-            return root / s, s
-    if present:  # only training data: evaluating on it must be asked for
-        raise DatasetError(f"{root} has no test or validation split (found: {', '.join(present)}); "
-                           f"pass split= / --split {present[0]} to evaluate on it anyway")
+        if s in dirs:
+            return root / dirs[s], s
+    if dirs:  # only training data: evaluating on it must be asked for
+        first = next(iter(dirs.values()))
+        raise DatasetError(f"{root} has no test or validation split (found: {', '.join(dirs.values())}); "
+                           f"pass split= / --split {first} to evaluate on it anyway")
     return root, None
 
 
@@ -370,14 +401,14 @@ def is_split_folder(path: Path) -> bool:
     """A split folder of a dataset root given directly (``cifar10/test``): named as a split, holding the data
     itself, with no split folders of its own."""
     path = Path(path)
-    return (path.is_dir() and path.name in SPLIT_NAMES and _has_data(path)
-            and not any((path / s).is_dir() for s in SPLIT_NAMES))
+    return (path.is_dir() and path.name.casefold() in SPLIT_NAMES and _has_data(path)
+            and not any(p.is_dir() and p.name.casefold() in SPLIT_NAMES for p in path.iterdir()))
 
 
 def _dataset_type(*dirs: Path) -> str | None:
     for d in dirs:
-        f = d / "dataset_type.txt"
-        if f.is_file():
+        f = file_in(d, "dataset_type.txt")
+        if f is not None:
             t = f.read_text(encoding="utf-8-sig", errors="replace").strip().lower()
             if t in ("zeroshot_classification", "classification"):
                 return "classification"
@@ -430,8 +461,35 @@ def _folder_class_order(dirs: list[Path]) -> list[Path]:
     return dirs
 
 
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
 def _plain(name: str) -> str:
     return " ".join(_folder_class_name(name).lower().replace("-", " ").split())
+
+
+class _ClassNameIndex:
+    """Class positions by name: as written first (NFC, "_" read as a space), then loosely (case, "-", spacing:
+    folder "golden_retriever" for name "Golden Retriever") where the loose key is one name's alone. By the loose
+    key only, classes "A" and "a" (EMNIST's letters) were one: folder a was labelled class A, and a names file
+    listing both trained a head on half its classes."""
+
+    def __init__(self, names: Sequence[str]):
+        self.exact: dict[str, int] = {}
+        loose: dict[str, dict[str, int]] = {}
+        for k, name in enumerate(names):
+            written = _folder_class_name(str(name))
+            self.exact.setdefault(written, k)
+            loose.setdefault(_plain(str(name)), {}).setdefault(written, k)
+        self.loose = {key: next(iter(same.values())) for key, same in loose.items() if len(same) == 1}
+
+    def get(self, name: str) -> int | None:
+        k = self.exact.get(_folder_class_name(str(name)))
+        return self.loose.get(_plain(str(name))) if k is None else k
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
 
 
 def _bundled_fits_folders(bundled: list[str], folders: list[str], by_name: bool = False) -> bool:
@@ -439,15 +497,15 @@ def _bundled_fits_folders(bundled: list[str], folders: list[str], by_name: bool 
     position. By position is safe when no folder is named after a bundled class (ImageNet's wnid folders,
     numbered folders), or when every folder that is sits at that class's position; not when, say, folders
     plane, car, bird, ... sort into another order than the list."""
-    position = {_plain(b): k for k, b in enumerate(bundled)}
-    if by_name and folders and all(_plain(f) in position for f in folders):
+    position = _ClassNameIndex(bundled)
+    if by_name and folders and all(f in position for f in folders):
         # every folder named after a class of the list the user named (--dataset-name): matched by name, also
         # in a split that lacks a class (it was scored over its own folders, fewer classes than the same split
         # as shards). Not for a name taken from a folder: a cifar10/ subset of 2 classes trained a 10-way head
         return True
     if len(bundled) != len(folders):
         return False
-    return all(position.get(_plain(f), k) == k for k, f in enumerate(folders))
+    return all(position.get(f) in (None, k) for k, f in enumerate(folders))
 
 
 def _folder_labels(folders: list[str], classnames: list[str], source: str, data: Path) -> list[int]:
@@ -455,10 +513,8 @@ def _folder_labels(folders: list[str], classnames: list[str], source: str, data:
     folder is named after a class; by number for numbered folders that are fewer than the names (and not
     named by them); by position (torchvision's order) where there are as many folders as names and no folder
     named after a class sits elsewhere (wnid folders, "automobile" for "car")."""
-    index: dict[str, int] = {}
-    for k, c in enumerate(classnames):
-        index.setdefault(_plain(c), k)
-    named = [index.get(_plain(f)) for f in folders]
+    index = _ClassNameIndex(classnames)
+    named = [index.get(f) for f in folders]
     if all(k is not None for k in named):  # first: folders 1, 2, 3 named by a list "1", "2", "3" are those classes
         return named
     if folders and all(f.isdigit() for f in folders) and len(folders) != len(classnames):
@@ -494,10 +550,10 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         # a split folder given directly (cifar10/test): the dataset is its parent, which holds
         # classnames.txt and the templates and names the bundled lists
         root = path.parent
-        if split is None or split == path.name:
-            data, split_name = path, path.name
-        elif (root / split).is_dir():  # cifar10/test with split="train": cifar10/train, not these images
-            data, split_name = root / split, split
+        if split is None or split.casefold() == path.name.casefold():
+            data, split_name = path, path.name.casefold()
+        elif split_folder(root, split) is not None:  # cifar10/test with split="train": cifar10/train, not these
+            data, split_name = split_folder(root, split), split.casefold()  # images
         else:  # never these images under another split's name
             found = split_folders(root)
             raise DatasetError(f"{path} is the {path.name!r} split of {root}, which has no split {split!r} "
@@ -612,6 +668,11 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     return ds
 
 
+class RepeatedClassNamesWarning(UserWarning):
+    """Class names that CLIP's tokenizer reads as one: a zero-shot matter, which a classifier head (kizuna vit)
+    filters out."""
+
+
 def _warn_repeated_classnames(classnames, source: str) -> None:
     """Two classes of one name get one zero-shot weight, and ties go to the lower index: the later class is never
     predicted (its recall 0% by construction). Warned, not refused: the bundled imagenet1k list (OpenAI's names,
@@ -633,7 +694,7 @@ def _warn_repeated_classnames(classnames, source: str) -> None:
         shown = "; ".join(f"{named(where)} (classes {', '.join(map(str, where))})" for where in repeated[:5])
         warnings.warn(f"the class names (from {source}) repeat {shown}: zero-shot gives a repeated name one "
                       "weight (CLIP's tokenizer lower-cases and collapses whitespace), so only its first class is "
-                      "ever predicted", UserWarning, stacklevel=3)
+                      "ever predicted", RepeatedClassNamesWarning, stacklevel=3)
 
 
 def own_classnames(dataset: EvalDataset) -> list[str] | None:
@@ -655,10 +716,10 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
     relabelled: not for an ImageFolder or a CSV of names (matched by name already), nor where either side has no
     names (numbers "0".."n-1"), nor where the orders agree."""
     own = own_classnames(dataset) if dataset.layout not in ("imagefolder",) else None
-    if not own or _numbered(own) or _numbered(target) or [_plain(n) for n in own] == [_plain(n) for n in target]:
+    where = _ClassNameIndex(target)
+    if not own or _numbered(own) or _numbered(target) or [where.get(n) for n in own] == list(range(len(target))):
         return False
-    where = {_plain(name): k for k, name in enumerate(target)}
-    missing = [name for name in own if _plain(name) not in where]
+    missing = [name for name in own if name not in where]
     if missing:
         raise DatasetError(f"{dataset.source}: class(es) {', '.join(missing[:5])} of its {CLASSNAMES_FILE} are not "
                            f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); pass "
@@ -667,7 +728,7 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
     if base[dataset.positions].max(initial=-1) >= len(own):
         raise DatasetError(f"{dataset.source}: a label is {int(base.max())}, beyond the {len(own)} classes its "
                            f"{CLASSNAMES_FILE} names")
-    mapping = np.array([where[_plain(name)] for name in own], dtype=np.int64)
+    mapping = np.array([where.get(name) for name in own], dtype=np.int64)
     dataset.labels_override = np.where(base >= 0, mapping[np.clip(base, 0, len(own) - 1)], -1)
     dataset.classnames = list(target)
     return True
@@ -681,9 +742,23 @@ def dataset_file(data: Path, root: Path, name: str) -> Path | None:
     """A file that comes with a dataset (classnames.txt, the templates): the split folder's ``data`` (a folder),
     else the dataset root's; None when neither has one."""
     for folder in dict.fromkeys([data, root]):
-        if (folder / name).is_file():
-            return folder / name
+        found = file_in(folder, name)
+        if found is not None:
+            return found
     return None
+
+
+def file_in(folder: Path, name: str) -> Path | None:
+    """``folder / name``, else the one file whose name is ``name`` in another case (``Classnames.txt``, as a
+    dataset made on macOS or Windows may name it, where it is found as classnames.txt: here it was left out
+    without a word, and zero-shot prompted the folder names); None where there is none."""
+    if (folder / name).is_file():
+        return folder / name
+    try:
+        same = [p for p in Path(folder).iterdir() if p.name.casefold() == name.casefold() and p.is_file()]
+    except OSError:
+        return None
+    return same[0] if len(same) == 1 else None
 
 
 def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes, layout,
@@ -782,34 +857,39 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
     index = build_index(str(path), require="image", image_column=image_column, caption_column=label_column, sep=sep)
     names = list(classnames) if isinstance(classnames, (list, tuple)) else \
         read_lines(classnames) if classnames else None
-    if names is None and (root / CLASSNAMES_FILE).is_file():
-        names = read_lines(root / CLASSNAMES_FILE)
+    own_file = file_in(root, CLASSNAMES_FILE)
+    if names is None and own_file is not None:
+        names = read_lines(own_file)
     if names is None:
         if indices:  # names and indices in one column: which ones the column means is not for us to guess
             row, value = indices[0]
             raise DatasetError(f"{path}: label column {label_column!r} mixes class names and class indices "
                                f"({len(indices)} of {len(given)} values are indices, e.g. {value!r} in row {row}); "
                                "write every label one way")
-        values = sorted({c[0] for c in index.captions if c})
+        # in NFC, as folder names and names files are: a CSV written on macOS from file names holds "café" as
+        # "cafe" + an accent, which was another class than "café", or no class of a names file
+        values = sorted({_nfc(c[0]) for c in index.captions if c})
         names, source, pos = values, "CSV label values (sorted)", {n: k for k, n in enumerate(values)}
         bundled = bundled_classnames(name) if named else None
-        by_plain = {_plain(b): k for k, b in enumerate(bundled or ())}
-        if values and all(_plain(v) in by_plain for v in values):
+        by_name = _ClassNameIndex(bundled or ())
+        if values and all(v in by_name for v in values):
             # the dataset was named (--dataset-name) and every label is one of its classes: its list, by name (the
             # sorted values of a split lacking a class shifted the rest onto others, scored over fewer classes)
             names, source = bundled, f"bundled CLIP_benchmark classnames[{name!r}]"
-            pos = {v: by_plain[_plain(v)] for v in values}
+            pos = {v: by_name.get(v) for v in values}
     else:
-        source = "given list" if isinstance(classnames, (list, tuple)) else str(classnames or root / CLASSNAMES_FILE)
-        pos = {n: k for k, n in enumerate(names)}
+        source = "given list" if isinstance(classnames, (list, tuple)) else str(classnames or own_file)
+        pos = {}
+        for k, n in enumerate(names):
+            pos.setdefault(_nfc(n), k)
     labels = np.full(len(index), -1, dtype=np.int64)
     for i, caps in enumerate(index.captions):
         if not caps:
             continue
-        if caps[0] not in pos:
+        if _nfc(caps[0]) not in pos:
             raise DatasetError(f"class {caps[0]!r} of {index.where(i)} is not one of the {len(names)} class names "
                                f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})")
-        labels[i] = pos[caps[0]]
+        labels[i] = pos[_nfc(caps[0])]
     index.captions = [()] * len(index)
     return index, task, labels, names, source
 

@@ -247,16 +247,16 @@ class _Context:
         self.models: dict = {}
         self.datasets: dict = {}
         self.features: dict = {}
-        self.plots: set[Path] = set()
+        self.plots: set[str] = set()  # case-folded: Demo__x.png and demo__x.png are one file on macOS and Windows
 
     def plot_path(self, out_dir: Path, name: str) -> Path:
         """``out_dir/name``, numbered when an earlier run of the suite wrote a plot of that name."""
         stem, suffix, n = Path(name).stem, Path(name).suffix, 1
         path = out_dir / name
-        while path in self.plots:
+        while str(path).casefold() in self.plots:
             n += 1
             path = out_dir / f"{stem}_{n}{suffix}"
-        self.plots.add(path)
+        self.plots.add(str(path).casefold())
         return path
 
     def model_args(self, r: dict) -> tuple:

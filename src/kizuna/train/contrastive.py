@@ -399,7 +399,7 @@ def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:
         return
     path = Path(folder).expanduser()
     try:
-        split = path.name if path.name == "test" else find_split(path, None)[1]
+        split = "test" if path.name.casefold() == "test" else find_split(path, None)[1]
     except (DatasetError, OSError):
         return
     if split == "test":

@@ -130,11 +130,15 @@ def _refuse_a_root_with_held_out_splits(data: str) -> None:
         return
     root = Path(data)
     splits = split_folders(root) if root.is_dir() and not any(root.glob("*.tar")) else []
-    held_out = [s for s in splits if s != "train"]
+    held_out = [s for s in splits if s.casefold() != "train"]
     if held_out:
         raise ValueError(f"--data {data} is a dataset root with split folders ({', '.join(splits)}): it would train "
-                         f"on {' and '.join(held_out)} too; pass one, e.g. --data "
-                         f"{root / ('train' if 'train' in splits else splits[0])}")
+                         f"on {' and '.join(held_out)} too; pass one, e.g. --data {root / _train_split(splits)}")
+
+
+def _train_split(splits: list[str]) -> str:
+    """The training split's folder among a root's split folders (``train`` or ``Train``), else the first."""
+    return next((s for s in splits if s.casefold() == "train"), splits[0])
 
 
 def _what_to_pass(data: str, index) -> str:
@@ -148,7 +152,7 @@ def _what_to_pass(data: str, index) -> str:
     splits = split_folders(root) if root.is_dir() else []
     if splits and not any(root.glob("*.tar")):
         return (f"; it is a dataset root with split folders ({', '.join(splits)}): pass one, e.g. --data "
-                f"{root / ('train' if 'train' in splits else splits[0])}")
+                f"{root / _train_split(splits)}")
     if index.skips.counts.get("missing_caption") and any(root.glob("*.tar")) and _has_labels(root):
         return ("; its samples carry class labels (.cls), not captions: train a classifier with `kizuna vit "
                 "train --data ...`, or evaluate zero-shot on it with `kizuna eval zeroshot`")

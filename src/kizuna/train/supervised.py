@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,8 +247,6 @@ def source_normalisation(path: str | None, resumed: str | Path | None = None,
     if not path:
         return list(VIT_MEAN), list(VIT_STD)
     if not Path(path).exists():
-        import warnings
-
         warnings.warn(f"{path} (the checkpoint the run was fine-tuned from) is gone: normalising with kizuna's "
                       "ViT default mean/std 0.5", RuntimeWarning)
         return list(VIT_MEAN), list(VIT_STD)
@@ -256,8 +255,6 @@ def source_normalisation(path: str | None, resumed: str | Path | None = None,
     record = read_record(path)  # a kizuna file: its config and extra, without reading the weights again
     stored = (record.get("extra") or {}).get("preprocess") or (record.get("config") or {}).get("preprocess")
     if not record:  # an HF folder or an OpenAI file: the loader knows their preprocessing
-        import warnings
-
         with warnings.catch_warnings():  # loaded once already, to fine-tune: its warnings were given then
             warnings.simplefilter("ignore")
             model = load_model(path, act=act)
@@ -301,29 +298,33 @@ def load_classification(path: str, split: str | None = None, classnames: str | l
     folder (so ``--data cifar10/train`` works) > ``"0"``, ``"1"``, ... from the labels present.
     """
     from kizuna.data.sources import build_index
-    from kizuna.eval.datasets import DatasetError, find_split, is_split_folder, load_dataset
+    from kizuna.eval.datasets import (CLASSNAMES_FILE, DatasetError, RepeatedClassNamesWarning, file_in, find_split,
+                                      is_split_folder, load_dataset)
 
     if is_split_folder(Path(path)):  # `--data cifar10/test` is those images; the split names a root's folder
         split = None
     kw = dict(task="classification", max_samples=max_samples, image_column=image_column, label_column=label_column)
-    try:
-        ds = load_dataset(path, split or None, classnames=classnames or None, **kw)
-    except DatasetError as e:
-        if classnames or "no class names" not in str(e):
-            raise
-        folder, _ = find_split(Path(path), split or None)
-        parent = folder.parent / "classnames.txt"
-        if parent.is_file():
-            names = str(parent)
-        else:
-            # a CSV's labels are in its label column (without it, no row had a label and no class was found)
-            labels = build_index(str(folder), require="label", image_column=image_column,
-                                 label_column=label_column).labels
-            names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
-            if not names:
-                raise DatasetError(f"{folder}: no labelled sample to number the classes from; pass --classnames "
-                                   "FILE (one class name per line)") from None
-        ds = load_dataset(path, split or None, classnames=names, **kw)
+    # names CLIP's tokenizer reads alike ("A" and "a": EMNIST's letters) are a zero-shot matter; a head tells them apart
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepeatedClassNamesWarning)
+        try:
+            ds = load_dataset(path, split or None, classnames=classnames or None, **kw)
+        except DatasetError as e:
+            if classnames or "no class names" not in str(e):
+                raise
+            folder, _ = find_split(Path(path), split or None)
+            parent = file_in(folder.parent, CLASSNAMES_FILE)
+            if parent is not None:
+                names = str(parent)
+            else:
+                # a CSV's labels are in its label column (without it, no row had a label and no class was found)
+                labels = build_index(str(folder), require="label", image_column=image_column,
+                                     label_column=label_column).labels
+                names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+                if not names:
+                    raise DatasetError(f"{folder}: no labelled sample to number the classes from; pass --classnames "
+                                       "FILE (one class name per line)") from None
+            ds = load_dataset(path, split or None, classnames=names, **kw)
     index = _take(ds.index, ds.positions, ds.labels)
     return index, list(ds.classnames), ds
 
