@@ -157,3 +157,24 @@ def test_a_checkpoint_pruned_while_the_report_runs_is_left_out(run, images, tmp_
     with pytest.warns(UserWarning, match="step_0000100 was removed while this report ran"):
         rep = over_training_report(copy, [str(images)], tmp_path / "ot", max_images=6, progress=False)
     assert [r["step"] for r in rep["checkpoints"]] == [20, 1000]
+
+
+def test_every_checkpoint_pruned_while_the_report_runs_is_a_clear_error(run, images, tmp_path, monkeypatch):
+    """With all of them pruned, each was left out with a warning and the report then failed on a None grid
+    ("'NoneType' object is not iterable")."""
+    import shutil
+
+    from kizuna.analysis import over_training
+
+    copy = tmp_path / "live"
+    shutil.copytree(run, copy)
+    load = over_training.load_target
+
+    def pruned(spec, device="cpu"):
+        shutil.rmtree(spec)
+        return load(spec, device=device)
+
+    monkeypatch.setattr(over_training, "load_target", pruned)
+    with pytest.warns(UserWarning, match="was removed"), pytest.raises(ValueError, match=r"every checkpoint listed "
+                                                                                     r"\(3\) was removed"):
+        over_training_report(copy, [str(images)], tmp_path / "ot", max_images=6, progress=False)

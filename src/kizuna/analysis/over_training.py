@@ -90,6 +90,10 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
                      "row_column_ratio": row_column_score(_position_similarity(target),
                                                           target.vit.cfg.grid)["ratio"],
                      metric: metrics.get(metric)})
+    if not rows:  # every checkpoint pruned while the report ran: it failed on a None grid
+        raise ValueError(f"{run}: every checkpoint listed ({len(checkpoints)}) was removed while this report ran "
+                         "(a run still training prunes its older ones: --keep-last); run it again, or when the "
+                         "run has ended")
     uniform = grid_mean_pairwise_distance(grid, px)
     steps = [r["step"] for r in rows]
     per_layer = torch.stack([r["per_layer_mean"] for r in rows])  # [checkpoints, layers]
