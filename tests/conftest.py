@@ -1,9 +1,15 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# A suite started in the background by a non-interactive shell (`make test &` in a script, nohup) inherits SIGINT
+# ignored, and Python leaves it so: the tests of Ctrl-C handling, here and in the processes they start, need it live.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Tests run on 2 CPU cores; more threads only add contention between pytest and BLAS.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
