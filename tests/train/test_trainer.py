@@ -562,11 +562,20 @@ def test_cli_type_errors_name_the_flag_and_the_version_is_shown(tmp_path, capsys
     assert f"checkpoints: {tmp_path / 'run'}/checkpoints/latest" in capsys.readouterr().err
 
 
-def test_a_resumed_budgeted_run_goes_on_at_the_rate_its_schedule_reached(tmp_path):
+def test_a_resumed_budgeted_run_goes_on_at_the_rate_its_schedule_reached(tmp_path, clock):
     """The rate after a resume was set before the run's planned length was restored: with the open length
-    of a budget the first step after the resume went at the peak rate (1e-3 where the schedule had 3e-4)."""
+    of a budget the first step after the resume went at the peak rate (1e-3 where the schedule had 3e-4).
+    Each step takes 0.1 s of the budget's clock (timed on the real one, a loaded machine planned fewer than 30)."""
     kw = dict(steps=0, time_budget_minutes=0.1, warmup_steps=2, save_every=30, keep_last=10, eval_every=0)
-    ContrastiveTrainer(tiny_config(tmp_path / "a", **kw)).train()
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "a", **kw))
+    fit = trainer.fit_batch
+
+    def fit_in_a_tenth_of_a_second(batch):
+        clock.now += 0.1
+        return fit(batch)
+
+    trainer.fit_batch = fit_in_a_tenth_of_a_second
+    trainer.train()
     records = read_metrics(tmp_path / "a" / "metrics.jsonl")
     plan = next(r for r in records if r["kind"] == "plan")
     lr = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
