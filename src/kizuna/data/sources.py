@@ -24,8 +24,10 @@ braces), specs joined by ``"::"`` or given as a list/tuple, shell globs (``shard
 directory holding ``*.tar`` (a glob's matches and a directory's shards both sorted with digit runs as numbers,
 :func:`natural_key`: ``2.tar`` before ``10.tar``, whichever way the shards are spelled; if it has ``nshards.txt`` the count is checked and the
 ``%06d.tar`` / ``%d.tar`` names are used), a directory without tars (image folder), a ``.csv`` /
-``.tsv`` file. ``~`` is expanded. A missing path raises :class:`FileNotFoundError` - a silently
-missing shard would change the epoch.
+``.tsv`` file. ``~`` is expanded. A spec, list item or ``::`` piece that exists as written is that path (a
+folder named ``x{a,b}``, ``exp[1]`` or ``"d "``); only one that does not loses the whitespace around it, and a
+glob's leading folders that exist are matched literally (``exp[1]/*.tar`` is the files in ``exp[1]/``). A missing
+path raises :class:`FileNotFoundError` - a silently missing shard would change the epoch.
 
 Public API
 ----------
@@ -210,7 +212,8 @@ def _range_items(a: str, b: str, step: str | None) -> list[str]:
 
 def expand_braces(pattern: str) -> list[str]:
     """Bash-style brace expansion: ``{000..002}``, ``{0..9}``, ``{0..8..2}``, ``{a,b}``, nested.
-    Braces that are neither a range nor a list stay literal, as in bash."""
+    Braces that are neither a range nor a list stay literal, as in bash, and so does a ``{`` with no ``}`` to
+    close it: ``data{old/{0..1}.tar`` -> ``data{old/0.tar``, ``data{old/1.tar``."""
     search = 0
     while True:
         start = pattern.find("{", search)
@@ -228,8 +231,9 @@ def expand_braces(pattern: str) -> list[str]:
                     break
             elif c == "," and depth == 1:
                 commas.append(j)
-        if end < 0:
-            return [pattern]
+        if end < 0:  # a lone "{" (a folder "data{old"): the braces after it still expand, as in bash
+            search = start + 1
+            continue
         body = pattern[start + 1 : end]
         rng = _RANGE.fullmatch(body)
         if commas:
@@ -254,33 +258,70 @@ def natural_key(name: str) -> tuple:
     return tuple(int(p) if k % 2 else p for k, p in enumerate(parts)), name
 
 
-def _split_specs(spec: Any) -> list[str]:
+_GLOB_CHARS = "*?["
+
+
+def _as_written(piece: str) -> str | None:
+    """``piece`` (``~`` expanded) where it names a path that exists: as written first, then without the
+    whitespace before it, after it (``"a :: d "``: a folder "d " after a separator written with spaces), around
+    it (``"a.tar :: b.tar"``); else None. Stripped first, a folder "d " beside "d" read "d"'s data without a word
+    (and without "d", named "d" as the one not found)."""
+    for p in dict.fromkeys((piece, piece.lstrip(), piece.rstrip(), piece.strip())):
+        p = os.path.expanduser(p)
+        if p and os.path.exists(p):
+            return p
+    return None
+
+
+def _glob_pattern(path: str) -> str | None:
+    """The glob pattern to match ``path`` by, or None for a path to take as it is: one that exists, or whose glob
+    characters all lie in its leading folders that exist. Those folders are escaped, so only the rest is a
+    pattern: ``exp[1]/*.tar`` matched exp1/ and ``cc3m [v2]/*.tar`` nothing, and a brace range's missing
+    ``exp[1]/000001.tar`` was filled from exp1/ (it is a missing shard: the epoch must not change)."""
+    if not any(c in path for c in _GLOB_CHARS) or os.path.exists(path):
+        return None
+    head = os.path.dirname(path)  # a prefix of path, so path[len(head):] is the rest as written
+    while head and not os.path.isdir(head):
+        up = os.path.dirname(head)
+        head = "" if up == head else up
+    rest = path[len(head):]
+    if not any(c in rest for c in _GLOB_CHARS):
+        return None
+    return glob.escape(head) + rest
+
+
+def _spec_parts(spec: Any) -> list[tuple[str, str | None]]:
+    """A spec's paths as written (braces expanded, ``~`` too), each with the glob pattern to match it by (None:
+    the path itself, :func:`_glob_pattern`). The whole spec, each list item (a config's list, a saved
+    train_config.json) and each ``::`` piece that exists as written is itself - a folder named "br{a,b}", "x::y",
+    "exp[1]" or "d " is not a spec; only one that does not exist loses the whitespace around it."""
     if isinstance(spec, (list, tuple)):
-        parts: list[str] = []
-        for s in spec:
-            parts.extend(_split_specs(s))
-        return parts
+        return [part for s in spec for part in _spec_parts(s)]
     spec = os.fspath(spec)
-    return [s for s in spec.split("::") if s.strip()]
-
-
-def _spec_parts(spec: Any) -> list[tuple[str, bool]]:
-    """A spec's paths as written (braces expanded, ``~`` too), each with whether it is a glob to match: one
-    path that exists as written is itself (a folder named "br{a,b}" or "x::y" is not a spec)."""
-    whole = os.path.expanduser(os.fspath(spec).strip()) if isinstance(spec, (str, os.PathLike)) else None
-    if whole and os.path.exists(whole):
-        return [(whole, False)]
-    return [(p, any(c in p for c in "*?[") and not os.path.exists(p))
-            for part in _split_specs(spec) for p in expand_braces(os.path.expanduser(part.strip()))]
+    if not spec.strip():
+        return []
+    whole = _as_written(spec)
+    if whole is not None:
+        return [(whole, None)]
+    parts: list[tuple[str, str | None]] = []
+    for piece in spec.split("::"):
+        if not piece.strip():
+            continue
+        lit = _as_written(piece)
+        if lit is not None:
+            parts.append((lit, None))
+        else:
+            parts.extend((p, _glob_pattern(p)) for p in expand_braces(os.path.expanduser(piece.strip())))
+    return parts
 
 
 def expand_spec(spec: Any) -> list[str]:
     """Spec -> concrete paths (shards, CSV files, folders), in order; globs sorted as a folder's shards are
     (:func:`natural_key`)."""
     paths: list[str] = []
-    for p, is_glob in _spec_parts(spec):
-        if is_glob:
-            hits = sorted(glob.glob(p), key=natural_key)  # as a folder's shards: 2.tar before 10.tar
+    for p, pattern in _spec_parts(spec):
+        if pattern is not None:
+            hits = sorted(glob.glob(pattern), key=natural_key)  # as a folder's shards: 2.tar before 10.tar
             if not hits:
                 raise FileNotFoundError(f"no files match {p!r}")
             paths.extend(hits)
@@ -294,8 +335,8 @@ def globs_read_otherwise_before(spec: Any) -> list[str]:
     them with :func:`natural_key` (as text: ``10.tar`` before ``2.tar``): a run that started on one of them, and
     whose checkpoint has no data fingerprint to tell, read its shards in that other order."""
     out = []
-    for p, is_glob in _spec_parts(spec):
-        hits = glob.glob(p) if is_glob else []
+    for p, pattern in _spec_parts(spec):
+        hits = glob.glob(pattern) if pattern is not None else []
         if sorted(hits) != sorted(hits, key=natural_key):
             out.append(p)
     return out
