@@ -225,7 +225,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
         raise ValueError(f"--labels gave {len(labels)} names for {len(runs)} runs")
     loaded = [load_run(r, metric, train_window, mode) for r in runs]
     for i, r in enumerate(loaded):
-        r["label"] = labels[i] if labels else Path(r["run"]).name
+        r["label"] = labels[i] if labels else Path(r["run"]).resolve().name  # "." is the folder it names
     settings = [_with_defaults(r["config"]) for r in loaded]  # compared as today's kizuna would have set them
     differing = _differing(settings)
     for key in [k for k in (panel_by, colour_by) if k] + list(group_by):

@@ -271,6 +271,14 @@ def _main(argv: list[str] | None = None) -> int:
         return 143
 
 
+def _expand_home(args) -> None:
+    from kizuna.apps.common import home_path
+
+    for name, value in vars(args).items():
+        if not name.startswith("_"):
+            setattr(args, name, home_path(value))
+
+
 def _run_command(argv: list[str] | None, command: list[str]) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -279,6 +287,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    _expand_home(args)
     from kizuna.data.images import ImageError
     from kizuna.models.checkpoint import CheckpointError
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import numpy as np
@@ -230,3 +231,15 @@ def format_table(rows: list[list], headers: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in cells)])
+
+
+def home_path(value):
+    """``~`` and ``~/...`` as the home folder, as a shell expands them at the start of a word: after ``=``
+    (``--out=~/run``), in quotes or in a config file it does not, and the data flags expanded them while --out made a
+    folder named ``~`` in the working directory (which ``rm -rf ~`` then tidies away with the home folder) and
+    --model/--resume failed on a path that exists. Other strings (``~cat``, a label) are left as they are."""
+    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        return os.path.expanduser(value)
+    if isinstance(value, list):
+        return [home_path(v) for v in value]
+    return value

@@ -441,7 +441,7 @@ def plot_confusion(confusion: np.ndarray, classnames: Sequence[str], path, title
     ax.set_ylabel("true class")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")  # laid out as it is saved, once save_figure has made every "$" a dollar
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)  # (in place, Ctrl-C left a cut-off PNG)

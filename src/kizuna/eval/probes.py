@@ -190,7 +190,7 @@ class RobustnessResult:
         ax.set_title(f"{model + ': ' if model else ''}{self.dataset}: accuracy under distribution shift")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
+        fig.set_layout_engine("tight")  # laid out as it is saved, once save_figure has made every "$" a dollar
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         from kizuna.models.checkpoint import save_figure

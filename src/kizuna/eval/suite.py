@@ -154,7 +154,9 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
         if "dataset" in r and not Path(os.path.expanduser(str(r["dataset"]))).exists():  # before any run starts
             raise FileNotFoundError(f"{path}: run {i}: dataset not found: {r['dataset']}")
         model = str(r["model"])
-        if not Path(os.path.expanduser(model)).exists():  # a preset name, or a path with a typo: say so now
+        if model == "~" or model.startswith("~/"):  # as the check takes it, so does the run (it failed there)
+            model = r["model"] = os.path.expanduser(model)
+        if not Path(model).exists():  # a preset name, or a path with a typo: say so now
             from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
 
             if model.replace("/", "-") not in CLIP_PRESETS:
@@ -588,7 +590,7 @@ def _robustness_scatter(records: list[dict], path: Path) -> Path | None:
     ax.set_title("clean vs shifted accuracy")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")  # laid out as it is saved, once save_figure has made every "$" a dollar
     save_figure(fig, path)  # (in place, Ctrl-C left a cut-off PNG)
     return path
 

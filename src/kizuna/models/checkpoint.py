@@ -134,11 +134,37 @@ def atomic_write(path: str | Path, write_fn) -> None:
         raise
 
 
+def _dollars_as_text(fig) -> None:
+    """Every "$" in a figure's text is a dollar sign: matplotlib read a pair as mathtext, so a name such as
+    "$MODEL_$SEED" (two shell variables left unexpanded) raised a parse error after the evaluation, and nothing was
+    saved; a pair that parsed was drawn as maths. kizuna writes no mathtext of its own. Tick labels are written
+    again when the figure is drawn: a number formatter's (a log axis's powers) keep their maths, and labels given
+    as strings (class names: a fixed or function formatter) are escaped as they are written."""
+    import re
+
+    from matplotlib.text import Text
+    from matplotlib.ticker import FixedFormatter, FuncFormatter
+
+    def escaped(text):
+        return re.sub(r"(?<!\\)\$", r"\\$", text) if isinstance(text, str) and "$" in text else text
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for formatter, put in ((axis.get_major_formatter(), axis.set_major_formatter),
+                                   (axis.get_minor_formatter(), axis.set_minor_formatter)):
+                if isinstance(formatter, (FixedFormatter, FuncFormatter)):
+                    put(FuncFormatter(lambda x, pos=None, given=formatter: escaped(given(x, pos))))
+    for text in fig.findobj(Text):
+        if "$" in text.get_text():
+            text.set_text(escaped(text.get_text()))
+
+
 def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     """``fig.savefig`` through :func:`atomic_write`: written in place, Ctrl-C or a full disk left a cut-off PNG
     where the earlier run's good one had been. The format comes from ``path``'s suffix, as savefig takes it (the
     temp file's own is .tmp), unless given; ``path``'s folder is made."""
     path = Path(path)
+    _dollars_as_text(fig)
     if savefig_kwargs.get("format") is None:
         from matplotlib import rcParams
 

@@ -190,6 +190,10 @@ def typed_file_values(config_cls, values: dict, path) -> dict:
             continue
         if key in LIST_FIELDS and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             continue  # several data specs, or the class names themselves, which the readers take as a list
+        if kind is str and isinstance(value, str):  # a file's out="~/runs/a" is the home folder's, as the flag's
+            from kizuna.apps.common import home_path
+
+            value = home_path(value)
         new = value
         if isinstance(value, str) and kind is not str:
             try:

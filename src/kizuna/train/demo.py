@@ -7,6 +7,7 @@ seen in training, counting, a relation swap and a typographic attack.
 """
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -111,7 +112,8 @@ def _train_and_report(args, cfg) -> int:
     # `kizuna demo` always starts afresh; the training goes on with `kizuna train` (without the demo's report)
     # without --config demo: a config's keys count as given on the command line, so its 400 steps and batch 128
     # replaced a `kizuna demo --steps 30` run's own (or were refused for another batch size)
-    trainer.resume_command = f"`kizuna train --out {cfg.out} --resume latest` (the demo itself starts afresh)"
+    trainer.resume_command = (f"`kizuna train --out {shlex.quote(str(cfg.out))} --resume latest` (the demo itself "
+                              "starts afresh)")
     for name in REPORT_FILES:  # an earlier demo's: left beside this run's checkpoints, a stopped demo's folder
         if (Path(cfg.out) / name).is_file():  # (and its continuation) kept the other run's report
             move_aside(Path(cfg.out) / name, "demo report")

@@ -18,6 +18,7 @@ own that a resume needs), ``optimizer_settings`` and ``finish``.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -595,7 +596,7 @@ class Trainer(ABC):
         self.save(None)
         if self.dist.is_main:
             saved = self.ckpt.dir / f"step_{self.step:07d}"
-            how = self.resume_command or f"--out {self.cfg.out} --resume latest"
+            how = self.resume_command or f"--out {shlex.quote(str(self.cfg.out))} --resume latest"
             bar.write(f"{what} at step {self.step} failed; saved {saved} first" + (
                 " (the run's end: evaluate it with `kizuna eval`)" if last else
                 f"; fix the cause and continue with {how}"), file=sys.stderr)
@@ -706,7 +707,7 @@ def stop_and_save(trainer: Trainer, bar=None, saved: bool = False) -> None:
     if bar is not None:
         bar.close()
     trainer.logger.close()
-    how = trainer.resume_command or f"--out {trainer.cfg.out} --resume latest"
+    how = trainer.resume_command or f"--out {shlex.quote(str(trainer.cfg.out))} --resume latest"  # pasted into a shell
     print(f"stopped at step {trainer.step}: saved {trainer.ckpt.dir / f'step_{trainer.step:07d}'}; continue with "
           f"{how}", file=sys.stderr)
     raise KeyboardInterrupt
