@@ -725,8 +725,9 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
                            f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); pass "
                            "--classnames FILE to say which class each label number is")
     base = np.asarray(dataset.labels_override if dataset.labels_override is not None else dataset.index.labels)
-    if base[dataset.positions].max(initial=-1) >= len(own):
-        raise DatasetError(f"{dataset.source}: a label is {int(base.max())}, beyond the {len(own)} classes its "
+    largest = int(base[dataset.positions].max(initial=-1))  # of the samples evaluated (max_samples keeps fewer)
+    if largest >= len(own):
+        raise DatasetError(f"{dataset.source}: a label is {largest}, beyond the {len(own)} classes its "
                            f"{CLASSNAMES_FILE} names")
     mapping = np.array([where.get(name) for name in own], dtype=np.int64)
     dataset.labels_override = np.where(base >= 0, mapping[np.clip(base, 0, len(own) - 1)], -1)
