@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+# the text fields --text-tower minilm sets itself (contrastive.model_config); it builds its tower from no other
+MINILM_TEXT_OVERRIDES = ("kind", "output_dim")
+# --tokenizer train's smallest vocabulary: 512 byte symbols + 2 special tokens (kizuna.data.tokenizer.train_bpe_tokenizer)
+MIN_TRAINED_VOCAB = 514
 
 
 @dataclass
@@ -241,6 +245,11 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     ``--model-overrides '{"vision": {"depth": 2}}'`` keeps the config's other vision and text fields
     (see :func:`merge_model_overrides`)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    # what the command line (or a caller's keywords) itself asks for, before the file's values are merged in:
+    # with --text-tower minilm its text overrides are refused, a config file's are dropped (below)
+    asked_models = overrides.get("model_overrides")
+    asked_text = asked_models.get("text") if isinstance(asked_models, dict) else None
+    asked_text = set(asked_text) if isinstance(asked_text, dict) else set()
     base, overrides = merge_model_overrides(dict(base or {}), overrides, TrainConfig.model)
     merged = {**base, **overrides}
     unknown = sorted(set(merged) - fields)
@@ -279,14 +288,45 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
             raise ValueError(f"--model-overrides {part}.image_size {size} disagrees with --synthetic-image-size "
                              f"{cfg.synthetic_image_size}: on --data synthetic the model's input size is the scenes' "
                              f"size; {advice.format(size=size)}")
+    notes = []  # said once the config is known to be good
+    text = cfg.model_overrides.get("text")
+    if cfg.text_tower == "minilm" and isinstance(text, dict):
+        # The MiniLM tower is built from none of the text fields, so a config file's (flickr8k's and demo's carry
+        # the from-scratch tower's width and depth) are dropped, and train_config.json records what ran; the
+        # command line's own are refused in check_minilm.
+        dropped = sorted(set(text) - set(MINILM_TEXT_OVERRIDES) - asked_text)
+        if dropped:
+            kept = {k: v for k, v in text.items() if k not in dropped}
+            overrides_left = {k: v for k, v in cfg.model_overrides.items() if k != "text"}
+            cfg = dataclasses.replace(cfg, model_overrides={**overrides_left, **({"text": kept} if kept else {})})
+            notes.append(f"the config's model_overrides text.{', text.'.join(dropped)} are not used with "
+                         "--text-tower minilm (the pretrained MiniLM encoder has its own architecture): dropped")
     check_common(cfg)  # the values' own ranges first
     defaults = TrainConfig()
+    if cfg.tokenizer == "train":
+        # the BPE's 512 byte symbols and 2 special tokens come before any merge: a smaller size failed only after
+        # the data was indexed, as "vocab_size must be >= 514", naming no flag
+        if cfg.tokenizer_vocab_size < MIN_TRAINED_VOCAB:
+            raise ValueError(f"--tokenizer-vocab-size must be >= {MIN_TRAINED_VOCAB} with --tokenizer train (512 byte "
+                             f"symbols + 2 special tokens come before any merge), got {cfg.tokenizer_vocab_size}")
+    elif cfg.tokenizer_vocab_size != defaults.tokenizer_vocab_size:
+        # only --tokenizer train reads it: another value was recorded in train_config.json and did nothing
+        if "tokenizer_vocab_size" in overrides:
+            raise ValueError(f"--tokenizer-vocab-size {cfg.tokenizer_vocab_size} sizes the BPE that --tokenizer train "
+                             f"learns; with --tokenizer {cfg.tokenizer or 'model'} it does nothing: add --tokenizer "
+                             "train, or drop --tokenizer-vocab-size")
+        # a config file's (demo's 1024 under --tokenizer clip_bpe, an old run's train_config.json): set back
+        notes.append(f"the config's tokenizer_vocab_size {cfg.tokenizer_vocab_size} is not used without --tokenizer "
+                     f"train: recorded as the default {defaults.tokenizer_vocab_size}")
+        cfg = dataclasses.replace(cfg, tokenizer_vocab_size=defaults.tokenizer_vocab_size)
     asked = [f"--{name.replace('_', '-')}" for name in ("aug_scale", "aug_hflip", "aug_color_jitter")
              if _as_tuple(getattr(cfg, name)) != _as_tuple(getattr(defaults, name))]
     if cfg.data == "synthetic" and asked:  # the scenes are drawn at the model's size, never augmented: accepted,
         # saved in train_config.json and ignored
         raise ValueError(f"{', '.join(asked)}: the synthetic scenes are drawn at the model's size and not augmented; "
                          "drop the flag(s), or train on files (--data) to augment them")
+    for note in notes:
+        warnings.warn(note, UserWarning)
     return cfg
 
 
@@ -420,6 +460,15 @@ def check_minilm(cfg) -> None:
     if cfg.context_length > MAX_CONTEXT_LENGTH:
         raise ValueError(f"--context-length {cfg.context_length} is over the {MAX_CONTEXT_LENGTH} positions of "
                          f"--text-tower minilm (its max_position_embeddings); use at most {MAX_CONTEXT_LENGTH}")
+    # ClipModel builds MiniLMTextTower(embed_dim) from none of the text fields: {"text": {"depth": 1}} was
+    # accepted, recorded in train_config.json and the checkpoint's config.json, and ignored
+    text = cfg.model_overrides.get("text") if isinstance(cfg.model_overrides, dict) else None
+    ignored = sorted(set(text) - set(MINILM_TEXT_OVERRIDES)) if isinstance(text, dict) else []
+    if ignored:
+        raise ValueError(f"--model-overrides text.{', text.'.join(ignored)}: --text-tower minilm is the pretrained "
+                         "MiniLM sentence encoder, whose architecture, vocabulary and length these fields do not "
+                         "change (the caption length is --context-length); drop the text overrides, or use "
+                         "--text-tower model to train a text Transformer of your own")
 
 
 def parse_flag_value(kind, text: str):

@@ -28,7 +28,7 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import follow_overrides
 
-from .config import TrainConfig, check_override_types, deep_merge
+from .config import TrainConfig, check_minilm, check_override_types, deep_merge
 from .data import build_dataset, build_loader
 from .distributed import contrastive_loss, from_rank0
 from .optim import make_optimizer
@@ -70,6 +70,9 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
         d["text"]["context_length"] = cfg.context_length
         d["tokenizer"]["context_length"] = cfg.context_length
     if cfg.text_tower == "minilm":
+        # a TrainConfig built without make_config: its text overrides would be recorded in the model's config
+        # and ignored by the MiniLM tower (make_config refuses them, or drops a config file's)
+        check_minilm(cfg)
         d["text"].update(kind="minilm", output_dim=d["embed_dim"])
         d["tokenizer"] = {"type": "minilm", "context_length": cfg.context_length or 64}
     try:
