@@ -73,6 +73,9 @@ def _settings(config, source, what_to_do: str) -> dict:
                          f"{type(config).__name__}: {_short(config)}; {what_to_do}")
     if config.get("init"):  # a fine-tune's model is the checkpoint it started from: its "model" is the unused
         config = {**config, "model": str(config["init"])}  # default preset (a fine-tuned Ti/8 was grouped as S/4)
+        # its model_overrides built nothing either (a --config recipe's were recorded, and compare-runs listed them
+        # as a difference between fine-tunes of one checkpoint): at the default, as a fine-tune records them now
+        config["model_overrides"] = {}
     return config
 
 

@@ -428,11 +428,41 @@ def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                     for f in dataclasses.fields(cfg)}
         named = frozenset(name for name in fields if getattr(cfg, name) != defaults[name])
-    changed = [f"{name}={getattr(cfg, name)!r} (the run has {saved[name]!r})" for name in fields
-               if name in named and name in saved and getattr(cfg, name) != saved[name]]
+    changed = [name for name in fields
+               if name in named and name in saved and not _same_setting(name, getattr(cfg, name), saved[name])]
     if changed:
-        raise ValueError(f"--resume {path}: the run continues with its own model, so " + "; ".join(changed)
-                         + " would be ignored. Drop the flag, or start a new run in another --out")
+        said = "; ".join(f"{name}={getattr(cfg, name)!r} (the run has {saved[name]!r})" for name in changed)
+        hint = "Drop the flag, or start a new run in another --out"
+        if "init" in changed:
+            # `vit finetune CHECKPOINT` cannot drop its required checkpoint argument: name the command that can
+            # continue the run (it takes the checkpoint to start from out of the run's own settings)
+            out = path.parent.parent if path.parent.name == "checkpoints" else Path(getattr(cfg, "out", "OUT"))
+            hint = (f"Continue a fine-tune without naming its checkpoint: `kizuna vit train --out {out} --resume "
+                    "latest`; or start a new run in another --out")
+        raise ValueError(f"--resume {path}: the run continues with its own model, so " + said
+                         + f" would be ignored. {hint}")
+
+
+# settings that may name a checkpoint on disk: one path has several spellings (base/model/, ./base/model, an
+# absolute path), and a resume that spelt it otherwise than the run was refused as asking for another model
+PATH_SETTINGS = ("init", "model")
+
+
+def _same_setting(name: str, value, saved) -> bool:
+    """Whether a resume's ``value`` of setting ``name`` is the run's ``saved`` one: equal, or, for a setting
+    that names a checkpoint (:data:`PATH_SETTINGS`), both existing paths to the same place. A preset name
+    (S/4, not a path here) still compares as a string."""
+    if value == saved:
+        return True
+    if name not in PATH_SETTINGS or not isinstance(value, (str, os.PathLike)) or not isinstance(saved, (str, os.PathLike)):
+        return False
+    if not str(value) or not str(saved):
+        return False
+    a, b = Path(value).expanduser(), Path(saved).expanduser()
+    try:
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a loop of links, a path too long: not the same as far as can be told
+        return False
 
 
 def flag_value(value) -> str:

@@ -158,6 +158,7 @@ class SupervisedConfig:
 
 def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedConfig:
     fields = {f.name for f in dataclasses.fields(SupervisedConfig)}
+    base = drop_file_architecture(dict(base or {}), overrides)
     # --model-overrides merges into a config's (it replaced them: `--config vit_cifar10 --model-overrides
     # '{"depth": 4}'` lost the config's width 96), as `kizuna train` does; another --model drops the config's
     base, overrides = merge_model_overrides(dict(base or {}), overrides, SupervisedConfig.model)
@@ -187,6 +188,27 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
     check_model_overrides(cfg.model_overrides)
     check_common(cfg)
     return cfg
+
+
+# A config file's keys that build a fresh model: a fine-tune's model is its checkpoint's, so they build nothing
+ARCHITECTURE_KEYS = ("model", "model_overrides")
+
+
+def drop_file_architecture(base: dict, overrides: dict) -> dict:
+    """``base`` (a config file's settings) without its architecture when the run fine-tunes (``init`` set, by
+    the file or a flag): the checkpoint fixes the model, and `vit finetune CKPT --config vit_cifar10` recorded
+    the recipe's model and model_overrides in train_config.json while the checkpoint's model trained (and
+    compare-runs listed them as a difference). Said once, naming the keys that were not at their defaults;
+    the command line's own ``overrides`` are left as they were."""
+    init = {**base, **overrides}.get("init")
+    if not init:
+        return base
+    defaults = {"model": SupervisedConfig.model, "model_overrides": {}}
+    dropped = [key for key in ARCHITECTURE_KEYS if key in base and base[key] != defaults[key]]
+    if dropped:
+        warnings.warn(f"the config's {' and '.join(dropped)} are not used: a fine-tune's model is its checkpoint's "
+                      f"({init})", UserWarning, stacklevel=3)
+    return {key: value for key, value in base.items() if key not in ARCHITECTURE_KEYS}
 
 
 def check_model_overrides(overrides: dict) -> None:
