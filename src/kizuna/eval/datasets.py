@@ -334,11 +334,19 @@ def _split_dirs(root: Path) -> dict[str, str]:
         return {}
     dirs = {}
     for s in SPLIT_NAMES:
-        folded = [n for n in names if n.casefold() == s]
-        name = s if s in names else folded[0] if len(folded) == 1 else None
+        name = _named(names, s)
         if name is not None and _has_data(root / name):
             dirs[s] = name
     return dirs
+
+
+def _named(names: list[str], name: str) -> str | None:
+    """``name`` if it is among ``names``, else the one of them that is ``name`` in another case (two such: neither,
+    not guessed); None where there is none."""
+    if name in names:
+        return name
+    folded = [n for n in names if n.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def split_folders(root: Path) -> list[str]:
@@ -756,10 +764,10 @@ def file_in(folder: Path, name: str) -> Path | None:
     if (folder / name).is_file():
         return folder / name
     try:
-        same = [p for p in Path(folder).iterdir() if p.name.casefold() == name.casefold() and p.is_file()]
+        found = _named([p.name for p in Path(folder).iterdir() if p.is_file()], name)
     except OSError:
         return None
-    return same[0] if len(same) == 1 else None
+    return Path(folder) / found if found else None
 
 
 def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes, layout,
