@@ -262,3 +262,26 @@ def test_a_saved_clip_loss_model_with_a_bias_trains_with_its_bias_left_as_it_is(
     assert main(["train", *args, "--accum-steps", "2", "--out", str(tmp_path / "run")]) == 0, _error(capsys)
     trained = load_model(tmp_path / "run" / "checkpoints" / "latest")
     assert float(trained.logit_bias) == -5.0
+
+
+def test_a_recipe_continues_a_checkpoint_given_as_model(tmp_path):
+    """`kizuna train --config flickr8k --model CHECKPOINT` was always refused: the recipe's own model settings
+    (tokenizer, vocabulary size, model_overrides) counted as flags the user gave, and the error said to drop flags
+    never typed. They are dropped with a warning; flags the user does type are still refused."""
+    from kizuna.apps.cli import build_parser
+    from kizuna.train.config import config_from_args, named_fields
+    from kizuna.train.contrastive import CHECKPOINT_FIXED, refuse_settings_a_checkpoint_fixes
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "latest"
+    checkpoint.mkdir(parents=True)
+    args = build_parser().parse_args(["train", "--config", "flickr8k", "--model", str(checkpoint)])
+    with pytest.warns(UserWarning, match=r"is a checkpoint.*the config's .*tokenizer.* are not used"):
+        cfg = config_from_args(args)
+    assert cfg.tokenizer == "model" and cfg.model_overrides == {} and cfg.model == str(checkpoint)
+    assert not set(CHECKPOINT_FIXED) & named_fields(args) and "lr" in named_fields(args)
+    refuse_settings_a_checkpoint_fixes(cfg, named_fields(args))  # nothing asked of the model: no refusal
+    typed = build_parser().parse_args(["train", "--config", "flickr8k", "--model", str(checkpoint), "--loss", "siglip"])
+    with pytest.warns(UserWarning):
+        cfg = config_from_args(typed)
+    with pytest.raises(ValueError, match="--loss would be ignored"):
+        refuse_settings_a_checkpoint_fixes(cfg, named_fields(typed))

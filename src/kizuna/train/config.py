@@ -592,6 +592,11 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
     names = set(flags)
     if getattr(args, "config", None):
         from_file = set(load_config_file(args.config))
+        if config_cls is TrainConfig and _model_is_a_checkpoint(flags, args):  # the file's model settings were
+            # dropped (config_from_args): the checkpoint's own are used, and none of them was asked for
+            from .contrastive import CHECKPOINT_FIXED
+
+            from_file -= set(CHECKPOINT_FIXED)
         if str(args.config).endswith(".json") and config_cls is TrainConfig:
             # a run's saved settings hold the model settings a checkpoint --model fixes (loss, tokenizer, ...):
             # recorded, not asked for; counted as named, replaying a fine-tune's train_config.json was refused
@@ -606,6 +611,26 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
     return frozenset(names)
 
 
+def _model_is_a_checkpoint(flags, args, base: dict | None = None) -> bool:
+    model = getattr(args, "model", None) if "model" in flags else (base or {}).get("model")
+    if model is None and getattr(args, "config", None):
+        model = load_config_file(args.config).get("model")
+    return isinstance(model, str) and bool(model.strip()) and Path(model).expanduser().exists()
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     base = load_config_file(args.config, TrainConfig) if getattr(args, "config", None) else {}
-    return make_config(base, **given_arguments(args))
+    given = given_arguments(args)
+    if base and _model_is_a_checkpoint(set(given), args, base):
+        # --config flickr8k --model CHECKPOINT: the recipe's data, schedule and evaluation, the checkpoint's towers,
+        # tokenizer and loss. The file's model settings were refused as flags the user never typed ("drop the
+        # flag(s)"), so no recipe could continue a checkpoint; they are dropped, and train_config.json says what ran
+        from .contrastive import CHECKPOINT_FIXED
+
+        dropped = sorted(k for k in CHECKPOINT_FIXED if k in base and k not in given)
+        if dropped:
+            warnings.warn(f"--model {given.get('model', base.get('model'))} is a checkpoint, which brings its own "
+                          f"towers, tokenizer and loss: the config's {', '.join(dropped)} are not used",
+                          UserWarning)
+            base = {k: v for k, v in base.items() if k not in dropped}
+    return make_config(base, **given)
