@@ -1,12 +1,19 @@
 """Round-3 mutation findings: eval/datasets.py (layouts, split finding, class-name matching, CSV indexing) and
 eval/suite.py (suite validation, result files, figure names). Each test pins what a user sees (the split, the
 labels, the error, the files written) against a reference built by hand from the files the test wrote."""
+import importlib
 import json
 
 import pytest
 from _evalhelpers import CLASSES, classification_wds, noise_image
 
 from kizuna.eval.datasets import DatasetError, load_dataset
+
+# Imported before any test patches kizuna.eval.encode.encode_images: these modules bind it when first imported,
+# and first imported under a patch they kept the patched one for every later test (run alone, this file made two
+# tests of test_suite_cli.py fail)
+for _module in ("kizuna.eval.classification", "kizuna.eval.linear_probe", "kizuna.eval.probes"):
+    importlib.import_module(_module)
 
 
 def _folders(root, classes, per_class=1):

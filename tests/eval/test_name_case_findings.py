@@ -161,3 +161,13 @@ def test_embed_refuses_a_row_list_that_is_its_input_by_another_name(tmp_path):
     with pytest.raises(ValueError, match="which is the input --texts"):
         run(args)
     assert texts.read_text(encoding="utf-8") == "a red circle\n\n  a blue square  \n"
+
+
+def test_suite_figure_names_keep_their_letters_and_non_latin_names_their_own_files():
+    """Every non-ASCII name was slugged to "x" ("x", "x_2", ... in run order): "café" lost its name, and two
+    datasets named in Japanese could not be told apart by their figures' file names."""
+    from kizuna.eval.suite import _slug
+
+    assert _slug(NFC) == _slug(NFD) == "cafe"
+    assert _slug("日本データ") != _slug("中文データ") and _slug("日本データ") == _slug("日本データ")
+    assert _slug("日本データ").startswith("x") and _slug("a b/c") == "a_b_c"

@@ -237,7 +237,17 @@ def check_run_values(r: dict, where: str | None) -> None:
 
 # ----------------------------------------------------------------------------------- running
 def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)).strip("_")[-60:] or "x"
+    """A file-name-safe form of a run's or dataset's name: accents dropped (café -> cafe); a name with no ASCII
+    letter or digit left (日本データ) is "x" and a short hash of it, so two such names get files of their own (all
+    were "x", "x_2", ... in the order the suite ran them)."""
+    import hashlib
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", str(s)).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:]
+    if slug.strip("._-"):
+        return slug
+    return "x" + hashlib.sha1(str(s).encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 class _Context:
