@@ -560,8 +560,8 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         root = path.parent
         if split is None or split.casefold() == path.name.casefold():
             data, split_name = path, path.name.casefold()
-        elif split_folder(root, split) is not None:  # cifar10/test with split="train": cifar10/train, not these
-            data, split_name = split_folder(root, split), split.casefold()  # images
+        elif (other := split_folder(root, split)) is not None:  # cifar10/test with split="train": cifar10/train,
+            data, split_name = other, split.casefold()  # not these images
         else:  # never these images under another split's name
             found = split_folders(root)
             raise DatasetError(f"{path} is the {path.name!r} split of {root}, which has no split {split!r} "

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kizuna.apps.common import json_safe
+from kizuna.apps.common import home_path, json_safe
 from kizuna.models.checkpoint import atomic_write_text, save_figure
 
 from .encode import is_main
@@ -153,9 +153,9 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
             raise ValueError(f"{path}: run {i} lacks 'dataset'")
         if "dataset" in r and not Path(os.path.expanduser(str(r["dataset"]))).exists():  # before any run starts
             raise FileNotFoundError(f"{path}: run {i}: dataset not found: {r['dataset']}")
-        model = str(r["model"])
-        if model == "~" or model.startswith("~/"):  # as the check takes it, so does the run (it failed there)
-            model = r["model"] = os.path.expanduser(model)
+        model = home_path(str(r["model"]))
+        if model != str(r["model"]):  # as the check takes it, so does the run (it failed there)
+            r["model"] = model
         if not Path(model).exists():  # a preset name, or a path with a typo: say so now
             from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
 

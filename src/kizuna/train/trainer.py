@@ -596,7 +596,7 @@ class Trainer(ABC):
         self.save(None)
         if self.dist.is_main:
             saved = self.ckpt.dir / f"step_{self.step:07d}"
-            how = self.resume_command or f"--out {shlex.quote(str(self.cfg.out))} --resume latest"
+            how = continue_with(self)
             bar.write(f"{what} at step {self.step} failed; saved {saved} first" + (
                 " (the run's end: evaluate it with `kizuna eval`)" if last else
                 f"; fix the cause and continue with {how}"), file=sys.stderr)
@@ -699,6 +699,12 @@ class StopOnInterrupt:
         return False
 
 
+def continue_with(trainer: Trainer) -> str:
+    """How a stopped run goes on, as said after a Ctrl-C or a failure: the trainer's own command, else the flags,
+    quoted to paste into a shell (an --out with spaces or parentheses broke the pasted command)."""
+    return trainer.resume_command or f"--out {shlex.quote(str(trainer.cfg.out))} --resume latest"
+
+
 def stop_and_save(trainer: Trainer, bar=None, saved: bool = False) -> None:
     """The end of a run stopped by Ctrl-C: save where it stands (unless this step was ``saved`` already), say
     how to continue, and raise KeyboardInterrupt (the command line exits with 130)."""
@@ -707,7 +713,7 @@ def stop_and_save(trainer: Trainer, bar=None, saved: bool = False) -> None:
     if bar is not None:
         bar.close()
     trainer.logger.close()
-    how = trainer.resume_command or f"--out {shlex.quote(str(trainer.cfg.out))} --resume latest"  # pasted into a shell
+    how = continue_with(trainer)
     print(f"stopped at step {trainer.step}: saved {trainer.ckpt.dir / f'step_{trainer.step:07d}'}; continue with "
           f"{how}", file=sys.stderr)
     raise KeyboardInterrupt
