@@ -125,12 +125,22 @@ def test_time_limit_stops_saves_and_evaluates(tmp_path):
     assert (tmp_path / "checkpoints" / f"step_{tr.step:07d}").is_dir()
 
 
-def test_time_budget_plans_a_contrastive_run(tmp_path):
+def test_time_budget_plans_a_contrastive_run(tmp_path, clock):
     """The contrastive trainer shares the time budget (kizuna.train.budget): one plan after the warm-up,
-    the planned length is where the run and its cosine schedule end."""
-    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=0, time_budget_minutes=0.1, warmup_steps=3))
+    the planned length is where the run and its cosine schedule end. Each step takes 0.1 s of the budget's
+    clock (on the real one a loaded machine planned otherwise)."""
+    tr = ContrastiveTrainer(tiny_config(tmp_path, steps=0, time_budget_minutes=0.06, warmup_steps=3))
     assert not tr.planned
+    fit = tr.fit_batch
+
+    def fit_in_a_tenth_of_a_second(batch):
+        clock.now += 0.1
+        return fit(batch)
+
+    tr.fit_batch = fit_in_a_tenth_of_a_second
+    t0 = clock.now
     tr.train()
+    assert 0.06 * 60 * 0.9 < clock.now - t0 <= 0.06 * 60  # the budget filled, less its margin, and never overrun
     plans = read_metrics(tmp_path / "metrics.jsonl", "plan")
     assert len(plans) == 1 and tr.planned
     replans = read_metrics(tmp_path / "metrics.jsonl", "replan")  # corrections on the way, if any
