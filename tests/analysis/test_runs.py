@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from statistics import mean
 
 import pytest
 
@@ -247,3 +248,23 @@ def test_runs_of_an_older_kizuna_differ_only_in_what_they_set(tmp_path, tiny_mod
     numbers = compare_runs([a, b], tmp_path / "fig", group_by=["act"], colour_by="augment_on")
     assert numbers["differing_settings"] == []
     assert [g["runs"] for g in numbers["groups"]] == [["a", "b"]]
+
+
+def test_the_final_train_accuracy_covers_the_same_steps_whatever_the_log_interval(tmp_path, tiny_model):
+    """The final train accuracy was the mean of the last 5 logged values: 5 steps of a run logging every step
+    against 100 of one logging every 20, so two runs alike in all but --log-every (log_every is no setting
+    that tells runs apart) showed other train accuracies and gaps. Each record is the mean over the steps
+    since the one before: the window is now the same steps for both, each record weighted by its steps."""
+    per_step = [min(1.0, 0.01 * s) for s in range(1, 101)]  # training accuracy rising by a point a step
+    every_step = [(s, per_step[s - 1]) for s in range(1, 101)]
+    every_20 = [(s, mean(per_step[s - 20:s])) for s in range(20, 101, 20)]
+    a = _write_run(tmp_path / "a", [(100, 0.5)], every_step, {"model": "mu/4", "log_every": 1}, tiny_model)
+    b = _write_run(tmp_path / "b", [(100, 0.5)], every_20, {"model": "mu/4", "log_every": 20}, tiny_model)
+    saved = compare_runs([a, b], tmp_path / "fig")
+    expected = mean(per_step[-100:])  # 5 records of the run logging every 20 steps: its last 100 steps
+    assert [r["final_train_top1"] for r in saved["runs"]] == pytest.approx([expected, expected])
+    assert [r["generalisation_gap"] for r in saved["runs"]] == pytest.approx([expected - 0.5] * 2)
+    # alone, each run's window is 5 of its own records; a window starting inside a record counts part of it
+    assert load_run(a)["final_train_top1"] == pytest.approx(mean(per_step[-5:]))
+    last, before = mean(per_step[80:100]), mean(per_step[60:80])  # the records at steps 100 and 80
+    assert load_run(b, window_steps=30)["final_train_top1"] == pytest.approx((20 * last + 10 * before) / 30)

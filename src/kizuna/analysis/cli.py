@@ -116,7 +116,8 @@ def add_arguments(p):
                                                           "averaged (e.g. model,subset_fraction over seeds; "
                                                           "default: no averaging)")
             a.add_argument("--train-window", type=at_least_one, default=5,
-                           help="final train accuracy = mean of this many last logged values (default 5)")
+                           help="final train accuracy = mean over the steps of this many last logged values "
+                                "of the run that logs least often, the same steps for every run (default 5)")
             a.add_argument("--mode", choices=["auto", "max", "min"], default="auto",
                            help="which end of the metric is best: auto (default) takes the lowest for a loss, "
                                 "error, rank or attack rate, else the highest")

@@ -10,7 +10,8 @@ that differ between the runs, and writes
   (dashed, same colour) for every run; with ``panel_by`` one panel per value of that setting (e.g.
   ``subset_fraction``), so that runs to be compared share an axis;
 - ``runs.json``: per run the final and best validation metric (and its step), the final training
-  accuracy (mean of the last ``train_window`` logged values), the train-minus-validation gap (null for
+  accuracy (mean over the last ``train_window`` logged values' steps, the same span of steps for every run
+  compared, whatever its --log-every), the train-minus-validation gap (null for
   a metric that is not an accuracy: train accuracy minus a loss is no gap), the logged wall time, and
   the differing settings; with ``group_by`` also the mean and spread of the final metric over runs
   that share those settings (seeds).
@@ -23,7 +24,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, median, pstdev
 from typing import Sequence
 
 import torch
@@ -101,9 +102,12 @@ def _value(x) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
 
 
-def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, mode: str = "auto") -> dict:
+def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, mode: str = "auto",
+             window_steps: int | None = None) -> dict:
     """One run's curves and summary numbers (see the module docstring). A NaN or null value (a run that
-    diverged) stays in the curve and may be the final value; the best is taken over the finite ones."""
+    diverged) stays in the curve and may be the final value; the best is taken over the finite ones. The final
+    train accuracy averages the last ``window_steps`` training steps (default: ``train_window`` logged values'
+    worth, at the run's logging interval), each logged value weighted by the steps it covers."""
     if train_window < 1:
         raise ValueError(f"train_window must be >= 1, got {train_window}")
     run = Path(run)
@@ -146,10 +150,8 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
     finite = [(v, r["step"]) for v, r in zip(values, evals) if math.isfinite(v)]
     lowest = lower_is_better(metric, mode)
     best = (min if lowest else max)(finite, key=lambda p: p[0]) if finite else (math.nan, None)
-    window = [v for v in (_value(r["train_top1"]) for r in train[-train_window:]) if math.isfinite(v)]
-    final_train = mean(window) if window else None
     final = values[-1]
-    return {
+    summary = {
         "run": str(run),
         "eval_steps": [r["step"] for r in evals],
         "eval": values,
@@ -160,13 +162,11 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
         "best": best[0],
         "best_step": best[1],
         "lower_is_better": lowest,
-        "final_train_top1": final_train,
-        # train accuracy minus validation accuracy; None for a metric that is not an accuracy (a loss, a rank)
-        "generalisation_gap": (final_train - final if final_train is not None and math.isfinite(final)
-                               and _accuracy_like(metric) else None),
         "wall_minutes_logged": logged_seconds / 60 if any(len(seg) > 1 for seg in segments) else None,
         "config": _train_config(run),
     }
+    steps = [r["step"] for r in train]
+    return _set_final_train(summary, window_steps or train_window * _log_interval(steps), metric)
 
 
 def _with_defaults(config: dict) -> dict:
@@ -212,6 +212,34 @@ def _spread(finals: list[float], metric: str) -> dict:
     return dict(zip(names, (mean(finals), pstdev(finals), min(finals), max(finals))))
 
 
+def _log_interval(steps: list[int]) -> int:
+    """The steps between a run's training records (its --log-every), as the median gap: a last record
+    written at the run's end may cover fewer."""
+    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    return max(1, int(median(gaps))) if gaps else max(1, steps[0] if steps else 1)
+
+
+def _set_final_train(run: dict, window_steps: int, metric: str) -> dict:
+    """``run``'s final training accuracy, the mean over its last ``window_steps`` steps, and the gap. Each record
+    is the mean over the steps since the one before it, so it counts for those steps (in part where the window
+    starts inside it): the mean of the last N records covered N x --log-every steps, and two runs logging at
+    other intervals were compared over other spans of training (5 steps against 100) while "settings that
+    differ" said none."""
+    steps, values = run["train_steps"], run["train_top1"]
+    start = steps[-1] - window_steps if steps else 0
+    total = weight = 0.0
+    for prev, step, value in zip([0, *steps], steps, values):
+        covered = step - max(prev, start)
+        if covered > 0 and math.isfinite(value):
+            total, weight = total + covered * value, weight + covered
+    final_train = total / weight if weight else None
+    run["final_train_top1"] = final_train
+    # train accuracy minus validation accuracy; None for a metric that is not an accuracy (a loss, a rank)
+    run["generalisation_gap"] = (final_train - run["final"] if final_train is not None and math.isfinite(run["final"])
+                                 and _accuracy_like(metric) else None)
+    return run
+
+
 def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val_top1",
                  labels: Sequence[str] | None = None, panel_by: str | None = None,
                  group_by: Sequence[str] = (), train_window: int = 5, title: str | None = None,
@@ -227,6 +255,11 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     if labels is not None and len(labels) != len(runs):
         raise ValueError(f"--labels gave {len(labels)} names for {len(runs)} runs")
     loaded = [load_run(r, metric, train_window, mode) for r in runs]
+    # one span of training for every run's final train accuracy: train_window values of the run that logs
+    # least often (runs logging more often average more values over the same steps)
+    window_steps = train_window * max(_log_interval(r["train_steps"]) for r in loaded)
+    for r in loaded:
+        _set_final_train(r, window_steps, metric)
     for i, r in enumerate(loaded):
         r["label"] = labels[i] if labels else Path(r["run"]).resolve().name  # "." is the folder it names
     settings = [_with_defaults(r["config"]) for r in loaded]  # compared as today's kizuna would have set them
