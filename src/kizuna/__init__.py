@@ -106,11 +106,14 @@ def create_vit(variant: str, image_size: int = 224, num_classes: int = 0, **over
 def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
     """The evaluation (or training) image transform a model was built with: from a ClipModel, a ClipConfig
     or a preprocess dict (``model.cfg.preprocess``). A supervised ViT's preprocessing is stored beside its
-    weights, not in its config: pass that dict (``kizuna.analysis.report.read_extra(path)["preprocess"]``)."""
+    weights, not in its config: a ViT loaded by :func:`create_model` carries it (``model.preprocess_config``);
+    for another, pass that dict (``kizuna.analysis.report.read_extra(path)["preprocess"]``)."""
     from .data.transforms import Preprocess, preprocess_from_config
 
     if model_or_cfg is None:
         return Preprocess()
+    if isinstance(getattr(model_or_cfg, "preprocess_config", None), dict):  # a ViT loaded from its checkpoint
+        return preprocess_from_config(model_or_cfg.preprocess_config, train=train, **train_overrides)
     obj = model_or_cfg.cfg if hasattr(model_or_cfg, "cfg") else model_or_cfg
     if isinstance(obj, dict):
         cfg = obj
@@ -118,7 +121,8 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
         cfg = obj.preprocess
     elif isinstance(obj, VisionConfig):
         raise ValueError(
-            "a VisionTransformer (or VisionConfig) carries no preprocessing: pass the dict its checkpoint stores, "
+            "this VisionTransformer (or VisionConfig) carries no preprocessing (a ViT loaded with "
+            "kizuna.create_model(path) carries its checkpoint's): pass the dict its checkpoint stores, "
             "kizuna.get_preprocess(kizuna.analysis.report.read_extra(path)['preprocess']), or for a fresh ViT "
             "kizuna.get_preprocess(kizuna.train.supervised.vit_preprocess(model.cfg.image_size))")
     else:

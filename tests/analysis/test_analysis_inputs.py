@@ -120,8 +120,10 @@ def test_a_vits_labels_are_one_set_of_names_and_a_model_object_says_its_normalis
         full_report(target, tmp_path / "o", labels=["dog", "cat", "car"], progress=False)
     report = full_report(target, tmp_path / "o", labels=["chat", "chien", "voiture"], progress=False)
     assert report["rollout"]["prediction"]["label"] == report["predict"]["top"][0][0]
+    loaded = load_target(kizuna.load_model(tmp_path / "m"))  # a model object loaded by path carries its own
+    assert loaded.preprocess.mean == [0.48, 0.46, 0.41]
     with pytest.warns(UserWarning, match="carries no preprocessing: analysed with mean = std = 0.5"):
-        plain = load_target(kizuna.load_model(tmp_path / "m"))
+        plain = load_target(vit)
     assert plain.preprocess.mean == [0.5, 0.5, 0.5]
     import dataclasses
 

@@ -162,7 +162,7 @@ def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = F
     if isinstance(obj, ClipModel):
         return AnalysisTarget(obj.visual, "clip", obj, kizuna.get_preprocess(obj), source, extra=extra)
     if isinstance(obj, VisionTransformer):
-        pre = preprocess or extra.get("preprocess")
+        pre = preprocess or extra.get("preprocess") or getattr(obj, "preprocess_config", None)
         if not pre:
             from kizuna.train.supervised import vit_preprocess
 

@@ -381,7 +381,9 @@ def evaluate_classifier(model, dataset, *, transform=None, batch_size: int = 128
     """Top-1/top-5/mean per-class recall and loss of a classifier's own head (``model(images)`` are
     logits, e.g. a ViT from ``kizuna vit train``) on a classification
     :class:`~kizuna.eval.datasets.EvalDataset`; images that do not decode are skipped and counted. The
-    dataset's labels must index the model's classes. Sharded under torchrun like the zero-shot path."""
+    dataset's labels must index the model's classes. Sharded under torchrun like the zero-shot path.
+    ``transform`` defaults to the preprocessing a ViT loaded by path carries (its checkpoint's), else the
+    trainer's for a model trained from scratch (mean = std = 0.5)."""
     if dataset.task != "classification":
         raise ValueError(f"{dataset.name} is a {dataset.task} dataset; a classifier needs class labels")
     model = getattr(model, "module", model)
@@ -397,7 +399,10 @@ def evaluate_classifier(model, dataset, *, transform=None, batch_size: int = 128
         from kizuna.data.transforms import Preprocess
         from kizuna.train.supervised import vit_preprocess
 
-        transform = Preprocess(**vit_preprocess(model.cfg.image_size))  # what `kizuna vit train` evaluates with
+        # the checkpoint's own (a ViT from kizuna.create_model(path): a fine-tuned CLIP tower's mean/std), else
+        # what `kizuna vit train` evaluates a model trained from scratch with
+        stored = getattr(model, "preprocess_config", None)
+        transform = Preprocess(**(stored if isinstance(stored, dict) else vit_preprocess(model.cfg.image_size)))
     logits = encode_images(model, dataset, transform=transform, batch_size=batch_size, device=device,
                            num_workers=num_workers, progress=progress, desc=f"classifying {dataset.name}",
                            normalize=False, encode_fn=model)

@@ -205,9 +205,13 @@ def model_from_record(record: dict) -> nn.Module:
 
 
 def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
-    """Save to ``path``: a ``.safetensors`` file, or a folder holding model.safetensors + config.json."""
+    """Save to ``path``: a ``.safetensors`` file, or a folder holding model.safetensors + config.json. A ViT's
+    preprocessing (``model.preprocess_config``, which a ViT loaded by path carries) is kept in ``extra``."""
     path = Path(path)
     record = model_record(model)
+    carried = getattr(model, "preprocess_config", None)  # a ViT loaded by path: saved again, it keeps its own
+    if isinstance(carried, dict) and "preprocess" not in (extra or {}):
+        extra = {**(extra or {}), "preprocess": carried}
     if extra:
         from kizuna.apps.common import json_safe
 
@@ -493,6 +497,12 @@ def load_model(
     else:
         model = model.to_empty(device="cpu")
     model.load_state_dict(tensors, strict=True)
+    stored = (record.get("extra") or {}).get("preprocess") if isinstance(record, dict) else None
+    if isinstance(stored, dict) and isinstance(model, VisionTransformer):
+        # A supervised ViT's preprocessing is kept beside its weights, not in its config (a fine-tuned CLIP tower
+        # has OpenAI's mean/std): carried on the model, so kizuna.get_preprocess(model) and evaluate_classifier
+        # use it (they used 0.5/0.5 and scored such a model otherwise than `kizuna vit eval` does)
+        model.preprocess_config = {**stored, "image_size": model.cfg.image_size}
     return model.to(map_location).eval()
 
 
