@@ -129,3 +129,27 @@ def test_the_demo_under_torchrun_points_to_its_config(tmp_path, monkeypatch, cap
     monkeypatch.setenv("RANK", "0")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     assert "train --config demo" in capsys.readouterr().err and not (tmp_path / "demo").exists()
+
+
+def test_the_report_says_its_numbers_are_the_final_models_and_which_step_best_is(tiny_demo_config, tmp_path):
+    """REPORT.md scores the final model; checkpoints/best (which the README loaded) may be an earlier step, and
+    scored other numbers (best/ at step 300 of the demo's 400: counting 93% against the report's 98%)."""
+    from kizuna.analysis.report import read_extra
+    from kizuna.models.checkpoint import save_model
+    from kizuna.train.report import which_model
+
+    out = tmp_path / "demo"
+    assert _run_demo(out) == 0
+    final = json.loads((out / "final_metrics.json").read_text())
+    steps = final["steps_run"]
+    assert final["model"] == "checkpoints/latest" and final["best_step"] == steps  # evaluated at the last step
+    assert read_extra(out / "checkpoints" / "latest")["step"] == steps
+    assert f"These are the final model's results (step {steps}, `checkpoints/latest`), which is also" in (
+        out / "REPORT.md").read_text()
+    vit = kizuna.create_vit("mu/4", image_size=8, num_classes=2, width=16, depth=1, heads=2, mlp_dim=32)
+    save_model(vit, tmp_path / "other" / "checkpoints" / "best", extra={"step": 300})
+    assert which_model(tmp_path / "other", 400, "probe/unseen_combos").endswith(
+        "`checkpoints/best` is the model of step 300, the highest `probe/unseen_combos` at an evaluation during "
+        "training.")
+    assert which_model(tmp_path / "none", 400, "x") == "These are the final model's results (step 400, " \
+                                                        "`checkpoints/latest`)."

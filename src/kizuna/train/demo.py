@@ -129,8 +129,12 @@ def _train_and_report(args, cfg) -> int:
               file=sys.stderr)
         raise
     out = Path(cfg.out)
+    from kizuna.train.report import best_step
+
+    # the numbers are the final model's (checkpoints/latest); best/ may be an earlier step
     atomic_write_text(out / "final_metrics.json", json_text({"train_seconds": train_seconds, "steps_run": trainer.step,
                                                          "stopped_by_time_limit": stopped_by_time_limit,
+                                                         "model": "checkpoints/latest", "best_step": best_step(out),
                                                          "probe_size": args.probe_size, **final},
                                                         indent=2))  # strict JSON: a diverged model's NaN is null
     from kizuna.train.report import describe_length, write_demo_report

@@ -185,6 +185,29 @@ def describe_length(cfg, steps_run: int, stopped_by_time_limit: bool) -> str:
     return text
 
 
+def best_step(out: Path) -> int | None:
+    """The step OUT/checkpoints/best was saved at (None where the run kept none)."""
+    from kizuna.analysis.report import read_extra
+
+    best = Path(out) / "checkpoints" / "best"
+    step = read_extra(best).get("step") if best.is_dir() else None
+    return step if isinstance(step, int) else None
+
+
+def which_model(out: Path, steps_run: int, best_metric: str) -> str:
+    """What the held-out numbers describe: the final model, which checkpoints/best (picked by ``best_metric``
+    on the smaller evaluations during training) need not be. The report did not say, and the README's
+    checkpoints/best scored other numbers than it (best/ at step 300 of 400: counting 93% against 98%)."""
+    best = best_step(out)
+    text = f"These are the final model's results (step {steps_run}, `checkpoints/latest`)"
+    if best is None:
+        return text + "."
+    if best == steps_run:
+        return text + ", which is also `checkpoints/best`."
+    return (text + f"; `checkpoints/best` is the model of step {best}, the highest `{best_metric}` at an evaluation "
+            "during training.")
+
+
 def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: float, cfg,
                       steps_run: int | None = None, stopped_by_time_limit: bool = False) -> Path:
     """OUT/REPORT.md with its figures. ``steps_run``: the optimizer steps actually taken (the trainer's
@@ -212,6 +235,7 @@ def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: f
     probe_table = format_probe_table(final)
     results = (["```", probe_table, "```"] if any(f"probe/{key}" in final for key, _ in PROBE_ROWS)
                else ["No held-out results were given to the report."])
+    results += ["", which_model(out, steps_run, cfg.best_metric)]
     if "probe_size" in final:  # the curves' points are over the training's evaluations, fewer scenes a task
         results += ["", f"Over {final['probe_size']} held-out scenes a task; the accuracy plot's points are the "
                         f"evaluations during training, over {cfg.eval_max_samples or 200} a task."]
