@@ -509,3 +509,17 @@ def test_a_model_giving_nan_gives_nan_probes_under_the_same_names_with_a_warning
     with pytest.warns(UserWarning):
         got = synthetic_probe_metrics(model, tok, n_per_task=4)
     assert set(got) == names and all(math.isnan(v) for v in got.values())
+
+
+def test_vit_eval_ends_the_process_group_as_the_other_eval_commands_do(monkeypatch):
+    """`kizuna vit eval` under torchrun left the process group to the interpreter's exit (gloo may abort in its
+    teardown: finish_distributed's docstring); `kizuna eval` and the trainers take it down after rank 0 wrote."""
+    import argparse
+
+    from kizuna.train import distributed, vit_cli
+
+    calls = []
+    monkeypatch.setattr(vit_cli, "evaluate", lambda args: calls.append("evaluate") or 0)
+    monkeypatch.setattr(distributed, "finish_distributed", lambda: calls.append("finish"))
+    assert vit_cli.run(argparse.Namespace(vit_command="eval")) == 0
+    assert calls == ["evaluate", "finish"]

@@ -196,3 +196,16 @@ def test_probe_severities_outside_one_to_five_or_repeated_are_refused(value, cap
     with pytest.raises(SystemExit):
         build_parser().parse_args(["eval", "probes", "--model", "m", "--dataset", "d", "--severities", value])
     assert "distinct levels from 1 to 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--dataset", "d", "--no-robustness"], []])
+@pytest.mark.parametrize("flag", [["--severities", "1"], ["--corruptions", "jpeg"]])
+def test_robustness_settings_without_the_robustness_probe_are_refused(extra, flag, capsys):
+    """--severities / --corruptions with --no-robustness did nothing and said nothing (without --dataset they
+    were refused already): refused before any model is loaded, naming the flags."""
+    from kizuna.apps.cli import main
+
+    assert main(["eval", "probes", "--model", "no-such-model", *extra, *flag]) != 0
+    err = capsys.readouterr().err
+    assert "--severities / --corruptions set the robustness probe" in err
+    assert ("--no-robustness" in err) == bool(extra)

@@ -296,7 +296,11 @@ def run(args):
         args._vit_parser.print_help()
         return 2
     if args.vit_command == "eval":
-        return evaluate(args)
+        from .distributed import finish_distributed
+
+        code = evaluate(args)
+        finish_distributed()  # under torchrun: the ranks wait for rank 0's results, as `kizuna eval` does
+        return code
     if args.vit_command == "augment":
         return augment(args)
     from .checkpointing import resumed_config
