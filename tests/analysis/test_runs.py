@@ -268,3 +268,18 @@ def test_the_final_train_accuracy_covers_the_same_steps_whatever_the_log_interva
     assert load_run(a)["final_train_top1"] == pytest.approx(mean(per_step[-5:]))
     last, before = mean(per_step[80:100]), mean(per_step[60:80])  # the records at steps 100 and 80
     assert load_run(b, window_steps=30)["final_train_top1"] == pytest.approx((20 * last + 10 * before) / 30)
+
+
+def test_runs_given_as_links_keep_the_names_typed(tmp_path, tiny_model, monkeypatch):
+    """Labels were the resolved folder's name: two links exp_a -> x/run and exp_b -> y/run were both "run" in
+    the legend and runs.json. "." is still named after the folder it is."""
+    import os
+
+    for parent in ("x", "y"):
+        _write_run(tmp_path / parent / "run", [(10, 0.5)], [(10, 0.6)], {"model": "mu/4"}, tiny_model)
+    os.symlink(tmp_path / "x" / "run", tmp_path / "exp_a")
+    os.symlink(tmp_path / "y" / "run", tmp_path / "exp_b")
+    saved = compare_runs([tmp_path / "exp_a", tmp_path / "exp_b"], tmp_path / "fig")
+    assert [r["label"] for r in saved["runs"]] == ["exp_a", "exp_b"]
+    monkeypatch.chdir(tmp_path / "x" / "run")
+    assert [r["label"] for r in compare_runs(["."], tmp_path / "fig2")["runs"]] == ["run"]

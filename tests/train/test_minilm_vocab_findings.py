@@ -96,3 +96,15 @@ def test_a_runs_own_train_config_still_replays_and_a_files_unused_vocab_size_is_
     assert any("tokenizer_vocab_size 1024" in s for s in said), said
     cfg, said = _made(_replay(tmp_path, tokenizer_vocab_size=1000))
     assert cfg.tokenizer_vocab_size == TrainConfig.tokenizer_vocab_size and said
+
+
+def test_the_two_text_fields_the_minilm_tower_sets_are_refused_with_other_values():
+    """text.kind and text.output_dim passed the check (the tower sets them) whatever their value: kind "transformer"
+    or output_dim 77 was recorded in train_config.json and overwritten without a word."""
+    with pytest.raises(ValueError, match=r"text\.kind 'transformer' contradicts --text-tower minilm"):
+        make_config(text_tower="minilm", model_overrides={"text": {"kind": "transformer"}})
+    cfg = make_config(text_tower="minilm", model_overrides={"embed_dim": 32, "text": {"output_dim": 77}})
+    with pytest.raises(ValueError, match=r"text\.output_dim 77: .* embed_dim \(32\)"):
+        model_config(cfg)
+    agreeing = make_config(text_tower="minilm", model_overrides={"embed_dim": 32, "text": {"output_dim": 32}})
+    assert model_config(agreeing).text.output_dim == 32

@@ -10,6 +10,7 @@ validation accuracy stored with the checkpoint, and draws them against the train
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -100,7 +101,7 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
     plot_over_training(steps, per_layer, uniform, out / "over_training.png",
                        row_column_ratio=[r["row_column_ratio"] for r in rows],
                        metric=[r[metric] for r in rows], metric_name=metric,
-                       title=f"{Path(run).resolve().name}: what the ViT learns over training "
+                       title=f"{Path(os.path.abspath(run)).name}: what the ViT learns over training "
                              f"({len(images)} images, {grid[0]}x{grid[1]} patches of {px} px)")
     return _write(out, "over_training", {
         "run": str(run), "images_source": " ".join(map(str, image_specs)), "num_images": len(images),

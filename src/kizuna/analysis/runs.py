@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from statistics import mean, median, pstdev
@@ -261,7 +262,8 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     for r in loaded:
         _set_final_train(r, window_steps, metric)
     for i, r in enumerate(loaded):
-        r["label"] = labels[i] if labels else Path(r["run"]).resolve().name  # "." is the folder it names
+        # "." is the folder it names; a link keeps its own name (resolved, two links to x/run and y/run were "run")
+        r["label"] = labels[i] if labels else Path(os.path.abspath(r["run"])).name
     settings = [_with_defaults(r["config"]) for r in loaded]  # compared as today's kizuna would have set them
     differing = _differing(settings)
     for key in [k for k in (panel_by, colour_by) if k] + list(group_by):

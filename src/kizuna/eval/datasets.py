@@ -724,10 +724,16 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
     relabelled: not for an ImageFolder or a CSV of names (matched by name already), nor where either side has no
     names (numbers "0".."n-1"), nor where the orders agree."""
     own = own_classnames(dataset) if dataset.layout not in ("imagefolder",) else None
-    where = _ClassNameIndex(target)
-    if not own or _numbered(own) or _numbered(target) or [where.get(n) for n in own] == list(range(len(target))):
+    if not own or _numbered(own) or _numbered(target):
         return False
-    missing = [name for name in own if name not in where]
+    where = _ClassNameIndex(target)
+    # a name written alike at the same position is that class: by name alone, a list that repeats one (ImageNet's
+    # "missile" and "sunglasses") sent the later class's images to the first, merging two classes of equal lists
+    positions = [k if k < len(target) and _folder_class_name(str(name)) == _folder_class_name(str(target[k]))
+                 else where.get(name) for k, name in enumerate(own)]
+    if positions == list(range(len(target))):
+        return False
+    missing = [name for name, k in zip(own, positions) if k is None]
     if missing:
         raise DatasetError(f"{dataset.source}: class(es) {', '.join(missing[:5])} of its {CLASSNAMES_FILE} are not "
                            f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); pass "
@@ -737,7 +743,7 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
     if largest >= len(own):
         raise DatasetError(f"{dataset.source}: a label is {largest}, beyond the {len(own)} classes its "
                            f"{CLASSNAMES_FILE} names")
-    mapping = np.array([where.get(name) for name in own], dtype=np.int64)
+    mapping = np.array(positions, dtype=np.int64)
     dataset.labels_override = np.where(base >= 0, mapping[np.clip(base, 0, len(own) - 1)], -1)
     dataset.classnames = list(target)
     return True
@@ -763,8 +769,10 @@ def file_in(folder: Path, name: str) -> Path | None:
     without a word, and zero-shot prompted the folder names); None where there is none."""
     if (folder / name).is_file():
         return folder / name
-    try:
-        found = _named([p.name for p in Path(folder).iterdir() if p.is_file()], name)
+    try:  # names first, a stat for those that match only: a stat of every file (100,000 images beside a CSV)
+        # made each lookup, five of them a dataset, take longer than reading the CSV
+        alike = [n for n in os.listdir(folder) if n.casefold() == name.casefold()]
+        found = _named([n for n in alike if (Path(folder) / n).is_file()], name)
     except OSError:
         return None
     return Path(folder) / found if found else None

@@ -447,8 +447,9 @@ def check_common(cfg) -> None:
         check_minilm(cfg)
 
 
-def check_minilm(cfg) -> None:
-    """Settings the pretrained MiniLM text tower cannot honour."""
+def check_minilm(cfg, embed_dim: int | None = None) -> None:
+    """Settings the pretrained MiniLM text tower cannot honour (``embed_dim``: the model's, where known, which
+    the tower's projection takes)."""
     from kizuna.models.minilm import MAX_CONTEXT_LENGTH
 
     if cfg.lock_text_unlocked_blocks:
@@ -464,6 +465,14 @@ def check_minilm(cfg) -> None:
     # accepted, recorded in train_config.json and the checkpoint's config.json, and ignored
     text = cfg.model_overrides.get("text") if isinstance(cfg.model_overrides, dict) else None
     ignored = sorted(set(text) - set(MINILM_TEXT_OVERRIDES)) if isinstance(text, dict) else []
+    # the two it takes are set by the tower (kind minilm, output_dim the embedding's): another value was recorded
+    # and overwritten without a word
+    if isinstance(text, dict) and text.get("kind", "minilm") != "minilm":
+        raise ValueError(f"--model-overrides text.kind {text['kind']!r} contradicts --text-tower minilm (whose text "
+                         "kind is minilm): drop text.kind, or use --text-tower model")
+    if isinstance(text, dict) and embed_dim is not None and text.get("output_dim", embed_dim) != embed_dim:
+        raise ValueError(f"--model-overrides text.output_dim {text['output_dim']}: with --text-tower minilm the text "
+                         f"projection's size is the model's embed_dim ({embed_dim}); set embed_dim instead")
     if ignored:
         raise ValueError(f"--model-overrides text.{', text.'.join(ignored)}: --text-tower minilm is the pretrained "
                          "MiniLM sentence encoder, whose architecture, vocabulary and length these fields do not "

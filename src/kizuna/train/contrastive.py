@@ -72,7 +72,7 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
     if cfg.text_tower == "minilm":
         # a TrainConfig built without make_config: its text overrides would be recorded in the model's config
         # and ignored by the MiniLM tower (make_config refuses them, or drops a config file's)
-        check_minilm(cfg)
+        check_minilm(cfg, d["embed_dim"])
         d["text"].update(kind="minilm", output_dim=d["embed_dim"])
         d["tokenizer"] = {"type": "minilm", "context_length": cfg.context_length or 64}
     try:

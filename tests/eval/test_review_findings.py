@@ -1,0 +1,35 @@
+"""Regressions a review of the name-matching changes found: class lists that repeat a name (ImageNet's "missile",
+"sunglasses") were merged when relabelled by name, and a dataset's files were looked up with a stat of every file
+in its folder."""
+from kizuna.eval import datasets
+from kizuna.eval.datasets import file_in, load_dataset, relabel_by_name
+
+
+def test_a_list_that_repeats_a_name_is_not_relabelled_onto_itself(tmp_path):
+    """Equal lists with a repeated name failed the "same order" check (a name looked up gave its first position),
+    and the later class's images were relabelled as the first: two classes merged, accuracy silently wrong."""
+    from _evalhelpers import classification_wds
+
+    names = ["missile", "cat", "missile"]
+    root = classification_wds(tmp_path / "wds", n=6, classnames=names, labels=[0, 1, 2] * 2)
+    ds = load_dataset(root, task="classification")
+    assert relabel_by_name(ds, list(names)) is False
+    assert sorted(set(ds.labels.tolist())) == [0, 1, 2]
+    # another order still maps by name, and a repeated name at its own position stays where it is
+    ds = load_dataset(root, task="classification")
+    assert relabel_by_name(ds, ["missile", "dog", "missile", "cat"])
+    assert ds.labels.tolist() == [0, 3, 2] * 2
+
+
+def test_a_dataset_file_is_found_in_another_case_without_a_stat_of_every_file(tmp_path, monkeypatch):
+    """file_in stat'ed every file of the folder on each miss (five a dataset): 100,000 images beside a CSV made
+    opening it three times slower. Names are compared first; only a name that matches is stat'ed."""
+    for i in range(50):
+        (tmp_path / f"{i}.png").write_bytes(b"")
+    (tmp_path / "Classnames.TXT").write_text("a\n")
+    checked = []
+    real = datasets.Path.is_file
+    monkeypatch.setattr(datasets.Path, "is_file", lambda self: checked.append(self.name) or real(self))
+    assert file_in(tmp_path, "classnames.txt") == tmp_path / "Classnames.TXT"
+    assert file_in(tmp_path, "templates.txt") is None
+    assert sorted(checked) == ["Classnames.TXT", "classnames.txt", "templates.txt"]
