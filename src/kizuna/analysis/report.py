@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,7 +214,7 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
         if len(tensors) >= max_images:
             break
         p = Path(spec)
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+        if os.path.isfile(p) and p.suffix.lower() in IMAGE_EXTENSIONS:  # (a long `::` list: Path.is_file raised)
             tensors.append(preprocess(load_image(p)))
             names.append(str(p))
             continue

@@ -104,7 +104,8 @@ def check_out_outside_data(out, flag: str, data) -> None:
     # real paths: a symlink, "..", or "~" on one side only hid the overlap
     real_out = Path(os.path.realpath(os.path.expanduser(str(out))))
     for given in ([data] if isinstance(data, (str, os.PathLike)) else list(data or ())):
-        if not given or not str(given).strip() or not Path(os.path.expanduser(str(given))).is_dir():
+        # os.path.isdir: a `::` list of shards is one long string, which Path.is_dir raised on (ENAMETOOLONG)
+        if not given or not str(given).strip() or not os.path.isdir(os.path.expanduser(str(given))):
             continue
         real_data = Path(os.path.realpath(os.path.expanduser(str(given))))
         if real_out == real_data or real_data in real_out.parents:

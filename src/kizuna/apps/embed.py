@@ -64,7 +64,7 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     from kizuna.data.images import list_images
     from kizuna.data.loader import worker_init
 
-    if not Path(folder).exists():
+    if not os.path.exists(folder):  # Path.exists raised on a long `::` list of shards (ENAMETOOLONG)
         raise FileNotFoundError(f"--images {folder}: no such folder or file")
     paths = list_images(folder) if Path(folder).is_dir() else [Path(folder)]  # one image, as `analyze` takes
     if not paths:

@@ -129,7 +129,8 @@ def _refuse_a_root_with_held_out_splits(data: str) -> None:
     if not isinstance(data, (str, os.PathLike)):  # a list of specs (from Python or a config file): files named
         return
     root = Path(data)
-    splits = split_folders(root) if root.is_dir() and not any(root.glob("*.tar")) else []
+    # os.path.isdir: a long `::` list of shards raised ENAMETOOLONG from Path.is_dir
+    splits = split_folders(root) if os.path.isdir(root) and not any(root.glob("*.tar")) else []
     held_out = [s for s in splits if s.casefold() != "train"]
     if held_out:
         raise ValueError(f"--data {data} is a dataset root with split folders ({', '.join(splits)}): it would train "
