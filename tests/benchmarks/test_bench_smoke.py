@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,6 +186,7 @@ def test_quick_cpu_switches_benchmark_times_both_forms_of_each_switch(tmp_path):
     assert data["patch_gemm"] == vit.PATCH_GEMM and bool(data["materialised_keys"]) == bool(layers.MATERIALISED_TRAINING_KEYS)
 
 
+@pytest.mark.slow  # 13-18 s of child processes; `make test-slow` (the default suite stays under 10 min)
 def test_quick_allocator_benchmark_runs_each_mode_in_its_own_children(tmp_path):
     from kizuna.train.memory import _glibc
 
@@ -201,6 +203,7 @@ def test_quick_allocator_benchmark_runs_each_mode_in_its_own_children(tmp_path):
         assert all(c["kept"] is (mode == "kept") for c in children)  # the setting took effect in the kept children only
 
 
+@pytest.mark.slow  # 13-18 s of child processes; `make test-slow` (the default suite stays under 10 min)
 def test_quick_bf16_benchmark_times_where_bf16_is_native_and_says_why_not_elsewhere(tmp_path):
     # one thread (as the throughput test, for the same reason) and room to spare: 14 s idle, past 240 s loaded
     md, sections = _run_bench(tmp_path, "bf16", timeout=600, OMP_NUM_THREADS="1")
