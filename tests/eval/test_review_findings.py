@@ -33,3 +33,17 @@ def test_a_dataset_file_is_found_in_another_case_without_a_stat_of_every_file(tm
     assert file_in(tmp_path, "classnames.txt") == tmp_path / "Classnames.TXT"
     assert file_in(tmp_path, "templates.txt") is None
     assert sorted(checked) == ["Classnames.TXT", "classnames.txt", "templates.txt"]
+
+
+def test_a_repeated_name_at_other_positions_is_refused_not_merged(tmp_path):
+    """A name repeated at positions the target lists otherwise (own x, missile, y, missile against the model's
+    new, x, missile, y, missile) mapped both own "missile" classes to the first: two classes merged, silently."""
+    import pytest
+    from _evalhelpers import classification_wds
+
+    from kizuna.eval.datasets import DatasetError
+
+    root = classification_wds(tmp_path / "wds", n=4, classnames=["x", "missile", "y", "missile"], labels=[0, 1, 2, 3])
+    ds = load_dataset(root, task="classification")
+    with pytest.raises(DatasetError, match="repeats missile at other positions.*--classnames FILE"):
+        relabel_by_name(ds, ["new", "x", "missile", "y", "missile"])

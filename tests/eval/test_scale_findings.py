@@ -41,7 +41,7 @@ def test_per_class_rows_equal_a_loop_over_the_matrix():
     assert rows[1050]["most_confused_with"] == "c1049"
 
 
-def test_a_confusion_matrix_of_many_classes_is_drawn_in_blocks(tmp_path):
+def test_a_confusion_matrix_of_many_classes_is_drawn_in_blocks(tmp_path, monkeypatch):
     """Above 1,000 classes the figure sums consecutive classes into blocks: a float copy of 21,841^2 cells (and
     matplotlib's) took 40 GB, and `eval zeroshot --out` was killed after the evaluation, saving nothing."""
     rng = np.random.default_rng(1)
@@ -50,9 +50,16 @@ def test_a_confusion_matrix_of_many_classes_is_drawn_in_blocks(tmp_path):
     starts = np.linspace(0, 2500, 1001).astype(int)
     naive = np.add.reduceat(np.add.reduceat(cm, starts[:-1], axis=0), starts[:-1], axis=1)
     assert blocks.shape == (1000, 1000) and np.array_equal(blocks, naive) and blocks.sum() == cm.sum()
+    from matplotlib.figure import Figure
+
+    drawn = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self) or real(self, *a, **k))
     path = plot_confusion(cm, [f"c{k}" for k in range(2500)], tmp_path / "confusion.png")
     with Image.open(path) as im:
         assert max(im.size) < 4000
+    ax = drawn[0].axes[0]  # the ticks count classes, not blocks: the image spans 2,500 classes
+    assert ax.images[0].get_extent() == [-0.5, 2499.5, 2499.5, -0.5] and "blocks of about 2" in ax.get_xlabel()
 
 
 def test_split_folders_are_found_without_a_stat_of_every_entry(tmp_path, monkeypatch):
@@ -100,3 +107,16 @@ def test_a_long_list_of_shards_is_read_or_refused_clearly(tmp_path, monkeypatch)
     assert len(images) == 3
     with pytest.raises(FileNotFoundError, match="dataset not found"):
         datasets.load_dataset(spec)
+    # no usable sample in any of them: the error that says so, not OSError from its hints
+    from kizuna.train.data import _what_to_pass
+
+    bad = []
+    for i in range(30):
+        bad.append(f"bad_{i:06d}.tar")
+        _shards.write_tar(tmp_path / bad[-1], [(f"{i:04d}.txt", b"a caption")])
+    bad_spec = "::".join(bad)
+    from kizuna.data.sources import build_index
+
+    assert _what_to_pass(bad_spec, build_index(bad_spec)) == ""
+    with pytest.raises(ValueError, match="no readable images"):
+        load_images([bad_spec], Preprocess(image_size=8), max_images=3)

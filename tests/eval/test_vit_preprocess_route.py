@@ -58,3 +58,17 @@ def test_saved_again_it_keeps_its_preprocessing(fine_tuned, tmp_path):
     fresh = kizuna.create_vit("mu/4", image_size=16, num_classes=2, width=16, depth=1, heads=2, mlp_dim=32)
     with pytest.raises(ValueError, match="carries no preprocessing"):  # a fresh ViT still says what to pass
         kizuna.get_preprocess(fresh)
+
+
+@pytest.mark.parametrize("pos_embed", ["interpolate", "grid", "sequence"])
+def test_a_fine_tune_carries_the_checkpoints_preprocessing_at_its_new_size(fine_tuned, pos_embed):
+    """load_for_finetune kept the carried mean/std with pos_embed="interpolate" only (grid and sequence built a
+    fresh ViT without it: the mode decided the normalisation), and at an unchanged grid kept the old image size."""
+    from kizuna.train.supervised import load_for_finetune
+
+    path, _ = fine_tuned
+    vit = load_for_finetune(str(path), num_classes=3, image_size=24, pos_embed=pos_embed)
+    assert vit.preprocess_config["mean"] == pytest.approx(OPENAI["mean"])
+    assert vit.preprocess_config["image_size"] == vit.cfg.image_size == 24
+    same_grid = load_for_finetune(str(path), num_classes=3, image_size=18)  # 18 px: still a 4x4 grid of 4-px patches
+    assert same_grid.cfg.image_size == same_grid.preprocess_config["image_size"] == 18

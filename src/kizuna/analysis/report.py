@@ -247,7 +247,7 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
 
 def _shard_folders(folder: Path) -> list[str]:
     """The names of ``folder``'s sub-folders that hold .tar shards (a dataset's train/, test/, val/)."""
-    if not folder.is_dir():
+    if not os.path.isdir(folder):  # (a long `::` list of shards: Path.is_dir raised ENAMETOOLONG)
         return []
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(d.glob("*.tar")))
 

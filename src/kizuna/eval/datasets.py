@@ -734,6 +734,12 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
     if positions == list(range(len(target))):
         return False
     missing = [name for name, k in zip(own, positions) if k is None]
+    taken = [k for k in positions if k is not None]
+    if not missing and len(set(taken)) < len(taken):  # a repeated name elsewhere: two classes became one
+        twice = sorted({str(own[i]) for i, k in enumerate(positions) if taken.count(k) > 1})
+        raise DatasetError(f"{dataset.source}: its {CLASSNAMES_FILE} repeats {', '.join(twice[:5])} at other positions "
+                           "than the model's or training split's classes, so a label cannot be matched to one class by "
+                           "name; pass --classnames FILE to say which class each label number is")
     if missing:
         raise DatasetError(f"{dataset.source}: class(es) {', '.join(missing[:5])} of its {CLASSNAMES_FILE} are not "
                            f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); pass "

@@ -150,7 +150,7 @@ def _what_to_pass(data: str, index) -> str:
     from kizuna.eval.datasets import split_folders
 
     root = Path(data)
-    splits = split_folders(root) if root.is_dir() else []
+    splits = split_folders(root) if os.path.isdir(root) else []  # (a long `::` list: Path.is_dir raised)
     if splits and not any(root.glob("*.tar")):
         return (f"; it is a dataset root with split folders ({', '.join(splits)}): pass one, e.g. --data "
                 f"{root / _train_split(splits)}")

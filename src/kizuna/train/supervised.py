@@ -436,6 +436,7 @@ def load_for_finetune(path: str, num_classes: int, image_size: int | None = None
     if pos_embed not in POS_EMBED_MODES:
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {pos_embed!r}")
     vit = _image_tower(load_model(path, act=act), path)
+    carried = getattr(vit, "preprocess_config", None)  # a ViT checkpoint's own mean/std (load_model)
     same_size = not image_size or VisionConfig(**{**vit.cfg.to_dict(), "image_size": image_size}).grid == vit.cfg.grid
     if not same_size:
         if pos_embed == "interpolate":
@@ -450,6 +451,9 @@ def load_for_finetune(path: str, num_classes: int, image_size: int | None = None
             vit = new
     elif image_size:
         vit.cfg.image_size = image_size
+    if isinstance(carried, dict):  # at the new size, whichever way the model was rebuilt (grid and sequence
+        # built a fresh one without it, so the pos-embed mode decided the normalisation it was evaluated with)
+        vit.preprocess_config = {**carried, "image_size": vit.cfg.image_size}
     if reset_head or vit.cfg.num_classes != num_classes:
         vit.reset_classifier(num_classes)
     return vit
