@@ -822,3 +822,39 @@ def test_a_resume_on_changed_files_says_so_instead_of_naming_flags_never_given(t
     assert "Drop --data" not in err
     assert main([*resume, "--data", str(tmp_path / "folder")]) == 2
     assert "Drop --data (the run's own are used)" in capsys.readouterr().err
+
+
+def test_classes_named_nowhere_are_numbered_from_one_index(tmp_path, monkeypatch):
+    """Classes named nowhere were numbered after indexing the data three times (the failed load, an index of the
+    labels, the load again: 31 s instead of 13 at 100,000 images); the dataset as indexed is numbered now. A names
+    file in the parent folder still names them."""
+    from kizuna.data import sources
+    from kizuna.eval import datasets
+
+    rows = ["filepath,y"]
+    for i in range(6):
+        (tmp_path / f"{i}.jpg").write_bytes(_jpeg(i % 3, i))
+        rows.append(f"{i}.jpg,{(i % 3) * 2}")  # labels 0, 2, 4: class 1 and 3 have no image
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    built = []
+    real = sources.build_index
+    for module in (datasets, sources):
+        monkeypatch.setattr(module, "build_index", lambda *a, **k: built.append(a) or real(*a, **k))
+    images = tmp_path / "flat"  # side-cars (KEY.jpg + KEY.cls) named nowhere
+    images.mkdir()
+    for i in range(6):
+        (images / f"{i}.jpg").write_bytes(_jpeg(i % 3, i))
+        (images / f"{i}.cls").write_text(str((i % 3) * 2))
+    _, names, ds = load_classification(str(images))
+    assert names == ["0", "1", "2", "3", "4"] and len(built) == 1
+    index, names, ds = load_classification(str(tmp_path / "train.csv"), label_column="y")
+    assert names == ["0", "1", "2", "3", "4"] and ds.classnames_source == "label numbers"
+    assert index.labels.tolist() == [0, 2, 4, 0, 2, 4]
+    images = tmp_path / "data" / "images"  # side-cars (KEY.jpg + KEY.cls), their names file a folder up
+    images.mkdir(parents=True)
+    for i in range(6):
+        (images / f"{i}.jpg").write_bytes(_jpeg(i % 3, i))
+        (images / f"{i}.cls").write_text(str(i % 3))
+    (tmp_path / "data" / "classnames.txt").write_text("a\nb\nc\n")
+    _, names, ds = load_classification(str(images))
+    assert names == ["a", "b", "c"] and ds.classnames_source == str(tmp_path / "data" / "classnames.txt")

@@ -84,6 +84,10 @@ class DatasetError(ValueError):
     """A dataset that cannot be evaluated as given; the message names the file or sample."""
 
 
+class NoClassNamesError(DatasetError):
+    """A classification set whose classes are named nowhere (no names file, no bundled list, no class folders)."""
+
+
 # ----------------------------------------------------------------------------------- bundled assets
 def _asset_json(name: str) -> dict:
     return json.loads(resources.files("kizuna.data").joinpath("assets", name).read_text(encoding="utf-8"))
@@ -541,10 +545,12 @@ def _folder_labels(folders: list[str], classnames: list[str], source: str, data:
 def load_dataset(path, split: str | None = None, *, task: str | None = None, dataset_name: str | None = None,
                  classnames=None, templates=None, max_samples: int = 0, image_column: str = "filepath",
                  label_column: str = "label", caption_column: str = "title",
-                 cache_dir: str | os.PathLike | None = None) -> EvalDataset:
+                 cache_dir: str | os.PathLike | None = None, unnamed=None) -> EvalDataset:
     """Index an evaluation split (see the module docstring). ``task``: ``"classification"`` /
     ``"retrieval"`` (default: ``dataset_type.txt``, else what the samples carry). ``max_samples``: keep
-    the first N usable samples (0 = all)."""
+    the first N usable samples (0 = all). ``unnamed``: ``f(dataset) -> (classnames, source)`` for a
+    classification set whose classes are named nowhere (default: :class:`NoClassNamesError`); it gets the
+    dataset as indexed (`kizuna vit train` numbers the classes from its labels without indexing it again)."""
     if task not in (None, "classification", "retrieval"):
         raise ValueError(f"task must be 'classification' or 'retrieval', got {task!r}")
     path = Path(os.path.expanduser(str(path)))
@@ -661,9 +667,14 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     ds = EvalDataset(name=name, task=task, root=str(root), split=split_name, source=str(data), layout=layout,
                      index=index, positions=keep.astype(np.int64), skips=skips, labels_override=labels_override)
     if task == "classification":
-        ds.classnames, ds.classnames_source = _resolve_classnames(
-            classnames, data if data.is_dir() else root, root, name, folder_classes, layout,
-            named=dataset_name is not None, csv_source=csv_source)
+        try:
+            ds.classnames, ds.classnames_source = _resolve_classnames(
+                classnames, data if data.is_dir() else root, root, name, folder_classes, layout,
+                named=dataset_name is not None, csv_source=csv_source)
+        except NoClassNamesError:
+            if unnamed is None:
+                raise
+            ds.classnames, ds.classnames_source = unnamed(ds)
         if layout == "imagefolder" and ds.classnames_source != "folder names":
             # the split's folders were numbered by position; names from a file or list may order them otherwise,
             # or hold a class this split lacks (a test split without one class shifted the rest onto others)
@@ -812,7 +823,7 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
         return bundled, f"bundled CLIP_benchmark classnames[{name!r}]"
     if folder_classes:
         return folder_classes, "folder names"
-    raise DatasetError(
+    raise NoClassNamesError(
         f"no class names for dataset {name!r}: expected {root / CLASSNAMES_FILE} (one class name per line, "
         f"in label order, line k = class index k). Create that file, pass classnames=[...] / "
         f"--classnames FILE, or --dataset-name KEY to use a bundled CLIP_benchmark list "
