@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
+from _fake_dist import FakeRankGroup  # noqa: E402
 from _tiny import tiny_config  # noqa: E402
 
 from kizuna.data.sources import SkipCounter  # noqa: E402
@@ -38,26 +39,14 @@ def _threads_as_they_were():
 
 
 # ----------------------------------------------------------------------------- a stand-in for torch.distributed
-class FakeGather:
+class FakeGather(FakeRankGroup):
     """Rank ``rank`` of ``world``: ``tensors`` and ``objects`` are, per all_gather / all_gather_object call in order,
     the other ranks' contributions (a list in rank order, this rank's left out); ``sent`` records this rank's."""
 
     def __init__(self, rank: int, world: int, tensors=(), objects=()):
-        self.rank, self.world = rank, world
+        super().__init__(rank, world)
         self.tensors, self.objects = list(tensors), list(objects)
         self.sent: list = []
-
-    def is_available(self):
-        return True
-
-    def is_initialized(self):
-        return True
-
-    def get_rank(self):
-        return self.rank
-
-    def get_world_size(self):
-        return self.world
 
     def get_backend(self):
         return "gloo"

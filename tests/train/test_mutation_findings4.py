@@ -12,6 +12,8 @@ import types
 import pytest
 import torch
 
+from _fake_dist import FakeRankGroup
+
 from kizuna.data import synthetic
 from kizuna.data.synthetic import SyntheticWorld, make_grid, make_probes
 from kizuna.train import compiling, demo, distributed, memory
@@ -19,27 +21,16 @@ from kizuna.train.config import load_config_file
 
 
 # ----------------------------------------------------------------------------- a stand-in for torch.distributed
-class FakeDist:
+class FakeDist(FakeRankGroup):
     """``rank`` of ``world`` ranks; ``others`` is the list of tensors the other ranks hand to each all_reduce
     (in call order), combined with this rank's by the op; ``sent`` records what this rank handed in."""
 
     ReduceOp = torch.distributed.ReduceOp
 
     def __init__(self, rank: int, world: int, others=(), broadcast=None):
-        self.rank, self.world, self.others, self.broadcast = rank, world, list(others), broadcast
+        super().__init__(rank, world)
+        self.others, self.broadcast = list(others), broadcast
         self.sent: list[torch.Tensor] = []
-
-    def is_available(self):
-        return True
-
-    def is_initialized(self):
-        return True
-
-    def get_rank(self):
-        return self.rank
-
-    def get_world_size(self):
-        return self.world
 
     def all_reduce(self, x, op=torch.distributed.ReduceOp.SUM):
         self.sent.append(x.clone())
