@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -745,9 +746,9 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
     if positions == list(range(len(target))):
         return False
     missing = [name for name, k in zip(own, positions) if k is None]
-    taken = [k for k in positions if k is not None]
-    if not missing and len(set(taken)) < len(taken):  # a repeated name elsewhere: two classes became one
-        twice = sorted({str(own[i]) for i, k in enumerate(positions) if taken.count(k) > 1})
+    taken = Counter(k for k in positions if k is not None)
+    if not missing and any(n > 1 for n in taken.values()):  # a repeated name elsewhere: two classes became one
+        twice = sorted({str(own[i]) for i, k in enumerate(positions) if taken[k] > 1})
         raise DatasetError(f"{dataset.source}: its {CLASSNAMES_FILE} repeats {', '.join(twice[:5])} at other positions "
                            "than the model's or training split's classes, so a label cannot be matched to one class by "
                            "name; pass --classnames FILE to say which class each label number is")
