@@ -47,3 +47,22 @@ def test_a_repeated_name_at_other_positions_is_refused_not_merged(tmp_path):
     ds = load_dataset(root, task="classification")
     with pytest.raises(DatasetError, match="repeats missile at other positions.*--classnames FILE"):
         relabel_by_name(ds, ["new", "x", "missile", "y", "missile"])
+
+
+def test_class_weights_made_under_autocast_are_not_handed_to_fp32(tiny, tmp_path):
+    """The cache keys (memory and --cache-dir) left autocast out: bf16-autocast class weights (off by ~3e-3) were
+    returned to a later fp32 call, and from disk to an fp32 process."""
+    import torch
+
+    from kizuna.eval.classification import _MEMORY_CACHE, class_embeddings
+
+    model, tokenizer = tiny
+    args = (model, tokenizer, ["cat", "dog"], ["a photo of a {}."])
+    fp32 = class_embeddings(*args, cache=False)
+    _MEMORY_CACHE.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = class_embeddings(*args, cache_dir=tmp_path)
+    assert not torch.allclose(bf16, fp32, atol=1e-4)  # autocast does change them
+    assert torch.equal(class_embeddings(*args), fp32)  # the memory cache
+    _MEMORY_CACHE.clear()
+    assert torch.equal(class_embeddings(*args, cache_dir=tmp_path), fp32)  # the file cache

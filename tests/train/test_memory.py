@@ -111,3 +111,29 @@ def test_the_trainer_releases_what_it_kept(tmp_path, monkeypatch):
     calls.clear()
     contrastive.ContrastiveTrainer(tiny_config(tmp_path / "off", steps=1, device="cpu", keep_freed_memory=False)).train()
     assert calls == []
+
+
+RELEASED = textwrap.dedent("""
+    import resource, statistics, torch
+    from kizuna.train.memory import keep_freed_memory, release_kept_memory
+    keep_freed_memory()
+    release_kept_memory()
+    def step():
+        torch.empty(256 * 2**10).fill_(1.0)  # 1 MB: over glibc's default mmap threshold (128 KB), under its largest
+    step()
+    faults = []
+    for _ in range(20):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        step()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(int(statistics.median(faults)))
+""")
+
+
+@needs_glibc
+def test_after_the_release_blocks_are_not_faulted_in_at_every_use():
+    """Any mallopt of the thresholds turns glibc's adaptation off for good, and the release set the default trim
+    threshold back: blocks over 128 KB then went to mmap and back at every use, zero-filled each time (3x the
+    faults of a fresh process after a training run). The release sets the thresholds glibc adapts to instead."""
+    out = subprocess.run([sys.executable, "-c", RELEASED], capture_output=True, text=True, check=True).stdout
+    assert int(out) < 64  # a 1 MB block from mmap is 256 pages faulted in at each use

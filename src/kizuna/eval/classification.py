@@ -75,6 +75,22 @@ def _text_config(model) -> str:
     return json.dumps(to_dict() if to_dict else cfg, sort_keys=True, default=str)
 
 
+def _autocast_state() -> str:
+    """The autocast in force ("cpu:torch.bfloat16"; "" for none): the class weights computed under it differ
+    from fp32's (by ~3e-3), and the cache handed them to later fp32 calls, and to fp32 processes from disk."""
+    on = []
+    for device in ("cpu", "cuda"):
+        try:
+            if torch.is_autocast_enabled(device):
+                on.append(f"{device}:{torch.get_autocast_dtype(device)}")
+        except (TypeError, AttributeError, RuntimeError):  # torch < 2.4: the device-less spellings
+            enabled = torch.is_autocast_cpu_enabled() if device == "cpu" else torch.is_autocast_enabled()
+            if enabled:
+                dtype = torch.get_autocast_cpu_dtype() if device == "cpu" else torch.get_autocast_gpu_dtype()
+                on.append(f"{device}:{dtype}")
+    return ",".join(on)
+
+
 def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Sequence[str], batch_size: int = 256,
                      device=None, cache: bool = True, cache_dir: str | os.PathLike | None = None,
                      progress: bool = False, encode_text_fn=None) -> torch.Tensor:
@@ -91,11 +107,12 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
                  and not any(callable(t) for t in templates))
     key = path = None
     if cacheable:
-        text_config = _text_config(model)
-        key = (model_fingerprint(_text_module(model)), text_config, tokenizer_id, tuple(classnames), tuple(templates))
-        if cache_dir is not None:
-            digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames,
-                                                templates]).encode())
+        text_config, autocast = _text_config(model), _autocast_state()
+        key = (model_fingerprint(_text_module(model)), text_config, tokenizer_id, tuple(classnames), tuple(templates),
+               autocast)
+        if cache_dir is not None:  # (without autocast, the files of earlier versions keep their names)
+            digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames, templates]
+                                               + ([autocast] if autocast else [])).encode())
             digest.update(content_hash(_text_module(model)).encode())
             path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
         hit = _MEMORY_CACHE.get(key)

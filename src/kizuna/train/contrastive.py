@@ -93,7 +93,8 @@ class ContrastiveTrainer(Trainer):
     def __init__(self, cfg: TrainConfig, named: frozenset[str] | None = None):
         """``named``: the fields the command line set (kizuna.train.config.named_fields); see Trainer.start."""
         cfg = self.start(cfg, named)
-        check_evaluation_data(cfg)
+        self.eval_datasets: dict = {}  # the evaluation datasets of this run, indexed once (here, as they are checked)
+        check_evaluation_data(cfg, self.eval_datasets)
 
         # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
         if self.resume_from is not None:
@@ -299,6 +300,7 @@ class ContrastiveTrainer(Trainer):
                     self.model, self.tokenizer, kizuna.get_preprocess(self.model),
                     zeroshot or None, cfg.eval_retrieval or None, max_samples=cfg.eval_max_samples,
                     split=cfg.eval_split or None, progress=cfg.progress and self.dist.is_main,
+                    datasets=self.eval_datasets,  # indexed once for this run
                 ))
         finally:
             self.model.train()
@@ -363,11 +365,11 @@ def refuse_settings_a_checkpoint_fixes(cfg: TrainConfig, named: frozenset[str] |
                          f"{', '.join(given)} would be ignored. Drop the flag(s), or start from a preset name")
 
 
-def check_evaluation_data(cfg: TrainConfig) -> None:
+def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> None:
     """--eval-zeroshot and --eval-retrieval (with --eval-split) must resolve before any training: a typo was
     found at the run's first evaluation, at its end by default, before its final checkpoint, and the whole run
-    was lost. Indexed here as the evaluation reads them, into its cache (no image is decoded, and the
-    evaluation does not index them again)."""
+    was lost. Indexed here as the evaluation reads them, into ``datasets`` (the run's: no image is decoded,
+    and the evaluation does not index them again)."""
     from kizuna.eval.training import _dataset
 
     zeroshot = "" if cfg.eval_zeroshot == "synthetic" else cfg.eval_zeroshot
@@ -376,7 +378,7 @@ def check_evaluation_data(cfg: TrainConfig) -> None:
         if not folder:
             continue
         try:
-            ds = _dataset(folder, task, cfg.eval_split or None, cfg.eval_max_samples)
+            ds = _dataset(folder, task, cfg.eval_split or None, cfg.eval_max_samples, datasets)
             if task == "classification" and len(ds.classnames) < 2:  # refused by the evaluation, at the run's end
                 raise ValueError(f"{len(ds.classnames)} class ({', '.join(ds.classnames)}): zero-shot needs at "
                                  "least two to choose between (a classnames.txt beside the split names them all)")

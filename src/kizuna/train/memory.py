@@ -11,7 +11,8 @@ with the memory kept, for the same peak memory (benchmark section ``allocator``,
 large blocks: they come from the heap) and ``M_TRIM_THRESHOLD = -1`` (never trim the heap). The process then
 holds on to its peak memory, which a training loop needs again at every step anyway. Only for glibc on Linux;
 elsewhere nothing changes. The trainers call it on the CPU unless ``keep_freed_memory`` is off, and
-:func:`release_kept_memory` when they finish: glibc's defaults back, and the kept memory handed to the OS (a
+:func:`release_kept_memory` when they finish: large blocks from mmap again (at the thresholds glibc's own
+adaptation reaches), and the kept memory handed to the OS (a
 notebook that trained a model no longer holds the run's peak for the rest of its life). Where the environment
 tunes glibc's allocator itself (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or
 ``GLIBC_TUNABLES`` with ``glibc.malloc.``), neither is done: the release reset those settings to glibc's
@@ -23,9 +24,13 @@ import ctypes
 import sys
 
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
-DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's defaults (malloc/malloc.c)
-DEFAULT_MMAP_MAX = 65536
+DEFAULT_MMAP_MAX = 65536  # glibc's default (malloc/malloc.c)
+# Where glibc's own dynamic thresholds end up once a block of its largest mmap size (32 MiB on 64-bit) was freed:
+# any mallopt of these turns the adaptation off for good, so the release sets the adapted values themselves
+ADAPTED_MMAP_THRESHOLD = 32 * 1024 * 1024
+ADAPTED_TRIM_THRESHOLD = 2 * ADAPTED_MMAP_THRESHOLD
 
 
 def _glibc():
@@ -62,15 +67,18 @@ def keep_freed_memory() -> bool:
 
 
 def release_kept_memory() -> bool:
-    """Undo :func:`keep_freed_memory`: glibc's default mmap count and trim threshold (set explicitly, the trim
-    threshold no longer adapts as glibc's own default does; that is the one difference), and the free memory at
-    the top of the heap returned to the OS now (``malloc_trim``). Returns whether it took effect."""
+    """Undo :func:`keep_freed_memory`: large blocks from mmap again, the thresholds where glibc's own adaptation
+    takes them after a run's large frees (mmap above 32 MiB, trim above 64 MiB), and the free memory at the top
+    of the heap returned to the OS now (``malloc_trim``). Any mallopt of these stops glibc adapting them for the
+    rest of the process: the defaults set back (128 KiB) sent every block over 128 KiB to mmap and back, zero-
+    filled on each use (3x the page faults, ~10% slower than a fresh process). Returns whether it took effect."""
     libc = _glibc()
     if libc is None:
         return False
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = bool(mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)) & bool(mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD))
+    ok = (bool(mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)) & bool(mallopt(M_MMAP_THRESHOLD, ADAPTED_MMAP_THRESHOLD))
+          & bool(mallopt(M_TRIM_THRESHOLD, ADAPTED_TRIM_THRESHOLD)))
     libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     libc.malloc_trim(0)
     return ok

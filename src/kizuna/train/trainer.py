@@ -72,7 +72,8 @@ class Trainer(ABC):
     def __init_subclass__(cls, **kwargs):
         """A trainer whose construction fails lets go of OUT's lock at once: a weakref on the half-built trainer
         let go only when it was collected, and a notebook keeps the failed cell's traceback (and the trainer),
-        so a failed resume left the folder locked against every other process."""
+        so a failed resume left the folder locked against every other process. It puts the caller's torch thread
+        count back too (set by start(); only train() restored it, so a refused run left a notebook on --threads)."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is None:
@@ -83,6 +84,8 @@ class Trainer(ABC):
                 init(self, *args, **kw)
             except BaseException:
                 self._let_go_of_the_folder()
+                if hasattr(self, "_threads_before"):
+                    torch.set_num_threads(self._threads_before)
                 raise
 
         guarded.__doc__, guarded.__wrapped__ = init.__doc__, init
