@@ -17,15 +17,19 @@ needs_glibc = pytest.mark.skipif(memory._glibc() is None, reason="glibc's mallop
 # own, in a fresh interpreter so this test's settings do not leak into the suite's process). The median: on a
 # busy machine the kernel now and then takes one step's pages back (5,461 faults a step on average over three,
 # with the memory kept), whatever the allocator does.
+# argv: the mode ("keep", "release": kept then released, "default"), the block's MB and the steps timed
 PROBE = textwrap.dedent("""
     import resource, statistics, sys, torch
-    from kizuna.train.memory import keep_freed_memory
-    kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+    from kizuna.train.memory import keep_freed_memory, release_kept_memory
+    mode, mb, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    kept = keep_freed_memory() if mode in ("keep", "release") else None
+    if mode == "release":
+        release_kept_memory()
     def step():
-        torch.empty(16 * 2**20).fill_(1.0)  # 64 MB, over glibc's largest mmap threshold
+        torch.empty(mb * 2**18).fill_(1.0)
     step()
     faults = []
-    for _ in range(5):
+    for _ in range(steps):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         step()
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -33,8 +37,10 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def _faults_per_step(mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True).stdout
+def _faults_per_step(mode: str, mb: int = 64, steps: int = 5) -> tuple[str, int]:
+    """64 MB: over glibc's largest mmap threshold."""
+    out = subprocess.run([sys.executable, "-c", PROBE, mode, str(mb), str(steps)], capture_output=True, text=True,
+                         check=True).stdout
     kept, faults = out.split()
     return kept, int(faults)
 
@@ -113,27 +119,10 @@ def test_the_trainer_releases_what_it_kept(tmp_path, monkeypatch):
     assert calls == []
 
 
-RELEASED = textwrap.dedent("""
-    import resource, statistics, torch
-    from kizuna.train.memory import keep_freed_memory, release_kept_memory
-    keep_freed_memory()
-    release_kept_memory()
-    def step():
-        torch.empty(256 * 2**10).fill_(1.0)  # 1 MB: over glibc's default mmap threshold (128 KB), under its largest
-    step()
-    faults = []
-    for _ in range(20):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        step()
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    print(int(statistics.median(faults)))
-""")
-
-
 @needs_glibc
 def test_after_the_release_blocks_are_not_faulted_in_at_every_use():
     """Any mallopt of the thresholds turns glibc's adaptation off for good, and the release set the default trim
     threshold back: blocks over 128 KB then went to mmap and back at every use, zero-filled each time (3x the
     faults of a fresh process after a training run). The release sets the thresholds glibc adapts to instead."""
-    out = subprocess.run([sys.executable, "-c", RELEASED], capture_output=True, text=True, check=True).stdout
-    assert int(out) < 64  # a 1 MB block from mmap is 256 pages faulted in at each use
+    # 1 MB: over glibc's default mmap threshold (128 KB), under its largest; from mmap, 256 pages faulted each use
+    assert _faults_per_step("release", mb=1, steps=20)[1] < 64
