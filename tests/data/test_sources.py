@@ -738,3 +738,22 @@ def test_captions_split_at_line_ends_only_and_a_cls_reads_as_a_side_cars(tmp_pat
     idx = build_index(str(tmp_path / "s.tar"))
     assert idx.captions[0] == (caption, "second", "third")
     assert list(idx.labels[1:]) == [2, 3] and not idx.skips
+
+
+def test_a_scattered_shard_is_warned_about_in_each_command_that_reads_it(tmp_path, monkeypatch):
+    """The warning was once per process: a second command in a notebook (`kizuna.apps.cli.main`) printed the skip
+    counts without the reason. Within a command, once (the index is fetched many times)."""
+    members = [("a.jpg", image_bytes()), ("a2.jpg", image_bytes()), ("a.txt", b"a cat"), ("a2.txt", b"a dog")]
+    write_tar(tmp_path / "scattered.tar", members)
+    tar_index.clear_cache()
+    with pytest.warns(RuntimeWarning, match="not next to each other"):
+        build_index(str(tmp_path / "scattered.tar"), require="caption")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_index(str(tmp_path / "scattered.tar"), require="caption")  # the same command: said already
+    from kizuna.apps import cli
+
+    monkeypatch.setattr(cli, "_main_with_output", lambda argv: 0)
+    assert cli.main(["info"]) == 0  # a new command
+    with pytest.warns(RuntimeWarning, match="not next to each other"):
+        build_index(str(tmp_path / "scattered.tar"), require="caption")

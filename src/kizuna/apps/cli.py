@@ -188,7 +188,10 @@ _ONE_AT_A_TIME = threading.RLock()
 def main(argv: list[str] | None = None) -> int:
     """The ``kizuna`` command line: runs one command, returns its exit status (argparse's usage errors and
     ``--help`` raise SystemExit, as argparse does). Calls from several threads run one after another."""
+    from kizuna.data.tar_index import reset_warnings
+
     with _ONE_AT_A_TIME:
+        reset_warnings()  # a damaged shard is warned about in each command that reads it
         return _main_with_output(argv)
 
 

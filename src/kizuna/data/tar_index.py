@@ -194,8 +194,18 @@ def read_range(fd: int, offset: int, size: int) -> bytes:
 
 
 def clear_cache() -> None:
+    """Forget the indexed shards, and which damaged or scattered ones were warned about."""
     with _lock:
         _memory_cache.clear()
+    reset_warnings()
+
+
+def reset_warnings() -> None:
+    """Each damaged or scattered shard is warned about once (its index is fetched many times in a run); once per
+    command, not per process: a second command in one process (`kizuna.apps.cli.main` from a notebook) printed the
+    skip counts without the reason the samples were lost."""
+    with _lock:
+        _warned.clear()
 
 
 def _fingerprint(path: str) -> Fingerprint:
