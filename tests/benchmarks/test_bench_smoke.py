@@ -26,6 +26,7 @@ def _run_bench(tmp_path, only: str, timeout: int, **env_extra) -> tuple[str, dic
     return out.read_text(), json.loads(js.read_text())["sections"]
 
 
+@pytest.mark.slow  # 5-13 s of child processes; `make test-slow` (the default suite stays under 10 min)
 def test_quick_tokenizer_benchmark_writes_a_table_with_a_ratio(tmp_path):
     out, js = tmp_path / "BENCH.md", tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -156,6 +157,7 @@ def test_gpu_train_step_records_a_skip_without_cuda_and_smoke_runs_on_cpu(tmp_pa
     assert "3 steps" in table and "aten::" in table
 
 
+@pytest.mark.slow  # 5-13 s of child processes; `make test-slow` (the default suite stays under 10 min)
 def test_quick_gemm_library_benchmark_compares_both_libraries_per_row_count(tmp_path):
     from kizuna.models import layers
 
@@ -172,6 +174,7 @@ def test_quick_gemm_library_benchmark_compares_both_libraries_per_row_count(tmp_
         assert all(len(t["runs_s"]) >= 5 for t in r["timings"].values())
 
 
+@pytest.mark.slow  # 5-13 s of child processes; `make test-slow` (the default suite stays under 10 min)
 def test_quick_cpu_switches_benchmark_times_both_forms_of_each_switch(tmp_path):
     from kizuna.models import layers, vit
 
