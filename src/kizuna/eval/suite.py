@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kizuna.apps.common import home_path, json_safe
+from kizuna.apps.common import check_out_outside_data, check_writable, home_path, json_safe
 from kizuna.models.checkpoint import atomic_write_text, save_figure
 
 from .encode import is_main
@@ -487,6 +487,12 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
     else:
         suite = load_suite(path_or_suite)
     out_dir = out_dir or suite.get("out")
+    if out_dir:  # before the first run: the suite file's "out" was never checked (a file failed after all the
+        # work, as "[Errno 17] File exists"), and an out inside a run's ImageFolder dataset became a class of the
+        # next suite (its confusion PNG an image), as `eval zeroshot --out` refuses
+        check_writable(out_dir, "the suite's results")
+        for i, r in enumerate(suite["runs"]):
+            check_out_outside_data(out_dir, f"run {i}'s dataset", r.get("dataset"))
     ctx = _Context(device)
     records: list[dict] = []
     written = None  # how many runs results.json holds, once written by this call
@@ -612,6 +618,8 @@ def write_results(records: list[dict], out_dir) -> Path:
     text = markdown_report(records)
     if p is not None:
         text += f"\n![clean vs shifted]({p.name})\n"
+    else:  # an earlier suite's scatter (other models) stayed beside this report, as if it were this one's
+        (out / "robustness_scatter.png").unlink(missing_ok=True)
     atomic_write_text(out / "results.json", json.dumps(records, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "results.md", text)
     return out / "results.json"
