@@ -89,6 +89,26 @@ def check_writable(out, folder_for: str | None = None) -> None:
         raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
 
 
+def check_start_outside_out(out, flag: str, model) -> None:
+    """The model a run starts from (``flag``: "--init", "--model") neither ``out`` itself nor inside it. A run there
+    sets ``out``'s checkpoints aside and writes ``out``/model at its end: `vit finetune base/model --out base`
+    replaced its own starting model, and a second one (a retry with another --lr) set the first's checkpoints aside
+    over ``checkpoints.prev``, which held the original run: no copy of the starting model was left. A preset name
+    (not a path here) is fine."""
+    import os
+    from pathlib import Path
+
+    if not out or not str(out).strip() or not model or not os.path.exists(os.path.expanduser(str(model))):
+        return
+    real_out = Path(os.path.realpath(os.path.expanduser(str(out))))
+    real_model = Path(os.path.realpath(os.path.expanduser(str(model))))
+    if real_model == real_out or real_out in real_model.parents:
+        raise ValueError(f"the model to start from ({flag} {model}) is inside --out {out}: a run there sets that "
+                         "folder's checkpoints aside and writes its own model there, over the one it started from "
+                         "(a second run deletes the first's set-aside copy); choose another --out (e.g. a new "
+                         "folder beside it)")
+
+
 def check_out_outside_data(out, flag: str, data) -> None:
     """``--out`` neither a folder given as data (``flag``: "--dataset", "--images", ...; ``data`` one path or a
     list) nor inside one. What a command wrote there was read back as data by the next run: `eval zeroshot

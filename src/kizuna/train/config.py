@@ -415,10 +415,12 @@ def check_common(cfg) -> None:
         raise ValueError(f"--out {cfg.out} is a file; give a folder for the run")
     # a run folder inside an image folder it trains or evaluates on: model/, checkpoints/ and tensorboard/ were
     # classes to the next run or a --resume ("model has 10 classes but the data has 13")
-    from kizuna.apps.common import check_out_outside_data
+    from kizuna.apps.common import check_out_outside_data, check_start_outside_out
 
     for name in ("data", "val_data", "eval_zeroshot", "eval_retrieval"):
         check_out_outside_data(cfg.out, f"--{name.replace('_', '-')}", getattr(cfg, name, None))
+    for name in ("init", "model"):
+        check_start_outside_out(cfg.out, f"--{name}", getattr(cfg, name, None))
     need(cfg.keep_last >= 1, "keep_last", ">= 1 (the newest checkpoint is always kept)", cfg.keep_last)
     # "" is the current folder to a path: a training run started from whatever model was there
     need(bool(str(cfg.model).strip()), "model", "a preset name or a checkpoint path", cfg.model)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from kizuna.models.checkpoint import atomic_write_text, move_aside
+from kizuna.models.checkpoint import atomic_write_text
 from kizuna.train.logging import json_text
 
 PROBE_ROWS = [
@@ -51,10 +51,6 @@ def add_arguments(p):
     p.add_argument("--probe-size", type=at_least_one, default=500,
                    help="held-out scenes per probe in the final evaluation (default 500)")
     add_progress_argument(p)
-
-
-# what the demo writes beside the run's own files (checkpoints, metrics.jsonl, curves.png: the trainer's)
-REPORT_FILES = ("REPORT.md", "final_metrics.json", "loss.png", "zeroshot_over_training.png", "predictions.png")
 
 
 def demo_overrides(args, base: dict) -> dict:
@@ -114,9 +110,6 @@ def _train_and_report(args, cfg) -> int:
     # replaced a `kizuna demo --steps 30` run's own (or were refused for another batch size)
     trainer.resume_command = (f"`kizuna train --out {shlex.quote(str(cfg.out))} --resume latest` (the demo itself "
                               "starts afresh)")
-    for name in REPORT_FILES:  # an earlier demo's: left beside this run's checkpoints, a stopped demo's folder
-        if (Path(cfg.out) / name).is_file():  # (and its continuation) kept the other run's report
-            move_aside(Path(cfg.out) / name, "demo report")
     trainer.train()
     train_seconds = time.perf_counter() - start
     stopped_by_time_limit = getattr(trainer, "length_before_limit", None) is not None  # set where the limit cut it

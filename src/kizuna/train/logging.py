@@ -5,8 +5,8 @@ A resumed run appends to its OUT/metrics.jsonl (after :meth:`MetricLogger.drop_a
 as one run. A fresh run into a folder that already holds a metrics.jsonl starts a new one
 (``MetricLogger(..., fresh=True)``): the earlier run's log is moved to ``metrics.jsonl.prev`` rather
 than deleted, and readers of the folder (plots, reports, ``kizuna analyze compare-runs``) see one run.
-A run's log and TensorBoard events are set aside with its checkpoints, as one unit
-(:func:`set_aside_with_checkpoints`); a log with no checkpoints beside it never replaces the .prev log
+A run's log and TensorBoard events are set aside with its checkpoints, as one unit with what else the run
+wrote in OUT (curves.png, model/, the demo's report) (:func:`set_aside_with_checkpoints`); a log with no checkpoints beside it never replaces the .prev log
 that checkpoints.prev has (it goes to ``metrics.jsonl.no-checkpoint``).
 """
 from __future__ import annotations
@@ -22,6 +22,14 @@ from pathlib import Path
 
 # a run's log: the records and the TensorBoard events, with what move messages call them
 _RUN_LOG = (("metrics.jsonl", "records"), ("tensorboard", "TensorBoard events"))
+# what the demo writes beside the run's own files
+DEMO_REPORT = ("REPORT.md", "final_metrics.json", "loss.png", "zeroshot_over_training.png", "predictions.png")
+# What else a run writes in OUT as its own, set aside with its checkpoints and log: left there, a fresh run
+# stopped before its end (or failed) showed the earlier run's curves.png and model/ (which `vit eval` and
+# `analyze` take) beside its own log and checkpoints, and a third demo's REPORT.md.prev was the first run's
+# beside the second's checkpoints.prev.
+_RUN_OUTPUTS = (("curves.png", "training curves"), ("model", "final model"), *((n, "demo report") for n in DEMO_REPORT))
+_RUN_FILES = _RUN_LOG + _RUN_OUTPUTS
 # where a fresh run puts a log that has no checkpoints beside it while checkpoints.prev is there
 NO_CHECKPOINT = ".no-checkpoint"
 
@@ -50,10 +58,10 @@ def set_aside_with_checkpoints(out_dir: str | Path, move_checkpoints):
     out = Path(out_dir)
     # the old .prev log first: a kill between the moves can leave checkpoints.prev without its log (the log
     # then stays in OUT and counts as one without checkpoints), never beside another run's
-    for name, _ in _RUN_LOG:
+    for name, _ in _RUN_FILES:
         _remove(out / (name + ".prev"))
     moved = move_checkpoints()
-    for name, what in _RUN_LOG:
+    for name, what in _RUN_FILES:
         if _has_records(out / name):
             move_aside(out / name, what)
     return moved
@@ -73,7 +81,7 @@ def set_aside_previous_log(out_dir: str | Path) -> Path | None:
     kept = (out / "checkpoints.prev").is_dir()
     suffix = NO_CHECKPOINT if kept else ".prev"
     note = " (a run with no checkpoint: the .prev log stays with checkpoints.prev)" if kept else ""
-    moved = {name: move_aside(out / name, what, suffix, note) for name, what in _RUN_LOG if _has_records(out / name)}
+    moved = {name: move_aside(out / name, what, suffix, note) for name, what in _RUN_FILES if _has_records(out / name)}
     return moved.get("metrics.jsonl")
 
 
