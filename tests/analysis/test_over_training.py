@@ -43,6 +43,8 @@ def run(tmp_path_factory):
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
     manager.save(100, model, {"step": 100}, metrics={"val_top1": 0.25})
+    # saved out of order to check the numeric sort; the run's newest is 1000 (steps after `latest` are left out)
+    (out / "checkpoints" / "latest").write_text("step_0001000")
     return out
 
 

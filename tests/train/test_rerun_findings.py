@@ -70,3 +70,35 @@ def test_a_run_whose_starting_model_is_inside_its_out_is_refused(tmp_path):
         make_supervised_config({}, init=str(tmp_path / "base" / "model"), out=str(tmp_path / "base" / "model"), data="d")
     make_supervised_config({}, init=str(tmp_path / "base" / "model"), out=str(tmp_path / "ft"), data="d")
     make_config({}, model="ViT-mu-8", out=str(tmp_path / "base"))  # a preset is no path
+
+
+def test_a_resume_from_an_earlier_step_sets_the_abandoned_branchs_best_aside(tmp_path, capsys):
+    """`--resume RUN/checkpoints/step_2` of a run whose best/ was saved at step 4: best/ stayed the abandoned
+    branch's model while the resumed run's best value was step 2's, so a later evaluation beating that value
+    replaced a better model, and one that did not left the other branch's model as this run's best."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny import tiny_config
+
+    from kizuna.analysis.report import read_extra
+    from kizuna.train.contrastive import ContrastiveTrainer
+
+    run = tmp_path / "run"
+    first = ContrastiveTrainer(tiny_config(run, steps=4, save_every=2, keep_last=5))
+    first.train()
+    first.ckpt.best_value = None
+    first.ckpt.metric = "zeroshot/top1"
+    first.ckpt.update_best(4, first.model, {"zeroshot/top1": 0.22})  # the branch's best, after step 2
+    capsys.readouterr()
+    again = ContrastiveTrainer(tiny_config(run, steps=4, save_every=2, keep_last=5,
+                                           resume=str(run / "checkpoints" / "step_0000002")))
+    assert "moved to best.abandoned" in capsys.readouterr().err
+    assert not (run / "checkpoints" / "best").exists()
+    assert read_extra(run / "checkpoints" / "best.abandoned")["step"] == 4
+    again.ckpt.metric = "zeroshot/top1"
+    again.ckpt.update_best(2, again.model, {"zeroshot/top1": 0.1})  # best/ is the resumed run's own again
+    assert read_extra(run / "checkpoints" / "best")["step"] == 2
+    ContrastiveTrainer(tiny_config(run, steps=4, save_every=2, keep_last=5, resume="latest"))  # step 4 >= best's 2
+    assert (run / "checkpoints" / "best").is_dir()

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from kizuna.models.checkpoint import follow_latest
 
 from .attention import grid_mean_pairwise_distance
 from .figures import plot_over_training
@@ -38,6 +41,15 @@ def find_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     if not found:
         raise FileNotFoundError(f"{run}: no checkpoints (expected {folder}/step_*); train with --save-every N "
                                 "and --keep-last large enough to keep the steps to compare")
+    # steps after the one `latest` names are an abandoned branch's (a run resumed from an earlier step_N keeps
+    # them): they were plotted as this run's, with the other branch's accuracies
+    latest = follow_latest(folder / "latest")
+    if latest != folder / "latest" and (m := _STEP.match(latest.name)):
+        later = [p.name for step, p in found if step > int(m.group(1))]
+        if later:
+            warnings.warn(f"{folder}: {', '.join(later)} come after latest ({latest.name}): an abandoned branch of "
+                          "a run resumed from an earlier step; left out", stacklevel=2)
+            found = [(step, p) for step, p in found if step <= int(m.group(1))]
     return found
 
 

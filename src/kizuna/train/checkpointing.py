@@ -217,6 +217,29 @@ class CheckpointManager:
             if stray.is_dir():
                 shutil.rmtree(stray, ignore_errors=True)
 
+    def set_aside_later_best(self, step: int) -> Path | None:
+        """A resume from ``step``: a best/ saved at a later step is the abandoned branch's (a resume from an earlier
+        step_N, with other settings). Kept as best/, it was the resumed run's best model while the run's saved best
+        value (0.16) was not its (0.22), and an evaluation that beat 0.16 replaced it with a worse one. Moved to
+        best.abandoned (replacing an older one); a run resumed after a kill makes its own best/ again when it gets
+        there. Returns where it went, or None."""
+        from kizuna.analysis.report import read_extra
+
+        best = self.dir / "best"
+        try:
+            saved = int(read_extra(best).get("step", -1)) if best.is_dir() else -1
+        except (OSError, ValueError, TypeError):  # (read_extra reads {} from what it cannot parse)
+            return None
+        if saved <= step:
+            return None
+        moved = best.with_name("best.abandoned")
+        if moved.is_dir() and not moved.is_symlink():
+            shutil.rmtree(moved)
+        os.replace(best, moved)
+        print(f"{best} was saved at step {saved}, after step {step} that this run resumes from: moved to "
+              f"{moved.name} (the resumed run keeps a best/ of its own)", file=sys.stderr)
+        return moved
+
     def set_aside_earlier_run(self) -> Path | None:
         """A fresh run (not a resume) into an --out that holds checkpoints: they are an earlier run's, and
         mixed with this one's they were pruned against it (this run's first checkpoint was the one deleted) and

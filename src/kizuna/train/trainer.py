@@ -283,6 +283,7 @@ class Trainer(ABC):
         self._say_if_precision_changed(state.get("precision_used"), int(state["step"]))
         if self.dist.is_main:
             print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})", file=sys.stderr)
+            self.ckpt.set_aside_later_best(self.step)
             if self.ckpt.best_restarted and self.ckpt.metric:
                 metric, mode = self.ckpt.best_restarted
                 print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "

@@ -1,0 +1,18 @@
+"""A run folder after a resume from an earlier step (found by running commands twice into one folder)."""
+import pytest
+
+from kizuna.analysis.over_training import find_checkpoints
+
+
+def test_over_training_leaves_out_the_steps_after_latest(tmp_path):
+    """A run resumed from step_2 for 4 steps keeps the abandoned branch's step_6..step_10: over-training plotted
+    them (with that branch's accuracies) as this run's, up to step 10."""
+    ckpts = tmp_path / "checkpoints"
+    for step in (2, 4, 6, 10):
+        (ckpts / f"step_{step:07d}").mkdir(parents=True)
+    (ckpts / "latest").write_text("step_0000004")
+    with pytest.warns(UserWarning, match=r"step_0000006, step_0000010 come after latest \(step_0000004\)"):
+        found = find_checkpoints(tmp_path)
+    assert [step for step, _ in found] == [2, 4]
+    (ckpts / "latest").write_text("step_0000010")  # the run went on past them: every step is its own
+    assert [step for step, _ in find_checkpoints(tmp_path)] == [2, 4, 6, 10]
