@@ -16,3 +16,26 @@ def test_over_training_leaves_out_the_steps_after_latest(tmp_path):
     assert [step for step, _ in found] == [2, 4]
     (ckpts / "latest").write_text("step_0000010")  # the run went on past them: every step is its own
     assert [step for step, _ in find_checkpoints(tmp_path)] == [2, 4, 6, 10]
+
+
+def test_an_interrupted_full_report_leaves_no_earlier_report_and_each_section_names_its_model(tmp_path, monkeypatch):
+    """`analyze all` for model B stopped in its attention distances, into a folder of model A's report: filters.json
+    and positions.json were B's, report.json and the rest still A's, and nothing said whose each file was."""
+    import json
+
+    import kizuna
+    import kizuna.analysis.report as report
+    from kizuna.analysis.report import full_report, load_target
+
+    target = load_target(kizuna.create_vit("mu/4", image_size=32, num_classes=3))
+    (tmp_path / "report.json").write_text(json.dumps({"model": {"source": "model A"}}))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "attention_distance_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        full_report(target, tmp_path, components=4, max_images=2, progress=False)
+    assert not (tmp_path / "report.json").exists()
+    for name in ("filters", "positions"):
+        assert json.loads((tmp_path / f"{name}.json").read_text())["model"] == target.source

@@ -283,7 +283,7 @@ def filters_report(target: AnalysisTarget, out: str | Path, components: int = 28
     title = "Principal components of the " + ("stem filters" if vit.stem is not None else "patch-embedding filters")
     plot_filter_components(comps, out / "filters.png", explained_variance=evr, title=title)
     return _write(out, "filters", {
-        "filters_of": of, "filter_shape": list(weight.shape[1:]), "num_filters": int(weight.shape[0]),
+        "model": target.source, "filters_of": of, "filter_shape": list(weight.shape[1:]), "num_filters": int(weight.shape[0]),
         "components": int(comps.shape[0]), "explained_variance_ratio": evr,
         "explained_variance_total": float(evr.sum()), "figure": "filters.png",
     })
@@ -312,7 +312,7 @@ def positions_report(target: AnalysisTarget, out: str | Path) -> dict:
     dist = ((r[:, None] - r[None]).abs() + (c[:, None] - c[None]).abs())
     by_distance = [float(s[dist == d].mean()) for d in range(1, int(dist.max()) + 1)]
     return _write(out, "positions", {
-        "grid": list(grid), "num_prefix_tokens": cfg.num_prefix_tokens, "row_column": score,
+        "model": target.source, "grid": list(grid), "num_prefix_tokens": cfg.num_prefix_tokens, "row_column": score,
         "row_column_ratio": score["ratio"], "similarity_by_manhattan_distance": by_distance,
         "figure": "positions.png",
     })
@@ -385,7 +385,7 @@ def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out:
     plot_attention_distance(list(per_head), px, image_hw, out / "attention_distance.png", grid=grid,
                             stem=target.vit.cfg.stem != "patch")
     return _write(out, "attention_distance", {
-        "pixels_per_patch": px, "image_size": list(image_hw), "grid": list(grid), "num_images": count,
+        "model": target.source, "pixels_per_patch": px, "image_size": list(image_hw), "grid": list(grid), "num_images": count,
         "skipped_images": skipped_images,
         "images_source": images_source, "per_head": per_head, "per_layer_mean": per_head.mean(dim=1),
         "per_layer_min": per_head.amin(dim=1), "per_layer_max": per_head.amax(dim=1),
@@ -419,7 +419,7 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     plot_attention_overlay(_display(target, x[0]), maps, out / "rollout.png", patch_size=target.pixels_per_patch,
                            title=f"Attention rollout ({head_fusion} over heads, discard {discard_ratio:g})")
     peak = int(rmap.flatten().argmax())
-    numbers = {"image": image_name, "grid": list(grid), "head_fusion": head_fusion, "discard_ratio": discard_ratio,
+    numbers = {"model": target.source, "image": image_name, "grid": list(grid), "head_fusion": head_fusion, "discard_ratio": discard_ratio,
                "class_token": pooled_token, "pool": target.vit.cfg.pool, "rollout_map": rmap, "peak_patch": [peak // grid[1], peak % grid[1]],
                "figure": "rollout.png"}
     if target.kind == "vit" and target.vit.head is not None:
@@ -527,7 +527,7 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
                           top_k=top_k)
     order = torch.sort(probs, descending=True, stable=True).indices.tolist()  # ties to the lower index, as the panel
     return _write(out, "predict", {
-        "image": image_name, "method": method, "labels": labels, "templates": templates, "probs": probs,
+        "model": target.source, "image": image_name, "method": method, "labels": labels, "templates": templates, "probs": probs,
         "top": [[labels[i], float(probs[i])] for i in order[:top_k]], "true_label": true_label,
         "figure": "predict.png",
     })
@@ -558,6 +558,9 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     """
     check_report(target, labels, templates, true_label, discard_ratio)
     out = Path(out)
+    # an earlier call's report.json goes first: an interrupted call into the same folder left it (model A's)
+    # beside sections already rewritten for model B. Each section's JSON names its model.
+    (out / "report.json").unlink(missing_ok=True)
     if images is None:
         images = synthetic_images(target, 16 if max_images is None else min(16, max_images))
         images_source = images_source or "synthetic shapes world (no --images given)"
