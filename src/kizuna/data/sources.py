@@ -368,7 +368,8 @@ def shared_data_hint(path) -> str:
     """What to add to "not found" for a path under ``../shared``, where the built-in configs look for the shared
     data relative to the current folder (``kizuna vit train --config vit_cifar10`` from another folder stopped at
     "dataset not found: ../shared/data/cifar10/train", naming neither the variable nor the flags); else ""."""
-    if os.environ.get("KIZUNA_SHARED") or not os.path.normpath(str(path)).startswith(os.path.join("..", "shared")):
+    # by path parts: as text, ../shared_backup/x matched too
+    if os.environ.get("KIZUNA_SHARED") or os.path.normpath(str(path)).split(os.sep)[:2] != ["..", "shared"]:
         return ""
     return (f" (the built-in configs read ../shared relative to the current folder, {os.getcwd()}: set "
             "KIZUNA_SHARED to the folder holding data/, or pass --data and --val-data, or --eval-retrieval)")
