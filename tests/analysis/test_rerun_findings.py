@@ -1,4 +1,4 @@
-"""A run folder after a resume from an earlier step (found by running commands twice into one folder)."""
+"""A run folder after a resume from an earlier step or a second run into it, and what analyze prints on stdout."""
 import pytest
 
 from kizuna.analysis.over_training import find_checkpoints
@@ -39,3 +39,18 @@ def test_an_interrupted_full_report_leaves_no_earlier_report_and_each_section_na
     assert not (tmp_path / "report.json").exists()
     for name in ("filters", "positions"):
         assert json.loads((tmp_path / f"{name}.json").read_text())["model"] == target.source
+
+
+def test_analyze_prints_its_json_alone_on_stdout(tmp_path, capsys):
+    """`kizuna analyze filters M | jq` failed ("Extra data"): a "wrote OUT" line followed the JSON on stdout."""
+    import json
+
+    import kizuna
+    from kizuna.apps.cli import main
+
+    model = kizuna.save_model(kizuna.create_vit("mu/4", image_size=16, num_classes=3, width=32, mlp_dim=64),
+                              tmp_path / "vit.safetensors")
+    assert main(["analyze", "filters", str(model), "--out", str(tmp_path / "fig"), "--components", "4"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["explained_variance_total"] > 0
+    assert f"wrote {tmp_path / 'fig'}" in printed.err

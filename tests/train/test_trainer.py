@@ -907,12 +907,12 @@ def test_the_demo_holds_its_folder_until_its_report_is_written(tmp_path, monkeyp
     probe = evaluation.synthetic_probe_metrics
     others = []
 
-    def probe_while_another_tries(model, tokenizer, n_per_task):
+    def probe_while_another_tries(model, tokenizer, n_per_task, **kwargs):
         tried = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
                                 "from kizuna.train.checkpointing import hold_run_lock; hold_run_lock(Path(sys.argv[1]))",
                                 str(tmp_path / "demo")], capture_output=True, text=True)
         others.append(tried.returncode != 0 and "another kizuna run" in tried.stderr)
-        return probe(model, tokenizer, n_per_task=n_per_task)
+        return probe(model, tokenizer, n_per_task=n_per_task, **kwargs)
 
     monkeypatch.setattr(evaluation, "synthetic_probe_metrics", probe_while_another_tries)
     assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "2", "--probe-size", "8", "--threads", "1",

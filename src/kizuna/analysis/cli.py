@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from kizuna.apps.common import (add_act_argument, add_device_argument, add_progress_argument, add_threads_argument,
                                 at_least_one, model_spec)
@@ -265,5 +266,5 @@ def run(args):
                    "row_column_ratio": numbers["positions"]["row_column_ratio"],
                    "attention_distance_per_layer": numbers["attention_distance"]["per_layer_mean"]}
     print(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}", file=sys.stderr)  # stdout is the JSON alone (`| jq` failed on "Extra data")
     return 0

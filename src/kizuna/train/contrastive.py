@@ -281,6 +281,17 @@ class ContrastiveTrainer(Trainer):
         return loss.detach()
 
     # ----- evaluation ----------------------------------------------------------------------------
+    # what a line during training says (the full set is in metrics.jsonl): `kizuna train` said nothing of its
+    # evaluations until the final JSON, where `vit train` prints its validation accuracy
+    _LINE_KEYS = (("zeroshot/top1", "zero-shot top-1"), ("retrieval/image_to_text_R@1", "image->text R@1"),
+                  ("retrieval/text_to_image_R@1", "text->image R@1"), ("probe/shape", "probe shape"),
+                  ("probe/colour", "colour"), ("probe/unseen_combos", "unseen"), ("probe/counting", "counting"))
+
+    def evaluation_line(self, metrics: dict) -> str | None:
+        said = [f"{name} {float(metrics[key]):.4f}" for key, name in self._LINE_KEYS
+                if isinstance(metrics.get(key), (int, float))]
+        return ", ".join(said) or None
+
     def evaluate(self) -> dict:
         cfg = self.cfg
         state = torch.get_rng_state()  # evaluation must not shift the training RNG stream
@@ -291,7 +302,8 @@ class ContrastiveTrainer(Trainer):
                 if self.dist.is_main:
                     from .evaluation import synthetic_probe_metrics
 
-                    metrics.update(synthetic_probe_metrics(self.model, self.tokenizer, n_per_task=cfg.eval_max_samples or 200))
+                    metrics.update(synthetic_probe_metrics(self.model, self.tokenizer, n_per_task=cfg.eval_max_samples or 200,
+                                                          progress=cfg.progress))
             zeroshot = "" if cfg.eval_zeroshot == "synthetic" else cfg.eval_zeroshot
             if zeroshot or cfg.eval_retrieval:  # beside the probes too (it was skipped on synthetic data)
                 from kizuna.eval.training import evaluate_for_training

@@ -21,17 +21,24 @@ def diverged_metrics(error: NonFiniteFeatures, keys: Iterable[str]) -> dict[str,
 
 
 @torch.inference_mode()
-def synthetic_probe_metrics(model, tokenizer, n_per_task: int = 200, seed: int = 1, batch_size: int = 256) -> dict:
+def synthetic_probe_metrics(model, tokenizer, n_per_task: int = 200, seed: int = 1, batch_size: int = 256,
+                            progress: bool = False) -> dict:
+    """The shapes-world probes' zero-shot accuracies (``probe/<task>``). ``progress``: a bar over the probes'
+    images (the demo's 500 scenes a task took ~45 s on 2 CPU cores with nothing on the screen)."""
+    from kizuna.eval.encode import progress_bar
+
     preprocess = kizuna.get_preprocess(model)
     device = next(model.parameters()).device
     size = model.image_size[0]
     probes = make_probes(seed=seed, image_size=size, n_per_task=n_per_task)
+    bar = progress_bar(total=sum(len(p.images) for p in probes.values()), desc="probes", enabled=progress)
 
     def encode_images(images):
         out = []
         for i in range(0, len(images), batch_size):
             x = torch.stack([preprocess(im) for im in images[i : i + batch_size]]).to(device)
             out.append(model.encode_image(x, normalize=True).float())
+            bar.update(len(x))
         return _finite(torch.cat(out), "synthetic probes: images")
 
     def encode_texts(texts):
@@ -41,7 +48,8 @@ def synthetic_probe_metrics(model, tokenizer, n_per_task: int = 200, seed: int =
         return _finite(torch.cat(out), "synthetic probes: texts")
 
     try:
-        results = evaluate_probes(probes, encode_images, encode_texts)
+        with bar:
+            results = evaluate_probes(probes, encode_images, encode_texts)
     except NonFiniteFeatures as e:  # every probe NaN; its names from the same probes scored on stand-in features
         def zeros(items):
             return torch.zeros(len(items), 1)

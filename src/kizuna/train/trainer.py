@@ -233,10 +233,11 @@ class Trainer(ABC):
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def log_skips(self, skips, name: str = "skipped", step: int | None = None) -> None:
-        """A data record of the samples ``skips`` (a SkipCounter) counts: the total and one field per reason."""
+    def log_skips(self, skips, name: str = "skipped", step: int | None = None, extra: dict | None = None) -> None:
+        """A data record of the samples ``skips`` (a SkipCounter) counts: the total and one field per reason
+        (and ``extra``'s fields)."""
         self.logger.log(self.step if step is None else step, {name: skips.total, **{
-            f"{name}/{reason}": n for reason, n in skips.as_dict().items()}}, kind="data")
+            f"{name}/{reason}": n for reason, n in skips.as_dict().items()}, **(extra or {})}, kind="data")
 
     # ----- checkpoints -------------------------------------------------------------------------
     def extra_train_state(self) -> dict:
@@ -481,7 +482,7 @@ class Trainer(ABC):
         except Exception as e:  # noqa: BLE001 - matplotlib can fail in many ways; the checkpoints are written
             warnings.warn(f"could not draw {self.out / 'curves.png'} ({type(e).__name__}: {e})", stacklevel=2)
             return
-        if path is not None and self.cfg.progress:
+        if path is not None:  # a batch job's log (--progress false) too: it never named the figure
             print(f"curves: {path}", file=sys.stderr)
 
     def _loop(self) -> dict:
@@ -547,6 +548,9 @@ class Trainer(ABC):
                         # the epoch's report before its checkpoint, which leaves a finished epoch's skips out: a
                         # run killed between the two lost the report for good
                         epoch_report = self._report_epoch_skips(bar)
+                    elif last and epoch_report is None:  # a run ending mid-epoch (--steps, a time limit, a run
+                        # shorter than an epoch): its samples skipped so far went unsaid and unlogged
+                        epoch_report = self._report_epoch_skips(bar, unfinished=True)
                     if saving or last:
                         saved_at = time.perf_counter()
                         if last:  # before the final checkpoint: a run whose last step is saved has finished
@@ -577,14 +581,17 @@ class Trainer(ABC):
         self.logger.close()
         return last_metrics
 
-    def _report_epoch_skips(self, bar) -> str:
+    def _report_epoch_skips(self, bar, unfinished: bool = False) -> str:
         """The end of an epoch: its skipped samples printed and logged (kind "data"), counted over every rank
         (rank 0's alone were reported: under torchrun about half of them); returns the report. A collective
-        once an epoch, on every rank."""
+        once an epoch, on every rank. ``unfinished``: the run ends before the epoch does, and these are the
+        epoch's skips so far (the record says ``epoch_unfinished``: a resume that finishes the epoch logs the
+        whole epoch's again)."""
         skips = summed_skips(self.loader.skips)
         if self.dist.is_main and skips.total:
-            bar.write(f"epoch {self.epoch}: {skips.report()}")
-            self.log_skips(skips)
+            bar.write(f"epoch {self.epoch}{' (unfinished: the run ends here)' if unfinished else ''}: "
+                      f"{skips.report()}")
+            self.log_skips(skips, extra={"epoch_unfinished": 1} if unfinished else None)
         return skips.report()
 
     def _save_after_failure(self, what: str, last: bool, bar) -> None:
@@ -620,7 +627,8 @@ class Trainer(ABC):
         bar.set_postfix(loss=f"{record['loss']:.3f}", **short, lr=f"{record['lr']:.2e}",
                         sps=f"{record['samples_per_s']:.0f}")
         if not self.cfg.progress and self.dist.is_main:  # no bar (a batch job's log): a line per record instead
-            of = f"/{self.total_steps}" if self.planned else ""
+            # a time-limit stop shortens total_steps to the step it stopped at: "step 21/21" read as a whole run
+            of = f"/{getattr(self, 'length_before_limit', None) or self.total_steps}" if self.planned else ""
             print(f"step {self.step}{of}: loss {record['loss']:.4f}" + "".join(f", {k} {v}" for k, v in short.items())
                   + f", lr {record['lr']:.2e}, {record['samples_per_s']:.0f} samples/s", file=sys.stderr, flush=True)
         window.reset()
