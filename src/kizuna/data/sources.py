@@ -158,6 +158,18 @@ class SkipCounter:
             if not ex:
                 del self.examples[reason]
 
+    def drop_last(self, reason: str, n: int) -> None:
+        """Un-count the last ``n`` samples skipped for ``reason`` (those past a cut; the examples are the first
+        few, so only those beyond the count that is left go)."""
+        left = self.counts.get(reason, 0) - n
+        if left > 0:
+            self.counts[reason] = left
+            if reason in self.examples:
+                del self.examples[reason][left:]
+        else:
+            self.counts.pop(reason, None)
+            self.examples.pop(reason, None)
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())
@@ -186,7 +198,15 @@ class SkipCounter:
         if not self.counts:
             return f"skipped 0 {noun}"
         order = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        text = f"skipped {self.total} {noun}: " + ", ".join(f"{r}={n}" for r, n in order)
+        # a damaged shard is counted as one, but it is a shard, not a sample: "skipped 2 samples: damaged_shard=1,
+        # truncated=1" skipped one sample (and an unknown number past the damage)
+        samples = [(r, n) for r, n in order if r != "damaged_shard"]
+        text = f"skipped {sum(n for _, n in samples)} {noun}" + (
+            ": " + ", ".join(f"{r}={n}" for r, n in samples) if samples else "")
+        if "damaged_shard" in self.counts:
+            n = self.counts["damaged_shard"]
+            text += (f"; damaged_shard={n} ({'a shard' if n == 1 else 'shards'}: the samples past the damage "
+                     "are not counted)")
         example = next((self.examples[r][0] for r, _ in order if self.examples.get(r)), None)
         return text + (f" (e.g. {example})" if example else "")
 
@@ -414,7 +434,11 @@ class SampleIndex:
     def __init__(self, sources: list[str], kinds: list[str], source_ids: np.ndarray, keys: list[str],
                  offsets: np.ndarray, sizes: np.ndarray, paths: list[str | None],
                  captions: list[tuple[str, ...]], labels: np.ndarray,
-                 skips: SkipCounter | None = None, damaged: list[str] | None = None):
+                 skips: SkipCounter | None = None, damaged: list[str] | None = None,
+                 rejected_at: dict[str, np.ndarray] | None = None):
+        """``rejected_at``: for each reason a sample failed ``require`` (a missing caption or label), how many
+        usable samples came before each such sample, so a count over the first N (``--max-samples``) leaves out
+        those past them."""
         n = len(keys)
         if not (len(source_ids) == len(offsets) == len(sizes) == len(paths) == len(captions)
                 == len(labels) == n):
@@ -429,6 +453,7 @@ class SampleIndex:
         self.labels = np.asarray(labels, dtype=np.int64)
         self.skips = skips if skips is not None else SkipCounter()
         self.damaged = damaged or []
+        self.rejected_at = {r: np.asarray(v, dtype=np.int64) for r, v in (rejected_at or {}).items()}
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -574,6 +599,12 @@ class _Builder:
         self.labels: list[int] = []
         self.skips = SkipCounter()
         self.damaged: list[str] = []
+        self.rejected_at: dict[str, list[int]] = {}
+
+    def reject(self, reason: str, where: str) -> None:
+        """A sample that fails ``require``: counted, with how many usable samples came before it."""
+        self.skips.add(reason, where)
+        self.rejected_at.setdefault(reason, []).append(len(self.keys))
 
     def source(self, kind: str, path: str) -> int:
         self.sources.append(path)
@@ -594,7 +625,7 @@ class _Builder:
         return SampleIndex(self.sources, self.kinds, np.array(self.source_ids, dtype=np.int32),
                            self.keys, np.array(self.offsets, dtype=np.int64),
                            np.array(self.sizes, dtype=np.int64), self.paths, self.captions,
-                           np.array(self.labels, dtype=np.int64), self.skips, self.damaged)
+                           np.array(self.labels, dtype=np.int64), self.skips, self.damaged, self.rejected_at)
 
 
 def _with_text(captions: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -638,7 +669,7 @@ def _add_tar(b: _Builder, path: str, require: str, cache_dir) -> None:
         caps = _with_text(caps)
         reason = _reject(caps, label, require)
         if reason is not None:
-            b.skips.add(reason, _where("tar", key, path))
+            b.reject(reason, _where("tar", key, path))
             continue
         b.add(sid, key, off, size, None, caps, label)
 
@@ -745,7 +776,7 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
         label = parse_label(value) if value else -1  # blank (pandas' NaN): missing, not bad
         reason = _reject(caps, label, require)
         if reason is not None:
-            b.skips.add(reason, _where("csv", key, path) + (f": label {value!r}" if reason == "bad_label" else ""))
+            b.reject(reason, _where("csv", key, path) + (f": label {value!r}" if reason == "bad_label" else ""))
             continue
         b.add(sid, rel, -1, size, img, caps, label)
 
@@ -800,7 +831,7 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
             label = -1 if cls is None else parse_label(cls)
             reason = _reject(caps, label, require)
             if reason is not None:
-                b.skips.add(reason, _where("folder", key, root))
+                b.reject(reason, _where("folder", key, root))
                 continue
             b.add(sid, key, -1, size, img, caps, label)
 

@@ -324,7 +324,7 @@ class EvalDataset:
 def _with_labels(index: SampleIndex, labels: np.ndarray) -> SampleIndex:
     return SampleIndex(index.sources, index.kinds, index.source_ids, index.keys, index.offsets, index.sizes,
                        index.paths, index.captions, np.asarray(labels, dtype=np.int64), index.skips,
-                       index.damaged)
+                       index.damaged, index.rejected_at)
 
 
 # ----------------------------------------------------------------------------------- layout detection
@@ -654,20 +654,27 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
                                f"{skips.report()}")
 
     labels_col = labels_override if labels_override is not None else index.labels
+    usable = (np.asarray(labels_col) >= 0 if task == "classification"
+              else np.array([len(c) > 0 for c in index.captions], dtype=bool))
+    keep = np.flatnonzero(usable)
+    # with max_samples, the samples without a label or caption among those read up to the last one kept (all
+    # of the split's were counted: `--max-samples 5` of 5 clean samples said "missing_caption=2")
+    end = len(index)
+    if max_samples and max_samples > 0:
+        if len(keep) > max_samples:
+            end = int(keep[max_samples - 1]) + 1
+        keep = keep[:max_samples]
     if task == "classification":
-        keep = np.flatnonzero(np.asarray(labels_col) >= 0)
-        unlabelled = np.asarray(labels_col) < 0
+        unlabelled = ~usable[:end]
         if outside is not None:
-            unlabelled &= ~outside
+            unlabelled &= ~outside[:end]
         if unlabelled.any():
             skips.add("missing_label", index.where(int(np.argmax(unlabelled))), n=int(unlabelled.sum()))
-    else:
-        has = np.array([len(c) > 0 for c in index.captions], dtype=bool)
-        keep = np.flatnonzero(has)
-        if len(index) - len(keep):
-            skips.add("missing_caption", index.where(int(np.flatnonzero(~has)[0])), n=len(index) - len(keep))
-    if max_samples and max_samples > 0:
-        keep = keep[:max_samples]
+    elif (~usable[:end]).any():
+        skips.add("missing_caption", index.where(int(np.argmax(~usable[:end]))), n=int((~usable[:end]).sum()))
+    if end < len(index):  # and those indexing rejected (no label or caption for the task) past that sample
+        for reason, at in getattr(index, "rejected_at", {}).items():
+            skips.drop_last(reason, int((at >= end).sum()))
     if len(keep) == 0:
         raise DatasetError(f"{data}: no usable {task} samples ({skips.report()})")
 
