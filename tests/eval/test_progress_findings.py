@@ -45,3 +45,13 @@ def test_a_damaged_shard_is_not_counted_as_a_skipped_sample():
     skips.add("truncated", "cut.tar/000000005")
     text = skips.report()
     assert text.startswith("skipped 1 samples: truncated=1; damaged_shard=1 (a shard: the samples past the damage")
+
+
+def test_an_unlabelled_image_of_a_classification_set_found_by_itself_is_a_missing_label(tmp_path):
+    """load_dataset without task= indexes for either task: an image with neither .cls nor .txt in a classification
+    set was counted as a missing caption (missing_label when the task was named)."""
+    root = _shard(tmp_path, "classification")
+    assert load_dataset(root).skips == load_dataset(root, task="classification").skips == {"missing_label": 2}
+    assert load_dataset(root, max_samples=5).skips == {}
+    retrieval = _shard(tmp_path / "r", "retrieval")
+    assert load_dataset(retrieval).skips == {"missing_caption": 2}

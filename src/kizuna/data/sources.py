@@ -158,6 +158,11 @@ class SkipCounter:
             if not ex:
                 del self.examples[reason]
 
+    def rename(self, reason: str, to: str) -> None:
+        """Count ``reason``'s samples as ``to`` (merged with any already counted there)."""
+        if reason in self.counts:
+            self.update({to: self.counts.pop(reason)}, {to: self.examples.pop(reason, [])})
+
     def drop_last(self, reason: str, n: int) -> None:
         """Un-count the last ``n`` samples skipped for ``reason`` (those past a cut; the examples are the first
         few, so only those beyond the count that is left go)."""

@@ -646,12 +646,18 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     # shard itself, so the result's skip counts (results.json details.skipped, the printed summary) name it.
     for shard in index.damaged:
         skips.add("damaged_shard", shard)
+    rejected = dict(getattr(index, "rejected_at", {}))
     if task is None:
         has_labels = index.has_labels if labels_override is None else bool((labels_override >= 0).any())
         task = "classification" if has_labels else "retrieval" if index.has_captions else None
         if task is None:
             raise DatasetError(f"{data}: samples carry neither class labels (.cls) nor captions (.txt); "
                                f"{skips.report()}")
+        if task == "classification" and "missing_caption" in rejected:
+            # indexed for either task, an image with neither a label nor a caption was a missing caption; in a
+            # classification set its label is what is missing (as when the task is named)
+            skips.rename("missing_caption", "missing_label")
+            rejected["missing_label"] = rejected.pop("missing_caption")
 
     labels_col = labels_override if labels_override is not None else index.labels
     usable = (np.asarray(labels_col) >= 0 if task == "classification"
@@ -673,7 +679,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     elif (~usable[:end]).any():
         skips.add("missing_caption", index.where(int(np.argmax(~usable[:end]))), n=int((~usable[:end]).sum()))
     if end < len(index):  # and those indexing rejected (no label or caption for the task) past that sample
-        for reason, at in getattr(index, "rejected_at", {}).items():
+        for reason, at in rejected.items():
             skips.drop_last(reason, int((at >= end).sum()))
     if len(keep) == 0:
         raise DatasetError(f"{data}: no usable {task} samples ({skips.report()})")
