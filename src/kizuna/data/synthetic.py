@@ -731,9 +731,10 @@ def evaluate_probes(
         scores = [sims[i, idx] for i, idx in enumerate(cand_idx)]
         preds = torch.tensor([int(s.argmax()) for s in scores])
         labels = torch.tensor(p.labels)
-        results[name] = float((preds == labels).float().mean())
+        # float64: a float32 mean put digits no count has into the log (0.14499999582767487 for 29 of 200)
+        results[name] = float((preds == labels).double().mean())
         if p.distractors is not None:
-            results[f"{name}/attack_rate"] = float((preds == torch.tensor(p.distractors)).float().mean())
+            results[f"{name}/attack_rate"] = float((preds == torch.tensor(p.distractors)).double().mean())
         if p.groups:
             t_ok = i_ok = g_ok = 0
             for a, b in p.groups:

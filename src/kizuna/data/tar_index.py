@@ -163,7 +163,9 @@ def parse_label(text: str) -> int:
         value = int(text)
     except ValueError:
         return -2
-    return value if value >= 0 else -2
+    # past 2^31 no class index (a 20-digit ID as a label overflowed the index's int64 column: a bare
+    # OverflowError naming no file); a bad label, counted with where it is
+    return value if 0 <= value < 2**31 else -2
 
 
 def read_range(fd: int, offset: int, size: int) -> bytes:
