@@ -90,11 +90,11 @@ def check_writable(out, folder_for: str | None = None) -> None:
 
 
 def check_start_outside_out(out, flag: str, model) -> None:
-    """The model a run starts from (``flag``: "--init", "--model") neither ``out`` itself nor inside it. A run there
-    sets ``out``'s checkpoints aside and writes ``out``/model at its end: `vit finetune base/model --out base`
-    replaced its own starting model, and a second one (a retry with another --lr) set the first's checkpoints aside
-    over ``checkpoints.prev``, which held the original run: no copy of the starting model was left. A preset name
-    (not a path here) is fine."""
+    """The model a run starts from (``flag``: "--init", "--model") neither ``out`` itself nor inside what a run there
+    moves or writes (OUT/checkpoints*, OUT/model*). A run there sets ``out``'s checkpoints aside and writes
+    ``out``/model at its end: `vit finetune base/model --out base` replaced its own starting model, and a second one
+    (a retry with another --lr) set the first's checkpoints aside over ``checkpoints.prev``, which held the original
+    run: no copy of the starting model was left. A preset name (not a path here) is fine."""
     import os
     from pathlib import Path
 
@@ -102,7 +102,11 @@ def check_start_outside_out(out, flag: str, model) -> None:
         return
     real_out = Path(os.path.realpath(os.path.expanduser(str(out))))
     real_model = Path(os.path.realpath(os.path.expanduser(str(model))))
-    if real_model == real_out or real_out in real_model.parents:
+    # where a run moves or writes: OUT/checkpoints* and OUT/model* (a model elsewhere in OUT, e.g. OUT/pretrained,
+    # is left alone by the run and fine)
+    inside = real_out in real_model.parents and real_model.relative_to(real_out).parts[0].startswith(
+        ("checkpoints", "model"))
+    if real_model == real_out or inside:
         raise ValueError(f"the model to start from ({flag} {model}) is inside --out {out}: a run there sets that "
                          "folder's checkpoints aside and writes its own model there, over the one it started from "
                          "(a second run deletes the first's set-aside copy); choose another --out (e.g. a new "

@@ -217,30 +217,31 @@ class CheckpointManager:
             if stray.is_dir():
                 shutil.rmtree(stray, ignore_errors=True)
 
-    def set_aside_later_best(self, step: int) -> Path | None:
-        """A resume from ``step``: a best/ saved at a later step is the abandoned branch's (a resume from an earlier
-        step_N, with other settings). Kept as best/, it was the resumed run's best model while the run's saved best
-        value (0.16) was not its (0.22), and an evaluation that beat 0.16 replaced it with a worse one. Moved to
-        best.abandoned (replacing an older one); a run resumed after a kill makes its own best/ again when it gets
-        there. Returns where it went, or None."""
+    def keep_later_best(self, step: int) -> float | None:
+        """A resume from ``step`` (an earlier step_N, with other settings): a best/ saved at a later step is the
+        abandoned branch's. The run's best value was restored from step N, so an evaluation that beat that value
+        replaced best/ with a model worse than it (0.18 over the branch's 0.22). best/ stays (it may be the best
+        model the folder has: moved away, a resume that never beat step N's value ended with no best/ at all),
+        and the best value becomes its value when it is better, so only a better model replaces it. Said; returns
+        the value taken, or None."""
         from kizuna.analysis.report import read_extra
 
         best = self.dir / "best"
+        extra = read_extra(best) if best.is_dir() and self.metric else {}
         try:
-            saved = int(read_extra(best).get("step", -1)) if best.is_dir() else -1
-        except (OSError, ValueError, TypeError):  # (read_extra reads {} from what it cannot parse)
+            saved = int(extra.get("step", -1))
+        except (TypeError, ValueError):
             return None
-        if saved <= step:
+        value = (extra.get("metrics") or {}).get(self.metric)
+        if (saved <= step or extra.get("best_metric") != self.metric or extra.get("best_mode", self.mode) != self.mode
+                or not isinstance(value, (int, float)) or value != value or not self._is_better(value)):
             return None
-        moved = best.with_name("best.abandoned")
-        if moved.is_dir() and not moved.is_symlink():
-            shutil.rmtree(moved)
-        os.replace(best, moved)
-        print(f"{best} was saved at step {saved}, after step {step} that this run resumes from: moved to "
-              f"{moved.name} (the resumed run keeps a best/ of its own)", file=sys.stderr)
-        return moved
+        self.best_value = float(value)
+        print(f"{best} is from step {saved}, of the branch this resume from step {step} leaves ({self.metric} "
+              f"{value:.4g}): it stays best/ until this run does better", file=sys.stderr)
+        return self.best_value
 
-    def set_aside_earlier_run(self) -> Path | None:
+    def set_aside_earlier_run(self, outputs=()) -> Path | None:
         """A fresh run (not a resume) into an --out that holds checkpoints: they are an earlier run's, and
         mixed with this one's they were pruned against it (this run's first checkpoint was the one deleted) and
         `--resume latest` could pick theirs. Moved to checkpoints.prev (replacing an older one) together with
@@ -252,7 +253,7 @@ class CheckpointManager:
             return None
         from .logging import set_aside_with_checkpoints
 
-        return set_aside_with_checkpoints(self.dir.parent, lambda: move_aside(self.dir, "checkpoints"))
+        return set_aside_with_checkpoints(self.dir.parent, lambda: move_aside(self.dir, "checkpoints"), outputs)
 
     def latest(self) -> Path | None:
         marker = self.dir / "latest"

@@ -53,6 +53,10 @@ def add_arguments(p):
     add_progress_argument(p)
 
 
+# what the demo writes beside the run's own files (checkpoints, metrics.jsonl, curves.png: the trainer's)
+REPORT_FILES = ("REPORT.md", "final_metrics.json", "loss.png", "zeroshot_over_training.png", "predictions.png")
+
+
 def demo_overrides(args, base: dict) -> dict:
     """The demo config's settings the command line changes. A shorter run than the config's gets a warm-up
     shortened in proportion: a `--steps 30` demo kept the 50-step warm-up (it never left it, and was told to
@@ -103,8 +107,13 @@ def _train_and_report(args, cfg) -> int:
     from kizuna.train.contrastive import ContrastiveTrainer
     from kizuna.train.evaluation import synthetic_probe_metrics
 
+    class DemoTrainer(ContrastiveTrainer):
+        # an earlier demo's report goes aside with its checkpoints and log: moved on its own, a third demo's
+        # REPORT.md.prev was the first's beside the second's checkpoints.prev
+        run_outputs = ContrastiveTrainer.run_outputs + tuple((name, "demo report") for name in REPORT_FILES)
+
     start = time.perf_counter()
-    trainer = ContrastiveTrainer(cfg)  # a fresh run: an earlier demo's metrics.jsonl in OUT is set aside
+    trainer = DemoTrainer(cfg)  # a fresh run: an earlier demo's metrics.jsonl in OUT is set aside
     # `kizuna demo` always starts afresh; the training goes on with `kizuna train` (without the demo's report)
     # without --config demo: a config's keys count as given on the command line, so its 400 steps and batch 128
     # replaced a `kizuna demo --steps 30` run's own (or were refused for another batch size)

@@ -5,8 +5,8 @@ A resumed run appends to its OUT/metrics.jsonl (after :meth:`MetricLogger.drop_a
 as one run. A fresh run into a folder that already holds a metrics.jsonl starts a new one
 (``MetricLogger(..., fresh=True)``): the earlier run's log is moved to ``metrics.jsonl.prev`` rather
 than deleted, and readers of the folder (plots, reports, ``kizuna analyze compare-runs``) see one run.
-A run's log and TensorBoard events are set aside with its checkpoints, as one unit with what else the run
-wrote in OUT (curves.png, model/, the demo's report) (:func:`set_aside_with_checkpoints`); a log with no checkpoints beside it never replaces the .prev log
+A run's log and TensorBoard events are set aside with its checkpoints, as one unit with what else the trainer
+writes in OUT (curves.png, a ViT's model/, the demo's report) (:func:`set_aside_with_checkpoints`); a log with no checkpoints beside it never replaces the .prev log
 that checkpoints.prev has (it goes to ``metrics.jsonl.no-checkpoint``).
 """
 from __future__ import annotations
@@ -22,14 +22,6 @@ from pathlib import Path
 
 # a run's log: the records and the TensorBoard events, with what move messages call them
 _RUN_LOG = (("metrics.jsonl", "records"), ("tensorboard", "TensorBoard events"))
-# what the demo writes beside the run's own files
-DEMO_REPORT = ("REPORT.md", "final_metrics.json", "loss.png", "zeroshot_over_training.png", "predictions.png")
-# What else a run writes in OUT as its own, set aside with its checkpoints and log: left there, a fresh run
-# stopped before its end (or failed) showed the earlier run's curves.png and model/ (which `vit eval` and
-# `analyze` take) beside its own log and checkpoints, and a third demo's REPORT.md.prev was the first run's
-# beside the second's checkpoints.prev.
-_RUN_OUTPUTS = (("curves.png", "training curves"), ("model", "final model"), *((n, "demo report") for n in DEMO_REPORT))
-_RUN_FILES = _RUN_LOG + _RUN_OUTPUTS
 # where a fresh run puts a log that has no checkpoints beside it while checkpoints.prev is there
 NO_CHECKPOINT = ".no-checkpoint"
 
@@ -46,28 +38,33 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def set_aside_with_checkpoints(out_dir: str | Path, move_checkpoints):
+def set_aside_with_checkpoints(out_dir: str | Path, move_checkpoints, outputs=()):
     """A fresh run sets an earlier run's checkpoints aside (``move_checkpoints``, which moves OUT/checkpoints to
     checkpoints.prev): its metrics.jsonl and tensorboard/ go to .prev with them, and the .prev log of the run
     set aside before goes even when this one has none, so checkpoints.prev and the .prev log are always one
     run's (``--resume OUT/checkpoints.prev/step_N`` copies that log beside them). Set aside separately, a
     fresh run killed before its first checkpoint replaced the .prev log while checkpoints.prev stayed, and
-    the recovery spliced that run's records in as the earlier run's. Returns what ``move_checkpoints`` does."""
+    the recovery spliced that run's records in as the earlier run's. ``outputs``: (name, what) of the other
+    files the trainer writes in OUT as the run's own (its ``run_outputs``: curves.png, a ViT's model/, the
+    demo's report), which go with them: left, a fresh run stopped before its end showed the earlier run's
+    model/ (which `vit eval` and `analyze` take) beside its own log, and a third demo's REPORT.md.prev was
+    the first run's beside the second's checkpoints.prev. Returns what ``move_checkpoints`` does."""
     from kizuna.models.checkpoint import move_aside
 
     out = Path(out_dir)
+    files = _RUN_LOG + tuple(outputs)
     # the old .prev log first: a kill between the moves can leave checkpoints.prev without its log (the log
     # then stays in OUT and counts as one without checkpoints), never beside another run's
-    for name, _ in _RUN_FILES:
+    for name, _ in files:
         _remove(out / (name + ".prev"))
     moved = move_checkpoints()
-    for name, what in _RUN_FILES:
+    for name, what in files:
         if _has_records(out / name):
             move_aside(out / name, what)
     return moved
 
 
-def set_aside_previous_log(out_dir: str | Path) -> Path | None:
+def set_aside_previous_log(out_dir: str | Path, outputs=()) -> Path | None:
     """Move OUT/metrics.jsonl and OUT/tensorboard of an earlier run aside, so a fresh run into the same folder
     starts an empty log instead of appending to that run's records (the demo report then plotted both runs as
     one curve that jumped back to step 10). A run that saved checkpoints had its log set aside with them
@@ -81,15 +78,20 @@ def set_aside_previous_log(out_dir: str | Path) -> Path | None:
     kept = (out / "checkpoints.prev").is_dir()
     suffix = NO_CHECKPOINT if kept else ".prev"
     note = " (a run with no checkpoint: the .prev log stays with checkpoints.prev)" if kept else ""
-    moved = {name: move_aside(out / name, what, suffix, note) for name, what in _RUN_FILES if _has_records(out / name)}
+    moved = {name: move_aside(out / name, what, suffix, note) for name, what in _RUN_LOG if _has_records(out / name)}
+    if moved:  # the trainer's other files go with an earlier run's log; with none, they are not a run's
+        for name, what in outputs:
+            if _has_records(out / name):
+                move_aside(out / name, what, suffix, note)
     return moved.get("metrics.jsonl")
 
 
 class MetricLogger:
-    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True, fresh: bool = False):
+    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True, fresh: bool = False,
+                 outputs=()):
         """``fresh``: this run starts from scratch (not a resume), so an existing OUT/metrics.jsonl belongs
-        to an earlier run and is set aside (:func:`set_aside_previous_log`). The default, False, appends
-        to it, which a resumed run needs (it then calls :meth:`drop_after`)."""
+        to an earlier run and is set aside (:func:`set_aside_previous_log`, with ``outputs``). The default,
+        False, appends to it, which a resumed run needs (it then calls :meth:`drop_after`)."""
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self.tb = None
@@ -97,7 +99,7 @@ class MetricLogger:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fresh:  # TensorBoard too: it drew both runs as one curve going back
-            set_aside_previous_log(out_dir)
+            set_aside_previous_log(out_dir, outputs)
         if self.path.is_file() and self.path.stat().st_size:
             with self.path.open("rb+") as f:  # a run killed mid-write: end its partial line so the next record stays whole
                 f.seek(-1, 2)

@@ -524,6 +524,7 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, rng: np.random.Genera
 # ----------------------------------------------------------------------------------- the trainer
 class SupervisedTrainer(Trainer):
     resume_fixed = RESUME_FIXED
+    run_outputs = Trainer.run_outputs + (("model", "final model"),)  # OUT/model (export)
     resume_state_fixed = RESUME_STATE_FIXED
     # --augment-on too: decoded onto the device, the training set leaves its undecodable images out of the count
     data_size_fields = ("data", "data_split", "subset_fraction", "subset_seed", "augment_on", "image_column",

@@ -66,6 +66,10 @@ class Trainer(ABC):
     batch_key: str
     #: the progress bar's label
     bar_label = "training"
+    #: (name, what) of the files this trainer writes in OUT as the run's own, besides checkpoints and log: a fresh
+    #: run sets an earlier run's aside with them (kizuna.train.logging.set_aside_with_checkpoints); only these,
+    #: so a user's own file of another name is never moved
+    run_outputs: tuple[tuple[str, str], ...] = (("curves.png", "training curves"),)
     #: how a stopped run is continued, said after a Ctrl-C (None: the flags "--out OUT --resume latest")
     resume_command: str | None = None
 
@@ -197,10 +201,12 @@ class Trainer(ABC):
         # optimizer are built: a run that failed to start (a typo in --data) moved them and left nothing to
         # resume.
         if self.resume_from is None and self.dist.is_main:
-            self.ckpt.set_aside_earlier_run()
+            self.ckpt.set_aside_earlier_run(self.run_outputs)
         if self.resume_from is not None:
             self._resume()
         finished = self.resume_from is not None and self.step >= self.total_steps
+        if self.resume_from is not None and not finished and self.dist.is_main:
+            self.ckpt.keep_later_best(self.step)  # a best/ of the branch a resume from an earlier step leaves
         # A checkpoint from outside OUT/checkpoints (another run's folder, or this folder's checkpoints.prev, as
         # the error for a mistaken fresh run advises): OUT's log is another run's. It is set aside as a fresh run's
         # is, and the log goes on from the checkpoint's own run's (before, the two runs' records were mixed).
@@ -208,7 +214,7 @@ class Trainer(ABC):
         source = run_log_of(self.resume_from) if foreign and self.dist.is_main else None
         records = source.read_text(encoding="utf-8") if source is not None and source.is_file() else ""
         self.logger = MetricLogger(self.out, enabled=self.dist.is_main and not finished,
-                                   fresh=self.resume_from is None or foreign)
+                                   fresh=self.resume_from is None or foreign, outputs=self.run_outputs)
         if self.resume_from is not None:
             if records and self.logger.enabled:
                 atomic_write_text(self.logger.path, records)
@@ -284,7 +290,6 @@ class Trainer(ABC):
         self._say_if_precision_changed(state.get("precision_used"), int(state["step"]))
         if self.dist.is_main:
             print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})", file=sys.stderr)
-            self.ckpt.set_aside_later_best(self.step)
             if self.ckpt.best_restarted and self.ckpt.metric:
                 metric, mode = self.ckpt.best_restarted
                 print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "
