@@ -55,3 +55,25 @@ def test_an_unlabelled_image_of_a_classification_set_found_by_itself_is_a_missin
     assert load_dataset(root, max_samples=5).skips == {}
     retrieval = _shard(tmp_path / "r", "retrieval")
     assert load_dataset(retrieval).skips == {"missing_caption": 2}
+
+
+def test_max_samples_of_every_usable_sample_leaves_out_the_rejects_after_the_last(tmp_path):
+    """--max-samples equal to the usable samples counted the rejects after the last one kept (`>`, not `>=`)."""
+    root = _shard(tmp_path, "retrieval", lacking=(8, 9))
+    assert load_dataset(root, task="retrieval", max_samples=8).skips == {}
+    assert load_dataset(root, task="retrieval").skips == {"missing_caption": 2}
+
+
+def test_max_samples_over_a_csv_of_captions_counts_the_rows_it_read(tmp_path):
+    """CSV retrieval (one row a caption, grouped by image) lost where its rejected rows were: rows past the images
+    kept were counted."""
+    from PIL import Image
+
+    rows = ["filepath,title"]
+    for i in range(6):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / f"{i}.png")
+        rows += [f"{i}.png,a photo number {i}", f"{i}.png,picture {i}"]
+    rows += ["4.png,", "5.png,"]  # blank captions of the last two images: rejected rows
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    assert load_dataset(tmp_path / "data.csv", task="retrieval", max_samples=3).skips == {}
+    assert load_dataset(tmp_path / "data.csv", task="retrieval").skips.total == 2

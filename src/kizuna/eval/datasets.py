@@ -624,9 +624,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         pos = {n: k for k, n in enumerate(folder_names)}
         labels_override = np.array([pos.get(k.split("/")[0], -1) if "/" in k else -1 for k in index.keys],
                                    dtype=np.int64)
-        outside = labels_override < 0
-        if outside.any():
-            index.skips.add("image_outside_class_folder", index.where(int(np.argmax(outside))), n=int(outside.sum()))
+        outside = labels_override < 0  # counted below, over the samples read (--max-samples)
         folder_classes = [_folder_class_name(n) for n in folder_names]
         counts = np.bincount(labels_override[labels_override >= 0], minlength=len(folder_names))
         empty = [folder_names[k] for k in np.flatnonzero(counts == 0)]
@@ -665,11 +663,13 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     keep = np.flatnonzero(usable)
     # with max_samples, the samples without a label or caption among those read up to the last one kept (all
     # of the split's were counted: `--max-samples 5` of 5 clean samples said "missing_caption=2")
-    end = len(index)
-    if max_samples and max_samples > 0:
-        if len(keep) > max_samples:
-            end = int(keep[max_samples - 1]) + 1
+    end, cut = len(index), bool(max_samples and max_samples > 0 and len(keep) >= max_samples)
+    if cut:
+        end = int(keep[max_samples - 1]) + 1
         keep = keep[:max_samples]
+    if outside is not None and outside[:end].any():
+        skips.add("image_outside_class_folder", index.where(int(np.argmax(outside[:end]))),
+                  n=int(outside[:end].sum()))
     if task == "classification":
         unlabelled = ~usable[:end]
         if outside is not None:
@@ -678,7 +678,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
             skips.add("missing_label", index.where(int(np.argmax(unlabelled))), n=int(unlabelled.sum()))
     elif (~usable[:end]).any():
         skips.add("missing_caption", index.where(int(np.argmax(~usable[:end]))), n=int((~usable[:end]).sum()))
-    if end < len(index):  # and those indexing rejected (no label or caption for the task) past that sample
+    if cut:  # and those indexing rejected (no label or caption for the task) past that sample
         for reason, at in rejected.items():
             skips.drop_last(reason, int((at >= end).sum()))
     if len(keep) == 0:
@@ -960,6 +960,9 @@ def _group_captions(index: SampleIndex) -> SampleIndex:
         caps.setdefault(p, []).extend(index.captions[i])
     rows = sorted(first.values())
     sel = np.asarray(rows, dtype=np.int64)
+    # a row rejected after p rows comes after the images whose first row is before it
+    rejected = {r: np.searchsorted(sel, at, side="left") for r, at in getattr(index, "rejected_at", {}).items()}
     return SampleIndex(index.sources, index.kinds, index.source_ids[sel], [index.keys[i] for i in rows],
                        index.offsets[sel], index.sizes[sel], [index.paths[i] for i in rows],
-                       [tuple(caps[files[i]]) for i in rows], index.labels[sel], index.skips, index.damaged)
+                       [tuple(caps[files[i]]) for i in rows], index.labels[sel], index.skips, index.damaged,
+                       rejected)
