@@ -229,9 +229,8 @@ def test_the_shared_data_hint_is_given_only_without_kizuna_shared(tmp_path, monk
     with pytest.raises(FileNotFoundError) as hinted:
         resolve_spec(missing)
     assert str(hinted.value) == (
-        f"data source not found: {missing} (the built-in configs read ../shared relative to the current folder, "
-        f"{os.getcwd()}: set KIZUNA_SHARED to the folder holding data/, or pass --data and --val-data, or "
-        "--eval-retrieval)")
+        f"data source not found: {missing} (read relative to the current folder, {os.getcwd()}; for a built-in "
+        "config's data, set KIZUNA_SHARED to the folder that holds data/, or give the data's paths yourself)")
     monkeypatch.setenv("KIZUNA_SHARED", str(tmp_path))
     with pytest.raises(FileNotFoundError) as plain:
         resolve_spec(missing)

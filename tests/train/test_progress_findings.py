@@ -69,3 +69,15 @@ def test_the_shapes_world_probes_have_a_bar_over_their_images(capsys):
     assert "/20" in err  # 2 scenes of each of the 10 tasks
     synthetic_probe_metrics(model, kizuna.get_tokenizer(model), n_per_task=2)
     assert "probes" not in capsys.readouterr().err  # off by default (the Python API)
+
+
+def test_the_time_budgets_plan_evaluation_is_said_like_any_other(tmp_path, monkeypatch, capsys):
+    """The plan's evaluation was logged but never printed: vit_cifar10_gpu (eval_every 0) showed one of its two."""
+    from kizuna.train import trainer as trainer_module
+
+    real = trainer_module.after_step
+    monkeypatch.setattr(trainer_module, "after_step",
+                        lambda tr, bar: {"probe/shape": 0.5} if tr.step == 2 else real(tr, bar))
+    tr = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=3, eval_every=0, eval_max_samples=1))
+    tr.train()
+    assert "step 2: probe shape 0.5000" in capsys.readouterr().err

@@ -86,9 +86,10 @@ def test_a_run_whose_starting_model_is_inside_its_out_is_refused(tmp_path):
     from kizuna.train.supervised import make_supervised_config
 
     (tmp_path / "base" / "model").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"model to start from \(--init .*base/model\) is inside --out .*base"):
+    with pytest.raises(ValueError,
+                       match=r"model to start from \(the checkpoint to fine-tune: .*base/model\) is inside --out .*base"):
         make_supervised_config({}, init=str(tmp_path / "base" / "model"), out=str(tmp_path / "base"), data="d")
-    with pytest.raises(ValueError, match=r"\(--model .*base/model\) is inside --out"):
+    with pytest.raises(ValueError, match=r"\(--model: .*base/model\) is inside --out"):
         make_config({}, model=str(tmp_path / "base" / "model"), out=str(tmp_path / "base"))
     with pytest.raises(ValueError, match=r"is inside --out"):  # --out the model folder itself
         make_supervised_config({}, init=str(tmp_path / "base" / "model"), out=str(tmp_path / "base" / "model"), data="d")

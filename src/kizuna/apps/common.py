@@ -90,7 +90,7 @@ def check_writable(out, folder_for: str | None = None) -> None:
 
 
 def check_start_outside_out(out, flag: str, model) -> None:
-    """The model a run starts from (``flag``: "--init", "--model") neither ``out`` itself nor inside what a run there
+    """The model a run starts from (``flag``: how the user named it, "--model", "the checkpoint to fine-tune") neither ``out`` itself nor inside what a run there
     moves or writes (OUT/checkpoints*, OUT/model*). A run there sets ``out``'s checkpoints aside and writes
     ``out``/model at its end: `vit finetune base/model --out base` replaced its own starting model, and a second one
     (a retry with another --lr) set the first's checkpoints aside over ``checkpoints.prev``, which held the original
@@ -107,7 +107,7 @@ def check_start_outside_out(out, flag: str, model) -> None:
     inside = real_out in real_model.parents and real_model.relative_to(real_out).parts[0].startswith(
         ("checkpoints", "model"))
     if real_model == real_out or inside:
-        raise ValueError(f"the model to start from ({flag} {model}) is inside --out {out}: a run there sets that "
+        raise ValueError(f"the model to start from ({flag}: {model}) is inside --out {out}: a run there sets that "
                          "folder's checkpoints aside and writes its own model there, over the one it started from "
                          "(a second run deletes the first's set-aside copy); choose another --out (e.g. a new "
                          "folder beside it)")

@@ -396,8 +396,9 @@ def shared_data_hint(path) -> str:
     # by path parts: as text, ../shared_backup/x matched too
     if os.environ.get("KIZUNA_SHARED") or os.path.normpath(str(path)).split(os.sep)[:2] != ["..", "shared"]:
         return ""
-    return (f" (the built-in configs read ../shared relative to the current folder, {os.getcwd()}: set "
-            "KIZUNA_SHARED to the folder holding data/, or pass --data and --val-data, or --eval-retrieval)")
+    # no flag names: they differ by command (eval has no --val-data), and a typed path does not read the variable
+    return (f" (read relative to the current folder, {os.getcwd()}; for a built-in config's data, set KIZUNA_SHARED "
+            "to the folder that holds data/, or give the data's paths yourself)")
 
 
 def resolve_spec(spec: Any) -> list[tuple[str, str]]:

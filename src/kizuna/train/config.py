@@ -419,8 +419,9 @@ def check_common(cfg) -> None:
 
     for name in ("data", "val_data", "eval_zeroshot", "eval_retrieval"):
         check_out_outside_data(cfg.out, f"--{name.replace('_', '-')}", getattr(cfg, name, None))
-    for name in ("init", "model"):
-        check_start_outside_out(cfg.out, f"--{name}", getattr(cfg, name, None))
+    # init: `vit finetune`'s checkpoint argument (a config's `init`); there is no --init flag
+    for name, said in (("init", "the checkpoint to fine-tune"), ("model", "--model")):
+        check_start_outside_out(cfg.out, said, getattr(cfg, name, None))
     need(cfg.keep_last >= 1, "keep_last", ">= 1 (the newest checkpoint is always kept)", cfg.keep_last)
     # "" is the current folder to a path: a training run started from whatever model was there
     need(bool(str(cfg.model).strip()), "model", "a preset name or a checkpoint path", cfg.model)

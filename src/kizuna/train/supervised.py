@@ -562,7 +562,8 @@ class SupervisedTrainer(Trainer):
                 keep_head_for_classes(model, cfg.init, self.classnames)
         else:
             if Path(cfg.model).exists():
-                raise ValueError(f"--model {cfg.model} is a checkpoint; fine-tune it with `kizuna vit finetune` (--init)")
+                raise ValueError(f"--model {cfg.model} is a checkpoint; fine-tune it with `kizuna vit finetune "
+                                 f"{cfg.model} ...` (or a config's `init`)")
             model = kizuna.create_vit(cfg.model, image_size=cfg.image_size or 224, num_classes=self.num_classes,
                                       **cfg.model_overrides)
         if model.head is None or model.cfg.num_classes != self.num_classes:

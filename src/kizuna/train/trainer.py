@@ -535,6 +535,7 @@ class Trainer(ABC):
                     metrics, paused_at = None, time.perf_counter()
                     if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
                         metrics = last_metrics = plan_metrics
+                        self._say_evaluation(metrics, bar)  # (the plan's evaluation was logged, never said)
                     elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                         try:
                             metrics = self.evaluate()
@@ -545,9 +546,7 @@ class Trainer(ABC):
                         if metrics:
                             self.logger.log(self.step, metrics, kind="eval")
                             last_metrics = metrics
-                            line = self.evaluation_line(metrics)
-                            if line and self.dist.is_main:
-                                bar.write(f"step {self.step}: {line}")
+                            self._say_evaluation(metrics, bar)
                     if (saving or last or stop.requested) and epoch_report is None and getattr(
                             self.loader, "epoch_finished", False):
                         # the epoch's report before its checkpoint, which leaves a finished epoch's skips out: a
@@ -585,6 +584,11 @@ class Trainer(ABC):
         bar.close()
         self.logger.close()
         return last_metrics
+
+    def _say_evaluation(self, metrics: dict, bar) -> None:
+        line = self.evaluation_line(metrics)
+        if line and self.dist.is_main:
+            bar.write(f"step {self.step}: {line}")
 
     def _report_epoch_skips(self, bar, unfinished: bool = False) -> str:
         """The end of an epoch: its skipped samples printed and logged (kind "data"), counted over every rank
