@@ -192,7 +192,7 @@ def test_vit_train_from_another_folder_names_kizuna_shared(monkeypatch, tmp_path
     rc = main(["vit", "train", "--config", "vit_cifar10", "--out", str(tmp_path / "r"), "--steps", "1",
                "--threads", "1"])
     err = capsys.readouterr().err
-    assert rc == 2 and "dataset not found" in err and "KIZUNA_SHARED" in err and "--data" in err, err
+    assert rc == 2 and "dataset not found" in err and "KIZUNA_SHARED" in err and "paths yourself" in err, err
     rc = main(["train", "--config", "flickr8k", "--out", str(tmp_path / "c"), "--steps", "1", "--threads", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and "not found: ../shared/data/flickr8k" in err and "KIZUNA_SHARED" in err, err

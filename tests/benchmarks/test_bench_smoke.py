@@ -64,6 +64,7 @@ def _rate_cells(md: str, title: str, column: str) -> list[float]:
     return [float(r.strip("|").split("|")[k].strip().replace(",", "")) for r in rows]
 
 
+@pytest.mark.slow  # 22-29 s of child processes; `make test-slow` (the default suite stays under 10 min)
 def test_quick_train_and_eval_throughput_benchmarks_report_rates(tmp_path):
     # One torch thread: with two OpenMP threads on a busy 2-core machine every op waits at its barrier for
     # a descheduled thread (measured: a demo-model step 20x slower), and this test checks plumbing, not speed.

@@ -43,6 +43,7 @@ def test_onednn_check_steps_aside_while_compiling():
 
 
 @needs_inductor
+@pytest.mark.slow  # 10-22 s of inductor compiling (cold cache); `make test-slow` (default suite < 10 min)
 def test_compiled_vit_training_step_matches_eager():
     torch.manual_seed(0)
     model = kizuna.create_vit("mu/4", image_size=16, num_classes=5, width=32, depth=2, heads=2, mlp_dim=64)
@@ -64,6 +65,7 @@ def test_compiled_vit_training_step_matches_eager():
 
 
 @needs_inductor
+@pytest.mark.slow  # 10-22 s of inductor compiling (cold cache); `make test-slow` (default suite < 10 min)
 def test_compiled_clip_loss_matches_eager():
     """Both towers (the text tower's causal mask and pruned end-of-text block included) in one graph."""
     torch.manual_seed(1)
@@ -229,6 +231,7 @@ def test_compiled_patch_dropout_draws_what_eager_draws():
 
 
 @needs_inductor
+@pytest.mark.slow  # 10-22 s of inductor compiling (cold cache); `make test-slow` (default suite < 10 min)
 def test_a_compiled_text_tower_raises_on_an_id_outside_its_vocabulary():
     """Compiled (the eager check needs a read-back), Inductor's embedding kernel threw a C++ exception on an
     out-of-vocabulary id and the process aborted: a notebook's kernel died. In a child process, so a

@@ -196,6 +196,7 @@ def assert_same_tensors(a: nn.Module, b: nn.Module):
 
 
 # ----- Hugging Face -> kizuna ---------------------------------------------------------------------
+@pytest.mark.slow  # ViT-B/32 size (the tiny models check the same paths in the default suite); `make test-slow`
 def test_hf_clip_b32_matches_transformers(hf_b32, k_b32, b32_io):
     hf, _ = hf_b32
     v, t = k_b32.cfg.vision, k_b32.cfg.text
@@ -497,6 +498,7 @@ def _export_roundtrip(k: ClipModel, export, hf_cls, folder: Path, samples, io=No
     return hf, back
 
 
+@pytest.mark.slow  # ViT-B/32 size (the tiny models check the same paths in the default suite); `make test-slow`
 def test_export_hf_clip_b32(k_b32, b32_io, tmp_path, samples):
     _export_roundtrip(k_b32, export_hf_clip, transformers.CLIPModel, tmp_path, samples, io=b32_io)
     # The exported preprocessing config makes HF's image processor produce kizuna's pixels.
@@ -541,6 +543,7 @@ def test_export_refuses_what_hf_cannot_express(tmp_path):
 
 
 # ----- OpenAI layout --------------------------------------------------------------------------------
+@pytest.mark.slow  # ViT-B/32 size (the tiny models check the same paths in the default suite); `make test-slow`
 def test_openai_layout_roundtrip_b32(k_b32, b32_io, tmp_path):
     sd = kizuna_to_openai(k_b32)
     assert sd["visual.proj"].shape == (768, 512) and sd["text_projection"].shape == (512, 512)

@@ -389,7 +389,7 @@ def test_only_rank_0_reports_and_logs_an_epochs_skipped_samples(monkeypatch):
         written, logged = [], []
         ns = types.SimpleNamespace(loader=types.SimpleNamespace(skips=SkipCounter()), epoch=3,
                                    dist=DistInfo(rank=rank, world_size=2),
-                                   log_skips=lambda skips: logged.append(skips.total))
+                                   log_skips=lambda skips, **kw: logged.append(skips.total))
         report = Trainer._report_epoch_skips(ns, types.SimpleNamespace(write=written.append))
         assert report == summed.report()
         assert (written, logged) == (([], []) if rank else ([f"epoch 3: {summed.report()}"], [5]))
