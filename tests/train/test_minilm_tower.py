@@ -123,6 +123,7 @@ def test_lock_tower_names_the_tower_it_cannot_split(tmp_path):
         lock_tower(_minilm_model().text, 2)
 
 
+@pytest.mark.slow  # ~11 s: two torchrun ranks with the MiniLM tower; `make test-slow` (default suite < 10 min)
 def test_ddp_trains_an_unlocked_minilm_tower(tmp_path):
     """Two gloo ranks, two steps: before, both ranks stopped at step 2 on the pooler's missing gradients."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1] / "src")}

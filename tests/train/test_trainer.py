@@ -896,6 +896,7 @@ def test_a_resume_holds_the_folder_before_it_chooses_its_checkpoint(tmp_path, mo
     assert trainer.step == 3 and (tmp_path / "run").resolve() not in _HELD_LOCKS
 
 
+@pytest.mark.slow  # ~13 s: a demo with a probe in a child process; `make test-slow` (default suite < 10 min)
 def test_the_demo_holds_its_folder_until_its_report_is_written(tmp_path, monkeypatch):
     """train() lets go of OUT, and the demo wrote its report seconds later: a run started in between set the demo
     aside, and the demo's REPORT.md described that run (its log, its throughput)."""
