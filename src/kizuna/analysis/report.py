@@ -181,8 +181,10 @@ def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = F
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _write(out: Path, name: str, numbers: dict) -> dict:
-    numbers = json_safe(numbers)
+def _write(out: Path, name: str, numbers: dict, model: str | None = None) -> dict:
+    """OUT/NAME.json; ``model`` (the analysis target's source) first, so a folder's JSONs each say whose they are
+    (an interrupted `analyze all` into another model's folder mixed the two unmarked)."""
+    numbers = json_safe(numbers if model is None else {"model": model, **numbers})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{name}.json", json.dumps(numbers, indent=2))
     return numbers
@@ -283,10 +285,10 @@ def filters_report(target: AnalysisTarget, out: str | Path, components: int = 28
     title = "Principal components of the " + ("stem filters" if vit.stem is not None else "patch-embedding filters")
     plot_filter_components(comps, out / "filters.png", explained_variance=evr, title=title)
     return _write(out, "filters", {
-        "model": target.source, "filters_of": of, "filter_shape": list(weight.shape[1:]), "num_filters": int(weight.shape[0]),
+        "filters_of": of, "filter_shape": list(weight.shape[1:]), "num_filters": int(weight.shape[0]),
         "components": int(comps.shape[0]), "explained_variance_ratio": evr,
         "explained_variance_total": float(evr.sum()), "figure": "filters.png",
-    })
+    }, model=target.source)
 
 
 def _position_similarity(target: AnalysisTarget) -> torch.Tensor:
@@ -312,10 +314,10 @@ def positions_report(target: AnalysisTarget, out: str | Path) -> dict:
     dist = ((r[:, None] - r[None]).abs() + (c[:, None] - c[None]).abs())
     by_distance = [float(s[dist == d].mean()) for d in range(1, int(dist.max()) + 1)]
     return _write(out, "positions", {
-        "model": target.source, "grid": list(grid), "num_prefix_tokens": cfg.num_prefix_tokens, "row_column": score,
+        "grid": list(grid), "num_prefix_tokens": cfg.num_prefix_tokens, "row_column": score,
         "row_column_ratio": score["ratio"], "similarity_by_manhattan_distance": by_distance,
         "figure": "positions.png",
-    })
+    }, model=target.source)
 
 
 @torch.no_grad()
@@ -385,12 +387,12 @@ def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out:
     plot_attention_distance(list(per_head), px, image_hw, out / "attention_distance.png", grid=grid,
                             stem=target.vit.cfg.stem != "patch")
     return _write(out, "attention_distance", {
-        "model": target.source, "pixels_per_patch": px, "image_size": list(image_hw), "grid": list(grid), "num_images": count,
+        "pixels_per_patch": px, "image_size": list(image_hw), "grid": list(grid), "num_images": count,
         "skipped_images": skipped_images,
         "images_source": images_source, "per_head": per_head, "per_layer_mean": per_head.mean(dim=1),
         "per_layer_min": per_head.amin(dim=1), "per_layer_max": per_head.amax(dim=1),
         "uniform_reference": grid_mean_pairwise_distance(grid, px), "figure": "attention_distance.png",
-    })
+    }, model=target.source)
 
 
 @torch.no_grad()
@@ -419,7 +421,7 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     plot_attention_overlay(_display(target, x[0]), maps, out / "rollout.png", patch_size=target.pixels_per_patch,
                            title=f"Attention rollout ({head_fusion} over heads, discard {discard_ratio:g})")
     peak = int(rmap.flatten().argmax())
-    numbers = {"model": target.source, "image": image_name, "grid": list(grid), "head_fusion": head_fusion, "discard_ratio": discard_ratio,
+    numbers = {"image": image_name, "grid": list(grid), "head_fusion": head_fusion, "discard_ratio": discard_ratio,
                "class_token": pooled_token, "pool": target.vit.cfg.pool, "rollout_map": rmap, "peak_patch": [peak // grid[1], peak % grid[1]],
                "figure": "rollout.png"}
     if target.kind == "vit" and target.vit.head is not None:
@@ -428,7 +430,7 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
         names = list(labels) if labels else target.classnames  # the names the predict panel gives (--labels)
         numbers["prediction"] = {"class": k, "probability": float(probs[k]),
                                  "label": names[k] if names and k < len(names) else None}
-    return _write(out, "rollout", numbers)
+    return _write(out, "rollout", numbers, model=target.source)
 
 
 def _predicts(target: AnalysisTarget, labels: Sequence[str] | None) -> bool:
@@ -527,10 +529,10 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
                           top_k=top_k)
     order = torch.sort(probs, descending=True, stable=True).indices.tolist()  # ties to the lower index, as the panel
     return _write(out, "predict", {
-        "model": target.source, "image": image_name, "method": method, "labels": labels, "templates": templates, "probs": probs,
+        "image": image_name, "method": method, "labels": labels, "templates": templates, "probs": probs,
         "top": [[labels[i], float(probs[i])] for i in order[:top_k]], "true_label": true_label,
         "figure": "predict.png",
-    })
+    }, model=target.source)
 
 
 def check_report(target: AnalysisTarget, labels: Sequence[str] | None = None,

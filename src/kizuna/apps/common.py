@@ -89,19 +89,27 @@ def check_writable(out, folder_for: str | None = None) -> None:
         raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
 
 
-def check_start_outside_out(out, flag: str, model) -> None:
-    """The model a run starts from (``flag``: how the user named it, "--model", "the checkpoint to fine-tune") neither ``out`` itself nor inside what a run there
-    moves or writes (OUT/checkpoints*, OUT/model*). A run there sets ``out``'s checkpoints aside and writes
-    ``out``/model at its end: `vit finetune base/model --out base` replaced its own starting model, and a second one
-    (a retry with another --lr) set the first's checkpoints aside over ``checkpoints.prev``, which held the original
-    run: no copy of the starting model was left. A preset name (not a path here) is fine."""
+def _real_path(path):
+    """``path`` with "~", "..", and symlinks resolved: the overlap checks below compare real paths (a symlink, "..",
+    or "~" on one side only hid the overlap)."""
     import os
     from pathlib import Path
 
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def check_start_outside_out(out, flag: str, model) -> None:
+    """The model a run starts from (``flag``: how the user named it, "--model", "the checkpoint to fine-tune")
+    neither ``out`` itself nor inside what a run there moves or writes (OUT/checkpoints*, OUT/model*). A run there
+    sets ``out``'s checkpoints aside and writes ``out``/model at its end: `vit finetune base/model --out base`
+    replaced its own starting model, and a second one (a retry with another --lr) set the first's checkpoints aside
+    over ``checkpoints.prev``, which held the original run: no copy of the starting model was left. A preset name
+    (not a path here) is fine."""
+    import os
+
     if not out or not str(out).strip() or not model or not os.path.exists(os.path.expanduser(str(model))):
         return
-    real_out = Path(os.path.realpath(os.path.expanduser(str(out))))
-    real_model = Path(os.path.realpath(os.path.expanduser(str(model))))
+    real_out, real_model = _real_path(out), _real_path(model)
     # where a run moves or writes: OUT/checkpoints* and OUT/model* (a model elsewhere in OUT, e.g. OUT/pretrained,
     # is left alone by the run and fine)
     inside = real_out in real_model.parents and real_model.relative_to(real_out).parts[0].startswith(
@@ -121,17 +129,15 @@ def check_out_outside_data(out, flag: str, data) -> None:
     An --out that holds the data (d inside --out) is fine. Only a local folder is checked: a file, a CSV or a shard
     spec ("dir/{000000..000009}.tar" names its shards) reads nothing it did not name."""
     import os
-    from pathlib import Path
 
     if not out or not str(out).strip():
         return
-    # real paths: a symlink, "..", or "~" on one side only hid the overlap
-    real_out = Path(os.path.realpath(os.path.expanduser(str(out))))
+    real_out = _real_path(out)
     for given in ([data] if isinstance(data, (str, os.PathLike)) else list(data or ())):
         # os.path.isdir: a `::` list of shards is one long string, which Path.is_dir raised on (ENAMETOOLONG)
         if not given or not str(given).strip() or not os.path.isdir(os.path.expanduser(str(given))):
             continue
-        real_data = Path(os.path.realpath(os.path.expanduser(str(given))))
+        real_data = _real_path(given)
         if real_out == real_data or real_data in real_out.parents:
             where = f"is {flag} {given} itself" if real_out == real_data else f"is inside {flag} {given}"
             raise ValueError(f"--out {out} {where}: what is written there would be read back as data "

@@ -644,7 +644,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     # shard itself, so the result's skip counts (results.json details.skipped, the printed summary) name it.
     for shard in index.damaged:
         skips.add("damaged_shard", shard)
-    rejected = dict(getattr(index, "rejected_at", {}))
+    rejected = dict(index.rejected_at)
     if task is None:
         has_labels = index.has_labels if labels_override is None else bool((labels_override >= 0).any())
         task = "classification" if has_labels else "retrieval" if index.has_captions else None
@@ -670,14 +670,12 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     if outside is not None and outside[:end].any():
         skips.add("image_outside_class_folder", index.where(int(np.argmax(outside[:end]))),
                   n=int(outside[:end].sum()))
-    if task == "classification":
-        unlabelled = ~usable[:end]
-        if outside is not None:
-            unlabelled &= ~outside[:end]
-        if unlabelled.any():
-            skips.add("missing_label", index.where(int(np.argmax(unlabelled))), n=int(unlabelled.sum()))
-    elif (~usable[:end]).any():
-        skips.add("missing_caption", index.where(int(np.argmax(~usable[:end]))), n=int((~usable[:end]).sum()))
+    lacking = ~usable[:end]
+    if outside is not None:  # (an ImageFolder, so classification) counted above, not again as missing_label
+        lacking &= ~outside[:end]
+    if lacking.any():
+        skips.add("missing_label" if task == "classification" else "missing_caption",
+                  index.where(int(np.argmax(lacking))), n=int(lacking.sum()))
     if cut:  # and those indexing rejected (no label or caption for the task) past that sample
         for reason, at in rejected.items():
             skips.drop_last(reason, int((at >= end).sum()))
@@ -961,7 +959,7 @@ def _group_captions(index: SampleIndex) -> SampleIndex:
     rows = sorted(first.values())
     sel = np.asarray(rows, dtype=np.int64)
     # a row rejected after p rows comes after the images whose first row is before it
-    rejected = {r: np.searchsorted(sel, at, side="left") for r, at in getattr(index, "rejected_at", {}).items()}
+    rejected = {r: np.searchsorted(sel, at, side="left") for r, at in index.rejected_at.items()}
     return SampleIndex(index.sources, index.kinds, index.source_ids[sel], [index.keys[i] for i in rows],
                        index.offsets[sel], index.sizes[sel], [index.paths[i] for i in rows],
                        [tuple(caps[files[i]]) for i in rows], index.labels[sel], index.skips, index.damaged,

@@ -51,12 +51,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from array import array
-from fractions import Fraction
 import sys
 import time
 import warnings
+from array import array
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 
 import torch
 
@@ -79,7 +79,7 @@ class TimeBudget:
     calibrate_steps: int = 20  # timed steps the plan is based on (after the first SKIP_FIRST)
     margin: float = 0.03  # share of the budget kept free for what the plan cannot see (checkpoints, jitter)
     start: float = field(default_factory=time.perf_counter)
-    step_times: "array" = field(default_factory=lambda: array("d"))  # 8 bytes a step (a list's floats: 32)
+    step_times: array = field(default_factory=lambda: array("d"))  # 8 bytes a step (a list's floats: 32)
     replan_steps: list = field(default_factory=list)  # steps at which the plan is corrected (set by the plan)
     spent_before: float = 0.0  # seconds of this budget a killed run spent before the checkpoint it resumed from
     eval_times: list = field(default_factory=list)  # the evaluations' durations since the plan (corrections read them)

@@ -302,7 +302,8 @@ class ContrastiveTrainer(Trainer):
                 if self.dist.is_main:
                     from .evaluation import synthetic_probe_metrics
 
-                    metrics.update(synthetic_probe_metrics(self.model, self.tokenizer, n_per_task=cfg.eval_max_samples or 200,
+                    metrics.update(synthetic_probe_metrics(self.model, self.tokenizer,
+                                                          n_per_task=cfg.eval_max_samples or 200,
                                                           progress=cfg.progress))
             zeroshot = "" if cfg.eval_zeroshot == "synthetic" else cfg.eval_zeroshot
             if zeroshot or cfg.eval_retrieval:  # beside the probes too (it was skipped on synthetic data)

@@ -6,8 +6,9 @@ as one run. A fresh run into a folder that already holds a metrics.jsonl starts 
 (``MetricLogger(..., fresh=True)``): the earlier run's log is moved to ``metrics.jsonl.prev`` rather
 than deleted, and readers of the folder (plots, reports, ``kizuna analyze compare-runs``) see one run.
 A run's log and TensorBoard events are set aside with its checkpoints, as one unit with what else the trainer
-writes in OUT (curves.png, a ViT's model/, the demo's report) (:func:`set_aside_with_checkpoints`); a log with no checkpoints beside it never replaces the .prev log
-that checkpoints.prev has (it goes to ``metrics.jsonl.no-checkpoint``).
+writes in OUT (curves.png, a ViT's model/, the demo's report) (:func:`set_aside_with_checkpoints`); a log with
+no checkpoints beside it never replaces the .prev log that checkpoints.prev has (it goes to
+``metrics.jsonl.no-checkpoint``).
 """
 from __future__ import annotations
 
