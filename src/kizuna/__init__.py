@@ -108,10 +108,10 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
     or a preprocess dict (``model.cfg.preprocess``). A supervised ViT's preprocessing is stored beside its
     weights, not in its config: a ViT loaded by :func:`create_model` carries it (``model.preprocess_config``);
     for another, pass that dict (``kizuna.analysis.report.read_extra(path)["preprocess"]``)."""
-    from .data.transforms import Preprocess, preprocess_from_config
+    from .data.transforms import preprocess_from_config
 
-    if model_or_cfg is None:
-        return Preprocess()
+    if model_or_cfg is None:  # CLIP's defaults, for training too (it returned the evaluation transform, dropping
+        return preprocess_from_config({}, train=train, **train_overrides)  # train=True and its settings)
     if isinstance(getattr(model_or_cfg, "preprocess_config", None), dict):  # a ViT loaded from its checkpoint
         return preprocess_from_config(model_or_cfg.preprocess_config, train=train, **train_overrides)
     obj = model_or_cfg.cfg if hasattr(model_or_cfg, "cfg") else model_or_cfg

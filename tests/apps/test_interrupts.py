@@ -183,7 +183,7 @@ def test_the_training_loops_own_sigterm_handling_wins_inside_the_cli(monkeypatch
 
     assert main(_patch_run(monkeypatch, run)) == 0
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    assert seen == {"requested": True, "back": True}
+    assert seen == {"requested": "SIGTERM", "back": True}
 
 
 @pytest.mark.parametrize("kind", ["ignored", "a host's handler"])

@@ -42,7 +42,7 @@ def test_help_under_an_ascii_locale(tmp_path):
     out = _ok(_kizuna("--help", cwd=tmp_path))
     assert "kizuna (\\u7d46)" in out and "COMMAND" in out
     bare = _kizuna(cwd=tmp_path)
-    assert bare.returncode == 2 and b"Traceback" not in bare.stderr and b"COMMAND" in bare.stdout
+    assert bare.returncode == 2 and b"Traceback" not in bare.stderr and b"COMMAND" in bare.stderr  # help on stderr
     # stdout closed (`>&-`): the help goes to os.devnull, which failed on the kanji too
     closed = subprocess.run(["sh", "-c", '"$0" "$@" >&-', sys.executable, "-c", RUN, "--help"], cwd=tmp_path,
                             env=_ascii_locale(), stderr=subprocess.PIPE, timeout=300)

@@ -43,7 +43,9 @@ def test_labels_from_a_pipe_are_read_as_a_file(tmp_path):
     with _pipe(tmp_path, "cat\ndog\n") as fifo:
         assert parse_labels(fifo) == ["cat", "dog"]
     (tmp_path / "cat").mkdir()  # a folder is no file: the value stays a typed label
-    assert parse_labels(str(tmp_path / "cat")) == [str(tmp_path / "cat")]
+    assert parse_labels(str(tmp_path / "cat"), minimum=1) == [str(tmp_path / "cat")]
+    with pytest.raises(ValueError, match=r"1 label .* \(a folder, not a file of labels\)"):  # one label: refused
+        parse_labels(str(tmp_path / "cat"))
 
 
 def test_templates_from_a_pipe_are_read_as_a_file(tmp_path):

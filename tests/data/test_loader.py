@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -345,3 +346,39 @@ class D(torch.utils.data.Dataset):
         return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 """
     assert "first batch: [-15, -15]" in _through_a_worker(forks, 2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
+def test_a_worker_ended_by_sigterm_leaves_no_temp_folder(tmp_path):
+    """A worker that had sent batches had started multiprocessing's resource sharer: its os._exit skipped the clean-up,
+    and every SIGTERM (a scheduler's, `kill -TERM -PGID`) left $TMPDIR/pymp-*/listener-* behind."""
+    import subprocess
+
+    script = """
+import multiprocessing, os, signal, torch
+from kizuna.data.loader import make_loader
+from kizuna.data.sampler import EpochSampler
+class D(torch.utils.data.Dataset):
+    def __len__(self):
+        return 64
+    def __getitem__(self, i):
+        return torch.zeros(1000)
+loader = make_loader(D(), EpochSampler(64, 4, shuffle=False), num_workers=2, pin_memory=False,
+                     collate=lambda items: {"x": torch.stack(items)})
+batches = iter(loader.dataloader)
+for _ in range(4):
+    next(batches)
+workers = multiprocessing.active_children()
+for w in workers:
+    os.kill(w.pid, signal.SIGTERM)
+for w in workers:
+    w.join(30)
+print("exit codes:", [w.exitcode for w in workers])
+"""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(temp)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exit codes: [0, 0]" in done.stdout
+    assert sorted(p.name for p in temp.iterdir()) == []

@@ -63,3 +63,21 @@ def test_a_suite_that_draws_no_scatter_removes_an_earlier_suites(tmp_path):
     write_results([_robustness("a", 0.9, 0.5)], tmp_path)
     assert not (tmp_path / "robustness_scatter.png").exists()
     assert "robustness_scatter.png" not in (tmp_path / "results.md").read_text()
+
+
+def test_a_second_evaluation_into_the_same_out_removes_the_plots_the_first_listed(tmp_path):
+    """`eval zeroshot --out out` on dataset A, then on B: results.json named only B's confusion PNG, A's stayed
+    beside it. Only the plots an earlier results.json listed go; a user's own files stay."""
+    def record(plot):
+        return {"dataset": "d", "model": "m", "pretrained": "none", "task": "zeroshot_classification",
+                "language": "en", "metrics": {"acc1": 0.5}, "details": {"plots": [plot]}}
+
+    for name in ("m__a__confusion.png", "mine.png"):
+        (tmp_path / name).write_bytes(b"png")
+    write_results([record("m__a__confusion.png")], tmp_path)
+    (tmp_path / "m__b__confusion.png").write_bytes(b"png")
+    write_results([record("m__b__confusion.png")], tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["m__b__confusion.png", "mine.png"]
+    (tmp_path / "results.json").write_text('{"not": "a suite\'s"}')  # another command's results.json: nothing goes
+    write_results([record("m__c__confusion.png")], tmp_path)
+    assert (tmp_path / "m__b__confusion.png").exists()

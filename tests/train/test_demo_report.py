@@ -153,3 +153,47 @@ def test_the_report_says_its_numbers_are_the_final_models_and_which_step_best_is
         "training.")
     assert which_model(tmp_path / "none", 400, "x") == "These are the final model's results (step 400, " \
                                                         "`checkpoints/latest`)."
+
+
+@pytest.mark.parametrize("signame, raised", [("SIGINT", KeyboardInterrupt), ("SIGTERM", "Terminated")])
+def test_a_stop_asked_during_the_last_step_skips_the_final_evaluation(tiny_demo_config, tmp_path, monkeypatch,
+                                                                       capsys, signame, raised):
+    """Ctrl-C (or a scheduler's SIGTERM) during the last step printed "stopping after this step", then the demo ran
+    its ~45 s of final probes anyway, wrote REPORT.md and exited 0."""
+    import os
+    import signal
+
+    import kizuna.train.evaluation as evaluation
+    from kizuna.apps.cli import Terminated
+    from kizuna.train.contrastive import ContrastiveTrainer
+
+    raised = Terminated if raised == "Terminated" else raised
+    real_finish = ContrastiveTrainer.finish
+
+    def finish_with_a_signal(self, metrics):  # the last step, before its checkpoint
+        os.kill(os.getpid(), getattr(signal, signame))
+        return real_finish(self, metrics)
+
+    real, calls = evaluation.synthetic_probe_metrics, []
+
+    def probes(*a, **k):  # the training's own evaluation (its last step) runs; the demo's final one must not
+        calls.append(1)
+        assert len(calls) == 1, "the final evaluation ran after the stop"
+        return real(*a, **k)
+
+    monkeypatch.setattr(ContrastiveTrainer, "finish", finish_with_a_signal)
+    monkeypatch.setattr(evaluation, "synthetic_probe_metrics", probes)
+    monkeypatch.setattr(train_config, "load_config_file", _without_time_limit(train_config.load_config_file))
+    with pytest.raises(raised):
+        _run_demo(tmp_path / "demo")
+    err = capsys.readouterr().err
+    said = "Ctrl-C" if signame == "SIGINT" else "SIGTERM"
+    assert f"kizuna demo: {said} during the last step: the trained model is saved in " in err
+    assert (tmp_path / "demo" / "checkpoints" / "latest").read_text().strip() == "step_0000003"
+    assert not (tmp_path / "demo" / "REPORT.md").exists()
+
+
+def _without_time_limit(load):
+    def shrunk(name):
+        return {**load(name), "steps": 3, "time_limit_minutes": 0}
+    return shrunk

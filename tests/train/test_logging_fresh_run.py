@@ -3,6 +3,8 @@ appending. Before, every run appended, so `kizuna demo` run twice into one --out
 both runs as one (its loss curve jumped back to step 10)."""
 from __future__ import annotations
 
+import pytest
+
 from kizuna.train.logging import MetricLogger, read_metrics, set_aside_previous_log
 
 
@@ -42,6 +44,16 @@ def test_nothing_to_set_aside(tmp_path, capsys):
     assert not (tmp_path / "rank1").exists()
 
 
+@pytest.fixture
+def event_files_in_order(monkeypatch):
+    """TensorBoard reads a folder's event files in name order: time (s), host, pid, then a per-process counter,
+    which earlier tests in this process may have taken past 9 ("...10" sorts before "...8"): these tests open
+    several writers in one second of one process, where a resume is a new process."""
+    from tensorboard.summary.writer import event_file_writer
+
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(0))
+
+
 def _tensorboard_steps(folder) -> list[int]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -50,7 +62,7 @@ def _tensorboard_steps(folder) -> list[int]:
     return [e.step for e in events.Scalars("train/loss")]
 
 
-def test_tensorboard_follows_the_log_on_a_fresh_run_and_a_resume(tmp_path):
+def test_tensorboard_follows_the_log_on_a_fresh_run_and_a_resume(tmp_path, event_files_in_order):
     """metrics.jsonl was set aside (fresh run) or trimmed (resume), but TensorBoard kept the earlier run's
     events: one curve going back to step 1, or the killed run's steps after its checkpoint twice."""
     def run(steps, fresh=False, resume_at=None):
@@ -66,4 +78,28 @@ def test_tensorboard_follows_the_log_on_a_fresh_run_and_a_resume(tmp_path):
     assert _tensorboard_steps(tmp_path) == [1, 2, 3]
     assert (tmp_path / "tensorboard.prev").is_dir()
     run([3, 4, 5], resume_at=2)  # killed after step 3, resumed from its checkpoint at step 2
+    assert _tensorboard_steps(tmp_path) == [1, 2, 3, 4, 5]
+
+
+def test_a_resume_leaves_no_empty_event_file(tmp_path, event_files_in_order):
+    """The writer was opened at the start and again by drop_after (with the purge step): every resume left an
+    88-byte event file holding no event."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    logger = MetricLogger(tmp_path)
+    for step in (1, 2, 3):
+        logger.log(step, {"loss": 1.0 / step})
+    logger.close()
+    for resume_at in (2, 3):
+        logger = MetricLogger(tmp_path)
+        logger.drop_after(resume_at)
+        logger.log(resume_at + 1, {"loss": 0.5})
+        logger.close()
+    files = sorted((tmp_path / "tensorboard").iterdir())
+    assert len(files) == 3  # one per run, none empty
+    for f in files:
+        assert any(e.HasField("summary") for e in EventFileLoader(str(f)).Load()), f.name
+    assert _tensorboard_steps(tmp_path) == [1, 2, 3, 4]
+    logger.log(5, {"loss": 0.25})  # a record after close() goes on into a writer of its own, without a purge
+    logger.close()
     assert _tensorboard_steps(tmp_path) == [1, 2, 3, 4, 5]

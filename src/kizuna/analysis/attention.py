@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from kizuna.analysis.position import _as_grid
 from kizuna.models.vit import interpolate_2d
 
 __all__ = [
@@ -36,15 +37,6 @@ __all__ = [
 ]
 
 _HEAD_FUSIONS = ("mean", "max", "min")
-
-
-def _as_grid(grid: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(grid, int):
-        return grid, grid
-    h, w = (int(g) for g in grid)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"grid must be positive, got {(h, w)}")
-    return h, w
 
 
 def _float(t: Tensor) -> Tensor:

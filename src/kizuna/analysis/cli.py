@@ -166,7 +166,6 @@ def add_arguments(p):
             a.add_argument("--true-label", default=None, help="highlight this label in the panel (default: none)")
             a.add_argument("--top", type=at_least_one, default=5, help="classes in the panel (default 5)")
         add_threads_argument(a)
-    p.set_defaults(_analyze_parser=p)
 
 
 def _one_image(args, target):
@@ -176,9 +175,8 @@ def _one_image(args, target):
 
 
 def run(args):
-    if not getattr(args, "analyze_command", None):
-        args._analyze_parser.print_help()
-        return 2
+    if not getattr(args, "analyze_command", None):  # as `kizuna eval` without a task: one error line (it printed
+        raise ValueError(f"choose an action: {', '.join(ACTIONS)} (see kizuna analyze --help)")  # the help, rc 2)
     from kizuna.apps.zeroshot import parse_labels
     from kizuna.data.sources import SkipCounter
 
@@ -192,7 +190,7 @@ def run(args):
     if args.analyze_command == "compare-runs":
         from .runs import compare_runs, format_table
 
-        labels = parse_labels(args.labels) if args.labels else None
+        labels = parse_labels(args.labels, minimum=1) if args.labels else None
         group_by = [x.strip() for x in args.group_by.split(",") if x.strip()]
         numbers = compare_runs(args.runs, args.out, args.metric, labels, args.panel_by, group_by, args.train_window,
                                colour_by=args.colour_by, mode=args.mode)

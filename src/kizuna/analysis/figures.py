@@ -355,12 +355,13 @@ def plot_attention_overlay(
         if t.dim() != 2:
             raise ValueError(f"map {name!r} must be [h, w], got shape {tuple(t.shape)}")
         up = _overlay_map(t, (H, W), patch_size)
+        finite = up[np.isfinite(up)]  # an all-NaN map (a diverged model, warned about by its report) is blank,
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)  # not numpy's warning
         if normalize:
-            lo, hi = float(np.nanmin(up)), float(np.nanmax(up))
             up = (up - lo) / (hi - lo) if hi > lo else np.where(np.isnan(up), np.nan, 0.0)
             vmin, vmax = 0.0, 1.0
         else:
-            vmin, vmax = float(np.nanmin(up)), float(np.nanmax(up))
+            vmin, vmax = lo, hi
         ax.imshow(img)
         im = ax.imshow(up, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
         # wrapped and smaller: a long title ran into the previous panel's colour bar

@@ -22,9 +22,9 @@ __all__ = [
 
 
 def _as_grid(grid: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(grid, int):
-        return grid, grid
-    h, w = (int(g) for g in grid)
+    """(rows, columns) of a patch grid given as one side or a pair; a side below 1 is a ValueError (-2 was
+    torch's "invalid shape dimension")."""
+    h, w = (grid, grid) if isinstance(grid, int) else (int(g) for g in grid)
     if h <= 0 or w <= 0:
         raise ValueError(f"grid must be positive, got {(h, w)}")
     return h, w

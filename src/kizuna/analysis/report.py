@@ -382,6 +382,7 @@ def attention_distance_report(target: AnalysisTarget, images: torch.Tensor, out:
     ``skipped_images``: how many images were unreadable (:func:`load_images`' ``skips``), recorded."""
     out = Path(out)
     per_head, grid, px = attention_distance_per_head(target, images, progress)
+    _warn_if_not_finite(target, per_head, "attention distances")
     count = len(images)
     image_hw = tuple(images.shape[-2:])  # the input's; grid * px is not it off a multiple (32 for 30 or 36 px)
     plot_attention_distance(list(per_head), px, image_hw, out / "attention_distance.png", grid=grid,
@@ -418,6 +419,7 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     else:
         rmap = roll[0, prefix:, prefix:].mean(dim=0).reshape(grid)
         maps = {"attention rollout (mean over patch tokens)": rmap}
+    _warn_if_not_finite(target, rmap, "rollout map")
     plot_attention_overlay(_display(target, x[0]), maps, out / "rollout.png", patch_size=target.pixels_per_patch,
                            title=f"Attention rollout ({head_fusion} over heads, discard {discard_ratio:g})")
     peak = int(rmap.flatten().argmax())
@@ -431,6 +433,16 @@ def rollout_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
         numbers["prediction"] = {"class": k, "probability": float(probs[k]),
                                  "label": names[k] if names and k < len(names) else None}
     return _write(out, "rollout", numbers, model=target.source)
+
+
+def _warn_if_not_finite(target: AnalysisTarget, values: torch.Tensor, what: str) -> None:
+    """NaN or inf attention (a diverged run) is kept as NaN, null in the JSON (over-training plots it as a gap);
+    said, as `vit eval` and `analyze predict` refuse such a model's features: the command wrote nulls and an
+    empty figure under "wrote ..." and nothing else."""
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
+        warnings.warn(f"{target.source}: {bad} of {values.numel()} {what} are NaN or inf (null in the JSON): the "
+                      "model's attention is not finite (a diverged run?)", RuntimeWarning, stacklevel=3)
 
 
 def _predicts(target: AnalysisTarget, labels: Sequence[str] | None) -> bool:

@@ -28,9 +28,7 @@ from pathlib import Path
 from statistics import mean, median, pstdev
 from typing import Sequence
 
-import torch
-
-from kizuna.train.checkpointing import CheckpointManager, lower_is_better
+from kizuna.train.checkpointing import CheckpointManager, lower_is_better, read_train_state
 from kizuna.train.logging import read_metrics
 
 __all__ = ["load_run", "compare_runs"]
@@ -56,12 +54,9 @@ def _train_config(run: Path) -> dict:
     state_file = ckpt / "train_state.pt" if ckpt is not None else None
     if state_file is None or not state_file.is_file():
         return {}
-    try:
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged state file must not pass for a run without settings
-        raise ValueError(f"{state_file}: cannot be read as a kizuna training state ({e})") from e
-    if not isinstance(state, dict):
-        raise ValueError(f"{state_file}: not a kizuna training state (a {type(state).__name__}, not a dict)")
+    # a damaged state file must not pass for a run without settings; named as a resume names it (an empty one
+    # was "cannot be read as a kizuna training state ()", junk a bare KeyError's number)
+    state = read_train_state(ckpt, mmap=True)
     config = state.get("train_config")
     return {} if config is None else _settings(config, f"{state_file} (its train_config)",
                                                "write the settings to RUN/train_config.json, which is read first")

@@ -287,8 +287,8 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
-    if not getattr(args, "_run", None):
-        parser.print_help()
+    if not getattr(args, "_run", None):  # `kizuna` alone: the help, on stderr as the error it is (rc 2)
+        parser.print_help(sys.stderr)
         return 2
     _expand_home(args)
     from kizuna.data.images import ImageError

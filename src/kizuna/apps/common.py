@@ -80,11 +80,18 @@ def check_writable(out, folder_for: str | None = None) -> None:
     from pathlib import Path
 
     out = Path(os.path.expanduser(str(out)))
-    if folder_for and out.is_file():
-        raise ValueError(f"--out {out} is a file; give a folder for {folder_for}")
-    folder = out if folder_for else out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    try:
+        if folder_for and out.is_file():
+            raise ValueError(f"--out {out} is a file; give a folder for {folder_for}")
+        folder = out if folder_for else out.parent
+        while not folder.exists() and folder != folder.parent:
+            if os.path.islink(folder):  # a link to nothing (or a loop of links) "does not exist" either: the
+                # check passed and the write failed after the work as "[Errno 17] File exists"
+                raise ValueError(f"--out {out}: {folder} is a symbolic link to {os.readlink(folder)}, which does "
+                                 "not exist (or loops); create its target, or choose another --out")
+            folder = folder.parent
+    except OSError as e:  # a name longer than the file system takes (ENAMETOOLONG): a traceback before
+        raise ValueError(f"--out {out}: {e.strerror or e}; choose another --out") from None
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
 

@@ -21,7 +21,10 @@ def add_arguments(p):
     p.epilog = "Prints one table per image (label, probability); writes no files."
 
 
-def parse_labels(spec: str) -> list[str]:
+def parse_labels(spec: str, minimum: int = 2) -> list[str]:
+    """The --labels value: comma-separated labels, or a file with one per line. At least ``minimum`` (two to
+    choose between, for a prediction: one label came out as 100% of a mistyped file name; compare-runs' run
+    labels pass 1)."""
     from kizuna.apps.cli import text_argument
     from kizuna.eval.datasets import is_file_argument, numbered_lines
 
@@ -41,6 +44,11 @@ def parse_labels(spec: str) -> list[str]:
         raise ValueError(f"--labels: repeated label(s) {', '.join(map(repr, repeated))}")
     if not labels:
         raise ValueError(f"no labels in {spec!r}")
+    if len(labels) < minimum:
+        named = "" if is_file or "," in spec else " (a folder, not a file of labels)" if path.is_dir() else \
+            " (and no file of that name)"
+        raise ValueError(f"--labels {spec}: {len(labels)} label ({labels[0]!r}){named}: a prediction needs at least "
+                         f"{minimum} to choose between; give them comma-separated or in a file, one per line")
     return labels
 
 

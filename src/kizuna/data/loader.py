@@ -129,7 +129,27 @@ class _WorkerInit:
         while True:
             signals = os.read(wake, 64)
             if signal.SIGTERM in signals and not self.flag.value:
+                _run_exit_finalizers(timeout=2.0)
                 os._exit(0)
+
+
+def _run_exit_finalizers(timeout: float) -> None:
+    """multiprocessing's exit clean-up, which os._exit skips: a worker that had sent batches had started its
+    resource sharer, whose socket folder ($TMPDIR/pymp-*/listener-*) every SIGTERM left behind. In a thread of its
+    own, given ``timeout`` seconds: the worker must end whatever the clean-up does."""
+    import threading
+    from multiprocessing import util
+
+    def finalize():
+        try:
+            util._run_finalizers(0)  # as multiprocessing's own exit does: the listener first, then the rest
+            util._run_finalizers()
+        except Exception:  # noqa: BLE001 - leaving a folder behind is better than not ending
+            pass
+
+    cleanup = threading.Thread(target=finalize, daemon=True, name="kizuna-exit-cleanup")
+    cleanup.start()
+    cleanup.join(timeout)
 
 
 def worker_init(then: Callable | None = None) -> _WorkerInit:

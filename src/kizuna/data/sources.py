@@ -550,6 +550,10 @@ class SampleIndex:
             b.sizes.extend(part.sizes.tolist())
             b.paths.extend(part.paths)
             b.captions.extend(part.captions)
+            # where each part rejected samples, counted in the joined index's usable samples (it was dropped:
+            # a count over the first N then covered every part's rejections)
+            for reason, at in part.rejected_at.items():
+                b.rejected_at.setdefault(reason, []).extend((at + len(b.labels)).tolist())
             b.labels.extend(part.labels.tolist())
             b.skips.update(part.skips)
             b.damaged.extend(part.damaged)

@@ -1,4 +1,4 @@
-"""Seekable index of WebDataset tar shards.
+r"""Seekable index of WebDataset tar shards.
 
 A shard is scanned once with :mod:`tarfile` (headers only, plus the tiny ``.txt``/``.cls`` members);
 afterwards every image is read with one positioned read (``os.pread(fd, size, offset_data)``), so a

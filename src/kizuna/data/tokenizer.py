@@ -373,8 +373,10 @@ class BpeTokenizer:
         """(the ids of all `texts` back to back, each text's id count). Plain texts go through the batched
         word cache, the others are cleaned one by one (ftfy, html) and encoded whole in Rust. With
         `require_text`, a text with nothing left after cleaning raises ValueError."""
-        if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):  # ("a str or a list of str,
+            # got str" refused one text by the rule it stated: __call__ wraps one str, encode_batch does not)
+            raise TypeError(f"texts must be a list of str, got {type(texts).__name__}"
+                            + ("; for one text use encode(text)" if isinstance(texts, str) else ""))
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")

@@ -8,12 +8,13 @@ crops (see ``PairDataset``), instead of reading hidden global RNG state.
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance
 
 from .images import upright
 
@@ -85,8 +86,11 @@ def _size_pair(size) -> tuple[int, int]:
 def center_crop(img: Image.Image, size) -> Image.Image:
     th, tw = _size_pair(size)
     w, h = img.size
-    if w < tw or h < th:  # pad small images (as torchvision does) rather than fail
-        img = ImageOps.pad(img, (max(w, tw), max(h, th)), color=(0, 0, 0), centering=(0.5, 0.5))
+    if w < tw or h < th:  # pad small images with black, centred (as torchvision does) rather than fail; not
+        # ImageOps.pad, which scales the image up to fill the new size first (10x5 -> 20x20 was 200 image pixels)
+        canvas = Image.new(img.mode, (max(w, tw), max(h, th)))
+        canvas.paste(img, ((canvas.width - w) // 2, (canvas.height - h) // 2))
+        img = canvas
         w, h = img.size
     left = int(round((w - tw) / 2.0))
     top = int(round((h - th) / 2.0))
@@ -130,15 +134,46 @@ def check_normalisation(mean, std) -> None:
     checkpoint with a std of 0 gave inf/NaN pixels and NaN embeddings, written or printed as results. A
     ValueError naming the config field."""
     for key, values in (("mean", mean), ("std", std)):
-        try:
+        try:  # text ("0.5") is no number: ["0.5", ...] failed inside torch as "too many dimensions 'str'"
+            if isinstance(values, (str, bytes)) or any(isinstance(v, (str, bytes, bool)) for v in values):
+                raise TypeError
             numbers = [float(v) for v in values]
         except (TypeError, ValueError):
-            raise ValueError(f"preprocess {key} must be numbers, one per RGB channel, got {values!r} (the "
-                             '"preprocess" of the model\'s config.json)') from None
+            numbers = None
+        if numbers is None or len(numbers) != 3:  # two or four failed as a reshape traceback at the first image
+            raise ValueError(f"preprocess {key} must be 3 numbers, one per RGB channel, got {values!r} (the "
+                             '"preprocess" of the model\'s config.json)')
         if not all(math.isfinite(v) for v in numbers) or (key == "std" and not all(v > 0 for v in numbers)):
             need = "finite and above 0 (the pixels are divided by it)" if key == "std" else "finite"
             raise ValueError(f"preprocess {key} must be {need}, got {numbers!r} (the \"preprocess\" of the "
                              "model's config.json)")
+
+
+def check_geometry(image_size, interpolation: str, resize_mode: str = "shortest", crop_pct=1.0) -> None:
+    """A preprocess config's size, resampling filter, resize mode and crop fraction. Unchecked, a hand-edited or
+    foreign config.json failed at the first image as a KeyError or IndexError traceback ("lanczos", [32]), read
+    "32" as 3 x 2 pixels, or ran another preprocessing without a word (any resize_mode but "squash" was
+    "shortest"). A ValueError naming the config field."""
+    where = '(the "preprocess" of the model\'s config.json)'
+
+    def whole(v) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+
+    if not (whole(image_size) or (isinstance(image_size, (list, tuple)) and len(image_size) == 2
+                                  and all(whole(v) for v in image_size))):
+        raise ValueError(f"preprocess image_size must be a whole number of pixels or [height, width], got "
+                         f"{image_size!r} {where}")
+    if interpolation not in INTERPOLATION:
+        raise ValueError(f"preprocess interpolation must be one of {', '.join(INTERPOLATION)}, got "
+                         f"{interpolation!r} {where}")
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"preprocess resize_mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r} "
+                         f"{where}")
+    if not isinstance(crop_pct, numbers.Real) or isinstance(crop_pct, bool) or not 0.0 < float(crop_pct) <= 1.0:
+        raise ValueError(f"preprocess crop_pct must be in (0, 1], got {crop_pct!r} {where}")
+
+
+RESIZE_MODES = ("shortest", "squash")
 
 
 def to_tensor(img: Image.Image, mean, std) -> torch.Tensor:
@@ -163,8 +198,7 @@ class Preprocess:
     crop_pct: float = 1.0
 
     def __post_init__(self):
-        if not 0.0 < float(self.crop_pct) <= 1.0:
-            raise ValueError(f"preprocess crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        check_geometry(self.image_size, self.interpolation, self.resize_mode, self.crop_pct)
         check_normalisation(self.mean, self.std)
 
     def geometry(self, img: Image.Image) -> Image.Image:
@@ -197,6 +231,7 @@ class TrainTransform:
     needs_rng = True
 
     def __post_init__(self):
+        check_geometry(self.image_size, self.interpolation)
         check_normalisation(self.mean, self.std)
 
     def crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:

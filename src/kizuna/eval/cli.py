@@ -143,7 +143,9 @@ def add_arguments(p):
     s.add_argument("--out", default=None,
                    help="output folder for results.json, results.md and plots (default: the file's 'out'; "
                         "without either the tables are only printed)")
-    s.add_argument("--device", type=device_name, default=None, help="device for every run (default: cuda if available)")
+    s.add_argument("--device", type=device_name, default=None,
+                   help="device for every run, in place of the suite file's (default: the file's, else cuda if "
+                        "available)")
     add_threads_argument(s)
     add_progress_argument(s, "no progress bars")
 

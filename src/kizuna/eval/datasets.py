@@ -85,6 +85,19 @@ class DatasetError(ValueError):
     """A dataset that cannot be evaluated as given; the message names the file or sample."""
 
 
+def with_caller_flags(error: Exception, split_flag: str, in_training: bool = False) -> str:
+    """``error``'s message with the advice in the caller's own flags: the readers advise `kizuna eval`'s
+    (``--split``, "evaluate it with `kizuna eval retrieval`"), which `vit train --val-data` (``--val-split``) and
+    `kizuna train --eval-zeroshot` (``--eval-split``, ``--eval-retrieval``) do not have: followed as written, the
+    advice failed as "unrecognized arguments"."""
+    message = str(error).replace("pass split= / --split ", f"pass {split_flag} ")
+    message = message.replace("pass --split ", f"pass {split_flag} ")
+    if in_training:
+        message = message.replace("evaluate it with `kizuna eval retrieval`", "evaluate it with --eval-retrieval")
+        message = message.replace("evaluate it with `kizuna eval zeroshot`", "evaluate it with --eval-zeroshot")
+    return message
+
+
 class NoClassNamesError(DatasetError):
     """A classification set whose classes are named nowhere (no names file, no bundled list, no class folders)."""
 
@@ -185,7 +198,16 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
         if not is_file_argument(path):
             raise DatasetError(f"templates file {path} not found")
         if path.suffix.lower() == ".json":  # T.JSON was one template: the file's text
-            obj = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no JSON
+            # a broken file failed naming no file ("Expecting value: line 2 column 1"), and null or a number as
+            # a traceback from list(obj); a string was read letter by letter
+            try:
+                obj = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no JSON
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}: not JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+            except RecursionError:
+                raise DatasetError(f"{path}: not a templates file (JSON nested too deep to read)") from None
             if isinstance(obj, dict):
                 key = next((v for v in _name_variants(dataset_name or "") if v in obj), None)
                 if key is None and dataset_name is None and len(obj) == 1:  # no dataset to pick by (kizuna
@@ -198,6 +220,11 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
                     raise DatasetError(f"{path} has no templates for dataset {dataset_name!r} "
                                        f"(keys: {', '.join(sorted(obj))})")
                 obj = obj[key]
+            if isinstance(obj, str):  # one template
+                obj = [obj]
+            if not isinstance(obj, list):
+                raise DatasetError(f"{path}: templates must be a JSON list of strings (or an object of such lists "
+                                   f"keyed by dataset name), got {json.dumps(obj)[:80]}")
             out = list(obj)
             places = [f"{path} (item {k + 1})" for k in range(len(out))]
         else:
@@ -813,6 +840,17 @@ def file_in(folder: Path, name: str) -> Path | None:
     return Path(folder) / found if found else None
 
 
+def _read_classnames_file(spec) -> list[str]:
+    """A --classnames file's names. A folder was "not found", and for a CSV dataset a missing file an
+    "[Errno 2]" naming no flag; a pipe (<(...)) is read as --labels' and --templates' are."""
+    p = Path(spec)
+    if p.is_dir():
+        raise DatasetError(f"class names file {p} is a folder; give a file with one class name per line")
+    if not is_file_argument(p):
+        raise DatasetError(f"class names file {p} not found")
+    return read_lines(p)
+
+
 def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes, layout,
                         named: bool = False, csv_source: str | None = None) -> tuple[list[str], str]:
     """``named``: the dataset name was given (``dataset_name=``), not taken from a folder's name. ``csv_source``:
@@ -821,10 +859,7 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
         if isinstance(spec, (list, tuple)):
             out, src = list(spec), "given list"
         else:
-            p = Path(spec)
-            if not p.is_file():
-                raise DatasetError(f"class names file {p} not found")
-            out, src = read_lines(p), str(p)
+            out, src = _read_classnames_file(spec), str(spec)
         if not out:
             raise DatasetError(f"no class names in {src}")
         return out, src
@@ -883,7 +918,8 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
         reader = table_reader(f, sep)
         cols = reader.fieldnames or []
         if image_column not in cols:
-            raise DatasetError(f"{path}: no image column {image_column!r}; columns are {cols}")
+            raise DatasetError(f"{path}: no image column {image_column!r}; columns are {cols} (name yours with "
+                               "--image-column)")
         if task is None:
             task = "classification" if label_column in cols else "retrieval" if caption_column in cols else None
         if task is None:
@@ -895,7 +931,8 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
                             caption_column=caption_column, sep=sep)
         return _group_captions(index), task, None, None, None
     if label_column not in cols:
-        raise DatasetError(f"{path}: no label column {label_column!r}; columns are {cols}")
+        raise DatasetError(f"{path}: no label column {label_column!r}; columns are {cols} (name yours with "
+                           "--label-column)")
     # Class indices when most values are whole numbers ("3.0" too: pandas writes an int column holding a NaN
     # as floats); then the rest are bad_label skips. One odd value switched the whole column to class names,
     # and --dataset-name's classes were ignored.
@@ -908,7 +945,7 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
     # Class names in the label column: index with the names as "captions", then map them.
     index = build_index(str(path), require="image", image_column=image_column, caption_column=label_column, sep=sep)
     names = list(classnames) if isinstance(classnames, (list, tuple)) else \
-        read_lines(classnames) if classnames else None
+        _read_classnames_file(classnames) if classnames else None
     own_file = file_in(root, CLASSNAMES_FILE)
     if names is None and own_file is not None:
         names = read_lines(own_file)

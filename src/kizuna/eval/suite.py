@@ -46,6 +46,7 @@ from pathlib import Path
 from kizuna.apps.common import check_out_outside_data, check_writable, home_path, json_safe
 from kizuna.models.checkpoint import atomic_write_text, save_figure
 
+from .datasets import is_file_argument, is_one_template
 from .encode import is_main
 
 __all__ = ["TASK_ALIASES", "check_run_values", "load_suite", "markdown_report", "normalise_suite", "run_entry",
@@ -86,6 +87,9 @@ def load_suite(path) -> dict:
     return normalise_suite(_read_suite(path), str(path))
 
 
+_NO_SUITE = object()
+
+
 def _read_suite(path):
     """A suite file's dict or list of runs, as written."""
     path = Path(path)
@@ -94,15 +98,16 @@ def _read_suite(path):
     if not path.is_file():
         raise FileNotFoundError(f"suite file not found: {path}")
     if path.suffix == ".py":
+        from kizuna.train.config import user_code_error
+
         try:
             ns = runpy.run_path(str(path))
+            obj = ns["suite"]() if callable(ns.get("suite")) else ns.get("SUITE", _NO_SUITE)
         except SyntaxError as e:  # a traceback (exit 1) pointed into runpy
             raise ValueError(f"{path}:{e.lineno}: {e.msg} (a Python suite file must run)") from None
-        if "suite" in ns and callable(ns["suite"]):
-            obj = ns["suite"]()
-        elif "SUITE" in ns:
-            obj = ns["SUITE"]
-        else:
+        except Exception as e:  # noqa: BLE001 - the user's code (a NameError, a 1/0 in suite()): it was a traceback
+            raise user_code_error(f"suite {str(path)!r}", path.resolve().parent, e) from e
+        if obj is _NO_SUITE:
             raise ValueError(f"{path}: define SUITE = [...] (or {{'runs': [...]}}) or a function suite()")
     else:
         try:
@@ -130,6 +135,10 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
                          "(known: out, defaults, runs)")
     if not obj["runs"]:  # it ran nothing and said nothing
         raise ValueError(f"{path}: the suite has no runs")
+    if not isinstance(obj.get("defaults") or {}, dict):
+        raise ValueError(f"{path}: 'defaults' must be an object of run settings, got {obj['defaults']!r}")
+    if obj.get("out") is not None and not isinstance(obj["out"], (str, os.PathLike)):
+        raise ValueError(f"{path}: 'out' must be a folder name (a string), got {obj['out']!r}")
     defaults = dict(obj.get("defaults") or {})
     runs = []
     for i, run in enumerate(obj["runs"]):
@@ -146,13 +155,18 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
             raise ValueError(f"{path}: run {i} lacks {', '.join(missing)}")
         tasks = r["task"] if isinstance(r["task"], list) else [r["task"]]
         for t in tasks:
-            if t not in TASK_ALIASES:
+            if not isinstance(t, str) or t not in TASK_ALIASES:
                 raise ValueError(f"{path}: run {i}: unknown task {t!r} (known: {', '.join(sorted(TASK_ALIASES))})")
-        r["task"] = [TASK_ALIASES[t] for t in tasks]
+        r["task"] = list(dict.fromkeys(TASK_ALIASES[t] for t in tasks))  # (a task named twice runs once)
         if "dataset" not in r and any(t != "relation_swap" for t in r["task"]):
             raise ValueError(f"{path}: run {i} lacks 'dataset'")
         if "dataset" in r and not Path(os.path.expanduser(str(r["dataset"]))).exists():  # before any run starts
             raise FileNotFoundError(f"{path}: run {i}: dataset not found: {r['dataset']}")
+        for key in ("classnames", "templates"):  # a typo failed only when its run came up, after the runs before
+            value = r.get(key)
+            if isinstance(value, (str, os.PathLike)) and not (key == "templates" and is_one_template(value)) \
+                    and not is_file_argument(os.path.expanduser(str(value))):
+                raise FileNotFoundError(f"{path}: run {i}: {key} file not found: {value}")
         model = home_path(str(r["model"]))
         if model != str(r["model"]):  # as the check takes it, so does the run (it failed there)
             r["model"] = model
@@ -165,7 +179,14 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
     return {"out": obj.get("out"), "runs": runs}
 
 
-def _as_list(value, cast=int) -> list:
+def _whole(value) -> int:
+    """A count from a suite file: 2.5 ran as 2 and true as 1 (int() of them), where the command line refuses them."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def _as_list(value, cast=_whole) -> list:
     """A run's list setting given as a list, one number, or a comma-separated string ("1,3,5")."""
     if isinstance(value, str):
         return [cast(v.strip()) for v in value.split(",") if v.strip()]
@@ -182,6 +203,8 @@ def check_run_values(r: dict, where: str | None) -> None:
         return f"--{key.replace('_', '-')}" if where is None else key
 
     at = "" if where is None else f"{where}: "
+    if where is not None:  # a file's values: a number or a list where text belongs was a TypeError traceback,
+        _check_text_values(r, at)  # some after the run's header was printed
     if where is not None and r.get("device") is not None:  # (a command line's --device is checked by argparse)
         import argparse
 
@@ -233,6 +256,23 @@ def check_run_values(r: dict, where: str | None) -> None:
         raise ValueError(f"{at}{name('severities')} are distinct levels 1..5, got {r['severities']}")
     if r.get("corruptions"):  # likewise a corruption twice (the command line drops repeats)
         r["corruptions"] = list(dict.fromkeys(r["corruptions"]))
+
+
+_TEXT_KEYS = ("model", "dataset", "name", "pretrained", "split", "train_split", "dataset_name", "device",
+              "cache_dir", "index_cache_dir", "image_column", "label_column", "caption_column")
+
+
+def _check_text_values(r: dict, at: str) -> None:
+    """A suite file's text settings are strings (null: unset); templates and classnames a file name, one
+    template, or a list of strings."""
+    for key in _TEXT_KEYS:
+        if r.get(key) is not None and not isinstance(r[key], (str, os.PathLike)):
+            raise ValueError(f"{at}{key} must be a string, got {r[key]!r}")
+    for key in ("templates", "classnames"):  # (a Python suite's templates may be functions of the class name)
+        value = r.get(key)
+        if value is not None and not isinstance(value, (str, os.PathLike)) and not (
+                isinstance(value, (list, tuple)) and all(isinstance(v, str) or callable(v) for v in value)):
+            raise ValueError(f"{at}{key} must be a file name or a list of strings, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------- running
@@ -352,10 +392,10 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
     model, tokenizer = ctx.model(*args)
     bs, nw = int(r.get("batch_size", 64)), int(r.get("num_workers", 0))
     out_dir = Path(out_dir) if out_dir else None
-    tasks = list(r["task"])
-    if "probes" in tasks:
-        i = tasks.index("probes")
-        tasks[i : i + 1] = ["robustness", "typographic", "relation_swap"]
+    # "probes" is the three probes; a task named twice (an alias of it, or inside "probes") runs once: a second
+    # "probes" reached no task and lost the run's records after its work, a second "zeroshot" ran again
+    tasks = list(dict.fromkeys(t for task in r["task"] for t in (
+        ("robustness", "typographic", "relation_swap") if task == "probes" else (task,))))
     records = []
     stem = _slug(r.get("name") or Path(str(r["model"])).name)
     who = r.get("name") or short_spec(str(r["model"]))  # as the figures' titles name the model
@@ -478,14 +518,27 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
     return records
 
 
+def _on_device(obj, device):
+    """A suite's runs with ``device`` (--device; a torchrun rank's own) in place of the device they name, as --out
+    replaces the file's "out": a file's "device": "cuda" put every rank on cuda:0, and on a machine without one
+    failed advising the --device cpu given."""
+    if not device:
+        return obj
+    runs = obj if isinstance(obj, list) else obj.get("runs") if isinstance(obj, dict) else None
+    if not isinstance(runs, list):
+        return obj  # refused by normalise_suite
+    runs = [{**r, "device": device} if isinstance(r, dict) else r for r in runs]
+    return runs if isinstance(obj, list) else {**obj, "runs": runs}
+
+
 def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
               echo: Callable[[str], None] | None = print) -> list[dict]:
     """Run every entry of a suite file (or an already loaded ``{"runs": [...]}`` or list of runs) and write the
     report."""
     if isinstance(path_or_suite, (dict, list)):  # normalised as a file's: its defaults, aliases and checks ran too
-        suite = normalise_suite(path_or_suite)
+        suite = normalise_suite(_on_device(path_or_suite, device))
     else:
-        suite = load_suite(path_or_suite)
+        suite = normalise_suite(_on_device(_read_suite(path_or_suite), device), str(path_or_suite))
     out_dir = out_dir or suite.get("out")
     if out_dir:  # before the first run: the suite file's "out" was never checked (a file failed after all the
         # work, as "[Errno 17] File exists"), and an out inside a run's ImageFolder dataset became a class of the
@@ -611,9 +664,25 @@ def _robustness_scatter(records: list[dict], path: Path) -> Path | None:
     return path
 
 
+def _listed_plots(results: Path) -> set[str]:
+    """The plot files a results.json lists (its records' details.plots); none for a file that is not one."""
+    try:
+        records = json.loads(results.read_text(encoding="utf-8"))
+        names = {p for r in records for p in (r.get("details") or {}).get("plots", [])}
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n}
+
+
 def write_results(records: list[dict], out_dir) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # the plots an earlier results.json here listed that these records do not: an earlier `eval zeroshot --out`
+    # on another dataset left its confusion PNG beside results that no longer named it (a user's own files,
+    # which no results.json lists, stay)
+    current = {p for r in records for p in (r.get("details") or {}).get("plots", [])}
+    for name in _listed_plots(out / "results.json") - current:
+        (out / name).unlink(missing_ok=True)
     p = _robustness_scatter(records, out / "robustness_scatter.png")
     text = markdown_report(records)
     if p is not None:

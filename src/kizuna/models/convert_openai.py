@@ -98,8 +98,8 @@ def openai_to_kizuna(
     try:
         with grid_warning_silenced():  # said once, by the model built from the record
             config = _infer_config(sd, source, act, vision_heads, text_heads)
-    except (KeyError, ValueError) as e:
-        if isinstance(e, CheckpointError):
+    except (KeyError, ValueError, IndexError) as e:  # IndexError: a tensor with fewer dimensions than its
+        if isinstance(e, CheckpointError):  # name's (a 1-D text_projection) was a traceback
             raise
         raise CheckpointError(f"{source}: cannot infer the architecture from the tensor shapes ({e})") from None
 

@@ -129,27 +129,40 @@ def _gemm_default(vendor: str | None = None, onednn: bool | None = None) -> str:
     is the faster one (docs/benchmarks/XEON.md: the ViT-B/32 training step 1.14x faster on MKL, ViT-B/16
     image encoding 1.11x). MKL too where the oneDNN op is unavailable. ``KIZUNA_GEMM=onednn|mkl`` overrides.
     """
-    forced = os.environ.get("KIZUNA_GEMM")
-    if forced:
-        if forced not in GEMM_LIBRARIES:
-            raise ValueError(f"KIZUNA_GEMM={forced!r}: choose one of {', '.join(GEMM_LIBRARIES)}")
-        return forced
+    forced = os.environ.get("KIZUNA_GEMM", "").strip()
     if not (ONEDNN if onednn is None else onednn):
-        return "mkl"
-    return "mkl" if (cpu_info("vendor_id") if vendor is None else vendor) == "GenuineIntel" else "onednn"
+        chosen = "mkl"
+    else:
+        chosen = "mkl" if (cpu_info("vendor_id") if vendor is None else vendor) == "GenuineIntel" else "onednn"
+    if forced.lower() in GEMM_LIBRARIES:
+        return forced.lower()
+    if forced:  # read at import: a ValueError there was a traceback from every command, `kizuna --help` too
+        _env_warning(f"KIZUNA_GEMM={forced!r} is none of {', '.join(GEMM_LIBRARIES)}: ignored, using {chosen}")
+    return chosen
+
+
+def _env_warning(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 GEMM = _gemm_default()
 
 
 def _env_rows(name: str, default: int) -> int:
-    value = os.environ.get(name, str(default))
+    """A row count from the environment; unset or empty: ``default``. A bad value is warned about and ignored
+    (read at import, a ValueError was a traceback from every command)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
     try:
         rows = int(value)
     except ValueError:
         rows = -1
     if rows < 0:
-        raise ValueError(f"{name}={value!r}: give a row count >= 0 (default {default})")
+        _env_warning(f"{name}={value!r} is no row count >= 0: ignored, using the default {default}")
+        return default
     return rows
 
 

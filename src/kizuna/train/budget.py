@@ -14,7 +14,7 @@ autotuning or compilation), the trainer calls :meth:`TimeBudget.plan`::
 and the cosine schedule is stretched or shrunk to the new total. Until then the schedule is in its
 warm-up (or just past it, where a cosine is flat), so the change of total moves the rate little: it stays at
 its peak until the plan, which with a warm-up much shorter than ``calibrate_steps`` comes some steps into the
-cosine, and the rate then steps down once to the planned cosine's value (by 3.6% with a 3-step warm-up and a
+cosine, and the rate then steps down once to the planned cosine's value (by 3.3% with a 3-step warm-up and a
 planned total of 183 steps; not at all with a warm-up as long as the calibration, as the shipped configs have).
 That is the rate of the step right after the plan (and after a correction): it is set from the new length at
 once, as a resume from a checkpoint at that step sets it (:func:`rate_on_the_new_length`).

@@ -1,9 +1,9 @@
 """Training checkpoints: atomic, complete, and enough to resume a killed run exactly.
 
-    OUT/checkpoints/step_000120/  model.safetensors + config.json (a loadable kizuna model)
-                                  train_state.pt (optimizer, scheduler, RNG, data position)
-    OUT/checkpoints/latest        name of the newest complete checkpoint
-    OUT/checkpoints/best/         a copy of the best one by the chosen metric
+    OUT/checkpoints/step_0000120/  model.safetensors + config.json (a loadable kizuna model)
+                                   train_state.pt (optimizer, scheduler, RNG, data position)
+    OUT/checkpoints/latest         name of the newest complete checkpoint
+    OUT/checkpoints/best/          a copy of the best one by the chosen metric
 
 A checkpoint folder is written under a temporary name and renamed when complete, so a run killed
 mid-save leaves the previous checkpoint intact. ``train_state.pt`` holds tensors and plain Python
@@ -323,6 +323,10 @@ def hold_run_lock(out: Path) -> Path | None:
         import fcntl
     except ImportError:  # Windows: no lock, as before
         return None
+    made = out  # the outermost folder this call makes (None: OUT was there), removed again by release_run_lock
+    while not made.parent.exists() and made.parent != made:  # when the run wrote nothing into it
+        made = made.parent
+    made = None if out.exists() else made.absolute()
     out.mkdir(parents=True, exist_ok=True)
     key = out.resolve()
     if key in _HELD_LOCKS:  # this process holds it already (a trainer built again on the same folder)
@@ -344,7 +348,7 @@ def hold_run_lock(out: Path) -> Path | None:
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    _HELD_LOCKS[key] = [handle, 1]
+    _HELD_LOCKS[key] = [handle, 1, made]
     return key
 
 
@@ -355,8 +359,37 @@ def release_run_lock(key: Path | None) -> None:
         return
     held[1] -= 1
     if held[1] <= 0:
+        # a run refused before it wrote anything (`kizuna demo` with a bad setting) left a new OUT holding only
+        # the lock file: the file goes while the lock is still held (a run starting now makes a new one, which
+        # then keeps the folder), the folders this process made after it
+        emptied = held[2] is not None and _unlink_lock_if_alone(key)
         held[0].close()  # closing the file releases the process's lock on it
         del _HELD_LOCKS[key]
+        if emptied:
+            _remove_empty_folders(key, held[2])
+
+
+def _unlink_lock_if_alone(out: Path) -> bool:
+    try:
+        if [p.name for p in out.iterdir()] != [RUN_LOCK]:
+            return False
+        (out / RUN_LOCK).unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _remove_empty_folders(out: Path, made: Path) -> None:
+    """OUT and the folders above it up to ``made`` (the outermost one the run made), while they are empty."""
+    folder, made = out, made.resolve()
+    try:
+        while True:
+            folder.rmdir()  # only an empty folder: another process's file in it stops the climb (OSError)
+            if folder == made or folder.parent == folder:
+                return
+            folder = folder.parent
+    except OSError:
+        return
 
 
 def read_train_state(path: Path, mmap: bool = False) -> dict:

@@ -139,11 +139,19 @@ def load_config_file(name_or_path: str, config_cls=None) -> dict:
     return typed_file_values(config_cls, values, path) if config_cls is not None else values
 
 
+def user_code_error(what: str, folder: Path, error: Exception) -> ValueError:
+    """An exception raised by the code of a user's .py file (a config, a suite) as one error naming ``what`` and
+    the line in ``folder`` it came from (it was a traceback)."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve().parent == folder]
+    where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
+    return ValueError(f"{what}{where}: {type(error).__name__}: {error}")
+
+
 def _run_python_config(path: Path):
     """A .py config's get_config(), run with its folder first on sys.path, so that it can import a module beside
     it; an exception in it is one error naming the file and its line (it was a traceback)."""
-    import traceback
-
     folder = path.resolve().parent
     before = set(sys.modules)
     sys.path.insert(0, str(folder))
@@ -154,9 +162,7 @@ def _run_python_config(path: Path):
         if callable(getattr(module, "get_config", None)):
             return module.get_config()
     except Exception as e:  # noqa: BLE001 - whatever the user's code raises
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve().parent == folder]
-        where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
-        raise ValueError(f"config {str(path)!r}{where}: {type(e).__name__}: {e}") from e
+        raise user_code_error(f"config {str(path)!r}", folder, e) from e
     finally:
         if str(folder) in sys.path:  # the first one is ours
             sys.path.remove(str(folder))

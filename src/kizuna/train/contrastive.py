@@ -383,6 +383,7 @@ def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> Non
     found at the run's first evaluation, at its end by default, before its final checkpoint, and the whole run
     was lost. Indexed here as the evaluation reads them, into ``datasets`` (the run's: no image is decoded,
     and the evaluation does not index them again)."""
+    from kizuna.eval.datasets import with_caller_flags
     from kizuna.eval.training import _dataset
 
     zeroshot = "" if cfg.eval_zeroshot == "synthetic" else cfg.eval_zeroshot
@@ -400,8 +401,8 @@ def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> Non
             # on a resume the folder comes from the run's settings: dropping the flag would keep it
             how = (f"pass {flag} with the folder's new place, or {flag} \"\" to evaluate without it" if cfg.resume
                    else "fix the flag (or drop it)")
-            raise ValueError(f"{flag} {folder}{split}: {e}. Before training, {how}: the run's evaluations would "
-                             "fail") from None
+            raise ValueError(f"{flag} {folder}{split}: {with_caller_flags(e, '--eval-split', in_training=True)}. "
+                             f"Before training, {how}: the run's evaluations would fail") from None
 
 
 def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:

@@ -30,7 +30,7 @@ PROBE_ROWS = [
 
 
 def add_arguments(p):
-    from kizuna.apps.common import add_progress_argument, at_least_one
+    from kizuna.apps.common import add_progress_argument, at_least_one, whole_number
 
     p.add_argument("--out", default="runs/demo",
                    help="output folder: REPORT.md with plots, final_metrics.json, checkpoints/, metrics.jsonl, "
@@ -41,8 +41,10 @@ def add_arguments(p):
     p.add_argument("--steps", type=at_least_one, default=None,
                    help=f"optimizer steps (default {demo.get('steps')}, the demo config's; training stops at "
                         f"{demo.get('time_limit_minutes'):g} minutes whatever the steps)")
-    p.add_argument("--batch-size", type=at_least_one, default=None,
-                   help=f"image-caption pairs per step (default {demo.get('batch_size')}, the demo config's)")
+    # 2 or more: the demo's CLIP (softmax) loss over one pair is 0 and trains nothing (the trainer's refusal
+    # named a --loss flag the demo does not have, after OUT was made)
+    p.add_argument("--batch-size", type=whole_number(2), default=None,
+                   help=f"image-caption pairs per step, 2 or more (default {demo.get('batch_size')}, the demo config's)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     from .optim import PRECISIONS
 
@@ -122,12 +124,19 @@ def _train_and_report(args, cfg) -> int:
     trainer.train()
     train_seconds = time.perf_counter() - start
     stopped_by_time_limit = getattr(trainer, "length_before_limit", None) is not None  # set where the limit cut it
+    from kizuna.apps.cli import Terminated
+
+    if trainer.stopped_by:  # asked during the last step: the ~45 s of final probes went on, then exit 0
+        print(f"kizuna demo: {trainer.stopped_by} during the last step: the trained model is saved in "
+              f"{cfg.out}/checkpoints/latest (`kizuna eval` takes it); the final evaluation and REPORT.md were "
+              "skipped (run the demo again for them)", file=sys.stderr)
+        raise KeyboardInterrupt if trainer.stopped_by == "Ctrl-C" else Terminated
     model, tokenizer = trainer.model.eval(), trainer.tokenizer
     try:
         if not cfg.progress:  # ~45 s on 2 cores after the last step said nothing (a bar when progress is on)
             print(f"final evaluation: {args.probe_size} held-out scenes per probe task", file=sys.stderr, flush=True)
         final = synthetic_probe_metrics(model, tokenizer, n_per_task=args.probe_size, progress=cfg.progress)
-    except KeyboardInterrupt:  # said: "interrupted" alone left the user to think the training was lost
+    except (KeyboardInterrupt, Terminated):  # said: "interrupted" alone left the user to think the training was lost
         print(f"kizuna demo: interrupted in the final evaluation; the trained model is saved in "
               f"{cfg.out}/checkpoints/latest (`kizuna eval` takes it), but REPORT.md was not written",
               file=sys.stderr)

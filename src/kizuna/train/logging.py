@@ -96,6 +96,9 @@ class MetricLogger:
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self.tb = None
+        # the TensorBoard writer opens at the first record, with the resume's purge step (drop_after): opened
+        # here and again by drop_after, every resume left an empty 88-byte event file behind
+        self._tensorboard, self._purge_step = enabled and tensorboard, None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,16 +109,19 @@ class MetricLogger:
                 f.seek(-1, 2)
                 if f.read(1) != b"\n":
                     f.write(b"\n")
-        if tensorboard:
-            self._open_tensorboard()
 
-    def _open_tensorboard(self, purge_step: int | None = None) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+    def _writer(self):
+        """The TensorBoard writer, opened at the first call (again after close); None without tensorboard
+        (optional: JSONL is always written)."""
+        if self.tb is None and self._tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=purge_step)
-        except ImportError:  # tensorboard is optional; JSONL is always written
-            self.tb = None
+                self.tb = SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=self._purge_step)
+                self._purge_step = None  # purged once: a writer opened again after close() keeps what is there
+            except ImportError:
+                self._tensorboard = False
+        return self.tb
 
     def write_config(self, config: dict) -> None:
         """OUT/train_config.json: the settings this run (or its latest resumption) was started with, so a
@@ -142,9 +148,11 @@ class MetricLogger:
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line + "\n")
         atomic_write_text(self.path, "".join(kept))
-        if self.tb is not None:  # TensorBoard too: its reader drops the killed run's events from step + 1 on
+        # TensorBoard too: its reader drops the killed run's events from step + 1 on
+        self._purge_step = step + 1
+        if self.tb is not None:  # (opened already: closed, to open again with the purge step)
             self.tb.close()
-            self._open_tensorboard(purge_step=step + 1)
+            self.tb = None
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         if not self.enabled:
@@ -152,14 +160,16 @@ class MetricLogger:
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **metrics}
         with self.path.open("a", encoding="utf-8") as f:  # a diverged run's NaN loss is null: "one JSON per line" for any reader
             f.write(json_text(record) + "\n")
-        if self.tb is not None:
+        writer = self._writer()
+        if writer is not None:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+                    writer.add_scalar(f"{kind}/{k}", v, step)
 
     def close(self):
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 def json_text(value, **kwargs) -> str:

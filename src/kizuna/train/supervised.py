@@ -185,7 +185,7 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
     if not 0.0 < cfg.subset_fraction <= 1.0:
         raise ValueError(f"subset_fraction must be in (0, 1], got {cfg.subset_fraction}")
     check_augmentation(cfg)
-    check_model_overrides(cfg.model_overrides)
+    check_model_overrides(cfg.model_overrides, None if cfg.init else cfg.model)
     check_common(cfg)
     return cfg
 
@@ -211,9 +211,11 @@ def drop_file_architecture(base: dict, overrides: dict) -> dict:
     return {key: value for key, value in base.items() if key not in ARCHITECTURE_KEYS}
 
 
-def check_model_overrides(overrides: dict) -> None:
+def check_model_overrides(overrides: dict, model: str | None = None) -> None:
     """--model-overrides names VisionConfig fields; the image size and the class count have flags of their own
-    (and the class count comes from the data). A wrong key failed as a TypeError deep in model building."""
+    (and the class count comes from the data). A wrong key failed as a TypeError deep in model building. Values
+    are checked against ``model``'s (the preset's: a mu/4's "depth must be a whole number (as the model's 12)"
+    quoted the default VisionConfig's)."""
     from kizuna.models.vit import VisionConfig
 
     if not isinstance(overrides, dict):
@@ -226,7 +228,13 @@ def check_model_overrides(overrides: dict) -> None:
     owned = {"image_size": "--image-size", "num_classes": "the data's class count"}
     for key in sorted(set(overrides) & set(owned)):
         raise ValueError(f"--model-overrides: {key} is set by {owned[key]}, not by an override")
-    check_override_types(dataclasses.asdict(VisionConfig()), overrides)  # {"eps": "1e-6"}: a TypeError in torch
+    try:
+        from kizuna.models.presets import vit_config
+
+        reference = vit_config(model) if model else VisionConfig()
+    except (ValueError, KeyError, TypeError):  # not a preset (a checkpoint to fine-tune, a typo refused later)
+        reference = VisionConfig()
+    check_override_types(dataclasses.asdict(reference), overrides)  # {"eps": "1e-6"}: a TypeError in torch
 
 
 def check_augmentation(cfg: SupervisedConfig) -> None:
@@ -312,7 +320,8 @@ def _take(index: SampleIndex, rows: np.ndarray, labels: np.ndarray) -> SampleInd
 
 
 def load_classification(path: str, split: str | None = None, classnames: str | list | None = None,
-                        max_samples: int = 0, image_column: str = "filepath", label_column: str = "label"):
+                        max_samples: int = 0, image_column: str = "filepath", label_column: str = "label",
+                        default_split: str | None = "train"):
     """-> (SampleIndex with one row per usable sample, class names, EvalDataset).
 
     Class names: ``classnames`` > those :func:`~kizuna.eval.datasets.load_dataset` finds (the split
@@ -322,7 +331,10 @@ def load_classification(path: str, split: str | None = None, classnames: str | l
     from kizuna.eval.datasets import (CLASSNAMES_FILE, DatasetError, RepeatedClassNamesWarning, file_in, find_split,
                                       is_split_folder, load_dataset, read_lines)
 
-    if is_split_folder(Path(path)):  # `--data cifar10/test` is those images; the split names a root's folder
+    # `--data cifar10/test` is those images when the split is the command's default (``default_split``); a split
+    # the user named goes to that folder beside it, as `vit eval --data cifar10/test --split train` does (`vit train
+    # --val-data cifar10/test --val-split train` validated on the test images, and `--val-split nosuch` passed)
+    if is_split_folder(Path(path)) and split in (None, default_split):
         split = None
 
     def unnamed(ds) -> tuple[list[str], str]:
@@ -360,11 +372,15 @@ def load_validation(cfg, train_classnames: list[str]):
     classes' numbers, they were all wrong when the training data ordered its classes otherwise (an
     ImageFolder's sorted names against shards numbered in another order), without a word. An ImageFolder is
     matched by folder name already; ``--classnames`` names both splits' classes."""
-    from kizuna.eval.datasets import relabel_by_name
+    from kizuna.eval.datasets import DatasetError, relabel_by_name, with_caller_flags
 
-    vindex, vnames, vset = load_classification(cfg.val_data, cfg.val_split or None,
-                                               cfg.classnames or train_classnames, cfg.val_max_samples,
-                                               image_column=cfg.image_column, label_column=cfg.label_column)
+    try:
+        vindex, vnames, vset = load_classification(cfg.val_data, cfg.val_split or None,
+                                                   cfg.classnames or train_classnames, cfg.val_max_samples,
+                                                   image_column=cfg.image_column, label_column=cfg.label_column,
+                                                   default_split=None)
+    except DatasetError as e:
+        raise DatasetError(with_caller_flags(e, "--val-split")) from None
     if not cfg.classnames and relabel_by_name(vset, train_classnames):
         vindex = _take(vset.index, vset.positions, vset.labels)
     return vindex, vnames, vset
@@ -540,9 +556,14 @@ class SupervisedTrainer(Trainer):
         cfg = self.start(cfg, named)
 
         # data first: the class count sizes the head
-        index, self.classnames, train_set = load_classification(cfg.data, cfg.data_split, cfg.classnames or None,
-                                                                image_column=cfg.image_column,
-                                                                label_column=cfg.label_column)
+        from kizuna.eval.datasets import DatasetError, with_caller_flags
+
+        try:
+            index, self.classnames, train_set = load_classification(cfg.data, cfg.data_split, cfg.classnames or None,
+                                                                    image_column=cfg.image_column,
+                                                                    label_column=cfg.label_column)
+        except DatasetError as e:
+            raise DatasetError(with_caller_flags(e, "--data-split")) from None
         # samples left out while indexing (no or a bad label, an empty image): said and logged, as `kizuna train`
         self.index_skips = {"index_skipped": train_set.skips}
         self.full_train_size = len(index)
@@ -740,7 +761,13 @@ class SupervisedTrainer(Trainer):
         if skips and self.dist.is_main and not self._said_val_skips:
             print(f"validation: {skips.report()}", file=sys.stderr)  # the same images each evaluation: said once
             self._said_val_skips = True
-        n = max(float(stats[1]), 1.0)
+        if not stats[1]:  # summed over ranks: all raise. Scored over nothing it was top-1 0 and loss 0 (a perfect
+            # loss), and best/ was written from it; `vit eval` of the folder refuses it so
+            from kizuna.eval.datasets import DatasetError
+
+            raise DatasetError(f"{self.cfg.val_data}: none of its {self.val_size} validation images could be "
+                               f"used: {skips.report() if skips else 'none was read'}")
+        n = float(stats[1])
         metrics = {"val_top1": float(stats[0]) / n, "val_loss": float(stats[2]) / n}
         if stats[3]:  # summed over ranks: all take this path. NaN logits' argmax is class 0, scored as if real
             from .evaluation import diverged_metrics

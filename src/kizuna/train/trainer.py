@@ -70,6 +70,7 @@ class Trainer(ABC):
     #: run sets an earlier run's aside with them (kizuna.train.logging.set_aside_with_checkpoints); only these,
     #: so a user's own file of another name is never moved
     run_outputs: tuple[tuple[str, str], ...] = (("curves.png", "training curves"),)
+    stopped_by: str | None = None  # "Ctrl-C" or "SIGTERM" asked for during the last step (the run still ended)
     #: how a stopped run is continued, said after a Ctrl-C (None: the flags "--out OUT --resume latest")
     resume_command: str | None = None
 
@@ -581,6 +582,9 @@ class Trainer(ABC):
                     self.epoch += 1
                     continue
                 break
+            # a stop asked for during the last step ended the run as it would have ended: said to the caller,
+            # whose work after training (the demo's ~45 s of final probes) must not go on as if nothing was asked
+            self.stopped_by = StopOnInterrupt.NAMES[stop.requested] if stop.requested else None
         bar.close()
         self.logger.close()
         return last_metrics
@@ -680,7 +684,8 @@ class StopOnInterrupt:
     NAMES = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}
 
     def __init__(self, enabled: bool = True):
-        self.enabled, self.requested, self._previous = enabled, False, {}
+        self.enabled, self._previous = enabled, {}
+        self.requested: str | None = None  # the signal's name ("SIGINT", "SIGTERM") once one came
 
     def __enter__(self):
         import signal
@@ -700,9 +705,9 @@ class StopOnInterrupt:
 
         if os.getpid() != self._pid:  # a loader worker forked inside the loop inherits the handler: the loop
             return  # stops in the main process, which shuts its workers down (each printed the message too)
-        self.requested = True
+        self.requested = signal.Signals(signum).name
         signal.signal(signum, self._previous[signum])  # a second one interrupts at once
-        said = self.NAMES[signal.Signals(signum).name]
+        said = self.NAMES[self.requested]
         print(f"\n{said}: stopping after this step and saving a checkpoint ({said} again to stop at once)",
               file=sys.stderr)
 

@@ -146,7 +146,7 @@ def add_arguments(p):
     e.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     e.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                    help="weights and activations: fp32 (default) or bf16 (fast on GPUs and on CPUs with AMX or AVX-512 BF16)")
-    p.set_defaults(_vit_parser=p)
+    p.set_defaults(_vit_actions=tuple(sub.choices))
 
 
 EVAL_DOC = """Evaluate a trained classifier (`kizuna vit train` / `vit finetune`) with its own head on labelled
@@ -292,9 +292,8 @@ def augment(args) -> int:
 
 
 def run(args):
-    if not getattr(args, "vit_command", None):
-        args._vit_parser.print_help()
-        return 2
+    if not getattr(args, "vit_command", None):  # as `kizuna eval` without a task: one error line (it printed the
+        raise ValueError(f"choose an action: {', '.join(args._vit_actions)} (see kizuna vit --help)")  # help, rc 2)
     if args.vit_command == "eval":
         from .distributed import finish_distributed
 
