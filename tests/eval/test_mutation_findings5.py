@@ -193,7 +193,7 @@ def test_a_suite_runs_act_reaches_the_model_loader(tiny_hf):
     from kizuna.eval.suite import _Context
 
     ctx = _Context("cpu")
-    with pytest.raises(ValueError, match=r"act= applies to OpenAI-layout state dicts"):
+    with pytest.raises(ValueError, match=r"--act \(act=\) applies to OpenAI-layout state dicts"):
         ctx.model(*ctx.model_args({"model": str(tiny_hf[0]), "act": "gelu"}))
     assert ctx.model_args({"model": "m", "act": "gelu"})[-1] == "gelu"
 

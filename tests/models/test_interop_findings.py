@@ -110,7 +110,7 @@ def test_openai_layout_safetensors_loads_as_its_pt_does(tmp_path):
         warnings.simplefilter("error")
         assert load_model(st, act="gelu").cfg.vision.act == "gelu"
     # a kizuna .safetensors still refuses act=
-    with pytest.raises(ValueError, match="act= applies to OpenAI-layout"):
+    with pytest.raises(ValueError, match=r"--act \(act=\) applies to OpenAI-layout"):
         load_model(save_model(model, tmp_path / "k.safetensors"), act="gelu")
 
 

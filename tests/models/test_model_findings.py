@@ -86,9 +86,9 @@ def test_openclip_state_dict_loads_with_its_heads_and_act_gelu(tmp_path):
 
 def test_act_is_refused_for_checkpoints_that_record_theirs(tmp_path):
     path = save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "m.safetensors")
-    with pytest.raises(ValueError, match="act= applies to OpenAI-layout"):
+    with pytest.raises(ValueError, match=r"--act \(act=\) applies to OpenAI-layout"):
         load_model(path, act="gelu")
-    with pytest.raises(ValueError, match="act= applies to OpenAI-layout"):
+    with pytest.raises(ValueError, match=r"--act \(act=\) applies to OpenAI-layout"):
         kizuna.create_model(str(path), act="gelu")
     sd_path = tmp_path / "x.pt"
     torch.save(kizuna_to_openai(_openai_like()), sd_path)

@@ -131,7 +131,7 @@ def test_act_is_refused_for_a_kizuna_checkpoint_folder(tmp_path):
     from kizuna.models.checkpoint import load_model, save_model
 
     folder = save_model(_tiny_vit(), tmp_path / "vit")
-    with pytest.raises(ValueError, match="act= applies to OpenAI-layout state dicts"):
+    with pytest.raises(ValueError, match=r"--act \(act=\) applies to OpenAI-layout state dicts"):
         load_model(folder, act="gelu")
     assert load_model(folder).cfg == _tiny_vit().cfg
 

@@ -111,8 +111,9 @@ def add_arguments(p):
                                              "(default: folder names)")
             a.add_argument("--panel-by", help="one panel per value of this train_config setting, e.g. subset_fraction "
                                                "(default: one panel)")
-            a.add_argument("--colour-by", help="runs with the same value of this setting share a colour, e.g. model "
-                                                "(default: a colour per run)")
+            a.add_argument("--colour-by", "--color-by", dest="colour_by",
+                           help="runs with the same value of this setting share a colour, e.g. model "
+                                "(default: a colour per run)")
             a.add_argument("--group-by", default="", help="comma-separated settings; runs sharing them are "
                                                           "averaged (e.g. model,subset_fraction over seeds; "
                                                           "default: no averaging)")
@@ -145,7 +146,8 @@ def add_arguments(p):
             a.add_argument("--images", nargs="+", required=name != "all",
                            help="image files, folders or shard specs" + (" (default: 16 generated shapes-world scenes)"
                                                                          if name == "all" else ""))
-            a.add_argument("--max-images", type=at_least_one, default=32, help="images used (default 32)")
+            a.add_argument("--max-images", "--max-samples", dest="max_images", type=at_least_one, default=32,
+                           help="images used (default 32)")
             add_progress_argument(a)  # the attention distances of many images (and checkpoints) take a while
         if name in ("rollout", "predict", "all"):
             a.add_argument("--image", required=name in ("rollout", "predict"),

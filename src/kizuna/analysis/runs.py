@@ -261,6 +261,9 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
         r["label"] = labels[i] if labels else Path(os.path.abspath(r["run"])).name
     settings = [_with_defaults(r["config"]) for r in loaded]  # compared as today's kizuna would have set them
     differing = _differing(settings)
+    # a setting named as its flag is spelt (subset-fraction) is the saved key (subset_fraction): it was refused
+    panel_by, colour_by = (k.replace("-", "_") if k else k for k in (panel_by, colour_by))
+    group_by = [k.replace("-", "_") for k in group_by]
     for key in [k for k in (panel_by, colour_by) if k] + list(group_by):
         missing = [r["run"] for r, c in zip(loaded, settings) if key not in c]
         if missing:

@@ -24,8 +24,47 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every kizuna parser (sub-commands are made of the parser's own class): flags only as spelt in full.
+    argparse took a unique prefix for the whole flag, so another command's flag was silently something else
+    (`eval linear-probe --seed 5`, `kizuna train`'s seed, ran 5 few-shot draws as --seeds 5; `--image` was
+    --image-column, `--mode` --model)."""
+
+    argv: list[str] = []  # the command line being parsed (set by _run_command), for the hints in error()
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        """argparse's error, with the flags typed that this command does not have and its closest ones: a
+        missing required flag was said without the flag typed in its place (`vit eval M --dataset D`: "the
+        following arguments are required: --data")."""
+        if "unrecognized arguments" not in message:
+            hints = unknown_flag_hints(self, _Parser.argv)
+            message += f"; {hints}" if hints else ""
+        super().error(message)
+
+
+def unknown_flag_hints(parser: argparse.ArgumentParser, tokens: list[str]) -> str:
+    """"--seed: this command has --seeds" for each flag in ``tokens`` that ``parser`` lacks (close names by
+    difflib); "" when there is none."""
+    import difflib
+
+    known = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    said = []
+    for token in dict.fromkeys(t.split("=", 1)[0] for t in tokens if t.startswith("--") and t != "--"):
+        if token in known:
+            continue
+        close = difflib.get_close_matches(token, known, n=2, cutoff=0.7)
+        close += [k for k in known if k not in close and (k.startswith(token) or token.startswith(k))][:2]
+        said.append(f"{token} is not a flag of this command" + (f" (it has {' and '.join(close[:2])})" if close
+                                                                else ""))
+    return "; ".join(said)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kizuna",
         description="kizuna (絆): CLIP-style image-text models — train, evaluate, adapt, inspect.",
         epilog="Run `kizuna COMMAND --help` for a command's options.",
@@ -284,9 +323,12 @@ def _expand_home(args) -> None:
 
 def _run_command(argv: list[str] | None, command: list[str]) -> int:
     parser = build_parser()
+    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        deepest = getattr(args, "_parser", parser)
+        hints = unknown_flag_hints(deepest, unknown)
+        deepest.error(f"unrecognized arguments: {' '.join(unknown)}" + (f"; {hints}" if hints else ""))
     if not getattr(args, "_run", None):  # `kizuna` alone: the help, on stderr as the error it is (rc 2)
         parser.print_help(sys.stderr)
         return 2

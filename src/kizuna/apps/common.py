@@ -27,9 +27,12 @@ def json_safe(x):
 
 
 def device_name(text: str) -> str:
-    """``--device``: a torch device this machine has (argparse turns the error into a one-line message)."""
+    """``--device``: a torch device this machine has (argparse turns the error into a one-line message). "auto",
+    the training commands' default, is the GPU where there is one (it was "'auto' is not a device" here)."""
     import argparse
 
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
@@ -178,7 +181,9 @@ def add_progress_argument(parser, help: str = "no progress bar") -> None:
 
     parser.add_argument("--no-progress", action="store_true", default=not progress_default(),
                         help=help + " (default: bars only when stderr is a terminal)")
-    parser.add_argument("--progress", dest="no_progress", metavar="BOOL", type=lambda s: not parse_flag_value(bool, s),
+    # nargs="?": a bare --progress is true, as on the training commands (here it was "expected one argument")
+    parser.add_argument("--progress", dest="no_progress", metavar="BOOL", nargs="?", const=False,
+                        type=lambda s: not parse_flag_value(bool, s),
                         help="true|false: the same as --no-progress when false (the training commands' spelling)")
 
 

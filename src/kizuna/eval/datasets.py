@@ -92,9 +92,29 @@ def with_caller_flags(error: Exception, split_flag: str, in_training: bool = Fal
     advice failed as "unrecognized arguments"."""
     message = str(error).replace("pass split= / --split ", f"pass {split_flag} ")
     message = message.replace("pass --split ", f"pass {split_flag} ")
-    if in_training:
+    if in_training:  # a training run's evaluation takes the folder's own class names and a CSV's default columns
         message = message.replace("evaluate it with `kizuna eval retrieval`", "evaluate it with --eval-retrieval")
         message = message.replace("evaluate it with `kizuna eval zeroshot`", "evaluate it with --eval-zeroshot")
+        message = message.replace("Create that file, pass classnames=[...] / --classnames FILE, or --dataset-name KEY "
+                                  "to use a bundled CLIP_benchmark list", "Create that file; a bundled CLIP_benchmark "
+                                  "list is taken when the folder is named after it")
+        message = message.replace(" (name yours with --image-column)", " (a training run's evaluation reads the "
+                                  "columns filepath and label)")
+        message = message.replace(" (name yours with --label-column)", " (a training run's evaluation reads the "
+                                  "columns filepath and label)")
+    return message
+
+
+def in_suite_words(error: Exception) -> str:
+    """``error``'s advice as a suite file's keys, not the eval commands' flags (`eval suite` has no --split)."""
+    message = str(error).replace("pass split= / --split ", "pass --split ")
+    for flag, key in (("--split", "split"), ("--train-split", "train_split"), ("--classnames", "classnames"),
+                      ("--dataset-name", "dataset_name"), ("--image-column", "image_column"),
+                      ("--label-column", "label_column")):
+        message = message.replace(f"pass {flag} ", f'set the run\'s "{key}" to ')
+        message = message.replace(f"with {flag})", f'with the run\'s "{key}")')
+    message = message.replace("--classnames FILE, or --dataset-name KEY", 'the run\'s "classnames", or its '
+                              '"dataset_name"')
     return message
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from kizuna.apps.common import check_out_outside_data, check_writable, home_path, json_safe
 from kizuna.models.checkpoint import atomic_write_text, save_figure
 
-from .datasets import is_file_argument, is_one_template
+from .datasets import DatasetError, in_suite_words, is_file_argument, is_one_template, with_caller_flags
 from .encode import is_main
 
 __all__ = ["TASK_ALIASES", "check_run_values", "load_suite", "markdown_report", "normalise_suite", "run_entry",
@@ -211,7 +211,7 @@ def check_run_values(r: dict, where: str | None) -> None:
         from kizuna.apps.common import device_name
 
         try:
-            device_name(str(r["device"]))
+            r["device"] = device_name(str(r["device"]))  # "auto" as the GPU where there is one
         except argparse.ArgumentTypeError as e:  # "mps" or a GPU this machine lacks: a traceback from .to() before
             raise ValueError(f"{at}device {e}") from None
     if isinstance(r.get("few_shot"), (int, str)) and str(r["few_shot"]).strip().lower() in ("0", "none", "off"):
@@ -416,8 +416,11 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
                              f"class name on each image); this dataset has {ds.num_classes}")
 
     def probe_splits():
-        train = ctx.dataset(r, r.get("train_split", "train"), "classification",
-                            max_samples=r.get("max_train_samples", r.get("max_samples")))
+        try:  # the split that failed is the training one: its advice named --split, which changed nothing
+            train = ctx.dataset(r, r.get("train_split", "train"), "classification",
+                                max_samples=r.get("max_train_samples", r.get("max_samples")))
+        except DatasetError as e:
+            raise DatasetError(with_caller_flags(e, "--train-split")) from None
         test = ctx.dataset(r, split, "classification")
         if test.source == train.source:
             raise ValueError(f"{r['dataset']}: the linear probe needs separate train and test splits "
@@ -554,7 +557,10 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
             if echo and is_main():
                 echo(f"\n=== [{i + 1}/{len(suite['runs'])}] {r['model']} | {r.get('dataset', '-')} | "
                      f"{', '.join(r['task'])}")
-            records += run_entry(r, ctx, out_dir=out_dir, progress=progress, echo=echo)
+            try:
+                records += run_entry(r, ctx, out_dir=out_dir, progress=progress, echo=echo)
+            except DatasetError as e:  # advice in the suite file's keys (`eval suite` has no --split)
+                raise DatasetError(f"run {i}: {in_suite_words(e)}") from None
             ctx.release_models({ctx.model_args(later) for later in suite["runs"][i + 1:]})
             if out_dir and is_main():  # after every run: a later run that fails keeps the finished ones
                 write_results(records, out_dir)

@@ -507,8 +507,9 @@ def load_model(
 
 
 def _refuse_act(path: Path) -> None:
-    raise ValueError(f"{path}: act= applies to OpenAI-layout state dicts (.pt/.bin, or a .safetensors file without "
-                     "kizuna metadata) only; a kizuna or Hugging Face checkpoint records its own activation")
+    raise ValueError(f"{path}: --act (act=) applies to OpenAI-layout state dicts (.pt/.bin, or a .safetensors "
+                     "file without kizuna metadata) only; a kizuna or Hugging Face checkpoint records its own "
+                     "activation")
 
 
 def _foreign_safetensors(path: Path, tensors: dict) -> dict:

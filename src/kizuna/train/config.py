@@ -190,6 +190,7 @@ def typed_file_values(config_cls, values: dict, path) -> dict:
     are left for make_config to name."""
     defaults = config_cls()
     kinds = {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(config_cls)}
+    values = alias_keys_as_fields(values, set(kinds))  # ("hflip": "0.5" is typed as aug_hflip's float)
     typed = dict(values)
     for key, value in values.items():
         kind = kinds.get(key)
@@ -256,7 +257,8 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     asked_models = overrides.get("model_overrides")
     asked_text = asked_models.get("text") if isinstance(asked_models, dict) else None
     asked_text = set(asked_text) if isinstance(asked_text, dict) else set()
-    base, overrides = merge_model_overrides(dict(base or {}), overrides, TrainConfig.model)
+    base, overrides = alias_keys_as_fields(dict(base or {}), fields), alias_keys_as_fields(overrides, fields)
+    base, overrides = merge_model_overrides(base, overrides, TrainConfig.model)
     merged = {**base, **overrides}
     unknown = sorted(set(merged) - fields)
     if unknown:
@@ -534,7 +536,27 @@ FLAG_ALIASES = {"workers": ("--num-workers",),
                 "aug_hflip": ("--hflip",), "aug_scale": ("--crop-scale",),
                 # the contrastive trainer's words for its evaluation data, on the ViT trainer's fields
                 "val_data": ("--eval-data",), "val_split": ("--eval-split",),
-                "val_max_samples": ("--eval-max-samples",)}
+                "val_max_samples": ("--eval-max-samples",),
+                # and the other way: the ViT trainer's words, on the contrastive trainer's fields
+                "eval_split": ("--val-split",), "eval_max_samples": ("--val-max-samples",)}
+
+
+def alias_keys_as_fields(settings: dict, fields: set[str]) -> dict:
+    """A config's keys spelt as a flag's alias (``hflip`` for ``aug_hflip``, ``num_workers`` for ``workers``,
+    ``eval_split`` for the ViT trainer's ``val_split``) as the field they set: `--hflip` works on the command
+    line, and the same key in a config file was refused as "a `kizuna vit train` option"."""
+    out = dict(settings)
+    for field, aliases in FLAG_ALIASES.items():
+        if field not in fields:
+            continue
+        for alias in aliases:
+            key = alias.removeprefix("--").replace("-", "_")
+            if key in out and key not in fields:
+                value = out.pop(key)
+                if field in out and out[field] != value:
+                    raise ValueError(f"{key} and {field} are one setting, given twice: {value!r} and {out[field]!r}")
+                out[field] = value
+    return out
 
 
 def check_act(act: str) -> None:

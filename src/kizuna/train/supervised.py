@@ -59,7 +59,7 @@ from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_mo
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .config import check_act, check_common, check_override_types, merge_model_overrides
+from .config import alias_keys_as_fields, check_act, check_common, check_override_types, merge_model_overrides
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
 from .trainer import Trainer
@@ -161,7 +161,8 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
     base = drop_file_architecture(dict(base or {}), overrides)
     # --model-overrides merges into a config's (it replaced them: `--config vit_cifar10 --model-overrides
     # '{"depth": 4}'` lost the config's width 96), as `kizuna train` does; another --model drops the config's
-    base, overrides = merge_model_overrides(dict(base or {}), overrides, SupervisedConfig.model)
+    base, overrides = alias_keys_as_fields(dict(base or {}), fields), alias_keys_as_fields(overrides, fields)
+    base, overrides = merge_model_overrides(base, overrides, SupervisedConfig.model)
     merged = {**base, **overrides}
     unknown = sorted(set(merged) - fields)
     if unknown:

@@ -122,12 +122,13 @@ def add_arguments(p):
                        description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("checkpoint", type=model_spec,
                    help="a model from `kizuna vit train` or `vit finetune` (folder or .safetensors)")
-    e.add_argument("--data", required=True,
+    e.add_argument("--data", "--dataset", dest="data", required=True,  # (--dataset: `kizuna eval`'s word)
                    help="labelled images: a CLIP_benchmark folder (root or split folder), ImageFolder tree or CSV")
     e.add_argument("--split", default=None, help="split folder (default: test, else val/validation, else the folder)")
     e.add_argument("--classnames", default=None,
-                   help="class names file, one per line in label order (default: the data's classnames.txt, else "
-                        "the ImageFolder folder names)")
+                   help="class names file, one per line in label order (default: the classes saved with the model, "
+                        "which the data's labels are matched to by name; for a model saved without them, the data's "
+                        "classnames.txt, else the ImageFolder folder names)")
     e.add_argument("--image-size", type=at_least_zero, default=0,
                    help="evaluate at another resolution: the position embeddings are interpolated in 2-D, as "
                         "`vit finetune` does, but nothing is trained (0 = the model's own size)")
