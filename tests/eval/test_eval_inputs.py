@@ -143,8 +143,9 @@ def test_a_suite_refuses_unknown_keys_and_missing_datasets_before_it_starts(tmp_
 
 
 def test_a_suite_keeps_finished_runs_tells_csv_columns_apart_and_names_plots_apart(tmp_path, tiny_hf):
-    """Results are written after every run, so a later failure keeps them; two runs on one CSV with other
-    label columns are two datasets (they shared one); two confusion plots of one name no longer overwrite."""
+    """A later run's bad dataset setting is refused before the first run (it was found after the earlier runs'
+    work); two runs on one CSV with other label columns are two datasets (they shared one); two confusion plots
+    of one name no longer overwrite."""
     for i in range(6):
         (tmp_path / f"{i}.png").write_bytes(noise_image(i))
     (tmp_path / "d.csv").write_text("filepath,label,kind\n" + "".join(
@@ -153,8 +154,11 @@ def test_a_suite_keeps_finished_runs_tells_csv_columns_apart_and_names_plots_apa
     suite = {"runs": [run, {**run, "label_column": "kind"}, {**run, "label_column": "no_such_column"}]}
     out = tmp_path / "out"
     (tmp_path / "s.json").write_text(json.dumps(suite))
-    with pytest.raises(Exception, match="no_such_column"):
+    with pytest.raises(Exception, match="run 2: .*no_such_column"):
         run_suite(tmp_path / "s.json", out_dir=out, progress=False, echo=None)
+    assert not (out / "results.json").exists()  # no run's work was done
+    (tmp_path / "s.json").write_text(json.dumps({"runs": suite["runs"][:2]}))
+    run_suite(tmp_path / "s.json", out_dir=out, progress=False, echo=None)
     saved = json.loads((out / "results.json").read_text())
     assert [r["details"]["num_classes"] for r in saved] == [3, 2]
     plots = [r["details"]["plots"][0] for r in saved]

@@ -117,18 +117,18 @@ def test_a_resume_from_an_earlier_step_keeps_the_left_branchs_better_best(tmp_pa
     from kizuna.train.contrastive import ContrastiveTrainer
 
     run = tmp_path / "run"
-    kw = dict(steps=4, save_every=2, keep_last=5, best_metric="zeroshot/top1")
+    kw = dict(steps=4, save_every=2, keep_last=5, best_metric="probe/shape")
     first = ContrastiveTrainer(tiny_config(run, **kw))
     first.train()
     first.ckpt.best_value = None
-    first.ckpt.update_best(4, first.model, {"zeroshot/top1": 0.22})  # the branch's best, after step 2
+    first.ckpt.update_best(4, first.model, {"probe/shape": 0.22})  # the branch's best, after step 2
     capsys.readouterr()
     again = ContrastiveTrainer(tiny_config(run, resume=str(run / "checkpoints" / "step_0000002"), **kw))
     assert "is from step 4, of the branch this resume from step 2 leaves" in capsys.readouterr().err
     assert again.ckpt.best_value == 0.22
-    assert not again.ckpt.update_best(3, again.model, {"zeroshot/top1": 0.18})  # worse: best/ stays
+    assert not again.ckpt.update_best(3, again.model, {"probe/shape": 0.18})  # worse: best/ stays
     assert read_extra(run / "checkpoints" / "best")["step"] == 4
-    assert again.ckpt.update_best(3, again.model, {"zeroshot/top1": 0.3})
+    assert again.ckpt.update_best(3, again.model, {"probe/shape": 0.3})
     assert read_extra(run / "checkpoints" / "best")["step"] == 3
     ContrastiveTrainer(tiny_config(run, resume="latest", **kw))  # latest is step 4, after best's 3: nothing said
     assert "of the branch" not in capsys.readouterr().err

@@ -210,15 +210,17 @@ def preview_augmentation(cfg, out, n_images: int = 8, draws: int = 4, stats_imag
     ``stats_images`` images); returns the JSON's content. ``recipe`` names exactly what the figure shows."""
     _check_counts(num_images=n_images, draws=draws, stats_images=stats_images)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     shown = augmentation_samples(cfg, n_images, draws, seed)
     recipe = describe_recipe(cfg)
     if _mixes(cfg) and len(shown["original"]) < 2:  # mix_batch leaves a batch of one alone
         shown["mixed"] = None
         recipe += " (mixing not shown: it needs 2 or more images, see --images)"
     subset = f" (first images of the {cfg.subset_fraction:g} subset)" if cfg.subset_fraction < 1 else ""
-    figure = plot_augmentations(shown, out / "augment.png", f"{cfg.data}{subset}: {recipe}")
+    # the statistics before anything is written: an image of theirs that failed left the new figure beside the
+    # earlier run's augment.json (another dataset and recipe), and a bad --data an empty OUT
     many = augmentation_samples(cfg, stats_images, 1, seed + 1, mix=False)
+    out.mkdir(parents=True, exist_ok=True)
+    figure = plot_augmentations(shown, out / "augment.png", f"{cfg.data}{subset}: {recipe}")
     record = {"data": str(cfg.data), "image_size": cfg.image_size, "recipe": recipe,
               "original": pixel_stats(many["original"]), "loader": pixel_stats(many["loader"]),
               "device": pixel_stats(many["device"]) if many["device"] is not None else None,

@@ -176,6 +176,25 @@ def _one_image(args, target):
     return target.preprocess(load_image(args.image)), str(args.image)
 
 
+def _check_image_paths(args) -> None:
+    """--images / --image there, before the model loads (a typo was "data source not found", naming no flag,
+    after a large model's seconds of loading)."""
+    import os
+
+    from kizuna.data.sources import expand_spec
+
+    for flag in ("images", "image"):
+        value = getattr(args, flag, None)
+        for spec in [value] if isinstance(value, str) else (value or []):
+            try:
+                missing = [p for p in expand_spec(spec) if not os.path.exists(p)]
+            except FileNotFoundError as e:  # a glob matching nothing
+                raise FileNotFoundError(f"--{flag} {spec}: {e}") from None
+            if missing:
+                raise FileNotFoundError(f"--{flag} {spec}: no such file or folder" +
+                                        (f" ({missing[0]})" if missing[0] != spec else ""))
+
+
 def run(args):
     if not getattr(args, "analyze_command", None):  # as `kizuna eval` without a task: one error line (it printed
         raise ValueError(f"choose an action: {', '.join(ACTIONS)} (see kizuna analyze --help)")  # the help, rc 2)
@@ -187,6 +206,7 @@ def run(args):
     from kizuna.apps.common import check_out_outside_data, check_writable
 
     check_writable(args.out, "the figures and JSON")  # it failed as "[Errno 17] File exists" once they were drawn
+    _check_image_paths(args)
     # the PNGs in an --out inside an --images folder were measured as images by the next run
     check_out_outside_data(args.out, "--images", getattr(args, "images", None))
     if args.analyze_command == "compare-runs":

@@ -288,6 +288,11 @@ def run(args):
     if args.texts is not None and not is_file_argument(args.texts):  # a pipe is a file too: read once, later
         raise FileNotFoundError(f"--texts {args.texts}: " + ("a folder; --texts takes a text file, one text per line"
                                                             if Path(args.texts).is_dir() else "no such file"))
+    if out.suffix == ".npy" and rows.is_dir():  # it failed after the embedding, as "(Is a directory)"
+        raise ValueError(f"--out {out} writes its list of rows to {rows}, which is a folder; move it or choose "
+                         "another --out")
+    if args.images is not None and not os.path.exists(os.path.expanduser(args.images)):  # (before the model loads)
+        raise FileNotFoundError(f"--images {args.images}: no such folder or file")
     if out.suffix == ".parquet":  # write_embeddings needs it, after all the embedding: checked first
         require("pyarrow", f"--out {out} (.parquet)", "parquet", "give an --out ending in .npy")
     check_writable(out)

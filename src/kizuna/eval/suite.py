@@ -376,6 +376,56 @@ def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details
                       "metrics": metrics, "language": "en", "details": details})
 
 
+def run_tasks(r: dict) -> list[str]:
+    """A run's tasks in order: "probes" is the three probes; a task named twice (an alias of it, or inside
+    "probes") runs once (a second "probes" reached no task and lost the run's records after its work, a second
+    "zeroshot" ran again)."""
+    return list(dict.fromkeys(t for task in r["task"] for t in (
+        ("robustness", "typographic", "relation_swap") if task == "probes" else (task,))))
+
+
+_TASK_DATA = {"zeroshot_classification": "classification", "robustness": "classification",
+              "typographic": "classification", "linear_probe": "classification", "zeroshot_retrieval": "retrieval"}
+
+
+def check_run_datasets(r: dict, ctx: "_Context", tasks: list[str] | None = None) -> None:
+    """Index (into ``ctx``, where the run then finds them) and check every dataset run ``r``'s tasks read."""
+    tasks = run_tasks(r) if tasks is None else tasks
+    for task in tasks:
+        if task in _TASK_DATA:
+            ds = ctx.dataset(r, r.get("split"), _TASK_DATA[task])
+            if task == "typographic" and ds.num_classes < 2:
+                raise ValueError(f"{ds.name}: the typographic attack needs at least two classes (it writes a wrong "
+                                 f"class name on each image); this dataset has {ds.num_classes}")
+    if "linear_probe" in tasks:
+        _probe_splits(r, ctx)
+
+
+def _probe_splits(r: dict, ctx: "_Context"):
+    """The linear probe's (train, test) datasets, checked: separate splits, and a class with 2 or more training
+    images (its L2 is chosen on a validation split carved from them: it failed after the test split was encoded,
+    as "too few training samples", naming no setting)."""
+    import numpy as np
+
+    try:  # the split that failed is the training one: its advice named --split, which changed nothing
+        train = ctx.dataset(r, r.get("train_split", "train"), "classification",
+                            max_samples=r.get("max_train_samples", r.get("max_samples")))
+    except DatasetError as e:
+        raise DatasetError(with_caller_flags(e, "--train-split")) from None
+    test = ctx.dataset(r, r.get("split"), "classification")
+    if test.source == train.source:
+        raise ValueError(f"{r['dataset']}: the linear probe needs separate train and test splits "
+                         f"(found only {test.source})")
+    labels = np.asarray(train.labels)
+    known = labels[labels >= 0]
+    if not len(known) or np.bincount(known).max() < 2:
+        cap = r.get("max_train_samples", r.get("max_samples"))
+        raise ValueError(f"{train.source}: the linear probe's {len(labels)} training image(s) have no class "
+                         "with 2 or more, which it needs to hold some out to choose its L2"
+                         + (f"; raise --max-train-samples (now {cap})" if cap else ""))
+    return train, test
+
+
 def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool = True,
               echo: Callable[[str], None] | None = print) -> list[dict]:
     """Evaluate one run (all its tasks); returns its records, writes plots to ``out_dir``."""
@@ -387,20 +437,20 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
 
     ctx = ctx or _Context()
     say = echo if (echo and is_main()) else (lambda s: None)
+    tasks = run_tasks(r)
+    split = r.get("split")
+    # every dataset the run reads, indexed and checked before the model loads and any task's work: a task whose
+    # data did not fit (retrieval on a classification set, a split that is not there) failed after the others
+    check_run_datasets(r, ctx, tasks)
     args = ctx.model_args(r)
     device = args[1]
     model, tokenizer = ctx.model(*args)
     bs, nw = int(r.get("batch_size", 64)), int(r.get("num_workers", 0))
     out_dir = Path(out_dir) if out_dir else None
-    # "probes" is the three probes; a task named twice (an alias of it, or inside "probes") runs once: a second
-    # "probes" reached no task and lost the run's records after its work, a second "zeroshot" ran again
-    tasks = list(dict.fromkeys(t for task in r["task"] for t in (
-        ("robustness", "typographic", "relation_swap") if task == "probes" else (task,))))
     records = []
     stem = _slug(r.get("name") or Path(str(r["model"])).name)
     who = r.get("name") or short_spec(str(r["model"]))  # as the figures' titles name the model
     common = dict(batch_size=bs, device=device, num_workers=nw, progress=progress)
-    split = r.get("split")
     clean_cache: dict = {}
 
     def clean_features(ds):
@@ -409,26 +459,9 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             clean_cache[k] = encode_images(model, ds, desc=f"{ds.name}: images", **common)
         return clean_cache[k]
 
-    if "typographic" in tasks:  # fail before the other tasks' work, not after it
-        ds = ctx.dataset(r, split, "classification")
-        if ds.num_classes < 2:
-            raise ValueError(f"{ds.name}: the typographic attack needs at least two classes (it writes a wrong "
-                             f"class name on each image); this dataset has {ds.num_classes}")
-
     def probe_splits():
-        try:  # the split that failed is the training one: its advice named --split, which changed nothing
-            train = ctx.dataset(r, r.get("train_split", "train"), "classification",
-                                max_samples=r.get("max_train_samples", r.get("max_samples")))
-        except DatasetError as e:
-            raise DatasetError(with_caller_flags(e, "--train-split")) from None
-        test = ctx.dataset(r, split, "classification")
-        if test.source == train.source:
-            raise ValueError(f"{r['dataset']}: the linear probe needs separate train and test splits "
-                             f"(found only {test.source})")
-        return train, test
+        return _probe_splits(r, ctx)
 
-    if "linear_probe" in tasks:  # its splits: a dataset without a train split failed after the zero-shot's work,
-        probe_splits()  # and the run's finished records were never written
     zs_acc: dict = {}
     for task in tasks:
         t0 = time.perf_counter()  # a duration: the wall clock can step (NTP)
@@ -550,6 +583,13 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
         for i, r in enumerate(suite["runs"]):
             check_out_outside_data(out_dir, f"run {i}'s dataset", r.get("dataset"))
     ctx = _Context(device)
+    # every run's datasets, before the first run: a later run's split typo (or retrieval on a classification
+    # set) was found after the earlier runs' work, and the results.json there was replaced by theirs alone
+    for i, r in enumerate(suite["runs"]):
+        try:
+            check_run_datasets(r, ctx)
+        except DatasetError as e:
+            raise DatasetError(f"run {i}: {in_suite_words(e)}") from None
     records: list[dict] = []
     written = None  # how many runs results.json holds, once written by this call
     try:

@@ -148,6 +148,7 @@ class ContrastiveTrainer(Trainer):
         return cfg.best_metric or None, cfg.best_mode
 
     def check_config(self, cfg: TrainConfig) -> None:
+        check_best_metric(cfg)
         parts = self.dist.world_size * cfg.accum_steps
         if cfg.batch_size % parts:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size x accum_steps "
@@ -403,6 +404,30 @@ def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> Non
                    else "fix the flag (or drop it)")
             raise ValueError(f"{flag} {folder}{split}: {with_caller_flags(e, '--eval-split', in_training=True)}. "
                              f"Before training, {how}: the run's evaluations would fail") from None
+
+
+def check_best_metric(cfg: TrainConfig) -> None:
+    """--best-metric names a metric this run's evaluations give, before any training: a typo was a warning at
+    the first evaluation (the run's end by default) and the run ended without best/; with no evaluation at all,
+    not even that."""
+    if not cfg.best_metric:
+        return
+    from kizuna.eval.training import _MAIN_KEYS
+
+    gives = {"probe": cfg.eval_zeroshot == "synthetic" or (cfg.data == "synthetic" and not cfg.eval_zeroshot),
+             "zeroshot": cfg.eval_zeroshot not in ("", "synthetic"), "retrieval": bool(cfg.eval_retrieval)}
+    names = {"zeroshot": {*_MAIN_KEYS["zeroshot"], "zeroshot/top5"}, "retrieval": set(_MAIN_KEYS["retrieval"])}
+    source = cfg.best_metric.split("/")[0]
+    evaluated = [f"{k}/..." for k, on in gives.items() if on]
+    if not evaluated:
+        raise ValueError(f"--best-metric {cfg.best_metric}: this run evaluates nothing to pick best/ by; pass "
+                         "--eval-zeroshot or --eval-retrieval (or drop --best-metric)")
+    if not gives.get(source):
+        raise ValueError(f"--best-metric {cfg.best_metric}: this run's evaluations give {', '.join(evaluated)} "
+                         "metrics" + (f" (--eval-{source} would give {source}/...)" if source in names else ""))
+    if source in names and cfg.best_metric not in names[source]:
+        raise ValueError(f"--best-metric {cfg.best_metric}: the {source} evaluation gives "
+                         f"{', '.join(sorted(names[source]))}")
 
 
 def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:

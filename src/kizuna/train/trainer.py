@@ -126,6 +126,8 @@ class Trainer(ABC):
             announce_restored(cfg, restored)
         tune_for_training(self.device)
         self.out = Path(cfg.out)
+        if self.dist.is_main:  # before any work: the first write was the first checkpoint, at the end by default
+            check_run_folder(self.out, self.run_outputs)
         # OUT's lock, taken by open_log (the main process only: the others write nothing): let go when train()
         # ends, or when a trainer that never trained is collected
         self.release_run_lock = None
@@ -723,6 +725,26 @@ class StopOnInterrupt:
                 signal.signal(signum, previous)
         self._previous = {}
         return False
+
+
+def check_run_folder(out: Path, outputs=()) -> None:
+    """OUT writable, and each folder a run writes there (checkpoints/, checkpoints/best/, a trainer's own such as
+    vit's model/) absent or a folder: a file or a link to an unmounted disk there failed at the first save, with
+    the default --save-every 0 after the last step ("[Errno 17] File exists: 'OUT/checkpoints'"), and the whole
+    run was lost."""
+    from kizuna.apps.common import check_writable
+
+    check_writable(out, "the run's checkpoints and logs")
+    folders = ["checkpoints", "checkpoints/best", *(name for name, _ in outputs if not Path(name).suffix)]
+    for name in folders:
+        path = out / name
+        if os.path.islink(path) and not path.exists():
+            raise ValueError(f"--out {out}: {path} is a symbolic link to {os.readlink(path)}, which does not exist "
+                             "(an unmounted disk?); the run writes a folder there. Mount it, remove the link, or "
+                             "choose another --out")
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--out {out}: {path} is a file, where the run writes a folder; move it, or choose "
+                             "another --out")
 
 
 def continue_with(trainer: Trainer) -> str:
