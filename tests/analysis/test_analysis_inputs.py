@@ -101,7 +101,7 @@ def test_all_passes_top_and_predict_checks_it(tmp_path, write_noise_images, caps
         assert "--top: must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["analyze", "attention-distance", str(path), "--images", str(image), "--max-images", "0"])
-    assert "--max-images: must be >= 1" in capsys.readouterr().err
+    assert "--max-images/--max-samples: must be >= 1" in capsys.readouterr().err
 
 
 def test_a_vits_labels_are_one_set_of_names_and_a_model_object_says_its_normalisation(tmp_path):

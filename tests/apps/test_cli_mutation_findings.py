@@ -227,6 +227,7 @@ def test_analyze_filters_and_attention_distance_defaults(reports, tmp_path):
     """--components defaults to 28 (ViT Fig. 7) and --max-images to 32, as their help says."""
     assert _analyze("filters", "m", "--out", str(tmp_path / "o")) == 0
     assert reports["filters"][0][2] == 28
+    (tmp_path / "imgs").mkdir()  # (checked to be there before the model loads)
     assert _analyze("attention-distance", "m", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"),
                     "--no-progress") == 0
     assert reports["load_images"][0][2] == 32
@@ -237,6 +238,7 @@ def test_analyze_filters_and_attention_distance_defaults(reports, tmp_path):
 
 def test_analyze_over_training_passes_its_metric(reports, tmp_path, capsys):
     """--metric reached over_training_report (a CLIP run saves zeroshot/top1; val_top1 in its place drew n/a)."""
+    (tmp_path / "imgs").mkdir()  # (checked to be there before the model loads)
     assert _analyze("over-training", str(tmp_path / "run"), "--images", str(tmp_path / "imgs"), "--out",
                     str(tmp_path / "o"), "--no-progress", "--metric", "zeroshot/top1", "--max-images", "4") == 0
     args, kw = reports["over_training"]

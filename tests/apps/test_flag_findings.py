@@ -127,3 +127,33 @@ def test_a_linear_probes_missing_train_split_names_train_split(tmp_path, capsys)
     assert main(["eval", "suite", str(tmp_path / "s.json")]) == 2
     err = capsys.readouterr().err
     assert "run 0: " in err and "set the run's \"train_split\" to test" in err and "--train-split" not in err
+
+
+def test_a_config_key_spelt_as_an_alias_counts_as_named_on_a_resume(tmp_path):
+    """{"eval_split": "train"} set vit's val_split on a new run, but counted as no field named: a resume put the
+    checkpoint's value back over it without a word (review)."""
+    from kizuna.train.config import named_fields
+    from kizuna.train.supervised import SupervisedConfig
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"eval_split": "train", "num_workers": 0}))
+    names = named_fields(parse("vit", "train", "--config", str(config)), SupervisedConfig)
+    assert {"val_split", "workers"} <= names
+
+
+def test_a_mistyped_command_name_is_not_blamed_on_the_flags_after_it(capsys):
+    """`kizuna eval zeroshto --model m` called every flag typed "not a flag of this command" (review)."""
+    with pytest.raises(SystemExit):
+        main(["eval", "zeroshto", "--model", "m", "--dataset", "d"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'zeroshto'" in err and "is not a flag" not in err
+
+
+def test_the_missing_class_names_advice_reads_as_a_suites_keys():
+    from kizuna.eval.datasets import NoClassNamesError, in_suite_words
+
+    error = NoClassNamesError("no class names for dataset 'x': expected x/classnames.txt. Create that file, pass "
+                              "classnames=[...] / --classnames FILE, or --dataset-name KEY to use a bundled "
+                              "CLIP_benchmark list (e.g. cars, cifar10, ...)")
+    assert ('Create that file, set the run\'s "classnames", or its "dataset_name", to use a bundled'
+            in in_suite_words(error))

@@ -115,6 +115,19 @@ def test_a_run_refused_before_it_wrote_anything_leaves_no_folder(tmp_path):
     (tmp_path / "was_there").mkdir()
     release_run_lock(hold_run_lock(tmp_path / "was_there"))
     assert (tmp_path / "was_there").is_dir()  # a folder the run did not make stays
+    (tmp_path / "keep").mkdir()  # through "..": the climb took the user's empty keep/ for the run's (review)
+    release_run_lock(hold_run_lock(tmp_path / "new" / ".." / "keep" / "run"))
+    assert (tmp_path / "keep").is_dir() and not (tmp_path / "keep" / "run").exists()
+
+
+def test_a_vit_preset_is_not_warned_about_at_a_size_the_run_does_not_use():
+    """The override check built the preset at 224 px: hybrid-B/16 at --image-size 384 was warned about 224 (review)."""
+    from kizuna.train.supervised import make_supervised_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_supervised_config(model="hybrid-B/16", image_size=384)
+        make_supervised_config(model="hybrid-B/16", image_size=384, model_overrides={"depth": 2})
 
 
 # ----------------------------------------------------------------------------------- labels, templates, classnames

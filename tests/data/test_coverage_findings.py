@@ -38,6 +38,7 @@ def test_a_training_transform_checks_its_size_and_filter_too():
         TrainTransform(mean=[0.5])
     assert Preprocess(image_size=(32, 48), crop_pct=0.875).image_size == (32, 48)  # a pair is fine
     assert Preprocess(image_size=np.int64(32)).image_size == 32  # as a numpy reader gives it
+    assert list(Preprocess(image_size=np.array([32, 28])).image_size) == [32, 28]  # (review)
 
 
 def test_a_model_whose_config_holds_a_bad_resize_mode_is_refused(tmp_path):

@@ -145,3 +145,14 @@ def test_a_grid_side_below_one_is_refused():
         position_similarity(torch.randn(4, 8), -2)
     with pytest.raises(ValueError, match="grid must be positive"):
         cls_rollout_map(torch.eye(5)[None], -2)
+
+
+def test_a_python_suite_takes_a_torch_device_and_any_name(tmp_path, monkeypatch):
+    """run_suite(device=torch.device("cpu")) and a run's "name": 3 ran before the type checks refused them (review)."""
+    tree = _image_folder(tmp_path / "tree")
+    seen = []
+    monkeypatch.setattr(suite_mod, "run_entry", lambda r, ctx, **k: seen.append((ctx.model_args(r)[1], r["name"])) or [])
+    run = {"model": "ViT-mu-8", "dataset": str(tree), "task": "zeroshot", "name": 3}
+    run_suite([run], device=torch.device("cpu"), progress=False, echo=None)
+    run_suite([{**run, "device": torch.device("cpu")}], progress=False, echo=None)
+    assert seen == [("cpu", 3), ("cpu", 3)]

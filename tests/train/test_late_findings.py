@@ -96,3 +96,30 @@ def test_vit_trains_validation_data_is_checked_before_the_model_and_the_training
     shutil.copytree(data / "train", data / "test")
     with pytest.raises(ValueError, match="no split 'nosuch'"):
         SupervisedTrainer(make_supervised_config(**base, val_data=str(data / "test"), val_split="nosuch"))
+
+
+def test_a_device_name_is_taken_whole():
+    """--device cpux (any prefix of cpu or cuda) ran on the CPU without a word."""
+    from kizuna.train.distributed import init_distributed
+
+    for bad in ("cpux", "cudas", "cpu0"):
+        with pytest.raises(ValueError, match=f"--device {bad}: expected auto, cpu, cuda or cuda:N"):
+            init_distributed(bad)
+    assert init_distributed("cpu:0").device.type == "cpu"
+
+
+def test_a_resume_that_changes_a_fixed_setting_is_refused_before_the_model_and_data(tmp_path, monkeypatch):
+    """`vit train --resume latest --batch-size 32` was refused after the model was built and the training images
+    decoded (8 s on CIFAR-10 onto the device)."""
+    from _labelled import odd_even_shards
+
+    import kizuna.train.supervised as supervised
+    from kizuna.train.supervised import SupervisedTrainer, make_supervised_config
+
+    data = odd_even_shards(tmp_path / "oe", 8, 8)
+    base = dict(data=str(data / "train"), model="mu/4", image_size=8, steps=2, save_every=1, batch_size=4,
+                workers=0, out=str(tmp_path / "run"), progress=False)
+    SupervisedTrainer(make_supervised_config(**base)).train()
+    monkeypatch.setattr(supervised, "load_classification", _never)
+    with pytest.raises(ValueError, match="the run's batch size is 4, .* --batch-size 2 cannot continue it"):
+        SupervisedTrainer(make_supervised_config(**{**base, "batch_size": 2, "resume": "latest"}))

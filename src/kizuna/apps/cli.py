@@ -40,7 +40,10 @@ class _Parser(argparse.ArgumentParser):
         """argparse's error, with the flags typed that this command does not have and its closest ones: a
         missing required flag was said without the flag typed in its place (`vit eval M --dataset D`: "the
         following arguments are required: --data")."""
-        if "unrecognized arguments" not in message:
+        # (not from a parser of sub-commands: the flags typed are the sub-command's, which a mistyped command
+        # name did not reach, and every one of them was called wrong)
+        commands = any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
+        if "unrecognized arguments" not in message and not commands:
             hints = unknown_flag_hints(self, _Parser.argv)
             message += f"; {hints}" if hints else ""
         super().error(message)

@@ -159,8 +159,8 @@ def check_geometry(image_size, interpolation: str, resize_mode: str = "shortest"
     def whole(v) -> bool:
         return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
 
-    if not (whole(image_size) or (isinstance(image_size, (list, tuple)) and len(image_size) == 2
-                                  and all(whole(v) for v in image_size))):
+    pair = not isinstance(image_size, (str, bytes)) and hasattr(image_size, "__len__")  # a list, tuple, array
+    if not (whole(image_size) or (pair and len(image_size) == 2 and all(whole(v) for v in image_size))):
         raise ValueError(f"preprocess image_size must be a whole number of pixels or [height, width], got "
                          f"{image_size!r} {where}")
     if interpolation not in INTERPOLATION:

@@ -108,13 +108,13 @@ def with_caller_flags(error: Exception, split_flag: str, in_training: bool = Fal
 def in_suite_words(error: Exception) -> str:
     """``error``'s advice as a suite file's keys, not the eval commands' flags (`eval suite` has no --split)."""
     message = str(error).replace("pass split= / --split ", "pass --split ")
+    message = message.replace("pass classnames=[...] / --classnames FILE, or --dataset-name KEY",
+                              'set the run\'s "classnames", or its "dataset_name",')
     for flag, key in (("--split", "split"), ("--train-split", "train_split"), ("--classnames", "classnames"),
                       ("--dataset-name", "dataset_name"), ("--image-column", "image_column"),
                       ("--label-column", "label_column")):
         message = message.replace(f"pass {flag} ", f'set the run\'s "{key}" to ')
         message = message.replace(f"with {flag})", f'with the run\'s "{key}")')
-    message = message.replace("--classnames FILE, or --dataset-name KEY", 'the run\'s "classnames", or its '
-                              '"dataset_name"')
     return message
 
 

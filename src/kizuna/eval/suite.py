@@ -258,8 +258,9 @@ def check_run_values(r: dict, where: str | None) -> None:
         r["corruptions"] = list(dict.fromkeys(r["corruptions"]))
 
 
-_TEXT_KEYS = ("model", "dataset", "name", "pretrained", "split", "train_split", "dataset_name", "device",
-              "cache_dir", "index_cache_dir", "image_column", "label_column", "caption_column")
+# ("name" may be any value, written as text; "device" is checked as a device, a torch.device too)
+_TEXT_KEYS = ("model", "dataset", "pretrained", "split", "train_split", "dataset_name", "cache_dir",
+              "index_cache_dir", "image_column", "label_column", "caption_column")
 
 
 def _check_text_values(r: dict, at: str) -> None:
@@ -563,7 +564,7 @@ def _on_device(obj, device):
     runs = obj if isinstance(obj, list) else obj.get("runs") if isinstance(obj, dict) else None
     if not isinstance(runs, list):
         return obj  # refused by normalise_suite
-    runs = [{**r, "device": device} if isinstance(r, dict) else r for r in runs]
+    runs = [{**r, "device": str(device)} if isinstance(r, dict) else r for r in runs]  # (a torch.device too)
     return runs if isinstance(obj, list) else {**obj, "runs": runs}
 
 

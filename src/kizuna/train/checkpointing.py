@@ -323,10 +323,13 @@ def hold_run_lock(out: Path) -> Path | None:
         import fcntl
     except ImportError:  # Windows: no lock, as before
         return None
-    made = out  # the outermost folder this call makes (None: OUT was there), removed again by release_run_lock
-    while not made.parent.exists() and made.parent != made:  # when the run wrote nothing into it
+    # the outermost folder this call makes (None: OUT was there), removed again by release_run_lock when the run
+    # wrote nothing into it; on the resolved path, as the removal climbs it ("new/../keep/run" took the user's
+    # empty keep/ for a folder of the run's)
+    made = out.resolve()
+    while not made.parent.exists() and made.parent != made:
         made = made.parent
-    made = None if out.exists() else made.absolute()
+    made = None if out.exists() else made
     out.mkdir(parents=True, exist_ok=True)
     key = out.resolve()
     if key in _HELD_LOCKS:  # this process holds it already (a trainer built again on the same folder)
@@ -381,7 +384,9 @@ def _unlink_lock_if_alone(out: Path) -> bool:
 
 def _remove_empty_folders(out: Path, made: Path) -> None:
     """OUT and the folders above it up to ``made`` (the outermost one the run made), while they are empty."""
-    folder, made = out, made.resolve()
+    folder = out
+    if folder != made and made not in folder.parents:
+        return
     try:
         while True:
             folder.rmdir()  # only an empty folder: another process's file in it stops the climb (OSError)

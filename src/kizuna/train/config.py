@@ -631,7 +631,10 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
     flags = set(given_arguments(args, config_cls) if given is None else given)
     names = set(flags)
     if getattr(args, "config", None):
-        from_file = set(load_config_file(args.config))
+        # as the fields they set: a key spelt as a flag's alias (eval_split for vit's val_split) counted as no field
+        # named, and a resume put the checkpoint's value back over it without a word
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        from_file = set(alias_keys_as_fields({k: None for k in load_config_file(args.config)}, fields))
         if config_cls is TrainConfig and _model_is_a_checkpoint(flags, args):  # the file's model settings were
             # dropped (config_from_args): the checkpoint's own are used, and none of them was asked for
             from .contrastive import CHECKPOINT_FIXED

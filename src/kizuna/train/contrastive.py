@@ -410,7 +410,7 @@ def check_best_metric(cfg: TrainConfig) -> None:
     """--best-metric names a metric this run's evaluations give, before any training: a typo was a warning at
     the first evaluation (the run's end by default) and the run ended without best/; with no evaluation at all,
     not even that."""
-    if not cfg.best_metric:
+    if not getattr(cfg, "best_metric", ""):
         return
     from kizuna.eval.training import _MAIN_KEYS
 

@@ -41,11 +41,14 @@ def launched_by_torchrun() -> bool:
 
 def init_distributed(device: str | None = None) -> DistInfo:
     """Read torchrun's environment; NCCL on GPU, gloo on CPU. A plain `python` run is world size 1."""
+    import re
+
+    # the whole name (a prefix let "cpux" or "cudas" through, run on the CPU or the first GPU)
+    if device not in (None, "auto") and not re.fullmatch(r"(cpu|cuda)(:\d+)?", str(device)):
+        raise ValueError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     want_cuda = torch.cuda.is_available() if device in (None, "auto") else str(device).startswith("cuda")
     if want_cuda and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA GPU here (torch {torch.__version__}); use --device cpu or auto")
-    if device not in (None, "auto") and not str(device).startswith(("cuda", "cpu")):
-        raise ValueError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     if not launched_by_torchrun():
         dev = torch.device(str(device) if want_cuda and device not in (None, "auto") else
                            "cuda" if want_cuda else "cpu")

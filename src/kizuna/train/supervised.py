@@ -229,10 +229,14 @@ def check_model_overrides(overrides: dict, model: str | None = None) -> None:
     owned = {"image_size": "--image-size", "num_classes": "the data's class count"}
     for key in sorted(set(overrides) & set(owned)):
         raise ValueError(f"--model-overrides: {key} is set by {owned[key]}, not by an override")
+    if not overrides:
+        return
     try:
         from kizuna.models.presets import vit_config
 
-        reference = vit_config(model) if model else VisionConfig()
+        with warnings.catch_warnings():  # (built at 224 px for its values only: its grid warning is not this run's)
+            warnings.simplefilter("ignore")
+            reference = vit_config(model) if model else VisionConfig()
     except (ValueError, KeyError, TypeError):  # not a preset (a checkpoint to fine-tune, a typo refused later)
         reference = VisionConfig()
     check_override_types(dataclasses.asdict(reference), overrides)  # {"eps": "1e-6"}: a TypeError in torch

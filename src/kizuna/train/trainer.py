@@ -37,7 +37,7 @@ from kizuna.models.checkpoint import atomic_write_text
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
 from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, flag_value, hold_run_lock,
-                            release_run_lock, resumed_config, rng_state, set_rng_state)
+                            read_train_state, release_run_lock, resumed_config, rng_state, set_rng_state)
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed, raise_together
 from .logging import MetricLogger
@@ -142,6 +142,9 @@ class Trainer(ABC):
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
         if self.resume_from is not None:
             self._refuse_a_foreign_resume_into_a_run()
+            # before the model is built and the data indexed and decoded (`vit train --resume latest --batch-size
+            # 32` was refused after 8 s of decoding CIFAR-10 onto the device)
+            self._check_saved_settings(read_train_state(self.resume_from, mmap=True).get("train_config", {}))
         return cfg
 
     @property
@@ -298,18 +301,22 @@ class Trainer(ABC):
                 print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "
                       f"{self.ckpt.mode} of {self.ckpt.metric}", file=sys.stderr)
 
-    def _restore_checkpoint(self) -> dict:
-        """This rank's part of the resume: the checkpoint's weights, the checks of the settings and data that
-        must continue it, the optimizer, schedule, length, data position, RNG and extra state. No collective
-        (a rank that raises here must not leave the others waiting in one) and nothing written."""
-        state = self.ckpt.load_into(self.resume_from, self.model)
-        saved = state.get("train_config", {})
+    def _check_saved_settings(self, saved: dict) -> None:
+        """The flags a resume may not change, against the checkpoint's ``train_config``: at start (from the state
+        file mapped, not read) and again as the checkpoint is restored."""
         check_resume_settings(saved, self.cfg, self.resume_fixed, self.resume_from, self.named,
                               self.resume_state_fixed)
         if saved.get("batch_size", self.cfg.batch_size) != self.cfg.batch_size:  # the sampler said it in its terms
             raise ValueError(f"--resume {self.resume_from}: the run's batch size is {saved['batch_size']}, and its data "
                              f"position counts batches of that size, so --batch-size {self.cfg.batch_size} cannot "
                              "continue it. Drop the flag, or start a new run in another --out")
+
+    def _restore_checkpoint(self) -> dict:
+        """This rank's part of the resume: the checkpoint's weights, the checks of the settings and data that
+        must continue it, the optimizer, schedule, length, data position, RNG and extra state. No collective
+        (a rank that raises here must not leave the others waiting in one) and nothing written."""
+        state = self.ckpt.load_into(self.resume_from, self.model)
+        self._check_saved_settings(state.get("train_config", {}))
         self._check_data_position(state["data"])
         self._load_optimizer_state(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
