@@ -23,3 +23,14 @@ def odd_even_shards(root: Path, n: int, side: int) -> Path:
                 tf.addfile(info, io.BytesIO(blob))
     (root / "classnames.txt").write_text("odd\neven\n")
     return root
+
+
+def odd_even_splits(root: Path, train: int = 12, test: int = 4, side: int = 8) -> Path:
+    """ROOT/{train,test}/000000.tar of ``side``-px PNGs labelled odd/even in turn, ROOT/classnames.txt."""
+    import shutil
+
+    odd_even_shards(root, train, side)
+    other = odd_even_shards(root.parent / f"{root.name}-test", test, side)
+    (root / "test").mkdir()
+    shutil.move(str(other / "train" / "000000.tar"), root / "test" / "000000.tar")
+    return root

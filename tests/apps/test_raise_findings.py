@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -15,15 +14,10 @@ import kizuna
 from kizuna.apps.cli import main
 
 
-def _odd_even(root: Path, train: int = 12, test: int = 4) -> Path:
-    """ROOT/{train,test}/000000.tar of 8-px PNGs labelled odd/even, ROOT/classnames.txt."""
-    from _labelled import odd_even_shards
+def _odd_even(root: Path) -> Path:
+    from _labelled import odd_even_splits
 
-    odd_even_shards(root, train, 8)
-    other = odd_even_shards(root.parent / f"{root.name}-test", test, 8)
-    (root / "test").mkdir()
-    shutil.move(str(other / "train" / "000000.tar"), root / "test" / "000000.tar")
-    return root
+    return odd_even_splits(root)
 
 
 # ----------------------------------------------------------------------------------- --out

@@ -5,19 +5,15 @@ import json
 
 import numpy as np
 import pytest
+from _evalhelpers import image_folder
 import torch
-from PIL import Image
 
 import kizuna.eval.suite as suite_mod
 from kizuna.eval.suite import check_run_values, normalise_suite, run_suite
 
 
 def _image_folder(root, classes=("cat", "dog"), per_class=2):
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", (8, 8), (40 * i, 90, 200)).save(root / c / f"{i}.png")
-    return root
+    return image_folder(root, per_class=per_class, classes=classes)
 
 
 def test_a_task_named_twice_runs_once(tmp_path, monkeypatch):

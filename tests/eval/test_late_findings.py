@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from PIL import Image
+from _evalhelpers import image_folder
 
 import kizuna.eval.suite as suite_mod
 from kizuna.apps.cli import main
 
 
 def _image_folder(root, classes=("cat", "dog"), per_class=2):
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", (8, 8), (40 * i, 90, 200)).save(root / c / f"{i}.png")
-    return root
+    return image_folder(root, per_class=per_class, classes=classes)
 
 
 def _split_dataset(root):
@@ -97,7 +93,7 @@ def test_vit_augment_writes_nothing_when_its_statistics_fail(tmp_path):
     from kizuna.train.supervised import make_supervised_config
 
     data = _image_folder(tmp_path / "imgs", per_class=6)
-    (data / "cat" / "5.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (data / "cat" / "img5.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     out = tmp_path / "aug"
     out.mkdir()
     (out / "augment.json").write_text('{"data": "earlier"}')
