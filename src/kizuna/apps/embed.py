@@ -56,6 +56,11 @@ def _collate(items):
     return idx, (torch.stack([x for _, x in ok]) if ok else None), errors
 
 
+def _check_images(folder) -> None:
+    if not os.path.exists(folder):  # Path.exists raised on a long `::` list of shards (ENAMETOOLONG)
+        raise FileNotFoundError(f"--images {folder}: no such folder or file")
+
+
 def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress=True):
     import torch
     from tqdm import tqdm
@@ -64,8 +69,7 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     from kizuna.data.images import list_images
     from kizuna.data.loader import worker_init
 
-    if not os.path.exists(folder):  # Path.exists raised on a long `::` list of shards (ENAMETOOLONG)
-        raise FileNotFoundError(f"--images {folder}: no such folder or file")
+    _check_images(folder)
     paths = list_images(folder) if Path(folder).is_dir() else [Path(folder)]  # one image, as `analyze` takes
     if not paths:
         raise ValueError(f"{folder}: no images found (extensions .jpg .png .webp ...)")
@@ -291,8 +295,8 @@ def run(args):
     if out.suffix == ".npy" and rows.is_dir():  # it failed after the embedding, as "(Is a directory)"
         raise ValueError(f"--out {out} writes its list of rows to {rows}, which is a folder; move it or choose "
                          "another --out")
-    if args.images is not None and not os.path.exists(os.path.expanduser(args.images)):  # (before the model loads)
-        raise FileNotFoundError(f"--images {args.images}: no such folder or file")
+    if args.images is not None:  # before the model loads (embed_images checks it again, for callers from Python)
+        _check_images(args.images)
     if out.suffix == ".parquet":  # write_embeddings needs it, after all the embedding: checked first
         require("pyarrow", f"--out {out} (.parquet)", "parquet", "give an --out ending in .npy")
     check_writable(out)

@@ -460,9 +460,6 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             clean_cache[k] = encode_images(model, ds, desc=f"{ds.name}: images", **common)
         return clean_cache[k]
 
-    def probe_splits():
-        return _probe_splits(r, ctx)
-
     zs_acc: dict = {}
     for task in tasks:
         t0 = time.perf_counter()  # a duration: the wall clock can step (NTP)
@@ -493,7 +490,7 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             details.pop("metrics")
             metrics, name = res.metrics, ds.name
         elif task == "linear_probe":
-            train, test = probe_splits()
+            train, test = _probe_splits(r, ctx)  # (indexed and checked by check_run_datasets)
             say(f"train: {train.describe()}\ntest:  {test.describe()}")
             # The suite's own zero-shot task scored the test split over its classes: reused beside the probe only
             # where they are the training split's (a test split lacking a class gave 100% over one class there)
