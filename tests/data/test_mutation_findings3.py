@@ -114,6 +114,18 @@ def test_a_cache_file_of_another_version_is_scanned_again(tmp_path):
     assert index_tar(shard, cache_dir=cache).captions == [("caption 0",), ("caption 1",), ("caption 2",)]
 
 
+@pytest.mark.parametrize("label", [3_000_000_000, -3, "1", 1.5])
+def test_a_cache_file_with_a_label_no_scan_gives_is_scanned_again(tmp_path, label):
+    """A cache written before a .cls of 2^31 or more was a bad label (its version was not raised) kept 3000000000:
+    `vit train` then built 3e9 class names (MemoryError), and a 20-digit one overflowed the int64 column."""
+    shard, cache, file, good = _cached(tmp_path)
+    blob = json.loads(file.read_text())
+    blob["index"]["labels"][1] = label
+    file.write_text(json.dumps(blob))
+    tar_index.clear_cache()
+    assert index_tar(shard, cache_dir=cache).labels == good.labels
+
+
 @pytest.mark.parametrize("column", ["keys", "sizes", "captions", "labels", "image_exts"])
 def test_a_cache_file_with_a_short_column_is_scanned_again(tmp_path, column):
     """Kills _load_disk's equal-length check: a column one short (the offsets intact) was served, and its last

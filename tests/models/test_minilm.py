@@ -207,3 +207,13 @@ def test_the_minilm_tower_compiles_into_one_graph(minilm_model, minilm_tokenizer
     compiled = torch.compile(minilm_model.text, backend="eager", fullgraph=True)  # tracing only: no C++ build
     with torch.no_grad():
         torch.testing.assert_close(compiled(tokens), minilm_model.text(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_a_preset_with_the_minilm_tower_encodes_the_same_text_the_same_way():
+    """create_model of a preset came in train mode (a loaded checkpoint comes in eval mode): the pretrained
+    MiniLM tower's dropout gave other features at every call of the README's snippet."""
+    model = kizuna.create_model("ViT-mu-8", text={"kind": "minilm"})
+    assert not model.training and not any(m.training for m in model.modules())
+    tokens = kizuna.get_tokenizer(model)(["a photo of a dog"])
+    with torch.inference_mode():
+        assert torch.equal(model.encode_text(tokens), model.encode_text(tokens))

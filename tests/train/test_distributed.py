@@ -226,3 +226,29 @@ def test_a_named_gpu_is_used_and_gpu_rng_states_restore_on_fewer_gpus(monkeypatc
                        "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}}
     checkpointing.set_rng_state(state)
     assert restored == [0]
+
+
+def test_a_folder_another_run_holds_is_refused_on_every_rank_in_one_line(tmp_path):
+    """Only rank 0 takes OUT's lock: refused there (another run writes into OUT), rank 1 went on into its first
+    collective and died with 38 lines of gloo's "Connection closed by peer" under rank 0's one-line refusal."""
+    from kizuna.train.checkpointing import hold_run_lock, release_run_lock
+
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    key = hold_run_lock(out)  # the other run: this process
+    try:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--log-dir", str(logs),
+               "--redirects", "3", "--standalone", "-m", "kizuna.apps.cli", "train", "--model", "ViT-mu-8",
+               "--data", "synthetic", "--synthetic-length", "64", "--synthetic-image-size", "32", "--batch-size",
+               "8", "--steps", "2", "--warmup-steps", "1", "--workers", "0", "--device", "cpu", "--eval-every",
+               "0", "--progress", "false", "--out", str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1] / "src")}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, start_new_session=True)
+    finally:
+        release_run_lock(key)
+    assert done.returncode != 0
+    said = {p.parent.name: p.read_text() for p in logs.rglob("stderr.log")}
+    assert len(said) == 2, said
+    for text in said.values():
+        assert "Traceback" not in text and "Connection closed" not in text, text[-3000:]
+    assert sum("another kizuna run" in text for text in said.values()) == 1, said
+    assert sum("rank 0 refused the run's folder" in text for text in said.values()) == 1, said

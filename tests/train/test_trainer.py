@@ -1055,8 +1055,12 @@ def test_a_resume_from_another_runs_checkpoint_goes_on_from_that_runs_log(tmp_pa
 
 def test_sigterm_stops_after_the_step_and_saves_as_ctrl_c_does(tmp_path, capsys):
     """A cluster scheduler's SIGTERM (before its SIGKILL) ended a run with nothing saved since its last checkpoint:
-    with the default --save-every 0, the whole run."""
+    with the default --save-every 0, the whole run. The run then raises Terminated, as SIGTERM does outside the
+    loop, not KeyboardInterrupt: the command line exited with Ctrl-C's 130, and a caller's `except Terminated`
+    (a requeue on preemption) never ran."""
     import signal
+
+    from kizuna.apps.cli import Terminated
 
     trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=10))
     fit, steps = trainer.fit_batch, []
@@ -1069,7 +1073,7 @@ def test_sigterm_stops_after_the_step_and_saves_as_ctrl_c_does(tmp_path, capsys)
 
     trainer.fit_batch = fit_and_terminate
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Terminated):
         trainer.train()
     assert "SIGTERM: stopping after this step and saving a checkpoint" in capsys.readouterr().err
     assert (tmp_path / "checkpoints" / "step_0000002" / "train_state.pt").is_file() and len(steps) == 2
@@ -1080,6 +1084,7 @@ GROUP_SIGTERM_RUN = """
 import os, signal, subprocess, sys
 sys.path.insert(0, {tests!r})
 from _tiny import tiny_config
+from kizuna.apps.cli import Terminated
 from kizuna.train.contrastive import ContrastiveTrainer
 
 trainer = ContrastiveTrainer(tiny_config({out!r}, steps=50, workers=1))
@@ -1095,8 +1100,8 @@ def fit_and_signal_the_group(batch):
 trainer.fit_batch = fit_and_signal_the_group
 try:
     trainer.train()
-except KeyboardInterrupt:
-    sys.exit(130)
+except Terminated:
+    sys.exit(143)
 """
 
 
@@ -1109,9 +1114,32 @@ def test_a_sigterm_to_the_process_group_with_loader_workers_still_saves(tmp_path
     code = GROUP_SIGTERM_RUN.format(tests=str(Path(__file__).parent), out=str(tmp_path / "run"))
     done = subprocess.run([sys.executable, "-c", code], start_new_session=True, capture_output=True, text=True,
                           timeout=300)
-    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.returncode == 143, done.stderr[-2000:]
     assert "SIGTERM: stopping after this step" in done.stderr and "killed by signal" not in done.stderr
     assert (tmp_path / "run" / "checkpoints" / "step_0000002" / "train_state.pt").is_file()
+
+
+def test_train_gives_the_callers_torch_rng_back(tmp_path):
+    """A trainer reseeds torch's global RNG with cfg.seed and left it so: after train(), a notebook's next
+    `torch.rand` was the same whatever it had seeded or drawn before (a random search around train() tried one
+    "random" learning rate again and again). The run's own numbers still come from cfg.seed alone."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    for caller_seed in (123, 999):
+        torch.manual_seed(caller_seed)
+        before = torch.random.get_rng_state()
+        ContrastiveTrainer(tiny_config(tmp_path / str(caller_seed), steps=2)).train()
+        assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(123)
+    ContrastiveTrainer(tiny_config(tmp_path / "again", steps=2)).train()
+    assert torch.equal(torch.rand(3), expected)
+    losses = [[row["loss"] for row in read_metrics(tmp_path / seed / "metrics.jsonl", "train")] for seed in ("123", "999")]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]  # the caller's seed changes nothing
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    with pytest.raises(FileNotFoundError):  # a construction that fails (after the seeding) gives it back too
+        ContrastiveTrainer(tiny_config(tmp_path / "bad", steps=2, data=str(tmp_path / "nosuch")))
+    assert torch.equal(torch.random.get_rng_state(), before)
 
 
 def test_train_from_python_leaves_no_workers_and_the_callers_thread_count(tmp_path):
@@ -1190,3 +1218,33 @@ def test_a_failed_resume_does_not_keep_the_folder_locked_while_its_traceback_liv
                             "from kizuna.train.checkpointing import hold_run_lock; hold_run_lock(Path(sys.argv[1]))",
                             str(tmp_path)], capture_output=True, text=True)
     assert other.returncode == 0, other.stderr
+
+
+@pytest.mark.parametrize("saved", [None, 1])
+def test_a_resume_of_a_run_another_kizuna_made_its_pixels_for_says_so(tmp_path, capsys, saved):
+    """A run started before a change of the training images (JPEGs decoded at a draft size) and resumed after it
+    went on 1e-3 away from where it would have, in silence, though --resume promises to continue exactly."""
+    from kizuna.data.transforms import TRAINING_PIXELS_VERSION
+
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, save_every=1)).train()
+    ContrastiveTrainer(tiny_config(tmp_path, steps=3, resume="latest")).train()
+    assert "other pixels" not in capsys.readouterr().err  # the same kizuna: nothing to say
+    state_file = tmp_path / "checkpoints" / "step_0000003" / "train_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert state["training_pixels"] == TRAINING_PIXELS_VERSION
+    state.pop("training_pixels") if saved is None else state.update(training_pixels=saved)
+    torch.save(state, state_file)
+    ContrastiveTrainer(tiny_config(tmp_path, steps=4, resume="latest")).train()
+    err = " ".join(capsys.readouterr().err.split())
+    assert "its remaining steps may see other pixels than they would have" in err
+    assert ("does not record" in err) == (saved is None) and (f"version {saved}," in err) == (saved is not None)
+
+
+def test_a_fresh_run_sets_the_earlier_runs_settings_aside_with_its_checkpoints(tmp_path):
+    """A fresh run into a folder moved the earlier run's checkpoints, log and curves to .prev but overwrote its
+    train_config.json: the .prev set, restored, was read with the new run's settings."""
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, lr=1e-3)).train()
+    ContrastiveTrainer(tiny_config(tmp_path, steps=2, lr=2e-3)).train()
+    assert json.loads((tmp_path / "train_config.json.prev").read_text())["lr"] == 1e-3
+    assert json.loads((tmp_path / "train_config.json").read_text())["lr"] == 2e-3
+    assert (tmp_path / "checkpoints.prev").is_dir() and (tmp_path / "metrics.jsonl.prev").is_file()

@@ -229,7 +229,11 @@ _ONE_AT_A_TIME = threading.RLock()
 
 def main(argv: list[str] | None = None) -> int:
     """The ``kizuna`` command line: runs one command, returns its exit status (argparse's usage errors and
-    ``--help`` raise SystemExit, as argparse does). Calls from several threads run one after another."""
+    ``--help`` raise SystemExit, as argparse does). Calls from several threads run one after another.
+
+    Ctrl-C and SIGTERM end the command (after its cleanup, one line said) with ``SystemExit(130)`` and
+    ``SystemExit(143)``, raised, not returned: a program that calls main() in a loop stops, as a shell's loop
+    does; with a returned status it went on to the next command and ended with status 0."""
     from kizuna.data.tar_index import reset_warnings
 
     with _ONE_AT_A_TIME:
@@ -310,10 +314,10 @@ def _main(argv: list[str] | None = None) -> int:
             return _run_command(argv, command)
     except KeyboardInterrupt:
         print(f"{command[0]}: interrupted", file=sys.stderr)
-        return 130
+        raise SystemExit(130) from None
     except Terminated:
         print(f"{command[0]}: terminated", file=sys.stderr)
-        return 143
+        raise SystemExit(143) from None
 
 
 def _expand_home(args) -> None:

@@ -698,24 +698,53 @@ def open_table(path, error: type[Exception] = ValueError):
             from None
 
 
-def table_reader(f, sep: str | None = None) -> csv.DictReader:
+def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = ValueError) -> csv.DictReader:
     """Rows of an open CSV/TSV file as dicts. ``sep`` None: tab when the header holds one (OpenCLIP's default
     is tab even for ".csv"), else comma. Fields are read with csv's quoting (a writer that quotes every field,
     a caption quoted over several lines), except in a tab-separated file where that quoting swallows rows: a
     web caption that starts with '"' opened a quoted field that ran on over the next rows' tabs (one caption,
-    the rows after it gone). Such a file is read without quoting (the TSV convention); it costs one more pass
-    over the file."""
+    the rows after it gone). Such a file is read without quoting (the TSV convention); a comma-separated one
+    whose quote is never closed raises ``error`` naming ``path`` and the line (:func:`_check_quotes`). Both
+    cost one more pass over the file."""
     if sep is None:
         head = f.readline()
         f.seek(0)
         sep = "\t" if "\t" in head else ","
+    start = f.tell()
     if sep == "\t":
-        start = f.tell()
-        swallowed = any("\t" in field for row in csv.reader(f, delimiter=sep) for field in row)
+        try:
+            swallowed = any("\t" in field for row in csv.reader(f, delimiter=sep) for field in row)
+        except csv.Error:  # a field past the size limit: a quote that swallowed the rest of the file
+            swallowed = True
         f.seek(start)
         if swallowed:
             return _TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE)
+    else:
+        _check_quotes(f, sep, path, error)
+        f.seek(start)
     return csv.DictReader(f, delimiter=sep)
+
+
+def _check_quotes(f, sep: str, path, error: type[Exception]) -> None:
+    """A caption that opens a quote and never closes it (a web caption, '"Best day ever') made csv read the
+    rest of the file as that one field: the rows after it were gone, and their text was one sample's caption, in
+    silence (past 64 MiB, a bare "field larger than field limit"). Found by csv's strict mode, whose other
+    complaints (text after a closing quote) are read on as before."""
+    reader = csv.reader(f, delimiter=sep, strict=True)
+    while True:
+        line = reader.line_num + 1  # where the next row starts
+        try:
+            next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            fix = 'Close or remove the stray quote; a field holding quotes is written "a ""quoted"" caption"'
+            if "unexpected end of data" in str(e):
+                raise error(f"{path}: the quoted field that starts on line {line} is never closed: csv reads the "
+                            f"rest of the file into it (lines {line}-{reader.line_num}). {fix}") from None
+            if "field limit" in str(e):
+                raise error(f"{path}: a field of the row that starts on line {line} runs past {csv.field_size_limit()} "
+                            f"characters (to line {reader.line_num} at least): a quote never closed? {fix}") from None
 
 
 class _TsvReader(csv.DictReader):
@@ -751,7 +780,7 @@ def _add_csv(b: _Builder, path: str, require: str, image_column: str, caption_co
 
 def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: str, caption_column: str,
               label_column: str | None, sep: str | None, check_files: bool) -> None:
-    reader = table_reader(f, sep)
+    reader = table_reader(f, sep, path)
     cols = reader.fieldnames or []
     wanted = [image_column] + ([caption_column] if require in ("any", "caption") else [])
     wanted += [label_column] if label_column else []

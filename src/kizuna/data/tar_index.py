@@ -33,7 +33,9 @@ Public API
     ``photo.000.jpg``, as WebDataset keys end at the first dot) with ``skip_keys`` (reason -> first
     few keys),
     ``truncated`` / ``detail`` (why the scan stopped early, or what follows the end-of-archive marker
-    that should not: data, or more zeros than tar's padding), ``num_members``.
+    that should not: data, or more zeros than tar's padding), ``num_members``. A hard or symbolic link
+    member reads as the regular member it names, where the shard stored that one before it (a link to
+    anything else has no bytes in the shard).
 ``index_tar(path, cache_dir=None) -> TarShardIndex``
     scan (or fetch from the in-memory / optional on-disk JSON cache, keyed by real path, mtime and
     size). A truncated or corrupt shard is indexed up to the damage and warned about once per
@@ -53,6 +55,7 @@ import contextlib
 import hashlib
 import json
 import os
+import posixpath
 import tarfile
 import tempfile
 import threading
@@ -80,11 +83,12 @@ _BLOCK = 512
 # 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
 _MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 8  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+_CACHE_VERSION = 10  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
 # 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
 # clean, and a sample's own dotted images (0001.mask.png) are no skip; 6: captions split at line ends only, a
 # .cls decoded as a side-car's is (a byte-order mark); 7: samples whose members are not adjacent are counted;
-# 8: GNU sparse members are skipped (sparse_member)
+# 8: GNU sparse members are skipped (sparse_member); 9: a .cls of 2^31 or more is a bad label (-2); 10: hard and
+# symbolic links to a member stored earlier are read as that member
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -245,6 +249,10 @@ def _load_disk(cache_dir, fp: Fingerprint, path: str) -> TarShardIndex | None:
             isinstance(o, int) and isinstance(n, int) and 0 <= o and 0 <= n and o + n <= fp[2]
             for o, n in zip(idx.offsets, idx.sizes)):
         return None
+    # nor labels parse_label never gives (a cache of version 8 kept a .cls of 3000000000, which then asked for
+    # 3e9 class names, or overflowed the int64 column)
+    if not all(isinstance(label, int) and -2 <= label < 2**31 for label in idx.labels):
+        return None
     return idx
 
 
@@ -334,12 +342,19 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
         group: dict[str, tarfile.TarInfo] = {}
         duplicate = False
         seen: set[str] = set()  # keys of the runs flushed so far
+        stored: dict[str, tuple[int, int]] = {}  # a regular member's (offset_data, size), for the links to it
         stop_detail = ""
         try:
             for member in tf:
                 out.num_members += 1
-                if not member.isreg():
+                if member.islnk() or member.issym():
+                    member = _linked(member, stored)
+                    if member is None:  # a link to a file this shard does not hold (before it): no bytes here
+                        continue
+                elif not member.isreg():
                     continue
+                else:
+                    stored[member.name] = (member.offset_data, member.size)
                 if member.issparse():  # GNU sparse: its data is not `size` bytes at offset_data (a caption read
                     out._skip("sparse_member", member.name)  # so held the next members' headers and bytes)
                     continue
@@ -362,6 +377,20 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
         if group_key is not None:
             _flush(out, fd, group_key, group, file_size, last=out.truncated, duplicate=duplicate)
     return out
+
+
+def _linked(link: tarfile.TarInfo, stored: dict[str, tuple[int, int]]) -> tarfile.TarInfo | None:
+    """A hard or symbolic link member as the regular member it points to, under its own name: `tar cf` stores a
+    file's second hard link as a link to the first (images de-duplicated with hard links), and each such
+    sample was counted as a missing image. None where the target is not a regular member stored earlier in the
+    shard (a link out of it, or to a later or missing member)."""
+    target = link.linkname if link.islnk() else posixpath.normpath(
+        posixpath.join(posixpath.dirname(link.name), link.linkname))
+    if target not in stored:
+        return None
+    member = tarfile.TarInfo(link.name)
+    member.offset_data, member.size = stored[target]
+    return member
 
 
 def _end_problem(fd: int, end: int, file_size: int) -> str:

@@ -20,6 +20,12 @@ from .images import upright
 
 INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
+#: Raise it with any change that gives a sample other training pixels for the same seed and step (decoding, crops,
+#: augmentations): a checkpoint records it, and a resume by a kizuna of another version says that the run goes on
+#: with other pixels than it would have (not bit-exactly). 1: JPEGs decoded whole for a training crop; 2 (2026-12-05):
+#: decoded at a draft size first (crop_draft_size), which gives other pixels.
+TRAINING_PIXELS_VERSION = 2
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL image -> RGB, upright. A camera's EXIF orientation is applied (:func:`~kizuna.data.images.upright`;
@@ -48,8 +54,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit samples scale by the bit depth (30000 is a mid grey, whatever else the image holds); 32-bit ones
         # ("I") that all lie in 0..255 are kept as they are, as PIL's convert("RGB") and HF keep them (200 became
-        # 1; so is a 16-bit PNG that Pillow < 10.3 opens as "I" with no sample above 255, all but black by its
-        # depth); only 32-bit values past 16 bits fall back to the image's own maximum
+        # 1; a 16-bit PNG opens as I;16 from Pillow 10.3, below kizuna's floor); only 32-bit values past 16 bits
+        # fall back to the image's own maximum
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         top = 255.0 if img.mode == "I" and 0.0 <= lo and hi <= 255.0 else 65535.0 if hi <= 65535 else hi
@@ -163,6 +169,10 @@ def check_geometry(image_size, interpolation: str, resize_mode: str = "shortest"
     if not (whole(image_size) or (pair and len(image_size) == 2 and all(whole(v) for v in image_size))):
         raise ValueError(f"preprocess image_size must be a whole number of pixels or [height, width], got "
                          f"{image_size!r} {where}")
+    # a typo's 1000000 was killed by the kernel at 21 GB, minutes into resizing the first image
+    if max(image_size if pair else [image_size]) > MAX_IMAGE_SIDE:
+        raise ValueError(f"preprocess image_size {image_size!r} {where} is past {MAX_IMAGE_SIDE} pixels a side: "
+                         "a typo? CLIP models take 224 to 1024")
     if interpolation not in INTERPOLATION:
         raise ValueError(f"preprocess interpolation must be one of {', '.join(INTERPOLATION)}, got "
                          f"{interpolation!r} {where}")
@@ -174,6 +184,7 @@ def check_geometry(image_size, interpolation: str, resize_mode: str = "shortest"
 
 
 RESIZE_MODES = ("shortest", "squash")
+MAX_IMAGE_SIDE = 8192  # an 8192-px side is 0.75 GiB of float32 pixels per image: past it, a config's typo
 
 
 def to_tensor(img: Image.Image, mean, std) -> torch.Tensor:

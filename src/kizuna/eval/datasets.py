@@ -261,12 +261,15 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
         if "{c}" not in t and "{}" not in t:
             raise DatasetError(f"{place}: template {t!r} has no '{{c}}' placeholder for the class name; "
                                f"add {{c}} where the class name goes (e.g. 'a photo of a {{c}}.')")
-        if "{c}" not in t:  # filled with str.format (fill_template): other braces must be doubled
+        if "{c}" not in t:  # filled as str.format fills {} (fill_template): other braces must be doubled
+            from .zeroshot import fill_template
+
             try:
-                t.format("x")
-            except (KeyError, IndexError, ValueError) as e:
+                fill_template(t, "x")
+            except ValueError as e:
+                why = str(e).partition("cannot be filled (")[2].rpartition("): write")[0]
                 raise DatasetError(f"{place}: template {t!r}: with {{}} for the class name, other braces must be "
-                                   f"doubled ({type(e).__name__}: {e}); or write {{c}} for the class name") from None
+                                   f"doubled ({why}); or write {{c}} for the class name") from None
     return out
 
 
@@ -935,7 +938,7 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
         head = f.readline()
         sep = "\t" if "\t" in head or path.suffix.lower() == ".tsv" else ","
         f.seek(0)
-        reader = table_reader(f, sep)
+        reader = table_reader(f, sep, path, DatasetError)
         cols = reader.fieldnames or []
         if image_column not in cols:
             raise DatasetError(f"{path}: no image column {image_column!r}; columns are {cols} (name yours with "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -60,6 +61,12 @@ class ClipConfig:
             self.text = TextConfig(**self.text)
         if self.loss not in ("clip", "siglip"):
             raise ValueError(f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        # a NaN max_logit_scale made every probability NaN (`kizuna zeroshot` printed "cat nan%"), in silence
+        for name, optional in (("init_logit_scale", False), ("init_logit_bias", True), ("max_logit_scale", True)):
+            value = getattr(self, name)
+            if not ((value is None and optional) or (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                                     and math.isfinite(value))):
+                raise ValueError(f"{name} must be a finite number{' or None' if optional else ''}, got {value!r}")
         if self.loss == "siglip" and self.init_logit_bias is None:
             # the sigmoid loss adds the learned bias b to every logit; without the parameter it cannot train
             raise ValueError("loss='siglip' needs a logit bias: set init_logit_bias (SigLIP starts at -10, with "

@@ -153,7 +153,10 @@ class MiniLMTextTower(nn.Module):
         else:
             enc.gradient_checkpointing_disable()
         if enable:
-            self._input_grads_hooked = True
+            # transformers 5 hooks the embeddings as it enables (4.x only under PEFT: set_grad_checkpointing(False)
+            # then failed in disable_input_require_grads with "no attribute '_require_grads_hook'")
+            self._input_grads_hooked = bool(getattr(enc, "_require_grads_hooks", None)) or hasattr(
+                enc, "_require_grads_hook")
         elif getattr(self, "_input_grads_hooked", False):
             # Enabling also hooked the embeddings so that their output requires grad (for reentrant
             # checkpointing); left in place it would make a locked encoder build a backward graph.

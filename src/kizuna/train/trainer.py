@@ -31,6 +31,7 @@ from torch import nn
 
 from kizuna.data.loader import check_epoch_gave_samples
 from kizuna.data.sources import SkipCounter
+from kizuna.data.transforms import TRAINING_PIXELS_VERSION
 from kizuna.eval.encode import gather_object, summed_skips
 from kizuna.models.checkpoint import atomic_write_text
 
@@ -69,7 +70,9 @@ class Trainer(ABC):
     #: (name, what) of the files this trainer writes in OUT as the run's own, besides checkpoints and log: a fresh
     #: run sets an earlier run's aside with them (kizuna.train.logging.set_aside_with_checkpoints); only these,
     #: so a user's own file of another name is never moved
-    run_outputs: tuple[tuple[str, str], ...] = (("curves.png", "training curves"),)
+    #: (train_config.json: kept in OUT, it said the new run's settings beside the earlier run's .prev set, which
+    #: compare-runs then read as that run's)
+    run_outputs: tuple[tuple[str, str], ...] = (("curves.png", "training curves"), ("train_config.json", "settings"))
     stopped_by: str | None = None  # "Ctrl-C" or "SIGTERM" asked for during the last step (the run still ended)
     #: how a stopped run is continued, said after a Ctrl-C (None: the flags "--out OUT --resume latest")
     resume_command: str | None = None
@@ -89,8 +92,7 @@ class Trainer(ABC):
                 init(self, *args, **kw)
             except BaseException:
                 self._let_go_of_the_folder()
-                if hasattr(self, "_threads_before"):
-                    torch.set_num_threads(self._threads_before)
+                self._give_back_the_callers_state()
                 raise
 
         guarded.__doc__, guarded.__wrapped__ = init.__doc__, init
@@ -100,6 +102,30 @@ class Trainer(ABC):
         """Take OUT's lock for this trainer (refused if another process's run holds it); let go by
         :meth:`_let_go_of_the_folder`, or when a trainer that never trained is collected."""
         self.release_run_lock = weakref.finalize(self, release_run_lock, hold_run_lock(self.out))
+
+    def _give_back_the_callers_state(self) -> None:
+        """torch's thread count and global RNG as the caller had them before start() (a notebook's, say): after
+        train(), a caller's `torch.rand` drew the same numbers whatever it had seeded or drawn before (the run
+        reseeds the RNG with cfg.seed), so a random search around train() tried one "random" setting again."""
+        if hasattr(self, "_threads_before"):
+            torch.set_num_threads(self._threads_before)
+        if getattr(self, "_rng_before", None) is not None:
+            torch.random.set_rng_state(self._rng_before[0])
+            if self._rng_before[1] is not None:
+                torch.cuda.set_rng_state_all(self._rng_before[1])
+
+    def _hold_the_folder_together(self, only_if_there: bool = False) -> None:
+        """OUT's lock, taken by the main process; every process raises where it is refused (another run writes
+        there): under torchrun the other ranks went on into their first collective and died there with 38 lines
+        of "Connection closed by peer" after rank 0's one-line refusal. Every rank calls it, at the same point."""
+        refusal = None
+        # the conditions are the main process's own (the others see no lock, and their OUT may be another disk's)
+        if self.dist.is_main and self.release_run_lock is None and (self.out.is_dir() or not only_if_there):
+            try:
+                self._hold_the_folder()
+            except Exception as error:  # re-raised on this rank by raise_together, once the others know
+                refusal = error
+        raise_together(refusal, self.device, "the run's folder", f"--out {self.out}: ")
 
     def _let_go_of_the_folder(self) -> None:
         """OUT's lock, if this trainer holds it, let go now (a weakref.finalize: calling it twice does nothing)."""
@@ -126,18 +152,27 @@ class Trainer(ABC):
             announce_restored(cfg, restored)
         tune_for_training(self.device)
         self.out = Path(cfg.out)
+        refusal = None
         if self.dist.is_main:  # before any work: the first write was the first checkpoint, at the end by default
-            check_run_folder(self.out, self.run_outputs)
+            try:
+                check_run_folder(self.out, self.run_outputs)
+            except Exception as error:  # every rank raises (raise_together), not rank 0 alone
+                refusal = error
+        raise_together(refusal, self.device, "the run's folder", f"--out {self.out}: ")
         # OUT's lock, taken by open_log (the main process only: the others write nothing): let go when train()
         # ends, or when a trainer that never trained is collected
         self.release_run_lock = None
         self.per_rank_batch = cfg.batch_size // self.dist.world_size
+        # the caller's stream is its own again when train() ends; CUDA's only where the caller had started CUDA
+        # (reading it would start it)
+        self._rng_before = (torch.random.get_rng_state(),
+                            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
         torch.manual_seed(cfg.seed)
-        if cfg.resume and self.dist.is_main and self.out.is_dir():
+        if cfg.resume:
             # locked before the checkpoint is chosen and read: a resume started beside a run still writing chose
             # its latest step, which that run's pruning then deleted (a "damaged checkpoint", or a stale step
             # trained again over the finished run's), instead of saying that another run is writing there
-            self._hold_the_folder()
+            self._hold_the_folder_together(only_if_there=True)
         self.ckpt = CheckpointManager(self.out, cfg.keep_last, *self.best_metric(cfg))
         self.resume_from = self.ckpt.resolve(cfg.resume) if cfg.resume else None
         if self.resume_from is not None:
@@ -201,8 +236,7 @@ class Trainer(ABC):
         self.step, self.epoch = 0, 0
         # One run per folder, from here (the model and data are built: a run that fails to start leaves no folder)
         # until train() ends; a second run into it is refused before it moves anything aside.
-        if self.dist.is_main and self.release_run_lock is None:
-            self._hold_the_folder()
+        self._hold_the_folder_together()
         # A fresh run: earlier checkpoints here are not its own. Set aside only now that the model, data and
         # optimizer are built: a run that failed to start (a typo in --data) moved them and left nothing to
         # resume.
@@ -276,7 +310,7 @@ class Trainer(ABC):
                 **self.extra_train_state(), "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), **per_rank, "data": data, "train_config": self.cfg.to_dict(),
-                "precision_used": self.precision, **length_state(self),
+                "precision_used": self.precision, "training_pixels": TRAINING_PIXELS_VERSION, **length_state(self),
             }
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
@@ -294,6 +328,7 @@ class Trainer(ABC):
             state, refusal = None, error
         raise_together(refusal, self.device, "the resume", f"--resume {self.resume_from}: ")
         self._say_if_precision_changed(state.get("precision_used"), int(state["step"]))
+        self._say_if_pixels_changed(state.get("training_pixels"))
         if self.dist.is_main:
             print(f"resumed from {self.resume_from} at step {self.step} (epoch {self.epoch})", file=sys.stderr)
             if self.ckpt.best_restarted and self.ckpt.metric:
@@ -370,6 +405,19 @@ class Trainer(ABC):
             print(f"--resume {self.resume_from}: the run trained in {used} to step {step}, and --precision auto "
                   f"means {self.precision} here; pass --precision {used} to continue it as it trained",
                   file=sys.stderr)
+
+    def _say_if_pixels_changed(self, saved: int | None) -> None:
+        """A run resumed by a kizuna whose training images come out other than they did for the kizuna that
+        started it (an upgrade between the two) goes on, but not as it would have: said, as "--resume continues a
+        killed run exactly" does not hold across that change (weights off by 1e-3 after a few steps, in silence)."""
+        if not self.dist.is_main or saved == TRAINING_PIXELS_VERSION:
+            return
+        which = ("an older kizuna, which does not record how it made its training images" if saved is None else
+                 f"a kizuna whose training images came out differently (version {saved}, this one's "
+                 f"{TRAINING_PIXELS_VERSION})")
+        print(f"--resume {self.resume_from}: the run was trained by {which}; it goes on, but its remaining steps "
+              "may see other pixels than they would have (not bit-exactly as it would have continued)",
+              file=sys.stderr)
 
     def _check_data_position(self, saved: dict) -> None:
         """The sampler refuses a position it cannot continue in its own terms ("sampler state does not match
@@ -480,7 +528,7 @@ class Trainer(ABC):
             for loader in (getattr(self, "loader", None), getattr(self, "val_loader", None)):
                 if hasattr(loader, "close"):  # no worker processes left behind in a caller's process
                     loader.close()
-            torch.set_num_threads(self._threads_before)
+            self._give_back_the_callers_state()
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
             self._let_go_of_the_folder()  # the folder is free once the run is over (a notebook goes on)
@@ -583,7 +631,7 @@ class Trainer(ABC):
                             self._log_window(window, bar)
                         if epoch_report is None and getattr(self.loader, "epoch_finished", False):
                             self._report_epoch_skips(bar)  # Ctrl-C during this step's checkpoint, at the epoch's end
-                        stop_and_save(self, bar, saved=saving)
+                        stop_and_save(self, bar, saved=saving, signal_name=stop.requested)
                 else:
                     report = self._report_epoch_skips(bar) if epoch_report is None else epoch_report
                     if whole_epoch:
@@ -760,9 +808,13 @@ def continue_with(trainer: Trainer) -> str:
     return trainer.resume_command or f"--out {shlex.quote(str(trainer.cfg.out))} --resume latest"
 
 
-def stop_and_save(trainer: Trainer, bar=None, saved: bool = False) -> None:
-    """The end of a run stopped by Ctrl-C: save where it stands (unless this step was ``saved`` already), say
-    how to continue, and raise KeyboardInterrupt (the command line exits with 130)."""
+def stop_and_save(trainer: Trainer, bar=None, saved: bool = False, signal_name: str = "SIGINT") -> None:
+    """The end of a run stopped by Ctrl-C or SIGTERM (``signal_name``): save where it stands (unless this step was
+    ``saved`` already), say how to continue, and raise what the signal raises outside the loop: KeyboardInterrupt
+    for Ctrl-C (the command line exits with 130), :class:`~kizuna.apps.cli.Terminated` for SIGTERM (143; it was
+    a KeyboardInterrupt and 130, so a scheduler's requeue wrapper read a preemption as a user's cancel)."""
+    from kizuna.apps.cli import Terminated
+
     if not saved:
         trainer.save(None)
     if bar is not None:
@@ -771,7 +823,7 @@ def stop_and_save(trainer: Trainer, bar=None, saved: bool = False) -> None:
     how = continue_with(trainer)
     print(f"stopped at step {trainer.step}: saved {trainer.ckpt.dir / f'step_{trainer.step:07d}'}; continue with "
           f"{how}", file=sys.stderr)
-    raise KeyboardInterrupt
+    raise Terminated if signal_name == "SIGTERM" else KeyboardInterrupt
 
 
 def rank_seed(seed: int, rank: int, *more: int) -> int:
