@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -750,9 +751,22 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
                                  dtype=np.int64)
             ds.labels_override = np.where(labels_override >= 0, of_folder[np.maximum(labels_override, 0)], -1)
         _check_labels(ds)
+        if cut:
+            _warn_if_the_cut_drops_classes(data, np.asarray(labels_col), usable, keep)
         _warn_repeated_classnames(ds.classnames, ds.classnames_source)
         ds.templates, ds.templates_source = _resolve_templates(templates, data if data.is_dir() else root, root, name)
     return ds
+
+
+def _warn_if_the_cut_drops_classes(data, labels: np.ndarray, usable: np.ndarray, keep: np.ndarray) -> None:
+    """A max-samples cut keeps the split's first samples: an image folder is read class by class, so the first
+    40 of a 2-class folder were all one class, and `vit train --val-max-samples 40` scored an untrained model
+    100% (best/ picked on it). Said when the kept samples hold fewer of the split's classes."""
+    whole, kept = np.unique(labels[usable]), np.unique(labels[keep])
+    if len(kept) < len(whole):
+        warnings.warn(f"{data}: the first {len(keep)} samples, kept by the max-samples cut, hold {len(kept)} of the "
+                      f"split's {len(whole)} classes (an image folder is read class by class): the accuracy is over "
+                      "those classes only; keep more samples, or evaluate the whole split", UserWarning, stacklevel=3)
 
 
 class RepeatedClassNamesWarning(UserWarning):

@@ -118,10 +118,12 @@ class ContrastiveTrainer(Trainer):
         self.model: ClipModel = model.to(self.device).train()
         if cfg.loss == "model":  # recorded as the loss the run trains with, which a resume then compares against
             cfg = self.cfg = dataclasses.replace(cfg, loss=self.model.cfg.loss)
-        if cfg.batch_size == 1 and cfg.loss == "clip":  # softmax over one pair: the loss and its gradients are 0
-            raise ValueError("--batch-size 1 with the CLIP (softmax) loss: an image's only candidate caption is its "
-                             "own, so the loss is 0 at every step and nothing trains; use a batch of 2 or more, "
-                             "or --loss siglip")
+        if cfg.batch_size == 1:  # a contrastive loss needs negatives: a batch of one pair has none
+            why = ("an image's only candidate caption is its own, so the loss is 0 at every step and nothing trains"
+                   if cfg.loss == "clip" else "the sigmoid loss has no negative pairs, so it falls by mapping every "
+                   "image and caption to one vector (a run that looked fine: loss 0.14, every image at cosine 1)")
+            raise ValueError(f"--batch-size 1 with the {'CLIP (softmax)' if cfg.loss == 'clip' else 'SigLIP'} loss: "
+                             f"{why}; use a batch of 2 or more")
         self.tokenizer = kizuna.get_tokenizer(self.model)
         ids, embeddings = getattr(self.tokenizer, "vocab_size", 0), self.model.cfg.text.vocab_size
         if self.model.cfg.text.kind != "minilm" and ids > embeddings:  # failed at step 1, deep in an embedding
@@ -194,6 +196,12 @@ class ContrastiveTrainer(Trainer):
                 self.model.text.encoder.eval()
             else:
                 lock_tower(self.model.text, cfg.lock_text_unlocked_blocks)
+        trained = [name for name, p in self.model.named_parameters() if p.requires_grad]
+        if trained and set(trained) <= {"logit_scale", "logit_bias"} and self.dist.is_main:
+            warnings.warn("--lock-image and --lock-text lock both towers whole: only the logit scale"
+                          + (" and bias train" if "logit_bias" in trained else " trains") + " (unlock some blocks "
+                          "with --lock-image-unlocked-blocks or --lock-text-unlocked-blocks, or lock one tower)",
+                          UserWarning, stacklevel=2)
 
     @property
     def cached_text(self) -> bool:
@@ -397,6 +405,11 @@ def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> Non
             if task == "classification" and len(ds.classnames) < 2:  # refused by the evaluation, at the run's end
                 raise ValueError(f"{len(ds.classnames)} class ({', '.join(ds.classnames)}): zero-shot needs at "
                                  "least two to choose between (a classnames.txt beside the split names them all)")
+            if task == "classification" and cfg.best_metric == "zeroshot/top5" and len(ds.classnames) <= 5:
+                # top-5 is given only past 5 classes: the run ended without best/, warned at its first evaluation
+                raise ValueError(f"--best-metric zeroshot/top5: the set has {len(ds.classnames)} classes; top-5 "
+                                 "accuracy says something only past 5 (below, it is not given; at 5, always 100%): "
+                                 "pick best/ by zeroshot/top1 or zeroshot/mean_per_class_recall")
         except (ValueError, OSError) as e:  # DatasetError is a ValueError; a missing folder FileNotFoundError
             split = f" --eval-split {cfg.eval_split}" if cfg.eval_split else ""
             # on a resume the folder comes from the run's settings: dropping the flag would keep it

@@ -509,6 +509,23 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
 
 
+def check_training_classes(data: str, classnames: list[str], labels, warn: bool = True) -> None:
+    """One class: refused (a one-logit softmax has loss 0: nothing trained, and every accuracy was 100%, in
+    silence). Classes no training image has (a CSV labelled with some of --classnames' names only): warned, as
+    `eval linear-probe` warns: the head never learns them, and their validation images count as errors."""
+    if len(classnames) < 2:
+        raise ValueError(f"{data}: {len(classnames)} class ({', '.join(map(str, classnames))}): a classifier needs "
+                         "at least two to choose between (with one, the loss is 0, nothing trains, and every "
+                         "accuracy is 100%); pass --classnames FILE naming them all, or add the other classes' images")
+    present = set(np.unique(np.asarray(labels)).tolist())
+    missing = [name for k, name in enumerate(classnames) if k not in present]
+    if missing and warn:
+        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        warnings.warn(f"{data}: {len(missing)} of {len(classnames)} classes have no training image ({shown}): the "
+                      "head never learns them, and their validation images count as errors", UserWarning,
+                      stacklevel=2)
+
+
 def smooth_targets(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
     t = F.one_hot(labels, num_classes).float()
     return t * (1.0 - smoothing) + smoothing / num_classes if smoothing else t
@@ -579,6 +596,7 @@ class SupervisedTrainer(Trainer):
         if len(self.train_index) == 0:
             raise ValueError(f"{cfg.data}: no labelled training samples")
         self.num_classes = len(self.classnames)
+        check_training_classes(cfg.data, self.classnames, self.train_index.labels, self.dist.is_main)
         # the validation set indexed now, before the model is built and the training images decoded (a typo in
         # --val-data or --val-split was found after them: 6-9 s of decoding CIFAR-10 onto the device)
         validation = load_validation(cfg, self.classnames) if cfg.val_data else None

@@ -17,6 +17,7 @@ own that a resume needs), ``optimizer_settings`` and ``finish``.
 """
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -297,6 +298,7 @@ class Trainer(ABC):
         return {"betas": tuple(self.cfg.betas), "eps": self.cfg.eps}
 
     def save(self, metrics: dict | None = None) -> None:
+        self._check_finite_weights()  # no NaN checkpoint (after a Ctrl-C or a failed evaluation either)
         data, per_rank = self.loader.state_dict(), {}
         if self.dist.enabled:
             if "skips" in data:  # every rank's (summed), which rank 0 carries on after a resume
@@ -616,6 +618,7 @@ class Trainer(ABC):
                     if saving or last:
                         saved_at = time.perf_counter()
                         if last:  # before the final checkpoint: a run whose last step is saved has finished
+                            self._check_finite_weights()  # (save() checks too) no NaN model/ exported
                             self.finish(last_metrics)
                         self.save(metrics)
                         budget.save_took(time.perf_counter() - saved_at)
@@ -694,6 +697,9 @@ class Trainer(ABC):
         record = {"loss": sums["loss"] / (window.steps * self.dist.world_size), **own, "lr": self.step_lr,
                   "epoch": self.epoch, "samples_per_s": sums["samples"] / max(window.elapsed(), 1e-9)}
         self.logger.log(self.step, record)
+        if not math.isfinite(record["loss"]):  # the mean over the ranks: every rank stops at this record
+            bar.close()
+            raise TrainingDiverged(self._diverged(f"the loss is {record['loss']} by step {self.step}"))
         bar.set_postfix(loss=f"{record['loss']:.3f}", **short, lr=f"{record['lr']:.2e}",
                         sps=f"{record['samples_per_s']:.0f}")
         if not self.cfg.progress and self.dist.is_main:  # no bar (a batch job's log): a line per record instead
@@ -702,6 +708,28 @@ class Trainer(ABC):
             print(f"step {self.step}{of}: loss {record['loss']:.4f}" + "".join(f", {k} {v}" for k, v in short.items())
                   + f", lr {record['lr']:.2e}, {record['samples_per_s']:.0f} samples/s", file=sys.stderr, flush=True)
         window.reset()
+
+
+    def _check_finite_weights(self) -> None:
+        """Before a checkpoint or the run's end: a step whose loss was finite can still leave NaN weights (an
+        infinite gradient). The weights are the same on every rank (DDP), so every rank stops here alike."""
+        bad = next((name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:
+            raise TrainingDiverged(self._diverged(f"{bad} holds non-finite weights at step {self.step}"))
+
+    def _diverged(self, what: str) -> str:
+        """A run that diverged (NaN or inf) ran on to its end and exited 0, saving NaN weights as latest/ (and
+        `vit train`'s model/) while --keep-last pruned the finite checkpoints: said, and nothing saved from it."""
+        latest = self.ckpt.latest()
+        where = (f"the last checkpoint, {latest}, is from before it" if latest is not None else
+                 "no checkpoint was saved before it")
+        return (f"training diverged: {what}; nothing is saved from it ({where}). Train with a lower --lr (now "
+                f"{self.cfg.lr:g}), a --grad-clip or a longer --warmup-steps"
+                + (f", or resume {latest} with them" if latest is not None else ""))
+
+
+class TrainingDiverged(ValueError):
+    """The training loss or weights became NaN or infinite: the run stops, saving nothing from that point."""
 
 
 class LogWindow:

@@ -1,0 +1,127 @@
+"""Settings and data under which a run "works" but means nothing: a diverged run (NaN) ran to its end, exited 0
+and saved NaN weights as latest/ and model/ while --keep-last pruned the finite checkpoints; SigLIP at batch 1
+(the advice of the CLIP batch-1 refusal) collapsed every embedding to one vector with a loss that looked fine;
+`vit train` on one class scored 100% training nothing; a max-samples cut of a class-ordered folder kept one
+class; --best-metric zeroshot/top5 on 5 classes or fewer ended without best/; both towers locked trained the
+logit scale alone."""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny import tiny_config  # noqa: E402
+
+from kizuna.train.contrastive import ContrastiveTrainer, check_evaluation_data  # noqa: E402
+from kizuna.train.trainer import TrainingDiverged  # noqa: E402
+
+
+def _all_finite(folder: Path) -> bool:
+    from safetensors.torch import load_file
+
+    files = list(folder.glob("*.safetensors"))
+    assert files, folder
+    return all(bool(torch.isfinite(t).all()) for f in files for t in load_file(f).values())
+
+
+def test_a_run_that_diverges_stops_and_saves_nothing_from_it(tmp_path):
+    trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=12, lr=1e3, grad_clip=0.0, warmup_steps=1,
+                                             save_every=2, keep_last=1))
+    with pytest.raises(TrainingDiverged, match=r"training diverged: .* nothing is saved from it \(the last "
+                                               r"checkpoint, .*step_\d+, is from before it\)\. Train with a lower "
+                                               r"--lr \(now 1000\)"):
+        trainer.train()
+    steps = sorted((tmp_path / "checkpoints").glob("step_*"))
+    assert steps and trainer.step < 12
+    assert all(_all_finite(step) for step in steps)  # the finite ones are kept, no NaN one written
+
+
+def test_a_vit_run_that_diverges_exports_no_model(tmp_path):
+    from test_supervised import CLASSES, _cfg, _shard
+
+    from kizuna.train.supervised import SupervisedTrainer
+
+    root = tmp_path / "data"
+    _shard(root / "train" / "000000.tar", 0, 48)
+    (root / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    trainer = SupervisedTrainer(_cfg(root, tmp_path / "run", val_data="", steps=4, save_every=2))
+    fit = trainer.fit_batch
+
+    def fit_then_break_the_weights(batch):  # an infinite gradient at the last step: its loss was still finite
+        out = fit(batch)
+        if trainer.step == 3:  # (the step counter moves after fit_batch)
+            with torch.no_grad():
+                trainer.model.head.weight[0, 0] = float("nan")
+        return out
+
+    trainer.fit_batch = fit_then_break_the_weights
+    with pytest.raises(TrainingDiverged, match=r"head\.weight holds non-finite weights at step 4"):
+        trainer.train()
+    assert not (tmp_path / "run" / "model").exists()
+    assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").glob("step_*"))] == ["step_0000002"]
+
+
+def test_siglip_at_batch_one_is_refused_as_clip_is():
+    with pytest.raises(ValueError, match=r"--batch-size 1 with the SigLIP loss: the sigmoid loss has no negative "
+                                         r"pairs.*use a batch of 2 or more$"):
+        ContrastiveTrainer(tiny_config(Path("unused"), batch_size=1, loss="siglip"))
+    with pytest.raises(ValueError, match=r"CLIP \(softmax\) loss: .*use a batch of 2 or more$"):  # no siglip advice
+        ContrastiveTrainer(tiny_config(Path("unused"), batch_size=1))
+
+
+def _image_folder(root: Path, classes: dict[str, int]) -> Path:
+    for name, n in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.full((16, 16, 3), (37 * i) % 255, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_vit_training_on_one_class_is_refused():
+    from kizuna.train.supervised import check_training_classes
+
+    with pytest.raises(ValueError, match=r"1 class \(cat\): a classifier needs at least two"):
+        check_training_classes("data", ["cat"], np.zeros(8, dtype=np.int64))
+
+
+def test_classes_no_training_image_has_are_warned_about():
+    from kizuna.train.supervised import check_training_classes
+
+    with pytest.warns(UserWarning, match=r"2 of 4 classes have no training image \(dog, fish\): the head never"):
+        check_training_classes("data.csv", ["cat", "dog", "bird", "fish"], np.array([0, 0, 2, 2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_training_classes("data.csv", ["cat", "dog"], np.array([0, 1, 1]))
+
+
+def test_a_max_samples_cut_that_keeps_fewer_classes_says_so(tmp_path):
+    from kizuna.eval.datasets import load_dataset
+
+    folder = _image_folder(tmp_path / "two", {"cat": 6, "dog": 6})
+    with pytest.warns(UserWarning, match=r"the first 4 samples, kept by the max-samples cut, hold 1 of the "
+                                         r"split's 2 classes"):
+        load_dataset(folder, max_samples=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(folder, max_samples=8)
+
+
+def test_best_metric_top5_on_five_classes_or_fewer_is_refused_before_training(tmp_path):
+    from kizuna.train.config import make_config
+
+    folder = _image_folder(tmp_path / "zs", {"cat": 2, "dog": 2})
+    cfg = make_config(model="ViT-mu-8", data="synthetic", eval_zeroshot=str(folder), best_metric="zeroshot/top5",
+                      out=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"--best-metric zeroshot/top5: the set has 2 classes; top-5"):
+        check_evaluation_data(cfg)
+
+
+def test_both_towers_locked_whole_warns_that_only_the_scale_trains(tmp_path):
+    with pytest.warns(UserWarning, match="lock both towers whole: only the logit scale trains"):
+        ContrastiveTrainer(tiny_config(tmp_path, lock_image=True, lock_text=True))
