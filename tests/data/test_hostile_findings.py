@@ -92,3 +92,33 @@ def test_a_shard_whose_images_are_hard_or_symbolic_links_to_earlier_members_read
     assert index.keys == ["d/0", "d/1", "d/2"] and index.skipped == {"missing_image": 1}
     assert len(set(zip(index.offsets, index.sizes))) == 1 and index.sizes[0] == len(b"first image")
     assert [c[0] for c in index.captions] == ["a cat", "the same cat", "a third"]
+
+
+def test_a_link_to_a_sparse_member_is_skipped_with_it_and_dot_slash_names_resolve(tmp_path):
+    """A hard link to a GNU sparse caption got past the sparse skip: its "caption" ran into the next members'
+    bytes. And a shard made with `tar cf x.tar .` (./0001.jpg) had its symbolic links missed."""
+    import io
+    import tarfile
+
+    from kizuna.data.tar_index import clear_cache, index_tar
+
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT) as tf:
+        def add(name, data=b"", link=None, kind=tarfile.REGTYPE):
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if link is not None:
+                info.linkname = link
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+
+        add("./0001.jpg", b"an image")
+        add("./0001.txt", b"a cat", kind=tarfile.GNUTYPE_SPARSE)  # (its header says sparse: enough here)
+        add("./0002.jpg", link="0001.jpg", kind=tarfile.SYMTYPE)
+        add("./0002.txt", link="./0001.txt", kind=tarfile.LNKTYPE)  # to the sparse one: skipped with it
+    clear_cache()
+    index = index_tar(shard)
+    assert index.keys == ["./0001", "./0002"] and index.captions == [None, None]
+    assert index.offsets[0] == index.offsets[1]

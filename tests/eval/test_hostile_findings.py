@@ -33,7 +33,9 @@ def test_a_template_whose_only_braces_are_doubled_has_no_place_for_the_class_nam
 
 def test_what_str_format_filled_is_filled_alike():
     assert fill_template("a {} in {{braces}}", "cat") == "a cat in {braces}" == "a {} in {{braces}}".format("cat")
-    assert fill_template("{0} and {}", "cat") == "cat and cat"
+    assert fill_template("{0} and {0}", "cat") == "cat and cat" == "{0} and {0}".format("cat")
+    with pytest.raises(ValueError, match=r"two \{\}, and one class name"):  # str.format: an IndexError
+        fill_template("a {} and {}", "cat")
     assert fill_template("a {c} of {{x}}", "cat") == "a cat of {{x}}"  # {c} is replaced, not formatted
 
 
@@ -55,3 +57,18 @@ def test_a_logit_scale_that_is_no_finite_number_is_refused(field, value):
     with pytest.raises(ValueError, match=f"{field} must be a finite number"):
         clip_config("ViT-mu-8", **{field: value})
     clip_config("ViT-mu-8", max_logit_scale=None, init_logit_bias=-10.0)  # SigLIP's: no clamp, a bias
+
+
+def test_a_checkpoint_whose_logit_scale_is_nan_is_named_as_such():
+    """An OpenAI-layout state dict (or HF folder) with a NaN logit_scale failed as "its kizuna record does not
+    describe a model this kizuna builds ... it may come from another kizuna version"."""
+    import torch
+
+    import kizuna
+    from kizuna.models.checkpoint import CheckpointError
+    from kizuna.models.convert_openai import kizuna_to_openai, openai_to_kizuna
+
+    sd = kizuna_to_openai(kizuna.create_model("ViT-mu-8"), strict=False)
+    sd["logit_scale"] = torch.tensor(float("nan"))
+    with pytest.raises(CheckpointError, match=r"nan.pt: its logit_scale is nan: a diverged or damaged checkpoint"):
+        openai_to_kizuna(sd, "nan.pt")

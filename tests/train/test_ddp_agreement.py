@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).parent
 
 
@@ -59,6 +61,7 @@ def test_train_top1_of_a_diverged_run_is_nan_not_the_share_of_class_0(tmp_path):
 
     from kizuna.train.logging import read_metrics
     from kizuna.train.supervised import SupervisedTrainer, make_supervised_config
+    from kizuna.train.trainer import TrainingDiverged
 
     _shard(tmp_path / "data" / "train" / "000000.tar", 0, 32)
     (tmp_path / "data" / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
@@ -70,11 +73,12 @@ def test_train_top1_of_a_diverged_run_is_nan_not_the_share_of_class_0(tmp_path):
     numbers = []
     fit = trainer.fit_batch
     trainer.fit_batch = lambda batch: numbers.append(fit(batch)) or numbers[-1]
-    trainer.train()
+    with pytest.raises(TrainingDiverged, match="the loss is nan by step 2"):  # stopped at its first NaN record
+        trainer.train()
     rows = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
-    assert math.isfinite(rows[0]["train_top1"])
+    assert math.isfinite(rows[0]["train_top1"]) and len(rows) == 2
     assert all(math.isnan(r["train_top1"]) for r in rows[1:]), rows
-    assert [n.get("nonfinite") for n in numbers] == [0, 8, 8]  # every row NaN after the first update
+    assert [n.get("nonfinite") for n in numbers] == [0, 8]  # every row NaN after the first update
     # one non-finite row among a window's (or the ranks') summed numbers is enough
     own, short = SupervisedTrainer.window_record(trainer, {"loss": 1.0, "correct": 5, "samples": 16, "nonfinite": 1})
     assert math.isnan(own["train_top1"]) and short["acc"] == "nan"

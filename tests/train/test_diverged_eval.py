@@ -22,6 +22,7 @@ from kizuna.train import demo
 from kizuna.train.contrastive import ContrastiveTrainer
 from kizuna.train.logging import read_metrics
 from kizuna.train.supervised import SupervisedTrainer, make_supervised_config
+from kizuna.train.trainer import TrainingDiverged
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny import tiny_config  # noqa: E402
@@ -69,7 +70,9 @@ def test_a_supervised_run_that_diverges_logs_nan_and_keeps_its_real_best(tmp_pat
         data=_tree(tmp_path / "train", [4, 4, 4, 4]), val_data=_tree(tmp_path / "val", [9, 1, 1, 1]),
         batch_size=8, steps=4, eval_every=2, workers=0, warmup_steps=1, lr=1e-3, out=str(tmp_path / "run"),
         progress=False, log_every=1, threads=1)
-    with pytest.warns(UserWarning, match="NaN or inf logits for 12 of 12 validation images"):
+    # the evaluation of the NaN weights is said and logged; then the run stops before saving them (TrainingDiverged)
+    with pytest.warns(UserWarning, match="NaN or inf logits for 12 of 12 validation images"), \
+            pytest.raises(TrainingDiverged, match="holds non-finite weights at step 4"):
         SupervisedTrainer(cfg).train()
     evals = {r["step"]: r for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "eval")}
     assert sorted(evals) == [2, 4]
@@ -82,10 +85,11 @@ def test_a_supervised_run_that_diverges_logs_nan_and_keeps_its_real_best(tmp_pat
 
 def test_a_contrastive_run_that_diverges_logs_nan_probes_and_writes_no_best(tmp_path, monkeypatch):
     _diverge_from(ContrastiveTrainer, monkeypatch, 2)
-    with pytest.warns(UserWarning, match="synthetic probes: .*NaN or inf features"):
+    with pytest.warns(UserWarning, match="synthetic probes: .*NaN or inf features"), \
+            pytest.raises(TrainingDiverged, match="the loss is nan by step 3"):  # the next step's loss is NaN
         ContrastiveTrainer(tiny_config(tmp_path / "run", steps=4, eval_every=2, best_metric="probe/shape")).train()
     evals = read_metrics(tmp_path / "run" / "metrics.jsonl", "eval")
-    assert [r["step"] for r in evals] == [2, 4]
+    assert [r["step"] for r in evals] == [2]
     for r in evals:  # every probe's number NaN, none left out (a chance-level 0.2 was logged)
         probes = {k: v for k, v in r.items() if k.startswith("probe/")}
         assert "probe/shape" in probes and "probe/relation_swap/group_score" in probes

@@ -261,7 +261,8 @@ def test_the_logged_loss_is_the_mean_over_ranks_and_steps(monkeypatch):
     stub = SimpleNamespace(
         dist=SimpleNamespace(enabled=True, world_size=2, is_main=True), device=torch.device("cpu"),
         window_record=lambda sums: ({}, {}), step_lr=1e-3, epoch=0, step=2, cfg=SimpleNamespace(progress=True),
-        total_steps=10, planned=True, logger=SimpleNamespace(log=lambda step, rec: logged.append(rec)))
+        total_steps=10, planned=True, logger=SimpleNamespace(log=lambda step, rec: logged.append(rec)),
+        _check_the_folder_is_still_ours=lambda: None)
     window = trainer_mod.LogWindow()
     window.add({"loss": 1.0, "samples": 8})
     window.add({"loss": 2.0, "samples": 8})

@@ -256,12 +256,17 @@ def _main_with_output(argv: list[str] | None) -> int:
     return 141 if code == 0 and any(output.broken for output in outputs) else code
 
 
-class Terminated(BaseException):
+class Terminated(SystemExit):
     """SIGTERM (`kill`, a scheduler's or a container's stop) while a command runs, raised where the command is so
     that its cleanup runs (each temp file's ``except BaseException``): without a handler SIGTERM ended the process
     on the spot, leaving hidden temp files (.e.npy.*.tmp, .results.json.*.tmp) beside the outputs. The command
     line says "terminated" in one line and exits with 143 (128 + 15, a shell's status for SIGTERM), as it exits
-    with 130 for Ctrl-C. Not an Exception: ``except Exception`` must not carry on past it."""
+    with 130 for Ctrl-C. Not an Exception: ``except Exception`` must not carry on past it. A SystemExit of status
+    143: uncaught (a script of the user's that calls train(), stopped by a scheduler after its checkpoint), the
+    process ends with that status and no traceback, as SIGTERM itself would have ended it."""
+
+    def __init__(self, code: int = 143):
+        super().__init__(code)
 
 
 class _SigtermRaises:

@@ -710,8 +710,8 @@ def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = 
         head = f.readline()
         f.seek(0)
         sep = "\t" if "\t" in head else ","
-    start = f.tell()
     if sep == "\t":
+        start = f.tell()
         try:
             swallowed = any("\t" in field for row in csv.reader(f, delimiter=sep) for field in row)
         except csv.Error:  # a field past the size limit: a quote that swallowed the rest of the file
@@ -719,8 +719,9 @@ def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = 
         f.seek(start)
         if swallowed:
             return _TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE)
-    else:
-        _check_quotes(f, sep, path, error)
+    elif f.seekable():  # (a stream read once, stdin, goes unchecked: as before)
+        start = f.tell()
+        _check_quotes(f, sep, path or "the table", error)
         f.seek(start)
     return csv.DictReader(f, delimiter=sep)
 

@@ -353,11 +353,11 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
                         continue
                 elif not member.isreg():
                     continue
+                elif member.issparse():  # GNU sparse: its data is not `size` bytes at offset_data (a caption read
+                    out._skip("sparse_member", member.name)  # so held the next members' headers and bytes); nor
+                    continue  # is a hard link's to it
                 else:
-                    stored[member.name] = (member.offset_data, member.size)
-                if member.issparse():  # GNU sparse: its data is not `size` bytes at offset_data (a caption read
-                    out._skip("sparse_member", member.name)  # so held the next members' headers and bytes)
-                    continue
+                    stored[_member_path(member.name)] = (member.offset_data, member.size)
                 key, ext = split_key(member.name)
                 if key != group_key:
                     if group_key is not None:
@@ -384,13 +384,19 @@ def _linked(link: tarfile.TarInfo, stored: dict[str, tuple[int, int]]) -> tarfil
     file's second hard link as a link to the first (images de-duplicated with hard links), and each such
     sample was counted as a missing image. None where the target is not a regular member stored earlier in the
     shard (a link out of it, or to a later or missing member)."""
-    target = link.linkname if link.islnk() else posixpath.normpath(
-        posixpath.join(posixpath.dirname(link.name), link.linkname))
+    target = _member_path(link.linkname if link.islnk() else posixpath.join(posixpath.dirname(link.name),
+                                                                            link.linkname))
     if target not in stored:
         return None
     member = tarfile.TarInfo(link.name)
     member.offset_data, member.size = stored[target]
     return member
+
+
+def _member_path(name: str) -> str:
+    """A member's name as links name it: `tar cf x.tar .` stores ./0001.jpg, which a symbolic link's target,
+    joined to its folder and normalised, reads as 0001.jpg."""
+    return posixpath.normpath(name)
 
 
 def _end_problem(fd: int, end: int, file_size: int) -> str:

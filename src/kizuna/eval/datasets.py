@@ -259,7 +259,7 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
             continue
         if not isinstance(t, str):
             raise DatasetError(f"template {t!r} in {place} is not text")
-        if "{c}" not in t and "{}" not in t:
+        if "{c}" not in t and "{}" not in t and "{0}" not in t:
             raise DatasetError(f"{place}: template {t!r} has no '{{c}}' placeholder for the class name; "
                                f"add {{c}} where the class name goes (e.g. 'a photo of a {{c}}.')")
         if "{c}" not in t:  # filled as str.format fills {} (fill_template): other braces must be doubled

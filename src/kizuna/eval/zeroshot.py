@@ -20,7 +20,7 @@ def fill_template(template: Template, classname: str) -> str:
         return template(classname)
     if "{c}" in template:
         return template.replace("{c}", classname)
-    if "{}" in template:
+    if "{}" in template or "{0}" in template:
         return _format_class(template, classname)
     raise ValueError(f"template {template!r} has no '{{c}}' placeholder for the class name")
 
@@ -36,7 +36,7 @@ def _format_class(template: str, classname: str) -> str:
         return ValueError(f"template {template!r} cannot be filled ({why}): write {{c}} (or {{}}) for the class "
                           "name and double any other braces ({{ }})")
 
-    pieces, filled = [], False
+    pieces, filled, autos = [], False, 0
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:  # a single '{' or '}'
@@ -48,6 +48,9 @@ def _format_class(template: str, classname: str) -> str:
         if field not in ("", "0") or spec or conversion:  # "a {} in {style}": a KeyError traceback, unnamed
             whole = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             raise refused(f"{whole} is not a place for the class name")
+        if field == "" and autos:  # "a {} and {}": str.format wants two values (write {0} twice for one twice)
+            raise refused("two {}, and one class name")
+        autos += field == ""
         pieces.append(classname)
         filled = True
     if not filled:

@@ -37,6 +37,19 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
 
 
+def stored_scalar(tensor, name: str, source: str) -> float:
+    """A checkpoint's logit scale or bias as a number, refused where it is NaN or inf (a diverged or damaged
+    checkpoint: every zero-shot probability is NaN) with that said, not as a config that "does not describe a
+    model this kizuna builds"."""
+    import math
+
+    value = float(tensor)
+    if not math.isfinite(value):
+        raise CheckpointError(f"{source}: its {name} is {value}: a diverged or damaged checkpoint (every zero-shot "
+                              "probability would be NaN)")
+    return value
+
+
 def move_aside(path: Path, what: str, suffix: str = ".prev", note: str = "") -> Path:
     """``path`` (a file or folder an earlier run left) renamed to ``path`` + ``suffix``, replacing an older one,
     with a line saying so (and ``note``); a fresh run then starts with its own, not mixed into the earlier
@@ -406,7 +419,18 @@ def load_model(
     layout cannot record. OpenAI's own checkpoints use QuickGELU, the default; most OpenCLIP (LAION)
     checkpoints use GELU and need ``act="gelu"``. kizuna and Hugging Face checkpoints record theirs.
     """
-    path = follow_latest(path)
+    given, path = Path(path), follow_latest(path)
+    try:
+        return _load_model(path, image_size, allow_jit, map_location, act)
+    except CheckpointError:
+        # `latest` of a run still training: the folder it named was pruned while it was read (a "not a readable
+        # safetensors file", for a healthy run); read again from what `latest` names now
+        if given.name != "latest" or path == given or path.exists():
+            raise
+    return _load_model(follow_latest(given), image_size, allow_jit, map_location, act)
+
+
+def _load_model(path: Path, image_size, allow_jit: bool, map_location: str, act) -> nn.Module:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.name == "latest" and path.is_file() and path.stat().st_size < 256:  # a pointer naming no folder

@@ -20,7 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, TensorTaker, atomic_write, atomic_write_text, load_state_dict_file
+from .checkpoint import (CheckpointError, TensorTaker, atomic_write, atomic_write_text, load_state_dict_file,
+                         stored_scalar)
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .convert_openai import OPENAI_VOCAB, unavailable_tokenizer
 from .text import TextConfig
@@ -499,9 +500,9 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
     with torch.device("meta"):
         take.finish(tensors, ClipModel(c))
     # Configs built from this record start from the stored scale and bias, not the training defaults.
-    c.init_logit_scale = float(tensors["logit_scale"])
+    c.init_logit_scale = stored_scalar(tensors["logit_scale"], "logit_scale", source)
     if "logit_bias" in tensors:
-        c.init_logit_bias = float(tensors["logit_bias"])
+        c.init_logit_bias = stored_scalar(tensors["logit_bias"], "logit_bias", source)
     if c.max_logit_scale is not None and c.init_logit_scale > c.max_logit_scale + 1e-6:
         # HF does not clamp at inference; keep its numbers for a checkpoint trained past ln(100).
         c.max_logit_scale = None

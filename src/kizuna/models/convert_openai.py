@@ -17,7 +17,7 @@ import warnings
 
 import torch
 
-from .checkpoint import CheckpointError, TensorTaker
+from .checkpoint import CheckpointError, TensorTaker, stored_scalar
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .text import TextConfig
 from .vit import VisionConfig, grid_warning_silenced
@@ -108,7 +108,7 @@ def openai_to_kizuna(
         if sd["logit_bias"].numel() != 1:  # (reshape(()) of another shape was torch's error, naming no file)
             raise CheckpointError(f"{source}: logit_bias has shape {tuple(sd['logit_bias'].shape)}, not one number")
         config.loss, config.max_logit_scale = "siglip", None
-        config.init_logit_bias = float(sd["logit_bias"].reshape(()))
+        config.init_logit_bias = stored_scalar(sd["logit_bias"].reshape(()), "logit_bias", source)
     record = {"kind": "clip", "config": config.to_dict()}
     cfg = record["config"]
     sd.pop("attn_mask", None)  # OpenCLIP versions that saved the causal mask buffer
@@ -133,7 +133,7 @@ def openai_to_kizuna(
         out["logit_bias"] = take("logit_bias", ())
     with torch.device("meta"):
         take.finish(out, ClipModel(config))
-    cfg["init_logit_scale"] = float(out["logit_scale"])
+    cfg["init_logit_scale"] = stored_scalar(out["logit_scale"], "logit_scale", source)
     if cfg["max_logit_scale"] is not None and cfg["init_logit_scale"] > cfg["max_logit_scale"] + 1e-6:
         # a model trained past ln(100) without the clamp (OpenCLIP's forward has none): its numbers, as the HF
         # reader keeps them (clamped, its logits shrank by 150/100 without a word)

@@ -291,7 +291,8 @@ class CheckpointManager:
         try:
             saved = load_model(path)
         except CheckpointError as e:  # a damaged model.safetensors: the way on, as for a damaged train_state.pt
-            raise CheckpointError(f"{e}; this checkpoint is damaged. {_earlier_checkpoint_hint(path)}") from None
+            raise CheckpointError(_pruned_meanwhile(path) or f"{e}; this checkpoint is damaged. "
+                                  f"{_earlier_checkpoint_hint(path)}") from None
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
         flags = state.get("train_config") or {}
@@ -355,6 +356,21 @@ def hold_run_lock(out: Path) -> Path | None:
     return key
 
 
+def run_lock_lost(key: Path | None) -> str | None:
+    """How OUT's lock file is no longer the one this process locked, or None: the folder was moved or removed while
+    the run wrote there (a user restarting it by hand), and a new run took the path; writing on by path, the two
+    runs mixed their checkpoints and logs in one folder, and the old run's pruning deleted the new one's."""
+    held = _HELD_LOCKS.get(key) if key is not None else None
+    if held is None:
+        return None
+    try:
+        now = os.stat(key / RUN_LOCK)
+    except OSError:
+        return "removed"
+    mine = os.fstat(held[0].fileno())
+    return None if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino) else "replaced by another run's"
+
+
 def release_run_lock(key: Path | None) -> None:
     """Let go of a lock :func:`hold_run_lock` gave; the folder is free once this process's last holder has."""
     held = _HELD_LOCKS.get(key) if key is not None else None
@@ -413,8 +429,18 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
             why = "not a torch zip archive (overwritten?)"
         else:
             why = f"{type(e).__name__}: {first_line(e)}"
-        raise CheckpointError(f"{file}: cannot be read ({why}); this checkpoint is damaged. "
-                              + _earlier_checkpoint_hint(path)) from None
+        raise CheckpointError(_pruned_meanwhile(path) or f"{file}: cannot be read ({why}); this checkpoint is "
+                              "damaged. " + _earlier_checkpoint_hint(path)) from None
+
+
+def _pruned_meanwhile(path: Path) -> str | None:
+    """A checkpoint folder gone while it was read: the run still writing there pruned it (--keep-last). It was
+    called damaged, with "start the run again" where none was left: wrong, and harmful, for a healthy run."""
+    if path.exists():
+        return None
+    return (f"{path} was removed while this run read it: a run still writing into {path.parent.parent} prunes its "
+            "older checkpoints (--keep-last). Copy the checkpoint elsewhere and resume from the copy, or wait for "
+            "that run to end")
 
 
 def _earlier_checkpoint_hint(path: Path) -> str:

@@ -38,8 +38,9 @@ from kizuna.models.checkpoint import atomic_write_text
 
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
-from .checkpointing import (CheckpointManager, announce_restored, check_resume_settings, flag_value, hold_run_lock,
-                            read_train_state, release_run_lock, resumed_config, rng_state, set_rng_state)
+from .checkpointing import (RUN_LOCK, CheckpointManager, announce_restored, check_resume_settings, flag_value,
+                            hold_run_lock, read_train_state, release_run_lock, resumed_config, rng_state, run_lock_lost,
+                            set_rng_state)
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed, raise_together
 from .logging import MetricLogger
@@ -102,7 +103,8 @@ class Trainer(ABC):
     def _hold_the_folder(self) -> None:
         """Take OUT's lock for this trainer (refused if another process's run holds it); let go by
         :meth:`_let_go_of_the_folder`, or when a trainer that never trained is collected."""
-        self.release_run_lock = weakref.finalize(self, release_run_lock, hold_run_lock(self.out))
+        self._run_lock_key = hold_run_lock(self.out)
+        self.release_run_lock = weakref.finalize(self, release_run_lock, self._run_lock_key)
 
     def _give_back_the_callers_state(self) -> None:
         """torch's thread count and global RNG as the caller had them before start() (a notebook's, say): after
@@ -110,10 +112,20 @@ class Trainer(ABC):
         reseeds the RNG with cfg.seed), so a random search around train() tried one "random" setting again."""
         if hasattr(self, "_threads_before"):
             torch.set_num_threads(self._threads_before)
-        if getattr(self, "_rng_before", None) is not None:
-            torch.random.set_rng_state(self._rng_before[0])
-            if self._rng_before[1] is not None:
-                torch.cuda.set_rng_state_all(self._rng_before[1])
+        before = getattr(self, "_rng_before", None)
+        if before is not None:
+            import random
+
+            import numpy as np
+
+            cpu, cuda, seed, python, numpy = before
+            torch.random.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+            elif torch.cuda.is_initialized():  # started by the run: as the caller's seed left it (queued till then)
+                torch.cuda.manual_seed_all(seed)
+            random.setstate(python)  # a resume sets Python's and numpy's generators to the checkpoint's
+            np.random.set_state(numpy)
 
     def _hold_the_folder_together(self, only_if_there: bool = False) -> None:
         """OUT's lock, taken by the main process; every process raises where it is refused (another run writes
@@ -127,6 +139,17 @@ class Trainer(ABC):
             except Exception as error:  # re-raised on this rank by raise_together, once the others know
                 refusal = error
         raise_together(refusal, self.device, "the run's folder", f"--out {self.out}: ")
+
+    def _check_the_folder_is_still_ours(self) -> None:
+        """Before each checkpoint and log record: OUT still holds the lock file this run locked (moved or removed
+        while the run wrote there, and a new run started at the path, the two mixed in one folder; `latest` then
+        named the other run's model). Every rank raises, as with every refusal of the folder."""
+        lost = run_lock_lost(getattr(self, "_run_lock_key", None)) if self.dist.is_main else None
+        error = None if lost is None else ValueError(
+            f"--out {self.out}: the run's folder lock ({RUN_LOCK}) was {lost} while this run wrote there: the folder "
+            "was moved or removed (a new run may be using the path now). Stopping, so as not to write into "
+            "another run's folder; the checkpoints this run saved are where the folder went")
+        raise_together(error, self.device, "the run's folder", f"--out {self.out}: ")
 
     def _let_go_of_the_folder(self) -> None:
         """OUT's lock, if this trainer holds it, let go now (a weakref.finalize: calling it twice does nothing)."""
@@ -166,8 +189,13 @@ class Trainer(ABC):
         self.per_rank_batch = cfg.batch_size // self.dist.world_size
         # the caller's stream is its own again when train() ends; CUDA's only where the caller had started CUDA
         # (reading it would start it)
+        import random
+
+        import numpy as np
+
         self._rng_before = (torch.random.get_rng_state(),
-                            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+                            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+                            torch.initial_seed(), random.getstate(), np.random.get_state())
         torch.manual_seed(cfg.seed)
         if cfg.resume:
             # locked before the checkpoint is chosen and read: a resume started beside a run still writing chose
@@ -299,6 +327,7 @@ class Trainer(ABC):
 
     def save(self, metrics: dict | None = None) -> None:
         self._check_finite_weights()  # no NaN checkpoint (after a Ctrl-C or a failed evaluation either)
+        self._check_the_folder_is_still_ours()
         data, per_rank = self.loader.state_dict(), {}
         if self.dist.enabled:
             if "skips" in data:  # every rank's (summed), which rank 0 carries on after a resume
@@ -530,10 +559,10 @@ class Trainer(ABC):
             for loader in (getattr(self, "loader", None), getattr(self, "val_loader", None)):
                 if hasattr(loader, "close"):  # no worker processes left behind in a caller's process
                     loader.close()
-            self._give_back_the_callers_state()
+            self._let_go_of_the_folder()  # the folder is free once the run is over (a notebook goes on)
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
-            self._let_go_of_the_folder()  # the folder is free once the run is over (a notebook goes on)
+            self._give_back_the_callers_state()
 
     def _draw_curves(self) -> None:
         """OUT/curves.png, the run's loss and evaluations against the step (a figure says it at a glance);
@@ -692,6 +721,7 @@ class Trainer(ABC):
             summed = all_reduce_sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64,
                                                  device=self.device))
             sums = dict(zip(keys, summed.tolist()))
+        self._check_the_folder_is_still_ours()
         own, short = self.window_record(sums)
         # the loss: the mean of the ranks' (CLIP's local-loss terms average to the loss of the whole batch)
         record = {"loss": sums["loss"] / (window.steps * self.dist.world_size), **own, "lr": self.step_lr,
