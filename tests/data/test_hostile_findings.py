@@ -122,3 +122,24 @@ def test_a_link_to_a_sparse_member_is_skipped_with_it_and_dot_slash_names_resolv
     index = index_tar(shard)
     assert index.keys == ["./0001", "./0002"] and index.captions == [None, None]
     assert index.offsets[0] == index.offsets[1]
+
+
+def test_loader_workers_over_a_small_shared_memory_are_warned_about(tmp_path, monkeypatch):
+    """Docker's default /dev/shm is 64 MB: a worker's batch that did not fit was lost and the main process waited
+    for it for ever (`kizuna embed` at its defaults hung; a training run's SIGTERM never ended its step)."""
+    import os
+    import types
+    import warnings
+
+    from kizuna.data.loader import warn_if_shared_memory_is_small
+
+    small = types.SimpleNamespace(f_bavail=64 * 2**20 // 4096, f_frsize=4096)
+    monkeypatch.setattr(os, "statvfs", lambda path: small)
+    with pytest.warns(RuntimeWarning, match=r"only 64 MiB of shared memory is free \(/dev/shm\): the loader's 2 "
+                                            r"worker.* Pass --workers 0, or .*--shm-size"):
+        warn_if_shared_memory_is_small(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_shared_memory_is_small(0)  # no workers: nothing goes through it
+        monkeypatch.setattr(os, "statvfs", lambda path: types.SimpleNamespace(f_bavail=2**20, f_frsize=4096))
+        warn_if_shared_memory_is_small(2)  # 4 GiB free

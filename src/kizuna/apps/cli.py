@@ -110,6 +110,7 @@ class _Output:
 
     def __init__(self, stream):
         self.broken = False
+        self.lost: OSError | None = None  # a write that failed otherwise (a full disk, an I/O error)
         self._own = None if stream is not None else _null_text()  # closed in finish()
         self._stream = stream if stream is not None else self._own
         self._errors = _escape_unencodable(stream)  # the stream's own error handler, put back in finish()
@@ -117,8 +118,8 @@ class _Output:
     def write(self, text):
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._reader_left()
+        except OSError as e:
+            self._failed(e)
             return len(text)
 
     def writelines(self, lines):
@@ -128,8 +129,17 @@ class _Output:
     def flush(self):
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            self._reader_left()
+        except OSError as e:
+            self._failed(e)
+
+    def _failed(self, error: OSError):
+        """A write that failed: the reader left (a broken pipe), or the log's disk is full or failing (`nohup
+        kizuna train > ~/run.log` over a quota), which ended a training run mid-step without a checkpoint, and
+        without a word (its only channel was the failing one). Either way the work carries on, the output to
+        os.devnull; a failure other than a broken pipe makes the command's status 1 at its end."""
+        if not isinstance(error, BrokenPipeError) and self.lost is None:
+            self.lost = error
+        self._reader_left()
 
     def _reader_left(self):
         import os
@@ -187,13 +197,15 @@ def _escape_error(err):
 
 
 def _escape_unencodable(stream):
-    """Switch a text stream whose encoding is not UTF-8 to :func:`_escape_error`; -> (stream, its errors before),
-    or None where nothing was changed (UTF-8, a stream in memory, a closed stream)."""
+    """Switch a text stream whose encoding is not UTF-8, or a UTF-8 one that is strict, to :func:`_escape_error`;
+    -> (stream, its errors before), or None where nothing was changed (UTF-8 with surrogateescape, a stream in
+    memory, a closed stream). A strict UTF-8 stream (PYTHONIOENCODING=utf-8, common in containers and CI; a
+    desktop's UTF-8 locale) failed on a file name's undecodable byte after the work: "error", exit 2."""
     encoding, reconfigure = getattr(stream, "encoding", None), getattr(stream, "reconfigure", None)
     if not encoding or reconfigure is None:
         return None
     try:
-        if codecs.lookup(encoding).name == "utf-8":
+        if codecs.lookup(encoding).name == "utf-8" and stream.errors != "strict":
             return None
         before = stream.errors
         reconfigure(errors=_ESCAPE)
@@ -251,6 +263,16 @@ def _main_with_output(argv: list[str] | None) -> int:
         for output in reversed(outputs):  # last in, first out: one stream as both put back its own error handler
             output.finish()
         sys.stdout, sys.stderr = streams  # main() called from Python (the tests) leaves the process as it was
+    lost = [(name, output.lost) for name, output in zip(("stdout", "stderr"), outputs) if output.lost is not None]
+    for name, error in lost:  # said where it can still be read: the other stream, if it is not the failing one
+        other = streams[1] if name == "stdout" else streams[0]
+        try:
+            print(f"kizuna: writing to {name} failed ({error.strerror or error}); the output from then on was lost, "
+                  "the command's work went on", file=other, flush=True)
+        except (OSError, ValueError, AttributeError):
+            pass
+    if code == 0 and lost:
+        return 1
     # the work is done and its files written, but the output was cut: the status a shell gives a command that a
     # reader left early (SIGPIPE, 128 + 13), so that `set -o pipefail` still sees it; an error keeps its own status
     return 141 if code == 0 and any(output.broken for output in outputs) else code
@@ -388,10 +410,30 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
             raise
         print(f"{command}: error: {e.strerror}: {e.filename or ''}; choose another --out", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as e:
+        out_of_memory = _out_of_memory(e)
+        if out_of_memory is None:
+            raise
+        print(f"{command}: error: {out_of_memory}", file=sys.stderr)
+        return 1
     finally:  # main() called from Python (the tests) leaves the process as it was
         warnings.showwarning = showwarning
         torch.set_num_threads(threads_before)
     return int(result or 0)
+
+
+def _out_of_memory(error: BaseException) -> str | None:
+    """What to say of an allocation that failed (torch's CPU allocator, CUDA's, Python's MemoryError), or None
+    for another error: it was a 30-line traceback ending in "DefaultCPUAllocator: can't allocate memory",
+    naming none of the flags that make a step smaller."""
+    text = str(error)
+    cuda = "CUDA out of memory" in text or type(error).__name__ == "OutOfMemoryError"
+    if not (isinstance(error, MemoryError) or cuda or "can't allocate memory" in text):
+        return None
+    first = next((line.strip() for line in text.splitlines() if "allocate" in line), text.splitlines()[0] if text
+                 else type(error).__name__)
+    return (f"out of {'GPU' if cuda else ''}{' ' if cuda else ''}memory ({first[:200]}): lower --batch-size; a "
+            "trainer also takes --accum-steps N (the same batch in N parts) and --grad-checkpointing")
 
 
 if __name__ == "__main__":

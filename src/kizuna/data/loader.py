@@ -44,6 +44,7 @@ counts and the resume position stay right.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -336,6 +337,27 @@ def check_epoch_gave_samples(source: str, batches: int, steps: int, report: str)
                          "Every sample was skipped; check the files the report names")
 
 
+def warn_if_shared_memory_is_small(num_workers: int, minimum: int = 1 << 30, path: str = "/dev/shm") -> None:
+    """Loader workers hand their batches to the main process through shared memory (/dev/shm). Where it is small
+    (a Docker container's default is 64 MB) a worker's batch that does not fit is lost, with a traceback, and the
+    main process waits for it for ever: `kizuna embed` at its defaults hung, and a training run's SIGTERM never
+    ended its step. Said before the workers start, with the two ways out."""
+    if num_workers <= 0:
+        return
+    try:
+        stats = os.statvfs(path)
+    except (OSError, AttributeError):  # no /dev/shm (macOS, Windows): nothing to say
+        return
+    free = stats.f_bavail * stats.f_frsize
+    if free < minimum:
+        import warnings
+
+        warnings.warn(f"only {free / 2**20:.0f} MiB of shared memory is free ({path}): the loader's {num_workers} "
+                      "worker process(es) hand their batches over through it, and a batch that does not fit stops "
+                      "the run for good (a hang). Pass --workers 0, or give the container more (docker run "
+                      "--shm-size=2g)", RuntimeWarning, stacklevel=2)
+
+
 def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
                 collate: Callable | None = None, *, pin_memory: bool | None = None,
                 prefetch_factor: int | None = 2, persistent_workers: bool = True,
@@ -346,6 +368,7 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
+    warn_if_shared_memory_is_small(num_workers)
     dl = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,

@@ -50,10 +50,25 @@ def building_on_meta() -> bool:
     return torch.empty(()).is_meta
 
 
+_SWITCH_VALUES = {"0": False, "false": False, "off": False, "no": False, "1": True, "true": True, "on": True,
+                  "yes": True}
+
+
 def env_switch(name: str, default: bool) -> bool:
-    """A kizuna on/off switch from the environment: ``name=0`` is off, any other value on, unset ``default``."""
-    value = os.environ.get(name)
-    return default if value is None else value != "0"
+    """A kizuna on/off switch from the environment: 0/false/off/no, 1/true/on/yes (any case, spaces around);
+    unset or empty: ``default``; another value is warned about and ``default`` taken, as docs/PERFORMANCE.md
+    says (only "0" was off: KIZUNA_ONEDNN=false, the escape hatch from a misbehaving oneDNN, did nothing, and an
+    empty KIZUNA_FUSE_ACTIVATION turned on what is off by default)."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in _SWITCH_VALUES:
+        import warnings
+
+        warnings.warn(f"{name}={os.environ[name]!r} is not a switch value (0 or 1, false or true, off or on, no or "
+                      f"yes): ignored, {name} stays {'on' if default else 'off'}", RuntimeWarning, stacklevel=2)
+        return default
+    return _SWITCH_VALUES[value]
 
 
 # ----- oneDNN linears (CPU fp32) ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -121,6 +122,13 @@ class MetricLogger:
                 self._purge_step = None  # purged once: a writer opened again after close() keeps what is there
             except ImportError:
                 self._tensorboard = False
+            except UnicodeError:  # a folder name that is not UTF-8 (--out with a Latin-1 byte): TensorBoard encodes
+                # its paths as UTF-8, and the run ended at its first record ("surrogates not allowed"), its steps
+                # since the last checkpoint lost
+                self._tensorboard = False
+                warnings.warn(f"TensorBoard cannot write under {os.fsencode(self.path.parent)!r} (a name that is not "
+                              "UTF-8): its event files are left out; metrics.jsonl has every record", UserWarning,
+                              stacklevel=3)
         return self.tb
 
     def write_config(self, config: dict) -> None:
