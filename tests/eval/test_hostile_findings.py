@@ -36,6 +36,8 @@ def test_what_str_format_filled_is_filled_alike():
     assert fill_template("{0} and {0}", "cat") == "cat and cat" == "{0} and {0}".format("cat")
     with pytest.raises(ValueError, match=r"two \{\}, and one class name"):  # str.format: an IndexError
         fill_template("a {} and {}", "cat")
+    with pytest.raises(ValueError, match=r"both \{\} and \{0\}"):  # str.format: "cannot switch ... numbering"
+        fill_template("{0} and {}", "cat")
     assert fill_template("a {c} of {{x}}", "cat") == "a cat of {{x}}"  # {c} is replaced, not formatted
 
 

@@ -751,7 +751,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
                                  dtype=np.int64)
             ds.labels_override = np.where(labels_override >= 0, of_folder[np.maximum(labels_override, 0)], -1)
         _check_labels(ds)
-        if cut:
+        if cut and layout == "imagefolder":  # (shards and CSVs hold their classes in any order)
             _warn_if_the_cut_drops_classes(data, np.asarray(labels_col), usable, keep)
         _warn_repeated_classnames(ds.classnames, ds.classnames_source)
         ds.templates, ds.templates_source = _resolve_templates(templates, data if data.is_dir() else root, root, name)
@@ -765,8 +765,8 @@ def _warn_if_the_cut_drops_classes(data, labels: np.ndarray, usable: np.ndarray,
     whole, kept = np.unique(labels[usable]), np.unique(labels[keep])
     if len(kept) < len(whole):
         warnings.warn(f"{data}: the first {len(keep)} samples, kept by the max-samples cut, hold {len(kept)} of the "
-                      f"split's {len(whole)} classes (an image folder is read class by class): the accuracy is over "
-                      "those classes only; keep more samples, or evaluate the whole split", UserWarning, stacklevel=3)
+                      f"split's {len(whole)} classes (an image folder is read class by class): only those classes "
+                      "are used; keep more samples, or the whole split", UserWarning, stacklevel=3)
 
 
 class RepeatedClassNamesWarning(UserWarning):

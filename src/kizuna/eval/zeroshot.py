@@ -36,7 +36,7 @@ def _format_class(template: str, classname: str) -> str:
         return ValueError(f"template {template!r} cannot be filled ({why}): write {{c}} (or {{}}) for the class "
                           "name and double any other braces ({{ }})")
 
-    pieces, filled, autos = [], False, 0
+    pieces, seen = [], set()
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:  # a single '{' or '}'
@@ -48,12 +48,13 @@ def _format_class(template: str, classname: str) -> str:
         if field not in ("", "0") or spec or conversion:  # "a {} in {style}": a KeyError traceback, unnamed
             whole = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             raise refused(f"{whole} is not a place for the class name")
-        if field == "" and autos:  # "a {} and {}": str.format wants two values (write {0} twice for one twice)
+        if field == "" and "{}" in seen:  # "a {} and {}": str.format wants two values (write {0} for one twice)
             raise refused("two {}, and one class name")
-        autos += field == ""
+        seen.add("{" + field + "}")
+        if seen == {"{}", "{0}"}:  # str.format: "cannot switch from automatic field numbering to manual"
+            raise refused("both {} and {0}")
         pieces.append(classname)
-        filled = True
-    if not filled:
+    if not seen:
         raise refused("no {} outside doubled braces")
     return "".join(pieces)
 

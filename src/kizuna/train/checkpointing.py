@@ -292,7 +292,7 @@ class CheckpointManager:
             saved = load_model(path)
         except CheckpointError as e:  # a damaged model.safetensors: the way on, as for a damaged train_state.pt
             raise CheckpointError(_pruned_meanwhile(path) or f"{e}; this checkpoint is damaged. "
-                                  f"{_earlier_checkpoint_hint(path)}") from None
+                                  f"{earlier_checkpoint_hint(path)}") from None
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
         flags = state.get("train_config") or {}
@@ -430,7 +430,7 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
         else:
             why = f"{type(e).__name__}: {first_line(e)}"
         raise CheckpointError(_pruned_meanwhile(path) or f"{file}: cannot be read ({why}); this checkpoint is "
-                              "damaged. " + _earlier_checkpoint_hint(path)) from None
+                              "damaged. " + earlier_checkpoint_hint(path)) from None
 
 
 def _pruned_meanwhile(path: Path) -> str | None:
@@ -443,7 +443,7 @@ def _pruned_meanwhile(path: Path) -> str | None:
             "that run to end")
 
 
-def _earlier_checkpoint_hint(path: Path) -> str:
+def earlier_checkpoint_hint(path: Path) -> str:
     """Where to resume from when the checkpoint ``path`` (OUT/checkpoints/step_N) is damaged: the step folder
     before it, or that none is left."""
     earlier = sorted((p for p in path.parent.glob("step_*") if p.is_dir() and p.name[5:].isdigit()

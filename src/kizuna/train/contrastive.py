@@ -405,11 +405,6 @@ def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> Non
             if task == "classification" and len(ds.classnames) < 2:  # refused by the evaluation, at the run's end
                 raise ValueError(f"{len(ds.classnames)} class ({', '.join(ds.classnames)}): zero-shot needs at "
                                  "least two to choose between (a classnames.txt beside the split names them all)")
-            if task == "classification" and cfg.best_metric == "zeroshot/top5" and len(ds.classnames) <= 5:
-                # top-5 is given only past 5 classes: the run ended without best/, warned at its first evaluation
-                raise ValueError(f"--best-metric zeroshot/top5: the set has {len(ds.classnames)} classes; top-5 "
-                                 "accuracy says something only past 5 (below, it is not given; at 5, always 100%): "
-                                 "pick best/ by zeroshot/top1 or zeroshot/mean_per_class_recall")
         except (ValueError, OSError) as e:  # DatasetError is a ValueError; a missing folder FileNotFoundError
             split = f" --eval-split {cfg.eval_split}" if cfg.eval_split else ""
             # on a resume the folder comes from the run's settings: dropping the flag would keep it
@@ -417,6 +412,11 @@ def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> Non
                    else "fix the flag (or drop it)")
             raise ValueError(f"{flag} {folder}{split}: {with_caller_flags(e, '--eval-split', in_training=True)}. "
                              f"Before training, {how}: the run's evaluations would fail") from None
+        if task == "classification" and cfg.best_metric == "zeroshot/top5" and len(ds.classnames) <= 5:
+            # top-5 is given only past 5 classes: the run ended without best/, warned at its first evaluation
+            raise ValueError(f"--best-metric zeroshot/top5: {folder} has {len(ds.classnames)} classes; top-5 "
+                             "accuracy says something only past 5 (below, it is not given; at 5, always 100%): "
+                             "pick best/ by zeroshot/top1 or zeroshot/mean_per_class_recall")
 
 
 def check_best_metric(cfg: TrainConfig) -> None:

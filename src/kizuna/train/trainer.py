@@ -382,6 +382,12 @@ class Trainer(ABC):
         must continue it, the optimizer, schedule, length, data position, RNG and extra state. No collective
         (a rank that raises here must not leave the others waiting in one) and nothing written."""
         state = self.ckpt.load_into(self.resume_from, self.model)
+        bad = self._non_finite_weight()
+        if bad is not None:  # saved by a kizuna that ran diverged runs on: resumed, it stopped at its first record
+            from .checkpointing import earlier_checkpoint_hint  # and advised resuming the same checkpoint
+
+            raise ValueError(f"{self.resume_from}: its {bad} holds non-finite weights (a run that had diverged when "
+                             f"it was saved); {earlier_checkpoint_hint(self.resume_from)}")
         self._check_saved_settings(state.get("train_config", {}))
         self._check_data_position(state["data"])
         self._load_optimizer_state(state["optimizer"])
@@ -704,6 +710,11 @@ class Trainer(ABC):
         torchrun end the group in seconds. (Data that does not resolve is refused before training.)"""
         if self.dist.enabled:
             return
+        bad = self._non_finite_weight()
+        if bad is not None:  # nothing saved from diverged weights (vit's finish() exported them as model/)
+            bar.write(f"{what} at step {self.step} failed, and {bad} holds non-finite weights (training diverged): "
+                      "nothing is saved from them", file=sys.stderr)
+            return
         if last:  # a checkpoint at the last step is a finished run: its end first, without the evaluation
             self.finish({})
         self.save(None)
@@ -743,9 +754,13 @@ class Trainer(ABC):
     def _check_finite_weights(self) -> None:
         """Before a checkpoint or the run's end: a step whose loss was finite can still leave NaN weights (an
         infinite gradient). The weights are the same on every rank (DDP), so every rank stops here alike."""
-        bad = next((name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        bad = self._non_finite_weight()
         if bad is not None:
             raise TrainingDiverged(self._diverged(f"{bad} holds non-finite weights at step {self.step}"))
+
+    def _non_finite_weight(self) -> str | None:
+        """The name of the first parameter holding a NaN or inf, or None."""
+        return next((name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())), None)
 
     def _diverged(self, what: str) -> str:
         """A run that diverged (NaN or inf) ran on to its end and exited 0, saving NaN weights as latest/ (and
