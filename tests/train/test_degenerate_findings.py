@@ -184,3 +184,14 @@ def test_the_max_samples_cut_of_a_shard_set_in_mixed_order_is_not_warned_about(t
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_dataset(tmp_path, "test", max_samples=2)
+
+
+def test_a_branch_that_diverges_names_the_checkpoint_it_started_from(tmp_path):
+    """A run started from another folder's checkpoint (--out NEW --resume OTHER/...) that diverged before its own
+    first checkpoint said "no checkpoint was saved before it", though the one it started from is."""
+    ContrastiveTrainer(tiny_config(tmp_path / "a", steps=2, save_every=1)).train()
+    start = tmp_path / "a" / "checkpoints" / "step_0000002"
+    branch = ContrastiveTrainer(tiny_config(tmp_path / "b", steps=30, resume=str(start), lr=1e3, grad_clip=0.0,
+                                            warmup_steps=1, save_every=0))
+    with pytest.raises(TrainingDiverged, match=f"the last checkpoint, {start}, is from before it.* or resume {start}"):
+        branch.train()

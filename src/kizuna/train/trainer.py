@@ -765,7 +765,8 @@ class Trainer(ABC):
     def _diverged(self, what: str) -> str:
         """A run that diverged (NaN or inf) ran on to its end and exited 0, saving NaN weights as latest/ (and
         `vit train`'s model/) while --keep-last pruned the finite checkpoints: said, and nothing saved from it."""
-        latest = self.ckpt.latest()
+        # (a run branched from another folder's checkpoint has none of its own yet: that one is from before it)
+        latest = self.ckpt.latest() or getattr(self, "resume_from", None)
         where = (f"the last checkpoint, {latest}, is from before it" if latest is not None else
                  "no checkpoint was saved before it")
         return (f"training diverged: {what}; nothing is saved from it ({where}). Train with a lower --lr (now "
