@@ -143,3 +143,24 @@ def test_loader_workers_over_a_small_shared_memory_are_warned_about(tmp_path, mo
         warn_if_shared_memory_is_small(0)  # no workers: nothing goes through it
         monkeypatch.setattr(os, "statvfs", lambda path: types.SimpleNamespace(f_bavail=2**20, f_frsize=4096))
         warn_if_shared_memory_is_small(2)  # 4 GiB free
+
+
+def test_a_workers_batch_is_stacked_into_shared_memory_where_a_shortage_is_an_error(monkeypatch):
+    """Stacked privately, a batch past /dev/shm failed in the worker's queue thread as it was copied there, was
+    lost, and the main process waited for it for ever (Docker's 64 MB: `kizuna embed` hung). Stacked into shared
+    memory in the worker (torch's collate), the shortage is an error the main process receives."""
+    import torch
+
+    from kizuna.apps.cli import _out_of_memory
+    from kizuna.apps.embed import _collate
+    from kizuna.data.loader import Collate
+
+    images = [{"image": torch.rand(3, 8, 8), "caption": "a", "label": 1, "key": str(i), "index": i} for i in range(3)]
+    assert not Collate()(images)["images"].is_shared()  # in the main process: a plain stack
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as inside a worker
+    batch = Collate()(images)
+    assert batch["images"].is_shared() and torch.equal(batch["images"], torch.stack([s["image"] for s in images]))
+    assert _collate([(0, torch.rand(3, 8, 8), None), (1, torch.rand(3, 8, 8), None)])[1].is_shared()
+    said = _out_of_memory(RuntimeError("unable to allocate shared memory(shm) for file </torch_1_2_3>: No space "
+                                       "left on device (28)"))
+    assert said.startswith("out of shared memory (/dev/shm)") and "--workers 0" in said and "--shm-size" in said

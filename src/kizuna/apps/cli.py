@@ -427,6 +427,9 @@ def _out_of_memory(error: BaseException) -> str | None:
     for another error: it was a 30-line traceback ending in "DefaultCPUAllocator: can't allocate memory",
     naming none of the flags that make a step smaller."""
     text = str(error)
+    if "unable to allocate shared memory" in text:  # a loader worker's batch, past /dev/shm (Docker's 64 MB)
+        return ("out of shared memory (/dev/shm) for the loader workers' batches: pass --workers 0, or give the "
+                "container more (docker run --shm-size=2g)")
     cuda = "CUDA out of memory" in text or type(error).__name__ == "OutOfMemoryError"
     if not (isinstance(error, MemoryError) or cuda or "can't allocate memory" in text):
         return None

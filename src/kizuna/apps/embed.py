@@ -53,7 +53,9 @@ def _collate(items):
     ok = [(i, x) for i, x, _ in items if x is not None]
     errors = [e for _, x, e in items if x is None]
     idx = [i for i, _ in ok]
-    return idx, (torch.stack([x for _, x in ok]) if ok else None), errors
+    # torch's collate stacks straight into shared memory in a worker: a /dev/shm too small fails there, as an
+    # error the main process gets (stacked privately, the batch was lost on its way and the main process hung)
+    return idx, (torch.utils.data.default_collate([x for _, x in ok]) if ok else None), errors
 
 
 def _check_images(folder) -> None:

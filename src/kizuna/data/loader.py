@@ -193,11 +193,11 @@ class Collate:
         if self.tokenizer is not None and items:
             items, text = self._tokenize(items, skips)
         if items:
-            first = items[0]["image"]
-            if isinstance(first, torch.Tensor):
-                images = torch.stack([s["image"] for s in items])
-            else:
-                images = torch.utils.data.default_collate([s["image"] for s in items])
+            # torch's collate: in a loader worker it stacks straight into shared memory, where the batch goes to
+            # the main process anyway (one copy less), and a /dev/shm too small for it fails here, in the worker,
+            # as an error the main process receives; stacked privately, the batch failed to fit when the worker's
+            # queue thread copied it there, was lost, and the main process waited for it for ever
+            images = torch.utils.data.default_collate([s["image"] for s in items])
         else:
             images = torch.empty(0)
         captions = [s.get("caption") for s in items]
@@ -339,9 +339,10 @@ def check_epoch_gave_samples(source: str, batches: int, steps: int, report: str)
 
 def warn_if_shared_memory_is_small(num_workers: int, minimum: int = 1 << 30, path: str = "/dev/shm") -> None:
     """Loader workers hand their batches to the main process through shared memory (/dev/shm). Where it is small
-    (a Docker container's default is 64 MB) a worker's batch that does not fit is lost, with a traceback, and the
-    main process waits for it for ever: `kizuna embed` at its defaults hung, and a training run's SIGTERM never
-    ended its step. Said before the workers start, with the two ways out."""
+    (a Docker container's default is 64 MB) a batch that does not fit stops the command (the collates stack into
+    it in the worker, so that this is an error: stacked privately, the batch was lost on its way and the main
+    process waited for it for ever: `kizuna embed` at its defaults hung). Said before the workers start, with
+    the two ways out."""
     if num_workers <= 0:
         return
     try:
@@ -354,8 +355,8 @@ def warn_if_shared_memory_is_small(num_workers: int, minimum: int = 1 << 30, pat
 
         warnings.warn(f"only {free / 2**20:.0f} MiB of shared memory is free ({path}): the loader's {num_workers} "
                       "worker process(es) hand their batches over through it, and a batch that does not fit stops "
-                      "the run for good (a hang). Pass --workers 0, or give the container more (docker run "
-                      "--shm-size=2g)", RuntimeWarning, stacklevel=2)
+                      "the command. Pass --workers 0, or give the container more (docker run --shm-size=2g)",
+                      RuntimeWarning, stacklevel=2)
 
 
 def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
