@@ -135,7 +135,7 @@ def test_loader_workers_over_a_small_shared_memory_are_warned_about(tmp_path, mo
 
     small = types.SimpleNamespace(f_bavail=64 * 2**20 // 4096, f_frsize=4096)
     monkeypatch.setattr(os, "statvfs", lambda path: small)
-    with pytest.warns(RuntimeWarning, match=r"only 64 MiB of shared memory is free \(/dev/shm\): the loader's 2 "
+    with pytest.warns(RuntimeWarning, match=r"only 64 MiB of shared memory is free \(/dev/shm\): loader "
                                             r"worker.* Pass --workers 0, or .*--shm-size"):
         warn_if_shared_memory_is_small(2)
     with warnings.catch_warnings():

@@ -174,6 +174,18 @@ def test_a_resume_of_a_checkpoint_holding_nan_weights_names_an_earlier_one(tmp_p
         ContrastiveTrainer(tiny_config(tmp_path, steps=4, resume="latest"))
 
 
+def test_the_max_samples_cut_of_a_class_ordered_csv_is_warned_about(tmp_path):
+    """A CSV written by walking class folders lists its classes in runs, as an image folder does."""
+    from kizuna.eval.datasets import load_dataset
+
+    folder = _image_folder(tmp_path / "imgs", {"cat": 6, "dog": 6})
+    rows = [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(folder.rglob("*.png"))]
+    (tmp_path / "val.csv").write_text("filepath,label\n" + "\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match=r"the first 4 samples, kept by the max-samples cut, hold 1 of the "
+                                         r"split's 2 classes \(it lists its samples class by class\)"):
+        load_dataset(tmp_path / "val.csv", max_samples=4)
+
+
 def test_the_max_samples_cut_of_a_shard_set_in_mixed_order_is_not_warned_about(tmp_path):
     from test_supervised import CLASSES, _shard
 

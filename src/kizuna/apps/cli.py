@@ -264,11 +264,12 @@ def _main_with_output(argv: list[str] | None) -> int:
             output.finish()
         sys.stdout, sys.stderr = streams  # main() called from Python (the tests) leaves the process as it was
     lost = [(name, output.lost) for name, output in zip(("stdout", "stderr"), outputs) if output.lost is not None]
-    for name, error in lost:  # said where it can still be read: the other stream, if it is not the failing one
-        other = streams[1] if name == "stdout" else streams[0]
+    for name, error in lost:  # said where it can still be read: stderr, or stdout where it is a terminal (a
+        other = streams[1] if name == "stdout" else streams[0]  # file there is the command's data: JSON, say)
         try:
-            print(f"kizuna: writing to {name} failed ({error.strerror or error}); the output from then on was lost, "
-                  "the command's work went on", file=other, flush=True)
+            if name == "stdout" or other.isatty():
+                print(f"kizuna: writing to {name} failed ({error.strerror or error}); the output from then on was "
+                      "lost", file=other, flush=True)
         except (OSError, ValueError, AttributeError):
             pass
     if code == 0 and lost:
@@ -435,8 +436,9 @@ def _out_of_memory(error: BaseException) -> str | None:
         return None
     first = next((line.strip() for line in text.splitlines() if "allocate" in line), text.splitlines()[0] if text
                  else type(error).__name__)
-    return (f"out of {'GPU' if cuda else ''}{' ' if cuda else ''}memory ({first[:200]}): lower --batch-size; a "
-            "trainer also takes --accum-steps N (the same batch in N parts) and --grad-checkpointing")
+    return (f"out of {'GPU ' if cuda else ''}memory ({first}): a smaller --batch-size where the command has one; a "
+            "trainer also takes --accum-steps N (the same batch in N parts) and --grad-checkpointing; or a smaller "
+            "model, or a machine with more memory")
 
 
 if __name__ == "__main__":

@@ -353,10 +353,10 @@ def warn_if_shared_memory_is_small(num_workers: int, minimum: int = 1 << 30, pat
     if free < minimum:
         import warnings
 
-        warnings.warn(f"only {free / 2**20:.0f} MiB of shared memory is free ({path}): the loader's {num_workers} "
-                      "worker process(es) hand their batches over through it, and a batch that does not fit stops "
-                      "the command. Pass --workers 0, or give the container more (docker run --shm-size=2g)",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(f"only {free / 2**20:.0f} MiB of shared memory is free ({path}): loader worker processes "
+                      "hand their batches over through it, and a batch that does not fit stops the command. Pass "
+                      "--workers 0, or give the container more (docker run --shm-size=2g)", RuntimeWarning,
+                      stacklevel=2)
 
 
 def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,

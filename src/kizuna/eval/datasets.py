@@ -751,7 +751,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
                                  dtype=np.int64)
             ds.labels_override = np.where(labels_override >= 0, of_folder[np.maximum(labels_override, 0)], -1)
         _check_labels(ds)
-        if cut and layout == "imagefolder":  # (shards and CSVs hold their classes in any order)
+        if cut:
             _warn_if_the_cut_drops_classes(data, np.asarray(labels_col), usable, keep)
         _warn_repeated_classnames(ds.classnames, ds.classnames_source)
         ds.templates, ds.templates_source = _resolve_templates(templates, data if data.is_dir() else root, root, name)
@@ -759,14 +759,18 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
 
 
 def _warn_if_the_cut_drops_classes(data, labels: np.ndarray, usable: np.ndarray, keep: np.ndarray) -> None:
-    """A max-samples cut keeps the split's first samples: an image folder is read class by class, so the first
-    40 of a 2-class folder were all one class, and `vit train --val-max-samples 40` scored an untrained model
-    100% (best/ picked on it). Said when the kept samples hold fewer of the split's classes."""
+    """A max-samples cut keeps the split's first samples: an image folder is read class by class (and a CSV or
+    shards written from one are in that order), so the first 40 of a 2-class folder were all one class, and `vit
+    train --val-max-samples 40` scored an untrained model 100% (best/ picked on it). Said when the kept samples
+    hold fewer of the split's classes and come in runs, a class at a time (a split in mixed order, CIFAR's
+    shards, keeps fewer classes by chance alone at a small cut: not said)."""
     whole, kept = np.unique(labels[usable]), np.unique(labels[keep])
-    if len(kept) < len(whole):
+    cut = labels[keep]
+    in_runs = int((cut[1:] != cut[:-1]).sum()) == len(kept) - 1 and len(cut) >= 2 * len(kept)
+    if len(kept) < len(whole) and in_runs:
         warnings.warn(f"{data}: the first {len(keep)} samples, kept by the max-samples cut, hold {len(kept)} of the "
-                      f"split's {len(whole)} classes (an image folder is read class by class): only those classes "
-                      "are used; keep more samples, or the whole split", UserWarning, stacklevel=3)
+                      f"split's {len(whole)} classes (it lists its samples class by class): the numbers are over "
+                      "those classes' samples only; keep more samples, or the whole split", UserWarning, stacklevel=3)
 
 
 class RepeatedClassNamesWarning(UserWarning):
