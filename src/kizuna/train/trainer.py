@@ -127,29 +127,43 @@ class Trainer(ABC):
             random.setstate(python)  # a resume sets Python's and numpy's generators to the checkpoint's
             np.random.set_state(numpy)
 
-    def _hold_the_folder_together(self, only_if_there: bool = False) -> None:
-        """OUT's lock, taken by the main process; every process raises where it is refused (another run writes
-        there): under torchrun the other ranks went on into their first collective and died there with 38 lines
-        of "Connection closed by peer" after rank 0's one-line refusal. Every rank calls it, at the same point."""
+    def _folder_check_together(self, check) -> None:
+        """``check()`` of OUT, by the main process (the only one that writes there); every process raises where it
+        refused: under torchrun the other ranks went on into their first collective and died there with 38 lines
+        of "Connection closed by peer" after rank 0's one-line refusal. Every rank calls it, at the same point;
+        the conditions inside ``check`` are the main process's own (the others hold no lock, and their OUT may
+        be another disk's)."""
         refusal = None
-        # the conditions are the main process's own (the others see no lock, and their OUT may be another disk's)
-        if self.dist.is_main and self.release_run_lock is None and (self.out.is_dir() or not only_if_there):
+        if self.dist.is_main:
             try:
-                self._hold_the_folder()
+                check()
             except Exception as error:  # re-raised on this rank by raise_together, once the others know
                 refusal = error
         raise_together(refusal, self.device, "the run's folder", f"--out {self.out}: ")
 
+    def _hold_the_folder_together(self, only_if_there: bool = False) -> None:
+        """OUT's lock, taken by the main process (refused where another run writes there)."""
+
+        def hold():
+            if self.release_run_lock is None and (self.out.is_dir() or not only_if_there):
+                self._hold_the_folder()
+
+        self._folder_check_together(hold)
+
     def _check_the_folder_is_still_ours(self) -> None:
         """Before each checkpoint and log record: OUT still holds the lock file this run locked (moved or removed
         while the run wrote there, and a new run started at the path, the two mixed in one folder; `latest` then
-        named the other run's model). Every rank raises, as with every refusal of the folder."""
-        lost = run_lock_lost(getattr(self, "_run_lock_key", None)) if self.dist.is_main else None
-        error = None if lost is None else ValueError(
-            f"--out {self.out}: the run's folder lock ({RUN_LOCK}) was {lost} while this run wrote there: the folder "
-            "was moved or removed (a new run may be using the path now). Stopping, so as not to write into "
-            "another run's folder; the checkpoints this run saved are where the folder went")
-        raise_together(error, self.device, "the run's folder", f"--out {self.out}: ")
+        named the other run's model)."""
+
+        def still_ours():
+            lost = run_lock_lost(getattr(self, "_run_lock_key", None))
+            if lost is not None:
+                raise ValueError(f"--out {self.out}: the run's folder lock ({RUN_LOCK}) was {lost} while this run "
+                                 "wrote there: the folder was moved or removed (a new run may be using the path "
+                                 "now). Stopping, so as not to write into another run's folder; the checkpoints "
+                                 "this run saved are where the folder went")
+
+        self._folder_check_together(still_ours)
 
     def _let_go_of_the_folder(self) -> None:
         """OUT's lock, if this trainer holds it, let go now (a weakref.finalize: calling it twice does nothing)."""
@@ -176,13 +190,8 @@ class Trainer(ABC):
             announce_restored(cfg, restored)
         tune_for_training(self.device)
         self.out = Path(cfg.out)
-        refusal = None
-        if self.dist.is_main:  # before any work: the first write was the first checkpoint, at the end by default
-            try:
-                check_run_folder(self.out, self.run_outputs)
-            except Exception as error:  # every rank raises (raise_together), not rank 0 alone
-                refusal = error
-        raise_together(refusal, self.device, "the run's folder", f"--out {self.out}: ")
+        # before any work: the first write was the first checkpoint, at the end by default
+        self._folder_check_together(lambda: check_run_folder(self.out, self.run_outputs))
         # OUT's lock, taken by open_log (the main process only: the others write nothing): let go when train()
         # ends, or when a trainer that never trained is collected
         self.release_run_lock = None
