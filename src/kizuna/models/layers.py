@@ -50,8 +50,9 @@ def building_on_meta() -> bool:
     return torch.empty(()).is_meta
 
 
-_SWITCH_VALUES = {"0": False, "false": False, "off": False, "no": False, "1": True, "true": True, "on": True,
-                  "yes": True}
+#: the words of an on/off setting, an environment switch's and a true/false flag's (train.config.parse_flag_value)
+SWITCH_WORDS = {"0": False, "false": False, "off": False, "no": False, "1": True, "true": True, "on": True,
+                "yes": True}
 
 
 def env_switch(name: str, default: bool) -> bool:
@@ -62,13 +63,13 @@ def env_switch(name: str, default: bool) -> bool:
     value = os.environ.get(name, "").strip().lower()
     if not value:
         return default
-    if value not in _SWITCH_VALUES:
+    if value not in SWITCH_WORDS:
         import warnings
 
         warnings.warn(f"{name}={os.environ[name]!r} is not a switch value (0 or 1, false or true, off or on, no or "
                       f"yes): ignored, {name} stays {'on' if default else 'off'}", RuntimeWarning, stacklevel=2)
         return default
-    return _SWITCH_VALUES[value]
+    return SWITCH_WORDS[value]
 
 
 # ----- oneDNN linears (CPU fp32) ---------------------------------------------------------------------

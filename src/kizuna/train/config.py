@@ -493,10 +493,10 @@ def check_minilm(cfg, embed_dim: int | None = None) -> None:
 
 def parse_flag_value(kind, text: str):
     if kind is bool:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
+        from kizuna.models.layers import SWITCH_WORDS
+
+        if text.lower() in SWITCH_WORDS:
+            return SWITCH_WORDS[text.lower()]
         raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
     if kind in (dict, tuple, list):
         try:
