@@ -16,7 +16,9 @@ MFU = (3 x forward FLOPs of the positions each contender runs, from ``kizuna.mod
 ÷ the measured bf16 matmul peak (``torch.mm`` on square matrices, best size). The target verdict takes
 these FLOPs (kizuna's trimmed text and pruned last blocks: fewer FLOPs, so a lower MFU than the usual
 "model FLOPs" count); the table and the target row also give MFU on the model's FLOPs (77 positions,
-every block whole, as OpenCLIP runs it). See :func:`target_rows`.
+every block whole, as OpenCLIP runs it). See :func:`target_rows`. The issue asks for MFU against the
+measured peak; the tables also give it against the GPU's rated dense bf16 peak (:data:`RATED_BF16_TFLOPS`,
+the vendor's figure, as PaLM defines MFU), which reads lower by the share of it ``torch.mm`` reaches.
 
 On the device machine (OpenCLIP travels as a wheel; the GPU image has torch and torchvision)::
 
@@ -34,13 +36,18 @@ from pathlib import Path
 
 import torch
 
-from .common import (PAD_LABEL, Settings, caption_source, clip_train_step, interleaved, md_table, spread_text,
+from .common import (PAD_LABEL, Settings, caption_source, clip_train_step, interleaved, md_table,
                      step_optimizer)
 
 NAME = "gpu_train_step"
 TITLE = "GPU training step: ViT-B/16 CLIP, bf16, vs OpenCLIP"
 TARGET_SPEED = 1.0  # kizuna images/s >= OpenCLIP's
-TARGET_MFU = 0.45  # of the measured bf16 matmul peak
+TARGET_MFU = 0.45  # of the measured bf16 matmul peak, as the issue defines it
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s, matched on the name CUDA gives
+# the device, most specific first (an H100 PCIe or NVL is slower than the SXM part, which CUDA calls
+# "H100 80GB HBM3"). A device missing here gets no rated-peak column.
+RATED_BF16_TFLOPS = (("H200 NVL", 835.5), ("H200", 989.4), ("H100 NVL", 835.5), ("H100 PCIe", 756.5),
+                     ("H100", 989.4), ("A100", 312.0))
 # Its figures are a GPU's wherever it runs, so the suite stores it under its own name on any machine (a CPU
 # section measured on a machine with CUDA is stored apart, see benchmarks/__main__.py `section_key`).
 GPU_SECTION = True
@@ -52,6 +59,44 @@ def fastest_kizuna(rates: dict[str, float]) -> str:
     """The kizuna contender checked against the targets: the faster of plain and compiled kizuna (the
     padding-kept copy is a comparison, not a way kizuna trains)."""
     return max((n for n in rates if n.startswith("kizuna") and n != "kizuna_pad"), key=rates.get)
+
+
+def rated_peak_gflops(device_name: str) -> float | None:
+    """The rated dense bf16 peak of a GPU named ``device_name`` (GFLOP/s), None for one not in the table."""
+    return next((tflops * 1e3 for part, tflops in RATED_BF16_TFLOPS if part in device_name), None)
+
+
+def section_tables(data: dict) -> str:
+    """The section's tables, from its recorded ``data`` alone: the report renders them again, so their columns
+    follow this code without another lease of a GPU (like :func:`target_rows`)."""
+    timings = data["timings"]
+    peak = max(data["matmul_peak_gflops"].values())
+    rated = rated_peak_gflops(data.get("device", ""))
+    rates = {n: t["items_per_s"] for n, t in timings.items()}
+    run_gflops = data.get("forward_gflops") or {n: data["mfu"][n] * peak / (3 * rates[n]) for n in rates}
+    model_gflops = data.get("model_forward_gflops") or run_gflops.get("open_clip")
+    ref = rates.get("open_clip")
+    cpu = data.get("device", "").startswith("CPU")
+    peak_name = "fp32 peak" if cpu else "bf16 peak"
+    head = ["contender", "images/s", "ms per step", "÷ OpenCLIP", f"MFU (measured {peak_name}, FLOPs run)",
+            f"MFU (measured {peak_name}, model FLOPs)"]
+    if rated and model_gflops:
+        head.append(f"MFU (rated {rated / 1e3:,.0f} TFLOP/s, model FLOPs)")
+    rows = []
+    for n, t in timings.items():
+        row = [LABELS[n], f"{t['items_per_s']:,.1f}", f"{t['median_s'] * 1e3:.1f}",
+               f"{t['items_per_s'] / ref:.2f}x" if ref else "-", f"{3 * run_gflops[n] * rates[n] / peak:.1%}",
+               f"{3 * model_gflops * rates[n] / peak:.1%}" if model_gflops else "-"]
+        if rated and model_gflops:
+            row.append(f"{3 * model_gflops * rates[n] / rated:.1%}")
+        row += [f"{t['spread']:.0%}" + (" (noisy)" if t.get("noisy") else ""),
+                f"{data['first_loss'][n]:.6f}" if n in data.get("first_loss", {}) else "-"]
+        rows.append(row)
+    table = md_table(head + ["spread", "first-step loss"], rows)
+    dtype = "torch.float32" if cpu else "torch.bfloat16"
+    peak_table = md_table(["n (square)", f"torch.mm {dtype} GFLOP/s"],
+                          [[n, f"{v:,.0f}"] for n, v in data["matmul_peak_gflops"].items()])
+    return "\n\n".join([table, peak_table])
 
 
 def target_rows(data: dict, quick: bool = False) -> list[dict]:
@@ -83,6 +128,9 @@ def target_rows(data: dict, quick: bool = False) -> list[dict]:
     mfu = data["mfu"][best]
     on_model = (f"; {3 * model_gflops * rates[best] / peak:.1%} on the model's {model_gflops:.1f} GFLOP"
                 if model_gflops else "")
+    rated = rated_peak_gflops(data.get("device", ""))
+    if rated and model_gflops:  # the usual MFU, said beside the issue's so neither is mistaken for the other
+        on_model += f" ({3 * model_gflops * rates[best] / rated:.1%} of the rated {rated / 1e3:,.0f} TFLOP/s)"
     rows.append({"target": f"GPU: ViT-B/16 training >= {TARGET_MFU:.0%} bf16 MFU (verdict: on the FLOPs kizuna "
                            f"runs, {run_gflops[best]:.1f} GFLOP per image-text pair)",
                  "value": f"{mfu:.1%}{on_model}", "met": mfu >= TARGET_MFU})
@@ -252,17 +300,7 @@ def run(s: Settings) -> dict:
     # same architecture (ViT-B/16, 77 positions) outside --quick, every block whole
     fwd["open_clip"] = vision_flops(cfg.vision) + text_flops(cfg.text, 77)
     model_fwd = vision_flops(cfg.vision) + text_flops(cfg.text)  # the model's FLOPs: 77 positions, blocks whole
-    ref = t.get("open_clip")
-    rows, mfu = [], {}
-    for n, r in t.items():
-        mfu[n] = 3 * fwd[n] * r.rate / (peak * 1e9)
-        rows.append([LABELS[n], f"{r.rate:,.1f}", f"{r.median * 1e3:.1f}",
-                     f"{r.rate / ref.rate:.2f}x" if ref else "-", f"{mfu[n]:.1%}",
-                     f"{3 * model_fwd * r.rate / (peak * 1e9):.1%}", spread_text(r), f"{first_loss[n]:.6f}"])
-    peak_name = "bf16 peak" if cuda else "fp32 peak"
-    table = md_table(["contender", "images/s", "ms per step", "÷ OpenCLIP", f"MFU ({peak_name}, FLOPs run)",
-                      f"MFU ({peak_name}, model FLOPs)", "spread", "first-step loss"], rows)
-    peak_table = md_table(["n (square)", f"torch.mm {dtype} GFLOP/s"], [[str(n), f"{v:,.0f}"] for n, v in peaks.items()])
+    mfu = {n: 3 * fwd[n] * r.rate / (peak * 1e9) for n, r in t.items()}
     best_kizuna = fastest_kizuna({n: r.rate for n, r in t.items()})
     profile_path = os.environ.get("KIZUNA_GPU_PROFILE")
     if profile_path:  # after the timing: a profiler that fails on the lent machine must not lose the section
@@ -295,5 +333,5 @@ def run(s: Settings) -> dict:
             "forward_gflops": {n: round(fwd[n] / 1e9, 4) for n in t}, "model_forward_gflops": round(model_fwd / 1e9, 4),
             "matmul_peak_gflops": {str(n): round(v, 1) for n, v in peaks.items()},
             "first_loss": first_loss, "peak_memory_gib": peak_mem, "open_clip_error": oc_error, "dropped": dropped}
-    return {"title": TITLE, "md": "\n\n".join([table, peak_table]), "notes": notes,
+    return {"title": TITLE, "md": section_tables(data), "notes": notes,
             "targets": target_rows(data, quick=s.quick), "data": data}

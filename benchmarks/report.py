@@ -164,11 +164,22 @@ def _section(sec: dict, machine: dict | None = None, key: str | None = None) -> 
     stored = f", stored as `{key}`" if stored_apart else ""
     meta = (f"`{sec['command']}` (section `{sec['name']}`{stored}), started {sec['started']}, took "
             f"{sec['duration_s']:.0f} s; {sec.get('threads', '?')} torch threads; {_load_note(sec)}.")
-    parts = [head + quick + _machine_note(sec, machine or {}), meta, sec.get("md", "")]
+    parts = [head + quick + _machine_note(sec, machine or {}), meta, section_md(sec)]
     if sec.get("notes"):
         parts.append("\n".join(f"- {n}" for n in sec["notes"]))
     parts.append(_noisy_note(sec))
     return "\n\n".join(p for p in parts if p)
+
+
+def section_md(sec: dict) -> str:
+    """A section's tables. ``gpu_train_step``'s are rendered again from its recorded data
+    (``gpu_train_step.section_tables``), as its target rows are; every other section's are the ones it recorded."""
+    data = sec.get("data") or {}
+    if sec.get("name") == "gpu_train_step" and data.get("timings") and data.get("matmul_peak_gflops"):
+        from .gpu_train_step import section_tables
+
+        return section_tables(data)
+    return sec.get("md", "")
 
 
 def section_targets(sec: dict) -> list[dict]:

@@ -244,6 +244,18 @@ def test_flops_match_hand_count_and_torch_counter():
             assert measured_flops(m.encode_image, torch.randn(2, 3, 32, 32)) == 2 * vision_flops(m.cfg.vision, pruned=True)
 
 
+@pytest.mark.parametrize("pruned", [True, False])
+def test_flops_of_a_clip_image_tower_with_a_classifier_leave_out_the_projection_it_no_longer_runs(pruned):
+    """`vit finetune` from a CLIP checkpoint (load_for_finetune: reset_classifier) keeps the tower's proj but
+    forward_head returns the head's logits without it: the count added 2 x width x output_dim that never ran."""
+    tower = kizuna.create_model("ViT-mu-8").visual.eval()
+    tower.reset_classifier(10)
+    tower.prune_last_block = pruned
+    assert tower.cfg.output_dim and tower.proj is not None  # the case: both set
+    with torch.no_grad():
+        assert measured_flops(tower, torch.randn(1, 3, 32, 32)) == vision_flops(tower.cfg, pruned=pruned)
+
+
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
 def test_contrastive_logits_stay_float32_under_bf16_autocast(loss):
     """At logit scale 100 a bf16 cosine is off by ~0.4 logits; the losses compute s * I T^T in float32 even

@@ -41,10 +41,10 @@ def vision_flops(cfg: VisionConfig, image_size=None, pruned: bool = False) -> in
     if cfg.pool == "map":
         T, D = n + cfg.num_prefix_tokens, cfg.width
         flops += 2 * D * D + 2 * T * D * 2 * D + 2 * 2 * T * D + 2 * D * D + 2 * 2 * D * cfg.mlp_dim
-    if cfg.output_dim:
+    if cfg.num_classes:  # a classification head replaces the projection (forward_head), also where a CLIP
+        flops += 2 * cfg.width * cfg.num_classes  # image tower kept its proj for fine-tuning
+    elif cfg.output_dim:
         flops += 2 * cfg.width * cfg.output_dim
-    if cfg.num_classes:
-        flops += 2 * cfg.width * cfg.num_classes
     return flops
 
 
