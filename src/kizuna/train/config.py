@@ -54,7 +54,7 @@ class TrainConfig:
     steps: int = 0  # total optimizer steps; 0 = derive from epochs
     epochs: float = 1.0  # passes over the data (fractions allowed) when --steps is 0
     lr: float = 5e-4  # peak learning rate (AdamW), reached after warm-up, then cosine decay
-    min_lr_ratio: float = 0.0  # final learning rate as a fraction of --lr (the cosine decay's floor)
+    min_lr_ratio: float = 0.0  # the cosine decay's floor as a fraction of --lr, reached one step after the last (OpenCLIP's convention)
     warmup_steps: int = 100  # optimizer steps of linear warm-up to --lr (step 1 at lr/N, as OpenCLIP)
     weight_decay: float = 0.2  # AdamW decoupled weight decay on matrices (not biases, gains, position embeddings)
     betas: tuple = (0.9, 0.98)  # AdamW beta1,beta2 (comma-separated)

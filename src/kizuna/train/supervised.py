@@ -124,7 +124,7 @@ class SupervisedConfig:
     steps: int = 0  # total optimizer steps; 0 = derive from epochs
     epochs: float = 30.0  # passes over the training set (fractions allowed) when --steps is 0
     lr: float = 1e-3  # peak learning rate, reached after warm-up, then cosine decay
-    min_lr_ratio: float = 0.0  # final learning rate as a fraction of --lr (the cosine decay's floor)
+    min_lr_ratio: float = 0.0  # the cosine decay's floor as a fraction of --lr, reached one step after the last (OpenCLIP's convention)
     warmup_steps: int = 500  # optimizer steps of linear warm-up to --lr (step 1 at lr/N, as OpenCLIP)
     weight_decay: float = 0.05  # weight decay on matrices (not biases, gains, position embeddings); AdamW: decoupled
     betas: tuple = (0.9, 0.999)  # AdamW beta1,beta2 (comma-separated)
