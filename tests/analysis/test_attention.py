@@ -196,3 +196,13 @@ def test_upsample_map():
     assert batch.shape == (4, 6, 6)
     # nearest upsampling of a 2x2 map gives 3x3 constant blocks
     assert torch.equal(batch[:, :3, :3], batch[:, :1, :1].expand(4, 3, 3))
+
+
+def test_rollout_discards_floor_of_ratio_times_keys_without_a_floating_point_shortfall():
+    """0.29 * 100 is 28.999999999999996 in floating point: int() zeroed 28 keys per row, not the 29 the
+    docstring's floor(discard_ratio * T) promises."""
+    from kizuna.analysis.attention import _discard_lowest
+
+    a = torch.arange(1.0, 101.0).repeat(2, 1)  # two query rows over 100 keys, all distinct
+    for ratio, zeroed in ((0.29, 29), (0.57, 57), (0.5, 50), (0.299, 29)):
+        assert int((_discard_lowest(a, ratio) == 0).sum(-1)[0]) == zeroed

@@ -7,7 +7,7 @@ from statistics import mean
 import pytest
 
 import kizuna
-from kizuna.analysis.runs import compare_runs, load_run
+from kizuna.analysis.runs import compare_runs, format_table, load_run
 from kizuna.apps.cli import main
 from kizuna.train.checkpointing import CheckpointManager
 from kizuna.train.logging import MetricLogger
@@ -71,9 +71,38 @@ def test_compare_runs_finds_differing_settings_groups_and_panels(study, tmp_path
     hybrid = groups[("hybrid-mu/1", 0.1)]
     assert hybrid["runs"] == ["hyb-0.1", "hyb-0.1-s1"]
     assert hybrid["mean_final_val_top1"] == pytest.approx(0.45)
-    assert hybrid["std_final_val_top1"] == pytest.approx(0.05)
+    # the sample std of two seeds, |a - b| / sqrt 2 (the population std read |a - b| / 2 = 0.05)
+    assert hybrid["std_final_val_top1"] == pytest.approx(0.1 / 2 ** 0.5)
+    # a group of one run measured no spread: null, not 0.0, and the table says so
+    single = groups[("mu/4", 1.0)]
+    assert single["runs"] == ["vit-1.0"] and single["std_final_val_top1"] is None
+    assert single["min_final_val_top1"] == single["max_final_val_top1"] == 0.52
+    table = format_table(numbers)
+    assert 'group {"model": "mu/4", "subset_fraction": 1.0}: mean 0.5200 (one run: no spread) over 1 runs' in table
+    assert "+- 0.0707" in table
     assert (out / "runs.png").stat().st_size > 10_000
     assert json.loads((out / "runs.json").read_text())["groups"] == numbers["groups"]
+
+
+def test_compare_runs_names_a_dashed_training_curve_only_where_one_is_drawn(study, tmp_path, monkeypatch):
+    """`kizuna train` (CLIP) logs no training accuracy: its compare-runs figure promised a dashed training
+    curve in the title and y label that was never drawn."""
+    from matplotlib.axes import Axes
+
+    import kizuna.analysis.figures as figures
+
+    labels, titles = [], []
+    monkeypatch.setattr(Axes, "set_ylabel", lambda self, text, *a, **k: labels.append(text))
+    real_plot = figures.plot_runs
+    monkeypatch.setattr(figures, "plot_runs", lambda *a, **k: titles.append(k["title"]) or real_plot(*a, **k))
+    compare_runs(study, tmp_path / "with")
+    assert "train accuracy (dashed)" in labels[-1] and "training accuracy (dashed)" in titles[-1]
+    for run in study:  # the same runs without their training-accuracy records
+        path = run / "metrics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "train_top1"}) + "\n" for r in rows))
+    compare_runs(study, tmp_path / "without")
+    assert labels[-1] == "val_top1" and titles[-1] == "4 runs: val_top1"
 
 
 def test_compare_runs_errors_name_the_file_and_what_to_do(study, tmp_path):
@@ -144,7 +173,7 @@ def test_cli_prints_a_table_and_exits_cleanly_on_bad_input(study, tmp_path, caps
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "settings that differ: model, seed, subset_fraction" in printed
-    assert "mean 0.4500 +- 0.0500 over 2 runs" in printed
+    assert "mean 0.4500 +- 0.0707 over 2 runs" in printed  # the sample std of two seeds
     assert (out / "runs.png").exists()
     assert main(["analyze", "compare-runs", str(tmp_path / "missing"), "--out", str(out)]) != 0
     assert "no metrics.jsonl" in capsys.readouterr().err
@@ -231,7 +260,7 @@ def test_a_group_with_a_diverged_run_has_no_mean_and_no_traceback(tmp_path, caps
         groups = {g["settings"]["model"]: g for g in json.loads((out / "runs.json").read_text())["groups"]}
         assert [groups["a"][f"{k}_final_val_loss"] for k in ("mean", "std", "min", "max")] == [None] * 4
         assert [groups["b"][f"{k}_final_val_loss"] for k in ("mean", "std", "min", "max")] == \
-            pytest.approx([1.5, 0.5, 1.0, 2.0])
+            pytest.approx([1.5, 0.5 ** 0.5, 1.0, 2.0])
         assert (out / "runs.png").is_file()
 
 

@@ -15,6 +15,8 @@ Appendix D.7 for the mean attention distance.
 
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 import torch
@@ -78,7 +80,7 @@ def _discard_lowest(a: Tensor, discard_ratio: float) -> Tensor:
     so that every row keeps its strongest keys and stays normalisable.
     """
     T = a.shape[-1]
-    n = int(discard_ratio * T)
+    n = math.floor(round(discard_ratio * T, 9))  # 0.29 * 100 is 28.999999999999996 in floating point: 29
     if n <= 0:
         return a
     idx = a.topk(n, dim=-1, largest=False).indices

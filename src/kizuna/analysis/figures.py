@@ -515,7 +515,8 @@ def plot_runs(
         ax.set_ylim(0, min(1.02, top * 1.1) if top <= 1.0 else top * 1.1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("Training step")
-        ax.set_ylabel(f"{metric_name} (solid), train accuracy (dashed)")
+        dashed = any(r.get("train_top1") for r in runs)
+        ax.set_ylabel(f"{metric_name} (solid), train accuracy (dashed)" if dashed else metric_name)
         if panel:
             ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3)

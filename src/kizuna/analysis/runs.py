@@ -25,7 +25,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from statistics import mean, median, pstdev
+from statistics import mean, median, stdev
 from typing import Sequence
 
 from kizuna.train.checkpointing import CheckpointManager, lower_is_better, read_train_state
@@ -201,11 +201,15 @@ def _short(value) -> str:
 
 def _spread(finals: list[float], metric: str) -> dict:
     """Mean, std, min and max of a group's final values; all NaN (null in runs.json) when one run's final
-    value is NaN (a diverged run): pstdev raises on a NaN, and min/max would depend on the runs' order."""
+    value is NaN (a diverged run): stdev raises on a NaN, and min/max would depend on the runs' order.
+
+    The std is the sample standard deviation (n - 1: the runs are a sample of seeds; the population one gave
+    |a - b| / 2 for two seeds, not |a - b| / sqrt 2), and None for a group of one run, which measured no
+    spread (it read 0.0)."""
     names = [f"{k}_final_{metric}" for k in ("mean", "std", "min", "max")]
     if not all(math.isfinite(v) for v in finals):
         return dict.fromkeys(names, math.nan)
-    return dict(zip(names, (mean(finals), pstdev(finals), min(finals), max(finals))))
+    return dict(zip(names, (mean(finals), stdev(finals) if len(finals) > 1 else None, min(finals), max(finals))))
 
 
 def _log_interval(steps: list[int]) -> int:
@@ -286,8 +290,10 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     for r, c in zip(loaded, settings):
         panels.setdefault(f"{panel_by} = {_short(c[panel_by])}" if panel_by else "", []).append(r)
     out = Path(out)
+    dashed = any(r.get("train_top1") for r in loaded)  # `kizuna train` logs no training accuracy: no dashed line
     figure = plot_runs(panels, out / "runs.png", metric_name=metric,
-                       title=title or f"{len(loaded)} run{'s' if len(loaded) != 1 else ''}: {metric} (solid) and training accuracy (dashed)")
+                       title=title or f"{len(loaded)} run{'s' if len(loaded) != 1 else ''}: {metric}"
+                       + (" (solid) and training accuracy (dashed)" if dashed else ""))
     numbers = {
         "metric": metric,
         "differing_settings": differing,
@@ -323,6 +329,7 @@ def format_table(numbers: dict) -> str:
         lines.append(f"{_middle_cut(r['label'], w):<{w}} {final:>16} {best:>18} {train:>10} {gap:>7}")
     for g in numbers["groups"]:
         m, s = (g[f"{k}_final_{metric}"] for k in ("mean", "std"))
-        spread = "nan (a run's final value is NaN)" if m is None or s is None else f"{m:.4f} +- {s:.4f}"
+        spread = ("nan (a run's final value is NaN)" if m is None else f"{m:.4f} (one run: no spread)"
+                  if len(g["runs"]) == 1 else f"{m:.4f} +- {s:.4f}")
         lines.append(f"group {json.dumps(g['settings'], sort_keys=True)}: mean {spread} over {len(g['runs'])} runs")
     return "\n".join(lines)
