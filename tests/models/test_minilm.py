@@ -217,3 +217,17 @@ def test_a_preset_with_the_minilm_tower_encodes_the_same_text_the_same_way():
     tokens = kizuna.get_tokenizer(model)(["a photo of a dog"])
     with torch.inference_mode():
         assert torch.equal(model.encode_text(tokens), model.encode_text(tokens))
+
+
+def test_an_empty_batch_gives_no_rows_like_the_other_towers():
+    """HF's BERT cannot reshape 0 rows (RuntimeError deep inside it); kizuna's own towers return [0, D]."""
+    model = kizuna.ClipModel(model_config(make_config(model="ViT-mu-8", text_tower="minilm", data="synthetic",
+                                                      synthetic_image_size=32))).eval()
+    empty = kizuna.get_tokenizer(model)(["a dog"])[:0]
+    with torch.no_grad():
+        out = model.encode_text(empty)
+        one = model.encode_text(kizuna.get_tokenizer(model)(["a dog"]))
+    assert out.shape == (0, one.shape[1]) and out.dtype == one.dtype
+    narrow = kizuna.get_tokenizer(model)(["a dog"]).to(torch.uint16)  # ids stored narrow are widened
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(narrow), one)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
 from kizuna.models.checkpoint import atomic_write, first_line, save_figure
+from kizuna.models.losses import similarity
 
 from .encode import (content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
                      model_fingerprint)
@@ -331,7 +332,7 @@ def classify_features(image_features: torch.Tensor, labels, class_weights: torch
                       keys: Sequence[str] = (), skipped: SkipCounter | None = None, templates=(),
                       dataset: str = "") -> ClassificationResult:
     """Metrics from normalised image features ``[N, D]`` and class weights ``[C, D]``."""
-    scores = image_features.float() @ class_weights.float().T
+    scores = similarity(image_features, class_weights)
     return classify_scores(scores, labels, classnames, valid=valid, k=k, keep_scores=keep_scores, keys=keys,
                            skipped=skipped, templates=templates, dataset=dataset)
 

@@ -40,6 +40,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from kizuna.data.sources import SkipCounter
 from kizuna.data.synthetic import default_font
+from kizuna.models.losses import similarity
 
 from .classification import class_embeddings, classify_features
 from .encode import dist_info, encode_images, eval_mode, gather_shards, progress_bar, shard_bounds
@@ -413,7 +414,7 @@ def relation_swap_probe(model, tokenizer, *, n_groups: int = 100, seed: int = 1,
     texts = sorted({t for i in range(len(p)) for t in p.candidates_for(i)})
     txt = encode_texts_sharded(model, tokenizer, texts, device=device).features
     where = {t: k for k, t in enumerate(texts)}
-    sims = img @ txt.T
+    sims = similarity(img, txt)
     groups = []
     for a, b in p.groups:
         ca = where[p.candidates_for(a)[p.labels[a]]]

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from kizuna.data.sources import SkipCounter
+from kizuna.models.losses import similarity
 
 from .encode import encode_images, encode_texts_sharded
 
@@ -75,7 +76,7 @@ def _chunked_ranks(queries: torch.Tensor, keys: torch.Tensor, pos_query: torch.T
         kept = {}
         for b in torch.unique(blocks).tolist():
             k0 = b * key_chunk
-            s = q @ keys[k0 : min(k0 + key_chunk, nk)].T
+            s = similarity(q, keys[k0 : min(k0 + key_chunk, nk)])
             sel = (blocks == b).nonzero().squeeze(1)
             values[sel] = s[pq[sel], pk[sel] - k0]
             if nk <= key_chunk:
@@ -88,7 +89,7 @@ def _chunked_ranks(queries: torch.Tensor, keys: torch.Tensor, pos_query: torch.T
         # 2) count the items ranked above the first correct one, block by block
         above = torch.zeros(m, dtype=torch.long, device=dev)
         for k0 in range(0, nk, key_chunk):
-            s = kept.pop(k0) if k0 in kept else q @ keys[k0 : min(k0 + key_chunk, nk)].T
+            s = kept.pop(k0) if k0 in kept else similarity(q, keys[k0 : min(k0 + key_chunk, nk)])
             idx = torch.arange(k0, k0 + s.shape[1], device=dev)
             bcol = best[:, None]
             above += (s > bcol).sum(1) + ((s == bcol) & (idx[None, :] < first[:, None])).sum(1)
@@ -123,7 +124,9 @@ def full_matrix_ranks(image_features: torch.Tensor, text_features: torch.Tensor,
     """Reference: the whole similarity matrix, stable descending sort, position of the first correct item."""
     img, txt = image_features.float(), text_features.float()
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
-    sim = img @ txt.T  # [Ni, Nt]
+    sim = similarity(img, txt)  # [Ni, Nt]
+    if not len(txt):  # no captions: every image's rank is -1, as retrieval_ranks gives (argmax of nothing raised)
+        return torch.full((img.shape[0],), -1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     order_i2t = torch.sort(sim, dim=1, descending=True, stable=True).indices
     correct = t2i[order_i2t] == torch.arange(img.shape[0])[:, None]
     i2t = torch.where(correct.any(1), correct.float().argmax(1), torch.full((img.shape[0],), -1)).long()

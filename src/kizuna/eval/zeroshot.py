@@ -131,7 +131,8 @@ class ZeroShotClassifier:
             img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()
         if self.refuse_non_finite:
             check_finite(img, None, "images")
-        return self.model.scale().float() * img @ self.weights.T + self.model.bias()
+        with torch.autocast(img.device.type, enabled=False):  # float32 logits under a caller's autocast too
+            return self.model.scale().float() * img @ self.weights.float().T + self.model.bias()
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.logits(images)

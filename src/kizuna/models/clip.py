@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import clip_loss, siglip_loss
+from .losses import _logits, clip_loss, siglip_loss
 from .text import TextConfig, TextTransformer
 from .vit import VisionConfig, VisionTransformer
 
@@ -161,14 +161,19 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 class ClipModel(nn.Module):
     def __init__(self, cfg: ClipConfig):
         super().__init__()
-        self.cfg = cfg
+        # the model's own copy: a config shared by two models changed under the other one (reset_classifier on
+        # one made the other's saved config a head it does not have); the towers' configs are the same objects
+        # as this one's parts, so a change to either is seen by both
+        self.cfg = cfg = copy.deepcopy(cfg)
         self.visual = VisionTransformer(cfg.vision)
+        cfg.vision = self.visual.cfg
         if cfg.text.kind == "minilm":
             from .minilm import MiniLMTextTower
 
             self.text = MiniLMTextTower(cfg.embed_dim)
         else:
             self.text = TextTransformer(cfg.text)
+            cfg.text = self.text.cfg
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.logit_bias = (
             nn.Parameter(torch.tensor(float(cfg.init_logit_bias))) if cfg.init_logit_bias is not None else None
@@ -227,7 +232,8 @@ class ClipModel(nn.Module):
     def logits(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits_per_image [Ni, Nt], logits_per_text [Nt, Ni])."""
         out = self(images, tokens)
-        logits_per_image = out["logit_scale"] * out["image_features"] @ out["text_features"].T + self.bias()
+        # float32 under a caller's autocast too (they came out bf16), as the loss computes them
+        logits_per_image = _logits(out["image_features"], out["text_features"], out["logit_scale"]) + self.bias()
         return logits_per_image, logits_per_image.T
 
     def loss(self, out: dict) -> torch.Tensor:

@@ -232,12 +232,19 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def hooked(module: nn.Module) -> bool:
+    """Whether ``module`` itself has a forward, forward-pre or backward hook (``torch.nn.utils.prune`` and the
+    old ``weight_norm`` are forward-pre hooks that recompute ``weight``)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
+
+
 def watched(module: nn.Module) -> bool:
-    """Whether a forward hook is registered on ``module`` or any module inside it. The fused and row-only
-    paths skip the inner modules' calls, so they must step aside for a hook on, say, ``mlp.fc1`` as much as
-    for one on the block. Global hooks (``register_module_forward_hook``: profilers, FLOP counters that
+    """Whether a hook (:func:`hooked`) is registered on ``module`` or any module inside it. The fused and
+    row-only paths skip the inner modules' calls, so they must step aside for a hook on, say, ``mlp.fc1`` as
+    much as for one on the block. Global hooks (``register_module_forward_hook``: profilers, FLOP counters that
     attribute work to modules) do not count: they measure the path that runs, and must not change it."""
-    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+    return any(hooked(m) for m in module.modules())
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -293,6 +300,13 @@ def make_activation(name: str) -> nn.Module:
 # Activations a block can fuse into fc1 (name -> GELU approximation, oneDNN's and aten's spelling alike;
 # QuickGELU goes through SiLU).
 _FUSED_ACTS = {"gelu": "none", "gelu_tanh": "tanh", "quick_gelu": ""}
+
+
+def _activation_kind(act: nn.Module) -> tuple:
+    return type(act), getattr(act, "approximate", None)  # nn.GELU is exact or tanh by its attribute
+
+
+_ACTIVATION_KINDS = {name: _activation_kind(make()) for name, make in ACTIVATIONS.items()}
 
 
 class Mlp(nn.Module):
@@ -405,13 +419,24 @@ class Block(nn.Module):
     def _fusable(self, x: torch.Tensor) -> bool:
         return self._fused_library(x) is not None
 
+    def as_built(self) -> bool:
+        """Whether the block's parts are the ones it was built with, so that the fused and row-only paths,
+        which read their weights rather than call them, compute what calling them would: not where a user
+        swapped one (a LoRA or other adapter wrapping ``attn.qkv``, another activation in ``mlp.act``, a
+        parametrization, a quantized layer: those ran as if nothing had changed) or hooks watch one."""
+        a, m = self.attn, self.mlp
+        return (type(a) is Attention and type(m) is Mlp and type(self.norm1) is nn.LayerNorm
+                and type(self.norm2) is nn.LayerNorm
+                and all(type(lin) is Linear for lin in (a.qkv, a.proj, m.fc1, m.fc2))
+                and _activation_kind(m.act) == _ACTIVATION_KINDS.get(m.act_name) and not watched(self))
+
     def _fused_library(self, x: torch.Tensor) -> str | None:
         """The library the fused inference path runs this block on for input ``x`` (``_block_gemm``), or None
         when the block must run unfused (fusion off, hooks watching, an autograd graph, ...)."""
         a, m = self.attn, self.mlp
         if not (FUSE and a.use_sdpa and m.act_name in _FUSED_ACTS):
             return None
-        if watched(self) or _needs_grad(x, *self.parameters()):
+        if _needs_grad(x, *self.parameters()) or not self.as_built():
             return None
         return _block_gemm(x, a.qkv.weight)
 
@@ -565,9 +590,10 @@ class Transformer(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """``rows`` ([B, k] token indices): the last block computes only these positions
         (:meth:`Block.forward_rows`) and the output is ``[B, k, D]``; for pooled outputs. Not while hooks
-        watch the last block (they expect its full output), then the output is ``x[rows]`` of the full run."""
+        watch the last block (they expect its full output) or one of its parts was swapped (the row-only path
+        reads their weights: :meth:`Block.as_built`), then the output is ``x[rows]`` of the full run."""
         last = self.blocks[-1] if len(self.blocks) else None
-        if rows is not None and last is not None and watched(last):
+        if rows is not None and last is not None and not last.as_built():
             x, _, _ = self._run(self.blocks, x, causal)
             return gather_rows(x, rows), [], []
         if rows is not None and not (return_tokens or return_attention) and last is not None:

@@ -17,6 +17,14 @@ def _logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_sca
         return logit_scale.float() * image_features.float() @ text_features.float().T
 
 
+def similarity(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``queries @ keys^T`` in float32, also under autocast (as :func:`_logits`): the evaluators' scores, which
+    under a caller's bf16 autocast came out bf16 (tied ranks moved top-1 and recall; retrieval's float32 buffers
+    refused them)."""
+    with torch.autocast(queries.device.type, enabled=False):
+        return queries.float() @ keys.float().T
+
+
 def clip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,

@@ -20,6 +20,7 @@ from torch import nn
 
 from kizuna.data.tokenizer import checked_context_length, checked_texts, clean_text
 from kizuna.extras import require
+from kizuna.models.text import widen_token_ids
 
 # all-MiniLM-L6-v2's max_position_embeddings: the longest token sequence (with [CLS] and [SEP]) it can
 # take. A constant, so that a training config is checked without loading the package; the tower checks
@@ -178,7 +179,10 @@ class MiniLMTextTower(nn.Module):
                 "kizuna.get_tokenizer(model), not another model's tokenizer")
         if tokens.is_floating_point() or tokens.is_complex():
             raise TypeError(f"the MiniLM text tower takes integer token ids, got {tokens.dtype}")
-        ids, mask = tokens[:, 0], tokens[:, 1]
+        ids, mask = widen_token_ids(tokens)[:, 0], tokens[:, 1]
+        if not len(ids):  # an empty batch: HF's BERT cannot reshape 0 rows; kizuna's own towers return [0, D]
+            dtype = next(self.encoder.parameters()).dtype
+            return ids.new_zeros((0, self.encoder.config.hidden_size), dtype=dtype)
         # Drop the columns that are padding in every row: a caption set padded to the context length
         # (64) but ~16 tokens long costs 4x the compute otherwise. Pads are masked keys and are
         # excluded from the mean, so the embeddings do not change (tested).

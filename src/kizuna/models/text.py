@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import copy
+
 import torch
 from torch import nn
 
-from .layers import Transformer, building_on_meta
+from .layers import Transformer, building_on_meta, hooked, watched
 
 
 @dataclass
@@ -56,10 +58,22 @@ class TextConfig:
         return asdict(self)
 
 
+def widen_token_ids(tokens):
+    """Token ids stored in a narrower integer type (uint16 holds CLIP's 49,408 ids) as int64: the range check
+    and nn.Embedding take int32 and int64 only, and failed inside torch on the others. Anything else is
+    returned as it came, for the tower's checks to name."""
+    if isinstance(tokens, torch.Tensor) and tokens.dtype in _NARROW_INTEGERS:
+        return tokens.long()
+    return tokens
+
+
+_NARROW_INTEGERS = {torch.uint8, torch.int8, torch.int16, torch.uint16, torch.uint32, torch.uint64}
+
+
 class TextTransformer(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = copy.deepcopy(cfg)  # its own: a config shared by two models changed under the other
         D = cfg.width
         meta = building_on_meta()
         # nn.Embedding draws its own init unless given a weight (init_weights draws it again off meta).
@@ -92,7 +106,9 @@ class TextTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
-    def check_tokens(self, tokens: torch.Tensor):
+    def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` checked, as int64 where they came in a narrower integer type (:func:`widen_token_ids`)."""
+        tokens = widen_token_ids(tokens)
         if not isinstance(tokens, torch.Tensor):
             raise TypeError(f"expected token ids, a tensor [B, T], got {type(tokens).__name__}; tokenize the text "
                             "first: kizuna.get_tokenizer(model)(texts)")
@@ -118,7 +134,7 @@ class TextTransformer(nn.Module):
                 torch._assert_async(((tokens >= 0) & (tokens < self.cfg.vocab_size)).all(),
                                     f"a token id is outside the model's vocabulary (0..{self.cfg.vocab_size - 1}); "
                                     "tokenize with the model's own tokenizer")
-            return
+            return tokens
         if tokens.numel() and not tokens.is_meta:  # meta: no values
             lo, hi = torch.stack(torch.aminmax(tokens)).tolist()
             if lo < 0 or hi >= self.cfg.vocab_size:
@@ -126,6 +142,7 @@ class TextTransformer(nn.Module):
                     f"token id {lo if lo < 0 else hi} is outside the model's vocabulary (0..{self.cfg.vocab_size - 1}); "
                     "tokenize with the model's own tokenizer (a different vocabulary gives different ids)"
                 )
+        return tokens
 
     def pool_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.cfg.pool == "argmax":
@@ -141,7 +158,7 @@ class TextTransformer(nn.Module):
         return self.token_embed(tokens) + self.pos_embed[: tokens.shape[1]]
 
     def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.check_tokens(tokens)
+        tokens = self.check_tokens(tokens)
         return self._features(tokens)
 
     def _features(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -161,10 +178,12 @@ class TextTransformer(nn.Module):
         return int(positions.max()) + 1
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.check_tokens(tokens)
+        tokens = self.check_tokens(tokens)
         positions = self.pool_positions(tokens)
         tokens = tokens[:, : self.positions_run(tokens, positions)]
-        if self.prune_last_block:
+        # the pooled row alone through the last block; not where hooks on the transformer or the final norm
+        # expect every position (they saw [B, 1, D])
+        if self.prune_last_block and not (hooked(self.transformer) or watched(self.norm)):
             x, _, _ = self.transformer(self.embed(tokens), causal=self.cfg.causal, rows=positions.unsqueeze(1))
             pooled = self.norm(x[:, 0])
         else:

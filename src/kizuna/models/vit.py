@@ -9,6 +9,7 @@ projects the pooled feature into the joint space (``output_dim``).
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import INTEL, AttentionPool, Transformer, building_on_meta, env_switch, linear
+from .layers import INTEL, AttentionPool, Transformer, building_on_meta, env_switch, hooked, linear, watched
 
 
 @contextmanager
@@ -209,15 +210,15 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, width, H // P, W // P]. Other devices, and CPUs where the GEMM form was not
         measured faster (``PATCH_GEMM``), keep the conv."""
-        if x.device.type != "cpu" or not PATCH_GEMM:
-            return self.proj(x)
+        if x.device.type != "cpu" or not PATCH_GEMM or type(self.proj) is not nn.Conv2d or watched(self):
+            return self.proj(x)  # also where hooks (pruning's too) or a swapped layer expect the conv to be called
         return patch_gemm(x, self.proj.weight, self.proj.bias)
 
 
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = copy.deepcopy(cfg)  # its own: a config shared by two models changed under the other
         D = cfg.width
         if cfg.stem == "patch":
             self.stem = None
@@ -307,7 +308,10 @@ class VisionTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         pos = resample_pos_embed(self.pos_embed, grid, self.cfg.grid, self.cfg.num_prefix_tokens)
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+            # view first: at batch 1 the expand is a no-op, and the class token's gradient was then a slice of
+            # the concatenation's, strided [T*D, D, 1]; DDP warned on every rank that it did not match its bucket
+            # (two processes with one image each). The view's backward gives it its own, plain strides.
+            x = torch.cat([self.cls_token.view(1, 1, -1).expand(x.shape[0], -1, -1), x], dim=1)
         # The residual stream takes the position embedding's dtype: float32 under autocast (the stem's bf16
         # output is promoted here, as the text tower's is by its embedding), bf16 in a bf16 model.
         x = x.to(pos.dtype) + pos
@@ -354,11 +358,18 @@ class VisionTransformer(nn.Module):
             # CIFAR-10 test images, and a tie went to the lower class (the trainer's bf16 evaluation 21.33%, a bf16
             # `vit eval` 21.00% of the same model)
             with torch.autocast(pooled.device.type, enabled=False):
-                return F.linear(pooled.float(), self.head.weight.float(), self.head.bias.float())
+                if type(self.head) is nn.Linear and not watched(self.head):
+                    return F.linear(pooled.float(), self.head.weight.float(), self.head.bias.float())
+                # hooks (pruning's too), a quantized or adapted head: the head's own call, in its own dtype
+                weight = getattr(self.head, "weight", None)
+                dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else torch.float32
+                return self.head(pooled.to(dtype)).float()
         return self.proj(pooled) if self.proj is not None else pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.prune_last_block and self.cfg.pool == "cls":
+        # the class token's row alone through the last block; not where hooks on the transformer or the final
+        # norm expect every token (they saw [B, 1, D])
+        if self.prune_last_block and self.cfg.pool == "cls" and not (hooked(self.transformer) or watched(self.norm)):
             x, _ = self.embed(x)
             rows = torch.zeros(x.shape[0], 1, dtype=torch.long, device=x.device)
             x, _, _ = self.transformer(x, rows=rows)  # [B, 1, D]: the class token after the last block
