@@ -632,6 +632,25 @@ def test_a_tsv_whose_writer_quoted_its_fields_keeps_its_quoting(tmp_path):
         assert idx.captions == [(caption,), ("a dog",)] and not idx.skips, name
 
 
+def test_a_tsv_caption_holding_a_tab_keeps_the_files_quoting(tmp_path):
+    """csv.writer and pandas quote a caption that holds a tab; that tab inside a quoted field was taken for a
+    stray quote swallowing rows, and the whole file was read without quoting: the caption split over two
+    columns, a quoted two-line caption became two rows (one skipped), quotes stayed in the captions."""
+    import csv
+
+    captions = ["a dog\tsitting", "two lines\nof caption", 'a "red" bus']
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(image_bytes(color_of(i)))
+    with open(tmp_path / "t.tsv", "w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([["filepath", "title"]] + [[f"{i}.jpg", c] for i, c in enumerate(captions)])
+    idx = build_index(str(tmp_path / "t.tsv"))
+    assert idx.captions == [(c,) for c in captions] and not idx.skips
+    # a stray opening quote that runs over the next rows' tabs is still read without quoting
+    (tmp_path / "stray.tsv").write_text('filepath\ttitle\n0.jpg\t"Best day ever\n1.jpg\ta cat\n2.jpg\ta dog\n')
+    idx = build_index(str(tmp_path / "stray.tsv"))
+    assert idx.captions == [('"Best day ever',), ("a cat",), ("a dog",)]
+
+
 def test_tar_images_whose_key_has_a_dot_are_each_counted(tmp_path):
     """photo.000.jpg .. photo.005.jpg are one WebDataset key "photo" (keys end at the first dot): six samples
     lost were reported as missing_image=1."""

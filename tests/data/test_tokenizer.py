@@ -521,3 +521,11 @@ def test_a_huge_text_is_cut_before_it_is_encoded_to_the_same_tokens():
         tok([huge[: 2 * MAX_TRUNCATED_CHARS]], on_overflow="error")
     spaced = " " * (MAX_TRUNCATED_CHARS + 10) + "a photo of a dog"  # whitespace cleaning removes (review)
     assert torch.equal(tok([spaced]), tok(["a photo of a dog"]))
+    lines = "\n" * (MAX_TRUNCATED_CHARS + 10) + "a photo of a dog"  # a run of line breaks too
+    assert torch.equal(tok([lines]), tok(["a photo of a dog"]))
+    # the beginning keeps the tokens it has alone: the cut's whitespace collapse joined "dog\x1c\x1ccat" as
+    # "dog cat" (ftfy deletes \x1c: "dogcat"), and merged ftfy's line segments ("&amp;amp;lt;3\n\n<b>" lost an
+    # unescaping): found by fuzzing against OpenAI's tokenizer
+    pad = " x" * 600_000
+    for start in ("dog\x1c\x1ccat", "&amp;amp;lt;3\n\n<b>", "a\u00a0\u00a0b", "a \t\r\n b"):
+        assert torch.equal(tok([start + pad])[:, :8], tok([start + " x x x x x x"])[:, :8]), repr(start)

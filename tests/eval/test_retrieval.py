@@ -137,3 +137,12 @@ def test_nan_features_are_refused_not_ranked_first(tiny_hf, tmp_path):
                                         str(root))
     assert np.isnan(metrics["retrieval/image_to_text_R@1"]) and np.isnan(metrics["retrieval/text_to_image_R@10"])
     assert any("NaN or inf features" in str(w.message) for w in caught)
+
+
+def test_the_reference_ranks_of_images_without_any_caption_are_minus_one_as_the_chunked_ones():
+    """full_matrix_ranks raised IndexError (argmax over zero captions) where retrieval_ranks gives -1."""
+    img = torch.nn.functional.normalize(torch.randn(2, 3), dim=-1)
+    txt = torch.zeros(0, 3)
+    i2t, t2i = full_matrix_ranks(img, txt, [])
+    chunked = retrieval_ranks(img, txt, [])
+    assert i2t.tolist() == chunked[0].tolist() == [-1, -1] and t2i.numel() == chunked[1].numel() == 0

@@ -701,9 +701,9 @@ def open_table(path, error: type[Exception] = ValueError):
 def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = ValueError) -> csv.DictReader:
     """Rows of an open CSV/TSV file as dicts. ``sep`` None: tab when the header holds one (OpenCLIP's default
     is tab even for ".csv"), else comma. Fields are read with csv's quoting (a writer that quotes every field,
-    a caption quoted over several lines), except in a tab-separated file where that quoting swallows rows: a
-    web caption that starts with '"' opened a quoted field that ran on over the next rows' tabs (one caption,
-    the rows after it gone). Such a file is read without quoting (the TSV convention); a comma-separated one
+    a caption quoted over several lines, a tab inside a quoted caption), except in a tab-separated file where
+    that quoting swallows rows: a web caption that starts with '"' opened a quoted field that ran on over the
+    next rows' tabs (one caption, the rows after it gone). Such a file is read without quoting (the TSV convention); a comma-separated one
     whose quote is never closed raises ``error`` naming ``path`` and the line (:func:`_check_quotes`). Both
     cost one more pass over the file."""
     if sep is None:
@@ -713,7 +713,7 @@ def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = 
     if sep == "\t":
         start = f.tell()
         try:
-            swallowed = any("\t" in field for row in csv.reader(f, delimiter=sep) for field in row)
+            swallowed = any(_ran_into_later_rows(field) for row in csv.reader(f, delimiter=sep) for field in row)
         except csv.Error:  # a field past the size limit: a quote that swallowed the rest of the file
             swallowed = True
         f.seek(start)
@@ -724,6 +724,14 @@ def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = 
         _check_quotes(f, sep, path or "the table", error)
         f.seek(start)
     return csv.DictReader(f, delimiter=sep)
+
+
+def _ran_into_later_rows(field: str) -> bool:
+    """Whether a quoted TSV field holds a tab after a line break: it ran on over the next rows' columns. A tab
+    on the field's first line is a caption's own, which csv.writer and pandas quote (such a file was read
+    without quoting: that caption split over two columns, every quoted multi-line caption two rows)."""
+    breaks = [i for i in (field.find("\n"), field.find("\r")) if i >= 0]
+    return bool(breaks) and "\t" in field[min(breaks):]
 
 
 def _check_quotes(f, sep: str, path, error: type[Exception]) -> None:

@@ -149,7 +149,7 @@ def _bounded(text: str) -> str:
     # in a growing prefix only: the whole of a 50 MB caption took up to 2 s at every draw
     size = 2 * MAX_TRUNCATED_CHARS
     while True:
-        collapsed = _WHITESPACE_RUNS.sub(" ", text[:size])
+        collapsed = _WHITESPACE_RUNS.sub(_one_space_or_line_break, text[:size])
         if len(collapsed) > MAX_TRUNCATED_CHARS or size >= len(text):
             text = collapsed
             break
@@ -160,7 +160,14 @@ def _bounded(text: str) -> str:
     return text[:cut if cut > 0 else MAX_TRUNCATED_CHARS]
 
 
-_WHITESPACE_RUNS = _stdre.compile(r"\s{2,}")
+# Runs of the whitespace that cleaning collapses after ftfy, as it would: not the stdlib's \x1c-\x1f, which ftfy
+# deletes ("dog\x1c\x1ccat" is "dogcat"), and a run holding a line break stays a line break, since ftfy fixes
+# text line by line (merged, "&amp;amp;lt;3\n\n<b>" lost one unescaping).
+_WHITESPACE_RUNS = _stdre.compile(r"[\t\n\x0b\x0c\r ]{2,}")
+
+
+def _one_space_or_line_break(run: _stdre.Match) -> str:
+    return "\n" if "\n" in run.group() or "\r" in run.group() else " "
 
 
 _SURROGATE = _stdre.compile("[\ud800-\udfff]")
