@@ -119,7 +119,27 @@ def load_results(path: Path, merged: bool = False) -> dict:
     if not isinstance(results, dict) or not isinstance(results.get("sections", {}), dict):
         raise SystemExit(f"error: {path} is JSON but not benchmark results (no \"sections\" object). " + restore)
     results.setdefault("sections", {})
+    for key, section in results["sections"].items():  # what the report reads of each: a --merge took a section
+        # without them into results.json, then failed to render it, and so did every later --render
+        wrong = section_problem(section)
+        if wrong:
+            raise SystemExit(f"error: {path}: section {key!r} is not a recorded section ({wrong}). " + restore)
     return results
+
+
+SECTION_FIELDS = {"name": str, "command": str, "started": str, "duration_s": (int, float)}
+
+
+def section_problem(section) -> str | None:
+    """What makes ``section`` unreadable as a recorded section (None where nothing does)."""
+    if not isinstance(section, dict):
+        return f"a JSON {type(section).__name__}, not an object"
+    for field, kind in SECTION_FIELDS.items():
+        if not isinstance(section.get(field), kind) or isinstance(section.get(field), bool):
+            return f"no {field!r}" if field not in section else f"{field!r} is {section[field]!r}"
+    if not isinstance(section.get("data", {}), dict) or not isinstance(section.get("notes", []), list):
+        return "'data' is not an object or 'notes' not a list"
+    return None
 
 
 def save_results(path: Path, results: dict) -> None:
@@ -247,12 +267,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"error: --merge {other_path}: no such file")
             settings.log(f"merging {other_path} into {json_path}")
             taken = merge_results(results, load_results(other_path, merged=True), settings.log, args.force)
+        if not results["sections"]:
+            raise SystemExit(f"error: no recorded sections in {json_path}: nothing to render (run the suite first)")
+        report = render(results, json_path)  # before the merge is saved: a report that fails keeps the file as it was
+        if args.merge:
             if taken:
                 save_results(json_path, results)
             settings.log(f"took {len(taken)} section(s) from {other_path}")
-        if not results["sections"]:
-            raise SystemExit(f"error: no recorded sections in {json_path}: nothing to render (run the suite first)")
-        atomic_write_text(out_path, render(results, json_path))
+        atomic_write_text(out_path, report)
         settings.log(f"wrote {out_path} from {json_path}")
         return 0
 

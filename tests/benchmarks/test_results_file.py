@@ -118,6 +118,22 @@ def test_merge_takes_new_and_later_sections_only(results_copy, tmp_path, capsys)
     assert "took 2 section(s)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("bad", [{"started": "9999", "data": {}}, 5, {"name": "encode", "command": "x",
+                                                                      "started": "9999", "duration_s": "soon"}])
+def test_merge_refuses_a_section_the_report_cannot_read_and_keeps_the_file(results_copy, tmp_path, bad):
+    """A returned file's malformed section was saved into results.json, then rendering it raised KeyError
+    (or AttributeError): the merge crashed, and so did every later --render, until the file was restored."""
+    before = results_copy.read_text()
+    theirs = json.loads(before)
+    theirs["sections"]["bogus"] = bad
+    other = tmp_path / "returned.json"
+    other.write_text(json.dumps(theirs))
+    with pytest.raises(SystemExit, match="section 'bogus' is not a recorded section"):
+        bench_main.main(["--merge", str(other), "--json", str(results_copy), "--out", str(tmp_path / "B.md")])
+    assert results_copy.read_text() == before
+    assert _run(results_copy, "--render") == 0
+
+
 def test_merge_keeps_a_fuller_or_own_machines_section_and_says_why(results_copy, tmp_path, capsys):
     """A later GPU section whose OpenCLIP and compiled contenders failed replaced the full one (the OpenCLIP target
     row and the compiled MFU went), and a lent machine's CPU figures stored under a CPU key replaced ours."""

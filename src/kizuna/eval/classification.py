@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
-from kizuna.models.checkpoint import atomic_write, first_line, save_figure
+from kizuna.models.checkpoint import atomic_write, first_line, load_tensors, save_figure
 from kizuna.models.losses import similarity
 
 from .encode import (content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
@@ -159,7 +159,7 @@ def _load(path: Path, classnames: list[str], templates: list[str], width: int | 
     import warnings
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_tensors(path)  # a TorchScript archive planted in a shared cache is refused, not run
     except OSError as error:  # a PermissionError was taken for damage: another user's file was deleted
         warnings.warn(f"the class-embedding cache {path} cannot be read ({type(error).__name__}: "
                       f"{first_line(error, 200)}); the class embeddings are computed without it", RuntimeWarning,

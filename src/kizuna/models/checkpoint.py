@@ -341,12 +341,27 @@ _NOT_TORCH = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8
               b"RIFF": "a RIFF file (WebP?)", b"{": "JSON text", b"[": "JSON text"}
 
 
+def load_tensors(path: Path, mmap: bool = False):
+    """``torch.load(weights_only=True)`` of a file kizuna did not necessarily write, every reader's one way in:
+    a TorchScript archive is refused first, by kizuna. Before torch 2.6 (pyproject allows 2.3) a weights-only
+    load handed such an archive to torch.jit.load, which runs code stored in it (CVE-2025-32434): an HF folder's
+    pytorch_model.bin, a run's train_state.pt or a shared class-embedding cache could run it. Since 2.6 torch
+    refuses it, in words advising weights_only=False."""
+    if _is_torchscript(Path(path)):
+        raise CheckpointError(f"{path}: is a TorchScript (JIT) archive, which executes code when loaded, not a file "
+                              "of tensors; kizuna reads it only as a model given by itself with allow_jit=True "
+                              "(CLI: --allow-jit), and only if you trust its source")
+    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+
+
 def load_weights_only(path: Path):
     """``torch.load(weights_only=True)`` with an error that says what the file is. torch's own message advises
     loading with weights_only=False, which runs the file's code: wrong for an image or a JSON file passed as
     a model, and not advice kizuna gives for a pickle it refuses (none of torch's wording is repeated)."""
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        return load_tensors(path)
+    except CheckpointError:
+        raise
     except Exception as e:
         with open(path, "rb") as f:
             head = f.read(16)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from kizuna.models.checkpoint import (CheckpointError, atomic_write, first_line, follow_latest, load_model,
-                                     load_state_dict_strict, make_temp_folder, move_aside, save_model)
+                                     load_state_dict_strict, load_tensors, make_temp_folder, move_aside, save_model)
 
 
 def rng_state() -> dict:
@@ -417,10 +418,16 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
     """A checkpoint's ``train_state.pt`` (``mmap``: its tensors are mapped, not read, for a look at the
     settings); a damaged one is named with the earlier checkpoint to resume from."""
     try:
-        state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True, mmap=mmap)
+        state = load_tensors(path / "train_state.pt", mmap=mmap)
         if not isinstance(state, dict):
             raise TypeError(f"a {type(state).__name__}, not the dict a trainer saves")
         return state
+    except CheckpointError:  # a TorchScript archive: refused in kizuna's words
+        raise
+    except pickle.UnpicklingError:  # the weights-only unpickler's refusal: not damage, not a trainer's file
+        raise CheckpointError(f"{path / 'train_state.pt'}: holds pickled objects other than tensors, which kizuna "
+                              "never unpickles (it could run code from the file): not a state a kizuna trainer "
+                              "saved. " + earlier_checkpoint_hint(path)) from None
     except Exception as e:  # truncated or overwritten: unpickling fails with anything from EOFError to KeyError
         file = path / "train_state.pt"
         if file.is_file() and file.stat().st_size == 0:  # a save cut off at once: torch's words were about mmap
