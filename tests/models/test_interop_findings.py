@@ -246,3 +246,100 @@ def test_a_vocabulary_other_than_openais_bpe_has_no_tokenizer(tmp_path):
     with pytest.raises(ValueError, match="not bundled with kizuna.*49,508 tokens"):
         kizuna.get_tokenizer(model)
     assert model.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, model.cfg.embed_dim)
+
+
+# ------------------------------------------------------------------------------------------------
+# Round trips in both directions (a review of 2026-12-06)
+def _own_bpe_model():
+    import json as _json
+    from importlib import resources
+
+    from kizuna.data.tokenizer import train_bpe_tokenizer
+
+    names = _json.loads(resources.files("kizuna.data").joinpath("assets", "en_classnames.json").read_text())
+    corpus = [f"a photo of a {c}." for k in sorted(names) for c in names[k]]
+    tok = train_bpe_tokenizer(corpus[:300], vocab_size=700, context_length=16)
+    return kizuna.create_model("ViT-mu-8", tokenizer=tok.to_config(),
+                               text={"vocab_size": tok.vocab_size, "eot_token_id": tok.eot_token_id,
+                                     "context_length": 16})
+
+
+def test_a_folder_transformers_saved_again_keeps_the_trained_bpe(tmp_path):
+    """transformers 5 re-saves a processor with tokenizer.json alone (no vocab.json, merges.txt): the reader
+    found no BPE, loaded no tokenizer and said the folder had none."""
+    model = _own_bpe_model()
+    export_hf_clip(model, tmp_path / "a")
+    transformers.logging.set_verbosity_error()
+    transformers.AutoModel.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")
+    transformers.AutoProcessor.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")
+    assert not (tmp_path / "b" / "vocab.json").exists() and (tmp_path / "b" / "tokenizer.json").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = load_model(tmp_path / "b")
+    assert again.cfg.tokenizer["type"] == "trained_bpe"
+    assert torch.equal(kizuna.get_tokenizer(again)(CAPTIONS), kizuna.get_tokenizer(model)(CAPTIONS))
+    # the same for a model with OpenAI's BPE: it stays OpenAI's, with no warning
+    plain = kizuna.create_model("ViT-mu-8")
+    export_hf_clip(plain, tmp_path / "c")
+    transformers.AutoProcessor.from_pretrained(tmp_path / "c").save_pretrained(tmp_path / "d")
+    transformers.AutoModel.from_pretrained(tmp_path / "c").save_pretrained(tmp_path / "d")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model(tmp_path / "d").cfg.tokenizer["type"] == "clip_bpe"
+
+
+def test_the_hf_reader_takes_a_shorter_model_max_length_as_the_tokenizers(tmp_path):
+    """A folder whose tokenizer_config.json cuts at 8 tokens, with 77 positions: kizuna tokenized to 77, so a long
+    caption embedded otherwise than through transformers' own tokenizer."""
+    export_hf_clip(kizuna.create_model("ViT-mu-8"), tmp_path / "hf")
+    config = tmp_path / "hf" / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 8}))
+    model = load_model(tmp_path / "hf")
+    assert model.cfg.tokenizer["context_length"] == 8
+    hf_ids = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(CAPTIONS, padding="max_length",
+                                                                          truncation=True)["input_ids"]
+    ours = kizuna.get_tokenizer(model)(CAPTIONS)
+    assert ours.shape == (3, 8)
+
+    def to_end(ids):  # up to the end-of-text token (HF pads with it, kizuna with 0)
+        ids = list(ids)
+        return ids[: ids.index(49407) + 1]
+
+    assert [to_end(ids) for ids in hf_ids] == [to_end(row.tolist()) for row in ours]
+    assert len(to_end(hf_ids[0])) == 8  # the long caption is cut at 8 by both
+
+
+def test_the_openai_layout_cuts_text_positions_to_a_shorter_tokenizer(tmp_path):
+    """All 77 positions were written: the reader rebuilt a 77-token tokenizer, and a caption past 8 tokens
+    embedded otherwise (cosine 0.88)."""
+    model = kizuna.create_model("ViT-mu-8-quickgelu", vision={"heads": 1}, text={"heads": 1},
+                                tokenizer={"context_length": 8})
+    torch.save(kizuna_to_openai(model), tmp_path / "m.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "QuickGELU assumed"
+        again = load_model(tmp_path / "m.pt")
+    assert again.cfg.tokenizer["context_length"] == 8
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode_text(kizuna.get_tokenizer(again)(CAPTIONS)),
+                                   model.encode_text(kizuna.get_tokenizer(model)(CAPTIONS)))
+
+
+def test_the_strict_openai_layout_refuses_a_padded_vocabulary_and_takes_the_openai_alias():
+    padded = kizuna.create_model("ViT-mu-8-quickgelu", vision={"heads": 1}, text={"heads": 1, "vocab_size": 49664,
+                                                                                  "pool": "argmax"})
+    with pytest.raises(ValueError, match="embeds 49664 ids, not OpenAI's 49408"):
+        kizuna_to_openai(padded)
+    alias = kizuna.create_model("ViT-mu-8-quickgelu", vision={"heads": 1}, text={"heads": 1},
+                                tokenizer={"type": "openai", "context_length": 77})
+    assert "positional_embedding" in kizuna_to_openai(alias)  # the same BPE as clip_bpe: not refused
+
+
+def test_a_bf16_export_loads_in_transformers_with_the_exact_scale_at_float32(tmp_path):
+    """What INTEROP.md says: transformers loads the bf16 export in bf16 (scale rounded), and at float32 exact."""
+    model = kizuna.create_model("ViT-mu-8", precision="bf16")
+    export_hf_clip(model, tmp_path / "hf")
+    transformers.logging.set_verbosity_error()
+    as_bf16 = transformers.AutoModel.from_pretrained(tmp_path / "hf")
+    as_fp32 = transformers.AutoModel.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+    assert as_bf16.logit_scale.dtype == torch.bfloat16 and as_bf16.logit_scale.exp().item() != pytest.approx(100)
+    assert as_fp32.logit_scale.exp().item() == pytest.approx(model.scale().item(), rel=1e-7)

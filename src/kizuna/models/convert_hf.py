@@ -481,19 +481,22 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
             raise
         raise CheckpointError(f"{cfg_file}: cannot build a model from this config ({type(e).__name__}: {e})") from None
     c.name = folder.name
+    ctx = _tokenizer_context(folder, c.text.context_length)
+    if "context_length" in (c.tokenizer or {}):
+        c.tokenizer = {**c.tokenizer, "context_length": ctx}
     if model_type == "clip":  # a tokenizer export_hf_clip wrote for a model trained with its own BPE
-        c.tokenizer = _read_clip_tokenizer(folder, c.text.context_length) or c.tokenizer
+        c.tokenizer = _read_clip_tokenizer(folder, ctx) or c.tokenizer
         # No BPE files and a vocabulary that is not OpenAI's: nothing says what its ids mean (as the OpenAI layout's
         # reader). With OpenAI's files, a padded vocabulary (kizuna's text={"vocab_size": 49664}) is OpenAI's BPE;
         # a smaller one cannot embed its ids.
-        padded = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file() and c.text.vocab_size > OPENAI_VOCAB
+        padded = _clip_bpe_files(folder) is not None and c.text.vocab_size > OPENAI_VOCAB
         if c.tokenizer["type"] == "clip_bpe" and c.text.vocab_size != OPENAI_VOCAB and not padded:
             c.tokenizer = unavailable_tokenizer(source, c.text.vocab_size, "and the folder holds no BPE of its own "
                                                 "(vocab.json + merges.txt)", stacklevel=4)
     if model_type == "siglip":  # the folder's own sentencepiece model, when it ships one (HF's spiece.model)
         from kizuna.data.siglip_tokenizer import siglip_tokenizer_config
 
-        c.tokenizer = siglip_tokenizer_config(folder, c.text.context_length) or c.tokenizer
+        c.tokenizer = siglip_tokenizer_config(folder, ctx) or c.tokenizer
     # position_ids are index buffers some transformers versions saved; they carry no weights.
     take = TensorTaker({k: v for k, v in read_hf_weights(folder).items() if not k.endswith("position_ids")}, source)
     tensors = _clip_tensors(take, c) if model_type == "clip" else _siglip_tensors(take, c)
@@ -965,39 +968,81 @@ def _remove_stale_clip_tokenizer(folder: Path) -> None:
             pass
 
 
+def _tokenizer_context(folder: Path, positions: int) -> int:
+    """The folder's tokenizer length: ``tokenizer_config.json``'s ``model_max_length`` where it is shorter than
+    the text tower's positions, which transformers' tokenizer pads and cuts to (the reader took the positions:
+    a SigLIP folder with 64 positions and a 16-token tokenizer embedded every text otherwise, since SigLIP pools
+    the last position). A missing or unreadable file, or transformers' "no limit" (1e30), keeps the positions."""
+    file = folder / "tokenizer_config.json"
+    try:
+        length = _read_json(file).get("model_max_length") if file.is_file() else None
+    except CheckpointError:  # a tokenizer file the folder's weights do not need: read as before, without it
+        return positions
+    if isinstance(length, int) and not isinstance(length, bool) and 0 < length < positions:
+        return length
+    return positions
+
+
+def _clip_bpe_files(folder: Path) -> tuple[dict, list[tuple[str, str]], str] | None:
+    """An HF CLIP folder's BPE: (vocab, merges, the files named in errors) from ``vocab.json`` + ``merges.txt``,
+    or from ``tokenizer.json`` alone, which is all transformers 5 writes when it saves a processor again (a
+    folder export_hf_clip wrote, loaded and saved with transformers, lost its trained BPE); None where it has
+    neither. Files that cannot hold one are a ``CheckpointError`` naming them."""
+    vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
+    if vocab_file.is_file() and merges_file.is_file():
+        vocab, where = _read_json(vocab_file), f"{vocab_file}, {merges_file}"
+        try:
+            lines = merges_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{merges_file}: cannot be read ({type(e).__name__}: {e})") from None
+        merges = []
+        for n, line in enumerate(lines, 1):
+            if (n == 1 and line.startswith("#version")) or not line.strip():  # as transformers reads it
+                continue
+            pair = line.split()
+            if len(pair) != 2:
+                raise CheckpointError(f"{merges_file}: line {n} is not a merge (two tokens): {line[:60]!r}")
+            merges.append(tuple(pair))
+    elif (folder / "tokenizer.json").is_file():
+        where = str(folder / "tokenizer.json")
+        model = _read_json(folder / "tokenizer.json").get("model")
+        if not isinstance(model, dict) or model.get("type") != "BPE":
+            return None  # another kind of tokenizer (WordPiece, Unigram): not a CLIP BPE
+        vocab, raw = model.get("vocab"), model.get("merges")
+        if not isinstance(vocab, dict) or not isinstance(raw, list):
+            raise CheckpointError(f"{where}: its BPE model has no vocab (a map) or merges (a list)")
+        merges = []
+        for n, merge in enumerate(raw):  # "a b" (tokenizers < 0.20) or ["a", "b"]
+            pair = merge.split(" ") if isinstance(merge, str) else merge
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise CheckpointError(f"{where}: merge {n} is not two tokens: {str(merge)[:60]!r}")
+            merges.append(tuple(pair))
+    else:
+        return None
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in vocab.values()):
+        raise CheckpointError(f"{where}: the vocabulary is not a token -> id map (non-negative ints)")
+    return vocab, merges, where
+
+
 def _read_clip_tokenizer(folder: Path, context_length: int) -> dict | None:
-    """The tokenizer config of an HF CLIP folder's ``vocab.json`` + ``merges.txt``: None where the folder has
-    no such pair, or has OpenAI's (hub CLIP folders; the reader's default, ``clip_bpe``, is that one), else the
+    """The tokenizer config of an HF CLIP folder's BPE (:func:`_clip_bpe_files`): None where the folder has
+    none, or has OpenAI's (hub CLIP folders; the reader's default, ``clip_bpe``, is that one), else the
     ``trained_bpe`` these files make (what :func:`export_hf_clip` writes for a model trained with its own BPE).
     Files that are not a CLIP BPE tokenizer are a ``CheckpointError`` naming them."""
-    vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
-    if not (vocab_file.is_file() and merges_file.is_file()):
+    files = _clip_bpe_files(folder)
+    if files is None:
         return None
-    vocab = _read_json(vocab_file)
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in vocab.values()):
-        raise CheckpointError(f"{vocab_file}: expected a token -> id map (non-negative ints)")
-    try:
-        lines = merges_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{merges_file}: cannot be read ({type(e).__name__}: {e})") from None
-    merges = []
-    for n, line in enumerate(lines, 1):
-        if (n == 1 and line.startswith("#version")) or not line.strip():  # as transformers reads it
-            continue
-        pair = line.split()
-        if len(pair) != 2:
-            raise CheckpointError(f"{merges_file}: line {n} is not a merge (two tokens): {line[:60]!r}")
-        merges.append(tuple(pair))
+    vocab, merges, where = files
     openai_vocab, openai_merges = _openai_bpe()
     if vocab == openai_vocab and merges[:_HF_CLIP_MERGES] == openai_merges:
         return None
     missing = [t for t in (_SOT, _EOT) if t not in vocab]
     if missing:
-        raise CheckpointError(f"{vocab_file}: has no {' or '.join(missing)}: not a CLIP tokenizer's vocabulary")
+        raise CheckpointError(f"{where}: has no {' or '.join(missing)}: not a CLIP tokenizer's vocabulary")
     from kizuna.data.tokenizer import TrainedBpeTokenizer, _build_tokenizer
 
     try:
         tokenizer = TrainedBpeTokenizer(_build_tokenizer(vocab, merges), context_length)
     except Exception as e:  # noqa: BLE001 - the Rust BPE raises a plain Exception (a merge of unknown tokens)
-        raise CheckpointError(f"{vocab_file}, {merges_file}: not a BPE tokenizer ({str(e).strip()[:200]})") from None
+        raise CheckpointError(f"{where}: not a BPE tokenizer ({str(e).strip()[:200]})") from None
     return tokenizer.to_config()

@@ -226,7 +226,7 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
     multiple of the patch size (a reader takes grid x patch). ``strict`` (default) refuses models where that
     would be wrong; ``strict=False`` exports the weights anyway.
     """
-    from .convert_hf import exportable_config
+    from .convert_hf import _text_positions, exportable_config
 
     c = exportable_config(model, "kizuna_to_openai", "OpenAI CLIP layout")
     v, t = c.vision, c.text
@@ -272,9 +272,14 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
             problems.append(f"its preprocessing ({differs}) is not OpenAI's, which a reader assumes; keep kizuna's "
                             "format (save_model) or HF's (export_hf_clip), which record it")
         tokenizer = (model.cfg.tokenizer or {}).get("type", "clip_bpe")
-        if tokenizer != "clip_bpe":  # a reader tokenizes with OpenAI's BPE, whose ids this model never saw
+        if tokenizer not in ("clip_bpe", "openai"):  # a reader tokenizes with OpenAI's BPE ("openai" names it too)
             problems.append(f"the tokenizer is {tokenizer!r}, a reader assumes OpenAI's BPE; keep kizuna's format "
                             "(save_model), which stores the tokenizer")
+        elif t.vocab_size != OPENAI_VOCAB:  # a padded vocabulary (49,664): the reader takes another size for
+            # another BPE (MetaCLIP 2's) and loads no tokenizer at all
+            problems.append(f"the text tower embeds {t.vocab_size} ids, not OpenAI's {OPENAI_VOCAB}: a reader "
+                            "takes it for another vocabulary and loads no tokenizer; keep kizuna's format "
+                            "(save_model) or HF's (export_hf_clip)")
     if problems:
         raise ValueError("OpenAI CLIP layout cannot express this model: " + "; ".join(problems))
 
@@ -285,7 +290,9 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
         "visual.positional_embedding": sd["visual.pos_embed"][0],
         "visual.proj": sd["visual.proj.weight"].T.contiguous(),
         "token_embedding.weight": sd["text.token_embed.weight"],
-        "positional_embedding": sd["text.pos_embed"],
+        # a reader takes its tokenizer's context from these: cut to the model's tokenizer where that is shorter
+        # (all 77 came back, and captions past 8 tokens embedded otherwise); positions past it are never used
+        "positional_embedding": sd["text.pos_embed"][:_text_positions(c)],
         "text_projection": sd["text.proj.weight"].T.contiguous(),
         "logit_scale": sd["logit_scale"].reshape(()),
     }
