@@ -649,6 +649,12 @@ def test_a_tsv_caption_holding_a_tab_keeps_the_files_quoting(tmp_path):
     (tmp_path / "stray.tsv").write_text('filepath\ttitle\n0.jpg\t"Best day ever\n1.jpg\ta cat\n2.jpg\ta dog\n')
     idx = build_index(str(tmp_path / "stray.tsv"))
     assert idx.captions == [('"Best day ever',), ("a cat",), ("a dog",)]
+    # ... also where that field closes at a quote of a later row before any tab (the caption first, as CC3M's
+    # caption<tab>url): a row was lost and the next image took a caption made of two rows (the review)
+    (tmp_path / "first.tsv").write_text('title\tfilepath\n"Best day ever\t0.jpg\n"Hello" she said\t1.jpg\n'
+                                        'a "red" bus\t2.jpg\n')
+    idx = build_index(str(tmp_path / "first.tsv"))
+    assert idx.captions == [('"Best day ever',), ('"Hello" she said',), ('a "red" bus',)] and not idx.skips
 
 
 def test_tar_images_whose_key_has_a_dot_are_each_counted(tmp_path):

@@ -527,5 +527,12 @@ def test_a_huge_text_is_cut_before_it_is_encoded_to_the_same_tokens():
     # "dog cat" (ftfy deletes \x1c: "dogcat"), and merged ftfy's line segments ("&amp;amp;lt;3\n\n<b>" lost an
     # unescaping): found by fuzzing against OpenAI's tokenizer
     pad = " x" * 600_000
-    for start in ("dog\x1c\x1ccat", "&amp;amp;lt;3\n\n<b>", "a\u00a0\u00a0b", "a \t\r\n b"):
+    for start in ("dog\x1c\x1ccat", "&amp;amp;lt;3\n\n<b>", "a\u00a0\u00a0b", "a \t\r\n b", "dog\x0b\x0bcat",
+                  "\u00c3\u00a0\u00a0\u00a0 ok", "a\x85\x85\x85b", "a\u3000\u3000\u3000b", "\x1c\x1c\x1c\x1c dog"):
         assert torch.equal(tok([start + pad])[:, :8], tok([start + " x x x x x x"])[:, :8]), repr(start)
+    # a million of any other space or deleted control before the words: the words are kept (the review's
+    # NBSP prefix was cut to nothing: "empty text"), and quickly (ftfy over millions of lines took minutes)
+    for space in ("\u00a0", "\u3000", "\u2003", "\x1c", "\x0b", " \n\t\u00a0"):
+        start = time.perf_counter()
+        assert torch.equal(tok([space * (MAX_TRUNCATED_CHARS + 10) + " a red bus"]), tok(["a red bus"])), repr(space)
+        assert time.perf_counter() - start < 10, repr(space)

@@ -188,3 +188,14 @@ def test_the_class_tokens_gradient_has_plain_strides_at_batch_one():
     model = kizuna.create_model("ViT-mu-8").visual
     model(torch.randn(1, 3, 32, 32)).sum().backward()
     assert model.cls_token.grad.stride() == model.cls_token.stride()
+
+
+def test_logits_and_scores_on_the_meta_device():
+    """torch.autocast("meta") raises: the float32 scoring's autocast-off context broke ClipModel.logits on meta
+    (shape inference), which worked before it (the review)."""
+    from kizuna.models.losses import similarity
+
+    with torch.device("meta"):
+        model = kizuna.create_model("ViT-mu-8")
+        logits, _ = model.logits(torch.randn(2, 3, 32, 32), torch.randint(1, 400, (3, 12)))
+        assert logits.shape == (2, 3) and similarity(torch.randn(3, 4), torch.randn(5, 4)).shape == (3, 5)

@@ -81,6 +81,7 @@ def _discard_lowest(a: Tensor, discard_ratio: float) -> Tensor:
     """
     T = a.shape[-1]
     n = math.floor(round(discard_ratio * T, 9))  # 0.29 * 100 is 28.999999999999996 in floating point: 29
+    n = min(n, T - 1)  # a ratio a hair under 1 rounds to T: every row keeps at least its strongest key
     if n <= 0:
         return a
     idx = a.topk(n, dim=-1, largest=False).indices

@@ -713,8 +713,11 @@ def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = 
     if sep == "\t":
         start = f.tell()
         try:
-            swallowed = any(_ran_into_later_rows(field) for row in csv.reader(f, delimiter=sep) for field in row)
-        except csv.Error:  # a field past the size limit: a quote that swallowed the rest of the file
+            # strict: text after a closing quote ("Best day ever<tab>0.jpg<newline>"Hello" she said) is a stray
+            # quote's field that closed at a quote in a later row (csv.writer and pandas never write that)
+            swallowed = any(_ran_into_later_rows(field)
+                            for row in csv.reader(f, delimiter=sep, strict=True) for field in row)
+        except csv.Error:  # that, a quote never closed, or a field past the size limit: a stray quote
             swallowed = True
         f.seek(start)
         if swallowed:

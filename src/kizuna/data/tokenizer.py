@@ -136,38 +136,44 @@ def checked_texts(texts, on_overflow: str) -> list[str]:
 
 
 # A text to be cut to a context of tokens needs only its beginning: a 50 MB caption (a tar member, a CSV field) was
-# cleaned and encoded whole, 6 s and 1.8 GB each time it was drawn, for 77 tokens. Cut at a word's end before this
-# many characters (a token is at least one character: over a thousand characters a token for any context up to 1,024
-# tokens), so the tokens that are kept are the ones the whole text gives.
+# cleaned and encoded whole, 6 s and 1.8 GB each time it was drawn, for 77 tokens. It is cut at a word's end once its
+# beginning holds this many characters that can make a token (a token takes at least one: over a thousand characters
+# a token for any context up to 1,024 tokens), so the tokens that are kept are the ones the whole text gives.
 MAX_TRUNCATED_CHARS = 1 << 20
+_CUT_CHUNK = 1 << 20
+# What makes no token of its own: whitespace (cleaning collapses it) and control characters (ftfy deletes them);
+# counted generously (\x85 is ftfy's "…"), which only lengthens the beginning that is kept.
+_NO_TOKEN = _stdre.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+# Runs of characters that make no token, shortened in the kept beginning so that its cleaning is quick (a million
+# spaces before the words; ftfy fixes text line by line, and took minutes over millions of line breaks). A run keeps
+# its first character (ftfy reads "Ã\xa0" as "à") and then one line break if the rest holds one (ftfy's fixes are
+# per line), else one space if the rest holds whitespace that ftfy keeps, else nothing (ftfy deletes \x0b and
+# \x1c-\x1f: "dog\x1c\x1ccat" is "dogcat"): what cleaning makes of the whole run. Not C1 controls (\x85 is "…").
+_SHORTENED_RUNS = _stdre.compile("[\x00-\x08\t\n\x0b\x0c\r\x0e-\x1f \x7f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{2,}")
+_LINE_BREAK = _stdre.compile("[\n\r\u2028\u2029]")
+_KEPT_SPACE = _stdre.compile("[\t\x0c \xa0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
+def _shortened(run: _stdre.Match) -> str:
+    text = run.group()
+    rest = text[1:]
+    return text[0] + ("\n" if _LINE_BREAK.search(rest) else " " if _KEPT_SPACE.search(rest) else "")
 
 
 def _bounded(text: str) -> str:
     if len(text) <= MAX_TRUNCATED_CHARS:
         return text
-    # whitespace runs first, which cleaning collapses anyway (a million spaces before the words cut them all off),
-    # in a growing prefix only: the whole of a 50 MB caption took up to 2 s at every draw
-    size = 2 * MAX_TRUNCATED_CHARS
-    while True:
-        collapsed = _WHITESPACE_RUNS.sub(_one_space_or_line_break, text[:size])
-        if len(collapsed) > MAX_TRUNCATED_CHARS or size >= len(text):
-            text = collapsed
-            break
-        size *= 2
-    if len(text) <= MAX_TRUNCATED_CHARS:
-        return text
-    cut = text.rfind(" ", MAX_TRUNCATED_CHARS // 2, MAX_TRUNCATED_CHARS)
-    return text[:cut if cut > 0 else MAX_TRUNCATED_CHARS]
-
-
-# Runs of the whitespace that cleaning collapses after ftfy, as it would: not the stdlib's \x1c-\x1f, which ftfy
-# deletes ("dog\x1c\x1ccat" is "dogcat"), and a run holding a line break stays a line break, since ftfy fixes
-# text line by line (merged, "&amp;amp;lt;3\n\n<b>" lost one unescaping).
-_WHITESPACE_RUNS = _stdre.compile(r"[\t\n\x0b\x0c\r ]{2,}")
-
-
-def _one_space_or_line_break(run: _stdre.Match) -> str:
-    return "\n" if "\n" in run.group() or "\r" in run.group() else " "
+    # the shortest beginning, in whole chunks, that holds enough characters to make tokens (a growing prefix only:
+    # the whole of a 50 MB caption took up to 2 s at every draw)
+    content, end = 0, 0
+    while end < len(text) and content < MAX_TRUNCATED_CHARS // 2:
+        chunk = text[end:end + _CUT_CHUNK]
+        content += len(_NO_TOKEN.sub("", chunk))
+        end += len(chunk)
+    if end < len(text):  # at a word's end inside the last chunk (else where the chunk ends)
+        space = text.rfind(" ", max(0, end - _CUT_CHUNK // 2), end)
+        end = space if space > 0 else end
+    return _SHORTENED_RUNS.sub(_shortened, text[:end])
 
 
 _SURROGATE = _stdre.compile("[\ud800-\udfff]")

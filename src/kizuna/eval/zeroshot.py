@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from kizuna.models.layers import autocast_off
+
 from .encode import check_finite, eval_mode
 
 Template = str | Callable[[str], str]
@@ -131,7 +133,7 @@ class ZeroShotClassifier:
             img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()
         if self.refuse_non_finite:
             check_finite(img, None, "images")
-        with torch.autocast(img.device.type, enabled=False):  # float32 logits under a caller's autocast too
+        with autocast_off(img.device.type):  # float32 logits under a caller's autocast too
             return self.model.scale().float() * img @ self.weights.float().T + self.model.bias()
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import autocast_off
 from .losses import _logits, clip_loss, siglip_loss
 from .text import TextConfig, TextTransformer
 from .vit import VisionConfig, VisionTransformer
@@ -150,11 +151,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     """L2-normalised in float32, also under autocast: the loss computes its logits in float32 (losses._logits),
     and features normalised in bf16 (as CPU autocast leaves them) kept most of the error that avoids: norms
     off by up to 0.003, logits off by up to 0.17 at scale 100 against 0.22 all in bf16."""
-    try:
-        off = torch.autocast(x.device.type, enabled=False)
-    except RuntimeError:  # a device without autocast (meta): nothing to leave
-        return F.normalize(x.float(), dim=-1)
-    with off:
+    with autocast_off(x.device.type):
         return F.normalize(x.float(), dim=-1)
 
 

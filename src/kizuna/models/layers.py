@@ -19,6 +19,7 @@ fusion off, ``KIZUNA_ONEDNN=0`` keeps oneDNN out entirely.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -230,6 +231,15 @@ def _cpu_autocast() -> bool:
 
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def autocast_off(device_type: str):
+    """A context with autocast off on ``device_type`` (float32 work inside a caller's autocast); nothing to leave
+    on a device without autocast (meta: torch.autocast("meta") raises)."""
+    try:
+        return torch.autocast(device_type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 def hooked(module: nn.Module) -> bool:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .layers import autocast_off
+
 
 def _logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """``s * I T^T`` in float32, also under autocast: in bf16 a cosine keeps ~3 significant digits, and at
     CLIP's logit scale (up to 100) that is an error of ~0.4 in every logit. The matrix is B x B x D, cheap."""
-    with torch.autocast(image_features.device.type, enabled=False):
+    with autocast_off(image_features.device.type):
         return logit_scale.float() * image_features.float() @ text_features.float().T
 
 
@@ -21,7 +23,7 @@ def similarity(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """``queries @ keys^T`` in float32, also under autocast (as :func:`_logits`): the evaluators' scores, which
     under a caller's bf16 autocast came out bf16 (tied ranks moved top-1 and recall; retrieval's float32 buffers
     refused them)."""
-    with torch.autocast(queries.device.type, enabled=False):
+    with autocast_off(queries.device.type):
         return queries.float() @ keys.float().T
 
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import INTEL, AttentionPool, Transformer, building_on_meta, env_switch, hooked, linear, watched
+from .layers import (INTEL, AttentionPool, Transformer, autocast_off, building_on_meta, env_switch, hooked, linear,
+                     watched)
 
 
 @contextmanager
@@ -357,7 +358,7 @@ class VisionTransformer(nn.Module):
             # float32, also under autocast and in a bf16 model (it is tiny): bf16 logits tied exactly for 2% of
             # CIFAR-10 test images, and a tie went to the lower class (the trainer's bf16 evaluation 21.33%, a bf16
             # `vit eval` 21.00% of the same model)
-            with torch.autocast(pooled.device.type, enabled=False):
+            with autocast_off(pooled.device.type):
                 if type(self.head) is nn.Linear and not watched(self.head):
                     return F.linear(pooled.float(), self.head.weight.float(), self.head.bias.float())
                 # hooks (pruning's too), a quantized or adapted head: the head's own call, in its own dtype
