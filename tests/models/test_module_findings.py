@@ -199,3 +199,16 @@ def test_logits_and_scores_on_the_meta_device():
         model = kizuna.create_model("ViT-mu-8")
         logits, _ = model.logits(torch.randn(2, 3, 32, 32), torch.randint(1, 400, (3, 12)))
         assert logits.shape == (2, 3) and similarity(torch.randn(3, 4), torch.randn(5, 4)).shape == (3, 5)
+
+
+def test_cached_text_embeddings_of_another_dtype_are_cast_like_pixels():
+    """A float32 cache of a locked text tower's outputs, given to a bf16 model, failed inside F.linear."""
+    model = kizuna.create_model("ViT-mu-8", precision="bf16")
+    width = model.text.proj.weight.shape[1]
+    cached = torch.randn(3, width)
+    with torch.no_grad():
+        out = model(text_embeddings=cached)
+        want = model(text_embeddings=cached.to(torch.bfloat16))
+    torch.testing.assert_close(out["text_features"], want["text_features"])
+    with pytest.raises(TypeError, match="text_embeddings must be a float tensor"):
+        model(text_embeddings=torch.ones(3, width, dtype=torch.long))

@@ -217,8 +217,13 @@ class ClipModel(nn.Module):
         text = None
         if tokens is not None:
             text = _unit(self.encode_text(tokens))
-        elif text_embeddings is not None:
-            text = _unit(self.text.proj(text_embeddings))
+        elif text_embeddings is not None:  # in the projection's dtype, as pixels take the image tower's (a float32
+            # cache into a bf16 model failed inside F.linear: "expected m1 and m2 to have the same dtype")
+            if not (isinstance(text_embeddings, torch.Tensor) and text_embeddings.is_floating_point()):
+                raise TypeError("text_embeddings must be a float tensor [N, width] of the text tower's outputs, got "
+                                f"{getattr(text_embeddings, 'dtype', type(text_embeddings).__name__)}")
+            proj = self.text.proj
+            text = _unit(text_embeddings if proj is None else proj(text_embeddings.to(proj.weight.dtype)))
         out = {"logit_scale": self.scale(), "logit_bias": self.logit_bias}
         if images is not None:
             out["image_features"] = _unit(self.encode_image(images))
