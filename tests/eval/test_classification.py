@@ -219,7 +219,13 @@ def test_a_template_that_cannot_be_filled_is_named():
     with pytest.raises(ValueError, match=r"template 'a \{\} in \{style\}' cannot be filled .*write \{c\}"):
         fill_template("a {} in {style}", "cat")
     assert fill_template("a {} in {{braces}}", "cat") == "a cat in {braces}"
-    assert fill_template("a {c} in {style}", "cat") == "a cat in {style}"
+    # {c} templates are filled as CLIP_benchmark fills them, template.format(c=name): doubled braces are one
+    # brace (they stayed doubled, unlike the same template with {}), and another field is refused
+    assert fill_template("a {c} in {{braces}}", "cat") == "a cat in {braces}" == fill_template("a {} in {{braces}}", "cat")
+    assert fill_template("a {c}, a {c}", "cat") == "a {c}, a {c}".format(c="cat")
+    for template in ("a {c} in {style}", "a {c} and {}", "{{c}} {c:>9}"):
+        with pytest.raises(ValueError, match="cannot be filled"):
+            fill_template(template, "cat")
 
 
 def test_zero_shot_over_one_class_is_refused(tmp_path, tiny):

@@ -96,7 +96,9 @@ def test_the_zero_shot_compared_with_the_probe_scores_the_probes_classes(tmp_pat
 def test_templates_that_cannot_be_filled_are_named(tmp_path):
     with pytest.raises(DatasetError, match=r"other braces must be doubled"):
         read_templates(["a photo of {} in {style}"])
-    assert read_templates(["a {c} in {style}", "a {{literal}} {}"])  # {c} is replaced, not formatted
+    assert read_templates(["a {c} in {{style}}", "a {{literal}} {}"])
+    with pytest.raises(DatasetError, match=r"other braces must be doubled"):  # {c} as CLIP_benchmark: format(c=)
+        read_templates(["a {c} in {style}"])
     f = tmp_path / "t.json"
     f.write_text(json.dumps(["a photo of {c}", 5]))
     with pytest.raises(DatasetError, match="5 .* is not text"):

@@ -262,15 +262,14 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
         if "{c}" not in t and "{}" not in t and "{0}" not in t:
             raise DatasetError(f"{place}: template {t!r} has no '{{c}}' placeholder for the class name; "
                                f"add {{c}} where the class name goes (e.g. 'a photo of a {{c}}.')")
-        if "{c}" not in t:  # filled as str.format fills {} (fill_template): other braces must be doubled
-            from .zeroshot import fill_template
+        from .zeroshot import fill_template  # filled as str.format fills it: other braces must be doubled
 
-            try:
-                fill_template(t, "x")
-            except ValueError as e:
-                why = str(e).partition("cannot be filled (")[2].rpartition("): write")[0]
-                raise DatasetError(f"{place}: template {t!r}: with {{}} for the class name, other braces must be "
-                                   f"doubled ({why}); or write {{c}} for the class name") from None
+        try:
+            fill_template(t, "x")
+        except ValueError as e:
+            why = str(e).partition("cannot be filled (")[2].rpartition("): write")[0]
+            raise DatasetError(f"{place}: template {t!r}: other braces must be doubled ({why}); the class name's "
+                               "place is {c} or {}") from None
     return out
 
 

@@ -20,18 +20,18 @@ Template = str | Callable[[str], str]
 def fill_template(template: Template, classname: str) -> str:
     if callable(template):
         return template(classname)
-    if "{c}" in template:
-        return template.replace("{c}", classname)
-    if "{}" in template or "{0}" in template:
+    if "{c}" in template or "{}" in template or "{0}" in template:
         return _format_class(template, classname)
     raise ValueError(f"template {template!r} has no '{{c}}' placeholder for the class name")
 
 
 def _format_class(template: str, classname: str) -> str:
-    """``template.format(classname)`` for what a template holds, {} (or {0}) for the class name and doubled
-    braces, refusing the rest of str.format: a format spec or an attribute ran as written ("{{}} {0:>1000000000}",
-    from a template file, took 87 s and 2.8 GB per class; "{0.__class__}" read the name's attributes), and "a
-    {{}}" had no place for the class name at all."""
+    """``template.format(c=classname)`` (CLIP_benchmark's templates) or ``template.format(classname)`` for what a
+    template holds: {c}, or {} (or {0}), for the class name and doubled braces, refusing the rest of str.format:
+    a format spec or an attribute ran as written ("{{}} {0:>1000000000}", from a template file, took 87 s and
+    2.8 GB per class; "{0.__class__}" read the name's attributes), "a {{}}" had no place for the class name at
+    all, and a {c} template kept its doubled braces ("a {c} {{x}}" is "a cat {x}" in CLIP_benchmark, and was
+    "a cat {{x}}" here, unlike the same template written with {})."""
     import string
 
     def refused(why: str):
@@ -43,14 +43,16 @@ def _format_class(template: str, classname: str) -> str:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:  # a single '{' or '}'
         raise refused(f"ValueError: {e}") from None
+    named = any(field == "c" for _, field, _, _ in parsed)  # {c} names the class; {} and {0} are then refused
     for literal, field, spec, conversion in parsed:
         pieces.append(literal)
         if field is None:
             continue
-        if field not in ("", "0") or spec or conversion:  # "a {} in {style}": a KeyError traceback, unnamed
+        if field not in (("c",) if named else ("", "0")) or spec or conversion:  # "a {} in {style}": a KeyError
             whole = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             raise refused(f"{whole} is not a place for the class name")
-        if field == "" and "{}" in seen:  # "a {} and {}": str.format wants two values (write {0} for one twice)
+        if field == "" and "{}" in seen:  # "a {} and {}": str.format wants two values (write {0} for one twice);
+            # "{c}" may come twice, as str.format(c=...) allows
             raise refused("two {}, and one class name")
         seen.add("{" + field + "}")
         if seen == {"{}", "{0}"}:  # str.format: "cannot switch from automatic field numbering to manual"
