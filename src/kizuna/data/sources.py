@@ -638,6 +638,31 @@ class _Builder:
                            np.array(self.labels, dtype=np.int64), self.skips, self.damaged, self.rejected_at)
 
 
+def group_rows_by_image(index: SampleIndex) -> SampleIndex:
+    """One sample per image file with the captions of every row that names it: a CSV of one row per caption
+    (Flickr's and COCO's five) is five images to a reader of rows. Training read it so (an epoch was five passes,
+    and a batch held one image several times, its own captions scored as negatives) while evaluation grouped the
+    same file. Rows are grouped by the file their path names (the CSV's folder joined, normalised): grouped by
+    the text, photos/x.jpg, ./photos/x.jpg and photos//x.jpg were three images sharing the captions. Samples with
+    no path (tar members) are left as they are; each group sits where its first row was, with its label."""
+    first: dict[object, int] = {}
+    caps: dict[object, list[str]] = {}
+    files = [os.path.normpath(p) if p else ("member", i) for i, p in enumerate(index.paths)]
+    for i, f in enumerate(files):
+        first.setdefault(f, i)
+        caps.setdefault(f, []).extend(index.captions[i])
+    if len(first) == len(files):
+        return index
+    rows = sorted(first.values())
+    sel = np.asarray(rows, dtype=np.int64)
+    # a row rejected after p rows comes after the images whose first row is before it
+    rejected = {r: np.searchsorted(sel, at, side="left") for r, at in index.rejected_at.items()}
+    return SampleIndex(index.sources, index.kinds, index.source_ids[sel], [index.keys[i] for i in rows],
+                       index.offsets[sel], index.sizes[sel], [index.paths[i] for i in rows],
+                       [tuple(caps[files[i]]) for i in rows], index.labels[sel], index.skips, index.damaged,
+                       rejected)
+
+
 def _with_text(captions: tuple[str, ...] | None) -> tuple[str, ...] | None:
     """The captions that keep some text after the tokenizers' cleaning (html-unescape, whitespace): "&nbsp;"
     is not blank but cleans to nothing, and the tokenizer then stopped the run at its batch, again on every

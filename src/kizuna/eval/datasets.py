@@ -61,8 +61,8 @@ from pathlib import Path
 import numpy as np
 
 from kizuna.data.images import IMAGE_EXTENSIONS, SKIPPED_FOLDERS
-from kizuna.data.sources import (PairDataset, SampleIndex, SkipCounter, build_index, open_table, shared_data_hint,
-                                  table_reader)
+from kizuna.data.sources import (PairDataset, SampleIndex, SkipCounter, build_index, group_rows_by_image, open_table,
+                                  shared_data_hint, table_reader)
 from kizuna.data.tar_index import decode_text, parse_label
 
 __all__ = [
@@ -1024,20 +1024,6 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
 
 
 def _group_captions(index: SampleIndex) -> SampleIndex:
-    """CSV retrieval: one row per caption -> one sample per image with all its captions. Rows are grouped by
-    the file their path names (the CSV's folder joined, normalised): grouped by the text, photos/x.jpg,
-    ./photos/x.jpg and photos//x.jpg were three images sharing the captions, and recall fell without a word."""
-    first: dict[str, int] = {}
-    caps: dict[str, list[str]] = {}
-    files = [os.path.normpath(p) for p in index.paths]
-    for i, p in enumerate(files):
-        first.setdefault(p, i)
-        caps.setdefault(p, []).extend(index.captions[i])
-    rows = sorted(first.values())
-    sel = np.asarray(rows, dtype=np.int64)
-    # a row rejected after p rows comes after the images whose first row is before it
-    rejected = {r: np.searchsorted(sel, at, side="left") for r, at in index.rejected_at.items()}
-    return SampleIndex(index.sources, index.kinds, index.source_ids[sel], [index.keys[i] for i in rows],
-                       index.offsets[sel], index.sizes[sel], [index.paths[i] for i in rows],
-                       [tuple(caps[files[i]]) for i in rows], index.labels[sel], index.skips, index.damaged,
-                       rejected)
+    """CSV retrieval: one row per caption -> one sample per image with all its captions
+    (:func:`kizuna.data.sources.group_rows_by_image`)."""
+    return group_rows_by_image(index)

@@ -9,7 +9,7 @@ import os
 
 from kizuna.data.loader import Collate, make_loader
 from kizuna.data.sampler import FINGERPRINT_VERSION, EpochSampler
-from kizuna.data.sources import PairDataset, SkipCounter, _Fetched, build_index
+from kizuna.data.sources import PairDataset, SkipCounter, _Fetched, build_index, group_rows_by_image
 from kizuna.data.synthetic import SyntheticWorld
 from kizuna.data.transforms import crop_draft_size, preprocess_from_config
 
@@ -88,6 +88,7 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
                             caption_column=cfg.csv_caption_key)
     except FileNotFoundError as e:  # "data source not found: X" said nothing of the flag that named X
         raise FileNotFoundError(f"--data {cfg.data}: {e}") from None
+    index = group_rows_by_image(index)  # a CSV's rows of one image are one sample, its captions drawn per epoch
     if len(index) == 0:
         why = f" ({index.skips.report()})" if index.skips else ""
         raise ValueError(f"{cfg.data}: no usable image-caption samples found{why}{_what_to_pass(cfg.data, index)}")
