@@ -338,7 +338,7 @@ def cpu_model() -> str:
 def load_average() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
+    except (OSError, AttributeError):  # AttributeError: Windows has no os.getloadavg
         return []
 
 

@@ -536,3 +536,23 @@ def test_a_huge_text_is_cut_before_it_is_encoded_to_the_same_tokens():
         start = time.perf_counter()
         assert torch.equal(tok([space * (MAX_TRUNCATED_CHARS + 10) + " a red bus"]), tok(["a red bus"])), repr(space)
         assert time.perf_counter() - start < 10, repr(space)
+    # ... and of what cleaning deletes or makes whitespace, two million characters of it (the second review: a
+    # count of characters took them for words; the tokenizer found nothing left and stopped the run)
+    for filler in ("\ufeff", "&nbsp;", "\x1b[0m"):
+        text = filler * (2 * MAX_TRUNCATED_CHARS // len(filler)) + " a red bus"
+        assert torch.equal(tok([text]), tok(["a red bus"])), repr(filler)
+    # a U+2028 in a run is no line break for ftfy (which splits at \n only): "<" later on the line keeps HTML as is
+    late = "&amp;amp;lt;3 \u2028 <b> " + "word " * 420_000
+    assert torch.equal(tok([late])[:, :10], tok(["&amp;amp;lt;3 \u2028 <b> word word word word"])[:, :10])
+
+
+def test_a_trained_bpe_config_builds_one_shared_tokenizer():
+    """A new `tokenizers.Tokenizer` per get_tokenizer call kept ~1 MB of the library's word cache each, never
+    given back (a process calling kizuna again and again grew without bound): one is built per JSON text."""
+    from kizuna.data.tokenizer import tokenizer_from_config, train_bpe_tokenizer
+
+    trained = train_bpe_tokenizer([f"a photo of a {w}" for w in ("dog", "cat", "bus", "tree")] * 20, vocab_size=600,
+                                  context_length=16)
+    first, second = tokenizer_from_config(trained.to_config()), tokenizer_from_config(trained.to_config())
+    assert first.tokenizer is second.tokenizer
+    assert torch.equal(first(["a photo of a dog"]), trained(["a photo of a dog"]))

@@ -201,6 +201,8 @@ def test_logits_and_scores_on_the_meta_device():
         assert logits.shape == (2, 3) and similarity(torch.randn(3, 4), torch.randn(5, 4)).shape == (3, 5)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
 def test_cached_text_embeddings_of_another_dtype_are_cast_like_pixels():
     """A float32 cache of a locked text tower's outputs, given to a bf16 model, failed inside F.linear."""
     model = kizuna.create_model("ViT-mu-8", precision="bf16")
@@ -212,3 +214,8 @@ def test_cached_text_embeddings_of_another_dtype_are_cast_like_pixels():
     torch.testing.assert_close(out["text_features"], want["text_features"])
     with pytest.raises(TypeError, match="text_embeddings must be a float tensor"):
         model(text_embeddings=torch.ones(3, width, dtype=torch.long))
+    # a dynamically quantized projection (its weight is a method) takes float32, as before the cast (the review)
+    fp32 = kizuna.create_model("ViT-mu-8").eval()
+    fp32.text.proj = torch.ao.nn.quantized.dynamic.Linear(width, fp32.text.proj.out_features, bias_=False)
+    with torch.no_grad():
+        assert fp32(text_embeddings=cached)["text_features"].shape == (3, fp32.text.proj.out_features)

@@ -89,3 +89,19 @@ def test_a_torchscript_class_cache_is_not_loaded_by_torch(tmp_path, torchscript_
         warnings.simplefilter("always")
         assert classification._load(cache, ["a"], ["{}"], None) is None  # a miss: computed again
     assert old_torch == [] and any("TorchScript" in str(w.message) for w in said)
+
+
+def test_a_damaged_pickle_in_train_state_is_called_damage(tmp_path):
+    """A flipped byte in data.pkl is an UnpicklingError too ("Unsupported operand"), not an object refused."""
+    import io
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_10"
+    kizuna.save_model(kizuna.create_model("ViT-mu-8"), checkpoint)
+    buffer = io.BytesIO()
+    torch.save({"step": 3, "x": torch.zeros(3)}, buffer)
+    data = buffer.getvalue()
+    at = data.find(b"\x80\x02}")
+    (checkpoint / "train_state.pt").write_bytes(data[:at] + b"\x00" + data[at + 1:])
+    with pytest.raises(CheckpointError, match="this checkpoint is damaged") as e:
+        read_train_state(checkpoint)
+    assert "weights_only" not in str(e.value)

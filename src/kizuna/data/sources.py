@@ -645,6 +645,9 @@ def group_rows_by_image(index: SampleIndex) -> SampleIndex:
     same file. Rows are grouped by the file their path names (the CSV's folder joined, normalised): grouped by
     the text, photos/x.jpg, ./photos/x.jpg and photos//x.jpg were three images sharing the captions. Samples with
     no path (tar members) are left as they are; each group sits where its first row was, with its label."""
+    named = [p for p in index.paths if p]
+    if not named or len(set(map(os.path.normpath, named))) == len(named):  # tar members, a folder's images: nothing
+        return index  # to group (each group below costs a dict entry: seconds over millions of samples)
     first: dict[object, int] = {}
     caps: dict[object, list[str]] = {}
     files = [os.path.normpath(p) if p else ("member", i) for i, p in enumerate(index.paths)]

@@ -83,19 +83,22 @@ _BLOCK = 512
 # 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
 _MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 10  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+_CACHE_VERSION = 11  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
 # 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
 # clean, and a sample's own dotted images (0001.mask.png) are no skip; 6: captions split at line ends only, a
 # .cls decoded as a side-car's is (a byte-order mark); 7: samples whose members are not adjacent are counted;
 # 8: GNU sparse members are skipped (sparse_member); 9: a .cls of 2^31 or more is a bad label (-2); 10: hard and
-# symbolic links to a member stored earlier are read as that member
+# symbolic links to a member stored earlier are read as that member; 11: macOS tar's ._ AppleDouble members are
+# left out
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
 # rsync -a; tars are padded to 10 KB records, so equal sizes are common) was served the old offsets and
 # captions; the new file is another inode, and ctime cannot be set back from user space
 Fingerprint = tuple
-_memory_cache: dict[Fingerprint, "TarShardIndex"] = {}
+# one entry per shard (its real path), with the fingerprint it was scanned at: keyed by the fingerprint, every
+# version of a shard rewritten in place stayed in a long-lived process's memory (2 MB each for a Flickr8k shard)
+_memory_cache: dict[str, tuple[Fingerprint, "TarShardIndex"]] = {}
 _warned: set[Fingerprint] = set()
 _lock = threading.Lock()
 
@@ -284,7 +287,8 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
     path = os.fspath(path)
     fp = _fingerprint(path)
     with _lock:
-        idx = _memory_cache.get(fp)
+        held = _memory_cache.get(fp[0])
+    idx = held[1] if held is not None and held[0] == fp else None
     if idx is None and cache_dir is not None:
         idx = _load_disk(cache_dir, fp, path)
     if idx is None:
@@ -292,7 +296,7 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
         if cache_dir is not None:
             _save_disk(cache_dir, fp, idx)
     with _lock:
-        _memory_cache[fp] = idx
+        _memory_cache[fp[0]] = (fp, idx)
         first_time = fp not in _warned
         _warned.add(fp)
     if idx.scattered and first_time:
@@ -353,6 +357,8 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
                         continue
                 elif not member.isreg():
                     continue
+                elif posixpath.basename(member.name).startswith("._"):  # macOS tar's AppleDouble metadata before
+                    continue  # each file with extended attributes: key "" split every sample (WebDataset skips it)
                 elif member.issparse():  # GNU sparse: its data is not `size` bytes at offset_data (a caption read
                     out._skip("sparse_member", member.name)  # so held the next members' headers and bytes); nor
                     continue  # is a hard link's to it

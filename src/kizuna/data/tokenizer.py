@@ -136,44 +136,43 @@ def checked_texts(texts, on_overflow: str) -> list[str]:
 
 
 # A text to be cut to a context of tokens needs only its beginning: a 50 MB caption (a tar member, a CSV field) was
-# cleaned and encoded whole, 6 s and 1.8 GB each time it was drawn, for 77 tokens. It is cut at a word's end once its
-# beginning holds this many characters that can make a token (a token takes at least one: over a thousand characters
-# a token for any context up to 1,024 tokens), so the tokens that are kept are the ones the whole text gives.
+# cleaned and encoded whole, 6 s and 1.8 GB each time it was drawn, for 77 tokens. It is cut at a word's end once the
+# beginning cleans to this many characters or more (a token is at least one character: over a thousand characters
+# a token for any context up to 1,024 tokens), so that the tokens kept are the ones the whole text gives.
 MAX_TRUNCATED_CHARS = 1 << 20
-_CUT_CHUNK = 1 << 20
-# What makes no token of its own: whitespace (cleaning collapses it) and control characters (ftfy deletes them);
-# counted generously (\x85 is ftfy's "…"), which only lengthens the beginning that is kept.
-_NO_TOKEN = _stdre.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
-# Runs of characters that make no token, shortened in the kept beginning so that its cleaning is quick (a million
-# spaces before the words; ftfy fixes text line by line, and took minutes over millions of line breaks). A run keeps
-# its first character (ftfy reads "Ã\xa0" as "à") and then one line break if the rest holds one (ftfy's fixes are
-# per line), else one space if the rest holds whitespace that ftfy keeps, else nothing (ftfy deletes \x0b and
-# \x1c-\x1f: "dog\x1c\x1ccat" is "dogcat"): what cleaning makes of the whole run. Not C1 controls (\x85 is "…").
-_SHORTENED_RUNS = _stdre.compile("[\x00-\x08\t\n\x0b\x0c\r\x0e-\x1f \x7f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{2,}")
-_LINE_BREAK = _stdre.compile("[\n\r\u2028\u2029]")
-_KEPT_SPACE = _stdre.compile("[\t\x0c \xa0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+# Runs of characters that make no token, shortened so that cleaning a beginning is quick (a million spaces or
+# NBSPs before the words; ftfy took minutes over 50 MB of them). A run keeps its first character (ftfy reads
+# "Ã\xa0" as "à"), then a line break if it holds one (ftfy fixes text a line at a time; \r and U+2028 are not
+# where it splits), else a space if it holds whitespace that ftfy keeps, else nothing: ftfy deletes the rest (the
+# controls, byte-order marks, U+206A-206F, U+FFF9-FFFC: "dog\x1c\x1ccat" is "dogcat"). Not C1 controls (\x85 is
+# ftfy's "…").
+_SHORTENED_RUNS = _stdre.compile("[\x00-\x08\t\n\x0b\x0c\r\x0e-\x1f \x7f\xa0\u1680\u2000-\u200a\u2028\u2029"
+                                 "\u202f\u205f\u3000\u206a-\u206f\ufeff\ufff9-\ufffc]{2,}")
+_KEPT_SPACE = _stdre.compile("[\t\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
 
 def _shortened(run: _stdre.Match) -> str:
     text = run.group()
     rest = text[1:]
-    return text[0] + ("\n" if _LINE_BREAK.search(rest) else " " if _KEPT_SPACE.search(rest) else "")
+    return text[0] + ("\n" if "\n" in rest else " " if _KEPT_SPACE.search(rest) else "")
 
 
 def _bounded(text: str) -> str:
-    if len(text) <= MAX_TRUNCATED_CHARS:
-        return text
-    # the shortest beginning, in whole chunks, that holds enough characters to make tokens (a growing prefix only:
-    # the whole of a 50 MB caption took up to 2 s at every draw)
-    content, end = 0, 0
-    while end < len(text) and content < MAX_TRUNCATED_CHARS // 2:
-        chunk = text[end:end + _CUT_CHUNK]
-        content += len(_NO_TOKEN.sub("", chunk))
-        end += len(chunk)
-    if end < len(text):  # at a word's end inside the last chunk (else where the chunk ends)
-        space = text.rfind(" ", max(0, end - _CUT_CHUNK // 2), end)
-        end = space if space > 0 else end
-    return _SHORTENED_RUNS.sub(_shortened, text[:end])
+    """``text``'s beginning, cut at a word's end, with its runs of characters that make no token shortened: the
+    shortest such beginning (doubling) that cleans to MAX_TRUNCATED_CHARS // 2 characters or more (measured by
+    cleaning it: a count of characters took a million byte-order marks, terminal escapes or "&nbsp;" for words,
+    and the tokenizer found nothing left), else the whole text so shortened. The beginning is cleaned as a text of
+    its own, which differs from the whole text's cleaning only where ftfy's own million-character pieces of the
+    whole would split a mis-decoded character."""
+    end = MAX_TRUNCATED_CHARS
+    while True:
+        if end >= len(text):
+            return _SHORTENED_RUNS.sub(_shortened, text)
+        space = text.rfind(" ", end // 2, end)  # at a word's end where there is one
+        kept = _SHORTENED_RUNS.sub(_shortened, text[:space if space > 0 else end])
+        if len(clean_text(kept)) >= MAX_TRUNCATED_CHARS // 2:
+            return kept
+        end *= 2
 
 
 _SURROGATE = _stdre.compile("[\ud800-\udfff]")
@@ -598,11 +597,19 @@ def _merges_as_strings(text: str) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed_tokenizer(text: str) -> Tokenizer:
+    """One `Tokenizer` per JSON text, shared (kizuna never changes one after it is built): a new one per
+    get_tokenizer call kept ~1 MB in the library's own word cache that is never given back when the tokenizer
+    is dropped (a notebook or service calling kizuna again and again grew without bound)."""
+    return Tokenizer.from_str(_merges_as_strings(text) if _installed_tokenizers_version() < (0, 20) else text)
+
+
 def _tokenizers_json(text: str, where: str) -> Tokenizer:
     """`Tokenizer.from_str`, whose bare Exception ("Model missing. at line 1 column 2") names no file."""
     old = _installed_tokenizers_version() < (0, 20)
     try:
-        return Tokenizer.from_str(_merges_as_strings(text) if old else text)
+        return _parsed_tokenizer(text)
     except Exception as e:  # noqa: BLE001 - the Rust parser raises a plain Exception
         import tokenizers
 

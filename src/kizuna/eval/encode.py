@@ -115,7 +115,10 @@ def summed_skips(skips: SkipCounter) -> SkipCounter:
 
 
 def progress_bar(iterable=None, total=None, desc=None, enabled=True):
-    from tqdm.auto import tqdm
+    # tqdm's plain bar, as every other kizuna bar: tqdm.auto's asyncio one calls iter() on what it wraps when it
+    # is made, so every encoding pass started its DataLoader's workers twice and kept the first set prefetching
+    # (2-3x slower under spawn, macOS's start method)
+    from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=not (enabled and is_main()), leave=False,
                 file=sys.stderr, dynamic_ncols=True)

@@ -223,7 +223,9 @@ class ClipModel(nn.Module):
                 raise TypeError("text_embeddings must be a float tensor [N, width] of the text tower's outputs, got "
                                 f"{getattr(text_embeddings, 'dtype', type(text_embeddings).__name__)}")
             proj = self.text.proj
-            text = _unit(text_embeddings if proj is None else proj(text_embeddings.to(proj.weight.dtype)))
+            weight = getattr(proj, "weight", None)  # a method in a dynamically quantized Linear: float32 input
+            dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else torch.float32
+            text = _unit(text_embeddings if proj is None else proj(text_embeddings.to(dtype)))
         out = {"logit_scale": self.scale(), "logit_bias": self.logit_bias}
         if images is not None:
             out["image_features"] = _unit(self.encode_image(images))

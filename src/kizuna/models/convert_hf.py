@@ -1038,7 +1038,8 @@ def _read_clip_tokenizer(folder: Path, context_length: int) -> dict | None:
         return None
     missing = [t for t in (_SOT, _EOT) if t not in vocab]
     if missing:
-        raise CheckpointError(f"{where}: has no {' or '.join(missing)}: not a CLIP tokenizer's vocabulary")
+        raise CheckpointError(f"{where.split(', ')[0]}: has no {' or '.join(missing)}: not a CLIP tokenizer's "
+                              "vocabulary")
     from kizuna.data.tokenizer import TrainedBpeTokenizer, _build_tokenizer
 
     try:

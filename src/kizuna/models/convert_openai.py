@@ -275,8 +275,9 @@ def kizuna_to_openai(model: ClipModel, strict: bool = True) -> dict:
         if tokenizer not in ("clip_bpe", "openai"):  # a reader tokenizes with OpenAI's BPE ("openai" names it too)
             problems.append(f"the tokenizer is {tokenizer!r}, a reader assumes OpenAI's BPE; keep kizuna's format "
                             "(save_model), which stores the tokenizer")
-        elif t.vocab_size != OPENAI_VOCAB:  # a padded vocabulary (49,664): the reader takes another size for
-            # another BPE (MetaCLIP 2's) and loads no tokenizer at all
+        elif t.vocab_size > OPENAI_VOCAB:  # a padded vocabulary (49,664): the reader takes another size for
+            # another BPE (MetaCLIP 2's) and loads no tokenizer at all (a smaller one never embedded OpenAI's ids:
+            # a tower fed ids directly, nothing to lose)
             problems.append(f"the text tower embeds {t.vocab_size} ids, not OpenAI's {OPENAI_VOCAB}: a reader "
                             "takes it for another vocabulary and loads no tokenizer; keep kizuna's format "
                             "(save_model) or HF's (export_hf_clip)")

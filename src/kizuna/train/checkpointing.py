@@ -424,7 +424,13 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
         return state
     except CheckpointError:  # a TorchScript archive: refused in kizuna's words
         raise
-    except pickle.UnpicklingError:  # the weights-only unpickler's refusal: not damage, not a trainer's file
+    except pickle.UnpicklingError as e:
+        if "GLOBAL " not in str(e):  # a damaged pickle ("Unsupported operand"): said as damage, below
+            # (torch's first line advises weights_only=False, which would run the file's code: not repeated)
+            raise CheckpointError(_pruned_meanwhile(path) or f"{path / 'train_state.pt'}: cannot be read (its "
+                                  "pickled data is damaged); this checkpoint is damaged. "
+                                  + earlier_checkpoint_hint(path)) from None
+        # the weights-only unpickler's refusal of an object ("Unsupported global: GLOBAL posix.system"): not damage
         raise CheckpointError(f"{path / 'train_state.pt'}: holds pickled objects other than tensors, which kizuna "
                               "never unpickles (it could run code from the file): not a state a kizuna trainer "
                               "saved. " + earlier_checkpoint_hint(path)) from None

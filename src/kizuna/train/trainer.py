@@ -490,8 +490,8 @@ class Trainer(ABC):
             # the flags the command gave; none given (the run's own settings), the files or their reading changed
             why = (f"Drop {', '.join(given)} (the run's own are used)" if given else
                    "Its own data settings find other files now: the files changed since the run started, or an "
-                   "older kizuna indexed them otherwise (.bmp, .gif and .tif images are read now). Restore the "
-                   "files")
+                   "older kizuna indexed them otherwise (.bmp, .gif and .tif images are read now; a CSV's rows "
+                   "that name one image are one sample since 2026-12-06). Restore the files")
             raise ValueError(f"--resume {path}: the run's training set has {saved['num_samples']} samples and this "
                              f"one {own['num_samples']}, so its data position would not mean the same. {why}, or "
                              "start a new run in another --out")
