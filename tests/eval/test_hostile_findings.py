@@ -38,7 +38,8 @@ def test_what_str_format_filled_is_filled_alike():
         fill_template("a {} and {}", "cat")
     with pytest.raises(ValueError, match=r"both \{\} and \{0\}"):  # str.format: "cannot switch ... numbering"
         fill_template("{0} and {}", "cat")
-    assert fill_template("a {c} of {{x}}", "cat") == "a cat of {{x}}"  # {c} is replaced, not formatted
+    # {c} is formatted as CLIP_benchmark formats it, template.format(c=name)
+    assert fill_template("a {c} of {{x}}", "cat") == "a cat of {x}" == "a {c} of {{x}}".format(c="cat")
 
 
 def test_an_evaluation_csv_whose_quote_is_never_closed_is_a_dataset_error(tmp_path):

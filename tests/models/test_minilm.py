@@ -231,3 +231,31 @@ def test_an_empty_batch_gives_no_rows_like_the_other_towers():
     narrow = kizuna.get_tokenizer(model)(["a dog"]).to(torch.uint16)  # ids stored narrow are widened
     with torch.no_grad():
         torch.testing.assert_close(model.encode_text(narrow), one)
+
+
+def test_one_tokenizer_shared_by_threads_gives_each_call_its_own_settings():
+    """The fast tokenizer keeps each call's truncation and padding on its shared backend: threads tokenizing at
+    other lengths got each other's (wrong shapes, captions cut short) or crashed."""
+    import threading
+
+    from kizuna.models.minilm import MiniLMTokenizer
+
+    tok = MiniLMTokenizer()
+    texts = ["a dog " * 40, "a cat"]
+    want = {n: tok(texts, context_length=n) for n in (16, 32, 64)}
+    wrong = []
+
+    def work(n):
+        for _ in range(30):
+            if not torch.equal(tok(texts, context_length=n), want[n]):
+                wrong.append(n)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (16, 32, 64, 16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert wrong == []
+    import pickle
+
+    assert torch.equal(pickle.loads(pickle.dumps(tok))(texts, context_length=16), want[16])  # to loader workers

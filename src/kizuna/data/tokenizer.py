@@ -136,18 +136,21 @@ def checked_texts(texts, on_overflow: str) -> list[str]:
 
 
 # A text to be cut to a context of tokens needs only its beginning: a 50 MB caption (a tar member, a CSV field) was
-# cleaned and encoded whole, 6 s and 1.8 GB each time it was drawn, for 77 tokens. It is cut at a word's end once the
-# beginning cleans to this many characters or more (a token is at least one character: over a thousand characters
-# a token for any context up to 1,024 tokens), so that the tokens kept are the ones the whole text gives.
+# cleaned and encoded whole, 6 s and 1.8 GB each time it was drawn, for 77 tokens. It is cut where ftfy starts a
+# piece of it anyway, once the beginning cleans to this many characters or more (a token is at least one character:
+# over a thousand characters a token for any context up to 1,024 tokens), so that the tokens kept are the ones the
+# whole text gives.
 MAX_TRUNCATED_CHARS = 1 << 20
-# Runs of characters that make no token, shortened so that cleaning a beginning is quick (a million spaces or
-# NBSPs before the words; ftfy took minutes over 50 MB of them). A run keeps its first character (ftfy reads
-# "Ã\xa0" as "à"), then a line break if it holds one (ftfy fixes text a line at a time; \r and U+2028 are not
-# where it splits), else a space if it holds whitespace that ftfy keeps, else nothing: ftfy deletes the rest (the
-# controls, byte-order marks, U+206A-206F, U+FFF9-FFFC: "dog\x1c\x1ccat" is "dogcat"). Not C1 controls (\x85 is
-# ftfy's "…").
-_SHORTENED_RUNS = _stdre.compile("[\x00-\x08\t\n\x0b\x0c\r\x0e-\x1f \x7f\xa0\u1680\u2000-\u200a\u2028\u2029"
-                                 "\u202f\u205f\u3000\u206a-\u206f\ufeff\ufff9-\ufffc]{2,}")
+# ftfy fixes a text a piece at a time: each line, and a line longer than this in pieces of this length
+_FTFY_PIECE = ftfy.TextFixerConfig().max_decode_length if ftfy is not None else MAX_TRUNCATED_CHARS
+# Runs of characters that make no token, shortened where a text's first million characters clean to little (a
+# million spaces or NBSPs before the words; ftfy took minutes over 50 MB of them). A run keeps its first character
+# (ftfy reads "Ã\xa0" as "à"), then a line break if it holds one (ftfy fixes text a line at a time; \r and U+2028
+# are not where it splits), else a space if it holds whitespace that ftfy keeps, else nothing: ftfy deletes the
+# rest (the controls, byte-order marks, U+206A-206F, U+FFF9-FFFC: "dog\x1c\x1ccat" is "dogcat"). Not ESC, which
+# starts a terminal escape ftfy removes whole, nor C1 controls (\x85 is ftfy's "…").
+_SHORTENED_RUNS = _stdre.compile("[\x00-\x08\t\n\x0b\x0c\r\x0e-\x1a\x1c-\x1f \x7f\xa0\u1680\u2000-\u200a\u2028"
+                                 "\u2029\u202f\u205f\u3000\u206a-\u206f\ufeff\ufff9-\ufffc]{2,}")
 _KEPT_SPACE = _stdre.compile("[\t\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
 
@@ -157,22 +160,38 @@ def _shortened(run: _stdre.Match) -> str:
     return text[0] + ("\n" if "\n" in rest else " " if _KEPT_SPACE.search(rest) else "")
 
 
+def _piece_start(text: str, end: int) -> int:
+    """The last place at or before ``end`` where ftfy starts a piece of ``text``: a line's start, or a multiple
+    of its piece length into a longer line. ftfy fixes each piece alone (HTML unescaping stops for good at the
+    first piece holding '<'), so a beginning cut there is fixed exactly as in the whole text."""
+    line = text.rfind("\n", 0, end) + 1
+    return line + (end - line) // _FTFY_PIECE * _FTFY_PIECE
+
+
 def _bounded(text: str) -> str:
-    """``text``'s beginning, cut at a word's end, with its runs of characters that make no token shortened: the
-    shortest such beginning (doubling) that cleans to MAX_TRUNCATED_CHARS // 2 characters or more (measured by
-    cleaning it: a count of characters took a million byte-order marks, terminal escapes or "&nbsp;" for words,
-    and the tokenizer found nothing left), else the whole text so shortened. The beginning is cleaned as a text of
-    its own, which differs from the whole text's cleaning only where ftfy's own million-character pieces of the
-    whole would split a mis-decoded character."""
-    end = MAX_TRUNCATED_CHARS
-    while True:
-        if end >= len(text):
-            return _SHORTENED_RUNS.sub(_shortened, text)
+    """``text``'s beginning for a tokenizer that keeps a context's worth of tokens: the text itself up to
+    MAX_TRUNCATED_CHARS; else cut where ftfy starts a piece, once that beginning cleans to MAX_TRUNCATED_CHARS // 2
+    characters (measured by cleaning it: a count of characters took byte-order marks, terminal escapes or "&nbsp;"
+    for words), which keeps exactly the tokens the whole text gives. Where the first million characters clean to
+    less (whitespace or deleted characters before the words), runs of those are shortened first and the text is
+    cleaned as one of its own; the beginning then grows in proportion to what it cleans to (doubling cleaned
+    50 MB of "&nbsp;" six times over)."""
+    if len(text) <= MAX_TRUNCATED_CHARS:
+        return text
+    head = _piece_start(text, MAX_TRUNCATED_CHARS)
+    if head > 0 and len(clean_text(text[:head])) >= MAX_TRUNCATED_CHARS // 2:  # the common case: exact
+        return text[:head]
+    # the beginning's whole pieces are kept as they are (exact); runs are shortened after them only, where a
+    # moved piece boundary cannot reach them ("<" moved into the first piece turned its HTML unescaping off)
+    end = 2 * MAX_TRUNCATED_CHARS
+    while end < len(text):
         space = text.rfind(" ", end // 2, end)  # at a word's end where there is one
-        kept = _SHORTENED_RUNS.sub(_shortened, text[:space if space > 0 else end])
-        if len(clean_text(kept)) >= MAX_TRUNCATED_CHARS // 2:
+        kept = text[:head] + _SHORTENED_RUNS.sub(_shortened, text[head:max(space, head) if space > 0 else end])
+        cleaned = len(clean_text(kept))
+        if cleaned >= MAX_TRUNCATED_CHARS // 2:
             return kept
-        end *= 2
+        end = max(2 * end, end * (MAX_TRUNCATED_CHARS // 2) // max(cleaned, 1))
+    return text[:head] + _SHORTENED_RUNS.sub(_shortened, text[head:])
 
 
 _SURROGATE = _stdre.compile("[\ud800-\udfff]")

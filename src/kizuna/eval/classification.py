@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,11 +49,13 @@ __all__ = [
 
 _MEMORY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _MEMORY_CACHE_SIZE = 32
+_MEMORY_CACHE_LOCK = threading.Lock()
 _CACHE_VERSION = 2  # 2: the text tower's config is part of the key
 
 
 def clear_class_cache() -> None:
-    _MEMORY_CACHE.clear()
+    with _MEMORY_CACHE_LOCK:
+        _MEMORY_CACHE.clear()
 
 
 def _tokenizer_id(tokenizer) -> str | None:
@@ -116,9 +119,11 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
                                                + ([autocast] if autocast else [])).encode())
             digest.update(content_hash(_text_module(model)).encode())
             path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
-        hit = _MEMORY_CACHE.get(key)
+        with _MEMORY_CACHE_LOCK:  # threads: another's eviction between get and move_to_end raised KeyError
+            hit = _MEMORY_CACHE.get(key)
+            if hit is not None:
+                _MEMORY_CACHE.move_to_end(key)
         if hit is not None:
-            _MEMORY_CACHE.move_to_end(key)
             if path is not None and not path.is_file():
                 _save(path, hit, classnames, templates)
             return hit.clone()
@@ -220,9 +225,11 @@ def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
 
 
 def _remember(key, weights: torch.Tensor) -> None:
-    _MEMORY_CACHE[key] = weights.clone()
-    while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
-        _MEMORY_CACHE.popitem(last=False)
+    weights = weights.clone()
+    with _MEMORY_CACHE_LOCK:
+        _MEMORY_CACHE[key] = weights
+        while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
+            _MEMORY_CACHE.popitem(last=False)
 
 
 def rank_classes(scores: torch.Tensor, k: int, chunk: int = 8192) -> torch.Tensor:

@@ -983,14 +983,15 @@ def _tokenizer_context(folder: Path, positions: int) -> int:
     return positions
 
 
-def _clip_bpe_files(folder: Path) -> tuple[dict, list[tuple[str, str]], str] | None:
-    """An HF CLIP folder's BPE: (vocab, merges, the files named in errors) from ``vocab.json`` + ``merges.txt``,
+def _clip_bpe_files(folder: Path) -> tuple[dict, list[tuple[str, str]], str, str] | None:
+    """An HF CLIP folder's BPE: (vocab, merges, the files, the vocabulary's file: named in errors) from
+    ``vocab.json`` + ``merges.txt``,
     or from ``tokenizer.json`` alone, which is all transformers 5 writes when it saves a processor again (a
     folder export_hf_clip wrote, loaded and saved with transformers, lost its trained BPE); None where it has
     neither. Files that cannot hold one are a ``CheckpointError`` naming them."""
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     if vocab_file.is_file() and merges_file.is_file():
-        vocab, where = _read_json(vocab_file), f"{vocab_file}, {merges_file}"
+        vocab, where, vocab_where = _read_json(vocab_file), f"{vocab_file}, {merges_file}", str(vocab_file)
         try:
             lines = merges_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
@@ -1004,7 +1005,7 @@ def _clip_bpe_files(folder: Path) -> tuple[dict, list[tuple[str, str]], str] | N
                 raise CheckpointError(f"{merges_file}: line {n} is not a merge (two tokens): {line[:60]!r}")
             merges.append(tuple(pair))
     elif (folder / "tokenizer.json").is_file():
-        where = str(folder / "tokenizer.json")
+        where = vocab_where = str(folder / "tokenizer.json")
         model = _read_json(folder / "tokenizer.json").get("model")
         if not isinstance(model, dict) or model.get("type") != "BPE":
             return None  # another kind of tokenizer (WordPiece, Unigram): not a CLIP BPE
@@ -1021,7 +1022,7 @@ def _clip_bpe_files(folder: Path) -> tuple[dict, list[tuple[str, str]], str] | N
         return None
     if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in vocab.values()):
         raise CheckpointError(f"{where}: the vocabulary is not a token -> id map (non-negative ints)")
-    return vocab, merges, where
+    return vocab, merges, where, vocab_where
 
 
 def _read_clip_tokenizer(folder: Path, context_length: int) -> dict | None:
@@ -1032,14 +1033,13 @@ def _read_clip_tokenizer(folder: Path, context_length: int) -> dict | None:
     files = _clip_bpe_files(folder)
     if files is None:
         return None
-    vocab, merges, where = files
+    vocab, merges, where, vocab_where = files
     openai_vocab, openai_merges = _openai_bpe()
     if vocab == openai_vocab and merges[:_HF_CLIP_MERGES] == openai_merges:
         return None
     missing = [t for t in (_SOT, _EOT) if t not in vocab]
     if missing:
-        raise CheckpointError(f"{where.split(', ')[0]}: has no {' or '.join(missing)}: not a CLIP tokenizer's "
-                              "vocabulary")
+        raise CheckpointError(f"{vocab_where}: has no {' or '.join(missing)}: not a CLIP tokenizer's vocabulary")
     from kizuna.data.tokenizer import TrainedBpeTokenizer, _build_tokenizer
 
     try:

@@ -12,6 +12,7 @@ step. Checkpoints written before it was removed hold its two tensors; they are d
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -68,6 +69,14 @@ class MiniLMTokenizer:
     def __init__(self, context_length: int = 64):
         self.context_length = check_context_length(context_length)
         self.tok = _transformers().AutoTokenizer.from_pretrained(minilm_path())
+        self._lock = threading.Lock()
+
+    def __getstate__(self):  # a lock does not pickle (to loader workers); each copy gets its own
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __call__(self, texts, context_length: int | None = None, on_overflow: str = "truncate") -> torch.Tensor:
         """``[N, 2, L]``: ``[CLS] ids... [SEP]`` padded with [PAD], and its attention mask.
@@ -81,6 +90,10 @@ class MiniLMTokenizer:
             # in ("\x85" becomes "..."), and refusing it here stopped the run at its batch, again on every resume
             if not t.strip() and not clean_text(t):
                 raise ValueError(f"empty text at index {i}")
+        with self._lock:  # the fast tokenizer keeps each call's truncation and padding on its one shared Rust
+            return self._encode(texts, L, on_overflow)  # backend: threads got each other's (wrong ids, crashes)
+
+    def _encode(self, texts: list[str], L: int, on_overflow: str) -> torch.Tensor:
         if on_overflow == "error":
             # Untruncated lengths; verbose=False: a text past 512 tokens is what is being checked for here,
             # transformers' warning about it would only repeat the error.

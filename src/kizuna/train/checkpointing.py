@@ -16,8 +16,10 @@ import errno
 import os
 import pickle
 import random
+import re
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +337,11 @@ def hold_run_lock(out: Path) -> Path | None:
     out.mkdir(parents=True, exist_ok=True)
     key = out.resolve()
     if key in _HELD_LOCKS:  # this process holds it already (a trainer built again on the same folder)
+        if _HELD_LOCKS[key][3] != threading.get_ident():  # ... but for a trainer in another thread, running beside
+            # this one: the kernel's lock is the process's, so two threads' runs wrote into one folder (interleaved
+            # records, each one's checkpoints moved by the other)
+            raise ValueError(f"--out {out}: another kizuna run (pid {os.getpid()}, this process, in another "
+                             "thread) is writing there; wait for it to end, or choose another --out")
         _HELD_LOCKS[key][1] += 1
         return key
     handle = open(key / RUN_LOCK, "a+", encoding="utf-8")
@@ -353,7 +360,7 @@ def hold_run_lock(out: Path) -> Path | None:
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    _HELD_LOCKS[key] = [handle, 1, made]
+    _HELD_LOCKS[key] = [handle, 1, made, threading.get_ident()]
     return key
 
 
@@ -425,15 +432,18 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
     except CheckpointError:  # a TorchScript archive: refused in kizuna's words
         raise
     except pickle.UnpicklingError as e:
-        if "GLOBAL " not in str(e):  # a damaged pickle ("Unsupported operand"): said as damage, below
+        operand = re.search(r"Unsupported operand (\d+)", str(e))
+        if operand and int(operand.group(1)) not in (147, 149):  # a damaged pickle: an opcode no pickle has there
+            # (147, 149: protocol 4's STACK_GLOBAL and MEMOIZE, which the weights-only loader does not read)
             # (torch's first line advises weights_only=False, which would run the file's code: not repeated)
             raise CheckpointError(_pruned_meanwhile(path) or f"{path / 'train_state.pt'}: cannot be read (its "
                                   "pickled data is damaged); this checkpoint is damaged. "
                                   + earlier_checkpoint_hint(path)) from None
         # the weights-only unpickler's refusal of an object ("Unsupported global: GLOBAL posix.system"): not damage
-        raise CheckpointError(f"{path / 'train_state.pt'}: holds pickled objects other than tensors, which kizuna "
-                              "never unpickles (it could run code from the file): not a state a kizuna trainer "
-                              "saved. " + earlier_checkpoint_hint(path)) from None
+        raise CheckpointError(f"{path / 'train_state.pt'}: holds pickled objects other than tensors (or a pickle "
+                              "protocol a weights-only load does not read), which kizuna never unpickles (it could "
+                              "run code from the file): not a state a kizuna trainer saved. "
+                              + earlier_checkpoint_hint(path)) from None
     except Exception as e:  # truncated or overwritten: unpickling fails with anything from EOFError to KeyError
         file = path / "train_state.pt"
         if file.is_file() and file.stat().st_size == 0:  # a save cut off at once: torch's words were about mmap
