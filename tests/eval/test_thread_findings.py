@@ -7,37 +7,6 @@ from collections import OrderedDict
 import pytest
 
 import kizuna
-from kizuna.eval.encode import eval_mode
-
-
-def test_eval_mode_is_held_until_the_last_thread_leaves():
-    """Each thread saved and restored the modes itself: the first out put a model in train mode back in it while
-    another thread encoded (patch dropout in its features), and the last out left it in eval mode."""
-    model = kizuna.create_model("ViT-mu-8")
-    model.train()
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-    seen = {}
-
-    def first():
-        with eval_mode(model):
-            a_in.set()
-            b_in.wait(10)
-        a_out.set()
-
-    def second():
-        a_in.wait(10)
-        with eval_mode(model):
-            b_in.set()
-            a_out.wait(10)
-            seen["training inside"] = model.training
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
-    assert seen == {"training inside": False}
-    assert model.training and all(m.training for m in model.modules())
 
 
 def test_the_class_embedding_cache_survives_an_eviction_between_lookup_and_reorder(monkeypatch):
@@ -83,26 +52,30 @@ def test_the_class_embedding_cache_survives_an_eviction_between_lookup_and_reord
     assert out["A"][0] == 1
 
 
-def test_a_trainer_in_another_thread_is_refused_the_folder_a_running_one_holds(tmp_path):
-    """The kernel's lock is the process's: a second trainer in another thread wrote into the first one's
-    folder (interleaved records, checkpoints moved by the other)."""
+def test_a_trainer_is_refused_the_folder_a_trainer_of_this_process_is_training_in(tmp_path):
+    """The kernel's lock is the process's: a second trainer built while the first trained in a thread (a notebook's
+    background run) wrote into its folder (interleaved records, checkpoints moved by the other). A trainer built
+    and never trained holds the folder without refusing another (as before)."""
     from kizuna.train.config import TrainConfig
     from kizuna.train.contrastive import ContrastiveTrainer
 
-    cfg = dict(steps=2, batch_size=8, synthetic_length=16, out=str(tmp_path / "run"), threads=1, warmup_steps=1)
-    first = ContrastiveTrainer(TrainConfig(**cfg))  # holds the folder until it has trained
-    said = {}
+    cfg = dict(steps=30, batch_size=8, synthetic_length=16, out=str(tmp_path / "run"), threads=1, warmup_steps=1)
+    idle = ContrastiveTrainer(TrainConfig(**cfg))  # built, never trained
+    first = ContrastiveTrainer(TrainConfig(**cfg))  # allowed beside it
+    del idle
+    started = threading.Event()
+    real_loop = first._loop
 
-    def other():
-        try:
-            ContrastiveTrainer(TrainConfig(**cfg, seed=1))
-        except ValueError as e:
-            said["error"] = str(e)
+    def loop():
+        started.set()
+        return real_loop()
 
-    thread = threading.Thread(target=other)
+    first._loop = loop
+    thread = threading.Thread(target=first.train)
     thread.start()
-    thread.join(60)
-    assert "another kizuna run" in said.get("error", "") and "another thread" in said["error"]
-    first.train()
+    assert started.wait(60)
+    with pytest.raises(ValueError, match="another kizuna run .*this process.* is training there"):
+        ContrastiveTrainer(TrainConfig(**cfg, seed=1))
+    thread.join(300)
     again = ContrastiveTrainer(TrainConfig(**cfg, resume="latest"))  # once it has trained: free again
     del again

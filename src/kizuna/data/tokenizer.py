@@ -179,17 +179,20 @@ def _bounded(text: str) -> str:
     if len(text) <= MAX_TRUNCATED_CHARS:
         return text
     head = _piece_start(text, MAX_TRUNCATED_CHARS)
-    if head > 0 and len(clean_text(text[:head])) >= MAX_TRUNCATED_CHARS // 2:  # the common case: exact
+    head_cleaned = len(clean_text(text[:head])) if head > 0 else 0
+    if head_cleaned >= MAX_TRUNCATED_CHARS // 2:  # the common case: exact
         return text[:head]
     # the beginning's whole pieces are kept as they are (exact); runs are shortened after them only, where a
-    # moved piece boundary cannot reach them ("<" moved into the first piece turned its HTML unescaping off)
+    # moved piece boundary cannot reach them ("<" moved into the first piece turned its HTML unescaping off).
+    # The head's cleaned length is measured once, the rest's alone (cleaning the head again at every growth made
+    # the cut slower than the whole text for entity-encoded junk)
     end = 2 * MAX_TRUNCATED_CHARS
     while end < len(text):
         space = text.rfind(" ", end // 2, end)  # at a word's end where there is one
-        kept = text[:head] + _SHORTENED_RUNS.sub(_shortened, text[head:max(space, head) if space > 0 else end])
-        cleaned = len(clean_text(kept))
+        rest = _SHORTENED_RUNS.sub(_shortened, text[head:max(space, head) if space > 0 else end])
+        cleaned = head_cleaned + len(clean_text(rest))
         if cleaned >= MAX_TRUNCATED_CHARS // 2:
-            return kept
+            return text[:head] + rest
         end = max(2 * end, end * (MAX_TRUNCATED_CHARS // 2) // max(cleaned, 1))
     return text[:head] + _SHORTENED_RUNS.sub(_shortened, text[head:])
 

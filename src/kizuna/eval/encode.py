@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import threading
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -133,32 +131,17 @@ def eval_mode(model):
     flag back. The evaluators encode under it: a model left in train mode (a MiniLM tower's dropout 0.1) gave
     noisy features, and the class-embedding cache kept them. ``model.train(was)`` is no restore: it is
     recursive, and a caller's frozen tower kept in eval mode came back in train mode. Anything that is not
-    a module is left as it is."""
-    if not isinstance(model, torch.nn.Module):
-        yield model
-        return
-    # Threads sharing a model (a service's pool) enter and leave in any order: the first in saves the modes and
-    # switches, the last out restores. Each saving its own, one thread's exit put a model in train mode back in it
-    # while another encoded (patch dropout and dropout in its features), and the last out left it in eval mode.
-    with _EVAL_MODE_LOCK:
-        held = _EVAL_MODE_HELD.get(model)
-        if held is None:
-            held = _EVAL_MODE_HELD[model] = [0, [(m, m.training) for m in model.modules()]]
-            model.eval()
-        held[0] += 1
+    a module is left as it is. Threads may share a model in eval mode (as create_model and load_model give it:
+    nothing changes); one in train mode is switched by each call, so put it in eval mode before sharing it."""
+    modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
+    modes = [(m, m.training) for m in modules]
+    if modules:
+        model.eval()
     try:
         yield model
     finally:
-        with _EVAL_MODE_LOCK:
-            held[0] -= 1
-            if held[0] == 0:
-                del _EVAL_MODE_HELD[model]
-                for m, training in held[1]:
-                    m.training = training
-
-
-_EVAL_MODE_LOCK = threading.Lock()
-_EVAL_MODE_HELD: "weakref.WeakKeyDictionary[torch.nn.Module, list]" = weakref.WeakKeyDictionary()
+        for m, training in modes:
+            m.training = training
 
 
 # ----------------------------------------------------------------------------------- identity

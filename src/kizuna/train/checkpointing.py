@@ -19,7 +19,6 @@ import random
 import re
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -337,11 +336,10 @@ def hold_run_lock(out: Path) -> Path | None:
     out.mkdir(parents=True, exist_ok=True)
     key = out.resolve()
     if key in _HELD_LOCKS:  # this process holds it already (a trainer built again on the same folder)
-        if _HELD_LOCKS[key][3] != threading.get_ident():  # ... but for a trainer in another thread, running beside
-            # this one: the kernel's lock is the process's, so two threads' runs wrote into one folder (interleaved
-            # records, each one's checkpoints moved by the other)
-            raise ValueError(f"--out {out}: another kizuna run (pid {os.getpid()}, this process, in another "
-                             "thread) is writing there; wait for it to end, or choose another --out")
+        if _HELD_LOCKS[key][3]:  # ... but one of its trainers is training there (in another thread: the kernel's
+            # lock is the process's, and two threads' runs wrote into one folder, each moving the other's files)
+            raise ValueError(f"--out {out}: another kizuna run (pid {os.getpid()}, this process) is training "
+                             "there; wait for it to end, or choose another --out")
         _HELD_LOCKS[key][1] += 1
         return key
     handle = open(key / RUN_LOCK, "a+", encoding="utf-8")
@@ -360,7 +358,7 @@ def hold_run_lock(out: Path) -> Path | None:
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    _HELD_LOCKS[key] = [handle, 1, made, threading.get_ident()]
+    _HELD_LOCKS[key] = [handle, 1, made, False]  # the last: a trainer of this process is training there
     return key
 
 
@@ -377,6 +375,14 @@ def run_lock_lost(key: Path | None) -> str | None:
         return "removed"
     mine = os.fstat(held[0].fileno())
     return None if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino) else "replaced by another run's"
+
+
+def mark_training(key: Path | None, training: bool) -> None:
+    """Say that a trainer holding OUT's lock (:func:`hold_run_lock`) is training there, or no longer is: another
+    trainer is refused the folder meanwhile, whichever thread builds it."""
+    held = _HELD_LOCKS.get(key) if key is not None else None
+    if held is not None:
+        held[3] = training
 
 
 def release_run_lock(key: Path | None) -> None:
@@ -432,9 +438,13 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
     except CheckpointError:  # a TorchScript archive: refused in kizuna's words
         raise
     except pickle.UnpicklingError as e:
+        # what the weights-only loader refuses on purpose: an object ("Unsupported global: GLOBAL posix.system"),
+        # or protocol 4's opcodes (STACK_GLOBAL 147, MEMOIZE 149) in a file written with protocol 4 or later;
+        # anything else it raises on is a damaged pickle
         operand = re.search(r"Unsupported operand (\d+)", str(e))
-        if operand and int(operand.group(1)) not in (147, 149):  # a damaged pickle: an opcode no pickle has there
-            # (147, 149: protocol 4's STACK_GLOBAL and MEMOIZE, which the weights-only loader does not read)
+        refused = "GLOBAL " in str(e) or (operand is not None and int(operand.group(1)) in (147, 149)
+                                          and _pickle_protocol(path / "train_state.pt") >= 4)
+        if not refused:
             # (torch's first line advises weights_only=False, which would run the file's code: not repeated)
             raise CheckpointError(_pruned_meanwhile(path) or f"{path / 'train_state.pt'}: cannot be read (its "
                                   "pickled data is damaged); this checkpoint is damaged. "
@@ -454,6 +464,19 @@ def read_train_state(path: Path, mmap: bool = False) -> dict:
             why = f"{type(e).__name__}: {first_line(e)}"
         raise CheckpointError(_pruned_meanwhile(path) or f"{file}: cannot be read ({why}); this checkpoint is "
                               "damaged. " + earlier_checkpoint_hint(path)) from None
+
+
+def _pickle_protocol(file: Path) -> int:
+    """The pickle protocol of a torch zip's data.pkl (its PROTO opcode), 0 where it cannot be read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(file) as z:
+            name = next(n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+            head = z.read(name)[:2]
+    except (OSError, zipfile.BadZipFile, StopIteration, KeyError, RuntimeError):
+        return 0
+    return head[1] if len(head) == 2 and head[0] == 0x80 else 0
 
 
 def _pruned_meanwhile(path: Path) -> str | None:

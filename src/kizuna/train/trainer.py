@@ -39,8 +39,8 @@ from kizuna.models.checkpoint import atomic_write_text
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
 from .checkpointing import (RUN_LOCK, CheckpointManager, announce_restored, check_resume_settings, flag_value,
-                            hold_run_lock, read_train_state, release_run_lock, resumed_config, rng_state, run_lock_lost,
-                            set_rng_state)
+                            hold_run_lock, mark_training, read_train_state, release_run_lock, resumed_config, rng_state,
+                            run_lock_lost, set_rng_state)
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed, raise_together
 from .logging import MetricLogger
@@ -564,6 +564,7 @@ class Trainer(ABC):
         # only while training: set in the constructor, a set-up that failed (a refused resume) or a trainer
         # never trained left the process keeping its freed memory
         kept = self.device.type == "cpu" and self.cfg.keep_freed_memory and keep_freed_memory()
+        mark_training(getattr(self, "_run_lock_key", None), True)  # another trainer is refused OUT meanwhile
         try:
             if resumed_at_the_end(self):
                 return {}
@@ -574,6 +575,7 @@ class Trainer(ABC):
             for loader in (getattr(self, "loader", None), getattr(self, "val_loader", None)):
                 if hasattr(loader, "close"):  # no worker processes left behind in a caller's process
                     loader.close()
+            mark_training(getattr(self, "_run_lock_key", None), False)
             self._let_go_of_the_folder()  # the folder is free once the run is over (a notebook goes on)
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
