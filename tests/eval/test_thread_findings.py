@@ -59,7 +59,9 @@ def test_a_trainer_is_refused_the_folder_a_trainer_of_this_process_is_training_i
     from kizuna.train.config import TrainConfig
     from kizuna.train.contrastive import ContrastiveTrainer
 
-    cfg = dict(steps=30, batch_size=8, synthetic_length=16, out=str(tmp_path / "run"), threads=1, warmup_steps=1)
+    # workers=0: loader workers forked while another thread builds a trainer can inherit a held lock and hang
+    cfg = dict(steps=30, batch_size=8, synthetic_length=16, out=str(tmp_path / "run"), threads=1, warmup_steps=1,
+               workers=0)
     idle = ContrastiveTrainer(TrainConfig(**cfg))  # built, never trained
     first = ContrastiveTrainer(TrainConfig(**cfg))  # allowed beside it
     del idle
