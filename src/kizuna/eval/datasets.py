@@ -969,7 +969,7 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
     if task == "retrieval":
         index = build_index(str(path), require="caption", image_column=image_column,
                             caption_column=caption_column, sep=sep)
-        return _group_captions(index), task, None, None, None
+        return group_rows_by_image(index), task, None, None, None  # one sample per image, all its captions
     if label_column not in cols:
         raise DatasetError(f"{path}: no label column {label_column!r}; columns are {cols} (name yours with "
                            "--label-column)")
@@ -1021,9 +1021,3 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
         labels[i] = pos[_nfc(caps[0])]
     index.captions = [()] * len(index)
     return index, task, labels, names, source
-
-
-def _group_captions(index: SampleIndex) -> SampleIndex:
-    """CSV retrieval: one row per caption -> one sample per image with all its captions
-    (:func:`kizuna.data.sources.group_rows_by_image`)."""
-    return group_rows_by_image(index)
