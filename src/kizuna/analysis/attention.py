@@ -16,7 +16,6 @@ Appendix D.7 for the mean attention distance.
 from __future__ import annotations
 
 import math
-
 from typing import Sequence
 
 import torch

@@ -645,17 +645,16 @@ def group_rows_by_image(index: SampleIndex) -> SampleIndex:
     same file. Rows are grouped by the file their path names (the CSV's folder joined, normalised): grouped by
     the text, photos/x.jpg, ./photos/x.jpg and photos//x.jpg were three images sharing the captions. Samples with
     no path (tar members) are left as they are; each group sits where its first row was, with its label."""
-    named = [p for p in index.paths if p]
-    if not named or len(set(map(os.path.normpath, named))) == len(named):  # tar members, a folder's images: nothing
-        return index  # to group (each group below costs a dict entry: seconds over millions of samples)
+    if not any(index.paths):  # tar members only: nothing to group
+        return index
+    files = [os.path.normpath(p) if p else ("member", i) for i, p in enumerate(index.paths)]
+    if len(set(files)) == len(files):  # a folder's images, a CSV of one row per image: nothing to group (each
+        return index  # group below costs a dict entry: seconds over millions of samples)
     first: dict[object, int] = {}
     caps: dict[object, list[str]] = {}
-    files = [os.path.normpath(p) if p else ("member", i) for i, p in enumerate(index.paths)]
     for i, f in enumerate(files):
         first.setdefault(f, i)
         caps.setdefault(f, []).extend(index.captions[i])
-    if len(first) == len(files):
-        return index
     rows = sorted(first.values())
     sel = np.asarray(rows, dtype=np.int64)
     # a row rejected after p rows comes after the images whose first row is before it
@@ -731,9 +730,9 @@ def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = 
     is tab even for ".csv"), else comma. Fields are read with csv's quoting (a writer that quotes every field,
     a caption quoted over several lines, a tab inside a quoted caption), except in a tab-separated file where
     that quoting swallows rows: a web caption that starts with '"' opened a quoted field that ran on over the
-    next rows' tabs (one caption, the rows after it gone). Such a file is read without quoting (the TSV convention); a comma-separated one
-    whose quote is never closed raises ``error`` naming ``path`` and the line (:func:`_check_quotes`). Both
-    cost one more pass over the file."""
+    next rows' tabs (one caption, the rows after it gone). Such a file is read without quoting (the TSV
+    convention); a comma-separated one whose quote is never closed raises ``error`` naming ``path`` and the line
+    (:func:`_check_quotes`). Both cost one more pass over the file."""
     if sep is None:
         head = f.readline()
         f.seek(0)

@@ -254,6 +254,8 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
             places = [f"{path}, line {n}" for n, _ in numbered]
     if not out:
         raise DatasetError(f"no templates in {spec!r}")
+    from .zeroshot import fill_template
+
     for t, place in zip(out, places):
         if callable(t):
             continue
@@ -262,9 +264,7 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
         if "{c}" not in t and "{}" not in t and "{0}" not in t:
             raise DatasetError(f"{place}: template {t!r} has no '{{c}}' placeholder for the class name; "
                                f"add {{c}} where the class name goes (e.g. 'a photo of a {{c}}.')")
-        from .zeroshot import fill_template  # filled as str.format fills it: other braces must be doubled
-
-        try:
+        try:  # filled as str.format fills it: other braces must be doubled
             fill_template(t, "x")
         except ValueError as e:
             why = str(e).partition("cannot be filled (")[2].rpartition("): write")[0]

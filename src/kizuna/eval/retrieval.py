@@ -124,9 +124,9 @@ def full_matrix_ranks(image_features: torch.Tensor, text_features: torch.Tensor,
     """Reference: the whole similarity matrix, stable descending sort, position of the first correct item."""
     img, txt = image_features.float(), text_features.float()
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
-    sim = similarity(img, txt)  # [Ni, Nt]
     if not len(txt):  # no captions: every image's rank is -1, as retrieval_ranks gives (argmax of nothing raised)
         return torch.full((img.shape[0],), -1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    sim = similarity(img, txt)  # [Ni, Nt]
     order_i2t = torch.sort(sim, dim=1, descending=True, stable=True).indices
     correct = t2i[order_i2t] == torch.arange(img.shape[0])[:, None]
     i2t = torch.where(correct.any(1), correct.float().argmax(1), torch.full((img.shape[0],), -1)).long()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import autocast_off
+from .layers import autocast_off, weight_dtype
 from .losses import _logits, clip_loss, siglip_loss
 from .text import TextConfig, TextTransformer
 from .vit import VisionConfig, VisionTransformer
@@ -223,9 +223,7 @@ class ClipModel(nn.Module):
                 raise TypeError("text_embeddings must be a float tensor [N, width] of the text tower's outputs, got "
                                 f"{getattr(text_embeddings, 'dtype', type(text_embeddings).__name__)}")
             proj = self.text.proj
-            weight = getattr(proj, "weight", None)  # a method in a dynamically quantized Linear: float32 input
-            dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else torch.float32
-            text = _unit(text_embeddings if proj is None else proj(text_embeddings.to(dtype)))
+            text = _unit(text_embeddings if proj is None else proj(text_embeddings.to(weight_dtype(proj))))
         out = {"logit_scale": self.scale(), "logit_bias": self.logit_bias}
         if images is not None:
             out["image_features"] = _unit(self.encode_image(images))

@@ -985,10 +985,9 @@ def _tokenizer_context(folder: Path, positions: int) -> int:
 
 def _clip_bpe_files(folder: Path) -> tuple[dict, list[tuple[str, str]], str, str] | None:
     """An HF CLIP folder's BPE: (vocab, merges, the files, the vocabulary's file: named in errors) from
-    ``vocab.json`` + ``merges.txt``,
-    or from ``tokenizer.json`` alone, which is all transformers 5 writes when it saves a processor again (a
-    folder export_hf_clip wrote, loaded and saved with transformers, lost its trained BPE); None where it has
-    neither. Files that cannot hold one are a ``CheckpointError`` naming them."""
+    ``vocab.json`` + ``merges.txt``, or from ``tokenizer.json`` alone, which is all transformers 5 writes when it
+    saves a processor again (a folder export_hf_clip wrote, loaded and saved with transformers, lost its trained
+    BPE); None where it has neither. Files that cannot hold one are a ``CheckpointError`` naming them."""
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     if vocab_file.is_file() and merges_file.is_file():
         vocab, where, vocab_where = _read_json(vocab_file), f"{vocab_file}, {merges_file}", str(vocab_file)

@@ -242,6 +242,13 @@ def autocast_off(device_type: str):
         return contextlib.nullcontext()
 
 
+def weight_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype to feed ``module``: its floating ``weight``'s, else float32 (a dynamically quantized Linear's
+    ``weight`` is a method and takes float32 input)."""
+    weight = getattr(module, "weight", None)
+    return weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else torch.float32
+
+
 def hooked(module: nn.Module) -> bool:
     """Whether ``module`` itself has a forward, forward-pre or backward hook (``torch.nn.utils.prune`` and the
     old ``weight_norm`` are forward-pre hooks that recompute ``weight``)."""

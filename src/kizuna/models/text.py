@@ -13,9 +13,8 @@ block, so that block runs for it alone (``prune_last_block``; keys and values st
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import copy
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (INTEL, AttentionPool, Transformer, autocast_off, building_on_meta, env_switch, hooked, linear,
-                     watched)
+                     watched, weight_dtype)
 
 
 @contextmanager
@@ -362,9 +362,7 @@ class VisionTransformer(nn.Module):
                 if type(self.head) is nn.Linear and not watched(self.head):
                     return F.linear(pooled.float(), self.head.weight.float(), self.head.bias.float())
                 # hooks (pruning's too), a quantized or adapted head: the head's own call, in its own dtype
-                weight = getattr(self.head, "weight", None)
-                dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else torch.float32
-                return self.head(pooled.to(dtype)).float()
+                return self.head(pooled.to(weight_dtype(self.head))).float()
         return self.proj(pooled) if self.proj is not None else pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
