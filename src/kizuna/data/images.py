@@ -27,7 +27,7 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
         img = Image.open(io.BytesIO(data))
-        if draft_size and img.format == "JPEG":
+        if draft_size and img.format in ("JPEG", "MPO"):  # MPO: a phone JPEG with a depth or gain map after it
             img.draft("RGB", (draft_size, draft_size))
         img.load()
     except UnidentifiedImageError:
@@ -57,9 +57,23 @@ def upright(img: Image.Image) -> Image.Image:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     except Exception:  # a malformed EXIF block does not make the pixels unusable
         return img
-    if orientation in (2, 3, 4, 5, 6, 7, 8):
+    if orientation not in _ORIENTATION_TRANSPOSE:
+        return img
+    try:
         return ImageOps.exif_transpose(img)
-    return img
+    except Exception:
+        # Pillow rotates, then rewrites the EXIF block, and fails on some real cameras' blocks (a rational tag of
+        # the wrong type, Samsung's -2/0 exposure bias): the photo crashed embed/zeroshot and was skipped as
+        # corrupt in training. Rotate here, and drop the tags so a second upright() does not rotate again
+        upright_img = img.transpose(_ORIENTATION_TRANSPOSE[orientation])
+        for key in ("exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif", "Raw profile type APP1"):
+            upright_img.info.pop(key, None)
+        return upright_img
+
+
+_ORIENTATION_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                          6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 
 
 def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:

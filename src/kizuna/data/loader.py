@@ -86,9 +86,9 @@ class _WorkerInit:
     inherited by every program the worker started (a subprocess's terminate() did nothing). Picklable.
 
     Pickled (spawn, forkserver: the macOS and Windows default), it also carries Pillow's decompression-bomb limit
-    (``PIL.Image.MAX_IMAGE_PIXELS``) as the main process has it when the workers start: a spawned worker imports PIL
-    afresh, with the default limit, and a limit raised in the user's script (as ImageTooLarge advises) never reached
-    it. A forked worker has the main process's memory, and the live value in it."""
+    (``PIL.Image.MAX_IMAGE_PIXELS``) and its truncated-image switch (``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``) as the
+    main process has them when the workers start: a spawned worker imports PIL afresh, with the defaults, and a limit
+    raised in the user's script (as ImageTooLarge advises) never reached it. A forked worker has the main process's memory, and the live value in it."""
 
     def __init__(self, flag, then: Callable | None):
         self.flag, self.then = flag, then
@@ -100,6 +100,9 @@ class _WorkerInit:
         image = sys.modules.get("PIL.Image")  # not imported: nothing set to carry over
         if image is not None:
             state["max_image_pixels"] = image.MAX_IMAGE_PIXELS
+        image_file = sys.modules.get("PIL.ImageFile")
+        if image_file is not None:  # a user's LOAD_TRUNCATED_IMAGES = True: kept images must not depend on --workers
+            state["load_truncated_images"] = image_file.LOAD_TRUNCATED_IMAGES
         return state
 
     def __call__(self, worker_id: int) -> None:
@@ -111,6 +114,10 @@ class _WorkerInit:
             from PIL import Image
 
             Image.MAX_IMAGE_PIXELS = self.max_image_pixels
+        if "load_truncated_images" in self.__dict__:
+            from PIL import ImageFile
+
+            ImageFile.LOAD_TRUNCATED_IMAGES = self.load_truncated_images
         if os.name == "posix":
             wake, woken = os.pipe()  # (not inherited by programs the worker starts)
             os.set_blocking(woken, False)

@@ -41,7 +41,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
                 else "make one with PIL.Image.fromarray(array)" if hasattr(img, "__array__") else "pass a PIL image")
         raise TypeError(f"expected a PIL image, got {type(img).__name__}; {hint}")
     img = upright(img)
-    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
+    if "transparency" in img.info and img.mode in ("P", "L", "RGB", "1"):
         img = img.convert("RGBA")  # PIL turns the colour key into alpha
     if img.mode == "RGB":
         return img
@@ -59,8 +59,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         top = 255.0 if img.mode == "I" and 0.0 <= lo and hi <= 255.0 else 65535.0 if hi <= 65535 else hi
-        arr = (np.clip(arr, 0, None) / top * 255.0).round().astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        grey = (np.clip(arr, 0, None) / top * 255.0).round().astype(np.uint8)
+        key = img.info.get("transparency")
+        if isinstance(key, int):  # a colour key (PNG tRNS) in a 16-bit grey image: white, as for 8 bits
+            grey[arr == key] = 255
+        return Image.fromarray(grey, "L").convert("RGB")
     if img.mode == "F":
         return Image.fromarray(_float_to_grey(np.asarray(img, dtype=np.float64)), "L").convert("RGB")
     return img.convert("RGB")
