@@ -5,7 +5,7 @@ Robustness (:func:`evaluate_robustness`)
     parameters, applied at the model's input resolution after resize + centre crop): Gaussian blur
     (sigma 1/2/3/4/6 px at 224 px, scaled with the resolution), Gaussian noise (std 0.08 .. 0.38 of
     the [0, 1] range), JPEG re-encoding (quality 25 .. 7) and contrast reduction (to 0.4 .. 0.05 of
-    the original). Noise is seeded per image, so runs repeat exactly. The table lists clean
+    the original). Noise is seeded per position in the dataset, so runs repeat exactly. The table lists clean
     accuracy against shifted accuracy, the drop, and the share of clean accuracy kept; the
     "effective robustness" of Taori et al. (2020) is the shifted accuracy above what a baseline
     trend predicts from clean accuracy - :func:`effective_robustness` computes it given a baseline
