@@ -36,6 +36,7 @@ def test_cli_writes_the_grid_and_both_paths_statistics(shards, tmp_path, capsys)
     assert (out / "augment.png").stat().st_size > 5000
     record = json.loads((out / "augment.json").read_text())
     assert record["image_size"] == 16 and "RandAugment 2 ops" in record["recipe"]
+    assert record["figure"] == "augment.png"  # beside the JSON (was the path as typed: broke when moved)
     for path in ("original", "loader", "device"):
         assert record[path]["images"] == 40
     # the augmentation adds grey fill and black padding the originals do not have, on both paths alike

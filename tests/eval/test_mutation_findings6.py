@@ -163,7 +163,9 @@ def test_compare_runs_takes_one_label_for_one_run(tmp_path):
     run.mkdir()
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": 10, "val_top1": 0.5}) + "\n")
     assert main(["analyze", "compare-runs", str(run), "--labels", "mine", "--out", str(tmp_path / "fig")]) == 0
-    assert [r["label"] for r in json.loads((tmp_path / "fig" / "runs.json").read_text())["runs"]] == ["mine"]
+    record = json.loads((tmp_path / "fig" / "runs.json").read_text())
+    assert [r["label"] for r in record["runs"]] == ["mine"]
+    assert record["figures"] == ["runs.png"]  # beside the JSON, as every analysis JSON names its figures
 
 
 def test_analyze_names_the_missing_piece_of_an_images_spec(tmp_path, monkeypatch, capsys):

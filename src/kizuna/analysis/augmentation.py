@@ -224,7 +224,7 @@ def preview_augmentation(cfg, out, n_images: int = 8, draws: int = 4, stats_imag
     record = {"data": str(cfg.data), "image_size": cfg.image_size, "recipe": recipe,
               "original": pixel_stats(many["original"]), "loader": pixel_stats(many["loader"]),
               "device": pixel_stats(many["device"]) if many["device"] is not None else None,
-              "figure": str(figure)}
+              "figure": figure.name}  # beside augment.json, as every analysis JSON names its figures
     if shown["mixed"] is not None:
         record["mixed_draws"] = shown["mix_info"]
         record["mixing_note"] = ("mixed draws: the loader's draws mixed as training mixes a batch, row i with row "

@@ -117,7 +117,7 @@ def read_extra(path: str | Path) -> dict:
 def read_record(path: str | Path) -> dict:
     """The record kizuna.save_model wrote beside the weights (its ``config`` and ``extra``), read without
     the weights; ``{}`` for a file or folder of another format."""
-    from kizuna.models.checkpoint import FORMAT_KEY, follow_latest
+    from kizuna.models.checkpoint import FORMAT_KEY, follow_latest, utf8_path
 
     path = follow_latest(path)  # OUT/checkpoints/latest, which load_model follows too (its stored mean was lost)
     try:
@@ -126,7 +126,7 @@ def read_record(path: str | Path) -> dict:
         elif path.suffix == ".safetensors":
             from safetensors import safe_open
 
-            with safe_open(str(path), framework="pt") as f:
+            with utf8_path(path) as readable, safe_open(readable, framework="pt") as f:
                 record = json.loads((f.metadata() or {}).get(FORMAT_KEY, "{}"))
         else:
             return {}

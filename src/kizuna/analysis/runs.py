@@ -299,7 +299,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
         "differing_settings": differing,
         "runs": [{k: v for k, v in r.items() if k not in ("config", "colour_key")} for r in loaded],
         "groups": groups,
-        "figures": [str(figure)],
+        "figures": [figure.name],  # beside runs.json: the folder can be moved
     }
     return _write(out, "runs", numbers)
 

@@ -8,6 +8,7 @@ archives (which run code) are refused unless ``allow_jit=True``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -317,11 +318,33 @@ class TensorTaker:
         return out
 
 
+@contextlib.contextmanager
+def utf8_path(path: str | Path):
+    """``path`` as text that a library taking a UTF-8 path accepts (safetensors' Rust reader, torch.load). A name
+    the file system holds in another encoding (a Latin-1 folder name, undecodable bytes in Python) is no such text:
+    a run trained into one saved its checkpoints, which then could not be loaded or resumed ("damaged"). The file is
+    opened here and named by its descriptor (/dev/fd, Linux and macOS; Windows names are Unicode)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        reachable = True
+    except UnicodeEncodeError:
+        reachable = not os.path.isdir("/dev/fd")
+    if reachable:
+        yield text
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield f"/dev/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
     if path.is_file() and not os.access(path, os.R_OK):  # safetensors reports it as "No such file or directory"
         raise CheckpointError(f"{path}: permission denied (the file is there, but this user cannot read it)")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with utf8_path(path) as readable, safe_open(readable, framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
@@ -351,7 +374,8 @@ def load_tensors(path: Path, mmap: bool = False):
         raise CheckpointError(f"{path}: is a TorchScript (JIT) archive, which executes code when loaded, not a file "
                               "of tensors; kizuna reads it only as a model given by itself with allow_jit=True "
                               "(CLI: --allow-jit), and only if you trust its source")
-    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    with utf8_path(path) as readable:
+        return torch.load(readable, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_weights_only(path: Path):

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .checkpoint import (CheckpointError, TensorTaker, atomic_write, atomic_write_text, load_state_dict_file,
-                         stored_scalar)
+                         stored_scalar, utf8_path)
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .convert_openai import OPENAI_VOCAB, unavailable_tokenizer
 from .text import TextConfig
@@ -88,7 +88,7 @@ def _read_json(path: Path) -> dict:
 
 def _read_safetensors(path: Path) -> dict:
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with utf8_path(path) as readable, safe_open(readable, framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
@@ -606,11 +606,17 @@ def _hf_preprocess(pre: dict, processor: str) -> dict:
 
 
 def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, processor_class: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    # a diverged model (NaN weights, an infinite logit scale) would be exported for someone else to load, and its
+    # logit_scale_init_value written as Infinity, which strict JSON readers (JavaScript's JSON.parse) refuse
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"not exported to {folder}: {len(broken)} tensor(s) hold NaN or inf (a diverged "
+                              f"model?): {', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}")
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    atomic_write_text(folder / "config.json", json.dumps(config, indent=2))
-    atomic_write_text(folder / "preprocessor_config.json", json.dumps(preprocess, indent=2))
+    atomic_write_text(folder / "config.json", json.dumps(config, indent=2, allow_nan=False))
+    atomic_write_text(folder / "preprocessor_config.json", json.dumps(preprocess, indent=2, allow_nan=False))
     processor_file = folder / "processor_config.json"
     if processor_file.is_file():
         # transformers (and read_image_processor_config) read the image settings here first: an earlier

@@ -82,6 +82,30 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0
 
 
+def swap_folder_in(tmp: Path, final: Path) -> None:
+    """Rename the filled ``tmp`` to ``final``; an existing ``final`` (the same step saved again) is moved
+    aside first and deleted only once the new one is in place (deleted first, a failed rename left none)."""
+    if not final.exists():
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    if _exchange(tmp, final):  # one step: a reader of best/ never finds it missing (two renames: 4% of polls)
+        shutil.rmtree(tmp, ignore_errors=True)  # the old one, now under the temporary name
+        return
+    old = make_temp_folder(final.parent, f".{final.name}.old.")
+    os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(old, final)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 class CheckpointManager:
     def __init__(self, out_dir: str | Path, keep_last: int = 2, metric: str | None = None, mode: str = "auto"):
         """``mode``: which end of ``metric`` is best; "auto" takes the lowest for a loss, error, rank or attack rate."""
@@ -144,27 +168,7 @@ class CheckpointManager:
         return OSError(error.errno, message) if isinstance(error, OSError) and error.errno else OSError(message)
 
     def _swap_in(self, tmp: Path, final: Path) -> None:
-        """Rename the filled ``tmp`` to ``final``; an existing ``final`` (the same step saved again) is moved
-        aside first and deleted only once the new one is in place (deleted first, a failed rename left none)."""
-        if not final.exists():
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            return
-        if _exchange(tmp, final):  # one step: a reader of best/ never finds it missing (two renames: 4% of polls)
-            shutil.rmtree(tmp, ignore_errors=True)  # the old one, now under the temporary name
-            return
-        old = make_temp_folder(self.dir, f".{final.name}.old.")
-        os.replace(final, old)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            os.replace(old, final)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        swap_folder_in(tmp, final)
 
     def update_best(self, step: int, model, metrics: dict | None) -> bool:
         """``best/`` := ``model`` when ``metrics`` improve on the best so far. Called after every evaluation,

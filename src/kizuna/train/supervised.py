@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -55,13 +56,14 @@ from kizuna.data.sampler import EpochSampler, with_undecoded_rows
 from kizuna.data.sources import PairDataset, SampleIndex, SkipCounter
 from kizuna.data.transforms import Preprocess, crop_draft_size
 from kizuna.eval.encode import NonFiniteFeatures, summed_skips
-from kizuna.models.checkpoint import load_model, load_state_dict_strict, save_model
+from kizuna.models.checkpoint import load_model, load_state_dict_strict, make_temp_folder, save_model
 from kizuna.models.clip import ClipModel
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
 from .config import alias_keys_as_fields, check_act, check_common, check_override_types, merge_model_overrides
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
+from .checkpointing import swap_folder_in
 from .trainer import Trainer
 
 # Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
@@ -813,7 +815,15 @@ class SupervisedTrainer(Trainer):
         """OUT/model: the final model with its preprocessing and class names (for `kizuna analyze`)."""
         path = self.out / "model"
         if self.dist.is_main:
-            save_model(self.model, path, extra={**self.ckpt.model_extra, "step": self.step, "metrics": metrics})
+            # filled aside and swapped in: saved in place, a run extended by --resume rewrote the weights and then
+            # config.json, and a kill between the two paired the new weights with the old step, metrics, classes
+            tmp = make_temp_folder(self.out, ".model.")
+            try:
+                save_model(self.model, tmp, extra={**self.ckpt.model_extra, "step": self.step, "metrics": metrics})
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            swap_folder_in(tmp, path)
         barrier()
         return path
 

@@ -288,7 +288,7 @@ def augment(args) -> int:
                   f"black {st['black']:.3f}  ({st['images']} images)")
     if record.get("device_note"):
         print(record["device_note"])
-    print(f"wrote {record['figure']} and {Path(cfg.out) / 'augment.json'}")
+    print(f"wrote {Path(cfg.out) / record['figure']} and {Path(cfg.out) / 'augment.json'}")
     return 0
 
 

@@ -1,0 +1,84 @@
+"""What kizuna writes, read back: a run under a folder name that is not UTF-8 loads and resumes; `vit train`'s
+OUT/model is swapped in whole (weights and config.json from one save); a diverged model is not exported to HF
+with Infinity in its config.json; analysis JSONs name their figures relative to themselves."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import kizuna
+from kizuna.models import checkpoint
+from kizuna.models.checkpoint import CheckpointError, load_tensors
+from kizuna.train.contrastive import ContrastiveTrainer
+from kizuna.train.supervised import SupervisedTrainer
+
+from _tiny import tiny_config  # noqa: E402
+from test_supervised import _cfg, _shard
+
+
+def _non_utf8_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / os.fsdecode(b"run_l\xe9")
+    try:
+        folder.mkdir()
+    except (OSError, UnicodeEncodeError):  # a file system that stores names as Unicode (APFS, NTFS)
+        pytest.skip("this file system refuses a name that is not UTF-8")
+    return folder
+
+
+def test_run_under_a_non_utf8_folder_name_loads_and_resumes(tmp_path):
+    out = _non_utf8_folder(tmp_path)
+    ContrastiveTrainer(tiny_config(out, steps=2, save_every=2)).train()
+    latest = out / "checkpoints" / "step_0000002"
+    model = kizuna.load_model(latest)  # "not a readable safetensors file (Path ... is not valid UTF-8)"
+    assert model.cfg.vision.width > 0
+    assert isinstance(load_tensors(latest / "train_state.pt"), dict)
+    resumed = ContrastiveTrainer(tiny_config(out, steps=3, resume="latest"))  # was refused as "damaged"
+    assert resumed.step == 2
+    resumed.train()
+    assert (out / "checkpoints" / "step_0000003").is_dir()
+
+
+def test_export_of_a_diverged_model_is_refused_not_written_with_infinity(tmp_path):
+    from kizuna.models.convert_hf import export_hf_clip
+
+    model = kizuna.create_model("ViT-mu-8")
+    with torch.no_grad():
+        model.logit_scale.fill_(float("inf"))
+    with pytest.raises(CheckpointError, match="NaN or inf.*logit_scale"):
+        export_hf_clip(model, tmp_path / "hf")
+    assert not (tmp_path / "hf" / "config.json").exists()
+
+
+def test_vit_model_folder_is_replaced_whole(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    _shard(data / "train" / "000000.tar", 0, 32)
+    trainer = SupervisedTrainer(_cfg(data, tmp_path / "run", steps=2, val_data=""))
+    trainer.train()
+    folder = tmp_path / "run" / "model"
+    before = kizuna.load_model(folder)
+    assert json.loads((folder / "config.json").read_text())["kizuna"]["extra"]["step"] == 2
+    with torch.no_grad():
+        trainer.model.head.weight.add_(1.0)
+    trainer.step = 4
+    real = checkpoint.atomic_write_text
+
+    def killed_before_config(path, text):
+        if Path(path).name == "config.json":
+            raise KeyboardInterrupt  # the run stopped between the weights and config.json
+        real(path, text)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", killed_before_config)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.export({})
+    monkeypatch.undo()
+    after = kizuna.load_model(folder)  # the old model whole, not new weights under the old step and metrics
+    assert torch.equal(after.head.weight, before.head.weight)
+    assert json.loads((folder / "config.json").read_text())["kizuna"]["extra"]["step"] == 2
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".model.")]  # no temporary left behind
+    trainer.export({})
+    assert torch.equal(kizuna.load_model(folder).head.weight, trainer.model.head.weight)
+    assert json.loads((folder / "config.json").read_text())["kizuna"]["extra"]["step"] == 4
