@@ -15,7 +15,7 @@ Class names and templates missing from the dataset come from the bundled CLIP_be
 Results are printed as tables; with --out they are also written as results.json (CLIP_benchmark's
 record fields), results.md and plots. Under torchrun (torchrun --nproc_per_node N -m kizuna.apps.cli
 eval ...) the encoding is sharded over the ranks and gives the same numbers as one process.
-See docs/EVALUATION.md for what each metric means.
+See docs/EVALUATION.md (in kizuna's source repository) for what each metric means.
 """
 from __future__ import annotations
 

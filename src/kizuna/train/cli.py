@@ -2,7 +2,7 @@
 
 Every option of kizuna.train.config.TrainConfig is a flag; a --config file sets several at once and
 flags override it. Multi-GPU / multi-process: launch the same command with torchrun. --out gets
-checkpoints/ (step_*, latest, best/), metrics.jsonl, tensorboard/ and train_config.json.
+checkpoints/ (step_*, latest, best/), metrics.jsonl, tensorboard/ (with kizuna[train]) and train_config.json.
 
   kizuna train --config demo                                  # the built-in shapes world
   kizuna train --config flickr8k --out runs/f8k               # ../shared/data/flickr8k

@@ -129,6 +129,10 @@ class MetricLogger:
                 warnings.warn(f"TensorBoard cannot write under {os.fsencode(self.path.parent)!r} (a name that is not "
                               "UTF-8): its event files are left out; metrics.jsonl has every record", UserWarning,
                               stacklevel=3)
+            except Exception as e:  # an installed but broken tensorboard/protobuf: not a reason to end the run
+                self._tensorboard = False
+                warnings.warn(f"TensorBoard could not start ({type(e).__name__}: {e}); its event files are left out, "
+                              "metrics.jsonl has every record", UserWarning, stacklevel=3)
         return self.tb
 
     def write_config(self, config: dict) -> None:

@@ -21,7 +21,7 @@ classification shards (KEY.jpg + KEY.cls), a dataset root with split folders, an
 Fine-tuning defaults follow the paper: SGD with momentum 0.9, no weight decay, gradient clipping at
 1, cosine schedule, a zero-initialised head; at a new --image-size the position embeddings are
 interpolated in 2-D (--pos-embed interpolate) unless --no-pos-interp (= --pos-embed sequence:
-the old table reused by sequence index, zero rows appended / rows cut). See docs/VIT.md.
+the old table reused by sequence index, zero rows appended / rows cut). See docs/VIT.md in kizuna's source repository.
 """
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
 FINETUNE_DOC = """Fine-tune a checkpoint: new zero-initialised head, optionally a higher resolution with interpolated
 (or, for the ablation, not interpolated) position embeddings. The other flags are `vit train`'s, with the
 paper's fine-tuning defaults (SGD, momentum 0.9, no weight decay). Writes OUT/model (the fine-tuned
-classifier), OUT/checkpoints/, OUT/metrics.jsonl, OUT/tensorboard/ and OUT/train_config.json.
+classifier), OUT/checkpoints/, OUT/metrics.jsonl, OUT/tensorboard/ (with kizuna[train]) and
+OUT/train_config.json.
 
   kizuna vit finetune runs/cifar-s4/model --data ../shared/data/cifar10/train \\
       --val-data ../shared/data/cifar10/test --image-size 64 --out runs/ft64

@@ -1,0 +1,5 @@
+"""``python -m kizuna``: the ``kizuna`` command, for when the environment's bin folder is not on PATH."""
+if __name__ == "__main__":
+    from kizuna.apps.cli import main
+
+    raise SystemExit(main())
