@@ -207,9 +207,17 @@ def _fast_path_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return _cpu_eager(x, weight, torch.float32)
 
 
+def capturing_graph() -> bool:
+    """Under torch.compile, or torch.jit.trace (and the legacy ONNX export, which traces): the graph keeps what a
+    Python branch or a read-back saw once. Data-dependent shortcuts (a padding trim sized by the longest caption)
+    froze to the example's size, and oneDNN ops failed to trace ("unsupported input list type: Scalar?")."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def _cpu_eager(x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> bool:
-    """CPU tensors of ``dtype``, outside torch.compile, autocast and dispatch modes (see ``_fast_path_ok``)."""
-    if torch.compiler.is_compiling():
+    """CPU tensors of ``dtype``, outside torch.compile (and tracing), autocast and dispatch modes (see
+    ``_fast_path_ok``)."""
+    if capturing_graph():
         return False
     return (x.device.type == "cpu" and x.dtype == dtype and weight.dtype == dtype
             and not _cpu_autocast() and _get_current_dispatch_mode() is None)
@@ -360,7 +368,7 @@ MATERIALISED_TRAINING_KEYS = _materialised_keys_default()
 
 def _materialise_for_training(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Whether this attention runs materialised (see ``MATERIALISED_TRAINING_KEYS``): CPU, with a graph."""
-    if q.device.type != "cpu" or not _needs_grad(q, k) or torch.compiler.is_compiling():
+    if q.device.type != "cpu" or not _needs_grad(q, k) or capturing_graph():
         return False
     return k.shape[-2] <= MATERIALISED_TRAINING_KEYS.get(q.dtype, 0)
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from kizuna.data.tokenizer import checked_context_length, checked_texts, clean_text
 from kizuna.extras import require
+from kizuna.models.layers import capturing_graph
 from kizuna.models.text import widen_token_ids
 
 # all-MiniLM-L6-v2's max_position_embeddings: the longest token sequence (with [CLS] and [SEP]) it can
@@ -201,7 +202,8 @@ class MiniLMTextTower(nn.Module):
         # excluded from the mean, so the embeddings do not change (tested).
         # Not under torch.compile (as kizuna's own text tower): the trimmed length depends on the data, which broke
         # the graph twice per step; a compiled tower runs the whole, static length.
-        used = mask.any(dim=0).nonzero() if not torch.compiler.is_compiling() else ()
+        # (nor under torch.jit.trace: the example's length was frozen in, and longer captions were cut short)
+        used = mask.any(dim=0).nonzero() if not capturing_graph() else ()
         if len(used):
             n = int(used.max()) + 1
             ids, mask = ids[:, :n], mask[:, :n]

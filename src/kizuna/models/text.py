@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import Transformer, building_on_meta, hooked, watched
+from .layers import Transformer, building_on_meta, capturing_graph, hooked, watched
 
 
 @dataclass
@@ -128,7 +128,7 @@ class TextTransformer(nn.Module):
         # and one read-back. Compiled, a read-back would break the graph: a traced assertion instead on the CPU,
         # where Inductor's embedding kernel otherwise threw a C++ exception that aborted the process (a notebook's
         # kernel died); on a GPU the embedding's own device assertion is no worse than one of ours.
-        if torch.compiler.is_compiling():
+        if capturing_graph():  # a read-back would be frozen into a trace as the example's value
             if tokens.device.type == "cpu":
                 torch._assert_async(((tokens >= 0) & (tokens < self.cfg.vocab_size)).all(),
                                     f"a token id is outside the model's vocabulary (0..{self.cfg.vocab_size - 1}); "
@@ -168,8 +168,9 @@ class TextTransformer(nn.Module):
         """How many of the batch's positions ``forward`` runs: up to the last pooled position when the
         padding trim applies (causal tower, pooled at EOT/argmax), else all of them. Not under
         torch.compile: the trimmed length depends on the data, so a graph would be recompiled (or broken)
-        for every batch; a compiled tower runs the whole, static length."""
-        if torch.compiler.is_compiling() or tokens.is_meta:  # meta (shape inference): no values to trim by
+        for every batch; a compiled tower runs the whole, static length. Nor under torch.jit.trace, which froze
+        the example's length in (a longer caption failed with an index out of bounds)."""
+        if capturing_graph() or tokens.is_meta:  # meta (shape inference): no values to trim by
             return tokens.shape[1]
         if not (self.trim_padding and self.cfg.causal and self.cfg.pool != "last" and len(tokens)):
             return tokens.shape[1]
