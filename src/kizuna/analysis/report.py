@@ -210,6 +210,8 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
     from kizuna.data.images import IMAGE_EXTENSIONS, load_image
     from kizuna.data.sources import PairDataset, SkipCounter, build_index
 
+    if isinstance(specs, (str, os.PathLike)):  # one folder: iterated, "/tmp/imgs" was "/", "t", ... ("/" scanned)
+        specs = [specs]
     skipped = SkipCounter()
     tensors, names = [], []
     for spec in specs:
@@ -469,10 +471,13 @@ def prediction_inputs(target: AnalysisTarget, labels: Sequence[str] | None = Non
     import kizuna
     from kizuna.extras import MissingExtra
 
+    from kizuna.eval.zeroshot import text_list
+
+    labels, templates = text_list(labels, "labels"), text_list(templates, "templates")  # "dog" was 'd', 'o', 'g'
     if target.kind == "clip":
         if not labels:
             raise ValueError("predict needs --labels for a CLIP model (the classes to score)")
-        templates = list(templates or ["a photo of a {c}."])
+        templates = templates or ["a photo of a {c}."]
         try:
             tokenizer = kizuna.get_tokenizer(target.model)
         except MissingExtra:  # a package to install (sentencepiece), not something the model lacks

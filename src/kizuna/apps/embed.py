@@ -79,8 +79,11 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     warn_if_shared_memory_is_small(workers)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                                          worker_init_fn=worker_init() if workers else None)
+    from kizuna.eval.encode import eval_mode
+
     kept, chunks, errors = [], [], []
-    with torch.inference_mode():
+    # eval mode, as every evaluator encodes: a model left in train mode embedded with dropout and patch dropout on
+    with torch.inference_mode(), eval_mode(model):
         for idx, batch, errs in tqdm(loader, desc="embedding images", unit="batch", disable=not progress):
             errors += errs
             if batch is not None:

@@ -40,7 +40,7 @@ from kizuna.models.losses import similarity
 
 from .encode import (content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
                      model_fingerprint)
-from .zeroshot import fill_template
+from .zeroshot import fill_template, text_list
 
 __all__ = [
     "ClassificationResult", "ZeroShotResult", "class_embeddings", "classify_features", "classify_scores",
@@ -101,7 +101,7 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
     """Zero-shot class weights ``[C, D]`` (float32, CPU): batched (and sharded under torchrun) text
     encoding of every ``template x class`` prompt, averaged over templates. Equals
     :func:`kizuna.eval.zeroshot.build_classifier`."""
-    classnames, templates = list(classnames), list(templates)
+    classnames, templates = text_list(classnames, "class names"), text_list(templates, "templates")
     if not classnames:
         raise ValueError("no class names given")
     if not templates:
@@ -361,6 +361,9 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     pred[~valid] = -1
     v = valid.nonzero().squeeze(1)
     y, p = labels[v], pred[v]
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= c):  # -1 was counted as the last class (np.add.at wraps)
+        raise ValueError(f"labels must be class indices 0..{c - 1} for the {c} classes (mark rows without a label "
+                         f"invalid with valid=), got values {int(y.min())}..{int(y.max())}")
     cm = np.zeros((c, c), dtype=np.int64)
     np.add.at(cm, (y.numpy(), p.numpy()), 1)
     if len(v):
@@ -398,7 +401,7 @@ def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | N
                          "zero-shot needs at least two to choose between (--classnames FILE names them all)"
                          + (f"; to read its table, pass the file ({', '.join(tables)})" if tables else ""))
     model = getattr(model, "module", model)
-    templates = list(templates or dataset.templates or ("a photo of a {c}.",))
+    templates = text_list(templates, "templates") or list(dataset.templates or ("a photo of a {c}.",))
     weights = class_embeddings(model, tokenizer, dataset.classnames, templates, batch_size=text_batch_size,
                                device=device, cache_dir=cache_dir, progress=progress)
     feats = image_features or encode_images(model, dataset, transform=transform, batch_size=batch_size, device=device,

@@ -231,7 +231,7 @@ def _matching_shots(few: dict[int, list[float]], target: float) -> float:
     """k (log2-interpolated) at which the mean few-shot accuracy first reaches ``target``."""
     ks = sorted(few)
     means = [float(np.mean(few[k])) for k in ks]
-    if not ks or target is None:
+    if not ks or target is None or target != target:  # NaN: no zero-shot accuracy to match (read as inf: "beats all")
         return float("nan")
     if means[0] >= target:
         return float(ks[0])  # matched by the fewest shots tried (or fewer)
@@ -240,6 +240,24 @@ def _matching_shots(few: dict[int, list[float]], target: float) -> float:
             t = (target - m0) / (m1 - m0)
             return float(2 ** (math.log2(k0) + t * (math.log2(k1) - math.log2(k0))))
     return float("inf")
+
+
+def _class_indices(labels, name: str, num_classes: int) -> np.ndarray:
+    """``labels`` as int64 class indices in 0..num_classes-1. Labels read from a parquet or CSV file come as floats
+    (numpy's bincount refused them, 8 frames deep); a test label past the classes counted as an error silently."""
+    y = np.asarray(labels)
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.array_equal(y, np.round(y)):
+            raise ValueError(f"{name}: labels must be whole class indices, got values such as "
+                             f"{y[~np.isfinite(y) | (y != np.round(y))][:3].tolist()}")
+        y = y.astype(np.int64)
+    elif y.dtype.kind not in "iub" and y.size:
+        raise ValueError(f"{name}: labels must be class indices (integers), got {y.dtype} values")
+    y = y.astype(np.int64)
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"{name}: labels must be in 0..{num_classes - 1} for {num_classes} classes, got "
+                         f"{int(y.min())}..{int(y.max())}")
+    return y
 
 
 def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: int, *,
@@ -251,7 +269,7 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     seconds to minutes after the encoding's bars have gone. ``classnames`` name the classes in the notes."""
     from tqdm import tqdm
 
-    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    y_train, y_test = _class_indices(y_train, "y_train", num_classes), _class_indices(y_test, "y_test", num_classes)
     bar = tqdm(total=1 + len(few_shot) * seeds, desc="fitting probes", unit="fit", leave=False,
                disable=not progress)
     x_train, x_test = torch.as_tensor(x_train).double(), torch.as_tensor(x_test).double()

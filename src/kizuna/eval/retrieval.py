@@ -99,7 +99,8 @@ def _chunked_ranks(queries: torch.Tensor, keys: torch.Tensor, pos_query: torch.T
 
 def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image,
                     query_chunk: int = 1024, key_chunk: int = 16384, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image->text ranks [Ni], text->image ranks [Nt]), 0-based, computed in blocks (module doc) on
+    """(image->text ranks [Ni], text->image ranks [Nt]), 0-based, by dot product (pass unit rows for cosine
+    similarity, as :func:`retrieval_from_features` does), computed in blocks (module doc) on
     ``device`` (default: where the features are). An image with no caption gets rank -1 (excluded by
     :func:`retrieval_metrics`). Ranks are returned on the CPU."""
     img, txt = image_features.float(), text_features.float()
@@ -177,9 +178,16 @@ class RetrievalResult:
 def retrieval_from_features(image_features, text_features, text_to_image, image_valid=None, text_valid=None,
                             query_chunk: int = 1024, key_chunk: int = 16384, skipped=None,
                             dataset: str = "", device=None) -> RetrievalResult:
-    """Drop unusable images (with their captions) and rejected captions, then rank."""
+    """Drop unusable images (with their captions) and rejected captions, then rank by cosine similarity (rows
+    that are not unit length are normalised: ``encode_image``/``encode_text`` give unnormalised features by
+    default, and their dot products ranked otherwise)."""
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
     ni = image_features.shape[0]
+    if len(t2i) and (int(t2i.min()) < 0 or int(t2i.max()) >= ni):  # -1 indexed the last image below
+        raise ValueError(f"text_to_image refers to an image outside 0..{ni - 1} (values {int(t2i.min())}.."
+                         f"{int(t2i.max())})")
+    if text_features.shape[0] != len(t2i):
+        raise ValueError(f"text_to_image has {len(t2i)} entries for {text_features.shape[0]} texts")
     iv = torch.ones(ni, dtype=torch.bool) if image_valid is None else image_valid.bool()
     tv = torch.ones(len(t2i), dtype=torch.bool) if text_valid is None else text_valid.bool()
     tv = tv & iv[t2i]
@@ -190,12 +198,23 @@ def retrieval_from_features(image_features, text_features, text_to_image, image_
         skipped.add("image_without_usable_caption", n=int(captionless.sum()))
     iv = iv & ~captionless
     new_id = torch.cumsum(iv.long(), 0) - 1
-    img = image_features[iv]
-    txt = text_features[tv]
+    img = _unit_rows(image_features[iv])
+    txt = _unit_rows(text_features[tv])
     mapping = new_id[t2i[tv]]
     i2t, t2i_r = retrieval_ranks(img, txt, mapping, query_chunk=query_chunk, key_chunk=key_chunk, device=device)
     return RetrievalResult(retrieval_metrics(i2t, t2i_r), i2t, t2i_r, mapping, int(iv.sum()), int(tv.sum()),
                            skipped, dataset)
+
+
+def _unit_rows(features: torch.Tensor) -> torch.Tensor:
+    """``features`` as they are when every row is unit length (what the evaluators pass: bit for bit the same
+    ranks), else L2-normalised in float32."""
+    if not len(features):
+        return features
+    norms = features.float().norm(dim=1)
+    if bool(((norms - 1).abs() <= 1e-3).all()):
+        return features
+    return torch.nn.functional.normalize(features.float(), dim=1)
 
 
 def evaluate_retrieval(model, tokenizer, dataset, *, transform=None, batch_size: int = 64,

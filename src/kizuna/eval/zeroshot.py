@@ -63,9 +63,19 @@ def _format_class(template: str, classname: str) -> str:
     return "".join(pieces)
 
 
+def text_list(value, what: str) -> list:
+    """``value`` (class names, templates, labels, texts: any sequence, a numpy array or a pandas Series) as a list; a
+    single string is refused, not iterated: "cat" was three classes, 'c', 'a' and 't', and a template string failed
+    as "template 'a' has no '{c}' placeholder"."""
+    if isinstance(value, str):
+        raise TypeError(f"{what} must be a list of strings, got the string {value[:60]!r}; wrap it: [{value[:30]!r}]")
+    return list(value) if value is not None else []
+
+
 @torch.inference_mode()
 def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256, device=None) -> torch.Tensor:
     """L2-normalised text embeddings [N, D], in batches."""
+    texts = text_list(texts, "texts")
     device = device or next(model.parameters()).device
     out = []
     with eval_mode(model):  # the same weights as class_embeddings, whatever mode the model was left in
@@ -100,9 +110,8 @@ def build_classifier(
     batch_size: int = 256, device=None,
 ) -> torch.Tensor:
     """Class weights [C, D]: normalised mean over templates of normalised text embeddings."""
-    for what, value in (("class names", classnames), ("templates", templates)):
-        if isinstance(value, str):  # "cat, dog" became 8 classes, one per character
-            raise TypeError(f"{what} must be a list of strings, got the string {value[:60]!r}; wrap it: [{value[:30]!r}]")
+    # a numpy array of names (np.unique(df.label)) failed in `not classnames` with numpy's "truth value ... ambiguous"
+    classnames, templates = text_list(classnames, "class names"), text_list(templates, "templates")
     if not classnames:
         raise ValueError("no class names given")
     if not templates:
