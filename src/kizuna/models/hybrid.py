@@ -78,4 +78,9 @@ class ConvStem(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            # oneDNN's convolutions and max-pool run channels-last far faster on the CPU: encode_image 1.57x, a
+            # zero-shot evaluation 20% (features within 1e-6). Inference only, so training stays bit for bit what
+            # it was (its runs resume exactly, and recorded runs repeat)
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.layers(x)
