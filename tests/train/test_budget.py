@@ -169,6 +169,7 @@ def test_the_plan_is_corrected_when_the_pace_changes_after_it(clock, monkeypatch
     """The Zen 4's 27-min runs: steps 5-15% quicker after the plan than the ones it timed, so the run ended
     minutes early (or slower, and it overran). Corrected at 10/25/40% of the way, it ends on time; planned
     once, it does not. Evaluations (2 s every 200 steps) are part of what the correction sees."""
+    monkeypatch.setattr(budget_mod, "REPLAN_AT", (0.1, 0.25, 0.4))  # the mechanism, on the first three shares
     target = 10 * 60 * (1 - TimeBudget.margin)
     pace = lambda step: before if step < 100 else after  # noqa: E731  (the plan comes at step 30)
     took, trainer, rows = _budgeted_run(clock, pace, eval_seconds=2.0, eval_every=200)
@@ -189,6 +190,24 @@ def test_the_plan_is_corrected_when_the_pace_changes_after_it(clock, monkeypatch
     took_once, _, rows_once = _budgeted_run(clock, pace, eval_seconds=2.0, eval_every=200)
     assert not [r for r in rows_once if r["kind"] == "replan"]
     assert abs(took_once - target) > 0.1 * target  # 16% early or 25% late
+
+
+@pytest.mark.parametrize("before, after", [(0.05, 0.0336), (0.0336, 0.05)], ids=["neighbour-ends", "neighbour-starts"])
+def test_a_pace_change_past_the_first_corrections_is_re_fitted(clock, monkeypatch, before, after):
+    """The issue-5 call: three runs share a GPU in a 7-minute budget, and one of them stops (diverged) or starts
+    (a slow set-up) some 4 minutes in, past 40% of the way, where the last correction used to be: the others
+    ended 21% early, or met the hard limit mid-cosine. Corrected to 85%, they end on time."""
+    target = 7 * 60 * (1 - TimeBudget.margin)
+    pace = lambda step: before if clock.now - 100.0 < 240 else after  # noqa: E731  (the clock starts at 100)
+    took, trainer, rows = _budgeted_run(clock, pace, budget_minutes=7.0, warmup_steps=250, eval_seconds=1.3,
+                                        eval_every=0)
+    assert abs(took - target) < 2 * max(before, after) + 1.3
+    assert trainer.step == trainer.total_steps
+
+    monkeypatch.setattr(budget_mod, "REPLAN_AT", (0.1, 0.25, 0.4))  # corrected up to 40% only, as it was
+    clock.now = 100.0
+    took_before, _, _ = _budgeted_run(clock, pace, budget_minutes=7.0, warmup_steps=250, eval_seconds=1.3)
+    assert abs(took_before - target) > 0.08 * target
 
 
 def test_a_run_with_no_plan_of_its_own_is_not_corrected(clock):

@@ -65,11 +65,12 @@ def test_one_stall_in_a_short_window_does_not_set_the_pace(clock):
     assert b.seconds_per_step() == pytest.approx((18 * 0.1 + 20.0) / 19)
 
 
-def test_a_correction_that_ends_the_run_early_places_the_corrections_still_due(clock):
+def test_a_correction_that_ends_the_run_early_places_the_corrections_still_due(clock, monkeypatch):
     """A 2-min budget of 0.1-s steps slowing to 0.8 s for good at step 100: the first correction (step 137)
     saw a pace half old, half new and shortened the run to 374 steps, before its corrections at 479 (never
     reached) and 308 (after the budget was spent). The run took 3 minutes of its 2. Placed anew from that
     correction, the others bring the run in on time."""
+    monkeypatch.setattr(budget_mod, "REPLAN_AT", (0.1, 0.25, 0.4))  # the mechanism, on the first three shares
     target = 120 * (1 - TimeBudget.margin)
     took, trainer, rows = _budgeted_run(clock, lambda step: 0.1 if step < 100 else 0.8, budget_minutes=2.0,
                                         warmup_steps=0)

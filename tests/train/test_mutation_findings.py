@@ -85,7 +85,10 @@ def test_the_slowest_one_percent_are_dropped_even_when_not_outliers(clock):
     assert b.seconds_per_step() == pytest.approx(0.1)  # the mean of the 297 fastest; all 300: 0.107
 
 
-def test_a_correction_prices_evaluations_at_the_median_of_the_last_five(clock):
+def test_a_correction_prices_evaluations_at_the_median_of_the_last_five(clock, monkeypatch):
+    from kizuna.train import budget as budget_mod
+
+    monkeypatch.setattr(budget_mod, "REPLAN_AT", (0.1, 0.25, 0.4))  # the mechanism, on the first three shares
     b = TimeBudget(budget_minutes=1.0, margin=0.0, calibrate_steps=5)
     b.restart()
     b.step_done()

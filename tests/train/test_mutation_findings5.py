@@ -13,6 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _clock import _steps  # noqa: E402
 
+from kizuna.train import budget as budget_mod  # noqa: E402
 from kizuna.train.budget import SKIP_FIRST, TimeBudget  # noqa: E402
 
 
@@ -39,12 +40,13 @@ def test_the_plan_prices_a_checkpoint_at_the_median_of_the_latest_five():
     assert plan["remaining_s"] == pytest.approx(60.0 - b.elapsed - 3.0)
 
 
-def test_a_correction_ending_the_run_on_a_correction_still_due_places_the_rest_anew(clock):
+def test_a_correction_ending_the_run_on_a_correction_still_due_places_the_rest_anew(clock, monkeypatch):
     """Plan at step 10 (0.5-s steps, 60 s) -> 120 steps, corrections at 21, 38 and 54. Slowed to 1.92 s, the
     first correction ends the run at 21 + floor((55 - 11 * 1.92) / 1.92) = 38: exactly on the one due next,
     which the run never makes (step == total ends it). The rest are placed from 21 to 38: 21 + max(5, 4) = 26
     and 21 + max(5, 7) = 28, which comes 2 steps after 26 (under calibrate_steps) and is dropped. Kills the
     re-placing test `>=` weakened to `>`, and the spacing measured from the correction instead of the one before."""
+    monkeypatch.setattr(budget_mod, "REPLAN_AT", (0.1, 0.25, 0.4))  # the mechanism, on the first three shares
     b = TimeBudget(budget_minutes=1.0, margin=0.0, calibrate_steps=5)
     b.restart()
     b.step_done()

@@ -21,15 +21,19 @@ once, as a resume from a checkpoint at that step sets it (:func:`rate_on_the_new
 
 The pace after the plan is not always the pace the plan saw: the first steps of a run are slower
 (allocator, caches, a first epoch), other jobs start or stop on a shared machine or GPU. So the plan is
-**corrected** at :data:`REPLAN_AT` (10, 25 and 40% of the way from the plan's step to its end): the same
-formula with the real elapsed time and the pace of the steps since the last plan or correction. A correction
+**corrected** at :data:`REPLAN_AT` (10, 25, 40, 55, 70 and 85% of the way from the plan's step to its end): the
+same formula with the real elapsed time and the pace of the steps since the last plan or correction. (Corrected up
+to 40% only, three runs sharing a GPU in a 7-minute budget ended 21% early when one of them stopped after that,
+or met the hard limit mid-cosine when one started; each correction also mends the one before it, which timed a
+pace half old and half new.) A correction
 that ends the run before corrections still due places them anew, at their shares of the way from it to its new
 end (a run that slowed for good was otherwise corrected once, on a pace half old and half new, and overran).
 Every correction comes at least ``calibrate_steps`` after the plan or the correction before it (one that would
 come sooner is dropped: a short run is corrected fewer times), since each times only the steps since the last.
 One stall among the few steps a correction may time is not its pace (:meth:`TimeBudget.seconds_per_step`).
 Early in a cosine a change of total moves the learning rate little (a 10% longer run at 40% of the way
-raises it by 8% of its value there); a run planned late (after a long warm-up) is corrected late too. On a 2-core Zen 4, 27-min runs planned once
+raises it by 8% of its value there); late in it, the rate is small whatever the change (at 85% of the way, 5.5%
+of the peak; a 10% longer run raises it to 12%); a run planned late (after a long warm-up) is corrected late too. On a 2-core Zen 4, 27-min runs planned once
 ended 5.6% and 11.6% early (the device-augmented hybrid and plain ViT) or 4% late (the hybrid with
 loaders); the plain ViT corrected ended 3.9% early (docs/RESULTS.md).
 
@@ -67,7 +71,9 @@ __all__ = ["REPLAN_AT", "TimeBudget", "after_step", "initial_length", "length_st
            "rate_on_the_new_length", "restore_length", "warn_if_warmup_fills_the_run"]
 
 SKIP_FIRST = 3  # steps whose duration says more about start-up than about the run
-REPLAN_AT = (0.1, 0.25, 0.4)  # shares of the planned steps (after the plan) at which the plan is corrected
+# shares of the planned steps (after the plan) at which the plan is corrected. Up to 40% only, a pace that changed
+# later (a run beside it on the GPU ending or starting) was never re-fitted: 21% early, or the hard limit mid-cosine
+REPLAN_AT = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)
 UNPLANNED = 10**9  # stands in for the length of a budgeted run until it is planned
 OUTLIER = 10  # a step this many times the median is a stall, not the pace (seconds_per_step)
 

@@ -638,7 +638,7 @@ class Trainer(ABC):
                     # also at every checkpoint (a Ctrl-C's too): the window is not saved, so a resume starts a new one
                     if self.step % cfg.log_every == 0 or last or saving or stop.requested:
                         self._log_window(window, bar)
-                    metrics, paused_at = None, time.perf_counter()
+                    metrics, paused_at, evaluated_in = None, time.perf_counter(), None
                     if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
                         metrics = last_metrics = plan_metrics
                         self._say_evaluation(metrics, bar)  # (the plan's evaluation was logged, never said)
@@ -648,7 +648,7 @@ class Trainer(ABC):
                         except Exception:
                             self._save_after_failure("the evaluation", last, bar)
                             raise
-                        budget.evaluation_took(time.perf_counter() - paused_at)
+                        evaluated_in = time.perf_counter() - paused_at
                         if metrics:
                             self.logger.log(self.step, metrics, kind="eval")
                             last_metrics = metrics
@@ -669,7 +669,12 @@ class Trainer(ABC):
                         self.save(metrics)
                         budget.save_took(time.perf_counter() - saved_at)
                     elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
+                        best_at = time.perf_counter()
                         self.ckpt.update_best(self.step, self.model, metrics)
+                        if evaluated_in is not None:  # its best/ write is this evaluation's cost (it was priced
+                            evaluated_in += time.perf_counter() - best_at  # nowhere: runs overran by it)
+                    if evaluated_in is not None:
+                        budget.evaluation_took(evaluated_in)
                     if metrics is not None or saving:
                         budget.pause()  # evaluation and checkpoints are not step time
                         window.exclude(time.perf_counter() - paused_at)  # nor samples/s time
