@@ -59,10 +59,10 @@ def test_one_stall_in_a_short_window_does_not_set_the_pace(clock):
     replans = [r for r in rows if r["kind"] == "replan"]
     assert replans[0]["seconds_per_step"] == pytest.approx(0.1)
     assert target - 0.3 <= took <= target + 0.1  # the stall's time is spent, and the rest fills the budget
-    # one step only: a second stall in the window counts (a slowness that recurs is the pace)
+    # one stall only: two in the window are a slowness that recurs, the pace (both count)
     b = TimeBudget(calibrate_steps=20)
     b.step_times = [0.1] * (SKIP_FIRST + 18) + [20.0, 20.0]
-    assert b.seconds_per_step() == pytest.approx((18 * 0.1 + 20.0) / 19)
+    assert b.seconds_per_step() == pytest.approx((18 * 0.1 + 40.0) / 20)
 
 
 def test_a_correction_that_ends_the_run_early_places_the_corrections_still_due(clock, monkeypatch):

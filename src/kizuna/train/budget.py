@@ -179,23 +179,25 @@ class TimeBudget:
         return self._warmup_pace[1]
 
     def seconds_per_step(self, first: int = SKIP_FIRST) -> float:
-        """Mean of the timed steps from the ``first``-th on (by default all but the first few), the slowest
-        1% left out, and among fewer than 100 steps the slowest one if it is an outlier (over
-        :data:`OUTLIER` times the median).
+        """Mean of the timed steps from the ``first``-th on (by default all but the first few), less a stall: the
+        slowest step when it is over :data:`OUTLIER` times the median and no other step is.
 
-        The mean, not the median: a run whose loader sets the pace has bursty steps (several quick ones
-        while prefetched batches last, then one that waits for the workers), and the budget is spent at
-        the mean. Planned on the median, a 6-minute CIFAR-10 run on an H200 took 8 (34 ms median, 47 ms
-        mean) and a 27-minute CPU run 29.6. The slowest 1% (an isolated GC pause or checkpoint among
-        hundreds of steps) are dropped, since one of them would otherwise shorten the whole run. The plan and
-        a correction may time as few as ``calibrate_steps`` (20) steps, where 1% is none: there one
-        stall (the process stopped a while, another job's burst) was taken for the pace of every step left,
-        and a 30-s run ended at 19 s. Only one step, and only so far off the median (a loader's waits are a
-        few times it, and recur): a slowness that recurs is the pace.
+        The mean, not the median: a run whose loader sets the pace has bursty steps (several quick ones while
+        prefetched batches last, then one that waits for the workers), and the budget is spent at the mean.
+        Planned on the median, a 6-minute CIFAR-10 run on an H200 took 8 (34 ms median, 47 ms mean) and a
+        27-minute CPU run 29.6. One stall (the process stopped a while, another job's burst) is not the pace of
+        every step left: taken for it, a 30-s run ended at 19 s. A stall that recurs is: the loader workers
+        refilling at each epoch's start come every few hundred steps, and leaving out the slowest 1% of the
+        steps (as this did) left every one of them out: a 10-minute run with a 5-s stall every 195 steps
+        overran by 1.8%, a short one by 16-23%. (A one-off stall that falls into a window with another, or an
+        isolated pause longer windows used to drop, now shortens the run until the next correction mends it.)
         """
         times = sorted(self.step_times[first:] or self.step_times[SKIP_FIRST:] or self.step_times)
-        dropped = len(times) // 100
-        if not dropped and len(times) > 1 and times[-1] > OUTLIER * statistics.median(times):
+        dropped = 0
+        if len(times) > 2:
+            bar = OUTLIER * statistics.median(times)
+            dropped = 1 if times[-1] > bar >= times[-2] else 0
+        elif len(times) == 2 and times[-1] > OUTLIER * times[0]:
             dropped = 1
         return statistics.fmean(times[:len(times) - dropped])
 
