@@ -82,3 +82,13 @@ def test_vit_model_folder_is_replaced_whole(tmp_path, monkeypatch):
     trainer.export({})
     assert torch.equal(kizuna.load_model(folder).head.weight, trainer.model.head.weight)
     assert json.loads((folder / "config.json").read_text())["kizuna"]["extra"]["step"] == 4
+
+
+def test_locking_a_randomly_initialised_tower_is_said(tmp_path):
+    with pytest.warns(UserWarning, match="--lock-image locks a tower of the preset ViT-mu-8, which is randomly"):
+        ContrastiveTrainer(tiny_config(tmp_path / "a", steps=1, lock_image=True))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        ContrastiveTrainer(tiny_config(tmp_path / "b", steps=1))  # nothing locked: nothing said

@@ -116,6 +116,16 @@ class ContrastiveTrainer(Trainer):
             if mcfg.text.kind == "minilm":
                 model.text.load_pretrained_weights()
         self.model: ClipModel = model.to(self.device).train()
+        # LiT locks a pretrained tower; one built from a preset is random, and locked it stays random (an ablation,
+        # or a checkpoint forgotten: said once, the run goes on)
+        fresh = self.resume_from is None and not Path(cfg.model).exists()
+        random_locked = [f"--lock-{tower}" for tower, locked in (("image", cfg.lock_image), ("text", cfg.lock_text))
+                         if locked and fresh and not (tower == "text" and model.cfg.text.kind == "minilm")]
+        if random_locked and self.dist.is_main:
+            warnings.warn(f"{' and '.join(random_locked)} lock{'s' if len(random_locked) == 1 else ''} a tower of the "
+                          f"preset {cfg.model}, which is randomly initialised: it stays random. LiT locks a pretrained "
+                          "tower: pass a checkpoint as --model (or the MiniLM text tower, --text-tower minilm)",
+                          UserWarning, stacklevel=2)
         if cfg.loss == "model":  # recorded as the loss the run trains with, which a resume then compares against
             cfg = self.cfg = dataclasses.replace(cfg, loss=self.model.cfg.loss)
         if cfg.batch_size == 1:  # a contrastive loss needs negatives: a batch of one pair has none
