@@ -81,7 +81,10 @@ def run(s: Settings) -> dict:
         "and those cores are then not running the training step. The batched path pays off where the step "
         "runs on a GPU: the batches are made there too, and the CPU only launches the work.",
     ]
-    return {"title": TITLE, "md": table, "notes": notes, "targets": [],
-            "data": {"images": n, "batch": BATCH, "decode_s": round(decode_s, 3), "decoded": len(decoded.labels),
-                     "cpu_threads": cpu_threads,
-                     "timings": {name: r.as_dict() for name, r in t.items()}}}
+    data = {"images": n, "batch": BATCH, "decode_s": round(decode_s, 3), "decoded": len(decoded.labels),
+            "cpu_threads": cpu_threads, "timings": {name: r.as_dict() for name, r in t.items()}}
+    if torch.cuda.is_available():  # the lease may be an H100 or an H200: the CUDA row is compared with gpu_train_step's
+        data["gpu"] = {"name": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
+        built = f" (CUDA {torch.version.cuda})" if torch.version.cuda else ""
+        notes.append(f"`batched on CUDA` ran on an {data['gpu']['name']}{built}.")
+    return {"title": TITLE, "md": table, "notes": notes, "targets": [], "data": data}
