@@ -186,9 +186,23 @@ def merge_results(results: dict, other: dict, log, force: bool = False) -> list[
             log(f"   {key}: kept ours (measured {ours.get('started', '?')}, theirs {theirs.get('started', '?')})")
             continue
         if store_section(results, key, theirs, log):
-            log(f"   {key}: taken (measured {theirs.get('started', '?')} by `{theirs.get('command', '?')}`)")
+            log(f"   {key}: taken (measured {theirs.get('started', '?')} by `{theirs.get('command', '?')}`)"
+                + _other_gpu(ours, theirs))
             taken.append(key)
     return taken
+
+
+def _other_gpu(ours: dict | None, theirs: dict) -> str:
+    """A note when ``theirs`` ran on another GPU than ``ours`` (an H100 lease replacing an H200's figures): the
+    prose written around ours names the GPU it ran on."""
+    def gpu(section):
+        data = (section or {}).get("data") or {}
+        return data.get("device") or (data.get("gpu") or {}).get("name") or ""
+
+    mine, other = gpu(ours), gpu(theirs)
+    if mine and other and mine != other and not mine.startswith("CPU") and not other.startswith("CPU"):
+        return f"; measured on an {other}, ours on an {mine}: text naming the GPU needs updating"
+    return ""
 
 
 def code_version() -> str:

@@ -388,3 +388,18 @@ def test_merge_takes_a_gpu_sections_later_measurement_from_another_lent_machine(
     assert bench_main.main(["--merge", str(other), "--json", str(results_copy),
                             "--out", str(results_copy.with_suffix(".md"))]) == 0
     assert _sections(results_copy)["gpu_train_step"]["md"] == "ANOTHER LENT GPU"
+
+
+def test_merge_says_when_a_gpu_section_was_measured_on_another_gpu(results_copy, tmp_path, capsys):
+    """An H100 lease's gpu_train_step replaces the H200's figures, which BENCHMARKS.md's prose names: said."""
+    theirs = json.loads(results_copy.read_text())
+    gpu = theirs["sections"]["gpu_train_step"]
+    assert "H200" in gpu["data"]["device"]
+    theirs["sections"]["gpu_train_step"] = {**gpu, "started": "2099-01-01 00:00:00 UTC",
+                                            "data": {**gpu["data"], "device": "NVIDIA H100 80GB HBM3"}}
+    other = tmp_path / "returned.json"
+    other.write_text(json.dumps(theirs))
+    assert bench_main.main(["--merge", str(other), "--json", str(results_copy),
+                            "--out", str(results_copy.with_suffix(".md"))]) == 0
+    said = capsys.readouterr()
+    assert "measured on an NVIDIA H100 80GB HBM3, ours on an NVIDIA H200" in said.out + said.err
