@@ -335,6 +335,12 @@ def test_conv_stem_inference_runs_channels_last_with_the_training_path_s_feature
     assert trained_path.is_contiguous()  # NCHW where autograd runs: training is what it was
     with torch.no_grad():
         fast = stem(x)
-    assert fast.is_contiguous(memory_format=torch.channels_last)
+    assert fast.is_contiguous()  # handed back NCHW, as callers of the stem expect it (.view)
     torch.testing.assert_close(fast, trained_path.detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast, stem.layers(x).detach(), atol=1e-5, rtol=1e-5)
+    seen = []  # a hook on a layer sees NCHW outputs it may .view(), as before
+    handle = stem.layers[0].register_forward_hook(lambda m, a, out: seen.append(out.view(out.shape[0], -1).shape))
+    with torch.no_grad():
+        torch.testing.assert_close(stem(x), fast, atol=1e-5, rtol=1e-5)
+    handle.remove()
+    assert seen == [torch.Size([3, 8 * 24 * 24])]

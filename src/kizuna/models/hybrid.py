@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import watched
+
 
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm whose statistics are computed in its parameters' dtype (float32 when training under
@@ -78,9 +80,10 @@ class ConvStem(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and not torch.is_grad_enabled():
-            # oneDNN's convolutions and max-pool run channels-last far faster on the CPU: encode_image 1.57x, a
-            # zero-shot evaluation 20% (features within 1e-6). Inference only, so training stays bit for bit what
-            # it was (its runs resume exactly, and recorded runs repeat)
-            x = x.contiguous(memory_format=torch.channels_last)
+        if x.device.type == "cpu" and not torch.is_grad_enabled() and not watched(self):
+            # oneDNN's convolutions and max-pool run channels-last far faster on the CPU: encode_image 1.45x, a
+            # zero-shot evaluation 20% (features within 2e-6). Inference only, so training stays bit for bit what
+            # it was (its runs resume exactly, and recorded runs repeat); not where a hook sees the layers'
+            # outputs, which it may .view(); and returned NCHW, as a caller of the stem expects it
+            return self.layers(x.contiguous(memory_format=torch.channels_last)).contiguous()
         return self.layers(x)
