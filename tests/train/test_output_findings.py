@@ -79,7 +79,10 @@ def test_vit_model_folder_is_replaced_whole(tmp_path, monkeypatch):
     assert torch.equal(after.head.weight, before.head.weight)
     assert json.loads((folder / "config.json").read_text())["kizuna"]["extra"]["step"] == 2
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".model.")]  # no temporary left behind
+    (folder.parent / ".model.left_by_a_kill").mkdir()  # a kill mid-export leaves its temporary folder
+    (folder.parent / ".model.left_by_a_kill" / "model.safetensors").write_bytes(b"x" * 1000)
     trainer.export({})
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".model.")]  # removed, not kept forever
     assert torch.equal(kizuna.load_model(folder).head.weight, trainer.model.head.weight)
     assert json.loads((folder / "config.json").read_text())["kizuna"]["extra"]["step"] == 4
 
