@@ -95,3 +95,16 @@ def test_locking_a_randomly_initialised_tower_is_said(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         ContrastiveTrainer(tiny_config(tmp_path / "b", steps=1))  # nothing locked: nothing said
+
+
+def test_embeddings_written_as_parquet_under_a_non_utf8_folder_name(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import numpy as np
+
+    from kizuna.apps.embed import write_embeddings
+
+    folder = _non_utf8_folder(tmp_path)
+    emb = np.eye(2, 4, dtype=np.float32)
+    write_embeddings(folder / "t.parquet", ["a cat", "a dog"], emb, "text")  # pyarrow took the path as UTF-8
+    with open(folder / "t.parquet", "rb") as f:
+        assert pq.read_table(f).column("text").to_pylist() == ["a cat", "a dog"]

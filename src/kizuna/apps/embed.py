@@ -175,7 +175,11 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         import pyarrow.parquet as pq
 
         table = pa.table({column: names, "embedding": list(emb)})
-        atomic_write(out, lambda tmp: pq.write_table(table, tmp))
+        def write_parquet(tmp):
+            with open(tmp, "wb") as f:  # opened here: pyarrow takes a path as UTF-8 (a Latin-1 folder name failed)
+                pq.write_table(table, f)
+
+        atomic_write(out, write_parquet)
 
 
 class _ChunkWriter:
