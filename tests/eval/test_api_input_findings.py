@@ -108,3 +108,24 @@ def test_embed_images_of_a_model_left_in_train_mode_is_eval_mode(tmp_path):
     got = embed_images(model, tmp_path, workers=0, progress=False)[1]  # dropout and patch dropout were on
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert model.training  # the caller's mode is restored
+
+
+def test_the_other_functions_taking_names_refuse_a_string_or_take_one_path(model, tmp_path):
+    import json
+
+    from kizuna.analysis.report import _predicts, load_target
+    from kizuna.analysis.runs import compare_runs
+    from kizuna.eval.encode import encode_texts_sharded
+    from kizuna.eval.zeroshot import same_prompts
+
+    tokenizer = kizuna.get_tokenizer(model)
+    with pytest.raises(TypeError, match="wrap it"):
+        encode_texts_sharded(model, tokenizer, "dog")  # three texts, one per character
+    with pytest.raises(TypeError, match="wrap it"):
+        same_prompts(tokenizer, "aab")
+    assert _predicts(load_target(model), np.array(["cat", "dog"]))  # "truth value ... ambiguous"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": 10, "val_top1": 0.5}) + "\n")
+    record = compare_runs(str(run), tmp_path / "cmp")  # one folder: "/" was the first run
+    assert len(record["runs"]) == 1

@@ -61,6 +61,8 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
     others (a CLIP run saves e.g. ``zeroshot/top1``, not ``val_top1``) is a ValueError naming those."""
     from tqdm import tqdm
 
+    if isinstance(image_specs, (str, os.PathLike)):  # one folder: recorded as "/ t m p ..." in the JSON
+        image_specs = [image_specs]
     out = Path(out)
     checkpoints = find_checkpoints(run)
     # checked before any model is loaded: a wrong metric name gave a report with no accuracy at all

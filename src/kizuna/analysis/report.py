@@ -449,7 +449,8 @@ def _warn_if_not_finite(target: AnalysisTarget, values: torch.Tensor, what: str)
 
 def _predicts(target: AnalysisTarget, labels: Sequence[str] | None) -> bool:
     """Whether :func:`full_report` draws a prediction panel: for CLIP when given labels, for a ViT with a head."""
-    return (target.kind == "clip" and bool(labels)) or (target.kind == "vit" and target.vit.head is not None)
+    return ((target.kind == "clip" and labels is not None and len(labels) > 0)  # (a numpy array has no bool())
+            or (target.kind == "vit" and target.vit.head is not None))
 
 
 def _label_named(name: str, labels: Sequence[str]) -> str | None:

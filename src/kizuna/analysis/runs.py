@@ -250,6 +250,8 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     from .figures import plot_runs
     from .report import _write
 
+    if isinstance(runs, (str, os.PathLike)):  # one run folder: iterated, "/abs/run" was "/", "a", ...
+        runs = [runs]
     if not runs:
         raise ValueError("compare-runs needs at least one run folder")
     if labels is not None and len(labels) != len(runs):

@@ -309,8 +309,10 @@ def _tokenize(tokenizer, texts: list[str], skips: SkipCounter, offset: int):
 @torch.inference_mode()
 def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=None, progress: bool = False,
                          desc: str = "encoding texts", encode_fn=None) -> TextFeatures:
+    from .zeroshot import text_list
+
     device = _device_of(model, device)
-    texts = list(texts)
+    texts = text_list(texts, "texts")  # "dog" was three texts
     rank, world = dist_info()
     bounds = shard_bounds(len(texts), batch_size, world)
     start, end = bounds[rank]

@@ -91,7 +91,7 @@ def same_prompts(tokenizer, classnames: Sequence[str], templates: Sequence[Templ
     model sees one text, and the classes split one probability. CLIP's BPE lower-cases and collapses
     whitespace ("Cat" and "cat", "a cat" and "a  cat"); a name cut at the context length is cut alike. A check
     before any encoding (tokenizing only); exact repeats are in groups too."""
-    classnames = list(classnames)
+    classnames, templates = text_list(classnames, "class names"), text_list(templates, "templates")
     if not classnames or not templates:
         return []
     ids = tokenizer([fill_template(t, c) for c in classnames for t in templates])
