@@ -74,6 +74,10 @@ def test_retrieval_refuses_captions_of_no_image_and_ranks_by_cosine():
     orphan[0] = -1
     with pytest.raises(ValueError, match="outside 0..19"):  # was read as a caption of the last image
         retrieval_from_features(img, txt, orphan)
+    usable = torch.ones(40, dtype=torch.bool)
+    usable[0] = False  # marked unusable, a caption of no image is dropped, as it always was
+    dropped = retrieval_from_features(img, txt, orphan, text_valid=usable)
+    assert dropped.num_texts == 39 and dropped.num_images == 20
 
 
 def test_linear_probe_takes_float_labels_and_refuses_test_labels_past_the_classes():

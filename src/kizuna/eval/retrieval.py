@@ -183,14 +183,15 @@ def retrieval_from_features(image_features, text_features, text_to_image, image_
     default, and their dot products ranked otherwise)."""
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
     ni = image_features.shape[0]
-    if len(t2i) and (int(t2i.min()) < 0 or int(t2i.max()) >= ni):  # -1 indexed the last image below
-        raise ValueError(f"text_to_image refers to an image outside 0..{ni - 1} (values {int(t2i.min())}.."
-                         f"{int(t2i.max())})")
     if text_features.shape[0] != len(t2i):
         raise ValueError(f"text_to_image has {len(t2i)} entries for {text_features.shape[0]} texts")
     iv = torch.ones(ni, dtype=torch.bool) if image_valid is None else image_valid.bool()
     tv = torch.ones(len(t2i), dtype=torch.bool) if text_valid is None else text_valid.bool()
-    tv = tv & iv[t2i]
+    named = t2i[tv]  # a caption marked unusable (text_valid) may name no image (-1): it is dropped
+    if len(named) and (int(named.min()) < 0 or int(named.max()) >= ni):  # -1 indexed the last image below
+        raise ValueError(f"text_to_image refers to an image outside 0..{ni - 1} (values {int(named.min())}.."
+                         f"{int(named.max())}); mark a caption of no image unusable with text_valid=")
+    tv = tv & iv[t2i.clamp(0, ni - 1)] if ni else torch.zeros_like(tv)
     skipped = skipped or SkipCounter()
     captionless = iv.clone()
     captionless[t2i[tv]] = False

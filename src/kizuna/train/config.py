@@ -570,7 +570,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
                          skip: tuple = ()) -> None:
     """One flag per field of ``config_cls`` (``--lr``, ``--lock-image``, ...), default None = not given.
     ``defaults`` only changes the help text (e.g. a subcommand's own defaults); ``skip`` leaves fields out."""
-    built_in = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_")))
+    supervised = config_cls is not TrainConfig  # the built-in vit_* configs are `kizuna vit`'s, the others train's
+    built_in = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.py")
+                                if not p.stem.startswith("_") and p.stem.startswith("vit_") == supervised))
     parser.add_argument("--config", help=f"a built-in config's name ({built_in}), a path to a config .py file, "
                         "or a run's saved train_config.json")
     base = config_cls()
