@@ -108,3 +108,36 @@ def test_embeddings_written_as_parquet_under_a_non_utf8_folder_name(tmp_path):
     write_embeddings(folder / "t.parquet", ["a cat", "a dog"], emb, "text")  # pyarrow took the path as UTF-8
     with open(folder / "t.parquet", "rb") as f:
         assert pq.read_table(f).column("text").to_pylist() == ["a cat", "a dog"]
+
+
+def test_a_model_folder_whose_config_json_names_another_step_takes_the_weights_record(tmp_path, monkeypatch):
+    """save_model writes the weights, then config.json: a kill between the two (a model saved again in place)
+    paired the new weights with the old step and metrics."""
+    from kizuna.models.checkpoint import save_model
+
+    model = kizuna.create_model("ViT-mu-8")
+    save_model(model, tmp_path / "m", extra={"step": 2, "metrics": {"acc": 0.1}})
+    real = checkpoint.atomic_write_text
+
+    def killed_before_config(path, text):
+        if Path(path).name == "config.json":
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", killed_before_config)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, tmp_path / "m", extra={"step": 4, "metrics": {"acc": 0.9}})
+    monkeypatch.undo()
+    from kizuna.analysis.report import read_extra
+
+    with pytest.warns(UserWarning, match="config.json says step 2, but the weights were saved at step 4"):
+        loaded = kizuna.load_model(tmp_path / "m")
+    assert loaded.cfg.vision.width == model.cfg.vision.width
+    with pytest.warns(UserWarning, match="the record saved with the weights is used"):
+        assert read_extra(tmp_path / "m")["step"] == 4  # analysis and reports name the weights' step
+    save_model(model, tmp_path / "m", extra={"step": 6})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a whole save: nothing said
+        assert read_extra(tmp_path / "m")["step"] == 6

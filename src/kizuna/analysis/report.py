@@ -117,22 +117,27 @@ def read_extra(path: str | Path) -> dict:
 def read_record(path: str | Path) -> dict:
     """The record kizuna.save_model wrote beside the weights (its ``config`` and ``extra``), read without
     the weights; ``{}`` for a file or folder of another format."""
-    from kizuna.models.checkpoint import FORMAT_KEY, follow_latest, utf8_path
+    from safetensors import safe_open
+
+    from kizuna.models.checkpoint import FORMAT_KEY, _record_of_the_weights, follow_latest, utf8_path
+
+    def weights_metadata(file: Path) -> dict:
+        with utf8_path(file) as readable, safe_open(readable, framework="pt") as f:
+            return f.metadata() or {}
 
     path = follow_latest(path)  # OUT/checkpoints/latest, which load_model follows too (its stored mean was lost)
     try:
         if path.is_dir() and (path / "config.json").is_file():
             record = json.loads((path / "config.json").read_text(encoding="utf-8")).get(FORMAT_KEY, {})
+            if record and (path / "model.safetensors").is_file():  # as load_model reads it (a torn save)
+                record = _record_of_the_weights(path, record, weights_metadata(path / "model.safetensors"))
         elif path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with utf8_path(path) as readable, safe_open(readable, framework="pt") as f:
-                record = json.loads((f.metadata() or {}).get(FORMAT_KEY, "{}"))
+            record = json.loads(weights_metadata(path).get(FORMAT_KEY, "{}"))
         else:
             return {}
     except (OSError, ValueError, RecursionError):
         return {}
-    return dict(record)
+    return dict(record) if isinstance(record, dict) else {}
 
 
 def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = False,

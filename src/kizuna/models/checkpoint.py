@@ -364,6 +364,28 @@ _NOT_TORCH = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8
               b"RIFF": "a RIFF file (WebP?)", b"{": "JSON text", b"[": "JSON text"}
 
 
+def _record_of_the_weights(folder: Path, record, meta: dict):
+    """The record saved inside model.safetensors (written with the weights, in one atomic file) where config.json's
+    names another step: :func:`save_model` writes the weights, then config.json, and a kill between the two
+    (a run extended, a model saved again in place) paired the new weights with the old step, metrics, class names.
+    A config.json edited by hand for anything else is read as it is."""
+    try:
+        saved = json.loads(meta[FORMAT_KEY]) if FORMAT_KEY in meta else None
+    except (json.JSONDecodeError, RecursionError):
+        return record
+    if not isinstance(saved, dict) or not isinstance(record, dict):
+        return record
+    step, saved_step = (record.get("extra") or {}).get("step"), (saved.get("extra") or {}).get("step")
+    if step is not None and saved_step is not None and step != saved_step:
+        import warnings
+
+        warnings.warn(f"{folder}: config.json says step {step}, but the weights were saved at step {saved_step} (a save "
+                      "interrupted between its two files?): the record saved with the weights is used", UserWarning,
+                      stacklevel=4)
+        return saved
+    return record
+
+
 def load_tensors(path: Path, mmap: bool = False):
     """``torch.load(weights_only=True)`` of a file kizuna did not necessarily write, every reader's one way in:
     a TorchScript archive is refused first, by kizuna. Before torch 2.6 (pyproject allows 2.3) a weights-only
@@ -501,7 +523,8 @@ def _load_model(path: Path, image_size, allow_jit: bool, map_location: str, act)
             raise CheckpointError(f"{cfg_file}: expected a JSON object, got {type(cfg).__name__}")
         if FORMAT_KEY in cfg:
             record = cfg[FORMAT_KEY]
-            _, tensors = _read_safetensors(path / "model.safetensors")
+            meta, tensors = _read_safetensors(path / "model.safetensors")
+            record = _record_of_the_weights(path, record, meta)
         else:
             from .convert_hf import hf_folder_to_kizuna
 
