@@ -141,3 +141,20 @@ def test_a_model_folder_whose_config_json_names_another_step_takes_the_weights_r
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # a whole save: nothing said
         assert read_extra(tmp_path / "m")["step"] == 6
+
+
+def test_a_best_write_between_checkpoints_is_priced_with_its_evaluation(tmp_path, clock, monkeypatch):
+    """The budget priced evaluations and checkpoints, but not the best/ write of an evaluation between
+    checkpoints: runs overran by it."""
+    trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=4, eval_every=2, save_every=4))
+    real_best = trainer.ckpt.update_best
+
+    def slow_best(*args, **kwargs):
+        clock.now += 5.0
+        return real_best(*args, **kwargs)
+
+    took = []
+    monkeypatch.setattr(trainer.ckpt, "update_best", slow_best)
+    monkeypatch.setattr(trainer.budget, "evaluation_took", took.append)
+    trainer.train()
+    assert took[0] == pytest.approx(5.0)  # step 2: its evaluation (no clock time here) and its best/ write
