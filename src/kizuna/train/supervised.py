@@ -817,6 +817,7 @@ class SupervisedTrainer(Trainer):
         if self.dist.is_main:
             # filled aside and swapped in: saved in place, a run extended by --resume rewrote the weights and then
             # config.json, and a kill between the two paired the new weights with the old step, metrics, classes
+            self.out.mkdir(parents=True, exist_ok=True)
             for stray in self.out.glob(".model.*"):  # an export a kill interrupted: a model's size each
                 if stray.is_dir():
                     shutil.rmtree(stray, ignore_errors=True)
