@@ -304,7 +304,7 @@ class _SigtermRaises:
         import os
         import signal
 
-        self.previous = None
+        self.previous, self.pending, self.resend = None, False, None
         if threading.current_thread() is threading.main_thread() and os.environ.get("WORLD_SIZE", "1") in ("", "1"):
             self.pid = os.getpid()
             try:
@@ -312,7 +312,27 @@ class _SigtermRaises:
                     self.previous = signal.signal(signal.SIGTERM, self._handle)
             except (ValueError, OSError):  # not settable here (an embedded interpreter's)
                 pass
+        if self.previous is not None:
+            self.unraisable_hook = sys.unraisablehook
+            sys.unraisablehook = self._swallowed
         return self
+
+    def _swallowed(self, unraisable):
+        """A SIGTERM that landed while a finalizer ran (a weakref callback, a __del__: torch runs them all the
+        time) raised Terminated there, where Python prints it and goes on ("Exception ignored in ..."): the command
+        ran to its end and exited 0, the scheduler's preemption ignored. Delivered again, it stops the command."""
+        import os
+        import signal
+
+        if isinstance(unraisable.exc_value, Terminated) and os.getpid() == self.pid:
+            # sent again from a thread a moment later: sent from here, it was handled here, and swallowed again
+            signal.signal(signal.SIGTERM, self._handle)
+            self.pending = True
+            self.resend = threading.Timer(0.01, os.kill, (self.pid, signal.SIGTERM))
+            self.resend.daemon = True
+            self.resend.start()
+            return
+        self.unraisable_hook(unraisable)
 
     def _handle(self, signum, frame):
         import os
@@ -323,13 +343,21 @@ class _SigtermRaises:
             os.kill(os.getpid(), signum)
             return
         signal.signal(signum, self.previous)
+        self.pending = False
         raise Terminated
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         import signal
 
-        if self.previous is not None and signal.getsignal(signal.SIGTERM) == self._handle:
-            signal.signal(signal.SIGTERM, self.previous)
+        if self.previous is not None:
+            if self.resend is not None:  # not after the handler is gone (the default would kill the process)
+                self.resend.cancel()
+            if sys.unraisablehook == self._swallowed:
+                sys.unraisablehook = self.unraisable_hook
+            if signal.getsignal(signal.SIGTERM) == self._handle:
+                signal.signal(signal.SIGTERM, self.previous)
+            if self.pending and exc_type is None:  # the command ended before the SIGTERM came again: not exit 0
+                raise Terminated
         return False
 
 
