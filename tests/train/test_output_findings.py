@@ -158,3 +158,15 @@ def test_a_best_write_between_checkpoints_is_priced_with_its_evaluation(tmp_path
     monkeypatch.setattr(trainer.budget, "evaluation_took", took.append)
     trainer.train()
     assert took[0] == pytest.approx(5.0)  # step 2: its evaluation (no clock time here) and its best/ write
+
+
+def test_a_cut_off_model_file_has_no_record_rather_than_a_traceback(tmp_path):
+    from kizuna.analysis.report import read_extra
+    from kizuna.models.checkpoint import save_model
+
+    save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "m.safetensors", extra={"step": 3})
+    assert read_extra(tmp_path / "m.safetensors")["step"] == 3
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "m.safetensors").read_bytes()[:1000])
+    assert read_extra(tmp_path / "cut.safetensors") == {}  # SafetensorError (analyze over-training, a resume)
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    assert read_extra(tmp_path / "empty.safetensors") == {}

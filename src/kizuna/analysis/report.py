@@ -135,7 +135,7 @@ def read_record(path: str | Path) -> dict:
             record = json.loads(weights_metadata(path).get(FORMAT_KEY, "{}"))
         else:
             return {}
-    except (OSError, ValueError, RecursionError):
+    except Exception:  # unreadable (safetensors' own SafetensorError for a cut-off file too): no record, as documented
         return {}
     return dict(record) if isinstance(record, dict) else {}
 

@@ -258,10 +258,11 @@ def evaluate(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         record = {"model": str(args.checkpoint), "dataset": str(args.data), "split": dataset.split,
                   "precision": args.precision, "image_size": model.cfg.image_size, **result.to_dict()}
-        atomic_write_text(out / "results.json", json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
+        # the figure first and results.json last: interrupted, a new results.json stood beside the last run's figure
+        result.plot_confusion(out / "confusion.png")
         atomic_write_text(out / "results.md", f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
                                         f"```\n{result.table()}\n```\n")
-        result.plot_confusion(out / "confusion.png")
+        atomic_write_text(out / "results.json", json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
     print(result.summary())
     print(result.table())
     if args.out:
