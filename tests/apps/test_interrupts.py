@@ -326,6 +326,32 @@ def test_ctrl_c_in_a_suite_says_how_many_runs_results_json_holds(tmp_path, monke
     assert (tmp_path / "results.json").read_text() == "[]\n"
 
 
+def test_a_failing_suite_run_says_which_and_what_results_json_holds(tmp_path, monkeypatch, capsys):
+    """A model that cannot be loaded in run 2 ended the suite with its error alone: not which run, nor that
+    results.json kept run 1."""
+    import json
+
+    from kizuna.eval import suite
+    from kizuna.models.checkpoint import CheckpointError
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"cut off")
+
+    def run_entry(r, ctx, **kw):
+        if r["model"] == str(broken):
+            raise CheckpointError("broken: not a readable safetensors file")
+        return [{"task": "relation_swap", "model": r["model"], "pretrained": None, "dataset": "d",
+                 "metrics": {"group_score": 0.5}, "details": {}}]
+
+    monkeypatch.setattr(suite, "run_entry", run_entry)
+    runs = [{"model": "ViT-mu-8", "task": "relation_swap"}, {"model": str(broken), "task": "relation_swap"}]
+    with pytest.raises(CheckpointError):
+        suite.run_suite(runs, out_dir=tmp_path, progress=False)
+    err = capsys.readouterr().err
+    assert f"run 2 of 2 ({broken}) failed" in err and f"{tmp_path / 'results.json'} holds 1 of 2 runs" in err
+    assert len(json.loads((tmp_path / "results.json").read_text())) == 1
+
+
 # ------------------------------------------------------------------ 6. Ctrl-C outside the command's own try
 def _main_caught(main, argv):
     """main(argv)'s exit status: an interrupt's is raised as SystemExit (a caller's loop stops); a

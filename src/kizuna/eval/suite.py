@@ -590,8 +590,10 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
             raise DatasetError(f"run {i}: {in_suite_words(e)}") from None
     records: list[dict] = []
     written = None  # how many runs results.json holds, once written by this call
+    current = 0
     try:
         for i, r in enumerate(suite["runs"]):
+            current = i
             if echo and is_main():
                 echo(f"\n=== [{i + 1}/{len(suite['runs'])}] {r['model']} | {r.get('dataset', '-')} | "
                      f"{', '.join(r['task'])}")
@@ -605,11 +607,14 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
                 written = i + 1
     except BaseException as e:
         # Ctrl-C (or SIGTERM) in run 3 of 3 left 2 records in an --out that had held 3 (a complete earlier
-        # result), and only "interrupted" was said. (An error is said by itself.)
-        if not isinstance(e, Exception) and out_dir and echo and is_main():
+        # result), and only "interrupted" was said. A run that fails (a model that cannot be loaded) ends the
+        # suite too, and its error alone did not say which run it was or what results.json kept.
+        if out_dir and echo and is_main():
             import sys
 
             total, results = len(suite["runs"]), Path(out_dir) / "results.json"
+            if isinstance(e, Exception):
+                print(f"run {current + 1} of {total} ({suite['runs'][current]['model']}) failed", file=sys.stderr)
             print(f"{results} holds {written} of {total} runs (the finished ones)" if written is not None else
                   f"none of the {total} runs finished; {results} was not written"
                   + (" (the one there is from before)" if results.exists() else ""), file=sys.stderr)
@@ -733,6 +738,8 @@ def write_results(records: list[dict], out_dir) -> Path:
         text += f"\n![clean vs shifted]({p.name})\n"
     else:  # an earlier suite's scatter (other models) stayed beside this report, as if it were this one's
         (out / "robustness_scatter.png").unlink(missing_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(records, indent=2, allow_nan=False) + "\n")
+    # results.md first, results.json last: a kill between the two left a new results.json that the interrupted
+    # suite's message called "the one there is from before"
     atomic_write_text(out / "results.md", text)
+    atomic_write_text(out / "results.json", json.dumps(records, indent=2, allow_nan=False) + "\n")
     return out / "results.json"
