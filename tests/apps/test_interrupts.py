@@ -348,7 +348,7 @@ def test_a_failing_suite_run_says_which_and_what_results_json_holds(tmp_path, mo
     with pytest.raises(CheckpointError):
         suite.run_suite(runs, out_dir=tmp_path, progress=False)
     err = capsys.readouterr().err
-    assert f"run 2 of 2 ({broken}) failed" in err and f"{tmp_path / 'results.json'} holds 1 of 2 runs" in err
+    assert f"run 1 ([2/2] above, {broken}) failed" in err and f"{tmp_path / 'results.json'} holds 1 of 2 runs" in err
     assert len(json.loads((tmp_path / "results.json").read_text())) == 1
 
 

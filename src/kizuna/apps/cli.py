@@ -350,10 +350,11 @@ class _SigtermRaises:
         import signal
 
         if self.previous is not None:
-            if self.resend is not None:  # not after the handler is gone (the default would kill the process)
-                self.resend.cancel()
             if sys.unraisablehook == self._swallowed:
                 sys.unraisablehook = self.unraisable_hook
+            if self.resend is not None:  # not after the handler is gone (the default would kill the process):
+                self.resend.cancel()  # cancelled, or (already sending) waited for while the handler is still ours
+                self.resend.join(timeout=1.0)  # (delivered now, its Terminated comes out of here, handler reset)
             if signal.getsignal(signal.SIGTERM) == self._handle:
                 signal.signal(signal.SIGTERM, self.previous)
             if self.pending and exc_type is None:  # the command ended before the SIGTERM came again: not exit 0

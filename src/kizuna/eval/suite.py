@@ -614,7 +614,9 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
 
             total, results = len(suite["runs"]), Path(out_dir) / "results.json"
             if isinstance(e, Exception):
-                print(f"run {current + 1} of {total} ({suite['runs'][current]['model']}) failed", file=sys.stderr)
+                # numbered as the suite's errors number runs (from 0, as the file's list), tied to the header
+                print(f"run {current} ([{current + 1}/{total}] above, {suite['runs'][current]['model']}) failed",
+                      file=sys.stderr)
             print(f"{results} holds {written} of {total} runs (the finished ones)" if written is not None else
                   f"none of the {total} runs finished; {results} was not written"
                   + (" (the one there is from before)" if results.exists() else ""), file=sys.stderr)

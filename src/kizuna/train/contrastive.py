@@ -122,10 +122,11 @@ class ContrastiveTrainer(Trainer):
         random_locked = [f"--lock-{tower}" for tower, locked in (("image", cfg.lock_image), ("text", cfg.lock_text))
                          if locked and fresh and not (tower == "text" and model.cfg.text.kind == "minilm")]
         if random_locked and self.dist.is_main:
+            minilm_hint = " (or, for the text, the pretrained MiniLM tower: --text-tower minilm)" if (
+                "--lock-text" in random_locked) else ""
             warnings.warn(f"{' and '.join(random_locked)} lock{'s' if len(random_locked) == 1 else ''} a tower of the "
                           f"preset {cfg.model}, which is randomly initialised: it stays random. LiT locks a pretrained "
-                          "tower: pass a checkpoint as --model (or the MiniLM text tower, --text-tower minilm)",
-                          UserWarning, stacklevel=2)
+                          f"tower: pass a checkpoint as --model{minilm_hint}", UserWarning, stacklevel=2)
         if cfg.loss == "model":  # recorded as the loss the run trains with, which a resume then compares against
             cfg = self.cfg = dataclasses.replace(cfg, loss=self.model.cfg.loss)
         if cfg.batch_size == 1:  # a contrastive loss needs negatives: a batch of one pair has none
