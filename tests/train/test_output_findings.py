@@ -170,3 +170,19 @@ def test_a_cut_off_model_file_has_no_record_rather_than_a_traceback(tmp_path):
     assert read_extra(tmp_path / "cut.safetensors") == {}  # SafetensorError (analyze over-training, a resume)
     (tmp_path / "empty.safetensors").write_bytes(b"")
     assert read_extra(tmp_path / "empty.safetensors") == {}
+
+
+def test_a_resume_that_evaluates_on_another_set_starts_best_afresh(tmp_path, capsys):
+    """--eval-max-samples 50 then 300 on the resume: best/ compared a 50-image top-1 with 300-image ones, and kept
+    the first; train_config.json then says 300."""
+    best = dict(best_metric="probe/shape")
+    first = ContrastiveTrainer(tiny_config(tmp_path, steps=2, save_every=2, eval_every=2, eval_max_samples=4, **best))
+    first.train()
+    assert first.ckpt.best_value is not None
+    same = ContrastiveTrainer(tiny_config(tmp_path, steps=3, resume="latest", eval_max_samples=4, **best))
+    assert same.ckpt.best_value == first.ckpt.best_value and not same.eval_set_changed
+    other = ContrastiveTrainer(tiny_config(tmp_path, steps=3, resume="latest", eval_max_samples=8, **best))
+    assert other.ckpt.best_value is None
+    assert [(k, old, new) for k, old, new in other.eval_set_changed] == [("eval_max_samples", 4, 8)]
+    assert "best/ starts afresh: this resume evaluates on another set (--eval-max-samples 8 (was 4))" in \
+        capsys.readouterr().err

@@ -586,6 +586,24 @@ def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,
 PATH_SETTINGS = ("init", "model")
 
 
+# what a run evaluates on: changed on a resume, its numbers are not comparable with the best so far
+EVAL_SET_SETTINGS = ("eval_zeroshot", "eval_retrieval", "eval_max_samples", "eval_split", "val_data", "val_split",
+                     "val_max_samples")
+
+
+def same_evaluation_set(name: str, value, saved) -> bool:
+    """Whether a resume's ``value`` of the evaluation setting ``name`` is the run's ``saved`` one: equal, or two
+    spellings of one existing path (relative and absolute)."""
+    if value == saved:
+        return True
+    if isinstance(value, str) and isinstance(saved, str) and value and saved:
+        try:
+            return Path(value).exists() and Path(saved).exists() and Path(value).resolve() == Path(saved).resolve()
+        except (OSError, RuntimeError):
+            return False
+    return False
+
+
 def _same_setting(name: str, value, saved) -> bool:
     """Whether a resume's ``value`` of setting ``name`` is the run's ``saved`` one: equal, or, for a setting
     that names a checkpoint (:data:`PATH_SETTINGS`), both existing paths to the same place. A preset name

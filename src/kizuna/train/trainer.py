@@ -38,9 +38,9 @@ from kizuna.models.checkpoint import atomic_write_text
 
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
-from .checkpointing import (RUN_LOCK, CheckpointManager, announce_restored, check_resume_settings, flag_value,
-                            hold_run_lock, mark_training, read_train_state, release_run_lock, resumed_config, rng_state,
-                            run_lock_lost, set_rng_state)
+from .checkpointing import (EVAL_SET_SETTINGS, RUN_LOCK, CheckpointManager, announce_restored, check_resume_settings,
+                            flag_value, hold_run_lock, mark_training, read_train_state, release_run_lock,
+                            resumed_config, rng_state, run_lock_lost, same_evaluation_set, set_rng_state)
 from .compiling import compiled_or_eager
 from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed, raise_together
 from .logging import MetricLogger
@@ -375,6 +375,11 @@ class Trainer(ABC):
                 metric, mode = self.ckpt.best_restarted
                 print(f"best/ starts afresh: the run picked it by the {mode} of {metric}, this resume by the "
                       f"{self.ckpt.mode} of {self.ckpt.metric}", file=sys.stderr)
+            elif self.eval_set_changed:
+                print("best/ starts afresh: this resume evaluates on another set ("
+                      + ", ".join(f"--{k.replace('_', '-')} {flag_value(new)} (was {flag_value(old)})"
+                                  for k, old, new in self.eval_set_changed)
+                      + "), and its numbers are not comparable with the run's best so far", file=sys.stderr)
 
     def _check_saved_settings(self, saved: dict) -> None:
         """The flags a resume may not change, against the checkpoint's ``train_config``: at start (from the state
@@ -391,6 +396,15 @@ class Trainer(ABC):
         must continue it, the optimizer, schedule, length, data position, RNG and extra state. No collective
         (a rank that raises here must not leave the others waiting in one) and nothing written."""
         state = self.ckpt.load_into(self.resume_from, self.model)
+        # a resume that evaluates on another set (more samples, another split or dataset) compared its numbers with
+        # the best so far, measured on the old set: best/ kept a 50-image top-1 over a 300-image one
+        saved = state.get("train_config") or {}
+        self.eval_set_changed = [(k, saved[k], getattr(self.cfg, k)) for k in EVAL_SET_SETTINGS
+                                 if k in saved and hasattr(self.cfg, k) and not same_evaluation_set(k, getattr(self.cfg, k), saved[k])]
+        if self.eval_set_changed and self.ckpt.best_value is not None and not self.ckpt.best_restarted:
+            self.ckpt.best_value = None
+        else:
+            self.eval_set_changed = []
         bad = self._non_finite_weight()
         if bad is not None:  # saved by a kizuna that ran diverged runs on: resumed, it stopped at its first record
             from .checkpointing import earlier_checkpoint_hint  # and advised resuming the same checkpoint
