@@ -186,3 +186,26 @@ def test_a_resume_that_evaluates_on_another_set_starts_best_afresh(tmp_path, cap
     assert [(k, old, new) for k, old, new in other.eval_set_changed] == [("eval_max_samples", 4, 8)]
     assert "best/ starts afresh: this resume evaluates on another set (--eval-max-samples 8 (was 4))" in \
         capsys.readouterr().err
+
+
+def test_replaying_a_fine_tunes_saved_config_says_nothing_of_settings_it_never_set(tmp_path):
+    """Its train_config.json records the loss, tokenizer, ... the checkpoint brought: a replay warned they were
+    not used, though the run never set them."""
+    import warnings
+
+    from kizuna.apps.cli import build_parser
+    from kizuna.models.checkpoint import save_model
+    from kizuna.train.config import config_from_args
+
+    save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "start")
+    from kizuna.train.config import make_config
+
+    ContrastiveTrainer(make_config(model=str(tmp_path / "start"), data="synthetic", synthetic_length=64,
+                                   batch_size=16, steps=1, workers=0, warmup_steps=0, out=str(tmp_path / "a"),
+                                   progress=False, eval_max_samples=4, threads=1)).train()
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "a" / "train_config.json"),
+                                      "--out", str(tmp_path / "b")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        replay = config_from_args(args)
+    assert replay.model == str(tmp_path / "start") and replay.out == str(tmp_path / "b")

@@ -674,9 +674,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         from .contrastive import CHECKPOINT_FIXED
 
         dropped = sorted(k for k in CHECKPOINT_FIXED if k in base and k not in given)
-        if dropped:
+        # a run's saved train_config.json records them all (what the checkpoint brought): replayed, nothing to say
+        if dropped and not str(args.config).endswith(".json"):
             warnings.warn(f"--model {given.get('model', base.get('model'))} is a checkpoint, which brings its own "
                           f"towers, tokenizer and loss: the config's {', '.join(dropped)} are not used",
                           UserWarning)
-            base = {k: v for k, v in base.items() if k not in dropped}
+        base = {k: v for k, v in base.items() if k not in dropped}
     return make_config(base, **given)
