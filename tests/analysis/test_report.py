@@ -125,6 +125,12 @@ def test_all_lists_only_the_figures_it_wrote(clip_path, images, tmp_path):
     rep = _json(out / "report.json")
     assert "predict" not in rep and (out / "predict.png").is_file()  # left over from the first run
     assert rep["figures"] == [f for f in FIGURES if f != "predict.png"]
+    vit = kizuna.create_vit("mu/4", image_size=32, num_classes=3, width=32, depth=1, heads=2, mlp_dim=64)
+    kizuna.save_model(vit.eval(), tmp_path / "vit")
+    assert main(["analyze", "all", str(tmp_path / "vit"), "--images", str(images), "--out", str(out)]) == 0
+    assert _json(out / "predict.json")["model"] == str(tmp_path / "vit")
+    assert main(["analyze", "all", str(clip_path), "--images", str(images), "--out", str(out)]) == 0
+    assert not (out / "predict.png").exists()  # the ViT's prediction stood beside the CLIP model's report
 
 
 # ------------------------------------------------------------------ bug hunt: sizes, skips, memory, options

@@ -605,4 +605,13 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     # folder may have left e.g. predict.png, which this one did not make)
     report["figures"] = sorted(section["figure"] for section in report.values()
                                if isinstance(section, dict) and section.get("figure"))
+    if "predict" not in report:  # the only section a call may not write: another model's panel stood beside this
+        # report as if part of it (its PNG names no model); this model's own, from a call with --labels, is kept
+        try:
+            earlier = json.loads((out / "predict.json").read_text(encoding="utf-8")).get("model")
+        except (OSError, ValueError, AttributeError):
+            earlier = None
+        if earlier is not None and earlier != target.source:
+            for stale in ("predict.png", "predict.json"):
+                (out / stale).unlink(missing_ok=True)
     return _write(out, "report", report)
