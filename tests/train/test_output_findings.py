@@ -209,3 +209,19 @@ def test_replaying_a_fine_tunes_saved_config_says_nothing_of_settings_it_never_s
         warnings.simplefilter("error", UserWarning)
         replay = config_from_args(args)
     assert replay.model == str(tmp_path / "start") and replay.out == str(tmp_path / "b")
+
+
+def test_a_set_aside_demo_report_links_its_own_figures_and_checkpoints(tmp_path):
+    from kizuna.train.demo import _relink_set_aside_report
+
+    (tmp_path / "REPORT.md.prev").write_text("results (step 20, `checkpoints/latest`), also `checkpoints/best`.\n\n"
+                                             "![loss](loss.png)\n![predictions](predictions.png)\n")
+    (tmp_path / "final_metrics.json.prev").write_text('{"model": "checkpoints/latest", "steps_run": 20}')
+    (tmp_path / "REPORT.md").write_text("![loss](loss.png)\n")  # the new run's: untouched
+    for _ in range(2):  # a second call (a third demo) changes nothing more
+        _relink_set_aside_report(tmp_path)
+        assert (tmp_path / "REPORT.md.prev").read_text() == (
+            "results (step 20, `checkpoints.prev/latest`), also `checkpoints.prev/best`.\n\n"
+            "![loss](loss.png.prev)\n![predictions](predictions.png.prev)\n")
+        assert json.loads((tmp_path / "final_metrics.json.prev").read_text())["model"] == "checkpoints.prev/latest"
+    assert (tmp_path / "REPORT.md").read_text() == "![loss](loss.png)\n"

@@ -105,6 +105,26 @@ def run(args):
         release_run_lock(lock)
 
 
+def _relink_set_aside_report(out: Path) -> None:
+    """An earlier demo's REPORT.md.prev and final_metrics.json.prev point at the set-aside figures and checkpoints:
+    left as written, they showed this run's loss.png and named its checkpoints/latest under the earlier numbers.
+    (Idempotent: a link already rewritten no longer matches.)"""
+    from kizuna.models.checkpoint import atomic_write_text
+
+    for name in ("REPORT.md.prev", "final_metrics.json.prev"):
+        path = out / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        relinked = text.replace("`checkpoints/", "`checkpoints.prev/").replace('"checkpoints/', '"checkpoints.prev/')
+        for figure in REPORT_FILES:
+            if figure.endswith(".png"):
+                relinked = relinked.replace(f"]({figure})", f"]({figure}.prev)")
+        if relinked != text:
+            atomic_write_text(path, relinked)
+
+
 def _train_and_report(args, cfg) -> int:
     from kizuna.train.contrastive import ContrastiveTrainer
     from kizuna.train.evaluation import synthetic_probe_metrics
@@ -116,6 +136,7 @@ def _train_and_report(args, cfg) -> int:
 
     start = time.perf_counter()
     trainer = DemoTrainer(cfg)  # a fresh run: an earlier demo's metrics.jsonl in OUT is set aside
+    _relink_set_aside_report(Path(cfg.out))
     # `kizuna demo` always starts afresh; the training goes on with `kizuna train` (without the demo's report)
     # without --config demo: a config's keys count as given on the command line, so its 400 steps and batch 128
     # replaced a `kizuna demo --steps 30` run's own (or were refused for another batch size)
