@@ -24,7 +24,7 @@ from .attention import grid_mean_pairwise_distance
 from .figures import plot_over_training
 from .position import row_column_score
 from .report import (_position_similarity, _write, attention_distance_per_head, load_images, load_target,
-                     read_extra)
+                     path_list, read_extra)
 
 __all__ = ["find_checkpoints", "over_training_report"]
 
@@ -61,8 +61,7 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
     others (a CLIP run saves e.g. ``zeroshot/top1``, not ``val_top1``) is a ValueError naming those."""
     from tqdm import tqdm
 
-    if isinstance(image_specs, (str, os.PathLike)):  # one folder: recorded as "/ t m p ..." in the JSON
-        image_specs = [image_specs]
+    image_specs = path_list(image_specs)  # one folder: recorded as "/ t m p ..." in the JSON
     out = Path(out)
     checkpoints = find_checkpoints(run)
     # checked before any model is loaded: a wrong metric name gave a report with no accuracy at all

@@ -186,6 +186,12 @@ def load_target(model: str | nn.Module, device: str = "cpu", allow_jit: bool = F
 
 
 # ----------------------------------------------------------------------------------- helpers
+def path_list(paths) -> list:
+    """``paths`` (folders, files, shard specs) as a list; one path given alone is one entry, not iterated
+    ("/tmp/imgs" was "/", "t", ...: load_images scanned "/", compare-runs took "/" for a run)."""
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
 def _write(out: Path, name: str, numbers: dict, model: str | None = None) -> dict:
     """OUT/NAME.json; ``model`` (the analysis target's source) first, so a folder's JSONs each say whose they are
     (an interrupted `analyze all` into another model's folder mixed the two unmarked)."""
@@ -215,8 +221,7 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
     from kizuna.data.images import IMAGE_EXTENSIONS, load_image
     from kizuna.data.sources import PairDataset, SkipCounter, build_index
 
-    if isinstance(specs, (str, os.PathLike)):  # one folder: iterated, "/tmp/imgs" was "/", "t", ... ("/" scanned)
-        specs = [specs]
+    specs = path_list(specs)
     skipped = SkipCounter()
     tensors, names = [], []
     for spec in specs:

@@ -248,10 +248,9 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     figure (default: the run folders' names); runs with the same value of the setting ``colour_by``
     share a colour."""
     from .figures import plot_runs
-    from .report import _write
+    from .report import _write, path_list
 
-    if isinstance(runs, (str, os.PathLike)):  # one run folder: iterated, "/abs/run" was "/", "a", ...
-        runs = [runs]
+    runs = path_list(runs)
     if not runs:
         raise ValueError("compare-runs needs at least one run folder")
     if labels is not None and len(labels) != len(runs):
