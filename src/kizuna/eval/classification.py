@@ -38,7 +38,7 @@ from kizuna.data.sources import SkipCounter
 from kizuna.models.checkpoint import atomic_write, first_line, load_tensors, save_figure
 from kizuna.models.losses import similarity
 
-from .encode import (content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
+from .encode import (check_finite, content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
                      model_fingerprint)
 from .zeroshot import fill_template, text_list
 
@@ -301,10 +301,11 @@ class ClassificationResult:
 
     def summary(self) -> str:
         m = self.metrics
-        k = next((key for key in m if key.startswith("acc") and key != "acc1"), "acc5")
+        k = next((key for key in m if key.startswith("acc") and key != "acc1"), None)
+        topk = f"  top-{k[3:]} {_pct(m[k])}" if k else ""
         loss = f"  loss {m['loss']:.4f}" if "loss" in m else ""
         prompts = f", {len(self.templates)} templates" if self.method == "zero-shot" else ""
-        s = (f"{self.method} {self.dataset}: top-1 {_pct(m['acc1'])}  top-{k[3:]} {_pct(m[k])}  "
+        s = (f"{self.method} {self.dataset}: top-1 {_pct(m['acc1'])}{topk}  "
              f"mean per-class recall {_pct(m['mean_per_class_recall'])}{loss}  ({self.n} images, "
              f"{len(self.classnames)} classes{prompts})")
         return s + (f"; {self.skipped.report()}" if self.skipped else "")
@@ -355,7 +356,12 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     n, c = scores.shape
     if len(labels) != n:
         raise ValueError(f"{n} rows of scores but {len(labels)} labels")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        # k=0 ranked no class: every prediction was -1, counted as the last class
+        raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")
     valid = torch.ones(n, dtype=torch.bool) if valid is None else valid.bool()
+    # NaN scores rank anywhere (a NaN row predicted class 0): a diverged model is refused, not scored
+    check_finite(scores, valid, "class scores")
     top = rank_classes(scores, k)
     pred = top[:, 0].clone() if top.numel() else torch.full((n,), -1, dtype=torch.long)
     pred[~valid] = -1
@@ -377,7 +383,9 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
         acc1 = acc5 = mpcr = float("nan")
     metrics = {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": mpcr}
     if k != 5:
-        metrics[f"acc{k}"] = metrics.pop("acc5")
+        topk = metrics.pop("acc5")
+        if k != 1:  # (top-1 is acc1: k=1 overwrote it with itself and left no acc5 for summary())
+            metrics[f"acc{k}"] = topk
     if method == "classifier":
         metrics["loss"] = float(F.cross_entropy(scores[v].detach(), y)) if len(v) else float("nan")
     return ClassificationResult(metrics, list(classnames), cm, pred, top, labels, valid, list(keys),

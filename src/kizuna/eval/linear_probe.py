@@ -44,6 +44,7 @@ __all__ = [
 COARSE_GRID = tuple(10.0 ** e for e in range(-6, 1))  # 1e-6 .. 1 (features have unit norm)
 FEW_SHOT = (1, 2, 4, 8, 16)
 TOL = 1e-6  # a fit stops when its largest gradient entry is below this (or at its iteration cap)
+FEW_SHOT_FALLBACK_L2 = 1e-3  # a k-shot fit's penalty when no images are left to choose it on (k = a class's count)
 
 
 @dataclass
@@ -300,19 +301,25 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
             bar.update(seeds)
             continue
         accs = []
+        unswept = False
         for s in range(seeds):
             shots = few_shot_indices(y_train, k, seed=seed * 1000 + s)
             val = few_shot_indices(y_train, k, seed=seed * 1000 + s + 500, exclude=shots)
-            lam = 1e-3
+            lam = FEW_SHOT_FALLBACK_L2
             if len(val):
                 lam, _, caps = _sweep_l2(x_train[shots], y_train[shots], x_train[val], y_train[val], num_classes,
                                          grid, False, max_iter, TOL)
                 sweep_capped += caps
+            else:
+                unswept = True
             fit = fit_logistic_regression(x_train[shots], y_train[shots], num_classes, lam, max_iter=max_iter)
             capped.append(fit.stopped_at_cap)
             accs.append(fit.accuracy(x_test, y_test))
             bar.update(1)
         few[k] = accs
+        if unswept:  # every class gave all its images to the shots: nothing left to choose the penalty on
+            notes.append(f"{k}-shot: no training images left for a validation draw, so the penalty is fixed at "
+                         f"{FEW_SHOT_FALLBACK_L2:g} instead of swept")
         metrics[f"fewshot_{k}_acc1_mean"] = float(np.mean(accs))
         metrics[f"fewshot_{k}_acc1_std"] = float(np.std(accs))
     bar.close()

@@ -34,7 +34,7 @@ import torch
 from kizuna.data.sources import SkipCounter
 from kizuna.models.losses import similarity
 
-from .encode import encode_images, encode_texts_sharded
+from .encode import check_finite, encode_images, encode_texts_sharded
 
 __all__ = ["RetrievalResult", "evaluate_retrieval", "full_matrix_ranks", "retrieval_metrics", "retrieval_ranks",
            "retrieval_from_features"]
@@ -102,8 +102,12 @@ def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, t
     """(image->text ranks [Ni], text->image ranks [Nt]), 0-based, by dot product (pass unit rows for cosine
     similarity, as :func:`retrieval_from_features` does), computed in blocks (module doc) on
     ``device`` (default: where the features are). An image with no caption gets rank -1 (excluded by
-    :func:`retrieval_metrics`). Ranks are returned on the CPU."""
+    :func:`retrieval_metrics`). Ranks are returned on the CPU. NaN/inf features raise
+    :class:`~kizuna.eval.encode.NonFiniteFeatures`."""
     img, txt = image_features.float(), text_features.float()
+    # a NaN score compares neither above nor equal, so a NaN row ranked its own item first (R@1 100%)
+    check_finite(img, None, "images")
+    check_finite(txt, None, "texts")
     if device is not None:
         img, txt = img.to(device), txt.to(device)
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
@@ -124,6 +128,8 @@ def full_matrix_ranks(image_features: torch.Tensor, text_features: torch.Tensor,
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: the whole similarity matrix, stable descending sort, position of the first correct item."""
     img, txt = image_features.float(), text_features.float()
+    check_finite(img, None, "images")
+    check_finite(txt, None, "texts")
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
     if not len(txt):  # no captions: every image's rank is -1, as retrieval_ranks gives (argmax of nothing raised)
         return torch.full((img.shape[0],), -1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
