@@ -36,6 +36,7 @@ import torch
 from kizuna.models.checkpoint import atomic_write_text
 
 from .common import REPO, Settings, load_average, machine_info
+from .report import MACHINE_KEYS
 
 # Run order: cheap and load-sensitive first; `utilization` reuses `encode`'s timings when both run.
 SECTIONS = ["tokenizer", "encode", "utilization", "fusion", "gemm_library", "cpu_switches", "train_step", "allocator", "bf16", "train_throughput",
@@ -151,15 +152,18 @@ def _lesser(key: str, ours: dict, theirs: dict) -> str:
     timed (OpenCLIP or the compiled step failed on the lent machine: the OpenCLIP target row and the compiled
     MFU went with them), or a CPU section was measured on another machine (a lent machine whose torch saw no
     CUDA stored its CPU figures under the CPU key)."""
-    dropped = set((theirs.get("data") or {}).get("dropped") or ()) - set((ours.get("data") or {}).get("dropped") or ())
-    if dropped and not not_measured(ours):
+    mine_data, their_data = ours.get("data") or {}, theirs.get("data") or {}
+    dropped = set(their_data.get("dropped") or ()) - set(mine_data.get("dropped") or ())
+    # a contender never added (OpenCLIP not importable, the compiled step switched off) is in neither list
+    dropped |= set(mine_data.get("timings") or ()) - set(their_data.get("timings") or ())
+    if dropped and not not_measured(ours) and not not_measured(theirs):
         return f"it dropped {', '.join(sorted(dropped))}, which ours timed"
     name = key.split(GPU_MACHINE_SUFFIX)[0]
     gpu_only = name in MODULES and getattr(importlib.import_module(f".{MODULES[name]}", __package__),
                                            "GPU_SECTION", False)
     if GPU_MACHINE_SUFFIX not in key and not gpu_only:  # a CPU machine's figures (a GPU's: any lent machine's)
         mine, other = ours.get("machine") or {}, theirs.get("machine") or {}
-        differ = [k for k in ("cpu_model", "usable_cores") if mine.get(k) != other.get(k)]
+        differ = [k for k in MACHINE_KEYS if mine.get(k) != other.get(k)]  # the keys the report flags
         if differ and mine and other:
             return f"it was measured on another machine ({', '.join(f'{k} {other.get(k)}' for k in differ)})"
     return ""
@@ -175,15 +179,15 @@ def merge_results(results: dict, other: dict, log, force: bool = False) -> list[
         ours = results["sections"].get(key)
         if ours == theirs:
             continue
-        lesser = _lesser(key, ours, theirs) if ours is not None and not force else ""
-        if lesser:
-            log(f"   {key}: kept ours (measured {ours.get('started', '?')}): theirs is later, but {lesser}; "
-                "pass --force to take it anyway")
-            continue
         # a measurement replaces a skip or smoke run whatever their dates, as during a run (store_section)
         measured_over_unmeasured = ours is not None and not_measured(ours) and not not_measured(theirs)
         if ours is not None and not measured_over_unmeasured and not (theirs.get("started", "") > ours.get("started", "")):
             log(f"   {key}: kept ours (measured {ours.get('started', '?')}, theirs {theirs.get('started', '?')})")
+            continue
+        lesser = _lesser(key, ours, theirs) if ours is not None and not force else ""
+        if lesser:
+            log(f"   {key}: kept ours (measured {ours.get('started', '?')}): theirs is later, but {lesser}; "
+                "pass --force to take it anyway")
             continue
         if store_section(results, key, theirs, log):
             log(f"   {key}: taken (measured {theirs.get('started', '?')} by `{theirs.get('command', '?')}`)"
@@ -253,14 +257,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
     args.names = [n for n in SECTIONS if n in names]
-    if args.json is not None and "--out" not in argv and not any(a.startswith("--out=") for a in argv):
+    default_json = REPO / "benchmarks" / "results.json"
+    if (args.json is not None and "--out" not in argv and not any(a.startswith("--out=") for a in argv)
+            and Path(args.json).resolve() != default_json.resolve()):  # (the default file's report: BENCHMARKS.md)
         # the report of another results file beside it: the default BENCHMARKS.md was rewritten from it (a
         # `--render --json docs/benchmarks/XEON.json` replaced the AMD report with the Xeon's)
         args.out = str(Path(args.json).with_suffix(".md"))
     if args.json is None:
         out = Path(args.out)
         default_out = out.resolve() == (REPO / "BENCHMARKS.md").resolve()
-        args.json = str(REPO / "benchmarks" / "results.json") if default_out else str(out.with_suffix(".json"))
+        args.json = str(default_json) if default_out else str(out.with_suffix(".json"))
     return args
 
 

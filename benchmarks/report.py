@@ -98,7 +98,7 @@ def _load_note(sec: dict) -> str:
 
 
 # What must match for two sections' figures to be comparable (same machine kind and software).
-_MACHINE_KEYS = ("cpu_model", "cpu_capability", "usable_cores", "torch", "torch_threads")
+MACHINE_KEYS = ("cpu_model", "cpu_capability", "usable_cores", "torch", "torch_threads")
 
 
 def _machine_differences(sec: dict, machine: dict) -> list[str]:
@@ -106,7 +106,7 @@ def _machine_differences(sec: dict, machine: dict) -> list[str]:
     own = sec.get("machine")
     if not own or not machine:
         return []
-    return [f"{k} {own.get(k)!s} (not {machine.get(k)!s})" for k in _MACHINE_KEYS if own.get(k) != machine.get(k)]
+    return [f"{k} {own.get(k)!s} (not {machine.get(k)!s})" for k in MACHINE_KEYS if own.get(k) != machine.get(k)]
 
 
 def _machine_note(sec: dict, machine: dict) -> str:
@@ -226,7 +226,12 @@ def render(results: dict, json_path: Path | None = None) -> str:
         out.append(f"Raw numbers (every timed run) are in `{json_rel}`.")
     order = sorted(sections, key=lambda k: (ORDER.index(sections[k]["name"]) if sections[k]["name"] in ORDER
                                             else len(ORDER), sections[k]["name"], k))
-    apart = [k for k in order if results.get("full_run") and sections[k].get("command") != results["full_run"]["command"]]
+    fr = results.get("full_run") or {}
+    # another command, or kept from before the run (a section that skipped in it keeps the earlier measurement,
+    # made by the same command on another day)
+    apart = [k for k in order if fr and (sections[k].get("command") != fr["command"]
+                                         or k in (fr.get("kept_previous") or ())
+                                         or sections[k].get("started", "") < fr.get("started", ""))]
     if apart:
         out.append("Sections measured apart from the full run (re-measured, added later or on another machine) carry "
                    "their own command below: " + ", ".join(f"`{k}`" for k in apart) + ".")
@@ -253,7 +258,9 @@ def render(results: dict, json_path: Path | None = None) -> str:
     )
     out.append("## Method\n\n" + method(sections))
 
-    trows = [[t["target"], t["value"], _verdict(t, sections[k])] for k in order for t in section_targets(sections[k])]
+    # a NAME@gpu section's rows name the GPU machine: the same target text appeared twice, met and missed
+    trows = [[t["target"] + (" (on the GPU machine)" if k != sections[k]["name"] else ""), t["value"],
+              _verdict(t, sections[k])] for k in order for t in section_targets(sections[k])]
     if trows:
         out.append("## Targets\n\n" + md_table(["target", "measured", ""], trows, align="lrl"))
 

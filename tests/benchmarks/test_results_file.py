@@ -403,3 +403,91 @@ def test_merge_says_when_a_gpu_section_was_measured_on_another_gpu(results_copy,
                             "--out", str(results_copy.with_suffix(".md"))]) == 0
     said = capsys.readouterr()
     assert "measured on an NVIDIA H100 80GB HBM3, ours on an NVIDIA H200" in said.out + said.err
+
+
+# ------------------------------------------------------------------------------------------------
+# Merges and reports, as a program read them (stop 42)
+
+def _merge(results_copy, tmp_path, theirs, *extra):
+    other = tmp_path / "returned.json"
+    other.write_text(json.dumps(theirs))
+    return bench_main.main(["--merge", str(other), "--json", str(results_copy),
+                            "--out", str(results_copy.with_suffix(".md")), *extra])
+
+
+@pytest.mark.parametrize("missing", ["open_clip", "kizuna_compiled"])
+def test_merge_keeps_a_section_whose_contender_was_never_added(results_copy, tmp_path, capsys, missing):
+    """OpenCLIP not importable (recorded as open_clip_error) or the compiled step switched off leave the contender
+    out of `timings` and out of `dropped`: the merge took the section, the OpenCLIP target row went and the MFU
+    verdict moved to eager kizuna, and the log said "taken"."""
+    theirs = json.loads(results_copy.read_text())
+    ours_before = copy.deepcopy(theirs["sections"])
+    gpu = copy.deepcopy(theirs["sections"]["gpu_train_step"])
+    gpu["started"] = "2099-01-01 00:00:00 UTC"
+    for field in ("timings", "mfu", "first_loss"):
+        gpu["data"][field].pop(missing, None)
+    theirs["sections"]["gpu_train_step"] = gpu
+    assert _merge(results_copy, tmp_path, theirs) == 0
+    said = capsys.readouterr().out
+    assert f"gpu_train_step: kept ours" in said and f"it dropped {missing}, which ours timed" in said
+    assert _sections(results_copy) == ours_before
+
+
+def test_merge_keeps_a_cpu_section_of_a_machine_that_differs_only_in_its_kernels(results_copy, tmp_path, capsys):
+    """The AVX2 and AVX-512 machines both say "AMD EPYC" with 2 cores: an AVX2 section was taken, and the report
+    flagged it as measured on another machine under the AVX-512 analysis."""
+    theirs = json.loads(results_copy.read_text())
+    ours_before = copy.deepcopy(theirs["sections"])
+    enc = theirs["sections"]["encode"]
+    theirs["sections"]["encode"] = {**enc, "started": "2099-01-01 00:00:00 UTC",
+                                    "machine": {**enc["machine"], "cpu_capability": "AVX2"}}
+    assert _merge(results_copy, tmp_path, theirs) == 0
+    said = capsys.readouterr().out
+    assert "encode: kept ours" in said and "measured on another machine (cpu_capability AVX2" in said
+    assert _sections(results_copy) == ours_before
+
+
+def test_merge_of_an_older_section_says_it_is_older_not_later(results_copy, tmp_path, capsys):
+    theirs = json.loads(results_copy.read_text())
+    gpu = theirs["sections"]["gpu_train_step"]
+    theirs["sections"]["gpu_train_step"] = {**gpu, "started": "2000-01-01 00:00:00 UTC",
+                                            "data": {**gpu["data"], "dropped": {"open_clip": "ImportError: x"}}}
+    assert _merge(results_copy, tmp_path, theirs) == 0
+    said = capsys.readouterr().out
+    line = next(row for row in said.splitlines() if "gpu_train_step" in row)
+    assert "theirs 2000-01-01" in line and "theirs is later" not in line and "--force" not in line
+
+
+def test_the_default_results_file_named_with_json_still_renders_benchmarks_md():
+    """`--json benchmarks/results.json` (the usage line's own path) wrote benchmarks/results.md and left
+    BENCHMARKS.md stale."""
+    assert bench_main.parse_args(["--render", "--json", str(RESULTS)]).out == "BENCHMARKS.md"
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        assert bench_main.parse_args(["--render", "--json", "benchmarks/results.json"]).out == "BENCHMARKS.md"
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_section_kept_from_before_the_full_run_is_listed_as_measured_apart(results_copy):
+    """A section that skipped in a full run keeps the earlier measurement, made by the same command: the report
+    presented it under the new run's date (only `kept_previous` in the JSON said otherwise)."""
+    results = json.loads(results_copy.read_text())
+    results["full_run"] = {**results["full_run"], "started": "2099-01-01 00:00:00 UTC", "kept_previous": ["tokenizer"]}
+    for sec in results["sections"].values():
+        sec["command"] = results["full_run"]["command"]
+        if sec["name"] != "tokenizer":
+            sec["started"] = "2099-01-01 00:10:00 UTC"
+    text = render(results, json_path=results_copy)
+    apart = next(row for row in text.splitlines() if row.startswith("Sections measured apart"))
+    assert "`tokenizer`" in apart and "`encode`" not in apart
+
+
+def test_target_rows_of_a_gpu_machine_section_say_so(results_copy):
+    results = json.loads(results_copy.read_text())
+    results["sections"]["encode@gpu"] = {**copy.deepcopy(results["sections"]["encode"]), "name": "encode"}
+    text = render(results, json_path=results_copy)
+    targets = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    rows = [row for row in targets.splitlines() if row.startswith("| encode")]
+    assert len(rows) >= 2 and sum("(on the GPU machine)" in row for row in rows) == len(rows) // 2
