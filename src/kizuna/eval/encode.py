@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
+from kizuna.models.layers import unit_rows
 
 __all__ = [
     "ImageFeatures", "TextFeatures", "content_hash", "dist_info", "encode_images", "encode_texts_sharded", "eval_mode",
@@ -243,7 +243,7 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
                 continue
             out = encode(batch["images"].to(device)).float()
             if normalize:
-                out = F.normalize(out, dim=-1)
+                out = unit_rows(out)
             out = out.cpu()
             if feats is None:
                 feats = torch.zeros(len(rows), out.shape[1])
@@ -329,7 +329,7 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
             tokens, ok = _tokenize(tokenizer, [texts[j] for j in numbers], skips, numbers)
             if tokens is None:
                 continue
-            out = F.normalize(encode(tokens.to(device)).float(), dim=-1).cpu()
+            out = unit_rows(encode(tokens.to(device))).cpu()
             if feats is None:
                 feats = torch.zeros(end - start, out.shape[1])
             local = torch.tensor([numbers[k] - start for k in ok], dtype=torch.long)

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
 from kizuna.data.sources import SkipCounter
 from kizuna.data.synthetic import default_font
+from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
 from .classification import class_embeddings, classify_features
@@ -387,7 +387,7 @@ def _encode_pil(model, images: list[Image.Image], transform, batch_size: int, de
     with eval_mode(model):  # as encode_images: no dropout from a model left in train mode
         for i in range(s0, s1, batch_size):
             x = torch.stack([transform(im) for im in images[i : min(i + batch_size, s1)]]).to(device)
-            out.append(F.normalize(model.encode_image(x).float(), dim=-1).cpu())
+            out.append(unit_rows(model.encode_image(x)).cpu())
     dim = model.cfg.embed_dim if hasattr(model, "cfg") else None
     local = torch.cat(out) if out else torch.zeros(0, dim or 0)
     return gather_shards(local, bounds)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from kizuna.data.sources import SkipCounter
+from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
 from .encode import check_finite, encode_images, encode_texts_sharded
@@ -221,7 +222,7 @@ def _unit_rows(features: torch.Tensor) -> torch.Tensor:
     norms = features.float().norm(dim=1)
     if bool(((norms - 1).abs() <= 1e-3).all()):
         return features
-    return torch.nn.functional.normalize(features.float(), dim=1)
+    return unit_rows(features)
 
 
 def evaluate_retrieval(model, tokenizer, dataset, *, transform=None, batch_size: int = 64,

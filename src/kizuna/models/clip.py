@@ -16,16 +16,16 @@ import numbers
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import autocast_off, weight_dtype
+from .layers import unit_rows, weight_dtype
 from .losses import _logits, clip_loss, siglip_loss
 from .text import TextConfig, TextTransformer
 from .vit import VisionConfig, VisionTransformer
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+LN_FLOAT32_MAX = math.log(torch.finfo(torch.float32).max)  # 88.72: exp() of more is inf in float32
 BPE_TOKENIZERS = ("clip_bpe", "openai", "trained_bpe")  # the CLIP-style BPEs (kizuna.data.tokenizer)
 
 
@@ -68,6 +68,12 @@ class ClipConfig:
             if not ((value is None and optional) or (isinstance(value, numbers.Real) and not isinstance(value, bool)
                                                      and math.isfinite(value))):
                 raise ValueError(f"{name} must be a finite number{' or None' if optional else ''}, got {value!r}")
+        # exp(t) past float32's largest number (t > 88.72) is inf: the first loss was NaN, blamed on the learning rate
+        start = min(self.init_logit_scale, math.inf if self.max_logit_scale is None else self.max_logit_scale)
+        if start > LN_FLOAT32_MAX:
+            raise ValueError(f"init_logit_scale {self.init_logit_scale:g}: its exp() is infinite in float32 (ln of the "
+                             f"largest float32 is {LN_FLOAT32_MAX:.2f}); CLIP starts at ln(1/0.07) = 2.66, SigLIP at "
+                             "ln(10) = 2.30")
         if self.loss == "siglip" and self.init_logit_bias is None:
             # the sigmoid loss adds the learned bias b to every logit; without the parameter it cannot train
             raise ValueError("loss='siglip' needs a logit bias: set init_logit_bias (SigLIP starts at -10, with "
@@ -150,9 +156,9 @@ class ClipConfig:
 def _unit(x: torch.Tensor) -> torch.Tensor:
     """L2-normalised in float32, also under autocast: the loss computes its logits in float32 (losses._logits),
     and features normalised in bf16 (as CPU autocast leaves them) kept most of the error that avoids: norms
-    off by up to 0.003, logits off by up to 0.17 at scale 100 against 0.22 all in bf16."""
-    with autocast_off(x.device.type):
-        return F.normalize(x.float(), dim=-1)
+    off by up to 0.003, logits off by up to 0.17 at scale 100 against 0.22 all in bf16. Overflow-safe
+    (:func:`~kizuna.models.layers.unit_rows`)."""
+    return unit_rows(x)
 
 
 class ClipModel(nn.Module):

@@ -250,6 +250,20 @@ def autocast_off(device_type: str):
         return contextlib.nullcontext()
 
 
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` L2-normalised along its last dimension in float32, autocast off (the features of every tower and
+    evaluator). A finite row whose norm overflows float32 (entries past ~1e19) is divided by its largest entry
+    first: ``F.normalize`` divided it by an infinite norm into all zeros, which passed every NaN/inf check (a
+    zero-shot of such a model called every image the first class; retrieval scored R@1 100% on the ties). Other
+    rows are ``F.normalize``'s, bit for bit."""
+    with autocast_off(x.device.type):
+        x = x.float()
+        plain = F.normalize(x, dim=-1)
+        overflowed = torch.isinf(torch.linalg.vector_norm(x, dim=-1, keepdim=True))
+        peak = x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        return torch.where(overflowed, F.normalize(x / peak, dim=-1), plain)
+
+
 def weight_dtype(module: nn.Module) -> torch.dtype:
     """The dtype to feed ``module``: its floating ``weight``'s, else float32 (a dynamically quantized Linear's
     ``weight`` is a method and takes float32 input)."""

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -342,6 +343,36 @@ def _as_tuple(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
+    """`kizuna train`'s flags that another setting makes unused (:func:`refuse_unused`)."""
+    csv = any(ext in cfg.data.lower() for ext in (".csv", ".tsv"))
+    synthetic = "only --data synthetic reads it (the data is files)"
+    return [("synthetic_image_size", cfg.data != "synthetic", synthetic),
+            ("synthetic_length", cfg.data != "synthetic", synthetic),
+            ("synthetic_hard_negatives", cfg.data != "synthetic", synthetic),
+            ("csv_image_key", not csv, "it names a column of a .csv/.tsv --data"),
+            ("csv_caption_key", not csv, "it names a column of a .csv/.tsv --data"),
+            ("best_mode", not cfg.best_metric, "it orders --best-metric, which is not given (no best/ is kept)")]
+
+
+def refuse_unused(cfg, named, rules) -> None:
+    """Refuse a flag the command line (``named``: its fields) set to a value that another setting makes unused
+    (``rules``: (field, unused, why)): it was accepted, recorded in train_config.json and did nothing. At its
+    default it says nothing wrong, and a config file's value is left alone (a recipe may carry settings for
+    another choice of its own flags), as are the Python API's keywords (a helper passing every field)."""
+    if getattr(cfg, "resume", ""):  # the run's own settings join the flags later: not known here
+        return
+    defaults = type(cfg)()
+    for name, unused, why in rules:
+        value = getattr(cfg, name)
+        if unused and name in named and _as_tuple(value) != _as_tuple(getattr(defaults, name)):
+            def show(v):
+                return f"{v:g}" if isinstance(v, float) else str(v)
+
+            shown = ",".join(map(show, value)) if isinstance(value, (list, tuple)) else show(value)
+            raise ValueError(f"--{name.replace('_', '-')} {shown} does nothing here: {why}; drop it")
+
+
 def check_clip_overrides(overrides) -> None:
     """--model-overrides is a JSON object of ClipConfig fields, its towers, preprocessing and tokenizer objects
     too: a list or a number failed deep in deep_merge or in building the model, as a traceback. The values'
@@ -375,6 +406,9 @@ def check_override_types(defaults: dict, overrides: dict, where: str = "") -> No
                 key == "image_size" and isinstance(value, (list, tuple))):  # (height, width): the config checks it
             raise ValueError(f"--model-overrides: {name} must be {kind(default)} (as the model's "
                              f"{json.dumps(default, default=str)}), got {json.dumps(value, default=str)}")
+
+
+FLOAT32_SMALLEST = 1.401298464324817e-45  # the smallest positive float32 (a subnormal): less rounds to 0
 
 
 def check_common(cfg) -> None:
@@ -411,7 +445,10 @@ def check_common(cfg) -> None:
     # below zero or above the peak: both ascend the loss, as a negative --lr would
     need(cfg.grad_clip >= 0, "grad_clip", ">= 0 (0 = no clipping)", cfg.grad_clip)
     need(0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1] (a fraction of --lr)", cfg.min_lr_ratio)
-    need(cfg.eps > 0, "eps", "> 0", cfg.eps)
+    # below float32's smallest number it became 0 in the optimizer: 0/0 = NaN at the first zero gradient, and the
+    # run stopped as diverged with advice to lower the learning rate
+    need(cfg.eps > FLOAT32_SMALLEST / 2, "eps", f"> 0 and representable in float32 (its smallest number is "
+         f"{FLOAT32_SMALLEST:.1e}; less rounds to 0)", cfg.eps)
     if hasattr(cfg, "momentum"):
         need(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)
     betas = tuple(cfg.betas) if isinstance(cfg.betas, (list, tuple)) else (cfg.betas,)
@@ -419,6 +456,20 @@ def check_common(cfg) -> None:
          cfg.betas)
     if not cfg.steps and not cfg.time_budget_minutes:
         need(cfg.epochs > 0, "epochs", "> 0 when --steps is 0 and there is no --time-budget-minutes", cfg.epochs)
+    # checked again where they are used (the budget, the precision's resolution, init_distributed), which came
+    # after --print-config had printed them and exited 0: a CI step checking a config passed, the job then failed
+    need(cfg.time_limit_minutes >= 0, "time_limit_minutes", ">= 0 (0 = no limit)", cfg.time_limit_minutes)
+    need(cfg.time_budget_minutes >= 0, "time_budget_minutes", ">= 0 (0 = no budget)", cfg.time_budget_minutes)
+    need(cfg.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16", cfg.precision)
+    need(isinstance(cfg.device, str) and re.fullmatch(r"auto|(cpu|cuda)(:\d+)?", cfg.device) is not None, "device",
+         "auto, cpu, cuda or cuda:N", cfg.device)
+    if 0 < cfg.time_limit_minutes < cfg.time_budget_minutes:
+        # the plan fills the budget and the limit cuts it part-way, at a high learning rate; the built-in flickr8k
+        # and demo configs bring a limit the command line never showed
+        warnings.warn(f"--time-limit-minutes {cfg.time_limit_minutes:g} is shorter than --time-budget-minutes "
+                      f"{cfg.time_budget_minutes:g}: the run will stop at the limit part-way through the schedule "
+                      "the budget plans (resume it to finish), unless --time-limit-minutes is raised above the "
+                      "budget or set to 0", UserWarning, stacklevel=2)
     if cfg.out and Path(cfg.out).expanduser().is_file():
         raise ValueError(f"--out {cfg.out} is a file; give a folder for the run")
     # a run folder inside an image folder it trains or evaluates on: model/, checkpoints/ and tensorboard/ were
@@ -431,6 +482,13 @@ def check_common(cfg) -> None:
     for name, said in (("init", "the checkpoint to fine-tune"), ("model", "--model")):
         check_start_outside_out(cfg.out, said, getattr(cfg, name, None))
     need(cfg.keep_last >= 1, "keep_last", ">= 1 (the newest checkpoint is always kept)", cfg.keep_last)
+    # torch's seed range: past it "Overflow when unpacking long long", naming no flag (--subset-seed: numpy's
+    # "expected non-negative integer" for a negative one, which --seed takes)
+    for name in ("seed", "subset_seed"):
+        if hasattr(cfg, name):
+            value = getattr(cfg, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**64, name,
+                 "a whole number from -2**63 to 2**64 - 1", value)
     # "" is the current folder to a path: a training run started from whatever model was there
     need(bool(str(cfg.model).strip()), "model", "a preset name or a checkpoint path", cfg.model)
     # and a run into it wrote checkpoints/, metrics.jsonl, ... among whatever is there, then said "/checkpoints"
@@ -680,4 +738,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                           f"towers, tokenizer and loss: the config's {', '.join(dropped)} are not used",
                           UserWarning)
         base = {k: v for k, v in base.items() if k not in dropped}
-    return make_config(base, **given)
+    cfg = make_config(base, **given)
+    refuse_unused(cfg, alias_keys_as_fields(dict(given), {f.name for f in dataclasses.fields(TrainConfig)}),
+                  unused_flags(cfg))
+    return cfg

@@ -33,7 +33,7 @@ from .data import build_dataset, build_loader
 from .distributed import contrastive_loss, from_rank0
 from .optim import make_optimizer
 from .towers import lock_tower
-from .trainer import Trainer
+from .trainer import OUTPUT_CHECK_SAMPLES, Trainer
 
 # What a checkpoint given as --model decides (the model's own config and tokenizer).
 CHECKPOINT_FIXED = ("model_overrides", "loss", "text_tower", "tokenizer", "tokenizer_vocab_size", "context_length")
@@ -237,6 +237,16 @@ class ContrastiveTrainer(Trainer):
 
     def fit_batch(self, batch: dict) -> dict[str, float]:
         return {"loss": self.train_step(batch["images"], batch["captions"]), "samples": len(batch["captions"])}
+
+    def outputs_finite(self, batch: dict) -> bool:
+        """Features, logit scale and bias of the batch's first few pairs (a SigLIP scale of exp(999) is inf while
+        the parameter is finite)."""
+        images = batch["images"][:OUTPUT_CHECK_SAMPLES].to(self.device)
+        with self.autocast():
+            out = self.model(images, **self._text_inputs(list(batch["captions"][:OUTPUT_CHECK_SAMPLES])))
+        values = [out["image_features"], out["text_features"], out["logit_scale"]]
+        values += [out["logit_bias"]] if out["logit_bias"] is not None else []
+        return all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in values)
 
     def window_record(self, sums: dict[str, float]) -> tuple[dict, dict]:
         record = {"logit_scale": float(self.model.scale().detach())}

@@ -64,7 +64,7 @@ from .config import alias_keys_as_fields, check_act, check_common, check_overrid
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
 from .checkpointing import swap_folder_in
-from .trainer import Trainer
+from .trainer import OUTPUT_CHECK_SAMPLES, Trainer
 
 # Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
 # The subset's seed too: at the same fraction another seed draws as many images (the data-position check passes)
@@ -191,6 +191,21 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
     check_model_overrides(cfg.model_overrides, None if cfg.init else cfg.model)
     check_common(cfg)
     return cfg
+
+
+def unused_flags(cfg: SupervisedConfig) -> list[tuple[str, bool, str]]:
+    """`kizuna vit`'s flags that another setting makes unused (:func:`~kizuna.train.config.refuse_unused`)."""
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    return [
+        ("betas", cfg.optimizer == "sgd", "AdamW's; --optimizer sgd takes --momentum"),
+        ("eps", cfg.optimizer == "sgd", "AdamW's; --optimizer sgd takes --momentum"),
+        ("momentum", cfg.optimizer == "adamw", "SGD's; AdamW takes --betas"),
+        ("crop_scale", cfg.crop != "rrc", f"it sizes --crop rrc, and the crop is {cfg.crop}"),
+        ("crop_padding", cfg.crop != "pad", f"it pads for --crop pad, and the crop is {cfg.crop}"),
+        ("mix_prob", not mixing, "it is the share of batches mixed by --mixup/--cutmix, and both are off"),
+        ("randaug_magnitude", cfg.randaug_ops == 0, "RandAugment is off (--randaug-ops 0)"),
+        ("eval_every", not cfg.val_data, "no --val-data to evaluate on"),
+        ("eval_batch_size", not cfg.val_data, "no --val-data to evaluate on")]
 
 
 # A config file's keys that build a fresh model: a fine-tune's model is its checkpoint's, so they build nothing
@@ -404,7 +419,7 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.
     labels = np.asarray(labels)
     if fraction >= 1.0:
         return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed % 2**64)  # a negative seed, as --seed takes (numpy refuses one)
     keep = []
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
@@ -481,6 +496,12 @@ def load_for_finetune(path: str, num_classes: int, image_size: int | None = None
     if isinstance(carried, dict):  # at the new size, whichever way the model was rebuilt (grid and sequence
         # built a fresh one without it, so the pos-embed mode decided the normalisation it was evaluated with)
         vit.preprocess_config = {**carried, "image_size": vit.cfg.image_size}
+    if not reset_head and (vit.head is None or vit.cfg.num_classes != num_classes):
+        # a new zero head trained under a recorded "reset_head": false (a CLIP tower has no head to keep)
+        has = (f"a head for {vit.cfg.num_classes} classes" if vit.head is not None and vit.cfg.num_classes
+               else "no classifier head (a CLIP image tower, or a ViT trained without classes)")
+        raise ValueError(f"--reset-head false keeps the head of {path}, but it has {has} and the data has "
+                         f"{num_classes} classes; fine-tune with a new head (--reset-head true)")
     if reset_head or vit.cfg.num_classes != num_classes:
         vit.reset_classifier(num_classes)
     return vit
@@ -736,6 +757,13 @@ class SupervisedTrainer(Trainer):
 
     def evaluation_line(self, metrics: dict) -> str:
         return f"val top-1 {metrics['val_top1']:.4f}, loss {metrics['val_loss']:.4f}"
+
+    def outputs_finite(self, batch: dict) -> bool:
+        """The logits of the batch's first few images (a step at a huge learning rate leaves finite weights whose
+        logits are NaN: the checkpoint was saved and the run exported it as model/)."""
+        with self.autocast():
+            logits = self.model(batch["images"][:OUTPUT_CHECK_SAMPLES].to(self.device))
+        return bool(torch.isfinite(logits).all())
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int, int]:
         """One optimizer step: the loss, the images classified right, and those whose logits hold NaN or inf."""

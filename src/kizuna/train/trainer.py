@@ -47,6 +47,9 @@ from .logging import MetricLogger
 from .memory import keep_freed_memory, release_kept_memory
 from .optim import announce_precision, autocast_for, make_scheduler, tune_for_training, use_config_settings
 
+# Samples of the last training batch whose outputs are checked for NaN/inf before each checkpoint (Trainer._non_finite)
+OUTPUT_CHECK_SAMPLES = 4
+
 
 def run_log_of(checkpoint: Path) -> Path | None:
     """The metrics.jsonl of the run a checkpoint folder belongs to: RUN/metrics.jsonl for RUN/checkpoints/step_N,
@@ -206,6 +209,10 @@ class Trainer(ABC):
                             torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                             torch.initial_seed(), random.getstate(), np.random.get_state())
         torch.manual_seed(cfg.seed)
+        # nothing in training draws from these, but checkpoints save their state: unseeded, two runs of one seed
+        # wrote train_state.pt files that differed (identical weights), so a rerun could not be checked by hash
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
         if cfg.resume:
             # locked before the checkpoint is chosen and read: a resume started beside a run still writing chose
             # its latest step, which that run's pruning then deleted (a "damaged checkpoint", or a stale step
@@ -637,6 +644,7 @@ class Trainer(ABC):
                         continue
                     epoch_steps += 1
                     window.add(self.fit_batch(batch))
+                    self._last_batch = batch  # what a checkpoint's outputs are checked on (_non_finite)
                     self.step += 1
                     bar.update(1)
                     planned_at = time.perf_counter()
@@ -740,10 +748,10 @@ class Trainer(ABC):
         torchrun end the group in seconds. (Data that does not resolve is refused before training.)"""
         if self.dist.enabled:
             return
-        bad = self._non_finite_weight()
+        bad = self._non_finite()
         if bad is not None:  # nothing saved from diverged weights (vit's finish() exported them as model/)
-            bar.write(f"{what} at step {self.step} failed, and {bad} holds non-finite weights (training diverged): "
-                      "nothing is saved from them", file=sys.stderr)
+            bar.write(f"{what} at step {self.step} failed, and {bad} (training diverged): nothing is saved from "
+                      "them", file=sys.stderr)
             return
         if last:  # a checkpoint at the last step is a finished run: its end first, without the evaluation
             self.finish({})
@@ -783,10 +791,40 @@ class Trainer(ABC):
 
     def _check_finite_weights(self) -> None:
         """Before a checkpoint or the run's end: a step whose loss was finite can still leave NaN weights (an
-        infinite gradient). The weights are the same on every rank (DDP), so every rank stops here alike."""
+        infinite gradient), or finite weights whose outputs overflow (a learning rate of 1e3 left weights of 4e7:
+        that checkpoint was saved, exported as model/ and named as the one to resume, which diverged again at
+        once; --keep-last pruned the good one before it). Every rank stops here alike."""
+        bad = self._non_finite()
+        if bad is not None:
+            raise TrainingDiverged(self._diverged(f"{bad} at step {self.step}"))
+
+    def _non_finite(self) -> str | None:
+        """What makes the model unusable, or None: a parameter holding NaN or inf (the same on every rank), else
+        NaN or inf outputs on a few samples of the last training batch (each rank's own: agreed on by all)."""
         bad = self._non_finite_weight()
         if bad is not None:
-            raise TrainingDiverged(self._diverged(f"{bad} holds non-finite weights at step {self.step}"))
+            return f"{bad} holds non-finite weights"
+        finite = self._outputs_finite_on_last_batch()
+        if self.dist.enabled:
+            flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+            finite = not all_reduce_sum(flag).item()
+        return None if finite else ("the model's outputs on the last batch are NaN or inf (its weights are finite "
+                                    "but overflow)")
+
+    def outputs_finite(self, batch: dict) -> bool:
+        """Whether the model's outputs on a few samples of a training ``batch`` are all finite, computed in eval
+        mode without gradients before each checkpoint (no random numbers drawn: a resume stays exact). A trainer
+        overrides it; True where it does not."""
+        return True
+
+    def _outputs_finite_on_last_batch(self) -> bool:
+        batch = getattr(self, "_last_batch", None)
+        if batch is None:  # no step yet in this process
+            return True
+        from kizuna.eval.encode import eval_mode
+
+        with torch.no_grad(), eval_mode(self.model):
+            return bool(self.outputs_finite(batch))
 
     def _non_finite_weight(self) -> str | None:
         """The name of the first parameter holding a NaN or inf, or None."""

@@ -179,13 +179,19 @@ def _given(args) -> dict:
 
 
 def config_from_args(args):
-    from .config import load_config_file
-    from .supervised import SupervisedConfig, make_supervised_config
+    import dataclasses
+
+    from .config import alias_keys_as_fields, load_config_file, refuse_unused
+    from .supervised import SupervisedConfig, make_supervised_config, unused_flags
 
     base = dict(FINETUNE_DEFAULTS) if args.vit_command == "finetune" else {}
     if getattr(args, "config", None):
         base.update(load_config_file(args.config, SupervisedConfig))
-    return make_supervised_config(base, **_given(args))
+    given = _given(args)
+    cfg = make_supervised_config(base, **given)
+    refuse_unused(cfg, alias_keys_as_fields(dict(given), {f.name for f in dataclasses.fields(SupervisedConfig)}),
+                  unused_flags(cfg))
+    return cfg
 
 
 def named_fields(args) -> frozenset[str]:

@@ -1,0 +1,162 @@
+"""Flags that another flag makes unused, a time limit under the budget, and a head kept that is not there: each
+was accepted, written to train_config.json and silently did something else (flag x flag hunt, stop 42)."""
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import kizuna
+from kizuna.apps.cli import build_parser
+from kizuna.train.config import config_from_args, make_config
+from kizuna.train.supervised import load_for_finetune
+from kizuna.train.vit_cli import config_from_args as vit_config_from_args
+
+
+def _train_cfg(*argv):
+    return config_from_args(build_parser().parse_args(["train", "--out", "/tmp/unused-run", *argv]))
+
+
+def _vit_cfg(*argv):
+    return vit_config_from_args(build_parser().parse_args(["vit", "train", "--data", "/tmp/unused-data",
+                                                           "--out", "/tmp/unused-run", *argv]))
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (("--data", "shards/{0..3}.tar", "--synthetic-length", "77"), "--synthetic-length 77"),
+    (("--data", "shards/{0..3}.tar", "--synthetic-image-size", "48"), "--synthetic-image-size 48"),
+    (("--data", "shards/{0..3}.tar", "--synthetic-hard-negatives", "true"), "--synthetic-hard-negatives True"),
+    (("--data", "shards/{0..3}.tar", "--csv-image-key", "path"), "--csv-image-key path"),
+    (("--best-mode", "max",), "--best-mode max"),
+])
+def test_train_refuses_a_flag_another_setting_makes_unused(argv, flag):
+    with pytest.raises(ValueError, match=f"{flag} does nothing here: .*; drop it"):
+        _train_cfg(*argv)
+
+
+def test_train_takes_the_same_flags_where_they_are_read():
+    assert _train_cfg("--synthetic-length", "77").synthetic_length == 77
+    assert _train_cfg("--data", "pairs.csv", "--csv-image-key", "path").csv_image_key == "path"
+    assert _train_cfg("--best-metric", "loss", "--best-mode", "min").best_mode == "min"
+    # at its default the flag says nothing wrong, and on a resume the run's own settings are not known yet
+    assert _train_cfg("--data", "shards/{0..3}.tar", "--synthetic-length", "200000").synthetic_length == 200_000
+    assert _train_cfg("--resume", "latest", "--best-mode", "max").best_mode == "max"
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (("--optimizer", "sgd", "--betas", "0.5,0.6"), "--betas 0.5,0.6"),
+    (("--optimizer", "sgd", "--eps", "0.1"), "--eps 0.1"),
+    (("--momentum", "0.1",), "--momentum 0.1"),
+    (("--crop", "pad", "--crop-scale", "0.5,1"), "--crop-scale 0.5,1"),
+    (("--crop", "rrc", "--crop-padding", "9"), "--crop-padding 9"),
+    (("--mix-prob", "0.3",), "--mix-prob 0.3"),
+    (("--randaug-magnitude", "3",), "--randaug-magnitude 3"),
+    (("--eval-every", "5",), "--eval-every 5"),
+])
+def test_vit_refuses_a_flag_another_setting_makes_unused(argv, flag):
+    with pytest.raises(ValueError, match=f"{flag} does nothing here"):
+        _vit_cfg(*argv)
+
+
+def test_vit_takes_the_same_flags_where_they_are_read():
+    assert _vit_cfg("--optimizer", "sgd", "--momentum", "0.5").momentum == 0.5
+    assert tuple(_vit_cfg("--crop", "rrc", "--crop-scale", "0.5,1").crop_scale) == (0.5, 1.0)
+    assert _vit_cfg("--mixup", "0.8", "--mix-prob", "0.3").mix_prob == 0.3
+    assert _vit_cfg("--randaug-ops", "2", "--randaug-magnitude", "3").randaug_magnitude == 3
+    assert _vit_cfg("--val-data", "/tmp/unused-val", "--eval-every", "5").eval_every == 5
+    # a recipe's value for another choice of its own flags is left alone: vit_cifar10 evaluates every 400 steps
+    assert _vit_cfg("--config", "vit_cifar10", "--val-data", "").eval_every == 400
+
+
+def test_a_time_limit_under_the_budget_is_warned_about():
+    """`--config flickr8k --time-budget-minutes 60` planned 60 minutes and was cut by the config's 29.5-minute
+    limit part-way through the cosine, with no word at the start."""
+    with pytest.warns(UserWarning, match="--time-limit-minutes 0.15 is shorter than --time-budget-minutes 0.5"):
+        make_config(time_budget_minutes=0.5, time_limit_minutes=0.15, out="/tmp/unused-run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_config(time_budget_minutes=0.5, time_limit_minutes=0.6, out="/tmp/unused-run")
+        make_config(time_budget_minutes=0.5, out="/tmp/unused-run")  # no limit
+        make_config(time_limit_minutes=0.2, out="/tmp/unused-run")  # no budget
+
+
+def test_keeping_a_head_that_is_not_there_is_refused(tmp_path):
+    """A CLIP tower (no head) or a head for other classes without stored class names, fine-tuned with
+    --reset-head false, trained a new zero head while train_config.json said the head was kept."""
+    clip = kizuna.create_model("ViT-mu-8")
+    kizuna.save_model(clip, tmp_path / "clip")
+    with pytest.raises(ValueError, match=r"has no classifier head .*\(--reset-head true\)"):
+        load_for_finetune(str(tmp_path / "clip"), num_classes=2, reset_head=False)
+    vit = kizuna.models.vit.VisionTransformer(kizuna.models.vit.VisionConfig(
+        image_size=16, patch_size=8, width=32, depth=1, heads=2, mlp_dim=64, num_classes=3))
+    kizuna.save_model(vit, tmp_path / "vit3")
+    with pytest.raises(ValueError, match="has a head for 3 classes and the data has 2 classes"):
+        load_for_finetune(str(tmp_path / "vit3"), num_classes=2, reset_head=False)
+    kept = load_for_finetune(str(tmp_path / "vit3"), num_classes=3, reset_head=False)
+    assert torch.equal(kept.head.weight, vit.head.weight)
+    assert load_for_finetune(str(tmp_path / "clip"), num_classes=2).head.weight.shape[0] == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Seeds (determinism hunt, stop 42)
+
+def test_two_runs_of_one_seed_write_the_same_python_and_numpy_generator_states(tmp_path):
+    """Only torch was seeded: train_state.pt saved whatever state Python's and numpy's global generators had, so
+    two runs of one seed wrote different files around bit-identical weights."""
+    import random
+
+    import numpy as np
+
+    from kizuna.train.checkpointing import read_train_state
+    from kizuna.train.contrastive import ContrastiveTrainer
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny import tiny_config
+
+    states = []
+    for run, noise in (("a", 1), ("b", 2)):
+        random.seed(noise)
+        np.random.seed(noise)
+        caller = (random.getstate(), np.random.get_state()[1].copy())
+        ContrastiveTrainer(tiny_config(tmp_path / run, steps=1, eval_every=0, warmup_steps=0)).train()
+        assert random.getstate() == caller[0] and np.array_equal(np.random.get_state()[1], caller[1])  # handed back
+        states.append(read_train_state(tmp_path / run / "checkpoints" / "step_0000001")["rng"])
+    assert states[0]["python"] == states[1]["python"]
+    assert torch.equal(states[0]["numpy"]["keys"], states[1]["numpy"]["keys"])
+
+
+@pytest.mark.parametrize("argv", [("--seed", str(2**64)), ("--seed", str(-2**63 - 1))])
+def test_a_seed_out_of_torchs_range_is_refused_naming_the_flag(argv):
+    with pytest.raises(ValueError, match="--seed must be a whole number from -2\\*\\*63 to 2\\*\\*64 - 1"):
+        _train_cfg(*argv)
+    with pytest.raises(ValueError, match="--seed must be"):
+        _vit_cfg(*argv)
+
+
+def test_a_negative_subset_seed_draws_a_subset_as_a_negative_seed_does():
+    import numpy as np
+
+    from kizuna.train.supervised import stratified_subset
+
+    labels = np.repeat(np.arange(3), 10)
+    rows = stratified_subset(labels, 0.5, seed=-1)  # numpy's "expected non-negative integer"
+    assert np.array_equal(rows, stratified_subset(labels, 0.5, seed=2**64 - 1)) and len(rows) == 15
+    with pytest.raises(ValueError, match="--subset-seed must be a whole number"):
+        _vit_cfg("--subset-fraction", "0.5", "--subset-seed", str(2**64))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--precision", "fp8"), "--precision must be auto, fp32 or bf16, got 'fp8'"),
+    (("--device", "foo"), "--device must be auto, cpu, cuda or cuda:N, got 'foo'"),
+    (("--time-limit-minutes", "-1"), "--time-limit-minutes must be >= 0"),
+    (("--time-budget-minutes", "-1"), "--time-budget-minutes must be >= 0"),
+])
+def test_print_config_refuses_what_the_run_refuses(argv, message, capsys):
+    """`--print-config` printed these and exited 0; the run itself then refused them with exit 2."""
+    from kizuna.apps.cli import main
+
+    for command in (["train", "--out", "/tmp/unused-run"], ["vit", "train", "--data", "/tmp/unused-data"]):
+        assert main([*command, *argv, "--print-config"]) == 2
+        assert message in capsys.readouterr().err
+    assert _train_cfg("--device", "cuda:1").device == "cuda:1"  # a GPU machine's config, printed anywhere
