@@ -85,6 +85,12 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
     return model
 
 
+def _preset_name(name) -> bool:
+    """A CLIP preset's name (``ViT-B-32``, ``ViT-B/32``) that is not also a path to a checkpoint."""
+    return (isinstance(name, str) and name.replace("/", "-") in list_models()
+            and not _is_model_path(Path(name)))
+
+
 def _is_model_path(path: Path) -> bool:
     """A checkpoint get_tokenizer reads the tokenizer of: a folder, a .safetensors / OpenAI .pt file, or a run's
     ``latest`` pointer (a tokenizer's own .json file is not one)."""
@@ -107,8 +113,8 @@ def create_vit(variant: str, image_size: int = 224, num_classes: int = 0, **over
 
 
 def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
-    """The evaluation (or training) image transform a model was built with: from a ClipModel, a ClipConfig
-    or a preprocess dict (``model.cfg.preprocess``). A supervised ViT's preprocessing is stored beside its
+    """The evaluation (or training) image transform a model was built with: from a ClipModel, a ClipConfig,
+    a preprocess dict (``model.cfg.preprocess``), a preset's name or a checkpoint's path. A supervised ViT's preprocessing is stored beside its
     weights, not in its config: a ViT loaded by :func:`create_model` carries it (``model.preprocess_config``);
     for another, pass that dict (``kizuna.analysis.report.read_extra(path)["preprocess"]``)."""
     from .data.transforms import preprocess_from_config
@@ -117,6 +123,10 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
         return preprocess_from_config({}, train=train, **train_overrides)  # train=True and its settings)
     if isinstance(getattr(model_or_cfg, "preprocess_config", None), dict):  # a ViT loaded from its checkpoint
         return preprocess_from_config(model_or_cfg.preprocess_config, train=train, **train_overrides)
+    if _preset_name(model_or_cfg):  # OpenCLIP's habit: a preset's name (its preprocessing needs no weights)
+        return preprocess_from_config(clip_config(str(model_or_cfg)).preprocess, train=train, **train_overrides)
+    if isinstance(model_or_cfg, (str, os.PathLike)) and _is_model_path(Path(model_or_cfg)):
+        return get_preprocess(create_model(model_or_cfg), train=train, **train_overrides)  # a checkpoint's path
     obj = model_or_cfg.cfg if hasattr(model_or_cfg, "cfg") else model_or_cfg
     if isinstance(obj, dict):
         cfg = obj
@@ -129,14 +139,16 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
             "kizuna.get_preprocess(kizuna.analysis.report.read_extra(path)['preprocess']), or for a fresh ViT "
             "kizuna.get_preprocess(kizuna.train.supervised.vit_preprocess(model.cfg.image_size))")
     else:
-        raise TypeError(f"get_preprocess takes a ClipModel, a ClipConfig or a preprocess dict, got "
-                        f"{type(model_or_cfg).__name__}")
+        raise TypeError(f"get_preprocess takes a ClipModel, a ClipConfig, a preprocess dict, a preset name or a "
+                        f"checkpoint's path, got {model_or_cfg!r}" if isinstance(model_or_cfg, (str, os.PathLike))
+                        else f"get_preprocess takes a ClipModel, a ClipConfig, a preprocess dict, a preset name or "
+                        f"a checkpoint's path, got {type(model_or_cfg).__name__}")
     return preprocess_from_config(cfg, train=train, **train_overrides)
 
 
 def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
-    """The tokenizer a model was trained with (from the model, its config or its checkpoint's path), or one by
-    name ("clip_bpe") or tokenizer file.
+    """The tokenizer a model was trained with (from the model, its config, its checkpoint's path or a preset's
+    name, as OpenCLIP's ``get_tokenizer("ViT-B-32")``), or one by name ("clip_bpe") or tokenizer file.
     ``context_length`` replaces the config's (the model's positions bound it: longer fails in the tower)."""
     from .data.tokenizer import get_tokenizer as _get, tokenizer_from_config
 
@@ -155,6 +167,10 @@ def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
           and _is_model_path(Path(model_or_cfg))):  # a folder named clip_bpe does not hide the tokenizer
         # a checkpoint's path, as create_model takes it: its own tokenizer (the error asked for a JSON inside it)
         return get_tokenizer(create_model(model_or_cfg), context_length)
+    elif _preset_name(model_or_cfg):
+        # OpenCLIP's get_tokenizer("ViT-B-32"): "unknown tokenizer", and the 'clip_bpe' it suggested gave a
+        # siglip-* preset 77 tokens for its 64 positions
+        config = clip_config(str(model_or_cfg)).tokenizer
     if config is not None:
         return tokenizer_from_config(config if context_length is None else {**config, "context_length": context_length})
     # None, not 77: a tokenizer file's saved context length applies, and 0 is refused rather than made 77

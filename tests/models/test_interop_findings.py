@@ -343,3 +343,59 @@ def test_a_bf16_export_loads_in_transformers_with_the_exact_scale_at_float32(tmp
     as_fp32 = transformers.AutoModel.from_pretrained(tmp_path / "hf", dtype=torch.float32)
     assert as_bf16.logit_scale.dtype == torch.bfloat16 and as_bf16.logit_scale.exp().item() != pytest.approx(100)
     assert as_fp32.logit_scale.exp().item() == pytest.approx(model.scale().item(), rel=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hand-written processor files (migration hunt, stop 42): transformers' defaults fill what they leave out
+
+def _photos():
+    # sizes whose centre crops start on a whole pixel: transformers' PIL fallback (no torchvision here) floors an
+    # odd margin's half where its torchvision backend, OpenCLIP and kizuna round it
+    rng = np.random.default_rng(3)
+    return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((300, 451), (451, 300),
+                                                                                          (64, 64))]
+
+
+@pytest.mark.parametrize("model_type, pp", [
+    ("clip", {"size": {"shortest_edge": 256}}),  # short side 256, crop 224 (kizuna: 224, no crop_pct)
+    ("clip", {"size": {"height": 256, "width": 256}}),  # squash to 256, crop 224 (kizuna: shortest-side, 224)
+    ("siglip", {"size": {"height": 256, "width": 256}}),
+    ("clip", {"image_processor_type": "SiglipImageProcessor"}),  # a CLIP model with SigLIP's processor: squash, 0.5
+    ("siglip", {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 240}}),  # crop 224, not 240
+])
+def test_processor_fields_left_out_take_the_named_processors_defaults(model_type, pp):
+    import transformers
+
+    from kizuna.data.transforms import Preprocess
+    from kizuna.models.convert_hf import preprocess_from_hf
+
+    named = pp.get("image_processor_type") or ("SiglipImageProcessor" if model_type == "siglip" else
+                                               "CLIPImageProcessor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the PIL fallback's note that torchvision is not installed)
+        proc = getattr(transformers, named)(**{k: v for k, v in pp.items() if k != "image_processor_type"})
+        theirs = proc(images=_photos(), return_tensors="pt")["pixel_values"]
+    ours = Preprocess(**preprocess_from_hf(dict(pp), model_type, 224))
+    torch.testing.assert_close(torch.stack([ours(im) for im in _photos()]), theirs, atol=2e-5, rtol=1e-5)
+
+
+def test_a_size_field_kizuna_does_not_read_is_refused():
+    from kizuna.models.convert_hf import preprocess_from_hf
+
+    with pytest.raises(CheckpointError, match="size.longest_edge is not read"):
+        preprocess_from_hf({"size": {"shortest_edge": 224, "longest_edge": 300}}, "clip", 224, "pp.json")
+
+
+def test_a_presets_name_gives_its_tokenizer_and_preprocessing_as_in_openclip(tmp_path):
+    """OpenCLIP's get_tokenizer("ViT-B-32") was "unknown tokenizer ... expected 'clip_bpe'", and 'clip_bpe' gave a
+    siglip-* preset 77 tokens for its 64 positions; get_preprocess(name or path) was a TypeError."""
+    siglip = kizuna.get_tokenizer("siglip-B-16")
+    assert siglip(["a cat"]).shape == (1, kizuna.clip_config("siglip-B-16").text.context_length)
+    assert kizuna.get_tokenizer("ViT-B/32")(["a cat"]).shape == (1, 77)
+    expected = kizuna.get_preprocess(kizuna.clip_config("siglip-B-16"))
+    assert kizuna.get_preprocess("siglip-B-16") == expected
+    model = kizuna.create_model("ViT-mu-8")
+    save_model(model, tmp_path / "m")
+    assert kizuna.get_preprocess(tmp_path / "m") == kizuna.get_preprocess(model)
+    with pytest.raises(TypeError, match="a preset name or a checkpoint's path, got 'ViT-nope'"):
+        kizuna.get_preprocess("ViT-nope")

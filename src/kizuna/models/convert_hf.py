@@ -145,6 +145,9 @@ def _image_size(size, source: str) -> int | tuple[int, int]:
     raise CheckpointError(f"{source}: cannot read image_size {size!r}")
 
 
+HF_DEFAULT_CROP = 224  # transformers' CLIPImageProcessor crop_size where its file gives a size but no crop_size
+
+
 def _hw(size) -> tuple[int, int] | None:
     """An HF processor size (int, {"height", "width"} or {"shortest_edge"}) -> (h, w); None if unknown."""
     if isinstance(size, int):
@@ -201,7 +204,10 @@ def preprocess_from_hf(pp: dict | None, model_type: str, image_size,
                        source: str = "the image processor config") -> dict:
     """kizuna's preprocess config from HF image processor settings (:func:`read_image_processor_config`),
     or defaults when there are none. ``source`` names the settings' file in errors."""
-    siglip = model_type == "siglip"
+    # transformers builds the processor its file names (a CLIP model saved with a SigLIP processor is squashed and
+    # normalised by 0.5): its defaults fill the fields the file leaves out, not the model's
+    named = str((pp or {}).get("image_processor_type") or "")
+    siglip = named.startswith("Siglip") if named.startswith(("Siglip", "CLIP")) else model_type == "siglip"
     mean, std = ([0.5] * 3, [0.5] * 3) if siglip else (list(OPENAI_MEAN), list(OPENAI_STD))
     size = image_size if isinstance(image_size, int) else list(image_size)
     out = {"image_size": size, "mean": mean, "std": std, "interpolation": "bicubic",
@@ -260,8 +266,16 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
                               "do_resize to true")
     out["interpolation"] = _resample(pp.get("resample", 3), source)
     size = pp.get("size")
+    if isinstance(size, dict) and set(size) - {"height", "width", "shortest_edge"}:
+        unread = ", ".join(f"size.{k}" for k in sorted(set(size) - {"height", "width", "shortest_edge"}))
+        raise CheckpointError(f"{source}: {unread} is not read by kizuna's preprocessing (it resizes by "
+                              "shortest_edge or to height x width): remove it, or resize the images yourself")
     crop = pp.get("do_center_crop", not siglip)
-    hw = _hw(pp.get("crop_size")) if crop else _hw(size)
+    crop_size = pp.get("crop_size")
+    if crop and crop_size is None and size is not None:
+        # CLIPImageProcessor's default crop: its size was ignored and the image resized to the model's instead
+        crop_size = {"height": HF_DEFAULT_CROP, "width": HF_DEFAULT_CROP}
+    hw = _hw(crop_size) if crop else _hw(size)
     if not crop and isinstance(size, dict) and "height" in size:
         out["resize_mode"] = "squash"
     elif crop and hw is not None and isinstance(size, dict) and "height" in size:
