@@ -161,7 +161,8 @@ def _lesser(key: str, ours: dict, theirs: dict) -> str:
     name = key.split(GPU_MACHINE_SUFFIX)[0]
     gpu_only = name in MODULES and getattr(importlib.import_module(f".{MODULES[name]}", __package__),
                                            "GPU_SECTION", False)
-    if GPU_MACHINE_SUFFIX not in key and not gpu_only:  # a CPU machine's figures (a GPU's: any lent machine's)
+    if GPU_MACHINE_SUFFIX not in key and not gpu_only and not not_measured(ours):  # a CPU machine's figures (a
+        # GPU's: any lent machine's); a measurement of another machine is still better than a skip here
         mine, other = ours.get("machine") or {}, theirs.get("machine") or {}
         differ = [k for k in MACHINE_KEYS if mine.get(k) != other.get(k)]  # the keys the report flags
         if differ and mine and other:
@@ -186,8 +187,8 @@ def merge_results(results: dict, other: dict, log, force: bool = False) -> list[
             continue
         lesser = _lesser(key, ours, theirs) if ours is not None and not force else ""
         if lesser:
-            log(f"   {key}: kept ours (measured {ours.get('started', '?')}): theirs is later, but {lesser}; "
-                "pass --force to take it anyway")
+            log(f"   {key}: kept ours (measured {ours.get('started', '?')}; theirs {theirs.get('started', '?')}): "
+                f"{lesser}; pass --force to take it anyway")
             continue
         if store_section(results, key, theirs, log):
             log(f"   {key}: taken (measured {theirs.get('started', '?')} by `{theirs.get('command', '?')}`)"

@@ -160,3 +160,48 @@ def test_print_config_refuses_what_the_run_refuses(argv, message, capsys):
         assert main([*command, *argv, "--print-config"]) == 2
         assert message in capsys.readouterr().err
     assert _train_cfg("--device", "cuda:1").device == "cuda:1"  # a GPU machine's config, printed anywhere
+
+
+def test_python_callers_pass_numpy_seeds_and_torch_devices(tmp_path):
+    """The new range checks refused np.int64(3) (as "not a whole number") and torch.device("cpu") / None, which
+    trained before (the ViT trainer's mixing generator overflowed on a numpy seed even then)."""
+    import numpy as np
+
+    from kizuna.train.contrastive import ContrastiveTrainer
+    from kizuna.train.supervised import SupervisedTrainer, make_supervised_config
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny import tiny_config
+    from test_diverged_eval import _tree
+
+    assert make_config(seed=np.int64(3), device=torch.device("cpu"), out="/tmp/unused-run").seed == 3
+    assert make_config(device=None, out="/tmp/unused-run").device is None
+    tr = ContrastiveTrainer(tiny_config(tmp_path / "clip", steps=1, seed=np.int64(3), warmup_steps=0))
+    tr.train()
+    assert type(tr.cfg.seed) is int
+    cfg = make_supervised_config(
+        model="mu/4", model_overrides={"width": 32, "mlp_dim": 64, "depth": 1, "heads": 2}, image_size=16,
+        data=_tree(tmp_path / "train", [4, 4]), batch_size=8, steps=1, workers=0, warmup_steps=0, lr=1e-3,
+        out=str(tmp_path / "vit"), progress=False, threads=1, seed=np.int64(5), mixup=0.8,
+        device=torch.device("cpu"))
+    SupervisedTrainer(cfg).train()
+
+
+def test_a_resume_refuses_a_flag_its_runs_settings_leave_unused(tmp_path, capsys):
+    """--resume skipped the check (the run's settings were not known yet): `--momentum 0.5` on an AdamW run was
+    recorded in train_config.json and never read."""
+    from kizuna.apps.cli import main
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_diverged_eval import _tree
+
+    data = _tree(tmp_path / "train", [4, 4])
+    run = ["vit", "train", "--model", "mu/4", "--model-overrides", '{"width": 32, "depth": 1, "heads": 2, '
+           '"mlp_dim": 64}', "--image-size", "16", "--data", data, "--batch-size", "8", "--steps", "2",
+           "--workers", "0", "--threads", "1", "--progress", "false", "--out", str(tmp_path / "run")]
+    assert main(run) == 0
+    capsys.readouterr()
+    again = ["vit", "train", "--out", str(tmp_path / "run"), "--resume", "latest", "--steps", "3"]
+    assert main([*again, "--momentum", "0.5", "--print-config"]) == 2
+    assert "--momentum 0.5 does nothing here: SGD's" in capsys.readouterr().err
+    assert main([*again, "--print-config"]) == 0

@@ -436,6 +436,10 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     except OSError as e:
         import errno
 
+        too_many = _too_many_open_files(e)
+        if too_many is not None:
+            print(f"{command}: error: {too_many}", file=sys.stderr)
+            return 1
         if e.errno != errno.EROFS:  # a read-only file system is a place the user chose, as a folder without rights
             raise
         print(f"{command}: error: {e.strerror}: {e.filename or ''}; choose another --out", file=sys.stderr)
@@ -452,6 +456,21 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     return int(result or 0)
 
 
+def _too_many_open_files(error: OSError) -> str | None:
+    """One line for the open-file limit reached (``ulimit -n``), else None. A loader worker's error arrives with
+    its errno lost and a traceback in its text: the line that says it is taken from there."""
+    import errno
+
+    text = str(error)
+    if error.errno not in (errno.EMFILE, errno.ENFILE) and "too many open files" not in text.lower():
+        return None
+    said = next((line.strip() for line in text.splitlines() if line.strip().lower().startswith(
+        ("too many open files", "kizuna.data.sources.toomanyopenfiles:"))), "")
+    said = said.split(": ", 1)[1] if said.lower().startswith("kizuna.data.sources") else said
+    return said or ("too many open files: the process's limit is reached; raise it (`ulimit -n 4096`) or pass "
+                    "fewer --workers")
+
+
 def _out_of_memory(error: BaseException) -> str | None:
     """What to say of an allocation that failed (torch's CPU allocator, CUDA's, Python's MemoryError), or None
     for another error: it was a 30-line traceback ending in "DefaultCPUAllocator: can't allocate memory",
@@ -461,7 +480,9 @@ def _out_of_memory(error: BaseException) -> str | None:
         return ("out of shared memory (/dev/shm) for the loader workers' batches: pass --workers 0, or give the "
                 "container more (docker run --shm-size=2g)")
     cuda = "CUDA out of memory" in text or type(error).__name__ == "OutOfMemoryError"
-    if not (isinstance(error, MemoryError) or cuda or "can't allocate memory" in text):
+    # oneDNN's primitive creation fails so when its scratch memory cannot be allocated (under `ulimit -v`)
+    onednn = "could not create a primitive" in text
+    if not (isinstance(error, MemoryError) or cuda or onednn or "can't allocate memory" in text):
         return None
     first = next((line.strip() for line in text.splitlines() if "allocate" in line), text.splitlines()[0] if text
                  else type(error).__name__)

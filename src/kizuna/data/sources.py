@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import glob
 import hashlib
 import os
@@ -994,6 +995,33 @@ class _Fetched(list):
     position: int | None = None
 
 
+class TooManyOpenFiles(OSError):
+    """The process's open-file limit (``ulimit -n``) was reached reading the data: a setting to raise, never a
+    sample to skip."""
+
+
+def _open_file_budget() -> int:
+    """How many shard files a dataset keeps open in this process: an eighth of the open-file limit (loader
+    workers, an evaluation set beside the training set, torch's shared-memory handles need the rest)."""
+    try:
+        import resource
+    except ImportError:  # (Windows)
+        return PairDataset._MAX_OPEN
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return PairDataset._MAX_OPEN if soft == resource.RLIM_INFINITY else max(2, soft // 8)
+
+
+def too_many_open_files_message(where: str) -> str:
+    try:
+        import resource
+
+        limit = f" ({resource.getrlimit(resource.RLIMIT_NOFILE)[0]} here)"
+    except ImportError:
+        limit = ""
+    return (f"too many open files reading {where}: the process's limit{limit} is reached, not a bad file; raise it "
+            "(`ulimit -n 4096`) or pass fewer --workers")
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Map-style image-caption(-label) dataset over a :class:`SampleIndex` (see module docstring)."""
 
@@ -1036,10 +1064,22 @@ class PairDataset(torch.utils.data.Dataset):
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
         if fd is None:
-            if len(self._fds) >= self._MAX_OPEN:
+            if len(self._fds) >= min(self._MAX_OPEN, _open_file_budget()):
                 old = next(iter(self._fds))
                 os.close(self._fds.pop(old))
-            fd = self._fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # binary on Windows
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # binary on Windows
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                for cached in self._fds.values():  # the process's limit, not the shard: free ours and retry once
+                    os.close(cached)
+                self._fds.clear()
+                try:
+                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                except OSError as again:
+                    raise TooManyOpenFiles(again.errno, too_many_open_files_message(path)) from None
+            self._fds[path] = fd
         return fd
 
     def _read(self, i: int) -> bytes:
@@ -1083,12 +1123,20 @@ class PairDataset(torch.utils.data.Dataset):
             raise IndexError(f"sample index {i} out of range for {len(self.index)} samples")
         try:
             data = self._read(i)
-        except OSError:
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE) or isinstance(e, TooManyOpenFiles):
+                # the process's limit (ulimit -n), not a bad file: counted as read_error, an evaluation scored a
+                # third of its set and a run trained on it, both exiting 0
+                raise TooManyOpenFiles(e.errno, too_many_open_files_message(self.index.where(i))) from None
+            if e.errno == errno.ENOMEM:
+                raise
             return None, "read_error", self.index.where(i)
         try:
             img = decode_image(data, self.draft_size)
         except images.ImageTooLarge:
             return None, "image_too_large", self.index.where(i)
+        except MemoryError:  # the machine's memory, not the image: it was counted as corrupt
+            raise
         except Exception:  # PIL raises many types for bad data (OSError, SyntaxError, ValueError...)
             return None, "corrupt_image", self.index.where(i)
         if self.transform is None:

@@ -161,10 +161,14 @@ class CheckpointManager:
         except OSError:
             free = "free space unknown"
         before = self.latest()  # what `--resume latest` takes: the failed one was never swapped in
-        message = (f"writing the checkpoint {folder} failed ({type(error).__name__}: {first_line(error)}); disk "
-                   f"full? ({free}). " + (f"The checkpoint before it, {before.name}, is intact: free space and "
-                                          f"continue with --out {self.dir.parent} --resume latest" if before else
-                                          "No checkpoint was saved before it: free space and start the run again"))
+        cause, fix = f"disk full? ({free})", "free space"
+        limit = file_size_limit()
+        if limit is not None:  # `ulimit -f`: the same torch error, with 32 GiB free ("disk full?" misled)
+            cause, fix = f"the file size limit (ulimit -f) is {limit / 2**20:.1f} MiB; {free}", "raise `ulimit -f`"
+        message = (f"writing the checkpoint {folder} failed ({type(error).__name__}: {first_line(error)}); {cause}. "
+                   + (f"The checkpoint before it, {before.name}, is intact: {fix} and continue with --out "
+                      f"{self.dir.parent} --resume latest" if before else
+                      f"No checkpoint was saved before it: {fix} and start the run again"))
         return OSError(error.errno, message) if isinstance(error, OSError) and error.errno else OSError(message)
 
     def _swap_in(self, tmp: Path, final: Path) -> None:
@@ -514,6 +518,16 @@ _WRITE_ERRORS = (OSError, RuntimeError, _SafetensorError)
 
 
 
+def file_size_limit() -> int | None:
+    """This process's file size limit in bytes (``ulimit -f``; writes past it fail), None where there is none."""
+    try:
+        import resource
+    except ImportError:  # (Windows)
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def resumed_config(cfg, named: frozenset[str] | None):
     """A resume from the command line continues the run with its own settings: the checkpoint's
     ``train_config``, with only what the command line names on top, so ``--resume latest --out RUN`` alone
@@ -539,7 +553,12 @@ def resumed_config(cfg, named: frozenset[str] | None):
             raise ValueError(f"--resume {path}: not in a run's checkpoints/ folder, so where the run goes on is not "
                              "known; say it with --out DIR")
         restored["out"] = str(path.parent.parent)
-    return dataclasses.replace(cfg, **restored), sorted(k for k, v in restored.items() if getattr(cfg, k) != v)
+    resumed = dataclasses.replace(cfg, **restored)
+    from .config import refuse_unused, unused_flags_of
+
+    # a flag the run's own settings leave unused (--momentum on an AdamW run) was recorded and ignored
+    refuse_unused(resumed, named, unused_flags_of(resumed), resumed=True)
+    return resumed, sorted(k for k, v in restored.items() if getattr(cfg, k) != v)
 
 
 def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,

@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import numbers
 import os
 import re
 import sys
@@ -343,6 +344,15 @@ def _as_tuple(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+def unused_flags_of(cfg) -> list[tuple[str, bool, str]]:
+    """The unused-flag rules of either trainer's config (:func:`refuse_unused`)."""
+    if isinstance(cfg, TrainConfig):
+        return unused_flags(cfg)
+    from .supervised import unused_flags as vit_unused_flags
+
+    return vit_unused_flags(cfg)
+
+
 def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
     """`kizuna train`'s flags that another setting makes unused (:func:`refuse_unused`)."""
     csv = any(ext in cfg.data.lower() for ext in (".csv", ".tsv"))
@@ -355,13 +365,13 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
             ("best_mode", not cfg.best_metric, "it orders --best-metric, which is not given (no best/ is kept)")]
 
 
-def refuse_unused(cfg, named, rules) -> None:
+def refuse_unused(cfg, named, rules, resumed: bool = False) -> None:
     """Refuse a flag the command line (``named``: its fields) set to a value that another setting makes unused
     (``rules``: (field, unused, why)): it was accepted, recorded in train_config.json and did nothing. At its
     default it says nothing wrong, and a config file's value is left alone (a recipe may carry settings for
     another choice of its own flags), as are the Python API's keywords (a helper passing every field)."""
-    if getattr(cfg, "resume", ""):  # the run's own settings join the flags later: not known here
-        return
+    if getattr(cfg, "resume", "") and not resumed:  # the run's own settings join the flags later (resumed_config
+        return  # checks again with them)
     defaults = type(cfg)()
     for name, unused, why in rules:
         value = getattr(cfg, name)
@@ -461,7 +471,8 @@ def check_common(cfg) -> None:
     need(cfg.time_limit_minutes >= 0, "time_limit_minutes", ">= 0 (0 = no limit)", cfg.time_limit_minutes)
     need(cfg.time_budget_minutes >= 0, "time_budget_minutes", ">= 0 (0 = no budget)", cfg.time_budget_minutes)
     need(cfg.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16", cfg.precision)
-    need(isinstance(cfg.device, str) and re.fullmatch(r"auto|(cpu|cuda)(:\d+)?", cfg.device) is not None, "device",
+    # (a torch.device or None from Python: init_distributed reads str(device), None as auto)
+    need(cfg.device is None or re.fullmatch(r"auto|(cpu|cuda)(:\d+)?", str(cfg.device)) is not None, "device",
          "auto, cpu, cuda or cuda:N", cfg.device)
     if 0 < cfg.time_limit_minutes < cfg.time_budget_minutes:
         # the plan fills the budget and the limit cuts it part-way, at a high learning rate; the built-in flickr8k
@@ -487,8 +498,8 @@ def check_common(cfg) -> None:
     for name in ("seed", "subset_seed"):
         if hasattr(cfg, name):
             value = getattr(cfg, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**64, name,
-                 "a whole number from -2**63 to 2**64 - 1", value)
+            whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            need(whole and -2**63 <= int(value) < 2**64, name, "a whole number from -2**63 to 2**64 - 1", value)
     # "" is the current folder to a path: a training run started from whatever model was there
     need(bool(str(cfg.model).strip()), "model", "a preset name or a checkpoint path", cfg.model)
     # and a run into it wrote checkpoints/, metrics.jsonl, ... among whatever is there, then said "/checkpoints"

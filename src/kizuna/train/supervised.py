@@ -471,8 +471,8 @@ def load_for_finetune(path: str, num_classes: int, image_size: int | None = None
 
     ``pos_embed="interpolate"`` goes through ``kizuna.load_model(path, image_size=...)`` (2-D
     interpolation); ``"sequence"`` / ``"grid"`` rebuild the model at the new size and place the old
-    table as described in :func:`adapt_pos_embed`. The head is zero-initialised
-    (``reset_classifier``) unless ``reset_head=False`` and the class count is unchanged. ``act``: the
+    table as described in :func:`adapt_pos_embed`. The head is zero-initialised (``reset_classifier``);
+    ``reset_head=False`` keeps it, and is refused where the checkpoint has no head for ``num_classes``. ``act``: the
     activation of an OpenAI-layout state dict (``load_model``'s).
     """
     if pos_embed not in POS_EMBED_MODES:

@@ -17,7 +17,9 @@ own that a resume needs), ``optimizer_settings`` and ``finish``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 import os
 import shlex
 import sys
@@ -181,6 +183,11 @@ class Trainer(ABC):
         one that asks for another model. None (a config built in Python): ``cfg`` as it is, and a non-default
         field counts as named."""
         cfg, restored = resumed_config(cfg, named)
+        # a numpy integer seed (a notebook's `for seed in np.arange(3)`) as a Python int: numpy's own generators
+        # overflowed on seed % 2**64, random.seed refuses one, and train_config.json could not write it
+        whole = {k: int(getattr(cfg, k)) for k in ("seed", "subset_seed")
+                 if isinstance(getattr(cfg, k, None), numbers.Integral) and type(getattr(cfg, k)) not in (int, bool)}
+        cfg = dataclasses.replace(cfg, **whole) if whole else cfg
         self.cfg, self.named = cfg, named
         self._threads_before = torch.get_num_threads()  # the caller's again when train() ends (a notebook)
         if cfg.threads:
@@ -208,11 +215,12 @@ class Trainer(ABC):
         self._rng_before = (torch.random.get_rng_state(),
                             torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                             torch.initial_seed(), random.getstate(), np.random.get_state())
-        torch.manual_seed(cfg.seed)
+        seed = cfg.seed
+        torch.manual_seed(seed)
         # nothing in training draws from these, but checkpoints save their state: unseeded, two runs of one seed
-        # wrote train_state.pt files that differed (identical weights), so a rerun could not be checked by hash
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
+        # saved different generator states around identical weights
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
         if cfg.resume:
             # locked before the checkpoint is chosen and read: a resume started beside a run still writing chose
             # its latest step, which that run's pruning then deleted (a "damaged checkpoint", or a stale step
@@ -823,8 +831,15 @@ class Trainer(ABC):
             return True
         from kizuna.eval.encode import eval_mode
 
-        with torch.no_grad(), eval_mode(self.model):
-            return bool(self.outputs_finite(batch))
+        try:
+            with torch.no_grad(), eval_mode(self.model):
+                return bool(self.outputs_finite(batch))
+        except (RuntimeError, MemoryError) as e:  # out of memory for the check's forward (under `ulimit -v`): the
+            # finished steps are saved unchecked rather than lost with the check
+            warnings.warn(f"could not check the model's outputs before the checkpoint at step {self.step} "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); saving it unchecked",
+                          RuntimeWarning, stacklevel=2)
+            return True
 
     def _non_finite_weight(self) -> str | None:
         """The name of the first parameter holding a NaN or inf, or None."""
