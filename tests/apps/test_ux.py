@@ -13,8 +13,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 from _tiny import tiny_config  # noqa: E402
 
 
-def _train_flags(out):
-    return ["train", "--model", "ViT-mu-8", "--synthetic-image-size", "32", "--synthetic-length", "64",
+def _train_flags(out, data=None):
+    """A tiny run on the synthetic scenes, or on ``data`` (whose runs the --synthetic-* flags would be refused)."""
+    source = ["--synthetic-image-size", "32", "--synthetic-length", "64"] if data is None else ["--data", str(data)]
+    return ["train", "--model", "ViT-mu-8", *source,
             "--batch-size", "16", "--steps", "2", "--warmup-steps", "1", "--context-length", "24", "--workers", "0",
             "--threads", "1", "--eval-max-samples", "4", "--precision", "fp32", "--out", str(out)]
 
@@ -24,7 +26,7 @@ def test_a_run_that_fails_to_start_leaves_the_earlier_checkpoints_in_place(tmp_p
     found nothing."""
     out = tmp_path / "run"
     assert main([*_train_flags(out), "--progress", "false"]) == 0
-    assert main([*_train_flags(out), "--data", str(tmp_path / "trian")]) == 2
+    assert main(_train_flags(out, data=str(tmp_path / "trian"))) == 2
     assert (out / "checkpoints" / "step_0000002").is_dir() and not (out / "checkpoints.prev").exists()
     capsys.readouterr()
 
@@ -113,16 +115,16 @@ def test_an_empty_training_set_says_what_to_pass(tmp_path, capsys):
                                                        for i in range(4) for ext in ("jpg", "cls")])
     for data, hint in ((tmp_path / "root", "it is a dataset root with split folders (train): pass one"),
                        (tmp_path / "labelled", "carry class labels (.cls), not captions")):
-        assert main([*_train_flags(tmp_path / "run"), "--data", str(data)]) == 2
+        assert main(_train_flags(tmp_path / "run", data=str(data))) == 2
         assert hint in capsys.readouterr().err
 
 
 def test_training_data_that_is_missing_or_lacks_a_column_names_the_flag(tmp_path, capsys):
     """"data source not found: X" and "missing column(s) ['title']" named neither --data nor the column flags."""
-    assert main([*_train_flags(tmp_path / "run"), "--data", str(tmp_path / "nowhere")]) == 2
+    assert main(_train_flags(tmp_path / "run", data=str(tmp_path / "nowhere"))) == 2
     assert f"--data {tmp_path / 'nowhere'}: data source not found" in capsys.readouterr().err
     (tmp_path / "pairs.csv").write_text("filepath,caption\na.jpg,a dog\n")
-    assert main([*_train_flags(tmp_path / "run"), "--data", str(tmp_path / "pairs.csv")]) == 2
+    assert main(_train_flags(tmp_path / "run", data=str(tmp_path / "pairs.csv"))) == 2
     assert "missing column(s) ['title']" in (err := capsys.readouterr().err) and "--caption-column" in err
 
 
