@@ -361,7 +361,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
         raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")
     valid = torch.ones(n, dtype=torch.bool) if valid is None else valid.bool()
     # NaN scores rank anywhere (a NaN row predicted class 0): a diverged model is refused, not scored
-    check_finite(scores, valid, "class scores")
+    check_finite(scores, valid, "class scores", kind="scores")
     top = rank_classes(scores, k)
     pred = top[:, 0].clone() if top.numel() else torch.full((n,), -1, dtype=torch.long)
     pred[~valid] = -1

@@ -271,14 +271,14 @@ class NonFiniteFeatures(ValueError):
     """The model gave NaN or inf features: every metric computed from them would be meaningless."""
 
 
-def check_finite(features: torch.Tensor, valid: torch.Tensor | None, what: str) -> None:
+def check_finite(features: torch.Tensor, valid: torch.Tensor | None, what: str, kind: str = "features") -> None:
     """Refuse NaN/inf features (gathered: every rank raises together) among the ``valid`` rows (None: every row).
     A NaN similarity compares neither above nor equal, so retrieval ranked it first: a model with NaN weights
     scored R@1 100%."""
     rows = features if valid is None else features[valid]
     bad = int((~torch.isfinite(rows).all(dim=1)).sum()) if features.numel() else 0
     if bad:
-        raise NonFiniteFeatures(f"{what}: the model gave NaN or inf features for {bad} of {len(rows)}; its "
+        raise NonFiniteFeatures(f"{what}: the model gave NaN or inf {kind} for {bad} of {len(rows)}; its "
                                 "weights hold NaN or inf, or it overflowed (a diverged run?)")
 
 
