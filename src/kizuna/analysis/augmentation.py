@@ -28,6 +28,8 @@ from PIL import Image
 
 from kizuna.models.checkpoint import atomic_write_text
 
+from .figures import fit_lines
+
 __all__ = ["augmentation_samples", "describe_recipe", "pixel_stats", "plot_augmentations", "preview_augmentation"]
 
 _UINT64 = (1 << 64) - 1
@@ -197,7 +199,9 @@ def augmentation_figure(samples: dict, title: str = "") -> Figure:
                 if col == 0:
                     label = samples["labels"][r]
                     names = samples["classnames"]
-                    ax.set_ylabel(names[label] if 0 <= label < len(names) else str(label), fontsize=8)
+                    # a row is an image high: an 80-character name ran past it into the next row's
+                    ax.set_ylabel(fit_lines(names[label] if 0 <= label < len(names) else str(label), 18, 3),
+                                  fontsize=8)
                 col += 1
     fig.suptitle("\n".join(lines), fontsize=title_size, y=1 - 0.1 / height, va="top")
     return fig

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 DPI = 120
+MAX_MOSAIC_DPI = 600  # a 64x64 grid's position mosaic (4,159 px) at most ~3,800 px wide
 _TRUE_COLOR = "#2ca02c"
 _OTHER_COLOR = "#7f9fbf"
 
@@ -180,7 +181,10 @@ def plot_position_similarity(
     # at least 4 x 3 in: a 1x8 grid's mosaic is one tile high, and a figure sized to it (about 1 in) cut off
     # its title and axis labels
     figsize = (max(4.0, side * min(1.0, aspect) + 1.6), max(3.0, side * min(1.0, 1.0 / aspect) + 0.9))
-    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    # a screen pixel or more per mosaic pixel (the axes take ~80% of the side): from a 27x27 grid on, "nearest"
+    # dropped every other row of tiles, with their white gaps and one-pixel self-similarity peaks, unevenly
+    dpi = min(MAX_MOSAIC_DPI, max(DPI, math.ceil(max(H, W) / (0.8 * side))))
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(mosaic, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
     step_r = max(1, math.ceil(h / 16))
@@ -292,7 +296,7 @@ def plot_over_training(
                 label=f"Layer {li + 1}")
     ax.axhline(uniform, color="0.4", ls="--", lw=1, label="uniform attention")
     ax.set_ylim(0, max(_finite_max(arr), uniform) * 1.08)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers (not 2.85..3.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # steps are whole numbers (not 2.85..3.15)
     ax.set_xlabel("Training step")
     ax.set_ylabel("Mean attention distance (pixels)")
     ax.set_title("Mean attention distance per layer", fontsize=10)
@@ -304,7 +308,7 @@ def plot_over_training(
         ax.axhline(1.0, color="#d62728", ls=":", lw=1)
         ratios = [v for v in row_column_ratio if v is not None and math.isfinite(v)]  # none for a 1xN grid
         ax.set_ylim(min([0.9, *ratios]), max([1.1, *ratios]) * 1.05)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("Training step")
         ax.set_ylabel("Position embeddings: row/column ratio", color="#d62728")
         ax.set_title("Position embeddings and accuracy", fontsize=10)
@@ -392,7 +396,7 @@ def _overlay_map(m: torch.Tensor, image_hw: tuple[int, int], patch_size: int | N
 # --------------------------------------------------------------------------- predictions
 
 
-def _fit_lines(text: str, width: int, lines: int) -> str:
+def fit_lines(text: str, width: int, lines: int) -> str:
     """``text`` on at most ``lines`` lines of about ``width`` characters, wrapped at spaces and after "_"
     (ImageNet-style names are one long word: great_white_shark_...). Longer text loses its middle, not its
     end: the last line is "…" and the text's end, so labels that share their first words (a northern
@@ -444,7 +448,7 @@ def plot_prediction_panel(
     ax_img.imshow(img)
     ax_img.set_axis_off()
     if true_label is not None:  # a title wider than the image ran off the figure's left edge
-        ax_img.set_title(_fit_lines(f"true: {true_label}", 28, 3), fontsize=10)
+        ax_img.set_title(fit_lines(f"true: {true_label}", 28, 3), fontsize=10)
     ax = fig.add_subplot(gs[0, 1])
     ys = np.arange(len(top))[::-1]  # highest probability on top
     names = [labels[i] for i in top]
@@ -454,7 +458,7 @@ def plot_prediction_panel(
     for y, v in zip(ys, vals):
         ax.text(min(v, 1.0) + 0.01, y, f"{100 * v:.1f}%", va="center", fontsize=8)
     ax.set_yticks(ys)
-    ax.set_yticklabels([_fit_lines(n, 28, 2) for n in names], fontsize=9)
+    ax.set_yticklabels([fit_lines(n, 28, 2) for n in names], fontsize=9)
     for tick, c in zip(ax.get_yticklabels(), colors):
         if c == _TRUE_COLOR:
             tick.set_color(_TRUE_COLOR)
@@ -462,7 +466,7 @@ def plot_prediction_panel(
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("Probability")
     ax.spines[["top", "right"]].set_visible(False)
-    head = _fit_lines(title or f"Top-{len(top)} predictions", 40, 2)
+    head = fit_lines(title or f"Top-{len(top)} predictions", 40, 2)
     if true_label is not None:
         if true_label in labels:
             rank = next(r for r, i in enumerate(order, 1) if labels[i] == true_label)
@@ -493,7 +497,11 @@ def plot_runs(
     n = len(panels)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(5.2 * cols, 4.0 * rows + 0.4), dpi=DPI, layout="constrained")
+    # the legend goes under each panel: its rows (two names a row past 4 runs, a name up to two lines) add height,
+    # or 30 runs squeezed the plot to an inch and covered its axis label, and longer names collapsed it away
+    most = max(len(runs) for runs in panels.values())
+    legend_rows = math.ceil(most / (2 if most > 4 else 1)) * 1.6
+    fig = Figure(figsize=(5.2 * cols, (4.0 + 0.13 * legend_rows) * rows + 0.4), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colours = colormaps["tab10"]
     # each pass through the ten colours changes the marker (and the training curve's dashes): an 11th run
@@ -509,11 +517,12 @@ def plot_runs(
             marker, dashes = passes[k // 10 % len(passes)]
             c = colours(k % 10)
             ax.plot(r["eval_steps"], r["eval"], marker=marker, ms=3.5, lw=1.6, color=c,
-                    label=f"{_fit_lines(r['label'], 40, 2)} (final {r['eval'][-1]:.3f})")
-            if r.get("train_top1"):
-                ax.plot(r["train_steps"], r["train_top1"], ls=dashes, lw=1.0, alpha=0.7, color=c)
+                    label=f"{fit_lines(r['label'], 40, 2)} (final {r['eval'][-1]:.3f})")
+            if r.get("train_top1"):  # (a marker where it is one point: a line through one point draws nothing)
+                lone = {"marker": marker, "ms": 3} if len(r["train_top1"]) == 1 else {}
+                ax.plot(r["train_steps"], r["train_top1"], ls=dashes, lw=1.0, alpha=0.7, color=c, **lone)
         ax.set_ylim(0, min(1.02, top * 1.1) if top <= 1.0 else top * 1.1)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("Training step")
         dashed = any(r.get("train_top1") for r in runs)
         ax.set_ylabel(f"{metric_name} (solid), train accuracy (dashed)" if dashed else metric_name)

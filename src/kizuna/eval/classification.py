@@ -495,10 +495,14 @@ def plot_confusion(confusion: np.ndarray, classnames: Sequence[str], path, title
     im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest", extent=extent)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class" if normalize else "count")
     if c <= max_ticks:
+        from kizuna.analysis.figures import fit_lines
+
         fs = max(5, min(10, int(300 / max(c, 1))))
-        ax.set_xticks(range(c), [str(n) for n in classnames], rotation=60, ha="right", rotation_mode="anchor",
-                      fontsize=fs)
-        ax.set_yticks(range(c), [str(n) for n in classnames], fontsize=fs)
+        # at most two lines of ~28 characters (the middle elided): 80-character names took the whole figure and
+        # left the matrix a few pixels wide, with its title and colour-bar label cut off
+        names = [fit_lines(str(n), 28, 2) for n in classnames]
+        ax.set_xticks(range(c), names, rotation=60, ha="right", rotation_mode="anchor", fontsize=fs)
+        ax.set_yticks(range(c), names, fontsize=fs)
     if c <= max_annotated:
         fs = max(5, min(9, int(220 / max(c, 1))))
         for i in range(c):
@@ -507,7 +511,7 @@ def plot_confusion(confusion: np.ndarray, classnames: Sequence[str], path, title
                     dark = shown[i, j] > (0.55 if normalize else 0.55 * shown.max())
                     ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=fs,
                             color="white" if dark else "black")
-    block = f" (in blocks of about {c / MAX_PLOTTED_CLASSES:.0f} consecutive classes)" if binned else ""
+    block = f" (in blocks of about {c / MAX_PLOTTED_CLASSES:.1f} consecutive classes)" if binned else ""
     ax.set_xlabel(f"predicted class{block}")
     ax.set_ylabel(f"true class{block}")
     if title:

@@ -185,7 +185,7 @@ class RobustnessResult:
             ax.plot([0] + [p[0] for p in pts], [100 * self.clean_acc] + [100 * p[1] for p in pts], "o-",
                     color=f"C{i}", label=name)
         ax.axhline(100 * self.clean_acc, color="k", linestyle="--", linewidth=1, label="clean")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # severities are whole levels (no 0.5, 1.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # severities are whole levels (no 0.5, 1.5)
         ax.set_xlabel("severity (0 = clean)")
         ax.set_ylabel("zero-shot top-1 (%)")
         ax.set_title(f"{model + ': ' if model else ''}{self.dataset}: accuracy under distribution shift")

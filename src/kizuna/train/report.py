@@ -26,11 +26,20 @@ def _figure(figsize):
     return Figure(figsize=figsize, dpi=120, layout="constrained")
 
 
+def _lone_point(points) -> dict:
+    """A marker for a series of one point: a line through one point draws nothing (a run shorter than its
+    --log-every had an empty loss panel, and a train_top1 in the legend that was nowhere in the plot)."""
+    return {"marker": "o", "markersize": 4} if len(points) == 1 else {}
+
+
 def plot_loss(rows: list[dict], path: Path) -> Path:
     fig = _figure((6, 3.5))
     ax = fig.add_subplot()
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue")
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue", **_lone_point(rows))
     ax.set_xlabel("optimizer step")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # steps (0.94..1.06 around one)
     ax.set_ylabel("contrastive loss")
     ax.set_title("Training loss")
     ax.grid(alpha=0.3)
@@ -50,7 +59,7 @@ def plot_eval(rows: list[dict], keys: list[tuple[str, str]], path: Path) -> Path
     ax.set_ylim(0, 1.02)
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no 19.5 around a single evaluation
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # steps: no 19.5 around a single evaluation
     ax.set_title("Zero-shot accuracy during training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -96,14 +105,14 @@ def plot_curves(out: str | Path) -> Path | None:
                      and isinstance(v, (int, float)) and not isinstance(v, bool)})
     fig = _figure((10, 3.6))
     left, right = fig.subplots(1, 2)
-    left.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue")
+    left.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue", **_lone_point(rows))
     left.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
     for i, key in enumerate(shares):  # all of them (the first ten left out the demo's headline, probe/unseen_combos)
         pts = [(r["step"], r[key]) for r in evals if key in r]
         right.plot(*zip(*pts), markersize=3, label=key, **_series_style(i))
     trained = [(r["step"], r["train_top1"]) for r in rows if "train_top1" in r]
     if trained:
-        right.plot(*zip(*trained), linestyle="--", color="grey", label="train_top1")
+        right.plot(*zip(*trained), linestyle="--", color="grey", label="train_top1", **_lone_point(trained))
     right.set(xlabel="optimizer step", ylabel="share (accuracy, recall)", ylim=(0, 1.02),
               title="Evaluation during training" if shares else "No evaluation was logged")
     if shares or trained:
@@ -112,7 +121,7 @@ def plot_curves(out: str | Path) -> Path | None:
 
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no 19.5 (one evaluation, a short run)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # steps: no 19.5 (one evaluation, a short run)
     path = out / "curves.png"
     save_figure(fig, path)
     return path
