@@ -88,7 +88,7 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
 def _preset_name(name) -> bool:
     """A CLIP preset's name (``ViT-B-32``, ``ViT-B/32``) that is not also a path to a checkpoint."""
     return (isinstance(name, str) and name.replace("/", "-") in list_models()
-            and not _is_model_path(Path(name)))
+            and (not _is_model_path(Path(name)) or _shadows_a_preset(name)))  # (an output folder named so)
 
 
 def _is_model_path(path: Path) -> bool:
@@ -163,14 +163,14 @@ def get_tokenizer(model_or_cfg="clip_bpe", context_length: int | None = None):
                              "kizuna.get_tokenizer('clip_bpe', context_length=model.cfg.text.context_length)")
     elif isinstance(model_or_cfg, dict):
         config = model_or_cfg
-    elif (isinstance(model_or_cfg, (str, os.PathLike)) and model_or_cfg not in ("clip_bpe", "openai")
-          and _is_model_path(Path(model_or_cfg))):  # a folder named clip_bpe does not hide the tokenizer
-        # a checkpoint's path, as create_model takes it: its own tokenizer (the error asked for a JSON inside it)
-        return get_tokenizer(create_model(model_or_cfg), context_length)
     elif _preset_name(model_or_cfg):
         # OpenCLIP's get_tokenizer("ViT-B-32"): "unknown tokenizer", and the 'clip_bpe' it suggested gave a
         # siglip-* preset 77 tokens for its 64 positions
         config = clip_config(str(model_or_cfg)).tokenizer
+    elif (isinstance(model_or_cfg, (str, os.PathLike)) and model_or_cfg not in ("clip_bpe", "openai")
+          and _is_model_path(Path(model_or_cfg))):  # a folder named clip_bpe does not hide the tokenizer
+        # a checkpoint's path, as create_model takes it: its own tokenizer (the error asked for a JSON inside it)
+        return get_tokenizer(create_model(model_or_cfg), context_length)
     if config is not None:
         return tokenizer_from_config(config if context_length is None else {**config, "context_length": context_length})
     # None, not 77: a tokenizer file's saved context length applies, and 0 is refused rather than made 77

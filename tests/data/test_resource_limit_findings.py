@@ -143,3 +143,18 @@ def test_a_checkpoint_past_the_file_size_limit_says_so_not_disk_full(tmp_path, m
     assert "the file size limit (ulimit -f) is 20.0 MiB" in message and "disk full?" not in message
     assert "raise `ulimit -f` and continue" in message
     del torch
+
+
+def test_the_limit_reached_in_torchs_loader_or_a_read_without_memory_is_one_line():
+    from kizuna.apps.cli import _out_of_memory, _too_many_open_files
+
+    relayed = TooManyOpenFiles("Caught TooManyOpenFiles in DataLoader worker process 1.\nOriginal Traceback:\n"
+                               "kizuna.data.sources.TooManyOpenFiles: [Errno 24] too many open files reading b.tar: "
+                               "the process's limit (30 here) is reached")
+    assert _too_many_open_files(relayed).startswith("too many open files reading b.tar")
+    torch_says = RuntimeError("Too many open files. Communication with the workers is no longer possible. Please "
+                              "increase the limit using `ulimit -n` in the shell")
+    assert _too_many_open_files(torch_says).startswith("too many open files") and "ulimit -n" in \
+        _too_many_open_files(torch_says)
+    said = _out_of_memory(OSError(errno.ENOMEM, "Cannot allocate memory"))
+    assert said is not None and said.startswith("out of memory")

@@ -399,3 +399,23 @@ def test_a_presets_name_gives_its_tokenizer_and_preprocessing_as_in_openclip(tmp
     assert kizuna.get_preprocess(tmp_path / "m") == kizuna.get_preprocess(model)
     with pytest.raises(TypeError, match="a preset name or a checkpoint's path, got 'ViT-nope'"):
         kizuna.get_preprocess("ViT-nope")
+
+
+def test_a_processor_without_crop_size_for_a_model_of_another_size_is_refused():
+    """The default 224 crop for a 64-px model: transformers refuses the folder; kizuna ran it at 224 silently."""
+    from kizuna.models.convert_hf import preprocess_from_hf
+
+    with pytest.raises(CheckpointError, match=r"no crop_size: .*default 224x224.*\(64x64 pixels\).*\"height\": 64"):
+        preprocess_from_hf({"size": {"shortest_edge": 256}}, "clip", 64, "pp.json")
+
+
+def test_a_presets_name_shadowed_by_an_output_folder_builds_no_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ViT-mu-8").mkdir()  # a run's output folder, no model in it
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a whole random model was built for its tokenizer")
+
+    monkeypatch.setattr(kizuna, "create_model", no_model)
+    assert kizuna.get_tokenizer("ViT-mu-8")(["a cat"]).shape[0] == 1
+    assert kizuna.get_preprocess("ViT-mu-8") == kizuna.get_preprocess(kizuna.clip_config("ViT-mu-8"))

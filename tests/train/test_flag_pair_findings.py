@@ -205,3 +205,24 @@ def test_a_resume_refuses_a_flag_its_runs_settings_leave_unused(tmp_path, capsys
     assert main([*again, "--momentum", "0.5", "--print-config"]) == 2
     assert "--momentum 0.5 does nothing here: SGD's" in capsys.readouterr().err
     assert main([*again, "--print-config"]) == 0
+
+
+def test_a_resume_with_the_runs_own_config_file_is_not_refused_for_the_files_values(tmp_path, capsys):
+    """The resume check counted the --config file's keys as typed: `--config cfg --randaug-ops 0` started, and the
+    same line with --resume was refused for the file's randaug_magnitude ("drop it", never typed)."""
+    import json
+
+    from kizuna.apps.cli import main
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_diverged_eval import _tree
+
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"randaug_ops": 2, "randaug_magnitude": 5}))
+    run = ["vit", "train", "--config", str(config), "--randaug-ops", "0", "--model", "mu/4", "--model-overrides",
+           '{"width": 32, "depth": 1, "heads": 2, "mlp_dim": 64}', "--image-size", "16",
+           "--data", _tree(tmp_path / "train", [4, 4]), "--batch-size", "8", "--steps", "2", "--workers", "0",
+           "--threads", "1", "--progress", "false", "--out", str(tmp_path / "run")]
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main([*run, "--resume", "latest", "--steps", "3", "--print-config"]) == 0, capsys.readouterr().err

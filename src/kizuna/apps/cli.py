@@ -436,16 +436,17 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     except OSError as e:
         import errno
 
-        too_many = _too_many_open_files(e)
-        if too_many is not None:
-            print(f"{command}: error: {too_many}", file=sys.stderr)
+        said = _too_many_open_files(e) or (_out_of_memory(e) if e.errno == errno.ENOMEM else None)
+        if said is not None:
+            print(f"{command}: error: {said}", file=sys.stderr)
             return 1
         if e.errno != errno.EROFS:  # a read-only file system is a place the user chose, as a folder without rights
             raise
         print(f"{command}: error: {e.strerror}: {e.filename or ''}; choose another --out", file=sys.stderr)
         return 2
     except (RuntimeError, MemoryError) as e:
-        out_of_memory = _out_of_memory(e)
+        # (torch's loader says "Too many open files. Communication with the workers is no longer possible")
+        out_of_memory = _out_of_memory(e) or _too_many_open_files(e)
         if out_of_memory is None:
             raise
         print(f"{command}: error: {out_of_memory}", file=sys.stderr)
@@ -456,17 +457,19 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     return int(result or 0)
 
 
-def _too_many_open_files(error: OSError) -> str | None:
+def _too_many_open_files(error: BaseException) -> str | None:
     """One line for the open-file limit reached (``ulimit -n``), else None. A loader worker's error arrives with
     its errno lost and a traceback in its text: the line that says it is taken from there."""
     import errno
 
+    import re
+
     text = str(error)
-    if error.errno not in (errno.EMFILE, errno.ENFILE) and "too many open files" not in text.lower():
+    if getattr(error, "errno", None) not in (errno.EMFILE, errno.ENFILE) and "too many open files" not in text.lower():
         return None
-    said = next((line.strip() for line in text.splitlines() if line.strip().lower().startswith(
-        ("too many open files", "kizuna.data.sources.toomanyopenfiles:"))), "")
-    said = said.split(": ", 1)[1] if said.lower().startswith("kizuna.data.sources") else said
+    lines = [re.sub(r"^(kizuna\.data\.sources\.TooManyOpenFiles: )?(\[Errno \d+\] )?", "", line.strip())
+             for line in text.splitlines()]
+    said = next((line for line in lines if line.startswith("too many open files reading")), "")
     return said or ("too many open files: the process's limit is reached; raise it (`ulimit -n 4096`) or pass "
                     "fewer --workers")
 
@@ -479,6 +482,11 @@ def _out_of_memory(error: BaseException) -> str | None:
     if "unable to allocate shared memory" in text:  # a loader worker's batch, past /dev/shm (Docker's 64 MB)
         return ("out of shared memory (/dev/shm) for the loader workers' batches: pass --workers 0, or give the "
                 "container more (docker run --shm-size=2g)")
+    import errno
+
+    if isinstance(error, OSError) and error.errno == errno.ENOMEM:  # a read the kernel could not give memory for
+        return ("out of memory (a read failed: Cannot allocate memory): a smaller --batch-size or fewer --workers, "
+                "or a machine with more memory")
     cuda = "CUDA out of memory" in text or type(error).__name__ == "OutOfMemoryError"
     # oneDNN's primitive creation fails so when its scratch memory cannot be allocated (under `ulimit -v`)
     onednn = "could not create a primitive" in text

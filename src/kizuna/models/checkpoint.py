@@ -18,7 +18,6 @@ import re
 import shutil
 import sys
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -184,19 +183,7 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
         from matplotlib import rcParams
 
         savefig_kwargs["format"] = path.suffix[1:].lower() or rcParams["savefig.format"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs))
-    glyphs = set()
-    for w in caught:  # matplotlib warns once per character its font lacks: 40 CJK class names were 40 lines
-        if "missing from font" in str(w.message):
-            glyphs.add(str(w.message).split(" missing from font")[0])
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if glyphs:
-        warnings.warn(f"{path}: the figure's font has no glyph for {len(glyphs)} character(s) in its labels (e.g. "
-                      f"{sorted(glyphs)[0]}): they are drawn as boxes; install a font that has them (such as Noto "
-                      "Sans CJK) for matplotlib to use", UserWarning, stacklevel=2)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs))
     return path
 
 

@@ -274,6 +274,12 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
     crop_size = pp.get("crop_size")
     if crop and crop_size is None and size is not None:
         # CLIPImageProcessor's default crop: its size was ignored and the image resized to the model's instead
+        model_hw = _hw(out["image_size"]) if isinstance(out["image_size"], int) else tuple(out["image_size"])
+        if model_hw != (HF_DEFAULT_CROP, HF_DEFAULT_CROP):  # transformers refuses such a folder too
+            raise CheckpointError(f"{source}: no crop_size: transformers then crops to its default "
+                                  f"{HF_DEFAULT_CROP}x{HF_DEFAULT_CROP}, which this model ({model_hw[0]}x{model_hw[1]} "
+                                  f"pixels) does not take; add \"crop_size\": {{\"height\": {model_hw[0]}, "
+                                  f"\"width\": {model_hw[1]}}}")
         crop_size = {"height": HF_DEFAULT_CROP, "width": HF_DEFAULT_CROP}
     hw = _hw(crop_size) if crop else _hw(size)
     if not crop and isinstance(size, dict) and "height" in size:

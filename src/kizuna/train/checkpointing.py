@@ -557,7 +557,7 @@ def resumed_config(cfg, named: frozenset[str] | None):
     from .config import refuse_unused, unused_flags_of
 
     # a flag the run's own settings leave unused (--momentum on an AdamW run) was recorded and ignored
-    refuse_unused(resumed, named, unused_flags_of(resumed), resumed=True)
+    refuse_unused(resumed, getattr(named, "typed", named), unused_flags_of(resumed), resumed=True)
     return resumed, sorted(k for k, v in restored.items() if getattr(cfg, k) != v)
 
 

@@ -723,7 +723,19 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
             # a checkpoint named by path goes on in its own run folder (resumed_config), not in the --config
             # file's `out`: `--config demo --resume runs/a/checkpoints/latest` went on in runs/demo
             names.discard("out")
-    return frozenset(names)
+    return NamedFields(names, typed=alias_keys_as_fields({k: None for k in flags},
+                                                         {f.name for f in dataclasses.fields(config_cls)}))
+
+
+class NamedFields(frozenset):
+    """The fields a command line names (:func:`named_fields`), and ``typed``: those of them typed as flags, not
+    brought by its --config file (a resume refuses only those that its run's settings leave unused, as a start
+    does: `--config demo --data pairs.csv`'s synthetic_image_size was refused on resume, never typed)."""
+
+    def __new__(cls, names, typed=()):
+        made = super().__new__(cls, names)
+        made.typed = frozenset(typed)
+        return made
 
 
 def _model_is_a_checkpoint(flags, args, base: dict | None = None) -> bool:

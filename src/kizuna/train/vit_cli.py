@@ -196,7 +196,7 @@ def config_from_args(args):
 
 def named_fields(args) -> frozenset[str]:
     """What the command line names: flags, finetune's checkpoint, --config keys (not finetune's defaults)."""
-    from .config import load_config_file
+    from .config import NamedFields, load_config_file
     from .config import named_fields as named
     from .supervised import ARCHITECTURE_KEYS, SupervisedConfig
 
@@ -205,7 +205,7 @@ def named_fields(args) -> frozenset[str]:
     if getattr(args, "config", None) and (given.get("init") or load_config_file(args.config, SupervisedConfig).get("init")):
         # a fine-tune drops its config file's model and model_overrides (make_supervised_config): not asked for,
         # so a resume takes the run's own rather than refusing the file's (or the default's) as another model
-        names -= set(ARCHITECTURE_KEYS) - set(given)
+        names = NamedFields(names - (set(ARCHITECTURE_KEYS) - set(given)), typed=names.typed)
     return names
 
 
