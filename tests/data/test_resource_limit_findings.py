@@ -158,3 +158,7 @@ def test_the_limit_reached_in_torchs_loader_or_a_read_without_memory_is_one_line
         _too_many_open_files(torch_says)
     said = _out_of_memory(OSError(errno.ENOMEM, "Cannot allocate memory"))
     assert said is not None and said.startswith("out of memory")
+    worker = OSError("Caught OSError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                     "OSError: [Errno 12] Cannot allocate memory")  # as torch relays it: no errno
+    assert _out_of_memory(worker) == said
+    assert _out_of_memory(OSError(errno.EIO, "Input/output error")) is None

@@ -436,7 +436,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     except OSError as e:
         import errno
 
-        said = _too_many_open_files(e) or (_out_of_memory(e) if e.errno == errno.ENOMEM else None)
+        said = _too_many_open_files(e) or _out_of_memory(e)
         if said is not None:
             print(f"{command}: error: {said}", file=sys.stderr)
             return 1
@@ -484,9 +484,11 @@ def _out_of_memory(error: BaseException) -> str | None:
                 "container more (docker run --shm-size=2g)")
     import errno
 
-    if isinstance(error, OSError) and error.errno == errno.ENOMEM:  # a read the kernel could not give memory for
-        return ("out of memory (a read failed: Cannot allocate memory): a smaller --batch-size or fewer --workers, "
-                "or a machine with more memory")
+    # ENOMEM (a read, a fork); a loader worker's arrives with its errno lost and "[Errno 12]" in its text
+    if isinstance(error, OSError) and (error.errno == errno.ENOMEM or (error.errno is None and (
+            f"[Errno {errno.ENOMEM}]" in text or "Cannot allocate memory" in text))):
+        return ("out of memory (the system could not allocate memory: Cannot allocate memory): a smaller "
+                "--batch-size or fewer --workers, or a machine with more memory")
     cuda = "CUDA out of memory" in text or type(error).__name__ == "OutOfMemoryError"
     # oneDNN's primitive creation fails so when its scratch memory cannot be allocated (under `ulimit -v`)
     onednn = "could not create a primitive" in text
