@@ -10,6 +10,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow  # 13 s (two training runs in subprocesses): `make test-slow`
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_a_log_stream_on_a_full_disk_loses_the_output_not_the_run(tmp_path):
     out = tmp_path / "run"

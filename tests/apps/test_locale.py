@@ -4,6 +4,8 @@ surrogates. Each command runs in a subprocess under that locale."""
 import json
 import os
 import subprocess
+
+import pytest
 import sys
 from pathlib import Path
 
@@ -87,6 +89,7 @@ def test_zeroshot_typed_labels_and_templates_equal_the_same_from_files(tmp_path)
     assert "caf\\xe9" in typed and "\\u65e5\\u672c" in typed and typed.count("%") == 3
 
 
+@pytest.mark.slow  # 10 s (subprocesses under an ASCII locale): `make test-slow`
 def test_eval_zeroshot_and_vit_eval_write_results_with_a_non_ascii_class(tmp_path):
     """The tables, printed before the files were written, raised UnicodeEncodeError on a class named "café":
     exit 2 and no results.json. A typed --template was tokenised as surrogates: other class embeddings (another
