@@ -4,10 +4,10 @@ surrogates. Each command runs in a subprocess under that locale."""
 import json
 import os
 import subprocess
-
-import pytest
 import sys
 from pathlib import Path
+
+import pytest
 
 
 RUN = "import sys; from kizuna.apps.cli import main; sys.exit(main())"
