@@ -365,6 +365,12 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
             ("best_mode", not cfg.best_metric, "it orders --best-metric, which is not given (no best/ is kept)")]
 
 
+def refuse_typed_unused(cfg, given: dict) -> None:
+    """:func:`refuse_unused` for the flags a command line typed (``given``, as the fields they set)."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    refuse_unused(cfg, alias_keys_as_fields(dict(given), fields), unused_flags_of(cfg))
+
+
 def refuse_unused(cfg, named, rules, resumed: bool = False) -> None:
     """Refuse a flag the command line (``named``: its fields) set to a value that another setting makes unused
     (``rules``: (field, unused, why)): it was accepted, recorded in train_config.json and did nothing. At its
@@ -762,6 +768,5 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                           UserWarning)
         base = {k: v for k, v in base.items() if k not in dropped}
     cfg = make_config(base, **given)
-    refuse_unused(cfg, alias_keys_as_fields(dict(given), {f.name for f in dataclasses.fields(TrainConfig)}),
-                  unused_flags(cfg))
+    refuse_typed_unused(cfg, given)
     return cfg

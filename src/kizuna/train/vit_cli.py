@@ -179,18 +179,15 @@ def _given(args) -> dict:
 
 
 def config_from_args(args):
-    import dataclasses
-
-    from .config import alias_keys_as_fields, load_config_file, refuse_unused
-    from .supervised import SupervisedConfig, make_supervised_config, unused_flags
+    from .config import load_config_file, refuse_typed_unused
+    from .supervised import SupervisedConfig, make_supervised_config
 
     base = dict(FINETUNE_DEFAULTS) if args.vit_command == "finetune" else {}
     if getattr(args, "config", None):
         base.update(load_config_file(args.config, SupervisedConfig))
     given = _given(args)
     cfg = make_supervised_config(base, **given)
-    refuse_unused(cfg, alias_keys_as_fields(dict(given), {f.name for f in dataclasses.fields(SupervisedConfig)}),
-                  unused_flags(cfg))
+    refuse_typed_unused(cfg, given)
     return cfg
 
 
