@@ -215,12 +215,11 @@ class Trainer(ABC):
         self._rng_before = (torch.random.get_rng_state(),
                             torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                             torch.initial_seed(), random.getstate(), np.random.get_state())
-        seed = cfg.seed
-        torch.manual_seed(seed)
+        torch.manual_seed(cfg.seed)
         # nothing in training draws from these, but checkpoints save their state: unseeded, two runs of one seed
         # saved different generator states around identical weights
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
         if cfg.resume:
             # locked before the checkpoint is chosen and read: a resume started beside a run still writing chose
             # its latest step, which that run's pruning then deleted (a "damaged checkpoint", or a stale step
