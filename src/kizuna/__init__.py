@@ -114,9 +114,10 @@ def create_vit(variant: str, image_size: int = 224, num_classes: int = 0, **over
 
 def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
     """The evaluation (or training) image transform a model was built with: from a ClipModel, a ClipConfig,
-    a preprocess dict (``model.cfg.preprocess``), a preset's name or a checkpoint's path. A supervised ViT's preprocessing is stored beside its
-    weights, not in its config: a ViT loaded by :func:`create_model` carries it (``model.preprocess_config``);
-    for another, pass that dict (``kizuna.analysis.report.read_extra(path)["preprocess"]``)."""
+    a preprocess dict (``model.cfg.preprocess``), a preset's name or a checkpoint's path. A supervised ViT's
+    preprocessing is stored beside its weights, not in its config: a ViT loaded by :func:`create_model` carries it
+    (``model.preprocess_config``); for another, pass that dict
+    (``kizuna.analysis.report.read_extra(path)["preprocess"]``)."""
     from .data.transforms import preprocess_from_config
 
     if model_or_cfg is None:  # CLIP's defaults, for training too (it returned the evaluation transform, dropping
@@ -139,10 +140,9 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
             "kizuna.get_preprocess(kizuna.analysis.report.read_extra(path)['preprocess']), or for a fresh ViT "
             "kizuna.get_preprocess(kizuna.train.supervised.vit_preprocess(model.cfg.image_size))")
     else:
-        raise TypeError(f"get_preprocess takes a ClipModel, a ClipConfig, a preprocess dict, a preset name or a "
-                        f"checkpoint's path, got {model_or_cfg!r}" if isinstance(model_or_cfg, (str, os.PathLike))
-                        else f"get_preprocess takes a ClipModel, a ClipConfig, a preprocess dict, a preset name or "
-                        f"a checkpoint's path, got {type(model_or_cfg).__name__}")
+        got = repr(model_or_cfg) if isinstance(model_or_cfg, (str, os.PathLike)) else type(model_or_cfg).__name__
+        raise TypeError("get_preprocess takes a ClipModel, a ClipConfig, a preprocess dict, a preset name or a "
+                        f"checkpoint's path, got {got}")
     return preprocess_from_config(cfg, train=train, **train_overrides)
 
 

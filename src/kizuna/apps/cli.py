@@ -461,7 +461,6 @@ def _too_many_open_files(error: BaseException) -> str | None:
     """One line for the open-file limit reached (``ulimit -n``), else None. A loader worker's error arrives with
     its errno lost and a traceback in its text: the line that says it is taken from there."""
     import errno
-
     import re
 
     text = str(error)
