@@ -1078,6 +1078,8 @@ class PairDataset(torch.utils.data.Dataset):
                 try:
                     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
                 except OSError as again:
+                    if again.errno not in (errno.EMFILE, errno.ENFILE):  # (another cause: read_error, as before)
+                        raise
                     raise TooManyOpenFiles(again.errno, too_many_open_files_message(path)) from None
             self._fds[path] = fd
         return fd
@@ -1124,7 +1126,7 @@ class PairDataset(torch.utils.data.Dataset):
         try:
             data = self._read(i)
         except OSError as e:
-            if e.errno in (errno.EMFILE, errno.ENFILE) or isinstance(e, TooManyOpenFiles):
+            if e.errno in (errno.EMFILE, errno.ENFILE):  # (TooManyOpenFiles from _fd carries one of them)
                 # the process's limit (ulimit -n), not a bad file: counted as read_error, an evaluation scored a
                 # third of its set and a run trained on it, both exiting 0
                 raise TooManyOpenFiles(e.errno, too_many_open_files_message(self.index.where(i))) from None

@@ -502,7 +502,7 @@ def load_for_finetune(path: str, num_classes: int, image_size: int | None = None
                else "no classifier head (a CLIP image tower, or a ViT trained without classes)")
         raise ValueError(f"--reset-head false keeps the head of {path}, but it has {has} and the data has "
                          f"{num_classes} classes; fine-tune with a new head (--reset-head true)")
-    if reset_head or vit.cfg.num_classes != num_classes:
+    if reset_head:  # (a head kept is the data's: another count was refused above)
         vit.reset_classifier(num_classes)
     return vit
 
