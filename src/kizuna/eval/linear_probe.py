@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
 
-from .encode import encode_images, is_main
+from .encode import check_finite, encode_images, is_main
 
 __all__ = [
     "LinearProbe", "ProbeResult", "evaluate_linear_probe", "few_shot_indices", "fit_logistic_regression",
@@ -273,7 +273,12 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     y_train, y_test = _class_indices(y_train, "y_train", num_classes), _class_indices(y_test, "y_test", num_classes)
     bar = tqdm(total=1 + len(few_shot) * seeds, desc="fitting probes", unit="fit", leave=False,
                disable=not progress)
-    x_train, x_test = torch.as_tensor(x_train).double(), torch.as_tensor(x_test).double()
+    # on the CPU (the fits run there; CUDA test features met CPU weights), without a notebook's autograd graph
+    x_train, x_test = (torch.as_tensor(x).detach().cpu().double() for x in (x_train, x_test))
+    # NaN logits argmax to class 0: all-NaN test features scored class 0's share, a NaN in training ran every fit
+    # to the iteration cap and still gave an accuracy
+    check_finite(x_train, None, "x_train")
+    check_finite(x_test, None, "x_test")
     tr, va = stratified_split(y_train, val_fraction, seed)
     if len(va) == 0:
         raise ValueError("too few training samples to carve a validation split (need >= 2 per class)")

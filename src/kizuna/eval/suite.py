@@ -424,6 +424,10 @@ def _probe_splits(r: dict, ctx: "_Context"):
         raise ValueError(f"{train.source}: the linear probe's {len(labels)} training image(s) have no class "
                          "with 2 or more, which it needs to hold some out to choose its L2"
                          + (f"; raise --max-train-samples (now {cap})" if cap else ""))
+    # a test class the training split lacks: refused here, not after both splits were encoded
+    from .linear_probe import _test_labels_in_train_order
+
+    _test_labels_in_train_order(train, test)
     return train, test
 
 
@@ -495,8 +499,9 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             # The suite's own zero-shot task scored the test split over its classes: reused beside the probe only
             # where they are the training split's (a test split lacking a class gave 100% over one class there)
             same_classes = list(train.classnames or ()) == list(test.classnames or ())
-            zeroshot = zs_acc.get(id(test)) if same_classes else None
-            if zeroshot is None and r.get("zeroshot", True):
+            wanted = r.get("zeroshot", True)  # false: no zero-shot row, also where the run's own task scored it
+            zeroshot = zs_acc.get(id(test)) if same_classes and wanted else None
+            if zeroshot is None and wanted:
                 # over the training split's classes, which the probe predicts among: a test split lacking a class
                 # scored zero-shot over fewer classes (a higher chance level) than the probe it was compared with
                 zeroshot = zeroshot_over_train_classes(

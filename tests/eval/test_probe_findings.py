@@ -1,0 +1,83 @@
+"""The linear probe against its inputs' edges (found comparing it with scikit-learn and CLIP's protocol)."""
+import numpy as np
+import pytest
+import torch
+from _evalhelpers import classification_wds, image_folder
+
+from kizuna.eval.encode import NonFiniteFeatures
+from kizuna.eval.linear_probe import linear_probe_from_features
+
+
+def _features(n=40, d=8, classes=4, seed=0):
+    g = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = g.normal(size=(n, d)) + 3 * np.eye(classes, d)[y]
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("where", ["x_test", "x_train"])
+def test_non_finite_features_are_refused_not_scored(where):
+    """All-NaN test features scored class 0's share of the test labels (NaN logits argmax to 0); one NaN among the
+    training features ran every fit to the iteration cap and still reported an accuracy. Refused as retrieval and
+    classify_scores refuse them."""
+    x_train, y_train = _features()
+    x_test, y_test = _features(seed=1)
+    if where == "x_test":
+        x_test[:] = np.nan
+    else:
+        x_train[3, 2] = np.inf
+    with pytest.raises(NonFiniteFeatures, match=f"{where}: .*NaN or inf features for 1|{where}: .*for 40 of 40"):
+        linear_probe_from_features(x_train, y_train, x_test, y_test, 4, few_shot=[], seeds=1)
+
+
+def test_features_that_carry_a_graph_are_probed():
+    """Features straight from a notebook's forward pass (requires_grad) are probed, not refused by autograd."""
+    x_train, y_train = _features()
+    x_test, y_test = _features(seed=1)
+    xt = torch.from_numpy(x_train).requires_grad_(True) * 1.0
+    res = linear_probe_from_features(xt, y_train, torch.from_numpy(x_test), y_test, 4, few_shot=[], seeds=1)
+    assert res.metrics["lp_acc1"] > 0.9
+
+
+def test_a_test_class_the_training_split_lacks_is_refused_before_any_encoding(tmp_path, monkeypatch):
+    """It was refused only after both splits were encoded (minutes on a real dataset): check_run_datasets, which
+    runs before the model loads, now checks the class names too."""
+    import kizuna.eval.encode
+    from kizuna.eval.datasets import DatasetError
+    from kizuna.eval.suite import _Context, check_run_datasets
+
+    root = tmp_path / "ds"
+    image_folder(root / "train", per_class=2, classes=["airplane", "cat"])
+    image_folder(root / "test", per_class=1, classes=["airplane", "automobile", "bird", "cat"])
+
+    def no_encoding(*a, **k):
+        raise AssertionError("encoded images before checking the probe's classes")
+
+    monkeypatch.setattr(kizuna.eval.encode, "encode_images", no_encoding)
+    with pytest.raises(DatasetError, match="classes the training split .* lacks: automobile, bird"):
+        check_run_datasets({"model": "m", "dataset": str(root), "task": ["linear_probe"]}, _Context("cpu"))
+
+
+def test_zeroshot_false_leaves_the_zero_shot_row_out_also_beside_a_zeroshot_task(tmp_path, monkeypatch, tiny):
+    """A run with tasks zeroshot and linear_probe and "zeroshot": false gave the probe the zero-shot task's
+    accuracy anyway (a zero-shot row and zeroshot_matches_k_shot in the record)."""
+    import types
+
+    import kizuna.eval.linear_probe as LP
+    from kizuna.eval.suite import _Context, run_entry
+
+    root = classification_wds(tmp_path / "ds", n=4, split="test", shards=1)
+    classification_wds(root, n=4, split="train", shards=1)
+    ctx = _Context("cpu")
+    ctx.model = lambda *a, **k: tiny
+    given = []
+
+    def probe(model, train, test, *, zeroshot_acc, **kw):
+        given.append(zeroshot_acc)
+        return types.SimpleNamespace(table=lambda: "", to_dict=lambda: {"metrics": {}}, metrics={"lp_acc1": 0.5})
+
+    monkeypatch.setattr(LP, "evaluate_linear_probe", probe)
+    for wanted in (False, True):
+        run_entry({"model": "m", "name": "n", "dataset": str(root), "task": ["zeroshot_classification", "linear_probe"],
+                   "zeroshot": wanted}, ctx, progress=False, echo=None)
+    assert given[0] is None and isinstance(given[1], float)
