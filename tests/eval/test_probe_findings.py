@@ -81,3 +81,26 @@ def test_zeroshot_false_leaves_the_zero_shot_row_out_also_beside_a_zeroshot_task
         run_entry({"model": "m", "name": "n", "dataset": str(root), "task": ["zeroshot_classification", "linear_probe"],
                    "zeroshot": wanted}, ctx, progress=False, echo=None)
     assert given[0] is None and isinstance(given[1], float)
+
+
+def test_a_csv_dataset_names_its_training_csv_as_the_train_split(tmp_path):
+    """A CSV is one split: every split of `--dataset test.csv` was test.csv, so the probe refused every CSV
+    dataset ("needs separate train and test splits") with no way to name the training file. A split that names
+    a .csv/.tsv reads it (as a path, or beside the first CSV); a bare split name still reads the given file."""
+    from kizuna.eval.datasets import DatasetError, load_dataset
+    from kizuna.eval.suite import _Context, _probe_splits
+
+    images = image_folder(tmp_path / "img", per_class=3, classes=["cat", "dog"])
+    rows = sorted(images.glob("*/*.png"))
+    (tmp_path / "train.csv").write_text("filepath,label\n" + "".join(f"{p},{p.parent.name}\n" for p in rows[1:]))
+    (tmp_path / "test.csv").write_text("filepath,label\n" + "".join(f"{p},{p.parent.name}\n" for p in rows[:2]))
+    test_csv = tmp_path / "test.csv"
+    assert len(load_dataset(test_csv, "train.csv")) == 5
+    assert len(load_dataset(test_csv, str(tmp_path / "train.csv"))) == 5
+    assert len(load_dataset(test_csv, "train")) == 2  # a name, not a file: the CSV given
+    with pytest.raises(DatasetError, match="split 'nope.csv': no such CSV file"):
+        load_dataset(test_csv, "nope.csv")
+    train, test = _probe_splits({"dataset": str(test_csv), "train_split": "train.csv"}, _Context("cpu"))
+    assert (len(train), len(test), train.classnames) == (5, 2, ["cat", "dog"])
+    with pytest.raises(ValueError, match="a CSV is one split: name the training CSV with --train-split FILE.csv"):
+        _probe_splits({"dataset": str(test_csv)}, _Context("cpu"))

@@ -460,6 +460,19 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     return root, None
 
 
+def _csv_split(path: Path, split: str | None) -> Path:
+    """A CSV dataset's file for ``split``: another .csv/.tsv where ``split`` names one (as given, else beside
+    ``path``), else ``path`` itself (a split name such as "train" does not pick a file: a CSV is one split).
+    A linear probe on CSVs had no way to name its training file: every split was the test CSV."""
+    if not split or Path(split).suffix.lower() not in (".csv", ".tsv"):
+        return path
+    given = Path(os.path.expanduser(split))
+    for candidate in (given, path.parent / given):
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(f"split {split!r}: no such CSV file (looked at {given} and {path.parent / given})")
+
+
 def is_split_folder(path: Path) -> bool:
     """A split folder of a dataset root given directly (``cifar10/test``): named as a split, holding the data
     itself, with no split folders of its own."""
@@ -616,7 +629,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     if not path.is_dir():  # a file, or a device/pipe such as /dev/null
         if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
             raise DatasetError(f"{path}: expected a dataset folder or a .csv/.tsv file")
-        root, data, split_name = path.parent, path, split
+        root, data, split_name = path.parent, _csv_split(path, split), split
     elif is_split_folder(path):
         # a split folder given directly (cifar10/test): the dataset is its parent, which holds
         # classnames.txt and the templates and names the bundled lists

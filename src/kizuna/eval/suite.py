@@ -416,7 +416,8 @@ def _probe_splits(r: dict, ctx: "_Context"):
     test = ctx.dataset(r, r.get("split"), "classification")
     if test.source == train.source:
         raise ValueError(f"{r['dataset']}: the linear probe needs separate train and test splits "
-                         f"(found only {test.source})")
+                         f"(found only {test.source})" + ("; a CSV is one split: name the training CSV with "
+                                                          "--train-split FILE.csv" if test.layout == "csv" else ""))
     labels = np.asarray(train.labels)
     known = labels[labels >= 0]
     if not len(known) or np.bincount(known).max() < 2:
