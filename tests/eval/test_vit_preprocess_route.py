@@ -72,3 +72,18 @@ def test_a_fine_tune_carries_the_checkpoints_preprocessing_at_its_new_size(fine_
     assert vit.preprocess_config["image_size"] == vit.cfg.image_size == 24
     same_grid = load_for_finetune(str(path), num_classes=3, image_size=18)  # 18 px: still a 4x4 grid of 4-px patches
     assert same_grid.cfg.image_size == same_grid.preprocess_config["image_size"] == 18
+
+
+@pytest.mark.parametrize("pos_embed", ["interpolate", "grid"])
+def test_a_clip_tower_loaded_to_fine_tune_carries_clips_mean_and_std(tmp_path, pos_embed):
+    """load_for_finetune of a CLIP checkpoint carried no preprocessing (only a ViT's was read): evaluate_classifier
+    and save_model of the fine-tuned tower fell back to 0.5/0.5, where `kizuna vit finetune` stores CLIP's."""
+    from kizuna.train.supervised import load_for_finetune, source_normalisation, vit_preprocess
+
+    clip = kizuna.create_model("ViT-mu-8", image_size=16)
+    kizuna.save_model(clip, tmp_path / "clip")
+    vit = load_for_finetune(str(tmp_path / "clip"), num_classes=3, image_size=24, pos_embed=pos_embed)
+    assert vit.preprocess_config == vit_preprocess(24, *source_normalisation(str(tmp_path / "clip")))
+    assert vit.preprocess_config["mean"] == pytest.approx(OPENAI["mean"])
+    kizuna.save_model(vit, tmp_path / "tuned")
+    assert kizuna.create_model(str(tmp_path / "tuned")).preprocess_config["std"] == pytest.approx(OPENAI["std"])

@@ -9,7 +9,7 @@
     res = evaluate_classifier(vit, ds)                       # a trained classifier's own head, same result type
 
 A class's weight is the normalised mean over the templates of the normalised text embeddings of
-``template.format(classname)``; an image is assigned the class with the highest cosine similarity.
+``template.format(c=classname)``; an image is assigned the class with the highest cosine similarity.
 Ranking uses the cosine similarities themselves (the logit scale and SigLIP bias do not change the
 order); ties go to the lower class index (stable sort), deterministically.
 

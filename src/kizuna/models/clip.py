@@ -162,6 +162,11 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 class ClipModel(nn.Module):
+    """An image tower (``visual``, a :class:`~kizuna.models.vit.VisionTransformer`) and a text tower (``text``) whose
+    outputs share one embedding space, with a learned logit scale (and, for SigLIP, a bias). ``forward(images,
+    tokens)`` returns unit-norm ``image_features`` / ``text_features`` and ``logit_scale`` / ``logit_bias``;
+    ``encode_image`` / ``encode_text`` give one tower's features. Build one with :func:`kizuna.create_model`."""
+
     def __init__(self, cfg: ClipConfig):
         super().__init__()
         # the model's own copy: a config shared by two models changed under the other one (reset_classifier on
@@ -194,10 +199,13 @@ class ClipModel(nn.Module):
     # normalize=True gives float32 unit vectors whatever the model's dtype: normalised in bf16, `kizuna embed`
     # stored rows with norms from 0.996 to 1.004, and zero-shot logits at scale 100 were off by up to 0.36
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Image features [N, embed_dim] from preprocessed pixels [N, 3, H, W]; unit-norm rows with ``normalize``."""
         x = self.visual(images)
         return _unit(x) if normalize else x
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Text features [N, embed_dim] from token ids [N, context_length] (the model's tokenizer:
+        :func:`kizuna.get_tokenizer`); unit-norm rows with ``normalize``."""
         x = self.text(tokens)
         return _unit(x) if normalize else x
 

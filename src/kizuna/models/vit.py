@@ -217,6 +217,11 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
+    """A ViT (Dosovitskiy et al.) as configured by :class:`VisionConfig`: patch embedding (or a conv/ResNet stem),
+    optional class token, pre-norm blocks, then pooling and a projection (a CLIP image tower) or a classifier head
+    (``num_classes``). timm's API: ``forward_features``, ``forward_head(pre_logits=...)``, ``reset_classifier``,
+    ``forward_intermediates``. Build one with :func:`kizuna.create_vit` or :func:`kizuna.create_model`."""
+
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.cfg = cfg = copy.deepcopy(cfg)  # its own: a config shared by two models changed under the other

@@ -477,8 +477,13 @@ def load_for_finetune(path: str, num_classes: int, image_size: int | None = None
     """
     if pos_embed not in POS_EMBED_MODES:
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {pos_embed!r}")
-    vit = _image_tower(load_model(path, act=act), path)
-    carried = getattr(vit, "preprocess_config", None)  # a ViT checkpoint's own mean/std (load_model)
+    model = load_model(path, act=act)
+    carried = getattr(model, "preprocess_config", None)  # a ViT checkpoint's own mean/std (load_model)
+    if isinstance(model, ClipModel):  # CLIP's mean/std, as `kizuna vit finetune` stores them: without them
+        # evaluate_classifier and save_model fell back to 0.5/0.5 (inputs at about half the scale it expects)
+        pre = model.cfg.preprocess
+        carried = vit_preprocess(model.cfg.vision.image_size, pre.get("mean", VIT_MEAN), pre.get("std", VIT_STD))
+    vit = _image_tower(model, path)
     same_size = not image_size or VisionConfig(**{**vit.cfg.to_dict(), "image_size": image_size}).grid == vit.cfg.grid
     if not same_size:
         if pos_embed == "interpolate":
