@@ -54,3 +54,18 @@ def test_an_unreadable_cache_file_is_named_removed_and_computed_again(tiny, tmp_
     torch.testing.assert_close(weights, expected)
     stored = torch.load(path, weights_only=True)  # written again, whole
     torch.testing.assert_close(stored["weights"], expected)
+
+
+def test_a_change_in_how_templates_are_filled_misses_the_disk_cache(tiny, tmp_path, monkeypatch):
+    """The files were keyed on the raw templates: when filling "{{x}}" changed (a fix), files written before it
+    served the old prompts' embeddings (acc1 3.5% where the prompts now give 7%). The filled prompts are in the
+    key: other prompts from the same templates are computed afresh."""
+    model, tok = tiny
+    clear_class_cache()
+    first = class_embeddings(model, tok, CLASSES, TEMPLATES, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("classes-*.pt"))) == 1
+    clear_class_cache()
+    monkeypatch.setattr(classification, "fill_template", lambda t, c: t.replace("{c}", f"{c} {c}"))
+    changed = class_embeddings(model, tok, CLASSES, TEMPLATES, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("classes-*.pt"))) == 2 and not torch.equal(first, changed)
+    assert torch.allclose(changed, class_embeddings(model, tok, CLASSES, TEMPLATES, cache=False), atol=1e-6)

@@ -29,6 +29,8 @@ def _vit_cfg(*argv):
     (("--data", "shards/{0..3}.tar", "--synthetic-hard-negatives", "true"), "--synthetic-hard-negatives True"),
     (("--data", "shards/{0..3}.tar", "--csv-image-key", "path"), "--csv-image-key path"),
     (("--best-mode", "max",), "--best-mode max"),
+    (("--eval-split", "val",), "--eval-split val"),
+    (("--eval-zeroshot", "synthetic", "--eval-split", "val",), "--eval-split val"),  # the probes have no splits
 ])
 def test_train_refuses_a_flag_another_setting_makes_unused(argv, flag):
     with pytest.raises(ValueError, match=f"{flag} does nothing here: .*; drop it"):
@@ -39,6 +41,7 @@ def test_train_takes_the_same_flags_where_they_are_read():
     assert _train_cfg("--synthetic-length", "77").synthetic_length == 77
     assert _train_cfg("--data", "pairs.csv", "--csv-image-key", "path").csv_image_key == "path"
     assert _train_cfg("--best-metric", "loss", "--best-mode", "min").best_mode == "min"
+    assert _train_cfg("--eval-retrieval", "/tmp/unused-flickr", "--eval-split", "val").eval_split == "val"
     # at its default the flag says nothing wrong, and on a resume the run's own settings are not known yet
     assert _train_cfg("--data", "shards/{0..3}.tar", "--synthetic-length", "200000").synthetic_length == 200_000
     assert _train_cfg("--resume", "latest", "--best-mode", "max").best_mode == "max"
@@ -53,6 +56,11 @@ def test_train_takes_the_same_flags_where_they_are_read():
     (("--mix-prob", "0.3",), "--mix-prob 0.3"),
     (("--randaug-magnitude", "3",), "--randaug-magnitude 3"),
     (("--eval-every", "5",), "--eval-every 5"),
+    (("--val-split", "val",), "--val-split val"),
+    (("--val-max-samples", "3",), "--val-max-samples 3"),
+    (("--label-column", "y",), "--label-column y"),
+    (("--image-column", "y",), "--image-column y"),
+    (("--subset-seed", "4",), "--subset-seed 4"),
 ])
 def test_vit_refuses_a_flag_another_setting_makes_unused(argv, flag):
     with pytest.raises(ValueError, match=f"{flag} does nothing here"):
@@ -65,6 +73,9 @@ def test_vit_takes_the_same_flags_where_they_are_read():
     assert _vit_cfg("--mixup", "0.8", "--mix-prob", "0.3").mix_prob == 0.3
     assert _vit_cfg("--randaug-ops", "2", "--randaug-magnitude", "3").randaug_magnitude == 3
     assert _vit_cfg("--val-data", "/tmp/unused-val", "--eval-every", "5").eval_every == 5
+    assert _vit_cfg("--val-data", "/tmp/unused-val", "--val-split", "val", "--val-max-samples", "3").val_split == "val"
+    assert _vit_cfg("--val-data", "/tmp/val.csv", "--label-column", "y").label_column == "y"  # a CSV either side
+    assert _vit_cfg("--subset-fraction", "0.5", "--subset-seed", "4").subset_seed == 4
     # a recipe's value for another choice of its own flags is left alone: vit_cifar10 evaluates every 400 steps
     assert _vit_cfg("--config", "vit_cifar10", "--val-data", "").eval_every == 400
 
@@ -226,3 +237,32 @@ def test_a_resume_with_the_runs_own_config_file_is_not_refused_for_the_files_val
     assert main(run) == 0
     capsys.readouterr()
     assert main([*run, "--resume", "latest", "--steps", "3", "--print-config"]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, message", [
+    (["train", "--model", "bogus"], "unknown model 'bogus'"),
+    (["train", "--model", "ViT-B-23"], r"unknown model 'ViT-B-23' \(did you mean ViT-B-32"),
+    (["train", "--batch-size", "10", "--accum-steps", "3"], "--batch-size 10 must be divisible by --accum-steps 3"),
+    (["vit", "train", "--data", "/tmp/unused-data", "--model", "bogus/3"], "--model: unknown ViT variant 'bogus/3'"),
+])
+def test_print_config_refuses_a_model_and_a_batch_the_run_refuses(command, message, capsys):
+    """These were refused only once the run started (the model built, the data indexed): `--print-config` printed
+    them and exited 0."""
+    from kizuna.apps.cli import main
+
+    assert main([*command, "--out", "/tmp/unused-run", "--print-config"]) == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert main(["vit", "train", "--data", "/tmp/unused-data", "--model", "hybrid-S/1", "--print-config"]) == 0
+
+
+def test_each_eval_task_takes_the_csv_column_it_reads():
+    """`eval retrieval --label-column` and `eval zeroshot --caption-column` were accepted and did nothing."""
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "retrieval", "--model", "m", "--dataset", "d", "--label-column", "y"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "zeroshot", "--model", "m", "--dataset", "d", "--caption-column", "y"])
+    from kizuna.eval.cli import _entry
+
+    args = parser.parse_args(["eval", "retrieval", "--model", "m", "--dataset", "d", "--caption-column", "cap"])
+    assert (_entry(args, ["zeroshot_retrieval"])["caption_column"], _entry(args, ["x"])["label_column"]) == ("cap", "label")

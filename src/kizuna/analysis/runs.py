@@ -98,6 +98,29 @@ def _value(x) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
 
 
+def _up_to_the_final_model(records: list[dict], run: Path, log: Path) -> list[dict]:
+    """The rows of a finished run (``run/model`` saved at step S) without its train and eval rows past S: those
+    are an abandoned branch's (a resume from an earlier checkpoint), or an earlier run's in the same folder
+    (before 2026-12-05 a fresh run appended to metrics.jsonl). Merged by step, they were the run's final value."""
+    from kizuna.analysis.report import read_extra
+
+    try:
+        final = _step(read_extra(run / "model").get("step")) if (run / "model").is_dir() else None
+    except (OSError, ValueError):
+        final = None
+    if final is None:
+        return records
+    past = [i for i, r in enumerate(records) if r.get("kind") in ("train", "eval")
+            and (step := _step(r.get("step"))) is not None and step > final]
+    if past:
+        warnings.warn(f"{log}: {len(past)} train/eval row(s) logged past the final model's step {final} ({run}/model) "
+                      "are left out: an abandoned branch (a resume from an earlier checkpoint) or an earlier run in "
+                      "this folder (kizuna before 2026-12-05 appended to metrics.jsonl)", stacklevel=3)
+        gone = set(past)
+        records = [r for i, r in enumerate(records) if i not in gone]
+    return records
+
+
 def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, mode: str = "auto",
              window_steps: int | None = None) -> dict:
     """One run's curves and summary numbers (see the module docstring). A NaN or null value (a run that
@@ -111,7 +134,7 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
     if not log.is_file():
         raise FileNotFoundError(f"{run}: no metrics.jsonl (expected {log}); pass the --out folder of a kizuna "
                                 "train or kizuna vit train run")
-    records = read_metrics(log)
+    records = _up_to_the_final_model(read_metrics(log), run, log)
     # train and eval rows whose step is not a whole number cannot be placed on the curve: named, not dropped silently
     unusable = [r for r in records if r.get("kind") in ("train", "eval") and _step(r.get("step")) is None]
     if unusable:

@@ -50,7 +50,9 @@ __all__ = [
 _MEMORY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _MEMORY_CACHE_SIZE = 32
 _MEMORY_CACHE_LOCK = threading.Lock()
-_CACHE_VERSION = 2  # 2: the text tower's config is part of the key
+# 2: the text tower's config is part of the key; 3: so are the filled prompts (a fix to filling "{{x}}" in a
+# template left the files keyed on the raw templates serving the old prompts' embeddings)
+_CACHE_VERSION = 3
 
 
 def clear_class_cache() -> None:
@@ -115,8 +117,9 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
         key = (model_fingerprint(_text_module(model)), text_config, tokenizer_id, tuple(classnames), tuple(templates),
                autocast)
         if cache_dir is not None:  # (without autocast, the files of earlier versions keep their names)
-            digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames, templates]
-                                               + ([autocast] if autocast else [])).encode())
+            prompts = [fill_template(t, c) for c in classnames for t in templates]
+            digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames, templates,
+                                                prompts] + ([autocast] if autocast else [])).encode())
             digest.update(content_hash(_text_module(model)).encode())
             path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
         with _MEMORY_CACHE_LOCK:  # threads: another's eviction between get and move_to_end raised KeyError

@@ -68,7 +68,8 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
     p.add_argument("--split", default=None,
                    help="split folder to evaluate (default: test, else val/validation, else the folder itself)")
     p.add_argument("--dataset-name", default=None,
-                   help="CLIP_benchmark key for bundled class names/templates, e.g. cifar10 (default: folder name)")
+                   help="CLIP_benchmark key for bundled class names/templates, e.g. cifar10 (default: folder name)"
+                   if classification else "the dataset's name in the report and results.json (default: folder name)")
     if classification:
         p.add_argument("--templates", "--template", dest="templates", action="append", default=None,
                        help="prompt templates: .txt (one per line, with {c}), CLIP_benchmark-style .json, or one "
@@ -85,9 +86,12 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
     p.add_argument("--num-workers", "--workers", type=int, default=0,
                    help="DataLoader worker processes for decoding (default 0: decode in the main process)")
     p.add_argument("--image-column", default="filepath", help="CSV: image path column (default filepath)")
-    p.add_argument("--label-column", default="label",
-                   help="CSV: class index or class name column (default label)")
-    p.add_argument("--caption-column", default="title", help="CSV: caption column, retrieval only (default title)")
+    # each task is given the column it reads (a retrieval's --label-column was accepted and did nothing)
+    if classification:
+        p.add_argument("--label-column", default="label",
+                       help="CSV: class index or class name column (default label)")
+    else:
+        p.add_argument("--caption-column", default="title", help="CSV: caption column (default title)")
     p.add_argument("--name", default=None, help="model label in the report (default: config name or path)")
     p.add_argument("--out", default=None,
                    help="write results.json, results.md and plots here (default: print the tables only)")
@@ -196,7 +200,8 @@ def _entry(args, task) -> dict:
     e = {"model": args.model, "dataset": args.dataset, "task": task, "split": args.split,
          "dataset_name": args.dataset_name, "max_samples": args.max_samples, "batch_size": args.batch_size,
          "num_workers": args.num_workers, "device": args.device, "image_column": args.image_column,
-         "label_column": args.label_column, "caption_column": args.caption_column, "allow_jit": args.allow_jit,
+         "label_column": getattr(args, "label_column", "label"),
+         "caption_column": getattr(args, "caption_column", "title"), "allow_jit": args.allow_jit,
          "precision": args.precision, "act": args.act}  # --act was parsed and then dropped: GELU files ran QuickGELU
     for k in ("templates", "classnames", "cache_dir"):
         if getattr(args, k, None) is not None:

@@ -309,8 +309,10 @@ class CheckpointManager:
         if "best_metric" in state:
             before = (state["best_metric"], state.get("best_mode", self.mode))
         elif flags.get("best_metric"):  # saved before the two were: the run's flags say what picked its best
-            metric = flags["best_metric"]
-            before = (metric, "min" if lower_is_better(metric, flags.get("best_mode", "auto")) else "max")
+            metric, mode = flags["best_metric"], flags.get("best_mode")
+            # a config without best_mode predates --best-mode (2026-12-04), when every best/ kept the highest value:
+            # read as "auto", an attack rate's old maximum was restored as a minimum and best/ kept the worst model
+            before = (metric, "max" if mode is None else "min" if lower_is_better(metric, mode) else "max")
         else:
             before = (self.metric, self.mode)
         self.best_restarted = before if before != (self.metric, self.mode) and state.get("best_value") is not None else None

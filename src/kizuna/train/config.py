@@ -312,6 +312,15 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
             notes.append(f"the config's model_overrides text.{', text.'.join(dropped)} are not used with "
                          "--text-tower minilm (the pretrained MiniLM encoder has its own architecture): dropped")
     check_common(cfg)  # the values' own ranges first
+    # both were refused only once the run started, after --print-config had printed them and exited 0
+    if cfg.batch_size % cfg.accum_steps:  # (the world size's share is checked once the process group is up)
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --accum-steps {cfg.accum_steps} (each "
+                         "step's batch is split into that many parts)")
+    from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
+
+    model = os.path.expanduser(str(cfg.model))
+    if not cfg.resume and not os.path.exists(model) and model.replace("/", "-") not in CLIP_PRESETS:
+        raise ValueError(unknown_model_message(str(cfg.model)))
     defaults = TrainConfig()
     if cfg.tokenizer == "train":
         # the BPE's 512 byte symbols and 2 special tokens come before any merge: a smaller size failed only after
@@ -362,7 +371,11 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
             ("synthetic_hard_negatives", cfg.data != "synthetic", synthetic),
             ("csv_image_key", not csv, "it names a column of a .csv/.tsv --data"),
             ("csv_caption_key", not csv, "it names a column of a .csv/.tsv --data"),
-            ("best_mode", not cfg.best_metric, "it orders --best-metric, which is not given (no best/ is kept)")]
+            ("best_mode", not cfg.best_metric, "it orders --best-metric, which is not given (no best/ is kept)"),
+            ("eval_split", cfg.eval_zeroshot in ("", "synthetic") and not cfg.eval_retrieval,
+             "it picks the split of the --eval-zeroshot / --eval-retrieval folders, and none is given"
+             + (" (--eval-zeroshot synthetic is the probes' scenes, which have no splits)"
+                if cfg.eval_zeroshot == "synthetic" else ""))]
 
 
 def refuse_typed_unused(cfg, given: dict) -> None:

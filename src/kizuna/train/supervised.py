@@ -189,13 +189,30 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
         raise ValueError(f"subset_fraction must be in (0, 1], got {cfg.subset_fraction}")
     check_augmentation(cfg)
     check_model_overrides(cfg.model_overrides, None if cfg.init else cfg.model)
+    if not (cfg.init or cfg.resume):  # (a resume's model is its checkpoint's)
+        check_fresh_model(cfg.model)
     check_common(cfg)
     return cfg
+
+
+def check_fresh_model(model: str) -> None:
+    """A model trained from scratch is a ViT variant ("S/4", "hybrid-S/1"): a checkpoint goes to `vit finetune`, and
+    a misspelt variant was refused only once the data was indexed (after --print-config had printed it, exit 0)."""
+    if Path(model).exists():
+        raise ValueError(f"--model {model} is a checkpoint; fine-tune it with `kizuna vit finetune {model} ...` (or a "
+                         "config's `init`)")
+    from kizuna.models.presets import decode_variant
+
+    try:
+        decode_variant(model.removeprefix("hybrid-"))
+    except ValueError as e:
+        raise ValueError(f"--model: {e} (or hybrid-SIZE/PATCH)") from None
 
 
 def unused_flags(cfg: SupervisedConfig) -> list[tuple[str, bool, str]]:
     """`kizuna vit`'s flags that another setting makes unused (:func:`~kizuna.train.config.refuse_unused`)."""
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
+    csv = any(ext in path.lower() for path in (cfg.data, cfg.val_data) for ext in (".csv", ".tsv"))
     return [
         ("betas", cfg.optimizer == "sgd", "AdamW's; --optimizer sgd takes --momentum"),
         ("eps", cfg.optimizer == "sgd", "AdamW's; --optimizer sgd takes --momentum"),
@@ -205,7 +222,12 @@ def unused_flags(cfg: SupervisedConfig) -> list[tuple[str, bool, str]]:
         ("mix_prob", not mixing, "it is the share of batches mixed by --mixup/--cutmix, and both are off"),
         ("randaug_magnitude", cfg.randaug_ops == 0, "RandAugment is off (--randaug-ops 0)"),
         ("eval_every", not cfg.val_data, "no --val-data to evaluate on"),
-        ("eval_batch_size", not cfg.val_data, "no --val-data to evaluate on")]
+        ("eval_batch_size", not cfg.val_data, "no --val-data to evaluate on"),
+        ("val_split", not cfg.val_data, "it picks a split of --val-data, which is not given"),
+        ("val_max_samples", not cfg.val_data, "no --val-data to evaluate on"),
+        ("image_column", not csv, "it names a column of a .csv/.tsv --data or --val-data"),
+        ("label_column", not csv, "it names a column of a .csv/.tsv --data or --val-data"),
+        ("subset_seed", cfg.subset_fraction >= 1, "it draws the --subset-fraction subset, and the fraction is 1")]
 
 
 # A config file's keys that build a fresh model: a fine-tune's model is its checkpoint's, so they build nothing
@@ -638,9 +660,7 @@ class SupervisedTrainer(Trainer):
             if not cfg.reset_head:
                 keep_head_for_classes(model, cfg.init, self.classnames)
         else:
-            if Path(cfg.model).exists():
-                raise ValueError(f"--model {cfg.model} is a checkpoint; fine-tune it with `kizuna vit finetune "
-                                 f"{cfg.model} ...` (or a config's `init`)")
+            check_fresh_model(cfg.model)
             model = kizuna.create_vit(cfg.model, image_size=cfg.image_size or 224, num_classes=self.num_classes,
                                       **cfg.model_overrides)
         if model.head is None or model.cfg.num_classes != self.num_classes:

@@ -1,0 +1,57 @@
+"""Run folders written by older kizuna read by this one (old-artifact hunt, stop 43): a best/ picked before
+--best-mode existed, and a metrics.jsonl holding rows past the run's final model."""
+import json
+import warnings
+
+import pytest
+import torch
+
+import kizuna
+from kizuna.models.vit import VisionConfig, VisionTransformer
+from kizuna.train.checkpointing import CheckpointManager
+
+
+def _tiny_vit():
+    return VisionTransformer(VisionConfig(image_size=8, patch_size=4, width=8, depth=1, heads=2, num_classes=2))
+
+
+@pytest.mark.parametrize("recorded_mode, restarted", [(None, ("probe/typographic/attack_rate", "max")),
+                                                      ("auto", None)])
+def test_a_best_picked_before_best_mode_existed_was_the_highest(tmp_path, recorded_mode, restarted):
+    """Before --best-mode (2026-12-04) every best/ kept the highest value. A resume read such a run's missing mode as
+    "auto" (the minimum, for an attack rate): the old maximum was restored as the best minimum, so best/ kept the
+    most-fooled model. Without a recorded mode it is the maximum, and best/ starts afresh."""
+    metric = "probe/typographic/attack_rate"
+    run = CheckpointManager(tmp_path, metric=metric, mode="max")
+    run.update_best(3, _tiny_vit(), {metric: 0.25})
+    flags = {"best_metric": metric, **({"best_mode": recorded_mode} if recorded_mode else {})}
+    path = run.save(6, _tiny_vit(), {"step": 6, "train_config": flags})
+    state = torch.load(path / "train_state.pt", weights_only=False)
+    del state["best_metric"], state["best_mode"]  # as written before 2026-12-05
+    torch.save(state, path / "train_state.pt")
+    resumed = CheckpointManager(tmp_path, metric=metric)  # auto: lowest is best
+    resumed.load_into(path, _tiny_vit())
+    assert resumed.best_restarted == restarted
+    assert resumed.best_value == (None if restarted else 0.25)
+
+
+def test_compare_runs_leaves_out_rows_past_the_final_model(tmp_path):
+    """A fresh run into a folder an older kizuna had trained in appended to its metrics.jsonl (before 2026-12-05),
+    and a resume from an earlier checkpoint leaves the abandoned branch's later rows: merged by step, the other
+    run's step-6 accuracy was the final one of a run whose model/ is step 3."""
+    from kizuna.analysis.runs import load_run
+
+    rows = [{"kind": "eval", "step": 3, "time": 1.0, "val_top1": 0.11},
+            {"kind": "train", "step": 6, "time": 2.0, "loss": 2.2, "train_top1": 0.21},
+            {"kind": "eval", "step": 6, "time": 2.1, "val_top1": 0.20},  # the earlier run's
+            {"kind": "train", "step": 3, "time": 9.0, "loss": 2.3, "train_top1": 0.10},
+            {"kind": "eval", "step": 3, "time": 9.1, "val_top1": 0.125}]  # this run's, model/ at step 3
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kizuna.save_model(_tiny_vit(), tmp_path / "model", extra={"step": 3})
+    with pytest.warns(UserWarning, match="2 train/eval row.* past the final model's step 3"):
+        got = load_run(tmp_path)
+    assert got["final"] == 0.125
+    (tmp_path / "model").rename(tmp_path / "elsewhere")  # a run still going (no model/): every row counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_run(tmp_path)["final"] == 0.20
