@@ -250,6 +250,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="with --merge: also take a later section that dropped contenders or was measured on another "
                         "machine (kept out by default, and said)")
     args = p.parse_args(argv)
+    # accepted and ignored, they looked like they had done something (a --render --quick "re-rendered quick")
+    if args.force and not args.merge:
+        p.error("--force applies to --merge (it takes a section the merge would keep out); add --merge OTHER.json")
+    if (args.render or args.merge) and (args.quick or args.only):
+        p.error(f"--{'quick' if args.quick else 'only'} chooses what to measure, and --{'merge' if args.merge else 'render'} "
+                "measures nothing; drop one")
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     if args.only and not names:  # `--only ""` ran the whole suite (and took over its header)
         p.error("--only names no section; choose from " + ",".join(SECTIONS))

@@ -491,3 +491,15 @@ def test_target_rows_of_a_gpu_machine_section_say_so(results_copy):
     targets = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
     rows = [row for row in targets.splitlines() if row.startswith("| encode")]
     assert len(rows) >= 2 and sum("(on the GPU machine)" in row for row in rows) == len(rows) // 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--force", "--render"], "--force applies to --merge"),
+    (["--render", "--quick"], "--quick chooses what to measure, and --render measures nothing"),
+    (["--merge", "x.json", "--only", "tokenizer"], "--only chooses what to measure, and --merge measures nothing"),
+])
+def test_flags_the_command_would_ignore_are_refused(argv, message, capsys):
+    """`--force --render`, `--render --quick` and `--merge F --only X` wrote the report and said nothing of the flag."""
+    with pytest.raises(SystemExit):
+        bench_main.parse_args(argv)
+    assert message in capsys.readouterr().err

@@ -159,7 +159,7 @@ def add_threads_argument(parser) -> None:
     """``--threads N``: torch's CPU threads for this command (the training commands and `vit eval` had it; on a
     shared machine the others took every core). Applied by ``kizuna.apps.cli.main``."""
     parser.add_argument("--threads", type=at_least_zero, default=0, help="torch CPU threads (default 0: torch's "
-                        "choice, every core)")
+                        "choice: OMP_NUM_THREADS if set, else every core)")
 
 
 def progress_default() -> bool:
