@@ -266,3 +266,13 @@ def test_each_eval_task_takes_the_csv_column_it_reads():
 
     args = parser.parse_args(["eval", "retrieval", "--model", "m", "--dataset", "d", "--caption-column", "cap"])
     assert (_entry(args, ["zeroshot_retrieval"])["caption_column"], _entry(args, ["x"])["label_column"]) == ("cap", "label")
+
+
+def test_a_glob_that_matches_csv_files_takes_the_csv_column_flags(tmp_path):
+    """`--data 'dir/part*'` reads part1.csv as a CSV, but the column flags it then asked for were refused as unused
+    (the CSV test was on the spelling: no ".csv" in it)."""
+    (tmp_path / "part1.csv").write_text("path,text\nimg0.jpg,a cat\n")
+    cfg = _train_cfg("--data", f"{tmp_path}/part*", "--image-column", "path", "--caption-column", "text")
+    assert (cfg.csv_image_key, cfg.csv_caption_key) == ("path", "text")
+    with pytest.raises(ValueError, match="--csv-image-key path does nothing here"):  # shards: still refused
+        _train_cfg("--data", f"{tmp_path}/nothing*", "--image-column", "path")

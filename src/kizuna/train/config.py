@@ -362,9 +362,24 @@ def unused_flags_of(cfg) -> list[tuple[str, bool, str]]:
     return vit_unused_flags(cfg)
 
 
+def reads_csv(data: str) -> bool:
+    """Whether ``--data`` reads a .csv/.tsv: by its spelling, else by what it resolves to (a glob such as ``part*``
+    that matches CSV files was taken for shards, and its column flags refused while the CSV asked for them)."""
+    if any(ext in str(data).lower() for ext in (".csv", ".tsv")):
+        return True
+    from kizuna.data.sources import resolve_spec
+
+    try:
+        return any(kind == "csv" for kind, _ in resolve_spec(data))
+    except (OSError, ValueError):  # not there (yet): a spec --print-config checks for another machine
+        return False
+
+
 def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
     """`kizuna train`'s flags that another setting makes unused (:func:`refuse_unused`)."""
-    csv = any(ext in cfg.data.lower() for ext in (".csv", ".tsv"))
+    defaults = TrainConfig()
+    typed = (cfg.csv_image_key, cfg.csv_caption_key) != (defaults.csv_image_key, defaults.csv_caption_key)
+    csv = typed and reads_csv(cfg.data)  # (resolved only when a column flag is there to check)
     synthetic = "only --data synthetic reads it (the data is files)"
     return [("synthetic_image_size", cfg.data != "synthetic", synthetic),
             ("synthetic_length", cfg.data != "synthetic", synthetic),
