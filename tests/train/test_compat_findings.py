@@ -55,3 +55,34 @@ def test_compare_runs_leaves_out_rows_past_the_final_model(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_run(tmp_path)["final"] == 0.20
+
+
+def test_a_resume_from_an_earlier_checkpoint_keeps_it_over_the_abandoned_branch(tmp_path):
+    """"Resume from an earlier one: --resume .../step_0000002" (step 3 had diverged), then the resume's first save
+    at step 4 counted the abandoned step 3 as one of its --keep-last 2 and deleted step 2, the checkpoint it
+    resumed from: the good one was gone and the bad one named next. The other branch's steps are not counted."""
+    run = CheckpointManager(tmp_path, keep_last=2)
+    for step in (2, 3):
+        run.save(step, _tiny_vit(), {"step": step})
+    resumed = CheckpointManager(tmp_path, keep_last=2)
+    resumed.load_into(tmp_path / "checkpoints" / "step_0000002", _tiny_vit())
+    resumed.save(4, _tiny_vit(), {"step": 4})
+    assert [p.name for p in resumed.step_folders()] == ["step_0000002", "step_0000003", "step_0000004"]
+    resumed.save(5, _tiny_vit(), {"step": 5})  # this run's own older checkpoints are pruned as ever
+    assert [p.name for p in resumed.step_folders()] == ["step_0000003", "step_0000004", "step_0000005"]
+    again = CheckpointManager(tmp_path, keep_last=2)  # a plain resume from the newest: every older step counts
+    again.load_into(tmp_path / "checkpoints" / "step_0000005", _tiny_vit())
+    again.save(6, _tiny_vit(), {"step": 6})
+    assert [p.name for p in again.step_folders()] == ["step_0000005", "step_0000006"]
+
+
+def test_a_run_that_wrote_nothing_names_the_checkpoint_it_resumed(tmp_path):
+    """Resuming a finished run into a new --out trains nothing and writes nothing there, but the summary said
+    "checkpoints: NEW/checkpoints/latest (evaluate or resume from it)", and following it failed."""
+    from kizuna.train.checkpointing import nothing_written
+
+    assert nothing_written(tmp_path / "new", "done/checkpoints/latest") == (
+        f"nothing was written to {tmp_path / 'new'}; the run's checkpoint is still done/checkpoints/latest")
+    CheckpointManager(tmp_path / "new").save(2, _tiny_vit(), {"step": 2})
+    assert nothing_written(tmp_path / "new", "done/checkpoints/latest") is None
+    assert nothing_written(tmp_path / "fresh", "") is None  # a fresh run always writes its own

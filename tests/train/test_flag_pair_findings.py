@@ -276,3 +276,31 @@ def test_a_glob_that_matches_csv_files_takes_the_csv_column_flags(tmp_path):
     assert (cfg.csv_image_key, cfg.csv_caption_key) == ("path", "text")
     with pytest.raises(ValueError, match="--csv-image-key path does nothing here"):  # shards: still refused
         _train_cfg("--data", f"{tmp_path}/nothing*", "--image-column", "path")
+
+
+def test_advice_to_set_an_override_keeps_the_runs_other_overrides():
+    """`--act` on a preset advised `--model-overrides '{"vision": {"act": ...}, ...}'`: a second --model-overrides
+    replaces the first, so following it trained the full-depth model instead of the depth-1 one asked for."""
+    from kizuna.train.config import overrides_flag
+
+    assert overrides_flag({"vision": {"depth": 1}, "text": {"depth": 1}}, {"vision": {"act": "gelu"}}) == \
+        """--model-overrides '{"vision": {"depth": 1, "act": "gelu"}, "text": {"depth": 1}}'"""
+    with pytest.raises(ValueError, match="""sets it with --model-overrides '{"depth": 1, "act": "gelu"}' instead"""):
+        _vit_cfg("--model-overrides", '{"depth": 1}', "--act", "gelu")
+
+
+def test_a_csv_missing_columns_names_only_their_flags(tmp_path):
+    """A `kizuna train` CSV without filepath/title advised "--image-column, --caption-column or --label-column":
+    `kizuna train` has no --label-column, and following the advice failed as "unrecognized arguments"."""
+    from kizuna.data.sources import build_index
+
+    (tmp_path / "pairs.csv").write_text("path,text\nimg0.jpg,a cat\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['filepath', 'title'\].*with --image-column and "
+                                         r"--caption-column\)$"):
+        build_index(str(tmp_path / "pairs.csv"))
+
+
+def test_a_non_square_size_on_synthetic_scenes_is_not_advised_as_a_side():
+    """The advice was "give --synthetic-image-size [48, 40] instead", which the flag then refused."""
+    with pytest.raises(ValueError, match="the scenes are square: give one side with --synthetic-image-size N"):
+        _train_cfg("--data", "synthetic", "--model-overrides", '{"vision": {"image_size": [48, 40]}}')

@@ -825,9 +825,11 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
     wanted = [image_column] + ([caption_column] if require in ("any", "caption") else [])
     wanted += [label_column] if label_column else []
     missing = [c for c in wanted if c not in cols]
-    if missing:
+    if missing:  # the flags of the missing columns only: `kizuna train` has no --label-column to follow
+        flags = {image_column: "--image-column", caption_column: "--caption-column", label_column: "--label-column"}
+        named = list(dict.fromkeys(flags[c] for c in missing))
         raise ValueError(f"{path}: missing column(s) {missing}; columns are {cols} (name the ones to read with "
-                         "--image-column, --caption-column or --label-column)")
+                         f"{' and '.join(named)})")
     sid = b.source("csv", path)
     for row_no, row in enumerate(reader, start=2):  # row 1 is the header
         rel = (row.get(image_column) or "").strip()

@@ -121,6 +121,10 @@ class CheckpointManager:
         # saved with every step folder and best/ (the supervised trainer's preprocessing and class names), so
         # each loads, evaluates and fine-tunes as the final model does
         self.model_extra: dict = {}
+        # the step this run resumed from, and the steps it saved: a step folder after the first and not among the
+        # second is an abandoned branch's (_prune)
+        self.resumed_from: int | None = None
+        self.saved_steps: set[int] = set()
 
     def _is_better(self, value: float) -> bool:
         if self.best_value is None:
@@ -148,6 +152,7 @@ class CheckpointManager:
             raise
         self._swap_in(tmp, final)
         atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name, encoding="utf-8"))
+        self.saved_steps.add(step)
         self._prune(keep=final)
         return final
 
@@ -213,11 +218,17 @@ class CheckpointManager:
         return sorted(steps, key=lambda p: int(p.name[5:]))
 
     def _prune(self, keep: Path) -> None:
-        """Keep ``keep`` (just written) and the newest ``keep_last - 1`` before it. Later steps (left by a
-        run resumed from an earlier checkpoint) are not deleted, and not counted: the checkpoint just written
-        was deleted when they were. Temp folders of saves a kill interrupted are removed."""
+        """Keep ``keep`` (just written) and the newest ``keep_last - 1`` of this run's before it. Steps of the
+        branch a resume from an earlier checkpoint left (after the step resumed from, not saved by this run) are
+        not deleted, and not counted: counted, the later ones deleted the checkpoint just written, and the earlier
+        ones the checkpoint resumed from (a diverged step_3 kept, the good step_2 a "resume from an earlier one"
+        had named deleted). Temp folders of saves a kill interrupted are removed."""
         step = int(keep.name[5:])
-        older = [p for p in self.step_folders() if int(p.name[5:]) < step]
+
+        def this_run(n: int) -> bool:
+            return self.resumed_from is None or n <= self.resumed_from or n in self.saved_steps
+
+        older = [p for p in self.step_folders() if int(p.name[5:]) < step and this_run(int(p.name[5:]))]
         for old in older[: max(0, len(older) - (self.keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
         for stray in self.dir.glob(".step_*"):
@@ -305,6 +316,8 @@ class CheckpointManager:
                                   f"{earlier_checkpoint_hint(path)}") from None
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
+        if path.parent.resolve() == self.dir.resolve() and isinstance(state.get("step"), int):
+            self.resumed_from = state["step"]  # (another run's checkpoint: this folder's steps are all this run's)
         flags = state.get("train_config") or {}
         if "best_metric" in state:
             before = (state["best_metric"], state.get("best_mode", self.mode))
@@ -497,6 +510,14 @@ def _pruned_meanwhile(path: Path) -> str | None:
     return (f"{path} was removed while this run read it: a run still writing into {path.parent.parent} prunes its "
             "older checkpoints (--keep-last). Copy the checkpoint elsewhere and resume from the copy, or wait for "
             "that run to end")
+
+
+def nothing_written(out, resume: str) -> str | None:
+    """The summary line for a run that wrote no checkpoint to ``out`` (the resume of a finished run into a new
+    --out: the paths the summary named did not exist, and following them failed), else None."""
+    if not resume or (Path(out) / "checkpoints" / "latest").exists():
+        return None
+    return f"nothing was written to {out}; the run's checkpoint is still {resume}"
 
 
 def earlier_checkpoint_hint(path: Path) -> str:

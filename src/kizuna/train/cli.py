@@ -24,7 +24,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from .checkpointing import resumed_config
+    from .checkpointing import nothing_written, resumed_config
     from .config import config_from_args, named_fields
     from .contrastive import train
     from .logging import json_text
@@ -45,6 +45,7 @@ def run(args):
     if is_main():
         if metrics:
             print(json_text(metrics, indent=2))  # strict JSON: a diverged run's NaN is null
-        print(f"checkpoints: {out}/checkpoints/latest (evaluate or resume from it)", file=sys.stderr)
+        print(nothing_written(out, cfg.resume) or f"checkpoints: {out}/checkpoints/latest (evaluate or resume from it)",
+              file=sys.stderr)
     finish_distributed()
     return 0

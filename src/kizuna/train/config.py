@@ -236,6 +236,12 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def overrides_flag(current: dict, add: dict) -> str:
+    """The ``--model-overrides`` to give for ``add`` on top of the run's ``current`` overrides: advice that named
+    ``add`` alone replaced the others when followed (a depth-1 model trained at full depth)."""
+    return f"--model-overrides '{json.dumps(deep_merge(current or {}, add))}'"
+
+
 def merge_model_overrides(base: dict, overrides: dict, default_model: str) -> tuple[dict, dict]:
     """A config file's ``model_overrides`` under the command line's, for both trainers. They belong to the
     file's model: with that model, --model-overrides merges into them key by key (``'{"depth": 4}'`` keeps
@@ -294,6 +300,8 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         size = (cfg.model_overrides.get(part) or {}).get("image_size")
         if isinstance(size, (list, tuple)) and len(set(size)) == 1:  # [48, 48]: square, as the scenes are
             size = size[0]
+        if part == "vision" and isinstance(size, (list, tuple)):  # ([48, 40] was advised, and then refused)
+            advice = "the scenes are square: give one side with --synthetic-image-size N instead"
         if cfg.data == "synthetic" and size is not None and size != cfg.synthetic_image_size:
             raise ValueError(f"--model-overrides {part}.image_size {size} disagrees with --synthetic-image-size "
                              f"{cfg.synthetic_image_size}: on --data synthetic the model's input size is the scenes' "

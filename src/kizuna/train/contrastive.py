@@ -28,7 +28,7 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import follow_overrides
 
-from .config import TrainConfig, check_minilm, check_override_types, deep_merge
+from .config import TrainConfig, check_minilm, check_override_types, deep_merge, overrides_flag
 from .data import build_dataset, build_loader
 from .distributed import contrastive_loss, from_rank0
 from .optim import make_optimizer
@@ -105,8 +105,9 @@ class ContrastiveTrainer(Trainer):
         else:
             if cfg.act:
                 raise ValueError(f"--act {cfg.act}: --act names the activation of an OpenAI-layout checkpoint "
-                                 f"given as --model; a preset's ({cfg.model}) is set with --model-overrides "
-                                 f"'{{\"vision\": {{\"act\": \"{cfg.act}\"}}, \"text\": {{\"act\": \"{cfg.act}\"}}}}'")
+                                 f"given as --model; a preset's ({cfg.model}) is set with "
+                                 + overrides_flag(cfg.model_overrides, {"vision": {"act": cfg.act}, "text": {"act": cfg.act}})
+                                 + " instead")
             mcfg = model_config(cfg)
             if cfg.tokenizer == "train":
                 mcfg = self._train_tokenizer(mcfg)
@@ -139,8 +140,9 @@ class ContrastiveTrainer(Trainer):
         ids, embeddings = getattr(self.tokenizer, "vocab_size", 0), self.model.cfg.text.vocab_size
         if self.model.cfg.text.kind != "minilm" and ids > embeddings:  # failed at step 1, deep in an embedding
             raise ValueError(f"the tokenizer has {ids} ids but the text tower embeds {embeddings}: give the text "
-                             f"tower vocab_size >= {ids} (--model-overrides '{{\"text\": {{\"vocab_size\": {ids}}}}}') "
-                             "or --tokenizer train")
+                             f"tower vocab_size >= {ids} ("
+                             + overrides_flag(self.cfg.model_overrides, {"text": {"vocab_size": ids}})
+                             + ") or --tokenizer train")
         self.dataset, _ = build_dataset(cfg, self.model.cfg.preprocess, train=True)
         self.loader, self.sampler = build_loader(cfg, self.dataset, self.per_rank_batch, self.dist.rank, self.dist.world_size)
         self._configure_model()

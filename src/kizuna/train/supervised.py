@@ -178,9 +178,11 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {cfg.pos_embed!r}")
     check_act(cfg.act)
     if cfg.act and not cfg.init:
+        from .config import overrides_flag
+
         raise ValueError(f"--act {cfg.act} names the activation of an OpenAI-layout checkpoint given to `kizuna vit "
-                         f"finetune CHECKPOINT`; a model "
-                         f"trained from scratch sets it with --model-overrides '{{\"act\": \"{cfg.act}\"}}'")
+                         "finetune CHECKPOINT`; a model trained from scratch sets it with "
+                         + overrides_flag(cfg.model_overrides, {"act": cfg.act}) + " instead")
     if cfg.optimizer not in ("adamw", "sgd"):
         raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
     if cfg.augment_on not in ("loader", "device"):

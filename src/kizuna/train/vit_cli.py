@@ -308,7 +308,7 @@ def run(args):
         return code
     if args.vit_command == "augment":
         return augment(args)
-    from .checkpointing import resumed_config
+    from .checkpointing import nothing_written, resumed_config
     from .logging import json_text
     from .supervised import train_supervised
 
@@ -328,7 +328,8 @@ def run(args):
     if is_main():
         if metrics:
             print(json_text(metrics, indent=2))  # strict JSON: a diverged run's NaN is null
-        print(f"model: {out}/model (kizuna vit eval / analyze take it); checkpoints: {out}/checkpoints/latest",
+        print(nothing_written(out, cfg.resume)
+              or f"model: {out}/model (kizuna vit eval / analyze take it); checkpoints: {out}/checkpoints/latest",
               file=sys.stderr)
     finish_distributed()
     return 0
