@@ -30,19 +30,22 @@ def test_non_finite_features_are_refused_not_scored(where):
         linear_probe_from_features(x_train, y_train, x_test, y_test, 4, few_shot=[], seeds=1)
 
 
-def test_features_that_carry_a_graph_are_probed():
-    """Features straight from a notebook's forward pass (requires_grad) are probed, not refused by autograd."""
-    x_train, y_train = _features()
-    x_test, y_test = _features(seed=1)
-    xt = torch.from_numpy(x_train).requires_grad_(True) * 1.0
-    res = linear_probe_from_features(xt, y_train, torch.from_numpy(x_test), y_test, 4, few_shot=[], seeds=1)
-    assert res.metrics["lp_acc1"] > 0.9
+def test_the_lower_level_probe_refuses_non_finite_inputs():
+    """fit_logistic_regression and LinearProbe.accuracy (exported) scored NaN features as class 0 too."""
+    from kizuna.eval.linear_probe import fit_logistic_regression
+
+    x, y = _features()
+    probe = fit_logistic_regression(torch.from_numpy(x), y, 4, 1e-3)
+    x[0, 0] = np.nan
+    with pytest.raises(NonFiniteFeatures, match="probe inputs"):
+        probe.accuracy(torch.from_numpy(x), y)
+    with pytest.raises(NonFiniteFeatures, match="probe training inputs"):
+        fit_logistic_regression(torch.from_numpy(x), y, 4, 1e-3)
 
 
 def test_a_test_class_the_training_split_lacks_is_refused_before_any_encoding(tmp_path, monkeypatch):
     """It was refused only after both splits were encoded (minutes on a real dataset): check_run_datasets, which
     runs before the model loads, now checks the class names too."""
-    import kizuna.eval.encode
     from kizuna.eval.datasets import DatasetError
     from kizuna.eval.suite import _Context, check_run_datasets
 
@@ -53,9 +56,14 @@ def test_a_test_class_the_training_split_lacks_is_refused_before_any_encoding(tm
     def no_encoding(*a, **k):
         raise AssertionError("encoded images before checking the probe's classes")
 
-    monkeypatch.setattr(kizuna.eval.encode, "encode_images", no_encoding)
     with pytest.raises(DatasetError, match="classes the training split .* lacks: automobile, bird"):
         check_run_datasets({"model": "m", "dataset": str(root), "task": ["linear_probe"]}, _Context("cpu"))
+    import kizuna.eval.linear_probe as LP
+    from kizuna.eval.datasets import load_dataset
+
+    monkeypatch.setattr(LP, "encode_images", no_encoding)  # the Python API refuses before encoding too
+    with pytest.raises(DatasetError, match="lacks: automobile, bird"):
+        LP.evaluate_linear_probe(None, load_dataset(root, "train"), load_dataset(root, "test"), progress=False)
 
 
 def test_zeroshot_false_leaves_the_zero_shot_row_out_also_beside_a_zeroshot_task(tmp_path, monkeypatch, tiny):
@@ -83,7 +91,7 @@ def test_zeroshot_false_leaves_the_zero_shot_row_out_also_beside_a_zeroshot_task
     assert given[0] is None and isinstance(given[1], float)
 
 
-def test_a_csv_dataset_names_its_training_csv_as_the_train_split(tmp_path):
+def test_a_csv_dataset_names_its_training_csv_as_the_train_split(tmp_path, monkeypatch):
     """A CSV is one split: every split of `--dataset test.csv` was test.csv, so the probe refused every CSV
     dataset ("needs separate train and test splits") with no way to name the training file. A split that names
     a .csv/.tsv reads it (as a path, or beside the first CSV); a bare split name still reads the given file."""
@@ -102,5 +110,23 @@ def test_a_csv_dataset_names_its_training_csv_as_the_train_split(tmp_path):
         load_dataset(test_csv, "nope.csv")
     train, test = _probe_splits({"dataset": str(test_csv), "train_split": "train.csv"}, _Context("cpu"))
     assert (len(train), len(test), train.classnames) == (5, 2, ["cat", "dog"])
-    with pytest.raises(ValueError, match="a CSV is one split: name the training CSV with --train-split FILE.csv"):
+    with pytest.raises(ValueError, match="a CSV is one split: for the training CSV pass --train-split FILE.csv"):
         _probe_splits({"dataset": str(test_csv)}, _Context("cpu"))
+    with pytest.raises(ValueError, match="needs separate train and test splits"):  # the test CSV spelt otherwise
+        _probe_splits({"dataset": str(test_csv), "train_split": str(tmp_path / "." / "test.csv")}, _Context("cpu"))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    (elsewhere / "train.csv").write_text("filepath,label\n" + f"{rows[0]},cat\n")
+    monkeypatch.chdir(elsewhere)  # a bare name is the file beside the dataset's CSV, not the current folder's
+    assert len(load_dataset(test_csv, "train.csv")) == 5
+
+
+def test_a_suites_probe_advice_names_the_runs_keys():
+    """A suite's probe errors advised --train-split FILE.csv, --max-train-samples and --classnames FILE, flags
+    `eval suite` lacks (ValueErrors, which the suite did not reword)."""
+    from kizuna.eval.datasets import in_suite_words
+
+    said = in_suite_words(ValueError("a CSV is one split: for the training CSV pass --train-split FILE.csv; "
+                                     "raise --max-train-samples (now 1); (--classnames FILE names them all)"))
+    assert said == ('a CSV is one split: for the training CSV set the run\'s "train_split" to FILE.csv; raise the '
+                    'run\'s "max_train_samples" (now 1); (the run\'s "classnames" names them all)')

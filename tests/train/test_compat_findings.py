@@ -35,26 +35,31 @@ def test_a_best_picked_before_best_mode_existed_was_the_highest(tmp_path, record
     assert resumed.best_value == (None if restarted else 0.25)
 
 
-def test_compare_runs_leaves_out_rows_past_the_final_model(tmp_path):
+def test_compare_runs_leaves_out_rows_the_run_went_back_before(tmp_path):
     """A fresh run into a folder an older kizuna had trained in appended to its metrics.jsonl (before 2026-12-05),
     and a resume from an earlier checkpoint leaves the abandoned branch's later rows: merged by step, the other
-    run's step-6 accuracy was the final one of a run whose model/ is step 3."""
+    run's step-6 accuracy was the final one of a run that now stands at step 3. A run extended by a resume, or
+    one whose resume logged its steps again, keeps every row of its own (and says nothing)."""
     from kizuna.analysis.runs import load_run
 
-    rows = [{"kind": "eval", "step": 3, "time": 1.0, "val_top1": 0.11},
-            {"kind": "train", "step": 6, "time": 2.0, "loss": 2.2, "train_top1": 0.21},
-            {"kind": "eval", "step": 6, "time": 2.1, "val_top1": 0.20},  # the earlier run's
-            {"kind": "train", "step": 3, "time": 9.0, "loss": 2.3, "train_top1": 0.10},
-            {"kind": "eval", "step": 3, "time": 9.1, "val_top1": 0.125}]  # this run's, model/ at step 3
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    kizuna.save_model(_tiny_vit(), tmp_path / "model", extra={"step": 3})
-    with pytest.warns(UserWarning, match="2 train/eval row.* past the final model's step 3"):
-        got = load_run(tmp_path)
-    assert got["final"] == 0.125
-    (tmp_path / "model").rename(tmp_path / "elsewhere")  # a run still going (no model/): every row counts
+    def rows_of(*evals):
+        return [{"kind": "eval", "step": s, "time": float(i), "val_top1": v} for i, (s, v) in enumerate(evals)]
+
+    def final(rows):
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return load_run(tmp_path)["final"]
+
+    appended = rows_of((3, 0.11), (6, 0.20)) + [{"kind": "train", "step": 3, "time": 9.0, "loss": 2.3}] \
+        + rows_of((3, 0.125))
+    with pytest.warns(UserWarning, match=r"1 train/eval row\(s\) at steps 6..6 that the run went back before"):
+        assert final(appended) == 0.125
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert load_run(tmp_path)["final"] == 0.20
+        assert final(rows_of((2, 0.1), (4, 0.2)) + [{"kind": "resume", "step": 4}] + rows_of((6, 0.3), (8, 0.4))) == 0.4
+        assert final(rows_of((2, 0.1), (4, 0.2), (6, 0.3)) + [{"kind": "resume", "step": 2}]
+                     + rows_of((4, 0.25), (6, 0.35))) == 0.35  # logged again: the later records win, as before
+    with pytest.warns(UserWarning, match="at steps 6..6"):  # resumed from step 2, now at 4: 6 is another branch's
+        assert final(rows_of((2, 0.1), (4, 0.2), (6, 0.3)) + [{"kind": "resume", "step": 2}] + rows_of((4, 0.25))) == 0.25
 
 
 def test_a_resume_from_an_earlier_checkpoint_keeps_it_over_the_abandoned_branch(tmp_path):

@@ -31,6 +31,7 @@ def _vit_cfg(*argv):
     (("--best-mode", "max",), "--best-mode max"),
     (("--eval-split", "val",), "--eval-split val"),
     (("--eval-zeroshot", "synthetic", "--eval-split", "val",), "--eval-split val"),  # the probes have no splits
+    (("--data", "pairs.csv", "--eval-max-samples", "5"), "--eval-max-samples 5"),
 ])
 def test_train_refuses_a_flag_another_setting_makes_unused(argv, flag):
     with pytest.raises(ValueError, match=f"{flag} does nothing here: .*; drop it"):
@@ -243,7 +244,8 @@ def test_a_resume_with_the_runs_own_config_file_is_not_refused_for_the_files_val
     (["train", "--model", "bogus"], "unknown model 'bogus'"),
     (["train", "--model", "ViT-B-23"], r"unknown model 'ViT-B-23' \(did you mean ViT-B-32"),
     (["train", "--batch-size", "10", "--accum-steps", "3"], "--batch-size 10 must be divisible by --accum-steps 3"),
-    (["vit", "train", "--data", "/tmp/unused-data", "--model", "bogus/3"], "--model: unknown ViT variant 'bogus/3'"),
+    (["vit", "train", "--data", "/tmp/unused-data", "--model", "bogus/3"], "--model bogus/3: not a ViT variant"),
+    (["vit", "train", "--data", "/tmp/unused-data", "--model", "hybrid-x/3"], "--model hybrid-x/3: not a ViT variant"),
 ])
 def test_print_config_refuses_a_model_and_a_batch_the_run_refuses(command, message, capsys):
     """These were refused only once the run started (the model built, the data indexed): `--print-config` printed
@@ -304,3 +306,19 @@ def test_a_non_square_size_on_synthetic_scenes_is_not_advised_as_a_side():
     """The advice was "give --synthetic-image-size [48, 40] instead", which the flag then refused."""
     with pytest.raises(ValueError, match="the scenes are square: give one side with --synthetic-image-size N"):
         _train_cfg("--data", "synthetic", "--model-overrides", '{"vision": {"image_size": [48, 40]}}')
+
+
+def test_a_resume_checks_the_batch_against_accum_steps_with_the_runs_own_batch(tmp_path, capsys):
+    """The new --print-config check read the default --batch-size 256 on a resume: `--resume latest --accum-steps 3`
+    of a batch-6 run was refused ("--batch-size 256 must be divisible by --accum-steps 3"), while `--batch-size 8`
+    on it printed and exited 0, and the run then refused it."""
+    from kizuna.apps.cli import main
+    from kizuna.train.checkpointing import CheckpointManager
+
+    cfg = make_config(model="ViT-mu-8", data="synthetic", batch_size=6, accum_steps=3, steps=2, out=str(tmp_path))
+    CheckpointManager(tmp_path).save(1, kizuna.create_model("ViT-mu-8"), {"step": 1, "train_config": cfg.to_dict()})
+    again = ["train", "--out", str(tmp_path), "--resume", "latest", "--print-config"]
+    assert main([*again, "--accum-steps", "3"]) == 0
+    capsys.readouterr()
+    assert main([*again, "--batch-size", "8"]) == 2
+    assert "--batch-size 8 must be divisible by --accum-steps 3" in capsys.readouterr().err

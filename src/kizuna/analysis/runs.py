@@ -98,27 +98,32 @@ def _value(x) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
 
 
-def _up_to_the_final_model(records: list[dict], run: Path, log: Path) -> list[dict]:
-    """The rows of a finished run (``run/model`` saved at step S) without its train and eval rows past S: those
-    are an abandoned branch's (a resume from an earlier checkpoint), or an earlier run's in the same folder
-    (before 2026-12-05 a fresh run appended to metrics.jsonl). Merged by step, they were the run's final value."""
-    from kizuna.analysis.report import read_extra
-
-    try:
-        final = _step(read_extra(run / "model").get("step")) if (run / "model").is_dir() else None
-    except (OSError, ValueError):
-        final = None
-    if final is None:
-        return records
-    past = [i for i, r in enumerate(records) if r.get("kind") in ("train", "eval")
-            and (step := _step(r.get("step"))) is not None and step > final]
-    if past:
-        warnings.warn(f"{log}: {len(past)} train/eval row(s) logged past the final model's step {final} ({run}/model) "
-                      "are left out: an abandoned branch (a resume from an earlier checkpoint) or an earlier run in "
-                      "this folder (kizuna before 2026-12-05 appended to metrics.jsonl)", stacklevel=3)
-        gone = set(past)
-        records = [r for i, r in enumerate(records) if i not in gone]
-    return records
+def _current_branch(records: list[dict], log: Path) -> list[dict]:
+    """The rows of the run as it stands: a train or eval row at a step below one logged before it starts a new
+    branch there (a resume, or a fresh run into the folder: before 2026-12-05 one appended to metrics.jsonl), and
+    the earlier rows from that step on are the abandoned branch's. Merged by step (the later record winning),
+    an abandoned branch's steps past where the run now stands were its final value (another run's 20% at step 6
+    for a run whose own ended at 12.5% at step 3). Said when such rows are left out."""
+    kept: list[dict] = []
+    furthest = None
+    for r in records:
+        step = _step(r.get("step")) if r.get("kind") in ("train", "eval") else None
+        if step is not None:
+            if furthest is not None and step < furthest:
+                kept = [k for k in kept if k.get("kind") not in ("train", "eval") or (_step(k.get("step")) or 0) < step]
+            furthest = step if furthest is None or step < furthest else max(furthest, step)
+        kept.append(r)
+    kept_ids = {id(r) for r in kept}
+    relogged = {(r.get("kind"), _step(r.get("step"))) for r in kept}
+    dropped = [r for r in records if r.get("kind") in ("train", "eval") and id(r) not in kept_ids
+               and (r.get("kind"), _step(r.get("step"))) not in relogged]
+    if dropped:  # (rows a resume logged again replace their own step as before, without a word)
+        steps = sorted({_step(r.get("step")) for r in dropped})
+        warnings.warn(f"{log}: {len(dropped)} train/eval row(s) at steps {steps[0]}..{steps[-1]} that the run "
+                      "went back before are left out: an abandoned branch (a resume from an earlier checkpoint) or "
+                      "an earlier run in this folder (kizuna before 2026-12-05 appended to metrics.jsonl)",
+                      stacklevel=3)
+    return kept
 
 
 def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, mode: str = "auto",
@@ -134,7 +139,7 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
     if not log.is_file():
         raise FileNotFoundError(f"{run}: no metrics.jsonl (expected {log}); pass the --out folder of a kizuna "
                                 "train or kizuna vit train run")
-    records = _up_to_the_final_model(read_metrics(log), run, log)
+    records = _current_branch(read_metrics(log), log)
     # train and eval rows whose step is not a whole number cannot be placed on the curve: named, not dropped silently
     unusable = [r for r in records if r.get("kind") in ("train", "eval") and _step(r.get("step")) is None]
     if unusable:

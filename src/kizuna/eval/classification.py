@@ -408,7 +408,9 @@ def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | N
     if len(dataset.classnames) < 2:  # one candidate: 100% whatever the model (a CSV's folder read as one class)
         tables = sorted(p.name for ext in ("*.csv", "*.tsv") for p in Path(dataset.source).glob(ext)) \
             if Path(dataset.source).is_dir() else []
-        raise ValueError(f"{dataset.source}: {len(dataset.classnames)} class ({', '.join(dataset.classnames)}): "
+        from .datasets import DatasetError  # (a ValueError: a suite words its advice in its own keys)
+
+        raise DatasetError(f"{dataset.source}: {len(dataset.classnames)} class ({', '.join(dataset.classnames)}): "
                          "zero-shot needs at least two to choose between (--classnames FILE names them all)"
                          + (f"; to read its table, pass the file ({', '.join(tables)})" if tables else ""))
     model = getattr(model, "module", model)

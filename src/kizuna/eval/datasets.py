@@ -116,7 +116,8 @@ def in_suite_words(error: Exception) -> str:
                       ("--label-column", "label_column")):
         message = message.replace(f"pass {flag} ", f'set the run\'s "{key}" to ')
         message = message.replace(f"with {flag})", f'with the run\'s "{key}")')
-    return message
+    message = message.replace("(--classnames FILE names them all)", '(the run\'s "classnames" names them all)')
+    return message.replace("raise --max-train-samples (now", 'raise the run\'s "max_train_samples" (now')
 
 
 class NoClassNamesError(DatasetError):
@@ -467,10 +468,13 @@ def _csv_split(path: Path, split: str | None) -> Path:
     if not split or Path(split).suffix.lower() not in (".csv", ".tsv"):
         return path
     given = Path(os.path.expanduser(split))
-    for candidate in (given, path.parent / given):
+    # a bare file name is the one beside the dataset's CSV (as --help says), not one of that name in the current
+    # folder; a path is taken as given
+    candidates = (path.parent / given, given) if given.name == split else (given,)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise DatasetError(f"split {split!r}: no such CSV file (looked at {given} and {path.parent / given})")
+    raise DatasetError(f"split {split!r}: no such CSV file (looked at {' and '.join(map(str, candidates))})")
 
 
 def is_split_folder(path: Path) -> bool:

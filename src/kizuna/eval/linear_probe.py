@@ -60,6 +60,7 @@ class LinearProbe:
         return x.to(self.weight.dtype) @ self.weight.T + self.bias
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        check_finite(x, None, "probe inputs")  # a NaN row's logits argmax to class 0
         return self.logits(x).argmax(dim=1)
 
     def accuracy(self, x: torch.Tensor, y) -> float:
@@ -74,6 +75,7 @@ def fit_logistic_regression(x: torch.Tensor, y, num_classes: int, l2: float, max
     ``tol``: stop when the largest gradient entry is below it. The gradient is written out by hand
     (no autograd graph per evaluation): the fits are small and many (lambda sweeps, few-shot seeds)."""
     x = x.detach().to("cpu", dtype)
+    check_finite(x, None, "probe training inputs")  # a NaN ran every fit to the iteration cap, and gave a probe
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
     n, d = x.shape
     if n == 0:
@@ -389,11 +391,12 @@ def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_S
     if train.task != "classification" or test.task != "classification":
         raise ValueError("the linear probe needs classification datasets (class labels)")
     model = getattr(model, "module", model)
+    yte = _test_labels_in_train_order(train, test)  # a test class the training split lacks: before any encoding
     ftr = train_features or encode_images(model, train, batch_size=batch_size, device=device, num_workers=num_workers,
                                           progress=progress, desc=f"linear probe {train.name}: train")
     fte = test_features or encode_images(model, test, batch_size=batch_size, device=device, num_workers=num_workers,
                                          progress=progress, desc=f"linear probe {test.name}: test")
-    ytr, yte = train.labels, _test_labels_in_train_order(train, test)
+    ytr = train.labels
     mtr, mte = ftr.valid.numpy(), fte.valid.numpy()
     res = linear_probe_from_features(ftr.features[ftr.valid], ytr[mtr], fte.features[fte.valid], yte[mte],
                                      max(train.num_classes, test.num_classes), few_shot=few_shot, seeds=seeds,

@@ -414,17 +414,17 @@ def _probe_splits(r: dict, ctx: "_Context"):
     except DatasetError as e:
         raise DatasetError(with_caller_flags(e, "--train-split")) from None
     test = ctx.dataset(r, r.get("split"), "classification")
-    if test.source == train.source:
-        raise ValueError(f"{r['dataset']}: the linear probe needs separate train and test splits "
-                         f"(found only {test.source})" + ("; a CSV is one split: name the training CSV with "
-                                                          "--train-split FILE.csv" if test.layout == "csv" else ""))
+    if os.path.realpath(test.source) == os.path.realpath(train.source):  # (a path spelt two ways is one file)
+        raise DatasetError(f"{r['dataset']}: the linear probe needs separate train and test splits "
+                           f"(found only {test.source})" + ("; a CSV is one split: for the training CSV pass "
+                                                            "--train-split FILE.csv" if test.layout == "csv" else ""))
     labels = np.asarray(train.labels)
     known = labels[labels >= 0]
     if not len(known) or np.bincount(known).max() < 2:
         cap = r.get("max_train_samples", r.get("max_samples"))
-        raise ValueError(f"{train.source}: the linear probe's {len(labels)} training image(s) have no class "
-                         "with 2 or more, which it needs to hold some out to choose its L2"
-                         + (f"; raise --max-train-samples (now {cap})" if cap else ""))
+        raise DatasetError(f"{train.source}: the linear probe's {len(labels)} training image(s) have no class "
+                           "with 2 or more, which it needs to hold some out to choose its L2"
+                           + (f"; raise --max-train-samples (now {cap})" if cap else ""))
     # a test class the training split lacks: refused here, not after both splits were encoded
     from .linear_probe import _test_labels_in_train_order
 

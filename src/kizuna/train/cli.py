@@ -25,13 +25,15 @@ def add_arguments(p):
 
 def run(args):
     from .checkpointing import nothing_written, resumed_config
-    from .config import config_from_args, named_fields
+    from .config import check_batch_parts, config_from_args, named_fields
     from .contrastive import train
     from .logging import json_text
 
     cfg = config_from_args(args)
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
-        print(json_text(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
+        resumed = resumed_config(cfg, named_fields(args))[0]
+        check_batch_parts(resumed)
+        print(json_text(resumed.to_dict(), indent=2))
         return 0
     from kizuna.eval.encode import is_main
 

@@ -321,9 +321,8 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
                          "--text-tower minilm (the pretrained MiniLM encoder has its own architecture): dropped")
     check_common(cfg)  # the values' own ranges first
     # both were refused only once the run started, after --print-config had printed them and exited 0
-    if cfg.batch_size % cfg.accum_steps:  # (the world size's share is checked once the process group is up)
-        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --accum-steps {cfg.accum_steps} (each "
-                         "step's batch is split into that many parts)")
+    if not cfg.resume:  # (a resume's batch is its run's: checked by the CLI's --print-config once it is known)
+        check_batch_parts(cfg)
     from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
 
     model = os.path.expanduser(str(cfg.model))
@@ -370,6 +369,14 @@ def unused_flags_of(cfg) -> list[tuple[str, bool, str]]:
     return vit_unused_flags(cfg)
 
 
+def check_batch_parts(cfg: TrainConfig) -> None:
+    """--accum-steps splits each step's batch: refused only once the run started, after --print-config had printed
+    it and exited 0 (the world size's share is checked once the process group is up)."""
+    if cfg.batch_size % cfg.accum_steps:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --accum-steps {cfg.accum_steps} (each "
+                         "step's batch is split into that many parts)")
+
+
 def reads_csv(data: str) -> bool:
     """Whether ``--data`` reads a .csv/.tsv: by its spelling, else by what it resolves to (a glob such as ``part*``
     that matches CSV files was taken for shards, and its column flags refused while the CSV asked for them)."""
@@ -398,7 +405,9 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
             ("eval_split", cfg.eval_zeroshot in ("", "synthetic") and not cfg.eval_retrieval,
              "it picks the split of the --eval-zeroshot / --eval-retrieval folders, and none is given"
              + (" (--eval-zeroshot synthetic is the probes' scenes, which have no splits)"
-                if cfg.eval_zeroshot == "synthetic" else ""))]
+                if cfg.eval_zeroshot == "synthetic" else "")),
+            ("eval_max_samples", not cfg.eval_zeroshot and not cfg.eval_retrieval and cfg.data != "synthetic",
+             "it caps the --eval-zeroshot / --eval-retrieval sets (or the probes' scenes), and there is none")]
 
 
 def refuse_typed_unused(cfg, given: dict) -> None:
