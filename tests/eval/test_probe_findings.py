@@ -130,3 +130,18 @@ def test_a_suites_probe_advice_names_the_runs_keys():
                                      "raise --max-train-samples (now 1); (--classnames FILE names them all)"))
     assert said == ('a CSV is one split: for the training CSV set the run\'s "train_split" to FILE.csv; raise the '
                     'run\'s "max_train_samples" (now 1); (the run\'s "classnames" names them all)')
+
+
+def test_a_suite_words_a_csv_probes_advice_in_its_keys(tmp_path):
+    """The CSV probe's refusal was a ValueError, which a suite does not reword: it advised --train-split, a flag
+    `eval suite` lacks, and named no run. A DatasetError now, worded in the run's keys (before the model loads)."""
+    from kizuna.eval.datasets import DatasetError
+    from kizuna.eval.suite import run_suite
+
+    images = image_folder(tmp_path / "img", per_class=2, classes=["cat", "dog"])
+    (tmp_path / "test.csv").write_text("filepath,label\n" + "".join(f"{p},{p.parent.name}\n"
+                                                                   for p in sorted(images.glob("*/*.png"))))
+    with pytest.raises(DatasetError, match='run 0: .*a CSV is one split: for the training CSV set the run\'s '
+                                           '"train_split" to FILE.csv'):
+        run_suite([{"model": "ViT-mu-8", "dataset": str(tmp_path / "test.csv"), "task": ["linear_probe"]}],
+                  progress=False, echo=None)

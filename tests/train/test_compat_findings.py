@@ -65,16 +65,17 @@ def test_compare_runs_leaves_out_rows_the_run_went_back_before(tmp_path):
 def test_a_resume_from_an_earlier_checkpoint_keeps_it_over_the_abandoned_branch(tmp_path):
     """"Resume from an earlier one: --resume .../step_0000002" (step 3 had diverged), then the resume's first save
     at step 4 counted the abandoned step 3 as one of its --keep-last 2 and deleted step 2, the checkpoint it
-    resumed from: the good one was gone and the bad one named next. The other branch's steps are not counted."""
+    resumed from: the good one was gone and the bad one named next. The other branch's steps are not counted
+    (those the run has passed are deleted; one after the step just written is left, as before)."""
     run = CheckpointManager(tmp_path, keep_last=2)
     for step in (2, 3):
         run.save(step, _tiny_vit(), {"step": step})
     resumed = CheckpointManager(tmp_path, keep_last=2)
     resumed.load_into(tmp_path / "checkpoints" / "step_0000002", _tiny_vit())
-    resumed.save(4, _tiny_vit(), {"step": 4})
-    assert [p.name for p in resumed.step_folders()] == ["step_0000002", "step_0000003", "step_0000004"]
+    resumed.save(4, _tiny_vit(), {"step": 4})  # the passed step 3 is the other branch's: deleted, not counted
+    assert [p.name for p in resumed.step_folders()] == ["step_0000002", "step_0000004"]
     resumed.save(5, _tiny_vit(), {"step": 5})  # this run's own older checkpoints are pruned as ever
-    assert [p.name for p in resumed.step_folders()] == ["step_0000003", "step_0000004", "step_0000005"]
+    assert [p.name for p in resumed.step_folders()] == ["step_0000004", "step_0000005"]
     again = CheckpointManager(tmp_path, keep_last=2)  # a plain resume from the newest: every older step counts
     again.load_into(tmp_path / "checkpoints" / "step_0000005", _tiny_vit())
     again.save(6, _tiny_vit(), {"step": 6})

@@ -246,6 +246,7 @@ def test_a_resume_with_the_runs_own_config_file_is_not_refused_for_the_files_val
     (["train", "--batch-size", "10", "--accum-steps", "3"], "--batch-size 10 must be divisible by --accum-steps 3"),
     (["vit", "train", "--data", "/tmp/unused-data", "--model", "bogus/3"], "--model bogus/3: not a ViT variant"),
     (["vit", "train", "--data", "/tmp/unused-data", "--model", "hybrid-x/3"], "--model hybrid-x/3: not a ViT variant"),
+    (["vit", "train", "--data", "/tmp/unused-data", "--model", "S/0"], "--model S/0: not a ViT variant"),
 ])
 def test_print_config_refuses_a_model_and_a_batch_the_run_refuses(command, message, capsys):
     """These were refused only once the run started (the model built, the data indexed): `--print-config` printed
@@ -321,4 +322,6 @@ def test_a_resume_checks_the_batch_against_accum_steps_with_the_runs_own_batch(t
     assert main([*again, "--accum-steps", "3"]) == 0
     capsys.readouterr()
     assert main([*again, "--batch-size", "8"]) == 2
-    assert "--batch-size 8 must be divisible by --accum-steps 3" in capsys.readouterr().err
+    assert "the batch size 8 (the run's, or --batch-size) must be divisible by --accum-steps 3" in capsys.readouterr().err
+    assert main([*again, "--accum-steps", "4"]) == 2  # the run's own batch of 6
+    assert "the batch size 6 (the run's, or --batch-size) must be divisible by --accum-steps 4" in capsys.readouterr().err

@@ -421,10 +421,11 @@ def _probe_splits(r: dict, ctx: "_Context"):
     labels = np.asarray(train.labels)
     known = labels[labels >= 0]
     if not len(known) or np.bincount(known).max() < 2:
+        flag = "--max-train-samples" if "max_train_samples" in r else "--max-samples"  # the cap's own setting
         cap = r.get("max_train_samples", r.get("max_samples"))
         raise DatasetError(f"{train.source}: the linear probe's {len(labels)} training image(s) have no class "
                            "with 2 or more, which it needs to hold some out to choose its L2"
-                           + (f"; raise --max-train-samples (now {cap})" if cap else ""))
+                           + (f"; raise {flag} (now {cap})" if cap else ""))
     # a test class the training split lacks: refused here, not after both splits were encoded
     from .linear_probe import _test_labels_in_train_order
 

@@ -35,7 +35,7 @@ CLIP_TEXT = {
     "H": (1024, 24, 16, 1024),
 }
 
-_VARIANT = re.compile(r"^(?P<size>mu|Ti|S|M|B|L|H)/(?P<patch>\d+)$")
+_VARIANT = re.compile(r"^(?P<size>mu|Ti|S|M|B|L|H)/(?P<patch>[1-9]\d*)$")  # (a patch of 0: refused at build)
 
 
 def decode_variant(variant: str) -> dict:

@@ -220,16 +220,19 @@ class CheckpointManager:
     def _prune(self, keep: Path) -> None:
         """Keep ``keep`` (just written) and the newest ``keep_last - 1`` of this run's before it. Steps of the
         branch a resume from an earlier checkpoint left (after the step resumed from, not saved by this run) are
-        not deleted, and not counted: counted, the later ones deleted the checkpoint just written, and the earlier
-        ones the checkpoint resumed from (a diverged step_3 kept, the good step_2 a "resume from an earlier one"
-        had named deleted). Temp folders of saves a kill interrupted are removed."""
+        not counted: counted, the later ones deleted the checkpoint just written, and the earlier ones the
+        checkpoint resumed from (a diverged step_3 kept, the good step_2 a "resume from an earlier one" had named
+        deleted). Those the run has passed are deleted (left, they sat below `latest` as this run's), those after
+        it are left alone. Temp folders of saves a kill interrupted are removed."""
         step = int(keep.name[5:])
 
         def this_run(n: int) -> bool:
             return self.resumed_from is None or n <= self.resumed_from or n in self.saved_steps
 
-        older = [p for p in self.step_folders() if int(p.name[5:]) < step and this_run(int(p.name[5:]))]
-        for old in older[: max(0, len(older) - (self.keep_last - 1))]:
+        before = [p for p in self.step_folders() if int(p.name[5:]) < step]
+        older = [p for p in before if this_run(int(p.name[5:]))]
+        passed = [p for p in before if not this_run(int(p.name[5:]))]
+        for old in passed + older[: max(0, len(older) - (self.keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
         for stray in self.dir.glob(".step_*"):
             if stray.is_dir():
