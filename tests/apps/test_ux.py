@@ -105,6 +105,20 @@ def test_info_on_a_preset_counts_without_drawing_weights(capsys, monkeypatch):
     assert made[0].logit_scale.device.type == "meta"
 
 
+def test_info_counts_a_vit_variant():
+    """`kizuna info S/16` (a name `kizuna vit train --model` takes) was "not a preset name"."""
+    import json
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    out = StringIO()
+    with redirect_stdout(out):
+        assert main(["info", "S/16", "--json"]) == 0
+    info = json.loads(out.getvalue())
+    assert info["kind"] == "vit" and round(info["params"]["total"] / 1e6, 2) == 21.67
+    assert info["config"]["patch_size"] == 16 and info["gflops"]["image"] == pytest.approx(9.197, rel=1e-3)
+
+
 def test_an_empty_training_set_says_what_to_pass(tmp_path, capsys):
     """A dataset root, or a classification set, gave "no usable image-caption samples found" and no way on."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "data"))

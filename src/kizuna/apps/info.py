@@ -2,6 +2,7 @@
 a conv or ResNet stem has no analytic count, and the line says so).
 
   kizuna info ViT-B-32
+  kizuna info S/16            # a supervised ViT variant (`kizuna vit train --model`), at 224 px
   kizuna info runs/demo/checkpoints/best
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ from kizuna.apps.common import model_spec
 
 
 def add_arguments(p):
-    p.add_argument("model", type=model_spec, help="preset name, checkpoint path, or `list` to print the presets")
+    p.add_argument("model", type=model_spec, help="preset name, ViT variant (S/16, hybrid-S/1: `kizuna vit train "
+                   "--model`'s, at 224 px), checkpoint path, or `list` to print the presets")
     p.add_argument("--allow-jit", action="store_true", help="allow TorchScript archives (trusted files only)")
     p.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
                    help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record (gelu for "
@@ -51,6 +53,16 @@ def summarize(model) -> dict:
             "gflops": {"image": _gflops(flops)} if flops else {}, "config": model.cfg.to_dict()}
 
 
+def _is_vit_variant(name: str) -> bool:
+    from kizuna.models.presets import decode_variant
+
+    try:
+        decode_variant(name.removeprefix("hybrid-"))
+        return True
+    except ValueError:
+        return False
+
+
 def _gflops(flops: float) -> float:
     """GFLOPs to 4 significant figures: rounded to 3 decimals, a small model's image tower was 0.00 (or 0.004)."""
     return float(f"{flops / 1e9:.4g}")
@@ -70,7 +82,8 @@ def run(args):
         import torch
 
         with torch.device("meta"):
-            model = kizuna.create_model(args.model, act=args.act)
+            model = (kizuna.create_vit(args.model) if _is_vit_variant(args.model)  # ("not a preset name" before)
+                     else kizuna.create_model(args.model, act=args.act))
     info = summarize(model)
     if args.json:
         print(json.dumps(info, indent=2))
