@@ -117,6 +117,11 @@ def test_info_counts_a_vit_variant():
     info = json.loads(out.getvalue())
     assert info["kind"] == "vit" and round(info["params"]["total"] / 1e6, 2) == 21.67
     assert info["config"]["patch_size"] == 16 and info["gflops"]["image"] == pytest.approx(9.197, rel=1e-3)
+    out = StringIO()
+    with redirect_stdout(out):  # vit train's default size: the position table is 64 patches, not 3,136
+        assert main(["info", "S/4", "--image-size", "32", "--json"]) == 0
+    assert round(json.loads(out.getvalue())["params"]["total"] / 1e6, 2) == 21.34
+    assert main(["info", "ViT-B-32", "--image-size", "32"]) == 2  # a preset's size is its own: not silently kept
 
 
 def test_an_empty_training_set_says_what_to_pass(tmp_path, capsys):

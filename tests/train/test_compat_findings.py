@@ -92,3 +92,17 @@ def test_a_run_that_wrote_nothing_names_the_checkpoint_it_resumed(tmp_path):
     CheckpointManager(tmp_path / "new").save(2, _tiny_vit(), {"step": 2})
     assert nothing_written(tmp_path / "new", "done/checkpoints/latest") is None
     assert nothing_written(tmp_path / "fresh", "") is None  # a fresh run always writes its own
+
+
+def test_the_step_resumed_from_is_read_from_its_folder_and_the_later_ones_are_listed(tmp_path):
+    """The resume point came from train_state's step only when it was an int (a tensor or float step from an older
+    or hand-made state brought the original deletion back); the later step folders are listed, for the run to say
+    that they will go."""
+    run = CheckpointManager(tmp_path, keep_last=2)
+    run.save(2, _tiny_vit(), {"step": torch.tensor(2)})
+    run.save(3, _tiny_vit(), {"step": 3.0})
+    resumed = CheckpointManager(tmp_path, keep_last=2)
+    resumed.load_into(tmp_path / "checkpoints" / "step_0000002", _tiny_vit())
+    assert (resumed.resumed_from, resumed.abandoned) == (2, ["step_0000003"])
+    resumed.save(4, _tiny_vit(), {"step": 4})
+    assert [p.name for p in resumed.step_folders()] == ["step_0000002", "step_0000004"]

@@ -322,6 +322,6 @@ def test_a_resume_checks_the_batch_against_accum_steps_with_the_runs_own_batch(t
     assert main([*again, "--accum-steps", "3"]) == 0
     capsys.readouterr()
     assert main([*again, "--batch-size", "8"]) == 2
-    assert "the batch size 8 (the run's, or --batch-size) must be divisible by --accum-steps 3" in capsys.readouterr().err
+    assert "--batch-size 8 must be divisible by --accum-steps 3" in capsys.readouterr().err
     assert main([*again, "--accum-steps", "4"]) == 2  # the run's own batch of 6
-    assert "the batch size 6 (the run's, or --batch-size) must be divisible by --accum-steps 4" in capsys.readouterr().err
+    assert "the run's batch size 6 must be divisible by --accum-steps 4" in capsys.readouterr().err

@@ -3,6 +3,7 @@ a conv or ResNet stem has no analytic count, and the line says so).
 
   kizuna info ViT-B-32
   kizuna info S/16            # a supervised ViT variant (`kizuna vit train --model`), at 224 px
+  kizuna info S/4 --image-size 32
   kizuna info runs/demo/checkpoints/best
 """
 from __future__ import annotations
@@ -19,6 +20,9 @@ def add_arguments(p):
     p.add_argument("--act", choices=("quick_gelu", "gelu"), default=None,
                    help="the activation of an OpenAI-layout .pt/.bin, which the layout does not record (gelu for "
                         "most OpenCLIP checkpoints; default quick_gelu, OpenAI's)")
+    p.add_argument("--image-size", type=int, default=224,
+                   help="a ViT variant's input size in pixels (default 224; `kizuna vit train` builds its --image-size, "
+                        "32 by default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -76,14 +80,19 @@ def run(args):
         return
     from pathlib import Path
 
+    variant = not Path(args.model).exists() and _is_vit_variant(args.model)
+    if args.image_size != 224 and not variant:  # accepted and unused, it looked like it had sized the model
+        raise ValueError(f"--image-size sizes a ViT variant (S/16, hybrid-S/1); {args.model}'s size is its own")
+    if args.act and variant:
+        raise ValueError("--act names an OpenAI-layout checkpoint's activation; a ViT variant's is GELU")
     if Path(args.model).exists():
         model = kizuna.create_model(args.model, allow_jit=args.allow_jit, act=args.act)
     else:  # a preset: its shapes are enough to count (ViT-H-14's random weights took 20 s to draw)
         import torch
 
         with torch.device("meta"):
-            model = (kizuna.create_vit(args.model) if _is_vit_variant(args.model)  # ("not a preset name" before)
-                     else kizuna.create_model(args.model, act=args.act))
+            model = (kizuna.create_vit(args.model, image_size=args.image_size)  # ("not a preset name" before)
+                     if variant else kizuna.create_model(args.model, act=args.act))
     info = summarize(model)
     if args.json:
         print(json.dumps(info, indent=2))

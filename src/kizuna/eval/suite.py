@@ -421,8 +421,8 @@ def _probe_splits(r: dict, ctx: "_Context"):
     labels = np.asarray(train.labels)
     known = labels[labels >= 0]
     if not len(known) or np.bincount(known).max() < 2:
-        flag = "--max-train-samples" if "max_train_samples" in r else "--max-samples"  # the cap's own setting
-        cap = r.get("max_train_samples", r.get("max_samples"))
+        key = "max_train_samples" if r.get("max_train_samples") is not None else "max_samples"  # the cap's own
+        flag, cap = f"--{key.replace('_', '-')}", r.get(key)
         raise DatasetError(f"{train.source}: the linear probe's {len(labels)} training image(s) have no class "
                            "with 2 or more, which it needs to hold some out to choose its L2"
                            + (f"; raise {flag} (now {cap})" if cap else ""))

@@ -125,6 +125,7 @@ class CheckpointManager:
         # second is an abandoned branch's (_prune)
         self.resumed_from: int | None = None
         self.saved_steps: set[int] = set()
+        self.abandoned: list[str] = []  # step folders after the one resumed from: said once, deleted when passed
 
     def _is_better(self, value: float) -> bool:
         if self.best_value is None:
@@ -319,8 +320,10 @@ class CheckpointManager:
                                   f"{earlier_checkpoint_hint(path)}") from None
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
-        if path.parent.resolve() == self.dir.resolve() and isinstance(state.get("step"), int):
-            self.resumed_from = state["step"]  # (another run's checkpoint: this folder's steps are all this run's)
+        if path.resolve().parent == self.dir.resolve() and path.name[5:].isdigit():
+            # (the folder's step, as _prune reads it; another run's checkpoint: this folder's steps are all this run's)
+            self.resumed_from = int(path.name[5:])
+            self.abandoned = [p.name for p in self.step_folders() if int(p.name[5:]) > self.resumed_from]
         flags = state.get("train_config") or {}
         if "best_metric" in state:
             before = (state["best_metric"], state.get("best_mode", self.mode))

@@ -371,11 +371,10 @@ def unused_flags_of(cfg) -> list[tuple[str, bool, str]]:
 
 def check_batch_parts(cfg: TrainConfig, resumed: bool = False) -> None:
     """--accum-steps splits each step's batch: refused only once the run started, after --print-config had printed
-    it and exited 0 (the world size's share is checked once the process group is up). ``resumed``: the batch may be
-    the run's own, from its checkpoint."""
+    it and exited 0 (the world size's share is checked once the process group is up). ``resumed``: the batch is
+    the resumed run's own (no --batch-size typed)."""
     if cfg.batch_size % cfg.accum_steps:
-        batch = (f"the batch size {cfg.batch_size} (the run's, or --batch-size)" if resumed
-                 else f"--batch-size {cfg.batch_size}")
+        batch = f"the run's batch size {cfg.batch_size}" if resumed else f"--batch-size {cfg.batch_size}"
         raise ValueError(f"{batch} must be divisible by --accum-steps {cfg.accum_steps} (each step's batch is split "
                          "into that many parts)")
 

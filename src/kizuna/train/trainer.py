@@ -237,7 +237,7 @@ class Trainer(ABC):
     @property
     def resumes_another_run(self) -> bool:
         """Resumed from a checkpoint outside OUT/checkpoints (another run's folder, or OUT/checkpoints.prev)."""
-        return self.resume_from is not None and self.resume_from.parent.resolve() != self.ckpt.dir.resolve()
+        return self.resume_from is not None and self.resume_from.resolve().parent != self.ckpt.dir.resolve()
 
     def _refuse_a_foreign_resume_into_a_run(self) -> None:
         """A checkpoint from outside OUT/checkpoints continues in OUT only when OUT holds no run of its own: its
@@ -410,6 +410,11 @@ class Trainer(ABC):
         must continue it, the optimizer, schedule, length, data position, RNG and extra state. No collective
         (a rank that raises here must not leave the others waiting in one) and nothing written."""
         state = self.ckpt.load_into(self.resume_from, self.model)
+        if self.ckpt.abandoned and self.dist.is_main:  # (deleted by _prune as the run passes them: said first)
+            shown = self.ckpt.abandoned
+            print(f"--resume {self.resume_from}: {', '.join(shown[:4])}{', ...' if len(shown) > 4 else ''} come after "
+                  "it, another branch of this run: each is deleted once this run passes its step (copy any you want "
+                  "to keep)", file=sys.stderr)
         # a resume that evaluates on another set (more samples, another split or dataset) compared its numbers with
         # the best so far, measured on the old set: best/ kept a 50-image top-1 over a 300-image one
         saved = state.get("train_config") or {}
