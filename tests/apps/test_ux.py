@@ -15,10 +15,11 @@ from _tiny import tiny_config  # noqa: E402
 
 def _train_flags(out, data=None):
     """A tiny run on the synthetic scenes, or on ``data`` (whose runs the --synthetic-* flags would be refused)."""
-    source = ["--synthetic-image-size", "32", "--synthetic-length", "64"] if data is None else ["--data", str(data)]
+    source = (["--synthetic-image-size", "32", "--synthetic-length", "64", "--eval-max-samples", "4"] if data is None
+              else ["--data", str(data)])  # (--eval-max-samples caps the probes, which only synthetic data runs)
     return ["train", "--model", "ViT-mu-8", *source,
             "--batch-size", "16", "--steps", "2", "--warmup-steps", "1", "--context-length", "24", "--workers", "0",
-            "--threads", "1", "--eval-max-samples", "4", "--precision", "fp32", "--out", str(out)]
+            "--threads", "1", "--precision", "fp32", "--out", str(out)]
 
 
 def test_a_run_that_fails_to_start_leaves_the_earlier_checkpoints_in_place(tmp_path, capsys):
