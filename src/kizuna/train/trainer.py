@@ -413,8 +413,8 @@ class Trainer(ABC):
         if self.ckpt.abandoned and self.dist.is_main:  # (deleted by _prune as the run passes them: said first)
             shown = self.ckpt.abandoned
             print(f"--resume {self.resume_from}: {', '.join(shown[:4])}{', ...' if len(shown) > 4 else ''} come after "
-                  "it, another branch of this run: each is deleted once this run passes its step (copy any you want "
-                  "to keep)", file=sys.stderr)
+                  "it, another branch of this run: each is replaced or deleted as this run reaches or passes its step "
+                  "(copy any you want to keep)", file=sys.stderr)
         # a resume that evaluates on another set (more samples, another split or dataset) compared its numbers with
         # the best so far, measured on the old set: best/ kept a 50-image top-1 over a 300-image one
         saved = state.get("train_config") or {}
