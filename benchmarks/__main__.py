@@ -254,8 +254,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.force and not args.merge:
         p.error("--force applies to --merge (it takes a section the merge would keep out); add --merge OTHER.json")
     if (args.render or args.merge) and (args.quick or args.only):
-        p.error(f"--{'quick' if args.quick else 'only'} chooses what to measure, and --{'merge' if args.merge else 'render'} "
-                "measures nothing; drop one")
+        measuring, instead = ("quick" if args.quick else "only"), ("merge" if args.merge else "render")
+        p.error(f"--{measuring} shapes a measurement, and --{instead} measures nothing; drop one")
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     if args.only and not names:  # `--only ""` ran the whole suite (and took over its header)
         p.error("--only names no section; choose from " + ",".join(SECTIONS))

@@ -495,8 +495,8 @@ def test_target_rows_of_a_gpu_machine_section_say_so(results_copy):
 
 @pytest.mark.parametrize("argv, message", [
     (["--force", "--render"], "--force applies to --merge"),
-    (["--render", "--quick"], "--quick chooses what to measure, and --render measures nothing"),
-    (["--merge", "x.json", "--only", "tokenizer"], "--only chooses what to measure, and --merge measures nothing"),
+    (["--render", "--quick"], "--quick shapes a measurement, and --render measures nothing"),
+    (["--merge", "x.json", "--only", "tokenizer"], "--only shapes a measurement, and --merge measures nothing"),
 ])
 def test_flags_the_command_would_ignore_are_refused(argv, message, capsys):
     """`--force --render`, `--render --quick` and `--merge F --only X` wrote the report and said nothing of the flag."""

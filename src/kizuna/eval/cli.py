@@ -116,8 +116,9 @@ def add_arguments(p):
                         help="linear probe + few-shot on frozen features, vs zero-shot",
                         description=LINEAR_PROBE_DOC)
     _common(lp)
-    lp.add_argument("--train-split", default="train", help="split to fit the probe on (default train); for a CSV --dataset, the training CSV file "
-                    "(a path, or a file name beside the test CSV)")
+    lp.add_argument("--train-split", default="train",
+                    help="split to fit the probe on (default train); for a CSV --dataset, the training CSV file (a "
+                         "path, or a file name beside the test CSV)")
     lp.add_argument("--few-shot", type=_ints, default=[1, 2, 4, 8, 16],
                     help="shots per class, comma-separated (default 1,2,4,8,16; 'none' or 0 to skip)")
     lp.add_argument("--seeds", type=int, default=3, help="few-shot draws per k (default 3)")

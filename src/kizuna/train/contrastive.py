@@ -106,7 +106,8 @@ class ContrastiveTrainer(Trainer):
             if cfg.act:
                 raise ValueError(f"--act {cfg.act}: --act names the activation of an OpenAI-layout checkpoint "
                                  f"given as --model; a preset's ({cfg.model}) is set with "
-                                 + overrides_flag(cfg.model_overrides, {"vision": {"act": cfg.act}, "text": {"act": cfg.act}})
+                                 + overrides_flag(cfg.model_overrides,
+                                                  {"vision": {"act": cfg.act}, "text": {"act": cfg.act}})
                                  + " instead")
             mcfg = model_config(cfg)
             if cfg.tokenizer == "train":
