@@ -128,7 +128,7 @@ def _resumed(tmp_path, capsys, best_value, best_restarted=None):
         raise _Stop
 
     ckpt = SimpleNamespace(load_into=lambda path, model: {"train_config": {"eval_max_samples": 4}},
-                           best_value=best_value, best_restarted=best_restarted, metric=None, mode="max")
+                           best_value=best_value, best_restarted=best_restarted, metric=None, mode="max", abandoned=[])
     tr = _bare(ContrastiveTrainer, cfg=tiny_config(tmp_path, eval_max_samples=8), ckpt=ckpt, model=None,
                resume_from=str(tmp_path / "checkpoints" / "step_0000002"), _non_finite_weight=stop,
                dist=SimpleNamespace(enabled=False, is_main=True, rank=0, world_size=1), device=torch.device("cpu"),

@@ -81,7 +81,8 @@ def run(args):
     from pathlib import Path
 
     variant = not Path(args.model).exists() and _is_vit_variant(args.model)
-    if args.image_size != 224 and not variant:  # accepted and unused, it looked like it had sized the model
+    image_size = getattr(args, "image_size", 224)  # (a caller's Namespace from before the flag)
+    if image_size != 224 and not variant:  # accepted and unused, it looked like it had sized the model
         raise ValueError(f"--image-size sizes a ViT variant (S/16, hybrid-S/1); {args.model}'s size is its own")
     if args.act and variant:
         raise ValueError("--act names an OpenAI-layout checkpoint's activation; a ViT variant's is GELU")
@@ -91,7 +92,7 @@ def run(args):
         import torch
 
         with torch.device("meta"):
-            model = (kizuna.create_vit(args.model, image_size=args.image_size)  # ("not a preset name" before)
+            model = (kizuna.create_vit(args.model, image_size=image_size)  # ("not a preset name" before)
                      if variant else kizuna.create_model(args.model, act=args.act))
     info = summarize(model)
     if args.json:
