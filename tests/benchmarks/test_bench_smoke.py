@@ -226,7 +226,7 @@ def test_quick_bf16_benchmark_times_where_bf16_is_native_and_says_why_not_elsewh
     assert "skipped" in minilm or (minilm["min_cosine"] > 0.99 and minilm["neighbour_agreement"] > 0.9)
 
 
-@pytest.mark.slow  # 6 s; the benchmark's other quick sections stay in the default suite
+@pytest.mark.slow  # 6 s of child processes; `make test-slow` (the default suite stays under 10 min)
 def test_quick_cifar_augment_benchmark_compares_pil_with_batches(tmp_path):
     md, data = _run_bench(tmp_path, "cifar_augment", timeout=300, OMP_NUM_THREADS="1")
     sec = data["cifar_augment"]["data"]

@@ -72,7 +72,7 @@ def test_supervised_ddp_with_device_augmentation(tmp_path):
     assert ranks[0]["metrics"]["val_samples"] == 8
 
 
-@pytest.mark.slow  # 13 s (2 processes); test_ranks_whose_clocks_disagree_plan_together keeps the agreement in the default suite
+@pytest.mark.slow  # 13 s of 2 processes; `make test-slow` (test_ranks_whose_clocks_disagree_plan_together stays)
 def test_a_budgeted_run_plans_and_corrects_alike_on_every_rank(tmp_path):
     """The plan and its corrections reduce through all_reduce(MIN) at the same steps on both ranks: a
     rank that planned or corrected alone would hang the other in the collective (the launcher's
@@ -192,7 +192,7 @@ def test_ranks_draw_patch_dropout_of_their_own_and_resume_it_exactly(tmp_path):
     assert logged == pytest.approx([(a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"])], abs=1e-6)
 
 
-@pytest.mark.slow  # 8 s (2 processes); the single-process MiniLM resume test stays in the default suite
+@pytest.mark.slow  # 8 s of 2 processes; `make test-slow` (the one-process MiniLM resume test stays)
 def test_every_rank_resumes_its_own_extra_train_state(tmp_path):
     """The checkpoint kept rank 0's extra state only (the MiniLM caption cache): after a resume rank 1 took rank
     0's cache, encoded its captions again in other batches, and the run left its uninterrupted path (5.96e-08)."""
