@@ -105,13 +105,13 @@ def _current_branch(records: list[dict], log: Path) -> list[dict]:
     an abandoned branch's steps past where the run now stands were its final value (another run's 20% at step 6
     for a run whose own ended at 12.5% at step 3). Said when such rows are left out."""
     kept: list[dict] = []
-    furthest = None
+    last = None  # the last train/eval step: the furthest since the last branch, as steps only rise within one
     for r in records:
         step = _step(r.get("step")) if r.get("kind") in ("train", "eval") else None
         if step is not None:
-            if furthest is not None and step < furthest:
+            if last is not None and step < last:
                 kept = [k for k in kept if k.get("kind") not in ("train", "eval") or (_step(k.get("step")) or 0) < step]
-            furthest = step if furthest is None or step < furthest else max(furthest, step)
+            last = step
         kept.append(r)
     kept_ids = {id(r) for r in kept}
     relogged = {(r.get("kind"), _step(r.get("step"))) for r in kept}

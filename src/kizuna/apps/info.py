@@ -57,16 +57,6 @@ def summarize(model) -> dict:
             "gflops": {"image": _gflops(flops)} if flops else {}, "config": model.cfg.to_dict()}
 
 
-def _is_vit_variant(name: str) -> bool:
-    from kizuna.models.presets import decode_variant
-
-    try:
-        decode_variant(name.removeprefix("hybrid-"))
-        return True
-    except ValueError:
-        return False
-
-
 def _gflops(flops: float) -> float:
     """GFLOPs to 4 significant figures: rounded to 3 decimals, a small model's image tower was 0.00 (or 0.004)."""
     return float(f"{flops / 1e9:.4g}")
@@ -80,7 +70,9 @@ def run(args):
         return
     from pathlib import Path
 
-    variant = not Path(args.model).exists() and _is_vit_variant(args.model)
+    from kizuna.models.presets import is_vit_variant
+
+    variant = not Path(args.model).exists() and is_vit_variant(args.model)
     image_size = getattr(args, "image_size", 224)  # (a caller's Namespace from before the flag)
     if image_size != 224 and not variant:  # accepted and unused, it looked like it had sized the model
         raise ValueError(f"--image-size sizes a ViT variant (S/16, hybrid-S/1); {args.model}'s size is its own")

@@ -464,9 +464,10 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
 
 
 def _csv_split(path: Path, split: str | None) -> Path:
-    """A CSV dataset's file for ``split``: another .csv/.tsv where ``split`` names one (as given, else beside
-    ``path``), else ``path`` itself (a split name such as "train" does not pick a file: a CSV is one split).
-    A linear probe on CSVs had no way to name its training file: every split was the test CSV."""
+    """A CSV dataset's file for ``split``: another .csv/.tsv where ``split`` names one (a bare file name beside
+    ``path``, else in the current folder; a path as given), else ``path`` itself (a split name such as "train"
+    does not pick a file: a CSV is one split). A linear probe on CSVs had no way to name its training file: every
+    split was the test CSV."""
     if not split or Path(split).suffix.lower() not in (".csv", ".tsv"):
         return path
     given = Path(os.path.expanduser(split))

@@ -38,6 +38,11 @@ CLIP_TEXT = {
 _VARIANT = re.compile(r"^(?P<size>mu|Ti|S|M|B|L|H)/(?P<patch>[1-9]\d*)$")  # (a patch of 0: refused at build)
 
 
+def is_vit_variant(name: str) -> bool:
+    """Whether ``name`` is a supervised ViT variant: "S/16", or "hybrid-S/1" for the ResNet-stem hybrid."""
+    return _VARIANT.match(name.removeprefix("hybrid-")) is not None
+
+
 def decode_variant(variant: str) -> dict:
     """"B/16" -> dict(width=768, depth=12, heads=12, mlp_dim=3072, patch_size=16)."""
     m = _VARIANT.match(variant)

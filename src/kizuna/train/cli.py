@@ -31,8 +31,9 @@ def run(args):
 
     cfg = config_from_args(args)
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
-        resumed = resumed_config(cfg, named_fields(args))[0]
-        check_batch_parts(resumed, resumed=bool(cfg.resume) and "batch_size" not in named_fields(args))
+        named = named_fields(args)
+        resumed = resumed_config(cfg, named)[0]
+        check_batch_parts(resumed, resumed=bool(cfg.resume) and "batch_size" not in named)
         print(json_text(resumed.to_dict(), indent=2))
         return 0
     from kizuna.eval.encode import is_main

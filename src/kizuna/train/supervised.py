@@ -203,13 +203,11 @@ def check_fresh_model(model: str) -> None:
     if Path(model).exists():
         raise ValueError(f"--model {model} is a checkpoint; fine-tune it with `kizuna vit finetune {model} ...` (or a "
                          "config's `init`)")
-    from kizuna.models.presets import VIT_SIZES, decode_variant
+    from kizuna.models.presets import VIT_SIZES, is_vit_variant
 
-    try:
-        decode_variant(model.removeprefix("hybrid-"))
-    except ValueError:
+    if not is_vit_variant(model):
         raise ValueError(f"--model {model}: not a ViT variant; expected SIZE/PATCH (e.g. S/16) or hybrid-SIZE/PATCH "
-                         f"(e.g. hybrid-S/1), with SIZE one of {', '.join(VIT_SIZES)}") from None
+                         f"(e.g. hybrid-S/1), with SIZE one of {', '.join(VIT_SIZES)}")
 
 
 def unused_flags(cfg: SupervisedConfig) -> list[tuple[str, bool, str]]:
