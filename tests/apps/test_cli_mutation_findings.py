@@ -310,11 +310,14 @@ def test_vit_finetune_defaults_are_the_papers_recipe_and_a_config_file_overrides
 def test_vit_finetune_no_pos_interp_is_the_sequence_table_and_contradicting_it_is_refused():
     """--no-pos-interp = --pos-embed sequence (the ablation); it set "interpolate", and --pos-embed interpolate
     beside it was accepted silently."""
-    assert _vit_config("finetune", "ckpt", "--no-pos-interp").pos_embed == "sequence"
-    assert _vit_config("finetune", "ckpt", "--no-pos-interp", "--pos-embed", "sequence").pos_embed == "sequence"
-    assert _vit_config("finetune", "ckpt").pos_embed != "sequence"
+    at_48 = ("--image-size", "48")  # (without a new size the table is kept, and either flag is refused)
+    assert _vit_config("finetune", "ckpt", "--no-pos-interp", *at_48).pos_embed == "sequence"
+    assert _vit_config("finetune", "ckpt", "--no-pos-interp", "--pos-embed", "sequence", *at_48).pos_embed == "sequence"
+    assert _vit_config("finetune", "ckpt", *at_48).pos_embed != "sequence"
     with pytest.raises(ValueError, match="--no-pos-interp contradicts --pos-embed interpolate"):
-        _vit_config("finetune", "ckpt", "--no-pos-interp", "--pos-embed", "interpolate")
+        _vit_config("finetune", "ckpt", "--no-pos-interp", "--pos-embed", "interpolate", *at_48)
+    with pytest.raises(ValueError, match="--pos-embed sequence does nothing here"):
+        _vit_config("finetune", "ckpt", "--no-pos-interp")
 
 
 def test_vit_finetune_does_not_name_its_config_files_architecture(tmp_path):

@@ -69,3 +69,70 @@ def test_a_change_in_how_templates_are_filled_misses_the_disk_cache(tiny, tmp_pa
     changed = class_embeddings(model, tok, CLASSES, TEMPLATES, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("classes-*.pt"))) == 2 and not torch.equal(first, changed)
     assert torch.allclose(changed, class_embeddings(model, tok, CLASSES, TEMPLATES, cache=False), atol=1e-6)
+
+
+def _fresh_tiny(tiny_hf):
+    import kizuna
+
+    model = kizuna.create_model(str(tiny_hf[0])).eval()
+    return model, kizuna.get_tokenizer(model)
+
+
+def _ablate_first_mlp(model, tok):
+    return model.text.transformer.blocks[0].mlp.register_forward_hook(lambda module, args, out: out * 0)
+
+
+def _swap_activations(model, tok):
+    for block in model.text.transformer.blocks:
+        block.mlp.act = torch.nn.ReLU()
+
+
+def _swap_token_rows(model, tok):
+    """The embeddings of "cat" and "dog" exchanged through ``.data``: no version bump, every parameter's sum kept."""
+    cat, dog = (int(tok([word])[0, 1]) for word in ("cat", "dog"))
+    with torch.no_grad():
+        table = model.text.token_embed.weight.data
+        table[[cat, dog]] = table[[dog, cat]].clone()
+
+
+@pytest.mark.parametrize("change", [_ablate_first_mlp, _swap_activations, _swap_token_rows])
+def test_a_changed_text_tower_misses_both_caches(tiny_hf, tmp_path, change):
+    """A forward hook (an ablation), a swapped activation and a ``.data`` write that keeps the sums change what
+    the tower computes, and neither key saw them: the memory and disk caches served the old class weights."""
+    model, tok = _fresh_tiny(tiny_hf)
+    clear_class_cache()
+    before = class_embeddings(model, tok, CLASSES, TEMPLATES, cache_dir=tmp_path)  # fills both caches
+    change(model, tok)
+    truth = class_embeddings(model, tok, CLASSES, TEMPLATES, cache=False)
+    assert not torch.allclose(truth, before)
+    torch.testing.assert_close(class_embeddings(model, tok, CLASSES, TEMPLATES), truth)  # memory
+    clear_class_cache()
+    torch.testing.assert_close(class_embeddings(model, tok, CLASSES, TEMPLATES, cache_dir=tmp_path), truth)  # disk
+
+
+def test_content_hash_takes_scalar_tensors(tiny):
+    """A 0-dim tensor (a CLIP model's logit_scale) has no byte view: content_hash(model) raised."""
+    from kizuna.eval.encode import content_hash
+
+    model, _ = tiny
+    digest = content_hash(model)
+    assert len(digest) == 64 and digest == content_hash(model) != content_hash(model.text)
+    scalar = torch.nn.Module()
+    scalar.register_buffer("t", torch.tensor(2.0))
+    other = torch.nn.Module()
+    other.register_buffer("t", torch.tensor(3.0))
+    assert content_hash(scalar) != content_hash(other)
+
+
+def test_a_suite_takes_templates_that_are_functions(tmp_path, tiny_hf):
+    """A Python suite's templates may be functions of the class name (the suite's checks accept them), and the
+    suite's dataset key JSON-encoded them: TypeError before any run."""
+    from _evalhelpers import classification_wds
+
+    from kizuna.eval.suite import run_suite
+
+    data = classification_wds(tmp_path / "cls", n=6, split="test")
+    records = run_suite({"runs": [{"model": str(tiny_hf[0]), "dataset": str(data), "task": "zeroshot",
+                                   "templates": [lambda c: f"a photo of a {c}."]}]},
+                        out_dir=tmp_path / "out", progress=False)
+    assert 0.0 <= records[0]["metrics"]["acc1"] <= 1.0

@@ -366,3 +366,15 @@ def test_the_training_attention_and_patch_gemm_rules_follow_what_was_measured(mo
         monkeypatch.setenv("KIZUNA_MATERIALISED_ATTENTION", value)
         monkeypatch.setenv("KIZUNA_PATCH_GEMM", value)
         assert bool(layers._materialised_keys_default()) is on and vit._patch_gemm_default() is on
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_an_empty_batch_passes_the_fused_path_on_either_library(library, monkeypatch):
+    """MKL's fused linear viewed its output as ``(*x.shape[:-1], -1)``: a 0-row batch has no size for -1, and
+    ``encode_image`` of an empty batch raised under KIZUNA_MKL_MIN_ROWS=0 or KIZUNA_ONEDNN=0 (found by Hypothesis)."""
+    monkeypatch.setattr(layers, "GEMM", library)
+    monkeypatch.setattr(layers, "MKL_MIN_ROWS", 0)
+    block = _random_block(7)
+    with torch.no_grad():
+        assert block._fused_library(torch.zeros(0, 5, 32)) == library
+        assert block(torch.zeros(0, 5, 32))[0].shape == (0, 5, 32)

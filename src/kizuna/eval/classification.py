@@ -36,10 +36,11 @@ import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
 from kizuna.models.checkpoint import atomic_write, first_line, load_tensors, save_figure
+from kizuna.models.layers import watched
 from kizuna.models.losses import similarity
 
 from .encode import (check_finite, content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
-                     model_fingerprint)
+                     model_fingerprint, module_structure)
 from .zeroshot import fill_template, text_list
 
 __all__ = [
@@ -108,19 +109,20 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
         raise ValueError("no class names given")
     if not templates:
         raise ValueError("no prompt templates given")
-    tokenizer_id = _tokenizer_id(tokenizer)
+    tokenizer_id, text_module = _tokenizer_id(tokenizer), _text_module(model)
+    # (hooks on the text tower, a probe ablating an MLP say, change what it computes and no key sees them)
     cacheable = (cache and encode_text_fn is None and tokenizer_id is not None
-                 and not any(callable(t) for t in templates))
+                 and not any(callable(t) for t in templates) and not watched(text_module))
     key = path = None
     if cacheable:
         text_config, autocast = _text_config(model), _autocast_state()
-        key = (model_fingerprint(_text_module(model)), text_config, tokenizer_id, tuple(classnames), tuple(templates),
+        key = (model_fingerprint(text_module), text_config, tokenizer_id, tuple(classnames), tuple(templates),
                autocast)
         if cache_dir is not None:  # (without autocast, the files of earlier versions keep their names)
             prompts = [fill_template(t, c) for c in classnames for t in templates]
             digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames, templates,
                                                 prompts] + ([autocast] if autocast else [])).encode())
-            digest.update(content_hash(_text_module(model)).encode())
+            digest.update(content_hash(text_module, extra=repr(module_structure(text_module))).encode())
             path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
         with _MEMORY_CACHE_LOCK:  # threads: another's eviction between get and move_to_end raised KeyError
             hit = _MEMORY_CACHE.get(key)

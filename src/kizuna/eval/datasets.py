@@ -838,8 +838,13 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
     ``target``'s numbers, every label was another class where the two files order the classes differently (a
     trainer on an ImageFolder's sorted names, validation shards numbered otherwise). Returns whether it
     relabelled: not for an ImageFolder or a CSV of names (matched by name already), nor where either side has no
-    names (numbers "0".."n-1"), nor where the orders agree."""
-    own = own_classnames(dataset) if dataset.layout not in ("imagefolder",) else None
+    names (numbers "0".."n-1"), nor where the orders agree, nor a second time."""
+    if dataset.labels_override is not None:
+        # labelled by name when loaded (an ImageFolder's folders, a CSV of names under ``target``) or relabelled
+        # here already: a CSV of names beside a classnames.txt in another order was mapped twice, every label to
+        # another class (vit eval 55.7% -> 1.3%)
+        return False
+    own = own_classnames(dataset)
     if not own or _numbered(own) or _numbered(target):
         return False
     where = _ClassNameIndex(target)
@@ -860,7 +865,7 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
         raise DatasetError(f"{dataset.source}: class(es) {', '.join(missing[:5])} of its {CLASSNAMES_FILE} are not "
                            f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); pass "
                            "--classnames FILE to say which class each label number is")
-    base = np.asarray(dataset.labels_override if dataset.labels_override is not None else dataset.index.labels)
+    base = np.asarray(dataset.index.labels)
     largest = int(base[dataset.positions].max(initial=-1))  # of the samples evaluated (max_samples keeps fewer)
     if largest >= len(own):
         raise DatasetError(f"{dataset.source}: a label is {largest}, beyond the {len(own)} classes its "

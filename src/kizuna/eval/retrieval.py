@@ -206,8 +206,9 @@ def retrieval_from_features(image_features, text_features, text_to_image, image_
         skipped.add("image_without_usable_caption", n=int(captionless.sum()))
     iv = iv & ~captionless
     new_id = torch.cumsum(iv.long(), 0) - 1
-    img = _unit_rows(image_features[iv])
-    txt = _unit_rows(text_features[tv])
+    # (all rows usable, the usual case: the features themselves, not a copy of each matrix beside them)
+    img = _unit_rows(image_features if bool(iv.all()) else image_features[iv])
+    txt = _unit_rows(text_features if bool(tv.all()) else text_features[tv])
     mapping = new_id[t2i[tv]]
     i2t, t2i_r = retrieval_ranks(img, txt, mapping, query_chunk=query_chunk, key_chunk=key_chunk, device=device)
     return RetrievalResult(retrieval_metrics(i2t, t2i_r), i2t, t2i_r, mapping, int(iv.sum()), int(tv.sum()),

@@ -352,8 +352,9 @@ class _Context:
         from .datasets import load_dataset
 
         max_samples = int((r.get("max_samples") if max_samples is None else max_samples) or 0)
-        key = (str(r["dataset"]), split, task, r.get("dataset_name"), json.dumps(r.get("classnames")),
-               json.dumps(r.get("templates")), max_samples, r.get("image_column"), r.get("label_column"),
+        # (repr: a Python suite's templates may be functions of the class name, which JSON has no text for)
+        key = (str(r["dataset"]), split, task, r.get("dataset_name"), json.dumps(r.get("classnames"), default=repr),
+               json.dumps(r.get("templates"), default=repr), max_samples, r.get("image_column"), r.get("label_column"),
                r.get("caption_column"), r.get("index_cache_dir"))
         if key not in self.datasets:
             self.datasets[key] = load_dataset(

@@ -581,7 +581,8 @@ def _linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, lib: 
             return _LP(x, weight, bias, act, [], approximate if act == "gelu" else "")
         y = _LP(x, weight, bias, "none", [], "")
     else:
-        y = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight.t(), out=out).view(*x.shape[:-1], -1)
+        # (the width named: a 0-row batch has no size to give a -1)
+        y = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight.t(), out=out).view(*x.shape[:-1], weight.shape[0])
     if act == "swish":
         return F.silu(y, inplace=True)
     if act == "gelu":

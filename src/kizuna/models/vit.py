@@ -75,10 +75,20 @@ class VisionConfig:
                               f"{self.grid[0]}x{self.grid[1]} and the last {h % stride} pixel rows and {w % stride} "
                               "columns are never seen (as in timm and HF)", stacklevel=3)
             else:  # the ResNet stem's padded strided convolutions round up, the configured grid rounds down
-                warnings.warn(f"image_size {h}x{w} is not a multiple of the {self.stem} stem's stride x patch_size "
-                              f"= {stride}: its feature map is larger than the {self.grid[0]}x{self.grid[1]} grid of "
-                              "position embeddings, which are resized on every forward pass; use a multiple of "
-                              f"{stride}", stacklevel=3)
+                fh, fw = h, w
+                for _ in self.stem_channels:  # each stage: a 3x3 convolution of stride 2, padding 1
+                    fh, fw = -(-fh // 2), -(-fw // 2)
+                p = self.patch_size
+                if (fh // p, fw // p) == self.grid:  # rounded up, then down by the patches: the same grid
+                    warnings.warn(f"image_size {h}x{w} is not a multiple of the {self.stem} stem's stride x "
+                                  f"patch_size = {stride}: the patch grid is {self.grid[0]}x{self.grid[1]} and the "
+                                  f"last {fh % p} rows and {fw % p} columns of the stem's {fh}x{fw} feature map are "
+                                  "never seen", stacklevel=3)
+                else:
+                    warnings.warn(f"image_size {h}x{w} is not a multiple of the {self.stem} stem's stride x "
+                                  f"patch_size = {stride}: its feature map is larger than the "
+                                  f"{self.grid[0]}x{self.grid[1]} grid of position embeddings, which are resized on "
+                                  f"every forward pass; use a multiple of {stride}", stacklevel=3)
 
     def _check_sizes(self) -> None:
         """Sizes that would otherwise fail deep inside the model (a division by zero, a 0x0 grid) or build a
@@ -150,17 +160,24 @@ def resample_pos_embed(
     """
     squeeze = pos_embed.dim() == 2
     pe = pos_embed.unsqueeze(0) if squeeze else pos_embed
+    if pe.dim() != 3 or pe.shape[0] != 1:
+        raise ValueError(f"position embeddings must be [1, tokens, dim] or [tokens, dim], got "
+                         f"{list(pos_embed.shape)}")
     n_patch = pe.shape[1] - num_prefix_tokens
+    if not 0 <= num_prefix_tokens <= pe.shape[1]:
+        raise ValueError(f"num_prefix_tokens {num_prefix_tokens} is not within the table's {pe.shape[1]} tokens")
     if old_grid is None:
         side = int(math.isqrt(n_patch))
         if side * side != n_patch:
             raise ValueError(f"cannot infer a square grid from {n_patch} position embeddings; pass old_grid")
         old_grid = (side, side)
-    new_grid = _pair(new_grid)
-    if tuple(old_grid) == tuple(new_grid):
-        return pos_embed
-    if old_grid[0] * old_grid[1] != n_patch:
+    old_grid, new_grid = _pair(old_grid), _pair(new_grid)
+    if min(new_grid) < 1:
+        raise ValueError(f"new grid {new_grid} must have at least one row and one column")
+    if old_grid[0] * old_grid[1] != n_patch:  # (checked before the same size returns the input unchanged)
         raise ValueError(f"old grid {old_grid} does not hold {n_patch} position embeddings")
+    if old_grid == new_grid:
+        return pos_embed
     prefix, patch = pe[:, :num_prefix_tokens], pe[:, num_prefix_tokens:]
     dim = pe.shape[-1]
     orig_dtype = patch.dtype

@@ -102,6 +102,7 @@ class ContrastiveTrainer(Trainer):
         elif Path(cfg.model).exists():
             refuse_settings_a_checkpoint_fixes(cfg, self.named)
             model = _clip_or_error(load_model(cfg.model, act=cfg.act or None), cfg.model)
+            cfg = self.cfg = scenes_at_model_size(cfg, model, self.named)
         else:
             if cfg.act:
                 raise ValueError(f"--act {cfg.act}: --act names the activation of an OpenAI-layout checkpoint "
@@ -409,6 +410,24 @@ def refuse_settings_a_checkpoint_fixes(cfg: TrainConfig, named: frozenset[str] |
     if given:
         raise ValueError(f"--model {cfg.model} is a checkpoint: it brings its own towers, tokenizer and loss, so "
                          f"{', '.join(given)} would be ignored. Drop the flag(s), or start from a preset name")
+
+
+def scenes_at_model_size(cfg: TrainConfig, model: ClipModel, named: frozenset[str] | None) -> TrainConfig:
+    """On --data synthetic the scenes are drawn at the model's input size (``model_config`` sets a preset's from
+    --synthetic-image-size); a checkpoint given as --model has its own size. Its scenes were drawn at the
+    default 64 px and resized to the model's (a 32-px model trained on other scenes than its probes drew), and
+    train_config.json recorded 64. ``named`` as for :func:`refuse_settings_a_checkpoint_fixes`."""
+    size = model.cfg.vision.image_size
+    side = size if isinstance(size, int) else size[0] if len(set(size)) == 1 else None  # the scenes are square
+    if cfg.data != "synthetic" or side is None or side == cfg.synthetic_image_size:
+        return cfg
+    typed = ("synthetic_image_size" in named if named is not None
+             else cfg.synthetic_image_size != TrainConfig().synthetic_image_size)
+    if typed:
+        raise ValueError(f"--synthetic-image-size {cfg.synthetic_image_size}: --model {cfg.model} is a checkpoint "
+                         f"of {side}-px input, and on --data synthetic the scenes are drawn at the model's input "
+                         "size; drop the flag")
+    return dataclasses.replace(cfg, synthetic_image_size=side)
 
 
 def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> None:

@@ -228,7 +228,9 @@ def unused_flags(cfg: SupervisedConfig) -> list[tuple[str, bool, str]]:
         ("val_max_samples", not cfg.val_data, "no --val-data to evaluate on"),
         ("image_column", not csv, "it names a column of a .csv/.tsv --data or --val-data"),
         ("label_column", not csv, "it names a column of a .csv/.tsv --data or --val-data"),
-        ("subset_seed", cfg.subset_fraction >= 1, "it draws the --subset-fraction subset, and the fraction is 1")]
+        ("subset_seed", cfg.subset_fraction >= 1, "it draws the --subset-fraction subset, and the fraction is 1"),
+        ("pos_embed", cfg.image_size == 0, "it places the position embeddings at a new --image-size, and none is "
+                                           "given (the checkpoint's own size keeps its table)")]
 
 
 # A config file's keys that build a fresh model: a fine-tune's model is its checkpoint's, so they build nothing
@@ -520,6 +522,10 @@ def load_for_finetune(path: str, num_classes: int, image_size: int | None = None
             load_state_dict_strict(new, state, path)
             vit = new
     elif image_size:
+        if pos_embed != "interpolate":  # an ablation run that looked as if it had used its table
+            warnings.warn(f"pos_embed {pos_embed!r} does nothing: image size {image_size} keeps the checkpoint's "
+                          f"{vit.cfg.grid[0]}x{vit.cfg.grid[1]} grid of patches, so its position embeddings are used "
+                          "as they are", UserWarning, stacklevel=2)
         vit.cfg.image_size = image_size
     if isinstance(carried, dict):  # at the new size, whichever way the model was rebuilt (grid and sequence
         # built a fresh one without it, so the pos-embed mode decided the normalisation it was evaluated with)
