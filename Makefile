@@ -5,6 +5,9 @@ BIN     := $(VENV)/bin
 # This machine has a local CPU wheel of torch 2.13.0; any other spec downloads GBs of CUDA wheels.
 TORCH   ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
+# Test processes (pytest-xdist): one per core, at most 4 (each imports torch; the torchrun tests start more)
+WORKERS ?= auto
+PYTEST  := $(BIN)/python -m pytest -q -n $(WORKERS) --maxprocesses 4
 
 .PHONY: install demo test test-slow test-all bench clean
 
@@ -23,13 +26,13 @@ demo: install
 	$(BIN)/kizuna demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 test-all: install
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
 
 bench: install
 	$(BIN)/python -m benchmarks

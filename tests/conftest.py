@@ -11,8 +11,9 @@ import torch
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# Tests run on 2 CPU cores; more threads only add contention between pytest and BLAS.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tests run on 2 CPU cores; more threads only add contention between pytest and BLAS, and under pytest-xdist
+# (`make test`: a process per core) between the test processes too.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))))
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # helpers shared across the folders (_labelled); --import-mode=importlib
