@@ -145,3 +145,22 @@ def test_a_suite_words_a_csv_probes_advice_in_its_keys(tmp_path):
                                            '"train_split" to FILE.csv'):
         run_suite([{"model": "ViT-mu-8", "dataset": str(tmp_path / "test.csv"), "task": ["linear_probe"]}],
                   progress=False, echo=None)
+
+
+def test_a_few_shot_k_given_twice_is_fitted_once(monkeypatch):
+    """`--few-shot 2,2` fitted the 2-shot probes twice (the second overwrote the first) and said its notes twice."""
+    from kizuna.eval import linear_probe
+
+    fitted, real = [], linear_probe.few_shot_indices
+
+    def counting(y, k, seed, exclude=None):
+        fitted.append(k)
+        return real(y, k, seed, exclude)
+
+    monkeypatch.setattr(linear_probe, "few_shot_indices", counting)
+    x_train, y_train = _features()
+    x_test, y_test = _features(seed=1)
+    result = linear_probe_from_features(x_train, y_train, x_test, y_test, 4, few_shot=(2, 2, 50, 50), seeds=1,
+                                        max_iter=50)
+    assert sorted(result.few_shot) == [2] and fitted.count(2) == 2  # (shots and validation: one fit)
+    assert sum("50-shot" in note for note in result.notes) == 1

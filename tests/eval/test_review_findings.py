@@ -89,6 +89,11 @@ def test_a_csv_of_names_beside_a_names_file_in_another_order_is_matched_once(tmp
     ds = load_dataset(tmp_path / "data.csv", classnames=target, task="classification")
     assert ds.labels.tolist() == [1, 2, 0, 1]
     assert relabel_by_name(ds, target) is False and ds.labels.tolist() == [1, 2, 0, 1]
+    # read without the target, its labels index the file beside it: mapped once by name
+    ds = load_dataset(tmp_path / "data.csv", task="classification")
+    assert ds.labels.tolist() == [1, 0, 2, 1]
+    assert relabel_by_name(ds, target) and ds.labels.tolist() == [1, 2, 0, 1]
+    assert relabel_by_name(ds, target) is False and ds.labels.tolist() == [1, 2, 0, 1]
     # .cls shards numbered by their own names file: relabelled once, then no more
     root = classification_wds(tmp_path / "wds", n=3, classnames=["car", "dog", "cat"], labels=[0, 1, 2])
     shards = load_dataset(root, task="classification")

@@ -122,10 +122,14 @@ def test_a_long_list_of_shards_is_read_or_refused_clearly(tmp_path, monkeypatch)
         load_images([bad_spec], Preprocess(image_size=8), max_images=3)
 
 
-def test_the_finite_check_counts_across_blocks_of_rows():
+def test_the_finite_check_counts_across_blocks_of_rows(monkeypatch):
     """check_finite took the whole matrix's isfinite and a copy of its valid rows at once (2.75x the features: an
     evaluation of 80,000 images at 2,048-d ran out of memory after all its encoding); it goes a block at a time."""
+    from kizuna.eval import encode
     from kizuna.eval.encode import NonFiniteFeatures, check_finite
+
+    sizes, real = [], torch.isfinite
+    monkeypatch.setattr(encode.torch, "isfinite", lambda t: sizes.append(t.numel()) or real(t))
 
     features = torch.zeros(10, 1 << 20)  # blocks of 4 rows
     features[1, 5] = float("nan")
@@ -139,6 +143,7 @@ def test_the_finite_check_counts_across_blocks_of_rows():
     valid[1] = False
     check_finite(features, valid, "x")  # the bad rows are not used
     check_finite(torch.full((4, 3), 3e38), None, "x")  # finite, though their sum is not
+    assert max(sizes) <= 1 << 22 < features.numel()  # never the whole matrix at once
 
 
 def test_retrieval_of_usable_rows_only_ranks_the_features_themselves(monkeypatch):

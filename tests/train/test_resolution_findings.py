@@ -3,6 +3,7 @@ import pytest
 from _tiny import tiny_config
 
 import kizuna
+from kizuna.train.config import NamedFields
 from kizuna.train.contrastive import ContrastiveTrainer
 
 
@@ -23,7 +24,12 @@ def test_a_checkpoints_synthetic_scenes_are_drawn_at_its_input_size(tmp_path, ch
     with pytest.raises(ValueError, match=r"--synthetic-image-size 96: --model .* is a checkpoint of 32-px input.*"
                                          r"drop the flag"):
         ContrastiveTrainer(tiny_config(tmp_path / "typed", model=str(checkpoint_32px), synthetic_image_size=96),
-                           named=frozenset({"model", "data", "synthetic_image_size"}))
+                           named=NamedFields({"model", "data", "synthetic_image_size"},
+                                             typed={"model", "synthetic_image_size"}))
+    # a --config file's value (an earlier run's train_config.json recorded 64, the demo's recipe says 48) gives way
+    replay = ContrastiveTrainer(tiny_config(tmp_path / "replay", model=str(checkpoint_32px), synthetic_image_size=48),
+                                named=NamedFields({"model", "data", "synthetic_image_size"}, typed={"model"}))
+    assert replay.cfg.synthetic_image_size == 32
 
 
 def test_pos_embed_without_a_new_size_is_refused_and_at_the_same_grid_warned(tmp_path):

@@ -495,11 +495,11 @@ def _out_of_memory(error: BaseException) -> str | None:
         return None
     first = next((line.strip() for line in text.splitlines() if "allocate" in line), text.splitlines()[0] if text
                  else type(error).__name__)
+    held = ("" if cuda else "; an evaluation or `kizuna embed` holds every item's features in memory at once (items "
+            "x the model's embed_dim x 4 bytes): evaluate fewer items at a time (--max-samples, or the data in parts)")
     return (f"out of {'GPU ' if cuda else ''}memory ({first}): a smaller --batch-size where the command has one; a "
-            "trainer also takes --accum-steps N (the same batch in N parts) and --grad-checkpointing; an evaluation "
-            "or `kizuna embed` holds every item's features at once (N items x the model's embed_dim x 4 bytes), so "
-            "there fewer items at a time (--max-samples, or the data in parts); or a smaller model, or a machine "
-            "with more memory")
+            f"trainer also takes --accum-steps N (the same batch in N parts) and --grad-checkpointing{held}; or a "
+            "smaller model, or a machine with more memory")
 
 
 if __name__ == "__main__":

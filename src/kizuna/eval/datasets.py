@@ -832,19 +832,29 @@ def _numbered(names) -> bool:
     return list(names) == [str(k) for k in range(len(names))]
 
 
-def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
+def relabel_by_name(dataset: EvalDataset, target: Sequence[str], own: Sequence[str] | None = None,
+                    own_source: str = "") -> bool:
     """Make a split's numbered labels (.cls, a CSV of indices), read under ``target`` (a model's or a training
     split's classes), index ``target`` through the split's own class names file, matched by name. Read as
     ``target``'s numbers, every label was another class where the two files order the classes differently (a
-    trainer on an ImageFolder's sorted names, validation shards numbered otherwise). Returns whether it
-    relabelled: not for an ImageFolder or a CSV of names (matched by name already), nor where either side has no
-    names (numbers "0".."n-1"), nor where the orders agree, nor a second time."""
-    if dataset.labels_override is not None:
-        # labelled by name when loaded (an ImageFolder's folders, a CSV of names under ``target``) or relabelled
-        # here already: a CSV of names beside a classnames.txt in another order was mapped twice, every label to
-        # another class (vit eval 55.7% -> 1.3%)
-        return False
-    own = own_classnames(dataset)
+    trainer on an ImageFolder's sorted names, validation shards numbered otherwise). Labels read by name (an
+    ImageFolder, a CSV of names) index the names they were read under. Returns whether it relabelled: not where
+    either side has no names (numbers "0".."n-1"), nor where the orders agree (a second call, a split read under
+    ``target``).
+
+    ``own``: the names the split's labels index now, in their order, whatever the layout (a --classnames file
+    given for the data: the labels of a model's evaluation were scored as if they indexed the model's classes);
+    ``own_source`` names them in errors."""
+    given = own is not None
+    if given:
+        own_source = own_source or "the class names given"
+    elif dataset.labels_override is not None:
+        # labelled by name when loaded (an ImageFolder's folders, a CSV of names), or relabelled here already: the
+        # labels index the names they were read under, not the class names file beside them (a CSV of names read
+        # under ``target`` was mapped a second time by that file, every label to another class: 55.7% -> 1.3%)
+        own, own_source = list(dataset.classnames), "the class names its labels were read under"
+    else:
+        own, own_source = own_classnames(dataset), f"its {CLASSNAMES_FILE}"
     if not own or _numbered(own) or _numbered(target):
         return False
     where = _ClassNameIndex(target)
@@ -858,18 +868,20 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str]) -> bool:
     taken = Counter(k for k in positions if k is not None)
     if not missing and any(n > 1 for n in taken.values()):  # a repeated name elsewhere: two classes became one
         twice = sorted({str(own[i]) for i, k in enumerate(positions) if taken[k] > 1})
-        raise DatasetError(f"{dataset.source}: its {CLASSNAMES_FILE} repeats {', '.join(twice[:5])} at other positions "
+        raise DatasetError(f"{dataset.source}: {own_source} repeats {', '.join(twice[:5])} at other positions "
                            "than the model's or training split's classes, so a label cannot be matched to one class by "
-                           "name; pass --classnames FILE to say which class each label number is")
+                           "name; " + ("name each class once" if given else
+                                       "pass --classnames FILE to say which class each label number is"))
     if missing:
-        raise DatasetError(f"{dataset.source}: class(es) {', '.join(missing[:5])} of its {CLASSNAMES_FILE} are not "
-                           f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); pass "
-                           "--classnames FILE to say which class each label number is")
-    base = np.asarray(dataset.index.labels)
+        raise DatasetError(f"{dataset.source}: class(es) {', '.join(missing[:5])} of {own_source} are not "
+                           f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); "
+                           + ("name them as the model's classes are named (its head predicts only those)" if given else
+                              "pass --classnames FILE to say which class each label number is"))
+    base = np.asarray(dataset.labels_override if dataset.labels_override is not None else dataset.index.labels)
     largest = int(base[dataset.positions].max(initial=-1))  # of the samples evaluated (max_samples keeps fewer)
     if largest >= len(own):
-        raise DatasetError(f"{dataset.source}: a label is {largest}, beyond the {len(own)} classes its "
-                           f"{CLASSNAMES_FILE} names")
+        raise DatasetError(f"{dataset.source}: a label is {largest}, beyond the {len(own)} classes {own_source} "
+                           "names")
     mapping = np.array(positions, dtype=np.int64)
     dataset.labels_override = np.where(base >= 0, mapping[np.clip(base, 0, len(own) - 1)], -1)
     dataset.classnames = list(target)

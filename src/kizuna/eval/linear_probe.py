@@ -273,6 +273,7 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     from tqdm import tqdm
 
     y_train, y_test = _class_indices(y_train, "y_train", num_classes), _class_indices(y_test, "y_test", num_classes)
+    few_shot = list(dict.fromkeys(few_shot))  # a k given twice was fitted twice, its notes printed twice
     bar = tqdm(total=1 + len(few_shot) * seeds, desc="fitting probes", unit="fit", leave=False,
                disable=not progress)
     # on the CPU (the fits run there; CUDA test features met CPU weights), without a notebook's autograd graph

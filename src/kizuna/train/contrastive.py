@@ -414,14 +414,17 @@ def refuse_settings_a_checkpoint_fixes(cfg: TrainConfig, named: frozenset[str] |
 
 def scenes_at_model_size(cfg: TrainConfig, model: ClipModel, named: frozenset[str] | None) -> TrainConfig:
     """On --data synthetic the scenes are drawn at the model's input size (``model_config`` sets a preset's from
-    --synthetic-image-size); a checkpoint given as --model has its own size. Its scenes were drawn at the
+    --synthetic-image-size); a square checkpoint given as --model has its own size (a non-square one's scenes
+    are drawn square, at --synthetic-image-size, and resized). Its scenes were drawn at the
     default 64 px and resized to the model's (a 32-px model trained on other scenes than its probes drew), and
     train_config.json recorded 64. ``named`` as for :func:`refuse_settings_a_checkpoint_fixes`."""
     size = model.cfg.vision.image_size
     side = size if isinstance(size, int) else size[0] if len(set(size)) == 1 else None  # the scenes are square
     if cfg.data != "synthetic" or side is None or side == cfg.synthetic_image_size:
         return cfg
-    typed = ("synthetic_image_size" in named if named is not None
+    # typed as a flag, not brought by a --config file: an earlier run's train_config.json records the size its
+    # scenes were drawn at (64 before), and the demo's recipe its own 48; those give way to the checkpoint's
+    typed = ("synthetic_image_size" in getattr(named, "typed", named) if named is not None
              else cfg.synthetic_image_size != TrainConfig().synthetic_image_size)
     if typed:
         raise ValueError(f"--synthetic-image-size {cfg.synthetic_image_size}: --model {cfg.model} is a checkpoint "

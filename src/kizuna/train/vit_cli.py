@@ -127,9 +127,10 @@ def add_arguments(p):
                    help="labelled images: a CLIP_benchmark folder (root or split folder), ImageFolder tree or CSV")
     e.add_argument("--split", default=None, help="split folder (default: test, else val/validation, else the folder)")
     e.add_argument("--classnames", default=None,
-                   help="class names file, one per line in label order (default: the classes saved with the model, "
-                        "which the data's labels are matched to by name; for a model saved without them, the data's "
-                        "classnames.txt, else the ImageFolder folder names)")
+                   help="the names of the data's classes, one per line in label order, matched to the classes "
+                        "saved with the model by name (default: the data's classnames.txt, else the ImageFolder "
+                        "folder names or CSV label names, matched alike; for a model saved without classes, these "
+                        "name its outputs)")
     e.add_argument("--image-size", type=at_least_zero, default=0,
                    help="evaluate at another resolution: the position embeddings are interpolated in 2-D, as "
                         "`vit finetune` does, but nothing is trained (0 = the model's own size)")
@@ -154,7 +155,8 @@ def add_arguments(p):
 EVAL_DOC = """Evaluate a trained classifier (`kizuna vit train` / `vit finetune`) with its own head on labelled
 images: top-1, top-5, mean per-class recall, cross-entropy loss, a per-class table (recall, precision,
 most-confused class) and a confusion-matrix plot. Images that do not decode are skipped and counted.
-The data's labels must index the model's classes in order; a differing class list is reported.
+The data's labels are matched to the classes saved with the model by name (folder names, CSV label names, the
+data's classnames.txt or --classnames).
 
   kizuna vit eval runs/c10-vit/model --data ../shared/data/cifar10 --split test
   kizuna vit eval runs/c10-vit/model --data ../shared/data/cifar10/test --precision bf16 --out runs/c10-vit/eval
@@ -251,6 +253,13 @@ def evaluate(args) -> int:
     # validation reads them (they were read as the model's numbers: classes listed otherwise were swapped)
     if trained_on and not args.classnames and relabel_by_name(dataset, list(trained_on)) and info.is_main:
         print(f"note: the data's {CLASSNAMES_FILE} orders the classes otherwise than the model; its labels are "
+              "matched to the model's classes by name")
+    # --classnames names the data's labels: matched to the model's classes by name too (they were scored as the
+    # head's outputs in the file's order: the model's own names reversed gave 15% for 24%)
+    if trained_on and args.classnames and relabel_by_name(dataset, list(trained_on), own=list(dataset.classnames),
+                                                          own_source=f"--classnames {args.classnames}") \
+            and info.is_main:
+        print(f"note: --classnames {args.classnames} orders the classes otherwise than the model; the labels are "
               "matched to the model's classes by name")
     result = evaluate_classifier(model, dataset, transform=transform, batch_size=args.batch_size, device=device,
                                  num_workers=args.num_workers, progress=not args.no_progress)
