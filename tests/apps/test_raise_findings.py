@@ -3,7 +3,6 @@ and each said too late, naming no file or flag, or advising a flag the command d
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 

@@ -429,7 +429,7 @@ def test_merge_keeps_a_section_whose_contender_was_never_added(results_copy, tmp
     theirs["sections"]["gpu_train_step"] = gpu
     assert _merge(results_copy, tmp_path, theirs) == 0
     said = capsys.readouterr().out
-    assert f"gpu_train_step: kept ours" in said and f"it dropped {missing}, which ours timed" in said
+    assert "gpu_train_step: kept ours" in said and f"it dropped {missing}, which ours timed" in said
     assert _sections(results_copy) == ours_before
 
 

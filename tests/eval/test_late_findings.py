@@ -2,7 +2,6 @@
 does not fit, the linear probe's training images, paths checked after the model loaded."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from _evalhelpers import image_folder

@@ -6,7 +6,6 @@ import warnings
 import pytest
 import torch
 
-import kizuna
 from kizuna.models.vit import VisionConfig, VisionTransformer
 from kizuna.train.checkpointing import CheckpointManager
 

@@ -668,16 +668,16 @@ def alias_keys_as_fields(settings: dict, fields: set[str]) -> dict:
     ``eval_split`` for the ViT trainer's ``val_split``) as the field they set: `--hflip` works on the command
     line, and the same key in a config file was refused as "a `kizuna vit train` option"."""
     out = dict(settings)
-    for field, aliases in FLAG_ALIASES.items():
-        if field not in fields:
+    for name, aliases in FLAG_ALIASES.items():
+        if name not in fields:
             continue
         for alias in aliases:
             key = alias.removeprefix("--").replace("-", "_")
             if key in out and key not in fields:
                 value = out.pop(key)
-                if field in out and out[field] != value:
-                    raise ValueError(f"{key} and {field} are one setting, given twice: {value!r} and {out[field]!r}")
-                out[field] = value
+                if name in out and out[name] != value:
+                    raise ValueError(f"{key} and {name} are one setting, given twice: {value!r} and {out[name]!r}")
+                out[name] = value
     return out
 
 
