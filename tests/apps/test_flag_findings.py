@@ -108,9 +108,15 @@ def test_a_training_runs_evaluation_advice_names_what_a_run_can_do(tmp_path):
         check_evaluation_data(make_config(eval_zeroshot=str(root)))
     assert "--classnames" not in str(e.value) and "--dataset-name" not in str(e.value)
     (tmp_path / "e.csv").write_text("path,label\nx.png,0\n")
-    with pytest.raises(ValueError, match="a training run's evaluation reads the columns filepath and label") as e:
+    reads = "a training run's evaluation reads a CSV's columns filepath and label for --eval-zeroshot, filepath and title"
+    with pytest.raises(ValueError, match=reads) as e:
         check_evaluation_data(make_config(eval_zeroshot=str(tmp_path / "e.csv")))
     assert "--image-column" not in str(e.value)
+    # a retrieval CSV without title: --caption-column sets the training data's column, and following it failed again
+    (tmp_path / "r.csv").write_text("filepath,caption\nx.png,a dog\n")
+    with pytest.raises(ValueError, match=reads) as e:
+        check_evaluation_data(make_config(eval_retrieval=str(tmp_path / "r.csv")))
+    assert "--caption-column" not in str(e.value)
 
 
 def test_a_linear_probes_missing_train_split_names_train_split(tmp_path, capsys):

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import unicodedata
 import warnings
 from collections import Counter
@@ -99,10 +100,11 @@ def with_caller_flags(error: Exception, split_flag: str, in_training: bool = Fal
         message = message.replace("Create that file, pass classnames=[...] / --classnames FILE, or --dataset-name KEY "
                                   "to use a bundled CLIP_benchmark list", "Create that file; a bundled CLIP_benchmark "
                                   "list is taken when the folder is named after it")
-        message = message.replace(" (name yours with --image-column)", " (a training run's evaluation reads the "
-                                  "columns filepath and label)")
-        message = message.replace(" (name yours with --label-column)", " (a training run's evaluation reads the "
-                                  "columns filepath and label)")
+        # (--caption-column and the others set the training data's columns on `kizuna train`: followed, the advice
+        # failed again; and a retrieval CSV's caption column is title, not label)
+        message = re.sub(r" \(name (?:yours|the ones to read) with --[a-z-]+(?: and --[a-z-]+)*\)",
+                         " (a training run's evaluation reads a CSV's columns filepath and label for --eval-zeroshot, "
+                         "filepath and title for --eval-retrieval; no flag renames them)", message)
     return message
 
 
