@@ -108,7 +108,8 @@ def test_a_training_runs_evaluation_advice_names_what_a_run_can_do(tmp_path):
         check_evaluation_data(make_config(eval_zeroshot=str(root)))
     assert "--classnames" not in str(e.value) and "--dataset-name" not in str(e.value)
     (tmp_path / "e.csv").write_text("path,label\nx.png,0\n")
-    reads = "a training run's evaluation reads a CSV's columns filepath and label for --eval-zeroshot, filepath and title"
+    reads = ("a training run's evaluation reads a CSV's columns filepath and label for --eval-zeroshot, filepath and "
+             "title")
     with pytest.raises(ValueError, match=reads) as e:
         check_evaluation_data(make_config(eval_zeroshot=str(tmp_path / "e.csv")))
     assert "--image-column" not in str(e.value)
