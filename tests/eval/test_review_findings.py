@@ -99,3 +99,14 @@ def test_a_csv_of_names_beside_a_names_file_in_another_order_is_matched_once(tmp
     shards = load_dataset(root, task="classification")
     assert relabel_by_name(shards, target) and shards.labels.tolist() == [2, 1, 0]
     assert relabel_by_name(shards, target) is False and shards.labels.tolist() == [2, 1, 0]
+
+
+def test_a_names_file_of_the_first_classes_in_the_same_order_is_no_reordering(tmp_path):
+    """A split naming the model's first classes in its order relabelled nothing, yet said "orders the classes
+    otherwise"."""
+    from _evalhelpers import classification_wds
+
+    root = classification_wds(tmp_path / "wds", n=4, classnames=["cat", "dog"], labels=[0, 1, 0, 1])
+    ds = load_dataset(root, task="classification", classnames=["cat", "dog", "car"])
+    assert relabel_by_name(ds, ["cat", "dog", "car"]) is False
+    assert ds.labels.tolist() == [0, 1, 0, 1] and ds.classnames == ["cat", "dog", "car"]

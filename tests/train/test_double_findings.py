@@ -12,12 +12,12 @@ from kizuna.models.vit import VisionConfig, VisionTransformer
 CLASSES = ["cat", "dog", "car"]
 
 
-def _model(path):
+def _model(path, classnames=CLASSES):
     torch.manual_seed(0)
     vit = VisionTransformer(VisionConfig(image_size=8, patch_size=4, width=8, depth=1, heads=2, num_classes=3))
     with torch.no_grad():
         vit.head.weight.normal_(0, 1.0)  # a zero head predicts class 0 for every image, whatever its label
-    kizuna.save_model(vit, path, extra={"classnames": CLASSES})
+    kizuna.save_model(vit, path, extra={"classnames": list(classnames)})
     return path
 
 
@@ -43,3 +43,29 @@ def test_vit_eval_classnames_name_the_datas_labels_and_are_matched_to_the_models
     assert _eval(model, tmp_path / "img", tmp_path / "named", "--classnames", str(tmp_path / "reversed.txt")) == (
         confusion, metrics)
     assert sorted(map(sum, confusion)) == [4, 4, 4]
+
+
+def _image_folder(root, folders, seed=0):
+    """Folder ``folders[k]`` holds four images of CLASSES[k]'s look."""
+    rng = np.random.default_rng(seed)
+    for k, folder in enumerate(folders):
+        (root / folder).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) // (k + 1)).save(root / folder / f"{i}.png")
+    return root
+
+
+def test_numbered_class_folders_are_named_by_the_datas_own_classnames_file(tmp_path):
+    """Read under the model's classes, numbered (or wnid) folders were its classes by position, the data's own
+    classnames.txt unread: with that file in another order, vit eval and vit train's validation scored the images
+    against the wrong classes."""
+    from kizuna.train.supervised import SupervisedConfig, load_validation
+
+    model_order = ["car", "cat", "dog"]
+    model = _model(tmp_path / "model", model_order)
+    named = _image_folder(tmp_path / "named", CLASSES)
+    numbered = _image_folder(tmp_path / "numbered", ["0", "1", "2"])
+    (numbered / "classnames.txt").write_text("\n".join(CLASSES) + "\n")  # folder k holds CLASSES[k]
+    assert _eval(model, numbered, tmp_path / "numbered_eval") == _eval(model, named, tmp_path / "named_eval")
+    labels = load_validation(SupervisedConfig(val_data=str(numbered)), model_order)[0].labels
+    assert list(labels) == [1] * 4 + [2] * 4 + [0] * 4

@@ -496,10 +496,12 @@ def _out_of_memory(error: BaseException) -> str | None:
     first = next((line.strip() for line in text.splitlines() if "allocate" in line), text.splitlines()[0] if text
                  else type(error).__name__)
     held = ("" if cuda else "; an evaluation or `kizuna embed` holds every item's features in memory at once (items "
-            "x the model's embed_dim x 4 bytes): evaluate fewer items at a time (--max-samples, or the data in parts)")
-    return (f"out of {'GPU ' if cuda else ''}memory ({first}): a smaller --batch-size where the command has one; a "
-            f"trainer also takes --accum-steps N (the same batch in N parts) and --grad-checkpointing{held}; or a "
-            "smaller model, or a machine with more memory")
+            "x the model's embed_dim x 4 bytes): fewer items at a time (--max-samples where the command has one, or "
+            "the data in parts)")
+    return (f"out of {'GPU ' if cuda else ''}memory ({first}): a smaller --batch-size where the command has one; "
+            f"a trainer also takes --grad-checkpointing, and `kizuna train` --accum-steps N (the same batch in N "
+            f"parts){held}; "
+            "or a smaller model, or a machine with more memory")
 
 
 if __name__ == "__main__":

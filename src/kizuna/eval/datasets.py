@@ -834,6 +834,17 @@ def _numbered(names) -> bool:
     return list(names) == [str(k) for k in range(len(names))]
 
 
+def folders_name_no_class_of(dataset: EvalDataset, target: Sequence[str]) -> bool:
+    """Whether ``dataset`` is an ImageFolder with a class names file of its own whose class folders do not all
+    name one of ``target``'s classes (numbers, wnids): read under ``target``, folder k was its class k by
+    position; read without it, the split's own file names the folders, and :func:`relabel_by_name` then matches
+    those names to ``target``'s."""
+    if dataset.layout != "imagefolder" or not own_classnames(dataset):
+        return False
+    index = _ClassNameIndex(target)
+    return any(index.get(key.split("/")[0]) is None for key in dataset.index.keys if "/" in key)
+
+
 def relabel_by_name(dataset: EvalDataset, target: Sequence[str], own: Sequence[str] | None = None,
                     own_source: str = "") -> bool:
     """Make a split's numbered labels (.cls, a CSV of indices), read under ``target`` (a model's or a training
@@ -864,7 +875,8 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str], own: Sequence[s
     # "missile" and "sunglasses") sent the later class's images to the first, merging two classes of equal lists
     positions = [k if k < len(target) and _folder_class_name(str(name)) == _folder_class_name(str(target[k]))
                  else where.get(name) for k, name in enumerate(own)]
-    if positions == list(range(len(target))):
+    if positions == list(range(len(own))):  # the same order (its classes, or the first of them): nothing to map
+        dataset.classnames = list(target)
         return False
     missing = [name for name, k in zip(own, positions) if k is None]
     taken = Counter(k for k in positions if k is not None)

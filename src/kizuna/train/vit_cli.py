@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from kizuna.apps.common import check_out_outside_data, check_writable, model_spec
@@ -218,7 +219,8 @@ def evaluate(args) -> int:
     from kizuna.apps.common import json_safe
     from kizuna.data.transforms import Preprocess
     from kizuna.eval.classification import evaluate_classifier
-    from kizuna.eval.datasets import CLASSNAMES_FILE, load_dataset, relabel_by_name
+    from kizuna.eval.datasets import (CLASSNAMES_FILE, RepeatedClassNamesWarning, folders_name_no_class_of,
+                                      load_dataset, relabel_by_name)
     from kizuna.eval.encode import is_main
     from kizuna.models.vit import VisionTransformer
 
@@ -245,10 +247,17 @@ def evaluate(args) -> int:
     # folders and CSV label names are matched to them by name (by the data's own file, a test split lacking a
     # class or listing them in another order was scored against the wrong classes)
     trained_on = extra.get("classnames")
-    dataset = load_dataset(args.data, args.split, task="classification",
-                           classnames=args.classnames or (list(trained_on) if trained_on else None),
-                           max_samples=args.max_samples, image_column=args.image_column,
-                           label_column=args.label_column)
+
+    def load(classnames):
+        with warnings.catch_warnings():  # (a head has one output per class: zero-shot's repeated-name warning)
+            warnings.simplefilter("ignore", RepeatedClassNamesWarning)
+            return load_dataset(args.data, args.split, task="classification", classnames=classnames,
+                                max_samples=args.max_samples, image_column=args.image_column,
+                                label_column=args.label_column)
+
+    dataset = load(args.classnames or (list(trained_on) if trained_on else None))
+    if trained_on and not args.classnames and folders_name_no_class_of(dataset, list(trained_on)):
+        dataset = load(None)  # numbered or wnid folders: named by the data's own classnames.txt, then matched
     # numbered labels (.cls, CSV numbers) through the data's own class names file, by name, as the trainer's
     # validation reads them (they were read as the model's numbers: classes listed otherwise were swapped)
     if trained_on and not args.classnames and relabel_by_name(dataset, list(trained_on)) and info.is_main:
