@@ -2,6 +2,7 @@
 one behaviour a hand-made mutant of the changed code broke without any existing test failing."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kizuna.eval.encode import model_fingerprint
@@ -70,48 +71,27 @@ def _shards(tmp_path, classnames, labels):
     return load_dataset(root, task="classification")
 
 
-def test_relabel_by_name_errors_name_the_given_source_and_its_remedy(tmp_path):
-    """Names given with ``own`` that the model lacks: the error names ``own_source`` and says to rename them."""
-    import pytest
-
+@pytest.mark.parametrize("shard_names, own, source, pattern", [
+    # names given with ``own`` that the model lacks: blamed on ``own_source``, and the remedy is to rename them
+    (["car", "dog", "cat"], ["car", "dog", "bird"], "--classnames x.txt",
+     r"bird of --classnames x\.txt are not.*name them as the model's classes"),
+    # without ``own``: blamed on the split's classnames.txt, and --classnames is the remedy
+    (["car", "dog", "bird"], None, "", r"bird of its classnames\.txt are not.*pass --classnames FILE"),
+    # a name repeated in the given names: ``own_source`` named, not a classnames.txt never read
+    (["car", "dog", "cat"], ["car", "dog", "dog"], "--classnames y.txt", r"--classnames y\.txt repeats dog.*name each "
+                                                                         "class once"),
+    # a label past the given names: whose names it ran past
+    (["car", "dog", "cat"], ["car", "dog"], "--classnames z.txt",
+     r"a label is 2, beyond the 2 classes --classnames z\.txt names"),
+])
+def test_relabel_by_name_errors_name_whose_names_and_the_remedy(tmp_path, shard_names, own, source, pattern):
+    """relabel_by_name's errors name the names they come from (``own_source`` or the split's file) and the remedy
+    that fits them."""
     from kizuna.eval.datasets import DatasetError, relabel_by_name
 
-    ds = _shards(tmp_path, ["car", "dog", "cat"], [0, 1, 2])
-    with pytest.raises(DatasetError, match=r"bird of --classnames x\.txt are not.*name them as the model's classes"):
-        relabel_by_name(ds, ["cat", "dog", "car"], own=["car", "dog", "bird"], own_source="--classnames x.txt")
-
-
-def test_relabel_by_name_errors_without_own_name_the_names_file_and_the_flag(tmp_path):
-    """Without ``own``, a missing class is blamed on the split's classnames.txt and --classnames is the remedy."""
-    import pytest
-
-    from kizuna.eval.datasets import DatasetError, relabel_by_name
-
-    ds = _shards(tmp_path, ["car", "dog", "bird"], [0, 1, 2])
-    with pytest.raises(DatasetError, match=r"bird of its classnames\.txt are not.*pass --classnames FILE"):
-        relabel_by_name(ds, ["cat", "dog", "car"])
-
-
-def test_relabel_by_name_repeat_error_names_the_given_source(tmp_path):
-    """A name repeated in the given names: the error names ``own_source`` (not a classnames.txt never read)."""
-    import pytest
-
-    from kizuna.eval.datasets import DatasetError, relabel_by_name
-
-    ds = _shards(tmp_path, ["car", "dog", "cat"], [0, 1, 2])
-    with pytest.raises(DatasetError, match=r"--classnames y\.txt repeats dog.*name each class once"):
-        relabel_by_name(ds, ["cat", "dog", "car"], own=["car", "dog", "dog"], own_source="--classnames y.txt")
-
-
-def test_relabel_by_name_label_beyond_names_error_names_the_source(tmp_path):
-    """A label past the given names: the error says whose names (``own_source``) it ran past."""
-    import pytest
-
-    from kizuna.eval.datasets import DatasetError, relabel_by_name
-
-    ds = _shards(tmp_path, ["car", "dog", "cat"], [0, 1, 2])
-    with pytest.raises(DatasetError, match=r"a label is 2, beyond the 2 classes --classnames z\.txt names"):
-        relabel_by_name(ds, ["cat", "dog", "car"], own=["car", "dog"], own_source="--classnames z.txt")
+    ds = _shards(tmp_path, shard_names, [0, 1, 2])
+    with pytest.raises(DatasetError, match=pattern):
+        relabel_by_name(ds, ["cat", "dog", "car"], own=own, own_source=source)
 
 
 def test_fingerprint_takes_empty_and_scalar_tensors():
@@ -127,7 +107,6 @@ def test_fingerprint_takes_empty_and_scalar_tensors():
 
 def test_relabel_by_name_given_names_without_a_source_are_called_the_class_names_given(tmp_path):
     """``own`` without ``own_source``: errors call them "the class names given", not an empty name."""
-    import pytest
 
     from kizuna.eval.datasets import DatasetError, relabel_by_name
 
