@@ -107,7 +107,6 @@ def test_fingerprint_takes_empty_and_scalar_tensors():
 
 def test_relabel_by_name_given_names_without_a_source_are_called_the_class_names_given(tmp_path):
     """``own`` without ``own_source``: errors call them "the class names given", not an empty name."""
-
     from kizuna.eval.datasets import DatasetError, relabel_by_name
 
     ds = _shards(tmp_path, ["car", "dog", "cat"], [0, 1, 2])
