@@ -415,8 +415,8 @@ def refuse_settings_a_checkpoint_fixes(cfg: TrainConfig, named: frozenset[str] |
 def scenes_at_model_size(cfg: TrainConfig, model: ClipModel, named: frozenset[str] | None) -> TrainConfig:
     """On --data synthetic the scenes are drawn at the model's input size (``model_config`` sets a preset's from
     --synthetic-image-size); a square checkpoint given as --model has its own size (a non-square one's scenes
-    are drawn square, at --synthetic-image-size, and resized). Its scenes were drawn at the
-    default 64 px and resized to the model's (a 32-px model trained on other scenes than its probes drew), and
+    are drawn square, at --synthetic-image-size, and resized). A checkpoint's scenes were drawn at the default
+    64 px and resized to its size (a 32-px model trained on other scenes than its probes drew), and
     train_config.json recorded 64. ``named`` as for :func:`refuse_settings_a_checkpoint_fixes`."""
     size = model.cfg.vision.image_size
     side = size if isinstance(size, int) else size[0] if len(set(size)) == 1 else None  # the scenes are square

@@ -259,17 +259,14 @@ def evaluate(args) -> int:
     if trained_on and not args.classnames and folders_name_no_class_of(dataset, list(trained_on)):
         dataset = load(None)  # numbered or wnid folders: named by the data's own classnames.txt, then matched
     # numbered labels (.cls, CSV numbers) through the data's own class names file, by name, as the trainer's
-    # validation reads them (they were read as the model's numbers: classes listed otherwise were swapped)
-    if trained_on and not args.classnames and relabel_by_name(dataset, list(trained_on)) and info.is_main:
-        print(f"note: the data's {CLASSNAMES_FILE} orders the classes otherwise than the model; its labels are "
-              "matched to the model's classes by name")
-    # --classnames names the data's labels: matched to the model's classes by name too (they were scored as the
-    # head's outputs in the file's order: the model's own names reversed gave 15% for 24%)
-    if trained_on and args.classnames and relabel_by_name(dataset, list(trained_on), own=list(dataset.classnames),
-                                                          own_source=f"--classnames {args.classnames}") \
-            and info.is_main:
-        print(f"note: --classnames {args.classnames} orders the classes otherwise than the model; the labels are "
-              "matched to the model's classes by name")
+    # validation reads them (they were read as the model's numbers: classes listed otherwise were swapped), and
+    # labels named by --classnames alike (they were scored as the head's outputs in the file's order: the
+    # model's own names reversed gave 15% for 24%)
+    named_by = f"--classnames {args.classnames}" if args.classnames else f"the data's {CLASSNAMES_FILE}"
+    if trained_on and relabel_by_name(dataset, list(trained_on), own=list(dataset.classnames) if args.classnames
+                                      else None, own_source=named_by if args.classnames else "") and info.is_main:
+        print(f"note: {named_by} orders the classes otherwise than the model; the labels are matched to the "
+              "model's classes by name")
     result = evaluate_classifier(model, dataset, transform=transform, batch_size=args.batch_size, device=device,
                                  num_workers=args.num_workers, progress=not args.no_progress)
     if not is_main():
