@@ -351,7 +351,9 @@ class D(torch.utils.data.Dataset):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
 def test_a_worker_ended_by_sigterm_leaves_no_temp_folder(tmp_path):
     """A worker that had sent batches had started multiprocessing's resource sharer: its os._exit skipped the clean-up,
-    and every SIGTERM (a scheduler's, `kill -TERM -PGID`) left $TMPDIR/pymp-*/listener-* behind."""
+    and every SIGTERM (a scheduler's, `kill -TERM -PGID`) left $TMPDIR/pymp-*/listener-* behind. The TMPDIR is
+    too long for a socket path (as pytest-xdist's tmp_path was for a user name of 6 letters): the worker's send
+    failed, and the main process waited for its batch for ever, until the sharer's folder moved to /tmp."""
     import subprocess
 
     script = """
@@ -376,7 +378,8 @@ for w in workers:
 print("exit codes:", [w.exitcode for w in workers])
 """
     temp = tmp_path / "tmp"
-    temp.mkdir()
+    temp = temp / ("t" * max(1, 80 - len(str(temp)) - 1))  # 80 characters: 112 with the sharer's socket name
+    temp.mkdir(parents=True)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TMPDIR": str(temp)})
     assert done.returncode == 0, done.stderr[-2000:]

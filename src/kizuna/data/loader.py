@@ -366,6 +366,34 @@ def warn_if_shared_memory_is_small(num_workers: int, minimum: int = 1 << 30, pat
                       stacklevel=2)
 
 
+# A socket path holds at most 107 bytes (Linux); multiprocessing's are TEMP/pymp-XXXXXXXX/listener-XXXXXXXX
+_SOCKET_PATH_MAX, _SOCKET_SUFFIX = 107, len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+
+
+def use_a_short_multiprocessing_temp_dir(num_workers: int) -> None:
+    """A worker hands a batch over through a socket multiprocessing makes in a folder of the temp dir; where
+    that path is too long for a socket (a TMPDIR of 76 characters or more), the worker's send failed ("AF_UNIX
+    path too long") and the main process waited for the batch for ever: `kizuna train --workers 1` hung. The
+    folder is made under /tmp (or /var/tmp) instead, as Python 3.13 does; set before the workers start, which
+    inherit it."""
+    if num_workers <= 0 or os.name != "posix":
+        return
+    import tempfile
+    from multiprocessing import process, util
+
+    if process.current_process()._config.get("tempdir") or len(tempfile.gettempdir()) + _SOCKET_SUFFIX <= \
+            _SOCKET_PATH_MAX:
+        return
+    for short in ("/tmp", "/var/tmp"):
+        if os.path.isdir(short) and os.access(short, os.W_OK | os.X_OK):
+            saved, tempfile.tempdir = tempfile.tempdir, short
+            try:
+                util.get_temp_dir()  # made, kept for the workers, removed at exit
+            finally:
+                tempfile.tempdir = saved
+            return
+
+
 def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
                 collate: Callable | None = None, *, pin_memory: bool | None = None,
                 prefetch_factor: int | None = 2, persistent_workers: bool = True,
@@ -377,6 +405,7 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
     warn_if_shared_memory_is_small(num_workers)
+    use_a_short_multiprocessing_temp_dir(num_workers)
     dl = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
