@@ -69,3 +69,22 @@ def test_numbered_class_folders_are_named_by_the_datas_own_classnames_file(tmp_p
     assert _eval(model, numbered, tmp_path / "numbered_eval") == _eval(model, named, tmp_path / "named_eval")
     labels = load_validation(SupervisedConfig(val_data=str(numbered)), model_order)[0].labels
     assert list(labels) == [1] * 4 + [2] * 4 + [0] * 4
+
+
+def test_wnid_folders_of_some_classes_are_named_by_their_file_not_refused(tmp_path):
+    """Read under the model's classes first, wnid folders fewer than its classes were refused ("the class folders
+    do not fit the class names from given list") before their own classnames.txt was read; a class the model lacks
+    is refused naming that file."""
+    import pytest
+
+    from kizuna.eval.datasets import DatasetError
+    from kizuna.train.supervised import SupervisedConfig, load_validation
+
+    wnids = _image_folder(tmp_path / "wnids", ["n01", "n02"])
+    (wnids / "classnames.txt").write_text("car\ncat\n")  # n01 holds cars, n02 cats
+    labels = load_validation(SupervisedConfig(val_data=str(wnids)), CLASSES)[0].labels
+    assert list(labels) == [2] * 4 + [0] * 4
+    (wnids / "classnames.txt").write_text("car\nhorse\n")
+    with pytest.raises(DatasetError, match=r"horse of its class names \(.*classnames.txt\) are not among .* "
+                                           r"\(cat, dog, car\); the model cannot score a class it was not trained on"):
+        load_validation(SupervisedConfig(val_data=str(wnids)), CLASSES)

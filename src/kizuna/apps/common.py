@@ -75,6 +75,10 @@ def add_model_argument(parser, required: bool = True):
                              "within a cosine of ~0.9999 of fp32's; on CPUs with neither bf16 is slower than fp32")
 
 
+# room an --out needs below the path limit for what the commands write inside it
+PATH_ROOM = 160
+
+
 def check_writable(out, folder_for: str | None = None) -> None:
     """``--out`` before the work, not after it: a file where a folder belongs (``folder_for`` says what the
     folder is for), or a place that cannot be written (a read-only mount), failed once the evaluation or figures
@@ -97,6 +101,16 @@ def check_writable(out, folder_for: str | None = None) -> None:
         raise ValueError(f"--out {out}: {e.strerror or e}; choose another --out") from None
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
+    # the files written inside it (checkpoints/.step_0000001.XXXXXXXX/model.safetensors, figures' temp names) need
+    # room below the path limit: a folder a little under it passed, and every write failed after the work
+    try:
+        limit = os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        return
+    length = len(os.fsencode(os.path.abspath(out)))
+    if length + PATH_ROOM > limit:
+        raise ValueError(f"--out {out} is {length} bytes long, and the files written inside it would pass the file "
+                         f"system's {limit}-byte path limit; choose a shorter --out")
 
 
 def _real_path(path):

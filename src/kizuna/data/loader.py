@@ -381,8 +381,9 @@ def use_a_short_multiprocessing_temp_dir(num_workers: int) -> None:
     import tempfile
     from multiprocessing import process, util
 
-    if process.current_process()._config.get("tempdir") or len(tempfile.gettempdir()) + _SOCKET_SUFFIX <= \
-            _SOCKET_PATH_MAX:
+    # (in bytes: a TMPDIR of 38 characters, 26 of them CJK, is 90 bytes long, and hung as a long one did)
+    if process.current_process()._config.get("tempdir") or len(os.fsencode(tempfile.gettempdir())) + \
+            _SOCKET_SUFFIX <= _SOCKET_PATH_MAX:
         return
     for short in ("/tmp", "/var/tmp"):
         if os.path.isdir(short) and os.access(short, os.W_OK | os.X_OK):
@@ -392,6 +393,11 @@ def use_a_short_multiprocessing_temp_dir(num_workers: int) -> None:
             finally:
                 tempfile.tempdir = saved
             return
+    import warnings
+
+    warnings.warn(f"the temp folder {tempfile.gettempdir()} is too long a path for the sockets loader workers hand "
+                  "their batches over through, and /tmp is not writable: they may wait for ever. Set TMPDIR to a "
+                  "shorter folder, or pass --workers 0", RuntimeWarning, stacklevel=3)
 
 
 def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,

@@ -834,6 +834,29 @@ def _numbered(names) -> bool:
     return list(names) == [str(k) for k in range(len(names))]
 
 
+def load_under_classes(load, target: Sequence[str], dataset_of=lambda loaded: loaded):
+    """``load(classnames)``'s result for a split whose labels are to index ``target`` (a model's or training
+    split's classes): ``load(target)``, except for an ImageFolder whose own classnames.txt names folders that
+    name no class of ``target`` (numbers, wnids): ``load(None)``, for :func:`relabel_by_name` to match by name.
+    Read under ``target``, such folders were its classes by position, or refused ("the class folders do not fit
+    the class names from given list") where they were fewer. ``dataset_of`` picks the EvalDataset out of what
+    ``load`` returns."""
+    try:
+        loaded, error = load(list(target)), None
+    except DatasetError as e:
+        loaded, error = None, e
+    if loaded is None or folders_name_no_class_of(dataset_of(loaded), target):
+        try:
+            own = load(None)
+        except DatasetError:
+            own = None
+        if own is not None and dataset_of(own).layout == "imagefolder" and own_classnames(dataset_of(own)):
+            return own
+        if error is not None:
+            raise error
+    return loaded
+
+
 def folders_name_no_class_of(dataset: EvalDataset, target: Sequence[str]) -> bool:
     """Whether ``dataset`` is an ImageFolder with a class names file of its own whose class folders do not all
     name one of ``target``'s classes (numbers, wnids): read under ``target``, folder k was its class k by
@@ -865,7 +888,7 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str], own: Sequence[s
         # labelled by name when loaded (an ImageFolder's folders, a CSV of names), or relabelled here already: the
         # labels index the names they were read under, not the class names file beside them (a CSV of names read
         # under ``target`` was mapped a second time by that file, every label to another class: 55.7% -> 1.3%)
-        own, own_source = list(dataset.classnames), "the class names its labels were read under"
+        own, own_source = list(dataset.classnames), f"its class names ({dataset.classnames_source})"
     else:
         own, own_source = own_classnames(dataset), f"its {CLASSNAMES_FILE}"
     if not own or _numbered(own) or _numbered(target):
@@ -887,10 +910,13 @@ def relabel_by_name(dataset: EvalDataset, target: Sequence[str], own: Sequence[s
                            "name; " + ("name each class once" if given else
                                        "pass --classnames FILE to say which class each label number is"))
     if missing:
+        named_labels = not given and dataset.labels_override is not None  # folders or CSV names: no numbers
+        shown = ", ".join(map(str, list(target)[:5])) + (", ..." if len(target) > 5 else "")
         raise DatasetError(f"{dataset.source}: class(es) {', '.join(missing[:5])} of {own_source} are not "
-                           f"among the model's or training split's classes ({', '.join(list(target)[:5])}, ...); "
+                           f"among the model's or training split's classes ({shown}); "
                            + ("name them as the model's classes are named (its head predicts only those)" if given else
-                              "pass --classnames FILE to say which class each label number is"))
+                              "the model cannot score a class it was not trained on: leave those images out"
+                              if named_labels else "pass --classnames FILE to say which class each label number is"))
     base = np.asarray(dataset.labels_override if dataset.labels_override is not None else dataset.index.labels)
     largest = int(base[dataset.positions].max(initial=-1))  # of the samples evaluated (max_samples keeps fewer)
     if largest >= len(own):

@@ -123,8 +123,12 @@ def filled_temp(path: str | Path, write_fn) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _file_mode(path)
-    # the name shortened so that a target near the file-name limit (255) still has a temp name under it
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
+    # the name shortened so that a target near the file-name limit (255 bytes, not characters: 83 CJK ones are
+    # 249) still has a temp name under it, cut at a character's boundary
+    short = path.name[:200]
+    while len(os.fsencode(short)) > 200:
+        short = short[:-1]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{short}.", suffix=".tmp")
     os.close(fd)
     try:
         write_fn(tmp)

@@ -419,18 +419,16 @@ def load_validation(cfg, train_classnames: list[str]):
     classes' numbers, they were all wrong when the training data ordered its classes otherwise (an
     ImageFolder's sorted names against shards numbered in another order), without a word. An ImageFolder is
     matched by folder name already; ``--classnames`` names both splits' classes."""
-    from kizuna.eval.datasets import DatasetError, folders_name_no_class_of, relabel_by_name, with_caller_flags
+    from kizuna.eval.datasets import DatasetError, load_under_classes, relabel_by_name, with_caller_flags
+
+    def load(classnames):
+        return load_classification(cfg.val_data, cfg.val_split or None, classnames, cfg.val_max_samples,
+                                   image_column=cfg.image_column, label_column=cfg.label_column, default_split=None)
 
     try:
-        vindex, vnames, vset = load_classification(cfg.val_data, cfg.val_split or None,
-                                                   cfg.classnames or train_classnames, cfg.val_max_samples,
-                                                   image_column=cfg.image_column, label_column=cfg.label_column,
-                                                   default_split=None)
-        if not cfg.classnames and folders_name_no_class_of(vset, train_classnames):
-            # numbered or wnid folders: named by the split's own classnames.txt, not the training classes' order
-            vindex, vnames, vset = load_classification(cfg.val_data, cfg.val_split or None, None,
-                                                       cfg.val_max_samples, image_column=cfg.image_column,
-                                                       label_column=cfg.label_column, default_split=None)
+        # numbered or wnid folders: named by the split's own classnames.txt, not the training classes' order
+        vindex, vnames, vset = load(cfg.classnames) if cfg.classnames else \
+            load_under_classes(load, train_classnames, dataset_of=lambda loaded: loaded[2])
     except DatasetError as e:
         raise DatasetError(with_caller_flags(e, "--val-split")) from None
     except FileNotFoundError as e:  # "dataset not found: X" named no flag

@@ -219,8 +219,8 @@ def evaluate(args) -> int:
     from kizuna.apps.common import json_safe
     from kizuna.data.transforms import Preprocess
     from kizuna.eval.classification import evaluate_classifier
-    from kizuna.eval.datasets import (CLASSNAMES_FILE, RepeatedClassNamesWarning, folders_name_no_class_of,
-                                      load_dataset, relabel_by_name)
+    from kizuna.eval.datasets import (CLASSNAMES_FILE, RepeatedClassNamesWarning, load_dataset, load_under_classes,
+                                      relabel_by_name)
     from kizuna.eval.encode import is_main
     from kizuna.models.vit import VisionTransformer
 
@@ -255,9 +255,8 @@ def evaluate(args) -> int:
                                 max_samples=args.max_samples, image_column=args.image_column,
                                 label_column=args.label_column)
 
-    dataset = load(args.classnames or (list(trained_on) if trained_on else None))
-    if trained_on and not args.classnames and folders_name_no_class_of(dataset, list(trained_on)):
-        dataset = load(None)  # numbered or wnid folders: named by the data's own classnames.txt, then matched
+    # numbered or wnid folders: named by the data's own classnames.txt, then matched by name below
+    dataset = load(args.classnames) if args.classnames or not trained_on else load_under_classes(load, trained_on)
     # numbered labels (.cls, CSV numbers) through the data's own class names file, by name, as the trainer's
     # validation reads them (they were read as the model's numbers: classes listed otherwise were swapped), and
     # labels named by --classnames alike (they were scored as the head's outputs in the file's order: the
