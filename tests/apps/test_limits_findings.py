@@ -55,3 +55,30 @@ def test_a_checkpoint_write_that_failed_for_its_path_does_not_blame_the_disk(tmp
     assert "disk full" not in said
     said = str(run._write_failed(tmp_path / "step_0000003", OSError(errno.ENOSPC, "No space left on device")))
     assert "disk full?" in said
+
+
+def test_a_file_out_needs_room_for_its_temp_name_only_and_no_limit_refuses_nothing(tmp_path, monkeypatch):
+    """embed's .npy is written beside itself: the folders' 160 bytes of room refused a 3,943-byte file path that
+    writes fine; and a path limit of -1 ("none") refused every --out."""
+    from kizuna.apps import common
+
+    monkeypatch.setattr(common.os, "pathconf", lambda path, name: 1024)  # (macOS's)
+    deep = os.path.join(str(tmp_path), *["d" * 100] * ((1000 - len(str(tmp_path))) // 101))
+    deep += "/" + "x" * (999 - len(deep))  # 1,000 bytes
+    common.check_writable(deep)  # a file: its temp name beside it fits
+    with pytest.raises(ValueError, match="the files written inside it would pass"):
+        common.check_writable(deep, "checkpoints")
+    monkeypatch.setattr(common.os, "pathconf", lambda path, name: -1)
+    common.check_writable(tmp_path / "out", "checkpoints")
+
+
+def test_a_path_too_long_after_a_saved_checkpoint_says_to_move_the_run(tmp_path):
+    """"use a shorter --out and continue with --out <the same long path> --resume latest" could not be followed."""
+    from kizuna.train.checkpointing import CheckpointManager
+
+    from kizuna.models.vit import VisionConfig, VisionTransformer
+
+    run = CheckpointManager(tmp_path / "run")
+    run.save(1, VisionTransformer(VisionConfig(image_size=8, patch_size=4, width=8, depth=1, heads=2)), {"step": 1})
+    said = str(run._write_failed(tmp_path / "step_0000002", OSError(errno.ENAMETOOLONG, "File name too long")))
+    assert f"move {tmp_path / 'run'} to a shorter path and continue with --out <that path> --resume latest" in said

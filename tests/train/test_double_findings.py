@@ -88,3 +88,17 @@ def test_wnid_folders_of_some_classes_are_named_by_their_file_not_refused(tmp_pa
     with pytest.raises(DatasetError, match=r"horse of its class names \(.*classnames.txt\) are not among .* "
                                            r"\(cat, dog, car\); the model cannot score a class it was not trained on"):
         load_validation(SupervisedConfig(val_data=str(wnids)), CLASSES)
+
+
+def test_a_broken_names_file_of_wnid_folders_is_the_error_seen(tmp_path):
+    """Read under the model's classes by position, then by their own names file: a file that does not fit the
+    folders was swallowed, and the folders scored by position after all."""
+    import pytest
+
+    from kizuna.eval.datasets import DatasetError
+    from kizuna.train.supervised import SupervisedConfig, load_validation
+
+    wnids = _image_folder(tmp_path / "wnids", ["n01", "n02", "n03"])
+    (wnids / "classnames.txt").write_text("dog\ncat\ncar\nfish\n")  # a stray fourth line
+    with pytest.raises(DatasetError, match="do not fit the class names"):
+        load_validation(SupervisedConfig(val_data=str(wnids)), CLASSES)

@@ -845,16 +845,17 @@ def load_under_classes(load, target: Sequence[str], dataset_of=lambda loaded: lo
         loaded, error = load(list(target)), None
     except DatasetError as e:
         loaded, error = None, e
-    if loaded is None or folders_name_no_class_of(dataset_of(loaded), target):
-        try:
-            own = load(None)
-        except DatasetError:
-            own = None
-        if own is not None and dataset_of(own).layout == "imagefolder" and own_classnames(dataset_of(own)):
-            return own
-        if error is not None:
-            raise error
-    return loaded
+    if loaded is not None:
+        # (read by its own names, a broken names file is the error to see: swallowed, the folders were read by
+        # position after all)
+        return load(None) if folders_name_no_class_of(dataset_of(loaded), target) else loaded
+    try:
+        own = load(None)
+    except DatasetError:
+        raise error from None
+    if dataset_of(own).layout == "imagefolder" and own_classnames(dataset_of(own)):
+        return own
+    raise error
 
 
 def folders_name_no_class_of(dataset: EvalDataset, target: Sequence[str]) -> bool:

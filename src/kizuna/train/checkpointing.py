@@ -172,14 +172,16 @@ class CheckpointManager:
         errno_ = getattr(error, "errno", None)
         # not the disk: "disk full? (46.8 GiB free there)" was said of a path over PATH_MAX
         if errno_ == errno.ENAMETOOLONG:
-            cause, fix = "a path too long for the file system, not a full disk", "use a shorter --out"
+            cause = "a path too long for the file system, not a full disk"
+            fix = f"move {self.dir.parent} to a shorter path" if before else "use a shorter --out"
         elif errno_ in (errno.EACCES, errno.EPERM, errno.EROFS):
             cause, fix = f"{os.strerror(errno_)}, not a full disk", "make the folder writable"
         elif limit is not None:  # `ulimit -f`: the same torch error, with 32 GiB free ("disk full?" misled)
             cause, fix = f"the file size limit (ulimit -f) is {limit / 2**20:.1f} MiB; {free}", "raise `ulimit -f`"
         message = (f"writing the checkpoint {folder} failed ({type(error).__name__}: {first_line(error)}); {cause}. "
                    + (f"The checkpoint before it, {before.name}, is intact: {fix} and continue with --out "
-                      f"{self.dir.parent} --resume latest" if before else
+                      + ("<that path>" if errno_ == errno.ENAMETOOLONG else str(self.dir.parent))
+                      + " --resume latest" if before else
                       f"No checkpoint was saved before it: {fix} and start the run again"))
         return OSError(error.errno, message) if isinstance(error, OSError) and error.errno else OSError(message)
 
