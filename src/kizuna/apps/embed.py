@@ -69,15 +69,14 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
 
     import kizuna
     from kizuna.data.images import list_images
-    from kizuna.data.loader import use_a_short_multiprocessing_temp_dir, warn_if_shared_memory_is_small, worker_init
+    from kizuna.data.loader import before_workers_start, worker_init
 
     _check_images(folder)
     paths = list_images(folder) if Path(folder).is_dir() else [Path(folder)]  # one image, as `analyze` takes
     if not paths:
         raise ValueError(f"{folder}: no images found (extensions .jpg .png .webp ...)")
     ds = _ImageFiles(paths, kizuna.get_preprocess(model))
-    warn_if_shared_memory_is_small(workers)
-    use_a_short_multiprocessing_temp_dir(workers)
+    before_workers_start(workers)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                                          worker_init_fn=worker_init() if workers else None)
     from kizuna.eval.encode import eval_mode

@@ -344,7 +344,8 @@ def check_epoch_gave_samples(source: str, batches: int, steps: int, report: str)
                          "Every sample was skipped; check the files the report names")
 
 
-def warn_if_shared_memory_is_small(num_workers: int, minimum: int = 1 << 30, path: str = "/dev/shm") -> None:
+def warn_if_shared_memory_is_small(num_workers: int, minimum: int = 1 << 30, path: str = "/dev/shm",
+                                    stacklevel: int = 2) -> None:
     """Loader workers hand their batches to the main process through shared memory (/dev/shm). Where it is small
     (a Docker container's default is 64 MB) a batch that does not fit stops the command (the collates stack into
     it in the worker, so that this is an error: stacked privately, the batch was lost on its way and the main
@@ -363,14 +364,14 @@ def warn_if_shared_memory_is_small(num_workers: int, minimum: int = 1 << 30, pat
         warnings.warn(f"only {free / 2**20:.0f} MiB of shared memory is free ({path}): loader worker processes "
                       "hand their batches over through it, and a batch that does not fit stops the command. Pass "
                       "--workers 0, or give the container more (docker run --shm-size=2g)", RuntimeWarning,
-                      stacklevel=2)
+                      stacklevel=stacklevel)
 
 
 # A socket path holds at most 107 bytes (Linux); multiprocessing's are TEMP/pymp-XXXXXXXX/listener-XXXXXXXX
 _SOCKET_PATH_MAX, _SOCKET_SUFFIX = 107, len("/pymp-XXXXXXXX/listener-XXXXXXXX")
 
 
-def use_a_short_multiprocessing_temp_dir(num_workers: int) -> None:
+def use_a_short_multiprocessing_temp_dir(num_workers: int, stacklevel: int = 3) -> None:
     """A worker hands a batch over through a socket multiprocessing makes in a folder of the temp dir; where
     that path is too long for a socket (a TMPDIR of 76 characters or more), the worker's send failed ("AF_UNIX
     path too long") and the main process waited for the batch for ever: `kizuna train --workers 1` hung. The
@@ -397,7 +398,15 @@ def use_a_short_multiprocessing_temp_dir(num_workers: int) -> None:
 
     warnings.warn(f"the temp folder {tempfile.gettempdir()} is too long a path for the sockets loader workers hand "
                   "their batches over through, and /tmp is not writable: they may wait for ever. Set TMPDIR to a "
-                  "shorter folder, or pass --workers 0", RuntimeWarning, stacklevel=3)
+                  "shorter folder, or pass --workers 0", RuntimeWarning, stacklevel=stacklevel)
+
+
+def before_workers_start(num_workers: int) -> None:
+    """What loader worker processes need settled before they start, for every loader that has them (kizuna's, the
+    evaluators', `kizuna embed`'s): a warning where shared memory is small, a temp folder short enough for their
+    sockets."""
+    warn_if_shared_memory_is_small(num_workers, stacklevel=3)
+    use_a_short_multiprocessing_temp_dir(num_workers, stacklevel=4)
 
 
 def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
@@ -410,8 +419,7 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
-    warn_if_shared_memory_is_small(num_workers)
-    use_a_short_multiprocessing_temp_dir(num_workers)
+    before_workers_start(num_workers)
     dl = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,

@@ -231,8 +231,7 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     per sample from ``(seed, index)`` around the transform (random corruptions). ``encode_fn(images)``
     replaces ``model.encode_image`` (e.g. a transformers model in tests).
     """
-    from kizuna.data.loader import (Collate, use_a_short_multiprocessing_temp_dir, warn_if_shared_memory_is_small,
-                                    worker_init)
+    from kizuna.data.loader import Collate, before_workers_start, worker_init
 
     if transform is None:
         import kizuna
@@ -251,8 +250,7 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     pair_ds = dataset.pair_dataset(transform, seed_transform=seed_transform, seed=seed)
     rows = dataset.positions[start:end].tolist()
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-    warn_if_shared_memory_is_small(num_workers)
-    use_a_short_multiprocessing_temp_dir(num_workers)
+    before_workers_start(num_workers)
     loader = torch.utils.data.DataLoader(pair_ds, batch_sampler=batches, num_workers=num_workers,
                                          collate_fn=Collate(), worker_init_fn=worker_init() if num_workers else None)
     feats: torch.Tensor | None = None
