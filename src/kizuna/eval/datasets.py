@@ -547,7 +547,7 @@ def _labelled_by_sidecars(d: Path, task: str | None = None) -> bool:
 def _folder_class_order(dirs: list[Path]) -> list[Path]:
     """Class folders in label order: sorted by name (torchvision's order), or by number when every name is
     one ("0".."99" would sort as 0, 1, 10, 11, ... and pair the classes with the wrong names)."""
-    if dirs and all(d.name.isdigit() for d in dirs):
+    if dirs and all(d.name.isdecimal() for d in dirs):  # (not isdigit: int("²") raises)
         return sorted(dirs, key=lambda d: int(d.name))
     return dirs
 
@@ -594,22 +594,51 @@ def _bundled_fits_folders(bundled: list[str], folders: list[str], by_name: bool 
         # in a split that lacks a class (it was scored over its own folders, fewer classes than the same split
         # as shards). Not for a name taken from a folder: a cifar10/ subset of 2 classes trained a 10-way head
         return True
+    if folders and all(f.isdecimal() for f in folders) and not all(f in position for f in folders):
+        # numbered folders are the list's classes by number (fewer in a split that lacks one): with fewer folders
+        # than the list they fell back to class names "0".."8" under --dataset-name cifar10, prompts "a photo of a 3"
+        if max(int(f) for f in folders) <= len(bundled):
+            return True
     if len(bundled) != len(folders):
         return False
     return all(position.get(f) in (None, k) for k, f in enumerate(folders))
 
 
+def _numbered_folder_labels(folders: list[str], classnames: list[str], source: str, data: Path) -> list[int]:
+    """Numbered class folders' labels: counted from 0 where a folder 0 is there, from 1 where one is numbered
+    as the names are many (1..10 for 10 names); by position where the numbers are no indices but as many as the
+    names (years). Read by position, folders 1..10 were right only when complete: without one class they were
+    read by number, every class on the next one's name (a linear probe at 0%)."""
+    numbers = [int(f) for f in folders]
+    n = len(classnames)
+    if 0 in numbers and max(numbers) < n:
+        return numbers
+    if 0 not in numbers and max(numbers) == n:
+        return [k - 1 for k in numbers]
+    if len(folders) == n:  # numbers that are no class indices (years): the names label them in (numeric) order
+        return list(range(n))
+    if 0 not in numbers and max(numbers) < n:
+        raise DatasetError(
+            f"{data}: the numbered class folders ({', '.join(folders[:5])}{' ...' if len(folders) > 5 else ''}) "
+            f"have no folder 0 and none numbered {n}, so they may count the {n} classes of {source} from 0 or "
+            f"from 1. Add an empty folder 0 (counted from 0) or {n} (from 1), or name the folders after the classes")
+    beyond = [f for f in folders if int(f) >= n + (0 not in numbers)]
+    raise DatasetError(
+        f"{data}: class folder(s) {', '.join(beyond[:5])} number a class beyond the {n} names of {source} "
+        f"({len(folders)} numbered folders); fix the names file or the folders")
+
+
 def _folder_labels(folders: list[str], classnames: list[str], source: str, data: Path) -> list[int]:
     """The class index of each ImageFolder class folder under class names from ``source``: by name where every
-    folder is named after a class; by number for numbered folders that are fewer than the names (and not
-    named by them); by position (torchvision's order) where there are as many folders as names and no folder
-    named after a class sits elsewhere (wnid folders, "automobile" for "car")."""
+    folder is named after a class; by number for numbered folders not named by them (from 0 or from 1, see
+    :func:`_numbered_folder_labels`); by position (torchvision's order) where there are as many folders as names
+    and no folder named after a class sits elsewhere (wnid folders, "automobile" for "car")."""
     index = _ClassNameIndex(classnames)
     named = [index.get(f) for f in folders]
     if all(k is not None for k in named):  # first: folders 1, 2, 3 named by a list "1", "2", "3" are those classes
         return named
-    if folders and all(f.isdigit() for f in folders) and len(folders) != len(classnames):
-        return [int(f) for f in folders]
+    if folders and all(f.isdecimal() for f in folders):
+        return _numbered_folder_labels(folders, classnames, source, data)
     if len(folders) == len(classnames) and all(k in (None, j) for j, k in enumerate(named)):
         return list(range(len(folders)))
     unnamed = [f for f, k in zip(folders, named) if k is None]
