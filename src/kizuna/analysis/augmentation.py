@@ -105,7 +105,7 @@ def augmentation_samples(cfg, n_images: int = 8, draws: int = 4, seed: int = 0, 
     _check_counts(num_images=n_images, draws=draws)
     if not cfg.image_size:
         raise ValueError("--image-size is needed to preview the augmentation (0 means 'the checkpoint's own')")
-    index, classnames, _ = load_classification(cfg.data, cfg.data_split, cfg.classnames or None,
+    index, classnames, _ = load_classification(cfg.data, cfg.data_split or "train", cfg.classnames or None,
                                                image_column=cfg.image_column, label_column=cfg.label_column)
     if len(index) == 0:
         raise ValueError(f"{cfg.data}: no labelled images")

@@ -490,6 +490,17 @@ def is_split_folder(path: Path) -> bool:
             and not _split_named_folders(path))
 
 
+def validation_split(root) -> str | None:
+    """The split to pick a model on in a dataset root that has one besides test: val, validation, valid or dev
+    (None: it has none, or ``root`` is no dataset root). A trainer's default: on test, its best/ was picked on
+    the numbers it would report."""
+    root = Path(root).expanduser()
+    if not os.path.isdir(root) or is_split_folder(root):
+        return None
+    dirs = _split_dirs(root)
+    return next((s for s in ("val", "validation", "valid", "dev") if s in dirs), None)
+
+
 def _split_named_folders(folder: Path) -> list[str]:
     """The names of ``folder``'s sub-folders named as a split, in any case. Names are compared before any stat:
     a stat of every entry (100,000 images in a split folder) cost more than indexing them."""

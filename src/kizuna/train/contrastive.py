@@ -29,7 +29,7 @@ from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import follow_overrides
 
 from .config import TrainConfig, check_minilm, check_override_types, deep_merge, overrides_flag
-from .data import build_dataset, build_loader
+from .data import build_dataset, build_loader, warn_if_evaluated_on_training_data
 from .distributed import contrastive_loss, from_rank0
 from .optim import make_optimizer
 from .towers import lock_tower
@@ -153,6 +153,10 @@ class ContrastiveTrainer(Trainer):
         self.open_log()
         if self.dist.is_main:
             warn_if_best_is_picked_on_test(cfg)
+            trained = getattr(getattr(self.dataset, "index", None), "sources", ())
+            for (folder, task, _, _), ds in self.eval_datasets.items():
+                flag = "--eval-zeroshot" if task == "classification" else "--eval-retrieval"
+                warn_if_evaluated_on_training_data(trained, ds.source, flag, folder)
         index = getattr(self.dataset, "index", None)
         if index is not None and self.dist.is_main:  # also without skips: what the run trains on
             print(f"data: {len(index)} usable samples"
@@ -492,9 +496,9 @@ def check_best_metric(cfg: TrainConfig) -> None:
 def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:
     """best/ chosen by a metric measured on the test split is tuned on the test set: its test numbers are
     no longer a held-out estimate. Said once at the start, with the way out."""
-    from kizuna.eval.datasets import DatasetError, find_split
+    from kizuna.eval.datasets import DatasetError, find_split, is_split_folder
 
-    if not cfg.best_metric or cfg.eval_split:
+    if not cfg.best_metric:
         return
     # only the folder the metric is measured on (a probe/ metric is on neither)
     folder = {"zeroshot": cfg.eval_zeroshot, "retrieval": cfg.eval_retrieval}.get(cfg.best_metric.split("/")[0])
@@ -502,10 +506,14 @@ def warn_if_best_is_picked_on_test(cfg: TrainConfig) -> None:
         return
     path = Path(folder).expanduser()
     try:
-        split = "test" if path.name.casefold() == "test" else find_split(path, None)[1]
+        # also where --eval-split names it (test, TEST): any split given was taken for a held-out one
+        if cfg.eval_split:
+            split = find_split(path.parent if is_split_folder(path) else path, cfg.eval_split)[1]
+        else:
+            split = "test" if path.name.casefold() == "test" else find_split(path, None)[1]
     except (DatasetError, OSError):
         return
-    if split == "test":
+    if (split or "").casefold() == "test":
         warnings.warn(f"--best-metric {cfg.best_metric} picks best/ on the test split of {folder}, so best/'s "
                       "test numbers are no longer held out; pass --eval-split val (where the data has one)",
                       stacklevel=2)

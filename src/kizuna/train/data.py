@@ -88,6 +88,7 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
                             caption_column=cfg.csv_caption_key)
     except FileNotFoundError as e:  # "data source not found: X" said nothing of the flag that named X
         raise FileNotFoundError(f"--data {cfg.data}: {e}") from None
+    _refuse_held_out_splits_inside(index, cfg.data)
     index = group_rows_by_image(index)  # a CSV's rows of one image are one sample, its captions drawn per epoch
     if len(index) == 0:
         why = f" ({index.skips.report()})" if index.skips else ""
@@ -136,6 +137,68 @@ def _refuse_a_root_with_held_out_splits(data: str) -> None:
     if held_out:
         raise ValueError(f"--data {data} is a dataset root with split folders ({', '.join(splits)}): it would train "
                          f"on {' and '.join(held_out)} too; pass one, e.g. --data {root / _train_split(splits)}")
+
+
+def training_source_in(training_sources, evaluated: str) -> str | None:
+    """The training source (a shard, CSV or folder) that is, holds or sits in the folder or file an evaluation
+    reads, or None: a run evaluated on the split it trains on measures fit, not held-out accuracy (the linear
+    probe refuses it; the trainers said nothing)."""
+    seen = os.path.realpath(os.path.expanduser(str(evaluated)))
+    for source in training_sources:
+        trained = os.path.realpath(os.path.expanduser(str(source)))
+        try:
+            common = os.path.commonpath([trained, seen])
+        except ValueError:  # another drive (Windows)
+            continue
+        if common in (trained, seen):
+            return str(source)
+    return None
+
+
+def warn_if_evaluated_on_training_data(training_sources, evaluated: str, flag: str, folder: str) -> None:
+    """Said once at the start where :func:`training_source_in` finds the evaluation in the training data."""
+    import warnings
+
+    source = training_source_in(training_sources, evaluated)
+    if source is not None:
+        warnings.warn(f"{flag} {folder} reads {evaluated}, which the run trains on ({source}): its numbers "
+                      "measure fit on training images, not held-out accuracy; evaluate on another split",
+                      stacklevel=2)
+
+
+_HELD_OUT = ("test", "val", "validation", "valid", "dev")
+
+
+def _refuse_held_out_splits_inside(index, data) -> None:
+    """Side-car folders are read recursively: a folder holding a dataset root deeper down (``--data photos`` over
+    photos/flickr/{train,test}) trained on its test split; the check above looks one level down only. A folder
+    named as a held-out split beside a ``train`` folder, anywhere under a folder source, is refused."""
+    folders = {sid for sid, kind in enumerate(index.kinds) if kind == "folder"}
+    if not folders:
+        return
+    dirs = {(sid, os.path.dirname(path)) for sid, path in zip(index.source_ids.tolist(), index.paths)
+            if sid in folders and path}
+    trains: dict[str, bool] = {}
+
+    def has_train(parent: str) -> bool:
+        if parent not in trains:
+            try:
+                trains[parent] = any(entry.is_dir() and entry.name.casefold() == "train"
+                                     for entry in os.scandir(parent))
+            except OSError:
+                trains[parent] = False
+        return trains[parent]
+
+    for sid, folder in sorted(dirs):
+        root = index.sources[sid]
+        rel = os.path.relpath(folder, root)
+        parts = [] if rel == os.curdir else rel.split(os.sep)
+        for j, name in enumerate(parts):
+            parent = os.path.join(root, *parts[:j])
+            if name.casefold() in _HELD_OUT and has_train(parent):
+                raise ValueError(f"--data {data} holds the dataset root {parent} (split folders train and {name}): "
+                                 f"it would train on {name} too; pass its training split, e.g. --data "
+                                 f"{os.path.join(parent, 'train')}")
 
 
 def _train_split(splits: list[str]) -> str:

@@ -100,7 +100,7 @@ class SupervisedConfig:
     data: str = ""  # training split: shards folder, dataset root, ImageFolder tree, side-car folder or CSV
     data_split: str = "train"  # split folder used when `data` is a dataset root
     val_data: str = ""  # evaluation split ("" = no evaluation)
-    val_split: str = ""  # split folder of a --val-data root; "" = test, then val/validation
+    val_split: str = ""  # split folder of a --val-data root; "" = val/validation where there is one, else test
     classnames: str = ""  # class names file (one per line, in label order); "" = found with the data
     image_column: str = "filepath"  # CSV data: the column of image paths (as `kizuna eval --image-column`)
     label_column: str = "label"  # CSV data: the column of class indices or class names
@@ -419,10 +419,15 @@ def load_validation(cfg, train_classnames: list[str]):
     classes' numbers, they were all wrong when the training data ordered its classes otherwise (an
     ImageFolder's sorted names against shards numbered in another order), without a word. An ImageFolder is
     matched by folder name already; ``--classnames`` names both splits' classes."""
-    from kizuna.eval.datasets import DatasetError, load_under_classes, relabel_by_name, with_caller_flags
+    from kizuna.eval.datasets import (DatasetError, load_under_classes, relabel_by_name, validation_split,
+                                      with_caller_flags)
+
+    # best/ is picked on this split: a root's val split where it has one (test first, best/ was picked on the
+    # numbers a user reports)
+    split = cfg.val_split or validation_split(cfg.val_data)
 
     def load(classnames):
-        return load_classification(cfg.val_data, cfg.val_split or None, classnames, cfg.val_max_samples,
+        return load_classification(cfg.val_data, split, classnames, cfg.val_max_samples,
                                    image_column=cfg.image_column, label_column=cfg.label_column, default_split=None)
 
     try:
@@ -436,6 +441,18 @@ def load_validation(cfg, train_classnames: list[str]):
     if not cfg.classnames and relabel_by_name(vset, train_classnames):
         vindex = _take(vset.index, vset.positions, vset.labels)
     return vindex, vnames, vset
+
+
+def warn_about_the_validation_split(cfg, validation, training_sources) -> None:
+    """Said once at the start: validation images the run trains on, and best/ picked on a test split (its
+    numbers are then no held-out estimate; the metrics a run reports are its final model's)."""
+    from .data import warn_if_evaluated_on_training_data
+
+    warn_if_evaluated_on_training_data(training_sources, validation.source, "--val-data", cfg.val_data)
+    if (validation.split or Path(validation.source).name).casefold() == "test":
+        warnings.warn(f"checkpoints/best is picked by val_top1 on the test split of --val-data {cfg.val_data}, so "
+                      "best/'s test numbers are no longer held out (the metrics the run reports are its final "
+                      "model's); pass --val-split val where the data has one", stacklevel=2)
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -643,7 +660,9 @@ class SupervisedTrainer(Trainer):
         from kizuna.eval.datasets import DatasetError, with_caller_flags
 
         try:
-            index, self.classnames, train_set = load_classification(cfg.data, cfg.data_split, cfg.classnames or None,
+            # (--data-split "": train, as the field's default; read as no split, a root's test split was trained on)
+            index, self.classnames, train_set = load_classification(cfg.data, cfg.data_split or "train",
+                                                                    cfg.classnames or None,
                                                                     image_column=cfg.image_column,
                                                                     label_column=cfg.label_column)
         except DatasetError as e:
@@ -660,6 +679,8 @@ class SupervisedTrainer(Trainer):
         # the validation set indexed now, before the model is built and the training images decoded (a typo in
         # --val-data or --val-split was found after them: 6-9 s of decoding CIFAR-10 onto the device)
         validation = load_validation(cfg, self.classnames) if cfg.val_data else None
+        if validation is not None and self.dist.is_main:
+            warn_about_the_validation_split(cfg, validation[2], index.sources)
 
         # model: the checkpoint being resumed, a checkpoint to fine-tune, or a fresh preset
         if self.resume_from is not None:
