@@ -356,7 +356,11 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
                     method: str = "zero-shot") -> ClassificationResult:
     """Metrics from class scores ``[N, C]`` (similarities or logits; the highest wins). For a classifier
     (``method="classifier"``) the scores are logits and the metrics add the mean cross-entropy ``loss``."""
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):  # (NaN too) 1.9 was class 1
+        odd = labels[~np.isfinite(labels) | (labels != np.round(labels))][:3].tolist()
+        raise ValueError(f"labels must be whole class indices, got values such as {odd}")
+    labels = torch.as_tensor(labels, dtype=torch.long)
     scores = scores.float()
     n, c = scores.shape
     if len(labels) != n:

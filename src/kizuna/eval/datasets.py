@@ -678,7 +678,8 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     if not path.is_dir():  # a file, or a device/pipe such as /dev/null
         if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
             raise DatasetError(f"{path}: expected a dataset folder or a .csv/.tsv file")
-        root, data, split_name = path.parent, _csv_split(path, split), split
+        root, data = path.parent, _csv_split(path, split)
+        split_name = split if data != path else None  # a split that named no other file was not read
     elif is_split_folder(path):
         # a split folder given directly (cifar10/test): the dataset is its parent, which holds
         # classnames.txt and the templates and names the bundled lists

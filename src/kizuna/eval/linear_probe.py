@@ -369,15 +369,22 @@ def zeroshot_over_train_classes(model, tokenizer, train, test, image_features=No
     the comparison with the probe; ``kwargs`` go to :func:`~kizuna.eval.classification.evaluate_zeroshot`."""
     from .classification import class_embeddings, classify_features, evaluate_zeroshot
     from .encode import encode_images
+    from .zeroshot import text_list
 
     if list(train.classnames or ()) == list(test.classnames or ()):
         return evaluate_zeroshot(model, tokenizer, test, image_features=image_features, **kwargs).metrics["acc1"]
     model = getattr(model, "module", model)
-    feats = image_features or encode_images(model, test, batch_size=kwargs.get("batch_size", 64),
-                                            device=kwargs.get("device"), progress=kwargs.get("progress", False))
-    templates = list(test.templates or train.templates or ("a photo of a {c}.",))
-    weights = class_embeddings(model, tokenizer, train.classnames, templates, cache_dir=kwargs.get("cache_dir"),
-                               device=kwargs.get("device"))
+    # the same kwargs as evaluate_zeroshot takes (a transform and workers given were dropped on this path)
+    feats = image_features or encode_images(model, test, transform=kwargs.get("transform"),
+                                            batch_size=kwargs.get("batch_size", 64), device=kwargs.get("device"),
+                                            num_workers=kwargs.get("num_workers", 0),
+                                            progress=kwargs.get("progress", False))
+    given = kwargs.get("templates")
+    templates = text_list(given, "templates") if given is not None else list(
+        test.templates or train.templates or ("a photo of a {c}.",))
+    weights = class_embeddings(model, tokenizer, train.classnames, templates,
+                               batch_size=kwargs.get("text_batch_size", 256), device=kwargs.get("device"),
+                               cache_dir=kwargs.get("cache_dir"), progress=kwargs.get("progress", False))
     return classify_features(feats.features, _test_labels_in_train_order(train, test), weights, train.classnames,
                              valid=feats.valid).metrics["acc1"]
 

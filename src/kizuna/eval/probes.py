@@ -44,6 +44,7 @@ from kizuna.models.losses import similarity
 
 from .classification import class_embeddings, classify_features
 from .encode import dist_info, encode_images, eval_mode, gather_shards, progress_bar, shard_bounds
+from .zeroshot import text_list
 
 __all__ = [
     "CORRUPTIONS", "RobustnessResult", "TypographicResult", "corrupt", "effective_robustness",
@@ -201,7 +202,9 @@ class RobustnessResult:
 
 
 def _weights(model, tokenizer, dataset, templates, cache_dir):
-    return class_embeddings(model, tokenizer, dataset.classnames, list(templates or dataset.templates),
+    # (text_list: a template string was split into letters, "template 'a' has no '{c}' placeholder")
+    given = text_list(templates, "templates") if templates is not None else []
+    return class_embeddings(model, tokenizer, dataset.classnames, given or list(dataset.templates),
                             cache_dir=cache_dir)
 
 

@@ -271,6 +271,10 @@ def check_model_overrides(overrides: dict, model: str | None = None) -> None:
     owned = {"image_size": "--image-size", "num_classes": "the data's class count"}
     for key in sorted(set(overrides) & set(owned)):
         raise ValueError(f"--model-overrides: {key} is set by {owned[key]}, not by an override")
+    if overrides.get("output_dim"):  # a classifier's head reads the pooled features: the projection was built,
+        # decayed and saved without ever training, and under torchrun DDP stopped at step 2 on the unused weight
+        raise ValueError(f"--model-overrides: output_dim {overrides['output_dim']} is the joint-space projection of a "
+                         "CLIP image tower; a classifier's head reads the pooled features without it: drop it")
     if not overrides:
         return
     try:

@@ -1,0 +1,19 @@
+"""Parameter-group audit (stop 45): a projection a classifier head bypasses is refused, not trained never."""
+import pytest
+
+import kizuna
+from kizuna.train.supervised import check_model_overrides
+
+
+def test_a_classifier_refuses_a_projection_override():
+    with pytest.raises(ValueError, match="output_dim 16 is the joint-space projection"):
+        check_model_overrides({"depth": 1, "output_dim": 16}, "mu/4")
+    check_model_overrides({"depth": 1, "output_dim": 0}, "mu/4")
+
+
+@pytest.mark.parametrize("classes", [10, 32])
+def test_a_clip_image_tower_refuses_a_classifier_head(classes):
+    """num_classes 32 (= embed_dim) trained the head as the projection (visual.proj never changed); 10 failed
+    at the first step with a shape error."""
+    with pytest.raises(ValueError, match=f"vision.num_classes {classes}: a CLIP image tower ends in its projection"):
+        kizuna.create_model("ViT-mu-8", vision={"num_classes": classes})
