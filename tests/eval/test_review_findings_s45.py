@@ -73,3 +73,69 @@ def test_a_csv_records_no_split_it_did_not_read(tmp_path):
     assert load_dataset(tmp_path / "test.csv", split="train").split is None
     (tmp_path / "train.csv").write_text("filepath,label\na.png,1\n")
     assert load_dataset(tmp_path / "test.csv", split="train.csv").split == "train.csv"
+
+
+def _images(folder, n, seed=0):
+    from _evalhelpers import noise_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"{i}.png").write_bytes(noise_image(seed + i))
+
+
+def test_a_folder_of_images_beside_split_folders_of_classes_leaves_them_splits(tmp_path):
+    """root/{train,test}/{cat,dog}/ with root/examples/preview.png: the root was one ImageFolder of classes
+    examples, test and train (train and test pooled), with no word."""
+    for split, n in (("train", 4), ("test", 3)):
+        for name in ("cat", "dog"):
+            _images(tmp_path / "root" / split / name, n, seed=10 * n)
+    _images(tmp_path / "root" / "examples", 1)
+    ds = load_dataset(tmp_path / "root")
+    assert ds.split == "test" and ds.classnames == ["cat", "dog"] and len(ds) == 6
+
+
+def test_a_class_folder_named_as_a_split_is_no_split(tmp_path):
+    """Classes apple, train, tulip (CIFAR-100 has a class "train"): split="train" indexed the class folder alone,
+    its images without a label; it is the whole folder, as a folder without split folders is."""
+    for name in ("apple", "train", "tulip"):
+        _images(tmp_path / "flat" / name, 3)
+    for split in (None, "train"):
+        ds = load_dataset(tmp_path / "flat", split=split)
+        assert ds.classnames == ["apple", "train", "tulip"] and len(ds) == 9 and ds.split is None
+
+
+def test_text_batches_under_torchrun_are_the_ones_one_process_runs(monkeypatch):
+    """Each rank sorted its own shard by length: two ranks batched [0, 1], [2, 3], ... where one process batched
+    [0, 7], [1, 4], ... (a text's features then differ in their last bits with what shares its batch)."""
+    import kizuna.eval.encode as enc
+
+    texts = [("x" * (i * 7 % 23)) + f" t{i}" for i in range(8)]
+
+    def batches(rank, world):
+        seen = []
+
+        def encode(tokens):
+            seen.append(sorted(tokens[:, 0].tolist()))
+            return torch.ones(len(tokens), 4)
+
+        monkeypatch.setattr(enc, "dist_info", lambda: (rank, world))
+        monkeypatch.setattr(enc, "gather_object", lambda value: [value] * world)
+        monkeypatch.setattr(enc, "gather_shards", lambda x, bounds: torch.zeros((bounds[-1][1], *x.shape[1:]),
+                                                                                dtype=x.dtype))
+        enc.encode_texts_sharded(torch.nn.Linear(1, 1), lambda ts: torch.tensor([[texts.index(t)] for t in ts]),
+                                 texts, batch_size=2, encode_fn=encode)
+        return seen
+
+    one = batches(0, 1)
+    assert sorted(batches(0, 2) + batches(1, 2)) == sorted(one) and len(one) == 4
+
+
+def test_text_features_come_back_in_the_texts_order(tiny):
+    from kizuna.eval.encode import encode_texts_sharded
+
+    model, tokenizer = tiny
+    texts = ["a much longer caption of a dog on the grass", "cat", "a red car", "dog", "a very long one too here"]
+    together = encode_texts_sharded(model, tokenizer, texts, batch_size=2).features
+    for k, text in enumerate(texts):
+        alone = encode_texts_sharded(model, tokenizer, [text], batch_size=2).features[0]
+        torch.testing.assert_close(together[k], alone, atol=1e-5, rtol=0)

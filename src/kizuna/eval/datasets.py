@@ -445,10 +445,15 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     A folder named like a split is a class of an ImageFolder tree when it sits beside class folders
     (other folders of images): CIFAR-100 has a class "train"."""
     dirs = _split_dirs(root)
-    if dirs and any(d.name.casefold() not in SPLIT_NAMES and _holds_images(d) for d in _class_dirs(root)):
+    # split-named folders that hold images themselves, beside other folders of images, are classes (CIFAR-100's
+    # "train"); ones holding class folders or shards stay splits (an examples/ folder of images at a root made
+    # its train and test splits two classes of one ImageFolder)
+    classes = bool(dirs) and all(_holds_images(root / name) for name in dirs.values()) and any(
+        d.name.casefold() not in SPLIT_NAMES and _holds_images(d) for d in _class_dirs(root))
+    if classes:
         dirs = {}
     if split:
-        if (root / split).is_dir():
+        if (root / split).is_dir() and not classes:  # (not a class folder named as the split asked for)
             return root / split, split
         if split.casefold() in dirs:
             return root / dirs[split.casefold()], split.casefold()

@@ -351,19 +351,22 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
     skips = SkipCounter()
     feats, valid = None, torch.zeros(end - start, dtype=torch.bool)
     # in order of length (characters, stably): the text tower runs a batch to its longest text, and in the
-    # dataset's order every batch of Flickr8k's captions held one near the longest (1.8x the positions run)
-    order = sorted(range(start, end), key=lambda j: len(texts[j]))
+    # dataset's order every batch of Flickr8k's captions held one near the longest (1.8x the positions run).
+    # Sorted whole, then sharded: each rank's batches are the ones one process runs (sorted per shard, they were
+    # others, and a text's features differed in their last bits with what shared its batch)
+    order = sorted(range(len(texts)), key=lambda j: len(texts[j]))
     steps = range(0, end - start, batch_size)
     with eval_mode(model):
         for b in progress_bar(steps, total=len(steps), desc=desc, enabled=progress):
-            numbers = order[b : b + batch_size]
+            at = range(start + b, min(start + b + batch_size, end))  # positions in the sorted order
+            numbers = [order[p] for p in at]
             tokens, ok = _tokenize(tokenizer, [texts[j] for j in numbers], skips, numbers)
             if tokens is None:
                 continue
             out = unit_rows(encode(tokens.to(device))).cpu()
             if feats is None:
                 feats = torch.zeros(end - start, out.shape[1])
-            local = torch.tensor([numbers[k] - start for k in ok], dtype=torch.long)
+            local = torch.tensor([at[k] - start for k in ok], dtype=torch.long)
             feats[local] = out
             valid[local] = True
     dim = feats.shape[1] if feats is not None else -1
@@ -372,5 +375,7 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
     if feats is None:
         feats = torch.zeros(end - start, max(dim, 0))
     feats, valid = gather_shards(feats, bounds), gather_shards(valid, bounds)
+    place = torch.tensor(order, dtype=torch.long)  # sorted position p holds text order[p]
+    feats[place], valid[place] = feats.clone(), valid.clone()
     check_finite(feats, valid, "texts")
     return TextFeatures(feats, valid, summed_skips(skips))
