@@ -92,6 +92,7 @@ class TimeBudget:
     save_times: list = field(default_factory=list)  # the checkpoints' durations (the plan prices those to come)
     _last: float | None = None
     _planned_with: dict = field(default_factory=dict)  # the first plan's arguments and first timed step
+    resumed_planned: bool = False  # a resume that keeps its saved plan: no plan or correction to come
     _warmup_pace: tuple | None = None  # (timed steps, seconds per step) that ready_to_plan measured last
 
     def __post_init__(self):
@@ -110,7 +111,8 @@ class TimeBudget:
         now = time.perf_counter()
         # kept only while a plan or a correction is still to read them: every step of every run was kept
         # (31 MiB a million steps, with no budget at all)
-        if self._last is not None and self.budget_minutes and (not self._planned_with or self.replan_steps):
+        planning = not (self._planned_with or self.resumed_planned) or self.replan_steps
+        if self._last is not None and self.budget_minutes and planning:
             self.step_times.append(now - self._last)
         self._last = now
 
@@ -314,9 +316,12 @@ def plan_run(trainer, bar=None) -> dict:
                       + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
     if trainer.total_steps <= cfg.warmup_steps and trainer.dist.is_main:
         # through warnings, so the command prints it in its own voice ("kizuna train: warning: ...")
+        # (at the warm-up's last step the peak is reached, at that step only)
+        reach = ("never reaches its peak or decays" if trainer.total_steps < cfg.warmup_steps else
+                 "reaches its peak at the last step only and never decays")
         warnings.warn(f"the time budget of {cfg.time_budget_minutes:g} min ends the run at step {trainer.total_steps}, "
-                      f"inside its warm-up of {cfg.warmup_steps} steps: the learning rate never reaches its peak or "
-                      "decays. Lower --warmup-steps or raise --time-budget-minutes", stacklevel=2)
+                      f"inside its warm-up of {cfg.warmup_steps} steps: the learning rate {reach}. Lower "
+                      "--warmup-steps or raise --time-budget-minutes", stacklevel=2)
     trainer.budget.pause()
     return metrics
 
@@ -417,6 +422,7 @@ def restore_length(trainer, state: dict) -> None:
         return  # killed before its plan on the open length (initial_length's): the plan to come sizes it
     if state.get("planned") and not changed:
         trainer.total_steps, trainer.planned = saved_total, True
+        trainer.budget.resumed_planned = True  # (its step times were kept to the end, for no plan to read)
         return
     # to be planned (anew): the schedule goes on from the saved length until the plan, which comes once the
     # calibration steps are timed and the warm-up is over (ready_to_plan; a run resumed inside a long warm-up

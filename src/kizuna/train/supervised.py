@@ -655,6 +655,7 @@ class SupervisedTrainer(Trainer):
     # a new run from a checkpoint's weights, said where its optimizer state cannot continue it (vit train has no
     # --init: `vit train --model CHECKPOINT` is refused, and names `vit finetune`)
     new_run_from_weights = "kizuna vit finetune {path}"
+    evaluate_command = "kizuna vit eval {out}/model --data DATA"  # (`kizuna eval` refuses a ViT classifier)
 
     def __init__(self, cfg: SupervisedConfig, named: frozenset[str] | None = None):
         """``named``: the fields the command line set (kizuna.train.config.named_fields); see Trainer.start."""

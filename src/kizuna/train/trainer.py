@@ -772,7 +772,8 @@ class Trainer(ABC):
             saved = self.ckpt.dir / f"step_{self.step:07d}"
             how = continue_with(self)
             bar.write(f"{what} at step {self.step} failed; saved {saved} first" + (
-                " (the run's end: evaluate it with `kizuna eval`)" if last else
+                " (the run's end: evaluate it with `{}`)".format(
+                    getattr(self, "evaluate_command", "kizuna eval").format(out=self.cfg.out)) if last else
                 f"; fix the cause and continue with {how}"), file=sys.stderr)
 
     def _log_window(self, window: "LogWindow", bar) -> None:
