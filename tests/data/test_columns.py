@@ -53,3 +53,11 @@ def test_a_sample_index_holds_its_text_packed_and_reads_it_back():
     assert list(again.keys) == keys and list(again.paths) == paths
     joined = SampleIndex.concat([index, again])
     assert list(joined.keys) == keys * 2 and joined[4].path == "/d/b.jpg"
+
+
+def test_rows_joined_off_the_buffer_are_the_encoded_rows_joined():
+    col = PackedStrings(ROWS)
+    for start, stop in ((0, len(ROWS)), (2, 5), (4, 5), (3, 3), (-3, len(ROWS)), (0, 100)):
+        expected = b"\0".join((s or "").encode("utf-8", "surrogatepass") for s in ROWS[start:stop])
+        assert col.joined(start, stop) == expected, (start, stop)
+    assert PackedStrings(["a", "", "b"]).joined(0, 3, b"|") == b"a||b"

@@ -139,3 +139,15 @@ def test_text_features_come_back_in_the_texts_order(tiny):
     for k, text in enumerate(texts):
         alone = encode_texts_sharded(model, tokenizer, [text], batch_size=2).features[0]
         torch.testing.assert_close(together[k], alone, atol=1e-5, rtol=0)
+
+
+def test_probes_refuse_dataset_flags_when_only_the_relation_swap_runs(tiny_hf, tmp_path, capsys):
+    from kizuna.apps.cli import main
+
+    model = str(tiny_hf[0])
+    data = str(classification_wds(tmp_path / "ds", n=4))
+    for flags, named in ((["--classnames", str(tmp_path / "none.txt"), "--max-samples", "5"],
+                          "--classnames, --max-samples"),
+                         (["--dataset", data, "--no-robustness", "--no-typographic"], "--dataset")):
+        assert main(["eval", "probes", "--model", model, "--relation-groups", "2", "--no-progress", *flags]) == 2
+        assert f"{named}: only the relation-swap probe runs" in capsys.readouterr().err

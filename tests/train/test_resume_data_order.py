@@ -102,7 +102,7 @@ def test_a_csv_and_an_image_folder_are_fingerprinted_by_their_samples_wherever_t
     (moved / "a" / "img1.png").rename(moved / "a" / "img9.png")
     (moved / "a" / "img1.txt").rename(moved / "a" / "img9.txt")
     assert describe_data_change(folder, build_index(str(moved)).fingerprint()) == (  # as many, another among them
-        "other samples than the run's (imgs has as many samples as the run's, other ones (other keys))")
+        "other samples than the run's (imgs has as many samples as the run's, with other keys or its keys in another order)")
 
     rows = [(f"imgs/{'a' if i % 2 else 'b'}/img{i}.png", f"caption {i}") for i in range(6)]
     write_csv(tmp_path / "a.csv", rows)
@@ -131,7 +131,7 @@ def test_a_resume_on_a_shard_swapped_for_another_as_large_is_refused(shards, run
     shutil.copytree(shards, other)
     make_pair_shard(other / "3.tar", 500, 4)  # as many samples, other ones
     with pytest.raises(ValueError, match=r"--data .*other gives other samples than the run's \(3\.tar has as many "
-                                         r"samples as the run's, other ones"):
+                                         r"samples as the run's, with other keys"):
         ContrastiveTrainer(_resume(run, tmp_path / "r", other))
     # and a real training set as large as the run's synthetic one
     synthetic = tmp_path / "synthetic"
@@ -202,7 +202,7 @@ def test_a_vit_resume_refuses_a_swapped_shard_and_goes_on_over_moved_data(tmp_pa
     assert SupervisedTrainer(cfg(tmp_path / "m", moved / "train", steps=3, resume=ckpt)).step == 2
     _labelled_shard(moved / "train" / "000001.tar", 100, 16)
     with pytest.raises(ValueError, match=r"--data .*train gives other samples than the run's \(000001\.tar has as "
-                                         r"many samples as the run's, other ones"):
+                                         r"many samples as the run's, with other keys"):
         SupervisedTrainer(cfg(tmp_path / "s", moved / "train", steps=3, resume=ckpt))
     # the same refusal decoded onto the device (its data position is the sampler's too)
     dev = dict(augment_on="device", crop="pad")
@@ -234,7 +234,7 @@ def test_a_csv_of_absolute_paths_is_the_same_data_moved_and_rewritten(tmp_path):
     # other rows, or the same in another order, still differ
     swapped = csv_of(tmp_path / "disk2" / "images", tmp_path / "disk3" / "train.csv", [1, 0, 2, 3, 4, 5])
     assert describe_data_change(run, swapped) == (
-        "other samples than the run's (train.csv has as many samples as the run's, other ones (other keys))")
+        "other samples than the run's (train.csv has as many samples as the run's, with other keys or its keys in another order)")
 
 
 def test_a_refused_data_flag_says_it_may_give_the_runs_files_where_they_lie_now(shards, run, tmp_path):

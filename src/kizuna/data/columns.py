@@ -70,6 +70,18 @@ class PackedStrings(Sequence):
 
     __hash__ = None  # a sequence compared by value, as a list
 
+    def joined(self, start: int, stop: int, sep: bytes = b"\0") -> bytes:
+        """Rows ``start:stop`` encoded (UTF-8, surrogates passed) and joined by the one byte ``sep``, as
+        ``sep.join(s.encode("utf-8", "surrogatepass") for s in col[start:stop])`` (a None row as ""), read off the
+        buffer: no string is made (a fingerprint of millions of keys hashes them a block at a time)."""
+        start, stop, _ = slice(start, stop).indices(len(self))
+        if stop <= start:
+            return b""
+        first = int(self._ends[start - 1]) if start else 0
+        ends = self._ends[start:stop] - first
+        body = np.frombuffer(self._data, dtype=np.uint8, count=int(ends[-1]), offset=first)
+        return np.insert(body, ends[:-1], np.frombuffer(sep, dtype=np.uint8)[0]).tobytes()
+
     def __repr__(self) -> str:
         head = ", ".join(map(repr, self[:3]))
         return f"{type(self).__name__}([{head}{', ...' if len(self) > 3 else ''}], {len(self)} rows)"

@@ -301,7 +301,8 @@ def describe_data_change(saved: dict | None, current: dict | None) -> str | None
         other = same_name.pop(0)
         new[other] -= 1
         changed.append(f"{name} has {other[2]} samples, the run's {part_id[2]}" if other[2] != part_id[2] else
-                       f"{name} has as many samples as the run's, other ones (other keys)")
+                       f"{name} has as many samples as the run's, with other keys or its keys in another "
+                       "order")
     added = []
     for p, part_id in zip(now, now_ids):
         if new[part_id] > 0:

@@ -41,7 +41,7 @@ import torch
 
 from kizuna.extras import require
 
-from .tokenizer import checked_context_length, checked_texts, clean_text
+from .tokenizer import MAX_TRUNCATED_CHARS, checked_context_length, checked_texts, clean_text
 
 __all__ = ["SiglipTokenizer", "siglip_tokenizer_config", "write_hf_tokenizer"]
 
@@ -146,6 +146,17 @@ class SiglipTokenizer:
             text = text.lower()
         return re.sub(r"\s+", " ", text.translate(_PUNCTUATION)).strip()
 
+    def _beginning(self, text: str) -> str:
+        """A very long text's beginning that gives the tokens the whole text starts with: its canonical form (the
+        punctuation deleted, as encode does) cut at a space once it holds MAX_TRUNCATED_CHARS // 2 characters,
+        each a token at most (pieces do not cross spaces). Cut by CLIP's cleaning, which keeps punctuation, a
+        million dots before the words kept none of them."""
+        canonical = self.canonicalize(text)
+        if len(canonical) <= MAX_TRUNCATED_CHARS:
+            return canonical
+        cut = canonical.find(" ", MAX_TRUNCATED_CHARS // 2, MAX_TRUNCATED_CHARS)
+        return canonical[:cut if cut > 0 else MAX_TRUNCATED_CHARS]
+
     def encode(self, text: str) -> list[int]:
         """Ids of one text, without EOS and without truncation."""
         text = self.canonicalize(_WORD_BOUNDARY + text.replace(_WORD_BOUNDARY, " "))
@@ -157,9 +168,11 @@ class SiglipTokenizer:
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None,
                  on_overflow: str = "truncate") -> torch.LongTensor:
         ctx = self.context_length if context_length is None else checked_context_length(context_length, 1, _ROOM)
-        texts = checked_texts(texts, on_overflow)
+        texts = checked_texts(texts, on_overflow, bound=False)
         out = np.full((len(texts), ctx), self.pad_token_id, dtype=np.int64)
         for i, text in enumerate(texts):
+            if on_overflow == "truncate" and len(text) > MAX_TRUNCATED_CHARS:
+                text = self._beginning(text)
             # Blank by both str.strip and clean_text: what training's caption filter (clean_text, in
             # kizuna.data.sources._with_text) keeps must never stop a run here. They differ: "\x85" strips to
             # nothing but ftfy cleans it to "…"; "&nbsp;" cleans to nothing, but is not refused either, as SigLIP

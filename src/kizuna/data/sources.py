@@ -40,7 +40,8 @@ label_column=None, sep=None, cache_dir=None, check_files=True) -> SampleIndex``
     Samples dropped while indexing are counted in ``index.skips`` by reason: ``missing_image``,
     ``empty_image`` (zero bytes), ``missing_caption``, ``empty_caption``, ``missing_label``,
     ``bad_label``, ``duplicate_key`` (a folder's second image of one name, e.g. ``a.png`` beside
-    ``a.jpg``: the one a tar sample would use is kept), ``dotted_key`` (a tar image ``photo.000.jpg``: WebDataset keys
+    ``a.jpg``: the one a tar sample would use is kept), ``duplicate_member`` (a tar member name repeated within one
+    sample), ``sparse_member`` (a GNU sparse tar member), ``dotted_key`` (a tar image ``photo.000.jpg``: WebDataset keys
     end at the first dot, so its key is ``photo``), ``truncated`` (partial sample at the cut of a damaged tar; the shard is named in
     a one-time :class:`RuntimeWarning` and listed in ``index.damaged``). Whole samples lost past
     the cut (or past a corrupt or zeroed header, or in a second tar joined on with cat) cannot be counted:
@@ -48,8 +49,10 @@ label_column=None, sep=None, cache_dir=None, check_files=True) -> SampleIndex``
 ``SampleIndex``
     ``len(index)``; ``index[i] -> SampleRef(source, kind, key, offset, size, path, captions,
     label)``; ``index.where(i)`` (``"key 000000012 in shard x.tar"``); ``index.read_bytes(i)``;
-    columns ``keys``, ``captions`` (tuples, ``()`` when none), ``labels`` (int64, ``-1`` none),
-    ``source_ids``, ``offsets``/``sizes`` (int64, ``-1`` for file samples), ``paths``,
+    columns ``keys``, ``captions`` (tuples, ``()`` when none; these two and ``paths`` packed in one buffer each,
+    :mod:`kizuna.data.columns`, read as sequences), ``labels`` (int64, ``-1`` none),
+    ``source_ids``, ``offsets``/``sizes`` (int64; a file sample's offset is ``-1`` and its size the file's
+    bytes, ``-1`` where ``check_files=False`` did not look), ``paths``,
     ``sources``; ``num_captions``; ``skips``; ``damaged``; ``summary()``; ``fingerprint()`` (which samples,
     in which order: for each run of samples from one source its kind, file name, count and a digest of the
     keys - no path, so the data may move; saved with a run's data position, see
@@ -555,13 +558,15 @@ class SampleIndex:
             cuts = (np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist()
             for a, b in zip([0, *cuts], [*cuts, len(ids)]):
                 sid = int(ids[a])
-                blocks = (_csv_key_blocks(self.keys, a, b, self.sources[sid]) if self.kinds[sid] == "csv" else
-                          (self.keys[lo:min(lo + _KEY_BLOCK, b)] for lo in range(a, b, _KEY_BLOCK)))
+                blocks = (("\0".join(block).encode("utf-8", "surrogatepass")
+                           for block in _csv_key_blocks(self.keys, a, b, self.sources[sid]))
+                          if self.kinds[sid] == "csv" else
+                          (self.keys.joined(lo, min(lo + _KEY_BLOCK, b)) for lo in range(a, b, _KEY_BLOCK)))
                 digest = hashlib.blake2b(digest_size=8)
                 for n, block in enumerate(blocks):  # NUL between keys, as one "\0".join of them all
                     if n:
                         digest.update(b"\0")
-                    digest.update("\0".join(block).encode("utf-8", "surrogatepass"))
+                    digest.update(block)
                 name = os.path.basename(os.path.abspath(self.sources[sid]))
                 parts.append([self.kinds[sid], name, b - a, digest.hexdigest()])
         return {"version": FINGERPRINT_VERSION, "parts": parts}

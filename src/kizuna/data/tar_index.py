@@ -29,7 +29,8 @@ Public API
     ``labels`` (``-1``: no ``.cls``; ``-2``: unparsable ``.cls``),
     ``skipped`` (reason -> count for groups dropped at this level: ``missing_image``,
     ``empty_image``, ``truncated``, ``sparse_member`` (a GNU sparse file, whose bytes are not stored in
-    one piece), ``dotted_key``: an image member whose key has a dot,
+    one piece), ``duplicate_member`` (a member name repeated within one sample: either copy could be paired
+    with the captions), ``dotted_key``: an image member whose key has a dot,
     ``photo.000.jpg``, as WebDataset keys end at the first dot) with ``skip_keys`` (reason -> first
     few keys),
     ``truncated`` / ``detail`` (why the scan stopped early, or what follows the end-of-archive marker

@@ -119,9 +119,11 @@ def clean_text(text: str) -> str:
     return (_ASCII_WHITESPACE if text.isascii() else _WHITESPACE).sub(" ", text).strip().lower()
 
 
-def checked_texts(texts, on_overflow: str) -> list[str]:
+def checked_texts(texts, on_overflow: str, bound: bool = True) -> list[str]:
     """The input checks every tokenizer's ``__call__`` shares: a known ``on_overflow`` mode, and ``texts`` as
-    one str or a list/tuple of str (bytes, None or a number is named, not tokenized)."""
+    one str or a list/tuple of str (bytes, None or a number is named, not tokenized). ``bound``: cut very long
+    texts to their beginning for truncation (:func:`_bounded`, measured by CLIP's cleaning; a tokenizer that
+    cleans otherwise cuts them itself)."""
     if on_overflow not in _OVERFLOW_MODES:
         raise ValueError(f"on_overflow must be one of {_OVERFLOW_MODES}, got {on_overflow!r}")
     if isinstance(texts, str):
@@ -132,7 +134,7 @@ def checked_texts(texts, on_overflow: str) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is not text: expected a str, got {type(t).__name__}")
     texts = [_no_lone_surrogates(t) for t in texts]
-    return [_bounded(t) for t in texts] if on_overflow == "truncate" else texts
+    return [_bounded(t) for t in texts] if on_overflow == "truncate" and bound else texts
 
 
 # A text to be cut to a context of tokens needs only its beginning: a 50 MB caption (a tar member, a CSV field) was
@@ -545,8 +547,15 @@ class TrainedBpeTokenizer(BpeTokenizer):
     @classmethod
     def load(cls, path: str | os.PathLike, context_length: int = 77) -> TrainedBpeTokenizer:
         # read as load_tokenizer reads it: a file written by a newer `tokenizers` opens with an older one too
-        return cls(_tokenizers_json(Path(path).read_text(encoding="utf-8"), f"tokenizer file {str(path)!r}"),
-                   context_length)
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and "type" in obj and "model" not in obj:  # (its advice named such a file)
+            raise ValueError(f"tokenizer file {str(path)!r} is a kizuna tokenizer config, not a `tokenizers` JSON: "
+                             "load it with kizuna.data.tokenizer.load_tokenizer(path)")
+        return cls(_tokenizers_json(text, f"tokenizer file {str(path)!r}", config_too=False), context_length)
 
 
 def train_bpe_tokenizer(
@@ -627,8 +636,9 @@ def _parsed_tokenizer(text: str) -> Tokenizer:
     return Tokenizer.from_str(_merges_as_strings(text) if _installed_tokenizers_version() < (0, 20) else text)
 
 
-def _tokenizers_json(text: str, where: str) -> Tokenizer:
-    """`Tokenizer.from_str`, whose bare Exception ("Model missing. at line 1 column 2") names no file."""
+def _tokenizers_json(text: str, where: str, config_too: bool = True) -> Tokenizer:
+    """`Tokenizer.from_str`, whose bare Exception ("Model missing. at line 1 column 2") names no file.
+    ``config_too``: where a kizuna tokenizer config is read as well (load_tokenizer), the advice names one."""
     old = _installed_tokenizers_version() < (0, 20)
     try:
         return _parsed_tokenizer(text)
@@ -638,7 +648,8 @@ def _tokenizers_json(text: str, where: str) -> Tokenizer:
         newer = (f"; it may need a newer `tokenizers` than the installed {tokenizers.__version__}: "
                  "pip install -U 'tokenizers>=0.20'") if old else ""
         raise ValueError(f"{where} is not a `tokenizers` JSON ({str(e).strip()[:200]}){newer}; use one written by "
-                         "TrainedBpeTokenizer.save (or a kizuna tokenizer config, a dict with 'type')") from None
+                         "TrainedBpeTokenizer.save"
+                         + (" (or a kizuna tokenizer config, a dict with 'type')" if config_too else "")) from None
 
 
 def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -> BpeTokenizer:
@@ -679,7 +690,8 @@ def tokenizer_from_config(cfg: dict[str, Any]) -> BpeTokenizer:
     if kind == "trained_bpe":
         if "tokenizer_json" not in cfg:
             raise ValueError("trained_bpe tokenizer config lacks 'tokenizer_json'")
-        return TrainedBpeTokenizer(_tokenizers_json(cfg["tokenizer_json"], "the config's 'tokenizer_json'"), ctx)
+        return TrainedBpeTokenizer(_tokenizers_json(cfg["tokenizer_json"], "the config's 'tokenizer_json'",
+                                                    config_too=False), ctx)
     return ClipTokenizer(ctx)
 
 

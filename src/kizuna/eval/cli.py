@@ -271,6 +271,20 @@ def _run(args, cmd, info):
                 ([] if args.no_relation_swap else ["relation_swap"])
         if not tasks:
             raise ValueError("nothing to do: every probe is switched off (or --dataset is missing)")
+        if tasks == ["relation_swap"]:
+            # they shape the dataset's probes; the relation swap draws its own scenes: a names file that did not
+            # exist was accepted, and --dataset D with both of its probes off did nothing
+            unused = [flag for flag, key, default in (
+                ("--dataset", "dataset", None), ("--split", "split", None), ("--dataset-name", "dataset_name", None),
+                ("--templates", "templates", None), ("--classnames", "classnames", None),
+                ("--cache-dir", "cache_dir", None), ("--max-samples", "max_samples", 0),
+                ("--image-column", "image_column", "filepath"), ("--label-column", "label_column", "label"))
+                if getattr(args, key, default) != default]
+            if unused:
+                why = ("--no-robustness and --no-typographic switch off the probes that read it" if args.dataset
+                       else "they shape the robustness and typographic probes, which run on --dataset's images")
+                raise ValueError(f"{', '.join(unused)}: only the relation-swap probe runs, on scenes of its own "
+                                 f"({why}); drop {'it' if len(unused) == 1 else 'them'}")
         e = _entry(args, tasks)
         e.update(severities=args.severities or [1, 3, 5], relation_groups=args.relation_groups)
         if args.corruptions is not None:

@@ -44,7 +44,7 @@ class TrainConfig:
     csv_caption_key: str = "title"  # CSV data: column with the captions
     synthetic_image_size: int = 64  # side in pixels of the generated shapes-world scenes (--data synthetic)
     synthetic_length: int = 200_000  # image-caption pairs in one epoch of the shapes world (--data synthetic)
-    synthetic_hard_negatives: bool = False  # pair each single-object scene with its shape/colour-swapped twin
+    synthetic_hard_negatives: bool = False  # in each pair of batch positions (0-1, 2-3, ...) whose first is a single-object scene, the second becomes its shape/colour-swapped twin (about half of those scenes)
     workers: int = 2  # data-loader processes per rank decoding and augmenting images (0 = in the main process)
     resampled: bool = False  # draw batches with replacement (an "epoch" = dataset size / batch) instead of shuffling
     aug_scale: tuple = (0.9, 1.0)  # random resized crop: min,max fraction of the image area kept

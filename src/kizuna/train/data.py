@@ -18,8 +18,8 @@ class SyntheticPairs:
     """The shapes world as a training set. Epoch e draws fresh scenes (index e * length + i), so a
     long run never repeats a caption-image pair while staying exactly reproducible.
 
-    ``hard_negatives``: in every batch, the sample after a single-object scene is replaced by that
-    scene's twin (same scene with its shape, or its colour, changed; see
+    ``hard_negatives``: in every batch, positions are paired (0-1, 2-3, ...), and where the first of a pair
+    is a single-object scene the second is replaced by that scene's twin (about half of those scenes) (same scene with its shape, or its colour, changed; see
     ``SyntheticWorld.hard_negative_meta``), so the contrastive loss must tell the two apart.
     The idea: without twins a colour-only solution explains most of a random batch (1 in 8
     negatives shares the colour). Measured on the demo, twins alone did not make shape learnable
