@@ -46,7 +46,7 @@ if __name__ == "__main__":
     info = init_distributed("cpu")
     assert info.world_size > 1
     res = evaluate_all(*sys.argv[1:4])
-    torch.save(res, sys.argv[4])
+    torch.save(res, sys.argv[4].format(rank=info.rank))  # "rank{rank}.pt": both ranks are given one argv
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     sys.stdout.flush()

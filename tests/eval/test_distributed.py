@@ -1,6 +1,5 @@
 """Sharded evaluation over 2 gloo processes (launched as torchrun would) equals one process."""
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +10,6 @@ from _evalhelpers import classification_wds, retrieval_wds
 
 from kizuna.apps.common import json_safe
 from kizuna.eval.encode import shard_bounds
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_shard_bounds_follow_the_batch_grid():
@@ -33,21 +26,16 @@ def test_two_processes_equal_one(tmp_path, tiny_hf):
     classification_wds(tmp_path / "cls", n=10, split="train", seed=5)
     ret = retrieval_wds(tmp_path / "ret", n=7, corrupt=(1,))
     args = [str(tiny_hf[0]), str(cls), str(ret)]
-    port = str(_free_port())
     worker = Path(__file__).with_name("_dist_worker.py")
-    procs = []
     src = str(Path(__file__).resolve().parents[2] / "src")
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-        procs.append(subprocess.Popen([sys.executable, str(worker), *args, str(tmp_path / f"rank{rank}.pt")],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    logs = []
-    for p in procs:
-        out, _ = p.communicate(timeout=240)
-        logs.append(out.decode(errors="replace")[-3000:])
-    assert all(p.returncode == 0 for p in procs), "\n---\n".join(logs)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    # --standalone: a free port of the launcher's choosing (one picked here could be taken by another test process
+    # under pytest-xdist before the ranks bound it)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(worker), *args,
+           str(tmp_path / "rank{rank}.pt")]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=240)
+    assert proc.returncode == 0, proc.stdout.decode(errors="replace")[-6000:]
 
     single = evaluate_all(*args)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]

@@ -103,7 +103,8 @@ def test_best_picked_on_a_test_split_named_by_eval_split_is_said(tmp_path):
     for split in ("test", "val"):
         (tmp_path / "data" / split).mkdir(parents=True)
         (tmp_path / "data" / split / "000000.tar").write_bytes(b"")
-    for folder, split in ((tmp_path / "data", "test"), (tmp_path / "data", "TEST"), (tmp_path / "data" / "val", "test")):
+    data = tmp_path / "data"
+    for folder, split in ((data, "test"), (data, "TEST"), (data / "val", "test")):
         with pytest.warns(UserWarning, match="picks best/ on the test split"):
             warn_if_best_is_picked_on_test(tiny_config(tmp_path, eval_retrieval=str(folder), eval_split=split,
                                                        best_metric="retrieval/text_to_image_R@1"))

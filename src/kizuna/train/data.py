@@ -19,8 +19,8 @@ class SyntheticPairs:
     long run never repeats a caption-image pair while staying exactly reproducible.
 
     ``hard_negatives``: in every batch, positions are paired (0-1, 2-3, ...), and where the first of a pair
-    is a single-object scene the second is replaced by that scene's twin (about half of those scenes) (same scene with its shape, or its colour, changed; see
-    ``SyntheticWorld.hard_negative_meta``), so the contrastive loss must tell the two apart.
+    is a single-object scene the second is replaced by that scene's twin (about half of those scenes: the same
+    scene with its shape, or its colour, changed; see ``SyntheticWorld.hard_negative_meta``), so the contrastive loss must tell the two apart.
     The idea: without twins a colour-only solution explains most of a random batch (1 in 8
     negatives shares the colour). Measured on the demo, twins alone did not make shape learnable
     (docs/RESULTS.md), so they are off by default."""
