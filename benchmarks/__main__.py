@@ -40,10 +40,10 @@ from .report import MACHINE_KEYS
 
 # Run order: cheap and load-sensitive first; `utilization` reuses `encode`'s timings when both run.
 SECTIONS = ["tokenizer", "encode", "utilization", "fusion", "gemm_library", "cpu_switches", "train_step", "allocator", "bf16", "train_throughput",
-            "dataloading", "cifar_augment", "eval_throughput", "profile", "gpu_train_step"]
+            "dataloading", "index_memory", "cifar_augment", "eval_throughput", "profile", "gpu_train_step"]
 MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utilization", "fusion": "fusion",
            "gemm_library": "gemm_library", "cpu_switches": "cpu_switches",
-           "train_step": "train_step", "allocator": "allocator", "bf16": "bf16", "train_throughput": "train_throughput", "dataloading": "dataloading",
+           "train_step": "train_step", "allocator": "allocator", "bf16": "bf16", "train_throughput": "train_throughput", "dataloading": "dataloading", "index_memory": "index_memory",
            "cifar_augment": "cifar_augment",
            "eval_throughput": "eval_throughput", "profile": "profile", "gpu_train_step": "gpu_train_step"}
 

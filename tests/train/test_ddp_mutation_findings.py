@@ -95,13 +95,13 @@ def _expected_text_feature(text: str) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- sharded evaluation
 def test_sharded_text_features_land_in_their_global_rows_and_skips_name_the_global_text(monkeypatch):
-    """Rank 1 of 2 encodes texts 2..5 (bounds [(0, 2), (2, 6)] at batch 2) and refuses text 3; rank 0 gives rows 0-1
-    and one refusal of its own. Mutants: the skip's example named by the shard's position ("text 1": the
+    """Rank 1 of 2 encodes positions 2..5 of the texts sorted by length (bounds [(0, 2), (2, 6)] at batch 2: texts
+    2, 1, 3, 4) and refuses text 3; rank 0 gives positions 0-1 (texts 5 and 0) and one refusal of its own. Mutants: the skip's example named by the shard's position ("text 1": the
     tokenizer's offset ``i - start``), the skips not summed over the ranks, and the gathered valid mask left as
     uint8 (a byte mask indexes rows 0 and 1 instead of selecting)."""
     texts = ["ab", "cde", "fg", "!bad", "hijk", "l"]
     rank0_rows = torch.zeros(4, 3)
-    rank0_rows[0], rank0_rows[1] = _expected_text_feature("ab"), _expected_text_feature("cde")
+    rank0_rows[0], rank0_rows[1] = _expected_text_feature("l"), _expected_text_feature("ab")
     fake = _fake_gather(monkeypatch, rank=1, world=2,
                         tensors=[[rank0_rows], [torch.tensor([1, 1, 0, 0], dtype=torch.uint8)]],
                         objects=[[3], [({"bad_caption": 1}, {"bad_caption": ["text 0 ('zz')"]})]])
@@ -113,8 +113,10 @@ def test_sharded_text_features_land_in_their_global_rows_and_skips_name_the_glob
         torch.testing.assert_close(out.features[row], expected)
     assert out.skips.counts == {"bad_caption": 2}
     assert out.skips.examples["bad_caption"] == ["text 0 ('zz')", "text 3 ('!bad')"]
-    # what this rank sent: its 4 rows (texts 2-5, row 3 zero) and its own refusal, named by the global index
-    torch.testing.assert_close(fake.sent[1][1], torch.zeros(3))
+    # what this rank sent: its 4 rows (texts 2, 1, 3, 4: the third zero) and its own refusal, named by the global
+    # index
+    torch.testing.assert_close(fake.sent[1][2], torch.zeros(3))
+    torch.testing.assert_close(fake.sent[1][1], _expected_text_feature("cde"))
     assert fake.sent[3] == ({"bad_caption": 1}, {"bad_caption": ["text 3 ('!bad')"]})
 
 
