@@ -35,6 +35,7 @@ def test_zeroshot_over_other_ordered_train_classes_uses_the_transform_and_templa
     assert len(calls) == len(test)
     with pytest.raises(TypeError, match="wrap it"):  # the templates are read, and checked as evaluate_zeroshot's
         zeroshot_over_train_classes(model, tokenizer, train, test, progress=False, templates="a photo of a {c}.")
+    assert zeroshot_over_train_classes(model, tokenizer, train, test, progress=False, templates=[]) == plain
 
 
 @pytest.mark.parametrize("probe", [evaluate_robustness, typographic_attack])
@@ -151,3 +152,20 @@ def test_probes_refuse_dataset_flags_when_only_the_relation_swap_runs(tiny_hf, t
                          (["--dataset", data, "--no-robustness", "--no-typographic"], "--dataset")):
         assert main(["eval", "probes", "--model", model, "--relation-groups", "2", "--no-progress", *flags]) == 2
         assert f"{named}: only the relation-swap probe runs" in capsys.readouterr().err
+
+
+def test_side_car_split_folders_beside_a_folder_of_images_stay_splits(tmp_path):
+    """train/ and test/ of KEY.png + KEY.cls hold images themselves: with an examples/ folder beside them they
+    were taken for classes, and split="train" read train and test together (the review of the fix above)."""
+    from _evalhelpers import noise_image
+
+    for split, n in (("train", 3), ("test", 2)):
+        (tmp_path / "root" / split).mkdir(parents=True)
+        for i in range(n):
+            (tmp_path / "root" / split / f"{i}.png").write_bytes(noise_image(i))
+            (tmp_path / "root" / split / f"{i}.cls").write_text(str(i % 2))
+    _images(tmp_path / "root" / "examples", 1)
+    (tmp_path / "root" / "classnames.txt").write_text("cat\ndog\n")
+    assert len(load_dataset(tmp_path / "root", split="train")) == 3
+    test = load_dataset(tmp_path / "root")
+    assert test.split == "test" and len(test) == 2

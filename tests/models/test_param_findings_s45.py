@@ -17,3 +17,14 @@ def test_a_clip_image_tower_refuses_a_classifier_head(classes):
     at the first step with a shape error."""
     with pytest.raises(ValueError, match=f"vision.num_classes {classes}: a CLIP image tower ends in its projection"):
         kizuna.create_model("ViT-mu-8", vision={"num_classes": classes})
+
+
+def test_a_saved_clip_config_with_a_vision_head_still_loads():
+    """Checkpoints trained so before the refusal load as they did (the refusal sat in ClipConfig itself: they,
+    their resume and `vit finetune` of them all failed)."""
+    from kizuna.models.clip import ClipConfig
+    from kizuna.models.presets import clip_config
+
+    d = clip_config("ViT-mu-8").to_dict()
+    d["vision"]["num_classes"] = 32
+    assert ClipConfig.from_dict(d).vision.num_classes == 32

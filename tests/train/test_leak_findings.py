@@ -40,8 +40,20 @@ def _vit_train(tmp_path, capsys, *flags):
 def test_a_roots_val_split_is_the_default_validation(root, tmp_path, capsys):
     """--val-data ROOT with val and test: validated (and best/ picked) on val's 8 images, not test's 12."""
     line, said = _vit_train(tmp_path, capsys, "--data", str(root / "train"), "--val-data", str(root))
-    assert "16 training images" in line and "8 validation images" in line
+    assert "16 training images" in line and "8 validation images (split val)" in line
     assert "test split" not in said and "trains on" not in said
+    # recorded, so a resume reads the same split
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["val_split"] == "val"
+
+
+def test_a_resumed_run_whose_settings_name_no_split_goes_on_with_test(root):
+    """A run begun when "" meant test first: its resume validates on test still (on val, best/ and the curves
+    would mix two splits)."""
+    from kizuna.train.supervised import SupervisedConfig, load_validation
+
+    cfg = SupervisedConfig(val_data=str(root))
+    assert len(load_validation(cfg, CLASSES)[0]) == 8
+    assert len(load_validation(cfg, CLASSES, resumed=True)[0]) == 12
 
 
 def test_best_picked_on_a_test_split_is_said(root, tmp_path, capsys):

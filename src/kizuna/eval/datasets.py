@@ -448,7 +448,9 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     # split-named folders that hold images themselves, beside other folders of images, are classes (CIFAR-100's
     # "train"); ones holding class folders or shards stay splits (an examples/ folder of images at a root made
     # its train and test splits two classes of one ImageFolder)
-    classes = bool(dirs) and all(_holds_images(root / name) for name in dirs.values()) and any(
+    # (side-car split folders, KEY.jpg + KEY.cls, hold images too: they are splits, not classes)
+    classes = bool(dirs) and all(_holds_images(root / name) and not _has_sidecars(root / name)
+                                 for name in dirs.values()) and any(
         d.name.casefold() not in SPLIT_NAMES and _holds_images(d) for d in _class_dirs(root))
     if classes:
         dirs = {}

@@ -379,8 +379,8 @@ def zeroshot_over_train_classes(model, tokenizer, train, test, image_features=No
                                             batch_size=kwargs.get("batch_size", 64), device=kwargs.get("device"),
                                             num_workers=kwargs.get("num_workers", 0),
                                             progress=kwargs.get("progress", False))
-    given = kwargs.get("templates")
-    templates = text_list(given, "templates") if given is not None else list(
+    given = kwargs.get("templates")  # [] is the dataset's, as evaluate_zeroshot reads it
+    templates = (text_list(given, "templates") if given is not None else []) or list(
         test.templates or train.templates or ("a photo of a {c}.",))
     weights = class_embeddings(model, tokenizer, train.classnames, templates,
                                batch_size=kwargs.get("text_batch_size", 256), device=kwargs.get("device"),

@@ -78,11 +78,6 @@ class ClipConfig:
             # the sigmoid loss adds the learned bias b to every logit; without the parameter it cannot train
             raise ValueError("loss='siglip' needs a logit bias: set init_logit_bias (SigLIP starts at -10, with "
                              "init_logit_scale=log(10) and max_logit_scale=None)")
-        if self.vision.num_classes:  # a head replaced the projection in forward_head: the features were its
-            # logits, visual.proj never trained, and a class count other than embed_dim failed at the first step
-            raise ValueError(f"vision.num_classes {self.vision.num_classes}: a CLIP image tower ends in its "
-                             "projection to the joint space, not a classifier head; drop num_classes (fine-tune a "
-                             "classifier from it with `kizuna vit finetune`)")
         # Both towers must land in the same embed_dim-wide joint space (a mismatch would otherwise be a
         # shape error deep inside the first matmul, or a silently narrower space than configured).
         vision_dim = self.vision.output_dim or self.vision.width

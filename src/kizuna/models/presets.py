@@ -207,6 +207,14 @@ def clip_config(name: str, **overrides) -> ClipConfig:
             d[k] = v
     follow_overrides(d, base, overrides)
     try:
+        if (d.get("vision") or {}).get("num_classes"):
+            # a head replaced the projection in forward_head: the features were its logits, visual.proj never
+            # trained, and a class count other than embed_dim failed at the first step. Refused here, for new
+            # models: a checkpoint trained so before still loads
+            raise ValueError(f"vision.num_classes {d['vision']['num_classes']}: a CLIP image tower ends in its "
+                             "projection to the joint space, not a classifier head; drop num_classes (train a "
+                             "classifier with `kizuna vit train`, or fine-tune one from a CLIP with `kizuna vit "
+                             "finetune`)")
         cfg = ClipConfig.from_dict(d)
         cfg.check_tokenizer()
         return cfg

@@ -100,7 +100,7 @@ class SupervisedConfig:
     data: str = ""  # training split: shards folder, dataset root, ImageFolder tree, side-car folder or CSV
     data_split: str = "train"  # split folder used when `data` is a dataset root
     val_data: str = ""  # evaluation split ("" = no evaluation)
-    val_split: str = ""  # split folder of a --val-data root; "" = val/validation where there is one, else test
+    val_split: str = ""  # split folder of a --val-data root; "" = val (or validation, valid, dev) where it has one, else test (recorded in train_config.json)
     classnames: str = ""  # class names file (one per line, in label order); "" = found with the data
     image_column: str = "filepath"  # CSV data: the column of image paths (as `kizuna eval --image-column`)
     label_column: str = "label"  # CSV data: the column of class indices or class names
@@ -416,7 +416,7 @@ def load_classification(path: str, split: str | None = None, classnames: str | l
     return index, list(ds.classnames), ds
 
 
-def load_validation(cfg, train_classnames: list[str]):
+def load_validation(cfg, train_classnames: list[str], resumed: bool = False):
     """The validation split as :func:`load_classification` gives it, its labels indexing the training classes.
     Numbered labels (shards' .cls, side-cars, a CSV of indices) go through the split's own class names file, by
     name (:func:`~kizuna.eval.datasets.relabel_by_name`, as `kizuna vit eval` does): read as the training
@@ -427,8 +427,9 @@ def load_validation(cfg, train_classnames: list[str]):
                                       with_caller_flags)
 
     # best/ is picked on this split: a root's val split where it has one (test first, best/ was picked on the
-    # numbers a user reports)
-    split = cfg.val_split or validation_split(cfg.val_data)
+    # numbers a user reports). A new run records the split it took (trainer); a resumed run whose settings say
+    # none began when "" meant test first, and goes on with that
+    split = cfg.val_split or (None if resumed else validation_split(cfg.val_data))
 
     def load(classnames):
         return load_classification(cfg.val_data, split, classnames, cfg.val_max_samples,
@@ -683,7 +684,11 @@ class SupervisedTrainer(Trainer):
         check_training_classes(cfg.data, self.classnames, self.train_index.labels, self.dist.is_main)
         # the validation set indexed now, before the model is built and the training images decoded (a typo in
         # --val-data or --val-split was found after them: 6-9 s of decoding CIFAR-10 onto the device)
-        validation = load_validation(cfg, self.classnames) if cfg.val_data else None
+        validation = (load_validation(cfg, self.classnames, resumed=self.resume_from is not None)
+                      if cfg.val_data else None)
+        if validation is not None and not cfg.val_split and validation[2].split:
+            # the split a root's "" resolved to, in train_config.json: a resume reads the same one
+            cfg = self.cfg = dataclasses.replace(cfg, val_split=validation[2].split)
         if validation is not None and self.dist.is_main:
             warn_about_the_validation_split(cfg, validation[2], index.sources)
 
@@ -762,7 +767,8 @@ class SupervisedTrainer(Trainer):
                       f"steps planned after the warm-up to end within {cfg.time_budget_minutes:g} min"
                       + (f" (at most {cfg.steps})" if cfg.steps else ""))
             print(f"data: {n} training images{share}, {self.num_classes} classes"
-                  + (f", {self.val_size} validation images" if self.val_loader else "")
+                  + (f", {self.val_size} validation images"
+                     + (f" (split {cfg.val_split})" if cfg.val_split else "") if self.val_loader else "")
                   + f"; {self.steps_per_epoch} steps/epoch, {length}", file=sys.stderr)
 
     def best_metric(self, cfg: SupervisedConfig) -> tuple[str | None, str]:
