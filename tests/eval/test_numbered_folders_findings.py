@@ -75,3 +75,10 @@ def test_a_folder_named_by_a_digit_that_is_no_decimal_is_a_class_name(tmp_path):
     """'²'.isdigit() is true and int('²') raises: such a folder sorted as a number was a traceback."""
     ds = load_dataset(_folders(tmp_path / "s", ["1", "²"]))
     assert sorted(ds.classnames) == ["1", "²"]
+
+
+def test_numbered_folders_fewer_than_a_list_named_by_their_folder_keep_their_own_names(tmp_path):
+    """A cifar10/ folder of classes 0 and 1 (the name taken from the folder, not given): two classes, as a
+    cifar10/ folder of two named classes is, not a 10-way head."""
+    ds = load_dataset(_folders(tmp_path / "cifar10" / "train", ["0", "1"]))
+    assert ds.classnames == ["0", "1"]

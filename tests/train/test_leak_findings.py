@@ -130,3 +130,21 @@ def test_a_contrastive_run_evaluated_on_the_split_it_trains_on_is_said(tmp_path)
                       steps=1, batch_size=8, eval_every=0)
     with pytest.warns(UserWarning, match=r"--eval-retrieval .*cap reads .*cap/test, which the run trains on"):
         train(cfg)
+
+
+def test_a_csvs_images_not_its_file_say_where_it_trains(tmp_path):
+    """A caption CSV saved inside an evaluation folder, its images elsewhere: warned as training on that folder;
+    and a CSV elsewhere whose rows point into it was not."""
+    from kizuna.data.sources import build_index
+    from kizuna.train.data import training_places
+
+    _captioned(tmp_path / "imgs" / "a", 2)
+    _captioned(tmp_path / "imgs" / "b", 2)
+    (tmp_path / "ev").mkdir()
+    rows = "".join(f"{tmp_path}/imgs/{d}/{i}.png,a caption\n" for d in "ab" for i in range(2))
+    (tmp_path / "ev" / "captions.csv").write_text("filepath,title\n" + rows)
+    index = build_index(str(tmp_path / "ev" / "captions.csv"), require="caption")
+    places = training_places(index)
+    assert places == [str(tmp_path / "imgs")]
+    assert training_source_in(places, str(tmp_path / "ev")) is None
+    assert training_source_in(places, str(tmp_path / "imgs" / "a")) == str(tmp_path / "imgs")

@@ -612,9 +612,11 @@ def _bundled_fits_folders(bundled: list[str], folders: list[str], by_name: bool 
         # in a split that lacks a class (it was scored over its own folders, fewer classes than the same split
         # as shards). Not for a name taken from a folder: a cifar10/ subset of 2 classes trained a 10-way head
         return True
-    if folders and all(f.isdecimal() for f in folders) and not all(f in position for f in folders):
+    if (folders and all(f.isdecimal() for f in folders) and not all(f in position for f in folders)
+            and (by_name or len(folders) == len(bundled))):
         # numbered folders are the list's classes by number (fewer in a split that lacks one): with fewer folders
-        # than the list they fell back to class names "0".."8" under --dataset-name cifar10, prompts "a photo of a 3"
+        # than the list they fell back to class names "0".."8" under --dataset-name cifar10, prompts "a photo of a
+        # 3". Fewer only under a name the user gave, as above (a cifar10/ folder of classes 0 and 1 is 2 classes)
         if max(int(f) for f in folders) <= len(bundled):
             return True
     if len(bundled) != len(folders):

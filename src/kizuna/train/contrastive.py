@@ -29,7 +29,7 @@ from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import follow_overrides
 
 from .config import TrainConfig, check_minilm, check_override_types, deep_merge, overrides_flag
-from .data import build_dataset, build_loader, warn_if_evaluated_on_training_data
+from .data import build_dataset, build_loader, training_places, warn_if_evaluated_on_training_data
 from .distributed import contrastive_loss, from_rank0
 from .optim import make_optimizer
 from .towers import lock_tower
@@ -153,7 +153,8 @@ class ContrastiveTrainer(Trainer):
         self.open_log()
         if self.dist.is_main:
             warn_if_best_is_picked_on_test(cfg)
-            trained = getattr(getattr(self.dataset, "index", None), "sources", ())
+            index = getattr(self.dataset, "index", None)
+            trained = training_places(index) if index is not None else ()
             for (folder, task, _, _), ds in self.eval_datasets.items():
                 flag = "--eval-zeroshot" if task == "classification" else "--eval-retrieval"
                 warn_if_evaluated_on_training_data(trained, ds.source, flag, folder)

@@ -155,6 +155,27 @@ def training_source_in(training_sources, evaluated: str) -> str | None:
     return None
 
 
+def training_places(index) -> list[str]:
+    """Where an index's images lie, per source: a shard, a folder, or for a CSV the folder all its rows' images
+    share (the CSV file's own folder said nothing: a caption CSV beside an evaluation set was taken for it)."""
+    csv = {sid for sid, kind in enumerate(index.kinds) if kind == "csv"}
+    folders: dict[int, set] = {}
+    if csv:
+        for sid, path in zip(index.source_ids.tolist(), index.paths):
+            if sid in csv and path:
+                folders.setdefault(sid, set()).add(os.path.dirname(path))
+    places = []
+    for sid, source in enumerate(index.sources):
+        if sid not in csv:
+            places.append(source)
+        elif folders.get(sid):
+            try:
+                places.append(os.path.commonpath(sorted(folders[sid])))
+            except ValueError:  # relative and absolute paths, or another drive
+                pass
+    return places
+
+
 def warn_if_evaluated_on_training_data(training_sources, evaluated: str, flag: str, folder: str) -> None:
     """Said once at the start where :func:`training_source_in` finds the evaluation in the training data."""
     import warnings

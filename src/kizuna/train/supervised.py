@@ -454,7 +454,8 @@ def warn_about_the_validation_split(cfg, validation, training_sources) -> None:
     from .data import warn_if_evaluated_on_training_data
 
     warn_if_evaluated_on_training_data(training_sources, validation.source, "--val-data", cfg.val_data)
-    if (validation.split or Path(validation.source).name).casefold() == "test":
+    # (a test.csv too: its file's stem names the split)
+    if (validation.split or Path(validation.source).stem).casefold() == "test":
         warnings.warn(f"checkpoints/best is picked by val_top1 on the test split of --val-data {cfg.val_data}, so "
                       "best/'s test numbers are no longer held out (the metrics the run reports are its final "
                       "model's); pass --val-split val where the data has one", stacklevel=2)
@@ -690,7 +691,9 @@ class SupervisedTrainer(Trainer):
             # the split a root's "" resolved to, in train_config.json: a resume reads the same one
             cfg = self.cfg = dataclasses.replace(cfg, val_split=validation[2].split)
         if validation is not None and self.dist.is_main:
-            warn_about_the_validation_split(cfg, validation[2], index.sources)
+            from .data import training_places
+
+            warn_about_the_validation_split(cfg, validation[2], training_places(index))
 
         # model: the checkpoint being resumed, a checkpoint to fine-tune, or a fresh preset
         if self.resume_from is not None:
