@@ -58,3 +58,25 @@ def test_a_vit_run_names_vit_eval_for_its_failed_last_evaluation():
     from kizuna.train.supervised import SupervisedTrainer
 
     assert SupervisedTrainer.evaluate_command.format(out="runs/x") == "kizuna vit eval runs/x/model --data DATA"
+
+
+def test_a_run_trains_in_float32_with_grad_whatever_the_host_set(tmp_path):
+    """A host's float64 default trained and saved a float64 model under precision fp32; a host with grad
+    disabled failed at step 1 (a tensor without a grad_fn). Both are given back afterwards."""
+    from _tiny import tiny_config
+
+    from kizuna.train.contrastive import train
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.no_grad():
+            train(tiny_config(tmp_path / "run", steps=1, batch_size=8))
+            assert not torch.is_grad_enabled()
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(before)
+    import kizuna
+
+    model = kizuna.load_model(tmp_path / "run" / "checkpoints" / "latest")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

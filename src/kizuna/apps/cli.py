@@ -406,11 +406,18 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     command = command[0]
 
     shown = set()
+    import threading
+
+    owner = threading.get_ident()
 
     def show(message, category, filename, lineno, file=None, line=None):
         # one line in the command's voice: Python's form (file:line, the source line) is for programmers.
-        # Once per text: Python's once-per-line rule printed torch's DataLoader worker warning twice (two lines)
-        if str(message) not in shown:
+        # Once per text: Python's once-per-line rule printed torch's DataLoader worker warning twice (two lines).
+        # A host's other threads (main() called in a notebook or service) keep their own form: their warnings
+        # were relabelled as the command's and all but one of a kind dropped
+        if threading.get_ident() != owner:
+            showwarning(message, category, filename, lineno, file, line)
+        elif str(message) not in shown:
             shown.add(str(message))
             print(f"{command}: warning: {message}", file=file or sys.stderr)
 

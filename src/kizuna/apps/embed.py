@@ -78,7 +78,8 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     ds = _ImageFiles(paths, kizuna.get_preprocess(model))
     before_workers_start(workers)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                                         worker_init_fn=worker_init() if workers else None)
+                                         worker_init_fn=worker_init() if workers else None,
+                                         generator=torch.Generator())  # (not the caller's global RNG)
     from kizuna.eval.encode import eval_mode
 
     kept, errors, emb = [], [], None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -114,14 +115,35 @@ def summed_skips(skips: SkipCounter) -> SkipCounter:
     return merged
 
 
-def progress_bar(iterable=None, total=None, desc=None, enabled=True):
+def progress_bar(iterable=None, total=None, desc=None, enabled=True, unit: str = "batch"):
     # tqdm's plain bar, as every other kizuna bar: tqdm.auto's asyncio one calls iter() on what it wraps when it
     # is made, so every encoding pass started its DataLoader's workers twice and kept the first set prefetching
     # (2-3x slower under spawn, macOS's start method)
+    if not (enabled and is_main()) and iterable is not None:
+        # no tqdm object at all (its class lock fixed multiprocessing's start method in a host that then set
+        # its own); without a bar a long pass says where it is every HEARTBEAT_SECONDS, as the training
+        # commands print a line per logged step (a linear probe's log was silent for two minutes)
+        return _heartbeat(iterable, total, desc, unit) if is_main() else iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, disable=not (enabled and is_main()), leave=False,
+    # (the unit: "images: 157/157" counted batches of 64 images). Without an iterable: a bar updated by hand
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not (enabled and is_main()), leave=False,
                 file=sys.stderr, dynamic_ncols=True)
+
+
+HEARTBEAT_SECONDS = 30.0
+
+
+def _heartbeat(iterable, total, desc, unit):
+    units = unit + ("es" if unit.endswith(("ch", "s")) else "s")
+    start = last = time.monotonic()
+    for done, item in enumerate(iterable, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= HEARTBEAT_SECONDS:
+            last = now
+            print(f"{desc or 'working'}: {done}{f'/{total}' if total else ''} {units} after {now - start:.0f} s",
+                  file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------- mode
@@ -221,7 +243,7 @@ def _positions_in_batch(rows: list[int], kept: list[int], offset: int) -> list[i
     return positions
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: its tensors cannot be trained on or changed in place outside it
 def encode_images(model, dataset, transform=None, batch_size: int = 64, device=None, num_workers: int = 0,
                   progress: bool = True, desc: str = "encoding images", normalize: bool = True,
                   seed_transform: bool = False, seed: int = 0, encode_fn=None) -> ImageFeatures:
@@ -251,8 +273,11 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     rows = dataset.positions[start:end].tolist()
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     before_workers_start(num_workers)
+    # a generator of its own: the loader's base seed was drawn from the caller's global RNG (a host's training
+    # stream shifted by every evaluation)
     loader = torch.utils.data.DataLoader(pair_ds, batch_sampler=batches, num_workers=num_workers,
-                                         collate_fn=Collate(), worker_init_fn=worker_init() if num_workers else None)
+                                         collate_fn=Collate(), worker_init_fn=worker_init() if num_workers else None,
+                                         generator=torch.Generator())
     feats: torch.Tensor | None = None
     valid = torch.zeros(len(rows), dtype=torch.bool)
     skips = SkipCounter()
@@ -267,8 +292,8 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
             if normalize:
                 out = unit_rows(out)
             out = out.cpu()
-            if feats is None:
-                feats = torch.zeros(len(rows), out.shape[1])
+            if feats is None:  # (float32: under a host's float64 default dtype the index-put failed)
+                feats = torch.zeros(len(rows), out.shape[1], dtype=out.dtype)
             local = torch.tensor(_positions_in_batch(batches[b], batch["indices"].tolist(), b * batch_size))
             feats[local] = out
             valid[local] = True
@@ -277,7 +302,7 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     if world > 1:
         dim = max(gather_object(dim))
     if feats is None:
-        feats = torch.zeros(len(rows), max(dim, 0))
+        feats = torch.zeros(len(rows), max(dim, 0), dtype=torch.float32)
     feats = gather_shards(feats, bounds)
     valid = gather_shards(valid, bounds)
     skips = summed_skips(skips)
@@ -337,7 +362,7 @@ def _tokenize(tokenizer, texts: list[str], skips: SkipCounter, numbers: list[int
     return (torch.cat(rows) if rows else None), ok
 
 
-@torch.inference_mode()
+@torch.no_grad()  # (see encode_images)
 def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=None, progress: bool = False,
                          desc: str = "encoding texts", encode_fn=None) -> TextFeatures:
     from .zeroshot import text_list
@@ -365,7 +390,7 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
                 continue
             out = unit_rows(encode(tokens.to(device))).cpu()
             if feats is None:
-                feats = torch.zeros(end - start, out.shape[1])
+                feats = torch.zeros(end - start, out.shape[1], dtype=out.dtype)
             local = torch.tensor([at[k] - start for k in ok], dtype=torch.long)
             feats[local] = out
             valid[local] = True
@@ -373,7 +398,7 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
     if world > 1:
         dim = max(gather_object(dim))
     if feats is None:
-        feats = torch.zeros(end - start, max(dim, 0))
+        feats = torch.zeros(end - start, max(dim, 0), dtype=torch.float32)
     feats, valid = gather_shards(feats, bounds), gather_shards(valid, bounds)
     place = torch.tensor(order, dtype=torch.long)  # sorted position p holds text order[p]
     feats[place], valid[place] = feats.clone(), valid.clone()

@@ -338,7 +338,7 @@ def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size:
     feats = torch.zeros_like(clean.features)
     valid = torch.zeros(n, dtype=torch.bool)
     usable = clean.valid.numpy()  # the same on every rank; corrupt images are left out below anyway
-    for k in progress_bar(range(c), desc="typographic: attacked", enabled=progress):
+    for k in progress_bar(range(c), desc="typographic: attacked", enabled=progress, unit="class"):
         sel = np.flatnonzero((written == k) & usable)  # a class whose every image is corrupt: an empty subset
         if len(sel) == 0:
             continue

@@ -171,10 +171,11 @@ class RetrievalResult:
     def summary(self) -> str:
         m = self.metrics
         s = (f"retrieval {self.dataset} ({self.num_images} images, {self.num_texts} captions):\n"
-             f"  image->text  R@1 {100 * m['image_to_text_R@1']:.2f}  R@5 {100 * m['image_to_text_R@5']:.2f}  "
-             f"R@10 {100 * m['image_to_text_R@10']:.2f}  median rank {m['image_to_text_median_rank']:g}\n"
-             f"  text->image  R@1 {100 * m['text_to_image_R@1']:.2f}  R@5 {100 * m['text_to_image_R@5']:.2f}  "
-             f"R@10 {100 * m['text_to_image_R@10']:.2f}  median rank {m['text_to_image_median_rank']:g}")
+             # (in %, said: the training line prints the same metrics as fractions)
+             f"  image->text  R@1 {100 * m['image_to_text_R@1']:.2f}%  R@5 {100 * m['image_to_text_R@5']:.2f}%  "
+             f"R@10 {100 * m['image_to_text_R@10']:.2f}%  median rank {m['image_to_text_median_rank']:g}\n"
+             f"  text->image  R@1 {100 * m['text_to_image_R@1']:.2f}%  R@5 {100 * m['text_to_image_R@5']:.2f}%  "
+             f"R@10 {100 * m['text_to_image_R@10']:.2f}%  median rank {m['text_to_image_median_rank']:g}")
         return s + (f"\n  {self.skipped.report()}" if self.skipped else "")
 
     def to_dict(self) -> dict:

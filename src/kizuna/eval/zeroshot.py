@@ -72,7 +72,7 @@ def text_list(value, what: str) -> list:
     return list(value) if value is not None else []
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a host trains on these (a zero-shot head's init)
 def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256, device=None) -> torch.Tensor:
     """L2-normalised text embeddings [N, D], in batches."""
     texts = text_list(texts, "texts")
@@ -104,7 +104,7 @@ def same_prompts(tokenizer, classnames: Sequence[str], templates: Sequence[Templ
     return [group for group in seen.values() if len(group) > 1]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a host trains on these (a zero-shot head's init)
 def build_classifier(
     model, tokenizer, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {c}.",),
     batch_size: int = 256, device=None,
@@ -138,7 +138,7 @@ class ZeroShotClassifier:
         if refuse_non_finite:
             check_finite(self.weights, None, "labels")
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model):
             img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()

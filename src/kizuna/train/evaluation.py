@@ -31,7 +31,8 @@ def synthetic_probe_metrics(model, tokenizer, n_per_task: int = 200, seed: int =
     device = next(model.parameters()).device
     size = model.image_size[0]
     probes = make_probes(seed=seed, image_size=size, n_per_task=n_per_task)
-    bar = progress_bar(total=sum(len(p.images) for p in probes.values()), desc="probes", enabled=progress)
+    bar = progress_bar(total=sum(len(p.images) for p in probes.values()), desc="probes", enabled=progress,
+                       unit="image")
 
     def encode_images(images):
         out = []

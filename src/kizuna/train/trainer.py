@@ -117,6 +117,9 @@ class Trainer(ABC):
         reseeds the RNG with cfg.seed), so a random search around train() tried one "random" setting again."""
         if hasattr(self, "_threads_before"):
             torch.set_num_threads(self._threads_before)
+        if hasattr(self, "_dtype_before"):
+            torch.set_default_dtype(self._dtype_before)
+            torch.set_grad_enabled(self._grad_before)
         before = getattr(self, "_rng_before", None)
         if before is not None:
             import random
@@ -190,6 +193,11 @@ class Trainer(ABC):
         cfg = dataclasses.replace(cfg, **whole) if whole else cfg
         self.cfg, self.named = cfg, named
         self._threads_before = torch.get_num_threads()  # the caller's again when train() ends (a notebook)
+        # float32 models and buffers, and autograd on, whatever a host set (a float64 default trained and saved a
+        # float64 model under precision fp32; grad disabled failed at step 1 on a tensor without a grad_fn)
+        self._dtype_before, self._grad_before = torch.get_default_dtype(), torch.is_grad_enabled()
+        torch.set_default_dtype(torch.float32)
+        torch.set_grad_enabled(True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
@@ -315,6 +323,8 @@ class Trainer(ABC):
             # with the precision this part runs in: train_config.json says the latest only (a run begun in bf16 and
             # resumed with --precision fp32 read as fp32 throughout)
             self.logger.log(self.step, {"from": self.resume_from.name, "precision_used": self.precision}, kind="resume")
+        else:  # where the log's clock starts (compare-runs' logged time began at the first record, at --log-every)
+            self.logger.log(0, {"precision_used": self.precision}, kind="start")
         self.logger.write_config({**self.cfg.to_dict(), "precision_used": self.precision})
 
     def autocast(self):
