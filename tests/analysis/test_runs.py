@@ -312,3 +312,24 @@ def test_runs_given_as_links_keep_the_names_typed(tmp_path, tiny_model, monkeypa
     assert [r["label"] for r in saved["runs"]] == ["exp_a", "exp_b"]
     monkeypatch.chdir(tmp_path / "x" / "run")
     assert [r["label"] for r in compare_runs(["."], tmp_path / "fig2")["runs"]] == ["run"]
+
+
+def test_the_logged_wall_time_counts_from_a_runs_start_record(tmp_path):
+    """From its first record, a run's logged time left out its first --log-every steps (0.4 s of 8.3 s at
+    --log-every 100); a start record (written before the first step) begins it."""
+    run = tmp_path / "started"
+    run.mkdir()
+    rows = [{"kind": "start", "step": 0, "time": 990.0}, {"kind": "train", "step": 100, "time": 1000.0},
+            {"kind": "eval", "step": 100, "time": 1001.0, "val_top1": 0.2}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_run(run)["wall_minutes_logged"] == pytest.approx(11 / 60)
+
+
+def test_a_fresh_trainer_logs_where_its_clock_starts(tmp_path):
+    from _tiny import tiny_config
+
+    from kizuna.train.contrastive import train
+
+    train(tiny_config(tmp_path / "run", steps=2, batch_size=8, log_every=2))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["kind"] == "start" and records[0]["step"] == 0 and records[0]["time"] <= records[1]["time"]
