@@ -80,3 +80,22 @@ def test_a_run_trains_in_float32_with_grad_whatever_the_host_set(tmp_path):
 
     model = kizuna.load_model(tmp_path / "run" / "checkpoints" / "latest")
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_a_trainer_built_but_not_trained_leaves_the_hosts_dtype_and_grad(tmp_path):
+    """The constructor set float32 and grad on for the host and only train() gave them back: a trainer never
+    trained left a notebook at float32 with grad on."""
+    from _tiny import tiny_config
+
+    from kizuna.train.contrastive import ContrastiveTrainer
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.no_grad():
+            trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=1, batch_size=8))
+            assert torch.get_default_dtype() == torch.float64 and not torch.is_grad_enabled()
+        assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+        trainer._let_go_of_the_folder()
+    finally:
+        torch.set_default_dtype(before)

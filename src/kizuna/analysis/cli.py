@@ -27,11 +27,12 @@ share those settings.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 
 from kizuna.apps.common import (add_act_argument, add_device_argument, add_progress_argument, add_threads_argument,
-                                at_least_one, model_spec)
+                                at_least_one, folder_path, model_spec)
 
 ACTIONS = {
     "filters": "PCA of the patch-embedding filters",
@@ -105,7 +106,8 @@ def add_arguments(p):
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "compare-runs":
             a.add_argument("runs", nargs="+", metavar="run", help="training runs' OUT folders (their metrics.jsonl)")
-            a.add_argument("--out", default="analysis", help="folder for runs.png and runs.json (default: analysis)")
+            a.add_argument("--out", type=folder_path, default="analysis",
+                           help="folder for runs.png and runs.json (default: analysis)")
             a.add_argument("--metric", default="val_top1", help="the eval rows' metric to compare (default val_top1)")
             a.add_argument("--labels", help="comma-separated names for the runs, in order, or a file with one per line "
                                              "(default: folder names)")
@@ -135,7 +137,8 @@ def add_arguments(p):
         else:
             a.add_argument("model", type=model_spec,
                            help="ViT or CLIP checkpoint (folder, .safetensors, OpenAI .pt, HF folder)")
-        a.add_argument("--out", default="analysis", help="folder for the PNGs and JSON (default: analysis)")
+        a.add_argument("--out", type=folder_path, default="analysis",
+                       help="folder for the PNGs and JSON (default: analysis)")
         add_device_argument(a)
         if name != "over-training":  # a run's checkpoints are kizuna's own format, never TorchScript
             a.add_argument("--allow-jit", action="store_true", help="allow TorchScript checkpoints (trusted files only)")
@@ -143,9 +146,9 @@ def add_arguments(p):
         if name in ("filters", "all"):
             a.add_argument("--components", type=at_least_one, default=28, help="principal components to show (default 28)")
         if name in ("attention-distance", "all", "over-training"):
-            a.add_argument("--images", nargs="+", required=name != "all",
-                           help="image files, folders or shard specs" + (" (default: 16 generated shapes-world scenes)"
-                                                                         if name == "all" else ""))
+            a.add_argument("--images", nargs="+", action="extend", required=name != "all",  # (twice: both lists)
+                           help="image files, folders or shard specs; repeatable"
+                                + (" (default: 16 generated shapes-world scenes)" if name == "all" else ""))
             a.add_argument("--max-images", "--max-samples", dest="max_images", type=at_least_one, default=32,
                            help="images used (default 32)")
             add_progress_argument(a)  # the attention distances of many images (and checkpoints) take a while
@@ -207,6 +210,14 @@ def run(args):
 
     check_writable(args.out, "the figures and JSON")  # it failed as "[Errno 17] File exists" once they were drawn
     _check_image_paths(args)
+    if getattr(args, "images", None):  # one folder given twice (a/ and a, overlapping globs) was measured twice
+        seen, kept = set(), []
+        for spec in args.images:
+            key = os.path.realpath(spec) if os.path.exists(spec) else spec
+            if key not in seen:
+                seen.add(key)
+                kept.append(spec)
+        args.images = kept
     # the PNGs in an --out inside an --images folder were measured as images by the next run
     check_out_outside_data(args.out, "--images", getattr(args, "images", None))
     if args.analyze_command == "compare-runs":

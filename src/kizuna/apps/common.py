@@ -221,6 +221,17 @@ def whole_number(minimum: int):
     return parse
 
 
+def folder_path(text: str) -> str:
+    """An argparse type for a folder to write (--out, --cache-dir): "" or blanks (an unset shell variable) are
+    refused. The eval commands read "" as no --out (the results went unwritten, rc 0) and analyze and the class
+    cache as the current folder."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty (an unset variable?): give a folder, or leave the flag out")
+    return text
+
+
 def model_spec(text: str) -> str:
     """An argparse type for a model argument: "" (an unset shell variable) is refused; as a path it is the
     current folder, and a command loaded whatever was there."""

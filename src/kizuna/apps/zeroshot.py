@@ -12,7 +12,9 @@ from kizuna.apps.common import add_model_argument, format_table, load_model_from
 
 def add_arguments(p):
     add_model_argument(p)
-    p.add_argument("--image", "--images", dest="image", nargs="+", required=True, help="image file(s)")
+    # extend: given twice, both lists (stored, the first was dropped without a word)
+    p.add_argument("--image", "--images", dest="image", nargs="+", action="extend", required=True,
+                   help="image file(s); repeatable")
     p.add_argument("--labels", required=True, help="comma-separated labels, or a text file with one per line")
     p.add_argument("--template", "--templates", dest="template", action="append", default=None,
                    help="prompt template with {c}, or a .txt/.json file of them as `kizuna eval` takes "

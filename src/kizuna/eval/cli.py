@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 from kizuna.apps.common import (add_model_argument, add_progress_argument, add_threads_argument,
-                               check_out_outside_data, check_writable, device_name)
+                               check_out_outside_data, check_writable, device_name, folder_path)
 
 
 def _severities(s: str) -> list[int]:
@@ -79,7 +79,7 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
         p.add_argument("--classnames", default=None,
                        help="class names file, one per line in label order (default: the dataset's classnames.txt, "
                             "else the bundled list for --dataset-name, else the ImageFolder folder names)")
-        p.add_argument("--cache-dir", default=None,
+        p.add_argument("--cache-dir", type=folder_path, default=None,
                        help="folder for an on-disk cache of class embeddings (.pt) (default: no cache on disk)")
     p.add_argument("--max-samples", type=_count, default=0, help="evaluate the first N images only (0 = all)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
@@ -93,7 +93,7 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
     else:
         p.add_argument("--caption-column", default="title", help="CSV: caption column (default title)")
     p.add_argument("--name", default=None, help="model label in the report (default: config name or path)")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", type=folder_path, default=None,
                    help="write results.json, results.md and plots here (default: print the tables only)")
     add_progress_argument(p, "no progress bars")
 
@@ -146,7 +146,7 @@ def add_arguments(p):
     s = sub.add_parser("suite", formatter_class=fmt, help="run a suite file of (model, dataset, task) runs",
                        description=_suite_doc())
     s.add_argument("file", help="suite file: .json or .py (format described above)")
-    s.add_argument("--out", default=None,
+    s.add_argument("--out", type=folder_path, default=None,
                    help="output folder for results.json, results.md and plots (default: the file's 'out'; "
                         "without either the tables are only printed)")
     s.add_argument("--device", type=device_name, default=None,
@@ -252,6 +252,12 @@ def _run(args, cmd, info):
     elif cmd == "retrieval":
         entries = [{**_entry(args, ["zeroshot_retrieval"]), "query_chunk": args.query_chunk}]
     elif cmd == "linear-probe":
+        if args.no_zeroshot:  # they shape the zero-shot comparison only: accepted, they did nothing
+            unused = [flag for flag, key in (("--templates", "templates"), ("--cache-dir", "cache_dir"))
+                      if getattr(args, key, None) is not None]
+            if unused:
+                raise ValueError(f"{', '.join(unused)}: set{'s' if len(unused) == 1 else ''} the zero-shot "
+                                 "comparison, which --no-zeroshot switches off: drop one or the other")
         e = _entry(args, ["linear_probe"])
         e.update(train_split=args.train_split, few_shot=args.few_shot, seeds=args.seeds,
                  zeroshot=not args.no_zeroshot)

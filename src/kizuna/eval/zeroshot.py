@@ -20,9 +20,19 @@ Template = str | Callable[[str], str]
 def fill_template(template: Template, classname: str) -> str:
     if callable(template):
         return template(classname)
-    if "{c}" in template or "{}" in template or "{0}" in template:
+    if "{c}" in template or "{}" in template or "{0}" in template or _has_a_field(template):
+        # (any field: "a {c!r}" was told it had no {c}; _format_class names what it cannot fill)
         return _format_class(template, classname)
     raise ValueError(f"template {template!r} has no '{{c}}' placeholder for the class name")
+
+
+def _has_a_field(template: str) -> bool:
+    import string
+
+    try:
+        return any(field is not None for _, field, _, _ in string.Formatter().parse(template))
+    except ValueError:  # unbalanced braces: _format_class says so
+        return True
 
 
 def _format_class(template: str, classname: str) -> str:

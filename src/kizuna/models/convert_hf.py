@@ -146,6 +146,7 @@ def _image_size(size, source: str) -> int | tuple[int, int]:
 
 
 HF_DEFAULT_CROP = 224  # transformers' CLIPImageProcessor crop_size where its file gives a size but no crop_size
+HF_DEFAULT_EDGE = 224  # and its size.shortest_edge where the file gives a crop_size but no size
 
 
 def _hw(size) -> tuple[int, int] | None:
@@ -281,6 +282,13 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
                                   f"pixels) does not take; add \"crop_size\": {{\"height\": {model_hw[0]}, "
                                   f"\"width\": {model_hw[1]}}}")
         crop_size = {"height": HF_DEFAULT_CROP, "width": HF_DEFAULT_CROP}
+    if crop and crop_size is not None and size is None and not siglip:
+        # CLIPImageProcessor's default size: the short side to 224, then the crop (kizuna resized straight to the
+        # crop: an image embedding at cosine 0.92 of transformers' for a 336-px crop). A crop above 224 is then
+        # padded by transformers, refused below as for a size given smaller than the crop
+        size, defaulted = {"shortest_edge": HF_DEFAULT_EDGE}, True
+    else:
+        defaulted = False
     hw = _hw(crop_size) if crop else _hw(size)
     if not crop and isinstance(size, dict) and "height" in size:
         out["resize_mode"] = "squash"
@@ -315,7 +323,8 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
         # so it would read other pixels without a word.
         crop_hw = f"{hw[0]}" if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
         field = "size" if isinstance(size, int) else "size.shortest_edge"
-        raise CheckpointError(f"{source}: {field} {int(edge)} is smaller than crop_size {crop_hw}: "
+        given = " (transformers' default: the file gives no size)" if defaulted else ""
+        raise CheckpointError(f"{source}: {field} {int(edge)}{given} is smaller than crop_size {crop_hw}: "
                               "transformers pads the resized image to the crop, which kizuna's preprocessing does "
                               f"not do (it resizes to cover the crop); set {field} to at least {max(hw)}")
     if crop and hw is not None and edge and int(edge) > min(hw):  # resized larger than the crop (timm's crop_pct)

@@ -169,6 +169,18 @@ def follow_overrides(d: dict, base: ClipConfig, overrides: dict) -> None:
     follow_context_length(d, base.text.context_length, overrides.get("tokenizer"))
 
 
+def refuse_a_vision_head(config: dict) -> None:
+    """A new CLIP config (a preset with overrides, a training run's) whose image tower has a classifier head: the
+    head replaced the projection in forward_head, so the features were its logits, visual.proj never trained, and
+    a class count other than embed_dim failed at the first step. Refused for new models only: a checkpoint
+    trained so before still loads."""
+    classes = (config.get("vision") or {}).get("num_classes")
+    if classes:
+        raise ValueError(f"vision.num_classes {classes}: a CLIP image tower ends in its projection to the joint "
+                         "space, not a classifier head; drop num_classes (train a classifier with `kizuna vit "
+                         "train`, or fine-tune one from a CLIP with `kizuna vit finetune`)")
+
+
 def clip_config(name: str, **overrides) -> ClipConfig:
     """A preset's config with ``overrides`` applied: a field's new value, or for ``vision``, ``text``,
     ``preprocess`` and ``tokenizer`` a dict merged into the preset's. The result is built through
@@ -207,14 +219,7 @@ def clip_config(name: str, **overrides) -> ClipConfig:
             d[k] = v
     follow_overrides(d, base, overrides)
     try:
-        if (d.get("vision") or {}).get("num_classes"):
-            # a head replaced the projection in forward_head: the features were its logits, visual.proj never
-            # trained, and a class count other than embed_dim failed at the first step. Refused here, for new
-            # models: a checkpoint trained so before still loads
-            raise ValueError(f"vision.num_classes {d['vision']['num_classes']}: a CLIP image tower ends in its "
-                             "projection to the joint space, not a classifier head; drop num_classes (train a "
-                             "classifier with `kizuna vit train`, or fine-tune one from a CLIP with `kizuna vit "
-                             "finetune`)")
+        refuse_a_vision_head(d)
         cfg = ClipConfig.from_dict(d)
         cfg.check_tokenizer()
         return cfg

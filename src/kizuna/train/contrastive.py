@@ -26,7 +26,7 @@ import torch
 import kizuna
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
-from kizuna.models.presets import follow_overrides
+from kizuna.models.presets import follow_overrides, refuse_a_vision_head
 
 from .config import TrainConfig, check_minilm, check_override_types, deep_merge, overrides_flag
 from .data import build_dataset, build_loader, training_places, warn_if_evaluated_on_training_data
@@ -66,6 +66,7 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
         # still loads: its bias shifts every logit alike.)
         raise ValueError(f"--model-overrides init_logit_bias={d['init_logit_bias']} is for the sigmoid loss; the "
                          "CLIP (softmax) loss uses no logit bias: leave init_logit_bias out or train with --loss siglip")
+    refuse_a_vision_head(d)  # (as clip_config does: this merge goes around it)
     if cfg.context_length:
         d["text"]["context_length"] = cfg.context_length
         d["tokenizer"]["context_length"] = cfg.context_length

@@ -17,6 +17,7 @@ own that a resume needs), ``optimizer_settings`` and ``finish``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -62,6 +63,19 @@ def run_log_of(checkpoint: Path) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def float32_default():
+    """torch's default dtype float32 inside, the caller's after: under a host's float64 default (a notebook's)
+    a run built, trained and saved a float64 model under precision fp32, and its first loss differed. The
+    default dtype is the process's: a host thread making tensors meanwhile gets float32 ones too."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 class Trainer(ABC):
     #: settings that make the model: a resume continues with the checkpoint's, so the command line may not change them
     resume_fixed: tuple[str, ...] = ()
@@ -96,7 +110,8 @@ class Trainer(ABC):
 
         def guarded(self, *args, **kw):
             try:
-                init(self, *args, **kw)
+                with float32_default():  # the model is built in float32 whatever a host set (below)
+                    init(self, *args, **kw)
             except BaseException:
                 self._let_go_of_the_folder()
                 self._give_back_the_callers_state()
@@ -117,9 +132,6 @@ class Trainer(ABC):
         reseeds the RNG with cfg.seed), so a random search around train() tried one "random" setting again."""
         if hasattr(self, "_threads_before"):
             torch.set_num_threads(self._threads_before)
-        if hasattr(self, "_dtype_before"):
-            torch.set_default_dtype(self._dtype_before)
-            torch.set_grad_enabled(self._grad_before)
         before = getattr(self, "_rng_before", None)
         if before is not None:
             import random
@@ -193,11 +205,6 @@ class Trainer(ABC):
         cfg = dataclasses.replace(cfg, **whole) if whole else cfg
         self.cfg, self.named = cfg, named
         self._threads_before = torch.get_num_threads()  # the caller's again when train() ends (a notebook)
-        # float32 models and buffers, and autograd on, whatever a host set (a float64 default trained and saved a
-        # float64 model under precision fp32; grad disabled failed at step 1 on a tensor without a grad_fn)
-        self._dtype_before, self._grad_before = torch.get_default_dtype(), torch.is_grad_enabled()
-        torch.set_default_dtype(torch.float32)
-        torch.set_grad_enabled(True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
@@ -611,7 +618,8 @@ class Trainer(ABC):
         try:
             if resumed_at_the_end(self):
                 return {}
-            metrics = self._loop()  # finish() is called in it, before the last checkpoint
+            with float32_default(), torch.enable_grad():  # (grad mode is the calling thread's: set here)
+                metrics = self._loop()  # finish() is called in it, before the last checkpoint
             self._draw_curves()
             return metrics
         finally:

@@ -32,7 +32,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from kizuna.apps.common import check_out_outside_data, check_writable, model_spec
+from kizuna.apps.common import check_out_outside_data, check_writable, folder_path, model_spec
 from kizuna.models.checkpoint import atomic_write_text
 
 # `kizuna vit finetune` defaults (the paper's fine-tuning recipe, scaled to small runs).
@@ -142,7 +142,7 @@ def add_arguments(p):
     add_threads_argument(e)
     e.add_argument("--image-column", default="filepath", help="CSV: image path column (default filepath)")
     e.add_argument("--label-column", default="label", help="CSV: class index or class name column (default label)")
-    e.add_argument("--out", default=None,
+    e.add_argument("--out", type=folder_path, default=None,
                    help="write results.json, results.md and confusion.png here (default: print the results only)")
     add_progress_argument(e)
     from kizuna import PRECISIONS
