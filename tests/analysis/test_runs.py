@@ -333,3 +333,15 @@ def test_a_fresh_trainer_logs_where_its_clock_starts(tmp_path):
     train(tiny_config(tmp_path / "run", steps=2, batch_size=8, log_every=2))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["kind"] == "start" and records[0]["step"] == 0 and records[0]["time"] <= records[1]["time"]
+
+
+def test_a_run_given_twice_is_refused(tmp_path):
+    """runs/s1 and ./runs/s1/ were two runs of one group: its mean and spread counted one run twice."""
+    from kizuna.analysis.runs import compare_runs
+
+    run = tmp_path / "runs" / "s1"
+    run.mkdir(parents=True)
+    rows = [{"kind": "eval", "step": 10, "time": 1.0, "val_top1": 0.2}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"run .*s1/ is .*s1 given again"):
+        compare_runs([str(run), str(run) + "/"], out=tmp_path / "out")

@@ -40,3 +40,12 @@ def test_a_reordered_source_is_said_to_be_maybe_reordered():
     saved = {"version": FINGERPRINT_VERSION, "parts": [["csv", "d.csv", 4, "aaaa"]]}
     now = {"version": FINGERPRINT_VERSION, "parts": [["csv", "d.csv", 4, "bbbb"]]}
     assert "its keys in another order" in describe_data_change(saved, now)
+
+
+def test_siglip_does_not_refuse_a_very_long_text_of_punctuation(spiece_model):
+    """Cut to its canonical form first, a million dots were "" and refused as empty: a caption the training filter
+    keeps (clean_text keeps dots) stopped the run. As the ten-dot text: EOS only."""
+    from kizuna.data.siglip_tokenizer import SiglipTokenizer
+
+    tok = SiglipTokenizer(spiece_model, context_length=8)
+    assert tok(["." * (MAX_TRUNCATED_CHARS + 10)])[0].tolist() == tok(["." * 10])[0].tolist()

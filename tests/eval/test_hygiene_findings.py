@@ -5,6 +5,7 @@ import re
 import threading
 import warnings
 
+import numpy as np
 import torch
 from _evalhelpers import classification_wds, retrieval_wds
 
@@ -94,3 +95,18 @@ def test_a_hosts_other_threads_keep_their_warnings(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert hosts == [("host.py", 1), ("host.py", 2), ("host.py", 3)]  # the host's own handler, each of them
     assert "kizuna info: warning: the command's own" in err and "host: something" not in err
+
+
+def test_probe_fits_without_a_bar_say_where_they_are_and_make_no_tqdm(monkeypatch, capsys):
+    import tqdm
+
+    import kizuna.eval.encode as encode
+    from kizuna.eval.linear_probe import linear_probe_from_features
+
+    made = []
+    monkeypatch.setattr(tqdm, "tqdm", lambda *a, **k: made.append(1))
+    monkeypatch.setattr(encode, "HEARTBEAT_SECONDS", 0.0)
+    rng = np.random.default_rng(0)
+    x, y = torch.tensor(rng.normal(size=(40, 4))), np.arange(40) % 2
+    linear_probe_from_features(x, y, x, y, 2, few_shot=(2,), seeds=1, progress=False)
+    assert "fitting probes: 1/2 fits after" in capsys.readouterr().err and not made

@@ -4,7 +4,6 @@ and that it is made only where no bar is drawn."""
 import itertools
 from types import SimpleNamespace
 
-import pytest
 
 import kizuna.eval.encode as encode
 

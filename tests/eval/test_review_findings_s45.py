@@ -169,3 +169,23 @@ def test_side_car_split_folders_beside_a_folder_of_images_stay_splits(tmp_path):
     assert len(load_dataset(tmp_path / "root", split="train")) == 3
     test = load_dataset(tmp_path / "root")
     assert test.split == "test" and len(test) == 2
+
+
+def test_a_class_tree_with_captions_and_a_class_named_train_stays_classes(tmp_path):
+    """CIFAR-100's "train" class, every image with a caption side-car: the side-car rule above took train/ for a
+    split ("has no test or validation split (found: train)")."""
+    for name in ("apple", "train", "tulip"):
+        _images(tmp_path / "tree" / name, 2)
+        for i in range(2):
+            (tmp_path / "tree" / name / f"{i}.txt").write_text(f"a photo of a {name}")
+    ds = load_dataset(tmp_path / "tree", task="classification")
+    assert ds.classnames == ["apple", "train", "tulip"] and len(ds) == 6
+
+
+def test_a_dataset_name_with_separators_finds_its_list_and_an_unknown_one_is_said(tmp_path):
+    _images(tmp_path / "img" / "0", 1)
+    _images(tmp_path / "img" / "1", 1)
+    ds = load_dataset(tmp_path / "img", dataset_name="CIFAR-10")  # cifar10's names and its 18 templates
+    assert ds.classnames[:2] == ["airplane", "automobile"] and len(ds.templates) == 18
+    with pytest.warns(UserWarning, match=r"'cifarr10' names no bundled CLIP_benchmark list \(did you mean cifar10"):
+        load_dataset(tmp_path / "img", dataset_name="cifarr10")

@@ -28,3 +28,14 @@ def test_a_saved_clip_config_with_a_vision_head_still_loads():
     d = clip_config("ViT-mu-8").to_dict()
     d["vision"]["num_classes"] = 32
     assert ClipConfig.from_dict(d).vision.num_classes == 32
+
+
+def test_a_training_run_refuses_a_vision_head_override(tmp_path):
+    """The trainer merges --model-overrides itself (around clip_config's check): 10 classes failed at step 1,
+    32 (= embed_dim) trained with visual.proj never changing."""
+    from _tiny import tiny_config
+
+    from kizuna.train.contrastive import model_config
+
+    with pytest.raises(ValueError, match="vision.num_classes 10: a CLIP image tower"):
+        model_config(tiny_config(tmp_path, model_overrides={"vision": {"num_classes": 10}}))

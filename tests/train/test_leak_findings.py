@@ -145,6 +145,8 @@ def test_a_csvs_images_not_its_file_say_where_it_trains(tmp_path):
     (tmp_path / "ev" / "captions.csv").write_text("filepath,title\n" + rows)
     index = build_index(str(tmp_path / "ev" / "captions.csv"), require="caption")
     places = training_places(index)
-    assert places == [str(tmp_path / "imgs")]
+    assert places == [str(tmp_path / "imgs" / "a"), str(tmp_path / "imgs" / "b")]
     assert training_source_in(places, str(tmp_path / "ev")) is None
-    assert training_source_in(places, str(tmp_path / "imgs" / "a")) == str(tmp_path / "imgs")
+    assert training_source_in(places, str(tmp_path / "imgs" / "a")) == str(tmp_path / "imgs" / "a")
+    # an evaluation folder beside them, under the folder they share (data/ of data/cc3m and data/coco): no word
+    assert training_source_in(places, str(tmp_path / "imgs" / "c")) is None

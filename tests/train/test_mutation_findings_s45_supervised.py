@@ -51,7 +51,7 @@ def test_a_training_csv_whose_images_lie_in_the_validation_folder_is_said(tmp_pa
     (tmp_path / "lists" / "train.csv").write_text("filepath,label\n" + "".join(rows))
     assert main(["vit", "train", *FAST, "--batch-size", "4", "--out", str(tmp_path / "run"),
                  "--data", str(tmp_path / "lists" / "train.csv"), "--val-data", str(v)]) == 0
-    assert f"--val-data {v} reads {v}, which the run trains on ({v})" in capsys.readouterr().err
+    assert f"--val-data {v} reads {v}, which the run trains on ({v / 'cat'})" in capsys.readouterr().err
 
 
 def test_a_resumed_run_tells_load_validation_it_resumes(tmp_path, capsys, monkeypatch):

@@ -283,6 +283,14 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     runs = path_list(runs)
     if not runs:
         raise ValueError("compare-runs needs at least one run folder")
+    # one run folder named twice (runs/s1 and ./runs/s1/, overlapping globs) counted twice in its group's mean
+    # and spread (a made-up +- 0.0000 for one run): refused, naming both spellings
+    seen: dict[str, str] = {}
+    for r in runs:
+        key = os.path.realpath(r)
+        if key in seen:
+            raise ValueError(f"run {r} is {seen[key]} given again: name each run once")
+        seen[key] = str(r)
     if labels is not None and len(labels) != len(runs):
         raise ValueError(f"--labels gave {len(labels)} names for {len(runs)} runs")
     loaded = [load_run(r, metric, train_window, mode) for r in runs]

@@ -65,7 +65,7 @@ def _check_images(folder) -> None:
 
 def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress=True):
     import torch
-    from tqdm import tqdm
+    from kizuna.eval.encode import progress_bar
 
     import kizuna
     from kizuna.data.images import list_images
@@ -85,7 +85,7 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     kept, errors, emb = [], [], None
     # eval mode, as every evaluator encodes: a model left in train mode embedded with dropout and patch dropout on
     with torch.inference_mode(), eval_mode(model):
-        for idx, batch, errs in tqdm(loader, desc="embedding images", unit="batch", disable=not progress):
+        for idx, batch, errs in progress_bar(loader, total=len(loader), desc="embedding images", enabled=progress):
             errors += errs
             if batch is not None:
                 emb = _into_rows(emb, len(paths), len(kept), model.encode_image(batch.to(device), normalize=True))
@@ -116,7 +116,7 @@ def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
     an unreadable image is: it stopped the whole job midway, reported at its index within a batch."""
     import sys
 
-    from tqdm import tqdm
+    from kizuna.eval.encode import progress_bar
 
     import kizuna
     from kizuna.eval.datasets import numbered_lines
@@ -154,7 +154,8 @@ def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
                   "they are embedded cut to that length", file=sys.stderr)
     texts = [text for _, text in lines]
     emb = None
-    for i in tqdm(range(0, len(texts), batch_size), desc="embedding texts", unit="batch", disable=not progress):
+    for i in progress_bar(range(0, len(texts), batch_size), total=-(-len(texts) // batch_size), desc="embedding texts",
+                          enabled=progress):
         emb = _into_rows(emb, len(texts), i,
                          encode_texts(model, tokenizer, texts[i : i + batch_size], batch_size, device))
     from kizuna.eval.encode import check_finite

@@ -171,13 +171,14 @@ class SiglipTokenizer:
         texts = checked_texts(texts, on_overflow, bound=False)
         out = np.full((len(texts), ctx), self.pad_token_id, dtype=np.int64)
         for i, text in enumerate(texts):
+            blank = not text.strip() and not clean_text(text)  # of the text as given (a million dots: not blank)
             if on_overflow == "truncate" and len(text) > MAX_TRUNCATED_CHARS:
                 text = self._beginning(text)
             # Blank by both str.strip and clean_text: what training's caption filter (clean_text, in
             # kizuna.data.sources._with_text) keeps must never stop a run here. They differ: "\x85" strips to
             # nothing but ftfy cleans it to "…"; "&nbsp;" cleans to nothing, but is not refused either, as SigLIP
             # does not unescape html and tokenizes it as "nbsp" (HF's ids).
-            if not text.strip() and not clean_text(text):
+            if blank:
                 raise ValueError(f"empty text at index {i}")
             ids = self.encode(text)
             if len(ids) + 1 > ctx and on_overflow == "error":

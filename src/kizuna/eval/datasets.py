@@ -141,7 +141,24 @@ def _name_variants(name: str) -> list[str]:
         if base.startswith(prefix):
             out.append(base[len(prefix):])
     out += [v.replace("-", "_") for v in out] + [v.replace("_", "-") for v in out]
+    # and with no separators at all: "CIFAR-10" is cifar10 (it matched no list, and took the one default template)
+    out += [v.replace("-", "").replace("_", "") for v in out]
     return list(dict.fromkeys(out))
+
+
+def _warn_if_no_bundled_list(dataset_name: str) -> None:
+    """A --dataset-name typed that names no bundled list: said, with the closest keys (it fell back to the one
+    default template and the folder names without a word)."""
+    import difflib
+
+    if bundled_classnames(dataset_name) is not None or bundled_templates(dataset_name) is not None:
+        return
+    keys = sorted(set(_asset_json("en_classnames.json")) | set(_asset_json("en_zeroshot_classification_templates.json"))
+                  | set(_BUILTIN_CLASSNAMES))
+    close = difflib.get_close_matches(_name_variants(dataset_name)[0], keys, n=3, cutoff=0.6)
+    warnings.warn(f"dataset name {dataset_name!r} names no bundled CLIP_benchmark list"
+                  + (f" (did you mean {', '.join(close)}?)" if close else "")
+                  + ": its class names and templates are the dataset's own or the defaults", stacklevel=3)
 
 
 def bundled_classnames(dataset_name: str | None) -> list[str] | None:
@@ -449,9 +466,11 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     # "train"); ones holding class folders or shards stay splits (an examples/ folder of images at a root made
     # its train and test splits two classes of one ImageFolder)
     # (side-car split folders, KEY.jpg + KEY.cls, hold images too: they are splits, not classes)
-    classes = bool(dirs) and all(_holds_images(root / name) and not _has_sidecars(root / name)
-                                 for name in dirs.values()) and any(
-        d.name.casefold() not in SPLIT_NAMES and _holds_images(d) for d in _class_dirs(root))
+    # (but where the other folders carry captions as well, it is a class tree with captions: CIFAR-100 captioned)
+    others = [d for d in _class_dirs(root) if d.name.casefold() not in SPLIT_NAMES and _holds_images(d)]
+    named = [root / name for name in dirs.values()]
+    classes = bool(dirs) and bool(others) and all(_holds_images(d) for d in named) and (
+        not any(_has_sidecars(d) for d in named) or all(_has_sidecars(d) for d in others))
     if classes:
         dirs = {}
     if split:
@@ -826,6 +845,8 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
             _warn_if_the_cut_drops_classes(data, np.asarray(labels_col), usable, keep)
         _warn_repeated_classnames(ds.classnames, ds.classnames_source)
         ds.templates, ds.templates_source = _resolve_templates(templates, data if data.is_dir() else root, root, name)
+        if dataset_name and (ds.templates_source == "default" or ds.classnames_source == "folder names"):
+            _warn_if_no_bundled_list(dataset_name)
     return ds
 
 

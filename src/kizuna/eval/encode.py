@@ -119,19 +119,46 @@ def progress_bar(iterable=None, total=None, desc=None, enabled=True, unit: str =
     # tqdm's plain bar, as every other kizuna bar: tqdm.auto's asyncio one calls iter() on what it wraps when it
     # is made, so every encoding pass started its DataLoader's workers twice and kept the first set prefetching
     # (2-3x slower under spawn, macOS's start method)
-    if not (enabled and is_main()) and iterable is not None:
+    if not (enabled and is_main()):
         # no tqdm object at all (its class lock fixed multiprocessing's start method in a host that then set
         # its own); without a bar a long pass says where it is every HEARTBEAT_SECONDS, as the training
         # commands print a line per logged step (a linear probe's log was silent for two minutes)
+        if iterable is None:  # a bar updated by hand
+            return _Heartbeat(total, desc, unit, quiet=not is_main())
         return _heartbeat(iterable, total, desc, unit) if is_main() else iterable
     from tqdm import tqdm
 
-    # (the unit: "images: 157/157" counted batches of 64 images). Without an iterable: a bar updated by hand
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not (enabled and is_main()), leave=False,
-                file=sys.stderr, dynamic_ncols=True)
+    # (the unit: "images: 157/157" counted batches of 64 images)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 HEARTBEAT_SECONDS = 30.0
+
+
+class _Heartbeat:
+    """What a disabled bar updated by hand is (update, close, a with block): a line every HEARTBEAT_SECONDS."""
+
+    def __init__(self, total, desc, unit, quiet=False):
+        self.total, self.desc, self.quiet, self.n = total, desc, quiet, 0
+        self.units = unit + ("es" if unit.endswith(("ch", "s")) else "s")
+        self.start = self.last = time.monotonic()
+
+    def update(self, n=1):
+        self.n += n
+        now = time.monotonic()
+        if not self.quiet and now - self.last >= HEARTBEAT_SECONDS:
+            self.last = now
+            print(f"{self.desc or 'working'}: {self.n}{f'/{self.total}' if self.total else ''} {self.units} after "
+                  f"{now - self.start:.0f} s", file=sys.stderr, flush=True)
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _heartbeat(iterable, total, desc, unit):

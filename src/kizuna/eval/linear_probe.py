@@ -270,12 +270,12 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
                                classnames: Sequence[str] = ()) -> ProbeResult:
     """``progress``: a bar over the fits (the full probe's L2 sweep, then every few-shot seed), which take
     seconds to minutes after the encoding's bars have gone. ``classnames`` name the classes in the notes."""
-    from tqdm import tqdm
+    from .encode import progress_bar
 
     y_train, y_test = _class_indices(y_train, "y_train", num_classes), _class_indices(y_test, "y_test", num_classes)
     few_shot = list(dict.fromkeys(few_shot))  # a k given twice was fitted twice, its notes printed twice
-    bar = tqdm(total=1 + len(few_shot) * seeds, desc="fitting probes", unit="fit", leave=False,
-               disable=not progress)
+    # (without a bar: a line every 30 s, and no tqdm object, which fixed a host's multiprocessing start method)
+    bar = progress_bar(total=1 + len(few_shot) * seeds, desc="fitting probes", enabled=progress, unit="fit")
     # on the CPU (the fits run there; CUDA test features met CPU weights), without a notebook's autograd graph
     x_train, x_test = (torch.as_tensor(x).detach().cpu().double() for x in (x_train, x_test))
     # NaN logits argmax to class 0: all-NaN test features scored class 0's share, a NaN in training ran every fit

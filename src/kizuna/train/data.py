@@ -156,8 +156,9 @@ def training_source_in(training_sources, evaluated: str) -> str | None:
 
 
 def training_places(index) -> list[str]:
-    """Where an index's images lie, per source: a shard, a folder, or for a CSV the folder all its rows' images
-    share (the CSV file's own folder said nothing: a caption CSV beside an evaluation set was taken for it)."""
+    """Where an index's images lie: each shard and folder source, and for a CSV the folders its rows' images sit
+    in (the CSV file's own folder said nothing: a caption CSV beside an evaluation set was taken for it; the
+    folder they all share, data/ for data/cc3m and data/coco, held every evaluation set beside them)."""
     csv = {sid for sid, kind in enumerate(index.kinds) if kind == "csv"}
     folders: dict[int, set] = {}
     if csv:
@@ -168,11 +169,8 @@ def training_places(index) -> list[str]:
     for sid, source in enumerate(index.sources):
         if sid not in csv:
             places.append(source)
-        elif folders.get(sid):
-            try:
-                places.append(os.path.commonpath(sorted(folders[sid])))
-            except ValueError:  # relative and absolute paths, or another drive
-                pass
+        else:
+            places.extend(sorted(folders.get(sid, ())))
     return places
 
 
