@@ -326,6 +326,10 @@ def test_the_logged_wall_time_counts_from_a_runs_start_record(tmp_path):
 
 
 def test_a_fresh_trainer_logs_where_its_clock_starts(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
     from _tiny import tiny_config
 
     from kizuna.train.contrastive import train

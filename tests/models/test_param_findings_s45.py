@@ -33,9 +33,10 @@ def test_a_saved_clip_config_with_a_vision_head_still_loads():
 def test_a_training_run_refuses_a_vision_head_override(tmp_path):
     """The trainer merges --model-overrides itself (around clip_config's check): 10 classes failed at step 1,
     32 (= embed_dim) trained with visual.proj never changing."""
-    from _tiny import tiny_config
-
+    from kizuna.train.config import make_config
     from kizuna.train.contrastive import model_config
 
+    cfg = make_config(model="ViT-mu-8", data="synthetic", out=str(tmp_path),
+                      model_overrides={"vision": {"num_classes": 10}})
     with pytest.raises(ValueError, match="vision.num_classes 10: a CLIP image tower"):
-        model_config(tiny_config(tmp_path, model_overrides={"vision": {"num_classes": 10}}))
+        model_config(cfg)

@@ -467,10 +467,12 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     # its train and test splits two classes of one ImageFolder)
     # (side-car split folders, KEY.jpg + KEY.cls, hold images too: they are splits, not classes)
     # (but where the other folders carry captions as well, it is a class tree with captions: CIFAR-100 captioned)
-    others = [d for d in _class_dirs(root) if d.name.casefold() not in SPLIT_NAMES and _holds_images(d)]
-    named = [root / name for name in dirs.values()]
-    classes = bool(dirs) and bool(others) and all(_holds_images(d) for d in named) and (
-        not any(_has_sidecars(d) for d in named) or all(_has_sidecars(d) for d in others))
+    classes = False
+    if dirs:  # (a file given, a CSV's, has none: not listed)
+        others = [d for d in _class_dirs(root) if d.name.casefold() not in SPLIT_NAMES and _holds_images(d)]
+        named = [root / name for name in dirs.values()]
+        classes = bool(others) and all(_holds_images(d) for d in named) and (
+            not any(_has_sidecars(d) for d in named) or all(_has_sidecars(d) for d in others))
     if classes:
         dirs = {}
     if split:
