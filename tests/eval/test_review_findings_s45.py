@@ -189,3 +189,12 @@ def test_a_dataset_name_with_separators_finds_its_list_and_an_unknown_one_is_sai
     assert ds.classnames[:2] == ["airplane", "automobile"] and len(ds.templates) == 18
     with pytest.warns(UserWarning, match=r"'cifarr10' names no bundled CLIP_benchmark list \(did you mean cifar10"):
         load_dataset(tmp_path / "img", dataset_name="cifarr10")
+
+
+def test_folders_named_alike_merged_into_one_class_are_said(tmp_path):
+    """Cat/ and cat/ under names cat, dog: both one class, without a word (docs hunt)."""
+    for name in ("Cat", "cat", "dog"):
+        _images(tmp_path / "t" / name, 1)
+    with pytest.warns(UserWarning, match=r"named alike are one class .*Cat, cat -> 'cat'"):
+        ds = load_dataset(tmp_path / "t", classnames=["cat", "dog"])
+    assert sorted(ds.labels.tolist()) == [0, 0, 1]

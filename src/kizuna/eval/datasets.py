@@ -677,6 +677,15 @@ def _folder_labels(folders: list[str], classnames: list[str], source: str, data:
     index = _ClassNameIndex(classnames)
     named = [index.get(f) for f in folders]
     if all(k is not None for k in named):  # first: folders 1, 2, 3 named by a list "1", "2", "3" are those classes
+        merged: dict[int, list[str]] = {}
+        for folder, k in zip(folders, named):
+            merged.setdefault(k, []).append(folder)
+        merged = {k: group for k, group in merged.items() if len(group) > 1}
+        if merged:  # Cat/ and cat/ under one name "cat": one class of both, without a word
+            said = "; ".join(f"{', '.join(group)} -> {classnames[k]!r}" for k, group in list(merged.items())[:3])
+            warnings.warn(f"{data}: class folders named alike are one class of {source} ({said}): their images "
+                          "are scored as that class together; rename or merge the folders if they are not",
+                          stacklevel=3)
         return named
     if folders and all(f.isdecimal() for f in folders):
         return _numbered_folder_labels(folders, classnames, source, data)
