@@ -4,6 +4,7 @@ refused."""
 import json
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -56,3 +57,17 @@ def test_one_folder_given_twice_is_measured_once(tmp_path):
                  str(tmp_path / "imgs") + "/", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     record = json.loads(next(out.glob("*.json")).read_text())
     assert record["num_images"] == 3
+
+
+def test_an_image_given_and_inside_a_folder_given_is_measured_once(tmp_path):
+    from kizuna.analysis.report import load_images
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    def to_tensor(image):
+        return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
+
+    images, names = load_images([str(tmp_path / "imgs"), str(tmp_path / "imgs" / "0.png")], to_tensor, 32)
+    assert len(names) == 3 and images.shape[0] == 3

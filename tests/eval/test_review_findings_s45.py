@@ -198,3 +198,30 @@ def test_folders_named_alike_merged_into_one_class_are_said(tmp_path):
     with pytest.warns(UserWarning, match=r"named alike are one class .*Cat, cat -> 'cat'"):
         ds = load_dataset(tmp_path / "t", classnames=["cat", "dog"])
     assert sorted(ds.labels.tolist()) == [0, 0, 1]
+
+
+@pytest.mark.parametrize("label", [".cls", ".txt"])
+def test_side_car_splits_beside_another_side_car_folder_stay_splits(tmp_path, label):
+    """train/, test/ and restval/ (COCO Karpathy's) of side-cars: read as one class tree by the captioned-classes
+    rule, every --split gave all their images together (test leaking into training)."""
+    from _evalhelpers import noise_image
+
+    for folder, n in (("train", 3), ("test", 2), ("restval", 1)):
+        (tmp_path / "root" / folder).mkdir(parents=True)
+        for i in range(n):
+            (tmp_path / "root" / folder / f"{i}.png").write_bytes(noise_image(10 * n + i))
+            (tmp_path / "root" / folder / f"{i}{label}").write_text("0" if label == ".cls" else "a caption")
+    (tmp_path / "root" / "classnames.txt").write_text("cat\n")
+    task = "classification" if label == ".cls" else "retrieval"
+    assert len(load_dataset(tmp_path / "root", split="test", task=task)) == 2
+    assert len(load_dataset(tmp_path / "root", split="train", task=task)) == 3
+
+
+@pytest.mark.parametrize("key", ["out", "cache_dir"])
+def test_a_suite_file_refuses_an_empty_folder(tmp_path, key):
+    from kizuna.eval.suite import normalise_suite
+
+    run = {"model": "ViT-mu-8", "dataset": str(tmp_path), "task": "zeroshot"}
+    suite = {"out": "", "runs": [run]} if key == "out" else {"runs": [{**run, "cache_dir": " "}]}
+    with pytest.raises(ValueError, match=f"{key}'? is empty"):
+        normalise_suite(suite)

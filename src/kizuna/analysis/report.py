@@ -224,19 +224,29 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
     specs = path_list(specs)
     skipped = SkipCounter()
     tensors, names = [], []
+    # each image once: a folder and a file in it, or a folder given twice (a/ and a), measured one image twice
+    seen: set[tuple] = set()
     for spec in specs:
         if len(tensors) >= max_images:
             break
         p = Path(spec)
         if os.path.isfile(p) and p.suffix.lower() in IMAGE_EXTENSIONS:  # (a long `::` list: Path.is_file raised)
-            tensors.append(preprocess(load_image(p)))
-            names.append(str(p))
+            if ("file", os.path.realpath(p)) not in seen:
+                seen.add(("file", os.path.realpath(p)))
+                tensors.append(preprocess(load_image(p)))
+                names.append(str(p))
             continue
         index = build_index(spec, require="image")
         ds = PairDataset(index, preprocess, caption_sampling="first", seed_transform=False)
         for i in range(len(ds)):
             if len(tensors) >= max_images:
                 break
+            ref = index[i]
+            which = (("file", os.path.realpath(ref.path)) if ref.path else
+                     ("member", os.path.realpath(ref.source), ref.key))
+            if which in seen:
+                continue
+            seen.add(which)
             item = ds[i]
             if item is not None:
                 tensors.append(item["image"])

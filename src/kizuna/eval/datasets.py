@@ -471,8 +471,10 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     if dirs:  # (a file given, a CSV's, has none: not listed)
         others = [d for d in _class_dirs(root) if d.name.casefold() not in SPLIT_NAMES and _holds_images(d)]
         named = [root / name for name in dirs.values()]
+        # (captioned class folders too, where one split-named folder sits among them: train/, val/, test/ and
+        # restval/ of side-cars are splits still)
         classes = bool(others) and all(_holds_images(d) for d in named) and (
-            not any(_has_sidecars(d) for d in named) or all(_has_sidecars(d) for d in others))
+            not any(_has_sidecars(d) for d in named) or (len(named) == 1 and all(_has_sidecars(d) for d in others)))
     if classes:
         dirs = {}
     if split:

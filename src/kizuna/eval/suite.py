@@ -139,6 +139,8 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
         raise ValueError(f"{path}: 'defaults' must be an object of run settings, got {obj['defaults']!r}")
     if obj.get("out") is not None and not isinstance(obj["out"], (str, os.PathLike)):
         raise ValueError(f"{path}: 'out' must be a folder name (a string), got {obj['out']!r}")
+    if isinstance(obj.get("out"), str) and not obj["out"].strip():  # read as no out: nothing written, rc 0
+        raise ValueError(f"{path}: 'out' is empty: give a folder, or leave it out (null) to print the tables only")
     defaults = dict(obj.get("defaults") or {})
     runs = []
     for i, run in enumerate(obj["runs"]):
@@ -269,6 +271,9 @@ def _check_text_values(r: dict, at: str) -> None:
     for key in _TEXT_KEYS:
         if r.get(key) is not None and not isinstance(r[key], (str, os.PathLike)):
             raise ValueError(f"{at}{key} must be a string, got {r[key]!r}")
+    for key in ("cache_dir", "index_cache_dir"):  # "" was the current folder (as --cache-dir "" is refused)
+        if isinstance(r.get(key), str) and not r[key].strip():
+            raise ValueError(f"{at}{key} is empty: give a folder, or leave it out (null)")
     for key in ("templates", "classnames"):  # (a Python suite's templates may be functions of the class name)
         value = r.get(key)
         if value is not None and not isinstance(value, (str, os.PathLike)) and not (
