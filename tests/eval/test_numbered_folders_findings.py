@@ -2,17 +2,13 @@
 themselves, not by whether every class is there (a split lacking one class shifted every 1-based folder onto the
 next class's name), and refused where the count cannot be told."""
 import pytest
-from _evalhelpers import noise_image
+from _evalhelpers import image_folder
 
 from kizuna.eval.datasets import DatasetError, load_dataset
 
 
 def _folders(root, classes, per_class=1):
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            (root / name / f"{i}.png").write_bytes(noise_image(10 * c + i))
-    return root
+    return image_folder(root, per_class, classes)
 
 
 def _named(ds):

@@ -20,7 +20,26 @@ import numpy as np
 _CODEC = ("utf-8", "surrogatepass")  # every str round-trips: file names' escaped bytes, JSON's lone surrogates
 
 
-class PackedStrings(Sequence):
+class _Rows(Sequence):
+    """Indexing the two columns share: an int is a row (negative from the end), a slice a list of rows (one span
+    decoded at a time where its step is 1). ``_row(k)`` and ``_span(start, stop)`` are the column's own."""
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step == 1:
+                return self._span(start, stop)
+            return [self._row(k) for k in range(start, stop, step)]
+        k = operator.index(i)
+        n = len(self)
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError(f"row {i} of a column of {n}")
+        return self._row(k)
+
+
+class PackedStrings(_Rows):
     """``str`` or ``None`` per row (``None``: a tar member's missing path), packed."""
 
     def __init__(self, strings: Iterable[str | None] = ()):
@@ -94,20 +113,6 @@ class PackedStrings(Sequence):
             rows = [None if gone else row for row, gone in zip(rows, self._none[start:stop].tolist())]
         return rows
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            start, stop, step = i.indices(len(self))
-            if step == 1:
-                return self._span(start, stop)
-            return [self._row(k) for k in range(start, stop, step)]
-        k = operator.index(i)
-        n = len(self)
-        if k < 0:
-            k += n
-        if not 0 <= k < n:
-            raise IndexError(f"row {i} of a column of {n}")
-        return self._row(k)
-
     _BLOCK = 1 << 16  # rows decoded at a time when iterating
 
     def __iter__(self) -> Iterator[str | None]:
@@ -138,7 +143,7 @@ class PackedStrings(Sequence):
         return f"{type(self).__name__}([{head}{', ...' if len(self) > 3 else ''}], {len(self)} rows)"
 
 
-class PackedCaptions(Sequence):
+class PackedCaptions(_Rows):
     """A tuple of captions per row (``()`` when none), packed: every caption in one :class:`PackedStrings`, and
     where each row's captions start."""
 
@@ -178,19 +183,8 @@ class PackedCaptions(Sequence):
         ends = [end - first for end in at[a:b]]
         return tuple(whole[x:y] for x, y in zip([0, *ends[:-1]], ends))
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            start, stop, step = i.indices(len(self))
-            if step == 1:
-                return list(self._rows(start, stop)) if stop > start else []
-            return [self._row(k) for k in range(start, stop, step)]
-        k = operator.index(i)
-        n = len(self)
-        if k < 0:
-            k += n
-        if not 0 <= k < n:
-            raise IndexError(f"row {i} of a column of {n}")
-        return self._row(k)
+    def _span(self, start: int, stop: int) -> list[tuple[str, ...]]:
+        return list(self._rows(start, stop)) if stop > start else []
 
     def _rows(self, start: int, stop: int) -> Iterator[tuple[str, ...]]:
         first, last = int(self._starts[start]), int(self._starts[stop])
