@@ -8,7 +8,7 @@ import torch
 from _evalhelpers import classification_wds
 
 from kizuna.eval.classification import classify_scores
-from kizuna.eval.datasets import load_dataset
+from kizuna.eval.datasets import DatasetError, load_dataset
 from kizuna.eval.linear_probe import zeroshot_over_train_classes
 from kizuna.eval.probes import evaluate_robustness, typographic_attack
 from kizuna.eval.retrieval import retrieval_from_features
@@ -225,3 +225,43 @@ def test_a_suite_file_refuses_an_empty_folder(tmp_path, key):
     suite = {"out": "", "runs": [run]} if key == "out" else {"runs": [{**run, "cache_dir": " "}]}
     with pytest.raises(ValueError, match=f"{key}'? is empty"):
         normalise_suite(suite)
+
+
+def _sidecar_folder(folder, n, label=".txt", seed=0):
+    from _evalhelpers import noise_image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        (folder / f"{i}.png").write_bytes(noise_image(seed + i))
+        (folder / f"{i}{label}").write_text("0" if label == ".cls" else "a caption")
+
+
+def test_a_lone_held_out_split_of_side_cars_beside_another_is_a_split(tmp_path):
+    """test/ and restval/ of side-cars were a captioned class tree: split="test" read both, and `vit train`
+    trained on them. The captioned-classes rule is for a train/ class only."""
+    _sidecar_folder(tmp_path / "r" / "test", 2)
+    _sidecar_folder(tmp_path / "r" / "restval", 3, seed=10)
+    for split in ("test", None):
+        ds = load_dataset(tmp_path / "r", split=split, task="retrieval")
+        assert ds.split == "test" and len(ds) == 2
+    with pytest.raises(DatasetError, match="has no split 'train'"):
+        load_dataset(tmp_path / "r", split="train", task="retrieval")
+
+
+def test_split_folders_of_classes_with_a_stray_image_stay_splits(tmp_path):
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            _images(tmp_path / "r" / split / name, 2, seed=len(split) * 10 + len(name))
+        _images(tmp_path / "r" / split, 1)  # a preview.png at the split's top
+    _images(tmp_path / "r" / "examples", 1)
+    ds = load_dataset(tmp_path / "r", split="train")
+    assert ds.split == "train" and ds.classnames == ["cat", "dog"]
+
+
+def test_class_folders_holding_split_folders_are_refused(tmp_path):
+    """cat/{train,test}, dog/{train,test}: one ImageFolder of classes cat and dog pooling train and test."""
+    for name in ("cat", "dog"):
+        for split in ("train", "test"):
+            _images(tmp_path / "r" / name / split, 2)
+    with pytest.raises(DatasetError, match=r"class folder cat holds split folders \(train, test\)"):
+        load_dataset(tmp_path / "r")

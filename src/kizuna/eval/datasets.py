@@ -464,17 +464,16 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     dirs = _split_dirs(root)
     # split-named folders that hold images themselves, beside other folders of images, are classes (CIFAR-100's
     # "train"); ones holding class folders or shards stay splits (an examples/ folder of images at a root made
-    # its train and test splits two classes of one ImageFolder)
-    # (side-car split folders, KEY.jpg + KEY.cls, hold images too: they are splits, not classes)
-    # (but where the other folders carry captions as well, it is a class tree with captions: CIFAR-100 captioned)
+    # its train and test splits two classes of one ImageFolder), also with a stray image at their top. Side-car
+    # split folders (KEY.jpg + KEY.cls or .txt) are splits too, but for a train/ among captioned class folders
+    # (CIFAR-100 with captions): a test/ or val/ of side-cars beside restval/ is a split (it pooled them)
     classes = False
     if dirs:  # (a file given, a CSV's, has none: not listed)
         others = [d for d in _class_dirs(root) if d.name.casefold() not in SPLIT_NAMES and _holds_images(d)]
         named = [root / name for name in dirs.values()]
-        # (captioned class folders too, where one split-named folder sits among them: train/, val/, test/ and
-        # restval/ of side-cars are splits still)
-        classes = bool(others) and all(_holds_images(d) for d in named) and (
-            not any(_has_sidecars(d) for d in named) or (len(named) == 1 and all(_has_sidecars(d) for d in others)))
+        captioned_train = list(dirs) == ["train"] and all(_has_sidecars(d) for d in others)
+        classes = bool(others) and all(_holds_images(d) and not _class_dirs(d) for d in named) and (
+            not any(_has_sidecars(d) for d in named) or captioned_train)
     if classes:
         dirs = {}
     if split:
@@ -773,6 +772,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
                                f"which is a classification layout; retrieval needs KEY.jpg + KEY.txt captions")
         task = "classification"
         dirs = _folder_class_order(_class_dirs(data))
+        _refuse_split_folders_in_classes(data, dirs)
         index = build_index(str(data), require="image")
         folder_names = [d.name for d in dirs]
         pos = {n: k for k, n in enumerate(folder_names)}
@@ -861,6 +861,20 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
         if dataset_name and (ds.templates_source == "default" or ds.classnames_source == "folder names"):
             _warn_if_no_bundled_list(dataset_name)
     return ds
+
+
+def _refuse_split_folders_in_classes(data: Path, dirs: list[Path]) -> None:
+    """Class folders that hold split folders with a train/ beside a held-out one (cat/{train,test}, or datasets
+    side by side: outer/{cifar,stl}/{train,test}) were one ImageFolder pooling train and test: `vit train` trained
+    on the test images and an evaluation scored the training ones. Refused, saying how to lay them out."""
+    for d in dirs:
+        inner = _split_dirs(d)
+        held_out = [inner[s] for s in inner if s != "train"]
+        if "train" in inner and held_out:
+            raise DatasetError(
+                f"{data}: class folder {d.name} holds split folders ({inner['train']}, {', '.join(held_out)}): read as "
+                "one ImageFolder, its training and held-out images are pooled. Give one dataset root with the splits "
+                f"at its top (ROOT/train/<class>/, ROOT/test/<class>/), or point at {d} if it is a dataset of its own")
 
 
 def _warn_if_the_cut_drops_classes(data, labels: np.ndarray, usable: np.ndarray, keep: np.ndarray) -> None:
