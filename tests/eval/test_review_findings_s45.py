@@ -265,3 +265,13 @@ def test_class_folders_holding_split_folders_are_refused(tmp_path):
             _images(tmp_path / "r" / name / split, 2)
     with pytest.raises(DatasetError, match=r"class folder cat holds split folders \(train, test\)"):
         load_dataset(tmp_path / "r")
+
+
+def test_a_train_split_of_labelled_side_cars_beside_another_folder_is_a_split(tmp_path):
+    """train/ and restval/ of KEY.png + KEY.cls: the captioned-classes rule (for caption side-cars) took them for
+    one class tree and split="train" read both."""
+    _sidecar_folder(tmp_path / "r" / "train", 3, label=".cls")
+    _sidecar_folder(tmp_path / "r" / "restval", 2, label=".cls", seed=10)
+    (tmp_path / "r" / "classnames.txt").write_text("cat\n")
+    ds = load_dataset(tmp_path / "r", split="train", task="classification")
+    assert ds.split == "train" and len(ds) == 3

@@ -471,7 +471,8 @@ def find_split(root: Path, split: str | None) -> tuple[Path, str | None]:
     if dirs:  # (a file given, a CSV's, has none: not listed)
         others = [d for d in _class_dirs(root) if d.name.casefold() not in SPLIT_NAMES and _holds_images(d)]
         named = [root / name for name in dirs.values()]
-        captioned_train = list(dirs) == ["train"] and all(_has_sidecars(d) for d in others)
+        captioned_train = (list(dirs) == ["train"] and not _has_sidecars(named[0], (".cls",))
+                           and all(_has_sidecars(d, (".txt",)) for d in others))  # (.cls side-cars: a split)
         classes = bool(others) and all(_holds_images(d) and not _class_dirs(d) for d in named) and (
             not any(_has_sidecars(d) for d in named) or captioned_train)
     if classes:
