@@ -99,3 +99,19 @@ def test_a_trainer_built_but_not_trained_leaves_the_hosts_dtype_and_grad(tmp_pat
         trainer._let_go_of_the_folder()
     finally:
         torch.set_default_dtype(before)
+
+
+def test_decoding_onto_the_device_without_a_bar_says_so(tmp_path, capsys):
+    """--augment-on device without a terminal: seconds of silence while the training set decoded (tell hunt)."""
+    from test_supervised import TINY, _shard
+
+    from kizuna.apps.cli import main
+
+    _shard(tmp_path / "data" / "train" / "000000.tar", 0, 8)
+    import json
+
+    assert main(["vit", "train", "--data", str(tmp_path / "data" / "train"), "--model", "mu/4", "--model-overrides",
+                 json.dumps(TINY), "--image-size", "16", "--crop", "pad", "--augment-on", "device", "--steps", "1",
+                 "--batch-size", "4", "--workers", "0", "--threads", "1", "--progress", "false", "--warmup-steps",
+                 "1", "--out", str(tmp_path / "run")]) == 0
+    assert "decoding 8 training images onto cpu ..." in capsys.readouterr().err

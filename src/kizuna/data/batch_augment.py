@@ -348,9 +348,9 @@ def decode_images(index, image_size, device: torch.device | str = "cpu", workers
                          persistent_workers=False)
     images = torch.empty(len(index), 3, h, w, dtype=torch.uint8)
     kept = np.zeros(len(index), dtype=bool)
-    from tqdm import tqdm
+    from kizuna.eval.encode import progress_bar  # (without a bar: a line every 30 s, and no tqdm object)
 
-    with tqdm(total=len(index), desc="decode", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(index), desc="decode", enabled=progress, unit="image") as bar:
         for batch in loader:
             rows = batch["indices"]
             if len(rows):

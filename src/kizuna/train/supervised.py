@@ -803,6 +803,9 @@ class SupervisedTrainer(Trainer):
             raise ValueError(f"--augment-on device crops with 'pad' or 'none', got --crop {cfg.crop}; a random "
                              "resized crop needs the full-size image: use --augment-on loader")
         show = self.dist.is_main and cfg.progress
+        if self.dist.is_main and not show:  # (without a bar the decoding was seconds of silence: 25k images 4-5 s)
+            print(f"decoding {len(self.train_index)} training images onto {self.device} ...", file=sys.stderr,
+                  flush=True)
         decoded = decode_images(self.train_index, self.image_size, self.device, cfg.workers, progress=show)
         if not len(decoded.labels):
             raise ValueError(f"{cfg.data}: none of its {len(self.train_index)} training images decoded: "
