@@ -275,3 +275,14 @@ def test_a_train_split_of_labelled_side_cars_beside_another_folder_is_a_split(tm
     (tmp_path / "r" / "classnames.txt").write_text("cat\n")
     ds = load_dataset(tmp_path / "r", split="train", task="classification")
     assert ds.split == "train" and len(ds) == 3
+
+
+def test_a_class_folder_named_dev_is_no_validation_split(tmp_path):
+    from kizuna.eval.datasets import validation_split
+
+    for name in ("cat", "dev", "dog"):
+        _images(tmp_path / "r" / name, 1)
+    assert validation_split(tmp_path / "r") is None
+    _sidecar_folder(tmp_path / "s" / "dev", 1, label=".cls")
+    _sidecar_folder(tmp_path / "s" / "test", 1, label=".cls", seed=5)
+    assert validation_split(tmp_path / "s") == "dev"

@@ -528,7 +528,11 @@ def validation_split(root) -> str | None:
     if not os.path.isdir(root) or is_split_folder(root):
         return None
     dirs = _split_dirs(root)
-    return next((s for s in ("val", "validation", "valid", "dev") if s in dirs), None)
+    split = next((s for s in ("val", "validation", "valid", "dev") if s in dirs), None)
+    try:  # as find_split reads the root (a class folder "dev" among classes is no split)
+        return split if split is not None and find_split(root, split)[1] == split else None
+    except DatasetError:
+        return None
 
 
 def _split_named_folders(folder: Path) -> list[str]:
