@@ -61,3 +61,15 @@ def test_rows_joined_off_the_buffer_are_the_encoded_rows_joined():
         expected = b"\0".join((s or "").encode("utf-8", "surrogatepass") for s in ROWS[start:stop])
         assert col.joined(start, stop) == expected, (start, stop)
     assert PackedStrings(["a", "", "b"]).joined(0, 3, b"|") == b"a||b"
+
+
+def test_taking_rows_copies_them_in_that_order():
+    col = PackedStrings(ROWS)
+    for sel in ([0, 1, 2, 3, 4, 5, 6, 7, 8], [8, 0, 3], [2, 2, 7], [], [4]):
+        assert list(col.take(sel)) == [ROWS[i] for i in sel], sel
+    rows = [("a dog", "a cat"), (), ("x",), ("", "y\udcff", "z")]
+    caps = PackedCaptions(rows)
+    for sel in ([0, 1, 2, 3], [3, 0], [1, 1], [], [2]):
+        assert list(caps.take(sel)) == [rows[i] for i in sel], sel
+    many = PackedStrings([f"{i:06d}" for i in range(70_000)])  # across a block of 65,536
+    assert list(many.take(np.arange(69_999, -1, -7))) == [f"{i:06d}" for i in range(69_999, -1, -7)]

@@ -126,6 +126,24 @@ class PackedStrings(_Rows):
 
     __hash__ = None  # a sequence compared by value, as a list
 
+    def take(self, rows) -> "PackedStrings":
+        """The column of ``rows`` (in that order), copied buffer to buffer a block at a time: no string is made
+        (a list of them rebuilt a subset of a million rows in 3 s)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ends = self._ends
+        starts = ends[rows - 1] if len(rows) else ends[:0]
+        starts = np.where(rows > 0, starts, 0)
+        stops = ends[rows]
+        data, mv = bytearray(), memoryview(self._data)
+        for lo in range(0, len(rows), self._BLOCK):
+            data += b"".join(mv[a:b] for a, b in zip(starts[lo:lo + self._BLOCK].tolist(),
+                                                     stops[lo:lo + self._BLOCK].tolist()))
+        out = PackedStrings.__new__(PackedStrings)
+        out.__setstate__({"data": bytes(data) if len(data) < self._BLOCK * 64 else data,
+                          "ends": np.cumsum(stops - starts), "none": None if self._none is None else self._none[rows],
+                          "ascii": self._ascii})
+        return out
+
     def joined(self, start: int, stop: int, sep: bytes = b"\0") -> bytes:
         """Rows ``start:stop`` encoded (UTF-8, surrogates passed) and joined by the one byte ``sep``, as
         ``sep.join(s.encode("utf-8", "surrogatepass") for s in col[start:stop])`` (a None row as ""), read off the
@@ -182,6 +200,17 @@ class PackedCaptions(_Rows):
         whole = texts._data[first:at[b - 1]].decode("ascii")
         ends = [end - first for end in at[a:b]]
         return tuple(whole[x:y] for x, y in zip([0, *ends[:-1]], ends))
+
+    def take(self, rows) -> "PackedCaptions":
+        """The rows ``rows`` (in that order), as :meth:`PackedStrings.take`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        first, counts = self._starts[rows], self._starts[rows + 1] - self._starts[rows]
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        # each row's caption numbers: its first, first + 1, ... (counts of them)
+        captions = np.repeat(first - starts[:-1], counts) + np.arange(int(starts[-1]), dtype=np.int64)
+        out = PackedCaptions.__new__(PackedCaptions)
+        out.__setstate__({"texts": self._texts.take(captions), "starts": starts})
+        return out
 
     def _span(self, start: int, stop: int) -> list[tuple[str, ...]]:
         return list(self._rows(start, stop)) if stop > start else []

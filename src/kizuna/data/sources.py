@@ -693,8 +693,8 @@ def group_rows_by_image(index: SampleIndex) -> SampleIndex:
     sel = np.asarray(rows, dtype=np.int64)
     # a row rejected after p rows comes after the images whose first row is before it
     rejected = {r: np.searchsorted(sel, at, side="left") for r, at in index.rejected_at.items()}
-    return SampleIndex(index.sources, index.kinds, index.source_ids[sel], [index.keys[i] for i in rows],
-                       index.offsets[sel], index.sizes[sel], [index.paths[i] for i in rows],
+    return SampleIndex(index.sources, index.kinds, index.source_ids[sel], index.keys.take(sel),
+                       index.offsets[sel], index.sizes[sel], index.paths.take(sel),
                        [tuple(caps[files[i]]) for i in rows], index.labels[sel], index.skips, index.damaged,
                        rejected)
 

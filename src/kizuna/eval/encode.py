@@ -418,7 +418,8 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
             out = unit_rows(encode(tokens.to(device))).cpu()
             if feats is None:
                 feats = torch.zeros(end - start, out.shape[1], dtype=out.dtype)
-            local = torch.tensor([at[k] - start for k in ok], dtype=torch.long)
+            # one process: each text's own row at once (no order to undo: the un-permutation copied the features)
+            local = torch.tensor([numbers[k] if world == 1 else at[k] - start for k in ok], dtype=torch.long)
             feats[local] = out
             valid[local] = True
     dim = feats.shape[1] if feats is not None else -1
@@ -426,8 +427,11 @@ def encode_texts_sharded(model, tokenizer, texts, batch_size: int = 256, device=
         dim = max(gather_object(dim))
     if feats is None:
         feats = torch.zeros(end - start, max(dim, 0), dtype=torch.float32)
-    feats, valid = gather_shards(feats, bounds), gather_shards(valid, bounds)
-    place = torch.tensor(order, dtype=torch.long)  # sorted position p holds text order[p]
-    feats[place], valid[place] = feats.clone(), valid.clone()
+    if world > 1:  # the ranks' rows are sorted positions: sorted position p holds text order[p]
+        gathered, valid_sorted = gather_shards(feats, bounds), gather_shards(valid, bounds)
+        place = torch.tensor(order, dtype=torch.long)
+        feats, valid = torch.empty_like(gathered), torch.empty_like(valid_sorted)
+        feats[place], valid[place] = gathered, valid_sorted
+        del gathered
     check_finite(feats, valid, "texts")
     return TextFeatures(feats, valid, summed_skips(skips))

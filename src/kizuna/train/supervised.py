@@ -364,9 +364,9 @@ def augmentations(cfg: SupervisedConfig, image_size, mean=VIT_MEAN,
 def _take(index: SampleIndex, rows: np.ndarray, labels: np.ndarray) -> SampleIndex:
     """A new index holding ``rows`` of ``index`` (in order) with the given labels."""
     rows = np.asarray(rows, dtype=np.int64)
-    return SampleIndex(index.sources, index.kinds, index.source_ids[rows], [index.keys[i] for i in rows],
-                       index.offsets[rows], index.sizes[rows], [index.paths[i] for i in rows],
-                       [index.captions[i] for i in rows], np.asarray(labels, dtype=np.int64),
+    return SampleIndex(index.sources, index.kinds, index.source_ids[rows], index.keys.take(rows),
+                       index.offsets[rows], index.sizes[rows], index.paths.take(rows),
+                       index.captions.take(rows), np.asarray(labels, dtype=np.int64),
                        index.skips, index.damaged)
 
 
