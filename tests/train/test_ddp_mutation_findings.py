@@ -96,9 +96,10 @@ def _expected_text_feature(text: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- sharded evaluation
 def test_sharded_text_features_land_in_their_global_rows_and_skips_name_the_global_text(monkeypatch):
     """Rank 1 of 2 encodes positions 2..5 of the texts sorted by length (bounds [(0, 2), (2, 6)] at batch 2: texts
-    2, 1, 3, 4) and refuses text 3; rank 0 gives positions 0-1 (texts 5 and 0) and one refusal of its own. Mutants: the skip's example named by the shard's position ("text 1": the
-    tokenizer's offset ``i - start``), the skips not summed over the ranks, and the gathered valid mask left as
-    uint8 (a byte mask indexes rows 0 and 1 instead of selecting)."""
+    2, 1, 3, 4) and refuses text 3; rank 0 gives positions 0-1 (texts 5 and 0) and one refusal of its own. Mutants:
+    the skip's example named by the shard's position ("text 1": the tokenizer's offset ``i - start``), the skips not
+    summed over the ranks, and the gathered valid mask left as uint8 (a byte mask indexes rows 0 and 1 instead of
+    selecting)."""
     texts = ["ab", "cde", "fg", "!bad", "hijk", "l"]
     rank0_rows = torch.zeros(4, 3)
     rank0_rows[0], rank0_rows[1] = _expected_text_feature("l"), _expected_text_feature("ab")

@@ -102,7 +102,8 @@ def test_a_csv_and_an_image_folder_are_fingerprinted_by_their_samples_wherever_t
     (moved / "a" / "img1.png").rename(moved / "a" / "img9.png")
     (moved / "a" / "img1.txt").rename(moved / "a" / "img9.txt")
     assert describe_data_change(folder, build_index(str(moved)).fingerprint()) == (  # as many, another among them
-        "other samples than the run's (imgs has as many samples as the run's, with other keys or its keys in another order)")
+        "other samples than the run's (imgs has as many samples as the run's, with other keys or its keys in another "
+        "order)")
 
     rows = [(f"imgs/{'a' if i % 2 else 'b'}/img{i}.png", f"caption {i}") for i in range(6)]
     write_csv(tmp_path / "a.csv", rows)
@@ -234,7 +235,8 @@ def test_a_csv_of_absolute_paths_is_the_same_data_moved_and_rewritten(tmp_path):
     # other rows, or the same in another order, still differ
     swapped = csv_of(tmp_path / "disk2" / "images", tmp_path / "disk3" / "train.csv", [1, 0, 2, 3, 4, 5])
     assert describe_data_change(run, swapped) == (
-        "other samples than the run's (train.csv has as many samples as the run's, with other keys or its keys in another order)")
+        "other samples than the run's (train.csv has as many samples as the run's, with other keys or its keys in "
+        "another order)")
 
 
 def test_a_refused_data_flag_says_it_may_give_the_runs_files_where_they_lie_now(shards, run, tmp_path):

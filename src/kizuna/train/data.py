@@ -20,7 +20,8 @@ class SyntheticPairs:
 
     ``hard_negatives``: in every batch, positions are paired (0-1, 2-3, ...), and where the first of a pair
     is a single-object scene the second is replaced by that scene's twin (about half of those scenes: the same
-    scene with its shape, or its colour, changed; see ``SyntheticWorld.hard_negative_meta``), so the contrastive loss must tell the two apart.
+    scene with its shape, or its colour, changed; see ``SyntheticWorld.hard_negative_meta``), so the contrastive
+    loss must tell the two apart.
     The idea: without twins a colour-only solution explains most of a random batch (1 in 8
     negatives shares the colour). Measured on the demo, twins alone did not make shape learnable
     (docs/RESULTS.md), so they are off by default."""
@@ -185,13 +186,13 @@ def warn_if_evaluated_on_training_data(training_sources, evaluated: str, flag: s
                       stacklevel=2)
 
 
-_HELD_OUT = ("test", "val", "validation", "valid", "dev")
-
-
 def _refuse_held_out_splits_inside(index, data) -> None:
     """Side-car folders are read recursively: a folder holding a dataset root deeper down (``--data photos`` over
     photos/flickr/{train,test}) trained on its test split; the check above looks one level down only. A folder
     named as a held-out split beside a ``train`` folder, anywhere under a folder source, is refused."""
+    from kizuna.eval.datasets import SPLIT_NAMES
+
+    held_out = {name for name in SPLIT_NAMES if name != "train"}
     folders = {sid for sid, kind in enumerate(index.kinds) if kind == "folder"}
     if not folders:
         return
@@ -214,7 +215,7 @@ def _refuse_held_out_splits_inside(index, data) -> None:
         parts = [] if rel == os.curdir else rel.split(os.sep)
         for j, name in enumerate(parts):
             parent = os.path.join(root, *parts[:j])
-            if name.casefold() in _HELD_OUT and has_train(parent):
+            if name.casefold() in held_out and has_train(parent):
                 raise ValueError(f"--data {data} holds the dataset root {parent} (split folders train and {name}): "
                                  f"it would train on {name} too; pass its training split, e.g. --data "
                                  f"{os.path.join(parent, 'train')}")
