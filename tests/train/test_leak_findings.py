@@ -150,3 +150,20 @@ def test_a_csvs_images_not_its_file_say_where_it_trains(tmp_path):
     assert training_source_in(places, str(tmp_path / "imgs" / "a")) == str(tmp_path / "imgs" / "a")
     # an evaluation folder beside them, under the folder they share (data/ of data/cc3m and data/coco): no word
     assert training_source_in(places, str(tmp_path / "imgs" / "c")) is None
+
+
+def test_a_resumed_older_run_keeps_its_best_and_its_split(root, tmp_path, capsys):
+    """A run begun when "" meant test first (its saved settings say val_split ""): the resume recorded the split
+    it resolved and, comparing it with the saved "", started best/ afresh ("evaluates on another set")."""
+    import torch
+
+    out = ["--out", str(tmp_path / "run"), "--data", str(root / "train"), "--val-data", str(root)]
+    assert main(["vit", "train", *FAST, *out, "--eval-every", "1", "--save-every", "1"]) == 0
+    state_file = tmp_path / "run" / "checkpoints" / "step_0000001" / "train_state.pt"
+    state = torch.load(state_file, weights_only=False)  # (the test's own file)
+    state["train_config"]["val_split"] = ""  # as an older run saved it
+    torch.save(state, state_file)
+    capsys.readouterr()
+    assert main(["vit", "train", *FAST, *out, "--resume", str(state_file.parent), "--steps", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "best/ starts afresh" not in err and "12 validation images" in err  # test, as the run began

@@ -687,8 +687,9 @@ class SupervisedTrainer(Trainer):
         # --val-data or --val-split was found after them: 6-9 s of decoding CIFAR-10 onto the device)
         validation = (load_validation(cfg, self.classnames, resumed=self.resume_from is not None)
                       if cfg.val_data else None)
-        if validation is not None and not cfg.val_split and validation[2].split:
-            # the split a root's "" resolved to, in train_config.json: a resume reads the same one
+        if validation is not None and not cfg.val_split and validation[2].split and self.resume_from is None:
+            # the split a root's "" resolved to, in train_config.json: a resume reads the same one (a resumed run
+            # keeps its ""; recorded there, the resume compared it with the saved "" and started best/ afresh)
             cfg = self.cfg = dataclasses.replace(cfg, val_split=validation[2].split)
         if validation is not None and self.dist.is_main:
             from .data import training_places
