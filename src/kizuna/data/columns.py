@@ -191,15 +191,7 @@ class PackedCaptions(_Rows):
     def _row(self, k: int) -> tuple[str, ...]:
         if self._at is None:
             self._at = memoryview(np.ascontiguousarray(self._starts, dtype=np.int64)).cast("B").cast("q")
-        a, b = self._at[k], self._at[k + 1]
-        texts = self._texts
-        if b - a < 2 or not texts._ascii or texts._none is not None:
-            return tuple(texts._row(j) for j in range(a, b))
-        at = texts._offsets()  # one decode for the row's captions (five, as Flickr's)
-        first = at[a - 1] if a else 0
-        whole = texts._data[first:at[b - 1]].decode("ascii")
-        ends = [end - first for end in at[a:b]]
-        return tuple(whole[x:y] for x, y in zip([0, *ends[:-1]], ends))
+        return tuple(self._texts._span(self._at[k], self._at[k + 1]))  # (ASCII captions: one decode for the row)
 
     def take(self, rows) -> "PackedCaptions":
         """The rows ``rows`` (in that order), as :meth:`PackedStrings.take`."""

@@ -162,15 +162,10 @@ class _Heartbeat:
 
 
 def _heartbeat(iterable, total, desc, unit):
-    units = unit + ("es" if unit.endswith(("ch", "s")) else "s")
-    start = last = time.monotonic()
-    for done, item in enumerate(iterable, 1):
+    beat = _Heartbeat(total, desc, unit)
+    for item in iterable:
         yield item
-        now = time.monotonic()
-        if now - last >= HEARTBEAT_SECONDS:
-            last = now
-            print(f"{desc or 'working'}: {done}{f'/{total}' if total else ''} {units} after {now - start:.0f} s",
-                  file=sys.stderr, flush=True)
+        beat.update()
 
 
 # ----------------------------------------------------------------------------------- mode
