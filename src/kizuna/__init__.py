@@ -58,12 +58,15 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
                              "its own config")
         model = load_model(name_or_path, image_size=image_size, allow_jit=allow_jit, act=act)
     else:
+        whole = set()
         for tower in ("vision", "text"):  # a whole VisionConfig/TextConfig is an override too: merged as its dict
             if hasattr(overrides.get(tower), "to_dict"):
                 overrides[tower] = overrides[tower].to_dict()
-        if act is not None:
+                whole.add(tower)
+        if act is not None:  # over a whole config's act (every field is set there), under a dict's own "act"
             for tower in ("vision", "text"):
-                overrides[tower] = {"act": act, **(overrides.get(tower) or {})}
+                given = overrides.get(tower) or {}
+                overrides[tower] = {**given, "act": act} if tower in whole else {"act": act, **given}
         if image_size is not None:
             overrides["vision"] = {**(overrides.get("vision") or {}), "image_size": image_size}
         cfg = clip_config(name_or_path, **overrides)
@@ -120,6 +123,9 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
     (``kizuna.analysis.report.read_extra(path)["preprocess"]``)."""
     from .data.transforms import preprocess_from_config
 
+    if train_overrides and not train:  # they were dropped: the evaluation transform, without the augmentation
+        raise ValueError(f"{', '.join(sorted(train_overrides))}: training settings; pass train=True for the "
+                         "training transform")
     if model_or_cfg is None:  # CLIP's defaults, for training too (it returned the evaluation transform, dropping
         return preprocess_from_config({}, train=train, **train_overrides)  # train=True and its settings)
     if isinstance(getattr(model_or_cfg, "preprocess_config", None), dict):  # a ViT loaded from its checkpoint

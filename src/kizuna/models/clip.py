@@ -78,6 +78,8 @@ class ClipConfig:
             # the sigmoid loss adds the learned bias b to every logit; without the parameter it cannot train
             raise ValueError("loss='siglip' needs a logit bias: set init_logit_bias (SigLIP starts at -10, with "
                              "init_logit_scale=log(10) and max_logit_scale=None)")
+        if not isinstance(self.embed_dim, int) or isinstance(self.embed_dim, bool) or self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {self.embed_dim!r}")
         # Both towers must land in the same embed_dim-wide joint space (a mismatch would otherwise be a
         # shape error deep inside the first matmul, or a silently narrower space than configured).
         vision_dim = self.vision.output_dim or self.vision.width
@@ -132,8 +134,17 @@ class ClipConfig:
             raise ValueError(f"the tokenizer's context_length {length} is longer than the text tower's "
                              f"{text.context_length} (text.context_length): every encode_text would fail; give "
                              "them the same length")
-        ids = self.trained_bpe_ids()  # OpenAI's BPE is left alone: towers with a vocabulary of their own are fed
-        if ids is None:  # ids directly
+        ids = self.trained_bpe_ids()
+        if ids is None:
+            # OpenAI's BPE: a tower with a vocabulary of its own is fed ids directly (left alone); one that embeds
+            # OpenAI's 49,408 ids and pools at another end-of-text id never finds it (49406, the start of text,
+            # gave every text the same feature; a million pooled at the padding), and trained that way
+            openai_eot = TextConfig.eot_token_id
+            if tok.get("type") in ("clip_bpe", "openai") and text.vocab_size == openai_eot + 1 \
+                    and text.pool == "eot" and text.eot_token_id != openai_eot:
+                raise ValueError(f"text.eot_token_id {text.eot_token_id} is not OpenAI's BPE's end-of-text id "
+                                 f"{openai_eot}, where the text tower pools (pool='eot'); leave it out or set "
+                                 f"{openai_eot}")
             return
         vocab, eot = ids
         if vocab > text.vocab_size:

@@ -75,14 +75,30 @@ def minilm_text_flops(context_length: int, embed_dim: int) -> int:
 
 
 def clip_text_flops(cfg: ClipConfig) -> int:
-    """One text through a two-tower model's text tower, whichever kind it is."""
+    """One text through a two-tower model's text tower, whichever kind it is, at its tokenizer's length: the
+    rows a text is encoded as (a SigLIP tower of 64 positions behind a 16-token tokenizer ran 16, and was
+    counted at 64: 4.5x)."""
+    length = (cfg.tokenizer or {}).get("context_length")
     if cfg.text.kind == "minilm":  # its length is its tokenizer's (MiniLMTokenizer), its projection embed_dim wide
-        return minilm_text_flops(int(cfg.tokenizer.get("context_length", 77)), cfg.embed_dim)
-    return text_flops(cfg.text)
+        return minilm_text_flops(int(length or 77), cfg.embed_dim)
+    if not isinstance(length, int) or length <= 0:
+        length = None
+    return text_flops(cfg.text, min(length or cfg.text.context_length, cfg.text.context_length))
+
+
+def clip_image_flops(cfg: ClipConfig) -> int:
+    """One image through a two-tower model's image tower at the size its preprocessing makes (the tower's
+    position embeddings are interpolated to it), which a config may set apart from ``vision.image_size``."""
+    size = (cfg.preprocess or {}).get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        size = tuple(int(s) for s in size)
+    elif not isinstance(size, int) or size <= 0:
+        size = None
+    return vision_flops(cfg.vision, size)
 
 
 def clip_flops(cfg: ClipConfig) -> dict[str, int]:
-    img, txt = vision_flops(cfg.vision), clip_text_flops(cfg)
+    img, txt = clip_image_flops(cfg), clip_text_flops(cfg)
     return {"image": img, "text": txt, "total": img + txt}
 
 

@@ -51,6 +51,13 @@ def building_on_meta() -> bool:
     return torch.empty(()).is_meta
 
 
+def check_optional_size(name: str, value) -> None:
+    """A config's layer width that may be left out (None, or 0 for none): any other value a positive int (-8 was
+    torch's "negative dimension" traceback at the first Linear, and ``--print-config`` passed it)."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"{name} must be a positive int (or 0/None for none), got {value!r}")
+
+
 #: the words of an on/off setting, an environment switch's and a true/false flag's (train.config.parse_flag_value)
 SWITCH_WORDS = {"0": False, "false": False, "off": False, "no": False, "1": True, "true": True, "on": True,
                 "yes": True}

@@ -91,6 +91,8 @@ class MiniLMTokenizer:
             # in ("\x85" becomes "..."), and refusing it here stopped the run at its batch, again on every resume
             if not t.strip() and not clean_text(t):
                 raise ValueError(f"empty text at index {i}")
+        if not texts:  # [0, 2, L] as kizuna's other tokenizers give [0, L] (transformers failed on an empty batch)
+            return torch.zeros(0, 2, L, dtype=torch.long)
         with self._lock:  # the fast tokenizer keeps each call's truncation and padding on its one shared Rust
             return self._encode(texts, L, on_overflow)  # backend: threads got each other's (wrong ids, crashes)
 

@@ -6,6 +6,7 @@ Two-tower presets follow OpenCLIP's names ("ViT-B-32", "ViT-L-14", ...); "ViT-B/
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 
@@ -169,6 +170,30 @@ def follow_overrides(d: dict, base: ClipConfig, overrides: dict) -> None:
     follow_context_length(d, base.text.context_length, overrides.get("tokenizer"))
 
 
+def check_override_types(defaults: dict, overrides: dict, where: str = "", label: str = "--model-overrides") -> None:
+    """Each override's value against the kind of the value it replaces (``defaults``: the model's config as a
+    dict), for --model-overrides and clip_config alike. The config classes take any value, so
+    {"embed_dim": "64"} failed as a TypeError in torch while the model was built, and {"eps": "1e-5"} saved and
+    reloaded a model that failed at its first forward. A default of None (an optional field) takes anything.
+    ``label`` names the overrides in the message."""
+    def kind(value) -> str:
+        for types, name in ((bool, "true or false"), (int, "a whole number"), (float, "a number"),
+                            (str, "a string"), ((list, tuple), "a list"), (dict, "a JSON object")):
+            if isinstance(value, types):
+                return name
+        return type(value).__name__
+
+    for key, value in overrides.items():
+        default, name = defaults.get(key), where + key
+        if isinstance(default, dict) and isinstance(value, dict):
+            check_override_types(default, value, name + ".", label)
+        elif default is not None and value is not None and kind(value) != kind(default) and not (
+                kind(default) == "a number" and kind(value) == "a whole number") and not (
+                key == "image_size" and isinstance(value, (list, tuple))):  # (height, width): the config checks it
+            raise ValueError(f"{label}: {name} must be {kind(default)} (as the model's "
+                             f"{json.dumps(default, default=str)}), got {json.dumps(value, default=str)}")
+
+
 def refuse_a_vision_head(config: dict) -> None:
     """A new CLIP config (a preset with overrides, a training run's) whose image tower has a classifier head: the
     head replaced the projection in forward_head, so the features were its logits, visual.proj never trained, and
@@ -219,9 +244,17 @@ def clip_config(name: str, **overrides) -> ClipConfig:
             d[k] = v
     follow_overrides(d, base, overrides)
     try:
+        # the values' kinds, as --model-overrides checks them ({"eps": "1e-5"} saved, reloaded, and failed at the
+        # first forward)
+        check_override_types(base.to_dict(), {k: v.to_dict() if dataclasses.is_dataclass(v) else v
+                                              for k, v in overrides.items()}, label="override")
         refuse_a_vision_head(d)
         cfg = ClipConfig.from_dict(d)
         cfg.check_tokenizer()
+        if "preprocess" in overrides:  # a mean of two numbers or an unknown filter was saved, and failed in
+            from kizuna.data.transforms import preprocess_from_config  # get_preprocess, at the first image
+
+            preprocess_from_config(cfg.preprocess)
         return cfg
     except (TypeError, ValueError) as e:
         shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())

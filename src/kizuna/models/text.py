@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import Transformer, building_on_meta, capturing_graph, hooked, watched
+from .layers import ACTIVATIONS, Transformer, building_on_meta, check_optional_size, capturing_graph, hooked, watched
 
 
 @dataclass
@@ -52,6 +52,9 @@ class TextConfig:
                 raise ValueError(f"text {name} must be a positive int, got {value!r}")
         if self.width % self.heads:
             raise ValueError(f"text width {self.width} is not divisible by heads {self.heads}")
+        check_optional_size("text output_dim", self.output_dim)
+        if self.act not in ACTIVATIONS:  # a KeyError deep in the block's constructor
+            raise ValueError(f"text act must be one of {', '.join(ACTIVATIONS)}, got {self.act!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import (INTEL, AttentionPool, Transformer, autocast_off, building_on_meta, env_switch, hooked, linear,
-                     watched, weight_dtype)
+from .layers import (ACTIVATIONS, INTEL, AttentionPool, Transformer, autocast_off, building_on_meta,
+                     check_optional_size, env_switch, hooked, linear, watched, weight_dtype)
 
 
 @contextmanager
@@ -103,6 +103,10 @@ class VisionConfig:
                 raise ValueError(f"vision {name} must be a positive int, got {value!r}")
         if self.width % self.heads:
             raise ValueError(f"vision width {self.width} is not divisible by heads {self.heads}")
+        check_optional_size("vision output_dim", self.output_dim)
+        if self.act not in ACTIVATIONS:  # a KeyError deep in the block's constructor
+            raise ValueError(f"vision act must be one of {', '.join(ACTIVATIONS)}, got {self.act!r}")
+        check_optional_size("vision num_classes", self.num_classes)
         if self.stem not in ("patch", "resnet", "conv"):
             raise ValueError(f"vision stem must be 'patch', 'resnet' or 'conv', got {self.stem!r}")
         channels = self.stem_channels
@@ -319,15 +323,23 @@ class VisionTransformer(nn.Module):
         # in its own dtype. Under autocast the weights stay float32 and so do the pixels.
         first = self.stem if self.stem is not None else self.patch_embed
         images_hw = tuple(x.shape[-2:])
+
+        def too_small():  # (failed inside the position embedding's interpolation, or in the conv: on AMD the
+            # patches run as the conv, which refuses a kernel larger than its input)
+            return ValueError(f"images of {images_hw[0]}x{images_hw[1]} pixels are smaller than one patch of this "
+                              f"model (it takes {self.cfg.image_size} pixels); preprocess with "
+                              "kizuna.get_preprocess(model)")
+
+        stride = self.cfg.patch_size * (self.cfg.stem_stride if self.stem is not None else 1)
+        if min(images_hw) < stride:
+            raise too_small()
         x = x.to(next(first.parameters()).dtype)
         if self.stem is not None:
             x = self.stem(x)
         x = self.patch_embed(x)
         grid = (x.shape[-2], x.shape[-1])
-        if 0 in grid:  # failed inside the position embedding's interpolation
-            raise ValueError(f"images of {images_hw[0]}x{images_hw[1]} pixels are smaller than one patch of this "
-                             f"model (it takes {self.cfg.image_size} pixels); preprocess with "
-                             "kizuna.get_preprocess(model)")
+        if 0 in grid:
+            raise too_small()
         x = x.flatten(2).transpose(1, 2)
         pos = resample_pos_embed(self.pos_embed, grid, self.cfg.grid, self.cfg.num_prefix_tokens)
         if self.cls_token is not None:

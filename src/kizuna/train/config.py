@@ -449,28 +449,6 @@ def check_clip_overrides(overrides) -> None:
                              f"'{{\"{part}\": {{...}}}}', got {overrides[part]!r}")
 
 
-def check_override_types(defaults: dict, overrides: dict, where: str = "") -> None:
-    """Each --model-overrides value against the kind of the value it replaces (``defaults``: the model's
-    config as a dict). The config classes take any value, so {"embed_dim": "64"} failed as a TypeError in
-    torch while the model was built. A default of None (an optional field) takes anything."""
-    def kind(value) -> str:
-        for types, name in ((bool, "true or false"), (int, "a whole number"), (float, "a number"),
-                            (str, "a string"), ((list, tuple), "a list"), (dict, "a JSON object")):
-            if isinstance(value, types):
-                return name
-        return type(value).__name__
-
-    for key, value in overrides.items():
-        default, name = defaults.get(key), where + key
-        if isinstance(default, dict) and isinstance(value, dict):
-            check_override_types(default, value, name + ".")
-        elif default is not None and value is not None and kind(value) != kind(default) and not (
-                kind(default) == "a number" and kind(value) == "a whole number") and not (
-                key == "image_size" and isinstance(value, (list, tuple))):  # (height, width): the config checks it
-            raise ValueError(f"--model-overrides: {name} must be {kind(default)} (as the model's "
-                             f"{json.dumps(default, default=str)}), got {json.dumps(value, default=str)}")
-
-
 FLOAT32_SMALLEST = 1.401298464324817e-45  # the smallest positive float32 (a subnormal): less rounds to 0
 
 

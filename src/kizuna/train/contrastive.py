@@ -26,9 +26,9 @@ import torch
 import kizuna
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
-from kizuna.models.presets import follow_overrides, refuse_a_vision_head
+from kizuna.models.presets import check_override_types, follow_overrides, refuse_a_vision_head
 
-from .config import TrainConfig, check_minilm, check_override_types, deep_merge, overrides_flag
+from .config import TrainConfig, check_minilm, deep_merge, overrides_flag
 from .data import build_dataset, build_loader, training_places, warn_if_evaluated_on_training_data
 from .distributed import contrastive_loss, from_rank0
 from .optim import make_optimizer

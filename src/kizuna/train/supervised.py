@@ -58,9 +58,10 @@ from kizuna.data.transforms import Preprocess, crop_draft_size
 from kizuna.eval.encode import NonFiniteFeatures, summed_skips
 from kizuna.models.checkpoint import load_model, load_state_dict_strict, make_temp_folder, save_model
 from kizuna.models.clip import ClipModel
+from kizuna.models.presets import check_override_types
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .config import alias_keys_as_fields, check_act, check_common, check_override_types, merge_model_overrides
+from .config import alias_keys_as_fields, check_act, check_common, merge_model_overrides
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
 from .checkpointing import swap_folder_in
