@@ -365,6 +365,8 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     n, c = scores.shape
     if len(labels) != n:
         raise ValueError(f"{n} rows of scores but {len(labels)} labels")
+    if len(classnames) != c:  # fewer names dropped a class from the table (or failed in it), more shifted none
+        raise ValueError(f"{c} classes scored but {len(classnames)} class names")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         # k=0 ranked no class: every prediction was -1, counted as the last class
         raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")
@@ -402,6 +404,20 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
                                 method)
 
 
+def refuse_one_class(dataset, task: str) -> None:
+    """A dataset of one class scores 100% whatever the model (a CSV's folder read as one class): refused, for
+    zero-shot, the linear probe and the robustness probe alike (the last two printed 100.00 on random weights)."""
+    if len(dataset.classnames) >= 2:
+        return
+    tables = sorted(p.name for ext in ("*.csv", "*.tsv") for p in Path(dataset.source).glob(ext)) \
+        if Path(dataset.source).is_dir() else []
+    from .datasets import DatasetError  # (a ValueError: a suite words its advice in its own keys)
+
+    raise DatasetError(f"{dataset.source}: {len(dataset.classnames)} class ({', '.join(dataset.classnames)}): "
+                       f"{task} needs at least two to choose between (--classnames FILE names them all)"
+                       + (f"; to read its table, pass the file ({', '.join(tables)})" if tables else ""))
+
+
 def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | None = None, transform=None,
                       batch_size: int = 64, text_batch_size: int = 256, device=None, num_workers: int = 0,
                       progress: bool = True, cache_dir=None, keep_scores: bool = False,
@@ -411,14 +427,7 @@ def evaluate_zeroshot(model, tokenizer, dataset, *, templates: Sequence[str] | N
     :class:`~kizuna.eval.encode.ImageFeatures`) skips the image encoding (e.g. reused for a probe)."""
     if dataset.task != "classification":
         raise ValueError(f"{dataset.name} is a {dataset.task} dataset; zero-shot classification needs class labels")
-    if len(dataset.classnames) < 2:  # one candidate: 100% whatever the model (a CSV's folder read as one class)
-        tables = sorted(p.name for ext in ("*.csv", "*.tsv") for p in Path(dataset.source).glob(ext)) \
-            if Path(dataset.source).is_dir() else []
-        from .datasets import DatasetError  # (a ValueError: a suite words its advice in its own keys)
-
-        raise DatasetError(f"{dataset.source}: {len(dataset.classnames)} class ({', '.join(dataset.classnames)}): "
-                         "zero-shot needs at least two to choose between (--classnames FILE names them all)"
-                         + (f"; to read its table, pass the file ({', '.join(tables)})" if tables else ""))
+    refuse_one_class(dataset, "zero-shot")
     model = getattr(model, "module", model)
     templates = text_list(templates, "templates") or list(dataset.templates or ("a photo of a {c}.",))
     weights = class_embeddings(model, tokenizer, dataset.classnames, templates, batch_size=text_batch_size,

@@ -377,11 +377,22 @@ class EvalDataset:
         return ds
 
     def subset(self, k: np.ndarray | list[int]) -> "EvalDataset":
-        """The same dataset restricted to positions ``k`` (indices into this dataset)."""
+        """The same dataset restricted to positions ``k`` (indices into this dataset), or to where a boolean mask
+        as long as the dataset is true (``ds.subset(ds.labels == 3)``)."""
         import copy
 
+        if hasattr(k, "detach"):  # a torch tensor
+            k = k.detach().cpu().numpy()
+        k = np.asarray(k)
+        if k.dtype == bool:  # as int64 a mask was positions 0 and 1: every sample, from the first two
+            if k.shape != (len(self),):
+                raise ValueError(f"subset: a boolean mask must have one entry per sample ({len(self)}), got shape "
+                                 f"{k.shape}")
+            k = np.flatnonzero(k)
+        elif k.size and not np.issubdtype(k.dtype, np.integer):
+            raise ValueError(f"subset takes integer positions or a boolean mask, got {k.dtype} values")
         out = copy.copy(self)
-        out.positions = self.positions[np.asarray(k, dtype=np.int64)]
+        out.positions = self.positions[k.astype(np.int64)]
         return out
 
     def describe(self) -> str:
@@ -717,6 +728,12 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     dataset as indexed (`kizuna vit train` numbers the classes from its labels without indexing it again)."""
     if task not in (None, "classification", "retrieval"):
         raise ValueError(f"task must be 'classification' or 'retrieval', got {task!r}")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 0:
+        raise ValueError(f"max_samples must be a whole number >= 0 (0 = all), got {max_samples!r}")  # -1 was all
+    # a numpy array or another sequence of names is a list of them (only lists and tuples were; an array was
+    # taken for a file's path, a TypeError)
+    classnames, templates = (list(v) if v is not None and not isinstance(v, (str, os.PathLike, list, tuple))
+                             else v for v in (classnames, templates))
     path = Path(os.path.expanduser(str(path)))
     if not os.path.exists(path):  # (Path.exists raised ENAMETOOLONG on a long string)
         raise FileNotFoundError(f"dataset not found: {path}{shared_data_hint(path)}")

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
 
+from .classification import refuse_one_class
 from .encode import check_finite, encode_images, is_main
 
 __all__ = [
@@ -272,6 +273,8 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     seconds to minutes after the encoding's bars have gone. ``classnames`` name the classes in the notes."""
     from .encode import progress_bar
 
+    if num_classes < 2:  # every probe predicts the one class: 100% whatever the features
+        raise ValueError(f"num_classes {num_classes}: a linear probe needs at least two classes to choose between")
     y_train, y_test = _class_indices(y_train, "y_train", num_classes), _class_indices(y_test, "y_test", num_classes)
     few_shot = list(dict.fromkeys(few_shot))  # a k given twice was fitted twice, its notes printed twice
     # (without a bar: a line every 30 s, and no tqdm object, which fixed a host's multiprocessing start method)
@@ -398,6 +401,7 @@ def evaluate_linear_probe(model, train, test, *, few_shot: Sequence[int] = FEW_S
     encoding is sharded; every rank then fits the same probes (deterministic), so all agree."""
     if train.task != "classification" or test.task != "classification":
         raise ValueError("the linear probe needs classification datasets (class labels)")
+    refuse_one_class(train, "a linear probe")
     model = getattr(model, "module", model)
     yte = _test_labels_in_train_order(train, test)  # a test class the training split lacks: before any encoding
     ftr = train_features or encode_images(model, train, batch_size=batch_size, device=device, num_workers=num_workers,

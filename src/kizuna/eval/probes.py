@@ -42,7 +42,7 @@ from kizuna.data.synthetic import default_font
 from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
-from .classification import class_embeddings, classify_features
+from .classification import class_embeddings, classify_features, refuse_one_class
 from .encode import dist_info, encode_images, eval_mode, gather_shards, progress_bar, shard_bounds
 from .zeroshot import text_list
 
@@ -221,6 +221,7 @@ def evaluate_robustness(model, tokenizer, dataset, *, corruptions: Sequence[str]
         # a level given twice weighed twice in the mean over shifts
         raise ValueError(f"severities are distinct levels 1..5, got {list(severities)}")
     corruptions = list(dict.fromkeys(corruptions))  # likewise a corruption named twice
+    refuse_one_class(dataset, "the robustness probe")
     model = getattr(model, "module", model)
     pre = kizuna.get_preprocess(model)
     weights = _weights(model, tokenizer, dataset, templates, cache_dir)

@@ -105,6 +105,9 @@ def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, t
     ``device`` (default: where the features are). An image with no caption gets rank -1 (excluded by
     :func:`retrieval_metrics`). Ranks are returned on the CPU. NaN/inf features raise
     :class:`~kizuna.eval.encode.NonFiniteFeatures`."""
+    for name, chunk in (("query_chunk", query_chunk), ("key_chunk", key_chunk)):
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:  # 0: "step must be nonzero"
+            raise ValueError(f"{name} must be a whole number >= 1 (rows per block), got {chunk!r}")
     img, txt = image_features.float(), text_features.float()
     # a NaN score compares neither above nor equal, so a NaN row ranked its own item first (R@1 100%)
     check_finite(img, None, "images")

@@ -92,7 +92,9 @@ def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256, 
         for i in range(0, len(texts), batch_size):
             tokens = tokenizer(list(texts[i : i + batch_size])).to(device)
             out.append(model.encode_text(tokens, normalize=True).float())
-    return torch.cat(out) if out else torch.empty(0)
+    if not out:  # [0, D], as documented (it was [0]): a host stacking or concatenating rows keeps its shape
+        return torch.empty(0, getattr(getattr(getattr(model, "module", model), "cfg", None), "embed_dim", 0))
+    return torch.cat(out)
 
 
 def same_prompts(tokenizer, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {c}.",)
