@@ -218,28 +218,52 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
     first ``max_images`` in order. Undecodable images are skipped with a warning that counts them and
     names the first few; pass a :class:`~kizuna.data.sources.SkipCounter` as ``skips`` to get the counts
     (e.g. to record them). None readable at all is a ValueError that says why."""
-    from kizuna.data.images import IMAGE_EXTENSIONS, load_image
-    from kizuna.data.sources import PairDataset, SkipCounter, build_index
+    from kizuna.data.images import IMAGE_EXTENSIONS, ImageError, ImageTooLarge, load_image
+    from kizuna.data.sources import PairDataset, SkipCounter, build_index, expand_spec
 
     specs = path_list(specs)
     skipped = SkipCounter()
     tensors, names = [], []
     # each image once: a folder and a file in it, or a folder given twice (a/ and a), measured one image twice
     seen: set[tuple] = set()
-    for spec in specs:
+    def image_file(path) -> bool:  # (a long `::` list: Path.is_file raised)
+        return os.path.isfile(path) and Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+    def as_files(spec) -> list:
+        """A spec that names image files (a quoted glob 'imgs/*.png', braces): its files, each read as a named
+        file is (build_index refused them: "unsupported data source 'imgs/a.png'"); else [spec]."""
+        if os.path.exists(spec):
+            return [spec]
+        try:
+            paths = expand_spec(spec)
+        except (OSError, ValueError):  # no match: build_index says so
+            return [spec]
+        return paths if paths and all(image_file(p) for p in paths) else [spec]
+
+    for spec in [piece for spec in specs for piece in as_files(spec)]:
         if len(tensors) >= max_images:
             break
         p = Path(spec)
-        if os.path.isfile(p) and p.suffix.lower() in IMAGE_EXTENSIONS:  # (a long `::` list: Path.is_file raised)
+        if image_file(p):
             if ("file", os.path.realpath(p)) not in seen:
                 seen.add(("file", os.path.realpath(p)))
-                tensors.append(preprocess(load_image(p)))
+                try:  # skipped and counted, as a folder's (the docstring's promise): it raised for a named file
+                    image = load_image(p)
+                except ImageTooLarge:
+                    skipped.add("image_too_large", str(p))
+                    continue
+                except ImageError:
+                    skipped.add("corrupt_image", str(p))
+                    continue
+                tensors.append(preprocess(image))
                 names.append(str(p))
             continue
         index = build_index(spec, require="image")
         ds = PairDataset(index, preprocess, caption_sampling="first", seed_transform=False)
+        read_all = True
         for i in range(len(ds)):
             if len(tensors) >= max_images:
+                read_all = False
                 break
             ref = index[i]
             which = (("file", os.path.realpath(ref.path)) if ref.path else
@@ -251,7 +275,8 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
             if item is not None:
                 tensors.append(item["image"])
                 names.append(index.where(i))
-        skipped.update(index.skips)  # dropped while indexing (an empty file, an unsupported extension)
+        if read_all:  # dropped while indexing (an empty file): where the cap stopped the reading, they are not
+            skipped.update(index.skips)  # known to lie before it (the warning said 2 of 3 good images readable)
         skipped.update(ds.skips)  # dropped while decoding (a corrupt or truncated image)
     if skips is not None:
         skips.update(skipped)
@@ -550,6 +575,8 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     from kizuna.eval.encode import check_finite
     from kizuna.eval.zeroshot import ZeroShotClassifier
 
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:  # -1 listed all labels but the last
+        raise ValueError(f"top_k must be a whole number >= 1 (the classes the panel shows), got {top_k!r}")
     labels, templates, tokenizer = prediction_inputs(target, labels, templates, true_label)
     true_label = None if true_label is None else _label_named(true_label, labels)
     out = Path(out)

@@ -226,7 +226,21 @@ def _differing(configs: list[dict]) -> list[str]:
 
 def _short(value) -> str:
     text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return _middle_cut(text, 40)  # the end kept: paths and overrides differ there
+
+
+def _run_labels(runs: Sequence[str]) -> list[str]:
+    """Each run's folder name, or where names clash (lr1e-3/seed0, lr3e-3/seed0: both "seed0" in the table, the
+    legend and a group's runs) the fewest trailing path parts that tell them apart. "." is the folder it names; a
+    link keeps its own name (resolved, two links to x/run and y/run were "run")."""
+    parts = [Path(os.path.abspath(r)).parts for r in runs]
+    labels = [p[-1] for p in parts]
+    for depth in range(2, max(map(len, parts), default=1) + 1):
+        clashing = {label for label in labels if labels.count(label) > 1}
+        if not clashing:
+            break
+        labels = [str(Path(*p[-depth:])) if label in clashing else label for p, label in zip(parts, labels)]
+    return labels
 
 
 def _spread(finals: list[float], metric: str) -> dict:
@@ -299,9 +313,8 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     window_steps = train_window * max(_log_interval(r["train_steps"]) for r in loaded)
     for r in loaded:
         _set_final_train(r, window_steps, metric)
-    for i, r in enumerate(loaded):
-        # "." is the folder it names; a link keeps its own name (resolved, two links to x/run and y/run were "run")
-        r["label"] = labels[i] if labels else Path(os.path.abspath(r["run"])).name
+    for r, label in zip(loaded, labels or _run_labels([r["run"] for r in loaded])):
+        r["label"] = label
     settings = [_with_defaults(r["config"]) for r in loaded]  # compared as today's kizuna would have set them
     differing = _differing(settings)
     # a setting named as its flag is spelt (subset-fraction) is the saved key (subset_fraction): it was refused
@@ -325,9 +338,18 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
         for key, members in keyed.items():
             groups.append({"settings": json.loads(key), "runs": [m["label"] for m in members],
                            **_spread([m["final"] for m in members], metric)})
-    panels: dict[str, list[dict]] = {}
+    # keyed by the whole value, titled by its shortened text: keyed by the text cut to 40 characters, values
+    # differing past the cut (long data paths, model_overrides, a fine-tune's checkpoint path) shared a panel
+    keyed_panels: dict[str, list[dict]] = {}
     for r, c in zip(loaded, settings):
-        panels.setdefault(f"{panel_by} = {_short(c[panel_by])}" if panel_by else "", []).append(r)
+        keyed_panels.setdefault(json.dumps(c[panel_by], sort_keys=True, default=str) if panel_by else "",
+                                []).append(r)
+    panels: dict[str, list[dict]] = {}
+    for key, members in keyed_panels.items():
+        title = f"{panel_by} = {_short(json.loads(key))}" if panel_by else ""
+        if title in panels:  # two values alike but in their cut middles
+            title += f" ({len(panels) + 1})"
+        panels[title] = members
     out = Path(out)
     dashed = any(r.get("train_top1") for r in loaded)  # `kizuna train` logs no training accuracy: no dashed line
     figure = plot_runs(panels, out / "runs.png", metric_name=metric,

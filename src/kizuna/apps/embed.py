@@ -74,7 +74,9 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     _check_images(folder)
     paths = list_images(folder) if Path(folder).is_dir() else [Path(folder)]  # one image, as `analyze` takes
     if not paths:
-        raise ValueError(f"{folder}: no images found (extensions .jpg .png .webp ...)")
+        shards = Path(folder).is_dir() and any(Path(folder).rglob("*.tar"))
+        raise ValueError(f"{folder}: no images found (extensions .jpg .png .webp ...)" + (
+            "; it holds .tar shards, and embed reads image files only (kizuna eval reads shards)" if shards else ""))
     ds = _ImageFiles(paths, kizuna.get_preprocess(model))
     before_workers_start(workers)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
