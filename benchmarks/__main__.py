@@ -50,7 +50,8 @@ MODULES = {"tokenizer": "tokenizer", "encode": "encode", "utilization": "utiliza
 
 # Environment variables that change what is measured (kizuna's switches, glibc's allocator, the BLAS and
 # OpenMP libraries): a run that set any of them records them in its command, so the command reproduces it.
-MEASURED_ENV = ("KIZUNA_", "MALLOC_", "OMP_", "MKL_", "DNNL_", "ONEDNN_", "KMP_", "LD_PRELOAD")
+MEASURED_ENV = ("KIZUNA_", "MALLOC_", "OMP_", "MKL_", "DNNL_", "ONEDNN_", "KMP_", "LD_PRELOAD", "ATEN_CPU_",
+                "TOKENIZERS_", "RAYON_")  # (the last two: the Rust tokenizers' threads)
 
 
 def _command(argv: list[str], environ: dict[str, str] | None = None, executable: str | None = None) -> str:
@@ -274,6 +275,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         out = Path(args.out)
         default_out = out.resolve() == (REPO / "BENCHMARKS.md").resolve()
         args.json = str(default_json) if default_out else str(out.with_suffix(".json"))
+    if Path(args.out).resolve() == Path(args.json).resolve():
+        # the report was written over the results (`--out results.json`): every recorded run lost, and the next
+        # run refused the file as not JSON
+        p.error(f"--out {args.out} is the JSON results file itself: the report would replace every recorded run; "
+                "name a Markdown file (e.g. --out BENCHMARKS.md)")
     return args
 
 

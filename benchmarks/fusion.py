@@ -47,7 +47,7 @@ def run(s: Settings) -> dict:
             for act in ("gelu", "silu"):
                 fused, inplace = ms[f"{act}_fused"], ms[f"{act}_in_place"]
                 rows.append([model, m, act.upper() if act == "gelu" else "SiLU (QuickGELU)", f"{ms['plain']:.1f}",
-                             f"{fused:.1f} (+{fused - ms['plain']:.1f})", f"{inplace:.1f} (+{inplace - ms['plain']:.1f})",
+                             f"{fused:.1f} ({fused - ms['plain']:+.1f})", f"{inplace:.1f} ({inplace - ms['plain']:+.1f})",
                              f"**{fused / inplace:.2f}x**"])
             data[model] = {"rows": m, "timings": {name: r.as_dict() for name, r in t.items()}}
     table = md_table(["model", "token rows", "activation", "GEMM alone, ms", "fused post-op, ms (+ activation)",

@@ -113,7 +113,7 @@ def run(s: Settings) -> dict:
         f"text tower {tx.width} x {tx.depth}, context {tx.context_length}, vocabulary {tx.vocab_size} (the BPE "
         f"tokenizer the demo trains first); {n_params / 1e6:.1f} M parameters; {precision} (the trainer's `auto` here, the bare step alike), {torch.get_num_threads()} "
         f"torch threads.",
-        f"Trainer run: {cfg.steps} steps of batch {cfg.batch_size}" + (" (--quick: the demo trains at batch 256)"
+        f"Trainer run: {cfg.steps} steps of batch {cfg.batch_size}" + (" (--quick: the demo trains at batch 128)"
                                                                         if s.quick else " (the demo's batch)")
         + f", synthetic shapes data rendered by {cfg.workers} loader worker process(es) alongside the main "
           f"process (on a machine with few cores they compete for the same CPUs); a log record every step "

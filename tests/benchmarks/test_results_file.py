@@ -506,3 +506,21 @@ def test_flags_the_command_would_ignore_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):
         bench_main.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--render", "--out", "r.json"], ["--out", "m.json", "--quick", "--only", "fusion"],
+                                  ["--render", "--json", "x.json", "--out", "x.json"]])
+def test_a_report_over_its_own_results_file_is_refused(argv, capsys, tmp_path, monkeypatch):
+    """`--out results.json` wrote the Markdown report over the JSON results: every recorded run lost, and the next
+    run refused the file as not JSON."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        bench_main.parse_args(argv)
+    assert "is the JSON results file itself" in capsys.readouterr().err
+    assert bench_main.parse_args(["--render", "--out", "r.md"]).json == str(Path("r.json"))
+
+
+def test_the_recorded_command_keeps_the_tokenizers_thread_settings():
+    command = bench_main._command(["--only", "tokenizer"], {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                                                            "HOME": "/root"}, "/x/.venv/bin/python")
+    assert "RAYON_NUM_THREADS=1" in command and "TOKENIZERS_PARALLELISM=false" in command and "HOME" not in command
