@@ -101,3 +101,23 @@ def test_embed_says_it_reads_no_shards(tmp_path):
     (tmp_path / "test" / "000000.tar").write_bytes(b"")
     with pytest.raises(ValueError, match="holds .tar shards, and embed reads image files only"):
         embed_images(kizuna.create_model("ViT-mu-8"), tmp_path)
+
+
+def test_a_glob_of_images_among_other_files_reads_the_images(tmp_path, write_noise_images, preprocess):
+    """A glob that also caught a caption file or a folder named like an image failed: "unsupported data source
+    'im0.png'"."""
+    write_noise_images(tmp_path, 2, 32)
+    (tmp_path / "im0.txt").write_text("a caption")
+    (tmp_path / "sub.png").mkdir()
+    write_noise_images(tmp_path / "sub.png", 1, 32)
+    images, names = load_images([str(tmp_path / "*")], preprocess)
+    assert len(images) == 3 and names[:2] == [str(tmp_path / "im0.png"), str(tmp_path / "im1.png")]
+
+
+def test_a_named_empty_file_is_counted_as_empty(tmp_path, write_noise_images, preprocess):
+    write_noise_images(tmp_path, 1, 32)
+    (tmp_path / "empty.png").write_bytes(b"")
+    skips = SkipCounter()
+    with pytest.warns(UserWarning, match="empty_image=1"):
+        load_images([tmp_path / "im0.png", tmp_path / "empty.png"], preprocess, skips=skips)
+    assert skips.counts == {"empty_image": 1}  # as a folder's index counts it

@@ -78,3 +78,12 @@ def test_load_dataset_refuses_a_negative_sample_cap_and_takes_arrays_of_names(tm
     ds = load_dataset(root, split="test", classnames=np.array(["kitten", "puppy", "auto"]),
                       templates=np.array(["a {c}."]))  # an array was taken for a path (a TypeError)
     assert ds.classnames == ["kitten", "puppy", "auto"] and ds.templates == ["a {c}."]
+
+
+def test_class_names_without_an_order_are_refused_and_none_is_all(tmp_path):
+    """A set of names came out in the hash seed's order while the labels stayed: images scored as another class."""
+    root = classification_wds(tmp_path / "ds", n=6, shards=1)
+    for names in ({"kitten", "puppy", "auto"}, {"kitten": 0, "puppy": 1, "auto": 2}):
+        with pytest.raises(TypeError, match="has no order; pass a list"):
+            load_dataset(root, split="test", classnames=names)
+    assert len(load_dataset(root, split="test", max_samples=None)) == 6  # None: all, as the suite passes it

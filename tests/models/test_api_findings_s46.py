@@ -85,3 +85,69 @@ def test_an_empty_batch_of_texts_tokenizes_to_zero_rows():
     from kizuna.models.minilm import MiniLMTokenizer
 
     assert tuple(MiniLMTokenizer(16)([]).shape) == (0, 2, 16)  # an IndexError inside transformers
+
+
+def test_numpy_values_are_plain_numbers_in_the_config(tmp_path):
+    """np.int64(32) was refused as "not a whole number, got \"32\"" by the kind check (and before it, built a
+    config that saved as no JSON)."""
+    np = pytest.importorskip("numpy")
+    model = kizuna.create_model("ViT-mu-8", embed_dim=np.int64(16), vision={"eps": np.float32(1e-5)},
+                                preprocess={"mean": np.array([0.5, 0.5, 0.5])})
+    assert type(model.cfg.embed_dim) is int and type(model.cfg.vision.eps) is float
+    kizuna.save_model(model, tmp_path / "m.safetensors")
+    assert kizuna.load_model(tmp_path / "m.safetensors").cfg.preprocess["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_a_tokenizer_to_be_trained_keeps_its_own_end_of_text_id():
+    """`kizuna train --tokenizer train` with the trained BPE's end-of-text id was refused as not OpenAI's."""
+    from kizuna.train.config import TrainConfig
+    from kizuna.train.contrastive import model_config
+
+    cfg = TrainConfig(model="ViT-mu-8", tokenizer="train", model_overrides={"text": {"eot_token_id": 523}})
+    assert model_config(cfg).text.eot_token_id == 523
+    with pytest.raises(ValueError, match="not OpenAI's BPE's end-of-text id"):
+        model_config(TrainConfig(model="ViT-mu-8", model_overrides={"text": {"eot_token_id": 523}}))
+
+
+@pytest.mark.parametrize("stem, channels, patch, smallest", [("resnet", [8, 16, 16], 1, 1), ("resnet", [8, 16], 2, 5),
+                                                             ("conv", [8, 16, 16], 2, 8), ("patch", [8], 4, 4)])
+def test_the_smallest_image_a_tower_runs(stem, channels, patch, smallest):
+    """A padded ResNet stem rounds its map up: images below patch x stride still make a patch (they ran before the
+    size check); smaller ones are refused by name, not by the conv's RuntimeError."""
+    from kizuna.models.vit import VisionConfig, VisionTransformer
+
+    with pytest.warns(UserWarning) if stem != "patch" and 32 % (patch * 8) else _nothing():
+        model = VisionTransformer(VisionConfig(image_size=32, patch_size=patch, width=32, depth=1, heads=2, mlp_dim=64,
+                                               stem=stem, stem_channels=channels)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, smallest, smallest)).shape[0] == 1
+        with pytest.raises(ValueError, match="smaller than one patch"):
+            model(torch.randn(1, 3, smallest - 1, smallest - 1)) if smallest > 1 else _raise_small()
+
+
+def _raise_small():
+    raise ValueError("smaller than one patch")  # (a 1-pixel image runs: nothing smaller to refuse)
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_flops_with_a_tokenizer_without_a_length_and_a_tiny_preprocess_size():
+    import warnings
+
+    from kizuna.models.clip import ClipConfig, ClipModel
+
+    d = kizuna.clip_config("ViT-mu-8", text={"context_length": 128}).to_dict()
+    model = _unpruned(ClipModel(ClipConfig.from_dict({**d, "tokenizer": {"type": "clip_bpe"}})))  # a saved config
+    tokens = kizuna.get_tokenizer(model)(["a photo of a dog " * 20])
+    assert tokens.shape[1] == 77  # the tokenizers' default, not the tower's 128
+    with torch.no_grad():
+        assert clip_flops(model.cfg)["text"] == measured_flops(model.encode_text, tokens)
+    cfg = kizuna.clip_config("ViT-mu-8", preprocess={"image_size": 4})  # below one patch: the tower's size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor the grid warning again (`kizuna info` printed it)
+        assert clip_flops(cfg)["image"] == clip_flops(kizuna.clip_config("ViT-mu-8"))["image"]
+        clip_flops(kizuna.clip_config("ViT-mu-8", preprocess={"image_size": 36}))

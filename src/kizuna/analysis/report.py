@@ -230,15 +230,20 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
         return os.path.isfile(path) and Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
     def as_files(spec) -> list:
-        """A spec that names image files (a quoted glob 'imgs/*.png', braces): its files, each read as a named
-        file is (build_index refused them: "unsupported data source 'imgs/a.png'"); else [spec]."""
+        """A spec that names image files (a quoted glob 'imgs/*.png', braces, a `::` list): each image read as a
+        named file is (build_index refused them: "unsupported data source 'imgs/a.png'"), each folder, shard or
+        table as its own spec, and other files the pattern caught (captions beside the images) left out, as a
+        folder's reading leaves them; a spec naming no image as it is, for build_index to read or explain."""
         if os.path.exists(spec):
             return [spec]
         try:
             paths = expand_spec(spec)
         except (OSError, ValueError):  # no match: build_index says so
             return [spec]
-        return paths if paths and all(image_file(p) for p in paths) else [spec]
+        if not any(image_file(p) for p in paths):
+            return [spec]
+        return [p for p in paths if image_file(p) or os.path.isdir(p)
+                or Path(p).suffix.lower() in (".tar", ".csv", ".tsv")]
 
     for spec in [piece for spec in specs for piece in as_files(spec)]:
         if len(tensors) >= max_images:
@@ -248,12 +253,18 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
             if ("file", os.path.realpath(p)) not in seen:
                 seen.add(("file", os.path.realpath(p)))
                 try:  # skipped and counted, as a folder's (the docstring's promise): it raised for a named file
+                    if os.path.getsize(p) == 0:  # (as an index counts one)
+                        skipped.add("empty_image", str(p))
+                        continue
                     image = load_image(p)
                 except ImageTooLarge:
                     skipped.add("image_too_large", str(p))
                     continue
                 except ImageError:
                     skipped.add("corrupt_image", str(p))
+                    continue
+                except OSError:  # (the size of a file gone or unreadable)
+                    skipped.add("read_error", str(p))
                     continue
                 tensors.append(preprocess(image))
                 names.append(str(p))

@@ -366,7 +366,8 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if len(labels) != n:
         raise ValueError(f"{n} rows of scores but {len(labels)} labels")
     if len(classnames) != c:  # fewer names dropped a class from the table (or failed in it), more shifted none
-        raise ValueError(f"{c} classes scored but {len(classnames)} class names")
+        raise ValueError(f"{c} classes scored but {len(classnames)} class names: pass one name per class, in the "
+                         "order of the scores' columns")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         # k=0 ranked no class: every prediction was -1, counted as the last class
         raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")

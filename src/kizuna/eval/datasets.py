@@ -54,7 +54,7 @@ import re
 import unicodedata
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -717,6 +717,17 @@ def _folder_labels(folders: list[str], classnames: list[str], source: str, data:
 
 
 # ----------------------------------------------------------------------------------- loading
+def _names_list(value, what: str):
+    """A numpy array or another sequence of names as a list of them (only lists and tuples were: an array was
+    taken for a file's path, a TypeError); a file's path as it is. A set or a mapping has no order to number
+    classes by (a set of names came out in the hash seed's order: images scored as another class)."""
+    if value is None or isinstance(value, (str, os.PathLike, list, tuple)):
+        return value
+    if isinstance(value, (Set, Mapping)):
+        raise TypeError(f"{what}: a {type(value).__name__} has no order; pass a list (in class-index order)")
+    return list(value)
+
+
 def load_dataset(path, split: str | None = None, *, task: str | None = None, dataset_name: str | None = None,
                  classnames=None, templates=None, max_samples: int = 0, image_column: str = "filepath",
                  label_column: str = "label", caption_column: str = "title",
@@ -728,12 +739,10 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     dataset as indexed (`kizuna vit train` numbers the classes from its labels without indexing it again)."""
     if task not in (None, "classification", "retrieval"):
         raise ValueError(f"task must be 'classification' or 'retrieval', got {task!r}")
+    max_samples = 0 if max_samples is None else max_samples  # None: all, as the suite and eval/training.py pass it
     if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 0:
         raise ValueError(f"max_samples must be a whole number >= 0 (0 = all), got {max_samples!r}")  # -1 was all
-    # a numpy array or another sequence of names is a list of them (only lists and tuples were; an array was
-    # taken for a file's path, a TypeError)
-    classnames, templates = (list(v) if v is not None and not isinstance(v, (str, os.PathLike, list, tuple))
-                             else v for v in (classnames, templates))
+    classnames, templates = _names_list(classnames, "classnames"), _names_list(templates, "templates")
     path = Path(os.path.expanduser(str(path)))
     if not os.path.exists(path):  # (Path.exists raised ENAMETOOLONG on a long string)
         raise FileNotFoundError(f"dataset not found: {path}{shared_data_hint(path)}")

@@ -119,7 +119,7 @@ class ClipConfig:
         ids = self.trained_bpe_ids()
         return ids[1] if ids and self.text.pool == "eot" and self.text.eot_token_id != ids[1] else None
 
-    def check_tokenizer(self) -> None:
+    def check_tokenizer(self, tokenizer_to_come: bool = False) -> None:
         """Fit a new model's text tower to its BPE tokenizer, where a config is made (clip_config, the trainer's
         model_config), not in the constructor: a saved model loads as it was saved, and towers fed ids directly
         (tests at a tiny context) keep the default tokenizer they never use.
@@ -139,9 +139,9 @@ class ClipConfig:
             # OpenAI's BPE: a tower with a vocabulary of its own is fed ids directly (left alone); one that embeds
             # OpenAI's 49,408 ids and pools at another end-of-text id never finds it (49406, the start of text,
             # gave every text the same feature; a million pooled at the padding), and trained that way
-            openai_eot = TextConfig.eot_token_id
-            if tok.get("type") in ("clip_bpe", "openai") and text.vocab_size == openai_eot + 1 \
-                    and text.pool == "eot" and text.eot_token_id != openai_eot:
+            openai_eot = TextConfig.eot_token_id  # (``tokenizer_to_come``: a BPE is to be trained, with its own)
+            if (not tokenizer_to_come and tok.get("type") in ("clip_bpe", "openai")
+                    and text.vocab_size == openai_eot + 1 and text.pool == "eot" and text.eot_token_id != openai_eot):
                 raise ValueError(f"text.eot_token_id {text.eot_token_id} is not OpenAI's BPE's end-of-text id "
                                  f"{openai_eot}, where the text tower pools (pool='eot'); leave it out or set "
                                  f"{openai_eot}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .clip import ClipConfig
 from .minilm import ENCODER_SHAPE as MINILM
 from .text import TextConfig
-from .vit import VisionConfig
+from .vit import VisionConfig, grid_warning_silenced
 
 
 def _block_flops(tokens: int, width: int, mlp_dim: int, rows: int | None = None) -> int:
@@ -78,7 +78,7 @@ def clip_text_flops(cfg: ClipConfig) -> int:
     """One text through a two-tower model's text tower, whichever kind it is, at its tokenizer's length: the
     rows a text is encoded as (a SigLIP tower of 64 positions behind a 16-token tokenizer ran 16, and was
     counted at 64: 4.5x)."""
-    length = (cfg.tokenizer or {}).get("context_length")
+    length = (cfg.tokenizer or {}).get("context_length", 77 if cfg.tokenizer else None)  # (tokenizers' default)
     if cfg.text.kind == "minilm":  # its length is its tokenizer's (MiniLMTokenizer), its projection embed_dim wide
         return minilm_text_flops(int(length or 77), cfg.embed_dim)
     if not isinstance(length, int) or length <= 0:
@@ -94,7 +94,11 @@ def clip_image_flops(cfg: ClipConfig) -> int:
         size = tuple(int(s) for s in size)
     elif not isinstance(size, int) or size <= 0:
         size = None
-    return vision_flops(cfg.vision, size)
+    with grid_warning_silenced():  # (the model's own config says it; here it was said again by `kizuna info`)
+        try:
+            return vision_flops(cfg.vision, size)
+        except ValueError:  # a preprocessed size below one patch, which the model refuses to run: its own size
+            return vision_flops(cfg.vision)
 
 
 def clip_flops(cfg: ClipConfig) -> dict[str, int]:

@@ -206,6 +206,18 @@ def refuse_a_vision_head(config: dict) -> None:
                          "train`, or fine-tune one from a CLIP with `kizuna vit finetune`)")
 
 
+def _plain(value):
+    """numpy scalars and arrays as Python numbers and lists (np.int64(32) was refused as not a whole number, or
+    built a config that saved as no JSON), inside dicts and lists too; anything else as it is."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # np.generic and np.ndarray
+        return value.tolist()
+    return value
+
+
 def clip_config(name: str, **overrides) -> ClipConfig:
     """A preset's config with ``overrides`` applied: a field's new value, or for ``vision``, ``text``,
     ``preprocess`` and ``tokenizer`` a dict merged into the preset's. The result is built through
@@ -219,6 +231,7 @@ def clip_config(name: str, **overrides) -> ClipConfig:
     if not overrides:
         base.name = key
         return base
+    overrides = {k: _plain(v) for k, v in overrides.items()}
     d = base.to_dict()
     d["name"] = key
     fields = {f.name for f in dataclasses.fields(ClipConfig)}

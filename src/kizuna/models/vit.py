@@ -330,12 +330,18 @@ class VisionTransformer(nn.Module):
                               f"model (it takes {self.cfg.image_size} pixels); preprocess with "
                               "kizuna.get_preprocess(model)")
 
-        stride = self.cfg.patch_size * (self.cfg.stem_stride if self.stem is not None else 1)
-        if min(images_hw) < stride:
+        if self.stem is None and min(images_hw) < self.cfg.patch_size:
             raise too_small()
         x = x.to(next(first.parameters()).dtype)
         if self.stem is not None:
-            x = self.stem(x)
+            try:  # (a ResNet stem is padded, its map rounds up: a few pixels still make a patch; a conv stem's
+                x = self.stem(x)  # unpadded convolutions refuse an input smaller than their kernel)
+            except RuntimeError:
+                if min(images_hw) < self.cfg.patch_size * self.cfg.stem_stride:
+                    raise too_small() from None
+                raise
+            if min(x.shape[-2:]) < self.cfg.patch_size:
+                raise too_small()
         x = self.patch_embed(x)
         grid = (x.shape[-2], x.shape[-1])
         if 0 in grid:

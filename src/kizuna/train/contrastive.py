@@ -81,7 +81,7 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
     except TypeError as e:  # a key the config classes do not have, e.g. {"vision": {"depht": 4}}
         raise ValueError(f"--model-overrides {cfg.model_overrides}: {e} (the fields are those of "
                          f"kizuna.ClipConfig and its vision/text parts; `kizuna info {cfg.model}` shows them)") from None
-    mcfg.check_tokenizer()
+    mcfg.check_tokenizer(tokenizer_to_come=cfg.tokenizer == "train")  # (its end-of-text id is checked once trained)
     return mcfg
 
 
