@@ -344,7 +344,41 @@ class CheckpointManager:
             before = (self.metric, self.mode)
         self.best_restarted = before if before != (self.metric, self.mode) and state.get("best_value") is not None else None
         self.best_value = None if self.best_restarted else state.get("best_value")
+        self._carry_best(path, state)
         return state
+
+    def _carry_best(self, path: Path, state: dict) -> None:
+        """A resume from another folder's checkpoint (RUN/checkpoints.prev/step_N; a run's step_N into a new
+        --out): the best value came with it, not the model it belongs to, so this folder kept no best/ until an
+        evaluation beat that value. The source's best/ is copied in when it is that value's model (saved at or
+        before the step resumed, by the same metric and mode); else the best value starts afresh. Said either way."""
+        if self.best_value is None or path.resolve().parent == self.dir.resolve() or (self.dir / "best").is_dir():
+            return
+        from kizuna.analysis.report import read_extra
+
+        source = path.resolve().parent / "best"
+        extra = read_extra(source) if (source / "config.json").is_file() else {}
+        try:
+            saved = int(extra.get("step", -1))
+        except (TypeError, ValueError):
+            saved = -1
+        value, step = (extra.get("metrics") or {}).get(self.metric), state.get("step")
+        if (isinstance(step, int) and 0 <= saved <= step and extra.get("best_metric") == self.metric
+                and extra.get("best_mode", self.mode) == self.mode and value == self.best_value):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = make_temp_folder(self.dir, ".best.")
+            try:
+                shutil.copytree(source, tmp, dirs_exist_ok=True)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            self._swap_in(tmp, self.dir / "best")
+            print(f"{self.dir / 'best'}: copied from {source} (step {saved}, {self.metric} {value:.4g}), the best "
+                  "model of the run resumed", file=sys.stderr)
+            return
+        print(f"the checkpoint resumed carries a best {self.metric} of {self.best_value:.4g}, but {source} is not that "
+              "model: best/ starts afresh in this folder", file=sys.stderr)
+        self.best_value = None
 
 
 RUN_LOCK = ".kizuna-run.lock"

@@ -335,8 +335,10 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         if cfg.tokenizer_vocab_size < MIN_TRAINED_VOCAB:
             raise ValueError(f"--tokenizer-vocab-size must be >= {MIN_TRAINED_VOCAB} with --tokenizer train (512 byte "
                              f"symbols + 2 special tokens come before any merge), got {cfg.tokenizer_vocab_size}")
-    elif cfg.tokenizer_vocab_size != defaults.tokenizer_vocab_size:
-        # only --tokenizer train reads it: another value was recorded in train_config.json and did nothing
+    elif cfg.tokenizer_vocab_size != defaults.tokenizer_vocab_size and not cfg.resume:
+        # only --tokenizer train reads it: another value was recorded in train_config.json and did nothing. (A
+        # resume's tokenizer is its run's, not the default here: judged once known, by unused_flags' rule, and a
+        # new size is a model change, RESUME_FIXED)
         if "tokenizer_vocab_size" in overrides:
             raise ValueError(f"--tokenizer-vocab-size {cfg.tokenizer_vocab_size} sizes the BPE that --tokenizer train "
                              f"learns; with --tokenizer {cfg.tokenizer or 'model'} it does nothing: add --tokenizer "
@@ -347,8 +349,8 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         cfg = dataclasses.replace(cfg, tokenizer_vocab_size=defaults.tokenizer_vocab_size)
     asked = [f"--{name.replace('_', '-')}" for name in ("aug_scale", "aug_hflip", "aug_color_jitter")
              if _as_tuple(getattr(cfg, name)) != _as_tuple(getattr(defaults, name))]
-    if cfg.data == "synthetic" and asked:  # the scenes are drawn at the model's size, never augmented: accepted,
-        # saved in train_config.json and ignored
+    if cfg.data == "synthetic" and asked and not cfg.resume:  # the scenes are drawn at the model's size, never
+        # augmented: accepted, saved in train_config.json and ignored (a resume's data is its run's: unused_flags)
         raise ValueError(f"{', '.join(asked)}: the synthetic scenes are drawn at the model's size and not augmented; "
                          "drop the flag(s), or train on files (--data) to augment them")
     for note in notes:
@@ -398,7 +400,11 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
     typed = (cfg.csv_image_key, cfg.csv_caption_key) != (defaults.csv_image_key, defaults.csv_caption_key)
     csv = typed and reads_csv(cfg.data)  # (resolved only when a column flag is there to check)
     synthetic = "only --data synthetic reads it (the data is files)"
-    return [("synthetic_image_size", cfg.data != "synthetic", synthetic),
+    scenes = "the synthetic scenes are drawn at the model's size and not augmented"
+    return [*((name, cfg.data == "synthetic", scenes) for name in ("aug_scale", "aug_hflip", "aug_color_jitter")),
+            ("tokenizer_vocab_size", cfg.tokenizer != "train",
+             f"it sizes the BPE that --tokenizer train learns, and this run's tokenizer is {cfg.tokenizer or 'model'}"),
+            ("synthetic_image_size", cfg.data != "synthetic", synthetic),
             ("synthetic_length", cfg.data != "synthetic", synthetic),
             ("synthetic_hard_negatives", cfg.data != "synthetic", synthetic),
             ("csv_image_key", not csv, "it names a column of a .csv/.tsv --data"),

@@ -1030,7 +1030,9 @@ def resumed_at_the_end(trainer: Trainer) -> bool:
     if trainer.resume_from is None or trainer.step < trainer.total_steps:
         return False
     if trainer.dist.is_main:
-        print(f"--resume {trainer.resume_from}: the run is complete ({trainer.step} of {trainer.total_steps} steps); "
+        done = (f"{trainer.step} of {trainer.total_steps} steps" if trainer.step == trainer.total_steps else
+                f"at step {trainer.step}, past the {trainer.total_steps} steps asked for")  # ("400 of 12 steps")
+        print(f"--resume {trainer.resume_from}: the run is complete ({done}); "
               "nothing to train. Resume with a larger --steps to extend it (a run sized by a time budget: or with "
               "another --time-budget-minutes, the time for the rest)", file=sys.stderr)
     trainer.logger.close()
