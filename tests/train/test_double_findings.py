@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -66,7 +67,12 @@ def test_numbered_class_folders_are_named_by_the_datas_own_classnames_file(tmp_p
     named = _image_folder(tmp_path / "named", CLASSES)
     numbered = _image_folder(tmp_path / "numbered", ["0", "1", "2"])
     (numbered / "classnames.txt").write_text("\n".join(CLASSES) + "\n")  # folder k holds CLASSES[k]
-    assert _eval(model, numbered, tmp_path / "numbered_eval") == _eval(model, named, tmp_path / "named_eval")
+    (confusion, metrics), (same_confusion, same_metrics) = (_eval(model, numbered, tmp_path / "numbered_eval"),
+                                                            _eval(model, named, tmp_path / "named_eval"))
+    # the same images in another order: the loss to float noise (oneDNN's row blocking on AMD: 2e-7 apart)
+    assert confusion == same_confusion and metrics.keys() == same_metrics.keys()
+    assert all(a == b if a is None or b is None else a == pytest.approx(b, rel=1e-6)
+               for a, b in zip(metrics.values(), same_metrics.values()))
     labels = load_validation(SupervisedConfig(val_data=str(numbered)), model_order)[0].labels
     assert list(labels) == [1] * 4 + [2] * 4 + [0] * 4
 

@@ -305,6 +305,7 @@ class _SigtermRaises:
         import signal
 
         self.previous, self.pending, self.resend = None, False, None
+        self.in_hook, self.closing, self.lock = False, False, threading.RLock()  # (re-entered by a handler)
         if threading.current_thread() is threading.main_thread() and os.environ.get("WORLD_SIZE", "1") in ("", "1"):
             self.pid = os.getpid()
             try:
@@ -325,14 +326,34 @@ class _SigtermRaises:
         import signal
 
         if isinstance(unraisable.exc_value, Terminated) and os.getpid() == self.pid:
-            # sent again from a thread a moment later: sent from here, it was handled here, and swallowed again
-            signal.signal(signal.SIGTERM, self._handle)
-            self.pending = True
-            self.resend = threading.Timer(0.01, os.kill, (self.pid, signal.SIGTERM))
-            self.resend.daemon = True
-            self.resend.start()
+            # sent again from a thread, every 10 ms until it lands outside a finalizer and this hook: sent from here,
+            # it was handled here and swallowed again; sent once, on a loaded machine it came while this hook was
+            # still starting the thread (raised in here: dropped), and the command ran to its end
+            self.in_hook = True
+            try:
+                with self.lock:
+                    signal.signal(signal.SIGTERM, self._handle)
+                    self.pending = True
+                    if self.resend is None:
+                        self.resend = threading.Thread(target=self._resend_while_pending, daemon=True)
+                        self.resend.start()
+            finally:
+                self.in_hook = False
             return
         self.unraisable_hook(unraisable)
+
+    def _resend_while_pending(self):
+        import os
+        import signal
+        import time
+
+        while True:
+            time.sleep(0.01)
+            with self.lock:  # (never once the handler is gone: the default would kill the process, no cleanup)
+                if not self.pending or self.closing:
+                    self.resend = None
+                    return
+                os.kill(self.pid, signal.SIGTERM)
 
     def _handle(self, signum, frame):
         import os
@@ -342,8 +363,11 @@ class _SigtermRaises:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        signal.signal(signum, self.previous)
-        self.pending = False
+        if self.in_hook:  # raised in the unraisable hook it would be dropped: the resend thread sends it again
+            return
+        with self.lock:
+            signal.signal(signum, self.previous)
+            self.pending = False
         raise Terminated
 
     def __exit__(self, exc_type, *exc):
@@ -352,9 +376,10 @@ class _SigtermRaises:
         if self.previous is not None:
             if sys.unraisablehook == self._swallowed:
                 sys.unraisablehook = self.unraisable_hook
-            if self.resend is not None:  # not after the handler is gone (the default would kill the process):
-                self.resend.cancel()  # cancelled, or (already sending) waited for while the handler is still ours
-                self.resend.join(timeout=1.0)  # (delivered now, its Terminated comes out of here, handler reset)
+            with self.lock:  # no resend after the handler is gone (the default would kill the process)
+                self.closing, resend = True, self.resend
+            if resend is not None:
+                resend.join(timeout=1.0)
             if signal.getsignal(signal.SIGTERM) == self._handle:
                 signal.signal(signal.SIGTERM, self.previous)
             if self.pending and exc_type is None:  # the command ended before the SIGTERM came again: not exit 0
