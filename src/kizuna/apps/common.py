@@ -147,13 +147,15 @@ def check_start_outside_out(out, flag: str, model) -> None:
                          "folder beside it)")
 
 
-def check_out_outside_data(out, flag: str, data) -> None:
+def check_out_outside_data(out, flag: str, data, out_flag: str = "--out") -> None:
     """``--out`` neither a folder given as data (``flag``: "--dataset", "--images", ...; ``data`` one path or a
     list) nor inside one. What a command wrote there was read back as data by the next run: `eval zeroshot
     --dataset d --out d/ev` found a class "ev" (its own confusion PNG), `analyze --images d --out d/fig` measured
     its figure, and a `vit train --data d --out d` resumed on model/, checkpoints/ and tensorboard/ as classes.
     An --out that holds the data (d inside --out) is fine. Only a local folder is checked: a file, a CSV or a shard
-    spec ("dir/{000000..000009}.tar" names its shards) reads nothing it did not name."""
+    spec ("dir/{000000..000009}.tar" names its shards) reads nothing it did not name. ``out_flag`` names the
+    folder checked (``--cache-dir``: its classes-*.pt cache in an ImageFolder was a class "cache" of the next run,
+    every image predicted as it); a hidden folder on the way (d/.cache) is never read as data."""
     import os
 
     if not out or not str(out).strip():
@@ -165,10 +167,12 @@ def check_out_outside_data(out, flag: str, data) -> None:
             continue
         real_data = _real_path(given)
         if real_out == real_data or real_data in real_out.parents:
+            if any(part.startswith(".") for part in real_out.relative_to(real_data).parts):
+                continue
             where = f"is {flag} {given} itself" if real_out == real_data else f"is inside {flag} {given}"
-            raise ValueError(f"--out {out} {where}: what is written there would be read back as data "
-                             f"by the next run (a new class folder, extra images); choose another --out, outside "
-                             f"{given}")
+            raise ValueError(f"{out_flag} {out} {where}: what is written there would be read back as data "
+                             f"by the next run (a new class folder, extra images); choose another {out_flag}, "
+                             f"outside {given}")
 
 
 def add_threads_argument(parser) -> None:

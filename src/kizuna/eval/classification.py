@@ -123,7 +123,8 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
             digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames, templates,
                                                 prompts] + ([autocast] if autocast else [])).encode())
             digest.update(content_hash(text_module, extra=repr(module_structure(text_module))).encode())
-            path = Path(cache_dir) / f"classes-{digest.hexdigest()[:24]}.pt"
+            path = Path(cache_dir).expanduser() / f"classes-{digest.hexdigest()[:24]}.pt"  # (as the index cache's: a
+            # suite's "~/cache" was a folder named "~" in the working directory)
         with _MEMORY_CACHE_LOCK:  # threads: another's eviction between get and move_to_end raised KeyError
             hit = _MEMORY_CACHE.get(key)
             if hit is not None:

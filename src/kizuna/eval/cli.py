@@ -228,6 +228,9 @@ def run(args):
         check_writable(out, "the results")
         # an --out inside an ImageFolder --dataset became a class of the next run (its confusion PNG an image)
         check_out_outside_data(out, "--dataset", getattr(args, "dataset", None))
+    cache = getattr(args, "cache_dir", None)
+    if cache:  # likewise its class cache
+        check_out_outside_data(cache, "--dataset", getattr(args, "dataset", None), "--cache-dir")
     info = init_distributed(getattr(args, "device", None))
     code = _run(args, cmd, info)
     finish_distributed()  # under torchrun: after rank 0 wrote the results

@@ -152,6 +152,9 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
             raise ValueError(f"{path}: run {i}: unknown key(s) {', '.join(map(repr, unknown))} "
                              f"(known: {', '.join(sorted(RUN_KEYS))})")
         check_run_values(r, f"{path}: run {i}")
+        for key in ("dataset", "classnames", "templates", "cache_dir", "index_cache_dir"):  # as the command line's
+            if isinstance(r.get(key), str):  # (a cache and results went into ./~, a names file was "not found")
+                r[key] = home_path(r[key])
         missing = [k for k in ("model", "task") if k not in r]
         if missing:
             raise ValueError(f"{path}: run {i} lacks {', '.join(missing)}")
@@ -178,7 +181,7 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
             if model.replace("/", "-") not in CLIP_PRESETS:
                 raise ValueError(f"{path}: run {i}: {unknown_model_message(model)}")
         runs.append(r)
-    return {"out": obj.get("out"), "runs": runs}
+    return {"out": home_path(obj.get("out")), "runs": runs}
 
 
 def _whole(value) -> int:
@@ -593,6 +596,8 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
         check_writable(out_dir, "the suite's results")
         for i, r in enumerate(suite["runs"]):
             check_out_outside_data(out_dir, f"run {i}'s dataset", r.get("dataset"))
+    for i, r in enumerate(suite["runs"]):  # a run's class cache likewise (it became a class "cache")
+        check_out_outside_data(r.get("cache_dir"), f"run {i}'s dataset", r.get("dataset"), "cache_dir")
     ctx = _Context(device)
     # every run's datasets, before the first run: a later run's split typo (or retrieval on a classification
     # set) was found after the earlier runs' work, and the results.json there was replaced by theirs alone
@@ -732,10 +737,20 @@ def _listed_plots(results: Path) -> set[str]:
     """The plot files a results.json lists (its records' details.plots); none for a file that is not one."""
     try:
         records = json.loads(results.read_text(encoding="utf-8"))
+        if isinstance(records, dict):  # `vit eval`'s one record, which lists its plots at the top
+            records = [{"details": {"plots": records.get("plots", [])}}]
         names = {p for r in records for p in (r.get("details") or {}).get("plots", [])}
     except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return set()
     return {n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n}
+
+
+def remove_unlisted_plots(out: Path, current: set[str]) -> None:
+    """The plots an earlier results.json in ``out`` listed that the results now written there do not (``current``):
+    `eval zeroshot` and `vit eval` into one --out left each other's confusion PNG beside their own results. A user's
+    own files, which no results.json lists, stay."""
+    for name in _listed_plots(out / "results.json") - current:
+        (out / name).unlink(missing_ok=True)
 
 
 def write_results(records: list[dict], out_dir) -> Path:
@@ -744,9 +759,7 @@ def write_results(records: list[dict], out_dir) -> Path:
     # the plots an earlier results.json here listed that these records do not: an earlier `eval zeroshot --out`
     # on another dataset left its confusion PNG beside results that no longer named it (a user's own files,
     # which no results.json lists, stay)
-    current = {p for r in records for p in (r.get("details") or {}).get("plots", [])}
-    for name in _listed_plots(out / "results.json") - current:
-        (out / name).unlink(missing_ok=True)
+    remove_unlisted_plots(out, {p for r in records for p in (r.get("details") or {}).get("plots", [])})
     p = _robustness_scatter(records, out / "robustness_scatter.png")
     text = markdown_report(records)
     if p is not None:

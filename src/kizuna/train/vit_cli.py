@@ -222,6 +222,7 @@ def evaluate(args) -> int:
     from kizuna.eval.datasets import (CLASSNAMES_FILE, RepeatedClassNamesWarning, load_dataset, load_under_classes,
                                       relabel_by_name)
     from kizuna.eval.encode import is_main
+    from kizuna.eval.suite import remove_unlisted_plots
     from kizuna.models.vit import VisionTransformer
 
     from .distributed import init_distributed
@@ -274,7 +275,9 @@ def evaluate(args) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         record = {"model": str(args.checkpoint), "dataset": str(args.data), "split": dataset.split,
-                  "precision": args.precision, "image_size": model.cfg.image_size, **result.to_dict()}
+                  "precision": args.precision, "image_size": model.cfg.image_size, **result.to_dict(),
+                  "plots": ["confusion.png"]}
+        remove_unlisted_plots(out, {"confusion.png"})  # an earlier `eval`'s figures here
         # the figure first and results.json last: interrupted, a new results.json stood beside the last run's figure
         result.plot_confusion(out / "confusion.png")
         atomic_write_text(out / "results.md", f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
