@@ -782,3 +782,23 @@ def test_a_scattered_shard_is_warned_about_in_each_command_that_reads_it(tmp_pat
     assert cli.main(["info"]) == 0  # a new command
     with pytest.warns(RuntimeWarning, match="not next to each other"):
         build_index(str(tmp_path / "scattered.tar"), require="caption")
+
+
+def test_an_unwritable_index_cache_is_said_once_for_all_its_shards(tmp_path, monkeypatch):
+    """A read-only KIZUNA_INDEX_CACHE printed one warning per shard (1,000 lines for 1,000 shards)."""
+    import errno
+    import json as json_module
+    import warnings
+
+    for i in range(3):
+        make_pair_shard(tmp_path / "data" / f"{i}.tar", i * 2, 2)
+    tar_index.clear_cache()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(json_module, "dump", read_only)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(build_index(str(tmp_path / "data"), cache_dir=tmp_path / "cache")) == 6
+    assert sum("could not write tar index cache" in str(w.message) for w in caught) == 1

@@ -216,6 +216,7 @@ def reset_warnings() -> None:
     skip counts without the reason the samples were lost."""
     with _lock:
         _warned.clear()
+        _UNWRITABLE_CACHES.clear()
 
 
 def _fingerprint(path: str) -> Fingerprint:
@@ -281,7 +282,14 @@ def _save_disk(cache_dir, fp: Fingerprint, idx: TarShardIndex) -> None:
                 os.unlink(tmp)
         if not isinstance(e, OSError):
             raise
-        warnings.warn(f"could not write tar index cache {file}: {e}", RuntimeWarning, stacklevel=3)
+        if file.parent not in _UNWRITABLE_CACHES:  # once a folder: a read-only cache warned once per shard (1,000
+            _UNWRITABLE_CACHES.add(file.parent)  # lines for a 1,000-shard dataset, each naming another temp file)
+            warnings.warn(f"could not write tar index cache {file}: {e} (the shards are indexed all the same, and "
+                          f"the other files of {file.parent} not written are not said again)", RuntimeWarning,
+                          stacklevel=3)
+
+
+_UNWRITABLE_CACHES: set[Path] = set()
 
 
 def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> TarShardIndex:
