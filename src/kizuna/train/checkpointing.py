@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import pickle
 import random
@@ -599,6 +600,10 @@ def file_size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
+#: settings whose empty value a fresh run resolves and records (vit train's val_split: val first, else test)
+RESOLVED_AT_START = ("val_split",)
+
+
 def resumed_config(cfg, named: frozenset[str] | None):
     """A resume from the command line continues the run with its own settings: the checkpoint's
     ``train_config``, with only what the command line names on top, so ``--resume latest --out RUN`` alone
@@ -616,6 +621,10 @@ def resumed_config(cfg, named: frozenset[str] | None):
         raise ValueError(f"--resume {path}: a checkpoint of {other}, which has settings this trainer does not "
                          f"({', '.join(foreign[:5])}, ...); resume it with {other}")
     restored = {k: v for k, v in saved.items() if k in fields and k not in named and k != "resume"}
+    for k in RESOLVED_AT_START:  # "" (the run's --print-config gives it) is what resolved to the saved value: kept
+        # (taken as another set, best/ started afresh and the resume evaluated on test first)
+        if k in named and k in fields and getattr(cfg, k) == "" and saved.get(k):
+            restored[k] = saved[k]
     if "out" not in named and "out" in fields:
         # the run goes on in the folder that holds the checkpoint: the saved --out is relative to wherever the run
         # was started, so a run renamed, or resumed from another folder, went on in (and overwrote) whatever
@@ -694,12 +703,22 @@ def same_evaluation_set(name: str, value, saved) -> bool:
     return False
 
 
+def _as_json(value):
+    """``value`` as train_config.json reads it back (tuples as lists, at any depth); itself where it is no JSON."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return value
+
+
 def _same_setting(name: str, value, saved) -> bool:
     """Whether a resume's ``value`` of setting ``name`` is the run's ``saved`` one: equal, or, for a setting
     that names a checkpoint (:data:`PATH_SETTINGS`), both existing paths to the same place. A preset name
     (S/4, not a path here) still compares as a string."""
-    if value == saved:
+    if value == saved or _as_json(value) == _as_json(saved):  # (a .py config's (16, 32), the run's saved [16, 32])
         return True
+    if name == "loss" and value == "model":  # "the model's own", which the run recorded as the loss it took: the
+        return True  # command that started the run (a config file's loss="model") was refused on its resume
     if name not in PATH_SETTINGS or not isinstance(value, (str, os.PathLike)) or not isinstance(saved, (str, os.PathLike)):
         return False
     if not str(value) or not str(saved):

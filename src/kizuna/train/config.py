@@ -248,7 +248,10 @@ def merge_model_overrides(base: dict, overrides: dict, default_model: str) -> tu
     the file's width and heads); a --model naming another one starts from that model's own architecture, so
     the file's are dropped (`--config vit_cifar10_gpu --model S/4 --model-overrides '{"depth": 7}'` is S/4
     at depth 7, not S/4 with the hybrid's width). Returns (base, overrides)."""
-    if "model" in overrides and overrides["model"] != base.get("model", default_model):
+    def spelt_as_one(model):  # a preset's name: ViT-mu/8 is ViT-mu-8 (its overrides were dropped for another model)
+        return model.replace("/", "-") if isinstance(model, str) and not os.path.exists(model) else model
+
+    if "model" in overrides and spelt_as_one(overrides["model"]) != spelt_as_one(base.get("model", default_model)):
         base = {k: v for k, v in base.items() if k != "model_overrides"}
     elif isinstance(base.get("model_overrides"), dict) and isinstance(overrides.get("model_overrides"), dict):
         overrides = {**overrides, "model_overrides": deep_merge(base["model_overrides"], overrides["model_overrides"])}
@@ -743,13 +746,16 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
         # as the fields they set: a key spelt as a flag's alias (eval_split for vit's val_split) counted as no field
         # named, and a resume put the checkpoint's value back over it without a word
         fields = {f.name for f in dataclasses.fields(config_cls)}
-        from_file = set(alias_keys_as_fields({k: None for k in load_config_file(args.config)}, fields))
+        # (a key set to None is left unset, as building the config takes it: counted, a resume replaced the run's
+        # own value with the default without a word, e.g. its --best-metric with none)
+        from_file = set(alias_keys_as_fields({k: None for k, v in load_config_file(args.config).items()
+                                              if v is not None}, fields))
         if config_cls is TrainConfig and _model_is_a_checkpoint(flags, args):  # the file's model settings were
             # dropped (config_from_args): the checkpoint's own are used, and none of them was asked for
             from .contrastive import CHECKPOINT_FIXED
 
             from_file -= set(CHECKPOINT_FIXED)
-        if str(args.config).endswith(".json") and config_cls is TrainConfig:
+        if config_cls is TrainConfig and is_a_runs_record(args.config):
             # a run's saved settings hold the model settings a checkpoint --model fixes (loss, tokenizer, ...):
             # recorded, not asked for; counted as named, replaying a fine-tune's train_config.json was refused
             from .contrastive import CHECKPOINT_FIXED
@@ -782,6 +788,20 @@ def _model_is_a_checkpoint(flags, args, base: dict | None = None) -> bool:
     return isinstance(model, str) and bool(model.strip()) and Path(model).expanduser().exists()
 
 
+def is_a_runs_record(config) -> bool:
+    """Whether a --config file is a run's own train_config.json (it records precision_used), which holds the model
+    settings a checkpoint --model brought: replayed, they were not asked for. Any other .json is a hand-written
+    config like a .py one (its loss and context_length under a checkpoint were dropped without a word)."""
+    path = Path(os.path.expanduser(str(config)))
+    if path.suffix != ".json":
+        return False
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(values, dict) and "precision_used" in values
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     base = load_config_file(args.config, TrainConfig) if getattr(args, "config", None) else {}
     given = given_arguments(args)
@@ -793,7 +813,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
         dropped = sorted(k for k in CHECKPOINT_FIXED if k in base and k not in given)
         # a run's saved train_config.json records them all (what the checkpoint brought): replayed, nothing to say
-        if dropped and not str(args.config).endswith(".json"):
+        if dropped and not is_a_runs_record(args.config):
             warnings.warn(f"--model {given.get('model', base.get('model'))} is a checkpoint, which brings its own "
                           f"towers, tokenizer and loss: the config's {', '.join(dropped)} are not used",
                           UserWarning)

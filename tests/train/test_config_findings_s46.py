@@ -1,0 +1,82 @@
+"""Configuration files and their round trips (stop 46): architecture flags recorded and ignored under a config's
+init, a resume's own --print-config output restarting best/, a preset spelt with "/" dropping a config's
+overrides, a config's loss="model" and a tuple refused on resume, a hand-written JSON's model settings dropped
+without a word, a key set to None counted as given."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from kizuna.apps.cli import build_parser, main
+from kizuna.train.checkpointing import _same_setting
+from kizuna.train.config import is_a_runs_record, make_config, named_fields
+from kizuna.train.supervised import make_supervised_config
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_diverged_eval import _tree  # noqa: E402
+
+TINY = '{"width": 32, "depth": 1, "heads": 2, "mlp_dim": 64}'
+
+
+def test_architecture_flags_are_refused_where_a_config_fine_tunes(tmp_path):
+    """`vit train --config ft.py --model S/8 --model-overrides '{"depth": 3}'` (ft.py sets init) recorded both and
+    trained the checkpoint's model."""
+    with pytest.raises(ValueError, match=r"--model and --model-overrides: this run fine-tunes .*init.*drop them"):
+        make_supervised_config({"init": str(tmp_path / "ckpt")}, model="S/8", model_overrides={"depth": 3})
+    with pytest.raises(ValueError, match=r"--model-overrides: this run fine-tunes"):
+        make_supervised_config(init=str(tmp_path / "ckpt"), model_overrides={"depth": 3})
+    assert make_supervised_config({"init": str(tmp_path / "ckpt")}, lr=0.1).lr == 0.1
+
+
+def test_a_resume_with_its_runs_printed_config_keeps_its_validation_split(tmp_path, capsys):
+    """--print-config prints val_split "" (resolved and recorded as "test" when the run started): given back on a
+    resume it was another evaluation set, best/ started afresh, and the record went back to ""."""
+    root = tmp_path / "data"
+    _tree(root / "train", [4, 4])
+    _tree(root / "test", [3, 3])
+    run = ["vit", "train", "--model", "mu/4", "--model-overrides", TINY, "--image-size", "16", "--data",
+           str(root / "train"), "--val-data", str(root), "--batch-size", "8", "--steps", "2", "--eval-every", "2",
+           "--workers", "0", "--threads", "1", "--progress", "false", "--out", str(tmp_path / "run")]
+    assert main(run) == 0
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["val_split"] == "test"
+    capsys.readouterr()
+    assert main([*run, "--steps", "3", "--val-split", "", "--resume", "latest"]) == 0
+    assert "starts afresh" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["val_split"] == "test"
+
+
+def test_a_preset_spelt_with_a_slash_keeps_the_configs_overrides():
+    base = {"model": "ViT-mu-8", "model_overrides": {"embed_dim": 64, "vision": {"depth": 1}}}
+    for spelling in ("ViT-mu-8", "ViT-mu/8"):  # the second dropped them: a plain ViT trained
+        assert make_config(base, model=spelling).model_overrides == base["model_overrides"]
+    assert make_config(base, model="ViT-B-32").model_overrides == {}  # another model: its own architecture
+
+
+def test_a_resume_compares_what_the_run_recorded():
+    assert _same_setting("loss", "model", "clip")  # "the model's own", which the run recorded
+    assert not _same_setting("loss", "siglip", "clip")
+    assert _same_setting("model_overrides", {"vision": {"stem_channels": (16, 32)}},
+                         {"vision": {"stem_channels": [16, 32]}})  # a .py config's tuple, the run's saved list
+    assert not _same_setting("model_overrides", {"vision": {"stem_channels": (16, 64)}},
+                             {"vision": {"stem_channels": [16, 32]}})
+
+
+def test_only_a_runs_own_record_is_replayed_silently(tmp_path):
+    record, written, py = tmp_path / "train_config.json", tmp_path / "sig.json", tmp_path / "sig.py"
+    record.write_text(json.dumps({"loss": "siglip", "precision_used": "fp32"}))
+    written.write_text(json.dumps({"loss": "siglip"}))
+    py.write_text('def get_config():\n    return dict(loss="siglip")\n')
+    assert is_a_runs_record(record) and not is_a_runs_record(written) and not is_a_runs_record(py)
+    assert not is_a_runs_record(tmp_path / "missing.json")
+
+
+def test_a_config_key_set_to_none_is_not_named(tmp_path):
+    """best_metric=None is the default, left unset: counted as named, a resume replaced the run's own
+    --best-metric with none, without a word, and best/ stopped updating."""
+    config = tmp_path / "tiny.py"
+    config.write_text('def get_config():\n    return dict(best_metric=None, lr=1e-3)\n')
+    args = build_parser().parse_args(["train", "--config", str(config)])
+    names = named_fields(args)
+    assert "lr" in names and "best_metric" not in names
