@@ -108,6 +108,7 @@ def test_a_glob_of_images_among_other_files_reads_the_images(tmp_path, write_noi
     'im0.png'"."""
     write_noise_images(tmp_path, 2, 32)
     (tmp_path / "im0.txt").write_text("a caption")
+    (tmp_path / "notes.csv").write_text("id,comment\n1,nice\n")  # no table of images: left out, as a folder's
     (tmp_path / "sub.png").mkdir()
     write_noise_images(tmp_path / "sub.png", 1, 32)
     images, names = load_images([str(tmp_path / "*")], preprocess)

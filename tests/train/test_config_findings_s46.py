@@ -45,6 +45,17 @@ def test_a_resume_with_its_runs_printed_config_keeps_its_validation_split(tmp_pa
     assert main([*run, "--steps", "3", "--val-split", "", "--resume", "latest"]) == 0
     assert "starts afresh" not in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["val_split"] == "test"
+    # on other data "" resolves anew (there: val first)
+    other = tmp_path / "other"
+    _tree(other / "val", [2, 2])
+    _tree(other / "test", [2, 2])
+    from kizuna.train.checkpointing import resumed_config
+    from kizuna.train.vit_cli import named_fields
+
+    args = build_parser().parse_args(["vit", "train", "--out", str(tmp_path / "run"), "--resume", "latest",
+                                      "--val-data", str(other), "--val-split", ""])
+    cfg = make_supervised_config(out=str(tmp_path / "run"), resume="latest", val_data=str(other), val_split="")
+    assert resumed_config(cfg, named_fields(args))[0].val_split == ""
 
 
 def test_a_preset_spelt_with_a_slash_keeps_the_configs_overrides():
@@ -70,6 +81,13 @@ def test_only_a_runs_own_record_is_replayed_silently(tmp_path):
     py.write_text('def get_config():\n    return dict(loss="siglip")\n')
     assert is_a_runs_record(record) and not is_a_runs_record(written) and not is_a_runs_record(py)
     assert not is_a_runs_record(tmp_path / "missing.json")
+    from dataclasses import asdict
+
+    from kizuna.train.config import TrainConfig
+
+    older = tmp_path / "older.json"  # a record from before precision_used was written: every setting
+    older.write_text(json.dumps(asdict(TrainConfig())))
+    assert is_a_runs_record(older)
 
 
 def test_a_config_key_set_to_none_is_not_named(tmp_path):

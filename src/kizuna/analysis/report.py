@@ -231,8 +231,8 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
 
     def as_files(spec) -> list:
         """A spec that names image files (a quoted glob 'imgs/*.png', braces, a `::` list): each image read as a
-        named file is (build_index refused them: "unsupported data source 'imgs/a.png'"), each folder, shard or
-        table as its own spec, and other files the pattern caught (captions beside the images) left out, as a
+        named file is (build_index refused them: "unsupported data source 'imgs/a.png'"), each folder as its own
+        spec, and other files the pattern caught (captions, a notes.csv, beside the images) left out, as a
         folder's reading leaves them; a spec naming no image as it is, for build_index to read or explain."""
         if os.path.exists(spec):
             return [spec]
@@ -242,8 +242,7 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
             return [spec]
         if not any(image_file(p) for p in paths):
             return [spec]
-        return [p for p in paths if image_file(p) or os.path.isdir(p)
-                or Path(p).suffix.lower() in (".tar", ".csv", ".tsv")]
+        return [p for p in paths if image_file(p) or os.path.isdir(p)]  # (a notes.csv beside them is no table)
 
     for spec in [piece for spec in specs for piece in as_files(spec)]:
         if len(tensors) >= max_images:

@@ -354,6 +354,10 @@ class _SigtermRaises:
                     self.resend = None
                     return
                 os.kill(self.pid, signal.SIGTERM)
+                if signal.getsignal(signal.SIGTERM) != self._handle:  # the training loop's own (stop after the
+                    # step and save) took it: sent again, it cut the save short. __exit__ still ends with 143
+                    self.resend = None
+                    return
 
     def _handle(self, signum, frame):
         import os

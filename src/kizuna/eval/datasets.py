@@ -54,7 +54,7 @@ import re
 import unicodedata
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import KeysView, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -723,7 +723,10 @@ def _names_list(value, what: str):
     classes by (a set of names came out in the hash seed's order: images scored as another class)."""
     if value is None or isinstance(value, (str, os.PathLike, list, tuple)):
         return value
-    if isinstance(value, (Set, Mapping)):
+    if isinstance(value, Mapping):  # its keys or its values? (list(d) is its keys, in insertion order)
+        raise TypeError(f"{what}: a {type(value).__name__} (a mapping): pass list(d) or the names in class-index "
+                        "order")
+    if isinstance(value, Set) and not isinstance(value, KeysView):  # dict_keys keep their insertion order
         raise TypeError(f"{what}: a {type(value).__name__} has no order; pass a list (in class-index order)")
     return list(value)
 

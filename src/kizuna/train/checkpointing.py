@@ -364,8 +364,12 @@ class CheckpointManager:
         except (TypeError, ValueError):
             saved = -1
         value, step = (extra.get("metrics") or {}).get(self.metric), state.get("step")
+        from kizuna.eval.encode import is_main
+
         if (isinstance(step, int) and 0 <= saved <= step and extra.get("best_metric") == self.metric
                 and extra.get("best_mode", self.mode) == self.mode and value == self.best_value):
+            if not is_main():  # decided alike on every rank (read only), copied and said once
+                return
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = make_temp_folder(self.dir, ".best.")
             try:
@@ -377,8 +381,9 @@ class CheckpointManager:
             print(f"{self.dir / 'best'}: copied from {source} (step {saved}, {self.metric} {value:.4g}), the best "
                   "model of the run resumed", file=sys.stderr)
             return
-        print(f"the checkpoint resumed carries a best {self.metric} of {self.best_value:.4g}, but {source} is not that "
-              "model: best/ starts afresh in this folder", file=sys.stderr)
+        if is_main():
+            print(f"the checkpoint resumed carries a best {self.metric} of {self.best_value:.4g}, but {source} is not "
+                  "that model: best/ starts afresh in this folder", file=sys.stderr)
         self.best_value = None
 
 
@@ -600,8 +605,9 @@ def file_size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-#: settings whose empty value a fresh run resolves and records (vit train's val_split: val first, else test)
-RESOLVED_AT_START = ("val_split",)
+#: settings whose empty value a fresh run resolves and records, and the setting they are resolved against (vit
+#: train's val_split in its --val-data: val first, else test)
+RESOLVED_AT_START = {"val_split": "val_data"}
 
 
 def resumed_config(cfg, named: frozenset[str] | None):
@@ -621,9 +627,12 @@ def resumed_config(cfg, named: frozenset[str] | None):
         raise ValueError(f"--resume {path}: a checkpoint of {other}, which has settings this trainer does not "
                          f"({', '.join(foreign[:5])}, ...); resume it with {other}")
     restored = {k: v for k, v in saved.items() if k in fields and k not in named and k != "resume"}
-    for k in RESOLVED_AT_START:  # "" (the run's --print-config gives it) is what resolved to the saved value: kept
-        # (taken as another set, best/ started afresh and the resume evaluated on test first)
-        if k in named and k in fields and getattr(cfg, k) == "" and saved.get(k):
+    for k, against in RESOLVED_AT_START.items():  # "" (the run's --print-config gives it) is what resolved to the
+        # saved value, on the same data: kept (taken as another set, best/ started afresh, the resume evaluated on
+        # test first); on other data it resolves anew
+        data = restored.get(against, getattr(cfg, against, None))
+        if (k in named and k in fields and getattr(cfg, k) == "" and saved.get(k)
+                and same_evaluation_set(against, data, saved.get(against))):
             restored[k] = saved[k]
     if "out" not in named and "out" in fields:
         # the run goes on in the folder that holds the checkpoint: the saved --out is relative to wherever the run

@@ -799,7 +799,9 @@ def is_a_runs_record(config) -> bool:
         values = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return False
-    return isinstance(values, dict) and "precision_used" in values
+    # (runs before precision_used was recorded, 2026-12-05: a record holds every setting)
+    return isinstance(values, dict) and ("precision_used" in values or {f.name for f in dataclasses.fields(TrainConfig)}
+                                         <= set(values))
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
