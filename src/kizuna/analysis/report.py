@@ -226,6 +226,7 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
     tensors, names = [], []
     # each image once: a folder and a file in it, or a folder given twice (a/ and a), measured one image twice
     seen: set[tuple] = set()
+
     def image_file(path) -> bool:  # (a long `::` list: Path.is_file raised)
         return os.path.isfile(path) and Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
@@ -244,6 +245,22 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
             return [spec]
         return [p for p in paths if image_file(p) or os.path.isdir(p)]  # (a notes.csv beside them is no table)
 
+    def read_named(path):
+        """A named image file, decoded; None where it is skipped, counted by the reason a folder's index and decoding
+        count it by (the docstring's promise: it raised for a named file)."""
+        try:
+            if os.path.getsize(path) > 0:
+                return load_image(path)
+            reason = "empty_image"
+        except ImageTooLarge:
+            reason = "image_too_large"
+        except ImageError:
+            reason = "corrupt_image"
+        except OSError:  # (the size of a file gone, or unreadable)
+            reason = "read_error"
+        skipped.add(reason, str(path))
+        return None
+
     for spec in [piece for spec in specs for piece in as_files(spec)]:
         if len(tensors) >= max_images:
             break
@@ -251,22 +268,10 @@ def load_images(specs: Sequence[str], preprocess, max_images: int = 32,
         if image_file(p):
             if ("file", os.path.realpath(p)) not in seen:
                 seen.add(("file", os.path.realpath(p)))
-                try:  # skipped and counted, as a folder's (the docstring's promise): it raised for a named file
-                    if os.path.getsize(p) == 0:  # (as an index counts one)
-                        skipped.add("empty_image", str(p))
-                        continue
-                    image = load_image(p)
-                except ImageTooLarge:
-                    skipped.add("image_too_large", str(p))
-                    continue
-                except ImageError:
-                    skipped.add("corrupt_image", str(p))
-                    continue
-                except OSError:  # (the size of a file gone or unreadable)
-                    skipped.add("read_error", str(p))
-                    continue
-                tensors.append(preprocess(image))
-                names.append(str(p))
+                image = read_named(p)
+                if image is not None:
+                    tensors.append(preprocess(image))
+                    names.append(str(p))
             continue
         index = build_index(spec, require="image")
         ds = PairDataset(index, preprocess, caption_sampling="first", seed_transform=False)
