@@ -98,3 +98,17 @@ def test_a_config_key_set_to_none_is_not_named(tmp_path):
     args = build_parser().parse_args(["train", "--config", str(config)])
     names = named_fields(args)
     assert "lr" in names and "best_metric" not in names
+
+
+def test_a_recipes_scene_size_under_a_checkpoint_is_not_asked_for(tmp_path):
+    """`--config demo --model CKPT`: the demo's synthetic_image_size 48 gives way to the checkpoint's 32 at the
+    start; the same command with --resume latest was refused ("synthetic_image_size=48 (the run has 32)")."""
+    import kizuna
+
+    checkpoint = tmp_path / "ckpt"
+    kizuna.save_model(kizuna.create_model("ViT-mu-8"), checkpoint)
+    args = build_parser().parse_args(["train", "--config", "demo", "--model", str(checkpoint)])
+    assert "synthetic_image_size" not in named_fields(args)
+    typed = build_parser().parse_args(["train", "--config", "demo", "--model", str(checkpoint),
+                                       "--synthetic-image-size", "48"])
+    assert "synthetic_image_size" in named_fields(typed)  # typed, it is asked for (and refused)

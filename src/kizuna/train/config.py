@@ -754,7 +754,9 @@ def named_fields(args: argparse.Namespace, config_cls=TrainConfig, given: dict |
             # dropped (config_from_args): the checkpoint's own are used, and none of them was asked for
             from .contrastive import CHECKPOINT_FIXED
 
-            from_file -= set(CHECKPOINT_FIXED)
+            # (and its synthetic_image_size gives way to the checkpoint's size, scenes_at_model_size: the command
+            # that started the run was refused on its resume, "synthetic_image_size=48 (the run has 32)")
+            from_file -= {*CHECKPOINT_FIXED, "synthetic_image_size"}
         if config_cls is TrainConfig and is_a_runs_record(args.config):
             # a run's saved settings hold the model settings a checkpoint --model fixes (loss, tokenizer, ...):
             # recorded, not asked for; counted as named, replaying a fine-tune's train_config.json was refused
