@@ -84,8 +84,15 @@ def fit_logistic_regression(x: torch.Tensor, y, num_classes: int, l2: float, max
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise ValueError(f"labels must be in 0..{num_classes - 1}")
     onehot = F.one_hot(y, num_classes).to(dtype)
+    # Fitted on centred features: the bias is not penalised, so it is the same objective and the same minimum (the
+    # bias moved by w . mean), but far better conditioned where the features share a large common part. A random
+    # model's features (cosines 0.9996) stopped a strong penalty's fit after one iteration with its gradient under
+    # the tolerance, 71% of its predictions off the minimum's: a 16-shot lambda and accuracy 3.6 points off
+    # scikit-learn's.
+    mean = x.mean(0)
+    x = x - mean
     w = torch.zeros(num_classes, d, dtype=dtype) if init is None else init.weight.clone().to(dtype)
-    b = torch.zeros(num_classes, dtype=dtype) if init is None else init.bias.clone().to(dtype)
+    b = torch.zeros(num_classes, dtype=dtype) if init is None else init.bias.clone().to(dtype) + w @ mean
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, max_eval=int(max_iter * 1.25),
                             tolerance_grad=tol, tolerance_change=1e-12, history_size=20,
                             line_search_fn="strong_wolfe")
@@ -113,7 +120,7 @@ def fit_logistic_regression(x: torch.Tensor, y, num_classes: int, l2: float, max
             torch.set_num_threads(threads)
     run = opt.state[opt._params[0]]
     iters, evals = int(run.get("n_iter", 0)), int(run.get("func_evals", 0))
-    return LinearProbe(w.clone(), b.clone(), float(l2), iters, state["loss"],
+    return LinearProbe(w.clone(), b - w @ mean, float(l2), iters, state["loss"],  # (the bias for uncentred inputs)
                        stopped_at_cap=iters >= max_iter or evals >= int(max_iter * 1.25))
 
 
