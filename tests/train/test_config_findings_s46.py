@@ -21,12 +21,21 @@ TINY = '{"width": 32, "depth": 1, "heads": 2, "mlp_dim": 64}'
 
 def test_architecture_flags_are_refused_where_a_config_fine_tunes(tmp_path):
     """`vit train --config ft.py --model S/8 --model-overrides '{"depth": 3}'` (ft.py sets init) recorded both and
-    trained the checkpoint's model."""
+    trained the checkpoint's model. The Python API's keywords (a helper passing every field) are left alone."""
+    from kizuna.train.vit_cli import config_from_args
+
+    config = tmp_path / "ft.py"
+    config.write_text(f"def get_config():\n    return dict(init={str(tmp_path / 'ckpt')!r})\n")
+
+    def parsed(*flags):
+        return config_from_args(build_parser().parse_args(["vit", "train", "--config", str(config), *flags]))
+
     with pytest.raises(ValueError, match=r"--model and --model-overrides: this run fine-tunes .*init.*drop them"):
-        make_supervised_config({"init": str(tmp_path / "ckpt")}, model="S/8", model_overrides={"depth": 3})
+        parsed("--model", "S/8", "--model-overrides", '{"depth": 3}')
     with pytest.raises(ValueError, match=r"--model-overrides: this run fine-tunes"):
-        make_supervised_config(init=str(tmp_path / "ckpt"), model_overrides={"depth": 3})
-    assert make_supervised_config({"init": str(tmp_path / "ckpt")}, lr=0.1).lr == 0.1
+        parsed("--model-overrides", '{"depth": 3}')
+    assert parsed("--lr", "0.1").lr == 0.1
+    assert make_supervised_config(init=str(tmp_path / "ckpt"), model="S/8").model == "S/8"
 
 
 def test_a_resume_with_its_runs_printed_config_keeps_its_validation_split(tmp_path, capsys):

@@ -174,13 +174,6 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
         clip = set(unknown) <= {f.name for f in dataclasses.fields(TrainConfig)}
         raise ValueError(f"unknown ViT training option(s): {', '.join(unknown)}"
                          + ("; they are `kizuna train` options (a CLIP config given to `kizuna vit`?)" if clip else ""))
-    if merged.get("init"):
-        defaults = {"model": SupervisedConfig.model, "model_overrides": {}}
-        asked = [key for key in ARCHITECTURE_KEYS if key in overrides and overrides[key] != defaults[key]]
-        if asked:  # recorded in train_config.json while the checkpoint's model trained, without a word
-            raise ValueError(f"{' and '.join('--' + key.replace('_', '-') for key in asked)}: this run fine-tunes "
-                             f"{merged['init']} (init), whose model it keeps; drop "
-                             f"{'them' if len(asked) > 1 else 'it'}, or leave init out to train a new model")
     cfg = SupervisedConfig(**merged)
     if cfg.pos_embed not in POS_EMBED_MODES:
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {cfg.pos_embed!r}")

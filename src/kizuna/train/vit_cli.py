@@ -183,7 +183,7 @@ def _given(args) -> dict:
 
 def config_from_args(args):
     from .config import load_config_file, refuse_typed_unused
-    from .supervised import SupervisedConfig, make_supervised_config
+    from .supervised import ARCHITECTURE_KEYS, SupervisedConfig, make_supervised_config
 
     base = dict(FINETUNE_DEFAULTS) if args.vit_command == "finetune" else {}
     if getattr(args, "config", None):
@@ -191,6 +191,14 @@ def config_from_args(args):
     given = _given(args)
     cfg = make_supervised_config(base, **given)
     refuse_typed_unused(cfg, given)
+    if cfg.init:  # typed under a --config file's init: recorded in train_config.json while the checkpoint's model
+        # trained, without a word (the Python API's keywords, a helper passing every field, are left alone)
+        defaults = {"model": SupervisedConfig.model, "model_overrides": {}}
+        asked = [key for key in ARCHITECTURE_KEYS if key in given and given[key] != defaults[key]]
+        if asked:
+            raise ValueError(f"{' and '.join('--' + key.replace('_', '-') for key in asked)}: this run fine-tunes "
+                             f"{cfg.init} (init), whose model it keeps; drop {'them' if len(asked) > 1 else 'it'}, "
+                             "or leave init out to train a new model")
     return cfg
 
 
