@@ -260,7 +260,8 @@ def _percent(share: float) -> str:
 # ----------------------------------------------------------------------------------- typographic
 def render_text(img: Image.Image, text: str, height_fraction: float = 0.16) -> Image.Image:
     """Write ``text`` in white with a black outline, centred horizontally on the lower part of the image;
-    the font shrinks until the word fits the width."""
+    the font shrinks until the word fits 94% of the width, down to 6 px (smaller is no legible text): on a 32-px
+    image a long name ("automobile") runs edge to edge."""
     img = img.convert("RGB").copy()
     w, h = img.size
     draw = ImageDraw.Draw(img)
