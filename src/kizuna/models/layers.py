@@ -24,6 +24,7 @@ import math
 import os
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -154,10 +155,15 @@ def _gemm_default(vendor: str | None = None, onednn: bool | None = None) -> str:
     image encoding 1.11x). MKL too where the oneDNN op is unavailable. ``KIZUNA_GEMM=onednn|mkl`` overrides.
     """
     forced = os.environ.get("KIZUNA_GEMM", "").strip()
-    if not (ONEDNN if onednn is None else onednn):
+    usable = ONEDNN if onednn is None else onednn
+    if not usable:
         chosen = "mkl"
     else:
         chosen = "mkl" if (cpu_info("vendor_id") if vendor is None else vendor) == "GenuineIntel" else "onednn"
+    if forced.lower() == "onednn" and not usable:  # it claimed oneDNN, ran MKL unfused, and a benchmark said oneDNN
+        _env_warning("KIZUNA_GEMM=onednn, but oneDNN's op is unusable here (KIZUNA_ONEDNN=0, or this build lacks it): "
+                     "using mkl")
+        return "mkl"
     if forced.lower() in GEMM_LIBRARIES:
         return forced.lower()
     if forced:  # read at import: a ValueError there was a traceback from every command, `kizuna --help` too
@@ -224,10 +230,19 @@ def capturing_graph() -> bool:
 def _cpu_eager(x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> bool:
     """CPU tensors of ``dtype``, outside torch.compile (and tracing), autocast and dispatch modes (see
     ``_fast_path_ok``)."""
-    if capturing_graph():
+    if capturing_graph() or _transforming():
         return False
     return (x.device.type == "cpu" and x.dtype == dtype and weight.dtype == dtype
             and not _cpu_autocast() and _get_current_dispatch_mode() is None)
+
+
+def _transforming() -> bool:
+    """Under a torch.func transform (vmap, grad, jacrev, jvp) or forward-mode AD: oneDNN's op has no forward
+    derivative (a frozen encoder's jvp tangent came out as exactly 0, without a word) and _OneDNNLinear no
+    setup_context (vmap and per-sample gradients failed on AMD, where oneDNN is the library, and ran on Intel's
+    MKL). F.linear supports them all."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active is not None and active()) or _forward_ad._current_level >= 0
 
 
 def _onednn_ok(x: torch.Tensor, weight: torch.Tensor, library: str | None = None) -> bool:
