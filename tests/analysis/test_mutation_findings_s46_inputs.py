@@ -2,7 +2,8 @@
 branches no test reached."""
 from __future__ import annotations
 
-import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,15 +12,8 @@ import kizuna.analysis.figures as figures
 from kizuna.analysis.report import load_images
 from kizuna.analysis.runs import compare_runs
 
-
-def _run(folder, accuracy, config):
-    folder.mkdir(parents=True)
-    with open(folder / "metrics.jsonl", "w") as f:
-        for step in (1, 2):
-            f.write(json.dumps({"kind": "train", "step": step, "time": 1.0 * step, "train_top1": accuracy}) + "\n")
-            f.write(json.dumps({"kind": "eval", "step": step, "time": 1.0 * step, "val_top1": accuracy}) + "\n")
-    (folder / "train_config.json").write_text(json.dumps({"model": "mu/4", **config}))
-    return folder
+sys.path.insert(0, str(Path(__file__).parent))
+from test_api_findings_s46 import _run  # noqa: E402
 
 
 def test_values_alike_but_in_their_cut_middles_keep_a_panel_each(tmp_path, monkeypatch):
