@@ -3,7 +3,8 @@ alike, load_images raising on a named corrupt file, refusing a quoted glob of im
 cap, a prediction panel of top_k <= 0, embed's silence on shard folders."""
 from __future__ import annotations
 
-import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,15 +15,8 @@ from kizuna.analysis.report import load_images, load_target, predict_report
 from kizuna.analysis.runs import compare_runs
 from kizuna.data.sources import SkipCounter
 
-
-def _run(folder, accuracy, config):
-    folder.mkdir(parents=True)
-    with open(folder / "metrics.jsonl", "w") as f:
-        for step in (1, 2):
-            f.write(json.dumps({"kind": "train", "step": step, "time": 1.0 * step, "train_top1": accuracy}) + "\n")
-            f.write(json.dumps({"kind": "eval", "step": step, "time": 1.0 * step, "val_top1": accuracy}) + "\n")
-    (folder / "train_config.json").write_text(json.dumps({"model": "mu/4", **config}))
-    return folder
+sys.path.insert(0, str(Path(__file__).parent))
+from _run_folders import _run  # noqa: E402
 
 
 def test_panels_are_one_per_value_however_long(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from kizuna.analysis.report import load_images
 from kizuna.analysis.runs import compare_runs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_api_findings_s46 import _run  # noqa: E402
+from _run_folders import _run  # noqa: E402
 
 
 def test_values_alike_but_in_their_cut_middles_keep_a_panel_each(tmp_path, monkeypatch):
