@@ -251,6 +251,22 @@ class CheckpointManager:
             if stray.is_dir():
                 shutil.rmtree(stray, ignore_errors=True)
 
+    def _best_saved(self, folder: Path) -> tuple[int, float] | None:
+        """(step, value) of the best/ model in ``folder`` where it was kept by this run's metric and mode; None
+        where there is none, or it was kept by another metric or mode, or holds no number for it."""
+        from kizuna.analysis.report import read_extra
+
+        extra = read_extra(folder) if self.metric and folder.is_dir() else {}
+        try:
+            saved = int(extra.get("step", -1))
+        except (TypeError, ValueError):
+            return None
+        value = (extra.get("metrics") or {}).get(self.metric)
+        if (saved < 0 or extra.get("best_metric") != self.metric or extra.get("best_mode", self.mode) != self.mode
+                or not isinstance(value, (int, float)) or value != value):
+            return None
+        return saved, float(value)
+
     def keep_later_best(self, step: int) -> float | None:
         """A resume from ``step`` (an earlier step_N, with other settings): a best/ saved at a later step is the
         abandoned branch's. The run's best value was restored from step N, so an evaluation that beat that value
@@ -258,19 +274,12 @@ class CheckpointManager:
         model the folder has: moved away, a resume that never beat step N's value ended with no best/ at all),
         and the best value becomes its value when it is better, so only a better model replaces it. Said; returns
         the value taken, or None."""
-        from kizuna.analysis.report import read_extra
-
         best = self.dir / "best"
-        extra = read_extra(best) if best.is_dir() and self.metric else {}
-        try:
-            saved = int(extra.get("step", -1))
-        except (TypeError, ValueError):
+        record = self._best_saved(best)
+        if record is None or record[0] <= step or not self._is_better(record[1]):
             return None
-        value = (extra.get("metrics") or {}).get(self.metric)
-        if (saved <= step or extra.get("best_metric") != self.metric or extra.get("best_mode", self.mode) != self.mode
-                or not isinstance(value, (int, float)) or value != value or not self._is_better(value)):
-            return None
-        self.best_value = float(value)
+        saved, value = record
+        self.best_value = value
         print(f"{best} is from step {saved}, of the branch this resume from step {step} leaves ({self.metric} "
               f"{value:.4g}): it stays best/ until this run does better", file=sys.stderr)
         return self.best_value
@@ -355,19 +364,12 @@ class CheckpointManager:
         before the step resumed, by the same metric and mode); else the best value starts afresh. Said either way."""
         if self.best_value is None or path.resolve().parent == self.dir.resolve() or (self.dir / "best").is_dir():
             return
-        from kizuna.analysis.report import read_extra
-
-        source = path.resolve().parent / "best"
-        extra = read_extra(source) if (source / "config.json").is_file() else {}
-        try:
-            saved = int(extra.get("step", -1))
-        except (TypeError, ValueError):
-            saved = -1
-        value, step = (extra.get("metrics") or {}).get(self.metric), state.get("step")
         from kizuna.eval.encode import is_main
 
-        if (isinstance(step, int) and 0 <= saved <= step and extra.get("best_metric") == self.metric
-                and extra.get("best_mode", self.mode) == self.mode and value == self.best_value):
+        source = path.resolve().parent / "best"
+        record, step = self._best_saved(source), state.get("step")
+        if record is not None and isinstance(step, int) and record[0] <= step and record[1] == self.best_value:
+            saved, value = record
             if not is_main():  # decided alike on every rank (read only), copied and said once
                 return
             self.dir.mkdir(parents=True, exist_ok=True)
