@@ -389,7 +389,8 @@ class Mlp(nn.Module):
 # 50 keys, 43 vs 10 at 77, 127 vs 68 at 197. On a 2-core Zen 4 EPYC (AVX-512; section ``cpu_switches``): fp32
 # within noise at 22-77 keys (materialised 0.88-1.23x as fast over three runs), 143 vs 293 ms at 197; bf16 52 vs
 # 12 ms at 50 keys, 59 vs 16 at 77, 215 vs 146 at 197. Inference keeps SDPA: its forward was as fast or faster.
-# Measured on CPUs with AVX-512 (Intel and AMD) only: others (AVX2) keep SDPA until measured there.
+# On a 2-core AVX2 EPYC (docs/benchmarks/AVX2.md) SDPA won or tied everywhere: materialised fp32 0.91-0.96x as
+# fast at 50-65 keys, 0.70x at 77 (causal), 0.67x at 197; bf16 0.08-0.18x. So only AVX-512 CPUs materialise.
 # ``KIZUNA_MATERIALISED_ATTENTION=0/1`` overrides.
 INTEL = cpu_info("vendor_id") == "GenuineIntel"
 

@@ -196,7 +196,8 @@ def _patch_gemm_default() -> bool:
     """Whether CPU patch embeddings run as one GEMM (``patch_gemm``) rather than as the conv. Yes on Intel,
     where it was measured faster forward and backward (see ``PatchEmbed``). Not elsewhere: on a Zen 4 EPYC
     (section ``cpu_switches``, BENCHMARKS.md) it won at ViT-B/32 (1.15-1.39x fp32) but not at ViT-B/16
-    (0.76-1.00x fp32) and lost at the CIFAR configs' sizes (0.75-0.88x). ``KIZUNA_PATCH_GEMM=0/1`` overrides."""
+    (0.76-1.00x fp32) and lost at the CIFAR configs' sizes (0.75-0.88x); on an AVX2 EPYC it was mixed (fp32 0.89-1.16x,
+    1.50x for the hybrid's 1 x 1 patch; docs/benchmarks/AVX2.md). ``KIZUNA_PATCH_GEMM=0/1`` overrides."""
     return env_switch("KIZUNA_PATCH_GEMM", INTEL)
 
 
