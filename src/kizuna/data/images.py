@@ -95,16 +95,21 @@ SKIPPED_FOLDERS = ("__MACOSX",)
 
 def walk_folder(root: str | Path):
     """``os.walk(root)`` in sorted order (the filesystem's order is not reproducible), into symlinked folders
-    (a subset made by linking class folders was read as classes with no images), each real folder once (a
-    link to a parent would loop), without hidden folders, ``__MACOSX`` and AppleDouble ``._*`` files."""
-    seen = {os.path.realpath(root)}
+    (a subset made by linking class folders was read as classes with no images), without hidden folders,
+    ``__MACOSX`` and AppleDouble ``._*`` files. A linked folder is entered unless it leads back into a folder the
+    walk came through (a link to a parent, or two folders linked to each other, would loop); a folder linked
+    under a second name is read under both, as torchvision's ImageFolder does (once, by whichever name sorted
+    first, left the other name a class with no images, or took the real class's images under the link's)."""
+    # the real folders on the way down to each folder walked: a link into one of them loops
+    came_through = {os.fspath(root): frozenset({os.path.realpath(root)})}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        chain = came_through.pop(dirpath, frozenset({os.path.realpath(dirpath)}))
         kept = []
         for name in sorted(dirnames):
             real = os.path.realpath(os.path.join(dirpath, name))
-            if name.startswith(".") or name in SKIPPED_FOLDERS or real in seen:
+            if name.startswith(".") or name in SKIPPED_FOLDERS or real in chain:
                 continue
-            seen.add(real)
+            came_through[os.path.join(dirpath, name)] = chain | {real}
             kept.append(name)
         dirnames[:] = kept
         # macOS's AppleDouble files (._img.jpg beside img.jpg on FAT, SMB or NFS) hold metadata, not an image:

@@ -26,7 +26,9 @@ directory holding ``*.tar`` (a glob's matches and a directory's shards both sort
 ``%06d.tar`` / ``%d.tar`` names are used), a directory without tars (image folder), a ``.csv`` /
 ``.tsv`` file. ``~`` is expanded. A spec, list item or ``::`` piece that exists as written is that path (a
 folder named ``x{a,b}``, ``exp[1]`` or ``"d "``); only one that does not loses the whitespace around it, and a
-glob's leading folders that exist are matched literally (``exp[1]/*.tar`` is the files in ``exp[1]/``). A missing
+pattern's leading folders that exist are taken literally, braces and glob characters alike (``exp[1]/*.tar`` is
+the files in ``exp[1]/``, ``x{a,b}/*.tar`` those in ``x{a,b}/``). A folder's hidden ``.tar`` files (macOS's
+``._000000.tar``) are no shards. A missing
 path raises :class:`FileNotFoundError` - a silently missing shard would change the epoch.
 
 Public API
@@ -303,6 +305,16 @@ def _as_written(piece: str) -> str | None:
     return None
 
 
+def _existing_head(path: str) -> str:
+    """The longest leading folder of ``path`` that exists ("" where none does): a prefix of ``path`` as written,
+    so ``path[len(head):]`` is the rest."""
+    head = os.path.dirname(path)
+    while head and not os.path.isdir(head):
+        up = os.path.dirname(head)
+        head = "" if up == head else up
+    return head
+
+
 def _glob_pattern(path: str) -> str | None:
     """The glob pattern to match ``path`` by, or None for a path to take as it is: one that exists, or whose glob
     characters all lie in its leading folders that exist. Those folders are escaped, so only the rest is a
@@ -310,10 +322,7 @@ def _glob_pattern(path: str) -> str | None:
     ``exp[1]/000001.tar`` was filled from exp1/ (it is a missing shard: the epoch must not change)."""
     if not any(c in path for c in _GLOB_CHARS) or os.path.exists(path):
         return None
-    head = os.path.dirname(path)  # a prefix of path, so path[len(head):] is the rest as written
-    while head and not os.path.isdir(head):
-        up = os.path.dirname(head)
-        head = "" if up == head else up
+    head = _existing_head(path)
     rest = path[len(head):]
     if not any(c in rest for c in _GLOB_CHARS):
         return None
@@ -341,7 +350,11 @@ def _spec_parts(spec: Any) -> list[tuple[str, str | None]]:
         if lit is not None:
             parts.append((lit, None))
         else:
-            parts.extend((p, _glob_pattern(p)) for p in expand_braces(os.path.expanduser(piece.strip())))
+            # braces in the leading folders that exist are theirs (a folder "d{a,b}"), as glob characters are:
+            # expanded, d{a,b}/*.tar read da/ and db/
+            path = os.path.expanduser(piece.strip())
+            head = _existing_head(path)
+            parts.extend((head + p, _glob_pattern(head + p)) for p in expand_braces(path[len(head):]))
     return parts
 
 
@@ -374,7 +387,9 @@ def globs_read_otherwise_before(spec: Any) -> list[str]:
 
 def _shards_in_dir(d: str) -> list[str]:
     nfile = os.path.join(d, "nshards.txt")
-    tars = sorted((f for f in os.listdir(d) if f.endswith(".tar")), key=natural_key)
+    # not hidden files: macOS's AppleDouble ._000000.tar beside 000000.tar (a copy through a Mac onto FAT, SMB or NFS)
+    # was read as a damaged shard, and made nshards.txt's count look wrong
+    tars = sorted((f for f in os.listdir(d) if f.endswith(".tar") and not f.startswith(".")), key=natural_key)
     if os.path.isfile(nfile):
         with open(nfile, encoding="utf-8") as f:
             text = f.read().strip()

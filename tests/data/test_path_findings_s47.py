@@ -1,0 +1,86 @@
+"""Paths a user's machine makes (stop 47's review): a folder named with braces under a glob or a range, and macOS's
+AppleDouble ``._*.tar`` files beside the shards of a folder; symlinked class folders (:mod:`kizuna.data.images`)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shards import make_pair_shard, make_shard_dir  # noqa: E402
+
+from kizuna.data.images import list_images, walk_folder  # noqa: E402
+from kizuna.data.sources import build_index, expand_spec, resolve_spec  # noqa: E402
+
+
+def keys(start, n):
+    return [f"{i:09d}" for i in range(start, start + n)]
+
+
+def test_a_glob_or_range_under_a_folder_named_with_braces_reads_that_folder(tmp_path):
+    """Braces were expanded before the leading folders that exist were taken as written: d{a,b}/*.tar read da/ and
+    db/ (20 samples of other data), and with db/ empty it failed naming db/*.tar."""
+    make_shard_dir(tmp_path / "d{a,b}", 2, 5)
+    make_pair_shard(tmp_path / "da" / "000000.tar", 100, 5)
+    make_pair_shard(tmp_path / "db" / "000000.tar", 200, 5)
+    folder = str(tmp_path / "d{a,b}")
+    assert build_index(f"{folder}/*.tar").keys == keys(0, 10)
+    assert build_index(f"{folder}/00000{{0..1}}.tar").keys == keys(0, 10)
+    assert build_index(f"{folder}/00000{{0,1}}.tar").keys == keys(0, 10)
+    # a brace in the part that does not exist is still a pattern, under any leading folder
+    assert build_index(f"{tmp_path}/d{{a,b}}/000000.tar").keys == keys(0, 5)  # (exists as written: the folder's)
+    assert build_index(f"{tmp_path}/{{da,db}}/000000.tar").keys == keys(100, 5) + keys(200, 5)
+    for p in (tmp_path / "db").iterdir():
+        p.unlink()
+    assert build_index(f"{folder}/*.tar").keys == keys(0, 10)
+
+
+def test_appledouble_tar_files_beside_the_shards_are_not_shards(tmp_path):
+    """._000000.tar (macOS's metadata beside 000000.tar after a copy onto FAT, SMB or NFS) was read as a damaged
+    shard, and with nshards.txt the folder was refused: "says 2 shards but ... holds 4 .tar files"."""
+    shards = make_shard_dir(tmp_path / "mac", 2, 3, nshards_file=True)
+    for s in shards:
+        (s.parent / f"._{s.name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert [p for _, p in resolve_spec(str(tmp_path / "mac"))] == [str(s) for s in shards]
+    (tmp_path / "mac" / "nshards.txt").unlink()
+    index = build_index(str(tmp_path / "mac"))
+    assert index.keys == keys(0, 6) and not index.damaged
+    # the folder and its glob (which skips dot files) are the same shards, as documented
+    assert expand_spec(str(tmp_path / "mac" / "*.tar")) == [str(s) for s in shards]
+
+
+def _image(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_a_class_folder_linked_under_another_name_keeps_its_own_images(tmp_path):
+    """A link to a class folder that sorted before it took its images (the real class reported empty, its
+    images labelled with the link's name); one that sorted after was reported empty. Each is a class now, as
+    in torchvision's ImageFolder."""
+    root = tmp_path / "ds" / "train"
+    for cls in ("cat", "dog"):
+        for i in range(3):
+            _image(root / cls / f"{i}.png")
+    os.symlink(root / "cat", root / "alias_cat")  # sorts before cat
+    os.symlink(root / "cat", root / "kitten")  # sorts after
+    seen = {os.path.relpath(d, root): sorted(f) for d, _, f in walk_folder(root) if d != str(root)}
+    assert seen == {name: ["0.png", "1.png", "2.png"] for name in ("alias_cat", "cat", "dog", "kitten")}
+    assert len(list_images(root)) == 12
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_links_that_loop_are_walked_once(tmp_path):
+    """A link to a folder above it, and two folders linked to each other, would loop: each is entered only where
+    it does not lead back into the folders the walk came through."""
+    _image(tmp_path / "a" / "x.png")
+    _image(tmp_path / "b" / "y.png")
+    os.symlink(tmp_path, tmp_path / "a" / "up")  # to the root
+    os.symlink(tmp_path / "b", tmp_path / "a" / "to_b")
+    os.symlink(tmp_path / "a", tmp_path / "b" / "to_a")  # a <-> b
+    found = sorted(os.path.relpath(p, tmp_path) for p in list_images(tmp_path))
+    assert found == ["a/to_b/y.png", "a/x.png", "b/to_a/x.png", "b/y.png"]
