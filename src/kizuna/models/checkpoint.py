@@ -468,9 +468,15 @@ def follow_latest(path: str | Path) -> Path:
     if path.name == "latest" and path.is_file() and path.stat().st_size < 256:
         name = path.read_text(encoding="utf-8", errors="replace").strip()
         # a folder beside it, by name: an empty or "." pointer (a torn write) named the checkpoints folder
-        if name and name not in (".", "..") and "/" not in name and (path.parent / name).is_dir():
-            return path.parent / name
+        if name and name not in (".", "..") and "/" not in name and (pointer_folder(path) / name).is_dir():
+            return pointer_folder(path) / name
     return path
+
+
+def pointer_folder(pointer: Path) -> Path:
+    """The folder a ``latest`` pointer's name is read in: the real file's, where the pointer is reached through a
+    link (models/latest -> run/checkpoints/latest named step_N beside the link: none, or another run's)."""
+    return Path(os.path.realpath(pointer)).parent if pointer.is_symlink() else pointer.parent
 
 
 def load_model(
@@ -636,10 +642,11 @@ def _refuse_dangling_latest(pointer: Path) -> None:
     """A ``checkpoints/latest`` pointer naming no checkpoint folder (deleted, moved, a torn write): said, rather
     than read as a weights file (it was: "cannot be read as a weights-only torch file (IndexError: ...)")."""
     name = pointer.read_text(encoding="utf-8", errors="replace").strip()
-    steps = sorted((p for p in pointer.parent.glob("step_*") if p.is_dir() and p.name[5:].isdigit()),
+    folder = pointer_folder(pointer)
+    steps = sorted((p for p in folder.glob("step_*") if p.is_dir() and p.name[5:].isdigit()),
                    key=lambda p: int(p.name[5:]))
     there = (f"the newest checkpoint beside it is {steps[-1].name}: pass {steps[-1]}" if steps
-             else f"{pointer.parent} holds no step_* checkpoint folder: pass another checkpoint")
+             else f"{folder} holds no step_* checkpoint folder: pass another checkpoint")
     raise CheckpointError(f"{pointer}: a 'latest' pointer naming {name!r}, which is not a checkpoint folder beside it "
                           f"(removed or moved?); {there}")
 
