@@ -59,7 +59,7 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
     layer (mean, min and max over heads), the position row/column ratio and ``metric`` (when the
     checkpoint was saved with it; null otherwise). A ``metric`` that no checkpoint has while they have
     others (a CLIP run saves e.g. ``zeroshot/top1``, not ``val_top1``) is a ValueError naming those."""
-    from tqdm import tqdm
+    from kizuna.eval.encode import progress_bar  # (no tqdm object without a bar: see there)
 
     image_specs = path_list(image_specs)  # one folder: recorded as "/ t m p ..." in the JSON
     out = Path(out)
@@ -73,8 +73,8 @@ def over_training_report(run: str | Path, image_specs: Sequence[str], out: str |
                              f"{', '.join(others)} (pass one of these with --metric)")
     images = grid = px = None
     rows = []
-    for (step, path), metrics in tqdm(list(zip(checkpoints, saved)), desc="checkpoints", unit="ckpt",
-                                      disable=not progress):
+    for (step, path), metrics in progress_bar(list(zip(checkpoints, saved)), desc="checkpoints", unit="ckpt",
+                                              enabled=progress):
         try:
             target = load_target(str(path), device=device)
         except Exception:

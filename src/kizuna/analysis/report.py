@@ -417,12 +417,12 @@ def attention_distance_per_head(target: AnalysisTarget, images: torch.Tensor,
     # an upper bound on the tokens: the ResNet stem rounds the grid up
     tokens = vit.cfg.num_prefix_tokens + math.ceil(images.shape[-2] / px) * math.ceil(images.shape[-1] / px)
     chunk = _distance_chunk(tokens, vit.cfg.heads)
-    from tqdm import tqdm
+    from kizuna.eval.encode import progress_bar  # (no tqdm object without a bar: see there)
 
     total, count, grid = None, 0, None
     # 2,000 CIFAR images took 44 s without a word
-    for i in tqdm(range(0, len(images), chunk), desc="attention distances", unit="chunk", leave=False,
-                  disable=not progress or len(images) <= chunk):
+    for i in progress_bar(range(0, len(images), chunk), desc="attention distances", unit="chunk",
+                          enabled=progress and len(images) > chunk):
         # forward_intermediates' pass (embed, then the blocks), each layer's maps reduced to [H] as made
         x, grid = vit.embed(images[i : i + chunk].to(dev))
         d = []

@@ -623,6 +623,9 @@ class Trainer(ABC):
             self._draw_curves()
             return metrics
         finally:
+            logger = getattr(self, "logger", None)
+            if logger is not None:  # a run that raised (diverged, a second Ctrl-C) left its TensorBoard writer's
+                logger.close()  # thread running: one more per failed run of a learning-rate sweep
             for loader in (getattr(self, "loader", None), getattr(self, "val_loader", None)):
                 if hasattr(loader, "close"):  # no worker processes left behind in a caller's process
                     loader.close()
@@ -657,6 +660,7 @@ class Trainer(ABC):
         window = LogWindow()
         last_metrics: dict = {}
         budget.restart()
+        saved_step = self.step if self.resume_from is not None else None  # the step a checkpoint holds now
         with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
             while self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)
@@ -665,85 +669,105 @@ class Trainer(ABC):
                 whole_epoch = self.sampler.iteration_start == 0
                 epoch_batches = epoch_steps = 0
                 epoch_report = None  # the epoch's skip report, once made
-                for batch in self.loader:
-                    if self.step >= self.total_steps:
-                        break
-                    epoch_batches += 1
-                    batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
-                    if len(batch[self.batch_key]) == 0:
-                        continue
-                    epoch_steps += 1
-                    window.add(self.fit_batch(batch))
-                    self._last_batch = batch  # what a checkpoint's outputs are checked on (_non_finite)
-                    self.step += 1
-                    bar.update(1)
-                    planned_at = time.perf_counter()
-                    try:
-                        plan_metrics = after_step(self, bar)  # the plan's evaluation, when the budget planned here
-                    except Exception:
-                        self._save_after_failure("the time budget's plan", last=False, bar=bar)
-                        raise
-                    if plan_metrics:
-                        window.exclude(time.perf_counter() - planned_at)  # not samples/s time
-                    last = self.step == self.total_steps
-                    saving = bool(cfg.save_every and self.step % cfg.save_every == 0)
-                    # also at every checkpoint (a Ctrl-C's too): the window is not saved, so a resume starts a new one
-                    if self.step % cfg.log_every == 0 or last or saving or stop.requested:
-                        self._log_window(window, bar)
-                    metrics, paused_at, evaluated_in = None, time.perf_counter(), None
-                    if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
-                        metrics = last_metrics = plan_metrics
-                        self._say_evaluation(metrics, bar)  # (the plan's evaluation was logged, never said)
-                    elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                try:
+                    for batch in _until_stopped(self.loader, stop):
+                        if self.step >= self.total_steps:
+                            break
+                        epoch_batches += 1
+                        batch = even_batch(batch, (self.loader.skips, self.loader.total_skips), self.device)
+                        if len(batch[self.batch_key]) == 0:
+                            continue
+                        epoch_steps += 1
+                        window.add(self.fit_batch(batch))
+                        self._last_batch = batch  # what a checkpoint's outputs are checked on (_non_finite)
+                        self.step += 1
+                        bar.update(1)
+                        planned_at = time.perf_counter()
                         try:
-                            metrics = self.evaluate()
+                            # the plan's evaluation, when the budget planned here
+                            plan_metrics = after_step(self, bar)
                         except Exception:
-                            self._save_after_failure("the evaluation", last, bar)
+                            self._save_after_failure("the time budget's plan", last=False, bar=bar)
                             raise
-                        evaluated_in = time.perf_counter() - paused_at
-                        if metrics:
-                            self.logger.log(self.step, metrics, kind="eval")
-                            last_metrics = metrics
-                            self._say_evaluation(metrics, bar)
-                    if (saving or last or stop.requested) and epoch_report is None and getattr(
-                            self.loader, "epoch_finished", False):
-                        # the epoch's report before its checkpoint, which leaves a finished epoch's skips out: a
-                        # run killed between the two lost the report for good
-                        epoch_report = self._report_epoch_skips(bar)
-                    elif last and epoch_report is None:  # a run ending mid-epoch (--steps, a time limit, a run
-                        # shorter than an epoch): its samples skipped so far went unsaid and unlogged
-                        epoch_report = self._report_epoch_skips(bar, unfinished=True)
-                    if saving or last:
-                        saved_at = time.perf_counter()
-                        if last:  # before the final checkpoint: a run whose last step is saved has finished
-                            self._check_finite_weights()  # (save() checks too) no NaN model/ exported
-                            self.finish(last_metrics)
-                        self.save(metrics)
-                        budget.save_took(time.perf_counter() - saved_at)
-                    elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
-                        best_at = time.perf_counter()
-                        self.ckpt.update_best(self.step, self.model, metrics)
-                        if evaluated_in is not None:  # its best/ write is this evaluation's cost (it was priced
-                            evaluated_in += time.perf_counter() - best_at  # nowhere: runs overran by it)
-                    if evaluated_in is not None:
-                        budget.evaluation_took(evaluated_in)
-                    if metrics is not None or saving:
-                        budget.pause()  # evaluation and checkpoints are not step time
-                        window.exclude(time.perf_counter() - paused_at)  # nor samples/s time
-                    # Ctrl-C: after this step's evaluation and checkpoint (a stop at an evaluation step lost it
-                    # for good, at the last step the run's end too); the last step simply ends the run
-                    if stop.requested and not last:
-                        if window.steps:  # the Ctrl-C came during this step's evaluation or checkpoint
+                        if plan_metrics:
+                            window.exclude(time.perf_counter() - planned_at)  # not samples/s time
+                        last = self.step == self.total_steps
+                        saving = bool(cfg.save_every and self.step % cfg.save_every == 0)
+                        # also at every checkpoint (a Ctrl-C's too): the window is not saved, so a resume starts a
+                        # new one
+                        if self.step % cfg.log_every == 0 or last or saving or stop.requested:
                             self._log_window(window, bar)
-                        if epoch_report is None and getattr(self.loader, "epoch_finished", False):
-                            self._report_epoch_skips(bar)  # Ctrl-C during this step's checkpoint, at the epoch's end
-                        stop_and_save(self, bar, saved=saving, signal_name=stop.requested)
-                else:
-                    report = self._report_epoch_skips(bar) if epoch_report is None else epoch_report
-                    if whole_epoch:
-                        check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, report)
-                    self.epoch += 1
-                    continue
+                        metrics, paused_at, evaluated_in = None, time.perf_counter(), None
+                        if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
+                            metrics = last_metrics = plan_metrics
+                            self._say_evaluation(metrics, bar)  # (the plan's evaluation was logged, never said)
+                        elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                            try:
+                                metrics = self.evaluate()
+                            except Exception as e:
+                                if stop.requested:  # the stop's own doing (its loader's workers killed by the
+                                    # group's signal as they started): the stop asked for, not an error to fix
+                                    print(f"{stop.requested}: the evaluation at step {self.step} stopped with it "
+                                          f"({type(e).__name__}: {e})", file=sys.stderr)
+                                    if not last:
+                                        stop_and_save(self, bar, saved=False, signal_name=stop.requested)
+                                self._save_after_failure("the evaluation", last, bar)
+                                if stop.requested:  # the run's end, saved without its evaluation
+                                    from kizuna.apps.cli import Terminated
+
+                                    raise (Terminated if stop.requested == "SIGTERM" else KeyboardInterrupt)() from e
+                                raise
+                            evaluated_in = time.perf_counter() - paused_at
+                            if metrics:
+                                self.logger.log(self.step, metrics, kind="eval")
+                                last_metrics = metrics
+                                self._say_evaluation(metrics, bar)
+                        if (saving or last or stop.requested) and epoch_report is None and getattr(
+                                self.loader, "epoch_finished", False):
+                            # the epoch's report before its checkpoint, which leaves a finished epoch's skips out: a
+                            # run killed between the two lost the report for good
+                            epoch_report = self._report_epoch_skips(bar)
+                        elif last and epoch_report is None:  # a run ending mid-epoch (--steps, a time limit, a run
+                            # shorter than an epoch): its samples skipped so far went unsaid and unlogged
+                            epoch_report = self._report_epoch_skips(bar, unfinished=True)
+                        if saving or last:
+                            saved_at = time.perf_counter()
+                            if last:  # before the final checkpoint: a run whose last step is saved has finished
+                                self._check_finite_weights()  # (save() checks too) no NaN model/ exported
+                                self.finish(last_metrics)
+                            self.save(metrics)
+                            saved_step = self.step
+                            budget.save_took(time.perf_counter() - saved_at)
+                        elif metrics and self.dist.is_main:  # an evaluation between checkpoints may still be the best
+                            best_at = time.perf_counter()
+                            self.ckpt.update_best(self.step, self.model, metrics)
+                            if evaluated_in is not None:  # its best/ write is this evaluation's cost (it was priced
+                                evaluated_in += time.perf_counter() - best_at  # nowhere: runs overran by it)
+                        if evaluated_in is not None:
+                            budget.evaluation_took(evaluated_in)
+                        if metrics is not None or saving:
+                            budget.pause()  # evaluation and checkpoints are not step time
+                            window.exclude(time.perf_counter() - paused_at)  # nor samples/s time
+                        # Ctrl-C: after this step's evaluation and checkpoint (a stop at an evaluation step lost it
+                        # for good, at the last step the run's end too); the last step simply ends the run
+                        if stop.requested and not last:
+                            if window.steps:  # the Ctrl-C came during this step's evaluation or checkpoint
+                                self._log_window(window, bar)
+                            if epoch_report is None and getattr(self.loader, "epoch_finished", False):
+                                # Ctrl-C during this step's checkpoint, at the epoch's end
+                                self._report_epoch_skips(bar)
+                            stop_and_save(self, bar, saved=saving, signal_name=stop.requested)
+                    else:
+                        report = self._report_epoch_skips(bar) if epoch_report is None else epoch_report
+                        if whole_epoch:
+                            check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, report)
+                        self.epoch += 1
+                        continue
+                except _StoppedWhileLoading as e:  # the stop's own doing: saved at the last finished step
+                    print(f"{stop.requested}: the data loader stopped with it ({e})", file=sys.stderr)
+                    if window.steps:
+                        self._log_window(window, bar)
+                    stop_and_save(self, bar, saved=saved_step == self.step, signal_name=stop.requested)
                 break
             # a stop asked for during the last step ended the run as it would have ended: said to the caller,
             # whose work after training (the demo's ~45 s of final probes) must not go on as if nothing was asked
@@ -906,6 +930,29 @@ class LogWindow:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+
+class _StoppedWhileLoading(Exception):
+    """The training loader's error once a stop was asked for: the group's signal killed a worker as it started
+    (spawned and forkserver workers take seconds to start, before they ignore SIGTERM and SIGINT: the macOS default,
+    and Linux's from Python 3.14). The run stops as asked, where it stands: it ended in a traceback, exit 1, with
+    nothing saved."""
+
+
+def _until_stopped(loader, stop):
+    """``loader``'s batches; its error raised after ``stop`` was asked for comes out as
+    :class:`_StoppedWhileLoading`."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:
+            if stop.requested:
+                raise _StoppedWhileLoading(f"{type(e).__name__}: {e}") from e
+            raise
+        yield batch
 
 
 class StopOnInterrupt:

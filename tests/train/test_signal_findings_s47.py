@@ -1,0 +1,98 @@
+"""A stop (Ctrl-C, SIGTERM to the process group) that kills a loader worker as it starts (stop 47's review of start
+methods): under spawn and forkserver (the macOS default, and Linux's from Python 3.14) a worker takes seconds to
+start, before it ignores the signals, and the group's signal killed it. The run ended in a traceback, exit 1, and
+nothing saved (the training loader), or blamed the evaluation ("fix the cause")."""
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny import tiny_config  # noqa: E402
+
+from kizuna.apps.cli import Terminated  # noqa: E402
+from kizuna.train.contrastive import ContrastiveTrainer  # noqa: E402
+
+KILLED = "DataLoader worker (pid 4242) is killed by signal: Terminated."
+
+
+class _WorkerKilledAfter:
+    """The trainer's loader, whose worker dies of the group's SIGTERM after ``n`` batches (before the next one is
+    handed out, as a dead worker's batch never is)."""
+
+    def __init__(self, real, n):
+        self.real, self.n, self.handed = real, n, 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __iter__(self):
+        batches = iter(self.real)
+        while True:
+            if self.handed == self.n:
+                signal.raise_signal(signal.SIGTERM)
+                raise RuntimeError(KILLED)
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.handed += 1
+            yield batch
+
+
+def _losses(out):
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if r.get("kind") == "train"}
+
+
+def test_a_loader_worker_killed_by_the_stops_signal_stops_and_saves_where_the_run_stands(tmp_path, capsys):
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=6))
+    trainer.loader = _WorkerKilledAfter(trainer.loader, 2)
+    with pytest.raises(Terminated):
+        trainer.train()
+    err = capsys.readouterr().err
+    assert f"SIGTERM: the data loader stopped with it (RuntimeError: {KILLED})" in err
+    assert "stopped at step 2: saved" in err
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*")) == ["step_0000002"]
+    # and the resume goes on exactly: the batch the dead worker never handed out is the next one
+    ContrastiveTrainer(tiny_config(tmp_path / "run", steps=6, resume="latest")).train()
+    ContrastiveTrainer(tiny_config(tmp_path / "whole", steps=6)).train()
+    assert _losses(tmp_path / "run") == _losses(tmp_path / "whole")
+
+
+def test_a_loader_error_without_a_stop_is_still_the_error(tmp_path):
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=6))
+
+    class Broken(_WorkerKilledAfter):
+        def __iter__(self):
+            yield from []
+            raise RuntimeError("a real failure")
+
+    trainer.loader = Broken(trainer.loader, 0)
+    with pytest.raises(RuntimeError, match="a real failure"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("steps", [6, 4])
+def test_an_evaluation_whose_workers_the_stops_signal_killed_is_the_stop_not_an_error(tmp_path, capsys, steps):
+    """At step 4 of 6 the run stops there, saved (it said "the evaluation at step 4 failed ... fix the cause", and
+    raised the RuntimeError: exit 1); at the last step the run's end is saved, without the evaluation."""
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=steps, eval_every=4))
+
+    def evaluate():
+        signal.raise_signal(signal.SIGTERM)
+        raise RuntimeError(KILLED)
+
+    trainer.evaluate = evaluate
+    with pytest.raises(Terminated):
+        trainer.train()
+    err = capsys.readouterr().err
+    assert f"SIGTERM: the evaluation at step 4 stopped with it (RuntimeError: {KILLED})" in err
+    assert (tmp_path / "run" / "checkpoints" / "step_0000004" / "train_state.pt").is_file()
+    if steps == 6:
+        assert "stopped at step 4: saved" in err and "fix the cause" not in err
+    else:
+        assert "the run's end" in err
