@@ -621,7 +621,8 @@ def resumed_config(cfg, named: frozenset[str] | None):
     if named is None or not cfg.resume:
         return cfg, []
     path = CheckpointManager(cfg.out).resolve(cfg.resume)
-    saved = read_train_state(path, mmap=True).get("train_config") or {}
+    state = read_train_state(path, mmap=True)
+    saved = state.get("train_config") or {}
     fields = {f.name for f in dataclasses.fields(cfg)}
     foreign = sorted(set(saved) - fields)
     if len(foreign) > 3:  # a run of the other trainer: its settings mean nothing here
@@ -644,12 +645,57 @@ def resumed_config(cfg, named: frozenset[str] | None):
             raise ValueError(f"--resume {path}: not in a run's checkpoints/ folder, so where the run goes on is not "
                              "known; say it with --out DIR")
         restored["out"] = str(path.parent.parent)
+    refuse_paths_read_elsewhere(restored, state.get("started_in"), path)
     resumed = dataclasses.replace(cfg, **restored)
     from .config import refuse_unused, unused_flags_of
 
     # a flag the run's own settings leave unused (--momentum on an AdamW run) was recorded and ignored
     refuse_unused(resumed, getattr(named, "typed", named), unused_flags_of(resumed), resumed=True)
     return resumed, sorted(k for k, v in restored.items() if getattr(cfg, k) != v)
+
+
+#: settings that name files: a relative one is read from the folder the run was started in (``started_in``)
+FILE_SETTINGS = ("model", "init", "data", "val_data", "classnames", "eval_zeroshot", "eval_retrieval")
+_PATTERN_CHARS = "*?[{"
+
+
+def _path_prefix(piece: str) -> str:
+    """The part of a data spec's piece before its first glob or brace character, cut back to a whole folder."""
+    cut = min((piece.find(c) for c in _PATTERN_CHARS if c in piece), default=-1)
+    return piece if cut < 0 else os.path.dirname(piece[:cut])
+
+
+def refuse_paths_read_elsewhere(restored: dict, started_in: str | None, path: Path) -> None:
+    """A resume takes the run's relative paths (``--data shards``) as they were written, and they are read from the
+    current folder: resumed from another one, a run went on training on whatever ``shards`` meant there, without a
+    word where the files had the same names and keys (CLIP_benchmark's and img2dataset's keys start at 000000000 in
+    every dataset). Refused where a restored setting names, from the folder the run started in, another file than
+    from here; a run whose folder is gone (moved with its data) goes on, checked by its data fingerprint."""
+    if not started_in or not os.path.isdir(started_in) or os.path.realpath(started_in) == os.path.realpath("."):
+        return
+    elsewhere = []
+    for name in FILE_SETTINGS:
+        value = restored.get(name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            pieces = [p.strip() for p in v.split("::")] if isinstance(v, str) else []
+            for piece in pieces:
+                prefix = _path_prefix(piece)
+                if (not prefix or os.path.isabs(os.path.expanduser(prefix))
+                        or not os.path.exists(os.path.join(started_in, prefix))):
+                    continue  # no relative path (a preset's name, "synthetic", an absolute or ~ path)
+                if os.path.realpath(os.path.join(started_in, prefix)) != os.path.realpath(prefix):
+                    elsewhere.append(f"--{name.replace('_', '-')} {flag_value(value)}")
+                    break
+            else:
+                continue
+            break
+    if elsewhere:
+        raise ValueError(
+            f"--resume {path}: the run was started in {started_in}, and {', '.join(elsewhere)} "
+            f"{'is' if len(elsewhere) == 1 else 'are'} relative to that folder; from here ({os.getcwd()}) "
+            f"{'it names' if len(elsewhere) == 1 else 'they name'} other files. Resume from {started_in}, or "
+            "give the flag again (an absolute path reads the same from anywhere)")
 
 
 def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,

@@ -198,6 +198,7 @@ class Trainer(ABC):
         one that asks for another model. None (a config built in Python): ``cfg`` as it is, and a non-default
         field counts as named."""
         cfg, restored = resumed_config(cfg, named)
+        self.started_in = os.getcwd()  # (a resume from elsewhere names its relative paths anew: refused otherwise)
         # a numpy integer seed (a notebook's `for seed in np.arange(3)`) as a Python int: numpy's own generators
         # overflowed on seed % 2**64, random.seed refuses one, and train_config.json could not write it
         whole = {k: int(getattr(cfg, k)) for k in ("seed", "subset_seed")
@@ -382,6 +383,7 @@ class Trainer(ABC):
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), **per_rank, "data": data, "train_config": self.cfg.to_dict(),
                 "precision_used": self.precision, "training_pixels": TRAINING_PIXELS_VERSION, **length_state(self),
+                "started_in": self.started_in,  # what the run's relative paths are read from (a resume checks it)
             }
             self.ckpt.save(self.step, self.model, state, metrics)
         barrier()
