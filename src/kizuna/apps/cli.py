@@ -415,9 +415,11 @@ def _expand_home(args) -> None:
 
 
 def _run_command(argv: list[str] | None, command: list[str]) -> int:
+    from .common import switches_given_alone
+
     parser = build_parser()
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(switches_given_alone(parser, _Parser.argv))
     if unknown:
         deepest = getattr(args, "_parser", parser)
         hints = unknown_flag_hints(deepest, unknown)

@@ -204,7 +204,37 @@ def add_progress_argument(parser, help: str = "no progress bar") -> None:
     # nargs="?": a bare --progress is true, as on the training commands (here it was "expected one argument")
     parser.add_argument("--progress", dest="no_progress", metavar="BOOL", nargs="?", const=False,
                         type=lambda s: not parse_flag_value(bool, s),
-                        help="true|false: the same as --no-progress when false (the training commands' spelling)")
+                        help="true|false: the same as --no-progress when false (the training commands' "
+                        "spelling)").switch = True  # (alone before a positional: switches_given_alone)
+
+
+def switches_given_alone(parser, argv: list[str]) -> list[str]:
+    """``argv`` with each switch given alone before a command's positional argument spelt ``--switch=true``:
+    argparse takes the word after an optional value as the value, so ``vit finetune --compile MODEL ...`` was
+    refused as "argument --compile: expected true/false, got 'MODEL'". Only in commands that take a positional,
+    and only before a word that is neither a switch word nor one mistyped (``--compile ture`` is still said)."""
+    import argparse
+    import difflib
+
+    from kizuna.models.layers import SWITCH_WORDS
+
+    command = parser
+    for word in argv:  # the subcommand's parser: each word naming one of the current parser's subcommands
+        sub = next((a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None and word in sub.choices:
+            command = sub.choices[word]
+    if not any(not a.option_strings and not isinstance(a, argparse._SubParsersAction) for a in command._actions):
+        return argv
+    switches = {flag for a in command._actions if getattr(a, "switch", False) for flag in a.option_strings}
+    out = list(argv)
+    for i, word in enumerate(argv[:-1]):
+        if word == "--":
+            break
+        after = argv[i + 1]
+        if (word in switches and not after.startswith("-") and after.lower() not in SWITCH_WORDS
+                and not difflib.get_close_matches(after.lower(), list(SWITCH_WORDS), cutoff=0.6)):
+            out[i] = f"{word}=true"
+    return out
 
 
 def whole_number(minimum: int):

@@ -695,12 +695,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls=TrainConfig
         # a switch given alone is on (`--resampled`), as a user of any other command line expects; the value
         # stays optional so that `--resampled false` (and a config's `true`) still reads
         switch = dict(nargs="?", const=True) if kind is bool else {}
-        parser.add_argument(*flags, dest=f.name, default=None, metavar=kind.__name__.upper(),
-                            type=lambda s, k=kind: parse_flag_value(k, s), **switch,
-                            help=(explain.get(f.name, "") + " " if explain.get(f.name) else "")
-                            + ("(default true when stderr is a terminal, else false" if f.name == "progress" else
-                               f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)}")
-                            + ("; alone = true)" if kind is bool else ")"))
+        default_text = ("(default true when stderr is a terminal, else false" if f.name == "progress" else
+                        f"(default {json.dumps(value) if not isinstance(value, tuple) else list(value)}")
+        action = parser.add_argument(*flags, dest=f.name, default=None, metavar=kind.__name__.upper(),
+                                     type=lambda s, k=kind: parse_flag_value(k, s), **switch,
+                                     help=(explain.get(f.name, "") + " " if explain.get(f.name) else "")
+                                     + default_text + ("; alone = true)" if kind is bool else ")"))
+        action.switch = kind is bool  # (alone before a positional: kizuna.apps.common.switches_given_alone)
         if kind is bool and f.name == "progress":  # the evaluation commands' spelling, accepted here too
             parser.add_argument("--no-progress", dest=f.name, action="store_const", const=False,
                                 help="no progress bar (= --progress false)")
