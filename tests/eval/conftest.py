@@ -2,6 +2,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,15 +41,32 @@ def _one_thread():
 
 @pytest.fixture
 def typographic_word(monkeypatch):
-    """A dict whose "word" is the class name the typographic probe last wrote on an image (its _TextOp watched)."""
+    """Reads the class name the typographic probe wrote on each image, from the pixels the model gets: its _TextOp
+    is watched and paints the image in a colour that codes the word (the attack encodes all its images in one
+    pass, so the word is each image's own). ``words_of(x, model)``: the word per row of a preprocessed batch,
+    None for an image nothing was written on."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
     from kizuna.eval import probes
 
-    current = {}
+    codes: dict[str, int] = {}
 
     class Reader(probes._TextOp):
         def __call__(self, img):
-            current["word"] = self.word
-            return super().__call__(img)
+            code = codes.setdefault(self.word, len(codes))
+            return Image.new("RGB", img.size, (20 * code, 123, 45))
+
+    def words_of(x, model):
+        import kizuna
+
+        pre = kizuna.get_preprocess(model)
+        mean, std = (torch.tensor(v).view(1, 3) for v in (pre.mean, pre.std))
+        rgb = ((x[:, :, 0, 0].float() * std + mean) * 255).round()
+        names = {c: w for w, c in codes.items()}
+        return [names.get(int(r) // 20) if (int(g), int(b)) == (123, 45) and int(r) % 20 == 0 else None
+                for r, g, b in rgb.tolist()]
 
     monkeypatch.setattr(probes, "_TextOp", Reader)
-    return current
+    return SimpleNamespace(words_of=words_of)

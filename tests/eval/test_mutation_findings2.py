@@ -133,11 +133,9 @@ def test_follow_rate_of_correct_counts_only_images_right_when_clean(tmp_path, ti
     right = labels == 0
     expected, overall = follows[right].mean(), follows.mean()
     assert expected != overall  # the case separates the two rates
-    current = typographic_word
-
     def encode_image(x, normalize=False):
-        k = ds.classnames.index(current["word"]) if "word" in current else 0
-        return w[0 if k == 1 else k].expand(len(x), -1).clone()
+        ks = [ds.classnames.index(word) if word else 0 for word in typographic_word.words_of(x, model)]
+        return torch.stack([w[0 if k == 1 else k] for k in ks])
 
     monkeypatch.setattr(model, "encode_image", encode_image)
     t = P.typographic_attack(model, tok, ds, progress=False, batch_size=100)

@@ -103,12 +103,13 @@ def test_typographic_follow_rate_counts_the_written_word(tmp_path, tiny, monkeyp
     model, tok = tiny
     ds = load_dataset(classification_wds(tmp_path / "d", n=9))
     w = class_embeddings(model, tok, ds.classnames, ds.templates)
-    current = typographic_word
     orig = model.encode_image
 
     def encode_image(x, normalize=False):
-        if "word" in current:
-            return w[ds.classnames.index(current["word"])].expand(len(x), -1).clone()
+        words = typographic_word.words_of(x, model)
+        if all(words):  # an attacked batch: each image's features are its written word's class embedding
+            return torch.stack([w[ds.classnames.index(word)] for word in words])
+        assert not any(words)
         return orig(x, normalize=normalize)
 
     monkeypatch.setattr(model, "encode_image", encode_image)

@@ -1193,6 +1193,8 @@ class PairDataset(torch.utils.data.Dataset):
             return None, "corrupt_image", self.index.where(i)
         if self.transform is None:
             image = _to_uint8_chw(img)
+        elif getattr(self.transform, "needs_index", False):  # one that differs by sample (the typographic attack
+            image = self.transform(img, index=i)  # writes each image's own class name: one pass, not one per class)
         elif self.seed_transform and getattr(self.transform, "needs_rng", False):
             # Transforms that take their randomness explicitly (kizuna.data.transforms.TrainTransform)
             # get a private generator: no global RNG state to save and restore.
