@@ -745,12 +745,18 @@ def _listed_plots(results: Path) -> set[str]:
     return {n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n}
 
 
-def remove_unlisted_plots(out: Path, current: set[str]) -> None:
+def unlisted_plots(out: Path, current: set[str]) -> list[Path]:
     """The plots an earlier results.json in ``out`` listed that the results now written there do not (``current``):
     `eval zeroshot` and `vit eval` into one --out left each other's confusion PNG beside their own results. A user's
-    own files, which no results.json lists, stay."""
-    for name in _listed_plots(out / "results.json") - current:
-        (out / name).unlink(missing_ok=True)
+    own files, which no results.json lists, stay. Found before the new results.json is written, removed after it
+    (:func:`remove_plots`): removed first, a Ctrl-C while the new figures were drawn left the earlier results.json
+    naming figures that were gone."""
+    return [out / name for name in sorted(_listed_plots(out / "results.json") - current)]
+
+
+def remove_plots(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def write_results(records: list[dict], out_dir) -> Path:
@@ -759,15 +765,16 @@ def write_results(records: list[dict], out_dir) -> Path:
     # the plots an earlier results.json here listed that these records do not: an earlier `eval zeroshot --out`
     # on another dataset left its confusion PNG beside results that no longer named it (a user's own files,
     # which no results.json lists, stay)
-    remove_unlisted_plots(out, {p for r in records for p in (r.get("details") or {}).get("plots", [])})
+    stale = unlisted_plots(out, {p for r in records for p in (r.get("details") or {}).get("plots", [])})
     p = _robustness_scatter(records, out / "robustness_scatter.png")
     text = markdown_report(records)
     if p is not None:
         text += f"\n![clean vs shifted]({p.name})\n"
     else:  # an earlier suite's scatter (other models) stayed beside this report, as if it were this one's
-        (out / "robustness_scatter.png").unlink(missing_ok=True)
+        stale.append(out / "robustness_scatter.png")
     # results.md first, results.json last: a kill between the two left a new results.json that the interrupted
     # suite's message called "the one there is from before"
     atomic_write_text(out / "results.md", text)
     atomic_write_text(out / "results.json", json.dumps(records, indent=2, allow_nan=False) + "\n")
+    remove_plots(stale)
     return out / "results.json"

@@ -230,7 +230,7 @@ def evaluate(args) -> int:
     from kizuna.eval.datasets import (CLASSNAMES_FILE, RepeatedClassNamesWarning, load_dataset, load_under_classes,
                                       relabel_by_name)
     from kizuna.eval.encode import is_main
-    from kizuna.eval.suite import remove_unlisted_plots
+    from kizuna.eval.suite import remove_plots, unlisted_plots
     from kizuna.models.vit import VisionTransformer
 
     from .distributed import init_distributed
@@ -285,12 +285,14 @@ def evaluate(args) -> int:
         record = {"model": str(args.checkpoint), "dataset": str(args.data), "split": dataset.split,
                   "precision": args.precision, "image_size": model.cfg.image_size, **result.to_dict(),
                   "plots": ["confusion.png"]}
-        remove_unlisted_plots(out, {"confusion.png"})  # an earlier `eval`'s figures here
+        # an earlier `eval`'s figures here (and a suite's scatter), removed once results.json is written
+        stale = [*unlisted_plots(out, {"confusion.png"}), out / "robustness_scatter.png"]
         # the figure first and results.json last: interrupted, a new results.json stood beside the last run's figure
         result.plot_confusion(out / "confusion.png")
         atomic_write_text(out / "results.md", f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
                                         f"```\n{result.table()}\n```\n")
         atomic_write_text(out / "results.json", json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
+        remove_plots(stale)
     print(result.summary())
     print(result.table())
     if args.out:

@@ -1,0 +1,70 @@
+"""Results folders rewritten (stop 47's review of interrupted and repeated commands): an earlier results.json's
+figures were removed before the new ones were drawn, so a Ctrl-C in between left that results.json naming figures
+that were gone; `vit eval` left a suite's robustness scatter beside its own results."""
+import json
+
+import pytest
+from _evalhelpers import CLASSES, classification_wds
+
+import kizuna
+from kizuna.apps.cli import main
+from kizuna.eval import classification, suite
+from kizuna.models.checkpoint import save_model
+
+
+def _earlier_results(out):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps([{"details": {"plots": ["m__d__confusion.png"]}}]))
+    for name in ("m__d__confusion.png", "robustness_scatter.png"):
+        (out / name).write_bytes(b"png")
+
+
+def test_write_results_interrupted_keeps_the_earlier_results_figures(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _earlier_results(out)
+    records = [{"model": "x", "dataset": "d", "task": "zeroshot", "metrics": {"acc1": 0.5},
+                "details": {"plots": ["x__d__confusion.png"]}}]
+    write = suite.atomic_write_text
+
+    def cut(path, text):
+        if path.name == "results.json":
+            raise KeyboardInterrupt
+        write(path, text)
+
+    monkeypatch.setattr(suite, "markdown_report", lambda records: "# results\n")  # (the report's text aside)
+    monkeypatch.setattr(suite, "atomic_write_text", cut)
+    with pytest.raises(KeyboardInterrupt):
+        suite.write_results(records, out)
+    assert (out / "m__d__confusion.png").is_file() and (out / "robustness_scatter.png").is_file()
+    monkeypatch.setattr(suite, "atomic_write_text", write)
+    suite.write_results(records, out)
+    assert not (out / "m__d__confusion.png").exists() and not (out / "robustness_scatter.png").exists()
+
+
+@pytest.fixture
+def vit_and_data(tmp_path):
+    data = classification_wds(tmp_path / "data", n=6)
+    model = kizuna.create_vit("mu/4", image_size=16, num_classes=len(CLASSES), width=16, depth=1, heads=2, mlp_dim=32)
+    save_model(model, tmp_path / "vit")
+    return str(tmp_path / "vit"), str(data)
+
+
+def test_vit_eval_interrupted_while_drawing_keeps_the_earlier_figures_then_replaces_them(vit_and_data, tmp_path,
+                                                                                          monkeypatch):
+    model, data = vit_and_data
+    out = tmp_path / "ev"
+    _earlier_results(out)
+    draw = classification.ClassificationResult.plot_confusion
+
+    def interrupted(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classification.ClassificationResult, "plot_confusion", interrupted)
+    argv = ["vit", "eval", model, "--data", data, "--no-progress", "--threads", "1", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert (out / "m__d__confusion.png").is_file()  # the earlier results.json still names it
+    assert "m__d__confusion.png" in (out / "results.json").read_text()
+    monkeypatch.setattr(classification.ClassificationResult, "plot_confusion", draw)
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "results.json", "results.md"]
