@@ -291,6 +291,8 @@ def run(args):
             why = ("a ViT without a classification head has no prediction panel" if target.kind == "vit" else
                    "a CLIP model's prediction panel needs --labels")
             warnings.warn(f"{', '.join(unused)} ignored: {why}", stacklevel=1)
+    if cmd != "all":  # an earlier `analyze all` report.json here: this section in it, or gone (another model's)
+        R.update_report(args.out, target, cmd.replace("-", "_"), numbers)
     summary = {k: v for k, v in numbers.items() if not isinstance(v, (list, dict))}
     if cmd == "all":
         summary = {"figures": numbers["figures"],

@@ -26,6 +26,8 @@ distances are in input pixels (one patch = ``patch_size * stem stride`` pixels).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -92,10 +94,20 @@ class AnalysisTarget:
         cfg = self.vit.cfg
         return cfg.patch_size * (cfg.stem_stride if cfg.stem != "patch" else 1)
 
+    @functools.cached_property
+    def weights(self) -> str:
+        """A short digest of the whole model's weights (each tensor's name, shape, sum and sum of squares): figures
+        of another model saved at the same path (retrained in place) are told from this one's by it."""
+        digest = hashlib.sha1()
+        for name, t in self.model.state_dict().items():
+            t = t.detach().double()
+            digest.update(f"{name}{tuple(t.shape)}{t.sum().item():.17g}{t.square().sum().item():.17g}".encode())
+        return digest.hexdigest()[:16]
+
     def describe(self) -> dict:
         cfg = self.vit.cfg
         return {
-            "source": self.source, "kind": self.kind, "image_size": list(self.image_size),
+            "source": self.source, "weights": self.weights, "kind": self.kind, "image_size": list(self.image_size),
             "patch_size": cfg.patch_size, "pixels_per_patch": self.pixels_per_patch, "grid": list(cfg.grid),
             "width": cfg.width, "depth": cfg.depth, "heads": cfg.heads, "stem": cfg.stem, "pool": cfg.pool,
             "class_token": cfg.class_token, "num_classes": cfg.num_classes,
@@ -611,7 +623,7 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     return _write(out, "predict", {
         "image": image_name, "method": method, "labels": labels, "templates": templates, "probs": probs,
         "top": [[labels[i], float(probs[i])] for i in order[:top_k]], "true_label": true_label,
-        "figure": "predict.png",
+        "figure": "predict.png", "weights": target.weights,
     }, model=target.source)
 
 
@@ -663,12 +675,31 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     report["figures"] = sorted(section["figure"] for section in report.values()
                                if isinstance(section, dict) and section.get("figure"))
     if "predict" not in report:  # the only section a call may not write: another model's panel stood beside this
-        # report as if part of it (its PNG names no model); this model's own, from a call with --labels, is kept
+        # report as if part of it (its PNG names no model); this model's own, from a call with --labels on this
+        # image, is kept (by its weights: a model retrained at the same path kept the old weights' panel)
         try:
-            earlier = json.loads((out / "predict.json").read_text(encoding="utf-8")).get("model")
+            earlier = json.loads((out / "predict.json").read_text(encoding="utf-8"))
+            earlier = (earlier.get("model"), earlier.get("weights"), earlier.get("image"))
         except (OSError, ValueError, AttributeError):
             earlier = None
-        if earlier is not None and earlier != target.source:
+        if earlier is not None and earlier != (target.source, target.weights, image[1]):
             for stale in ("predict.png", "predict.json"):
                 (out / stale).unlink(missing_ok=True)
     return _write(out, "report", report)
+
+
+def update_report(out: str | Path, target: AnalysisTarget, section: str, numbers: dict) -> None:
+    """A single action's section (``section`` of :data:`SECTIONS`) into an earlier `analyze all` report.json in
+    ``out``: of this model (and these weights), the section replaced; of another, the report removed. It stayed,
+    naming the earlier model and its numbers beside the figure just redrawn for this one."""
+    path = Path(out) / "report.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(report, dict) or report.get("model") != json_safe(target.describe()):
+        path.unlink(missing_ok=True)
+        return
+    report[section] = numbers
+    report["figures"] = sorted(s["figure"] for s in report.values() if isinstance(s, dict) and s.get("figure"))
+    _write(Path(out), "report", report)
