@@ -50,7 +50,8 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from .transforms import INTERPOLATION, TrainTransform, _size_pair, fit_shortest, to_rgb, to_tensor
+from .transforms import (INTERPOLATION, TrainTransform, _size_pair, check_augmentation, check_geometry,
+                         check_normalisation, fit_shortest, to_rgb, to_tensor)
 
 __all__ = [
     "OPS",
@@ -216,6 +217,9 @@ class ClassificationTrainTransform:
     def __post_init__(self):
         if self.crop not in ("pad", "rrc", "none"):
             raise ValueError(f"crop must be 'pad', 'rrc' or 'none', got {self.crop!r}")
+        check_geometry(self.image_size, self.interpolation)
+        check_normalisation(self.mean, self.std)
+        check_augmentation(self.scale, self.ratio, self.hflip)
         self._randaug = RandAugment(self.randaug_ops, self.randaug_magnitude) if self.randaug_ops > 0 else None
 
     def _crop(self, img: Image.Image, rng) -> Image.Image:

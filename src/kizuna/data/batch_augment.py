@@ -20,7 +20,8 @@ images/s per core. On a GPU a small model trains far faster than that: the first
 Every op reproduces Pillow's arithmetic (the same look-up tables, the same truncation), so the device
 path draws from the same distribution of images as the PIL one; tests/data/test_batch_augment.py
 compares each op with Pillow's on random images (point ops exactly, geometric ones up to bilinear
-rounding: one grey level on a few % of pixels). A one-level difference can grow in a composition (a
+rounding: one grey level on a few % of pixels of a square image; more at the edges of tiny or non-square
+ones, see docs/VIT.md). A one-level difference can grow in a composition (a
 translation, then equalize), so an image can differ more, but the distribution does not (the pixel
 statistics of `kizuna vit augment` agree). Only the random streams differ: per-sample ``random.Random`` there, one
 torch generator per batch here.

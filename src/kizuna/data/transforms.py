@@ -88,8 +88,33 @@ def _float_to_grey(arr: np.ndarray) -> np.ndarray:
 
 
 def _size_pair(size) -> tuple[int, int]:
-    """(height, width) from an int or a pair."""
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    """(height, width) from an int (a numpy one too: check_geometry takes it, and it failed at the first image with
+    "invalid index to scalar variable") or a pair."""
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        return (int(size), int(size))
+    return (int(size[0]), int(size[1]))
+
+
+def check_augmentation(scale=None, ratio=None, hflip=None, color_jitter=None) -> None:
+    """The random augmentation's settings, refused where a training transform is made (``get_preprocess(...,
+    train=True, **overrides)``) as the command line refuses them: ``hflip=True`` mirrored every image, a scale
+    over 1 (or of 0) left every image to the crop's fallback, the whole image (no random crop at all)."""
+    def number(v) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    def pair(v) -> tuple | None:
+        v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+        return v if len(v) == 2 and all(number(x) for x in v) else None
+
+    if scale is not None and not ((s := pair(scale)) and 0.0 < s[0] <= s[1] <= 1.0):
+        raise ValueError(f"scale {scale!r}: expected two area shares (LOW, HIGH) with 0 < LOW <= HIGH <= 1, e.g. "
+                         "(0.08, 1.0)")
+    if ratio is not None and not ((r := pair(ratio)) and min(r) > 0):
+        raise ValueError(f"ratio {ratio!r}: expected two aspect ratios (width / height) above 0, e.g. (3/4, 4/3)")
+    if hflip is not None and not (number(hflip) and 0.0 <= hflip <= 1.0):
+        raise ValueError(f"hflip {hflip!r}: expected the probability of a flip, a number in [0, 1] (not a bool)")
+    if color_jitter is not None and not (number(color_jitter) and color_jitter >= 0):
+        raise ValueError(f"color_jitter {color_jitter!r}: expected a strength >= 0 (0 = off)")
 
 
 def center_crop(img: Image.Image, size) -> Image.Image:
@@ -247,10 +272,12 @@ class TrainTransform:
     def __post_init__(self):
         check_geometry(self.image_size, self.interpolation)
         check_normalisation(self.mean, self.std)
+        check_augmentation(self.scale, self.ratio, self.hflip, self.color_jitter)
 
     def crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
         area = width * height
-        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        low, high = min(self.ratio), max(self.ratio)  # either order, as torchvision takes it
+        log_ratio = (math.log(low), math.log(high))
         for _ in range(10):
             target = area * rng.uniform(*self.scale)
             aspect = math.exp(rng.uniform(*log_ratio))
@@ -262,10 +289,10 @@ class TrainTransform:
                 return left, top, left + w, top + h
         # Fall back (as torchvision does) to the largest centre crop whose aspect is within ``ratio``.
         in_ratio = width / height
-        if in_ratio < self.ratio[0]:
-            w, h = width, int(round(width / self.ratio[0]))
-        elif in_ratio > self.ratio[1]:
-            w, h = int(round(height * self.ratio[1])), height
+        if in_ratio < low:
+            w, h = width, int(round(width / low))
+        elif in_ratio > high:
+            w, h = int(round(height * high)), height
         else:
             w, h = width, height
         left, top = (width - w) // 2, (height - h) // 2
