@@ -41,7 +41,7 @@ import torch
 
 from kizuna.extras import require
 
-from .tokenizer import MAX_TRUNCATED_CHARS, checked_context_length, checked_texts, clean_text
+from .tokenizer import MAX_TRUNCATED_CHARS, _no_lone_surrogates, checked_context_length, checked_texts, clean_text
 
 __all__ = ["SiglipTokenizer", "siglip_tokenizer_config", "write_hf_tokenizer"]
 
@@ -159,6 +159,8 @@ class SiglipTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of one text, without EOS and without truncation."""
+        # lone surrogates as U+FFFD (as __call__ has them): SentencePiece failed on one ("Unable to cast")
+        text = _no_lone_surrogates(text)
         text = self.canonicalize(_WORD_BOUNDARY + text.replace(_WORD_BOUNDARY, " "))
         return self.sp.encode(self.unk + text)[self._unk_pieces:]
 

@@ -205,8 +205,13 @@ _SURROGATE = _stdre.compile("[\ud800-\udfff]")
 def _no_lone_surrogates(text: str) -> str:
     """Lone surrogates (what Python makes of bytes in argv or a file name that are not UTF-8: a Latin-1 "café" in
     --labels) as U+FFFD, which the CLIP tokenizer's ftfy makes of them too: SigLIP's SentencePiece and MiniLM's
-    tokenizer failed on them deep inside (a RuntimeError "Unable to cast", a TypeError)."""
-    return text if text.isascii() or not _SURROGATE.search(text) else _SURROGATE.sub("\ufffd", text)
+    tokenizer failed on them deep inside (a RuntimeError "Unable to cast", a TypeError). A pair of them (a
+    character above U+FFFF kept as its two UTF-16 halves: a JSON-escaped emoji) is that character, as ftfy's
+    fix_surrogates makes it: each half became U+FFFD, and the ids differed from OpenAI's and from ``encode``."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    # the pairs joined through UTF-16, whose decoder replaces the halves still alone
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def checked_context_length(value, minimum: int, room: str, setting: str = "context_length") -> int:
