@@ -452,6 +452,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
             shown.add(str(message))
             print(f"{command}: warning: {message}", file=file or sys.stderr)
 
+    show.kizuna_command = command  # (spawned loader workers speak so too: kizuna.data.loader._WorkerInit)
     showwarning, warnings.showwarning = warnings.showwarning, show
     import torch
 

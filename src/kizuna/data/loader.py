@@ -78,6 +78,39 @@ def workers_outlive_sigterm(on: bool) -> None:
     _sigterm_flag().value = int(on)
 
 
+def _picklable(items: list) -> list:
+    """The items that pickle (a filter or an opener defined where a worker cannot import it stays behind)."""
+    import pickle
+
+    kept = []
+    for item in items:
+        try:
+            pickle.dumps(item)
+        except Exception:  # noqa: BLE001 - anything unpicklable is left out, not the worker's start
+            continue
+        kept.append(item)
+    return kept
+
+
+def _pillows_own(factory) -> bool:
+    return getattr(factory, "__module__", "").startswith("PIL.")
+
+
+class _CommandWarnings:
+    """A worker's warnings in the command's voice ("kizuna embed: warning: ..."), once per text, as in the main
+    process (:func:`kizuna.apps.cli`'s handler)."""
+
+    def __init__(self, command: str):
+        self.command, self.shown = command, set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None):
+        import sys
+
+        if str(message) not in self.shown:
+            self.shown.add(str(message))
+            print(f"{self.command}: warning: {message}", file=file or sys.stderr)
+
+
 class _WorkerInit:
     """A worker's init: SIGTERM is ignored while the main process saves on it (above), and otherwise ends the
     worker, as torch's handler does. Decided by a thread woken through the signal wakeup fd, which Python's C-level
@@ -103,6 +136,15 @@ class _WorkerInit:
         image_file = sys.modules.get("PIL.ImageFile")
         if image_file is not None:  # a user's LOAD_TRUNCATED_IMAGES = True: kept images must not depend on --workers
             state["load_truncated_images"] = image_file.LOAD_TRUNCATED_IMAGES
+        if image is not None:  # formats a plugin registered in the main process (pillow-heif's opener): each image
+            # of them was counted corrupt in a spawned worker, which imports PIL with its own formats only
+            state["pillow_openers"] = _picklable([(name, *image.OPEN[name]) for name in image.ID
+                                                  if name in image.OPEN and not _pillows_own(image.OPEN[name][0])])
+        import warnings
+
+        # the command line's one-line warnings and the user's filters: a spawned worker printed Python's form
+        state["warning_filters"] = _picklable(list(warnings.filters))
+        state["warning_voice"] = getattr(warnings.showwarning, "kizuna_command", None)
         return state
 
     def __call__(self, worker_id: int) -> None:
@@ -118,6 +160,19 @@ class _WorkerInit:
             from PIL import ImageFile
 
             ImageFile.LOAD_TRUNCATED_IMAGES = self.load_truncated_images
+        if self.__dict__.get("pillow_openers"):
+            from PIL import Image
+
+            Image.init()  # (its own formats first, as in the main process)
+            for name, factory, accept in self.pillow_openers:
+                if name not in Image.OPEN:
+                    Image.register_open(name, factory, accept)
+        if "warning_filters" in self.__dict__:
+            import warnings
+
+            warnings.filters[:] = self.warning_filters
+            if self.warning_voice:
+                warnings.showwarning = _CommandWarnings(self.warning_voice)
         if os.name == "posix":
             wake, woken = os.pipe()  # (not inherited by programs the worker starts)
             os.set_blocking(woken, False)
