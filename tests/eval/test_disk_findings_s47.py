@@ -68,3 +68,31 @@ def test_vit_eval_interrupted_while_drawing_keeps_the_earlier_figures_then_repla
     monkeypatch.setattr(classification.ClassificationResult, "plot_confusion", draw)
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "results.json", "results.md"]
+
+
+def test_a_second_evaluation_into_a_folder_another_process_writes_is_refused(tmp_path, tiny_hf, capsys):
+    """Two suites into one --out removed each other's figures, and one's results.json then listed a figure that
+    was gone: the folder is held while a command evaluates and writes there, as a training run's is."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.lockf(f, fcntl.LOCK_EX); f.write('4242\\n'); "
+        "f.flush(); print('held', flush=True); time.sleep(60)"), str(out / ".kizuna-run.lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        data = classification_wds(tmp_path / "data", n=6)
+        flags = ["eval", "zeroshot", "--model", str(tiny_hf[0]), "--dataset", str(data), "--no-progress",
+                 "--workers", "0", "--out", str(out)]
+        assert main(flags) == 2
+        assert "another kizuna run (pid 4242) is writing there" in capsys.readouterr().err
+        assert not (out / "results.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert main(flags) == 0 and (out / "results.json").is_file()

@@ -238,7 +238,7 @@ def run(args):
 
 
 def _run(args, cmd, info):
-    from .suite import check_run_values, run_entry, run_suite, write_results
+    from .suite import check_run_values, results_folder_lock, run_entry, run_suite, write_results
     from .encode import is_main
 
     progress = not args.no_progress
@@ -302,10 +302,11 @@ def _run(args, cmd, info):
                 raise ValueError(f"--corruptions {args.corruptions!r} names no corruption; leave it out for all of them")
         entries = [e]
     records = []
-    for e in entries:
-        check_run_values(e, None)  # its flags named: main() says which command
-        records += run_entry(e, out_dir=args.out, progress=progress)
-    if args.out and is_main():
-        path = write_results(records, args.out)
-        print(f"\nwrote {path} and {path.with_name('results.md')}")
+    with results_folder_lock(args.out):  # (another command writing into --out: refused)
+        for e in entries:
+            check_run_values(e, None)  # its flags named: main() says which command
+            records += run_entry(e, out_dir=args.out, progress=progress)
+        if args.out and is_main():
+            path = write_results(records, args.out)
+            print(f"\nwrote {path} and {path.with_name('results.md')}")
     return 0

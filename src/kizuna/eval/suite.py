@@ -35,6 +35,7 @@ identical metrics, and rank 0 alone writes and prints.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -606,6 +607,29 @@ def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
             check_run_datasets(r, ctx)
         except DatasetError as e:
             raise DatasetError(f"run {i}: {in_suite_words(e)}") from None
+    with results_folder_lock(out_dir):
+        return _run_all(suite, ctx, out_dir, progress, echo)
+
+
+@contextlib.contextmanager
+def results_folder_lock(out_dir):
+    """The results folder held for this command while it evaluates and writes there (the main process's; the
+    kernel's lock on OUT/.kizuna-run.lock, as a training run holds its folder): two suites into one --out
+    removed each other's figures, and one's results.json then listed a figure that was gone. A second command
+    into the folder is refused, naming the first one's process."""
+    if not out_dir or not is_main():
+        yield
+        return
+    from kizuna.train.checkpointing import hold_run_lock, release_run_lock
+
+    key = hold_run_lock(Path(out_dir).expanduser())
+    try:
+        yield
+    finally:
+        release_run_lock(key)
+
+
+def _run_all(suite: dict, ctx, out_dir, progress: bool, echo) -> list[dict]:
     records: list[dict] = []
     written = None  # how many runs results.json holds, once written by this call
     current = 0
