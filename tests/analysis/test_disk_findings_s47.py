@@ -52,3 +52,35 @@ def test_a_model_retrained_at_the_same_path_loses_its_old_prediction_panel(tmp_p
     save(1)  # retrained in place
     assert main(["analyze", "all", str(model), *flags]) == 0
     assert not (out / "predict.json").exists() and not (out / "predict.png").exists()
+
+
+def test_the_weights_digest_is_exact_whatever_the_thread_count(tmp_path):
+    """A digest of float sums changed with the thread count (their last bits): a single action with another
+    --threads removed the same model's report.json."""
+    from kizuna.analysis.report import load_target
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4096, 1024))
+    before = torch.get_num_threads()
+    try:
+        digests = set()
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            target = load_target(kizuna.create_vit("mu/4", image_size=16, num_classes=3, width=32, mlp_dim=64))
+            target.model = model  # (a large tensor: where summation order showed)
+            digests.add(target.weights)
+    finally:
+        torch.set_num_threads(before)
+    assert len(digests) == 1
+    other = load_target(kizuna.create_vit("mu/4", image_size=16, num_classes=3, width=32, mlp_dim=64))
+    other.model = torch.nn.Sequential(torch.nn.Linear(4096, 1024))
+    assert other.weights not in digests
+
+
+def test_a_single_action_by_another_spelling_of_the_path_keeps_the_report(tmp_path, monkeypatch):
+    model, out = _vit(tmp_path / "a.safetensors", 0), tmp_path / "fig"
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "all", "a.safetensors", "--out", str(out), "--components", "4", "--max-images", "2",
+                 "--no-progress"]) == 0
+    assert main(["analyze", "filters", "./a.safetensors", "--out", str(out), "--components", "5"]) == 0
+    assert json.loads((out / "report.json").read_text())["filters"]["components"] == 5

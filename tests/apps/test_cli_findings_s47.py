@@ -46,3 +46,17 @@ def test_progress_alone_before_the_model_of_an_analysis(vit_folder, tmp_path, ca
     # a command without a positional keeps argparse's reading (a word after a switch is its value)
     argv = ["train", "--resampled", "maybe"]
     assert switches_given_alone(parser, argv) == argv
+
+
+def test_a_positional_near_a_switch_word_is_no_mistyped_value():
+    """"note", "ones", "n" or "TRUE.pt" after a switch were taken for mistyped values of it and refused."""
+    from kizuna.apps.cli import build_parser
+    from kizuna.apps.common import switches_given_alone
+
+    parser = build_parser()
+    for model in ("note", "ones", "n", "TRUE.pt", "runs/on"):
+        argv = ["vit", "finetune", "--compile", model, "--data", "d"]
+        assert switches_given_alone(parser, argv)[2] == "--compile=true", model
+    for value in ("true", "off", "ture", "flase"):
+        argv = ["vit", "finetune", "--compile", value, "m", "--data", "d"]
+        assert switches_given_alone(parser, argv) == argv, value

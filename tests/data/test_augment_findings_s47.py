@@ -41,3 +41,11 @@ def test_a_ratio_given_high_to_low_falls_back_as_torchvision_does():
     for ratio in ((3 / 4, 4 / 3), (4 / 3, 3 / 4)):
         t = TrainTransform(image_size=32, scale=(0.9, 1.0), ratio=ratio)
         assert t.crop_box(1000, 200, random.Random(0)) == (366, 0, 633, 200)
+
+
+@pytest.mark.parametrize("hflip", [True, 2.0])
+def test_the_device_augmentation_refuses_a_flip_that_is_no_probability(hflip):
+    from kizuna.data.batch_augment import BatchAugment
+
+    with pytest.raises(ValueError, match="^hflip "):
+        BatchAugment(hflip=hflip)

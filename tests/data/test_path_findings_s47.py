@@ -60,8 +60,8 @@ def _image(path: Path) -> None:
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
 def test_a_class_folder_linked_under_another_name_keeps_its_own_images(tmp_path):
     """A link to a class folder that sorted before it took its images (the real class reported empty, its
-    images labelled with the link's name); one that sorted after was reported empty. Each is a class now, as
-    in torchvision's ImageFolder."""
+    images labelled with the link's name). A folder the walk reaches anyway is read once, under its own name:
+    the links to it (an alias class, latest -> v2) add nothing, so no sample is read twice."""
     root = tmp_path / "ds" / "train"
     for cls in ("cat", "dog"):
         for i in range(3):
@@ -69,18 +69,31 @@ def test_a_class_folder_linked_under_another_name_keeps_its_own_images(tmp_path)
     os.symlink(root / "cat", root / "alias_cat")  # sorts before cat
     os.symlink(root / "cat", root / "kitten")  # sorts after
     seen = {os.path.relpath(d, root): sorted(f) for d, _, f in walk_folder(root) if d != str(root)}
-    assert seen == {name: ["0.png", "1.png", "2.png"] for name in ("alias_cat", "cat", "dog", "kitten")}
-    assert len(list_images(root)) == 12
+    assert seen == {name: ["0.png", "1.png", "2.png"] for name in ("cat", "dog")}
+    assert len(list_images(root)) == 6
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_folders_linked_from_outside_are_read_once_each(tmp_path):
+    """A subset made by linking class folders from elsewhere is read (it was read as classes with no images), and
+    two links to one outside folder read it once."""
+    for cls in ("cat", "dog"):
+        _image(tmp_path / "all" / cls / "0.png")
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    os.symlink(tmp_path / "all" / "cat", subset / "cat")
+    os.symlink(tmp_path / "all" / "cat", subset / "cat_again")
+    os.symlink(tmp_path / "all" / "dog", subset / "dog")
+    assert sorted(os.path.relpath(p, subset) for p in list_images(subset)) == ["cat/0.png", "dog/0.png"]
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
 def test_links_that_loop_are_walked_once(tmp_path):
-    """A link to a folder above it, and two folders linked to each other, would loop: each is entered only where
-    it does not lead back into the folders the walk came through."""
+    """A link to a folder above it, and two folders linked to each other, would loop: each folder is read once."""
     _image(tmp_path / "a" / "x.png")
     _image(tmp_path / "b" / "y.png")
     os.symlink(tmp_path, tmp_path / "a" / "up")  # to the root
     os.symlink(tmp_path / "b", tmp_path / "a" / "to_b")
     os.symlink(tmp_path / "a", tmp_path / "b" / "to_a")  # a <-> b
     found = sorted(os.path.relpath(p, tmp_path) for p in list_images(tmp_path))
-    assert found == ["a/to_b/y.png", "a/x.png", "b/to_a/x.png", "b/y.png"]
+    assert found == ["a/x.png", "b/y.png"]

@@ -60,3 +60,21 @@ def test_a_resume_where_the_relative_path_names_the_same_files_goes_on(two_folde
     shutil.move(a, moved)
     monkeypatch.chdir(moved)
     assert main(["train", "--resume", "latest", "--out", "run", "--steps", "2"]) == 0
+
+
+def test_a_pattern_in_the_starting_folder_itself_is_checked_too(tmp_path, monkeypatch):
+    """'*.tar' or '{000000..000099}.tar' run inside an img2dataset folder had no folder part to check, and a resume
+    from another folder of shards with the same names trained on them."""
+    from pathlib import Path
+
+    from kizuna.train.checkpointing import refuse_paths_read_elsewhere
+
+    for d in ("A", "B"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "000000.tar").write_bytes(b"")
+    monkeypatch.chdir(tmp_path / "B")
+    for spec in ("*.tar", "{000000..000000}.tar", "./*.tar", "000000.tar"):
+        with pytest.raises(ValueError, match="is relative to that folder"):
+            refuse_paths_read_elsewhere({"data": spec}, str(tmp_path / "A"), Path("ckpt"))
+    # a model's path is no data a resume reads (the model comes from the checkpoint): not checked
+    refuse_paths_read_elsewhere({"model": "000000.tar", "data": "synthetic"}, str(tmp_path / "A"), Path("ckpt"))

@@ -96,3 +96,57 @@ def test_an_evaluation_whose_workers_the_stops_signal_killed_is_the_stop_not_an_
         assert "stopped at step 4: saved" in err and "fix the cause" not in err
     else:
         assert "the run's end" in err
+
+
+def test_a_stop_in_the_time_budgets_planned_evaluation_is_the_stop(tmp_path, capsys, monkeypatch):
+    """The plan's evaluation broken by the stop's signal said "failed ... fix the cause" and raised (exit 1)."""
+    from kizuna.train import trainer as trainer_module
+
+    def planned(trainer, bar):
+        if trainer.step == 3:
+            signal.raise_signal(signal.SIGTERM)
+            raise RuntimeError(KILLED)
+        return None
+
+    monkeypatch.setattr(trainer_module, "after_step", planned)
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=6, log_every=10))
+    with pytest.raises(Terminated):
+        trainer.train()
+    err = capsys.readouterr().err
+    assert "SIGTERM: the time budget's plan at step 3 stopped with it" in err and "fix the cause" not in err
+    assert (tmp_path / "run" / "checkpoints" / "step_0000003" / "train_state.pt").is_file()
+    assert sorted(_losses(tmp_path / "run")) == [3]  # the steps since the last record, logged (one record)
+
+
+def test_a_stop_in_an_evaluation_logs_the_steps_since_the_last_record(tmp_path):
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=8, eval_every=4, log_every=10))
+
+    def evaluate():
+        signal.raise_signal(signal.SIGTERM)
+        raise RuntimeError(KILLED)
+
+    trainer.evaluate = evaluate
+    with pytest.raises(Terminated):
+        trainer.train()
+    assert sorted(_losses(tmp_path / "run")) == [4]  # (no record at all before: the window was lost)
+
+
+def test_a_worker_killed_after_the_last_step_is_the_runs_end(tmp_path):
+    """The stop came during the last step and the loader died at the next fetch: the run had ended (and saved),
+    but was reported as stopped, to continue with --resume latest."""
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=4))
+    trainer.loader = _WorkerKilledAfter(trainer.loader, 4)
+    trainer.train()  # no Terminated: the run finished
+    assert (tmp_path / "run" / "checkpoints" / "step_0000004" / "train_state.pt").is_file()
+
+
+def test_a_stop_at_once_after_a_resume_into_another_folder_saves_there(tmp_path, capsys):
+    """Resumed from another run's checkpoint into a new --out, a stop at the first fetch said "saved
+    NEW/checkpoints/step_0000002" and saved nothing (the step was taken for the resumed checkpoint's)."""
+    ContrastiveTrainer(tiny_config(tmp_path / "a", steps=2)).train()
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "new", steps=6,
+                                             resume=str(tmp_path / "a" / "checkpoints" / "step_0000002")))
+    trainer.loader = _WorkerKilledAfter(trainer.loader, 0)
+    with pytest.raises(Terminated):
+        trainer.train()
+    assert (tmp_path / "new" / "checkpoints" / "step_0000002" / "train_state.pt").is_file()

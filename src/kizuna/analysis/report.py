@@ -96,13 +96,15 @@ class AnalysisTarget:
 
     @functools.cached_property
     def weights(self) -> str:
-        """A short digest of the whole model's weights (each tensor's name, shape, sum and sum of squares): figures
-        of another model saved at the same path (retrained in place) are told from this one's by it."""
-        digest = hashlib.sha1()
+        """A short digest of the whole model's weights (each tensor's name, shape, dtype and bytes): figures of
+        another model saved at the same path (retrained in place) are told from this one's by it. Of the bytes, not
+        of sums: a float sum's last bits depend on the thread count and the device."""
+        digest = hashlib.blake2b(digest_size=8)
         for name, t in self.model.state_dict().items():
-            t = t.detach().double()
-            digest.update(f"{name}{tuple(t.shape)}{t.sum().item():.17g}{t.square().sum().item():.17g}".encode())
-        return digest.hexdigest()[:16]
+            t = t.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+        return digest.hexdigest()
 
     def describe(self) -> dict:
         cfg = self.vit.cfg
@@ -679,10 +681,10 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
         # image, is kept (by its weights: a model retrained at the same path kept the old weights' panel)
         try:
             earlier = json.loads((out / "predict.json").read_text(encoding="utf-8"))
-            earlier = (earlier.get("model"), earlier.get("weights"), earlier.get("image"))
+            earlier = (earlier.get("model"), earlier.get("weights"), earlier.get("image"))  # (model: the path)
         except (OSError, ValueError, AttributeError):
             earlier = None
-        if earlier is not None and earlier != (target.source, target.weights, image[1]):
+        if earlier is not None and earlier[1:] != (target.weights, image[1]):  # (by weights: any path to them)
             for stale in ("predict.png", "predict.json"):
                 (out / stale).unlink(missing_ok=True)
     return _write(out, "report", report)
@@ -697,7 +699,14 @@ def update_report(out: str | Path, target: AnalysisTarget, section: str, numbers
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    if not isinstance(report, dict) or report.get("model") != json_safe(target.describe()):
+    # the same model by its description and weights, not its path (./runs/x/model is runs/x/model); a report
+    # written before the weights were recorded is judged without them
+    mine = {k: v for k, v in json_safe(target.describe()).items() if k != "source"}
+    theirs = report.get("model") if isinstance(report, dict) else None
+    theirs = {k: v for k, v in theirs.items() if k != "source"} if isinstance(theirs, dict) else None
+    if theirs is not None and "weights" not in theirs:
+        mine.pop("weights")
+    if theirs != mine:
         path.unlink(missing_ok=True)
         return
     report[section] = numbers

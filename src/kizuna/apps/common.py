@@ -214,9 +214,6 @@ def switches_given_alone(parser, argv: list[str]) -> list[str]:
     refused as "argument --compile: expected true/false, got 'MODEL'". Only in commands that take a positional,
     and only before a word that is neither a switch word nor one mistyped (``--compile ture`` is still said)."""
     import argparse
-    import difflib
-
-    from kizuna.models.layers import SWITCH_WORDS
 
     command = parser
     for word in argv:  # the subcommand's parser: each word naming one of the current parser's subcommands
@@ -231,10 +228,21 @@ def switches_given_alone(parser, argv: list[str]) -> list[str]:
         if word == "--":
             break
         after = argv[i + 1]
-        if (word in switches and not after.startswith("-") and after.lower() not in SWITCH_WORDS
-                and not difflib.get_close_matches(after.lower(), list(SWITCH_WORDS), cutoff=0.6)):
+        if word in switches and not after.startswith("-") and not _switch_word_or_typo(after):
             out[i] = f"{word}=true"
     return out
+
+
+def _switch_word_or_typo(word: str) -> bool:
+    """``word`` is a switch's value (true, off, ...) or one mistyped (ture, flase): not a path (a "." or "/" in
+    it), and close to a switch word (a positional "note" or "ones" was refused as a mistyped "no" or "on")."""
+    import difflib
+
+    from kizuna.models.layers import SWITCH_WORDS
+
+    w = word.lower()
+    return w in SWITCH_WORDS or (not any(c in w for c in "./\\") and len(w) >= 3
+                                 and bool(difflib.get_close_matches(w, list(SWITCH_WORDS), cutoff=0.75)))
 
 
 def whole_number(minimum: int):

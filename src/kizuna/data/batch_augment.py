@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from .augment import FILL, OPS, posterize_bits, solarize_threshold, strength
 from .sampler import EpochSampler, _rng
 from .sources import SkipCounter
-from .transforms import _size_pair, fit_shortest
+from .transforms import _size_pair, check_augmentation, fit_shortest
 
 __all__ = ["BatchAugment", "DecodedImages", "TensorBatches", "batch_generator", "decode_images"]
 
@@ -240,6 +240,7 @@ class BatchAugment:
         unknown = [o for o in self.ops if o not in OPS]
         if unknown:
             raise ValueError(f"unknown augmentation op(s) {unknown}; known: {', '.join(OPS)}")
+        check_augmentation(hflip=self.hflip)  # (hflip=True flipped every image, as on the loader's path)
         self.ops = tuple(self.ops)
 
     def _pad_crop(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

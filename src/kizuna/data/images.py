@@ -96,20 +96,28 @@ SKIPPED_FOLDERS = ("__MACOSX",)
 def walk_folder(root: str | Path):
     """``os.walk(root)`` in sorted order (the filesystem's order is not reproducible), into symlinked folders
     (a subset made by linking class folders was read as classes with no images), without hidden folders,
-    ``__MACOSX`` and AppleDouble ``._*`` files. A linked folder is entered unless it leads back into a folder the
-    walk came through (a link to a parent, or two folders linked to each other, would loop); a folder linked
-    under a second name is read under both, as torchvision's ImageFolder does (once, by whichever name sorted
-    first, left the other name a class with no images, or took the real class's images under the link's)."""
-    # the real folders on the way down to each folder walked: a link into one of them loops
-    came_through = {os.fspath(root): frozenset({os.path.realpath(root)})}
+    ``__MACOSX`` and AppleDouble ``._*`` files. Each real folder is read once, under its own name: a link to a folder
+    the walk reaches anyway (inside ``root``: an alias class, ``latest -> v2``, a link to a parent) is left out,
+    and a link to one outside is followed once. Deciding by which name came first instead, an alias that sorted
+    before its folder took the folder's images (a class reported empty, its images labelled with the alias)."""
+    top = os.path.realpath(root)
+    seen = {top}
+
+    def walked_anyway(real: str) -> bool:  # inside root, by a path the walk does not skip
+        rel = os.path.relpath(real, top)
+        return rel != ".." and not rel.startswith(".." + os.sep) and not any(
+            part.startswith(".") or part in SKIPPED_FOLDERS for part in rel.split(os.sep) if part != ".")
+
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        chain = came_through.pop(dirpath, frozenset({os.path.realpath(dirpath)}))
         kept = []
         for name in sorted(dirnames):
-            real = os.path.realpath(os.path.join(dirpath, name))
-            if name.startswith(".") or name in SKIPPED_FOLDERS or real in chain:
+            path = os.path.join(dirpath, name)
+            real = os.path.realpath(path)
+            if name.startswith(".") or name in SKIPPED_FOLDERS or real in seen:
                 continue
-            came_through[os.path.join(dirpath, name)] = chain | {real}
+            if os.path.islink(path) and walked_anyway(real):
+                continue
+            seen.add(real)
             kept.append(name)
         dirnames[:] = kept
         # macOS's AppleDouble files (._img.jpg beside img.jpg on FAT, SMB or NFS) hold metadata, not an image:

@@ -654,15 +654,17 @@ def resumed_config(cfg, named: frozenset[str] | None):
     return resumed, sorted(k for k, v in restored.items() if getattr(cfg, k) != v)
 
 
-#: settings that name files: a relative one is read from the folder the run was started in (``started_in``)
-FILE_SETTINGS = ("model", "init", "data", "val_data", "classnames", "eval_zeroshot", "eval_retrieval")
+#: settings that name files a resume reads: a relative one is read from the folder the run was started in
+#: (``started_in``). Not the model's (--model, a fine-tune's checkpoint): a resume builds its model from the checkpoint
+FILE_SETTINGS = ("data", "val_data", "classnames", "eval_zeroshot", "eval_retrieval")
 _PATTERN_CHARS = "*?[{"
 
 
 def _path_prefix(piece: str) -> str:
     """The part of a data spec's piece before its first glob or brace character, cut back to a whole folder."""
     cut = min((piece.find(c) for c in _PATTERN_CHARS if c in piece), default=-1)
-    return piece if cut < 0 else os.path.dirname(piece[:cut])
+    # (a pattern in the folder itself, "*.tar" or "{000000..000099}.tar", is the folder ".")
+    return piece if cut < 0 else os.path.dirname(piece[:cut]) or "."
 
 
 def refuse_paths_read_elsewhere(restored: dict, started_in: str | None, path: Path) -> None:

@@ -662,7 +662,10 @@ class Trainer(ABC):
         window = LogWindow()
         last_metrics: dict = {}
         budget.restart()
-        saved_step = self.step if self.resume_from is not None else None  # the step a checkpoint holds now
+        # the step this run's folder holds a checkpoint of now: one resumed from elsewhere (another --out, an older
+        # step, best/) is not what `--resume latest` here would continue
+        here = self.ckpt.latest() if self.resume_from is not None else None
+        saved_step = self.step if here is not None and here.resolve() == self.resume_from.resolve() else None
         with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
             while self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)
@@ -688,7 +691,8 @@ class Trainer(ABC):
                         try:
                             # the plan's evaluation, when the budget planned here
                             plan_metrics = after_step(self, bar)
-                        except Exception:
+                        except Exception as e:
+                            self._stop_if_asked("the time budget's plan", e, False, bar, stop, window)
                             self._save_after_failure("the time budget's plan", last=False, bar=bar)
                             raise
                         if plan_metrics:
@@ -707,17 +711,8 @@ class Trainer(ABC):
                             try:
                                 metrics = self.evaluate()
                             except Exception as e:
-                                if stop.requested:  # the stop's own doing (its loader's workers killed by the
-                                    # group's signal as they started): the stop asked for, not an error to fix
-                                    print(f"{stop.requested}: the evaluation at step {self.step} stopped with it "
-                                          f"({type(e).__name__}: {e})", file=sys.stderr)
-                                    if not last:
-                                        stop_and_save(self, bar, saved=False, signal_name=stop.requested)
+                                self._stop_if_asked("the evaluation", e, last, bar, stop, window)
                                 self._save_after_failure("the evaluation", last, bar)
-                                if stop.requested:  # the run's end, saved without its evaluation
-                                    from kizuna.apps.cli import Terminated
-
-                                    raise (Terminated if stop.requested == "SIGTERM" else KeyboardInterrupt)() from e
                                 raise
                             evaluated_in = time.perf_counter() - paused_at
                             if metrics:
@@ -766,10 +761,11 @@ class Trainer(ABC):
                         self.epoch += 1
                         continue
                 except _StoppedWhileLoading as e:  # the stop's own doing: saved at the last finished step
-                    print(f"{stop.requested}: the data loader stopped with it ({e})", file=sys.stderr)
-                    if window.steps:
-                        self._log_window(window, bar)
-                    stop_and_save(self, bar, saved=saved_step == self.step, signal_name=stop.requested)
+                    if self.step < self.total_steps:  # (after the last step the run has ended, and is saved)
+                        print(f"{stop.requested}: the data loader stopped with it ({e})", file=sys.stderr)
+                        if window.steps:
+                            self._log_window(window, bar)
+                        stop_and_save(self, bar, saved=saved_step == self.step, signal_name=stop.requested)
                 break
             # a stop asked for during the last step ended the run as it would have ended: said to the caller,
             # whose work after training (the demo's ~45 s of final probes) must not go on as if nothing was asked
@@ -795,6 +791,24 @@ class Trainer(ABC):
                       f"{skips.report()}")
             self.log_skips(skips, extra={"epoch_unfinished": 1} if unfinished else None)
         return skips.report()
+
+    def _stop_if_asked(self, what: str, error: Exception, last: bool, bar, stop, window) -> None:
+        """``what`` (an evaluation) failed after a stop was asked for: the stop's own doing (its loader's workers,
+        killed by the group's signal as they started), so the stop it asked for, not an error to fix: the steps
+        since the last record logged, the run saved where it stands (at its last step, its end without the
+        evaluation), and the stop's exception raised. Returns where no stop was asked for."""
+        if not stop.requested:
+            return
+        print(f"{stop.requested}: {what} at step {self.step} stopped with it ({type(error).__name__}: {error})",
+              file=sys.stderr)
+        if window.steps:
+            self._log_window(window, bar)
+        if not last:
+            stop_and_save(self, bar, saved=False, signal_name=stop.requested)
+        self._save_after_failure(what, last, bar)
+        from kizuna.apps.cli import Terminated
+
+        raise (Terminated if stop.requested == "SIGTERM" else KeyboardInterrupt)() from error
 
     def _save_after_failure(self, what: str, last: bool, bar) -> None:
         """An evaluation failed after a finished step: that step is saved before the error goes on, so the
