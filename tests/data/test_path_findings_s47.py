@@ -97,3 +97,22 @@ def test_links_that_loop_are_walked_once(tmp_path):
     os.symlink(tmp_path / "a", tmp_path / "b" / "to_a")  # a <-> b
     found = sorted(os.path.relpath(p, tmp_path) for p in list_images(tmp_path))
     assert found == ["a/x.png", "b/y.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_a_link_to_an_image_that_is_gone_is_listed_to_be_counted(tmp_path, capsys):
+    """`embed` left a dangling x.jpg link out without a word, where an unreadable image is skipped and counted."""
+    import torch
+
+    import kizuna
+    from kizuna.apps.cli import main
+
+    _image(tmp_path / "imgs" / "a.png")
+    os.symlink(tmp_path / "gone.png", tmp_path / "imgs" / "b.png")
+    assert [p.name for p in list_images(tmp_path / "imgs")] == ["a.png", "b.png"]
+    torch.manual_seed(0)
+    kizuna.save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "model")
+    assert main(["embed", "--model", str(tmp_path / "model"), "--images", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "e.npy"), "--workers", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 unreadable image(s)" in err and "b.png: no such file" in err

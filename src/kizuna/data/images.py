@@ -126,6 +126,8 @@ def walk_folder(root: str | Path):
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """The image files under ``folder``, symlinked folders included (:func:`walk_folder`), sorted."""
+    """The image files under ``folder``, symlinked folders included (:func:`walk_folder`), sorted. A link to an image
+    that is gone is listed too, so that the reader counts it as unreadable (it was left out without a word)."""
     return sorted(Path(dirpath) / name for dirpath, _, names in walk_folder(folder) for name in names
-                  if Path(name).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(dirpath, name)))
+                  if Path(name).suffix.lower() in IMAGE_EXTENSIONS and (
+                      os.path.isfile(path := os.path.join(dirpath, name)) or not os.path.exists(path)))
