@@ -43,6 +43,19 @@ class _WorkerKilledAfter:
             yield batch
 
 
+def _train_with_a_killed_evaluation(cfg) -> None:
+    """Train ``cfg`` with an evaluation whose workers the group's SIGTERM killed: the run raises Terminated."""
+    trainer = ContrastiveTrainer(cfg)
+
+    def evaluate():
+        signal.raise_signal(signal.SIGTERM)
+        raise RuntimeError(KILLED)
+
+    trainer.evaluate = evaluate
+    with pytest.raises(Terminated):
+        trainer.train()
+
+
 def _losses(out):
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows if r.get("kind") == "train"}
@@ -80,15 +93,7 @@ def test_a_loader_error_without_a_stop_is_still_the_error(tmp_path):
 def test_an_evaluation_whose_workers_the_stops_signal_killed_is_the_stop_not_an_error(tmp_path, capsys, steps):
     """At step 4 of 6 the run stops there, saved (it said "the evaluation at step 4 failed ... fix the cause", and
     raised the RuntimeError: exit 1); at the last step the run's end is saved, without the evaluation."""
-    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=steps, eval_every=4))
-
-    def evaluate():
-        signal.raise_signal(signal.SIGTERM)
-        raise RuntimeError(KILLED)
-
-    trainer.evaluate = evaluate
-    with pytest.raises(Terminated):
-        trainer.train()
+    _train_with_a_killed_evaluation(tiny_config(tmp_path / "run", steps=steps, eval_every=4))
     err = capsys.readouterr().err
     assert f"SIGTERM: the evaluation at step 4 stopped with it (RuntimeError: {KILLED})" in err
     assert (tmp_path / "run" / "checkpoints" / "step_0000004" / "train_state.pt").is_file()
@@ -119,15 +124,7 @@ def test_a_stop_in_the_time_budgets_planned_evaluation_is_the_stop(tmp_path, cap
 
 
 def test_a_stop_in_an_evaluation_logs_the_steps_since_the_last_record(tmp_path):
-    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=8, eval_every=4, log_every=10))
-
-    def evaluate():
-        signal.raise_signal(signal.SIGTERM)
-        raise RuntimeError(KILLED)
-
-    trainer.evaluate = evaluate
-    with pytest.raises(Terminated):
-        trainer.train()
+    _train_with_a_killed_evaluation(tiny_config(tmp_path / "run", steps=8, eval_every=4, log_every=10))
     assert sorted(_losses(tmp_path / "run")) == [4]  # (no record at all before: the window was lost)
 
 
