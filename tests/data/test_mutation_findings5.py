@@ -18,12 +18,14 @@ from kizuna.data.images import list_images  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- images.py
-def test_list_images_leaves_out_a_broken_link_named_like_an_image(tmp_path):
-    """Kills list_images' isfile() check dropped: a dangling symlink "gone.jpg" (its target deleted) was listed,
-    and `kizuna embed` over the folder failed on it."""
+def test_list_images_lists_a_broken_link_named_like_an_image_and_no_folder(tmp_path):
+    """A dangling symlink "gone.jpg" (its target deleted) made `kizuna embed` over the folder fail; then it was left
+    out without a word. It is listed, and embed skips and counts it as unreadable (test_path_findings_s47); a
+    folder named like an image is still no image."""
     (tmp_path / "a.jpg").write_bytes(image_bytes())
     os.symlink(tmp_path / "deleted.jpg", tmp_path / "gone.jpg")
-    assert list_images(tmp_path) == [tmp_path / "a.jpg"]
+    (tmp_path / "dir.jpg").mkdir()
+    assert list_images(tmp_path) == [tmp_path / "a.jpg", tmp_path / "gone.jpg"]
 
 
 # ----------------------------------------------------------------------------- loader.py
