@@ -357,7 +357,10 @@ def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size:
     sel = np.flatnonzero(usable)
     if len(sel):
         word_of_row = np.zeros(int(dataset.positions.max()) + 1, dtype=np.int32)
-        word_of_row[dataset.positions] = written
+        # a sample repeated in a subset (ds.subset([5, 5, 7])) is one image to the loader: each copy gets the first
+        # copy's word, and the record says so (each copy's own draw was scored against an image with another word)
+        word_of_row[dataset.positions[::-1]] = written[::-1]
+        written = word_of_row[dataset.positions]
         f = encode_images(model, dataset.subset(sel),
                           transform=_WrittenWordTransform(pre, dataset.classnames, word_of_row),
                           batch_size=batch_size, device=device, num_workers=num_workers, progress=progress,
