@@ -436,10 +436,11 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     command[0] = getattr(args, "_parser", parser).prog  # "kizuna vit eval", as argparse's own errors say
     command = command[0]
 
-    shown = set()
     import threading
 
-    owner = threading.get_ident()
+    from kizuna.data.loader import CommandWarnings
+
+    owner, voice = threading.get_ident(), CommandWarnings(command)
 
     def show(message, category, filename, lineno, file=None, line=None):
         # one line in the command's voice: Python's form (file:line, the source line) is for programmers.
@@ -448,9 +449,8 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
         # were relabelled as the command's and all but one of a kind dropped
         if threading.get_ident() != owner:
             showwarning(message, category, filename, lineno, file, line)
-        elif str(message) not in shown:
-            shown.add(str(message))
-            print(f"{command}: warning: {message}", file=file or sys.stderr)
+        else:
+            voice(message, category, filename, lineno, file, line)
 
     show.kizuna_command = command  # (spawned loader workers speak so too: kizuna.data.loader._WorkerInit)
     showwarning, warnings.showwarning = warnings.showwarning, show

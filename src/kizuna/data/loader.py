@@ -96,9 +96,9 @@ def _pillows_own(factory) -> bool:
     return getattr(factory, "__module__", "").startswith("PIL.")
 
 
-class _CommandWarnings:
+class CommandWarnings:
     """A worker's warnings in the command's voice ("kizuna embed: warning: ..."), once per text, as in the main
-    process (:func:`kizuna.apps.cli`'s handler)."""
+    process (where :func:`kizuna.apps.cli.main`'s handler calls one)."""
 
     def __init__(self, command: str):
         self.command, self.shown = command, set()
@@ -172,7 +172,7 @@ class _WorkerInit:
 
             warnings.filters[:] = self.warning_filters
             if self.warning_voice:
-                warnings.showwarning = _CommandWarnings(self.warning_voice)
+                warnings.showwarning = CommandWarnings(self.warning_voice)
         if os.name == "posix":
             wake, woken = os.pipe()  # (not inherited by programs the worker starts)
             os.set_blocking(woken, False)

@@ -667,6 +667,20 @@ def _path_prefix(piece: str) -> str:
     return piece if cut < 0 else os.path.dirname(piece[:cut]) or "."
 
 
+def _names_other_files(value, started_in: str) -> bool:
+    """Whether a setting's value (a spec, its ``::`` pieces, a list of them) has a relative path that names, from
+    ``started_in``, another file than from the current folder. A piece that names nothing there (a preset's name,
+    "synthetic") or is absolute (or ``~``) reads the same from anywhere."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for piece in (p.strip() for v in values if isinstance(v, str) for p in v.split("::")):
+        prefix = _path_prefix(piece)
+        there = os.path.join(started_in, prefix)
+        if (prefix and not os.path.isabs(os.path.expanduser(prefix)) and os.path.exists(there)
+                and os.path.realpath(there) != os.path.realpath(prefix)):
+            return True
+    return False
+
+
 def refuse_paths_read_elsewhere(restored: dict, started_in: str | None, path: Path) -> None:
     """A resume takes the run's relative paths (``--data shards``) as they were written, and they are read from the
     current folder: resumed from another one, a run went on training on whatever ``shards`` meant there, without a
@@ -675,23 +689,8 @@ def refuse_paths_read_elsewhere(restored: dict, started_in: str | None, path: Pa
     from here; a run whose folder is gone (moved with its data) goes on, checked by its data fingerprint."""
     if not started_in or not os.path.isdir(started_in) or os.path.realpath(started_in) == os.path.realpath("."):
         return
-    elsewhere = []
-    for name in FILE_SETTINGS:
-        value = restored.get(name)
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            pieces = [p.strip() for p in v.split("::")] if isinstance(v, str) else []
-            for piece in pieces:
-                prefix = _path_prefix(piece)
-                if (not prefix or os.path.isabs(os.path.expanduser(prefix))
-                        or not os.path.exists(os.path.join(started_in, prefix))):
-                    continue  # no relative path (a preset's name, "synthetic", an absolute or ~ path)
-                if os.path.realpath(os.path.join(started_in, prefix)) != os.path.realpath(prefix):
-                    elsewhere.append(f"--{name.replace('_', '-')} {flag_value(value)}")
-                    break
-            else:
-                continue
-            break
+    elsewhere = [f"--{name.replace('_', '-')} {flag_value(restored[name])}" for name in FILE_SETTINGS
+                 if _names_other_files(restored.get(name), started_in)]
     if elsewhere:
         raise ValueError(
             f"--resume {path}: the run was started in {started_in}, and {', '.join(elsewhere)} "
