@@ -424,13 +424,15 @@ def plot_prediction_panel(
     true_label: str | None = None,
     top_k: int = 5,
     title: str | None = None,
+    scores: Sequence[float] | Any | None = None,
 ) -> Path:
     """CLIP-paper style panel: the image on the left, a horizontal bar chart of the top-k
     class probabilities on the right (highest on top), the true label's bar in green.
 
     ``labels``/``probs`` need not be sorted or truncated; the ``top_k`` most probable are
     shown. When ``true_label`` is given its rank is reported (also when it is not among
-    the bars).
+    the bars). ``scores`` (the logits), where given, rank the classes instead of ``probs``:
+    SigLIP's sigmoids saturate to 1.0 in float32, and classes tied there came out in label order.
     """
     p = _np(probs).astype(np.float64).reshape(-1)
     labels = [str(s) for s in labels]
@@ -438,7 +440,10 @@ def plot_prediction_panel(
         raise ValueError(f"{len(labels)} labels but {len(p)} probabilities")
     if not labels:
         raise ValueError("labels is empty")
-    order = np.argsort(-p, kind="stable")
+    rank_by = p if scores is None else _np(scores).astype(np.float64).reshape(-1)
+    if len(rank_by) != len(p):
+        raise ValueError(f"{len(p)} probabilities but {len(rank_by)} scores")
+    order = np.argsort(-rank_by, kind="stable")
     top = order[: max(1, top_k)]
     img = _to_image(image)
     # a taller figure for many bars: a label may take two lines

@@ -612,16 +612,19 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     x = (image if image.dim() == 4 else image[None])[:1].to(_device(target))
     if target.kind == "clip":
         clf = ZeroShotClassifier(target.model, tokenizer, labels, templates, refuse_non_finite=True)
-        probs = clf.predict_proba(x)[0].float().cpu()
+        logits = clf.logits(x)[0].float().cpu()
+        probs = clf.probabilities(logits)
         method = "zero-shot (" + ("sigmoid" if target.model.cfg.loss == "siglip" else "softmax") + ")"
     else:
         logits = target.vit(x).float()
         check_finite(logits, None, "images")
-        probs = logits.softmax(-1)[0].cpu()
+        logits = logits[0].cpu()
+        probs = logits.softmax(-1)
         method = "classifier head (softmax)"
+    # ranked by the logits (saturated probabilities tie at 1.0 or 0.0); ties to the lower index, as the panel
     plot_prediction_panel(_display(target, x[0]), labels, probs, out / "predict.png", true_label=true_label,
-                          top_k=top_k)
-    order = torch.sort(probs, descending=True, stable=True).indices.tolist()  # ties to the lower index, as the panel
+                          top_k=top_k, scores=logits)
+    order = torch.sort(logits, descending=True, stable=True).indices.tolist()
     return _write(out, "predict", {
         "image": image_name, "method": method, "labels": labels, "templates": templates, "probs": probs,
         "top": [[labels[i], float(probs[i])] for i in order[:top_k]], "true_label": true_label,

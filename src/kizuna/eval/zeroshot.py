@@ -160,7 +160,11 @@ class ZeroShotClassifier:
             return self.model.scale().float() * img @ self.weights.float().T + self.model.bias()
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(images)
+        """Per-class probabilities: a sigmoid each for SigLIP, a softmax over the classes otherwise. Rank by
+        :meth:`logits` (as :meth:`topk` does), not by these: they saturate to ties (1.0 or 0.0)."""
+        return self.probabilities(self.logits(images))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.model.cfg.loss == "siglip" else logits.softmax(dim=-1)
 
     def topk(self, images: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
@@ -168,8 +172,13 @@ class ZeroShotClassifier:
 
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # -1 sliced off the last class
             raise ValueError(f"k must be a whole number >= 1 (the classes to return per image), got {k!r}")
-        probs = self.predict_proba(images)
-        # ties to the lower class index, as rank_classes (Tensor.topk orders tied values arbitrarily)
-        values, indices = (t[:, : min(k, probs.shape[-1])] for t in torch.sort(probs, dim=-1, descending=True,
-                                                                               stable=True))
+        logits = self.logits(images)
+        probs = self.probabilities(logits)
+        # ranked by the logits, not the probabilities: a SigLIP sigmoid is exactly 1.0 in float32 above a logit of
+        # about 17 (a trained model's scale is over 100), so every such class tied at 1.0 and came out in label
+        # order. Ties to the lower class index, as rank_classes (Tensor.topk orders tied values arbitrarily).
+        from .classification import rank_classes  # (it imports this module)
+
+        indices = rank_classes(logits, k)
+        values = probs.gather(-1, indices)
         return [[(self.classnames[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]

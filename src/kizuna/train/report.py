@@ -138,7 +138,8 @@ def plot_predictions(model, tokenizer, path: Path, n: int = 4, seed: int = 7) ->
     names = probe.candidates if probe.shared else probe.candidates_for(0)
     clf = ZeroShotClassifier(model, tokenizer, names, ["{c}"])
     preprocess = kizuna.get_preprocess(model)
-    probs = clf.predict_proba(torch.stack([preprocess(im) for im in probe.images]))
+    logits = clf.logits(torch.stack([preprocess(im) for im in probe.images]))
+    probs = clf.probabilities(logits)
     fig = _figure((3.2 * n, 4.6))
     grid = fig.add_gridspec(2, n, height_ratios=[1.0, 0.8])
     for i in range(n):
@@ -147,10 +148,10 @@ def plot_predictions(model, tokenizer, path: Path, n: int = 4, seed: int = 7) ->
         ax.set_axis_off()
         truth = names[probe.labels[i]]
         ax.set_title(f"truth: {truth}", fontsize=9)
-        top = probs[i].topk(5)
+        top = logits[i].topk(min(5, len(names))).indices  # by the logits: saturated probabilities tie
         bar = fig.add_subplot(grid[1, i])
-        labels = [names[j] for j in top.indices.tolist()][::-1]
-        values = top.values.tolist()[::-1]
+        labels = [names[j] for j in top.tolist()][::-1]
+        values = probs[i, top].tolist()[::-1]
         colors = ["tab:green" if lbl == truth else "tab:gray" for lbl in labels]
         bar.barh(labels, values, color=colors)
         bar.set_xlim(0, 1)
