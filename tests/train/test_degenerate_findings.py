@@ -36,7 +36,7 @@ def test_a_run_that_diverges_stops_and_saves_nothing_from_it(tmp_path):
     trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=12, lr=1e3, grad_clip=0.0, warmup_steps=1,
                                              save_every=1, keep_last=1))
     with pytest.raises(TrainingDiverged, match=r"training diverged: .* nothing is saved from it \(the last "
-                                               r"checkpoint, .*step_\d+, is from before it\)\. Train with a lower "
+                                               r"checkpoint, .*step_\d+, is from before it; its training loss was [\d.e+]+\)\. Train with a lower "
                                                r"--lr \(now 1000\)"):
         trainer.train()
     steps = sorted((tmp_path / "checkpoints").glob("step_*"))

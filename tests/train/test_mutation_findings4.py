@@ -369,12 +369,12 @@ def _demo_args(*argv):
 
 
 def test_demo_overrides_keep_at_least_one_warm_up_step_and_the_progress_flag():
-    """Mutants: ``max(0, round(...))`` (``--steps 2``: 50 * 2 / 400 rounds to 0, no warm-up at all), and the
+    """Mutants: ``max(0, round(...))`` (``--steps 3``: 50 * 3 / 400 rounds to 0, no warm-up at all), and the
     progress flag inverted."""
     base = load_config_file("demo")
     assert (base["steps"], base["warmup_steps"]) == (400, 50)
-    two = demo.demo_overrides(_demo_args("--steps", "2", "--out", "x"), base)
-    assert (two["steps"], two["warmup_steps"], two["out"]) == (2, 1, "x")
+    three = demo.demo_overrides(_demo_args("--steps", "3", "--out", "x"), base)
+    assert (three["steps"], three["warmup_steps"], three["out"]) == (3, 1, "x")
     assert demo.demo_overrides(_demo_args("--steps", "12"), base)["warmup_steps"] == 2  # round(1.5): 2
     assert demo.demo_overrides(_demo_args("--progress", "true"), base)["progress"] is True
     assert demo.demo_overrides(_demo_args("--no-progress"), base)["progress"] is False

@@ -14,8 +14,9 @@ batch (``tail[r::W]``); a rank whose share is empty still gets an (empty) last b
 runs the same number of steps (a DDP requirement); the collate function turns it into a batch of
 size 0.
 
-``resampled=True``: sampling with replacement, batch ``b`` of epoch ``e`` on rank ``r`` drawn from
-``(seed, e, r, b)``; infinite unless ``steps_per_epoch`` is given. Any batch can be computed
+``resampled=True``: sampling with replacement across batches: global batch ``b`` of epoch ``e`` is drawn from
+``(seed, e, b)``, its samples distinct (a repeat inside a contrastive batch is a false negative of itself), and
+cut into the ranks' slices as above; infinite unless ``steps_per_epoch`` is given. Any batch can be computed
 directly, so resumption costs nothing.
 
 Resumption: ``state_dict() -> {"epoch", "batches_consumed", ...config}``; a fresh sampler given
@@ -154,8 +155,8 @@ class EpochSampler(torch.utils.data.Sampler):
         if self.resampled:
             if self.steps_per_epoch is not None and not 0 <= b < self.steps_per_epoch:
                 raise IndexError(b)
-            draw = _rng(self.seed, epoch, self.rank, b, 0x5EED)
-            return draw.integers(0, self.num_samples, size=self.batch_size).tolist()
+            first = self.rank * self.batch_size
+            return self._resampled_global_batch(epoch, b)[first:first + self.batch_size].tolist()
         if not 0 <= b < len(self):
             raise IndexError(f"batch {b} out of range for {len(self)} batches")
         perm = self.permutation(epoch)
@@ -163,6 +164,18 @@ class EpochSampler(torch.utils.data.Sampler):
             start = (b * self.world_size + self.rank) * self.batch_size
             return perm[start:start + self.batch_size].tolist()
         return perm[self._full_steps * self._global:][self.rank::self.world_size].tolist()
+
+    def _resampled_global_batch(self, epoch: int, b: int) -> np.ndarray:
+        """The global batch ``b`` of a resampled ``epoch``: distinct samples (drawn with replacement one by one,
+        a batch of 128 from Flickr8k's 6,091 held a sample twice two times in three: for a contrastive loss the
+        copy, with another caption of the same image, is a false negative of itself), every sample once per
+        ``num_samples`` where the batch is larger than the data. Batches are drawn independently, so a sample
+        recurs across them; each rank takes its slice, so the ranks' batches are disjoint too."""
+        draw = _rng(self.seed, epoch, b, 0x5EED)
+        if self._global <= self.num_samples:
+            return draw.choice(self.num_samples, size=self._global, replace=False)
+        rounds = -(-self._global // self.num_samples)
+        return np.concatenate([draw.permutation(self.num_samples) for _ in range(rounds)])[: self._global]
 
     # ------------------------------------------------------------------ iteration / state
     def set_epoch(self, epoch: int) -> None:

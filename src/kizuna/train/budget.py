@@ -373,8 +373,11 @@ def warn_if_warmup_fills_the_run(trainer) -> None:
     with a 100-step warm-up warned without a budget and said nothing with one."""
     cfg = trainer.cfg
     length = trainer.total_steps if trainer.planned else cfg.steps  # 0: a budget without a cap, not known yet
-    if length and cfg.warmup_steps >= length and trainer.dist.is_main:
-        warnings.warn(f"the warm-up ({cfg.warmup_steps} steps) lasts the whole run ({length} steps"
+    # the step after the warm-up is at the peak (the cosine starts there, OpenCLIP's convention): a warm-up of
+    # all steps but one leaves no decay either
+    if length and cfg.warmup_steps and cfg.warmup_steps >= length - 1 and trainer.dist.is_main:
+        what = ("lasts the whole run" if cfg.warmup_steps >= length else "leaves one step of the run, at the peak,")
+        warnings.warn(f"the warm-up ({cfg.warmup_steps} steps) {what} ({length} steps"
                       + ("" if trainer.planned else ", its --steps cap") + "): the learning rate never decays"
                       + (" and never reaches --lr" if cfg.warmup_steps > length else "")
                       + ". Lower --warmup-steps", stacklevel=2)

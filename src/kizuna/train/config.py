@@ -46,7 +46,7 @@ class TrainConfig:
     synthetic_length: int = 200_000  # image-caption pairs in one epoch of the shapes world (--data synthetic)
     synthetic_hard_negatives: bool = False  # in each pair of batch positions (0-1, 2-3, ...) whose first is a single-object scene, the second becomes its shape/colour-swapped twin (about half of those scenes)
     workers: int = 2  # data-loader processes per rank decoding and augmenting images (0 = in the main process)
-    resampled: bool = False  # draw batches with replacement (an "epoch" = dataset size / batch) instead of shuffling
+    resampled: bool = False  # draw batches with replacement, each of distinct samples (an "epoch" = dataset size / batch) instead of shuffling
     aug_scale: tuple = (0.9, 1.0)  # random resized crop: min,max fraction of the image area kept
     aug_hflip: float = 0.0  # probability of a horizontal flip; off by default: flips swap "left of" and "right of"
     aug_color_jitter: float = 0.0  # brightness/contrast/saturation jitter: factors drawn from [1-x, 1+x]; 0 = off

@@ -276,9 +276,10 @@ class ContrastiveTrainer(Trainer):
         else:
             loss = self._grad_cache_step(images, text, k)
         self.apply_gradients()
-        if self.model.cfg.max_logit_scale is not None:
-            with torch.no_grad():
-                self.model.logit_scale.clamp_(max=self.model.cfg.max_logit_scale)
+        with torch.no_grad():
+            # and a floor of 1 (ln 1 = 0), as OpenCLIP's: a learning rate too high drove the scale to 4e-18, where
+            # the features get no gradient, and the run went on at the loss of chance (ln B) to its end, saved
+            self.model.logit_scale.clamp_(min=0.0, max=self.model.cfg.max_logit_scale)
         return float(loss.detach())
 
     def _grad_cache_step(self, images, text: dict, k: int) -> torch.Tensor:

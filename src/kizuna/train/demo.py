@@ -67,9 +67,10 @@ def demo_overrides(args, base: dict) -> dict:
     if args.steps:
         overrides["steps"] = args.steps
         if base.get("steps") and args.steps < base["steps"] and base.get("warmup_steps"):
-            # at least one step of warm-up, and at least one step after it (a 1-step run has none)
-            overrides["warmup_steps"] = min(args.steps - 1, max(1, round(base["warmup_steps"] * args.steps
-                                                                         / base["steps"])))
+            # at least one step of warm-up, and at least two after it (the first is at the peak: one alone left
+            # no decay); a run of 2 steps or fewer has none
+            overrides["warmup_steps"] = max(0, min(args.steps - 2, max(1, round(base["warmup_steps"] * args.steps
+                                                                                / base["steps"]))))
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
     if args.precision:

@@ -198,6 +198,7 @@ class Trainer(ABC):
         one that asks for another model. None (a config built in Python): ``cfg`` as it is, and a non-default
         field counts as named."""
         cfg, restored = resumed_config(cfg, named)
+        self.logged_losses: list[tuple[int, float]] = []  # (step, loss) of each log record (_diverged names them)
         self.started_in = os.getcwd()  # (a resume from elsewhere names its relative paths anew: refused otherwise)
         # a numpy integer seed (a notebook's `for seed in np.arange(3)`) as a Python int: numpy's own generators
         # overflowed on seed % 2**64, random.seed refuses one, and train_config.json could not write it
@@ -847,7 +848,9 @@ class Trainer(ABC):
         record = {"loss": sums["loss"] / (window.steps * self.dist.world_size), **own, "lr": self.step_lr,
                   "epoch": self.epoch, "samples_per_s": sums["samples"] / max(window.elapsed(), 1e-9)}
         self.logger.log(self.step, record)
-        if not math.isfinite(record["loss"]):  # the mean over the ranks: every rank stops at this record
+        if math.isfinite(record["loss"]):  # (what a divergence's message says of the checkpoints before it)
+            self.logged_losses.append((self.step, record["loss"]))
+        else:  # the mean over the ranks: every rank stops at this record
             bar.close()
             raise TrainingDiverged(self._diverged(f"the loss is {record['loss']} by step {self.step}"))
         bar.set_postfix(loss=f"{record['loss']:.3f}", **short, lr=f"{record['lr']:.2e}",
@@ -915,9 +918,30 @@ class Trainer(ABC):
         latest = self.ckpt.latest() or getattr(self, "resume_from", None)
         where = (f"the last checkpoint, {latest}, is from before it" if latest is not None else
                  "no checkpoint was saved before it")
+        resume, losses = latest, self._losses_before_checkpoints()
+        if latest is not None and latest.name in losses:
+            # a run that diverged slowly had a finite but blown-up checkpoint last (a loss of 4644 against 2.3):
+            # resumed as advised, it diverged again. Its loss is said, and the saved one of the lowest loss named.
+            lowest = min(losses, key=lambda name: losses[name])
+            where += f"; its training loss was {losses[latest.name]:.4g}"
+            if losses[lowest] < losses[latest.name]:
+                resume = self.ckpt.dir / lowest
+                where += f", {lowest}'s {losses[lowest]:.4g}"
         return (f"training diverged: {what}; nothing is saved from it ({where}). Train with a lower --lr (now "
                 f"{self.cfg.lr:g}), a --grad-clip or a longer --warmup-steps"
-                + (f", or resume {latest} with them" if latest is not None else ""))
+                + (f", or resume {resume} with them" if resume is not None else ""))
+
+    def _losses_before_checkpoints(self) -> dict[str, float]:
+        """The names of this run's checkpoint folders up to this step, each with the training loss logged last at
+        or before its step in this process (those with no record before them are left out; those after this step
+        are another branch's, which a resume from an earlier checkpoint left)."""
+        logged, found = self.logged_losses, {}
+        for folder in self.ckpt.step_folders():
+            step = int(folder.name[5:])
+            before = [loss for at, loss in logged if at <= step]
+            if before and step <= self.step:
+                found[folder.name] = before[-1]
+        return found
 
 
 class TrainingDiverged(ValueError):
