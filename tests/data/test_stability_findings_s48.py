@@ -46,3 +46,58 @@ def test_a_resampled_batch_is_the_same_computed_directly_or_iterated_and_after_a
     fresh.load_state_dict(s.state_dict())
     fresh.set_epoch(2)
     assert _ids(next(iter(fresh))) == s.batch(2, 3)
+
+
+def test_a_folder_of_netpbm_and_jfif_images_is_read(tmp_path):
+    """GTSRB's images are .ppm, and a browser saves JPEGs as .jfif: a folder of them was "no images found" (a
+    class folder of them "holds no images"), while the same files given alone or in a CSV were read."""
+    from PIL import Image
+
+    from kizuna.data.images import list_images, load_image
+    from kizuna.eval.datasets import load_dataset
+
+    for k, cls in enumerate(["00000", "00001"]):
+        folder = tmp_path / "test" / cls
+        folder.mkdir(parents=True)
+        Image.new("RGB", (8, 8), (200 * k, 10, 10)).save(folder / "a.ppm")
+        Image.new("L", (8, 8), 90).save(folder / "b.pgm")
+        Image.new("RGB", (8, 8), (10, 10, 10)).save(folder / "c.jfif", format="JPEG")
+    listed = list_images(tmp_path / "test")
+    assert [p.name for p in listed] == ["a.ppm", "b.pgm", "c.jfif"] * 2
+    assert all(load_image(p).size == (8, 8) for p in listed)
+    ds = load_dataset(str(tmp_path / "test"), classnames=["stop", "yield"])
+    assert len(ds) == 6 and sorted(ds.labels) == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_shard_sample_with_an_image_of_another_type_is_counted_as_such(tmp_path):
+    """A .gif in a shard (shards are read for jpg, jpeg, png, webp) was counted as missing_image, and the skip
+    report's one example sat after the last reason, read as that reason's."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from kizuna.data.sources import build_index
+
+    def png(fmt):
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buf, format=fmt)
+        return buf.getvalue()
+
+    members = [("000000000.png", png("PNG")), ("000000000.txt", b"a red square"),
+               ("000000001.gif", png("GIF")), ("000000001.txt", b"a gif"),
+               ("000000002.txt", b"no image at all"),
+               ("000000003.png", png("PNG")), ("000000003.txt", b"  "),
+               ("000000004.png", png("PNG")), ("000000004.txt", b""),
+               ("000000005.png", png("PNG")), ("000000005.txt", b"")]
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    idx = build_index(str(tmp_path / "s.tar"))
+    assert idx.skips == {"unsupported_image": 1, "missing_image": 1, "empty_caption": 3}
+    assert idx.skips.examples["unsupported_image"][0].startswith("key 000000001.gif (shard samples are read for .jpg")
+    report = idx.skips.report()
+    assert report.startswith("skipped 5 samples: empty_caption=3 (e.g. ") and report.endswith(
+        "), missing_image=1, unsupported_image=1")

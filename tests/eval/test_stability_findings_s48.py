@@ -3,6 +3,7 @@ about 17 (a trained model's scale is over 100), and every class tied there came 
 from __future__ import annotations
 
 import json
+import re
 import math
 
 import torch
@@ -76,3 +77,60 @@ def test_the_prediction_panel_takes_scores_to_rank_by(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="3 probabilities but 2 scores"):
         figures.plot_prediction_panel(np.zeros((4, 4, 3)), ["a", "b", "c"], [1.0, 1.0, 0.5], tmp_path / "q.png",
                                       scores=[1.0, 2.0])
+
+
+LONG = "striped " * 80  # cut at the context length: the names differ only past it
+
+
+def test_class_names_the_tokenizer_reads_alike_are_warned_of():
+    import pytest
+
+    from kizuna.eval.classification import class_embeddings
+    from kizuna.eval.datasets import RepeatedClassNamesWarning
+
+    torch.manual_seed(0)
+    model = kizuna.create_model("ViT-mu-8").eval()
+    tok = kizuna.get_tokenizer(model)
+    names = [LONG + "cat", LONG + "dog", "car"]
+    with pytest.warns(RepeatedClassNamesWarning, match=r"striped cat' = 'striped .* dog' \(classes 0, 1\) are one text to the model's tokenizer"):
+        weights = class_embeddings(model, tok, names, ["a photo of a {c}."], cache=False)
+    assert torch.equal(weights[0], weights[1])  # what the warning says: one weight
+    import warnings
+
+    with warnings.catch_warnings():  # names that differ to the tokenizer, and a repeat of text warned at load
+        warnings.simplefilter("error")
+        class_embeddings(model, tok, ["cat", "dog", "car"], ["a photo of a {c}."], cache=False)
+        class_embeddings(model, tok, ["Cat", "cat", "car"], ["a photo of a {c}."], cache=False)
+
+
+def test_eval_zeroshot_says_so_on_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from kizuna.apps.cli import main
+
+    torch.manual_seed(0)
+    model = tmp_path / "clip"
+    kizuna.save_model(kizuna.create_model("ViT-mu-8"), model)
+    for k, name in enumerate(["a", "b", "c"]):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (16, 16), (40 * k, 90, 20 * i)).save(tmp_path / "data" / name / f"{i}.png")
+    names = tmp_path / "names.txt"
+    names.write_text(f"{LONG}cat\n{LONG}dog\ncar\n")
+    assert main(["eval", "zeroshot", "--model", str(model), "--dataset", str(tmp_path / "data"), "--classnames",
+                 str(names), "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "are one text to the model's tokenizer" in err and "(classes 0, 1)" in err
+
+
+def test_a_template_with_a_field_of_another_form_is_told_what_is_wrong():
+    import pytest
+
+    from kizuna.eval.datasets import DatasetError, read_templates
+
+    for template, said in (("a {c!r}", "{c!r} is not a place"), ("a {c:>10}", "{c:>10} is not a place"),
+                           ("a {c.upper}", "{c.upper} is not a place")):
+        with pytest.raises(DatasetError, match=re.escape(said)):
+            read_templates([template])
+    with pytest.raises(DatasetError, match="has no '{c}' placeholder"):
+        read_templates(["a photo"])

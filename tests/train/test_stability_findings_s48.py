@@ -93,3 +93,10 @@ def test_a_short_demo_keeps_two_steps_after_its_warmup():
     warmup = {n: demo.demo_overrides(parser.parse_args(["--steps", str(n)]), base)["warmup_steps"]
               for n in (1, 2, 3, 4, 30)}
     assert warmup == {1: 0, 2: 0, 3: 1, 4: 1, 30: 4}
+
+
+def test_a_resampled_run_on_fewer_samples_than_a_batch_is_refused(tmp_path):
+    """--resampled went past the refusal: 8 samples in batches of 16 trained on repeats (false negatives), one
+    sample trained on four copies of one pair at the loss of chance."""
+    with pytest.raises(ValueError, match="8 samples do not fill one global batch of 16; lower --batch-size"):
+        ContrastiveTrainer(tiny_config(tmp_path / "run", resampled=True, synthetic_length=8, batch_size=16))

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# with JPEG's other names and the netpbm family (GTSRB's images are .ppm), which Pillow reads: left out, a folder of
+# them was "no images found" while the same files given one by one or in a CSV were read
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif", ".jpe", ".ppm",
+                    ".pgm", ".pbm", ".pnm", ".avif", ".apng")
 
 
 class ImageError(ValueError):

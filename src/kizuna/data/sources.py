@@ -44,7 +44,7 @@ label_column=None, sep=None, cache_dir=None, check_files=True) -> SampleIndex``
     ``bad_label``, ``duplicate_key`` (a folder's second image of one name, e.g. ``a.png`` beside
     ``a.jpg``: the one a tar sample would use is kept), ``duplicate_member`` (a tar member name repeated within one
     sample), ``sparse_member`` (a GNU sparse tar member), ``dotted_key`` (a tar image ``photo.000.jpg``: WebDataset keys
-    end at the first dot, so its key is ``photo``), ``truncated`` (partial sample at the cut of a damaged tar; the shard is named in
+    end at the first dot, so its key is ``photo``), ``unsupported_image`` (a tar sample whose only image is of a type shards are not read for: .gif, .bmp, .tif, ...), ``truncated`` (partial sample at the cut of a damaged tar; the shard is named in
     a one-time :class:`RuntimeWarning` and listed in ``index.damaged``). Whole samples lost past
     the cut (or past a corrupt or zeroed header, or in a second tar joined on with cat) cannot be counted:
     nothing says how many there were.
@@ -213,14 +213,20 @@ class SkipCounter:
         # a damaged shard is counted as one, but it is a shard, not a sample: "skipped 2 samples: damaged_shard=1,
         # truncated=1" skipped one sample (and an unknown number past the damage)
         samples = [(r, n) for r, n in order if r != "damaged_shard"]
+        # the example beside its own reason (after the last one, "empty_caption=6, missing_image=5 (e.g. key 1
+        # ...)" read as a missing image of key 1, whose caption was empty)
+        shown = next((r for r, _ in order if self.examples.get(r)), None)
+
+        def with_example(reason: str) -> str:
+            return f" (e.g. {self.examples[reason][0]})" if reason == shown else ""
+
         text = f"skipped {sum(n for _, n in samples)} {noun}" + (
-            ": " + ", ".join(f"{r}={n}" for r, n in samples) if samples else "")
+            ": " + ", ".join(f"{r}={n}{with_example(r)}" for r, n in samples) if samples else "")
         if "damaged_shard" in self.counts:
             n = self.counts["damaged_shard"]
             text += (f"; damaged_shard={n} ({'a shard' if n == 1 else 'shards'}: the samples past the damage "
-                     "are not counted)")
-        example = next((self.examples[r][0] for r, _ in order if self.examples.get(r)), None)
-        return text + (f" (e.g. {example})" if example else "")
+                     f"are not counted){with_example('damaged_shard')}")
+        return text
 
     __str__ = report
 

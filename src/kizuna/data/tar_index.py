@@ -64,6 +64,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kizuna.data.images import IMAGE_EXTENSIONS
+
 __all__ = [
     "IMAGE_EXTS",
     "TarShardIndex",
@@ -77,6 +79,8 @@ __all__ = [
 ]
 
 IMAGE_EXTS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+# the other image types of image folders, which a shard sample's image may be and is not read for
+_OTHER_IMAGE_TYPES = tuple(e for e in IMAGE_EXTENSIONS if e[1:] not in IMAGE_EXTS)
 _CAPTION_EXT = "txt"
 _LABEL_EXT = "cls"
 _BLOCK = 512
@@ -84,13 +88,14 @@ _BLOCK = 512
 # 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
 _MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 11  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+_CACHE_VERSION = 12  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
 # 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
 # clean, and a sample's own dotted images (0001.mask.png) are no skip; 6: captions split at line ends only, a
 # .cls decoded as a side-car's is (a byte-order mark); 7: samples whose members are not adjacent are counted;
 # 8: GNU sparse members are skipped (sparse_member); 9: a .cls of 2^31 or more is a bad label (-2); 10: hard and
 # symbolic links to a member stored earlier are read as that member; 11: macOS tar's ._ AppleDouble members are
-# left out
+# left out; 12: a sample whose only image is of a type shards are not read for (.gif) is unsupported_image, not
+# missing_image
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -466,7 +471,12 @@ def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, l
         dotted = [ext for ext in group if "." in ext and ext.rsplit(".", 1)[1] in IMAGE_EXTS]
         for ext in dotted:
             out._skip("dotted_key", f"{key}.{ext} (WebDataset keys end at the first dot)")
-        if not dotted:
+        # an image of a type shards are not read for (a .gif: its sample was counted as missing its image)
+        other = [ext for ext in group if "." + ext.lower() in _OTHER_IMAGE_TYPES]
+        if other and not dotted:
+            out._skip("unsupported_image", f"{key}.{other[0]} (shard samples are read for "
+                                           f"{', '.join('.' + e for e in IMAGE_EXTS)})")
+        elif not dotted:
             out._skip("truncated" if last else "missing_image", key)
         return
     image = readable[image_ext]

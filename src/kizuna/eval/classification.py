@@ -41,7 +41,7 @@ from kizuna.models.losses import similarity
 
 from .encode import (check_finite, content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
                      model_fingerprint, module_structure)
-from .zeroshot import fill_template, text_list
+from .zeroshot import fill_template, same_prompts, text_list
 
 __all__ = [
     "ClassificationResult", "ZeroShotResult", "class_embeddings", "classify_features", "classify_scores",
@@ -98,6 +98,34 @@ def _autocast_state() -> str:
     return ",".join(on)
 
 
+def _warn_names_tokenized_alike(tokenizer, classnames: list[str], templates: list) -> None:
+    """Class names of different text that the model's tokenizer reads alike in every prompt (cut at its context
+    length; MiniLM's vocabulary maps 12 of 16 one-character Chinese animal names, and emoji, to one unknown
+    token) get one weight: only the first is ever predicted, and `kizuna eval` said nothing (`kizuna zeroshot`
+    refuses them). Names that differ only as CLIP's text cleaning reads them are warned of when a dataset loads
+    (kizuna.eval.datasets); a tokenizing pass, where the prompts are encoded anyway."""
+    from kizuna.data.tokenizer import clean_text
+
+    from .datasets import RepeatedClassNamesWarning
+
+    if any(callable(t) for t in templates):
+        return
+    groups = [g for g in same_prompts(tokenizer, classnames, templates)
+              if len({clean_text(classnames[k]) for k in g}) > 1]
+    if groups:
+        import warnings
+
+        def short(name: str) -> str:  # names told apart past the context length: their ends show it
+            return repr(name if len(name) <= 60 else f"{name[:28]}...{name[-28:]}")
+
+        shown = "; ".join(" = ".join(short(classnames[k]) for k in g) + f" (classes {', '.join(map(str, g))})"
+                          for g in groups[:5])
+        warnings.warn(f"the class names {shown}{'; ...' if len(groups) > 5 else ''} are one text to the model's "
+                      "tokenizer in every prompt (cut at its context length, or unknown characters), so they get one "
+                      "zero-shot weight and only the first of each is ever predicted: rename them, or use a model "
+                      "whose tokenizer tells them apart", RepeatedClassNamesWarning, stacklevel=3)
+
+
 def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Sequence[str], batch_size: int = 256,
                      device=None, cache: bool = True, cache_dir: str | os.PathLike | None = None,
                      progress: bool = False, encode_text_fn=None) -> torch.Tensor:
@@ -146,6 +174,7 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
                 return weights.clone()
             if path.exists():  # one this process may not read, or damaged and not its to remove (another user's
                 path = None  # in a shared folder): left as it is, not overwritten
+    _warn_names_tokenized_alike(tokenizer, classnames, templates)
     texts = [fill_template(t, c) for c in classnames for t in templates]
     enc = encode_texts_sharded(model, tokenizer, texts, batch_size=batch_size, device=device, progress=progress,
                                desc="encoding class prompts", encode_fn=encode_text_fn)

@@ -276,14 +276,16 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
             places = [f"{path}, line {n}" for n, _ in numbered]
     if not out:
         raise DatasetError(f"no templates in {spec!r}")
-    from .zeroshot import fill_template
+    from .zeroshot import _has_a_field, fill_template
 
     for t, place in zip(out, places):
         if callable(t):
             continue
         if not isinstance(t, str):
             raise DatasetError(f"template {t!r} in {place} is not text")
-        if "{c}" not in t and "{}" not in t and "{0}" not in t:
+        if "{c}" not in t and "{}" not in t and "{0}" not in t and not _has_a_field(t):
+            # (a field of another form, "a {c!r}", is said below by what fill_template names: it was told it had
+            # no {c})
             raise DatasetError(f"{place}: template {t!r} has no '{{c}}' placeholder for the class name; "
                                f"add {{c}} where the class name goes (e.g. 'a photo of a {{c}}.')")
         try:  # filled as str.format fills it: other braces must be doubled

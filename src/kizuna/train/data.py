@@ -112,7 +112,8 @@ def build_loader(cfg, dataset, per_rank_batch: int, rank: int, world_size: int):
     fingerprint = dataset.fingerprint() if hasattr(dataset, "fingerprint") else None
     sampler = EpochSampler(len(dataset), per_rank_batch, rank=rank, world_size=world_size, seed=cfg.seed,
                            resampled=cfg.resampled, steps_per_epoch=steps, data_fingerprint=fingerprint)
-    if len(sampler) == 0:
+    if len(sampler) == 0 or len(dataset) < per_rank_batch * world_size:  # resampled too: its batches of distinct
+        # samples then repeat some (one sample: every batch four copies of one pair, and nothing trained)
         raise ValueError(
             f"{cfg.data}: {len(dataset)} samples do not fill one global batch of {per_rank_batch * world_size}; "
             "lower --batch-size"
