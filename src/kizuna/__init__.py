@@ -141,10 +141,11 @@ def get_preprocess(model_or_cfg=None, train: bool = False, **train_overrides):
         cfg = obj.preprocess
     elif isinstance(obj, VisionConfig):
         raise ValueError(
-            "this VisionTransformer (or VisionConfig) carries no preprocessing (a ViT loaded with "
-            "kizuna.create_model(path) carries its checkpoint's): pass the dict its checkpoint stores, "
-            "kizuna.get_preprocess(kizuna.analysis.report.read_extra(path)['preprocess']), or for a fresh ViT "
-            "kizuna.get_preprocess(kizuna.train.supervised.vit_preprocess(model.cfg.image_size))")
+            "this VisionTransformer (or VisionConfig) carries no preprocessing: a ViT that kizuna's trainers "
+            "saved carries theirs when loaded with kizuna.create_model(path), and this one was created in Python "
+            "or saved from such a one (kizuna.save_model keeps what a model carries). Pass a preprocess dict: "
+            "kizuna.get_preprocess(kizuna.train.supervised.vit_preprocess(model.cfg.image_size)) is the trainers' "
+            "(mean = std = 0.5, bicubic), or your own {'image_size', 'mean', 'std'}")
     else:
         got = repr(model_or_cfg) if isinstance(model_or_cfg, (str, os.PathLike)) else type(model_or_cfg).__name__
         raise TypeError("get_preprocess takes a ClipModel, a ClipConfig, a preprocess dict, a preset name or a "

@@ -219,8 +219,11 @@ def model_fingerprint(module: torch.nn.Module) -> tuple:
     tensors = list(module.parameters()) + list(module.buffers())
     with torch.no_grad():
         sums = torch.stack([_checksums(t) for t in tensors]).tolist() if tensors else []
+    # (a model created under torch.inference_mode() holds inference tensors, which have no version counter: reading
+    # it raised "Inference tensors do not track version counter"; their checksums still see a change)
     return (id(module), module_structure(module)) + tuple(
-        (t.data_ptr(), t._version, tuple(t.shape), str(t.dtype), tuple(total)) for t, total in zip(tensors, sums))
+        (t.data_ptr(), -1 if t.is_inference() else t._version, tuple(t.shape), str(t.dtype), tuple(total))
+        for t, total in zip(tensors, sums))
 
 
 def content_hash(module: torch.nn.Module, extra: str = "") -> str:

@@ -290,8 +290,12 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     if cfg.tokenizer not in ("model", "", "clip_bpe", "train"):
         raise ValueError(f"--tokenizer must be model (the model's own), clip_bpe or train, got {cfg.tokenizer!r}")
     if cfg.text_tower == "minilm" and cfg.tokenizer not in ("model", ""):
-        raise ValueError(f"--tokenizer {cfg.tokenizer}: the MiniLM text tower reads its own WordPiece ids; "
-                         "drop --tokenizer (or use --text-tower model)")
+        # a config's value (`--config demo --text-tower minilm`: the demo learns a BPE) was not typed, and "drop
+        # --tokenizer" left the user nothing to drop
+        typed = "tokenizer" in overrides
+        raise ValueError(f"--tokenizer {cfg.tokenizer}{'' if typed else ' (set by the config)'}: the MiniLM text "
+                         "tower reads its own WordPiece ids; "
+                         + ("drop --tokenizer" if typed else "add --tokenizer model") + " (or use --text-tower model)")
     if not 0.0 <= cfg.patch_dropout < 1.0:  # 1.5 kept one patch per image, a negative share none were dropped
         raise ValueError(f"--patch-dropout is the share of patches dropped while training, in [0, 1); got "
                          f"{cfg.patch_dropout}")

@@ -35,10 +35,10 @@ from pathlib import Path
 from kizuna.apps.common import check_out_outside_data, check_writable, folder_path, model_spec
 from kizuna.models.checkpoint import atomic_write_text
 
-# `kizuna vit finetune` defaults (the paper's fine-tuning recipe, scaled to small runs).
-FINETUNE_DEFAULTS = dict(optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_steps=100, epochs=10.0,
-                         image_size=0, randaug_ops=0, mixup=0.0, cutmix=0.0, label_smoothing=0.0,
-                         out="runs/vit-finetune")
+from .supervised import FINETUNE_RECIPE
+
+# `kizuna vit finetune` defaults: the recipe a config with an init gets (kizuna.train.supervised), and its --out
+FINETUNE_DEFAULTS = dict(FINETUNE_RECIPE, out="runs/vit-finetune")
 # The SupervisedConfig fields `vit augment` reads: the data, the augmentation recipe, where to write.
 AUGMENT_FIELDS = ("data", "data_split", "classnames", "subset_fraction", "subset_seed", "image_size", "crop",
                   "crop_scale", "crop_padding", "hflip", "randaug_ops", "randaug_magnitude", "mixup", "cutmix",
