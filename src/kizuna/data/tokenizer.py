@@ -43,9 +43,9 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, p
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
-try:  # OpenAI cleans with ftfy when it is installed; so do we.
+try:  # OpenAI cleans with ftfy (and imports it unconditionally); so do we, and say so where it is missing
     import ftfy
-except ImportError:  # pragma: no cover - depends on the environment
+except ImportError:  # a --no-deps install: clean_text refuses a text that ftfy would change, rather than give other ids
     ftfy = None
 
 try:  # OpenAI collapses whitespace with the `regex` module, whose \s differs slightly from `re`'s.
@@ -112,8 +112,14 @@ _PLAIN_TEXT = _FTFY_NOOP
 
 
 def clean_text(text: str) -> str:
-    """OpenAI's cleaning: ftfy (if installed), html-unescape twice, collapse whitespace, strip, lower-case."""
-    if ftfy is not None and not _FTFY_NOOP.fullmatch(text):
+    """OpenAI's cleaning: ftfy, html-unescape twice, collapse whitespace, strip, lower-case."""
+    if not _FTFY_NOOP.fullmatch(text):
+        if ftfy is None:  # without it "cafÃ© au lait" was 9 tokens, not OpenAI's 6, and nothing said so
+            from kizuna.extras import MissingExtra
+
+            raise MissingExtra(f"cleaning the text {text[:40]!r} as OpenAI's CLIP tokenizer does needs the ftfy "
+                               "package (a kizuna dependency, missing here: a --no-deps install?): "
+                               "pip install 'ftfy>=6'")
         text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return (_ASCII_WHITESPACE if text.isascii() else _WHITESPACE).sub(" ", text).strip().lower()

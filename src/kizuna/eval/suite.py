@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kizuna.apps.common import check_out_outside_data, check_writable, home_path, json_safe
-from kizuna.models.checkpoint import atomic_write_text, save_figure
+from kizuna.models.checkpoint import atomic_write_text, drawn, save_figure
 
 from .datasets import DatasetError, in_suite_words, is_file_argument, is_one_template, with_caller_flags
 from .encode import is_main
@@ -491,9 +491,8 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
                        "classnames_source": ds.classnames_source}
             details.pop("metrics")
             if out_dir and is_main():
-                p = res.plot_confusion(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__confusion.png"),
-                                       model=who)
-                details["plots"] = [p.name]
+                details["plots"] = drawn(res.plot_confusion, ctx.plot_path(
+                    out_dir, f"{stem}__{_slug(ds.name)}__confusion.png"), _NUMBERS_KEPT, model=who)
             metrics = res.metrics
             name = ds.name
         elif task == "zeroshot_retrieval":
@@ -527,9 +526,9 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             details = {"split": test.split, "train_split": train.split, **res.to_dict()}
             details.pop("metrics")
             if out_dir and is_main():
-                p = res.plot(ctx.plot_path(out_dir, f"{stem}__{_slug(test.name)}__zeroshot_vs_probe.png"),
-                             title=f"{r.get('name') or r['model']} on {test.name}")
-                details["plots"] = [p.name]
+                details["plots"] = drawn(res.plot, ctx.plot_path(
+                    out_dir, f"{stem}__{_slug(test.name)}__zeroshot_vs_probe.png"), _NUMBERS_KEPT,
+                    title=f"{r.get('name') or r['model']} on {test.name}")
             metrics, name = res.metrics, test.name
         elif task == "robustness":
             ds = ctx.dataset(r, split, "classification")
@@ -542,9 +541,8 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
             details = {"split": ds.split, **res.to_dict()}
             details.pop("metrics")
             if out_dir and is_main():
-                p = res.plot(ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__robustness.png"),
-                             model=who)
-                details["plots"] = [p.name]
+                details["plots"] = drawn(res.plot, ctx.plot_path(out_dir, f"{stem}__{_slug(ds.name)}__robustness.png"),
+                                         _NUMBERS_KEPT, model=who)
             metrics, name = res.metrics, ds.name
         elif task == "typographic":
             ds = ctx.dataset(r, split, "classification")
@@ -726,6 +724,9 @@ def short_spec(spec: str) -> str:
     return Path(spec).name or spec
 
 
+_NUMBERS_KEPT = "; the numbers are in results.json"
+
+
 def _robustness_scatter(records: list[dict], path: Path) -> Path | None:
     def label(r: dict) -> str:
         # the model's name, and which checkpoint where two runs' names agree (two of "ViT-mu-8" read alike)
@@ -790,7 +791,8 @@ def write_results(records: list[dict], out_dir) -> Path:
     # on another dataset left its confusion PNG beside results that no longer named it (a user's own files,
     # which no results.json lists, stay)
     stale = unlisted_plots(out, {p for r in records for p in (r.get("details") or {}).get("plots", [])})
-    p = _robustness_scatter(records, out / "robustness_scatter.png")
+    scatter = drawn(lambda path: _robustness_scatter(records, path), out / "robustness_scatter.png", _NUMBERS_KEPT)
+    p = out / scatter[0] if scatter else None
     text = markdown_report(records)
     if p is not None:
         text += f"\n![clean vs shifted]({p.name})\n"

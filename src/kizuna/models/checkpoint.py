@@ -191,6 +191,21 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     return path
 
 
+def drawn(plot, path: str | Path, note: str = "", **kwargs) -> list[str]:
+    """``[name]`` of the figure ``plot(path, **kwargs)`` drew (``[]`` where it returned None: none to draw), or
+    ``[]`` with a warning (``note`` after it) where drawing failed: without matplotlib, or with a broken one,
+    `eval --out` printed its tables and then ended in a traceback with no results.json, and `kizuna demo` trained
+    and then wrote no REPORT.md. The numbers do not need the figure."""
+    try:
+        made = plot(path, **kwargs)
+    except Exception as e:  # noqa: BLE001 - matplotlib can fail in many ways (missing, a broken backend or font)
+        import warnings
+
+        warnings.warn(f"could not draw {path} ({type(e).__name__}: {e}){note}", RuntimeWarning, stacklevel=2)
+        return []
+    return [] if made is None else [Path(made).name]
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write` of a text file (results.json and the like: rewritten in place, a full disk or a kill
     mid-write left a cut-off file where the complete one had been), in UTF-8 whatever the locale (a class named

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from kizuna.models.checkpoint import atomic_write_text, save_figure
+from kizuna.models.checkpoint import atomic_write_text, drawn, save_figure
 
 from .logging import read_metrics
 
@@ -230,14 +230,14 @@ def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: f
     evals = read_metrics(out / "metrics.jsonl", "eval")
     if steps_run is None:
         steps_run = rows[-1]["step"] if rows else 0
-    figs = []
+    figs, kept = [], "; REPORT.md is written without it"
     if rows:
-        figs.append(plot_loss(rows, out / "loss.png"))
+        figs += drawn(lambda path: plot_loss(rows, path), out / "loss.png", kept)
     if evals:
-        figs.append(plot_eval(evals, [("probe/shape", "shape"), ("probe/colour", "colour"),
-                                      ("probe/unseen_combos", "unseen colour x shape"), ("probe/counting", "counting")],
-                              out / "zeroshot_over_training.png"))
-    figs.append(plot_predictions(model, tokenizer, out / "predictions.png"))
+        keys = [("probe/shape", "shape"), ("probe/colour", "colour"), ("probe/unseen_combos", "unseen colour x shape"),
+                ("probe/counting", "counting")]
+        figs += drawn(lambda path: plot_eval(evals, keys, path), out / "zeroshot_over_training.png", kept)
+    figs += drawn(lambda path: plot_predictions(model, tokenizer, path), out / "predictions.png", kept)
     # the first logging window includes warm-up (compilation, first allocations): leave it out when there are more
     rates = sorted(r["samples_per_s"] for r in (rows[1:] or rows) if "samples_per_s" in r)
     speed = (f", median {rates[len(rates) // 2]:.0f} pairs/s" if rates
@@ -263,7 +263,7 @@ def write_demo_report(out: Path, model, tokenizer, final: dict, train_seconds: f
         "attack are findings, not targets: CLIP-style models are known to count poorly, to treat captions "
         "as bags of words, and to read text in images.", "",
         "## Figures", "",
-        *[f"![{p.stem}]({p.name})" for p in figs],
+        *[f"![{Path(name).stem}]({name})" for name in figs],
     ]
     path = out / "REPORT.md"
     atomic_write_text(path, "\n".join(text) + "\n")

@@ -643,15 +643,15 @@ class Trainer(ABC):
         a failure to draw only warns: the run itself is done."""
         if not self.dist.is_main:
             return
-        try:
-            from .report import plot_curves
+        from kizuna.models.checkpoint import drawn
 
-            path = plot_curves(self.out)
-        except Exception as e:  # noqa: BLE001 - matplotlib can fail in many ways; the checkpoints are written
-            warnings.warn(f"could not draw {self.out / 'curves.png'} ({type(e).__name__}: {e})", stacklevel=2)
-            return
-        if path is not None:  # a batch job's log (--progress false) too: it never named the figure
-            print(f"curves: {path}", file=sys.stderr)
+        def curves(path):
+            from .report import plot_curves  # (matplotlib: a failed import only warns too)
+
+            return plot_curves(path.parent)
+
+        if drawn(curves, self.out / "curves.png"):  # a batch job's log (--progress false) too: it never named it
+            print(f"curves: {self.out / 'curves.png'}", file=sys.stderr)
 
     def _loop(self) -> dict:
         cfg, budget = self.cfg, self.budget
