@@ -261,6 +261,7 @@ def test_the_logged_loss_is_the_mean_over_ranks_and_steps(monkeypatch):
     stub = SimpleNamespace(
         dist=SimpleNamespace(enabled=True, world_size=2, is_main=True), device=torch.device("cpu"),
         window_record=lambda sums: ({}, {}), step_lr=1e-3, epoch=0, step=2, cfg=SimpleNamespace(progress=True),
+        logged_losses=[],
         total_steps=10, planned=True, logger=SimpleNamespace(log=lambda step, rec: logged.append(rec)),
         _check_the_folder_is_still_ours=lambda: None)
     window = trainer_mod.LogWindow()

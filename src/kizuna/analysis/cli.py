@@ -14,7 +14,8 @@ is analysed. Every action writes PNG figure(s) plus a JSON of the numbers to --o
   kizuna analyze compare-runs RUN RUN ... --panel-by subset_fraction --colour-by model --out fig/
 
 Numbers: filters.json (explained variance per component), positions.json (row/column similarity
-score: `row_column_ratio` > 1 means rows and columns show up in the embeddings),
+score: `row_column_ratio` > 1 means patches sharing a row or column are more alike, locality included;
+`row_column_excess_at_equal_distance` > 0 means rows and columns beyond locality),
 attention_distance.json (mean attention distance in pixels per layer and head, with the
 uniform-attention level), rollout.json (the rollout map), predict.json (class probabilities);
 `all` also writes report.json with every section; over_training.json has, per checkpoint, the
@@ -52,7 +53,8 @@ ACTION_DOCS = {
                 "filters.json (explained variance per component).",
                 "kizuna analyze filters runs/cifar-s4/model --out fig/"),
     "positions": ("positions.png (each patch position's cosine similarity to every other) and positions.json "
-                  "(row_column_ratio > 1: rows and columns show up in the embeddings).",
+                  "(row_column_ratio > 1: patches sharing a row or column are more alike, locality included; "
+                  "row_column_excess_at_equal_distance > 0: rows and columns beyond locality).",
                   "kizuna analyze positions runs/cifar-s4/model --out fig/"),
     "attention-distance": ("attention_distance.png and attention_distance.json: mean attention distance in pixels "
                            "per layer and head, with the uniform-attention level.",
@@ -297,6 +299,7 @@ def run(args):
     if cmd == "all":
         summary = {"figures": numbers["figures"],
                    "row_column_ratio": numbers["positions"]["row_column_ratio"],
+                   "row_column_excess_at_equal_distance": numbers["positions"]["row_column_excess_at_equal_distance"],
                    "attention_distance_per_layer": numbers["attention_distance"]["per_layer_mean"]}
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)  # stdout is the JSON alone (`| jq` failed on "Extra data")

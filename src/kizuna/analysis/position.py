@@ -81,7 +81,15 @@ def row_column_score(sim: Tensor, grid: int | Sequence[int]) -> dict[str, float]
         * ``ratio``: ``(1 + line) / (1 + other)``, the ratio of the mean similarities after
           shifting cosine similarity from ``[-1, 1]`` to ``[0, 2]`` (so it stays finite when
           ``other`` is near 0). ``> 1`` means patches in the same row/column are more
-          alike than the rest; ``≈ 1`` means no row/column structure.
+          alike than the rest; ``≈ 1`` means neither rows/columns nor locality: pairs sharing a
+          line are closer on average than the others, so an embedding whose similarity falls
+          with straight-line distance alone scores about 1.2 on an 8 x 8 grid;
+        * ``equal_distance_line`` / ``equal_distance_other``: mean similarity of pairs sharing a
+          row or column / sharing neither, at the same straight-line distance (offsets (0, 5) and
+          (3, 4), (0, 10) and (6, 8), ...: whole distances that both kinds reach in the grid),
+          averaged over those distances; ``equal_distance_excess``, their difference: rows and
+          columns with locality taken out (``≈ 0`` for similarity by distance alone, ``> 0`` for
+          row/column structure). ``nan`` on grids too small for such a pair (under 5 x 6).
 
         A key is ``nan`` when the grid has no such pair (e.g. ``same_row`` for ``w == 1``).
     """
@@ -107,6 +115,18 @@ def row_column_score(sim: Tensor, grid: int | Sequence[int]) -> dict[str, float]
         "line": mean((same_r | same_c) & ~eye),
     }
     out["ratio"] = (1.0 + out["line"]) / (1.0 + out["other"])
+    # the same contrast at equal straight-line distance (the ratio above also counts locality: see the docstring)
+    dr, dc = (r[:, None] - r[None, :]).abs(), (c[:, None] - c[None, :]).abs()
+    squared, on_line = dr * dr + dc * dc, (dr == 0) | (dc == 0)
+    lines, others = [], []
+    for d in range(1, max(h, w)):
+        at = squared == d * d
+        if bool((at & on_line).any()) and bool((at & ~on_line).any()):
+            lines.append(mean(at & on_line))
+            others.append(mean(at & ~on_line))
+    out["equal_distance_line"] = sum(lines) / len(lines) if lines else float("nan")
+    out["equal_distance_other"] = sum(others) / len(others) if others else float("nan")
+    out["equal_distance_excess"] = out["equal_distance_line"] - out["equal_distance_other"]
     return out
 
 

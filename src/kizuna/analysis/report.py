@@ -391,7 +391,8 @@ def positions_report(target: AnalysisTarget, out: str | Path) -> dict:
     by_distance = [float(s[dist == d].mean()) for d in range(1, int(dist.max()) + 1)]
     return _write(out, "positions", {
         "grid": list(grid), "num_prefix_tokens": cfg.num_prefix_tokens, "row_column": score,
-        "row_column_ratio": score["ratio"], "similarity_by_manhattan_distance": by_distance,
+        "row_column_ratio": score["ratio"], "row_column_excess_at_equal_distance": score["equal_distance_excess"],
+        "similarity_by_manhattan_distance": by_distance,
         "figure": "positions.png",
     }, model=target.source)
 

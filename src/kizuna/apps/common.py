@@ -124,6 +124,25 @@ def _real_path(path):
     return Path(os.path.realpath(os.path.expanduser(str(path))))
 
 
+def parts_below(path, folder) -> tuple[str, ...] | None:
+    """The parts of ``path`` below ``folder`` (``()`` for the folder itself), or None where it is not inside it.
+    Real paths (:func:`_real_path`) compared by the file system's identity where both exist: on a case-insensitive
+    one (macOS, Windows) `base` and `Base` are one folder, and comparing the text let `vit finetune base/model
+    --out Base` replace its own starting model; by text where either is missing."""
+    import os
+
+    path, folder = _real_path(path), _real_path(folder)
+    for up in (path, *path.parents):
+        if up == folder:
+            return path.parts[len(up.parts):]
+        try:
+            if os.path.samefile(up, folder):
+                return path.parts[len(up.parts):]
+        except OSError:  # one of them does not exist (yet)
+            continue
+    return None
+
+
 def check_start_outside_out(out, flag: str, model) -> None:
     """The model a run starts from (``flag``: how the user named it, "--model", "the checkpoint to fine-tune")
     neither ``out`` itself nor inside what a run there moves or writes (OUT/checkpoints*, OUT/model*). A run there
@@ -135,12 +154,10 @@ def check_start_outside_out(out, flag: str, model) -> None:
 
     if not out or not str(out).strip() or not model or not os.path.exists(os.path.expanduser(str(model))):
         return
-    real_out, real_model = _real_path(out), _real_path(model)
+    below = parts_below(model, out)
     # where a run moves or writes: OUT/checkpoints* and OUT/model* (a model elsewhere in OUT, e.g. OUT/pretrained,
     # is left alone by the run and fine)
-    inside = real_out in real_model.parents and real_model.relative_to(real_out).parts[0].startswith(
-        ("checkpoints", "model"))
-    if real_model == real_out or inside:
+    if below is not None and (not below or below[0].startswith(("checkpoints", "model"))):
         raise ValueError(f"the model to start from ({flag}: {model}) is inside --out {out}: a run there sets that "
                          "folder's checkpoints aside and writes its own model there, over the one it started from "
                          "(a second run deletes the first's set-aside copy); choose another --out (e.g. a new "
@@ -160,16 +177,15 @@ def check_out_outside_data(out, flag: str, data, out_flag: str = "--out") -> Non
 
     if not out or not str(out).strip():
         return
-    real_out = _real_path(out)
     for given in ([data] if isinstance(data, (str, os.PathLike)) else list(data or ())):
         # os.path.isdir: a `::` list of shards is one long string, which Path.is_dir raised on (ENAMETOOLONG)
         if not given or not str(given).strip() or not os.path.isdir(os.path.expanduser(str(given))):
             continue
-        real_data = _real_path(given)
-        if real_out == real_data or real_data in real_out.parents:
-            if any(part.startswith(".") for part in real_out.relative_to(real_data).parts):
+        below = parts_below(out, given)
+        if below is not None:
+            if any(part.startswith(".") for part in below):
                 continue
-            where = f"is {flag} {given} itself" if real_out == real_data else f"is inside {flag} {given}"
+            where = f"is {flag} {given} itself" if not below else f"is inside {flag} {given}"
             raise ValueError(f"{out_flag} {out} {where}: what is written there would be read back as data "
                              f"by the next run (a new class folder, extra images); choose another {out_flag}, "
                              f"outside {given}")

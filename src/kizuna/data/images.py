@@ -107,7 +107,10 @@ def walk_folder(root: str | Path):
     seen = {top}
 
     def walked_anyway(real: str) -> bool:  # inside root, by a path the walk does not skip
-        rel = os.path.relpath(real, top)
+        try:
+            rel = os.path.relpath(real, top)
+        except ValueError:  # on another drive (Windows: a class folder linked from D: into C:), so outside root
+            return False
         return rel != ".." and not rel.startswith(".." + os.sep) and not any(
             part.startswith(".") or part in SKIPPED_FOLDERS for part in rel.split(os.sep) if part != ".")
 

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kizuna.apps.common import check_out_outside_data, check_writable, home_path, json_safe
+from kizuna.apps.common import check_out_outside_data, check_writable, home_path, json_safe, parts_below
 from kizuna.models.checkpoint import atomic_write_text, drawn, save_figure
 
 from .datasets import DatasetError, in_suite_words, is_file_argument, is_one_template, with_caller_flags
@@ -112,7 +112,9 @@ def _read_suite(path):
             raise ValueError(f"{path}: define SUITE = [...] (or {{'runs': [...]}}) or a function suite()")
     else:
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
+            # bytes: json detects a byte-order mark (UTF-8's, or UTF-16 as PowerShell 5.1's `>` writes), which
+            # Windows tools put at the start ("not valid JSON (Unexpected UTF-8 BOM)", "not a text file")
+            obj = json.loads(path.read_bytes())
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
         except RecursionError:  # [[[[... nested 100000 deep: a traceback out of the JSON decoder
@@ -424,7 +426,7 @@ def _probe_splits(r: dict, ctx: "_Context"):
     except DatasetError as e:
         raise DatasetError(with_caller_flags(e, "--train-split")) from None
     test = ctx.dataset(r, r.get("split"), "classification")
-    if os.path.realpath(test.source) == os.path.realpath(train.source):  # (a path spelt two ways is one file)
+    if parts_below(test.source, train.source) == ():  # (a path spelt two ways, `Pets` and `pets` on macOS: one)
         raise DatasetError(f"{r['dataset']}: the linear probe needs separate train and test splits "
                            f"(found only {test.source})" + ("; a CSV is one split: for the training CSV pass "
                                                             "--train-split FILE.csv" if test.layout == "csv" else ""))

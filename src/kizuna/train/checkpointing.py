@@ -97,6 +97,8 @@ def swap_folder_in(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # the old one, now under the temporary name
         return
     old = make_temp_folder(final.parent, f".{final.name}.old.")
+    os.rmdir(old)  # a free name: Windows refuses to replace an existing folder (the second better best/ stopped a
+    # run with "Access is denied"); POSIX replaces an empty one
     os.replace(final, old)
     try:
         os.replace(tmp, final)

@@ -120,7 +120,7 @@ def load_config_file(name_or_path: str, config_cls=None) -> dict:
                          "or a .json file of settings (a run's train_config.json)")
     if path.suffix == ".json":
         try:
-            values = json.loads(path.read_text(encoding="utf-8"))
+            values = json.loads(path.read_bytes())  # (bytes: with a byte-order mark, UTF-8's or UTF-16, too)
         except (ValueError, RecursionError) as e:  # JSONDecodeError is one; nested thousands deep, the other
             raise ValueError(f"config {str(path)!r}: not JSON ({e})") from None
         if not isinstance(values, dict):
@@ -792,7 +792,9 @@ def _model_is_a_checkpoint(flags, args, base: dict | None = None) -> bool:
     model = getattr(args, "model", None) if "model" in flags else (base or {}).get("model")
     if model is None and getattr(args, "config", None):
         model = load_config_file(args.config).get("model")
-    return isinstance(model, str) and bool(model.strip()) and Path(model).expanduser().exists()
+    from kizuna.apps.common import is_preset_spec
+
+    return isinstance(model, str) and bool(model.strip()) and not is_preset_spec(os.path.expanduser(model))
 
 
 def is_a_runs_record(config) -> bool:
@@ -803,7 +805,7 @@ def is_a_runs_record(config) -> bool:
     if path.suffix != ".json":
         return False
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError):
         return False
     # (runs before precision_used was recorded, 2026-12-05: a record holds every setting)

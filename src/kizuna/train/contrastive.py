@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import kizuna
+from kizuna.apps.common import is_preset_spec
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import check_override_types, follow_overrides, refuse_a_vision_head
@@ -100,7 +101,8 @@ class ContrastiveTrainer(Trainer):
         # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
         if self.resume_from is not None:
             model = _clip_or_error(load_model(self.resume_from), str(self.resume_from))
-        elif Path(cfg.model).exists():
+        elif not is_preset_spec(cfg.model):  # (an empty folder named like the preset is not a checkpoint: as every
+            # other command reads it, it failed with "folder has no config.json")
             refuse_settings_a_checkpoint_fixes(cfg, self.named)
             model = _clip_or_error(load_model(cfg.model, act=cfg.act or None), cfg.model)
             cfg = self.cfg = scenes_at_model_size(cfg, model, self.named)
@@ -122,7 +124,7 @@ class ContrastiveTrainer(Trainer):
         self.model: ClipModel = model.to(self.device).train()
         # LiT locks a pretrained tower; one built from a preset is random, and locked it stays random (an ablation,
         # or a checkpoint forgotten: said once, the run goes on)
-        fresh = self.resume_from is None and not Path(cfg.model).exists()
+        fresh = self.resume_from is None and is_preset_spec(cfg.model)
         random_locked = [f"--lock-{tower}" for tower, locked in (("image", cfg.lock_image), ("text", cfg.lock_text))
                          if locked and fresh and not (tower == "text" and model.cfg.text.kind == "minilm")]
         if random_locked and self.dist.is_main:

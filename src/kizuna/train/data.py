@@ -145,14 +145,10 @@ def training_source_in(training_sources, evaluated: str) -> str | None:
     """The training source (a shard, CSV or folder) that is, holds or sits in the folder or file an evaluation
     reads, or None: a run evaluated on the split it trains on measures fit, not held-out accuracy (the linear
     probe refuses it; the trainers said nothing)."""
-    seen = os.path.realpath(os.path.expanduser(str(evaluated)))
-    for source in training_sources:
-        trained = os.path.realpath(os.path.expanduser(str(source)))
-        try:
-            common = os.path.commonpath([trained, seen])
-        except ValueError:  # another drive (Windows)
-            continue
-        if common in (trained, seen):
+    from kizuna.apps.common import parts_below
+
+    for source in training_sources:  # (by the file system's identity: `Pets` and `pets` on macOS are one folder)
+        if parts_below(source, evaluated) is not None or parts_below(evaluated, source) is not None:
             return str(source)
     return None
 
