@@ -134,3 +134,31 @@ def test_a_template_with_a_field_of_another_form_is_told_what_is_wrong():
             read_templates([template])
     with pytest.raises(DatasetError, match="has no '{c}' placeholder"):
         read_templates(["a photo"])
+
+
+def test_a_memory_hit_with_a_cache_folder_does_not_hash_the_tower_again(tmp_path, monkeypatch):
+    """The file's name (a SHA-256 of every weight) was computed before the memory cache was asked: a hit with
+    cache_dir cost more than reading the file."""
+    from kizuna.eval import classification
+
+    torch.manual_seed(0)
+    model = kizuna.create_model("ViT-mu-8").eval()
+    tok = kizuna.get_tokenizer(model)
+    calls = []
+    real = classification.content_hash
+    monkeypatch.setattr(classification, "content_hash", lambda *a, **k: calls.append(1) or real(*a, **k))
+    classification.clear_class_cache()
+    first = classification.class_embeddings(model, tok, ["cat", "dog"], ["a {c}"], cache_dir=tmp_path)
+    assert len(calls) == 1 and len(list(tmp_path.glob("classes-*.pt"))) == 1
+    for _ in range(3):
+        assert torch.equal(classification.class_embeddings(model, tok, ["cat", "dog"], ["a {c}"],
+                                                           cache_dir=tmp_path), first)
+    assert len(calls) == 1
+    for f in tmp_path.glob("classes-*.pt"):  # a file removed meanwhile is written again from the hit
+        f.unlink()
+    classification.class_embeddings(model, tok, ["cat", "dog"], ["a {c}"], cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("classes-*.pt"))) == 1 and len(calls) == 1
+    with torch.no_grad():  # other weights: another file
+        model.text.token_embed.weight.add_(1.0)
+    classification.class_embeddings(model, tok, ["cat", "dog"], ["a {c}"], cache_dir=tmp_path)
+    assert len(calls) == 2 and len(list(tmp_path.glob("classes-*.pt"))) == 2

@@ -50,6 +50,7 @@ __all__ = [
 
 _MEMORY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _MEMORY_CACHE_SIZE = 32
+_FILE_NAMES: "OrderedDict[tuple, Path]" = OrderedDict()  # (memory key, cache folder) -> the cache file's path
 _MEMORY_CACHE_LOCK = threading.Lock()
 # 2: the text tower's config is part of the key; 3: so are the filled prompts (a fix to filling "{{x}}" in a
 # template left the files keyed on the raw templates serving the old prompts' embeddings)
@@ -59,6 +60,7 @@ _CACHE_VERSION = 3
 def clear_class_cache() -> None:
     with _MEMORY_CACHE_LOCK:
         _MEMORY_CACHE.clear()
+        _FILE_NAMES.clear()
 
 
 def _tokenizer_id(tokenizer) -> str | None:
@@ -147,12 +149,22 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
         key = (model_fingerprint(text_module), text_config, tokenizer_id, tuple(classnames), tuple(templates),
                autocast)
         if cache_dir is not None:  # (without autocast, the files of earlier versions keep their names)
-            prompts = [fill_template(t, c) for c in classnames for t in templates]
-            digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames, templates,
-                                                prompts] + ([autocast] if autocast else [])).encode())
-            digest.update(content_hash(text_module, extra=repr(module_structure(text_module))).encode())
-            path = Path(cache_dir).expanduser() / f"classes-{digest.hexdigest()[:24]}.pt"  # (as the index cache's: a
-            # suite's "~/cache" was a folder named "~" in the working directory)
+            folder = Path(cache_dir).expanduser()  # (as the index cache's: a suite's "~/cache" was a folder named
+            # "~" in the working directory). The file's name hashes every weight (0.2 s for ViT-B/32's text tower):
+            # kept with the key, so that a suite's repeated hits (zero-shot, probe, robustness, typographic on one
+            # dataset) do not hash the tower again each time
+            with _MEMORY_CACHE_LOCK:
+                path = _FILE_NAMES.get((key, folder))
+            if path is None:
+                prompts = [fill_template(t, c) for c in classnames for t in templates]
+                digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames,
+                                                    templates, prompts] + ([autocast] if autocast else [])).encode())
+                digest.update(content_hash(text_module, extra=repr(module_structure(text_module))).encode())
+                path = folder / f"classes-{digest.hexdigest()[:24]}.pt"
+                with _MEMORY_CACHE_LOCK:
+                    _FILE_NAMES[(key, folder)] = path
+                    while len(_FILE_NAMES) > _MEMORY_CACHE_SIZE:
+                        _FILE_NAMES.popitem(last=False)
         with _MEMORY_CACHE_LOCK:  # threads: another's eviction between get and move_to_end raised KeyError
             hit = _MEMORY_CACHE.get(key)
             if hit is not None:
