@@ -101,6 +101,15 @@ def check_writable(out, folder_for: str | None = None) -> None:
         raise ValueError(f"--out {out}: {e.strerror or e}; choose another --out") from None
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {out}: cannot write in {folder}; choose another --out")
+    if getattr(os, "geteuid", lambda: -1)() == 0:  # root: access() says yes to every folder, and /proc/x failed
+        # after the work as a bare "[Errno 2] No such file or directory"; a folder made and removed says for sure
+        import tempfile
+
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".kizuna-probe-"))
+        except OSError as e:
+            raise PermissionError(f"--out {out}: cannot write in {folder} ({e.strerror or e}); choose another "
+                                  "--out") from None
     # the files written inside it (checkpoints/.step_0000001.XXXXXXXX/model.safetensors, figures' temp names) need
     # room below the path limit: a folder a little under it passed, and every write failed after the work
     try:
@@ -231,22 +240,55 @@ def switches_given_alone(parser, argv: list[str]) -> list[str]:
     and only before a word that is neither a switch word nor one mistyped (``--compile ture`` is still said)."""
     import argparse
 
-    command = parser
-    for word in argv:  # the subcommand's parser: each word naming one of the current parser's subcommands
-        sub = next((a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command, start = parser, 0
+    for k, word in enumerate(argv):  # the subcommand's parser: each word naming one of the current parser's
+        sub = next((a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)  # subcommands
         if sub is not None and word in sub.choices:
-            command = sub.choices[word]
+            command, start = sub.choices[word], k + 1
     if not any(not a.option_strings and not isinstance(a, argparse._SubParsersAction) for a in command._actions):
         return argv
     switches = {flag for a in command._actions if getattr(a, "switch", False) for flag in a.option_strings}
+    alone = [i for i, word in enumerate(argv[:-1]) if word in switches and "--" not in argv[:i]
+             and not argv[i + 1].startswith("-") and not _switch_word_or_typo(argv[i + 1])]
+    # ... and only while the words left over fit the positionals: `vit eval MODEL --progress disabled` and
+    # `vit finetune --compile disabled MODEL` are a bad value (read as a switch alone, the value was "unrecognized
+    # arguments: disabled", or took MODEL's place and MODEL was unrecognized)
+    if alone and _free_words(command, argv[start:]) > _positional_slots(command):
+        return argv
     out = list(argv)
-    for i, word in enumerate(argv[:-1]):
-        if word == "--":
-            break
-        after = argv[i + 1]
-        if word in switches and not after.startswith("-") and not _switch_word_or_typo(after):
-            out[i] = f"{word}=true"
+    for i in alone:
+        out[i] = f"{argv[i]}=true"
     return out
+
+
+def _positional_slots(command) -> float:
+    import argparse
+
+    slots = 0.0
+    for a in command._actions:
+        if not a.option_strings and not isinstance(a, argparse._SubParsersAction):
+            slots += float("inf") if a.nargs in ("*", "+", argparse.REMAINDER) else (a.nargs if isinstance(a.nargs, int)
+                                                                                   else 1)
+    return slots
+
+
+def _free_words(command, words: list[str]) -> int:
+    """The words of a subcommand's ``words`` that no option takes (a switch's next word counted free)."""
+    takes = {flag: a for a in command._actions for flag in a.option_strings}
+    free, i = 0, 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            return free + len(words) - i - 1
+        if word.startswith("-") and len(word) > 1:
+            action = takes.get(word.split("=", 1)[0])
+            if action is not None and "=" not in word and not getattr(action, "switch", False) and action.nargs != 0:
+                i += 1 + (action.nargs if isinstance(action.nargs, int) else 1)  # (its value, or values)
+                continue
+        else:
+            free += 1
+        i += 1
+    return free
 
 
 def _switch_word_or_typo(word: str) -> bool:

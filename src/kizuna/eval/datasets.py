@@ -736,12 +736,16 @@ def _names_list(value, what: str):
 def load_dataset(path, split: str | None = None, *, task: str | None = None, dataset_name: str | None = None,
                  classnames=None, templates=None, max_samples: int = 0, image_column: str = "filepath",
                  label_column: str = "label", caption_column: str = "title",
-                 cache_dir: str | os.PathLike | None = None, unnamed=None) -> EvalDataset:
+                 cache_dir: str | os.PathLike | None = None, unnamed=None,
+                 refuse_columns: bool = False) -> EvalDataset:
     """Index an evaluation split (see the module docstring). ``task``: ``"classification"`` /
     ``"retrieval"`` (default: ``dataset_type.txt``, else what the samples carry). ``max_samples``: keep
     the first N usable samples (0 = all). ``unnamed``: ``f(dataset) -> (classnames, source)`` for a
     classification set whose classes are named nowhere (default: :class:`NoClassNamesError`); it gets the
-    dataset as indexed (`kizuna vit train` numbers the classes from its labels without indexing it again)."""
+    dataset as indexed (`kizuna vit train` numbers the classes from its labels without indexing it again).
+    ``refuse_columns``: a column name other than the default for a dataset that is no CSV is an error (a
+    command whose only data this is: the name was ignored without a word); off where the names are also another
+    dataset's (`vit train`'s training and validation data share them)."""
     if task not in (None, "classification", "retrieval"):
         raise ValueError(f"task must be 'classification' or 'retrieval', got {task!r}")
     max_samples = 0 if max_samples is None else max_samples  # None: all, as the suite and eval/training.py pass it
@@ -789,6 +793,16 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     outside = None  # ImageFolder rows counted as image_outside_class_folder, not again as missing_label
     folder_classes: list[str] | None = None
     csv_source = None  # where a CSV's class names came from
+    if not data.is_file() and refuse_columns:
+        # a CSV's column names: given for shards or a folder they were ignored without a word (the .cls labels
+        # scored for a --label-column the user asked for)
+        asked = [f"--{flag}-column {value}" for flag, value, default in (
+            ("image", image_column, "filepath"), ("label", label_column, "label"), ("caption", caption_column, "title"))
+            if value != default]
+        if asked:
+            raise DatasetError(f"{' and '.join(asked)}: {'they name' if len(asked) > 1 else 'it names'} a CSV's "
+                               f"column, and {data} is a folder (shards or images, whose labels and captions come "
+                               f"from their files); drop {'them' if len(asked) > 1 else 'it'}, or pass a CSV")
     if data.is_file():
         layout = "csv"
         index, task, labels_override, csv_classes, csv_source = _index_csv(
@@ -968,13 +982,13 @@ def _numbered(names) -> bool:
     return list(names) == [str(k) for k in range(len(names))]
 
 
-def load_under_classes(load, target: Sequence[str], dataset_of=lambda loaded: loaded):
+def load_under_classes(load, target: Sequence[str], dataset_of=lambda loaded: loaded, of: str = "the model"):
     """``load(classnames)``'s result for a split whose labels are to index ``target`` (a model's or training
     split's classes): ``load(target)``, except for an ImageFolder whose own classnames.txt names folders that
     name no class of ``target`` (numbers, wnids): ``load(None)``, for :func:`relabel_by_name` to match by name.
     Read under ``target``, such folders were its classes by position, or refused ("the class folders do not fit
     the class names from given list") where they were fewer. ``dataset_of`` picks the EvalDataset out of what
-    ``load`` returns."""
+    ``load`` returns. ``of``: whose classes ``target`` are, for the refusal of data with classes outside them."""
     try:
         loaded, error = load(list(target)), None
     except DatasetError as e:
@@ -989,6 +1003,18 @@ def load_under_classes(load, target: Sequence[str], dataset_of=lambda loaded: lo
         raise error from None
     if dataset_of(own).layout == "imagefolder" and own_classnames(dataset_of(own)):
         return own
+    # read by its own names, the data has classes ``target`` lacks: said so (the error of reading it under
+    # ``target`` blamed "the class names from given list", which the user never gave, and said to fix the labels)
+    names = list(dataset_of(own).classnames or ())
+    known = {str(name).strip().casefold() for name in target}
+    unknown = [name for name in names if str(name).strip().casefold() not in known]
+    if unknown:
+        shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        raise DatasetError(f"the data has {len(names)} classes (named by {dataset_of(own).classnames_source}), "
+                           f"{len(unknown)} of them not among {of}'s classes ({shown}); {of} has "
+                           f"{len(target)}: {', '.join(map(str, list(target)[:10]))}"
+                           f"{', ...' if len(target) > 10 else ''}. Evaluate on data of those classes only, or "
+                           "pass --classnames to name the data's labels otherwise") from None
     raise error
 
 

@@ -451,7 +451,7 @@ def load_validation(cfg, train_classnames: list[str], resumed: bool = False):
     try:
         # numbered or wnid folders: named by the split's own classnames.txt, not the training classes' order
         vindex, vnames, vset = load(cfg.classnames) if cfg.classnames else \
-            load_under_classes(load, train_classnames, dataset_of=lambda loaded: loaded[2])
+            load_under_classes(load, train_classnames, dataset_of=lambda loaded: loaded[2], of="the training set")
     except DatasetError as e:
         raise DatasetError(with_caller_flags(e, "--val-split")) from None
     except FileNotFoundError as e:  # "dataset not found: X" named no flag

@@ -262,7 +262,7 @@ def evaluate(args) -> int:
             warnings.simplefilter("ignore", RepeatedClassNamesWarning)
             return load_dataset(args.data, args.split, task="classification", classnames=classnames,
                                 max_samples=args.max_samples, image_column=args.image_column,
-                                label_column=args.label_column)
+                                label_column=args.label_column, refuse_columns=True)
 
     # numbered or wnid folders: named by the data's own classnames.txt, then matched by name below
     dataset = load(args.classnames) if args.classnames or not trained_on else load_under_classes(load, trained_on)
