@@ -101,3 +101,22 @@ def test_a_shard_sample_with_an_image_of_another_type_is_counted_as_such(tmp_pat
     report = idx.skips.report()
     assert report.startswith("skipped 5 samples: empty_caption=3 (e.g. ") and report.endswith(
         "), missing_image=1, unsupported_image=1")
+
+
+def test_a_resampled_run_saved_before_distinct_draws_resumes_with_its_own():
+    """A run started with per-rank draws with replacement, resumed after the change: its remaining batches are the
+    ones it would have drawn (a killed run resumes exactly), while a new run draws distinct samples."""
+    old_state = EpochSampler(50, 8, seed=3, resampled=True, steps_per_epoch=6).state_dict()
+    del old_state["resampled_draws"]  # as a state saved before the version was recorded
+    old_state["batches_consumed"] = 2
+    resumed = EpochSampler(50, 8, seed=3, resampled=True, steps_per_epoch=6)
+    resumed.load_state_dict(old_state)
+    resumed.set_epoch(0)
+    expected = [np.random.Generator(np.random.PCG64(np.random.SeedSequence([3, 0, 0, b, 0x5EED]))).integers(
+        0, 50, size=8).tolist() for b in (2, 3, 4, 5)]
+    assert [_ids(batch) for batch in resumed] == expected
+    assert resumed.state_dict()["resampled_draws"] == 1  # and saved again as such
+    fresh = EpochSampler(50, 8, seed=3, resampled=True, steps_per_epoch=6)
+    assert fresh.state_dict()["resampled_draws"] == 2
+    fresh.load_state_dict(fresh.state_dict())
+    assert fresh.resampled_draws == 2

@@ -64,6 +64,7 @@ import torch
 __all__ = ["EpochSampler", "IndexBatch", "describe_data_change", "with_undecoded_rows"]
 
 _M64 = (1 << 64) - 1
+RESAMPLED_DRAWS = 2  # the resampled draw's version, saved in a sampler's state (see EpochSampler.resampled_draws)
 _CONFIG_KEYS = ("num_samples", "batch_size", "world_size", "seed", "shuffle", "drop_last",
                 "resampled", "steps_per_epoch")
 
@@ -106,6 +107,9 @@ class EpochSampler(torch.utils.data.Sampler):
         self._consumed = 0
         self._resume = False  # a loaded position is waiting for its epoch to be iterated
         self._perm: tuple[int, np.ndarray] | None = None
+        # how resampled batches are drawn: 2, distinct samples in a global batch; 1, each rank's samples drawn one
+        # by one with replacement (a state saved before 2 carries no version: its run resumes with its own draws)
+        self.resampled_draws = RESAMPLED_DRAWS
 
     # ------------------------------------------------------------------ epoch layout
     @property
@@ -155,6 +159,9 @@ class EpochSampler(torch.utils.data.Sampler):
         if self.resampled:
             if self.steps_per_epoch is not None and not 0 <= b < self.steps_per_epoch:
                 raise IndexError(b)
+            if self.resampled_draws == 1:  # a run started before distinct draws: resumed exactly as it began
+                draw = _rng(self.seed, epoch, self.rank, b, 0x5EED)
+                return draw.integers(0, self.num_samples, size=self.batch_size).tolist()
             first = self.rank * self.batch_size
             return self._resampled_global_batch(epoch, b)[first:first + self.batch_size].tolist()
         if not 0 <= b < len(self):
@@ -227,6 +234,8 @@ class EpochSampler(torch.utils.data.Sampler):
     def state_dict(self) -> dict:
         state = {k: getattr(self, k) for k in _CONFIG_KEYS}
         state.update(epoch=self._epoch, batches_consumed=self._consumed, rank=self.rank)
+        if self.resampled:
+            state["resampled_draws"] = self.resampled_draws
         if self.data_fingerprint is not None:
             state["data_fingerprint"] = self.data_fingerprint
         return state
@@ -246,6 +255,7 @@ class EpochSampler(torch.utils.data.Sampler):
                             and consumed > len(self)):
             raise ValueError(f"batches_consumed={consumed} out of range")
         self._epoch, self._consumed, self._resume = int(state["epoch"]), consumed, True
+        self.resampled_draws = int(state.get("resampled_draws", 1)) if self.resampled else RESAMPLED_DRAWS
 
 
 # ---------------------------------------------------------------------------- data fingerprints
