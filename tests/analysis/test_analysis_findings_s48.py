@@ -42,4 +42,5 @@ def test_rows_and_columns_show_in_the_excess():
 def test_a_grid_too_small_for_equal_distances_says_nan():
     score = row_column_score(torch.eye(16), (4, 4))
     assert math.isnan(score["equal_distance_excess"]) and math.isfinite(score["ratio"])
-    assert not math.isnan(row_column_score(torch.eye(30), (5, 6))["equal_distance_excess"])  # (0, 5) and (3, 4)
+    assert not math.isnan(row_column_score(torch.eye(24), (4, 6))["equal_distance_excess"])  # (0, 5) and (3, 4)
+    assert math.isnan(row_column_score(torch.eye(25), (5, 5))["equal_distance_excess"])

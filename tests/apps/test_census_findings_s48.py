@@ -72,3 +72,43 @@ def test_an_out_root_cannot_create_is_refused_before_the_work():
 
     with pytest.raises(PermissionError, match=r"--out /proc/kizuna-x: cannot write in /proc \("):
         check_writable("/proc/kizuna-x", folder_for="results")
+
+
+def test_a_switch_alone_before_the_positional_with_a_list_flag_after_it():
+    """`analyze attention-distance --progress MODEL --images a.png b.png`: the second image was counted a
+    positional, and the switch's rewrite abandoned (MODEL became its value)."""
+    from kizuna.apps.cli import build_parser
+    from kizuna.apps.common import switches_given_alone
+
+    argv = ["analyze", "attention-distance", "--progress", "m.safetensors", "--images", "a.png", "b.png"]
+    assert switches_given_alone(build_parser(), argv)[2] == "--progress=true"
+    bad = ["analyze", "attention-distance", "m.safetensors", "--progress", "disabled", "--images", "a.png", "b.png"]
+    assert switches_given_alone(build_parser(), bad) == bad  # a bad value: argparse names it
+
+
+def test_a_suites_default_column_names_do_not_refuse_its_folder_runs(tmp_path, capsys):
+    """A suite's defaults are merged into every run: a column name meant for its CSV runs refused the whole suite
+    at its folder run."""
+    import json
+
+    data = _folder(tmp_path / "c2", ["cat", "dog"])
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"defaults": {"image_column": "path", "max_samples": 4},
+                                 "runs": [{"model": "ViT-mu-8", "dataset": str(data), "task": "zeroshot"}]}))
+    assert main(["eval", "suite", str(suite), "--no-progress"]) == 0
+
+
+def test_a_python_fine_tune_resumed_keeps_its_own_settings():
+    from kizuna.train.supervised import SupervisedConfig, make_supervised_config
+
+    resumed = make_supervised_config(init="runs/clip", resume="latest")
+    assert (resumed.optimizer, resumed.image_size) == (SupervisedConfig.optimizer, SupervisedConfig.image_size)
+
+
+def test_a_rejected_prompt_is_said_in_the_encodings_words():
+    from kizuna.eval.classification import class_embeddings
+
+    torch.manual_seed(0)
+    model = kizuna.create_model("ViT-mu-8")
+    with pytest.raises(ValueError, match=r"the tokenizer rejected the prompt '&nbsp;' \(empty class name or template"):
+        class_embeddings(model, kizuna.get_tokenizer(model), ["cat", "&nbsp;"], ["{c}"], cache=False)

@@ -17,4 +17,17 @@ def test_text_ftfy_would_change_is_refused_without_it(monkeypatch):
     with pytest.raises(MissingExtra, match=r"needs the ftfy package .* pip install 'ftfy>=6'"):
         tok(["café au lait".encode().decode("latin-1")])
     with pytest.raises(ValueError):  # (a one-line error on the command line)
-        tokenizer_module.clean_text("ﬁsh")
+        tokenizer_module.clean_text("ﬁsh", for_ids=True)
+
+
+def test_without_ftfy_the_uses_that_make_no_clip_ids_go_on(monkeypatch, tmp_path):
+    """The refusal is the CLIP BPE's: a ViT dataset with a class "crème brûlée" and a caption "fish & chips" were
+    refused too (the repeated-name check and the blank-caption filter clean text, and make no ids)."""
+    from kizuna.data.sources import build_index
+
+    monkeypatch.setattr(tokenizer_module, "ftfy", None)
+    assert tokenizer_module.clean_text("Crème  Brûlée") == "crème brûlée"
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "d.csv").write_text("filepath,title\na.png,fish & chips\n", encoding="utf-8")
+    index = build_index(str(tmp_path / "d.csv"), require="caption", check_files=False)
+    assert list(index.captions[0]) == ["fish & chips"]

@@ -125,3 +125,11 @@ def test_a_class_folder_linked_from_another_drive_is_read(tmp_path, monkeypatch)
 
     monkeypatch.setattr(os.path, "relpath", relpath)
     assert [p.name for p in list_images(tmp_path / "C" / "subset")] == ["a.png"]
+
+
+def test_templates_json_a_windows_tool_wrote_is_read(tmp_path):
+    from kizuna.eval.datasets import read_templates
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(["a photo of a {c}.", "a {c}"]), encoding="utf-16")
+    assert read_templates(str(path)) == ["a photo of a {c}.", "a {c}"]

@@ -20,13 +20,16 @@ from _tiny import tiny_config  # noqa: E402
 def test_the_logit_scale_stays_at_or_above_one(tmp_path, loss):
     """A learning rate of 10 drove a CLIP run's scale to 4e-18 (ln: -40): its features got no gradient and it
     went on at the loss of chance to its end. Started below the floor here, one step puts it on it."""
-    cfg = tiny_config(tmp_path / "run", steps=1, warmup_steps=1, loss=loss,
-                      model_overrides={"init_logit_scale": -3.0})
+    cfg = tiny_config(tmp_path / "run", steps=1, warmup_steps=1, loss=loss)
     trainer = ContrastiveTrainer(cfg)
+    with torch.no_grad():
+        trainer.model.logit_scale.fill_(-3.0)
     trainer.train()
     assert trainer.model.logit_scale.item() == 0.0
     if loss == "clip":  # and the ceiling is still there
         assert trainer.model.cfg.max_logit_scale == pytest.approx(math.log(100))
+    with pytest.raises(ValueError, match=r"init_logit_scale=-1.0: a scale under 1, which training raises"):
+        ContrastiveTrainer(tiny_config(tmp_path / "neg", loss=loss, model_overrides={"init_logit_scale": -1.0}))
 
 
 def test_a_divergence_names_the_checkpoint_before_the_loss_grew(tmp_path, monkeypatch):
@@ -68,8 +71,8 @@ def test_a_warmup_of_all_steps_but_one_is_warned_about(tmp_path):
     lr/2, lr, lr, and nothing was said (a warm-up of 3 was warned about)."""
     from kizuna.train.logging import read_metrics
 
-    with pytest.warns(UserWarning, match=r"the warm-up \(2 steps\) leaves one step of the run, at the peak, "
-                                         r"\(3 steps\): the learning rate never decays\. Lower --warmup-steps"):
+    with pytest.warns(UserWarning, match=r"the warm-up \(2 steps\) leaves one step of the run \(3 steps\), at the peak: "
+                                         r"the learning rate never decays\. Lower --warmup-steps"):
         ContrastiveTrainer(tiny_config(tmp_path / "a", steps=3, warmup_steps=2, lr=1e-3)).train()
     lrs = [r["lr"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl", "train")]
     assert lrs == pytest.approx([5e-4, 1e-3, 1e-3])  # what the warning says

@@ -89,7 +89,8 @@ def row_column_score(sim: Tensor, grid: int | Sequence[int]) -> dict[str, float]
           (3, 4), (0, 10) and (6, 8), ...: whole distances that both kinds reach in the grid),
           averaged over those distances; ``equal_distance_excess``, their difference: rows and
           columns with locality taken out (``≈ 0`` for similarity by distance alone, ``> 0`` for
-          row/column structure). ``nan`` on grids too small for such a pair (under 5 x 6).
+          row/column structure). ``nan`` on grids too small for such pairs (fewer than 6 patches
+          on the long side or 4 on the short: 5 x 5 has none, 4 x 6 has (0, 5) and (3, 4)).
 
         A key is ``nan`` when the grid has no such pair (e.g. ``same_row`` for ``w == 1``).
     """

@@ -166,7 +166,8 @@ def check_start_outside_out(out, flag: str, model) -> None:
     below = parts_below(model, out)
     # where a run moves or writes: OUT/checkpoints* and OUT/model* (a model elsewhere in OUT, e.g. OUT/pretrained,
     # is left alone by the run and fine)
-    if below is not None and (not below or below[0].startswith(("checkpoints", "model"))):
+    if below is not None and (not below or below[0].casefold().startswith(("checkpoints", "model"))):  # (Model is
+        # model on macOS)
         raise ValueError(f"the model to start from ({flag}: {model}) is inside --out {out}: a run there sets that "
                          "folder's checkpoints aside and writes its own model there, over the one it started from "
                          "(a second run deletes the first's set-aside copy); choose another --out (e.g. a new "
@@ -283,7 +284,12 @@ def _free_words(command, words: list[str]) -> int:
         if word.startswith("-") and len(word) > 1:
             action = takes.get(word.split("=", 1)[0])
             if action is not None and "=" not in word and not getattr(action, "switch", False) and action.nargs != 0:
-                i += 1 + (action.nargs if isinstance(action.nargs, int) else 1)  # (its value, or values)
+                if action.nargs in ("+", "*", "?"):  # as argparse: every word up to the next option (--images a b)
+                    i += 1
+                    while i < len(words) and not (words[i].startswith("-") and len(words[i]) > 1):
+                        i += 1
+                else:
+                    i += 1 + (action.nargs if isinstance(action.nargs, int) else 1)  # (its value, or values)
                 continue
         else:
             free += 1

@@ -111,9 +111,11 @@ _FTFY_NOOP = _stdre.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
 _PLAIN_TEXT = _FTFY_NOOP
 
 
-def clean_text(text: str) -> str:
-    """OpenAI's cleaning: ftfy, html-unescape twice, collapse whitespace, strip, lower-case."""
-    if not _FTFY_NOOP.fullmatch(text):
+def clean_text(text: str, for_ids: bool = False) -> str:
+    """OpenAI's cleaning: ftfy, html-unescape twice, collapse whitespace, strip, lower-case. ``for_ids``: the text
+    becomes CLIP BPE token ids, which without ftfy are not OpenAI's: refused where ftfy is missing (the other uses,
+    blank-caption filters and repeated-name checks, go on without it)."""
+    if not _FTFY_NOOP.fullmatch(text) and (ftfy is not None or for_ids):
         if ftfy is None:  # without it "cafÃ© au lait" was 9 tokens, not OpenAI's 6, and nothing said so
             from kizuna.extras import MissingExtra
 
@@ -435,7 +437,7 @@ class BpeTokenizer:
         else:
             plain_set = set(plain)
             other = [i for i in range(len(texts)) if i not in plain_set]
-            cleaned = [clean_text(texts[i]) for i in other]
+            cleaned = [clean_text(texts[i], for_ids=True) for i in other]
             flat_other, other_len = _flatten(self._encode_rust(cleaned))
             flat_plain, plain_len = self._encode_plain([texts[i] for i in plain])
             lengths = np.zeros(len(texts), dtype=np.int64)

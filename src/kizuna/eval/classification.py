@@ -112,8 +112,11 @@ def _warn_names_tokenized_alike(tokenizer, classnames: list[str], templates: lis
 
     if any(callable(t) for t in templates):
         return
-    groups = [g for g in same_prompts(tokenizer, classnames, templates)
-              if len({clean_text(classnames[k]) for k in g}) > 1]
+    try:
+        groups = [g for g in same_prompts(tokenizer, classnames, templates)
+                  if len({clean_text(classnames[k]) for k in g}) > 1]
+    except ValueError:  # a prompt the tokenizer rejects: the encoding below says which, in words of its own
+        return
     if groups:
         import warnings
 

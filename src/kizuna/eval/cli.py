@@ -20,6 +20,7 @@ See docs/EVALUATION.md (in kizuna's source repository) for what each metric mean
 from __future__ import annotations
 
 import argparse
+import os
 
 from kizuna.apps.common import (add_model_argument, add_progress_argument, add_threads_argument,
                                check_out_outside_data, check_writable, device_name, folder_path)
@@ -214,6 +215,13 @@ def _entry(args, task) -> dict:
         e["templates"] = template_arguments(e["templates"], args.dataset_name or default_dataset_name(args.dataset))
     if args.name:
         e["name"] = args.name
+    # a CSV's column flags for a folder, the command's only data, did nothing (a suite's defaults may name them for
+    # its CSV runs: not checked there); a training split given as a CSV file reads them
+    folder = os.path.isdir(os.path.expanduser(str(args.dataset)))
+    if folder and not str(getattr(args, "train_split", None) or "").lower().endswith((".csv", ".tsv")):
+        from .datasets import refuse_csv_columns
+
+        refuse_csv_columns(args.dataset, e["image_column"], e["label_column"], e["caption_column"])
     return e
 
 

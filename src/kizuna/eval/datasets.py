@@ -244,9 +244,10 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
             # a broken file failed naming no file ("Expecting value: line 2 column 1"), and null or a number as
             # a traceback from list(obj); a string was read letter by letter
             try:
-                obj = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is no JSON
+                obj = json.loads(path.read_bytes())  # bytes: a byte-order mark (UTF-8's, or UTF-16 as PowerShell
+                # writes it) read as json detects it
             except UnicodeDecodeError as e:
-                raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                raise DatasetError(f"{path}: not UTF-8 (or UTF-16) text ({e.reason} at byte {e.start})") from None
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{path}: not JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
             except RecursionError:
@@ -733,6 +734,20 @@ def _names_list(value, what: str):
     return list(value)
 
 
+def refuse_csv_columns(data, image_column: str = "filepath", label_column: str = "label",
+                       caption_column: str = "title") -> None:
+    """A CSV's column names given for ``data``, a folder (shards or images, whose labels and captions come from their
+    files), where it is a command's only data: they were ignored without a word (the .cls labels scored for a
+    --label-column the user asked for)."""
+    asked = [f"--{flag}-column {value}" for flag, value, default in (
+        ("image", image_column, "filepath"), ("label", label_column, "label"), ("caption", caption_column, "title"))
+        if value != default]
+    if asked:
+        raise DatasetError(f"{' and '.join(asked)}: {'they name' if len(asked) > 1 else 'it names'} a CSV's "
+                           f"column, and {data} is a folder (shards or images, whose labels and captions come "
+                           f"from their files); drop {'them' if len(asked) > 1 else 'it'}, or pass a CSV")
+
+
 def load_dataset(path, split: str | None = None, *, task: str | None = None, dataset_name: str | None = None,
                  classnames=None, templates=None, max_samples: int = 0, image_column: str = "filepath",
                  label_column: str = "label", caption_column: str = "title",
@@ -794,15 +809,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     folder_classes: list[str] | None = None
     csv_source = None  # where a CSV's class names came from
     if not data.is_file() and refuse_columns:
-        # a CSV's column names: given for shards or a folder they were ignored without a word (the .cls labels
-        # scored for a --label-column the user asked for)
-        asked = [f"--{flag}-column {value}" for flag, value, default in (
-            ("image", image_column, "filepath"), ("label", label_column, "label"), ("caption", caption_column, "title"))
-            if value != default]
-        if asked:
-            raise DatasetError(f"{' and '.join(asked)}: {'they name' if len(asked) > 1 else 'it names'} a CSV's "
-                               f"column, and {data} is a folder (shards or images, whose labels and captions come "
-                               f"from their files); drop {'them' if len(asked) > 1 else 'it'}, or pass a CSV")
+        refuse_csv_columns(data, image_column, label_column, caption_column)
     if data.is_file():
         layout = "csv"
         index, task, labels_override, csv_classes, csv_source = _index_csv(

@@ -372,8 +372,7 @@ class _Context:
                 r["dataset"], split=split, task=task, dataset_name=r.get("dataset_name"),
                 classnames=r.get("classnames"), templates=r.get("templates"), max_samples=max_samples,
                 image_column=r.get("image_column", "filepath"), label_column=r.get("label_column", "label"),
-                caption_column=r.get("caption_column", "title"), cache_dir=r.get("index_cache_dir"),
-                refuse_columns=True)
+                caption_column=r.get("caption_column", "title"), cache_dir=r.get("index_cache_dir"))
         return self.datasets[key]
 
 

@@ -376,9 +376,10 @@ def warn_if_warmup_fills_the_run(trainer) -> None:
     # the step after the warm-up is at the peak (the cosine starts there, OpenCLIP's convention): a warm-up of
     # all steps but one leaves no decay either
     if length and cfg.warmup_steps and cfg.warmup_steps >= length - 1 and trainer.dist.is_main:
-        what = ("lasts the whole run" if cfg.warmup_steps >= length else "leaves one step of the run, at the peak,")
-        warnings.warn(f"the warm-up ({cfg.warmup_steps} steps) {what} ({length} steps"
-                      + ("" if trainer.planned else ", its --steps cap") + "): the learning rate never decays"
+        run = f"({length} steps" + ("" if trainer.planned else ", its --steps cap") + ")"
+        what = (f"lasts the whole run {run}" if cfg.warmup_steps >= length else
+                f"leaves one step of the run {run}, at the peak")
+        warnings.warn(f"the warm-up ({cfg.warmup_steps} steps) {what}: the learning rate never decays"
                       + (" and never reaches --lr" if cfg.warmup_steps > length else "")
                       + ". Lower --warmup-steps", stacklevel=2)
 

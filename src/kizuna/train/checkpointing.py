@@ -689,7 +689,7 @@ def refuse_paths_read_elsewhere(restored: dict, started_in: str | None, path: Pa
     word where the files had the same names and keys (CLIP_benchmark's and img2dataset's keys start at 000000000 in
     every dataset). Refused where a restored setting names, from the folder the run started in, another file than
     from here; a run whose folder is gone (moved with its data) goes on, checked by its data fingerprint."""
-    if not started_in or not os.path.isdir(started_in) or os.path.realpath(started_in) == os.path.realpath("."):
+    if not started_in or not os.path.isdir(started_in) or _same_place(Path(started_in), Path(".")):
         return
     elsewhere = [f"--{name.replace('_', '-')} {flag_value(restored[name])}" for name in FILE_SETTINGS
                  if _names_other_files(restored.get(name), started_in)]
@@ -756,11 +756,16 @@ def same_evaluation_set(name: str, value, saved) -> bool:
     if value == saved:
         return True
     if isinstance(value, str) and isinstance(saved, str) and value and saved:
-        try:
-            return Path(value).exists() and Path(saved).exists() and Path(value).resolve() == Path(saved).resolve()
-        except (OSError, RuntimeError):
-            return False
+        return _same_place(Path(value), Path(saved))
     return False
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    """Both exist and are one file or folder (by the file system's identity: `Runs/x` and `runs/x` on macOS)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except (OSError, RuntimeError):  # a loop of links, a path too long: not the same as far as can be told
+        return False
 
 
 def _as_json(value):
@@ -783,11 +788,7 @@ def _same_setting(name: str, value, saved) -> bool:
         return False
     if not str(value) or not str(saved):
         return False
-    a, b = Path(value).expanduser(), Path(saved).expanduser()
-    try:
-        return a.exists() and b.exists() and a.resolve() == b.resolve()
-    except (OSError, RuntimeError):  # a loop of links, a path too long: not the same as far as can be told
-        return False
+    return _same_place(Path(value).expanduser(), Path(saved).expanduser())
 
 
 def flag_value(value) -> str:

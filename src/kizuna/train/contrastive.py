@@ -67,6 +67,9 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
         # still loads: its bias shifts every logit alike.)
         raise ValueError(f"--model-overrides init_logit_bias={d['init_logit_bias']} is for the sigmoid loss; the "
                          "CLIP (softmax) loss uses no logit bias: leave init_logit_bias out or train with --loss siglip")
+    if d.get("init_logit_scale") is not None and d["init_logit_scale"] < 0:  # (raised to the floor after one step)
+        raise ValueError(f"--model-overrides init_logit_scale={d['init_logit_scale']}: a scale under 1, which "
+                         "training raises to 1 (ln 1 = 0, OpenCLIP's floor) after its first step; give 0 or more")
     refuse_a_vision_head(d)  # (as clip_config does: this merge goes around it)
     if cfg.context_length:
         d["text"]["context_length"] = cfg.context_length

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kizuna.apps.common import parts_below
 from kizuna.data.loader import check_epoch_gave_samples
 from kizuna.data.sources import SkipCounter
 from kizuna.data.transforms import TRAINING_PIXELS_VERSION
@@ -254,7 +255,8 @@ class Trainer(ABC):
     @property
     def resumes_another_run(self) -> bool:
         """Resumed from a checkpoint outside OUT/checkpoints (another run's folder, or OUT/checkpoints.prev)."""
-        return self.resume_from is not None and self.resume_from.resolve().parent != self.ckpt.dir.resolve()
+        # (by the file system's identity: `Runs/x` and `runs/x` are one folder on macOS and Windows)
+        return self.resume_from is not None and parts_below(self.resume_from.parent, self.ckpt.dir) != ()
 
     def _refuse_a_foreign_resume_into_a_run(self) -> None:
         """A checkpoint from outside OUT/checkpoints continues in OUT only when OUT holds no run of its own: its
@@ -263,7 +265,7 @@ class Trainer(ABC):
         retried recovery copied the set-aside log of the wrong run."""
         if not self.resumes_another_run:
             return
-        inside = self.out.resolve() in self.resume_from.resolve().parents
+        inside = bool(parts_below(self.resume_from, self.out))
         if not (inside or self.ckpt.step_folders() or (self.ckpt.dir / "best").is_dir()):
             return
         raise ValueError(f"--resume {self.resume_from}: a checkpoint from outside {self.ckpt.dir}, which "
