@@ -51,7 +51,8 @@ def test_all_on_vit(vit_path, tmp_path, capsys):
     assert rep["model"]["kind"] == "vit" and rep["model"]["grid"] == [4, 4]
     assert len(rep["filters"]["explained_variance_ratio"]) == 6
     rc = rep["positions"]["row_column"]
-    assert set(rc) == {"same_row", "same_col", "other", "line", "ratio"} and rep["positions"]["row_column_ratio"] > 0
+    assert set(rc) == {"same_row", "same_col", "other", "line", "ratio", "equal_distance_line",
+                       "equal_distance_other", "equal_distance_excess"} and rep["positions"]["row_column_ratio"] > 0
     ad = rep["attention_distance"]
     assert np.array(ad["per_head"]).shape == (2, 2) and len(ad["per_layer_mean"]) == 2
     assert 0 < ad["per_layer_mean"][0] <= 16 * np.sqrt(2) and ad["uniform_reference"] > 0

@@ -299,7 +299,7 @@ def run(args):
     if cmd == "all":
         summary = {"figures": numbers["figures"],
                    "row_column_ratio": numbers["positions"]["row_column_ratio"],
-                   "row_column_excess_at_equal_distance": numbers["positions"]["row_column_excess_at_equal_distance"],
+                   "row_column_excess_at_equal_distance": numbers["positions"].get("row_column_excess_at_equal_distance"),
                    "attention_distance_per_layer": numbers["attention_distance"]["per_layer_mean"]}
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)  # stdout is the JSON alone (`| jq` failed on "Extra data")
