@@ -5,20 +5,16 @@ import pytest
 import torch
 
 import kizuna
+from _evalhelpers import image_folder
 
 
 def test_a_model_created_in_inference_mode_evaluates(tmp_path):
     """Its tensors are inference tensors, which have no version counter: evaluate_zeroshot's class cache read it
     and raised "Inference tensors do not track version counter"."""
-    from PIL import Image
-
     from kizuna.eval.classification import class_embeddings, evaluate_zeroshot
     from kizuna.eval.datasets import load_dataset
 
-    for k, cls in enumerate(["cat", "dog"]):
-        (tmp_path / "d" / cls).mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (16, 16), (120 * k, 40 * i, 9)).save(tmp_path / "d" / cls / f"{i}.png")
+    image_folder(tmp_path / "d", per_class=2, classes=("cat", "dog"))
     torch.manual_seed(0)
     kizuna.save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "m")
     with torch.inference_mode():

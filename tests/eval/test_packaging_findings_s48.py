@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import kizuna
+from _evalhelpers import image_folder
 from kizuna.apps.cli import main
 
 
@@ -16,14 +17,9 @@ def _broken(*args, **kwargs):
 
 
 def test_eval_writes_its_results_when_a_figure_fails(tmp_path, monkeypatch, capsys):
-    from PIL import Image
-
     from kizuna.eval.classification import ClassificationResult
 
-    for k, cls in enumerate(["cat", "dog"]):
-        (tmp_path / "d" / cls).mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (16, 16), (120 * k, 40 * i, 9)).save(tmp_path / "d" / cls / f"{i}.png")
+    image_folder(tmp_path / "d", per_class=2, classes=("cat", "dog"))
     torch.manual_seed(0)
     kizuna.save_model(kizuna.create_model("ViT-mu-8"), tmp_path / "m")
     monkeypatch.setattr(ClassificationResult, "plot_confusion", _broken)
