@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from PIL import Image
+from _evalhelpers import image_folder
 
 import kizuna
 from kizuna.eval import classification
@@ -83,18 +83,10 @@ def test_the_file_names_kept_evict_the_oldest(mu8, tmp_path, monkeypatch):
     classification.clear_class_cache()
 
 
-def _folder(root, classes):
-    for k, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(2):
-            Image.new("RGB", (16, 16), (80 * k, 30 * i, 5)).save(root / name / f"{i}.png")
-    return root
-
-
 def test_column_names_are_refused_on_a_folder_only_when_asked_and_each_is_named(tmp_path):
     """Kills: the refusal made whatever refuse_columns says (vit train's validation shares the names), a
     --caption-column or a --label-column never counted as given, and the defaults counted as given."""
-    data = _folder(tmp_path / "d", ["cat", "dog"])
+    data = image_folder(tmp_path / "d", per_class=2, classes=["cat", "dog"])
     assert len(load_dataset(data, label_column="y", caption_column="c").classnames) == 2  # not asked: ignored
     assert len(load_dataset(data, refuse_columns=True).classnames) == 2  # the defaults: nothing given
     with pytest.raises(DatasetError, match=r"^--caption-column c: it names a CSV's column, and .* drop it, or pass"):
@@ -108,7 +100,7 @@ def test_column_names_are_refused_on_a_folder_only_when_asked_and_each_is_named(
 def test_data_with_classes_outside_the_target_names_them(tmp_path):
     """Kills: the names compared without case folding or stripping ("Cat" is the model's "cat"), the unknown
     classes left unnamed, and "the model" said where the caller named whose classes they are."""
-    data = _folder(tmp_path / "d", ["Cat", "dog", "b1", "b2", "b3", "b4", "b5", "b6"])
+    data = image_folder(tmp_path / "d", per_class=2, classes=["Cat", "dog", "b1", "b2", "b3", "b4", "b5", "b6"])
 
     def load(names):
         return load_dataset(data, classnames=names)
