@@ -98,13 +98,6 @@ def test_a_suites_default_column_names_do_not_refuse_its_folder_runs(tmp_path, c
     assert main(["eval", "suite", str(suite), "--no-progress"]) == 0
 
 
-def test_a_python_fine_tune_resumed_keeps_its_own_settings():
-    from kizuna.train.supervised import SupervisedConfig, make_supervised_config
-
-    resumed = make_supervised_config(init="runs/clip", resume="latest")
-    assert (resumed.optimizer, resumed.image_size) == (SupervisedConfig.optimizer, SupervisedConfig.image_size)
-
-
 def test_a_rejected_prompt_is_said_in_the_encodings_words():
     from kizuna.eval.classification import class_embeddings
 

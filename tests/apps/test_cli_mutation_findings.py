@@ -76,8 +76,10 @@ def test_eval_takes_max_samples_0_as_all_and_refuses_a_negative_by_its_flag(entr
 def test_eval_retrieval_defaults_to_the_title_column_and_passes_query_chunk(entries, tmp_path):
     """--caption-column's default is "title" (CLIP_benchmark's CSV; the help says so), and --query-chunk reached
     the run (dropped, the task used its own 1024)."""
+    csv = tmp_path / "pairs.csv"  # (a CSV: a column flag for a folder is refused)
+    csv.write_text("filepath,cap\n")
     assert _eval("retrieval", "--dataset", str(tmp_path)) == 0
-    assert _eval("retrieval", "--dataset", str(tmp_path), "--query-chunk", "3", "--caption-column", "cap") == 0
+    assert _eval("retrieval", "--dataset", str(csv), "--query-chunk", "3", "--caption-column", "cap") == 0
     first, second = entries
     assert first["task"] == ["zeroshot_retrieval"]
     assert (first["caption_column"], first["query_chunk"]) == ("title", 1024)

@@ -163,7 +163,7 @@ def test_a_templates_json_that_is_one_string_is_one_template(tmp_path):
     f.write_text('"a photo of a {c}."')
     assert read_templates(str(f)) == ["a photo of a {c}."]
     f.write_bytes(b"\xff\xfe[")
-    with pytest.raises(DatasetError, match="t.json: not UTF-8 text"):
+    with pytest.raises(DatasetError, match="t.json: not UTF-8 \(or UTF-16\) text"):
         read_templates(str(f))
 
 

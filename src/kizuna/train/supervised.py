@@ -177,8 +177,8 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
     base, overrides = alias_keys_as_fields(dict(base or {}), fields), alias_keys_as_fields(overrides, fields)
     base, overrides = merge_model_overrides(base, overrides, SupervisedConfig.model)
     merged = {**base, **overrides}
-    if merged.get("init") and not merged.get("resume"):  # (a resume's settings are its checkpoint's: a fine-tune
-        # begun before the recipe was the default, with AdamW, was refused "--optimizer sgd (the run has adamw)")
+    if merged.get("init"):  # (a resume too: the same call resumes the run it started; a fine-tune begun with
+        # AdamW before the recipe was the default is refused "--optimizer sgd (the run has adamw)": pass its values)
         merged = {**FINETUNE_RECIPE, **merged}
     unknown = sorted(set(merged) - fields)
     if unknown:
