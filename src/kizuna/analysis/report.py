@@ -27,7 +27,6 @@ distances are in input pixels (one patch = ``patch_size * stem stride`` pixels).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -96,15 +95,12 @@ class AnalysisTarget:
 
     @functools.cached_property
     def weights(self) -> str:
-        """A short digest of the whole model's weights (each tensor's name, shape, dtype and bytes): figures of
-        another model saved at the same path (retrained in place) are told from this one's by it. Of the bytes, not
-        of sums: a float sum's last bits depend on the thread count and the device."""
-        digest = hashlib.blake2b(digest_size=8)
-        for name, t in self.model.state_dict().items():
-            t = t.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-            digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
-        return digest.hexdigest()
+        """A short digest of the whole model's weights (the class cache's content_hash: each tensor's name, shape,
+        dtype and bytes): figures of another model saved at the same path (retrained in place) are told from this
+        one's by it. Of the bytes, not of sums: a float sum's last bits depend on the thread count and the device."""
+        from kizuna.eval.encode import content_hash
+
+        return content_hash(self.model)[:16]
 
     def describe(self) -> dict:
         cfg = self.vit.cfg

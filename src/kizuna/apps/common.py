@@ -138,18 +138,21 @@ def parts_below(path, folder) -> tuple[str, ...] | None:
     Real paths (:func:`_real_path`) compared by the file system's identity where both exist: on a case-insensitive
     one (macOS, Windows) `base` and `Base` are one folder, and comparing the text let `vit finetune base/model
     --out Base` replace its own starting model; by text where either is missing."""
-    import os
-
     path, folder = _real_path(path), _real_path(folder)
     for up in (path, *path.parents):
-        if up == folder:
+        if up == folder or same_place(up, folder):
             return path.parts[len(up.parts):]
-        try:
-            if os.path.samefile(up, folder):
-                return path.parts[len(up.parts):]
-        except OSError:  # one of them does not exist (yet)
-            continue
     return None
+
+
+def same_place(a, b) -> bool:
+    """Both exist and are one file or folder (by the file system's identity: `Runs/x` and `runs/x` on macOS)."""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, RuntimeError, ValueError):  # one missing, a loop of links, a path too long: not the same
+        return False
 
 
 def check_start_outside_out(out, flag: str, model) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kizuna.apps.common import same_place
 from kizuna.models.checkpoint import (CheckpointError, atomic_write, first_line, follow_latest, load_model,
                                      load_state_dict_strict, load_tensors, make_temp_folder, move_aside, save_model)
 
@@ -678,7 +679,7 @@ def _names_other_files(value, started_in: str) -> bool:
         prefix = _path_prefix(piece)
         there = os.path.join(started_in, prefix)
         if (prefix and not os.path.isabs(os.path.expanduser(prefix)) and os.path.exists(there)
-                and os.path.realpath(there) != os.path.realpath(prefix)):
+                and not same_place(Path(there), Path(prefix))):
             return True
     return False
 
@@ -689,7 +690,7 @@ def refuse_paths_read_elsewhere(restored: dict, started_in: str | None, path: Pa
     word where the files had the same names and keys (CLIP_benchmark's and img2dataset's keys start at 000000000 in
     every dataset). Refused where a restored setting names, from the folder the run started in, another file than
     from here; a run whose folder is gone (moved with its data) goes on, checked by its data fingerprint."""
-    if not started_in or not os.path.isdir(started_in) or _same_place(Path(started_in), Path(".")):
+    if not started_in or not os.path.isdir(started_in) or same_place(Path(started_in), Path(".")):
         return
     elsewhere = [f"--{name.replace('_', '-')} {flag_value(restored[name])}" for name in FILE_SETTINGS
                  if _names_other_files(restored.get(name), started_in)]
@@ -756,16 +757,8 @@ def same_evaluation_set(name: str, value, saved) -> bool:
     if value == saved:
         return True
     if isinstance(value, str) and isinstance(saved, str) and value and saved:
-        return _same_place(Path(value), Path(saved))
+        return same_place(Path(value), Path(saved))
     return False
-
-
-def _same_place(a: Path, b: Path) -> bool:
-    """Both exist and are one file or folder (by the file system's identity: `Runs/x` and `runs/x` on macOS)."""
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except (OSError, RuntimeError):  # a loop of links, a path too long: not the same as far as can be told
-        return False
 
 
 def _as_json(value):
@@ -788,7 +781,7 @@ def _same_setting(name: str, value, saved) -> bool:
         return False
     if not str(value) or not str(saved):
         return False
-    return _same_place(Path(value).expanduser(), Path(saved).expanduser())
+    return same_place(Path(value).expanduser(), Path(saved).expanduser())
 
 
 def flag_value(value) -> str:

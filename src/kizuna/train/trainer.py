@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kizuna.apps.common import parts_below
+from kizuna.apps.common import parts_below, same_place
 from kizuna.data.loader import check_epoch_gave_samples
 from kizuna.data.sources import SkipCounter
 from kizuna.data.transforms import TRAINING_PIXELS_VERSION
@@ -668,7 +668,7 @@ class Trainer(ABC):
         # the step this run's folder holds a checkpoint of now: one resumed from elsewhere (another --out, an older
         # step, best/) is not what `--resume latest` here would continue
         here = self.ckpt.latest() if self.resume_from is not None else None
-        saved_step = self.step if here is not None and here.resolve() == self.resume_from.resolve() else None
+        saved_step = self.step if here is not None and same_place(here, self.resume_from) else None
         with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
             while self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)
