@@ -580,6 +580,9 @@ def train_bpe_tokenizer(
     ever out of vocabulary), then one token per merge, then SOT and EOT. `vocab_size` is an upper bound:
     a small corpus may yield fewer merges.
     """
+    if isinstance(texts, (str, bytes)):  # iterated, a file's text was a corpus of one-character texts: no merges
+        raise TypeError(f"texts must be an iterable of texts, got one {type(texts).__name__} ("
+                        f"{len(texts)} characters); split a file's text into lines with .splitlines()")
     n_merges = vocab_size - 2 * 256 - 2
     if n_merges < 0:
         raise ValueError(f"vocab_size must be >= 514 (512 byte symbols + 2 special tokens), got {vocab_size}")

@@ -7,6 +7,7 @@ crops (see ``PairDataset``), instead of reading hidden global RNG state.
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import random
@@ -41,7 +42,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
                 else "make one with PIL.Image.fromarray(array)" if hasattr(img, "__array__") else "pass a PIL image")
         raise TypeError(f"expected a PIL image, got {type(img).__name__}; {hint}")
     img = upright(img)
-    if "transparency" in img.info and img.mode in ("P", "L", "RGB", "1"):
+    # a colour key (info["transparency"]) or a palette with alpha (what Image.quantize() makes of an RGBA image:
+    # its transparent pixels came out as their palette colour, white once saved as PNG and reopened)
+    if img.mode in ("P", "L", "RGB", "1") and img.has_transparency_data:
         img = img.convert("RGBA")  # PIL turns the colour key into alpha
     if img.mode == "RGB":
         return img
@@ -322,6 +325,9 @@ def crop_draft_size(side: int, scale_low: float, ratio: tuple = TrainTransform.r
 
 
 def preprocess_from_config(cfg: dict, train: bool = False, **train_overrides):
+    # the transform's own mean/std lists: shared with the model's config, `pp.mean[:] = ...` on a transform also
+    # changed the normalisation save_model recorded for the model
+    cfg = copy.deepcopy(cfg)
     if train:
         keys = ("image_size", "mean", "std", "interpolation")
         return TrainTransform(**{k: cfg[k] for k in keys if k in cfg}, **train_overrides)

@@ -39,8 +39,8 @@ from kizuna.models.checkpoint import atomic_write, first_line, load_tensors, sav
 from kizuna.models.layers import watched
 from kizuna.models.losses import similarity
 
-from .encode import (check_finite, content_hash, encode_images, encode_texts_sharded, gather_object, is_main,
-                     model_fingerprint, module_structure)
+from .encode import (as_tensor, check_finite, content_hash, encode_images, encode_texts_sharded, gather_object,
+                     is_main, model_fingerprint, module_structure)
 from .zeroshot import fill_template, same_prompts, text_list
 
 __all__ = [
@@ -389,8 +389,8 @@ def classify_features(image_features: torch.Tensor, labels, class_weights: torch
                       valid: torch.Tensor | None = None, k: int = 5, keep_scores: bool = False,
                       keys: Sequence[str] = (), skipped: SkipCounter | None = None, templates=(),
                       dataset: str = "") -> ClassificationResult:
-    """Metrics from normalised image features ``[N, D]`` and class weights ``[C, D]``."""
-    scores = similarity(image_features, class_weights)
+    """Metrics from normalised image features ``[N, D]`` and class weights ``[C, D]`` (tensors or arrays)."""
+    scores = similarity(as_tensor(image_features, "image_features"), as_tensor(class_weights, "class_weights"))
     return classify_scores(scores, labels, classnames, valid=valid, k=k, keep_scores=keep_scores, keys=keys,
                            skipped=skipped, templates=templates, dataset=dataset)
 
@@ -406,7 +406,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
         odd = labels[~np.isfinite(labels) | (labels != np.round(labels))][:3].tolist()
         raise ValueError(f"labels must be whole class indices, got values such as {odd}")
     labels = torch.as_tensor(labels, dtype=torch.long)
-    scores = scores.float()
+    scores = as_tensor(scores, "scores").float()
     n, c = scores.shape
     if len(labels) != n:
         raise ValueError(f"{n} rows of scores but {len(labels)} labels")
@@ -416,7 +416,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         # k=0 ranked no class: every prediction was -1, counted as the last class
         raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")
-    valid = torch.ones(n, dtype=torch.bool) if valid is None else valid.bool()
+    valid = torch.ones(n, dtype=torch.bool) if valid is None else as_tensor(valid, "valid", torch.bool)
     # NaN scores rank anywhere (a NaN row predicted class 0): a diverged model is refused, not scored
     check_finite(scores, valid, "class scores", kind="scores")
     top = rank_classes(scores, k)

@@ -339,6 +339,20 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     return ImageFeatures(feats, valid, skips)
 
 
+def as_tensor(x, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``x`` as a tensor, also where it is a numpy array (``np.load`` of `kizuna embed`'s .npy) or a list: the
+    functions taking features or masks failed on them deep inside ("'numpy.ndarray' object has no attribute
+    'float'"); anything else is refused naming ``name``."""
+    if isinstance(x, torch.Tensor):
+        return x if dtype is None else x.to(dtype)
+    try:
+        import numpy as np
+
+        return torch.as_tensor(np.asarray(x), dtype=dtype)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a tensor or an array, got {type(x).__name__} ({e})") from None
+
+
 class NonFiniteFeatures(ValueError):
     """The model gave NaN or inf features: every metric computed from them would be meaningless."""
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from kizuna.data.sources import SkipCounter
 
 from .classification import refuse_one_class
-from .encode import check_finite, encode_images, is_main
+from .encode import as_tensor, check_finite, encode_images, is_main
 
 __all__ = [
     "LinearProbe", "ProbeResult", "evaluate_linear_probe", "few_shot_indices", "fit_logistic_regression",
@@ -61,12 +61,21 @@ class LinearProbe:
         return x.to(self.weight.dtype) @ self.weight.T + self.bias
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        x = as_tensor(x, "x")
         check_finite(x, None, "probe inputs")  # a NaN row's logits argmax to class 0
         return self.logits(x).argmax(dim=1)
 
     def accuracy(self, x: torch.Tensor, y) -> float:
-        y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        y = torch.as_tensor(_whole_labels(y, "y"))  # (a label 1.5 was class 1)
+        x = as_tensor(x, "x")
+        _same_length(x, y, "x", "y")
         return float((self.predict(x) == y).double().mean()) if len(y) else float("nan")
+
+
+def _same_length(x, y, x_name: str, y_name: str) -> None:
+    """A row per label: 50 rows with 60 labels failed with "index 52 is out of bounds", deep in the fit."""
+    if len(x) != len(y):
+        raise ValueError(f"{x_name} has {len(x)} rows but {y_name} has {len(y)} labels: give one label per row")
 
 
 def fit_logistic_regression(x: torch.Tensor, y, num_classes: int, l2: float, max_iter: int = 5000,
@@ -75,9 +84,10 @@ def fit_logistic_regression(x: torch.Tensor, y, num_classes: int, l2: float, max
     """Multinomial logistic regression, full-batch L-BFGS (see module doc for the objective).
     ``tol``: stop when the largest gradient entry is below it. The gradient is written out by hand
     (no autograd graph per evaluation): the fits are small and many (lambda sweeps, few-shot seeds)."""
-    x = x.detach().to("cpu", dtype)
+    x = as_tensor(x, "x").detach().to("cpu", dtype)
     check_finite(x, None, "probe training inputs")  # a NaN ran every fit to the iteration cap, and gave a probe
-    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    y = torch.as_tensor(_whole_labels(y, "y"))
+    _same_length(x, y, "x", "y")
     n, d = x.shape
     if n == 0:
         raise ValueError("no training samples")
@@ -253,18 +263,22 @@ def _matching_shots(few: dict[int, list[float]], target: float) -> float:
     return float("inf")
 
 
-def _class_indices(labels, name: str, num_classes: int) -> np.ndarray:
-    """``labels`` as int64 class indices in 0..num_classes-1. Labels read from a parquet or CSV file come as floats
-    (numpy's bincount refused them, 8 frames deep); a test label past the classes counted as an error silently."""
-    y = np.asarray(labels)
+def _whole_labels(labels, name: str) -> np.ndarray:
+    """``labels`` as int64, refused where a value is not a whole number (1.5 was truncated to class 1)."""
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.array_equal(y, np.round(y)):
             raise ValueError(f"{name}: labels must be whole class indices, got values such as "
                              f"{y[~np.isfinite(y) | (y != np.round(y))][:3].tolist()}")
-        y = y.astype(np.int64)
     elif y.dtype.kind not in "iub" and y.size:
         raise ValueError(f"{name}: labels must be class indices (integers), got {y.dtype} values")
-    y = y.astype(np.int64)
+    return y.astype(np.int64)
+
+
+def _class_indices(labels, name: str, num_classes: int) -> np.ndarray:
+    """``labels`` as int64 class indices in 0..num_classes-1. Labels read from a parquet or CSV file come as floats
+    (numpy's bincount refused them, 8 frames deep); a test label past the classes counted as an error silently."""
+    y = _whole_labels(labels, name)
     if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"{name}: labels must be in 0..{num_classes - 1} for {num_classes} classes, got "
                          f"{int(y.min())}..{int(y.max())}")
@@ -284,10 +298,18 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
         raise ValueError(f"num_classes {num_classes}: a linear probe needs at least two classes to choose between")
     y_train, y_test = _class_indices(y_train, "y_train", num_classes), _class_indices(y_test, "y_test", num_classes)
     few_shot = list(dict.fromkeys(few_shot))  # a k given twice was fitted twice, its notes printed twice
+    # seeds=0 reported a few-shot mean of nan beside numpy's warnings; k=0 failed as "no training samples"
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be a whole number >= 1 (few-shot draws per k), got {seeds!r}")
+    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in few_shot):
+        raise ValueError(f"few_shot must hold whole numbers >= 1 (training images per class), got {few_shot!r}")
     # (without a bar: a line every 30 s, and no tqdm object, which fixed a host's multiprocessing start method)
     bar = progress_bar(total=1 + len(few_shot) * seeds, desc="fitting probes", enabled=progress, unit="fit")
     # on the CPU (the fits run there; CUDA test features met CPU weights), without a notebook's autograd graph
-    x_train, x_test = (torch.as_tensor(x).detach().cpu().double() for x in (x_train, x_test))
+    x_train, x_test = (as_tensor(x, name).detach().cpu().double() for x, name in ((x_train, "x_train"),
+                                                                                  (x_test, "x_test")))
+    _same_length(x_train, y_train, "x_train", "y_train")
+    _same_length(x_test, y_test, "x_test", "y_test")
     # NaN logits argmax to class 0: all-NaN test features scored class 0's share, a NaN in training ran every fit
     # to the iteration cap and still gave an accuracy
     check_finite(x_train, None, "x_train")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,9 +93,13 @@ CORRUPTIONS: dict[str, Callable[[Image.Image, int, random.Random], Image.Image]]
 def corrupt(img: Image.Image, name: str, severity: int, rng: random.Random | None = None) -> Image.Image:
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})")
-    if not 1 <= severity <= 5:
-        raise ValueError(f"severity must be 1..5, got {severity}")
-    return CORRUPTIONS[name](img.convert("RGB"), severity, rng or random.Random(0))
+    if isinstance(severity, bool) or not isinstance(severity, numbers.Integral) or not 1 <= severity <= 5:
+        raise ValueError(f"severity must be a whole number 1..5, got {severity!r}")  # (2.0 indexed a tuple)
+    from kizuna.data.transforms import to_rgb
+
+    # as the model's preprocessing reads it (transparency onto white, EXIF upright): convert("RGB") put an RGBA
+    # logo on black, a change of background on top of the corruption
+    return CORRUPTIONS[name](to_rgb(img), int(severity), rng or random.Random(0))
 
 
 class _ImageOpTransform:

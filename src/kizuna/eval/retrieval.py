@@ -35,7 +35,7 @@ from kizuna.data.sources import SkipCounter
 from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
-from .encode import check_finite, encode_images, encode_texts_sharded
+from .encode import as_tensor, check_finite, encode_images, encode_texts_sharded
 
 __all__ = ["RetrievalResult", "evaluate_retrieval", "full_matrix_ranks", "retrieval_metrics", "retrieval_ranks",
            "retrieval_from_features"]
@@ -108,7 +108,7 @@ def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, t
     for name, chunk in (("query_chunk", query_chunk), ("key_chunk", key_chunk)):
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:  # 0: "step must be nonzero"
             raise ValueError(f"{name} must be a whole number >= 1 (rows per block), got {chunk!r}")
-    img, txt = image_features.float(), text_features.float()
+    img, txt = as_tensor(image_features, "image_features").float(), as_tensor(text_features, "text_features").float()
     # a NaN score compares neither above nor equal, so a NaN row ranked its own item first (R@1 100%)
     check_finite(img, None, "images")
     check_finite(txt, None, "texts")
@@ -193,11 +193,14 @@ def retrieval_from_features(image_features, text_features, text_to_image, image_
     that are not unit length are normalised: ``encode_image``/``encode_text`` give unnormalised features by
     default, and their dot products ranked otherwise)."""
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)
+    image_features, text_features = as_tensor(image_features, "image_features"), as_tensor(text_features,
+                                                                                          "text_features")
     ni = image_features.shape[0]
     if text_features.shape[0] != len(t2i):
         raise ValueError(f"text_to_image has {len(t2i)} entries for {text_features.shape[0]} texts")
-    iv = torch.ones(ni, dtype=torch.bool) if image_valid is None else image_valid.bool()
-    tv = torch.ones(len(t2i), dtype=torch.bool) if text_valid is None else text_valid.bool()
+    iv = torch.ones(ni, dtype=torch.bool) if image_valid is None else as_tensor(image_valid, "image_valid", torch.bool)
+    tv = torch.ones(len(t2i), dtype=torch.bool) if text_valid is None else as_tensor(text_valid, "text_valid",
+                                                                                   torch.bool)
     named = t2i[tv]  # a caption marked unusable (text_valid) may name no image (-1): it is dropped
     if len(named) and (int(named.min()) < 0 or int(named.max()) >= ni):  # -1 indexed the last image below
         raise ValueError(f"text_to_image refers to an image outside 0..{ni - 1} (values {int(named.min())}.."

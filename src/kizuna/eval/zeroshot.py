@@ -144,16 +144,19 @@ class ZeroShotClassifier:
         an image's features hold NaN or inf, as ``kizuna eval`` does (the CLI commands ask for it: NaN scores
         were printed as "nan%"); off, they pass through (the demo's report of a diverged model draws them)."""
         self.model = model
-        self.classnames = list(classnames)
+        # listed once: a generator of names was used up here and build_classifier then had "no class names given"
+        self.classnames = text_list(classnames, "class names")
         self.refuse_non_finite = refuse_non_finite
-        self.weights = build_classifier(model, tokenizer, classnames, templates)
+        self.weights = build_classifier(model, tokenizer, self.classnames, templates)
         if refuse_non_finite:
             check_finite(self.weights, None, "labels")
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):  # (anything else, a PIL image say, is encode_image's to explain)
+            images = images.to(self.weights.device)
         with eval_mode(self.model):
-            img = self.model.encode_image(images.to(self.weights.device), normalize=True).float()
+            img = self.model.encode_image(images, normalize=True).float()
         if self.refuse_non_finite:
             check_finite(img, None, "images")
         with autocast_off(img.device.type):  # float32 logits under a caller's autocast too

@@ -220,27 +220,55 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def unwrapped_model(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile's and DistributedDataParallel's wrappers (their state dicts name its
+    tensors under ``_orig_mod.`` / ``module.``; the evaluators already took a compiled model, save_model said
+    "cannot save a OptimizedModule")."""
+    while True:
+        inner = model._modules.get("_orig_mod") or (model._modules.get("module")
+                                                     if type(model).__name__ == "DistributedDataParallel" else None)
+        if inner is None:
+            return model
+        model = inner
+
+
 def model_record(model: nn.Module) -> dict:
+    """The kizuna record of ``model``'s config, checked as loading will read it: a config changed after the
+    model was built (``model.cfg.loss = "siglip"`` without a logit bias) was saved, and then refused at load
+    as "from another kizuna version"."""
+    model = unwrapped_model(model)
     if isinstance(model, ClipModel):
-        return {"kind": "clip", "config": model.cfg.to_dict()}
-    if isinstance(model, VisionTransformer):
-        return {"kind": "vit", "config": model.cfg.to_dict()}
-    raise TypeError(f"cannot save a {type(model).__name__}; expected ClipModel or VisionTransformer")
+        record = {"kind": "clip", "config": model.cfg.to_dict()}
+    elif isinstance(model, VisionTransformer):
+        record = {"kind": "vit", "config": model.cfg.to_dict()}
+    else:
+        raise TypeError(f"cannot save a {type(model).__name__}; expected ClipModel or VisionTransformer")
+    try:
+        model_from_record_config(record)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the model's config (model.cfg) was changed into one kizuna cannot build, so it would not "
+                         f"load again: {e}") from None
+    return record
+
+
+def model_from_record_config(record: dict) -> ClipConfig | VisionConfig:
+    kind = record.get("kind")
+    if kind == "clip":
+        return ClipConfig.from_dict(record["config"])
+    if kind == "vit":
+        return VisionConfig(**record["config"])
+    raise CheckpointError(f"unknown model kind {kind!r} in checkpoint config")
 
 
 def model_from_record(record: dict) -> nn.Module:
-    kind = record.get("kind")
-    if kind == "clip":
-        return ClipModel(ClipConfig.from_dict(record["config"]))
-    if kind == "vit":
-        return VisionTransformer(VisionConfig(**record["config"]))
-    raise CheckpointError(f"unknown model kind {kind!r} in checkpoint config")
+    cfg = model_from_record_config(record)
+    return ClipModel(cfg) if isinstance(cfg, ClipConfig) else VisionTransformer(cfg)
 
 
 def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
     """Save to ``path``: a ``.safetensors`` file, or a folder holding model.safetensors + config.json. A ViT's
     preprocessing (``model.preprocess_config``, which a ViT loaded by path carries) is kept in ``extra``."""
-    path = Path(path)
+    path, model = Path(path), unwrapped_model(model)
     record = model_record(model)
     carried = getattr(model, "preprocess_config", None)  # a ViT loaded by path: saved again, it keeps its own
     if isinstance(carried, dict) and "preprocess" not in (extra or {}):

@@ -235,7 +235,8 @@ class ClipModel(nn.Module):
         text_embeddings: torch.Tensor | None = None,
     ) -> dict:
         """Normalised features (float32) and the logit scale/bias. ``text_embeddings`` replaces ``tokens`` when a
-        locked pretrained text tower's outputs are cached (only the projection runs)."""
+        locked MiniLM text tower's outputs are cached (``model.text.sentence_embeddings(tokens)``: only the
+        projection runs)."""
         # The text tower goes first: its token checks and padding trim read values back (a GPU waits for its
         # queue), which after the image tower meant waiting for all of it, then idling while the text launched.
         # Only a training MiniLM tower's dropout draws random numbers there (it then draws before patch dropout).
@@ -244,6 +245,13 @@ class ClipModel(nn.Module):
             text = _unit(self.encode_text(tokens))
         elif text_embeddings is not None:  # in the projection's dtype, as pixels take the image tower's (a float32
             # cache into a bf16 model failed inside F.linear: "expected m1 and m2 to have the same dtype")
+            # Only the MiniLM tower has an output before its projection; kizuna's own tower's one per-text output is
+            # encode_text's, already projected: projected again, its features were unrelated (cosine -0.02 with the
+            # tokens' on ViT-S-32, whose text width equals its embedding width, so nothing failed).
+            if not hasattr(self.text, "sentence_embeddings"):
+                raise ValueError("text_embeddings are a MiniLM text tower's sentence embeddings (before its "
+                                 "projection); this model's text tower has no such output: pass tokens (encode_text's "
+                                 "features are already projected: compare them with encode_image's directly)")
             if not (isinstance(text_embeddings, torch.Tensor) and text_embeddings.is_floating_point()):
                 raise TypeError("text_embeddings must be a float tensor [N, width] of the text tower's outputs, got "
                                 f"{getattr(text_embeddings, 'dtype', type(text_embeddings).__name__)}")

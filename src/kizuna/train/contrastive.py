@@ -362,13 +362,13 @@ class ContrastiveTrainer(Trainer):
                     datasets=self.eval_datasets,  # indexed once for this run
                 ))
         finally:
-            self.model.train()
-            self._configure_model_modes()
+            self._set_training_modes()
             torch.set_rng_state(state)
         return metrics
 
-    def _configure_model_modes(self):
+    def _set_training_modes(self):
         """model.train() undoes eval() on locked towers; put them back."""
+        self.model.train()
         if self.cfg.lock_image and self.cfg.lock_image_unlocked_blocks <= 0:
             self.model.visual.eval()
         if self.cfg.lock_text and self.model.cfg.text.kind == "minilm":

@@ -127,6 +127,10 @@ class Trainer(ABC):
         self._run_lock_key = hold_run_lock(self.out)
         self.release_run_lock = weakref.finalize(self, release_run_lock, self._run_lock_key)
 
+    def _set_training_modes(self) -> None:
+        """The modes a training step runs its model in (a subclass puts locked parts back in eval mode)."""
+        self.model.train()
+
     def _give_back_the_callers_state(self) -> None:
         """torch's thread count and global RNG as the caller had them before start() (a notebook's, say): after
         train(), a caller's `torch.rand` drew the same numbers whatever it had seeded or drawn before (the run
@@ -623,6 +627,7 @@ class Trainer(ABC):
         try:
             if resumed_at_the_end(self):
                 return {}
+            self._set_training_modes()  # (train() again after the eval mode it left the model in)
             with float32_default(), torch.enable_grad():  # (grad mode is the calling thread's: set here)
                 metrics = self._loop()  # finish() is called in it, before the last checkpoint
             self._draw_curves()
@@ -635,6 +640,9 @@ class Trainer(ABC):
                 if hasattr(loader, "close"):  # no worker processes left behind in a caller's process
                     loader.close()
             mark_training(getattr(self, "_run_lock_key", None), False)
+            model = getattr(self, "model", None)
+            if isinstance(model, torch.nn.Module):  # in eval mode, as create_model gives a model: left training,
+                model.eval()  # trainer.model.encode_image dropped patches at random (two calls differed by 6e-3)
             self._let_go_of_the_folder()  # the folder is free once the run is over (a notebook goes on)
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
