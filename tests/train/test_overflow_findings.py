@@ -48,6 +48,7 @@ def test_the_output_check_draws_no_random_numbers_and_leaves_modes_alone(tmp_pat
     # patch dropout draws random numbers in train mode: the check must run in eval mode
     tr = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=2, eval_every=0, lock_text=True, patch_dropout=0.5))
     tr.train()
+    tr._set_training_modes()  # as during the run (train() leaves the model in eval mode)
     modes = {name: m.training for name, m in tr.model.named_modules()}
     state = torch.get_rng_state()
     assert tr._non_finite() is None

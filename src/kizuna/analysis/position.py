@@ -7,6 +7,7 @@ patches in row-major order, patch ``(r, c)`` at index ``num_prefix + r * w + c``
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -24,7 +25,10 @@ __all__ = [
 def _as_grid(grid: int | Sequence[int]) -> tuple[int, int]:
     """(rows, columns) of a patch grid given as one side or a pair; a side below 1 is a ValueError (-2 was
     torch's "invalid shape dimension")."""
-    h, w = (grid, grid) if isinstance(grid, int) else (int(g) for g in grid)
+    if isinstance(grid, bool) or (not isinstance(grid, numbers.Integral) and any(isinstance(g, bool) for g in grid)):
+        raise TypeError(f"grid must be a side or a (rows, columns) pair of whole numbers, got {grid!r}")
+    # (a numpy integer, as resample_pos_embed takes it, was "'numpy.int64' object is not iterable")
+    h, w = (int(grid), int(grid)) if isinstance(grid, numbers.Integral) else (int(g) for g in grid)
     if h <= 0 or w <= 0:
         raise ValueError(f"grid must be positive, got {(h, w)}")
     return h, w

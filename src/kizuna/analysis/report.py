@@ -71,6 +71,16 @@ __all__ = [
 SECTIONS = ("filters", "positions", "attention_distance", "rollout", "predict")
 
 
+# The kind of digest AnalysisTarget.weights records, before it: a digest of another kind (an earlier kizuna's
+# blake2b of the bytes, or this one without its prefix) says nothing about these weights, and compared as if it
+# did, an upgrade made every report and panel of the same model "another model's" and removed them.
+WEIGHTS_DIGEST = "sha256:"
+
+
+def _digest_of_this_kind(digest) -> bool:
+    return isinstance(digest, str) and digest.startswith(WEIGHTS_DIGEST)
+
+
 @dataclass
 class AnalysisTarget:
     """The image tower to inspect, with what is needed to feed it."""
@@ -94,13 +104,13 @@ class AnalysisTarget:
         return cfg.patch_size * (cfg.stem_stride if cfg.stem != "patch" else 1)
 
     @functools.cached_property
-    def weights(self) -> str:
+    def weights(self) -> str:  # (WEIGHTS_DIGEST: its kind, beside it)
         """A short digest of the whole model's weights (the class cache's content_hash: each tensor's name, shape,
         dtype and bytes): figures of another model saved at the same path (retrained in place) are told from this
         one's by it. Of the bytes, not of sums: a float sum's last bits depend on the thread count and the device."""
         from kizuna.eval.encode import content_hash
 
-        return content_hash(self.model)[:16]
+        return WEIGHTS_DIGEST + content_hash(self.model)[:16]
 
     def describe(self) -> dict:
         cfg = self.vit.cfg
@@ -684,9 +694,12 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
             earlier = (earlier.get("model"), earlier.get("weights"), earlier.get("image"))  # (model: the path)
         except (OSError, ValueError, AttributeError):
             earlier = None
-        if earlier is not None and earlier[1:] != (target.weights, image[1]):  # (by weights: any path to them)
-            for stale in ("predict.png", "predict.json"):
-                (out / stale).unlink(missing_ok=True)
+        if earlier is not None:  # by weights (any path to them); an earlier kizuna's digest: by the model's path
+            by_weights = _digest_of_this_kind(earlier[1])
+            if (earlier[1] if by_weights else earlier[0], earlier[2]) != (
+                    target.weights if by_weights else target.source, image[1]):
+                for stale in ("predict.png", "predict.json"):
+                    (out / stale).unlink(missing_ok=True)
     return _write(out, "report", report)
 
 
@@ -704,8 +717,9 @@ def update_report(out: str | Path, target: AnalysisTarget, section: str, numbers
     mine = {k: v for k, v in json_safe(target.describe()).items() if k != "source"}
     theirs = report.get("model") if isinstance(report, dict) else None
     theirs = {k: v for k, v in theirs.items() if k != "source"} if isinstance(theirs, dict) else None
-    if theirs is not None and "weights" not in theirs:
+    if theirs is not None and not _digest_of_this_kind(theirs.get("weights")):  # (an earlier kizuna's, or none)
         mine.pop("weights")
+        theirs.pop("weights", None)
     if theirs != mine:
         path.unlink(missing_ok=True)
         return

@@ -23,6 +23,8 @@ def json_safe(x):
         return x if math.isfinite(x) else None
     if isinstance(x, np.integer):
         return int(x)
+    if isinstance(x, np.bool_):  # (json.dumps refused it: "Object of type bool is not JSON serializable")
+        return bool(x)
     return x
 
 
@@ -217,9 +219,14 @@ def progress_default() -> bool:
     training commands' per-step lines (printed only without a bar) were missing from the log. An explicit
     ``--progress true`` still draws them anywhere. One rule for every command that takes --progress."""
     try:
-        return bool(sys.stderr.isatty())
+        if not sys.stderr.isatty():
+            return False
     except (AttributeError, ValueError, OSError):  # None (a closed stderr), a closed file, a stream without one
         return False
+    try:  # a terminal of 0 rows (`script` without one, some container consoles): tqdm hides every bar past the
+        return os.get_terminal_size(sys.stderr.fileno()).lines > 0  # screen's height, and no step lines were
+    except (AttributeError, ValueError, OSError):  # printed instead: nothing showed the run going
+        return True
 
 
 def add_progress_argument(parser, help: str = "no progress bar") -> None:

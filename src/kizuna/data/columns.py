@@ -39,6 +39,15 @@ class _Rows(Sequence):
         return self._row(k)
 
 
+
+def _row_numbers(rows, length: int) -> np.ndarray:
+    """``rows`` as int64, counted from the end where negative, as a list indexes (take([-1]) glued every row
+    into one string: the start of row 0 with the end of the last)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and (int(rows.min()) < -length or int(rows.max()) >= length):
+        raise IndexError(f"row numbers {int(rows.min())}..{int(rows.max())} outside a column of {length} rows")
+    return np.where(rows < 0, rows + length, rows)
+
 class PackedStrings(_Rows):
     """``str`` or ``None`` per row (``None``: a tar member's missing path), packed."""
 
@@ -129,7 +138,7 @@ class PackedStrings(_Rows):
     def take(self, rows) -> "PackedStrings":
         """The column of ``rows`` (in that order), copied buffer to buffer a block at a time: no string is made
         (a list of them rebuilt a subset of a million rows in 3 s)."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = _row_numbers(rows, len(self))
         ends = self._ends
         starts = ends[rows - 1] if len(rows) else ends[:0]
         starts = np.where(rows > 0, starts, 0)
@@ -195,7 +204,7 @@ class PackedCaptions(_Rows):
 
     def take(self, rows) -> "PackedCaptions":
         """The rows ``rows`` (in that order), as :meth:`PackedStrings.take`."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = _row_numbers(rows, len(self))
         first, counts = self._starts[rows], self._starts[rows + 1] - self._starts[rows]
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         # each row's caption numbers: its first, first + 1, ... (counts of them)

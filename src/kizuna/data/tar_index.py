@@ -172,6 +172,8 @@ def parse_label(text: str) -> int:
     whole, dot, fraction = text.partition(".")
     if dot and whole and not fraction.strip("0"):  # "3.0": pandas writes an int column holding a NaN as floats
         text = whole
+    if not text.isascii() or "_" in text:  # int() reads "1_0" as 10 and Arabic-Indic digits: a damaged side-car
+        return -2  # read as another class without a word
     try:
         value = int(text)
     except ValueError:

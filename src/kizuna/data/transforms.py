@@ -292,10 +292,10 @@ class TrainTransform:
                 return left, top, left + w, top + h
         # Fall back (as torchvision does) to the largest centre crop whose aspect is within ``ratio``.
         in_ratio = width / height
-        if in_ratio < low:
-            w, h = width, int(round(width / low))
+        if in_ratio < low:  # (at least a pixel: a 1-px image at ratios (2, 4) gave a box 0 high)
+            w, h = width, max(1, int(round(width / low)))
         elif in_ratio > high:
-            w, h = int(round(height * high)), height
+            w, h = max(1, int(round(height * high))), height
         else:
             w, h = width, height
         left, top = (width - w) // 2, (height - h) // 2

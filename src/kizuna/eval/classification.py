@@ -405,6 +405,9 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):  # (NaN too) 1.9 was class 1
         odd = labels[~np.isfinite(labels) | (labels != np.round(labels))][:3].tolist()
         raise ValueError(f"labels must be whole class indices, got values such as {odd}")
+    # (1e20 wrapped to -9.2e18 in the int64 cast, and the message named that)
+    if labels.dtype.kind == "f" and labels.size and float(np.abs(labels).max()) >= 2 ** 62:
+        raise ValueError(f"labels must be class indices 0..{len(classnames) - 1}, got {np.abs(labels).max():g}")
     labels = torch.as_tensor(labels, dtype=torch.long)
     scores = as_tensor(scores, "scores").float()
     n, c = scores.shape

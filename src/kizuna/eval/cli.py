@@ -276,13 +276,14 @@ def _run(args, cmd, info):
         if args.max_train_samples is not None:  # 0 meant "as --max-samples" here and "all" in a suite
             e["max_train_samples"] = args.max_train_samples
     else:  # probes
+        # (--no-robustness first: with it, "pass --dataset DIR" led to this second refusal)
+        if args.no_robustness and (args.severities is not None or args.corruptions):  # they did nothing
+            raise ValueError("--severities / --corruptions set the robustness probe, which --no-robustness switches "
+                             "off: drop one or the other")
         if not args.dataset and (args.severities is not None or args.corruptions):
             # they shape the robustness probe, which runs on --dataset's images: without it they did nothing
             raise ValueError("--severities / --corruptions set the robustness probe, which runs on the images of "
                              "--dataset: pass --dataset DIR (without it only the relation-swap probe runs)")
-        if args.no_robustness and (args.severities is not None or args.corruptions):  # as above: did nothing
-            raise ValueError("--severities / --corruptions set the robustness probe, which --no-robustness switches "
-                             "off: drop one or the other")
         tasks = ([] if args.no_robustness or not args.dataset else ["robustness"]) + \
                 ([] if args.no_typographic or not args.dataset else ["typographic"]) + \
                 ([] if args.no_relation_swap else ["relation_swap"])

@@ -270,6 +270,8 @@ def _whole_labels(labels, name: str) -> np.ndarray:
         if not np.all(np.isfinite(y)) or not np.array_equal(y, np.round(y)):
             raise ValueError(f"{name}: labels must be whole class indices, got values such as "
                              f"{y[~np.isfinite(y) | (y != np.round(y))][:3].tolist()}")
+        if y.size and float(np.abs(y).max()) >= 2 ** 62:  # (1e20 wrapped to -9.2e18 in the int64 cast's message)
+            raise ValueError(f"{name}: labels must be class indices, got {np.abs(y).max():g}")
     elif y.dtype.kind not in "iub" and y.size:
         raise ValueError(f"{name}: labels must be class indices (integers), got {y.dtype} values")
     return y.astype(np.int64)

@@ -313,6 +313,8 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
             raise ValueError(f"--model-overrides {part}.image_size {size} disagrees with --synthetic-image-size "
                              f"{cfg.synthetic_image_size}: on --data synthetic the model's input size is the scenes' "
                              f"size; {advice.format(size=size)}")
+    if not cfg.resume:
+        _refuse_overrides_a_flag_replaces(cfg, overrides)
     notes = []  # said once the config is known to be good
     text = cfg.model_overrides.get("text")
     if cfg.text_tower == "minilm" and isinstance(text, dict):
@@ -354,15 +356,49 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         notes.append(f"the config's tokenizer_vocab_size {cfg.tokenizer_vocab_size} is not used without --tokenizer "
                      f"train: recorded as the default {defaults.tokenizer_vocab_size}")
         cfg = dataclasses.replace(cfg, tokenizer_vocab_size=defaults.tokenizer_vocab_size)
-    asked = [f"--{name.replace('_', '-')}" for name in ("aug_scale", "aug_hflip", "aug_color_jitter")
-             if _as_tuple(getattr(cfg, name)) != _as_tuple(getattr(defaults, name))]
+    augmenting = [name for name in ("aug_scale", "aug_hflip", "aug_color_jitter")
+                  if _as_tuple(getattr(cfg, name)) != _as_tuple(getattr(defaults, name))]
+    asked = [f"--{name.replace('_', '-')}" for name in augmenting if name in overrides]
     if cfg.data == "synthetic" and asked and not cfg.resume:  # the scenes are drawn at the model's size, never
         # augmented: accepted, saved in train_config.json and ignored (a resume's data is its run's: unused_flags)
         raise ValueError(f"{', '.join(asked)}: the synthetic scenes are drawn at the model's size and not augmented; "
                          "drop the flag(s), or train on files (--data) to augment them")
+    if cfg.data == "synthetic" and augmenting and not cfg.resume:
+        # a config file's (flickr8k's on --data synthetic): "drop the flag(s)" named flags nobody typed. Set back to
+        # the defaults, as its tokenizer_vocab_size is, so train_config.json records what ran
+        notes.append(f"the config's {', '.join(augmenting)} are not used on --data synthetic (the scenes are not "
+                     "augmented): recorded as the defaults")
+        cfg = dataclasses.replace(cfg, **{name: getattr(defaults, name) for name in augmenting})
     for note in notes:
         warnings.warn(note, UserWarning)
     return cfg
+
+
+def _refuse_overrides_a_flag_replaces(cfg: TrainConfig, typed: dict) -> None:
+    """--context-length, --loss and --tokenizer train set their fields of the model's config after
+    --model-overrides: a different value there (on top of `--config demo`, say) was replaced without a word, and
+    train_config.json recorded the override the model did not have. ``typed``: the fields the caller set (the
+    rest came from a config file)."""
+    def flag(name: str, value) -> str:
+        return f"--{name.replace('_', '-')} {value}" + ("" if name in typed else " (set by the config)")
+
+    text, tokenizer = (cfg.model_overrides.get(k) for k in ("text", "tokenizer"))
+    text, tokenizer = (part if isinstance(part, dict) else {} for part in (text, tokenizer))
+    if cfg.text_tower != "minilm":  # (the MiniLM tower's text overrides are its own check's)
+        for where, value in (("text.context_length", text.get("context_length")),
+                             ("tokenizer.context_length", tokenizer.get("context_length"))):
+            if cfg.context_length and value is not None and value != cfg.context_length:
+                raise ValueError(f"--model-overrides {where} {value} disagrees with "
+                                 f"{flag('context_length', cfg.context_length)}, which sets it: give the length "
+                                 f"once, as --context-length {value}")
+        if cfg.tokenizer == "train" and "vocab_size" in text:
+            raise ValueError(f"--model-overrides text.vocab_size {text['vocab_size']}: with "
+                             f"{flag('tokenizer', 'train')} the text tower embeds the trained tokenizer's ids; give "
+                             f"--tokenizer-vocab-size {text['vocab_size']} instead (its largest vocabulary)")
+    loss = cfg.model_overrides.get("loss")
+    if loss is not None and cfg.loss not in ("model", "") and loss != cfg.loss:
+        raise ValueError(f"--model-overrides loss {loss!r} disagrees with {flag('loss', cfg.loss)}, which sets it: "
+                         f"give the loss once, as --loss {loss}")
 
 
 def _as_tuple(value):
@@ -422,7 +458,11 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
              + (" (--eval-zeroshot synthetic is the probes' scenes, which have no splits)"
                 if cfg.eval_zeroshot == "synthetic" else "")),
             ("eval_max_samples", not cfg.eval_zeroshot and not cfg.eval_retrieval and cfg.data != "synthetic",
-             "it caps the --eval-zeroshot / --eval-retrieval sets (or the probes' scenes), and there is none")]
+             "it caps the --eval-zeroshot / --eval-retrieval sets (or the probes' scenes), and there is none"),
+            # (as `vit train` refuses it without --val-data: recorded, it promised a validation curve never drawn)
+            ("eval_every", not cfg.eval_zeroshot and not cfg.eval_retrieval and cfg.data != "synthetic",
+             "it spaces the --eval-zeroshot / --eval-retrieval evaluations (or the probes' on --data synthetic), and "
+             "there is none: add --eval-zeroshot DIR or --eval-retrieval DIR")]
 
 
 def refuse_typed_unused(cfg, given: dict) -> None:

@@ -415,10 +415,13 @@ def _set_rng_states(states: tuple, device: torch.device) -> None:
 def refuse_settings_a_checkpoint_fixes(cfg: TrainConfig, named: frozenset[str] | None) -> None:
     """Training from a checkpoint given as --model keeps its towers, tokenizer and loss: flags asking for
     others were ignored without a word. ``named`` as for a resume (None: a non-default value counts)."""
+    defaults = TrainConfig()
     if named is None:
-        defaults = TrainConfig()
-        named = frozenset(f for f in CHECKPOINT_FIXED if getattr(cfg, f) != getattr(defaults, f))
-    given = [f"--{f.replace('_', '-')}" for f in CHECKPOINT_FIXED if f in named]
+        named = frozenset(CHECKPOINT_FIXED)
+    # at their defaults they ask for the model's own (--loss model, --context-length 0, ...): what a checkpoint does
+    # (a script spelling out its defaults was refused as "--loss would be ignored" once given a checkpoint)
+    given = [f"--{f.replace('_', '-')}" for f in CHECKPOINT_FIXED if f in named
+             and getattr(cfg, f) != getattr(defaults, f) and not (f == "tokenizer" and cfg.tokenizer == "")]
     if given:
         raise ValueError(f"--model {cfg.model} is a checkpoint: it brings its own towers, tokenizer and loss, so "
                          f"{', '.join(given)} would be ignored. Drop the flag(s), or start from a preset name")
@@ -491,8 +494,11 @@ def check_best_metric(cfg: TrainConfig) -> None:
     source = cfg.best_metric.split("/")[0]
     evaluated = [f"{k}/..." for k, on in gives.items() if on]
     if not evaluated:
+        # (a probe metric on files: `--config demo --data DIR` carried the demo's probe/unseen_combos)
+        hint = "--eval-zeroshot synthetic (the probes' scenes)" if source == "probe" else (
+            "--eval-zeroshot DIR or --eval-retrieval DIR")
         raise ValueError(f"--best-metric {cfg.best_metric}: this run evaluates nothing to pick best/ by; pass "
-                         "--eval-zeroshot or --eval-retrieval (or drop --best-metric)")
+                         f"{hint} (or drop --best-metric, or give --best-metric '' where a config set it)")
     if not gives.get(source):
         raise ValueError(f"--best-metric {cfg.best_metric}: this run's evaluations give {', '.join(evaluated)} "
                          "metrics" + (f" (--eval-{source} would give {source}/...)" if source in names else ""))

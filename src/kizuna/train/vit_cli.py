@@ -190,6 +190,9 @@ def config_from_args(args):
         base.update(load_config_file(args.config, SupervisedConfig))
     given = _given(args)
     cfg = make_supervised_config(base, **given)
+    if getattr(args, "no_pos_interp", False) and cfg.image_size == 0:  # (refused as "--pos-embed sequence", unnamed)
+        raise ValueError("--no-pos-interp does nothing here: it keeps the position embeddings as a sequence at a new "
+                         "--image-size, and none is given (the checkpoint's own size keeps its table); drop it")
     refuse_typed_unused(cfg, given)
     if cfg.init:  # typed under a --config file's init: recorded in train_config.json while the checkpoint's model
         # trained, without a word (the Python API's keywords, a helper passing every field, are left alone)
