@@ -100,6 +100,8 @@ def run(args):
     if "image" not in gflops:  # said, not left out: a conv or ResNet stem has no analytic count
         fn = "model.encode_image" if clip else "model"  # a VisionTransformer is called itself
         print(f"GFLOPs of the image tower: not counted for a conv or ResNet stem; "
-              f"kizuna.models.flops.measured_flops({fn}, x) counts one forward")
+              f"kizuna.models.flops.measured_flops({fn}, x) counts one forward as kizuna runs it (the last block "
+              "for the pooled token only: fewer than a count of every block, such as this command gives a "
+              "patch stem)")
     print("config:")
     print(json.dumps(info["config"], indent=2))

@@ -78,7 +78,11 @@ def clip_text_flops(cfg: ClipConfig) -> int:
     """One text through a two-tower model's text tower, whichever kind it is, at its tokenizer's length: the
     rows a text is encoded as (a SigLIP tower of 64 positions behind a 16-token tokenizer ran 16, and was
     counted at 64: 4.5x)."""
-    length = (cfg.tokenizer or {}).get("context_length", 77 if cfg.tokenizer else None)  # (tokenizers' default)
+    # a tokenizer's default length is 77; a checkpoint without a usable one ("unavailable") is counted at its
+    # tower's (a 248-position tower was counted at 77)
+    tok = cfg.tokenizer or {}
+    length = tok.get("context_length", (cfg.text.context_length if tok.get("type") == "unavailable" else 77)
+                     if tok else None)
     if cfg.text.kind == "minilm":  # its length is its tokenizer's (MiniLMTokenizer), its projection embed_dim wide
         return minilm_text_flops(int(length or 77), cfg.embed_dim)
     if not isinstance(length, int) or length <= 0:

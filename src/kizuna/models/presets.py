@@ -1,7 +1,10 @@
 """One registry of named models.
 
-ViT variants decode from strings as in big_vision: "B/16" = Base width/depth/heads, 16 px patches.
-Two-tower presets follow OpenCLIP's names ("ViT-B-32", "ViT-L-14", ...); "ViT-B/32" is accepted too.
+ViT variants decode from strings in big_vision's form: "B/16" = Base width/depth/heads, 16 px patches (the sizes
+are :data:`VIT_SIZES`; kizuna's "mu" is its own, wider than big_vision's).
+Two-tower presets follow OpenCLIP's names ("ViT-B-32", "ViT-L-14", ...); "ViT-B/32" is accepted too. ``siglip-B-16``
+is SigLIP B/16's architecture with OpenAI's BPE (49,408 ids; SigLIP's own sentencepiece vocabulary of 32,000 is not
+shipped): 216.5M parameters, 13.37M more than the paper's model, all of them in the token embedding.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from .clip import ClipConfig
 from .text import TextConfig
 from .vit import VisionConfig
 
-# name: (width, depth, heads, mlp_dim) — the ViT paper's Table 1, plus tiny sizes for tests and demos.
+# name: (width, depth, heads, mlp_dim): B, L and H from the ViT paper's Table 1, Ti and S from DeiT, M from Steiner et
+# al. ("How to train your ViT"), and a tiny size of kizuna's own for tests and demos.
 VIT_SIZES = {
     "mu": (64, 2, 2, 256),
     "Ti": (192, 12, 3, 768),
@@ -25,7 +29,8 @@ VIT_SIZES = {
     "H": (1280, 32, 16, 5120),
 }
 
-# Text towers paired with each image-tower size in CLIP/OpenCLIP: (width, depth, heads, embed_dim).
+# Text towers paired with each image-tower size: (width, depth, heads, embed_dim). S, M, B, L as in CLIP/OpenCLIP;
+# mu and Ti are kizuna's own choices (OpenCLIP has no Ti).
 CLIP_TEXT = {
     "mu": (64, 2, 2, 32),
     "Ti": (256, 12, 4, 256),
