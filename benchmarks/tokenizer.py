@@ -171,7 +171,7 @@ def _until_eot(row: torch.Tensor, eot: int) -> list[int]:
 
 
 # ================================================================================================
-def openai_clean(text: str) -> str:
+def openai_clean(text: str, for_ids: bool = False) -> str:  # (the signature of kizuna's clean_text, which it replaces)
     """OpenAI's cleaning with ftfy on every text (kizuna's ``clean_text`` may skip ftfy for plain ASCII)."""
     return _whitespace_clean(_basic_clean(text)).lower()
 

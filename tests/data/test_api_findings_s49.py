@@ -35,3 +35,12 @@ def test_the_preprocess_transform_has_its_own_mean_and_std():
 def test_train_bpe_tokenizer_refuses_one_string():
     with pytest.raises(TypeError, match="splitlines"):
         train_bpe_tokenizer("a red circle\na blue square\n" * 50, vocab_size=600)
+
+
+def test_a_palette_whose_alphas_are_all_zero_is_opaque():
+    """PIL gives a TGA's 32-bit colour map an RGBA palette with the alpha bytes 0 (its header says no alpha bits):
+    read as alpha, the image came out white."""
+    img = Image.new("P", (2, 1))
+    img.putpalette(bytes([255, 0, 0, 0, 0, 0, 255, 0]), "RGBA")
+    img.putpixel((1, 0), 1)
+    assert np.asarray(to_rgb(img)).tolist() == [[[255, 0, 0], [0, 0, 255]]]

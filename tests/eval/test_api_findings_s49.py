@@ -51,6 +51,8 @@ def test_linear_probe_inputs_are_checked_up_front():
         linear_probe_from_features(x, y, x, y, 3, few_shot=(1,), seeds=0)
     with pytest.raises(ValueError, match="few_shot"):
         linear_probe_from_features(x, y, x, y, 3, few_shot=(0,), seeds=1)
+    # seeds only count the few-shot draws: with none asked for, any value is fine
+    assert "lp_acc1" in linear_probe_from_features(x, y, x, y, 3, few_shot=(), seeds=0).metrics
     probe = fit_logistic_regression(torch.as_tensor(x), y, 3, l2=1e-3)
     assert probe.accuracy(x, y) == probe.accuracy(torch.as_tensor(x), torch.as_tensor(y))  # numpy x too
     with pytest.raises(ValueError, match="whole class indices"):

@@ -18,6 +18,11 @@ from kizuna.train.contrastive import model_config, refuse_settings_a_checkpoint_
     ({"tokenizer": "train"}, {"model_overrides": {"text": {"vocab_size": 3000}}},
      r"text.vocab_size 3000: with --tokenizer train \(set by the config\).*--tokenizer-vocab-size 3000"),
     ({}, {"loss": "siglip", "model_overrides": {"loss": "clip"}}, r"loss 'clip' disagrees with --loss siglip"),
+    # a tokenizer the flags make replaces the override's whole (its length became the tower's, or MiniLM's 64)
+    ({}, {"tokenizer": "clip_bpe", "model_overrides": {"tokenizer": {"context_length": 16}}},
+     r"tokenizer \{\"context_length\": 16\}: --tokenizer clip_bpe makes the tokenizer.*--context-length 16"),
+    ({}, {"text_tower": "minilm", "model_overrides": {"tokenizer": {"context_length": 128}}},
+     r"--text-tower minilm makes the tokenizer"),
 ])
 def test_an_override_a_flag_replaces_is_refused_naming_both(base, typed, message):
     with pytest.raises(ValueError, match=message):

@@ -27,6 +27,7 @@ distances are in input pixels (one patch = ``patch_size * stem stride`` pixels).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -71,14 +72,30 @@ __all__ = [
 SECTIONS = ("filters", "positions", "attention_distance", "rollout", "predict")
 
 
-# The kind of digest AnalysisTarget.weights records, before it: a digest of another kind (an earlier kizuna's
-# blake2b of the bytes, or this one without its prefix) says nothing about these weights, and compared as if it
-# did, an upgrade made every report and panel of the same model "another model's" and removed them.
+# The kind of digest AnalysisTarget.weights records, before it. Earlier kizunas recorded it bare: the same sha256
+# (b537ddf), and before that a blake2b of the bytes (5c6af95); compared with this one's as they stood, an upgrade
+# made every report and panel of the same model "another model's" and removed them.
 WEIGHTS_DIGEST = "sha256:"
 
 
-def _digest_of_this_kind(digest) -> bool:
-    return isinstance(digest, str) and digest.startswith(WEIGHTS_DIGEST)
+def _same_weights(recorded, target: AnalysisTarget) -> bool | None:
+    """Whether a report's recorded weights digest is of ``target``'s weights; None where none was recorded."""
+    if not isinstance(recorded, str):
+        return None
+    if recorded.startswith(WEIGHTS_DIGEST):
+        return recorded == target.weights
+    return recorded in (target.weights[len(WEIGHTS_DIGEST):], _blake2b_digest(target.model))
+
+
+def _blake2b_digest(model) -> str:
+    """The digest kizuna recorded from 5c6af95 to ca9bdab: blake2b-64 of each tensor's name, flat shape, dtype and
+    bytes."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -694,10 +711,9 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
             earlier = (earlier.get("model"), earlier.get("weights"), earlier.get("image"))  # (model: the path)
         except (OSError, ValueError, AttributeError):
             earlier = None
-        if earlier is not None:  # by weights (any path to them); an earlier kizuna's digest: by the model's path
-            by_weights = _digest_of_this_kind(earlier[1])
-            if (earlier[1] if by_weights else earlier[0], earlier[2]) != (
-                    target.weights if by_weights else target.source, image[1]):
+        if earlier is not None:  # by weights (any path to them); a panel that recorded none: by the model's path
+            same = _same_weights(earlier[1], target)
+            if not ((earlier[0] == target.source) if same is None else same) or earlier[2] != image[1]:
                 for stale in ("predict.png", "predict.json"):
                     (out / stale).unlink(missing_ok=True)
     return _write(out, "report", report)
@@ -717,9 +733,11 @@ def update_report(out: str | Path, target: AnalysisTarget, section: str, numbers
     mine = {k: v for k, v in json_safe(target.describe()).items() if k != "source"}
     theirs = report.get("model") if isinstance(report, dict) else None
     theirs = {k: v for k, v in theirs.items() if k != "source"} if isinstance(theirs, dict) else None
-    if theirs is not None and not _digest_of_this_kind(theirs.get("weights")):  # (an earlier kizuna's, or none)
+    if theirs is not None:  # the weights by their digest, of whichever kind (none recorded: judged without them)
+        same = _same_weights(theirs.pop("weights", None), target)
         mine.pop("weights")
-        theirs.pop("weights", None)
+        if same is False:
+            theirs = None
     if theirs != mine:
         path.unlink(missing_ok=True)
         return

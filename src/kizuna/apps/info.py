@@ -99,9 +99,10 @@ def run(args):
         print("GFLOPs: " + ", ".join(f"{k} {v:.4g}" for k, v in gflops.items()) + f"  (2 x MACs, {per})")
     if "image" not in gflops:  # said, not left out: a conv or ResNet stem has no analytic count
         fn = "model.encode_image" if clip else "model"  # a VisionTransformer is called itself
+        vision = info["config"].get("vision", info["config"])  # (a ViT's config is its vision config)
+        pruned = (" (with a class token pooled, the last block for that token only: fewer than a count of "
+                  "every block, such as this command gives a patch stem)") if vision.get("pool") == "cls" else ""
         print(f"GFLOPs of the image tower: not counted for a conv or ResNet stem; "
-              f"kizuna.models.flops.measured_flops({fn}, x) counts one forward as kizuna runs it (the last block "
-              "for the pooled token only: fewer than a count of every block, such as this command gives a "
-              "patch stem)")
+              f"kizuna.models.flops.measured_flops({fn}, x) counts one forward as kizuna runs it{pruned}")
     print("config:")
     print(json.dumps(info["config"], indent=2))

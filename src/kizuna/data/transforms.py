@@ -28,6 +28,20 @@ INTERPOLATION = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest"
 TRAINING_PIXELS_VERSION = 2
 
 
+def _keyed_or_palette_alpha(img: Image.Image) -> bool:
+    """A colour key (info["transparency"]), or a palette with alpha: what Image.quantize() makes of an RGBA image
+    (its transparent pixels came out as their palette colour, white once saved as PNG and reopened). A palette
+    whose alphas are all 0 is opaque: PIL gives a TGA's 32-bit colour map an RGBA palette whatever its header's
+    alpha bits say, and those images came out white."""
+    if "transparency" in img.info:
+        return True
+    palette = img.palette if img.mode == "P" else None
+    if palette is None or not palette.mode.endswith("A"):
+        return False
+    alphas = bytes(palette.palette)[len(palette.mode) - 1::len(palette.mode)]
+    return any(alphas) and any(a != 255 for a in alphas)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL image -> RGB, upright. A camera's EXIF orientation is applied (:func:`~kizuna.data.images.upright`;
     decoded by kizuna it already is, but an image a user opened with PIL, as the README's snippet does, was
@@ -42,9 +56,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
                 else "make one with PIL.Image.fromarray(array)" if hasattr(img, "__array__") else "pass a PIL image")
         raise TypeError(f"expected a PIL image, got {type(img).__name__}; {hint}")
     img = upright(img)
-    # a colour key (info["transparency"]) or a palette with alpha (what Image.quantize() makes of an RGBA image:
-    # its transparent pixels came out as their palette colour, white once saved as PNG and reopened)
-    if img.mode in ("P", "L", "RGB", "1") and img.has_transparency_data:
+    if img.mode in ("P", "L", "RGB", "1") and _keyed_or_palette_alpha(img):
         img = img.convert("RGBA")  # PIL turns the colour key into alpha
     if img.mode == "RGB":
         return img

@@ -17,8 +17,8 @@ from .clip import ClipConfig
 from .text import TextConfig
 from .vit import VisionConfig
 
-# name: (width, depth, heads, mlp_dim): B, L and H from the ViT paper's Table 1, Ti and S from DeiT, M from Steiner et
-# al. ("How to train your ViT"), and a tiny size of kizuna's own for tests and demos.
+# name: (width, depth, heads, mlp_dim): B, L and H from the ViT paper's Table 1, Ti and S from DeiT, M (Medium) as in
+# big_vision and OpenCLIP, and a tiny size of kizuna's own for tests and demos.
 VIT_SIZES = {
     "mu": (64, 2, 2, 256),
     "Ti": (192, 12, 3, 768),

@@ -384,6 +384,14 @@ def _refuse_overrides_a_flag_replaces(cfg: TrainConfig, typed: dict) -> None:
 
     text, tokenizer = (cfg.model_overrides.get(k) for k in ("text", "tokenizer"))
     text, tokenizer = (part if isinstance(part, dict) else {} for part in (text, tokenizer))
+    # a tokenizer these flags make replaces the override's whole (its length became the tower's, or 64)
+    maker = (flag("text_tower", "minilm") if cfg.text_tower == "minilm"
+             else flag("tokenizer", cfg.tokenizer) if cfg.tokenizer in ("clip_bpe", "train") else None)
+    if tokenizer and maker:
+        length = tokenizer.get("context_length")
+        raise ValueError(f"--model-overrides tokenizer {json.dumps(tokenizer)}: {maker} makes the tokenizer, in its "
+                         "place; " + (f"give --context-length {length} instead" if length is not None and
+                                      set(tokenizer) == {"context_length"} else "drop it from --model-overrides"))
     if cfg.text_tower != "minilm":  # (the MiniLM tower's text overrides are its own check's)
         for where, value in (("text.context_length", text.get("context_length")),
                              ("tokenizer.context_length", tokenizer.get("context_length"))):
