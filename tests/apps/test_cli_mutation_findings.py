@@ -318,7 +318,7 @@ def test_vit_finetune_no_pos_interp_is_the_sequence_table_and_contradicting_it_i
     assert _vit_config("finetune", "ckpt", *at_48).pos_embed != "sequence"
     with pytest.raises(ValueError, match="--no-pos-interp contradicts --pos-embed interpolate"):
         _vit_config("finetune", "ckpt", "--no-pos-interp", "--pos-embed", "interpolate", *at_48)
-    with pytest.raises(ValueError, match="--pos-embed sequence does nothing here"):
+    with pytest.raises(ValueError, match="--no-pos-interp does nothing here"):
         _vit_config("finetune", "ckpt", "--no-pos-interp")
 
 

@@ -206,6 +206,9 @@ def test_logits_and_scores_on_the_meta_device():
 def test_cached_text_embeddings_of_another_dtype_are_cast_like_pixels():
     """A float32 cache of a locked text tower's outputs, given to a bf16 model, failed inside F.linear."""
     model = kizuna.create_model("ViT-mu-8", precision="bf16")
+    # a tower with outputs before its projection (MiniLM's, which needs its package; stood in for: kizuna's own
+    # tower has none, and refuses text_embeddings)
+    model.text.sentence_embeddings = lambda tokens: None
     width = model.text.proj.weight.shape[1]
     cached = torch.randn(3, width)
     with torch.no_grad():
@@ -216,6 +219,7 @@ def test_cached_text_embeddings_of_another_dtype_are_cast_like_pixels():
         model(text_embeddings=torch.ones(3, width, dtype=torch.long))
     # a dynamically quantized projection (its weight is a method) takes float32, as before the cast (the review)
     fp32 = kizuna.create_model("ViT-mu-8").eval()
+    fp32.text.sentence_embeddings = lambda tokens: None
     fp32.text.proj = torch.ao.nn.quantized.dynamic.Linear(width, fp32.text.proj.out_features, bias_=False)
     with torch.no_grad():
         assert fp32(text_embeddings=cached)["text_features"].shape == (3, fp32.text.proj.out_features)

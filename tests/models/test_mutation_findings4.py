@@ -303,6 +303,7 @@ def test_cached_text_embeddings_go_through_the_projection():
     """Kills: forward(text_embeddings=...) normalising the cached tower outputs without the projection (a locked
     text tower's cache is the width-wide pre-projection feature)."""
     model = _clip()
+    model.text.sentence_embeddings = lambda tokens: None  # (MiniLM's pre-projection output, stood in for)
     e = torch.randn(3, 32, generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         out = model(text_embeddings=e)
