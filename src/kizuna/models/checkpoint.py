@@ -227,7 +227,7 @@ def unwrapped_model(model: nn.Module) -> nn.Module:
     while True:
         inner = model._modules.get("_orig_mod") or (model._modules.get("module")
                                                      if type(model).__name__ == "DistributedDataParallel" else None)
-        if inner is None:
+        if not isinstance(inner, nn.Module):  # (none; or compiled twice, a function inside)
             return model
         model = inner
 
