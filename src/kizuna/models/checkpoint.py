@@ -224,12 +224,13 @@ def unwrapped_model(model: nn.Module) -> nn.Module:
     """The model inside torch.compile's and DistributedDataParallel's wrappers (their state dicts name its
     tensors under ``_orig_mod.`` / ``module.``; the evaluators already took a compiled model, save_model said
     "cannot save a OptimizedModule")."""
-    while True:
+    while isinstance(model, nn.Module):  # (torch.compile of a compiled model gives a function)
         inner = model._modules.get("_orig_mod") or (model._modules.get("module")
                                                      if type(model).__name__ == "DistributedDataParallel" else None)
-        if not isinstance(inner, nn.Module):  # (none; or compiled twice, a function inside)
+        if not isinstance(inner, nn.Module):
             return model
         model = inner
+    return model
 
 
 def model_record(model: nn.Module) -> dict:
