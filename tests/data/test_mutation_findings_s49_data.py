@@ -1,39 +1,10 @@
-"""Mutation-testing round (stop 49): helpers of the data stage, the apps and the analysis (a terminal whose size
-cannot be read, a bool inside a grid pair, a preprocess config's nested lists)."""
-import os
-import sys
-
+"""Mutation-testing round (stop 49): helpers of the data stage and the analysis (a bool inside a grid pair, a
+preprocess config's nested lists)."""
 import pytest
 import torch
 
 from kizuna.analysis.position import position_similarity
-from kizuna.apps import common
 from kizuna.data.transforms import preprocess_from_config
-
-
-class _Terminal:
-    def isatty(self):
-        return True
-
-    def fileno(self):
-        return 2
-
-
-class _NotATerminal(_Terminal):
-    def isatty(self):
-        return False
-
-
-def test_a_terminal_whose_size_cannot_be_read_still_draws_bars(monkeypatch):
-    def no_size(fd=None):
-        raise OSError("Inappropriate ioctl for device")
-
-    monkeypatch.setattr(sys, "stderr", _Terminal())
-    monkeypatch.setattr(os, "get_terminal_size", no_size)
-    assert common.progress_default() is True
-    monkeypatch.setattr(sys, "stderr", _NotATerminal())
-    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((80, 24)))
-    assert common.progress_default() is False
 
 
 @pytest.mark.parametrize("grid", [(True, 4), (4, False)])
