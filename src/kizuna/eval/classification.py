@@ -385,6 +385,22 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}%" if v == v else "n/a"
 
 
+def whole_labels(labels, name: str = "") -> np.ndarray:
+    """``labels`` as int64, refused where a value is not a whole number (1.5 was truncated to class 1; NaN was
+    class 0), is past int64 (1e20 wrapped to -9.2e18) or is no number; ``name`` begins the message."""
+    where = f"{name}: " if name else ""
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.array_equal(y, np.round(y)):
+            raise ValueError(f"{where}labels must be whole class indices, got values such as "
+                             f"{y[~np.isfinite(y) | (y != np.round(y))][:3].tolist()}")
+        if y.size and float(np.abs(y).max()) >= 2 ** 62:  # (1e20 wrapped to -9.2e18 in the int64 cast's message)
+            raise ValueError(f"{where}labels must be class indices, got {np.abs(y).max():g}")
+    elif y.dtype.kind not in "iub" and y.size:
+        raise ValueError(f"{where}labels must be class indices (integers), got {y.dtype} values")
+    return y.astype(np.int64)
+
+
 def classify_features(image_features: torch.Tensor, labels, class_weights: torch.Tensor, classnames: Sequence[str],
                       valid: torch.Tensor | None = None, k: int = 5, keep_scores: bool = False,
                       keys: Sequence[str] = (), skipped: SkipCounter | None = None, templates=(),
@@ -401,14 +417,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
                     method: str = "zero-shot") -> ClassificationResult:
     """Metrics from class scores ``[N, C]`` (similarities or logits; the highest wins). For a classifier
     (``method="classifier"``) the scores are logits and the metrics add the mean cross-entropy ``loss``."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):  # (NaN too) 1.9 was class 1
-        odd = labels[~np.isfinite(labels) | (labels != np.round(labels))][:3].tolist()
-        raise ValueError(f"labels must be whole class indices, got values such as {odd}")
-    # (1e20 wrapped to -9.2e18 in the int64 cast, and the message named that)
-    if labels.dtype.kind == "f" and labels.size and float(np.abs(labels).max()) >= 2 ** 62:
-        raise ValueError(f"labels must be class indices 0..{len(classnames) - 1}, got {np.abs(labels).max():g}")
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    labels = torch.as_tensor(whole_labels(labels))
     scores = as_tensor(scores, "scores").float()
     n, c = scores.shape
     if len(labels) != n:

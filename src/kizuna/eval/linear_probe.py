@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from kizuna.data.sources import SkipCounter
 
-from .classification import refuse_one_class
+from .classification import refuse_one_class, whole_labels
 from .encode import as_tensor, check_finite, encode_images, is_main
 
 __all__ = [
@@ -66,7 +66,7 @@ class LinearProbe:
         return self.logits(x).argmax(dim=1)
 
     def accuracy(self, x: torch.Tensor, y) -> float:
-        y = torch.as_tensor(_whole_labels(y, "y"))  # (a label 1.5 was class 1)
+        y = torch.as_tensor(whole_labels(y, "y"))  # (a label 1.5 was class 1)
         x = as_tensor(x, "x")
         _same_length(x, y, "x", "y")
         return float((self.predict(x) == y).double().mean()) if len(y) else float("nan")
@@ -86,7 +86,7 @@ def fit_logistic_regression(x: torch.Tensor, y, num_classes: int, l2: float, max
     (no autograd graph per evaluation): the fits are small and many (lambda sweeps, few-shot seeds)."""
     x = as_tensor(x, "x").detach().to("cpu", dtype)
     check_finite(x, None, "probe training inputs")  # a NaN ran every fit to the iteration cap, and gave a probe
-    y = torch.as_tensor(_whole_labels(y, "y"))
+    y = torch.as_tensor(whole_labels(y, "y"))
     _same_length(x, y, "x", "y")
     n, d = x.shape
     if n == 0:
@@ -263,24 +263,10 @@ def _matching_shots(few: dict[int, list[float]], target: float) -> float:
     return float("inf")
 
 
-def _whole_labels(labels, name: str) -> np.ndarray:
-    """``labels`` as int64, refused where a value is not a whole number (1.5 was truncated to class 1)."""
-    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.array_equal(y, np.round(y)):
-            raise ValueError(f"{name}: labels must be whole class indices, got values such as "
-                             f"{y[~np.isfinite(y) | (y != np.round(y))][:3].tolist()}")
-        if y.size and float(np.abs(y).max()) >= 2 ** 62:  # (1e20 wrapped to -9.2e18 in the int64 cast's message)
-            raise ValueError(f"{name}: labels must be class indices, got {np.abs(y).max():g}")
-    elif y.dtype.kind not in "iub" and y.size:
-        raise ValueError(f"{name}: labels must be class indices (integers), got {y.dtype} values")
-    return y.astype(np.int64)
-
-
 def _class_indices(labels, name: str, num_classes: int) -> np.ndarray:
     """``labels`` as int64 class indices in 0..num_classes-1. Labels read from a parquet or CSV file come as floats
     (numpy's bincount refused them, 8 frames deep); a test label past the classes counted as an error silently."""
-    y = _whole_labels(labels, name)
+    y = whole_labels(labels, name)
     if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"{name}: labels must be in 0..{num_classes - 1} for {num_classes} classes, got "
                          f"{int(y.min())}..{int(y.max())}")
