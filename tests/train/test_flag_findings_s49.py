@@ -90,3 +90,10 @@ def test_no_pos_interp_without_a_new_size_is_named(tmp_path, capsys):
     assert code == 2
     assert "--no-pos-interp does nothing here" in capsys.readouterr().err
 
+
+
+def test_a_loss_override_that_agrees_with_the_flag_brings_the_papers_scale_and_bias():
+    """`--loss siglip` with {"loss": "siglip"} in --model-overrides was refused as "needs a logit bias"."""
+    mcfg = model_config(make_config(model="ViT-mu-8", loss="siglip", model_overrides={"loss": "siglip"}))
+    assert mcfg.loss == "siglip" and mcfg.init_logit_bias == -10.0 and mcfg.max_logit_scale is None
+    assert model_config(make_config(model="ViT-mu-8", loss="siglip")).to_dict() == mcfg.to_dict()

@@ -58,7 +58,9 @@ def model_config(cfg: TrainConfig) -> ClipConfig:
     # replaced: {"init_logit_bias": -5} with --loss siglip started from -10, and as {"loss": "siglip"} from -5)
     paper = {"siglip": dict(init_logit_scale=math.log(10), init_logit_bias=-10.0, max_logit_scale=None),
              "clip": dict(init_logit_scale=math.log(1 / 0.07), init_logit_bias=None, max_logit_scale=math.log(100))}
-    if cfg.loss in paper and d["loss"] != cfg.loss:
+    # (against the preset's loss: `--loss siglip` beside an override saying the same kept the preset's CLIP scale
+    # and no bias, and was refused as "needs a logit bias")
+    if cfg.loss in paper and preset.loss != cfg.loss:
         d.update({key: value for key, value in paper[cfg.loss].items() if key not in cfg.model_overrides},
                  loss=cfg.loss)
     if d["loss"] == "clip" and d.get("init_logit_bias") is not None:
