@@ -223,9 +223,11 @@ def progress_default() -> bool:
             return False
     except (AttributeError, ValueError, OSError):  # None (a closed stderr), a closed file, a stream without one
         return False
-    try:  # a terminal of 0 rows (`script` without one, some container consoles): tqdm hides every bar past the
-        return os.get_terminal_size(sys.stderr.fileno()).lines > 0  # screen's height, and no step lines were
-    except (AttributeError, ValueError, OSError):  # printed instead: nothing showed the run going
+    # a terminal of 0 rows (`script` without one, some container consoles): tqdm hides every bar past the screen's
+    # height, and no step lines were printed instead, so nothing showed the run going
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).lines > 0
+    except (AttributeError, ValueError, OSError):  # a size that cannot be read: a terminal all the same
         return True
 
 

@@ -40,7 +40,7 @@ from kizuna.models.layers import watched
 from kizuna.models.losses import similarity
 
 from .encode import (as_tensor, check_finite, content_hash, encode_images, encode_texts_sharded, gather_object,
-                     is_main, model_fingerprint, module_structure)
+                     is_count, is_main, model_fingerprint, module_structure)
 from .zeroshot import fill_template, same_prompts, text_list
 
 __all__ = [
@@ -425,7 +425,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if len(classnames) != c:  # fewer names dropped a class from the table (or failed in it), more shifted none
         raise ValueError(f"{c} classes scored but {len(classnames)} class names: pass one name per class, in the "
                          "order of the scores' columns")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not is_count(k):
         # k=0 ranked no class: every prediction was -1, counted as the last class
         raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")
     valid = torch.ones(n, dtype=torch.bool) if valid is None else as_tensor(valid, "valid", torch.bool)

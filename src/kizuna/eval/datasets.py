@@ -66,6 +66,8 @@ from kizuna.data.sources import (PairDataset, SampleIndex, SkipCounter, build_in
                                   shared_data_hint, table_reader)
 from kizuna.data.tar_index import decode_text, parse_label
 
+from .encode import is_count
+
 __all__ = [
     "DatasetError", "EvalDataset", "bundled_classnames", "bundled_templates", "find_split", "load_dataset",
     "read_lines", "read_templates",
@@ -764,7 +766,7 @@ def load_dataset(path, split: str | None = None, *, task: str | None = None, dat
     if task not in (None, "classification", "retrieval"):
         raise ValueError(f"task must be 'classification' or 'retrieval', got {task!r}")
     max_samples = 0 if max_samples is None else max_samples  # None: all, as the suite and eval/training.py pass it
-    if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 0:
+    if not is_count(max_samples, 0):
         raise ValueError(f"max_samples must be a whole number >= 0 (0 = all), got {max_samples!r}")  # -1 was all
     classnames, templates = _names_list(classnames, "classnames"), _names_list(templates, "templates")
     path = Path(os.path.expanduser(str(path)))

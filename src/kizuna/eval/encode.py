@@ -28,6 +28,7 @@ counters and checksums of parameters and buffers - changes whenever the weights 
 from __future__ import annotations
 
 import hashlib
+import numbers
 import sys
 import time
 from contextlib import contextmanager
@@ -337,6 +338,12 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
         raise DatasetError(f"{dataset.source}: none of its {n} images could be used: {skips.report()}")
     check_finite(feats, valid, f"{dataset.source}: images")
     return ImageFeatures(feats, valid, skips)
+
+
+def is_count(value, minimum: int = 1) -> bool:
+    """Whether ``value`` is a whole number (a Python or numpy integer; not a bool, not 2.0) of at least ``minimum``:
+    the evaluators' counts (k, seeds, shots, severities, max_samples)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
 
 
 def as_tensor(x, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:

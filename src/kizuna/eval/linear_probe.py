@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from kizuna.data.sources import SkipCounter
 
 from .classification import refuse_one_class, whole_labels
-from .encode import as_tensor, check_finite, encode_images, is_main
+from .encode import as_tensor, check_finite, encode_images, is_count, is_main
 
 __all__ = [
     "LinearProbe", "ProbeResult", "evaluate_linear_probe", "few_shot_indices", "fit_logistic_regression",
@@ -287,9 +287,9 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     y_train, y_test = _class_indices(y_train, "y_train", num_classes), _class_indices(y_test, "y_test", num_classes)
     few_shot = list(dict.fromkeys(few_shot))  # a k given twice was fitted twice, its notes printed twice
     # seeds=0 reported a few-shot mean of nan beside numpy's warnings; k=0 failed as "no training samples"
-    if few_shot and (isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1):
+    if few_shot and not is_count(seeds):
         raise ValueError(f"seeds must be a whole number >= 1 (few-shot draws per k), got {seeds!r}")
-    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in few_shot):
+    if not all(is_count(k) for k in few_shot):
         raise ValueError(f"few_shot must hold whole numbers >= 1 (training images per class), got {few_shot!r}")
     # (without a bar: a line every 30 s, and no tqdm object, which fixed a host's multiprocessing start method)
     bar = progress_bar(total=1 + len(few_shot) * seeds, desc="fitting probes", enabled=progress, unit="fit")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import io
 import math
-import numbers
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
 from .classification import class_embeddings, classify_features, refuse_one_class
-from .encode import dist_info, encode_images, eval_mode, gather_shards, shard_bounds
+from .encode import dist_info, encode_images, eval_mode, gather_shards, is_count, shard_bounds
 from .zeroshot import text_list
 
 __all__ = [
@@ -93,7 +92,7 @@ CORRUPTIONS: dict[str, Callable[[Image.Image, int, random.Random], Image.Image]]
 def corrupt(img: Image.Image, name: str, severity: int, rng: random.Random | None = None) -> Image.Image:
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})")
-    if isinstance(severity, bool) or not isinstance(severity, numbers.Integral) or not 1 <= severity <= 5:
+    if not (is_count(severity) and severity <= 5):
         raise ValueError(f"severity must be a whole number 1..5, got {severity!r}")  # (2.0 indexed a tuple)
     from kizuna.data.transforms import to_rgb
 

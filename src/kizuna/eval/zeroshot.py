@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from kizuna.models.layers import autocast_off
 
-from .encode import check_finite, eval_mode
+from .encode import check_finite, eval_mode, is_count
 
 Template = str | Callable[[str], str]
 
@@ -171,9 +171,7 @@ class ZeroShotClassifier:
         return torch.sigmoid(logits) if self.model.cfg.loss == "siglip" else logits.softmax(dim=-1)
 
     def topk(self, images: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
-        import numbers
-
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # -1 sliced off the last class
+        if not is_count(k):  # -1 sliced off the last class
             raise ValueError(f"k must be a whole number >= 1 (the classes to return per image), got {k!r}")
         logits = self.logits(images)
         probs = self.probabilities(logits)
