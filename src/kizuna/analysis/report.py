@@ -625,10 +625,10 @@ def predict_report(target: AnalysisTarget, image: torch.Tensor, out: str | Path,
     ViT with a classifier head: softmax over its classes, named by ``labels`` (in class order) or the
     class names saved with the model. The inputs are checked first (:func:`prediction_inputs`).
     """
-    from kizuna.eval.encode import check_finite
+    from kizuna.eval.encode import check_finite, is_count
     from kizuna.eval.zeroshot import ZeroShotClassifier
 
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:  # -1 listed all labels but the last
+    if not is_count(top_k):  # -1 listed all labels but the last
         raise ValueError(f"top_k must be a whole number >= 1 (the classes the panel shows), got {top_k!r}")
     labels, templates, tokenizer = prediction_inputs(target, labels, templates, true_label)
     true_label = None if true_label is None else _label_named(true_label, labels)

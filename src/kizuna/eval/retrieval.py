@@ -35,7 +35,7 @@ from kizuna.data.sources import SkipCounter
 from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
-from .encode import as_tensor, check_finite, encode_images, encode_texts_sharded
+from .encode import as_tensor, check_finite, encode_images, encode_texts_sharded, is_count
 
 __all__ = ["RetrievalResult", "evaluate_retrieval", "full_matrix_ranks", "retrieval_metrics", "retrieval_ranks",
            "retrieval_from_features"]
@@ -106,7 +106,7 @@ def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, t
     :func:`retrieval_metrics`). Ranks are returned on the CPU. NaN/inf features raise
     :class:`~kizuna.eval.encode.NonFiniteFeatures`."""
     for name, chunk in (("query_chunk", query_chunk), ("key_chunk", key_chunk)):
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:  # 0: "step must be nonzero"
+        if not is_count(chunk):  # 0: "step must be nonzero"
             raise ValueError(f"{name} must be a whole number >= 1 (rows per block), got {chunk!r}")
     img, txt = as_tensor(image_features, "image_features").float(), as_tensor(text_features, "text_features").float()
     # a NaN score compares neither above nor equal, so a NaN row ranked its own item first (R@1 100%)
