@@ -77,6 +77,7 @@ def test_optimizer_state_round_trips_between_fused_and_unfused():
 
 def test_auto_precision_is_bf16_where_the_hardware_does_bf16(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(optim, "gpu_bf16_native", lambda device: True)  # Ampere or later
     assert resolve_precision("auto", gpu) == "bf16"
     monkeypatch.setattr(optim, "cpu_bf16_native", lambda: True)  # a CPU with AMX
     assert resolve_precision("auto", cpu) == "bf16"

@@ -534,7 +534,10 @@ def _out_of_memory(error: BaseException) -> str | None:
         return None
     first = next((line.strip() for line in text.splitlines() if "allocate" in line), text.splitlines()[0] if text
                  else type(error).__name__)
-    held = ("" if cuda else "; an evaluation or `kizuna embed` holds every item's features in memory at once (items "
+    # (the decoded training set of `kizuna vit train --augment-on device` lies on the GPU whole)
+    held = ("; a `kizuna vit train --augment-on device` run holds its decoded images on the GPU: --augment-on "
+            "loader keeps them in host memory" if cuda else
+            "; an evaluation or `kizuna embed` holds every item's features in memory at once (items "
             "x the model's embed_dim x 4 bytes): fewer items at a time (--max-samples where the command has one, or "
             "the data in parts)")
     return (f"out of {'GPU ' if cuda else ''}memory ({first}): a smaller --batch-size where the command has one; "

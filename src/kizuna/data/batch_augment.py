@@ -343,6 +343,13 @@ def decode_images(index, image_size, device: torch.device | str = "cpu", workers
         raise ValueError(f"{len(index)} images at {h}x{w} need {need / 2**30:.1f} GiB decoded, more than the "
                          f"{max_bytes / 2**30:.0f} GiB allowed for on-device augmentation; use the loader "
                          "(augment_on='loader') for a dataset this large")
+    device = torch.device(device)
+    if device.type == "cuda":  # the card's own memory (16 GiB passed on an 8 GiB card and failed after the decode)
+        free, total = torch.cuda.mem_get_info(device)
+        if need > free / 2:  # the other half for the model, its optimizer and the augmented batches
+            raise ValueError(f"{len(index)} images at {h}x{w} need {need / 2**30:.1f} GiB decoded, more than half of "
+                             f"the {free / 2**30:.1f} GiB free on {device} ({total / 2**30:.0f} GiB); use the loader "
+                             "(augment_on='loader', --augment-on loader) for this dataset on this GPU")
     dataset = PairDataset(index, _DecodeOnly((h, w)), caption_sampling="first", seed_transform=False,
                           draft_size=max(h, w))
     sampler = EpochSampler(len(dataset), batch_size, shuffle=False, drop_last=False, with_epoch=False)

@@ -418,7 +418,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     """Metrics from class scores ``[N, C]`` (similarities or logits; the highest wins). For a classifier
     (``method="classifier"``) the scores are logits and the metrics add the mean cross-entropy ``loss``."""
     labels = torch.as_tensor(whole_labels(labels))
-    scores = as_tensor(scores, "scores").float()
+    scores = as_tensor(scores, "scores").float().cpu()  # (a GPU's scores: the confusion matrix is numpy's)
     n, c = scores.shape
     if len(labels) != n:
         raise ValueError(f"{n} rows of scores but {len(labels)} labels")
@@ -428,7 +428,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if not is_count(k):
         # k=0 ranked no class: every prediction was -1, counted as the last class
         raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")
-    valid = torch.ones(n, dtype=torch.bool) if valid is None else as_tensor(valid, "valid", torch.bool)
+    valid = torch.ones(n, dtype=torch.bool) if valid is None else as_tensor(valid, "valid", torch.bool).cpu()
     # NaN scores rank anywhere (a NaN row predicted class 0): a diverged model is refused, not scored
     check_finite(scores, valid, "class scores", kind="scores")
     top = rank_classes(scores, k)

@@ -58,7 +58,8 @@ class LinearProbe:
     stopped_at_cap: bool = False  # L-BFGS ran out of iterations (or evaluations) before its tolerances
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.weight.dtype) @ self.weight.T + self.bias
+        # (features on a GPU, the probe on the CPU where it was fitted: fit_logistic_regression takes them so too)
+        return x.to(self.weight.device, self.weight.dtype) @ self.weight.T + self.bias
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         x = as_tensor(x, "x")

@@ -38,7 +38,7 @@ def rng_state() -> dict:
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # (reading it starts CUDA on every GPU: a --device cpu run on a GPU machine)
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -62,7 +62,7 @@ class TrainConfig:
     betas: tuple = (0.9, 0.98)  # AdamW beta1,beta2 (comma-separated)
     eps: float = 1e-6  # AdamW epsilon (added to the denominator)
     grad_clip: float = 1.0  # clip the global gradient L2 norm to this; 0 = no clipping
-    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
+    precision: str = "auto"  # "auto" (bf16 on GPUs since Ampere and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
     grad_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     patch_dropout: float = 0.0  # FLIP: fraction of patches dropped while training
     lock_image: bool = False  # LiT: freeze the image tower, its projection too (the text tower trains)

@@ -154,7 +154,9 @@ class ContrastiveTrainer(Trainer):
                              + overrides_flag(self.cfg.model_overrides, {"text": {"vocab_size": ids}})
                              + ") or --tokenizer train")
         self.dataset, _ = build_dataset(cfg, self.model.cfg.preprocess, train=True)
-        self.loader, self.sampler = build_loader(cfg, self.dataset, self.per_rank_batch, self.dist.rank, self.dist.world_size)
+        # pinned batches only for a GPU run: pinning starts CUDA (a context on GPU 0) where a GPU is merely present
+        self.loader, self.sampler = build_loader(cfg, self.dataset, self.per_rank_batch, self.dist.rank,
+                                                 self.dist.world_size, pin_memory=self.device.type == "cuda")
         self._configure_model()
         self.text_cache: dict[str, torch.Tensor] = {}
         self.prepare_optimisation(make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps))

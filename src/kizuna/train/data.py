@@ -105,7 +105,7 @@ def build_dataset(cfg, preprocess_cfg: dict, train: bool = True):
     return ds, lambda n: [c for caps in index.captions[:n] for c in caps]
 
 
-def build_loader(cfg, dataset, per_rank_batch: int, rank: int, world_size: int):
+def build_loader(cfg, dataset, per_rank_batch: int, rank: int, world_size: int, pin_memory: bool | None = None):
     # Resampled "epochs" are as long as a pass over the data, so epoch-level reports stay comparable.
     steps = max(1, len(dataset) // (per_rank_batch * world_size)) if cfg.resampled else None
     # which samples, in which order: saved with the data position, which a resume on other data refuses
@@ -118,7 +118,7 @@ def build_loader(cfg, dataset, per_rank_batch: int, rank: int, world_size: int):
             f"{cfg.data}: {len(dataset)} samples do not fill one global batch of {per_rank_batch * world_size}; "
             "lower --batch-size"
         )
-    loader = make_loader(dataset, sampler, num_workers=cfg.workers, collate=Collate())
+    loader = make_loader(dataset, sampler, num_workers=cfg.workers, collate=Collate(), pin_memory=pin_memory)
     return loader, sampler
 
 

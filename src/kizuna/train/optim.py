@@ -1,5 +1,6 @@
 """AdamW with weight decay on matrices only, a cosine schedule with linear warmup, and the precision
-context (bf16 autocast on GPU and on CPUs with native bf16, AMX or AVX-512 BF16; fp32 elsewhere unless asked).
+context (bf16 autocast on GPUs since Ampere and on CPUs with native bf16, AMX or AVX-512 BF16; fp32 elsewhere
+unless asked).
 
 Shared by the contrastive and the supervised trainers.
 """
@@ -122,20 +123,38 @@ def _isa_caps_allow_bf16() -> bool:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def gpu_bf16_native(device: torch.device) -> bool:
+    """Whether the GPU ``device`` multiplies bf16 in hardware: compute capability 8.0 or later (Ampere, Hopper,
+    Blackwell; AMD's Instinct cards report 9.x). A T4 or V100 (7.x) emulates it, slower than fp32, and torch's
+    ``is_bf16_supported()`` says True for them all the same."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> "bf16" on a GPU and on a CPU with native bf16 (:func:`cpu_bf16_native`), else "fp32"."""
+    """"auto" -> "bf16" on a GPU and a CPU with bf16 in hardware (:func:`gpu_bf16_native`,
+    :func:`cpu_bf16_native`), else "fp32"."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     if precision == "auto":
-        native = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
+        native = ((device.type == "cuda" and gpu_bf16_native(device)) or
+                  (device.type == "cpu" and cpu_bf16_native()))
         return "bf16" if native else "fp32"
     return precision
 
 
 def bf16_note(precision: str, device: torch.device) -> str | None:
-    """A one-line note for the user, else None: when bf16 was asked for on a CPU that only emulates it
-    (slower than fp32), and when "auto" chose bf16 on a CPU (so a run's numbers differ from an fp32 machine's)."""
-    on_cpu = torch.device(device).type == "cpu"
+    """A one-line note for the user, else None: when bf16 was asked for on a CPU or GPU that only emulates it
+    (slower than fp32), when "auto" chose bf16 on a CPU (so a run's numbers differ from an fp32 machine's), and
+    when "auto" chose fp32 on a GPU (one before Ampere: :func:`gpu_bf16_native`)."""
+    device = torch.device(device)
+    on_cpu = device.type == "cpu"
+    if device.type == "cuda" and precision in ("auto", "bf16") and not gpu_bf16_native(device):
+        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        if precision == "bf16":
+            return (f"note: bf16 on this GPU (compute capability {capability}, before Ampere's 8.0) is emulated and "
+                    "runs slower than fp32; --precision fp32 is the faster choice here")
+        return (f"precision: fp32 (auto: this GPU, compute capability {capability}, has no bf16 in hardware; "
+                "--precision bf16 asks for it all the same)")
     if precision == "bf16" and on_cpu and not cpu_bf16_native():
         return ("note: bf16 on this CPU is emulated (no AMX or AVX-512 BF16) and runs slower than fp32; "
                 "--precision fp32 is the faster choice here")  # not "or auto": the inference commands have no auto

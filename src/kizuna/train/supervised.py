@@ -15,7 +15,8 @@ sample)) in the loader's processes, or with ``augment_on="device"`` the same ops
 the once-decoded training set on the training device (seeded per (seed, epoch, batch, rank);
 :mod:`kizuna.data.batch_augment`), optional Mixup / CutMix (seeded per (seed, step, rank)), soft-target cross-entropy with
 label smoothing, backward, gradient clipping, AdamW (or SGD with momentum for fine-tuning), cosine
-schedule with linear warmup. bf16 autocast on GPU and on CPUs with AMX or AVX-512 BF16, fp32 elsewhere unless asked.
+schedule with linear warmup. bf16 autocast on GPUs since Ampere and on CPUs with AMX or AVX-512 BF16, fp32 elsewhere
+unless asked.
 Everything a resumed run needs (model, optimizer, scheduler, RNG, data position) is checkpointed, so a
 resumed run is bit-identical to an uninterrupted one.
 
@@ -134,7 +135,7 @@ class SupervisedConfig:
     eps: float = 1e-8  # AdamW epsilon (added to the denominator)
     momentum: float = 0.9  # SGD only
     grad_clip: float = 1.0  # clip the global gradient L2 norm to this; 0 = no clipping
-    precision: str = "auto"  # "auto" (bf16 on GPU and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
+    precision: str = "auto"  # "auto" (bf16 on GPUs since Ampere and on CPUs with AMX or AVX-512 BF16, else fp32) | "fp32" | "bf16"
     grad_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     compile: bool = False  # torch.compile the model (eager again, with a warning, if compiling fails)
     seed: int = 0  # random seed for the model init, data order and augmentation
@@ -746,7 +747,9 @@ class SupervisedTrainer(Trainer):
             self.dataset = PairDataset(self.train_index, self.transform, caption_sampling="first", seed=cfg.seed,
                                        draft_size=draft)
             self.sampler = self._train_sampler(len(self.dataset))
-            self.loader = make_loader(self.dataset, self.sampler, num_workers=cfg.workers, collate=Collate())
+            # pinned batches only for a GPU run: pinning starts CUDA (a context on GPU 0) where a GPU is merely present
+            self.loader = make_loader(self.dataset, self.sampler, num_workers=cfg.workers, collate=Collate(),
+                                      pin_memory=self.device.type == "cuda")
         self.val_loader = self.val_sampler = None
         if validation is not None:
             vindex, vnames, val_set = validation
@@ -759,7 +762,8 @@ class SupervisedTrainer(Trainer):
             self.val_sampler = EpochSampler(len(vset), max(1, cfg.eval_batch_size // self.dist.world_size),
                                             rank=self.dist.rank, world_size=self.dist.world_size, shuffle=False,
                                             drop_last=False)
-            self.val_loader = make_loader(vset, self.val_sampler, num_workers=min(cfg.workers, 2), collate=Collate())
+            self.val_loader = make_loader(vset, self.val_sampler, num_workers=min(cfg.workers, 2), collate=Collate(),
+                                          pin_memory=self.device.type == "cuda")
             self.val_size = len(vset)
         # optimisation
         if cfg.optimizer == "sgd":

@@ -46,7 +46,8 @@ from .checkpointing import (EVAL_SET_SETTINGS, RUN_LOCK, CheckpointManager, anno
                             flag_value, hold_run_lock, mark_training, read_train_state, release_run_lock,
                             resumed_config, rng_state, run_lock_lost, same_evaluation_set, set_rng_state)
 from .compiling import compiled_or_eager
-from .distributed import DistInfo, all_reduce_sum, barrier, even_batch, init_distributed, raise_together
+from .distributed import (DistInfo, all_reduce_sum, barrier, even_batch, init_distributed, launched_by_torchrun,
+                          raise_together)
 from .logging import MetricLogger
 from .memory import keep_freed_memory, release_kept_memory
 from .optim import announce_precision, autocast_for, make_scheduler, tune_for_training, use_config_settings
@@ -137,6 +138,15 @@ class Trainer(ABC):
         reseeds the RNG with cfg.seed), so a random search around train() tried one "random" setting again."""
         if hasattr(self, "_threads_before"):
             torch.set_num_threads(self._threads_before)
+        if hasattr(self, "_backend_before"):
+            # cuDNN autotuning (tune_for_training turns it on for a GPU run) and the current GPU (--device cuda:1
+            # made it GPU 1): a notebook's later `.cuda()` landed on the run's GPU, and its reproducible cuDNN
+            # settings stayed autotuned
+            benchmark, gpu = self._backend_before
+            torch.backends.cudnn.benchmark = benchmark
+            # (not a torchrun rank's: its GPU is its own for the process, and NCCL's last barrier runs on it)
+            if not launched_by_torchrun() and torch.cuda.is_initialized() and torch.cuda.current_device() != gpu:
+                torch.cuda.set_device(gpu)
         before = getattr(self, "_rng_before", None)
         if before is not None:
             import random
@@ -212,6 +222,9 @@ class Trainer(ABC):
         cfg = dataclasses.replace(cfg, **whole) if whole else cfg
         self.cfg, self.named = cfg, named
         self._threads_before = torch.get_num_threads()  # the caller's again when train() ends (a notebook)
+        # (GPU 0, CUDA's default, where the caller had not started CUDA: reading the current GPU would start it)
+        self._backend_before = (torch.backends.cudnn.benchmark,
+                                torch.cuda.current_device() if torch.cuda.is_initialized() else 0)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
@@ -628,6 +641,8 @@ class Trainer(ABC):
             if resumed_at_the_end(self):
                 return {}
             self._set_training_modes()  # (train() again after the eval mode it left the model in)
+            if self.device.type == "cuda" and self.device.index is not None:  # (train() again: the caller's GPU
+                torch.cuda.set_device(self.device)  # was put back after the first; what is made on "cuda" goes here)
             with float32_default(), torch.enable_grad():  # (grad mode is the calling thread's: set here)
                 metrics = self._loop()  # finish() is called in it, before the last checkpoint
             self._draw_curves()
