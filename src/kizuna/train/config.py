@@ -460,6 +460,10 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
             ("synthetic_hard_negatives", cfg.data != "synthetic", synthetic),
             ("csv_image_key", not csv, "it names a column of a .csv/.tsv --data"),
             ("csv_caption_key", not csv, "it names a column of a .csv/.tsv --data"),
+            # (a wholly locked image tower runs in evaluation mode: no patch is dropped, and the run recorded FLIP)
+            ("patch_dropout", cfg.lock_image and cfg.lock_image_unlocked_blocks == 0,
+             "the locked image tower runs in evaluation mode, where every patch is kept (unlock its last blocks "
+             "with --lock-image-unlocked-blocks N for patch dropout to act on them)"),
             ("best_mode", not cfg.best_metric, "it orders --best-metric, which is not given (no best/ is kept)"),
             ("eval_split", cfg.eval_zeroshot in ("", "synthetic") and not cfg.eval_retrieval,
              "it picks the split of the --eval-zeroshot / --eval-retrieval folders, and none is given"
