@@ -382,6 +382,15 @@ def is_preset_spec(spec: str) -> bool:
     return not Path(str(spec)).exists() or kizuna._shadows_a_preset(str(spec))
 
 
+def refuse_act_for_a_preset(spec: str, act: str | None) -> None:
+    """--act is for an OpenAI-layout file (the layout does not record its activation): beside a preset's name it
+    rebuilt the preset with another one (`zeroshot --model ViT-B-32-quickgelu --act gelu`), without a word, where
+    `kizuna train` refuses it."""
+    if act:
+        raise ValueError(f"--act {act}: --act names the activation of an OpenAI-layout checkpoint given as --model; "
+                         f"a preset's ({spec}) is its own (QuickGELU for the -quickgelu presets, else GELU): drop it")
+
+
 def create_model_for_command(spec: str, **kwargs):
     """``kizuna.create_model`` for a command: a preset's random weights are drawn from seed 0, so that two runs of
     one command give the same numbers (two `eval --model ViT-mu-8` differed), without touching the caller's RNG."""
@@ -389,6 +398,7 @@ def create_model_for_command(spec: str, **kwargs):
 
     if not is_preset_spec(spec):
         return kizuna.create_model(spec, **kwargs)
+    refuse_act_for_a_preset(spec, kwargs.get("act"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return kizuna.create_model(spec, **kwargs)

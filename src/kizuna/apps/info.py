@@ -83,6 +83,10 @@ def run(args):
     else:  # a preset: its shapes are enough to count (ViT-H-14's random weights took 20 s to draw)
         import torch
 
+        from kizuna.apps.common import refuse_act_for_a_preset
+
+        refuse_act_for_a_preset(args.model, args.act)
+
         with torch.device("meta"):
             model = (kizuna.create_vit(args.model, image_size=image_size)  # ("not a preset name" before)
                      if variant else kizuna.create_model(args.model, act=args.act))

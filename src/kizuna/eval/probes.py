@@ -330,9 +330,13 @@ class TypographicResult:
         rows = [["clean", f"{100 * m['clean_acc1']:.2f}", "-"],
                 ["wrong class name written on the image", f"{100 * m['attacked_acc1']:.2f}",
                  f"{100 * m['follow_rate']:.2f}"]]
+        of_correct = m["follow_rate_of_correct"]
+        switched = ("none could switch: no image was classified correctly when clean"
+                    if of_correct is None or math.isnan(of_correct) else  # (printed "nan%")
+                    f"{100 * of_correct:.1f}% switch to the written word")
         return (format_table(rows, ["images", "top-1 %", "predicts the written word %"])
                 + f"\naccuracy drop {100 * m['drop']:.2f} points; of the images classified correctly when clean, "
-                  f"{100 * m['follow_rate_of_correct']:.1f}% switch to the written word")
+                  + switched)
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "n": self.n, "skipped": self.skipped.as_dict()}  # as RobustnessResult

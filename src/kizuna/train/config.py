@@ -54,7 +54,7 @@ class TrainConfig:
     batch_size: int = 256  # global batch (all ranks, all accumulation steps)
     accum_steps: int = 1  # micro-batches per step (GradCache: the same loss over the whole batch, less memory)
     steps: int = 0  # total optimizer steps; 0 = derive from epochs
-    epochs: float = 1.0  # passes over the data (fractions allowed) when --steps is 0
+    epochs: float = 1.0  # passes over the data (fractions allowed) when --steps is 0 and there is no time budget
     lr: float = 5e-4  # peak learning rate (AdamW), reached after warm-up, then cosine decay
     min_lr_ratio: float = 0.0  # the cosine decay's floor as a fraction of --lr, reached one step after the last (OpenCLIP's convention)
     warmup_steps: int = 100  # optimizer steps of linear warm-up to --lr (step 1 at lr/N, as OpenCLIP)
@@ -79,7 +79,7 @@ class TrainConfig:
     eval_zeroshot: str = ""  # classification dataset (CLIP_benchmark layout), "synthetic": the probes; "" = none (but the probes on --data synthetic)
     eval_retrieval: str = ""  # retrieval dataset folder (CLIP_benchmark layout); "" = none
     eval_max_samples: int = 0  # images per evaluation dataset; 0 = all (the probes: 200 scenes per task)
-    eval_split: str = ""  # split of those folders ("" = test, else val/validation); pick best/ on "val", not test
+    eval_split: str = ""  # split of those folders ("" = test, else val/validation: unlike `vit train --val-split`, whose "" is val first); pick best/ on "val", not test
     best_metric: str = ""  # metric that picks OUT/checkpoints/best (after any evaluation that beats it); "" = no best/
     best_mode: str = "auto"  # "auto" (lowest for a loss, error, rank or attack rate, else highest) | "max" | "min"
     # output
@@ -445,6 +445,14 @@ def reads_csv(data: str) -> bool:
         return False
 
 
+def epochs_unused(cfg) -> tuple[str, bool, str]:
+    """Either trainer's rule for --epochs: the length where neither --steps nor a time budget gives one (a budget
+    planned 314 steps beside --epochs 0.5, and train_config.json recorded the half epoch)."""
+    why = ("--steps sets the run's length" if cfg.steps else
+           "--time-budget-minutes plans the run's length (--steps caps it)")
+    return "epochs", bool(cfg.steps) or cfg.time_budget_minutes > 0, why
+
+
 def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
     """`kizuna train`'s flags that another setting makes unused (:func:`refuse_unused`)."""
     defaults = TrainConfig()
@@ -460,6 +468,7 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
             ("synthetic_hard_negatives", cfg.data != "synthetic", synthetic),
             ("csv_image_key", not csv, "it names a column of a .csv/.tsv --data"),
             ("csv_caption_key", not csv, "it names a column of a .csv/.tsv --data"),
+            epochs_unused(cfg),
             # (a wholly locked image tower runs in evaluation mode: no patch is dropped, and the run recorded FLIP)
             ("patch_dropout", cfg.lock_image and cfg.lock_image_unlocked_blocks == 0,
              "the locked image tower runs in evaluation mode, where every patch is kept (unlock its last blocks "

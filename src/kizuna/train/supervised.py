@@ -62,7 +62,7 @@ from kizuna.models.clip import ClipModel
 from kizuna.models.presets import check_override_types
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .config import alias_keys_as_fields, check_act, check_common, merge_model_overrides
+from .config import alias_keys_as_fields, check_act, check_common, epochs_unused, merge_model_overrides
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
 from .checkpointing import swap_folder_in
@@ -126,7 +126,7 @@ class SupervisedConfig:
     optimizer: str = "adamw"  # "adamw" | "sgd" (momentum; the paper's fine-tuning optimizer)
     batch_size: int = 128  # global batch (all ranks)
     steps: int = 0  # total optimizer steps; 0 = derive from epochs
-    epochs: float = 30.0  # passes over the training set (fractions allowed) when --steps is 0
+    epochs: float = 30.0  # passes over the training set (fractions allowed) when --steps is 0 and there is no time budget
     lr: float = 1e-3  # peak learning rate, reached after warm-up, then cosine decay
     min_lr_ratio: float = 0.0  # the cosine decay's floor as a fraction of --lr, reached one step after the last (OpenCLIP's convention)
     warmup_steps: int = 500  # optimizer steps of linear warm-up to --lr (step 1 at lr/N, as OpenCLIP)
@@ -230,6 +230,7 @@ def unused_flags(cfg: SupervisedConfig) -> list[tuple[str, bool, str]]:
     mixing = cfg.mixup > 0 or cfg.cutmix > 0
     csv = any(ext in path.lower() for path in (cfg.data, cfg.val_data) for ext in (".csv", ".tsv"))
     return [
+        epochs_unused(cfg),
         ("betas", cfg.optimizer == "sgd", "AdamW's; --optimizer sgd takes --momentum"),
         ("eps", cfg.optimizer == "sgd", "AdamW's; --optimizer sgd takes --momentum"),
         ("momentum", cfg.optimizer == "adamw", "SGD's; AdamW takes --betas"),
