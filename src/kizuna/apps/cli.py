@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import importlib
+import os
 import sys
 import threading
 
@@ -465,7 +466,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     # is a one-line error; other OSErrors (a full disk, a failing device) keep their traceback.
     except (ImageError, CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             FileExistsError, PermissionError) as e:
-        print(f"{command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {_in_this_commands_words(str(e), command, args)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader left, and a write that bypassed _Output noticed: say nothing more
         import os
@@ -510,6 +511,34 @@ def _too_many_open_files(error: BaseException) -> str | None:
     said = next((line for line in lines if line.startswith("too many open files reading")), "")
     return said or ("too many open files: the process's limit is reached; raise it (`ulimit -n 4096`) or pass "
                     "fewer --workers")
+
+
+_JIT_ADVICE = "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
+
+
+def _in_this_commands_words(message: str, command: str, args) -> str:
+    """A refusal's advice as ``command`` can follow it, where the readers' own would not work there.
+
+    The `kizuna vit` commands read labelled images: a retrieval dataset's advice "evaluate it with `kizuna eval
+    retrieval`" sent a ViT there, which sent it back to `kizuna vit eval`. The TorchScript refusal's --allow-jit,
+    followed where the command has none, failed as "unrecognized arguments" (`kizuna train`, `vit finetune`,
+    `eval suite`): a suite run has its "allow_jit" key; the trainers take a kizuna folder converted from the
+    archive once (its code runs then, not inside a long run)."""
+    if command.startswith("kizuna vit"):
+        message = message.replace(
+            "; evaluate it with `kizuna eval retrieval`",
+            ": the `kizuna vit` commands need images with class labels; image-caption data trains a CLIP "
+            "(`kizuna train`), whose retrieval `kizuna eval retrieval` evaluates")
+    if _JIT_ADVICE not in message or hasattr(args, "allow_jit"):
+        return message
+    if command.endswith("eval suite"):
+        return message.replace(_JIT_ADVICE, "set the run's \"allow_jit\": true only if you trust its source")
+    path = message.split(": is a TorchScript", 1)[0].split(": ")[-1]
+    folder = os.path.splitext(os.path.basename(path))[0] + "-kizuna"
+    convert = (f"python -c \"import kizuna; kizuna.save_model(kizuna.create_model({path!r}, allow_jit=True), "
+               f"{folder!r})\"")
+    return message.replace(_JIT_ADVICE, f"{command} loads none. If you trust its source, convert it once: {convert}, "
+                                        f"and give the folder {folder} instead")
 
 
 def _out_of_memory(error: BaseException) -> str | None:

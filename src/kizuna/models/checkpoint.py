@@ -609,7 +609,8 @@ def _load_model(path: Path, image_size, allow_jit: bool, map_location: str, act)
             warnings.warn(f"{path}: an OpenAI-layout state dict records no activation; QuickGELU (OpenAI's) is "
                           "assumed. For an OpenCLIP checkpoint trained with GELU (most LAION ones; not the "
                           "'-quickgelu' models) pass act=\"gelu\" (kizuna.create_model(path, act=\"gelu\"); on the "
-                          "command line --act gelu)", UserWarning, stacklevel=2)
+                          "command line --act gelu; in an eval suite, the run's \"act\": \"gelu\")", UserWarning,
+                          stacklevel=2)
     try:
         if image_size is not None:
             record, tensors = _change_resolution(record, tensors, image_size)

@@ -483,7 +483,7 @@ def unused_flags(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
             # (as `vit train` refuses it without --val-data: recorded, it promised a validation curve never drawn)
             ("eval_every", not cfg.eval_zeroshot and not cfg.eval_retrieval and cfg.data != "synthetic",
              "it spaces the --eval-zeroshot / --eval-retrieval evaluations (or the probes' on --data synthetic), and "
-             "there is none: add --eval-zeroshot DIR or --eval-retrieval DIR")]
+             "there is none (--eval-zeroshot DIR or --eval-retrieval DIR adds one)")]
 
 
 def refuse_typed_unused(cfg, given: dict) -> None:

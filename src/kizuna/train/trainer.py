@@ -1144,8 +1144,11 @@ def resumed_at_the_end(trainer: Trainer) -> bool:
     if trainer.dist.is_main:
         done = (f"{trainer.step} of {trainer.total_steps} steps" if trainer.step == trainer.total_steps else
                 f"at step {trainer.step}, past the {trainer.total_steps} steps asked for")  # ("400 of 12 steps")
-        print(f"--resume {trainer.resume_from}: the run is complete ({done}); "
-              "nothing to train. Resume with a larger --steps to extend it (a run sized by a time budget: or with "
-              "another --time-budget-minutes, the time for the rest)", file=sys.stderr)
+        # a budgeted run keeps its budget on a resume, spent: a larger --steps only raises its cap (step 25 to 28)
+        extend = ("Resume with --time-budget-minutes M (the time for the rest) to extend it, or with "
+                  "--time-budget-minutes 0 --steps N for N steps in all" if trainer.cfg.time_budget_minutes > 0 else
+                  "Resume with a larger --steps to extend it")
+        print(f"--resume {trainer.resume_from}: the run is complete ({done}); nothing to train. {extend}",
+              file=sys.stderr)
     trainer.logger.close()
     return True
