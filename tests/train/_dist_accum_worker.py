@@ -1,5 +1,7 @@
 """Run under torchrun (2 processes, gloo): the contrastive trainer with GradCache accumulation (accum_steps 2)
 against the same run without it, CLIP and SigLIP, fp32. argv: OUT_DIR. Writes accum_rank{r}.json."""
+if __name__ != "__main__":  # a torchrun script: imported (pytest given its path) it ran with pytest's argv,
+    raise ImportError(f"{__file__} is a torchrun worker, not a test module")  # and wrote a run into "-q/"
 import json
 import os
 import sys

@@ -1,6 +1,8 @@
 """Run under torchrun (2 processes, gloo): both trainers on shards where every third image is corrupt, so
 the ranks' batches lose different numbers of samples (some all of theirs).
 argv: OUT_DIR DATA. DATA/train holds KEY.jpg + KEY.cls + KEY.txt. Writes corrupt_rank{r}.json."""
+if __name__ != "__main__":  # a torchrun script: imported (pytest given its path) it ran with pytest's argv,
+    raise ImportError(f"{__file__} is a torchrun worker, not a test module")  # and wrote a run into "-q/"
 import json
 import os
 import sys

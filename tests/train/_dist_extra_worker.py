@@ -1,6 +1,8 @@
 """Run under torchrun (2 processes, gloo): a contrastive trainer whose per-rank extra state (as the MiniLM caption
 cache is) differs by rank, saved at step 2 and resumed from it (OUT/b). argv: OUT_DIR. Writes extra_rank{r}.json:
 what each rank restored."""
+if __name__ != "__main__":  # a torchrun script: imported (pytest given its path) it ran with pytest's argv,
+    raise ImportError(f"{__file__} is a torchrun worker, not a test module")  # and wrote a run into "-q/"
 import json
 import sys
 from pathlib import Path

@@ -1,5 +1,7 @@
 """Run under torchrun (2 processes, gloo): distributed CLIP/SigLIP loss and gradients vs one process
 on the concatenated batch. Writes a JSON verdict per rank to argv[1]."""
+if __name__ != "__main__":  # a torchrun script: imported (pytest given its path) it ran with pytest's argv,
+    raise ImportError(f"{__file__} is a torchrun worker, not a test module")  # and wrote a run into "-q/"
 import json
 import os
 import sys

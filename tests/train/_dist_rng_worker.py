@@ -1,6 +1,8 @@
 """Run under torchrun (2 processes, gloo): the contrastive trainer with patch dropout, uninterrupted (OUT/a, 4
 steps, a checkpoint every 2) and resumed from its step 2 (OUT/b). argv: OUT_DIR. Writes rng_rank{r}.json: each
 rank's torch RNG state (hashed) at its first step and at the end of both runs, its losses, its parameters."""
+if __name__ != "__main__":  # a torchrun script: imported (pytest given its path) it ran with pytest's argv,
+    raise ImportError(f"{__file__} is a torchrun worker, not a test module")  # and wrote a run into "-q/"
 import hashlib
 import json
 import os

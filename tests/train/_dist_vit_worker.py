@@ -3,6 +3,8 @@ argv: OUT_DIR DATA RUN_DIR [budget|spent]. With "budget" the run is sized by a 9
 then corrected, through all_reduce) instead of 4 steps; with "spent" rank 1's clock says the budget is spent
 from the start (as very slow first steps on one rank would), rank 0's that it is not. Writes vit_rank{r}.json
 with what the test checks."""
+if __name__ != "__main__":  # a torchrun script: imported (pytest given its path) it ran with pytest's argv,
+    raise ImportError(f"{__file__} is a torchrun worker, not a test module")  # and wrote a run into "-q/"
 import json
 import os
 import sys

@@ -320,6 +320,12 @@ class CheckpointManager:
                                     "state; resume from latest or a step folder (OUT/checkpoints/step_N)")
         path = self.latest() if resume == "latest" else follow_latest(resume)
         if path is None:
+            holder = run_lock_holder(self.dir.parent)
+            if holder is not None:  # a run that looks stalled is the usual reason to resume: "no checkpoint" alone
+                # read as "start afresh" while that run went on (the lock itself is taken later, by the trainer)
+                raise ValueError(f"--resume latest: no checkpoint under {self.dir} yet: another kizuna run"
+                                 f"{f' (pid {holder})' if holder else ''} is writing there; wait for it to end (or "
+                                 "stop it), or choose another --out")
             prev = self.dir.with_name("checkpoints.prev")
             raise FileNotFoundError(f"--resume latest: no checkpoint under {self.dir}" + (
                 f"; an earlier run's are in {prev} (a fresh run into this --out set them aside): continue one of "
@@ -396,6 +402,32 @@ RUN_LOCK = ".kizuna-run.lock"
 # OUT (resolved) -> [open lock file, holders in this process]. POSIX locks belong to the process, and closing
 # any handle to the file drops them all: one handle per folder, closed when its last holder lets go.
 _HELD_LOCKS: dict[Path, list] = {}
+
+
+def run_lock_holder(out: Path) -> str | None:
+    """The pid ("" where unreadable) of another process's run holding OUT's lock, else None (no lock, a free one,
+    this process's own, no locks on this platform)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    path = Path(out) / RUN_LOCK
+    if not path.is_file() or Path(out).resolve() in _HELD_LOCKS:  # (closing a second handle on a file drops this
+        return None  # process's own POSIX lock on it)
+    try:
+        with open(path, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EAGAIN):
+                    return None
+                handle.seek(0)
+                holder = handle.read().strip()
+                return holder if holder.isdigit() else ""
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
 
 
 def hold_run_lock(out: Path) -> Path | None:

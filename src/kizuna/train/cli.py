@@ -27,6 +27,7 @@ def run(args):
     from .checkpointing import nothing_written, resumed_config
     from .config import check_batch_parts, config_from_args, named_fields
     from .contrastive import train
+    from .distributed import first_rank
     from .logging import json_text
 
     cfg = config_from_args(args)
@@ -34,7 +35,8 @@ def run(args):
         named = named_fields(args)
         resumed = resumed_config(cfg, named)[0]
         check_batch_parts(resumed, resumed=bool(cfg.resume) and "batch_size" not in named)
-        print(json_text(resumed.to_dict(), indent=2))
+        if first_rank():  # one JSON document on stdout under torchrun, not one per rank
+            print(json_text(resumed.to_dict(), indent=2))
         return 0
     from kizuna.eval.encode import is_main
 

@@ -187,6 +187,13 @@ class ContrastiveTrainer(Trainer):
         if cfg.batch_size % parts:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size x accum_steps "
                              f"({self.dist.world_size} x {cfg.accum_steps})")
+        share = cfg.batch_size // self.dist.world_size
+        if cfg.data == "synthetic" and cfg.synthetic_hard_negatives and self.dist.world_size > 1 and share % 2:
+            # each rank pairs the positions of its own share: an odd one left another pairing than one process's
+            # (other twins, other numbers, without a word)
+            raise ValueError(f"--synthetic-hard-negatives pairs batch positions (0-1, 2-3, ...) within each rank's "
+                             f"share: --batch-size {cfg.batch_size} over {self.dist.world_size} ranks leaves each an "
+                             f"odd {share}; give a batch size divisible by {2 * self.dist.world_size}")
 
     def _train_tokenizer(self, mcfg: ClipConfig) -> ClipConfig:
         from kizuna.data.tokenizer import tokenizer_from_config, train_bpe_tokenizer

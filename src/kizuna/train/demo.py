@@ -86,11 +86,16 @@ def run(args):
     from .checkpointing import hold_run_lock, release_run_lock
     from .distributed import launched_by_torchrun
 
+    base = load_config_file("demo")
     if launched_by_torchrun():  # every rank printed, and wrote, the report into one folder
+        import shlex
+
+        # with the demo's own flags as train's (a --steps 2 demo was sent to a 400-step run, its warm-up with it)
+        changed = {k: v for k, v in demo_overrides(args, base).items() if k not in ("out", "threads", "progress")}
+        flags = "".join(f" --{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in changed.items())
         raise ValueError("kizuna demo runs in one process (its report and final probes are not split over ranks); "
                          "under torchrun train its config: `torchrun ... -m kizuna.apps.cli train --config demo "
-                         f"--out {args.out}`")
-    base = load_config_file("demo")
+                         f"--out {shlex.quote(str(args.out))}{flags}`")
     cfg = make_config(base, **demo_overrides(args, base))
     from .report import describe_image_tower
 

@@ -39,6 +39,12 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")
 
 
+def first_rank() -> bool:
+    """Whether this process is rank 0, or the only one: also before the process group is set up (--print-config
+    under torchrun printed one JSON document per rank)."""
+    return not launched_by_torchrun() or os.environ.get("RANK", "0").strip() in ("", "0")
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Read torchrun's environment; NCCL on GPU, gloo on CPU. A plain `python` run is world size 1."""
     import re

@@ -46,7 +46,7 @@ from .checkpointing import (EVAL_SET_SETTINGS, RUN_LOCK, CheckpointManager, anno
                             flag_value, hold_run_lock, mark_training, read_train_state, release_run_lock,
                             resumed_config, rng_state, run_lock_lost, same_evaluation_set, set_rng_state)
 from .compiling import compiled_or_eager
-from .distributed import (DistInfo, all_reduce_sum, barrier, even_batch, init_distributed, launched_by_torchrun,
+from .distributed import (DistInfo, all_reduce_sum, even_batch, init_distributed, launched_by_torchrun,
                           raise_together)
 from .logging import MetricLogger
 from .memory import keep_freed_memory, release_kept_memory
@@ -328,8 +328,14 @@ class Trainer(ABC):
         # A fresh run: earlier checkpoints here are not its own. Set aside only now that the model, data and
         # optimizer are built: a run that failed to start (a typo in --data) moved them and left nothing to
         # resume.
-        if self.resume_from is None and self.dist.is_main:
-            self.ckpt.set_aside_earlier_run(self.run_outputs)
+        if self.resume_from is None:
+            failed = None
+            if self.dist.is_main:
+                try:
+                    self.ckpt.set_aside_earlier_run(self.run_outputs)
+                except Exception as error:  # (the other ranks stop with rank 0: they went on into their next
+                    failed = error  # collective and added its gloo traceback to rank 0's one line)
+            raise_together(failed, self.device, "the run's folder", f"--out {self.out}: ")
         if self.resume_from is not None:
             self._resume()
         finished = self.resume_from is not None and self.step >= self.total_steps
@@ -397,6 +403,7 @@ class Trainer(ABC):
             per_rank["rng_ranks"] = gather_object(rng_state())  # each rank's stream (patch dropout) goes on
             # and each rank's own extra state (the MiniLM caption cache: rank 1's was lost, and a resume drifted)
             per_rank["extra_ranks"] = gather_object(self.extra_train_state())
+        failed = None
         if self.dist.is_main:
             state = {
                 **self.extra_train_state(), "step": self.step, "epoch": self.epoch,
@@ -405,8 +412,11 @@ class Trainer(ABC):
                 "precision_used": self.precision, "training_pixels": TRAINING_PIXELS_VERSION, **length_state(self),
                 "started_in": self.started_in,  # what the run's relative paths are read from (a resume checks it)
             }
-            self.ckpt.save(self.step, self.model, state, metrics)
-        barrier()
+            try:
+                self.ckpt.save(self.step, self.model, state, metrics)
+            except Exception as error:  # a full disk: the other ranks stop with rank 0's message, where they went
+                failed = error  # on into their next collective and died there with a gloo traceback after it
+        raise_together(failed, self.device, f"the checkpoint of step {self.step} (writing it failed)")
 
     def _resume(self) -> None:
         """Every rank's checks and loads (:meth:`_restore_checkpoint`), then one agreement on them before

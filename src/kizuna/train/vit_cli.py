@@ -344,7 +344,11 @@ def run(args):
 
     cfg = config_from_args(args)
     if args.print_config:  # as a resume would run it: the checkpoint's settings under the flags
-        print(json_text(resumed_config(cfg, named_fields(args))[0].to_dict(), indent=2))
+        settings = resumed_config(cfg, named_fields(args))[0].to_dict()
+        from .distributed import first_rank
+
+        if first_rank():  # one JSON document on stdout under torchrun, not one per rank
+            print(json_text(settings, indent=2))
         return 0
     from kizuna.eval.encode import is_main
 
