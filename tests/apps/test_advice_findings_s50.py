@@ -6,6 +6,10 @@ raised its cap."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,12 +20,30 @@ from torch import nn
 from kizuna.apps.cli import main
 
 
+class _Box(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 @pytest.fixture(scope="module")
 def torchscript_archive(tmp_path_factory) -> Path:
+    """A TorchScript archive holding an OpenAI-layout state dict, as OpenAI's released ViT-B-32.pt does."""
+    import kizuna
+    from kizuna.models.convert_openai import kizuna_to_openai
+
+    root = _Box()
+    for name, tensor in kizuna_to_openai(kizuna.create_model("ViT-mu-8"), strict=False).items():
+        *parents, leaf = name.split(".")
+        module = root
+        for part in parents:
+            if not hasattr(module, part):
+                module.add_module(part, _Box())
+            module = getattr(module, part)
+        module.register_buffer(leaf, tensor.clone())
     path = tmp_path_factory.mktemp("jit") / "ViT-B-32.pt"
     with warnings.catch_warnings():  # deprecated in favour of torch.export; OpenAI's .pt files are these
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(nn.Linear(2, 2)), str(path))
+        torch.jit.save(torch.jit.script(root), str(path))
     return path
 
 
@@ -30,8 +52,18 @@ def test_train_advises_converting_a_torchscript_archive(tmp_path, capsys, torchs
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "--allow-jit" not in err and "kizuna train loads none" in err
-    assert f"kizuna.create_model({str(torchscript_archive)!r}, allow_jit=True), 'ViT-B-32-kizuna'" in err
     assert "give the folder ViT-B-32-kizuna instead" in err
+    # the printed line, run in a shell as printed, makes that folder (a path with ": ", quotes and $ included)
+    odd = tmp_path / "d: it's $x" / "ViT-B-32.pt"
+    odd.parent.mkdir()
+    odd.write_bytes(torchscript_archive.read_bytes())
+    assert main(["train", "--model", str(odd), "--data", "synthetic", "--steps", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    line = capsys.readouterr().err.split("convert it once: ", 1)[1].split(", and give the folder", 1)[0]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    subprocess.run(["bash", "-c", line.replace("python -c", f"{shlex.quote(sys.executable)} -c", 1)], cwd=tmp_path,
+                   env=env, check=True, capture_output=True)
+    assert (tmp_path / "ViT-B-32-kizuna" / "config.json").exists()
 
 
 def test_an_eval_suite_advises_its_runs_allow_jit_key(tmp_path, capsys, torchscript_archive):
@@ -81,9 +113,15 @@ def test_the_vocabulary_advice_names_both_ways_whole(tmp_path, capsys):
     assert "--tokenizer train --tokenizer-vocab-size 1000 (and drop text.vocab_size from --model-overrides)" in err
     # followed as written: accepted
     assert main([*base, "--tokenizer", "train", "--tokenizer-vocab-size", "1000", "--print-config"]) == 0
+    capsys.readouterr()
+    # a tower smaller than any BPE kizuna learns (514): that way is not offered
+    assert main([*base, "--model-overrides", '{"text": {"vocab_size": 300}}']) == 2
+    err = capsys.readouterr().err
+    assert "vocab_size >= 49408" in err and "--tokenizer train" not in err
 
 
-@pytest.mark.parametrize("budget,advice", [(0.5, "Resume with --time-budget-minutes M (the time for the rest)"),
+@pytest.mark.parametrize("budget,advice", [(0.5, "Resume with a --time-budget-minutes other than its 0.5 (the time "
+                                                  "for the rest)"),
                                             (0.0, "Resume with a larger --steps to extend it")])
 def test_a_finished_run_is_told_how_to_extend_it(capsys, budget, advice):
     from types import SimpleNamespace

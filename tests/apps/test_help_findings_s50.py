@@ -11,8 +11,10 @@ from kizuna.apps.cli import main
 
 
 @pytest.mark.parametrize("command", [["train", "--data", "synthetic"], ["vit", "train", "--data", "DATA"]])
-@pytest.mark.parametrize("length,why", [(["--steps", "3"], "--steps sets the run's length"),
-                                        (["--time-budget-minutes", "1"], "--time-budget-minutes plans the run's length")])
+@pytest.mark.parametrize("length,why", [(["--steps", "3"], "--steps 3 sets the run's length (--steps 0 sizes it by "
+                                                           "--epochs)"),
+                                        (["--time-budget-minutes", "1"], "--time-budget-minutes 1 plans the run's length "
+                                         "(--steps caps it; --time-budget-minutes 0 sizes it by --epochs)")])
 def test_epochs_beside_another_length_is_refused(tmp_path, capsys, command, length, why):
     (tmp_path / "data" / "a").mkdir(parents=True)
     (tmp_path / "data" / "b").mkdir(parents=True)
@@ -36,6 +38,17 @@ def test_act_beside_a_preset_name_is_refused(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert "--act gelu: --act names the activation of an OpenAI-layout checkpoint" in err and "drop it" in err
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_act_is_refused_for_a_folder_shadowing_a_preset_and_not_for_a_missing_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ViT-mu-8-quickgelu").mkdir()  # an earlier --out named like the preset: the preset is meant
+    assert main(["info", "ViT-mu-8-quickgelu", "--act", "gelu", "--json"]) == 2
+    assert "--act gelu: --act names the activation" in capsys.readouterr().err
+    # a checkpoint path that is not there is no preset: told so, not to drop --act
+    assert main(["info", "missing-openai.pt", "--act", "gelu"]) == 2
+    err = capsys.readouterr().err
+    assert "--act names the activation" not in err and "missing-openai.pt" in err
 
 
 def test_the_typographic_summary_says_why_no_image_could_switch():

@@ -74,7 +74,7 @@ def test_train_gives_back_the_callers_cudnn_setting(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "tune_for_training", as_on_a_gpu)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     ContrastiveTrainer(tiny_config(tmp_path / "run", steps=1, warmup_steps=0)).train()
-    assert seen == [True]  # on for the run
+    assert seen == [True, True]  # on for the run (set up, then train())
     assert torch.backends.cudnn.benchmark is False  # the caller's again
 
 
@@ -111,9 +111,13 @@ def test_on_device_augmentation_is_refused_beyond_half_the_gpus_free_memory(monk
 def test_gpu_out_of_memory_advice_names_the_loader_augmentation():
     from kizuna.apps.cli import _out_of_memory
 
-    advice = _out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert "--augment-on loader" in advice and "--grad-checkpointing" in advice
-    assert "--augment-on" not in _out_of_memory(MemoryError("Unable to allocate 3.4 GiB for an array"))
+    oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    for command in ("kizuna vit train", "kizuna vit finetune"):
+        advice = _out_of_memory(oom, command)
+        assert "--augment-on loader" in advice and "--grad-checkpointing" in advice
+    for command in ("kizuna train", "kizuna eval zeroshot", "kizuna embed", ""):  # none of them has it
+        assert "--augment-on" not in _out_of_memory(oom, command)
+    assert "--augment-on" not in _out_of_memory(MemoryError("Unable to allocate 3.4 GiB"), "kizuna vit train")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none): features on a GPU")

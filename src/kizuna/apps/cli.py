@@ -466,7 +466,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     # is a one-line error; other OSErrors (a full disk, a failing device) keep their traceback.
     except (ImageError, CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             FileExistsError, PermissionError) as e:
-        print(f"{command}: error: {_in_this_commands_words(str(e), command, args)}", file=sys.stderr)
+        print(f"{command}: error: {_in_this_commands_words(e, command, args)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader left, and a write that bypassed _Output noticed: say nothing more
         import os
@@ -476,7 +476,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     except OSError as e:
         import errno
 
-        said = _too_many_open_files(e) or _out_of_memory(e)
+        said = _too_many_open_files(e) or _out_of_memory(e, command)
         if said is not None:
             print(f"{command}: error: {said}", file=sys.stderr)
             return 1
@@ -486,7 +486,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
         return 2
     except (RuntimeError, MemoryError) as e:
         # (torch's loader says "Too many open files. Communication with the workers is no longer possible")
-        out_of_memory = _out_of_memory(e) or _too_many_open_files(e)
+        out_of_memory = _out_of_memory(e, command) or _too_many_open_files(e)
         if out_of_memory is None:
             raise
         print(f"{command}: error: {out_of_memory}", file=sys.stderr)
@@ -516,7 +516,7 @@ def _too_many_open_files(error: BaseException) -> str | None:
 _JIT_ADVICE = "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
 
 
-def _in_this_commands_words(message: str, command: str, args) -> str:
+def _in_this_commands_words(error: BaseException, command: str, args) -> str:
     """A refusal's advice as ``command`` can follow it, where the readers' own would not work there.
 
     The `kizuna vit` commands read labelled images: a retrieval dataset's advice "evaluate it with `kizuna eval
@@ -524,6 +524,7 @@ def _in_this_commands_words(message: str, command: str, args) -> str:
     followed where the command has none, failed as "unrecognized arguments" (`kizuna train`, `vit finetune`,
     `eval suite`): a suite run has its "allow_jit" key; the trainers take a kizuna folder converted from the
     archive once (its code runs then, not inside a long run)."""
+    message = str(error)
     if command.startswith("kizuna vit"):
         message = message.replace(
             "; evaluate it with `kizuna eval retrieval`",
@@ -533,15 +534,21 @@ def _in_this_commands_words(message: str, command: str, args) -> str:
         return message
     if command.endswith("eval suite"):
         return message.replace(_JIT_ADVICE, "set the run's \"allow_jit\": true only if you trust its source")
-    path = message.split(": is a TorchScript", 1)[0].split(": ")[-1]
+    path = getattr(error, "torchscript_path", None)
+    if path is None:
+        return message
+    import json
+    import shlex
+
     folder = os.path.splitext(os.path.basename(path))[0] + "-kizuna"
-    convert = (f"python -c \"import kizuna; kizuna.save_model(kizuna.create_model({path!r}, allow_jit=True), "
-               f"{folder!r})\"")
+    # a shell line that survives any path (": ", quotes, $): JSON strings are Python literals, shlex quotes the rest
+    code = f"import kizuna; kizuna.save_model(kizuna.create_model({json.dumps(path)}, allow_jit=True), {json.dumps(folder)})"
+    convert = f"python -c {shlex.quote(code)}"
     return message.replace(_JIT_ADVICE, f"{command} loads none. If you trust its source, convert it once: {convert}, "
                                         f"and give the folder {folder} instead")
 
 
-def _out_of_memory(error: BaseException) -> str | None:
+def _out_of_memory(error: BaseException, command: str = "") -> str | None:
     """What to say of an allocation that failed (torch's CPU allocator, CUDA's, Python's MemoryError), or None
     for another error: it was a 30-line traceback ending in "DefaultCPUAllocator: can't allocate memory",
     naming none of the flags that make a step smaller."""
@@ -564,8 +571,9 @@ def _out_of_memory(error: BaseException) -> str | None:
     first = next((line.strip() for line in text.splitlines() if "allocate" in line), text.splitlines()[0] if text
                  else type(error).__name__)
     # (the decoded training set of `kizuna vit train --augment-on device` lies on the GPU whole)
-    held = ("; a `kizuna vit train --augment-on device` run holds its decoded images on the GPU: --augment-on "
-            "loader keeps them in host memory" if cuda else
+    on_device = command.startswith(("kizuna vit train", "kizuna vit finetune"))  # (the commands that have it)
+    held = (("; an --augment-on device run holds its decoded images on the GPU: --augment-on loader keeps them in "
+             "host memory" if on_device else "") if cuda else
             "; an evaluation or `kizuna embed` holds every item's features in memory at once (items "
             "x the model's embed_dim x 4 bytes): fewer items at a time (--max-samples where the command has one, or "
             "the data in parts)")

@@ -386,7 +386,10 @@ def refuse_act_for_a_preset(spec: str, act: str | None) -> None:
     """--act is for an OpenAI-layout file (the layout does not record its activation): beside a preset's name it
     rebuilt the preset with another one (`zeroshot --model ViT-B-32-quickgelu --act gelu`), without a word, where
     `kizuna train` refuses it."""
-    if act:
+    import kizuna
+
+    # a preset's name (a missing .pt is no preset: told to drop --act, the user met "not found" next)
+    if act and (str(spec).replace("/", "-") in kizuna.list_models() or kizuna._shadows_a_preset(str(spec))):
         raise ValueError(f"--act {act}: --act names the activation of an OpenAI-layout checkpoint given as --model; "
                          f"a preset's ({spec}) is its own (QuickGELU for the -quickgelu presets, else GELU): drop it")
 

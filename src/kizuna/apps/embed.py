@@ -4,7 +4,8 @@
   kizuna embed --model runs/demo/checkpoints/best --texts captions.txt --out captions.parquet
 
 `.npy` holds a float32 [N, D] array (a `.txt` beside it lists the inputs in row order, one a line: a line
-break inside a name or text is written as its escape, \\n, \\u2028); `.parquet`
+break inside a name or text is written as its escape, \\n, \\u2028, so a name holding those very characters,
+a backslash and an n, reads alike; `.parquet` keeps every name exactly) or `.parquet`, which
 holds one row per input with its path/text and embedding. Corrupt images are skipped and counted.
 """
 from __future__ import annotations

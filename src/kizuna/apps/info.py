@@ -78,14 +78,13 @@ def run(args):
         raise ValueError(f"--image-size sizes a ViT variant (S/16, hybrid-S/1); {args.model}'s size is its own")
     if args.act and variant:
         raise ValueError("--act names an OpenAI-layout checkpoint's activation; a ViT variant's is GELU")
+    from kizuna.apps.common import refuse_act_for_a_preset
+
+    refuse_act_for_a_preset(args.model, args.act)  # (a folder that shadows a preset's name too)
     if Path(args.model).exists():
         model = kizuna.create_model(args.model, allow_jit=args.allow_jit, act=args.act)
     else:  # a preset: its shapes are enough to count (ViT-H-14's random weights took 20 s to draw)
         import torch
-
-        from kizuna.apps.common import refuse_act_for_a_preset
-
-        refuse_act_for_a_preset(args.model, args.act)
 
         with torch.device("meta"):
             model = (kizuna.create_vit(args.model, image_size=image_size)  # ("not a preset name" before)

@@ -571,6 +571,9 @@ class TrainedBpeTokenizer(BpeTokenizer):
         return cls(_tokenizers_json(text, f"tokenizer file {str(path)!r}", config_too=False), context_length)
 
 
+MIN_BPE_VOCAB = 2 * 256 + 2  # the smallest BPE train_bpe_tokenizer learns: 512 byte symbols, SOT and EOT
+
+
 def train_bpe_tokenizer(
     texts: Iterable[str], vocab_size: int = 8192, context_length: int = 77, min_frequency: int = 2
 ) -> TrainedBpeTokenizer:
@@ -583,9 +586,10 @@ def train_bpe_tokenizer(
     if isinstance(texts, (str, bytes)):  # iterated, a file's text was a corpus of one-character texts: no merges
         raise TypeError(f"texts must be an iterable of texts, got one {type(texts).__name__} ("
                         f"{len(texts)} characters); split a file's text into lines with .splitlines()")
-    n_merges = vocab_size - 2 * 256 - 2
+    n_merges = vocab_size - MIN_BPE_VOCAB
     if n_merges < 0:
-        raise ValueError(f"vocab_size must be >= 514 (512 byte symbols + 2 special tokens), got {vocab_size}")
+        raise ValueError(f"vocab_size must be >= {MIN_BPE_VOCAB} (512 byte symbols + 2 special tokens), got "
+                         f"{vocab_size}")
     probe = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix=_SUFFIX))
     probe.pre_tokenizer = _pre_tokenizer()
     # The trainer's own alphabet has at most 512 symbols, so this yields at least n_merges merges. The 256

@@ -482,10 +482,12 @@ def load_weights_only(path: Path):
 def _load_torch_file(path: Path, allow_jit: bool) -> dict:
     if _is_torchscript(path):
         if not allow_jit:
-            raise CheckpointError(
+            refused = CheckpointError(
                 f"{path}: is a TorchScript (JIT) archive, which executes code when loaded; "
                 "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
             )
+            refused.torchscript_path = str(path)  # (the CLI words its advice for a command without --allow-jit)
+            raise refused
         import warnings
 
         with warnings.catch_warnings():  # deprecated for torch.export, which cannot read these archives

@@ -448,8 +448,10 @@ def reads_csv(data: str) -> bool:
 def epochs_unused(cfg) -> tuple[str, bool, str]:
     """Either trainer's rule for --epochs: the length where neither --steps nor a time budget gives one (a budget
     planned 314 steps beside --epochs 0.5, and train_config.json recorded the half epoch)."""
-    why = ("--steps sets the run's length" if cfg.steps else
-           "--time-budget-minutes plans the run's length (--steps caps it)")
+    # (a config file's --steps or budget too: the way to a length in epochs is said)
+    why = (f"--steps {cfg.steps} sets the run's length (--steps 0 sizes it by --epochs)" if cfg.steps else
+           f"--time-budget-minutes {cfg.time_budget_minutes:g} plans the run's length (--steps caps it; "
+           "--time-budget-minutes 0 sizes it by --epochs)")
     return "epochs", bool(cfg.steps) or cfg.time_budget_minutes > 0, why
 
 

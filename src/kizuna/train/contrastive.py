@@ -25,6 +25,7 @@ import torch
 
 import kizuna
 from kizuna.apps.common import is_preset_spec
+from kizuna.data.tokenizer import MIN_BPE_VOCAB
 from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import check_override_types, follow_overrides, refuse_a_vision_head
@@ -152,9 +153,11 @@ class ContrastiveTrainer(Trainer):
             raise ValueError(f"the tokenizer has {ids} ids but the text tower embeds {embeddings}: give the text "
                              f"tower vocab_size >= {ids} ("
                              + overrides_flag(self.cfg.model_overrides, {"text": {"vocab_size": ids}})
-                             + "), or train a tokenizer of the tower's size: --tokenizer train --tokenizer-vocab-size "
-                             f"{embeddings}" + (" (and drop text.vocab_size from --model-overrides)"
-                                                if "vocab_size" in (self.cfg.model_overrides.get("text") or {}) else ""))
+                             + ")" + ("" if embeddings < MIN_BPE_VOCAB else  # (a BPE needs its 512 bytes + 2)
+                                      ", or train a tokenizer of the tower's size: --tokenizer train "
+                                      f"--tokenizer-vocab-size {embeddings}"
+                                      + (" (and drop text.vocab_size from --model-overrides)"
+                                         if "vocab_size" in (self.cfg.model_overrides.get("text") or {}) else "")))
         self.dataset, _ = build_dataset(cfg, self.model.cfg.preprocess, train=True)
         # pinned batches only for a GPU run: pinning starts CUDA (a context on GPU 0) where a GPU is merely present
         self.loader, self.sampler = build_loader(cfg, self.dataset, self.per_rank_batch, self.dist.rank,

@@ -653,6 +653,7 @@ class Trainer(ABC):
             self._set_training_modes()  # (train() again after the eval mode it left the model in)
             if self.device.type == "cuda" and self.device.index is not None:  # (train() again: the caller's GPU
                 torch.cuda.set_device(self.device)  # was put back after the first; what is made on "cuda" goes here)
+            tune_for_training(self.device)  # (train() again: the caller's cuDNN setting was put back too)
             with float32_default(), torch.enable_grad():  # (grad mode is the calling thread's: set here)
                 metrics = self._loop()  # finish() is called in it, before the last checkpoint
             self._draw_curves()
@@ -1155,8 +1156,10 @@ def resumed_at_the_end(trainer: Trainer) -> bool:
         done = (f"{trainer.step} of {trainer.total_steps} steps" if trainer.step == trainer.total_steps else
                 f"at step {trainer.step}, past the {trainer.total_steps} steps asked for")  # ("400 of 12 steps")
         # a budgeted run keeps its budget on a resume, spent: a larger --steps only raises its cap (step 25 to 28)
-        extend = ("Resume with --time-budget-minutes M (the time for the rest) to extend it, or with "
-                  "--time-budget-minutes 0 --steps N for N steps in all" if trainer.cfg.time_budget_minutes > 0 else
+        budget = trainer.cfg.time_budget_minutes
+        # (the run's own budget typed again is no change: spent, it extended nothing and said this again)
+        extend = (f"Resume with a --time-budget-minutes other than its {budget:g} (the time for the rest) to extend "
+                  "it, or with --time-budget-minutes 0 --steps N for N steps in all" if budget > 0 else
                   "Resume with a larger --steps to extend it")
         print(f"--resume {trainer.resume_from}: the run is complete ({done}); nothing to train. {extend}",
               file=sys.stderr)
