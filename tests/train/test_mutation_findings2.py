@@ -242,8 +242,8 @@ def test_the_locked_minilm_cache_holds_each_captions_own_embedding():
 
     model = SimpleNamespace(text=SimpleNamespace(sentence_embeddings=lambda tokens: tokens.float() @ proj))
     stub = SimpleNamespace(cached_text=True, text_cache={}, tokenizer=tokenizer, model=model,
-                           device=torch.device("cpu"))
-    captions = ["two blue circles", "a red square", "a green triangle"]
+                           device=torch.device("cpu"), per_rank_batch=4, cfg=SimpleNamespace(accum_steps=2))
+    captions = ["two blue circles", "a red square", "a green triangle"]  # (in two passes of 2: a micro-batch)
     got = ContrastiveTrainer._text_inputs(stub, captions)["text_embeddings"]
     for i, c in enumerate(captions):
         own = tokenizer([c]).float()[0] @ proj
