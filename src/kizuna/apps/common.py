@@ -427,10 +427,47 @@ def checked_clip_model(model, spec: str, *, is_main: bool = True):
     return model
 
 
+def display_width(text: str) -> int:
+    """The columns ``text`` takes in a terminal: wide (CJK) and fullwidth characters and emoji two, combining marks
+    and zero-width characters none (len() counted 日本 as 2 and shifted its row's columns)."""
+    import unicodedata
+
+    width = 0
+    for c in text:
+        if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+    return width
+
+
+# what Python's str.splitlines breaks lines at (readers that split so saw two rows for one name)
+_LINE_BREAKS = {c: c.encode("unicode_escape").decode("ascii")
+                for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(name: str) -> str:
+    """``name`` as one line (of the .txt beside a .npy, of a table): its line breaks as escapes (a\\nb.png). A space in their place
+    named three files, "a b.png" and the other two, alike: rows mapped back by name went to the wrong file."""
+    return name.translate(str.maketrans(_LINE_BREAKS)) if any(c in _LINE_BREAKS for c in name) else name
+
+
+def table_cell(value) -> str:
+    """``value`` as one line of one cell: its line breaks and tabs as escapes (a class named "new\\nline" split its
+    row in two, a tab shifted it), as the .txt of `kizuna embed` writes them."""
+    return one_line(str(value)).replace("\t", "\\t")
+
+
 def format_table(rows: list[list], headers: list[str]) -> str:
-    cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    cells = [[table_cell(c) for c in r] for r in rows]
+    headers = [table_cell(h) for h in headers]
+    widths = [max(display_width(h), *(display_width(r[i]) for r in cells)) if cells else display_width(h)
+              for i, h in enumerate(headers)]
+
+    def pad(text: str, width: int, left: bool) -> str:
+        room = " " * max(0, width - display_width(text))
+        return text + room if left else room + text
+
+    line = lambda r: "  ".join(pad(c, w, i == 0) for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in cells)])
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kizuna.apps.common import (add_model_argument, add_progress_argument, at_least_zero, check_writable,
-                                 load_model_from_args)
+                                 load_model_from_args, one_line)
 from kizuna.extras import require
 
 
@@ -182,7 +182,7 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         names = [os.fsencode(n).decode("utf-8", "backslashreplace") if isinstance(n, str) else n for n in names]
     emb = emb.astype(np.float32, copy=False)  # (a copy of the whole matrix, even when it was float32 already)
     if out.suffix == ".npy":
-        rows = ("\n".join(map(_one_line, names)) + "\n").encode("utf-8")
+        rows = ("\n".join(map(one_line, names)) + "\n").encode("utf-8")
         _write_pair(out, lambda f: np.lib.format.write_array(_ChunkWriter(f), emb, allow_pickle=False),
                     out.with_suffix(".txt"), lambda f: f.write(rows))
     else:
@@ -205,17 +205,6 @@ class _ChunkWriter:
 
     def __init__(self, file):
         self.write = file.write
-
-
-# what Python's str.splitlines breaks lines at (readers that split so saw two rows for one name)
-_LINE_BREAKS = {c: c.encode("unicode_escape").decode("ascii")
-                for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
-
-
-def _one_line(name: str) -> str:
-    """``name`` as one line of the .txt beside a .npy: its line breaks as escapes (a\\nb.png). A space in their place
-    named three files, "a b.png" and the other two, alike: rows mapped back by name went to the wrong file."""
-    return name.translate(str.maketrans(_LINE_BREAKS)) if any(c in _LINE_BREAKS for c in name) else name
 
 
 def _write_pair(out: Path, data, rows_path: Path, rows) -> None:

@@ -23,6 +23,7 @@ embeddings (the same the zero-shot classifier scores).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,14 @@ class LinearProbe:
         x = as_tensor(x, "x")
         _same_length(x, y, "x", "y")
         return float((self.predict(x) == y).double().mean()) if len(y) else float("nan")
+
+
+def seed_std(values) -> float | None:
+    """The spread of a few-shot accuracy over its seeds: the sample standard deviation (the seeds are a sample of
+    draws; the population one gave |a - b| / 2 for two), None for one seed, which measured no spread (it read
+    0.00), as compare-runs' spread."""
+    values = [float(v) for v in values]
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def _same_length(x, y, x_name: str, y_name: str) -> None:
@@ -222,8 +231,9 @@ class ProbeResult:
         if self.zeroshot_acc is not None:
             rows.append(["zero-shot", "-", f"{100 * self.zeroshot_acc:.2f}", ""])
         for k, accs in sorted(self.few_shot.items()):
-            a = np.asarray(accs)
-            rows.append([f"linear probe, {k}-shot", len(a), f"{100 * a.mean():.2f}", f"{100 * a.std():.2f}"])
+            std = seed_std(accs)
+            rows.append([f"linear probe, {k}-shot", len(accs), f"{100 * np.mean(accs):.2f}",
+                         "-" if std is None else f"{100 * std:.2f}"])
         rows.append([f"linear probe, all ({self.num_train})", 1, f"{100 * self.metrics['lp_acc1']:.2f}", ""])
         text = format_table(rows, ["classifier", "seeds", "top-1 %", "std %"])
         eff = self.metrics.get("zeroshot_matches_k_shot")
@@ -350,7 +360,7 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
             notes.append(f"{k}-shot: no training images left for a validation draw, so the penalty is fixed at "
                          f"{FEW_SHOT_FALLBACK_L2:g} instead of swept")
         metrics[f"fewshot_{k}_acc1_mean"] = float(np.mean(accs))
-        metrics[f"fewshot_{k}_acc1_std"] = float(np.std(accs))
+        metrics[f"fewshot_{k}_acc1_std"] = seed_std(accs)
     bar.close()
     if any(capped):
         # A small penalty on separable features (few-shot) converges slowly: stopped at the cap, the fit's
@@ -454,7 +464,7 @@ def plot_zeroshot_vs_probe(result: ProbeResult | Sequence[ProbeResult], path, la
         ks = sorted(r.few_shot)
         if ks:
             m = np.array([np.mean(r.few_shot[k]) for k in ks]) * 100
-            s = np.array([np.std(r.few_shot[k]) for k in ks]) * 100
+            s = np.array([seed_std(r.few_shot[k]) or 0.0 for k in ks]) * 100  # (no band for one seed)
             ax.plot(ks, m, "o-", color=color, label=f"{name}: few-shot linear probe")
             ax.fill_between(ks, m - s, m + s, color=color, alpha=0.18, linewidth=0)
         ax.axhline(100 * r.metrics["lp_acc1"], color=color, linestyle=":", linewidth=1.4,

@@ -266,6 +266,16 @@ def check_run_values(r: dict, where: str | None) -> None:
         r["corruptions"] = list(dict.fromkeys(r["corruptions"]))
 
 
+def run_name(r: dict) -> str:
+    """A run's "name" as text ("" where it has none): a number or an object was written into results.json as
+    such (a reader grouping by model met a dict), and a name of 0 (a .py suite's seed 0) was dropped for the
+    model's."""
+    name = r.get("name")
+    if name is None:
+        return ""
+    return name if isinstance(name, str) else json.dumps(name, sort_keys=True, default=str)
+
+
 # ("name" may be any value, written as text; "device" is checked as a device, a torch.device too)
 _TEXT_KEYS = ("model", "dataset", "pretrained", "split", "train_split", "dataset_name", "cache_dir",
               "index_cache_dir", "image_column", "label_column", "caption_column")
@@ -383,7 +393,7 @@ def _record(r: dict, model, dataset_name: str, task: str, metrics: dict, details
         from kizuna.apps.common import is_preset_spec
 
         pretrained = "random_init" if is_preset_spec(spec) else spec
-    name = r.get("name") or (model.cfg.name if getattr(model.cfg, "name", "") else spec)
+    name = run_name(r) or (model.cfg.name if getattr(model.cfg, "name", "") else spec)
     details = {**details, "precision": r.get("precision", "fp32")}
     return json_safe({"dataset": dataset_name, "model": name, "pretrained": pretrained, "task": task,
                       "metrics": metrics, "language": "en", "details": details})
@@ -467,8 +477,8 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
     bs, nw = int(r.get("batch_size", 64)), int(r.get("num_workers", 0))
     out_dir = Path(out_dir) if out_dir else None
     records = []
-    stem = _slug(r.get("name") or Path(str(r["model"])).name)
-    who = r.get("name") or short_spec(str(r["model"]))  # as the figures' titles name the model
+    stem = _slug(run_name(r) or Path(str(r["model"])).name)
+    who = run_name(r) or short_spec(str(r["model"]))  # as the figures' titles name the model
     common = dict(batch_size=bs, device=device, num_workers=nw, progress=progress)
     clean_cache: dict = {}
 
@@ -681,14 +691,24 @@ def _fmt(key: str, v) -> str:
     return f"{100 * v:.2f}" if isinstance(v, (int, float)) else str(v)
 
 
+_MARKDOWN_ACTIVE = frozenset("\\`*<>[]|~$")
+
+
 def markdown_cell(value) -> str:
     """``value`` as the text of one Markdown table cell: a ``|`` escaped (``\\|``, with any backslashes before it
     doubled, so that they stay text) and a line break made a space. A model named ``mu|8`` or a dataset path with
-    a newline split its row into extra cells, or ended the table mid-row."""
-    import re
-
+    a newline split its row into extra cells, or ended the table mid-row. So are the characters Markdown acts on
+    (a run named ``<b>x</b>`` or ``__init__`` was shown bold, its tags and underscores gone; ``$`` opens GitHub's
+    math), but an underscore inside a word, which opens no emphasis (``acc1_std`` stays readable)."""
     text = " ".join(str(value).splitlines())
-    return re.sub(r"(\\*)\|", lambda m: m.group(1) * 2 + "\\|", text)
+    out = []
+    for i, c in enumerate(text):
+        if c == "_":
+            inside_a_word = 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+            out.append(c if inside_a_word else "\\_")
+        else:
+            out.append("\\" + c if c in _MARKDOWN_ACTIVE else c)
+    return "".join(out)
 
 
 def markdown_report(records: list[dict]) -> str:

@@ -157,24 +157,27 @@ def _dollars_as_text(fig) -> None:
     "$MODEL_$SEED" (two shell variables left unexpanded) raised a parse error after the evaluation, and nothing was
     saved; a pair that parsed was drawn as maths. kizuna writes no mathtext of its own. Tick labels are written
     again when the figure is drawn: a number formatter's (a log axis's powers) keep their maths, and labels given
-    as strings (class names: a fixed or function formatter) are escaped as they are written."""
-    import re
-
+    as strings (class names: a fixed or function formatter) are escaped as they are written. Each text and
+    formatter once (a figure saved twice is not escaped twice), and every "$", one after a backslash too: outside
+    mathtext matplotlib draws "\\$" as "$", so a label "\\$5" lost its backslash where that "$" was left alone."""
     from matplotlib.text import Text
     from matplotlib.ticker import FixedFormatter, FuncFormatter
 
     def escaped(text):
-        return re.sub(r"(?<!\\)\$", r"\\$", text) if isinstance(text, str) and "$" in text else text
+        return text.replace("$", "\\$") if isinstance(text, str) and "$" in text else text
 
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             for formatter, put in ((axis.get_major_formatter(), axis.set_major_formatter),
                                    (axis.get_minor_formatter(), axis.set_minor_formatter)):
-                if isinstance(formatter, (FixedFormatter, FuncFormatter)):
-                    put(FuncFormatter(lambda x, pos=None, given=formatter: escaped(given(x, pos))))
+                if isinstance(formatter, (FixedFormatter, FuncFormatter)) and not getattr(formatter, "_kizuna", 0):
+                    wrapped = FuncFormatter(lambda x, pos=None, given=formatter: escaped(given(x, pos)))
+                    wrapped._kizuna = 1  # (escaped already)
+                    put(wrapped)
     for text in fig.findobj(Text):
-        if "$" in text.get_text():
+        if "$" in text.get_text() and getattr(text, "_kizuna_text", None) != text.get_text():
             text.set_text(escaped(text.get_text()))
+            text._kizuna_text = text.get_text()  # (escaped already, unless set anew)
 
 
 def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:

@@ -18,6 +18,7 @@ import os
 import pickle
 import random
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -767,8 +768,8 @@ def check_resume_settings(saved: dict, cfg, fields: tuple[str, ...], path: Path,
             # `vit finetune CHECKPOINT` cannot drop its required checkpoint argument: name the command that can
             # continue the run (it takes the checkpoint to start from out of the run's own settings)
             out = path.parent.parent if path.parent.name == "checkpoints" else Path(getattr(cfg, "out", "OUT"))
-            hint = (f"Continue a fine-tune without naming its checkpoint: `kizuna vit train --out {out} --resume "
-                    "latest`; or start a new run in another --out")
+            hint = (f"Continue a fine-tune without naming its checkpoint: `kizuna vit train --out "
+                    f"{shlex.quote(str(out))} --resume latest`; or start a new run in another --out")
         raise ValueError(f"--resume {path}: the run continues with its own model, so " + said
                          + f" would be ignored. {hint}")
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import shutil
 import sys
 import warnings
@@ -216,8 +217,8 @@ def check_fresh_model(model: str) -> None:
     """A model trained from scratch is a ViT variant ("S/4", "hybrid-S/1"): a checkpoint goes to `vit finetune`, and
     a misspelt variant was refused only once the data was indexed (after --print-config had printed it, exit 0)."""
     if Path(model).exists():
-        raise ValueError(f"--model {model} is a checkpoint; fine-tune it with `kizuna vit finetune {model} ...` (or a "
-                         "config's `init`)")
+        raise ValueError(f"--model {model} is a checkpoint; fine-tune it with `kizuna vit finetune "
+                         f"{shlex.quote(str(model))} ...` (or a config's `init`)")
     from kizuna.models.presets import VIT_SIZES, is_vit_variant
 
     if not is_vit_variant(model):
@@ -673,7 +674,7 @@ class SupervisedTrainer(Trainer):
     # a new run from a checkpoint's weights, said where its optimizer state cannot continue it (vit train has no
     # --init: `vit train --model CHECKPOINT` is refused, and names `vit finetune`)
     new_run_from_weights = "kizuna vit finetune {path}"
-    evaluate_command = "kizuna vit eval {out}/model --data DATA"  # (`kizuna eval` refuses a ViT classifier)
+    evaluate_command = "kizuna vit eval {out}/model --data DATA"  # ({out} shell-quoted: see the trainer)  # (`kizuna eval` refuses a ViT classifier)
 
     def __init__(self, cfg: SupervisedConfig, named: frozenset[str] | None = None):
         """``named``: the fields the command line set (kizuna.train.config.named_fields); see Trainer.start."""

@@ -516,7 +516,8 @@ class Trainer(ABC):
                 f"({count(saved.get('param_groups', []))} in the checkpoint, {count(self.optimizer.param_groups)} "
                 "here): a locked tower or a frozen parameter changed since the run started (an earlier kizuna "
                 "trained a CLIP-loss model's logit bias, which is frozen now), so the run cannot go on from it. "
-                f"Start a new run from its weights with `{how.format(path=self.resume_from)}` in another --out"
+                f"Start a new run from its weights with `{how.format(path=shlex.quote(str(self.resume_from)))}` in "
+                "another --out"
             ) from error
 
     def _say_if_precision_changed(self, used: str | None, step: int) -> None:
@@ -868,7 +869,8 @@ class Trainer(ABC):
             how = continue_with(self)
             bar.write(f"{what} at step {self.step} failed; saved {saved} first" + (
                 " (the run's end: evaluate it with `{}`)".format(
-                    getattr(self, "evaluate_command", "kizuna eval").format(out=self.cfg.out)) if last else
+                    # (quoted: a path with a space was two arguments pasted)
+                    getattr(self, "evaluate_command", "kizuna eval").format(out=shlex.quote(str(self.cfg.out)))) if last else
                 f"; fix the cause and continue with {how}"), file=sys.stderr)
 
     def _log_window(self, window: "LogWindow", bar) -> None:

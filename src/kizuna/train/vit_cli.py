@@ -292,7 +292,10 @@ def evaluate(args) -> int:
         stale = [*unlisted_plots(out, {"confusion.png"}), out / "robustness_scatter.png"]
         # the figure first and results.json last: interrupted, a new results.json stood beside the last run's figure
         result.plot_confusion(out / "confusion.png")
-        atomic_write_text(out / "results.md", f"# {args.checkpoint} on {dataset.name}\n\n{result.summary()}\n\n"
+        from kizuna.eval.suite import markdown_cell  # (a name with <b>, __x__ or $ rendered as markup)
+
+        atomic_write_text(out / "results.md", f"# {markdown_cell(args.checkpoint)} on {markdown_cell(dataset.name)}"
+                                              f"\n\n{result.summary()}\n\n"
                                         f"```\n{result.table()}\n```\n")
         atomic_write_text(out / "results.json", json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
         remove_plots(stale)
