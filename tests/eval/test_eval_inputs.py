@@ -130,6 +130,9 @@ def test_a_suite_refuses_unknown_keys_and_missing_datasets_before_it_starts(tmp_
     d = image_folder(tmp_path / "d", per_class=1)
     f = tmp_path / "s.json"
     f.write_text(json.dumps({"defaults": {"batchsize": 8}, "runs": [{"model": "m", "dataset": str(d), "task": "zeroshot"}]}))
+    with pytest.raises(ValueError, match="defaults: unknown key.*'batchsize'"):  # (named as defaults: session 50)
+        load_suite(f)
+    f.write_text(json.dumps({"runs": [{"model": "m", "dataset": str(d), "task": "zeroshot", "batchsize": 8}]}))
     with pytest.raises(ValueError, match="run 0: unknown key.*'batchsize'"):
         load_suite(f)
     f.write_text(json.dumps({"default": {}, "runs": []}))

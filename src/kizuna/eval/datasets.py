@@ -121,6 +121,8 @@ def in_suite_words(error: Exception) -> str:
         message = message.replace(f"pass {flag} ", f'set the run\'s "{key}" to ')
         message = message.replace(f"with {flag})", f'with the run\'s "{key}")')
     message = message.replace("(--classnames FILE names them all)", '(the run\'s "classnames" names them all)')
+    for command, task in (("kizuna eval retrieval", "retrieval"), ("kizuna eval zeroshot", "zeroshot")):
+        message = message.replace(f"evaluate it with `{command}`", f'give the run "task": "{task}"')
     for flag, key in (("--max-train-samples", "max_train_samples"), ("--max-samples", "max_samples")):
         message = message.replace(f"raise {flag} (now", f'raise the run\'s "{key}" (now')
     return message

@@ -99,15 +99,17 @@ def _read_suite(path):
     if not path.is_file():
         raise FileNotFoundError(f"suite file not found: {path}")
     if path.suffix == ".py":
-        from kizuna.train.config import user_code_error
+        from kizuna.train.config import imports_beside, user_code_error
 
-        try:
-            ns = runpy.run_path(str(path))
-            obj = ns["suite"]() if callable(ns.get("suite")) else ns.get("SUITE", _NO_SUITE)
-        except SyntaxError as e:  # a traceback (exit 1) pointed into runpy
-            raise ValueError(f"{path}:{e.lineno}: {e.msg} (a Python suite file must run)") from None
-        except Exception as e:  # noqa: BLE001 - the user's code (a NameError, a 1/0 in suite()): it was a traceback
-            raise user_code_error(f"suite {str(path)!r}", path.resolve().parent, e) from e
+        # (a module beside it imported, as a .py training config may: "No module named 'common'")
+        with imports_beside(path):
+            try:
+                ns = runpy.run_path(str(path))
+                obj = ns["suite"]() if callable(ns.get("suite")) else ns.get("SUITE", _NO_SUITE)
+            except SyntaxError as e:  # a traceback (exit 1) pointed into runpy
+                raise ValueError(f"{path}:{e.lineno}: {e.msg} (a Python suite file must run)") from None
+            except Exception as e:  # noqa: BLE001 - the user's code (a NameError, 1/0 in suite()): it was a traceback
+                raise user_code_error(f"suite {str(path)!r}", path.resolve().parent, e) from e
         if obj is _NO_SUITE:
             raise ValueError(f"{path}: define SUITE = [...] (or {{'runs': [...]}}) or a function suite()")
     else:
@@ -145,6 +147,11 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
     if isinstance(obj.get("out"), str) and not obj["out"].strip():  # read as no out: nothing written, rc 0
         raise ValueError(f"{path}: 'out' is empty: give a folder, or leave it out (null) to print the tables only")
     defaults = dict(obj.get("defaults") or {})
+    unknown = sorted(set(defaults) - RUN_KEYS)  # (said of "run 0", which did not hold it)
+    if unknown:
+        raise ValueError(f"{path}: defaults: unknown key(s) {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(sorted(RUN_KEYS))})")
+    check_run_values(dict(defaults), f"{path}: defaults")
     runs = []
     for i, run in enumerate(obj["runs"]):
         if not isinstance(run, dict):
@@ -162,6 +169,9 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
         if missing:
             raise ValueError(f"{path}: run {i} lacks {', '.join(missing)}")
         tasks = r["task"] if isinstance(r["task"], list) else [r["task"]]
+        if not tasks:  # it evaluated nothing, exit 0, and the empty report replaced an earlier one in --out
+            raise ValueError(f"{path}: run {i}: 'task' is an empty list: name at least one "
+                             f"(known: {', '.join(sorted(TASK_ALIASES))})")
         for t in tasks:
             if not isinstance(t, str) or t not in TASK_ALIASES:
                 raise ValueError(f"{path}: run {i}: unknown task {t!r} (known: {', '.join(sorted(TASK_ALIASES))})")
@@ -169,7 +179,7 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
         if "dataset" not in r and any(t != "relation_swap" for t in r["task"]):
             raise ValueError(f"{path}: run {i} lacks 'dataset'")
         if "dataset" in r and not Path(os.path.expanduser(str(r["dataset"]))).exists():  # before any run starts
-            raise FileNotFoundError(f"{path}: run {i}: dataset not found: {r['dataset']}")
+            raise FileNotFoundError(f"{path}: run {i}: dataset not found: {r['dataset']}{_from_here(r['dataset'])}")
         for key in ("classnames", "templates"):  # a typo failed only when its run came up, after the runs before
             value = r.get(key)
             if isinstance(value, (str, os.PathLike)) and not (key == "templates" and is_one_template(value)) \
@@ -178,13 +188,32 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
         model = home_path(str(r["model"]))
         if model != str(r["model"]):  # as the check takes it, so does the run (it failed there)
             r["model"] = model
-        if not Path(model).exists():  # a preset name, or a path with a typo: say so now
-            from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
+        from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
 
-            if model.replace("/", "-") not in CLIP_PRESETS:
-                raise ValueError(f"{path}: run {i}: {unknown_model_message(model)}")
+        a_preset = model.replace("/", "-") in CLIP_PRESETS
+        if not Path(model).exists() and not a_preset:  # a path with a typo: say so now
+            here = _from_here(model) if Path(model).suffix or os.sep in model else ""
+            raise ValueError(f"{path}: run {i}: {unknown_model_message(model)}{here}")
+        if r.get("act") and (a_preset and not Path(model).exists() or kizuna_shadows_a_preset(model)):
+            # refused when its run came up, after the runs before it, in the command line's words (--act, --model)
+            raise ValueError(f"{path}: run {i}: \"act\" names the activation of an OpenAI-layout checkpoint; a "
+                             f"preset's ({model}) is its own (QuickGELU for the -quickgelu presets, else GELU): drop it")
         runs.append(r)
     return {"out": home_path(obj.get("out")), "runs": runs}
+
+
+def kizuna_shadows_a_preset(spec: str) -> bool:
+    import kizuna
+
+    return kizuna._shadows_a_preset(spec)
+
+
+def _from_here(value) -> str:
+    """For a relative path a suite names that is not there: where it was looked for (the current folder, not the
+    suite file's; a suite run from another folder found nothing beside it)."""
+    if os.path.isabs(os.path.expanduser(str(value))):
+        return ""
+    return f" (a suite's relative paths are read from the current folder, {os.getcwd()}, not the suite file's)"
 
 
 def _whole(value) -> int:
@@ -228,7 +257,7 @@ def check_run_values(r: dict, where: str | None) -> None:
         for key in ("few_shot", "severities"):
             if key in r:
                 r[key] = _as_list(r[key])
-        if r.get("corruptions"):
+        if "corruptions" in r and r["corruptions"] is not None:
             r["corruptions"] = _as_list(r["corruptions"], str)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{at}{name('few_shot')} and {name('severities')} take integers ({e})") from None
@@ -249,6 +278,9 @@ def check_run_values(r: dict, where: str | None) -> None:
 
         if r["precision"] not in PRECISIONS:
             raise ValueError(f"{at}{name('precision')} must be one of {', '.join(PRECISIONS)}, got {r['precision']!r}")
+    if "corruptions" in r and r["corruptions"] is not None and not r["corruptions"]:
+        # [] or "" ran every corruption (the opposite of what it says; the command line refuses its ",")
+        raise ValueError(f"{at}{name('corruptions')} names no corruption; leave it out (or null) for all of them")
     if r.get("corruptions"):  # a misspelt name stopped the run only after the clean images were encoded
         from .probes import CORRUPTIONS
 
@@ -466,6 +498,9 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
 
     ctx = ctx or _Context()
     say = echo if (echo and is_main()) else (lambda s: None)
+    # as a suite file's run: aliases ("zeroshot") and one task as a string were "unknown task 'z'" here, after
+    # the model had loaded (normalising a normalised run changes nothing)
+    r = normalise_suite([r], "the run")["runs"][0]
     tasks = run_tasks(r)
     split = r.get("split")
     # every dataset the run reads, indexed and checked before the model loads and any task's work: a task whose

@@ -8,6 +8,7 @@ holds the command that runs it and whose ``get_config()`` returns a dict of over
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -151,24 +152,19 @@ def user_code_error(what: str, folder: Path, error: Exception) -> ValueError:
     return ValueError(f"{what}{where}: {type(error).__name__}: {error}")
 
 
-def _run_python_config(path: Path):
-    """A .py config's get_config(), run with its folder first on sys.path, so that it can import a module beside
-    it; an exception in it is one error naming the file and its line (it was a traceback)."""
-    folder = path.resolve().parent
+@contextlib.contextmanager
+def imports_beside(path: Path):
+    """While a user's .py file (a config, an eval suite) runs: its folder first on sys.path, so that it can import
+    a module beside it; afterwards the modules and packages it imported from there go too (another config's
+    `base.py` got this one's)."""
+    folder = Path(path).resolve().parent
     before = set(sys.modules)
     sys.path.insert(0, str(folder))
     try:
-        spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if callable(getattr(module, "get_config", None)):
-            return module.get_config()
-    except Exception as e:  # noqa: BLE001 - whatever the user's code raises
-        raise user_code_error(f"config {str(path)!r}", folder, e) from e
+        yield folder
     finally:
         if str(folder) in sys.path:  # the first one is ours
             sys.path.remove(str(folder))
-        # the modules and packages it imported from its folder go too: another config's `base.py` got this one's
         for name in set(sys.modules) - before:
             file = getattr(sys.modules[name], "__file__", None)
             where = Path(file).resolve() if file else None
@@ -176,6 +172,20 @@ def _run_python_config(path: Path):
             if where and where.is_relative_to(folder) and (
                     where.relative_to(folder).parts[0] in (top, f"{top}.py")):  # not a venv inside it
                 del sys.modules[name]
+
+
+def _run_python_config(path: Path):
+    """A .py config's get_config(), run with its folder first on sys.path (:func:`imports_beside`); an exception
+    in it is one error naming the file and its line (it was a traceback)."""
+    with imports_beside(path) as folder:
+        try:
+            spec = importlib.util.spec_from_file_location(f"kizuna_config_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            if callable(getattr(module, "get_config", None)):
+                return module.get_config()
+        except Exception as e:  # noqa: BLE001 - whatever the user's code raises
+            raise user_code_error(f"config {str(path)!r}", folder, e) from e
     raise ValueError(f"config {str(path)!r} defines no get_config() -> dict")
 
 
