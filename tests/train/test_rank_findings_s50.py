@@ -117,3 +117,19 @@ def test_rank_zero_failing_to_write_stops_every_rank_in_one_line(tmp_path):
     for text in said.values():
         assert "Traceback" not in text and "Connection closed" not in text, text[-3000:]
     assert sum("rank 0 refused the run's folder" in text for text in said.values()) == 1, said
+
+
+def test_train_without_an_evaluation_prints_an_empty_json_object(tmp_path, capsys):
+    """stdout carries the final metrics as JSON (TRAINING.md): without an evaluation it carried nothing, and
+    `kizuna train ... > final.json` wrote an empty file no JSON reader takes."""
+    from PIL import Image
+
+    rows = ["filepath,title"]
+    for i in range(8):
+        Image.new("RGB", (32, 32), (30 * i, 80, 200 - 20 * i)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,a photo of thing {i}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", "--model", "ViT-mu-8", "--data", str(tmp_path / "pairs.csv"), "--batch-size", "8",
+                 "--steps", "1", "--warmup-steps", "0", "--workers", "0", "--progress", "false",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert json.loads(capsys.readouterr().out) == {}
