@@ -84,7 +84,8 @@ def test_the_command_lines_device_replaces_the_suite_files(tmp_path, monkeypatch
     run_suite(suite, device="cpu", progress=False, echo=None)
     assert seen == ["cpu", "cpu"]
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="device 'cuda:3'"):  # without --device the file's is checked
+        # without --device the file's is checked: its defaults' first (named as defaults, session 50)
+        with pytest.raises(ValueError, match="defaults: device 'cuda:7'"):
             run_suite(f, progress=False, echo=None)
 
 

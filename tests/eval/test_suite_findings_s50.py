@@ -84,3 +84,40 @@ def test_caption_data_under_a_classification_task_advises_the_task_key(tmp_path,
     assert main(["eval", "suite", str(suite)]) == 2
     err = capsys.readouterr().err
     assert 'give the run "task": "retrieval"' in err and "kizuna eval retrieval" not in err
+
+
+def test_the_eval_commands_keep_their_own_words_and_probes_need_no_dataset(tmp_path, capsys, monkeypatch):
+    """run_entry normalised its run as a suite file's, briefly: `eval probes` without --dataset (relation swap
+    alone) was refused, and the single commands spoke of "the run: run 0" and lost their hints."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "probes", "--model", "ViT-mu-8", "--relation-groups", "1", "--progress", "false"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "zeroshot", "--model", "ViT-mu-8", "--dataset", "../shared/data/cifar10x"]) == 2
+    err = capsys.readouterr().err
+    assert "run 0" not in err and "KIZUNA_SHARED" in err
+    assert main(["eval", "zeroshot", "--model", "ViT-mu-8", "--dataset", "x" * 300]) == 2  # not an OSError
+
+
+def test_a_defaults_device_gives_way_to_the_command_lines(colours, tmp_path, monkeypatch):
+    import kizuna.eval.suite as suite_mod
+
+    seen = []
+    monkeypatch.setattr(suite_mod, "run_entry", lambda r, ctx, **k: seen.append(ctx.model_args(r)[1]) or [])
+    suite = {"defaults": {"device": "cuda:7"}, "runs": [_run(colours)]}
+    suite_mod.run_suite(suite, device="cpu", progress=False, echo=None)
+    assert seen == ["cpu"]
+
+
+def test_compare_runs_table_keeps_rows_and_columns_for_any_label():
+    from kizuna.analysis.runs import format_table as runs_table
+    from kizuna.apps.common import display_width
+
+    def run(label):
+        return {"label": label, "final": 0.5, "best": 0.6, "best_step": 10, "final_train_top1": 0.7,
+                "generalisation_gap": 0.1, "lower_is_better": False}
+
+    text = runs_table({"metric": "val/acc", "runs": [run("日本語の実行"), run("run_a"), run("new\nline\trun"),
+                                                       run("長" * 50)], "groups": []})
+    lines = text.splitlines()
+    assert len(lines) == 5 and "new\\nline\\trun" in lines[3]
+    assert len({display_width(line) for line in lines}) == 1  # every row as wide: the numbers line up

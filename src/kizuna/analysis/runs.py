@@ -368,10 +368,22 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
 def _middle_cut(text: str, width: int) -> str:
     """``text`` in at most ``width`` characters: a longer one loses its middle, not its end, so run names that
     share a long start (..._seed0, ..._seed1) stay told apart."""
-    if len(text) <= width:
+    from kizuna.apps.common import display_width
+
+    if display_width(text) <= width:
         return text
-    head = (width - 1) // 2
-    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+    # by the columns the characters take (a CJK label twice as wide as its length shifted the numbers)
+    head = ""
+    for c in text:
+        if display_width(head + c) > (width - 1) // 2:
+            break
+        head += c
+    tail = ""
+    for c in reversed(text[len(head):]):
+        if display_width(head) + display_width(c + tail) > width - 1:
+            break
+        tail = c + tail
+    return head + "…" + tail
 
 
 def format_table(numbers: dict) -> str:
@@ -379,15 +391,20 @@ def format_table(numbers: dict) -> str:
     metric = numbers["metric"]
     lowest = numbers["runs"] and numbers["runs"][0].get("lower_is_better")
     # as wide as the longest label (28 to 60 characters); a longer one is cut in the middle
-    w = min(60, max([28, *(len(r["label"]) for r in numbers["runs"])]))
+    from kizuna.apps.common import display_width, table_cell
+
+    labels = [table_cell(r["label"]) for r in numbers["runs"]]  # (a line break split the row, a tab shifted it)
+    w = min(60, max([28, *map(display_width, labels)]))
     lines = [f"{'run':<{w}} {'final ' + metric:>16} {('lowest' if lowest else 'best') + ' (step)':>18} "
              f"{'train acc':>10} {'gap':>7}"]
-    for r in numbers["runs"]:
+    for r, label in zip(numbers["runs"], labels):
         train = "-" if r["final_train_top1"] is None else f"{r['final_train_top1']:.3f}"
         gap = "-" if r["generalisation_gap"] is None else f"{r['generalisation_gap']:+.3f}"
         best = f"{r['best']:.4f} ({r['best_step']})" if r["best_step"] is not None else "-"
         final = "nan" if r["final"] is None else f"{r['final']:.4f}"  # None: NaN in the log (runs.json is strict JSON)
-        lines.append(f"{_middle_cut(r['label'], w):<{w}} {final:>16} {best:>18} {train:>10} {gap:>7}")
+        shown = _middle_cut(label, w)
+        shown += " " * max(0, w - display_width(shown))  # padded by display width (a CJK label shifted its numbers)
+        lines.append(f"{shown} {final:>16} {best:>18} {train:>10} {gap:>7}")
     for g in numbers["groups"]:
         m, s = (g[f"{k}_final_{metric}"] for k in ("mean", "std"))
         spread = ("nan (a run's final value is NaN)" if m is None else f"{m:.4f} (one run: no spread)"

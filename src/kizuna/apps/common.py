@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -416,7 +417,7 @@ def checked_clip_model(model, spec: str, *, is_main: bool = True):
     if not isinstance(model, kizuna.ClipModel):
         raise ValueError(f"{spec} is a {type(model).__name__}: an image classifier without a text tower. This "
                          f"command needs an image-text (CLIP/SigLIP) model; evaluate a ViT with "
-                         f"`kizuna vit eval {spec} --data ...`")
+                         f"`kizuna vit eval {shlex.quote(str(spec))} --data ...`")
     # create_model's own rule: a folder that only shadows a preset's name (an earlier `--out ViT-B-32`) still
     # builds the preset, and Path(spec).exists() alone dropped the note for those random weights
     if is_preset_spec(spec) and is_main:

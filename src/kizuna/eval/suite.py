@@ -168,14 +168,7 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
         missing = [k for k in ("model", "task") if k not in r]
         if missing:
             raise ValueError(f"{path}: run {i} lacks {', '.join(missing)}")
-        tasks = r["task"] if isinstance(r["task"], list) else [r["task"]]
-        if not tasks:  # it evaluated nothing, exit 0, and the empty report replaced an earlier one in --out
-            raise ValueError(f"{path}: run {i}: 'task' is an empty list: name at least one "
-                             f"(known: {', '.join(sorted(TASK_ALIASES))})")
-        for t in tasks:
-            if not isinstance(t, str) or t not in TASK_ALIASES:
-                raise ValueError(f"{path}: run {i}: unknown task {t!r} (known: {', '.join(sorted(TASK_ALIASES))})")
-        r["task"] = list(dict.fromkeys(TASK_ALIASES[t] for t in tasks))  # (a task named twice runs once)
+        r["task"] = canonical_tasks(r["task"], f"{path}: run {i}")
         if "dataset" not in r and any(t != "relation_swap" for t in r["task"]):
             raise ValueError(f"{path}: run {i} lacks 'dataset'")
         if "dataset" in r and not Path(os.path.expanduser(str(r["dataset"]))).exists():  # before any run starts
@@ -200,6 +193,18 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
                              f"preset's ({model}) is its own (QuickGELU for the -quickgelu presets, else GELU): drop it")
         runs.append(r)
     return {"out": home_path(obj.get("out")), "runs": runs}
+
+
+def canonical_tasks(task, where: str) -> list[str]:
+    """A run's "task" (a name, an alias or a list of them) as the list of canonical names, a task named twice once;
+    ``where`` begins the errors."""
+    tasks = task if isinstance(task, list) else [task]
+    if not tasks:  # it evaluated nothing, exit 0, and the empty report replaced an earlier one in --out
+        raise ValueError(f"{where}: 'task' is an empty list: name at least one (known: {', '.join(sorted(TASK_ALIASES))})")
+    for t in tasks:
+        if not isinstance(t, str) or t not in TASK_ALIASES:
+            raise ValueError(f"{where}: unknown task {t!r} (known: {', '.join(sorted(TASK_ALIASES))})")
+    return list(dict.fromkeys(TASK_ALIASES[t] for t in tasks))
 
 
 def kizuna_shadows_a_preset(spec: str) -> bool:
@@ -498,9 +503,9 @@ def run_entry(r: dict, ctx: _Context | None = None, out_dir=None, progress: bool
 
     ctx = ctx or _Context()
     say = echo if (echo and is_main()) else (lambda s: None)
-    # as a suite file's run: aliases ("zeroshot") and one task as a string were "unknown task 'z'" here, after
-    # the model had loaded (normalising a normalised run changes nothing)
-    r = normalise_suite([r], "the run")["runs"][0]
+    # its tasks as a suite file's: aliases ("zeroshot") and one task as a string were "unknown task 'z'" here, after
+    # the model had loaded (the rest of a run is the caller's: the eval commands' own checks, a suite's)
+    r = {**r, "task": canonical_tasks(r.get("task"), "the run")}
     tasks = run_tasks(r)
     split = r.get("split")
     # every dataset the run reads, indexed and checked before the model loads and any task's work: a task whose
@@ -624,7 +629,12 @@ def _on_device(obj, device):
     if not isinstance(runs, list):
         return obj  # refused by normalise_suite
     runs = [{**r, "device": str(device)} if isinstance(r, dict) else r for r in runs]  # (a torch.device too)
-    return runs if isinstance(obj, list) else {**obj, "runs": runs}
+    if isinstance(obj, list):
+        return runs
+    defaults = obj.get("defaults")  # (checked on their own: "device": "cuda" there was refused beside --device cpu)
+    if isinstance(defaults, dict) and "device" in defaults:
+        obj = {**obj, "defaults": {**defaults, "device": str(device)}}
+    return {**obj, "runs": runs}
 
 
 def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,

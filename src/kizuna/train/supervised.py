@@ -674,7 +674,8 @@ class SupervisedTrainer(Trainer):
     # a new run from a checkpoint's weights, said where its optimizer state cannot continue it (vit train has no
     # --init: `vit train --model CHECKPOINT` is refused, and names `vit finetune`)
     new_run_from_weights = "kizuna vit finetune {path}"
-    evaluate_command = "kizuna vit eval {out}/model --data DATA"  # ({out} shell-quoted: see the trainer)  # (`kizuna eval` refuses a ViT classifier)
+    # (`kizuna eval` refuses a ViT classifier; {out} is shell-quoted by the trainer)
+    evaluate_command = "kizuna vit eval {out}/model --data DATA"
 
     def __init__(self, cfg: SupervisedConfig, named: frozenset[str] | None = None):
         """``named``: the fields the command line set (kizuna.train.config.named_fields); see Trainer.start."""
