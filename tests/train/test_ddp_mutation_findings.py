@@ -213,7 +213,9 @@ def test_the_global_batch_must_split_over_ranks_and_micro_batches():
     two_ranks = types.SimpleNamespace(dist=DistInfo(rank=0, world_size=2))
     with pytest.raises(ValueError, match=r"batch_size 6 must be divisible by world_size x accum_steps \(2 x 2\)"):
         ContrastiveTrainer.check_config(two_ranks, types.SimpleNamespace(batch_size=6, accum_steps=2))
-    ContrastiveTrainer.check_config(two_ranks, types.SimpleNamespace(batch_size=8, accum_steps=2))
+    # (data and synthetic_hard_negatives: the hard-negative pairs' rule, session 50, reads them)
+    ContrastiveTrainer.check_config(two_ranks, types.SimpleNamespace(batch_size=8, accum_steps=2, data="synthetic",
+                                                                     synthetic_hard_negatives=False))
     with pytest.raises(ValueError, match=r"batch_size 7 must be divisible by world_size 2"):
         Trainer.check_config(two_ranks, types.SimpleNamespace(batch_size=7))
     Trainer.check_config(two_ranks, types.SimpleNamespace(batch_size=8))
