@@ -70,3 +70,16 @@ def typographic_word(monkeypatch):
 
     monkeypatch.setattr(probes, "_TextOp", Reader)
     return SimpleNamespace(words_of=words_of)
+
+
+@pytest.fixture()
+def colours(tmp_path) -> Path:
+    """A test split of two classes (red, blue), two 16-px images each: a dataset root a suite run can name."""
+    from PIL import Image
+
+    root = tmp_path / "colours" / "test"
+    for k, name in enumerate(("red", "blue")):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (16, 16), (200 * (1 - k), 30 * i, 200 * k)).save(root / name / f"{i}.png")
+    return tmp_path / "colours"

@@ -5,23 +5,11 @@ folder named like a preset, and the suite's advice for classification data under
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from kizuna.eval.linear_probe import ProbeResult, plot_zeroshot_vs_probe
 from kizuna.eval.suite import markdown_cell, normalise_suite, run_entry
-
-
-@pytest.fixture()
-def colours(tmp_path) -> Path:
-    root = tmp_path / "colours" / "test"
-    for k, name in enumerate(("red", "blue")):
-        (root / name).mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (16, 16), (200 * (1 - k), 30 * i, 200 * k)).save(root / name / f"{i}.png")
-    return tmp_path / "colours"
 
 
 def _bands(monkeypatch, result, tmp_path) -> list:

@@ -5,23 +5,11 @@ task; the advice for caption data named a command, not the run's task key."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from kizuna.apps.cli import main
 from kizuna.eval.suite import normalise_suite, run_entry
-
-
-@pytest.fixture()
-def colours(tmp_path) -> Path:
-    root = tmp_path / "colours" / "test"
-    for k, name in enumerate(("red", "blue")):
-        (root / name).mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (16, 16), (200 * (1 - k), 30 * i, 200 * k)).save(root / name / f"{i}.png")
-    return tmp_path / "colours"
 
 
 def _run(colours, **keys) -> dict:
