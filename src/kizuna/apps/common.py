@@ -383,14 +383,22 @@ def is_preset_spec(spec: str) -> bool:
     return not Path(str(spec)).exists() or kizuna._shadows_a_preset(str(spec))
 
 
+def names_a_preset(spec) -> bool:
+    """Whether ``spec`` is a preset's name (not an existing path, or a folder that only shadows the name); unlike
+    :func:`is_preset_spec`, a missing path (a .pt with a typo) is not one."""
+    from pathlib import Path
+
+    import kizuna
+
+    spec = str(spec)
+    return (spec.replace("/", "-") in kizuna.list_models() and not Path(spec).exists()) or kizuna._shadows_a_preset(spec)
+
+
 def refuse_act_for_a_preset(spec: str, act: str | None) -> None:
     """--act is for an OpenAI-layout file (the layout does not record its activation): beside a preset's name it
     rebuilt the preset with another one (`zeroshot --model ViT-B-32-quickgelu --act gelu`), without a word, where
-    `kizuna train` refuses it."""
-    import kizuna
-
-    # a preset's name (a missing .pt is no preset: told to drop --act, the user met "not found" next)
-    if act and (str(spec).replace("/", "-") in kizuna.list_models() or kizuna._shadows_a_preset(str(spec))):
+    `kizuna train` refuses it. (A missing .pt is no preset: told to drop --act, the user met "not found" next.)"""
+    if act and names_a_preset(spec):
         raise ValueError(f"--act {act}: --act names the activation of an OpenAI-layout checkpoint given as --model; "
                          f"a preset's ({spec}) is its own (QuickGELU for the -quickgelu presets, else GELU): drop it")
 

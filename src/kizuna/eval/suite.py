@@ -44,7 +44,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kizuna.apps.common import check_out_outside_data, check_writable, home_path, json_safe, parts_below
+from kizuna.apps.common import (check_out_outside_data, check_writable, home_path, json_safe, names_a_preset,
+                                parts_below)
 from kizuna.models.checkpoint import atomic_write_text, drawn, save_figure
 
 from .datasets import DatasetError, in_suite_words, is_file_argument, is_one_template, with_caller_flags
@@ -181,13 +182,13 @@ def normalise_suite(obj, path: str = "the suite") -> dict:
         model = home_path(str(r["model"]))
         if model != str(r["model"]):  # as the check takes it, so does the run (it failed there)
             r["model"] = model
-        from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
+        if not Path(model).exists():  # a preset name, or a path with a typo: say so now
+            from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
 
-        a_preset = model.replace("/", "-") in CLIP_PRESETS
-        if not Path(model).exists() and not a_preset:  # a path with a typo: say so now
-            here = _from_here(model) if Path(model).suffix or os.sep in model else ""
-            raise ValueError(f"{path}: run {i}: {unknown_model_message(model)}{here}")
-        if r.get("act") and (a_preset and not Path(model).exists() or kizuna_shadows_a_preset(model)):
+            if model.replace("/", "-") not in CLIP_PRESETS:
+                here = _from_here(model) if Path(model).suffix or os.sep in model else ""
+                raise ValueError(f"{path}: run {i}: {unknown_model_message(model)}{here}")
+        if r.get("act") and names_a_preset(model):
             # refused when its run came up, after the runs before it, in the command line's words (--act, --model)
             raise ValueError(f"{path}: run {i}: \"act\" names the activation of an OpenAI-layout checkpoint; a "
                              f"preset's ({model}) is its own (QuickGELU for the -quickgelu presets, else GELU): drop it")
@@ -205,12 +206,6 @@ def canonical_tasks(task, where: str) -> list[str]:
         if not isinstance(t, str) or t not in TASK_ALIASES:
             raise ValueError(f"{where}: unknown task {t!r} (known: {', '.join(sorted(TASK_ALIASES))})")
     return list(dict.fromkeys(TASK_ALIASES[t] for t in tasks))
-
-
-def kizuna_shadows_a_preset(spec: str) -> bool:
-    import kizuna
-
-    return kizuna._shadows_a_preset(spec)
 
 
 def _from_here(value) -> str:
