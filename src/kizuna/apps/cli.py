@@ -513,9 +513,6 @@ def _too_many_open_files(error: BaseException) -> str | None:
                     "fewer --workers")
 
 
-_JIT_ADVICE = "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
-
-
 def _in_this_commands_words(error: BaseException, command: str, args) -> str:
     """A refusal's advice as ``command`` can follow it, where the readers' own would not work there.
 
@@ -524,16 +521,18 @@ def _in_this_commands_words(error: BaseException, command: str, args) -> str:
     followed where the command has none, failed as "unrecognized arguments" (`kizuna train`, `vit finetune`,
     `eval suite`): a suite run has its "allow_jit" key; the trainers take a kizuna folder converted from the
     archive once (its code runs then, not inside a long run)."""
+    from kizuna.models.checkpoint import TORCHSCRIPT_ADVICE
+
     message = str(error)
     if command.startswith("kizuna vit"):
         message = message.replace(
             "; evaluate it with `kizuna eval retrieval`",
             ": the `kizuna vit` commands need images with class labels; image-caption data trains a CLIP "
             "(`kizuna train`), whose retrieval `kizuna eval retrieval` evaluates")
-    if _JIT_ADVICE not in message or hasattr(args, "allow_jit"):
+    if TORCHSCRIPT_ADVICE not in message or hasattr(args, "allow_jit"):
         return message
     if command.endswith("eval suite"):
-        return message.replace(_JIT_ADVICE, "set the run's \"allow_jit\": true only if you trust its source")
+        return message.replace(TORCHSCRIPT_ADVICE, "set the run's \"allow_jit\": true only if you trust its source")
     path = getattr(error, "torchscript_path", None)
     if path is None:
         return message
@@ -544,7 +543,7 @@ def _in_this_commands_words(error: BaseException, command: str, args) -> str:
     # a shell line that survives any path (": ", quotes, $): JSON strings are Python literals, shlex quotes the rest
     code = f"import kizuna; kizuna.save_model(kizuna.create_model({json.dumps(path)}, allow_jit=True), {json.dumps(folder)})"
     convert = f"python -c {shlex.quote(code)}"
-    return message.replace(_JIT_ADVICE, f"{command} loads none. If you trust its source, convert it once: {convert}, "
+    return message.replace(TORCHSCRIPT_ADVICE, f"{command} loads none. If you trust its source, convert it once: {convert}, "
                                         f"and give the folder {folder} instead")
 
 

@@ -482,13 +482,15 @@ def load_weights_only(path: Path):
             ".safetensors file, an OpenAI .pt file or a Hugging Face folder") from None
 
 
+# (the CLI puts it in the words of a command without --allow-jit: apps.cli._in_this_commands_words)
+TORCHSCRIPT_ADVICE = "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
+
+
 def _load_torch_file(path: Path, allow_jit: bool) -> dict:
     if _is_torchscript(path):
         if not allow_jit:
-            refused = CheckpointError(
-                f"{path}: is a TorchScript (JIT) archive, which executes code when loaded; "
-                "pass allow_jit=True (CLI: --allow-jit) only if you trust its source"
-            )
+            refused = CheckpointError(f"{path}: is a TorchScript (JIT) archive, which executes code when loaded; "
+                                      + TORCHSCRIPT_ADVICE)
             refused.torchscript_path = str(path)  # (the CLI words its advice for a command without --allow-jit)
             raise refused
         import warnings
