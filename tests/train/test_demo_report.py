@@ -48,6 +48,8 @@ def test_the_report_gives_the_steps_run_and_only_this_run(tiny_demo_config, tmp_
     assert "for 40 steps" not in report
     final = json.loads((out / "final_metrics.json").read_text())
     steps = final["steps_run"]  # 1 on a CPU; a fast machine may fit another step into the 6 ms
+    # (named "train_seconds" until 2026-12-07, though the clock ran from before the model was built)
+    assert final["setup_and_train_seconds"] > 0 and "train_seconds" not in final
     assert 1 <= steps < 40 and final["stopped_by_time_limit"] is True
     assert f"for {steps} step{'s' * (steps > 1)} (stopped by the 0.0001-min time limit; 40 were configured)" in report
     # this run's records only (one per step at log_every=1); the first run's were moved aside

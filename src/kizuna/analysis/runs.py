@@ -152,7 +152,7 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
     rows = sorted(latest.values(), key=lambda r: r["step"])
     evals = [r for r in rows if r.get("kind") == "eval" and metric in r]
     if not evals:
-        keys = sorted({k for r in rows if r.get("kind") == "eval" for k in r} - {"kind", "step", "time"})
+        keys = sorted({k for r in rows if r.get("kind") == "eval" for k in r} - {"kind", "step", "time", "elapsed_s"})
         skipped = sum(r.get("kind") == "eval" for r in unusable)
         raise ValueError(f"{log}: no eval rows with {metric!r}" +
                          (f"; its eval rows have: {', '.join(keys)}" if keys else
@@ -163,15 +163,23 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
     # minus its first counted the hours it stood still between the kill and the resume. A run's "start" record
     # (logs from 2026-12-07 on) begins its first segment: from its first record, the time before the first
     # --log-every steps was missing (0.4 s of 8.3 s at --log-every 100)
+    # Within a segment the records' elapsed_s (a monotonic clock, logs from 2026-12-07 on) where every record has
+    # it: the wall-clock "time" moves with clock steps (a +1 h NTP step made a 7-s run 60 minutes)
     segments, current = [], []
     for r in records:
         if r.get("kind") in ("resume", "start") and current:
             segments.append(current)
             current = []
         if isinstance(r.get("time"), (int, float)):
-            current.append(r["time"])
+            current.append(r)
     segments.append(current)
-    logged_seconds = sum(max(seg) - min(seg) for seg in segments if len(seg) > 1)
+
+    def seconds(segment) -> float:
+        monotonic = all(math.isfinite(_value(r.get("elapsed_s"))) for r in segment)
+        clock = [r["elapsed_s" if monotonic else "time"] for r in segment]
+        return max(clock) - min(clock)
+
+    logged_seconds = sum(seconds(seg) for seg in segments if len(seg) > 1)
     values = [_value(r[metric]) for r in evals]
     finite = [(v, r["step"]) for v, r in zip(values, evals) if math.isfinite(v)]
     lowest = lower_is_better(metric, mode)

@@ -46,7 +46,7 @@ going on until then on its checkpoint's length, which a resume stopped before th
 resumed with the budget off, a budgeted run keeps its planned length unless ``--steps`` or ``--epochs`` is named,
 and so do the resumes after it. A budget too
 short for the warm-up is planned before the warm-up ends (the run then ends inside it, with a warning),
-and a budget spent before its plan ends the run at the next step. In distributed runs
+and a budget spent before its plan ends the run at the plan's step. In distributed runs
 every rank takes the smallest plan (the slowest rank sets the pace), corrections happen at the same steps
 everywhere, and all ranks agree on when to plan (a spent budget, a warm-up that does not fit: each
 rank's own clock says) and on the limit, or one rank would wait forever in a collective.
@@ -151,7 +151,7 @@ class TimeBudget:
     def ready_to_plan(self, step: int, warmup_steps: int, device: torch.device | None = None) -> bool:
         """After the warm-up and the calibration steps; or before, when the warm-up itself would not fit
         in the budget (the plan then ends the run inside its warm-up, and says so), or when the budget is
-        spent already (slow first steps: the plan ends the run at the next step).
+        spent already (slow first steps: the plan ends the run at its own step).
 
         The last two read this process's clock, so under torchrun (``device`` given) the ranks agree: any
         rank that is ready makes them all ready (one all_reduce of a flag per step, only while a budgeted
@@ -219,7 +219,9 @@ class TimeBudget:
         remaining = self.usable_seconds - self.elapsed - eval_seconds - save_seconds
         per_step_all = (per_step + (eval_seconds / eval_every if eval_every else 0.0)
                         + (save_seconds / save_every if save_every else 0.0))
-        left = max(1, math.floor(remaining / per_step_all)) if remaining > 0 else 1
+        # spent (slow first steps, an evaluation longer than the budget): the run ends here, on the plan's
+        # evaluation (one more step evaluated again: a 3-s budget with a 7.5-s evaluation ended at 19 s)
+        left = max(1, math.floor(remaining / per_step_all)) if remaining > 0 else 0
         total = step + left
         if cap:
             total = min(total, max(cap, step))  # planned at the cap's own step: the run ends there
@@ -314,7 +316,12 @@ def plan_run(trainer, bar=None) -> dict:
             bar.write(f"time budget {cfg.time_budget_minutes:g} min: {plan['seconds_per_step'] * 1e3:.0f} ms per step"
                       + (f", {eval_s:.1f} s per evaluation" if metrics else "")
                       + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
-    if trainer.total_steps <= cfg.warmup_steps and trainer.dist.is_main:
+    if plan["remaining_s"] <= 0 and trainer.total_steps == trainer.step and trainer.dist.is_main:
+        took = f" (its evaluation took {eval_s:.1f} s)" if metrics else ""
+        warnings.warn(f"the time budget of {cfg.time_budget_minutes:g} min was spent by step {trainer.step}{took}: "
+                      "the run ends there. Raise --time-budget-minutes"
+                      + (" or lower the evaluation's size" if metrics else ""), stacklevel=2)
+    elif trainer.total_steps <= cfg.warmup_steps and trainer.dist.is_main:
         # through warnings, so the command prints it in its own voice ("kizuna train: warning: ...")
         # (at the warm-up's last step the peak is reached, at that step only)
         reach = ("never reaches its peak or decays" if trainer.total_steps < cfg.warmup_steps else

@@ -95,6 +95,9 @@ class MetricLogger:
         to an earlier run and is set aside (:func:`set_aside_previous_log`, with ``outputs``). The default,
         False, appends to it, which a resumed run needs (it then calls :meth:`drop_after`)."""
         self.enabled = enabled
+        # every record's elapsed_s is read on this monotonic clock: durations taken from the records' wall-clock
+        # "time" were off by a clock step in between (NTP, a VM restored: compare-runs' 7-s run took 60 minutes)
+        self._opened = time.monotonic()
         self.path = Path(out_dir) / "metrics.jsonl"
         self.tb = None
         # the TensorBoard writer opens at the first record, with the resume's purge step (drop_after): opened
@@ -169,7 +172,8 @@ class MetricLogger:
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         if not self.enabled:
             return
-        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **metrics}
+        record = {"kind": kind, "step": step, "time": round(time.time(), 3),
+                  "elapsed_s": round(time.monotonic() - self._opened, 3), **metrics}
         with self.path.open("a", encoding="utf-8") as f:  # a diverged run's NaN loss is null: "one JSON per line" for any reader
             f.write(json_text(record) + "\n")
         writer = self._writer()
