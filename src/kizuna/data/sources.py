@@ -93,6 +93,7 @@ import hashlib
 import os
 import random
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, NamedTuple
 
@@ -427,24 +428,46 @@ def shared_data_hint(path) -> str:
             "to the folder that holds data/, or give the data's paths yourself)")
 
 
-def resolve_spec(spec: Any) -> list[tuple[str, str]]:
-    """Spec -> ``[(kind, path)]`` with kind ``"tar"``, ``"csv"`` or ``"folder"``."""
+def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
+    """Spec -> ``[(kind, path)]`` with kind ``"tar"``, ``"csv"`` or ``"folder"``, each source once (by its real
+    path): a shard named twice (``DIR::DIR/000003.tar``) was read twice, its samples twice an epoch and in one
+    contrastive batch as false negatives of themselves (a folder's or a CSV's rows merged by path already).
+    ``warn``: say so, and name image files beside a folder's shards, which are not read (as building the
+    index does; a config check that only looks at the kinds does not)."""
     out: list[tuple[str, str]] = []
+    seen, repeated = set(), []
     for p in expand_spec(spec):
         if os.path.isdir(p):
             tars = _shards_in_dir(p)
             if tars:
-                out.extend(("tar", t) for t in tars)
+                found = [("tar", t) for t in tars]
+                beside = sum(f.lower().endswith(_FILE_IMAGE_EXTS) and os.path.isfile(os.path.join(p, f))
+                             for f in os.listdir(p))
+                if beside and warn:  # (a top-up of images dropped into a shards folder never trained, unsaid)
+                    warnings.warn(f"{p}: {beside} image file(s) beside its .tar shards are not read (a folder that "
+                                  "holds shards is read as shards only); move them into a folder of their own and "
+                                  "add it with '::'", UserWarning, stacklevel=2)
             else:
-                out.append(("folder", p))
+                found = [("folder", p)]
         elif not os.path.exists(p):
             raise FileNotFoundError(f"data source not found: {p}{shared_data_hint(p)}")
         elif p.endswith(".tar"):
-            out.append(("tar", p))
+            found = [("tar", p)]
         elif p.lower().endswith((".csv", ".tsv")):
-            out.append(("csv", p))
+            found = [("csv", p)]
         else:
             raise ValueError(f"unsupported data source {p!r} (expected .tar, .csv, .tsv or a folder)")
+        for kind, path in found:
+            real = os.path.realpath(path)
+            if real in seen:
+                repeated.append(path)
+                continue
+            seen.add(real)
+            out.append((kind, path))
+    if repeated and warn:
+        shown = ", ".join(repeated[:3]) + (f" and {len(repeated) - 3} more" if len(repeated) > 3 else "")
+        warnings.warn(f"data: {len(repeated)} source(s) named more than once are read once: {shown}",
+                      UserWarning, stacklevel=2)
     return out
 
 
@@ -981,7 +1004,7 @@ def build_index(spec: Any, *, require: str = "any", image_column: str = "filepat
     if cache_dir is None:
         cache_dir = os.environ.get("KIZUNA_INDEX_CACHE") or None
     b = _Builder()
-    for kind, path in resolve_spec(spec):
+    for kind, path in resolve_spec(spec, warn=True):
         if kind == "tar":
             _add_tar(b, path, require, cache_dir)
         elif kind == "csv":

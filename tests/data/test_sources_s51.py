@@ -1,0 +1,66 @@
+"""Each data source read once per epoch (session 51): a shard named twice was two copies of every sample, in one
+contrastive batch; image files beside a folder's shards were never read, without a word."""
+import io
+import tarfile
+import warnings
+
+import pytest
+from PIL import Image
+
+from kizuna.data.sources import build_index, resolve_spec
+
+
+def _png(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (i, 0, 0)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _shard(path, first: int, n: int):
+    with tarfile.open(path, "w") as tar:
+        for i in range(first, first + n):
+            for name, data in ((f"{i:04d}.png", _png(i)), (f"{i:04d}.txt", f"photo {i}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def shards(tmp_path):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    _shard(folder / "000000.tar", 0, 3)
+    _shard(folder / "000001.tar", 3, 4)
+    return folder
+
+
+@pytest.mark.parametrize("spec", ["{f}/000001.tar::{f}/000001.tar", "{f}::{f}/000001.tar", "{f}::{f}"])
+def test_a_source_named_twice_is_read_once_and_said(shards, spec):
+    with pytest.warns(UserWarning, match=r"named more than once are read once: .*000001.tar"):
+        index = build_index(spec.format(f=shards), require="caption")
+    want = 4 if spec.startswith("{f}/") else 7
+    assert len(index) == want
+    keys = [index[i].key for i in range(len(index))]
+    assert len(set(keys)) == len(keys)
+
+
+def test_a_symlinked_shard_beside_its_target_is_one_source(shards, tmp_path):
+    (tmp_path / "link.tar").symlink_to(shards / "000000.tar")
+    with pytest.warns(UserWarning, match="named more than once"):
+        assert len(resolve_spec(f"{shards}::{tmp_path / 'link.tar'}", warn=True)) == 2
+
+
+def test_distinct_sources_say_nothing(shards):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(build_index(f"{shards}/000000.tar::{shards}/000001.tar", require="caption")) == 7
+        resolve_spec(f"{shards}::{shards}")  # a check that only reads the kinds stays quiet
+
+
+def test_images_beside_shards_are_named_as_not_read(shards):
+    (shards / "extra.png").write_bytes(_png(9))
+    (shards / "extra.txt").write_text("an extra photo")
+    (shards / "README.md").write_text("not an image")
+    with pytest.warns(UserWarning, match=r"1 image file\(s\) beside its .tar shards are not read"):
+        assert len(build_index(str(shards), require="caption")) == 7
