@@ -45,7 +45,10 @@ def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bo
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"create_model takes a preset name or a checkpoint path, got {type(name_or_path).__name__}")
+    if isinstance(name_or_path, str) and name_or_path.startswith("~"):  # as save_model writes "~/m" (no preset is)
+        name_or_path = os.path.expanduser(name_or_path)
     if isinstance(name_or_path, os.PathLike):  # a Path that does not exist went on as a preset name (a TypeError)
+        name_or_path = Path(name_or_path).expanduser()
         if not Path(name_or_path).exists():
             raise CheckpointError(f"{name_or_path}: no such checkpoint (file or folder)")
         name_or_path = os.fspath(name_or_path)

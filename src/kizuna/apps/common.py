@@ -11,8 +11,8 @@ import torch
 
 
 def json_safe(x):
-    """A JSON-writable copy of ``x``: tensors and numpy values to Python numbers and lists, dict keys to
-    strings, NaN/inf to None (strict JSON has no NaN, e.g. the recall of a class with no images)."""
+    """A JSON-writable copy of ``x``: tensors and numpy values to Python numbers and lists, paths to strings, dict
+    keys to strings, NaN/inf to None (strict JSON has no NaN, e.g. the recall of a class with no images)."""
     if isinstance(x, (torch.Tensor, np.ndarray)):
         return json_safe(x.tolist() if isinstance(x, np.ndarray) else x.detach().cpu().tolist())
     if isinstance(x, dict):
@@ -26,6 +26,8 @@ def json_safe(x):
         return int(x)
     if isinstance(x, np.bool_):  # (json.dumps refused it: "Object of type bool is not JSON serializable")
         return bool(x)
+    if isinstance(x, os.PathLike):  # save_model(extra={"data": Path(...)}) failed deep in json, naming no key
+        return os.fspath(x)
     return x
 
 

@@ -174,12 +174,12 @@ class RandAugment:
     needs_rng = True
 
     def __post_init__(self):
+        self.ops = (self.ops,) if isinstance(self.ops, str) else tuple(self.ops)  # (a generator passed as no ops)
         unknown = [o for o in self.ops if o not in OPS]
         if unknown:
             raise ValueError(f"unknown augmentation op(s) {unknown}; known: {', '.join(OPS)}")
         if not self.ops:
             raise ValueError("RandAugment needs at least one op")
-        self.ops = tuple(self.ops)
 
     def __call__(self, img: Image.Image, rng: random.Random | None = None) -> Image.Image:
         rng = rng or random

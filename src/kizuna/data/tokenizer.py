@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -58,6 +58,7 @@ __all__ = [
     "EOT_TOKEN",
     "BpeTokenizer",
     "ClipTokenizer",
+    "TextTokenizer",
     "TrainedBpeTokenizer",
     "bytes_to_unicode",
     "clean_text",
@@ -386,6 +387,18 @@ class _ChunkIds:
             return self.ids[_ragged_positions(self.start[rows], lengths)], lengths
 
 
+class TextTokenizer(Protocol):
+    """What every tokenizer :func:`get_tokenizer` returns can do: CLIP's BPE (:class:`BpeTokenizer`, which also
+    encodes and decodes), SigLIP's sentencepiece and MiniLM's WordPiece (ids and a mask, ``[N, 2, L]``). The
+    returns said BpeTokenizer, whose ``decode`` the other two lack."""
+
+    context_length: int
+
+    def __call__(self, texts, context_length: int | None = None) -> torch.Tensor: ...
+
+    def to_config(self) -> dict[str, Any]: ...
+
+
 class BpeTokenizer:
     """Shared call API of the CLIP-style BPE tokenizers; subclasses only build `self.tokenizer`."""
 
@@ -672,7 +685,7 @@ def _tokenizers_json(text: str, where: str, config_too: bool = True) -> Tokenize
                          + (" (or a kizuna tokenizer config, a dict with 'type')" if config_too else "")) from None
 
 
-def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -> BpeTokenizer:
+def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -> TextTokenizer:
     """Load a `tokenizers` JSON file (as written by `save`) or a JSON file holding a kizuna tokenizer config."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -690,7 +703,7 @@ def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -
     return TrainedBpeTokenizer(tokenizer, 77 if context_length is None else context_length)
 
 
-def tokenizer_from_config(cfg: dict[str, Any]) -> BpeTokenizer:
+def tokenizer_from_config(cfg: dict[str, Any]) -> TextTokenizer:
     """Rebuild a tokenizer from `to_config()` output."""
     kind = cfg.get("type")
     if kind == "sentencepiece":  # SigLIP's (kizuna.data.siglip_tokenizer), with its own default length
@@ -717,7 +730,7 @@ def tokenizer_from_config(cfg: dict[str, Any]) -> BpeTokenizer:
 
 def get_tokenizer(
     name_or_cfg: str | os.PathLike | dict[str, Any] = "clip_bpe", context_length: int | None = None
-) -> BpeTokenizer:
+) -> TextTokenizer:
     """"clip_bpe"/"openai", a config dict, or a path to a tokenizer JSON. `context_length` (if given)
     overrides the config's; the default is 77."""
     if isinstance(name_or_cfg, dict):

@@ -342,5 +342,6 @@ def preprocess_from_config(cfg: dict, train: bool = False, **train_overrides):
     cfg = copy.deepcopy(cfg)
     if train:
         keys = ("image_size", "mean", "std", "interpolation")
-        return TrainTransform(**{k: cfg[k] for k in keys if k in cfg}, **train_overrides)
+        # (an override of a key the model's config has, image_size=64, was "got multiple values for keyword")
+        return TrainTransform(**{**{k: cfg[k] for k in keys if k in cfg}, **train_overrides})
     return Preprocess(**cfg)

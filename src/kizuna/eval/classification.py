@@ -386,10 +386,15 @@ def _pct(v: float) -> str:
 
 
 def whole_labels(labels, name: str = "") -> np.ndarray:
-    """``labels`` as int64, refused where a value is not a whole number (1.5 was truncated to class 1; NaN was
-    class 0), is past int64 (1e20 wrapped to -9.2e18) or is no number; ``name`` begins the message."""
+    """``labels`` as int64 of shape [N] (a column [N, 1] is flattened), refused where a value is not a whole number
+    (1.5 was truncated to class 1; NaN was class 0), is past int64 (1e20 wrapped to -9.2e18) or is no number, or where
+    the shape is another; ``name`` begins the message."""
     where = f"{name}: " if name else ""
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels (df[["label"]].to_numpy(), y[:, None])
+        y = y[:, 0]
+    elif y.ndim != 1:  # ([N, 1] had broadcast against [N] predictions: an N x N comparison, a wrong accuracy)
+        raise ValueError(f"{where}labels must be one class index per sample (shape [N]), got shape {tuple(y.shape)}")
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.array_equal(y, np.round(y)):
             raise ValueError(f"{where}labels must be whole class indices, got values such as "

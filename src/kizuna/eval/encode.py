@@ -60,6 +60,8 @@ def is_main() -> bool:
 def shard_bounds(n: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
     """Contiguous ``[start, end)`` per rank, cut on multiples of ``batch_size`` (the batch grid of a
     single process) and as balanced as whole batches allow."""
+    if not is_count(batch_size):  # (every encoder cuts its batches here: 0 divided by zero, -1 blamed the data)
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     nb = -(-n // batch_size) if n else 0
     out = []
     for r in range(world_size):

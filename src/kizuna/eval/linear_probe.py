@@ -293,6 +293,9 @@ def linear_probe_from_features(x_train, y_train, x_test, y_test, num_classes: in
     seconds to minutes after the encoding's bars have gone. ``classnames`` name the classes in the notes."""
     from .encode import progress_bar
 
+    if not is_count(num_classes, -2 ** 63):  # (3.0 failed in torch's one_hot, five frames down)
+        raise ValueError(f"num_classes must be a whole number, got {num_classes!r}")
+    num_classes = int(num_classes)
     if num_classes < 2:  # every probe predicts the one class: 100% whatever the features
         raise ValueError(f"num_classes {num_classes}: a linear probe needs at least two classes to choose between")
     y_train, y_test = _class_indices(y_train, "y_train", num_classes), _class_indices(y_test, "y_test", num_classes)

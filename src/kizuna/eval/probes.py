@@ -218,10 +218,13 @@ def evaluate_robustness(model, tokenizer, dataset, *, corruptions: Sequence[str]
                         clean_features=None) -> RobustnessResult:
     import kizuna
 
+    # (read once: a generator was used up by the check, and nothing was evaluated but the clean pass)
+    corruptions, severities = [corruptions] if isinstance(corruptions, str) else list(corruptions), list(severities)
     unknown = [name for name in corruptions if name not in CORRUPTIONS]  # before the clean pass, not after it
     if unknown:
         raise ValueError(f"unknown corruption(s) {', '.join(map(repr, unknown))} (known: {', '.join(CORRUPTIONS)})")
-    if any(not 1 <= int(s) <= 5 for s in severities) or len(set(severities)) != len(severities):
+    # (int(s) passed 1.5 and True here, which corrupt() refused after the whole clean pass)
+    if any(not (is_count(s) and s <= 5) for s in severities) or len(set(severities)) != len(severities):
         # a level given twice weighed twice in the mean over shifts
         raise ValueError(f"severities are distinct levels 1..5, got {list(severities)}")
     corruptions = list(dict.fromkeys(corruptions))  # likewise a corruption named twice

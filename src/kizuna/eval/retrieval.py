@@ -131,7 +131,8 @@ def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, t
 def full_matrix_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: the whole similarity matrix, stable descending sort, position of the first correct item."""
-    img, txt = image_features.float(), text_features.float()
+    # (numpy arrays, as retrieval_ranks takes them: "'numpy.ndarray' object has no attribute 'float'")
+    img, txt = as_tensor(image_features, "image_features").float(), as_tensor(text_features, "text_features").float()
     check_finite(img, None, "images")
     check_finite(txt, None, "texts")
     t2i = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long)

@@ -29,6 +29,7 @@ from torch import nn
 from kizuna.extras import MissingExtra
 
 from .clip import ClipConfig, ClipModel
+from .layers import python_int
 from .vit import VisionConfig, VisionTransformer, grid_warning_silenced, resample_pos_embed
 
 FORMAT_KEY = "kizuna"
@@ -272,7 +273,7 @@ def model_from_record(record: dict) -> nn.Module:
 def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
     """Save to ``path``: a ``.safetensors`` file, or a folder holding model.safetensors + config.json. A ViT's
     preprocessing (``model.preprocess_config``, which a ViT loaded by path carries) is kept in ``extra``."""
-    path, model = Path(path), unwrapped_model(model)
+    path, model = Path(path).expanduser(), unwrapped_model(model)  # ("~/m" was a folder named ~ in the cwd)
     record = model_record(model)
     carried = getattr(model, "preprocess_config", None)  # a ViT loaded by path: saved again, it keeps its own
     if isinstance(carried, dict) and "preprocess" not in (extra or {}):
@@ -541,7 +542,8 @@ def load_model(
     layout cannot record. OpenAI's own checkpoints use QuickGELU, the default; most OpenCLIP (LAION)
     checkpoints use GELU and need ``act="gelu"``. kizuna and Hugging Face checkpoints record theirs.
     """
-    given, path = Path(path), follow_latest(path)
+    path = Path(path).expanduser()  # (save_model writes "~/m" under the home folder)
+    given, path = path, follow_latest(path)
     try:
         return _load_model(path, image_size, allow_jit, map_location, act)
     except CheckpointError:
@@ -557,6 +559,7 @@ def _load_model(path: Path, image_size, allow_jit: bool, map_location: str, act)
         raise CheckpointError(f"{path}: no such file or folder")
     if path.name == "latest" and path.is_file() and path.stat().st_size < 256:  # a pointer naming no folder
         _refuse_dangling_latest(path)
+    image_size = python_int(image_size)  # (a numpy int was refused as no int)
     if image_size is not None and not _is_image_size(image_size):  # before the try below blames the checkpoint
         raise ValueError(f"image_size must be a positive int or two (height, width), got {image_size!r}")
     if act is not None and path.is_dir():  # a .safetensors file is told apart once read, below

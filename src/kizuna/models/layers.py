@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 
 import torch
@@ -50,6 +51,23 @@ def building_on_meta() -> bool:
     There are no values to draw there, and nn.init.normal_ on meta imports torch._dynamo: about 1 s of every
     command that loads a model."""
     return torch.empty(()).is_meta
+
+
+def python_int(value):
+    """A numpy (or other) integer as a Python int, anything else as it is: sizes computed with numpy
+    (``y.max() + 1``, ``np.unique(y).size``) were refused as "must be a positive int", and a config holding one was
+    no JSON. A 2-element size is converted element by element."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(python_int(v) for v in value)
+    return value
+
+
+def python_ints(config, names) -> None:
+    """:func:`python_int` on a config's fields ``names``, in place (the model configs' __post_init__)."""
+    for name in names:
+        setattr(config, name, python_int(getattr(config, name)))
 
 
 def check_optional_size(name: str, value) -> None:

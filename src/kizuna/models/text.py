@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import ACTIVATIONS, Transformer, building_on_meta, check_optional_size, capturing_graph, hooked, watched
+from .layers import (ACTIVATIONS, Transformer, building_on_meta, capturing_graph, check_optional_size, hooked,
+                     python_ints, watched)
 
 
 @dataclass
@@ -40,6 +41,8 @@ class TextConfig:
     kind: str = "transformer"  # "transformer" | "minilm" (pretrained sentence encoder, see minilm.py)
 
     def __post_init__(self):
+        python_ints(self, ("vocab_size", "context_length", "width", "depth", "heads", "mlp_dim", "eot_token_id",
+                           "output_dim"))
         if self.pool not in ("eot", "argmax", "last"):
             raise ValueError(f"text pool must be 'eot', 'argmax' or 'last', got {self.pool!r}")
         if self.kind not in ("transformer", "minilm"):

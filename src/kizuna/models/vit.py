@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (ACTIVATIONS, INTEL, AttentionPool, Transformer, autocast_off, building_on_meta,
-                     check_optional_size, env_switch, hooked, linear, watched, weight_dtype)
+                     check_optional_size, env_switch, hooked, linear, python_int, python_ints, watched,
+                     weight_dtype)
 
 
 @contextmanager
@@ -33,6 +34,7 @@ def grid_warning_silenced():
 
 
 def _pair(x) -> tuple[int, int]:
+    x = python_int(x)  # (a numpy int was indexed as a pair: "invalid index to scalar variable")
     return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
 
 
@@ -61,6 +63,8 @@ class VisionConfig:
     def __post_init__(self):
         if isinstance(self.image_size, list):
             self.image_size = tuple(self.image_size)
+        python_ints(self, ("image_size", "patch_size", "width", "depth", "heads", "mlp_dim", "output_dim",
+                           "num_classes"))
         self._check_sizes()
         if self.pool not in ("cls", "gap", "max", "map"):
             raise ValueError(f"vision pool must be 'cls', 'gap', 'max' or 'map', got {self.pool!r}")

@@ -238,6 +238,35 @@ def typed_file_values(config_cls, values: dict, path) -> dict:
     return typed
 
 
+def python_numbers(config_cls, values: dict) -> dict:
+    """The numbers a Python caller passes, as their fields' types: numpy and 0-d tensor numbers as Python ones, a
+    whole-number field given a fraction or a bool refused (``steps = epochs * n / batch`` is a float in Python: 2.5
+    trained 3 steps and saved nothing, as ``step == steps`` never held; ``warmup_steps=1.5`` took the learning rate
+    past its peak), a number field given a bool refused. A 0-d tensor ``lr`` went to the optimizer as it was, whose
+    schedule then wrote into it: the caller's config ended with ``lr`` tensor(0.) and recorded the last one."""
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(config_cls)
+             if f.default is not dataclasses.MISSING}
+    typed = dict(values)
+    for key, value in values.items():
+        kind = kinds.get(key)
+        if kind not in (int, float):
+            continue
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy scalars and 0-d arrays, tensors
+            value = value.item()
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{flag} ({key}) must be {FILE_VALUE_KINDS[kind]}, got {values[key]!r}")
+        if kind is int:
+            if not isinstance(value, numbers.Integral):
+                if not float(value).is_integer():
+                    raise ValueError(f"{flag} ({key}) must be a whole number, got {values[key]!r}")
+            value = int(value) if math.isfinite(value) else value  # (inf and NaN: check_common names them)
+        else:
+            value = float(value)
+        typed[key] = value
+    return typed
+
+
 def deep_merge(base: dict, update: dict) -> dict:
     """``update`` over ``base``, recursing into nested dicts (so one leaf can be changed alone)."""
     out = dict(base)
@@ -289,7 +318,7 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
         raise ValueError(f"unknown training option(s): {', '.join(unknown)}"
                          + ("; they are `kizuna vit train` options (a ViT config given to `kizuna train`?)" if vit else ""))
     check_clip_overrides(merged.get("model_overrides", {}))
-    cfg = TrainConfig(**merged)
+    cfg = TrainConfig(**python_numbers(TrainConfig, merged))
     if cfg.loss not in ("model", "clip", "siglip"):
         raise ValueError(f"loss must be 'model', 'clip' or 'siglip', got {cfg.loss!r}")
     check_act(cfg.act)

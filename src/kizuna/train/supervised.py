@@ -63,7 +63,7 @@ from kizuna.models.clip import ClipModel
 from kizuna.models.presets import check_override_types
 from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
 
-from .config import alias_keys_as_fields, check_act, check_common, epochs_unused, merge_model_overrides
+from .config import alias_keys_as_fields, check_act, check_common, epochs_unused, merge_model_overrides, python_numbers
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
 from .checkpointing import swap_folder_in
@@ -189,7 +189,7 @@ def make_supervised_config(base: dict | None = None, **overrides) -> SupervisedC
         clip = set(unknown) <= {f.name for f in dataclasses.fields(TrainConfig)}
         raise ValueError(f"unknown ViT training option(s): {', '.join(unknown)}"
                          + ("; they are `kizuna train` options (a CLIP config given to `kizuna vit`?)" if clip else ""))
-    cfg = SupervisedConfig(**merged)
+    cfg = SupervisedConfig(**python_numbers(SupervisedConfig, merged))
     if cfg.pos_embed not in POS_EMBED_MODES:
         raise ValueError(f"pos_embed must be one of {POS_EMBED_MODES}, got {cfg.pos_embed!r}")
     check_act(cfg.act)
