@@ -2,6 +2,7 @@
 figures were removed before the new ones were drawn, so a Ctrl-C in between left that results.json naming figures
 that were gone; `vit eval` left a suite's robustness scatter beside its own results."""
 import json
+from pathlib import Path
 
 import pytest
 from _evalhelpers import CLASSES, classification_wds
@@ -24,19 +25,19 @@ def test_write_results_interrupted_keeps_the_earlier_results_figures(tmp_path, m
     _earlier_results(out)
     records = [{"model": "x", "dataset": "d", "task": "zeroshot", "metrics": {"acc1": 0.5},
                 "details": {"plots": ["x__d__confusion.png"]}}]
-    write = suite.atomic_write_text
+    write = suite.atomic_write_texts
 
-    def cut(path, text):
-        if path.name == "results.json":
+    def cut(files):
+        if any(Path(path).name == "results.json" for path, _ in files):
             raise KeyboardInterrupt
-        write(path, text)
+        write(files)
 
     monkeypatch.setattr(suite, "markdown_report", lambda records: "# results\n")  # (the report's text aside)
-    monkeypatch.setattr(suite, "atomic_write_text", cut)
+    monkeypatch.setattr(suite, "atomic_write_texts", cut)
     with pytest.raises(KeyboardInterrupt):
         suite.write_results(records, out)
     assert (out / "m__d__confusion.png").is_file() and (out / "robustness_scatter.png").is_file()
-    monkeypatch.setattr(suite, "atomic_write_text", write)
+    monkeypatch.setattr(suite, "atomic_write_texts", write)
     suite.write_results(records, out)
     assert not (out / "m__d__confusion.png").exists() and not (out / "robustness_scatter.png").exists()
 

@@ -168,6 +168,9 @@ def embed_texts(model, path, batch_size=256, device="cpu", progress=True):
     return texts, emb.numpy()
 
 
+PARQUET_ROWS = 16384  # rows per parquet row group (and per chunk of the embedding column)
+
+
 def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
     """``out`` (.npy with a .txt of its rows beside it, or .parquet), each written whole or not at all."""
     from kizuna.models.checkpoint import atomic_write
@@ -189,12 +192,25 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({column: names, "embedding": list(emb)})
+        # the embedding column over emb's own memory, in row groups of PARQUET_ROWS: list(emb) was converted into
+        # a copied list<float> column and dictionary encoding was tried on it (+1.0 GB to write 391 MB; +0.1 now)
+        def rows(part: np.ndarray):
+            offsets = np.arange(len(part) + 1, dtype=np.int32) * part.shape[1]
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(part).reshape(-1)))
+
+        embedding = pa.chunked_array([rows(emb[i:i + PARQUET_ROWS]) for i in range(0, len(emb), PARQUET_ROWS)],
+                                     type=pa.list_(pa.float32()))
+        table = pa.table({column: names, "embedding": embedding})
+
         def write_parquet(tmp):
             with open(tmp, "wb") as f:  # opened here: pyarrow takes a path as UTF-8 (a Latin-1 folder name failed)
-                pq.write_table(table, f)
+                pq.write_table(table, f, row_group_size=PARQUET_ROWS, use_dictionary=[column])
 
-        atomic_write(out, write_parquet)
+        try:
+            atomic_write(out, write_parquet)
+        except OSError as e:  # (a full disk was pyarrow's bare "[Errno 28] No space left on device")
+            message = f"could not write {out} ({e.strerror or e}); the file there before is unchanged"
+            raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
 
 
 class _ChunkWriter:

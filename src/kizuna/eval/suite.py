@@ -46,7 +46,7 @@ from pathlib import Path
 
 from kizuna.apps.common import (check_out_outside_data, check_writable, home_path, json_safe, names_a_preset,
                                 parts_below)
-from kizuna.models.checkpoint import atomic_write_text, drawn, save_figure
+from kizuna.models.checkpoint import atomic_write_texts, drawn, save_figure
 
 from .datasets import DatasetError, in_suite_words, is_file_argument, is_one_template, with_caller_flags
 from .encode import is_main
@@ -861,8 +861,9 @@ def write_results(records: list[dict], out_dir) -> Path:
     else:  # an earlier suite's scatter (other models) stayed beside this report, as if it were this one's
         stale.append(out / "robustness_scatter.png")
     # results.md first, results.json last: a kill between the two left a new results.json that the interrupted
-    # suite's message called "the one there is from before"
-    atomic_write_text(out / "results.md", text)
-    atomic_write_text(out / "results.json", json.dumps(records, indent=2, allow_nan=False) + "\n")
+    # suite's message called "the one there is from before"; both written before either is renamed (a full disk
+    # at results.json left this run's results.md beside the last run's results.json)
+    atomic_write_texts([(out / "results.md", text),
+                        (out / "results.json", json.dumps(records, indent=2, allow_nan=False) + "\n")])
     remove_plots(stale)
     return out / "results.json"

@@ -217,11 +217,33 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     system or the command line (a dataset folder's) holds its undecodable bytes as lone surrogates, every non-ASCII
     byte under an ASCII locale (LC_ALL=C): "# model on 日本データ" failed on them once results.json was written.
     They are written as the bytes they stand for, and bytes that are not UTF-8 as \\xNN escapes."""
-    try:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that stands for no byte (from "\\ud800" in a JSON file)
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _writable_text(text)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _writable_text(text: str) -> str:
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (from "\\ud800" in a JSON file)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def atomic_write_texts(files: list[tuple[str | Path, str]]) -> None:
+    """:func:`atomic_write_text` of files that belong together (results.md and results.json), each written in full
+    to its temp file before any is renamed, in the order given: a full disk at the second left the first new
+    beside the other's old numbers (a results.md of this run, a results.json of the last)."""
+    temps: list[str] = []
+    try:
+        for path, text in files:
+            text = _writable_text(text)
+            temps.append(filled_temp(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8")))
+        for (path, _), tmp in zip(files, temps):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
 
 
 def unwrapped_model(model: nn.Module) -> nn.Module:
