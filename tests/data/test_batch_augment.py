@@ -239,3 +239,16 @@ def test_randaugment_reads_back_from_the_device_once_a_slot():
     with CountReadBacks():
         aug(_batch(_images(16)), batch_generator(torch.device("cpu"), 0))
     assert len(reads) == aug.randaug_ops, reads
+
+
+@pytest.mark.parametrize("corrupt, batch_size", [({0, 4, 9}, 2), ({1, 2, 3}, 4), ({8}, 500)])
+def test_decode_images_drops_corrupt_rows_in_place(tmp_path, corrupt, batch_size):
+    """The rows of corrupt images are dropped within the one buffer (session 51): indexing made a second copy of
+    the whole set, one corrupt image doubling the peak past what max_bytes allows for."""
+    arrays = _images(10, size=16)
+    _shard(tmp_path / "000000.tar", arrays, corrupt=corrupt)
+    decoded = decode_images(build_index(str(tmp_path), require="label"), 16, batch_size=batch_size)
+    assert list(decoded.rows) == [r for r in range(10) if r not in corrupt]
+    for k, r in enumerate(decoded.rows):
+        assert torch.equal(decoded.images[k], _DecodeOnly(16)(Image.fromarray(arrays[r])))
+    assert decoded.images.untyped_storage().nbytes() == 10 * 3 * 16 * 16  # the decode's own buffer, no copy

@@ -368,8 +368,13 @@ def decode_images(index, image_size, device: torch.device | str = "cpu", workers
             bar.update(len(rows) + sum(batch["skipped"].values()))
     rows = np.flatnonzero(kept)
     labels = torch.from_numpy(np.asarray(index.labels)[rows].astype(np.int64))
-    if len(rows) < len(index):  # drop the rows of corrupt images (a copy, only then)
-        images = images[torch.from_numpy(rows)]
+    if len(rows) < len(index):  # drop the rows of corrupt images, in place: indexing made a second copy of the set
+        # (one corrupt image doubled the peak, past what max_bytes allows for). Rows ascend, so each chunk's
+        # sources lie at or after the positions it fills, which no earlier chunk wrote
+        for start in range(0, len(rows), batch_size):
+            part = torch.from_numpy(rows[start:start + batch_size])
+            images[start:start + len(part)] = images[part]
+        images = images[:len(rows)]
     return DecodedImages(images.to(device), labels.to(device), rows, loader.total_skips)
 
 
