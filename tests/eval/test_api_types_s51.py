@@ -93,3 +93,19 @@ def test_an_encoder_batch_size_that_is_no_count_is_named(tiny_cifar, batch_size)
 
     with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
         evaluate_zeroshot(model, tok, ds, batch_size=batch_size, progress=False, templates=["a {c}."])
+
+
+def test_masks_and_keys_of_another_length_are_named():
+    from kizuna.eval.retrieval import retrieval_from_features
+
+    feats, weights, labels = _unit(6, 4, 6), _unit(3, 4, 7), [0, 1, 2, 0, 1, 2]
+    with pytest.raises(ValueError, match=r"valid has shape \(4,\) for 6 rows"):
+        classify_features(feats, labels, weights, list("abc"), valid=[True] * 4)
+    with pytest.raises(ValueError, match="2 keys for 6 rows of scores"):
+        classify_features(feats, labels, weights, list("abc"), keys=["a", "b"])
+    assert classify_features(feats, labels, weights, list("abc"), keys=list("uvwxyz")).keys == list("uvwxyz")
+    img, txt = _unit(3, 4, 8), _unit(6, 4, 9)
+    with pytest.raises(ValueError, match=r"image_valid has shape \(2,\) for 3 rows"):
+        retrieval_from_features(img, txt, [0, 0, 1, 1, 2, 2], image_valid=[True, True])
+    with pytest.raises(ValueError, match=r"text_valid has shape \(7,\) for 6 rows"):
+        retrieval_from_features(img, txt, [0, 0, 1, 1, 2, 2], text_valid=[True] * 7)

@@ -52,3 +52,12 @@ def test_a_home_path_saves_and_loads_under_the_home_folder(tmp_path, monkeypatch
     assert read_extra(home / "m")["data"] == str(tmp_path / "d")
     for loaded in (kizuna.create_model("~/m"), kizuna.load_model("~/m"), kizuna.create_model(Path("~/m"))):
         torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+
+
+@pytest.mark.parametrize("mode", ["interpolate", "sequence", "grid"])
+def test_adapt_pos_embed_takes_int_grids_as_resample_pos_embed_does(mode):
+    from kizuna.train.supervised import adapt_pos_embed
+
+    pe = torch.randn(1, 17, 8)
+    torch.testing.assert_close(adapt_pos_embed(pe, 4, np.int64(8), mode=mode), adapt_pos_embed(pe, (4, 4), (8, 8),
+                                                                                                 mode=mode))

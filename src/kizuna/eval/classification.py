@@ -40,7 +40,7 @@ from kizuna.models.layers import watched
 from kizuna.models.losses import similarity
 
 from .encode import (as_tensor, check_finite, content_hash, encode_images, encode_texts_sharded, gather_object,
-                     is_count, is_main, model_fingerprint, module_structure)
+                     is_count, is_main, model_fingerprint, module_structure, row_mask)
 from .zeroshot import fill_template, same_prompts, text_list
 
 __all__ = [
@@ -433,7 +433,9 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if not is_count(k):
         # k=0 ranked no class: every prediction was -1, counted as the last class
         raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")
-    valid = torch.ones(n, dtype=torch.bool) if valid is None else as_tensor(valid, "valid", torch.bool).cpu()
+    valid = row_mask(valid, n, "valid")
+    if len(keys) not in (0, n):  # (stored as given: the predictions' table named other images' rows)
+        raise ValueError(f"{len(keys)} keys for {n} rows of scores: give one key per row, or none")
     # NaN scores rank anywhere (a NaN row predicted class 0): a diverged model is refused, not scored
     check_finite(scores, valid, "class scores", kind="scores")
     top = rank_classes(scores, k)

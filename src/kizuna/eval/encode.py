@@ -366,6 +366,18 @@ class NonFiniteFeatures(ValueError):
     """The model gave NaN or inf features: every metric computed from them would be meaningless."""
 
 
+def row_mask(valid, n: int, name: str) -> torch.Tensor:
+    """``valid`` (a mask over ``n`` rows, or None for all of them) as a CPU bool tensor of length ``n``; another
+    length is refused naming ``name`` (a short one was an IndexError about a mask's shape, or "index 5 is out of
+    bounds")."""
+    if valid is None:
+        return torch.ones(n, dtype=torch.bool)
+    mask = as_tensor(valid, name, torch.bool).cpu()
+    if mask.shape != (n,):
+        raise ValueError(f"{name} has shape {tuple(mask.shape)} for {n} rows: give one true/false per row")
+    return mask
+
+
 def check_finite(features: torch.Tensor, valid: torch.Tensor | None, what: str, kind: str = "features") -> None:
     """Refuse NaN/inf features (gathered: every rank raises together) among the ``valid`` rows (None: every row).
     A NaN similarity compares neither above nor equal, so retrieval ranked it first: a model with NaN weights

@@ -35,7 +35,7 @@ from kizuna.data.sources import SkipCounter
 from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
-from .encode import as_tensor, check_finite, encode_images, encode_texts_sharded, is_count
+from .encode import as_tensor, check_finite, encode_images, encode_texts_sharded, is_count, row_mask
 
 __all__ = ["RetrievalResult", "evaluate_retrieval", "full_matrix_ranks", "retrieval_metrics", "retrieval_ranks",
            "retrieval_from_features"]
@@ -199,9 +199,7 @@ def retrieval_from_features(image_features, text_features, text_to_image, image_
     ni = image_features.shape[0]
     if text_features.shape[0] != len(t2i):
         raise ValueError(f"text_to_image has {len(t2i)} entries for {text_features.shape[0]} texts")
-    iv = torch.ones(ni, dtype=torch.bool) if image_valid is None else as_tensor(image_valid, "image_valid", torch.bool)
-    tv = torch.ones(len(t2i), dtype=torch.bool) if text_valid is None else as_tensor(text_valid, "text_valid",
-                                                                                   torch.bool)
+    iv, tv = row_mask(image_valid, ni, "image_valid"), row_mask(text_valid, len(t2i), "text_valid")
     named = t2i[tv]  # a caption marked unusable (text_valid) may name no image (-1): it is dropped
     if len(named) and (int(named.min()) < 0 or int(named.max()) >= ni):  # -1 indexed the last image below
         raise ValueError(f"text_to_image refers to an image outside 0..{ni - 1} (values {int(named.min())}.."

@@ -61,7 +61,7 @@ from kizuna.eval.encode import NonFiniteFeatures, summed_skips
 from kizuna.models.checkpoint import load_model, load_state_dict_strict, make_temp_folder, save_model
 from kizuna.models.clip import ClipModel
 from kizuna.models.presets import check_override_types
-from kizuna.models.vit import VisionConfig, VisionTransformer, resample_pos_embed
+from kizuna.models.vit import VisionConfig, VisionTransformer, _pair, resample_pos_embed
 
 from .config import alias_keys_as_fields, check_act, check_common, epochs_unused, merge_model_overrides, python_numbers
 from .distributed import all_reduce_sum, barrier
@@ -501,7 +501,7 @@ def adapt_pos_embed(pos_embed: torch.Tensor, old_grid, new_grid, num_prefix: int
                     mode: str = "interpolate") -> torch.Tensor:
     """Position embeddings ``[1, prefix + h*w, D]`` of ``old_grid`` made to fit ``new_grid``
     (modes as in the module docstring). The prefix (class-token) rows are always kept."""
-    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    old_grid, new_grid = _pair(old_grid), _pair(new_grid)  # (an int grid, as resample_pos_embed takes: not iterable)
     if mode == "interpolate":
         return resample_pos_embed(pos_embed, new_grid, old_grid, num_prefix)
     _, T, D = pos_embed.shape
