@@ -28,7 +28,7 @@ def parse_labels(spec: str, minimum: int = 2) -> list[str]:
     choose between, for a prediction: one label came out as 100% of a mistyped file name; compare-runs' run
     labels pass 1)."""
     from kizuna.apps.cli import text_argument
-    from kizuna.eval.datasets import is_file_argument, numbered_lines
+    from kizuna.eval.datasets import is_file_argument, json_names, numbered_lines
 
     path = Path(spec)
     is_file = is_file_argument(path)  # a pipe too (<(...), /dev/stdin), read once below
@@ -37,8 +37,15 @@ def parse_labels(spec: str, minimum: int = 2) -> list[str]:
     if not is_file and "," not in spec and path.suffix.lower() in (".txt", ".csv", ".tsv", ".lst"):
         raise ValueError(f"--labels {spec}: no such file (labels are comma-separated, or a file with one per line)")
     # a file's non-blank lines (candidate labels: no line numbers a class, unlike a class names file)
-    labels = ([text for _, text in numbered_lines(path)] if is_file
-              else [label.strip() for label in spec.split(",") if label.strip()])
+    if is_file and path.suffix.lower() == ".json":  # a list, as --classnames and --templates take (its lines were
+        # read as labels: "[", "\"airplane\",", ...)
+        labels = json_names(path, None, "labels")
+        if not all(isinstance(label, str) for label in labels):
+            raise ValueError(f"--labels {spec}: labels must be strings")
+        labels = [label.strip() for label in labels if label.strip()]
+    else:
+        labels = ([text for _, text in numbered_lines(path)] if is_file
+                  else [label.strip() for label in spec.split(",") if label.strip()])
     from collections import Counter
 
     repeated = sorted(label for label, n in Counter(labels).items() if n > 1)  # labels.count(): 5 s for 20,000

@@ -138,12 +138,24 @@ def _asset_json(name: str) -> dict:
 
 
 def _name_variants(name: str) -> list[str]:
-    base = name.strip().lower().rstrip("/")
-    base = base.split("/")[-1]
+    parts = name.strip().lower().rstrip("/").split("/")
+    base = parts[-1]
     out = [base]
-    for prefix in ("wds_", "wds-", "vtab_", "vtab-", "tfds_"):
-        if base.startswith(prefix):
-            out.append(base[len(prefix):])
+    # VTAB's and TFDS's exports label some sets in another order, under CLIP_benchmark's "<name>_vtab" key
+    # ("vtab/caltech101" took torchvision's caltech101 list: 35 of 102 labels kept their name); prefixes are
+    # stripped until none is left (the hub's "wds_vtab-caltech101" found no list)
+    vtab = len(parts) > 1 and parts[-2] in ("vtab", "tfds")
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in ("wds_", "wds-", "vtab_", "vtab-", "tfds_", "tfds-"):
+            if base.startswith(prefix):
+                vtab = vtab or prefix.startswith(("vtab", "tfds"))
+                base = base[len(prefix):]
+                out.append(base)
+                stripped = True
+    if vtab:
+        out.insert(0, f"{base}_vtab")
     out += [v.replace("-", "_") for v in out] + [v.replace("_", "-") for v in out]
     # and with no separators at all: "CIFAR-10" is cifar10 (it matched no list, and took the one default template)
     out += [v.replace("-", "").replace("_", "") for v in out]
@@ -214,16 +226,58 @@ def numbered_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
     return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
+def read_lines(path: str | os.PathLike, bundled: list[str] | None = None) -> list[str]:
     """The lines of a class names file (UTF-8, a byte-order mark dropped), stripped: line k names class k, so a
     blank line before the last name is refused (dropped, it moved every later name onto the class before it);
-    blank lines after it are not."""
+    blank lines after it are not. ``bundled``: the dataset's bundled CLIP_benchmark list, which may name a class
+    "" (clevr_closest_object_distance's class 3, as CLIP_benchmark's own export writes it): a file that is that
+    list, blank line and all, is read as it (it was refused, and the advice to remove the line shifted labels)."""
     numbered = numbered_lines(path)
     for k, (n, _) in enumerate(numbered, 1):
         if n != k:
-            raise DatasetError(f"{path}: line {k} is blank, but line k names class k (0-based: k - 1); remove the "
-                               "blank line or name the class")
+            whole = [""] * numbered[-1][0]
+            for line_number, line in numbered:
+                whole[line_number - 1] = line
+            if bundled is not None and whole == [name.strip() for name in bundled]:
+                return whole
+            raise DatasetError(f"{path}: line {k} is blank, but line k names class k (0-based: k - 1); name that "
+                               "class (a line removed moves every later name onto the class before it)")
     return [line for _, line in numbered]
+
+
+def json_names(path: Path, dataset_name: str | None, what: str) -> list:
+    """A .json file of ``what`` (templates, class names): a list, one string, or CLIP_benchmark's object of such
+    lists keyed by dataset name (picked by ``dataset_name``'s spellings; a file of one key without a name is that
+    key's). A broken file failed naming no file ("Expecting value: line 2 column 1"), null or a number as a
+    traceback, a string was read letter by letter, and a class names file was read line by line as text:
+    ``{``, ``"cifar10": [``, ``"airplane",`` ... as 14 classes (an indented list shifted every label by one)."""
+    try:
+        obj = json.loads(path.read_bytes())  # bytes: a byte-order mark (UTF-8's, or UTF-16 as PowerShell
+        # writes it) read as json detects it
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 (or UTF-16) text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: not a {what} file (JSON nested too deep to read)") from None
+    if isinstance(obj, dict):
+        key = next((v for v in _name_variants(dataset_name or "") if v in obj), None)
+        if key is None and dataset_name is None and len(obj) == 1:  # no dataset to pick by (kizuna
+            key = next(iter(obj))  # zeroshot, analyze predict): a file of one dataset's is that
+        if key is None and dataset_name is None:
+            raise DatasetError(f"{path} holds {what} keyed by dataset ({', '.join(sorted(obj))}) and "
+                               "this command names no dataset to pick one by; pass a .json holding a list, "
+                               f"or a .txt, of the {what} to use")
+        if key is None:
+            raise DatasetError(f"{path} has no {what} for dataset {dataset_name!r} "
+                               f"(keys: {', '.join(sorted(obj))})")
+        obj = obj[key]
+    if isinstance(obj, str):  # one
+        obj = [obj]
+    if not isinstance(obj, list):
+        raise DatasetError(f"{path}: {what} must be a JSON list of strings (or an object of such lists "
+                           f"keyed by dataset name), got {json.dumps(obj)[:80]}")
+    return obj
 
 
 def is_one_template(value) -> bool:
@@ -245,34 +299,7 @@ def read_templates(spec, dataset_name: str | None = None) -> list[str]:
         if not is_file_argument(path):
             raise DatasetError(f"templates file {path} not found")
         if path.suffix.lower() == ".json":  # T.JSON was one template: the file's text
-            # a broken file failed naming no file ("Expecting value: line 2 column 1"), and null or a number as
-            # a traceback from list(obj); a string was read letter by letter
-            try:
-                obj = json.loads(path.read_bytes())  # bytes: a byte-order mark (UTF-8's, or UTF-16 as PowerShell
-                # writes it) read as json detects it
-            except UnicodeDecodeError as e:
-                raise DatasetError(f"{path}: not UTF-8 (or UTF-16) text ({e.reason} at byte {e.start})") from None
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}: not JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
-            except RecursionError:
-                raise DatasetError(f"{path}: not a templates file (JSON nested too deep to read)") from None
-            if isinstance(obj, dict):
-                key = next((v for v in _name_variants(dataset_name or "") if v in obj), None)
-                if key is None and dataset_name is None and len(obj) == 1:  # no dataset to pick by (kizuna
-                    key = next(iter(obj))  # zeroshot, analyze predict): a file of one dataset's templates is that
-                if key is None and dataset_name is None:
-                    raise DatasetError(f"{path} holds templates keyed by dataset ({', '.join(sorted(obj))}) and "
-                                       "this command names no dataset to pick one by; pass a .json holding a list, "
-                                       "or a .txt, of the templates to use")
-                if key is None:
-                    raise DatasetError(f"{path} has no templates for dataset {dataset_name!r} "
-                                       f"(keys: {', '.join(sorted(obj))})")
-                obj = obj[key]
-            if isinstance(obj, str):  # one template
-                obj = [obj]
-            if not isinstance(obj, list):
-                raise DatasetError(f"{path}: templates must be a JSON list of strings (or an object of such lists "
-                                   f"keyed by dataset name), got {json.dumps(obj)[:80]}")
+            obj = json_names(path, dataset_name, "templates")
             out = list(obj)
             places = [f"{path} (item {k + 1})" for k in range(len(out))]
         else:
@@ -1129,14 +1156,21 @@ def file_in(folder: Path, name: str) -> Path | None:
     return Path(folder) / found if found else None
 
 
-def _read_classnames_file(spec) -> list[str]:
-    """A --classnames file's names. A folder was "not found", and for a CSV dataset a missing file an
+def _read_classnames_file(spec, dataset_name: str | None = None) -> list[str]:
+    """A --classnames file's names: one per line, or a .json list (or CLIP_benchmark's object keyed by dataset
+    name, picked by ``dataset_name``). A folder was "not found", and for a CSV dataset a missing file an
     "[Errno 2]" naming no flag; a pipe (<(...)) is read as --labels' and --templates' are."""
     p = Path(spec)
     if p.is_dir():
         raise DatasetError(f"class names file {p} is a folder; give a file with one class name per line")
     if not is_file_argument(p):
         raise DatasetError(f"class names file {p} not found")
+    if p.suffix.lower() == ".json":
+        names = json_names(p, dataset_name, "class names")
+        for k, n in enumerate(names):
+            if not isinstance(n, str) or not n.strip():
+                raise DatasetError(f"{p}: class names must be non-empty strings, got {n!r} (item {k + 1})")
+        return [n.strip() for n in names]
     return read_lines(p)
 
 
@@ -1148,13 +1182,13 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
         if isinstance(spec, (list, tuple)):
             out, src = list(spec), "given list"
         else:
-            out, src = _read_classnames_file(spec), str(spec)
+            out, src = _read_classnames_file(spec, name), str(spec)
         if not out:
             raise DatasetError(f"no class names in {src}")
         return out, src
     f = dataset_file(data, root, CLASSNAMES_FILE)
     if f is not None:
-        out = read_lines(f)
+        out = read_lines(f, bundled_classnames(name))
         if not out:
             raise DatasetError(f"{f} is empty: it needs one class name per line, in label order")
         return out, str(f)
@@ -1164,6 +1198,13 @@ def _resolve_classnames(spec, data: Path, root: Path, name: str, folder_classes,
     if bundled is not None and (folder_classes is None or _bundled_fits_folders(bundled, folder_classes, named)):
         return bundled, f"bundled CLIP_benchmark classnames[{name!r}]"
     if folder_classes:
+        if bundled is not None and named:  # the list asked for, set aside without a word (--dataset-name imagenet1k
+            # on 3 wnid folders of ImageNet-A prompted "a photo of a n01498041")
+            warnings.warn(f"--dataset-name {name}: its bundled list of {len(bundled)} class names does not fit the "
+                          f"{len(folder_classes)} class folders ({', '.join(folder_classes[:3])}"
+                          f"{', ...' if len(folder_classes) > 3 else ''}), whose names are the class names; a "
+                          f"{CLASSNAMES_FILE} naming them in folder order (or --classnames FILE) gives them words",
+                          stacklevel=3)
         return folder_classes, "folder names"
     raise NoClassNamesError(
         f"no class names for dataset {name!r}: expected {root / CLASSNAMES_FILE} (one class name per line, "
@@ -1234,7 +1275,7 @@ def _index_csv(path: Path, task, image_column, label_column, caption_column, cla
     # Class names in the label column: index with the names as "captions", then map them.
     index = build_index(str(path), require="image", image_column=image_column, caption_column=label_column, sep=sep)
     names = list(classnames) if isinstance(classnames, (list, tuple)) else \
-        _read_classnames_file(classnames) if classnames else None
+        _read_classnames_file(classnames, name) if classnames else None
     own_file = file_in(root, CLASSNAMES_FILE)
     if names is None and own_file is not None:
         names = read_lines(own_file)
