@@ -78,3 +78,8 @@ def test_a_full_disk_at_results_json_leaves_both_earlier_files(tmp_path, monkeyp
     suite.write_results(records, out)
     assert json.loads((out / "results.json").read_text())[0]["metrics"]["acc1"] == 0.5
     assert "earlier" not in (out / "results.md").read_text()
+
+
+def test_parquet_embeddings_must_be_a_matrix(tmp_path):
+    with pytest.raises(ValueError, match=r"must be a matrix \[rows, dimensions\], got shape \(4,\)"):
+        embed.write_embeddings(tmp_path / "e.parquet", ["a.png"], np.ones(4, np.float32), "path")

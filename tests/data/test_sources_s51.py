@@ -64,3 +64,17 @@ def test_images_beside_shards_are_named_as_not_read(shards):
     (shards / "README.md").write_text("not an image")
     with pytest.warns(UserWarning, match=r"1 image file\(s\) beside its .tar shards are not read"):
         assert len(build_index(str(shards), require="caption")) == 7
+
+
+def test_a_csv_named_through_a_link_in_another_folder_is_another_source(tmp_path):
+    """Its relative image paths are read from the folder it is named in: the two name other images."""
+    for folder in ("real", "other"):
+        (tmp_path / folder / "img").mkdir(parents=True)
+        (tmp_path / folder / "img" / "a.png").write_bytes(_png(1 if folder == "real" else 2))
+    (tmp_path / "real" / "data.csv").write_text("filepath,title\nimg/a.png,a photo\n")
+    (tmp_path / "other" / "data.csv").symlink_to(tmp_path / "real" / "data.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        index = build_index(f"{tmp_path / 'real' / 'data.csv'}::{tmp_path / 'other' / 'data.csv'}", require="caption")
+    assert sorted(index[i].path for i in range(len(index))) == [str(tmp_path / f / "img" / "a.png")
+                                                               for f in ("other", "real")]

@@ -109,3 +109,10 @@ def test_masks_and_keys_of_another_length_are_named():
         retrieval_from_features(img, txt, [0, 0, 1, 1, 2, 2], image_valid=[True, True])
     with pytest.raises(ValueError, match=r"text_valid has shape \(7,\) for 6 rows"):
         retrieval_from_features(img, txt, [0, 0, 1, 1, 2, 2], text_valid=[True] * 7)
+
+
+def test_keys_as_a_generator_and_masks_as_a_column_are_read():
+    feats, weights, labels = _unit(4, 4, 10), _unit(2, 4, 11), [0, 1, 0, 1]
+    result = classify_features(feats, labels, weights, ["a", "b"], keys=(f"k{i}" for i in range(4)),
+                               valid=torch.tensor([[True], [False], [True], [True]]))
+    assert result.keys == ["k0", "k1", "k2", "k3"] and result.valid.tolist() == [True, False, True, True]

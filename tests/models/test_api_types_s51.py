@@ -61,3 +61,13 @@ def test_adapt_pos_embed_takes_int_grids_as_resample_pos_embed_does(mode):
     pe = torch.randn(1, 17, 8)
     torch.testing.assert_close(adapt_pos_embed(pe, 4, np.int64(8), mode=mode), adapt_pos_embed(pe, (4, 4), (8, 8),
                                                                                                  mode=mode))
+
+
+def test_a_namedtuple_grid_is_a_pair():
+    from collections import namedtuple
+
+    from kizuna.train.supervised import adapt_pos_embed
+
+    grid = namedtuple("Grid", "h w")
+    pe = torch.randn(1, 17, 8)
+    torch.testing.assert_close(adapt_pos_embed(pe, grid(4, 4), grid(8, 8)), adapt_pos_embed(pe, 4, 8))

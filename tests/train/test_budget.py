@@ -288,3 +288,21 @@ def test_the_plan_leaves_room_for_the_checkpoints_to_come():
     assert saving["save_seconds"] == 1.0
     # the time left, less the final checkpoint, at 0.2 s a step (0.1 s of step and 1 s every 10 steps)
     assert saving["total_steps"] - 30 == pytest.approx((free["remaining_s"] - 1.0) / 0.2, abs=2)
+
+
+def test_a_plan_with_time_left_but_too_little_for_a_step_and_the_end_says_what_is_left(clock):
+    """Not "spent" with 10 s of 58 left: too few for another step and the final 25-s evaluation (session 51)."""
+    with pytest.warns(UserWarning, match=r"has 10\.2 s left at step 23, too few for another step and the final "
+                                         r"evaluation and checkpoint \(25\.0 s\): the run ends there"):
+        took, trainer, rows = _budgeted_run(clock, lambda step: 1.0, budget_minutes=1.0, warmup_steps=0,
+                                            eval_seconds=25.0)
+    plan = [r for r in rows if r["kind"] == "plan"]
+    assert plan[0]["step"] == 23 and trainer.step == trainer.total_steps == 23
+
+
+def test_a_correction_after_a_stall_ends_the_run_at_its_own_step_and_says_so(clock):
+    pace = lambda step: 60.0 if step == 50 else 0.1  # noqa: E731  (a minute's stall after the plan)
+    with pytest.warns(UserWarning, match=r"time budget of 1 min was spent by step (\d+): the run ends there"):
+        took, trainer, rows = _budgeted_run(clock, pace, budget_minutes=1.0, warmup_steps=0)
+    replans = [r for r in rows if r["kind"] == "replan"]
+    assert replans and replans[-1]["total_steps"] == replans[-1]["step"] == trainer.step  # not one step more

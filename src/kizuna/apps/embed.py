@@ -10,7 +10,6 @@ holds one row per input with its path/text and embedding. Corrupt images are ski
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -192,6 +191,9 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if emb.ndim != 2:  # (a row's list of numbers: one vector was a float column, 1-D an IndexError)
+            raise ValueError(f"{out}: embeddings must be a matrix [rows, dimensions], got shape {emb.shape}")
+
         # the embedding column over emb's own memory, in row groups of PARQUET_ROWS: list(emb) was converted into
         # a copied list<float> column and dictionary encoding was tried on it (+1.0 GB to write 391 MB; +0.1 now)
         def rows(part: np.ndarray):
@@ -234,7 +236,7 @@ def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
     before its bookkeeping: the old .txt beside the new .npy, or both new files deleted); what is undone is read
     from which temp files are still there. The old .txt goes first, so a kill that nothing can hold (SIGKILL)
     leaves at worst a .npy with no row list, never one with another's."""
-    from kizuna.models.checkpoint import filled_temp
+    from kizuna.models.checkpoint import filled_temp, signals_held
 
     temps = []
     had_rows = rows_path.exists()
@@ -242,7 +244,7 @@ def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
         for path, fill in ((out, data), (rows_path, rows)):
             # the file is closed within: a write error that the last flush finds is raised
             temps.append(filled_temp(path, lambda tmp, fill=fill: _filled(tmp, fill)))
-        with _signals_held():
+        with signals_held():
             rows_path.unlink(missing_ok=True)
             os.replace(temps[0], out)
             os.replace(temps[1], rows_path)
@@ -266,33 +268,6 @@ def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """SIGINT and SIGTERM held back while the block runs, then delivered as they would have been (Ctrl-C's
-    KeyboardInterrupt, the command line's SIGTERM exception, or the default end of the process). In the main
-    thread only (where Python runs signal handlers, and can set them); elsewhere the block runs as it is. Blocking
-    the signals with pthread_sigmask held nothing: the kernel hands a process's signal to another thread (torch's)
-    that does not block it, and Python runs the handler in the main thread at its next instruction anyway."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got = []
-    before = {}
-    try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(signum) is not None:  # (None: set outside Python, and not to be put back)
-                before[signum] = signal.signal(signum, lambda signum, frame: got.append(signum))
-        yield
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(got):
-            signal.raise_signal(signum)
 
 
 def _filled(path, fill) -> None:

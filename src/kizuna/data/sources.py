@@ -459,6 +459,8 @@ def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
             raise ValueError(f"unsupported data source {p!r} (expected .tar, .csv, .tsv or a folder)")
         for kind, path in found:
             real = os.path.realpath(path)
+            if kind == "csv":  # its relative image paths are read from the folder it is named in, not its target's
+                real = (real, os.path.dirname(os.path.abspath(path)))
             if real in seen:
                 repeated.append(path)
                 continue

@@ -433,7 +433,7 @@ def classify_scores(scores: torch.Tensor, labels, classnames: Sequence[str], val
     if not is_count(k):
         # k=0 ranked no class: every prediction was -1, counted as the last class
         raise ValueError(f"k must be a whole number >= 1 (the top-k accuracy reported beside top-1), got {k!r}")
-    valid = row_mask(valid, n, "valid")
+    valid, keys = row_mask(valid, n, "valid"), list(keys)  # (keys read once: a generator had no len())
     if len(keys) not in (0, n):  # (stored as given: the predictions' table named other images' rows)
         raise ValueError(f"{len(keys)} keys for {n} rows of scores: give one key per row, or none")
     # NaN scores rank anywhere (a NaN row predicted class 0): a diverged model is refused, not scored

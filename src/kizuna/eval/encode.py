@@ -373,6 +373,8 @@ def row_mask(valid, n: int, name: str) -> torch.Tensor:
     if valid is None:
         return torch.ones(n, dtype=torch.bool)
     mask = as_tensor(valid, name, torch.bool).cpu()
+    if mask.shape == (n, 1):  # a column, as whole_labels takes the labels
+        mask = mask[:, 0]
     if mask.shape != (n,):
         raise ValueError(f"{name} has shape {tuple(mask.shape)} for {n} rows: give one true/false per row")
     return mask

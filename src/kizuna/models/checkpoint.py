@@ -228,6 +228,33 @@ def _writable_text(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT and SIGTERM held back while the block runs, then delivered as they would have been (Ctrl-C's
+    KeyboardInterrupt, the command line's SIGTERM exception, or the default end of the process). In the main
+    thread only (where Python runs signal handlers, and can set them); elsewhere the block runs as it is. Blocking
+    the signals with pthread_sigmask held nothing: the kernel hands a process's signal to another thread (torch's)
+    that does not block it, and Python runs the handler in the main thread at its next instruction anyway."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    before = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not None:  # (None: set outside Python, and not to be put back)
+                before[signum] = signal.signal(signum, lambda signum, frame: got.append(signum))
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(got):
+            signal.raise_signal(signum)
+
+
 def atomic_write_texts(files: list[tuple[str | Path, str]]) -> None:
     """:func:`atomic_write_text` of files that belong together (results.md and results.json), each written in full
     to its temp file before any is renamed, in the order given: a full disk at the second left the first new
@@ -237,8 +264,9 @@ def atomic_write_texts(files: list[tuple[str | Path, str]]) -> None:
         for path, text in files:
             text = _writable_text(text)
             temps.append(filled_temp(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8")))
-        for (path, _), tmp in zip(files, temps):
-            os.replace(tmp, path)
+        with signals_held():  # (a Ctrl-C between the renames left a new results.md beside the old results.json)
+            for (path, _), tmp in zip(files, temps):
+                os.replace(tmp, path)
     except BaseException:
         for tmp in temps:
             if os.path.exists(tmp):

@@ -59,8 +59,8 @@ def python_int(value):
     no JSON. A 2-element size is converted element by element."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(python_int(v) for v in value)
+    if isinstance(value, (list, tuple)):  # (a namedtuple pair as a plain tuple: its type takes no generator)
+        return (list if isinstance(value, list) else tuple)(python_int(v) for v in value)
     return value
 
 

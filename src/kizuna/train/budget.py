@@ -316,12 +316,8 @@ def plan_run(trainer, bar=None) -> dict:
             bar.write(f"time budget {cfg.time_budget_minutes:g} min: {plan['seconds_per_step'] * 1e3:.0f} ms per step"
                       + (f", {eval_s:.1f} s per evaluation" if metrics else "")
                       + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
-    if plan["remaining_s"] <= 0 and trainer.total_steps == trainer.step and trainer.dist.is_main:
-        took = f" (its evaluation took {eval_s:.1f} s)" if metrics else ""
-        warnings.warn(f"the time budget of {cfg.time_budget_minutes:g} min was spent by step {trainer.step}{took}: "
-                      "the run ends there. Raise --time-budget-minutes"
-                      + (" or lower the evaluation's size" if metrics else ""), stacklevel=2)
-    elif trainer.total_steps <= cfg.warmup_steps and trainer.dist.is_main:
+    if not warn_if_it_ends_here(trainer, plan, evaluated=bool(metrics)) and (
+            trainer.total_steps <= cfg.warmup_steps and trainer.dist.is_main):
         # through warnings, so the command prints it in its own voice ("kizuna train: warning: ...")
         # (at the warm-up's last step the peak is reached, at that step only)
         reach = ("never reaches its peak or decays" if trainer.total_steps < cfg.warmup_steps else
@@ -331,6 +327,27 @@ def plan_run(trainer, bar=None) -> dict:
                       "--warmup-steps or raise --time-budget-minutes", stacklevel=2)
     trainer.budget.pause()
     return metrics
+
+
+def warn_if_it_ends_here(trainer, plan: dict, evaluated: bool = False) -> bool:
+    """Whether ``plan`` (the plan's or a correction's) ends the run at the step it was made at, the budget left too
+    short for another step and the final evaluation and checkpoint; said on the main rank. ``evaluated``: the plan
+    timed its own evaluation just now."""
+    if plan["remaining_s"] > 0 or trainer.total_steps != trainer.step:
+        return False
+    if trainer.dist.is_main:
+        end = plan["eval_seconds"] + plan["save_seconds"]
+        left = plan["remaining_s"] + end  # (remaining_s is less the final evaluation and checkpoint)
+        if left <= 0:
+            state = f"was spent by step {trainer.step}" + (
+                f" (its evaluation took {plan['eval_seconds']:.1f} s)" if evaluated else "")
+        else:  # (a third of the budget may be left: "spent" it was not)
+            state = (f"has {left:.1f} s left at step {trainer.step}, too few for another step and the final "
+                     f"evaluation and checkpoint ({end:.1f} s)")
+        warnings.warn(f"the time budget of {trainer.cfg.time_budget_minutes:g} min {state}: the run ends there. "
+                      "Raise --time-budget-minutes" + (" or lower the evaluation's size" if plan["eval_seconds"]
+                                                       else ""), stacklevel=3)
+    return True
 
 
 def rate_on_the_new_length(trainer) -> None:
@@ -358,6 +375,7 @@ def after_step(trainer, bar=None) -> dict:
         before, trainer.total_steps = trainer.total_steps, plan["total_steps"]
         rate_on_the_new_length(trainer)
         trainer.logger.log(trainer.step, plan, kind="replan")
+        warn_if_it_ends_here(trainer, plan)  # (a stall since the plan: the correction ends the run at its step)
         if bar is not None:
             bar.total = trainer.total_steps
         if bar is not None and trainer.dist.is_main:

@@ -225,6 +225,11 @@ def typed_file_values(config_cls, values: dict, path) -> dict:
                 raise ValueError(f"config {str(path)!r}: {key}: {e}") from None
         elif isinstance(value, os.PathLike) and kind is str:  # data=Path(SHARED) / "cifar10"
             new = str(value)
+        elif kind in (int, float) and not isinstance(value, bool):  # a .py config's numpy numbers, as make_config's
+            try:
+                new = python_numbers(config_cls, {key: value})[key]
+            except ValueError:
+                pass  # (said below, naming the file)
         if kind is tuple and isinstance(new, list):  # JSON has no tuples
             new = tuple(new)
         ok = (isinstance(new, (int, float)) if kind is float else isinstance(new, kind)) and not (
@@ -238,32 +243,37 @@ def typed_file_values(config_cls, values: dict, path) -> dict:
     return typed
 
 
+PAIR_FIELDS = ("image_size",)  # whole-number fields that also take (height, width)
+
+
 def python_numbers(config_cls, values: dict) -> dict:
     """The numbers a Python caller passes, as their fields' types: numpy and 0-d tensor numbers as Python ones, a
-    whole-number field given a fraction or a bool refused (``steps = epochs * n / batch`` is a float in Python: 2.5
-    trained 3 steps and saved nothing, as ``step == steps`` never held; ``warmup_steps=1.5`` took the learning rate
-    past its peak), a number field given a bool refused. A 0-d tensor ``lr`` went to the optimizer as it was, whose
-    schedule then wrote into it: the caller's config ended with ``lr`` tensor(0.) and recorded the last one."""
+    whole-number field given a fraction (2.5 or 2.0, as the command line, a config file and the evaluators' counts
+    refuse) or a bool refused, a number field given a bool refused. ``steps = epochs * n / batch`` is a float in
+    Python: 2.5 trained 3 steps and saved nothing, as ``step == steps`` never held; ``warmup_steps=1.5`` took the
+    learning rate past its peak. A 0-d tensor ``lr`` went to the optimizer as it was, whose schedule then wrote into
+    it: the caller's config ended with ``lr`` tensor(0.) and recorded the last one."""
     kinds = {f.name: type(f.default) for f in dataclasses.fields(config_cls)
              if f.default is not dataclasses.MISSING}
     typed = dict(values)
+
+    def number(key, value, kind):
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy scalars and 0-d arrays, tensors
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
+            raise ValueError(f"--{key.replace('_', '-')} ({key}) must be {FILE_VALUE_KINDS[kind]}, got {values[key]!r}")
+        return int(value) if kind is int else float(value)
+
     for key, value in values.items():
         kind = kinds.get(key)
         if kind not in (int, float):
             continue
-        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy scalars and 0-d arrays, tensors
-            value = value.item()
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{flag} ({key}) must be {FILE_VALUE_KINDS[kind]}, got {values[key]!r}")
-        if kind is int:
-            if not isinstance(value, numbers.Integral):
-                if not float(value).is_integer():
-                    raise ValueError(f"{flag} ({key}) must be a whole number, got {values[key]!r}")
-            value = int(value) if math.isfinite(value) else value  # (inf and NaN: check_common names them)
+        if key in PAIR_FIELDS and isinstance(value, (list, tuple)):  # (48, 32): each side a whole number
+            typed[key] = tuple(number(key, v, kind) for v in value) if len(value) == 2 else value
+        elif kind is float and isinstance(value, float) and not math.isfinite(value):
+            continue  # (inf and NaN: check_common names them)
         else:
-            value = float(value)
-        typed[key] = value
+            typed[key] = number(key, value, kind)
     return typed
 
 

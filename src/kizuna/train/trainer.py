@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import numbers
 import os
 import shlex
 import sys
@@ -46,6 +45,7 @@ from .checkpointing import (EVAL_SET_SETTINGS, RUN_LOCK, CheckpointManager, anno
                             flag_value, hold_run_lock, mark_training, read_train_state, release_run_lock,
                             resumed_config, rng_state, run_lock_lost, same_evaluation_set, set_rng_state)
 from .compiling import compiled_or_eager
+from .config import python_numbers
 from .distributed import (DistInfo, all_reduce_sum, even_batch, init_distributed, launched_by_torchrun,
                           raise_together)
 from .logging import MetricLogger
@@ -215,11 +215,13 @@ class Trainer(ABC):
         cfg, restored = resumed_config(cfg, named)
         self.logged_losses: list[tuple[int, float]] = []  # (step, loss) of each log record (_diverged names them)
         self.started_in = os.getcwd()  # (a resume from elsewhere names its relative paths anew: refused otherwise)
-        # a numpy integer seed (a notebook's `for seed in np.arange(3)`) as a Python int: numpy's own generators
-        # overflowed on seed % 2**64, random.seed refuses one, and train_config.json could not write it
-        whole = {k: int(getattr(cfg, k)) for k in ("seed", "subset_seed")
-                 if isinstance(getattr(cfg, k, None), numbers.Integral) and type(getattr(cfg, k)) not in (int, bool)}
-        cfg = dataclasses.replace(cfg, **whole) if whole else cfg
+        # numbers as Python ones, also in a config built as the dataclass itself (make_config's keywords are): a
+        # numpy seed (a notebook's `for seed in np.arange(3)`) overflowed numpy's generators on seed % 2**64 and
+        # could not be written to train_config.json; a tensor lr was written into by the schedule; steps 2.5 ran on
+        fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        typed = python_numbers(type(cfg), fields)
+        changed = {k: v for k, v in typed.items() if v is not fields[k]}
+        cfg = dataclasses.replace(cfg, **changed) if changed else cfg
         self.cfg, self.named = cfg, named
         self._threads_before = torch.get_num_threads()  # the caller's again when train() ends (a notebook)
         # (GPU 0, CUDA's default, where the caller had not started CUDA: reading the current GPU would start it)
