@@ -251,5 +251,5 @@ def test_a_bool_seed_from_python_is_refused():
     """make_config(seed=True): a bool is not a seed. Kills K17 (bool counted as whole)."""
     from kizuna.train.config import make_config
 
-    with pytest.raises(ValueError, match=r"--seed must be a whole number from -2\*\*63 to 2\*\*64 - 1, got True"):
+    with pytest.raises(ValueError, match=r"--seed must be a whole number.*, got True"):
         make_config(seed=True, out="/tmp/kizuna-unused-run")

@@ -40,7 +40,7 @@ def test_a_resume_that_keeps_its_plan_keeps_no_step_times():
 def _plan_warning(total, warmup):
     budget = TimeBudget(budget_minutes=1.0)
     budget.plan = lambda step, **kw: {"total_steps": total, "seconds_per_step": 0.1, "eval_seconds": 0,
-                                      "save_seconds": 0, "remaining_s": 0, "budget_minutes": 1.0,
+                                      "save_seconds": 0, "remaining_s": 1.0, "budget_minutes": 1.0,
                                       "planned_at_step": step}
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")

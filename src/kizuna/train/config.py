@@ -261,7 +261,7 @@ def python_numbers(config_cls, values: dict) -> dict:
         if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy scalars and 0-d arrays, tensors
             value = value.item()
         if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
-            raise ValueError(f"--{key.replace('_', '-')} ({key}) must be {FILE_VALUE_KINDS[kind]}, got {values[key]!r}")
+            raise ValueError(f"--{key.replace('_', '-')} must be {FILE_VALUE_KINDS[kind]}, got {values[key]!r}")
         return int(value) if kind is int else float(value)
 
     for key, value in values.items():
