@@ -9,6 +9,7 @@ import argparse
 import codecs
 import importlib
 import os
+import re
 import sys
 import threading
 
@@ -486,7 +487,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
         return 2
     except (RuntimeError, MemoryError) as e:
         # (torch's loader says "Too many open files. Communication with the workers is no longer possible")
-        out_of_memory = _out_of_memory(e, command) or _too_many_open_files(e)
+        out_of_memory = _out_of_memory(e, command) or _too_many_open_files(e) or _worker_died(e)
         if out_of_memory is None:
             raise
         print(f"{command}: error: {out_of_memory}", file=sys.stderr)
@@ -495,6 +496,20 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
         warnings.showwarning = showwarning
         torch.set_num_threads(threads_before)
     return int(result or 0)
+
+
+def _worker_died(error: BaseException) -> str | None:
+    """What to say of a data loader worker that died (the out-of-memory killer's SIGKILL, a decoder's segfault),
+    or None: it was torch's 60-line traceback, ending inside the model where its SIGCHLD handler raised."""
+    text = str(error)
+    match = re.search(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\)"
+                      r"(?: is killed by signal: ([^.]+)| exited unexpectedly)", text)
+    if not isinstance(error, RuntimeError) or match is None:
+        return None
+    how = f"killed by signal {match.group(2).strip()}" if match.group(2) else "exited unexpectedly"
+    return (f"a data loader worker (pid {match.group(1).strip()}) {how}: the system's out-of-memory killer ends "
+            "workers first (fewer --workers, a smaller --batch-size, or more memory), and a decoder that crashes on "
+            "one file says which with --workers 0")
 
 
 def _too_many_open_files(error: BaseException) -> str | None:

@@ -38,7 +38,10 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
     except Image.DecompressionBombError as e:  # a few KB of PNG can claim gigapixels: refused before decoding
         raise ImageTooLarge(f"{name}: too large to decode safely ({e}). Resize it, or raise "
                             "PIL.Image.MAX_IMAGE_PIXELS in your own script if you trust the file") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except MemoryError:  # the machine's, not the image's
+        raise
+    except Exception as e:  # PIL's own (OSError, SyntaxError, ValueError) and a plugin's: `kizuna embed` ended in a
+        # worker's traceback on a decoder's own error type, which training and eval count as corrupt_image
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     return upright(img)
 

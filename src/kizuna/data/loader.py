@@ -276,6 +276,12 @@ class Collate:
         }
         if text is not None:
             batch["text"] = text
+        if torch.utils.data.get_worker_info() is not None:  # the small tensors too, as the images: in the worker,
+            # where a /dev/shm without room fails as an error the main process receives (a 128-byte labels tensor
+            # failed in the queue thread instead, and the main process waited for its batch for ever)
+            for value in (batch["labels"], batch["indices"], text):
+                if isinstance(value, torch.Tensor):
+                    value.share_memory_()
         return batch
 
     def _tokenize(self, items: list[dict], skips: SkipCounter) -> tuple[list[dict], Any]:

@@ -800,6 +800,12 @@ class Trainer(ABC):
                             check_epoch_gave_samples(cfg.data, epoch_batches, epoch_steps, report)
                         self.epoch += 1
                         continue
+                except _LoaderFailed as e:  # between steps: the last finished one saved, then the error
+                    if window.steps:
+                        self._log_window(window, bar)
+                    if self.step and saved_step != self.step:
+                        self._save_after_failure("the data loader", last=False, bar=bar)
+                    raise e.error from None
                 except _StoppedWhileLoading as e:  # the stop's own doing: saved at the last finished step
                     if self.step < self.total_steps:  # (after the last step the run has ended, and is saved)
                         print(f"{stop.requested}: the data loader stopped with it ({e})", file=sys.stderr)
@@ -1019,20 +1025,53 @@ class _StoppedWhileLoading(Exception):
     nothing saved."""
 
 
+class _LoaderFailed(Exception):
+    """The training loader's error (a worker killed by the out-of-memory killer, a decoder's crash), raised
+    between steps: the loop saves the last finished step and raises ``error`` (a run with --save-every 0 lost
+    every step: `--resume latest` found no checkpoint)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _until_stopped(loader, stop):
     """``loader``'s batches; its error raised after ``stop`` was asked for comes out as
-    :class:`_StoppedWhileLoading`."""
+    :class:`_StoppedWhileLoading`, another as :class:`_LoaderFailed`. A worker's death is found at the next
+    batch (torch's SIGCHLD handler, which raised it wherever the main thread was, in a forward or an optimizer
+    step, is set aside while the batches are read, then put back)."""
     batches = iter(loader)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except Exception as e:
-            if stop.requested:
-                raise _StoppedWhileLoading(f"{type(e).__name__}: {e}") from e
-            raise
-        yield batch
+    with _sigchld_default():
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as e:
+                if stop.requested:
+                    raise _StoppedWhileLoading(f"{type(e).__name__}: {e}") from e
+                raise _LoaderFailed(e) from e
+            yield batch
+
+
+@contextlib.contextmanager
+def _sigchld_default():
+    """SIGCHLD at its default while the block runs (main thread, POSIX), the handler before it put back after."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGCHLD)
+    if before is None:  # (set outside Python: not ours to change)
+        yield
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, before)
 
 
 class StopOnInterrupt:

@@ -1,0 +1,79 @@
+"""A data loader worker that dies (session 51): the run saves its last finished step, torch's SIGCHLD handler is
+set aside while the batches are read (it raised inside a forward or an optimizer step), and the command says what
+happened in one line."""
+import signal
+
+import pytest
+import torch
+
+from _tiny import tiny_config
+from kizuna.apps.cli import _worker_died
+from kizuna.train import trainer as trainer_mod
+from kizuna.train.contrastive import ContrastiveTrainer
+
+
+class _DyingLoader:
+    """The trainer's loader, whose worker dies after ``after`` batches (as torch reports it)."""
+
+    def __init__(self, loader, after):
+        self._loader, self._after = loader, after
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def __iter__(self):
+        for n, batch in enumerate(self._loader):
+            if n == self._after:
+                raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+            yield batch
+
+
+def test_a_dying_worker_saves_the_last_finished_step_and_the_run_resumes(tmp_path):
+    cfg = tiny_config(tmp_path, steps=8, warmup_steps=1, eval_max_samples=0)
+    trainer = ContrastiveTrainer(cfg)
+    trainer.loader = _DyingLoader(trainer.loader, after=3)
+    with pytest.raises(RuntimeError, match="DataLoader worker \\(pid 4242\\)"):
+        trainer.train()
+    assert (tmp_path / "checkpoints" / "step_0000003").is_dir()  # nothing was saved with --save-every 0
+    resumed = ContrastiveTrainer(tiny_config(tmp_path, steps=8, warmup_steps=1, eval_max_samples=0, resume="latest"))
+    assert resumed.step == 3
+    resumed.train()
+    assert resumed.step == 8
+
+
+def test_a_worker_dying_before_the_first_step_saves_nothing(tmp_path):
+    cfg = tiny_config(tmp_path, steps=4, warmup_steps=1, eval_max_samples=0)
+    trainer = ContrastiveTrainer(cfg)
+    trainer.loader = _DyingLoader(trainer.loader, after=0)
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        trainer.train()
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").glob("step_*"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGCHLD"), reason="POSIX signals")
+def test_sigchld_is_at_its_default_while_batches_are_read_and_put_back_after():
+    seen = []
+
+    def handler(signum, frame):  # torch's, in a real run
+        pass
+
+    before = signal.signal(signal.SIGCHLD, handler)
+    try:
+        stop = trainer_mod.StopOnInterrupt(enabled=False)
+        for _ in trainer_mod._until_stopped([1, 2], stop):
+            seen.append(signal.getsignal(signal.SIGCHLD))
+        assert seen == [signal.SIG_DFL, signal.SIG_DFL]
+        assert signal.getsignal(signal.SIGCHLD) is handler
+    finally:
+        signal.signal(signal.SIGCHLD, before)
+
+
+@pytest.mark.parametrize("text, said", [
+    ("DataLoader worker (pid 9889) is killed by signal: Segmentation fault. ", "(pid 9889) killed by signal "
+                                                                               "Segmentation fault"),
+    ("DataLoader worker (pid(s) 12, 13) exited unexpectedly", "(pid 12, 13) exited unexpectedly"),
+])
+def test_a_dead_worker_is_one_line_naming_what_to_try(text, said):
+    message = _worker_died(RuntimeError(text))
+    assert said in message and "--workers 0" in message and "out-of-memory killer" in message
+    assert _worker_died(RuntimeError("something else")) is None
