@@ -306,3 +306,22 @@ def test_a_correction_after_a_stall_ends_the_run_at_its_own_step_and_says_so(clo
         took, trainer, rows = _budgeted_run(clock, pace, budget_minutes=1.0, warmup_steps=0)
     replans = [r for r in rows if r["kind"] == "replan"]
     assert replans and replans[-1]["total_steps"] == replans[-1]["step"] == trainer.step  # not one step more
+
+
+def test_a_plan_says_when_the_steps_cap_shortened_it(clock):
+    """A config's steps (flickr8k's 780, demo's 400) capped a typed budget without a word (session 51)."""
+    b = TimeBudget(budget_minutes=10.0, calibrate_steps=1)
+    b.restart()
+    b.step_done()
+    _steps(b, clock, [0.1] * 24)
+    assert b.plan(step=24, cap=400)["capped_by_steps"] is True  # the budget would fill ~5,000 steps
+    assert b.plan(step=24, cap=50_000)["capped_by_steps"] is False
+    assert b.plan(step=24)["capped_by_steps"] is False
+
+
+def test_the_limit_warning_names_the_steps_cap_too(tmp_path):
+    from kizuna.train.config import make_config
+
+    with pytest.warns(UserWarning, match=r"--steps 400 caps the plan \(--steps 0 lets the budget fill its time\)"):
+        make_config(model="ViT-mu-8", data="synthetic", out=str(tmp_path), steps=400, time_budget_minutes=20,
+                    time_limit_minutes=8)

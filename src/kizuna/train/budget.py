@@ -223,6 +223,7 @@ class TimeBudget:
         # evaluation (one more step evaluated again: a 3-s budget with a 7.5-s evaluation ended at 19 s)
         left = max(1, math.floor(remaining / per_step_all)) if remaining > 0 else 0
         total = step + left
+        capped = bool(cap) and total > max(cap, step)  # (the budget would fill more: said in the plan's line)
         if cap:
             total = min(total, max(cap, step))  # planned at the cap's own step: the run ends there
         if device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -234,7 +235,8 @@ class TimeBudget:
                                   "save_every": save_every, "first_timed": self._consumed()}
             self.replan_steps = self._correction_steps(step, total, REPLAN_AT)
         return {"total_steps": int(total), "seconds_per_step": per_step, "eval_seconds": eval_seconds,
-                "save_seconds": save_seconds, "remaining_s": remaining, "budget_minutes": self.budget_minutes, "planned_at_step": step}
+                "save_seconds": save_seconds, "remaining_s": remaining, "budget_minutes": self.budget_minutes,
+                "planned_at_step": step, "capped_by_steps": capped}
 
     def replan(self, step: int, device: torch.device | None = None) -> dict | None:
         """The corrected plan when ``step`` is one of :attr:`replan_steps` (else None): the first plan's
@@ -315,7 +317,9 @@ def plan_run(trainer, bar=None) -> dict:
         if trainer.dist.is_main:  # every rank has a bar (hidden but for rank 0); one line per run
             bar.write(f"time budget {cfg.time_budget_minutes:g} min: {plan['seconds_per_step'] * 1e3:.0f} ms per step"
                       + (f", {eval_s:.1f} s per evaluation" if metrics else "")
-                      + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)")
+                      + f" -> {trainer.total_steps} steps ({trainer.total_steps / trainer.steps_per_epoch:.1f} epochs)"
+                      + (f", capped by --steps {cfg.steps} (--steps 0 lets the budget fill its time)"
+                         if plan.get("capped_by_steps") else ""))
     if not warn_if_it_ends_here(trainer, plan, evaluated=bool(metrics)) and (
             trainer.total_steps <= cfg.warmup_steps and trainer.dist.is_main):
         # through warnings, so the command prints it in its own voice ("kizuna train: warning: ...")

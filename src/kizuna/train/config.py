@@ -636,7 +636,8 @@ def check_common(cfg) -> None:
         warnings.warn(f"--time-limit-minutes {cfg.time_limit_minutes:g} is shorter than --time-budget-minutes "
                       f"{cfg.time_budget_minutes:g}: the run will stop at the limit part-way through the schedule "
                       "the budget plans (resume it to finish), unless --time-limit-minutes is raised above the "
-                      "budget or set to 0", UserWarning, stacklevel=2)
+                      "budget or set to 0" + (f"; and --steps {cfg.steps} caps the plan (--steps 0 lets the budget "
+                                              "fill its time)" if cfg.steps else ""), UserWarning, stacklevel=2)
     if cfg.out and Path(cfg.out).expanduser().is_file():
         raise ValueError(f"--out {cfg.out} is a file; give a folder for the run")
     # a run folder inside an image folder it trains or evaluates on: model/, checkpoints/ and tensorboard/ were
