@@ -77,3 +77,42 @@ def test_a_dead_worker_is_one_line_naming_what_to_try(text, said):
     message = _worker_died(RuntimeError(text))
     assert said in message and "--workers 0" in message and "out-of-memory killer" in message
     assert _worker_died(RuntimeError("something else")) is None
+
+
+class _HangingLoader:
+    """The trainer's loader, whose worker hangs on a file after ``after`` batches (a network mount, a decoder's
+    endless loop); ``waiting`` is set when it starts to hang."""
+
+    def __init__(self, loader, after, waiting):
+        self._loader, self._after, self._waiting = loader, after, waiting
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def __iter__(self):
+        import time
+
+        for n, batch in enumerate(self._loader):
+            if n == self._after:
+                self._waiting.set()
+                time.sleep(120)
+            yield batch
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="POSIX signals")
+def test_ctrl_c_while_a_worker_hangs_saves_the_last_finished_step_at_once(tmp_path):
+    """The first Ctrl-C promised a save after the step, and waited for a batch that never came; the second
+    stopped with nothing saved."""
+    import os
+    import threading
+    import time
+
+    waiting = threading.Event()
+    trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=8, warmup_steps=1, eval_max_samples=0))
+    trainer.loader = _HangingLoader(trainer.loader, 3, waiting)
+    threading.Thread(target=lambda: waiting.wait(60) and os.kill(os.getpid(), signal.SIGINT), daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert time.monotonic() - started < 60
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_0000003"]
