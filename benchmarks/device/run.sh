@@ -48,7 +48,7 @@ cifar() {  # $1 = extra flags for all runs; OUT_PREFIX (smoke-) keeps a smoke ru
     # loaders held both runs at ~11,000 images/s and the GPU at 9% of its peak):
     #   hybrid - the config as it is (the 82.95% model of the first run, now with more epochs);
     #   wide   - the same stem under a wider, deeper Transformer (width 384, depth 8: 14.6 M parameters,
-    #            1.78 GFLOP forward, 2.8x the hybrid), at lr 1e-3 (the 1/width rule from 2e-3 at 256, rounded down);
+    #            1.73 GFLOP forward, 2.9x the hybrid), at lr 1e-3 (the 1/width rule from 2e-3 at 256, rounded down);
     #   vit    - a plain ViT with 4-px patches (width 384, depth 7) at 2e-3 x 96/384 = 5e-4 (it diverged at
     #            the hybrid's 2e-3 on the H200; the width-96 CPU recipe's rate with Adam's rate scaled as 1/width).
     # Workers only decode the training set once and feed the evaluations. All three run eagerly: each plans

@@ -12,8 +12,9 @@ GPU (`augment_on="device"`, kizuna.data.batch_augment): the 25,000 training imag
 so the loaders no longer set the pace (not yet run on a GPU). benchmarks/device/README.md has the
 script that runs it.
 Sizing: the hybrid's stem (two residual stages, stride 4) turns a 32-px image into an 8x8 grid, like
-4-px patches; with the 6-block Transformer of width 256 it has 5.1 M parameters and costs 0.63 GFLOP
-per image forward (torch's FLOP counter, 2026-12-04), ~1.9 GFLOP per image per training step.
+4-px patches; with the 6-block Transformer of width 256 it has 5.1 M parameters and costs 0.61 GFLOP
+per image forward (torch's FLOP counter, 2026-12-07; 0.63 on 2026-12-04, before the last block computed the
+class token's row only), ~1.8 GFLOP per image per training step.
 The time budget plans the length after the warm-up from the measured pace, so the run ends on time
 whatever that pace turns out to be.
 """
