@@ -103,7 +103,7 @@ class VisionConfig:
             raise ValueError(f"vision image_size must be an int or two ints (height, width), got {size!r}")
         for name in ("patch_size", "width", "depth", "heads", "mlp_dim"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:  # (depth=True built 1 block)
                 raise ValueError(f"vision {name} must be a positive int, got {value!r}")
         if self.width % self.heads:
             raise ValueError(f"vision width {self.width} is not divisible by heads {self.heads}")
