@@ -1043,19 +1043,14 @@ def _until_stopped(loader, stop):
     batches = iter(loader)
     with _sigchld_default():
         while True:
-            stop.loading = True  # a stop asked for now ends the wait (StopOnInterrupt._handle)
             try:
                 batch = next(batches)
             except StopIteration:
                 return
-            except _StoppedWhileLoading:
-                raise
             except Exception as e:
                 if stop.requested:
                     raise _StoppedWhileLoading(f"{type(e).__name__}: {e}") from e
                 raise _LoaderFailed(e) from e
-            finally:
-                stop.loading = False
             yield batch
 
 
@@ -1094,9 +1089,6 @@ class StopOnInterrupt:
     def __init__(self, enabled: bool = True):
         self.enabled, self._previous = enabled, {}
         self.requested: str | None = None  # the signal's name ("SIGINT", "SIGTERM") once one came
-        # waiting for the loader's next batch (_until_stopped): a stop asked for then ends the wait, saving the last
-        # finished step (a worker stuck on one file kept the run waiting, and the promised save never came)
-        self.loading = False
 
     def __enter__(self):
         import signal
@@ -1121,8 +1113,6 @@ class StopOnInterrupt:
         said = self.NAMES[self.requested]
         print(f"\n{said}: stopping after this step and saving a checkpoint ({said} again to stop at once)",
               file=sys.stderr)
-        if self.loading:  # between steps: saved where the run stands, without the batch on its way
-            raise _StoppedWhileLoading("it came while the next batch was being loaded")
 
     def __exit__(self, *exc):
         import signal
