@@ -339,6 +339,9 @@ class Loader:
         # one is an empty batch), so counting them from where the sampler starts tells the position of any
         # batch, whatever the dataset or collate function returns (a tuple, a list without tags).
         epoch, position = self.sampler.epoch, self.sampler.iteration_start
+        # nothing handed out of this epoch yet: a checkpoint before its first batch (a loader worker's death there)
+        # read the sampler's own count, which the prefetch had moved on, and the resume skipped batches
+        self._delivered = (epoch, position)
         for batch in self.dataloader:
             position += 1
             if isinstance(batch, dict):

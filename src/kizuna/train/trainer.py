@@ -801,10 +801,14 @@ class Trainer(ABC):
                         self.epoch += 1
                         continue
                 except _LoaderFailed as e:  # between steps: the last finished one saved, then the error
-                    if window.steps:
-                        self._log_window(window, bar)
-                    if self.step and saved_step != self.step:
-                        self._save_after_failure("the data loader", last=False, bar=bar)
+                    if self.step >= self.total_steps:  # asked for a batch past the last step: the run has ended
+                        break
+                    if not self.dist.enabled:  # (under torchrun a log record is a collective the others are not in:
+                        # one rank's failure hung the group; raised at once, torchrun ends it)
+                        if window.steps:
+                            self._log_window(window, bar)
+                        if self.step and saved_step != self.step:
+                            self._save_after_failure("the data loader", last=False, bar=bar)
                     raise e.error from None
                 except _StoppedWhileLoading as e:  # the stop's own doing: saved at the last finished step
                     if self.step < self.total_steps:  # (after the last step the run has ended, and is saved)
@@ -1041,7 +1045,7 @@ def _until_stopped(loader, stop):
     batch (torch's SIGCHLD handler, which raised it wherever the main thread was, in a forward or an optimizer
     step, is set aside while the batches are read, then put back)."""
     batches = iter(loader)
-    with _sigchld_default():
+    with _SigchldDefault() as sigchld:
         while True:
             try:
                 batch = next(batches)
@@ -1051,27 +1055,45 @@ def _until_stopped(loader, stop):
                 if stop.requested:
                     raise _StoppedWhileLoading(f"{type(e).__name__}: {e}") from e
                 raise _LoaderFailed(e) from e
+            finally:
+                sigchld.set_aside()  # (torch sets its handler when its iterator starts: at the first batch)
             yield batch
 
 
-@contextlib.contextmanager
-def _sigchld_default():
-    """SIGCHLD at its default while the block runs (main thread, POSIX), the handler before it put back after."""
-    import signal
-    import threading
+class _SigchldDefault:
+    """SIGCHLD at its default while the block runs (main thread, POSIX), whatever handler was there (torch's, set
+    when its loader iterator starts) put back after. :meth:`set_aside` after each batch: torch sets its handler at
+    the first one, once per process."""
 
-    if not hasattr(signal, "SIGCHLD") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.getsignal(signal.SIGCHLD)
-    if before is None:  # (set outside Python: not ours to change)
-        yield
-        return
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGCHLD, before)
+    def __init__(self):
+        import signal
+        import threading
+
+        self.active = hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread()
+        self.before = None
+
+    def set_aside(self) -> None:
+        import signal
+
+        if not self.active:
+            return
+        current = signal.getsignal(signal.SIGCHLD)
+        if current is None or current == signal.SIG_DFL:  # (None: set outside Python, not ours to change)
+            return
+        if self.before is None:
+            self.before = current
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def __enter__(self):
+        self.set_aside()
+        return self
+
+    def __exit__(self, *exc):
+        if self.active and self.before is not None:
+            import signal
+
+            signal.signal(signal.SIGCHLD, self.before)
+        return False
 
 
 class StopOnInterrupt:
