@@ -1,6 +1,7 @@
 """Each data source read once per epoch (session 51): a shard named twice was two copies of every sample, in one
 contrastive batch; image files beside a folder's shards were never read, without a word."""
 import io
+import re
 import tarfile
 import warnings
 
@@ -78,3 +79,43 @@ def test_a_csv_named_through_a_link_in_another_folder_is_another_source(tmp_path
         index = build_index(f"{tmp_path / 'real' / 'data.csv'}::{tmp_path / 'other' / 'data.csv'}", require="caption")
     assert sorted(index[i].path for i in range(len(index))) == [str(tmp_path / f / "img" / "a.png")
                                                                for f in ("other", "real")]
+
+
+@pytest.fixture
+def six_shards(tmp_path):
+    """(from the mutation round) six shards and an image beside them"""
+    folder = tmp_path / "six"
+    folder.mkdir()
+    for k in range(6):
+        _shard(folder / f"{k:06d}.tar", k, 1)
+    Image.new("RGB", (8, 8)).save(folder / "extra.jpg")
+    return folder
+
+
+def test_a_check_that_only_reads_the_kinds_says_nothing_of_images_beside_shards(six_shards):
+    """The config checks call resolve_spec for the kinds alone: the warning about the images beside the shards
+    belongs to the read that builds the index, or every check repeats it before training."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(resolve_spec(str(six_shards))) == 6
+    with pytest.warns(UserWarning, match=r"1 image file\(s\) beside its \.tar shards are not read"):
+        resolve_spec(str(six_shards), warn=True)
+
+
+def test_a_folder_named_like_an_image_beside_shards_is_no_image_file(six_shards):
+    """Only files are counted as unread images: a sub-folder "more.png" is not one of them."""
+    (six_shards / "more.png").mkdir()
+    with pytest.warns(UserWarning, match=r"1 image file\(s\) beside") as got:
+        resolve_spec(str(six_shards), warn=True)
+    assert not any("2 image file(s)" in str(w.message) for w in got)
+
+
+def test_many_repeated_sources_are_named_three_and_counted(six_shards):
+    """Five shards named twice: the message names three and says how many more, not a screenful of paths."""
+    (six_shards / "extra.jpg").unlink()
+    spec = "::".join([str(six_shards)] + [str(six_shards / f"{k:06d}.tar") for k in range(5)])
+    with pytest.warns(UserWarning, match=r"5 source\(s\) named more than once are read once: ") as got:
+        assert len(resolve_spec(spec, warn=True)) == 6
+    message = next(str(w.message) for w in got if "named more than once" in str(w.message))
+    assert message.endswith(" and 2 more")
+    assert len(re.findall(r"\.tar", message)) == 3

@@ -116,3 +116,12 @@ def test_keys_as_a_generator_and_masks_as_a_column_are_read():
     result = classify_features(feats, labels, weights, ["a", "b"], keys=(f"k{i}" for i in range(4)),
                                valid=torch.tensor([[True], [False], [True], [True]]))
     assert result.keys == ["k0", "k1", "k2", "k3"] and result.valid.tolist() == [True, False, True, True]
+
+
+def test_one_corruption_given_as_a_string_is_that_corruption(tiny_cifar):
+    """``corruptions="jpeg"`` (as ``severities=[1]`` names one level): read letter by letter it was refused as the
+    unknown corruptions 'j', 'p', 'e', 'g'."""
+    model, tok, ds = tiny_cifar
+    result = probes.evaluate_robustness(model, tok, ds, corruptions="jpeg", severities=[1], progress=False,
+                                        templates=["a photo of a {c}."])
+    assert [(r["corruption"], r["severity"]) for r in result.rows] == [("jpeg", 1)]
