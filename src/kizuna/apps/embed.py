@@ -211,8 +211,8 @@ def write_embeddings(out: Path, names: list[str], emb: np.ndarray, column: str):
         try:
             atomic_write(out, write_parquet)
         except OSError as e:  # (a full disk was pyarrow's bare "[Errno 28] No space left on device")
-            message = f"could not write {out} ({e.strerror or e}); the file there before is unchanged"
-            raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
+            raise _write_failed(e, f"could not write {out} ({e.strerror or e}); the file there before is "
+                                   "unchanged") from e
 
 
 class _ChunkWriter:
@@ -261,13 +261,17 @@ def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
             left = f"{out} is unchanged but its old row list was removed"
         else:
             left = "the files there before are unchanged"
-        message = f"could not write {out} and its row list {rows_path} ({e.strerror or e}); {left}"
-        # OSError(errno, ...) is the errno's subclass (PermissionError ...), which the CLI reports in one line
-        raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
+        raise _write_failed(e, f"could not write {out} and its row list {rows_path} ({e.strerror or e}); {left}") from e
     finally:
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _write_failed(error: OSError, message: str) -> OSError:
+    """``error`` said as ``message``: OSError(errno, ...) is the errno's subclass (PermissionError ...), which the CLI
+    reports in one line."""
+    return OSError(error.errno, message) if error.errno else OSError(message)
 
 
 def _filled(path, fill) -> None:
