@@ -217,7 +217,7 @@ class Trainer(ABC):
         self.started_in = os.getcwd()  # (a resume from elsewhere names its relative paths anew: refused otherwise)
         # numbers as Python ones, also in a config built as the dataclass itself (make_config's keywords are): a
         # numpy seed (a notebook's `for seed in np.arange(3)`) overflowed numpy's generators on seed % 2**64 and
-        # could not be written to train_config.json; a tensor lr was written into by the schedule; steps 2.5 ran on
+        # could not be written to train_config.json; a tensor lr was written into by the schedule; steps 2.5 never ended
         fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
         typed = python_numbers(type(cfg), fields)
         changed = {k: v for k, v in typed.items() if v is not fields[k]}
