@@ -487,7 +487,10 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
         return 2
     except (RuntimeError, MemoryError) as e:
         # (torch's loader says "Too many open files. Communication with the workers is no longer possible")
-        out_of_memory = _out_of_memory(e, command) or _too_many_open_files(e) or _worker_died(e)
+        from kizuna.data.loader import LoaderStalled
+
+        out_of_memory = (str(e) if isinstance(e, LoaderStalled) else None) or _out_of_memory(e, command) \
+            or _too_many_open_files(e) or _worker_died(e)
         if out_of_memory is None:
             raise
         print(f"{command}: error: {out_of_memory}", file=sys.stderr)

@@ -18,6 +18,9 @@ multiprocessing_context=None) -> Loader``
     ``load_state_dict()`` are the sampler's, counting only batches already handed to the caller
     (not the ones prefetched by workers), with the skips counted so far (loaded only by the rank whose
     state it is); ``loader.epoch_finished`` says whether the batches handed out reach the epoch's end.
+    With workers, the wait for a batch is cut into polls of ``POLL_SECONDS``: ``loader.on_wait(seconds)``, when
+    set, is called after each poll that found no batch (the trainers stop there for a Ctrl-C, and end a run
+    whose worker is hung with :class:`LoaderStalled`); unset, the loader waits for ever, as torch's does.
 ``Collate(tokenizer=None, max_examples=3)``
     list of samples -> batch dict (below); ``None`` samples are dropped and counted.
 
@@ -316,15 +319,28 @@ def trim_batch(batch: dict[str, Any], n: int) -> dict[str, Any]:
     return {k: v[:n] if per_sample(v) else v for k, v in batch.items()}
 
 
+# Seconds of one wait for a worker's batch before the loader looks up (torch checks its workers are alive as often)
+POLL_SECONDS = 2.0
+
+
+class LoaderStalled(RuntimeError):
+    """No batch from the data loader's workers for longer than a run allows: a worker is hung (a decoder stuck on
+    one file, a network file system that stopped answering). torch's loader waits for ever."""
+
+
 class Loader:
     """Thin wrapper over a DataLoader that aggregates skips and tracks the delivered position."""
 
-    def __init__(self, dataloader: torch.utils.data.DataLoader, sampler: EpochSampler, dataset=None):
+    def __init__(self, dataloader: torch.utils.data.DataLoader, sampler: EpochSampler, dataset=None,
+                 poll_seconds: float = 0.0):
         self.dataloader = dataloader
         self.sampler = sampler
         self.dataset = dataloader.dataset if dataset is None else dataset
         self.skips = SkipCounter()
         self.total_skips = SkipCounter()
+        # the DataLoader's timeout is a poll, not a limit (make_loader set it): a timed-out wait is waited again
+        self.poll_seconds = poll_seconds
+        self.on_wait: Callable[[float], None] | None = None
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -342,7 +358,7 @@ class Loader:
         # nothing handed out of this epoch yet: a checkpoint before its first batch (a loader worker's death there)
         # read the sampler's own count, which the prefetch had moved on, and the resume skipped batches
         self._delivered = (epoch, position)
-        for batch in self.dataloader:
+        for batch in self._batches():
             position += 1
             if isinstance(batch, dict):
                 skipped = batch.get("skipped") or {}
@@ -350,6 +366,29 @@ class Loader:
                     self.skips.update(skipped, batch.get("skip_examples"))
                     self.total_skips.update(skipped, batch.get("skip_examples"))
             self._delivered = (epoch, position)
+            yield batch
+
+    def _batches(self) -> Iterator:
+        """The DataLoader's batches, each waited for in polls (:attr:`on_wait` told how long after each empty
+        one). A timed-out wait leaves torch's iterator where it was: the batch is asked for again."""
+        batches = iter(self.dataloader)
+        while True:
+            waited = 0.0
+            while True:
+                try:
+                    batch = next(batches)
+                    break
+                except StopIteration:
+                    return
+                except RuntimeError as e:
+                    if not (self.poll_seconds and str(e).startswith("DataLoader timed out")):
+                        raise
+                    pinning = getattr(batches, "_pin_memory_thread", None)  # (torch's untimed wait checks it)
+                    if pinning is not None and not pinning.is_alive():
+                        raise RuntimeError("Pin memory thread exited unexpectedly") from None
+                    waited += self.poll_seconds
+                    if self.on_wait is not None:
+                        self.on_wait(waited)
             yield batch
 
     def report(self) -> str:
@@ -492,7 +531,9 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         pin_memory=pin_memory,
         prefetch_factor=prefetch_factor if workers else None,
         persistent_workers=persistent_workers and workers,
-        timeout=timeout,
+        # no timeout of the caller's: one of POLL_SECONDS, waited again (Loader._batches), so that a caller can
+        # look up while a worker is slow or hung (a Ctrl-C waited for ever on a hung worker's batch)
+        timeout=timeout or (POLL_SECONDS if workers else 0),
         worker_init_fn=worker_init(worker_init_fn) if workers else worker_init_fn,
         multiprocessing_context=multiprocessing_context if workers else None,
         # Its own generator: otherwise every iter() draws a worker base seed from the global torch
@@ -500,4 +541,4 @@ def make_loader(dataset, sampler: EpochSampler, num_workers: int = 0,
         # uninterrupted one. Samples are seeded per (seed, epoch, index) anyway.
         generator=generator if generator is not None else torch.Generator().manual_seed(0),
     )
-    return Loader(dl, sampler, dataset)
+    return Loader(dl, sampler, dataset, poll_seconds=POLL_SECONDS if workers and not timeout else 0.0)

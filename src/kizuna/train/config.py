@@ -47,6 +47,7 @@ class TrainConfig:
     synthetic_length: int = 200_000  # image-caption pairs in one epoch of the shapes world (--data synthetic)
     synthetic_hard_negatives: bool = False  # in each pair of batch positions (0-1, 2-3, ...) whose first is a single-object scene, the second becomes its shape/colour-swapped twin (about half of those scenes)
     workers: int = 2  # data-loader processes per rank decoding and augmenting images (0 = in the main process)
+    loader_timeout_minutes: float = 10.0  # a run whose loader workers give no batch for this long ends, its last step saved (a hung worker waited for ever); 0 = wait for ever
     resampled: bool = False  # draw batches with replacement, each of distinct samples (an "epoch" = dataset size / batch) instead of shuffling
     aug_scale: tuple = (0.9, 1.0)  # random resized crop: min,max fraction of the image area kept
     aug_hflip: float = 0.0  # probability of a horizontal flip; off by default: flips swap "left of" and "right of"
@@ -626,6 +627,8 @@ def check_common(cfg) -> None:
     # after --print-config had printed them and exited 0: a CI step checking a config passed, the job then failed
     need(cfg.time_limit_minutes >= 0, "time_limit_minutes", ">= 0 (0 = no limit)", cfg.time_limit_minutes)
     need(cfg.time_budget_minutes >= 0, "time_budget_minutes", ">= 0 (0 = no budget)", cfg.time_budget_minutes)
+    need(cfg.loader_timeout_minutes >= 0, "loader_timeout_minutes", ">= 0 (0 = wait for ever)",
+         cfg.loader_timeout_minutes)
     need(cfg.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16", cfg.precision)
     # (a torch.device or None from Python: init_distributed reads str(device), None as auto)
     need(cfg.device is None or re.fullmatch(r"auto|(cpu|cuda)(:\d+)?", str(cfg.device)) is not None, "device",

@@ -111,6 +111,7 @@ class SupervisedConfig:
     subset_seed: int = 0  # seed of the class-stratified subset draw (--subset-fraction)
     val_max_samples: int = 0  # evaluate on the first N validation images; 0 = all
     workers: int = 2  # data-loader processes per rank decoding and augmenting images (0 = in the main process)
+    loader_timeout_minutes: float = 10.0  # a run whose loader workers give no batch for this long ends, its last step saved (a hung worker waited for ever); 0 = wait for ever
     # augmentation
     crop: str = "pad"  # "pad" (CIFAR pad-and-crop) | "rrc" (random resized crop) | "none"
     crop_padding: int = 4  # pixels of padding on each side before the random crop (--crop pad)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from kizuna.apps.common import parts_below, same_place
-from kizuna.data.loader import check_epoch_gave_samples
+from kizuna.data.loader import LoaderStalled, check_epoch_gave_samples
 from kizuna.data.sources import SkipCounter
 from kizuna.data.transforms import TRAINING_PIXELS_VERSION
 from kizuna.eval.encode import gather_object, summed_skips
@@ -715,7 +715,7 @@ class Trainer(ABC):
                 epoch_batches = epoch_steps = 0
                 epoch_report = None  # the epoch's skip report, once made
                 try:
-                    for batch in _until_stopped(self.loader, stop):
+                    for batch in _until_stopped(self.loader, stop, cfg.loader_timeout_minutes * 60):
                         if self.step >= self.total_steps:
                             break
                         epoch_batches += 1
@@ -812,7 +812,7 @@ class Trainer(ABC):
                     raise e.error from None
                 except _StoppedWhileLoading as e:  # the stop's own doing: saved at the last finished step
                     if self.step < self.total_steps:  # (after the last step the run has ended, and is saved)
-                        print(f"{stop.requested}: the data loader stopped with it ({e})", file=sys.stderr)
+                        print(f"{stop.requested}: {e}", file=sys.stderr)
                         if window.steps:
                             self._log_window(window, bar)
                         stop_and_save(self, bar, saved=saved_step == self.step, signal_name=stop.requested)
@@ -1039,11 +1039,15 @@ class _LoaderFailed(Exception):
         self.error = error
 
 
-def _until_stopped(loader, stop):
+def _until_stopped(loader, stop, stall_limit_s: float = 0.0):
     """``loader``'s batches; its error raised after ``stop`` was asked for comes out as
     :class:`_StoppedWhileLoading`, another as :class:`_LoaderFailed`. A worker's death is found at the next
     batch (torch's SIGCHLD handler, which raised it wherever the main thread was, in a forward or an optimizer
-    step, is set aside while the batches are read, then put back)."""
+    step, is set aside while the batches are read, then put back). While a batch is waited for (a loader with
+    workers polls), a stop ends the wait, as does a wait longer than ``stall_limit_s`` (0: none), as
+    :class:`~kizuna.data.loader.LoaderStalled`: a hung worker's run waited for ever, Ctrl-C too."""
+    if hasattr(loader, "on_wait"):
+        loader.on_wait = _watch_the_wait(stop, stall_limit_s)
     batches = iter(loader)
     with _SigchldDefault() as sigchld:
         while True:
@@ -1051,13 +1055,43 @@ def _until_stopped(loader, stop):
                 batch = next(batches)
             except StopIteration:
                 return
+            except _StoppedWhileLoading:
+                raise
             except Exception as e:
                 if stop.requested:
-                    raise _StoppedWhileLoading(f"{type(e).__name__}: {e}") from e
+                    raise _StoppedWhileLoading(f"the data loader stopped with it ({type(e).__name__}: {e})") from e
                 raise _LoaderFailed(e) from e
             finally:
                 sigchld.set_aside()  # (torch sets its handler when its iterator starts: at the first batch)
             yield batch
+
+
+# Seconds without a batch after which a run says it is waiting for its loader's workers
+SAY_A_WAIT_AFTER_S = 60.0
+
+
+def _watch_the_wait(stop, stall_limit_s: float):
+    """The training loader's ``on_wait``: called after each poll that found no batch, with the seconds waited for
+    this one. The batch waited for was not handed out, so a stop here resumes at it."""
+    said = False
+
+    def on_wait(waited: float) -> None:
+        nonlocal said
+        if stop.requested:
+            raise _StoppedWhileLoading(f"stopped while waiting {waited:.0f} s for the data loader's next batch")
+        if stall_limit_s and waited >= stall_limit_s:
+            raise LoaderStalled(
+                f"no batch from the data loader's workers in {waited / 60:.3g} min: a worker is hung (a decoder "
+                "stuck on one file, a network file system that stopped answering) or the data is that slow to "
+                "read; --loader-timeout-minutes sets the wait (0: for ever), and --workers 0 shows where it hangs")
+        if not said and waited >= SAY_A_WAIT_AFTER_S:
+            said = True
+            limit = f"up to {stall_limit_s / 60:.3g} min" if stall_limit_s else "for ever"
+            warnings.warn(f"no batch from the data loader's workers for {waited:.0f} s (slow storage, or a worker "
+                          f"is hung); waiting {limit} (--loader-timeout-minutes), Ctrl-C stops and saves",
+                          RuntimeWarning)
+
+    return on_wait
 
 
 class _SigchldDefault:
