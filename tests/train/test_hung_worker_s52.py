@@ -3,7 +3,6 @@ saves its last finished step (it waited for ever on the hung worker's batch), an
 --loader-timeout-minutes ends the run the same way with one line (torch's loader waits for ever)."""
 import os
 import signal
-import threading
 import time
 
 import pytest
