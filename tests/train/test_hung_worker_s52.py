@@ -209,3 +209,39 @@ def _parser_running(run):
 def test_the_loader_timeout_is_checked():
     with pytest.raises(ValueError, match="--loader-timeout-minutes must be >= 0"):
         tiny_config("/tmp/never", loader_timeout_minutes=-1)
+
+
+def _raised_in(filename: str, error: OSError):
+    """A function that raises ``error`` from code compiled as ``filename`` (where torch raises it)."""
+    namespace = {"error": error}
+    exec(compile("def handover():\n    raise error\n", filename, "exec"), namespace)
+    return namespace["handover"]
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError(104, "Connection reset by peer"),
+                                   ConnectionRefusedError(111, "Connection refused"),
+                                   FileNotFoundError(2, "No such file or directory")])
+def test_a_worker_lost_while_handing_over_a_batch_is_one_line(monkeypatch, capsys, error):
+    """A worker killed while the main process takes over its batch's shared memory: the socket's error, which the
+    commands ended with as a traceback (and a FileNotFoundError there was said as a path the user gave)."""
+    from kizuna.apps import cli
+
+    handover = _raised_in("/venv/lib/torch/multiprocessing/reductions.py", error)
+    monkeypatch.setattr(cli, "build_parser", _parser_running(lambda args: handover()))
+    assert cli.main(["x"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: a data loader worker ended while handing over a batch ({type(error).__name__}" in err
+    assert "fewer --workers" in err and "Traceback" not in err
+
+
+def test_an_oserror_elsewhere_keeps_its_own_handling(monkeypatch, capsys):
+    from kizuna.apps import cli
+
+    missing = _raised_in("/work/mine.py", FileNotFoundError(2, "No such file or directory", "photos/"))
+    monkeypatch.setattr(cli, "build_parser", _parser_running(lambda args: missing()))
+    assert cli.main(["x"]) == 2  # a path the user gave
+    assert "data loader worker" not in capsys.readouterr().err
+    reset = _raised_in("/work/mine.py", ConnectionResetError(104, "Connection reset by peer"))
+    monkeypatch.setattr(cli, "build_parser", _parser_running(lambda args: reset()))
+    with pytest.raises(ConnectionResetError):
+        cli.main(["x"])

@@ -462,7 +462,14 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     if isinstance(threads, int) and threads > 0:  # every command's --threads (the trainers set theirs again)
         torch.set_num_threads(threads)
     try:
-        result = args._run(args)
+        try:
+            result = args._run(args)
+        except OSError as e:  # (before the one-line path errors below: a FileNotFoundError here is no user's path)
+            said = _worker_lost_in_handover(e)
+            if said is None:
+                raise
+            print(f"{command}: error: {said}", file=sys.stderr)
+            return 1
     # A bad path the user gave (missing, a file where a folder belongs, not writable, on a read-only file system)
     # is a one-line error; other OSErrors (a full disk, a failing device) keep their traceback.
     except (ImageError, CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
@@ -510,9 +517,29 @@ def _worker_died(error: BaseException) -> str | None:
     if not isinstance(error, RuntimeError) or match is None:
         return None
     how = f"killed by signal {match.group(2).strip()}" if match.group(2) else "exited unexpectedly"
-    return (f"a data loader worker (pid {match.group(1).strip()}) {how}: the system's out-of-memory killer ends "
-            "workers first (fewer --workers, a smaller --batch-size, or more memory), and a decoder that crashes on "
-            "one file says which with --workers 0")
+    return f"a data loader worker (pid {match.group(1).strip()}) {how}: " + _WORKER_ADVICE
+
+
+_WORKER_ADVICE = ("the system's out-of-memory killer ends workers first (fewer --workers, a smaller --batch-size, or "
+                  "more memory), and a decoder that crashes on one file says which with --workers 0")
+
+
+# Where a batch's shared-memory tensors are taken over from the worker that made them (a file descriptor sent over
+# a socket): a worker that died there surfaces as the socket's error, not torch's "DataLoader worker ... killed"
+_HANDOVER_FILES = ("multiprocessing/reductions.py", "multiprocessing/resource_sharer.py")
+
+
+def _worker_lost_in_handover(error: BaseException) -> str | None:
+    """What to say of a loader worker that died while its batch was handed over (the socket's
+    ConnectionResetError, ConnectionRefusedError or FileNotFoundError raised in torch's rebuild of the batch's
+    tensors), or None: the training, evaluation and embed commands ended with that traceback."""
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    if not any(frame.filename.replace("\\", "/").endswith(_HANDOVER_FILES) for frame in frames):
+        return None
+    return (f"a data loader worker ended while handing over a batch ({type(error).__name__}: {error}): "
+            + _WORKER_ADVICE)
 
 
 def _too_many_open_files(error: BaseException) -> str | None:
