@@ -330,6 +330,19 @@ class _DecodeOnly:
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
+    """Bytes of memory available to a new allocation without swapping (Linux's MemAvailable), or None where the
+    system does not say (macOS, Windows, an old kernel)."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # (kB)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def decode_images(index, image_size, device: torch.device | str = "cpu", workers: int = 0,
                   batch_size: int = 500, max_bytes: float = 16 * 2**30, progress: bool = False) -> DecodedImages:
     """Decode every image of ``index`` (a :class:`~kizuna.data.sources.SampleIndex`) once to ``uint8``
@@ -343,6 +356,12 @@ def decode_images(index, image_size, device: torch.device | str = "cpu", workers
         raise ValueError(f"{len(index)} images at {h}x{w} need {need / 2**30:.1f} GiB decoded, more than the "
                          f"{max_bytes / 2**30:.0f} GiB allowed for on-device augmentation; use the loader "
                          "(augment_on='loader') for a dataset this large")
+    available = available_memory()
+    if available is not None and need > available * 0.8:  # decoded into this process's memory first, on any device:
+        # past what is free, the out-of-memory killer ended the run (or a loader worker) partway through the decode
+        raise ValueError(f"{len(index)} images at {h}x{w} need {need / 2**30:.1f} GiB decoded, more than the "
+                         f"{available / 2**30:.1f} GiB of memory available here allows (80% of it); use the loader "
+                         "(augment_on='loader', --augment-on loader) for this dataset on this machine")
     device = torch.device(device)
     if device.type == "cuda":  # the card's own memory (16 GiB passed on an 8 GiB card and failed after the decode)
         free, total = torch.cuda.mem_get_info(device)
