@@ -39,8 +39,8 @@ from kizuna.models.checkpoint import atomic_write, first_line, load_tensors, sav
 from kizuna.models.layers import watched
 from kizuna.models.losses import similarity
 
-from .encode import (as_tensor, check_finite, content_hash, encode_images, encode_texts_sharded, gather_object,
-                     is_count, is_main, model_fingerprint, module_structure, row_mask)
+from .encode import (as_tensor, check_finite, check_no_zero_rows, content_hash, encode_images, encode_texts_sharded,
+                     gather_object, is_count, is_main, model_fingerprint, module_structure, row_mask)
 from .zeroshot import fill_template, same_prompts, text_list
 
 __all__ = [
@@ -411,7 +411,10 @@ def classify_features(image_features: torch.Tensor, labels, class_weights: torch
                       keys: Sequence[str] = (), skipped: SkipCounter | None = None, templates=(),
                       dataset: str = "") -> ClassificationResult:
     """Metrics from normalised image features ``[N, D]`` and class weights ``[C, D]`` (tensors or arrays)."""
-    scores = similarity(as_tensor(image_features, "image_features"), as_tensor(class_weights, "class_weights"))
+    image_features = as_tensor(image_features, "image_features")
+    if image_features.dim() == 2:
+        check_no_zero_rows(image_features.float(), row_mask(valid, len(image_features), "valid"), "image_features")
+    scores = similarity(image_features, as_tensor(class_weights, "class_weights"))
     return classify_scores(scores, labels, classnames, valid=valid, k=k, keep_scores=keep_scores, keys=keys,
                            skipped=skipped, templates=templates, dataset=dataset)
 

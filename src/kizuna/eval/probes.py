@@ -43,7 +43,7 @@ from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
 from .classification import class_embeddings, classify_features, refuse_one_class
-from .encode import dist_info, encode_images, eval_mode, gather_shards, is_count, shard_bounds
+from .encode import check_finite, dist_info, encode_images, eval_mode, gather_shards, is_count, shard_bounds
 from .zeroshot import text_list
 
 __all__ = [
@@ -405,7 +405,7 @@ def winoground_scores(sims: torch.Tensor) -> dict[str, float]:
     text = (s[:, 0, 0] > s[:, 0, 1]) & (s[:, 1, 1] > s[:, 1, 0])
     image = (s[:, 0, 0] > s[:, 1, 0]) & (s[:, 1, 1] > s[:, 0, 1])
     group = text & image
-    g = max(len(s), 1)
+    g = len(s) or float("nan")  # (no groups: no score, not 0%)
     return {"text_score": float(text.sum()) / g, "image_score": float(image.sum()) / g,
             "group_score": float(group.sum()) / g, "groups": float(len(s))}
 
@@ -445,6 +445,8 @@ def relation_swap_probe(model, tokenizer, *, n_groups: int = 100, seed: int = 1,
                               tasks=["relation_swap"])["relation_swap"]
     pre = kizuna.get_preprocess(model)
     img = _encode_pil(model, p.images, pre, batch_size, device)
+    # (gathered: every rank refuses together) NaN compares false, and a NaN tower scored 0% / caption_acc 50%
+    check_finite(img, None, "relation swap: images")
     texts = sorted({t for i in range(len(p)) for t in p.candidates_for(i)})
     txt = encode_texts_sharded(model, tokenizer, texts, device=device).features
     where = {t: k for k, t in enumerate(texts)}

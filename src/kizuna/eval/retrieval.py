@@ -35,7 +35,8 @@ from kizuna.data.sources import SkipCounter
 from kizuna.models.layers import unit_rows
 from kizuna.models.losses import similarity
 
-from .encode import as_tensor, check_finite, encode_images, encode_texts_sharded, is_count, row_mask
+from .encode import (as_tensor, check_finite, check_no_zero_rows, encode_images, encode_texts_sharded, is_count,
+                     row_mask)
 
 __all__ = ["RetrievalResult", "evaluate_retrieval", "full_matrix_ranks", "retrieval_metrics", "retrieval_ranks",
            "retrieval_from_features"]
@@ -147,12 +148,17 @@ def full_matrix_ranks(image_features: torch.Tensor, text_features: torch.Tensor,
     return i2t, t2i_r
 
 
-def retrieval_metrics(i2t_ranks: torch.Tensor, t2i_ranks: torch.Tensor, ks=KS) -> dict[str, float]:
+def retrieval_metrics(i2t_ranks: torch.Tensor, t2i_ranks: torch.Tensor, ks=KS, num_images: int | None = None,
+                      num_texts: int | None = None) -> dict[str, float]:
+    """R@K, median and mean rank each way. Given the candidates' numbers (``num_texts`` for image->text,
+    ``num_images`` for text->image), R@K with fewer than K candidates is NaN, as top-5 of fewer than 5 classes
+    (it was 100% whatever the model: a 6-image set's text->image R@10; CLIP_benchmark's top-k refuses it)."""
     out: dict[str, float] = {}
-    for name, r in (("image_to_text", i2t_ranks), ("text_to_image", t2i_ranks)):
+    for name, r, candidates in (("image_to_text", i2t_ranks, num_texts), ("text_to_image", t2i_ranks, num_images)):
         r = r[r >= 0].double()
         for k in ks:
-            out[f"{name}_R@{k}"] = float((r < k).double().mean()) if len(r) else float("nan")
+            given = len(r) and (candidates is None or candidates >= k)
+            out[f"{name}_R@{k}"] = float((r < k).double().mean()) if given else float("nan")
         out[f"{name}_median_rank"] = float(np.median(r.numpy() + 1)) if len(r) else float("nan")
         out[f"{name}_mean_rank"] = float(r.mean() + 1) if len(r) else float("nan")
     for k in ks:  # CLIP_benchmark's names
@@ -174,12 +180,14 @@ class RetrievalResult:
 
     def summary(self) -> str:
         m = self.metrics
+        from .classification import _pct as percent  # (n/a: R@K of fewer than K candidates)
+
         s = (f"retrieval {self.dataset} ({self.num_images} images, {self.num_texts} captions):\n"
              # (in %, said: the training line prints the same metrics as fractions)
-             f"  image->text  R@1 {100 * m['image_to_text_R@1']:.2f}%  R@5 {100 * m['image_to_text_R@5']:.2f}%  "
-             f"R@10 {100 * m['image_to_text_R@10']:.2f}%  median rank {m['image_to_text_median_rank']:g}\n"
-             f"  text->image  R@1 {100 * m['text_to_image_R@1']:.2f}%  R@5 {100 * m['text_to_image_R@5']:.2f}%  "
-             f"R@10 {100 * m['text_to_image_R@10']:.2f}%  median rank {m['text_to_image_median_rank']:g}")
+             f"  image->text  R@1 {percent(m['image_to_text_R@1'])}  R@5 {percent(m['image_to_text_R@5'])}  "
+             f"R@10 {percent(m['image_to_text_R@10'])}  median rank {m['image_to_text_median_rank']:g}\n"
+             f"  text->image  R@1 {percent(m['text_to_image_R@1'])}  R@5 {percent(m['text_to_image_R@5'])}  "
+             f"R@10 {percent(m['text_to_image_R@10'])}  median rank {m['text_to_image_median_rank']:g}")
         return s + (f"\n  {self.skipped.report()}" if self.skipped else "")
 
     def to_dict(self) -> dict:
@@ -215,10 +223,12 @@ def retrieval_from_features(image_features, text_features, text_to_image, image_
     # (all rows usable, the usual case: the features themselves, not a copy of each matrix beside them)
     img = _unit_rows(image_features if bool(iv.all()) else image_features[iv])
     txt = _unit_rows(text_features if bool(tv.all()) else text_features[tv])
+    check_no_zero_rows(img.float(), None, "image_features")
+    check_no_zero_rows(txt.float(), None, "text_features")
     mapping = new_id[t2i[tv]]
     i2t, t2i_r = retrieval_ranks(img, txt, mapping, query_chunk=query_chunk, key_chunk=key_chunk, device=device)
-    return RetrievalResult(retrieval_metrics(i2t, t2i_r), i2t, t2i_r, mapping, int(iv.sum()), int(tv.sum()),
-                           skipped, dataset)
+    metrics = retrieval_metrics(i2t, t2i_r, num_images=int(iv.sum()), num_texts=int(tv.sum()))
+    return RetrievalResult(metrics, i2t, t2i_r, mapping, int(iv.sum()), int(tv.sum()), skipped, dataset)
 
 
 def _unit_rows(features: torch.Tensor) -> torch.Tensor:

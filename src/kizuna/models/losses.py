@@ -15,8 +15,8 @@ from .layers import autocast_off
 def _logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """``s * I T^T`` in float32, also under autocast: in bf16 a cosine keeps ~3 significant digits, and at
     CLIP's logit scale (up to 100) that is an error of ~0.4 in every logit. The matrix is B x B x D, cheap."""
-    with autocast_off(image_features.device.type):
-        return logit_scale.float() * image_features.float() @ text_features.float().T
+    with autocast_off(image_features.device.type):  # (a plain number as the scale: 100.0 raised AttributeError)
+        return torch.as_tensor(logit_scale).float() * image_features.float() @ text_features.float().T
 
 
 def similarity(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ def siglip_loss(
     ~B times too small). ``negatives_only`` scores a text chunk from another rank, where every pair
     is negative; the caller adds those terms and keeps dividing by its own B.
     """
-    logits = _logits(image_features, text_features, logit_scale) + logit_bias.float()
+    logits = _logits(image_features, text_features, logit_scale) + torch.as_tensor(logit_bias).float()
     if negatives_only:
         labels = -torch.ones_like(logits)
     else:

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -498,6 +499,16 @@ def check_evaluation_data(cfg: TrainConfig, datasets: dict | None = None) -> Non
             raise ValueError(f"--best-metric zeroshot/top5: {folder} has {len(ds.classnames)} classes; top-5 "
                              "accuracy says something only past 5 (below, it is not given; at 5, always 100%): "
                              "pick best/ by zeroshot/top1 or zeroshot/mean_per_class_recall")
+        recall = re.fullmatch(r"retrieval/(image_to_text|text_to_image)_R@(\d+)", cfg.best_metric)
+        if task == "retrieval" and recall:
+            # R@K of K candidates or fewer is 100% or not given: best/ stayed at the first evaluation, unsaid
+            direction, k = recall.group(1), int(recall.group(2))
+            candidates, what = ((sum(len(c) for c in ds.captions), "captions") if direction == "image_to_text"
+                                else (len(ds), "images"))
+            if candidates <= k:
+                raise ValueError(f"--best-metric {cfg.best_metric}: {folder} has {candidates} {what} to retrieve; "
+                                 f"R@{k} says something only past {k} (below, it is not given; at {k}, always 100%): "
+                                 f"pick best/ by retrieval/{direction}_R@1 or a larger --eval-max-samples")
 
 
 def check_best_metric(cfg: TrainConfig) -> None:
