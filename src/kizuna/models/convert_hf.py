@@ -14,14 +14,15 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import (CheckpointError, TensorTaker, atomic_write, atomic_write_text, load_state_dict_file,
-                         stored_scalar, utf8_path)
+from .checkpoint import (FORMAT_KEY, CheckpointError, TensorTaker, atomic_write, atomic_write_text,
+                         load_state_dict_file, stored_scalar, utf8_path)
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .convert_openai import OPENAI_VOCAB, unavailable_tokenizer
 from .text import TextConfig
@@ -290,6 +291,7 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
     else:
         defaulted = False
     hw = _hw(crop_size) if crop else _hw(size)
+    _check_processor_size(hw, out["image_size"], "crop_size" if crop else "size", source)
     if not crop and isinstance(size, dict) and "height" in size:
         out["resize_mode"] = "squash"
     elif crop and hw is not None and isinstance(size, dict) and "height" in size:
@@ -330,6 +332,21 @@ def _read_processor(pp: dict, out: dict, siglip: bool, source: str) -> dict:
     if crop and hw is not None and edge and int(edge) > min(hw):  # resized larger than the crop (timm's crop_pct)
         out["crop_pct"] = _exported_crop_pct(pp, min(hw) / int(edge), ((min(hw), int(edge)),))
     return out
+
+
+def _check_processor_size(hw, model_size, field: str, source: str) -> None:
+    """Warn where the pixels the processor gives (``hw``, from ``field``) are not the vision tower's: kizuna then
+    embeds them with its position embeddings resampled (as transformers does only with
+    ``interpolate_pos_encoding=True``; without, it refuses: "Input image size (48*48) doesn't match model
+    (32*32)"), at a resolution the model may never have been trained at; it did so without a word."""
+    if hw is None or model_size is None:
+        return
+    model_hw = _hw(model_size) if isinstance(model_size, int) else tuple(model_size)
+    if tuple(hw) != tuple(model_hw):
+        warnings.warn(f"{source}: {field} {hw[0]}x{hw[1]} is not the model's {model_hw[0]}x{model_hw[1]} pixels "
+                      "(vision_config.image_size): kizuna resamples the position embeddings to it, as transformers "
+                      "does only with interpolate_pos_encoding=True (without, it refuses the images); set "
+                      f"{field} to the model's size if that is not meant", UserWarning, stacklevel=4)
 
 
 def _exported_crop_pct(pp: dict, pct: float, sizes) -> float:
@@ -642,7 +659,15 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, p
     if broken:
         raise CheckpointError(f"not exported to {folder}: {len(broken)} tensor(s) hold NaN or inf (a diverged "
                               f"model?): {', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}")
+    _refuse_a_kizuna_checkpoint(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # an earlier export's tokenizer goes before the new weights come: an export stopped between the two (Ctrl-C, a
+    # full disk) left the new weights with the old tokenizer, which load_model read as theirs (other ids, a
+    # 16-token context); now such a folder has no tokenizer, which the readers say
+    _remove_stale_clip_tokenizer(folder)
+    _remove_stale_sentencepiece(folder)
+    if processor_class == "CLIPProcessor":  # (transformers reads it before vocab.json: another model's)
+        (folder / "tokenizer.json").unlink(missing_ok=True)
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write_text(folder / "config.json", json.dumps(config, indent=2, allow_nan=False))
     atomic_write_text(folder / "preprocessor_config.json", json.dumps(preprocess, indent=2, allow_nan=False))
@@ -660,6 +685,22 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, p
                 processor["processor_class"] = processor_class
             atomic_write_text(processor_file, json.dumps(processor, indent=2))
     return folder
+
+
+def _refuse_a_kizuna_checkpoint(folder: Path) -> None:
+    """An HF export replaces ``config.json`` and ``model.safetensors``, which in a kizuna checkpoint (a run's
+    ``checkpoints/step_N``, a save_model folder) are its record: exported into one, the run's checkpoint was lost
+    without a word, and its resume (its optimizer state beside another model's weights) crashed the process."""
+    config = folder / "config.json"
+    kizuna_record = False
+    if config.is_file():
+        try:
+            kizuna_record = FORMAT_KEY in _read_json(config)
+        except CheckpointError:
+            kizuna_record = False
+    if kizuna_record or (folder / "train_state.pt").exists():
+        raise CheckpointError(f"not exported to {folder}: it holds a kizuna checkpoint (its config.json and "
+                              "model.safetensors would be replaced); export into another folder")
 
 
 def exportable_config(model, function: str, what: str) -> ClipConfig:

@@ -508,6 +508,7 @@ class Trainer(ABC):
         a parameter group that doesn't match the size of optimizer's group"), naming no file: a run started by
         an earlier kizuna on a CLIP-loss model with a logit bias, which trained the bias (frozen now: one
         parameter fewer is optimised). Said with the checkpoint, and how to start anew from its weights."""
+        self._check_optimizer_state_shapes(saved)
         try:
             self.optimizer.load_state_dict(saved)
         except ValueError as error:
@@ -521,6 +522,26 @@ class Trainer(ABC):
                 f"Start a new run from its weights with `{how.format(path=shlex.quote(str(self.resume_from)))}` in "
                 "another --out"
             ) from error
+
+    def _check_optimizer_state_shapes(self, saved: dict) -> None:
+        """Each saved moment (AdamW's exp_avg, SGD's momentum buffer) has its parameter's shape: torch loads the
+        state without looking, and the fused step then read past the buffers (a checkpoint folder whose weights
+        had been replaced by another model's, a 600-token vocabulary's moments beside 49,408 embeddings: the
+        process died of a segmentation fault, no message)."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        order = [i for group in saved.get("param_groups", []) for i in group.get("params", [])]
+        if len(order) != len(params):
+            return  # (torch refuses another count: said in _load_optimizer_state)
+        state = saved.get("state", {})
+        for index, param in zip(order, params):
+            for name, value in (state.get(index) or {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(
+                        f"--resume {self.resume_from}: its optimizer state ({name} of shape {tuple(value.shape)}) "
+                        f"does not fit the checkpoint's weights (a parameter of shape {tuple(param.shape)}): the "
+                        "weights were replaced after the run saved them (another model written into the folder?), "
+                        "so the run cannot go on from it. Resume from another checkpoint of the run, or start a new "
+                        "run from these weights in another --out")
 
     def _say_if_precision_changed(self, used: str | None, step: int) -> None:
         """A resume under --precision auto trains in what auto means here and now, which need not be what the run
