@@ -68,7 +68,9 @@ def test_vit_eval_interrupted_while_drawing_keeps_the_earlier_figures_then_repla
     assert "m__d__confusion.png" in (out / "results.json").read_text()
     monkeypatch.setattr(classification.ClassificationResult, "plot_confusion", draw)
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "results.json", "results.md"]
+    # (and the lock file it held the folder by, since session 52, as `kizuna eval` does)
+    assert sorted(p.name for p in out.iterdir()) == [".kizuna-run.lock", "confusion.png", "results.json",
+                                                       "results.md"]
 
 
 def test_a_second_evaluation_into_a_folder_another_process_writes_is_refused(tmp_path, tiny_hf, capsys):

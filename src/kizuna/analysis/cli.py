@@ -203,11 +203,6 @@ def _check_image_paths(args) -> None:
 def run(args):
     if not getattr(args, "analyze_command", None):  # as `kizuna eval` without a task: one error line (it printed
         raise ValueError(f"choose an action: {', '.join(ACTIONS)} (see kizuna analyze --help)")  # the help, rc 2)
-    from kizuna.apps.zeroshot import parse_labels
-    from kizuna.data.sources import SkipCounter
-
-    from . import report as R
-
     from kizuna.apps.common import check_out_outside_data, check_writable
 
     check_writable(args.out, "the figures and JSON")  # it failed as "[Errno 17] File exists" once they were drawn
@@ -222,6 +217,20 @@ def run(args):
         args.images = kept
     # the PNGs in an --out inside an --images folder were measured as images by the next run
     check_out_outside_data(args.out, "--images", getattr(args, "images", None))
+    from kizuna.eval.suite import results_folder_lock
+
+    # --out held while the action draws and writes, as `kizuna eval` holds its own: two analyses into one folder
+    # (the default --out analysis) mixed one model's figures with the other's report.json, without a word
+    with results_folder_lock(args.out):
+        return _run_action(args)
+
+
+def _run_action(args):
+    from kizuna.apps.zeroshot import parse_labels
+    from kizuna.data.sources import SkipCounter
+
+    from . import report as R
+
     if args.analyze_command == "compare-runs":
         from .runs import compare_runs, format_table
 

@@ -36,6 +36,7 @@ def find_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     ``checkpoints`` folder itself), in step order."""
     run = Path(run)
     folder = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+    latest = follow_latest(folder / "latest")
     found = sorted((int(m.group(1)), p) for p in folder.iterdir()
                    if p.is_dir() and (m := _STEP.match(p.name))) if folder.is_dir() else []
     if not found:
@@ -43,14 +44,23 @@ def find_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
                                 "and --keep-last large enough to keep the steps to compare")
     # steps after the one `latest` names are an abandoned branch's (a run resumed from an earlier step_N keeps
     # them): they were plotted as this run's, with the other branch's accuracies
-    latest = follow_latest(folder / "latest")
     if latest != folder / "latest" and (m := _STEP.match(latest.name)):
-        later = [p.name for step, p in found if step > int(m.group(1))]
+        # those saved before `latest` was last written: a live run swaps its new step_N in, then names it in
+        # `latest`, so a step newer than the pointer can be a save in progress (called an abandoned branch)
+        later = [p.name for step, p in found if step > int(m.group(1)) and _older(p, folder / "latest")]
         if later:
             warnings.warn(f"{folder}: {', '.join(later)} come after latest ({latest.name}): an abandoned branch of "
                           "a run resumed from an earlier step; left out", stacklevel=2)
-            found = [(step, p) for step, p in found if step <= int(m.group(1))]
+            found = [(step, p) for step, p in found if p.name not in later]
     return found
+
+
+def _older(path: Path, than: Path) -> bool:
+    """Whether ``path`` was last changed no later than ``than`` (one gone meanwhile: not older, it is no branch)."""
+    try:
+        return path.stat().st_mtime <= than.stat().st_mtime
+    except OSError:
+        return False
 
 
 def over_training_report(run: str | Path, image_specs: Sequence[str], out: str | Path, max_images: int = 32,

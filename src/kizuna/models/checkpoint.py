@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -592,16 +593,26 @@ def load_model(
     layout cannot record. OpenAI's own checkpoints use QuickGELU, the default; most OpenCLIP (LAION)
     checkpoints use GELU and need ``act="gelu"``. kizuna and Hugging Face checkpoints record theirs.
     """
-    path = Path(path).expanduser()  # (save_model writes "~/m" under the home folder)
-    given, path = path, follow_latest(path)
-    try:
-        return _load_model(path, image_size, allow_jit, map_location, act)
-    except CheckpointError:
-        # `latest` of a run still training: the folder it named was pruned while it was read (a "not a readable
-        # safetensors file", for a healthy run); read again from what `latest` names now
-        if given.name != "latest" or path == given or path.exists():
-            raise
-    return _load_model(follow_latest(given), image_size, allow_jit, map_location, act)
+    given = Path(path).expanduser()  # (save_model writes "~/m" under the home folder)
+    for attempt in range(LATEST_READS):
+        path = follow_latest(given)
+        try:
+            return _load_model(path, image_size, allow_jit, map_location, act)
+        except (CheckpointError, FileNotFoundError):
+            # `latest` of a run still training: the folder it named was pruned while it was read (a "not a readable
+            # safetensors file", "no config.json" for a healthy run: its files go before the folder), or it named
+            # one already gone; read again from what `latest` names now. Still the folder it names: damaged (a run
+            # prunes only folders `latest` no longer names)
+            if given.name != "latest" or not given.is_file() or attempt == LATEST_READS - 1:
+                raise
+            if path != given and follow_latest(given) == path:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+# reads of a run's `latest` while the run saves and prunes (each a few milliseconds apart)
+LATEST_READS = 4
 
 
 def _load_model(path: Path, image_size, allow_jit: bool, map_location: str, act) -> nn.Module:

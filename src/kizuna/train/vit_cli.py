@@ -225,16 +225,7 @@ def evaluate(args) -> int:
 
     import torch
 
-    import kizuna
-    from kizuna.analysis.report import read_extra
-    from kizuna.apps.common import json_safe
-    from kizuna.data.transforms import Preprocess
-    from kizuna.eval.classification import evaluate_classifier
-    from kizuna.eval.datasets import (CLASSNAMES_FILE, RepeatedClassNamesWarning, load_dataset, load_under_classes,
-                                      relabel_by_name)
-    from kizuna.eval.encode import is_main
-    from kizuna.eval.suite import remove_plots, unlisted_plots
-    from kizuna.models.vit import VisionTransformer
+    from kizuna.eval.suite import results_folder_lock
 
     from .distributed import init_distributed
     from .optim import announce_precision
@@ -247,6 +238,24 @@ def evaluate(args) -> int:
     info = init_distributed(args.device)
     device = info.device
     announce_precision(args.precision, device, info.is_main)
+    # --out held while it evaluates and writes, as `kizuna eval` holds it: a suite writing there lost its results
+    # and figures to this command's, and a training run's folder took its files, without a word
+    with results_folder_lock(args.out):
+        return _evaluate(args, info, device)
+
+
+def _evaluate(args, info, device) -> int:
+    import kizuna
+    from kizuna.analysis.report import read_extra
+    from kizuna.apps.common import json_safe
+    from kizuna.data.transforms import Preprocess
+    from kizuna.eval.classification import evaluate_classifier
+    from kizuna.eval.datasets import (CLASSNAMES_FILE, RepeatedClassNamesWarning, load_dataset, load_under_classes,
+                                      relabel_by_name)
+    from kizuna.eval.encode import is_main
+    from kizuna.eval.suite import remove_plots, unlisted_plots
+    from kizuna.models.vit import VisionTransformer
+
     model = kizuna.create_model(args.checkpoint, image_size=args.image_size or None, precision=args.precision)
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"{args.checkpoint}: a {type(model).__name__}, not a ViT classifier; "
