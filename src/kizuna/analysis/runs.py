@@ -191,6 +191,10 @@ def load_run(run: str | Path, metric: str = "val_top1", train_window: int = 5, m
         "eval": values,
         "train_steps": [r["step"] for r in train],
         "train_top1": [_value(r["train_top1"]) for r in train],
+        # where the first training record's steps begin: the log's start, or the resume it begins with (a run
+        # resumed from a checkpoint of no run folder logs from there: its first record was counted from step 0)
+        "train_from": max([r["step"] for r in rows if r.get("kind") in ("start", "resume")
+                           and train and r["step"] < train[0]["step"]], default=0),
         "final": final,
         "final_step": evals[-1]["step"],
         "best": best[0],
@@ -280,7 +284,7 @@ def _set_final_train(run: dict, window_steps: int, metric: str) -> dict:
     steps, values = run["train_steps"], run["train_top1"]
     start = steps[-1] - window_steps if steps else 0
     total = weight = 0.0
-    for prev, step, value in zip([0, *steps], steps, values):
+    for prev, step, value in zip([run.get("train_from", 0), *steps], steps, values):
         covered = step - max(prev, start)
         if covered > 0 and math.isfinite(value):
             total, weight = total + covered * value, weight + covered

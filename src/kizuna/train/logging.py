@@ -147,14 +147,36 @@ class MetricLogger:
 
         atomic_write_text(self.path.parent / "train_config.json", json_text(config, indent=2, sort_keys=True))
 
-    def drop_after(self, step: int) -> None:
-        """A resumed run: drop the records the killed run wrote after its checkpoint at ``step``, and any line
-        it tore mid-write (not JSON), so the log reads as one uninterrupted run. Rewritten atomically."""
-        if not (self.enabled and self.path.exists()):
+    def copy_events_of(self, source_log: Path) -> None:
+        """A resume from another run's checkpoint: that run's TensorBoard events (beside ``source_log``, its
+        metrics.jsonl or metrics.jsonl.prev: tensorboard/ or tensorboard.prev/) copied into this run's, as its
+        records are, so that TensorBoard shows the steps before the checkpoint too (the purge at the resume hides
+        the source's events after it). Before, TensorBoard began at the resume while metrics.jsonl did not."""
+        import shutil
+
+        if not self.enabled:
             return
+        source = source_log.with_name("tensorboard" + source_log.name[len("metrics.jsonl"):])
+        events = sorted(source.glob("events.out.tfevents.*")) if source.is_dir() else []
+        if not events:
+            return
+        target = self.path.parent / "tensorboard"
+        target.mkdir(parents=True, exist_ok=True)
+        for event in events:
+            shutil.copy2(event, target / event.name)
+
+    def drop_after(self, step: int, keep_aside: bool = False) -> Path | None:
+        """A resumed run: drop the records the killed run wrote after its checkpoint at ``step``, and any line
+        it tore mid-write (not JSON), so the log reads as one uninterrupted run. Rewritten atomically.
+
+        ``keep_aside``: the run folder holds checkpoints after ``step`` (a resume from an earlier one, a branch):
+        the dropped records are added to ``metrics.jsonl.after_step_N`` first, which is returned (they were gone
+        for good, while the checkpoints they describe stayed, as the branch leaves them)."""
+        if not (self.enabled and self.path.exists()):
+            return None
         from kizuna.models.checkpoint import atomic_write_text
 
-        kept = []
+        kept, dropped = [], []
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
@@ -162,12 +184,20 @@ class MetricLogger:
                 continue
             if isinstance(record, dict) and record.get("step", 0) <= step:
                 kept.append(line + "\n")
+            elif isinstance(record, dict):
+                dropped.append(line + "\n")
+        aside = None
+        if keep_aside and dropped:
+            aside = self.path.with_name(f"{self.path.name}.after_step_{step}")
+            earlier = aside.read_text(encoding="utf-8") if aside.is_file() else ""
+            atomic_write_text(aside, earlier + "".join(dropped))
         atomic_write_text(self.path, "".join(kept))
         # TensorBoard too: its reader drops the killed run's events from step + 1 on
         self._purge_step = step + 1
         if self.tb is not None:  # (opened already: closed, to open again with the purge step)
             self.tb.close()
             self.tb = None
+        return aside
 
     def log(self, step: int, metrics: dict, kind: str = "train") -> None:
         if not self.enabled:

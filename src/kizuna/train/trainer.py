@@ -90,6 +90,8 @@ class Trainer(ABC):
     batch_key: str
     #: the progress bar's label
     bar_label = "training"
+    #: the evaluation of the step the loop is at, once made (a stop or failure there saves it with the checkpoint)
+    step_metrics: dict | None = None
     #: (name, what) of the files this trainer writes in OUT as the run's own, besides checkpoints and log: a fresh
     #: run sets an earlier run's aside with them (kizuna.train.logging.set_aside_with_checkpoints); only these,
     #: so a user's own file of another name is never moved
@@ -354,7 +356,13 @@ class Trainer(ABC):
         if self.resume_from is not None:
             if records and self.logger.enabled:
                 atomic_write_text(self.logger.path, records)
-            self.logger.drop_after(self.step)  # what the killed run logged after the checkpoint
+                self.logger.copy_events_of(source)
+            # what the killed run logged after the checkpoint; a branch's (later checkpoints stay) kept aside
+            branch = not foreign and bool(getattr(self.ckpt, "abandoned", None))
+            aside = self.logger.drop_after(self.step, keep_aside=branch)
+            if aside is not None:
+                print(f"--resume {self.resume_from}: the log's records after step {self.step} (of the later "
+                      f"checkpoints this run leaves) are kept in {aside}", file=sys.stderr)
             # where the log's clock restarts: the time the run stood still is no training time (compare-runs)
             # with the precision this part runs in: train_config.json says the latest only (a run begun in bf16 and
             # resumed with --precision fp32 read as fp32 throughout)
@@ -673,7 +681,12 @@ class Trainer(ABC):
         mark_training(getattr(self, "_run_lock_key", None), True)  # another trainer is refused OUT meanwhile
         try:
             if resumed_at_the_end(self):
-                return {}
+                # the run's final metrics, as its end returned them (saved with its last checkpoint): {} left
+                # `kizuna train --resume latest > final.json` (a rerun batch job) without the numbers it had
+                from kizuna.analysis.report import read_extra
+
+                metrics = read_extra(self.resume_from).get("metrics")
+                return dict(metrics) if isinstance(metrics, dict) else {}
             self._set_training_modes()  # (train() again after the eval mode it left the model in)
             if self.device.type == "cuda" and self.device.index is not None:  # (train() again: the caller's GPU
                 torch.cuda.set_device(self.device)  # was put back after the first; what is made on "cuda" goes here)
@@ -747,6 +760,7 @@ class Trainer(ABC):
                         window.add(self.fit_batch(batch))
                         self._last_batch = batch  # what a checkpoint's outputs are checked on (_non_finite)
                         self.step += 1
+                        self.step_metrics = None  # (this step's evaluation, once made: saved with any checkpoint of it)
                         bar.update(1)
                         planned_at = time.perf_counter()
                         try:
@@ -766,7 +780,7 @@ class Trainer(ABC):
                             self._log_window(window, bar)
                         metrics, paused_at, evaluated_in = None, time.perf_counter(), None
                         if plan_metrics:  # evaluated (and logged) a moment ago: not twice at one step
-                            metrics = last_metrics = plan_metrics
+                            metrics = last_metrics = self.step_metrics = plan_metrics
                             self._say_evaluation(metrics, bar)  # (the plan's evaluation was logged, never said)
                         elif (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
                             try:
@@ -778,7 +792,7 @@ class Trainer(ABC):
                             evaluated_in = time.perf_counter() - paused_at
                             if metrics:
                                 self.logger.log(self.step, metrics, kind="eval")
-                                last_metrics = metrics
+                                last_metrics = self.step_metrics = metrics
                                 self._say_evaluation(metrics, bar)
                         if (saving or last or stop.requested) and epoch_report is None and getattr(
                                 self.loader, "epoch_finished", False):
@@ -896,7 +910,7 @@ class Trainer(ABC):
             return
         if last:  # a checkpoint at the last step is a finished run: its end first, without the evaluation
             self.finish({})
-        self.save(None)
+        self.save(self.step_metrics)  # (a step evaluated before the failure: its metrics, as its own save had)
         if self.dist.is_main:
             saved = self.ckpt.dir / f"step_{self.step:07d}"
             how = continue_with(self)
@@ -1232,6 +1246,8 @@ def continue_with(trainer: Trainer) -> str:
 
 
 def stop_and_save(trainer: Trainer, bar=None, saved: bool = False, signal_name: str = "SIGINT") -> None:
+    # (a stop at an evaluation step saves that evaluation's metrics with the checkpoint, as its own save would: it
+    # was saved with none, and `analyze over-training` showed n/a there)
     """The end of a run stopped by Ctrl-C or SIGTERM (``signal_name``): save where it stands (unless this step was
     ``saved`` already), say how to continue, and raise what the signal raises outside the loop: KeyboardInterrupt
     for Ctrl-C (the command line exits with 130), :class:`~kizuna.apps.cli.Terminated` for SIGTERM (143; it was
@@ -1239,7 +1255,7 @@ def stop_and_save(trainer: Trainer, bar=None, saved: bool = False, signal_name: 
     from kizuna.apps.cli import Terminated
 
     if not saved:
-        trainer.save(None)
+        trainer.save(trainer.step_metrics)
     if bar is not None:
         bar.close()
     trainer.logger.close()

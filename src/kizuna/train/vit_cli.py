@@ -372,8 +372,9 @@ def run(args):
     # (WORLD_SIZE > 1), and then its rank. int(RANK) failed on an empty RANK after the whole run, and a stale
     # RANK=1 outside torchrun dropped the summary.
     if is_main():
-        if metrics:
-            print(json_text(metrics, indent=2))  # strict JSON: a diverged run's NaN is null
+        # strict JSON (a diverged run's NaN is null), {} without an evaluation (no --val-data): nothing at all
+        # left `kizuna vit train ... > final.json` an empty file that no JSON reader takes
+        print(json_text(metrics or {}, indent=2))
         print(nothing_written(out, cfg.resume)
               or f"model: {out}/model (kizuna vit eval / analyze take it); checkpoints: {out}/checkpoints/latest",
               file=sys.stderr)
