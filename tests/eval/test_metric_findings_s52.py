@@ -95,3 +95,17 @@ def test_losses_take_plain_number_scales():
     z = 2 * np.eye(4) - 1
     ref = -np.log(1 / (1 + np.exp(-z * logits.double().numpy()))).sum() / 4
     assert float(siglip_loss(i, t, 10.0, -10.0)) == pytest.approx(ref, rel=1e-5)
+
+
+def test_eval_out_names_the_figures_it_wrote(tmp_path, capsys):
+    """`eval zeroshot --out` said results.json and results.md, not the confusion figure beside them."""
+    from _evalhelpers import classification_wds
+
+    from kizuna.apps.cli import main
+
+    root = classification_wds(tmp_path / "d", n=6)
+    assert main(["eval", "zeroshot", "--model", "ViT-mu-8", "--dataset", str(root), "--out", str(tmp_path / "o"),
+                 "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    written = sorted(p.name for p in (tmp_path / "o").glob("*.png"))
+    assert written and f"(figures: {', '.join(written)})" in out

@@ -317,5 +317,7 @@ def _run(args, cmd, info):
             records += run_entry(e, out_dir=args.out, progress=progress)
         if args.out and is_main():
             path = write_results(records, args.out)
-            print(f"\nwrote {path} and {path.with_name('results.md')}")
+            plots = [p for r in records for p in (r.get("details") or {}).get("plots", [])]  # (as the suite says)
+            print(f"\nwrote {path} and {path.with_name('results.md')}" + (f" (figures: {', '.join(plots)})"
+                                                                          if plots else ""))
     return 0
