@@ -558,6 +558,21 @@ def _too_many_open_files(error: BaseException) -> str | None:
                     "fewer --workers")
 
 
+def _without_worker_traceback(message: str) -> str:
+    """A refusal raised in a loader worker reaches the main process as torch re-raises it: "Caught X in DataLoader
+    worker process 0.", the worker's whole traceback, then "module.X: the message". The message alone."""
+    lines = message.splitlines()
+    if not (lines and lines[0].startswith("Caught ") and "DataLoader worker process" in lines[0]
+            and len(lines) > 2 and lines[1].startswith("Original Traceback")):
+        return message
+    name = lines[0][len("Caught "):].split(" in DataLoader worker process")[0]
+    for i in range(len(lines) - 1, 1, -1):
+        head, colon, rest = lines[i].partition(": ")
+        if colon and (head == name or head.endswith("." + name)):
+            return "\n".join([rest, *lines[i + 1:]]).strip()
+    return message
+
+
 def _in_this_commands_words(error: BaseException, command: str, args) -> str:
     """A refusal's advice as ``command`` can follow it, where the readers' own would not work there.
 
@@ -568,7 +583,7 @@ def _in_this_commands_words(error: BaseException, command: str, args) -> str:
     archive once (its code runs then, not inside a long run)."""
     from kizuna.models.checkpoint import TORCHSCRIPT_ADVICE
 
-    message = str(error)
+    message = _without_worker_traceback(str(error))
     if command.startswith("kizuna vit"):
         message = message.replace(
             "; evaluate it with `kizuna eval retrieval`",

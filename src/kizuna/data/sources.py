@@ -492,10 +492,11 @@ class SampleIndex:
                  offsets: np.ndarray, sizes: np.ndarray, paths: list[str | None],
                  captions: list[tuple[str, ...]], labels: np.ndarray,
                  skips: SkipCounter | None = None, damaged: list[str] | None = None,
-                 rejected_at: dict[str, np.ndarray] | None = None):
+                 rejected_at: dict[str, np.ndarray] | None = None, source_stamps: dict | None = None):
         """``rejected_at``: for each reason a sample failed ``require`` (a missing caption or label), how many
         usable samples came before each such sample, so a count over the first N (``--max-samples``) leaves out
-        those past them."""
+        those past them. ``source_stamps``: each tar shard's (size, modification time) when it was indexed, which
+        the readers check when they open it (a shard rewritten since gave other bytes under the index's labels)."""
         n = len(keys)
         if not (len(source_ids) == len(offsets) == len(sizes) == len(paths) == len(captions)
                 == len(labels) == n):
@@ -511,6 +512,7 @@ class SampleIndex:
         self.skips = skips if skips is not None else SkipCounter()
         self.damaged = damaged or []
         self.rejected_at = {r: np.asarray(v, dtype=np.int64) for r, v in (rejected_at or {}).items()}
+        self.source_stamps = dict(source_stamps or {})
 
     # The text columns are packed (kizuna.data.columns): as lists of str, a loader worker reading them copied
     # them page by page (each read writes a reference count), about 0.15 KB a sample per worker over an epoch,
@@ -690,6 +692,7 @@ class _Builder:
         self.skips = SkipCounter()
         self.damaged: list[str] = []
         self.rejected_at: dict[str, list[int]] = {}
+        self.stamps: dict[str, tuple[int, int]] = {}
 
     def reject(self, reason: str, where: str) -> None:
         """A sample that fails ``require``: counted, with how many usable samples came before it."""
@@ -715,7 +718,8 @@ class _Builder:
         return SampleIndex(self.sources, self.kinds, np.array(self.source_ids, dtype=np.int32),
                            self.keys, np.array(self.offsets, dtype=np.int64),
                            np.array(self.sizes, dtype=np.int64), self.paths, self.captions,
-                           np.array(self.labels, dtype=np.int64), self.skips, self.damaged, self.rejected_at)
+                           np.array(self.labels, dtype=np.int64), self.skips, self.damaged, self.rejected_at,
+                           self.stamps)
 
 
 def group_rows_by_image(index: SampleIndex) -> SampleIndex:
@@ -742,7 +746,7 @@ def group_rows_by_image(index: SampleIndex) -> SampleIndex:
     return SampleIndex(index.sources, index.kinds, index.source_ids[sel], index.keys.take(sel),
                        index.offsets[sel], index.sizes[sel], index.paths.take(sel),
                        [tuple(caps[files[i]]) for i in rows], index.labels[sel], index.skips, index.damaged,
-                       rejected)
+                       rejected, index.source_stamps)
 
 
 def _with_text(captions: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -773,9 +777,19 @@ def _reject(captions: tuple[str, ...] | None, label: int, require: str) -> str |
     return "bad_label" if label == -2 else "missing_caption"
 
 
+class ShardChanged(ValueError):
+    """A tar shard rewritten in place while a dataset reads it (same path, other bytes)."""
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int]:
+    return st.st_size, st.st_mtime_ns
+
+
 def _add_tar(b: _Builder, path: str, require: str, cache_dir) -> None:
+    stamp = _stamp(os.stat(path))  # (before the scan: a change during it is a change after it)
     shard = index_tar(path, cache_dir=cache_dir)
     sid = b.source("tar", path)
+    b.stamps[path] = stamp
     for reason, n in shard.skipped.items():
         where = [_where("tar", k, path) for k in shard.skip_keys.get(reason, [])]
         b.skips.update({reason: n}, {reason: where})
@@ -1163,6 +1177,12 @@ class PairDataset(torch.utils.data.Dataset):
                         raise
                     raise TooManyOpenFiles(again.errno, too_many_open_files_message(path)) from None
             self._fds[path] = fd
+        # at every read (an fstat: a microsecond beside a decode), as a shard rewritten in place keeps its open fd
+        stamp = getattr(self.index, "source_stamps", {}).get(path)
+        if stamp is not None and _stamp(os.fstat(fd)) != tuple(stamp):
+            raise ShardChanged(f"tar shard {path} changed since it was indexed (its size or modification time): "
+                               "the index's offsets, labels and captions are not its samples' now. Start the "
+                               "command again once nothing writes the data (a training run saved its last step)")
         return fd
 
     def _read(self, i: int) -> bytes:

@@ -441,7 +441,7 @@ class EvalDataset:
 def _with_labels(index: SampleIndex, labels: np.ndarray) -> SampleIndex:
     return SampleIndex(index.sources, index.kinds, index.source_ids, index.keys, index.offsets, index.sizes,
                        index.paths, index.captions, np.asarray(labels, dtype=np.int64), index.skips,
-                       index.damaged, index.rejected_at)
+                       index.damaged, index.rejected_at, index.source_stamps)
 
 
 # ----------------------------------------------------------------------------------- layout detection

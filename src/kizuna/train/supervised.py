@@ -385,7 +385,7 @@ def _take(index: SampleIndex, rows: np.ndarray, labels: np.ndarray) -> SampleInd
     return SampleIndex(index.sources, index.kinds, index.source_ids[rows], index.keys.take(rows),
                        index.offsets[rows], index.sizes[rows], index.paths.take(rows),
                        index.captions.take(rows), np.asarray(labels, dtype=np.int64),
-                       index.skips, index.damaged)
+                       index.skips, index.damaged, source_stamps=index.source_stamps)
 
 
 def load_classification(path: str, split: str | None = None, classnames: str | list | None = None,
