@@ -323,7 +323,8 @@ def test_negative_sample_counts_are_refused_by_the_cli(tmp_path, capsys):
 
 def test_unknown_corruptions_are_refused_before_the_model_or_any_image_is_touched(tmp_path, monkeypatch, capsys):
     import kizuna.eval.encode as encode
-    import kizuna.eval.suite as suite
+    import kizuna.eval.probes  # noqa: F401  (imported first: imported while encode_images is patched, its
+    import kizuna.eval.suite as suite  # `from .encode import encode_images` kept the patch for the next tests)
 
     def nothing(*a, **k):
         raise AssertionError("started work before checking --corruptions")

@@ -396,7 +396,8 @@ def _shards_in_dir(d: str) -> list[str]:
     nfile = os.path.join(d, "nshards.txt")
     # not hidden files: macOS's AppleDouble ._000000.tar beside 000000.tar (a copy through a Mac onto FAT, SMB or NFS)
     # was read as a damaged shard, and made nshards.txt's count look wrong
-    tars = sorted((f for f in os.listdir(d) if f.endswith(".tar") and not f.startswith(".")), key=natural_key)
+    # (".TAR" too: a copy through a FAT volume or Windows upper-cases names, and those shards were left out unsaid)
+    tars = sorted((f for f in os.listdir(d) if f.lower().endswith(".tar") and not f.startswith(".")), key=natural_key)
     if os.path.isfile(nfile):
         with open(nfile, encoding="utf-8") as f:
             text = f.read().strip()
@@ -428,6 +429,28 @@ def shared_data_hint(path) -> str:
             "to the folder that holds data/, or give the data's paths yourself)")
 
 
+# names of compressed tars, which a folder of shards does not read (shards are read by byte position)
+COMPRESSED_SHARD_EXTS = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tar.zstd")
+
+
+def compressed_shards(folder: str | os.PathLike) -> list[str]:
+    """The compressed tars in ``folder`` (not hidden), in name order."""
+    return sorted((f for f in os.listdir(folder) if f.lower().endswith(COMPRESSED_SHARD_EXTS)
+                   and not f.startswith(".")), key=natural_key)
+
+
+def _listed(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _uncompressed_name(name: str) -> str:
+    lower = name.lower()
+    for ext in COMPRESSED_SHARD_EXTS:
+        if lower.endswith(ext):
+            return name[: len(name) - len(ext)] + ".tar"
+    return name + ".tar"
+
+
 def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
     """Spec -> ``[(kind, path)]`` with kind ``"tar"``, ``"csv"`` or ``"folder"``, each source once (by its real
     path): a shard named twice (``DIR::DIR/000003.tar``) was read twice, its samples twice an epoch and in one
@@ -439,6 +462,15 @@ def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
     for p in expand_spec(spec):
         if os.path.isdir(p):
             tars = _shards_in_dir(p)
+            packed = compressed_shards(p)
+            if packed and not tars:  # (read as an image folder: "no usable samples", compression unsaid)
+                raise ValueError(f"{p}: its shards are compressed ({_listed(packed)}); shards are read by position, "
+                                 f"so they must be uncompressed tars: `zcat {packed[0]} > "
+                                 f"{_uncompressed_name(packed[0])}` for each")
+            if packed and warn:  # (two thirds of a folder's data dropped without a word)
+                warnings.warn(f"{p}: {len(packed)} compressed shard(s) beside its .tar shards are not read "
+                              f"({_listed(packed)}); shards must be uncompressed tars: `zcat {packed[0]} > "
+                              f"{_uncompressed_name(packed[0])}`", UserWarning, stacklevel=2)
             if tars:
                 found = [("tar", t) for t in tars]
                 beside = sum(f.lower().endswith(_FILE_IMAGE_EXTS) and os.path.isfile(os.path.join(p, f))
@@ -451,7 +483,7 @@ def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
                 found = [("folder", p)]
         elif not os.path.exists(p):
             raise FileNotFoundError(f"data source not found: {p}{shared_data_hint(p)}")
-        elif p.endswith(".tar"):
+        elif p.lower().endswith(".tar"):
             found = [("tar", p)]
         elif p.lower().endswith((".csv", ".tsv")):
             found = [("csv", p)]
@@ -842,12 +874,48 @@ def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = 
             swallowed = True
         f.seek(start)
         if swallowed:
-            return _TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE)
+            return _checked_header(_TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE, source=path, error=error))
     elif f.seekable():  # (a stream read once, stdin, goes unchecked: as before)
         start = f.tell()
         _check_quotes(f, sep, path or "the table", error)
         f.seek(start)
-    return csv.DictReader(f, delimiter=sep)
+    return _checked_header(_Rows(f, delimiter=sep, source=path, error=error))
+
+
+class _Rows(csv.DictReader):
+    """csv.DictReader that refuses a row with more fields than the header: its extra text went under the key
+    None, unread, without a word (an unquoted comma in a caption: "a dog, running" read as "a dog", and in an
+    evaluation CSV the caption's second part became the label, a class of its own). An empty trailing field (a row
+    ending in the separator) is no field."""
+
+    def __init__(self, f, *, source=None, error: type[Exception] = ValueError, **kwargs):
+        super().__init__(f, **kwargs)
+        self.source, self.error = source or "the table", error
+
+    def __next__(self) -> dict:
+        row = super().__next__()
+        extra = row.get(None)
+        if extra and any(str(v).strip() for v in extra):
+            count = len(self.fieldnames or [])
+            raise self.error(
+                f"{self.source}: line {self.line_num} has {count + len(extra)} fields, the header {count}: a field "
+                f"holding the separator ({self._delimiter()!r}) must be quoted (\"a dog, running\"), as csv.writer "
+                f"and pandas write it; the extra text: {', '.join(repr(v) for v in extra[:3])}")
+        return row
+
+    def _delimiter(self) -> str:
+        return "\t" if self.reader.dialect.delimiter == "\t" else self.reader.dialect.delimiter
+
+
+def _checked_header(reader: "_Rows") -> "_Rows":
+    """A header naming a column twice is refused: DictReader kept the last one's values (pandas the first's, as
+    OpenCLIP reads it), so merged tables trained on the other captions, without a word."""
+    names = [n for n in (reader.fieldnames or []) if n is not None]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise reader.error(f"{reader.source}: the header names the column(s) {', '.join(map(repr, repeated))} more "
+                           "than once; rename or drop the extra ones")
+    return reader
 
 
 def _ran_into_later_rows(field: str) -> bool:
@@ -880,7 +948,7 @@ def _check_quotes(f, sep: str, path, error: type[Exception]) -> None:
                             f"characters (to line {reader.line_num} at least): a quote never closed? {fix}") from None
 
 
-class _TsvReader(csv.DictReader):
+class _TsvReader(_Rows):
     """Without quoting, a field that is wholly quoted with its inner quotes doubled (``"a ""red"" bus"``, as
     pandas and csv.writer write a caption holding a quote) is unquoted, header names too."""
 

@@ -88,14 +88,14 @@ _BLOCK = 512
 # 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
 _MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 12  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+_CACHE_VERSION = 13  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
 # 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
 # clean, and a sample's own dotted images (0001.mask.png) are no skip; 6: captions split at line ends only, a
 # .cls decoded as a side-car's is (a byte-order mark); 7: samples whose members are not adjacent are counted;
 # 8: GNU sparse members are skipped (sparse_member); 9: a .cls of 2^31 or more is a bad label (-2); 10: hard and
 # symbolic links to a member stored earlier are read as that member; 11: macOS tar's ._ AppleDouble members are
 # left out; 12: a sample whose only image is of a type shards are not read for (.gif) is unsupported_image, not
-# missing_image
+# missing_image; 13: members with no extension, top-level __name__ files and .DS_Store are no sample's files
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -134,6 +134,14 @@ class TarShardIndex:
         examples = self.skip_keys.setdefault(reason, [])
         if len(examples) < _MAX_KEY_EXAMPLES:
             examples.append(key)
+
+
+def _not_a_sample_file(name: str) -> bool:
+    """Members WebDataset does not read as a sample's file: a name with no extension (README), a top-level
+    ``__name__`` (its metadata files, ``__index__``), macOS's ``.DS_Store``."""
+    base = posixpath.basename(name.rstrip("/"))
+    return ("." not in base or base == ".DS_Store"
+            or ("/" not in name.strip("/") and base.startswith("__") and base.endswith("__")))
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -375,6 +383,8 @@ def _scan(path: str, file_size: int) -> TarShardIndex:
                     continue
                 elif posixpath.basename(member.name).startswith("._"):  # macOS tar's AppleDouble metadata before
                     continue  # each file with extended attributes: key "" split every sample (WebDataset skips it)
+                elif _not_a_sample_file(member.name):  # as WebDataset: a README between a.jpg and a.txt split the
+                    continue  # pair (caption lost, a "repack" warning), an __index__ or .DS_Store was a skip
                 elif member.issparse():  # GNU sparse: its data is not `size` bytes at offset_data (a caption read
                     out._skip("sparse_member", member.name)  # so held the next members' headers and bytes); nor
                     continue  # is a hard link's to it

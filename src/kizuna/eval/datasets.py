@@ -62,8 +62,8 @@ from pathlib import Path
 import numpy as np
 
 from kizuna.data.images import IMAGE_EXTENSIONS, SKIPPED_FOLDERS
-from kizuna.data.sources import (PairDataset, SampleIndex, SkipCounter, build_index, group_rows_by_image, open_table,
-                                  shared_data_hint, table_reader)
+from kizuna.data.sources import (COMPRESSED_SHARD_EXTS, PairDataset, SampleIndex, SkipCounter, build_index,
+                                  group_rows_by_image, open_table, shared_data_hint, table_reader)
 from kizuna.data.tar_index import decode_text, parse_label
 
 from .encode import is_count
@@ -600,7 +600,10 @@ def _dataset_type(*dirs: Path) -> str | None:
 
 
 def _is_tar_dir(d: Path) -> bool:
-    return (d / "nshards.txt").is_file() or any(p.suffix == ".tar" for p in d.iterdir())
+    # (".TAR" too, and compressed tars, which the shard reader then refuses with how to unpack them: a folder of
+    # .tar.gz shards was read as an image folder, "no images found")
+    return (d / "nshards.txt").is_file() or any(p.suffix.lower() == ".tar" or p.name.lower().endswith(
+        COMPRESSED_SHARD_EXTS) for p in d.iterdir())
 
 
 def _class_dirs(d: Path) -> list[Path]:
