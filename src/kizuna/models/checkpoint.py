@@ -778,6 +778,15 @@ def _change_resolution(record: dict, tensors: dict, image_size: int) -> tuple[di
             new = VisionConfig(**vcfg)
         except ValueError as e:
             raise _ImageSizeError(f"image_size={image_size!r} does not fit this model: {e}") from None
+        map_grid = tuple(m // new.patch_size for m in new.stem_map)
+        if new.stem == "resnet" and map_grid != new.grid:
+            # the stem's map rounds up where the grid rounds down: the trained table was resampled to the grid, then
+            # back to the map on every forward (up to 70% of its largest value changed), and saved so by a fine-tune
+            stride = new.patch_size * new.stem_stride
+            raise _ImageSizeError(f"image_size={image_size!r} is not a multiple of this hybrid's stride {stride}: "
+                                  f"its ResNet stem gives a {map_grid[0]}x{map_grid[1]} grid there, its position "
+                                  f"embeddings a {new.grid[0]}x{new.grid[1]} one, which would be resampled down and "
+                                  f"back up on every forward; use a multiple of {stride}")
     if record["kind"] == "clip":
         record["config"]["preprocess"]["image_size"] = image_size
     key = "visual.pos_embed" if record["kind"] == "clip" else "pos_embed"

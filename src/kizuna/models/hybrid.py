@@ -1,7 +1,8 @@
 """Convolutional stems for the ViT paper's hybrid: a small CNN whose feature map is embedded with patch size 1.
 
-``ResNetStem`` (``stem="resnet"``, the paper's choice): every stage is a residual block that halves the
-resolution, so a ``stem_channels`` list of length s gives a stride of 2**s. GroupNorm instead of
+``ResNetStem`` (``stem="resnet"``, the paper's kind of stem at CIFAR scale, not its ResNet-50: basic blocks, no
+weight standardisation): every stage is a residual block that halves the resolution, so a ``stem_channels`` list
+of length s gives a stride of 2**s (the paper's R50 hybrid has stride 16). GroupNorm instead of
 BatchNorm (as BiT, the paper's ResNet) so the stem behaves the same at any batch size and under
 gradient accumulation.
 

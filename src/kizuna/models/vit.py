@@ -79,9 +79,7 @@ class VisionConfig:
                               f"{self.grid[0]}x{self.grid[1]} and the last {h % stride} pixel rows and {w % stride} "
                               "columns are never seen (as in timm and HF)", stacklevel=3)
             else:  # the ResNet stem's padded strided convolutions round up, the configured grid rounds down
-                fh, fw = h, w
-                for _ in self.stem_channels:  # each stage: a 3x3 convolution of stride 2, padding 1
-                    fh, fw = -(-fh // 2), -(-fw // 2)
+                fh, fw = self.stem_map
                 p = self.patch_size
                 if (fh // p, fw // p) == self.grid:  # rounded up, then down by the patches: the same grid
                     warnings.warn(f"image_size {h}x{w} is not a multiple of the {self.stem} stem's stride x "
@@ -122,6 +120,18 @@ class VisionConfig:
         if min(self.grid) < 1:
             raise ValueError(f"vision image_size {size} is smaller than one patch ({self.patch_size * self.stem_stride} "
                              "pixels with the stem's stride)")
+
+    @property
+    def stem_map(self) -> tuple[int, int]:
+        """The feature map the stem gives at ``image_size`` (the image itself for patches): the ResNet stem's
+        padded strided convolutions round up at each stage, the conv stem's max-pools down."""
+        h, w = _pair(self.image_size)
+        if self.stem == "resnet":
+            for _ in self.stem_channels:  # each stage: a 3x3 convolution of stride 2, padding 1
+                h, w = -(-h // 2), -(-w // 2)
+        elif self.stem != "patch":
+            h, w = h // self.stem_stride, w // self.stem_stride
+        return h, w
 
     @property
     def grid(self) -> tuple[int, int]:
