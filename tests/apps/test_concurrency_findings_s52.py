@@ -90,9 +90,11 @@ def test_latest_is_read_again_when_the_run_pruned_the_folder_it_named(tmp_path, 
     assert time.monotonic() - started < 5
 
 
-def test_a_save_in_progress_is_no_abandoned_branch(tmp_path, recwarn):
+def test_a_save_in_progress_is_no_abandoned_branch(tmp_path, recwarn, monkeypatch):
     from kizuna.analysis.over_training import find_checkpoints
+    from kizuna.train import checkpointing
 
+    monkeypatch.setattr(checkpointing, "run_lock_holder", lambda out: "4242")  # the run is training now
     checkpoints = tmp_path / "checkpoints"
     for step in (2, 4, 6, 8):
         (checkpoints / f"step_{step:07d}").mkdir(parents=True)
@@ -107,3 +109,19 @@ def test_a_save_in_progress_is_no_abandoned_branch(tmp_path, recwarn):
     said = [str(w.message) for w in recwarn if "abandoned branch" in str(w.message)]
     assert len(said) == 1 and "step_0000006, step_0000008 come after latest" in said[0]
     assert "step_0000005" not in said[0]
+
+
+def test_a_run_at_rest_copied_in_name_order_keeps_its_branch_left_out(tmp_path, recwarn):
+    """A copy that writes `latest` first (as download tools do) makes every step newer than the pointer: only a
+    live run's newer steps are taken for a save in progress."""
+    from kizuna.analysis.over_training import find_checkpoints
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "latest").write_text("step_0000003")
+    old = time.time() - 100
+    os.utime(checkpoints / "latest", (old, old))
+    for step in (2, 3, 4, 6):
+        (checkpoints / f"step_{step:07d}").mkdir()
+    assert [p.name for _, p in find_checkpoints(tmp_path)] == ["step_0000002", "step_0000003"]
+    assert any("step_0000004, step_0000006 come after latest" in str(w.message) for w in recwarn)

@@ -44,7 +44,7 @@ def test_two_processes_equal_one(tmp_path, tiny_hf):
         assert torch.equal(res["zs_pred"], single["zs_pred"])
         torch.testing.assert_close(res["zs_scores"], single["zs_scores"], atol=1e-6, rtol=0)
         assert res["zs_skipped"] == single["zs_skipped"] == {"corrupt_image": 1}
-        assert res["ret_metrics"] == single["ret_metrics"]
+        assert json_safe(res["ret_metrics"]) == json_safe(single["ret_metrics"])  # (R@10 of 6 images: NaN)
         assert torch.equal(res["i2t"], single["i2t"]) and torch.equal(res["t2i"], single["t2i"])
         assert res["lp"] == single["lp"]
         assert res["rob"] == single["rob"]

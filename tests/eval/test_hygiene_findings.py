@@ -65,7 +65,8 @@ def test_a_pass_without_a_bar_says_where_it_is(tiny, tmp_path, monkeypatch, caps
 
 def test_retrieval_summary_says_percent(tiny, tmp_path):
     model, tokenizer = tiny
-    result = evaluate_retrieval(model, tokenizer, load_dataset(retrieval_wds(tmp_path / "ret", n=4)), progress=False)
+    # (12 images: R@10 is given only past 10 candidates)
+    result = evaluate_retrieval(model, tokenizer, load_dataset(retrieval_wds(tmp_path / "ret", n=12)), progress=False)
     values = re.findall(r"R@\d+ ([\d.]+)(%?)", result.summary())
     assert len(values) == 6 and all(unit == "%" for _, unit in values)
 

@@ -84,11 +84,13 @@ def test_an_optimizer_state_that_does_not_fit_the_weights_is_refused(tmp_path):
     trainer = ContrastiveTrainer(tiny_config(tmp_path, steps=2, warmup_steps=1, eval_max_samples=0))
     trainer.train()
     saved = trainer.optimizer.state_dict()
-    trainer._check_optimizer_state_shapes(saved)  # its own state fits
+    from kizuna.train.trainer import check_optimizer_state_shapes
+
+    check_optimizer_state_shapes(trainer.optimizer, saved, tmp_path)  # its own state fits
     first = saved["param_groups"][0]["params"][0]
     moments = saved["state"][first]
     moments["exp_avg"] = torch.zeros(600, *moments["exp_avg"].shape[1:]) if moments["exp_avg"].dim() > 1 else \
         torch.zeros(600)
     with pytest.raises(ValueError, match=r"optimizer state \(exp_avg of shape \(600.*does not fit the checkpoint's "
                                          r"weights"):
-        trainer._check_optimizer_state_shapes(saved)
+        check_optimizer_state_shapes(trainer.optimizer, saved, tmp_path)

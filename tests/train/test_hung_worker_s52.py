@@ -2,6 +2,7 @@
 saves its last finished step (it waited for ever on the hung worker's batch), and a wait past
 --loader-timeout-minutes ends the run the same way with one line (torch's loader waits for ever)."""
 import os
+from pathlib import Path
 import signal
 import time
 
@@ -245,3 +246,40 @@ def test_an_oserror_elsewhere_keeps_its_own_handling(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", _parser_running(lambda args: reset()))
     with pytest.raises(ConnectionResetError):
         cli.main(["x"])
+
+
+def test_a_hung_validation_worker_ends_the_run_saved_after_the_loader_timeout(tmp_path, monkeypatch):
+    """`vit train --val-data`: the validation loader polls too, and was not watched (a hung worker there waited for
+    ever, past the timeout and the first Ctrl-C; the second ended the run with nothing saved)."""
+    sys_path_added = str(Path(__file__).parent)
+    import sys
+
+    if sys_path_added not in sys.path:
+        sys.path.insert(0, sys_path_added)
+    from test_supervised import _cfg, _shard
+
+    from kizuna.data.sources import PairDataset
+    from kizuna.train.supervised import SupervisedTrainer
+
+    root = tmp_path / "data"
+    _shard(root / "train" / "000000.tar", 0, 32)
+    _shard(root / "test" / "000000.tar", 1000, 8)
+    (root / "classnames.txt").write_text("red\ngreen\nblue\ngrey\n")
+    monkeypatch.setattr(loader_mod, "POLL_SECONDS", 0.2)
+    parent, original = os.getpid(), PairDataset._read
+
+    def read(self, index):
+        if os.getpid() != parent and not self.seed_transform:  # a validation worker: stuck on a file
+            time.sleep(3600)
+        return original(self, index)
+
+    monkeypatch.setattr(PairDataset, "_read", read)
+    trainer = SupervisedTrainer(_cfg(root, tmp_path / "run", workers=1, steps=4, eval_every=2,
+                                     loader_timeout_minutes=0.02))
+    try:
+        with pytest.raises(LoaderStalled):
+            trainer.train()
+    finally:
+        trainer.loader.close()
+        trainer.val_loader.close()
+    assert (tmp_path / "run" / "checkpoints" / "step_0000002").is_dir()  # the step before the evaluation, saved

@@ -45,9 +45,15 @@ def find_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     # steps after the one `latest` names are an abandoned branch's (a run resumed from an earlier step_N keeps
     # them): they were plotted as this run's, with the other branch's accuracies
     if latest != folder / "latest" and (m := _STEP.match(latest.name)):
-        # those saved before `latest` was last written: a live run swaps its new step_N in, then names it in
-        # `latest`, so a step newer than the pointer can be a save in progress (called an abandoned branch)
-        later = [p.name for step, p in found if step > int(m.group(1)) and _older(p, folder / "latest")]
+        # in a run that is training now (its folder's lock held), those saved before `latest` was last written: it
+        # swaps its new step_N in, then names it in `latest`, so a step newer than the pointer can be a save in
+        # progress (called an abandoned branch). Not in a run at rest: a copy in name order (`latest` first, as
+        # many download tools write) makes every step look newer than the pointer
+        from kizuna.train.checkpointing import run_lock_holder
+
+        live = folder.name == "checkpoints" and run_lock_holder(folder.parent) is not None
+        in_progress = (lambda p: live and not _older(p, folder / "latest"))  # noqa: E731
+        later = [p.name for step, p in found if step > int(m.group(1)) and not in_progress(p)]
         if later:
             warnings.warn(f"{folder}: {', '.join(later)} come after latest ({latest.name}): an abandoned branch of "
                           "a run resumed from an earlier step; left out", stacklevel=2)

@@ -23,7 +23,10 @@ import warnings
 from pathlib import Path
 
 # a run's log: the records and the TensorBoard events, with what move messages call them
-_RUN_LOG = (("metrics.jsonl", "records"), ("tensorboard", "TensorBoard events"))
+_RUN_LOG = (("metrics.jsonl", "records"), ("tensorboard", "TensorBoard events"),
+            ("branches", "records of the branches resumes left"))
+# OUT/branches/: the records a resume from an earlier step took out of metrics.jsonl, one file per such resume
+BRANCHES = "branches"
 # where a fresh run puts a log that has no checkpoints beside it while checkpoints.prev is there
 NO_CHECKPOINT = ".no-checkpoint"
 
@@ -170,8 +173,10 @@ class MetricLogger:
         it tore mid-write (not JSON), so the log reads as one uninterrupted run. Rewritten atomically.
 
         ``keep_aside``: the run folder holds checkpoints after ``step`` (a resume from an earlier one, a branch):
-        the dropped records are added to ``metrics.jsonl.after_step_N`` first, which is returned (they were gone
-        for good, while the checkpoints they describe stayed, as the branch leaves them)."""
+        the dropped records are written to ``OUT/branches/metrics.after_step_N.jsonl`` first (``...N.2.jsonl``
+        for a second resume from that step: one file per branch), which is returned (they were gone for good,
+        while the checkpoints they describe stayed, as the branch leaves them). A fresh run sets the folder aside
+        with the log, as ``branches.prev``."""
         if not (self.enabled and self.path.exists()):
             return None
         from kizuna.models.checkpoint import atomic_write_text
@@ -188,9 +193,13 @@ class MetricLogger:
                 dropped.append(line + "\n")
         aside = None
         if keep_aside and dropped:
-            aside = self.path.with_name(f"{self.path.name}.after_step_{step}")
-            earlier = aside.read_text(encoding="utf-8") if aside.is_file() else ""
-            atomic_write_text(aside, earlier + "".join(dropped))
+            folder = self.path.parent / BRANCHES
+            folder.mkdir(exist_ok=True)
+            aside, n = folder / f"metrics.after_step_{step}.jsonl", 1
+            while aside.exists():
+                n += 1
+                aside = folder / f"metrics.after_step_{step}.{n}.jsonl"
+            atomic_write_text(aside, "".join(dropped))
         atomic_write_text(self.path, "".join(kept))
         # TensorBoard too: its reader drops the killed run's events from step + 1 on
         self._purge_step = step + 1

@@ -56,6 +56,27 @@ from .optim import announce_precision, autocast_for, make_scheduler, tune_for_tr
 OUTPUT_CHECK_SAMPLES = 4
 
 
+def check_optimizer_state_shapes(optimizer, saved: dict, resume_from) -> None:
+    """Each saved moment (AdamW's exp_avg, SGD's momentum buffer) has its parameter's shape: torch loads the
+    state without looking, and the fused step then read past the buffers (a checkpoint folder whose weights
+    had been replaced by another model's, a 600-token vocabulary's moments beside 49,408 embeddings: the
+    process died of a segmentation fault, no message)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    order = [i for group in saved.get("param_groups", []) for i in group.get("params", [])]
+    if len(order) != len(params):
+        return  # (torch refuses another count: said in Trainer._load_optimizer_state)
+    state = saved.get("state", {})
+    for index, param in zip(order, params):
+        for name, value in (state.get(index) or {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != getattr(param, "shape", None):
+                raise ValueError(
+                    f"--resume {resume_from}: its optimizer state ({name} of shape {tuple(value.shape)}) does not "
+                    f"fit the checkpoint's weights (a parameter of shape {tuple(param.shape)}): the weights were "
+                    "replaced after the run saved them (another model written into the folder?), so the run cannot "
+                    "go on from it. Resume from another checkpoint of the run, or start a new run from these "
+                    "weights in another --out")
+
+
 def run_log_of(checkpoint: Path) -> Path | None:
     """The metrics.jsonl of the run a checkpoint folder belongs to: RUN/metrics.jsonl for RUN/checkpoints/step_N,
     RUN/metrics.jsonl.prev for RUN/checkpoints.prev/step_N (a run set aside by a fresh one); None elsewhere."""
@@ -516,7 +537,7 @@ class Trainer(ABC):
         a parameter group that doesn't match the size of optimizer's group"), naming no file: a run started by
         an earlier kizuna on a CLIP-loss model with a logit bias, which trained the bias (frozen now: one
         parameter fewer is optimised). Said with the checkpoint, and how to start anew from its weights."""
-        self._check_optimizer_state_shapes(saved)
+        check_optimizer_state_shapes(self.optimizer, saved, self.resume_from)
         try:
             self.optimizer.load_state_dict(saved)
         except ValueError as error:
@@ -530,26 +551,6 @@ class Trainer(ABC):
                 f"Start a new run from its weights with `{how.format(path=shlex.quote(str(self.resume_from)))}` in "
                 "another --out"
             ) from error
-
-    def _check_optimizer_state_shapes(self, saved: dict) -> None:
-        """Each saved moment (AdamW's exp_avg, SGD's momentum buffer) has its parameter's shape: torch loads the
-        state without looking, and the fused step then read past the buffers (a checkpoint folder whose weights
-        had been replaced by another model's, a 600-token vocabulary's moments beside 49,408 embeddings: the
-        process died of a segmentation fault, no message)."""
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        order = [i for group in saved.get("param_groups", []) for i in group.get("params", [])]
-        if len(order) != len(params):
-            return  # (torch refuses another count: said in _load_optimizer_state)
-        state = saved.get("state", {})
-        for index, param in zip(order, params):
-            for name, value in (state.get(index) or {}).items():
-                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
-                    raise ValueError(
-                        f"--resume {self.resume_from}: its optimizer state ({name} of shape {tuple(value.shape)}) "
-                        f"does not fit the checkpoint's weights (a parameter of shape {tuple(param.shape)}): the "
-                        "weights were replaced after the run saved them (another model written into the folder?), "
-                        "so the run cannot go on from it. Resume from another checkpoint of the run, or start a new "
-                        "run from these weights in another --out")
 
     def _say_if_precision_changed(self, used: str | None, step: int) -> None:
         """A resume under --precision auto trains in what auto means here and now, which need not be what the run
@@ -740,7 +741,7 @@ class Trainer(ABC):
         # step, best/) is not what `--resume latest` here would continue
         here = self.ckpt.latest() if self.resume_from is not None else None
         saved_step = self.step if here is not None and same_place(here, self.resume_from) else None
-        with StopOnInterrupt(enabled=not self.dist.enabled) as stop:
+        with StopOnInterrupt(enabled=not self.dist.enabled) as stop, self._watching_evaluation(stop):
             while self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)
                 # an epoch resumed past its start: its batches before the checkpoint gave the steps, so a tail of
@@ -859,6 +860,22 @@ class Trainer(ABC):
         self.logger.close()
         return last_metrics
 
+    @contextlib.contextmanager
+    def _watching_evaluation(self, stop):
+        """The validation loader (`vit train --val-data`'s, which polls as the training one does) watched while the
+        loop runs: a worker hung there waited for ever, past --loader-timeout-minutes and the first Ctrl-C (the
+        second ended the run with nothing saved). A stop or stall there ends the evaluation, which the loop then
+        saves the last finished step for, as for any failed evaluation."""
+        val_loader = getattr(self, "val_loader", None)
+        if not hasattr(val_loader, "on_wait"):
+            yield
+            return
+        val_loader.on_wait = _watch_the_wait(stop, self.cfg.loader_timeout_minutes * 60)
+        try:
+            yield
+        finally:
+            val_loader.on_wait = None  # (evaluations after the loop, from Python: as before)
+
     def _say_evaluation(self, metrics: dict, bar) -> None:
         line = self.evaluation_line(metrics)
         if line and self.dist.is_main:
@@ -910,7 +927,8 @@ class Trainer(ABC):
             return
         if last:  # a checkpoint at the last step is a finished run: its end first, without the evaluation
             self.finish({})
-        self.save(self.step_metrics)  # (a step evaluated before the failure: its metrics, as its own save had)
+        # (a step evaluated before the failure: its metrics, as its own save had)
+        self.save(getattr(self, "step_metrics", None))
         if self.dist.is_main:
             saved = self.ckpt.dir / f"step_{self.step:07d}"
             how = continue_with(self)
@@ -1255,7 +1273,7 @@ def stop_and_save(trainer: Trainer, bar=None, saved: bool = False, signal_name: 
     from kizuna.apps.cli import Terminated
 
     if not saved:
-        trainer.save(trainer.step_metrics)
+        trainer.save(getattr(trainer, "step_metrics", None))
     if bar is not None:
         bar.close()
     trainer.logger.close()
