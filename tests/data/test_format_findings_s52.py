@@ -6,7 +6,6 @@ import io
 import shutil
 import tarfile
 
-import numpy as np
 import pytest
 from PIL import Image
 

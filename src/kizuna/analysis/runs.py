@@ -275,6 +275,15 @@ def _log_interval(steps: list[int]) -> int:
     return max(1, int(median(gaps))) if gaps else max(1, steps[0] if steps else 1)
 
 
+def _logged_every(run: dict) -> int:
+    """A run's --log-every, as its settings say (records at its checkpoints too, --save-every 6 beside
+    --log-every 4, halved the median gap, and the window with it), else the median gap of its records."""
+    every = (run.get("config") or {}).get("log_every")
+    if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
+        return every
+    return _log_interval(run["train_steps"])
+
+
 def _set_final_train(run: dict, window_steps: int, metric: str) -> dict:
     """``run``'s final training accuracy, the mean over its last ``window_steps`` steps, and the gap. Each record
     is the mean over the steps since the one before it, so it counts for those steps (in part where the window
@@ -322,7 +331,7 @@ def compare_runs(runs: Sequence[str | Path], out: str | Path, metric: str = "val
     loaded = [load_run(r, metric, train_window, mode) for r in runs]
     # one span of training for every run's final train accuracy: train_window values of the run that logs
     # least often (runs logging more often average more values over the same steps)
-    window_steps = train_window * max(_log_interval(r["train_steps"]) for r in loaded)
+    window_steps = train_window * max(_logged_every(r) for r in loaded)
     for r in loaded:
         _set_final_train(r, window_steps, metric)
     for r, label in zip(loaded, labels or _run_labels([r["run"] for r in loaded])):

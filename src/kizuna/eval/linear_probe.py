@@ -241,7 +241,7 @@ class ProbeResult:
         if eff is not None and eff == eff and ks and self.zeroshot_acc is not None:
             if eff == float("inf"):
                 text += f"\nzero-shot beats every few-shot linear probe tried (up to {ks[-1]} per class)"
-            elif eff <= ks[0] and np.mean(self.few_shot[ks[0]]) > self.zeroshot_acc:
+            elif eff <= ks[0] and np.mean(self.few_shot[ks[0]]) > self.zeroshot_acc + SAME_ACCURACY:
                 text += f"\nzero-shot is below even the {ks[0]}-shot linear probe"
             else:
                 text += f"\nzero-shot matches a {eff:.1f}-shot linear probe (interpolated on log2 k)"
@@ -259,12 +259,18 @@ class ProbeResult:
         return plot_zeroshot_vs_probe(self, path, title=title)
 
 
+# accuracies closer than this are the same number (a mean of three 0.1s is 0.10000000000000002: "zero-shot is below
+# even the 1-shot linear probe" was said of two equal accuracies)
+SAME_ACCURACY = 1e-9
+
+
 def _matching_shots(few: dict[int, list[float]], target: float) -> float:
     """k (log2-interpolated) at which the mean few-shot accuracy first reaches ``target``."""
     ks = sorted(few)
     means = [float(np.mean(few[k])) for k in ks]
     if not ks or target is None or target != target:  # NaN: no zero-shot accuracy to match (read as inf: "beats all")
         return float("nan")
+    means = [target if abs(m - target) <= SAME_ACCURACY else m for m in means]
     if means[0] >= target:
         return float(ks[0])  # matched by the fewest shots tried (or fewer)
     for (k0, m0), (k1, m1) in zip(zip(ks, means), zip(ks[1:], means[1:])):

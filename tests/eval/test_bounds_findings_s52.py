@@ -1,0 +1,36 @@
+"""Flags and numbers at their boundaries (session 52): equal zero-shot and few-shot accuracies, and
+compare-runs' training window where checkpoints add records between --log-every ones."""
+import json
+
+import pytest
+
+from kizuna.eval.linear_probe import ProbeResult, _matching_shots
+
+
+def test_equal_zero_shot_and_few_shot_accuracies_are_said_to_match():
+    few = {1: [0.1, 0.1, 0.1]}  # (their mean is 0.10000000000000002)
+    eff = _matching_shots(few, 0.1)
+    result = ProbeResult(metrics={"lp_acc1": 0.2, "zeroshot_acc1": 0.1, "zeroshot_matches_k_shot": eff}, l2=1.0,
+                         sweep=[], few_shot=few, zeroshot_acc=0.1, num_classes=10, num_train=5, num_test=20)
+    text = result.table()
+    assert "below even" not in text and "zero-shot matches a 1.0-shot linear probe" in text
+    assert _matching_shots({1: [0.3], 2: [0.5]}, 0.1 + 0.2) == 1.0  # (0.30000000000000004 is 0.3)
+
+
+def test_compare_runs_window_counts_the_runs_log_every(tmp_path):
+    from kizuna.analysis.runs import compare_runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"kind": "start", "step": 0, "time": 0.0}]
+    # --log-every 4 with --save-every 6: records at 4, 6, 8, 12, 16, 18, 20, 24 (a median gap of 2)
+    for step in (4, 6, 8, 12, 16, 18, 20, 24):
+        records.append({"kind": "train", "step": step, "time": float(step), "train_top1": step / 100})
+    records.append({"kind": "eval", "step": 24, "time": 25.0, "val_top1": 0.5})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "train_config.json").write_text(json.dumps({"log_every": 4, "steps": 24}))
+    numbers = compare_runs([run], tmp_path / "out", train_window=5)
+    r = numbers["runs"][0] if "runs" in numbers else numbers[0]
+    # 5 x --log-every 4 = the last 20 steps, (4, 24]: each record weighted by the steps it covers
+    want = (2 * 0.06 + 2 * 0.08 + 4 * 0.12 + 4 * 0.16 + 2 * 0.18 + 2 * 0.20 + 4 * 0.24) / 20
+    assert r["final_train_top1"] == pytest.approx(want)
