@@ -34,3 +34,17 @@ def test_compare_runs_window_counts_the_runs_log_every(tmp_path):
     # 5 x --log-every 4 = the last 20 steps, (4, 24]: each record weighted by the steps it covers
     want = (2 * 0.06 + 2 * 0.08 + 4 * 0.12 + 4 * 0.16 + 2 * 0.18 + 2 * 0.20 + 4 * 0.24) / 20
     assert r["final_train_top1"] == pytest.approx(want)
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--context-length", "2"], "--context-length must be 0 (the model's) or >= 3"),
+    (["--synthetic-length", "0"], "--synthetic-length must be >= 1"),
+    (["--batch-size", "1"], "--batch-size 1 with the CLIP (softmax) loss"),
+    (["--batch-size", "1", "--model", "siglip-mu-8"], "--batch-size 1 with the SigLIP loss")])
+def test_print_config_refuses_what_the_run_would(tmp_path, capsys, flags, said):
+    """--print-config printed these and exited 0; the run refused them seconds later (a CI check of a config
+    passed, the job failed), the synthetic length's error advising a lower --batch-size."""
+    from kizuna.apps.cli import main
+
+    assert main(["train", "--data", "synthetic", *flags, "--print-config", "--out", str(tmp_path / "x")]) == 2
+    assert said in capsys.readouterr().err

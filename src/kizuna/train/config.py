@@ -382,6 +382,7 @@ def make_config(base: dict | None = None, **overrides) -> TrainConfig:
     # both were refused only once the run started, after --print-config had printed them and exited 0
     if not cfg.resume:  # (a resume's batch is its run's: checked by the CLI's --print-config once it is known)
         check_batch_parts(cfg)
+    _check_contrastive_sizes(cfg)
     from kizuna.models.presets import CLIP_PRESETS, unknown_model_message
 
     model = os.path.expanduser(str(cfg.model))
@@ -576,6 +577,36 @@ def check_clip_overrides(overrides) -> None:
 
 
 FLOAT32_SMALLEST = 1.401298464324817e-45  # the smallest positive float32 (a subnormal): less rounds to 0
+
+
+def _check_contrastive_sizes(cfg: TrainConfig) -> None:
+    """Sizes a contrastive run refuses once it has started (the tokenizer, the data, the loss), which
+    --print-config printed and exited 0 for, and whose errors named no flag or the wrong one."""
+    from kizuna.data.tokenizer import MIN_CONTEXT_LENGTH
+    from kizuna.models.presets import CLIP_PRESETS
+
+    preset = str(cfg.model).replace("/", "-") in CLIP_PRESETS
+    # (a sentencepiece tokenizer, an HF SigLIP folder's, takes fewer: not known before the model is read)
+    bpe = cfg.tokenizer in ("clip_bpe", "train") or cfg.text_tower == "minilm" or (cfg.tokenizer == "model" and preset)
+    if bpe and 0 < cfg.context_length < MIN_CONTEXT_LENGTH:
+        raise ValueError(f"--context-length must be 0 (the model's) or >= {MIN_CONTEXT_LENGTH} (the start and end "
+                         f"tokens and one token of text), got {cfg.context_length}")
+    if cfg.data == "synthetic" and cfg.synthetic_length < 1:  # (it said "lower --batch-size")
+        raise ValueError(f"--synthetic-length must be >= 1 (pairs in one epoch of the shapes world), got "
+                         f"{cfg.synthetic_length}")
+    loss = cfg.loss if cfg.loss != "model" else (CLIP_PRESETS[str(cfg.model).replace("/", "-")]().loss if preset
+                                                  else None)  # (a checkpoint's own loss: the trainer says it)
+    if not cfg.resume and cfg.batch_size == 1 and loss is not None:
+        raise ValueError(batch_of_one(loss))
+
+
+def batch_of_one(loss: str) -> str:
+    """Why a contrastive run refuses --batch-size 1 (a batch of one pair has no negatives), for ``loss``."""
+    why = ("an image's only candidate caption is its own, so the loss is 0 at every step and nothing trains"
+           if loss == "clip" else "the sigmoid loss has no negative pairs, so it falls by mapping every "
+           "image and caption to one vector (a run that looked fine: loss 0.14, every image at cosine 1)")
+    name = "CLIP (softmax)" if loss == "clip" else "SigLIP"
+    return f"--batch-size 1 with the {name} loss: {why}; use a batch of 2 or more"
 
 
 def check_common(cfg) -> None:

@@ -31,7 +31,7 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import check_override_types, follow_overrides, refuse_a_vision_head
 
-from .config import TrainConfig, check_minilm, deep_merge, overrides_flag
+from .config import TrainConfig, batch_of_one, check_minilm, deep_merge, overrides_flag
 from .data import build_dataset, build_loader, training_places, warn_if_evaluated_on_training_data
 from .distributed import contrastive_loss, from_rank0
 from .optim import make_optimizer
@@ -143,11 +143,7 @@ class ContrastiveTrainer(Trainer):
         if cfg.loss == "model":  # recorded as the loss the run trains with, which a resume then compares against
             cfg = self.cfg = dataclasses.replace(cfg, loss=self.model.cfg.loss)
         if cfg.batch_size == 1:  # a contrastive loss needs negatives: a batch of one pair has none
-            why = ("an image's only candidate caption is its own, so the loss is 0 at every step and nothing trains"
-                   if cfg.loss == "clip" else "the sigmoid loss has no negative pairs, so it falls by mapping every "
-                   "image and caption to one vector (a run that looked fine: loss 0.14, every image at cosine 1)")
-            raise ValueError(f"--batch-size 1 with the {'CLIP (softmax)' if cfg.loss == 'clip' else 'SigLIP'} loss: "
-                             f"{why}; use a batch of 2 or more")
+            raise ValueError(batch_of_one(cfg.loss))
         self.tokenizer = kizuna.get_tokenizer(self.model)
         ids, embeddings = getattr(self.tokenizer, "vocab_size", 0), self.model.cfg.text.vocab_size
         if self.model.cfg.text.kind != "minilm" and ids > embeddings:  # failed at step 1, deep in an embedding
