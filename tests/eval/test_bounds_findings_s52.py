@@ -48,3 +48,19 @@ def test_print_config_refuses_what_the_run_would(tmp_path, capsys, flags, said):
 
     assert main(["train", "--data", "synthetic", *flags, "--print-config", "--out", str(tmp_path / "x")]) == 2
     assert said in capsys.readouterr().err
+
+
+def test_a_bpe_that_runs_out_of_merges_says_so(tmp_path, capsys):
+    """--tokenizer-vocab-size 1000000 trained a 939-token BPE; train_config.json recorded 1000000, unsaid."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
+    from _tiny import tiny_config
+    from kizuna.train.contrastive import ContrastiveTrainer
+
+    trainer = ContrastiveTrainer(tiny_config(tmp_path, tokenizer="train", tokenizer_vocab_size=100_000,
+                                             synthetic_length=64))
+    err = capsys.readouterr().err
+    assert f"ran out of merges at {trainer.model.cfg.text.vocab_size} tokens, below --tokenizer-vocab-size 100000" \
+        in err

@@ -815,7 +815,9 @@ class SupervisedTrainer(Trainer):
         sampler = EpochSampler(n, self.per_rank_batch, rank=self.dist.rank, world_size=self.dist.world_size,
                                seed=self.cfg.seed, data_fingerprint=fingerprint)
         if len(sampler) == 0:
-            raise ValueError(f"{self.cfg.data}: {n} samples do not fill one global batch of "
+            cut = (f" (--subset-fraction {self.cfg.subset_fraction:g} of the set)" if self.cfg.subset_fraction < 1
+                   else "")  # (the folder held more: the message named none of it)
+            raise ValueError(f"{self.cfg.data}: {n} samples{cut} do not fill one global batch of "
                              f"{self.cfg.batch_size}; lower --batch-size")
         return sampler
 
