@@ -104,3 +104,31 @@ def test_members_that_are_no_samples_file_are_left_out_as_webdataset_does(tmp_pa
     shard = index_tar(str(path))
     assert shard.keys == ["shard/0", "shard/1"] and shard.captions == [("caption 0",), ("caption 1",)]
     assert not shard.skipped and not shard.scattered
+
+
+def test_review_a_download_kept_beside_its_images_is_no_compressed_shard(tmp_path):
+    from kizuna.eval.datasets import load_dataset
+
+    for cls in ("cat", "dog"):
+        _images(tmp_path / "imgs" / cls, n=2)
+    (tmp_path / "imgs" / "original_download.tar.gz").write_bytes(gzip.compress(b"x" * 100))
+    ds = load_dataset(str(tmp_path / "imgs"), task="classification")
+    assert ds.classnames == ["cat", "dog"] and len(ds) == 4
+    _images(tmp_path / "flat", n=3)
+    (tmp_path / "flat" / "x.tgz").write_bytes(b"")
+    assert len(build_index(str(tmp_path / "flat"), require="image")) == 3
+
+
+def test_review_repeated_columns_that_are_not_read_are_no_matter(tmp_path):
+    _images(tmp_path / "img")
+    (tmp_path / "excel.csv").write_text("filepath,title,,\nimg/0.png,a photo 0,,\nimg/1.png,a photo 1,,\n")
+    (tmp_path / "notes.csv").write_text("filepath,title,note,note\nimg/0.png,a photo 0,a,b\n")
+    assert len(build_index(str(tmp_path / "excel.csv"), require="caption")) == 2
+    assert len(build_index(str(tmp_path / "notes.csv"), require="caption")) == 1
+
+
+def test_review_a_tab_in_a_tsv_read_without_quoting_is_said_as_such(tmp_path):
+    _images(tmp_path / "img")
+    (tmp_path / "t.tsv").write_text('filepath\ttitle\nimg/0.png\t"Best day ever\nimg/1.png\t"a photo\tof 1"\n')
+    with pytest.raises(ValueError, match="a tab inside a field: this file is read without quoting"):
+        build_index(str(tmp_path / "t.tsv"), require="caption")

@@ -28,3 +28,11 @@ def test_a_hybrid_at_a_size_off_its_stride_is_refused_and_a_multiple_loads(tmp_p
                                          r"stem gives a 8x8 grid there, its position embeddings a 7x7 one"):
         kizuna.load_model(tmp_path / "hybrid", image_size=30)
     assert kizuna.load_model(tmp_path / "hybrid", image_size=40).cfg.grid == (10, 10)
+
+
+def test_a_hybrid_built_at_a_size_off_its_stride_loads_at_that_size(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = VisionTransformer(vit_config("hybrid-mu/1", image_size=38, num_classes=3, stem_channels=[16, 32]))
+        kizuna.save_model(model, tmp_path / "h38")
+        assert kizuna.load_model(tmp_path / "h38", image_size=38).cfg.grid == model.cfg.grid

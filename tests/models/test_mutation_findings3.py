@@ -55,7 +55,7 @@ def test_each_bound_refuses_the_first_value_outside_it(tmp_path, field, bad, mes
 
 
 @pytest.mark.parametrize("field, edge", [
-    ("patch_dropout", 0.0), ("patch_dropout", 0.99), ("batch_size", 1), ("keep_last", 1), ("min_lr_ratio", 1.0),
+    ("patch_dropout", 0.0), ("patch_dropout", 0.99), ("keep_last", 1), ("min_lr_ratio", 1.0),
     ("min_lr_ratio", 0.0), ("betas", (0.0, 0.999)), ("eps", 1e-12), ("grad_clip", 0.0), ("lr", 0.0),
 ])
 def test_each_bound_accepts_its_own_edge(tmp_path, field, edge):
@@ -63,6 +63,16 @@ def test_each_bound_accepts_its_own_edge(tmp_path, field, edge):
     --lr 0, the evaluation-only run, refused)."""
     cfg = _cfg(tmp_path, **{field: edge})
     assert getattr(cfg, field) == edge
+
+
+def test_a_batch_of_one_is_the_common_bound_and_a_contrastive_config_refuses_it(tmp_path):
+    """(since session 52 a contrastive config refuses --batch-size 1 itself: a batch of one pair has no negatives;
+    the common bound, >= 1, is the supervised trainer's)"""
+    from kizuna.train.supervised import make_supervised_config
+
+    assert make_supervised_config(out=str(tmp_path / "v"), data="d", batch_size=1).batch_size == 1
+    with pytest.raises(ValueError, match="--batch-size 1 with the CLIP"):
+        _cfg(tmp_path, batch_size=1)
 
 
 def test_a_one_size_crop_scale_is_accepted_and_a_reversed_one_refused(tmp_path):

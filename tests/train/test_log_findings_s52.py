@@ -30,22 +30,23 @@ def test_a_resume_from_an_earlier_step_keeps_the_branchs_records_aside(tmp_path,
                                             resume=str(tmp_path / "checkpoints" / "step_0000004")))
     now = _records(tmp_path / "metrics.jsonl")
     assert max(r["step"] for r in now) == 4 and now[-1]["kind"] == "resume"
-    aside = tmp_path / "branches" / "metrics.after_step_4.jsonl"
+    aside = tmp_path / "metrics.branches" / "after_step_4.jsonl"
     assert _records(aside) == later  # (they were deleted; the checkpoints they describe stayed)
     assert f"kept in {aside}" in capsys.readouterr().err
     # a second branch from the same step: a file of its own (they were appended, branches mixed)
     branch.train()  # (steps 5-8 again, saved over the first branch's)
     ContrastiveTrainer(tiny_config(tmp_path, steps=8, eval_max_samples=0,
                                    resume=str(tmp_path / "checkpoints" / "step_0000004")))
-    second = tmp_path / "branches" / "metrics.after_step_4.2.jsonl"
+    second = tmp_path / "metrics.branches" / "after_step_4.2.jsonl"
     assert _records(aside) == later and {r["step"] for r in _records(second)} >= {5, 8}
     # a fresh run sets them aside with the log (they stayed beside the new run's)
     ContrastiveTrainer(tiny_config(tmp_path, steps=2, eval_max_samples=0)).train()
-    assert not (tmp_path / "branches").exists() and (tmp_path / "branches.prev" / aside.name).is_file()
+    assert not (tmp_path / "metrics.branches").exists()
+    assert (tmp_path / "metrics.branches.prev" / aside.name).is_file()
     # an ordinary resume (nothing saved after its checkpoint) keeps nothing aside
     ContrastiveTrainer(tiny_config(tmp_path / "b", steps=4, save_every=2, eval_max_samples=0)).train()
     ContrastiveTrainer(tiny_config(tmp_path / "b", steps=6, eval_max_samples=0, resume="latest"))
-    assert not (tmp_path / "b" / "branches").exists()
+    assert not (tmp_path / "b" / "metrics.branches").exists()
 
 
 def test_a_resume_from_another_runs_checkpoint_brings_its_tensorboard_events(tmp_path):

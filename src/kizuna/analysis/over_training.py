@@ -51,7 +51,10 @@ def find_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
         # many download tools write) makes every step look newer than the pointer
         from kizuna.train.checkpointing import run_lock_holder
 
-        live = folder.name == "checkpoints" and run_lock_holder(folder.parent) is not None
+        import importlib.util
+
+        locks = importlib.util.find_spec("fcntl") is not None  # (none on Windows: any run may be live, as before)
+        live = not locks or (folder.name == "checkpoints" and run_lock_holder(folder.parent) is not None)
         in_progress = (lambda p: live and not _older(p, folder / "latest"))  # noqa: E731
         later = [p.name for step, p in found if step > int(m.group(1)) and not in_progress(p)]
         if later:

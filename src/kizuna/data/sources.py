@@ -439,6 +439,13 @@ def compressed_shards(folder: str | os.PathLike) -> list[str]:
                    and not f.startswith(".")), key=natural_key)
 
 
+def _holds_images(folder: str) -> bool:
+    """Whether ``folder`` holds image files or sub-folders (an image folder, or class folders), not only archives:
+    a download kept beside its extracted images is no folder of compressed shards."""
+    return any(not f.startswith(".") and (f.lower().endswith(_FILE_IMAGE_EXTS)
+                                          or os.path.isdir(os.path.join(folder, f))) for f in os.listdir(folder))
+
+
 def _listed(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
@@ -463,11 +470,11 @@ def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
         if os.path.isdir(p):
             tars = _shards_in_dir(p)
             packed = compressed_shards(p)
-            if packed and not tars:  # (read as an image folder: "no usable samples", compression unsaid)
+            if packed and not tars and not _holds_images(p):  # (read as an image folder: "no usable samples")
                 raise ValueError(f"{p}: its shards are compressed ({_listed(packed)}); shards are read by position, "
                                  f"so they must be uncompressed tars: `zcat {packed[0]} > "
                                  f"{_uncompressed_name(packed[0])}` for each")
-            if packed and warn:  # (two thirds of a folder's data dropped without a word)
+            if packed and tars and warn:  # (two thirds of a folder's data dropped without a word)
                 warnings.warn(f"{p}: {len(packed)} compressed shard(s) beside its .tar shards are not read "
                               f"({_listed(packed)}); shards must be uncompressed tars: `zcat {packed[0]} > "
                               f"{_uncompressed_name(packed[0])}`", UserWarning, stacklevel=2)
@@ -874,12 +881,12 @@ def table_reader(f, sep: str | None = None, path=None, error: type[Exception] = 
             swallowed = True
         f.seek(start)
         if swallowed:
-            return _checked_header(_TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE, source=path, error=error))
+            return _TsvReader(f, delimiter=sep, quoting=csv.QUOTE_NONE, source=path, error=error)
     elif f.seekable():  # (a stream read once, stdin, goes unchecked: as before)
         start = f.tell()
         _check_quotes(f, sep, path or "the table", error)
         f.seek(start)
-    return _checked_header(_Rows(f, delimiter=sep, source=path, error=error))
+    return _Rows(f, delimiter=sep, source=path, error=error)
 
 
 class _Rows(csv.DictReader):
@@ -897,25 +904,28 @@ class _Rows(csv.DictReader):
         extra = row.get(None)
         if extra and any(str(v).strip() for v in extra):
             count = len(self.fieldnames or [])
-            raise self.error(
-                f"{self.source}: line {self.line_num} has {count + len(extra)} fields, the header {count}: a field "
-                f"holding the separator ({self._delimiter()!r}) must be quoted (\"a dog, running\"), as csv.writer "
-                f"and pandas write it; the extra text: {', '.join(repr(v) for v in extra[:3])}")
+            if self.reader.dialect.quoting == csv.QUOTE_NONE:  # (the TSV read without quoting: a stray quote in it)
+                how = ("a tab inside a field: this file is read without quoting (a stray '\"' in it opened a field "
+                       "that ran on over later rows), so remove the tab, or the stray quote")
+            else:
+                how = (f"a field holding the separator ({self._delimiter()!r}) must be quoted (\"a dog, running\"), "
+                       "as csv.writer and pandas write it")
+            raise self.error(f"{self.source}: line {self.line_num} has {count + len(extra)} fields, the header "
+                             f"{count}: {how}; the extra text: {', '.join(repr(v) for v in extra[:3])}")
         return row
 
     def _delimiter(self) -> str:
         return "\t" if self.reader.dialect.delimiter == "\t" else self.reader.dialect.delimiter
 
 
-def _checked_header(reader: "_Rows") -> "_Rows":
-    """A header naming a column twice is refused: DictReader kept the last one's values (pandas the first's, as
-    OpenCLIP reads it), so merged tables trained on the other captions, without a word."""
-    names = [n for n in (reader.fieldnames or []) if n is not None]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+def refuse_repeated_columns(columns: list, used, path, error: type[Exception] = ValueError) -> None:
+    """A column read (``used``) that the header names twice is refused: DictReader kept the last one's values,
+    pandas (and so OpenCLIP) the first's, so merged tables trained on the other captions, without a word. Others
+    repeated (Excel's empty trailing names, a column never read) are no matter."""
+    repeated = [c for c in dict.fromkeys(u for u in used if u) if columns.count(c) > 1]
     if repeated:
-        raise reader.error(f"{reader.source}: the header names the column(s) {', '.join(map(repr, repeated))} more "
-                           "than once; rename or drop the extra ones")
-    return reader
+        raise error(f"{path}: the header names the column(s) {', '.join(map(repr, repeated))} more than once "
+                    "(this reads the last, pandas and OpenCLIP the first); rename or drop the extra ones")
 
 
 def _ran_into_later_rows(field: str) -> bool:
@@ -985,6 +995,7 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
     cols = reader.fieldnames or []
     wanted = [image_column] + ([caption_column] if require in ("any", "caption") else [])
     wanted += [label_column] if label_column else []
+    refuse_repeated_columns(list(cols), wanted, path)
     missing = [c for c in wanted if c not in cols]
     if missing:  # the flags of the missing columns only: `kizuna train` has no --label-column to follow
         flags = {image_column: "--image-column", caption_column: "--caption-column", label_column: "--label-column"}
@@ -1248,7 +1259,8 @@ class PairDataset(torch.utils.data.Dataset):
         # at every read (an fstat: a microsecond beside a decode), as a shard rewritten in place keeps its open fd
         stamp = getattr(self.index, "source_stamps", {}).get(path)
         if stamp is not None and _stamp(os.fstat(fd)) != tuple(stamp):
-            raise ShardChanged(f"tar shard {path} changed since it was indexed (its size or modification time): "
+            raise ShardChanged(f"tar shard {path} changed since it was indexed (its size or modification time: "
+                               "rewritten, or touched): "
                                "the index's offsets, labels and captions are not its samples' now. Start the "
                                "command again once nothing writes the data (a training run saved its last step)")
         return fd

@@ -600,10 +600,13 @@ def _dataset_type(*dirs: Path) -> str | None:
 
 
 def _is_tar_dir(d: Path) -> bool:
-    # (".TAR" too, and compressed tars, which the shard reader then refuses with how to unpack them: a folder of
-    # .tar.gz shards was read as an image folder, "no images found")
-    return (d / "nshards.txt").is_file() or any(p.suffix.lower() == ".tar" or p.name.lower().endswith(
-        COMPRESSED_SHARD_EXTS) for p in d.iterdir())
+    # (".TAR" too, and a folder of compressed tars only, which the shard reader then refuses with how to unpack
+    # them: it was read as an image folder, "no images found"; a download kept beside its images is no shard)
+    entries = list(d.iterdir())
+    if (d / "nshards.txt").is_file() or any(p.suffix.lower() == ".tar" for p in entries):
+        return True
+    return any(p.name.lower().endswith(COMPRESSED_SHARD_EXTS) for p in entries) and not any(
+        not p.name.startswith(".") and (p.is_dir() or p.suffix.lower() in IMAGE_EXTENSIONS) for p in entries)
 
 
 def _class_dirs(d: Path) -> list[Path]:

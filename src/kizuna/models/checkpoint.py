@@ -31,7 +31,7 @@ from kizuna.extras import MissingExtra
 
 from .clip import ClipConfig, ClipModel
 from .layers import python_int
-from .vit import VisionConfig, VisionTransformer, grid_warning_silenced, resample_pos_embed
+from .vit import VisionConfig, VisionTransformer, _pair, grid_warning_silenced, resample_pos_embed
 
 FORMAT_KEY = "kizuna"
 
@@ -779,7 +779,7 @@ def _change_resolution(record: dict, tensors: dict, image_size: int) -> tuple[di
         except ValueError as e:
             raise _ImageSizeError(f"image_size={image_size!r} does not fit this model: {e}") from None
         map_grid = tuple(m // new.patch_size for m in new.stem_map)
-        if new.stem == "resnet" and map_grid != new.grid:
+        if new.stem == "resnet" and map_grid != new.grid and _pair(new.image_size) != _pair(old.image_size):
             # the stem's map rounds up where the grid rounds down: the trained table was resampled to the grid, then
             # back to the map on every forward (up to 70% of its largest value changed), and saved so by a fine-tune
             stride = new.patch_size * new.stem_stride

@@ -23,10 +23,11 @@ import warnings
 from pathlib import Path
 
 # a run's log: the records and the TensorBoard events, with what move messages call them
+# OUT/metrics.branches/: the records a resume from an earlier step took out of metrics.jsonl, one file per such
+# resume (a name of kizuna's own: a user's branches/ was moved aside as a run's log, then deleted)
+BRANCHES = "metrics.branches"
 _RUN_LOG = (("metrics.jsonl", "records"), ("tensorboard", "TensorBoard events"),
-            ("branches", "records of the branches resumes left"))
-# OUT/branches/: the records a resume from an earlier step took out of metrics.jsonl, one file per such resume
-BRANCHES = "branches"
+            (BRANCHES, "records of the branches resumes left"))
 # where a fresh run puts a log that has no checkpoints beside it while checkpoints.prev is there
 NO_CHECKPOINT = ".no-checkpoint"
 
@@ -173,10 +174,10 @@ class MetricLogger:
         it tore mid-write (not JSON), so the log reads as one uninterrupted run. Rewritten atomically.
 
         ``keep_aside``: the run folder holds checkpoints after ``step`` (a resume from an earlier one, a branch):
-        the dropped records are written to ``OUT/branches/metrics.after_step_N.jsonl`` first (``...N.2.jsonl``
+        the dropped records are written to ``OUT/metrics.branches/after_step_N.jsonl`` first (``...N.2.jsonl``
         for a second resume from that step: one file per branch), which is returned (they were gone for good,
         while the checkpoints they describe stayed, as the branch leaves them). A fresh run sets the folder aside
-        with the log, as ``branches.prev``."""
+        with the log, as ``metrics.branches.prev``."""
         if not (self.enabled and self.path.exists()):
             return None
         from kizuna.models.checkpoint import atomic_write_text
@@ -195,10 +196,10 @@ class MetricLogger:
         if keep_aside and dropped:
             folder = self.path.parent / BRANCHES
             folder.mkdir(exist_ok=True)
-            aside, n = folder / f"metrics.after_step_{step}.jsonl", 1
+            aside, n = folder / f"after_step_{step}.jsonl", 1
             while aside.exists():
                 n += 1
-                aside = folder / f"metrics.after_step_{step}.{n}.jsonl"
+                aside = folder / f"after_step_{step}.{n}.jsonl"
             atomic_write_text(aside, "".join(dropped))
         atomic_write_text(self.path, "".join(kept))
         # TensorBoard too: its reader drops the killed run's events from step + 1 on
