@@ -867,14 +867,15 @@ class Trainer(ABC):
         second ended the run with nothing saved). A stop or stall there ends the evaluation, which the loop then
         saves the last finished step for, as for any failed evaluation."""
         val_loader = getattr(self, "val_loader", None)
-        if not hasattr(val_loader, "on_wait"):
-            yield
-            return
-        val_loader.on_wait = _watch_the_wait(stop, self.cfg.loader_timeout_minutes * 60)
+        if hasattr(val_loader, "on_wait"):
+            val_loader.on_wait = _watch_the_wait(stop, self.cfg.loader_timeout_minutes * 60)
         try:
             yield
-        finally:
-            val_loader.on_wait = None  # (evaluations after the loop, from Python: as before)
+        finally:  # both loaders unwatched after the loop (_until_stopped watches the training one): their batches
+            # read from Python afterwards wait as before, with no stop of a finished loop
+            for loader in (val_loader, getattr(self, "loader", None)):
+                if hasattr(loader, "on_wait"):
+                    loader.on_wait = None
 
     def _say_evaluation(self, metrics: dict, bar) -> None:
         line = self.evaluation_line(metrics)
