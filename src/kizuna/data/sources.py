@@ -535,7 +535,7 @@ class SampleIndex:
         """``rejected_at``: for each reason a sample failed ``require`` (a missing caption or label), how many
         usable samples came before each such sample, so a count over the first N (``--max-samples``) leaves out
         those past them. ``source_stamps``: each tar shard's (size, modification time) when it was indexed, which
-        the readers check when they open it (a shard rewritten since gave other bytes under the index's labels)."""
+        the readers check at every read (a shard rewritten since gave other bytes under the index's labels)."""
         n = len(keys)
         if not (len(source_ids) == len(offsets) == len(sizes) == len(paths) == len(captions)
                 == len(labels) == n):
@@ -908,17 +908,14 @@ class _Rows(csv.DictReader):
                 how = ("a tab inside a field: this file is read without quoting (a stray '\"' in it opened a field "
                        "that ran on over later rows), so remove the tab, or the stray quote")
             else:
-                how = (f"a field holding the separator ({self._delimiter()!r}) must be quoted (\"a dog, running\"), "
-                       "as csv.writer and pandas write it")
+                how = (f"a field holding the separator ({self.reader.dialect.delimiter!r}) must be quoted (\"a dog, "
+                       "running\"), as csv.writer and pandas write it")
             raise self.error(f"{self.source}: line {self.line_num} has {count + len(extra)} fields, the header "
                              f"{count}: {how}; the extra text: {', '.join(repr(v) for v in extra[:3])}")
         return row
 
-    def _delimiter(self) -> str:
-        return "\t" if self.reader.dialect.delimiter == "\t" else self.reader.dialect.delimiter
 
-
-def refuse_repeated_columns(columns: list, used, path, error: type[Exception] = ValueError) -> None:
+def _refuse_repeated_columns(columns: list, used, path, error: type[Exception] = ValueError) -> None:
     """A column read (``used``) that the header names twice is refused: DictReader kept the last one's values,
     pandas (and so OpenCLIP) the first's, so merged tables trained on the other captions, without a word. Others
     repeated (Excel's empty trailing names, a column never read) are no matter."""
@@ -995,7 +992,7 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
     cols = reader.fieldnames or []
     wanted = [image_column] + ([caption_column] if require in ("any", "caption") else [])
     wanted += [label_column] if label_column else []
-    refuse_repeated_columns(list(cols), wanted, path)
+    _refuse_repeated_columns(list(cols), wanted, path)
     missing = [c for c in wanted if c not in cols]
     if missing:  # the flags of the missing columns only: `kizuna train` has no --label-column to follow
         flags = {image_column: "--image-column", caption_column: "--caption-column", label_column: "--label-column"}
