@@ -208,9 +208,9 @@ class ContrastiveTrainer(Trainer):
         # trained once, on rank 0, and sent to the others: the same ids everywhere, and the work done once
         tok = tokenizer_from_config(from_rank0(train))
         if tok.vocab_size < self.cfg.tokenizer_vocab_size and self.dist.is_main:  # (recorded as asked: unsaid)
-            print(f"note: the BPE learnt on the captions ran out of merges at {tok.vocab_size} tokens, below "
-                  f"--tokenizer-vocab-size {self.cfg.tokenizer_vocab_size}; the text tower embeds {tok.vocab_size}",
-                  file=sys.stderr)
+            print(f"note: the captions gave a BPE of {tok.vocab_size} tokens, fewer than the "
+                  f"{self.cfg.tokenizer_vocab_size} asked for (it ran out of merges); the text tower embeds "
+                  f"{tok.vocab_size}", file=sys.stderr)
         # the tower's end-of-text id follows the tokenizer's as for any new config (ClipConfig.check_tokenizer)
         text = {**mcfg.text.to_dict(), "vocab_size": tok.vocab_size, "context_length": ctx}
         mcfg = ClipConfig.from_dict({**mcfg.to_dict(), "tokenizer": tok.to_config(), "text": text})
