@@ -35,7 +35,7 @@ def hanging_worker(monkeypatch):
             if os.getpid() != parent:
                 calls["n"] += 1
                 if calls["n"] > BATCH * HANG_AFTER_BATCHES:
-                    time.sleep(3600)
+                    time.sleep(90)  # (long past the test: a regression fails it, not hangs the suite)
             return original(self, index)
 
         parent = os.getpid()
@@ -270,7 +270,7 @@ def test_a_hung_validation_worker_ends_the_run_saved_after_the_loader_timeout(tm
 
     def read(self, index):
         if os.getpid() != parent and not self.seed_transform:  # a validation worker: stuck on a file
-            time.sleep(3600)
+            time.sleep(90)  # (long past the test: a regression fails it, not hangs the suite)
         return original(self, index)
 
     monkeypatch.setattr(PairDataset, "_read", read)
