@@ -2,21 +2,21 @@
 header, a header naming a column twice), a shards folder's upper-case and compressed tars, and WebDataset's
 members that are no sample's file."""
 import gzip
-import io
 import shutil
-import tarfile
+import sys
+from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from kizuna.data.sources import build_index
 from kizuna.data.tar_index import clear_cache, index_tar
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _shards import image_bytes, write_tar  # noqa: E402
+
 
 def _png(i=0):
-    b = io.BytesIO()
-    Image.new("RGB", (8, 8), (i * 40 % 256, 0, 0)).save(b, "PNG")
-    return b.getvalue()
+    return image_bytes((i * 40 % 256, 0, 0), fmt="PNG")
 
 
 def _images(folder, n=4):
@@ -59,12 +59,8 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path):
 
 
 def _shard(path, n=3, start=0):
-    with tarfile.open(path, "w") as tf:
-        for i in range(start, start + n):
-            for ext, data in (("png", _png(i)), ("txt", f"caption {i}".encode())):
-                info = tarfile.TarInfo(f"{i:06d}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
+    write_tar(path, [m for i in range(start, start + n)
+                     for m in ((f"{i:06d}.png", _png(i)), (f"{i:06d}.txt", f"caption {i}".encode()))])
 
 
 def test_a_shards_folder_reads_upper_case_tars_and_says_compressed_ones(tmp_path):
@@ -96,11 +92,7 @@ def test_members_that_are_no_samples_file_are_left_out_as_webdataset_does(tmp_pa
     members = [("shard/.DS_Store", b"x"), ("shard/0.png", _png(0)), ("shard/README", b"notes"),
                ("shard/0.txt", b"caption 0"), ("__index__", b"0 1"), ("shard/1.png", _png(1)),
                ("shard/1.txt", b"caption 1")]
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+    write_tar(path, members)
     shard = index_tar(str(path))
     assert shard.keys == ["shard/0", "shard/1"] and shard.captions == [("caption 0",), ("caption 1",)]
     assert not shard.skipped and not shard.scattered

@@ -1,29 +1,21 @@
 """Mutation findings (session 52): shard folders with compressed or upper-case tars, TSV refusals naming their
 file, group_rows_by_image keeping the shard stamps, and tar members named like WebDataset's metadata."""
 import gzip
-import io
-import tarfile
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from kizuna.data.sources import build_index, group_rows_by_image, resolve_spec
 from kizuna.data.tar_index import clear_cache, index_tar
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _shards import image_bytes, write_tar as _tar  # noqa: E402
+
 
 def _png(i=0):
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (i * 40 % 256, 10, 10)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _tar(path, members):
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+    return image_bytes((i * 40 % 256, 10, 10), fmt="PNG")
 
 
 def _shard(path, n=2, start=0):

@@ -1,26 +1,21 @@
 """A tar shard rewritten in place while a dataset reads it (session 52): its open file gave the new bytes under the
 index's offsets, labels and captions, silently. Refused at the next read, naming the shard; said in one line by the
 command line when it comes from a loader worker."""
-import io
 import os
-import tarfile
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from kizuna.data.sources import PairDataset, ShardChanged, build_index
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _shards import image_bytes, write_tar  # noqa: E402
+
 
 def _shard(path, order):
-    with tarfile.open(path, "w") as tf:
-        for i in order:
-            b = io.BytesIO()
-            Image.fromarray(np.full((8, 8, 3), i * 10, np.uint8)).save(b, "PNG")
-            for ext, data in (("png", b.getvalue()), ("txt", f"caption {i}".encode())):
-                info = tarfile.TarInfo(f"{i:06d}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
+    write_tar(path, [m for i in order for m in ((f"{i:06d}.png", image_bytes((i * 10,) * 3, fmt="PNG")),
+                                                (f"{i:06d}.txt", f"caption {i}".encode()))])
 
 
 def test_a_shard_rewritten_in_place_is_refused_at_the_next_read(tmp_path):
