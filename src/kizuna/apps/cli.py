@@ -463,7 +463,8 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
         torch.set_num_threads(threads)
     try:
         try:
-            result = args._run(args)
+            with _loader_waits_limited(args):
+                result = args._run(args)
         except OSError as e:  # (before the one-line path errors below: a FileNotFoundError here is no user's path)
             said = _worker_lost_in_handover(e)
             if said is None:
@@ -506,6 +507,19 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
         warnings.showwarning = showwarning
         torch.set_num_threads(threads_before)
     return int(result or 0)
+
+
+def _loader_waits_limited(args):
+    """The command's --loader-timeout-minutes over every loader it waits on that has no watcher of its own (the
+    evaluators', `kizuna embed`'s; a training loop watches its own)."""
+    import contextlib
+
+    from kizuna.data.loader import loader_waits_watched, wait_watch
+
+    minutes = getattr(args, "loader_timeout_minutes", None)
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):  # (a training config's, unset: its own)
+        return contextlib.nullcontext()
+    return loader_waits_watched(wait_watch(minutes * 60))
 
 
 def _worker_died(error: BaseException) -> str | None:

@@ -1,6 +1,7 @@
 """Helpers shared by the command-line tools."""
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import shlex
@@ -214,6 +215,26 @@ def add_threads_argument(parser) -> None:
     shared machine the others took every core). Applied by ``kizuna.apps.cli.main``."""
     parser.add_argument("--threads", type=at_least_zero, default=0, help="torch CPU threads (default 0: torch's "
                         "choice: OMP_NUM_THREADS if set, else every core)")
+
+
+def add_loader_timeout_argument(parser) -> None:
+    """``--loader-timeout-minutes``: how long the command waits for a batch from its decoding workers before it
+    ends with one line (a worker hung on one file, a network file system that stopped answering, waited for ever),
+    as the training commands' flag of the name says. Applied by ``kizuna.apps.cli.main``."""
+    from kizuna.data.loader import LOADER_TIMEOUT_MINUTES
+
+    def minutes(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"a number of minutes >= 0 (0 = wait for ever), not {text!r}")
+        return value
+
+    parser.add_argument("--loader-timeout-minutes", type=minutes, default=LOADER_TIMEOUT_MINUTES, metavar="M",
+                        help="end the command when its decoding workers give no batch for M minutes: a worker "
+                        f"hung on one file (default {LOADER_TIMEOUT_MINUTES:g}; 0 = wait for ever)")
 
 
 def progress_default() -> bool:

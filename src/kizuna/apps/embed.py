@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kizuna.apps.common import (add_model_argument, add_progress_argument, at_least_zero, check_writable,
-                                 load_model_from_args, one_line)
+from kizuna.apps.common import (add_loader_timeout_argument, add_model_argument, add_progress_argument, at_least_zero,
+                                 check_writable, load_model_from_args, one_line)
 from kizuna.extras import require
 
 
@@ -29,6 +29,7 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=64, help="images or texts encoded per batch (default 64)")
     p.add_argument("--workers", "--num-workers", type=at_least_zero, default=2,
                    help="image decoding processes (default 2; 0 = decode in the main process)")
+    add_loader_timeout_argument(p)
     add_progress_argument(p)
 
 
@@ -70,7 +71,7 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
 
     import kizuna
     from kizuna.data.images import list_images
-    from kizuna.data.loader import before_workers_start, worker_init
+    from kizuna.data.loader import before_workers_start, loader_timeout, watched_batches, worker_init
 
     _check_images(folder)
     paths = list_images(folder) if Path(folder).is_dir() else [Path(folder)]  # one image, as `analyze` takes
@@ -82,13 +83,15 @@ def embed_images(model, folder, batch_size=64, workers=2, device="cpu", progress
     before_workers_start(workers)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                                          worker_init_fn=worker_init() if workers else None,
+                                         timeout=loader_timeout(workers),
                                          generator=torch.Generator())  # (not the caller's global RNG)
     from kizuna.eval.encode import eval_mode
 
     kept, errors, emb = [], [], None
     # eval mode, as every evaluator encodes: a model left in train mode embedded with dropout and patch dropout on
     with torch.inference_mode(), eval_mode(model):
-        for idx, batch, errs in progress_bar(loader, total=len(loader), desc="embedding images", enabled=progress):
+        for idx, batch, errs in progress_bar(watched_batches(loader), total=len(loader), desc="embedding images",
+                                             enabled=progress):
             errors += errs
             if batch is not None:
                 emb = _into_rows(emb, len(paths), len(kept), model.encode_image(batch.to(device), normalize=True))

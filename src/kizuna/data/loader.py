@@ -21,6 +21,10 @@ multiprocessing_context=None) -> Loader``
     With workers, the wait for a batch is cut into polls of ``POLL_SECONDS``: ``loader.on_wait(seconds)``, when
     set, is called after each poll that found no batch (the trainers stop there for a Ctrl-C, and end a run
     whose worker is hung with :class:`LoaderStalled`); unset, the loader waits for ever, as torch's does.
+``watched_batches(dataloader)``
+    a plain DataLoader's batches (an evaluation's, `kizuna embed`'s; made with ``timeout=loader_timeout(workers)``),
+    waited for in polls too: :class:`LoaderStalled` after ``LOADER_TIMEOUT_MINUTES``, or as the innermost
+    ``with loader_waits_watched(on_wait)`` says (the commands' --loader-timeout-minutes).
 ``Collate(tokenizer=None, max_examples=3)``
     list of samples -> batch dict (below); ``None`` samples are dropped and counted.
 
@@ -328,6 +332,92 @@ class LoaderStalled(RuntimeError):
     one file, a network file system that stopped answering). torch's loader waits for ever."""
 
 
+def polled(batches: Iterator, poll_seconds: float, on_wait: Callable[[float], None] | None) -> Iterator:
+    """The batches of a DataLoader iterator whose ``timeout`` is ``poll_seconds`` (0: torch's own untimed wait),
+    each waited for in polls: ``on_wait(seconds waited for this batch)`` after each poll that found none, which may
+    raise to end the wait. A timed-out wait leaves torch's iterator where it was: the batch is asked for again."""
+    while True:
+        waited = 0.0
+        while True:
+            try:
+                batch = next(batches)
+                break
+            except StopIteration:
+                return
+            except RuntimeError as e:
+                if not (poll_seconds and str(e).startswith("DataLoader timed out")):
+                    raise
+                pinning = getattr(batches, "_pin_memory_thread", None)  # (torch's untimed wait checks it)
+                if pinning is not None and not pinning.is_alive():
+                    raise RuntimeError("Pin memory thread exited unexpectedly") from None
+                waited += poll_seconds
+                if on_wait is not None:
+                    on_wait(waited)
+        yield batch
+
+
+# Seconds without a batch after which a command says it is waiting for its loader's workers
+SAY_A_WAIT_AFTER_S = 60.0
+# How long a loader that nothing else watches (an evaluation's, `kizuna embed`'s) waits for a batch before it ends
+# the command (a hung worker waited for ever): the commands' --loader-timeout-minutes, read at each wait
+LOADER_TIMEOUT_MINUTES = 10.0
+
+
+def wait_watch(stall_limit_s: float, then: str = "Ctrl-C stops") -> Callable[[float], None]:
+    """An ``on_wait`` (see :func:`polled`) that says once, after :data:`SAY_A_WAIT_AFTER_S`, that it is waiting,
+    and raises :class:`LoaderStalled` once a batch has been waited for ``stall_limit_s`` (0: for ever)."""
+    said = False
+
+    def on_wait(waited: float) -> None:
+        nonlocal said
+        if stall_limit_s and waited >= stall_limit_s:
+            raise LoaderStalled(
+                f"no batch from the data loader's workers in {waited / 60:.3g} min: a worker is hung (a decoder "
+                "stuck on one file, a network file system that stopped answering) or the data is that slow to "
+                "read; --loader-timeout-minutes sets the wait (0: for ever), and --workers 0 shows where it hangs")
+        if not said and waited >= SAY_A_WAIT_AFTER_S:
+            said = True
+            limit = f"up to {stall_limit_s / 60:.3g} min" if stall_limit_s else "for ever"
+            import warnings
+
+            warnings.warn(f"no batch from the data loader's workers for {waited:.0f} s (slow storage, or a worker "
+                          f"is hung); waiting {limit} (--loader-timeout-minutes), {then}", RuntimeWarning)
+
+    return on_wait
+
+
+# The innermost watcher of the waits of loaders that have no watcher of their own (see watched_batches)
+_WAIT_WATCHERS: list[Callable[[float], None]] = []
+
+
+class loader_waits_watched:  # noqa: N801 (a context manager, used as a function is)
+    """Within the block, the batches :func:`watched_batches` waits for are watched by ``on_wait`` (a trainer's
+    mid-run evaluation: a stop or a stall there ends it), not by the default :func:`wait_watch`."""
+
+    def __init__(self, on_wait: Callable[[float], None]):
+        self.on_wait = on_wait
+
+    def __enter__(self):
+        _WAIT_WATCHERS.append(self.on_wait)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _WAIT_WATCHERS.remove(self.on_wait)
+
+
+def loader_timeout(num_workers: int) -> float:
+    """The ``timeout`` of a DataLoader that :func:`watched_batches` iterates: one poll, with workers."""
+    return POLL_SECONDS if num_workers > 0 else 0.0
+
+
+def watched_batches(dataloader: torch.utils.data.DataLoader) -> Iterator:
+    """The batches of a plain DataLoader made with ``timeout=loader_timeout(num_workers)`` (an evaluation's,
+    `kizuna embed`'s), its waits watched by the innermost :class:`loader_waits_watched`, else by
+    :func:`wait_watch` with :data:`LOADER_TIMEOUT_MINUTES`: a worker hung on one file waited for ever."""
+    on_wait = _WAIT_WATCHERS[-1] if _WAIT_WATCHERS else wait_watch(LOADER_TIMEOUT_MINUTES * 60)
+    return polled(iter(dataloader), dataloader.timeout, on_wait)
+
+
 class Loader:
     """Thin wrapper over a DataLoader that aggregates skips and tracks the delivered position."""
 
@@ -370,26 +460,8 @@ class Loader:
 
     def _batches(self) -> Iterator:
         """The DataLoader's batches, each waited for in polls (:attr:`on_wait` told how long after each empty
-        one). A timed-out wait leaves torch's iterator where it was: the batch is asked for again."""
-        batches = iter(self.dataloader)
-        while True:
-            waited = 0.0
-            while True:
-                try:
-                    batch = next(batches)
-                    break
-                except StopIteration:
-                    return
-                except RuntimeError as e:
-                    if not (self.poll_seconds and str(e).startswith("DataLoader timed out")):
-                        raise
-                    pinning = getattr(batches, "_pin_memory_thread", None)  # (torch's untimed wait checks it)
-                    if pinning is not None and not pinning.is_alive():
-                        raise RuntimeError("Pin memory thread exited unexpectedly") from None
-                    waited += self.poll_seconds
-                    if self.on_wait is not None:
-                        self.on_wait(waited)
-            yield batch
+        one)."""
+        return polled(iter(self.dataloader), self.poll_seconds, lambda waited: self.on_wait and self.on_wait(waited))
 
     def report(self) -> str:
         return self.skips.report()

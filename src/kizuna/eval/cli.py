@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from kizuna.apps.common import (add_model_argument, add_progress_argument, add_threads_argument,
-                               check_out_outside_data, check_writable, device_name, folder_path)
+from kizuna.apps.common import (add_loader_timeout_argument, add_model_argument, add_progress_argument,
+                               add_threads_argument, check_out_outside_data, check_writable, device_name, folder_path)
 
 
 def _severities(s: str) -> list[int]:
@@ -86,6 +86,7 @@ def _common(p, dataset_required: bool = True, classification: bool = True):
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--num-workers", "--workers", type=int, default=0,
                    help="DataLoader worker processes for decoding (default 0: decode in the main process)")
+    add_loader_timeout_argument(p)
     p.add_argument("--image-column", default="filepath", help="CSV: image path column (default filepath)")
     # each task is given the column it reads (a retrieval's --label-column was accepted and did nothing)
     if classification:
@@ -154,6 +155,7 @@ def add_arguments(p):
                    help="device for every run, in place of the suite file's (default: the file's, else cuda if "
                         "available)")
     add_threads_argument(s)
+    add_loader_timeout_argument(s)
     add_progress_argument(s, "no progress bars")
 
 

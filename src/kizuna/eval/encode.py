@@ -281,7 +281,7 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     per sample from ``(seed, index)`` around the transform (random corruptions). ``encode_fn(images)``
     replaces ``model.encode_image`` (e.g. a transformers model in tests).
     """
-    from kizuna.data.loader import Collate, before_workers_start, worker_init
+    from kizuna.data.loader import Collate, before_workers_start, loader_timeout, watched_batches, worker_init
 
     if transform is None:
         import kizuna
@@ -305,13 +305,15 @@ def encode_images(model, dataset, transform=None, batch_size: int = 64, device=N
     # stream shifted by every evaluation)
     loader = torch.utils.data.DataLoader(pair_ds, batch_sampler=batches, num_workers=num_workers,
                                          collate_fn=Collate(), worker_init_fn=worker_init() if num_workers else None,
-                                         generator=torch.Generator())
+                                         generator=torch.Generator(), timeout=loader_timeout(num_workers))
     feats: torch.Tensor | None = None
     valid = torch.zeros(len(rows), dtype=torch.bool)
     skips = SkipCounter()
     encode = encode_fn or (lambda x: model.encode_image(x, normalize=False))
     with eval_mode(model):
-        for b, batch in enumerate(progress_bar(loader, total=len(batches), desc=desc, enabled=progress)):
+        # (waits polled: a worker hung on one file waited for ever; see watched_batches)
+        for b, batch in enumerate(progress_bar(watched_batches(loader), total=len(batches), desc=desc,
+                                               enabled=progress)):
             if batch["skipped"]:
                 skips.update(batch["skipped"], batch["skip_examples"])
             if batch["images"].numel() == 0:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from kizuna.apps.common import parts_below, same_place
-from kizuna.data.loader import LoaderStalled, check_epoch_gave_samples
+from kizuna.data.loader import check_epoch_gave_samples, wait_watch
 from kizuna.data.sources import SkipCounter
 from kizuna.data.transforms import TRAINING_PIXELS_VERSION
 from kizuna.eval.encode import gather_object, summed_skips
@@ -1120,30 +1120,15 @@ def _until_stopped(loader, stop, stall_limit_s: float = 0.0):
             yield batch
 
 
-# Seconds without a batch after which a run says it is waiting for its loader's workers
-SAY_A_WAIT_AFTER_S = 60.0
-
-
 def _watch_the_wait(stop, stall_limit_s: float):
     """The training loader's ``on_wait``: called after each poll that found no batch, with the seconds waited for
     this one. The batch waited for was not handed out, so a stop here resumes at it."""
-    said = False
+    watch = wait_watch(stall_limit_s, then="Ctrl-C stops and saves")
 
     def on_wait(waited: float) -> None:
-        nonlocal said
         if stop.requested:
             raise _StoppedWhileLoading(f"stopped while waiting {waited:.0f} s for the data loader's next batch")
-        if stall_limit_s and waited >= stall_limit_s:
-            raise LoaderStalled(
-                f"no batch from the data loader's workers in {waited / 60:.3g} min: a worker is hung (a decoder "
-                "stuck on one file, a network file system that stopped answering) or the data is that slow to "
-                "read; --loader-timeout-minutes sets the wait (0: for ever), and --workers 0 shows where it hangs")
-        if not said and waited >= SAY_A_WAIT_AFTER_S:
-            said = True
-            limit = f"up to {stall_limit_s / 60:.3g} min" if stall_limit_s else "for ever"
-            warnings.warn(f"no batch from the data loader's workers for {waited:.0f} s (slow storage, or a worker "
-                          f"is hung); waiting {limit} (--loader-timeout-minutes), Ctrl-C stops and saves",
-                          RuntimeWarning)
+        watch(waited)
 
     return on_wait
 

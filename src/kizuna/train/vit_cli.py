@@ -83,7 +83,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: dict, skip: tup
 
 
 def add_arguments(p):
-    from kizuna.apps.common import add_progress_argument, add_threads_argument, at_least_one, at_least_zero, device_name
+    from kizuna.apps.common import (add_loader_timeout_argument, add_progress_argument, add_threads_argument,
+                                    at_least_one, at_least_zero, device_name)
 
     sub = p.add_subparsers(dest="vit_command", metavar="ACTION")
     t = sub.add_parser("train", help="train a ViT from scratch on labelled images",
@@ -139,6 +140,7 @@ def add_arguments(p):
     e.add_argument("--batch-size", type=at_least_one, default=128, help="images per batch (default 128)")
     e.add_argument("--num-workers", "--workers", type=at_least_zero, default=0,
                    help="DataLoader worker processes for decoding (default 0: decode in the main process)")
+    add_loader_timeout_argument(e)
     add_threads_argument(e)
     e.add_argument("--image-column", default="filepath", help="CSV: image path column (default filepath)")
     e.add_argument("--label-column", default="label", help="CSV: class index or class name column (default label)")
