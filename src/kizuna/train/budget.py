@@ -9,7 +9,11 @@ beats a longer one that is cut off). The first steps are timed; once the warm-up
 ``calibrate_steps`` steps after the first few, which carry one-off costs such as worker start-up, cuDNN
 autotuning or compilation), the trainer calls :meth:`TimeBudget.plan`::
 
-    steps left = (budget - time spent - final evaluation - margin) / (seconds per step + evaluation share)
+    steps left = (budget - time spent - final evaluation - final checkpoint - margin)
+                 / (seconds per step + evaluation share + checkpoint share)
+
+The checkpoints are priced by one written at the plan and deleted (a run that had saved none by then priced
+them at 0 s, and its final one overran the budget by its length).
 
 and the cosine schedule is stretched or shrunk to the new total. Until then the schedule is in its
 warm-up (or just past it, where a cosine is flat), so the change of total moves the rate little: it stays at
@@ -83,7 +87,7 @@ class TimeBudget:
     limit_minutes: float = 0.0  # hard stop; 0 = none
     budget_minutes: float = 0.0  # size the run to end its schedule in this time; 0 = off
     calibrate_steps: int = 20  # timed steps the plan is based on (after the first SKIP_FIRST)
-    margin: float = 0.03  # share of the budget kept free for what the plan cannot see (checkpoints, jitter)
+    margin: float = 0.03  # share of the budget kept free for what the plan cannot see (jitter, a slow disk)
     start: float = field(default_factory=time.perf_counter)
     step_times: array = field(default_factory=lambda: array("d"))  # 8 bytes a step (a list's floats: 32)
     replan_steps: list = field(default_factory=list)  # steps at which the plan is corrected (set by the plan)
@@ -306,6 +310,8 @@ def plan_run(trainer, bar=None) -> dict:
     eval_s = time.perf_counter() - t0 if metrics else 0.0
     if metrics:
         trainer.logger.log(trainer.step, metrics, kind="eval")
+    if not trainer.budget.save_times and hasattr(trainer, "time_a_checkpoint"):  # (the budget's tests' stand-ins)
+        trainer.budget.save_took(trainer.time_a_checkpoint())  # the final checkpoint's price, and --save-every's
     plan = trainer.budget.plan(trainer.step, cap=cfg.steps, eval_seconds=eval_s, eval_every=cfg.eval_every,
                                device=trainer.device, save_every=cfg.save_every)
     trainer.total_steps, trainer.planned = plan["total_steps"], True

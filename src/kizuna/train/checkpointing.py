@@ -137,11 +137,15 @@ class CheckpointManager:
             return True
         return value > self.best_value if self.mode == "max" else value < self.best_value
 
-    def save(self, step: int, model, train_state: dict, metrics: dict | None = None) -> Path:
+    def save(self, step: int, model, train_state: dict, metrics: dict | None = None,
+             trial: bool = False) -> Path | None:
+        """``trial``: written in full, as a checkpoint is, and deleted (the time budget's plan times one): no
+        best/, no ``latest``, nothing pruned."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        # best/ first, so the train_state below holds this step's best value: written before, a resume from
-        # a step that was the new best restored the previous best and let a worse model replace best/
-        self.update_best(step, model, metrics)
+        if not trial:
+            # best/ first, so the train_state below holds this step's best value: written before, a resume from
+            # a step that was the new best restored the previous best and let a worse model replace best/
+            self.update_best(step, model, metrics)
         final = self.dir / f"step_{step:07d}"
         tmp = make_temp_folder(self.dir, f".{final.name}.")
         try:
@@ -156,6 +160,9 @@ class CheckpointManager:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if trial:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return None
         self._swap_in(tmp, final)
         atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name, encoding="utf-8"))
         self.saved_steps.add(step)

@@ -423,7 +423,17 @@ class Trainer(ABC):
         """The optimizer's settings a resume takes from the command line (its saved state would override them)."""
         return {"betas": tuple(self.cfg.betas), "eps": self.cfg.eps}
 
-    def save(self, metrics: dict | None = None) -> None:
+    def time_a_checkpoint(self) -> float:
+        """Seconds this run's checkpoint takes to write, timed on one written in full and deleted: the time budget's
+        plan prices the final checkpoint, and those of --save-every, with it. Planned before any checkpoint was
+        timed (the default --save-every 0), they were priced at 0 s, and the final one overran the budget (B/16
+        on a 2-core CPU: 5 s over a 45-s budget). A disk too full for it stops the run here, not at its end."""
+        started = time.perf_counter()
+        self.save(trial=True)
+        return time.perf_counter() - started
+
+    def save(self, metrics: dict | None = None, trial: bool = False) -> None:
+        """``trial``: see :meth:`time_a_checkpoint`."""
         self._check_finite_weights()  # no NaN checkpoint (after a Ctrl-C or a failed evaluation either)
         self._check_the_folder_is_still_ours()
         data, per_rank = self.loader.state_dict(), {}
@@ -444,10 +454,11 @@ class Trainer(ABC):
                 "started_in": self.started_in,  # what the run's relative paths are read from (a resume checks it)
             }
             try:
-                self.ckpt.save(self.step, self.model, state, metrics)
+                self.ckpt.save(self.step, self.model, state, metrics, trial=trial)
             except Exception as error:  # a full disk: the other ranks stop with rank 0's message, where they went
                 failed = error  # on into their next collective and died there with a gloo traceback after it
-        raise_together(failed, self.device, f"the checkpoint of step {self.step} (writing it failed)")
+        raise_together(failed, self.device,
+                       f"the {'trial ' if trial else ''}checkpoint of step {self.step} (writing it failed)")
 
     def _resume(self) -> None:
         """Every rank's checks and loads (:meth:`_restore_checkpoint`), then one agreement on them before
