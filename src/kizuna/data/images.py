@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,7 +30,7 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = _open_naming_a_bomb(data, name)
         if draft_size and img.format in ("JPEG", "MPO"):  # MPO: a phone JPEG with a depth or gain map after it
             img.draft("RGB", (draft_size, draft_size))
         img.load()
@@ -44,6 +45,23 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
         # worker's traceback on a decoder's own error type, which training and eval count as corrupt_image
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
     return upright(img)
+
+
+def _open_naming_a_bomb(data: bytes, name: str) -> Image.Image:
+    """``Image.open`` of ``data``, its decompression-bomb warning (an image between one and two times
+    ``Image.MAX_IMAGE_PIXELS``, which Pillow decodes) said with the image's name: Pillow's own named nothing ("Image
+    size (100000000 pixels) exceeds limit ..."), once an epoch in training. Other warnings pass on as they came."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        img = Image.open(io.BytesIO(data))
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            warnings.warn(f"{name}: {w.message} It was decoded (Pillow refuses twice its limit, "
+                          "PIL.Image.MAX_IMAGE_PIXELS); resize it if it is not meant to be that large",
+                          Image.DecompressionBombWarning, stacklevel=3)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return img
 
 
 EXIF_ORIENTATION = 0x0112

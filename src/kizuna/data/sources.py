@@ -104,7 +104,7 @@ from PIL import Image
 from . import images
 from .columns import PackedCaptions, PackedStrings
 from .sampler import FINGERPRINT_VERSION
-from .tar_index import IMAGE_EXTS, decode_text, index_tar, parse_captions, parse_label, read_range
+from .tar_index import IMAGE_EXTS, decode_text, index_tar, is_utf8, parse_captions, parse_label, read_range
 from .transforms import to_rgb
 
 __all__ = [
@@ -1031,16 +1031,21 @@ def _read_csv(b: _Builder, f, path: str, base: str, require: str, image_column: 
         b.add(sid, rel, -1, size, img, caps, label)
 
 
-def _read_text(path: str) -> str | None:
+def _read_text(path: str, not_utf8: list[str] | None = None) -> str | None:
+    """A side-car's text (None where it went); its path appended to ``not_utf8`` where it is not UTF-8."""
     try:
         with open(path, "rb") as f:
-            return decode_text(f.read())
+            data = f.read()
     except (FileNotFoundError, IsADirectoryError):
         return None
+    if not_utf8 is not None and not is_utf8(data):
+        not_utf8.append(path)
+    return decode_text(data)
 
 
 def _add_folder(b: _Builder, root: str, require: str) -> None:
     sid = b.source("folder", root)
+    not_utf8: list[str] = []
     for dirpath, dirnames, filenames in images.walk_folder(root):  # sorted, into symlinked folders
         # one image per stem, as a tar sample has (its first by IMAGE_EXTS): "dup.jpg" and "dup.png" were two
         # samples under one key, both paired with "dup.txt"
@@ -1075,7 +1080,8 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
             if size == 0:
                 b.skips.add("empty_image", _where("folder", key, root))
                 continue
-            text = _read_text(os.path.join(dirpath, sidecars[stem, ".txt"])) if (stem, ".txt") in sidecars else None
+            text = (_read_text(os.path.join(dirpath, sidecars[stem, ".txt"]), not_utf8)
+                    if (stem, ".txt") in sidecars else None)
             caps = None if text is None else _with_text(parse_captions(text))
             cls = _read_text(os.path.join(dirpath, sidecars[stem, ".cls"])) if (stem, ".cls") in sidecars else None
             label = -1 if cls is None else parse_label(cls)
@@ -1084,6 +1090,10 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
                 b.reject(reason, _where("folder", key, root))
                 continue
             b.add(sid, key, -1, size, img, caps, label)
+    if not_utf8:  # (as a tar shard's are said: tar_index.index_tar)
+        warnings.warn(f"{root}: {len(not_utf8)} caption file(s) are not UTF-8 (e.g. {not_utf8[0]}); their bytes that "
+                      "are not were read as Windows-1252 (a legacy file's café), which garbles text in other "
+                      "encodings (Shift-JIS, GBK): write the captions as UTF-8", RuntimeWarning, stacklevel=3)
 
 
 def build_index(spec: Any, *, require: str = "any", image_column: str = "filepath",

@@ -52,6 +52,7 @@ Caption/label *requirements* are not applied here (the cache must not depend on 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
@@ -88,14 +89,15 @@ _BLOCK = 512
 # 1 MiB with tar's largest blocking factors (`tar -b 64` pads to 32 KiB and is a valid archive)
 _MAX_END_PADDING = 2 * _BLOCK + (1 << 20)
 # Bump when the cached JSON layout or the scan semantics change, so stale caches are ignored.
-_CACHE_VERSION = 13  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
+_CACHE_VERSION = 14  # 2: captions that are not UTF-8 read as Windows-1252 (1 replaced their bytes); 3: inode, ctime;
 # 4: data or overlong zeros after the end-of-archive marker make the shard damaged; 5: padding up to 1 MiB is
 # clean, and a sample's own dotted images (0001.mask.png) are no skip; 6: captions split at line ends only, a
 # .cls decoded as a side-car's is (a byte-order mark); 7: samples whose members are not adjacent are counted;
 # 8: GNU sparse members are skipped (sparse_member); 9: a .cls of 2^31 or more is a bad label (-2); 10: hard and
 # symbolic links to a member stored earlier are read as that member; 11: macOS tar's ._ AppleDouble members are
 # left out; 12: a sample whose only image is of a type shards are not read for (.gif) is unsupported_image, not
-# missing_image; 13: members with no extension, top-level __name__ files and .DS_Store are no sample's files
+# missing_image; 13: members with no extension, top-level __name__ files and .DS_Store are no sample's files;
+# 14: a caption file that is not UTF-8 keeps its valid UTF-8 (only its invalid bytes read as Windows-1252), counted
 _MAX_KEY_EXAMPLES = 3
 
 # (real path, mtime, size, inode, ctime): a shard replaced by one of the same size and mtime (cp -p,
@@ -125,6 +127,8 @@ class TarShardIndex:
     num_members: int = 0
     scattered: int = 0  # runs of members whose key an earlier run had (not adjacent: not paired), and one such key
     scattered_key: str = ""
+    not_utf8: int = 0  # caption files that are not UTF-8 (read by decode_text's fallback), and one such key
+    not_utf8_key: str = ""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -153,19 +157,39 @@ def split_key(name: str) -> tuple[str, str]:
 
 
 def decode_text(data: bytes) -> str:
-    """A caption file's bytes as text: UTF-8 (a byte-order mark dropped), or else Windows-1252, the legacy
-    encoding such files are most often in (it reads Latin-1's letters too). Decoding invalid UTF-8 with
-    replacement turned every accented letter into U+FFFD ("caf\ufffd" for "café"). UTF-16 with its byte-order
-    mark (Notepad's "Unicode") is read as such: as Windows-1252 it became a NUL between every letter."""
+    """A caption file's bytes as text: UTF-8 (a byte-order mark dropped), its bytes that are not UTF-8 read as
+    Windows-1252, the legacy encoding such files are most often in (it reads Latin-1's letters too). Decoding
+    invalid UTF-8 with replacement turned every accented letter into U+FFFD ("caf\ufffd" for "café"); decoding the
+    whole file as Windows-1252 when one byte was not UTF-8 turned its emoji and CJK into mojibake, past what ftfy
+    mends. UTF-16 with its byte-order mark (Notepad's "Unicode") is read as such: as Windows-1252 it became a NUL
+    between every letter. :func:`is_utf8` tells whether the fallback was needed."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
             return data.decode("utf-16")
         except UnicodeDecodeError:
             pass
+    return data.decode("utf-8-sig", _CP1252_BYTES)
+
+
+def is_utf8(data: bytes) -> bool:
+    """Whether :func:`decode_text` reads ``data`` without its Windows-1252 fallback."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True  # (UTF-16: the fallback of a broken one is no legacy encoding either way)
     try:
-        return data.decode("utf-8-sig")
+        data.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")  # five byte values are unassigned there
+        return False
+    return True
+
+
+def _cp1252_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
+    """The decode error handler of :func:`decode_text`: the bytes that are not UTF-8, read as Windows-1252 (five
+    byte values unassigned there are U+FFFD)."""
+    return error.object[error.start:error.end].decode("cp1252", "replace"), error.end
+
+
+_CP1252_BYTES = "kizuna.cp1252_bytes"
+codecs.register_error(_CP1252_BYTES, _cp1252_bytes)
 
 
 def parse_captions(text: str) -> tuple[str, ...]:
@@ -329,6 +353,14 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
             f"{idx.scattered_key!r} comes back after other keys); a sample is a run of adjacent members, as "
             f"WebDataset reads it, so their images and texts were not paired. Repack the shard in name order: "
             f"`tar --sort=name -cf {os.path.basename(path)} -C FOLDER .`",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if idx.not_utf8 and first_time:
+        warnings.warn(
+            f"tar shard {path}: {idx.not_utf8} caption file(s) are not UTF-8 (key {idx.not_utf8_key!r}); their bytes "
+            "that are not were read as Windows-1252 (a legacy file's café), which garbles text in other encodings "
+            "(Shift-JIS, GBK): write the captions as UTF-8",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -498,7 +530,11 @@ def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, l
     captions = None
     if _CAPTION_EXT in readable:
         m = readable[_CAPTION_EXT]
-        captions = parse_captions(decode_text(read_range(fd, m.offset_data, m.size)))
+        raw = read_range(fd, m.offset_data, m.size)
+        captions = parse_captions(decode_text(raw))
+        if not is_utf8(raw):
+            out.not_utf8 += 1
+            out.not_utf8_key = out.not_utf8_key or key
     label = -1
     if _LABEL_EXT in readable:
         m = readable[_LABEL_EXT]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -265,25 +266,79 @@ def _percent(share: float) -> str:
 
 
 # ----------------------------------------------------------------------------------- typographic
-def render_text(img: Image.Image, text: str, height_fraction: float = 0.16) -> Image.Image:
+def render_text(img: Image.Image, text: str, height_fraction: float = 0.16, font: str | None = None) -> Image.Image:
     """Write ``text`` in white with a black outline, centred horizontally on the lower part of the image;
     the font shrinks until the word fits 94% of the width, down to 6 px (smaller is no legible text): on a 32-px
-    image a long name ("automobile") runs edge to edge."""
+    image a long name ("automobile") runs edge to edge. ``font``: a TrueType file (default: Pillow's own, which
+    draws ASCII only: see :func:`font_for`)."""
     img = img.convert("RGB").copy()
     w, h = img.size
     draw = ImageDraw.Draw(img)
     px = max(6, int(h * height_fraction))
     while True:
-        font = default_font(px)
-        box = draw.textbbox((0, 0), text, font=font, stroke_width=max(1, px // 8))
+        font_px = _font(font, px)
+        box = draw.textbbox((0, 0), text, font=font_px, stroke_width=max(1, px // 8))
         tw, th = box[2] - box[0], box[3] - box[1]
         if tw <= w * 0.94 or px <= 6:
             break
         px = max(6, int(px * 0.85))
     x = (w - tw) / 2 - box[0]
     y = h * 0.78 - th / 2 - box[1]
-    draw.text((x, y), text, font=font, fill=(255, 255, 255), stroke_width=max(1, px // 8), stroke_fill=(0, 0, 0))
+    draw.text((x, y), text, font=font_px, fill=(255, 255, 255), stroke_width=max(1, px // 8), stroke_fill=(0, 0, 0))
     return img
+
+
+def _font(path: str | None, px: int):
+    from PIL import ImageFont
+
+    return default_font(px) if path is None else ImageFont.truetype(path, px)
+
+
+def font_for(words: Sequence[str], font: str | None = None) -> str | None:
+    """The font the typographic attack writes ``words`` in: ``font`` (a TrueType file) where given, else Pillow's
+    default (None) where it draws every character, else matplotlib's DejaVu Sans (Latin, Greek, Cyrillic, Hebrew,
+    Arabic, ...). Pillow's default draws ASCII only: every other character (é, ß, Cyrillic, CJK, emoji) was the
+    same missing-glyph box, so "猫" and "狗" were one image, and the attack's numbers were scored all the same.
+    Raises ValueError naming the words and characters no font here draws."""
+    chars = sorted({c for w in words for c in w if not c.isspace()})
+    missing = _undrawn(chars, font)
+    if not missing or font is not None:
+        if not missing:
+            return font
+    elif (dejavu := _dejavu()) is not None:
+        missing = _undrawn(missing, dejavu)
+        if not missing:
+            return dejavu
+    names = [w for w in words if any(c in missing for c in w)]
+    shown = ", ".join(repr(w) for w in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    where = f"the font {font}" if font is not None else "neither Pillow's default font nor DejaVu Sans"
+    raise ValueError(f"the typographic attack cannot write the class name(s) {shown}: {where} draws "
+                     f"{''.join(missing[:20])!r} (each would be the same missing-glyph box); pass a font that "
+                     "draws them (typographic_attack(font=PATH.ttf)), or skip the attack (--no-typographic)")
+
+
+def _dejavu() -> str | None:
+    """matplotlib's DejaVu Sans, where matplotlib is installed."""
+    try:
+        import matplotlib
+
+        path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    except Exception:  # (not installed, or broken: the default font's words are still written)
+        return None
+    return path if os.path.isfile(path) else None
+
+
+def _undrawn(chars: Sequence[str], font: str | None) -> list[str]:
+    """The characters of ``chars`` that ``font`` draws as its missing-glyph box (that of U+FFFF, a noncharacter)."""
+    drawn_in = _font(font, 24)
+
+    def ink(ch: str) -> bytes:
+        canvas = Image.new("L", (72, 48))
+        ImageDraw.Draw(canvas).text((12, 8), ch, font=drawn_in, fill=255)
+        return canvas.tobytes()
+
+    box = ink("\uffff")
+    return [c for c in chars if ink(c) == box]
 
 
 def _wrong_classes(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
@@ -295,11 +350,11 @@ def _wrong_classes(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarra
 class _TextOp:
     """Writes one word on every image (picklable, for DataLoader workers)."""
 
-    def __init__(self, word: str):
-        self.word = word
+    def __init__(self, word: str, font: str | None = None):
+        self.word, self.font = word, font
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        return render_text(img, self.word)
+        return render_text(img, self.word, font=self.font)
 
 
 class _WrittenWordTransform:
@@ -310,11 +365,11 @@ class _WrittenWordTransform:
 
     needs_index = True
 
-    def __init__(self, preprocess, words: list[str], word_of_row: np.ndarray):
-        self.preprocess, self.words, self.word_of_row = preprocess, list(words), word_of_row
+    def __init__(self, preprocess, words: list[str], word_of_row: np.ndarray, font: str | None = None):
+        self.preprocess, self.words, self.word_of_row, self.font = preprocess, list(words), word_of_row, font
 
     def __call__(self, img: Image.Image, index: int) -> torch.Tensor:
-        return _ImageOpTransform(self.preprocess, _TextOp(self.words[self.word_of_row[index]]))(img)
+        return _ImageOpTransform(self.preprocess, _TextOp(self.words[self.word_of_row[index]], self.font))(img)
 
 
 @dataclass
@@ -325,6 +380,7 @@ class TypographicResult:
     dataset: str = ""
     n: int = 0  # images scored (decoded clean and attacked)
     skipped: SkipCounter = field(default_factory=SkipCounter)
+    font: str = "Pillow's default"  # what the words were written in (see font_for)
 
     def table(self) -> str:
         from kizuna.apps.common import format_table
@@ -342,13 +398,15 @@ class TypographicResult:
                   + switched)
 
     def to_dict(self) -> dict:
-        return {"metrics": self.metrics, "n": self.n, "skipped": self.skipped.as_dict()}  # as RobustnessResult
+        return {"metrics": self.metrics, "n": self.n, "skipped": self.skipped.as_dict(),  # as RobustnessResult
+                "font": self.font}
 
 
 def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size: int = 64, device=None,
                        num_workers: int = 0, progress: bool = True, seed: int = 0, cache_dir=None,
-                       clean_features=None) -> TypographicResult:
-    """Write a wrong class name onto every image and measure how often the model follows the word."""
+                       clean_features=None, font: str | None = None) -> TypographicResult:
+    """Write a wrong class name onto every image and measure how often the model follows the word. ``font``: a
+    TrueType file to write in (default: see :func:`font_for`, which refuses names no font here can draw)."""
     import kizuna
 
     model = getattr(model, "module", model)
@@ -358,6 +416,7 @@ def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size:
     c = dataset.num_classes
     if c < 2:
         raise ValueError("the typographic attack needs at least two classes")
+    font = font_for(dataset.classnames, font)  # before any image is encoded
     written = _wrong_classes(labels, c, seed)
     clean = clean_features or encode_images(model, dataset, transform=pre, batch_size=batch_size, device=device,
                                             num_workers=num_workers, progress=progress, desc="typographic: clean")
@@ -373,7 +432,7 @@ def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size:
         word_of_row[dataset.positions[::-1]] = written[::-1]
         written = word_of_row[dataset.positions]
         f = encode_images(model, dataset.subset(sel),
-                          transform=_WrittenWordTransform(pre, dataset.classnames, word_of_row),
+                          transform=_WrittenWordTransform(pre, dataset.classnames, word_of_row, font),
                           batch_size=batch_size, device=device, num_workers=num_workers, progress=progress,
                           desc="typographic: attacked")
         feats[torch.as_tensor(sel)] = f.features
@@ -392,7 +451,8 @@ def typographic_attack(model, tokenizer, dataset, *, templates=None, batch_size:
     skipped = SkipCounter()
     skipped.update(dataset.skips)
     skipped.update(clean.skips)
-    return TypographicResult(metrics, written, att.predictions, dataset.name, int(ok.sum()), skipped)
+    return TypographicResult(metrics, written, att.predictions, dataset.name, int(ok.sum()), skipped,
+                             "Pillow's default" if font is None else os.path.basename(font))
 
 
 # ----------------------------------------------------------------------------------- Winoground
