@@ -19,8 +19,8 @@ from kizuna.train.contrastive import ContrastiveTrainer  # noqa: E402
 out_dir = Path(sys.argv[1])
 
 
-def rng() -> str:
-    return hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()
+def rng(state=None) -> str:
+    return hashlib.sha1((torch.get_rng_state() if state is None else state).numpy().tobytes()).hexdigest()
 
 
 def run(out, **kw):
@@ -37,7 +37,8 @@ def run(out, **kw):
     trainer.fit_batch = fit_and_record
     trainer.train()
     params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-    return trainer.dist.rank, {**seen, "end_rng": rng(), "params": hashlib.sha1(params.numpy().tobytes()).hexdigest()}
+    # (the run's stream where it ended: the caller's is its own again after train())
+    return trainer.dist.rank, {**seen, "end_rng": rng(trainer._run_rng[0]), "params": hashlib.sha1(params.numpy().tobytes()).hexdigest()}
 
 
 rank, record = run(out_dir / "a")

@@ -376,6 +376,8 @@ class _SigtermRaises:
             self.pending = False
         raise Terminated
 
+    _handle.kizuna_sigterm = True  # the training loop takes SIGTERM over from it (trainer._ours_to_take)
+
     def __exit__(self, exc_type, *exc):
         import signal
 

@@ -438,12 +438,13 @@ def run_lock_holder(out: Path) -> str | None:
     return None
 
 
-def hold_run_lock(out: Path) -> Path | None:
+def hold_run_lock(out: Path, owner: object = None) -> Path | None:
     """Lock OUT for this process's run, or raise if another process's run holds it. Two runs in one folder
     (the same command started twice) moved each other's checkpoints aside and interleaved their logs. The
     lock is the kernel's (a POSIX record lock on OUT/.kizuna-run.lock, which names the holder's pid): it goes
     with the process, so a killed run leaves nothing to clean up and resumes as before. Returns the key to
-    :func:`release_run_lock`; None where the platform or file system has no locks."""
+    :func:`release_run_lock`; None where the platform or file system has no locks. ``owner``: the trainer that took
+    the folder last, in this process (:func:`run_lock_owner`)."""
     try:
         import fcntl
     except ImportError:  # Windows: no lock, as before
@@ -463,6 +464,7 @@ def hold_run_lock(out: Path) -> Path | None:
             raise ValueError(f"--out {out}: another kizuna run (pid {os.getpid()}, this process) is training "
                              "there; wait for it to end, or choose another --out")
         _HELD_LOCKS[key][1] += 1
+        _HELD_LOCKS[key][4] = owner
         return key
     handle = open(key / RUN_LOCK, "a+", encoding="utf-8")
     try:
@@ -480,7 +482,8 @@ def hold_run_lock(out: Path) -> Path | None:
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    _HELD_LOCKS[key] = [handle, 1, made, False]  # the last: a trainer of this process is training there
+    # [file, holders, folder made, a trainer of this process is training there, the trainer that took it last]
+    _HELD_LOCKS[key] = [handle, 1, made, False, owner]
     return key
 
 
@@ -497,6 +500,12 @@ def run_lock_lost(key: Path | None) -> str | None:
         return "removed"
     mine = os.fstat(held[0].fileno())
     return None if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino) else "replaced by another run's"
+
+
+def run_lock_owner(key: Path | None) -> object:
+    """The ``owner`` of the last :func:`hold_run_lock` of OUT in this process (None where none is held)."""
+    held = _HELD_LOCKS.get(key) if key is not None else None
+    return None if held is None else held[4]
 
 
 def mark_training(key: Path | None, training: bool) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import shlex
@@ -43,7 +44,7 @@ from .budget import (TimeBudget, after_step, initial_length, length_state, resto
                      warn_if_warmup_fills_the_run)
 from .checkpointing import (EVAL_SET_SETTINGS, RUN_LOCK, CheckpointManager, announce_restored, check_resume_settings,
                             flag_value, hold_run_lock, mark_training, read_train_state, release_run_lock,
-                            resumed_config, rng_state, run_lock_lost, same_evaluation_set, set_rng_state)
+                            resumed_config, rng_state, run_lock_lost, run_lock_owner, same_evaluation_set, set_rng_state)
 from .compiling import compiled_or_eager
 from .config import python_numbers
 from .distributed import (DistInfo, all_reduce_sum, even_batch, init_distributed, launched_by_torchrun,
@@ -99,6 +100,10 @@ def float32_default():
         torch.set_default_dtype(before)
 
 
+# a number per trainer built: which one took OUT last (checkpointing.run_lock_owner)
+_FOLDER_TOKENS = itertools.count(1)
+
+
 class Trainer(ABC):
     #: settings that make the model: a resume continues with the checkpoint's, so the command line may not change them
     resume_fixed: tuple[str, ...] = ()
@@ -120,6 +125,7 @@ class Trainer(ABC):
     #: compare-runs then read as that run's)
     run_outputs: tuple[tuple[str, str], ...] = (("curves.png", "training curves"), ("train_config.json", "settings"))
     stopped_by: str | None = None  # "Ctrl-C" or "SIGTERM" asked for during the last step (the run still ended)
+    final_metrics: dict | None = None  # what a finished train() returned (train() again returns it)
     #: how a stopped run is continued, said after a Ctrl-C (None: the flags "--out OUT --resume latest")
     resume_command: str | None = None
 
@@ -141,6 +147,12 @@ class Trainer(ABC):
                 self._let_go_of_the_folder()
                 self._give_back_the_callers_state()
                 raise
+            if type(self).__init__ is guarded:  # (the outermost __init__: a subclass's calls its base's within)
+                # built: the run's streams kept for train(), the caller's state its own again meanwhile (a sweep
+                # that built its trainers first trained the second on the first's threads, and its patch dropout
+                # drew from the stream the first had given back)
+                self._keep_the_runs_state()
+                self._give_back_the_callers_state()
 
         guarded.__doc__, guarded.__wrapped__ = init.__doc__, init
         cls.__init__ = guarded
@@ -148,12 +160,58 @@ class Trainer(ABC):
     def _hold_the_folder(self) -> None:
         """Take OUT's lock for this trainer (refused if another process's run holds it); let go by
         :meth:`_let_go_of_the_folder`, or when a trainer that never trained is collected."""
-        self._run_lock_key = hold_run_lock(self.out)
+        self._run_lock_key = hold_run_lock(self.out, owner=self._folder_token)
         self.release_run_lock = weakref.finalize(self, release_run_lock, self._run_lock_key)
 
     def _set_training_modes(self) -> None:
         """The modes a training step runs its model in (a subclass puts locked parts back in eval mode)."""
         self.model.train()
+
+    def _note_the_callers_state(self) -> None:
+        """torch's thread count, cuDNN setting and GPU, and the global RNGs as the caller has them now (a notebook's,
+        say): given back by :meth:`_give_back_the_callers_state` when construction and each train() end."""
+        import random
+
+        import numpy as np
+
+        self._threads_before = torch.get_num_threads()
+        # (GPU 0, CUDA's default, where the caller had not started CUDA: reading the current GPU would start it)
+        self._backend_before = (torch.backends.cudnn.benchmark,
+                                torch.cuda.current_device() if torch.cuda.is_initialized() else 0)
+        # CUDA's only where the caller had started CUDA (reading it would start it)
+        self._rng_before = (torch.random.get_rng_state(),
+                            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+                            torch.initial_seed(), random.getstate(), np.random.get_state())
+
+    def _keep_the_runs_state(self) -> None:
+        """The run's own RNG streams (seeded from cfg.seed, moved on by its model's initialisation and its steps),
+        kept while the caller has its own: a train() after a Ctrl-C went on drawing patch dropout from the caller's
+        stream (given back by the first), and its losses left the exact resume's at the next step."""
+        import random
+
+        import numpy as np
+
+        self._run_rng = (torch.random.get_rng_state(),
+                         torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+                         random.getstate(), np.random.get_state())
+
+    def _take_up_the_runs_state(self) -> None:
+        """At train(): the caller's state noted, the run's threads and RNG streams put in place."""
+        import random
+
+        import numpy as np
+
+        self._note_the_callers_state()
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        kept = getattr(self, "_run_rng", None)
+        if kept is not None:
+            cpu, cuda, python, numpy = kept
+            torch.random.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+            random.setstate(python)
+            np.random.set_state(numpy)
 
     def _give_back_the_callers_state(self) -> None:
         """torch's thread count and global RNG as the caller had them before start() (a notebook's, say): after
@@ -214,7 +272,19 @@ class Trainer(ABC):
         named the other run's model)."""
 
         def still_ours():
-            lost = run_lock_lost(getattr(self, "_run_lock_key", None))
+            if not self.out.is_absolute() and os.getcwd() != self.started_in:
+                # (every path of the run's is OUT's, read against the current folder at each write: the files went
+                # into a folder of that name under the new one, beside another run's)
+                raise ValueError(f"--out {self.out} is relative, and the current folder changed since the trainer "
+                                 f"was built ({self.started_in} -> {os.getcwd()}): its files would go elsewhere. "
+                                 f"Go back (os.chdir({self.started_in!r})), or build the trainer with an absolute "
+                                 "out")
+            key = getattr(self, "_run_lock_key", None)
+            if run_lock_owner(key) not in (None, self._folder_token):
+                raise ValueError(f"--out {self.out}: another trainer of this process, built after this one, has "
+                                 "taken the folder over (its run's files are there now); train that one, or build "
+                                 "this one again (with another out to keep both)")
+            lost = run_lock_lost(key)
             if lost is not None:
                 raise ValueError(f"--out {self.out}: the run's folder lock ({RUN_LOCK}) was {lost} while this run "
                                  "wrote there: the folder was moved or removed (a new run may be using the path "
@@ -238,6 +308,7 @@ class Trainer(ABC):
         cfg, restored = resumed_config(cfg, named)
         self.logged_losses: list[tuple[int, float]] = []  # (step, loss) of each log record (_diverged names them)
         self.started_in = os.getcwd()  # (a resume from elsewhere names its relative paths anew: refused otherwise)
+        self._folder_token = next(_FOLDER_TOKENS)  # (which trainer took OUT last: _check_the_folder_is_still_ours)
         # numbers as Python ones, also in a config built as the dataclass itself (make_config's keywords are): a
         # numpy seed (a notebook's `for seed in np.arange(3)`) overflowed numpy's generators on seed % 2**64 and
         # could not be written to train_config.json; a tensor lr was written into by the schedule; steps 2.5 never ended
@@ -246,10 +317,7 @@ class Trainer(ABC):
         changed = {k: v for k, v in typed.items() if v is not fields[k]}
         cfg = dataclasses.replace(cfg, **changed) if changed else cfg
         self.cfg, self.named = cfg, named
-        self._threads_before = torch.get_num_threads()  # the caller's again when train() ends (a notebook)
-        # (GPU 0, CUDA's default, where the caller had not started CUDA: reading the current GPU would start it)
-        self._backend_before = (torch.backends.cudnn.benchmark,
-                                torch.cuda.current_device() if torch.cuda.is_initialized() else 0)
+        self._note_the_callers_state()  # the caller's again when construction ends (a notebook), and each train()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
@@ -266,15 +334,10 @@ class Trainer(ABC):
         # ends, or when a trainer that never trained is collected
         self.release_run_lock = None
         self.per_rank_batch = cfg.batch_size // self.dist.world_size
-        # the caller's stream is its own again when train() ends; CUDA's only where the caller had started CUDA
-        # (reading it would start it)
         import random
 
         import numpy as np
 
-        self._rng_before = (torch.random.get_rng_state(),
-                            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-                            torch.initial_seed(), random.getstate(), np.random.get_state())
         torch.manual_seed(cfg.seed)
         # nothing in training draws from these, but checkpoints save their state: unseeded, two runs of one seed
         # saved different generator states around identical weights
@@ -689,9 +752,13 @@ class Trainer(ABC):
     def train(self) -> dict:
         # only while training: set in the constructor, a set-up that failed (a refused resume) or a trainer
         # never trained left the process keeping its freed memory
+        self._take_up_the_runs_state()
+        self._check_the_folder_is_still_ours()  # before anything is written (another trainer took it, a chdir)
         kept = self.device.type == "cpu" and self.cfg.keep_freed_memory and keep_freed_memory()
         mark_training(getattr(self, "_run_lock_key", None), True)  # another trainer is refused OUT meanwhile
         try:
+            if self.final_metrics is not None:  # train() again on a finished run: its numbers (it returned {})
+                return dict(self.final_metrics)
             if resumed_at_the_end(self):
                 # the run's final metrics, as its end returned them (saved with its last checkpoint): {} left
                 # `kizuna train --resume latest > final.json` (a rerun batch job) without the numbers it had
@@ -699,6 +766,11 @@ class Trainer(ABC):
 
                 metrics = read_extra(self.resume_from).get("metrics")
                 return dict(metrics) if isinstance(metrics, dict) else {}
+            if self.step and getattr(self, "_trained_here", False):
+                # train() again after a stop (Ctrl-C in a notebook, an error): the data from the batch after the
+                # last one trained on, as a resume takes it (the sampler restarted its epoch: batches again)
+                self.loader.load_state_dict(self.loader.state_dict())
+            self._trained_here = True
             self._set_training_modes()  # (train() again after the eval mode it left the model in)
             if self.device.type == "cuda" and self.device.index is not None:  # (train() again: the caller's GPU
                 torch.cuda.set_device(self.device)  # was put back after the first; what is made on "cuda" goes here)
@@ -706,6 +778,8 @@ class Trainer(ABC):
             with float32_default(), torch.enable_grad():  # (grad mode is the calling thread's: set here)
                 metrics = self._loop()  # finish() is called in it, before the last checkpoint
             self._draw_curves()
+            if self.step >= self.total_steps:
+                self.final_metrics = dict(metrics)
             return metrics
         finally:
             logger = getattr(self, "logger", None)
@@ -721,6 +795,7 @@ class Trainer(ABC):
             self._let_go_of_the_folder()  # the folder is free once the run is over (a notebook goes on)
             if kept:  # the process (a notebook's, say) does not hold the run's peak from now on
                 release_kept_memory()
+            self._keep_the_runs_state()
             self._give_back_the_callers_state()
 
     def _draw_curves(self) -> None:
@@ -1205,7 +1280,10 @@ class StopOnInterrupt:
 
             self._pid = os.getpid()
             for name in self.NAMES:
-                self._previous[getattr(signal, name)] = signal.signal(getattr(signal, name), self._handle)
+                signum = getattr(signal, name)
+                if name == "SIGTERM" and not _ours_to_take(signal.getsignal(signum)):
+                    continue  # a host's own handler (a scheduler's requeue hook) or SIG_IGN: left as the host set it
+                self._previous[signum] = signal.signal(signum, self._handle)
             workers_outlive_sigterm(True)
         return self
 
@@ -1232,6 +1310,15 @@ class StopOnInterrupt:
                 signal.signal(signum, previous)
         self._previous = {}
         return False
+
+
+def _ours_to_take(handler) -> bool:
+    """Whether the training loop may take SIGTERM over from ``handler``: its default (the process ends) or the
+    command line's (:class:`kizuna.apps.cli._SigtermRaises`), not a program's own handler or SIG_IGN: a host that
+    called train() had its handler (a requeue hook) skipped and its ignored SIGTERM stop the run."""
+    import signal
+
+    return handler in (signal.SIG_DFL, None) or getattr(handler, "kizuna_sigterm", False)
 
 
 def check_run_folder(out: Path, outputs=()) -> None:
