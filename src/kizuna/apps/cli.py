@@ -474,7 +474,8 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
             print(f"{command}: error: {said}", file=sys.stderr)
             return 1
     # A bad path the user gave (missing, a file where a folder belongs, not writable, on a read-only file system)
-    # is a one-line error; other OSErrors (a full disk, a failing device) keep their traceback.
+    # is a one-line error, and so is a full disk (_disk_full); other OSErrors (a failing device) keep their
+    # traceback.
     except (ImageError, CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             FileExistsError, PermissionError) as e:
         print(f"{command}: error: {_in_this_commands_words(e, command, args)}", file=sys.stderr)
@@ -487,7 +488,7 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
     except OSError as e:
         import errno
 
-        said = _too_many_open_files(e) or _out_of_memory(e, command)
+        said = _too_many_open_files(e) or _out_of_memory(e, command) or _disk_full(e)
         if said is not None:
             print(f"{command}: error: {said}", file=sys.stderr)
             return 1
@@ -556,6 +557,19 @@ def _worker_lost_in_handover(error: BaseException) -> str | None:
         return None
     return (f"a data loader worker ended while handing over a batch ({type(error).__name__}: {error}): "
             + _WORKER_ADVICE)
+
+
+def _disk_full(error: OSError) -> str | None:
+    """One line for a write that found no room (a full disk, a quota, a file size limit), else None: kizuna's own
+    messages say what was written and what is intact, and came after 20-35 lines of chained traceback."""
+    import errno
+
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return None
+    text = re.sub(r"^\[Errno \d+\] ", "", str(error))
+    if error.strerror == os.strerror(error.errno):  # the system's words alone ("No space left on device: 'x'")
+        text += "; free space there (or raise the quota), or write elsewhere"
+    return text
 
 
 def _too_many_open_files(error: BaseException) -> str | None:

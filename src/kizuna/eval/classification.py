@@ -54,7 +54,20 @@ _FILE_NAMES: "OrderedDict[tuple, Path]" = OrderedDict()  # (memory key, cache fo
 _MEMORY_CACHE_LOCK = threading.Lock()
 # 2: the text tower's config is part of the key; 3: so are the filled prompts (a fix to filling "{{x}}" in a
 # template left the files keyed on the raw templates serving the old prompts' embeddings)
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4  # 4: the prompts' token ids too (a tokenizer fix served the old ids' embeddings)
+
+
+def _token_ids_digest(tokenizer, prompts: list[str]) -> bytes:
+    """The prompts' token ids, hashed, for the cache file's name: a change to how a text is tokenized (a fix to a
+    tokenizer's cleaning, its surrogate pairs) keeps the tokenizer's config and every weight, and the files written
+    before it were served as the new ids' embeddings."""
+    try:
+        ids = tokenizer(prompts)
+    except ValueError:  # (a prompt it rejects: said where the prompts are encoded)
+        return b"rejected"
+    if not isinstance(ids, torch.Tensor):  # (a tokenizer of another kind: its config keys it, as before)
+        return b"other"
+    return hashlib.sha256(ids.cpu().numpy().tobytes() + repr(tuple(ids.shape)).encode()).digest()
 
 
 def clear_class_cache() -> None:
@@ -163,6 +176,7 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
                 digest = hashlib.sha256(json.dumps([_CACHE_VERSION, text_config, tokenizer_id, classnames,
                                                     templates, prompts] + ([autocast] if autocast else [])).encode())
                 digest.update(content_hash(text_module, extra=repr(module_structure(text_module))).encode())
+                digest.update(_token_ids_digest(tokenizer, prompts))
                 path = folder / f"classes-{digest.hexdigest()[:24]}.pt"
                 with _MEMORY_CACHE_LOCK:
                     _FILE_NAMES[(key, folder)] = path

@@ -254,7 +254,7 @@ class CheckpointManager:
         older = [p for p in before if this_run(int(p.name[5:]))]
         passed = [p for p in before if not this_run(int(p.name[5:]))]
         for old in passed + older[: max(0, len(older) - (self.keep_last - 1))]:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_checkpoint(old)
         for stray in self.dir.glob(".step_*"):
             if stray.is_dir():
                 shutil.rmtree(stray, ignore_errors=True)
@@ -348,11 +348,7 @@ class CheckpointManager:
         when it was measured by this metric and mode; otherwise best/ starts afresh, and ``best_restarted``
         says what the run's best was measured by (for checkpoints written before the metric was saved with the
         value, the run's own --best-metric / --best-mode in its train_config)."""
-        try:
-            saved = load_model(path)
-        except CheckpointError as e:  # a damaged model.safetensors: the way on, as for a damaged train_state.pt
-            raise CheckpointError(_pruned_meanwhile(path) or f"{e}; this checkpoint is damaged. "
-                                  f"{earlier_checkpoint_hint(path)}") from None
+        saved = load_resumed_model(path)
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
         if path.resolve().parent == self.dir.resolve() and path.name[5:].isdigit():
@@ -436,6 +432,18 @@ def run_lock_holder(out: Path) -> str | None:
     except OSError:
         return None
     return None
+
+
+def _remove_checkpoint(folder: Path) -> None:
+    """A step folder deleted out of sight: renamed to a hidden name first (swept by the next save's prune), so a
+    kill mid-delete leaves no half-deleted `step_N` that readers took for a checkpoint (over-training failed on it:
+    "folder has no config.json")."""
+    hidden = folder.with_name(f".{folder.name}.pruned")
+    try:
+        os.replace(folder, hidden)
+    except OSError:  # (gone meanwhile, or a file system that cannot rename it: deleted where it is)
+        hidden = folder
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def hold_run_lock(out: Path, owner: object = None) -> Path | None:
@@ -626,6 +634,16 @@ def nothing_written(out, resume: str) -> str | None:
     if not resume or (Path(out) / "checkpoints" / "latest").exists():
         return None
     return f"nothing was written to {out}; the run's checkpoint is still {resume}"
+
+
+def load_resumed_model(path: Path):
+    """The model of the checkpoint a run resumes from; a damaged one (a cut model.safetensors) said with the way on,
+    as a damaged train_state.pt is (the trainers, which load it first to build the model, said only the error)."""
+    try:
+        return load_model(path)
+    except CheckpointError as e:
+        raise CheckpointError(_pruned_meanwhile(path) or f"{e}; this checkpoint is damaged. "
+                              f"{earlier_checkpoint_hint(path)}") from None
 
 
 def earlier_checkpoint_hint(path: Path) -> str:

@@ -31,6 +31,7 @@ from kizuna.models.checkpoint import load_model
 from kizuna.models.clip import ClipConfig, ClipModel
 from kizuna.models.presets import check_override_types, follow_overrides, refuse_a_vision_head
 
+from .checkpointing import load_resumed_model
 from .config import TrainConfig, batch_of_one, check_minilm, deep_merge, overrides_flag
 from .data import build_dataset, build_loader, training_places, warn_if_evaluated_on_training_data
 from .distributed import contrastive_loss, from_rank0
@@ -107,7 +108,7 @@ class ContrastiveTrainer(Trainer):
 
         # Model and tokenizer: from the checkpoint being resumed, or fresh (maybe training a tokenizer).
         if self.resume_from is not None:
-            model = _clip_or_error(load_model(self.resume_from), str(self.resume_from))
+            model = _clip_or_error(load_resumed_model(self.resume_from), str(self.resume_from))
         elif not is_preset_spec(cfg.model):  # (an empty folder named like the preset is not a checkpoint: as every
             # other command reads it, it failed with "folder has no config.json")
             refuse_settings_a_checkpoint_fixes(cfg, self.named)

@@ -66,7 +66,7 @@ from kizuna.models.vit import VisionConfig, VisionTransformer, _pair, resample_p
 from .config import alias_keys_as_fields, check_act, check_common, epochs_unused, merge_model_overrides, python_numbers
 from .distributed import all_reduce_sum, barrier
 from .optim import make_optimizer, param_groups
-from .checkpointing import swap_folder_in
+from .checkpointing import load_resumed_model, swap_folder_in
 from .trainer import OUTPUT_CHECK_SAMPLES, Trainer
 
 # Settings that make the model: a resumed run continues with the checkpoint's, so these may not change.
@@ -717,7 +717,7 @@ class SupervisedTrainer(Trainer):
 
         # model: the checkpoint being resumed, a checkpoint to fine-tune, or a fresh preset
         if self.resume_from is not None:
-            model = _image_tower(load_model(self.resume_from), str(self.resume_from))
+            model = _image_tower(load_resumed_model(self.resume_from), str(self.resume_from))
         elif cfg.init:
             model = load_for_finetune(cfg.init, self.num_classes, cfg.image_size or None, cfg.pos_embed, cfg.reset_head,
                                       act=cfg.act or None)

@@ -765,6 +765,7 @@ class Trainer(ABC):
                 from kizuna.analysis.report import read_extra
 
                 metrics = read_extra(self.resume_from).get("metrics")
+                self._draw_curves(only_if_stale=True)  # a run killed between its last checkpoint and its figure
                 return dict(metrics) if isinstance(metrics, dict) else {}
             if self.step and getattr(self, "_trained_here", False):
                 # train() again after a stop (Ctrl-C in a notebook, an error): the data from the batch after the
@@ -798,11 +799,22 @@ class Trainer(ABC):
             self._keep_the_runs_state()
             self._give_back_the_callers_state()
 
-    def _draw_curves(self) -> None:
+    def _draw_curves(self, only_if_stale: bool = False) -> None:
         """OUT/curves.png, the run's loss and evaluations against the step (a figure says it at a glance);
-        a failure to draw only warns: the run itself is done."""
+        a failure to draw only warns: the run itself is done. ``only_if_stale``: where it is missing or older than
+        the log (a run killed after its last checkpoint had none, or its previous length's, for good)."""
         if not self.dist.is_main:
             return
+        if only_if_stale:
+            try:
+                log_time = (self.out / "metrics.jsonl").stat().st_mtime_ns
+            except OSError:
+                return  # (no log: nothing to draw)
+            try:
+                if (self.out / "curves.png").stat().st_mtime_ns >= log_time:
+                    return
+            except OSError:
+                pass
         from kizuna.models.checkpoint import drawn
 
         def curves(path):

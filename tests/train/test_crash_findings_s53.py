@@ -1,0 +1,91 @@
+"""Kills and full disks at every write (session 53)."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+
+import pytest
+from _tiny import tiny_config
+
+from kizuna.train import checkpointing
+from kizuna.train.contrastive import ContrastiveTrainer
+
+
+def test_a_finished_run_killed_before_its_curves_draws_them_at_its_resume(tmp_path):
+    out = tmp_path / "run"
+    ContrastiveTrainer(tiny_config(out, eval_max_samples=0)).train()
+    (out / "curves.png").unlink()  # the kill came between the last checkpoint and the figure
+    ContrastiveTrainer(tiny_config(out, eval_max_samples=0, resume="latest")).train()
+    assert (out / "curves.png").is_file()
+
+
+def test_a_kill_while_pruning_leaves_no_half_deleted_step_folder(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    removed = []
+    monkeypatch.setattr(checkpointing.shutil, "rmtree", lambda path, **kw: removed.append(path))  # killed before
+    trainer = ContrastiveTrainer(tiny_config(out, steps=3, save_every=1, keep_last=1, eval_max_samples=0))
+    trainer.train()
+    visible = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert visible == ["step_0000003"]  # the pruned ones out of sight at once, whatever the delete did
+    assert any(p.name.endswith(".pruned") for p in removed)
+    monkeypatch.undo()
+    ContrastiveTrainer(tiny_config(out, steps=4, save_every=1, keep_last=1, eval_max_samples=0,
+                                   resume="latest")).train()
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".pruned")]  # swept by the next save
+
+
+def test_a_damaged_model_file_in_latest_says_where_to_resume_from(tmp_path):
+    from kizuna.models.checkpoint import CheckpointError
+
+    out = tmp_path / "run"
+    ContrastiveTrainer(tiny_config(out, steps=2, save_every=1, keep_last=2, eval_max_samples=0)).train()
+    weights = out / "checkpoints" / "step_0000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"this checkpoint is damaged\. Resume from an earlier one: --resume "
+                                              r".*step_0000001"):
+        ContrastiveTrainer(tiny_config(out, steps=2, eval_max_samples=0, resume="latest"))
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_full_disk_is_one_line(monkeypatch, capsys, code):
+    from kizuna.apps import cli
+
+    def full(args):
+        raise OSError(code, "could not write out/e.npy (No space left on device); the files there before are "
+                            "unchanged")
+
+    monkeypatch.setattr(cli, "build_parser", _parser_running(full))
+    assert cli.main(["x"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("kizuna: error: could not write out/e.npy (No space left on device); the files there "
+                           "before are unchanged")
+
+    def raw(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/e.npy")
+
+    monkeypatch.setattr(cli, "build_parser", _parser_running(raw))
+    assert cli.main(["x"]) == 1
+    assert "No space left on device: 'out/e.npy'; free space there" in capsys.readouterr().err
+
+
+def _parser_running(run):
+    import argparse
+
+    def build():
+        parser = argparse.ArgumentParser(prog="kizuna")
+        p = parser.add_subparsers().add_parser("x")
+        p.set_defaults(_run=run)
+        return parser
+    return build
+
+
+def test_removing_a_checkpoint_that_went_meanwhile_is_quiet(tmp_path):
+    gone = tmp_path / "step_0000001"
+    checkpointing._remove_checkpoint(gone)  # (a prune racing another's)
+    folder = tmp_path / "step_0000002"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    checkpointing._remove_checkpoint(folder)
+    assert not folder.exists() and not list(tmp_path.iterdir())
+    assert shutil.rmtree  # (the real one: not patched here)
