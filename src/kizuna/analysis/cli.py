@@ -203,7 +203,9 @@ def _check_image_paths(args) -> None:
 def run(args):
     if not getattr(args, "analyze_command", None):  # as `kizuna eval` without a task: one error line (it printed
         raise ValueError(f"choose an action: {', '.join(ACTIONS)} (see kizuna analyze --help)")  # the help, rc 2)
-    from kizuna.apps.common import check_out_outside_data, check_writable
+    from kizuna.apps.common import check_out_outside_data, check_writable, refuse_under_torchrun
+
+    refuse_under_torchrun(f"kizuna analyze {args.analyze_command}")
 
     check_writable(args.out, "the figures and JSON")  # it failed as "[Errno 17] File exists" once they were drawn
     _check_image_paths(args)

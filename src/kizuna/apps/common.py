@@ -217,6 +217,17 @@ def add_threads_argument(parser) -> None:
                         "choice: OMP_NUM_THREADS if set, else every core)")
 
 
+def refuse_under_torchrun(command: str) -> None:
+    """A command that runs in one process (its work is not split over ranks) refused under torchrun, in one line:
+    every rank did all the work and wrote the same files (`kizuna embed`: N times the compute, two renames racing
+    onto one output), and `analyze` had one rank refuse its sibling's folder lock as "another kizuna run"."""
+    from kizuna.train.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise ValueError(f"{command} runs in one process (its work is not split over ranks): run it without "
+                         "torchrun")
+
+
 def add_loader_timeout_argument(parser) -> None:
     """``--loader-timeout-minutes``: how long the command waits for a batch from its decoding workers before it
     ends with one line (a worker hung on one file, a network file system that stopped answering, waited for ever),

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kizuna.apps.common import (add_loader_timeout_argument, add_model_argument, add_progress_argument, at_least_zero,
-                                 check_writable, load_model_from_args, one_line)
+                                 check_writable, load_model_from_args, one_line, refuse_under_torchrun)
 from kizuna.extras import require
 
 
@@ -295,6 +295,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def run(args):
+    refuse_under_torchrun("kizuna embed")
     for flag, value in (("--images", args.images), ("--texts", args.texts), ("--out", args.out)):
         if value is not None and not value.strip():  # an unset shell variable: it ran the other branch, or "."
             raise ValueError(f"{flag} is empty; give a {'folder' if flag == '--images' else 'file'}")

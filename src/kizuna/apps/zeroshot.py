@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kizuna.apps.common import add_model_argument, format_table, load_model_from_args
+from kizuna.apps.common import add_model_argument, format_table, load_model_from_args, refuse_under_torchrun
 
 
 def add_arguments(p):
@@ -87,6 +87,7 @@ def parse_templates(templates: list[str] | None) -> list[str]:
 
 
 def run(args):
+    refuse_under_torchrun("kizuna zeroshot")
     import torch
 
     import kizuna

@@ -1269,7 +1269,8 @@ class PairDataset(torch.utils.data.Dataset):
             raise ShardChanged(f"tar shard {path} changed since it was indexed (its size or modification time: "
                                "rewritten, or touched): "
                                "the index's offsets, labels and captions are not its samples' now. Start the "
-                               "command again once nothing writes the data (a training run saved its last step)")
+                               "command again once nothing writes the data (a training run in one process saved its last step; "
+                               "under torchrun, its last checkpoint is where it resumes)")
         return fd
 
     def _read(self, i: int) -> bytes:

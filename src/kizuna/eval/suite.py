@@ -667,7 +667,9 @@ def results_folder_lock(out_dir):
     kernel's lock on OUT/.kizuna-run.lock, as a training run holds its folder): two suites into one --out
     removed each other's figures, and one's results.json then listed a figure that was gone. A second command
     into the folder is refused, naming the first one's process."""
-    if not out_dir or not is_main():
+    from kizuna.train.distributed import first_rank
+
+    if not out_dir or not (is_main() and first_rank()):  # (first_rank: also before a process group is set up)
         yield
         return
     from kizuna.train.checkpointing import hold_run_lock, release_run_lock

@@ -319,6 +319,9 @@ def _evaluate(args, info, device) -> int:
 
 def augment(args) -> int:
     """`kizuna vit augment`: the recipe's augmentation as a figure and numbers."""
+    from kizuna.apps.common import refuse_under_torchrun
+
+    refuse_under_torchrun("kizuna vit augment")
     from kizuna.analysis.augmentation import preview_augmentation
 
     cfg = config_from_args(args)
