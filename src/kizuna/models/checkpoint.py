@@ -339,9 +339,23 @@ def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) ->
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
         return path
     path.mkdir(parents=True, exist_ok=True)
+    _drop_another_models_config(path / "config.json", record)
     atomic_write(path / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
     atomic_write_text(path / "config.json", json.dumps({FORMAT_KEY: record}, indent=2))
     return path
+
+
+def _drop_another_models_config(config: Path, record: dict) -> None:
+    """The config.json of another model (another architecture) removed before this one's weights take the folder:
+    a kill between the weights and the new config.json paired the new weights with the old architecture (GELU read
+    as QuickGELU), which loaded without a word. Now such a folder refuses to load, naming its model.safetensors,
+    which carries the whole record and loads as it is."""
+    try:
+        old = json.loads(config.read_text(encoding="utf-8")).get(FORMAT_KEY)
+    except (OSError, ValueError, AttributeError, RecursionError):  # none, or not kizuna's: replaced as before
+        return
+    if isinstance(old, dict) and (old.get("kind"), old.get("config")) != (record.get("kind"), record.get("config")):
+        config.unlink(missing_ok=True)
 
 
 def drop_retired_keys(model: nn.Module, state_dict: dict) -> dict:
@@ -465,6 +479,15 @@ def _is_torchscript(path: Path) -> bool:
 # what a file given as a model often is instead (an image passed where the model goes, a config.json)
 _NOT_TORCH = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
               b"RIFF": "a RIFF file (WebP?)", b"{": "JSON text", b"[": "JSON text"}
+
+
+def _carries_a_record(file: Path) -> bool:
+    """Whether ``file`` is a safetensors file with kizuna's record in its metadata (read from its header only)."""
+    try:
+        with utf8_path(file) as readable, safe_open(readable, framework="pt") as f:
+            return FORMAT_KEY in (f.metadata() or {})
+    except Exception:  # (none, or not a safetensors file: the folder is no model, as said)
+        return False
 
 
 def _record_of_the_weights(folder: Path, record, meta: dict):
@@ -637,6 +660,10 @@ def _load_model(path: Path, image_size, allow_jit: bool, map_location: str, act)
             if inside:  # the run's checkpoints/ folder: its models are the folders inside
                 raise CheckpointError(f"{path} is a training run's checkpoints folder, not a model; pass "
                                       + " or ".join(str(p) for p in inside))
+            if _carries_a_record(path / "model.safetensors"):  # a save into the folder cut before its config
+                raise CheckpointError(f"{path}: folder has no config.json, but its model.safetensors carries kizuna's "
+                                      "record (a save interrupted before its config.json?): load that file, "
+                                      f"{path / 'model.safetensors'}, which loads as it is")
             raise CheckpointError(f"{path}: folder has no config.json (expected a kizuna or Hugging Face model)")
         try:
             cfg = json.loads(cfg_file.read_text(encoding="utf-8"))

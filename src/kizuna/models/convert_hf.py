@@ -668,6 +668,9 @@ def _write_folder(folder: Path, config: dict, tensors: dict, preprocess: dict, p
     _remove_stale_sentencepiece(folder)
     if processor_class == "CLIPProcessor":  # (transformers reads it before vocab.json: another model's)
         (folder / "tokenizer.json").unlink(missing_ok=True)
+    # and its config likewise: an export cut between the weights and config.json paired the new weights with the
+    # old model's config (another activation, loaded without a word); a folder without one refuses to load
+    (folder / "config.json").unlink(missing_ok=True)
     atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write_text(folder / "config.json", json.dumps(config, indent=2, allow_nan=False))
     atomic_write_text(folder / "preprocessor_config.json", json.dumps(preprocess, indent=2, allow_nan=False))
