@@ -89,3 +89,41 @@ def test_removing_a_checkpoint_that_went_meanwhile_is_quiet(tmp_path):
     checkpointing._remove_checkpoint(folder)
     assert not folder.exists() and not list(tmp_path.iterdir())
     assert shutil.rmtree  # (the real one: not patched here)
+
+
+def test_vit_eval_killed_after_its_figure_leaves_no_results_of_another_model(tmp_path, monkeypatch):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_supervised import _cfg, _shard
+
+    from kizuna.apps.cli import main
+    from kizuna.train import vit_cli
+    from kizuna.train.supervised import SupervisedTrainer
+
+    data = tmp_path / "data"
+    _shard(data / "train" / "000000.tar", 0, 32)
+    _shard(data / "test" / "000000.tar", 1000, 8)
+    (data / "classnames.txt").write_text("red\ngreen\nblue\ngrey\n")
+    SupervisedTrainer(_cfg(data, tmp_path / "run", steps=4, save_every=2)).train()
+    ev = tmp_path / "ev"
+    argv = ["vit", "eval", "--data", str(data / "test"), "--no-progress", "--out", str(ev)]
+    assert main([argv[0], argv[1], str(tmp_path / "run" / "model"), *argv[2:]]) == 0
+    assert json.loads((ev / "results.json").read_text())["model"].endswith("model")
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vit_cli, "atomic_write_text", killed)  # the kill after the new figure
+    step_2 = tmp_path / "run" / "checkpoints" / "step_0000002"
+    with pytest.raises(KeyboardInterrupt):
+        vit_cli.run(vit_cli_args(argv, step_2))
+    assert (ev / "confusion.png").is_file() and not (ev / "results.json").exists()
+
+
+def vit_cli_args(argv, checkpoint):
+    from kizuna.apps.cli import build_parser
+
+    return build_parser().parse_args([argv[0], argv[1], str(checkpoint), *argv[2:]])

@@ -301,7 +301,11 @@ def _evaluate(args, info, device) -> int:
                   "plots": ["confusion.png"]}
         # an earlier `eval`'s figures here (and a suite's scatter), removed once results.json is written
         stale = [*unlisted_plots(out, {"confusion.png"}), out / "robustness_scatter.png"]
-        # the figure first and results.json last: interrupted, a new results.json stood beside the last run's figure
+        # the figure first and results.json last: interrupted, a new results.json stood beside the last run's figure;
+        # and the last run's results gone before the new figure comes (a kill between the two left them beside it,
+        # describing another model)
+        for old in (out / "results.json", out / "results.md"):
+            old.unlink(missing_ok=True)
         result.plot_confusion(out / "confusion.png")
         from kizuna.eval.suite import markdown_cell  # (a name with <b>, __x__ or $ rendered as markup)
 
