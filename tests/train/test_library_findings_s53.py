@@ -129,3 +129,17 @@ def test_a_hosts_own_sigterm_handler_or_ignored_sigterm_is_left_to_the_host(tmp_
         assert signal.getsignal(signal.SIGTERM) is handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_trainer_built_but_never_trained_leaves_no_tensorboard_thread(tmp_path):
+    import threading
+
+    pytest.importorskip("tensorboard")
+
+    def writers():
+        return [t for t in threading.enumerate() if "Writer" in type(t).__name__ or "writer" in t.name.lower()]
+
+    before = len(writers())
+    for i in range(3):  # a cell run three times
+        ContrastiveTrainer(tiny_config(tmp_path / f"run{i}", eval_max_samples=0))
+    assert len(writers()) == before

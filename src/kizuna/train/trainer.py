@@ -145,9 +145,13 @@ class Trainer(ABC):
                     init(self, *args, **kw)
             except BaseException:
                 self._let_go_of_the_folder()
+                self._close_the_log()
                 self._give_back_the_callers_state()
                 raise
             if type(self).__init__ is guarded:  # (the outermost __init__: a subclass's calls its base's within)
+                # its TensorBoard writer's thread too, opened by the start record (again at train()'s first): a
+                # trainer built again and again in a notebook left one thread each, for the life of the process
+                self._close_the_log()
                 # built: the run's streams kept for train(), the caller's state its own again meanwhile (a sweep
                 # that built its trainers first trained the second on the first's threads, and its patch dropout
                 # drew from the stream the first had given back)
@@ -156,6 +160,11 @@ class Trainer(ABC):
 
         guarded.__doc__, guarded.__wrapped__ = init.__doc__, init
         cls.__init__ = guarded
+
+    def _close_the_log(self) -> None:
+        logger = getattr(self, "logger", None)
+        if logger is not None:
+            logger.close()
 
     def _hold_the_folder(self) -> None:
         """Take OUT's lock for this trainer (refused if another process's run holds it); let go by
