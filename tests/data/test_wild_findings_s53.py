@@ -85,6 +85,34 @@ def test_an_image_past_the_bomb_warning_is_named(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40 x 30 = 1,200 pixels: warned, decoded
     buf = io.BytesIO()
     Image.new("RGB", (40, 30)).save(buf, format="PNG")
-    with pytest.warns(Image.DecompressionBombWarning, match=r"^shard\.tar:key7: Image size \(1200 pixels\)"):
+    with pytest.warns(Image.DecompressionBombWarning, match=r"^shard\.tar:key7: 40 x 30 = 1200 pixels, past "):
         img = decode_image(buf.getvalue(), "shard.tar:key7")
     assert img.size == (40, 30)
+
+
+def test_the_command_line_shows_the_named_bomb_warning_only(monkeypatch, capsys):
+    from kizuna.data.loader import CommandWarnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, format="PNG")
+    voice = CommandWarnings("kizuna embed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "showwarning", voice)
+        decode_image(buf.getvalue(), "a.png")
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("kizuna embed: warning: a.png: 40 x 30 = 1200 pixels")
+
+
+def test_decoding_leaves_the_processs_warning_registries_alone():
+    """A catch_warnings around Image.open reset every module's once-per-location registry at each image: a
+    training step's warning was shown at every step."""
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="PNG")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            decode_image(buf.getvalue(), "a.png")
+            warnings.warn("a per-step warning", UserWarning)
+    assert len(caught) == 1

@@ -16,7 +16,7 @@ def test_the_attack_encodes_every_attacked_image_in_one_pass_each_with_its_own_w
     encode = probes.encode_images
     monkeypatch.setattr(probes, "encode_images", lambda *a, **k: passes.append(k.get("desc")) or encode(*a, **k))
     write = probes.render_text
-    monkeypatch.setattr(probes, "render_text", lambda img, word: words.append(word) or write(img, word))
+    monkeypatch.setattr(probes, "render_text", lambda img, word, **kw: words.append(word) or write(img, word, **kw))
     t = probes.typographic_attack(model, tok, ds, progress=False, batch_size=4, num_workers=0)
     assert passes == ["typographic: clean", "typographic: attacked"]
     usable = [i for i in range(len(ds)) if i != 5]  # the corrupt image is written on by no pass
@@ -32,7 +32,7 @@ def test_a_repeated_sample_is_scored_against_the_word_written_on_it(tmp_path, ti
     sub = ds.subset([5, 5, 5, 5, 7, 1])
     words = []
     write = probes.render_text
-    monkeypatch.setattr(probes, "render_text", lambda img, word: words.append(word) or write(img, word))
+    monkeypatch.setattr(probes, "render_text", lambda img, word, **kw: words.append(word) or write(img, word, **kw))
     t = probes.typographic_attack(model, tok, sub, progress=False, batch_size=2, num_workers=0)
     assert len(set(t.written[:4].tolist())) == 1  # the copies of row 5: one word, the one written on them
     assert Counter(words) == Counter(sub.classnames[k] for k in t.written)

@@ -143,3 +143,65 @@ def test_a_trainer_built_but_never_trained_leaves_no_tensorboard_thread(tmp_path
     for i in range(3):  # a cell run three times
         ContrastiveTrainer(tiny_config(tmp_path / f"run{i}", eval_max_samples=0))
     assert len(writers()) == before
+
+
+def test_train_again_after_a_stop_is_refused_where_a_later_trainer_trained_meanwhile(tmp_path):
+    out = tmp_path / "run"
+    first = ContrastiveTrainer(_cfg(out, steps=8))
+    step, calls = first.train_step, []
+
+    def train_step(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(*a, **k)
+
+    first.train_step = train_step
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    ContrastiveTrainer(_cfg(out, steps=4, lr=5e-3)).train()  # built (and trained) after the first let go
+    torch.set_num_threads(1)
+    with pytest.raises(ValueError, match="another trainer of this process, built after this one"):
+        first.train()
+    assert torch.get_num_threads() == 1  # the refusal gave the caller's state back
+    steps = [json.loads(line)["step"] for line in open(out / "metrics.jsonl") if '"loss"' in line]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_train_again_after_a_stop_takes_the_lock_again(tmp_path):
+    from kizuna.train import checkpointing
+
+    out = tmp_path / "run"
+    trainer = ContrastiveTrainer(_cfg(out, steps=4))
+    step, calls, held = trainer.train_step, [], []
+
+    def train_step(*a, **k):
+        calls.append(1)
+        held.append(out.resolve() in checkpointing._HELD_LOCKS)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(*a, **k)
+
+    trainer.train_step = train_step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    trainer.train()
+    assert held == [True] * len(held) and len(held) == 4  # this process holds OUT in the second train() too
+
+
+def test_a_trainer_that_failed_to_build_takes_nothing_over(tmp_path):
+    out = tmp_path / "run"
+    first = ContrastiveTrainer(_cfg(out))
+    with pytest.raises(FileNotFoundError):
+        ContrastiveTrainer(_cfg(out, resume=str(tmp_path / "nowhere")))
+    first.train()
+
+
+def test_the_takeover_is_refused_where_files_cannot_be_locked(tmp_path, monkeypatch):
+    from kizuna.train import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "hold_run_lock", lambda out: None)  # Windows, a file system without locks
+    first = ContrastiveTrainer(tiny_config(tmp_path / "run", eval_max_samples=0))
+    ContrastiveTrainer(tiny_config(tmp_path / "run", eval_max_samples=0))
+    with pytest.raises(ValueError, match="another trainer of this process, built after this one"):
+        first.train()

@@ -30,7 +30,8 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
-        img = _open_naming_a_bomb(data, name)
+        img = Image.open(io.BytesIO(data))
+        _say_a_bomb_by_name(img, name)
         if draft_size and img.format in ("JPEG", "MPO"):  # MPO: a phone JPEG with a depth or gain map after it
             img.draft("RGB", (draft_size, draft_size))
         img.load()
@@ -47,21 +48,16 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
     return upright(img)
 
 
-def _open_naming_a_bomb(data: bytes, name: str) -> Image.Image:
-    """``Image.open`` of ``data``, its decompression-bomb warning (an image between one and two times
-    ``Image.MAX_IMAGE_PIXELS``, which Pillow decodes) said with the image's name: Pillow's own named nothing ("Image
-    size (100000000 pixels) exceeds limit ..."), once an epoch in training. Other warnings pass on as they came."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", Image.DecompressionBombWarning)
-        img = Image.open(io.BytesIO(data))
-    for w in caught:
-        if issubclass(w.category, Image.DecompressionBombWarning):
-            warnings.warn(f"{name}: {w.message} It was decoded (Pillow refuses twice its limit, "
-                          "PIL.Image.MAX_IMAGE_PIXELS); resize it if it is not meant to be that large",
-                          Image.DecompressionBombWarning, stacklevel=3)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return img
+def _say_a_bomb_by_name(img: Image.Image, name: str) -> None:
+    """An image between one and two times ``Image.MAX_IMAGE_PIXELS`` (Pillow decodes it, with a warning that names
+    nothing: "Image size (100000000 pixels) exceeds limit ...", once an epoch in training) warned about by name.
+    The command line shows this one only (:class:`kizuna.data.loader.CommandWarnings` drops Pillow's)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        warnings.warn(f"{name}: {img.width} x {img.height} = {img.width * img.height} pixels, past Pillow's "
+                      f"decompression-bomb limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS); decoded all the same "
+                      "(Pillow refuses twice the limit): resize it if it is not meant to be that large",
+                      Image.DecompressionBombWarning, stacklevel=3)
 
 
 EXIF_ORIENTATION = 0x0112

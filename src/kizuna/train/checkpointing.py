@@ -446,13 +446,12 @@ def _remove_checkpoint(folder: Path) -> None:
     shutil.rmtree(hidden, ignore_errors=True)
 
 
-def hold_run_lock(out: Path, owner: object = None) -> Path | None:
+def hold_run_lock(out: Path) -> Path | None:
     """Lock OUT for this process's run, or raise if another process's run holds it. Two runs in one folder
     (the same command started twice) moved each other's checkpoints aside and interleaved their logs. The
     lock is the kernel's (a POSIX record lock on OUT/.kizuna-run.lock, which names the holder's pid): it goes
     with the process, so a killed run leaves nothing to clean up and resumes as before. Returns the key to
-    :func:`release_run_lock`; None where the platform or file system has no locks. ``owner``: the trainer that took
-    the folder last, in this process (:func:`run_lock_owner`)."""
+    :func:`release_run_lock`; None where the platform or file system has no locks."""
     try:
         import fcntl
     except ImportError:  # Windows: no lock, as before
@@ -472,7 +471,6 @@ def hold_run_lock(out: Path, owner: object = None) -> Path | None:
             raise ValueError(f"--out {out}: another kizuna run (pid {os.getpid()}, this process) is training "
                              "there; wait for it to end, or choose another --out")
         _HELD_LOCKS[key][1] += 1
-        _HELD_LOCKS[key][4] = owner
         return key
     handle = open(key / RUN_LOCK, "a+", encoding="utf-8")
     try:
@@ -490,8 +488,7 @@ def hold_run_lock(out: Path, owner: object = None) -> Path | None:
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    # [file, holders, folder made, a trainer of this process is training there, the trainer that took it last]
-    _HELD_LOCKS[key] = [handle, 1, made, False, owner]
+    _HELD_LOCKS[key] = [handle, 1, made, False]  # the last: a trainer of this process is training there
     return key
 
 
@@ -510,10 +507,22 @@ def run_lock_lost(key: Path | None) -> str | None:
     return None if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino) else "replaced by another run's"
 
 
-def run_lock_owner(key: Path | None) -> object:
-    """The ``owner`` of the last :func:`hold_run_lock` of OUT in this process (None where none is held)."""
-    held = _HELD_LOCKS.get(key) if key is not None else None
-    return None if held is None else held[4]
+# The trainer (its number) built last on each run folder in this process, lock or no lock (Windows has none, and a
+# trainer lets go of its lock when train() ends): two trainers on one folder trained into it in turn, interleaving
+# their steps in one log. Set once a trainer is built (a build that failed takes nothing over).
+_FOLDER_OWNERS: dict[Path, object] = {}
+
+
+def claim_run_folder(out: Path, owner: object) -> Path:
+    """Record ``owner`` as the trainer built last on ``out``; returns the folder's key for :func:`run_folder_owner`
+    (its real path: a relative OUT is the one under the folder the trainer was built in)."""
+    key = Path(out).resolve()
+    _FOLDER_OWNERS[key] = owner
+    return key
+
+
+def run_folder_owner(key: Path | None) -> object:
+    return _FOLDER_OWNERS.get(key) if key is not None else None
 
 
 def mark_training(key: Path | None, training: bool) -> None:

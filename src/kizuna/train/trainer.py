@@ -43,8 +43,9 @@ from kizuna.models.checkpoint import atomic_write_text
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
 from .checkpointing import (EVAL_SET_SETTINGS, RUN_LOCK, CheckpointManager, announce_restored, check_resume_settings,
-                            flag_value, hold_run_lock, mark_training, read_train_state, release_run_lock,
-                            resumed_config, rng_state, run_lock_lost, run_lock_owner, same_evaluation_set, set_rng_state)
+                            claim_run_folder, flag_value, hold_run_lock, mark_training, read_train_state,
+                            release_run_lock, resumed_config, rng_state, run_folder_owner, run_lock_lost,
+                            same_evaluation_set, set_rng_state)
 from .compiling import compiled_or_eager
 from .config import python_numbers
 from .distributed import (DistInfo, all_reduce_sum, even_batch, init_distributed, launched_by_torchrun,
@@ -149,6 +150,7 @@ class Trainer(ABC):
                 self._give_back_the_callers_state()
                 raise
             if type(self).__init__ is guarded:  # (the outermost __init__: a subclass's calls its base's within)
+                self._claimed = claim_run_folder(self.out, self._folder_token)  # (an earlier trainer's is refused)
                 # its TensorBoard writer's thread too, opened by the start record (again at train()'s first): a
                 # trainer built again and again in a notebook left one thread each, for the life of the process
                 self._close_the_log()
@@ -169,7 +171,7 @@ class Trainer(ABC):
     def _hold_the_folder(self) -> None:
         """Take OUT's lock for this trainer (refused if another process's run holds it); let go by
         :meth:`_let_go_of_the_folder`, or when a trainer that never trained is collected."""
-        self._run_lock_key = hold_run_lock(self.out, owner=self._folder_token)
+        self._run_lock_key = hold_run_lock(self.out)
         self.release_run_lock = weakref.finalize(self, release_run_lock, self._run_lock_key)
 
     def _set_training_modes(self) -> None:
@@ -289,7 +291,7 @@ class Trainer(ABC):
                                  f"Go back (os.chdir({self.started_in!r})), or build the trainer with an absolute "
                                  "out")
             key = getattr(self, "_run_lock_key", None)
-            if run_lock_owner(key) not in (None, self._folder_token):
+            if run_folder_owner(getattr(self, "_claimed", None)) not in (None, self._folder_token):
                 raise ValueError(f"--out {self.out}: another trainer of this process, built after this one, has "
                                  "taken the folder over (its run's files are there now); train that one, or build "
                                  "this one again (with another out to keep both)")
@@ -761,13 +763,18 @@ class Trainer(ABC):
     def train(self) -> dict:
         # only while training: set in the constructor, a set-up that failed (a refused resume) or a trainer
         # never trained left the process keeping its freed memory
-        self._take_up_the_runs_state()
-        self._check_the_folder_is_still_ours()  # before anything is written (another trainer took it, a chdir)
-        kept = self.device.type == "cpu" and self.cfg.keep_freed_memory and keep_freed_memory()
-        mark_training(getattr(self, "_run_lock_key", None), True)  # another trainer is refused OUT meanwhile
-        try:
+        kept = False
+        try:  # (the refusals below give the caller's state back too, in the finally)
+            self._take_up_the_runs_state()
             if self.final_metrics is not None:  # train() again on a finished run: its numbers (it returned {})
                 return dict(self.final_metrics)
+            self._check_the_folder_is_still_ours()  # before anything is written (another trainer took it, a chdir)
+            release = getattr(self, "release_run_lock", None)
+            if release is not None and not release.alive:  # train() again after a stop: OUT locked again (the
+                self.release_run_lock = None  # first let go when it ended), refused if another run holds it now
+                self._hold_the_folder_together()
+            kept = self.device.type == "cpu" and self.cfg.keep_freed_memory and keep_freed_memory()
+            mark_training(getattr(self, "_run_lock_key", None), True)  # another trainer is refused OUT meanwhile
             if resumed_at_the_end(self):
                 # the run's final metrics, as its end returned them (saved with its last checkpoint): {} left
                 # `kizuna train --resume latest > final.json` (a rerun batch job) without the numbers it had
