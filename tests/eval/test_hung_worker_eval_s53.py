@@ -117,3 +117,27 @@ def test_zero_waits_for_ever():
     on_wait = wait_watch(0)
     with pytest.warns(RuntimeWarning, match="waiting for ever"):
         on_wait(1e9)  # no limit: said, not raised
+
+
+def test_a_training_loops_evaluations_wait_by_the_runs_own_setting(tmp_path):
+    """A config's loader_timeout_minutes (Python, a file) did not reach the evaluators' loaders: only the command
+    line's flag did; and a stop there was not looked at."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    from _tiny import tiny_config
+
+    from kizuna.train import trainer as trainer_mod
+    from kizuna.train.contrastive import ContrastiveTrainer
+
+    trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", loader_timeout_minutes=0.01, eval_max_samples=0))
+    stop = trainer_mod.StopOnInterrupt(enabled=False)
+    with trainer._watching_evaluation(stop):
+        on_wait = loader_mod._WAIT_WATCHERS[-1]
+        with pytest.raises(LoaderStalled, match="in 0.01 min"):
+            on_wait(0.6)
+        stop.requested = "SIGINT"
+        with pytest.raises(trainer_mod._StoppedWhileLoading):
+            on_wait(0.2)
+    assert loader_mod._WAIT_WATCHERS == []

@@ -48,3 +48,26 @@ def test_the_attack_records_the_font_it_wrote_in(tmp_path):
         typographic_attack(model, kizuna.get_tokenizer(model),
                            load_dataset(classification_wds(tmp_path / "cjk", n=4, classnames=["猫", "犬"])),
                            progress=False)
+
+
+def test_eval_probes_refuses_undrawable_names_before_any_probe_runs(tmp_path, capsys, monkeypatch):
+    from kizuna.apps.cli import main
+    from kizuna.eval import probes
+
+    ran = []
+    robustness = probes.evaluate_robustness
+    monkeypatch.setattr(probes, "evaluate_robustness", lambda *a, **k: ran.append(1) or robustness(*a, **k))
+    data = classification_wds(tmp_path / "cjk", n=4, classnames=["猫", "犬"])
+    code = main(["eval", "probes", "--model", "ViT-mu-8", "--dataset", str(data), "--no-progress", "--out",
+                 str(tmp_path / "res"), "--severities", "1", "--corruptions", "gaussian_noise"])
+    assert code == 2 and "cannot write the class name(s) '猫', '犬'" in capsys.readouterr().err
+    assert ran == []
+
+
+def test_a_font_without_freetype_still_writes_ascii(monkeypatch):
+    from PIL import ImageFont
+
+    from kizuna.eval import probes
+
+    monkeypatch.setattr(probes, "default_font", lambda px: ImageFont.load_default_imagefont())
+    assert font_for(["cat", "dog"]) is None  # (drawing U+FFFF failed: UnicodeEncodeError for every dataset)

@@ -95,3 +95,29 @@ def test_a_disk_too_full_for_the_trial_stops_the_run_at_the_plan(tmp_path, monke
         trainer.train()
     assert trainer.step < 30  # stopped at the plan, not after the whole run
     assert not list((tmp_path / "run" / "checkpoints").glob(".step_*"))
+
+
+def test_the_trial_checkpoint_is_no_training_time(tmp_path, monkeypatch):
+    """The plan without an evaluation: its trial checkpoint's time was counted in the step's samples/s (9 against
+    300 elsewhere)."""
+    import time
+
+    from kizuna.train import checkpointing
+    from kizuna.train.contrastive import ContrastiveTrainer
+
+    save_model = checkpointing.save_model
+
+    def slow(model, folder, **kwargs):
+        time.sleep(1.0)
+        return save_model(model, folder, **kwargs)
+
+    monkeypatch.setattr(checkpointing, "save_model", slow)
+    out = tmp_path / "run"
+    trainer = ContrastiveTrainer(tiny_config(out, steps=30, time_budget_minutes=5, warmup_steps=2, eval_max_samples=0))
+    trainer.evaluate = dict  # nothing to evaluate at the plan
+    trainer.train()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    plan_step = next(r for r in records if r.get("kind") == "plan")["step"]
+    rates = {r["step"]: r["samples_per_s"] for r in records if r.get("kind") == "train"}
+    others = sorted(v for k, v in rates.items() if k != plan_step)
+    assert rates[plan_step] > others[len(others) // 2] / 3, (rates[plan_step], others)

@@ -127,3 +127,19 @@ def vit_cli_args(argv, checkpoint):
     from kizuna.apps.cli import build_parser
 
     return build_parser().parse_args([argv[0], argv[1], str(checkpoint), *argv[2:]])
+
+
+def test_a_checkpoint_that_did_not_fit_is_one_line(tmp_path, monkeypatch, capsys):
+    """torch's and safetensors' own errors carry no errno: the checkpoint's message came after 59 lines."""
+    from kizuna.apps.cli import main
+
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1234 vs 1200")
+
+    monkeypatch.setattr(checkpointing.torch, "save", full)
+    code = main(["train", "--model", "ViT-mu-8", "--data", "synthetic", "--synthetic-image-size", "32",
+                 "--synthetic-length", "64", "--batch-size", "16", "--steps", "2", "--workers", "0", "--out",
+                 str(tmp_path / "run"), "--progress", "false", "--eval-max-samples", "4", "--context-length", "24"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "error: writing the checkpoint" in err and "No checkpoint was saved before it" in err

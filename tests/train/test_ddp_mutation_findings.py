@@ -260,7 +260,7 @@ def test_rank_1_trains_its_share_of_the_batch_on_its_own_stream_and_writes_nothi
     monkeypatch.setattr(report, "plot_curves", lambda folder: drawn.append(folder))
     trainer = ContrastiveTrainer(tiny_config(out, batch_size=8, steps=2, warmup_steps=1, save_every=1, device="cpu"))
     # (the run's stream, kept for train(): the caller's is its own once the trainer is built)
-    assert torch.equal(trainer._run_rng[0], _rng_after_seed(rank_seed(trainer.cfg.seed, 1)))
+    assert torch.equal(trainer._run_rng["torch"], _rng_after_seed(rank_seed(trainer.cfg.seed, 1)))
     assert trainer.per_rank_batch == 4 and len(next(iter(trainer.loader))["captions"]) == 4
     metrics = trainer.train()
     assert trainer.step == 2
@@ -277,7 +277,7 @@ def test_rank_0_keeps_the_one_process_stream_and_rank_1_resumes_an_old_checkpoin
     _as_rank(monkeypatch, 0)
     cfg = tiny_config(tmp_path / "run", batch_size=8, steps=2, warmup_steps=1, device="cpu")
     first = ContrastiveTrainer(cfg)
-    after = first._run_rng[0]
+    after = first._run_rng["torch"]
     torch.manual_seed(cfg.seed)
     from kizuna.models.clip import ClipModel
 
@@ -292,7 +292,7 @@ def test_rank_0_keeps_the_one_process_stream_and_rank_1_resumes_an_old_checkpoin
     resumed = ContrastiveTrainer(tiny_config(tmp_path / "run", batch_size=8, steps=3, warmup_steps=1,
                                              eval_max_samples=0, device="cpu", resume="latest"))
     assert resumed.step == 2
-    assert torch.equal(resumed._run_rng[0], _rng_after_seed(rank_seed(cfg.seed, 1, 2)))
+    assert torch.equal(resumed._run_rng["torch"], _rng_after_seed(rank_seed(cfg.seed, 1, 2)))
 
 
 def test_only_rank_0_exports_the_supervised_model(tmp_path):

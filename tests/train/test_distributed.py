@@ -183,7 +183,7 @@ def test_ranks_draw_patch_dropout_of_their_own_and_resume_it_exactly(tmp_path):
     ranks = [json.loads((tmp_path / f"rng_rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["first_rng"] != ranks[1]["first_rng"]
     one = ContrastiveTrainer(tiny_config(tmp_path / "one", steps=4, patch_dropout=0.5, device="cpu"))
-    assert hashlib.sha1(one._run_rng[0].numpy().tobytes()).hexdigest() == ranks[0]["first_rng"]  # as before
+    assert hashlib.sha1(one._run_rng["torch"].numpy().tobytes()).hexdigest() == ranks[0]["first_rng"]  # as before
     del one
     for r in ranks:  # resumed at step 2, each rank's stream and the parameters end as the uninterrupted run's
         assert r["resumed"]["end_rng"] == r["end_rng"] and r["resumed"]["params"] == r["params"]

@@ -568,7 +568,8 @@ def _disk_full(error: OSError) -> str | None:
         return None
     text = re.sub(r"^\[Errno \d+\] ", "", str(error))
     if error.strerror == os.strerror(error.errno):  # the system's words alone ("No space left on device: 'x'")
-        text += "; free space there (or raise the quota), or write elsewhere"
+        text += ("; raise the file size limit (`ulimit -f`), or write smaller files" if error.errno == errno.EFBIG
+                 else "; free space there (or raise the quota), or write elsewhere")
     return text
 
 

@@ -104,7 +104,8 @@ from PIL import Image
 from . import images
 from .columns import PackedCaptions, PackedStrings
 from .sampler import FINGERPRINT_VERSION
-from .tar_index import IMAGE_EXTS, decode_text, index_tar, is_utf8, parse_captions, parse_label, read_range
+from .tar_index import (IMAGE_EXTS, decode_text, index_tar, is_utf8, not_utf8_said, parse_captions, parse_label,
+                        read_range)
 from .transforms import to_rgb
 
 __all__ = [
@@ -1091,9 +1092,7 @@ def _add_folder(b: _Builder, root: str, require: str) -> None:
                 continue
             b.add(sid, key, -1, size, img, caps, label)
     if not_utf8:  # (as a tar shard's are said: tar_index.index_tar)
-        warnings.warn(f"{root}: {len(not_utf8)} caption file(s) are not UTF-8 (e.g. {not_utf8[0]}); their bytes that "
-                      "are not were read as Windows-1252 (a legacy file's café), which garbles text in other "
-                      "encodings (Shift-JIS, GBK): write the captions as UTF-8", RuntimeWarning, stacklevel=3)
+        warnings.warn(not_utf8_said(root, len(not_utf8), f"e.g. {not_utf8[0]}"), RuntimeWarning, stacklevel=3)
 
 
 def build_index(spec: Any, *, require: str = "any", image_column: str = "filepath",

@@ -182,6 +182,13 @@ def is_utf8(data: bytes) -> bool:
     return True
 
 
+def not_utf8_said(where: str, count: int, example: str) -> str:
+    """The warning for ``count`` caption files of ``where`` (a shard, a folder) that are not UTF-8."""
+    return (f"{where}: {count} caption file(s) are not UTF-8 ({example}); their bytes that are not were read as "
+            "Windows-1252 (a legacy file's café), which garbles text in other encodings (Shift-JIS, GBK): write "
+            "the captions as UTF-8")
+
+
 def _cp1252_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
     """The decode error handler of :func:`decode_text`: the bytes that are not UTF-8, read as Windows-1252 (five
     byte values unassigned there are U+FFFD)."""
@@ -357,13 +364,8 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
             stacklevel=3,
         )
     if idx.not_utf8 and first_time:
-        warnings.warn(
-            f"tar shard {path}: {idx.not_utf8} caption file(s) are not UTF-8 (key {idx.not_utf8_key!r}); their bytes "
-            "that are not were read as Windows-1252 (a legacy file's café), which garbles text in other encodings "
-            "(Shift-JIS, GBK): write the captions as UTF-8",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warnings.warn(not_utf8_said(f"tar shard {path}", idx.not_utf8, f"key {idx.not_utf8_key!r}"), RuntimeWarning,
+                      stacklevel=3)
     if idx.truncated and first_time:
         warnings.warn(
             f"tar shard {path} is truncated or corrupt ({idx.detail}); indexed {len(idx)} samples, "

@@ -332,13 +332,16 @@ def _undrawn(chars: Sequence[str], font: str | None) -> list[str]:
     """The characters of ``chars`` that ``font`` draws as its missing-glyph box (that of U+FFFF, a noncharacter)."""
     drawn_in = _font(font, 24)
 
-    def ink(ch: str) -> bytes:
+    def ink(ch: str) -> bytes | None:
         canvas = Image.new("L", (72, 48))
-        ImageDraw.Draw(canvas).text((12, 8), ch, font=drawn_in, fill=255)
+        try:
+            ImageDraw.Draw(canvas).text((12, 8), ch, font=drawn_in, fill=255)
+        except UnicodeEncodeError:  # Pillow's bitmap font (a build without FreeType): Latin-1 only
+            return None
         return canvas.tobytes()
 
     box = ink("\uffff")
-    return [c for c in chars if ink(c) == box]
+    return [c for c in chars if (drawn := ink(c)) is None or drawn == box]
 
 
 def _wrong_classes(labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:

@@ -452,6 +452,10 @@ def check_run_datasets(r: dict, ctx: "_Context", tasks: list[str] | None = None)
             if task == "typographic" and ds.num_classes < 2:
                 raise ValueError(f"{ds.name}: the typographic attack needs at least two classes (it writes a wrong "
                                  f"class name on each image); this dataset has {ds.num_classes}")
+            if task == "typographic":  # class names no font here draws: refused before the run's other tasks
+                from .probes import font_for  # (the robustness probe ran, then the suite ended with nothing kept)
+
+                font_for(ds.classnames)
     if "linear_probe" in tasks:
         _probe_splits(r, ctx)
 

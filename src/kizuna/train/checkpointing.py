@@ -195,7 +195,11 @@ class CheckpointManager:
                       + ("<that path>" if errno_ == errno.ENAMETOOLONG else str(self.dir.parent))
                       + " --resume latest" if before else
                       f"No checkpoint was saved before it: {fix} and start the run again"))
-        return OSError(error.errno, message) if isinstance(error, OSError) and error.errno else OSError(message)
+        if isinstance(error, OSError) and error.errno:
+            return OSError(error.errno, message)
+        # torch's and safetensors' own errors carry no errno: the one said (a full disk, the file size limit), so
+        # that the command line says it in one line (it came after 59 lines of chained traceback)
+        return OSError(errno.EFBIG if limit is not None else errno.ENOSPC, message)
 
     def _swap_in(self, tmp: Path, final: Path) -> None:
         swap_folder_in(tmp, final)

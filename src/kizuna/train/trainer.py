@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from kizuna.apps.common import parts_below, same_place
-from kizuna.data.loader import check_epoch_gave_samples, wait_watch
+from kizuna.data.loader import check_epoch_gave_samples, loader_waits_watched, wait_watch
 from kizuna.data.sources import SkipCounter
 from kizuna.data.transforms import TRAINING_PIXELS_VERSION
 from kizuna.eval.encode import gather_object, summed_skips
@@ -198,31 +198,16 @@ class Trainer(ABC):
         """The run's own RNG streams (seeded from cfg.seed, moved on by its model's initialisation and its steps),
         kept while the caller has its own: a train() after a Ctrl-C went on drawing patch dropout from the caller's
         stream (given back by the first), and its losses left the exact resume's at the next step."""
-        import random
-
-        import numpy as np
-
-        self._run_rng = (torch.random.get_rng_state(),
-                         torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-                         random.getstate(), np.random.get_state())
+        self._run_rng = rng_state()
 
     def _take_up_the_runs_state(self) -> None:
         """At train(): the caller's state noted, the run's threads and RNG streams put in place."""
-        import random
-
-        import numpy as np
-
         self._note_the_callers_state()
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         kept = getattr(self, "_run_rng", None)
         if kept is not None:
-            cpu, cuda, python, numpy = kept
-            torch.random.set_rng_state(cpu)
-            if cuda is not None:
-                torch.cuda.set_rng_state_all(cuda)
-            random.setstate(python)
-            np.random.set_state(numpy)
+            set_rng_state(kept)
 
     def _give_back_the_callers_state(self) -> None:
         """torch's thread count and global RNG as the caller had them before start() (a notebook's, say): after
@@ -877,7 +862,7 @@ class Trainer(ABC):
                         self.step += 1
                         self.step_metrics = None  # (this step's evaluation, once made: saved with any checkpoint of it)
                         bar.update(1)
-                        planned_at = time.perf_counter()
+                        planned_at, planned_before = time.perf_counter(), self.planned
                         try:
                             # the plan's evaluation, when the budget planned here
                             plan_metrics = after_step(self, bar)
@@ -885,7 +870,7 @@ class Trainer(ABC):
                             self._stop_if_asked("the time budget's plan", e, False, bar, stop, window)
                             self._save_after_failure("the time budget's plan", last=False, bar=bar)
                             raise
-                        if plan_metrics:
+                        if plan_metrics or self.planned != planned_before:  # (the plan's trial checkpoint too)
                             window.exclude(time.perf_counter() - planned_at)  # not samples/s time
                         last = self.step == self.total_steps
                         saving = bool(cfg.save_every and self.step % cfg.save_every == 0)
@@ -983,8 +968,10 @@ class Trainer(ABC):
         val_loader = getattr(self, "val_loader", None)
         if hasattr(val_loader, "on_wait"):
             val_loader.on_wait = _watch_the_wait(stop, self.cfg.loader_timeout_minutes * 60)
-        try:
-            yield
+        try:  # and the evaluators' own loaders (kizuna.data.loader.watched_batches), by the run's setting: the
+            # command line's flag alone reached them, a config's (Python, a file) did not
+            with loader_waits_watched(_watch_the_wait(stop, self.cfg.loader_timeout_minutes * 60)):
+                yield
         finally:  # both loaders unwatched after the loop (_until_stopped watches the training one): their batches
             # read from Python afterwards wait as before, with no stop of a finished loop
             for loader in (val_loader, getattr(self, "loader", None)):
