@@ -3,6 +3,7 @@ Pillow's decompression-bomb warning."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -116,3 +117,14 @@ def test_decoding_leaves_the_processs_warning_registries_alone():
             decode_image(buf.getvalue(), "a.png")
             warnings.warn("a per-step warning", UserWarning)
     assert len(caught) == 1
+
+
+def test_one_shard_under_two_names_is_read_once(tmp_path):
+    """`Data/a.tar` and `data/a.tar` are one file on macOS and Windows, which the real paths' text did not tell: read
+    twice, silently (here a hard link plays the second spelling)."""
+    from kizuna.data.sources import resolve_spec
+
+    shard = write_tar(tmp_path / "a.tar", [("k.jpg", image_bytes()), ("k.txt", b"a cat")])
+    os.link(shard, tmp_path / "A.tar")
+    with pytest.warns(UserWarning, match="1 source\\(s\\) named more than once are read once"):
+        assert resolve_spec(f"{shard}::{tmp_path / 'A.tar'}", warn=True) == [("tar", str(shard))]

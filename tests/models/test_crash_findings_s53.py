@@ -50,3 +50,28 @@ def test_an_hf_export_over_another_cut_before_its_config_leaves_no_other_models_
     assert not (tmp_path / "hf" / "config.json").exists()
     with pytest.raises(CheckpointError, match="no config.json"):
         kizuna.load_model(tmp_path / "hf")
+
+
+def test_a_rename_onto_a_file_in_use_is_tried_again(tmp_path, monkeypatch):
+    """Windows: a reader of a live run's `latest` (an eval, a virus scanner) failed the next save's rename, and the
+    run stopped with [WinError 32]."""
+    import os
+
+    monkeypatch.setattr(checkpoint, "RENAME_RETRIES", (0.0, 0.0, 0.0))
+    tries = []
+    replace = os.replace
+
+    def in_use_twice(src, dst):
+        tries.append(1)
+        if len(tries) <= 2:
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", in_use_twice)
+    checkpoint.atomic_write(tmp_path / "latest", lambda tmp: open(tmp, "w").write("step_0000002"))
+    assert (tmp_path / "latest").read_text() == "step_0000002" and len(tries) == 3
+    tries.clear()
+    monkeypatch.setattr(checkpoint, "RENAME_RETRIES", ())  # POSIX: a PermissionError is the folder's rights
+    with pytest.raises(PermissionError):
+        checkpoint.atomic_write(tmp_path / "latest", lambda tmp: open(tmp, "w").write("x"))
+    assert len(tries) == 1 and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

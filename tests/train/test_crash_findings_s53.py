@@ -143,3 +143,19 @@ def test_a_checkpoint_that_did_not_fit_is_one_line(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert "error: writing the checkpoint" in err and "No checkpoint was saved before it" in err
+
+
+def test_a_checkpoint_that_cannot_be_renamed_is_left_whole(tmp_path, monkeypatch):
+    """Windows: a reader holding a file of it (an eval of the live run, a virus scanner) fails the rename; the
+    delete in place then left a step folder with some files gone, which the next commands failed on."""
+    folder = tmp_path / "step_0000001"
+    folder.mkdir()
+    for name in ("model.safetensors", "config.json", "train_state.pt"):
+        (folder / name).write_bytes(b"x")
+
+    def held(src, dst):
+        raise PermissionError(13, "The process cannot access the file because it is being used by another process")
+
+    monkeypatch.setattr(checkpointing.os, "replace", held)
+    checkpointing._remove_checkpoint(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "train_state.pt"]

@@ -498,9 +498,9 @@ def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
         else:
             raise ValueError(f"unsupported data source {p!r} (expected .tar, .csv, .tsv or a folder)")
         for kind, path in found:
-            real = os.path.realpath(path)
+            real = _identity(path)
             if kind == "csv":  # its relative image paths are read from the folder it is named in, not its target's
-                real = (real, os.path.dirname(os.path.abspath(path)))
+                real = (real, _identity(os.path.dirname(os.path.abspath(path))))
             if real in seen:
                 repeated.append(path)
                 continue
@@ -511,6 +511,17 @@ def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
         warnings.warn(f"data: {len(repeated)} source(s) named more than once are read once: {shown}",
                       UserWarning, stacklevel=2)
     return out
+
+
+def _identity(path: str):
+    """A file's or folder's identity on its file system (device, inode): `Data/a.tar` and `data/a.tar` are one shard
+    on macOS and Windows, which their real paths' text did not tell (it was read twice, silently); the real path
+    where the system gives no inode (0 on some Windows file systems) or the path cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(path)
 
 
 # ----------------------------------------------------------------------------------- the index

@@ -143,11 +143,29 @@ def filled_temp(path: str | Path, write_fn) -> str:
     return tmp
 
 
+# Windows refuses a rename onto a file another process holds open (a reader of a live run's `latest` or best/, a
+# virus scanner, the search indexer), for a moment: tried again for up to 1.5 s, as pip does (the run stopped with
+# "[WinError 32]" at its next save, `latest` naming the step before). POSIX renames over an open file.
+RENAME_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.75) if os.name == "nt" else ()
+
+
+def replace_retrying(src, dst) -> None:
+    """``os.replace(src, dst)``, tried again where Windows says the target is in use (:data:`RENAME_RETRIES`)."""
+    for wait in (*RENAME_RETRIES, None):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if wait is None:
+                raise
+            time.sleep(wait)
+
+
 def atomic_write(path: str | Path, write_fn) -> None:
     """Write through a temp file in the same folder, then rename: a crash never leaves half a file."""
     tmp = filled_temp(path, write_fn)
     try:
-        os.replace(tmp, path)
+        replace_retrying(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

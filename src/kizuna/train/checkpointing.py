@@ -28,7 +28,8 @@ import torch
 
 from kizuna.apps.common import same_place
 from kizuna.models.checkpoint import (CheckpointError, atomic_write, first_line, follow_latest, load_model,
-                                     load_state_dict_strict, load_tensors, make_temp_folder, move_aside, save_model)
+                                     load_state_dict_strict, load_tensors, make_temp_folder, move_aside,
+                                     replace_retrying, save_model)
 
 
 def rng_state() -> dict:
@@ -90,7 +91,7 @@ def swap_folder_in(tmp: Path, final: Path) -> None:
     aside first and deleted only once the new one is in place (deleted first, a failed rename left none)."""
     if not final.exists():
         try:
-            os.replace(tmp, final)
+            replace_retrying(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -101,9 +102,9 @@ def swap_folder_in(tmp: Path, final: Path) -> None:
     old = make_temp_folder(final.parent, f".{final.name}.old.")
     os.rmdir(old)  # a free name: Windows refuses to replace an existing folder (the second better best/ stopped a
     # run with "Access is denied"); POSIX replaces an empty one
-    os.replace(final, old)
+    replace_retrying(final, old)
     try:
-        os.replace(tmp, final)
+        replace_retrying(tmp, final)
     except BaseException:
         os.replace(old, final)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -355,7 +356,9 @@ class CheckpointManager:
         saved = load_resumed_model(path)
         load_state_dict_strict(model, saved.state_dict(), str(path))
         state = read_train_state(path)
-        if path.resolve().parent == self.dir.resolve() and path.name[5:].isdigit():
+        # (by the file system's identity: `Runs/x` and `runs/x` are one folder on macOS, and read as two the resume
+        # took this run's own steps for another's and pruned them as passed)
+        if same_place(path.resolve().parent, self.dir) and path.name[5:].isdigit():
             # (the folder's step, as _prune reads it; another run's checkpoint: this folder's steps are all this run's)
             self.resumed_from = int(path.name[5:])
             self.abandoned = [p.name for p in self.step_folders() if int(p.name[5:]) > self.resumed_from]
@@ -379,7 +382,7 @@ class CheckpointManager:
         --out): the best value came with it, not the model it belongs to, so this folder kept no best/ until an
         evaluation beat that value. The source's best/ is copied in when it is that value's model (saved at or
         before the step resumed, by the same metric and mode); else the best value starts afresh. Said either way."""
-        if self.best_value is None or path.resolve().parent == self.dir.resolve() or (self.dir / "best").is_dir():
+        if self.best_value is None or same_place(path.resolve().parent, self.dir) or (self.dir / "best").is_dir():
             return
         from kizuna.eval.encode import is_main
 
@@ -445,8 +448,8 @@ def _remove_checkpoint(folder: Path) -> None:
     hidden = folder.with_name(f".{folder.name}.pruned")
     try:
         os.replace(folder, hidden)
-    except OSError:  # (gone meanwhile, or a file system that cannot rename it: deleted where it is)
-        hidden = folder
+    except OSError:  # gone meanwhile, or held open (Windows: a reader of it): left whole, for the next prune
+        return
     shutil.rmtree(hidden, ignore_errors=True)
 
 
