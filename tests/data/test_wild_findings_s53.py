@@ -128,3 +128,18 @@ def test_one_shard_under_two_names_is_read_once(tmp_path):
     os.link(shard, tmp_path / "A.tar")
     with pytest.warns(UserWarning, match="1 source\\(s\\) named more than once are read once"):
         assert resolve_spec(f"{shard}::{tmp_path / 'A.tar'}", warn=True) == [("tar", str(shard))]
+
+
+def test_the_index_memory_cache_keeps_the_newest_shards_up_to_its_bound(tmp_path, monkeypatch):
+    from kizuna.data import tar_index
+
+    monkeypatch.setattr(tar_index, "MEMORY_CACHE_SAMPLES", 5)
+    clear_cache()
+    shards = [write_tar(tmp_path / f"{i}.tar", [m for j in range(2) for m in ((f"k{j}.jpg", image_bytes()),
+                                                                              (f"k{j}.txt", b"a cat"))])
+              for i in range(4)]
+    for shard in shards:
+        index_tar(shard)
+    assert len(tar_index._memory_cache) == 2  # 2 samples each: the newest two within 5
+    assert list(tar_index._memory_cache) == [os.path.realpath(s) for s in shards[2:]]
+    assert len(index_tar(shards[0])) == 2  # dropped: scanned again, the same

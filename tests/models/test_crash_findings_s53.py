@@ -75,3 +75,20 @@ def test_a_rename_onto_a_file_in_use_is_tried_again(tmp_path, monkeypatch):
     with pytest.raises(PermissionError):
         checkpoint.atomic_write(tmp_path / "latest", lambda tmp: open(tmp, "w").write("x"))
     assert len(tries) == 1 and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_killed_writes_temp_file_is_removed_by_the_next_write_once_stale(tmp_path):
+    import os
+    import time
+
+    stale, young = tmp_path / ".e.npy.abc123.tmp", tmp_path / ".e.npy.def456.tmp"
+    for temp in (stale, young):
+        temp.write_bytes(b"half an embedding")
+    old = time.time() - checkpoint.STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    other = tmp_path / ".other.npy.abc.tmp"  # another target's: not this write's to sweep
+    other.write_bytes(b"x")
+    os.utime(other, (old, old))
+    checkpoint.atomic_write(tmp_path / "e.npy", lambda tmp: open(tmp, "wb").write(b"new"))
+    assert not stale.exists() and young.exists() and other.exists()
+    assert (tmp_path / "e.npy").read_bytes() == b"new"

@@ -159,3 +159,16 @@ def test_a_checkpoint_that_cannot_be_renamed_is_left_whole(tmp_path, monkeypatch
     monkeypatch.setattr(checkpointing.os, "replace", held)
     checkpointing._remove_checkpoint(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "train_state.pt"]
+
+
+def test_kizunas_own_path_too_long_message_is_one_line(monkeypatch, capsys):
+    from kizuna.apps import cli
+
+    def long(args):
+        raise OSError(errno.ENAMETOOLONG, "writing the checkpoint x failed (...); a path too long for the file "
+                                          "system, not a full disk. No checkpoint was saved before it: use a shorter "
+                                          "--out and start the run again")
+
+    monkeypatch.setattr(cli, "build_parser", _parser_running(long))
+    assert cli.main(["x"]) == 1
+    assert capsys.readouterr().err.strip().endswith("use a shorter --out and start the run again")

@@ -560,10 +560,13 @@ def _worker_lost_in_handover(error: BaseException) -> str | None:
 
 
 def _disk_full(error: OSError) -> str | None:
-    """One line for a write that found no room (a full disk, a quota, a file size limit), else None: kizuna's own
-    messages say what was written and what is intact, and came after 20-35 lines of chained traceback."""
+    """One line for a write that found no room (a full disk, a quota, a file size limit; kizuna's own message of a
+    path too long), else None: kizuna's own messages say what was written and what is intact, and came after 20-45
+    lines of chained traceback."""
     import errno
 
+    if error.errno == errno.ENAMETOOLONG and not (error.strerror == os.strerror(error.errno)):
+        return re.sub(r"^\[Errno \d+\] ", "", str(error))  # (kizuna's own: the checkpoint's says what to do)
     if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return None
     text = re.sub(r"^\[Errno \d+\] ", "", str(error))

@@ -130,6 +130,7 @@ def filled_temp(path: str | Path, write_fn) -> str:
     short = path.name[:200]
     while len(os.fsencode(short)) > 200:
         short = short[:-1]
+    _sweep_stale_temps(path.parent, short)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{short}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -159,6 +160,23 @@ def replace_retrying(src, dst) -> None:
             if wait is None:
                 raise
             time.sleep(wait)
+
+
+# A temp file of a write this old is a killed one's (an out-of-memory kill, a preemption): removed at the next write
+# of its target (each left one, `kizuna embed`'s the size of the embeddings, for ever). Younger ones may be another
+# process's write in progress.
+STALE_TEMP_SECONDS = 3600.0
+
+
+def _sweep_stale_temps(folder: Path, short: str) -> None:
+    import glob
+
+    try:
+        for temp in folder.glob(f".{glob.escape(short)}.*.tmp"):
+            if time.time() - temp.stat().st_mtime > STALE_TEMP_SECONDS and temp.is_file():
+                temp.unlink()
+    except OSError:  # (gone meanwhile, not ours to remove: the write goes on)
+        pass
 
 
 def atomic_write(path: str | Path, write_fn) -> None:
