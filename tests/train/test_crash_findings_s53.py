@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from _tiny import tiny_config
@@ -172,3 +173,21 @@ def test_kizunas_own_path_too_long_message_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", _parser_running(long))
     assert cli.main(["x"]) == 1
     assert capsys.readouterr().err.strip().endswith("use a shorter --out and start the run again")
+
+
+def test_a_second_spelling_of_a_held_folder_finds_its_lock(tmp_path, monkeypatch):
+    """macOS: `Runs/x` and `runs/x` are one folder whose real paths' texts differ: a second hold under the other
+    spelling opened (and closed) a second handle, which dropped the process's lock on the file."""
+    out, alias = tmp_path / "runs" / "x", tmp_path / "Runs" / "x"
+    alias.parent.mkdir()
+    out.mkdir(parents=True)
+    alias.mkdir()  # (stands for the other spelling: same_place below says they are one)
+    same = checkpointing.same_place
+    monkeypatch.setattr(checkpointing, "same_place", lambda a, b: {Path(a).name, Path(b).name} == {"x"} or same(a, b))
+    key = checkpointing.hold_run_lock(out)
+    try:
+        assert checkpointing.hold_run_lock(alias) == key  # the same entry, counted again: no second handle
+        checkpointing.release_run_lock(key)
+    finally:
+        checkpointing.release_run_lock(key)
+    assert key not in checkpointing._HELD_LOCKS

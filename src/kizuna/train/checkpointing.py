@@ -423,7 +423,7 @@ def run_lock_holder(out: Path) -> str | None:
     except ImportError:
         return None
     path = Path(out) / RUN_LOCK
-    if not path.is_file() or Path(out).resolve() in _HELD_LOCKS:  # (closing a second handle on a file drops this
+    if not path.is_file() or _held_key(Path(out)) in _HELD_LOCKS:  # (closing a second handle on a file drops this
         return None  # process's own POSIX lock on it)
     try:
         with open(path, "a+", encoding="utf-8") as handle:
@@ -453,6 +453,16 @@ def _remove_checkpoint(folder: Path) -> None:
     shutil.rmtree(hidden, ignore_errors=True)
 
 
+def _held_key(out: Path) -> Path:
+    """OUT's key in :data:`_HELD_LOCKS`: the key of a held folder that is OUT by the file system's identity (on macOS
+    `Runs/x` and `runs/x` are one; a second handle opened under the other spelling, and closed, dropped this
+    process's lock on the file, and another process's run took the folder), else OUT's real path."""
+    for key in _HELD_LOCKS:
+        if same_place(key, out):
+            return key
+    return out.resolve()
+
+
 def hold_run_lock(out: Path) -> Path | None:
     """Lock OUT for this process's run, or raise if another process's run holds it. Two runs in one folder
     (the same command started twice) moved each other's checkpoints aside and interleaved their logs. The
@@ -471,7 +481,7 @@ def hold_run_lock(out: Path) -> Path | None:
         made = made.parent
     made = None if out.exists() else made
     out.mkdir(parents=True, exist_ok=True)
-    key = out.resolve()
+    key = _held_key(out)
     if key in _HELD_LOCKS:  # this process holds it already (a trainer built again on the same folder)
         if _HELD_LOCKS[key][3]:  # ... but one of its trainers is training there (in another thread: the kernel's
             # lock is the process's, and two threads' runs wrote into one folder, each moving the other's files)
