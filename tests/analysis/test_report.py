@@ -47,7 +47,8 @@ def test_all_on_vit(vit_path, tmp_path, capsys):
     for p in out.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rep = _json(out / "report.json")
-    assert set(rep) == {"model", "filters", "positions", "attention_distance", "rollout", "predict", "figures"}
+    assert set(rep) == {"model", "filters", "positions", "attention_distance", "rollout", "predict", "figures",
+                        "report_version"}
     assert rep["model"]["kind"] == "vit" and rep["model"]["grid"] == [4, 4]
     assert len(rep["filters"]["explained_variance_ratio"]) == 6
     rc = rep["positions"]["row_column"]

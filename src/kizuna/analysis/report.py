@@ -689,7 +689,7 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
         images_source = images_source or "synthetic shapes world (no --images given)"
     if image is None:
         image = (images[0][0], images[1][0])
-    report: dict = {"model": target.describe()}
+    report: dict = {"model": target.describe(), "report_version": REPORT_VERSION}
     report["filters"] = filters_report(target, out, components)
     report["positions"] = positions_report(target, out)
     report["attention_distance"] = attention_distance_report(target, images[0], out, images_source,
@@ -719,6 +719,11 @@ def full_report(target: AnalysisTarget, out: str | Path, images: tuple[torch.Ten
     return _write(out, "report", report)
 
 
+# Bumped when an analysis measures differently (the sections of a report.json from another version are not merged
+# with this one's): 2, 2026-12-07, the first recorded (4dc0235 changed the rollout's discarded count before it)
+REPORT_VERSION = 2
+
+
 def update_report(out: str | Path, target: AnalysisTarget, section: str, numbers: dict) -> None:
     """A single action's section (``section`` of :data:`SECTIONS`) into an earlier `analyze all` report.json in
     ``out``: of this model (and these weights), the section replaced; of another, the report removed. It stayed,
@@ -738,7 +743,9 @@ def update_report(out: str | Path, target: AnalysisTarget, section: str, numbers
         mine.pop("weights")
         if same is False:
             theirs = None
-    if theirs != mine:
+    if theirs != mine or report.get("report_version") != REPORT_VERSION:
+        # (another version's: its other sections measured as that version did, 4dc0235's rollout fix say, and
+        # were kept beside this one's section without a mark)
         path.unlink(missing_ok=True)
         return
     report[section] = numbers
