@@ -191,3 +191,26 @@ def test_a_second_spelling_of_a_held_folder_finds_its_lock(tmp_path, monkeypatch
     finally:
         checkpointing.release_run_lock(key)
     assert key not in checkpointing._HELD_LOCKS
+
+
+def test_a_resume_whose_data_names_a_shard_twice_says_so(tmp_path):
+    """A run from before 797a3dc read a shard named twice twice; today's reads it once, and the resume's refusal
+    sent the user after files that had not changed ("Restore the files")."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    from _shards import make_pair_shard
+
+    make_pair_shard(tmp_path / "a.tar", 0, 16)
+    spec = f"{tmp_path / 'a.tar'}::{tmp_path / 'a.tar'}"
+    ContrastiveTrainer(tiny_config(tmp_path / "run", data=spec, steps=2, save_every=1, eval_max_samples=0)).train()
+    state_file = tmp_path / "run" / "checkpoints" / "step_0000001" / "train_state.pt"
+    import torch
+
+    state = torch.load(state_file, weights_only=False)
+    state["data"]["num_samples"] = 32  # as the older kizuna counted it: the shard's 16 samples twice
+    torch.save(state, state_file)
+    with pytest.raises(ValueError, match="names a source more than once, which kizuna before 2026-12-06 read twice"):
+        ContrastiveTrainer(tiny_config(tmp_path / "run", data=spec, steps=2, eval_max_samples=0,
+                                       resume=str(tmp_path / "run" / "checkpoints" / "step_0000001")),
+                           named=frozenset({"out", "resume"}))  # (as `kizuna train --out RUN --resume ...` names)
