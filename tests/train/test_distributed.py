@@ -171,8 +171,6 @@ def test_ranks_draw_patch_dropout_of_their_own_and_resume_it_exactly(tmp_path):
     their own, and a resume goes on with each rank's. The logged loss is both ranks' mean, not rank 0's."""
     import hashlib
 
-    import torch
-
     sys.path.insert(0, str(HERE))
     from _tiny import tiny_config
 
