@@ -140,6 +140,12 @@ def test_the_index_memory_cache_keeps_the_newest_shards_up_to_its_bound(tmp_path
               for i in range(4)]
     for shard in shards:
         index_tar(shard)
-    assert len(tar_index._memory_cache) == 2  # 2 samples each: the newest two within 5
-    assert list(tar_index._memory_cache) == [os.path.realpath(s) for s in shards[2:]]
-    assert len(index_tar(shards[0])) == 2  # dropped: scanned again, the same
+    assert len(tar_index._memory_cache) == 2  # 2 samples each: the first two within 5
+    assert list(tar_index._memory_cache) == [os.path.realpath(s) for s in shards[:2]]
+    scanned = []
+    scan = tar_index._scan
+    monkeypatch.setattr(tar_index, "_scan", lambda *a: scanned.append(a[0]) or scan(*a))
+    for shard in shards:  # a second pass in order: the kept ones hit (dropping the oldest, none did)
+        index_tar(shard)
+    assert scanned == [str(s) for s in shards[2:]]
+    assert len(index_tar(shards[3])) == 2

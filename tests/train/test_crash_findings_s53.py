@@ -210,7 +210,11 @@ def test_a_resume_whose_data_names_a_shard_twice_says_so(tmp_path):
     state = torch.load(state_file, weights_only=False)
     state["data"]["num_samples"] = 32  # as the older kizuna counted it: the shard's 16 samples twice
     torch.save(state, state_file)
-    with pytest.raises(ValueError, match="names a source more than once, which kizuna before 2026-12-06 read twice"):
-        ContrastiveTrainer(tiny_config(tmp_path / "run", data=spec, steps=2, eval_max_samples=0,
-                                       resume=str(tmp_path / "run" / "checkpoints" / "step_0000001")),
-                           named=frozenset({"out", "resume"}))  # (as `kizuna train --out RUN --resume ...` names)
+    resume = dict(data=spec, steps=2, eval_max_samples=0, resume=str(tmp_path / "run" / "checkpoints" / "step_0000001"))
+    named = frozenset({"out", "resume"})  # (as `kizuna train --out RUN --resume ...` names them)
+    with pytest.raises(ValueError, match="names a source more than once, which kizuna read twice until 2026-12-07"):
+        ContrastiveTrainer(tiny_config(tmp_path / "run", **resume), named=named)
+    state["data"]["num_samples"] = 8  # fewer than now: the files changed (the repeat is not the cause)
+    torch.save(state, state_file)
+    with pytest.raises(ValueError, match="the files changed since the run started"):
+        ContrastiveTrainer(tiny_config(tmp_path / "run", **resume), named=named)

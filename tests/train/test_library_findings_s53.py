@@ -205,3 +205,19 @@ def test_the_takeover_is_refused_where_files_cannot_be_locked(tmp_path, monkeypa
     ContrastiveTrainer(tiny_config(tmp_path / "run", eval_max_samples=0))
     with pytest.raises(ValueError, match="another trainer of this process, built after this one"):
         first.train()
+
+
+def test_a_takeover_under_another_spelling_of_the_folder_is_refused(tmp_path, monkeypatch):
+    """macOS: `runs/x` and `Runs/x` are one folder whose real paths' texts differ: the owner was keyed by the text."""
+    from pathlib import Path
+
+    from kizuna.train import checkpointing
+
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "Runs" / "x").mkdir(parents=True)  # (stands for the other spelling: same_place below says one)
+    same = checkpointing.same_place
+    monkeypatch.setattr(checkpointing, "same_place", lambda a, b: {Path(a).name, Path(b).name} == {"x"} or same(a, b))
+    first = ContrastiveTrainer(tiny_config(tmp_path / "runs" / "x", eval_max_samples=0))
+    ContrastiveTrainer(tiny_config(tmp_path / "Runs" / "x", eval_max_samples=0))
+    with pytest.raises(ValueError, match="another trainer of this process, built after this one"):
+        first.train()

@@ -239,7 +239,7 @@ def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
     before its bookkeeping: the old .txt beside the new .npy, or both new files deleted); what is undone is read
     from which temp files are still there. The old .txt goes first, so a kill that nothing can hold (SIGKILL)
     leaves at worst a .npy with no row list, never one with another's."""
-    from kizuna.models.checkpoint import filled_temp, signals_held
+    from kizuna.models.checkpoint import filled_temp, replace_retrying, signals_held
 
     temps = []
     had_rows = rows_path.exists()
@@ -249,8 +249,8 @@ def _write_pair(out: Path, data, rows_path: Path, rows) -> None:
             temps.append(filled_temp(path, lambda tmp, fill=fill: _filled(tmp, fill)))
         with signals_held():
             rows_path.unlink(missing_ok=True)
-            os.replace(temps[0], out)
-            os.replace(temps[1], rows_path)
+            replace_retrying(temps[0], out)
+            replace_retrying(temps[1], rows_path)
     except BaseException as e:
         renamed = len(temps) == 2 and not os.path.exists(temps[0])  # the new .npy is in
         if renamed and os.path.exists(temps[1]):  # ... its row list is not: neither may stay

@@ -460,8 +460,8 @@ def _uncompressed_name(name: str) -> str:
 
 
 def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
-    """Spec -> ``[(kind, path)]`` with kind ``"tar"``, ``"csv"`` or ``"folder"``, each source once (by its real
-    path): a shard named twice (``DIR::DIR/000003.tar``) was read twice, its samples twice an epoch and in one
+    """Spec -> ``[(kind, path)]`` with kind ``"tar"``, ``"csv"`` or ``"folder"``, each source once (by the file
+    system's identity: two spellings of one file on macOS are one source): a shard named twice (``DIR::DIR/000003.tar``) was read twice, its samples twice an epoch and in one
     contrastive batch as false negatives of themselves (a folder's or a CSV's rows merged by path already).
     ``warn``: say so, and name image files beside a folder's shards, which are not read (as building the
     index does; a config check that only looks at the kinds does not)."""

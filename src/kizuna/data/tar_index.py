@@ -62,7 +62,6 @@ import tarfile
 import tempfile
 import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -107,10 +106,11 @@ _MAX_KEY_EXAMPLES = 3
 Fingerprint = tuple
 # one entry per shard (its real path), with the fingerprint it was scanned at: keyed by the fingerprint, every
 # version of a shard rewritten in place stayed in a long-lived process's memory (2 MB each for a Flickr8k shard)
-_memory_cache: "OrderedDict[str, tuple[Fingerprint, TarShardIndex]]" = OrderedDict()
-# The samples the memory cache keeps, at most (about 280 bytes each): the oldest shards go first. Unbounded, a
-# notebook that had trained on a CC3M-sized set kept ~0.9 GB of indexes after its trainer was gone; a shard
-# dropped here is read from the disk cache (KIZUNA_INDEX_CACHE), or scanned again.
+_memory_cache: dict[str, tuple[Fingerprint, "TarShardIndex"]] = {}
+_memory_samples = 0  # the samples it holds
+# The samples the memory cache keeps, at most (about 280 bytes each): the shards indexed first. Unbounded, a
+# notebook that had trained on a CC3M-sized set kept ~0.9 GB of indexes after its trainer was gone; a shard not
+# kept here is read from the disk cache (KIZUNA_INDEX_CACHE), or scanned again.
 MEMORY_CACHE_SAMPLES = 1_000_000
 _warned: set[Fingerprint] = set()
 _lock = threading.Lock()
@@ -256,8 +256,10 @@ def read_range(fd: int, offset: int, size: int) -> bytes:
 
 def clear_cache() -> None:
     """Forget the indexed shards, and which damaged or scattered ones were warned about."""
+    global _memory_samples
     with _lock:
         _memory_cache.clear()
+        _memory_samples = 0
     reset_warnings()
 
 
@@ -321,10 +323,10 @@ def _save_disk(cache_dir, fp: Fingerprint, idx: TarShardIndex) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"version": _CACHE_VERSION, "fingerprint": list(fp), "index": asdict(idx)}, f)
         # mkstemp's 0600 kept other users of a shared KIZUNA_INDEX_CACHE from reading it (they rescanned)
-        from kizuna.models.checkpoint import process_umask
+        from kizuna.models.checkpoint import process_umask, replace_retrying
 
         os.chmod(tmp, 0o666 & ~process_umask())
-        os.replace(tmp, file)
+        replace_retrying(tmp, file)
     except BaseException as e:
         # a full disk left one more half-written temp file per run, and Ctrl-C (or the command line's SIGTERM)
         # one in KIZUNA_INDEX_CACHE; the temp is gone once renamed
@@ -348,8 +350,6 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
     fp = _fingerprint(path)
     with _lock:
         held = _memory_cache.get(fp[0])
-        if held is not None:
-            _memory_cache.move_to_end(fp[0])
     idx = held[1] if held is not None and held[0] == fp else None
     if idx is None and cache_dir is not None:
         idx = _load_disk(cache_dir, fp, path)
@@ -358,11 +358,15 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
         if cache_dir is not None:
             _save_disk(cache_dir, fp, idx)
     with _lock:
-        _memory_cache[fp[0]] = (fp, idx)
-        _memory_cache.move_to_end(fp[0])
-        total = sum(len(entry[1]) for entry in _memory_cache.values())
-        while total > MEMORY_CACHE_SAMPLES and len(_memory_cache) > 1:
-            total -= len(_memory_cache.popitem(last=False)[1][1])
+        global _memory_samples
+        held = _memory_cache.pop(fp[0], None)
+        if held is not None:
+            _memory_samples -= len(held[1])
+        # past the bound the newest is not kept (not the oldest dropped: a data set read in order, over the bound,
+        # then lost each shard just before the next pass asked for it, and every shard was scanned again)
+        if _memory_samples + len(idx) <= MEMORY_CACHE_SAMPLES or not _memory_cache:
+            _memory_cache[fp[0]] = (fp, idx)
+            _memory_samples += len(idx)
         first_time = fp not in _warned
         _warned.add(fp)
     if idx.scattered and first_time:

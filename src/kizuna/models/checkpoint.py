@@ -172,11 +172,15 @@ def _sweep_stale_temps(folder: Path, short: str) -> None:
     import glob
 
     try:
-        for temp in folder.glob(f".{glob.escape(short)}.*.tmp"):
+        temps = list(folder.glob(f".{glob.escape(short)}.*.tmp"))
+    except OSError:
+        return
+    for temp in temps:
+        try:
             if time.time() - temp.stat().st_mtime > STALE_TEMP_SECONDS and temp.is_file():
                 temp.unlink()
-    except OSError:  # (gone meanwhile, not ours to remove: the write goes on)
-        pass
+        except OSError:  # (gone meanwhile, or not ours to remove: the others are, and the write goes on)
+            pass
 
 
 def atomic_write(path: str | Path, write_fn) -> None:
@@ -303,7 +307,7 @@ def atomic_write_texts(files: list[tuple[str | Path, str]]) -> None:
             temps.append(filled_temp(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8")))
         with signals_held():  # (a Ctrl-C between the renames left a new results.md beside the old results.json)
             for (path, _), tmp in zip(files, temps):
-                os.replace(tmp, path)
+                replace_retrying(tmp, path)
     except BaseException:
         for tmp in temps:
             if os.path.exists(tmp):

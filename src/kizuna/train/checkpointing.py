@@ -453,14 +453,19 @@ def _remove_checkpoint(folder: Path) -> None:
     shutil.rmtree(hidden, ignore_errors=True)
 
 
-def _held_key(out: Path) -> Path:
-    """OUT's key in :data:`_HELD_LOCKS`: the key of a held folder that is OUT by the file system's identity (on macOS
-    `Runs/x` and `runs/x` are one; a second handle opened under the other spelling, and closed, dropped this
-    process's lock on the file, and another process's run took the folder), else OUT's real path."""
-    for key in _HELD_LOCKS:
+def _key_in(registry: dict, out: Path) -> Path:
+    """OUT's key in ``registry`` (:data:`_HELD_LOCKS`, :data:`_FOLDER_OWNERS`): the key of a folder there that is OUT
+    by the file system's identity (on macOS `Runs/x` and `runs/x` are one: a second lock handle opened under the
+    other spelling, and closed, dropped this process's lock on the file, and another process's run took the
+    folder), else OUT's real path."""
+    for key in list(registry):  # (a copy: another thread's trainer may take or let go of a folder meanwhile)
         if same_place(key, out):
             return key
-    return out.resolve()
+    return Path(out).resolve()
+
+
+def _held_key(out: Path) -> Path:
+    return _key_in(_HELD_LOCKS, out)
 
 
 def hold_run_lock(out: Path) -> Path | None:
@@ -533,7 +538,7 @@ _FOLDER_OWNERS: dict[Path, object] = {}
 def claim_run_folder(out: Path, owner: object) -> Path:
     """Record ``owner`` as the trainer built last on ``out``; returns the folder's key for :func:`run_folder_owner`
     (its real path: a relative OUT is the one under the folder the trainer was built in)."""
-    key = Path(out).resolve()
+    key = _key_in(_FOLDER_OWNERS, Path(out))
     _FOLDER_OWNERS[key] = owner
     return key
 

@@ -674,7 +674,7 @@ class Trainer(ABC):
                      if self.named is None or name in self.named]  # (from Python: any of them)
             # the flags the command gave; none given (the run's own settings), the files or their reading changed
             why = (f"Drop {', '.join(given)} (the run's own are used)" if given else
-                   _named_twice(self.cfg.data) or
+                   (saved["num_samples"] > own["num_samples"] and _named_twice(self.cfg.data)) or
                    "Its own data settings find other files now: the files changed since the run started, or an "
                    "older kizuna indexed them otherwise (.bmp, .gif and .tif images are read now; a CSV's rows "
                    "that name one image are one sample since 2026-12-06). Restore the files")
@@ -1196,8 +1196,8 @@ class _LoaderFailed(Exception):
 
 
 def _named_twice(data) -> str | None:
-    """What to say where the run's --data names a source more than once, which kizuna read twice before 2026-12-06
-    (797a3dc) and reads once now: the resume's count of samples differs for that alone ("the files changed ...
+    """What to say where the run's --data names a source more than once, which kizuna read twice until 2026-12-07
+    (797a3dc) and reads once now (called where the run had more samples than this reading): the resume's count of samples differs for that alone ("the files changed ...
     Restore the files" sent the user after files that had not changed)."""
     from kizuna.data.sources import resolve_spec
 
@@ -1209,8 +1209,8 @@ def _named_twice(data) -> str | None:
         return None
     if not any("named more than once are read once" in str(w.message) for w in said):
         return None
-    return ("Its --data names a source more than once, which kizuna before 2026-12-06 read twice (each of its "
-            "samples twice an epoch) and reads once now, so its data position cannot go on here")
+    return ("Its --data names a source more than once, which kizuna read twice until 2026-12-07 (each of its "
+            "samples twice an epoch) and reads once now: continue it with the kizuna that started it")
 
 
 def _until_stopped(loader, stop, stall_limit_s: float = 0.0):
