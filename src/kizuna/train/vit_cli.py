@@ -302,11 +302,11 @@ def _evaluate(args, info, device) -> int:
         # an earlier `eval`'s figures here (and a suite's scatter), removed once results.json is written
         stale = [*unlisted_plots(out, {"confusion.png"}), out / "robustness_scatter.png"]
         # the figure first and results.json last: interrupted, a new results.json stood beside the last run's figure;
-        # and the last run's results gone before the new figure comes (a kill between the two left them beside it,
-        # describing another model)
+        # and the last run's results gone as soon as the new figure is in (a kill between the figure and the new
+        # results left them beside it, describing another model; interrupted while drawing, they stay, whole)
+        result.plot_confusion(out / "confusion.png")
         for old in (out / "results.json", out / "results.md"):
             old.unlink(missing_ok=True)
-        result.plot_confusion(out / "confusion.png")
         from kizuna.eval.suite import markdown_cell  # (a name with <b>, __x__ or $ rendered as markup)
 
         atomic_write_text(out / "results.md", f"# {markdown_cell(args.checkpoint)} on {markdown_cell(dataset.name)}"
