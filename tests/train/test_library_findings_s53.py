@@ -17,6 +17,22 @@ def _losses(out) -> list[float]:
     return [json.loads(line)["loss"] for line in open(os.path.join(out, "metrics.jsonl")) if '"loss"' in line]
 
 
+def _signal_at(trainer, step_number: int, signum=signal.SIGINT, each=None):
+    """``signum`` sent to this process during the trainer's step ``step_number`` (a notebook's interrupt, a
+    scheduler's SIGTERM); ``each()`` called at every step first."""
+    step, calls = trainer.train_step, []
+
+    def train_step(*a, **k):
+        calls.append(1)
+        if each is not None:
+            each()
+        if len(calls) == step_number:
+            os.kill(os.getpid(), signum)
+        return step(*a, **k)
+
+    trainer.train_step = train_step
+
+
 def _cfg(out, **kw):
     return tiny_config(out, patch_dropout=0.5, eval_max_samples=0, **kw)  # (patch dropout draws from the RNG)
 
@@ -46,15 +62,7 @@ def test_train_again_after_a_ctrl_c_goes_on_as_a_resume_does(tmp_path):
     straight = ContrastiveTrainer(_cfg(tmp_path / "straight", steps=8))
     straight.train()
     stopped = ContrastiveTrainer(_cfg(tmp_path / "stopped", steps=8))
-    step, calls = stopped.train_step, []
-
-    def train_step(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 3 (a notebook's interrupt)
-        return step(*a, **k)
-
-    stopped.train_step = train_step
+    _signal_at(stopped, 3)  # Ctrl-C during step 3 (a notebook's interrupt)
     with pytest.raises(KeyboardInterrupt):
         stopped.train()
     assert stopped.step == 3
@@ -113,16 +121,7 @@ def test_a_hosts_own_sigterm_handler_or_ignored_sigterm_is_left_to_the_host(tmp_
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         trainer = ContrastiveTrainer(tiny_config(tmp_path / "run", steps=4, eval_max_samples=0))
-        step = trainer.train_step
-        calls = []
-
-        def train_step(*a, **k):
-            calls.append(1)
-            if len(calls) == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return step(*a, **k)
-
-        trainer.train_step = train_step
+        _signal_at(trainer, 2, signal.SIGTERM)
         trainer.train()  # not stopped: the host's signal is the host's
         assert trainer.step == 4 and trainer.stopped_by is None
         assert got == ([signal.SIGTERM] if host == "handler" else [])
@@ -148,15 +147,7 @@ def test_a_trainer_built_but_never_trained_leaves_no_tensorboard_thread(tmp_path
 def test_train_again_after_a_stop_is_refused_where_a_later_trainer_trained_meanwhile(tmp_path):
     out = tmp_path / "run"
     first = ContrastiveTrainer(_cfg(out, steps=8))
-    step, calls = first.train_step, []
-
-    def train_step(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return step(*a, **k)
-
-    first.train_step = train_step
+    _signal_at(first, 3)
     with pytest.raises(KeyboardInterrupt):
         first.train()
     ContrastiveTrainer(_cfg(out, steps=4, lr=5e-3)).train()  # built (and trained) after the first let go
@@ -173,16 +164,8 @@ def test_train_again_after_a_stop_takes_the_lock_again(tmp_path):
 
     out = tmp_path / "run"
     trainer = ContrastiveTrainer(_cfg(out, steps=4))
-    step, calls, held = trainer.train_step, [], []
-
-    def train_step(*a, **k):
-        calls.append(1)
-        held.append(out.resolve() in checkpointing._HELD_LOCKS)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return step(*a, **k)
-
-    trainer.train_step = train_step
+    held = []
+    _signal_at(trainer, 2, each=lambda: held.append(out.resolve() in checkpointing._HELD_LOCKS))
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     trainer.train()
