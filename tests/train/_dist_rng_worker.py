@@ -38,7 +38,8 @@ def run(out, **kw):
     trainer.train()
     params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     # (the run's stream where it ended: the caller's is its own again after train())
-    return trainer.dist.rank, {**seen, "end_rng": rng(trainer._run_rng["torch"]), "params": hashlib.sha1(params.numpy().tobytes()).hexdigest()}
+    return trainer.dist.rank, {**seen, "end_rng": rng(trainer._run_rng["torch"]),
+                               "params": hashlib.sha1(params.numpy().tobytes()).hexdigest()}
 
 
 rank, record = run(out_dir / "a")

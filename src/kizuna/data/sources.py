@@ -461,8 +461,9 @@ def _uncompressed_name(name: str) -> str:
 
 def resolve_spec(spec: Any, warn: bool = False) -> list[tuple[str, str]]:
     """Spec -> ``[(kind, path)]`` with kind ``"tar"``, ``"csv"`` or ``"folder"``, each source once (by the file
-    system's identity: two spellings of one file on macOS are one source): a shard named twice (``DIR::DIR/000003.tar``) was read twice, its samples twice an epoch and in one
-    contrastive batch as false negatives of themselves (a folder's or a CSV's rows merged by path already).
+    system's identity: two spellings of one file on macOS are one source): a shard named twice
+    (``DIR::DIR/000003.tar``) was read twice, its samples twice an epoch and in one contrastive batch as false
+    negatives of themselves (a folder's or a CSV's rows merged by path already).
     ``warn``: say so, and name image files beside a folder's shards, which are not read (as building the
     index does; a config check that only looks at the kinds does not)."""
     out: list[tuple[str, str]] = []
@@ -1279,8 +1280,8 @@ class PairDataset(torch.utils.data.Dataset):
             raise ShardChanged(f"tar shard {path} changed since it was indexed (its size or modification time: "
                                "rewritten, or touched): "
                                "the index's offsets, labels and captions are not its samples' now. Start the "
-                               "command again once nothing writes the data (a training run in one process saved its last step; "
-                               "under torchrun, its last checkpoint is where it resumes)")
+                               "command again once nothing writes the data (a training run in one process saved "
+                               "its last step; under torchrun, its last checkpoint is where it resumes)")
         return fd
 
     def _read(self, i: int) -> bytes:

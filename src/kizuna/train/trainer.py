@@ -1197,8 +1197,8 @@ class _LoaderFailed(Exception):
 
 def _named_twice(data) -> str | None:
     """What to say where the run's --data names a source more than once, which kizuna read twice until 2026-12-07
-    (797a3dc) and reads once now (called where the run had more samples than this reading): the resume's count of samples differs for that alone ("the files changed ...
-    Restore the files" sent the user after files that had not changed)."""
+    (797a3dc) and reads once now (asked where the run had more samples than this reading): the count differs for
+    that alone ("the files changed ... Restore the files" sent the user after files that had not changed)."""
     from kizuna.data.sources import resolve_spec
 
     try:
