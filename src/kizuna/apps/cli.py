@@ -462,6 +462,9 @@ def _run_command(argv: list[str] | None, command: list[str]) -> int:
 
     threads, threads_before = getattr(args, "threads", None), torch.get_num_threads()
     if isinstance(threads, int) and threads > 0:  # every command's --threads (the trainers set theirs again)
+        from kizuna.apps.common import warn_if_threads_past_the_cores
+
+        warn_if_threads_past_the_cores(threads)
         torch.set_num_threads(threads)
     try:
         try:

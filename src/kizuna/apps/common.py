@@ -217,6 +217,26 @@ def add_threads_argument(parser) -> None:
                         "choice: OMP_NUM_THREADS if set, else every core)")
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's or `taskset`'s share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def warn_if_threads_past_the_cores(threads: int) -> None:
+    """``--threads`` above the cores this process may use: the threads take turns on the cores, and each step (or
+    matmul) waits for the slowest; it was accepted without a word (`--threads 64` on 2 cores)."""
+    cores = usable_cores()
+    if isinstance(threads, int) and threads > cores:
+        import warnings
+
+        warnings.warn(f"--threads {threads} is more than the {cores} CPU core(s) this process may use: the extra "
+                      "threads contend for them and slow every step; --threads 0 takes torch's choice",
+                      UserWarning, stacklevel=3)
+
+
 def refuse_under_torchrun(command: str) -> None:
     """A command that runs in one process (its work is not split over ranks) refused under torchrun, in one line:
     every rank did all the work and wrote the same files (`kizuna embed`: N times the compute, two renames racing

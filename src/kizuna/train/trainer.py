@@ -315,6 +315,9 @@ class Trainer(ABC):
         self.cfg, self.named = cfg, named
         self._note_the_callers_state()  # the caller's again when construction ends (a notebook), and each train()
         if cfg.threads:
+            from kizuna.apps.common import warn_if_threads_past_the_cores
+
+            warn_if_threads_past_the_cores(cfg.threads)  # (the command line says it once: one text)
             torch.set_num_threads(cfg.threads)
         self.dist: DistInfo = init_distributed(cfg.device)
         self.device = self.dist.device
