@@ -104,8 +104,7 @@ from PIL import Image
 from . import images
 from .columns import PackedCaptions, PackedStrings
 from .sampler import FINGERPRINT_VERSION
-from .tar_index import (IMAGE_EXTS, decode_text, index_tar, is_utf8, not_utf8_said, parse_captions, parse_label,
-                        read_range)
+from .tar_index import IMAGE_EXTS, decoded_text, index_tar, not_utf8_said, parse_captions, parse_label, read_range
 from .transforms import to_rgb
 
 __all__ = [
@@ -1051,9 +1050,10 @@ def _read_text(path: str, not_utf8: list[str] | None = None) -> str | None:
             data = f.read()
     except (FileNotFoundError, IsADirectoryError):
         return None
-    if not_utf8 is not None and not is_utf8(data):
+    text, utf8 = decoded_text(data)
+    if not_utf8 is not None and not utf8:
         not_utf8.append(path)
-    return decode_text(data)
+    return text
 
 
 def _add_folder(b: _Builder, root: str, require: str) -> None:

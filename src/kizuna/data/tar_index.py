@@ -73,6 +73,7 @@ __all__ = [
     "clear_cache",
     "index_tar",
     "decode_text",
+    "decoded_text",
     "parse_captions",
     "parse_label",
     "read_range",
@@ -167,24 +168,27 @@ def decode_text(data: bytes) -> str:
     invalid UTF-8 with replacement turned every accented letter into U+FFFD ("caf\ufffd" for "café"); decoding the
     whole file as Windows-1252 when one byte was not UTF-8 turned its emoji and CJK into mojibake, past what ftfy
     mends. UTF-16 with its byte-order mark (Notepad's "Unicode") is read as such: as Windows-1252 it became a NUL
-    between every letter. :func:`is_utf8` tells whether the fallback was needed."""
+    between every letter. :func:`decoded_text` also says whether the fallback was needed."""
+    return decoded_text(data)[0]
+
+
+def decoded_text(data: bytes) -> tuple[str, bool]:
+    """(:func:`decode_text`'s text, whether ``data`` was read without its Windows-1252 fallback): one decoding for
+    both (the index read each caption twice, once to decode it and once to check it)."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
-            return data.decode("utf-16")
+            return data.decode("utf-16"), True  # (the fallback of a broken one is no legacy encoding either way)
         except UnicodeDecodeError:
             pass
-    return data.decode("utf-8-sig", _CP1252_BYTES)
+    try:
+        return data.decode("utf-8-sig"), True
+    except UnicodeDecodeError:
+        return data.decode("utf-8-sig", _CP1252_BYTES), False
 
 
 def is_utf8(data: bytes) -> bool:
     """Whether :func:`decode_text` reads ``data`` without its Windows-1252 fallback."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return True  # (UTF-16: the fallback of a broken one is no legacy encoding either way)
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    return decoded_text(data)[1]
 
 
 def not_utf8_said(where: str, count: int, example: str) -> str:
@@ -547,9 +551,9 @@ def _flush(out: TarShardIndex, fd: int, key: str, group: dict, file_size: int, l
     captions = None
     if _CAPTION_EXT in readable:
         m = readable[_CAPTION_EXT]
-        raw = read_range(fd, m.offset_data, m.size)
-        captions = parse_captions(decode_text(raw))
-        if not is_utf8(raw):
+        text, utf8 = decoded_text(read_range(fd, m.offset_data, m.size))
+        captions = parse_captions(text)
+        if not utf8:
             out.not_utf8 += 1
             out.not_utf8_key = out.not_utf8_key or key
     label = -1
