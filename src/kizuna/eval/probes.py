@@ -302,10 +302,9 @@ def font_for(words: Sequence[str], font: str | None = None) -> str | None:
     Raises ValueError naming the words and characters no font here draws."""
     chars = sorted({c for w in words for c in w if not c.isspace()})
     missing = _undrawn(chars, font)
-    if not missing or font is not None:
-        if not missing:
-            return font
-    elif (dejavu := _dejavu()) is not None:
+    if not missing:
+        return font
+    if font is None and (dejavu := _dejavu()) is not None:  # (a font the caller gave is the one checked)
         missing = _undrawn(missing, dejavu)
         if not missing:
             return dejavu
