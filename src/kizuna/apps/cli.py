@@ -568,12 +568,13 @@ def _disk_full(error: OSError) -> str | None:
     lines of chained traceback."""
     import errno
 
-    if error.errno == errno.ENAMETOOLONG and not (error.strerror == os.strerror(error.errno)):
-        return re.sub(r"^\[Errno \d+\] ", "", str(error))  # (kizuna's own: the checkpoint's says what to do)
-    if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if error.errno not in (errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return None
     text = re.sub(r"^\[Errno \d+\] ", "", str(error))
-    if error.strerror == os.strerror(error.errno):  # the system's words alone ("No space left on device: 'x'")
+    systems = error.strerror == os.strerror(error.errno)  # the system's words alone ("No space left on device: 'x'")
+    if error.errno == errno.ENAMETOOLONG:
+        return None if systems else text  # (kizuna's own: the checkpoint's says what to do)
+    if systems:
         text += ("; raise the file size limit (`ulimit -f`), or write smaller files" if error.errno == errno.EFBIG
                  else "; free space there (or raise the quota), or write elsewhere")
     return text
