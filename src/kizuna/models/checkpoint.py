@@ -635,8 +635,37 @@ def follow_latest(path: str | Path) -> Path:
         name = path.read_text(encoding="utf-8", errors="replace").strip()
         # a folder beside it, by name: an empty or "." pointer (a torn write) named the checkpoints folder
         if name and name not in (".", "..") and "/" not in name and (pointer_folder(path) / name).is_dir():
-            return pointer_folder(path) / name
+            return saved_after(pointer_folder(path) / name)
     return path
+
+
+def save_ids(folder: Path) -> tuple[str | None, str | None]:
+    """A trainer's checkpoint folder's (save_id, follows): its own id and that of the checkpoint its run continued
+    from, as CheckpointManager.save records them in config.json; (None, None) for one without (older, or not a
+    step folder)."""
+    try:
+        extra = json.loads((folder / "config.json").read_text(encoding="utf-8"))[FORMAT_KEY].get("extra") or {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, None
+    return extra.get("save_id"), extra.get("follows")
+
+
+def saved_after(folder: Path) -> Path:
+    """``folder`` (a ``step_N`` that ``latest`` names), or the checkpoint its run saved after it: a kill between
+    that one's swap-in and the `latest` that names it left `latest` a save behind, and `--resume latest` redid the
+    steps in between and filed their records as an abandoned branch. Told apart from a branch's later folders
+    (an earlier resume's) by the id each save records of the one it follows."""
+    if not (folder.name.startswith("step_") and folder.name[5:].isdigit()):
+        return folder
+    own = save_ids(folder)[0]
+    step = int(folder.name[5:])
+    later = sorted((p for p in folder.parent.glob("step_*") if p.name[5:].isdigit() and int(p.name[5:]) > step),
+                   key=lambda p: int(p.name[5:]))
+    for candidate in later if own is not None else ():
+        saved, follows = save_ids(candidate)
+        if saved is not None and follows == own:
+            folder, own = candidate, saved
+    return folder
 
 
 def pointer_folder(pointer: Path) -> Path:

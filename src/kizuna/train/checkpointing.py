@@ -21,6 +21,7 @@ import re
 import shlex
 import shutil
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ import torch
 from kizuna.apps.common import same_place
 from kizuna.models.checkpoint import (CheckpointError, atomic_write, first_line, follow_latest, load_model,
                                      load_state_dict_strict, load_tensors, make_temp_folder, move_aside,
-                                     replace_retrying, save_model)
+                                     replace_retrying, save_ids, save_model)
 
 
 def rng_state() -> dict:
@@ -132,6 +133,10 @@ class CheckpointManager:
         self.resumed_from: int | None = None
         self.saved_steps: set[int] = set()
         self.abandoned: list[str] = []  # step folders after the one resumed from: said once, deleted when passed
+        # the id of the checkpoint this run's next save follows (the last it saved, or the one it resumed from):
+        # recorded with each save, so `latest` written a save late (a kill between) is read past (saved_after)
+        self.follows: str | None = None
+        self._warned_behind = False
 
     def _is_better(self, value: float) -> bool:
         if self.best_value is None:
@@ -149,8 +154,10 @@ class CheckpointManager:
             self.update_best(step, model, metrics)
         final = self.dir / f"step_{step:07d}"
         tmp = make_temp_folder(self.dir, f".{final.name}.")
+        save_id = uuid.uuid4().hex
         try:
-            save_model(model, tmp, extra={**self.model_extra, "step": step, "metrics": metrics or {}})
+            save_model(model, tmp, extra={**self.model_extra, "step": step, "metrics": metrics or {},
+                                          "save_id": save_id, "follows": self.follows})
             # the metric and mode with the value: a resume that picks best/ by another metric must not compare
             # the new metric against the old one's best
             torch.save(dict(train_state, best_value=self.best_value, best_metric=self.metric, best_mode=self.mode),
@@ -166,6 +173,7 @@ class CheckpointManager:
             return None
         self._swap_in(tmp, final)
         atomic_write(self.dir / "latest", lambda t: Path(t).write_text(final.name, encoding="utf-8"))
+        self.follows = save_id
         self.saved_steps.add(step)
         self._prune(keep=final)
         return final
@@ -317,6 +325,13 @@ class CheckpointManager:
     def latest(self) -> Path | None:
         marker = self.dir / "latest"
         if (named := follow_latest(marker)) != marker:  # the folder the marker names, when it exists
+            said = marker.read_text(encoding="utf-8", errors="replace").strip()
+            if named.name != said and not self._warned_behind:
+                self._warned_behind = True
+                import warnings
+
+                warnings.warn(f"{marker} names {said}, but this run saved {named.name} after it and was stopped "
+                              f"before naming it: taking {named.name}", RuntimeWarning, stacklevel=2)
             return named
         steps = self.step_folders()
         if steps and marker.is_file():
@@ -362,6 +377,7 @@ class CheckpointManager:
             # (the folder's step, as _prune reads it; another run's checkpoint: this folder's steps are all this run's)
             self.resumed_from = int(path.name[5:])
             self.abandoned = [p.name for p in self.step_folders() if int(p.name[5:]) > self.resumed_from]
+        self.follows = save_ids(path)[0]
         flags = state.get("train_config") or {}
         if "best_metric" in state:
             before = (state["best_metric"], state.get("best_mode", self.mode))
