@@ -14,6 +14,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
                     ".pgm", ".pbm", ".pnm", ".avif", ".apng")
 
 
+# The decoders tried on an image's bytes: the formats of IMAGE_EXTENSIONS (MPO comes through JPEG's). Left to Pillow's
+# choice, any bytes (a shard's 0.jpg, a folder's photo.jpg) were decoded by whichever of its ~40 plugins took them,
+# EPS among them, which runs the file through Ghostscript (a PostScript program from the data)
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF")
+FORMATS_SAID = "JPEG, PNG, WebP, GIF, BMP, TIFF, PPM/PGM/PBM, AVIF"
+
+
 class ImageError(ValueError):
     """An image that cannot be used; the message names it and says why."""
 
@@ -30,13 +37,13 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         _say_a_bomb_by_name(img, name)
         if draft_size and img.format in ("JPEG", "MPO"):  # MPO: a phone JPEG with a depth or gain map after it
             img.draft("RGB", (draft_size, draft_size))
         img.load()
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file (format not recognised)") from None
+        raise ImageError(f"{name}: not an image file in a format kizuna reads ({FORMATS_SAID})") from None
     except Image.DecompressionBombError as e:  # a few KB of PNG can claim gigapixels: refused before decoding
         raise ImageTooLarge(f"{name}: too large to decode safely ({e}). Resize it, or raise "
                             "PIL.Image.MAX_IMAGE_PIXELS in your own script if you trust the file") from None

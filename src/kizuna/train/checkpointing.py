@@ -20,6 +20,7 @@ import random
 import re
 import shlex
 import shutil
+import stat
 import sys
 import uuid
 from pathlib import Path
@@ -442,7 +443,7 @@ def run_lock_holder(out: Path) -> str | None:
     if not path.is_file() or _held_key(Path(out)) in _HELD_LOCKS:  # (closing a second handle on a file drops this
         return None  # process's own POSIX lock on it)
     try:
-        with open(path, "a+", encoding="utf-8") as handle:
+        with _open_lock_file(path) as handle:
             try:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -452,9 +453,29 @@ def run_lock_holder(out: Path) -> str | None:
                 holder = handle.read().strip()
                 return holder if holder.isdigit() else ""
             fcntl.lockf(handle, fcntl.LOCK_UN)
-    except OSError:
+    except (OSError, ValueError):  # (ValueError: a link where the lock goes, refused as the run's own will be)
         return None
     return None
+
+
+def _open_lock_file(path: Path):
+    """The lock file, opened for reading and writing (made if missing), refused unless it is a plain file of its
+    own: opened through a link, a link planted in a shared folder (``.kizuna-run.lock -> ~/.bashrc``) had the
+    file it named truncated to the run's pid, or made where the link pointed."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        fd = None
+    if fd is not None:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            return os.fdopen(fd, "a+", encoding="utf-8")
+        os.close(fd)
+    raise ValueError(f"{path}: is a link or not a plain file, and kizuna writes its run lock there (through a link, "
+                     "into the file it names): remove it, or choose another --out")
 
 
 def _remove_checkpoint(folder: Path) -> None:
@@ -510,7 +531,7 @@ def hold_run_lock(out: Path) -> Path | None:
                              "there; wait for it to end, or choose another --out")
         _HELD_LOCKS[key][1] += 1
         return key
-    handle = open(key / RUN_LOCK, "a+", encoding="utf-8")
+    handle = _open_lock_file(key / RUN_LOCK)
     try:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

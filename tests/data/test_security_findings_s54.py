@@ -1,0 +1,60 @@
+"""Security findings of stop 54: what kizuna reads from data and shared folders cannot run another program, write
+through a planted link, or hang on a special file."""
+import io
+
+import pytest
+from PIL import Image
+
+from kizuna.data.images import ImageError, decode_image
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n"
+
+
+def test_an_image_is_decoded_only_by_the_formats_kizuna_reads(tmp_path, monkeypatch):
+    # a fake Ghostscript on PATH: Pillow's EPS plugin ran it on a "photo.jpg" holding PostScript
+    ran = tmp_path / "gs_ran"
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\necho \"$*\" >> {ran}\n[ \"$1\" = --version ] && echo 10.02.1\nexit 1\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gs.parent}:/usr/bin:/bin")
+    with pytest.raises(ImageError, match=r"photo\.jpg: not an image file in a format kizuna reads"):
+        decode_image(EPS, "photo.jpg")
+    assert not ran.exists()
+    image = Image.new("RGB", (8, 8), "red")
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "MPO"):
+        data = io.BytesIO()
+        image.save(data, fmt)
+        assert decode_image(data.getvalue(), f"x.{fmt}").size == (8, 8)
+    data = io.BytesIO()
+    image.save(data, "TGA")  # a format Pillow reads and no IMAGE_EXTENSIONS name
+    with pytest.raises(ImageError, match="not an image file"):
+        decode_image(data.getvalue(), "x.tga")
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling", "hardlink"])
+def test_the_run_lock_is_not_written_through_a_planted_link(tmp_path, kind):
+    from kizuna.eval.suite import results_folder_lock
+    from kizuna.train.checkpointing import RUN_LOCK, run_lock_holder
+
+    out, victim = tmp_path / "shared_out", tmp_path / "victim.txt"
+    out.mkdir()
+    lock = out / RUN_LOCK
+    if kind == "hardlink":
+        victim.write_text("precious\n")
+        lock.hardlink_to(victim)
+    else:
+        if kind == "symlink":
+            victim.write_text("precious\n")
+        lock.symlink_to(victim)
+    with pytest.raises(ValueError, match=r"\.kizuna-run\.lock: is a link or not a plain file"):
+        with results_folder_lock(out):
+            pass
+    assert run_lock_holder(out) is None
+    if kind == "dangling":
+        assert not victim.exists()  # (it was made, holding the pid)
+    else:
+        assert victim.read_text() == "precious\n"  # (truncated to the pid)
+    lock.unlink()
+    with results_folder_lock(out):  # a plain lock file works as before
+        assert lock.is_file() and not lock.is_symlink()
