@@ -77,7 +77,7 @@ def test_an_eval_suite_advises_its_runs_allow_jit_key(tmp_path, capsys, torchscr
                                            "task": "zeroshot"}]}))
     assert main(["eval", "suite", str(suite), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "--allow-jit" not in err and 'set the run\'s "allow_jit": true only if you trust its source' in err
+    assert 'set the run\'s "allow_jit": true and pass --allow-jit, only if you trust its source' in err
 
 
 def test_a_command_with_allow_jit_keeps_the_flag_advice(tmp_path, capsys, torchscript_archive):

@@ -627,10 +627,11 @@ def _in_this_commands_words(error: BaseException, command: str, args) -> str:
             "; evaluate it with `kizuna eval retrieval`",
             ": the `kizuna vit` commands need images with class labels; image-caption data trains a CLIP "
             "(`kizuna train`), whose retrieval `kizuna eval retrieval` evaluates")
+    if TORCHSCRIPT_ADVICE in message and command.endswith("eval suite"):  # (the run's key and the command's flag)
+        return message.replace(TORCHSCRIPT_ADVICE, "set the run's \"allow_jit\": true and pass --allow-jit, only if "
+                                                   "you trust its source")
     if TORCHSCRIPT_ADVICE not in message or hasattr(args, "allow_jit"):
         return message
-    if command.endswith("eval suite"):
-        return message.replace(TORCHSCRIPT_ADVICE, "set the run's \"allow_jit\": true only if you trust its source")
     path = getattr(error, "torchscript_path", None)
     if path is None:
         return message

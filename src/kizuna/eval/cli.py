@@ -154,6 +154,9 @@ def add_arguments(p):
     s.add_argument("--device", type=device_name, default=None,
                    help="device for every run, in place of the suite file's (default: the file's, else cuda if "
                         "available)")
+    s.add_argument("--allow-jit", action="store_true",
+                   help="let the runs whose \"allow_jit\" is true load TorchScript archives, which execute code when "
+                        "loaded: a suite file cannot consent to that alone (only with a suite and models you trust)")
     add_threads_argument(s)
     add_loader_timeout_argument(s)
     add_progress_argument(s, "no progress bars")
@@ -256,7 +259,7 @@ def _run(args, cmd, info):
         device = args.device
         if info.enabled:
             device = str(info.device)
-        run_suite(args.file, out_dir=args.out, device=device, progress=progress)
+        run_suite(args.file, out_dir=args.out, device=device, progress=progress, allow_jit=args.allow_jit)
         return 0
     if info.enabled:
         args.device = str(info.device)

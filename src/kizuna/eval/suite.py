@@ -23,7 +23,9 @@ Tasks: ``zeroshot_classification`` (alias ``zeroshot``), ``zeroshot_retrieval`` 
 ``device``, ``precision`` ("fp32" or "bf16"), ``act`` ("gelu" for an OpenCLIP checkpoint in the OpenAI layout),
 ``few_shot``, ``seeds``, ``corruptions``, ``severities``, ``relation_groups``,
 ``cache_dir``, ``index_cache_dir``, ``query_chunk``, ``image_column``, ``label_column``, ``caption_column``,
-``zeroshot`` (false: no zero-shot comparison in the linear probe), ``allow_jit``. Any other key is an error.
+``zeroshot`` (false: no zero-shot comparison in the linear probe), ``allow_jit`` (true: the run's model may be a
+TorchScript archive, which runs code as it loads; the command's ``--allow-jit`` must consent as well). Any other key
+is an error.
 
 Output in ``out``: ``results.json`` - a list of records with CLIP_benchmark's fields
 ``{"dataset", "model", "pretrained", "task", "metrics", "language": "en"}`` (plus ``details``: split,
@@ -637,13 +639,19 @@ def _on_device(obj, device):
 
 
 def run_suite(path_or_suite, out_dir=None, device=None, progress: bool = True,
-              echo: Callable[[str], None] | None = print) -> list[dict]:
+              echo: Callable[[str], None] | None = print, allow_jit: bool = False) -> list[dict]:
     """Run every entry of a suite file (or an already loaded ``{"runs": [...]}`` or list of runs) and write the
-    report."""
+    report. ``allow_jit``: the caller's consent to the runs whose "allow_jit" is true (TorchScript archives run
+    code as they load); without it such a suite is refused: a JSON file, which reads as data, turned it on alone."""
     if isinstance(path_or_suite, (dict, list)):  # normalised as a file's: its defaults, aliases and checks ran too
         suite = normalise_suite(_on_device(path_or_suite, device))
     else:
         suite = normalise_suite(_on_device(_read_suite(path_or_suite), device), str(path_or_suite))
+    jit_runs = [i for i, r in enumerate(suite["runs"]) if r.get("allow_jit")]
+    if jit_runs and not allow_jit:
+        raise ValueError(f"run {jit_runs[0]}: \"allow_jit\": true lets its model load a TorchScript archive, which "
+                         "executes code when loaded, and a suite file cannot consent to that alone: pass --allow-jit "
+                         "as well (Python: run_suite(..., allow_jit=True)), only if you trust the suite and its models")
     out_dir = out_dir or suite.get("out")
     if out_dir:  # before the first run: the suite file's "out" was never checked (a file failed after all the
         # work, as "[Errno 17] File exists"), and an out inside a run's ImageFolder dataset became a class of the
