@@ -1,6 +1,10 @@
 """Security findings of stop 54: what kizuna reads from data and shared folders cannot run another program, write
 through a planted link, or hang on a special file."""
 import io
+import os
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -58,3 +62,35 @@ def test_the_run_lock_is_not_written_through_a_planted_link(tmp_path, kind):
     lock.unlink()
     with results_folder_lock(out):  # a plain lock file works as before
         assert lock.is_file() and not lock.is_symlink()
+
+
+@pytest.mark.parametrize("plant", ["fifo", "dev_zero", "too_large"])
+def test_a_special_file_in_the_shared_index_cache_is_a_miss_not_a_hang(tmp_path, plant):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _shards import make_pair_shard
+
+    from kizuna.data import tar_index
+
+    shard, cache = tmp_path / "s.tar", tmp_path / "cache"
+    make_pair_shard(shard, 0, 3, captions=[f"caption {i}" for i in range(3)])
+    tar_index.clear_cache()
+    tar_index.index_tar(shard, cache_dir=cache)
+    (entry,) = cache.glob("*.json")
+    entry.unlink()
+    if plant == "fifo":
+        os.mkfifo(entry)  # (opened to read, it waited for a writer for ever)
+    elif plant == "dev_zero":
+        entry.symlink_to("/dev/zero")
+    else:
+        entry.write_text(" " * (17 << 20) + "{}")  # past any index of a 3-sample shard
+    tar_index.clear_cache()
+    found = []
+    reader = threading.Thread(target=lambda: found.append(tar_index.index_tar(shard, cache_dir=cache)), daemon=True)
+    reader.start()
+    reader.join(60)
+    if plant == "fifo" and reader.is_alive():  # a writer lets the hung reader go (and the test end)
+        with open(entry, "w") as f:
+            f.write("{}")
+        reader.join(10)
+        pytest.fail("reading a FIFO in the index cache hung")
+    assert found and found[0].captions == [("caption 0",), ("caption 1",), ("caption 2",)]

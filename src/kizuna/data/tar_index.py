@@ -58,6 +58,7 @@ import hashlib
 import json
 import os
 import posixpath
+import stat
 import tarfile
 import tempfile
 import threading
@@ -288,12 +289,25 @@ def _cache_file(cache_dir: str | os.PathLike, real: str) -> Path:
     return Path(cache_dir).expanduser() / f"{digest}.json"
 
 
+@contextlib.contextmanager
+def _cache_entry(file: Path, most: int):
+    """A cache file opened to read, or None where it is no plain file of at most ``most`` bytes (an index holds
+    the shard's captions: ``most`` is a bound from its size). The folder is shared: a FIFO planted under an entry's
+    name hung every run that read it (no word, no end), and a link to /dev/zero was read without end."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    with open(os.open(file, flags), encoding="utf-8") as f:  # (a missing file: OSError, a miss)
+        info = os.fstat(f.fileno())
+        yield f if stat.S_ISREG(info.st_mode) and info.st_size <= most else None
+
+
 def _load_disk(cache_dir, fp: Fingerprint, path: str) -> TarShardIndex | None:
     file = _cache_file(cache_dir, fp[0])
     try:
-        with open(file, encoding="utf-8") as f:
-            blob = json.load(f)
+        with _cache_entry(file, most=(16 << 20) + 8 * fp[2]) as f:
+            blob = json.load(f) if f is not None else None
     except (OSError, ValueError, RecursionError):  # (a file nested thousands deep: another's, or hostile)
+        return None
+    if blob is None:
         return None
     try:
         if blob.get("version") != _CACHE_VERSION or blob.get("fingerprint") != list(fp):
