@@ -94,3 +94,20 @@ def test_a_special_file_in_the_shared_index_cache_is_a_miss_not_a_hang(tmp_path,
         reader.join(10)
         pytest.fail("reading a FIFO in the index cache hung")
     assert found and found[0].captions == [("caption 0",), ("caption 1",), ("caption 2",)]
+
+
+@pytest.mark.parametrize("count, error, said", [
+    ("100000000000", FileNotFoundError, "says 100000000000 shards but .* holds 2 .tar files: 99999999998 missing"),
+    ("9" * 5000, ValueError, r"nshards.txt: expected the number of shards"),
+    ("\u0662", ValueError, r"nshards.txt: expected the number of shards"),  # Arabic-Indic 2: 2 shards, read as such
+])
+def test_a_bad_nshards_count_is_refused_at_once_naming_the_file(tmp_path, count, error, said):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _shards import make_shard_dir
+
+    from kizuna.data.sources import build_index
+
+    make_shard_dir(tmp_path / "d", 2, 2, nshards_file=True)
+    (tmp_path / "d" / "nshards.txt").write_text(count, encoding="utf-8")
+    with pytest.raises(error, match=said):  # (10^11 names were made first: the memory filled)
+        build_index(str(tmp_path / "d"))

@@ -399,14 +399,18 @@ def _shards_in_dir(d: str) -> list[str]:
     # (".TAR" too: a copy through a FAT volume or Windows upper-cases names, and those shards were left out unsaid)
     tars = sorted((f for f in os.listdir(d) if f.lower().endswith(".tar") and not f.startswith(".")), key=natural_key)
     if os.path.isfile(nfile):
-        with open(nfile, encoding="utf-8") as f:
-            text = f.read().strip()
-        if not text.isdigit() or int(text) < 1:
-            raise ValueError(f"{nfile}: expected the number of shards (a whole number >= 1), got {text!r}")
+        with open(nfile, encoding="utf-8", errors="replace") as f:
+            text = f.read(64).strip()  # (a count; a huge file is no count)
+        # ASCII digits (str.isdigit took "٣" for 3, and 5,000 digits failed as Python's int-conversion limit)
+        if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) < 1:
+            raise ValueError(f"{nfile}: expected the number of shards (a whole number >= 1), got {text[:40]!r}")
         n = int(text)
         if n < len(tars):  # the rest would be dropped without a word (more is a missing shard, below)
             raise ValueError(f"{nfile} says {n} shards but {d} holds {len(tars)} .tar files; fix the count "
                              "or the folder")
+        if n > len(tars):  # missing shards, said before n names are made (10^11 of them filled the memory)
+            raise FileNotFoundError(f"{nfile} says {n} shards but {d} holds {len(tars)} .tar files: "
+                                    f"{n - len(tars)} missing; fix the count or the folder")
         for fmt in ("{:06d}.tar", "{:d}.tar"):
             names = [fmt.format(i) for i in range(n)]
             if all(os.path.isfile(os.path.join(d, x)) for x in names):
