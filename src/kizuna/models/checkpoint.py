@@ -781,6 +781,7 @@ def _load_model(path: Path, image_size, allow_jit: bool, map_location: str, act)
     try:
         if image_size is not None:
             record, tensors = _change_resolution(record, tensors, image_size)
+        check_depth_fits(record, len(tensors), str(path))
         # Every tensor comes from the checkpoint, so skip the random init (seconds for a ViT-B): build on the
         # meta device, allocate uninitialised memory, then copy.
         with torch.device("meta"):
@@ -812,6 +813,27 @@ def _load_model(path: Path, image_size, allow_jit: bool, map_location: str, act)
         # use it (they used 0.5/0.5 and scored such a model otherwise than `kizuna vit eval` does)
         model.preprocess_config = {**stored, "image_size": model.cfg.image_size}
     return model.to(map_location).eval()
+
+
+def check_depth_fits(record, tensor_count: int, source: str) -> None:
+    """Refuse a config whose blocks (its towers' ``depth``, a hybrid stem's ``stem_channels``) outnumber the
+    checkpoint's tensors, each block having at least one, before the model is built: building is linear in depth
+    even on the meta device, and a depth edited to 10^6 ran for half an hour and tens of GB before the mismatch was
+    seen (the width check, fitting_state_dict, comes after the build)."""
+    def blocks(node) -> int:
+        if isinstance(node, dict):
+            depth = node.get("depth")
+            own = depth if isinstance(depth, int) and not isinstance(depth, bool) else 0
+            stem = node.get("stem_channels") if node.get("stem") not in (None, "patch") else None
+            own += len(stem) if isinstance(stem, list) else 0
+            return own + sum(blocks(v) for v in node.values() if isinstance(v, dict))
+        return 0
+
+    count = blocks(record.get("config") if isinstance(record, dict) else None)
+    if count > tensor_count:
+        raise CheckpointError(f"{source}: checkpoint does not fit the model: its config describes {count} blocks "
+                              f"(depth) but the checkpoint holds {tensor_count} tensors, fewer than one a block: the "
+                              "config was edited or belongs to another model")
 
 
 def _refuse_act(path: Path) -> None:

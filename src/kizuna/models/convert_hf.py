@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import (FORMAT_KEY, CheckpointError, TensorTaker, atomic_write, atomic_write_text,
+from .checkpoint import (FORMAT_KEY, CheckpointError, TensorTaker, atomic_write, atomic_write_text, check_depth_fits,
                          load_state_dict_file, stored_scalar, utf8_path)
 from .clip import OPENAI_MEAN, OPENAI_STD, ClipConfig, ClipModel
 from .convert_openai import OPENAI_VOCAB, unavailable_tokenizer
@@ -510,7 +510,7 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{folder}: folder has no config.json (expected a Hugging Face CLIP or SigLIP model)")
     cfg = _read_json(cfg_file)
     model_type = cfg.get("model_type")
-    if model_type not in _HF_DEFAULTS:
+    if not isinstance(model_type, str) or model_type not in _HF_DEFAULTS:  # (a list: "unhashable type" from here)
         raise CheckpointError(
             f"{folder}: Hugging Face model_type {model_type!r} is not supported (kizuna reads 'clip' and 'siglip')"
         )
@@ -545,6 +545,7 @@ def hf_folder_to_kizuna(folder: str | Path) -> tuple[dict, dict]:
         c.tokenizer = siglip_tokenizer_config(folder, ctx) or c.tokenizer
     # position_ids are index buffers some transformers versions saved; they carry no weights.
     take = TensorTaker({k: v for k, v in read_hf_weights(folder).items() if not k.endswith("position_ids")}, source)
+    check_depth_fits({"config": c.to_dict()}, len(take.tensors), source)
     tensors = _clip_tensors(take, c) if model_type == "clip" else _siglip_tensors(take, c)
     with torch.device("meta"):
         take.finish(tensors, ClipModel(c))
