@@ -111,3 +111,20 @@ def test_a_bad_nshards_count_is_refused_at_once_naming_the_file(tmp_path, count,
     (tmp_path / "d" / "nshards.txt").write_text(count, encoding="utf-8")
     with pytest.raises(error, match=said):  # (10^11 names were made first: the memory filled)
         build_index(str(tmp_path / "d"))
+
+
+def test_control_characters_from_data_are_escaped_where_they_are_said(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _shards import image_bytes, write_tar
+
+    from kizuna.apps.common import format_table, one_line
+    from kizuna.data.sources import build_index
+
+    title = "c\x1b]0;OWNED\x07at"  # (set the terminal's title when printed raw)
+    assert one_line(title) == "c\\x1b]0;OWNED\\x07at" and one_line("a\tb\u00e9\u65e5") == "a\tb\u00e9\u65e5"
+    assert "\x1b" not in format_table([[title, "1.0"]], ["class", "top-1"])
+    write_tar(tmp_path / "s.tar", [("good.jpg", image_bytes()), ("good.txt", b"a cat"),
+                                   ("miss\x1b]0;TITLE\x07ing.txt", b"no image")])
+    idx = build_index(str(tmp_path / "s.tar"), require="caption")
+    said = str(idx.skips)
+    assert "miss\\x1b]0;TITLE\\x07ing" in said and "\x1b" not in said

@@ -504,14 +504,19 @@ def display_width(text: str) -> int:
 
 
 # what Python's str.splitlines breaks lines at (readers that split so saw two rows for one name)
-_LINE_BREAKS = {c: c.encode("unicode_escape").decode("ascii")
-                for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+# line breaks, and the other control characters but the tab: ESC and the C1 codes from a data file's class name or
+# shard member name drove the terminal they were printed to (ESC]0;...BEL set its title; others move the cursor,
+# rewrite the screen, make links)
+_LINE_BREAKS = str.maketrans({c: c.encode("unicode_escape").decode("ascii")
+                              for c in [*map(chr, range(0x20)), *map(chr, range(0x7f, 0xa0)), "\u2028", "\u2029"]
+                              if c != "\t"})
 
 
 def one_line(name: str) -> str:
-    """``name`` as one line (of the .txt beside a .npy, of a table): its line breaks as escapes (a\\nb.png). A space in their place
-    named three files, "a b.png" and the other two, alike: rows mapped back by name went to the wrong file."""
-    return name.translate(str.maketrans(_LINE_BREAKS)) if any(c in _LINE_BREAKS for c in name) else name
+    """``name`` as one line (of the .txt beside a .npy, of a table, of a message): its line breaks and other
+    control characters as escapes (a\\nb.png, \\x1b). A space in their place named three files, "a b.png" and the
+    other two, alike: rows mapped back by name went to the wrong file."""
+    return name.translate(_LINE_BREAKS) if not name.isprintable() else name
 
 
 def table_cell(value) -> str:

@@ -14,11 +14,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
                     ".pgm", ".pbm", ".pnm", ".avif", ".apng")
 
 
-# The decoders tried on an image's bytes: the formats of IMAGE_EXTENSIONS (MPO comes through JPEG's). Left to Pillow's
-# choice, any bytes (a shard's 0.jpg, a folder's photo.jpg) were decoded by whichever of its ~40 plugins took them,
-# EPS among them, which runs the file through Ghostscript (a PostScript program from the data)
+# The decoders tried on an image's bytes: the formats of IMAGE_EXTENSIONS (MPO comes through JPEG's), and those a
+# plugin outside Pillow registered (pillow-heif's HEIF: the user's own choice). Left to Pillow's choice, any bytes (a
+# shard's 0.jpg, a folder's photo.jpg) were decoded by whichever of its ~40 bundled plugins took them, EPS among
+# them, which runs the file through Ghostscript (a PostScript program from the data)
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "AVIF")
 FORMATS_SAID = "JPEG, PNG, WebP, GIF, BMP, TIFF, PPM/PGM/PBM, AVIF"
+
+
+def image_formats() -> tuple[str, ...]:
+    """IMAGE_FORMATS and the formats registered by plugins that are not Pillow's own (as registered now)."""
+    Image.init()  # (returns at once once done)
+    return IMAGE_FORMATS + tuple(name for name, (factory, _) in Image.OPEN.items() if name not in IMAGE_FORMATS
+                                 and not getattr(factory, "__module__", "PIL.").startswith("PIL."))
 
 
 class ImageError(ValueError):
@@ -37,7 +45,7 @@ def decode_image(data: bytes, name: str = "<bytes>", draft_size: int | None = No
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        img = Image.open(io.BytesIO(data), formats=image_formats())
         _say_a_bomb_by_name(img, name)
         if draft_size and img.format in ("JPEG", "MPO"):  # MPO: a phone JPEG with a depth or gain map after it
             img.draft("RGB", (draft_size, draft_size))

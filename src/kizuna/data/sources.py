@@ -726,11 +726,13 @@ def _csv_key_blocks(keys: list[str], a: int, b: int, csv_path: str):
 
 
 def _where(kind: str, key: str, source: str) -> str:
+    from kizuna.apps.common import one_line  # (a member name's ESC or line break drove the terminal it was said to)
+
     if kind == "tar":
-        return f"key {key} in shard {source}"
+        return one_line(f"key {key} in shard {source}")
     if kind == "csv":
-        return f"{key} in {source}"
-    return f"{key} in folder {source}"
+        return one_line(f"{key} in {source}")
+    return one_line(f"{key} in folder {source}")
 
 
 class _Builder:
