@@ -52,6 +52,11 @@ _MEMORY_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _MEMORY_CACHE_SIZE = 32
 _FILE_NAMES: "OrderedDict[tuple, Path]" = OrderedDict()  # (memory key, cache folder) -> the cache file's path
 _MEMORY_CACHE_LOCK = threading.Lock()
+# the key each text tower's weights were last remembered under, by the module's id and what they were computed for
+# (classes, prompts, tokenizer, config): a tower that has changed since
+# (a training run's, between its evaluations) drops its old entry, which nothing can hit again; kept, 32 of them
+# (C x D each: 40 MB for 5,000 classes at D=1024) stayed in a training process for nothing
+_LAST_KEY_OF: "OrderedDict[tuple, tuple]" = OrderedDict()
 # 2: the text tower's config is part of the key; 3: so are the filled prompts (a fix to filling "{{x}}" in a
 # template left the files keyed on the raw templates serving the old prompts' embeddings)
 _CACHE_VERSION = 4  # 4: the prompts' token ids too (a tokenizer fix served the old ids' embeddings)
@@ -74,6 +79,7 @@ def clear_class_cache() -> None:
     with _MEMORY_CACHE_LOCK:
         _MEMORY_CACHE.clear()
         _FILE_NAMES.clear()
+        _LAST_KEY_OF.clear()
 
 
 def _tokenizer_id(tokenizer) -> str | None:
@@ -199,7 +205,7 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
             # a rank that could not read it computes, which all-gathers: every rank does
             weights = weights if all(gather_object(weights is not None)) else None
             if weights is not None:
-                _remember(key, weights)
+                _remember(key, weights, text_module)
                 return weights.clone()
             if path.exists():  # one this process may not read, or damaged and not its to remove (another user's
                 path = None  # in a shared folder): left as it is, not overwritten
@@ -213,7 +219,7 @@ def class_embeddings(model, tokenizer, classnames: Sequence[str], templates: Seq
     emb = enc.features.view(len(classnames), len(templates), -1).mean(dim=1)
     weights = F.normalize(emb, dim=-1)
     if key is not None:
-        _remember(key, weights)
+        _remember(key, weights, text_module)
     if path is not None:
         _save(path, weights, classnames, templates)
     return weights
@@ -288,9 +294,19 @@ def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
                       RuntimeWarning, stacklevel=2)
 
 
-def _remember(key, weights: torch.Tensor) -> None:
+def _remember(key, weights: torch.Tensor, text_module=None) -> None:
+    """``key``'s weights kept in memory; the same tower's entry for the same classes and prompts under weights it
+    no longer has dropped (key[0] is the weights' fingerprint; the rest, what they were computed for)."""
     weights = weights.clone()
     with _MEMORY_CACHE_LOCK:
+        if text_module is not None:
+            computed_for = (id(text_module), key[1:])
+            before = _LAST_KEY_OF.pop(computed_for, None)
+            if before is not None and before != key:
+                _MEMORY_CACHE.pop(before, None)
+            _LAST_KEY_OF[computed_for] = key
+            while len(_LAST_KEY_OF) > _MEMORY_CACHE_SIZE:
+                _LAST_KEY_OF.popitem(last=False)
         _MEMORY_CACHE[key] = weights
         while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
             _MEMORY_CACHE.popitem(last=False)
