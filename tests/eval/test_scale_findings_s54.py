@@ -25,3 +25,24 @@ def test_a_changed_text_tower_keeps_one_class_cache_entry_per_dataset():
     again = C.class_embeddings(model, tokenizer, first, ["a photo of a {c}."])
     assert torch.equal(again, a) and len(C._MEMORY_CACHE) == 3
     C.clear_class_cache()
+
+
+def test_prompts_are_tokenized_in_chunks_with_the_same_groups_and_digest(monkeypatch):
+    import hashlib
+
+    from kizuna.eval import zeroshot
+
+    model = kizuna.create_model("ViT-mu-8")
+    tokenizer = kizuna.get_tokenizer(model)
+    names = [f"class {i}" for i in range(40)] + ["Class 3", "class  7"]  # (one text to CLIP's BPE each)
+    templates = ["a photo of a {c}.", "{c}", "a drawing of a {c}."]
+    prompts = [zeroshot.fill_template(t, c) for c in names for t in templates]
+    ids = tokenizer(prompts)
+    whole = hashlib.sha256(ids.numpy().tobytes() + repr(tuple(ids.shape)).encode()).digest()  # (as before)
+    seen = []
+    counting = lambda texts: seen.append(len(texts)) or tokenizer(texts)  # noqa: E731
+    monkeypatch.setattr(zeroshot, "PROMPTS_A_CHUNK", 7)
+    assert zeroshot.same_prompts(counting, names, templates) == [[3, 40], [7, 41]]
+    assert max(seen) <= 6  # (whole classes: 2 of 3 prompts)
+    seen.clear()
+    assert C._token_ids_digest(counting, prompts) == whole and max(seen) <= 7

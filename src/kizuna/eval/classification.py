@@ -66,13 +66,22 @@ def _token_ids_digest(tokenizer, prompts: list[str]) -> bytes:
     """The prompts' token ids, hashed, for the cache file's name: a change to how a text is tokenized (a fix to a
     tokenizer's cleaning, its surrogate pairs) keeps the tokenizer's config and every weight, and the files written
     before it were served as the new ids' embeddings."""
-    try:
-        ids = tokenizer(prompts)
-    except ValueError:  # (a prompt it rejects: said where the prompts are encoded)
-        return b"rejected"
-    if not isinstance(ids, torch.Tensor):  # (a tokenizer of another kind: its config keys it, as before)
-        return b"other"
-    return hashlib.sha256(ids.cpu().numpy().tobytes() + repr(tuple(ids.shape)).encode()).digest()
+    from .zeroshot import PROMPTS_A_CHUNK
+
+    digest, rows, widths = hashlib.sha256(), 0, set()
+    for start in range(0, len(prompts), PROMPTS_A_CHUNK):  # (all at once: GBs for ImageNet-21k's prompts)
+        try:
+            ids = tokenizer(prompts[start:start + PROMPTS_A_CHUNK])
+        except ValueError:  # (a prompt it rejects: said where the prompts are encoded)
+            return b"rejected"
+        if not isinstance(ids, torch.Tensor):  # (a tokenizer of another kind: its config keys it, as before)
+            return b"other"
+        digest.update(ids.cpu().numpy().tobytes())
+        rows += ids.shape[0]
+        widths.add(tuple(ids.shape[1:]))
+    # the ids and their shape hashed as they were in one piece (the files written before keep their names)
+    digest.update(repr((rows, *(widths.pop() if len(widths) == 1 else ("mixed",)))).encode())
+    return digest.digest()
 
 
 def clear_class_cache() -> None:
