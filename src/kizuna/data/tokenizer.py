@@ -83,6 +83,9 @@ _WHITESPACE = _re.compile(r"\s+")
 _ASCII_WHITESPACE = _stdre.compile(r"[\t\n\x0b\x0c\r ]+" if _re is not _stdre else r"\s+")
 _ASCII_SPLIT = _stdre.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[A-Za-z]+|[0-9]|[^\t\n\x0b\x0c\r A-Za-z0-9]+")
 _WORD_CACHE_LIMIT = 200_000  # chunks (words with their punctuation); cleared when full: bounded memory
+# and by what they hold (their characters and ids): web captions' base64 blobs and URL dumps are chunks of 10^4-10^5
+# characters each, and 200,000 of them came to some 13 GB in every loader worker before the count was reached
+_WORD_CACHE_BYTES = 64 << 20
 _OVERFLOW_MODES = ("truncate", "error")
 # and one token of text: at 2 every caption and prompt became [start, end], the loss sat at ln B and zero-shot
 # always predicted the first class
@@ -332,9 +335,13 @@ class _ChunkIds:
         self.length = np.zeros(1024, dtype=np.int64)
         self.ids = np.zeros(4096, dtype=np.int64)
         self.n_ids = 0
+        self.chars = 0  # of the chunks held (the index's keys)
 
     def __len__(self) -> int:
         return len(self.index) - 1
+
+    def full(self) -> bool:
+        return len(self) > _WORD_CACHE_LIMIT or self.chars + 8 * self.n_ids > _WORD_CACHE_BYTES
 
     @staticmethod
     def _fit(a: np.ndarray, size: int) -> np.ndarray:
@@ -378,6 +385,7 @@ class _ChunkIds:
             self.ids = self._fit(self.ids, self.n_ids + len(flat))
             self.ids[self.n_ids : self.n_ids + len(flat)] = flat
             self.n_ids += len(flat)
+            self.chars += sum(map(len, chunks))
             self.index.update(zip(chunks, range(rows, rows + len(chunks))))
 
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -475,7 +483,7 @@ class BpeTokenizer:
         if not texts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         words = self._words  # this call's cache throughout, even if another thread clears (replaces) it
-        if len(words) > _WORD_CACHE_LIMIT:
+        if words.full():
             words = self._words = _ChunkIds()
         chunks = f" {_ChunkIds.SEPARATOR} ".join(texts).lower().split()
         rows = words.rows(chunks)
