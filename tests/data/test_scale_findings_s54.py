@@ -20,3 +20,34 @@ def test_long_chunks_clear_the_word_cache_by_size(monkeypatch):
         most = max(most, tok._words.chars + 8 * tok._words.n_ids)
     assert most < 20_000 + 4 * 12_000  # (it held all 40: some 400,000)
     assert tok.encode_batch(junk) == expected
+
+
+def test_many_damaged_shards_are_said_a_few_then_in_one_line(tmp_path):
+    import sys
+    import warnings
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _shards import make_pair_shard
+
+    from kizuna.data import tar_index
+    from kizuna.data.sources import build_index
+
+    for i in range(8):
+        make_pair_shard(tmp_path / f"{i:06d}.tar", i * 10, 3)
+        data = (tmp_path / f"{i:06d}.tar").read_bytes()
+        (tmp_path / f"{i:06d}.tar").write_bytes(data[: len(data) // 2])  # cut mid-member
+    tar_index.clear_cache()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        idx = build_index(str(tmp_path))
+    lines = [str(w.message) for w in said]
+    assert sum("is truncated or corrupt" in line for line in lines) == 3, lines
+    (more,) = [line for line in lines if line.startswith("... and")]
+    assert "5 more tar shards, as the 3 above: truncated or corrupt (" in more
+    assert idx.skips.counts.get("truncated", 0) >= 8  # (the counts are all there)
+    tar_index.clear_cache()
+    with warnings.catch_warnings(record=True) as said:  # one shard indexed alone: said as before
+        warnings.simplefilter("always")
+        tar_index.index_tar(tmp_path / "000000.tar")
+    assert len(said) == 1 and "is truncated or corrupt" in str(said[0].message)

@@ -104,7 +104,8 @@ from PIL import Image
 from . import images
 from .columns import PackedCaptions, PackedStrings
 from .sampler import FINGERPRINT_VERSION
-from .tar_index import IMAGE_EXTS, decoded_text, index_tar, not_utf8_said, parse_captions, parse_label, read_range
+from .tar_index import (IMAGE_EXTS, decoded_text, index_tar, not_utf8_said, parse_captions, parse_label, read_range,
+                        shard_warnings_summed)
 from .transforms import to_rgb
 
 __all__ = [
@@ -1123,13 +1124,14 @@ def build_index(spec: Any, *, require: str = "any", image_column: str = "filepat
     if cache_dir is None:
         cache_dir = os.environ.get("KIZUNA_INDEX_CACHE") or None
     b = _Builder()
-    for kind, path in resolve_spec(spec, warn=True):
-        if kind == "tar":
-            _add_tar(b, path, require, cache_dir)
-        elif kind == "csv":
-            _add_csv(b, path, require, image_column, caption_column, label_column, sep, check_files)
-        else:
-            _add_folder(b, path, require)
+    with shard_warnings_summed():  # (the first few damaged shards, then one line: one a shard drowned the summary)
+        for kind, path in resolve_spec(spec, warn=True):
+            if kind == "tar":
+                _add_tar(b, path, require, cache_dir)
+            elif kind == "csv":
+                _add_csv(b, path, require, image_column, caption_column, label_column, sep, check_files)
+            else:
+                _add_folder(b, path, require)
     return b.build()
 
 

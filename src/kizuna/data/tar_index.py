@@ -388,25 +388,56 @@ def index_tar(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
         first_time = fp not in _warned
         _warned.add(fp)
     if idx.scattered and first_time:
-        warnings.warn(
-            f"tar shard {path}: the members of {idx.scattered} sample(s) are not next to each other (key "
-            f"{idx.scattered_key!r} comes back after other keys); a sample is a run of adjacent members, as "
-            f"WebDataset reads it, so their images and texts were not paired. Repack the shard in name order: "
-            f"`tar --sort=name -cf {os.path.basename(path)} -C FOLDER .`",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        _say("scattered", idx.scattered,
+             f"tar shard {path}: the members of {idx.scattered} sample(s) are not next to each other (key "
+             f"{idx.scattered_key!r} comes back after other keys); a sample is a run of adjacent members, as "
+             f"WebDataset reads it, so their images and texts were not paired. Repack the shard in name order: "
+             f"`tar --sort=name -cf {os.path.basename(path)} -C FOLDER .`")
     if idx.not_utf8 and first_time:
-        warnings.warn(not_utf8_said(f"tar shard {path}", idx.not_utf8, f"key {idx.not_utf8_key!r}"), RuntimeWarning,
-                      stacklevel=3)
+        _say("not_utf8", idx.not_utf8, not_utf8_said(f"tar shard {path}", idx.not_utf8, f"key {idx.not_utf8_key!r}"))
     if idx.truncated and first_time:
-        warnings.warn(
-            f"tar shard {path} is truncated or corrupt ({idx.detail}); indexed {len(idx)} samples, "
-            f"skipped {idx.skipped.get('truncated', 0)} partial sample(s) at the damage",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        _say("truncated", idx.skipped.get("truncated", 0),
+             f"tar shard {path} is truncated or corrupt ({idx.detail}); indexed {len(idx)} samples, "
+             f"skipped {idx.skipped.get('truncated', 0)} partial sample(s) at the damage")
     return idx
+
+
+# What the shards of one indexing pass (shard_warnings_summed) had to say beyond the first few of each kind:
+# a 500-shard folder of damaged shards printed 1,000 warning lines, its summary lost among them
+_SUMMED = threading.local()
+SHARDS_SAID = 3
+_MORE = {"scattered": "samples whose members are not next to each other ({n} of them, not paired)",
+         "not_utf8": "captions that are not UTF-8 ({n} caption files; their odd bytes read as Windows-1252)",
+         "truncated": "truncated or corrupt ({n} partial samples skipped at the damage)"}
+
+
+def _say(kind: str, count: int, message: str) -> None:
+    held = getattr(_SUMMED, "held", None)
+    if held is not None:
+        said, more, n = held.get(kind, (0, 0, 0))
+        if said >= SHARDS_SAID:
+            held[kind] = (said, more + 1, n + count)
+            return
+        held[kind] = (said + 1, more, n)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+@contextlib.contextmanager
+def shard_warnings_summed():
+    """Within it, index_tar says the first few shards of each kind of damage as it finds them and the rest in one
+    line at the end (per thread; nested: the outermost sums)."""
+    if getattr(_SUMMED, "held", None) is not None:
+        yield
+        return
+    _SUMMED.held = held = {}
+    try:
+        yield
+    finally:
+        _SUMMED.held = None
+        for kind, (said, more, n) in held.items():
+            if more:
+                warnings.warn(f"... and {more} more tar shards, as the {said} above: {_MORE[kind].format(n=n)}",
+                              RuntimeWarning, stacklevel=3)
 
 
 # A compressed file's first bytes, and the tool that writes it out uncompressed.
