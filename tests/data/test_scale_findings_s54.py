@@ -51,3 +51,19 @@ def test_many_damaged_shards_are_said_a_few_then_in_one_line(tmp_path):
         warnings.simplefilter("always")
         tar_index.index_tar(tmp_path / "000000.tar")
     assert len(said) == 1 and "is truncated or corrupt" in str(said[0].message)
+
+
+def test_a_brace_range_a_digit_too_long_is_refused_before_its_names_are_made(tmp_path):
+    import time
+
+    import pytest
+
+    from kizuna.data.sources import build_index, expand_braces
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"\{0000000\.\.9999999\} expands to more than 4,000,000 names"):
+        build_index(f"{tmp_path}/{{0000000..9999999}}.tar")
+    with pytest.raises(ValueError, match="expands to more than"):
+        expand_braces("{0..999}/{0..9999}.tar")  # (nested: each range alone is small)
+    assert time.perf_counter() - start < 20
+    assert len(expand_braces("{000000..099999}.tar")) == 100_000
