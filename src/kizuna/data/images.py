@@ -26,7 +26,12 @@ def image_formats() -> tuple[str, ...]:
     """IMAGE_FORMATS and the formats registered by plugins that are not Pillow's own (as registered now)."""
     Image.init()  # (returns at once once done)
     return IMAGE_FORMATS + tuple(name for name, (factory, _) in Image.OPEN.items() if name not in IMAGE_FORMATS
-                                 and not getattr(factory, "__module__", "PIL.").startswith("PIL."))
+                                 and not pillows_own(factory))
+
+
+def pillows_own(factory) -> bool:
+    """Whether an image opener (``PIL.Image.OPEN``'s factory) is one of Pillow's bundled plugins."""
+    return getattr(factory, "__module__", "").startswith("PIL.")
 
 
 class ImageError(ValueError):

@@ -57,6 +57,7 @@ from typing import Any
 
 import torch
 
+from .images import pillows_own
 from .sampler import EpochSampler
 from .sources import SkipCounter
 
@@ -97,10 +98,6 @@ def _picklable(items: list) -> list:
             continue
         kept.append(item)
     return kept
-
-
-def _pillows_own(factory) -> bool:
-    return getattr(factory, "__module__", "").startswith("PIL.")
 
 
 def _pillows_unnamed_bomb(category, filename: str) -> bool:
@@ -154,7 +151,7 @@ class _WorkerInit:
         if image is not None:  # formats a plugin registered in the main process (pillow-heif's opener): each image
             # of them was counted corrupt in a spawned worker, which imports PIL with its own formats only
             state["pillow_openers"] = _picklable([(name, *image.OPEN[name]) for name in image.ID
-                                                  if name in image.OPEN and not _pillows_own(image.OPEN[name][0])])
+                                                  if name in image.OPEN and not pillows_own(image.OPEN[name][0])])
         import warnings
 
         # the command line's one-line warnings and the user's filters: a spawned worker printed Python's form
