@@ -255,6 +255,22 @@ def main(argv: list[str] | None = None) -> int:
         return _main_with_output(argv)
 
 
+def console_main() -> int:
+    """The ``kizuna`` console script (and ``python -m kizuna``): :func:`main`, then Ctrl-C ignored while the
+    interpreter shuts down. Torch's finalizers take 1-2 s after the last line is printed, and a Ctrl-C there (the
+    user sees the command done) printed "Exception ignored in atexit callback ... KeyboardInterrupt" or ended a
+    command whose files were all written with status -2. Not main's: a program that calls it keeps its Ctrl-C."""
+    import signal
+
+    try:
+        return main()
+    finally:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # (not the main thread)
+            pass
+
+
 def _main_with_output(argv: list[str] | None) -> int:
     streams = sys.stdout, sys.stderr
     outputs = _Output(sys.stdout), _Output(sys.stderr)
@@ -293,6 +309,12 @@ class Terminated(SystemExit):
     def __init__(self, code: int = 143):
         super().__init__(code)
 
+    @classmethod
+    def for_signal(cls, name: str) -> BaseException:
+        """What a command raises for the signal ``name`` that stopped it: KeyboardInterrupt for Ctrl-C (exit 130),
+        Terminated for SIGTERM (143) and SIGHUP (129: the terminal closed, an SSH session dropped)."""
+        return KeyboardInterrupt() if name == "SIGINT" else cls(129 if name == "SIGHUP" else 143)
+
 
 class _SigtermRaises:
     """While main() runs, in the main thread: SIGTERM raises :class:`Terminated`, once (a second one ends the
@@ -318,7 +340,27 @@ class _SigtermRaises:
         if self.previous is not None:
             self.unraisable_hook = sys.unraisablehook
             sys.unraisablehook = self._swallowed
+            # SIGHUP (the terminal closed, an SSH session dropped) likewise: by default it ended the command on the
+            # spot, and a training run with nothing saved, silently, its workers' socket folders left in $TMPDIR
+            hangup = getattr(signal, "SIGHUP", None)
+            try:
+                self.previous_hangup = (signal.signal(hangup, self._hang_up) if hangup is not None
+                                        and signal.getsignal(hangup) is signal.SIG_DFL else None)
+            except (ValueError, OSError):
+                self.previous_hangup = None
         return self
+
+    def _hang_up(self, signum, frame):
+        import os
+        import signal
+
+        signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+        if os.getpid() != self.pid:  # a process forked from this one: as by default
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated(129)
+
+    _hang_up.kizuna_sigterm = True  # the training loop takes it over (stop after the step and save)
 
     def _swallowed(self, unraisable):
         """A SIGTERM that landed while a finalizer ran (a weakref callback, a __del__: torch runs them all the
@@ -390,6 +432,8 @@ class _SigtermRaises:
                 resend.join(timeout=1.0)
             if signal.getsignal(signal.SIGTERM) == self._handle:
                 signal.signal(signal.SIGTERM, self.previous)
+            if self.previous_hangup is not None and signal.getsignal(signal.SIGHUP) == self._hang_up:
+                signal.signal(signal.SIGHUP, self.previous_hangup)
             if self.pending and exc_type is None:  # the command ended before the SIGTERM came again: not exit 0
                 raise Terminated
         return False
@@ -405,9 +449,10 @@ def _main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command[0]}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except Terminated:
-        print(f"{command[0]}: terminated", file=sys.stderr)
-        raise SystemExit(143) from None
+    except Terminated as stopped:
+        hung_up = stopped.code == 129
+        print(f"{command[0]}: {'hung up (SIGHUP: the terminal closed)' if hung_up else 'terminated'}", file=sys.stderr)
+        raise SystemExit(129 if hung_up else 143) from None
 
 
 def _expand_home(args) -> None:

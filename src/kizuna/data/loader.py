@@ -189,6 +189,10 @@ class _WorkerInit:
             wake, woken = os.pipe()  # (not inherited by programs the worker starts)
             os.set_blocking(woken, False)
             signal.signal(signal.SIGTERM, lambda signum, frame: None)  # decided in the thread below
+            # the terminal's SIGHUP, which reaches the whole process group: the main process stops (saving, in a
+            # training loop) and ends its workers; one whose main process died of it follows (torch's watchdog).
+            # Caught, not ignored: a program the worker starts gets the default back with exec
+            signal.signal(signal.SIGHUP, lambda signum, frame: None)
             signal.set_wakeup_fd(woken)
             threading.Thread(target=self._on_sigterm, args=(wake,), daemon=True, name="kizuna-sigterm").start()
             # a helper the dataset forks (multiprocessing, os.fork) would inherit the handler and the pipe: its
@@ -241,6 +245,7 @@ def _plain_sigterm(*fds: int) -> None:
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     except ValueError:  # forked from a thread other than the main one: signals cannot be set there
         pass
     for fd in fds:

@@ -157,7 +157,7 @@ def _train_and_report(args, cfg) -> int:
         print(f"kizuna demo: {trainer.stopped_by} during the last step: the trained model is saved in "
               f"{cfg.out}/checkpoints/latest (`kizuna eval` takes it); the final evaluation and REPORT.md were "
               "skipped (run the demo again for them)", file=sys.stderr)
-        raise KeyboardInterrupt if trainer.stopped_by == "Ctrl-C" else Terminated
+        raise Terminated.for_signal("SIGINT" if trainer.stopped_by == "Ctrl-C" else trainer.stopped_by)
     model, tokenizer = trainer.model.eval(), trainer.tokenizer
     try:
         if not cfg.progress:  # ~45 s on 2 cores after the last step said nothing (a bar when progress is on)

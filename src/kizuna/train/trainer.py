@@ -125,7 +125,7 @@ class Trainer(ABC):
     #: (train_config.json: kept in OUT, it said the new run's settings beside the earlier run's .prev set, which
     #: compare-runs then read as that run's)
     run_outputs: tuple[tuple[str, str], ...] = (("curves.png", "training curves"), ("train_config.json", "settings"))
-    stopped_by: str | None = None  # "Ctrl-C" or "SIGTERM" asked for during the last step (the run still ended)
+    stopped_by: str | None = None  # "Ctrl-C", "SIGTERM" or "SIGHUP" asked for during the last step (it still ended)
     final_metrics: dict | None = None  # what a finished train() returned (train() again returns it)
     #: how a stopped run is continued, said after a Ctrl-C (None: the flags "--out OUT --resume latest")
     resume_command: str | None = None
@@ -1016,7 +1016,7 @@ class Trainer(ABC):
         self._save_after_failure(what, last, bar)
         from kizuna.apps.cli import Terminated
 
-        raise (Terminated if stop.requested == "SIGTERM" else KeyboardInterrupt)() from error
+        raise Terminated.for_signal(stop.requested) from error
 
     def _save_after_failure(self, what: str, last: bool, bar) -> None:
         """An evaluation failed after a finished step: that step is saved before the error goes on, so the
@@ -1302,7 +1302,7 @@ class StopOnInterrupt:
     Only in the main thread of a single process: under torchrun the ranks would stop at different steps and
     wait for one another in a collective, so there the signals interrupt as before."""
 
-    NAMES = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}
+    NAMES = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGHUP": "SIGHUP"}  # (SIGHUP: the terminal closed)
 
     def __init__(self, enabled: bool = True):
         self.enabled, self._previous = enabled, {}
@@ -1317,8 +1317,10 @@ class StopOnInterrupt:
 
             self._pid = os.getpid()
             for name in self.NAMES:
-                signum = getattr(signal, name)
-                if name == "SIGTERM" and not _ours_to_take(signal.getsignal(signum)):
+                signum = getattr(signal, name, None)
+                if signum is None:  # (no SIGHUP on Windows)
+                    continue
+                if name != "SIGINT" and not _ours_to_take(signal.getsignal(signum)):
                     continue  # a host's own handler (a scheduler's requeue hook) or SIG_IGN: left as the host set it
                 self._previous[signum] = signal.signal(signum, self._handle)
             workers_outlive_sigterm(True)
@@ -1401,7 +1403,7 @@ def stop_and_save(trainer: Trainer, bar=None, saved: bool = False, signal_name: 
     how = continue_with(trainer)
     print(f"stopped at step {trainer.step}: saved {trainer.ckpt.dir / f'step_{trainer.step:07d}'}; continue with "
           f"{how}", file=sys.stderr)
-    raise Terminated if signal_name == "SIGTERM" else KeyboardInterrupt
+    raise Terminated.for_signal(signal_name)
 
 
 def rank_seed(seed: int, rank: int, *more: int) -> int:
