@@ -31,6 +31,11 @@ class RankStateTrainer(ContrastiveTrainer):
 RankStateTrainer(tiny_config(out_dir / "b", steps=2, save_every=2, precision="fp32", device="cpu")).train()
 resumed = RankStateTrainer(tiny_config(out_dir / "b", steps=3, precision="fp32", device="cpu", resume="latest"))
 (out_dir / f"extra_rank{resumed.dist.rank}.json").write_text(json.dumps(resumed.restored))
+if resumed.dist.rank == 0:  # rank 0's own is in extra_ranks alone (it was saved at the top level too: twice)
+    from kizuna.train.checkpointing import read_train_state  # noqa: E402
+
+    saved = read_train_state(out_dir / "b" / "checkpoints" / "step_0000002")
+    (out_dir / "saved_keys.json").write_text(json.dumps(["mine" in saved, len(saved.get("extra_ranks") or [])]))
 # taken down as the CLI does (finish_distributed): left to the interpreter's exit, a rank's gloo could abort in
 # its teardown ("terminate called without an active exception", once in a CI run)
 finish_distributed()

@@ -197,6 +197,7 @@ def test_every_rank_resumes_its_own_extra_train_state(tmp_path):
     0's cache, encoded its captions again in other batches, and the run left its uninterrupted path (5.96e-08)."""
     torchrun(HERE / "_dist_extra_worker.py", tmp_path, timeout=300)
     assert [json.loads((tmp_path / f"extra_rank{r}.json").read_text()) for r in (0, 1)] == [[0, 2], [1, 2]]
+    assert json.loads((tmp_path / "saved_keys.json").read_text()) == [False, 2]
 
 
 def test_a_named_gpu_is_used_and_gpu_rng_states_restore_on_fewer_gpus(monkeypatch):

@@ -498,18 +498,19 @@ class Trainer(ABC):
         """``trial``: see :meth:`time_a_checkpoint`."""
         self._check_finite_weights()  # no NaN checkpoint (after a Ctrl-C or a failed evaluation either)
         self._check_the_folder_is_still_ours()
-        data, per_rank = self.loader.state_dict(), {}
+        data, per_rank, extra = self.loader.state_dict(), {}, self.extra_train_state()
         if self.dist.enabled:
             if "skips" in data:  # every rank's (summed), which rank 0 carries on after a resume
                 ranks = gather_object(data["skips"])
                 data["skips"] = {part: dict(sum_counts(r[part] for r in ranks)) for part in data["skips"]}
             per_rank["rng_ranks"] = gather_object(rng_state())  # each rank's stream (patch dropout) goes on
             # and each rank's own extra state (the MiniLM caption cache: rank 1's was lost, and a resume drifted)
-            per_rank["extra_ranks"] = gather_object(self.extra_train_state())
+            per_rank["extra_ranks"] = gather_object(extra)
+            extra = {}  # (rank 0's is extra_ranks[0]: it was saved twice, a caption cache of GBs at scale)
         failed = None
         if self.dist.is_main:
             state = {
-                **self.extra_train_state(), "step": self.step, "epoch": self.epoch,
+                **extra, "step": self.step, "epoch": self.epoch,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), **per_rank, "data": data, "train_config": self.cfg.to_dict(),
                 "precision_used": self.precision, "training_pixels": TRAINING_PIXELS_VERSION, **length_state(self),
@@ -602,7 +603,9 @@ class Trainer(ABC):
             if self.dist.rank:
                 torch.manual_seed(rank_seed(self.cfg.seed, self.dist.rank, self.step))
         extras = state.get("extra_ranks") or []
-        self.restore_extra_train_state(extras[self.dist.rank] if len(extras) == self.dist.world_size else state)
+        # (another number of processes than saved it: rank 0's, which a torchrun checkpoint keeps there alone)
+        self.restore_extra_train_state(extras[self.dist.rank] if len(extras) == self.dist.world_size else
+                                       extras[0] if extras else state)
         return state
 
     def _load_optimizer_state(self, saved: dict) -> None:
