@@ -137,6 +137,8 @@ def test_a_resumed_epoch_reports_the_skips_from_before_its_checkpoint(index):
     resumed.load_state_dict(state)
     run_epoch(resumed, 1)
     assert resumed.skips.as_dict() == resumed.total_skips.as_dict() == {"corrupt_image": 1}
+    # and the place its report names (stop 54: the count was carried, the example not: it named another sample)
+    assert resumed.skips.examples == resumed.total_skips.examples == whole.skips.examples != {}
     # at an epoch's end its skips are reported right after the checkpoint: a resume there does not repeat them
     end = loader_for()
     run_epoch(end, 1)

@@ -449,7 +449,7 @@ class Loader:
         self.skips = SkipCounter()
         resumed, self._resumed_epoch_skips = getattr(self, "_resumed_epoch_skips", None), None
         if resumed:  # the part of this epoch before the checkpoint, so its report counts the whole epoch
-            self.skips.update(resumed)
+            self.skips.update(*resumed)
         # The sampler runs ahead of us (worker prefetch), so its own position is not the resume position:
         # what was handed out is. Batches come in the sampler's order, one per index batch (an all-skipped
         # one is an empty batch), so counting them from where the sampler starts tells the position of any
@@ -506,6 +506,9 @@ class Loader:
         state = self._position()
         finished = state.pop("finished")
         state["skips"] = {"total": dict(self.total_skips.counts), "epoch": {} if finished else dict(self.skips.counts)}
+        # and the places they name (a resumed run's report named another sample than the uninterrupted run's)
+        state["skip_examples"] = {"total": _lists(self.total_skips.examples),
+                                  "epoch": {} if finished else _lists(self.skips.examples)}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -516,8 +519,14 @@ class Loader:
             # another rank's state (the trainers save rank 0's, with every rank's skips summed in it): that
             # rank carries the counts on, or a report summing the ranks would count them again
             skips = {}
-        self.total_skips = SkipCounter(skips.get("total") or {})
-        self._resumed_epoch_skips = dict(skips.get("epoch") or {}) or None
+        examples = (state.get("skip_examples") or {}) if skips else {}
+        self.total_skips = SkipCounter(skips.get("total") or {}, examples.get("total"))
+        epoch = dict(skips.get("epoch") or {})
+        self._resumed_epoch_skips = (epoch, examples.get("epoch")) if epoch else None
+
+
+def _lists(examples: dict) -> dict:
+    return {reason: list(places) for reason, places in examples.items()}
 
 
 def check_epoch_gave_samples(source: str, batches: int, steps: int, report: str) -> None:

@@ -936,6 +936,8 @@ class Trainer(ABC):
                                 # Ctrl-C during this step's checkpoint, at the epoch's end
                                 self._report_epoch_skips(bar)
                             stop_and_save(self, bar, saved=saving, signal_name=stop.requested)
+                        if last:  # not one more batch: fetched, decoded and dropped (or waited for: a worker hung
+                            break  # on it held the finished, saved run until --loader-timeout-minutes)
                     else:
                         report = self._report_epoch_skips(bar) if epoch_report is None else epoch_report
                         if whole_epoch:
