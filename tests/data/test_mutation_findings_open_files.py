@@ -50,7 +50,7 @@ def _open_fds() -> set[int]:
 
 def test_a_dataset_keeps_no_more_shards_open_than_the_limit_allows(tmp_path, monkeypatch):
     """At `ulimit -n 16` a dataset keeps 16 // 8 = 2 shards open while it reads 4 (the oldest closed for each new
-    one), not _MAX_OPEN (64). Kills D02 (the budget dropped from the test) and D03 (> for >=: one more open)."""
+    one), not _MAX_OPEN (1024). Kills D02 (the budget dropped from the test) and D03 (> for >=: one more open)."""
     import resource
 
     spec = _shards(tmp_path, 4)

@@ -67,3 +67,23 @@ def test_a_brace_range_a_digit_too_long_is_refused_before_its_names_are_made(tmp
         expand_braces("{0..999}/{0..9999}.tar")  # (nested: each range alone is small)
     assert time.perf_counter() - start < 20
     assert len(expand_braces("{000000..099999}.tar")) == 100_000
+
+
+def test_a_dataset_keeps_as_many_shards_open_as_the_limit_allows(tmp_path, monkeypatch):
+    """64 at most, whatever `ulimit -n` allowed: a shuffled epoch over many shards reopened one for most samples."""
+    import resource
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _shards import make_pair_shard
+
+    from kizuna.data.sources import PairDataset
+
+    for i in range(80):
+        make_pair_shard(tmp_path / f"{i:06d}.tar", i, 1)
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (4096, 4096))  # a budget of 512
+    ds = PairDataset(str(tmp_path))
+    for i in range(80):
+        assert ds[i]["caption"]
+    assert len(ds._fds) == 80  # (64)
