@@ -36,3 +36,32 @@ def test_a_run_fetches_no_batch_past_its_last_step(tmp_path, monkeypatch):
     longer = ContrastiveTrainer(tiny_config(tmp_path / "a", steps=7, eval_max_samples=0, resume="latest"))
     longer.train()
     assert len(fetched) == 2 and longer.step == 7
+
+
+def _interrupted_at(monkeypatch, at_step):
+    from kizuna.train.contrastive import ContrastiveTrainer as C
+
+    fit, calls = C.fit_batch, []
+
+    def fit_then_interrupt(self, batch):
+        calls.append(1)
+        if len(calls) == at_step:  # a second Ctrl-C: at once, mid-step
+            raise KeyboardInterrupt
+        return fit(self, batch)
+
+    monkeypatch.setattr(C, "fit_batch", fit_then_interrupt)
+
+
+def test_an_interrupt_at_once_says_what_is_saved(tmp_path, monkeypatch, capsys):
+    """A second Ctrl-C said "interrupted" alone: nothing said whether any checkpoint was saved, or from where."""
+    import pytest
+
+    _interrupted_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        ContrastiveTrainer(tiny_config(tmp_path / "a", steps=8, save_every=2, eval_max_samples=0)).train()
+    err = capsys.readouterr().err
+    assert "stopped at once after step 3; the last checkpoint is step_0000002, the steps since are not saved" in err
+    _interrupted_at(monkeypatch, 3)  # (counted on: 3 more calls)
+    with pytest.raises(KeyboardInterrupt):
+        ContrastiveTrainer(tiny_config(tmp_path / "b", steps=8, eval_max_samples=0)).train()
+    assert "stopped at once after step 2; no checkpoint was saved, so the run starts over" in capsys.readouterr().err

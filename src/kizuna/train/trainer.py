@@ -784,9 +784,14 @@ class Trainer(ABC):
             if self.device.type == "cuda" and self.device.index is not None:  # (train() again: the caller's GPU
                 torch.cuda.set_device(self.device)  # was put back after the first; what is made on "cuda" goes here)
             tune_for_training(self.device)  # (train() again: the caller's cuDNN setting was put back too)
-            with float32_default(), torch.enable_grad():  # (grad mode is the calling thread's: set here)
-                metrics = self._loop()  # finish() is called in it, before the last checkpoint
-            self._draw_curves()
+            self._said_where_it_stopped = False
+            try:
+                with float32_default(), torch.enable_grad():  # (grad mode is the calling thread's: set here)
+                    metrics = self._loop()  # finish() is called in it, before the last checkpoint
+                self._draw_curves()
+            except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C, or one after the last step: what is saved
+                self._say_where_it_stopped()
+                raise
             if self.step >= self.total_steps:
                 self.final_metrics = dict(metrics)
             return metrics
@@ -806,6 +811,31 @@ class Trainer(ABC):
                 release_kept_memory()
             self._keep_the_runs_state()
             self._give_back_the_callers_state()
+
+    def _say_where_it_stopped(self) -> None:
+        """The line after an interrupt that did not stop at a step and save (a second Ctrl-C, one after the last
+        step's checkpoint): "interrupted" alone left the user to guess what was lost, with --save-every 0 the
+        whole run, or nothing at all (a finished run stopped while drawing its curves)."""
+        if getattr(self, "_said_where_it_stopped", True) or not self.dist.is_main:
+            return
+        self._said_where_it_stopped = True
+        try:
+            latest = self.ckpt.latest()
+        except OSError:
+            return
+        saved = int(latest.name[5:]) if latest is not None and latest.name[5:].isdigit() else None
+        if saved is not None and saved == self.step >= self.total_steps:
+            said = (f"the run had finished: its last step, {self.step}, is saved ({latest}); `--resume latest` "
+                    "draws what the interrupt cut short (curves.png)")
+        elif saved == self.step:
+            said = f"stopped at once after step {self.step}, which is saved: continue with {continue_with(self)}"
+        elif latest is not None:
+            said = (f"stopped at once after step {self.step}; the last checkpoint is {latest.name}, the steps since "
+                    f"are not saved: continue from it with {continue_with(self)}")
+        else:
+            said = (f"stopped at once after step {self.step}; no checkpoint was saved, so the run starts over "
+                    "(--save-every N saves on the way)")
+        print(said, file=sys.stderr)
 
     def _draw_curves(self, only_if_stale: bool = False) -> None:
         """OUT/curves.png, the run's loss and evaluations against the step (a figure says it at a glance);
@@ -1400,6 +1430,7 @@ def stop_and_save(trainer: Trainer, bar=None, saved: bool = False, signal_name: 
     a KeyboardInterrupt and 130, so a scheduler's requeue wrapper read a preemption as a user's cancel)."""
     from kizuna.apps.cli import Terminated
 
+    trainer._said_where_it_stopped = True  # (below: saved where it stands)
     if not saved:
         trainer.save(getattr(trainer, "step_metrics", None))
     if bar is not None:
