@@ -72,12 +72,15 @@ def test_loading_latest_of_a_run_that_prunes_it_meanwhile_reads_what_latest_name
 
     ContrastiveTrainer(tiny_config(tmp_path / "run", steps=3, save_every=1, keep_last=3)).train()
     ckpts = tmp_path / "run" / "checkpoints"
+    # step 3 not saved yet (kept aside: beside step 2, it is read as saved after it, latest or not)
+    shutil.move(ckpts / "step_0000003", tmp_path / "step_3_to_come")
     (ckpts / "latest").write_text("step_0000002")
     real, read = checkpoint._load_model, []
 
     def pruned_while_read(path, *args):
         read.append(path.name)
         if len(read) == 1:  # the run saves step 3, moves latest and prunes step 2
+            shutil.move(tmp_path / "step_3_to_come", ckpts / "step_0000003")
             shutil.rmtree(path)
             (ckpts / "latest").write_text("step_0000003")
             raise checkpoint.CheckpointError(f"{path}/model.safetensors: not a readable safetensors file")
