@@ -110,7 +110,8 @@ Fingerprint = tuple
 # version of a shard rewritten in place stayed in a long-lived process's memory (2 MB each for a Flickr8k shard)
 _memory_cache: dict[str, tuple[Fingerprint, "TarShardIndex"]] = {}
 _memory_samples = 0  # the samples it holds
-# The samples the memory cache keeps, at most (about 280 bytes each): the shards indexed first. Unbounded, a
+# The samples the memory cache keeps, at most (170 bytes each for a labelled set, 780 with Flickr8k's five captions:
+# up to ~0.8 GB held for a captioned set that large): the shards indexed first. Unbounded, a
 # notebook that had trained on a CC3M-sized set kept ~0.9 GB of indexes after its trainer was gone; a shard not
 # kept here is read from the disk cache (KIZUNA_INDEX_CACHE), or scanned again.
 MEMORY_CACHE_SAMPLES = 1_000_000
