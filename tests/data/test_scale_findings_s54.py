@@ -54,6 +54,7 @@ def test_many_damaged_shards_are_said_a_few_then_in_one_line(tmp_path):
 
 
 def test_a_brace_range_a_digit_too_long_is_refused_before_its_names_are_made(tmp_path):
+    import re
     import time
 
     import pytest
@@ -61,8 +62,9 @@ def test_a_brace_range_a_digit_too_long_is_refused_before_its_names_are_made(tmp
     from kizuna.data.sources import build_index, expand_braces
 
     start = time.perf_counter()
-    with pytest.raises(ValueError, match=r"\{0000000\.\.9999999\} expands to more than 4,000,000 names"):
-        build_index(f"{tmp_path}/{{0000000..9999999}}.tar")
+    spec = f"{tmp_path}/{{0000000..9999999}}.tar"
+    with pytest.raises(ValueError, match=re.escape(spec) + " expands to more than 4,000,000 names"):
+        build_index(spec)  # (named as typed: the recursion named its own piece, without the folders before it)
     with pytest.raises(ValueError, match="expands to more than"):
         expand_braces("{0..999}/{0..9999}.tar")  # (nested: each range alone is small)
     assert time.perf_counter() - start < 20

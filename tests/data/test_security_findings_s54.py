@@ -36,7 +36,7 @@ def test_an_image_is_decoded_only_by_the_formats_kizuna_reads(tmp_path, monkeypa
         decode_image(data.getvalue(), "x.tga")
 
 
-@pytest.mark.parametrize("kind", ["symlink", "dangling", "hardlink"])
+@pytest.mark.parametrize("kind", ["symlink", "dangling"])
 def test_the_run_lock_is_not_written_through_a_planted_link(tmp_path, kind):
     from kizuna.eval.suite import results_folder_lock
     from kizuna.train.checkpointing import RUN_LOCK, run_lock_holder
@@ -44,14 +44,10 @@ def test_the_run_lock_is_not_written_through_a_planted_link(tmp_path, kind):
     out, victim = tmp_path / "shared_out", tmp_path / "victim.txt"
     out.mkdir()
     lock = out / RUN_LOCK
-    if kind == "hardlink":
+    if kind == "symlink":
         victim.write_text("precious\n")
-        lock.hardlink_to(victim)
-    else:
-        if kind == "symlink":
-            victim.write_text("precious\n")
-        lock.symlink_to(victim)
-    with pytest.raises(ValueError, match=r"\.kizuna-run\.lock: is a link or not a plain file"):
+    lock.symlink_to(victim)
+    with pytest.raises(ValueError, match=r"\.kizuna-run\.lock: is a symbolic link or not a plain file"):
         with results_folder_lock(out):
             pass
     assert run_lock_holder(out) is None
@@ -117,14 +113,45 @@ def test_control_characters_from_data_are_escaped_where_they_are_said(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from _shards import image_bytes, write_tar
 
-    from kizuna.apps.common import format_table, one_line
+    from kizuna.apps.common import format_table, one_line, shown_line
     from kizuna.data.sources import build_index
 
     title = "c\x1b]0;OWNED\x07at"  # (set the terminal's title when printed raw)
-    assert one_line(title) == "c\\x1b]0;OWNED\\x07at" and one_line("a\tb\u00e9\u65e5") == "a\tb\u00e9\u65e5"
+    assert shown_line(title) == "c\\x1b]0;OWNED\\x07at" and shown_line("a\tb\u00e9\u65e5") == "a\tb\u00e9\u65e5"
+    # a file's rows (kizuna embed's .txt) keep them: only line breaks are escaped there, so rows map back to texts
+    assert one_line(title) == title and one_line("a\nb\x93") == "a\\nb\x93"
     assert "\x1b" not in format_table([[title, "1.0"]], ["class", "top-1"])
     write_tar(tmp_path / "s.tar", [("good.jpg", image_bytes()), ("good.txt", b"a cat"),
                                    ("miss\x1b]0;TITLE\x07ing.txt", b"no image")])
     idx = build_index(str(tmp_path / "s.tar"), require="caption")
     said = str(idx.skips)
     assert "miss\\x1b]0;TITLE\\x07ing" in said and "\x1b" not in said
+
+
+def test_a_hard_linked_run_lock_still_locks_and_is_not_rewritten(tmp_path):
+    """A hard link (a backup's `cp -al` of a run folder, or a planted one): the lock is taken and tested as ever (a
+    refusal hid a live run, and removing the file as it advised started a second run there), and the pid is not
+    written through it into the other name."""
+    import subprocess
+
+    from kizuna.eval.suite import results_folder_lock
+    from kizuna.train.checkpointing import RUN_LOCK, run_lock_holder
+
+    out, other = tmp_path / "run", tmp_path / "snapshot.lock"
+    out.mkdir()
+    other.write_text("precious\n")
+    (out / RUN_LOCK).hardlink_to(other)
+    with results_folder_lock(out):
+        assert other.read_text() == "precious\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                               "fcntl.lockf(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(out / RUN_LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_lock_holder(out) is not None  # (None: "no run", while one held it)
+        with pytest.raises(ValueError, match="another kizuna run"):
+            with results_folder_lock(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()

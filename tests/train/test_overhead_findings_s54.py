@@ -65,3 +65,24 @@ def test_an_interrupt_at_once_says_what_is_saved(tmp_path, monkeypatch, capsys):
     with pytest.raises(KeyboardInterrupt):
         ContrastiveTrainer(tiny_config(tmp_path / "b", steps=8, eval_max_samples=0)).train()
     assert "stopped at once after step 2; no checkpoint was saved, so the run starts over" in capsys.readouterr().err
+
+
+def test_an_interrupted_final_evaluation_is_not_called_a_finished_run(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import pytest
+
+    real = ContrastiveTrainer.evaluate
+
+    def evaluate(self):
+        if self.step == self.total_steps:
+            os.kill(os.getpid(), signal.SIGINT)  # (the training loop's handler: stop after this step)
+            raise RuntimeError("evaluation worker died")
+        return real(self)
+
+    monkeypatch.setattr(ContrastiveTrainer, "evaluate", evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        ContrastiveTrainer(tiny_config(tmp_path, steps=3)).train()
+    err = capsys.readouterr().err
+    assert "the evaluation at step 3 failed" in err and "the run had finished" not in err

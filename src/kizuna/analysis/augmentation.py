@@ -116,7 +116,12 @@ def augmentation_samples(cfg, n_images: int = 8, draws: int = 4, seed: int = 0, 
     if len(decoded.labels) < n:
         raise ValueError(f"{cfg.data}: {n - len(decoded.labels)} of the first {n} images do not decode "
                          f"({decoded.skips.report()})")
-    full = PairDataset(first, None, caption_sampling="first", seed_transform=False)  # what the loader starts from
+    from kizuna.train.supervised import loader_draft_size
+
+    side = cfg.image_size if isinstance(cfg.image_size, int) else max(cfg.image_size)
+    # what the loader starts from: decoded as the training loader decodes (JPEG draft mode)
+    full = PairDataset(first, None, caption_sampling="first", seed_transform=False,
+                       draft_size=loader_draft_size(cfg, side))
     loader, device = augmentations(cfg, cfg.image_size)
     out = {"original": decoded.images.permute(0, 2, 3, 1).numpy(), "labels": decoded.labels.tolist(),
            "classnames": list(classnames), "device": None, "mixed": None, "mix_info": []}

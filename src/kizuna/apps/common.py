@@ -504,25 +504,32 @@ def display_width(text: str) -> int:
 
 
 # what Python's str.splitlines breaks lines at (readers that split so saw two rows for one name)
-# line breaks, and the other control characters but the tab: ESC and the C1 codes from a data file's class name or
-# shard member name drove the terminal they were printed to (ESC]0;...BEL set its title; others move the cursor,
-# rewrite the screen, make links)
 _LINE_BREAKS = str.maketrans({c: c.encode("unicode_escape").decode("ascii")
-                              for c in [*map(chr, range(0x20)), *map(chr, range(0x7f, 0xa0)), "\u2028", "\u2029"]
-                              if c != "\t"})
+                              for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+# and the other control characters but the tab, where a name is shown (a message, a table): ESC and the C1 codes from
+# a data file's class name or shard member name drove the terminal they were printed to (ESC]0;...BEL set its title;
+# others move the cursor, rewrite the screen, make links)
+_CONTROLS = str.maketrans({c: c.encode("unicode_escape").decode("ascii")
+                           for c in [*map(chr, range(0x20)), *map(chr, range(0x7f, 0xa0)), "\u2028", "\u2029"]
+                           if c != "\t"})
 
 
 def one_line(name: str) -> str:
-    """``name`` as one line (of the .txt beside a .npy, of a table, of a message): its line breaks and other
-    control characters as escapes (a\\nb.png, \\x1b). A space in their place named three files, "a b.png" and the
-    other two, alike: rows mapped back by name went to the wrong file."""
+    """``name`` as one line of a file (the .txt beside a .npy): its line breaks as escapes (a\\nb.png), nothing
+    else changed, so rows map back to the texts. A space in their place named three files, "a b.png" and the other
+    two, alike: rows mapped back by name went to the wrong file."""
     return name.translate(_LINE_BREAKS) if not name.isprintable() else name
+
+
+def shown_line(name: str) -> str:
+    """``name`` as one line to show (a message, a table): line breaks and other control characters as escapes."""
+    return name.translate(_CONTROLS) if not name.isprintable() else name
 
 
 def table_cell(value) -> str:
     """``value`` as one line of one cell: its line breaks and tabs as escapes (a class named "new\\nline" split its
     row in two, a tab shifted it), as the .txt of `kizuna embed` writes them."""
-    return one_line(str(value)).replace("\t", "\\t")
+    return shown_line(str(value)).replace("\t", "\\t")
 
 
 def format_table(rows: list[list], headers: list[str]) -> str:

@@ -257,8 +257,13 @@ def _range_items(a: str, b: str, step: str | None) -> list[str]:
 MAX_BRACE_NAMES = 4_000_000
 
 
+class _TooManyNames(ValueError):
+    pass
+
+
 def _too_many_names(pattern: str) -> ValueError:
-    return ValueError(f"{pattern} expands to more than {MAX_BRACE_NAMES:,} names: check its ranges (a digit too many?)")
+    return _TooManyNames(f"{pattern} expands to more than {MAX_BRACE_NAMES:,} names: check its ranges (a digit too "
+                         "many?)")
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -378,7 +383,11 @@ def _spec_parts(spec: Any) -> list[tuple[str, str | None]]:
             # expanded, d{a,b}/*.tar read da/ and db/
             path = os.path.expanduser(piece.strip())
             head = _existing_head(path)
-            parts.extend((head + p, _glob_pattern(head + p)) for p in expand_braces(path[len(head):]))
+            try:
+                names = expand_braces(path[len(head):])
+            except _TooManyNames:  # named as typed (the recursion's piece lacked the folders before it)
+                raise _too_many_names(piece.strip()) from None
+            parts.extend((head + p, _glob_pattern(head + p)) for p in names)
     return parts
 
 
@@ -743,13 +752,13 @@ def _csv_key_blocks(keys: list[str], a: int, b: int, csv_path: str):
 
 
 def _where(kind: str, key: str, source: str) -> str:
-    from kizuna.apps.common import one_line  # (a member name's ESC or line break drove the terminal it was said to)
+    from kizuna.apps.common import shown_line  # (a member name's ESC or line break drove the terminal it was said to)
 
     if kind == "tar":
-        return one_line(f"key {key} in shard {source}")
+        return shown_line(f"key {key} in shard {source}")
     if kind == "csv":
-        return one_line(f"{key} in {source}")
-    return one_line(f"{key} in folder {source}")
+        return shown_line(f"{key} in {source}")
+    return shown_line(f"{key} in folder {source}")
 
 
 class _Builder:

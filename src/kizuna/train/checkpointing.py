@@ -459,9 +459,9 @@ def run_lock_holder(out: Path) -> str | None:
 
 
 def _open_lock_file(path: Path):
-    """The lock file, opened for reading and writing (made if missing), refused unless it is a plain file of its
-    own: opened through a link, a link planted in a shared folder (``.kizuna-run.lock -> ~/.bashrc``) had the
-    file it named truncated to the run's pid, or made where the link pointed."""
+    """The lock file, opened for reading and writing (made if missing), refused where it is a symbolic link or not
+    a plain file: opened through a link, a link planted in a shared folder (``.kizuna-run.lock -> ~/.bashrc``) had
+    the file it named truncated to the run's pid, or made where the link pointed."""
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o666)
@@ -470,12 +470,11 @@ def _open_lock_file(path: Path):
             raise
         fd = None
     if fd is not None:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # (a hard link, a snapshot's `cp -al`: locked, its pid not written)
             return os.fdopen(fd, "a+", encoding="utf-8")
         os.close(fd)
-    raise ValueError(f"{path}: is a link or not a plain file, and kizuna writes its run lock there (through a link, "
-                     "into the file it names): remove it, or choose another --out")
+    raise ValueError(f"{path}: is a symbolic link or not a plain file, and kizuna writes its run lock there "
+                     "(through a link, into the file it names): remove it, or choose another --out")
 
 
 def _remove_checkpoint(folder: Path) -> None:
@@ -543,10 +542,11 @@ def hold_run_lock(out: Path) -> Path | None:
         handle.close()
         raise ValueError(f"--out {out}: another kizuna run{f' (pid {holder})' if holder.isdigit() else ''} is "
                          "writing there; wait for it to end (or stop it), or choose another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    if os.fstat(handle.fileno()).st_nlink == 1:  # the pid, written into this file alone: a hard link's other
+        handle.seek(0)  # name (a backup snapshot's, or a file of the user's) is not rewritten through it
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
     _HELD_LOCKS[key] = [handle, 1, made, False]  # the last: a trainer of this process is training there
     return key
 

@@ -533,6 +533,12 @@ def _image_tower(model: nn.Module, source: str) -> VisionTransformer:
     raise ValueError(f"{source}: expected a ViT or CLIP checkpoint, got a {type(model).__name__}")
 
 
+def loader_draft_size(cfg, side: int) -> int:
+    """The size the training loader decodes JPEGs at (draft mode): reduced, still covering the smallest random
+    resized crop. `vit augment`'s preview decodes so too (in full, its loader column was not what training saw)."""
+    return crop_draft_size(side, cfg.crop_scale[0]) if cfg.crop == "rrc" else side
+
+
 def load_for_finetune(path: str, num_classes: int, image_size: int | None = None,
                       pos_embed: str = "interpolate", reset_head: bool = True,
                       act: str | None = None) -> VisionTransformer:
@@ -746,10 +752,8 @@ class SupervisedTrainer(Trainer):
         if cfg.augment_on == "device":
             self.loader, self.sampler = self._device_batches()
         else:
-            # JPEGs decode at a reduced size that still covers the smallest random resized crop
-            draft = crop_draft_size(side, cfg.crop_scale[0]) if cfg.crop == "rrc" else side
             self.dataset = PairDataset(self.train_index, self.transform, caption_sampling="first", seed=cfg.seed,
-                                       draft_size=draft)
+                                       draft_size=loader_draft_size(cfg, side))
             self.sampler = self._train_sampler(len(self.dataset))
             # pinned batches only for a GPU run: pinning starts CUDA (a context on GPU 0) where a GPU is merely present
             self.loader = make_loader(self.dataset, self.sampler, num_workers=cfg.workers, collate=Collate(),

@@ -1061,6 +1061,7 @@ class Trainer(ABC):
         torchrun end the group in seconds. (Data that does not resolve is refused before training.)"""
         if self.dist.enabled:
             return
+        self._said_where_it_stopped = True  # (said below: the interrupt's line took a failed end for a finished run)
         bad = self._non_finite()
         if bad is not None:  # nothing saved from diverged weights (vit's finish() exported them as model/)
             bar.write(f"{what} at step {self.step} failed, and {bad} (training diverged): nothing is saved from "
