@@ -7,6 +7,7 @@ from pathlib import Path
 
 HANGUP_RUN = """
 import os, signal, subprocess, sys
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal's session (under nohup, as CI may run, it is ignored)
 sys.path.insert(0, {tests!r})
 from kizuna.apps.cli import main
 from kizuna.train.contrastive import ContrastiveTrainer as T
@@ -42,6 +43,7 @@ def test_a_hang_up_stops_a_training_run_after_its_step_and_saves(tmp_path):
 
 HANGUP_EVAL = """
 import os, signal, sys
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 from kizuna.apps.cli import main
 import kizuna.data.images as I
 
@@ -86,3 +88,13 @@ def test_the_console_script_ignores_ctrl_c_once_the_command_is_done(monkeypatch)
 
     (script,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "kizuna"]
     assert script.value == "kizuna.apps.cli:console_main"
+
+
+def test_an_ignored_hang_up_stays_ignored(tmp_path):
+    """Under nohup (SIGHUP ignored) a command goes on, as nohup promises: the handler is taken only from the default."""
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "x.png")
+    code = HANGUP_EVAL.format(image=str(tmp_path / "x.png")).replace("signal.SIG_DFL)", "signal.SIG_IGN)", 1)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "hung up" not in done.stderr, done.stderr[-2000:]
