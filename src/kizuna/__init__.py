@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 from .models.checkpoint import CheckpointError, load_model, save_model  # noqa: E402
 from .models.clip import ClipConfig, ClipModel  # noqa: E402
+from .models.layers import float32_default as _float32_default  # noqa: E402
 from .models.presets import clip_config, list_models, vit_config  # noqa: E402
 from .models.vit import VisionConfig, VisionTransformer, resample_pos_embed  # noqa: E402
 
@@ -25,6 +26,7 @@ from .models.vit import VisionConfig, VisionTransformer, resample_pos_embed  # n
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+@_float32_default()  # (a host's float64 default gave a float64 model under precision "fp32")
 def create_model(name_or_path: str, image_size: int | None = None, allow_jit: bool = False,
                  precision: str = "fp32", act: str | None = None, **overrides):
     """A preset name ("ViT-B-32", "siglip-B-16", ...) builds a fresh model; a path loads a checkpoint

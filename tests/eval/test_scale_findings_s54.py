@@ -46,3 +46,18 @@ def test_prompts_are_tokenized_in_chunks_with_the_same_groups_and_digest(monkeyp
     assert max(seen) <= 6  # (whole classes: 2 of 3 prompts)
     seen.clear()
     assert C._token_ids_digest(counting, prompts) == whole and max(seen) <= 7
+
+
+def test_a_gone_text_tower_takes_its_class_cache_entry_with_it():
+    """Its key (the module's id, its tensors' addresses) is never met again: a service loading the same checkpoint
+    per request kept 32 entries nothing could hit (stop 54's one-process hunt)."""
+    import gc
+
+    C.clear_class_cache()
+    for _ in range(5):
+        model = kizuna.create_model("ViT-mu-8")
+        C.class_embeddings(model, kizuna.get_tokenizer(model), ["cat", "dog"], ["a photo of a {c}."])
+        assert len(C._MEMORY_CACHE) == 1
+        del model
+        gc.collect()
+    assert len(C._MEMORY_CACHE) == 0 and len(C._LAST_KEY_OF) == 0

@@ -250,8 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     does; with a returned status it went on to the next command and ended with status 0."""
     from kizuna.data.tar_index import reset_warnings
 
-    with _ONE_AT_A_TIME:
-        reset_warnings()  # a damaged shard is warned about in each command that reads it
+    import warnings
+
+    with _ONE_AT_A_TIME, warnings.catch_warnings():
+        # a damaged shard is warned about in each command that reads it, and each warning in each command: Python
+        # shows a warning once per place until the filters change, and from a process's third `kizuna train` on
+        # ("these shards are not read", the warm-up's) none was shown; catch_warnings starts that record afresh
+        # and gives the caller's filters back
+        reset_warnings()
         return _main_with_output(argv)
 
 

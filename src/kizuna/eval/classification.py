@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -303,6 +304,14 @@ def _save(path: Path, weights: torch.Tensor, classnames, templates) -> None:
                       RuntimeWarning, stacklevel=2)
 
 
+def _forget(computed_for: tuple) -> None:
+    # not under the lock: a finalizer may run in the thread that holds it (a collection inside _remember), and
+    # would wait for itself; each pop is one step under the GIL
+    key = _LAST_KEY_OF.pop(computed_for, None)
+    if key is not None:
+        _MEMORY_CACHE.pop(key, None)
+
+
 def _remember(key, weights: torch.Tensor, text_module=None) -> None:
     """``key``'s weights kept in memory; the same tower's entry for the same classes and prompts under weights it
     no longer has dropped (key[0] is the weights' fingerprint; the rest, what they were computed for)."""
@@ -313,6 +322,9 @@ def _remember(key, weights: torch.Tensor, text_module=None) -> None:
             before = _LAST_KEY_OF.pop(computed_for, None)
             if before is not None and before != key:
                 _MEMORY_CACHE.pop(before, None)
+            elif before is None:  # gone with the tower: its key (its id, its tensors' addresses) is never met again,
+                # and a service loading a model per request filled the cache with 32 entries nothing could hit
+                weakref.finalize(text_module, _forget, computed_for)
             _LAST_KEY_OF[computed_for] = key
             while len(_LAST_KEY_OF) > _MEMORY_CACHE_SIZE:
                 _LAST_KEY_OF.popitem(last=False)

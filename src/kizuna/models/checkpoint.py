@@ -30,7 +30,7 @@ from torch import nn
 from kizuna.extras import MissingExtra
 
 from .clip import ClipConfig, ClipModel
-from .layers import python_int
+from .layers import float32_default, python_int
 from .vit import VisionConfig, VisionTransformer, _pair, grid_warning_silenced, resample_pos_embed
 
 FORMAT_KEY = "kizuna"
@@ -674,6 +674,7 @@ def pointer_folder(pointer: Path) -> Path:
     return Path(os.path.realpath(pointer)).parent if pointer.is_symlink() else pointer.parent
 
 
+@float32_default()  # (a host's float64 default gave a float64 model, and save_model wrote it so)
 def load_model(
     path: str | Path, image_size: int | None = None, allow_jit: bool = False, map_location: str = "cpu",
     act: str | None = None,

@@ -53,6 +53,20 @@ def building_on_meta() -> bool:
     return torch.empty(()).is_meta
 
 
+@contextlib.contextmanager
+def float32_default():
+    """torch's default dtype float32 inside, the caller's after: under a host's float64 default (a notebook's)
+    a run built, trained and saved a float64 model under precision fp32, and its first loss differed; create_model
+    and load_model gave a float64 model (and save_model wrote it, twice the size). The default dtype is the
+    process's: a host thread making tensors meanwhile gets float32 ones too. Also a decorator."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 def python_int(value):
     """A numpy (or other) integer as a Python int, anything else as it is: sizes computed with numpy
     (``y.max() + 1``, ``np.unique(y).size``) were refused as "must be a positive int", and a config holding one was

@@ -39,6 +39,7 @@ from kizuna.data.sources import SkipCounter
 from kizuna.data.transforms import TRAINING_PIXELS_VERSION
 from kizuna.eval.encode import gather_object, summed_skips
 from kizuna.models.checkpoint import atomic_write_text
+from kizuna.models.layers import float32_default
 
 from .budget import (TimeBudget, after_step, initial_length, length_state, restore_length,
                      warn_if_warmup_fills_the_run)
@@ -86,19 +87,6 @@ def run_log_of(checkpoint: Path) -> Path | None:
     if folder == "checkpoints" or folder.startswith("checkpoints."):
         return checkpoint.parent.parent / ("metrics.jsonl" + folder[len("checkpoints"):])
     return None
-
-
-@contextlib.contextmanager
-def float32_default():
-    """torch's default dtype float32 inside, the caller's after: under a host's float64 default (a notebook's)
-    a run built, trained and saved a float64 model under precision fp32, and its first loss differed. The
-    default dtype is the process's: a host thread making tensors meanwhile gets float32 ones too."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(before)
 
 
 # a number per trainer built: which one took OUT last (checkpointing.run_lock_owner)
@@ -301,6 +289,9 @@ class Trainer(ABC):
         (kizuna.train.config.named_fields). A resume takes the others from the checkpoint and refuses a named
         one that asks for another model. None (a config built in Python): ``cfg`` as it is, and a non-default
         field counts as named."""
+        if torch.is_inference_mode_enabled():  # its model's parameters were inference tensors: an autograd error
+            raise ValueError("a trainer cannot be built or run inside torch.inference_mode() (its parameters would "
+                             "be inference tensors, which cannot be trained): build and train it outside that block")
         cfg, restored = resumed_config(cfg, named)
         self.logged_losses: list[tuple[int, float]] = []  # (step, loss) of each log record (_diverged names them)
         self.started_in = os.getcwd()  # (a resume from elsewhere names its relative paths anew: refused otherwise)
@@ -756,6 +747,8 @@ class Trainer(ABC):
         # only while training: set in the constructor, a set-up that failed (a refused resume) or a trainer
         # never trained left the process keeping its freed memory
         kept = False
+        if torch.is_inference_mode_enabled():  # (built outside, trained inside: the same autograd error)
+            raise ValueError("train() cannot run inside torch.inference_mode(): call it outside that block")
         try:  # (the refusals below give the caller's state back too, in the finally)
             self._take_up_the_runs_state()
             if self.final_metrics is not None:  # train() again on a finished run: its numbers (it returned {})
